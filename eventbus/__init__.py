@@ -1,0 +1,56 @@
+"""An event-sourced callback bus for training loops.
+
+Events in, decisions out, side effects at the edge: a training loop publishes typed events to a
+:class:`Bus`; plugins (pure state machines) return decisions; the bus records every event and
+decision to an event log, applies the decisions, and the log can be replayed, audited and resumed.
+"""
+
+from ._markers import hookimpl, hookspec
+from ._version import __version__
+from .bus import Bus, PluginIsolatedWarning, SinkFailureWarning
+from .errors import (
+    ConfigError,
+    EventBusError,
+    EventError,
+    LogCorruptError,
+    LogError,
+    MetricValueError,
+    PluginError,
+    RegistryError,
+    ReplayError,
+    SchemaVersionError,
+)
+from .jsonl import TornLogWarning
+from .log import read_header, read_log
+from .model import ModelAdapter, NumpyModel
+from .plugin import Plugin
+from .registry import registry
+from .replay import ReplayResult, replay
+
+__all__ = [
+    "Bus",
+    "ConfigError",
+    "EventBusError",
+    "EventError",
+    "LogCorruptError",
+    "LogError",
+    "MetricValueError",
+    "ModelAdapter",
+    "NumpyModel",
+    "Plugin",
+    "PluginError",
+    "PluginIsolatedWarning",
+    "RegistryError",
+    "ReplayError",
+    "ReplayResult",
+    "SchemaVersionError",
+    "SinkFailureWarning",
+    "TornLogWarning",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "read_header",
+    "read_log",
+    "registry",
+    "replay",
+]

@@ -1,0 +1,8 @@
+"""The pluggy markers; kept apart from ``__init__`` so ``hookspecs`` can import them without a cycle."""
+
+import pluggy
+
+PROJECT_NAME = "eventbus"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

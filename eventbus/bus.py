@@ -1,0 +1,758 @@
+"""The bus: events in, decisions out, every record to the log.
+
+For each observation the bus (1) checks and copies the loop's values into a record, (2) appends it
+to every log writer, (3) calls, in the order the plugins were given, each plugin that implements
+the event's hook, and (4) for every decision a plugin returns: records it, applies it (control
+state, model adapter) and passes it to the ``on_decision`` hooks, recording what they return.
+
+pluggy registers and validates plugins; calls do not go through pluggy's hook caller but through
+a tuple of bound methods per hook, rebuilt whenever the plugins change. That keeps a batch event
+that one or two plugins care about at a few microseconds, and a hook nobody implements at nearly
+nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from time import time as _time
+from typing import Any, Literal
+
+import pluggy
+
+from . import hookspecs
+from ._markers import PROJECT_NAME
+from ._version import __version__
+from .errors import ConfigError, EventError, PluginError
+from .log import RecordWriter, open_writer
+from .metrics import coerce_logs
+from .model import adapter_learning_rate
+from .plugin import plugin_name, plugin_spec
+from .records import (
+    KINDS,
+    SCHEMA_VERSION,
+    BatchBegin,
+    BatchEnd,
+    Decision,
+    Header,
+    Observation,
+    Outcome,
+    PluginFailed,
+    PluginSpec,
+    Record,
+    RestoreWeights,
+    SetLearningRate,
+    SinkFailed,
+    SnapshotWeights,
+    StopTraining,
+    WeightsRestored,
+    trusted,
+)
+from .records import Warning as WarningRecord
+
+__all__ = ["Bus"]
+
+_EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
+_HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach")
+_new = object.__new__
+_setattr = object.__setattr__
+_FIELDS = {cls: frozenset(cls.model_fields) for cls in KINDS.values()}
+
+
+class SinkFailureWarning(UserWarning):
+    """A sink failed during the run; training went on and the failure is in the log."""
+
+
+class PluginIsolatedWarning(UserWarning):
+    """A plugin raised and was disabled (``on_plugin_error="isolate"``)."""
+
+
+def _index(value: Any, field: str, kind: str) -> int:
+    """An epoch or batch index as a plain int (numpy integers and 0-d tensors included)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise EventError(f"{kind}: {field} must be an int; got {type(value).__name__} {value!r}",
+                         event=kind, field=field)
+    return value.__index__()
+
+
+class Bus:
+    """Publish training events to plugins; record events and decisions; apply decisions.
+
+    Parameters
+    ----------
+    plugins:
+        Plugin objects, called in this order for every hook (Keras's list order).
+    log:
+        Where to record: a path (``.jsonl``, or ``.parquet`` for a Parquet segment directory), a
+        writer object, or a list of them. ``None`` keeps nothing on disk.
+    model:
+        A model adapter (see :mod:`eventbus.model`); decisions about the learning rate and
+        weights are applied to it.
+    learning_rate:
+        The initial learning rate when there is no model adapter that has one.
+    on_plugin_error:
+        ``"raise"``: a plugin that raises is recorded as ``plugin_failed`` and a
+        :class:`PluginError` propagates. ``"isolate"``: the plugin is recorded, disabled and
+        training goes on. Plugins with ``side_effects`` (sinks) are always isolated.
+    run_id:
+        The run's id in every record; a random one by default.
+    meta:
+        Extra facts about the run for the log header (plain data).
+    """
+
+    def __init__(
+        self,
+        plugins: Sequence[object] = (),
+        *,
+        log: str | os.PathLike[str] | RecordWriter | Sequence[Any] | None = None,
+        model: Any = None,
+        learning_rate: float | None = None,
+        on_plugin_error: Literal["raise", "isolate"] = "raise",
+        run_id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        if on_plugin_error not in ("raise", "isolate"):
+            raise ConfigError(f"Bus: on_plugin_error must be 'raise' or 'isolate'; got "
+                              f"{on_plugin_error!r}", field="on_plugin_error")
+        self.run_id = run_id or uuid.uuid4().hex[:16]
+        self.model = model
+        self.on_plugin_error = on_plugin_error
+        self.stop_training = False
+        #: The epoch a loop should start from; above 0 only for a resumed run.
+        self.initial_epoch = 0
+        self._lr = None if learning_rate is None else float(learning_rate)
+        self._meta = dict(meta or {})
+        self._seq = 0
+        self._epoch: int | None = None
+        self._step = 0
+        self._in_train = False
+        self._closed = False
+        self._header_written = False
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._pending: deque[Record] = deque()
+        self._replaying = False
+        #: Sink and plugin faults seen so far (records, also in the log).
+        self.failures: list[Record] = []
+
+        self._writers: list[RecordWriter] = [self._writer(w) for w in _as_list(log)]
+        self._pm = pluggy.PluginManager(PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._plugins: list[object] = []
+        self._labels: dict[int, str] = {}
+        self._disabled: set[int] = set()
+        self._resolve()
+        for plugin in plugins:
+            self.register(plugin)
+
+    # --- plugins -------------------------------------------------------------------------------
+
+    def register(self, plugin: object) -> str:
+        """Add a plugin after those already there; returns the label its records carry.
+
+        The label is its registered name, with ``#2``, ``#3`` ... for a second or third plugin of
+        the same name on this bus.
+        """
+        if any(p is plugin for p in self._plugins):
+            raise ConfigError(f"plugin {plugin_name(plugin)!r} is already on this bus",
+                              plugin=plugin_name(plugin))
+        name = plugin_name(plugin)
+        taken = set(self._labels.values())
+        label, n = name, 1
+        while label in taken:
+            n += 1
+            label = f"{name}#{n}"
+        try:
+            self._pm.register(plugin, name=f"{label}@{id(plugin)}")
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._pm.unregister(plugin)
+            raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
+        for hook in _HOOKS:
+            for impl in getattr(self._pm.hook, hook).get_hookimpls():
+                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                    self._pm.unregister(plugin)
+                    raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
+                                      "calls plugins in list order and has no wrappers",
+                                      plugin=label)
+        self._plugins.append(plugin)
+        self._labels[id(plugin)] = label
+        self._resolve()
+        if self._header_written:
+            self._record(WarningRecord(
+                source="bus", message=f"plugin {label!r} was registered after the run started; "
+                "the log header does not list it, so replay cannot rebuild it from the log",
+                details={"plugin": label}))
+        for fn, owner in self._h_on_attach:  # type: ignore[attr-defined]
+            if owner is plugin:
+                fn(bus=self)
+        return label
+
+    @property
+    def plugins(self) -> list[object]:
+        """The plugins on this bus, in call order (disabled ones included)."""
+        return list(self._plugins)
+
+    def label(self, plugin: object) -> str:
+        """The name ``plugin``'s records carry on this bus."""
+        return self._labels[id(plugin)]
+
+    def _resolve(self) -> None:
+        """Rebuild the per-hook call tuples: active plugins, in the order given."""
+        order = {id(p): i for i, p in enumerate(self._plugins) if id(p) not in self._disabled}
+        for hook in _HOOKS:
+            impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
+                     if id(impl.plugin) in order]
+            impls.sort(key=lambda impl: order[id(impl.plugin)])
+            setattr(self, f"_h_{hook}", tuple((_adapt(impl, hook), impl.plugin) for impl in impls))
+
+    def _disable(self, plugin: object) -> None:
+        self._disabled.add(id(plugin))
+        self._resolve()
+
+    # --- control state -------------------------------------------------------------------------
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The current learning rate: the model adapter's if it has one, else the bus's own."""
+        if self.model is not None and not self._replaying:
+            value = adapter_learning_rate(self.model)
+            if value is not None:
+                return value
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._lr = float(value)
+        if self.model is not None and not self._replaying and hasattr(self.model, "learning_rate"):
+            self.model.learning_rate = self._lr
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch in progress (from the last ``epoch_begin``)."""
+        return self._epoch
+
+    @property
+    def step(self) -> int:
+        """Training batches finished so far, across epochs."""
+        return self._step
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last record."""
+        return self._seq
+
+    # --- the loop's methods --------------------------------------------------------------------
+
+    def train_begin(self, params: Mapping[str, Any] | None = None,
+                    logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        """Training starts; ``params`` as Keras's ``callback.params`` (epochs, steps, ...)."""
+        self._in_train = True
+        return self._observe("train_begin", {"params": _params(params)}, logs)
+
+    def train_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        decisions = self._observe("train_end", {}, logs)
+        self._in_train = False
+        return decisions
+
+    def epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        epoch = _index(epoch, "epoch", "epoch_begin")
+        self._epoch = epoch
+        return self._observe("epoch_begin", {"epoch": epoch}, logs)
+
+    def epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("epoch_end", {"epoch": _index(epoch, "epoch", "epoch_end")}, logs)
+
+    def batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if type(batch) is not int:
+            batch = _index(batch, "batch", "batch_begin")
+        self._seq = seq = self._seq + 1
+        record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_begin",
+                  "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
+                  "logs": coerce_logs(logs, "batch_begin") if logs else {}}
+        return self._emit(BatchBegin, record, self._h_on_batch_begin)  # type: ignore[attr-defined]
+
+    def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if type(batch) is not int:
+            batch = _index(batch, "batch", "batch_end")
+        logs = coerce_logs(logs, "batch_end") if logs else {}
+        self._seq = seq = self._seq + 1
+        record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
+                  "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
+                  "logs": logs}
+        self._step += 1
+        return self._emit(BatchEnd, record, self._h_on_batch_end)  # type: ignore[attr-defined]
+
+    def test_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("test_begin", {"epoch": self._eval_epoch()}, logs)
+
+    def test_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("test_end", {"epoch": self._eval_epoch()}, logs)
+
+    def test_batch_begin(self, batch: int,
+                         logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("test_batch_begin", {
+            "epoch": self._eval_epoch(), "batch": _index(batch, "batch", "test_batch_begin")}, logs)
+
+    def test_batch_end(self, batch: int,
+                       logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("test_batch_end", {
+            "epoch": self._eval_epoch(), "batch": _index(batch, "batch", "test_batch_end")}, logs)
+
+    def predict_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("predict_begin", {}, logs)
+
+    def predict_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("predict_end", {}, logs)
+
+    def predict_batch_begin(self, batch: int,
+                            logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("predict_batch_begin",
+                             {"batch": _index(batch, "batch", "predict_batch_begin")}, logs)
+
+    def predict_batch_end(self, batch: int,
+                          logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        return self._observe("predict_batch_end",
+                             {"batch": _index(batch, "batch", "predict_batch_end")}, logs)
+
+    def publish(self, event: Observation) -> Sequence[Decision]:
+        """Publish an observation record built by the caller; returns the decisions it caused.
+
+        The bus stamps the envelope (run id, seq, time). ``epoch`` and ``step`` of batch events
+        are the bus's own counters unless the event sets them.
+        """
+        if not isinstance(event, Observation):
+            raise EventError(f"publish: expected an observation record (TrainBegin, EpochEnd, "
+                             f"...); got {type(event).__name__}", event=getattr(event, "kind", None))
+        kind, logs = event.kind, event.logs
+        given = event.model_fields_set
+        if kind == "train_begin":
+            return self.train_begin(event.params, logs)  # type: ignore[attr-defined]
+        if kind == "train_end":
+            return self.train_end(logs)
+        if kind in ("epoch_begin", "epoch_end"):
+            return getattr(self, kind)(event.epoch, logs)  # type: ignore[attr-defined]
+        if kind in ("batch_begin", "batch_end"):
+            if "step" in given:
+                self._step = event.step  # type: ignore[attr-defined]
+            if "epoch" in given:
+                self._epoch = event.epoch  # type: ignore[attr-defined]
+            return getattr(self, kind)(event.batch, logs)  # type: ignore[attr-defined]
+        fields = {name: getattr(event, name) for name in ("epoch", "batch")
+                  if name in type(event).model_fields}
+        if "epoch" in fields and "epoch" not in given:
+            fields["epoch"] = self._eval_epoch()
+        return self._observe(kind, fields, logs)
+
+    def _feed(self, record: Observation) -> Sequence[Decision]:
+        """Dispatch a recorded observation as it was (same seq, time and logs), for replay/resume.
+
+        Nothing is written to the log writers. In replay the learning rate in epoch logs is the
+        replayed one, so a what-if that changed it is seen by the plugins after the change.
+        """
+        data = dict(record.__dict__)
+        data["logs"] = dict(record.logs)
+        kind = data["kind"]
+        self._seq = data["seq"]
+        if kind == "train_begin":
+            self._in_train = True
+        elif kind == "train_end":
+            self._in_train = False
+        elif kind == "epoch_begin":
+            self._epoch = data["epoch"]
+        elif kind in ("batch_begin", "batch_end"):
+            self._epoch = data["epoch"]
+            self._step = data["step"] + (kind == "batch_end")
+        if kind in ("epoch_begin", "epoch_end") and self._lr is not None:
+            data["logs"]["learning_rate"] = self._lr
+        writers, self._writers = self._writers, []
+        try:
+            return self._emit(KINDS[kind], data, getattr(self, f"_h_on_{kind}"))
+        finally:
+            self._writers = writers
+
+    # --- recording and dispatch ----------------------------------------------------------------
+
+    def _eval_epoch(self) -> int | None:
+        return self._epoch if self._in_train else None
+
+    def _observe(self, kind: str, fields: dict[str, Any],
+                 logs: Mapping[str, Any] | None) -> Sequence[Decision]:
+        """The general path for every observation but batches (which have their own)."""
+        logs = coerce_logs(logs, kind) if logs else {}
+        if kind in ("epoch_begin", "epoch_end"):
+            if kind == "epoch_end":
+                self._augment(fields["epoch"], logs)
+            lr = self.learning_rate
+            if lr is not None and "learning_rate" not in logs:
+                logs["learning_rate"] = lr
+        self._seq = seq = self._seq + 1
+        record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": kind,
+                  "time": _time(), **fields, "logs": logs}
+        cls = KINDS[kind]
+        decisions = self._emit(cls, record, getattr(self, f"_h_on_{kind}"))
+        if kind == "epoch_end" and not decisions:
+            self._flush()
+        elif kind == "train_end":
+            self._sync()
+        return decisions
+
+    def _augment(self, epoch: int, logs: dict[str, float]) -> None:
+        for fn, plugin in self._h_augment_epoch_logs:  # type: ignore[attr-defined]
+            label = self._labels[id(plugin)]
+            try:
+                extra = fn(epoch=epoch, logs=dict(logs))
+            except Exception as exc:
+                self._plugin_failed(plugin, "epoch_end", self._seq + 1, exc)
+                continue
+            if extra:
+                for key, value in coerce_logs(extra, "epoch_end", plugin=label).items():
+                    logs.setdefault(key, value)
+
+    def _emit(self, cls: type[Record], record: dict[str, Any],
+              handlers: tuple[tuple[Any, object], ...]) -> Sequence[Decision]:
+        if not self._header_written:
+            self._write_header()
+        if self._pending:
+            self._drain()
+        for writer in self._writers:
+            try:
+                writer.write(record)
+            except Exception as exc:
+                self._writer_failed(writer, record["kind"], exc)
+        if not handlers:
+            return ()
+        event = _new(cls)
+        _setattr(event, "__dict__", record)
+        _setattr(event, "__pydantic_fields_set__", _FIELDS[cls])
+        _setattr(event, "__pydantic_extra__", None)
+        _setattr(event, "__pydantic_private__", None)
+        decisions: list[Decision] | None = None
+        for fn, plugin in handlers:
+            try:
+                out = fn(event)
+            except Exception as exc:
+                self._plugin_failed(plugin, record["kind"], record["seq"], exc)
+                continue
+            if out is not None:
+                if decisions is None:
+                    decisions = []
+                self._accept(plugin, event, out, decisions)
+        if decisions:
+            self._flush()
+            return decisions
+        return ()
+
+    def _accept(self, plugin: object, event: Any, out: Any, decisions: list[Decision]) -> None:
+        """Record, apply and pass on what a plugin returned for ``event``."""
+        label = self._labels[id(plugin)]
+        try:
+            items = _as_records(out, label, event.kind)
+        except EventError as exc:
+            self._plugin_failed(plugin, event.kind, event.seq, exc)
+            return
+        for item in items:
+            if isinstance(item, Decision):
+                decision = self._record(item, source=label, cause=event)
+                decisions.append(decision)  # type: ignore[arg-type]
+                self._apply(decision)  # type: ignore[arg-type]
+            elif isinstance(item, Outcome):
+                self._record(item, source=label, cause=event)
+            else:
+                self._plugin_failed(plugin, event.kind, event.seq, EventError(
+                    f"plugin {label!r} returned a {item.kind} record from {event.kind}; plugins "
+                    "return decisions or outcomes, the loop publishes observations",
+                    event=event.kind, plugin=label))
+
+    def _record(self, item: Record, *, source: str = "", cause: Any = None) -> Record:
+        """Stamp ``item`` with the envelope (and source, cause, epoch if unset), then log it."""
+        self._seq += 1
+        update: dict[str, Any] = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": self._seq,
+                                  "time": _time()}
+        if isinstance(item, (Decision, Outcome)):
+            if not item.source and source:
+                update["source"] = source
+            if item.cause_seq is None and cause is not None:
+                update["cause_seq"] = cause.seq
+            if item.epoch is None:
+                epoch = getattr(cause, "epoch", None) if cause is not None else None
+                update["epoch"] = epoch if epoch is not None else self._epoch
+        stamped = item.model_copy(update=update)
+        if not self._header_written and not isinstance(stamped, Header):
+            self._write_header()
+        data = stamped.model_dump()
+        for writer in self._writers:
+            try:
+                writer.write(data)
+            except Exception as exc:
+                self._writer_failed(writer, stamped.kind, exc)
+        return stamped
+
+    def _apply(self, decision: Decision) -> None:
+        """Apply a recorded decision, then pass it to the ``on_decision`` hooks."""
+        if isinstance(decision, StopTraining):
+            self.stop_training = True
+        elif isinstance(decision, SetLearningRate):
+            self._edge(lambda: setattr(self, "learning_rate", decision.value), decision)
+        elif isinstance(decision, (SnapshotWeights, RestoreWeights)) and not self._replaying:
+            self._weights(decision)
+        if self._replaying:
+            return
+        for fn, plugin in self._h_on_decision:  # type: ignore[attr-defined]
+            try:
+                out = fn(decision)
+            except Exception as exc:
+                self._plugin_failed(plugin, decision.kind, decision.seq, exc)
+                continue
+            label = self._labels[id(plugin)]
+            try:
+                items = _as_records(out, label, decision.kind)
+            except EventError as exc:
+                self._plugin_failed(plugin, decision.kind, decision.seq, exc)
+                continue
+            for item in items:
+                if isinstance(item, Outcome):
+                    self._record(item, source=label, cause=decision)
+                else:
+                    self._plugin_failed(plugin, decision.kind, decision.seq, EventError(
+                        f"plugin {label!r} returned a {item.kind} record from on_decision; only "
+                        "outcomes may be returned there", event=decision.kind, plugin=label))
+
+    def _weights(self, decision: SnapshotWeights | RestoreWeights) -> None:
+        if self.model is None:
+            self._record(WarningRecord(
+                source="bus", cause_seq=decision.seq, epoch=decision.epoch,
+                message=f"{decision.kind} from {decision.source!r} needs a model adapter; "
+                        "the bus has none (Bus(model=...))", details={"tag": decision.tag}))
+            return
+        if isinstance(decision, SnapshotWeights):
+            self._edge(lambda: self._snapshots.__setitem__(decision.tag, self.model.get_weights()),
+                       decision)
+            return
+        weights = self._snapshots.get(decision.tag)
+        if weights is None:
+            self._record(WarningRecord(
+                source="bus", cause_seq=decision.seq, epoch=decision.epoch,
+                message=f"restore_weights from {decision.source!r}: no weights were kept under "
+                        f"{decision.tag!r}; the model keeps its current weights",
+                details={"tag": decision.tag}))
+            return
+        if self._edge(lambda: self.model.set_weights(weights), decision):
+            self._record(WeightsRestored(source="bus", tag=decision.tag, cause_seq=decision.seq,
+                                         epoch=decision.epoch))
+
+    def _edge(self, action: Any, decision: Decision) -> bool:
+        """Run a side effect of a decision; a failure is a sink failure, never a crash."""
+        try:
+            action()
+        except Exception as exc:
+            self._fault(SinkFailed(sink="model", event=decision.kind, error=type(exc).__name__,
+                                   message=str(exc), cause_seq=decision.seq,
+                                   epoch=decision.epoch))
+            return False
+        return True
+
+    def _fault(self, record: Record) -> Record:
+        stamped = self._record(record)
+        self.failures.append(stamped)
+        return stamped
+
+    def _plugin_failed(self, plugin: object, kind: str, seq: int | None, exc: Exception) -> None:
+        label = self._labels[id(plugin)]
+        epoch = self._epoch
+        if getattr(plugin, "side_effects", False):
+            self._fault(SinkFailed(sink=label, event=kind, error=type(exc).__name__,
+                                   message=str(exc), cause_seq=seq, epoch=epoch))
+            self._disable(plugin)
+            return
+        self._fault(PluginFailed(plugin=label, event=kind, error=type(exc).__name__,
+                                 message=str(exc), cause_seq=seq, epoch=epoch))
+        if self.on_plugin_error == "isolate":
+            self._disable(plugin)
+            warnings.warn(f"plugin {label!r} raised on {kind} (seq {seq}) and was disabled: "
+                          f"{type(exc).__name__}: {exc}", PluginIsolatedWarning, stacklevel=4)
+            return
+        self._flush()
+        raise PluginError(f"plugin {label!r} failed on {kind} (seq {seq}): "
+                          f"{type(exc).__name__}: {exc}", plugin=label, event=kind,
+                          seq=seq) from exc
+
+    def _writer_failed(self, writer: RecordWriter, kind: str, exc: Exception) -> None:
+        self._writers = [w for w in self._writers if w is not writer]
+        self._fault(SinkFailed(sink=getattr(writer, "name", type(writer).__name__), event=kind,
+                               error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
+                               epoch=self._epoch))
+
+    def report(self, record: Outcome) -> None:
+        """Queue an outcome from another thread (a background sink); recorded at the next event.
+
+        Safe to call from any thread: the bus itself is single-threaded and drains the queue on
+        its own thread.
+        """
+        if not isinstance(record, Outcome):
+            raise EventError(f"report: expected an outcome record; got {type(record).__name__}")
+        self._pending.append(record)
+
+    def _drain(self) -> None:
+        while self._pending:
+            record = self._pending.popleft()
+            if isinstance(record, (SinkFailed, PluginFailed)):
+                self._fault(record)
+            else:
+                self._record(record)
+
+    # --- the header, flushing, closing -----------------------------------------------------------
+
+    def header(self) -> Header:
+        """The header record this run's log starts with."""
+        specs: list[PluginSpec] = []
+        for plugin in self._plugins:
+            spec = plugin_spec(plugin)
+            label = self._labels[id(plugin)]
+            if label != spec.name:
+                spec = spec.model_copy(update={"label": label})
+            specs.append(spec)
+        meta = dict(self._meta)
+        if self.learning_rate is not None:
+            meta.setdefault("learning_rate", self.learning_rate)
+        if self.model is not None and callable(getattr(self.model, "get_config", None)):
+            try:
+                meta.setdefault("model", self.model.get_config())
+            except Exception as exc:  # the header must not fail a run over a model's config
+                meta.setdefault("model_config_error", f"{type(exc).__name__}: {exc}")
+        return Header(run_id=self.run_id, seq=0, time=_time(),
+                      created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                      library=f"eventbus {__version__}", plugins=specs, meta=meta)
+
+    def _write_header(self) -> None:
+        self._header_written = True
+        if self._writers:
+            data = self.header().model_dump()
+            for writer in self._writers:
+                try:
+                    writer.write(data)
+                except Exception as exc:
+                    self._writer_failed(writer, "header", exc)
+
+    def _flush(self) -> None:
+        for writer in self._writers:
+            try:
+                writer.flush()
+            except Exception as exc:
+                self._writer_failed(writer, "flush", exc)
+
+    def _sync(self) -> None:
+        for writer in self._writers:
+            try:
+                writer.sync()
+            except Exception as exc:
+                self._writer_failed(writer, "sync", exc)
+
+    def close(self) -> None:
+        """Let plugins flush (``on_close``), then sync and close the log. Idempotent.
+
+        Sink failures seen during the run are reported here as one :class:`SinkFailureWarning`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._writers and not self._header_written:
+            self._write_header()
+        for fn, plugin in self._h_on_close:  # type: ignore[attr-defined]
+            label = self._labels[id(plugin)]
+            try:
+                out = fn(None)
+            except Exception as exc:
+                self._fault(SinkFailed(sink=label, event="close", error=type(exc).__name__,
+                                       message=str(exc), epoch=self._epoch))
+                continue
+            try:
+                items = _as_records(out, label, "close")
+            except EventError as exc:
+                self._fault(SinkFailed(sink=label, event="close", error=type(exc).__name__,
+                                       message=str(exc), epoch=self._epoch))
+                continue
+            for item in items:
+                self._record(item, source=label)
+        self._drain()
+        for writer in list(self._writers):
+            try:
+                writer.close()
+            except Exception as exc:
+                self._writers.remove(writer)
+                self.failures.append(SinkFailed(sink=getattr(writer, "name", "writer"),
+                                                event="close", error=type(exc).__name__,
+                                                message=str(exc)))
+        sink_failures = [f for f in self.failures if isinstance(f, SinkFailed)]
+        if sink_failures:
+            lines = "; ".join(f"{f.sink} on {f.event}: {f.error}: {f.message}"
+                              for f in sink_failures[:5])
+            more = f" (and {len(sink_failures) - 5} more)" if len(sink_failures) > 5 else ""
+            warnings.warn(f"{len(sink_failures)} sink failure(s) during the run: {lines}{more}",
+                          SinkFailureWarning, stacklevel=2)
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _writer(self, target: Any) -> RecordWriter:
+        if isinstance(target, (str, os.PathLike)):
+            return open_writer(target)
+        if all(callable(getattr(target, m, None)) for m in ("write", "flush", "sync", "close")):
+            return target  # type: ignore[no-any-return]
+        raise ConfigError(f"Bus: log must be a path or a writer with write/flush/sync/close; "
+                          f"got {type(target).__name__}", field="log")
+
+
+def _as_list(log: Any) -> list[Any]:
+    if log is None:
+        return []
+    if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence):
+        return [log]
+    return list(log)
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise EventError(f"train_begin: params must be a mapping; got {type(params).__name__}",
+                         event="train_begin", field="params")
+    from .records import _plain
+
+    try:
+        return _plain(dict(params))  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise EventError(f"train_begin: params.{exc}", event="train_begin",
+                         field="params") from None
+
+
+def _as_records(out: Any, label: str, kind: str) -> Iterable[Record]:
+    if out is None:
+        return ()
+    if isinstance(out, Record):
+        return (out,)
+    if isinstance(out, Iterable) and not isinstance(out, (str, bytes, Mapping)):
+        items = tuple(out)
+        if all(isinstance(item, Record) for item in items):
+            return items
+    raise EventError(f"plugin {label!r} returned {type(out).__name__} from {kind}; a hook "
+                     "returns None, a record (decision or outcome) or an iterable of records",
+                     plugin=label, event=kind)
+
+
+def _adapt(impl: Any, hook: str) -> Any:
+    """A callable taking the hook's one argument positionally, whatever the impl declares."""
+    fn = impl.function
+    if hook in ("augment_epoch_logs", "on_attach"):
+        # Called with keywords; pluggy lets an impl take any subset of the spec's arguments.
+        names = impl.argnames
+        return lambda **kw: fn(**{name: kw[name] for name in names})
+    if impl.argnames:
+        return fn
+    return lambda _arg, _fn=fn: _fn()

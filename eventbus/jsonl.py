@@ -1,0 +1,201 @@
+"""The JSON Lines event log: one record per line, written through orjson.
+
+Writing: lines collect in memory and go to the file in one ``write`` when the bus flushes (every
+epoch end and every decision) or when the buffer holds ``buffer_records`` lines; ``sync()`` also
+fsyncs (the bus does so at ``train_end`` and ``close()``). A crash therefore loses at most the
+records since the last flush, and can tear at most the last line.
+
+Reading: a torn last line (no newline, not a whole record) is dropped with a
+:class:`TornLogWarning`; every complete record before it is returned. Any other bad line raises
+:class:`LogCorruptError` with the file and line number.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import LogCorruptError, SchemaVersionError
+from .records import KINDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite, \
+    parse_record, trusted
+
+__all__ = ["JsonlWriter", "TornLogWarning", "iter_jsonl_dicts", "read_jsonl", "truncate_torn_tail"]
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE
+_CHUNK = 1 << 20
+
+
+class TornLogWarning(UserWarning):
+    """The last line of a log was cut short, most likely by a crash mid-write."""
+
+
+def truncate_torn_tail(path: str | os.PathLike[str]) -> int:
+    """Cut an unfinished last line off ``path`` so records can be appended; returns bytes cut."""
+    with open(path, "rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        pos = size
+        while pos > 0:
+            step = min(_CHUNK, pos)
+            file.seek(pos - step)
+            block = file.read(step)
+            newline = block.rfind(b"\n")
+            if newline != -1:
+                end = pos - step + newline + 1
+                break
+            pos -= step
+        else:
+            end = 0
+        if end < size:
+            file.truncate(end)
+        return size - end
+
+
+class JsonlWriter:
+    """Append records to a JSON Lines file.
+
+    ``append=True`` continues an existing log (after cutting a torn last line); otherwise the
+    file is created or emptied.
+    """
+
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
+                 buffer_records: int = 8192):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if append and self.path.exists():
+            truncate_torn_tail(self.path)
+        # Unbuffered file: the line list is the buffer, joined into one write per flush.
+        self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
+        self._lines: list[bytes] = []
+        self._limit = buffer_records
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, option=_OPTIONS)
+        # orjson writes NaN and infinities as null: only a line with a null can hold one.
+        if b"null" in line:
+            line = orjson.dumps(encode_nonfinite(record), option=_OPTIONS)
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            data = b"".join(self._lines)
+            self._lines.clear()
+            view = memoryview(data)
+            while view:  # a raw write may be partial
+                written = self._file.write(view)
+                view = view[written:]
+
+    def sync(self) -> None:
+        self.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line, complete) for each line; only the last may be incomplete."""
+    number = 0
+    rest = b""
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(_CHUNK)
+            if not chunk:
+                break
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            for line in parts:
+                number += 1
+                yield number, line, True
+    if rest:
+        yield number + 1, rest, False
+
+
+def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of a JSON Lines log as a plain dict (non-finite floats restored)."""
+    path = Path(path)
+    header_seen = False
+    for number, line, complete in _lines(path):
+        try:
+            record = orjson.loads(line)
+            kind = record["kind"]
+            version = record["v"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            if not complete:
+                warnings.warn(f"{path}: the last line (line {number}, {len(line)} bytes) is "
+                              "incomplete, most likely cut by a crash mid-write; ignored",
+                              TornLogWarning, stacklevel=3)
+                return
+            what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else \
+                "not a record (needs 'kind' and 'v')"
+            raise LogCorruptError(f"{path}:{number}: line is {what}: {exc}",
+                                  path=str(path), line=number) from None
+        if version != SCHEMA_VERSION:
+            _check_version(version, path, number)
+        if not header_seen:
+            if kind != "header":
+                raise LogCorruptError(f"{path}:{number}: an event log starts with a header "
+                                      f"record; found {kind!r}", path=str(path), line=number)
+            header_seen = True
+        if b'"NaN"' in line or b'Infinity"' in line:
+            decode_nonfinite(record)
+        yield record
+    if not header_seen:
+        raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _check_version(version: Any, path: Path, number: int) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise LogCorruptError(f"{path}:{number}: schema version {version!r} is not a "
+                              "positive integer", path=str(path), line=number)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path}:{number}: written with schema version {version}; this eventbus reads "
+            f"version {SCHEMA_VERSION} and older. Upgrade eventbus to read it",
+            path=str(path), line=number)
+
+
+_FIELD_COUNTS = {kind: len(cls.model_fields) for kind, cls in KINDS.items()}
+
+
+def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
+              line: int | None = None) -> Record:
+    """The typed record for a stored dict: validated, or trusted when it has the exact shape."""
+    kind = data.get("kind")
+    cls = KINDS.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise LogCorruptError(f"{where}: unknown record kind {kind!r}", path=where, line=line)
+    # The header holds nested models, so it is always validated (it is one record a log).
+    if not validate and kind != "header" and len(data) == _FIELD_COUNTS[kind] \
+            and data.keys() == cls.model_fields.keys():
+        return trusted(cls, data)
+    try:
+        return parse_record(data)
+    except ValueError as exc:
+        raise LogCorruptError(f"{where}: invalid {kind} record: {exc}", path=where,
+                              line=line) from None
+
+
+def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
+    """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
+    for number, record in enumerate(iter_jsonl_dicts(path), 1):
+        yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)

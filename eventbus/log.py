@@ -1,0 +1,89 @@
+"""Reading and opening event logs in either format, chosen by path.
+
+A path ending in ``.parquet`` (or a directory) is a Parquet log; anything else is JSON Lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import LogError
+from .records import Header, Record
+
+__all__ = ["RecordWriter", "is_parquet", "open_writer", "read_header", "read_log"]
+
+
+@runtime_checkable
+class RecordWriter(Protocol):
+    """Where the bus appends every record, as the plain dict stored in the log.
+
+    ``write`` is on the hot path: keep it cheap and defer I/O to ``flush``. The bus flushes at
+    every epoch end and decision, syncs at ``train_end`` and closes at ``close()``.
+    """
+
+    name: str
+
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def is_parquet(path: str | os.PathLike[str]) -> bool:
+    path = Path(path)
+    return path.suffix == ".parquet" or path.is_dir()
+
+
+def open_writer(path: str | os.PathLike[str], *, append: bool = False) -> RecordWriter:
+    """A writer for the log at ``path``, in the format its name says."""
+    if is_parquet(path):
+        from .parquet import ParquetWriter
+
+        return ParquetWriter(path, append=append)
+    from .jsonl import JsonlWriter
+
+    return JsonlWriter(path, append=append)
+
+
+def read_log(log: str | os.PathLike[str] | Iterable[Record], *,
+             validate: bool = False) -> Iterator[Record]:
+    """Every record of a log, header first, as typed records.
+
+    Reads JSON Lines or Parquet (by path). A torn last line is dropped with a warning; a damaged
+    record elsewhere raises :class:`~eventbus.errors.LogCorruptError` naming file and line; a log
+    from a newer major schema raises :class:`~eventbus.errors.SchemaVersionError`.
+
+    By default records whose stored shape is exactly their kind's are built without field
+    validation (fast: logs this library wrote); ``validate=True`` validates every field, for logs
+    from elsewhere. An iterable of records is passed through, so functions taking a log also take
+    records in memory.
+    """
+    if not isinstance(log, (str, os.PathLike)):
+        yield from log
+        return
+    path = Path(log)
+    if not path.exists():
+        raise LogError(f"{path}: no such log", path=str(path))
+    if is_parquet(path):
+        from .parquet import read_parquet
+
+        yield from read_parquet(path, validate=validate)
+    else:
+        from .jsonl import read_jsonl
+
+        yield from read_jsonl(path, validate=validate)
+
+
+def read_header(log: str | os.PathLike[str] | Iterable[Record]) -> Header:
+    """The header record of a log."""
+    for record in read_log(log):
+        if isinstance(record, Header):
+            return record
+        break
+    raise LogError(f"{log}: the log has no header record")

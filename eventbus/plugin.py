@@ -1,0 +1,103 @@
+"""What the bus needs to know about a plugin: its name, its parameters, its role.
+
+Any object with ``@hookimpl`` methods is a plugin. Subclassing :class:`Plugin` is optional and
+buys three things: the constructor's arguments are recorded automatically (so the log header can
+rebuild the plugin for replay), a ``name`` that defaults to the class name, and the two role flags
+below.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, ClassVar
+
+import orjson
+
+from .records import PluginSpec
+
+__all__ = ["Plugin", "plugin_name", "plugin_spec"]
+
+
+class Plugin:
+    """Optional base class for plugins.
+
+    ``side_effects = True`` marks a plugin that writes files or talks to the network (loggers,
+    sinks): its failures are recorded as ``sink_failed`` and never stop training, and replay leaves
+    it out. Decision plugins keep the default ``False``: they are pure functions of the events.
+    """
+
+    side_effects: ClassVar[bool] = False
+    #: The name the plugin is registered and recorded under; defaults to the class name.
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__ or not cls.__dict__["name"]:
+            cls.name = cls.__name__
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_config", False):
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def __init__(self: Plugin, *args: Any, **kw: Any) -> None:
+            # Only the outermost constructor records: a subclass's arguments win over its base's.
+            if not hasattr(self, "_config"):
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                config = dict(bound.arguments)
+                config.pop(next(iter(signature.parameters)))
+                for name, param in signature.parameters.items():
+                    if param.kind is param.VAR_KEYWORD and name in config:
+                        config.update(config.pop(name))
+                    elif param.kind is param.VAR_POSITIONAL and name in config:
+                        config[name] = list(config[name])
+                object.__setattr__(self, "_config", config)
+            init(self, *args, **kw)
+
+        __init__._records_config = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, as given (defaults filled in)."""
+        return dict(getattr(self, "_config", {}))
+
+
+def plugin_name(plugin: object) -> str:
+    """The name a plugin is registered and recorded under."""
+    name = getattr(plugin, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(plugin).__name__
+
+
+def _recordable(params: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(params, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return False
+    return True
+
+
+def plugin_spec(plugin: object) -> PluginSpec:
+    """How the log header describes ``plugin``.
+
+    Parameters come from ``get_config()`` where the plugin has it. A parameter that is not plain
+    data (a callable, an open file) cannot be recorded: the spec then says ``recordable=False``,
+    lists the names of those parameters, and replay asks for an instance.
+    """
+    get_config = getattr(plugin, "get_config", None)
+    params: dict[str, Any] = dict(get_config()) if callable(get_config) else {}
+    recordable = _recordable(params)
+    if not recordable:
+        params = {k: (v if _recordable({k: v}) else f"<unrecordable {type(v).__name__}>")
+                  for k, v in params.items()}
+    cls = type(plugin)
+    return PluginSpec(
+        name=plugin_name(plugin),
+        params=params,
+        recordable=recordable,
+        side_effects=bool(getattr(plugin, "side_effects", False)),
+        cls=f"{cls.__module__}:{cls.__qualname__}",
+    )

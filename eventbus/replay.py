@@ -1,0 +1,191 @@
+"""Replay: feed a recorded run's observations into fresh plugins and get their decisions back.
+
+Plugins are rebuilt from the log header through the registry (``overrides`` change their
+parameters: the what-if), or given as instances. Decision plugins are deterministic functions of
+the events, so a replay with the recorded parameters reproduces the recorded decisions;
+``verify=True`` reports the first one that differs.
+
+Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
+replayed learning-rate decision differs from the recorded one, the later metrics are those of a
+run trained with another learning rate; :attr:`ReplayResult.diverged_at` gives the first event
+where that is so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bus import Bus
+from .errors import ReplayError
+from .log import read_log
+from .plugin import plugin_name
+from .records import Decision, Header, Observation, PluginSpec, Record
+from .registry import Registry
+from .registry import registry as default_registry
+
+__all__ = ["Mismatch", "ReplayResult", "replay", "same_decision"]
+
+# Fields that differ between a live run and its replay without meaning anything.
+_ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first difference between the recorded and the replayed decisions."""
+
+    index: int
+    recorded: Decision | None
+    replayed: Decision | None
+
+    def __str__(self) -> str:
+        def show(d: Decision | None) -> str:
+            if d is None:
+                return "nothing"
+            return f"{d.kind} from {d.source} at epoch {d.epoch} (event {d.cause_seq}): {d.reason}"
+
+        return (f"decision #{self.index + 1} differs: recorded {show(self.recorded)}; "
+                f"replayed {show(self.replayed)}")
+
+
+@dataclass
+class ReplayResult:
+    header: Header
+    #: The decisions the replayed plugins made, in order.
+    decisions: list[Decision]
+    #: The decisions the log recorded from the same plugins.
+    recorded: list[Decision]
+    #: The replayed plugin instances, in their state after the last event.
+    plugins: list[object]
+    #: With ``verify=True``: the first difference, or None when the decisions agree.
+    mismatch: Mismatch | None = None
+    #: The seq of the first event whose recorded learning rate differs from the replayed one.
+    diverged_at: int | None = None
+    #: The epoch at which the replayed decisions stopped training, if they did.
+    stopped_at: int | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch is None
+
+    @property
+    def recorded_stop(self) -> int | None:
+        """The epoch at which the recorded run was stopped by a decision, if it was."""
+        return next((d.epoch for d in self.recorded if d.kind == "stop_training"), None)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def same_decision(a: Decision, b: Decision) -> bool:
+    """Equal but for the envelope (run, seq, time); NaN equals NaN."""
+    if a.kind != b.kind:
+        return False
+    da = {k: v for k, v in a.__dict__.items() if k not in _ENVELOPE}
+    db = {k: v for k, v in b.__dict__.items() if k not in _ENVELOPE}
+    return _equal(da, db)
+
+
+def _build_plugins(header: Header, instances: Sequence[object],
+                   overrides: Mapping[str, Mapping[str, Any]], registry: Registry) -> list[object]:
+    given = {plugin_name(p): p for p in instances}
+    known = {spec.label or spec.name for spec in header.plugins} | \
+        {spec.name for spec in header.plugins}
+    unknown = sorted(set(overrides) - known - set(given))
+    if unknown:
+        raise ReplayError(f"overrides name plugins the run did not have: {unknown}; the log's "
+                          f"plugins are {sorted(known)}")
+    built: list[object] = []
+    used: set[str] = set()
+    for spec in header.plugins:
+        label = spec.label or spec.name
+        instance = given.get(label) or given.get(spec.name)
+        if instance is not None and id(instance) not in used:
+            used.add(id(instance))  # type: ignore[arg-type]
+            if label in overrides or spec.name in overrides:
+                raise ReplayError(f"plugin {label!r}: overrides apply to plugins rebuilt from the "
+                                  "log; an instance was given, configure it directly")
+            built.append(instance)
+            continue
+        if spec.side_effects:
+            continue  # loggers and sinks: replay writes nothing
+        built.append(_rebuild(spec, label, overrides, registry))
+    built.extend(p for p in instances if id(p) not in used)
+    return built
+
+
+def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, Any]],
+             registry: Registry) -> object:
+    if not spec.recordable:
+        opaque = sorted(k for k, v in spec.params.items()
+                        if isinstance(v, str) and v.startswith("<unrecordable"))
+        raise ReplayError(f"plugin {label!r} has parameters the log could not record "
+                          f"({', '.join(opaque)}); pass an instance: "
+                          f"replay(log, plugins=[{spec.name}(...)])")
+    params = {**spec.params, **overrides.get(spec.name, {}), **overrides.get(label, {})}
+    try:
+        return registry.build(spec.name, params)
+    except Exception as exc:
+        raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
+
+
+def replay(
+    log: str | os.PathLike[str] | Iterable[Record],
+    plugins: Sequence[object] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    verify: bool = False,
+    *,
+    registry: Registry | None = None,
+) -> ReplayResult:
+    """Recompute a run's decisions from its log.
+
+    ``plugins``: instances to use instead of rebuilding the plugin of the same name (needed for
+    plugins whose parameters could not be recorded), or to add. ``overrides``: parameters by
+    plugin name (or label), e.g. ``{"EarlyStopping": {"patience": 3}}``. ``verify``: compare the
+    replayed decisions with the recorded ones and report the first difference in ``mismatch``.
+    """
+    records = iter(read_log(log))
+    header = next(records, None)
+    if not isinstance(header, Header):
+        raise ReplayError(f"{log}: not an event log (no header record)")
+    instances = _build_plugins(header, list(plugins or ()), dict(overrides or {}),
+                               registry or default_registry)
+    bus = Bus(instances, run_id=header.run_id, learning_rate=header.meta.get("learning_rate"))
+    bus._replaying = True
+    labels = {bus.label(p) for p in instances}
+    decisions: list[Decision] = []
+    recorded: list[Decision] = []
+    diverged_at = None
+    try:
+        for record in records:
+            if isinstance(record, Observation):
+                if diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
+                    logged = record.logs.get("learning_rate")
+                    if logged is not None and bus._lr is not None and not _equal(logged, bus._lr):
+                        diverged_at = record.seq
+                decisions.extend(bus._feed(record))
+            elif isinstance(record, Decision) and record.source in labels:
+                recorded.append(record)
+    finally:
+        bus.close()
+    mismatch = None
+    if verify:
+        for i in range(max(len(decisions), len(recorded))):
+            a = recorded[i] if i < len(recorded) else None
+            b = decisions[i] if i < len(decisions) else None
+            if a is None or b is None or not same_decision(a, b):
+                mismatch = Mismatch(i, a, b)
+                break
+    stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
+    return ReplayResult(header=header, decisions=decisions, recorded=recorded, plugins=instances,
+                        mismatch=mismatch, diverged_at=diverged_at, stopped_at=stopped)
