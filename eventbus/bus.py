@@ -45,6 +45,7 @@ from .records import (
     PluginSpec,
     Record,
     RestoreWeights,
+    Resumed,
     SetLearningRate,
     SinkFailed,
     SnapshotWeights,
@@ -57,7 +58,8 @@ from .records import Warning as WarningRecord
 __all__ = ["Bus"]
 
 _EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
-_HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach")
+_HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach",
+          "resume_from")
 _new = object.__new__
 _setattr = object.__setattr__
 _FIELDS = {cls: frozenset(cls.model_fields) for cls in KINDS.values()}
@@ -102,6 +104,9 @@ class Bus:
         The run's id in every record; a random one by default.
     meta:
         Extra facts about the run for the log header (plain data).
+    resume:
+        Continue the run recorded in ``log`` (its JSON Lines file) if there is one: see
+        :meth:`resume`. With no log yet, the run simply starts.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class Bus:
         on_plugin_error: Literal["raise", "isolate"] = "raise",
         run_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        resume: bool = False,
     ):
         if on_plugin_error not in ("raise", "isolate"):
             raise ConfigError(f"Bus: on_plugin_error must be 'raise' or 'isolate'; got "
@@ -138,15 +144,27 @@ class Bus:
         #: Sink and plugin faults seen so far (records, also in the log).
         self.failures: list[Record] = []
 
-        self._writers: list[RecordWriter] = [self._writer(w) for w in _as_list(log)]
+        self._skip_train_begin = False
+        targets = _as_list(log)
+        resume_path = _resume_source(targets) if resume else None
+        self._writers: list[RecordWriter] = [self._writer(w, append=resume) for w in targets]
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._plugins: list[object] = []
+        self._pure: dict[str, tuple[tuple[Any, object], ...]] = {}
         self._labels: dict[int, str] = {}
         self._disabled: set[int] = set()
         self._resolve()
         for plugin in plugins:
             self.register(plugin)
+        if resume_path is None:
+            for fn, _ in self._h_resume_from:  # type: ignore[attr-defined]
+                found = fn(bus=self)
+                if found is not None and os.path.exists(found):
+                    resume_path = found
+                    break
+        if resume_path is not None and os.path.exists(resume_path):
+            self.resume(resume_path)
 
     # --- plugins -------------------------------------------------------------------------------
 
@@ -207,7 +225,11 @@ class Bus:
             impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
                      if id(impl.plugin) in order]
             impls.sort(key=lambda impl: order[id(impl.plugin)])
-            setattr(self, f"_h_{hook}", tuple((_adapt(impl, hook), impl.plugin) for impl in impls))
+            handlers = tuple((_adapt(impl, hook), impl.plugin) for impl in impls)
+            setattr(self, f"_h_{hook}", handlers)
+            # Replay and resume feed recorded events to pure plugins only: sinks wrote them once.
+            self._pure[hook] = tuple(h for h in handlers
+                                     if not getattr(h[1], "side_effects", False))
 
     def _disable(self, plugin: object) -> None:
         self._disabled.add(id(plugin))
@@ -249,8 +271,15 @@ class Bus:
 
     def train_begin(self, params: Mapping[str, Any] | None = None,
                     logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        """Training starts; ``params`` as Keras's ``callback.params`` (epochs, steps, ...)."""
+        """Training starts; ``params`` as Keras's ``callback.params`` (epochs, steps, ...).
+
+        On a resumed run whose log already has its ``train_begin``, the call is not published
+        again (plugins keep the state just restored); the log's ``resumed`` record stands for it.
+        """
         self._in_train = True
+        if self._skip_train_begin:
+            self._skip_train_begin = False
+            return ()
         return self._observe("train_begin", {"params": _params(params)}, logs)
 
     def train_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
@@ -370,7 +399,7 @@ class Bus:
             data["logs"]["learning_rate"] = self._lr
         writers, self._writers = self._writers, []
         try:
-            return self._emit(KINDS[kind], data, getattr(self, f"_h_on_{kind}"))
+            return self._emit(KINDS[kind], data, self._pure[f"on_{kind}"])
         finally:
             self._writers = writers
 
@@ -604,6 +633,89 @@ class Bus:
             else:
                 self._record(record)
 
+    # --- resume --------------------------------------------------------------------------------
+
+    def add_writer(self, writer: RecordWriter) -> None:
+        """Record to ``writer`` from now on as well (a backup log, a stream to a collector)."""
+        self._writers.append(self._writer(writer))
+
+    def remove_writer(self, writer: RecordWriter) -> None:
+        """Stop recording to ``writer`` and close it."""
+        self._writers = [w for w in self._writers if w is not writer]
+        writer.close()
+
+    def resume(self, log: str | os.PathLike[str]) -> bool:
+        """Continue the run recorded in ``log``: restore every plugin's state and the control state.
+
+        The recorded observations up to the last finished epoch are fed again to the plugins
+        without side effects (the log is not written, sinks are not called), so wait counters,
+        best values, cooldowns and the learning rate are what they were. Records after that
+        epoch belong to an epoch the loop will run again; the ``resumed`` record's ``from_seq``
+        marks them as abandoned, and replay skips them. A decision the plugins make now that the
+        log lacks (the crash came between an event and its decisions) is recorded and applied.
+
+        Afterwards ``initial_epoch`` is the epoch to continue from, ``stop_training`` is true if
+        the run had already been stopped, and ``seq`` continues the log's. Returns False when
+        ``log`` does not exist (nothing to resume).
+        """
+        from .log import read_log
+        from .replay import effective_records, same_decision
+
+        if not os.path.exists(log) or os.path.getsize(log) == 0:
+            return False  # nothing was recorded before the crash: a fresh start
+        records = list(read_log(log))
+        header = records[0]
+        last_seq = max(r.seq for r in records)
+        kept = effective_records(records)
+        kept = kept[:_resume_point(kept)]  # the rest is a partial epoch the loop runs again
+        self.run_id = header.run_id
+        # Replay the learning rate from where the run started, as the plugins saw it.
+        initial_lr = header.meta.get("learning_rate")  # type: ignore[attr-defined]
+        if initial_lr is not None:
+            self._lr = float(initial_lr)
+
+        recorded = [r for r in kept if isinstance(r, Decision)]
+        replayed: list[Decision] = []
+        self._replaying = True
+        self._header_written = True
+        try:
+            for record in kept:
+                if isinstance(record, Observation):
+                    replayed.extend(self._feed(record))
+        finally:
+            self._replaying = False
+        self._seq = last_seq
+        if self._lr is not None and self.model is not None and hasattr(self.model,
+                                                                       "learning_rate"):
+            self.model.learning_rate = self._lr
+        finished = [r for r in kept if r.kind == "epoch_end"]
+        self.initial_epoch = finished[-1].epoch + 1 if finished else 0  # type: ignore[attr-defined]
+        began = any(r.kind == "train_begin" for r in kept)
+        ended = any(r.kind == "train_end" for r in kept)
+        self._skip_train_begin = began and not ended
+        self._in_train = began and not ended
+        self._epoch = finished[-1].epoch if finished else None  # type: ignore[attr-defined]
+        from_seq = kept[-1].seq
+        self._record(Resumed(source="bus", from_seq=from_seq, initial_epoch=self.initial_epoch,
+                             epoch=self._epoch))
+        # Decisions the crash kept out of the log: record them and let sinks act on them.
+        matched = 0
+        for mine, theirs in zip(replayed, recorded):
+            if not same_decision(mine, theirs):
+                self._record(WarningRecord(
+                    source="bus", message="resume: the plugins' decisions differ from the "
+                    f"recorded ones from decision #{matched + 1} on ({mine.kind} from "
+                    f"{mine.source} vs. recorded {theirs.kind} from {theirs.source}); were the "
+                    "plugins or their parameters changed?", details={"index": matched}))
+                break
+            matched += 1
+        else:
+            for decision in replayed[len(recorded):]:
+                again = self._record(decision.model_copy(update={"seq": -1}))
+                self._apply(again)  # type: ignore[arg-type]
+        self._flush()
+        return True
+
     # --- the header, flushing, closing -----------------------------------------------------------
 
     def header(self) -> Header:
@@ -700,13 +812,35 @@ class Bus:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _writer(self, target: Any) -> RecordWriter:
+    def _writer(self, target: Any, *, append: bool = False) -> RecordWriter:
         if isinstance(target, (str, os.PathLike)):
-            return open_writer(target)
+            return open_writer(target, append=append)
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "sync", "close")):
             return target  # type: ignore[no-any-return]
         raise ConfigError(f"Bus: log must be a path or a writer with write/flush/sync/close; "
                           f"got {type(target).__name__}", field="log")
+
+
+def _resume_source(targets: list[Any]) -> str | None:
+    """The JSON Lines log among ``targets`` to resume from (the most complete record)."""
+    for target in targets:
+        if isinstance(target, (str, os.PathLike)) and not str(target).endswith(".parquet"):
+            return os.fspath(target)
+    return None
+
+
+def _resume_point(records: list[Record]) -> int:
+    """How many records a resumed run keeps: up to the last finished epoch and its decisions."""
+    boundary = None
+    for i, record in enumerate(records):
+        if record.kind in ("epoch_end", "train_end", "train_begin"):
+            boundary = i
+    if boundary is None:
+        return 1  # the header only
+    end = boundary + 1
+    while end < len(records) and not isinstance(records[end], Observation):
+        end += 1
+    return end
 
 
 def _as_list(log: Any) -> list[Any]:
@@ -749,7 +883,7 @@ def _as_records(out: Any, label: str, kind: str) -> Iterable[Record]:
 def _adapt(impl: Any, hook: str) -> Any:
     """A callable taking the hook's one argument positionally, whatever the impl declares."""
     fn = impl.function
-    if hook in ("augment_epoch_logs", "on_attach"):
+    if hook in ("augment_epoch_logs", "on_attach", "resume_from"):
         # Called with keywords; pluggy lets an impl take any subset of the spec's arguments.
         names = impl.argnames
         return lambda **kw: fn(**{name: kw[name] for name in names})

@@ -133,6 +133,15 @@ def augment_epoch_logs(epoch: int, logs: Mapping[str, float]) -> Mapping[str, An
 
 
 @hookspec
+def resume_from(bus: Bus) -> str | None:
+    """Return the path of a JSON Lines log to resume the run from, or None.
+
+    Asked once, after every plugin is registered. BackupAndRestore answers with its backup log;
+    the bus then calls ``bus.resume(path)`` (see :meth:`eventbus.Bus.resume`).
+    """
+
+
+@hookspec
 def on_close() -> Any:
     """The bus is closing: flush and release what the plugin holds. May return outcomes."""
 

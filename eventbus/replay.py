@@ -23,11 +23,11 @@ from .bus import Bus
 from .errors import ReplayError
 from .log import read_log
 from .plugin import plugin_name
-from .records import Decision, Header, Observation, PluginSpec, Record
+from .records import Decision, Header, Observation, PluginSpec, Record, Resumed
 from .registry import Registry
 from .registry import registry as default_registry
 
-__all__ = ["Mismatch", "ReplayResult", "replay", "same_decision"]
+__all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "same_decision"]
 
 # Fields that differ between a live run and its replay without meaning anything.
 _ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
@@ -96,6 +96,21 @@ def same_decision(a: Decision, b: Decision) -> bool:
     return _equal(da, db)
 
 
+def effective_records(records: Iterable[Record]) -> list[Record]:
+    """The records of the run as it went on: a resumed run's abandoned partial epoch left out.
+
+    A ``resumed`` record says the run went on from ``from_seq``: records after that and before
+    the ``resumed`` record were of an epoch the loop ran again.
+    """
+    out: list[Record] = []
+    for record in records:
+        if isinstance(record, Resumed):
+            while out and out[-1].seq > record.from_seq:
+                out.pop()
+        out.append(record)
+    return out
+
+
 def _build_plugins(header: Header, instances: Sequence[object],
                    overrides: Mapping[str, Mapping[str, Any]], registry: Registry) -> list[object]:
     given = {plugin_name(p): p for p in instances}
@@ -154,7 +169,7 @@ def replay(
     plugin name (or label), e.g. ``{"EarlyStopping": {"patience": 3}}``. ``verify``: compare the
     replayed decisions with the recorded ones and report the first difference in ``mismatch``.
     """
-    records = iter(read_log(log))
+    records = iter(effective_records(read_log(log)))
     header = next(records, None)
     if not isinstance(header, Header):
         raise ReplayError(f"{log}: not an event log (no header record)")
