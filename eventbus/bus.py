@@ -451,7 +451,8 @@ class Bus:
             try:
                 writer.write(record)
             except Exception as exc:
-                self._writer_failed(writer, record["kind"], exc)
+                self._write_failed(record, writer, exc)
+                break
         if not handlers:
             return ()
         event = _new(cls)
@@ -512,13 +513,33 @@ class Bus:
         stamped = item.model_copy(update=update)
         if not self._header_written and not isinstance(stamped, Header):
             self._write_header()
-        data = stamped.model_dump()
+        self._write(stamped.model_dump())
+        return stamped
+
+    def _write(self, record: dict[str, Any]) -> None:
         for writer in self._writers:
             try:
-                writer.write(data)
+                writer.write(record)
             except Exception as exc:
-                self._writer_failed(writer, stamped.kind, exc)
-        return stamped
+                self._write_failed(record, writer, exc)
+                return
+
+    def _write_failed(self, record: dict[str, Any], writer: RecordWriter,
+                      exc: Exception) -> None:
+        """``writer`` refused ``record``: give it to the writers after it, then record faults.
+
+        Faults are recorded only once every working writer has the record, so each log stays
+        in seq order.
+        """
+        position = self._writers.index(writer)
+        failed = [(writer, exc)]
+        for later in self._writers[position + 1:]:
+            try:
+                later.write(record)
+            except Exception as later_exc:
+                failed.append((later, later_exc))
+        for broken, error in failed:
+            self._writer_failed(broken, record["kind"], error)
 
     def _apply(self, decision: Decision) -> None:
         """Apply a recorded decision, then pass it to the ``on_decision`` hooks."""
@@ -610,7 +631,8 @@ class Bus:
                           seq=seq) from exc
 
     def _writer_failed(self, writer: RecordWriter, kind: str, exc: Exception) -> None:
-        self._writers = [w for w in self._writers if w is not writer]
+        if writer in self._writers:
+            self._writers.remove(writer)
         self._fault(SinkFailed(sink=getattr(writer, "name", type(writer).__name__), event=kind,
                                error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
                                epoch=self._epoch))
@@ -742,12 +764,7 @@ class Bus:
     def _write_header(self) -> None:
         self._header_written = True
         if self._writers:
-            data = self.header().model_dump()
-            for writer in self._writers:
-                try:
-                    writer.write(data)
-                except Exception as exc:
-                    self._writer_failed(writer, "header", exc)
+            self._write(self.header().model_dump())
 
     def _flush(self) -> None:
         for writer in self._writers:

@@ -1,0 +1,93 @@
+"""Hypothesis strategies for records, shared by the core's tests."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import strategies as st
+
+from eventbus import records as r
+
+metric_names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+#: Any float, NaN and the infinities included: all are legal metric values.
+metric_values = st.floats(allow_nan=True, allow_infinity=True)
+logs = st.dictionaries(metric_names, metric_values, max_size=5)
+indices = st.integers(min_value=0, max_value=10**6)
+#: Text in evidence; the exact spellings of non-finite floats read back as floats (documented).
+text = st.text(max_size=10).filter(lambda s: s not in ("NaN", "Infinity", "-Infinity"))
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | metric_values | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+evidence = st.dictionaries(st.text(min_size=1, max_size=8), plain, max_size=4)
+
+
+def _envelope(draw: st.DrawFn, seq: int) -> dict:
+    return {"run_id": draw(st.text("0123456789abcdef", min_size=1, max_size=16)), "seq": seq,
+            "time": draw(st.floats(0, 4e9))}
+
+
+@st.composite
+def observations(draw: st.DrawFn, seq: int | None = None) -> r.Observation:
+    cls = draw(st.sampled_from([r.KINDS[k] for k in r.OBSERVATION_KINDS]))
+    fields = _envelope(draw, seq if seq is not None else draw(indices))
+    fields["logs"] = draw(logs)
+    for name in ("epoch", "batch", "step"):
+        if name in cls.model_fields:
+            fields[name] = draw(indices)
+    if cls is r.TrainBegin:
+        fields["params"] = draw(st.dictionaries(st.text(min_size=1, max_size=6), plain,
+                                                max_size=3))
+    return cls(**fields)
+
+
+@st.composite
+def decisions(draw: st.DrawFn, seq: int | None = None) -> r.Decision:
+    cls = draw(st.sampled_from([r.KINDS[k] for k in r.DECISION_KINDS]))
+    fields = _envelope(draw, seq if seq is not None else draw(indices))
+    fields.update(source=draw(st.text(max_size=12)), reason=draw(st.text(max_size=40)),
+                  evidence=draw(evidence), cause_seq=draw(st.none() | indices),
+                  epoch=draw(st.none() | indices), code=draw(st.none() | st.text(max_size=8)))
+    if cls is r.SetLearningRate:
+        fields.update(value=draw(metric_values), previous=draw(st.none() | metric_values))
+    elif cls is r.SaveCheckpoint:
+        fields.update(path=draw(st.text(min_size=1, max_size=20)), weights_only=draw(st.booleans()))
+    elif cls in (r.SnapshotWeights, r.RestoreWeights):
+        fields["tag"] = draw(st.text(min_size=1, max_size=10))
+    return cls(**fields)
+
+
+@st.composite
+def outcomes(draw: st.DrawFn, seq: int | None = None) -> r.Outcome:
+    fields = _envelope(draw, seq if seq is not None else draw(indices))
+    fields.update(source=draw(st.text(max_size=10)), cause_seq=draw(st.none() | indices))
+    choice = draw(st.sampled_from(["saved", "warning", "plugin", "sink"]))
+    if choice == "saved":
+        return r.CheckpointSaved(**fields, path="w.h5", size=draw(indices),
+                                 sha256=draw(st.text("0123456789abcdef", min_size=64,
+                                                     max_size=64)))
+    if choice == "warning":
+        return r.Warning(**fields, message=draw(st.text(max_size=30)), details=draw(evidence))
+    if choice == "plugin":
+        return r.PluginFailed(**fields, plugin="P", event="epoch_end", error="ValueError",
+                              message=draw(st.text(max_size=20)))
+    return r.SinkFailed(**fields, sink="S", error="OSError", message=draw(st.text(max_size=20)))
+
+
+def any_record(seq: int | None = None) -> st.SearchStrategy[r.Record]:
+    return st.one_of(observations(seq), decisions(seq), outcomes(seq))
+
+
+def same(a: object, b: object) -> bool:
+    """Equality where NaN equals NaN (records hold NaN legitimately)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "model_dump") and hasattr(b, "model_dump"):
+        return type(a) is type(b) and same(a.model_dump(), b.model_dump())
+    return a == b

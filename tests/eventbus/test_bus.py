@@ -1,0 +1,470 @@
+"""The bus: order, dispatch, recording, decisions, failure policy, control state."""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventbus import (
+    Bus,
+    ConfigError,
+    MetricValueError,
+    NumpyModel,
+    Plugin,
+    PluginError,
+    PluginIsolatedWarning,
+    SinkFailureWarning,
+    hookimpl,
+    read_log,
+)
+from eventbus import records as r
+from eventbus.testing import RecordingWriter
+
+
+class Tracer(Plugin):
+    """Appends (name, hook) to a shared list for every hook it sees."""
+
+    def __init__(self, tag: str, calls: list | None = None):
+        self.tag = tag
+        self.calls = calls if calls is not None else []
+
+    @hookimpl
+    def on_train_begin(self, event):
+        self.calls.append((self.tag, event.kind))
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        self.calls.append((self.tag, event.kind))
+
+    @hookimpl
+    def on_batch_end(self, event):
+        self.calls.append((self.tag, event.kind))
+
+
+class StopAt(Plugin):
+    """Stops training at the epoch given."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        if event.epoch == self.epoch:
+            return r.StopTraining(reason=f"epoch {event.epoch} reached", code="test",
+                                  evidence={"epoch": event.epoch})
+        return None
+
+
+class Boom(Plugin):
+    def __init__(self, on: str = "epoch_end"):
+        self.on = on
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        raise RuntimeError("boom")
+
+
+class TestOrderAndDispatch:
+    def test_plugins_run_in_the_order_given(self):
+        """Every hook calls plugins in list order (Keras's), not pluggy's reverse order."""
+        calls: list = []
+        bus = Bus([Tracer("a", calls), Tracer("b", calls), Tracer("c", calls)])
+        bus.train_begin()
+        bus.batch_end(0, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0})
+        assert calls == [(t, k) for k in ("train_begin", "batch_end", "epoch_end")
+                         for t in "abc"]
+
+    def test_registered_later_runs_later(self):
+        """bus.register() appends to the order."""
+        calls: list = []
+        bus = Bus([Tracer("a", calls)])
+        bus.register(Tracer("z", calls))
+        bus.epoch_end(0)
+        assert calls == [("a", "epoch_end"), ("z", "epoch_end")]
+
+    def test_unmarked_methods_are_never_called(self):
+        """A method named like a hook but not marked @hookimpl is not a subscription."""
+        class Plain:
+            called = False
+
+            def on_batch_end(self, event):
+                Plain.called = True
+
+        bus = Bus([Plain()])
+        bus.batch_end(0, {"loss": 1.0})
+        assert not Plain.called
+
+    def test_a_hook_nobody_implements_calls_nobody(self):
+        """Only plugins implementing a hook are in its call list."""
+        bus = Bus([StopAt(3)])
+        assert bus._h_on_batch_end == ()  # type: ignore[attr-defined]
+        assert [p for _, p in bus._h_on_epoch_end] == bus.plugins  # type: ignore[attr-defined]
+
+    def test_a_misspelled_hook_is_a_config_error_naming_plugin_and_hook(self):
+        """@hookimpl on an unknown hook name fails at registration with the name."""
+        class Typo:
+            @hookimpl
+            def on_epoch_ended(self, event):
+                pass
+
+        with pytest.raises(ConfigError, match="on_epoch_ended") as info:
+            Bus([Typo()])
+        assert info.value.plugin == "Typo"
+
+    def test_impl_without_arguments_is_called(self):
+        """An implementation may take none of the hook's arguments."""
+        seen = []
+
+        class NoArgs:
+            @hookimpl
+            def on_epoch_end(self):
+                seen.append(1)
+
+        Bus([NoArgs()]).epoch_end(0)
+        assert seen == [1]
+
+    def test_the_same_plugin_twice_is_refused(self):
+        """One object cannot be registered twice on a bus."""
+        plugin = StopAt(1)
+        with pytest.raises(ConfigError, match="already"):
+            Bus([plugin, plugin])
+
+    def test_two_plugins_of_one_name_get_distinct_labels(self):
+        """A second plugin of the same name gets the label Name#2 in its records."""
+        writer = RecordingWriter()
+        bus = Bus([StopAt(0), StopAt(0)], log=writer)
+        bus.epoch_end(0)
+        assert [d.source for d in bus.epoch_end(0)] == ["StopAt", "StopAt#2"]
+        header = writer.records[0]
+        assert [p["label"] for p in header["plugins"]] == ["", "StopAt#2"]
+
+
+class TestRecording:
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.sampled_from(["epoch_begin", "epoch_end", "batch_begin", "batch_end",
+                                     "test_begin", "predict_batch_end"]), max_size=30))
+    def test_seq_is_strictly_increasing_from_the_header(self, calls):
+        """Every record gets the next seq; the header is 0; decisions take their own seq."""
+        writer = RecordingWriter()
+        bus = Bus([StopAt(1)], log=writer)
+        bus.train_begin({"epochs": 3})
+        for i, call in enumerate(calls):
+            method = getattr(bus, call)
+            method(i % 3, {"loss": 0.5}) if call != "test_begin" else method({"loss": 0.5})
+        bus.train_end()
+        bus.close()
+        seqs = [rec["seq"] for rec in writer.records]
+        assert seqs == list(range(len(seqs)))
+        assert writer.records[0]["kind"] == "header"
+        assert {rec["run_id"] for rec in writer.records} == {bus.run_id}
+
+    def test_records_carry_epoch_batch_and_global_step(self):
+        """Batch events know their epoch and a step counted across epochs."""
+        writer = RecordingWriter()
+        bus = Bus(log=writer)
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            for batch in range(3):
+                bus.batch_begin(batch, {"size": 32})
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(epoch)
+        ends = [rec for rec in writer.records if rec["kind"] == "batch_end"]
+        assert [(e["epoch"], e["batch"], e["step"]) for e in ends] == \
+            [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 0, 3), (1, 1, 4), (1, 2, 5)]
+        begins = [rec for rec in writer.records if rec["kind"] == "batch_begin"]
+        assert [b["step"] for b in begins] == [0, 1, 2, 3, 4, 5]
+        assert begins[0]["logs"] == {"size": 32.0}
+
+    def test_header_lists_plugins_with_parameters(self, tmp_path):
+        """The header names each plugin with its parameters; callables are marked unrecordable."""
+        class WithCallable(Plugin):
+            def __init__(self, fn, scale: float = 2.0):
+                self.fn = fn
+
+        path = tmp_path / "run.jsonl"
+        with Bus([StopAt(4), WithCallable(print)], log=path, learning_rate=0.1,
+                 meta={"dataset": "toy"}) as bus:
+            bus.train_begin()
+        header = next(read_log(path))
+        assert header.kind == "header" and header.run_id == bus.run_id
+        specs = {p.name: p for p in header.plugins}
+        assert specs["StopAt"].params == {"epoch": 4} and specs["StopAt"].recordable
+        assert not specs["WithCallable"].recordable
+        assert specs["WithCallable"].params["scale"] == 2.0
+        assert header.meta == {"dataset": "toy", "learning_rate": 0.1}
+        assert header.library.startswith("eventbus ")
+
+    def test_log_is_flushed_at_epoch_end_and_synced_at_train_end(self, tmp_path):
+        """After epoch_end the records are in the file, before close()."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus(log=path)
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.batch_end(0, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0})
+        assert [rec.kind for rec in read_log(path)] == \
+            ["header", "train_begin", "epoch_begin", "batch_end", "epoch_end"]
+        bus.close()
+
+    def test_publish_is_the_primitive(self):
+        """publish() takes a record built by the caller and returns its decisions."""
+        writer = RecordingWriter()
+        bus = Bus([StopAt(2)], log=writer)
+        assert bus.publish(r.EpochEnd(epoch=1, logs={"loss": 1.0})) == ()
+        (decision,) = bus.publish(r.EpochEnd(epoch=2, logs={"loss": 1.0}))
+        assert decision.kind == "stop_training" and bus.stop_training
+        assert [rec["kind"] for rec in writer.records] == \
+            ["header", "epoch_end", "epoch_end", "stop_training"]
+
+    def test_publish_refuses_non_observations(self):
+        """Decisions are made by plugins; the loop publishes observations only."""
+        with pytest.raises(ValueError, match="observation"):
+            Bus().publish(r.StopTraining(reason="x"))  # type: ignore[arg-type]
+
+
+class TestDecisions:
+    def test_decisions_are_stamped_recorded_and_applied(self):
+        """The bus fills source, cause_seq and epoch, records, then sets stop_training."""
+        writer = RecordingWriter()
+        bus = Bus([StopAt(1)], log=writer)
+        bus.epoch_end(0, {"loss": 1.0})
+        assert not bus.stop_training
+        (decision,) = bus.epoch_end(1, {"loss": 1.0})
+        assert bus.stop_training
+        assert (decision.source, decision.cause_seq, decision.epoch, decision.seq) == \
+            ("StopAt", 2, 1, 3)
+        assert writer.records[-1]["reason"] == "epoch 1 reached"
+
+    def test_learning_rate_decisions_reach_the_model_and_the_logs(self):
+        """set_learning_rate changes bus.learning_rate, the adapter's, and later epoch logs."""
+        class Halve(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                lr = event.logs["learning_rate"]
+                return r.SetLearningRate(value=lr / 2, previous=lr, reason="halve")
+
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.4)
+        writer = RecordingWriter()
+        bus = Bus([Halve()], model=model, log=writer)
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 1.0})
+        assert bus.learning_rate == model.learning_rate == 0.2
+        bus.epoch_begin(1)
+        epoch_logs = [rec["logs"]["learning_rate"] for rec in writer.records
+                      if rec["kind"] in ("epoch_begin", "epoch_end")]
+        assert epoch_logs == [0.4, 0.4, 0.2]
+
+    def test_loop_changes_to_the_model_learning_rate_are_seen(self):
+        """The model adapter is the source of truth for the learning rate."""
+        model = NumpyModel({"w": np.zeros(1)}, learning_rate=0.1)
+        bus = Bus(model=model, learning_rate=5.0)
+        model.learning_rate = 0.05
+        assert bus.learning_rate == 0.05
+
+    def test_snapshot_and_restore_weights(self):
+        """Weights kept at a snapshot come back on restore, and the restore is recorded."""
+        class Best(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                if event.epoch == 0:
+                    return r.SnapshotWeights(tag="best", reason="best so far")
+                return None
+
+            @hookimpl
+            def on_train_end(self, event):
+                return r.RestoreWeights(tag="best", reason="restore best")
+
+        model = NumpyModel({"w": np.array([1.0, 2.0])})
+        writer = RecordingWriter()
+        bus = Bus([Best()], model=model, log=writer)
+        bus.epoch_end(0)
+        model.weights["w"] += 10
+        bus.epoch_end(1)
+        bus.train_end()
+        np.testing.assert_array_equal(model.weights["w"], [1.0, 2.0])
+        assert writer.kinds()[-2:] == ["restore_weights", "weights_restored"]
+
+    def test_weights_decisions_without_a_model_are_warnings(self):
+        """No model adapter: the decision is kept, a warning explains nothing happened."""
+        class Snap(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return r.SnapshotWeights(tag="x", reason="snap")
+
+        writer = RecordingWriter()
+        Bus([Snap()], log=writer).epoch_end(0)
+        assert writer.kinds()[-2:] == ["snapshot_weights", "warning"]
+        assert "model adapter" in writer.records[-1]["message"]
+
+    def test_decisions_are_published_to_on_decision_and_outcomes_recorded(self):
+        """Sinks see decisions through on_decision; what they return is recorded."""
+        class Saver(Plugin):
+            side_effects = True
+
+            @hookimpl
+            def on_decision(self, decision):
+                if decision.kind == "save_checkpoint":
+                    return r.CheckpointSaved(path=decision.path, size=1, sha256="0" * 64)
+                return None
+
+        class Decide(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return r.SaveCheckpoint(path=f"w{event.epoch}.h5", reason="every epoch")
+
+        writer = RecordingWriter()
+        Bus([Decide(), Saver()], log=writer).epoch_end(0)
+        saved = writer.records[-1]
+        assert saved["kind"] == "checkpoint_saved" and saved["source"] == "Saver"
+        assert saved["cause_seq"] == writer.records[-2]["seq"]
+
+    def test_augment_epoch_logs_adds_only_new_keys(self):
+        """Plugins may add epoch metrics; what the loop reported wins."""
+        class Adds(Plugin):
+            @hookimpl
+            def augment_epoch_logs(self, logs):
+                return {"loss": 99.0, "extra": np.float32(1.5)}
+
+        writer = RecordingWriter()
+        Bus([Adds()], log=writer).epoch_end(0, {"loss": 0.5})
+        assert writer.records[-1]["logs"] == {"loss": 0.5, "extra": 1.5}
+
+
+class TestFailurePolicy:
+    def test_raise_records_plugin_failed_then_raises_naming_plugin_and_event(self, tmp_path):
+        """Default policy: the fault is recorded, flushed, then PluginError propagates."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([Boom()], log=path)
+        bus.train_begin()
+        with pytest.raises(PluginError, match=r"'Boom' failed on epoch_end \(seq 2\)") as info:
+            bus.epoch_end(0, {"loss": 1.0})
+        assert (info.value.plugin, info.value.event) == ("Boom", "epoch_end")
+        assert isinstance(info.value.__cause__, RuntimeError)
+        kinds = [rec.kind for rec in read_log(path)]
+        assert kinds == ["header", "train_begin", "epoch_end", "plugin_failed"]
+
+    def test_isolate_disables_the_plugin_and_training_goes_on(self):
+        """on_plugin_error='isolate': recorded, warned, disabled; others keep running."""
+        calls: list = []
+        writer = RecordingWriter()
+        bus = Bus([Boom(), Tracer("t", calls)], log=writer, on_plugin_error="isolate")
+        with pytest.warns(PluginIsolatedWarning, match="Boom"):
+            bus.epoch_end(0)
+        bus.epoch_end(1)
+        assert writer.kinds().count("plugin_failed") == 1
+        assert calls == [("t", "epoch_end"), ("t", "epoch_end")]
+
+    def test_a_failing_sink_never_stops_training(self):
+        """Plugins with side effects are isolated whatever the policy, as sink_failed."""
+        class BadSink(Boom):
+            side_effects = True
+
+        writer = RecordingWriter()
+        bus = Bus([BadSink()], log=writer)
+        bus.epoch_end(0)
+        bus.epoch_end(1)
+        assert writer.kinds().count("sink_failed") == 1
+        with pytest.warns(SinkFailureWarning, match="BadSink"):
+            bus.close()
+
+    def test_a_failing_log_writer_is_recorded_in_the_others(self):
+        """A writer that raises is dropped; the other log records why; training goes on."""
+        class Broken(RecordingWriter):
+            name = "broken"
+
+            def write(self, record):
+                if record["kind"] == "epoch_end":
+                    raise OSError("disk full")
+                super().write(record)
+
+        before, bad, after = RecordingWriter(), Broken(), RecordingWriter()
+        bus = Bus(log=[before, bad, after])
+        bus.epoch_end(0)
+        bus.epoch_end(1)
+        for good in (before, after):
+            assert good.kinds() == ["header", "epoch_end", "sink_failed", "epoch_end"]
+            assert good.records[2]["sink"] == "broken"
+            assert "disk full" in good.records[2]["message"]
+        with pytest.warns(SinkFailureWarning):
+            bus.close()
+
+    def test_a_bad_metric_is_refused_and_nothing_recorded_is_lost(self, tmp_path):
+        """The error names key, event and type; the event is not recorded; the log is intact."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus(log=path)
+        bus.epoch_end(0, {"loss": 1.0})
+        with pytest.raises(MetricValueError, match=r"batch_end: logs\['loss'\].*str"):
+            bus.batch_end(0, {"loss": "high"})
+        bus.close()
+        assert [rec.kind for rec in read_log(path)] == ["header", "epoch_end"]
+
+    def test_a_plugin_returning_garbage_is_a_plugin_failure(self):
+        """Returning something that is not a record is the plugin's fault, named as such."""
+        class Garbage(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return "stop please"
+
+        with pytest.raises(PluginError, match="Garbage.*returned str"):
+            Bus([Garbage()]).epoch_end(0)
+
+    def test_bad_indices_are_refused(self):
+        """Epoch and batch indices must be integers (numpy integers are fine)."""
+        bus = Bus()
+        bus.epoch_begin(np.int64(2))
+        assert bus.epoch == 2
+        with pytest.raises(ValueError, match="epoch must be an int"):
+            bus.epoch_end(1.5)
+
+
+class TestThreadsAndClose:
+    def test_report_from_another_thread_is_recorded_on_the_bus_thread(self):
+        """bus.report() queues an outcome; it is recorded at the next event."""
+        writer = RecordingWriter()
+        bus = Bus(log=writer)
+        bus.epoch_end(0)
+        thread = threading.Thread(target=bus.report, args=(
+            r.Warning(source="http", message="3 requests failed"),))
+        thread.start()
+        thread.join()
+        bus.epoch_end(1)
+        assert writer.kinds() == ["header", "epoch_end", "warning", "epoch_end"]
+
+    def test_close_is_idempotent_and_closes_writers(self):
+        """close() twice is fine; writers are closed once."""
+        writer = RecordingWriter()
+        with Bus(log=writer) as bus:
+            bus.train_begin()
+        bus.close()
+        assert writer.closed
+
+    def test_on_close_outcomes_are_recorded(self):
+        """What a sink returns from on_close (e.g. a delivery report) is in the log."""
+        class Reporter(Plugin):
+            side_effects = True
+
+            @hookimpl
+            def on_close(self):
+                return r.Warning(message="2 payloads undelivered", details={"undelivered": 2})
+
+        writer = RecordingWriter()
+        Bus([Reporter()], log=writer).close()
+        assert writer.records[-1]["details"] == {"undelivered": 2}
+        assert writer.records[-1]["source"] == "Reporter"
+
+    def test_nonfinite_metrics_survive_the_bus_and_the_log(self, tmp_path):
+        """NaN and infinities pass through the hot path into the log and back."""
+        path = tmp_path / "run.jsonl"
+        with Bus(log=path) as bus:
+            bus.batch_end(0, {"loss": math.nan, "grad": math.inf})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (_, event) = list(read_log(path))
+        assert math.isnan(event.logs["loss"]) and event.logs["grad"] == math.inf

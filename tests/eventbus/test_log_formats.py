@@ -1,0 +1,222 @@
+"""The event logs: JSON Lines and Parquet round trips, torn tails, corruption, versions."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventbus import LogCorruptError, SchemaVersionError, TornLogWarning, read_log
+from eventbus import records as r
+from eventbus.jsonl import JsonlWriter, truncate_torn_tail
+from eventbus.parquet import ParquetWriter
+
+from record_strategies import any_record, same
+
+HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
+                  library="eventbus test", meta={"learning_rate": 0.1})
+tmp_settings = settings(max_examples=60, deadline=None,
+                        suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> list[r.Record]:
+    """A header then records with strictly increasing seq."""
+    n = draw(st.integers(0, 12))
+    return [HEADER] + [draw(any_record(seq=i + 1)) for i in range(n)]
+
+
+def write(writer_cls, path, records):
+    with writer_cls(path) as writer:
+        for record in records:
+            writer.write(record.model_dump())
+    return path
+
+
+@pytest.fixture(params=["jsonl", "parquet"])
+def fmt(request):
+    return request.param
+
+
+def log_path(tmp_path, fmt, name="events"):
+    return tmp_path / f"{name}.{fmt}"
+
+
+WRITERS = {"jsonl": JsonlWriter, "parquet": ParquetWriter}
+
+
+class TestRoundTrip:
+    @tmp_settings
+    @given(records=runs())
+    def test_every_record_reads_back_equal(self, tmp_path_factory, fmt, records):
+        """record -> log -> record is the identity in both formats, NaN and inf included."""
+        path = log_path(tmp_path_factory.mktemp("rt"), fmt)
+        write(WRITERS[fmt], path, records)
+        back = list(read_log(path))
+        assert len(back) == len(records)
+        for a, b in zip(back, records):
+            assert same(a, b), (a, b)
+
+    @tmp_settings
+    @given(records=runs())
+    def test_validated_reading_agrees_with_fast_reading(self, tmp_path_factory, fmt, records):
+        """validate=True and the default fast path give the same records."""
+        path = log_path(tmp_path_factory.mktemp("v"), fmt)
+        write(WRITERS[fmt], path, records)
+        fast, slow = list(read_log(path)), list(read_log(path, validate=True))
+        assert all(same(a, b) for a, b in zip(fast, slow)) and len(fast) == len(slow)
+
+    def test_nonfinite_values_are_stored_as_strings_in_jsonl(self, tmp_path):
+        """JSON Lines spells NaN and the infinities as strings, never null."""
+        path = write(JsonlWriter, tmp_path / "e.jsonl", [
+            HEADER, r.EpochEnd(run_id="run", seq=1, epoch=0,
+                               logs={"a": math.nan, "b": math.inf, "c": -math.inf, "d": 1.0})])
+        line = path.read_bytes().splitlines()[1]
+        assert orjson.loads(line)["logs"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity",
+                                              "d": 1.0}
+
+
+class TestJsonlDamage:
+    @pytest.fixture()
+    def log(self, tmp_path):
+        records = [HEADER] + [r.BatchEnd(run_id="run", seq=i, batch=i, step=i,
+                                         logs={"loss": 1.0 / i, "acc": math.nan})
+                              for i in range(1, 8)]
+        return write(JsonlWriter, tmp_path / "events.jsonl", records), records
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=st.data())
+    def test_a_log_cut_at_any_byte_reads_back_as_a_prefix(self, log, tmp_path, data):
+        """A crash can cut the file anywhere: what reads back is a prefix of the records."""
+        path, records = log
+        raw = path.read_bytes()
+        cut = data.draw(st.integers(0, len(raw)))
+        cut_path = tmp_path / "cut.jsonl"
+        cut_path.write_bytes(raw[:cut])
+        if cut == 0:
+            with pytest.raises(LogCorruptError, match="empty log"):
+                list(read_log(cut_path))  # an empty file is not a log
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            back = list(read_log(cut_path))
+        assert all(same(a, b) for a, b in zip(back, records))
+        whole_lines = raw[:cut].count(b"\n")
+        assert len(back) in (whole_lines, whole_lines + 1)
+        torn = cut > 0 and raw[cut - 1:cut] != b"\n" and len(back) == whole_lines
+        assert any(issubclass(w.category, TornLogWarning) for w in caught) == torn
+
+    def test_a_corrupt_line_in_the_middle_names_file_and_line(self, log):
+        """Damage that is not at the end is an error with the line number."""
+        path, _ = log
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[3] = b'{"v":1,"kind": garbage\n'
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(LogCorruptError, match=r"events\.jsonl:4") as info:
+            list(read_log(path))
+        assert info.value.line == 4
+
+    def test_an_unknown_kind_is_corrupt(self, log):
+        """A record of a kind this library does not know is refused with its line."""
+        path, _ = log
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[2] = orjson.dumps({"v": 1, "run_id": "run", "seq": 2, "kind": "explode",
+                                 "time": 0.0}) + b"\n"
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(LogCorruptError, match="unknown record kind 'explode'"):
+            list(read_log(path))
+
+    def test_a_newer_major_schema_is_refused_clearly(self, tmp_path):
+        """A log from a newer major schema version says so and asks for an upgrade."""
+        data = HEADER.model_dump() | {"v": r.SCHEMA_VERSION + 1}
+        path = tmp_path / "future.jsonl"
+        path.write_bytes(orjson.dumps(data) + b"\n")
+        with pytest.raises(SchemaVersionError, match="Upgrade eventbus"):
+            list(read_log(path))
+
+    def test_a_log_must_start_with_a_header(self, tmp_path):
+        """A file of records with no header is not an event log."""
+        path = tmp_path / "nohead.jsonl"
+        path.write_bytes(orjson.dumps(r.TrainEnd(seq=1).model_dump()) + b"\n")
+        with pytest.raises(LogCorruptError, match="header"):
+            list(read_log(path))
+
+    def test_append_cuts_a_torn_tail_first(self, log):
+        """Reopening a crashed log for appending removes the torn last line, keeps the rest."""
+        path, records = log
+        path.write_bytes(path.read_bytes() + b'{"v":1,"ki')
+        assert truncate_torn_tail(path) == len(b'{"v":1,"ki')
+        with JsonlWriter(path, append=True) as writer:
+            writer.write(r.TrainEnd(run_id="run", seq=8).model_dump())
+        back = list(read_log(path))
+        assert [b.seq for b in back] == [rec.seq for rec in records] + [8]
+
+
+class TestParquetLayout:
+    def test_one_row_per_record_and_one_column_per_metric(self, tmp_path):
+        """pandas reads the finished log as it is: metrics are float columns, NaN kept."""
+        import pandas as pd
+
+        records = [HEADER, r.EpochEnd(run_id="run", seq=1, epoch=0, logs={"loss": 0.5}),
+                   r.EpochEnd(run_id="run", seq=2, epoch=1,
+                              logs={"loss": math.nan, "val_acc": 0.75})]
+        path = write(ParquetWriter, tmp_path / "events.parquet", records)
+        frame = pd.read_parquet(path)
+        assert list(frame["seq"]) == [0, 1, 2]
+        assert list(frame["kind"].astype(str)) == ["header", "epoch_end", "epoch_end"]
+        assert frame["logs.loss"].iloc[1] == 0.5 and math.isnan(frame["logs.loss"].iloc[2])
+        assert pd.isna(frame["logs.val_acc"].iloc[1]) and frame["logs.val_acc"].iloc[2] == 0.75
+
+    def test_each_flush_leaves_a_complete_segment(self, tmp_path):
+        """Without close() (a crash), every flushed segment is a readable Parquet file."""
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path)
+        writer.write(HEADER.model_dump())
+        writer.write(r.EpochEnd(run_id="run", seq=1, epoch=0, logs={"loss": 1.0}).model_dump())
+        writer.flush()
+        writer.write(r.EpochEnd(run_id="run", seq=2, epoch=1, logs={"acc": 0.5}).model_dump())
+        writer.flush()
+        writer.write(r.EpochEnd(run_id="run", seq=3, epoch=2, logs={"acc": 0.6}).model_dump())
+        # no close: the last record was never flushed, like the JSON Lines buffer
+        segments = sorted(path.glob("seg-*.parquet"))
+        assert len(segments) == 2
+        for segment in segments:
+            pq.read_table(segment)
+        back = list(read_log(path))
+        assert [b.seq for b in back] == [0, 1, 2]
+        assert back[2].logs == {"acc": 0.5}
+
+    def test_close_compacts_segments_into_one_file(self, tmp_path):
+        """A finished log is one file with the union of the metric columns."""
+        path = tmp_path / "events.parquet"
+        with ParquetWriter(path) as writer:
+            writer.write(HEADER.model_dump())
+            writer.flush()
+            writer.write(r.EpochEnd(run_id="run", seq=1, epoch=0, logs={"x": 1.0}).model_dump())
+            writer.flush()
+        files = list(path.glob("seg-*.parquet"))
+        assert len(files) == 1
+        assert "logs.x" in pq.read_table(files[0]).column_names
+
+    def test_a_crash_during_compaction_loses_and_repeats_nothing(self, tmp_path):
+        """Rows in both a compacted file and a leftover segment are read once."""
+        import shutil
+
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path)
+        writer.write(HEADER.model_dump())
+        writer.flush()
+        writer.write(r.TrainEnd(run_id="run", seq=1).model_dump())
+        writer.flush()
+        leftover = sorted(path.glob("seg-*.parquet"))[1]
+        saved = tmp_path / "saved.parquet"
+        shutil.copy(leftover, saved)
+        writer.close()
+        shutil.copy(saved, path / leftover.name)  # as if the delete never happened
+        assert [b.seq for b in read_log(path)] == [0, 1]
