@@ -707,6 +707,13 @@ class Bus:
         finally:
             self._replaying = False
         self._seq = last_seq
+        # What the log says happened is what happened to the model: it sets the control state
+        # even if the plugins given now would decide otherwise (a warning below says so).
+        for decision in recorded:
+            if isinstance(decision, StopTraining):
+                self.stop_training = True
+            elif isinstance(decision, SetLearningRate):
+                self._lr = decision.value
         if self._lr is not None and self.model is not None and hasattr(self.model,
                                                                        "learning_rate"):
             self.model.learning_rate = self._lr

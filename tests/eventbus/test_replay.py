@@ -1,0 +1,183 @@
+"""Replay: the log rebuilds the run's plugins and reproduces their decisions; what-if; verify."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventbus import Bus, Plugin, ReplayError, hookimpl, replay
+from eventbus import records as r
+from eventbus.registry import Registry
+from eventbus.replay import effective_records
+
+finite = st.floats(0, 10, allow_nan=False)
+
+
+class Patience(Plugin):
+    """A small deterministic plateau rule: stop after `patience` epochs without improvement,
+    and halve the learning rate on each one."""
+
+    def __init__(self, patience: int = 2, monitor: str = "val_loss"):
+        self.patience = patience
+        self.monitor = monitor
+        self.best = math.inf
+        self.wait = 0
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        value = event.logs.get(self.monitor)
+        if value is None:
+            return r.Warning(message=f"{self.monitor} missing", details={"keys": list(event.logs)})
+        if value < self.best:
+            self.best, self.wait = value, 0
+            return None
+        self.wait += 1
+        lr = event.logs.get("learning_rate")
+        out = [r.SetLearningRate(value=lr / 2, previous=lr, reason="plateau",
+                                 evidence={"wait": self.wait})] if lr is not None else []
+        if self.wait >= self.patience:
+            out.append(r.StopTraining(reason=f"{self.monitor} did not improve on {self.best} "
+                                             f"for {self.wait} epochs", code="patience_exhausted",
+                                      evidence={"best": self.best, "wait": self.wait}))
+        return out
+
+
+class Sink(Plugin):
+    side_effects = True
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        raise AssertionError("sinks are never replayed")
+
+
+@pytest.fixture()
+def registry():
+    reg = Registry(group="eventbus-tests-none")
+    reg.register(Patience)
+    reg.register(Sink)
+    return reg
+
+
+def train(path, values, plugins, lr=0.1):
+    with Bus(plugins, log=path, learning_rate=lr) as bus:
+        bus.train_begin({"epochs": len(values)})
+        for epoch, value in enumerate(values):
+            bus.epoch_begin(epoch)
+            bus.batch_end(0, {"loss": value})
+            bus.epoch_end(epoch, {"val_loss": value})
+            if bus.stop_training:
+                break
+        bus.train_end()
+    return bus
+
+
+class TestReplay:
+    @settings(max_examples=40, deadline=None)
+    @given(values=st.lists(finite, min_size=1, max_size=15), patience=st.integers(1, 4))
+    def test_replay_reproduces_the_recorded_decisions(self, tmp_path_factory, values, patience):
+        """Plugins rebuilt from the header make exactly the recorded decisions."""
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Patience)
+        path = tmp_path_factory.mktemp("replay") / "run.jsonl"
+        train(path, values, [Patience(patience=patience)])
+        result = replay(path, verify=True, registry=reg)
+        assert result.ok, result.mismatch
+        assert len(result.decisions) == len(result.recorded)
+        assert result.diverged_at is None
+
+    def test_parquet_logs_replay_too(self, tmp_path, registry):
+        """Replay reads either format."""
+        values = [1.0, 0.5, 0.6, 0.7, 0.8]
+        train([tmp_path / "run.jsonl", tmp_path / "run.parquet"], values, [Patience()])
+        result = replay(tmp_path / "run.parquet", verify=True, registry=registry)
+        assert result.ok and result.stopped_at == 3
+
+    def test_what_if_with_overrides(self, tmp_path, registry):
+        """overrides answer 'would patience=3 have stopped later?' from the same log."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [Patience(patience=4)])
+        result = replay(path, overrides={"Patience": {"patience": 2}}, registry=registry)
+        assert result.recorded_stop == 5
+        assert result.stopped_at == 3
+
+    def test_verify_reports_the_first_difference(self, tmp_path, registry):
+        """verify=True with other parameters points at the first decision that differs."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.5, 0.6, 0.7, 0.8], [Patience(patience=3)])
+        result = replay(path, overrides={"Patience": {"patience": 2}}, verify=True,
+                        registry=registry)
+        assert not result.ok
+        assert result.mismatch.index == 2
+        assert "stop_training" in str(result.mismatch)
+
+    def test_a_changed_learning_rate_marks_where_the_replay_diverges(self, tmp_path):
+        """Once a replayed learning-rate decision differs, the later metrics are another run's."""
+        class Cut(Plugin):
+            def __init__(self, factor: float = 0.5):
+                self.factor = factor
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                lr = event.logs["learning_rate"]
+                return r.SetLearningRate(value=lr * self.factor, previous=lr, reason="cut")
+
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Cut)
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.9, 0.8], [Cut()])
+        assert replay(path, registry=reg, verify=True).diverged_at is None
+        result = replay(path, overrides={"Cut": {"factor": 0.1}}, registry=reg)
+        epoch_begins = [rec for rec in effective_records(
+            __import__("eventbus").read_log(path)) if rec.kind == "epoch_begin"]
+        assert result.diverged_at == epoch_begins[1].seq
+        assert [d.value for d in result.decisions] == pytest.approx([0.01, 0.001, 0.0001])
+
+    def test_side_effect_plugins_are_left_out(self, tmp_path, registry):
+        """Loggers and sinks are not rebuilt: replay writes nothing."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([Patience()], log=path)
+        bus.register(Sink())  # would raise on epoch_end if replayed...
+        bus.train_begin()
+        bus.close()
+        result = replay(path, registry=registry)
+        assert [type(p) for p in result.plugins] == [Patience]
+
+    def test_unrecordable_parameters_ask_for_an_instance(self, tmp_path, registry):
+        """A plugin built with a callable cannot come from the log; the error says what to do."""
+        class Scheduled(Plugin):
+            def __init__(self, schedule):
+                self.schedule = schedule
+
+        registry.register(Scheduled)
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Scheduled(lambda e: 0.1)])
+        with pytest.raises(ReplayError, match=r"schedule.*pass an instance"):
+            replay(path, registry=registry)
+        result = replay(path, plugins=[Scheduled(lambda e: 0.1)], registry=registry)
+        assert len(result.plugins) == 1
+
+    def test_overrides_for_unknown_plugins_are_refused(self, tmp_path, registry):
+        """A typo in a plugin name is an error listing the log's plugins."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ReplayError, match=r"Patienc.*\['Patience'\]"):
+            replay(path, overrides={"Patienc": {"patience": 1}}, registry=registry)
+
+    def test_unregistered_plugins_name_the_fix(self, tmp_path):
+        """A plugin the registry does not know cannot be rebuilt; the message says why."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ReplayError, match="no plugin named 'Patience'"):
+            replay(path, registry=Registry(group="eventbus-tests-none"))
+
+
+class TestEffectiveRecords:
+    def test_a_resumed_record_drops_the_abandoned_partial_epoch(self):
+        """Records after from_seq and before the resumed record are not part of the run."""
+        recs = [r.TrainBegin(seq=1), r.EpochBegin(seq=2, epoch=0), r.EpochEnd(seq=3, epoch=0),
+                r.EpochBegin(seq=4, epoch=1), r.BatchEnd(seq=5, batch=0, step=0),
+                r.Resumed(seq=6, from_seq=3, initial_epoch=1), r.EpochBegin(seq=7, epoch=1)]
+        assert [x.seq for x in effective_records(recs)] == [1, 2, 3, 6, 7]

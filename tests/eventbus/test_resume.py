@@ -1,0 +1,120 @@
+"""Resume after a crash: real subprocesses killed with SIGKILL at random moments."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from eventbus import Bus, read_log
+from eventbus import records as r
+from eventbus.replay import effective_records
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+
+
+def decisions(path: Path) -> list[tuple]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the finished log must read back whole
+        records = effective_records(read_log(path))
+    return [(d.kind, d.source, d.epoch, d.reason, getattr(d, "value", None))
+            for d in records if isinstance(d, r.Decision)]
+
+
+def run_worker(path: Path, delay: float = 0.0, timeout: float = 60) -> str:
+    done = subprocess.run([sys.executable, str(WORKER), str(path), "--delay", str(delay)],
+                          capture_output=True, text=True, timeout=timeout, check=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> list[tuple]:
+    path = tmp_path_factory.mktemp("clean") / "events.jsonl"
+    assert "done" in run_worker(path)
+    return decisions(path)
+
+
+def test_the_clean_run_makes_decisions(clean_run):
+    """The reference run cuts the learning rate and stops: resume has state to restore."""
+    kinds = [d[0] for d in clean_run]
+    assert "set_learning_rate" in kinds and kinds[-1] == "stop_training"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, clean_run, seed):
+    """SIGKILL at random moments, resume each time: same decisions, a whole log."""
+    rng = random.Random(seed)
+    path = tmp_path / "events.jsonl"
+    kills = 0
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(path), "--delay", "0.004"],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith("started")
+        time.sleep(rng.uniform(0.0, 0.4))  # a clean run takes about 0.4 s from here
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        out = proc.stdout.read()
+        proc.wait()
+        if "done" in out:
+            break
+    else:
+        pytest.fail("the worker never finished")
+    assert kills >= 1
+    assert decisions(path) == clean_run
+    records = list(read_log(path))
+    seqs = [rec.seq for rec in records]
+    assert seqs == sorted(set(seqs)), "seq strictly increasing across resumes"
+    assert sum(rec.kind == "resumed" for rec in records) >= 1
+
+
+def test_a_finished_run_resumes_as_stopped(tmp_path, clean_run):
+    """Resuming a run that had stopped: stop_training is true, nothing is decided twice."""
+    path = tmp_path / "events.jsonl"
+    run_worker(path)
+    bus = Bus([], log=path, resume=True)
+    assert bus.stop_training
+    bus.close()
+    assert decisions(path) == clean_run
+
+
+def test_no_log_yet_simply_starts(tmp_path):
+    """resume=True without a log is a fresh run."""
+    bus = Bus([], log=tmp_path / "new.jsonl", resume=True)
+    assert bus.initial_epoch == 0 and not bus.stop_training
+    bus.close()
+
+
+def test_a_decision_lost_in_the_crash_is_recovered(tmp_path):
+    """Crash between an event and its decisions: resume records and applies the decision."""
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        from crash_worker import Plateau
+    finally:
+        sys.path.remove(str(WORKER.parent))
+
+    path = tmp_path / "events.jsonl"
+    bus = Bus([Plateau(cut_after=1, stop_after=1)], log=path, learning_rate=0.1)
+    bus.train_begin()
+    for epoch, value in enumerate([1.0, 2.0]):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"val_loss": value})
+    bus.close()
+    # Cut the decisions off the end, as a crash right after the epoch_end write would.
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if b'"set_learning_rate"' not in line
+            and b'"stop_training"' not in line]
+    path.write_bytes(b"".join(kept))
+    resumed = Bus([Plateau(cut_after=1, stop_after=1)], log=path, learning_rate=0.1, resume=True)
+    assert resumed.stop_training and resumed.learning_rate == 0.05
+    resumed.close()
+    kinds = [rec.kind for rec in read_log(path)]
+    assert kinds[-3:] == ["resumed", "set_learning_rate", "stop_training"]
