@@ -49,9 +49,9 @@ from .records import (
     SetLearningRate,
     SinkFailed,
     SnapshotWeights,
+    TRUSTED as _TRUSTED,
     StopTraining,
     WeightsRestored,
-    trusted,
 )
 from .records import Warning as WarningRecord
 
@@ -60,9 +60,10 @@ __all__ = ["Bus"]
 _EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
 _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach",
           "resume_from")
+_BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
+                "predict_batch_begin", "predict_batch_end")
 _new = object.__new__
 _setattr = object.__setattr__
-_FIELDS = {cls: frozenset(cls.model_fields) for cls in KINDS.values()}
 
 
 class SinkFailureWarning(UserWarning):
@@ -140,6 +141,8 @@ class Bus:
         self._header_written = False
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._pending: deque[Record] = deque()
+        # True while the header is unwritten or outcomes wait in _pending: one check per event.
+        self._attention = True
         self._replaying = False
         #: Sink and plugin faults seen so far (records, also in the log).
         self.failures: list[Record] = []
@@ -151,7 +154,7 @@ class Bus:
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._plugins: list[object] = []
-        self._pure: dict[str, tuple[tuple[Any, object], ...]] = {}
+        self._pure: dict[str, tuple[Any, ...]] = {}
         self._labels: dict[int, str] = {}
         self._disabled: set[int] = set()
         self._resolve()
@@ -221,15 +224,28 @@ class Bus:
     def _resolve(self) -> None:
         """Rebuild the per-hook call tuples: active plugins, in the order given."""
         order = {id(p): i for i, p in enumerate(self._plugins) if id(p) not in self._disabled}
+        self._owner: dict[int, object] = {}
         for hook in _HOOKS:
             impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
                      if id(impl.plugin) in order]
             impls.sort(key=lambda impl: order[id(impl.plugin)])
             handlers = tuple((_adapt(impl, hook), impl.plugin) for impl in impls)
             setattr(self, f"_h_{hook}", handlers)
-            # Replay and resume feed recorded events to pure plugins only: sinks wrote them once.
-            self._pure[hook] = tuple(h for h in handlers
-                                     if not getattr(h[1], "side_effects", False))
+            for fn, plugin in handlers:
+                self._owner[id(fn)] = plugin
+            if hook in _EVENT_HOOKS:
+                # Observation hooks are called through bare function tuples (the hot path);
+                # replay and resume feed recorded events to pure plugins only.
+                setattr(self, f"_f_{hook}", tuple(fn for fn, _ in handlers))
+                self._pure[hook] = tuple(fn for fn, plugin in handlers
+                                         if not getattr(plugin, "side_effects", False))
+        self._refresh_idle()
+
+    def _refresh_idle(self) -> None:
+        """A batch event nobody records or handles costs one attribute check (see batch_end)."""
+        for kind in _BATCH_KINDS:
+            idle = not self._writers and not getattr(self, f"_f_on_{kind}")
+            setattr(self, f"_idle_{kind}", idle)
 
     def _disable(self, plugin: object) -> None:
         self._disabled.add(id(plugin))
@@ -296,24 +312,37 @@ class Bus:
         return self._observe("epoch_end", {"epoch": _index(epoch, "epoch", "epoch_end")}, logs)
 
     def batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_batch_begin:  # type: ignore[attr-defined]
+            return ()  # nothing records, nobody listens: not even the logs are examined
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_begin")
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_begin",
                   "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
                   "logs": coerce_logs(logs, "batch_begin") if logs else {}}
-        return self._emit(BatchBegin, record, self._h_on_batch_begin)  # type: ignore[attr-defined]
+        return self._emit(BatchBegin, record, self._f_on_batch_begin)  # type: ignore[attr-defined]
 
     def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_batch_end:  # type: ignore[attr-defined]
+            self._step += 1
+            return ()
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_end")
-        logs = coerce_logs(logs, "batch_end") if logs else {}
+        clean: dict[str, float] = {}
+        if logs:
+            # coerce_logs inlined: a dict of Python floats is the common case, checked here.
+            for key, value in logs.items():
+                if type(value) is float and type(key) is str:
+                    clean[key] = value
+                else:
+                    clean = coerce_logs(logs, "batch_end")
+                    break
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
                   "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
-                  "logs": logs}
+                  "logs": clean}
         self._step += 1
-        return self._emit(BatchEnd, record, self._h_on_batch_end)  # type: ignore[attr-defined]
+        return self._emit(BatchEnd, record, self._f_on_batch_end)  # type: ignore[attr-defined]
 
     def test_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         return self._observe("test_begin", {"epoch": self._eval_epoch()}, logs)
@@ -323,11 +352,15 @@ class Bus:
 
     def test_batch_begin(self, batch: int,
                          logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_test_batch_begin:  # type: ignore[attr-defined]
+            return ()
         return self._observe("test_batch_begin", {
             "epoch": self._eval_epoch(), "batch": _index(batch, "batch", "test_batch_begin")}, logs)
 
     def test_batch_end(self, batch: int,
                        logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_test_batch_end:  # type: ignore[attr-defined]
+            return ()
         return self._observe("test_batch_end", {
             "epoch": self._eval_epoch(), "batch": _index(batch, "batch", "test_batch_end")}, logs)
 
@@ -339,11 +372,15 @@ class Bus:
 
     def predict_batch_begin(self, batch: int,
                             logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_predict_batch_begin:  # type: ignore[attr-defined]
+            return ()
         return self._observe("predict_batch_begin",
                              {"batch": _index(batch, "batch", "predict_batch_begin")}, logs)
 
     def predict_batch_end(self, batch: int,
                           logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_predict_batch_end:  # type: ignore[attr-defined]
+            return ()
         return self._observe("predict_batch_end",
                              {"batch": _index(batch, "batch", "predict_batch_end")}, logs)
 
@@ -422,7 +459,7 @@ class Bus:
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": kind,
                   "time": _time(), **fields, "logs": logs}
         cls = KINDS[kind]
-        decisions = self._emit(cls, record, getattr(self, f"_h_on_{kind}"))
+        decisions = self._emit(cls, record, getattr(self, f"_f_on_{kind}"))
         if kind == "epoch_end" and not decisions:
             self._flush()
         elif kind == "train_end":
@@ -442,10 +479,10 @@ class Bus:
                     logs.setdefault(key, value)
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
-              handlers: tuple[tuple[Any, object], ...]) -> Sequence[Decision]:
-        if not self._header_written:
-            self._write_header()
-        if self._pending:
+              handlers: tuple[Any, ...]) -> Sequence[Decision]:
+        if self._attention:
+            if not self._header_written:
+                self._write_header()
             self._drain()
         for writer in self._writers:
             try:
@@ -455,22 +492,19 @@ class Bus:
                 break
         if not handlers:
             return ()
-        event = _new(cls)
+        event = _new(_TRUSTED[cls])  # the record, as its pydantic model, without re-validation
         _setattr(event, "__dict__", record)
-        _setattr(event, "__pydantic_fields_set__", _FIELDS[cls])
-        _setattr(event, "__pydantic_extra__", None)
-        _setattr(event, "__pydantic_private__", None)
         decisions: list[Decision] | None = None
-        for fn, plugin in handlers:
+        for fn in handlers:
             try:
                 out = fn(event)
             except Exception as exc:
-                self._plugin_failed(plugin, record["kind"], record["seq"], exc)
+                self._plugin_failed(self._owner[id(fn)], record["kind"], record["seq"], exc)
                 continue
             if out is not None:
                 if decisions is None:
                     decisions = []
-                self._accept(plugin, event, out, decisions)
+                self._accept(self._owner[id(fn)], event, out, decisions)
         if decisions:
             self._flush()
             return decisions
@@ -633,6 +667,7 @@ class Bus:
     def _writer_failed(self, writer: RecordWriter, kind: str, exc: Exception) -> None:
         if writer in self._writers:
             self._writers.remove(writer)
+            self._refresh_idle()
         self._fault(SinkFailed(sink=getattr(writer, "name", type(writer).__name__), event=kind,
                                error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
                                epoch=self._epoch))
@@ -646,8 +681,10 @@ class Bus:
         if not isinstance(record, Outcome):
             raise EventError(f"report: expected an outcome record; got {type(record).__name__}")
         self._pending.append(record)
+        self._attention = True
 
     def _drain(self) -> None:
+        self._attention = False  # cleared first: a report() racing with this sets it again
         while self._pending:
             record = self._pending.popleft()
             if isinstance(record, (SinkFailed, PluginFailed)):
@@ -660,10 +697,12 @@ class Bus:
     def add_writer(self, writer: RecordWriter) -> None:
         """Record to ``writer`` from now on as well (a backup log, a stream to a collector)."""
         self._writers.append(self._writer(writer))
+        self._refresh_idle()
 
     def remove_writer(self, writer: RecordWriter) -> None:
         """Stop recording to ``writer`` and close it."""
         self._writers = [w for w in self._writers if w is not writer]
+        self._refresh_idle()
         writer.close()
 
     def resume(self, log: str | os.PathLike[str]) -> bool:

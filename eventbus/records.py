@@ -355,8 +355,6 @@ OUTCOME_KINDS = tuple(k for k, c in KINDS.items() if c.category == "outcome")
 AnyRecord = Annotated[Union[_ALL], Field(discriminator="kind")]  # type: ignore[valid-type]
 _ADAPTER: TypeAdapter[Record] = TypeAdapter(AnyRecord)
 _FIELDS = {cls: frozenset(cls.model_fields) for cls in _ALL}
-_new = BaseModel.__new__
-_setattr = object.__setattr__
 
 
 def parse_record(data: Mapping[str, Any]) -> Record:
@@ -364,17 +362,52 @@ def parse_record(data: Mapping[str, Any]) -> Record:
     return _ADAPTER.validate_python(data)
 
 
-def trusted(cls: type[Record], fields: dict[str, Any]) -> Record:
-    """Make a ``cls`` instance from a dict whose fields are already checked, without validation.
+def _trusted_class(cls: type[Record]) -> type[Record]:
+    """A subclass of ``cls`` whose instances need only their ``__dict__`` set.
 
-    ``fields`` becomes the instance's field storage and must hold every field of ``cls``. This
-    is what keeps the per-batch path free of pydantic validation (about 5x cheaper).
+    pydantic keeps three more per-instance slots (fields set, extra, private); setting them costs
+    as much again as making the object. For records the bus has already checked they are always
+    the same, so this subclass holds them at class level. It is not built by pydantic's
+    metaclass (no new schema): validation, serialisation, ``repr`` and ``==`` are ``cls``'s, and
+    copies come back as plain ``cls`` instances. Never validated into: only :func:`trusted`
+    makes instances.
     """
-    obj = _new(cls)
+
+    def plain(self: Record) -> Record:
+        return cls.model_construct(_fields_set=None, **self.__dict__)
+
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__slots__": (),
+        "__pydantic_fields_set__": _FIELDS[cls],
+        "__pydantic_extra__": None,
+        "__pydantic_private__": None,
+        # pydantic compares models by their generic origin: make this class compare as ``cls``.
+        "__pydantic_generic_metadata__": {"origin": cls, "args": (), "parameters": ()},
+        "__copy__": plain,
+        "__deepcopy__": lambda self, memo=None: plain(self).__deepcopy__(memo),
+        "model_copy": lambda self, *, update=None, deep=False: plain(self).model_copy(
+            update=update, deep=deep),
+    }
+    return type.__new__(type(cls), cls.__name__, (cls,), namespace)  # type: ignore[return-value]
+
+
+#: Record class -> its trusted subclass (see :func:`trusted`).
+TRUSTED: dict[type[Record], type[Record]] = {cls: _trusted_class(cls) for cls in _ALL}
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def trusted(cls: type[Record], fields: dict[str, Any]) -> Record:
+    """Make a ``cls`` record from a dict whose fields are already checked, without validation.
+
+    ``fields`` becomes the instance's field storage and must hold exactly the fields of ``cls``.
+    The result is an instance of ``cls`` (``isinstance`` holds, it compares, dumps and prints as
+    one). This is what keeps the per-batch path free of pydantic validation.
+    """
+    obj = _new(TRUSTED[cls])
     _setattr(obj, "__dict__", fields)
-    _setattr(obj, "__pydantic_fields_set__", _FIELDS[cls])
-    _setattr(obj, "__pydantic_extra__", None)
-    _setattr(obj, "__pydantic_private__", None)
     return obj
 
 

@@ -146,3 +146,28 @@ class TestMetricValues:
         with pytest.raises(ValidationError, match="epoch_end"):
             r.EpochEnd(epoch=0, logs={"loss": "bad"})
         assert r.EpochEnd(epoch=0, logs={"loss": np.float32(0.5)}).logs == {"loss": 0.5}
+
+
+class TestTrustedRecords:
+    """Records the bus builds without validation behave as their kind's model."""
+
+    def test_trusted_records_are_their_kind(self):
+        """isinstance, equality, repr and dumping are the model's."""
+        data = {"v": 1, "run_id": "r", "seq": 3, "kind": "batch_end", "time": 1.0, "epoch": 0,
+                "batch": 2, "step": 7, "logs": {"loss": 0.5}}
+        fast = r.trusted(r.BatchEnd, dict(data))
+        slow = r.parse_record(data)
+        assert isinstance(fast, r.BatchEnd) and isinstance(fast, r.Observation)
+        assert fast == slow and slow == fast
+        assert repr(fast) == repr(slow)
+        assert fast.model_dump() == data and fast.model_dump_json() == slow.model_dump_json()
+        assert fast.model_fields_set == slow.model_fields_set
+
+    def test_trusted_records_are_immutable_and_copy_to_plain_models(self):
+        """They refuse assignment; copies are ordinary validated-model instances."""
+        fast = r.trusted(r.EpochEnd, {"v": 1, "run_id": "r", "seq": 1, "kind": "epoch_end",
+                                      "time": 0.0, "epoch": 4, "logs": {}})
+        with pytest.raises(ValidationError):
+            fast.epoch = 5  # type: ignore[misc]
+        copy = fast.model_copy(update={"epoch": 5})
+        assert type(copy) is r.EpochEnd and copy.epoch == 5 and fast.epoch == 4

@@ -1,0 +1,268 @@
+"""Core speed: the per-batch cost of the bus, against baselines measured in this process.
+
+Run: ``python benchmarks/bench_core.py`` (``--quick`` for a smaller run). Prints a table of
+microseconds per call and ratios; nothing here is a pass/fail test. Baselines:
+
+- floor: hand-written dispatch with the same subscribers: build the record dict, call pre-bound
+  functions, orjson, write through a 1 MiB buffer. What any bus must at least do.
+- naive: a validated pydantic model per event, a pluggy hook call, model_dump then orjson.
+- keras: Keras 3's CallbackList with the same number of callbacks and no recording (when keras
+  is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import pluggy
+
+from eventbus import Bus, Plugin, hookimpl, hookspecs
+from eventbus.jsonl import JsonlWriter, iter_jsonl_dicts
+from eventbus.records import BatchEnd
+
+LOGS = {"loss": 0.6931, "acc": 0.5}
+
+
+def best_of(fn, n: int, repeat: int = 5) -> float:
+    """Microseconds per call of fn(i) for i in range(n); the best of `repeat` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn(n)
+        best = min(best, time.perf_counter() - start)
+    return best / n * 1e6
+
+
+class Counter(Plugin):
+    """A subscriber doing what a cheap real one does: read a metric."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    @hookimpl
+    def on_batch_end(self, event):
+        self.total += event.logs["loss"]
+
+
+class _Event:
+    """The cheapest object with attributes: what a hand-written bus would hand subscribers."""
+
+
+def floor(subscribers: list, path: str, hook: str = "on_batch_end"):
+    """Hand-written dispatch to the same subscribers: record dict, a bare attribute object,
+    pre-bound methods, orjson, a 1 MiB buffered file. No checks, no recording of decisions."""
+    calls = getattr(Bus(subscribers, learning_rate=0.01), f"_f_{hook}")  # the bound hooks
+    out = open(path, "wb", buffering=1 << 20)  # noqa: SIM115
+    dumps = orjson.dumps
+    now = time.time
+    new = object.__new__
+    setattr_ = object.__setattr__
+
+    def run(n: int) -> None:
+        for i in range(n):
+            record = {"v": 1, "run_id": "r", "seq": i, "kind": "batch_end", "time": now(),
+                      "epoch": 0, "batch": i, "step": i, "logs": dict(LOGS)}
+            event = new(_Event)
+            setattr_(event, "__dict__", record)
+            for call in calls:
+                call(event)
+            out.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+    return run, out.close
+
+
+def naive(n_subs: int, path: str):
+    pm = pluggy.PluginManager("eventbus")
+    pm.add_hookspecs(hookspecs)
+    for _ in range(n_subs):
+        pm.register(Counter())
+    hook = pm.hook.on_batch_end
+    out = open(path, "wb", buffering=1 << 20)  # noqa: SIM115
+
+    def run(n: int) -> None:
+        for i in range(n):
+            event = BatchEnd(run_id="r", seq=i, time=time.time(), epoch=0, batch=i, step=i,
+                             logs=LOGS)
+            hook(event=event)
+            out.write(orjson.dumps(event.model_dump(), option=orjson.OPT_APPEND_NEWLINE))
+
+    return run, out.close
+
+
+def ours(plugins: list, path: str | None):
+    bus = Bus(plugins, log=path, learning_rate=0.01)
+    bus.train_begin({"epochs": 1})
+    bus.epoch_begin(0)
+
+    def run(n: int) -> None:
+        batch_end = bus.batch_end
+        for i in range(n):
+            batch_end(i, LOGS)
+
+    return run, bus.close
+
+
+def keras_callbacklist(n_subs: int):
+    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    try:
+        import keras
+    except ImportError:
+        return None
+
+    class KerasCounter(keras.callbacks.Callback):
+        total = 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.total += logs["loss"]
+
+    cbs = keras.callbacks.CallbackList([KerasCounter() for _ in range(n_subs)],
+                                       add_history=False, add_progbar=False)
+
+    def run(n: int) -> None:
+        end = cbs.on_train_batch_end
+        for i in range(n):
+            end(i, LOGS)
+
+    return run
+
+
+def builtin_plugins(tmp: Path) -> list:
+    """One of every built-in plugin that exists, configured to stay quiet."""
+    import plugins as builtins
+
+    made = []
+    factories = {
+        "BaseLogger": lambda c: c(), "History": lambda c: c(),
+        "TerminateOnNaN": lambda c: c(), "EarlyStopping": lambda c: c(monitor="val_loss"),
+        "ReduceLROnPlateau": lambda c: c(monitor="val_loss"),
+        "LearningRateScheduler": lambda c: c(lambda epoch, lr: lr),
+        "ModelCheckpoint": lambda c: c(str(tmp / "ckpt.h5"), save_freq=10**9),
+        "CSVLogger": lambda c: c(str(tmp / "log.csv")),
+        "TensorBoard": lambda c: c(log_dir=str(tmp / "tb"), update_freq=100),
+        "ProgbarLogger": lambda c: c(verbose=0),
+        "LambdaCallback": lambda c: c(on_batch_end=lambda batch, logs: None),
+        "RemoteMonitor": lambda c: c(root="http://127.0.0.1:9"),
+    }
+    missing = []
+    for name, make in factories.items():
+        try:
+            made.append(make(getattr(builtins, name)))
+        except (ImportError, AttributeError):
+            missing.append(name)
+    return made, missing
+
+
+def subscribers(bus_plugins: list, hook: str = "on_batch_end") -> int:
+    bus = Bus(bus_plugins)
+    n = len(getattr(bus, f"_h_{hook}"))
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else 200_000
+    big = 200_000 if args.quick else 1_000_000
+    tmp = Path(tempfile.mkdtemp(prefix="eventbus-bench-"))
+    rows: list[tuple[str, float, str]] = []
+
+    def measure(label: str, setup, note: str = "") -> float:
+        run, close = setup
+        run(1000)  # warm up
+        us = best_of(run, n)
+        close()
+        rows.append((label, us, note))
+        return us
+
+    subs = 12
+    f12 = measure(f"floor, {subs} subscribers, JSONL",
+                  floor([Counter() for _ in range(subs)], str(tmp / "floor.jsonl")))
+    n12 = measure(f"naive stack, {subs} subscribers, JSONL", naive(subs, str(tmp / "naive.jsonl")))
+    o12 = measure(f"bus, {subs} subscribers, JSONL", ours([Counter() for _ in range(subs)],
+                                                         str(tmp / "bus12.jsonl")))
+    keras_run = keras_callbacklist(subs)
+    k12 = None
+    if keras_run is not None:
+        keras_run(1000)
+        k12 = best_of(keras_run, n)
+        rows.append((f"keras CallbackList, {subs} callbacks, no recording", k12, ""))
+
+    made, missing = builtin_plugins(tmp)
+    n_all = subscribers(made) if made else 0
+    ob = measure(f"bus, every built-in plugin ({len(made)}; {n_all} on batch_end), JSONL",
+                 ours(made, str(tmp / "builtins.jsonl")))
+    fb = measure(f"floor, the same {n_all} plugins called directly, JSONL",
+                 floor(builtin_plugins(tmp)[0], str(tmp / "floorb.jsonl")))
+    idle = measure("bus, batch_begin nobody subscribes to, no log", ours([], None))
+
+    print(f"\nper-call cost (best of 5, {n:,} calls each)\n")
+    width = max(len(r[0]) for r in rows)
+    for label, us, _ in rows:
+        print(f"  {label:<{width}}  {us:7.3f} µs")
+    print("\nratios")
+    print(f"  bus / floor, {subs} subscribers:             {o12 / f12:5.2f}x  (target <= 2.0x, goal 1.3x)")
+    print(f"  naive / bus, {subs} subscribers:             {n12 / o12:5.2f}x  (target >= 3x)")
+    print(f"  bus with every built-in / floor ({n_all} subs): {ob / fb:5.2f}x")
+    if k12 is not None:
+        print(f"  keras CallbackList / bus, {subs} subscribers: {k12 / o12:5.2f}x  (target > 1x)")
+    else:
+        print("  keras is not installed: the CallbackList comparison was not run")
+    print(f"  unsubscribed batch event, no log:            {idle:5.3f} µs (target <= 0.2 µs)")
+    if missing:
+        print(f"  built-in plugins not available yet: {', '.join(missing)}")
+
+    # Log throughput.
+    records = [{"v": 1, "run_id": "r", "seq": i, "kind": "batch_end", "time": 1.0 + i,
+                "epoch": 0, "batch": i, "step": i, "logs": {"loss": 1.0 / (i + 1), "acc": 0.5}}
+               for i in range(big)]
+    path = tmp / "big.jsonl"
+    start = time.perf_counter()
+    with JsonlWriter(path) as writer:
+        writer.write({"v": 1, "run_id": "r", "seq": 0, "kind": "header", "time": 0.0,
+                      "created": "", "library": "", "plugins": [], "meta": {}})
+        for record in records:
+            writer.write(record)
+    jsonl_write = big / (time.perf_counter() - start)
+    start = time.perf_counter()
+    count = sum(1 for _ in iter_jsonl_dicts(path))
+    jsonl_read = count / (time.perf_counter() - start)
+    from eventbus import read_log
+
+    start = time.perf_counter()
+    count = sum(1 for _ in read_log(path))
+    typed_read = count / (time.perf_counter() - start)
+    from eventbus.parquet import ParquetWriter
+
+    start = time.perf_counter()
+    with ParquetWriter(tmp / "big.parquet") as writer:
+        for record in records:
+            writer.write(record)
+    parquet_write = big / (time.perf_counter() - start)
+    print(f"\nlog throughput ({big:,} batch_end records)\n")
+    print(f"  JSON Lines write:                      {jsonl_write / 1e6:5.2f} M records/s "
+          "(target >= 1)")
+    print(f"  JSON Lines read, dicts (iter_jsonl_dicts): {jsonl_read / 1e6:5.2f} M records/s "
+          "(target >= 1)")
+    print(f"  JSON Lines read, typed (read_log):     {typed_read / 1e6:5.2f} M records/s")
+    print(f"  Parquet write:                         {parquet_write / 1e6:5.2f} M records/s "
+          "(target >= 1)")
+
+    code = ("import sys, eventbus; print([m for m in ('pyarrow', 'tensorboardX', 'requests', "
+            "'h5py') if m in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    print(f"\n`import eventbus` loads of pyarrow, tensorboardX, requests, h5py: {loaded}")
+
+
+if __name__ == "__main__":
+    main()
