@@ -317,9 +317,10 @@ class Bus:
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_begin")
         self._seq = seq = self._seq + 1
+        # Keys in the model's field order, so the record prints as a validated one would.
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_begin",
-                  "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
-                  "logs": coerce_logs(logs, "batch_begin") if logs else {}}
+                  "time": _time(), "logs": coerce_logs(logs, "batch_begin") if logs else {},
+                  "epoch": self._epoch, "batch": batch, "step": self._step}
         return self._emit(BatchBegin, record, self._f_on_batch_begin)  # type: ignore[attr-defined]
 
     def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
@@ -339,8 +340,8 @@ class Bus:
                     break
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
-                  "time": _time(), "epoch": self._epoch, "batch": batch, "step": self._step,
-                  "logs": clean}
+                  "time": _time(), "logs": clean, "epoch": self._epoch, "batch": batch,
+                  "step": self._step}
         self._step += 1
         return self._emit(BatchEnd, record, self._f_on_batch_end)  # type: ignore[attr-defined]
 
@@ -457,7 +458,7 @@ class Bus:
                 logs["learning_rate"] = lr
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": kind,
-                  "time": _time(), **fields, "logs": logs}
+                  "time": _time(), "logs": logs, **fields}
         cls = KINDS[kind]
         decisions = self._emit(cls, record, getattr(self, f"_f_on_{kind}"))
         if kind == "epoch_end" and not decisions:

@@ -153,8 +153,8 @@ class TestTrustedRecords:
 
     def test_trusted_records_are_their_kind(self):
         """isinstance, equality, repr and dumping are the model's."""
-        data = {"v": 1, "run_id": "r", "seq": 3, "kind": "batch_end", "time": 1.0, "epoch": 0,
-                "batch": 2, "step": 7, "logs": {"loss": 0.5}}
+        data = {"v": 1, "run_id": "r", "seq": 3, "kind": "batch_end", "time": 1.0,
+                "logs": {"loss": 0.5}, "epoch": 0, "batch": 2, "step": 7}
         fast = r.trusted(r.BatchEnd, dict(data))
         slow = r.parse_record(data)
         assert isinstance(fast, r.BatchEnd) and isinstance(fast, r.Observation)
