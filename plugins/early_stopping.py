@@ -1,0 +1,185 @@
+"""EarlyStopping: stop training when a monitored metric has stopped improving (Keras 3.15 rules).
+
+A pure state machine over ``epoch_end`` events. It returns ``stop_training`` decisions, and with
+``restore_best_weights`` asks the bus to keep the weights of the best epoch (``snapshot_weights``)
+and to put them back at ``train_end`` (``restore_weights``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from eventbus import ConfigError, Plugin, hookimpl
+from eventbus.records import RestoreWeights, SnapshotWeights, StopTraining, Warning
+
+from .monitor import Monitor, fmt, require_bool, require_int, require_real
+
+__all__ = ["EarlyStopping"]
+
+
+class EarlyStopping(Plugin):
+    """Stop training when ``monitor`` has stopped improving.
+
+    Keras's parameters and semantics, plus three checks from PyTorch Lightning:
+    ``check_finite`` (stop on a NaN or infinite value), ``stopping_threshold`` (stop once the
+    value is better than this) and ``divergence_threshold`` (stop once it is worse than this).
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0,
+                 verbose: int = 0, mode: str = "auto", baseline: float | None = None,
+                 restore_best_weights: bool = False, start_from_epoch: int = 0, *,
+                 check_finite: bool = False, stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None):
+        name = type(self).name
+        self.monitor = Monitor(monitor, mode, min_delta, plugin=name)
+        self.patience = require_int(patience, "patience", name)
+        self.verbose = require_int(verbose, "verbose", name)
+        self.baseline = None if baseline is None else require_real(baseline, "baseline", name)
+        self.restore_best_weights = require_bool(restore_best_weights, "restore_best_weights",
+                                                 name)
+        self.start_from_epoch = require_int(start_from_epoch, "start_from_epoch", name)
+        self.check_finite = require_bool(check_finite, "check_finite", name)
+        self.stopping_threshold = None if stopping_threshold is None else \
+            require_real(stopping_threshold, "stopping_threshold", name)
+        self.divergence_threshold = None if divergence_threshold is None else \
+            require_real(divergence_threshold, "divergence_threshold", name)
+        if self.stopping_threshold is not None and self.divergence_threshold is not None and \
+                not self.monitor.beats(self.stopping_threshold, self.divergence_threshold):
+            raise ConfigError(f"{name}: stopping_threshold={self.stopping_threshold} must be "
+                              f"better than divergence_threshold={self.divergence_threshold} "
+                              f"under mode={self.monitor.mode!r}", plugin=name,
+                              field="stopping_threshold")
+        self._tag = f"{name}/best"
+        self._reset()
+
+    def _reset(self) -> None:
+        self.monitor.reset()
+        self.wait = 0
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self._snapshot_taken = False
+        self._warned = False
+
+    @property
+    def best(self) -> float | None:
+        return self.monitor.best
+
+    @hookimpl
+    def on_attach(self, bus: Any) -> None:
+        # Two EarlyStopping plugins on one bus must not share a weights snapshot.
+        self._tag = f"{bus.label(self)}/best"
+
+    @hookimpl
+    def on_train_begin(self, event: Any) -> None:
+        # A new run on the same instance starts afresh (Keras 3 keeps ``best`` across fits).
+        self._reset()
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> Any:
+        epoch: int = event.epoch
+        logs = event.logs
+        name = self.monitor.monitor
+        value = logs.get(name)
+        if value is None:
+            if self._warned:
+                return None
+            self._warned = True
+            available = list(logs)
+            return Warning(
+                message=f"Early stopping conditioned on metric `{name}` which is not "
+                        f"available. Available metrics are: {','.join(available)}",
+                details={"monitor": name, "available": available})
+        if epoch < self.start_from_epoch:
+            return None
+
+        out: list[Any] = []
+        self.wait += 1
+        improved = self.monitor.update(value)
+        first = self.restore_best_weights and not self._snapshot_taken
+        if improved or first:
+            # As Keras: until something improves, the first monitored epoch counts as best.
+            self.best_epoch = epoch
+        if self.restore_best_weights and (improved or first):
+            self._snapshot_taken = True
+            out.append(self._snapshot(epoch, value, "a new best" if improved
+                                      else "the first monitored epoch, kept until one improves"))
+        # Only restart wait if we beat both the baseline and our previous best.
+        if improved and (self.baseline is None or self.monitor.beats(value, self.baseline)):
+            self.wait = 0
+
+        stop = self._stop(epoch, value, improved)
+        if stop is not None:
+            self.stopped_epoch = epoch
+            out.append(stop)
+        return out or None
+
+    def _stop(self, epoch: int, value: float, improved: bool) -> StopTraining | None:
+        name = self.monitor.monitor
+        evidence = self._evidence(epoch, value)
+        # Lightning's order: a non-finite value, then the thresholds, then patience.
+        if self.check_finite and not math.isfinite(value):
+            return StopTraining(
+                reason=f"{name} is {value}, not a finite number (best {fmt(self.best)})",
+                code="non_finite", evidence=evidence)
+        if self.stopping_threshold is not None and \
+                self._strictly_better(value, self.stopping_threshold):
+            return StopTraining(
+                reason=f"{name} = {fmt(value)} reached the stopping threshold "
+                       f"{fmt(self.stopping_threshold)}",
+                code="stopping_threshold", evidence=evidence)
+        if self.divergence_threshold is not None and \
+                self._strictly_better(self.divergence_threshold, value):
+            return StopTraining(
+                reason=f"{name} = {fmt(value)} is worse than the divergence threshold "
+                       f"{fmt(self.divergence_threshold)}",
+                code="divergence_threshold", evidence=evidence)
+        if not improved and self.wait >= self.patience and epoch > 0:
+            return StopTraining(reason=self._patience_reason(), code="patience_exhausted",
+                                evidence=evidence)
+        return None
+
+    def _strictly_better(self, a: float, b: float) -> bool:
+        if math.isnan(a):
+            return False
+        return a < b if self.monitor.mode == "min" else a > b
+
+    def _patience_reason(self) -> str:
+        name, wait = self.monitor.monitor, self.wait
+        epochs = "epoch" if wait == 1 else "epochs"
+        if self.best is None:
+            return f"{name} has had no comparable value (NaN) for {wait} {epochs}"
+        where = f"{fmt(self.best)} (epoch {self.best_epoch + 1})"  # type: ignore[operator]
+        if self.baseline is not None and not self.monitor.beats(self.best, self.baseline):
+            return (f"{name} did not improve on the baseline {fmt(self.baseline)} in {wait} "
+                    f"{epochs}; best {where}")
+        return f"{name} did not improve on {where} for {wait} {epochs}"
+
+    def _evidence(self, epoch: int, value: float) -> dict[str, Any]:
+        return {"monitor": self.monitor.monitor, "value": value, "best": self.best,
+                "best_epoch": self.best_epoch, "wait": self.wait, "patience": self.patience,
+                "min_delta": self.monitor.min_delta, "mode": self.monitor.mode,
+                "baseline": self.baseline, "start_from_epoch": self.start_from_epoch}
+
+    def _snapshot(self, epoch: int, value: float, why: str) -> SnapshotWeights:
+        return SnapshotWeights(
+            tag=self._tag, code="best_weights",
+            reason=f"keep the weights of epoch {epoch + 1} ({self.monitor.monitor} = "
+                   f"{fmt(value)}): {why}",
+            evidence={"monitor": self.monitor.monitor, "value": value, "best_epoch": epoch})
+
+    @hookimpl
+    def on_train_end(self, event: Any) -> Any:
+        if self.stopped_epoch is not None and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if not (self.restore_best_weights and self._snapshot_taken):
+            return None
+        best_epoch: int = self.best_epoch  # type: ignore[assignment]  # set with the snapshot
+        if self.verbose > 0:
+            print(f"Restoring model weights from the end of the best epoch: {best_epoch + 1}.")
+        return RestoreWeights(
+            tag=self._tag, code="restore_best_weights",
+            reason=f"restore the weights of the best epoch ({best_epoch + 1}, "
+                   f"{self.monitor.monitor} = {fmt(self.best)})",
+            evidence={"monitor": self.monitor.monitor, "best": self.best,
+                      "best_epoch": self.best_epoch})

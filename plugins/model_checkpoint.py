@@ -1,0 +1,215 @@
+"""ModelCheckpoint: decide when to save the model, and under which file name.
+
+The plugin decides (``save_checkpoint`` with the formatted path and the evidence); a checkpoint
+sink writes (:class:`sinks.hdf5.HDF5CheckpointWriter`, which this plugin adds to the bus itself
+when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user does).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from eventbus import ConfigError, Plugin, hookimpl
+from eventbus.records import SaveCheckpoint, Warning
+
+from .monitor import Monitor, fmt, require_bool, require_int, require_real
+
+__all__ = ["ModelCheckpoint"]
+
+_EXTENSIONS = (".h5", ".hdf5")
+
+
+def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
+    """The field names of a ``str.format`` template; only plain names are allowed."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(filepath))
+    except ValueError as exc:
+        raise ConfigError(f"{plugin}: filepath {filepath!r} is not a valid template: {exc}",
+                          plugin=plugin, field="filepath") from None
+    for _, name, spec, _ in parsed:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise ConfigError(f"{plugin}: filepath {filepath!r} has a positional field "
+                              f"{{{name}}}; name it, e.g. {{epoch:02d}} or {{val_loss:.2f}}",
+                              plugin=plugin, field="filepath")
+        if not name.isidentifier():
+            raise ConfigError(f"{plugin}: filepath {filepath!r}: field {{{name}}} is not a plain "
+                              "name; attribute and index access are not allowed, only "
+                              "{epoch}, {batch} and metric names", plugin=plugin,
+                              field="filepath")
+        if spec and "{" in spec:
+            raise ConfigError(f"{plugin}: filepath {filepath!r}: field {{{name}}} has a nested "
+                              "field in its format spec; write the spec out",
+                              plugin=plugin, field="filepath")
+        names.append(name)
+    return tuple(names)
+
+
+class ModelCheckpoint(Plugin):
+    """Save the model at the end of every epoch (or every ``save_freq`` batches).
+
+    ``period=N`` is Keras 2's "every N epochs": accepted, with a DeprecationWarning.
+    """
+
+    def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False,
+                 mode: str = "auto", save_freq: str | int = "epoch",
+                 initial_value_threshold: float | None = None, *, period: int | None = None):
+        name = type(self).name
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise ConfigError(f"{name}: filepath must be a str or path; got "
+                              f"{type(filepath).__name__}", plugin=name, field="filepath")
+        self.filepath = os.fspath(filepath)
+        if not self.filepath.endswith(_EXTENSIONS):
+            raise ConfigError(f"{name}: checkpoints are HDF5 files; filepath must end in .h5 or "
+                              f".hdf5 (e.g. 'ckpt-{{epoch:02d}}.weights.h5'); got "
+                              f"{self.filepath!r}", plugin=name, field="filepath")
+        self._fields = _template_fields(self.filepath, name)
+        self.verbose = require_int(verbose, "verbose", name)
+        self.save_best_only = require_bool(save_best_only, "save_best_only", name)
+        self.save_weights_only = require_bool(save_weights_only, "save_weights_only", name)
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or
+                                     not isinstance(save_freq, int) or save_freq < 1):
+            raise ConfigError(f"{name}: save_freq must be 'epoch' or a positive int (a number "
+                              f"of batches); got {save_freq!r}", plugin=name, field="save_freq")
+        self.save_freq = save_freq
+        self.period = 1
+        if period is not None:
+            warnings.warn(f"{name}: `period` is deprecated; it saves every `period` epochs. "
+                          "Keras 3 uses `save_freq` (a number of batches) instead",
+                          DeprecationWarning, stacklevel=3)
+            if save_freq != "epoch":
+                raise ConfigError(f"{name}: period counts epochs and save_freq={save_freq!r} "
+                                  "counts batches; give one of them", plugin=name,
+                                  field="period")
+            self.period = require_int(period, "period", name, minimum=1)
+        if mode not in ("auto", "min", "max"):
+            raise ConfigError(f"{name}: mode must be 'auto', 'min' or 'max'; got {mode!r}",
+                              plugin=name, field="mode")
+        # The direction matters only when comparing; Keras 3 infers it (and may fail) always.
+        self.monitor: Monitor | None = None
+        self.monitor_name = monitor
+        if self.save_best_only:
+            threshold = None if initial_value_threshold is None else \
+                require_real(initial_value_threshold, "initial_value_threshold", name)
+            self.monitor = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
+        self._reset()
+
+    def _reset(self) -> None:
+        if self.monitor is not None:
+            self.monitor.reset()
+        self._batches_since_save = 0
+        self._epochs_since_save = 0
+        self._warned = False
+
+    @property
+    def best(self) -> float | None:
+        return None if self.monitor is None else self.monitor.best
+
+    @hookimpl
+    def on_attach(self, bus: Any) -> None:
+        if any(getattr(p, "writes_checkpoints", False) for p in bus.plugins):
+            return
+        from sinks.hdf5 import HDF5CheckpointWriter
+
+        writer = HDF5CheckpointWriter(verbose=self.verbose)
+        writer.auto = True
+        bus.register(writer)
+
+    @hookimpl
+    def on_train_begin(self, event: Any) -> None:
+        self._reset()
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> Any:
+        if self.save_freq != "epoch":
+            return None
+        self._epochs_since_save += 1
+        if self._epochs_since_save < self.period:
+            return None
+        self._epochs_since_save = 0
+        return self._consider(event.epoch, None, None, event.logs)
+
+    @hookimpl
+    def on_batch_end(self, event: Any) -> Any:
+        if self.save_freq == "epoch":
+            return None
+        self._batches_since_save += 1
+        if self._batches_since_save < self.save_freq:
+            return None
+        self._batches_since_save = 0
+        epoch = event.epoch if event.epoch is not None else 0
+        return self._consider(epoch, event.batch, event.step, event.logs)
+
+    def _consider(self, epoch: int, batch: int | None, step: int | None,
+                  logs: Mapping[str, float]) -> Any:
+        path = self._format(epoch, batch, logs)
+        evidence: dict[str, Any] = {"epoch": epoch, "batch": batch, "step": step,
+                                    "filepath": self.filepath, "save_freq": self.save_freq}
+        if batch is None:
+            where = f"the end of epoch {epoch + 1}"
+        else:
+            where = f"batch {batch + 1} of epoch {epoch + 1} (every {self.save_freq} batches)"
+        if self.monitor is None:
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: saving model to {path}")
+            value = logs.get(self.monitor_name)
+            code = "epoch" if batch is None and self.period == 1 else \
+                ("period" if batch is None else "save_freq")
+            if code == "period":
+                where += f" (every {self.period} epochs)"
+            return SaveCheckpoint(path=path, weights_only=self.save_weights_only, code=code,
+                                  reason=f"save at {where}",
+                                  evidence={**evidence, "monitor": self.monitor_name,
+                                            "value": value})
+        name = self.monitor.monitor
+        current = logs.get(name)
+        if current is None:
+            if self._warned:
+                return None
+            self._warned = True
+            return Warning(message=f"Can save best model only with {name} available; "
+                                   f"available: {','.join(logs)}. Not saving.",
+                           details={"monitor": name, "available": list(logs)})
+        previous = self.monitor.best
+        shown = f"{(self.monitor.worst() if previous is None else previous):.5f}"
+        if not self.monitor.update(current):
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {name} did not improve from {shown}")
+            return None
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: {name} improved from {shown} to {current:.5f}, "
+                  f"saving model to {path}")
+        return SaveCheckpoint(
+            path=path, weights_only=self.save_weights_only, code="improved",
+            reason=(f"{name} improved from {fmt(previous)} to {fmt(current)} at {where}"
+                    if previous is not None else f"{name} = {fmt(current)} at {where}: the "
+                    "first value, so the best so far"),
+            evidence={**evidence, "monitor": name, "value": current, "best": previous,
+                      "mode": self.monitor.mode})
+
+    def _format(self, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
+        values: dict[str, Any] = dict(logs)
+        values["epoch"] = epoch + 1  # 1-based, as Keras names files
+        if batch is not None and "batch" not in logs:
+            values["batch"] = batch + 1
+        missing = [f for f in self._fields if f not in values]
+        if missing:
+            raise ConfigError(
+                f"{type(self).name}: filepath {self.filepath!r} needs {{{missing[0]}}}, which "
+                f"is not available at epoch {epoch + 1}"
+                + (f" batch {batch + 1}" if batch is not None else "")
+                + f"; available: {', '.join(sorted(values))}",
+                plugin=type(self).name, field="filepath")
+        try:
+            return self.filepath.format(**values)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{type(self).name}: filepath {self.filepath!r} cannot be "
+                              f"formatted with {values}: {exc}", plugin=type(self).name,
+                              field="filepath") from None

@@ -1,0 +1,46 @@
+"""TerminateOnNaN: stop training when a training batch reports a NaN or infinite loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from eventbus import EventBusError, Plugin, hookimpl
+from eventbus.records import StopTraining
+
+from .monitor import require_bool
+
+__all__ = ["NonFiniteLossError", "TerminateOnNaN"]
+
+
+class NonFiniteLossError(EventBusError, RuntimeError):
+    """A training batch's loss was NaN or infinite and ``raise_error=True`` was asked for."""
+
+
+class TerminateOnNaN(Plugin):
+    """Stop training (or raise, with ``raise_error=True``) on a NaN or infinite batch ``loss``.
+
+    The stop is a ``stop_training`` decision with code ``non_finite_loss``: the loop finishes
+    the epoch's bookkeeping and publishes ``train_end`` as after any stop. With ``raise_error``
+    the plugin raises :class:`NonFiniteLossError`; the bus records it as ``plugin_failed`` and
+    raises :class:`~eventbus.PluginError` from it, so ``train_end`` hooks (a backup's clean-up)
+    do not run, as in Keras.
+    """
+
+    def __init__(self, raise_error: bool = False):
+        self.raise_error = require_bool(raise_error, "raise_error", type(self).name)
+
+    @hookimpl
+    def on_batch_end(self, event: Any) -> Any:
+        loss = event.logs.get("loss")
+        if loss is None or math.isfinite(loss):
+            return None
+        batch: int = event.batch
+        if self.raise_error:
+            raise NonFiniteLossError(f"NaN or Inf loss encountered at batch {batch}. "
+                                     f"Loss value: {loss}. Terminating training immediately.")
+        print(f"Batch {batch}: Invalid loss, terminating training")
+        return StopTraining(
+            code="non_finite_loss",
+            reason=f"the loss of batch {batch} (step {event.step}) is {loss}",
+            evidence={"loss": loss, "batch": batch, "step": event.step})

@@ -1,0 +1,212 @@
+"""BackupAndRestore: crash, restart, and go on with the same weights and the same decisions."""
+
+from __future__ import annotations
+
+import gc
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plugin_strategies import decision_view
+
+from eventbus import Bus, ConfigError, NumpyModel, read_log
+from eventbus.records import Decision
+from eventbus.replay import effective_records
+from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
+from sinks.hdf5 import load_checkpoint
+
+VALUES = [1.0, 0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85, 0.85, 0.85, 0.8, 0.8]
+
+
+def die(*objects: object) -> None:
+    """A process death: the objects go without closing anything, so records the log writer
+    had not flushed yet are lost and open files are just dropped."""
+    del objects
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def train(backup_dir: Path, values: list[float], *, crash_at: int | None = None,
+          model: NumpyModel | None = None, save_freq: Any = "epoch",
+          delete_checkpoint: bool = True, batches: int = 2) -> tuple[Bus, NumpyModel | None,
+                                                                     BackupAndRestore]:
+    """A loop whose weights grow by 1 per batch; it dies at ``crash_at``'s second batch."""
+    backup = BackupAndRestore(backup_dir, save_freq=save_freq,
+                              delete_checkpoint=delete_checkpoint)
+    bus = Bus([ReduceLROnPlateau(patience=2, factor=0.5),
+               EarlyStopping(patience=4, restore_best_weights=False), backup],
+              model=model, learning_rate=None if model else 0.1)
+    bus.train_begin({"epochs": len(values)})
+    for epoch in range(bus.initial_epoch, len(values)):
+        bus.epoch_begin(epoch)
+        for batch in range(batches):
+            if epoch == crash_at and batch == 1:
+                objects = [bus, backup]
+                del bus, backup
+                die(*objects.copy())
+                objects.clear()
+                die()
+                return None, model, None  # type: ignore[return-value]
+            bus.batch_begin(batch)
+            if model is not None:
+                model.weights["w"] += 1
+            bus.batch_end(batch, {"loss": values[epoch]})
+        bus.epoch_end(epoch, {"val_loss": values[epoch]})
+        if bus.stop_training:
+            break
+    bus.train_end()
+    bus.close()
+    return bus, model, backup
+
+
+def decisions_of(records: list) -> list[tuple]:
+    return [decision_view(r) for r in effective_records(records) if isinstance(r, Decision)]
+
+
+def recorded(bus: Bus, backup: BackupAndRestore) -> list:
+    return list(read_log(backup.log_path))
+
+
+class TestResume:
+    def test_weights_epoch_and_state_come_back(self, tmp_path: Path) -> None:
+        """After a crash in epoch 5 the run goes on at epoch 5 with epoch 4's weights and
+        learning rate, and makes the decisions an uninterrupted run makes."""
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        assert sorted(os.listdir(tmp_path / "bk")) == ["events.jsonl", "latest.weights.h5",
+                                                       "previous.weights.h5"]
+        assert load_checkpoint(tmp_path / "bk" / "latest.weights.h5").metadata[
+            "epochs_finished"] == 5
+
+        fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        backup = BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)
+        bus = Bus([ReduceLROnPlateau(patience=2, factor=0.5),
+                   EarlyStopping(patience=4), backup], model=fresh)
+        assert bus.initial_epoch == 5
+        assert fresh.weights["w"].tolist() == [10.0, 10.0]  # 5 epochs of 2 batches
+        assert fresh.learning_rate == 0.05  # cut once, at epoch 3, as the log says
+        bus.close()
+
+    def test_resumed_run_decides_as_an_uninterrupted_one(self, tmp_path: Path) -> None:
+        """Same decisions, same final weights, same stop as a run that never crashed."""
+        whole = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus, _, backup = train(tmp_path / "a", VALUES, model=whole, delete_checkpoint=False)
+        expected = decisions_of(recorded(bus, backup))
+
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "b", VALUES, crash_at=6, model=model, delete_checkpoint=False)
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus, model, backup = train(tmp_path / "b", VALUES, model=model, delete_checkpoint=False)
+        assert decisions_of(recorded(bus, backup)) == expected
+        assert model.weights["w"].tolist() == whole.weights["w"].tolist()
+        assert model.learning_rate == whole.learning_rate
+        kinds = [r.kind for r in recorded(bus, backup)]
+        assert kinds.count("resumed") == 1 and kinds.count("weights_restored") == 1
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.integers(0, len(VALUES) - 1), st.integers(0, len(VALUES) - 1))
+    def test_two_crashes_anywhere(self, tmp_path_factory: pytest.TempPathFactory,
+                                  first: int, second: int) -> None:
+        """Crash twice, at any epochs: the decisions are those of an uninterrupted run."""
+        directory = tmp_path_factory.mktemp("bk")
+        bus, _, backup = train(directory / "whole", VALUES, delete_checkpoint=False)
+        expected = decisions_of(recorded(bus, backup))
+        train(directory / "run", VALUES, crash_at=first, delete_checkpoint=False)
+        train(directory / "run", VALUES, crash_at=max(first, second), delete_checkpoint=False)
+        bus, _, backup = train(directory / "run", VALUES, delete_checkpoint=False)
+        assert decisions_of(recorded(bus, backup)) == expected
+
+    def test_weights_ahead_of_the_log_use_the_previous_backup(self, tmp_path: Path) -> None:
+        """A crash between an epoch's weights and its log records: the previous weights
+        file matches the log and is the one restored."""
+        model = NumpyModel({"w": np.zeros(2)})
+        train(tmp_path / "bk", VALUES, crash_at=4, model=model, delete_checkpoint=False)
+        log = tmp_path / "bk" / "events.jsonl"
+        lines = log.read_bytes().splitlines(keepends=True)
+        last_end = max(i for i, line in enumerate(lines) if b'"kind":"epoch_end"' in line)
+        log.write_bytes(b"".join(lines[:last_end]))  # epoch 3's end never reached the disk
+        fresh = NumpyModel({"w": np.zeros(2)})
+        bus = Bus([ReduceLROnPlateau(patience=2), BackupAndRestore(tmp_path / "bk")],
+                  model=fresh, learning_rate=0.1)
+        assert bus.initial_epoch == 3
+        assert fresh.weights["w"].tolist() == [6.0, 6.0]  # the end of epoch 2
+        bus.close()
+
+    def test_torn_last_line_is_cut(self, tmp_path: Path) -> None:
+        """A line torn by the crash is cut off and the run resumes from the rest."""
+        train(tmp_path / "bk", VALUES, crash_at=3, delete_checkpoint=False)
+        with open(tmp_path / "bk" / "events.jsonl", "ab") as file:
+            file.write(b'{"v":1,"kind":"epoch_be')
+        bus = Bus([BackupAndRestore(tmp_path / "bk")], learning_rate=0.1)
+        assert bus.initial_epoch == 3
+        bus.close()
+        assert all(line.endswith(b"}") for line in
+                   (tmp_path / "bk" / "events.jsonl").read_bytes().splitlines())
+
+    def test_without_a_model_the_state_still_resumes(self, tmp_path: Path) -> None:
+        """No model adapter: no weight files, and the plugins' state still comes back."""
+        train(tmp_path / "bk", VALUES, crash_at=4, delete_checkpoint=False)
+        assert os.listdir(tmp_path / "bk") == ["events.jsonl"]
+        plateau = ReduceLROnPlateau(patience=2, factor=0.5)
+        bus = Bus([plateau, BackupAndRestore(tmp_path / "bk")], learning_rate=0.1)
+        assert bus.initial_epoch == 4 and plateau.best == 0.9 and plateau.wait == 0
+        assert bus.learning_rate == 0.05
+        bus.close()
+
+
+class TestLifecycle:
+    def test_backup_is_deleted_after_a_clean_end(self, tmp_path: Path) -> None:
+        """train_end removes the backup files and the folder they were alone in."""
+        train(tmp_path / "bk", VALUES[:3], model=NumpyModel({"w": np.zeros(2)}))
+        assert not (tmp_path / "bk").exists()
+
+    def test_other_files_in_the_folder_survive(self, tmp_path: Path) -> None:
+        """Only the plugin's own files go (Keras removes the whole folder)."""
+        (tmp_path / "bk").mkdir()
+        (tmp_path / "bk" / "notes.txt").write_text("mine")
+        train(tmp_path / "bk", VALUES[:3], model=NumpyModel({"w": np.zeros(2)}))
+        assert os.listdir(tmp_path / "bk") == ["notes.txt"]
+
+    def test_delete_checkpoint_false_keeps_it(self, tmp_path: Path) -> None:
+        """delete_checkpoint=False keeps the backup after a clean end."""
+        train(tmp_path / "bk", VALUES[:3], model=NumpyModel({"w": np.zeros(2)}),
+              delete_checkpoint=False)
+        assert "events.jsonl" in os.listdir(tmp_path / "bk")
+
+    def test_backup_survives_a_crash(self, tmp_path: Path) -> None:
+        """A run that dies keeps its backup: log and weights."""
+        train(tmp_path / "bk", VALUES, crash_at=2, model=NumpyModel({"w": np.zeros(2)}))
+        assert sorted(os.listdir(tmp_path / "bk")) == ["events.jsonl", "latest.weights.h5",
+                                                       "previous.weights.h5"]
+
+    def test_save_freq_in_batches(self, tmp_path: Path) -> None:
+        """save_freq=3 backs the weights up every third batch, counted across epochs, and at
+        every epoch end, so the weights that match the log's resume point are always there."""
+        model = NumpyModel({"w": np.zeros(1)})
+        train(tmp_path / "bk", VALUES, crash_at=3, model=model, save_freq=3, batches=2)
+        # Batches before the crash: 6 full (epochs 0-2) and 1; batch saves after the 3rd and 6th.
+        latest = load_checkpoint(tmp_path / "bk" / "latest.weights.h5").metadata
+        previous = load_checkpoint(tmp_path / "bk" / "previous.weights.h5").metadata
+        assert (latest["epoch"], latest["batch"], latest["epochs_finished"]) == (2, None, 3)
+        assert (previous["epoch"], previous["batch"], previous["epochs_finished"]) == (2, 1, 2)
+        fresh = NumpyModel({"w": np.zeros(1)})
+        bus = Bus([BackupAndRestore(tmp_path / "bk", save_freq=3)], model=fresh,
+                  learning_rate=0.1)
+        assert bus.initial_epoch == 3 and fresh.weights["w"].tolist() == [6.0]
+        bus.close()
+
+    @pytest.mark.parametrize(("params", "field"), [
+        ({"backup_dir": ""}, "backup_dir"), ({"backup_dir": "x", "save_freq": 0}, "save_freq"),
+        ({"backup_dir": "x", "save_freq": "batch"}, "save_freq")])
+    def test_bad_parameters(self, params: dict[str, Any], field: str) -> None:
+        """Bad parameters name the field."""
+        with pytest.raises(ConfigError) as info:
+            BackupAndRestore(**params)
+        assert info.value.field == field

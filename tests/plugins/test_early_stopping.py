@@ -1,0 +1,364 @@
+"""EarlyStopping: Keras 3.15's rules, the Lightning extras, and the properties of the issue."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from plugin_strategies import metric_sequences, resume_matches, strictly_improving
+
+from eventbus import Bus, ConfigError, NumpyModel, Plugin, hookimpl, replay
+from eventbus.records import EpochEnd, StopTraining
+from eventbus.testing import drive, epochs, run
+from plugins import EarlyStopping
+
+
+def stops(values: list[float], **params: Any) -> list[tuple[int, str]]:
+    """(epoch, code) of every stop decision EarlyStopping(**params) makes on val_loss values."""
+    monitor = params.pop("monitor", "val_loss")
+    decisions = drive(EarlyStopping(monitor=monitor, **params), epochs(**{monitor: values}))
+    return [(d.epoch, d.code) for d in decisions if d.kind == "stop_training"]
+
+
+def stop_epoch(values: list[float], **params: Any) -> int | None:
+    found = stops(values, **params)
+    return found[0][0] if found else None
+
+
+class StopAt(Plugin):
+    """Stops training at one epoch: a stop that does not come from EarlyStopping."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> Any:
+        if event.epoch == self.epoch:
+            return StopTraining(reason="test stop")
+        return None
+
+
+class TestKerasExamples:
+    """Hand-worked on Keras 3.15's EarlyStopping.on_epoch_end."""
+
+    def test_docstring_example(self) -> None:
+        """patience=2: 0.4 at epoch 1 is best, epochs 2 and 3 do not improve: stop at 3."""
+        assert stops([0.5, 0.4, 0.45, 0.47, 0.5], patience=2) == [(3, "patience_exhausted")]
+
+    def test_patience_zero_behaves_as_one(self) -> None:
+        """patience=0 stops at the first epoch that does not improve."""
+        assert stop_epoch([0.5, 0.4, 0.4, 0.3], patience=0) == 2
+
+    def test_patience_zero_never_stops_at_epoch_zero(self) -> None:
+        """A first NaN makes wait 1 >= 0, but Keras never stops at epoch 0."""
+        assert stop_epoch([math.nan, 0.5, 0.4], patience=0) is None
+        assert stop_epoch([math.nan, math.nan], patience=0) == 1
+
+    def test_min_delta(self) -> None:
+        """min_delta=0.1: 0.8 is not below 0.85 - 0.1, so epoch 2 does not improve."""
+        assert stop_epoch([1.0, 0.85, 0.8, 0.75], patience=1, min_delta=0.1) == 2
+        assert stop_epoch([1.0, 0.85, 0.8, 0.75], patience=1, min_delta=-0.1) == 2
+        assert stop_epoch([1.0, 0.85, 0.8, 0.75], patience=1) is None
+
+    def test_baseline_not_beaten_keeps_wait_growing(self) -> None:
+        """Improvements that miss the baseline do not reset wait: stop at the first plateau."""
+        # wait: 1, 2 (improving, baseline missed), 3 at epoch 2 (no improvement) >= 2: stop.
+        assert stop_epoch([0.9, 0.8, 0.85, 0.85], patience=2, baseline=0.5) == 2
+        # While every epoch improves there is no stop, even above the baseline.
+        assert stop_epoch([0.9, 0.8, 0.7, 0.6, 0.55], patience=2, baseline=0.5) is None
+
+    def test_baseline_beaten_resets_wait(self) -> None:
+        """Beating the baseline (0.4 < 0.5) resets wait; two flat epochs then stop."""
+        assert stop_epoch([0.9, 0.4, 0.45, 0.46, 0.47], patience=2, baseline=0.5) == 3
+
+    def test_baseline_reason_says_baseline(self) -> None:
+        """The reason names the baseline when that is what was missed."""
+        decision = drive(EarlyStopping(patience=2, baseline=0.5),
+                         epochs(val_loss=[0.9, 0.8, 0.85]))[0]
+        assert decision.reason == ("val_loss did not improve on the baseline 0.5 in 3 epochs; "
+                                   "best 0.8 (epoch 2)")
+
+    def test_start_from_epoch(self) -> None:
+        """Epochs before start_from_epoch are ignored; without it the stop comes at 1."""
+        values = [0.1, 0.2, 0.5, 0.6, 0.7]
+        assert stop_epoch(values, patience=1) == 1
+        assert stop_epoch(values, patience=1, start_from_epoch=2) == 3
+
+    def test_mode_max(self) -> None:
+        """mode='max' (or accuracy under auto) stops when the metric stops rising."""
+        assert stop_epoch([0.5, 0.6, 0.6], monitor="val_accuracy", patience=1) == 2
+        assert stop_epoch([0.5, 0.6, 0.6], monitor="score", mode="max", patience=1) == 2
+
+    def test_reason_code_and_evidence(self) -> None:
+        """A stop says why in words, by code, and with the numbers behind it."""
+        decision = drive(EarlyStopping(patience=2), epochs(val_loss=[0.5, 0.4, 0.45, 0.47]))[0]
+        assert decision.reason == "val_loss did not improve on 0.4 (epoch 2) for 2 epochs"
+        assert decision.code == "patience_exhausted"
+        assert decision.source == "EarlyStopping"
+        assert decision.epoch == 3
+        assert decision.evidence == {
+            "monitor": "val_loss", "value": 0.47, "best": 0.4, "best_epoch": 1, "wait": 2,
+            "patience": 2, "min_delta": 0.0, "mode": "min", "baseline": None,
+            "start_from_epoch": 0}
+
+    def test_cause_seq_is_the_epoch_end(self) -> None:
+        """The decision points at the event that caused it."""
+        _, records = run([EarlyStopping(patience=0)], epochs(val_loss=[0.5, 0.6]))
+        decision = next(r for r in records if r.kind == "stop_training")
+        cause = next(r for r in records if r.seq == decision.cause_seq)
+        assert isinstance(cause, EpochEnd) and cause.epoch == 1
+
+    def test_verbose_prints_what_keras_prints(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """verbose=1: 'Epoch 4: early stopping' (1-based) at train_end."""
+        drive(EarlyStopping(patience=2, verbose=1), epochs(val_loss=[0.5, 0.4, 0.45, 0.47]))
+        assert capsys.readouterr().out == "Epoch 4: early stopping\n"
+
+    def test_quiet_by_default(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """verbose=0 prints nothing."""
+        drive(EarlyStopping(patience=0), epochs(val_loss=[0.5, 0.6]))
+        assert capsys.readouterr().out == ""
+
+
+class TestMissingMonitor:
+    def test_warning_lists_keys_and_changes_nothing(self) -> None:
+        """A missing monitor records a warning with the keys present; no decision, no wait."""
+        plugin = EarlyStopping(patience=0)
+        _, records = run([plugin], epochs(loss=[0.5, 0.6, 0.7]), learning_rate=0.1)
+        warnings = [r for r in records if r.kind == "warning"]
+        assert len(warnings) == 1  # once per run, not once per epoch
+        assert warnings[0].details == {"monitor": "val_loss",
+                                       "available": ["loss", "learning_rate"]}
+        assert "Available metrics are: loss,learning_rate" in warnings[0].message
+        assert not [r for r in records if r.kind == "stop_training"]
+        assert plugin.wait == 0 and plugin.best is None
+
+
+class TestBeyondKeras:
+    def test_check_finite_stops_on_nan(self) -> None:
+        """check_finite=True stops at once on NaN, whatever the patience."""
+        assert stops([0.5, math.nan], patience=5, check_finite=True) == [(1, "non_finite")]
+        assert stops([0.5, math.inf], patience=5, check_finite=True) == [(1, "non_finite")]
+
+    def test_nan_counts_as_no_improvement_by_default(self) -> None:
+        """Without check_finite NaN is just not an improvement (Keras)."""
+        assert stops([0.5, math.nan, math.nan], patience=2) == [(2, "patience_exhausted")]
+
+    def test_stopping_threshold(self) -> None:
+        """Stop once the value is strictly better than stopping_threshold."""
+        assert stops([0.5, 0.3, 0.29], patience=5, stopping_threshold=0.3) == \
+            [(2, "stopping_threshold")]
+
+    def test_stopping_threshold_can_stop_at_epoch_zero(self) -> None:
+        """A threshold is not a patience rule: epoch 0 may stop."""
+        assert stops([0.1], stopping_threshold=0.3) == [(0, "stopping_threshold")]
+
+    def test_divergence_threshold(self) -> None:
+        """Stop once the value is strictly worse than divergence_threshold."""
+        assert stops([0.5, 2.0, 2.5], patience=5, divergence_threshold=2.0) == \
+            [(2, "divergence_threshold")]
+
+    def test_divergence_threshold_under_max(self) -> None:
+        """Under mode='max', worse means lower."""
+        assert stops([0.5, 0.05], monitor="val_accuracy", patience=5,
+                     divergence_threshold=0.1) == [(1, "divergence_threshold")]
+
+    def test_thresholds_must_be_ordered(self) -> None:
+        """A stopping threshold worse than the divergence threshold is a config error."""
+        with pytest.raises(ConfigError, match="stopping_threshold"):
+            EarlyStopping(stopping_threshold=2.0, divergence_threshold=1.0)
+
+    def test_new_run_on_same_instance_starts_afresh(self) -> None:
+        """train_begin resets best and wait (Keras 3 keeps best from the previous fit)."""
+        plugin = EarlyStopping(patience=1)
+        drive(plugin, epochs(val_loss=[0.1, 0.2]))
+        assert stop_epoch([0.5, 0.4, 0.3]) is None
+        assert drive(plugin, epochs(val_loss=[0.5, 0.4, 0.3])) == []
+
+
+class TestConfig:
+    @pytest.mark.parametrize(("params", "field"), [
+        ({"patience": -1}, "patience"), ({"patience": 1.5}, "patience"),
+        ({"mode": "up"}, "mode"), ({"monitor": "val_thing"}, "monitor"),
+        ({"min_delta": "0.1"}, "min_delta"), ({"start_from_epoch": -2}, "start_from_epoch"),
+        ({"baseline": math.nan}, "baseline"),
+    ])
+    def test_bad_parameters_name_the_field(self, params: dict[str, Any], field: str) -> None:
+        """Each bad parameter is a ConfigError naming the plugin and the field."""
+        with pytest.raises(ConfigError) as info:
+            EarlyStopping(**params)
+        assert (info.value.plugin, info.value.field) == ("EarlyStopping", field)
+
+    def test_config_is_recorded(self) -> None:
+        """The constructor's arguments go to the log header, so replay can rebuild it."""
+        config = EarlyStopping(patience=3, baseline=0.5).get_config()
+        assert config["patience"] == 3 and config["baseline"] == 0.5
+        assert config["monitor"] == "val_loss" and config["check_finite"] is False
+
+
+def _model() -> NumpyModel:
+    return NumpyModel({"w": np.zeros(2)})
+
+
+def _train(plugins: list[object], model: NumpyModel, values: list[float]) -> Bus:
+    """A loop whose weights are the epoch count: after epoch e, w == e + 1."""
+    bus = Bus(plugins, model=model)
+    bus.train_begin({"epochs": len(values)})
+    for epoch, value in enumerate(values):
+        bus.epoch_begin(epoch)
+        model.weights["w"] += 1
+        bus.epoch_end(epoch, {"val_loss": value})
+        if bus.stop_training:
+            break
+    bus.train_end()
+    bus.close()
+    return bus
+
+
+class TestRestoreBestWeights:
+    def test_restores_the_best_epoch_after_its_own_stop(self) -> None:
+        """Best at epoch 1 (w == 2); stop at 3; the model ends with epoch 1's weights."""
+        model = _model()
+        _train([EarlyStopping(patience=2, restore_best_weights=True)], model,
+               [0.5, 0.4, 0.45, 0.47, 0.5])
+        assert model.weights["w"].tolist() == [2.0, 2.0]
+
+    def test_restores_when_another_plugin_stopped(self) -> None:
+        """The restore happens at train_end whoever stopped training."""
+        model = _model()
+        _train([EarlyStopping(patience=10, restore_best_weights=True), StopAt(3)], model,
+               [0.5, 0.3, 0.45, 0.47, 0.5])
+        assert model.weights["w"].tolist() == [2.0, 2.0]
+
+    def test_restores_when_training_ran_to_the_end(self) -> None:
+        """No stop at all: the best epoch's weights still come back (as Keras)."""
+        model = _model()
+        _train([EarlyStopping(patience=10, restore_best_weights=True)], model, [0.5, 0.3, 0.4])
+        assert model.weights["w"].tolist() == [2.0, 2.0]
+
+    def test_first_monitored_epoch_counts_until_something_improves(self) -> None:
+        """A first NaN epoch is kept as the fallback best, as Keras does."""
+        model = _model()
+        _train([EarlyStopping(patience=1, restore_best_weights=True)], model,
+               [math.nan, math.nan, math.nan])
+        assert model.weights["w"].tolist() == [1.0, 1.0]
+
+    def test_decisions(self) -> None:
+        """snapshot_weights at each new best, restore_weights at train_end, one tag."""
+        decisions = drive(EarlyStopping(patience=1, restore_best_weights=True, verbose=0),
+                          epochs(val_loss=[0.5, 0.4, 0.6]))
+        assert [(d.kind, d.epoch) for d in decisions] == [
+            ("snapshot_weights", 0), ("snapshot_weights", 1), ("stop_training", 2),
+            ("restore_weights", 2)]
+        assert {d.tag for d in decisions if d.kind != "stop_training"} == {"EarlyStopping/best"}
+
+    def test_two_plugins_use_two_tags(self) -> None:
+        """A second EarlyStopping on the bus snapshots under its own label."""
+        _, records = run([EarlyStopping(restore_best_weights=True),
+                          EarlyStopping(monitor="loss", restore_best_weights=True)],
+                         epochs(val_loss=[0.5], loss=[0.5]))
+        tags = {r.tag for r in records if r.kind == "snapshot_weights"}
+        assert tags == {"EarlyStopping/best", "EarlyStopping#2/best"}
+
+    def test_verbose_restore_message(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """verbose=1 prints Keras's restore message with the 1-based best epoch."""
+        drive(EarlyStopping(patience=1, restore_best_weights=True, verbose=1),
+              epochs(val_loss=[0.5, 0.4, 0.6]))
+        assert capsys.readouterr().out == (
+            "Epoch 3: early stopping\n"
+            "Restoring model weights from the end of the best epoch: 2.\n")
+
+
+def reference_stop(values: list[float], patience: int, start_from_epoch: int = 0,
+                   min_delta: float = 0.0) -> int | None:
+    """The first epoch > 0 where the run of non-improving monitored epochs reaches
+    max(patience, 1): the rule stated independently of the plugin."""
+    best = None
+    run_length = 0
+    for epoch, value in enumerate(values):
+        if epoch < start_from_epoch:
+            continue
+        if not math.isnan(value) and (best is None or value + abs(min_delta) < best):
+            best = value
+            run_length = 0
+            continue
+        run_length += 1
+        if run_length >= max(patience, 1) and epoch > 0:
+            return epoch
+    return None
+
+
+class TestProperties:
+    @settings(max_examples=150)
+    @given(strictly_improving(), st.integers(0, 5))
+    def test_strictly_improving_never_stops(self, values: list[float], patience: int) -> None:
+        """Without a baseline, a strictly improving sequence never stops."""
+        assert stops(values, patience=patience) == []
+
+    @settings(max_examples=150)
+    @given(st.floats(0.0, 1.0), st.integers(0, 4), st.sampled_from(["min", "max"]),
+           st.data())
+    def test_beating_best_by_more_than_min_delta_never_stops(
+            self, min_delta: float, patience: int, mode: str, data: st.DataObject) -> None:
+        """Every epoch beats the best so far by more than min_delta: no stop, either mode."""
+        values = data.draw(strictly_improving(min_delta=min_delta, mode=mode))
+        assert stops(values, monitor="score", mode=mode, patience=patience,
+                     min_delta=min_delta) == []
+
+    @settings(max_examples=200)
+    @given(metric_sequences(), st.integers(0, 5), st.integers(0, 4),
+           st.sampled_from([0.0, 0.1, 0.5]))
+    def test_stop_comes_where_the_run_reaches_patience(
+            self, values: list[float], patience: int, start: int, min_delta: float) -> None:
+        """The stop is exactly at the first epoch (> 0) whose non-improving run reaches
+        max(patience, 1), and nowhere else."""
+        expected = reference_stop(values, patience, start, min_delta)
+        got = stops(values, patience=patience, start_from_epoch=start, min_delta=min_delta)
+        assert got == ([] if expected is None else [(expected, "patience_exhausted")])
+
+    @settings(max_examples=150)
+    @given(metric_sequences(), st.integers(0, 4), st.floats(0.0, 0.5),
+           st.one_of(st.none(), st.floats(-5.0, 5.0)))
+    def test_max_on_a_sequence_is_min_on_its_negation(
+            self, values: list[float], patience: int, min_delta: float,
+            baseline: float | None) -> None:
+        """mode='max' decides on x exactly as mode='min' on -x (baseline negated too)."""
+        high = stops(values, monitor="score", mode="max", patience=patience,
+                     min_delta=min_delta, baseline=baseline)
+        low = stops([-v for v in values], monitor="score", mode="min", patience=patience,
+                    min_delta=min_delta, baseline=None if baseline is None else -baseline)
+        assert high == low
+
+    @settings(max_examples=60, deadline=None)
+    @given(metric_sequences(max_size=12), st.integers(0, 3), st.booleans(),
+           st.one_of(st.none(), st.floats(0.0, 2.0)))
+    def test_replay_gives_the_same_decisions(self, values: list[float], patience: int,
+                                             restore: bool, baseline: float | None) -> None:
+        """Replaying the log rebuilds EarlyStopping from the header and agrees with it."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = f"{directory}/run.jsonl"
+            with Bus([EarlyStopping(patience=patience, restore_best_weights=restore,
+                                    baseline=baseline, check_finite=patience == 3)],
+                     log=path) as bus:
+                for event in epochs(val_loss=values):
+                    if not bus.stop_training or event.kind == "train_end":
+                        bus.publish(event)
+            result = replay(path, verify=True)
+        assert result.ok, result.mismatch
+        assert len(result.decisions) == len(result.recorded)
+
+    @settings(max_examples=60, deadline=None)
+    @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 30),
+           st.booleans())
+    def test_resume_from_any_prefix_gives_the_same_decisions(
+            self, values: list[float], patience: int, cut: int, restore: bool) -> None:
+        """Crash after any prefix of the events, resume from the log: same decisions as an
+        uninterrupted run."""
+        full, resumed = resume_matches(
+            lambda: [EarlyStopping(patience=patience, restore_best_weights=restore)],
+            values, cut)
+        assert resumed == full

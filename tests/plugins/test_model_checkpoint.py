@@ -1,0 +1,276 @@
+"""ModelCheckpoint: when it decides to save, the file names, and the sink it brings along."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from plugin_strategies import metric_sequences, resume_matches
+
+from eventbus import Bus, ConfigError, NumpyModel, PluginError, replay
+from eventbus.records import (
+    BatchBegin,
+    BatchEnd,
+    EpochBegin,
+    EpochEnd,
+    TrainBegin,
+    TrainEnd,
+)
+from eventbus.testing import drive, epochs, run
+from plugins import ModelCheckpoint
+from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint
+
+
+def saves(values: list[float], filepath: str = "{epoch:02d}-{val_loss:.2f}.h5",
+          **params: Any) -> list[str]:
+    """The paths ModelCheckpoint decides to save to on a run of val_loss values."""
+    monitor = params.get("monitor", "val_loss")
+    decisions = drive(ModelCheckpoint(filepath, **params), epochs(**{monitor: values}))
+    return [d.path for d in decisions if d.kind == "save_checkpoint"]
+
+
+def batch_run(losses: list[list[float]]) -> list:
+    """Epochs of training batches whose logs hold ``loss``; epoch logs hold the mean."""
+    events: list = [TrainBegin()]
+    step = 0
+    for epoch, epoch_losses in enumerate(losses):
+        events.append(EpochBegin(epoch=epoch))
+        for batch, loss in enumerate(epoch_losses):
+            events.append(BatchBegin(batch=batch, step=step))
+            events.append(BatchEnd(batch=batch, step=step, logs={"loss": loss}))
+            step += 1
+        events.append(EpochEnd(epoch=epoch, logs={"loss": float(np.mean(epoch_losses))}))
+    events.append(TrainEnd())
+    return events
+
+
+class TestKerasExamples:
+    """Hand-worked on Keras 3.15's ModelCheckpoint."""
+
+    def test_every_epoch_with_epoch_02d_names(self) -> None:
+        """save_best_only=False: a file every epoch, {epoch} counted from 1."""
+        assert saves([0.5, 0.6, 0.4]) == ["01-0.50.h5", "02-0.60.h5", "03-0.40.h5"]
+
+    def test_save_best_only(self) -> None:
+        """Only epochs that improve on the best so far are saved."""
+        assert saves([0.5, 0.4, 0.45, 0.3], save_best_only=True) == \
+            ["01-0.50.h5", "02-0.40.h5", "04-0.30.h5"]
+
+    def test_initial_value_threshold(self) -> None:
+        """With initial_value_threshold=0.42 the first save must beat 0.42."""
+        assert saves([0.5, 0.4, 0.45, 0.3], save_best_only=True,
+                     initial_value_threshold=0.42) == ["02-0.40.h5", "04-0.30.h5"]
+
+    def test_initial_value_threshold_under_max(self) -> None:
+        """Under mode='max' the threshold is a floor to rise above."""
+        assert saves([0.7, 0.8, 0.85, 0.9], "{epoch}.h5", monitor="val_accuracy",
+                     save_best_only=True, initial_value_threshold=0.8) == ["3.h5", "4.h5"]
+
+    def test_equal_value_is_not_better(self) -> None:
+        """Improvement is strict: an equal value does not overwrite the best file."""
+        assert saves([0.5, 0.5], "best.h5", save_best_only=True) == ["best.h5"]
+
+    def test_period_every_n_epochs(self) -> None:
+        """Keras 2's period=2 saves every second epoch, with a deprecation warning."""
+        with pytest.warns(DeprecationWarning, match="period"):
+            plugin = ModelCheckpoint("{epoch}.h5", period=2)
+        decisions = drive(plugin, epochs(val_loss=[0.5] * 5))
+        assert [d.path for d in decisions] == ["2.h5", "4.h5"]
+        assert {d.code for d in decisions} == {"period"}
+
+    def test_save_freq_counts_batches_across_epochs(self) -> None:
+        """save_freq=2 with 3 batches an epoch: after steps 2, 4 and 6; {batch} is 1-based."""
+        decisions = drive(ModelCheckpoint("{epoch}-{batch}.h5", save_freq=2),
+                          batch_run([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+        assert [d.path for d in decisions] == ["1-2.h5", "2-1.h5", "2-3.h5"]
+        assert [d.evidence["step"] for d in decisions] == [1, 3, 5]
+
+    def test_save_freq_with_save_best_only(self) -> None:
+        """save_freq=N and save_best_only together judge the batch's metric (Keras 3 crashes)."""
+        decisions = drive(ModelCheckpoint("{epoch}-{batch}-{loss:.1f}.h5", monitor="loss",
+                                          save_freq=1, save_best_only=True),
+                          batch_run([[0.9, 0.8, 0.85], [0.7, 0.75, 0.6]]))
+        assert [d.path for d in decisions] == ["1-1-0.9.h5", "1-2-0.8.h5", "2-1-0.7.h5",
+                                               "2-3-0.6.h5"]
+
+    def test_reason_and_evidence(self) -> None:
+        """The decision says what improved, from what to what."""
+        decisions = drive(ModelCheckpoint("m.h5", save_best_only=True),
+                          epochs(val_loss=[0.5, 0.4]))
+        assert decisions[0].reason == ("val_loss = 0.5 at the end of epoch 1: the first value, "
+                                       "so the best so far")
+        assert decisions[1].reason == "val_loss improved from 0.5 to 0.4 at the end of epoch 2"
+        assert decisions[1].code == "improved"
+        assert decisions[1].evidence["best"] == 0.5 and decisions[1].evidence["value"] == 0.4
+        assert decisions[1].weights_only is False
+
+    def test_verbose(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """verbose=1 prints Keras's lines (inf as the first best)."""
+        drive(ModelCheckpoint("m.h5", save_best_only=True, verbose=1),
+              epochs(val_loss=[0.5, 0.6]))
+        assert capsys.readouterr().out == (
+            "\nEpoch 1: val_loss improved from inf to 0.50000, saving model to m.h5\n"
+            "\nEpoch 2: val_loss did not improve from 0.50000\n")
+
+
+class TestFilepath:
+    @pytest.mark.parametrize("filepath", ["{0}.h5", "{}.h5", "{a.b}.h5", "{a[0]}.h5",
+                                          "{val_loss:.{p}f}.h5", "{epoch.h5", "model.keras",
+                                          "weights"])
+    def test_bad_templates_are_config_errors(self, filepath: str) -> None:
+        """Positional fields, attribute or index access, nested specs, a broken template or
+        a name that is not .h5/.hdf5 are refused when the plugin is built."""
+        with pytest.raises(ConfigError) as info:
+            ModelCheckpoint(filepath)
+        assert (info.value.plugin, info.value.field) == ("ModelCheckpoint", "filepath")
+
+    def test_missing_field_names_it_and_lists_the_keys(self) -> None:
+        """A field the logs do not have stops the run with the field and the keys present."""
+        with pytest.raises(PluginError, match=r"needs \{val_acc\}.*available: epoch, "
+                                              r"learning_rate, val_loss") as info:
+            drive(ModelCheckpoint("{val_acc:.2f}.h5"), epochs(val_loss=[0.5]),
+                  learning_rate=0.1)
+        assert isinstance(info.value.__cause__, ConfigError)
+
+    def test_bad_format_spec_for_the_value(self) -> None:
+        """{val_loss:d} cannot format a float: a ConfigError, not a bare ValueError."""
+        with pytest.raises(PluginError) as info:
+            drive(ModelCheckpoint("{val_loss:d}.h5"), epochs(val_loss=[0.5]))
+        assert isinstance(info.value.__cause__, ConfigError)
+
+
+class TestConfig:
+    @pytest.mark.parametrize(("params", "field"), [
+        ({"save_freq": "batch"}, "save_freq"), ({"save_freq": 0}, "save_freq"),
+        ({"save_freq": True}, "save_freq"), ({"mode": "lowest"}, "mode"),
+        ({"save_best_only": True, "monitor": "val_thing"}, "monitor"),
+        ({"save_best_only": True, "initial_value_threshold": "x"}, "initial_value_threshold")])
+    def test_bad_parameters_name_the_field(self, params: dict[str, Any], field: str) -> None:
+        """Each bad parameter is a ConfigError naming the field."""
+        with pytest.raises(ConfigError) as info:
+            ModelCheckpoint("m.h5", **params)
+        assert info.value.field == field
+
+    def test_direction_is_needed_only_to_compare(self) -> None:
+        """An unplaceable monitor is fine when nothing is compared (Keras 3 fails anyway)."""
+        assert saves([1.0], "m.h5", monitor="val_thing") == ["m.h5"]
+
+    def test_period_with_save_freq_is_an_error(self) -> None:
+        """period counts epochs, save_freq batches: not both."""
+        with pytest.warns(DeprecationWarning), pytest.raises(ConfigError):
+            ModelCheckpoint("m.h5", period=2, save_freq=10)
+
+
+class TestMissingMonitor:
+    def test_warns_once_and_does_not_save(self) -> None:
+        """save_best_only without the monitor: a warning listing the keys, no save (a file
+        kept as the best must be the best)."""
+        _, records = run([ModelCheckpoint("m.h5", save_best_only=True)],
+                         epochs(loss=[0.5, 0.4]))
+        out = [r for r in records if r.category in ("decision", "outcome")]
+        assert [r.kind for r in out] == ["warning"]
+        assert out[0].details == {"monitor": "val_loss", "available": ["loss"]}
+
+
+class TestWithTheSink:
+    def _train(self, plugins: list[object], directory: Path, values: list[float]) -> list:
+        model = NumpyModel({"w": np.zeros(2)}, config={"units": 2})
+        cwd = os.getcwd()
+        os.chdir(directory)
+        try:
+            _, records = run(plugins, epochs(val_loss=values), model=model)
+        finally:
+            os.chdir(cwd)
+        return records
+
+    def test_adds_its_own_writer(self, tmp_path: Path) -> None:
+        """ModelCheckpoint alone on a bus with a model writes HDF5 files."""
+        records = self._train([ModelCheckpoint("ck/{epoch:02d}.h5", save_best_only=True)],
+                              tmp_path, [0.5, 0.4, 0.6])
+        saved = [r.path for r in records if r.kind == "checkpoint_saved"]
+        assert saved == ["ck/01.h5", "ck/02.h5"]
+        assert sorted(os.listdir(tmp_path / "ck")) == ["01.h5", "02.h5"]
+        checkpoint = load_checkpoint(tmp_path / "ck" / "02.h5")
+        assert checkpoint.metadata["epoch"] == 1 and checkpoint.metadata["value"] == 0.4
+        assert checkpoint.model_config["units"] == 2
+
+    def test_a_given_writer_is_used_once(self, tmp_path: Path) -> None:
+        """With a writer on the bus (before or after), each save is written once."""
+        for plugins in ([HDF5CheckpointWriter(), ModelCheckpoint("a.h5")],
+                        [ModelCheckpoint("b.h5"), HDF5CheckpointWriter()],
+                        [ModelCheckpoint("c.h5"), ModelCheckpoint("d.h5")]):
+            records = self._train(plugins, tmp_path, [0.5, 0.4])
+            decisions = [r for r in records if r.kind == "save_checkpoint"]
+            saved = [r for r in records if r.kind == "checkpoint_saved"]
+            assert [r.cause_seq for r in saved] == [d.seq for d in decisions]
+
+    def test_header_lists_the_writer_and_replay_skips_it(self, tmp_path: Path) -> None:
+        """The added writer is in the header (a sink) and replay rebuilds only the plugin."""
+        path = tmp_path / "run.jsonl"
+        model = NumpyModel({"w": np.zeros(2)})
+        with Bus([ModelCheckpoint(str(tmp_path / "m.h5"), save_best_only=True)], model=model,
+                 log=path) as bus:
+            for event in epochs(val_loss=[0.5, 0.4, 0.6, 0.3]):
+                bus.publish(event)
+        result = replay(path, verify=True)
+        assert result.ok and len(result.decisions) == 3
+        assert [(s.name, s.side_effects) for s in result.header.plugins] == \
+            [("ModelCheckpoint", False), ("HDF5CheckpointWriter", True)]
+
+
+def reference_saves(values: list[float], threshold: float | None) -> list[int]:
+    best = threshold
+    out = []
+    for epoch, value in enumerate(values):
+        if not math.isnan(value) and (best is None or value < best):
+            best = value
+            out.append(epoch)
+    return out
+
+
+class TestProperties:
+    @settings(max_examples=150)
+    @given(metric_sequences(), st.one_of(st.none(), st.floats(-5.0, 5.0)))
+    def test_save_best_only_saves_exactly_at_new_bests(self, values: list[float],
+                                                       threshold: float | None) -> None:
+        """Saves happen at exactly the epochs that beat every earlier value and the
+        threshold."""
+        decisions = drive(ModelCheckpoint("{epoch}.h5", save_best_only=True,
+                                          initial_value_threshold=threshold),
+                          epochs(val_loss=values))
+        assert [d.epoch for d in decisions] == reference_saves(values, threshold)
+        assert [d.path for d in decisions] == [f"{e + 1}.h5" for e in
+                                               reference_saves(values, threshold)]
+
+    @settings(max_examples=150)
+    @given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.integers(1, 7))
+    def test_save_freq_saves_every_n_batches(self, lengths: list[int], n: int) -> None:
+        """Across epochs of any length, saves come after every n-th training batch."""
+        decisions = drive(ModelCheckpoint("m.h5", save_freq=n),
+                          batch_run([[1.0] * k for k in lengths]))
+        total = sum(lengths)
+        assert [d.evidence["step"] for d in decisions] == list(range(n - 1, total, n))
+
+    @settings(max_examples=50, deadline=None)
+    @given(metric_sequences(max_size=10), st.integers(0, 30))
+    def test_replay_and_resume_give_the_same_decisions(self, values: list[float],
+                                                       cut: int) -> None:
+        """Replay from the log, or resume after a crash anywhere: the same saves."""
+        def make() -> list[object]:
+            return [ModelCheckpoint("{epoch}.h5", save_best_only=True)]
+
+        with tempfile.TemporaryDirectory() as directory:
+            path = f"{directory}/run.jsonl"
+            with Bus(make(), log=path) as bus:
+                for event in epochs(val_loss=values):
+                    bus.publish(event)
+            assert replay(path, verify=True).ok
+        full, resumed = resume_matches(make, values, cut)
+        assert resumed == full

@@ -1,0 +1,242 @@
+"""ReduceLROnPlateau: Keras 3.15's rules and the properties of the issue."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from plugin_strategies import metric_sequences, resume_matches
+
+from eventbus import Bus, ConfigError, NumpyModel, replay
+from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
+from eventbus.testing import drive, epochs, logs_of, run
+from plugins import ReduceLROnPlateau
+
+
+def cuts(values: list[float], lr: float = 1.0, **params: Any) -> list[tuple[int, float]]:
+    """(epoch, new learning rate) of every cut on a run of val_loss ``values``."""
+    monitor = params.pop("monitor", "val_loss")
+    decisions = drive(ReduceLROnPlateau(monitor=monitor, **params),
+                      epochs(**{monitor: values}), learning_rate=lr)
+    return [(d.epoch, d.value) for d in decisions if d.kind == "set_learning_rate"]
+
+
+def cut_epochs(values: list[float], **params: Any) -> list[int]:
+    return [epoch for epoch, _ in cuts(values, **params)]
+
+
+class TestKerasExamples:
+    """Hand-worked on Keras 3.15's ReduceLROnPlateau.on_epoch_end."""
+
+    def test_patience(self) -> None:
+        """patience=2 on a flat metric: epoch 0 is the best, cuts at epochs 2 and 4."""
+        assert cuts([1.0] * 5, patience=2, factor=0.5) == [(2, 0.5), (4, 0.25)]
+
+    def test_patience_zero(self) -> None:
+        """patience=0 cuts at every epoch that does not improve (epoch 0 always improves)."""
+        assert cut_epochs([1.0] * 4, patience=0) == [1, 2, 3]
+
+    def test_cooldown_one_changes_nothing(self) -> None:
+        """cooldown=1 is spent the epoch after a cut, which then counts: cuts every epoch."""
+        assert cut_epochs([1.0] * 6, patience=1, cooldown=1) == [1, 2, 3, 4, 5]
+
+    def test_cooldown_two(self) -> None:
+        """cooldown=2, patience=1: one quiet epoch between cuts."""
+        assert cut_epochs([1.0] * 6, patience=1, cooldown=2) == [1, 3, 5]
+
+    def test_cooldown_two_patience_two(self) -> None:
+        """cooldown=2, patience=2: cuts 3 epochs apart (2 + 2 - 1)."""
+        assert cut_epochs([1.0] * 9, patience=2, cooldown=2) == [2, 5, 8]
+
+    def test_min_lr_floor(self) -> None:
+        """The rate never goes below min_lr, and at the floor there is no further decision."""
+        assert cuts([1.0] * 6, patience=1, factor=0.1, min_lr=0.05) == [(1, 0.1), (2, 0.05)]
+
+    def test_min_delta(self) -> None:
+        """A change smaller than min_delta (1e-4 by default) is no improvement."""
+        assert cut_epochs([1.0, 0.99995, 0.9], patience=1) == [1]
+        assert cut_epochs([1.0, 0.99995, 0.9], patience=1, min_delta=0.0) == []
+
+    def test_improvement_resets_wait(self) -> None:
+        """An improvement in the middle restarts the count."""
+        assert cut_epochs([1.0, 1.0, 0.5, 0.5, 0.5], patience=2) == [4]
+
+    def test_mode_max_under_auto(self) -> None:
+        """val_accuracy is maximised: a falling accuracy is a plateau."""
+        assert cut_epochs([0.5, 0.4, 0.3], monitor="val_accuracy", patience=2) == [2]
+
+    def test_auc_is_maximised(self) -> None:
+        """Keras's auto mode maximises only names containing 'acc'; AUC is maximised here."""
+        assert cut_epochs([0.5, 0.6, 0.7], monitor="val_auc", patience=1) == []
+
+    def test_reason_and_evidence(self) -> None:
+        """The decision says what did not improve and what the rate became."""
+        decision = drive(ReduceLROnPlateau(patience=2, factor=0.5), epochs(val_loss=[0.3] * 3),
+                         learning_rate=0.1)[0]
+        assert decision.reason == ("val_loss did not improve on 0.3 for 2 epochs: learning "
+                                   "rate 0.1 -> 0.05")
+        assert decision.code == "plateau"
+        assert (decision.value, decision.previous) == (0.05, 0.1)
+        assert decision.evidence["wait"] == 2 and decision.evidence["best"] == 0.3
+
+    def test_verbose(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """verbose=1 prints Keras's message with the 1-based epoch."""
+        drive(ReduceLROnPlateau(patience=1, factor=0.5, verbose=1), epochs(val_loss=[1.0] * 2),
+              learning_rate=0.002)
+        assert capsys.readouterr().out == \
+            "\nEpoch 2: ReduceLROnPlateau reducing learning rate to 0.001.\n"
+
+
+class TestLearningRate:
+    def test_rate_reaches_the_model_and_the_logs(self) -> None:
+        """The cut is applied to the model adapter; each epoch's logs show the rate it was
+        trained with (as Keras, whose logs get the rate before the cut)."""
+        model = NumpyModel({"w": np.zeros(1)}, learning_rate=0.1)
+        _, records = run([ReduceLROnPlateau(patience=1, factor=0.5)],
+                         epochs(val_loss=[1.0, 1.0, 1.0]), model=model)
+        assert model.learning_rate == 0.025
+        assert [logs["learning_rate"] for logs in logs_of(records, "epoch_end")] == \
+            [0.1, 0.1, 0.05]
+        assert [logs["learning_rate"] for logs in logs_of(records, "epoch_begin")] == \
+            [0.1, 0.1, 0.05]
+
+    def test_unknown_rate_is_a_warning(self) -> None:
+        """Without a known learning rate there is nothing to cut: one warning says so."""
+        _, records = run([ReduceLROnPlateau(patience=1)], epochs(val_loss=[1.0] * 4))
+        out = [r for r in records if r.category in ("decision", "outcome")]
+        assert [r.kind for r in out] == ["warning"]
+        assert "learning rate is not known" in out[0].message
+        assert out[0].epoch == 1
+
+
+class TestMissingMonitor:
+    def test_nothing_moves_not_even_the_cooldown(self) -> None:
+        """A missing monitor records a warning; wait and cooldown stay as they were."""
+        events = [TrainBegin()]
+        logs = [{"val_loss": 1.0}, {"val_loss": 1.0}, {"loss": 1.0}, {"val_loss": 1.0},
+                {"val_loss": 1.0}]
+        for epoch, epoch_logs in enumerate(logs):
+            events += [EpochBegin(epoch=epoch), EpochEnd(epoch=epoch, logs=epoch_logs)]
+        events.append(TrainEnd())
+        decisions = drive(ReduceLROnPlateau(patience=1, cooldown=2), events, learning_rate=1.0)
+        # Without the gap the cuts would be at 1 and 3; the gap holds the cooldown for a turn.
+        assert [d.epoch for d in decisions] == [1, 4]
+        _, records = run([ReduceLROnPlateau(patience=1, cooldown=2)], events, learning_rate=1.0)
+        warning = next(r for r in records if r.kind == "warning")
+        assert warning.details == {"monitor": "val_loss",
+                                   "available": ["loss", "learning_rate"]}
+
+
+class TestConfig:
+    @pytest.mark.parametrize("factor", [1.0, 1.5, -0.1])
+    def test_factor_must_be_below_one(self, factor: float) -> None:
+        """factor >= 1 would not reduce: a ConfigError naming factor."""
+        with pytest.raises(ConfigError) as info:
+            ReduceLROnPlateau(factor=factor)
+        assert (info.value.plugin, info.value.field) == ("ReduceLROnPlateau", "factor")
+
+    def test_epsilon_is_min_delta_with_a_deprecation_warning(self) -> None:
+        """Keras 2's epsilon works as min_delta (Keras 3 ignores it silently)."""
+        with pytest.warns(DeprecationWarning, match="epsilon"):
+            plugin = ReduceLROnPlateau(epsilon=0.5, patience=1)
+        assert plugin.monitor.min_delta == 0.5
+        config = plugin.get_config()
+        assert config["min_delta"] == 0.5 and "epsilon" not in config
+        assert cut_epochs([1.0, 0.6], patience=1, min_delta=0.5) == [1]
+
+    def test_epsilon_and_min_delta_together_are_an_error(self) -> None:
+        """Both names at once is ambiguous."""
+        with pytest.raises(ConfigError, match="epsilon"):
+            ReduceLROnPlateau(epsilon=0.5, min_delta=0.1)
+
+    def test_unknown_keyword_is_an_error(self) -> None:
+        """A misspelt parameter is refused (Keras 3 swallows it)."""
+        with pytest.raises(ConfigError, match="patiense"):
+            ReduceLROnPlateau(patiense=3)
+
+    @pytest.mark.parametrize(("params", "field"), [
+        ({"min_lr": -1.0}, "min_lr"), ({"cooldown": -1}, "cooldown"), ({"mode": "x"}, "mode"),
+        ({"patience": "3"}, "patience")])
+    def test_bad_parameters_name_the_field(self, params: dict[str, Any], field: str) -> None:
+        """Each bad parameter names the field."""
+        with pytest.raises(ConfigError) as info:
+            ReduceLROnPlateau(**params)
+        assert info.value.field == field
+
+
+class TestProperties:
+    @settings(max_examples=150)
+    @given(metric_sequences(), st.integers(0, 4), st.integers(0, 3),
+           st.floats(0.0, 0.9), st.sampled_from([0.0, 1e-3, 0.05]),
+           st.floats(0.05, 1.0))
+    def test_rate_never_rises_nor_drops_below_min_lr(
+            self, values: list[float], patience: int, cooldown: int, factor: float,
+            min_lr: float, lr: float) -> None:
+        """Every decision lowers the rate, and never below min_lr."""
+        decisions = drive(ReduceLROnPlateau(patience=patience, cooldown=cooldown,
+                                            factor=factor, min_lr=min_lr),
+                          epochs(val_loss=values), learning_rate=lr)
+        current = lr
+        for d in decisions:
+            assert d.previous == current
+            assert min_lr <= d.value < current
+            current = d.value
+
+    @settings(max_examples=150)
+    @given(st.integers(0, 4), st.integers(0, 4), st.floats(0.1, 0.9),
+           st.integers(2, 20), st.floats(-5.0, 5.0))
+    def test_constant_metric_cut_spacing(self, patience: int, cooldown: int, factor: float,
+                                         n: int, value: float) -> None:
+        """Under a constant metric (min_lr=0) the cuts come exactly
+        max(patience, 1) + max(cooldown - 1, 0) epochs apart, the first at max(patience, 1)."""
+        got = cut_epochs([value] * n, patience=patience, cooldown=cooldown, factor=factor)
+        first = max(patience, 1)
+        spacing = max(patience, 1) + max(cooldown - 1, 0)
+        assert got == list(range(first, n, spacing))
+
+    @settings(max_examples=150)
+    @given(metric_sequences(), st.integers(0, 4), st.integers(0, 3), st.floats(0.0, 0.5))
+    def test_max_on_a_sequence_is_min_on_its_negation(
+            self, values: list[float], patience: int, cooldown: int, min_delta: float) -> None:
+        """mode='max' on x cuts exactly where mode='min' cuts on -x."""
+        params = {"patience": patience, "cooldown": cooldown, "min_delta": min_delta,
+                  "monitor": "score"}
+        assert cuts(values, mode="max", **params) == cuts([-v for v in values], mode="min",
+                                                          **params)
+
+    @settings(max_examples=60, deadline=None)
+    @given(metric_sequences(max_size=12), st.integers(0, 3), st.integers(0, 3))
+    def test_replay_gives_the_same_decisions(self, values: list[float], patience: int,
+                                             cooldown: int) -> None:
+        """Replaying the log (learning rate included) reproduces every decision."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = f"{directory}/run.jsonl"
+            with Bus([ReduceLROnPlateau(patience=patience, cooldown=cooldown, factor=0.5)],
+                     log=path, learning_rate=0.1) as bus:
+                for event in epochs(val_loss=values):
+                    bus.publish(event)
+            result = replay(path, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None
+
+    @settings(max_examples=60, deadline=None)
+    @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 3),
+           st.integers(0, 30))
+    def test_resume_from_any_prefix_gives_the_same_decisions(
+            self, values: list[float], patience: int, cooldown: int, cut: int) -> None:
+        """Crash anywhere, resume from the log: the same cuts, to the same rates."""
+        full, resumed = resume_matches(
+            lambda: [ReduceLROnPlateau(patience=patience, cooldown=cooldown, factor=0.5,
+                                       min_lr=1e-3)],
+            values, cut, learning_rate=0.1)
+        assert resumed == full
+
+
+def test_nan_is_never_an_improvement() -> None:
+    """A NaN epoch counts toward patience like any epoch that does not improve."""
+    assert cut_epochs([1.0, math.nan, math.nan], patience=2) == [2]

@@ -1,0 +1,229 @@
+"""The HDF5 checkpoint sink: contents read back with h5py, atomic writes, no pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from eventbus import Bus, NumpyModel, Plugin, hookimpl
+from eventbus.records import SaveCheckpoint
+from eventbus.testing import RecordingWriter
+from sinks import hdf5
+from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint, write_checkpoint
+
+
+def _weights() -> dict[str, np.ndarray]:
+    return {"dense/kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "dense/bias": np.array([0.5, -1.0, 2.0]), "step": np.array(7, dtype=np.int64)}
+
+
+class TestWriteAndRead:
+    def test_h5py_reads_back_the_weights(self, tmp_path: Path) -> None:
+        """Every weight is a dataset at its name; values, dtypes and shapes are kept."""
+        path = tmp_path / "ckpt.h5"
+        write_checkpoint(path, _weights(), metadata={"epoch": 3, "value": float("nan")},
+                         model_config={"layers": 2})
+        with h5py.File(path, "r") as file:
+            assert file.attrs["format"] == "eventbus-checkpoint"
+            for name, array in _weights().items():
+                stored = file["weights"][name][()]
+                assert stored.dtype == array.dtype and np.array_equal(stored, array)
+            assert orjson.loads(file.attrs["model_config"]) == {"layers": 2}
+            assert orjson.loads(file.attrs["metadata"]) == {"epoch": 3, "value": "NaN"}
+
+    def test_load_checkpoint_round_trip(self, tmp_path: Path) -> None:
+        """load_checkpoint gives back weights in order, metadata (NaN included), config and
+        optimizer state."""
+        path = tmp_path / "ckpt.h5"
+        optimizer = {"adam/m": np.ones(3), "adam/iterations": np.array(4)}
+        write_checkpoint(path, _weights(), metadata={"run_id": "r", "value": float("nan")},
+                         model_config={"a": [1, 2]}, optimizer=optimizer)
+        checkpoint = load_checkpoint(path)
+        assert list(checkpoint.weights) == list(_weights())
+        for name, array in _weights().items():
+            assert np.array_equal(checkpoint.weights[name], array)
+        assert checkpoint.metadata["run_id"] == "r" and np.isnan(checkpoint.metadata["value"])
+        assert checkpoint.model_config == {"a": [1, 2]}
+        assert np.array_equal(checkpoint.optimizer["adam/m"], np.ones(3))
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6})?", fullmatch=True),
+                           hnp.arrays(st.sampled_from([np.float32, np.float64, np.int32]),
+                                      hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),
+                           max_size=5))
+    def test_any_weights_round_trip(self, tmp_path: Path, weights: dict) -> None:
+        """encode -> decode -> equal, for any numeric arrays under non-clashing names."""
+        names = sorted(weights)
+        if any(b.startswith(a + "/") for a in names for b in names):
+            return  # "a" and "a/b" cannot both be datasets in one HDF5 file
+        path = tmp_path / "any.h5"
+        write_checkpoint(path, weights)
+        loaded = load_checkpoint(path).weights
+        assert list(loaded) == list(weights)
+        for name, array in weights.items():
+            assert loaded[name].dtype == array.dtype
+            np.testing.assert_array_equal(loaded[name], array)
+
+    def test_size_and_sha256_describe_the_file(self, tmp_path: Path) -> None:
+        """The returned size and digest are the file's own."""
+        path = tmp_path / "ckpt.h5"
+        size, digest = write_checkpoint(path, _weights())
+        data = path.read_bytes()
+        assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+
+    @pytest.mark.parametrize("name", ["", "/abs", "a//b", "a/../b"])
+    def test_bad_names_are_refused(self, tmp_path: Path, name: str) -> None:
+        """Names that are not plain '/'-paths are errors, and nothing is left behind."""
+        with pytest.raises(ValueError, match="cannot be stored"):
+            write_checkpoint(tmp_path / "x.h5", {name: np.zeros(1)})
+        assert os.listdir(tmp_path) == []
+
+    def test_object_arrays_are_refused(self, tmp_path: Path) -> None:
+        """Only numeric arrays: nothing that would need pickle."""
+        with pytest.raises(ValueError, match="numeric"):
+            write_checkpoint(tmp_path / "x.h5", {"w": np.array([object()], dtype=object)})
+
+    def test_not_a_checkpoint(self, tmp_path: Path) -> None:
+        """An HDF5 file of another kind is refused with a clear message."""
+        path = tmp_path / "other.h5"
+        with h5py.File(path, "w") as file:
+            file["x"] = np.zeros(1)
+        with pytest.raises(ValueError, match="not an eventbus checkpoint"):
+            load_checkpoint(path)
+
+    def test_directory_target(self, tmp_path: Path) -> None:
+        """A directory at the target path is an error naming it."""
+        with pytest.raises(IsADirectoryError):
+            write_checkpoint(tmp_path, _weights())
+
+
+class TestAtomicity:
+    def test_fault_mid_write_keeps_the_previous_checkpoint(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A crash after some weights are written leaves the old file intact and no
+        partial or temporary file behind."""
+        path = tmp_path / "ckpt.h5"
+        write_checkpoint(path, {"w": np.zeros(3)}, metadata={"epoch": 1})
+        before = path.read_bytes()
+        real = hdf5._write_arrays
+        written: list[str] = []
+
+        def failing(group, arrays, what):  # type: ignore[no-untyped-def]
+            group.create_dataset("first", data=np.ones(1000))  # part of the new content
+            written.append("first")
+            raise OSError("disk full (injected)")
+
+        monkeypatch.setattr(hdf5, "_write_arrays", failing)
+        with pytest.raises(OSError, match="injected"):
+            write_checkpoint(path, {"w": np.ones(3), "v": np.ones(3)}, metadata={"epoch": 2})
+        monkeypatch.setattr(hdf5, "_write_arrays", real)
+        assert written == ["first"]
+        assert path.read_bytes() == before
+        assert load_checkpoint(path).metadata == {"epoch": 1}
+        assert os.listdir(tmp_path) == ["ckpt.h5"]
+
+    def test_fault_at_rename_leaves_no_partial_target(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With no previous file, a fault before the rename leaves nothing at the target."""
+        def no_replace(src: str, dst: str) -> None:
+            raise OSError("crash before rename (injected)")
+
+        monkeypatch.setattr(hdf5.os, "replace", no_replace)
+        with pytest.raises(OSError, match="injected"):
+            write_checkpoint(tmp_path / "new.h5", _weights())
+        assert os.listdir(tmp_path) == []
+
+    def test_file_mode_follows_umask(self, tmp_path: Path) -> None:
+        """The temporary file's private mode does not stick to the checkpoint."""
+        path = tmp_path / "ckpt.h5"
+        write_checkpoint(path, _weights())
+        assert path.stat().st_mode & 0o777 == 0o666 & ~hdf5._UMASK
+
+
+class Saver(Plugin):
+    """Decides one save per epoch_end, to the paths it is given in turn."""
+
+    def __init__(self, paths: list[str], weights_only: bool = False):
+        self.paths = list(paths)
+        self.weights_only = weights_only
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> Any:
+        return SaveCheckpoint(path=self.paths[event.epoch], reason="test", code="epoch",
+                              weights_only=self.weights_only,
+                              evidence={"monitor": "val_loss", "value": 0.3})
+
+
+def _run(paths: list[str], model: object = None, weights_only: bool = False,
+         ) -> list[dict[str, Any]]:
+    writer = RecordingWriter()
+    bus = Bus([Saver(paths, weights_only), HDF5CheckpointWriter()], model=model, log=writer,
+              run_id="run1")
+    bus.train_begin()
+    for epoch in range(len(paths)):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch)
+    bus.train_end()
+    bus.close()
+    return writer.records
+
+
+class TestWriterSink:
+    def test_writes_on_save_checkpoint_and_records_checkpoint_saved(self, tmp_path: Path) -> None:
+        """A save_checkpoint decision becomes a file and a checkpoint_saved record."""
+        model = NumpyModel(_weights(), learning_rate=0.1, config={"name": "m"})
+        target = tmp_path / "sub" / "c.h5"
+        records = _run([str(target)], model)
+        decision = next(r for r in records if r["kind"] == "save_checkpoint")
+        saved = [r for r in records if r["kind"] == "checkpoint_saved"]
+        assert len(saved) == 1
+        data = target.read_bytes()
+        assert saved[0]["size"] == len(data)
+        assert saved[0]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert saved[0]["cause_seq"] == decision["seq"]
+        assert saved[0]["source"] == "HDF5CheckpointWriter"
+        checkpoint = load_checkpoint(target)
+        assert checkpoint.metadata["run_id"] == "run1"
+        assert checkpoint.metadata["seq"] == decision["seq"]
+        assert checkpoint.metadata["epoch"] == 0
+        assert (checkpoint.metadata["monitor"], checkpoint.metadata["value"]) == ("val_loss", 0.3)
+        assert checkpoint.metadata["learning_rate"] == 0.1
+        assert checkpoint.model_config["name"] == "m"
+        for name, array in _weights().items():
+            assert np.array_equal(checkpoint.weights[name], array)
+
+    def test_weights_only_leaves_the_config_out(self, tmp_path: Path) -> None:
+        """weights_only=True stores weights and metadata only."""
+        _run([str(tmp_path / "w.h5")], NumpyModel(_weights(), config={"name": "m"}),
+             weights_only=True)
+        assert load_checkpoint(tmp_path / "w.h5").model_config is None
+
+    def test_failure_is_recorded_and_the_writer_stays_on(self, tmp_path: Path) -> None:
+        """A failed write is a sink_failed record; the next save still happens."""
+        (tmp_path / "isdir.h5").mkdir()
+        with pytest.warns(UserWarning, match="sink failure"):
+            records = _run([str(tmp_path / "isdir.h5"), str(tmp_path / "ok.h5")],
+                           NumpyModel(_weights()))
+        kinds = [r["kind"] for r in records]
+        assert kinds.count("sink_failed") == 1 and kinds.count("checkpoint_saved") == 1
+        failed = next(r for r in records if r["kind"] == "sink_failed")
+        assert failed["error"] == "IsADirectoryError" and failed["epoch"] == 0
+        assert (tmp_path / "ok.h5").exists()
+
+    def test_no_model_is_a_warning(self, tmp_path: Path) -> None:
+        """Without a model adapter there is nothing to write: a warning says so."""
+        records = _run([str(tmp_path / "x.h5")])
+        warning = next(r for r in records if r["kind"] == "warning")
+        assert "needs a model adapter" in warning["message"]
+        assert not (tmp_path / "x.h5").exists()
