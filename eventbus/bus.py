@@ -414,12 +414,25 @@ class Bus:
             fields["epoch"] = self._eval_epoch()
         return self._observe(kind, fields, logs)
 
-    def _feed(self, record: Observation) -> Sequence[Decision]:
-        """Dispatch a recorded observation as it was (same seq, time and logs), for replay/resume.
+    def feed(self, record: Record, *, side_effects: bool = False) -> Sequence[Decision]:
+        """Dispatch a recorded record as it was (same seq, time and logs); returns decisions.
 
-        Nothing is written to the log writers. In replay the learning rate in epoch logs is the
-        replayed one, so a what-if that changed it is seen by the plugins after the change.
+        Replay, resume and log conversion use this. Nothing is written to the bus's log. By
+        default only pure plugins see the record (sinks wrote it once already);
+        ``side_effects=True`` includes sinks and also passes recorded decisions to the
+        ``on_decision`` hooks (converting a log to CSV or TensorBoard). In replay the learning
+        rate in epoch logs is the replayed one, so plugins see a what-if's own changes.
         """
+        if isinstance(record, Decision):
+            if side_effects:
+                for fn, plugin in self._h_on_decision:  # type: ignore[attr-defined]
+                    try:
+                        fn(record)
+                    except Exception as exc:
+                        self._plugin_failed(plugin, record.kind, record.seq, exc)
+            return ()
+        if not isinstance(record, Observation):
+            return ()
         data = dict(record.__dict__)
         data["logs"] = dict(record.logs)
         kind = data["kind"]
@@ -433,11 +446,12 @@ class Bus:
         elif kind in ("batch_begin", "batch_end"):
             self._epoch = data["epoch"]
             self._step = data["step"] + (kind == "batch_end")
-        if kind in ("epoch_begin", "epoch_end") and self._lr is not None:
+        if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
             data["logs"]["learning_rate"] = self._lr
+        handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
         writers, self._writers = self._writers, []
         try:
-            return self._emit(KINDS[kind], data, self._pure[f"on_{kind}"])
+            return self._emit(KINDS[kind], data, handlers)
         finally:
             self._writers = writers
 
@@ -743,7 +757,7 @@ class Bus:
         try:
             for record in kept:
                 if isinstance(record, Observation):
-                    replayed.extend(self._feed(record))
+                    replayed.extend(self.feed(record))
         finally:
             self._replaying = False
         self._seq = last_seq

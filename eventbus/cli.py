@@ -1,2 +1,241 @@
-def main(argv=None):
-    raise SystemExit("not yet")
+"""The command line: ``eventbus demo | audit | replay | convert | plugins``.
+
+This is the one place that wires the core, the plugins and the sinks together. Every error a
+user can cause (a missing file, a log that is not a log, an unknown plugin or parameter, a bad
+value) ends as one line on stderr and exit status 2; ``--verify`` finding a difference exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._version import __version__
+from .errors import EventBusError
+
+__all__ = ["main"]
+
+
+class UsageError(EventBusError, ValueError):
+    """A command-line argument that cannot be used."""
+
+
+def _parse_value(text: str) -> Any:
+    """A parameter value as JSON where it parses (3, 0.5, true, null, "x"), else the text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str, str]:
+    target, sep, value = text.partition("=")
+    plugin, dot, param = target.partition(".")
+    if not sep or not dot or not plugin or not param:
+        raise UsageError(f"{flag} {text!r}: expected Plugin.param=value, e.g. "
+                         f"EarlyStopping.patience=3")
+    return plugin, param, value
+
+
+def _overrides(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        plugin, param, value = _split_assignment(text, "--set")
+        out.setdefault(plugin, {})[param] = _parse_value(value)
+    return out
+
+
+def _existing(path: str) -> str:
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file or directory")
+    return path
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=Path(args.out), epochs=args.epochs, seed=args.seed,
+                    progress=not args.quiet)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit, render
+
+    results = [audit(_existing(log)) for log in args.logs]
+    if args.json:
+        data = [r.as_dict() for r in results]
+        sys.stdout.buffer.write(orjson.dumps(data[0] if len(data) == 1 else data,
+                                             option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                                             | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    else:
+        print("\n\n".join(render(r) for r in results))
+    if args.plot:
+        from .plot import plot_audit
+
+        plot_audit(results[0], args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _ep(epoch: int | None) -> str:
+    """Epochs as people read them: 1-based, as Keras's progress bar and messages count."""
+    return "-" if epoch is None else str(epoch + 1)
+
+
+def _stop_phrase(epoch: int | None) -> str:
+    return "would not have stopped" if epoch is None else \
+        f"would have stopped at epoch {_ep(epoch)}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    log = _existing(args.log)
+    overrides = _overrides(args.set)
+    if args.sweep:
+        return _sweep(log, args.sweep, overrides)
+    result = replay(log, overrides=overrides, verify=args.verify)
+    recorded_stop = result.recorded_stop
+    if overrides:
+        what = "; ".join(f"{p} with " + ", ".join(f"{k}={v!r}" for k, v in ps.items())
+                         for p, ps in overrides.items())
+        ran = ("the run was not stopped by a plugin" if recorded_stop is None
+               else f"the run stopped at epoch {_ep(recorded_stop)}")
+        print(f"{what} {_stop_phrase(result.stopped_at)}; {ran}.")
+    print(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
+          f"{len(result.recorded)} from the same plugins")
+    for d in result.decisions:
+        print(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {d.source:<20} {d.reason}")
+    if result.diverged_at is not None:
+        print(f"note: from event {result.diverged_at} on, the replayed learning rate differs from "
+              "the recorded one: the recorded metrics after that point come from a run trained "
+              "differently, so later answers are estimates, not facts.")
+    if args.verify:
+        if result.mismatch is not None:
+            print(f"verify: MISMATCH: {result.mismatch}", file=sys.stderr)
+            return 1
+        print(f"verify: all {len(result.decisions)} decisions match the log")
+    return 0
+
+
+def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]]) -> int:
+    from .replay import replay
+
+    plugin, param, values = _split_assignment(spec, "--sweep")
+    choices = [_parse_value(v) for v in values.split(",") if v != ""]
+    if not choices:
+        raise UsageError(f"--sweep {spec!r}: give at least one value")
+    rows = []
+    recorded_stop = None
+    for value in choices:
+        overrides = {k: dict(v) for k, v in base.items()}
+        overrides.setdefault(plugin, {})[param] = value
+        result = replay(log, overrides=overrides)
+        recorded_stop = result.recorded_stop
+        lr = sum(d.kind == "set_learning_rate" for d in result.decisions)
+        rows.append((repr(value), _ep(result.stopped_at),
+                     str(len(result.decisions)), str(lr),
+                     "exact" if result.diverged_at is None else f"estimate after event "
+                     f"{result.diverged_at}"))
+    header = (f"{plugin}.{param}", "stops at epoch", "decisions", "lr changes", "answer")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    ran = "was not stopped by a plugin" if recorded_stop is None else \
+        f"stopped at epoch {_ep(recorded_stop)}"
+    print(f"(the recorded run {ran})")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    count = convert(_existing(args.log), args.out, to=args.to)
+    print(f"wrote {count} records to {args.out} ({args.to})")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import registry
+
+    infos = registry.info()
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps([i.__dict__ for i in infos],
+                                             option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    rows = [(i.name, f"{i.distribution or '-'} {i.version or ''}".strip(), i.target) for i in infos]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h)
+              for c, h in enumerate(("plugin", "from", "target"))]
+    print("  ".join(h.ljust(w) for h, w in zip(("plugin", "from", "target"), widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventbus", description="An event-sourced callback bus for training loops.")
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train a small NumPy model with every built-in plugin")
+    demo.add_argument("--out", default="demo-run", help="output folder (default: demo-run)")
+    demo.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
+    demo.add_argument("--seed", type=int, default=0, help="data and weight seed")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    aud = sub.add_parser("audit", help="why did the run do what it did")
+    aud.add_argument("logs", nargs="+", metavar="LOG", help="event log(s), .jsonl or .parquet")
+    aud.add_argument("--json", action="store_true", help="the same as JSON")
+    aud.add_argument("--plot", metavar="FILE.png", help="draw metrics with decisions marked")
+    aud.set_defaults(func=cmd_audit)
+
+    rep = sub.add_parser("replay", help="recompute decisions; what-if with other parameters")
+    rep.add_argument("log", metavar="LOG")
+    rep.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
+                     help="replay with this parameter changed (repeatable)")
+    rep.add_argument("--sweep", metavar="PLUGIN.PARAM=V1,V2,...",
+                     help="one replay per value, as a table")
+    rep.add_argument("--verify", action="store_true",
+                     help="exit 1 at the first decision that differs from the log")
+    rep.set_defaults(func=cmd_replay)
+
+    con = sub.add_parser("convert", help="rewrite a log as JSON Lines, Parquet, CSV or TensorBoard")
+    con.add_argument("log", metavar="LOG")
+    con.add_argument("out", metavar="OUT")
+    con.add_argument("--to", required=True, choices=["jsonl", "parquet", "csv", "tensorboard"])
+    con.set_defaults(func=cmd_convert)
+
+    plg = sub.add_parser("plugins", help="every plugin the registry knows")
+    plg.add_argument("--json", action="store_true")
+    plg.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (EventBusError, OSError, ValueError, ImportError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"eventbus {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eventbus {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

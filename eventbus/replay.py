@@ -5,7 +5,8 @@ parameters: the what-if), or given as instances. Decision plugins are determinis
 the events, so a replay with the recorded parameters reproduces the recorded decisions;
 ``verify=True`` reports the first one that differs.
 
-Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
+A replay ends where its own decisions stop training, as the loop would have: a what-if that
+stops earlier sees no later epochs. Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
 replayed learning-rate decision differs from the recorded one, the later metrics are those of a
 run trained with another learning rate; :attr:`ReplayResult.diverged_at` gives the first event
 where that is so.
@@ -13,6 +14,9 @@ where that is so.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,11 +151,47 @@ def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, 
         raise ReplayError(f"plugin {label!r} has parameters the log could not record "
                           f"({', '.join(opaque)}); pass an instance: "
                           f"replay(log, plugins=[{spec.name}(...)])")
-    params = {**spec.params, **overrides.get(spec.name, {}), **overrides.get(label, {})}
+    changes = {**overrides.get(spec.name, {}), **overrides.get(label, {})}
+    params = {**spec.params, **changes}
+    try:
+        cls = registry.get(spec.name)
+    except Exception as exc:
+        raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
+    accepted = _parameters(cls)
+    unknown = sorted(set(changes) - accepted) if accepted is not None else []
+    if unknown:
+        raise ReplayError(f"{spec.name} has no parameter {', '.join(map(repr, unknown))}; its "
+                          f"parameters are {', '.join(sorted(accepted or ()))}")
     try:
         return registry.build(spec.name, params)
     except Exception as exc:
         raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
+
+
+def _after_stop(record: Observation, stop_epoch: int) -> bool:
+    """Whether a loop that stopped during ``stop_epoch`` would still publish ``record``.
+
+    As Keras's fit does: the batch loop ends at once, the epoch still ends (evaluation and
+    ``epoch_end``), no further epoch begins, and ``train_end`` comes last.
+    """
+    if record.kind == "train_end":
+        return False
+    if record.kind in ("batch_begin", "batch_end", "epoch_begin"):
+        return True
+    epoch = getattr(record, "epoch", None)
+    return epoch is None or epoch > stop_epoch
+
+
+def _parameters(cls: type) -> set[str] | None:
+    """The keyword parameters ``cls`` accepts, or None when it takes any (``**kwargs``)."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return {name for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def replay(
@@ -161,6 +201,7 @@ def replay(
     verify: bool = False,
     *,
     registry: Registry | None = None,
+    quiet: bool = True,
 ) -> ReplayResult:
     """Recompute a run's decisions from its log.
 
@@ -168,6 +209,8 @@ def replay(
     plugins whose parameters could not be recorded), or to add. ``overrides``: parameters by
     plugin name (or label), e.g. ``{"EarlyStopping": {"patience": 3}}``. ``verify``: compare the
     replayed decisions with the recorded ones and report the first difference in ``mismatch``.
+    ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
+    replay only recomputes.
     """
     records = iter(effective_records(read_log(log)))
     header = next(records, None)
@@ -181,18 +224,26 @@ def replay(
     decisions: list[Decision] = []
     recorded: list[Decision] = []
     diverged_at = None
-    try:
-        for record in records:
-            if isinstance(record, Observation):
-                if diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
-                    logged = record.logs.get("learning_rate")
-                    if logged is not None and bus._lr is not None and not _equal(logged, bus._lr):
-                        diverged_at = record.seq
-                decisions.extend(bus._feed(record))
-            elif isinstance(record, Decision) and record.source in labels:
-                recorded.append(record)
-    finally:
-        bus.close()
+    silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    with silence:
+        try:
+            stop_epoch: int | None = None
+            for record in records:
+                if isinstance(record, Observation):
+                    if stop_epoch is not None and _after_stop(record, stop_epoch):
+                        continue  # the replayed run stopped: its loop would have ended here
+                    if diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
+                        logged = record.logs.get("learning_rate")
+                        if logged is not None and bus._lr is not None \
+                                and not _equal(logged, bus._lr):
+                            diverged_at = record.seq
+                    decisions.extend(bus.feed(record))
+                    if stop_epoch is None and bus.stop_training:
+                        stop_epoch = bus.epoch if bus.epoch is not None else -1
+                elif isinstance(record, Decision) and record.source in labels:
+                    recorded.append(record)
+        finally:
+            bus.close()
     mismatch = None
     if verify:
         for i in range(max(len(decisions), len(recorded))):

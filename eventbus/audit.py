@@ -1,0 +1,244 @@
+"""Audit: what a run did and why, from its log alone.
+
+:func:`audit` reads a log and answers the questions people ask of a finished (or crashed) run:
+how many epochs ran, why it ended (which plugin, which rule, on which epoch), the best value of
+each monitored metric, every learning-rate change, every checkpoint, and every warning and fault.
+:func:`render` prints it; :meth:`Audit.as_dict` gives the same as plain data (``--json``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .log import read_log
+from .records import (
+    CheckpointSaved,
+    Decision,
+    EpochEnd,
+    Header,
+    PluginFailed,
+    Record,
+    Resumed,
+    SaveCheckpoint,
+    SetLearningRate,
+    SinkFailed,
+    StopTraining,
+    TrainBegin,
+    TrainEnd,
+    Warning,
+)
+from .replay import effective_records
+
+__all__ = ["Audit", "MetricSummary", "audit", "guess_mode", "render"]
+
+_LAST_CHECKPOINTS = 5
+_MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "f1", "iou", "map", "top_k",
+              "score", "r2")
+
+
+def guess_mode(metric: str) -> str:
+    """'max' for metrics that grow better (accuracy, AUC, ...), else 'min' (losses, errors)."""
+    name = metric[4:] if metric.startswith("val_") else metric
+    words = name.lower().replace("-", "_").split("_")
+    return "max" if any(w in _MAX_WORDS or w.endswith("accuracy") for w in words) else "min"
+
+
+@dataclass
+class MetricSummary:
+    name: str
+    mode: str
+    best: float | None
+    best_epoch: int | None
+    last: float | None
+
+
+@dataclass
+class Audit:
+    header: Header
+    epochs_run: int = 0
+    last_epoch: int | None = None
+    planned_epochs: int | None = None
+    #: "stopped" (a decision stopped it), "completed", or "incomplete" (no train_end: crashed
+    #: or still running).
+    ended: str = "incomplete"
+    stop: StopTraining | None = None
+    monitors: list[MetricSummary] = field(default_factory=list)
+    lr_changes: list[SetLearningRate] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[Warning] = field(default_factory=list)
+    faults: list[Record] = field(default_factory=list)
+    resumes: list[Resumed] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    #: metric name -> [(epoch, value)], every epoch_end metric, for plots.
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        def rec(r: Record) -> dict[str, Any]:
+            return {k: v for k, v in r.model_dump().items() if k not in ("v", "run_id")}
+
+        return {
+            "run_id": self.header.run_id, "created": self.header.created,
+            "library": self.header.library,
+            "plugins": [p.model_dump() for p in self.header.plugins],
+            "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
+            "planned_epochs": self.planned_epochs, "ended": self.ended,
+            "stop": rec(self.stop) if self.stop else None,
+            "monitors": [m.__dict__ for m in self.monitors],
+            "learning_rate_changes": [rec(d) for d in self.lr_changes],
+            "checkpoints": self.checkpoints,
+            "warnings": [rec(w) for w in self.warnings],
+            "faults": [rec(f) for f in self.faults],
+            "resumes": [rec(r) for r in self.resumes],
+            "decisions": [rec(d) for d in self.decisions],
+        }
+
+
+def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
+    """Monitored metric -> mode, from the plugins' parameters and the decisions' evidence."""
+    found: dict[str, str] = {}
+    for spec in header.plugins:
+        monitor = spec.params.get("monitor")
+        if isinstance(monitor, str):
+            mode = spec.params.get("mode")
+            found.setdefault(monitor, mode if mode in ("min", "max") else guess_mode(monitor))
+    for decision in decisions:
+        monitor = decision.evidence.get("monitor")
+        if isinstance(monitor, str):
+            mode = decision.evidence.get("mode")
+            found.setdefault(monitor, mode if mode in ("min", "max") else guess_mode(monitor))
+    return found
+
+
+def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
+    """Summarise the run recorded in ``log`` (a path in either format, or records)."""
+    records = effective_records(read_log(log))
+    header = records[0]
+    if not isinstance(header, Header):
+        raise ValueError(f"{log}: not an event log (no header record)")
+    result = Audit(header=header)
+    saves: dict[int, SaveCheckpoint] = {}
+    for record in records[1:]:
+        if isinstance(record, TrainBegin):
+            epochs = record.params.get("epochs")
+            if isinstance(epochs, int):
+                result.planned_epochs = epochs
+        elif isinstance(record, EpochEnd):
+            result.epochs_run += 1
+            result.last_epoch = record.epoch
+            for name, value in record.logs.items():
+                result.curves.setdefault(name, []).append((record.epoch, value))
+        elif isinstance(record, TrainEnd):
+            result.ended = "stopped" if result.stop else "completed"
+        elif isinstance(record, Decision):
+            result.decisions.append(record)
+            if isinstance(record, StopTraining) and result.stop is None:
+                result.stop = record
+            elif isinstance(record, SetLearningRate):
+                result.lr_changes.append(record)
+            elif isinstance(record, SaveCheckpoint):
+                saves[record.seq] = record
+        elif isinstance(record, CheckpointSaved):
+            save = saves.get(record.cause_seq)  # type: ignore[arg-type]
+            evidence = save.evidence if save else {}
+            result.checkpoints.append({
+                "path": record.path, "epoch": record.epoch, "size": record.size,
+                "sha256": record.sha256, "monitor": evidence.get("monitor"),
+                "value": evidence.get("value"), "source": save.source if save else record.source})
+        elif isinstance(record, Warning):
+            result.warnings.append(record)
+        elif isinstance(record, (PluginFailed, SinkFailed)):
+            result.faults.append(record)
+        elif isinstance(record, Resumed):
+            result.resumes.append(record)
+    if result.stop is not None and result.ended == "incomplete":
+        result.ended = "stopped"
+    for name, mode in _monitored(header, result.decisions).items():
+        points = [(e, v) for e, v in result.curves.get(name, []) if not math.isnan(v)]
+        if points:
+            pick = min if mode == "min" else max
+            best_epoch, best = pick(points, key=lambda p: p[1])
+            # Ties go to the first epoch that reached the value, as Keras's monitors do.
+            best_epoch = next(e for e, v in points if v == best)
+        else:
+            best_epoch, best = None, None
+        last = result.curves[name][-1][1] if result.curves.get(name) else None
+        result.monitors.append(MetricSummary(name, mode, best, best_epoch, last))
+    return result
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def _ep(epoch: int | None) -> str:
+    """Epochs as people read them: 1-based, as Keras's progress bar and messages count."""
+    return "-" if epoch is None else str(epoch + 1)
+
+
+def render(result: Audit, *, decisions: bool = True) -> str:
+    """The audit as text for a terminal."""
+    h = result.header
+    lines = [f"run {h.run_id}  ({h.library}, started {h.created}; epochs counted from 1)"]
+    lines.append("  plugins: " + (", ".join(p.label or p.name for p in h.plugins) or "none"))
+    planned = f" of {result.planned_epochs}" if result.planned_epochs else ""
+    lines.append(f"  epochs run: {result.epochs_run}{planned}")
+    if result.stop is not None:
+        stop = result.stop
+        rule = f", rule {stop.code}" if stop.code else ""
+        lines.append(f"  ended: stopped by {stop.source}{rule} at epoch {_ep(stop.epoch)}: "
+                     f"{stop.reason}")
+    elif result.ended == "completed":
+        lines.append("  ended: completed every planned epoch" if result.planned_epochs
+                     and result.epochs_run >= result.planned_epochs else
+                     "  ended: the loop ended training (no plugin stopped it)")
+    else:
+        lines.append("  ended: no train_end in the log: the run crashed or is still running")
+    for m in result.monitors:
+        if m.best is None:
+            lines.append(f"  {m.name}: never reported")
+        else:
+            lines.append(f"  best {m.name}: {_num(m.best)} at epoch {_ep(m.best_epoch)} "
+                         f"({m.mode}; last {_num(m.last)})")
+    if result.lr_changes:
+        lines.append("  learning rate:")
+        for d in result.lr_changes:
+            lines.append(f"    epoch {_ep(d.epoch)}: {_num(d.previous)} -> {_num(d.value)} "
+                         f"({d.source})")
+    else:
+        lines.append("  learning rate: never changed by a plugin")
+    if result.checkpoints:
+        shown = result.checkpoints[-_LAST_CHECKPOINTS:]
+        hidden = len(result.checkpoints) - len(shown)
+        lines.append(f"  checkpoints: {len(result.checkpoints)}"
+                     + (f" (the last {len(shown)} shown; --json lists all)" if hidden else ""))
+        for c in shown:
+            value = f"  {c['monitor']}={_num(c['value'])}" if c["monitor"] else ""
+            lines.append(f"    epoch {_ep(c['epoch'])}: {c['path']}{value}  "
+                         f"sha256 {c['sha256'][:16]}…")
+    else:
+        lines.append("  checkpoints: none")
+    for r in result.resumes:
+        lines.append(f"  resumed at epoch {_ep(r.initial_epoch)} (after seq {r.from_seq})")
+    lines.append(f"  warnings: {len(result.warnings) or 'none'}")
+    for w in result.warnings:
+        lines.append(f"    [{w.source}] epoch {_ep(w.epoch)}: {w.message}")
+    lines.append(f"  faults: {len(result.faults) or 'none'}")
+    for f in result.faults:
+        who = getattr(f, "plugin", None) or getattr(f, "sink", None)
+        lines.append(f"    {f.kind} {who} on {getattr(f, 'event', None)}: "
+                     f"{getattr(f, 'error', '')}: {getattr(f, 'message', '')}")
+    if decisions:
+        lines.append("")
+        lines.append(f"decisions ({len(result.decisions)})")
+        if result.decisions:
+            lines.append(f"  {'seq':>6}  {'epoch':>5}  {'kind':<17} {'source':<20} reason")
+            for d in result.decisions:
+                lines.append(f"  {d.seq:>6}  {_ep(d.epoch):>5}  {d.kind:<17} "
+                             f"{d.source:<20} {d.reason}")
+    return "\n".join(lines)
