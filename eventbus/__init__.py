@@ -9,6 +9,7 @@ from ._markers import hookimpl, hookspec
 from ._version import __version__
 from .bus import Bus, PluginIsolatedWarning, SinkFailureWarning
 from .errors import (
+    AbortTraining,
     ConfigError,
     EventBusError,
     EventError,
@@ -28,6 +29,7 @@ from .registry import registry
 from .replay import ReplayResult, replay
 
 __all__ = [
+    "AbortTraining",
     "Bus",
     "ConfigError",
     "EventBusError",

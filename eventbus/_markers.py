@@ -1,4 +1,4 @@
-"""The pluggy markers; kept apart from ``__init__`` so ``hookspecs`` can import them without a cycle."""
+"""The pluggy markers, apart from ``__init__`` so ``hookspecs`` imports them without a cycle."""
 
 import pluggy
 

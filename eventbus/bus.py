@@ -27,7 +27,7 @@ import pluggy
 from . import hookspecs
 from ._markers import PROJECT_NAME
 from ._version import __version__
-from .errors import ConfigError, EventError, PluginError
+from .errors import AbortTraining, ConfigError, EventError, PluginError
 from .log import RecordWriter, open_writer
 from .metrics import coerce_logs
 from .model import adapter_learning_rate
@@ -49,9 +49,11 @@ from .records import (
     SetLearningRate,
     SinkFailed,
     SnapshotWeights,
-    TRUSTED as _TRUSTED,
     StopTraining,
     WeightsRestored,
+)
+from .records import (
+    TRUSTED as _TRUSTED,
 )
 from .records import Warning as WarningRecord
 
@@ -148,8 +150,12 @@ class Bus:
         self.failures: list[Record] = []
 
         self._skip_train_begin = False
+        self._skip_train_end = False
+        self._feeding = False
         targets = _as_list(log)
         resume_path = _resume_source(targets) if resume else None
+        # Writers whose file already holds this run's records (and so its header).
+        self._continued: set[int] = set()
         self._writers: list[RecordWriter] = [self._writer(w, append=resume) for w in targets]
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
@@ -160,14 +166,14 @@ class Bus:
         self._resolve()
         for plugin in plugins:
             self.register(plugin)
-        if resume_path is None:
-            for fn, _ in self._h_resume_from:  # type: ignore[attr-defined]
-                found = fn(bus=self)
-                if found is not None and os.path.exists(found):
-                    resume_path = found
-                    break
-        if resume_path is not None and os.path.exists(resume_path):
-            self.resume(resume_path)
+        # Plugins that keep a backup (BackupAndRestore) are always asked, so they can attach
+        # their writers; the bus's own log, when it has records, is the more complete source.
+        for fn, _ in self._h_resume_from:  # type: ignore[attr-defined]
+            found = fn(bus=self)
+            if found is not None and not _has_records(resume_path) and _has_records(found):
+                resume_path = os.fspath(found)
+        if _has_records(resume_path):
+            self.resume(resume_path)  # type: ignore[arg-type]
 
     # --- plugins -------------------------------------------------------------------------------
 
@@ -269,6 +275,15 @@ class Bus:
             self.model.learning_rate = self._lr
 
     @property
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        """Weights kept by ``snapshot_weights`` decisions, by tag (copies, NumPy arrays).
+
+        A backup plugin may save and restore this mapping so ``restore_weights`` still finds
+        the weights of an epoch before a crash.
+        """
+        return self._snapshots
+
+    @property
     def epoch(self) -> int | None:
         """The epoch in progress (from the last ``epoch_begin``)."""
         return self._epoch
@@ -299,6 +314,11 @@ class Bus:
         return self._observe("train_begin", {"params": _params(params)}, logs)
 
     def train_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        """Training ended. After resuming a finished run with no new epoch, nothing is published."""
+        if self._skip_train_end:
+            self._skip_train_end = False
+            self._in_train = False
+            return ()
         decisions = self._observe("train_end", {}, logs)
         self._in_train = False
         return decisions
@@ -306,6 +326,7 @@ class Bus:
     def epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         epoch = _index(epoch, "epoch", "epoch_begin")
         self._epoch = epoch
+        self._skip_train_end = False  # a resumed finished run trained on: its end is new
         return self._observe("epoch_begin", {"epoch": epoch}, logs)
 
     def epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
@@ -393,7 +414,8 @@ class Bus:
         """
         if not isinstance(event, Observation):
             raise EventError(f"publish: expected an observation record (TrainBegin, EpochEnd, "
-                             f"...); got {type(event).__name__}", event=getattr(event, "kind", None))
+                             f"...); got {type(event).__name__}",
+                             event=getattr(event, "kind", None))
         kind, logs = event.kind, event.logs
         given = event.model_fields_set
         if kind == "train_begin":
@@ -450,10 +472,12 @@ class Bus:
             data["logs"]["learning_rate"] = self._lr
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
         writers, self._writers = self._writers, []
+        self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
             return self._emit(KINDS[kind], data, handlers)
         finally:
             self._writers = writers
+            self._feeding = False
 
     # --- recording and dispatch ----------------------------------------------------------------
 
@@ -495,7 +519,7 @@ class Bus:
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
-        if self._attention:
+        if self._attention and not self._feeding:
             if not self._header_written:
                 self._write_header()
             self._drain()
@@ -662,6 +686,13 @@ class Bus:
     def _plugin_failed(self, plugin: object, kind: str, seq: int | None, exc: Exception) -> None:
         label = self._labels[id(plugin)]
         epoch = self._epoch
+        if isinstance(exc, AbortTraining):
+            # A plugin asked to end the run by raising (TerminateOnNaN(raise_error=True)):
+            # recorded, then raised whatever the policy.
+            self._fault(PluginFailed(plugin=label, event=kind, error=type(exc).__name__,
+                                     message=str(exc), cause_seq=seq, epoch=epoch))
+            self._flush()
+            raise exc
         if getattr(plugin, "side_effects", False):
             self._fault(SinkFailed(sink=label, event=kind, error=type(exc).__name__,
                                    message=str(exc), cause_seq=seq, epoch=epoch))
@@ -752,8 +783,13 @@ class Bus:
 
         recorded = [r for r in kept if isinstance(r, Decision)]
         replayed: list[Decision] = []
-        self._replaying = True
+        # A writer that starts a new file (not the log resumed from) gets this run's header.
         self._header_written = True
+        header_data = header.model_dump()
+        for writer in self._writers:
+            if id(writer) not in self._continued and not _same_path(writer, log):
+                writer.write(header_data)
+        self._replaying = True
         try:
             for record in kept:
                 if isinstance(record, Observation):
@@ -775,7 +811,10 @@ class Bus:
         self.initial_epoch = finished[-1].epoch + 1 if finished else 0  # type: ignore[attr-defined]
         began = any(r.kind == "train_begin" for r in kept)
         ended = any(r.kind == "train_end" for r in kept)
-        self._skip_train_begin = began and not ended
+        # The loop runs unchanged on a resumed run: its train_begin must not reset the plugins'
+        # restored state, and a finished run's train_end is not published twice.
+        self._skip_train_begin = began
+        self._skip_train_end = ended
         self._in_train = began and not ended
         self._epoch = finished[-1].epoch if finished else None  # type: ignore[attr-defined]
         from_seq = kept[-1].seq
@@ -892,11 +931,27 @@ class Bus:
 
     def _writer(self, target: Any, *, append: bool = False) -> RecordWriter:
         if isinstance(target, (str, os.PathLike)):
-            return open_writer(target, append=append)
+            continued = append and _has_records(target)
+            writer = open_writer(target, append=append)
+            if continued:
+                self._continued.add(id(writer))
+            return writer
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "sync", "close")):
             return target  # type: ignore[no-any-return]
         raise ConfigError(f"Bus: log must be a path or a writer with write/flush/sync/close; "
                           f"got {type(target).__name__}", field="log")
+
+
+def _has_records(path: str | os.PathLike[str] | None) -> bool:
+    return path is not None and os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+def _same_path(writer: object, path: str | os.PathLike[str]) -> bool:
+    own = getattr(writer, "path", None)
+    try:
+        return own is not None and os.path.samefile(own, path)
+    except OSError:
+        return False
 
 
 def _resume_source(targets: list[Any]) -> str | None:

@@ -45,8 +45,9 @@ def init_model(seed: int, hidden: int = 64, learning_rate: float = 1.0) -> Numpy
         "dense/bias": np.zeros(hidden),
         "output/kernel": rng.normal(0.0, 1.0 / np.sqrt(hidden), (hidden, 1)),
         "output/bias": np.zeros(1),
-    }, learning_rate=learning_rate, config={"layers": [f"dense({hidden}, tanh)", "output(1, sigmoid)"],
-                                            "loss": "binary_crossentropy", "optimizer": "sgd"})
+    }, learning_rate=learning_rate, config={
+        "layers": [f"dense({hidden}, tanh)", "output(1, sigmoid)"],
+        "loss": "binary_crossentropy", "optimizer": "sgd"})
 
 
 def _forward(w: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

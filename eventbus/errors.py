@@ -5,6 +5,7 @@
     ├── EventError(ValueError)           a published event is malformed
     │   └── MetricValueError             a metric value is not a real number
     ├── PluginError(RuntimeError)        a plugin raised while handling an event
+    ├── AbortTraining(RuntimeError)      a plugin ends the run by raising, whatever the policy
     ├── LogError(ValueError)             an event log cannot be read
     │   ├── LogCorruptError              a line or file in the middle of a log is not a record
     │   └── SchemaVersionError           the log was written by a newer, incompatible schema
@@ -18,6 +19,7 @@ message read in a CI log is enough to find the fault.
 from __future__ import annotations
 
 __all__ = [
+    "AbortTraining",
     "ConfigError",
     "EventBusError",
     "EventError",
@@ -69,6 +71,13 @@ class PluginError(EventBusError, RuntimeError):
         self.seq = seq
 
 
+class AbortTraining(EventBusError, RuntimeError):
+    """Raised by a plugin to end training at once (``TerminateOnNaN(raise_error=True)``).
+
+    The bus records it as ``plugin_failed`` and lets it through even when plugins are isolated.
+    """
+
+
 class LogError(EventBusError, ValueError):
     """An event log cannot be read."""
 
@@ -91,4 +100,4 @@ class RegistryError(EventBusError, LookupError):
 
 
 class ReplayError(EventBusError, RuntimeError):
-    """A log cannot be replayed as asked (for example a plugin whose parameters were not recorded)."""
+    """A log cannot be replayed as asked (e.g. a plugin whose parameters were not recorded)."""

@@ -21,8 +21,15 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError, SchemaVersionError
-from .records import KINDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite, \
-    parse_record, trusted
+from .records import (
+    KINDS,
+    SCHEMA_VERSION,
+    Record,
+    decode_nonfinite,
+    encode_nonfinite,
+    parse_record,
+    trusted,
+)
 
 __all__ = ["JsonlWriter", "TornLogWarning", "iter_jsonl_dicts", "read_jsonl", "truncate_torn_tail"]
 

@@ -22,7 +22,7 @@ def _where(kind: str, plugin: str | None) -> str:
 
 
 def to_float(value: Any, key: str, kind: str, plugin: str | None = None) -> float:
-    """Return ``value`` as a float, or raise :class:`MetricValueError` naming key, event and type."""
+    """``value`` as a float, or :class:`MetricValueError` naming the key, event and type."""
     if isinstance(value, float):
         return float(value)
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
@@ -47,7 +47,8 @@ def to_float(value: Any, key: str, kind: str, plugin: str | None = None) -> floa
             inner = item()
         except Exception as exc:
             raise MetricValueError(
-                f"{_where(kind, plugin)}: logs[{key!r}]: {type(value).__name__}.item() failed: {exc}",
+                f"{_where(kind, plugin)}: logs[{key!r}]: "
+                f"{type(value).__name__}.item() failed: {exc}",
                 event=kind, field=f"logs.{key}", plugin=plugin) from exc
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
             return float(inner)

@@ -6,7 +6,9 @@ the events, so a replay with the recorded parameters reproduces the recorded dec
 ``verify=True`` reports the first one that differs.
 
 A replay ends where its own decisions stop training, as the loop would have: a what-if that
-stops earlier sees no later epochs. Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
+stops earlier sees no later epochs.
+
+Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
 replayed learning-rate decision differs from the recorded one, the later metrics are those of a
 run trained with another learning rate; :attr:`ReplayResult.diverged_at` gives the first event
 where that is so.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from eventbus import EventBusError, Plugin, hookimpl
+from eventbus import AbortTraining, Plugin, hookimpl
 from eventbus.records import StopTraining
 
 from .monitor import require_bool
@@ -13,7 +13,7 @@ from .monitor import require_bool
 __all__ = ["NonFiniteLossError", "TerminateOnNaN"]
 
 
-class NonFiniteLossError(EventBusError, RuntimeError):
+class NonFiniteLossError(AbortTraining):
     """A training batch's loss was NaN or infinite and ``raise_error=True`` was asked for."""
 
 

@@ -468,3 +468,20 @@ class TestThreadsAndClose:
             warnings.simplefilter("error")
             (_, event) = list(read_log(path))
         assert math.isnan(event.logs["loss"]) and event.logs["grad"] == math.inf
+
+
+class TestAbort:
+    def test_abort_training_goes_through_isolation(self):
+        """A plugin raising AbortTraining ends the run even under on_plugin_error='isolate'."""
+        from eventbus import AbortTraining
+
+        class Abort(Plugin):
+            @hookimpl
+            def on_batch_end(self, event):
+                raise AbortTraining("loss is NaN")
+
+        writer = RecordingWriter()
+        bus = Bus([Abort()], log=writer, on_plugin_error="isolate")
+        with pytest.raises(AbortTraining, match="NaN"):
+            bus.batch_end(0, {"loss": math.nan})
+        assert writer.kinds()[-1] == "plugin_failed"

@@ -58,7 +58,7 @@ class TestRecords:
             ("set_learning_rate", 0.01, 0.1, 3, 7)
 
     def test_numpy_evidence_becomes_plain_data(self):
-        """numpy numbers in evidence are stored as Python numbers, so every log format takes them."""
+        """numpy numbers in evidence are stored as Python numbers: every log format takes them."""
         d = r.StopTraining(reason="x", evidence={"best": np.float32(0.25), "wait": np.int64(3),
                                                  "hist": np.array([1.0, 2.0])})
         assert d.evidence == {"best": 0.25, "wait": 3, "hist": [1.0, 2.0]}

@@ -118,3 +118,61 @@ def test_a_decision_lost_in_the_crash_is_recovered(tmp_path):
     resumed.close()
     kinds = [rec.kind for rec in read_log(path)]
     assert kinds[-3:] == ["resumed", "set_learning_rate", "stop_training"]
+
+
+class TestResumeDetails:
+    def test_a_new_log_next_to_the_resumed_one_gets_the_header(self, tmp_path):
+        """Resuming from a backup log into a fresh main log: the main log starts with a header."""
+        from eventbus import Plugin, hookimpl
+
+        backup = tmp_path / "backup.jsonl"
+        with Bus([], log=backup) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+
+        class Backup(Plugin):
+            @hookimpl
+            def resume_from(self, bus):
+                return str(backup)
+
+        main = tmp_path / "main.jsonl"
+        resumed = Bus([Backup()], log=main)
+        assert resumed.initial_epoch == 1
+        resumed.close()
+        kinds = [rec.kind for rec in read_log(main)]
+        assert kinds == ["header", "resumed"]
+
+    def test_outcomes_reported_during_resume_are_recorded(self, tmp_path):
+        """bus.report() while the bus is restoring state lands in the log afterwards."""
+        from eventbus import Plugin, hookimpl
+
+        path = tmp_path / "events.jsonl"
+        with Bus([], log=path) as bus:
+            bus.train_begin()
+            bus.epoch_end(0, {"loss": 1.0})
+
+        class Reporter(Plugin):
+            @hookimpl
+            def resume_from(self, bus):
+                bus.report(r.Warning(message="restored weights from backup"))
+
+        resumed = Bus([Reporter()], log=path, resume=True)
+        resumed.epoch_begin(1)
+        resumed.close()
+        messages = [rec.message for rec in read_log(path) if rec.kind == "warning"]
+        assert messages == ["restored weights from backup"]
+
+    def test_a_finished_run_does_not_publish_train_end_twice(self, tmp_path):
+        """The loop runs unchanged after resuming a finished run: its ends are not repeated."""
+        path = tmp_path / "events.jsonl"
+        for _ in range(2):
+            with Bus([], log=path, resume=True) as bus:
+                bus.train_begin({"epochs": 2})
+                for epoch in range(bus.initial_epoch, 2):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"loss": 1.0})
+                bus.train_end()
+        kinds = [rec.kind for rec in read_log(path)]
+        assert kinds.count("train_begin") == 1 and kinds.count("train_end") == 1
+        assert kinds[-1] == "resumed"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus, PluginError
+from eventbus import Bus
 from eventbus.records import (
     BatchBegin,
     BatchEnd,
@@ -55,15 +55,19 @@ class TestTerminateOnNaN:
         assert drive(TerminateOnNaN(), batches([0.5, None, 1e300, 0.0])) == []
 
     def test_raise_error_raises(self) -> None:
-        """raise_error=True raises; the bus records plugin_failed and raises PluginError."""
+        """raise_error=True raises its own error; the bus records plugin_failed first."""
         bus = Bus([TerminateOnNaN(raise_error=True)])
         bus.train_begin()
         bus.epoch_begin(0)
-        with pytest.raises(PluginError, match="NaN or Inf loss encountered at batch 0") as info:
+        with pytest.raises(NonFiniteLossError, match="NaN or Inf loss encountered at batch 0"):
             bus.batch_end(0, {"loss": math.nan})
-        assert isinstance(info.value.__cause__, NonFiniteLossError)
-        assert isinstance(info.value, RuntimeError)
         assert bus.failures[0].kind == "plugin_failed"
+
+    def test_raise_error_ends_the_run_even_when_plugins_are_isolated(self) -> None:
+        """Asking to raise ends the run whatever the failure policy."""
+        bus = Bus([TerminateOnNaN(raise_error=True)], on_plugin_error="isolate")
+        with pytest.raises(NonFiniteLossError):
+            bus.batch_end(0, {"loss": math.inf})
 
     def test_bus_stop_flag(self) -> None:
         """The decision sets bus.stop_training, which the loop reads."""
