@@ -210,7 +210,8 @@ def main() -> None:
     for label, us, _ in rows:
         print(f"  {label:<{width}}  {us:7.3f} µs")
     print("\nratios")
-    print(f"  bus / floor, {subs} subscribers:             {o12 / f12:5.2f}x  (target <= 2.0x, goal 1.3x)")
+    print(f"  bus / floor, {subs} subscribers:             {o12 / f12:5.2f}x  "
+          "(target <= 2.0x, goal 1.3x)")
     print(f"  naive / bus, {subs} subscribers:             {n12 / o12:5.2f}x  (target >= 3x)")
     print(f"  bus with every built-in / floor ({n_all} subs): {ob / fb:5.2f}x")
     if k12 is not None:
