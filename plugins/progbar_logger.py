@@ -1,0 +1,158 @@
+"""ProgbarLogger: training progress on the terminal (a tqdm bar) or as plain lines in CI logs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from eventbus import Plugin, hookimpl
+from eventbus.errors import ConfigError
+
+__all__ = ["ProgbarLogger", "format_logs"]
+
+_NOT_SHOWN = frozenset({"batch", "size", "num_steps"})
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.4e}"
+
+
+def format_logs(logs: Mapping[str, float]) -> str:
+    """``loss: 0.1234 - val_loss: 0.2345``: Keras's way of showing metrics."""
+    return " - ".join(f"{k}: {_number(v)}" for k, v in logs.items() if k not in _NOT_SHOWN)
+
+
+class ProgbarLogger(Plugin):
+    """Print progress and metrics, as Keras's progress bar does.
+
+    ``verbose=1``: on a terminal, a live bar per epoch (steps done, rate, ETA, the latest batch
+    metrics), left with the epoch's metrics when the epoch ends; when the output is not a
+    terminal (a CI log, a file) one plain line per epoch instead, so logs stay readable.
+    ``verbose=2``: one line per epoch everywhere. ``verbose=0``: nothing.
+    ``count_mode``: ``"steps"`` counts batches against ``params["steps"]``; ``"samples"``
+    counts the batches' ``size`` against ``params["samples"]``. ``file``: where to write,
+    standard output by default.
+    """
+
+    side_effects = True
+
+    def __init__(self, count_mode: str = "steps", verbose: int = 1, *, file: IO[str] | None = None,
+                 mininterval: float = 0.1):
+        if count_mode not in ("steps", "samples"):
+            raise ConfigError(f"ProgbarLogger: count_mode must be 'steps' or 'samples'; got "
+                              f"{count_mode!r}", plugin="ProgbarLogger", field="count_mode")
+        if verbose not in (0, 1, 2):
+            raise ConfigError(f"ProgbarLogger: verbose must be 0, 1 or 2; got {verbose!r}",
+                              plugin="ProgbarLogger", field="verbose")
+        self.count_mode = count_mode
+        self.verbose = verbose
+        self.file = file
+        self.mininterval = mininterval
+        self._params: dict[str, Any] = {}
+        self._bar: Any = None
+        self._done = 0
+        self._seen = 0
+        self._started: float | None = None
+        self._shown: float = 0.0
+        if verbose == 0:
+            for hook in ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end",
+                         "on_train_end", "on_close"):
+                setattr(self, hook, None)  # silent: subscribe to nothing at all
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["file"] = None if self.file is None else getattr(self.file, "name", "<stream>")
+        return config
+
+    @property
+    def _out(self) -> IO[str]:
+        return self.file if self.file is not None else sys.stdout
+
+    def _live(self) -> bool:
+        """A bar only where one can be redrawn: verbose 1 on a terminal."""
+        if self.verbose != 1:
+            return False
+        isatty = getattr(self._out, "isatty", None)
+        try:
+            return bool(isatty and isatty())
+        except ValueError:  # a closed stream
+            return False
+
+    def _target(self) -> int | None:
+        key = "steps" if self.count_mode == "steps" else "samples"
+        value = self._params.get(key)
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def _title(self, epoch: int) -> str:
+        epochs = self._params.get("epochs")
+        return f"Epoch {epoch + 1}/{epochs}" if epochs else f"Epoch {epoch + 1}"
+
+    @hookimpl
+    def on_train_begin(self, event: Any) -> None:
+        self._params = dict(event.params)
+
+    @hookimpl
+    def on_epoch_begin(self, event: Any) -> None:
+        self._close_bar()
+        self._done = 0
+        self._seen = 0
+        self._started = event.time
+        self._shown = 0.0
+        if self._live():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._target(), desc=self._title(event.epoch),
+                             unit="step" if self.count_mode == "steps" else "sample",
+                             file=self._out, leave=True, dynamic_ncols=True,
+                             mininterval=self.mininterval)
+
+    @hookimpl
+    def on_batch_end(self, event: Any) -> None:
+        logs = event.logs
+        n = 1 if self.count_mode == "steps" else int(logs.get("size", 0))
+        self._done += 1
+        self._seen += n
+        bar = self._bar
+        if bar is None:
+            return
+        bar.update(n)
+        # Formatting metrics costs more than the bar: only as often as the bar redraws.
+        if event.time - self._shown >= self.mininterval:
+            self._shown = event.time
+            bar.set_postfix_str(format_logs(logs), refresh=False)
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> None:
+        metrics = format_logs(event.logs)
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.set_postfix_str(metrics, refresh=False)
+            bar.close()
+            return
+        parts = [self._title(event.epoch)]
+        target = self._target()
+        count = self._done if self.count_mode == "steps" else self._seen
+        if count:
+            unit = "steps" if self.count_mode == "steps" else "samples"
+            parts.append(f"{count}/{target} {unit}" if target else f"{count} {unit}")
+        if self._started is not None:
+            parts.append(f"{event.time - self._started:.1f}s")
+        if metrics:
+            parts.append(metrics)
+        out = self._out
+        out.write(" - ".join(parts) + "\n")
+        out.flush()
+
+    def _close_bar(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
+
+    @hookimpl
+    def on_train_end(self, event: Any) -> None:
+        self._close_bar()
+
+    @hookimpl
+    def on_close(self) -> None:
+        self._close_bar()

@@ -1,0 +1,148 @@
+"""RemoteMonitor: POST each epoch's logs to a server, as Keras does, without blocking training."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from eventbus import Plugin, hookimpl
+from eventbus.errors import ConfigError
+from eventbus.records import SinkFailed, encode_nonfinite
+from eventbus.records import Warning as WarningRecord
+
+__all__ = ["RemoteMonitor"]
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    # Non-finite values spelled "NaN", "Infinity", "-Infinity", as in event logs: JSON has no
+    # NaN, and a diverging loss is exactly what a monitor should be told about.
+    return orjson.dumps(encode_nonfinite(payload))
+
+
+class RemoteMonitor(Plugin):
+    """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end.
+
+    As Keras: an HTTP POST whose form field ``field`` holds the payload as JSON, or with
+    ``send_as_json=True`` a JSON body; ``headers`` go with every request. Unlike Keras, the
+    request is made on a background thread (the training thread only queues it), with a
+    ``timeout``, ``retries`` with exponential ``backoff`` on connection errors, timeouts and
+    5xx answers, and at ``train_end`` a wait of at most ``flush_timeout`` seconds for what is
+    still queued. Payloads that could not be delivered are counted and recorded
+    (``sink_failed``); the headers, which may hold tokens, are never recorded.
+    """
+
+    side_effects = True
+
+    def __init__(self, root: str = "http://localhost:9000", path: str = "/publish/epoch/end/",
+                 field: str = "data", headers: Mapping[str, str] | None = None,
+                 send_as_json: bool = False, *, timeout: float = 5.0, retries: int = 3,
+                 backoff: float = 0.25, max_pending: int = 1000, flush_timeout: float = 10.0):
+        if not isinstance(root, str) or not root.startswith(("http://", "https://")):
+            raise ConfigError(f"RemoteMonitor: root must be an http:// or https:// URL; got "
+                              f"{type(root).__name__}", plugin="RemoteMonitor", field="root")
+        if not isinstance(path, str) or not isinstance(field, str) or not field:
+            raise ConfigError("RemoteMonitor: path and field must be strings (field non-empty)",
+                              plugin="RemoteMonitor", field="path")
+        self.root = root
+        self.path = path
+        self.field = field
+        self.headers = dict(headers or {})
+        self.send_as_json = send_as_json
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_pending = max_pending
+        self.flush_timeout = flush_timeout
+        self._bus: Any = None
+        self._label = self.name
+        self._sender: Any = None
+        self._dropped_reported = 0
+
+    @property
+    def url(self) -> str:
+        return self.root + self.path
+
+    def get_config(self) -> dict[str, Any]:
+        from sinks.http import redact_url
+
+        config = super().get_config()
+        # The log header is read by people and tools: no tokens in it.
+        config["headers"] = {name: "<redacted>" for name in self.headers}
+        config["root"] = redact_url(self.root)
+        return config
+
+    def _get(self) -> Any:
+        if self._sender is None:
+            from sinks.http import HttpSender
+
+            bus, label = self._bus, self._label
+
+            def on_failure(error: str, message: str, n: int) -> None:
+                if bus is not None:  # report() is safe from the sender thread
+                    bus.report(SinkFailed(sink=label, event="epoch_end", error=error,
+                                          message=message))
+
+            content_type = "application/json" if self.send_as_json else \
+                "application/x-www-form-urlencoded"
+            self._sender = HttpSender(
+                self.url, encode=lambda items: items[0], content_type=content_type,
+                max_pending=self.max_pending, headers=self.headers, timeout=self.timeout,
+                retries=self.retries, backoff=self.backoff, eager=True,
+                on_failure=on_failure, name=label)
+        return self._sender
+
+    def payload(self, epoch: int, logs: Mapping[str, float]) -> bytes:
+        """The request body for one epoch."""
+        data = _json({"epoch": epoch, **logs})
+        if self.send_as_json:
+            return data
+        return urlencode({self.field: data.decode()}).encode()
+
+    @hookimpl
+    def on_attach(self, bus: Any) -> None:
+        self._bus = bus
+        self._label = bus.label(self)
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> Any:
+        sender = self._get()
+        if sender.put(self.payload(event.epoch, event.logs)):
+            return None
+        dropped = sender.stats.dropped
+        if self._dropped_reported:
+            return None
+        self._dropped_reported = dropped
+        return WarningRecord(message=f"RemoteMonitor: epoch {event.epoch} not sent: "
+                             f"{sender.pending} payloads are still waiting for "
+                             f"{_host(self.url)}", details={"dropped": dropped})
+
+    @hookimpl
+    def on_train_end(self, event: Any) -> Any:
+        sender = self._sender
+        if sender is None or sender.flush(self.flush_timeout):
+            return None
+        return WarningRecord(message=f"RemoteMonitor: {sender.pending} payload(s) still "
+                             f"unsent {self.flush_timeout}s after train_end",
+                             details=sender.stats.as_dict())
+
+    @hookimpl
+    def on_close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is None:
+            return
+        stats = sender.close(self.flush_timeout)
+        if stats.undelivered and self._bus is not None:
+            # Through report() so the bus counts it among the run's sink failures.
+            self._bus.report(SinkFailed(
+                sink=self._label, event="close", error="DeliveryError",
+                message=f"{stats.undelivered} of {stats.undelivered + stats.sent} epoch "
+                        f"payload(s) not delivered to {_host(self.url)}: {stats.describe()}"))
+
+
+def _host(url: str) -> str:
+    from sinks.http import redact_url
+
+    return redact_url(url)

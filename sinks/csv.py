@@ -1,0 +1,162 @@
+"""A CSV table of per-epoch metrics, in Keras's CSVLogger layout.
+
+The first column is ``epoch``, then one column per metric, sorted by name; one row per epoch.
+Values are written with ``repr``, the shortest text that reads back as the same float, so the
+``csv`` module (``float(text)``) and pandas read them back exactly; NaN and the infinities are
+``nan``, ``inf`` and ``-inf``. A metric an epoch did not report is ``NA``, as Keras writes it
+(pandas reads it as NaN).
+
+Where Keras loses data, this table does not:
+
+- A metric that first appears in a later epoch widens the header; earlier rows get ``NA``.
+  Widening rewrites the file (to a temporary file in the same directory, then renamed into
+  place), so a crash leaves the old table or the new one, never half of each.
+- Opened with ``append=True`` on an existing table, the header is reconciled with the new
+  metrics the same way, and a row for an epoch the table already holds replaces that row instead
+  of adding a second one: a resumed run repeats the epoch a crash interrupted.
+- A torn last line (a crash mid-write) is cut off before appending.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from eventbus.errors import ConfigError, LogCorruptError
+from eventbus.jsonl import truncate_torn_tail
+
+__all__ = ["MISSING", "CsvTable", "format_value"]
+
+#: What a row holds for a metric its epoch did not report (Keras's spelling).
+MISSING = "NA"
+
+
+def format_value(value: Any) -> str:
+    """The text of one metric value: ``repr`` of the float, so it reads back exactly."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    return repr(float(value))
+
+
+class CsvTable:
+    """One CSV file of epoch rows. ``write`` appends (or, when it must, rewrites) and flushes.
+
+    ``separator`` is the one-character delimiter; ``append=False`` starts the file afresh,
+    ``append=True`` continues an existing one (see the module docstring).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, separator: str = ",",
+                 append: bool = False):
+        if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
+            raise ConfigError(f"CSV separator must be one character other than a quote or a "
+                              f"line break; got {separator!r}", field="separator")
+        self.path = Path(path)
+        self.separator = separator
+        #: The metric columns, in file order (``epoch`` comes first and is not listed).
+        self.columns: list[str] = []
+        #: Epochs the file holds a row for.
+        self.epochs: set[int] = set()
+        self._file: Any = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if append and self.path.exists() and self.path.stat().st_size > 0:
+            truncate_torn_tail(self.path)
+            header, rows = self._read()
+            self.columns = header[1:]
+            self.epochs = {self._epoch_of(row, i) for i, row in enumerate(rows, 2)}
+            self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        else:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+
+    def _read(self) -> tuple[list[str], list[list[str]]]:
+        with open(self.path, newline="", encoding="utf-8") as file:
+            reader = csv.reader(file, delimiter=self.separator)
+            header = next(reader, [])
+            rows = [row for row in reader if row]
+        if not header:
+            return ["epoch"], []
+        if header[0] != "epoch":
+            raise LogCorruptError(f"{self.path}: not an epoch table: the first column is "
+                                  f"{header[0]!r}, expected 'epoch' (is the separator "
+                                  f"{self.separator!r} right?)", path=str(self.path), line=1)
+        return header, rows
+
+    def _epoch_of(self, row: list[str], line: int) -> int:
+        try:
+            return int(row[0])
+        except (ValueError, IndexError):
+            raise LogCorruptError(f"{self.path}:{line}: epoch {row[:1]} is not an integer",
+                                  path=str(self.path), line=line) from None
+
+    def _line(self, columns: list[str], epoch: int, logs: Mapping[str, Any]) -> list[str]:
+        return [str(epoch)] + [format_value(logs[c]) if c in logs else MISSING for c in columns]
+
+    def write(self, epoch: int, logs: Mapping[str, Any]) -> None:
+        """Add the row for ``epoch`` (or replace the row the table already has for it)."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: the table is closed")
+        # The epoch column wins over a metric that happens to be called "epoch".
+        keys = [key for key in logs if key != "epoch"]
+        new = [key for key in keys if key not in self.columns]
+        if self._file.tell() == 0 and not self.epochs:
+            self.columns = sorted(keys)
+            self._append([["epoch", *self.columns], self._line(self.columns, epoch, logs)])
+        elif new or epoch in self.epochs:
+            columns = sorted(set(self.columns) | set(new)) if new else self.columns
+            self._rewrite(columns, epoch, logs)
+        else:
+            self._append([self._line(self.columns, epoch, logs)])
+        self.epochs.add(epoch)
+
+    def _append(self, rows: list[list[str]]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter=self.separator, lineterminator="\n").writerows(rows)
+        self._file.write(buffer.getvalue())
+        self._file.flush()
+
+    def _rewrite(self, columns: list[str], epoch: int, logs: Mapping[str, Any]) -> None:
+        self._file.close()
+        self._file = None
+        header, rows = self._read()
+        old = header[1:]
+        out = [["epoch", *columns]]
+        replaced = False
+        for row in rows:
+            if self._epoch_of(row, 0) == epoch:
+                out.append(self._line(columns, epoch, logs))
+                replaced = True
+                continue
+            values = dict(zip(old, row[1:]))
+            out.append([row[0]] + [values.get(c, MISSING) for c in columns])
+        if not replaced:
+            out.append(self._line(columns, epoch, logs))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as file:
+            csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, self.path)
+        self.columns = columns
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> CsvTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

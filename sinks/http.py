@@ -1,0 +1,385 @@
+"""HTTP delivery that never blocks the training loop.
+
+:class:`HttpSender` posts from one background thread: the training thread only appends to a
+bounded buffer. Requests have a timeout; connection errors, timeouts and 5xx/429 answers are
+retried with exponential backoff; other 4xx answers are not (sending the same body again will not
+help). ``flush(timeout)`` waits for delivery up to a deadline, ``close(timeout)`` too, then
+gives up on what is left. Nothing is dropped silently: :class:`DeliveryStats` counts what was
+sent, failed, dropped (buffer full) and abandoned (still pending at the deadline), and the owner
+records the undelivered as ``sink_failed`` or ``warning``.
+
+Headers (which may carry tokens) and the query string and password of a URL never appear in a
+message: errors name the URL through :func:`redact_url` only.
+
+:class:`HttpRecordSink` streams every record of a run to a collector, in batches, as JSON Lines
+(the bytes a ``.jsonl`` log holds); it is a record writer: ``Bus(log=["run.jsonl", sink])``.
+:class:`plugins.RemoteMonitor` posts one payload per epoch through an :class:`HttpSender`.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from eventbus.errors import ConfigError, EventBusError
+from eventbus.records import SinkFailed, encode_nonfinite
+from eventbus.records import Warning as WarningRecord
+
+__all__ = ["DeliveryError", "DeliveryStats", "HttpRecordSink", "HttpSender", "redact_url"]
+
+
+class DeliveryError(EventBusError, RuntimeError):
+    """Records or payloads could not be delivered (raised by a sink's ``close`` only)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password and query values, fit for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}" if parts.password else \
+            f"{parts.username}@{netloc}"
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")
+                     if pair) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@dataclass
+class DeliveryStats:
+    """What happened to the items given to a sender. Counts are of items, not requests."""
+
+    sent: int = 0
+    #: Given up on: retries exhausted, or an answer retrying cannot fix (4xx).
+    failed: int = 0
+    #: Refused because the buffer was full (or the sender closed).
+    dropped: int = 0
+    #: Still waiting, or in flight, when close's deadline passed.
+    abandoned: int = 0
+    #: HTTP requests made, retries included.
+    requests: int = 0
+    retries: int = 0
+
+    @property
+    def undelivered(self) -> int:
+        return self.failed + self.dropped + self.abandoned
+
+    def describe(self) -> str:
+        parts = [f"{self.failed} failed after retries or refused"] if self.failed else []
+        if self.dropped:
+            parts.append(f"{self.dropped} dropped because the buffer was full")
+        if self.abandoned:
+            parts.append(f"{self.abandoned} still pending at the deadline")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped,
+                "abandoned": self.abandoned, "requests": self.requests, "retries": self.retries}
+
+
+#: Called from the sender thread as ``on_failure(error, message, items)``: the first failure
+#: after a success (so an outage is reported once, not once per item).
+FailureCallback = Callable[[str, str, int], None]
+_RETRY_STATUS = frozenset({408, 429})
+
+
+class HttpSender:
+    """POST items to ``url`` from a background thread, through a bounded buffer.
+
+    Parameters
+    ----------
+    encode:
+        Turns a list of up to ``batch_size`` items into a request body.
+    content_type:
+        The body's media type.
+    batch_size:
+        Items per request at most. The thread sends as soon as it is woken: by ``put`` when
+        ``eager`` or when a full batch waits, by :meth:`kick`, or every ``linger`` seconds.
+    max_pending:
+        Items the buffer holds at most; ``put`` beyond that drops the item and counts it.
+    headers:
+        Sent with every request; never logged.
+    timeout:
+        Seconds for connecting and for each read.
+    retries, backoff, max_backoff:
+        A failed request is tried again up to ``retries`` times, waiting ``backoff``,
+        ``2 * backoff``, ... seconds (at most ``max_backoff``) in between.
+    """
+
+    def __init__(self, url: str, *, encode: Callable[[list[Any]], bytes],
+                 content_type: str = "application/json", batch_size: int = 1,
+                 max_pending: int = 1000, headers: Mapping[str, str] | None = None,
+                 timeout: float = 5.0, retries: int = 3, backoff: float = 0.25,
+                 max_backoff: float = 4.0, eager: bool = True, linger: float | None = 1.0,
+                 on_failure: FailureCallback | None = None, name: str = "http"):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}: url must start with http:// or https://; got "
+                              f"{redact_url(str(url))!r}", field="url")
+        for field, value in (("batch_size", batch_size), ("max_pending", max_pending)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: {field} must be an int >= 1; got {value!r}",
+                                  field=field)
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"{name}: retries must be an int >= 0; got {retries!r}",
+                              field="retries")
+        if timeout <= 0 or backoff < 0:
+            raise ConfigError(f"{name}: timeout must be > 0 and backoff >= 0", field="timeout")
+        import requests
+
+        self.url = url
+        self.name = name
+        self.stats = DeliveryStats()
+        self._requests = requests
+        self._encode = encode
+        self._headers = {"Content-Type": content_type, **dict(headers or {})}
+        self._batch = batch_size
+        self._max = max_pending
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._eager = eager
+        self._linger = linger
+        self._on_failure = on_failure
+        self._pending: deque[Any] = deque()
+        self._in_flight = 0
+        self._healthy = True
+        self._closing = False
+        self._closed = False
+        self._abort = threading.Event()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-sender", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:  # never the headers
+        return f"HttpSender({redact_url(self.url)!r}, pending={len(self._pending)})"
+
+    # --- the training thread's side ----------------------------------------------------------
+
+    def put(self, item: Any) -> bool:
+        """Queue ``item``; never blocks. False (and counted as dropped) when the buffer is full."""
+        pending = self._pending
+        if self._closing or len(pending) >= self._max:
+            self.stats.dropped += 1
+            return False
+        pending.append(item)
+        if self._eager or len(pending) >= self._batch:
+            self._wake.set()
+        return True
+
+    def kick(self) -> None:
+        """Send what is pending now rather than after ``linger``."""
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + self._in_flight
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until everything queued is delivered or given up on; False at the deadline."""
+        self._wake.set()
+        with self._progress:
+            return self._progress.wait_for(lambda: not self.pending, timeout)
+
+    def close(self, timeout: float | None) -> DeliveryStats:
+        """Deliver what is pending until ``timeout`` seconds pass, then give up on the rest."""
+        if not self._closed:
+            self._closed = True
+            self._closing = True
+            self._wake.set()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._abort.set()
+                self._wake.set()
+                # Whatever is still queued or in flight now counts as abandoned; the thread
+                # leaves the counts alone from here on (it only finishes its current request).
+                with self._progress:
+                    self.stats.abandoned += len(self._pending) + self._in_flight
+                    self._pending.clear()
+                    self._in_flight = 0
+        return self.stats
+
+    # --- the sender thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        session = self._requests.Session()
+        try:
+            while not self._abort.is_set():
+                self._wake.wait(None if self._eager else self._linger)
+                self._wake.clear()
+                while self._pending and not self._abort.is_set():
+                    with self._progress:
+                        batch = [self._pending.popleft()
+                                 for _ in range(min(self._batch, len(self._pending)))]
+                        self._in_flight = len(batch)
+                    self._deliver(session, batch)
+                    with self._progress:
+                        if not self._abort.is_set():
+                            self._in_flight = 0
+                        self._progress.notify_all()
+                if self._closing and not self._pending:
+                    return
+        finally:
+            session.close()
+            with self._progress:
+                self._progress.notify_all()
+
+    def _deliver(self, session: Any, batch: list[Any]) -> None:
+        n = len(batch)
+        requests = self._requests
+        try:
+            body = self._encode(batch)
+        except Exception as exc:  # a value the encoder cannot take: retrying will not help
+            self._count_failure(type(exc).__name__, f"cannot encode {n} item(s): {exc}", n)
+            return
+        attempt = 0
+        while True:
+            self.stats.requests += 1
+            try:
+                response = session.post(self.url, data=body, headers=self._headers,
+                                        timeout=self._timeout)
+                status = response.status_code
+                response.close()
+                if 200 <= status < 300:
+                    if not self._abort.is_set():
+                        self.stats.sent += n
+                    self._healthy = True
+                    return
+                error = "HTTPError"
+                message = f"HTTP {status} from {redact_url(self.url)}"
+                retry = status >= 500 or status in _RETRY_STATUS
+            except requests.RequestException as exc:
+                error = type(exc).__name__
+                message = f"{error} posting to {redact_url(self.url)}"
+                retry = isinstance(exc, (requests.ConnectionError, requests.Timeout))
+            if not retry or attempt >= self._retries:
+                self._count_failure(error, message + (f" (after {attempt} retries)"
+                                                      if attempt else ""), n)
+                return
+            delay = min(self._max_backoff, self._backoff * 2 ** attempt)
+            attempt += 1
+            self.stats.retries += 1
+            if self._abort.wait(delay):
+                return  # close's deadline passed: counted as abandoned there
+
+    def _count_failure(self, error: str, message: str, n: int) -> None:
+        if self._abort.is_set():
+            return
+        self.stats.failed += n
+        if self._healthy and self._on_failure is not None:
+            try:
+                self._on_failure(error, message, n)
+            except Exception:  # noqa: S110 - reporting must not kill the sender
+                pass
+        self._healthy = False
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    if b"null" in line:  # orjson writes NaN and infinities as null: spell them as logs do
+        line = orjson.dumps(encode_nonfinite(record), option=orjson.OPT_APPEND_NEWLINE)
+    return line
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return b"".join([_line(r) for r in records])
+
+
+class HttpRecordSink:
+    """Stream every record of a run to a collector: a record writer for ``Bus(log=[...])``.
+
+    Each request is a POST of up to ``batch_size`` records as JSON Lines
+    (``application/x-ndjson``), the same lines a ``.jsonl`` log holds; records are in ``seq``
+    order and a retried batch may arrive twice, so a collector keys them on ``(run_id, seq)``.
+    ``write`` only appends to a buffer; the thread sends every ``linger`` seconds, or as soon as
+    ``batch_size`` records wait; ``sync`` (at ``train_end``) waits up to ``flush_timeout``
+    seconds for delivery, and
+    ``close`` waits as long again, then gives up on the rest and raises :class:`DeliveryError`
+    naming what was lost, which the bus records among its failures.
+
+    Call :meth:`attach` with the bus to have delivery failures recorded in the log as they
+    happen (``sink_failed``), and at ``train_end`` a ``warning`` with the counts.
+    """
+
+    name = "http"
+
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None,
+                 batch_size: int = 1000, max_pending: int = 100_000, timeout: float = 5.0,
+                 retries: int = 3, backoff: float = 0.25, max_backoff: float = 4.0,
+                 linger: float = 1.0, flush_timeout: float = 10.0):
+        self.url = url
+        self.flush_timeout = flush_timeout
+        self._bus: Any = None
+        self._reported = DeliveryStats()
+        self._sender = HttpSender(url, encode=_jsonl, content_type="application/x-ndjson",
+                                  batch_size=batch_size, max_pending=max_pending,
+                                  headers=headers, timeout=timeout, retries=retries,
+                                  backoff=backoff, max_backoff=max_backoff, eager=False,
+                                  linger=linger, on_failure=self._failed, name="http")
+
+    def __repr__(self) -> str:
+        return f"HttpRecordSink({redact_url(self.url)!r})"
+
+    @property
+    def stats(self) -> DeliveryStats:
+        return self._sender.stats
+
+    def attach(self, bus: Any) -> None:
+        """Record delivery failures on ``bus`` (through ``bus.report``, safe from any thread)."""
+        self._bus = bus
+
+    def _failed(self, error: str, message: str, n: int) -> None:
+        if self._bus is not None:
+            self._bus.report(SinkFailed(sink=self.name, event="write", error=error,
+                                        message=f"{message}; {n} record(s) not delivered"))
+        else:
+            warnings.warn(f"http sink: {message}; {n} record(s) not delivered", stacklevel=2)
+
+    # --- the record writer protocol ------------------------------------------------------------
+
+    def write(self, record: dict[str, Any]) -> None:
+        # The record is kept, not copied: the bus never changes a record once written.
+        self._sender.put(record)
+
+    def flush(self) -> None:
+        # The bus flushes at every epoch end; a request per flush would cost the loop more CPU
+        # (requests' own) than waiting: records go out every `linger` seconds or full batch.
+        return None
+
+    def sync(self) -> None:
+        delivered = self._sender.flush(self.flush_timeout)
+        stats = self._sender.stats
+        new = stats.undelivered - self._reported.undelivered
+        if self._bus is not None and (new or not delivered):
+            self._bus.report(WarningRecord(
+                source=self.name,
+                message=f"http sink: {stats.undelivered} record(s) undelivered so far "
+                        f"({stats.describe() or 'none'}); {self._sender.pending} pending after "
+                        f"{self.flush_timeout}s", details=stats.as_dict()))
+        self._reported = DeliveryStats(**stats.as_dict())
+
+    def close(self) -> None:
+        stats = self._sender.close(self.flush_timeout)
+        if stats.undelivered:
+            raise DeliveryError(f"http sink: {stats.undelivered} of "
+                                f"{stats.undelivered + stats.sent} record(s) not delivered to "
+                                f"{redact_url(self.url)}: {stats.describe()}")
+
+    def __enter__(self) -> HttpRecordSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

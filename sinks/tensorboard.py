@@ -1,0 +1,637 @@
+"""TensorBoard event files, written by one background thread.
+
+    sink = TensorBoardSink("logs")
+    sink.scalars("train", {"loss": 0.25}, step=0, wall_time=t, prefix="epoch_")
+    sink.close()
+
+Every method the training thread calls only puts a tuple on a queue. The writer thread drains the
+queue in batches, encodes the records, frames them as TFRecords (length, masked CRC-32C, data,
+masked CRC-32C) and appends them to ``<log_dir>/<run>/events.out.tfevents.*``, one file per run
+per sink, flushed to the OS after every batch and fsynced on :meth:`TensorBoardSink.flush`.
+
+Why not ``SummaryWriter.add_scalar``: it builds a protobuf message per scalar and checksums every
+record byte by byte in Python, on the caller's thread. Here scalar events are encoded straight
+into protobuf wire bytes (all the scalars of one step share one event), and checksums are
+computed for a whole batch of records at once (vectorised with NumPy; a native ``crc32c`` or
+``google_crc32c`` module is used when one is installed). Histograms, images and text, which are
+rare, go through tensorboardX's protobuf classes.
+
+Resume: :meth:`TensorBoardSink.truncate` rewrites the run's existing event files without the
+values a resumed run will write again, so TensorBoard never sees a step twice.
+
+Embeddings are not event records: :meth:`TensorBoardSink.embeddings` writes ``tensors.tsv``
+files under ``<log_dir>/embeddings/`` and regenerates ``<log_dir>/projector_config.pbtxt`` from
+what is on disk, the files TensorBoard's projector reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import re
+import shutil
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TensorBoardSink",
+    "encode_scalar_event",
+    "frame_records",
+    "iter_event_file",
+    "masked_crc32c",
+    "masked_crc32c_many",
+]
+
+# --- CRC-32C (Castagnoli), as TFRecord framing wants it ------------------------------------------
+
+
+def _table() -> list[int]:
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _table()
+_CRC_NP = np.array(_CRC_TABLE, dtype=np.uint32)
+#: Below this many records of one length, a Python loop beats NumPy's per-call overhead.
+_VECTOR_MIN = 32
+
+
+def _native_crc() -> Callable[[bytes], int] | None:
+    try:
+        from crc32c import crc32c  # type: ignore[import-not-found]
+
+        return crc32c  # type: ignore[no-any-return]
+    except ImportError:
+        pass
+    try:
+        import google_crc32c  # type: ignore[import-not-found]
+
+        return google_crc32c.value  # type: ignore[no-any-return]
+    except ImportError:
+        return None
+
+
+_NATIVE = _native_crc()
+
+
+def _crc_py(data: bytes) -> int:
+    table = _CRC_TABLE
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C TFRecord framing stores for ``data``."""
+    return _mask(_NATIVE(data) if _NATIVE is not None else _crc_py(data))
+
+
+def masked_crc32c_many(datas: Sequence[bytes]) -> list[int]:
+    """:func:`masked_crc32c` of each of ``datas``; records of equal length are done together."""
+    if _NATIVE is not None:
+        return [_mask(_NATIVE(d)) for d in datas]
+    out = [0] * len(datas)
+    by_length: dict[int, list[int]] = {}
+    for i, data in enumerate(datas):
+        by_length.setdefault(len(data), []).append(i)
+    for length, indices in by_length.items():
+        if len(indices) < _VECTOR_MIN or length == 0:
+            for i in indices:
+                out[i] = _mask(_crc_py(datas[i]))
+            continue
+        rows = np.frombuffer(b"".join([datas[i] for i in indices]), np.uint8)
+        rows = rows.reshape(len(indices), length)
+        crc = np.full(len(indices), 0xFFFFFFFF, np.uint32)
+        table = _CRC_NP
+        for j in range(length):
+            crc = table[(crc ^ rows[:, j]) & 0xFF] ^ (crc >> 8)
+        crc ^= np.uint32(0xFFFFFFFF)
+        masked = (((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)).astype(np.uint32)
+        for i, value in zip(indices, masked.tolist()):
+            out[i] = value
+    return out
+
+
+# --- records -------------------------------------------------------------------------------------
+
+_pack_q = struct.Struct("<Q").pack
+_pack_i = struct.Struct("<I").pack
+_pack_d = struct.Struct("<d").pack
+_pack_f = struct.Struct("<f").pack
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # protobuf int64: two's complement in ten bytes
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _float32(value: float) -> bytes:
+    try:
+        return _pack_f(value)
+    except OverflowError:  # beyond float32's range: TensorFlow's cast gives infinity too
+        return _pack_f(math.copysign(math.inf, value))
+
+
+_value_prefixes: dict[str, bytes] = {}
+
+
+def _value_prefix(tag: str) -> bytes:
+    """Summary.value entry up to the float: field 1 (Value), its length, tag, simple_value key."""
+    prefix = _value_prefixes.get(tag)
+    if prefix is None:
+        name = tag.encode()
+        body = b"\x0a" + _varint(len(name)) + name + b"\x15"
+        prefix = _value_prefixes[tag] = b"\x0a" + _varint(len(body) + 4) + body
+    return prefix
+
+
+def encode_scalar_event(wall_time: float, step: int, values: Mapping[str, float],
+                        prefix: str = "") -> bytes:
+    """A serialized ``Event`` whose summary holds one ``simple_value`` per item of ``values``.
+
+    It parses as the ``Event(wall_time=..., step=..., summary=Summary(value=[...]))`` that
+    tensorboardX's classes build (tested); fields are written even when zero, which protobuf
+    readers accept. Tags are ``prefix + key``; values are stored as float32, as TensorFlow does.
+    """
+    summary = b"".join([_value_prefix(prefix + key) + _float32(value)
+                        for key, value in values.items()])
+    return b"\x09" + _pack_d(wall_time) + b"\x10" + _varint(step) + b"\x2a" + \
+        _varint(len(summary)) + summary
+
+
+def frame_records(records: Sequence[bytes]) -> bytes:
+    """TFRecord framing of ``records``: length, its masked CRC, data, the data's masked CRC."""
+    if not records:
+        return b""
+    lengths = [_pack_q(len(r)) for r in records]
+    crcs = masked_crc32c_many(lengths + list(records))
+    n = len(records)
+    parts = []
+    for i, record in enumerate(records):
+        parts += (lengths[i], _pack_i(crcs[i]), record, _pack_i(crcs[n + i]))
+    return b"".join(parts)
+
+
+def iter_event_file(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The records of a TFRecord file; stops quietly at a torn record (a crash mid-write)."""
+    with open(path, "rb") as file:
+        data = file.read()
+    pos, size = 0, len(data)
+    while pos + 12 <= size:
+        (length,) = struct.unpack_from("<Q", data, pos)
+        end = pos + 12 + length + 4
+        if end > size:
+            return
+        yield data[pos + 12:pos + 12 + length]
+        pos = end
+
+
+# --- the writer ----------------------------------------------------------------------------------
+
+_FILE_VERSION = "brain.Event:2"
+_EVENTS = "events.out.tfevents."
+
+
+def _proto() -> tuple[Any, Any]:
+    from tensorboardX.proto import event_pb2, summary_pb2
+
+    return event_pb2, summary_pb2
+
+
+class _RunFile:
+    """One event file in one run directory, opened on first write."""
+
+    def __init__(self, directory: Path, suffix: str):
+        self.directory = directory
+        self.suffix = suffix
+        self.file: Any = None
+        self.path: Path | None = None
+
+    def open(self) -> None:
+        event_pb2, _ = _proto()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        # Microseconds in the name keep a resumed run's file after the crashed one's in the
+        # lexical order TensorBoard reads a directory in.
+        name = f"{_EVENTS}{now:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
+        self.path = self.directory / name
+        self.file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+        first = event_pb2.Event(wall_time=now, file_version=_FILE_VERSION).SerializeToString()
+        self.file.write(frame_records([first]))
+
+    def write(self, records: list[bytes]) -> None:
+        if self.file is None:
+            self.open()
+        self.file.write(frame_records(records))
+        self.file.flush()
+
+    def sync(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.sync()
+            self.file.close()
+            self.file = None
+
+
+ErrorCallback = Callable[[str, BaseException], None]
+
+
+class TensorBoardSink:
+    """Write TensorBoard event files under ``log_dir`` from a background thread.
+
+    Parameters
+    ----------
+    log_dir:
+        The log directory; each run (``"train"``, ``"validation"``) is a sub-directory.
+    on_error:
+        Called from the writer thread as ``on_error(what, exc)`` when writing fails; the thread
+        goes on with the next item. The TensorBoard plugin reports these as ``sink_failed``.
+    max_pending:
+        Items the queue may hold; beyond that new items are dropped and counted in
+        :attr:`dropped` rather than letting a stalled disk grow memory without bound.
+    filename_suffix:
+        Appended to event file names.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], *, on_error: ErrorCallback | None = None,
+                 max_pending: int = 1_000_000, filename_suffix: str = ""):
+        self.log_dir = Path(log_dir)
+        self.on_error = on_error
+        self.max_pending = max_pending
+        #: Items dropped because the queue was full.
+        self.dropped = 0
+        #: Failures seen by the writer thread.
+        self.failures = 0
+        self._suffix = filename_suffix
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # One counter per thread, so neither needs a lock: pending = put - done.
+        self._put = 0
+        self._done = 0
+        self._files: dict[str, _RunFile] = {}
+        self._metadata: dict[str, str] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"tensorboard-sink:{log_dir}",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- the training thread's side: queue and return ------------------------------------------
+
+    def _enqueue(self, item: tuple[Any, ...]) -> bool:
+        if self._closed:
+            return False
+        if self._put - self._done >= self.max_pending:
+            self.dropped += 1
+            return False
+        self._put += 1
+        self._queue.put(item)
+        return True
+
+    def scalars(self, run: str, values: Mapping[str, float], step: int, wall_time: float,
+                prefix: str = "") -> bool:
+        """One event at ``step`` holding a scalar per item, tagged ``prefix + key``.
+
+        ``values`` is kept, not copied: do not change it afterwards (event logs never change).
+        """
+        if not values:
+            return True
+        return self._enqueue(("s", run, values, step, wall_time, prefix))
+
+    def histogram(self, run: str, tag: str, values: np.ndarray, step: int,
+                  wall_time: float) -> bool:
+        """A histogram of ``values`` (any shape; non-finite values are left out)."""
+        return self._enqueue(("h", run, tag, values, step, wall_time))
+
+    def image(self, run: str, tag: str, image: np.ndarray, step: int, wall_time: float) -> bool:
+        """A grey-scale image from a 2-D array, scaled so its minimum is black, maximum white."""
+        return self._enqueue(("i", run, tag, image, step, wall_time))
+
+    def text(self, run: str, tag: str, text: str, step: int, wall_time: float) -> bool:
+        """A text entry (TensorBoard renders it as Markdown)."""
+        return self._enqueue(("t", run, tag, text, step, wall_time))
+
+    def embeddings(self, matrices: Mapping[str, np.ndarray], step: int,
+                   metadata: Mapping[str, str] | None = None) -> bool:
+        """Projector data for each ``name -> (N, D) matrix`` at ``step``.
+
+        ``metadata`` maps a name to a TSV file of labels, one line per row of the matrix (a
+        header line first when it has several columns); it is copied into the log directory.
+        """
+        return self._enqueue(("e", dict(matrices), step, dict(metadata or {})))
+
+    def truncate(self, keep: Callable[[str, str, int], bool]) -> bool:
+        """Before anything queued after it: drop every value ``keep(run, tag, step)`` rejects.
+
+        Existing event files are rewritten (to a temporary file, then renamed into place); a
+        file with nothing to drop is left as it is, and a torn last record is dropped. Embedding
+        steps are kept where ``keep("projector", name, step)`` holds.
+        """
+        return self._enqueue(("r", keep))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written and fsynced; False on timeout."""
+        if self._closed:
+            return not self._thread.is_alive()
+        done = threading.Event()
+        self._put += 1
+        self._queue.put(("f", done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, close the files and stop the thread; False on timeout."""
+        if not self._closed:
+            self._closed = True
+            self._put += 1
+            self._queue.put(("c",))
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not written yet."""
+        return self._put - self._done
+
+    def __enter__(self) -> TensorBoardSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the writer thread -------------------------------------------------------------------
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):  # a broken callback must not kill the writer
+                self.on_error(what, exc)
+
+    def _file(self, run: str) -> _RunFile:
+        file = self._files.get(run)
+        if file is None:
+            file = self._files[run] = _RunFile(self.log_dir / run, self._suffix)
+        return file
+
+    def _run(self) -> None:
+        get, get_nowait, empty = self._queue.get, self._queue.get_nowait, queue.Empty
+        while True:
+            batch = [get()]
+            with contextlib.suppress(empty):
+                while len(batch) < 65536:
+                    batch.append(get_nowait())
+            if not self._process(batch):
+                return
+
+    def _process(self, batch: list[tuple[Any, ...]]) -> bool:
+        pending: dict[str, list[bytes]] = {}
+        keep_going = True
+        for item in batch:
+            op = item[0]
+            try:
+                if op == "s":
+                    _, run, values, step, wall_time, prefix = item
+                    records = pending.get(run)
+                    if records is None:
+                        records = pending[run] = []
+                    records.append(encode_scalar_event(wall_time, step, values, prefix))
+                elif op in ("h", "i", "t"):
+                    _, run, tag, data, step, wall_time = item
+                    summary = _SUMMARIES[op](tag, data)
+                    if summary is not None:
+                        event_pb2, _ = _proto()
+                        event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+                        pending.setdefault(run, []).append(event.SerializeToString())
+                else:
+                    self._write(pending)  # control items apply after what came before them
+                    if op == "e":
+                        self._embeddings(*item[1:])
+                    elif op == "r":
+                        self._truncate(item[1])
+                    elif op == "f":
+                        self._sync()
+                        item[1].set()
+                    elif op == "c":
+                        self._close_files()
+                        keep_going = False
+            except Exception as exc:
+                self._fail(_WHAT.get(op, op), exc)
+            finally:
+                self._done += 1
+        self._write(pending)
+        return keep_going
+
+    def _write(self, pending: dict[str, list[bytes]]) -> None:
+        for run, records in pending.items():
+            if records:
+                try:
+                    self._file(run).write(records)
+                except Exception as exc:
+                    self._fail(f"write {run}", exc)
+        pending.clear()
+
+    def _sync(self) -> None:
+        for run, file in self._files.items():
+            try:
+                file.sync()
+            except Exception as exc:
+                self._fail(f"sync {run}", exc)
+
+    def _close_files(self) -> None:
+        for run, file in self._files.items():
+            try:
+                file.close()
+            except Exception as exc:
+                self._fail(f"close {run}", exc)
+
+    def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
+        event_pb2, _ = _proto()
+        if not self.log_dir.is_dir():
+            return
+        for run_dir in sorted(p for p in self.log_dir.iterdir() if p.is_dir()):
+            run = run_dir.name
+            for path in sorted(run_dir.glob("*tfevents*")):
+                if not path.is_file() or path.name.endswith(".tmp"):
+                    continue
+                _rewrite(path, run, keep, event_pb2)
+        root = self.log_dir / "embeddings"
+        if root.is_dir():
+            for step_dir in root.iterdir():
+                if not step_dir.name.isdigit():
+                    continue
+                for tag_dir in list(step_dir.iterdir()):
+                    if not keep("projector", _unquote(tag_dir.name), int(step_dir.name)):
+                        shutil.rmtree(tag_dir)
+                if not any(step_dir.iterdir()):
+                    step_dir.rmdir()
+            self._write_projector_config()
+
+    # --- embeddings --------------------------------------------------------------------------
+
+    def _embeddings(self, matrices: dict[str, np.ndarray], step: int,
+                    metadata: dict[str, str]) -> None:
+        root = self.log_dir / "embeddings"
+        for name, source in metadata.items():
+            if name in matrices and name not in self._metadata:
+                target = root / "metadata" / f"{_quote(name)}.tsv"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                self._metadata[name] = target.relative_to(self.log_dir).as_posix()
+        for name, matrix in matrices.items():
+            matrix = np.asarray(matrix)
+            if matrix.ndim != 2:
+                raise ValueError(f"embedding {name!r}: expected a 2-D matrix, got shape "
+                                 f"{matrix.shape}")
+            directory = root / f"{step:05d}" / _quote(name)
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / ".tensors.tsv.tmp"
+            # %.9g holds a float32 exactly, %.17g a float64.
+            fmt = "%.9g" if matrix.dtype == np.float32 else "%.17g"
+            np.savetxt(tmp, matrix, fmt=fmt, delimiter="\t")
+            os.replace(tmp, directory / "tensors.tsv")
+        self._write_projector_config()
+
+    def _write_projector_config(self) -> None:
+        """projector_config.pbtxt from the embeddings on disk: a function of the directory."""
+        root = self.log_dir / "embeddings"
+        lines = []
+        for step_dir in sorted(p for p in root.iterdir() if p.name.isdigit()):
+            for tag_dir in sorted(step_dir.iterdir()):
+                if not (tag_dir / "tensors.tsv").exists():
+                    continue
+                name = _unquote(tag_dir.name)
+                lines.append("embeddings {")
+                lines.append(f'  tensor_name: "{_escape(name)}:{step_dir.name}"')
+                tensors = (tag_dir / "tensors.tsv").relative_to(self.log_dir).as_posix()
+                lines.append(f'  tensor_path: "{tensors}"')
+                meta = self._metadata.get(name)
+                if meta is None:
+                    found = root / "metadata" / f"{tag_dir.name}.tsv"
+                    if found.exists():
+                        meta = found.relative_to(self.log_dir).as_posix()
+                if meta is not None:
+                    lines.append(f'  metadata_path: "{meta}"')
+                lines.append("}")
+        target = self.log_dir / "projector_config.pbtxt"
+        tmp = self.log_dir / ".projector_config.pbtxt.tmp"
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        os.replace(tmp, target)
+
+
+_WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embeddings",
+         "r": "truncate", "f": "flush", "c": "close"}
+
+
+def _quote(name: str) -> str:
+    """A file name for a tag: path separators and other odd characters escaped reversibly."""
+    return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"%{ord(m[0]):02X}", name)
+
+
+def _unquote(name: str) -> str:
+    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), name)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool], event_pb2: Any) -> None:
+    records = list(iter_event_file(path))
+    torn = sum(len(r) + 16 for r in records) != path.stat().st_size
+    kept: list[bytes] = []
+    changed = torn
+    for data in records:
+        event = event_pb2.Event.FromString(data)
+        if not event.HasField("summary"):
+            kept.append(data)
+            continue
+        values = [v for v in event.summary.value if keep(run, v.tag, event.step)]
+        if len(values) == len(event.summary.value):
+            kept.append(data)
+            continue
+        changed = True
+        if values:
+            del event.summary.value[:]
+            event.summary.value.extend(values)
+            kept.append(event.SerializeToString())
+    if not changed:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(frame_records(kept))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+# --- the rarer summaries, through tensorboardX's protobuf classes --------------------------------
+
+
+def _histogram(tag: str, values: Any) -> Any:
+    from tensorboardX import summary
+
+    array = np.asarray(values, dtype=float).reshape(-1)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return None  # nothing to draw; TensorFlow would refuse the whole summary
+    # 30 buckets, as tf.summary.histogram
+    return summary.histogram(tag, array, bins=30)
+
+
+def _image(tag: str, values: Any) -> Any:
+    from tensorboardX import summary
+
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 2:
+        raise ValueError(f"image {tag!r}: expected a 2-D array, got shape {array.shape}")
+    finite = np.isfinite(array)
+    low = float(array[finite].min()) if finite.any() else 0.0
+    high = float(array[finite].max()) if finite.any() else 0.0
+    span = high - low
+    scaled = np.zeros(array.shape) if span == 0 else (np.where(finite, array, low) - low) / span
+    pixels = np.round(scaled * 255).astype(np.uint8)
+    return summary.image(tag, pixels, dataformats="HW")
+
+
+def _text(tag: str, text: str) -> Any:
+    from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+    # As tensorboardX's summary.text, but under the tag given (it appends "/text_summary").
+    plugin = SummaryMetadata.PluginData(plugin_name="text",
+                                        content=TextPluginData(version=0).SerializeToString())
+    tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin),
+                                        tensor=tensor)])
+
+
+_SUMMARIES: dict[str, Callable[[str, Any], Any]] = {"h": _histogram, "i": _image, "t": _text}

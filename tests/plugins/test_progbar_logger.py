@@ -1,0 +1,95 @@
+"""plugins.ProgbarLogger: a tqdm bar on terminals, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from eventbus import Bus
+from eventbus.errors import ConfigError
+from plugins import ProgbarLogger
+from plugins.progbar_logger import format_logs
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def fit(plugin, epochs=2, steps=3, params=True):
+    bus = Bus([plugin])
+    bus.train_begin({"epochs": epochs, "steps": steps, "samples": steps * 32} if params else {})
+    for epoch in range(epochs):
+        bus.epoch_begin(epoch)
+        for b in range(steps):
+            bus.batch_begin(b)
+            bus.batch_end(b, {"loss": 0.5, "size": 32})
+        bus.epoch_end(epoch, {"loss": 0.25, "val_loss": 0.5})
+    bus.train_end()
+    bus.close()
+
+
+class TestPlainLines:
+    def test_one_line_per_epoch_when_not_a_terminal(self):
+        """verbose=1 writing to a file or a CI log: one readable line per epoch, no \\r."""
+        out = io.StringIO()
+        fit(ProgbarLogger(file=out))
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 2 and "\r" not in out.getvalue()
+        assert lines[0].startswith("Epoch 1/2 - 3/3 steps - ")
+        assert lines[0].endswith("loss: 0.2500 - val_loss: 0.5000")
+
+    def test_verbose_2_on_a_terminal(self):
+        """verbose=2 prints one line per epoch even on a terminal."""
+        out = Terminal()
+        fit(ProgbarLogger(verbose=2, file=out))
+        assert out.getvalue().count("\n") == 2 and "\r" not in out.getvalue()
+
+    def test_count_samples(self):
+        """count_mode='samples' counts the batches' sizes against params['samples']."""
+        out = io.StringIO()
+        fit(ProgbarLogger(count_mode="samples", file=out), epochs=1)
+        assert "96/96 samples" in out.getvalue()
+
+    def test_without_params(self):
+        """A resumed run has no train_begin params: epochs and steps are shown without totals."""
+        out = io.StringIO()
+        fit(ProgbarLogger(file=out), epochs=1, params=False)
+        assert out.getvalue().startswith("Epoch 1 - 3 steps - ")
+
+    def test_standard_output_by_default(self, capsys):
+        """Without file=, lines go to standard output."""
+        fit(ProgbarLogger(), epochs=1)
+        assert capsys.readouterr().out.startswith("Epoch 1/1")
+
+
+class TestBar:
+    def test_live_bar_on_a_terminal(self):
+        """On a terminal verbose=1 draws a tqdm bar with the epoch, steps and metrics."""
+        out = Terminal()
+        fit(ProgbarLogger(file=out, mininterval=0.0))
+        text = out.getvalue()
+        assert "\r" in text and "Epoch 1/2" in text and "Epoch 2/2" in text
+        assert "3/3" in text and "loss: 0.2500" in text and "val_loss: 0.5000" in text
+
+    def test_silent(self):
+        """verbose=0 subscribes to nothing: the bus never calls it."""
+        bus = Bus([ProgbarLogger(verbose=0)])
+        assert bus._h_on_batch_end == () and bus._h_on_epoch_end == ()
+        bus.close()
+
+
+def test_format_logs():
+    """Keras's number format: 4 decimals, scientific for tiny or huge values; no size/batch."""
+    assert format_logs({"loss": 0.123456, "lr": 1e-5, "big": 2e6, "size": 32}) == \
+        "loss: 0.1235 - lr: 1.0000e-05 - big: 2.0000e+06"
+
+
+@pytest.mark.parametrize("kwargs", [{"count_mode": "batches"}, {"verbose": 3}])
+def test_bad_parameters(kwargs):
+    """Unknown count modes and verbosity levels are refused."""
+    with pytest.raises(ConfigError):
+        ProgbarLogger(**kwargs)

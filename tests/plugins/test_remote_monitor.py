@@ -1,0 +1,230 @@
+"""plugins.RemoteMonitor against a real HTTP server on 127.0.0.1: normal, 500, slow, down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import orjson
+import pytest
+
+from eventbus import Bus, SinkFailureWarning
+from eventbus.errors import ConfigError
+from eventbus.testing import RecordingWriter
+from plugins import RemoteMonitor
+
+TOKEN = "tok-9f8e7d6c5b4a"
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 answering ``status`` after ``delay`` seconds."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0):
+        self.status, self.delay = status, delay
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append((self.path, dict(self.headers), body))
+                time.sleep(outer.delay)
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server():
+    made: list[Server] = []
+
+    def make(**kwargs) -> Server:
+        made.append(Server(**kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def strict_json(text: str | bytes):
+    """Standard JSON only: a bare NaN or Infinity is an error."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def fit(bus, losses):
+    bus.train_begin({"epochs": len(losses)})
+    for epoch, loss in enumerate(losses):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"loss": loss, "val_loss": loss * 2})
+    bus.train_end()
+
+
+def quick(**kwargs):
+    return dict({"timeout": 1.0, "retries": 1, "backoff": 0.01, "flush_timeout": 5.0},
+                **kwargs)
+
+
+class TestRequests:
+    def test_form_field_holding_json(self, server):
+        """Keras's request: POST root + path, form field `data` = JSON {"epoch": e, **logs}."""
+        collector = server()
+        bus = Bus([RemoteMonitor(collector.root, **quick())], learning_rate=0.1)
+        fit(bus, [0.5, 0.25])
+        bus.close()
+        assert [p for p, _, _ in collector.requests] == ["/publish/epoch/end/"] * 2
+        path, headers, body = collector.requests[1]
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+        payload = strict_json(parse_qs(body.decode())["data"][0])
+        assert payload == {"epoch": 1, "loss": 0.25, "val_loss": 0.5, "learning_rate": 0.1}
+
+    def test_json_body_custom_path_field_headers(self, server):
+        """send_as_json posts a JSON body; path and headers are used as given."""
+        collector = server()
+        monitor = RemoteMonitor(collector.root, path="/runs/7", field="ignored",
+                                headers={"Authorization": TOKEN}, send_as_json=True, **quick())
+        bus = Bus([monitor])
+        fit(bus, [0.5])
+        bus.close()
+        ((path, headers, body),) = collector.requests
+        assert path == "/runs/7" and headers["Authorization"] == TOKEN
+        assert headers["Content-Type"] == "application/json"
+        assert strict_json(body) == {"epoch": 0, "loss": 0.5, "val_loss": 1.0}
+
+    def test_nan_is_valid_json(self, server):
+        """A NaN loss is sent as the string "NaN" (Keras's payload would not be JSON)."""
+        collector = server()
+        bus = Bus([RemoteMonitor(collector.root, send_as_json=True, **quick())])
+        fit(bus, [float("nan")])
+        bus.close()
+        assert strict_json(collector.requests[0][2])["loss"] == "NaN"
+
+    def test_form_field_with_nan(self, server):
+        """The form field's JSON is standard JSON too."""
+        collector = server()
+        bus = Bus([RemoteMonitor(collector.root, **quick())])
+        fit(bus, [float("inf")])
+        bus.close()
+        payload = strict_json(parse_qs(collector.requests[0][2].decode())["data"][0])
+        assert payload["loss"] == "Infinity"
+
+
+class TestFaults:
+    def test_server_error_is_recorded_not_raised(self, server):
+        """A server answering 500: training finishes, sink_failed is in the log, no token."""
+        collector = server(status=500)
+        writer = RecordingWriter()
+        monitor = RemoteMonitor(collector.root, headers={"X-Api-Key": TOKEN}, **quick())
+        bus = Bus([monitor], log=writer)
+        with pytest.warns(SinkFailureWarning, match="HTTP 500"):
+            fit(bus, [0.5, 0.4, 0.3])
+            bus.close()
+        kinds = [r["kind"] for r in writer.records]
+        assert kinds.count("epoch_end") == 3 and "train_end" in kinds
+        failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+        assert failed[0]["sink"] == "RemoteMonitor" and "HTTP 500" in failed[0]["message"]
+        summary = failed[-1]
+        assert summary["event"] == "close" and "3 of 3" in summary["message"]
+        assert TOKEN not in orjson.dumps(writer.records).decode()
+        assert writer.records[0]["plugins"][0]["params"]["headers"] == {
+            "X-Api-Key": "<redacted>"}
+        assert len(collector.requests) == 3 * 2  # one retry each: bounded
+
+    def test_server_down(self):
+        """Nothing listening: connection errors are retried, counted and recorded."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        writer = RecordingWriter()
+        bus = Bus([RemoteMonitor(f"http://127.0.0.1:{port}", **quick())], log=writer)
+        with pytest.warns(SinkFailureWarning, match="ConnectionError"):
+            fit(bus, [0.5, 0.4])
+            bus.close()
+        failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+        assert failed[0]["error"] == "ConnectionError"
+        assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
+
+    def test_slow_server_does_not_slow_training(self, server):
+        """With a 300 ms server, epoch_end returns at once; train_end waits for delivery."""
+        collector = server(delay=0.3)
+        bus = Bus([RemoteMonitor(collector.root, **quick())])
+        bus.train_begin()
+        start = time.perf_counter()
+        for epoch in range(3):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0})
+        assert time.perf_counter() - start < 0.15
+        bus.train_end()
+        assert len(collector.requests) == 3
+        bus.close()
+
+    def test_flush_deadline_at_train_end(self, server):
+        """A server too slow for flush_timeout: train_end returns near the deadline, warns."""
+        collector = server(delay=1.0)
+        writer = RecordingWriter()
+        bus = Bus([RemoteMonitor(collector.root, **quick(timeout=5.0, flush_timeout=0.2))],
+                  log=writer)
+        bus.train_begin()
+        for epoch in range(3):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0})
+        start = time.perf_counter()
+        bus.train_end()
+        with pytest.warns(SinkFailureWarning, match="still pending"):
+            bus.close()
+        assert time.perf_counter() - start < 1.0
+        warning = next(r for r in writer.records if r["kind"] == "warning")
+        assert "unsent" in warning["message"]
+
+    def test_full_queue_is_one_warning(self, server):
+        """Beyond max_pending, epochs are dropped: one warning record, all counted at close."""
+        collector = server(delay=0.3)
+        writer = RecordingWriter()
+        bus = Bus([RemoteMonitor(collector.root, max_pending=1,
+                                 **quick(flush_timeout=2.0))], log=writer)
+        with pytest.warns(SinkFailureWarning, match="dropped"):
+            fit(bus, [1.0] * 5)
+            bus.close()
+        warnings = [r for r in writer.records if r["kind"] == "warning"]
+        assert len(warnings) == 1 and warnings[0]["details"]["dropped"] >= 1
+
+
+def test_bad_root():
+    """A root that is not an http(s) URL is refused at construction."""
+    with pytest.raises(ConfigError, match="root"):
+        RemoteMonitor("localhost:9000")
+
+
+def test_no_thread_without_epochs():
+    """A monitor that never saw an epoch starts no thread and sends nothing."""
+    before = threading.active_count()
+    bus = Bus([RemoteMonitor("http://127.0.0.1:9")])
+    assert threading.active_count() == before
+    bus.close()

@@ -1,0 +1,256 @@
+"""plugins.TensorBoard: Keras's layout, read back with TensorBoard's EventAccumulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.projector import projector_config_pb2
+
+from eventbus import Bus, NumpyModel, hookimpl
+from eventbus.errors import ConfigError
+from eventbus.records import SetLearningRate
+from eventbus.testing import RecordingWriter, epochs, run
+from plugins import TensorBoard
+
+ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+
+
+def acc(path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(path), size_guidance=ALL)
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(path, tag):
+    return [(e.step, e.value) for e in acc(path).Scalars(tag)]
+
+
+def f32(x):
+    return float(np.float32(x))
+
+
+class HalveAtEpoch1:
+    """A pure decision plugin for the tests: halves the learning rate after epoch 1."""
+
+    name = "Halver"
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        if event.epoch == 1:
+            lr = event.logs["learning_rate"]
+            return SetLearningRate(value=lr / 2, previous=lr, reason="epoch 1 ended",
+                                   evidence={"epoch": 1})
+        return None
+
+
+def train(bus, epochs_, start=0, batches=3, shift=0.0):
+    for epoch in range(start, epochs_):
+        bus.epoch_begin(epoch)
+        for b in range(batches):
+            bus.batch_begin(b)
+            bus.batch_end(b, {"loss": 1.0 / (epoch * batches + b + 1) + shift, "size": 8})
+        bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1) + shift, "val_loss": 2.0 / (epoch + 1)
+                              + shift})
+
+
+class TestLayout:
+    def test_train_and_validation_runs(self, tmp_path):
+        """epoch_<metric> in train/, val_ metrics without the prefix in validation/, step=epoch."""
+        run([TensorBoard(tmp_path)], epochs(loss=[0.5, 0.25], val_loss=[0.75, 0.5],
+                                            accuracy=[0.1, 0.2]), learning_rate=0.01)
+        assert scalars(tmp_path / "train", "epoch_loss") == [(0, 0.5), (1, 0.25)]
+        assert scalars(tmp_path / "train", "epoch_accuracy") == [(0, f32(0.1)), (1, f32(0.2))]
+        assert scalars(tmp_path / "train", "epoch_learning_rate") == [(0, f32(0.01)),
+                                                                       (1, f32(0.01))]
+        assert scalars(tmp_path / "validation", "epoch_loss") == [(0, 0.75), (1, 0.5)]
+        assert "epoch_val_loss" not in acc(tmp_path / "train").Tags()["scalars"]
+
+    def test_nan_is_written(self, tmp_path):
+        """A NaN loss is a NaN point, not a gap or an error."""
+        run([TensorBoard(tmp_path)], epochs(loss=[math.nan, 1.0]))
+        values = scalars(tmp_path / "train", "epoch_loss")
+        assert math.isnan(values[0][1]) and values[1] == (1, 1.0)
+
+    def test_batch_scalars_every_update_freq(self, tmp_path):
+        """update_freq=2: batch_<metric> every 2nd batch at step = batches done; no size/batch."""
+        bus = Bus([TensorBoard(tmp_path, update_freq=2)])
+        bus.train_begin({"epochs": 2})
+        train(bus, 2)
+        bus.train_end()
+        bus.close()
+        assert [s for s, _ in scalars(tmp_path / "train", "batch_loss")] == [2, 4, 6]
+        assert scalars(tmp_path / "train", "batch_loss")[0][1] == 0.5
+        assert "batch_size" not in acc(tmp_path / "train").Tags()["scalars"]
+
+    def test_epoch_update_freq_does_not_subscribe_to_batches(self, tmp_path):
+        """With update_freq='epoch' the bus never calls the plugin for a batch."""
+        bus = Bus([TensorBoard(tmp_path)])
+        assert bus._h_on_batch_end == ()
+        bus.close()
+        batch_bus = Bus([TensorBoard(tmp_path, update_freq="batch")])
+        assert len(batch_bus._h_on_batch_end) == 1
+        batch_bus.close()
+
+    def test_weights_histograms_images_and_graph(self, tmp_path):
+        """Histograms every histogram_freq epochs, images alongside, the model config as text."""
+        model = NumpyModel({"dense/kernel": np.arange(6.0).reshape(3, 2), "dense/bias": [0, 1]},
+                           learning_rate=0.1, config={"name": "tiny"})
+        bus = Bus([TensorBoard(tmp_path, histogram_freq=2, write_images=True)], model=model)
+        bus.train_begin({"epochs": 3})
+        train(bus, 3, batches=1)
+        bus.train_end()
+        bus.close()
+        train_acc = acc(tmp_path / "train")
+        histograms = train_acc.Histograms("dense/kernel/histogram")
+        assert [h.step for h in histograms] == [0, 2]
+        assert histograms[0].histogram_value.num == 6
+        assert histograms[0].histogram_value.max == 5
+        image = train_acc.Images("dense/kernel/image")[0]
+        assert (image.height, image.width) == (2, 3)  # the taller side turned horizontal
+        assert [i.step for i in train_acc.Images("dense/bias/image")] == [0, 2]
+        config = train_acc.Tensors("model_config")[0].tensor_proto.string_val[0].decode()
+        assert '"name": "tiny"' in config
+
+    def test_images_without_histograms(self, tmp_path):
+        """write_images with histogram_freq=0 draws every epoch (Keras would draw nothing)."""
+        model = NumpyModel({"w": np.ones((2, 2))})
+        bus = Bus([TensorBoard(tmp_path, write_images=True)], model=model)
+        bus.train_begin()
+        train(bus, 2, batches=1)
+        bus.close()
+        assert [i.step for i in acc(tmp_path / "train").Images("w/image")] == [0, 1]
+        assert acc(tmp_path / "train").Tags()["histograms"] == []
+
+    def test_decisions_as_text(self, tmp_path):
+        """A learning-rate decision appears as a text entry at its epoch, with its reason."""
+        run([HalveAtEpoch1(), TensorBoard(tmp_path)], epochs(loss=[0.5, 0.4, 0.3]),
+            learning_rate=0.1)
+        (entry,) = acc(tmp_path / "train").Tensors("decisions")
+        text = entry.tensor_proto.string_val[0].decode()
+        assert entry.step == 1
+        assert "set_learning_rate" in text and "epoch 1 ended" in text and "0.05" in text
+        assert scalars(tmp_path / "train", "epoch_learning_rate")[-1] == (2, f32(0.05))
+
+    def test_evaluation_during_training(self, tmp_path):
+        """test_end during training: evaluation_<metric>_vs_iterations at the batches done."""
+        bus = Bus([TensorBoard(tmp_path)])
+        bus.train_begin()
+        train(bus, 1, batches=4)
+        bus.test_begin()
+        bus.test_end({"loss": 0.5})
+        bus.train_end()
+        bus.test_end({"loss": 0.1})  # outside training: no iteration to plot it at
+        bus.close()
+        assert scalars(tmp_path / "validation", "evaluation_loss_vs_iterations") == [(4, 0.5)]
+
+    def test_embeddings(self, tmp_path):
+        """Embedding matrices of the named layers every embeddings_freq epochs, with metadata."""
+        labels = tmp_path / "words.tsv"
+        labels.write_text("cat\ndog\nemu\n")
+        table = np.arange(6.0).reshape(3, 2)
+        model = NumpyModel({"embedding/embeddings": table, "dense/kernel": np.ones((2, 2))})
+        log_dir = tmp_path / "logs"
+        plugin = TensorBoard(log_dir, embeddings_freq=2, embeddings_layer_names=["embedding"],
+                             embeddings_metadata={"embedding": str(labels)})
+        bus = Bus([plugin], model=model)
+        bus.train_begin()
+        train(bus, 3, batches=1)
+        bus.close()
+        config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(),
+                                   projector_config_pb2.ProjectorConfig())
+        assert [e.tensor_name for e in config.embeddings] == ["embedding/embeddings:00000",
+                                                              "embedding/embeddings:00002"]
+        first = config.embeddings[0]
+        assert np.array_equal(np.loadtxt(log_dir / first.tensor_path, delimiter="\t"), table)
+        assert (log_dir / first.metadata_path).read_text() == "cat\ndog\nemu\n"
+
+    def test_embeddings_found_by_name(self, tmp_path):
+        """Without layer names, every 2-D weight named .../embeddings is written."""
+        model = NumpyModel({"words/embeddings": np.ones((4, 2)), "d/kernel": np.ones((2, 2))})
+        bus = Bus([TensorBoard(tmp_path, embeddings_freq=1)], model=model)
+        bus.train_begin()
+        train(bus, 1, batches=1)
+        bus.close()
+        assert "words/embeddings:00000" in (tmp_path / "projector_config.pbtxt").read_text()
+        assert "d/kernel" not in (tmp_path / "projector_config.pbtxt").read_text()
+
+    def test_no_model_is_one_warning(self, tmp_path):
+        """Histograms without a model adapter: one warning record, scalars still written."""
+        _, records = run([TensorBoard(tmp_path, histogram_freq=1)], epochs(loss=[1.0, 0.5]))
+        warnings = [r for r in records if r.kind == "warning"]
+        assert len(warnings) == 1 and "model adapter" in warnings[0].message
+        assert len(scalars(tmp_path / "train", "epoch_loss")) == 2
+
+    @pytest.mark.parametrize("kwargs", [{"update_freq": 0}, {"update_freq": "step"},
+                                        {"histogram_freq": -1}, {"embeddings_freq": 1.5}])
+    def test_bad_parameters(self, tmp_path, kwargs):
+        """Bad frequencies are refused at construction, naming the parameter."""
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
+            TensorBoard(tmp_path, **kwargs)
+
+    def test_nothing_is_created_before_training(self, tmp_path):
+        """Making the plugin and the bus writes no file and starts no thread."""
+        bus = Bus([TensorBoard(tmp_path / "logs")])
+        assert not (tmp_path / "logs").exists()
+        bus.close()
+
+    def test_header_records_log_dir_as_text(self, tmp_path):
+        """log_dir is recorded as a string, so the header stays plain data."""
+        writer = RecordingWriter()
+        Bus([TensorBoard(tmp_path)], log=writer).close()
+        params = writer.records[0]["plugins"][0]["params"]
+        assert params["log_dir"] == str(tmp_path) and params["update_freq"] == "epoch"
+
+
+def crash_after(log, epoch):
+    lines = log.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record["kind"] == "epoch_end" and record["epoch"] == epoch:
+            log.write_text("".join(lines[:i + 1]))
+            return
+    raise AssertionError(f"no epoch_end {epoch}")
+
+
+class TestResume:
+    @settings(max_examples=6, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(total=st.integers(2, 4), data=st.data())
+    def test_resumed_run_writes_no_step_twice(self, tmp_path_factory, total, data):
+        """Property: after a crash and a resume, every tag has each step once, newest values."""
+        tmp = tmp_path_factory.mktemp("tb")
+        log_dir, log = tmp / "logs", tmp / "run.jsonl"
+        done = data.draw(st.integers(1, total), label="epochs before the crash")
+        kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
+        model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
+        plugin = TensorBoard(log_dir, update_freq=1, histogram_freq=1)
+        bus = Bus([plugin], log=log, model=model)
+        bus.train_begin({"epochs": total})
+        train(bus, done)
+        bus.close()
+        crash_after(log, kept)
+
+        plugin = TensorBoard(log_dir, update_freq=1, histogram_freq=1)
+        bus = Bus([plugin], log=log, model=model, resume=True)
+        assert bus.initial_epoch == kept + 1
+        bus.train_begin({"epochs": total})
+        train(bus, total, start=bus.initial_epoch, shift=10.0)
+        bus.train_end()
+        bus.close()
+
+        train_acc = acc(log_dir / "train")
+        epoch_loss = [(e.step, e.value) for e in train_acc.Scalars("epoch_loss")]
+        assert [s for s, _ in epoch_loss] == list(range(total))
+        assert all(v == f32(1.0 / (s + 1) + (10.0 if s > kept else 0.0)) for s, v in epoch_loss)
+        batch_steps = [e.step for e in train_acc.Scalars("batch_loss")]
+        assert batch_steps == list(range(1, total * 3 + 1))
+        assert [h.step for h in train_acc.Histograms("w/histogram")] == list(range(total))
+        validation = [e.step for e in acc(log_dir / "validation").Scalars("epoch_loss")]
+        assert validation == list(range(total))

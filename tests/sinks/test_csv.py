@@ -1,0 +1,199 @@
+"""sinks.csv.CsvTable: Keras's layout, exact values, widening and reconciling on append."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventbus.errors import ConfigError, LogCorruptError
+from sinks.csv import MISSING, CsvTable
+
+KEYS = st.sampled_from(["loss", "acc", "val_loss", "val_acc", "learning_rate", "a b", "x,y"])
+VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)
+EPOCH_LOGS = st.lists(st.dictionaries(KEYS, VALUES, max_size=5), min_size=1, max_size=6)
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def read_rows(path, separator=","):
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file, delimiter=separator))
+
+
+class TestLayout:
+    def test_epoch_column_then_sorted_keys(self, tmp_path):
+        """The header is `epoch` and then the metric names in sorted order, as Keras's."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path) as table:
+            table.write(0, {"val_loss": 0.5, "loss": 0.25, "acc": 0.75})
+            table.write(1, {"val_loss": 0.4, "loss": 0.2, "acc": 0.8})
+        lines = path.read_text().splitlines()
+        assert lines[0] == "epoch,acc,loss,val_loss"
+        assert lines[1] == "0,0.75,0.25,0.5"
+        assert len(lines) == 3
+
+    def test_separator(self, tmp_path):
+        """The separator delimits the fields; pandas reads it back with sep=."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path, separator=";") as table:
+            table.write(0, {"loss": 0.5})
+        assert path.read_text().splitlines() == ["epoch;loss", "0;0.5"]
+        assert pd.read_csv(path, sep=";")["loss"].tolist() == [0.5]
+
+    @pytest.mark.parametrize("separator", ["", ";;", '"', "\n"])
+    def test_bad_separator(self, tmp_path, separator):
+        """A separator the csv module cannot use is a configuration error naming the field."""
+        with pytest.raises(ConfigError, match="separator"):
+            CsvTable(tmp_path / "log.csv", separator=separator)
+
+    def test_non_finite_values(self, tmp_path):
+        """NaN and infinities are written so that csv+float() and pandas read them back."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path) as table:
+            table.write(0, {"a": math.nan, "b": math.inf, "c": -math.inf})
+        row = read_rows(path)[0]
+        assert math.isnan(float(row["a"])) and float(row["b"]) == math.inf
+        frame = pd.read_csv(path)
+        assert math.isnan(frame["a"][0]) and frame["c"][0] == -math.inf
+
+
+class TestWidening:
+    def test_late_key_widens_the_header(self, tmp_path):
+        """A metric first seen in epoch 2 gets a column; earlier rows hold NA (Keras drops it)."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path) as table:
+            table.write(0, {"loss": 0.5})
+            table.write(1, {"loss": 0.4})
+            table.write(2, {"loss": 0.3, "val_loss": 0.35})
+            table.write(3, {"loss": 0.2})
+        rows = read_rows(path)
+        assert list(rows[0]) == ["epoch", "loss", "val_loss"]
+        assert [r["val_loss"] for r in rows] == [MISSING, MISSING, "0.35", MISSING]
+        frame = pd.read_csv(path)
+        assert frame["epoch"].tolist() == [0, 1, 2, 3]
+        assert frame["val_loss"].isna().tolist() == [True, True, False, True]
+
+    def test_no_temporary_file_left(self, tmp_path):
+        """Widening rewrites through a temporary file that is renamed away."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path) as table:
+            table.write(0, {"a": 1.0})
+            table.write(1, {"a": 1.0, "b": 2.0})
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
+
+
+class TestAppend:
+    def test_append_false_starts_afresh(self, tmp_path):
+        """Without append the existing file is replaced."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,9.0\n")
+        with CsvTable(path) as table:
+            table.write(0, {"loss": 0.5})
+        assert path.read_text() == "epoch,loss\n0,0.5\n"
+
+    def test_append_reconciles_header(self, tmp_path):
+        """Appending a row with a new metric widens the existing header; old rows get NA."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n1,0.8\n")
+        with CsvTable(path, append=True) as table:
+            table.write(2, {"loss": 0.7, "acc": 0.5})
+        assert path.read_text().splitlines() == [
+            "epoch,acc,loss", "0,NA,0.9", "1,NA,0.8", "2,0.5,0.7"]
+
+    def test_append_keeps_existing_column_order(self, tmp_path):
+        """With no new metric, rows follow the file's own column order."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss,acc\n0,0.9,0.1\n")
+        with CsvTable(path, append=True) as table:
+            table.write(1, {"acc": 0.2, "loss": 0.8})
+        assert path.read_text().splitlines()[-1] == "1,0.8,0.2"
+
+    def test_epoch_already_there_is_replaced(self, tmp_path):
+        """A row for an epoch the file holds replaces it: never two rows for one epoch."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n1,0.8\n")
+        with CsvTable(path, append=True) as table:
+            table.write(1, {"loss": 0.75})
+            table.write(2, {"loss": 0.7})
+        frame = pd.read_csv(path)
+        assert frame["epoch"].tolist() == [0, 1, 2]
+        assert frame["loss"].tolist() == [0.9, 0.75, 0.7]
+
+    def test_torn_last_line_is_cut(self, tmp_path):
+        """A row cut short by a crash is removed before appending."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n1,0.")
+        with CsvTable(path, append=True) as table:
+            table.write(1, {"loss": 0.8})
+        assert path.read_text() == "epoch,loss\n0,0.9\n1,0.8\n"
+
+    def test_not_an_epoch_table(self, tmp_path):
+        """Appending to a file whose first column is not `epoch` is refused, naming the file."""
+        path = tmp_path / "other.csv"
+        path.write_text("name,value\nx,1\n")
+        with pytest.raises(LogCorruptError, match="other.csv"):
+            CsvTable(path, append=True)
+
+    def test_empty_existing_file(self, tmp_path):
+        """An empty file to append to is started with a header."""
+        path = tmp_path / "log.csv"
+        path.write_text("")
+        with CsvTable(path, append=True) as table:
+            table.write(0, {"loss": 1.0})
+        assert path.read_text() == "epoch,loss\n0,1.0\n"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(epochs=EPOCH_LOGS, separator=st.sampled_from([",", ";", "\t"]))
+def test_what_is_written_reads_back(tmp_path_factory, epochs, separator):
+    """Property: csv and pandas read back exactly the epochs and values written, NA if absent."""
+    path = tmp_path_factory.mktemp("csv") / "log.csv"
+    with CsvTable(path, separator=separator) as table:
+        for epoch, logs in enumerate(epochs):
+            table.write(epoch, logs)
+    keys = sorted(set().union(*epochs))
+    rows = read_rows(path, separator)
+    assert list(rows[0]) == ["epoch", *keys]
+    assert [int(r["epoch"]) for r in rows] == list(range(len(epochs)))
+    frame = pd.read_csv(path, sep=separator)
+    for i, logs in enumerate(epochs):
+        for key in keys:
+            if key in logs:
+                assert same(float(rows[i][key]), logs[key])
+                assert same(float(frame[key][i]), logs[key])
+            else:
+                assert rows[i][key] == MISSING
+                assert math.isnan(frame[key][i])
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=EPOCH_LOGS, second=EPOCH_LOGS, overlap=st.integers(0, 3))
+def test_append_never_duplicates_an_epoch(tmp_path_factory, first, second, overlap):
+    """Property: appending epochs that overlap the file's leaves one row per epoch, newest wins."""
+    path = tmp_path_factory.mktemp("csv") / "log.csv"
+    with CsvTable(path) as table:
+        for epoch, logs in enumerate(first):
+            table.write(epoch, logs)
+    start = max(0, len(first) - overlap)
+    with CsvTable(path, append=True) as table:
+        for i, logs in enumerate(second):
+            table.write(start + i, logs)
+    expected = {e: logs for e, logs in enumerate(first)}
+    expected.update({start + i: logs for i, logs in enumerate(second)})
+    rows = read_rows(path)
+    assert [int(r["epoch"]) for r in rows] == sorted(expected)
+    for row in rows:
+        logs = expected[int(row["epoch"])]
+        for key, text in row.items():
+            if key == "epoch":
+                continue
+            assert (text == MISSING) if key not in logs else same(float(text), logs[key])

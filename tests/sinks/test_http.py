@@ -1,0 +1,297 @@
+"""sinks.http: HttpSender and HttpRecordSink against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventbus import Bus, SinkFailureWarning
+from eventbus.errors import ConfigError
+from eventbus.records import decode_nonfinite
+from eventbus.testing import RecordingWriter
+from sinks.http import DeliveryError, HttpRecordSink, HttpSender, redact_url
+
+TOKEN = "s3cr3t-token-value"
+
+
+class Server:
+    """A collector on 127.0.0.1: answers ``status`` (or 500 for the first ``fail_first``
+    requests) after ``delay`` seconds, and keeps every request it got."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0):
+        self.status, self.delay, self.fail_first = status, delay, fail_first
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.requests.append((self.path, dict(self.headers), body))
+                    n = len(outer.requests)
+                time.sleep(outer.delay)
+                status = 500 if n <= outer.fail_first else outer.status
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def records(self) -> list[dict]:
+        lines = [line for _, _, body in self.requests for line in body.splitlines()]
+        return [decode_nonfinite(orjson.loads(line)) for line in lines]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def down_url() -> str:
+    """A 127.0.0.1 URL nothing listens on: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/records"
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server():
+    made: list[Server] = []
+
+    def make(**kwargs) -> Server:
+        made.append(Server(**kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def short_run(bus, losses):
+    bus.train_begin({"epochs": len(losses)})
+    for epoch, loss in enumerate(losses):
+        bus.epoch_begin(epoch)
+        for b in range(3):
+            bus.batch_begin(b)
+            bus.batch_end(b, {"loss": loss})
+        bus.epoch_end(epoch, {"loss": loss})
+    bus.train_end()
+
+
+def fast(**kwargs):
+    return dict({"timeout": 1.0, "retries": 2, "backoff": 0.01, "flush_timeout": 5.0,
+                 "linger": 0.05}, **kwargs)
+
+
+class TestRecordSink:
+    @settings(max_examples=10, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(losses=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1,
+                           max_size=4),
+           batch_size=st.integers(1, 20))
+    def test_collector_receives_every_record(self, server, losses, batch_size):
+        """Property: the collector receives exactly the records the log holds, in order."""
+        collector = server()
+        memory = RecordingWriter()
+        sink = HttpRecordSink(collector.url + "/records", batch_size=batch_size, **fast())
+        bus = Bus([], log=[memory, sink])
+        short_run(bus, losses)
+        bus.close()
+        received = collector.records()
+        assert same(received, [dict(r) for r in memory.records])
+        assert [r["seq"] for r in received] == sorted(r["seq"] for r in received)
+        assert all(len(body.splitlines()) <= batch_size for _, _, body in collector.requests)
+        path, headers, _ = collector.requests[0]
+        assert path == "/records" and headers["Content-Type"] == "application/x-ndjson"
+
+    def test_headers_are_sent(self, server):
+        """Custom headers reach the server with every request."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, headers={"Authorization": f"Bearer {TOKEN}"},
+                              **fast())
+        bus = Bus([], log=[sink])
+        short_run(bus, [0.5])
+        bus.close()
+        assert all(h["Authorization"] == f"Bearer {TOKEN}" for _, h, _ in collector.requests)
+
+    def test_write_does_not_wait_for_a_slow_server(self, server):
+        """Writes return at once while a 300 ms-per-request server is answering."""
+        collector = server(delay=0.3)
+        sink = HttpRecordSink(collector.url, batch_size=1000, **fast())
+        start = time.perf_counter()
+        for seq in range(2000):
+            sink.write({"seq": seq, "kind": "batch_end"})
+            if seq % 100 == 0:
+                sink.flush()
+        assert time.perf_counter() - start < 0.25
+        sink.close()
+        assert sink.stats.sent == 2000
+
+    def test_retries_after_5xx(self, server):
+        """Two 500 answers, then success: everything is delivered, retries are counted."""
+        collector = server(fail_first=2)
+        sink = HttpRecordSink(collector.url, batch_size=1000, **fast(retries=3))
+        bus = Bus([], log=[sink])
+        short_run(bus, [0.5])
+        bus.close()
+        assert sink.stats.undelivered == 0 and sink.stats.retries >= 2
+
+    def test_server_error_is_recorded_and_raised_at_close(self, server):
+        """A collector answering 500: sink_failed in the log, DeliveryError at close, no token."""
+        collector = server(status=500)
+        memory = RecordingWriter()
+        sink = HttpRecordSink(collector.url + f"/r?token={TOKEN}",
+                              headers={"Authorization": TOKEN}, **fast(retries=1))
+        bus = Bus([], log=[memory, sink])
+        sink.attach(bus)
+        with pytest.warns(SinkFailureWarning, match="not delivered"):
+            short_run(bus, [0.5, 0.4])
+            bus.epoch_begin(2)  # the next event records what the sender reported
+            bus.close()
+        failed = [r for r in memory.records if r["kind"] == "sink_failed"]
+        assert failed and failed[0]["sink"] == "http" and "HTTP 500" in failed[0]["message"]
+        warnings = [r for r in memory.records if r["kind"] == "warning"]
+        assert warnings and warnings[0]["details"]["failed"] > 0
+        assert TOKEN not in orjson.dumps(memory.records).decode()
+        assert TOKEN not in str(bus.failures)
+        assert len(collector.requests) <= 2 * 2  # bounded: 2 tries per request
+
+    def test_server_down(self):
+        """Connection refused: training goes on, the loss is counted and raised at close."""
+        sink = HttpRecordSink(down_url(), **fast(retries=1))
+        memory = RecordingWriter()
+        bus = Bus([], log=[memory, sink])
+        sink.attach(bus)
+        with pytest.warns(SinkFailureWarning, match="ConnectionError"):
+            short_run(bus, [0.5])
+            bus.close()
+        assert sink.stats.sent == 0
+        assert sink.stats.undelivered == len(memory.records)
+        assert any(r["kind"] == "sink_failed" for r in memory.records)
+
+    def test_timeout_on_a_slow_server(self, server):
+        """A server slower than the timeout: the request times out, is retried, then fails."""
+        collector = server(delay=0.5)
+        sink = HttpRecordSink(collector.url, **fast(timeout=0.1, retries=1))
+        sink.write({"seq": 1})
+        with pytest.raises(DeliveryError, match="1 of 1 record"), \
+                pytest.warns(UserWarning, match="ReadTimeout"):
+            sink.close()
+        assert sink.stats.failed == 1 and sink.stats.requests == 2
+
+    def test_bounded_buffer_counts_drops(self, server):
+        """Beyond max_pending, records are dropped and counted, and close says so."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, max_pending=3, **fast(linger=60.0))
+        for seq in range(10):
+            sink.write({"seq": seq})
+        with pytest.raises(DeliveryError, match="7 dropped"):
+            sink.close()
+        assert [r["seq"] for r in collector.records()] == [0, 1, 2]
+
+    def test_close_gives_up_at_the_deadline(self, server):
+        """With a server too slow for the deadline, close returns in time and counts the rest."""
+        collector = server(delay=1.0)
+        sink = HttpRecordSink(collector.url, batch_size=1,
+                              **fast(timeout=5.0, flush_timeout=0.2))
+        for seq in range(5):
+            sink.write({"seq": seq})
+        sink.flush()
+        start = time.perf_counter()
+        with pytest.raises(DeliveryError, match="still pending"):
+            sink.close()
+        assert time.perf_counter() - start < 0.6
+        assert sink.stats.abandoned == 5 - sink.stats.sent
+
+
+class TestSender:
+    def test_4xx_is_not_retried(self, server):
+        """A 400 answer will not change on a retry: one request, counted as failed."""
+        collector = server(status=400)
+        failures = []
+        sender = HttpSender(collector.url, encode=lambda items: items[0], retries=3,
+                            backoff=0.01, on_failure=lambda *a: failures.append(a))
+        sender.put(b"{}")
+        stats = sender.close(5.0)
+        assert (stats.failed, stats.requests, len(collector.requests)) == (1, 1, 1)
+        assert failures[0][0] == "HTTPError" and "HTTP 400" in failures[0][1]
+
+    def test_an_outage_is_reported_once(self):
+        """Failures in a row are reported once (the first), and all of them counted."""
+        failures = []
+        sender = HttpSender(down_url(), encode=lambda items: items[0], retries=0,
+                            on_failure=lambda *a: failures.append(a))
+        for _ in range(3):
+            sender.put(b"{}")
+        stats = sender.close(5.0)
+        assert stats.failed == 3 and len(failures) == 1
+
+    def test_flush_waits_for_delivery(self, server):
+        """flush returns True once everything is delivered."""
+        collector = server(delay=0.05)
+        sender = HttpSender(collector.url, encode=lambda items: b"".join(items), batch_size=2)
+        for _ in range(4):
+            sender.put(b"x")
+        assert sender.flush(5.0) and sender.pending == 0
+        assert sender.close(5.0).sent == 4
+
+    def test_repr_has_no_secrets(self):
+        """Neither the query string nor headers show in the sender's repr."""
+        sender = HttpSender(f"http://127.0.0.1:9/x?key={TOKEN}", encode=bytes,
+                            headers={"X-Token": TOKEN})
+        assert TOKEN not in repr(sender)
+        sender.close(1.0)
+
+    @pytest.mark.parametrize("kwargs", [{"url": "ftp://127.0.0.1/"}, {"batch_size": 0},
+                                        {"retries": -1}, {"timeout": 0}])
+    def test_bad_configuration(self, kwargs):
+        """Bad settings are refused before a thread starts."""
+        options = {"url": "http://127.0.0.1:9/", "encode": bytes, **kwargs}
+        with pytest.raises(ConfigError):
+            HttpSender(options.pop("url"), **options)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://user:pw@127.0.0.1:8080/p?token=abc&x=1", "http://user:***@127.0.0.1:8080/p?token=***&x=***"),
+    ("https://127.0.0.1/publish/epoch/end/", "https://127.0.0.1/publish/epoch/end/"),
+    ("http://user@127.0.0.1/", "http://user@127.0.0.1/"),
+])
+def test_redact_url(url, shown):
+    """Passwords and query values are masked; the rest of the URL is kept for diagnosis."""
+    assert redact_url(url) == shown

@@ -1,0 +1,142 @@
+"""sinks.jsonl and sinks.parquet: event logs as sinks, read back; conversion between them."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventbus import Bus, hookimpl, read_log
+from eventbus.errors import ConfigError
+from eventbus.records import StopTraining, decode_nonfinite
+from eventbus.testing import RecordingWriter
+from sinks.jsonl import JsonlSink, convert
+from sinks.parquet import ParquetSink
+from sinks.parquet import convert as convert_from_parquet_module
+
+METRICS = st.dictionaries(st.sampled_from(["loss", "acc", "val_loss"]),
+                          st.floats(allow_nan=True, allow_infinity=True), max_size=3)
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class Stopper:
+    """Stops after epoch 1, so logs hold a decision with evidence."""
+
+    name = "Stopper"
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        if event.epoch == 1:
+            return StopTraining(reason="enough", evidence={"loss": event.logs.get("loss")})
+        return None
+
+
+def record_run(log, batches):
+    memory = RecordingWriter()
+    bus = Bus([Stopper()], log=[memory, *log], learning_rate=0.1)
+    bus.train_begin({"epochs": len(batches)})
+    for epoch, logs in enumerate(batches):
+        if bus.stop_training:
+            break
+        bus.epoch_begin(epoch)
+        bus.batch_begin(0)
+        bus.batch_end(0, logs)
+        bus.epoch_end(epoch, logs)
+    bus.train_end()
+    bus.close()
+    return memory.records
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(METRICS, min_size=1, max_size=4))
+def test_sinks_write_what_the_bus_gives(tmp_path_factory, batches):
+    """Property: the JSON Lines and Parquet sinks hold exactly the records the bus wrote."""
+    tmp = tmp_path_factory.mktemp("logs")
+    records = record_run([JsonlSink(tmp / "run.jsonl"), ParquetSink(tmp / "run.parquet")],
+                         batches)
+    for path in (tmp / "run.jsonl", tmp / "run.parquet"):
+        got = [r.model_dump() for r in read_log(path)]
+        assert same(got, [dict(r) for r in records]), path
+
+
+def test_jsonl_lines_are_json(tmp_path):
+    """Every line of the JSON Lines sink is a JSON object a plain JSON reader accepts."""
+    record_run([JsonlSink(tmp_path / "run.jsonl")], [{"loss": math.nan}, {"loss": 1.0}])
+    lines = (tmp_path / "run.jsonl").read_bytes().splitlines()
+    parsed = [decode_nonfinite(orjson.loads(line)) for line in lines]
+    assert parsed[0]["kind"] == "header"
+    ends = [p for p in parsed if p["kind"] == "epoch_end"]
+    assert math.isnan(ends[0]["logs"]["loss"])
+
+
+def test_parquet_sink_is_a_table_for_pyarrow_and_pandas(tmp_path):
+    """pyarrow and pandas read the Parquet sink's directory as one table, a column per metric."""
+    records = record_run([ParquetSink(tmp_path / "run.parquet")],
+                         [{"loss": 0.5}, {"loss": 0.25, "acc": 0.75}, {"loss": 0.1}])
+    table = pq.read_table(tmp_path / "run.parquet")
+    assert table.num_rows == len(records)
+    frame = pd.read_parquet(tmp_path / "run.parquet")
+    ends = frame[frame["kind"] == "epoch_end"]
+    assert ends["logs.loss"].tolist() == [0.5, 0.25]
+    assert math.isnan(ends["logs.acc"].tolist()[0]) and ends["logs.acc"].tolist()[1] == 0.75
+    assert frame["seq"].tolist() == [r["seq"] for r in records]
+
+
+class TestConvert:
+    @settings(max_examples=10, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(batches=st.lists(METRICS, min_size=1, max_size=4))
+    def test_round_trip(self, tmp_path_factory, batches):
+        """Property: JSON Lines -> Parquet -> JSON Lines gives back the same records."""
+        tmp = tmp_path_factory.mktemp("convert")
+        records = record_run([JsonlSink(tmp / "a.jsonl")], batches)
+        assert convert(tmp / "a.jsonl", tmp / "b.parquet") == len(records)
+        assert convert_from_parquet_module(tmp / "b.parquet", tmp / "c.jsonl") == len(records)
+        for path in (tmp / "b.parquet", tmp / "c.jsonl"):
+            assert same([r.model_dump() for r in read_log(path)], [dict(r) for r in records])
+        assert pq.read_table(tmp / "b.parquet").num_rows == len(records)
+
+    def test_resumed_log_converts_whole(self, tmp_path):
+        """A resumed run's log, resumed record and abandoned records included, converts as is."""
+        log = tmp_path / "run.jsonl"
+        bus = Bus([], log=log)
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 1.0})
+        bus.epoch_begin(1)
+        bus.close()
+        bus = Bus([], log=log, resume=True)
+        bus.epoch_begin(1)
+        bus.epoch_end(1, {"loss": 0.5})
+        bus.train_end()
+        bus.close()
+        convert(log, tmp_path / "run.parquet")
+        kinds = [r.kind for r in read_log(tmp_path / "run.parquet")]
+        assert kinds == [r.kind for r in read_log(log)] and "resumed" in kinds
+
+    def test_same_path_is_refused(self, tmp_path):
+        """Converting a log onto itself is refused rather than destroying it."""
+        record_run([JsonlSink(tmp_path / "a.jsonl")], [{"loss": 1.0}])
+        with pytest.raises(ConfigError, match="same log"):
+            convert(tmp_path / "a.jsonl", tmp_path / "a.jsonl")
+
+    def test_missing_source(self, tmp_path):
+        """A source that does not exist is a clear error and creates nothing."""
+        with pytest.raises(ConfigError, match="no such log"):
+            convert(tmp_path / "missing.jsonl", tmp_path / "out.parquet")
+        assert not (tmp_path / "out.parquet").exists()

@@ -1,0 +1,228 @@
+"""sinks.tensorboard: event encoding, framing, and files TensorBoard's own reader accepts."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.projector import projector_config_pb2
+from tensorboardX.crc32c import crc32c as reference_crc
+from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c as reference_masked
+
+import sinks.tensorboard as tbs
+from sinks.tensorboard import (
+    TensorBoardSink,
+    encode_scalar_event,
+    frame_records,
+    iter_event_file,
+    masked_crc32c,
+    masked_crc32c_many,
+)
+
+ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+TAGS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1,
+               max_size=20)
+
+
+def accumulator(path) -> EventAccumulator:
+    acc = EventAccumulator(str(path), size_guidance=ALL)
+    acc.Reload()
+    return acc
+
+
+def f32(x: float) -> float:
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class TestEncoding:
+    @settings(max_examples=60, deadline=None)
+    @given(wall_time=st.floats(0, 4e9), step=st.integers(-2**63, 2**63 - 1),
+           values=st.dictionaries(TAGS, st.floats(width=64), max_size=4),
+           prefix=st.sampled_from(["", "epoch_", "batch_"]))
+    def test_scalar_event_is_the_protobuf_encoding(self, wall_time, step, values, prefix):
+        """Hand-encoded scalar events parse as the Event tensorboardX's classes would build."""
+        data = encode_scalar_event(wall_time, step, values, prefix)
+        expected = event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=prefix + k, simple_value=f32(v))
+                   for k, v in values.items()]))
+        parsed = event_pb2.Event.FromString(data)
+        assert (parsed.wall_time, parsed.step) == (expected.wall_time, expected.step)
+        assert [v.tag for v in parsed.summary.value] == [v.tag for v in expected.summary.value]
+        assert all(same(a.simple_value, b.simple_value)
+                   for a, b in zip(parsed.summary.value, expected.summary.value))
+        if not any(math.isnan(v) for v in values.values()):
+            assert parsed == expected
+
+    def test_values_beyond_float32_become_infinite(self):
+        """A value too large for float32 is stored as infinity (TensorFlow's cast), not an error."""
+        event = event_pb2.Event.FromString(encode_scalar_event(0.0, 1, {"x": -1e300}))
+        assert event.summary.value[0].simple_value == -math.inf
+
+    @settings(max_examples=30, deadline=None)
+    @given(datas=st.lists(st.binary(max_size=64), max_size=80))
+    def test_crc_matches_tensorboardx(self, datas):
+        """Batched masked CRC-32C equals tensorboardX's record checksum, record by record."""
+        assert masked_crc32c_many(datas) == [reference_masked(d) for d in datas]
+
+    def test_vectorised_crc_path(self, monkeypatch):
+        """Many records of one length take the NumPy path and still match the reference."""
+        monkeypatch.setattr(tbs, "_NATIVE", None)
+        rng = np.random.default_rng(1)
+        datas = [bytes(rng.integers(0, 256, 40, dtype=np.uint8)) for _ in range(100)]
+        assert masked_crc32c_many(datas) == [reference_masked(d) for d in datas]
+        assert tbs._crc_py(b"123456789") == reference_crc(b"123456789") == 0xE3069283
+        assert masked_crc32c(datas[0]) == reference_masked(datas[0])
+
+    def test_framing_round_trip_and_torn_tail(self, tmp_path):
+        """Framed records read back; a record cut short at the end is left out quietly."""
+        records = [b"a", b"", b"x" * 300]
+        path = tmp_path / "events"
+        path.write_bytes(frame_records(records))
+        assert list(iter_event_file(path)) == records
+        path.write_bytes(frame_records(records)[:-3])
+        assert list(iter_event_file(path)) == records[:2]
+
+
+class TestSink:
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(series=st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "lr"]),
+                                           st.floats(width=32), min_size=1), min_size=1,
+                           max_size=40))
+    def test_what_is_written_is_what_tensorboard_reads(self, tmp_path_factory, series):
+        """Property: every (tag, step, value) given is read back by the EventAccumulator."""
+        log_dir = tmp_path_factory.mktemp("tb")
+        with TensorBoardSink(log_dir) as sink:
+            for step, values in enumerate(series):
+                assert sink.scalars("train", values, step, 1000.0 + step, "epoch_")
+        acc = accumulator(log_dir / "train")
+        for key in {k for values in series for k in values}:
+            expected = [(s, v[key]) for s, v in enumerate(series) if key in v]
+            got = [(e.step, e.value) for e in acc.Scalars(f"epoch_{key}")]
+            assert [s for s, _ in got] == [s for s, _ in expected]
+            assert all(same(g, f32(x)) for (_, g), (_, x) in zip(got, expected))
+
+    def test_histogram_image_text(self, tmp_path):
+        """Histograms, images and text entries are read back by TensorBoard's reader."""
+        weights = np.arange(12, dtype=float).reshape(3, 4)
+        with TensorBoardSink(tmp_path) as sink:
+            sink.histogram("train", "w/histogram", np.append(weights, np.nan), 2, 1.0)
+            sink.image("train", "w/image", weights, 2, 1.0)
+            sink.text("train", "note", "**hello**", 5, 1.0)
+        acc = accumulator(tmp_path / "train")
+        histogram = acc.Histograms("w/histogram")[0]
+        assert histogram.step == 2
+        assert histogram.histogram_value.num == 12  # the NaN is left out
+        assert (histogram.histogram_value.min, histogram.histogram_value.max) == (0, 11)
+        image = acc.Images("w/image")[0]
+        assert (image.width, image.height) == (4, 3)
+        text = acc.Tensors("note")[0]
+        assert text.step == 5 and text.tensor_proto.string_val == [b"**hello**"]
+
+    def test_embeddings_for_the_projector(self, tmp_path):
+        """Embeddings become tensors.tsv files and a projector config the projector can parse."""
+        labels = tmp_path / "labels.tsv"
+        labels.write_text("a\nb\nc\n")
+        log_dir = tmp_path / "logs"
+        matrix = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
+        with TensorBoardSink(log_dir) as sink:
+            sink.embeddings({"emb/embeddings": matrix}, 0, {"emb/embeddings": str(labels)})
+            sink.embeddings({"emb/embeddings": matrix * 2}, 1)
+        config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(),
+                                   projector_config_pb2.ProjectorConfig())
+        assert [e.tensor_name for e in config.embeddings] == ["emb/embeddings:00000",
+                                                              "emb/embeddings:00001"]
+        for embedding, expected in zip(config.embeddings, (matrix, matrix * 2)):
+            loaded = np.loadtxt(log_dir / embedding.tensor_path, delimiter="\t", ndmin=2)
+            assert np.array_equal(loaded.astype(np.float32), expected)
+            assert (log_dir / embedding.metadata_path).read_text() == "a\nb\nc\n"
+
+    def test_truncate_rewrites_only_what_it_must(self, tmp_path):
+        """truncate drops rejected values and keeps the rest; other files stay untouched."""
+        with TensorBoardSink(tmp_path) as sink:
+            for step in range(4):
+                sink.scalars("train", {"loss": step, "acc": step}, step, 1.0, "epoch_")
+                sink.scalars("validation", {"loss": step}, step, 1.0, "epoch_")
+        (val_file,) = (tmp_path / "validation").iterdir()
+        before = val_file.read_bytes()
+        with TensorBoardSink(tmp_path) as sink:
+            sink.truncate(lambda run, tag, step: run != "train" or tag != "epoch_loss"
+                          or step < 2)
+        acc = accumulator(tmp_path / "train")
+        assert [e.step for e in acc.Scalars("epoch_loss")] == [0, 1]
+        assert [e.step for e in acc.Scalars("epoch_acc")] == [0, 1, 2, 3]
+        assert val_file.read_bytes() == before
+        assert not list(tmp_path.rglob("*.tmp"))
+
+    def test_write_errors_are_reported_and_writing_goes_on(self, tmp_path):
+        """A run directory that cannot be made is reported through on_error; others still work."""
+        (tmp_path / "train").write_text("a file where a directory should be")
+        errors = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1.0)
+            sink.scalars("validation", {"loss": 1.0}, 0, 1.0)
+        assert errors == ["write train"]
+        assert [e.value for e in accumulator(tmp_path / "validation").Scalars("loss")] == [1.0]
+
+    def test_queue_bound_and_close(self, tmp_path):
+        """Beyond max_pending items are dropped and counted; after close nothing is queued."""
+        sink = TensorBoardSink(tmp_path, max_pending=0)
+        assert not sink.scalars("train", {"loss": 1.0}, 0, 1.0)
+        assert sink.dropped == 1
+        assert sink.flush(timeout=10)
+        assert sink.close(timeout=10) and sink.close(timeout=10)
+        assert not sink.text("train", "x", "y", 0, 1.0)
+
+    def test_training_thread_only_queues(self, tmp_path, monkeypatch):
+        """Writing happens on the sink's own thread, never the caller's."""
+        threads = set()
+        original = tbs._RunFile.write
+
+        def spy(self, records):
+            threads.add(threading.current_thread().name)
+            return original(self, records)
+
+        monkeypatch.setattr(tbs._RunFile, "write", spy)
+        with TensorBoardSink(tmp_path) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1.0)
+        assert threads and threading.current_thread().name not in threads
+
+    def test_event_files_begin_with_the_file_version(self, tmp_path):
+        """Each file starts with brain.Event:2, so TensorBoard uses restart-aware reading."""
+        with TensorBoardSink(tmp_path) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1.0)
+        (path,) = (tmp_path / "train").iterdir()
+        assert "tfevents" in path.name and os.path.getsize(path) > 0
+        first = event_pb2.Event.FromString(next(iter_event_file(path)))
+        assert first.file_version == "brain.Event:2"
+
+
+def test_image_of_constant_weights(tmp_path):
+    """A constant weight (zero range) still makes an image rather than dividing by zero."""
+    with TensorBoardSink(tmp_path) as sink:
+        sink.image("train", "b/image", np.zeros((1, 5)), 0, 1.0)
+    assert accumulator(tmp_path / "train").Images("b/image")[0].width == 5
+
+
+@pytest.mark.parametrize("values", [[math.nan, math.nan], []])
+def test_histogram_without_finite_values_is_skipped(tmp_path, values):
+    """A weight with no finite value writes no histogram (TensorFlow would fail the summary)."""
+    errors = []
+    with TensorBoardSink(tmp_path, on_error=lambda w, e: errors.append(w)) as sink:
+        sink.histogram("train", "w/histogram", np.array(values), 0, 1.0)
+        sink.scalars("train", {"x": 1.0}, 0, 1.0)
+    assert errors == []
+    assert accumulator(tmp_path / "train").Tags()["histograms"] == []
