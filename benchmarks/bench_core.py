@@ -112,10 +112,10 @@ def ours(plugins: list, path: str | None):
 
 
 def keras_callbacklist(n_subs: int):
-    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # the numpy backend needs jax
     try:
         import keras
-    except ImportError:
+    except Exception:  # not installed, or no usable backend
         return None
 
     class KerasCounter(keras.callbacks.Callback):

@@ -35,7 +35,7 @@ __all__ = ["JsonlWriter", "TornLogWarning", "iter_jsonl_dicts", "read_jsonl", "t
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # read and write in 1 MiB pieces
 
 
 class TornLogWarning(UserWarning):
@@ -121,55 +121,48 @@ class JsonlWriter:
         self.close()
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, line, complete) for each line; only the last may be incomplete."""
-    number = 0
-    rest = b""
-    with open(path, "rb") as file:
-        while True:
-            chunk = file.read(_CHUNK)
-            if not chunk:
-                break
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for line in parts:
-                number += 1
-                yield number, line, True
-    if rest:
-        yield number + 1, rest, False
+def _torn(path: Path, number: int, line: bytes) -> None:
+    warnings.warn(f"{path}: the last line (line {number}, {len(line)} bytes) is incomplete, "
+                  "most likely cut by a crash mid-write; ignored", TornLogWarning, stacklevel=4)
+
+
+def _bad_line(path: Path, number: int, line: bytes, exc: Exception) -> LogCorruptError:
+    what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else \
+        "not a record (needs 'kind' and 'v')"
+    return LogCorruptError(f"{path}:{number}: line is {what}: {exc}", path=str(path),
+                           line=number)
 
 
 def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every record of a JSON Lines log as a plain dict (non-finite floats restored)."""
+    """Every record of a JSON Lines log as a plain dict (non-finite floats restored).
+
+    Checks that each line is a JSON record of a schema version this library reads and that the
+    log starts with its header; :func:`read_jsonl` checks each record's kind and shape.
+    """
     path = Path(path)
-    header_seen = False
-    for number, line, complete in _lines(path):
-        try:
-            record = orjson.loads(line)
-            kind = record["kind"]
-            version = record["v"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            if not complete:
-                warnings.warn(f"{path}: the last line (line {number}, {len(line)} bytes) is "
-                              "incomplete, most likely cut by a crash mid-write; ignored",
-                              TornLogWarning, stacklevel=3)
-                return
-            what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else \
-                "not a record (needs 'kind' and 'v')"
-            raise LogCorruptError(f"{path}:{number}: line is {what}: {exc}",
-                                  path=str(path), line=number) from None
-        if version != SCHEMA_VERSION:
-            _check_version(version, path, number)
-        if not header_seen:
-            if kind != "header":
-                raise LogCorruptError(f"{path}:{number}: an event log starts with a header "
-                                      f"record; found {kind!r}", path=str(path), line=number)
-            header_seen = True
-        if b'"NaN"' in line or b'Infinity"' in line:
-            decode_nonfinite(record)
-        yield record
-    if not header_seen:
-        raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+    loads = orjson.loads
+    with open(path, "rb", buffering=_CHUNK) as file:
+        number = 0
+        for number, line in enumerate(file, 1):  # noqa: B007 - number is used after the loop
+            try:
+                record = loads(line)
+                version = record["v"]
+                if number == 1 and record["kind"] != "header":
+                    raise LogCorruptError(
+                        f"{path}:1: an event log starts with a header record; found "
+                        f"{record['kind']!r}", path=str(path), line=1)
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                if not line.endswith(b"\n") and not file.peek(1):
+                    _torn(path, number, line)  # only the last line can lack its newline
+                    return
+                raise _bad_line(path, number, line, exc) from None
+            if version != SCHEMA_VERSION:
+                _check_version(version, path, number)
+            if b'"NaN"' in line or b'Infinity"' in line:
+                decode_nonfinite(record)
+            yield record
+        if number == 0:
+            raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
 
 
 def _check_version(version: Any, path: Path, number: int) -> None:
@@ -183,20 +176,19 @@ def _check_version(version: Any, path: Path, number: int) -> None:
             path=str(path), line=number)
 
 
-_FIELD_COUNTS = {kind: len(cls.model_fields) for kind, cls in KINDS.items()}
+_SHAPES = {kind: frozenset(cls.model_fields) for kind, cls in KINDS.items()}
 
 
 def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
               line: int | None = None) -> Record:
     """The typed record for a stored dict: validated, or trusted when it has the exact shape."""
     kind = data.get("kind")
-    cls = KINDS.get(kind)  # type: ignore[arg-type]
-    if cls is None:
+    shape = _SHAPES.get(kind)  # type: ignore[arg-type]
+    if shape is None:
         raise LogCorruptError(f"{where}: unknown record kind {kind!r}", path=where, line=line)
     # The header holds nested models, so it is always validated (it is one record a log).
-    if not validate and kind != "header" and len(data) == _FIELD_COUNTS[kind] \
-            and data.keys() == cls.model_fields.keys():
-        return trusted(cls, data)
+    if not validate and kind != "header" and data.keys() == shape:
+        return trusted(KINDS[kind], data)  # type: ignore[index]
     try:
         return parse_record(data)
     except ValueError as exc:
@@ -206,5 +198,10 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
 
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
+    shapes, kinds, make = _SHAPES, KINDS, trusted
     for number, record in enumerate(iter_jsonl_dicts(path), 1):
-        yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)
+        kind = record["kind"]
+        if not validate and kind != "header" and record.keys() == shapes.get(kind):
+            yield make(kinds[kind], record)  # the fast path: a record this library wrote
+        else:
+            yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)
