@@ -587,6 +587,8 @@ class Bus:
         if not self._header_written and not isinstance(stamped, Header):
             self._write_header()
         self._write(stamped.model_dump())
+        if isinstance(stamped, (SinkFailed, PluginFailed)):
+            self.failures.append(stamped)  # however it arrived: raised, returned or reported
         return stamped
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -679,9 +681,7 @@ class Bus:
         return True
 
     def _fault(self, record: Record) -> Record:
-        stamped = self._record(record)
-        self.failures.append(stamped)
-        return stamped
+        return self._record(record)  # _record keeps faults in self.failures
 
     def _plugin_failed(self, plugin: object, kind: str, seq: int | None, exc: Exception) -> None:
         label = self._labels[id(plugin)]
@@ -732,11 +732,7 @@ class Bus:
     def _drain(self) -> None:
         self._attention = False  # cleared first: a report() racing with this sets it again
         while self._pending:
-            record = self._pending.popleft()
-            if isinstance(record, (SinkFailed, PluginFailed)):
-                self._fault(record)
-            else:
-                self._record(record)
+            self._record(self._pending.popleft())
 
     # --- resume --------------------------------------------------------------------------------
 
@@ -937,6 +933,9 @@ class Bus:
                 self._continued.add(id(writer))
             return writer
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "sync", "close")):
+            attach = getattr(target, "on_attach", None)
+            if callable(attach):
+                attach(self)  # e.g. a network writer that reports failures via bus.report()
             return target  # type: ignore[no-any-return]
         raise ConfigError(f"Bus: log must be a path or a writer with write/flush/sync/close; "
                           f"got {type(target).__name__}", field="log")

@@ -21,7 +21,9 @@ class RecordWriter(Protocol):
     """Where the bus appends every record, as the plain dict stored in the log.
 
     ``write`` is on the hot path: keep it cheap and defer I/O to ``flush``. The bus flushes at
-    every epoch end and decision, syncs at ``train_end`` and closes at ``close()``.
+    every epoch end and decision, syncs at ``train_end`` and closes at ``close()``. A writer
+    with an ``on_attach(bus)`` method is given the bus when it is added (to report failures
+    from a background thread through ``bus.report``).
     """
 
     name: str

@@ -336,8 +336,11 @@ class HttpRecordSink:
     def stats(self) -> DeliveryStats:
         return self._sender.stats
 
-    def attach(self, bus: Any) -> None:
-        """Record delivery failures on ``bus`` (through ``bus.report``, safe from any thread)."""
+    def on_attach(self, bus: Any) -> None:
+        """Record delivery failures on ``bus`` (through ``bus.report``, safe from any thread).
+
+        The bus calls this when the sink is given to it as a log writer.
+        """
         self._bus = bus
 
     def _failed(self, error: str, message: str, n: int) -> None:

@@ -485,3 +485,34 @@ class TestAbort:
         with pytest.raises(AbortTraining, match="NaN"):
             bus.batch_end(0, {"loss": math.nan})
         assert writer.kinds()[-1] == "plugin_failed"
+
+
+class TestWritersAndFailures:
+    def test_a_writer_with_on_attach_is_given_the_bus(self):
+        """Writer objects that report from a background thread get the bus when added."""
+        class Reporting(RecordingWriter):
+            bus = None
+
+            def on_attach(self, bus):
+                self.bus = bus
+
+        writer = Reporting()
+        bus = Bus(log=[writer])
+        assert writer.bus is bus
+        later = Reporting()
+        bus.add_writer(later)
+        assert later.bus is bus
+
+    def test_faults_count_however_they_arrive(self):
+        """A sink_failed returned from a hook is a failure like a raised one."""
+        class Returns(Plugin):
+            side_effects = True
+
+            @hookimpl
+            def on_close(self):
+                return r.SinkFailed(sink="mine", error="OSError", message="disk full")
+
+        bus = Bus([Returns()])
+        with pytest.warns(SinkFailureWarning, match="disk full"):
+            bus.close()
+        assert [f.sink for f in bus.failures] == ["mine"]

@@ -179,7 +179,6 @@ class TestRecordSink:
         sink = HttpRecordSink(collector.url + f"/r?token={TOKEN}",
                               headers={"Authorization": TOKEN}, **fast(retries=1))
         bus = Bus([], log=[memory, sink])
-        sink.attach(bus)
         with pytest.warns(SinkFailureWarning, match="not delivered"):
             short_run(bus, [0.5, 0.4])
             bus.epoch_begin(2)  # the next event records what the sender reported
@@ -197,7 +196,6 @@ class TestRecordSink:
         sink = HttpRecordSink(down_url(), **fast(retries=1))
         memory = RecordingWriter()
         bus = Bus([], log=[memory, sink])
-        sink.attach(bus)
         with pytest.warns(SinkFailureWarning, match="ConnectionError"):
             short_run(bus, [0.5])
             bus.close()
