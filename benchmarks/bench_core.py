@@ -135,6 +135,41 @@ def keras_callbacklist(n_subs: int):
     return run
 
 
+def keras_builtins(tmp: Path):
+    """Keras's own callbacks with the same roles, in a CallbackList (no recording).
+
+    Keras's TensorBoard needs TensorFlow, which is not a dependency here, so it is left out
+    (one callback fewer for Keras). Returns None when keras cannot be used.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except Exception:  # not installed, or no usable backend
+        return None
+    cb = keras.callbacks
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    callbacks = [
+        cb.EarlyStopping(monitor="val_loss"), cb.ReduceLROnPlateau(monitor="val_loss"),
+        cb.ModelCheckpoint(str(tmp / "k.weights.h5"), save_weights_only=True),
+        cb.CSVLogger(str(tmp / "k.csv")), cb.History(), cb.TerminateOnNaN(),
+        cb.LambdaCallback(on_batch_end=lambda batch, logs: None),
+        cb.LearningRateScheduler(lambda epoch, lr: lr), cb.RemoteMonitor(root="http://127.0.0.1:9"),
+        cb.BackupAndRestore(str(tmp / "k-backup")), cb.ProgbarLogger(),
+    ]
+    cbs = cb.CallbackList(callbacks, add_history=False, add_progbar=False, model=model,
+                          verbose=0, epochs=1, steps=10**9)
+    cbs.on_train_begin()
+    cbs.on_epoch_begin(0)
+
+    def run(n: int) -> None:
+        end = cbs.on_train_batch_end
+        for i in range(n):
+            end(i, LOGS)
+
+    return run, len(callbacks)
+
+
 def builtin_plugins(tmp: Path) -> list:
     """One of every built-in plugin that exists, configured to stay quiet."""
     import plugins as builtins
@@ -151,6 +186,7 @@ def builtin_plugins(tmp: Path) -> list:
         "ProgbarLogger": lambda c: c(verbose=0),
         "LambdaCallback": lambda c: c(on_batch_end=lambda batch, logs: None),
         "RemoteMonitor": lambda c: c(root="http://127.0.0.1:9"),
+        "BackupAndRestore": lambda c: c(str(tmp / "backup")),
     }
     missing = []
     for name, make in factories.items():
@@ -203,6 +239,20 @@ def main() -> None:
                  ours(made, str(tmp / "builtins.jsonl")))
     fb = measure(f"floor, the same {n_all} plugins called directly, JSONL",
                  floor(builtin_plugins(tmp)[0], str(tmp / "floorb.jsonl")))
+    kb = None
+    keras_b = keras_builtins(tmp)
+    if keras_b is not None:
+        run_kb, n_kb = keras_b
+        run_kb(1000)
+        kb = best_of(run_kb, n)
+        rows.append((f"keras CallbackList, Keras's {n_kb} built-in callbacks, no recording", kb,
+                     ""))
+        # The same callbacks on the bus: Keras 3 has no BaseLogger, and its TensorBoard needs
+        # TensorFlow, so both are left out here too.
+        same_set = [p for p in builtin_plugins(tmp / "same")[0]
+                    if type(p).__name__ not in ("BaseLogger", "TensorBoard")]
+        ok = measure(f"bus, the same {len(same_set)} callbacks as Keras's, JSONL",
+                     ours(same_set, str(tmp / "same.jsonl")))
     idle = measure("bus, batch_begin nobody subscribes to, no log", ours([], None))
 
     print(f"\nper-call cost (best of 5, {n:,} calls each)\n")
@@ -216,6 +266,9 @@ def main() -> None:
     print(f"  bus with every built-in / floor ({n_all} subs): {ob / fb:5.2f}x")
     if k12 is not None:
         print(f"  keras CallbackList / bus, {subs} subscribers: {k12 / o12:5.2f}x  (target > 1x)")
+        if kb is not None:
+            print(f"  keras built-ins / bus, same callbacks:       {kb / ok:5.2f}x  "
+                  "(target > 1x)")
     else:
         print("  keras is not installed: the CallbackList comparison was not run")
     print(f"  unsubscribed batch event, no log:            {idle:5.3f} µs (target <= 0.2 µs)")

@@ -63,6 +63,16 @@ class Plugin:
         """The constructor's arguments, as given (defaults filled in)."""
         return dict(getattr(self, "_config", {}))
 
+    def unsubscribe(self, *hooks: str) -> None:
+        """Leave out hooks this instance does not need, so the bus never calls it for them.
+
+        Call it in ``__init__``, before the plugin is on a bus: e.g. a checkpoint that saves
+        once per epoch unsubscribes from ``on_batch_end`` and costs nothing per batch.
+        """
+        for hook in hooks:
+            # pluggy only takes routines as hook implementations: None hides the method.
+            setattr(self, hook, None)
+
 
 def plugin_name(plugin: object) -> str:
     """The name a plugin is registered and recorded under."""

@@ -67,6 +67,8 @@ class BackupAndRestore(Plugin):
                               f"of batches); got {save_freq!r}", plugin=name, field="save_freq")
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = save_freq
+        if save_freq == "epoch":
+            self.unsubscribe("on_batch_end")  # backing up per epoch costs nothing per batch
         self.delete_checkpoint = require_bool(delete_checkpoint, "delete_checkpoint", name)
         self.log_path = os.path.join(self.backup_dir, LOG)
         self._bus: Any = None

@@ -79,6 +79,8 @@ class ModelCheckpoint(Plugin):
             raise ConfigError(f"{name}: save_freq must be 'epoch' or a positive int (a number "
                               f"of batches); got {save_freq!r}", plugin=name, field="save_freq")
         self.save_freq = save_freq
+        if save_freq == "epoch":
+            self.unsubscribe("on_batch_end")  # saving per epoch costs nothing per batch
         self.period = 1
         if period is not None:
             warnings.warn(f"{name}: `period` is deprecated; it saves every `period` epochs. "

@@ -55,10 +55,9 @@ class ProgbarLogger(Plugin):
         self._seen = 0
         self._started: float | None = None
         self._shown: float = 0.0
-        if verbose == 0:
-            for hook in ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end",
-                         "on_train_end", "on_close"):
-                setattr(self, hook, None)  # silent: subscribe to nothing at all
+        if verbose == 0:  # silent: subscribe to nothing at all
+            self.unsubscribe("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end",
+                             "on_train_end", "on_close")
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

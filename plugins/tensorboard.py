@@ -92,8 +92,7 @@ class TensorBoard(Plugin):
         self.embeddings_metadata = embeddings_metadata
         self.flush_timeout = flush_timeout
         if self._every is None:
-            # Not subscribing to batches at all: the bus then never calls this plugin per batch.
-            self.on_batch_end = None  # type: ignore[assignment]
+            self.unsubscribe("on_batch_end")  # nothing per batch: the bus never calls it
         self._bus: Any = None
         self._label = self.name
         self._sink: Any = None

@@ -516,3 +516,29 @@ class TestWritersAndFailures:
         with pytest.warns(SinkFailureWarning, match="disk full"):
             bus.close()
         assert [f.sink for f in bus.failures] == ["mine"]
+
+
+class TestUnsubscribe:
+    def test_unsubscribed_hooks_are_never_called(self):
+        """Plugin.unsubscribe() in __init__ drops hooks this configuration does not need."""
+        calls: list = []
+
+        class Maybe(Plugin):
+            def __init__(self, per_batch: bool):
+                if not per_batch:
+                    self.unsubscribe("on_batch_end")
+
+            @hookimpl
+            def on_batch_end(self, event):
+                calls.append("batch")
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                calls.append("epoch")
+
+        bus = Bus([Maybe(per_batch=False)])
+        assert bus._f_on_batch_end == ()  # type: ignore[attr-defined]
+        bus.batch_end(0, {"loss": 1.0})
+        bus.epoch_end(0)
+        Bus([Maybe(per_batch=True)]).batch_end(0, {"loss": 1.0})
+        assert calls == ["epoch", "batch"]
