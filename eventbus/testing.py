@@ -1,6 +1,7 @@
 """Helpers for testing plugins, this project's and yours.
 
 >>> from eventbus.testing import drive, epochs
+>>> from plugins import EarlyStopping
 >>> decisions = drive(EarlyStopping(patience=2), epochs(val_loss=[0.5, 0.4, 0.45, 0.47, 0.5]))
 >>> [(d.kind, d.epoch) for d in decisions]
 [('stop_training', 3)]
