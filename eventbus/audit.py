@@ -99,17 +99,20 @@ class Audit:
 
 def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
     """Monitored metric -> mode, from the plugins' parameters and the decisions' evidence."""
+    # A decision's evidence has the mode the plugin resolved; a header may say only "auto".
+    resolved: dict[str, str] = {}
+    for decision in decisions:
+        monitor, mode = decision.evidence.get("monitor"), decision.evidence.get("mode")
+        if isinstance(monitor, str) and mode in ("min", "max"):
+            resolved.setdefault(monitor, mode)
     found: dict[str, str] = {}
     for spec in header.plugins:
-        monitor = spec.params.get("monitor")
+        monitor, mode = spec.params.get("monitor"), spec.params.get("mode")
         if isinstance(monitor, str):
-            mode = spec.params.get("mode")
-            found.setdefault(monitor, mode if mode in ("min", "max") else guess_mode(monitor))
-    for decision in decisions:
-        monitor = decision.evidence.get("monitor")
-        if isinstance(monitor, str):
-            mode = decision.evidence.get("mode")
-            found.setdefault(monitor, mode if mode in ("min", "max") else guess_mode(monitor))
+            found.setdefault(monitor, resolved.get(monitor) or (
+                mode if mode in ("min", "max") else guess_mode(monitor)))
+    for monitor, mode in resolved.items():
+        found.setdefault(monitor, mode)
     return found
 
 
