@@ -110,6 +110,9 @@ class Bus:
     resume:
         Continue the run recorded in ``log`` (its JSON Lines file) if there is one: see
         :meth:`resume`. With no log yet, the run simply starts.
+
+    Subclasses (the distributed bus) may override ``_apply(decision)``, calling the base, to see
+    every decision as it is applied, and may make ``stop_training`` a property.
     """
 
     def __init__(
@@ -718,6 +721,32 @@ class Bus:
                                error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
                                epoch=self._epoch))
 
+    def decide(self, decision: Decision) -> Decision:
+        """Record and apply a decision made outside the plugins (a coordinator, a person).
+
+        As for a plugin's decision: stamped, recorded, applied, passed to ``on_decision``, and
+        the log flushed. ``source`` defaults to ``"bus"``. Returns the recorded decision.
+        """
+        if not isinstance(decision, Decision):
+            raise EventError(f"decide: expected a decision record; got {type(decision).__name__}")
+        stamped = self._record(decision, source="bus")
+        self._apply(stamped)  # type: ignore[arg-type]
+        self._flush()
+        return stamped  # type: ignore[return-value]
+
+    def record(self, outcome: Outcome) -> Outcome:
+        """Record an outcome now and flush (on the bus's thread; from others, :meth:`report`)."""
+        if not isinstance(outcome, Outcome):
+            raise EventError(f"record: expected an outcome record; got {type(outcome).__name__}")
+        stamped = self._record(outcome, source="bus")
+        self._flush()
+        return stamped  # type: ignore[return-value]
+
+    @property
+    def replaying(self) -> bool:
+        """True while recorded events are being fed again (replay, or restoring a resume)."""
+        return self._replaying
+
     def report(self, record: Outcome) -> None:
         """Queue an outcome from another thread (a background sink); recorded at the next event.
 
@@ -777,14 +806,19 @@ class Bus:
         if initial_lr is not None:
             self._lr = float(initial_lr)
 
-        recorded = [r for r in kept if isinstance(r, Decision)]
+        # Compare only what these plugins decide (a subclass may record decisions of its own).
+        labels = set(self._labels.values())
+        recorded = [r for r in kept if isinstance(r, Decision) and r.source in labels]
+        everything = [r for r in kept if isinstance(r, Decision)]
         replayed: list[Decision] = []
-        # A writer that starts a new file (not the log resumed from) gets this run's header.
+        # A writer that starts a new file (not the log resumed from) gets the run so far, so
+        # it holds the whole run as the resumed log does (e.g. a main log next to a backup).
         self._header_written = True
-        header_data = header.model_dump()
+        history = [header.model_dump(), *(r.model_dump() for r in kept[1:])]
         for writer in self._writers:
             if id(writer) not in self._continued and not _same_path(writer, log):
-                writer.write(header_data)
+                for data in history:
+                    writer.write(data)
         self._replaying = True
         try:
             for record in kept:
@@ -795,7 +829,7 @@ class Bus:
         self._seq = last_seq
         # What the log says happened is what happened to the model: it sets the control state
         # even if the plugins given now would decide otherwise (a warning below says so).
-        for decision in recorded:
+        for decision in everything:
             if isinstance(decision, StopTraining):
                 self.stop_training = True
             elif isinstance(decision, SetLearningRate):
@@ -933,6 +967,8 @@ class Bus:
                 self._continued.add(id(writer))
             return writer
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "sync", "close")):
+            if _has_records(getattr(target, "path", None)):
+                self._continued.add(id(target))  # it appends to a file that has the run
             attach = getattr(target, "on_attach", None)
             if callable(attach):
                 attach(self)  # e.g. a network writer that reports failures via bus.report()

@@ -37,6 +37,7 @@ _NO_PAYLOAD = frozenset({
     "predict_batch_begin", "predict_batch_end"})
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 METRIC_PREFIX = "logs."
+_REQUIRED = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 
 
 def _segment_name(first: int, last: int) -> str:
@@ -251,6 +252,10 @@ def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                                   path=str(file)) from exc
+        absent = [c for c in _REQUIRED if c not in table.column_names]
+        if absent:
+            raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} "
+                                  "column)", path=str(file))
         metric_columns = [(name[len(METRIC_PREFIX):], name) for name in table.column_names
                           if name.startswith(METRIC_PREFIX)]
         columns = table.to_pydict()

@@ -2,9 +2,9 @@
 
 Plugins are found through the ``eventbus`` entry-point group; this project declares its own
 built-ins there too, so a third-party plugin is looked up exactly like ``EarlyStopping``. Classes
-can also be registered at run time (``registry.register(cls)``); the bus does so for the class of
-every plugin it is given. Entry points are loaded lazily, on the first lookup that needs them, so
-``import eventbus`` stays fast.
+can also be registered at run time (``registry.register(cls)``), e.g. a plugin defined in a
+script that will be replayed in the same process. Entry points are loaded lazily, on the first
+lookup that needs them, so ``import eventbus`` stays fast.
 
 Replay rebuilds plugins by name through this registry only: a log names plugins, it never names
 code to import.

@@ -51,7 +51,8 @@ class Mismatch:
         def show(d: Decision | None) -> str:
             if d is None:
                 return "nothing"
-            return f"{d.kind} from {d.source} at epoch {d.epoch} (event {d.cause_seq}): {d.reason}"
+            epoch = "-" if d.epoch is None else d.epoch + 1  # counted from 1, as reasons are
+            return f"{d.kind} from {d.source} at epoch {epoch} (event {d.cause_seq}): {d.reason}"
 
         return (f"decision #{self.index + 1} differs: recorded {show(self.recorded)}; "
                 f"replayed {show(self.replayed)}")

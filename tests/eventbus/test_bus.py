@@ -542,3 +542,31 @@ class TestUnsubscribe:
         bus.epoch_end(0)
         Bus([Maybe(per_batch=True)]).batch_end(0, {"loss": 1.0})
         assert calls == ["epoch", "batch"]
+
+
+class TestOutsideDecisions:
+    def test_decide_records_and_applies_a_decision_from_outside(self):
+        """bus.decide() is the path for decisions no plugin made (a coordinator, a person)."""
+        seen = []
+
+        class Watcher(Plugin):
+            @hookimpl
+            def on_decision(self, decision):
+                seen.append(decision.kind)
+
+        writer = RecordingWriter()
+        bus = Bus([Watcher()], log=writer)
+        bus.epoch_begin(3)
+        stamped = bus.decide(r.StopTraining(reason="stopped by hand"))
+        assert bus.stop_training and seen == ["stop_training"]
+        assert (stamped.source, stamped.epoch, stamped.seq) == ("bus", 3, 2)
+        assert writer.records[-1]["reason"] == "stopped by hand"
+
+    def test_record_writes_an_outcome_now(self):
+        """bus.record() puts an outcome in the log at once (report() waits for an event)."""
+        writer = RecordingWriter()
+        bus = Bus(log=writer)
+        bus.record(r.Warning(message="rank 1 never answered"))
+        assert writer.kinds() == ["header", "warning"] and writer.flushes >= 1
+        with pytest.raises(ValueError, match="outcome"):
+            bus.record(r.StopTraining(reason="x"))  # type: ignore[arg-type]

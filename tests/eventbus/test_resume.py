@@ -121,8 +121,8 @@ def test_a_decision_lost_in_the_crash_is_recovered(tmp_path):
 
 
 class TestResumeDetails:
-    def test_a_new_log_next_to_the_resumed_one_gets_the_header(self, tmp_path):
-        """Resuming from a backup log into a fresh main log: the main log starts with a header."""
+    def test_a_new_log_next_to_the_resumed_one_gets_the_run_so_far(self, tmp_path):
+        """Resuming from a backup log into a fresh main log: the main log holds the whole run."""
         from eventbus import Plugin, hookimpl
 
         backup = tmp_path / "backup.jsonl"
@@ -141,7 +141,8 @@ class TestResumeDetails:
         assert resumed.initial_epoch == 1
         resumed.close()
         kinds = [rec.kind for rec in read_log(main)]
-        assert kinds == ["header", "resumed"]
+        assert kinds == ["header", "train_begin", "epoch_begin", "epoch_end", "resumed"]
+        assert [rec.seq for rec in read_log(main)][:4] == [rec.seq for rec in read_log(backup)]
 
     def test_outcomes_reported_during_resume_are_recorded(self, tmp_path):
         """bus.report() while the bus is restoring state lands in the log afterwards."""
