@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     progress=not args.quiet)
 
 
+def _rank_path(log: str, rank: int | None) -> str:
+    """LOG as given to a distributed bus, narrowed to one rank's file by ``--rank``."""
+    if rank is None:
+        return log
+    from .integrations.distributed import rank_log_path
+
+    return rank_log_path(log, rank)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit, render
 
+    if args.ranks:
+        from .integrations.distributed import audit_ranks, render_ranks
+
+        if len(args.logs) != 1 or args.json or args.plot or args.rank is not None:
+            raise UsageError("--ranks takes one LOG (as given to the distributed bus) and "
+                             "neither --json, --plot nor --rank")
+        print(render_ranks(audit_ranks(args.logs[0])))
+        return 0
+    args.logs = [_rank_path(log, args.rank) for log in args.logs]
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib()  # before the work, not after a screenful of audit
     results = [audit(_existing(log)) for log in args.logs]
     if args.json:
         data = [r.as_dict() for r in results]
@@ -96,12 +119,37 @@ def _stop_phrase(epoch: int | None) -> str:
         f"would have stopped at epoch {_ep(epoch)}"
 
 
+def _replay_ranks(args: argparse.Namespace) -> int:
+    from .integrations.distributed import replay_ranks
+
+    if args.set or args.sweep or args.rank is not None:
+        raise UsageError("--ranks replays every rank as recorded (verified); it takes neither "
+                         "--set, --sweep nor --rank")
+    result = replay_ranks(args.log)
+    for rank, res in sorted(result.results.items()):
+        print(f"rank {rank}: replayed {len(res.decisions)} decision(s); the log recorded "
+              f"{len(res.recorded)}; stops at epoch {_ep(res.stopped_at)}")
+    asked = ", ".join(map(str, result.stopped_by)) or "-"
+    print(f"agreed stop: epoch {_ep(result.stopped_at)} (asked by rank {asked})")
+    if not result.ok:
+        for problem in result.problems:
+            print(f"verify: MISMATCH: {problem}", file=sys.stderr)
+        return 1
+    print(f"verify: every rank's decisions match its log ({len(result.results)} ranks)")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
 
-    log = _existing(args.log)
+    if args.ranks:
+        return _replay_ranks(args)
+    log = _existing(_rank_path(args.log, args.rank))
     overrides = _overrides(args.set)
     if args.sweep:
+        if args.verify:
+            raise UsageError("--verify checks the recorded parameters; --sweep changes them: "
+                             "give one or the other")
         return _sweep(log, args.sweep, overrides)
     result = replay(log, overrides=overrides, verify=args.verify)
     recorded_stop = result.recorded_stop
@@ -199,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("logs", nargs="+", metavar="LOG", help="event log(s), .jsonl or .parquet")
     aud.add_argument("--json", action="store_true", help="the same as JSON")
     aud.add_argument("--plot", metavar="FILE.png", help="draw metrics with decisions marked")
+    aud.add_argument("--ranks", action="store_true",
+                     help="LOG is a distributed run's log: audit every rank together")
+    aud.add_argument("--rank", type=int, metavar="R", help="only rank R's log of a distributed run")
     aud.set_defaults(func=cmd_audit)
 
     rep = sub.add_parser("replay", help="recompute decisions; what-if with other parameters")
@@ -207,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replay with this parameter changed (repeatable)")
     rep.add_argument("--sweep", metavar="PLUGIN.PARAM=V1,V2,...",
                      help="one replay per value, as a table")
+    rep.add_argument("--ranks", action="store_true",
+                     help="LOG is a distributed run's log: replay and verify every rank")
+    rep.add_argument("--rank", type=int, metavar="R", help="only rank R's log of a distributed run")
     rep.add_argument("--verify", action="store_true",
                      help="exit 1 at the first decision that differs from the log")
     rep.set_defaults(func=cmd_replay)
@@ -223,11 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> Any:
+    """Warnings (a torn last line, a sink failure) as one line each, like the errors."""
+
+    def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        print(f"eventbus {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            return int(args.func(args))
     except (EventBusError, OSError, ValueError, ImportError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"eventbus {args.command}: error: {message}", file=sys.stderr)

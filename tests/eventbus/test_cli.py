@@ -1,0 +1,509 @@
+"""The command line, run as users run it: the ``eventbus`` script and ``python -m eventbus``.
+
+Every test starts real subprocesses and reads what they wrote with real readers (pyarrow, the
+csv module, h5py, TensorBoard's event reader). The demo runs twice per module, once through each
+entry, in parallel; the other commands work on its output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+import eventbus
+from eventbus import read_log
+from eventbus import records as r
+from eventbus.replay import effective_records
+
+SCRIPT = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    env.update(extra)
+    return env
+
+
+def eventbus_cmd(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``eventbus`` script."""
+    return subprocess.run([SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env or _env())
+
+
+def read_whole(path: Path) -> list[r.Record]:
+    """Every record of a log; a warning (a torn line) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return list(read_log(path))
+
+
+def decisions_of(records: list[r.Record]) -> list[tuple]:
+    return [(d.seq, d.kind, d.source, d.epoch, d.code, d.reason, d.evidence,
+             getattr(d, "value", None), getattr(d, "path", None))
+            for d in records if isinstance(d, r.Decision)]
+
+
+def early_stopping_epoch(values: list[float], patience: int, min_delta: float) -> int | None:
+    """Keras's EarlyStopping rule (mode min), written out independently: the 0-based stop epoch."""
+    best, wait = math.inf, 0
+    for epoch, value in enumerate(values):
+        wait += 1
+        if value + abs(min_delta) < best:
+            best, wait = value, 0
+        if wait >= patience and epoch > 0:
+            return epoch
+    return None
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict[str, object]:
+    """Two demo runs with the same seed: one via the script, one via ``python -m eventbus``."""
+    root = tmp_path_factory.mktemp("demo")
+    outs = {"script": root / "script", "module": root / "module"}
+    commands = {"script": [SCRIPT, "demo", "--out", str(outs["script"]), "--quiet"],
+                "module": [sys.executable, "-m", "eventbus", "demo", "--out",
+                           str(outs["module"]), "--quiet", "--seed", "0"]}
+    procs = {k: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=_env()) for k, c in commands.items()}
+    results = {k: p.communicate(timeout=120) + (p.returncode,) for k, p in procs.items()}
+    for name, (_, err, code) in results.items():
+        assert code == 0, f"{name} demo failed: {err}"
+    out = outs["script"]
+    records = read_whole(out / "events.jsonl")
+    return {"out": out, "other": outs["module"], "log": out / "events.jsonl",
+            "stdout": results["script"][0], "records": records}
+
+
+def epoch_ends(records: list[r.Record]) -> list[r.EpochEnd]:
+    return [e for e in effective_records(records) if isinstance(e, r.EpochEnd)]
+
+
+class TestDemo:
+    def test_the_event_log_reads_back_with_every_plugin_in_its_header(self, demo):
+        """events.jsonl: a header naming the built-in plugins, epochs, decisions, a train_end."""
+        records = demo["records"]
+        header = records[0]
+        assert isinstance(header, r.Header)
+        names = {p.name for p in header.plugins}
+        assert {"EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger",
+                "TensorBoard", "History", "ProgbarLogger", "TerminateOnNaN"} <= names
+        assert [rec.seq for rec in records] == list(range(len(records)))
+        # EarlyStopping restores the best weights at train_end: that outcome comes last.
+        assert [rec.kind for rec in records[-3:]] == ["train_end", "restore_weights",
+                                                      "weights_restored"]
+        assert len(epoch_ends(records)) >= 5
+        kinds = {rec.kind for rec in records}
+        assert {"stop_training", "set_learning_rate", "save_checkpoint",
+                "checkpoint_saved"} <= kinds
+
+    def test_the_parquet_log_holds_the_same_records(self, demo):
+        """events.parquet (pyarrow): the documented columns, the same rows as the JSON Lines."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(demo["out"] / "events.parquet")
+        for column in ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step",
+                       "payload", "logs.val_loss", "logs.loss"):
+            assert column in table.column_names
+        records = demo["records"]
+        assert table.column("seq").to_pylist() == [rec.seq for rec in records]
+        assert table.column("kind").to_pylist() == [rec.kind for rec in records]
+        from_parquet = read_whole(demo["out"] / "events.parquet")
+        assert [x.model_dump() for x in from_parquet] == [x.model_dump() for x in records]
+
+    def test_the_csv_has_one_row_per_epoch_with_the_logged_values(self, demo):
+        """history.csv (csv module): epochs 0..n-1 once each, values equal to the log's."""
+        with open(demo["out"] / "history.csv", newline="") as file:
+            rows = list(csv.DictReader(file))
+        ends = epoch_ends(demo["records"])
+        assert [int(row["epoch"]) for row in rows] == [e.epoch for e in ends]
+        for row, end in zip(rows, ends):
+            assert float(row["val_loss"]) == end.logs["val_loss"]
+            assert float(row["learning_rate"]) == end.logs["learning_rate"]
+
+    def test_every_checkpoint_opens_in_h5py_and_matches_its_logged_hash(self, demo):
+        """checkpoints/*.h5: h5py reads weights; size and sha256 are those in the log."""
+        import h5py
+
+        saved = [rec for rec in demo["records"] if isinstance(rec, r.CheckpointSaved)]
+        files = sorted((demo["out"] / "checkpoints").iterdir())
+        assert sorted(Path(s.path) for s in saved) == files
+        for record in saved:
+            data = Path(record.path).read_bytes()
+            assert len(data) == record.size
+            assert hashlib.sha256(data).hexdigest() == record.sha256
+            with h5py.File(record.path, "r") as file:
+                assert file.attrs["format"] == "eventbus-checkpoint"
+                assert file["weights/dense/kernel"].shape == (2, 64)
+
+    def test_tensorboard_event_files_are_written(self, demo):
+        """tensorboard/: train and validation runs with non-empty event files."""
+        files = [p for p in (demo["out"] / "tensorboard").rglob("events.out.tfevents.*")]
+        assert {p.parent.name for p in files} == {"train", "validation"}
+        assert all(p.stat().st_size > 0 for p in files)
+
+    def test_it_ends_with_the_audit_summary_and_the_next_commands(self, demo):
+        """The demo's output ends with why the run stopped and what to try next."""
+        out = demo["stdout"]
+        assert "ended: stopped by EarlyStopping" in out
+        assert "next, try:" in out
+        assert f"eventbus replay {demo['log']} --verify" in out
+
+    def test_the_same_seed_gives_the_same_decisions(self, demo):
+        """Two runs (script and ``python -m``) with seed 0 decide identically."""
+        other = read_whole(demo["other"] / "events.jsonl")
+
+        def relative(records: list[r.Record], out: Path) -> bytes:
+            # The output folders differ, and checkpoint paths include them.
+            return orjson.dumps(decisions_of(records)).replace(str(out).encode(), b"OUT")
+
+        assert relative(other, demo["other"]) == relative(demo["records"], demo["out"])
+        assert [e.logs for e in epoch_ends(other)] == [e.logs for e in epoch_ends(demo["records"])]
+
+    def test_epochs_limits_the_run(self, tmp_path):
+        """``--epochs 2``: two epochs, ended as planned."""
+        done = eventbus_cmd("demo", "--out", tmp_path, "--epochs", "2", "--quiet")
+        assert done.returncode == 0, done.stderr
+        assert "epochs run: 2 of 2" in done.stdout
+        assert "ended: completed every planned epoch" in done.stdout
+
+
+class TestAudit:
+    def test_text_summary(self, demo):
+        """The text names the stop, the best value, the learning-rate changes, every decision."""
+        done = eventbus_cmd("audit", demo["log"])
+        assert done.returncode == 0 and done.stderr == ""
+        records = demo["records"]
+        stop = next(rec for rec in records if isinstance(rec, r.StopTraining))
+        ends = epoch_ends(records)
+        best = min(ends, key=lambda e: e.logs["val_loss"])
+        out = done.stdout
+        assert f"epochs run: {len(ends)} of 40" in out
+        assert f"ended: stopped by EarlyStopping, rule {stop.code} at epoch {stop.epoch + 1}" in out
+        assert f"best val_loss: {best.logs['val_loss']:.6g} at epoch {best.epoch + 1}" in out
+        for change in (rec for rec in records if isinstance(rec, r.SetLearningRate)):
+            assert f"epoch {change.epoch + 1}: {change.previous:.6g} -> {change.value:.6g}" in out
+        count = sum(isinstance(rec, r.Decision) for rec in records)
+        assert f"decisions ({count})" in out
+
+    def test_json_gives_the_same_as_data(self, demo):
+        """``--json``: the stop, the monitors, every checkpoint with its sha256, every decision."""
+        done = eventbus_cmd("audit", demo["log"], "--json")
+        assert done.returncode == 0
+        data = orjson.loads(done.stdout)
+        records = demo["records"]
+        assert data["run_id"] == records[0].run_id
+        assert data["ended"] == "stopped"
+        assert data["stop"]["source"] == "EarlyStopping"
+        assert data["epochs_run"] == len(epoch_ends(records))
+        saved = [rec for rec in records if isinstance(rec, r.CheckpointSaved)]
+        assert [(c["path"], c["sha256"]) for c in data["checkpoints"]] == \
+            [(s.path, s.sha256) for s in saved]
+        assert [d["seq"] for d in data["decisions"]] == \
+            [d.seq for d in records if isinstance(d, r.Decision)]
+        assert [c["value"] for c in data["learning_rate_changes"]] == \
+            [d.value for d in records if isinstance(d, r.SetLearningRate)]
+        (monitor,) = data["monitors"]
+        assert monitor["name"] == "val_loss" and monitor["mode"] == "min"
+
+    def test_plot_writes_a_png(self, demo, tmp_path):
+        """``--plot``: a PNG file (with matplotlib installed, as the test extra has it)."""
+        pytest.importorskip("matplotlib")
+        png = tmp_path / "run.png"
+        done = eventbus_cmd("audit", demo["log"], "--plot", png)
+        assert done.returncode == 0, done.stderr
+        assert png.read_bytes()[:8] == PNG_MAGIC
+
+    def test_plot_without_matplotlib_is_one_clear_line(self, demo, tmp_path):
+        """Without matplotlib: one line saying how to install it, before any output."""
+        shim = tmp_path / "shim" / "matplotlib"
+        shim.mkdir(parents=True)
+        (shim / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+        env = _env(PYTHONPATH=os.pathsep.join(
+            [str(shim.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        png = tmp_path / "run.png"
+        done = eventbus_cmd("audit", demo["log"], "--plot", png, env=env)
+        assert done.returncode == 2
+        assert done.stdout == ""
+        assert done.stderr.splitlines() == [
+            "eventbus audit: error: --plot needs matplotlib: pip install 'eventbus[plot]'"]
+        assert not png.exists()
+
+    def test_a_torn_last_line_is_one_warning_line(self, demo, tmp_path):
+        """A log cut mid-line (a crash) is audited, with one warning line on stderr."""
+        data = demo["log"].read_bytes()
+        torn = tmp_path / "torn.jsonl"
+        torn.write_bytes(data[:data.index(b'"kind":"epoch_end"') + 10])
+        done = eventbus_cmd("audit", torn)
+        assert done.returncode == 0
+        assert "ended: no train_end in the log" in done.stdout
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("eventbus audit: warning: ") and "incomplete" in line
+
+
+class TestReplay:
+    def test_verify_matches_every_recorded_decision(self, demo):
+        """``--verify`` on the demo's log (both formats): exit 0, every decision matched."""
+        count = sum(isinstance(rec, r.Decision) for rec in demo["records"])
+        for log in (demo["log"], demo["out"] / "events.parquet"):
+            done = eventbus_cmd("replay", log, "--verify")
+            assert done.returncode == 0, done.stderr
+            assert f"verify: all {count} decisions match the log" in done.stdout
+
+    def test_verify_fails_on_a_tampered_log(self, demo, tmp_path):
+        """A metric changed after the fact: the replayed decisions differ, exit 1."""
+        lines = demo["log"].read_bytes().splitlines(keepends=True)
+        out = []
+        for line in lines:
+            record = orjson.loads(line)
+            if record["kind"] == "epoch_end" and record["epoch"] == 3:
+                record["logs"]["val_loss"] = 0.01  # a new best the recorded run never saw
+                line = orjson.dumps(record) + b"\n"
+            out.append(line)
+        tampered = tmp_path / "tampered.jsonl"
+        tampered.write_bytes(b"".join(out))
+        done = eventbus_cmd("replay", tampered, "--verify")
+        assert done.returncode == 1
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("verify: MISMATCH: decision #")
+        assert "at epoch 4" in line  # epoch index 3, counted from 1 as the reasons count
+
+    def test_set_answers_a_what_if(self, demo):
+        """``--set EarlyStopping.patience=3`` names the epoch an independent rule gives."""
+        ends = epoch_ends(demo["records"])
+        values = [e.logs["val_loss"] for e in ends]
+        expected = early_stopping_epoch(values, patience=3, min_delta=1e-4)
+        recorded = next(rec.epoch for rec in demo["records"] if isinstance(rec, r.StopTraining))
+        assert expected is not None and expected < recorded
+        done = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == (
+            f"EarlyStopping with patience=3 would have stopped at epoch {expected + 1}; "
+            f"the run stopped at epoch {recorded + 1}.")
+        assert "estimates, not facts" not in done.stdout
+
+    def test_set_says_when_the_answer_is_an_estimate(self, demo):
+        """A what-if that changes the learning rate says the later metrics are estimates."""
+        done = eventbus_cmd("replay", demo["log"], "--set", "ReduceLROnPlateau.patience=1",
+                            "--set", "EarlyStopping.patience=100")
+        assert done.returncode == 0, done.stderr
+        assert "would not have stopped" in done.stdout.splitlines()[0]
+        assert "estimates, not facts" in done.stdout
+
+    def test_sweep_prints_one_row_per_value(self, demo):
+        """``--sweep``: a header, one row per value with its stop epoch, the recorded stop."""
+        values = [e.logs["val_loss"] for e in epoch_ends(demo["records"])]
+        done = eventbus_cmd("replay", demo["log"], "--sweep", "EarlyStopping.patience=1,3,6")
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].split() == ["EarlyStopping.patience", "stops", "at", "epoch",
+                                    "decisions", "lr", "changes", "answer"]
+        rows = [line.split() for line in lines[1:4]]
+        assert [row[0] for row in rows] == ["1", "3", "6"]
+        for patience, row in zip((1, 3, 6), rows):
+            stop = early_stopping_epoch(values, patience=patience, min_delta=1e-4)
+            assert row[1] == str(stop + 1)
+            assert row[-1] == "exact"  # EarlyStopping alone never changes the learning rate
+        recorded = next(rec.epoch for rec in demo["records"] if isinstance(rec, r.StopTraining))
+        assert lines[4] == f"(the recorded run stopped at epoch {recorded + 1})"
+
+    def test_sweep_marks_rows_that_stop_being_exact(self, demo):
+        """Sweeping ReduceLROnPlateau: the recorded value is exact, others are estimates."""
+        done = eventbus_cmd("replay", demo["log"], "--sweep", "ReduceLROnPlateau.patience=1,2")
+        assert done.returncode == 0, done.stderr
+        rows = done.stdout.splitlines()[1:3]
+        assert "estimate after event" in rows[0]
+        assert rows[1].rstrip().endswith("exact")
+
+
+class TestConvert:
+    def test_to_jsonl_and_parquet_copies_every_record(self, demo, tmp_path):
+        """JSON Lines and Parquet copies read back record for record."""
+        original = [x.model_dump() for x in demo["records"]]
+        for name, fmt in (("copy.jsonl", "jsonl"), ("copy.parquet", "parquet")):
+            done = eventbus_cmd("convert", demo["log"], tmp_path / name, "--to", fmt)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith(f"wrote {len(original)} records")
+            assert [x.model_dump() for x in read_whole(tmp_path / name)] == original
+
+    def test_to_parquet_is_readable_by_pyarrow_as_one_table(self, demo, tmp_path):
+        """The converted Parquet log is one table pyarrow reads, a row per record."""
+        import pyarrow.parquet as pq
+
+        eventbus_cmd("convert", demo["log"], tmp_path / "x.parquet", "--to", "parquet")
+        table = pq.read_table(tmp_path / "x.parquet")
+        assert table.num_rows == len(demo["records"])
+
+    def test_to_csv_equals_the_csv_the_run_wrote(self, demo, tmp_path):
+        """Converting the log to CSV gives the table CSVLogger wrote live."""
+        done = eventbus_cmd("convert", demo["log"], tmp_path / "h.csv", "--to", "csv")
+        assert done.returncode == 0, done.stderr
+
+        def rows(path: Path) -> list[list[str]]:
+            with open(path, newline="") as file:
+                return list(csv.reader(file))
+
+        assert rows(tmp_path / "h.csv") == rows(demo["out"] / "history.csv")
+
+    def test_to_tensorboard_holds_a_scalar_per_epoch(self, demo, tmp_path):
+        """TensorBoard's own reader finds one epoch_loss point per epoch."""
+        done = eventbus_cmd("convert", demo["log"], tmp_path / "tb", "--to", "tensorboard")
+        assert done.returncode == 0, done.stderr
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        ends = epoch_ends(demo["records"])
+        for run, key in (("train", "loss"), ("validation", "val_loss")):
+            acc = EventAccumulator(str(tmp_path / "tb" / run))
+            acc.Reload()
+            points = acc.Scalars("epoch_loss")
+            assert [p.step for p in points] == [e.epoch for e in ends]
+            assert [p.value for p in points] == pytest.approx([e.logs[key] for e in ends],
+                                                              rel=1e-6)
+
+
+class TestPlugins:
+    def test_lists_every_built_in_with_its_distribution_and_version(self):
+        """``eventbus plugins``: each built-in, from this distribution at this version."""
+        done = eventbus_cmd("plugins")
+        assert done.returncode == 0
+        lines = done.stdout.splitlines()
+        assert lines[0].split() == ["plugin", "from", "target"]
+        by_name = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+        assert by_name["EarlyStopping"] == ["eventbus", eventbus.__version__,
+                                            "plugins.early_stopping:EarlyStopping"]
+        assert {"ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "BackupAndRestore",
+                "TensorBoard", "TerminateOnNaN"} <= set(by_name)
+
+    def test_json(self):
+        """``--json``: name, target, distribution and version for each."""
+        data = orjson.loads(eventbus_cmd("plugins", "--json").stdout)
+        spec = next(p for p in data if p["name"] == "ReduceLROnPlateau")
+        assert spec == {"name": "ReduceLROnPlateau",
+                        "target": "plugins.reduce_lr_on_plateau:ReduceLROnPlateau",
+                        "distribution": "eventbus", "version": eventbus.__version__}
+
+
+def test_version():
+    """``--version`` prints the package version."""
+    done = eventbus_cmd("--version")
+    assert done.stdout.strip() == f"eventbus {eventbus.__version__}"
+
+
+# --- user errors: one line on stderr, exit 2, never a traceback --------------------------------
+
+def _make_inputs(root: Path, log: Path) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = {
+        "text": root / "notes.txt", "empty": root / "empty.jsonl", "json": root / "obj.jsonl",
+        "csv": root / "history.csv", "dir": root / "a-directory", "bad_parquet": root / "x.parquet",
+        "table": root / "table.parquet", "newer": root / "newer.jsonl",
+    }
+    files["text"].write_text("hello\n")
+    files["empty"].write_bytes(b"")
+    files["json"].write_text('{"a": 1}\n')
+    files["csv"].write_text("epoch,loss\n0,1.0\n")
+    files["dir"].mkdir()
+    files["bad_parquet"].write_bytes(b"PAR1 but not really")
+    pq.write_table(pa.table({"x": [1, 2]}), files["table"])
+    lines = log.read_bytes().splitlines(keepends=True)
+    newer = orjson.loads(lines[0])
+    newer["v"] = eventbus.records.SCHEMA_VERSION + 1
+    files["newer"].write_bytes(orjson.dumps(newer) + b"\n" + b"".join(lines[1:]))
+    return files
+
+
+# (id, argv with {name} placeholders, a word the message must contain). The first of each kind
+# the command line promises to handle runs as a real subprocess; the variations run main()
+# in-process, which is the same code without the interpreter's start-up cost.
+SUBPROCESS_ERRORS = [
+    ("missing-file", ["audit", "{root}/missing.jsonl"], "no such file"),
+    ("not-a-log", ["replay", "{text}", "--verify"], "not JSON"),
+    ("unknown-plugin", ["replay", "{log}", "--set", "Nope.patience=3"], "Nope"),
+    ("unknown-parameter", ["replay", "{log}", "--set", "EarlyStopping.pateince=3"],
+     "pateince"),
+    ("malformed-set", ["replay", "{log}", "--set", "patience=3"], "Plugin.param=value"),
+    ("bad-value", ["replay", "{log}", "--set", "EarlyStopping.patience=soon"], "patience"),
+]
+IN_PROCESS_ERRORS = [
+    ("replay-missing", ["replay", "{root}/missing.jsonl"], "no such file"),
+    ("convert-missing", ["convert", "{root}/missing.jsonl", "{root}/o.csv", "--to", "csv"],
+     "no such file"),
+    ("csv-file", ["audit", "{csv}"], "not JSON"),
+    ("empty-file", ["audit", "{empty}"], "empty log"),
+    ("json-not-a-record", ["audit", "{json}"], "not a record"),
+    ("directory", ["audit", "{dir}"], "no Parquet segments"),
+    ("damaged-parquet", ["audit", "{bad_parquet}"], "not a readable Parquet file"),
+    ("parquet-not-a-log", ["audit", "{table}"], "not an event log"),
+    ("newer-schema", ["replay", "{newer}"], "schema version"),
+    ("set-without-value", ["replay", "{log}", "--set", "EarlyStopping.patience"],
+     "Plugin.param=value"),
+    ("negative-value", ["replay", "{log}", "--set", "EarlyStopping.patience=-1"], "patience"),
+    ("sweep-no-values", ["replay", "{log}", "--sweep", "EarlyStopping.patience="],
+     "at least one value"),
+    ("sweep-unknown-plugin", ["replay", "{log}", "--sweep", "Nope.x=1,2"], "Nope"),
+    ("sweep-with-verify", ["replay", "{log}", "--sweep", "EarlyStopping.patience=1,2",
+                           "--verify"], "one or the other"),
+    ("convert-wrong-suffix", ["convert", "{log}", "{root}/out.txt", "--to", "jsonl"], ".jsonl"),
+    ("demo-out-under-a-file", ["demo", "--out", "{text}/run", "--quiet"], "Not a directory"),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(demo, tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("inputs")
+    return {**_make_inputs(root, demo["log"]), "root": root, "log": demo["log"]}
+
+
+@pytest.fixture(scope="module")
+def subprocess_errors(inputs) -> dict[str, subprocess.CompletedProcess]:
+    """The subprocess cases, run concurrently (each is a fresh interpreter)."""
+
+    def run(case: tuple) -> tuple[str, subprocess.CompletedProcess]:
+        ident, argv, _ = case
+        return ident, eventbus_cmd(*(a.format(**inputs) for a in argv))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(run, SUBPROCESS_ERRORS))
+
+
+def check_one_line(command: str, code: int, out: str, err: str, word: str) -> None:
+    assert "Traceback" not in err
+    assert code == 2
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"eventbus {command}: error: ")
+    assert word in line
+
+
+@pytest.mark.parametrize("ident,argv,word", SUBPROCESS_ERRORS,
+                         ids=[c[0] for c in SUBPROCESS_ERRORS])
+def test_a_user_error_is_one_line_and_exit_2(subprocess_errors, ident, argv, word):
+    """A bad input or argument: exit 2, one line on stderr naming the problem, no traceback."""
+    done = subprocess_errors[ident]
+    check_one_line(argv[0], done.returncode, done.stdout, done.stderr, word)
+
+
+@pytest.mark.parametrize("ident,argv,word", IN_PROCESS_ERRORS,
+                         ids=[c[0] for c in IN_PROCESS_ERRORS])
+def test_more_user_errors_are_one_line_and_exit_2(inputs, capsys, ident, argv, word):
+    """The same contract for more bad inputs, through ``eventbus.cli.main``."""
+    from eventbus.cli import main
+
+    code = main([a.format(**inputs) for a in argv])
+    captured = capsys.readouterr()
+    check_one_line(argv[0], code, captured.out, captured.err, word)

@@ -1,0 +1,157 @@
+"""Resume with the built-in plugins: a real training subprocess killed with SIGKILL, resumed.
+
+The worker (crash_worker_builtin.py) trains a NumPy MLP with EarlyStopping, ReduceLROnPlateau,
+two ModelCheckpoints (best-only, and one target replaced every epoch), CSVLogger and
+BackupAndRestore, whose backup log is the run's log and what the bus resumes from. Each seed
+kills it at random moments and starts it again until it finishes; the result must be the
+uninterrupted run's, file for file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from eventbus import read_log
+from eventbus import records as r
+from eventbus.replay import effective_records
+
+WORKER = Path(__file__).with_name("crash_worker_builtin.py")
+DELAY = "0.003"  # seconds per batch: about 0.8 s of training after start-up
+
+
+def run_to_end(out: Path) -> None:
+    done = subprocess.run([sys.executable, str(WORKER), str(out)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "done"
+
+
+def log_of(out: Path) -> Path:
+    return out / "backup" / "events.jsonl"
+
+
+def read_whole(path: Path) -> list[r.Record]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a finished log has no torn line
+        return list(read_log(path))
+
+
+def decisions(out: Path) -> list[bytes]:
+    """The run's decisions without the envelope, the output folder written as OUT."""
+    kept = effective_records(read_whole(log_of(out)))
+    return [orjson.dumps([d.kind, d.source, d.epoch, d.cause_seq is not None, d.code, d.reason,
+                          d.evidence, getattr(d, "value", None), getattr(d, "path", None)])
+            .replace(str(out).encode(), b"OUT")
+            for d in kept if isinstance(d, r.Decision)]
+
+
+def csv_rows(out: Path) -> list[list[str]]:
+    with open(out / "history.csv", newline="") as file:
+        return list(csv.reader(file))
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as file:
+        assert file.attrs["format"] == "eventbus-checkpoint"
+        file["weights"].visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean")
+    run_to_end(out)
+    return out
+
+
+def test_the_clean_run_exercises_every_plugin(clean):
+    """The reference run cuts the learning rate, saves checkpoints and stops early."""
+    kinds = [d.kind for d in read_whole(log_of(clean)) if isinstance(d, r.Decision)]
+    assert kinds.count("set_learning_rate") >= 2
+    assert kinds.count("save_checkpoint") >= 10
+    assert "stop_training" in kinds
+
+
+def kill_and_resume(out: Path, rng: random.Random) -> int:
+    """Start the worker again and again, killing it at random moments, until it finishes."""
+    kills = 0
+    for _ in range(40):
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), "--delay", DELAY],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("started")
+            time.sleep(rng.uniform(0.0, 0.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+            stdout, stderr = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode == 0, stderr
+        if "done" in stdout:
+            return kills
+    pytest.fail("the worker never finished")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path, clean, seed):
+    """Same decisions, a whole log, whole checkpoints with the same weights, one CSV row each."""
+    out = tmp_path / "run"
+    kills = kill_and_resume(out, random.Random(seed))
+    assert kills >= 1
+
+    # The decisions are the uninterrupted run's, in order.
+    assert decisions(out) == decisions(clean)
+
+    # The log reads back whole; seq increases across resumes; each resume is recorded.
+    records = read_whole(log_of(out))
+    seqs = [rec.seq for rec in records]
+    assert seqs == sorted(set(seqs))
+    assert sum(rec.kind == "resumed" for rec in records) >= 1
+
+    # No checkpoint target is partial: every file at a target name opens and holds the
+    # uninterrupted run's weights; a temporary file never sits at a target name.
+    targets = {Path(rec.path).name for rec in records if isinstance(rec, r.SaveCheckpoint)}
+    files = {p.name for p in (out / "checkpoints").iterdir()}
+    assert {n for n in files if not n.startswith(".")} == targets
+    assert {p.name for p in (clean / "checkpoints").iterdir()} == targets
+    assert all(n.endswith(".tmp") for n in files - targets)
+    for name in sorted(targets):
+        got, want = weights(out / "checkpoints" / name), weights(clean / "checkpoints" / name)
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name}: {key}")
+
+    # The log's last word on each checkpoint is the file on disk.
+    kept = effective_records(records)
+    last_saved = {rec.path: rec for rec in kept if isinstance(rec, r.CheckpointSaved)}
+    for path, rec in last_saved.items():
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == rec.sha256, path
+
+    # One CSV row per epoch, the same rows as the uninterrupted run's.
+    rows = csv_rows(out)
+    epochs = [row[0] for row in rows[1:]]
+    assert len(epochs) == len(set(epochs))
+    assert rows == csv_rows(clean)
