@@ -1,0 +1,83 @@
+"""One rank of a two-process run for test_distributed_bus.py (spawned by the test, not imported).
+
+    python dist_worker.py RANK WORLD PORT OUTDIR SCENARIO
+
+Trains a tiny DistributedDataParallel model through gloo on 127.0.0.1 and writes
+``result.rank{R}.json`` into OUTDIR. Scenarios:
+
+- ``plateau``: a metric ("score") that only rank 1 sees stop improving; EarlyStopping on it.
+- ``silent``: rank 1 trains epoch 1's batches, then never reaches its epoch end.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from eventbus.integrations.distributed import DistributedBus, RankTimeoutError
+from eventbus.integrations.torch import TorchModel, scalars
+from plugins import CSVLogger, EarlyStopping, ReduceLROnPlateau
+
+
+def main() -> None:
+    rank, world, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    out, scenario = Path(sys.argv[4]), sys.argv[5]
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    torch.manual_seed(0)
+    net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1))
+    # Rank 1 starts with another rate: the agreement gives it rank 0's at the first epoch end.
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1 if rank == 0 else 0.05)
+    g = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
+    x, y = torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g)
+    vx, vy = torch.randn(16, 3, generator=g), torch.randn(16, 1, generator=g)
+    plugins = [
+        EarlyStopping(monitor="score", mode="max", patience=2),
+        ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=1e-2),
+        CSVLogger(str(out / "metrics.csv")),
+    ]
+    bus = DistributedBus(plugins, log=out / "events.jsonl", model=TorchModel(net.module, optimizer),
+                         timeout=2.0 if scenario == "silent" else 20.0)
+    result: dict = {"rank": rank, "run_id": bus.run_id}
+    try:
+        bus.train_begin({"epochs": 12, "steps": 4})
+        for epoch in range(12):
+            bus.epoch_begin(epoch)
+            for batch in range(4):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.mse_loss(net(x[batch * 8:(batch + 1) * 8]),
+                                                    y[batch * 8:(batch + 1) * 8])
+                loss.backward()  # DDP's gradient all-reduce: ranks stay in step
+                optimizer.step()
+                bus.batch_end(batch, {"loss": loss.detach()})
+            if scenario == "silent" and rank == 1 and epoch == 1:
+                time.sleep(30)  # never answers; the test ends this process
+            with torch.no_grad():
+                val_loss = torch.nn.functional.mse_loss(net(vx), vy)
+            # Rank 0's score keeps improving; rank 1's stops improving after epoch 2.
+            score = float(epoch) if rank == 0 else float(min(epoch, 2))
+            bus.epoch_end(epoch, scalars({"val_loss": val_loss, "score": score}))
+            if bus.stop_training:
+                break
+        bus.train_end()
+        result["last_epoch"] = epoch
+        result["learning_rate"] = optimizer.param_groups[0]["lr"]
+    except RankTimeoutError as exc:
+        result["error"] = {"type": type(exc).__name__, "message": str(exc), "ranks": exc.ranks}
+    finally:
+        bus.close()
+        (out / f"result.rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""eventbus.integrations.distributed: two real processes agreeing through gloo on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+from eventbus import Bus, read_log  # noqa: E402
+from eventbus.integrations.distributed import (  # noqa: E402
+    AGREEMENT,
+    DistributedBus,
+    audit_ranks,
+    rank_log_path,
+    rank_logs,
+    read_rank_logs,
+    render_ranks,
+    replay_ranks,
+)
+from eventbus.records import SetLearningRate, StopTraining  # noqa: E402
+from plugins import EarlyStopping  # noqa: E402
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(out: Path, scenario: str, *, wait_for: tuple[int, ...] = (0, 1),
+              limit: float = 60.0) -> dict[int, dict]:
+    """Start both ranks; wait for the ranks in ``wait_for``; end the others; read results."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
+                                                                                  "")]))
+    procs = {rank: subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", str(port),
+                                     str(out), scenario], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+             for rank in (0, 1)}
+    deadline = time.monotonic() + limit
+    try:
+        for rank in wait_for:
+            output, _ = procs[rank].communicate(timeout=max(deadline - time.monotonic(), 1))
+            assert procs[rank].returncode == 0, output.decode(errors="replace")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {rank: json.loads((out / f"result.rank{rank}.json").read_text()) for rank in wait_for}
+
+
+@pytest.fixture(scope="module")
+def plateau(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plateau")
+    return out, run_ranks(out, "plateau")
+
+
+class TestAgreedStop:
+    def test_both_ranks_stop_at_the_same_epoch(self, plateau):
+        """Only rank 1's score plateaus, and both ranks stop at its epoch, sharing one run id."""
+        _, results = plateau
+        assert results[0]["last_epoch"] == results[1]["last_epoch"] == 4
+        assert results[0]["run_id"] == results[1]["run_id"]
+        # val_loss is averaged, so ReduceLROnPlateau decides alike: same rate everywhere.
+        assert results[0]["learning_rate"] == results[1]["learning_rate"]
+
+    def test_each_rank_logs_why(self, plateau):
+        """Rank 1 records its own EarlyStopping; rank 0 records the agreed stop naming rank 1."""
+        out, _ = plateau
+        logs = read_rank_logs(out / "events.jsonl")
+        assert sorted(logs) == [0, 1]
+        for rank, records in logs.items():
+            assert records[0].meta["rank"] == rank and records[0].meta["world_size"] == 2
+        own = [r for r in logs[1] if isinstance(r, StopTraining)]
+        assert [(s.source, s.epoch) for s in own] == [("EarlyStopping", 4)]
+        agreed = [r for r in logs[0] if isinstance(r, StopTraining)]
+        assert [(s.source, s.epoch, s.code) for s in agreed] == [(AGREEMENT, 4, "stop_agreed")]
+        assert agreed[0].evidence["rank"] == 1
+        assert agreed[0].evidence["source"] == "EarlyStopping"
+        assert "rank 1 asked to stop" in agreed[0].reason
+        # The epoch_end both record carries the averaged val_loss: the same on both ranks.
+        ends = {rank: [r.logs["val_loss"] for r in recs if r.kind == "epoch_end"]
+                for rank, recs in logs.items()}
+        assert ends[0] == ends[1]
+
+    def test_learning_rate_comes_from_rank_zero(self, plateau):
+        """Rank 1 started at 0.05: at the first epoch end it takes rank 0's 0.1, on record."""
+        out, _ = plateau
+        logs = read_rank_logs(out / "events.jsonl")
+        agreed = {rank: [r for r in recs if isinstance(r, SetLearningRate)
+                         and r.source == AGREEMENT] for rank, recs in logs.items()}
+        assert agreed[0] == []
+        assert [(d.epoch, d.value, d.previous) for d in agreed[1]] == [(0, 0.1, 0.05)]
+
+    def test_logs_replay_to_the_same_decisions(self, plateau):
+        """Each rank's log replays to its recorded decisions; the agreement is epoch 5, rank 1."""
+        out, _ = plateau
+        result = replay_ranks(out / "events.jsonl")
+        assert result.ok, result.problems
+        assert result.stopped_at == 4 and result.stopped_by == [1]
+        assert result.recorded_stops == {0: 4, 1: 4}
+
+    def test_audit_over_both_ranks_explains_the_stop(self, plateau):
+        """The text names the asking rank, its plugin and rule, for a person to read."""
+        out, _ = plateau
+        audits = audit_ranks(out / "events.jsonl")
+        assert audits[0].stop.source == AGREEMENT and audits[1].stop.source == "EarlyStopping"
+        text = render_ranks(audits)
+        assert "stopped at epoch 5 on 2 of 2 rank(s); asked by rank 1" in text
+        assert "rank 1: EarlyStopping" in text
+
+    def test_sinks_write_on_rank_zero_only(self, plateau):
+        """CSVLogger ran on rank 0 alone; rank 1's header says it was left out."""
+        out, _ = plateau
+        logs = read_rank_logs(out / "events.jsonl")
+        assert logs[1][0].meta["distributed"]["left_out"] == ["CSVLogger"]
+        assert logs[0][0].meta["distributed"]["left_out"] == []
+        rows = (out / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + 5  # header and epochs 1..5, written once
+
+    def test_one_rank_log_reads_alone(self, plateau):
+        """A single rank's log is an ordinary log: read, replay and audit work on it."""
+        out, _ = plateau
+        path = rank_log_path(out / "events.jsonl", 1)
+        assert list(rank_logs(path)) == [1]
+        assert any(isinstance(r, StopTraining) for r in read_log(path))
+
+
+def test_a_silent_rank_becomes_a_timeout_naming_it(tmp_path):
+    """Rank 1 never reaches its epoch end: rank 0 raises RankTimeoutError naming rank 1."""
+    start = time.monotonic()
+    results = run_ranks(tmp_path, "silent", wait_for=(0,), limit=40)
+    error = results[0]["error"]
+    assert error["type"] == "RankTimeoutError" and error["ranks"] == [1]
+    assert "rank 1 never answered within 2 s" in error["message"]
+    assert time.monotonic() - start < 30
+    # The log keeps what happened, the timeout included.
+    warnings = [r for r in read_log(tmp_path / "events.rank0.jsonl") if r.kind == "warning"]
+    assert warnings and warnings[-1].details["missing"] == [1]
+
+
+class TestSingleProcess:
+    def test_without_torch_distributed_it_is_a_plain_bus(self, tmp_path):
+        """Not initialised: rank 0 of 1, a rank log name, decisions as a plain bus makes them."""
+        from eventbus.testing import epochs
+
+        bus = DistributedBus([EarlyStopping(patience=1)], log=tmp_path / "e.jsonl")
+        with bus:
+            for event in epochs(val_loss=[0.5, 0.6, 0.7]):
+                bus.publish(event)
+                if bus.stop_training:
+                    break
+        assert bus.rank == 0 and bus.world_size == 1 and bus.stop_training
+        header = next(iter(read_log(tmp_path / "e.rank0.jsonl")))
+        assert header.meta["world_size"] == 1
+        plain = Bus([EarlyStopping(patience=1)])
+        for event in epochs(val_loss=[0.5, 0.6, 0.7]):
+            plain.publish(event)
+        assert plain.stop_training
+
+    def test_rank_log_path(self):
+        """{rank} is filled in; otherwise .rank{R} goes before the extension."""
+        assert rank_log_path("runs/events.jsonl", 3) == os.path.join("runs", "events.rank3.jsonl")
+        assert rank_log_path("runs/r{rank}/log.jsonl", 1) == "runs/r1/log.jsonl"
+
+
+
+
+class TestCommandLine:
+    def test_audit_and_replay_over_both_ranks_from_the_command_line(self, plateau):
+        """eventbus audit/replay --ranks read every rank's log; --rank reads one."""
+        out, _ = plateau
+        log = str(out / "events.jsonl")
+
+        def cli(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "eventbus", *argv], capture_output=True,
+                                  text=True, timeout=120)
+
+        audit = cli("audit", log, "--ranks")
+        assert audit.returncode == 0, audit.stderr
+        assert "asked by rank 1" in audit.stdout
+        replayed = cli("replay", log, "--ranks")
+        assert replayed.returncode == 0, replayed.stderr
+        assert "agreed stop: epoch 5 (asked by rank 1)" in replayed.stdout
+        one = cli("audit", log, "--rank", "1")
+        assert one.returncode == 0 and "stopped by EarlyStopping" in one.stdout
+        wrong = cli("replay", log, "--ranks", "--set", "EarlyStopping.patience=1")
+        assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1

@@ -1,0 +1,142 @@
+"""eventbus.integrations.keras: Keras 3 fit, evaluate and predict on the torch backend."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":
+    pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
+
+from eventbus import Bus, read_log, replay  # noqa: E402
+from eventbus.integrations.keras import KerasBridge, KerasModel, from_keras_callback  # noqa: E402
+from eventbus.records import SetLearningRate, StopTraining  # noqa: E402
+from eventbus.testing import RecordingWriter, epochs  # noqa: E402
+from plugins import EarlyStopping, ReduceLROnPlateau  # noqa: E402
+
+# Keras's torch backend converts its own tensors the NumPy 1 way; not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+def tiny_model(lr: float = 0.1) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="dense")],
+                             name="sequential")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+    return model
+
+
+def noise(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One fit through the bridge, shared by the tests that read its log."""
+    log = tmp_path_factory.mktemp("keras") / "events.jsonl"
+    model = tiny_model()
+    x, y = noise(64, 0)
+    vx, vy = noise(32, 1)
+    bus = Bus([ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=1e-3),
+               EarlyStopping(monitor="val_loss", patience=3, min_delta=1e-3)], log=log)
+    with bus:
+        history = model.fit(x, y, validation_data=(vx, vy), epochs=40, batch_size=16,
+                            verbose=0, callbacks=[KerasBridge(bus)])
+        model.evaluate(vx, vy, verbose=0, callbacks=[KerasBridge(bus)])
+        model.predict(vx, batch_size=16, verbose=0, callbacks=[KerasBridge(bus)])
+    return model, history, list(read_log(log)), log
+
+
+class TestFit:
+    def test_stop_reaches_keras(self, fitted):
+        """EarlyStopping's decision ends fit at the decided epoch."""
+        _, history, records, _ = fitted
+        stops = [r for r in records if isinstance(r, StopTraining)]
+        assert stops, "noise targets should stop improving"
+        assert len(history.history["loss"]) == stops[0].epoch + 1 < 40
+
+    def test_learning_rate_reaches_the_optimizer(self, fitted):
+        """ReduceLROnPlateau's last value is the optimizer's learning rate."""
+        model, _, records, _ = fitted
+        cuts = [r for r in records if isinstance(r, SetLearningRate)]
+        assert cuts and cuts[0].previous == pytest.approx(0.1)
+        assert float(model.optimizer.learning_rate) == pytest.approx(cuts[-1].value)
+
+    def test_every_hook_is_published(self, fitted):
+        """fit, its validation, evaluate and predict all reach the log, batches included."""
+        _, history, records, _ = fitted
+        kinds = {r.kind for r in records}
+        assert {"train_begin", "epoch_begin", "batch_begin", "batch_end", "epoch_end",
+                "test_begin", "test_batch_end", "test_end", "train_end", "predict_begin",
+                "predict_batch_end", "predict_end"} <= kinds
+        assert sum(r.kind == "batch_end" for r in records) == 4 * len(history.history["loss"])
+        header = records[0]
+        assert header.meta["model"]["weights"]["sequential/dense/kernel"] == [4, 1]
+
+    def test_log_replays_with_verify(self, fitted):
+        """The recorded decisions come back from a replay of the log."""
+        *_, log = fitted
+        result = replay(log, verify=True)
+        assert result.ok and result.decisions
+
+
+class TestKerasModel:
+    def test_weights_round_trip(self):
+        """Weights by variable path; set_weights assigns them back into the model."""
+        model = tiny_model()
+        adapter = KerasModel(model)
+        weights = adapter.get_weights()
+        assert set(weights) == {"sequential/dense/kernel", "sequential/dense/bias"}
+        weights["sequential/dense/bias"] = np.array([3.0], dtype="float32")
+        adapter.set_weights(weights)
+        assert float(model.layers[0].bias.numpy()[0]) == 3.0
+
+    def test_learning_rate(self):
+        """The adapter reads and writes optimizer.learning_rate."""
+        model = tiny_model(lr=0.2)
+        adapter = KerasModel(model)
+        assert adapter.learning_rate == pytest.approx(0.2)
+        adapter.learning_rate = 0.05
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+
+
+class TestKerasCallbacksOnTheBus:
+    def test_keras_early_stopping_becomes_a_decision(self):
+        """Keras's own EarlyStopping, run on the bus, stops it through a recorded decision."""
+        model = tiny_model()
+        writer = RecordingWriter()
+        bus = Bus([from_keras_callback(keras.callbacks.EarlyStopping(patience=1), model=model)],
+                  log=writer)
+        for event in epochs(val_loss=[0.5, 0.6, 0.7, 0.8]):
+            bus.publish(event)
+            if bus.stop_training:
+                break
+        stops = [r for r in writer.records if r["kind"] == "stop_training"]
+        assert len(stops) == 1
+        assert stops[0]["source"] == "EarlyStopping"
+        assert stops[0]["code"] == "keras_stop_training" and stops[0]["epoch"] == 1
+        assert model.stop_training is False  # the bus owns the flag
+
+    def test_plain_object_with_keras_methods(self):
+        """Any object with Keras's method names runs; only the methods it has are called."""
+
+        class Seen:
+            def __init__(self):
+                self.calls = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.calls.append((epoch, logs["val_loss"]))
+
+        seen = Seen()
+        bus = Bus([from_keras_callback(seen)])
+        for event in epochs(val_loss=[0.5, 0.4]):
+            bus.publish(event)
+        assert seen.calls == [(0, 0.5), (1, 0.4)]
+        assert bus.label(bus.plugins[0]) == "Seen"
