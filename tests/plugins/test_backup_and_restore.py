@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugin_strategies import decision_view
 
 from eventbus import Bus, ConfigError, NumpyModel, read_log
 from eventbus.records import Decision
 from eventbus.replay import effective_records
 from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
 from sinks.hdf5 import load_checkpoint
+
+from plugin_strategies import decision_view
 
 VALUES = [1.0, 0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85, 0.85, 0.85, 0.8, 0.8]
 

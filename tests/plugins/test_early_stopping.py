@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plugin_strategies import metric_sequences, resume_matches, strictly_improving
 
 from eventbus import Bus, ConfigError, NumpyModel, Plugin, hookimpl, replay
 from eventbus.records import EpochEnd, StopTraining
 from eventbus.testing import drive, epochs, run
 from plugins import EarlyStopping
+
+from plugin_strategies import metric_sequences, resume_matches, strictly_improving
 
 
 def stops(values: list[float], **params: Any) -> list[tuple[int, str]]:

@@ -115,7 +115,9 @@ class TestWithTheBus:
 
     def test_replay_needs_the_instance_and_agrees_with_it(self) -> None:
         """A callable cannot be recorded: replay asks for the instance, then agrees."""
-        schedule = lambda epoch, lr: lr * 0.9
+        def schedule(epoch, lr):
+            return lr * 0.9
+
         with tempfile.TemporaryDirectory() as directory:
             path = f"{directory}/run.jsonl"
             with Bus([LearningRateScheduler(schedule)], log=path, learning_rate=0.1) as bus:

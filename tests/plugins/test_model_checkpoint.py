@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plugin_strategies import metric_sequences, resume_matches
 
 from eventbus import Bus, ConfigError, NumpyModel, PluginError, replay
 from eventbus.records import (
@@ -26,6 +25,8 @@ from eventbus.records import (
 from eventbus.testing import drive, epochs, run
 from plugins import ModelCheckpoint
 from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint
+
+from plugin_strategies import metric_sequences, resume_matches
 
 
 def saves(values: list[float], filepath: str = "{epoch:02d}-{val_loss:.2f}.h5",

@@ -7,10 +7,11 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plugin_strategies import finite_metric, metric_sequences
 
 from eventbus import ConfigError
 from plugins.monitor import Monitor, infer_mode, require_int, require_real
+
+from plugin_strategies import finite_metric, metric_sequences
 
 
 class TestInferMode:

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plugin_strategies import metric_sequences, resume_matches
 
 from eventbus import Bus, ConfigError, NumpyModel, replay
 from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
 from eventbus.testing import drive, epochs, logs_of, run
 from plugins import ReduceLROnPlateau
+
+from plugin_strategies import metric_sequences, resume_matches
 
 
 def cuts(values: list[float], lr: float = 1.0, **params: Any) -> list[tuple[int, float]]:
