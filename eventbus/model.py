@@ -2,8 +2,13 @@
 
 Decision plugins never see the model; the bus applies their decisions through an adapter, and
 sinks (checkpoints, TensorBoard histograms) read weights through it. An adapter is any object
-with ``get_weights()`` and ``set_weights()``; ``learning_rate`` (a read/write attribute or
-property) and ``get_config()`` are optional.
+with ``get_weights()`` and ``set_weights()``. Optional, used where present:
+
+- ``learning_rate``: a read/write attribute or property; the bus reads and sets it.
+- ``get_config()``: plain data describing the model, kept in the log header and checkpoints.
+- ``get_optimizer_state() -> dict[str, ndarray]`` and ``set_optimizer_state(state)``: the
+  optimizer's state, kept in full checkpoints and restored by BackupAndRestore
+  (``eventbus.integrations.torch.TorchModel`` has the first).
 """
 
 from __future__ import annotations
