@@ -1,7 +1,10 @@
 """BackupAndRestore: survive a crash and go on from the last finished epoch, event-sourced.
 
 ``backup_dir`` holds the run's event log (``events.jsonl``) and the model's weights
-(``latest.weights.h5``, and the one before it, ``previous.weights.h5``). When a run starts and
+(``latest.weights.h5``, and the one before it, ``previous.weights.h5``), and the weights other
+plugins asked the bus to keep (``snapshot.<hash>.weights.h5``, one per ``snapshot_weights``
+tag: EarlyStopping's best weights), so ``restore_best_weights`` still works after a crash.
+When a run starts and
 a backup is there, the plugin restores the weights and hands the log to the bus
 (``resume_from``), which replays it into every plugin so each continues from its exact state
 (wait counters, best values, cooldowns, learning rate) and sets ``bus.initial_epoch``, the epoch
@@ -15,6 +18,7 @@ the restore picks the newest backup the log has caught up with.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -29,6 +33,12 @@ __all__ = ["BackupAndRestore"]
 LOG = "events.jsonl"
 LATEST = "latest.weights.h5"
 PREVIOUS = "previous.weights.h5"
+SNAPSHOT = "snapshot.{}.weights.h5"
+
+
+def snapshot_file(tag: str) -> str:
+    """The backup file of the weights kept under ``tag`` (tags may hold any character)."""
+    return SNAPSHOT.format(hashlib.sha256(tag.encode()).hexdigest()[:16])
 
 
 def resume_epoch(log: str) -> tuple[str, int]:
@@ -168,6 +178,48 @@ class BackupAndRestore(Plugin):
         self._outbox.append(WeightsRestored(
             source=label, tag=f"backup:{os.path.basename(path)}",
             epoch=initial_epoch - 1 if initial_epoch else None))
+        self._restore_snapshots(run_id, initial_epoch)
+
+    def _restore_snapshots(self, run_id: str, initial_epoch: int) -> None:
+        """Give the bus back the weights kept under each tag before the crash."""
+        from sinks.hdf5 import load_checkpoint
+
+        label = self._bus.label(self)
+        for name in sorted(os.listdir(self.backup_dir)):
+            if not (name.startswith("snapshot.") and name.endswith(".weights.h5")):
+                continue
+            path = os.path.join(self.backup_dir, name)
+            try:
+                checkpoint = load_checkpoint(path)
+            except Exception as exc:  # noqa: BLE001 - a damaged file: restore the others
+                self._outbox.append(Warning(
+                    source=label, message=f"{label}: cannot read {path}: "
+                    f"{type(exc).__name__}: {exc}", details={"path": path}))
+                continue
+            meta = checkpoint.metadata
+            tag = meta.get("tag")
+            # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
+            if meta.get("run_id") != run_id or not isinstance(tag, str) or \
+                    meta.get("epochs_finished", initial_epoch + 1) > initial_epoch:
+                continue
+            self._bus.snapshots[tag] = checkpoint.weights
+            self._outbox.append(WeightsRestored(source=label, tag=tag, epoch=meta.get("epoch")))
+
+    @hookimpl
+    def on_decision(self, decision: Any) -> None:
+        """Back up weights as soon as the bus keeps them (``snapshot_weights``)."""
+        if decision.kind != "snapshot_weights" or self._bus is None:
+            return
+        weights = self._bus.snapshots.get(decision.tag)
+        if weights is None:
+            return  # no model adapter: the bus recorded a warning already
+        from sinks.hdf5 import write_checkpoint
+
+        os.makedirs(self.backup_dir, exist_ok=True)
+        write_checkpoint(os.path.join(self.backup_dir, snapshot_file(decision.tag)), weights,
+                         metadata={"run_id": self._bus.run_id, "tag": decision.tag,
+                                   "epoch": decision.epoch,
+                                   "epochs_finished": (decision.epoch or 0) + 1})
 
     def _save(self, event: Any, epochs_finished: int) -> None:
         from sinks.hdf5 import write_checkpoint
@@ -228,7 +280,10 @@ class BackupAndRestore(Plugin):
         if self._writer is not None:
             self._bus.remove_writer(self._writer)
             self._writer = None
-        for file in (LOG, LATEST, PREVIOUS):
+        snapshots = [name for name in os.listdir(self.backup_dir)
+                     if name.startswith("snapshot.") and name.endswith(".weights.h5")] \
+            if os.path.isdir(self.backup_dir) else []
+        for file in (LOG, LATEST, PREVIOUS, *snapshots):
             path = os.path.join(self.backup_dir, file)
             if os.path.exists(path):
                 os.remove(path)

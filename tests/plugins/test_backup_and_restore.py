@@ -211,3 +211,36 @@ class TestLifecycle:
         with pytest.raises(ConfigError) as info:
             BackupAndRestore(**params)
         assert info.value.field == field
+
+
+class TestBestWeightsSurviveACrash:
+    def run(self, backup_dir: Path, model: NumpyModel, values: list[float],
+            crash_at: int | None) -> Bus | None:
+        """EarlyStopping keeps the best weights; the loop dies in epoch ``crash_at``."""
+        backup = BackupAndRestore(backup_dir, delete_checkpoint=False)
+        bus = Bus([EarlyStopping(patience=3, restore_best_weights=True), backup], model=model)
+        bus.train_begin({"epochs": len(values)})
+        for epoch in range(bus.initial_epoch, len(values)):
+            bus.epoch_begin(epoch)
+            model.weights["w"][...] = epoch  # the weights say which epoch made them
+            if epoch == crash_at:
+                die(bus, backup)
+                return None
+            bus.epoch_end(epoch, {"val_loss": values[epoch]})
+            if bus.stop_training:
+                break
+        bus.train_end()
+        bus.close()
+        return bus
+
+    def test_restore_best_weights_after_a_resume(self, tmp_path: Path) -> None:
+        """The best epoch came before the crash: the end of the resumed run restores it."""
+        values = [1.0, 0.5, 0.7, 0.8, 0.9, 0.95]
+        model = NumpyModel({"w": np.zeros(2)})
+        assert self.run(tmp_path / "bk", model, values, crash_at=3) is None
+        fresh = NumpyModel({"w": np.zeros(2)})
+        bus = self.run(tmp_path / "bk", fresh, values, crash_at=None)
+        assert bus is not None and bus.stop_training
+        np.testing.assert_array_equal(fresh.weights["w"], [1.0, 1.0])  # epoch 1's weights
+        kinds = [r.kind for r in read_log(tmp_path / "bk" / "events.jsonl")]
+        assert kinds[-2:] == ["restore_weights", "weights_restored"]
