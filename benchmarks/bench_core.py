@@ -31,17 +31,6 @@ from eventbus.records import BatchEnd
 LOGS = {"loss": 0.6931, "acc": 0.5}
 
 
-def best_of(fn, n: int, repeat: int = 5) -> float:
-    """Microseconds per call of fn(i) for i in range(n); the best of `repeat` runs."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn(n)
-        best = min(best, time.perf_counter() - start)
-    return best / n * 1e6
-
-
 class Counter(Plugin):
     """A subscriber doing what a cheap real one does: read a metric."""
 
@@ -203,59 +192,82 @@ def subscribers(bus_plugins: list, hook: str = "on_batch_end") -> int:
     return n
 
 
+def interleaved(runs: dict[str, object], chunk: int, rounds: int) -> dict[str, float]:
+    """Microseconds per call of each run: the best chunk over rounds that alternate the runs.
+
+    This machine's speed drifts by tens of percent from minute to minute; timing every
+    configuration in each round makes the ratios compare like with like.
+    """
+    best = dict.fromkeys(runs, float("inf"))
+    for run in runs.values():
+        run(1000)  # warm up
+    for _ in range(rounds):
+        for label, run in runs.items():
+            gc.collect()
+            start = time.perf_counter()
+            run(chunk)
+            best[label] = min(best[label], (time.perf_counter() - start) / chunk * 1e6)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args()
-    n = 20_000 if args.quick else 200_000
+    chunk, rounds = (4_000, 8) if args.quick else (20_000, 20)
     big = 200_000 if args.quick else 1_000_000
     tmp = Path(tempfile.mkdtemp(prefix="eventbus-bench-"))
-    rows: list[tuple[str, float, str]] = []
+    runs: dict[str, object] = {}
+    closers = []
 
-    def measure(label: str, setup, note: str = "") -> float:
+    def add(label: str, setup) -> str:
         run, close = setup
-        run(1000)  # warm up
-        us = best_of(run, n)
-        close()
-        rows.append((label, us, note))
-        return us
+        runs[label] = run
+        closers.append(close)
+        return label
 
     subs = 12
-    f12 = measure(f"floor, {subs} subscribers, JSONL",
-                  floor([Counter() for _ in range(subs)], str(tmp / "floor.jsonl")))
-    n12 = measure(f"naive stack, {subs} subscribers, JSONL", naive(subs, str(tmp / "naive.jsonl")))
-    o12 = measure(f"bus, {subs} subscribers, JSONL", ours([Counter() for _ in range(subs)],
-                                                         str(tmp / "bus12.jsonl")))
+    floor12 = add(f"floor, {subs} subscribers, JSONL",
+              floor([Counter() for _ in range(subs)], str(tmp / "floor.jsonl")))
+    naive12 = add(f"naive stack, {subs} subscribers, JSONL", naive(subs, str(tmp / "naive.jsonl")))
+    bus12 = add(f"bus, {subs} subscribers, JSONL",
+              ours([Counter() for _ in range(subs)], str(tmp / "bus12.jsonl")))
+    keras12 = None
     keras_run = keras_callbacklist(subs)
-    k12 = None
     if keras_run is not None:
-        keras_run(1000)
-        k12 = best_of(keras_run, n)
-        rows.append((f"keras CallbackList, {subs} callbacks, no recording", k12, ""))
-
+        keras12 = f"keras CallbackList, {subs} callbacks, no recording"
+        runs[keras12] = keras_run
     made, missing = builtin_plugins(tmp)
     n_all = subscribers(made) if made else 0
-    ob = measure(f"bus, every built-in plugin ({len(made)}; {n_all} on batch_end), JSONL",
-                 ours(made, str(tmp / "builtins.jsonl")))
-    fb = measure(f"floor, the same {n_all} plugins called directly, JSONL",
-                 floor(builtin_plugins(tmp)[0], str(tmp / "floorb.jsonl")))
-    kb = None
+    bus_all = add(f"bus, every built-in plugin ({len(made)}; {n_all} on batch_end), JSONL",
+             ours(made, str(tmp / "builtins.jsonl")))
+    floor_all = add(f"floor, the same {n_all} plugins called directly, JSONL",
+             floor(builtin_plugins(tmp / "floor-builtins")[0], str(tmp / "floorb.jsonl")))
+    keras_all = bus_same = None
     keras_b = keras_builtins(tmp)
     if keras_b is not None:
         run_kb, n_kb = keras_b
-        run_kb(1000)
-        kb = best_of(run_kb, n)
-        rows.append((f"keras CallbackList, Keras's {n_kb} built-in callbacks, no recording", kb,
-                     ""))
+        keras_all = f"keras CallbackList, Keras's {n_kb} built-in callbacks, no recording"
+        runs[keras_all] = run_kb
         # The same callbacks on the bus: Keras 3 has no BaseLogger, and its TensorBoard needs
         # TensorFlow, so both are left out here too.
         same_set = [p for p in builtin_plugins(tmp / "same")[0]
                     if type(p).__name__ not in ("BaseLogger", "TensorBoard")]
-        ok = measure(f"bus, the same {len(same_set)} callbacks as Keras's, JSONL",
-                     ours(same_set, str(tmp / "same.jsonl")))
-    idle = measure("bus, batch_begin nobody subscribes to, no log", ours([], None))
+        bus_same = add(f"bus, the same {len(same_set)} callbacks as Keras's, JSONL",
+                       ours(same_set, str(tmp / "same.jsonl")))
+    idle_label = add("bus, batch_begin nobody subscribes to, no log", ours([], None))
+    best = interleaved(runs, chunk, rounds)
+    for close in closers:
+        close()
+    rows = [(label, us, "") for label, us in best.items()]
+    f12, n12, o12 = best[floor12], best[naive12], best[bus12]
+    ob, fb, idle = best[bus_all], best[floor_all], best[idle_label]
+    k12 = best[keras12] if keras12 else None
+    kb = best[keras_all] if keras_all else None
+    ok = best[bus_same] if bus_same else None
+    n = chunk
 
-    print(f"\nper-call cost (best of 5, {n:,} calls each)\n")
+    print(f"\nper-call cost (best of {rounds} interleaved rounds of {n:,} calls each)\n")
     width = max(len(r[0]) for r in rows)
     for label, us, _ in rows:
         print(f"  {label:<{width}}  {us:7.3f} µs")
@@ -266,7 +278,7 @@ def main() -> None:
     print(f"  bus with every built-in / floor ({n_all} subs): {ob / fb:5.2f}x")
     if k12 is not None:
         print(f"  keras CallbackList / bus, {subs} subscribers: {k12 / o12:5.2f}x  (target > 1x)")
-        if kb is not None:
+        if kb is not None and ok is not None:
             print(f"  keras built-ins / bus, same callbacks:       {kb / ok:5.2f}x  "
                   "(target > 1x)")
     else:
