@@ -31,6 +31,14 @@ from eventbus.records import BatchEnd
 LOGS = {"loss": 0.6931, "acc": 0.5}
 
 
+class Noop(Plugin):
+    """A subscriber that does nothing: what the bus itself costs per subscriber."""
+
+    @hookimpl
+    def on_batch_end(self, event):
+        pass
+
+
 class Counter(Plugin):
     """A subscriber doing what a cheap real one does: read a metric."""
 
@@ -100,7 +108,7 @@ def ours(plugins: list, path: str | None):
     return run, bus.close
 
 
-def keras_callbacklist(n_subs: int):
+def keras_callbacklist(n_subs: int, *, noop: bool = False):
     os.environ.setdefault("KERAS_BACKEND", "torch")  # the numpy backend needs jax
     try:
         import keras
@@ -113,7 +121,12 @@ def keras_callbacklist(n_subs: int):
         def on_train_batch_end(self, batch, logs=None):
             self.total += logs["loss"]
 
-    cbs = keras.callbacks.CallbackList([KerasCounter() for _ in range(n_subs)],
+    class KerasNoop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    kind = KerasNoop if noop else KerasCounter
+    cbs = keras.callbacks.CallbackList([kind() for _ in range(n_subs)],
                                        add_history=False, add_progbar=False)
 
     def run(n: int) -> None:
@@ -237,6 +250,13 @@ def main() -> None:
     if keras_run is not None:
         keras12 = f"keras CallbackList, {subs} callbacks, no recording"
         runs[keras12] = keras_run
+    noop_bus = add(f"bus, {subs} no-op subscribers, JSONL",
+                   ours([Noop() for _ in range(subs)], str(tmp / "noop.jsonl")))
+    noop_keras = None
+    keras_noop = keras_callbacklist(subs, noop=True)
+    if keras_noop is not None:
+        noop_keras = f"keras CallbackList, {subs} no-op callbacks, no recording"
+        runs[noop_keras] = keras_noop
     made, missing = builtin_plugins(tmp)
     n_all = subscribers(made) if made else 0
     bus_all = add(f"bus, every built-in plugin ({len(made)}; {n_all} on batch_end), JSONL",
@@ -278,6 +298,9 @@ def main() -> None:
     print(f"  bus with every built-in / floor ({n_all} subs): {ob / fb:5.2f}x")
     if k12 is not None:
         print(f"  keras CallbackList / bus, {subs} subscribers: {k12 / o12:5.2f}x  (target > 1x)")
+        if noop_keras is not None:
+            print(f"  keras / bus, {subs} no-op subscribers:         "
+                  f"{best[noop_keras] / best[noop_bus]:5.2f}x  (target > 1x)")
         if kb is not None and ok is not None:
             print(f"  keras built-ins / bus, same callbacks:       {kb / ok:5.2f}x  "
                   "(target > 1x)")
