@@ -61,6 +61,7 @@ __all__ = [
     "decode_nonfinite",
     "encode_nonfinite",
     "parse_record",
+    "restore_nonfinite",
     "trusted",
 ]
 
@@ -444,13 +445,15 @@ def encode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
     return _encode(record)
 
 
-def _decode(value: Any) -> Any:
+def restore_nonfinite(value: Any) -> Any:
+    """``value`` with every "NaN", "Infinity" and "-Infinity" string in it, at any depth, made
+    a float again (for plain data whose every such string is a number, e.g. messages)."""
     if type(value) is str:
         return _NONFINITE_TEXT.get(value, value)
     if type(value) is dict:
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: restore_nonfinite(v) for k, v in value.items()}
     if type(value) is list:
-        return [_decode(v) for v in value]
+        return [restore_nonfinite(v) for v in value]
     return value
 
 
@@ -459,7 +462,7 @@ def decode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
     for name in _FLOAT_CONTAINERS:
         inner = record.get(name)
         if inner:
-            record[name] = _decode(inner)
+            record[name] = restore_nonfinite(inner)
     for name in _FLOAT_FIELDS:
         if type(record.get(name)) is str:
             record[name] = _NONFINITE_TEXT.get(record[name], record[name])

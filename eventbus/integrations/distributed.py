@@ -75,6 +75,7 @@ from eventbus.records import (
     SetLearningRate,
     StopTraining,
     encode_nonfinite,
+    restore_nonfinite,
 )
 from eventbus.records import Warning as WarningRecord
 
@@ -102,7 +103,6 @@ AGREEMENT = "distributed"
 RANK_ZERO_ONLY = frozenset({"CSVLogger", "HDF5CheckpointWriter", "ProgbarLogger",
                             "RemoteMonitor", "TensorBoard"})
 _TAG = 0x5EB  # keeps the bus's messages apart from the job's own point-to-point traffic
-_NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 class DistributedError(EventBusError, RuntimeError):
@@ -139,18 +139,8 @@ def _dumps(message: Mapping[str, Any]) -> bytes:
     return orjson.dumps(encode_nonfinite(dict(message)), option=orjson.OPT_NON_STR_KEYS)
 
 
-def _decode(value: Any) -> Any:
-    if type(value) is str:
-        return _NONFINITE.get(value, value)
-    if type(value) is dict:
-        return {k: _decode(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_decode(v) for v in value]
-    return value
-
-
 def _loads(data: bytes) -> dict[str, Any]:
-    return _decode(orjson.loads(data))  # type: ignore[no-any-return]
+    return restore_nonfinite(orjson.loads(data))  # type: ignore[no-any-return]
 
 
 class TorchTransport:
