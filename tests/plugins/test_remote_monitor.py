@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import orjson
@@ -18,58 +16,6 @@ from eventbus.testing import RecordingWriter
 from plugins import RemoteMonitor
 
 TOKEN = "tok-9f8e7d6c5b4a"
-
-
-class Server:
-    """An HTTP server on 127.0.0.1 answering ``status`` after ``delay`` seconds."""
-
-    def __init__(self, status: int = 200, delay: float = 0.0):
-        self.status, self.delay = status, delay
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((self.path, dict(self.headers), body))
-                time.sleep(outer.delay)
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    made: list[Server] = []
-
-    def make(**kwargs) -> Server:
-        made.append(Server(**kwargs))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def strict_json(text: str | bytes):
@@ -96,7 +42,7 @@ class TestRequests:
     def test_form_field_holding_json(self, server):
         """Keras's request: POST root + path, form field `data` = JSON {"epoch": e, **logs}."""
         collector = server()
-        bus = Bus([RemoteMonitor(collector.root, **quick())], learning_rate=0.1)
+        bus = Bus([RemoteMonitor(collector.url, **quick())], learning_rate=0.1)
         fit(bus, [0.5, 0.25])
         bus.close()
         assert [p for p, _, _ in collector.requests] == ["/publish/epoch/end/"] * 2
@@ -108,7 +54,7 @@ class TestRequests:
     def test_json_body_custom_path_field_headers(self, server):
         """send_as_json posts a JSON body; path and headers are used as given."""
         collector = server()
-        monitor = RemoteMonitor(collector.root, path="/runs/7", field="ignored",
+        monitor = RemoteMonitor(collector.url, path="/runs/7", field="ignored",
                                 headers={"Authorization": TOKEN}, send_as_json=True, **quick())
         bus = Bus([monitor])
         fit(bus, [0.5])
@@ -121,7 +67,7 @@ class TestRequests:
     def test_nan_is_valid_json(self, server):
         """A NaN loss is sent as the string "NaN" (Keras's payload would not be JSON)."""
         collector = server()
-        bus = Bus([RemoteMonitor(collector.root, send_as_json=True, **quick())])
+        bus = Bus([RemoteMonitor(collector.url, send_as_json=True, **quick())])
         fit(bus, [float("nan")])
         bus.close()
         assert strict_json(collector.requests[0][2])["loss"] == "NaN"
@@ -129,7 +75,7 @@ class TestRequests:
     def test_form_field_with_nan(self, server):
         """The form field's JSON is standard JSON too."""
         collector = server()
-        bus = Bus([RemoteMonitor(collector.root, **quick())])
+        bus = Bus([RemoteMonitor(collector.url, **quick())])
         fit(bus, [float("inf")])
         bus.close()
         payload = strict_json(parse_qs(collector.requests[0][2].decode())["data"][0])
@@ -141,7 +87,7 @@ class TestFaults:
         """A server answering 500: training finishes, sink_failed is in the log, no token."""
         collector = server(status=500)
         writer = RecordingWriter()
-        monitor = RemoteMonitor(collector.root, headers={"X-Api-Key": TOKEN}, **quick())
+        monitor = RemoteMonitor(collector.url, headers={"X-Api-Key": TOKEN}, **quick())
         bus = Bus([monitor], log=writer)
         with pytest.warns(SinkFailureWarning, match="HTTP 500"):
             fit(bus, [0.5, 0.4, 0.3])
@@ -157,13 +103,10 @@ class TestFaults:
             "X-Api-Key": "<redacted>"}
         assert len(collector.requests) == 3 * 2  # one retry each: bounded
 
-    def test_server_down(self):
+    def test_server_down(self, down_url):
         """Nothing listening: connection errors are retried, counted and recorded."""
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
         writer = RecordingWriter()
-        bus = Bus([RemoteMonitor(f"http://127.0.0.1:{port}", **quick())], log=writer)
+        bus = Bus([RemoteMonitor(down_url(), **quick())], log=writer)
         with pytest.warns(SinkFailureWarning, match="ConnectionError"):
             fit(bus, [0.5, 0.4])
             bus.close()
@@ -174,7 +117,7 @@ class TestFaults:
     def test_slow_server_does_not_slow_training(self, server):
         """With a 300 ms server, epoch_end returns at once; train_end waits for delivery."""
         collector = server(delay=0.3)
-        bus = Bus([RemoteMonitor(collector.root, **quick())])
+        bus = Bus([RemoteMonitor(collector.url, **quick())])
         bus.train_begin()
         start = time.perf_counter()
         for epoch in range(3):
@@ -189,7 +132,7 @@ class TestFaults:
         """A server too slow for flush_timeout: train_end returns near the deadline, warns."""
         collector = server(delay=1.0)
         writer = RecordingWriter()
-        bus = Bus([RemoteMonitor(collector.root, **quick(timeout=5.0, flush_timeout=0.2))],
+        bus = Bus([RemoteMonitor(collector.url, **quick(timeout=5.0, flush_timeout=0.2))],
                   log=writer)
         bus.train_begin()
         for epoch in range(3):
@@ -207,7 +150,7 @@ class TestFaults:
         """Beyond max_pending, epochs are dropped: one warning record, all counted at close."""
         collector = server(delay=0.3)
         writer = RecordingWriter()
-        bus = Bus([RemoteMonitor(collector.root, max_pending=1,
+        bus = Bus([RemoteMonitor(collector.url, max_pending=1,
                                  **quick(flush_timeout=2.0))], log=writer)
         with pytest.warns(SinkFailureWarning, match="dropped"):
             fit(bus, [1.0] * 5)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -22,75 +19,10 @@ from sinks.http import DeliveryError, HttpRecordSink, HttpSender, redact_url
 TOKEN = "s3cr3t-token-value"
 
 
-class Server:
-    """A collector on 127.0.0.1: answers ``status`` (or 500 for the first ``fail_first``
-    requests) after ``delay`` seconds, and keeps every request it got."""
-
-    def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0):
-        self.status, self.delay, self.fail_first = status, delay, fail_first
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.requests.append((self.path, dict(self.headers), body))
-                    n = len(outer.requests)
-                time.sleep(outer.delay)
-                status = 500 if n <= outer.fail_first else outer.status
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def records(self) -> list[dict]:
-        lines = [line for _, _, body in self.requests for line in body.splitlines()]
-        return [decode_nonfinite(orjson.loads(line)) for line in lines]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def down_url() -> str:
-    """A 127.0.0.1 URL nothing listens on: connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/records"
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    made: list[Server] = []
-
-    def make(**kwargs) -> Server:
-        made.append(Server(**kwargs))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
+def records_of(collector) -> list[dict]:
+    """Every record a collector received, decoded from the JSON Lines bodies."""
+    lines = [line for _, _, body in collector.requests for line in body.splitlines()]
+    return [decode_nonfinite(orjson.loads(line)) for line in lines]
 
 
 def same(a, b) -> bool:
@@ -133,7 +65,7 @@ class TestRecordSink:
         bus = Bus([], log=[memory, sink])
         short_run(bus, losses)
         bus.close()
-        received = collector.records()
+        received = records_of(collector)
         assert same(received, [dict(r) for r in memory.records])
         assert [r["seq"] for r in received] == sorted(r["seq"] for r in received)
         assert all(len(body.splitlines()) <= batch_size for _, _, body in collector.requests)
@@ -191,9 +123,9 @@ class TestRecordSink:
         assert TOKEN not in str(bus.failures)
         assert len(collector.requests) <= 2 * 2  # bounded: 2 tries per request
 
-    def test_server_down(self):
+    def test_server_down(self, down_url):
         """Connection refused: training goes on, the loss is counted and raised at close."""
-        sink = HttpRecordSink(down_url(), **fast(retries=1))
+        sink = HttpRecordSink(down_url("/records"), **fast(retries=1))
         memory = RecordingWriter()
         bus = Bus([], log=[memory, sink])
         with pytest.warns(SinkFailureWarning, match="ConnectionError"):
@@ -221,7 +153,7 @@ class TestRecordSink:
             sink.write({"seq": seq})
         with pytest.raises(DeliveryError, match="7 dropped"):
             sink.close()
-        assert [r["seq"] for r in collector.records()] == [0, 1, 2]
+        assert [r["seq"] for r in records_of(collector)] == [0, 1, 2]
 
     def test_close_gives_up_at_the_deadline(self, server):
         """With a server too slow for the deadline, close returns in time and counts the rest."""
@@ -250,10 +182,10 @@ class TestSender:
         assert (stats.failed, stats.requests, len(collector.requests)) == (1, 1, 1)
         assert failures[0][0] == "HTTPError" and "HTTP 400" in failures[0][1]
 
-    def test_an_outage_is_reported_once(self):
+    def test_an_outage_is_reported_once(self, down_url):
         """Failures in a row are reported once (the first), and all of them counted."""
         failures = []
-        sender = HttpSender(down_url(), encode=lambda items: items[0], retries=0,
+        sender = HttpSender(down_url("/records"), encode=lambda items: items[0], retries=0,
                             on_failure=lambda *a: failures.append(a))
         for _ in range(3):
             sender.put(b"{}")

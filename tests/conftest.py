@@ -1,0 +1,83 @@
+"""Fixtures shared across the test tree: a real HTTP server on 127.0.0.1 and no proxies."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 that keeps every POST it gets and answers ``status`` (500
+    for the first ``fail_first`` requests) after ``delay`` seconds."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0):
+        self.status, self.delay, self.fail_first = status, delay, fail_first
+        #: (path, headers, body) of every request, in arrival order.
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.requests.append((self.path, dict(self.headers), body))
+                    n = len(outer.requests)
+                time.sleep(outer.delay)
+                self.send_response(500 if n <= outer.fail_first else outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def refused_url(path: str = "") -> str:
+    """A 127.0.0.1 URL nothing listens on: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+@pytest.fixture
+def server():
+    """Make loopback servers (``server(status=500, delay=0.5)``); all closed afterwards."""
+    made: list[LoopbackServer] = []
+
+    def make(**kwargs) -> LoopbackServer:
+        made.append(LoopbackServer(**kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def down_url():
+    """A URL on 127.0.0.1 where nothing listens."""
+    return refused_url
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Requests to 127.0.0.1 go straight there, whatever proxy the environment names."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
