@@ -130,6 +130,8 @@ def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = Tru
     model = init_model(seed)
     history = History()
     plugins = [
+        # First, so each epoch's line comes before what the other plugins print about it.
+        ProgbarLogger(verbose=1 if progress else 0),
         BaseLogger(),
         TerminateOnNaN(),
         ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=0.01, verbose=1),
@@ -140,7 +142,6 @@ def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = Tru
         CSVLogger(str(out / "history.csv")),
         TensorBoard(log_dir=str(out / "tensorboard"), histogram_freq=5),
         history,
-        ProgbarLogger(verbose=1 if progress else 0),
     ]
     started = time.perf_counter()
     log = out / "events.jsonl"
