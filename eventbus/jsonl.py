@@ -137,32 +137,54 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record of a JSON Lines log as a plain dict (non-finite floats restored).
 
     Checks that each line is a JSON record of a schema version this library reads and that the
-    log starts with its header; :func:`read_jsonl` checks each record's kind and shape.
+    log starts with its header; :func:`read_jsonl` checks each record's kind and shape. Reads
+    1 MiB at a time and looks for non-finite spellings once per piece, not once per line.
     """
     path = Path(path)
     loads = orjson.loads
-    with open(path, "rb", buffering=_CHUNK) as file:
-        number = 0
-        for number, line in enumerate(file, 1):  # noqa: B007 - number is used after the loop
-            try:
-                record = loads(line)
-                version = record["v"]
-                if number == 1 and record["kind"] != "header":
-                    raise LogCorruptError(
-                        f"{path}:1: an event log starts with a header record; found "
-                        f"{record['kind']!r}", path=str(path), line=1)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                if not line.endswith(b"\n") and not file.peek(1):
-                    _torn(path, number, line)  # only the last line can lack its newline
-                    return
-                raise _bad_line(path, number, line, exc) from None
-            if version != SCHEMA_VERSION:
-                _check_version(version, path, number)
-            if b'"NaN"' in line or b'Infinity"' in line:
-                decode_nonfinite(record)
-            yield record
-        if number == 0:
-            raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+    number = 0
+    rest = b""
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            data = rest + chunk if rest else chunk
+            lines = data.split(b"\n")
+            rest = lines.pop()  # the start of a line the next piece finishes (or a torn one)
+            special = b'"NaN"' in data or b'Infinity"' in data
+            for line in lines:
+                number += 1
+                try:
+                    record = loads(line)
+                    version = record["v"]
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise _bad_line(path, number, line, exc) from None
+                if version != SCHEMA_VERSION:
+                    _check_version(version, path, number)
+                if number == 1:
+                    _check_header(record, path)
+                if special and (b'"NaN"' in line or b'Infinity"' in line):
+                    decode_nonfinite(record)
+                yield record
+    if rest:  # a last line without its newline: whole, or cut by a crash mid-write
+        number += 1
+        try:
+            record = loads(rest)
+            version = record["v"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            _torn(path, number, rest)
+            return
+        if version != SCHEMA_VERSION:
+            _check_version(version, path, number)
+        if number == 1:
+            _check_header(record, path)
+        yield decode_nonfinite(record)
+    if number == 0:
+        raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _check_header(record: dict[str, Any], path: Path) -> None:
+    if record.get("kind") != "header":
+        raise LogCorruptError(f"{path}:1: an event log starts with a header record; found "
+                              f"{record.get('kind')!r}", path=str(path), line=1)
 
 
 def _check_version(version: Any, path: Path, number: int) -> None:
