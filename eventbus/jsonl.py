@@ -24,6 +24,7 @@ from .errors import LogCorruptError, SchemaVersionError
 from .records import (
     KINDS,
     SCHEMA_VERSION,
+    TRUSTED,
     Record,
     decode_nonfinite,
     encode_nonfinite,
@@ -218,12 +219,24 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
                               line=line) from None
 
 
+# kind -> (the shape a record of it has, the class a trusted one is made as); not the header,
+# which holds nested models and is always validated.
+_FAST = {kind: (_SHAPES[kind], TRUSTED[cls]) for kind, cls in KINDS.items() if kind != "header"}
+_new = object.__new__
+_setattr = object.__setattr__
+
+
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
-    shapes, kinds, make = _SHAPES, KINDS, trusted
-    for number, record in enumerate(iter_jsonl_dicts(path), 1):
-        kind = record["kind"]
-        if not validate and kind != "header" and record.keys() == shapes.get(kind):
-            yield make(kinds[kind], record)  # the fast path: a record this library wrote
+    fast = {} if validate else _FAST
+    number = 0
+    for record in iter_jsonl_dicts(path):
+        number += 1
+        known = fast.get(record["kind"])
+        if known is not None and record.keys() == known[0]:
+            # A record this library wrote: made as its model without re-validation.
+            event = _new(known[1])
+            _setattr(event, "__dict__", record)
+            yield event
         else:
             yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)
