@@ -294,7 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args.command)
             return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (``eventbus audit LOG | head``): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (EventBusError, OSError, ValueError, ImportError) as exc:
+        if isinstance(exc.__cause__, BrokenPipeError):  # a plugin printing to a closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"eventbus {args.command}: error: {message}", file=sys.stderr)
         return 2
