@@ -133,8 +133,9 @@ def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *
         raise IsADirectoryError(f"checkpoint path {target} is a directory; give a file name")
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
-                               dir=directory)
+    prefix = f".{os.path.basename(target)}."
+    _remove_leftovers(directory, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as file:
@@ -148,6 +149,15 @@ def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *
         raise
     _fsync_dir(directory)
     return size, digest
+
+
+def _remove_leftovers(directory: str, prefix: str) -> None:
+    """Remove temporary files a crashed write of the same target left behind."""
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".tmp") and \
+                len(name) > len(prefix) + len(".tmp"):
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
 
 
 def _read_arrays(group: Any) -> dict[str, np.ndarray]:

@@ -227,3 +227,20 @@ class TestWriterSink:
         warning = next(r for r in records if r["kind"] == "warning")
         assert "needs a model adapter" in warning["message"]
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_killed_writes_leftover_is_removed_by_the_next_write(tmp_path):
+    """A crash mid-write leaves a hidden temporary file; the next write of that target removes
+    it, and leaves other targets' files alone."""
+    import numpy as np
+
+    from sinks.hdf5 import load_checkpoint, write_checkpoint
+
+    target = tmp_path / "best.h5"
+    leftover = tmp_path / ".best.h5.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.h5.xyz.tmp"
+    other.write_bytes(b"another target's")
+    write_checkpoint(target, {"w": np.ones(3)})
+    assert not leftover.exists() and other.exists()
+    np.testing.assert_array_equal(load_checkpoint(target).weights["w"], np.ones(3))
