@@ -797,7 +797,9 @@ class Bus:
             return False  # nothing was recorded before the crash: a fresh start
         records = list(read_log(log))
         header = records[0]
-        last_seq = max(r.seq for r in records)
+        # seq goes on after the highest in any log being continued: one may be ahead of the
+        # log resumed from (a backup synced at epoch_begin, the main log flushed at epoch_end).
+        last_seq = max([r.seq for r in records] + self._continued_seqs(log))
         kept = effective_records(records)
         kept = kept[:_resume_point(kept)]  # the rest is a partial epoch the loop runs again
         self.run_id = header.run_id
@@ -867,6 +869,21 @@ class Bus:
                 self._apply(again)  # type: ignore[arg-type]
         self._flush()
         return True
+
+    def _continued_seqs(self, log: str | os.PathLike[str]) -> list[int]:
+        """The last seq of every other log this bus appends to."""
+        from .log import read_log
+
+        seqs = []
+        for writer in self._writers:
+            path = getattr(writer, "path", None)
+            if id(writer) in self._continued and path is not None and not _same_path(writer, log):
+                try:
+                    seqs.extend(r.seq for r in read_log(path))
+                except Exception as exc:  # a damaged second log must not stop the resume
+                    warnings.warn(f"resume: cannot read {path} ({type(exc).__name__}: {exc}); "
+                                  "its seq is not taken into account", stacklevel=3)
+        return seqs
 
     # --- the header, flushing, closing -----------------------------------------------------------
 

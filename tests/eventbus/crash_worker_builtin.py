@@ -65,10 +65,9 @@ def main(out: str, delay: float) -> None:
     model = init_model(SEED, hidden=16)
     w = model.weights
     steps = -(-len(x) // BATCH)
-    # The backup log is the run's log. No second log beside it: a kill in the first epoch can
-    # leave that one empty while the backup holds the run's start, and a log resumed from the
-    # backup gets a header and a ``resumed`` record but not the train_begin before them.
-    bus = Bus(plugins(out), model=model)
+    # The backup log is what the bus resumes from; the run's own log beside it is given the run
+    # so far whenever it is behind (a kill in the first epoch can leave it empty).
+    bus = Bus(plugins(out), model=model, log=os.path.join(out, "events.jsonl"), resume=True)
     print(f"started at epoch {bus.initial_epoch}", flush=True)
     bus.train_begin({"epochs": EPOCHS, "steps": steps})
     for epoch in range(bus.initial_epoch, EPOCHS):
@@ -91,6 +90,7 @@ def main(out: str, delay: float) -> None:
             time.sleep(delay)
         bus.epoch_end(epoch, {"loss": loss_of(forward(w, x)[1], y),
                               "val_loss": loss_of(forward(w, xv)[1], yv)})
+        print(f"epoch {epoch}", flush=True)
     bus.train_end()
     bus.close()
     print("done", flush=True)

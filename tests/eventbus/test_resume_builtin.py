@@ -2,9 +2,9 @@
 
 The worker (crash_worker_builtin.py) trains a NumPy MLP with EarlyStopping, ReduceLROnPlateau,
 two ModelCheckpoints (best-only, and one target replaced every epoch), CSVLogger and
-BackupAndRestore, whose backup log is the run's log and what the bus resumes from. Each seed
-kills it at random moments and starts it again until it finishes; the result must be the
-uninterrupted run's, file for file.
+BackupAndRestore, plus the run's own log (``Bus(log=..., resume=True)``). Each seed kills it at
+random moments and starts it again until it finishes; the result must be the uninterrupted
+run's, file for file, in both logs.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def run_to_end(out: Path) -> None:
     assert done.stdout.splitlines()[-1] == "done"
 
 
-def log_of(out: Path) -> Path:
-    return out / "backup" / "events.jsonl"
+def log_of(out: Path, *, main: bool = False) -> Path:
+    """The backup log BackupAndRestore keeps, or (``main``) the log given to the bus."""
+    return out / "events.jsonl" if main else out / "backup" / "events.jsonl"
 
 
 def read_whole(path: Path) -> list[r.Record]:
@@ -48,9 +49,9 @@ def read_whole(path: Path) -> list[r.Record]:
         return list(read_log(path))
 
 
-def decisions(out: Path) -> list[bytes]:
+def decisions(out: Path, *, main: bool = False) -> list[bytes]:
     """The run's decisions without the envelope, the output folder written as OUT."""
-    kept = effective_records(read_whole(log_of(out)))
+    kept = effective_records(read_whole(log_of(out, main=main)))
     return [orjson.dumps([d.kind, d.source, d.epoch, d.cause_seq is not None, d.code, d.reason,
                           d.evidence, getattr(d, "value", None), getattr(d, "path", None)])
             .replace(str(out).encode(), b"OUT")
@@ -96,7 +97,14 @@ def kill_and_resume(out: Path, rng: random.Random) -> int:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().startswith("started")
-            time.sleep(rng.uniform(0.0, 0.5))
+            if kills == 0:
+                # The first attempt is always interrupted: in its third epoch, at a random batch.
+                for line in iter(proc.stdout.readline, ""):  # "" once the worker is gone
+                    if line.startswith("epoch 1"):
+                        break
+                time.sleep(rng.uniform(0.0, 0.03))
+            else:
+                time.sleep(rng.uniform(0.0, 0.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -122,8 +130,9 @@ def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path,
     kills = kill_and_resume(out, random.Random(seed))
     assert kills >= 1
 
-    # The decisions are the uninterrupted run's, in order.
+    # The decisions are the uninterrupted run's, in order, in the backup and in the run's log.
     assert decisions(out) == decisions(clean)
+    assert decisions(out, main=True) == decisions(clean, main=True) == decisions(clean)
 
     # The log reads back whole; seq increases across resumes; each resume is recorded.
     records = read_whole(log_of(out))
