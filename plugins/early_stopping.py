@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import RestoreWeights, SnapshotWeights, StopTraining, Warning
+from eventbus.records import RestoreWeights, SnapshotWeights, StopTraining
 
 from .monitor import Monitor, fmt, require_bool, require_int, require_real
 
@@ -59,7 +59,6 @@ class EarlyStopping(Plugin):
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self._snapshot_taken = False
-        self._warned = False
 
     @property
     def best(self) -> float | None:
@@ -82,14 +81,9 @@ class EarlyStopping(Plugin):
         name = self.monitor.monitor
         value = logs.get(name)
         if value is None:
-            if self._warned:
-                return None
-            self._warned = True
-            available = list(logs)
-            return Warning(
-                message=f"Early stopping conditioned on metric `{name}` which is not "
-                        f"available. Available metrics are: {','.join(available)}",
-                details={"monitor": name, "available": available})
+            return self.monitor.missing(
+                logs, f"Early stopping conditioned on metric `{name}` which is not available. "
+                      f"Available metrics are: {','.join(logs)}")
         if epoch < self.start_from_epoch:
             return None
 

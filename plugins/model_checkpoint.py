@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import SaveCheckpoint, Warning
+from eventbus.records import SaveCheckpoint
 
 from .monitor import Monitor, fmt, require_bool, require_int, require_real
 
@@ -108,7 +108,6 @@ class ModelCheckpoint(Plugin):
             self.monitor.reset()
         self._batches_since_save = 0
         self._epochs_since_save = 0
-        self._warned = False
 
     @property
     def best(self) -> float | None:
@@ -173,12 +172,9 @@ class ModelCheckpoint(Plugin):
         name = self.monitor.monitor
         current = logs.get(name)
         if current is None:
-            if self._warned:
-                return None
-            self._warned = True
-            return Warning(message=f"Can save best model only with {name} available; "
-                                   f"available: {','.join(logs)}. Not saving.",
-                           details={"monitor": name, "available": list(logs)})
+            return self.monitor.missing(
+                logs, f"Can save best model only with {name} available; available: "
+                      f"{','.join(logs)}. Not saving.")
         previous = self.monitor.best
         shown = f"{(self.monitor.worst() if previous is None else previous):.5f}"
         if not self.monitor.update(current):

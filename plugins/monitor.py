@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from eventbus import ConfigError
+from eventbus.records import Warning
 
 __all__ = [
     "MAX_WORDS",
@@ -81,7 +83,7 @@ class Monitor:
     ``initial_value_threshold``); ``None`` means the first value always improves.
     """
 
-    __slots__ = ("best", "initial", "min_delta", "mode", "monitor")
+    __slots__ = ("best", "initial", "min_delta", "mode", "monitor", "warned")
 
     def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0, *,
                  plugin: str, initial: float | None = None):
@@ -98,6 +100,7 @@ class Monitor:
         self.initial = None if initial is None else require_real(initial, "initial_value_threshold",
                                                                   plugin, finite=False)
         self.best: float | None = self.initial
+        self.warned = False
 
     def beats(self, value: float, reference: float | None) -> bool:
         """Whether ``value`` improves on ``reference`` (None: anything but NaN does)."""
@@ -122,6 +125,16 @@ class Monitor:
 
     def reset(self) -> None:
         self.best = self.initial
+        self.warned = False
+
+    def missing(self, logs: Mapping[str, float], message: str) -> Warning | None:
+        """The warning for epoch logs that lack the monitored metric: once per run (until
+        :meth:`reset`), listing the keys that were there."""
+        if self.warned:
+            return None
+        self.warned = True
+        return Warning(message=message, details={"monitor": self.monitor,
+                                                 "available": list(logs)})
 
     def worst(self) -> float:
         """The value every real number improves on (what Keras starts ``best`` at)."""

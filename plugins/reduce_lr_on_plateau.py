@@ -83,10 +83,9 @@ class ReduceLROnPlateau(Plugin):
         current = logs.get(name)
         if current is None:
             # Nothing else moves: the cooldown does not count down either (as Keras).
-            return self._warn_once("monitor", Warning(
-                message=f"Learning rate reduction is conditioned on metric `{name}` which is "
-                        f"not available. Available metrics are: {','.join(logs)}.",
-                details={"monitor": name, "available": list(logs)}))
+            return self.monitor.missing(
+                logs, f"Learning rate reduction is conditioned on metric `{name}` which is "
+                      f"not available. Available metrics are: {','.join(logs)}.")
 
         if self.in_cooldown():
             self.cooldown_counter -= 1
