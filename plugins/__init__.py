@@ -6,8 +6,7 @@ on first use, so importing one plugin does not import TensorBoard or HTTP code.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from eventbus._lazy import lazy_exports
 
 _MODULES = {
     "BackupAndRestore": "backup_and_restore",
@@ -29,14 +28,4 @@ _MODULES = {
 __all__ = sorted(_MODULES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'plugins' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _MODULES)
