@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -15,6 +13,8 @@ import pytest
 from eventbus import Bus, read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
+
+from crash_runs import kill_until_done
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -51,30 +51,8 @@ def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, 
     """SIGKILL at random moments, resume each time: same decisions, a whole log."""
     rng = random.Random(seed)
     path = tmp_path / "events.jsonl"
-    kills = 0
-    for _ in range(30):
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(path), "--delay", "0.004"],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().startswith("started")
-        if kills == 0:
-            # The first attempt is always interrupted: in its third epoch, at a random batch.
-            for line in iter(proc.stdout.readline, ""):  # "" once the worker is gone
-                if line.startswith("epoch 1"):
-                    break
-            time.sleep(rng.uniform(0.0, 0.03))
-        else:
-            time.sleep(rng.uniform(0.0, 0.4))  # a clean run takes about 0.4 s from here
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        out = proc.stdout.read()
-        proc.wait()
-        if "done" in out:
-            break
-    else:
-        pytest.fail("the worker never finished")
+    kills = kill_until_done([sys.executable, str(WORKER), str(path), "--delay", "0.004"],
+                            rng, later_delay=0.4)  # a clean run takes about 0.4 s
     assert kills >= 1
     assert decisions(path) == clean_run
     records = list(read_log(path))

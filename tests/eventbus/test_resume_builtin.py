@@ -12,10 +12,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +24,8 @@ import pytest
 from eventbus import read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
+
+from crash_runs import kill_until_done
 
 WORKER = Path(__file__).with_name("crash_worker_builtin.py")
 DELAY = "0.003"  # seconds per batch: about 0.8 s of training after start-up
@@ -91,36 +91,8 @@ def test_the_clean_run_exercises_every_plugin(clean):
 
 def kill_and_resume(out: Path, rng: random.Random) -> int:
     """Start the worker again and again, killing it at random moments, until it finishes."""
-    kills = 0
-    for _ in range(40):
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), "--delay", DELAY],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout.readline().startswith("started")
-            if kills == 0:
-                # The first attempt is always interrupted: in its third epoch, at a random batch.
-                for line in iter(proc.stdout.readline, ""):  # "" once the worker is gone
-                    if line.startswith("epoch 1"):
-                        break
-                time.sleep(rng.uniform(0.0, 0.03))
-            else:
-                time.sleep(rng.uniform(0.0, 0.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                continue
-            stdout, stderr = proc.communicate()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-        assert proc.returncode == 0, stderr
-        if "done" in stdout:
-            return kills
-    pytest.fail("the worker never finished")
+    return kill_until_done([sys.executable, str(WORKER), str(out), "--delay", DELAY], rng,
+                           later_delay=0.5)
 
 
 @pytest.mark.parametrize("seed", range(3))
