@@ -65,7 +65,9 @@ _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_at
 _BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
                 "predict_batch_begin", "predict_batch_end")
 _new = object.__new__
-_setattr = object.__setattr__
+# pydantic's own __dict__ slot setter: the cheapest way to give a model instance its fields.
+_set_dict = next(vars(c)["__dict__"] for c in Record.__mro__ if "__dict__" in vars(c)).__set__
+_TRUSTED_BATCH_END = _TRUSTED[BatchEnd]
 
 
 class SinkFailureWarning(UserWarning):
@@ -159,7 +161,7 @@ class Bus:
         resume_path = _resume_source(targets) if resume else None
         # Writers whose file already holds this run's records (and so its header).
         self._continued: set[int] = set()
-        self._writers: list[RecordWriter] = [self._writer(w, append=resume) for w in targets]
+        self._set_writers([self._writer(w, append=resume) for w in targets])
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._plugins: list[object] = []
@@ -248,12 +250,21 @@ class Bus:
                 setattr(self, f"_f_{hook}", tuple(fn for fn, _ in handlers))
                 self._pure[hook] = tuple(fn for fn, plugin in handlers
                                          if not getattr(plugin, "side_effects", False))
-        self._refresh_idle()
+        self._refresh_fast_paths()
 
-    def _refresh_idle(self) -> None:
-        """A batch event nobody records or handles costs one attribute check (see batch_end)."""
+    def _set_writers(self, writers: list[RecordWriter]) -> None:
+        """Every change to the writers goes through here, so the fast paths see it."""
+        self._writers = writers
+        self._refresh_fast_paths()
+
+    def _refresh_fast_paths(self) -> None:
+        # Bound write methods, called per record; a writer's optional ``write_finite`` skips
+        # its own NaN check for records the bus has seen hold only finite floats.
+        self._writes = tuple(w.write for w in self._writers)
+        self._finite_writes = tuple(getattr(w, "write_finite", w.write) for w in self._writers)
+        # A batch event nobody records or handles costs one attribute check (see batch_end).
         for kind in _BATCH_KINDS:
-            idle = not self._writers and not getattr(self, f"_f_on_{kind}")
+            idle = not self._writers and not getattr(self, f"_f_on_{kind}", ())
             setattr(self, f"_idle_{kind}", idle)
 
     def _disable(self, plugin: object) -> None:
@@ -348,26 +359,59 @@ class Bus:
         return self._emit(BatchBegin, record, self._f_on_batch_begin)  # type: ignore[attr-defined]
 
     def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        # The hottest path of all: _emit's work, inlined, for the common case of a dict of
+        # finite Python floats (see docs/performance.md for what each line costs).
         if self._idle_batch_end:  # type: ignore[attr-defined]
             self._step += 1
             return ()
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_end")
-        clean: dict[str, float] = {}
+        writes = self._finite_writes
         if logs:
-            # coerce_logs inlined: a dict of Python floats is the common case, checked here.
-            for key, value in logs.items():
-                if type(value) is float and type(key) is str:
-                    clean[key] = value
-                else:
-                    clean = coerce_logs(logs, "batch_end")
-                    break
+            clean = logs.copy() if type(logs) is dict else None
+            if clean is not None:
+                for key, value in clean.items():
+                    # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
+                    if type(value) is not float or type(key) is not str or value - value:
+                        clean = None
+                        break
+            if clean is None:
+                clean = coerce_logs(logs, "batch_end")
+                writes = self._writes  # may hold NaN or infinity: each writer checks
+        else:
+            clean = {}
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
                   "time": _time(), "logs": clean, "epoch": self._epoch, "batch": batch,
                   "step": self._step}
         self._step += 1
-        return self._emit(BatchEnd, record, self._f_on_batch_end)  # type: ignore[attr-defined]
+        if self._attention and not self._feeding:
+            self._attend()
+        try:
+            for write in writes:
+                write(record)
+        except Exception as exc:
+            self._write_failed(record, write.__self__, exc)
+        handlers = self._f_on_batch_end  # type: ignore[attr-defined]
+        if not handlers:
+            return ()
+        event = _new(_TRUSTED_BATCH_END)  # the record as its pydantic model, not re-validated
+        _set_dict(event, record)
+        decisions: list[Decision] | None = None
+        for fn in handlers:
+            try:
+                out = fn(event)
+            except Exception as exc:
+                self._plugin_failed(self._owner[id(fn)], "batch_end", seq, exc)
+                continue
+            if out is not None:
+                if decisions is None:
+                    decisions = []
+                self._accept(self._owner[id(fn)], event, out, decisions)
+        if decisions:
+            self._flush()
+            return decisions
+        return ()
 
     def test_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         return self._observe("test_begin", {"epoch": self._eval_epoch()}, logs)
@@ -474,12 +518,15 @@ class Bus:
         if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
             data["logs"]["learning_rate"] = self._lr
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
-        writers, self._writers = self._writers, []
+        # Nothing fed is written: the writers step aside (swapped directly, not through
+        # _set_writers, which would rebuild the fast paths twice per record of a replay).
+        saved = self._writers, self._writes, self._finite_writes
+        self._writers, self._writes, self._finite_writes = [], (), ()
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
             return self._emit(KINDS[kind], data, handlers)
         finally:
-            self._writers = writers
+            self._writers, self._writes, self._finite_writes = saved
             self._feeding = False
 
     # --- recording and dispatch ----------------------------------------------------------------
@@ -523,19 +570,16 @@ class Bus:
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
         if self._attention and not self._feeding:
-            if not self._header_written:
-                self._write_header()
-            self._drain()
-        for writer in self._writers:
-            try:
-                writer.write(record)
-            except Exception as exc:
-                self._write_failed(record, writer, exc)
-                break
+            self._attend()
+        try:
+            for write in self._writes:
+                write(record)
+        except Exception as exc:
+            self._write_failed(record, write.__self__, exc)
         if not handlers:
             return ()
         event = _new(_TRUSTED[cls])  # the record, as its pydantic model, without re-validation
-        _setattr(event, "__dict__", record)
+        _set_dict(event, record)
         decisions: list[Decision] | None = None
         for fn in handlers:
             try:
@@ -551,6 +595,12 @@ class Bus:
             self._flush()
             return decisions
         return ()
+
+    def _attend(self) -> None:
+        """The rare work before an event: the header, outcomes queued by :meth:`report`."""
+        if not self._header_written:
+            self._write_header()
+        self._drain()
 
     def _accept(self, plugin: object, event: Any, out: Any, decisions: list[Decision]) -> None:
         """Record, apply and pass on what a plugin returned for ``event``."""
@@ -715,8 +765,7 @@ class Bus:
 
     def _writer_failed(self, writer: RecordWriter, kind: str, exc: Exception) -> None:
         if writer in self._writers:
-            self._writers.remove(writer)
-            self._refresh_idle()
+            self._set_writers([w for w in self._writers if w is not writer])
         self._fault(SinkFailed(sink=getattr(writer, "name", type(writer).__name__), event=kind,
                                error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
                                epoch=self._epoch))
@@ -767,13 +816,11 @@ class Bus:
 
     def add_writer(self, writer: RecordWriter) -> None:
         """Record to ``writer`` from now on as well (a backup log, a stream to a collector)."""
-        self._writers.append(self._writer(writer))
-        self._refresh_idle()
+        self._set_writers([*self._writers, self._writer(writer)])
 
     def remove_writer(self, writer: RecordWriter) -> None:
         """Stop recording to ``writer`` and close it."""
-        self._writers = [w for w in self._writers if w is not writer]
-        self._refresh_idle()
+        self._set_writers([w for w in self._writers if w is not writer])
         writer.close()
 
     def resume(self, log: str | os.PathLike[str]) -> bool:
@@ -958,7 +1005,7 @@ class Bus:
             try:
                 writer.close()
             except Exception as exc:
-                self._writers.remove(writer)
+                self._set_writers([w for w in self._writers if w is not writer])
                 self.failures.append(SinkFailed(sink=getattr(writer, "name", "writer"),
                                                 event="close", error=type(exc).__name__,
                                                 message=str(exc)))

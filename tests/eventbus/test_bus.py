@@ -374,22 +374,23 @@ class TestFailurePolicy:
         with pytest.warns(SinkFailureWarning, match="BadSink"):
             bus.close()
 
-    def test_a_failing_log_writer_is_recorded_in_the_others(self):
+    @pytest.mark.parametrize("kind", ["epoch_end", "batch_end"])  # general path, fast path
+    def test_a_failing_log_writer_is_recorded_in_the_others(self, kind):
         """A writer that raises is dropped; the other log records why; training goes on."""
         class Broken(RecordingWriter):
             name = "broken"
 
             def write(self, record):
-                if record["kind"] == "epoch_end":
+                if record["kind"] == kind:
                     raise OSError("disk full")
                 super().write(record)
 
         before, bad, after = RecordingWriter(), Broken(), RecordingWriter()
         bus = Bus(log=[before, bad, after])
-        bus.epoch_end(0)
-        bus.epoch_end(1)
+        getattr(bus, kind)(0, {"loss": 1.0})
+        getattr(bus, kind)(1, {"loss": 1.0})
         for good in (before, after):
-            assert good.kinds() == ["header", "epoch_end", "sink_failed", "epoch_end"]
+            assert good.kinds() == ["header", kind, "sink_failed", kind]
             assert good.records[2]["sink"] == "broken"
             assert "disk full" in good.records[2]["message"]
         with pytest.warns(SinkFailureWarning):
@@ -468,6 +469,71 @@ class TestThreadsAndClose:
             warnings.simplefilter("error")
             (_, event) = list(read_log(path))
         assert math.isnan(event.logs["loss"]) and event.logs["grad"] == math.inf
+
+
+class FiniteAware(RecordingWriter):
+    """A writer with ``write_finite``: notes which records came through which method."""
+
+    def __init__(self):
+        super().__init__()
+        self.finite_seqs: list[int] = []
+
+    def write_finite(self, record):
+        self.finite_seqs.append(record["seq"])
+        self.write(record)
+
+
+#: What a loop may pass as a metric: Python and NumPy numbers, NaN and infinities included.
+batch_values = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**6, 10**6)
+                | st.floats(width=32).map(np.float32) | st.floats().map(np.float64))
+
+
+class TestBatchFastPath:
+    """batch_end's inlined path must record exactly what the general path would."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.text(min_size=1, max_size=6), batch_values, max_size=4))
+    def test_only_all_finite_float_records_skip_the_writers_check(self, logs):
+        """write_finite gets a record only when every value is a finite Python float."""
+        writer = FiniteAware()
+        bus = Bus(log=writer)
+        bus.batch_end(0, logs)
+        (record,) = [rec for rec in writer.records if rec["kind"] == "batch_end"]
+        assert all(type(v) is float for v in record["logs"].values())  # whatever came in
+        plain_finite = all(type(v) is float and math.isfinite(v) for v in logs.values())
+        assert (record["seq"] in writer.finite_seqs) == plain_finite
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=6), batch_values, max_size=3),
+                    min_size=1, max_size=5))
+    def test_the_log_reads_back_what_was_published(self, tmp_path_factory, batches):
+        """Through JsonlWriter's two write methods, every value comes back (NaN included)."""
+        path = tmp_path_factory.mktemp("fast") / "run.jsonl"
+        with Bus(log=path) as bus:
+            for i, logs in enumerate(batches):
+                bus.batch_end(i, logs)
+        read = [rec for rec in read_log(path) if rec.kind == "batch_end"]
+        assert len(read) == len(batches)
+        for rec, logs in zip(read, batches):
+            assert rec.logs.keys() == logs.keys()
+            for key, value in logs.items():
+                got, want = rec.logs[key], float(value)
+                assert got == want or (math.isnan(got) and math.isnan(want))
+
+    def test_a_plugin_mutating_logs_does_not_change_the_log(self, tmp_path):
+        """The line is written before plugins run, and the loop's own dict is never kept."""
+        class Vandal(Plugin):
+            @hookimpl
+            def on_batch_end(self, event):
+                event.logs["loss"] = -1.0
+
+        path = tmp_path / "run.jsonl"
+        mine = {"loss": 0.5}
+        with Bus([Vandal()], log=path) as bus:
+            bus.batch_end(0, mine)
+        assert mine == {"loss": 0.5}
+        (_, event) = list(read_log(path))
+        assert event.logs == {"loss": 0.5}
 
 
 class TestAbort:
