@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from time import time as _time
 from typing import Any, Literal
 
+import orjson
 import pluggy
 
 from . import hookspecs
@@ -65,6 +66,8 @@ _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_at
 _BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
                 "predict_batch_begin", "predict_batch_end")
 _new = object.__new__
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 # pydantic's own __dict__ slot setter: the cheapest way to give a model instance its fields.
 _set_dict = next(vars(c)["__dict__"] for c in Record.__mro__ if "__dict__" in vars(c)).__set__
 _TRUSTED_BATCH_END = _TRUSTED[BatchEnd]
@@ -258,10 +261,14 @@ class Bus:
         self._refresh_fast_paths()
 
     def _refresh_fast_paths(self) -> None:
-        # Bound write methods, called per record; a writer's optional ``write_finite`` skips
-        # its own NaN check for records the bus has seen hold only finite floats.
+        # Bound write methods, called per record. For records the bus has seen hold only
+        # finite floats: JSON Lines writers (those with ``append_line``) take the line the bus
+        # encodes once for all of them; others' optional ``write_finite`` skips their own check.
         self._writes = tuple(w.write for w in self._writers)
-        self._finite_writes = tuple(getattr(w, "write_finite", w.write) for w in self._writers)
+        self._line_writers = tuple(w for w in self._writers if hasattr(w, "append_line"))
+        self._line_appends = tuple(w.append_line for w in self._line_writers)
+        self._finite_writes = tuple(getattr(w, "write_finite", w.write) for w in self._writers
+                                    if not hasattr(w, "append_line"))
         # A batch event nobody records or handles costs one attribute check (see batch_end).
         for kind in _BATCH_KINDS:
             idle = not self._writers and not getattr(self, f"_f_on_{kind}", ())
@@ -366,7 +373,7 @@ class Bus:
             return ()
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_end")
-        writes = self._finite_writes
+        finite = True
         if logs:
             clean = logs.copy() if type(logs) is dict else None
             if clean is not None:
@@ -377,7 +384,7 @@ class Bus:
                         break
             if clean is None:
                 clean = coerce_logs(logs, "batch_end")
-                writes = self._writes  # may hold NaN or infinity: each writer checks
+                finite = False  # may hold NaN or infinity: each writer checks
         else:
             clean = {}
         self._seq = seq = self._seq + 1
@@ -387,6 +394,17 @@ class Bus:
         self._step += 1
         if self._attention and not self._feeding:
             self._attend()
+        writes = self._finite_writes if finite else self._writes
+        if finite and self._line_appends:
+            try:
+                line = _dumps(record, option=_NEWLINE)  # one encoding for every JSON Lines log
+            except Exception:  # e.g. an index beyond 64 bits: each writer reports it
+                writes = self._writes
+            else:
+                for append in self._line_appends:
+                    append(line)
+                if not seq & 63:
+                    self._flush_full_lines()
         try:
             for write in writes:
                 write(record)
@@ -520,13 +538,13 @@ class Bus:
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
         # Nothing fed is written: the writers step aside (swapped directly, not through
         # _set_writers, which would rebuild the fast paths twice per record of a replay).
-        saved = self._writers, self._writes, self._finite_writes
-        self._writers, self._writes, self._finite_writes = [], (), ()
+        saved = self._writers, self._writes, self._finite_writes, self._line_appends
+        self._writers, self._writes, self._finite_writes, self._line_appends = [], (), (), ()
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
             return self._emit(KINDS[kind], data, handlers)
         finally:
-            self._writers, self._writes, self._finite_writes = saved
+            self._writers, self._writes, self._finite_writes, self._line_appends = saved
             self._feeding = False
 
     # --- recording and dispatch ----------------------------------------------------------------
@@ -595,6 +613,14 @@ class Bus:
             self._flush()
             return decisions
         return ()
+
+    def _flush_full_lines(self) -> None:
+        """Let JSON Lines writers fed through ``append_line`` write out a full buffer."""
+        for writer in self._line_writers:
+            try:
+                writer.flush_if_full()
+            except Exception as exc:
+                self._writer_failed(writer, "flush", exc)
 
     def _attend(self) -> None:
         """The rare work before an event: the header, outcomes queued by :meth:`report`."""

@@ -24,6 +24,12 @@ class RecordWriter(Protocol):
     every epoch end and decision, syncs at ``train_end`` and closes at ``close()``. A writer
     with an ``on_attach(bus)`` method is given the bus when it is added (to report failures
     from a background thread through ``bus.report``).
+
+    Two optional fast paths, for batch records whose metrics the bus has seen are all finite
+    Python floats: ``write_finite(record)`` (a writer that must otherwise look for NaN can
+    skip it), or, for JSON Lines writers, ``append_line`` (a callable taking the record as
+    one ``orjson`` line, encoded once by the bus for every such writer) with
+    ``flush_if_full()``, which the bus calls every 64 records.
     """
 
     name: str

@@ -520,6 +520,33 @@ class TestBatchFastPath:
                 got, want = rec.logs[key], float(value)
                 assert got == want or (math.isnan(got) and math.isnan(want))
 
+    def test_every_json_lines_log_gets_the_same_lines_and_is_flushed_as_it_fills(self, tmp_path):
+        """One encoding feeds both logs; a full buffer is written out during the epoch."""
+        from eventbus.jsonl import JsonlWriter
+
+        first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        small = JsonlWriter(second, buffer_bytes=4096)
+        bus = Bus(log=[first, small])
+        bus.epoch_begin(0)
+        for i in range(200):
+            bus.batch_end(i, {"loss": 1.0 / (i + 1)})
+        # 200 lines of ~170 bytes overflow 4 KiB: most of them are on disk before any flush.
+        assert second.stat().st_size > 200 * 100
+        bus.close()
+        lines = [path.read_bytes().splitlines() for path in (first, second)]
+        assert lines[0] == lines[1]
+        assert len(lines[0]) == 202  # header, epoch_begin, 200 batches
+
+    def test_a_record_orjson_cannot_encode_is_a_sink_failure(self, tmp_path):
+        """A batch index beyond 64 bits: the writers fail it, training goes on."""
+        memory = RecordingWriter()
+        bus = Bus(log=[tmp_path / "run.jsonl", memory])
+        bus.batch_end(2**70, {"loss": 1.0})
+        assert [f.sink for f in bus.failures] == ["jsonl"]
+        assert memory.kinds()[-2:] == ["batch_end", "sink_failed"]
+        with pytest.warns(SinkFailureWarning, match="jsonl"):
+            bus.close()
+
     def test_a_plugin_mutating_logs_does_not_change_the_log(self, tmp_path):
         """The line is written before plugins run, and the loop's own dict is never kept."""
         class Vandal(Plugin):
