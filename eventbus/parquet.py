@@ -12,13 +12,22 @@ float64 column ``logs.<name>`` per metric (null where a record does not have it;
 infinities are stored as such); ``payload``, the record's other fields as JSON (the header's
 plugins, a decision's reason and evidence, ...). pyarrow is imported only when a Parquet log is
 opened.
+
+Writing: ``write`` keeps the record and a copy of its metrics (a payload is encoded there and
+then), so the log holds each record as it was when written even if a plugin changes
+``event.logs`` afterwards. Every ``chunk_records`` records become NumPy and pyarrow column
+pieces, read out of the dicts a chunk at a time with C-level iteration; a segment is those
+pieces joined. Keeping whole segments of dicts instead is slower: their memory defeats the
+cache.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, repeat
+from operator import is_, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +64,20 @@ def _segments(directory: Path) -> list[tuple[int, int, Path]]:
 
 
 class ParquetWriter:
-    """Write records as Parquet segment files under the directory ``path``."""
+    """Write records as Parquet segment files under the directory ``path``.
+
+    ``segment_records`` bounds a segment (it is written when full, if no flush came first);
+    ``chunk_records`` is how many records wait as dicts before they become column pieces.
+    """
 
     name = "parquet"
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
-                 segment_records: int = 1 << 18):
+                 segment_records: int = 1 << 18, chunk_records: int = 4096):
         import pyarrow
 
+        if segment_records < 1 or chunk_records < 1:
+            raise ValueError("segment_records and chunk_records must be at least 1")
         # Fail at open, not at the first flush; and pay pyarrow's first-array set-up (it
         # imports pandas when installed: about half a second) now, not at the end of epoch 1.
         pyarrow.array([0.0])
@@ -73,85 +88,114 @@ class ParquetWriter:
             for _, _, seg in _segments(self.path):
                 seg.unlink()
         self._limit = segment_records
+        self._chunk = chunk_records
         self._closed = False
         self._reset()
 
     def _reset(self) -> None:
-        self._n = 0
-        self._v: list[int] = []
-        self._run: list[str] = []
-        self._seq: list[int] = []
-        self._kind: list[str] = []
-        self._time: list[float] = []
-        self._epoch: list[int | None] = []
-        self._batch: list[int | None] = []
-        self._step: list[int | None] = []
-        self._payload: list[bytes | None] = []
-        # metric name -> (row indices, values): sparse until the segment is built
-        self._metrics: dict[str, tuple[list[int], list[float]]] = {}
+        self._records: list[dict[str, Any]] = []  # the chunk being filled
+        self._logs: list[dict[str, Any]] = []  # their metrics, as they were when written
+        self._rows = 0  # rows of the segment already in pieces
+        self._due = min(self._chunk, self._limit)  # end the chunk when it holds this many
+        self._pieces: list[_Piece] = []
+        self._payloads: dict[int, bytes] = {}  # row in the segment -> payload JSON
+        # Dictionary codes of the segment's run_id and kind columns, in order of appearance.
+        self._run_ids: dict[str, int] = {}
+        self._kinds: dict[str, int] = {}
 
     def write(self, record: dict[str, Any]) -> None:
-        get = record.get
-        kind = record["kind"]
-        self._v.append(record["v"])
-        self._run.append(record["run_id"])
-        self._seq.append(record["seq"])
-        self._kind.append(kind)
-        self._time.append(record["time"])
-        self._epoch.append(get("epoch"))
-        self._batch.append(get("batch"))
-        self._step.append(get("step"))
-        if kind in _NO_PAYLOAD:
-            self._payload.append(None)
+        # The hot path: keep the record and a copy of its metrics (the bus hands plugins the
+        # same dict, and one may change it after this returns); columns are built per chunk.
+        if record["kind"] in _NO_PAYLOAD:
+            try:
+                logs = record["logs"].copy()
+            except (KeyError, AttributeError):
+                logs = _metrics_of(record)
         else:
-            extra = {k: v for k, v in record.items() if k not in _COLUMNS}
-            self._payload.append(orjson.dumps(encode_nonfinite(extra)))
-        logs = get("logs")
-        if logs:
-            row = self._n
-            metrics = self._metrics
-            for key, value in logs.items():
-                column = metrics.get(key)
-                if column is None:
-                    column = metrics[key] = ([], [])
-                column[0].append(row)
-                column[1].append(value)
-        self._n += 1
-        if self._n >= self._limit:
+            logs = self._encode_payload(record)
+        self._logs.append(logs)
+        records = self._records
+        records.append(record)
+        if len(records) >= self._due:
+            self._end_chunk()
+
+    def write_finite(self, record: dict[str, Any]) -> None:
+        """``write`` for a batch record the bus has checked: its metrics are a dict of finite
+        floats, and its kind has no payload."""
+        self._logs.append(record["logs"].copy())
+        records = self._records
+        records.append(record)
+        if len(records) >= self._due:
+            self._end_chunk()
+
+    def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
+        # Encoded now, not with the chunk: the JSON is the record as it was when written.
+        extra = {k: v for k, v in record.items() if k not in _COLUMNS}
+        self._payloads[self._rows + len(self._records)] = orjson.dumps(encode_nonfinite(extra))
+        return _metrics_of(record)
+
+    def _end_chunk(self) -> None:
+        records = self._records
+        if not records:
+            return
+        logs = self._logs
+        self._records, self._logs = [], []
+        try:
+            piece = _Piece(records, logs, self._run_ids, self._kinds)
+        except Exception:
+            # A record the columns cannot take: the chunk is lost (the caller sees the error,
+            # as a failed write). Later rows take its place: its payloads must not stay.
+            for row in [row for row in self._payloads if row >= self._rows]:
+                del self._payloads[row]
+            raise
+        except BaseException:  # interrupted (Ctrl-C): the records are fine, keep them
+            self._records, self._logs = records, logs
+            raise
+        self._pieces.append(piece)
+        self._rows += len(records)
+        if self._rows >= self._limit:
             self.flush()
+        else:
+            self._due = min(self._chunk, self._limit - self._rows)
 
     def _table(self) -> Any:
-        import numpy as np
         import pyarrow as pa
 
-        n = self._n
+        pieces = self._pieces
+        n = self._rows
         columns = {
-            "v": _ints(self._v, pa.int32()),
-            "run_id": pa.array(self._run, pa.string()).dictionary_encode(),
-            "seq": _ints(self._seq, pa.int64()),
-            "kind": pa.array(self._kind, pa.string()).dictionary_encode(),
-            "time": _numeric(np.array(self._time, dtype=np.float64), pa.float64()),
-            "epoch": _ints(self._epoch, pa.int64()),
-            "batch": _ints(self._batch, pa.int64()),
-            "step": _ints(self._step, pa.int64()),
+            "v": _column(pieces, "v", pa.int32()),
+            "run_id": _dictionary_column(pieces, "run_id", self._run_ids),
+            "seq": _column(pieces, "seq", pa.int64()),
+            "kind": _dictionary_column(pieces, "kind", self._kinds),
+            "time": _column(pieces, "time", pa.float64()),
+            "epoch": _column(pieces, "epoch", pa.int64()),
+            "batch": _column(pieces, "batch", pa.int64()),
+            "step": _column(pieces, "step", pa.int64()),
         }
-        for key in sorted(self._metrics):
-            rows, values = self._metrics[key]
-            data = np.zeros(n)
-            missing = np.ones(n, dtype=bool)
-            data[rows] = values
-            missing[rows] = False
-            columns[METRIC_PREFIX + key] = _numeric(data, pa.float64(), missing)
-        columns["payload"] = pa.array(self._payload, pa.string())
+        metrics = sorted({key for piece in pieces for key in piece.metrics})
+        for key in metrics:
+            columns[METRIC_PREFIX + key] = pa.concat_arrays([
+                piece.metrics[key] if key in piece.metrics else pa.nulls(piece.n, pa.float64())
+                for piece in pieces])
+        if self._payloads:
+            payload: list[bytes | None] = [None] * n
+            for row, text in self._payloads.items():
+                payload[row] = text
+            columns["payload"] = pa.array(payload, pa.string())
+        else:
+            columns["payload"] = pa.nulls(n, pa.string())
         return pa.table(columns)
 
     def flush(self) -> None:
-        if not self._n:
+        self._end_chunk()  # writes the segment itself when that fills it
+        if not self._rows:
             return
         import pyarrow.parquet as pq
 
         table = self._table()
-        name = _segment_name(self._seq[0], self._seq[-1])
+        seq = table.column("seq")
+        name = _segment_name(seq[0].as_py(), seq[-1].as_py())
         _write_atomically(pq, table, self.path / name)
         self._reset()
 
@@ -172,31 +216,186 @@ class ParquetWriter:
         self.close()
 
 
-def _numeric(data: Any, arrow_type: Any, missing: Any = None) -> Any:
-    """A pyarrow column from a NumPy array, null where ``missing`` is true."""
-    import pyarrow as pa
-
-    return pa.array(data, arrow_type, mask=missing)
+def _metrics_of(record: dict[str, Any]) -> dict[str, Any]:
+    logs = record.get("logs")
+    return dict(logs) if logs else _NO_METRICS
 
 
-def _ints(values: list[int | None], arrow_type: Any) -> Any:
-    """An integer column, null where a value is None.
+# The fields of a record that become columns, in the order _Piece unpacks them. A batch_end or
+# batch_begin record has them all, so a chunk of them is read with one C-level call per record.
+_FIELDS = ("run_id", "kind", "v", "seq", "time", "epoch", "batch", "step")
+_ALL_FIELDS = itemgetter(*_FIELDS)
+_OPTIONAL = ("epoch", "batch", "step")  # absent from some kinds: null there
+_NO_METRICS: dict[str, Any] = {}  # shared by every record without metrics; never changed
 
-    Through NumPy: pyarrow converts a list of Python ints some fifty times slower here.
+
+class _Piece:
+    """One chunk of records as column pieces: ``columns`` maps each fixed column to a NumPy
+    (data, missing) pair, missing None when no value is null; ``metrics`` maps each metric
+    name in the chunk to a float64 pyarrow array."""
+
+    __slots__ = ("columns", "metrics", "n")
+
+    def __init__(self, records: list[dict[str, Any]], logs: list[dict[str, Any]],
+                 run_ids: dict[str, int], kinds: dict[str, int]) -> None:
+        import numpy as np
+
+        n = self.n = len(records)
+        try:
+            flat = list(chain.from_iterable(map(_ALL_FIELDS, records)))
+            run_id, kind, v, seq, time, epoch, batch, step = (
+                flat[i::len(_FIELDS)] for i in range(len(_FIELDS)))
+        except KeyError:  # a kind without epoch, batch or step: the chunk field by field
+            run_id, kind, v, seq, time = (list(map(itemgetter(name), records))
+                                          for name in _FIELDS[:5])
+            epoch, batch, step = (list(map(dict.get, records, repeat(name)))
+                                  for name in _OPTIONAL)
+        self.columns = {
+            "run_id": (_codes(run_id, run_ids), None),
+            "kind": (_codes(kind, kinds), None),
+            "v": _ints(v, np.int32, constant=True),
+            "seq": _ints(seq, np.int64),
+            # fromiter reads None as NaN, as the NumPy conversion always did here
+            "time": (np.fromiter(time, np.float64, n), None),
+            "epoch": _ints(epoch, np.int64, constant=True),
+            "batch": _ints(batch, np.int64),
+            "step": _ints(step, np.int64),
+        }
+        self.metrics = _metric_columns(logs)
+
+
+def _ints(values: list[Any], dtype: Any, *, constant: bool = False) -> tuple[Any, Any]:
+    """An integer column piece, null where a value is None.
+
+    ``constant``: the values are likely all the same object (``v``; ``epoch`` within an
+    epoch), which ``list.count`` confirms at a fraction of the cost of converting them.
     """
     import numpy as np
 
-    dtype = np.int32 if str(arrow_type) == "int32" else np.int64
-    if None not in values:
-        return _numeric(np.array(values, dtype=dtype), arrow_type)
-    missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.fromiter((0 if v is None else v for v in values), dtype=dtype, count=len(values))
-    return _numeric(data, arrow_type, missing)
+    n = len(values)
+    first = values[0]
+    if constant and values.count(first) == n:
+        if first is None:
+            return np.zeros(n, dtype), np.ones(n, dtype=bool)
+        return np.full(n, first, dtype), None
+    try:
+        return np.fromiter(values, dtype, n), None
+    except TypeError:
+        if None not in values:
+            raise
+    missing = np.fromiter(map(is_, values, repeat(None)), bool, n)
+    data = np.array(values, dtype=object)
+    data[missing] = 0
+    return data.astype(dtype), missing
+
+
+def _codes(values: list[str], codes: dict[str, int]) -> Any:
+    """Dictionary codes of ``values``, adding new ones to the segment's ``codes``."""
+    import numpy as np
+
+    n = len(values)
+    first = values[0]
+    if values.count(first) == n:
+        code = codes.get(first)
+        if code is None:
+            code = codes[first] = len(codes)
+        return np.full(n, code, np.int32)
+    for value in dict.fromkeys(values):
+        codes.setdefault(value, len(codes))
+    return np.fromiter(map(codes.__getitem__, values), np.int32, n)
+
+
+def _metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metric name -> float64 pyarrow array (null where a row lacks the metric) for one chunk.
+
+    pyarrow converts the dicts in C (a key a dict lacks is null), given the names: those of
+    the last row when every row has as many (the common case, confirmed by there being no
+    nulls), else the union of all rows' names.
+    """
+    import pyarrow as pa
+
+    n = len(logs)
+    present = sum(map(len, logs))  # metric values in the chunk
+    if not present:
+        return {}
+    try:
+        if present == n * len(logs[-1]):
+            columns = _struct_columns(logs, logs[-1])
+            if not any(column.null_count for column in columns.values()):
+                return columns
+        columns = _struct_columns(logs, sorted(set().union(*logs)))
+        # Every null is a name a row lacks; one more is a None value, which NumPy (below) makes
+        # NaN, as it always did.
+        if sum(column.null_count for column in columns.values()) == n * len(columns) - present:
+            return columns
+    except (pa.ArrowException, TypeError, ValueError):
+        pass  # a value pyarrow does not take as a float (a bool, a numeric string, a huge int)
+    return _sparse_metric_columns(logs)
+
+
+def _struct_columns(logs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    struct = pa.array(logs, pa.struct([(key, pa.float64()) for key in keys]))
+    return {field.name: struct.field(i) for i, field in enumerate(struct.type)}
+
+
+def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of a chunk one value at a time, through NumPy's float conversion."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(logs)
+    sparse: dict[str, tuple[list[int], list[Any]]] = {}
+    for row, metrics in enumerate(logs):
+        for key, value in metrics.items():
+            column = sparse.get(key)
+            if column is None:
+                column = sparse[key] = ([], [])
+            column[0].append(row)
+            column[1].append(value)
+    columns = {}
+    for key, (rows, values) in sparse.items():
+        data = np.zeros(n)
+        missing = np.ones(n, dtype=bool)
+        data[rows] = values
+        missing[rows] = False
+        columns[key] = pa.array(data, pa.float64(), mask=missing)
+    return columns
+
+
+def _column(pieces: list[_Piece], name: str, arrow_type: Any) -> Any:
+    """A segment's column from the NumPy pieces of its chunks."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = [piece.columns[name][0] for piece in pieces]
+    missing = [piece.columns[name][1] for piece in pieces]
+    if all(m is None for m in missing):
+        mask = None
+    else:
+        mask = np.concatenate([np.zeros(p.n, dtype=bool) if m is None else m
+                               for p, m in zip(pieces, missing)])
+    return pa.array(np.concatenate(data), arrow_type, mask=mask)
+
+
+def _dictionary_column(pieces: list[_Piece], name: str, codes: dict[str, int]) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    indices = np.concatenate([piece.columns[name][0] for piece in pieces])
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()),
+                                          pa.array(list(codes), pa.string()))
+
+
+# Dictionary encoding pays only for the columns of few distinct values; for the rest (seq,
+# time, the metrics) it costs twice the time of the whole write and makes the file larger.
+_DICTIONARY_COLUMNS = ["run_id", "kind"]
 
 
 def _write_atomically(pq: Any, table: Any, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, use_dictionary=_DICTIONARY_COLUMNS)
     with open(tmp, "rb") as file:
         os.fsync(file.fileno())
     os.replace(tmp, target)
