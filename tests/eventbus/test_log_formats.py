@@ -122,6 +122,41 @@ class TestJsonlDamage:
             list(read_log(path))
         assert info.value.line == 4
 
+    @pytest.fixture(scope="class")
+    def long_log(self, tmp_path_factory):
+        """A log of three 1 MiB reading pieces or more; a NaN in the second sends that piece
+        down the careful path (line by line)."""
+        path = tmp_path_factory.mktemp("long") / "long.jsonl"
+        records = [HEADER] + [r.BatchEnd(run_id="run", seq=i, epoch=0, batch=i, step=i,
+                                         logs={"loss": math.nan if i == 8_000 else 1.0 / i})
+                              for i in range(1, 30_001)]
+        write(JsonlWriter, path, records)
+        assert path.stat().st_size > 3 * (1 << 20)
+        back = list(read_log(path))
+        assert len(back) == 30_001 and math.isnan(back[8_000].logs["loss"])
+        assert back[29_999].logs["loss"] == 1 / 29_999
+        return path.read_bytes()
+
+    @pytest.mark.parametrize("damage", [
+        b'{"v":1,"kind": garbage',  # not JSON
+        b'{"kind":"batch_end"}',  # no schema version
+        b"5",  # JSON, not a record
+        b"",  # an empty line
+        b'{"v":99,"kind":"batch_end"}',  # a newer schema
+    ])
+    @pytest.mark.parametrize("where", [2, 9_000, 15_000, 29_999])  # first piece, later ones
+    def test_damage_anywhere_in_a_long_log_names_its_line(self, tmp_path, long_log, damage,
+                                                           where):
+        """Lines are read a megabyte at a time: the numbering holds across the pieces."""
+        lines = long_log.split(b"\n")
+        lines[where - 1] = damage
+        path = tmp_path / "long.jsonl"
+        path.write_bytes(b"\n".join(lines))
+        expected = SchemaVersionError if b"99" in damage else LogCorruptError
+        with pytest.raises(expected, match=rf"long\.jsonl:{where}\b") as info:
+            list(read_log(path))
+        assert info.value.line == where
+
     def test_an_unknown_kind_is_corrupt(self, log):
         """A record of a kind this library does not know is refused with its line."""
         path, _ = log
