@@ -358,6 +358,8 @@ class Bus:
             return ()  # nothing records, nobody listens: not even the logs are examined
         if type(batch) is not int:
             batch = _index(batch, "batch", "batch_begin")
+        if self._attention:
+            self._attend()
         self._seq = seq = self._seq + 1
         # Keys in the model's field order, so the record prints as a validated one would.
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_begin",
@@ -387,13 +389,13 @@ class Bus:
                 finite = False  # may hold NaN or infinity: each writer checks
         else:
             clean = {}
+        if self._attention:
+            self._attend()
         self._seq = seq = self._seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
                   "time": _time(), "logs": clean, "epoch": self._epoch, "batch": batch,
                   "step": self._step}
         self._step += 1
-        if self._attention and not self._feeding:
-            self._attend()
         writes = self._finite_writes if finite else self._writes
         if finite and self._line_appends:
             try:
@@ -555,6 +557,8 @@ class Bus:
     def _observe(self, kind: str, fields: dict[str, Any],
                  logs: Mapping[str, Any] | None) -> Sequence[Decision]:
         """The general path for every observation but batches (which have their own)."""
+        if self._attention:
+            self._attend()
         logs = coerce_logs(logs, kind) if logs else {}
         if kind in ("epoch_begin", "epoch_end"):
             if kind == "epoch_end":
@@ -587,8 +591,6 @@ class Bus:
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
-        if self._attention and not self._feeding:
-            self._attend()
         try:
             for write in self._writes:
                 write(record)
@@ -623,7 +625,13 @@ class Bus:
                 self._writer_failed(writer, "flush", exc)
 
     def _attend(self) -> None:
-        """The rare work before an event: the header, outcomes queued by :meth:`report`."""
+        """The rare work before an event: the header, outcomes queued by :meth:`report`.
+
+        Done before the event takes its seq and time, so the log stays in seq order and the
+        header's time comes before the first event's.
+        """
+        if self._feeding:
+            return  # outcomes wait for the real writers; replay writes no header
         if not self._header_written:
             self._write_header()
         self._drain()

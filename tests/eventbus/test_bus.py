@@ -149,13 +149,18 @@ class TestOrderAndDispatch:
 class TestRecording:
     @settings(max_examples=60, deadline=None)
     @given(st.lists(st.sampled_from(["epoch_begin", "epoch_end", "batch_begin", "batch_end",
-                                     "test_begin", "predict_batch_end"]), max_size=30))
+                                     "test_begin", "predict_batch_end", "report"]),
+                    max_size=30))
     def test_seq_is_strictly_increasing_from_the_header(self, calls):
-        """Every record gets the next seq; the header is 0; decisions take their own seq."""
+        """Every record gets the next seq; the header is 0; decisions take their own seq;
+        outcomes queued by report() go in before the next event, in order too."""
         writer = RecordingWriter()
         bus = Bus([StopAt(1)], log=writer)
         bus.train_begin({"epochs": 3})
         for i, call in enumerate(calls):
+            if call == "report":
+                bus.report(r.Warning(message=f"queued {i}"))
+                continue
             method = getattr(bus, call)
             method(i % 3, {"loss": 0.5}) if call != "test_begin" else method({"loss": 0.5})
         bus.train_end()
@@ -163,6 +168,9 @@ class TestRecording:
         seqs = [rec["seq"] for rec in writer.records]
         assert seqs == list(range(len(seqs)))
         assert writer.records[0]["kind"] == "header"
+        times = [rec["time"] for rec in writer.records]
+        assert times == sorted(times)  # the header's time too comes before the first event's
+        assert sum(rec["kind"] == "warning" for rec in writer.records) == calls.count("report")
         assert {rec["run_id"] for rec in writer.records} == {bus.run_id}
 
     def test_records_carry_epoch_batch_and_global_step(self):
