@@ -659,6 +659,8 @@ class Bus:
 
     def _record(self, item: Record, *, source: str = "", cause: Any = None) -> Record:
         """Stamp ``item`` with the envelope (and source, cause, epoch if unset), then log it."""
+        if not self._header_written and not isinstance(item, Header):
+            self._write_header()  # first, so its time is before this record's
         self._seq += 1
         update: dict[str, Any] = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": self._seq,
                                   "time": _time()}
@@ -671,8 +673,6 @@ class Bus:
                 epoch = getattr(cause, "epoch", None) if cause is not None else None
                 update["epoch"] = epoch if epoch is not None else self._epoch
         stamped = item.model_copy(update=update)
-        if not self._header_written and not isinstance(stamped, Header):
-            self._write_header()
         self._write(stamped.model_dump())
         if isinstance(stamped, (SinkFailed, PluginFailed)):
             self.failures.append(stamped)  # however it arrived: raised, returned or reported

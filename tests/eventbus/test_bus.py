@@ -646,6 +646,14 @@ class TestUnsubscribe:
 
 
 class TestOutsideDecisions:
+    def test_a_decision_before_any_event_comes_after_the_header(self):
+        """The header is written first, with the earlier time, whatever record comes first."""
+        writer = RecordingWriter()
+        Bus(log=writer).decide(r.StopTraining(reason="stopped before it began"))
+        assert [(rec["seq"], rec["kind"]) for rec in writer.records] == [
+            (0, "header"), (1, "stop_training")]
+        assert writer.records[0]["time"] <= writer.records[1]["time"]
+
     def test_decide_records_and_applies_a_decision_from_outside(self):
         """bus.decide() is the path for decisions no plugin made (a coordinator, a person)."""
         seen = []
