@@ -264,11 +264,14 @@ class Bus:
         # Bound write methods, called per record. For records the bus has seen hold only
         # finite floats: JSON Lines writers (those with ``append_line``) take the line the bus
         # encodes once for all of them; others' optional ``write_finite`` skips their own check.
+        # Each tuple of writes has its tuple of owners, to name a writer that fails.
+        self._write_owners = tuple(self._writers)
         self._writes = tuple(w.write for w in self._writers)
         self._line_writers = tuple(w for w in self._writers if hasattr(w, "append_line"))
         self._line_appends = tuple(w.append_line for w in self._line_writers)
-        self._finite_writes = tuple(getattr(w, "write_finite", w.write) for w in self._writers
-                                    if not hasattr(w, "append_line"))
+        self._finite_owners = tuple(w for w in self._writers if not hasattr(w, "append_line"))
+        self._finite_writes = tuple(getattr(w, "write_finite", w.write)
+                                    for w in self._finite_owners)
         # A batch event nobody records or handles costs one attribute check (see batch_end).
         for kind in _BATCH_KINDS:
             idle = not self._writers and not getattr(self, f"_f_on_{kind}", ())
@@ -411,7 +414,8 @@ class Bus:
             for write in writes:
                 write(record)
         except Exception as exc:
-            self._write_failed(record, write.__self__, exc)
+            owners = self._finite_owners if writes is self._finite_writes else self._write_owners
+            self._write_failed(record, write, writes, owners, exc)
         handlers = self._f_on_batch_end  # type: ignore[attr-defined]
         if not handlers:
             return ()
@@ -540,13 +544,16 @@ class Bus:
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
         # Nothing fed is written: the writers step aside (swapped directly, not through
         # _set_writers, which would rebuild the fast paths twice per record of a replay).
-        saved = self._writers, self._writes, self._finite_writes, self._line_appends
-        self._writers, self._writes, self._finite_writes, self._line_appends = [], (), (), ()
+        saved = (self._writers, self._writes, self._write_owners, self._finite_writes,
+                 self._finite_owners, self._line_appends)
+        (self._writers, self._writes, self._write_owners, self._finite_writes,
+         self._finite_owners, self._line_appends) = [], (), (), (), (), ()
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
             return self._emit(KINDS[kind], data, handlers)
         finally:
-            self._writers, self._writes, self._finite_writes, self._line_appends = saved
+            (self._writers, self._writes, self._write_owners, self._finite_writes,
+             self._finite_owners, self._line_appends) = saved
             self._feeding = False
 
     # --- recording and dispatch ----------------------------------------------------------------
@@ -591,11 +598,7 @@ class Bus:
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
-        try:
-            for write in self._writes:
-                write(record)
-        except Exception as exc:
-            self._write_failed(record, write.__self__, exc)
+        self._write(record)
         if not handlers:
             return ()
         event = _new(_TRUSTED[cls])  # the record, as its pydantic model, without re-validation
@@ -679,29 +682,30 @@ class Bus:
         return stamped
 
     def _write(self, record: dict[str, Any]) -> None:
-        for writer in self._writers:
-            try:
-                writer.write(record)
-            except Exception as exc:
-                self._write_failed(record, writer, exc)
-                return
+        writes = self._writes
+        try:
+            for write in writes:
+                write(record)
+        except Exception as exc:
+            self._write_failed(record, write, writes, self._write_owners, exc)
 
-    def _write_failed(self, record: dict[str, Any], writer: RecordWriter,
-                      exc: Exception) -> None:
-        """``writer`` refused ``record``: give it to the writers after it, then record faults.
+    def _write_failed(self, record: dict[str, Any], failed: Any, writes: tuple[Any, ...],
+                      owners: tuple[RecordWriter, ...], exc: Exception) -> None:
+        """``failed``, one of ``writes`` (made by ``owners``), refused ``record``: give it to
+        the writes after it, then record faults.
 
         Faults are recorded only once every working writer has the record, so each log stays
         in seq order.
         """
-        position = self._writers.index(writer)
-        failed = [(writer, exc)]
-        for later in self._writers[position + 1:]:
+        position = writes.index(failed)
+        broken = [(owners[position], exc)]
+        for later, owner in zip(writes[position + 1:], owners[position + 1:]):
             try:
-                later.write(record)
+                later(record)
             except Exception as later_exc:
-                failed.append((later, later_exc))
-        for broken, error in failed:
-            self._writer_failed(broken, record["kind"], error)
+                broken.append((owner, later_exc))
+        for writer, error in broken:
+            self._writer_failed(writer, record["kind"], error)
 
     def _apply(self, decision: Decision) -> None:
         """Apply a recorded decision, then pass it to the ``on_decision`` hooks."""

@@ -545,6 +545,27 @@ class TestBatchFastPath:
         assert lines[0] == lines[1]
         assert len(lines[0]) == 202  # header, epoch_begin, 200 batches
 
+    @pytest.mark.parametrize("failing_first", [True, False])
+    def test_a_failing_writer_beside_a_json_lines_log_costs_it_nothing(self, tmp_path,
+                                                                       failing_first):
+        """The JSON Lines log has its line already: a failure elsewhere does not repeat it."""
+        class Broken(FiniteAware):
+            name = "broken"
+
+            def write_finite(self, record):
+                raise OSError("disk full")
+
+        path, memory = tmp_path / "run.jsonl", RecordingWriter()
+        logs = [Broken(), path, memory]
+        bus = Bus(log=logs if failing_first else logs[1:] + logs[:1])
+        bus.batch_end(0, {"loss": 1.0})
+        bus.batch_end(1, {"loss": 0.5})
+        with pytest.warns(SinkFailureWarning, match="broken.*disk full"):
+            bus.close()
+        kinds = [rec.kind for rec in read_log(path)]
+        assert kinds == ["header", "batch_end", "sink_failed", "batch_end"]
+        assert memory.kinds() == kinds
+
     def test_a_record_orjson_cannot_encode_is_a_sink_failure(self, tmp_path):
         """A batch index beyond 64 bits: the writers fail it, training goes on."""
         memory = RecordingWriter()
