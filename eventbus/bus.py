@@ -52,6 +52,7 @@ from .records import (
     SnapshotWeights,
     StopTraining,
     WeightsRestored,
+    set_model_dict,
 )
 from .records import (
     TRUSTED as _TRUSTED,
@@ -68,8 +69,6 @@ _BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end"
 _new = object.__new__
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-# pydantic's own __dict__ slot setter: the cheapest way to give a model instance its fields.
-_set_dict = next(vars(c)["__dict__"] for c in Record.__mro__ if "__dict__" in vars(c)).__set__
 _TRUSTED_BATCH_END = _TRUSTED[BatchEnd]
 
 
@@ -420,7 +419,7 @@ class Bus:
         if not handlers:
             return ()
         event = _new(_TRUSTED_BATCH_END)  # the record as its pydantic model, not re-validated
-        _set_dict(event, record)
+        set_model_dict(event, record)
         decisions: list[Decision] | None = None
         for fn in handlers:
             try:
@@ -602,7 +601,7 @@ class Bus:
         if not handlers:
             return ()
         event = _new(_TRUSTED[cls])  # the record, as its pydantic model, without re-validation
-        _set_dict(event, record)
+        set_model_dict(event, record)
         decisions: list[Decision] | None = None
         for fn in handlers:
             try:

@@ -30,6 +30,7 @@ from .records import (
     decode_nonfinite,
     encode_nonfinite,
     parse_record,
+    set_model_dict,
     trusted,
 )
 
@@ -249,20 +250,17 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
 # which holds nested models and is always validated.
 _FAST = {kind: (_SHAPES[kind], TRUSTED[cls]) for kind, cls in KINDS.items() if kind != "header"}
 _new = object.__new__
-_setattr = object.__setattr__
 
 
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
     fast = {} if validate else _FAST
-    number = 0
-    for record in iter_jsonl_dicts(path):
-        number += 1
+    for number, record in enumerate(iter_jsonl_dicts(path), 1):
         known = fast.get(record["kind"])
         if known is not None and record.keys() == known[0]:
             # A record this library wrote: made as its model without re-validation.
             event = _new(known[1])
-            _setattr(event, "__dict__", record)
+            set_model_dict(event, record)
             yield event
         else:
             yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)

@@ -397,7 +397,10 @@ def _trusted_class(cls: type[Record]) -> type[Record]:
 #: Record class -> its trusted subclass (see :func:`trusted`).
 TRUSTED: dict[type[Record], type[Record]] = {cls: _trusted_class(cls) for cls in _ALL}
 _new = object.__new__
-_setattr = object.__setattr__
+#: pydantic's own ``__dict__`` slot setter: the cheapest way to give a model instance its fields
+#: (a third cheaper than ``object.__setattr__(obj, "__dict__", fields)``).
+set_model_dict = next(vars(c)["__dict__"] for c in BaseModel.__mro__
+                      if "__dict__" in vars(c)).__set__
 
 
 def trusted(cls: type[Record], fields: dict[str, Any]) -> Record:
@@ -408,7 +411,7 @@ def trusted(cls: type[Record], fields: dict[str, Any]) -> Record:
     one). This is what keeps the per-batch path free of pydantic validation.
     """
     obj = _new(TRUSTED[cls])
-    _setattr(obj, "__dict__", fields)
+    set_model_dict(obj, fields)
     return obj
 
 
