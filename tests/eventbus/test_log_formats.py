@@ -50,6 +50,22 @@ def log_path(tmp_path, fmt, name="events"):
 WRITERS = {"jsonl": JsonlWriter, "parquet": ParquetWriter}
 
 
+@pytest.fixture(scope="module")
+def long_log(tmp_path_factory):
+    """A log of three 1 MiB reading pieces or more; a NaN in the second sends that piece
+    down the careful path (line by line)."""
+    path = tmp_path_factory.mktemp("long") / "long.jsonl"
+    records = [HEADER] + [r.BatchEnd(run_id="run", seq=i, epoch=0, batch=i, step=i,
+                                     logs={"loss": math.nan if i == 8_000 else 1.0 / i})
+                          for i in range(1, 30_001)]
+    write(JsonlWriter, path, records)
+    assert path.stat().st_size > 3 * (1 << 20)
+    back = list(read_log(path))
+    assert len(back) == 30_001 and math.isnan(back[8_000].logs["loss"])
+    assert back[29_999].logs["loss"] == 1 / 29_999
+    return path.read_bytes()
+
+
 class TestRoundTrip:
     @tmp_settings
     @given(records=runs())
@@ -121,21 +137,6 @@ class TestJsonlDamage:
         with pytest.raises(LogCorruptError, match=r"events\.jsonl:4") as info:
             list(read_log(path))
         assert info.value.line == 4
-
-    @pytest.fixture(scope="class")
-    def long_log(self, tmp_path_factory):
-        """A log of three 1 MiB reading pieces or more; a NaN in the second sends that piece
-        down the careful path (line by line)."""
-        path = tmp_path_factory.mktemp("long") / "long.jsonl"
-        records = [HEADER] + [r.BatchEnd(run_id="run", seq=i, epoch=0, batch=i, step=i,
-                                         logs={"loss": math.nan if i == 8_000 else 1.0 / i})
-                              for i in range(1, 30_001)]
-        write(JsonlWriter, path, records)
-        assert path.stat().st_size > 3 * (1 << 20)
-        back = list(read_log(path))
-        assert len(back) == 30_001 and math.isnan(back[8_000].logs["loss"])
-        assert back[29_999].logs["loss"] == 1 / 29_999
-        return path.read_bytes()
 
     @pytest.mark.parametrize("damage", [
         b'{"v":1,"kind": garbage',  # not JSON
