@@ -62,6 +62,7 @@ __all__ = [
     "encode_nonfinite",
     "parse_record",
     "restore_nonfinite",
+    "same_values",
     "trusted",
 ]
 
@@ -470,3 +471,22 @@ def decode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
         if type(record.get(name)) is str:
             record[name] = _NONFINITE_TEXT.get(record[name], record[name])
     return record
+
+
+def same_values(a: Any, b: Any) -> bool:
+    """Equality in which NaN equals NaN, at any depth of dicts, lists and records.
+
+    Logs hold NaN legitimately, and ``nan != nan``: this is how to compare what was recorded
+    with what was read back or recomputed. Records compare by kind and fields (one made without
+    validation is a trusted subclass of its model, the same record).
+    """
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b))
+    if isinstance(a, BaseModel) and isinstance(b, BaseModel):
+        return getattr(a, "kind", None) == getattr(b, "kind", None) and \
+            same_values(a.model_dump(), b.model_dump())
+    return bool(a == b)

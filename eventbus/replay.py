@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from .bus import Bus
 from .errors import ReplayError
 from .log import read_log
 from .plugin import plugin_name
-from .records import Decision, Header, Observation, PluginSpec, Record, Resumed
+from .records import Decision, Header, Observation, PluginSpec, Record, Resumed, same_values
 from .registry import Registry
 from .registry import registry as default_registry
 
@@ -84,23 +83,13 @@ class ReplayResult:
         return next((d.epoch for d in self.recorded if d.kind == "stop_training"), None)
 
 
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return bool(a == b)
-
-
 def same_decision(a: Decision, b: Decision) -> bool:
     """Equal but for the envelope (run, seq, time); NaN equals NaN."""
     if a.kind != b.kind:
         return False
     da = {k: v for k, v in a.__dict__.items() if k not in _ENVELOPE}
     db = {k: v for k, v in b.__dict__.items() if k not in _ENVELOPE}
-    return _equal(da, db)
+    return same_values(da, db)
 
 
 def effective_records(records: Iterable[Record]) -> list[Record]:
@@ -238,7 +227,7 @@ def replay(
                     if diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
                         logged = record.logs.get("learning_rate")
                         if logged is not None and bus._lr is not None \
-                                and not _equal(logged, bus._lr):
+                                and not same_values(logged, bus._lr):
                             diverged_at = record.seq
                     decisions.extend(bus.feed(record))
                     if stop_epoch is None and bus.stop_training:

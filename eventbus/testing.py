@@ -26,8 +26,9 @@ from .records import (
     TrainEnd,
     parse_record,
 )
+from .records import same_values as same
 
-__all__ = ["RecordingWriter", "drive", "epochs", "logs_of", "run"]
+__all__ = ["RecordingWriter", "drive", "epochs", "logs_of", "run", "same"]
 
 
 class RecordingWriter:

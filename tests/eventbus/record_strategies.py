@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from hypothesis import strategies as st
 
 from eventbus import records as r
+from eventbus.testing import same  # noqa: F401 - the tests import it from here
 
 metric_names = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
@@ -78,19 +77,3 @@ def outcomes(draw: st.DrawFn, seq: int | None = None) -> r.Outcome:
 
 def any_record(seq: int | None = None) -> st.SearchStrategy[r.Record]:
     return st.one_of(observations(seq), decisions(seq), outcomes(seq))
-
-
-def same(a: object, b: object) -> bool:
-    """Equality where NaN equals NaN (records hold NaN legitimately)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if hasattr(a, "model_dump") and hasattr(b, "model_dump"):
-        # The kind names the model (records read without validation are a trusted subclass).
-        if getattr(a, "kind", None) != getattr(b, "kind", None):
-            return False
-        return same(a.model_dump(), b.model_dump())
-    return a == b

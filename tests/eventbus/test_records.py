@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from eventbus import MetricValueError
@@ -146,6 +147,38 @@ class TestMetricValues:
         with pytest.raises(ValidationError, match="epoch_end"):
             r.EpochEnd(epoch=0, logs={"loss": "bad"})
         assert r.EpochEnd(epoch=0, logs={"loss": np.float32(0.5)}).logs == {"loss": 0.5}
+
+
+nested = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4)
+    | st.floats(allow_nan=True, allow_infinity=True),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=3),
+    max_leaves=10)
+
+
+class TestSameValues:
+    @given(nested)
+    def test_everything_is_the_same_as_a_copy_of_itself_nan_included(self, value):
+        """What plain equality gets wrong whenever a NaN is inside."""
+        import copy
+
+        assert r.same_values(value, copy.deepcopy(value))
+
+    @given(nested, st.floats(-1e6, 1e6))
+    def test_a_changed_leaf_is_not_the_same(self, value, number):
+        """Beside anything, a number against another, or against NaN, is a difference."""
+        assert not r.same_values([value, number], [value, number + 1.0])
+        assert not r.same_values({"a": value, "b": number}, {"a": value, "b": math.nan})
+        assert not r.same_values([value], [value, value])
+
+    def test_records_compare_by_kind_and_fields(self):
+        """A trusted record equals its validated twin; another kind with equal fields does not."""
+        a = r.BatchEnd(run_id="x", seq=1, epoch=0, batch=0, step=0, logs={"loss": math.nan})
+        b = r.trusted(r.BatchEnd, {**a.model_dump(), "logs": {"loss": float("nan")}})
+        assert r.same_values(a, b) and a != b  # for == two NaN objects differ
+        c = r.BatchBegin(run_id="x", seq=1, epoch=0, batch=0, step=0, logs={"loss": math.nan})
+        assert not r.same_values(a, c)
 
 
 class TestTrustedRecords:

@@ -11,15 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus.errors import ConfigError, LogCorruptError
+from eventbus.testing import same
 from sinks.csv import MISSING, CsvTable
 
 KEYS = st.sampled_from(["loss", "acc", "val_loss", "val_acc", "learning_rate", "a b", "x,y"])
 VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)
 EPOCH_LOGS = st.lists(st.dictionaries(KEYS, VALUES, max_size=5), min_size=1, max_size=6)
-
-
-def same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def read_rows(path, separator=","):

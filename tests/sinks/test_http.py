@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import orjson
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from eventbus import Bus, SinkFailureWarning
 from eventbus.errors import ConfigError
 from eventbus.records import decode_nonfinite
-from eventbus.testing import RecordingWriter
+from eventbus.testing import RecordingWriter, same
 from sinks.http import DeliveryError, HttpRecordSink, HttpSender, redact_url
 
 TOKEN = "s3cr3t-token-value"
@@ -23,16 +22,6 @@ def records_of(collector) -> list[dict]:
     """Every record a collector received, decoded from the JSON Lines bodies."""
     lines = [line for _, _, body in collector.requests for line in body.splitlines()]
     return [decode_nonfinite(orjson.loads(line)) for line in lines]
-
-
-def same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def short_run(bus, losses):

@@ -14,23 +14,13 @@ from hypothesis import strategies as st
 from eventbus import Bus, hookimpl, read_log
 from eventbus.errors import ConfigError
 from eventbus.records import StopTraining, decode_nonfinite
-from eventbus.testing import RecordingWriter
+from eventbus.testing import RecordingWriter, same
 from sinks.jsonl import JsonlSink, convert
 from sinks.parquet import ParquetSink
 from sinks.parquet import convert as convert_from_parquet_module
 
 METRICS = st.dictionaries(st.sampled_from(["loss", "acc", "val_loss"]),
                           st.floats(allow_nan=True, allow_infinity=True), max_size=3)
-
-
-def same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 class Stopper:

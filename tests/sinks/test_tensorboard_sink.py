@@ -18,6 +18,7 @@ from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.record_writer import masked_crc32c as reference_masked
 
 import sinks.tensorboard as tbs
+from eventbus.testing import same
 from sinks.tensorboard import (
     TensorBoardSink,
     encode_scalar_event,
@@ -41,10 +42,6 @@ def accumulator(path) -> EventAccumulator:
 def f32(x: float) -> float:
     with np.errstate(over="ignore"):
         return float(np.float32(x))
-
-
-def same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 class TestEncoding:
