@@ -597,6 +597,8 @@ class Bus:
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
+        # batch_end repeats this inline (a shared helper measured 2-3% of its cost): change
+        # both together.
         self._write(record)
         if not handlers:
             return ()
