@@ -102,14 +102,6 @@ class JsonlWriter:
         if len(buffer) >= self._limit:
             self.flush()
 
-    def write_finite(self, record: dict[str, Any]) -> None:
-        """``write`` for a record the caller knows holds no NaN or infinity (the bus checks
-        batch metrics as it copies them): the line needs no second look."""
-        buffer = self._buffer
-        buffer += _dumps(record, option=_OPTIONS)
-        if len(buffer) >= self._limit:
-            self.flush()
-
     @property
     def append_line(self) -> Any:
         """Append one finished line (``orjson.dumps(record, option=OPT_APPEND_NEWLINE)`` of a
