@@ -407,8 +407,8 @@ class Bus:
             else:
                 for append in self._line_appends:
                     append(line)
-                if not seq & 63:
-                    self._flush_full_lines()
+                if not seq & 63:  # nothing else looks at these buffers' size
+                    self._call_writers(self._line_writers, "flush_if_full", "flush")
         try:
             for write in writes:
                 write(record)
@@ -619,14 +619,6 @@ class Bus:
             self._flush()
             return decisions
         return ()
-
-    def _flush_full_lines(self) -> None:
-        """Let JSON Lines writers fed through ``append_line`` write out a full buffer."""
-        for writer in self._line_writers:
-            try:
-                writer.flush_if_full()
-            except Exception as exc:
-                self._writer_failed(writer, "flush", exc)
 
     def _attend(self) -> None:
         """The rare work before an event: the header, outcomes queued by :meth:`report`.
@@ -1000,18 +992,19 @@ class Bus:
             self._write(self.header().model_dump())
 
     def _flush(self) -> None:
-        for writer in self._writers:
-            try:
-                writer.flush()
-            except Exception as exc:
-                self._writer_failed(writer, "flush", exc)
+        self._call_writers(self._writers, "flush", "flush")
 
     def _sync(self) -> None:
-        for writer in self._writers:
+        self._call_writers(self._writers, "sync", "sync")
+
+    def _call_writers(self, writers: Sequence[RecordWriter], method: str, event: str) -> None:
+        """Call ``method`` of each of ``writers``; one that raises is dropped and recorded as
+        failing on ``event``."""
+        for writer in writers:
             try:
-                writer.sync()
+                getattr(writer, method)()
             except Exception as exc:
-                self._writer_failed(writer, "sync", exc)
+                self._writer_failed(writer, event, exc)
 
     def close(self) -> None:
         """Let plugins flush (``on_close``), then sync and close the log. Idempotent.
