@@ -1,11 +1,12 @@
 """The Parquet event log: one row per record, one column per metric.
 
 A Parquet file is only readable once its footer is written, so a single growing file would lose
-everything in a crash. The log is therefore a directory of complete segment files, each written
-to a temporary name and renamed into place when the bus flushes (every epoch end and every
-decision, as the JSON Lines log): a crash loses no more than it does of the JSON Lines log.
-``close()`` compacts the segments into one file, so pandas and pyarrow read a finished run as
-one table (``pandas.read_parquet("events.parquet")``).
+everything in a crash. The log is therefore a directory of complete segment files, written when
+a segment fills and when the bus flushes (every epoch end and every decision, as the JSON Lines
+log): a crash loses no more than it does of the JSON Lines log. ``close()`` leaves one file, so
+pandas and pyarrow read a finished run as one table (``pandas.read_parquet("events.parquet")``).
+:mod:`eventbus.parquet_segments` keeps the files; this module turns records into columns and
+back.
 
 Columns: ``v``, ``run_id``, ``seq``, ``kind``, ``time``, ``epoch``, ``batch``, ``step``; one
 float64 column ``logs.<name>`` per metric (null where a record does not have it; NaN and
@@ -24,7 +25,6 @@ cache.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from itertools import chain, repeat
 from operator import is_, itemgetter
@@ -35,32 +35,18 @@ import orjson
 
 from .errors import LogCorruptError
 from .jsonl import _check_version, to_record
+from .parquet_segments import SegmentStore, compact, segments
 from .records import SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
-__all__ = ["ParquetWriter", "iter_parquet_dicts", "read_parquet"]
+__all__ = ["ParquetWriter", "compact", "iter_parquet_dicts", "read_parquet"]
 
 _COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "logs")
 _NO_PAYLOAD = frozenset({
     "train_end", "epoch_begin", "epoch_end", "batch_begin", "batch_end", "test_begin",
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
-_SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 METRIC_PREFIX = "logs."
 _REQUIRED = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
-
-
-def _segment_name(first: int, last: int) -> str:
-    return f"seg-{first:012d}-{last:012d}.parquet"
-
-
-def _segments(directory: Path) -> list[tuple[int, int, Path]]:
-    found = []
-    for entry in directory.iterdir():
-        match = _SEGMENT.match(entry.name)
-        if match:
-            found.append((int(match[1]), int(match[2]), entry))
-    # Lowest first seq first; of two that start together, the wider (a compacted one) first.
-    return sorted(found, key=lambda s: (s[0], -s[1]))
 
 
 class ParquetWriter:
@@ -68,6 +54,7 @@ class ParquetWriter:
 
     ``segment_records`` bounds a segment (it is written when full, if no flush came first);
     ``chunk_records`` is how many records wait as dicts before they become column pieces.
+    Segments are written on a background thread; ``flush()`` returns once they are on disk.
     """
 
     name = "parquet"
@@ -84,9 +71,12 @@ class ParquetWriter:
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        existing = segments(self.path)
         if not append:
-            for _, _, seg in _segments(self.path):
+            for _, _, seg in existing:
                 seg.unlink()
+        # The store merges segments as it writes them unless some were here before it.
+        self._store = SegmentStore(self.path, merge=not (append and existing))
         self._limit = segment_records
         self._chunk = chunk_records
         self._closed = False
@@ -154,7 +144,7 @@ class ParquetWriter:
         self._pieces.append(piece)
         self._rows += len(records)
         if self._rows >= self._limit:
-            self.flush()
+            self._write_segment()  # in the background: no flush was asked for
         else:
             self._due = min(self._chunk, self._limit - self._rows)
 
@@ -187,17 +177,18 @@ class ParquetWriter:
             columns["payload"] = pa.nulls(n, pa.string())
         return pa.table(columns)
 
-    def flush(self) -> None:
-        self._end_chunk()  # writes the segment itself when that fills it
+    def _write_segment(self) -> None:
         if not self._rows:
             return
-        import pyarrow.parquet as pq
-
         table = self._table()
         seq = table.column("seq")
-        name = _segment_name(seq[0].as_py(), seq[-1].as_py())
-        _write_atomically(pq, table, self.path / name)
+        self._store.submit(table, seq[0].as_py(), seq[-1].as_py())
         self._reset()
+
+    def flush(self) -> None:
+        self._end_chunk()  # submits the segment itself when that fills it
+        self._write_segment()
+        self._store.wait()
 
     def sync(self) -> None:
         self.flush()  # each segment is fsynced as it is written
@@ -205,9 +196,12 @@ class ParquetWriter:
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
         self._closed = True
-        compact(self.path)
+        try:
+            self._end_chunk()
+            self._write_segment()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> ParquetWriter:
         return self
@@ -388,56 +382,13 @@ def _dictionary_column(pieces: list[_Piece], name: str, codes: dict[str, int]) -
                                           pa.array(list(codes), pa.string()))
 
 
-# Dictionary encoding pays only for the columns of few distinct values; for the rest (seq,
-# time, the metrics) it costs twice the time of the whole write and makes the file larger.
-_DICTIONARY_COLUMNS = ["run_id", "kind"]
-
-
-def _write_atomically(pq: Any, table: Any, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp, use_dictionary=_DICTIONARY_COLUMNS)
-    with open(tmp, "rb") as file:
-        os.fsync(file.fileno())
-    os.replace(tmp, target)
-
-
-def compact(directory: str | os.PathLike[str]) -> None:
-    """Merge the segments under ``directory`` into one file (a no-op for one segment).
-
-    The merged file is in place before the segments go, so a crash in between leaves rows twice,
-    never none; the reader drops the repeated sequence numbers.
-    """
-    import pyarrow.parquet as pq
-
-    directory = Path(directory)
-    segments = _segments(directory)
-    if len(segments) < 2:
-        return
-    table = _concat([pq.read_table(seg) for _, _, seg in segments])
-    merged = _segment_name(segments[0][0], max(last for _, last, _ in segments))
-    _write_atomically(pq, table, directory / merged)
-    for _, _, seg in segments:
-        if seg.name != merged:
-            seg.unlink()
-
-
-def _concat(tables: list[Any]) -> Any:
-    import pyarrow as pa
-
-    # Segments can have different metric columns and dictionary types; promote to one schema.
-    tables = [t.cast(pa.schema([
-        f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-        for f in t.schema])) for t in tables]
-    return pa.concat_tables(tables, promote_options="default")
-
-
 def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record of a Parquet log (a segment directory or one file) as a plain dict."""
     import pyarrow.parquet as pq
 
     path = Path(path)
     if path.is_dir():
-        files = [seg for _, _, seg in _segments(path)]
+        files = [seg for _, _, seg in segments(path)]
         if not files:
             raise LogCorruptError(f"{path}: no Parquet segments in this directory",
                                   path=str(path))

@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,7 +149,8 @@ class TestColumns:
 
 class TestChunksAndSegments:
     def test_records_span_chunk_and_segment_boundaries(self, tmp_path):
-        """A full segment is written as soon as it fills, whatever the chunk size."""
+        """A full segment is written as soon as it fills (on the background thread, with no
+        flush asked for), whatever the chunk size."""
         records = [HEADER] + [
             r.EpochEnd(run_id="run", seq=i, epoch=i // 7, logs={"val_loss": 1.0 / i})
             if i % 7 == 0 else
@@ -157,6 +159,9 @@ class TestChunksAndSegments:
             for i in range(1, 34)]
         path = tmp_path / "events.parquet"
         writer = write_all(path, records, chunk_records=4, segment_records=10)
+        deadline = time.monotonic() + 30
+        while len(segment_names(path)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert segment_names(path) == [
             "seg-000000000000-000000000009.parquet", "seg-000000000010-000000000019.parquet",
             "seg-000000000020-000000000029.parquet"]

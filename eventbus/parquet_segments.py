@@ -1,0 +1,221 @@
+"""A Parquet log on disk: segment files, written in the background and merged into one at close.
+
+A Parquet file is readable only once its footer is written, so a log is a directory of complete
+segment files, ``seg-<first seq>-<last seq>.parquet``, each written to a hidden temporary name,
+fsynced and renamed into place. :class:`SegmentStore` writes them on one background thread:
+pyarrow encodes with the GIL released, so a full segment is written while the training loop goes
+on, and a flush waits only for the segments handed to it so far (a crash loses no more than the
+records since the last flush, as with the JSON Lines log).
+
+The same thread appends every segment to a hidden merged file as well, which ``close()`` renames
+into place as the compacted log before the segments go. Where that is not possible (a metric
+first seen after the first segment, a log resumed onto segments already on disk), ``close()``
+merges the segments the slow way: read them all, write them again (:func:`compact`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SegmentStore", "compact", "segment_name", "segments"]
+
+_SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
+_MERGED = ".merged.parquet.tmp"  # hidden: neither a segment nor read as one
+
+# Dictionary encoding pays only for the columns of few distinct values; for the rest (seq,
+# time, the metrics) it costs twice the time of the whole write and makes the file larger.
+# Delta encoding suits the integer columns (counters, or constant over long runs): it halves
+# the file and is faster to write than plain values compressed.
+_WRITE_OPTIONS: dict[str, Any] = {
+    "use_dictionary": ["run_id", "kind"],
+    "column_encoding": dict.fromkeys(("v", "seq", "epoch", "batch", "step"),
+                                     "DELTA_BINARY_PACKED"),
+}
+# Segments queued for the background thread before ``submit`` waits for the oldest: keeps the
+# memory of a loop that outruns the disk bounded.
+_MAX_QUEUED = 2
+
+
+def segment_name(first: int, last: int) -> str:
+    return f"seg-{first:012d}-{last:012d}.parquet"
+
+
+def segments(directory: Path) -> list[tuple[int, int, Path]]:
+    """The segment files under ``directory`` as (first seq, last seq, path)."""
+    found = []
+    for entry in directory.iterdir():
+        match = _SEGMENT.match(entry.name)
+        if match:
+            found.append((int(match[1]), int(match[2]), entry))
+    # Lowest first seq first; of two that start together, the wider (a compacted one) first.
+    return sorted(found, key=lambda s: (s[0], -s[1]))
+
+
+def write_atomically(table: Any, target: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, tmp, **_WRITE_OPTIONS)
+    _fsync(tmp)
+    os.replace(tmp, target)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def compact(directory: str | os.PathLike[str]) -> None:
+    """Merge the segments under ``directory`` into one file (a no-op for one segment).
+
+    The merged file is in place before the segments go, so a crash in between leaves rows twice,
+    never none; the reader drops the repeated sequence numbers.
+    """
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    found = segments(directory)
+    if len(found) < 2:
+        return
+    table = _concat([pq.read_table(seg) for _, _, seg in found])
+    merged = segment_name(found[0][0], max(last for _, last, _ in found))
+    write_atomically(table, directory / merged)
+    _remove_all_but(found, merged)
+
+
+def _remove_all_but(found: list[tuple[int, int, Path]], kept: str) -> None:
+    for _, _, seg in found:
+        if seg.name != kept:
+            seg.unlink()
+
+
+def _plain_schema(schema: Any) -> Any:
+    """``schema`` with dictionary columns as their value type: one compacted file has one
+    dictionary per column chunk anyway, and readers get plain strings."""
+    import pyarrow as pa
+
+    return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                      for f in schema])
+
+
+def _concat(tables: list[Any]) -> Any:
+    import pyarrow as pa
+
+    # Segments can have different metric columns; promote to one schema.
+    tables = [t.cast(_plain_schema(t.schema)) for t in tables]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _conform(table: Any, schema: Any) -> Any | None:
+    """``table`` in ``schema`` (a missing metric column as nulls), or None when it has a column
+    the schema lacks."""
+    import pyarrow as pa
+
+    names = set(table.column_names)
+    if not names <= set(schema.names):
+        return None
+    rows = table.num_rows
+    return pa.table([table.column(f.name).cast(f.type) if f.name in names
+                     else pa.nulls(rows, f.type) for f in schema], schema=schema)
+
+
+class SegmentStore:
+    """The segment files of one Parquet log, written on a background thread.
+
+    ``merge``: also build the compacted file as segments are written (false when the directory
+    already holds segments this store did not write, as when a log is resumed).
+    """
+
+    def __init__(self, directory: Path, *, merge: bool) -> None:
+        self.directory = directory
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventbus-parquet")
+        self._pending: deque[Future[None]] = deque()  # segment writes not yet waited for
+        # Owned by the background thread until close() has shut it down.
+        self._merging = merge
+        self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
+        self._merged_schema: Any = None
+        self._merged_names: list[str] = []
+        self._merged_tmp = directory / _MERGED
+        self._merged_tmp.unlink(missing_ok=True)  # left by a process that died mid-run
+
+    def submit(self, table: Any, first: int, last: int) -> None:
+        """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
+        the error of an earlier segment that could not be written."""
+        self._reap()
+        while len(self._pending) >= _MAX_QUEUED:
+            self._pending.popleft().result()
+        name = segment_name(first, last)
+        written = self._pool.submit(write_atomically, table, self.directory / name)
+        self._pending.append(written)
+        if self._merging:
+            self._pool.submit(self._merge, table, name, written)
+
+    def wait(self) -> None:
+        """Return once every segment submitted is on disk; raise the first that failed."""
+        pending = self._pending
+        while pending:
+            pending.popleft().result()
+
+    def _reap(self) -> None:
+        pending = self._pending
+        while pending and pending[0].done():
+            pending.popleft().result()
+
+    def _merge(self, table: Any, name: str, written: Future[None]) -> None:
+        # Runs on the background thread, after ``written`` (one worker: tasks run in order).
+        if not self._merging:
+            return
+        try:
+            if written.exception() is not None:
+                raise OSError("the segment was not written")
+            if self._merged is None:
+                import pyarrow.parquet as pq
+
+                self._merged_schema = _plain_schema(table.schema)
+                self._merged = pq.ParquetWriter(self._merged_tmp, self._merged_schema,
+                                                **_WRITE_OPTIONS)
+            conformed = _conform(table, self._merged_schema)
+            if conformed is None:
+                raise ValueError("a column the merged file does not have")
+            self._merged.write_table(conformed)
+            self._merged_names.append(name)
+        except Exception:  # noqa: BLE001 - close() falls back to compact(), which reports
+            self._abandon_merge()
+
+    def _abandon_merge(self) -> None:
+        self._merging = False
+        if self._merged is not None:
+            try:
+                self._merged.close()
+            except Exception:  # noqa: BLE001 - the file is discarded either way
+                pass
+            self._merged = None
+        self._merged_tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Wait for every segment, then leave one file: the merged one, or compacted now."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+        found = segments(self.directory)
+        merged = self._merged
+        if merged is None or len(found) < 2:
+            self._abandon_merge()
+            compact(self.directory)
+            return
+        merged.close()
+        self._merged = None
+        if sorted(self._merged_names) != sorted(seg.name for _, _, seg in found):
+            self._abandon_merge()  # segments it does not hold: an earlier process's
+            compact(self.directory)
+            return
+        _fsync(self._merged_tmp)
+        name = segment_name(found[0][0], max(last for _, last, _ in found))
+        os.replace(self._merged_tmp, self.directory / name)
+        _remove_all_but(found, name)

@@ -1,0 +1,176 @@
+"""A Parquet log's files: segments written on a background thread, one file left at close.
+
+Every test reads the directory back with pyarrow (what a user's tools see) and with
+``read_log``; the shape of the file left at close (one row group per segment when merged as
+the segments were written, one in all when compacted from them) tells the two paths apart.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eventbus import Bus, SinkFailureWarning, read_log
+from eventbus import records as r
+from eventbus.parquet import ParquetWriter
+
+from record_strategies import same
+
+HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
+                  library="eventbus test")
+
+
+def batch(seq: int, logs: dict[str, float] | None = None) -> dict:
+    return r.BatchEnd(run_id="run", seq=seq, epoch=0, batch=seq, step=seq,
+                      logs={"loss": 1.0 / seq} if logs is None else logs).model_dump()
+
+
+def files(path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def the_file(path):
+    (only,) = path.glob("seg-*.parquet")
+    return pq.ParquetFile(only)
+
+
+class TestMergedAtClose:
+    def test_segments_are_merged_as_written_and_the_segments_go(self, tmp_path):
+        """Five flushed segments leave one file of five row groups, strings for run_id and
+        kind, every record back in order."""
+        path = tmp_path / "events.parquet"
+        records = [HEADER.model_dump()] + [batch(seq) for seq in range(1, 25)]
+        writer = ParquetWriter(path, chunk_records=4)
+        for record in records:
+            writer.write(record)
+            if record["seq"] % 5 == 4:
+                writer.flush()
+        assert len(list(path.glob("seg-*.parquet"))) == 5  # and the merged file, hidden
+        writer.close()
+        assert files(path) == ["seg-000000000000-000000000024.parquet"]
+        merged = the_file(path)
+        assert merged.metadata.num_row_groups == 5
+        table = merged.read()
+        assert table.schema.field("run_id").type == table.schema.field("kind").type == pa.string()
+        assert table.column("seq").to_pylist() == list(range(25))
+        frame = pd.read_parquet(path)
+        assert frame["seq"].tolist() == list(range(25))
+        assert frame["logs.loss"].tolist()[1:] == [1.0 / seq for seq in range(1, 25)]
+        assert [rec.seq for rec in read_log(path)] == list(range(25))
+
+    def test_integer_columns_are_delta_encoded(self, tmp_path):
+        path = tmp_path / "events.parquet"
+        with ParquetWriter(path) as writer:
+            writer.write(HEADER.model_dump())
+            for seq in range(1, 100):
+                writer.write(batch(seq))
+        meta = the_file(path).metadata.row_group(0)
+        encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                     for i in range(meta.num_columns)}
+        for name in ("v", "seq", "epoch", "batch", "step"):
+            assert "DELTA_BINARY_PACKED" in encodings[name], (name, encodings[name])
+
+    def test_a_metric_first_seen_in_a_later_segment_is_compacted_instead(self, tmp_path):
+        """The merged file's columns are fixed by its first segment: a later new metric makes
+        close() compact the segments, with every column and value."""
+        path = tmp_path / "events.parquet"
+        records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 6)]
+                   + [batch(seq, {"loss": 0.5, "gnorm": float(seq)}) for seq in range(6, 9)])
+        writer = ParquetWriter(path)
+        for record in records:
+            writer.write(record)
+            if record["seq"] in (3, 6):
+                writer.flush()
+        writer.close()
+        compacted = the_file(path)
+        assert compacted.metadata.num_row_groups == 1
+        data = compacted.read().to_pydict()
+        assert data["logs.gnorm"] == [None] * 6 + [6.0, 7.0, 8.0]
+        assert not [p for p in path.iterdir() if p.name.startswith(".")]
+        back = list(read_log(path))
+        assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
+
+    def test_a_metric_missing_from_a_later_segment_is_null_there(self, tmp_path):
+        path = tmp_path / "events.parquet"
+        records = ([HEADER.model_dump()] + [batch(seq, {"loss": 1.0, "acc": 0.5})
+                                            for seq in range(1, 4)]
+                   + [batch(seq, {"loss": 2.0}) for seq in range(4, 7)])
+        writer = ParquetWriter(path)
+        for record in records:
+            writer.write(record)
+            if record["seq"] == 3:
+                writer.flush()
+        writer.close()
+        merged = the_file(path)
+        assert merged.metadata.num_row_groups == 2
+        assert merged.read().column("logs.acc").to_pylist() == [None] + [0.5] * 3 + [None] * 3
+        back = list(read_log(path))
+        assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
+
+    def test_resuming_onto_segments_compacts_old_and_new(self, tmp_path):
+        """A writer appending to segments a dead process left merges all of them at close,
+        and clears the half-merged file that process left."""
+        path = tmp_path / "events.parquet"
+        first = ParquetWriter(path)
+        first.write(HEADER.model_dump())
+        for seq in range(1, 4):
+            first.write(batch(seq))
+        first.flush()  # then "dies": no close()
+        (path / ".merged.parquet.tmp").write_bytes(b"PAR1 half a file")
+        second = ParquetWriter(path, append=True)
+        assert not (path / ".merged.parquet.tmp").exists()
+        for seq in range(4, 9):
+            second.write(batch(seq))
+            if seq == 6:
+                second.flush()
+        second.close()
+        assert files(path) == ["seg-000000000000-000000000008.parquet"]
+        assert [rec.seq for rec in read_log(path)] == list(range(9))
+
+    def test_one_segment_stays_as_it_is(self, tmp_path):
+        path = tmp_path / "events.parquet"
+        with ParquetWriter(path) as writer:
+            writer.write(HEADER.model_dump())
+            writer.write(batch(1))
+        assert files(path) == ["seg-000000000000-000000000001.parquet"]
+
+
+class TestBackgroundFailures:
+    def test_a_segment_that_cannot_be_written_fails_the_flush(self, tmp_path):
+        """A full segment fails on the background thread (its directory is gone); the error
+        comes out of the next flush, not lost with the thread."""
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path, chunk_records=2, segment_records=4)
+        writer.write(HEADER.model_dump())
+        shutil.rmtree(path)
+        for seq in range(1, 6):
+            try:
+                writer.write(batch(seq))
+            except OSError:
+                break  # an earlier segment's failure may surface here already
+        with pytest.raises(OSError):
+            writer.flush()
+
+    def test_through_the_bus_the_json_lines_log_keeps_everything(self, tmp_path):
+        """The Parquet log's failure is a sink_failed in the JSON Lines log beside it, which
+        loses nothing; training goes on."""
+        jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
+        bus = Bus(log=[jsonl, parquet])
+        bus.train_begin()
+        bus.epoch_begin(0)
+        shutil.rmtree(parquet)
+        for i in range(3):
+            bus.batch_end(i, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0})  # the flush: the segment's failure shows here
+        bus.epoch_begin(1)
+        bus.batch_end(0, {"loss": 0.5})
+        with pytest.warns(SinkFailureWarning, match="parquet"):
+            bus.close()
+        kinds = [rec.kind for rec in read_log(jsonl)]
+        assert kinds.count("batch_end") == 4 and kinds.count("sink_failed") == 1
+        failed = next(rec for rec in read_log(jsonl) if rec.kind == "sink_failed")
+        assert failed.sink == "parquet"
