@@ -177,13 +177,19 @@ class ParquetWriter:
             columns["payload"] = pa.nulls(n, pa.string())
         return pa.table(columns)
 
-    def _write_segment(self) -> None:
+    def _take_segment(self) -> tuple[Any, int, int] | None:
+        """The rows in pieces as a segment's (table, first seq, last seq); None if none."""
         if not self._rows:
-            return
+            return None
         table = self._table()
         seq = table.column("seq")
-        self._store.submit(table, seq[0].as_py(), seq[-1].as_py())
         self._reset()
+        return table, seq[0].as_py(), seq[-1].as_py()
+
+    def _write_segment(self) -> None:
+        segment = self._take_segment()
+        if segment is not None:
+            self._store.submit(*segment)
 
     def flush(self) -> None:
         self._end_chunk()  # submits the segment itself when that fills it
@@ -197,11 +203,12 @@ class ParquetWriter:
         if self._closed:
             return
         self._closed = True
+        tail = None
         try:
             self._end_chunk()
-            self._write_segment()
+            tail = self._take_segment()
         finally:
-            self._store.close()
+            self._store.close(tail)
 
     def __enter__(self) -> ParquetWriter:
         return self

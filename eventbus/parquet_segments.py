@@ -7,8 +7,9 @@ pyarrow encodes with the GIL released, so a full segment is written while the tr
 on, and a flush waits only for the segments handed to it so far (a crash loses no more than the
 records since the last flush, as with the JSON Lines log).
 
-The same thread appends every segment to a hidden merged file as well, which ``close()`` renames
-into place as the compacted log before the segments go. Where that is not possible (a metric
+The same thread appends every segment to a hidden merged file as well; ``close()`` adds the
+records since the last flush to it and renames it into place as the compacted log before the
+segments go. Where that is not possible (a metric
 first seen after the first segment, a log resumed onto segments already on disk), ``close()``
 merges the segments the slow way: read them all, write them again (:func:`compact`).
 """
@@ -197,25 +198,48 @@ class SegmentStore:
             self._merged = None
         self._merged_tmp.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Wait for every segment, then leave one file: the merged one, or compacted now."""
+    def close(self, tail: tuple[Any, int, int] | None = None) -> None:
+        """Wait for every segment, then leave one file: the merged one, or compacted now.
+
+        ``tail``: the records since the last flush as (table, first seq, last seq). They go
+        straight into the merged file when there is one (a crash before the rename loses
+        them, as it would before a flush), else into a last segment.
+        """
         try:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
         found = segments(self.directory)
-        merged = self._merged
-        if merged is None or len(found) < 2:
-            self._abandon_merge()
+        last = max((last for _, last, _ in found), default=-1)
+        holds_all = (self._merged is not None
+                     and sorted(self._merged_names) == sorted(seg.name for _, _, seg in found))
+        if tail is not None:
+            if holds_all and self._merge_tail(tail[0]):
+                last = tail[2]
+                found.append(tail)  # not a file: one more row group
+            else:
+                table, first, tail_last = tail
+                write_atomically(table, self.directory / segment_name(first, tail_last))
+                found = segments(self.directory)
+                holds_all = False
+        if not holds_all or len(found) < 2:
+            self._abandon_merge()  # segments it does not hold are an earlier process's
             compact(self.directory)
             return
-        merged.close()
+        self._merged.close()
         self._merged = None
-        if sorted(self._merged_names) != sorted(seg.name for _, _, seg in found):
-            self._abandon_merge()  # segments it does not hold: an earlier process's
-            compact(self.directory)
-            return
         _fsync(self._merged_tmp)
-        name = segment_name(found[0][0], max(last for _, last, _ in found))
+        name = segment_name(found[0][0], last)
         os.replace(self._merged_tmp, self.directory / name)
-        _remove_all_but(found, name)
+        _remove_all_but(segments(self.directory), name)
+
+    def _merge_tail(self, table: Any) -> bool:
+        conformed = _conform(table, self._merged_schema)
+        if conformed is None:
+            return False
+        try:
+            self._merged.write_table(conformed)
+        except Exception:  # noqa: BLE001 - the tail goes into a segment instead
+            self._abandon_merge()
+            return False
+        return True

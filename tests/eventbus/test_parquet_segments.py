@@ -94,6 +94,23 @@ class TestMergedAtClose:
         back = list(read_log(path))
         assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
 
+    def test_a_new_metric_in_the_records_close_writes_last_is_kept(self, tmp_path):
+        """The records after the last flush go into the merged file only when they fit it;
+        a new metric among them makes a last segment, and all are compacted."""
+        path = tmp_path / "events.parquet"
+        records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 5)]
+                   + [batch(5, {"loss": 0.5, "lr": 0.01})])
+        writer = ParquetWriter(path)
+        for record in records:
+            writer.write(record)
+            if record["seq"] in (2, 4):
+                writer.flush()
+        writer.close()
+        assert files(path) == ["seg-000000000000-000000000005.parquet"]
+        assert the_file(path).read().column("logs.lr").to_pylist() == [None] * 5 + [0.01]
+        back = list(read_log(path))
+        assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
+
     def test_a_metric_missing_from_a_later_segment_is_null_there(self, tmp_path):
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq, {"loss": 1.0, "acc": 0.5})
