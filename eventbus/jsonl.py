@@ -158,47 +158,79 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
     Checks that each line is a JSON record of a schema version this library reads and that the
     log starts with its header; :func:`read_jsonl` checks each record's kind and shape. Reads
-    1 MiB at a time and looks for non-finite spellings once per piece, not once per line.
+    1 MiB at a time and looks for non-finite spellings once per piece, not once per line; line
+    numbers are worked out only for an error.
     """
     path = Path(path)
     loads = orjson.loads
-    number = 0
+    version = SCHEMA_VERSION
+    before = 0  # lines in the pieces already read
     rest = b""
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
             data = rest + chunk if rest else chunk
             lines = data.split(b"\n")
             rest = lines.pop()  # the start of a line the next piece finishes (or a torn one)
-            special = b'"NaN"' in data or b'Infinity"' in data
+            if not lines:
+                continue
+            special = _may_hold_nonfinite(data)
+            if not before:
+                yield _first_record(path, lines[0])
+                del lines[0]
+                before = 1
             for line in lines:
-                number += 1
                 try:
                     record = loads(line)
-                    version = record["v"]
+                    if record["v"] != version:
+                        _check_version(record["v"], path, before + _index(lines, line) + 1)
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise _bad_line(path, number, line, exc) from None
-                if version != SCHEMA_VERSION:
-                    _check_version(version, path, number)
-                if number == 1:
-                    _check_header(record, path)
+                    raise _bad_line(path, before + _index(lines, line) + 1, line, exc) from None
                 if special and (b'"NaN"' in line or b'Infinity"' in line):
                     decode_nonfinite(record)
                 yield record
+            before += len(lines)
     if rest:  # a last line without its newline: whole, or cut by a crash mid-write
-        number += 1
+        number = before + 1
         try:
             record = loads(rest)
-            version = record["v"]
+            tail_version = record["v"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             _torn(path, number, rest)
             return
-        if version != SCHEMA_VERSION:
-            _check_version(version, path, number)
+        if tail_version != version:
+            _check_version(tail_version, path, number)
         if number == 1:
             _check_header(record, path)
         yield decode_nonfinite(record)
-    if number == 0:
+    elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _may_hold_nonfinite(data: bytes) -> bool:
+    """Whether ``data`` may spell a NaN or an infinity ("NaN", "Infinity", "-Infinity").
+
+    A search for one byte is many times faster than one for a word: a piece of batch records
+    usually has neither capital, and only then is the words' search skipped.
+    """
+    return (b"N" in data or b"I" in data) and (b'"NaN"' in data or b'Infinity"' in data)
+
+
+def _index(lines: list[bytes], line: bytes) -> int:
+    """Where ``line`` is in ``lines``: the first of its value that is also the same object
+    (equal one-byte lines can be one object; the first of them is the one that failed)."""
+    return next(i for i, item in enumerate(lines) if item is line)
+
+
+def _first_record(path: Path, line: bytes) -> dict[str, Any]:
+    try:
+        record = orjson.loads(line)
+        version = record["v"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise _bad_line(path, 1, line, exc) from None
+    if version != SCHEMA_VERSION:
+        _check_version(version, path, 1)
+    _check_header(record, path)
+    return decode_nonfinite(record)
 
 
 def _check_header(record: dict[str, Any], path: Path) -> None:

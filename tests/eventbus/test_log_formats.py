@@ -158,6 +158,15 @@ class TestJsonlDamage:
             list(read_log(path))
         assert info.value.line == where
 
+    def test_of_two_equal_damaged_lines_the_first_is_named(self, tmp_path, long_log):
+        """Equal short lines can be one object in memory; the error still names the first."""
+        lines = long_log.split(b"\n")
+        lines[9_999] = lines[10_009] = b"7"
+        path = tmp_path / "long.jsonl"
+        path.write_bytes(b"\n".join(lines))
+        with pytest.raises(LogCorruptError, match=r"long\.jsonl:10000\b"):
+            list(read_log(path))
+
     def test_an_unknown_kind_is_corrupt(self, log):
         """A record of a kind this library does not know is refused with its line."""
         path, _ = log
