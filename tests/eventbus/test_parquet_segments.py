@@ -191,3 +191,62 @@ class TestBackgroundFailures:
         assert kinds.count("batch_end") == 4 and kinds.count("sink_failed") == 1
         failed = next(rec for rec in read_log(jsonl) if rec.kind == "sink_failed")
         assert failed.sink == "parquet"
+
+
+CRASH_WORKER = """
+import sys
+from eventbus import Bus
+from eventbus.parquet import ParquetWriter
+
+jsonl, parquet = sys.argv[1], sys.argv[2]
+bus = Bus(log=[jsonl, ParquetWriter(parquet, chunk_records=8, segment_records=50)])
+bus.train_begin({"epochs": 10_000})
+print("started", flush=True)
+for epoch in range(10_000):
+    bus.epoch_begin(epoch)
+    for batch in range(40):
+        bus.batch_end(batch, {"loss": 1.0 / (epoch * 40 + batch + 1)})
+    bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+    print("epoch", epoch, flush=True)
+"""
+
+
+class TestKilled:
+    @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+    def test_sigkill_keeps_every_flushed_record_and_no_broken_file(self, tmp_path, delay):
+        """A run killed at any moment, with segments in flight on the background thread:
+        what is on disk reads back, has no gap, agrees with the JSON Lines log, and holds
+        every epoch the run reported finished."""
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
+        proc = subprocess.Popen([sys.executable, "-c", CRASH_WORKER, str(jsonl), str(parquet)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("started"), proc.stderr.read()
+            finished = -1
+            for line in iter(proc.stdout.readline, ""):
+                finished = int(line.split()[1])
+                if finished >= 3:
+                    break
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            finished = max([finished] + [int(line.split()[1]) for line in proc.stdout])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+        stored = list(read_log(parquet))
+        assert [rec.seq for rec in stored] == list(range(len(stored)))
+        ended = [rec.epoch for rec in stored if rec.kind == "epoch_end"]
+        assert ended[-1] >= finished
+        logged = {rec.seq: rec for rec in read_log(jsonl)}
+        assert len(logged) > 100
+        assert all(same(rec, logged[rec.seq]) for rec in stored if rec.seq in logged)
