@@ -7,10 +7,26 @@ fast machine cannot finish first); later ones after a random delay, until one fi
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def running(argv: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """A worker started with text pipes; killed if still running, and its pipes closed, after."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def kill_until_done(argv: list[str], rng: random.Random, *, later_delay: float,
@@ -23,8 +39,7 @@ def kill_until_done(argv: list[str], rng: random.Random, *, later_delay: float,
     """
     kills = 0
     for _ in range(attempts):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with running(argv) as proc:
             line = proc.stdout.readline()
             assert line.startswith("started"), (line, proc.stderr.read())
             if kills == 0:
@@ -40,12 +55,6 @@ def kill_until_done(argv: list[str], rng: random.Random, *, later_delay: float,
                 kills += 1
                 continue
             stdout, stderr = proc.communicate()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
         assert proc.returncode == 0, stderr
         if "done" in stdout:
             return kills

@@ -8,6 +8,9 @@ the segments were written, one in all when compacted from them) tells the two pa
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +21,7 @@ from eventbus import Bus, SinkFailureWarning, read_log
 from eventbus import records as r
 from eventbus.parquet import ParquetWriter
 
+from crash_runs import running
 from record_strategies import same
 
 HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
@@ -27,6 +31,16 @@ HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00
 def batch(seq: int, logs: dict[str, float] | None = None) -> dict:
     return r.BatchEnd(run_id="run", seq=seq, epoch=0, batch=seq, step=seq,
                       logs={"loss": 1.0 / seq} if logs is None else logs).model_dump()
+
+
+def write_log(path, records: list[dict], *, flush_at=(), **sizes) -> None:
+    """Write ``records`` to a new Parquet log, flushing after the seqs in ``flush_at``."""
+    writer = ParquetWriter(path, **sizes)
+    for record in records:
+        writer.write(record)
+        if record["seq"] in flush_at:
+            writer.flush()
+    writer.close()
 
 
 def files(path) -> list[str]:
@@ -80,12 +94,7 @@ class TestMergedAtClose:
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 6)]
                    + [batch(seq, {"loss": 0.5, "gnorm": float(seq)}) for seq in range(6, 9)])
-        writer = ParquetWriter(path)
-        for record in records:
-            writer.write(record)
-            if record["seq"] in (3, 6):
-                writer.flush()
-        writer.close()
+        write_log(path, records, flush_at=(3, 6))
         compacted = the_file(path)
         assert compacted.metadata.num_row_groups == 1
         data = compacted.read().to_pydict()
@@ -100,12 +109,7 @@ class TestMergedAtClose:
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 5)]
                    + [batch(5, {"loss": 0.5, "lr": 0.01})])
-        writer = ParquetWriter(path)
-        for record in records:
-            writer.write(record)
-            if record["seq"] in (2, 4):
-                writer.flush()
-        writer.close()
+        write_log(path, records, flush_at=(2, 4))
         assert files(path) == ["seg-000000000000-000000000005.parquet"]
         assert the_file(path).read().column("logs.lr").to_pylist() == [None] * 5 + [0.01]
         back = list(read_log(path))
@@ -116,12 +120,7 @@ class TestMergedAtClose:
         records = ([HEADER.model_dump()] + [batch(seq, {"loss": 1.0, "acc": 0.5})
                                             for seq in range(1, 4)]
                    + [batch(seq, {"loss": 2.0}) for seq in range(4, 7)])
-        writer = ParquetWriter(path)
-        for record in records:
-            writer.write(record)
-            if record["seq"] == 3:
-                writer.flush()
-        writer.close()
+        write_log(path, records, flush_at=(3,))
         merged = the_file(path)
         assert merged.metadata.num_row_groups == 2
         assert merged.read().column("logs.acc").to_pylist() == [None] + [0.5] * 3 + [None] * 3
@@ -217,15 +216,8 @@ class TestKilled:
         """A run killed at any moment, with segments in flight on the background thread:
         what is on disk reads back, has no gap, agrees with the JSON Lines log, and holds
         every epoch the run reported finished."""
-        import signal
-        import subprocess
-        import sys
-        import time
-
         jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
-        proc = subprocess.Popen([sys.executable, "-c", CRASH_WORKER, str(jsonl), str(parquet)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with running([sys.executable, "-c", CRASH_WORKER, str(jsonl), str(parquet)]) as proc:
             assert proc.stdout.readline().startswith("started"), proc.stderr.read()
             finished = -1
             for line in iter(proc.stdout.readline, ""):
@@ -236,12 +228,6 @@ class TestKilled:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             finished = max([finished] + [int(line.split()[1]) for line in proc.stdout])
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
         stored = list(read_log(parquet))
         assert [rec.seq for rec in stored] == list(range(len(stored)))
