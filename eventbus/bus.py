@@ -394,6 +394,7 @@ class Bus:
         if self._attention:
             self._attend()
         self._seq = seq = self._seq + 1
+        # In records.BATCH_FIELDS order, which write_finite may rely on.
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_end",
                   "time": _time(), "logs": clean, "epoch": self._epoch, "batch": batch,
                   "step": self._step}

@@ -27,9 +27,10 @@ class RecordWriter(Protocol):
 
     Two optional fast paths, for batch records whose metrics the bus has seen are all finite
     Python floats: ``write_finite(record)`` (a writer that must otherwise look for NaN can
-    skip it), or, for JSON Lines writers, ``append_line`` (a callable taking the record as
-    one ``orjson`` line, encoded once by the bus for every such writer) with
-    ``flush_if_full()``, which the bus calls every 64 records.
+    skip it; the record's fields are in ``records.BATCH_FIELDS`` order), or, for JSON Lines
+    writers, ``append_line`` (a callable taking the record as one ``orjson`` line, encoded once
+    by the bus for every such writer) with ``flush_if_full()``, which the bus calls every 64
+    records.
     """
 
     name: str

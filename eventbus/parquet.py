@@ -14,19 +14,20 @@ infinities are stored as such); ``payload``, the record's other fields as JSON (
 plugins, a decision's reason and evidence, ...). pyarrow is imported only when a Parquet log is
 opened.
 
-Writing: ``write`` keeps the record and a copy of its metrics (a payload is encoded there and
-then), so the log holds each record as it was when written even if a plugin changes
-``event.logs`` afterwards. Every ``chunk_records`` records become NumPy and pyarrow column
-pieces, read out of the dicts a chunk at a time with C-level iteration; a segment is those
-pieces joined. Keeping whole segments of dicts instead is slower: their memory defeats the
-cache.
+Writing: ``write`` keeps the record's fields (in one flat list, read out with one C-level call)
+and a copy of its metrics (a payload is encoded there and then), so the log holds each record
+as it was when written even if a plugin changes ``event.logs`` afterwards; ``write_finite``,
+the bus's path for batch records, takes the fields with ``record.values()``, with no lookup
+per field. Every ``chunk_records`` records become NumPy and pyarrow column pieces; a segment is
+those pieces joined. Keeping whole segments of dicts instead is slower: their memory defeats
+the cache.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from itertools import chain, repeat
+from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import orjson
 from .errors import LogCorruptError
 from .jsonl import _check_version, to_record
 from .parquet_segments import SegmentStore, compact, segments
-from .records import SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
+from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
 __all__ = ["ParquetWriter", "compact", "iter_parquet_dicts", "read_parquet"]
 
@@ -53,7 +54,7 @@ class ParquetWriter:
     """Write records as Parquet segment files under the directory ``path``.
 
     ``segment_records`` bounds a segment (it is written when full, if no flush came first);
-    ``chunk_records`` is how many records wait as dicts before they become column pieces.
+    ``chunk_records`` is how many records wait as values before they become column pieces.
     Segments are written on a background thread; ``flush()`` returns once they are on disk.
     """
 
@@ -83,8 +84,11 @@ class ParquetWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self._records: list[dict[str, Any]] = []  # the chunk being filled
-        self._logs: list[dict[str, Any]] = []  # their metrics, as they were when written
+        # The chunk being filled: each record's fields, BATCH_FIELDS-many a row, one flat list
+        # (read out as each record comes, so the record itself is not kept); and its metrics,
+        # copied as they were when written.
+        self._values: list[Any] = []
+        self._logs: list[dict[str, Any]] = []
         self._rows = 0  # rows of the segment already in pieces
         self._due = min(self._chunk, self._limit)  # end the chunk when it holds this many
         self._pieces: list[_Piece] = []
@@ -94,8 +98,10 @@ class ParquetWriter:
         self._kinds: dict[str, int] = {}
 
     def write(self, record: dict[str, Any]) -> None:
-        # The hot path: keep the record and a copy of its metrics (the bus hands plugins the
-        # same dict, and one may change it after this returns); columns are built per chunk.
+        # The hot path: keep the record's fields and a copy of its metrics (the bus hands
+        # plugins the same dict, and one may change it after this returns); columns are built
+        # per chunk.
+        fields = _fields_of(record)
         if record["kind"] in _NO_PAYLOAD:
             try:
                 logs = record["logs"].copy()
@@ -103,35 +109,35 @@ class ParquetWriter:
                 logs = _metrics_of(record)
         else:
             logs = self._encode_payload(record)
-        self._logs.append(logs)
-        records = self._records
-        records.append(record)
-        if len(records) >= self._due:
+        self._values.extend(fields)
+        chunk = self._logs
+        chunk.append(logs)
+        if len(chunk) >= self._due:
             self._end_chunk()
 
     def write_finite(self, record: dict[str, Any]) -> None:
         """``write`` for a batch record the bus has checked: its metrics are a dict of finite
-        floats, and its kind has no payload."""
-        self._logs.append(record["logs"].copy())
-        records = self._records
-        records.append(record)
-        if len(records) >= self._due:
+        floats, its kind has no payload, its fields are in ``BATCH_FIELDS`` order."""
+        self._values.extend(record.values())
+        chunk = self._logs
+        chunk.append(record["logs"].copy())
+        if len(chunk) >= self._due:
             self._end_chunk()
 
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
         extra = {k: v for k, v in record.items() if k not in _COLUMNS}
-        self._payloads[self._rows + len(self._records)] = orjson.dumps(encode_nonfinite(extra))
+        self._payloads[self._rows + len(self._logs)] = orjson.dumps(encode_nonfinite(extra))
         return _metrics_of(record)
 
     def _end_chunk(self) -> None:
-        records = self._records
-        if not records:
-            return
         logs = self._logs
-        self._records, self._logs = [], []
+        if not logs:
+            return
+        values = self._values
+        self._values, self._logs = [], []
         try:
-            piece = _Piece(records, logs, self._run_ids, self._kinds)
+            piece = _Piece(values, logs, self._run_ids, self._kinds)
         except Exception:
             # A record the columns cannot take: the chunk is lost (the caller sees the error,
             # as a failed write). Later rows take its place: its payloads must not stay.
@@ -139,10 +145,10 @@ class ParquetWriter:
                 del self._payloads[row]
             raise
         except BaseException:  # interrupted (Ctrl-C): the records are fine, keep them
-            self._records, self._logs = records, logs
+            self._values, self._logs = values, logs
             raise
         self._pieces.append(piece)
-        self._rows += len(records)
+        self._rows += len(logs)
         if self._rows >= self._limit:
             self._write_segment()  # in the background: no flush was asked for
         else:
@@ -222,12 +228,20 @@ def _metrics_of(record: dict[str, Any]) -> dict[str, Any]:
     return dict(logs) if logs else _NO_METRICS
 
 
-# The fields of a record that become columns, in the order _Piece unpacks them. A batch_end or
-# batch_begin record has them all, so a chunk of them is read with one C-level call per record.
-_FIELDS = ("run_id", "kind", "v", "seq", "time", "epoch", "batch", "step")
-_ALL_FIELDS = itemgetter(*_FIELDS)
-_OPTIONAL = ("epoch", "batch", "step")  # absent from some kinds: null there
+_IN_ORDER = itemgetter(*BATCH_FIELDS)  # a batch record has them all: one C-level call
+_REQUIRED_FIELDS = itemgetter("v", "run_id", "seq", "kind", "time")
+_WIDTH = len(BATCH_FIELDS)
 _NO_METRICS: dict[str, Any] = {}  # shared by every record without metrics; never changed
+
+
+def _fields_of(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The record's values in ``BATCH_FIELDS`` order: None for an optional field its kind
+    lacks (``logs``, ``epoch``, ``batch``, ``step``); KeyError for a required one."""
+    try:
+        return _IN_ORDER(record)
+    except KeyError:
+        _REQUIRED_FIELDS(record)
+        return tuple(map(record.get, BATCH_FIELDS))
 
 
 class _Piece:
@@ -237,20 +251,14 @@ class _Piece:
 
     __slots__ = ("columns", "metrics", "n")
 
-    def __init__(self, records: list[dict[str, Any]], logs: list[dict[str, Any]],
+    def __init__(self, values: list[Any], logs: list[dict[str, Any]],
                  run_ids: dict[str, int], kinds: dict[str, int]) -> None:
         import numpy as np
 
-        n = self.n = len(records)
-        try:
-            flat = list(chain.from_iterable(map(_ALL_FIELDS, records)))
-            run_id, kind, v, seq, time, epoch, batch, step = (
-                flat[i::len(_FIELDS)] for i in range(len(_FIELDS)))
-        except KeyError:  # a kind without epoch, batch or step: the chunk field by field
-            run_id, kind, v, seq, time = (list(map(itemgetter(name), records))
-                                          for name in _FIELDS[:5])
-            epoch, batch, step = (list(map(dict.get, records, repeat(name)))
-                                  for name in _OPTIONAL)
+        n = self.n = len(logs)
+        # values holds each row's fields in BATCH_FIELDS order; the row's logs are in ``logs``
+        v, run_id, seq, kind, time, _, epoch, batch, step = (
+            values[i::_WIDTH] for i in range(_WIDTH))
         self.columns = {
             "run_id": (_codes(run_id, run_ids), None),
             "kind": (_codes(kind, kinds), None),

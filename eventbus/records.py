@@ -26,6 +26,7 @@ __all__ = [
     "KINDS",
     "OBSERVATION_KINDS",
     "OUTCOME_KINDS",
+    "BATCH_FIELDS",
     "SCHEMA_VERSION",
     "BatchBegin",
     "BatchEnd",
@@ -69,6 +70,10 @@ __all__ = [
 #: The major version of the record schema. Additive changes (a new optional field, a new kind)
 #: keep it; a reader refuses a log whose major version is newer than this.
 SCHEMA_VERSION = 1
+
+#: The fields of a batch record in the order the bus builds it: the order its writers'
+#: ``write_finite`` may rely on (``record.values()`` without a lookup per field).
+BATCH_FIELDS = ("v", "run_id", "seq", "kind", "time", "logs", "epoch", "batch", "step")
 
 
 def _logs(value: Any, info: ValidationInfo) -> dict[str, float]:

@@ -485,9 +485,11 @@ class FiniteAware(RecordingWriter):
     def __init__(self):
         super().__init__()
         self.finite_seqs: list[int] = []
+        self.finite_fields: set[tuple[str, ...]] = set()
 
     def write_finite(self, record):
         self.finite_seqs.append(record["seq"])
+        self.finite_fields.add(tuple(record))
         self.write(record)
 
 
@@ -510,23 +512,32 @@ class TestBatchFastPath:
         assert all(type(v) is float for v in record["logs"].values())  # whatever came in
         plain_finite = all(type(v) is float and math.isfinite(v) for v in logs.values())
         assert (record["seq"] in writer.finite_seqs) == plain_finite
+        # the field order write_finite may rely on (ParquetWriter reads record.values())
+        assert writer.finite_fields <= {r.BATCH_FIELDS}
 
     @settings(max_examples=100, deadline=None)
     @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=6), batch_values, max_size=3),
                     min_size=1, max_size=5))
     def test_the_log_reads_back_what_was_published(self, tmp_path_factory, batches):
-        """Through JsonlWriter's two write methods, every value comes back (NaN included)."""
-        path = tmp_path_factory.mktemp("fast") / "run.jsonl"
-        with Bus(log=path) as bus:
+        """Through both write paths of the JSON Lines and Parquet writers, every value comes
+        back (NaN included), with its record's envelope."""
+        folder = tmp_path_factory.mktemp("fast")
+        paths = [folder / "run.jsonl", folder / "run.parquet"]
+        with Bus(log=paths) as bus:
+            bus.epoch_begin(3)
             for i, logs in enumerate(batches):
                 bus.batch_end(i, logs)
-        read = [rec for rec in read_log(path) if rec.kind == "batch_end"]
-        assert len(read) == len(batches)
-        for rec, logs in zip(read, batches):
-            assert rec.logs.keys() == logs.keys()
-            for key, value in logs.items():
-                got, want = rec.logs[key], float(value)
-                assert got == want or (math.isnan(got) and math.isnan(want))
+        for path in paths:
+            read = [rec for rec in read_log(path) if rec.kind == "batch_end"]
+            assert len(read) == len(batches)
+            assert [(rec.epoch, rec.batch, rec.step) for rec in read] == [
+                (3, i, i) for i in range(len(batches))]
+            assert [rec.seq for rec in read] == list(range(2, 2 + len(batches)))
+            for rec, logs in zip(read, batches):
+                assert rec.logs.keys() == logs.keys()
+                for key, value in logs.items():
+                    got, want = rec.logs[key], float(value)
+                    assert got == want or (math.isnan(got) and math.isnan(want))
 
     def test_every_json_lines_log_gets_the_same_lines_and_is_flushed_as_it_fills(self, tmp_path):
         """One encoding feeds both logs; a full buffer is written out during the epoch."""

@@ -213,6 +213,20 @@ class TestChunksAndSegments:
         assert [b.seq for b in back] == list(range(13))
         assert [b.logs for b in back[1:]] == [{"loss": 1.0 / i} for i in range(1, 13)]
 
+    def test_a_record_without_a_required_field_is_refused_alone(self, tmp_path):
+        """A record lacking seq (or v, run_id, kind, time) is refused when written; the
+        records around it are kept."""
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path, chunk_records=2)
+        writer.write(HEADER.model_dump())
+        broken = r.BatchEnd(run_id="run", seq=1, batch=0, step=0).model_dump()
+        del broken["seq"]
+        with pytest.raises(KeyError, match="seq"):
+            writer.write(broken)
+        writer.write(r.TrainEnd(run_id="run", seq=2).model_dump())
+        writer.close()
+        assert [rec.seq for rec in read_log(path)] == [0, 2]
+
     def test_a_chunk_that_fails_leaves_later_rows_their_payloads(self, tmp_path):
         """A record the columns cannot take fails its chunk (as a failed write); the records
         after it are written with their own payloads."""
