@@ -101,7 +101,10 @@ class ParquetWriter:
         # The hot path: keep the record's fields and a copy of its metrics (the bus hands
         # plugins the same dict, and one may change it after this returns); columns are built
         # per chunk.
-        fields = _fields_of(record)
+        try:
+            fields = _IN_ORDER(record)
+        except KeyError:
+            fields = _some_fields_of(record)
         if record["kind"] in _NO_PAYLOAD:
             try:
                 logs = record["logs"].copy()
@@ -234,14 +237,12 @@ _WIDTH = len(BATCH_FIELDS)
 _NO_METRICS: dict[str, Any] = {}  # shared by every record without metrics; never changed
 
 
-def _fields_of(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The record's values in ``BATCH_FIELDS`` order: None for an optional field its kind
-    lacks (``logs``, ``epoch``, ``batch``, ``step``); KeyError for a required one."""
-    try:
-        return _IN_ORDER(record)
-    except KeyError:
-        _REQUIRED_FIELDS(record)
-        return tuple(map(record.get, BATCH_FIELDS))
+def _some_fields_of(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The values of a record without every field, in ``BATCH_FIELDS`` order: None for an
+    optional field its kind lacks (``logs``, ``epoch``, ``batch``, ``step``); KeyError for a
+    required one."""
+    _REQUIRED_FIELDS(record)
+    return tuple(map(record.get, BATCH_FIELDS))
 
 
 class _Piece:
