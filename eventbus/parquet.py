@@ -41,13 +41,13 @@ from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, enc
 
 __all__ = ["ParquetWriter", "compact", "iter_parquet_dicts", "read_parquet"]
 
-_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "logs")
+_IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
     "train_end", "epoch_begin", "epoch_end", "batch_begin", "batch_end", "test_begin",
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
 METRIC_PREFIX = "logs."
-_REQUIRED = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
+_REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 
 
 class ParquetWriter:
@@ -129,7 +129,7 @@ class ParquetWriter:
 
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
-        extra = {k: v for k, v in record.items() if k not in _COLUMNS}
+        extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
         self._payloads[self._rows + len(self._logs)] = orjson.dumps(encode_nonfinite(extra))
         return _metrics_of(record)
 
@@ -418,7 +418,7 @@ def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                                   path=str(file)) from exc
-        absent = [c for c in _REQUIRED if c not in table.column_names]
+        absent = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
         if absent:
             raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} "
                                   "column)", path=str(file))
