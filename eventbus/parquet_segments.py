@@ -213,16 +213,16 @@ class SegmentStore:
         last = max((last for _, last, _ in found), default=-1)
         holds_all = (self._merged is not None
                      and sorted(self._merged_names) == sorted(seg.name for _, _, seg in found))
+        row_groups = len(found)
         if tail is not None:
             if holds_all and self._merge_tail(tail[0]):
                 last = tail[2]
-                found.append(tail)  # not a file: one more row group
+                row_groups += 1
             else:
                 table, first, tail_last = tail
                 write_atomically(table, self.directory / segment_name(first, tail_last))
-                found = segments(self.directory)
                 holds_all = False
-        if not holds_all or len(found) < 2:
+        if not holds_all or row_groups < 2:
             self._abandon_merge()  # segments it does not hold are an earlier process's
             compact(self.directory)
             return
