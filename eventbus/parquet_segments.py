@@ -40,6 +40,9 @@ _WRITE_OPTIONS: dict[str, Any] = {
 # Segments queued for the background thread before ``submit`` waits for the oldest: keeps the
 # memory of a loop that outruns the disk bounded.
 _MAX_QUEUED = 2
+# Rows the merged file gathers before it writes a row group: a run flushed every epoch makes
+# many small segments, and a file of many small row groups is larger and slower to read.
+_ROW_GROUP_ROWS = 1 << 18
 
 
 def segment_name(first: int, last: int) -> str:
@@ -141,6 +144,8 @@ class SegmentStore:
         self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
         self._merged_schema: Any = None
         self._merged_names: list[str] = []
+        self._held: list[Any] = []  # merged tables not yet written as a row group
+        self._held_rows = 0
         self._merged_tmp = directory / _MERGED
         self._merged_tmp.unlink(missing_ok=True)  # left by a process that died mid-run
 
@@ -183,13 +188,30 @@ class SegmentStore:
             conformed = _conform(table, self._merged_schema)
             if conformed is None:
                 raise ValueError("a column the merged file does not have")
-            self._merged.write_table(conformed)
+            self._hold(conformed, at_least=_ROW_GROUP_ROWS)
             self._merged_names.append(name)
         except Exception:  # noqa: BLE001 - close() falls back to compact(), which reports
             self._abandon_merge()
 
+    def _hold(self, table: Any, *, at_least: int) -> None:
+        """Add ``table`` to the merged file's next row group; write the group once it holds
+        ``at_least`` rows."""
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        if self._held_rows >= at_least:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        import pyarrow as pa
+
+        if self._held:
+            held = pa.concat_tables(self._held)
+            self._held, self._held_rows = [], 0
+            self._merged.write_table(held)  # one row group: held is under pyarrow's 1Mi rows
+
     def _abandon_merge(self) -> None:
         self._merging = False
+        self._held, self._held_rows = [], 0
         if self._merged is not None:
             try:
                 self._merged.close()
@@ -213,20 +235,26 @@ class SegmentStore:
         last = max((last for _, last, _ in found), default=-1)
         holds_all = (self._merged is not None
                      and sorted(self._merged_names) == sorted(seg.name for _, _, seg in found))
-        row_groups = len(found)
+        parts = len(found)  # segments the merged file would hold
         if tail is not None:
             if holds_all and self._merge_tail(tail[0]):
                 last = tail[2]
-                row_groups += 1
+                parts += 1
             else:
                 table, first, tail_last = tail
                 write_atomically(table, self.directory / segment_name(first, tail_last))
                 holds_all = False
-        if not holds_all or row_groups < 2:
+        if not holds_all or parts < 2:
             self._abandon_merge()  # segments it does not hold are an earlier process's
             compact(self.directory)
             return
-        self._merged.close()
+        try:
+            self._write_held()
+            self._merged.close()
+        except Exception:  # noqa: BLE001 - the segments are all there: compact them instead
+            self._abandon_merge()
+            compact(self.directory)
+            return
         self._merged = None
         _fsync(self._merged_tmp)
         name = segment_name(found[0][0], last)
@@ -234,11 +262,12 @@ class SegmentStore:
         _remove_all_but(segments(self.directory), name)
 
     def _merge_tail(self, table: Any) -> bool:
+        """Write the rows still held and ``table`` as the merged file's last row group."""
         conformed = _conform(table, self._merged_schema)
         if conformed is None:
             return False
         try:
-            self._merged.write_table(conformed)
+            self._hold(conformed, at_least=0)
         except Exception:  # noqa: BLE001 - the tail goes into a segment instead
             self._abandon_merge()
             return False

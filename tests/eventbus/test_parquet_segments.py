@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eventbus import Bus, SinkFailureWarning, read_log
+from eventbus import Bus, SinkFailureWarning, parquet_segments, read_log
 from eventbus import records as r
 from eventbus.parquet import ParquetWriter
 
@@ -52,10 +52,25 @@ def the_file(path):
     return pq.ParquetFile(only)
 
 
+@pytest.fixture
+def compactions(monkeypatch) -> list:
+    """The directories close() compacted (read back and wrote again) instead of renaming the
+    file it merged as the segments were written."""
+    calls = []
+    real = parquet_segments.compact
+
+    def recorded(directory):
+        calls.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(parquet_segments, "compact", recorded)
+    return calls
+
+
 class TestMergedAtClose:
-    def test_segments_are_merged_as_written_and_the_segments_go(self, tmp_path):
-        """Five flushed segments leave one file of five row groups, strings for run_id and
-        kind, every record back in order."""
+    def test_segments_are_merged_as_written_and_the_segments_go(self, tmp_path, compactions):
+        """Five flushed segments leave one file, not compacted at close: one row group,
+        strings for run_id and kind, every record back in order."""
         path = tmp_path / "events.parquet"
         records = [HEADER.model_dump()] + [batch(seq) for seq in range(1, 25)]
         writer = ParquetWriter(path, chunk_records=4)
@@ -66,14 +81,27 @@ class TestMergedAtClose:
         assert len(list(path.glob("seg-*.parquet"))) == 5  # and the merged file, hidden
         writer.close()
         assert files(path) == ["seg-000000000000-000000000024.parquet"]
+        assert compactions == []
         merged = the_file(path)
-        assert merged.metadata.num_row_groups == 5
+        assert merged.metadata.num_row_groups == 1
         table = merged.read()
         assert table.schema.field("run_id").type == table.schema.field("kind").type == pa.string()
         assert table.column("seq").to_pylist() == list(range(25))
         frame = pd.read_parquet(path)
         assert frame["seq"].tolist() == list(range(25))
         assert frame["logs.loss"].tolist()[1:] == [1.0 / seq for seq in range(1, 25)]
+        assert [rec.seq for rec in read_log(path)] == list(range(25))
+
+    def test_small_segments_gather_into_row_groups(self, tmp_path, monkeypatch, compactions):
+        """Segments of a run flushed often are written as row groups of at least
+        _ROW_GROUP_ROWS rows (the last may be smaller): fewer, larger groups read faster."""
+        monkeypatch.setattr(parquet_segments, "_ROW_GROUP_ROWS", 10)
+        path = tmp_path / "events.parquet"
+        records = [HEADER.model_dump()] + [batch(seq) for seq in range(1, 25)]
+        write_log(path, records, flush_at=range(4, 25, 5))
+        assert compactions == []
+        meta = the_file(path).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [10, 10, 5]
         assert [rec.seq for rec in read_log(path)] == list(range(25))
 
     def test_integer_columns_are_delta_encoded(self, tmp_path):
@@ -88,46 +116,48 @@ class TestMergedAtClose:
         for name in ("v", "seq", "epoch", "batch", "step"):
             assert "DELTA_BINARY_PACKED" in encodings[name], (name, encodings[name])
 
-    def test_a_metric_first_seen_in_a_later_segment_is_compacted_instead(self, tmp_path):
+    def test_a_metric_first_seen_in_a_later_segment_is_compacted_instead(self, tmp_path,
+                                                                          compactions):
         """The merged file's columns are fixed by its first segment: a later new metric makes
         close() compact the segments, with every column and value."""
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 6)]
                    + [batch(seq, {"loss": 0.5, "gnorm": float(seq)}) for seq in range(6, 9)])
         write_log(path, records, flush_at=(3, 6))
-        compacted = the_file(path)
-        assert compacted.metadata.num_row_groups == 1
-        data = compacted.read().to_pydict()
+        assert compactions == [path]
+        data = the_file(path).read().to_pydict()
         assert data["logs.gnorm"] == [None] * 6 + [6.0, 7.0, 8.0]
         assert not [p for p in path.iterdir() if p.name.startswith(".")]
         back = list(read_log(path))
         assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
 
-    def test_a_new_metric_in_the_records_close_writes_last_is_kept(self, tmp_path):
+    def test_a_new_metric_in_the_records_close_writes_last_is_kept(self, tmp_path,
+                                                                    compactions):
         """The records after the last flush go into the merged file only when they fit it;
         a new metric among them makes a last segment, and all are compacted."""
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 5)]
                    + [batch(5, {"loss": 0.5, "lr": 0.01})])
         write_log(path, records, flush_at=(2, 4))
+        assert compactions == [path]
         assert files(path) == ["seg-000000000000-000000000005.parquet"]
         assert the_file(path).read().column("logs.lr").to_pylist() == [None] * 5 + [0.01]
         back = list(read_log(path))
         assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
 
-    def test_a_metric_missing_from_a_later_segment_is_null_there(self, tmp_path):
+    def test_a_metric_missing_from_a_later_segment_is_null_there(self, tmp_path, compactions):
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq, {"loss": 1.0, "acc": 0.5})
                                             for seq in range(1, 4)]
                    + [batch(seq, {"loss": 2.0}) for seq in range(4, 7)])
         write_log(path, records, flush_at=(3,))
+        assert compactions == []
         merged = the_file(path)
-        assert merged.metadata.num_row_groups == 2
         assert merged.read().column("logs.acc").to_pylist() == [None] + [0.5] * 3 + [None] * 3
         back = list(read_log(path))
         assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
 
-    def test_resuming_onto_segments_compacts_old_and_new(self, tmp_path):
+    def test_resuming_onto_segments_compacts_old_and_new(self, tmp_path, compactions):
         """A writer appending to segments a dead process left merges all of them at close,
         and clears the half-merged file that process left."""
         path = tmp_path / "events.parquet"
@@ -144,6 +174,7 @@ class TestMergedAtClose:
             if seq == 6:
                 second.flush()
         second.close()
+        assert compactions == [path]
         assert files(path) == ["seg-000000000000-000000000008.parquet"]
         assert [rec.seq for rec in read_log(path)] == list(range(9))
 
