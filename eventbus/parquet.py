@@ -2,8 +2,9 @@
 
 A Parquet file is only readable once its footer is written, so a single growing file would lose
 everything in a crash. The log is therefore a directory of complete segment files, written when
-a segment fills and when the bus flushes (every epoch end and every decision, as the JSON Lines
-log): a crash loses no more than it does of the JSON Lines log. ``close()`` leaves one file, so
+the bus flushes (every epoch end and every decision, as the JSON Lines log) and, between
+flushes, when a segment is full or has waited long enough: a crash loses at most the records
+since the last flush, as with the JSON Lines log. ``close()`` leaves one file, so
 pandas and pyarrow read a finished run as one table (``pandas.read_parquet("events.parquet")``).
 :mod:`eventbus.parquet_segments` keeps the files; this module turns records into columns and
 back.
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -53,19 +55,23 @@ _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "st
 class ParquetWriter:
     """Write records as Parquet segment files under the directory ``path``.
 
-    ``segment_records`` bounds a segment (it is written when full, if no flush came first);
-    ``chunk_records`` is how many records wait as values before they become column pieces.
-    Segments are written on a background thread; ``flush()`` returns once they are on disk.
+    A segment is written at every ``flush()``, which returns once it is on disk, and between
+    flushes, on a background thread, once it holds ``segment_records`` records or its oldest
+    record waited ``segment_seconds`` (checked as each chunk ends). ``chunk_records`` is how
+    many records wait as values before they become column pieces.
     """
 
     name = "parquet"
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
-                 segment_records: int = 1 << 18, chunk_records: int = 4096):
+                 segment_records: int = 1 << 18, chunk_records: int = 4096,
+                 segment_seconds: float = 10.0):
         import pyarrow
 
         if segment_records < 1 or chunk_records < 1:
             raise ValueError("segment_records and chunk_records must be at least 1")
+        if not segment_seconds >= 0:
+            raise ValueError("segment_seconds must be a number of seconds, 0 or more")
         # Fail at open, not at the first flush; and pay pyarrow's first-array set-up (it
         # imports pandas when installed: about half a second) now, not at the end of epoch 1.
         pyarrow.array([0.0])
@@ -80,6 +86,8 @@ class ParquetWriter:
         self._store = SegmentStore(self.path, merge=not (append and existing))
         self._limit = segment_records
         self._chunk = chunk_records
+        self._seconds = segment_seconds
+        self._chunk_began = monotonic()  # no record of the chunk being filled is older
         self._closed = False
         self._reset()
 
@@ -91,6 +99,7 @@ class ParquetWriter:
         self._logs: list[dict[str, Any]] = []
         self._rows = 0  # rows of the segment already in pieces
         self._due = min(self._chunk, self._limit)  # end the chunk when it holds this many
+        self._segment_began: float | None = None  # no record of the segment is older
         self._pieces: list[_Piece] = []
         self._payloads: dict[int, bytes] = {}  # row in the segment -> payload JSON
         # Dictionary codes of the segment's run_id and kind columns, in order of appearance.
@@ -152,7 +161,10 @@ class ParquetWriter:
             raise
         self._pieces.append(piece)
         self._rows += len(logs)
-        if self._rows >= self._limit:
+        if self._segment_began is None:
+            self._segment_began = self._chunk_began
+        self._chunk_began = now = monotonic()
+        if self._rows >= self._limit or now - self._segment_began >= self._seconds:
             self._write_segment()  # in the background: no flush was asked for
         else:
             self._due = min(self._chunk, self._limit - self._rows)

@@ -115,14 +115,12 @@ def _concat(tables: list[Any]) -> Any:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _conform(table: Any, schema: Any) -> Any | None:
-    """``table`` in ``schema`` (a missing metric column as nulls), or None when it has a column
-    the schema lacks."""
+def _conform(table: Any, schema: Any) -> Any:
+    """``table``, whose columns ``schema`` all has, in ``schema`` (a missing metric column as
+    nulls, dictionary columns as plain strings)."""
     import pyarrow as pa
 
     names = set(table.column_names)
-    if not names <= set(schema.names):
-        return None
     rows = table.num_rows
     return pa.table([table.column(f.name).cast(f.type) if f.name in names
                      else pa.nulls(rows, f.type) for f in schema], schema=schema)
@@ -185,10 +183,9 @@ class SegmentStore:
                 self._merged_schema = _plain_schema(table.schema)
                 self._merged = pq.ParquetWriter(self._merged_tmp, self._merged_schema,
                                                 **_WRITE_OPTIONS)
-            conformed = _conform(table, self._merged_schema)
-            if conformed is None:
+            if not self._fits(table):
                 raise ValueError("a column the merged file does not have")
-            self._hold(conformed, at_least=_ROW_GROUP_ROWS)
+            self._hold(table, at_least=_ROW_GROUP_ROWS)
             self._merged_names.append(name)
         except Exception:  # noqa: BLE001 - close() falls back to compact(), which reports
             self._abandon_merge()
@@ -201,11 +198,17 @@ class SegmentStore:
         if self._held_rows >= at_least:
             self._write_held()
 
+    def _fits(self, table: Any) -> bool:
+        """Whether the merged file has every column of ``table``."""
+        return set(table.column_names) <= set(self._merged_schema.names)
+
     def _write_held(self) -> None:
         import pyarrow as pa
 
         if self._held:
-            held = pa.concat_tables(self._held)
+            # Conformed once per row group, not per segment: the casts cost per call.
+            held = _conform(pa.concat_tables(self._held, promote_options="default"),
+                            self._merged_schema)
             self._held, self._held_rows = [], 0
             self._merged.write_table(held)  # one row group: held is under pyarrow's 1Mi rows
 
@@ -263,11 +266,10 @@ class SegmentStore:
 
     def _merge_tail(self, table: Any) -> bool:
         """Write the rows still held and ``table`` as the merged file's last row group."""
-        conformed = _conform(table, self._merged_schema)
-        if conformed is None:
+        if not self._fits(table):
             return False
         try:
-            self._hold(conformed, at_least=0)
+            self._hold(table, at_least=0)
         except Exception:  # noqa: BLE001 - the tail goes into a segment instead
             self._abandon_merge()
             return False

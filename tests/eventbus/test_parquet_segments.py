@@ -186,6 +186,44 @@ class TestMergedAtClose:
         assert files(path) == ["seg-000000000000-000000000001.parquet"]
 
 
+class TestWhenSegmentsAreWritten:
+    def wait_for_segments(self, path, n: int) -> list[str]:
+        deadline = time.monotonic() + 30
+        while len(list(path.glob("seg-*.parquet"))) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return sorted(p.name for p in path.glob("seg-*.parquet"))
+
+    def test_a_segment_whose_oldest_record_waited_long_enough_is_written(self, tmp_path):
+        """segment_seconds=0: every chunk that ends writes its segment, with no flush."""
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path, chunk_records=3, segment_seconds=0)
+        writer.write(HEADER.model_dump())
+        for seq in range(1, 10):
+            writer.write(batch(seq))
+        assert self.wait_for_segments(path, 3) == [
+            "seg-000000000000-000000000002.parquet", "seg-000000000003-000000000005.parquet",
+            "seg-000000000006-000000000008.parquet"]
+        writer.close()
+        assert [rec.seq for rec in read_log(path)] == list(range(10))
+
+    def test_before_that_a_segment_waits_for_its_size_or_a_flush(self, tmp_path):
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path, chunk_records=3, segment_seconds=3600)
+        writer.write(HEADER.model_dump())
+        for seq in range(1, 10):
+            writer.write(batch(seq))
+        time.sleep(0.1)  # time for a background write that should not happen
+        assert list(path.glob("seg-*.parquet")) == []
+        writer.flush()
+        assert self.wait_for_segments(path, 1) == ["seg-000000000000-000000000009.parquet"]
+        writer.close()
+
+    @pytest.mark.parametrize("seconds", [-1, float("nan")])
+    def test_a_wait_that_is_not_a_duration_is_refused(self, tmp_path, seconds):
+        with pytest.raises(ValueError, match="segment_seconds"):
+            ParquetWriter(tmp_path / "events.parquet", segment_seconds=seconds)
+
+
 class TestBackgroundFailures:
     def test_a_segment_that_cannot_be_written_fails_the_flush(self, tmp_path):
         """A full segment fails on the background thread (its directory is gone); the error
