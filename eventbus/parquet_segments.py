@@ -3,15 +3,15 @@
 A Parquet file is readable only once its footer is written, so a log is a directory of complete
 segment files, ``seg-<first seq>-<last seq>.parquet``, each written to a hidden temporary name,
 fsynced and renamed into place. :class:`SegmentStore` writes them on one background thread:
-pyarrow encodes with the GIL released, so a full segment is written while the training loop goes
+pyarrow encodes with the GIL released, so a segment is written while the training loop goes
 on, and a flush waits only for the segments handed to it so far (a crash loses no more than the
 records since the last flush, as with the JSON Lines log).
 
-The same thread appends every segment to a hidden merged file as well; ``close()`` adds the
-records since the last flush to it and renames it into place as the compacted log before the
-segments go. Where that is not possible (a metric
-first seen after the first segment, a log resumed onto segments already on disk), ``close()``
-merges the segments the slow way: read them all, write them again (:func:`compact`).
+The same thread gathers the segments into row groups of a hidden merged file as well;
+``close()`` adds the records since the last flush to it and renames it into place as the
+compacted log before the segments go. Where that is not possible (a metric first seen after the
+first segment, a log resumed onto segments already on disk), ``close()`` merges the segments
+the slow way: read them all, write them again (:func:`compact`).
 """
 
 from __future__ import annotations
