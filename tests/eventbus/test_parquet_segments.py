@@ -187,6 +187,14 @@ class TestMergedAtClose:
 
 
 class TestWhenSegmentsAreWritten:
+    def ten_records(self, path, *, segment_seconds: float) -> ParquetWriter:
+        """A writer given seqs 0 to 9 in chunks of 3, and not flushed."""
+        writer = ParquetWriter(path, chunk_records=3, segment_seconds=segment_seconds)
+        writer.write(HEADER.model_dump())
+        for seq in range(1, 10):
+            writer.write(batch(seq))
+        return writer
+
     def wait_for_segments(self, path, n: int) -> list[str]:
         deadline = time.monotonic() + 30
         while len(list(path.glob("seg-*.parquet"))) < n and time.monotonic() < deadline:
@@ -196,10 +204,7 @@ class TestWhenSegmentsAreWritten:
     def test_a_segment_whose_oldest_record_waited_long_enough_is_written(self, tmp_path):
         """segment_seconds=0: every chunk that ends writes its segment, with no flush."""
         path = tmp_path / "events.parquet"
-        writer = ParquetWriter(path, chunk_records=3, segment_seconds=0)
-        writer.write(HEADER.model_dump())
-        for seq in range(1, 10):
-            writer.write(batch(seq))
+        writer = self.ten_records(path, segment_seconds=0)
         assert self.wait_for_segments(path, 3) == [
             "seg-000000000000-000000000002.parquet", "seg-000000000003-000000000005.parquet",
             "seg-000000000006-000000000008.parquet"]
@@ -208,10 +213,7 @@ class TestWhenSegmentsAreWritten:
 
     def test_before_that_a_segment_waits_for_its_size_or_a_flush(self, tmp_path):
         path = tmp_path / "events.parquet"
-        writer = ParquetWriter(path, chunk_records=3, segment_seconds=3600)
-        writer.write(HEADER.model_dump())
-        for seq in range(1, 10):
-            writer.write(batch(seq))
+        writer = self.ten_records(path, segment_seconds=3600)
         time.sleep(0.1)  # time for a background write that should not happen
         assert list(path.glob("seg-*.parquet")) == []
         writer.flush()
