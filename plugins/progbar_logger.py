@@ -33,6 +33,10 @@ class ProgbarLogger(Plugin):
     ``count_mode``: ``"steps"`` counts batches against ``params["steps"]``; ``"samples"``
     counts the batches' ``size`` against ``params["samples"]``. ``file``: where to write,
     standard output by default.
+
+    As Keras's, it also shows an evaluation run on its own (test events outside training; the
+    validation inside an epoch is shown only as the epoch's ``val_`` metrics) and a prediction
+    run (outside a training epoch).
     """
 
     side_effects = True
@@ -50,14 +54,15 @@ class ProgbarLogger(Plugin):
         self.file = file
         self.mininterval = mininterval
         self._params: dict[str, Any] = {}
+        # The run being shown: a training epoch, an evaluation or a prediction (None: none).
+        self._showing: str | None = None
         self._bar: Any = None
         self._done = 0
         self._seen = 0
         self._started: float | None = None
         self._shown: float = 0.0
         if verbose == 0:  # silent: subscribe to nothing at all
-            self.unsubscribe("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end",
-                             "on_train_end", "on_close")
+            self.unsubscribe(*_HOOKS)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -87,27 +92,24 @@ class ProgbarLogger(Plugin):
         epochs = self._params.get("epochs")
         return f"Epoch {epoch + 1}/{epochs}" if epochs else f"Epoch {epoch + 1}"
 
-    @hookimpl
-    def on_train_begin(self, event: Any) -> None:
-        self._params = dict(event.params)
+    # --- one run shown: begun, advanced per batch, finished with its metrics ------------------
 
-    @hookimpl
-    def on_epoch_begin(self, event: Any) -> None:
+    def _begin(self, showing: str, title: str, target: int | None, time: float) -> None:
         self._close_bar()
+        self._showing = showing
         self._done = 0
         self._seen = 0
-        self._started = event.time
+        self._started = time
         self._shown = 0.0
         if self._live():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self._target(), desc=self._title(event.epoch),
+            self._bar = tqdm(total=target, desc=title,
                              unit="step" if self.count_mode == "steps" else "sample",
                              file=self._out, leave=True, dynamic_ncols=True,
                              mininterval=self.mininterval)
 
-    @hookimpl
-    def on_batch_end(self, event: Any) -> None:
+    def _advance(self, event: Any) -> None:
         logs = event.logs
         n = 1 if self.count_mode == "steps" else int(logs.get("size", 0))
         self._done += 1
@@ -121,27 +123,79 @@ class ProgbarLogger(Plugin):
             self._shown = event.time
             bar.set_postfix_str(format_logs(logs), refresh=False)
 
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> None:
-        metrics = format_logs(event.logs)
+    def _finish(self, title: str, target: int | None, logs: Mapping[str, float],
+                time: float) -> None:
+        self._showing = None
+        metrics = format_logs(logs)
         bar, self._bar = self._bar, None
         if bar is not None:
             bar.set_postfix_str(metrics, refresh=False)
             bar.close()
             return
-        parts = [self._title(event.epoch)]
-        target = self._target()
+        parts = [title]
         count = self._done if self.count_mode == "steps" else self._seen
         if count:
             unit = "steps" if self.count_mode == "steps" else "samples"
             parts.append(f"{count}/{target} {unit}" if target else f"{count} {unit}")
         if self._started is not None:
-            parts.append(f"{event.time - self._started:.1f}s")
+            parts.append(f"{time - self._started:.1f}s")
         if metrics:
             parts.append(metrics)
         out = self._out
         out.write(" - ".join(parts) + "\n")
         out.flush()
+
+    # --- training ----------------------------------------------------------------------------
+
+    @hookimpl
+    def on_train_begin(self, event: Any) -> None:
+        self._params = dict(event.params)
+
+    @hookimpl
+    def on_epoch_begin(self, event: Any) -> None:
+        self._begin("epoch", self._title(event.epoch), self._target(), event.time)
+
+    @hookimpl
+    def on_batch_end(self, event: Any) -> None:
+        self._advance(event)
+
+    @hookimpl
+    def on_epoch_end(self, event: Any) -> None:
+        self._finish(self._title(event.epoch), self._target(), event.logs, event.time)
+
+    # --- evaluation on its own (test events in training carry their epoch) -----------------
+
+    @hookimpl
+    def on_test_begin(self, event: Any) -> None:
+        if event.epoch is None:
+            self._begin("evaluation", "Evaluation", None, event.time)
+
+    @hookimpl
+    def on_test_batch_end(self, event: Any) -> None:
+        if self._showing == "evaluation":
+            self._advance(event)
+
+    @hookimpl
+    def on_test_end(self, event: Any) -> None:
+        if self._showing == "evaluation":
+            self._finish("Evaluation", None, event.logs, event.time)
+
+    # --- prediction, unless it interrupts a training epoch's bar -----------------------------
+
+    @hookimpl
+    def on_predict_begin(self, event: Any) -> None:
+        if self._showing != "epoch":
+            self._begin("prediction", "Prediction", None, event.time)
+
+    @hookimpl
+    def on_predict_batch_end(self, event: Any) -> None:
+        if self._showing == "prediction":
+            self._advance(event)
+
+    @hookimpl
+    def on_predict_end(self, event: Any) -> None:
+        if self._showing == "prediction":
+            self._finish("Prediction", None, event.logs, event.time)
 
     def _close_bar(self) -> None:
         bar, self._bar = self._bar, None
@@ -150,8 +204,14 @@ class ProgbarLogger(Plugin):
 
     @hookimpl
     def on_train_end(self, event: Any) -> None:
+        self._showing = None
         self._close_bar()
 
     @hookimpl
     def on_close(self) -> None:
         self._close_bar()
+
+
+_HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_test_begin",
+          "on_test_batch_end", "on_test_end", "on_predict_begin", "on_predict_batch_end",
+          "on_predict_end", "on_train_end", "on_close")
