@@ -16,6 +16,8 @@ from typing import Any
 
 from .log import read_log
 from .records import (
+    BATCH_KINDS,
+    KINDS,
     CheckpointSaved,
     Decision,
     EpochEnd,
@@ -36,6 +38,7 @@ from .replay import effective_records
 __all__ = ["Audit", "MetricSummary", "audit", "guess_mode", "render"]
 
 _LAST_CHECKPOINTS = 5
+_AUDITED = frozenset(KINDS) - frozenset(BATCH_KINDS)
 _MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "f1", "iou", "map", "top_k",
               "score", "r2")
 
@@ -118,7 +121,8 @@ def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
 
 def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
     """Summarise the run recorded in ``log`` (a path in either format, or records)."""
-    records = effective_records(read_log(log))
+    # The batches are most of a long run's records and nothing here looks at them.
+    records = effective_records(read_log(log, kinds=_AUDITED))
     header = records[0]
     if not isinstance(header, Header):
         raise ValueError(f"{log}: not an event log (no header record)")

@@ -34,6 +34,7 @@ from .metrics import coerce_logs
 from .model import adapter_learning_rate
 from .plugin import plugin_name, plugin_spec
 from .records import (
+    BATCH_KINDS,
     KINDS,
     SCHEMA_VERSION,
     BatchBegin,
@@ -64,8 +65,6 @@ __all__ = ["Bus"]
 _EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
 _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach",
           "resume_from")
-_BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
-                "predict_batch_begin", "predict_batch_end")
 _new = object.__new__
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -272,7 +271,7 @@ class Bus:
         self._finite_writes = tuple(getattr(w, "write_finite", w.write)
                                     for w in self._finite_owners)
         # A batch event nobody records or handles costs one attribute check (see batch_end).
-        for kind in _BATCH_KINDS:
+        for kind in BATCH_KINDS:
             idle = not self._writers and not getattr(self, f"_f_on_{kind}", ())
             setattr(self, f"_idle_{kind}", idle)
 

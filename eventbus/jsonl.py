@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +276,22 @@ _FAST = {kind: (_SHAPES[kind], TRUSTED[cls]) for kind, cls in KINDS.items() if k
 _new = object.__new__
 
 
-def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
+def _skipped(kinds: Collection[str] | None) -> frozenset[str]:
+    """The known kinds a reader asked for ``kinds`` leaves out (an unknown kind is never
+    skipped: it is an error wherever it is)."""
+    return frozenset() if kinds is None else frozenset(KINDS) - frozenset(kinds)
+
+
+def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
+               kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
     fast = {} if validate else _FAST
+    skipped = _skipped(kinds)
     for number, record in enumerate(iter_jsonl_dicts(path), 1):
-        known = fast.get(record["kind"])
+        kind = record["kind"]
+        if kind in skipped:
+            continue
+        known = fast.get(kind)
         if known is not None and record.keys() == known[0]:
             # A record this library wrote: made as its model without re-validation.
             event = _new(known[1])

@@ -6,7 +6,7 @@ A path ending in ``.parquet`` (or a directory) is a Parquet log; anything else i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,8 +60,8 @@ def open_writer(path: str | os.PathLike[str], *, append: bool = False) -> Record
     return JsonlWriter(path, append=append)
 
 
-def read_log(log: str | os.PathLike[str] | Iterable[Record], *,
-             validate: bool = False) -> Iterator[Record]:
+def read_log(log: str | os.PathLike[str] | Iterable[Record], *, validate: bool = False,
+             kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a log, header first, as typed records.
 
     Reads JSON Lines or Parquet (by path). A torn last line is dropped with a warning; a damaged
@@ -72,9 +72,17 @@ def read_log(log: str | os.PathLike[str] | Iterable[Record], *,
     validation (fast: logs this library wrote); ``validate=True`` validates every field, for logs
     from elsewhere. An iterable of records is passed through, so functions taking a log also take
     records in memory.
+
+    ``kinds``: only records of these kinds (say, every kind but ``records.BATCH_KINDS``). Every
+    line is still read and checked as above, and an unknown kind is still an error; records of
+    the other known kinds are just not built, which saves most of the time and memory of
+    reading a long run when the batches are not wanted.
     """
     if not isinstance(log, (str, os.PathLike)):
-        yield from log
+        if kinds is None:
+            yield from log
+        else:
+            yield from (record for record in log if record.kind in kinds)
         return
     path = Path(log)
     if not path.exists():
@@ -82,11 +90,11 @@ def read_log(log: str | os.PathLike[str] | Iterable[Record], *,
     if is_parquet(path):
         from .parquet import read_parquet
 
-        yield from read_parquet(path, validate=validate)
+        yield from read_parquet(path, validate=validate, kinds=kinds)
     else:
         from .jsonl import read_jsonl
 
-        yield from read_jsonl(path, validate=validate)
+        yield from read_jsonl(path, validate=validate, kinds=kinds)
 
 
 def read_header(log: str | os.PathLike[str] | Iterable[Record]) -> Header:

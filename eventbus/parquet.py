@@ -27,7 +27,7 @@ the cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError
-from .jsonl import _check_version, to_record
+from .jsonl import _check_version, _skipped, to_record
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
@@ -479,8 +479,12 @@ def _restore_nones(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def read_parquet(path: str | os.PathLike[str], *, validate: bool = False) -> Iterator[Record]:
+def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,
+                 kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a Parquet log, typed; see :func:`eventbus.read_log`."""
+    skipped = _skipped(kinds)
     for number, record in enumerate(iter_parquet_dicts(path), 1):
+        if record["kind"] in skipped:
+            continue
         yield to_record(record, validate=validate, where=f"{path} (record {number})",
                         line=number)

@@ -27,6 +27,7 @@ __all__ = [
     "OBSERVATION_KINDS",
     "OUTCOME_KINDS",
     "BATCH_FIELDS",
+    "BATCH_KINDS",
     "SCHEMA_VERSION",
     "BatchBegin",
     "BatchEnd",
@@ -74,6 +75,11 @@ SCHEMA_VERSION = 1
 #: The fields of a batch record in the order the bus builds it: the order its writers'
 #: ``write_finite`` may rely on (``record.values()`` without a lookup per field).
 BATCH_FIELDS = ("v", "run_id", "seq", "kind", "time", "logs", "epoch", "batch", "step")
+
+#: The per-batch observations: most of a log's records, and what readers that want the run's
+#: story (audit) leave out.
+BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
+               "predict_batch_begin", "predict_batch_end")
 
 
 def _logs(value: Any, info: ValidationInfo) -> dict[str, float]:

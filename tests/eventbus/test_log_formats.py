@@ -87,6 +87,19 @@ class TestRoundTrip:
         fast, slow = list(read_log(path)), list(read_log(path, validate=True))
         assert all(same(a, b) for a, b in zip(fast, slow)) and len(fast) == len(slow)
 
+    @tmp_settings
+    @given(records=runs(), wanted=st.sets(st.sampled_from(sorted(r.KINDS))))
+    def test_reading_some_kinds_gives_exactly_those_records(self, tmp_path_factory, fmt,
+                                                            records, wanted):
+        """kinds= leaves out the other records, from a file of either format or from records."""
+        path = log_path(tmp_path_factory.mktemp("k"), fmt)
+        write(WRITERS[fmt], path, records)
+        expected = [rec for rec in records if rec.kind in wanted]
+        for source in (path, records):
+            got = list(read_log(source, kinds=wanted))
+            assert len(got) == len(expected)
+            assert all(same(a, b) for a, b in zip(got, expected))
+
     def test_nonfinite_values_are_stored_as_strings_in_jsonl(self, tmp_path):
         """JSON Lines spells NaN and the infinities as strings, never null."""
         path = write(JsonlWriter, tmp_path / "e.jsonl", [
@@ -176,6 +189,21 @@ class TestJsonlDamage:
         path.write_bytes(b"".join(lines))
         with pytest.raises(LogCorruptError, match="unknown record kind 'explode'"):
             list(read_log(path))
+
+    def test_a_reader_of_some_kinds_still_checks_every_line(self, log):
+        """Lines of kinds left out are still parsed: damage or an unknown kind is an error."""
+        path, _ = log
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[2] = orjson.dumps({"v": 1, "run_id": "run", "seq": 2, "kind": "explode",
+                                 "time": 0.0}) + b"\n"
+        lines[4] = b'{"v":1,"kind": garbage\n'
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(LogCorruptError, match="unknown record kind 'explode'"):
+            list(read_log(path, kinds={"header"}))
+        del lines[2]
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(LogCorruptError, match=r"events\.jsonl:4"):
+            list(read_log(path, kinds={"header"}))
 
     def test_a_newer_major_schema_is_refused_clearly(self, tmp_path):
         """A log from a newer major schema version says so and asks for an upgrade."""
