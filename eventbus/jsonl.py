@@ -185,7 +185,7 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                         _check_version(record["v"], path, before + _index(lines, line) + 1)
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                     raise _bad_line(path, before + _index(lines, line) + 1, line, exc) from None
-                if special and (b'"NaN"' in line or b'Infinity"' in line):
+                if special and _may_hold_nonfinite(line):
                     decode_nonfinite(record)
                 yield record
             before += len(lines)
@@ -193,15 +193,11 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         number = before + 1
         try:
             record = loads(rest)
-            tail_version = record["v"]
+            record["v"]  # KeyError or TypeError: not a record
         except (orjson.JSONDecodeError, KeyError, TypeError):
             _torn(path, number, rest)
             return
-        if tail_version != version:
-            _check_version(tail_version, path, number)
-        if number == 1:
-            _check_header(record, path)
-        yield decode_nonfinite(record)
+        yield _checked(record, path, number)
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
 
@@ -224,12 +220,19 @@ def _index(lines: list[bytes], line: bytes) -> int:
 def _first_record(path: Path, line: bytes) -> dict[str, Any]:
     try:
         record = orjson.loads(line)
-        version = record["v"]
+        record["v"]  # KeyError or TypeError: not a record
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise _bad_line(path, 1, line, exc) from None
-    if version != SCHEMA_VERSION:
-        _check_version(version, path, 1)
-    _check_header(record, path)
+    return _checked(record, path, 1)
+
+
+def _checked(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
+    """A record read off its own (the first line, or a last one without its newline): its
+    schema version checked, the header checked if it is the first, non-finite values restored."""
+    if record["v"] != SCHEMA_VERSION:
+        _check_version(record["v"], path, number)
+    if number == 1:
+        _check_header(record, path)
     return decode_nonfinite(record)
 
 
