@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .log import read_log
+from .effective import read_effective
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -33,7 +33,6 @@ from .records import (
     TrainEnd,
     Warning,
 )
-from .replay import effective_records
 
 __all__ = ["Audit", "MetricSummary", "audit", "guess_mode", "render"]
 
@@ -122,7 +121,7 @@ def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
 def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
     """Summarise the run recorded in ``log`` (a path in either format, or records)."""
     # The batches are most of a long run's records and nothing here looks at them.
-    records = effective_records(read_log(log, kinds=_AUDITED))
+    records = list(read_effective(log, kinds=_AUDITED))
     header = records[0]
     if not isinstance(header, Header):
         raise ValueError(f"{log}: not an event log (no header record)")

@@ -28,7 +28,7 @@ import pluggy
 from . import hookspecs
 from ._markers import PROJECT_NAME
 from ._version import __version__
-from .errors import AbortTraining, ConfigError, EventError, PluginError
+from .errors import AbortTraining, ConfigError, EventError, LogError, PluginError
 from .log import RecordWriter, open_writer
 from .metrics import coerce_logs
 from .model import adapter_learning_rate
@@ -68,6 +68,8 @@ _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_at
 _new = object.__new__
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
+# A resumed run goes on after the last of these (and the decisions it caused).
+_RESUME_POINTS = ("train_begin", "epoch_end", "train_end")
 _TRUSTED_BATCH_END = _TRUSTED[BatchEnd]
 
 
@@ -525,22 +527,23 @@ class Bus:
             return ()
         if not isinstance(record, Observation):
             return ()
-        data = dict(record.__dict__)
-        data["logs"] = dict(record.logs)
-        kind = data["kind"]
-        self._seq = data["seq"]
-        if kind == "train_begin":
+        kind = record.kind
+        self._seq = record.seq
+        if kind in ("batch_begin", "batch_end"):
+            self._epoch = record.epoch  # type: ignore[attr-defined]
+            self._step = record.step + (kind == "batch_end")  # type: ignore[attr-defined]
+        elif kind == "epoch_begin":
+            self._epoch = record.epoch  # type: ignore[attr-defined]
+        elif kind == "train_begin":
             self._in_train = True
         elif kind == "train_end":
             self._in_train = False
-        elif kind == "epoch_begin":
-            self._epoch = data["epoch"]
-        elif kind in ("batch_begin", "batch_end"):
-            self._epoch = data["epoch"]
-            self._step = data["step"] + (kind == "batch_end")
-        if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
-            data["logs"]["learning_rate"] = self._lr
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
+        if not handlers:
+            return ()  # no plugin sees it: the state above is all it changes
+        if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
+            record = record.model_copy(
+                update={"logs": {**record.logs, "learning_rate": self._lr}})
         # Nothing fed is written: the writers step aside (swapped directly, not through
         # _set_writers, which would rebuild the fast paths twice per record of a replay).
         saved = (self._writers, self._writes, self._write_owners, self._finite_writes,
@@ -549,7 +552,7 @@ class Bus:
          self._finite_owners, self._line_appends) = [], (), (), (), (), ()
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
-            return self._emit(KINDS[kind], data, handlers)
+            return self._dispatch(record, handlers)
         finally:
             (self._writers, self._writes, self._write_owners, self._finite_writes,
              self._finite_owners, self._line_appends) = saved
@@ -597,19 +600,23 @@ class Bus:
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
-        # batch_end repeats this inline (a shared helper measured 2-3% of its cost): change
-        # both together.
+        # batch_end repeats this and _dispatch inline (a shared helper measured 2-3% of its
+        # cost): change them together.
         self._write(record)
         if not handlers:
             return ()
         event = _new(_TRUSTED[cls])  # the record, as its pydantic model, without re-validation
         set_model_dict(event, record)
+        return self._dispatch(event, handlers)
+
+    def _dispatch(self, event: Any, handlers: tuple[Any, ...]) -> Sequence[Decision]:
+        """Call ``handlers`` with ``event``; record, apply and return the decisions they make."""
         decisions: list[Decision] | None = None
         for fn in handlers:
             try:
                 out = fn(event)
             except Exception as exc:
-                self._plugin_failed(self._owner[id(fn)], record["kind"], record["seq"], exc)
+                self._plugin_failed(self._owner[id(fn)], event.kind, event.seq, exc)
                 continue
             if out is not None:
                 if decisions is None:
@@ -868,66 +875,90 @@ class Bus:
         the run had already been stopped, and ``seq`` continues the log's. Returns False when
         ``log`` does not exist (nothing to resume).
         """
-        from .log import read_log
-        from .replay import effective_records, same_decision
+        from .effective import find_kinds, is_abandoned, read_effective, spans_of
+        from .replay import same_decision
 
         if not os.path.exists(log) or os.path.getsize(log) == 0:
             return False  # nothing was recorded before the crash: a fresh start
-        records = list(read_log(log))
-        header = records[0]
-        # seq goes on after the highest in any log being continued: one may be ahead of the
-        # log resumed from (a backup synced at epoch_begin, the main log flushed at epoch_end).
-        last_seq = max([r.seq for r in records] + self._continued_seqs(log))
-        kept = effective_records(records)
-        kept = kept[:_resume_point(kept)]  # the rest is a partial epoch the loop runs again
+        # Where the run goes on from, found before the log is read in full (which then streams,
+        # however long the run): the last finished epoch outside an abandoned partial one.
+        found = find_kinds(log, ("resumed", *_RESUME_POINTS))
+        spans = spans_of(found)
+        ends = [r["seq"] for r in found if r.get("kind") in _RESUME_POINTS
+                and type(r.get("seq")) is int and not is_abandoned(r["seq"], spans)]
+        boundary = max(ends, default=None)
+        records = read_effective(log, spans=spans)
+        header = next(records, None)
+        if not isinstance(header, Header):
+            raise LogError(f"{log}: cannot resume: the log has no header record", path=str(log))
         self.run_id = header.run_id
         # Replay the learning rate from where the run started, as the plugins saw it.
-        initial_lr = header.meta.get("learning_rate")  # type: ignore[attr-defined]
+        initial_lr = header.meta.get("learning_rate")
         if initial_lr is not None:
             self._lr = float(initial_lr)
-
-        # Compare only what these plugins decide (a subclass may record decisions of its own).
-        labels = set(self._labels.values())
-        recorded = [r for r in kept if isinstance(r, Decision) and r.source in labels]
-        everything = [r for r in kept if isinstance(r, Decision)]
-        replayed: list[Decision] = []
         # A writer that starts a new file (not the log resumed from) gets the run so far, so
         # it holds the whole run as the resumed log does (e.g. a main log next to a backup).
         self._header_written = True
-        history = [header.model_dump(), *(r.model_dump() for r in kept[1:])]
-        for writer in self._writers:
-            if id(writer) not in self._continued and not _same_path(writer, log):
-                for data in history:
-                    writer.write(data)
+        fresh = [w for w in self._writers
+                 if id(w) not in self._continued and not _same_path(w, log)]
+        for writer in fresh:
+            writer.write(header.model_dump())
+
+        # Compare only what these plugins decide (a subclass may record decisions of its own).
+        labels = set(self._labels.values())
+        recorded: list[Decision] = []
+        replayed: list[Decision] = []
+        stopped, lr = False, None  # what the log's decisions did to the control state
+        last_seq = from_seq = header.seq
+        finished: int | None = None  # the last finished epoch
+        began = ended = False
+        keeping = boundary is not None
         self._replaying = True
         try:
-            for record in kept:
+            for record in records:
+                last_seq = max(last_seq, record.seq)
+                if not keeping:
+                    continue  # the partial epoch the loop runs again: read only for its seq
+                if record.seq > boundary and isinstance(record, Observation):  # type: ignore[operator]
+                    keeping = False  # past the last finished epoch and its decisions
+                    continue
+                from_seq = record.seq
+                for writer in fresh:
+                    writer.write(record.model_dump())
                 if isinstance(record, Observation):
                     replayed.extend(self.feed(record))
+                    if record.kind == "epoch_end":
+                        finished = record.epoch  # type: ignore[attr-defined]
+                    began = began or record.kind == "train_begin"
+                    ended = ended or record.kind == "train_end"
+                elif isinstance(record, Decision):
+                    if record.source in labels:
+                        recorded.append(record)
+                    if isinstance(record, StopTraining):
+                        stopped = True
+                    elif isinstance(record, SetLearningRate):
+                        lr = record.value
         finally:
             self._replaying = False
-        self._seq = last_seq
+        # seq goes on after the highest in any log being continued: one may be ahead of the
+        # log resumed from (a backup synced at epoch_begin, the main log flushed at epoch_end).
+        self._seq = max([last_seq, *self._continued_seqs(log)])
         # What the log says happened is what happened to the model: it sets the control state
         # even if the plugins given now would decide otherwise (a warning below says so).
-        for decision in everything:
-            if isinstance(decision, StopTraining):
-                self.stop_training = True
-            elif isinstance(decision, SetLearningRate):
-                self._lr = decision.value
+        if stopped:
+            self.stop_training = True
+        if lr is not None:
+            self._lr = lr
         if self._lr is not None and self.model is not None and hasattr(self.model,
                                                                        "learning_rate"):
             self.model.learning_rate = self._lr
-        finished = [r for r in kept if r.kind == "epoch_end"]
-        self.initial_epoch = finished[-1].epoch + 1 if finished else 0  # type: ignore[attr-defined]
-        began = any(r.kind == "train_begin" for r in kept)
-        ended = any(r.kind == "train_end" for r in kept)
+        self.initial_epoch = finished + 1 if finished is not None else 0
         # The loop runs unchanged on a resumed run: its train_begin must not reset the plugins'
         # restored state, and a finished run's train_end is not published twice.
         self._skip_train_begin = began
         self._skip_train_end = ended
         self._in_train = began and not ended
-        self._epoch = finished[-1].epoch if finished else None  # type: ignore[attr-defined]
-        from_seq = kept[-1].seq
+        self._epoch = finished
         self._record(Resumed(source="bus", from_seq=from_seq, initial_epoch=self.initial_epoch,
                              epoch=self._epoch))
         # Decisions the crash kept out of the log: record them and let sinks act on them.
@@ -957,7 +988,7 @@ class Bus:
             path = getattr(writer, "path", None)
             if id(writer) in self._continued and path is not None and not _same_path(writer, log):
                 try:
-                    seqs.extend(r.seq for r in read_log(path))
+                    seqs.append(max((r.seq for r in read_log(path)), default=0))
                 except Exception as exc:  # a damaged second log must not stop the resume
                     warnings.warn(f"resume: cannot read {path} ({type(exc).__name__}: {exc}); "
                                   "its seq is not taken into account", stacklevel=3)
@@ -1091,20 +1122,6 @@ def _resume_source(targets: list[Any]) -> str | None:
         if isinstance(target, (str, os.PathLike)) and not str(target).endswith(".parquet"):
             return os.fspath(target)
     return None
-
-
-def _resume_point(records: list[Record]) -> int:
-    """How many records a resumed run keeps: up to the last finished epoch and its decisions."""
-    boundary = None
-    for i, record in enumerate(records):
-        if record.kind in ("epoch_end", "train_end", "train_begin"):
-            boundary = i
-    if boundary is None:
-        return 1  # the header only
-    end = boundary + 1
-    while end < len(records) and not isinstance(records[end], Observation):
-        end += 1
-    return end
 
 
 def _as_list(log: Any) -> list[Any]:

@@ -2,7 +2,8 @@
 
 JSON Lines and Parquet are copies record for record (``sinks.jsonl.convert``). CSV and
 TensorBoard are made by feeding the recorded events, as they were, to the CSVLogger or
-TensorBoard plugin, so a converted log looks exactly like one those plugins wrote live. Part of
+TensorBoard plugin, so a converted log looks exactly like one those plugins wrote live; a
+resumed run's abandoned partial epochs are left out, so their batches do not show twice. Part of
 the command line, which is where the core meets the plugins.
 """
 
@@ -12,8 +13,9 @@ import os
 from pathlib import Path
 
 from .bus import Bus
+from .effective import read_effective
 from .errors import ConfigError
-from .log import is_parquet, read_log
+from .log import is_parquet
 
 __all__ = ["FORMATS", "convert"]
 
@@ -44,7 +46,8 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
     count = 0
     bus = Bus([sink])
     try:
-        for record in read_log(src):
+        # The run as it went on: an abandoned partial epoch's batches would show twice.
+        for record in read_effective(src):
             bus.feed(record, side_effects=True)
             count += 1
     finally:

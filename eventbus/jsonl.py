@@ -34,7 +34,8 @@ from .records import (
     trusted,
 )
 
-__all__ = ["JsonlWriter", "TornLogWarning", "iter_jsonl_dicts", "read_jsonl", "truncate_torn_tail"]
+__all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "read_jsonl",
+           "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -271,6 +272,51 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
     except ValueError as exc:
         raise LogCorruptError(f"{where}: invalid {kind} record: {exc}", path=where,
                               line=line) from None
+
+
+
+def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:
+    """The records of ``kinds`` in a JSON Lines log, as dicts, found without reading the rest.
+
+    Only lines holding a kind's name, or a ``\\u`` escape (JSON may spell any letter so;
+    orjson never does), are parsed: a byte search skips the others, so for rare kinds this
+    costs a small part of reading the log. Nothing is checked: a damaged line is left to the
+    reader, which reports it where it is.
+    """
+    needles = [kind.encode() for kind in kinds] + [b"\\u"]
+    wanted = frozenset(kinds)
+    found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
+    offset = 0  # of ``data`` in the file
+    rest = b""
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            data, rest = data[:cut], data[cut:]
+            starts: set[int] = set()
+            for needle in needles:
+                at = data.find(needle)
+                while at >= 0:
+                    start = data.rfind(b"\n", 0, at) + 1
+                    end = data.find(b"\n", at)
+                    if start not in starts:
+                        starts.add(start)
+                        _add_found(data[start:end], offset + start, wanted, found)
+                    at = data.find(needle, end)
+            offset += cut
+    if rest:
+        _add_found(rest, offset, wanted, found)
+    return [record for _, record in sorted(found, key=lambda item: item[0])]
+
+
+def _add_found(line: bytes, where: int, wanted: frozenset[str],
+               found: list[tuple[int, dict[str, Any]]]) -> None:
+    try:
+        record = orjson.loads(line)
+        if record["kind"] in wanted:
+            found.append((where, record))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass  # not a record, or damaged: the reader reports a damaged line
 
 
 # kind -> (the shape a record of it has, the class a trusted one is made as); not the header,

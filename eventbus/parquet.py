@@ -41,7 +41,7 @@ from .jsonl import _check_version, _skipped, to_record
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
-__all__ = ["ParquetWriter", "compact", "iter_parquet_dicts", "read_parquet"]
+__all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "read_parquet"]
 
 _IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
@@ -50,6 +50,7 @@ _NO_PAYLOAD = frozenset({
     "predict_batch_begin", "predict_batch_end"})
 METRIC_PREFIX = "logs."
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
+_READ_BATCH = 4096  # rows turned into Python objects at a time when reading
 
 
 class ParquetWriter:
@@ -410,73 +411,112 @@ def _dictionary_column(pieces: list[_Piece], name: str, codes: dict[str, int]) -
                                           pa.array(list(codes), pa.string()))
 
 
-def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every record of a Parquet log (a segment directory or one file) as a plain dict."""
+def _log_files(path: Path) -> list[Path]:
+    """The files of a Parquet log: its segments in order, or the one file."""
+    if not path.is_dir():
+        return [path]
+    files = [seg for _, _, seg in segments(path)]
+    if not files:
+        raise LogCorruptError(f"{path}: no Parquet segments in this directory", path=str(path))
+    return files
+
+
+def _open(file: Path) -> Any:
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if path.is_dir():
-        files = [seg for _, _, seg in segments(path)]
-        if not files:
-            raise LogCorruptError(f"{path}: no Parquet segments in this directory",
-                                  path=str(path))
-    else:
-        files = [path]
-    last_seq = -1
-    header_seen = False
-    for file in files:
-        try:
-            table = pq.read_table(file)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
-                                  path=str(file)) from exc
-        absent = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
-        if absent:
-            raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} "
-                                  "column)", path=str(file))
-        metric_columns = [(name[len(METRIC_PREFIX):], name) for name in table.column_names
-                          if name.startswith(METRIC_PREFIX)]
-        columns = table.to_pydict()
-        for i, seq in enumerate(columns["seq"]):
-            if seq <= last_seq:
-                continue  # rows both in a compacted file and a leftover segment
-            last_seq = seq
-            record: dict[str, Any] = {
-                "v": columns["v"][i], "run_id": columns["run_id"][i], "seq": seq,
-                "kind": columns["kind"][i], "time": columns["time"][i]}
-            version = record["v"]
-            if version != SCHEMA_VERSION:
-                _check_version(version, file, i + 1)
-            for name in ("epoch", "batch", "step"):
-                value = columns[name][i]
-                if value is not None:
-                    record[name] = value
-            kind = record["kind"]
-            if not header_seen:
-                if kind != "header":
-                    raise LogCorruptError(f"{file}: an event log starts with a header record; "
-                                          f"found {kind!r}", path=str(file))
-                header_seen = True
-            payload = columns["payload"][i]
-            if payload is not None:
-                record.update(decode_nonfinite(orjson.loads(payload)))
-            if kind in _NO_PAYLOAD or kind == "train_begin":
-                record["logs"] = {key: columns[col][i] for key, col in metric_columns
-                                  if columns[col][i] is not None}
-            yield _restore_nones(record)
+    try:
+        parquet = pq.ParquetFile(file)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
+                              path=str(file)) from exc
+    absent = [c for c in _REQUIRED_COLUMNS if c not in parquet.schema_arrow.names]
+    if absent:
+        raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} column)",
+                              path=str(file))
+    return parquet
 
 
-def _restore_nones(record: dict[str, Any]) -> dict[str, Any]:
-    # epoch/batch/step columns are null where a kind has no such field or had None; put the
-    # field back as None where the kind has it, so the record has its exact shape.
+def _batches(file: Path, parquet: Any, columns: list[str] | None = None) -> Iterator[Any]:
+    """The file's rows a batch at a time: a long run is never all in memory as Python objects."""
+    try:
+        yield from parquet.iter_batches(batch_size=_READ_BATCH, columns=columns)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
+                              path=str(file)) from exc
+
+
+def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of a Parquet log (a segment directory or one file) as a plain dict."""
     from .records import KINDS
 
-    cls = KINDS.get(record["kind"])
-    if cls is not None:
-        for name in ("epoch", "batch", "step"):
-            if name in cls.model_fields and name not in record:
-                record[name] = None
-    return record
+    # The epoch/batch/step fields each kind has: null in a column is None there, absent else.
+    indices = {kind: frozenset(n for n in ("epoch", "batch", "step") if n in cls.model_fields)
+               for kind, cls in KINDS.items()}
+    with_logs = _NO_PAYLOAD | {"train_begin"}
+    last_seq = -1
+    header_seen = False
+    for file in _log_files(Path(path)):
+        parquet = _open(file)
+        names = parquet.schema_arrow.names
+        metric_columns = [name for name in names if name.startswith(METRIC_PREFIX)]
+        metrics = [name[len(METRIC_PREFIX):] for name in metric_columns]
+        row = 0
+        for batch in _batches(file, parquet):
+            columns = batch.to_pydict()
+            rows = zip(*(columns[name] for name in (*_REQUIRED_COLUMNS, *metric_columns)))
+            for i, (v, run_id, seq, kind, time, epoch, index, step, payload, *values) \
+                    in enumerate(rows):
+                if seq <= last_seq:
+                    continue  # rows both in a compacted file and a leftover segment
+                last_seq = seq
+                if v != SCHEMA_VERSION:
+                    _check_version(v, file, row + i + 1)
+                if not header_seen:
+                    if kind != "header":
+                        raise LogCorruptError(f"{file}: an event log starts with a header "
+                                              f"record; found {kind!r}", path=str(file))
+                    header_seen = True
+                record: dict[str, Any] = {"v": v, "run_id": run_id, "seq": seq, "kind": kind,
+                                          "time": time}
+                has = indices.get(kind, ())
+                if epoch is not None or "epoch" in has:
+                    record["epoch"] = epoch
+                if index is not None or "batch" in has:
+                    record["batch"] = index
+                if step is not None or "step" in has:
+                    record["step"] = step
+                if payload is not None:
+                    record.update(decode_nonfinite(orjson.loads(payload)))
+                if kind in with_logs:
+                    record["logs"] = {key: value for key, value in zip(metrics, values)
+                                      if value is not None}
+                yield record
+            row += batch.num_rows
+
+
+def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:
+    """The records of ``kinds`` in a Parquet log, found without reading the metric columns:
+    dicts of the other fields (the payload's spread out), unchecked."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(kinds), pa.string())
+    found: list[dict[str, Any]] = []
+    seen: set[int] = set()  # rows both in a compacted file and a leftover segment
+    for file in _log_files(Path(path)):
+        for batch in _batches(file, _open(file), columns=list(_REQUIRED_COLUMNS)):
+            rows = batch.filter(pc.is_in(batch.column("kind"), value_set=wanted)).to_pylist()
+            for row in rows:
+                if row["seq"] in seen:
+                    continue
+                seen.add(row["seq"])
+                payload = row.pop("payload")
+                try:
+                    row.update(orjson.loads(payload) if payload is not None else {})
+                except (orjson.JSONDecodeError, TypeError, ValueError):
+                    pass  # damaged: the reader reports it where it is
+                found.append(row)
+    return found
 
 
 def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,

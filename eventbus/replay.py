@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bus import Bus
+from .effective import effective_records, read_effective
 from .errors import ReplayError
-from .log import read_log
 from .plugin import plugin_name
-from .records import Decision, Header, Observation, PluginSpec, Record, Resumed, same_values
+from .records import Decision, Header, Observation, PluginSpec, Record, same_values
 from .registry import Registry
 from .registry import registry as default_registry
 
@@ -90,21 +90,6 @@ def same_decision(a: Decision, b: Decision) -> bool:
     da = {k: v for k, v in a.__dict__.items() if k not in _ENVELOPE}
     db = {k: v for k, v in b.__dict__.items() if k not in _ENVELOPE}
     return same_values(da, db)
-
-
-def effective_records(records: Iterable[Record]) -> list[Record]:
-    """The records of the run as it went on: a resumed run's abandoned partial epoch left out.
-
-    A ``resumed`` record says the run went on from ``from_seq``: records after that and before
-    the ``resumed`` record were of an epoch the loop ran again.
-    """
-    out: list[Record] = []
-    for record in records:
-        if isinstance(record, Resumed):
-            while out and out[-1].seq > record.from_seq:
-                out.pop()
-        out.append(record)
-    return out
 
 
 def _build_plugins(header: Header, instances: Sequence[object],
@@ -204,7 +189,7 @@ def replay(
     ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
     replay only recomputes.
     """
-    records = iter(effective_records(read_log(log)))
+    records = read_effective(log)
     header = next(records, None)
     if not isinstance(header, Header):
         raise ReplayError(f"{log}: not an event log (no header record)")

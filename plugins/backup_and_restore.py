@@ -47,12 +47,16 @@ def resume_epoch(log: str) -> tuple[str, int]:
     The same rule as :meth:`eventbus.Bus.resume`: a partial epoch after the last ``epoch_end``
     is run again, and a ``resumed`` record's abandoned records do not count.
     """
-    from eventbus import read_log
-    from eventbus.replay import effective_records
+    from eventbus import read_header
+    from eventbus.effective import find_kinds, is_abandoned, spans_of
 
-    records = effective_records(read_log(log))
-    finished = [r.epoch for r in records if r.kind == "epoch_end"]  # type: ignore[attr-defined]
-    return records[0].run_id, (finished[-1] + 1 if finished else 0)
+    found = find_kinds(log, ("resumed", "epoch_end"))  # a quick search, not a full read
+    spans = spans_of(found)
+    finished = [r.get("epoch") for r in found
+                if r.get("kind") == "epoch_end" and type(r.get("seq")) is int
+                and not is_abandoned(r["seq"], spans)]
+    last = finished[-1] if finished and isinstance(finished[-1], int) else None
+    return read_header(log).run_id, (last + 1 if last is not None else 0)
 
 
 class BackupAndRestore(Plugin):

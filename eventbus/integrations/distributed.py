@@ -69,6 +69,7 @@ from eventbus.errors import ConfigError, EventBusError, LogError
 from eventbus.metrics import to_float
 from eventbus.plugin import plugin_name
 from eventbus.records import (
+    DECISION_KINDS,
     Decision,
     Header,
     Record,
@@ -612,7 +613,7 @@ def read_rank_logs(log: str | os.PathLike[str]) -> dict[int, list[Record]]:
 
 
 def _first_stop(records: Iterable[Record]) -> StopTraining | None:
-    from eventbus.replay import effective_records
+    from eventbus.effective import effective_records
 
     return next((r for r in effective_records(records) if isinstance(r, StopTraining)), None)
 
@@ -655,10 +656,9 @@ class AgreedDecisions:
 
     @classmethod
     def from_log(cls, log: str | os.PathLike[str] | Iterable[Record]) -> AgreedDecisions:
-        from eventbus.log import read_log
-        from eventbus.replay import effective_records
+        from eventbus.effective import read_effective
 
-        return cls(r for r in effective_records(read_log(log)) if isinstance(r, Decision))
+        return cls(r for r in read_effective(log, kinds=DECISION_KINDS) if isinstance(r, Decision))
 
     @hookimpl
     def on_epoch_end(self, event: Any) -> Any:
