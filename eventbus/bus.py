@@ -13,12 +13,13 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from time import time as _time
 from typing import Any, Literal
 
@@ -544,19 +545,33 @@ class Bus:
         if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
             record = record.model_copy(
                 update={"logs": {**record.logs, "learning_rate": self._lr}})
-        # Nothing fed is written: the writers step aside (swapped directly, not through
-        # _set_writers, which would rebuild the fast paths twice per record of a replay).
-        saved = (self._writers, self._writes, self._write_owners, self._finite_writes,
-                 self._finite_owners, self._line_appends)
-        (self._writers, self._writes, self._write_owners, self._finite_writes,
-         self._finite_owners, self._line_appends) = [], (), (), (), (), ()
+        if self._writers:  # nothing fed is written
+            with self._writers_aside():
+                return self.feed(record, side_effects=side_effects)
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
             return self._dispatch(record, handlers)
         finally:
+            self._feeding = False
+
+    @contextlib.contextmanager
+    def _writers_aside(self) -> Iterator[None]:
+        """No writer while the block runs (swapped directly, not through _set_writers: the
+        fast paths need no rebuilding, they are put back as they were)."""
+        saved = (self._writers, self._writes, self._write_owners, self._finite_writes,
+                 self._finite_owners, self._line_appends)
+        (self._writers, self._writes, self._write_owners, self._finite_writes,
+         self._finite_owners, self._line_appends) = [], (), (), (), (), ()
+        try:
+            yield
+        finally:
             (self._writers, self._writes, self._write_owners, self._finite_writes,
              self._finite_owners, self._line_appends) = saved
-            self._feeding = False
+
+    def subscribes(self, kind: str, *, side_effects: bool = False) -> bool:
+        """Whether :meth:`feed` would pass a record of ``kind`` to any plugin."""
+        hook = f"on_{kind}"
+        return bool(getattr(self, f"_f_{hook}", ()) if side_effects else self._pure.get(hook))
 
     # --- recording and dispatch ----------------------------------------------------------------
 
@@ -915,29 +930,30 @@ class Bus:
         keeping = boundary is not None
         self._replaying = True
         try:
-            for record in records:
-                last_seq = max(last_seq, record.seq)
-                if not keeping:
-                    continue  # the partial epoch the loop runs again: read only for its seq
-                if record.seq > boundary and isinstance(record, Observation):  # type: ignore[operator]
-                    keeping = False  # past the last finished epoch and its decisions
-                    continue
-                from_seq = record.seq
-                for writer in fresh:
-                    writer.write(record.model_dump())
-                if isinstance(record, Observation):
-                    replayed.extend(self.feed(record))
-                    if record.kind == "epoch_end":
-                        finished = record.epoch  # type: ignore[attr-defined]
-                    began = began or record.kind == "train_begin"
-                    ended = ended or record.kind == "train_end"
-                elif isinstance(record, Decision):
-                    if record.source in labels:
-                        recorded.append(record)
-                    if isinstance(record, StopTraining):
-                        stopped = True
-                    elif isinstance(record, SetLearningRate):
-                        lr = record.value
+            with self._writers_aside():  # fed, not written again
+                for record in records:
+                    last_seq = max(last_seq, record.seq)
+                    if not keeping:
+                        continue  # the partial epoch the loop runs again: read only for its seq
+                    if record.seq > boundary and isinstance(record, Observation):  # type: ignore[operator]
+                        keeping = False  # past the last finished epoch and its decisions
+                        continue
+                    from_seq = record.seq
+                    for writer in fresh:
+                        writer.write(record.model_dump())
+                    if isinstance(record, Observation):
+                        replayed.extend(self.feed(record))
+                        if record.kind == "epoch_end":
+                            finished = record.epoch  # type: ignore[attr-defined]
+                        began = began or record.kind == "train_begin"
+                        ended = ended or record.kind == "train_end"
+                    elif isinstance(record, Decision):
+                        if record.source in labels:
+                            recorded.append(record)
+                        if isinstance(record, StopTraining):
+                            stopped = True
+                        elif isinstance(record, SetLearningRate):
+                            lr = record.value
         finally:
             self._replaying = False
         # seq goes on after the highest in any log being continued: one may be ahead of the

@@ -27,8 +27,18 @@ from typing import Any
 from .bus import Bus
 from .effective import effective_records, read_effective
 from .errors import ReplayError
+from .log import read_log
 from .plugin import plugin_name
-from .records import Decision, Header, Observation, PluginSpec, Record, same_values
+from .records import (
+    KINDS,
+    OBSERVATION_KINDS,
+    Decision,
+    Header,
+    Observation,
+    PluginSpec,
+    Record,
+    same_values,
+)
 from .registry import Registry
 from .registry import registry as default_registry
 
@@ -36,6 +46,7 @@ __all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "same_deci
 
 # Fields that differ between a live run and its replay without meaning anything.
 _ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
+_ALWAYS_FED = frozenset({"train_begin", "train_end", "epoch_begin", "epoch_end", "batch_end"})
 
 
 @dataclass(frozen=True)
@@ -189,14 +200,23 @@ def replay(
     ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
     replay only recomputes.
     """
-    records = read_effective(log)
-    header = next(records, None)
+    where = log
+    if not isinstance(log, (str, os.PathLike)):
+        log, where = list(log), "the records given"  # read twice below: the header first
+    header = next(read_log(log), None)
     if not isinstance(header, Header):
-        raise ReplayError(f"{log}: not an event log (no header record)")
+        raise ReplayError(f"{where}: not an event log (no header record)")
     instances = _build_plugins(header, list(plugins or ()), dict(overrides or {}),
                                registry or default_registry)
     bus = Bus(instances, run_id=header.run_id, learning_rate=header.meta.get("learning_rate"))
     bus._replaying = True
+    # Records no plugin is given are not built (their lines are still read and checked): for
+    # most runs, every batch_begin. The epochs' and batch_end's are always fed: replay looks
+    # at the former, and the latter keep bus.step right.
+    unseen = {kind for kind in OBSERVATION_KINDS if kind not in _ALWAYS_FED
+              and not bus.subscribes(kind)}
+    records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
+    next(records)  # the header
     labels = {bus.label(p) for p in instances}
     decisions: list[Decision] = []
     recorded: list[Decision] = []

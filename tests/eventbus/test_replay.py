@@ -95,6 +95,56 @@ class TestReplay:
         result = replay(tmp_path / "run.parquet", verify=True, registry=registry)
         assert result.ok and result.stopped_at == 3
 
+    def test_plugins_see_what_they_saw_live_though_unseen_kinds_are_not_built(self, tmp_path):
+        """Replay builds no record of a kind no plugin subscribes to; a plugin subscribing to
+        one still gets every one, and bus.step at each epoch end is what it was live."""
+
+        class Watcher(Plugin):
+            def __init__(self, kinds=("epoch_end",)):
+                self.kinds = list(kinds)
+                self.seen: list[tuple] = []
+                self.bus = None
+                for hook in ("on_batch_begin", "on_test_batch_end"):
+                    if hook[3:] not in self.kinds:
+                        self.unsubscribe(hook)
+
+            @hookimpl
+            def on_attach(self, bus):
+                self.bus = bus
+
+            @hookimpl
+            def on_batch_begin(self, event):
+                self.seen.append(("batch_begin", event.seq, self.bus.step))
+
+            @hookimpl
+            def on_test_batch_end(self, event):
+                self.seen.append(("test_batch_end", event.seq, self.bus.step))
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                self.seen.append(("epoch_end", event.seq, self.bus.step))
+
+        path = tmp_path / "run.jsonl"
+        for kinds in (["epoch_end"], ["epoch_end", "batch_begin", "test_batch_end"]):
+            live = Watcher(kinds)
+            with Bus([live], log=path) as bus:
+                bus.train_begin()
+                for epoch in range(2):
+                    bus.epoch_begin(epoch)
+                    for batch in range(3):
+                        bus.batch_begin(batch)
+                        bus.batch_end(batch, {"loss": 1.0})
+                    bus.test_begin()
+                    bus.test_batch_end(0, {"loss": 1.0})
+                    bus.test_end({"loss": 1.0})
+                    bus.epoch_end(epoch, {"loss": 1.0})
+                bus.train_end()
+            again = Watcher(kinds)
+            replay(path, plugins=[again])
+            assert again.seen == live.seen
+            assert [seen[0] for seen in live.seen].count("epoch_end") == 2
+            assert live.seen[-1][2] == 6
+
     def test_what_if_with_overrides(self, tmp_path, registry):
         """overrides answer 'would patience=3 have stopped later?' from the same log."""
         path = tmp_path / "run.jsonl"
