@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .effective import read_effective
+from .effective import effective_records
+from .log import read_log
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -120,8 +121,9 @@ def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
 
 def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
     """Summarise the run recorded in ``log`` (a path in either format, or records)."""
-    # The batches are most of a long run's records and nothing here looks at them.
-    records = list(read_effective(log, kinds=_AUDITED))
+    # The batches are most of a long run's records and nothing here looks at them. The
+    # resumed records are among those kept, so the abandoned ones are found in memory.
+    records = effective_records(read_log(log, kinds=_AUDITED))
     header = records[0]
     if not isinstance(header, Header):
         raise ValueError(f"{log}: not an event log (no header record)")

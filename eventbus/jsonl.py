@@ -278,12 +278,13 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
 def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:
     """The records of ``kinds`` in a JSON Lines log, as dicts, found without reading the rest.
 
-    Only lines holding a kind's name, or a ``\\u`` escape (JSON may spell any letter so;
-    orjson never does), are parsed: a byte search skips the others, so for rare kinds this
-    costs a small part of reading the log. Nothing is checked: a damaged line is left to the
-    reader, which reports it where it is.
+    Only lines holding a kind's name, or a backslash (JSON may spell any letter as a ``\\u``
+    escape; orjson never does), are parsed: a byte search skips the others, so for rare kinds
+    this costs a small part of reading the log (the backslash is a one-byte search, many times
+    faster than one for ``\\u``). Nothing is checked: a damaged line is left to the reader,
+    which reports it where it is.
     """
-    needles = [kind.encode() for kind in kinds] + [b"\\u"]
+    needles = [kind.encode() for kind in kinds] + [b"\\"]
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
