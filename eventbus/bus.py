@@ -997,14 +997,14 @@ class Bus:
 
     def _continued_seqs(self, log: str | os.PathLike[str]) -> list[int]:
         """The last seq of every other log this bus appends to."""
-        from .log import read_log
+        from .log import last_seq
 
         seqs = []
         for writer in self._writers:
             path = getattr(writer, "path", None)
             if id(writer) in self._continued and path is not None and not _same_path(writer, log):
                 try:
-                    seqs.append(max((r.seq for r in read_log(path)), default=0))
+                    seqs.append(last_seq(path) or 0)
                 except Exception as exc:  # a damaged second log must not stop the resume
                     warnings.warn(f"resume: cannot read {path} ({type(exc).__name__}: {exc}); "
                                   "its seq is not taken into account", stacklevel=3)

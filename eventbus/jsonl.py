@@ -34,8 +34,8 @@ from .records import (
     trusted,
 )
 
-__all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "read_jsonl",
-           "truncate_torn_tail"]
+__all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
+           "read_jsonl", "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -273,6 +273,28 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
         raise LogCorruptError(f"{where}: invalid {kind} record: {exc}", path=where,
                               line=line) from None
 
+
+
+def last_seq(path: str | os.PathLike[str]) -> int | None:
+    """The seq of the last whole record of a JSON Lines log, read from its end: the highest,
+    since seq only grows. Lines that are not records (a torn tail) are passed over."""
+    with open(path, "rb") as file:
+        pos = file.seek(0, os.SEEK_END)
+        start = b""  # the first, maybe partial, line of the piece read last
+        while pos > 0:
+            step = min(_CHUNK, pos)
+            pos -= step
+            file.seek(pos)
+            lines = (file.read(step) + start).split(b"\n")
+            start = lines.pop(0) if pos > 0 else b""
+            for line in reversed(lines):
+                try:
+                    seq = orjson.loads(line)["seq"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if type(seq) is int:
+                    return seq
+    return None
 
 
 def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:

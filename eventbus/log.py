@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import LogError
 from .records import Header, Record
 
-__all__ = ["RecordWriter", "is_parquet", "open_writer", "read_header", "read_log"]
+__all__ = ["RecordWriter", "is_parquet", "last_seq", "open_writer", "read_header", "read_log"]
 
 
 @runtime_checkable
@@ -95,6 +95,16 @@ def read_log(log: str | os.PathLike[str] | Iterable[Record], *, validate: bool =
         from .jsonl import read_jsonl
 
         yield from read_jsonl(path, validate=validate, kinds=kinds)
+
+
+def last_seq(path: str | os.PathLike[str]) -> int | None:
+    """The highest seq in the log at ``path`` (None if it holds no record), without reading
+    the whole log: the last whole line of JSON Lines, the ``seq`` column of Parquet."""
+    if is_parquet(path):
+        from .parquet import last_seq as highest
+    else:
+        from .jsonl import last_seq as highest
+    return highest(path)
 
 
 def read_header(log: str | os.PathLike[str] | Iterable[Record]) -> Header:

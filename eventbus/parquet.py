@@ -41,7 +41,8 @@ from .jsonl import _check_version, _skipped, to_record
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
-__all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "read_parquet"]
+__all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
+           "read_parquet"]
 
 _IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
@@ -492,6 +493,19 @@ def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
                                       if value is not None}
                 yield record
             row += batch.num_rows
+
+
+def last_seq(path: str | os.PathLike[str]) -> int | None:
+    """The highest seq in a Parquet log, from its ``seq`` column alone."""
+    import pyarrow.compute as pc
+
+    highest = None
+    for file in _log_files(Path(path)):
+        for batch in _batches(file, _open(file), columns=["seq"]):
+            top = pc.max(batch.column("seq")).as_py()
+            if top is not None and (highest is None or top > highest):
+                highest = top
+    return highest
 
 
 def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventbus import LogCorruptError, SchemaVersionError, TornLogWarning, read_log
+from eventbus import LogCorruptError, SchemaVersionError, TornLogWarning, jsonl, read_log
 from eventbus import records as r
 from eventbus.jsonl import JsonlWriter, truncate_torn_tail
+from eventbus.log import last_seq
 from eventbus.parquet import ParquetWriter
 
 from record_strategies import any_record, same
@@ -80,6 +81,12 @@ class TestRoundTrip:
 
     @tmp_settings
     @given(records=runs())
+    def test_the_last_seq_is_the_highest_read(self, tmp_path_factory, fmt, records):
+        path = write(WRITERS[fmt], log_path(tmp_path_factory.mktemp("r"), fmt), records)
+        assert last_seq(path) == max(record.seq for record in read_log(path))
+
+    @tmp_settings
+    @given(records=runs())
     def test_validated_reading_agrees_with_fast_reading(self, tmp_path_factory, fmt, records):
         """validate=True and the default fast path give the same records."""
         path = log_path(tmp_path_factory.mktemp("v"), fmt)
@@ -121,7 +128,8 @@ class TestJsonlDamage:
     @settings(max_examples=150, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(data=st.data())
-    def test_a_log_cut_at_any_byte_reads_back_as_a_prefix(self, log, tmp_path, data):
+    def test_a_log_cut_at_any_byte_reads_back_as_a_prefix(self, log, tmp_path, data,
+                                                          monkeypatch):
         """A crash can cut the file anywhere: what reads back is a prefix of the records."""
         path, records = log
         raw = path.read_bytes()
@@ -140,6 +148,10 @@ class TestJsonlDamage:
         assert len(back) in (whole_lines, whole_lines + 1)
         torn = cut > 0 and raw[cut - 1:cut] != b"\n" and len(back) == whole_lines
         assert any(issubclass(w.category, TornLogWarning) for w in caught) == torn
+        # The highest seq, read from the end alone, in pieces down to a few bytes.
+        for piece in (5, 64, 1 << 20):
+            monkeypatch.setattr(jsonl, "_CHUNK", piece)
+            assert last_seq(cut_path) == (back[-1].seq if back else None)
 
     def test_a_corrupt_line_in_the_middle_names_file_and_line(self, log):
         """Damage that is not at the end is an error with the line number."""
