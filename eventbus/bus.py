@@ -890,18 +890,12 @@ class Bus:
         the run had already been stopped, and ``seq`` continues the log's. Returns False when
         ``log`` does not exist (nothing to resume).
         """
-        from .effective import find_kinds, is_abandoned, read_effective, spans_of
+        from .effective import read_effective
         from .replay import same_decision
 
         if not os.path.exists(log) or os.path.getsize(log) == 0:
             return False  # nothing was recorded before the crash: a fresh start
-        # Where the run goes on from, found before the log is read in full (which then streams,
-        # however long the run): the last finished epoch outside an abandoned partial one.
-        found = find_kinds(log, ("resumed", *_RESUME_POINTS))
-        spans = spans_of(found)
-        ends = [r["seq"] for r in found if r.get("kind") in _RESUME_POINTS
-                and type(r.get("seq")) is int and not is_abandoned(r["seq"], spans)]
-        boundary = max(ends, default=None)
+        spans, boundary = _resume_point(log)
         records = read_effective(log, spans=spans)
         header = next(records, None)
         if not isinstance(header, Header):
@@ -1138,6 +1132,19 @@ def _resume_source(targets: list[Any]) -> str | None:
         if isinstance(target, (str, os.PathLike)) and not str(target).endswith(".parquet"):
             return os.fspath(target)
     return None
+
+
+def _resume_point(log: str | os.PathLike[str]) -> tuple[list[tuple[int, int]], int | None]:
+    """The log's abandoned spans, and the seq of its last ``train_begin``, ``epoch_end`` or
+    ``train_end`` outside them (None if it has none): a resumed run goes on after that record
+    and the decisions it caused. Found by a quick search, before the log is read in full."""
+    from .effective import find_kinds, is_abandoned, spans_of
+
+    found = find_kinds(log, ("resumed", *_RESUME_POINTS))
+    spans = spans_of(found)
+    ends = [r["seq"] for r in found if r.get("kind") in _RESUME_POINTS
+            and type(r.get("seq")) is int and not is_abandoned(r["seq"], spans)]
+    return spans, max(ends, default=None)
 
 
 def _as_list(log: Any) -> list[Any]:
