@@ -23,6 +23,7 @@ _MODULES = {
     "TorchModel": "torch",
     "TorchTransport": "distributed",
     "audit_ranks": "distributed",
+    "checked_rank_logs": "distributed",
     "from_keras_callback": "keras",
     "rank_log_path": "distributed",
     "rank_logs": "distributed",

@@ -44,8 +44,9 @@ Error tree (all :class:`~eventbus.EventBusError`)::
     DistributedError(RuntimeError)      ranks out of step, a transport failure
     └── RankTimeoutError(TimeoutError)  a rank never answered; .ranks names it
 
-Reading: :func:`rank_logs`, :func:`read_rank_logs`, :func:`replay_ranks`, :func:`audit_ranks`
-and :func:`render_ranks` read one rank's log or all of them together.
+Reading: :func:`rank_logs`, :func:`checked_rank_logs`, :func:`read_rank_logs`,
+:func:`replay_ranks`, :func:`audit_ranks` and :func:`render_ranks` read one rank's log or all
+of them together.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ __all__ = [
     "TorchTransport",
     "Transport",
     "audit_ranks",
+    "checked_rank_logs",
     "rank_log_path",
     "rank_logs",
     "read_rank_logs",
@@ -596,8 +598,15 @@ def read_rank_logs(log: str | os.PathLike[str]) -> dict[int, list[Record]]:
     """Every rank's records, by rank; checks they are one run and no rank's log is missing."""
     from eventbus.log import read_log
 
-    out = {rank: list(read_log(path)) for rank, path in rank_logs(log).items()}
-    headers = {rank: records[0] for rank, records in out.items()}
+    return {rank: list(read_log(path)) for rank, path in checked_rank_logs(log).items()}
+
+
+def checked_rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
+    """:func:`rank_logs`, checked from their headers to be one run with no rank's log missing."""
+    from eventbus.log import read_header
+
+    out = rank_logs(log)
+    headers = {rank: read_header(path) for rank, path in out.items()}
     runs = {h.run_id for h in headers.values()}
     if len(runs) > 1:
         raise LogError(f"{log}: the rank logs are from different runs ({sorted(runs)})",
@@ -612,10 +621,11 @@ def read_rank_logs(log: str | os.PathLike[str]) -> dict[int, list[Record]]:
     return out
 
 
-def _first_stop(records: Iterable[Record]) -> StopTraining | None:
-    from eventbus.effective import effective_records
+def _first_stop(log: str | os.PathLike[str] | Iterable[Record]) -> StopTraining | None:
+    from eventbus.effective import read_effective
 
-    return next((r for r in effective_records(records) if isinstance(r, StopTraining)), None)
+    return next((r for r in read_effective(log, kinds=("stop_training",))
+                 if isinstance(r, StopTraining)), None)
 
 
 @dataclass
@@ -677,9 +687,9 @@ def replay_ranks(log: str | os.PathLike[str], **kwargs: Any) -> RanksReplay:
 
     kwargs.setdefault("verify", True)
     given = list(kwargs.pop("plugins", None) or ())
-    records = read_rank_logs(log)
-    results = {rank: replay(recs, plugins=[*given, AgreedDecisions.from_log(recs)], **kwargs)
-               for rank, recs in records.items()}
+    paths = checked_rank_logs(log)  # each read as it is replayed: none is held in memory
+    results = {rank: replay(path, plugins=[*given, AgreedDecisions.from_log(path)], **kwargs)
+               for rank, path in paths.items()}
     stops = {rank: r.stopped_at for rank, r in results.items() if r.stopped_at is not None}
     stopped_at = min(stops.values()) if stops else None
     # Who asked: the ranks whose own plugins (not the agreement) stopped the replay.
@@ -687,8 +697,8 @@ def replay_ranks(log: str | os.PathLike[str], **kwargs: Any) -> RanksReplay:
                 if any(d.kind == "stop_training" and d.source != AGREEMENT
                        and d.epoch == stopped_at for d in r.decisions))
     recorded = {}
-    for rank, recs in records.items():
-        stop = _first_stop(recs)
+    for rank, path in paths.items():
+        stop = _first_stop(path)
         recorded[rank] = stop.epoch if stop is not None else None
     problems = [f"rank {rank}: {res.mismatch}" for rank, res in results.items()
                 if res.mismatch is not None]
@@ -705,7 +715,7 @@ def audit_ranks(log: str | os.PathLike[str]) -> dict[int, Any]:
     """:func:`eventbus.audit.audit` of every rank's log, by rank."""
     from eventbus.audit import audit
 
-    return {rank: audit(records) for rank, records in read_rank_logs(log).items()}
+    return {rank: audit(path) for rank, path in checked_rank_logs(log).items()}
 
 
 def render_ranks(audits: Mapping[int, Any], *, decisions: bool = True) -> str:

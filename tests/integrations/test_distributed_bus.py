@@ -22,6 +22,7 @@ from eventbus.integrations.distributed import (  # noqa: E402
     AGREEMENT,
     DistributedBus,
     audit_ranks,
+    checked_rank_logs,
     rank_log_path,
     rank_logs,
     read_rank_logs,
@@ -172,6 +173,30 @@ class TestSingleProcess:
         for event in epochs(val_loss=[0.5, 0.6, 0.7]):
             plain.publish(event)
         assert plain.stop_training
+
+    def test_rank_logs_of_other_runs_or_a_missing_rank_are_refused(self, tmp_path):
+        """The headers alone tell: one run id for all ranks, and every rank of the world."""
+        from eventbus import LogError
+
+        def rank_log(rank: int, run_id: str, world: int) -> None:
+            with Bus([], log=rank_log_path(tmp_path / "events.jsonl", rank), run_id=run_id,
+                     meta={"world_size": world}) as bus:
+                bus.train_begin()
+                bus.epoch_end(0, {"loss": 1.0})
+
+        rank_log(0, "a", 3)
+        rank_log(2, "a", 3)
+        with pytest.raises(LogError, match="had 3 ranks but rank 1 left no log"):
+            checked_rank_logs(tmp_path / "events.jsonl")
+        rank_log(1, "b", 3)
+        with pytest.raises(LogError, match=r"from different runs \(\['a', 'b'\]\)"):
+            audit_ranks(tmp_path / "events.jsonl")
+        rank_log(1, "a", 3)
+        paths = checked_rank_logs(tmp_path / "events.jsonl")
+        assert list(paths) == [0, 1, 2]
+        assert {rank: [r.kind for r in records]
+                for rank, records in read_rank_logs(tmp_path / "events.jsonl").items()} == \
+            dict.fromkeys(paths, ["header", "train_begin", "epoch_end"])
 
     def test_rank_log_path(self):
         """{rank} is filled in; otherwise .rank{R} goes before the extension."""
