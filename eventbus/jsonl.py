@@ -274,7 +274,6 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
                               line=line) from None
 
 
-
 def last_seq(path: str | os.PathLike[str]) -> int | None:
     """The seq of the last whole record of a JSON Lines log, read from its end: the highest,
     since seq only grows. Lines that are not records (a torn tail) are passed over."""
