@@ -20,6 +20,7 @@ import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from time import time as _time
 from typing import Any, Literal
 
@@ -114,8 +115,8 @@ class Bus:
     meta:
         Extra facts about the run for the log header (plain data).
     resume:
-        Continue the run recorded in ``log`` (its JSON Lines file) if there is one: see
-        :meth:`resume`. With no log yet, the run simply starts.
+        Continue the run recorded in ``log`` (its first JSON Lines file, else its first Parquet
+        log) if there is one: see :meth:`resume`. With no log yet, the run simply starts.
 
     Subclasses (the distributed bus) may override ``_apply(decision)``, calling the base, to see
     every decision as it is applied, and may make ``stop_training`` a property.
@@ -1115,7 +1116,13 @@ class Bus:
 
 
 def _has_records(path: str | os.PathLike[str] | None) -> bool:
-    return path is not None and os.path.isfile(path) and os.path.getsize(path) > 0
+    if path is None:
+        return False
+    if os.path.isdir(path):  # a Parquet log: its segments hold its records
+        from .parquet_segments import segments
+
+        return bool(segments(Path(path)))
+    return os.path.isfile(path) and os.path.getsize(path) > 0
 
 
 def _same_path(writer: object, path: str | os.PathLike[str]) -> bool:
@@ -1127,11 +1134,13 @@ def _same_path(writer: object, path: str | os.PathLike[str]) -> bool:
 
 
 def _resume_source(targets: list[Any]) -> str | None:
-    """The JSON Lines log among ``targets`` to resume from (the most complete record)."""
-    for target in targets:
-        if isinstance(target, (str, os.PathLike)) and not str(target).endswith(".parquet"):
-            return os.fspath(target)
-    return None
+    """The log among ``targets`` to resume from: the first JSON Lines one, else the first
+    Parquet one (both are flushed at the same points; JSON Lines also keeps the records of a
+    partial epoch, which the resume abandons anyway)."""
+    from .log import is_parquet
+
+    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
 
 
 def _resume_point(log: str | os.PathLike[str]) -> tuple[list[tuple[int, int]], int | None]:

@@ -1,7 +1,8 @@
 """A training run for the crash tests: started as a subprocess and killed with SIGKILL.
 
-Usage: python crash_worker.py LOG [--delay SECONDS]. Deterministic: the metrics depend only on
-the epoch and batch, so an interrupted-and-resumed run must decide exactly as a clean one.
+Usage: python crash_worker.py LOG[,LOG...] [--delay SECONDS]. Deterministic: the metrics depend
+only on the epoch and batch, so an interrupted-and-resumed run must decide exactly as a clean
+one.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def val_loss(epoch: int) -> float:
 
 
 def main(path: str, delay: float) -> None:
-    bus = Bus([Plateau(), NanWatch()], log=path, learning_rate=0.1, resume=True)
+    bus = Bus([Plateau(), NanWatch()], log=path.split(","), learning_rate=0.1, resume=True)
     print(f"started at epoch {bus.initial_epoch}", flush=True)
     bus.train_begin({"epochs": EPOCHS})
     for epoch in range(bus.initial_epoch, EPOCHS):

@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from eventbus import Bus, read_log
@@ -46,19 +47,26 @@ def test_the_clean_run_makes_decisions(clean_run):
     assert "set_learning_rate" in kinds and kinds[-1] == "stop_training"
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, clean_run, seed):
-    """SIGKILL at random moments, resume each time: same decisions, a whole log."""
+@pytest.mark.parametrize(("seed", "logs"), [
+    (0, ["events.jsonl"]), (1, ["events.jsonl"]), (2, ["events.jsonl"]),
+    (3, ["events.jsonl", "events.parquet"]), (4, ["events.parquet"]), (5, ["events.parquet"])])
+def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, clean_run, seed,
+                                                                      logs):
+    """SIGKILL at random moments, resume each time: same decisions, whole logs. A Parquet log
+    alone is resumed from; next to a JSON Lines log it is appended to, no row written twice."""
     rng = random.Random(seed)
-    path = tmp_path / "events.jsonl"
-    kills = kill_until_done([sys.executable, str(WORKER), str(path), "--delay", "0.004"],
-                            rng, later_delay=0.4)  # a clean run takes about 0.4 s
+    paths = [tmp_path / log for log in logs]
+    kills = kill_until_done([sys.executable, str(WORKER), ",".join(map(str, paths)), "--delay",
+                             "0.004"], rng, later_delay=0.4)  # a clean run: about 0.4 s
     assert kills >= 1
-    assert decisions(path) == clean_run
-    records = list(read_log(path))
-    seqs = [rec.seq for rec in records]
-    assert seqs == sorted(set(seqs)), "seq strictly increasing across resumes"
-    assert sum(rec.kind == "resumed" for rec in records) >= 1
+    for path in paths:
+        assert decisions(path) == clean_run
+        records = list(read_log(path))
+        assert sum(rec.kind == "resumed" for rec in records) >= 1
+        # As stored: pandas and pyarrow read the file without this library's reader.
+        seqs = pq.read_table(path).column("seq").to_pylist() if path.suffix == ".parquet" \
+            else [rec.seq for rec in records]
+        assert seqs == sorted(set(seqs)), "seq strictly increasing across resumes"
 
 
 def test_a_finished_run_resumes_as_stopped(tmp_path, clean_run):
