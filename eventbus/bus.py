@@ -894,7 +894,7 @@ class Bus:
         from .effective import read_effective
         from .replay import same_decision
 
-        if not os.path.exists(log) or os.path.getsize(log) == 0:
+        if not _has_records(log):
             return False  # nothing was recorded before the crash: a fresh start
         spans, boundary = _resume_point(log)
         records = read_effective(log, spans=spans)

@@ -79,10 +79,12 @@ def test_a_finished_run_resumes_as_stopped(tmp_path, clean_run):
     assert decisions(path) == clean_run
 
 
-def test_no_log_yet_simply_starts(tmp_path):
-    """resume=True without a log is a fresh run."""
-    bus = Bus([], log=tmp_path / "new.jsonl", resume=True)
+@pytest.mark.parametrize("log", ["new.jsonl", "new.parquet"])
+def test_no_log_yet_simply_starts(tmp_path, log):
+    """resume=True without a log, or with an empty one, is a fresh run."""
+    bus = Bus([], log=tmp_path / log, resume=True)
     assert bus.initial_epoch == 0 and not bus.stop_training
+    assert bus.resume(tmp_path / log) is False  # the directory or file is there, empty
     bus.close()
 
 
