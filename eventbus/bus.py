@@ -546,11 +546,11 @@ class Bus:
         if self._replaying and kind in ("epoch_begin", "epoch_end") and self._lr is not None:
             record = record.model_copy(
                 update={"logs": {**record.logs, "learning_rate": self._lr}})
-        if self._writers:  # nothing fed is written
-            with self._writers_aside():
-                return self.feed(record, side_effects=side_effects)
         self._feeding = True  # outcomes queued by report() wait for the real writers
         try:
+            if self._writers:  # nothing fed is written
+                with self._writers_aside():
+                    return self._dispatch(record, handlers)
             return self._dispatch(record, handlers)
         finally:
             self._feeding = False
@@ -892,6 +892,7 @@ class Bus:
         ``log`` does not exist (nothing to resume).
         """
         from .effective import read_effective
+        from .log import last_seq
         from .replay import same_decision
 
         if not _has_records(log):
@@ -919,20 +920,16 @@ class Bus:
         recorded: list[Decision] = []
         replayed: list[Decision] = []
         stopped, lr = False, None  # what the log's decisions did to the control state
-        last_seq = from_seq = header.seq
+        from_seq = header.seq
         finished: int | None = None  # the last finished epoch
         began = ended = False
-        keeping = boundary is not None
         self._replaying = True
         try:
             with self._writers_aside():  # fed, not written again
                 for record in records:
-                    last_seq = max(last_seq, record.seq)
-                    if not keeping:
-                        continue  # the partial epoch the loop runs again: read only for its seq
-                    if record.seq > boundary and isinstance(record, Observation):  # type: ignore[operator]
-                        keeping = False  # past the last finished epoch and its decisions
-                        continue
+                    if boundary is None or (record.seq > boundary
+                                            and isinstance(record, Observation)):
+                        break  # past the last finished epoch and its decisions: the loop reruns
                     from_seq = record.seq
                     for writer in fresh:
                         writer.write(record.model_dump())
@@ -951,9 +948,10 @@ class Bus:
                             lr = record.value
         finally:
             self._replaying = False
-        # seq goes on after the highest in any log being continued: one may be ahead of the
-        # log resumed from (a backup synced at epoch_begin, the main log flushed at epoch_end).
-        self._seq = max([last_seq, *self._continued_seqs(log)])
+            records.close()
+        # seq goes on after the highest in the log and in any other log being continued: one
+        # may be ahead (a backup synced at epoch_begin, the main log flushed at epoch_end).
+        self._seq = max([last_seq(log) or 0, *self._continued_seqs(log)])
         # What the log says happened is what happened to the model: it sets the control state
         # even if the plugins given now would decide otherwise (a warning below says so).
         if stopped:
