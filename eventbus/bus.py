@@ -70,8 +70,6 @@ _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_at
 _new = object.__new__
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-# A resumed run goes on after the last of these (and the decisions it caused).
-_RESUME_POINTS = ("train_begin", "epoch_end", "train_end")
 _TRUSTED_BATCH_END = _TRUSTED[BatchEnd]
 
 
@@ -891,14 +889,14 @@ class Bus:
         the run had already been stopped, and ``seq`` continues the log's. Returns False when
         ``log`` does not exist (nothing to resume).
         """
-        from .effective import read_effective
+        from .effective import read_effective, resume_point
         from .log import last_seq
         from .replay import same_decision
 
         if not _has_records(log):
             return False  # nothing was recorded before the crash: a fresh start
-        spans, boundary = _resume_point(log)
-        records = read_effective(log, spans=spans)
+        point = resume_point(log)  # where the run goes on, found before the log is read
+        records = read_effective(log, spans=point.spans)
         header = next(records, None)
         if not isinstance(header, Header):
             raise LogError(f"{log}: cannot resume: the log has no header record", path=str(log))
@@ -921,22 +919,19 @@ class Bus:
         replayed: list[Decision] = []
         stopped, lr = False, None  # what the log's decisions did to the control state
         from_seq = header.seq
-        finished: int | None = None  # the last finished epoch
         began = ended = False
         self._replaying = True
         try:
             with self._writers_aside():  # fed, not written again
                 for record in records:
-                    if boundary is None or (record.seq > boundary
-                                            and isinstance(record, Observation)):
+                    if point.seq is None or (record.seq > point.seq
+                                             and isinstance(record, Observation)):
                         break  # past the last finished epoch and its decisions: the loop reruns
                     from_seq = record.seq
                     for writer in fresh:
                         writer.write(record.model_dump())
                     if isinstance(record, Observation):
                         replayed.extend(self.feed(record))
-                        if record.kind == "epoch_end":
-                            finished = record.epoch  # type: ignore[attr-defined]
                         began = began or record.kind == "train_begin"
                         ended = ended or record.kind == "train_end"
                     elif isinstance(record, Decision):
@@ -961,6 +956,7 @@ class Bus:
         if self._lr is not None and self.model is not None and hasattr(self.model,
                                                                        "learning_rate"):
             self.model.learning_rate = self._lr
+        finished = point.epoch  # the last finished epoch
         self.initial_epoch = finished + 1 if finished is not None else 0
         # The loop runs unchanged on a resumed run: its train_begin must not reset the plugins'
         # restored state, and a finished run's train_end is not published twice.
@@ -1139,19 +1135,6 @@ def _resume_source(targets: list[Any]) -> str | None:
 
     paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
     return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
-
-
-def _resume_point(log: str | os.PathLike[str]) -> tuple[list[tuple[int, int]], int | None]:
-    """The log's abandoned spans, and the seq of its last ``train_begin``, ``epoch_end`` or
-    ``train_end`` outside them (None if it has none): a resumed run goes on after that record
-    and the decisions it caused. Found by a quick search, before the log is read in full."""
-    from .effective import find_kinds, is_abandoned, spans_of
-
-    found = find_kinds(log, ("resumed", *_RESUME_POINTS))
-    spans = spans_of(found)
-    ends = [r["seq"] for r in found if r.get("kind") in _RESUME_POINTS
-            and type(r.get("seq")) is int and not is_abandoned(r["seq"], spans)]
-    return spans, max(ends, default=None)
 
 
 def _as_list(log: Any) -> list[Any]:

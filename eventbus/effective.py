@@ -16,15 +16,18 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .log import is_parquet, read_log
 from .records import Record, Resumed
 
-__all__ = ["abandoned_spans", "effective_records", "find_kinds", "is_abandoned",
-           "read_effective", "spans_of"]
+__all__ = ["ResumePoint", "abandoned_spans", "effective_records", "find_kinds", "is_abandoned",
+           "read_effective", "resume_point", "spans_of"]
 
 Spans = list[tuple[int, int]]
+# A resumed run goes on after the last of these (and the decisions it caused).
+_RESUME_POINTS = ("train_begin", "epoch_end", "train_end")
 
 
 def find_kinds(log: str | os.PathLike[str], kinds: Collection[str]) -> list[dict[str, Any]]:
@@ -65,6 +68,30 @@ def spans_of(found: Iterable[dict[str, Any]]) -> Spans:
         if record.get("kind") == "resumed" and type(seq) is int and type(from_seq) is int:
             marks.append((seq, from_seq))
     return abandoned_spans(marks)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run recorded in a log goes on when resumed."""
+
+    #: The log's abandoned spans (:func:`abandoned_spans`).
+    spans: Spans
+    #: The seq of its last ``train_begin``, ``epoch_end`` or ``train_end`` outside them: the
+    #: run goes on after that record and the decisions it caused. None: none, only the header.
+    seq: int | None
+    #: The last finished epoch (of the last ``epoch_end`` outside them), or None.
+    epoch: int | None
+
+
+def resume_point(log: str | os.PathLike[str]) -> ResumePoint:
+    """Where the run in ``log`` goes on, found by a quick search before the log is read."""
+    found = find_kinds(log, ("resumed", *_RESUME_POINTS))
+    spans = spans_of(found)
+    kept = [r for r in found if r.get("kind") in _RESUME_POINTS and type(r.get("seq")) is int
+            and not is_abandoned(r["seq"], spans)]
+    ends = [r.get("epoch") for r in kept if r["kind"] == "epoch_end"]
+    return ResumePoint(spans, kept[-1]["seq"] if kept else None,
+                       ends[-1] if ends and type(ends[-1]) is int else None)
 
 
 def _kept(records: Iterable[Record], spans: Spans) -> Iterator[Record]:

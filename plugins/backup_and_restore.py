@@ -48,14 +48,9 @@ def resume_epoch(log: str) -> tuple[str, int]:
     is run again, and a ``resumed`` record's abandoned records do not count.
     """
     from eventbus import read_header
-    from eventbus.effective import find_kinds, is_abandoned, spans_of
+    from eventbus.effective import resume_point
 
-    found = find_kinds(log, ("resumed", "epoch_end"))  # a quick search, not a full read
-    spans = spans_of(found)
-    finished = [r.get("epoch") for r in found
-                if r.get("kind") == "epoch_end" and type(r.get("seq")) is int
-                and not is_abandoned(r["seq"], spans)]
-    last = finished[-1] if finished and isinstance(finished[-1], int) else None
+    last = resume_point(log).epoch  # a quick search, not a full read
     return read_header(log).run_id, (last + 1 if last is not None else 0)
 
 
