@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -356,9 +356,17 @@ def _skipped(kinds: Collection[str] | None) -> frozenset[str]:
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
+    return typed(iter_jsonl_dicts(path), lambda number: f"{path}:{number}", validate=validate,
+                 kinds=kinds)
+
+
+def typed(records: Iterable[dict[str, Any]], where: Callable[[int], str], *, validate: bool,
+          kinds: Collection[str] | None) -> Iterator[Record]:
+    """Stored dicts as typed records (see :func:`eventbus.read_log` for ``validate`` and
+    ``kinds``). ``where(number)`` names a record in an error; it is called for no other."""
     fast = {} if validate else _FAST
     skipped = _skipped(kinds)
-    for number, record in enumerate(iter_jsonl_dicts(path), 1):
+    for number, record in enumerate(records, 1):
         kind = record["kind"]
         if kind in skipped:
             continue
@@ -369,4 +377,4 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
             set_model_dict(event, record)
             yield event
         else:
-            yield to_record(record, validate=validate, where=f"{path}:{number}", line=number)
+            yield to_record(record, validate=validate, where=where(number), line=number)

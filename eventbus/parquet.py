@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError
-from .jsonl import _check_version, _skipped, to_record
+from .jsonl import _check_version, typed
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
@@ -536,9 +536,5 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
 def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,
                  kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a Parquet log, typed; see :func:`eventbus.read_log`."""
-    skipped = _skipped(kinds)
-    for number, record in enumerate(iter_parquet_dicts(path), 1):
-        if record["kind"] in skipped:
-            continue
-        yield to_record(record, validate=validate, where=f"{path} (record {number})",
-                        line=number)
+    return typed(iter_parquet_dicts(path), lambda number: f"{path} (record {number})",
+                 validate=validate, kinds=kinds)
