@@ -176,18 +176,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]]) -> int:
-    from .replay import replay
+    from .replay import replay_each
 
     plugin, param, values = _split_assignment(spec, "--sweep")
     choices = [_parse_value(v) for v in values.split(",") if v != ""]
     if not choices:
         raise UsageError(f"--sweep {spec!r}: give at least one value")
-    rows = []
-    recorded_stop = None
+    variants = []
     for value in choices:
         overrides = {k: dict(v) for k, v in base.items()}
         overrides.setdefault(plugin, {})[param] = value
-        result = replay(log, overrides=overrides)
+        variants.append(overrides)
+    rows = []
+    recorded_stop = None
+    for value, result in zip(choices, replay_each(log, variants)):  # the log read once
         recorded_stop = result.recorded_stop
         lr = sum(d.kind == "set_learning_rate" for d in result.decisions)
         rows.append((repr(value), _ep(result.stopped_at),

@@ -42,7 +42,8 @@ from .records import (
 from .registry import Registry
 from .registry import registry as default_registry
 
-__all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "same_decision"]
+__all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "replay_each",
+           "same_decision"]
 
 # Fields that differ between a live run and its replay without meaning anything.
 _ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
@@ -182,6 +183,60 @@ def _parameters(cls: type) -> set[str] | None:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+class _Replaying:
+    """One replay under way: the rebuilt plugins on a bus of their own, fed record by record."""
+
+    def __init__(self, header: Header, plugins: Sequence[object],
+                 overrides: Mapping[str, Mapping[str, Any]], registry: Registry):
+        self.header = header
+        self.plugins = _build_plugins(header, list(plugins), dict(overrides), registry)
+        self.bus = Bus(self.plugins, run_id=header.run_id,
+                       learning_rate=header.meta.get("learning_rate"))
+        self.bus._replaying = True
+        self.labels = {self.bus.label(p) for p in self.plugins}
+        self.decisions: list[Decision] = []
+        self.recorded: list[Decision] = []
+        self.diverged_at: int | None = None
+        self.stop_epoch: int | None = None
+
+    def unseen(self) -> set[str]:
+        """Kinds none of the plugins is given: they need not be built. The epochs' and
+        batch_end's are always fed: replay looks at the former, the latter keep bus.step."""
+        return {kind for kind in OBSERVATION_KINDS if kind not in _ALWAYS_FED
+                and not self.bus.subscribes(kind)}
+
+    def take(self, record: Record) -> None:
+        bus = self.bus
+        if isinstance(record, Observation):
+            if self.stop_epoch is not None and _after_stop(record, self.stop_epoch):
+                return  # the replayed run stopped: its loop would have ended here
+            if self.diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
+                logged = record.logs.get("learning_rate")
+                if logged is not None and bus._lr is not None \
+                        and not same_values(logged, bus._lr):
+                    self.diverged_at = record.seq
+            self.decisions.extend(bus.feed(record))
+            if self.stop_epoch is None and bus.stop_training:
+                self.stop_epoch = bus.epoch if bus.epoch is not None else -1
+        elif isinstance(record, Decision) and record.source in self.labels:
+            self.recorded.append(record)
+
+    def result(self, verify: bool) -> ReplayResult:
+        decisions, recorded = self.decisions, self.recorded
+        mismatch = None
+        if verify:
+            for i in range(max(len(decisions), len(recorded))):
+                a = recorded[i] if i < len(recorded) else None
+                b = decisions[i] if i < len(decisions) else None
+                if a is None or b is None or not same_decision(a, b):
+                    mismatch = Mismatch(i, a, b)
+                    break
+        stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
+        return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
+                            plugins=self.plugins, mismatch=mismatch,
+                            diverged_at=self.diverged_at, stopped_at=stopped)
+
+
 def replay(
     log: str | os.PathLike[str] | Iterable[Record],
     plugins: Sequence[object] | None = None,
@@ -200,55 +255,47 @@ def replay(
     ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
     replay only recomputes.
     """
+    return replay_each(log, [overrides or {}], plugins, verify, registry=registry,
+                       quiet=quiet)[0]
+
+
+def replay_each(
+    log: str | os.PathLike[str] | Iterable[Record],
+    variants: Sequence[Mapping[str, Mapping[str, Any]]],
+    plugins: Sequence[object] | None = None,
+    verify: bool = False,
+    *,
+    registry: Registry | None = None,
+    quiet: bool = True,
+) -> list[ReplayResult]:
+    """:func:`replay` once for each of ``variants`` (overrides), reading the log once: a
+    sweep of a long run costs one read, not one per value. ``plugins`` are shared by all the
+    replays, so give instances only with a single variant."""
+    if plugins and len(variants) > 1:
+        raise ReplayError("replay_each: plugin instances would be shared by the replays; "
+                          "give them to replay() one variant at a time")
     where = log
     if not isinstance(log, (str, os.PathLike)):
         log, where = list(log), "the records given"  # read twice below: the header first
     header = next(read_log(log), None)
     if not isinstance(header, Header):
         raise ReplayError(f"{where}: not an event log (no header record)")
-    instances = _build_plugins(header, list(plugins or ()), dict(overrides or {}),
-                               registry or default_registry)
-    bus = Bus(instances, run_id=header.run_id, learning_rate=header.meta.get("learning_rate"))
-    bus._replaying = True
-    # Records no plugin is given are not built (their lines are still read and checked): for
-    # most runs, every batch_begin. The epochs' and batch_end's are always fed: replay looks
-    # at the former, and the latter keep bus.step right.
-    unseen = {kind for kind in OBSERVATION_KINDS if kind not in _ALWAYS_FED
-              and not bus.subscribes(kind)}
-    records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
-    next(records)  # the header
-    labels = {bus.label(p) for p in instances}
-    decisions: list[Decision] = []
-    recorded: list[Decision] = []
-    diverged_at = None
+    replays: list[_Replaying] = []
     silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     with silence:
         try:
-            stop_epoch: int | None = None
+            for overrides in variants:
+                replays.append(_Replaying(header, plugins or (), overrides,
+                                          registry or default_registry))
+            # Records no replay's plugins are given are not built (their lines are still
+            # read and checked): for most runs, every batch_begin.
+            unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()
+            records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
+            next(records)  # the header
             for record in records:
-                if isinstance(record, Observation):
-                    if stop_epoch is not None and _after_stop(record, stop_epoch):
-                        continue  # the replayed run stopped: its loop would have ended here
-                    if diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
-                        logged = record.logs.get("learning_rate")
-                        if logged is not None and bus._lr is not None \
-                                and not same_values(logged, bus._lr):
-                            diverged_at = record.seq
-                    decisions.extend(bus.feed(record))
-                    if stop_epoch is None and bus.stop_training:
-                        stop_epoch = bus.epoch if bus.epoch is not None else -1
-                elif isinstance(record, Decision) and record.source in labels:
-                    recorded.append(record)
+                for running in replays:
+                    running.take(record)
         finally:
-            bus.close()
-    mismatch = None
-    if verify:
-        for i in range(max(len(decisions), len(recorded))):
-            a = recorded[i] if i < len(recorded) else None
-            b = decisions[i] if i < len(decisions) else None
-            if a is None or b is None or not same_decision(a, b):
-                mismatch = Mismatch(i, a, b)
-                break
-    stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
-    return ReplayResult(header=header, decisions=decisions, recorded=recorded, plugins=instances,
-                        mismatch=mismatch, diverged_at=diverged_at, stopped_at=stopped)
+            for running in replays:
+                running.bus.close()
+    return [running.result(verify) for running in replays]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from eventbus import Bus, Plugin, ReplayError, hookimpl, replay
 from eventbus import records as r
 from eventbus.registry import Registry
-from eventbus.replay import effective_records
+from eventbus.replay import effective_records, replay_each
 
 finite = st.floats(0, 10, allow_nan=False)
 
@@ -87,6 +87,32 @@ class TestReplay:
         assert result.ok, result.mismatch
         assert len(result.decisions) == len(result.recorded)
         assert result.diverged_at is None
+
+    @settings(max_examples=30, deadline=None)
+    @given(values=st.lists(finite, min_size=1, max_size=12),
+           patiences=st.lists(st.integers(1, 4), min_size=1, max_size=4))
+    def test_replaying_each_variant_in_one_read_is_replaying_each_alone(
+            self, tmp_path_factory, values, patiences):
+        """A sweep reads the log once; each of its replays is the replay of that variant."""
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Patience)
+        path = tmp_path_factory.mktemp("sweep") / "run.jsonl"
+        train(path, values, [Patience(patience=2)])
+        variants = [{"Patience": {"patience": p}} for p in patiences]
+        together = replay_each(path, variants, verify=True, registry=reg)
+        for variant, result in zip(variants, together, strict=True):
+            alone = replay(path, overrides=variant, verify=True, registry=reg)
+            assert [(d.kind, d.reason, d.epoch) for d in result.decisions] == \
+                [(d.kind, d.reason, d.epoch) for d in alone.decisions]
+            assert (result.stopped_at, result.diverged_at, result.ok) == \
+                (alone.stopped_at, alone.diverged_at, alone.ok)
+            assert result.plugins[0].patience == variant["Patience"]["patience"]
+
+    def test_instances_are_not_shared_between_variants(self, tmp_path, registry):
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 1.0], [Patience()])
+        with pytest.raises(ReplayError, match="shared by the replays"):
+            replay_each(path, [{}, {}], plugins=[Patience()], registry=registry)
 
     def test_parquet_logs_replay_too(self, tmp_path, registry):
         """Replay reads either format."""
