@@ -17,6 +17,7 @@ where that is so.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import io
 import os
@@ -38,6 +39,7 @@ from .records import (
     PluginSpec,
     Record,
     same_values,
+    trusted,
 )
 from .registry import Registry
 from .registry import registry as default_registry
@@ -198,12 +200,13 @@ class _Replaying:
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
         self.stop_epoch: int | None = None
+        #: The observation kinds some plugin is given.
+        self.given = frozenset(k for k in OBSERVATION_KINDS if self.bus.subscribes(k))
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
         batch_end's are always fed: replay looks at the former, the latter keep bus.step."""
-        return {kind for kind in OBSERVATION_KINDS if kind not in _ALWAYS_FED
-                and not self.bus.subscribes(kind)}
+        return set(OBSERVATION_KINDS) - self.given - _ALWAYS_FED
 
     def take(self, record: Record) -> None:
         bus = self.bus
@@ -235,6 +238,31 @@ class _Replaying:
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
                             diverged_at=self.diverged_at, stopped_at=stopped)
+
+
+def _take_each(replays: list[_Replaying], record: Record) -> None:
+    """Feed ``record`` to each of several replays, each seeing it as recorded.
+
+    Plugins may change an event's logs, as Keras's callbacks may: what one replay's plugins
+    changed is put back before the next sees the record (cheaper than a copy per replay).
+    """
+    if not isinstance(record, Observation):
+        for running in replays:
+            running.take(record)
+        return
+    if "params" in record.__dict__:  # train_begin, once a run: a copy of everything
+        for running in replays:
+            fields = {**record.__dict__, "logs": dict(record.logs),
+                      "params": copy.deepcopy(record.params)}  # type: ignore[attr-defined]
+            running.take(trusted(KINDS[record.kind], fields))
+        return
+    logs = record.logs
+    recorded = logs.copy()
+    for running in replays:
+        running.take(record)
+        if logs != recorded:
+            logs.clear()
+            logs.update(recorded)
 
 
 def replay(
@@ -292,9 +320,13 @@ def replay_each(
             unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()
             records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
             next(records)  # the header
-            for record in records:
-                for running in replays:
-                    running.take(record)
+            if len(replays) == 1:
+                take = replays[0].take
+                for record in records:
+                    take(record)
+            else:
+                for record in records:
+                    _take_each(replays, record)
         finally:
             for running in replays:
                 running.bus.close()

@@ -108,6 +108,38 @@ class TestReplay:
                 (alone.stopped_at, alone.diverged_at, alone.ok)
             assert result.plugins[0].patience == variant["Patience"]["patience"]
 
+    def test_a_plugin_changing_an_events_logs_does_not_reach_the_other_variants(self,
+                                                                               tmp_path):
+        """Plugins may add to event.logs (Keras's callbacks may); side-by-side replays do not
+        see each other's additions."""
+
+        class Scribble(Plugin):
+            def __init__(self, mark: str = "a"):
+                self.mark = mark
+                self.seen: list[list[str]] = []
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                self.seen.append(sorted(event.logs))
+                event.logs[f"scribbled_{self.mark}"] = 1.0
+
+            @hookimpl
+            def on_batch_end(self, event):
+                self.seen.append(sorted(event.logs))
+                event.logs[f"scribbled_{self.mark}"] = 1.0
+
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Scribble)
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.5, 0.7], [Scribble()])
+        variants = [{"Scribble": {"mark": mark}} for mark in "xyz"]
+        together = replay_each(path, variants, registry=reg)
+        for variant, result in zip(variants, together, strict=True):
+            alone = replay(path, overrides=variant, registry=reg)
+            assert result.plugins[0].seen == alone.plugins[0].seen
+            assert all(not any(k.startswith("scribbled") for k in keys)
+                       for keys in result.plugins[0].seen)
+
     def test_instances_are_not_shared_between_variants(self, tmp_path, registry):
         path = tmp_path / "run.jsonl"
         train(path, [1.0, 1.0], [Patience()])
