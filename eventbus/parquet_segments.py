@@ -78,15 +78,27 @@ def compact(directory: str | os.PathLike[str]) -> None:
     """Merge the segments under ``directory`` into one file (a no-op for one segment).
 
     The merged file is in place before the segments go, so a crash in between leaves rows twice,
-    never none; the reader drops the repeated sequence numbers.
+    never none; the reader drops the repeated sequence numbers, and the next compaction (a
+    resumed run's close) keeps each row once.
     """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     directory = Path(directory)
     found = segments(directory)
     if len(found) < 2:
         return
-    table = _concat([pq.read_table(seg) for _, _, seg in found])
+    tables = []
+    covered = -1  # the highest seq of the segments taken so far (a segment's rows are in order)
+    for first, last, seg in found:  # lowest first seq first; of two such, the wider first
+        if last <= covered:
+            continue  # every row is in a wider segment already taken: a crash's leftover
+        table = pq.read_table(seg)
+        if first <= covered:
+            table = table.filter(pc.greater(table.column("seq"), covered))
+        tables.append(table)
+        covered = last
+    table = _concat(tables)
     merged = segment_name(found[0][0], max(last for _, last, _ in found))
     write_atomically(table, directory / merged)
     _remove_all_but(found, merged)

@@ -305,3 +305,10 @@ class TestParquetLayout:
         writer.close()
         shutil.copy(saved, path / leftover.name)  # as if the delete never happened
         assert [b.seq for b in read_log(path)] == [0, 1]
+        # A resumed run appends and compacts again: the file itself then holds each row once,
+        # for pandas and pyarrow too.
+        writer = ParquetWriter(path, append=True)
+        writer.write(r.Resumed(run_id="run", seq=2, from_seq=1, initial_epoch=0).model_dump())
+        writer.close()
+        assert len(list(path.glob("*.parquet"))) == 1
+        assert pq.read_table(path).column("seq").to_pylist() == [0, 1, 2]
