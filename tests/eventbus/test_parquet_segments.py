@@ -7,6 +7,7 @@ the segments were written, one in all when compacted from them) tells the two pa
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sys
@@ -298,7 +299,9 @@ class TestKilled:
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            finished = max([finished] + [int(line.split()[1]) for line in proc.stdout])
+            # Only whole "epoch N" lines count: the kill can cut the last line short.
+            finished = max([finished] + [int(m[1]) for line in proc.stdout
+                                         if (m := re.fullmatch(r"epoch (\d+)\n", line))])
         assert proc.returncode == -signal.SIGKILL
         stored = list(read_log(parquet))
         assert [rec.seq for rec in stored] == list(range(len(stored)))
