@@ -200,13 +200,12 @@ class _Replaying:
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
         self.stop_epoch: int | None = None
-        #: The observation kinds some plugin is given.
-        self.given = frozenset(k for k in OBSERVATION_KINDS if self.bus.subscribes(k))
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
         batch_end's are always fed: replay looks at the former, the latter keep bus.step."""
-        return set(OBSERVATION_KINDS) - self.given - _ALWAYS_FED
+        return {kind for kind in OBSERVATION_KINDS if kind not in _ALWAYS_FED
+                and not self.bus.subscribes(kind)}
 
     def take(self, record: Record) -> None:
         bus = self.bus
