@@ -7,7 +7,7 @@ decision to an event log, applies the decisions, and the log can be replayed, au
 
 from ._markers import hookimpl, hookspec
 from ._version import __version__
-from .bus import Bus, PluginIsolatedWarning, SinkFailureWarning
+from .bus import Bus, PluginIsolatedWarning, RunWarning, SinkFailureWarning
 from .errors import (
     AbortTraining,
     ConfigError,
@@ -45,6 +45,7 @@ __all__ = [
     "RegistryError",
     "ReplayError",
     "ReplayResult",
+    "RunWarning",
     "SchemaVersionError",
     "SinkFailureWarning",
     "TornLogWarning",

@@ -62,7 +62,7 @@ from .records import (
 )
 from .records import Warning as WarningRecord
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
 
 _EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
 _HOOKS = (*_EVENT_HOOKS, "on_decision", "augment_epoch_logs", "on_close", "on_attach",
@@ -81,12 +81,43 @@ class PluginIsolatedWarning(UserWarning):
     """A plugin raised and was disabled (``on_plugin_error="isolate"``)."""
 
 
+class RunWarning(UserWarning):
+    """A ``warning`` record the bus or a plugin wrote to the log, shown as it is recorded (a
+    resume whose plugins decide differently, a monitored metric missing, ...)."""
+
+
+#: The largest epoch, batch or step a log stores (a signed 64-bit integer).
+_MAX_INDEX = (1 << 63) - 1
+
+
 def _index(value: Any, field: str, kind: str) -> int:
-    """An epoch or batch index as a plain int (numpy integers and 0-d tensors included)."""
+    """An epoch or batch index as a plain int (numpy integers and 0-d tensors included), 0 or
+    more and within 64 bits."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise EventError(f"{kind}: {field} must be an int; got {type(value).__name__} {value!r}",
                          event=kind, field=field)
-    return value.__index__()
+    try:
+        index = value.__index__()
+    except Exception as exc:
+        raise EventError(f"{kind}: {field}: {type(value).__name__}.__index__() failed: {exc}",
+                         event=kind, field=field) from exc
+    if not 0 <= index <= _MAX_INDEX:
+        raise EventError(f"{kind}: {field} must be 0 or more and fit in 64 bits; got {index}",
+                         event=kind, field=field)
+    return index
+
+
+def _learning_rate(value: Any, field: str) -> float:
+    """A learning rate given to the bus: a finite number, 0 or more."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"Bus: {field} must be a number; got {type(value).__name__} "
+                          f"{value!r}", field=field) from None
+    if not 0.0 <= rate < float("inf"):
+        raise ConfigError(f"Bus: {field} must be a finite number, 0 or more; got {rate}",
+                          field=field)
+    return rate
 
 
 class Bus:
@@ -135,14 +166,24 @@ class Bus:
         if on_plugin_error not in ("raise", "isolate"):
             raise ConfigError(f"Bus: on_plugin_error must be 'raise' or 'isolate'; got "
                               f"{on_plugin_error!r}", field="on_plugin_error")
+        if not isinstance(resume, bool):
+            raise ConfigError(f"Bus: resume must be True or False; got {resume!r}",
+                              field="resume")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ConfigError(f"Bus: run_id must be a non-empty str; got {run_id!r}",
+                              field="run_id")
+        if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Iterable):
+            raise ConfigError(f"Bus: plugins must be a list of plugin objects; got "
+                              f"{type(plugins).__name__} {plugins!r}", field="plugins")
         self.run_id = run_id or uuid.uuid4().hex[:16]
         self.model = model
         self.on_plugin_error = on_plugin_error
         self.stop_training = False
         #: The epoch a loop should start from; above 0 only for a resumed run.
         self.initial_epoch = 0
-        self._lr = None if learning_rate is None else float(learning_rate)
-        self._meta = dict(meta or {})
+        self._lr = None if learning_rate is None else _learning_rate(learning_rate,
+                                                                      "learning_rate")
+        self._meta = _meta(meta)
         self._seq = 0
         self._epoch: int | None = None
         self._step = 0
@@ -191,6 +232,14 @@ class Bus:
         The label is its registered name, with ``#2``, ``#3`` ... for a second or third plugin of
         the same name on this bus.
         """
+        if isinstance(plugin, type):
+            raise ConfigError(f"plugin {plugin.__name__!r} is a class; pass an instance "
+                              f"({plugin.__name__}(...))", plugin=plugin.__name__)
+        if plugin is None or isinstance(plugin, (str, bytes, int, float, Mapping, list, tuple)):
+            raise ConfigError(f"Bus: {plugin!r} ({type(plugin).__name__}) is not a plugin: a "
+                              "plugin is an object with hook methods marked @hookimpl (to "
+                              "name a built-in one, build it: plugins.EarlyStopping(...))",
+                              field="plugins")
         if any(p is plugin for p in self._plugins):
             raise ConfigError(f"plugin {plugin_name(plugin)!r} is already on this bus",
                               plugin=plugin_name(plugin))
@@ -294,7 +343,7 @@ class Bus:
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        self._lr = float(value)
+        self._lr = _learning_rate(value, "learning_rate")
         if self.model is not None and not self._replaying and hasattr(self.model, "learning_rate"):
             self.model.learning_rate = self._lr
 
@@ -359,14 +408,15 @@ class Bus:
     def batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         if self._idle_batch_begin:  # type: ignore[attr-defined]
             return ()  # nothing records, nobody listens: not even the logs are examined
-        if type(batch) is not int:
+        if type(batch) is not int or not 0 <= batch <= 0x7FFFFFFFFFFFFFFF:
             batch = _index(batch, "batch", "batch_begin")
         if self._attention:
             self._attend()
+        clean = coerce_logs(logs, "batch_begin") if logs is not None else {}
         self._seq = seq = self._seq + 1
         # Keys in the model's field order, so the record prints as a validated one would.
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": "batch_begin",
-                  "time": _time(), "logs": coerce_logs(logs, "batch_begin") if logs else {},
+                  "time": _time(), "logs": clean,
                   "epoch": self._epoch, "batch": batch, "step": self._step}
         return self._emit(BatchBegin, record, self._f_on_batch_begin)  # type: ignore[attr-defined]
 
@@ -376,22 +426,22 @@ class Bus:
         if self._idle_batch_end:  # type: ignore[attr-defined]
             self._step += 1
             return ()
-        if type(batch) is not int:
+        if type(batch) is not int or not 0 <= batch <= 0x7FFFFFFFFFFFFFFF:  # _MAX_INDEX
             batch = _index(batch, "batch", "batch_end")
         finite = True
-        if logs:
-            clean = logs.copy() if type(logs) is dict else None
-            if clean is not None:
-                for key, value in clean.items():
-                    # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
-                    if type(value) is not float or type(key) is not str or value - value:
-                        clean = None
-                        break
-            if clean is None:
-                clean = coerce_logs(logs, "batch_end")
-                finite = False  # may hold NaN or infinity: each writer checks
-        else:
+        if type(logs) is dict:
+            clean = logs.copy()
+            for key, value in clean.items():
+                # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
+                if type(value) is not float or type(key) is not str or value - value:
+                    clean = coerce_logs(logs, "batch_end")
+                    finite = False  # may hold NaN or infinity: each writer checks
+                    break
+        elif logs is None:
             clean = {}
+        else:  # another mapping, or not a mapping at all: coerce_logs says which
+            clean = coerce_logs(logs, "batch_end")
+            finite = False
         if self._attention:
             self._attend()
         self._seq = seq = self._seq + 1
@@ -497,10 +547,14 @@ class Bus:
         if kind in ("epoch_begin", "epoch_end"):
             return getattr(self, kind)(event.epoch, logs)  # type: ignore[attr-defined]
         if kind in ("batch_begin", "batch_end"):
+            # Checked before they are kept: every later record carries them.
+            step = self._step
             if "step" in given:
-                self._step = event.step  # type: ignore[attr-defined]
-            if "epoch" in given:
-                self._epoch = event.epoch  # type: ignore[attr-defined]
+                step = _index(event.step, "step", kind)  # type: ignore[attr-defined]
+            epoch = event.epoch if "epoch" in given else self._epoch  # type: ignore[attr-defined]
+            if epoch is not None:
+                epoch = _index(epoch, "epoch", kind)
+            self._step, self._epoch = step, epoch
             return getattr(self, kind)(event.batch, logs)  # type: ignore[attr-defined]
         fields = {name: getattr(event, name) for name in ("epoch", "batch")
                   if name in type(event).model_fields}
@@ -582,10 +636,11 @@ class Bus:
         """The general path for every observation but batches (which have their own)."""
         if self._attention:
             self._attend()
-        logs = coerce_logs(logs, kind) if logs else {}
+        logs = coerce_logs(logs, kind) if logs is not None else {}
+        refused: list[tuple[object, Exception]] = []
         if kind in ("epoch_begin", "epoch_end"):
             if kind == "epoch_end":
-                self._augment(fields["epoch"], logs)
+                refused = self._augment(fields["epoch"], logs)
             lr = self.learning_rate
             if lr is not None and "learning_rate" not in logs:
                 logs["learning_rate"] = lr
@@ -593,24 +648,48 @@ class Bus:
         record = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": seq, "kind": kind,
                   "time": _time(), "logs": logs, **fields}
         cls = KINDS[kind]
-        decisions = self._emit(cls, record, getattr(self, f"_f_on_{kind}"))
+        if refused:
+            decisions = self._emit_after_failures(cls, record, refused)
+        else:
+            decisions = self._emit(cls, record, getattr(self, f"_f_on_{kind}"))
         if kind == "epoch_end" and not decisions:
             self._flush()
         elif kind == "train_end":
             self._sync()
         return decisions
 
-    def _augment(self, epoch: int, logs: dict[str, float]) -> None:
+    def _augment(self, epoch: int, logs: dict[str, float]) -> list[tuple[object, Exception]]:
+        """Add what ``augment_epoch_logs`` plugins give to ``logs``; returns the plugins that
+        raised or gave something that is not metrics, with their errors."""
+        refused: list[tuple[object, Exception]] = []
         for fn, plugin in self._h_augment_epoch_logs:  # type: ignore[attr-defined]
             label = self._labels[id(plugin)]
             try:
                 extra = fn(epoch=epoch, logs=dict(logs))
+                if extra is not None:
+                    extra = coerce_logs(extra, "epoch_end", plugin=label)
             except Exception as exc:
-                self._plugin_failed(plugin, "epoch_end", self._seq + 1, exc)
+                refused.append((plugin, exc))
                 continue
             if extra:
-                for key, value in coerce_logs(extra, "epoch_end", plugin=label).items():
+                for key, value in extra.items():
                     logs.setdefault(key, value)
+        return refused
+
+    def _emit_after_failures(self, cls: type[Record], record: dict[str, Any],
+                             refused: list[tuple[object, Exception]]) -> Sequence[Decision]:
+        """``_emit`` for an epoch whose logs some plugins failed to add to: the epoch is
+        recorded first (the loop's metrics are not lost with a plugin's), then each failure
+        under the bus's policy, then the plugins still on the bus see the event."""
+        self._write(record)
+        for plugin, exc in refused:
+            self._plugin_failed(plugin, record["kind"], record["seq"], exc)
+        handlers = getattr(self, f"_f_on_{record['kind']}")  # without any plugin disabled now
+        if not handlers:
+            return ()
+        event = _new(_TRUSTED[cls])
+        set_model_dict(event, record)
+        return self._dispatch(event, handlers)
 
     def _emit(self, cls: type[Record], record: dict[str, Any],
               handlers: tuple[Any, ...]) -> Sequence[Decision]:
@@ -649,6 +728,9 @@ class Bus:
         """
         if self._feeding:
             return  # outcomes wait for the real writers; replay writes no header
+        if self._closed:
+            raise EventError("the bus is closed: an event published after close() would not be "
+                             "recorded (close the bus after train_end, or use a new bus)")
         if not self._header_written:
             self._write_header()
         self._drain()
@@ -657,11 +739,17 @@ class Bus:
         """Record, apply and pass on what a plugin returned for ``event``."""
         label = self._labels[id(plugin)]
         try:
-            items = _as_records(out, label, event.kind)
-        except EventError as exc:
+            items = _as_records(out, label, event.kind)  # a generator hook runs here
+        except Exception as exc:
             self._plugin_failed(plugin, event.kind, event.seq, exc)
             return
         for item in items:
+            if isinstance(item, (Decision, Outcome)):
+                try:
+                    item = _checked(item, label, event.kind)
+                except EventError as exc:
+                    self._plugin_failed(plugin, event.kind, event.seq, exc)
+                    continue
             if isinstance(item, Decision):
                 decision = self._record(item, source=label, cause=event)
                 decisions.append(decision)  # type: ignore[arg-type]
@@ -693,6 +781,9 @@ class Bus:
         self._write(stamped.model_dump())
         if isinstance(stamped, (SinkFailed, PluginFailed)):
             self.failures.append(stamped)  # however it arrived: raised, returned or reported
+        elif isinstance(stamped, WarningRecord) and not self._replaying:
+            warnings.warn(f"{stamped.source or 'bus'}: {stamped.message}", RunWarning,
+                          stacklevel=3)
         return stamped
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -739,8 +830,9 @@ class Bus:
                 continue
             label = self._labels[id(plugin)]
             try:
-                items = _as_records(out, label, decision.kind)
-            except EventError as exc:
+                items = [_checked(item, label, decision.kind) if isinstance(item, Outcome)
+                         else item for item in _as_records(out, label, decision.kind)]
+            except Exception as exc:
                 self._plugin_failed(plugin, decision.kind, decision.seq, exc)
                 continue
             for item in items:
@@ -818,6 +910,9 @@ class Bus:
     def _writer_failed(self, writer: RecordWriter, kind: str, exc: Exception) -> None:
         if writer in self._writers:
             self._set_writers([w for w in self._writers if w is not writer])
+            # Keep what it holds: a record it could not encode leaves its buffer sound.
+            with contextlib.suppress(Exception):
+                writer.close()
         self._fault(SinkFailed(sink=getattr(writer, "name", type(writer).__name__), event=kind,
                                error=type(exc).__name__, message=str(exc), cause_seq=self._seq,
                                epoch=self._epoch))
@@ -830,6 +925,7 @@ class Bus:
         """
         if not isinstance(decision, Decision):
             raise EventError(f"decide: expected a decision record; got {type(decision).__name__}")
+        decision = _checked(decision, "bus", "decide")  # type: ignore[assignment]
         stamped = self._record(decision, source="bus")
         self._apply(stamped)  # type: ignore[arg-type]
         self._flush()
@@ -839,6 +935,7 @@ class Bus:
         """Record an outcome now and flush (on the bus's thread; from others, :meth:`report`)."""
         if not isinstance(outcome, Outcome):
             raise EventError(f"record: expected an outcome record; got {type(outcome).__name__}")
+        outcome = _checked(outcome, "bus", "record")  # type: ignore[assignment]
         stamped = self._record(outcome, source="bus")
         self._flush()
         return stamped  # type: ignore[return-value]
@@ -1061,8 +1158,9 @@ class Bus:
                                        message=str(exc), epoch=self._epoch))
                 continue
             try:
-                items = _as_records(out, label, "close")
-            except EventError as exc:
+                items = [_checked(item, label, "close") if isinstance(item, (Decision, Outcome))
+                         else item for item in _as_records(out, label, "close")]
+            except Exception as exc:
                 self._fault(SinkFailed(sink=label, event="close", error=type(exc).__name__,
                                        message=str(exc), epoch=self._epoch))
                 continue
@@ -1084,6 +1182,7 @@ class Bus:
             more = f" (and {len(sink_failures) - 5} more)" if len(sink_failures) > 5 else ""
             warnings.warn(f"{len(sink_failures)} sink failure(s) during the run: {lines}{more}",
                           SinkFailureWarning, stacklevel=2)
+        self._attention = True  # the next event is refused (see _attend)
 
     def __enter__(self) -> Bus:
         return self
@@ -1094,7 +1193,11 @@ class Bus:
     def _writer(self, target: Any, *, append: bool = False) -> RecordWriter:
         if isinstance(target, (str, os.PathLike)):
             continued = append and _has_records(target)
-            writer = open_writer(target, append=append)
+            try:
+                writer = open_writer(target, append=append)
+            except OSError as exc:
+                raise LogError(f"Bus: log {os.fspath(target)!r} cannot be opened for writing: "
+                               f"{exc.strerror or exc}", path=os.fspath(target)) from exc
             if continued:
                 self._continued.add(id(writer))
             return writer
@@ -1140,6 +1243,8 @@ def _resume_source(targets: list[Any]) -> str | None:
 def _as_list(log: Any) -> list[Any]:
     if log is None:
         return []
+    if isinstance(log, bytes):
+        return [os.fsdecode(log)]
     if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence):
         return [log]
     return list(log)
@@ -1160,6 +1265,20 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
                          field="params") from None
 
 
+def _meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ConfigError(f"Bus: meta must be a mapping of plain data; got "
+                          f"{type(meta).__name__}", field="meta")
+    from .records import _plain
+
+    try:  # checked now: the header is written at the first event, too late to say which
+        return _plain(dict(meta), "meta")  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise ConfigError(f"Bus: {exc}", field="meta") from None
+
+
 def _as_records(out: Any, label: str, kind: str) -> Iterable[Record]:
     if out is None:
         return ()
@@ -1167,11 +1286,26 @@ def _as_records(out: Any, label: str, kind: str) -> Iterable[Record]:
         return (out,)
     if isinstance(out, Iterable) and not isinstance(out, (str, bytes, Mapping)):
         items = tuple(out)
-        if all(isinstance(item, Record) for item in items):
-            return items
+        for i, item in enumerate(items):
+            if not isinstance(item, Record):
+                raise EventError(f"plugin {label!r} returned a {type(out).__name__} from {kind} "
+                                 f"whose item {i} is a {type(item).__name__} ({item!r:.60}), "
+                                 "not a record (decision or outcome)", plugin=label, event=kind)
+        return items
     raise EventError(f"plugin {label!r} returned {type(out).__name__} from {kind}; a hook "
                      "returns None, a record (decision or outcome) or an iterable of records",
                      plugin=label, event=kind)
+
+
+def _checked(item: Record, label: str, kind: str) -> Record:
+    """A record a plugin returned, validated: one made with ``model_construct`` (or changed
+    after construction) could otherwise put a record in the log that no reader accepts."""
+    try:
+        return type(item).model_validate(dict(item.__dict__))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        who = f"plugin {label!r} returned" if label != "bus" else f"{kind}: given"
+        raise EventError(f"{who} an invalid {item.kind} record from {kind}: {exc}",
+                         plugin=None if label == "bus" else label, event=kind) from None
 
 
 def _adapt(impl: Any, hook: str) -> Any:

@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from .errors import LogCorruptError, SchemaVersionError
+from .errors import LogCorruptError, LogError, SchemaVersionError
 from .records import (
+    BATCH_KINDS,
     KINDS,
     SCHEMA_VERSION,
     TRUSTED,
@@ -35,6 +36,7 @@ from .records import (
 )
 
 __all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
+           "prepare_append",
            "read_jsonl", "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
@@ -52,24 +54,63 @@ class TornLogWarning(UserWarning):
 def truncate_torn_tail(path: str | os.PathLike[str]) -> int:
     """Cut an unfinished last line off ``path`` so records can be appended; returns bytes cut."""
     with open(path, "rb+") as file:
-        size = file.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        pos = size
-        while pos > 0:
-            step = min(_CHUNK, pos)
-            file.seek(pos - step)
-            block = file.read(step)
-            newline = block.rfind(b"\n")
-            if newline != -1:
-                end = pos - step + newline + 1
-                break
-            pos -= step
-        else:
-            end = 0
+        end, size = _last_line_start(file)
         if end < size:
             file.truncate(end)
         return size - end
+
+
+def _last_line_start(file: Any) -> tuple[int, int]:
+    """Where the bytes after the last newline of an open file begin, and the file's size."""
+    size = pos = file.seek(0, os.SEEK_END)
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        file.seek(pos - step)
+        newline = file.read(step).rfind(b"\n")
+        if newline != -1:
+            return pos - step + newline + 1, size
+        pos -= step
+    return 0, size
+
+
+def prepare_append(path: str | os.PathLike[str]) -> None:
+    """Make the log at ``path`` ready to append to, refusing a file that is not an event log.
+
+    A last line without its newline is ended if it is a whole record (a crash can cut a write
+    just before the newline; the reader returns that record, so it is the run's), and cut off
+    if it is torn.
+    """
+    with open(path, "rb+") as file:
+        first = file.readline()
+        if not first:
+            return  # empty: appending writes the header first
+        try:
+            header = orjson.loads(first) if first.endswith(b"\n") else None
+        except orjson.JSONDecodeError:
+            header = False
+        if not first.startswith(b"{") or header is False or (
+                header is not None and (not isinstance(header, dict)
+                                        or header.get("kind") != "header")):
+            raise LogError(f"{path}: not an event log (its first line is not a header record); "
+                           "refusing to append to it", path=str(path))
+        end, size = _last_line_start(file)
+        if end == size:
+            return
+        file.seek(end)
+        tail = file.read()
+        try:
+            record = orjson.loads(tail)
+        except orjson.JSONDecodeError:
+            file.truncate(end)  # torn by a crash mid-write
+            return
+        if end == 0 and (not isinstance(record, dict) or record.get("kind") != "header"):
+            raise LogError(f"{path}: not an event log (its first line is not a header "
+                           "record); refusing to append to it", path=str(path))
+        if not isinstance(record, dict) or "kind" not in record or "v" not in record:
+            raise LogCorruptError(f"{path}: the last line is not a record (needs 'kind' and "
+                                  "'v'); refusing to append to it", path=str(path))
+        file.seek(size)
+        file.write(b"\n")
 
 
 class JsonlWriter:
@@ -86,7 +127,7 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists():
-            truncate_torn_tail(self.path)
+            prepare_append(self.path)
         # Unbuffered file: the bytearray is the buffer, one write per flush. (Many small bytes
         # objects kept in a list cost several times more: their memory is fresh each round.)
         self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
@@ -194,10 +235,16 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         number = before + 1
         try:
             record = loads(rest)
-            record["v"]  # KeyError or TypeError: not a record
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except orjson.JSONDecodeError:
+            if not before and not rest.startswith(b"{"):  # no crash cuts a log to that
+                raise LogCorruptError(f"{path}: not an event log: it does not start with a "
+                                      "JSON record", path=str(path), line=1) from None
             _torn(path, number, rest)
             return
+        try:
+            record["v"]  # KeyError or TypeError: whole JSON, but not a record (no cut makes it)
+        except (KeyError, TypeError) as exc:
+            raise _bad_line(path, number, rest, exc) from None
         yield _checked(record, path, number)
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
@@ -263,15 +310,28 @@ def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
     kind = data.get("kind")
     shape = _SHAPES.get(kind)  # type: ignore[arg-type]
     if shape is None:
-        raise LogCorruptError(f"{where}: unknown record kind {kind!r}", path=where, line=line)
-    # The header holds nested models, so it is always validated (it is one record a log).
-    if not validate and kind != "header" and data.keys() == shape:
+        what = f"unknown record kind {kind!r}" if "kind" in data else "record has no 'kind'"
+        raise LogCorruptError(f"{where}: {what}", path=where, line=line)
+    # Only batch records are trusted (see _FAST): the rest are few, and what audit stands on.
+    if not validate and kind in _FAST and data.keys() == shape:
         return trusted(KINDS[kind], data)  # type: ignore[index]
     try:
         return parse_record(data)
     except ValueError as exc:
-        raise LogCorruptError(f"{where}: invalid {kind} record: {exc}", path=where,
+        raise LogCorruptError(f"{where}: invalid {kind} record: {_problems(exc)}", path=where,
                               line=line) from None
+
+
+def _problems(exc: ValueError) -> str:
+    """A validation error on one line, each problem as ``field: what is wrong``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for error in errors():
+        loc = [str(part) for part in error.get("loc", ())[1:]]  # [0] names the union's member
+        parts.append(f"{'.'.join(loc) or 'record'}: {error.get('msg', '')}")
+    return "; ".join(parts)
 
 
 def last_seq(path: str | os.PathLike[str]) -> int | None:
@@ -341,9 +401,11 @@ def _add_found(line: bytes, where: int, wanted: frozenset[str],
         pass  # not a record, or damaged: the reader reports a damaged line
 
 
-# kind -> (the shape a record of it has, the class a trusted one is made as); not the header,
-# which holds nested models and is always validated.
-_FAST = {kind: (_SHAPES[kind], TRUSTED[cls]) for kind, cls in KINDS.items() if kind != "header"}
+# kind -> (the shape a record of it has, the class a trusted one is made as), for the batch
+# kinds: nearly all of a log, made without validation when their shape is exact. The few
+# others (epochs, decisions, the header) are validated: they are what audit, replay and the
+# plugins' decisions stand on, so a damaged value there is reported where it is.
+_FAST = {kind: (_SHAPES[kind], TRUSTED[KINDS[kind]]) for kind in BATCH_KINDS}
 _new = object.__new__
 
 
@@ -367,7 +429,10 @@ def typed(records: Iterable[dict[str, Any]], where: Callable[[int], str], *, val
     fast = {} if validate else _FAST
     skipped = _skipped(kinds)
     for number, record in enumerate(records, 1):
-        kind = record["kind"]
+        try:
+            kind = record["kind"]
+        except KeyError:
+            kind = None  # to_record reports it
         if kind in skipped:
             continue
         known = fast.get(kind)

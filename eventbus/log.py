@@ -78,7 +78,12 @@ def read_log(log: str | os.PathLike[str] | Iterable[Record], *, validate: bool =
     the other known kinds are just not built, which saves most of the time and memory of
     reading a long run when the batches are not wanted.
     """
+    if kinds is not None:
+        _check_kinds(kinds)
     if not isinstance(log, (str, os.PathLike)):
+        if log is None or not isinstance(log, Iterable):
+            raise LogError(f"read_log: log must be a path or records; got "
+                           f"{type(log).__name__}")
         if kinds is None:
             yield from log
         else:
@@ -95,6 +100,19 @@ def read_log(log: str | os.PathLike[str] | Iterable[Record], *, validate: bool =
         from .jsonl import read_jsonl
 
         yield from read_jsonl(path, validate=validate, kinds=kinds)
+
+
+def _check_kinds(kinds: Collection[str]) -> None:
+    from .errors import ConfigError
+    from .records import KINDS
+
+    if isinstance(kinds, (str, bytes)):
+        raise ConfigError(f"read_log: kinds must be a collection of kinds; got the str "
+                          f"{kinds!r} (for one kind: [{kinds!r}])", field="kinds")
+    unknown = sorted(str(kind) for kind in kinds if kind not in KINDS)
+    if unknown:
+        raise ConfigError(f"read_log: unknown record kind(s) {', '.join(map(repr, unknown))} in "
+                          f"kinds; the kinds are {', '.join(KINDS)}", field="kinds")
 
 
 def last_seq(path: str | os.PathLike[str]) -> int | None:

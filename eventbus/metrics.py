@@ -52,11 +52,12 @@ def to_float(value: Any, key: str, kind: str, plugin: str | None = None) -> floa
                 event=kind, field=f"logs.{key}", plugin=plugin) from exc
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
             return float(inner)
-        raise _bad(value, key, kind, plugin)
+        if not hasattr(type(inner), "__float__"):  # numpy.longdouble's item() is itself
+            raise _bad(value, key, kind, plugin)
     if hasattr(type(value), "__float__"):
         try:
             return float(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MetricValueError(
                 f"{_where(kind, plugin)}: logs[{key!r}]: float() of {type(value).__name__} "
                 f"failed: {exc}", event=kind, field=f"logs.{key}", plugin=plugin) from exc
@@ -87,7 +88,9 @@ def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
     out = {}
     for key, value in items:
         if type(value) is not float or type(key) is not str:
-            if type(key) is not str:
+            if isinstance(key, str):
+                key = str.__str__(key)  # a str subclass (numpy.str_, an enum): its text
+            else:
                 raise EventError(
                     f"{_where(kind, plugin)}: logs keys must be str; got "
                     f"{type(key).__name__} {key!r}", event=kind, field="logs", plugin=plugin)

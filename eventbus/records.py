@@ -92,11 +92,13 @@ Logs = Annotated[dict[str, float], BeforeValidator(_logs)]
 
 def _plain(value: Any, path: str = "") -> Any:
     """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers."""
-    if value is None or type(value) in (str, bool, int, float):
+    if value is None or type(value) in (str, bool, float):
         return value
+    if type(value) is int:
+        return _int64(value, path)
     for plain in (bool, int, float, str):  # subclasses such as numpy.float64 or IntEnum
         if isinstance(value, plain):
-            return plain(value)
+            return _int64(int(value), path) if plain is int else plain(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -112,6 +114,14 @@ def _plain(value: Any, path: str = "") -> Any:
 
 
 PlainDict = Annotated[dict[str, Any], BeforeValidator(_plain)]
+
+
+def _int64(value: int, path: str) -> int:
+    # What the logs can store: JSON Lines through orjson (64 bits) and Parquet's columns.
+    if -(1 << 63) <= value < (1 << 63):
+        return value
+    raise ValueError(f"{path.lstrip('.') or 'value'}: int {value} does not fit in 64 bits; "
+                     "pass it as a float or a string")
 
 
 class Record(BaseModel):
@@ -241,7 +251,8 @@ class StopTraining(Decision):
 
 class SetLearningRate(Decision):
     kind: Literal["set_learning_rate"] = "set_learning_rate"
-    value: float
+    #: The new rate: a finite number, 0 or more.
+    value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     previous: float | None = None
 
 

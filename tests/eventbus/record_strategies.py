@@ -11,6 +11,8 @@ metric_names = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 #: Any float, NaN and the infinities included: all are legal metric values.
 metric_values = st.floats(allow_nan=True, allow_infinity=True)
+#: What a set_learning_rate decision may carry: a finite rate, 0 or more.
+learning_rates = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
 logs = st.dictionaries(metric_names, metric_values, max_size=5)
 indices = st.integers(min_value=0, max_value=10**6)
 #: Text in evidence; the exact spellings of non-finite floats read back as floats (documented).
@@ -50,7 +52,7 @@ def decisions(draw: st.DrawFn, seq: int | None = None) -> r.Decision:
                   evidence=draw(evidence), cause_seq=draw(st.none() | indices),
                   epoch=draw(st.none() | indices), code=draw(st.none() | st.text(max_size=8)))
     if cls is r.SetLearningRate:
-        fields.update(value=draw(metric_values), previous=draw(st.none() | metric_values))
+        fields.update(value=draw(learning_rates), previous=draw(st.none() | metric_values))
     elif cls is r.SaveCheckpoint:
         fields.update(path=draw(st.text(min_size=1, max_size=20)), weights_only=draw(st.booleans()))
     elif cls in (r.SnapshotWeights, r.RestoreWeights):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from eventbus import (
     Bus,
     ConfigError,
+    EventError,
     MetricValueError,
     NumpyModel,
     Plugin,
@@ -577,15 +578,36 @@ class TestBatchFastPath:
         assert kinds == ["header", "batch_end", "sink_failed", "batch_end"]
         assert memory.kinds() == kinds
 
-    def test_a_record_orjson_cannot_encode_is_a_sink_failure(self, tmp_path):
-        """A batch index beyond 64 bits: the writers fail it, training goes on."""
+    def test_an_index_beyond_64_bits_is_refused_before_anything_is_recorded(self, tmp_path):
+        path = tmp_path / "run.jsonl"
+        with Bus(log=path) as bus:
+            bus.batch_end(0, {"loss": 1.0})
+            for bad in (2**70, -1):
+                with pytest.raises(EventError, match="batch_end: batch must be 0 or more"):
+                    bus.batch_end(bad, {"loss": 1.0})
+            bus.batch_end(1, {"loss": 1.0})
+        assert [(r.kind, r.seq) for r in read_log(path)] == [
+            ("header", 0), ("batch_end", 1), ("batch_end", 2)]
+
+    def test_a_record_orjson_cannot_encode_keeps_what_the_log_held(self, tmp_path):
+        """A decision whose epoch is beyond 64 bits: the JSON Lines writer fails it and is
+        dropped, the records before it stay in its file, training goes on."""
+        class Odd(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return r.StopTraining(reason="odd", epoch=2**70)
+
+        path = tmp_path / "run.jsonl"
         memory = RecordingWriter()
-        bus = Bus(log=[tmp_path / "run.jsonl", memory])
-        bus.batch_end(2**70, {"loss": 1.0})
+        bus = Bus([Odd()], log=[path, memory])
+        for i in range(3):
+            bus.batch_end(i, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0})
         assert [f.sink for f in bus.failures] == ["jsonl"]
-        assert memory.kinds()[-2:] == ["batch_end", "sink_failed"]
+        assert memory.kinds()[-2:] == ["stop_training", "sink_failed"]
         with pytest.warns(SinkFailureWarning, match="jsonl"):
             bus.close()
+        assert [r.kind for r in read_log(path)] == ["header", *["batch_end"] * 3, "epoch_end"]
 
     def test_a_plugin_mutating_logs_does_not_change_the_log(self, tmp_path):
         """The line is written before plugins run, and the loop's own dict is never kept."""
