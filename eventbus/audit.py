@@ -8,13 +8,15 @@ each monitored metric, every learning-rate change, every checkpoint, and every w
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .effective import effective_records
+from .errors import ConfigError, LogError
 from .log import read_log
 from .records import (
     BATCH_KINDS,
@@ -50,6 +52,66 @@ def guess_mode(metric: str) -> str:
     return "max" if any(w in _MAX_WORDS or w.endswith("accuracy") for w in words) else "min"
 
 
+LogArgument = str | os.PathLike[str] | Iterable[Record]
+
+
+def _checked_log(log: Any, caller: str) -> LogArgument:
+    """``log`` as :func:`read_log` takes it, or a :class:`ConfigError` naming the argument.
+
+    Shared by :func:`audit` and :func:`~eventbus.replay.replay`: without it a ``None`` fails
+    deep in the reader as "'NoneType' object is not iterable". An iterable is checked record by
+    record as it is read.
+    """
+    if isinstance(log, (str, os.PathLike)):
+        return log
+    what = f"{type(log).__name__} {log!r:.80}"
+    if isinstance(log, Record):
+        raise ConfigError(f"{caller}: log is one {log.kind!r} record; pass a path or a list of "
+                          "records", field="log")
+    if isinstance(log, (bytes, bytearray, Mapping)) or not isinstance(log, Iterable):
+        raise ConfigError(f"{caller}: log must be a path (str or pathlib.Path) to a .jsonl or "
+                          f".parquet log, or an iterable of records; got {what}", field="log")
+    return _only_records(log, caller)
+
+
+def _only_records(records: Iterable[Any], caller: str) -> Iterator[Record]:
+    for i, record in enumerate(records):
+        if not isinstance(record, Record):
+            raise ConfigError(f"{caller}: log item {i} is {type(record).__name__} "
+                              f"{record!r:.60}, not a record (eventbus.records)", field="log")
+        yield record
+
+
+def _header_of(log: LogArgument, where: str) -> Header:
+    """The header record of ``log``, read alone; a :class:`LogError` if there is none.
+
+    A file holding only a torn line yields nothing but a warning; the warning becomes part of
+    the error instead of a second line before it. When there is a header the warnings are
+    dropped: the full read that follows gives them again.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reading = read_log(log)
+        with contextlib.closing(reading):
+            first = next(reading, None)
+    if isinstance(first, Header):
+        return first
+    if first is not None:
+        why = f"its first record is {first.kind!r}, not the header"
+    else:
+        why = "no header record"
+        if caught:
+            detail = str(caught[0].message)
+            detail = detail.removeprefix(f"{where}: ").removeprefix(f"{log}: ")
+            why += f"; {detail}"
+    path = str(log) if isinstance(log, (str, os.PathLike)) else None
+    raise LogError(f"{where}: not an event log ({why})", path=path)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass
 class MetricSummary:
     name: str
@@ -78,6 +140,9 @@ class Audit:
     decisions: list[Decision] = field(default_factory=list)
     #: metric name -> [(epoch, value)], every epoch_end metric, for plots.
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    #: Values the audit could not use, each ``{"seq", "kind", "epoch", "field", "value",
+    #: "message"}``: a metric that is not a number (a log written by other code, or edited).
+    bad_records: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         def rec(r: Record) -> dict[str, Any]:
@@ -97,6 +162,7 @@ class Audit:
             "faults": [rec(f) for f in self.faults],
             "resumes": [rec(r) for r in self.resumes],
             "decisions": [rec(d) for d in self.decisions],
+            "bad_records": self.bad_records,
         }
 
 
@@ -119,14 +185,23 @@ def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
     return found
 
 
-def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
-    """Summarise the run recorded in ``log`` (a path in either format, or records)."""
+def audit(log: LogArgument) -> Audit:
+    """Summarise the run recorded in ``log`` (a path in either format, or records).
+
+    A log with no header record raises :class:`~eventbus.errors.LogError`. A metric that is not
+    a number does not stop the audit: it is left out and listed in ``bad_records``.
+    """
+    log = _checked_log(log, "audit")
+    where = str(log) if isinstance(log, (str, os.PathLike)) else "the records given"
+    if not isinstance(log, (str, os.PathLike)):
+        log = list(log)  # read twice: the header alone first
+    _header_of(log, where)
     # The batches are most of a long run's records and nothing here looks at them. The
     # resumed records are among those kept, so the abandoned ones are found in memory.
     records = effective_records(read_log(log, kinds=_AUDITED))
-    header = records[0]
-    if not isinstance(header, Header):
-        raise ValueError(f"{log}: not an event log (no header record)")
+    header = records[0] if records else None
+    if not isinstance(header, Header):  # the file changed since its header was read
+        raise LogError(f"{where}: not an event log (no header record)")
     result = Audit(header=header)
     saves: dict[int, SaveCheckpoint] = {}
     for record in records[1:]:
@@ -138,6 +213,13 @@ def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
             result.epochs_run += 1
             result.last_epoch = record.epoch
             for name, value in record.logs.items():
+                if not _is_number(value):
+                    result.bad_records.append({
+                        "seq": record.seq, "kind": record.kind, "epoch": record.epoch,
+                        "field": f"logs.{name}", "value": value,
+                        "message": f"{name} is {type(value).__name__} {value!r:.40}, not a "
+                                   "number: left out of the metrics"})
+                    continue
                 result.curves.setdefault(name, []).append((record.epoch, value))
         elif isinstance(record, TrainEnd):
             result.ended = "stopped" if result.stop else "completed"
@@ -165,7 +247,7 @@ def audit(log: str | os.PathLike[str] | Iterable[Record]) -> Audit:
     if result.stop is not None and result.ended == "incomplete":
         result.ended = "stopped"
     for name, mode in _monitored(header, result.decisions).items():
-        points = [(e, v) for e, v in result.curves.get(name, []) if not math.isnan(v)]
+        points = [(e, v) for e, v in result.curves.get(name, []) if v == v]  # not NaN
         if points:
             pick = min if mode == "min" else max
             best_epoch, best = pick(points, key=lambda p: p[1])
@@ -236,6 +318,11 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     lines.append(f"  warnings: {len(result.warnings) or 'none'}")
     for w in result.warnings:
         lines.append(f"    [{w.source}] epoch {_ep(w.epoch)}: {w.message}")
+    if result.bad_records:
+        lines.append(f"  bad records: {len(result.bad_records)}")
+        for bad in result.bad_records:
+            lines.append(f"    seq {bad['seq']} ({bad['kind']}, epoch {_ep(bad['epoch'])}): "
+                         f"{bad['message']}")
     lines.append(f"  faults: {len(result.faults) or 'none'}")
     for f in result.faults:
         who = getattr(f, "plugin", None) or getattr(f, "sink", None)

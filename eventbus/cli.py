@@ -8,6 +8,8 @@ value) ends as one line on stderr and exit status 2; ``--verify`` finding a diff
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import warnings
@@ -27,11 +29,27 @@ class UsageError(EventBusError, ValueError):
     """A command-line argument that cannot be used."""
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a float")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
 def _parse_value(text: str) -> Any:
-    """A parameter value as JSON where it parses (3, 0.5, true, null, "x"), else the text."""
+    """A parameter value as JSON where it parses (3, 0.5, true, null, "x"), else the text.
+
+    The standard library's parser, not orjson: it reads integers exactly (orjson makes
+    99999999999999999999999 the float 1e+23). NaN, Infinity and 1e400 are not JSON numbers,
+    so they stay text, as orjson left them.
+    """
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except ValueError:  # JSONDecodeError is one
         return text
 
 
@@ -58,12 +76,28 @@ def _existing(path: str) -> str:
     return path
 
 
+# Integers a log stores must fit in 64 bits (orjson's limit), e.g. the seed in the header.
+_INT64_MAX = 2**63 - 1
+
+
+def _in_range(flag: str, value: int | None, least: int, most: int = _INT64_MAX) -> None:
+    """A numeric option argparse took as an int, checked against what the command can use."""
+    if value is None:
+        return
+    if value < least:
+        raise UsageError(f"{flag} must be at least {least}; got {value}")
+    if value > most:
+        raise UsageError(f"{flag} must be at most {most}; got {value}")
+
+
 # --- commands ------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _in_range("--epochs", args.epochs, 1)
+    _in_range("--seed", args.seed, 0)
     return run_demo(out=Path(args.out), epochs=args.epochs, seed=args.seed,
                     progress=not args.quiet)
 
@@ -88,6 +122,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                              "neither --json, --plot nor --rank")
         print(render_ranks(audit_ranks(args.logs[0])))
         return 0
+    _in_range("--rank", args.rank, 0)
     args.logs = [_rank_path(log, args.rank) for log in args.logs]
     if args.plot:
         from .plot import require_matplotlib
@@ -144,13 +179,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.ranks:
         return _replay_ranks(args)
+    _in_range("--rank", args.rank, 0)
     log = _existing(_rank_path(args.log, args.rank))
     overrides = _overrides(args.set)
     if args.sweep:
         if args.verify:
             raise UsageError("--verify checks the recorded parameters; --sweep changes them: "
                              "give one or the other")
-        return _sweep(log, args.sweep, overrides)
+        if len(args.sweep) > 1:
+            raise UsageError(f"--sweep: one parameter at a time; got {len(args.sweep)} ("
+                             + ", ".join(s.partition("=")[0] for s in args.sweep)
+                             + "): sweeping several at once is not supported; fix the others "
+                             "with --set, or run one sweep each")
+        return _sweep(log, args.sweep[0], overrides)
     result = replay(log, overrides=overrides, verify=args.verify)
     recorded_stop = result.recorded_stop
     if overrides:
@@ -179,9 +220,14 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]]) -> int:
     from .replay import replay_each
 
     plugin, param, values = _split_assignment(spec, "--sweep")
-    choices = [_parse_value(v) for v in values.split(",") if v != ""]
-    if not choices:
+    if values == "":
         raise UsageError(f"--sweep {spec!r}: give at least one value")
+    texts = values.split(",")
+    for i, text in enumerate(texts):
+        if text.strip() == "":
+            raise UsageError(f"--sweep {spec!r}: value {i + 1} of {len(texts)} is empty; "
+                             "give the values as V1,V2,... with no empty one")
+    choices = [_parse_value(v) for v in texts]
     variants = []
     for value in choices:
         overrides = {k: dict(v) for k, v in base.items()}
@@ -258,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("log", metavar="LOG")
     rep.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
                      help="replay with this parameter changed (repeatable)")
-    rep.add_argument("--sweep", metavar="PLUGIN.PARAM=V1,V2,...",
-                     help="one replay per value, as a table")
+    rep.add_argument("--sweep", action="append", default=[], metavar="PLUGIN.PARAM=V1,V2,...",
+                     help="one replay per value, as a table (one parameter)")
     rep.add_argument("--ranks", action="store_true",
                      help="LOG is a distributed run's log: replay and verify every rank")
     rep.add_argument("--rank", type=int, metavar="R", help="only rank R's log of a distributed run")

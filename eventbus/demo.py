@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .bus import Bus
+from .errors import ConfigError
 from .model import NumpyModel
 
 __all__ = ["make_data", "run_demo", "train"]
@@ -110,7 +111,16 @@ def _clean(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
+def _check_int(name: str, value: object, least: int) -> None:
+    # The log header records the seed and train_begin the epochs: 64-bit integers at most.
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
+        raise ConfigError(f"run_demo: {name} must be an int from {least} to 2**63 - 1; got "
+                          f"{value!r}", field=name)
+
+
 def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = True) -> int:
+    _check_int("epochs", epochs, 1)
+    _check_int("seed", seed, 0)
     from plugins import (
         BaseLogger,
         CSVLogger,

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audit import LogArgument, _checked_log, _header_of
 from .bus import Bus
 from .effective import effective_records, read_effective
-from .errors import ReplayError
-from .log import read_log
+from .errors import ConfigError, ReplayError
 from .plugin import plugin_name
 from .records import (
     KINDS,
@@ -106,15 +106,84 @@ def same_decision(a: Decision, b: Decision) -> bool:
     return same_values(da, db)
 
 
+def _checked_overrides(overrides: Any, caller: str, argument: str) -> dict[str, dict[str, Any]]:
+    """``overrides`` as ``{plugin: {param: value}}``, or a :class:`ConfigError` naming it."""
+    example = "e.g. {'EarlyStopping': {'patience': 3}}"
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{caller}: {argument} must be a mapping of plugin name to "
+                          f"parameters, {example}; got {type(overrides).__name__} "
+                          f"{overrides!r:.80}", field=argument)
+    out: dict[str, dict[str, Any]] = {}
+    for plugin, params in overrides.items():
+        if not isinstance(plugin, str) or not plugin:
+            raise ConfigError(f"{caller}: {argument} is keyed by plugin name (a str), {example}; "
+                              f"got the key {plugin!r}", field=argument)
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{caller}: {argument}[{plugin!r}] must be a mapping of parameter "
+                              f"name to value, e.g. {{'patience': 3}}; got "
+                              f"{type(params).__name__} {params!r:.80}",
+                              plugin=plugin, field=argument)
+        for param in params:
+            if not isinstance(param, str) or not param:
+                raise ConfigError(f"{caller}: {argument}[{plugin!r}] is keyed by parameter name "
+                                  f"(a str); got the key {param!r}", plugin=plugin,
+                                  field=argument)
+        out[plugin] = dict(params)
+    return out
+
+
+def _checked_plugins(plugins: Any, caller: str) -> list[object]:
+    """``plugins`` as a list of instances, or a :class:`ConfigError` naming the one at fault."""
+    if plugins is None:
+        return []
+    if isinstance(plugins, (str, bytes, Mapping)) or not isinstance(plugins, Iterable):
+        hint = (" (a recorded plugin is rebuilt from the log without being named; to change "
+                "its parameters, use overrides=...)" if isinstance(plugins, str) else "")
+        raise ConfigError(f"{caller}: plugins must be a list of plugin instances, e.g. "
+                          f"[EarlyStopping(patience=3)]; got {type(plugins).__name__} "
+                          f"{plugins!r:.80}{hint}", field="plugins")
+    out = list(plugins)
+    for i, plugin in enumerate(out):
+        if isinstance(plugin, type):
+            raise ConfigError(f"{caller}: plugins[{i}] is the class {plugin.__name__}; pass an "
+                              f"instance ({plugin.__name__}(...))", plugin=plugin.__name__,
+                              field="plugins")
+        if plugin is None or isinstance(plugin, (str, bytes, int, float, complex, Mapping,
+                                                 list, tuple, set)):
+            raise ConfigError(f"{caller}: plugins[{i}] is {type(plugin).__name__} "
+                              f"{plugin!r:.60}, not a plugin: a plugin is an object with "
+                              "@hookimpl methods", field="plugins")
+    return out
+
+
+def _not_run(label: str, params: Mapping[str, Any], runs: Sequence[str]) -> ReplayError:
+    """The error for overrides of a plugin replay leaves out: they would change nothing."""
+    changed = ", ".join(f"{label}.{p}" for p in params)
+    return ReplayError(f"replay does not run {label}: it has side effects (a logger or sink), "
+                       f"and replay writes nothing, so overriding {changed} would change "
+                       f"nothing; the plugins replay runs are {', '.join(runs) or 'none'}")
+
+
 def _build_plugins(header: Header, instances: Sequence[object],
                    overrides: Mapping[str, Mapping[str, Any]], registry: Registry) -> list[object]:
     given = {plugin_name(p): p for p in instances}
     known = {spec.label or spec.name for spec in header.plugins} | \
         {spec.name for spec in header.plugins}
-    unknown = sorted(set(overrides) - known - set(given))
+    for key in sorted(set(overrides) - known):
+        if key in given:
+            raise ReplayError(f"plugin {key!r}: overrides apply to plugins rebuilt from the "
+                              "log; an instance was given, configure it directly")
+    unknown = sorted(set(overrides) - known)
     if unknown:
         raise ReplayError(f"overrides name plugins the run did not have: {unknown}; the log's "
                           f"plugins are {sorted(known)}")
+    # Replay leaves out the plugins the header marks as having side effects (below): an
+    # override of one alone would be silently unused.
+    runs = [spec.label or spec.name for spec in header.plugins if not spec.side_effects]
+    for key, params in overrides.items():
+        specs = [s for s in header.plugins if key in (s.name, s.label or s.name)]
+        if params and all(s.side_effects for s in specs):
+            raise _not_run(key, params, runs)
     built: list[object] = []
     used: set[str] = set()
     for spec in header.plugins:
@@ -148,11 +217,16 @@ def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, 
         cls = registry.get(spec.name)
     except Exception as exc:
         raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
+    if changes and getattr(cls, "side_effects", False):
+        # Recorded without side effects, but the class has them now: the bus would not feed it.
+        raise _not_run(label, changes, [])
     accepted = _parameters(cls)
     unknown = sorted(set(changes) - accepted) if accepted is not None else []
     if unknown:
-        raise ReplayError(f"{spec.name} has no parameter {', '.join(map(repr, unknown))}; its "
-                          f"parameters are {', '.join(sorted(accepted or ()))}")
+        takes = (f"its parameters are {', '.join(sorted(accepted))}" if accepted
+                 else "it takes no parameters")
+        raise ReplayError(f"{spec.name} has no parameter {', '.join(map(repr, unknown))}; "
+                          f"{takes}")
     try:
         return registry.build(spec.name, params)
     except Exception as exc:
@@ -265,7 +339,7 @@ def _take_each(replays: list[_Replaying], record: Record) -> None:
 
 
 def replay(
-    log: str | os.PathLike[str] | Iterable[Record],
+    log: LogArgument,
     plugins: Sequence[object] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     verify: bool = False,
@@ -281,13 +355,19 @@ def replay(
     replayed decisions with the recorded ones and report the first difference in ``mismatch``.
     ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
     replay only recomputes.
+
+    Arguments of the wrong shape raise :class:`~eventbus.errors.ConfigError` naming the
+    argument; an override of a plugin replay does not run (one with side effects) or of a
+    parameter its plugin does not take raises :class:`~eventbus.errors.ReplayError`.
     """
-    return replay_each(log, [overrides or {}], plugins, verify, registry=registry,
-                       quiet=quiet)[0]
+    variant = _checked_overrides({} if overrides is None else overrides, "replay", "overrides")
+    return _replay_each(_checked_log(log, "replay"), [variant],
+                        _checked_plugins(plugins, "replay"), verify, registry=registry,
+                        quiet=quiet)[0]
 
 
 def replay_each(
-    log: str | os.PathLike[str] | Iterable[Record],
+    log: LogArgument,
     variants: Sequence[Mapping[str, Mapping[str, Any]]],
     plugins: Sequence[object] | None = None,
     verify: bool = False,
@@ -298,15 +378,33 @@ def replay_each(
     """:func:`replay` once for each of ``variants`` (overrides), reading the log once: a
     sweep of a long run costs one read, not one per value. ``plugins`` are shared by all the
     replays, so give instances only with a single variant."""
+    if isinstance(variants, (str, bytes, Mapping)) or not isinstance(variants, Iterable):
+        raise ConfigError(f"replay_each: variants must be a list of overrides, e.g. "
+                          f"[{{'EarlyStopping': {{'patience': 3}}}}]; got "
+                          f"{type(variants).__name__} {variants!r:.80}", field="variants")
+    checked = [_checked_overrides(v, "replay_each", f"variants[{i}]")
+               for i, v in enumerate(variants)]
+    return _replay_each(_checked_log(log, "replay_each"), checked,
+                        _checked_plugins(plugins, "replay_each"), verify, registry=registry,
+                        quiet=quiet)
+
+
+def _replay_each(
+    log: LogArgument,
+    variants: list[dict[str, dict[str, Any]]],
+    plugins: list[object],
+    verify: bool,
+    *,
+    registry: Registry | None,
+    quiet: bool,
+) -> list[ReplayResult]:
     if plugins and len(variants) > 1:
         raise ReplayError("replay_each: plugin instances would be shared by the replays; "
                           "give them to replay() one variant at a time")
-    where = log
+    where = str(log)
     if not isinstance(log, (str, os.PathLike)):
         log, where = list(log), "the records given"  # read twice below: the header first
-    header = next(read_log(log), None)
-    if not isinstance(header, Header):
-        raise ReplayError(f"{where}: not an event log (no header record)")
+    header = _header_of(log, where)
     replays: list[_Replaying] = []
     silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     with silence:

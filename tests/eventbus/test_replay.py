@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from eventbus import Bus, Plugin, ReplayError, hookimpl, replay
 from eventbus import records as r
+from eventbus.errors import ConfigError, LogError
 from eventbus.registry import Registry
 from eventbus.replay import effective_records, replay_each
 
@@ -252,6 +253,133 @@ class TestReplay:
         bus.close()
         result = replay(path, registry=registry)
         assert [type(p) for p in result.plugins] == [Patience]
+
+    def test_overrides_of_a_side_effect_plugin_are_refused(self, tmp_path, registry):
+        """Replay leaves sinks out, so an override of one would change nothing: an error
+        naming the plugin and the parameter, not a silent no-op."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([Patience()], log=path)
+        bus.register(Sink())
+        bus.train_begin()
+        bus.close()
+        with pytest.raises(ReplayError, match=r"does not run Sink: it has side effects.*"
+                                              r"Sink\.flush_every would change nothing.*"
+                                              r"replay runs are Patience"):
+            replay(path, overrides={"Sink": {"flush_every": 3}}, registry=registry)
+        with pytest.raises(ReplayError, match="does not run Sink"):
+            replay_each(path, [{}, {"Sink": {"flush_every": 3}}], registry=registry)
+        assert replay(path, overrides={"Sink": {}}, registry=registry).ok  # nothing changed
+
+    def test_overrides_of_a_plugin_that_now_has_side_effects_are_refused(self, tmp_path):
+        """Recorded as a decision plugin, registered now as a sink: the bus would not feed
+        it, so its overrides are refused too."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.5], [Patience()])
+
+        class NowASink(Patience):
+            name = "Patience"
+            side_effects = True
+
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(NowASink)
+        with pytest.raises(ReplayError, match=r"does not run Patience.*Patience\.patience"):
+            replay(path, overrides={"Patience": {"patience": 1}}, registry=reg)
+
+    def test_overrides_of_an_added_instance_are_refused(self, tmp_path, registry):
+        """An instance not in the log is configured directly; an override of it is an error."""
+        class Extra(Plugin):
+            def __init__(self, level: int = 1):
+                self.level = level
+
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ReplayError, match="'Extra'.*configure it directly"):
+            replay(path, plugins=[Extra()], overrides={"Extra": {"level": 2}},
+                   registry=registry)
+
+    def test_a_plugin_without_parameters_says_it_takes_none(self, tmp_path, registry):
+        """Not "its parameters are " followed by nothing."""
+        class Bare(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return None
+
+        registry.register(Bare)
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Bare()])
+        with pytest.raises(ReplayError, match=r"^Bare has no parameter 'foo'; it takes no "
+                                              r"parameters$"):
+            replay(path, overrides={"Bare": {"foo": 1}}, registry=registry)
+
+    @pytest.mark.parametrize("overrides,match", [
+        ({"Patience": 3}, r"replay: overrides\['Patience'\] must be a mapping of parameter "
+                          r"name to value, e\.g\. \{'patience': 3\}; got int 3"),
+        (["Patience"], r"replay: overrides must be a mapping of plugin name to parameters, "
+                       r"e\.g\. .*; got list \['Patience'\]"),
+        ("Patience.patience=3", r"replay: overrides must be a mapping .*; got str "),
+        ({5: {"patience": 3}}, r"replay: overrides is keyed by plugin name .*got the key 5"),
+        ({"Patience": {1: 2}}, r"overrides\['Patience'\] is keyed by parameter name .*key 1"),
+    ])
+    def test_overrides_of_the_wrong_shape_are_named(self, tmp_path, registry, overrides,
+                                                    match):
+        """Not a bare TypeError or "dictionary update sequence" ValueError."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ConfigError, match=match) as caught:
+            replay(path, overrides=overrides, registry=registry)
+        assert caught.value.field == "overrides"
+
+    @pytest.mark.parametrize("plugins,match", [
+        ("Patience", r"replay: plugins must be a list of plugin instances.*got str 'Patience'"
+                     r".*use overrides="),
+        ([5], r"replay: plugins\[0\] is int 5, not a plugin"),
+        ([None], r"replay: plugins\[0\] is NoneType None, not a plugin"),
+        ([Patience], r"replay: plugins\[0\] is the class Patience; pass an instance"),
+        (5, r"replay: plugins must be a list of plugin instances.*got int 5"),
+    ])
+    def test_plugins_that_are_not_instances_are_named(self, tmp_path, registry, plugins,
+                                                      match):
+        """Not "plugin 'str' is already on this bus", and not accepted silently."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ConfigError, match=match) as caught:
+            replay(path, plugins=plugins, registry=registry)
+        assert caught.value.field == "plugins"
+
+    @pytest.mark.parametrize("log", [None, 5, b"run.jsonl", {"kind": "header"}])
+    def test_a_log_that_is_neither_a_path_nor_records_is_named(self, log):
+        """Not "'NoneType' object is not iterable"."""
+        with pytest.raises(ConfigError, match=r"^replay: log must be a path \(str or "
+                                              r"pathlib\.Path\)") as caught:
+            replay(log)
+        assert caught.value.field == "log"
+
+    def test_records_that_are_not_records_are_named(self, tmp_path, registry):
+        """An item that is not a record, or one record alone, is named."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        header = next(iter(__import__("eventbus").read_log(path)))
+        with pytest.raises(ConfigError, match=r"replay: log item 1 is dict"):
+            replay([header, {"kind": "train_begin"}], registry=registry)
+        with pytest.raises(ConfigError, match=r"replay: log is one 'header' record"):
+            replay(header, registry=registry)
+
+    def test_no_records_are_not_an_event_log(self, registry):
+        """An empty list has no header: a LogError, not an IndexError."""
+        with pytest.raises(LogError, match="the records given: not an event log"):
+            replay([], registry=registry)
+
+    @pytest.mark.parametrize("variants,match", [
+        ("patience", r"replay_each: variants must be a list of overrides"),
+        ({"Patience": {"patience": 1}}, r"replay_each: variants must be a list of overrides"),
+        ([{}, 3], r"replay_each: variants\[1\] must be a mapping of plugin name"),
+    ])
+    def test_variants_of_the_wrong_shape_are_named(self, tmp_path, registry, variants, match):
+        """replay_each checks each variant as replay checks overrides."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0], [Patience()])
+        with pytest.raises(ConfigError, match=match):
+            replay_each(path, variants, registry=registry)
 
     def test_unrecordable_parameters_ask_for_an_instance(self, tmp_path, registry):
         """A plugin built with a callable cannot come from the log; the error says what to do."""

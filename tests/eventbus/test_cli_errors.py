@@ -1,0 +1,356 @@
+"""Bad input to the command line ends as one line on stderr and exit 2, never as a traceback or a
+success message for something that did not happen; the audit and replay entry points refuse bad
+arguments by name.
+
+The commands run in-process through ``eventbus.cli.main`` (the same code as the script, without
+an interpreter's start-up) on a small run made here; one case runs the real script.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import orjson
+import pytest
+
+from eventbus import Bus, read_log
+from eventbus import records as r
+from eventbus.audit import _header_of, audit, render
+from eventbus.cli import _parse_value, main
+from eventbus.demo import run_demo
+from eventbus.errors import ConfigError, LogError
+from eventbus.records import KINDS, trusted
+
+VALUES = [1.0, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0, 1.1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict[str, Path]:
+    """A short run with decision plugins and the two sinks convert uses."""
+    from plugins import CSVLogger, EarlyStopping, History, ReduceLROnPlateau, TensorBoard
+
+    root = tmp_path_factory.mktemp("run")
+    log = root / "events.jsonl"
+    plugins = [ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5),
+               EarlyStopping(monitor="val_loss", patience=3), History(),
+               CSVLogger(str(root / "history.csv")), TensorBoard(log_dir=str(root / "tb"))]
+    with Bus(plugins, log=log, learning_rate=0.1) as bus:
+        bus.train_begin({"epochs": len(VALUES)})
+        for epoch, value in enumerate(VALUES):
+            bus.epoch_begin(epoch)
+            bus.batch_end(0, {"loss": value})
+            bus.epoch_end(epoch, {"loss": value, "val_loss": value})
+            if bus.stop_training:
+                break
+        bus.train_end()
+    return {"root": root, "log": log}
+
+
+def cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(capsys, *argv: object, words: tuple[str, ...] = ()) -> str:
+    """Run the command; check it failed as a user error (exit 2, one line, no output)."""
+    code, out, err = cli(capsys, *argv)
+    assert "Traceback" not in err
+    assert (code, out) == (2, ""), err
+    (line,) = err.splitlines()
+    assert line.startswith(f"eventbus {argv[0]}: error: ")
+    for word in words:
+        assert word in line
+    return line
+
+
+def with_line(log: Path, dest: Path, index: int, line: bytes) -> Path:
+    """A copy of ``log`` with its line ``index`` replaced."""
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[index] = line
+    dest.write_bytes(b"".join(lines))
+    return dest
+
+
+def with_bad_metric(log: Path, dest: Path) -> tuple[Path, int]:
+    """A copy of ``log`` whose first epoch_end has ``"val_loss": "oops"``; and its seq."""
+    lines = log.read_bytes().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        data = orjson.loads(line)
+        if data["kind"] == "epoch_end":
+            data["logs"]["val_loss"] = "oops"
+            return with_line(log, dest, i, orjson.dumps(data) + b"\n"), data["seq"]
+    raise AssertionError("no epoch_end")
+
+
+class TestReplayOverrides:
+    @pytest.mark.parametrize("assignment", ["TensorBoard.update_freq=-5",
+                                            "CSVLogger.separator=x"])
+    def test_set_of_a_plugin_replay_does_not_run_is_refused(self, run, capsys, assignment):
+        """A sink is not replayed, so overriding it would change nothing: an error naming it."""
+        plugin, param = assignment.split("=")[0].split(".")
+        one_line_error(capsys, "replay", run["log"], "--set", assignment,
+                       words=(f"does not run {plugin}", "side effects", f"{plugin}.{param}"))
+
+    def test_a_sweep_of_a_plugin_replay_does_not_run_is_refused(self, run, capsys):
+        """The same for --sweep."""
+        one_line_error(capsys, "replay", run["log"], "--sweep", "TensorBoard.update_freq=1,2",
+                       words=("does not run TensorBoard",))
+
+    def test_two_sweeps_are_refused(self, run, capsys):
+        """A second --sweep is not silently dropped: one parameter at a time."""
+        one_line_error(capsys, "replay", run["log"], "--sweep", "EarlyStopping.patience=1,2",
+                       "--sweep", "ReduceLROnPlateau.factor=0.1,0.2",
+                       words=("--sweep", "EarlyStopping.patience",
+                              "ReduceLROnPlateau.factor"))
+
+    @pytest.mark.parametrize("values,which", [("1,,3", "value 2 of 3"), ("1,2,", "value 3 of 3"),
+                                              (",1", "value 1 of 2")])
+    def test_an_empty_sweep_value_is_refused(self, run, capsys, values, which):
+        """An empty value in the list is not silently dropped: the error says which one."""
+        one_line_error(capsys, "replay", run["log"], "--sweep",
+                       f"EarlyStopping.patience={values}", words=(which, "empty"))
+
+    def test_a_sweep_of_one_parameter_still_works(self, run, capsys):
+        """One --sweep with every value given: a row per value."""
+        code, out, err = cli(capsys, "replay", run["log"], "--sweep",
+                             "EarlyStopping.patience=1,2,3")
+        assert code == 0, err
+        assert [line.split()[0] for line in out.splitlines()[1:4]] == ["1", "2", "3"]
+
+    def test_a_plugin_without_parameters_says_it_takes_none(self, run, capsys):
+        """Not "its parameters are " followed by nothing."""
+        line = one_line_error(capsys, "replay", run["log"], "--set", "History.foo=1",
+                              words=("History has no parameter 'foo'", "takes no parameters"))
+        assert "its parameters are" not in line
+
+    def test_integers_are_read_exactly(self, run, capsys):
+        """A 23-digit patience stays an int (not the float 1e+23) and is used as given."""
+        code, out, err = cli(capsys, "replay", run["log"], "--set",
+                             "EarlyStopping.patience=99999999999999999999999")
+        assert code == 0, err
+        assert out.splitlines()[0].startswith(
+            "EarlyStopping with patience=99999999999999999999999 would not have stopped")
+
+    @pytest.mark.parametrize("text,value", [
+        ("3", 3), ("99999999999999999999999", 99999999999999999999999),
+        ("-18446744073709551617", -18446744073709551617), ("0.5", 0.5), ("true", True),
+        ("null", None), ('"max"', "max"), ("max", "max"), ("[1, 99999999999999999999]",
+                                                           [1, 99999999999999999999]),
+        ("NaN", "NaN"), ("Infinity", "Infinity"), ("1e400", "1e400"), ("", ""),
+    ])
+    def test_values_are_json_where_they_parse_else_text(self, text, value):
+        """JSON (integers exact), else the text; NaN and out-of-range floats stay text."""
+        parsed = _parse_value(text)
+        assert parsed == value and type(parsed) is type(value)
+
+
+class TestConvertOutput:
+    def test_csv_into_an_existing_directory_is_refused(self, run, capsys, tmp_path):
+        """Nothing could be written there: exit 2, not "wrote N records"."""
+        one_line_error(capsys, "convert", run["log"], tmp_path, "--to", "csv",
+                       words=(str(tmp_path), "is a directory"))
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("to,name", [("csv", "x.csv"), ("tensorboard", "tb"),
+                                         ("jsonl", "x.jsonl"), ("parquet", "x.parquet")])
+    def test_an_output_under_a_file_is_refused(self, run, capsys, tmp_path, to, name):
+        """A path below a regular file cannot be made, in any format."""
+        (tmp_path / "file").write_text("x")
+        one_line_error(capsys, "convert", run["log"], tmp_path / "file" / name, "--to", to,
+                       words=("is a file, not a directory",))
+
+    def test_tensorboard_onto_a_file_is_refused(self, run, capsys, tmp_path):
+        """TensorBoard writes a directory; an existing file is left alone."""
+        target = tmp_path / "history.csv"
+        target.write_text("epoch\n")
+        one_line_error(capsys, "convert", run["log"], target, "--to", "tensorboard",
+                       words=("is a file", "writes a directory"))
+        assert target.read_text() == "epoch\n"
+
+    def test_jsonl_onto_a_directory_says_so(self, run, capsys, tmp_path):
+        """An existing directory named x.jsonl is called a directory, not "not a .jsonl path"."""
+        (tmp_path / "x.jsonl").mkdir()
+        one_line_error(capsys, "convert", run["log"], tmp_path / "x.jsonl", "--to", "jsonl",
+                       words=("is a directory",))
+
+    def test_converting_a_log_onto_itself_is_refused(self, run, capsys, tmp_path):
+        """--to csv over the source would truncate the log being read."""
+        copy = tmp_path / "events.jsonl"
+        copy.write_bytes(run["log"].read_bytes())
+        one_line_error(capsys, "convert", copy, copy, "--to", "csv",
+                       words=("the log being converted",))
+        assert copy.read_bytes() == run["log"].read_bytes()
+
+    def test_a_sink_failing_part_way_is_an_error(self, run, capsys, tmp_path):
+        """The path is usable but the sink cannot write (a file where it makes train/):
+        exit 2 naming the sink, not a warning and a success message."""
+        (tmp_path / "train").write_text("in the way")
+        line = one_line_error(capsys, "convert", run["log"], tmp_path, "--to", "tensorboard",
+                              words=("TensorBoard", "train"))
+        assert "wrote" not in line
+
+    @pytest.mark.parametrize("to,name", [("csv", "out/h.csv"), ("tensorboard", "tb"),
+                                         ("jsonl", "copy.jsonl"), ("parquet", "copy.parquet")])
+    def test_a_usable_output_is_written(self, run, capsys, tmp_path, to, name):
+        """The checks refuse nothing they should not: a new path (parents made as needed)."""
+        code, out, err = cli(capsys, "convert", run["log"], tmp_path / name, "--to", to)
+        assert (code, err) == (0, ""), err
+        assert out.startswith("wrote ") and (tmp_path / name).exists()
+
+
+class TestBadLogs:
+    def test_a_file_with_no_newline_and_no_record_is_one_line(self, run, capsys, tmp_path):
+        """``printf 'hello' > c.jsonl``: neither a traceback nor a warning line before the
+        error."""
+        bad = tmp_path / "c.jsonl"
+        bad.write_bytes(b"hello")
+        for argv in (["audit", bad], ["replay", bad], ["convert", bad, tmp_path / "o.csv",
+                                                       "--to", "csv"]):
+            one_line_error(capsys, *argv, words=(str(bad),))
+
+    @pytest.mark.parametrize("argv", [
+        ["audit", "{bad}"], ["audit", "{bad}", "--json"], ["replay", "{bad}"],
+        ["replay", "{bad}", "--verify"], ["replay", "{bad}", "--set", "EarlyStopping.patience=1"],
+        ["replay", "{bad}", "--sweep", "EarlyStopping.patience=1,2"],
+        ["convert", "{bad}", "{out}.jsonl", "--to", "jsonl"],
+        ["convert", "{bad}", "{out}.parquet", "--to", "parquet"],
+        ["convert", "{bad}", "{out}.csv", "--to", "csv"],
+        ["convert", "{bad}", "{out}-tb", "--to", "tensorboard"],
+    ], ids=lambda argv: "-".join(a.strip("-{}") for a in argv if not a.startswith("{")))
+    def test_a_corrupt_log_is_one_line_in_every_command(self, run, capsys, tmp_path, argv):
+        """A LogCorruptError (a line mid-log that is not a record) names the file and line."""
+        bad = with_line(run["log"], tmp_path / "bad.jsonl", 5, b'{"kind": oops\n')
+        one_line_error(capsys, *(a.format(bad=bad, out=tmp_path / "out") for a in argv),
+                       words=(f"{bad}:6",))
+
+    def test_a_non_number_metric_never_crashes_audit(self, run, capsys, tmp_path):
+        """``"val_loss": "oops"``: the reader may refuse the record (one line, exit 2) or let it
+        through, and then the audit lists it as a bad record naming its seq and field."""
+        bad, seq = with_bad_metric(run["log"], tmp_path / "bad.jsonl")
+        code, out, err = cli(capsys, "audit", bad)
+        assert "Traceback" not in err
+        if code == 2:
+            (line,) = err.splitlines()
+            assert str(bad) in line and "val_loss" in line
+        else:
+            assert code == 0, err
+            assert "bad records: 1" in out
+            assert f"seq {seq} (epoch_end, epoch 1): val_loss is str 'oops'" in out
+
+    def test_the_real_script_says_the_same(self, run, tmp_path):
+        """One case through the installed script: exit 2, one line, no traceback."""
+        bad = tmp_path / "c.jsonl"
+        bad.write_bytes(b"hello")
+        script = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
+        done = subprocess.run([script, "audit", str(bad)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2 and done.stdout == ""
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("eventbus audit: error: ")
+
+
+def _header(**fields: object) -> r.Header:
+    return r.Header(seq=0, created="2026-11-27T00:00:00+00:00", library="eventbus test",
+                    **fields)
+
+
+def _records_with_bad_metric() -> list[r.Record]:
+    epoch_end = trusted(KINDS["epoch_end"], {
+        **r.EpochEnd(seq=3, epoch=0, logs={"val_loss": 1.0}).__dict__,
+        "logs": {"val_loss": "oops", "loss": 0.5}})
+    return [_header(), r.TrainBegin(seq=1, params={"epochs": 2}),
+            r.EpochBegin(seq=2, epoch=0), epoch_end, r.EpochBegin(seq=4, epoch=1),
+            r.EpochEnd(seq=5, epoch=1, logs={"val_loss": 0.7, "loss": 0.4}),
+            r.TrainEnd(seq=6)]
+
+
+class TestAuditArguments:
+    def test_a_non_number_metric_is_a_bad_record(self):
+        """Reported with its seq and field, left out of the curves; the audit goes on."""
+        records = _records_with_bad_metric()
+        records[0] = _header(plugins=[r.PluginSpec(name="EarlyStopping",
+                                                           params={"monitor": "val_loss"})])
+        result = audit(records)
+        (bad,) = result.bad_records
+        assert (bad["seq"], bad["field"], bad["value"]) == (3, "logs.val_loss", "oops")
+        assert result.curves["val_loss"] == [(1, 0.7)]
+        (monitor,) = result.monitors
+        assert (monitor.best, monitor.best_epoch) == (0.7, 1)
+        assert "seq 3 (epoch_end, epoch 1): val_loss is str 'oops'" in render(result)
+        assert result.as_dict()["bad_records"] == [bad]
+
+    def test_an_audit_of_a_clean_log_has_no_bad_records(self, run):
+        """Nothing is listed, and the text has no "bad records" line."""
+        result = audit(run["log"])
+        assert result.bad_records == [] and "bad records" not in render(result)
+
+    def test_no_records_is_not_an_event_log(self):
+        """Not an IndexError."""
+        with pytest.raises(LogError, match="not an event log"):
+            audit([])
+
+    @pytest.mark.parametrize("log", [None, 5, b"events.jsonl", {"kind": "header"}])
+    def test_a_log_that_is_neither_a_path_nor_records_is_named(self, log):
+        """Not "'NoneType' object is not iterable"."""
+        with pytest.raises(ConfigError, match=r"audit: log must be a path") as caught:
+            audit(log)
+        assert caught.value.field == "log"
+
+    def test_an_item_that_is_not_a_record_is_named(self):
+        """An iterable is checked record by record as it is read."""
+        with pytest.raises(ConfigError, match=r"audit: log item 1 is str 'x'"):
+            audit([_header(), "x"])
+
+    def test_a_torn_only_file_is_one_error_and_no_warning(self, monkeypatch):
+        """If the reader yields nothing but a torn-line warning, that warning goes into the
+        error (one line for the command line), not out as a warning as well."""
+        from eventbus.jsonl import TornLogWarning
+
+        def torn(log, **_):
+            warnings.warn(f"{log}: the last line (line 1, 5 bytes) is incomplete",
+                          TornLogWarning, stacklevel=2)
+            yield from ()
+
+        monkeypatch.setattr("eventbus.audit.read_log", torn)
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with pytest.raises(LogError) as caught:
+                _header_of("c.jsonl", "c.jsonl")
+        assert shown == []
+        assert str(caught.value) == ("c.jsonl: not an event log (no header record; the last "
+                                     "line (line 1, 5 bytes) is incomplete)")
+
+
+class TestDemoOptions:
+    @pytest.mark.parametrize("argv,words", [
+        (["--epochs", "-1"], ("--epochs", "at least 1", "-1")),
+        (["--epochs", "0"], ("--epochs", "at least 1")),
+        (["--seed", "-5"], ("--seed", "at least 0", "-5")),
+        (["--seed", str(2**64)], ("--seed", "at most")),
+        (["--epochs", str(2**63)], ("--epochs", "at most")),
+    ])
+    def test_numbers_out_of_range_are_refused_by_name(self, capsys, tmp_path, argv, words):
+        """Before anything is trained or written."""
+        out = tmp_path / "run"
+        one_line_error(capsys, "demo", "--out", out, "--quiet", *argv, words=words)
+        assert not out.exists()
+
+    @pytest.mark.parametrize("kwargs,field", [({"epochs": -1}, "epochs"),
+                                              ({"epochs": True}, "epochs"),
+                                              ({"seed": -5}, "seed"), ({"seed": "0"}, "seed")])
+    def test_run_demo_checks_its_arguments(self, tmp_path, kwargs, field):
+        """The Python entry point refuses the same numbers, naming the argument."""
+        with pytest.raises(ConfigError, match=f"run_demo: {field} must be an int") as caught:
+            run_demo(out=tmp_path / "run", **kwargs)
+        assert caught.value.field == field
+
+
+def test_the_fixture_log_reads_back(run):
+    """The run the tests above break in various ways is itself a good log."""
+    records = list(read_log(run["log"]))
+    assert records[0].kind == "header" and records[-1].kind == "train_end"
