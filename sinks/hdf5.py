@@ -169,7 +169,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by this module: weights, metadata, config, optimizer state."""
     import h5py
 
-    with h5py.File(os.fspath(path), "r") as file:
+    try:
+        file = h5py.File(os.fspath(path), "r")
+    except OSError as exc:  # h5py's message does not always name the file
+        if exc.errno:  # OSError(errno, ...) is FileNotFoundError, PermissionError, ...
+            raise OSError(exc.errno, f"{os.fspath(path)}: {os.strerror(exc.errno)}") from exc
+        raise OSError(f"{os.fspath(path)}: not an HDF5 checkpoint file ({exc})") from exc
+    with file:
         if file.attrs.get("format") != FORMAT:
             raise ValueError(f"{os.fspath(path)}: not an eventbus checkpoint (no "
                              f"format={FORMAT!r} attribute)")

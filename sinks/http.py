@@ -309,8 +309,9 @@ class HttpRecordSink:
     ``close`` waits as long again, then gives up on the rest and raises :class:`DeliveryError`
     naming what was lost, which the bus records among its failures.
 
-    Call :meth:`attach` with the bus to have delivery failures recorded in the log as they
-    happen (``sink_failed``), and at ``train_end`` a ``warning`` with the counts.
+    Given to a bus as a log writer, it is handed the bus (:meth:`on_attach`), so delivery
+    failures are recorded in the log as they happen (``sink_failed``), and at ``train_end`` a
+    ``warning`` with the counts; on its own, they are Python warnings.
     """
 
     name = "http"

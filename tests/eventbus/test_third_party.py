@@ -17,9 +17,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventbus import read_log
 from eventbus import records as r
+from eventbus.testing import drive, epochs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eventbus-example-plugin"
 SCRIPT = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
@@ -198,3 +201,29 @@ class TestReplay:
         (line,) = done.stderr.splitlines()
         assert "no plugin named 'LossSpikeStop' is registered" in line
         assert "Install the package that provides it" in line
+
+
+def _doc_class() -> type:
+    """The LossSpikeStop of docs/writing-plugins.md, run from the page's own code block."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "writing-plugins.md").read_text()
+    block = next(b for b in page.split("```python")[1:] if "class LossSpikeStop" in b)
+    namespace: dict = {}
+    exec(block.split("```")[0], namespace)  # noqa: S102 - the page's own example
+    return namespace["LossSpikeStop"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(losses=st.lists(st.floats(0.01, 100.0), min_size=1, max_size=12),
+       factor=st.floats(1.0, 4.0), window=st.integers(1, 4), patience=st.integers(1, 3))
+def test_the_pages_class_decides_as_the_distributions(losses, factor, window, patience):
+    """A log written with the page's class must verify against the installed distribution's."""
+    sys.path.insert(0, str(EXAMPLE / "src"))
+    try:
+        from eventbus_example_plugin import LossSpikeStop
+    finally:
+        sys.path.remove(str(EXAMPLE / "src"))
+    params = {"factor": factor, "window": window, "patience": patience}
+    mine = drive(_doc_class()(**params), epochs(loss=losses))
+    theirs = drive(LossSpikeStop(**params), epochs(loss=losses))
+    assert [d.model_dump(exclude={"time", "run_id"}) for d in mine] == \
+        [d.model_dump(exclude={"time", "run_id"}) for d in theirs]

@@ -56,6 +56,14 @@ class TestWriteAndRead:
         assert checkpoint.model_config == {"a": [1, 2]}
         assert np.array_equal(checkpoint.optimizer["adam/m"], np.ones(3))
 
+    def test_load_checkpoint_names_a_file_it_cannot_open(self, tmp_path: Path) -> None:
+        text = tmp_path / "notes.h5"
+        text.write_text("not hdf5")
+        with pytest.raises(OSError, match=r"notes\.h5: not an HDF5 checkpoint file"):
+            load_checkpoint(text)
+        with pytest.raises(FileNotFoundError, match=r"missing\.h5: No such file"):
+            load_checkpoint(tmp_path / "missing.h5")
+
     @settings(max_examples=40, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.dictionaries(st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6})?", fullmatch=True),
