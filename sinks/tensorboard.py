@@ -44,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "TensorBoardSink",
+    "encode_file_version_event",
     "encode_scalar_event",
     "frame_records",
     "iter_event_file",
@@ -184,6 +185,15 @@ def encode_scalar_event(wall_time: float, step: int, values: Mapping[str, float]
         _varint(len(summary)) + summary
 
 
+def encode_file_version_event(wall_time: float) -> bytes:
+    """The serialized ``Event(wall_time=..., file_version="brain.Event:2")`` every event file
+    starts with, as tensorboardX's classes build it (tested). Written here so that a run
+    logging scalars never waits for tensorboardX's import (seconds where it pulls in torch):
+    a crash in that time would leave no event file at all."""
+    version = _FILE_VERSION.encode()
+    return b"\x09" + _pack_d(wall_time) + b"\x1a" + _varint(len(version)) + version
+
+
 def frame_records(records: Sequence[bytes]) -> bytes:
     """TFRecord framing of ``records``: length, its masked CRC, data, the data's masked CRC."""
     if not records:
@@ -233,7 +243,6 @@ class _RunFile:
         self.path: Path | None = None
 
     def open(self) -> None:
-        event_pb2, _ = _proto()
         self.directory.mkdir(parents=True, exist_ok=True)
         now = time.time()
         # Microseconds in the name keep a resumed run's file after the crashed one's in the
@@ -241,8 +250,7 @@ class _RunFile:
         name = f"{_EVENTS}{now:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
         self.path = self.directory / name
         self.file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
-        first = event_pb2.Event(wall_time=now, file_version=_FILE_VERSION).SerializeToString()
-        self.file.write(frame_records([first]))
+        self.file.write(frame_records([encode_file_version_event(now)]))
 
     def write(self, records: list[bytes]) -> None:
         if self.file is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -21,6 +23,7 @@ import sinks.tensorboard as tbs
 from eventbus.testing import same
 from sinks.tensorboard import (
     TensorBoardSink,
+    encode_file_version_event,
     encode_scalar_event,
     frame_records,
     iter_event_file,
@@ -62,6 +65,28 @@ class TestEncoding:
                    for a, b in zip(parsed.summary.value, expected.summary.value))
         if not any(math.isnan(v) for v in values.values()):
             assert parsed == expected
+
+    @settings(max_examples=40, deadline=None)
+    @given(wall_time=st.floats(0, 4e9))
+    def test_file_version_event_is_the_protobuf_encoding(self, wall_time):
+        expected = event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2")
+        # Parsed, not compared byte for byte: protobuf leaves a zero wall_time out.
+        assert event_pb2.Event.FromString(encode_file_version_event(wall_time)) == expected
+
+    def test_a_run_of_scalars_never_imports_tensorboardx(self, tmp_path):
+        """Its import can take seconds (it may import torch); the event file must not wait."""
+        script = (
+            "import sys\n"
+            "from sinks.tensorboard import TensorBoardSink\n"
+            f"sink = TensorBoardSink({str(tmp_path)!r})\n"
+            "sink.scalars('train', {'loss': 0.5}, step=0, wall_time=1.0)\n"
+            "sink.flush()\n"
+            "sink.close()\n"
+            "print('tensorboardX' in sys.modules)\n")
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=True, timeout=120)
+        assert out.stdout.strip() == "False"
+        assert accumulator(tmp_path / "train").Scalars("loss")[0].value == 0.5
 
     def test_values_beyond_float32_become_infinite(self):
         """A value too large for float32 is stored as infinity (TensorFlow's cast), not an error."""
