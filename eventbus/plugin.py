@@ -3,7 +3,10 @@
 Any object with ``@hookimpl`` methods is a plugin. Subclassing :class:`Plugin` is optional and
 buys three things: the constructor's arguments are recorded automatically (so the log header can
 rebuild the plugin for replay), a ``name`` that defaults to the class name, and the two role flags
-below.
+below. Arguments that do not fit the constructor are a TypeError that names the class and lists
+its parameters (``EarlyStopping() got an unexpected keyword argument 'patiense' (did you mean
+'patience'?); it takes EarlyStopping(monitor, ...)``), as Python's own message would if the
+recording did not come first.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ class Plugin:
         def __init__(self: Plugin, *args: Any, **kw: Any) -> None:
             # Only the outermost constructor records: a subclass's arguments win over its base's.
             if not hasattr(self, "_config"):
-                bound = signature.bind(self, *args, **kw)
+                try:
+                    bound = signature.bind(self, *args, **kw)
+                except TypeError as exc:
+                    # bind's own message does not say whose arguments were wrong.
+                    raise TypeError(_bind_message(type(self).__name__, signature, args, kw,
+                                                  exc)) from None
                 bound.apply_defaults()
                 config = dict(bound.arguments)
                 config.pop(next(iter(signature.parameters)))
@@ -72,6 +80,42 @@ class Plugin:
         for hook in hooks:
             # pluggy only takes routines as hook implementations: None hides the method.
             setattr(self, hook, None)
+
+
+def _bind_message(cls: str, signature: inspect.Signature, args: tuple[Any, ...],
+                  kw: dict[str, Any], exc: TypeError) -> str:
+    """A constructor's argument error as Python words it, naming the class and its parameters."""
+    params = list(signature.parameters.values())[1:]  # without self
+    listed: list[str] = []
+    for param in params:
+        if param.kind is param.KEYWORD_ONLY and not any(p.startswith("*") for p in listed):
+            listed.append("*")
+        listed.append({param.VAR_POSITIONAL: "*", param.VAR_KEYWORD: "**"}.get(param.kind, "")
+                      + param.name)
+    takes = f"{cls}({', '.join(listed)})"
+    positional = [p.name for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    given = f"{len(args)} {'was' if len(args) == 1 else 'were'} given"
+    if str(exc) == "too many positional arguments":
+        if not params:
+            return f"{cls}() takes no arguments but {given}"
+        if not positional:
+            return f"{cls}() takes no positional arguments but {given}; pass them by keyword: " \
+                   f"{takes}"
+        return (f"{cls}() takes at most {len(positional)} positional argument"
+                f"{'' if len(positional) == 1 else 's'} ({', '.join(positional)}) but {given}; "
+                f"pass the others by keyword: {takes}")
+    text = str(exc)
+    message = f"{cls}() {'got ' if text.startswith('multiple values') else ''}{text}"
+    if "unexpected keyword argument" in text:
+        import difflib  # only on this error path: import eventbus stays lean
+
+        names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        unknown = [k for k in kw if k not in names]
+        close = difflib.get_close_matches(unknown[0], names, n=1) if unknown else []
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    return f"{message}; it takes {takes}"
 
 
 def plugin_name(plugin: object) -> str:

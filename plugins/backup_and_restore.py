@@ -10,10 +10,13 @@ a backup is there, the plugin restores the weights and hands the log to the bus
 (wait counters, best values, cooldowns, learning rate) and sets ``bus.initial_epoch``, the epoch
 the loop starts from. After a clean ``train_end`` the backup is deleted.
 
-Why two weight files: the weights of an epoch are written while the bus handles its
-``epoch_end``, just before the bus flushes the log. A crash between the two leaves weights one
-epoch ahead of the log; the previous file then still holds the weights that match the log, and
-the restore picks the newest backup the log has caught up with.
+Why two weight files (``double_checkpoint=True``, the default): the weights of an epoch are
+written while the bus handles its ``epoch_end``, just before the bus flushes the log. A crash
+between the two leaves weights one epoch ahead of the log; the previous file then still holds the
+weights that match the log, and the restore picks the newest backup the log has caught up with.
+It also covers a latest file that cannot be read. ``double_checkpoint=False`` (Keras 3's default)
+keeps only ``latest.weights.h5``: half the disk space, but after a crash in that window no
+weights match the log, and the resumed run keeps the model's current weights (with a warning).
 """
 
 from __future__ import annotations
@@ -58,14 +61,15 @@ class BackupAndRestore(Plugin):
     """Back up the run (event log and weights) in ``backup_dir``; resume from it after a crash.
 
     ``save_freq="epoch"`` backs the weights up at every epoch end; an int ``N`` also every ``N``
-    training batches (counted across epochs). ``delete_checkpoint=False`` keeps the backup
-    after a clean end.
+    training batches (counted across epochs). ``double_checkpoint`` keeps the previous weights
+    backup next to the latest (see the module docstring for why it defaults to True here).
+    ``delete_checkpoint=False`` keeps the backup after a clean end.
     """
 
     side_effects = True
 
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
-                 delete_checkpoint: bool = True):
+                 double_checkpoint: bool = True, delete_checkpoint: bool = True):
         name = type(self).name
         if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
             raise ConfigError(f"{name}: backup_dir must be a non-empty path; got "
@@ -78,6 +82,7 @@ class BackupAndRestore(Plugin):
         self.save_freq = save_freq
         if save_freq == "epoch":
             self.unsubscribe("on_batch_end")  # backing up per epoch costs nothing per batch
+        self.double_checkpoint = require_bool(double_checkpoint, "double_checkpoint", name)
         self.delete_checkpoint = require_bool(delete_checkpoint, "delete_checkpoint", name)
         self.log_path = os.path.join(self.backup_dir, LOG)
         self._bus: Any = None
@@ -228,8 +233,12 @@ class BackupAndRestore(Plugin):
         if model is None:
             return  # nothing to back up but the log, which the bus writes
         latest = os.path.join(self.backup_dir, LATEST)
-        if os.path.exists(latest):
-            os.replace(latest, os.path.join(self.backup_dir, PREVIOUS))
+        previous = os.path.join(self.backup_dir, PREVIOUS)
+        if not self.double_checkpoint:
+            if os.path.exists(previous):  # left by a run with double_checkpoint=True
+                os.remove(previous)
+        elif os.path.exists(latest):
+            os.replace(latest, previous)
         optimizer = None
         if callable(getattr(model, "get_optimizer_state", None)):
             optimizer = model.get_optimizer_state()

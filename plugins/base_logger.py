@@ -7,6 +7,8 @@ from typing import Any
 
 from eventbus import Plugin, hookimpl
 
+from .monitor import require_names
+
 __all__ = ["BaseLogger"]
 
 #: Batch log keys that describe the batch rather than measure it.
@@ -20,11 +22,13 @@ class BaseLogger(Plugin):
     added for metrics the epoch logs lack. Each batch counts with its ``size`` (its sample
     count), or 1 when the loop gives no ``size``. ``stateful_metrics`` are not averaged: the
     epoch gets their last batch value (for metrics the loop already accumulates, such as a
-    running accuracy).
+    running accuracy); a single name may be given as a str.
     """
 
-    def __init__(self, stateful_metrics: Iterable[str] | None = None):
-        self.stateful_metrics = sorted(stateful_metrics or ())
+    def __init__(self, stateful_metrics: Iterable[str] | str | None = None):
+        # One str is one metric name, not its letters.
+        self.stateful_metrics = sorted(set(require_names(stateful_metrics, "stateful_metrics",
+                                                         type(self).name)))
         self._stateful = frozenset(self.stateful_metrics)
         self._sums: dict[str, float] = {}
         self._weights: dict[str, float] = {}

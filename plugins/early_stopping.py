@@ -71,7 +71,7 @@ class EarlyStopping(Plugin):
 
     @hookimpl
     def on_train_begin(self, event: Any) -> None:
-        # A new run on the same instance starts afresh (Keras 3 keeps ``best`` across fits).
+        # A new run on the same instance starts afresh, as Keras 3's on_train_begin does.
         self._reset()
 
     @hookimpl

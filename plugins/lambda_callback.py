@@ -59,25 +59,32 @@ class LambdaCallback(Plugin):
     """Run the given functions at the matching moments of training.
 
     ``on_epoch_begin``/``on_epoch_end`` are called as ``fn(epoch, logs)``,
-    ``on_batch_begin``/``on_batch_end`` as ``fn(batch, logs)`` and
-    ``on_train_begin``/``on_train_end`` as ``fn(logs)``, positionally, as Keras calls them.
-    Keras 3's ``on_train_batch_*``, ``on_test_*`` and ``on_predict_*`` are accepted as keywords.
+    ``on_batch_begin``/``on_batch_end`` (or Keras 3's ``on_train_batch_begin``/
+    ``on_train_batch_end``) as ``fn(batch, logs)`` and ``on_train_begin``/``on_train_end`` as
+    ``fn(logs)``, positionally, as Keras calls them; ``on_test_*`` and ``on_predict_*`` are
+    accepted too. Only ``on_epoch_begin`` and ``on_epoch_end`` may be given positionally: Keras 2
+    takes the batch hooks third and fourth, Keras 3 the train hooks, so a third positional
+    argument is a TypeError rather than a function silently run at the wrong moment.
+
     Only the moments given a function are subscribed. What a function returns is ignored unless
     it is a decision or outcome record, which the bus then applies or records.
     """
 
     side_effects = True
 
-    def __init__(self, on_epoch_begin: Fn = None, on_epoch_end: Fn = None,
+    def __init__(self, on_epoch_begin: Fn = None, on_epoch_end: Fn = None, *,
                  on_batch_begin: Fn = None, on_batch_end: Fn = None, on_train_begin: Fn = None,
-                 on_train_end: Fn = None, **kwargs: Fn):
+                 on_train_end: Fn = None, on_train_batch_begin: Fn = None,
+                 on_train_batch_end: Fn = None, **kwargs: Fn):
         unknown = sorted(set(kwargs) - set(_ARGS))
         if unknown:
             raise ConfigError(f"LambdaCallback: unknown argument(s) {unknown}; accepted: "
                               f"{sorted(_ARGS)}", plugin="LambdaCallback", field=unknown[0])
         given = dict(kwargs, on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
                      on_batch_begin=on_batch_begin, on_batch_end=on_batch_end,
-                     on_train_begin=on_train_begin, on_train_end=on_train_end)
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end)
         self._calls: dict[str, list[tuple[Callable[..., Any], str]]] = {h: [] for h in _HOOKS}
         for name, fn in given.items():
             if fn is not None and not callable(fn):

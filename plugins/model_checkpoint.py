@@ -7,7 +7,6 @@ when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user d
 
 from __future__ import annotations
 
-import os
 import string
 import warnings
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from typing import Any
 from eventbus import ConfigError, Plugin, hookimpl
 from eventbus.records import SaveCheckpoint
 
-from .monitor import Monitor, fmt, require_bool, require_int, require_real
+from .monitor import Monitor, fmt, require_bool, require_int, require_path, require_real
 
 __all__ = ["ModelCheckpoint"]
 
@@ -54,7 +53,9 @@ def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
 class ModelCheckpoint(Plugin):
     """Save the model at the end of every epoch (or every ``save_freq`` batches).
 
-    ``period=N`` is Keras 2's "every N epochs": accepted, with a DeprecationWarning.
+    ``period=N`` is Keras 2's "every N epochs": accepted, with a DeprecationWarning. As in
+    Keras, the best value and the save counters are kept across runs (``train_begin``) of the
+    same instance.
     """
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
@@ -62,10 +63,7 @@ class ModelCheckpoint(Plugin):
                  mode: str = "auto", save_freq: str | int = "epoch",
                  initial_value_threshold: float | None = None, *, period: int | None = None):
         name = type(self).name
-        if not isinstance(filepath, (str, os.PathLike)):
-            raise ConfigError(f"{name}: filepath must be a str or path; got "
-                              f"{type(filepath).__name__}", plugin=name, field="filepath")
-        self.filepath = os.fspath(filepath)
+        self.filepath = require_path(filepath, "filepath", name)
         if not self.filepath.endswith(_EXTENSIONS):
             raise ConfigError(f"{name}: checkpoints are HDF5 files; filepath must end in .h5 or "
                               f".hdf5 (e.g. 'ckpt-{{epoch:02d}}.weights.h5'); got "
@@ -101,11 +99,6 @@ class ModelCheckpoint(Plugin):
             threshold = None if initial_value_threshold is None else \
                 require_real(initial_value_threshold, "initial_value_threshold", name)
             self.monitor = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
-        self._reset()
-
-    def _reset(self) -> None:
-        if self.monitor is not None:
-            self.monitor.reset()
         self._batches_since_save = 0
         self._epochs_since_save = 0
 
@@ -125,7 +118,11 @@ class ModelCheckpoint(Plugin):
 
     @hookimpl
     def on_train_begin(self, event: Any) -> None:
-        self._reset()
+        # As Keras (which has no on_train_begin here): the best value and the save counters
+        # carry over to the next fit() of the same instance, so a staged fit keeps the best
+        # file the best of all stages. Only the missing-monitor warning is once per run.
+        if self.monitor is not None:
+            self.monitor.warned = False
 
     @hookimpl
     def on_epoch_end(self, event: Any) -> Any:

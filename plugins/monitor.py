@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from eventbus import ConfigError
@@ -33,6 +34,8 @@ __all__ = [
     "infer_mode",
     "require_bool",
     "require_int",
+    "require_names",
+    "require_path",
     "require_real",
 ]
 
@@ -177,7 +180,47 @@ def require_int(value: Any, field: str, plugin: str, *, minimum: int = 0) -> int
 
 
 def require_bool(value: Any, field: str, plugin: str) -> bool:
-    if not isinstance(value, (bool, int)) or (isinstance(value, int) and value not in (0, 1)):
-        raise ConfigError(f"{plugin}: {field} must be True or False; got {value!r}",
-                          plugin=plugin, field=field)
-    return bool(value)
+    """``value`` if it is a bool (NumPy's included); anything else is an error.
+
+    Not ``bool(value)``: ``append="no"`` or ``save_best_only="False"`` would silently be True.
+    """
+    if isinstance(value, bool) or _is_numpy_bool(value):
+        return bool(value)
+    raise ConfigError(f"{plugin}: {field} must be True or False; got {type(value).__name__} "
+                      f"{value!r}", plugin=plugin, field=field)
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")
+
+
+def require_path(value: Any, field: str, plugin: str) -> str:
+    """``value`` (a str or path) as a non-empty str; anything else is an error."""
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return text
+    raise ConfigError(f"{plugin}: {field} must be a file or directory path (a non-empty str or "
+                      f"os.PathLike); got {type(value).__name__} {value!r}", plugin=plugin,
+                      field=field)
+
+
+def require_names(value: Any, field: str, plugin: str) -> list[str]:
+    """``value`` as a list of names: None is none, one str is one name, else an iterable of str.
+
+    A str is one name, not the letters of one (``stateful_metrics="acc"`` is ``["acc"]``).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{plugin}: {field} must be a name or a list of names (str); got "
+                          f"{type(value).__name__} {value!r}", plugin=plugin, field=field)
+    names = list(value)
+    wrong = [name for name in names if not isinstance(name, str)]
+    if wrong:
+        raise ConfigError(f"{plugin}: {field} must hold names (str); got "
+                          f"{type(wrong[0]).__name__} {wrong[0]!r}", plugin=plugin, field=field)
+    return names

@@ -9,6 +9,8 @@ from typing import IO, Any
 from eventbus import Plugin, hookimpl
 from eventbus.errors import ConfigError
 
+from .monitor import require_real
+
 __all__ = ["ProgbarLogger", "format_logs"]
 
 _NOT_SHOWN = frozenset({"batch", "size", "num_steps"})
@@ -49,10 +51,16 @@ class ProgbarLogger(Plugin):
         if verbose not in (0, 1, 2):
             raise ConfigError(f"ProgbarLogger: verbose must be 0, 1 or 2; got {verbose!r}",
                               plugin="ProgbarLogger", field="verbose")
+        if file is not None and not all(callable(getattr(file, method, None))
+                                        for method in ("write", "flush")):
+            raise ConfigError(f"ProgbarLogger: file must be a text stream with write() and "
+                              f"flush() (an open file, sys.stderr); got {type(file).__name__}",
+                              plugin="ProgbarLogger", field="file")
         self.count_mode = count_mode
         self.verbose = verbose
         self.file = file
-        self.mininterval = mininterval
+        self.mininterval = require_real(mininterval, "mininterval", "ProgbarLogger",
+                                        minimum=0.0)
         self._params: dict[str, Any] = {}
         # The run being shown: a training epoch, an evaluation or a prediction (None: none).
         self._showing: str | None = None

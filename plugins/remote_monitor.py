@@ -13,6 +13,8 @@ from eventbus.errors import ConfigError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
 
+from .monitor import require_bool, require_int, require_real
+
 __all__ = ["RemoteMonitor"]
 
 
@@ -40,22 +42,31 @@ class RemoteMonitor(Plugin):
                  field: str = "data", headers: Mapping[str, str] | None = None,
                  send_as_json: bool = False, *, timeout: float = 5.0, retries: int = 3,
                  backoff: float = 0.25, max_pending: int = 1000, flush_timeout: float = 10.0):
+        name = type(self).name
         if not isinstance(root, str) or not root.startswith(("http://", "https://")):
-            raise ConfigError(f"RemoteMonitor: root must be an http:// or https:// URL; got "
-                              f"{type(root).__name__}", plugin="RemoteMonitor", field="root")
-        if not isinstance(path, str) or not isinstance(field, str) or not field:
-            raise ConfigError("RemoteMonitor: path and field must be strings (field non-empty)",
-                              plugin="RemoteMonitor", field="path")
+            raise ConfigError(f"{name}: root must be an http:// or https:// URL; got "
+                              f"{type(root).__name__}", plugin=name, field="root")
+        for field_name, value in (("path", path), ("field", field)):
+            if not isinstance(value, str) or (field_name == "field" and not value):
+                raise ConfigError(f"{name}: {field_name} must be a str"
+                                  f"{' (non-empty)' if field_name == 'field' else ''}; got "
+                                  f"{type(value).__name__} {value!r}", plugin=name,
+                                  field=field_name)
         self.root = root
         self.path = path
         self.field = field
-        self.headers = dict(headers or {})
-        self.send_as_json = send_as_json
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_pending = max_pending
-        self.flush_timeout = flush_timeout
+        self.headers = _headers(headers, name)
+        self.send_as_json = require_bool(send_as_json, "send_as_json", name)
+        # Checked here, not by the HTTP sender built at the first epoch: a bad value must stop
+        # the run before it starts, not become a sink failure at its first epoch end.
+        self.timeout = require_real(timeout, "timeout", name)
+        if self.timeout <= 0:
+            raise ConfigError(f"{name}: timeout must be > 0 seconds; got {self.timeout}",
+                              plugin=name, field="timeout")
+        self.retries = require_int(retries, "retries", name, minimum=0)
+        self.backoff = require_real(backoff, "backoff", name, minimum=0.0)
+        self.max_pending = require_int(max_pending, "max_pending", name, minimum=1)
+        self.flush_timeout = require_real(flush_timeout, "flush_timeout", name, minimum=0.0)
         self._bus: Any = None
         self._label = self.name
         self._sender: Any = None
@@ -140,6 +151,22 @@ class RemoteMonitor(Plugin):
                 sink=self._label, event="close", error="DeliveryError",
                 message=f"{stats.undelivered} of {stats.undelivered + stats.sent} epoch "
                         f"payload(s) not delivered to {_host(self.url)}: {stats.describe()}"))
+
+
+def _headers(headers: Any, plugin: str) -> dict[str, str]:
+    """``headers`` checked: None, or a mapping of header names to values, all str."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ConfigError(f"{plugin}: headers must be a dict of header names to values (str); "
+                          f"got {type(headers).__name__}", plugin=plugin, field="headers")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            # The value may be a token: name its type only.
+            raise ConfigError(f"{plugin}: headers must map str to str; got "
+                              f"{type(key).__name__} {key!r} -> {type(value).__name__}",
+                              plugin=plugin, field="headers")
+    return dict(headers)
 
 
 def _host(url: str) -> str:

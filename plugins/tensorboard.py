@@ -4,7 +4,12 @@ Keras's layout: epoch metrics go to ``<log_dir>/train`` as ``epoch_<name>`` and 
 metrics, prefix removed, to ``<log_dir>/validation``, both at step = epoch; ``learning_rate``
 (which the bus adds to epoch logs) becomes ``epoch_learning_rate``. With an integer
 ``update_freq`` batch metrics go to ``train`` as ``batch_<name>`` every ``update_freq`` batches,
-at step = batches done. The writing happens on :class:`sinks.tensorboard.TensorBoardSink`'s
+at step = batches done. With ``write_steps_per_second`` the training steps per second go to
+``train`` too: ``epoch_steps_per_second`` (batches of the epoch over the time from its
+``epoch_begin`` to its ``epoch_end``) and, with a batch ``update_freq``,
+``batch_steps_per_second`` (one over the time from the batch's ``batch_begin`` to its
+``batch_end``); times are the events' own, so converting a log gives the values the live run
+wrote. The writing happens on :class:`sinks.tensorboard.TensorBoardSink`'s
 thread; the training thread only queues.
 """
 
@@ -21,6 +26,8 @@ from eventbus import Plugin, hookimpl
 from eventbus.errors import ConfigError
 from eventbus.records import SinkFailed
 from eventbus.records import Warning as WarningRecord
+
+from .monitor import require_bool, require_names, require_path, require_real
 
 __all__ = ["TensorBoard"]
 
@@ -48,28 +55,35 @@ def _layer(weight_name: str) -> str:
 class TensorBoard(Plugin):
     """Write what the run reports where TensorBoard reads it.
 
-    Parameters are Keras's. ``histogram_freq``: weight histograms (``<weight>/histogram``, step =
-    epoch) every that many epochs, from the model adapter's ``get_weights()``; ``write_images``:
-    each weight as a picture too (``<weight>/image``); ``write_graph``: the model adapter's
-    ``get_config()`` as text (``model_config``) at the start; ``update_freq``: ``"epoch"``,
-    ``"batch"`` or a number of batches; ``embeddings_freq``, ``embeddings_layer_names`` and
-    ``embeddings_metadata``: projector files for embedding matrices. Decisions (a learning rate
-    cut, an early stop) are written as text under ``decisions`` at their epoch.
+    Parameters are Keras 3's, in its order. ``histogram_freq``: weight histograms
+    (``<weight>/histogram``, step = epoch) every that many epochs, from the model adapter's
+    ``get_weights()``; ``write_graph``: the model adapter's ``get_config()`` as text
+    (``model_config``) at the start; ``write_images``: each weight as a picture too
+    (``<weight>/image``); ``write_steps_per_second``: training steps per second, per epoch
+    (``epoch_steps_per_second``) and, with a batch ``update_freq``, per batch
+    (``batch_steps_per_second``), from the events' times; ``update_freq``: ``"epoch"``,
+    ``"batch"`` or a number of batches; ``profile_batch``: only ``0`` (profiling needs
+    TensorFlow's profiler); ``embeddings_freq``, ``embeddings_metadata`` and (keyword-only, from
+    Keras 2) ``embeddings_layer_names``: projector files for embedding matrices. Decisions (a
+    learning rate cut, an early stop) are written as text under ``decisions`` at their epoch.
     """
 
     side_effects = True
 
     def __init__(self, log_dir: str | os.PathLike[str] = "./logs", histogram_freq: int = 0,
                  write_graph: bool = True, write_images: bool = False,
-                 update_freq: str | int = "epoch", embeddings_freq: int = 0,
+                 write_steps_per_second: bool = False, update_freq: str | int = "epoch",
+                 profile_batch: int = 0, embeddings_freq: int = 0,
+                 embeddings_metadata: Mapping[str, str] | str | None = None, *,
                  embeddings_layer_names: Sequence[str] | str | None = None,
-                 embeddings_metadata: Mapping[str, str] | str | None = None,
-                 *, flush_timeout: float = 30.0):
+                 flush_timeout: float = 30.0):
+        name = type(self).name
+        self.log_dir = require_path(log_dir, "log_dir", name)
         for field, value in (("histogram_freq", histogram_freq),
                              ("embeddings_freq", embeddings_freq)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"TensorBoard: {field} must be an int >= 0; got {value!r}",
-                                  plugin="TensorBoard", field=field)
+                raise ConfigError(f"{name}: {field} must be an int >= 0; got {value!r}",
+                                  plugin=name, field=field)
         if update_freq == "epoch":
             self._every: int | None = None
         elif update_freq == "batch":
@@ -78,29 +92,40 @@ class TensorBoard(Plugin):
                 and update_freq > 0:
             self._every = update_freq
         else:
-            raise ConfigError(f"TensorBoard: update_freq must be 'epoch', 'batch' or an int > 0; "
-                              f"got {update_freq!r}", plugin="TensorBoard", field="update_freq")
-        self.log_dir = os.fspath(log_dir)
+            raise ConfigError(f"{name}: update_freq must be 'epoch', 'batch' or an int > 0; "
+                              f"got {update_freq!r}", plugin=name, field="update_freq")
+        if isinstance(profile_batch, bool) or profile_batch != 0:
+            raise ConfigError(f"{name}: profile_batch must be 0 (no profiling): profiling needs "
+                              f"TensorFlow's profiler, which this plugin does not run; got "
+                              f"{profile_batch!r}", plugin=name, field="profile_batch")
         self.histogram_freq = histogram_freq
-        self.write_graph = write_graph
-        self.write_images = write_images
+        self.write_graph = require_bool(write_graph, "write_graph", name)
+        self.write_images = require_bool(write_images, "write_images", name)
+        self.write_steps_per_second = require_bool(write_steps_per_second,
+                                                   "write_steps_per_second", name)
         self.update_freq = update_freq
+        self.profile_batch = 0
         self.embeddings_freq = embeddings_freq
-        if isinstance(embeddings_layer_names, str):
-            embeddings_layer_names = [embeddings_layer_names]
-        self.embeddings_layer_names = list(embeddings_layer_names or [])
-        self.embeddings_metadata = embeddings_metadata
-        self.flush_timeout = flush_timeout
+        self.embeddings_layer_names = require_names(embeddings_layer_names,
+                                                    "embeddings_layer_names", name)
+        self.embeddings_metadata = _metadata(embeddings_metadata, name)
+        self.flush_timeout = require_real(flush_timeout, "flush_timeout", name, minimum=0.0)
         if self._every is None:
             self.unsubscribe("on_batch_end")  # nothing per batch: the bus never calls it
+        if self._every is None or not self.write_steps_per_second:
+            self.unsubscribe("on_batch_begin")  # only timed batches need their start
         self._bus: Any = None
         self._label = self.name
         self._sink: Any = None
         self._warned: set[str] = set()
+        # Where the current epoch and batch began: (epoch or step, time, steps done).
+        self._epoch_began: tuple[int, float, int] | None = None
+        self._batch_began: tuple[int, float] | None = None
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["log_dir"] = self.log_dir
+        config["embeddings_metadata"] = self.embeddings_metadata  # paths as text
         return config
 
     # --- the sink ------------------------------------------------------------------------------
@@ -154,6 +179,9 @@ class TensorBoard(Plugin):
     @hookimpl
     def on_epoch_begin(self, event: Any) -> None:
         self._get()
+        if self.write_steps_per_second:
+            steps = self._bus.step if self._bus is not None else 0
+            self._epoch_began = (event.epoch, event.time, steps)
 
     @hookimpl
     def on_epoch_end(self, event: Any) -> Any:
@@ -166,6 +194,10 @@ class TensorBoard(Plugin):
                 validation[key[4:]] = value
             else:
                 train[key] = value
+        if self.write_steps_per_second:
+            rate = self._epoch_rate(epoch, when)
+            if rate is not None:
+                train.setdefault("steps_per_second", rate)
         sink.scalars("train", train, epoch, when, "epoch_")
         sink.scalars("validation", validation, epoch, when, "epoch_")
         histograms = self.histogram_freq and epoch % self.histogram_freq == 0
@@ -188,6 +220,17 @@ class TensorBoard(Plugin):
         if embeddings:
             return self._embeddings(sink, weights, epoch)
         return None
+
+    def _epoch_rate(self, epoch: int, when: float) -> float | None:
+        """Training steps per second from the epoch's begin to its end (Keras's
+        ``epoch_steps_per_second``); None when its begin was not seen, it had no training
+        batch, or no time passed."""
+        began = self._epoch_began
+        if began is None or began[0] != epoch or self._bus is None:
+            return None
+        steps = self._bus.step - began[2]
+        seconds = when - began[1]
+        return steps / seconds if steps > 0 and seconds > 0 else None
 
     def _weights(self) -> dict[str, np.ndarray] | None:
         model = getattr(self._bus, "model", None)
@@ -225,6 +268,10 @@ class TensorBoard(Plugin):
         return None
 
     @hookimpl
+    def on_batch_begin(self, event: Any) -> None:
+        self._batch_began = (event.step, event.time)
+
+    @hookimpl
     def on_batch_end(self, event: Any) -> None:
         done = event.step + 1
         if done % self._every:  # type: ignore[operator]
@@ -232,6 +279,13 @@ class TensorBoard(Plugin):
         logs = event.logs
         if "batch" in logs or "size" in logs:
             logs = {k: v for k, v in logs.items() if k not in _NOT_LOGGED}
+        if self.write_steps_per_second:
+            began = self._batch_began
+            # Keras's batch_steps_per_second: one over the time from the batch's begin to its
+            # end, so without a batch_begin event there is no value.
+            if began is not None and began[0] == event.step and event.time > began[1]:
+                logs = {**logs}
+                logs.setdefault("steps_per_second", 1.0 / (event.time - began[1]))
         self._get().scalars("train", logs, done, event.time, "batch_")
 
     @hookimpl
@@ -276,6 +330,26 @@ class TensorBoard(Plugin):
                                      "the writer queue was full", details={
                                          "dropped": sink.dropped}))
         return out
+
+
+def _metadata(value: Any, plugin: str) -> Mapping[str, str] | str | None:
+    """``embeddings_metadata`` checked: None, one path for every layer, or layer -> path."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return require_path(value, "embeddings_metadata", plugin)
+    if isinstance(value, Mapping):
+        out = {}
+        for layer, path in value.items():
+            if not isinstance(layer, str):
+                raise ConfigError(f"{plugin}: embeddings_metadata maps layer names (str) to "
+                                  f"files; got the key {layer!r}", plugin=plugin,
+                                  field="embeddings_metadata")
+            out[layer] = require_path(path, "embeddings_metadata", plugin)
+        return out
+    raise ConfigError(f"{plugin}: embeddings_metadata must be a file path or a dict of layer "
+                      f"name -> file path; got {type(value).__name__} {value!r}", plugin=plugin,
+                      field="embeddings_metadata")
 
 
 def _resume_filter(initial_epoch: int, steps_done: int) -> Any:

@@ -22,9 +22,11 @@ class TerminateOnNaN(Plugin):
 
     The stop is a ``stop_training`` decision with code ``non_finite_loss``: the loop finishes
     the epoch's bookkeeping and publishes ``train_end`` as after any stop. With ``raise_error``
-    the plugin raises :class:`NonFiniteLossError`; the bus records it as ``plugin_failed`` and
-    raises :class:`~eventbus.PluginError` from it, so ``train_end`` hooks (a backup's clean-up)
-    do not run, as in Keras.
+    the plugin raises :class:`NonFiniteLossError` (an :class:`~eventbus.AbortTraining`, so a
+    ``RuntimeError`` as Keras raises); the bus records it as ``plugin_failed``, flushes the log
+    and lets that same exception propagate out of ``bus.batch_end``, not wrapped in a
+    :class:`~eventbus.PluginError`, whatever ``on_plugin_error`` says. ``train_end`` hooks (a
+    backup's clean-up) then do not run, as in Keras.
     """
 
     def __init__(self, raise_error: bool = False):

@@ -1,20 +1,25 @@
 """A CSV table of per-epoch metrics, in Keras's CSVLogger layout.
 
-The first column is ``epoch``, then one column per metric, sorted by name; one row per epoch.
-Values are written with ``repr``, the shortest text that reads back as the same float, so the
-``csv`` module (``float(text)``) and pandas read them back exactly; NaN and the infinities are
-``nan``, ``inf`` and ``-inf``. A metric an epoch did not report is ``NA``, as Keras writes it
+The first column is ``epoch``, then one column per metric, sorted by name; one row per epoch
+written. Values are written with ``repr``, the shortest text that reads back as the same float,
+so the ``csv`` module (``float(text)``) and pandas read them back exactly; NaN and the infinities
+are ``nan``, ``inf`` and ``-inf``. A metric an epoch did not report is ``NA``, as Keras writes it
 (pandas reads it as NaN).
 
+Rows are only ever appended, as Keras appends them: a second run into the same file with
+``append=True`` adds its rows after the first run's, even where its epochs count from 0 again.
 Where Keras loses data, this table does not:
 
 - A metric that first appears in a later epoch widens the header; earlier rows get ``NA``.
   Widening rewrites the file (to a temporary file in the same directory, then renamed into
   place), so a crash leaves the old table or the new one, never half of each.
 - Opened with ``append=True`` on an existing table, the header is reconciled with the new
-  metrics the same way, and a row for an epoch the table already holds replaces that row instead
-  of adding a second one: a resumed run repeats the epoch a crash interrupted.
+  metrics the same way, and rows follow the file's own column order.
 - A torn last line (a crash mid-write) is cut off before appending.
+
+The one row ever removed is the one :meth:`CsvTable.drop_last_row` is asked to remove: the
+CSVLogger plugin uses it when a run resumes after a crash, for the last row of the file if it is
+for the epoch the run is about to write again (see ``docs/sinks/csv.md``).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ def format_value(value: Any) -> str:
 
 
 class CsvTable:
-    """One CSV file of epoch rows. ``write`` appends (or, when it must, rewrites) and flushes.
+    """One CSV file of epoch rows. ``write`` appends (or, to widen the header, rewrites) and
+    flushes.
 
     ``separator`` is the one-character delimiter; ``append=False`` starts the file afresh,
     ``append=True`` continues an existing one (see the module docstring).
@@ -60,17 +66,19 @@ class CsvTable:
         self.separator = separator
         #: The metric columns, in file order (``epoch`` comes first and is not listed).
         self.columns: list[str] = []
-        #: Epochs the file holds a row for.
-        self.epochs: set[int] = set()
+        #: Whether the file has its header line (a new or emptied file gets it with the first
+        #: row).
+        self._headed = False
         self._file: Any = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists() and self.path.stat().st_size > 0:
             truncate_torn_tail(self.path)
-            header, rows = self._read()
+            header, _ = self._read()
             self.columns = header[1:]
-            self.epochs = {self._epoch_of(row, i) for i, row in enumerate(rows, 2)}
+            self._headed = bool(header)
+        if self._headed:
             self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        else:
+        else:  # a new file, one to start afresh, or one without a header line
             self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
 
     def _read(self) -> tuple[list[str], list[list[str]]]:
@@ -79,7 +87,7 @@ class CsvTable:
             header = next(reader, [])
             rows = [row for row in reader if row]
         if not header:
-            return ["epoch"], []
+            return [], []
         if header[0] != "epoch":
             raise LogCorruptError(f"{self.path}: not an epoch table: the first column is "
                                   f"{header[0]!r}, expected 'epoch' (is the separator "
@@ -97,21 +105,46 @@ class CsvTable:
         return [str(epoch)] + [format_value(logs[c]) if c in logs else MISSING for c in columns]
 
     def write(self, epoch: int, logs: Mapping[str, Any]) -> None:
-        """Add the row for ``epoch`` (or replace the row the table already has for it)."""
+        """Append the row for ``epoch`` (widening the header first if ``logs`` has a new metric)."""
         if self._file is None:
             raise ValueError(f"{self.path}: the table is closed")
         # The epoch column wins over a metric that happens to be called "epoch".
         keys = [key for key in logs if key != "epoch"]
-        new = [key for key in keys if key not in self.columns]
-        if self._file.tell() == 0 and not self.epochs:
+        if not self._headed:
             self.columns = sorted(keys)
             self._append([["epoch", *self.columns], self._line(self.columns, epoch, logs)])
-        elif new or epoch in self.epochs:
-            columns = sorted(set(self.columns) | set(new)) if new else self.columns
-            self._rewrite(columns, epoch, logs)
+            self._headed = True
+            return
+        new = [key for key in keys if key not in self.columns]
+        if new:
+            self._rewrite(sorted(set(self.columns) | set(new)), [(epoch, logs)])
         else:
             self._append([self._line(self.columns, epoch, logs)])
-        self.epochs.add(epoch)
+
+    def drop_last_row(self, epoch: int) -> bool:
+        """Remove the file's last row if it is the row of ``epoch``; returns whether it was.
+
+        For a run that resumes after a crash: the row of the epoch it is about to write again,
+        which the crashed attempt wrote before its event log kept that epoch. Rows hold no line
+        breaks (values are numbers or ``NA``), so the last row is the last line; the file is cut
+        just before it.
+        """
+        if self._file is None:
+            raise ValueError(f"{self.path}: the table is closed")
+        if not self._headed:
+            return False
+        self._file.flush()
+        _, rows = self._read()
+        if not rows or self._epoch_of(rows[-1], len(rows) + 1) != epoch:
+            return False
+        with open(self.path, "rb+") as file:
+            data = file.read()
+            # The text after the last line break but one: the last row (its line ends with a
+            # line break; a torn one was cut when the table was opened).
+            file.truncate(data.rstrip(b"\r\n").rfind(b"\n") + 1)
+            file.flush()
+            os.fsync(file.fileno())
+        return True
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()
@@ -119,22 +152,17 @@ class CsvTable:
         self._file.write(buffer.getvalue())
         self._file.flush()
 
-    def _rewrite(self, columns: list[str], epoch: int, logs: Mapping[str, Any]) -> None:
+    def _rewrite(self, columns: list[str], extra: list[tuple[int, Mapping[str, Any]]]) -> None:
+        """Write the table again under ``columns``, with the rows of ``extra`` added at the end."""
         self._file.close()
         self._file = None
         header, rows = self._read()
         old = header[1:]
         out = [["epoch", *columns]]
-        replaced = False
         for row in rows:
-            if self._epoch_of(row, 0) == epoch:
-                out.append(self._line(columns, epoch, logs))
-                replaced = True
-                continue
             values = dict(zip(old, row[1:]))
             out.append([row[0]] + [values.get(c, MISSING) for c in columns])
-        if not replaced:
-            out.append(self._line(columns, epoch, logs))
+        out.extend(self._line(columns, epoch, logs) for epoch, logs in extra)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as file:
             csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)

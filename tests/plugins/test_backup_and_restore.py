@@ -35,10 +35,11 @@ def die(*objects: object) -> None:
 
 def train(backup_dir: Path, values: list[float], *, crash_at: int | None = None,
           model: NumpyModel | None = None, save_freq: Any = "epoch",
-          delete_checkpoint: bool = True, batches: int = 2) -> tuple[Bus, NumpyModel | None,
-                                                                     BackupAndRestore]:
+          delete_checkpoint: bool = True, batches: int = 2,
+          double_checkpoint: bool = True) -> tuple[Bus, NumpyModel | None, BackupAndRestore]:
     """A loop whose weights grow by 1 per batch; it dies at ``crash_at``'s second batch."""
     backup = BackupAndRestore(backup_dir, save_freq=save_freq,
+                              double_checkpoint=double_checkpoint,
                               delete_checkpoint=delete_checkpoint)
     bus = Bus([ReduceLROnPlateau(patience=2, factor=0.5),
                EarlyStopping(patience=4, restore_best_weights=False), backup],
@@ -211,6 +212,66 @@ class TestLifecycle:
         with pytest.raises(ConfigError) as info:
             BackupAndRestore(**params)
         assert info.value.field == field
+
+
+class TestDoubleCheckpoint:
+    """Keras 3's double_checkpoint: the previous weights backup kept next to the latest."""
+
+    def test_keras3_positional_order(self) -> None:
+        """backup_dir, save_freq, double_checkpoint, delete_checkpoint: Keras 3's order."""
+        backup = BackupAndRestore("bk", "epoch", False, False)
+        assert (backup.double_checkpoint, backup.delete_checkpoint) == (False, False)
+        assert BackupAndRestore("bk").double_checkpoint is True  # the default, see the docs
+
+    def test_single_checkpoint_keeps_one_weights_file(self, tmp_path: Path) -> None:
+        """double_checkpoint=False: only latest.weights.h5, and a crash mid-epoch resumes
+        from it as usual."""
+        model = NumpyModel({"w": np.zeros(2)})
+        train(tmp_path / "bk", VALUES, crash_at=4, model=model, double_checkpoint=False)
+        assert sorted(os.listdir(tmp_path / "bk")) == ["events.jsonl", "latest.weights.h5"]
+        fresh = NumpyModel({"w": np.zeros(2)})
+        bus = Bus([BackupAndRestore(tmp_path / "bk", double_checkpoint=False)], model=fresh,
+                  learning_rate=0.1)
+        assert bus.initial_epoch == 4 and fresh.weights["w"].tolist() == [8.0, 8.0]
+        bus.close()
+
+    def test_single_checkpoint_removes_a_previous_file(self, tmp_path: Path) -> None:
+        """A previous.weights.h5 an earlier run left does not linger (it would be stale)."""
+        model = NumpyModel({"w": np.zeros(2)})
+        train(tmp_path / "bk", VALUES, crash_at=2, model=model)
+        assert "previous.weights.h5" in os.listdir(tmp_path / "bk")
+        train(tmp_path / "bk", VALUES, crash_at=4, model=model, double_checkpoint=False)
+        assert "previous.weights.h5" not in os.listdir(tmp_path / "bk")
+
+    @pytest.mark.parametrize("double", [True, False])
+    def test_weights_ahead_of_the_log(self, tmp_path: Path, double: bool) -> None:
+        """A crash between an epoch's weights and its log records: with two files the
+        previous one matches the log; with one, nothing does, and the model keeps its weights
+        with a warning (why double_checkpoint defaults to True here)."""
+        model = NumpyModel({"w": np.zeros(2)})
+        train(tmp_path / "bk", VALUES, crash_at=4, model=model, delete_checkpoint=False,
+              double_checkpoint=double)
+        log = tmp_path / "bk" / "events.jsonl"
+        lines = log.read_bytes().splitlines(keepends=True)
+        last_end = max(i for i, line in enumerate(lines) if b'"kind":"epoch_end"' in line)
+        log.write_bytes(b"".join(lines[:last_end]))  # epoch 3's end never reached the disk
+        fresh = NumpyModel({"w": np.zeros(2)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bus = Bus([BackupAndRestore(tmp_path / "bk", double_checkpoint=double)],
+                      model=fresh, learning_rate=0.1)
+            bus.epoch_begin(bus.initial_epoch)  # the outcomes of the restore are recorded here
+            bus.close()
+        assert bus.initial_epoch == 3
+        restored = [r for r in read_log(log) if r.kind == "weights_restored"]
+        if double:
+            assert fresh.weights["w"].tolist() == [6.0, 6.0]  # the end of epoch 2
+            assert restored[-1].tag == "backup:previous.weights.h5"
+        else:
+            assert fresh.weights["w"].tolist() == [0.0, 0.0]
+            assert not restored
+            assert any(r.kind == "warning" and "no weights backup" in r.message
+                       for r in read_log(log))
 
 
 class TestBestWeightsSurviveACrash:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus
+from eventbus import Bus, ConfigError
 from eventbus.testing import RecordingWriter
 from plugins import BaseLogger, History
 
@@ -58,6 +58,28 @@ class TestBaseLogger:
                           [{"acc": 0.2, "size": 5}, {"acc": 0.6, "size": 5}])
         assert logs["acc"] == 0.6
 
+    def test_one_stateful_metric_as_a_str(self):
+        """stateful_metrics="acc" is the metric acc, not the letters a and c."""
+        logger = BaseLogger(stateful_metrics="acc")
+        assert logger.stateful_metrics == ["acc"]
+        logs = epoch_logs([logger], [{"acc": 0.2, "a": 1.0, "size": 5},
+                                     {"acc": 0.6, "a": 3.0, "size": 5}])
+        assert logs["acc"] == 0.6 and logs["a"] == 2.0
+
+    @pytest.mark.parametrize("value", [5, [1, "acc"], b"acc", {"acc": 1}])
+    def test_bad_stateful_metrics(self, value):
+        """Anything but None, a str or an iterable of str is a ConfigError naming the field."""
+        with pytest.raises(ConfigError) as info:
+            BaseLogger(stateful_metrics=value)
+        assert (info.value.plugin, info.value.field) == ("BaseLogger", "stateful_metrics")
+
+    def test_num_steps_is_ignored(self):
+        """num_steps neither counts as a metric nor changes a batch's weight (its size)."""
+        logs = epoch_logs([BaseLogger()], [{"loss": 1.0, "size": 30, "num_steps": 4},
+                                           {"loss": 2.0, "size": 10, "num_steps": 1}])
+        assert logs["loss"] == pytest.approx(1.25)
+        assert "num_steps" not in logs
+
     def test_epochs_are_independent(self):
         """Averages restart at each epoch_begin."""
         history = History()
@@ -89,3 +111,14 @@ def test_average_matches_the_formula(batches):
     logs = epoch_logs([BaseLogger()], [{"loss": v, "size": s} for v, s in batches])
     expected = sum(v * s for v, s in batches) / sum(s for _, s in batches)
     assert logs["loss"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["acc", "loss", "auc", "a"]),
+       st.lists(st.dictionaries(st.sampled_from(["acc", "loss", "auc", "a", "c"]),
+                                st.floats(-10, 10), min_size=1), min_size=1, max_size=5))
+def test_a_name_as_str_is_that_name_in_a_list(name, batches):
+    """Property: BaseLogger(stateful_metrics=name) gives the epoch logs of
+    BaseLogger(stateful_metrics=[name]), for any batches."""
+    assert epoch_logs([BaseLogger(stateful_metrics=name)], batches) == \
+        epoch_logs([BaseLogger(stateful_metrics=[name])], batches)

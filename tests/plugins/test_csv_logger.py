@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus, SinkFailureWarning, read_log
+from eventbus import Bus, ConfigError, SinkFailureWarning, read_log
 from eventbus.replay import effective_records
 from eventbus.testing import RecordingWriter, epochs, run
 from plugins import CSVLogger
@@ -33,11 +33,13 @@ def train(bus, losses, start=0, batches=2):
 
 
 def crash_after(log, epoch):
-    """Cut the JSON Lines log after the epoch_end of ``epoch``: what a crash leaves on disk."""
+    """Cut the JSON Lines log after the epoch_end of ``epoch`` (after train_begin for -1): what
+    a crash leaves on disk."""
     lines = log.read_text().splitlines(keepends=True)
     for i, line in enumerate(lines):
         record = json.loads(line)
-        if record["kind"] == "epoch_end" and record["epoch"] == epoch:
+        if (record["kind"] == "epoch_end" and record["epoch"] == epoch) or \
+                (epoch < 0 and record["kind"] == "train_begin"):
             log.write_text("".join(lines[:i + 1]))
             return
     raise AssertionError(f"no epoch_end {epoch} in {log}")
@@ -53,6 +55,21 @@ class TestCSVLogger:
         assert frame["loss"].tolist() == [0.5, 0.25]
         assert frame["learning_rate"].tolist() == [0.1, 0.1]
 
+    def test_no_placeholder_validation_columns(self, tmp_path):
+        """No val_ columns until a val_ metric comes (Keras adds val_<k> columns of NA when the
+        first epoch has none); a late val_loss widens the header, columns stay sorted."""
+        path = tmp_path / "log.csv"
+        bus = Bus([CSVLogger(path)])
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 0.5, "acc": 0.1})
+        assert rows(path)[0].keys() == {"epoch", "acc", "loss"}
+        bus.epoch_begin(1)
+        bus.epoch_end(1, {"loss": 0.4, "acc": 0.2, "val_loss": 0.6})
+        bus.train_end()
+        bus.close()
+        assert list(pd.read_csv(path).columns) == ["epoch", "acc", "loss", "val_loss"]
+
     def test_append_false_overwrites_at_train_begin(self, tmp_path):
         """A second run without append starts the file afresh, as Keras."""
         path = tmp_path / "log.csv"
@@ -60,13 +77,27 @@ class TestCSVLogger:
         run([CSVLogger(path)], epochs(loss=[0.9]))
         assert [r["loss"] for r in rows(path)] == ["0.9"]
 
-    def test_append_true_continues(self, tmp_path):
-        """With append, a second run's epochs replace rows of the same epoch, others stay."""
+    def test_append_true_adds_the_rows_of_a_new_run(self, tmp_path):
+        """With append, a second run's rows follow the first run's, even where its epochs
+        count from 0 again: nothing of the earlier run is replaced (Keras appends them all)."""
         path = tmp_path / "log.csv"
         run([CSVLogger(path)], epochs(loss=[0.5, 0.4, 0.3]))
         run([CSVLogger(path, append=True)], epochs(loss=[0.9]))
         assert [(r["epoch"], r["loss"]) for r in rows(path)] == [
-            ("0", "0.9"), ("1", "0.4"), ("2", "0.3")]
+            ("0", "0.5"), ("1", "0.4"), ("2", "0.3"), ("0", "0.9")]
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(runs=st.lists(st.lists(st.floats(0, 10), min_size=1, max_size=3), min_size=1,
+                         max_size=4))
+    def test_append_keeps_every_run(self, tmp_path_factory, runs):
+        """Property: runs with append=True, each counting epochs from 0, leave every row of
+        every run in the file, in the order written."""
+        path = tmp_path_factory.mktemp("append") / "log.csv"
+        for losses in runs:
+            run([CSVLogger(path, append=True)], epochs(loss=losses))
+        assert [(int(r["epoch"]), float(r["loss"])) for r in rows(path)] == \
+            [(epoch, loss) for losses in runs for epoch, loss in enumerate(losses)]
 
     def test_nan_loss(self, tmp_path):
         """A NaN loss is written and read back as NaN by pandas."""
@@ -98,6 +129,18 @@ class TestCSVLogger:
         with pytest.raises(ValueError, match="separator"):
             CSVLogger(tmp_path / "log.csv", separator="::")
 
+    @pytest.mark.parametrize(("params", "field"), [
+        ({"filename": 3}, "filename"), ({"filename": None}, "filename"),
+        ({"filename": ""}, "filename"), ({"filename": "x.csv", "append": "no"}, "append"),
+        ({"filename": "x.csv", "append": 1}, "append"),
+        ({"filename": "x.csv", "append": None}, "append")])
+    def test_bad_parameters_name_the_field(self, params, field):
+        """A filename that is not a path and an append that is not a bool are ConfigErrors
+        naming the plugin and the field (not a TypeError from os.fspath, not a truthy "no")."""
+        with pytest.raises(ConfigError) as info:
+            CSVLogger(**params)
+        assert (info.value.plugin, info.value.field) == ("CSVLogger", field)
+
 
 class TestResume:
     def test_resumed_run_writes_no_duplicate_rows(self, tmp_path):
@@ -120,26 +163,52 @@ class TestResume:
         assert [r["epoch"] for r in table] == ["0", "1", "2", "3", "4"]
         assert [float(r["loss"]) for r in table] == [0.9, 0.8, 0.65, 0.6, 0.5]
 
-    @settings(max_examples=8, deadline=None,
+    def test_resume_drops_only_the_row_of_the_epoch_resumed_from(self, tmp_path):
+        """The last row is dropped only if it is for bus.initial_epoch: a crash between two
+        epochs leaves every row of the file, and the resumed run appends after them."""
+        path, log = tmp_path / "log.csv", tmp_path / "run.jsonl"
+        bus = Bus([CSVLogger(path)], log=log)
+        bus.train_begin({"epochs": 4})
+        train(bus, [0.9, 0.8])
+        bus.close()  # a crash between epochs: the log has epoch_end 1, as the file has
+        bus = Bus([CSVLogger(path)], log=log, resume=True)
+        assert bus.initial_epoch == 2
+        train(bus, [0.9, 0.8, 0.7, 0.6], start=bus.initial_epoch)
+        bus.train_end()
+        bus.close()
+        assert [(r["epoch"], r["loss"]) for r in rows(path)] == [
+            ("0", "0.9"), ("1", "0.8"), ("2", "0.7"), ("3", "0.6")]
+
+    @settings(max_examples=10, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(losses=st.lists(st.floats(0, 10), min_size=2, max_size=5), data=st.data())
     def test_resumed_file_equals_the_log(self, tmp_path_factory, losses, data):
-        """Property: after a crash anywhere and a resume, the CSV holds the log's epochs once."""
+        """Property: after a crash anywhere and a resume, the CSV holds an earlier run's rows
+        (append=True) and then the log's epochs once each.
+
+        The bus flushes its log at every epoch end after the plugins ran, so a crash leaves the
+        log either with the file's last epoch or one epoch short of it (the row written just
+        before the crash)."""
         tmp = tmp_path_factory.mktemp("resume")
         path, log = tmp / "log.csv", tmp / "run.jsonl"
+        earlier = data.draw(st.lists(st.floats(0, 10), max_size=3), label="earlier run")
+        if earlier:
+            run([CSVLogger(path)], epochs(loss=earlier))
         done = data.draw(st.integers(1, len(losses)), label="epochs before the crash")
-        kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
-        bus = Bus([CSVLogger(path)], log=log)
+        kept = data.draw(st.sampled_from([done - 1, done - 2]), label="last epoch the log kept")
+        bus = Bus([CSVLogger(path, append=True)], log=log)
         bus.train_begin({"epochs": len(losses)})
         train(bus, losses[:done])
         bus.close()
         crash_after(log, kept)
-        bus = Bus([CSVLogger(path)], log=log, resume=True)
+        bus = Bus([CSVLogger(path, append=True)], log=log, resume=True)
+        assert bus.initial_epoch == kept + 1
         bus.train_begin({"epochs": len(losses)})
         train(bus, [x + 1 for x in losses], start=bus.initial_epoch)
         bus.train_end()
         bus.close()
         ends = [r for r in effective_records(read_log(log)) if r.kind == "epoch_end"]
         table = rows(path)
-        assert [int(r["epoch"]) for r in table] == [e.epoch for e in ends]
-        assert [float(r["loss"]) for r in table] == [e.logs["loss"] for e in ends]
+        assert [(int(r["epoch"]), float(r["loss"])) for r in table] == \
+            [(e, x) for e, x in enumerate(earlier)] + \
+            [(e.epoch, e.logs["loss"]) for e in ends]

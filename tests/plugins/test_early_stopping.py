@@ -174,11 +174,41 @@ class TestBeyondKeras:
             EarlyStopping(stopping_threshold=2.0, divergence_threshold=1.0)
 
     def test_new_run_on_same_instance_starts_afresh(self) -> None:
-        """train_begin resets best and wait (Keras 3 keeps best from the previous fit)."""
+        """train_begin resets best and wait, as Keras 3's on_train_begin does."""
         plugin = EarlyStopping(patience=1)
         drive(plugin, epochs(val_loss=[0.1, 0.2]))
         assert stop_epoch([0.5, 0.4, 0.3]) is None
         assert drive(plugin, epochs(val_loss=[0.5, 0.4, 0.3])) == []
+
+
+class TestNaNFirst:
+    """Keras 3.15 takes a first NaN as the best and nothing beats it afterwards; here NaN is
+    never an improvement (docs/plugins/early_stopping.md, Differences from Keras)."""
+
+    def test_a_first_nan_is_not_the_best(self) -> None:
+        """After a first NaN the next real value is the best; Keras would stop at epoch 2
+        (patience 2 after its NaN best), here the run stops at epoch 3."""
+        plugin = EarlyStopping(patience=2)
+        decisions = drive(plugin, epochs(val_loss=[math.nan, 0.5, 0.6, 0.7]))
+        assert [(d.epoch, d.code) for d in decisions] == [(3, "patience_exhausted")]
+        assert plugin.best == 0.5
+
+    def test_a_first_inf_is_the_best(self) -> None:
+        """A first inf improves (Keras 3.15 takes any first value); a finite value beats it."""
+        plugin = EarlyStopping(patience=1)
+        drive(plugin, epochs(val_loss=[math.inf]))
+        assert plugin.best == math.inf
+        assert stops([math.inf, 0.5, 0.4], patience=1) == []
+
+    @settings(max_examples=150)
+    @given(metric_sequences(), st.sampled_from(["min", "max"]))
+    def test_best_is_the_best_real_value(self, values: list[float], mode: str) -> None:
+        """Property: whatever NaNs come (first or later), best is the best non-NaN value seen,
+        None while there is none."""
+        plugin = EarlyStopping(patience=len(values) + 1, mode=mode)
+        drive(plugin, epochs(val_loss=values))
+        real = [v for v in values if not math.isnan(v)]
+        assert plugin.best == ((min(real) if mode == "min" else max(real)) if real else None)
 
 
 class TestConfig:
@@ -187,6 +217,9 @@ class TestConfig:
         ({"mode": "up"}, "mode"), ({"monitor": "val_thing"}, "monitor"),
         ({"min_delta": "0.1"}, "min_delta"), ({"start_from_epoch": -2}, "start_from_epoch"),
         ({"baseline": math.nan}, "baseline"),
+        ({"restore_best_weights": "False"}, "restore_best_weights"),
+        ({"restore_best_weights": 1}, "restore_best_weights"),
+        ({"check_finite": None}, "check_finite"),
     ])
     def test_bad_parameters_name_the_field(self, params: dict[str, Any], field: str) -> None:
         """Each bad parameter is a ConfigError naming the plugin and the field."""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from eventbus import Bus
+from eventbus import Bus, SinkFailureWarning
 from eventbus.errors import ConfigError
 from eventbus.records import StopTraining
 from eventbus.testing import RecordingWriter
@@ -117,12 +117,57 @@ class TestConventions:
         assert bus.stop_training
 
     def test_a_failing_function_does_not_stop_training(self):
-        """An exception in a function is recorded as sink_failed; training goes on."""
+        """An exception in a function is recorded as sink_failed (Keras would raise); the
+        callback is disabled, so none of its functions runs again, and training goes on."""
         writer = RecordingWriter()
-        with pytest.warns(UserWarning, match="ZeroDivisionError"):
-            fit([LambdaCallback(on_epoch_end=lambda e, logs: 1 / 0)], log=writer)
-        kinds = [r["kind"] for r in writer.records]
-        assert "sink_failed" in kinds and kinds.count("epoch_end") == 2
+        calls = []
+
+        def boom(epoch, logs):
+            calls.append(epoch)
+            raise ValueError("user bug")
+
+        with pytest.warns(SinkFailureWarning, match="ValueError: user bug"):
+            bus = fit([LambdaCallback(on_epoch_end=boom,
+                                      on_epoch_begin=lambda e, logs: calls.append(-1))],
+                      epochs=3, log=writer)
+        failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+        assert [(r["sink"], r["event"], r["error"]) for r in failed] == \
+            [("LambdaCallback", "epoch_end", "ValueError")]
+        assert calls == [-1, 0]  # disabled after the failure: no epoch_begin of epoch 1 either
+        assert [r["kind"] for r in writer.records].count("epoch_end") == 3
+        assert not bus.stop_training
+
+
+class TestPositionalArguments:
+    """Keras 2 and Keras 3 disagree on the third to sixth positional arguments; only the
+    first two, which they share, are positional here."""
+
+    def test_epoch_hooks_positionally(self):
+        """on_epoch_begin and on_epoch_end may be given positionally, in Keras's order."""
+        calls = []
+        fit([LambdaCallback(lambda e, logs: calls.append(("begin", e)),
+                            lambda e, logs: calls.append(("end", e)))], epochs=1)
+        assert calls == [("begin", 0), ("end", 0)]
+
+    @pytest.mark.parametrize("count", [3, 4, 5, 6])
+    def test_a_third_positional_argument_is_refused(self, count):
+        """Keras 2's LambdaCallback(eb, ee, batch_begin, ...) and Keras 3's
+        LambdaCallback(eb, ee, train_begin, ...) both fail with a TypeError naming the class
+        and the keyword names, instead of running a function at the wrong moment."""
+        with pytest.raises(TypeError, match=r"LambdaCallback\(\) takes at most 2 positional "
+                                            r"arguments.*on_batch_begin.*on_train_begin"):
+            LambdaCallback(*([print] * count))
+
+    @pytest.mark.parametrize(("name", "hook_calls"), [
+        ("on_batch_begin", ["batch_begin"]), ("on_train_batch_begin", ["batch_begin"]),
+        ("on_batch_end", ["batch_end"]), ("on_train_batch_end", ["batch_end"]),
+        ("on_train_begin", ["train_begin"]), ("on_train_end", ["train_end"])])
+    def test_keras2_and_keras3_keywords(self, name, hook_calls):
+        """Every name either Keras version takes positionally works as a keyword."""
+        calls = []
+        fit([LambdaCallback(**{name: lambda *args: calls.append(hook_calls[0])})], epochs=1,
+            batches=1)
+        assert calls == hook_calls
 
     @pytest.mark.parametrize("kwargs", [{"on_epoch_ended": print}, {"on_epoch_end": 3}])
     def test_bad_arguments(self, kwargs):

@@ -13,20 +13,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, PluginError, replay
+from eventbus import Bus, ConfigError, NumpyModel, PluginError, read_log, replay
+from eventbus.jsonl import JsonlWriter
 from eventbus.records import (
     BatchBegin,
     BatchEnd,
+    Decision,
     EpochBegin,
     EpochEnd,
     TrainBegin,
     TrainEnd,
 )
+from eventbus.replay import effective_records
 from eventbus.testing import drive, epochs, run
 from plugins import ModelCheckpoint
 from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint
 
-from plugin_strategies import metric_sequences, resume_matches
+from plugin_strategies import decision_view, metric_sequences, resume_matches
 
 
 def saves(values: list[float], filepath: str = "{epoch:02d}-{val_loss:.2f}.h5",
@@ -101,6 +104,12 @@ class TestKerasExamples:
         assert [d.path for d in decisions] == ["1-1-0.9.h5", "1-2-0.8.h5", "2-1-0.7.h5",
                                                "2-3-0.6.h5"]
 
+    def test_a_first_nan_is_not_saved(self) -> None:
+        """NaN never saves, first or not, and the next real value is saved as the first best;
+        Keras 3.15 saves the NaN epoch and, as nothing beats NaN, no later one."""
+        assert saves([math.nan, 0.5, 0.4, 0.45], "{epoch}.h5", save_best_only=True) == \
+            ["2.h5", "3.h5"]
+
     def test_reason_and_evidence(self) -> None:
         """The decision says what improved, from what to what."""
         decisions = drive(ModelCheckpoint("m.h5", save_best_only=True),
@@ -113,12 +122,120 @@ class TestKerasExamples:
         assert decisions[1].weights_only is False
 
     def test_verbose(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """verbose=1 prints Keras's lines (inf as the first best)."""
+        """verbose=1 prints Keras's lines (inf as the first best, where Keras 3.15 says None)."""
         drive(ModelCheckpoint("m.h5", save_best_only=True, verbose=1),
               epochs(val_loss=[0.5, 0.6]))
         assert capsys.readouterr().out == (
             "\nEpoch 1: val_loss improved from inf to 0.50000, saving model to m.h5\n"
             "\nEpoch 2: val_loss did not improve from 0.50000\n")
+
+
+def staged(*stages: list[float], metric: str = "val_loss") -> list:
+    """A staged fit: one train_begin ... train_end per stage, epochs numbered on across stages
+    (as Keras's ``fit(initial_epoch=...)``)."""
+    events: list = []
+    epoch = 0
+    for values in stages:
+        events.append(TrainBegin())
+        for value in values:
+            events.append(EpochBegin(epoch=epoch))
+            events.append(EpochEnd(epoch=epoch, logs={metric: value}))
+            epoch += 1
+        events.append(TrainEnd())
+    return events
+
+
+class TestAcrossFits:
+    """Keras's ModelCheckpoint has no on_train_begin: what it learnt carries over to the next
+    fit() of the same instance."""
+
+    def test_best_is_kept_across_fits(self) -> None:
+        """A second fit whose values are all worse saves nothing: best.h5 stays the best."""
+        decisions = drive(ModelCheckpoint("best-{epoch}.h5", save_best_only=True),
+                          staged([0.3, 0.2], [0.5, 0.4]))
+        assert [d.path for d in decisions] == ["best-1.h5", "best-2.h5"]
+
+    def test_an_improvement_in_a_later_fit_is_saved(self) -> None:
+        """The later fit saves where it beats the best of every earlier fit."""
+        decisions = drive(ModelCheckpoint("{epoch}.h5", save_best_only=True),
+                          staged([0.3, 0.2], [0.5, 0.1, 0.15]))
+        assert [d.path for d in decisions] == ["1.h5", "2.h5", "4.h5"]
+        assert decisions[-1].evidence["best"] == 0.2
+
+    def test_save_freq_counts_batches_across_fits(self) -> None:
+        """save_freq=3 over two fits of 4 batches: after the 3rd and the 6th batch overall
+        (the 2nd of the second fit); the count does not restart at its train_begin."""
+        events = batch_run([[1.0] * 4]) + batch_run([[1.0] * 4])
+        decisions = drive(ModelCheckpoint("m.h5", save_freq=3), events)
+        assert [(d.epoch, d.evidence["batch"]) for d in decisions] == [(0, 2), (0, 1)]
+
+    def test_missing_monitor_warns_once_per_fit(self) -> None:
+        """The missing-monitor warning is once per run: a new fit may warn again."""
+        _, records = run([ModelCheckpoint("m.h5", save_best_only=True)],
+                         staged([0.5], [0.4], metric="loss"))
+        assert [r.kind for r in records if r.category == "outcome"] == ["warning", "warning"]
+
+    @settings(max_examples=100)
+    @given(st.lists(metric_sequences(max_size=6), min_size=1, max_size=4),
+           st.one_of(st.none(), st.floats(-5.0, 5.0)))
+    def test_saves_at_new_bests_of_all_fits(self, stages: list[list[float]],
+                                            threshold: float | None) -> None:
+        """Property: over any staged fit, saves come exactly at the epochs that beat every
+        earlier value of every stage (and the threshold)."""
+        decisions = drive(ModelCheckpoint("{epoch}.h5", save_best_only=True,
+                                          initial_value_threshold=threshold),
+                          staged(*stages))
+        values = [v for stage in stages for v in stage]
+        assert [d.epoch for d in decisions] == reference_saves(values, threshold)
+
+    @settings(max_examples=100)
+    @given(st.lists(st.lists(st.integers(1, 5), min_size=1, max_size=3), min_size=1,
+                    max_size=3), st.integers(1, 7))
+    def test_save_freq_across_fits(self, fits: list[list[int]], n: int) -> None:
+        """Property: saves come after every n-th training batch counted over all fits."""
+        events = [e for lengths in fits for e in batch_run([[1.0] * k for k in lengths])]
+        decisions = drive(ModelCheckpoint("m.h5", save_freq=n), events)
+        total = sum(sum(lengths) for lengths in fits)
+        assert len(decisions) == total // n
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(metric_sequences(min_size=1, max_size=4), min_size=2, max_size=3),
+           st.data())
+    def test_replay_and_resume_of_a_staged_fit(self, stages: list[list[float]],
+                                               data: st.DataObject) -> None:
+        """Replay of a staged fit's log, and a resume after a crash anywhere in it, give the
+        decisions of the uninterrupted run."""
+        events = staged(*stages)
+
+        def make() -> list[object]:
+            return [ModelCheckpoint("{epoch}.h5", save_best_only=True)]
+
+        cut = data.draw(st.integers(0, len(events) - 1), label="events before the crash")
+        with tempfile.TemporaryDirectory() as directory:
+            full = f"{directory}/full.jsonl"
+            with Bus(make(), log=full) as bus:
+                for event in events:
+                    bus.publish(event)
+            assert replay(full, verify=True).ok
+            expected = [decision_view(d) for d in replay(full).decisions]
+
+            path = f"{directory}/resumed.jsonl"
+            writer = JsonlWriter(path)
+            bus = Bus(make(), log=writer)
+            for event in events[:cut]:
+                bus.publish(event)
+            writer.close()  # the crash
+            with Bus(make(), log=path, resume=True) as again:
+                start = again.initial_epoch
+                # The loop goes on: the fit that was running from initial_epoch, then the
+                # fits after it (their train_begin and train_end included).
+                for i, event in enumerate(events):
+                    epoch = getattr(event, "epoch", None)
+                    if (epoch is None and i >= cut) or (epoch is not None and epoch >= start):
+                        again.publish(event)
+            resumed = [decision_view(d) for d in effective_records(read_log(path))
+                       if isinstance(d, Decision)]
+        assert resumed == expected
 
 
 class TestFilepath:
@@ -152,12 +269,16 @@ class TestConfig:
         ({"save_freq": "batch"}, "save_freq"), ({"save_freq": 0}, "save_freq"),
         ({"save_freq": True}, "save_freq"), ({"mode": "lowest"}, "mode"),
         ({"save_best_only": True, "monitor": "val_thing"}, "monitor"),
-        ({"save_best_only": True, "initial_value_threshold": "x"}, "initial_value_threshold")])
+        ({"save_best_only": True, "initial_value_threshold": "x"}, "initial_value_threshold"),
+        ({"save_best_only": "False"}, "save_best_only"),
+        ({"save_weights_only": 1}, "save_weights_only"),
+        ({"filepath": 5}, "filepath"), ({"filepath": None}, "filepath")])
     def test_bad_parameters_name_the_field(self, params: dict[str, Any], field: str) -> None:
         """Each bad parameter is a ConfigError naming the field."""
+        params = {"filepath": "m.h5", **params}
         with pytest.raises(ConfigError) as info:
-            ModelCheckpoint("m.h5", **params)
-        assert info.value.field == field
+            ModelCheckpoint(**params)
+        assert (info.value.plugin, info.value.field) == ("ModelCheckpoint", field)
 
     def test_direction_is_needed_only_to_compare(self) -> None:
         """An unplaceable monitor is fine when nothing is compared (Keras 3 fails anyway)."""

@@ -241,3 +241,22 @@ class TestProperties:
 def test_nan_is_never_an_improvement() -> None:
     """A NaN epoch counts toward patience like any epoch that does not improve."""
     assert cut_epochs([1.0, math.nan, math.nan], patience=2) == [2]
+
+
+def test_a_first_nan_is_an_epoch_without_improvement() -> None:
+    """A first NaN is not taken as the best (Keras 3.15 would): with patience=1 the rate is cut
+    at epoch 0, as Keras 2 did, and the next real value is then the best."""
+    plugin = ReduceLROnPlateau(patience=1)
+    decisions = drive(plugin, epochs(val_loss=[math.nan, 0.5, 0.4]), learning_rate=1.0)
+    assert [(d.epoch, d.value) for d in decisions] == [(0, 0.1)]
+    assert plugin.best == 0.4
+
+
+@settings(max_examples=150)
+@given(metric_sequences())
+def test_best_is_the_best_real_value(values: list[float]) -> None:
+    """Property: whatever NaNs come, best is the lowest non-NaN value seen (None if none)."""
+    plugin = ReduceLROnPlateau(patience=2, min_delta=0)
+    drive(plugin, epochs(val_loss=values), learning_rate=1.0)
+    real = [v for v in values if not math.isnan(v)]
+    assert plugin.best == (min(real) if real else None)

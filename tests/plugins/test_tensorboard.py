@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -15,7 +16,15 @@ from tensorboard.plugins.projector import projector_config_pb2
 
 from eventbus import Bus, NumpyModel, hookimpl
 from eventbus.errors import ConfigError
-from eventbus.records import SetLearningRate
+from eventbus.records import (
+    BatchBegin,
+    BatchEnd,
+    EpochBegin,
+    EpochEnd,
+    SetLearningRate,
+    TrainBegin,
+    TrainEnd,
+)
 from eventbus.testing import RecordingWriter, epochs, run
 from plugins import TensorBoard
 
@@ -209,6 +218,135 @@ class TestLayout:
         assert params["log_dir"] == str(tmp_path) and params["update_freq"] == "epoch"
 
 
+def timed_run(epoch_batches, update_freq=1, begins=True):
+    """Records of a run whose times are given: ``epoch_batches`` lists, per epoch, each batch's
+    (seconds before it starts, its duration); the epoch ends 0.5 s after its last batch."""
+    records = [TrainBegin(seq=1, time=1000.0)]
+    now, step = 1000.0, 0
+    for epoch, batches in enumerate(epoch_batches):
+        records.append(EpochBegin(epoch=epoch, seq=len(records) + 1, time=now))
+        for batch, (gap, duration) in enumerate(batches):
+            now += gap
+            if begins:
+                records.append(BatchBegin(epoch=epoch, batch=batch, step=step,
+                                          seq=len(records) + 1, time=now))
+            now += duration
+            records.append(BatchEnd(epoch=epoch, batch=batch, step=step, seq=len(records) + 1,
+                                    time=now, logs={"loss": 1.0}))
+            step += 1
+        now += 0.5
+        records.append(EpochEnd(epoch=epoch, seq=len(records) + 1, time=now,
+                                logs={"loss": 1.0}))
+    records.append(TrainEnd(seq=len(records) + 1, time=now))
+    return records
+
+
+def feed(path, records, **params):
+    """The plugin fed ``records`` as they were (as ``eventbus convert`` does)."""
+    bus = Bus([TensorBoard(path, **params)])
+    for record in records:
+        bus.feed(record, side_effects=True)
+    bus.close()
+
+
+BATCHES = st.lists(st.lists(st.tuples(st.sampled_from([0.0, 0.125, 1.0]),
+                                      st.sampled_from([0.0, 0.0625, 0.25, 2.0])),
+                            max_size=4), min_size=1, max_size=3)
+
+
+class TestKeras3Parameters:
+    def test_positional_order_is_keras3s(self):
+        """log_dir, histogram_freq, write_graph, write_images, write_steps_per_second,
+        update_freq, profile_batch, embeddings_freq, embeddings_metadata: Keras 3's order."""
+        positional = [p.name for p in inspect.signature(TensorBoard).parameters.values()
+                      if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional == ["log_dir", "histogram_freq", "write_graph", "write_images",
+                              "write_steps_per_second", "update_freq", "profile_batch",
+                              "embeddings_freq", "embeddings_metadata"]
+        plugin = TensorBoard("logs", 1, False, True, True, 5, 0, 2, "labels.tsv")
+        assert (plugin.histogram_freq, plugin.write_graph, plugin.write_images,
+                plugin.write_steps_per_second, plugin.update_freq, plugin.embeddings_freq,
+                plugin.embeddings_metadata) == (1, False, True, True, 5, 2, "labels.tsv")
+
+    def test_profile_batch_zero_is_off(self):
+        """profile_batch=0, Keras's default, is accepted and recorded."""
+        assert TensorBoard(profile_batch=0).get_config()["profile_batch"] == 0
+
+    @pytest.mark.parametrize("value", [1, 5, (10, 20), "10,20", True, None, -1])
+    def test_profile_batch_anything_else_is_an_error(self, value):
+        """Profiling needs TensorFlow's profiler: any other value is a ConfigError naming it."""
+        with pytest.raises(ConfigError, match="profiler") as info:
+            TensorBoard(profile_batch=value)
+        assert (info.value.plugin, info.value.field) == ("TensorBoard", "profile_batch")
+
+
+class TestStepsPerSecond:
+    def test_epoch_and_batch_values(self, tmp_path):
+        """epoch_steps_per_second = batches / (epoch_end - epoch_begin); batch_steps_per_second
+        = 1 / (batch_end - batch_begin), at the batch metrics' steps, from the events' times."""
+        feed(tmp_path, timed_run([[(0.0, 0.5), (0.0, 0.25)], [(0.25, 0.5)]]),
+             update_freq=1, write_steps_per_second=True)
+        # Epoch 0: 2 batches in 0.5 + 0.25 + 0.5 s; epoch 1: 1 batch in 0.25 + 0.5 + 0.5 s.
+        assert scalars(tmp_path / "train", "epoch_steps_per_second") == [(0, f32(1.6)),
+                                                                         (1, f32(0.8))]
+        assert scalars(tmp_path / "train", "batch_steps_per_second") == \
+            [(1, 2.0), (2, 4.0), (3, 2.0)]
+
+    def test_live_run(self, tmp_path):
+        """On a live bus (times from the bus) both tags are written, positive, once a step."""
+        bus = Bus([TensorBoard(tmp_path, update_freq=2, write_steps_per_second=True)])
+        bus.train_begin({"epochs": 2})
+        train(bus, 2)
+        bus.train_end()
+        bus.close()
+        epoch = scalars(tmp_path / "train", "epoch_steps_per_second")
+        batch = scalars(tmp_path / "train", "batch_steps_per_second")
+        assert [s for s, _ in epoch] == [0, 1] and all(v > 0 for _, v in epoch)
+        assert [s for s, _ in batch] == [2, 4, 6] and all(v > 0 for _, v in batch)
+
+    def test_off_by_default_and_per_epoch_only_without_batch_updates(self, tmp_path):
+        """Off by default; with update_freq='epoch' there is no batch value and the plugin
+        subscribes to no batch hook at all."""
+        feed(tmp_path / "off", timed_run([[(0.0, 0.5)]]))
+        assert "epoch_steps_per_second" not in acc(tmp_path / "off" / "train").Tags()["scalars"]
+        feed(tmp_path / "epoch", timed_run([[(0.0, 0.5)]]), write_steps_per_second=True)
+        tags = acc(tmp_path / "epoch" / "train").Tags()["scalars"]
+        assert "epoch_steps_per_second" in tags and "batch_steps_per_second" not in tags
+        bus = Bus([TensorBoard(tmp_path, write_steps_per_second=True)])
+        assert bus._h_on_batch_begin == () and bus._h_on_batch_end == ()
+        bus.close()
+        bus = Bus([TensorBoard(tmp_path, update_freq=3)])
+        assert bus._h_on_batch_begin == ()  # batch begins matter only to time them
+        bus.close()
+
+    @settings(max_examples=12, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(batches=BATCHES, every=st.integers(1, 3), begins=st.booleans())
+    def test_values_follow_the_event_times(self, tmp_path_factory, batches, every, begins):
+        """Property: for any batch timings, each epoch with a batch and a duration gets
+        batches / seconds, and each update_freq-th batch with a begin and a duration gets
+        1 / seconds; nothing else gets a value (no division by zero)."""
+        path = tmp_path_factory.mktemp("sps")
+        records = timed_run(batches, begins=begins)
+        feed(path, records, update_freq=every, write_steps_per_second=True)
+        expected_epochs, expected_batches, step = [], [], 0
+        for epoch, epoch_batches in enumerate(batches):
+            seconds = sum(g + d for g, d in epoch_batches) + 0.5
+            if epoch_batches:
+                expected_epochs.append((epoch, f32(len(epoch_batches) / seconds)))
+            for _, duration in epoch_batches:
+                step += 1
+                if begins and duration > 0 and step % every == 0:
+                    expected_batches.append((step, f32(1.0 / duration)))
+        tags = acc(path / "train").Tags()["scalars"]
+        found_epochs = scalars(path / "train", "epoch_steps_per_second") \
+            if "epoch_steps_per_second" in tags else []
+        found_batches = scalars(path / "train", "batch_steps_per_second") \
+            if "batch_steps_per_second" in tags else []
+        assert found_epochs == expected_epochs
+        assert found_batches == expected_batches
+
+
 def crash_after(log, epoch):
     lines = log.read_text().splitlines(keepends=True)
     for i, line in enumerate(lines):
@@ -254,3 +392,23 @@ class TestResume:
         assert [h.step for h in train_acc.Histograms("w/histogram")] == list(range(total))
         validation = [e.step for e in acc(log_dir / "validation").Scalars("epoch_loss")]
         assert validation == list(range(total))
+
+    def test_steps_per_second_after_a_resume(self, tmp_path):
+        """A resumed run writes each step of the steps-per-second tags once too."""
+        log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
+        bus = Bus([TensorBoard(log_dir, update_freq=1, write_steps_per_second=True)], log=log)
+        bus.train_begin({"epochs": 4})
+        train(bus, 3)
+        bus.close()
+        crash_after(log, 1)  # epoch 2's row was written, its epoch_end never reached the log
+        bus = Bus([TensorBoard(log_dir, update_freq=1, write_steps_per_second=True)], log=log,
+                  resume=True)
+        assert bus.initial_epoch == 2
+        bus.train_begin({"epochs": 4})
+        train(bus, 4, start=bus.initial_epoch)
+        bus.train_end()
+        bus.close()
+        train_acc = acc(log_dir / "train")
+        assert [e.step for e in train_acc.Scalars("epoch_steps_per_second")] == [0, 1, 2, 3]
+        assert [e.step for e in train_acc.Scalars("batch_steps_per_second")] == \
+            list(range(1, 13))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus
+from eventbus import AbortTraining, Bus, ConfigError, PluginError
 from eventbus.records import (
     BatchBegin,
     BatchEnd,
@@ -17,7 +17,7 @@ from eventbus.records import (
     TrainBegin,
     TrainEnd,
 )
-from eventbus.testing import drive, run
+from eventbus.testing import RecordingWriter, drive, run
 from plugins import TerminateOnNaN
 from plugins.terminate_on_nan import NonFiniteLossError
 
@@ -62,6 +62,30 @@ class TestTerminateOnNaN:
         with pytest.raises(NonFiniteLossError, match="NaN or Inf loss encountered at batch 0"):
             bus.batch_end(0, {"loss": math.nan})
         assert bus.failures[0].kind == "plugin_failed"
+
+    @pytest.mark.parametrize("policy", ["raise", "isolate"])
+    def test_the_plugins_own_error_propagates_unwrapped(self, policy: str) -> None:
+        """What reaches the loop is NonFiniteLossError itself, a RuntimeError as Keras raises,
+        never a PluginError wrapping it, whatever the failure policy; the log has it first."""
+        writer = RecordingWriter()
+        bus = Bus([TerminateOnNaN(raise_error=True)], on_plugin_error=policy, log=writer)
+        bus.train_begin()
+        bus.epoch_begin(0)
+        with pytest.raises(RuntimeError) as info:
+            bus.batch_end(0, {"loss": math.nan})
+        assert type(info.value) is NonFiniteLossError
+        assert isinstance(info.value, AbortTraining) and not isinstance(info.value, PluginError)
+        assert info.value.__cause__ is None
+        failed = [r for r in writer.records if r["kind"] == "plugin_failed"]
+        assert [(r["plugin"], r["error"]) for r in failed] == \
+            [("TerminateOnNaN", "NonFiniteLossError")]
+
+    @pytest.mark.parametrize("value", ["yes", 1, None])
+    def test_raise_error_must_be_a_bool(self, value: object) -> None:
+        """raise_error="yes" (or 1) is a ConfigError naming the field, not a truthy value."""
+        with pytest.raises(ConfigError) as info:
+            TerminateOnNaN(raise_error=value)
+        assert (info.value.plugin, info.value.field) == ("TerminateOnNaN", "raise_error")
 
     def test_raise_error_ends_the_run_even_when_plugins_are_isolated(self) -> None:
         """Asking to raise ends the run whatever the failure policy."""

@@ -1,4 +1,4 @@
-"""sinks.csv.CsvTable: Keras's layout, exact values, widening and reconciling on append."""
+"""sinks.csv.CsvTable: Keras's layout, exact values, rows appended, widening, reconciling."""
 
 from __future__ import annotations
 
@@ -112,16 +112,26 @@ class TestAppend:
             table.write(1, {"acc": 0.2, "loss": 0.8})
         assert path.read_text().splitlines()[-1] == "1,0.8,0.2"
 
-    def test_epoch_already_there_is_replaced(self, tmp_path):
-        """A row for an epoch the file holds replaces it: never two rows for one epoch."""
+    def test_an_epoch_already_there_is_appended_again(self, tmp_path):
+        """Rows are always appended, as Keras appends them: a new run counting epochs from 0
+        again does not replace the earlier run's rows."""
         path = tmp_path / "log.csv"
         path.write_text("epoch,loss\n0,0.9\n1,0.8\n")
         with CsvTable(path, append=True) as table:
-            table.write(1, {"loss": 0.75})
-            table.write(2, {"loss": 0.7})
+            table.write(0, {"loss": 0.75})
+            table.write(1, {"loss": 0.7})
         frame = pd.read_csv(path)
-        assert frame["epoch"].tolist() == [0, 1, 2]
-        assert frame["loss"].tolist() == [0.9, 0.75, 0.7]
+        assert frame["epoch"].tolist() == [0, 1, 0, 1]
+        assert frame["loss"].tolist() == [0.9, 0.8, 0.75, 0.7]
+
+    def test_widening_keeps_repeated_epochs(self, tmp_path):
+        """Widening the header rewrites every row, repeated epoch numbers included."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n0,0.8\n")
+        with CsvTable(path, append=True) as table:
+            table.write(0, {"loss": 0.7, "acc": 0.5})
+        assert path.read_text().splitlines() == [
+            "epoch,acc,loss", "0,NA,0.9", "0,NA,0.8", "0,0.5,0.7"]
 
     def test_torn_last_line_is_cut(self, tmp_path):
         """A row cut short by a crash is removed before appending."""
@@ -138,6 +148,14 @@ class TestAppend:
         with pytest.raises(LogCorruptError, match="other.csv"):
             CsvTable(path, append=True)
 
+    def test_header_only_file(self, tmp_path):
+        """A file with a header and no row takes rows under that header."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n")
+        with CsvTable(path, append=True) as table:
+            table.write(0, {"loss": 1.0})
+        assert path.read_text() == "epoch,loss\n0,1.0\n"
+
     def test_empty_existing_file(self, tmp_path):
         """An empty file to append to is started with a header."""
         path = tmp_path / "log.csv"
@@ -145,6 +163,66 @@ class TestAppend:
         with CsvTable(path, append=True) as table:
             table.write(0, {"loss": 1.0})
         assert path.read_text() == "epoch,loss\n0,1.0\n"
+
+
+class TestDropLastRow:
+    def test_drops_the_last_row_of_that_epoch(self, tmp_path):
+        """The last row goes when it is for the epoch given; rows then append after the rest."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n1,0.8\n2,0.7\n")
+        with CsvTable(path, append=True) as table:
+            assert table.drop_last_row(2)
+            table.write(2, {"loss": 0.65})
+        assert path.read_text() == "epoch,loss\n0,0.9\n1,0.8\n2,0.65\n"
+
+    @pytest.mark.parametrize("epoch", [0, 1, 3])
+    def test_keeps_it_for_another_epoch(self, tmp_path, epoch):
+        """Only the last row, and only for its own epoch: an earlier row of the same epoch
+        number (another run's) stays."""
+        path = tmp_path / "log.csv"
+        text = "epoch,loss\n0,0.9\n1,0.8\n2,0.7\n"
+        path.write_text(text)
+        with CsvTable(path, append=True) as table:
+            assert not table.drop_last_row(epoch)
+        assert path.read_text() == text
+
+    @pytest.mark.parametrize("text", ["", "epoch,loss\n"])
+    def test_nothing_to_drop(self, tmp_path, text):
+        """An empty file, or a header alone, has no row to drop."""
+        path = tmp_path / "log.csv"
+        path.write_text(text)
+        with CsvTable(path, append=True) as table:
+            assert not table.drop_last_row(0)
+            table.write(0, {"loss": 1.0})
+        assert path.read_text() == "epoch,loss\n0,1.0\n"
+
+    def test_after_a_torn_line(self, tmp_path):
+        """A torn line is cut when the table opens; the row before it is the last row."""
+        path = tmp_path / "log.csv"
+        path.write_text("epoch,loss\n0,0.9\n1,0.8\n2,0.")
+        with CsvTable(path, append=True) as table:
+            assert table.drop_last_row(1)
+        assert path.read_text() == "epoch,loss\n0,0.9\n"
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(epochs=st.lists(st.integers(0, 3), max_size=6), logs=EPOCH_LOGS,
+           target=st.integers(0, 3), separator=st.sampled_from([",", ";", "\t"]))
+    def test_removes_exactly_the_matching_last_row(self, tmp_path_factory, epochs, logs,
+                                                   target, separator):
+        """Property: drop_last_row(e) removes the last row if and only if its epoch is e, and
+        every other row (widened headers, quoted names included) stays as it was."""
+        path = tmp_path_factory.mktemp("csv") / "log.csv"
+        with CsvTable(path, separator=separator) as table:
+            for epoch, row_logs in zip(epochs, logs):
+                table.write(epoch, row_logs)
+        before = read_rows(path, separator) if epochs else []
+        with CsvTable(path, separator=separator, append=True) as table:
+            dropped = table.drop_last_row(target)
+        after = read_rows(path, separator) if path.read_text() else []
+        expect = bool(before) and int(before[-1]["epoch"]) == target
+        assert dropped == expect
+        assert after == (before[:-1] if expect else before)
 
 
 @settings(max_examples=40, deadline=None,
@@ -174,8 +252,9 @@ def test_what_is_written_reads_back(tmp_path_factory, epochs, separator):
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=EPOCH_LOGS, second=EPOCH_LOGS, overlap=st.integers(0, 3))
-def test_append_never_duplicates_an_epoch(tmp_path_factory, first, second, overlap):
-    """Property: appending epochs that overlap the file's leaves one row per epoch, newest wins."""
+def test_append_keeps_every_row(tmp_path_factory, first, second, overlap):
+    """Property: appending rows, whether or not their epochs are already in the file, keeps
+    every earlier row and adds the new ones after them, in order (columns widened as needed)."""
     path = tmp_path_factory.mktemp("csv") / "log.csv"
     with CsvTable(path) as table:
         for epoch, logs in enumerate(first):
@@ -184,12 +263,10 @@ def test_append_never_duplicates_an_epoch(tmp_path_factory, first, second, overl
     with CsvTable(path, append=True) as table:
         for i, logs in enumerate(second):
             table.write(start + i, logs)
-    expected = {e: logs for e, logs in enumerate(first)}
-    expected.update({start + i: logs for i, logs in enumerate(second)})
+    expected = list(enumerate(first)) + [(start + i, logs) for i, logs in enumerate(second)]
     rows = read_rows(path)
-    assert [int(r["epoch"]) for r in rows] == sorted(expected)
-    for row in rows:
-        logs = expected[int(row["epoch"])]
+    assert [int(r["epoch"]) for r in rows] == [epoch for epoch, _ in expected]
+    for row, (_, logs) in zip(rows, expected):
         for key, text in row.items():
             if key == "epoch":
                 continue
