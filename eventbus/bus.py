@@ -181,6 +181,7 @@ class Bus:
         self.stop_training = False
         #: The epoch a loop should start from; above 0 only for a resumed run.
         self.initial_epoch = 0
+        self._resumed = False
         self._lr = None if learning_rate is None else _learning_rate(learning_rate,
                                                                       "learning_rate")
         self._meta = _meta(meta)
@@ -355,6 +356,12 @@ class Bus:
         the weights of an epoch before a crash.
         """
         return self._snapshots
+
+    @property
+    def resumed(self) -> bool:
+        """True once :meth:`resume` has restored a recorded run: the loop goes on from
+        ``initial_epoch``, and sinks drop what a crashed attempt wrote past that point."""
+        return self._resumed
 
     @property
     def epoch(self) -> int | None:
@@ -1061,6 +1068,7 @@ class Bus:
         self._skip_train_end = ended
         self._in_train = began and not ended
         self._epoch = finished
+        self._resumed = True
         self._record(Resumed(source="bus", from_seq=from_seq, initial_epoch=self.initial_epoch,
                              epoch=self._epoch))
         # Decisions the crash kept out of the log: record them and let sinks act on them.

@@ -23,11 +23,12 @@ class CSVLogger(Plugin):
     run's rows after those of an existing file instead of starting it afresh at
     ``train_begin``. Rows are always appended, as Keras appends them.
 
-    A resumed run (one that publishes no ``train_begin``) always continues the file, whatever
-    ``append`` says: the rows of the epochs before the crash are the run's too. The bus flushes
-    its log at every epoch end after the plugins ran, so a crash can leave at most one row the
-    log lacks: the file's last row, for the epoch the run resumes from (``bus.initial_epoch``).
-    That row, and no other, is removed before the resumed run writes the epoch again.
+    A run the bus resumed (``bus.resumed``; it publishes no ``train_begin``) always continues the
+    file, whatever ``append`` says: the rows of the epochs before the crash are the run's too.
+    The bus flushes its log at every epoch end after the plugins ran, so a crash can leave at
+    most one row the log lacks: the file's last row, for the epoch the run resumes from
+    (``bus.initial_epoch``). That row, and no other, is removed before the resumed run writes
+    the epoch again.
     """
 
     side_effects = True
@@ -59,10 +60,12 @@ class CSVLogger(Plugin):
         return self._table
 
     def _resume(self) -> Any:
-        """Open on a run that published no ``train_begin``: continue the file, without the row
-        a crashed attempt wrote for the epoch the run resumes from."""
-        table = self._open(append=True)
-        if self._bus is not None:
+        """Open on a run that published no ``train_begin``. A run the bus resumed continues the
+        file, without the row a crashed attempt wrote for the epoch it resumes from; a loop that
+        never publishes ``train_begin`` opens the file as ``train_begin`` would."""
+        resumed = self._bus is not None and self._bus.resumed
+        table = self._open(append=self.append or resumed)
+        if resumed:
             table.drop_last_row(self._bus.initial_epoch)
         return table
 

@@ -147,8 +147,12 @@ class TensorBoard(Plugin):
         return sink
 
     def _get(self) -> Any:
-        # A resumed run publishes no train_begin: the first call of any other hook opens.
-        return self._sink if self._sink is not None else self._open(resumed=True)
+        # A resumed run publishes no train_begin: the first call of any other hook opens. Only
+        # a run the bus resumed drops what a crashed attempt wrote; a loop that simply never
+        # publishes train_begin keeps every earlier run's files, as Keras does.
+        if self._sink is not None:
+            return self._sink
+        return self._open(resumed=self._bus is not None and self._bus.resumed)
 
     def _warn_once(self, key: str, message: str, **details: Any) -> WarningRecord | None:
         if key in self._warned:

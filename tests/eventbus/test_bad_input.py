@@ -294,9 +294,12 @@ class TestLogs:
         assert len(list(read_log(path))) == len(whole)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunWarning)
-            Bus([Stopper()], log=path, resume=True).close()
+            bus = Bus([Stopper()], log=path, resume=True)
+            assert bus.resumed
+            bus.close()
         kept = list(read_log(path))
         assert [rec.seq for rec in kept[:len(whole)]] == [rec.seq for rec in whole]
+        assert not Bus().resumed
         assert kept[len(whole)].kind == "resumed"
 
     @pytest.mark.parametrize("text", [b'{"lr": 0.1}', b"hello", b'{"lr": 0.1}\n{"x": 1}'])

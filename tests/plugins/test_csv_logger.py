@@ -212,3 +212,18 @@ class TestResume:
         assert [(int(r["epoch"]), float(r["loss"])) for r in table] == \
             [(e, x) for e, x in enumerate(earlier)] + \
             [(e.epoch, e.logs["loss"]) for e in ends]
+
+
+class TestNoTrainBegin:
+    """A loop that publishes no train_begin is not a resumed run unless the bus resumed it."""
+
+    @pytest.mark.parametrize(("append", "kept"),
+                             [(True, ["0", "1", "0", "1"]), (False, ["0", "1"])])
+    def test_the_file_opens_by_append_and_no_row_is_dropped(self, tmp_path, append, kept):
+        path = tmp_path / "history.csv"
+        with Bus([CSVLogger(path)]) as bus:
+            train(bus, [0.5, 0.4])
+        with Bus([CSVLogger(path, append=append)]) as bus:
+            assert not bus.resumed
+            train(bus, [0.3, 0.2])
+        assert [row["epoch"] for row in rows(path)] == kept

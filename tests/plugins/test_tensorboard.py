@@ -412,3 +412,16 @@ class TestResume:
         assert [e.step for e in train_acc.Scalars("epoch_steps_per_second")] == [0, 1, 2, 3]
         assert [e.step for e in train_acc.Scalars("batch_steps_per_second")] == \
             list(range(1, 13))
+
+
+class TestNoTrainBegin:
+    def test_a_fresh_loop_without_train_begin_keeps_earlier_event_files(self, tmp_path):
+        """Only a run the bus resumed drops what an earlier attempt wrote (Keras never does)."""
+        with Bus([TensorBoard(tmp_path)]) as bus:
+            train(bus, 2)
+        before = scalars(tmp_path / "train", "epoch_loss")
+        with Bus([TensorBoard(tmp_path)]) as bus:
+            assert not bus.resumed
+            train(bus, 2, shift=1.0)
+        after = scalars(tmp_path / "train", "epoch_loss")
+        assert len(after) == 2 * len(before) and all(point in after for point in before)
