@@ -117,19 +117,18 @@ class BackupAndRestore(Plugin):
         return self.log_path
 
     def _start(self) -> None:
-        """The first hook of a bus that never asked ``resume_from``.
-
-        That happens when the bus resumed from its own log (``Bus(log=..., resume=True)``) or
-        when the plugin was registered after the bus was built. The bus's log is then the
-        record; the plugin keeps and restores the weights only.
+        """The first hook of a bus that never asked ``resume_from``: the plugin was registered
+        after the bus was built (``bus.register``), when the bus had already chosen what to
+        resume from. The bus's log is then the record; the plugin keeps and restores the
+        weights only.
         """
         self._started = True
         bus = self._bus
         self._outbox.append(Warning(
             source=bus.label(self),
             message=f"{bus.label(self)}: the bus did not ask for a backup log to resume from "
-                    "(it resumed from its own log, or this plugin was registered after the bus "
-                    "was built); only the weights are backed up in "
+                    "(this plugin was registered after the bus was built; give it in "
+                    "Bus(plugins=...)); only the weights are backed up in "
                     f"{self.backup_dir}", details={"backup_dir": self.backup_dir}))
         if bus.initial_epoch > 0:
             self._restore(bus.run_id, bus.initial_epoch)
