@@ -171,9 +171,13 @@ class EarlyStopping(Plugin):
         best_epoch: int = self.best_epoch  # type: ignore[assignment]  # set with the snapshot
         if self.verbose > 0:
             print(f"Restoring model weights from the end of the best epoch: {best_epoch + 1}.")
+        if self.best is None:  # nothing was ever a best (every value NaN, or never improved)
+            reason = (f"restore the weights of epoch {best_epoch + 1}, the first monitored one: "
+                      f"no {self.monitor.monitor} value improved on it")
+        else:
+            reason = (f"restore the weights of the best epoch ({best_epoch + 1}, "
+                      f"{self.monitor.monitor} = {fmt(self.best)})")
         return RestoreWeights(
-            tag=self._tag, code="restore_best_weights",
-            reason=f"restore the weights of the best epoch ({best_epoch + 1}, "
-                   f"{self.monitor.monitor} = {fmt(self.best)})",
+            tag=self._tag, code="restore_best_weights", reason=reason,
             evidence={"monitor": self.monitor.monitor, "best": self.best,
                       "best_epoch": self.best_epoch})

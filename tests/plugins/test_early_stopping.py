@@ -200,6 +200,16 @@ class TestNaNFirst:
         assert plugin.best == math.inf
         assert stops([math.inf, 0.5, 0.4], patience=1) == []
 
+    def test_restoring_when_no_value_was_ever_a_best_says_so(self) -> None:
+        """Every value NaN: the first epoch's weights are kept (as Keras keeps them) and the
+        restore's reason names that epoch, not a best value of None."""
+        decisions = drive(EarlyStopping(patience=1, restore_best_weights=True),
+                          epochs(val_loss=[math.nan, math.nan, math.nan]))
+        restore = [d for d in decisions if d.kind == "restore_weights"]
+        assert [d.reason for d in restore] == [
+            "restore the weights of epoch 1, the first monitored one: no val_loss value "
+            "improved on it"]
+
     @settings(max_examples=150)
     @given(metric_sequences(), st.sampled_from(["min", "max"]))
     def test_best_is_the_best_real_value(self, values: list[float], mode: str) -> None:
