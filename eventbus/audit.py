@@ -114,6 +114,9 @@ def _is_number(value: Any) -> bool:
 
 @dataclass
 class MetricSummary:
+    """A monitored metric: its best value (NaN is never best) and its last value as reported,
+    NaN included; ``last`` is None only when the metric was never reported."""
+
     name: str
     mode: str
     best: float | None
@@ -290,8 +293,11 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     else:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
     for m in result.monitors:
-        if m.best is None:
+        if m.last is None:
             lines.append(f"  {m.name}: never reported")
+        elif m.best is None:  # reported, but never a value a best can be taken of
+            lines.append(f"  best {m.name}: none, every value reported is nan ({m.mode}; last "
+                         f"{_num(m.last)})")
         else:
             lines.append(f"  best {m.name}: {_num(m.best)} at epoch {_ep(m.best_epoch)} "
                          f"({m.mode}; last {_num(m.last)})")

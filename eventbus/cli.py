@@ -3,6 +3,8 @@
 This is the one place that wires the core, the plugins and the sinks together. Every error a
 user can cause (a missing file, a log that is not a log, an unknown plugin or parameter, a bad
 value) ends as one line on stderr and exit status 2; ``--verify`` finding a difference exits 1.
+When stdout's reader goes away (``eventbus demo | head``) the command stops quietly with status
+141, as a tool killed by SIGPIPE does, after closing what it was writing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,49 @@ __all__ = ["main"]
 
 class UsageError(EventBusError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+# 128 + SIGPIPE: what a shell reports for a tool that wrote to a pipe whose reader had gone.
+STDOUT_CLOSED = 141
+
+
+class _StdoutClosed(BaseException):
+    """stdout's reader went away (``eventbus demo | head -3``).
+
+    A BaseException, as KeyboardInterrupt is, so that it passes through the bus's isolation of
+    plugin failures (``except Exception``): a progress line printed to a closed pipe is not the
+    plugin's fault, and recording it as ``plugin_failed`` (then aborting on it) would put a
+    failure in the log that never happened. The run ends as an interrupted one does: the bus is
+    closed on the way out, so its log is whole up to there and the run can be resumed.
+    """
+
+
+class _GuardedStdout:
+    """``sys.stdout`` whose writes raise :class:`_StdoutClosed` instead of BrokenPipeError."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            raise _StdoutClosed from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise _StdoutClosed from exc
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, buffer, fileno, ...
+        return getattr(self._stream, name)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: its lines joined with '; ' (a pydantic error names the field on
+    its second line, so keeping only the first would lose it)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _finite(text: str) -> float:
@@ -94,12 +139,13 @@ def _in_range(flag: str, value: int | None, least: int, most: int = _INT64_MAX) 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import check_out, run_demo
 
     _in_range("--epochs", args.epochs, 1)
     _in_range("--seed", args.seed, 0)
+    check_out(Path(args.out), force=args.force, names=("--out", "--force"))
     return run_demo(out=Path(args.out), epochs=args.epochs, seed=args.seed,
-                    progress=not args.quiet)
+                    progress=not args.quiet, force=args.force)
 
 
 def _rank_path(log: str, rank: int | None) -> str:
@@ -125,12 +171,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     _in_range("--rank", args.rank, 0)
     args.logs = [_rank_path(log, args.rank) for log in args.logs]
     if args.plot:
-        from .plot import require_matplotlib
+        from .plot import check_plot_path
 
-        require_matplotlib()  # before the work, not after a screenful of audit
+        # Before the work, not after a screenful of audit: matplotlib, and a path it can write.
+        check_plot_path(args.plot, flag="--plot")
     results = [audit(_existing(log)) for log in args.logs]
     if args.json:
-        data = [r.as_dict() for r in results]
+        from .records import encode_nonfinite
+
+        # NaN and infinities as the log spells them ("NaN", "Infinity", "-Infinity"): orjson
+        # would write null, which reads as "not reported".
+        data = encode_nonfinite([r.as_dict() for r in results])  # type: ignore[arg-type]
         sys.stdout.buffer.write(orjson.dumps(data[0] if len(data) == 1 else data,
                                              option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
                                              | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
@@ -149,9 +200,18 @@ def _ep(epoch: int | None) -> str:
     return "-" if epoch is None else str(epoch + 1)
 
 
-def _stop_phrase(epoch: int | None) -> str:
-    return "would not have stopped" if epoch is None else \
-        f"would have stopped at epoch {_ep(epoch)}"
+def _stop_phrase(decisions: Sequence[Any], *, recorded: bool = False) -> str:
+    """When and by whom a run would have been stopped ("would have stopped at epoch 8
+    (EarlyStopping, rule patience_exhausted)") or was ("stopped at epoch 21 (EarlyStopping)");
+    the first stop_training decides, as in the bus."""
+    stop = next((d for d in decisions if d.kind == "stop_training"), None)
+    if stop is None:
+        return "was not stopped by a plugin" if recorded else \
+            "would not have been stopped by a plugin"
+    if recorded:
+        return f"stopped at epoch {_ep(stop.epoch)} ({stop.source})"
+    rule = f", rule {stop.code}" if stop.code else ""
+    return f"would have stopped at epoch {_ep(stop.epoch)} ({stop.source}{rule})"
 
 
 def _replay_ranks(args: argparse.Namespace) -> int:
@@ -182,6 +242,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _in_range("--rank", args.rank, 0)
     log = _existing(_rank_path(args.log, args.rank))
     overrides = _overrides(args.set)
+    if args.set and args.verify:
+        raise UsageError("--verify checks the recorded parameters; --set changes them: "
+                         "give one or the other")
     if args.sweep:
         if args.verify:
             raise UsageError("--verify checks the recorded parameters; --sweep changes them: "
@@ -193,13 +256,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                              "with --set, or run one sweep each")
         return _sweep(log, args.sweep[0], overrides)
     result = replay(log, overrides=overrides, verify=args.verify)
-    recorded_stop = result.recorded_stop
     if overrides:
-        what = "; ".join(f"{p} with " + ", ".join(f"{k}={v!r}" for k, v in ps.items())
-                         for p, ps in overrides.items())
-        ran = ("the run was not stopped by a plugin" if recorded_stop is None
-               else f"the run stopped at epoch {_ep(recorded_stop)}")
-        print(f"{what} {_stop_phrase(result.stopped_at)}; {ran}.")
+        # Named, since the plugin that stops the run need not be the one changed (a what-if of
+        # ReduceLROnPlateau answers when EarlyStopping would have stopped it).
+        what = ", ".join(f"{p}.{k}={v!r}" for p, ps in overrides.items() for k, v in ps.items())
+        print(f"With {what} the run {_stop_phrase(result.decisions)}; the recorded run "
+              f"{_stop_phrase(result.recorded, recorded=True)}.")
     print(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
           f"{len(result.recorded)} from the same plugins")
     for d in result.decisions:
@@ -289,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
     demo.add_argument("--seed", type=int, default=0, help="data and weight seed")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--force", action="store_true",
+                      help="write into --out even if it holds files an earlier demo did not "
+                           "write (those are kept; the demo's own files are replaced)")
     demo.set_defaults(func=cmd_demo)
 
     aud = sub.add_parser("audit", help="why did the run do what it did")
@@ -329,7 +394,7 @@ def _one_line_warnings(command: str) -> Any:
     """Warnings (a torn last line, a sink failure) as one line each, like the errors."""
 
     def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
-        text = str(message).splitlines()[0] if str(message) else category.__name__
+        text = _one_line(str(message)) or category.__name__
         print(f"eventbus {command}: warning: {text}", file=sys.stderr)
 
     return show
@@ -338,24 +403,38 @@ def _one_line_warnings(command: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _GuardedStdout(stdout)  # type: ignore[assignment]
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args.command)
-            return int(args.func(args))
-    except BrokenPipeError:
-        # The reader went away (``eventbus audit LOG | head``): stop quietly, as cat does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+            code = int(args.func(args))
+            sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+            return code
+    except (_StdoutClosed, BrokenPipeError):
+        # The reader went away (``eventbus audit LOG | head``): stop quietly, as cat does. What
+        # is still buffered for stdout goes nowhere rather than failing again at exit.
+        _discard_stdout(stdout)
+        return STDOUT_CLOSED
     except (EventBusError, OSError, ValueError, ImportError) as exc:
-        if isinstance(exc.__cause__, BrokenPipeError):  # a plugin printing to a closed pipe
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = _one_line(str(exc)) or type(exc).__name__
         print(f"eventbus {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"eventbus {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
+
+
+def _discard_stdout(stream: Any) -> None:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,34 @@ ReduceLROnPlateau cuts the learning rate when validation loss stalls, EarlyStopp
 and restores the best weights, ModelCheckpoint keeps the best model as HDF5, CSVLogger and
 TensorBoard write their files, and the audit at the end says why training did what it did.
 Deterministic for a seed. Part of the command line, which wires the core to the plugins.
+
+The demo writes into a directory of the user's: it leaves a manifest there
+(``demo-manifest.json``: every file it wrote, with its size and modification time), and a later
+demo removes exactly those files, unchanged since, and nothing else. A directory holding any other
+file is refused unless ``force`` says to write there anyway.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 
 from .bus import Bus
 from .errors import ConfigError
 from .model import NumpyModel
 
-__all__ = ["make_data", "run_demo", "train"]
+__all__ = ["MANIFEST", "check_out", "demo_plugins", "make_data", "run_demo", "train"]
+
+#: The file, in the output directory, listing what the demo wrote there.
+MANIFEST = "demo-manifest.json"
+_WRITTEN_BY = "eventbus demo"
 
 
 def make_data(seed: int, n: int = 500) -> tuple[np.ndarray, ...]:
@@ -103,12 +115,122 @@ def train(bus: Bus, model: NumpyModel, data: tuple[np.ndarray, ...], *, epochs: 
     bus.train_end()
 
 
-def _clean(out: Path) -> None:
-    """Remove what an earlier demo left in ``out`` (and only that)."""
-    for name in ("events.jsonl", "history.csv"):
+# --- the output directory: what an earlier demo wrote, and only that, is removed --------------
+
+# A file as the manifest knows it: size and modification time. A file changed since the demo
+# wrote it (edited, appended to by a resumed run) is no longer the demo's to remove.
+Stamp = tuple[int, int]
+
+
+def _scan(out: Path) -> tuple[dict[str, Stamp], set[str]]:
+    """Every entry under ``out`` that is not a directory, by path relative to ``out`` ('/'
+    separated), and every directory. Symbolic links are not followed: a link (to a file or a
+    directory) is an entry of its own, never the demo's."""
+    files: dict[str, Stamp] = {}
+    folders: set[str] = set()
+    for folder, dirs, names in os.walk(out):
+        where = Path(folder)
+        for name in dirs:
+            if (where / name).is_symlink():
+                names.append(name)
+            else:
+                folders.add((where / name).relative_to(out).as_posix())
+        for name in names:
+            stat = os.lstat(where / name)
+            files[(where / name).relative_to(out).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    files.pop(MANIFEST, None)
+    files.pop(MANIFEST + ".tmp", None)
+    return files, folders
+
+
+def _manifest(out: Path) -> tuple[dict[str, Stamp], list[str]] | None:
+    """The files and folders an earlier demo wrote in ``out``, or None without a manifest (or
+    with a file of that name the demo did not write)."""
+    try:
+        data = orjson.loads((out / MANIFEST).read_bytes())
+        if data.get("written_by") != _WRITTEN_BY:
+            return None
+        files = {str(k): (int(v["size"]), int(v["mtime_ns"])) for k, v in data["files"].items()}
+        return files, [str(f) for f in data["folders"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None  # not a manifest this demo wrote: treated as the user's file
+
+
+def check_out(out: Path, *, force: bool = False,
+              names: tuple[str, str] = ("out", "force=True")) -> tuple[list[str], list[str]]:
+    """Check that the demo may write in ``out``; return what an earlier demo wrote there (the
+    files and the folders it made) for :func:`run_demo` to remove.
+
+    Raises :class:`ConfigError` (``field="out"``), naming the argument (``names``: how the
+    caller spells ``out`` and ``force``, "--out" and "--force" on the command line), when ``out``
+    is a file or under one, or cannot be written, or holds a file an earlier demo did not write
+    and ``force`` is false. Nothing is removed here.
+    """
+    flag, force_flag = names
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        what = "a file" if out.exists() else "a broken symbolic link"
+        raise ConfigError(f"{flag} {out} is {what}; {flag} must be a directory (a new or an "
+                          "existing one)", field="out")
+    for parent in (out, *out.parents):  # the nearest that exists must be a writable directory
+        if not parent.exists() and not parent.is_symlink():
+            continue
+        if not parent.is_dir():
+            raise ConfigError(f"{flag} {out}: {parent} is a file, not a directory; {flag} must "
+                              "be a directory", field="out")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {out}: no permission to write in {parent}", field="out")
+        break
+    if not out.is_dir():
+        return [], []
+    files, _ = _scan(out)
+    earlier = _manifest(out)
+    stamps, folders = earlier if earlier is not None else ({}, [])
+    ours = sorted(p for p, stamp in files.items() if stamps.get(p) == stamp)
+    others = sorted(set(files) - set(ours))
+    if earlier is None and (out / MANIFEST).exists():
+        others.insert(0, MANIFEST)
+    if others and not force:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
+                                         else "")
+        raise ConfigError(f"{flag} {out} holds {len(others)} file(s) no earlier demo wrote "
+                          f"({shown}); name a new or empty directory, or add {force_flag} to "
+                          "write there anyway (those files are kept)", field="out")
+    return ours, folders
+
+
+def _clean(out: Path, files: list[str], folders: list[str]) -> None:
+    """Remove what an earlier demo wrote in ``out`` (as :func:`check_out` found it), and the
+    folders it made once they are empty; nothing else."""
+    for name in files:
         (out / name).unlink(missing_ok=True)
-    for name in ("events.parquet", "checkpoints", "tensorboard"):
-        shutil.rmtree(out / name, ignore_errors=True)
+    for name in sorted(folders, key=lambda f: f.count("/"), reverse=True):  # deepest first
+        try:
+            (out / name).rmdir()
+        except OSError:  # not empty (a file of the user's), or gone
+            pass
+    if _manifest(out) is not None:
+        (out / MANIFEST).unlink()
+
+
+def _write_manifest(out: Path, before: tuple[dict[str, Stamp], set[str]]) -> None:
+    """List in ``out`` what this demo wrote: every file new or changed since ``before``, and
+    the folders it made. Written when the run ends however it ends (Ctrl-C, a closed stdout),
+    so a run cut short is cleaned up too; a run killed outright leaves none, and its files
+    count as the user's (the next demo refuses rather than guesses)."""
+    try:
+        files, folders = _scan(out)
+        data = {"written_by": _WRITTEN_BY,
+                "files": {p: {"size": s[0], "mtime_ns": s[1]} for p, s in sorted(files.items())
+                          if before[0].get(p) != s},
+                "folders": sorted(folders - before[1])}
+        tmp = out / (MANIFEST + ".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        os.replace(tmp, out / MANIFEST)
+    except OSError as exc:  # not over the error that may be on its way out
+        warnings.warn(f"demo: could not write {out / MANIFEST} ({exc}); the next demo in {out} "
+                      "will treat these files as not its own", stacklevel=2)
 
 
 def _check_int(name: str, value: object, least: int) -> None:
@@ -118,9 +240,30 @@ def _check_int(name: str, value: object, least: int) -> None:
                           f"{value!r}", field=name)
 
 
-def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = True) -> int:
+def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = True,
+             force: bool = False) -> int:
+    """Train the demo model into ``out`` and print its audit; returns the exit status (0).
+
+    What an earlier demo wrote in ``out`` is removed first, and nothing else; ``out`` holding any
+    other file is a :class:`ConfigError` unless ``force`` (those files are then kept, but the
+    demo's own ``events.jsonl``, ``events.parquet`` segments and ``history.csv`` replace any of
+    the same name).
+    """
     _check_int("epochs", epochs, 1)
     _check_int("seed", seed, 0)
+    out = Path(out)
+    files, folders = check_out(out, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean(out, files, folders)
+    before = _scan(out)
+    try:
+        return _run(out, epochs=epochs, seed=seed, progress=progress)
+    finally:
+        _write_manifest(out, before)
+
+
+def demo_plugins(out: Path, *, progress: bool = True) -> list[Any]:
+    """The demo's plugins, writing under ``out`` (History last)."""
     from plugins import (
         BaseLogger,
         CSVLogger,
@@ -133,13 +276,7 @@ def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = Tru
         TerminateOnNaN,
     )
 
-    from .audit import audit, render
-
-    out.mkdir(parents=True, exist_ok=True)
-    _clean(out)
-    model = init_model(seed)
-    history = History()
-    plugins = [
+    return [
         # First, so each epoch's line comes before what the other plugins print about it.
         ProgbarLogger(verbose=1 if progress else 0),
         BaseLogger(),
@@ -151,8 +288,16 @@ def run_demo(*, out: Path, epochs: int = 40, seed: int = 0, progress: bool = Tru
                         monitor="val_loss", save_best_only=True),
         CSVLogger(str(out / "history.csv")),
         TensorBoard(log_dir=str(out / "tensorboard"), histogram_freq=5),
-        history,
+        History(),
     ]
+
+
+def _run(out: Path, *, epochs: int, seed: int, progress: bool) -> int:
+    from .audit import audit, render
+
+    model = init_model(seed)
+    plugins = demo_plugins(out, progress=progress)
+    history = plugins[-1]
     started = time.perf_counter()
     log = out / "events.jsonl"
     with Bus(plugins, log=[log, out / "events.parquet"], model=model,

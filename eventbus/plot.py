@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .audit import Audit, _ep
 from .errors import ConfigError
 
-__all__ = ["plot_audit", "require_matplotlib"]
+__all__ = ["check_plot_path", "plot_audit", "require_matplotlib"]
 
 _COLORS = {"stop_training": "tab:red", "set_learning_rate": "tab:orange",
            "save_checkpoint": "tab:green", "restore_weights": "tab:purple",
@@ -26,9 +27,40 @@ def require_matplotlib() -> None:
                           field="plot") from None
 
 
+def check_plot_path(path: str | os.PathLike[str], *, flag: str = "plot_audit: path") -> None:
+    """Raise a ConfigError naming ``flag`` unless matplotlib can write an image at ``path``.
+
+    Checked before the work, so that a bad path is one line, not a traceback or matplotlib's
+    own words after the audit: matplotlib installed, an extension it writes (the format comes
+    from the name), and an existing directory we may write in.
+    """
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    target = Path(path)
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    extension = target.suffix[1:].lower()
+    if extension not in formats:
+        what = f"{target.suffix} is not an image format matplotlib writes" if extension else \
+            "the name has no extension to say the image format"
+        raise ConfigError(f"{flag} {path}: {what}; name a .png file (or one of "
+                          f"{', '.join('.' + f for f in formats if f != 'png')})", field="plot")
+    if target.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; name the image file to write",
+                          field="plot")
+    folder = target.parent
+    if not folder.is_dir():
+        why = f"{folder} is not a directory" if folder.exists() else \
+            f"the directory {folder} does not exist"
+        raise ConfigError(f"{flag} {path}: {why}", field="plot")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists()
+                                                    and not os.access(target, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: no permission to write it", field="plot")
+
+
 def plot_audit(result: Audit, path: str | os.PathLike[str]) -> None:
     """Draw every epoch metric (learning rate on its own axis) and a line per decision."""
-    require_matplotlib()
+    check_plot_path(path)
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 

@@ -28,6 +28,7 @@ from eventbus.replay import effective_records
 
 SCRIPT = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -280,6 +281,8 @@ class TestReplay:
         (line,) = done.stderr.splitlines()
         assert line.startswith("verify: MISMATCH: decision #")
         assert "at epoch 4" in line  # epoch index 3, counted from 1 as the reasons count
+        # The demo is deterministic: the line replay-and-audit.md shows is this very line.
+        assert line in (DOCS / "replay-and-audit.md").read_text().splitlines()
 
     def test_set_answers_a_what_if(self, demo):
         """``--set EarlyStopping.patience=3`` names the epoch an independent rule gives."""
@@ -291,16 +294,34 @@ class TestReplay:
         done = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3")
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0] == (
-            f"EarlyStopping with patience=3 would have stopped at epoch {expected + 1}; "
-            f"the run stopped at epoch {recorded + 1}.")
+            f"With EarlyStopping.patience=3 the run would have stopped at epoch {expected + 1} "
+            f"(EarlyStopping, rule patience_exhausted); the recorded run stopped at epoch "
+            f"{recorded + 1} (EarlyStopping).")
         assert "estimates, not facts" not in done.stdout
+
+    def test_set_names_the_plugin_that_would_have_stopped_the_run(self, demo):
+        """A what-if of ReduceLROnPlateau (which never stops a run) says the run would have
+        stopped, and by EarlyStopping; the lines are those replay-and-audit.md shows."""
+        done = eventbus_cmd("replay", demo["log"], "--set", "ReduceLROnPlateau.patience=4")
+        assert done.returncode == 0, done.stderr
+        first = done.stdout.splitlines()[0]
+        assert first.startswith("With ReduceLROnPlateau.patience=4 the run would have stopped "
+                                "at epoch ")
+        assert "(EarlyStopping, rule patience_exhausted)" in first
+        doc = (DOCS / "replay-and-audit.md").read_text().splitlines()
+        assert first in doc
+        three = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3")
+        assert three.stdout.splitlines() == \
+            doc[doc.index(three.stdout.splitlines()[0]):][:len(three.stdout.splitlines())]
 
     def test_set_says_when_the_answer_is_an_estimate(self, demo):
         """A what-if that changes the learning rate says the later metrics are estimates."""
         done = eventbus_cmd("replay", demo["log"], "--set", "ReduceLROnPlateau.patience=1",
                             "--set", "EarlyStopping.patience=100")
         assert done.returncode == 0, done.stderr
-        assert "would not have stopped" in done.stdout.splitlines()[0]
+        assert done.stdout.splitlines()[0].startswith(
+            "With ReduceLROnPlateau.patience=1, EarlyStopping.patience=100 the run would not "
+            "have been stopped by a plugin; the recorded run stopped at epoch ")
         assert "estimates, not facts" in done.stdout
 
     def test_sweep_prints_one_row_per_value(self, demo):
@@ -373,6 +394,34 @@ class TestConvert:
             assert [p.value for p in points] == pytest.approx([e.logs[key] for e in ends],
                                                               rel=1e-6)
 
+    def test_to_tensorboard_has_the_live_scalars_and_not_what_needs_the_model(self, demo,
+                                                                             tmp_path):
+        """As replay-and-audit.md says: every scalar of the live run, value, step and time
+        alike, and the decisions; no weight histograms and no model_config (no model)."""
+        done = eventbus_cmd("convert", demo["log"], tmp_path / "tb", "--to", "tensorboard")
+        assert done.returncode == 0, done.stderr
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        def load(folder: Path) -> tuple[dict, dict]:
+            acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0,
+                                                               "histograms": 0})
+            acc.Reload()
+            tags = acc.Tags()
+            scalars = {t: [(e.step, e.value, e.wall_time) for e in acc.Scalars(t)]
+                       for t in tags["scalars"]}
+            return scalars, {kind: set(names) for kind, names in tags.items()
+                             if kind != "scalars" and isinstance(names, list)}
+
+        for run in ("train", "validation"):
+            live, live_other = load(demo["out"] / "tensorboard" / run)
+            converted, other = load(tmp_path / "tb" / run)
+            assert converted == live and live
+            if run == "train":
+                assert other["tensors"] == {"decisions"}
+                assert live_other["tensors"] == {"decisions", "model_config"}
+                assert "dense/kernel/histogram" in live_other["histograms"]
+                assert other["histograms"] == set()
+
 
 class TestPlugins:
     def test_lists_every_built_in_with_its_distribution_and_version(self):
@@ -394,6 +443,27 @@ class TestPlugins:
         assert spec == {"name": "ReduceLROnPlateau",
                         "target": "plugins.reduce_lr_on_plateau:ReduceLROnPlateau",
                         "distribution": "eventbus", "version": eventbus.__version__}
+
+
+def test_every_option_of_every_command_is_in_its_section_of_cli_md():
+    """docs/cli.md covers every command: each option ``eventbus COMMAND -h`` lists is named in
+    that command's section (``--ranks`` and ``--rank`` once were in none)."""
+    import argparse
+
+    from eventbus.cli import build_parser
+
+    doc = (DOCS / "cli.md").read_text()
+    (commands,) = [a for a in build_parser()._actions
+                   if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        section = doc[doc.index(f"## `eventbus {name}"):]
+        end = section.find("\n## ", 1)
+        section = section if end == -1 else section[:end]
+        options = [o for a in command._actions for o in a.option_strings
+                   if o not in ("-h", "--help")]
+        assert options
+        for option in options:
+            assert f"`{option}" in section, f"eventbus {name} {option} is not in docs/cli.md"
 
 
 def test_version():
@@ -458,8 +528,15 @@ IN_PROCESS_ERRORS = [
     ("sweep-unknown-plugin", ["replay", "{log}", "--sweep", "Nope.x=1,2"], "Nope"),
     ("sweep-with-verify", ["replay", "{log}", "--sweep", "EarlyStopping.patience=1,2",
                            "--verify"], "one or the other"),
+    ("set-with-verify", ["replay", "{log}", "--set", "EarlyStopping.patience=3", "--verify"],
+     "--set changes them: give one or the other"),
+    ("rank-below-0", ["replay", "{log}", "--rank", "-1"], "--rank must be at least 0"),
     ("convert-wrong-suffix", ["convert", "{log}", "{root}/out.txt", "--to", "jsonl"], ".jsonl"),
-    ("demo-out-under-a-file", ["demo", "--out", "{text}/run", "--quiet"], "Not a directory"),
+    ("demo-out-under-a-file", ["demo", "--out", "{text}/run", "--quiet"],
+     "is a file, not a directory; --out must be a directory"),
+    ("demo-out-a-file", ["demo", "--out", "{text}", "--quiet"], "--out must be a directory"),
+    ("plot-missing-directory", ["audit", "{log}", "--plot", "{root}/no/such/dir/run.png"],
+     "--plot"),
 ]
 
 

@@ -8,6 +8,7 @@ an interpreter's start-up) on a small run made here; one case runs the real scri
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,13 @@ import warnings
 from pathlib import Path
 
 import orjson
+import pydantic
 import pytest
 
-from eventbus import Bus, read_log
+from eventbus import Bus, Plugin, hookimpl, read_log
 from eventbus import records as r
 from eventbus.audit import _header_of, audit, render
+from eventbus.bus import RunWarning
 from eventbus.cli import _parse_value, main
 from eventbus.demo import run_demo
 from eventbus.errors import ConfigError, LogError
@@ -134,7 +137,8 @@ class TestReplayOverrides:
                              "EarlyStopping.patience=99999999999999999999999")
         assert code == 0, err
         assert out.splitlines()[0].startswith(
-            "EarlyStopping with patience=99999999999999999999999 would not have stopped")
+            "With EarlyStopping.patience=99999999999999999999999 the run would not have been "
+            "stopped by a plugin")
 
     @pytest.mark.parametrize("text,value", [
         ("3", 3), ("99999999999999999999999", 99999999999999999999999),
@@ -147,6 +151,134 @@ class TestReplayOverrides:
         """JSON (integers exact), else the text; NaN and out-of-range floats stay text."""
         parsed = _parse_value(text)
         assert parsed == value and type(parsed) is type(value)
+
+
+class _StrictSettings(pydantic.BaseModel):
+    rate: float
+    window: int
+
+
+class Strict(Plugin):
+    """A third-party plugin that validates its parameters with pydantic."""
+
+    def __init__(self, rate: float = 0.5, window: int = 3):
+        self.settings = _StrictSettings(rate=rate, window=window)
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        return None
+
+
+class TestMessages:
+    def test_a_message_of_several_lines_is_joined_not_cut(self, capsys, tmp_path, monkeypatch):
+        """A pydantic error names the field on its second line: the one line keeps it."""
+        from eventbus.registry import registry
+
+        monkeypatch.setitem(registry._classes, "Strict", Strict)
+        log = tmp_path / "events.jsonl"
+        with Bus([Strict()], log=log) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"val_loss": 1.0})
+            bus.train_end()
+        line = one_line_error(capsys, "replay", log, "--set", "Strict.rate=high",
+                              words=("1 validation error for _StrictSettings; rate; Input "
+                                     "should be a valid number",))
+        assert "\n" not in line
+
+    def test_a_warning_of_several_lines_is_joined_too(self, capsys, monkeypatch):
+        """Warnings go through the same one-line rule."""
+        from eventbus.cli import _one_line_warnings
+
+        _one_line_warnings("audit")("first\n  second\n\nthird", UserWarning)
+        assert capsys.readouterr().err == "eventbus audit: warning: first; second; third\n"
+
+
+class TestPlotPath:
+    """``audit --plot PATH``: a path matplotlib cannot write is one line before any output."""
+
+    @pytest.mark.parametrize("name,words", [
+        ("missing/run.png", ("--plot", "the directory", "does not exist")),
+        ("run.txt", ("--plot", ".txt is not an image format matplotlib writes", ".png")),
+        ("run", ("--plot", "no extension")),
+    ])
+    def test_an_unusable_path_is_refused_first(self, run, capsys, tmp_path, name, words):
+        pytest.importorskip("matplotlib")
+        one_line_error(capsys, "audit", run["log"], "--plot", tmp_path / name, words=words)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_directory_is_not_an_image(self, run, capsys, tmp_path):
+        pytest.importorskip("matplotlib")
+        (tmp_path / "run.png").mkdir()
+        one_line_error(capsys, "audit", run["log"], "--plot", tmp_path / "run.png",
+                       words=("--plot", "is a directory"))
+
+    def test_a_path_under_a_file_is_refused(self, run, capsys, tmp_path):
+        pytest.importorskip("matplotlib")
+        (tmp_path / "afile").write_text("x")
+        one_line_error(capsys, "audit", run["log"], "--plot", tmp_path / "afile" / "run.png",
+                       words=("--plot", "is not a directory"))
+
+    def test_another_format_matplotlib_writes_is_fine(self, run, capsys, tmp_path):
+        """The format comes from the extension: .svg is written as SVG."""
+        pytest.importorskip("matplotlib")
+        code, out, err = cli(capsys, "audit", run["log"], "--plot", tmp_path / "run.svg")
+        assert code == 0, err
+        assert out.startswith("run ")
+        assert b"<svg" in (tmp_path / "run.svg").read_bytes()[:500]
+
+
+class TestNaNMetrics:
+    """A monitored metric that is NaN was reported: the audit says nan, not "never"."""
+
+    @staticmethod
+    def nan_run(path: Path, values: list[float]) -> Path:
+        from plugins import EarlyStopping
+
+        with Bus([EarlyStopping(monitor="val_loss", patience=3)], log=path) as bus:
+            bus.train_begin({"epochs": len(values)})
+            for epoch, value in enumerate(values):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0, "val_loss": value})
+            bus.train_end()
+        return path
+
+    def test_a_last_value_of_nan_shows_as_nan(self, capsys, tmp_path):
+        log = self.nan_run(tmp_path / "events.jsonl", [1.0, 0.9, math.nan])
+        code, out, _ = cli(capsys, "audit", log)
+        assert code == 0
+        assert "  best val_loss: 0.9 at epoch 2 (min; last nan)" in out.splitlines()
+        code, out, _ = cli(capsys, "audit", log, "--json")
+        (monitor,) = orjson.loads(out)["monitors"]
+        assert monitor == {"name": "val_loss", "mode": "min", "best": 0.9, "best_epoch": 1,
+                           "last": "NaN"}
+
+    def test_only_nan_is_reported_not_never_reported(self, capsys, tmp_path):
+        log = self.nan_run(tmp_path / "events.jsonl", [math.nan, math.nan])
+        code, out, _ = cli(capsys, "audit", log)
+        assert code == 0
+        assert "never reported" not in out
+        assert "  best val_loss: none, every value reported is nan (min; last nan)" in \
+            out.splitlines()
+        code, out, _ = cli(capsys, "audit", log, "--json")
+        (monitor,) = orjson.loads(out)["monitors"]
+        assert (monitor["best"], monitor["last"]) == (None, "NaN")
+        assert math.isnan(audit(log).monitors[0].last)  # Python gets the float
+
+    def test_a_metric_never_reported_still_says_so(self, capsys, tmp_path):
+        from plugins import EarlyStopping
+
+        log = tmp_path / "events.jsonl"
+        with Bus([EarlyStopping(monitor="val_loss")], log=log) as bus, \
+                pytest.warns(RunWarning, match="val_loss` which is not available"):
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+            bus.train_end()
+        code, out, _ = cli(capsys, "audit", log, "--json")
+        assert orjson.loads(out)["monitors"][0]["last"] is None
+        code, out, _ = cli(capsys, "audit", log)
+        assert "  val_loss: never reported" in out.splitlines()
 
 
 class TestConvertOutput:
