@@ -95,22 +95,30 @@ class TestAppend:
             table.write(0, {"loss": 0.5})
         assert path.read_text() == "epoch,loss\n0,0.5\n"
 
-    def test_append_reconciles_header(self, tmp_path):
-        """Appending a row with a new metric widens the existing header; old rows get NA."""
+    @pytest.mark.parametrize(("before", "rows", "after"), [
+        pytest.param("epoch,loss\n0,0.9\n1,0.8\n", [(2, {"loss": 0.7, "acc": 0.5})],
+                     "epoch,acc,loss\n0,NA,0.9\n1,NA,0.8\n2,0.5,0.7\n",
+                     id="a new metric widens the header, old rows get NA"),
+        pytest.param("epoch,loss,acc\n0,0.9,0.1\n", [(1, {"acc": 0.2, "loss": 0.8})],
+                     "epoch,loss,acc\n0,0.9,0.1\n1,0.8,0.2\n",
+                     id="rows follow the file's own column order"),
+        pytest.param("epoch,loss\n0,0.9\n0,0.8\n", [(0, {"loss": 0.7, "acc": 0.5})],
+                     "epoch,acc,loss\n0,NA,0.9\n0,NA,0.8\n0,0.5,0.7\n",
+                     id="widening keeps repeated epoch numbers"),
+        pytest.param("epoch,loss\n0,0.9\n1,0.", [(1, {"loss": 0.8})],
+                     "epoch,loss\n0,0.9\n1,0.8\n", id="a row torn by a crash is cut"),
+        pytest.param("epoch,loss\n", [(0, {"loss": 1.0})], "epoch,loss\n0,1.0\n",
+                     id="a header without rows takes rows under it"),
+        pytest.param("", [(0, {"loss": 1.0})], "epoch,loss\n0,1.0\n",
+                     id="an empty file is started with a header"),
+    ])
+    def test_appending_to_an_existing_file(self, tmp_path, before, rows, after):
         path = tmp_path / "log.csv"
-        path.write_text("epoch,loss\n0,0.9\n1,0.8\n")
+        path.write_text(before)
         with CsvTable(path, append=True) as table:
-            table.write(2, {"loss": 0.7, "acc": 0.5})
-        assert path.read_text().splitlines() == [
-            "epoch,acc,loss", "0,NA,0.9", "1,NA,0.8", "2,0.5,0.7"]
-
-    def test_append_keeps_existing_column_order(self, tmp_path):
-        """With no new metric, rows follow the file's own column order."""
-        path = tmp_path / "log.csv"
-        path.write_text("epoch,loss,acc\n0,0.9,0.1\n")
-        with CsvTable(path, append=True) as table:
-            table.write(1, {"acc": 0.2, "loss": 0.8})
-        assert path.read_text().splitlines()[-1] == "1,0.8,0.2"
+            for epoch, logs in rows:
+                table.write(epoch, logs)
+        assert path.read_text() == after
 
     def test_an_epoch_already_there_is_appended_again(self, tmp_path):
         """Rows are always appended, as Keras appends them: a new run counting epochs from 0
@@ -124,46 +132,12 @@ class TestAppend:
         assert frame["epoch"].tolist() == [0, 1, 0, 1]
         assert frame["loss"].tolist() == [0.9, 0.8, 0.75, 0.7]
 
-    def test_widening_keeps_repeated_epochs(self, tmp_path):
-        """Widening the header rewrites every row, repeated epoch numbers included."""
-        path = tmp_path / "log.csv"
-        path.write_text("epoch,loss\n0,0.9\n0,0.8\n")
-        with CsvTable(path, append=True) as table:
-            table.write(0, {"loss": 0.7, "acc": 0.5})
-        assert path.read_text().splitlines() == [
-            "epoch,acc,loss", "0,NA,0.9", "0,NA,0.8", "0,0.5,0.7"]
-
-    def test_torn_last_line_is_cut(self, tmp_path):
-        """A row cut short by a crash is removed before appending."""
-        path = tmp_path / "log.csv"
-        path.write_text("epoch,loss\n0,0.9\n1,0.")
-        with CsvTable(path, append=True) as table:
-            table.write(1, {"loss": 0.8})
-        assert path.read_text() == "epoch,loss\n0,0.9\n1,0.8\n"
-
     def test_not_an_epoch_table(self, tmp_path):
         """Appending to a file whose first column is not `epoch` is refused, naming the file."""
         path = tmp_path / "other.csv"
         path.write_text("name,value\nx,1\n")
         with pytest.raises(LogCorruptError, match="other.csv"):
             CsvTable(path, append=True)
-
-    def test_header_only_file(self, tmp_path):
-        """A file with a header and no row takes rows under that header."""
-        path = tmp_path / "log.csv"
-        path.write_text("epoch,loss\n")
-        with CsvTable(path, append=True) as table:
-            table.write(0, {"loss": 1.0})
-        assert path.read_text() == "epoch,loss\n0,1.0\n"
-
-    def test_empty_existing_file(self, tmp_path):
-        """An empty file to append to is started with a header."""
-        path = tmp_path / "log.csv"
-        path.write_text("")
-        with CsvTable(path, append=True) as table:
-            table.write(0, {"loss": 1.0})
-        assert path.read_text() == "epoch,loss\n0,1.0\n"
-
 
 class TestDropLastRow:
     def test_drops_the_last_row_of_that_epoch(self, tmp_path):
