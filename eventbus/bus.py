@@ -182,6 +182,7 @@ class Bus:
         #: The epoch a loop should start from; above 0 only for a resumed run.
         self.initial_epoch = 0
         self._resumed = False
+        self._ended: int | None = None  # the epoch of the last epoch_end, until an epoch_begin
         self._lr = None if learning_rate is None else _learning_rate(learning_rate,
                                                                       "learning_rate")
         self._meta = _meta(meta)
@@ -388,6 +389,7 @@ class Bus:
         again (plugins keep the state just restored); the log's ``resumed`` record stands for it.
         """
         self._in_train = True
+        self._ended = None
         if self._skip_train_begin:
             self._skip_train_begin = False
             return ()
@@ -406,11 +408,24 @@ class Bus:
     def epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         epoch = _index(epoch, "epoch", "epoch_begin")
         self._epoch = epoch
+        self._ended = None
         self._skip_train_end = False  # a resumed finished run trained on: its end is new
         return self._observe("epoch_begin", {"epoch": epoch}, logs)
 
     def epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self._observe("epoch_end", {"epoch": _index(epoch, "epoch", "epoch_end")}, logs)
+        epoch = _index(epoch, "epoch", "epoch_end")
+        if epoch == self._ended:
+            # Plugins count epochs by their ends: a second end would advance every patience
+            # and cooldown (a learning rate cut twice for one epoch).
+            raise EventError(f"epoch_end: epoch {epoch} has already ended; publish "
+                             f"epoch_begin({epoch + 1}) before ending another epoch",
+                             event="epoch_end", field="epoch")
+        seq = self._seq
+        try:
+            return self._observe("epoch_end", {"epoch": epoch}, logs)
+        finally:
+            if self._seq > seq:  # recorded, even if a plugin then raised
+                self._ended = epoch
 
     def batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         if self._idle_batch_begin:  # type: ignore[attr-defined]
@@ -1067,7 +1082,7 @@ class Bus:
         self._skip_train_begin = began
         self._skip_train_end = ended
         self._in_train = began and not ended
-        self._epoch = finished
+        self._epoch = self._ended = finished
         self._resumed = True
         self._record(Resumed(source="bus", from_seq=from_seq, initial_epoch=self.initial_epoch,
                              epoch=self._epoch))

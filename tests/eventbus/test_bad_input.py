@@ -126,6 +126,42 @@ class TestLoopValues:
         assert kinds(path) == ["header", "epoch_begin", "epoch_end"]
         assert [rec.seq for rec in read_log(path)] == [0, 1, 2]
 
+    def test_an_epoch_cannot_end_twice(self, tmp_path):
+        """A second epoch_end for the same epoch would count as another epoch for every
+        patience and cooldown: refused, and nothing recorded for it."""
+        from plugins import ReduceLROnPlateau
+
+        path = tmp_path / "run.jsonl"
+        with Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=path,
+                 learning_rate=0.1) as bus:
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"val_loss": 1.0})
+            bus.epoch_begin(1)
+            bus.epoch_end(1, {"val_loss": 1.0})  # no improvement: the rate is cut once
+            for _ in range(2):
+                with pytest.raises(EventError, match=r"epoch 1 has already ended.*"
+                                                     r"epoch_begin\(2\)"):
+                    bus.epoch_end(1, {"val_loss": 1.0})
+            assert bus.learning_rate == 0.05
+            bus.epoch_begin(2)
+            bus.epoch_end(2, {"val_loss": 1.0})
+        assert kinds(path).count("epoch_end") == 3
+
+    def test_a_loop_without_epoch_begin_may_end_each_epoch_once(self):
+        bus = Bus(log=RecordingWriter())
+        for epoch in range(3):
+            bus.epoch_end(epoch, {"loss": 1.0})
+        with pytest.raises(EventError, match="epoch 2 has already ended"):
+            bus.epoch_end(2, {"loss": 1.0})
+        bus.train_begin({})  # a new fit starts counting again
+        bus.epoch_end(2, {"loss": 1.0})
+
+    def test_an_epoch_end_refused_for_its_logs_may_be_published_again(self):
+        bus = Bus(log=RecordingWriter())
+        with pytest.raises(MetricValueError):
+            bus.epoch_end(0, {"loss": "bad"})
+        bus.epoch_end(0, {"loss": 1.0})
+
     @pytest.mark.parametrize("call", ["batch_end", "batch_begin", "epoch_end"])
     def test_logs_that_are_an_array_name_the_event_and_field(self, call):
         bus = Bus(log=RecordingWriter())
