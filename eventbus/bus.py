@@ -385,14 +385,17 @@ class Bus:
                     logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         """Training starts; ``params`` as Keras's ``callback.params`` (epochs, steps, ...).
 
-        On a resumed run whose log already has its ``train_begin``, the call is not published
-        again (plugins keep the state just restored); the log's ``resumed`` record stands for it.
+        A new fit starts unstopped: ``stop_training`` is cleared, as Keras's ``fit`` clears
+        ``model.stop_training``. On a resumed run whose log already has its ``train_begin``, the
+        call is not published again (plugins keep the state just restored, and a recorded stop
+        stands); the log's ``resumed`` record stands for it.
         """
         self._in_train = True
         self._ended = None
         if self._skip_train_begin:
             self._skip_train_begin = False
-            return ()
+            return ()  # a resumed run: a stop it had recorded stands
+        self.stop_training = False  # a new fit, as Keras's fit resets model.stop_training
         return self._observe("train_begin", {"params": _params(params)}, logs)
 
     def train_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
@@ -612,6 +615,7 @@ class Bus:
             self._epoch = record.epoch  # type: ignore[attr-defined]
         elif kind == "train_begin":
             self._in_train = True
+            self.stop_training = False  # a new fit starts unstopped, as it did live
         elif kind == "train_end":
             self._in_train = False
         handlers = getattr(self, f"_f_on_{kind}") if side_effects else self._pure[f"on_{kind}"]
@@ -1051,7 +1055,8 @@ class Bus:
                         writer.write(record.model_dump())
                     if isinstance(record, Observation):
                         replayed.extend(self.feed(record))
-                        began = began or record.kind == "train_begin"
+                        if record.kind == "train_begin":
+                            began, stopped = True, False  # a new fit starts unstopped
                         ended = ended or record.kind == "train_end"
                     elif isinstance(record, Decision):
                         if record.source in labels:

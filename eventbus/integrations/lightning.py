@@ -37,6 +37,10 @@ from .torch import TorchModel, scalars
 __all__ = ["LightningBridge"]
 
 
+#: Marks a TorchModel a bridge attached to the bus for its trainer.
+_ATTACHED = "_attached_by_lightning_bridge"
+
+
 def _metrics(metrics: Any) -> dict[str, Any]:
     return scalars({k: v for k, v in dict(metrics).items()
                     if not isinstance(v, torch.Tensor) or v.ndim == 0})
@@ -54,14 +58,19 @@ class LightningBridge(pl.Callback):
         super().__init__()
         self.bus = bus
         self.attach_model = attach_model
+        self._validated = False  # whether this epoch's validation ran (not the sanity check)
 
     def _apply(self, trainer: pl.Trainer) -> None:
         if self.bus.stop_training:
             trainer.should_stop = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.attach_model and self.bus.model is None:
-            self.bus.model = TorchModel(pl_module, list(trainer.optimizers))
+        model = self.bus.model
+        if self.attach_model and (model is None or getattr(model, _ATTACHED, False)):
+            # A model a bridge attached belongs to its trainer: a later trainer on the same
+            # bus gets its own, so decisions reach the optimizers that train now.
+            model = self.bus.model = TorchModel(pl_module, list(trainer.optimizers))
+            setattr(model, _ATTACHED, True)
         steps = trainer.num_training_batches
         self.bus.train_begin({"epochs": trainer.max_epochs,
                               "steps": steps if isinstance(steps, int) else None})
@@ -71,11 +80,17 @@ class LightningBridge(pl.Callback):
         self.bus.train_end(_metrics(trainer.callback_metrics))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = False
         self.bus.epoch_begin(trainer.current_epoch)
         self._apply(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.bus.epoch_end(trainer.current_epoch, _metrics(trainer.callback_metrics))
+        metrics = _metrics(trainer.callback_metrics)
+        if not self._validated:
+            # callback_metrics keeps the last validation's values: an epoch that ran none
+            # (check_val_every_n_epoch, max_steps) must not report them as its own.
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("val")}
+        self.bus.epoch_end(trainer.current_epoch, metrics)
         self._apply(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -104,5 +119,6 @@ class LightningBridge(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer,
                                 pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
+            self._validated = True
             self.bus.test_end({k: v for k, v in _metrics(trainer.callback_metrics).items()
                                if k.startswith("val")})

@@ -91,3 +91,43 @@ def test_log_replays_with_verify(fitted):
     *_, log = fitted
     result = replay(log, verify=True)
     assert result.ok and result.stopped_at is not None
+
+
+def trainer(bus, **options):
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[LightningBridge(bus)], **options)
+
+
+def quiet_fit(trainer_, module, val=True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer_.fit(module, loader(64, 0), loader(32, 1) if val else None)
+
+
+def test_an_epoch_without_validation_reports_no_validation_metrics(tmp_path):
+    """callback_metrics keeps the last validation's values; an epoch that ran none must not
+    show them (a plateau plugin would count a stale value as a new, non-improving one)."""
+    log = tmp_path / "events.jsonl"
+    with Bus([], log=log) as bus:
+        quiet_fit(trainer(bus, max_epochs=4, check_val_every_n_epoch=2), Tiny())
+    ends = [r for r in read_log(log) if r.kind == "epoch_end"]
+    assert [("val_loss" in r.logs) for r in ends] == [False, True, False, True]
+
+
+def test_a_second_trainer_on_one_bus_trains_and_gets_the_decisions(tmp_path):
+    """A second fit starts unstopped (as Keras's does), and the learning-rate decisions reach
+    the optimizer of the trainer that trains now, not the first one's."""
+    torch.manual_seed(0)
+    with Bus([ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, mode="max"),
+              EarlyStopping(monitor="val_loss", patience=1, mode="max")],
+             log=tmp_path / "events.jsonl") as bus:
+        first = trainer(bus, max_epochs=6)
+        quiet_fit(first, Tiny())
+        assert bus.stop_training and first.current_epoch < 6
+        second = trainer(bus, max_epochs=3)
+        module = Tiny()
+        quiet_fit(second, module)
+        assert second.current_epoch >= 2  # not stopped at once by the first fit's stop
+        assert second.optimizers[0].param_groups[0]["lr"] == pytest.approx(bus.learning_rate)
+        assert bus.model.module is module
