@@ -130,8 +130,8 @@ class Audit:
     epochs_run: int = 0
     last_epoch: int | None = None
     planned_epochs: int | None = None
-    #: "stopped" (a decision stopped it), "completed", or "incomplete" (no train_end: crashed
-    #: or still running).
+    #: "stopped" (a decision stopped it), "completed", "incomplete" (no train_end: crashed
+    #: or still running), or "no_training" (evaluation or prediction only).
     ended: str = "incomplete"
     stop: StopTraining | None = None
     monitors: list[MetricSummary] = field(default_factory=list)
@@ -249,6 +249,9 @@ def audit(log: LogArgument) -> Audit:
             result.resumes.append(record)
     if result.stop is not None and result.ended == "incomplete":
         result.ended = "stopped"
+    elif result.ended == "incomplete" and not any(
+            isinstance(r, (TrainBegin, EpochEnd)) for r in records):
+        result.ended = "no_training"  # an evaluate or predict only: nothing crashed
     for name, mode in _monitored(header, result.decisions).items():
         points = [(e, v) for e, v in result.curves.get(name, []) if v == v]  # not NaN
         if points:
@@ -287,9 +290,13 @@ def render(result: Audit, *, decisions: bool = True) -> str:
         lines.append(f"  ended: stopped by {stop.source}{rule} at epoch {_ep(stop.epoch)}: "
                      f"{stop.reason}")
     elif result.ended == "completed":
-        lines.append("  ended: completed every planned epoch" if result.planned_epochs
-                     and result.epochs_run >= result.planned_epochs else
+        # The last epoch, not the count: a fit from initial_epoch runs fewer than planned.
+        done = result.last_epoch is not None and result.planned_epochs is not None and \
+            result.last_epoch + 1 >= result.planned_epochs
+        lines.append("  ended: completed every planned epoch" if done else
                      "  ended: the loop ended training (no plugin stopped it)")
+    elif result.ended == "no_training":
+        lines.append("  ended: no training in the log (evaluation or prediction only)")
     else:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
     for m in result.monitors:

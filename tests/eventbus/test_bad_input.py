@@ -408,28 +408,3 @@ class TestLogs:
         with pytest.warns(RunWarning, match="resume: the plugins' decisions differ"):
             Bus([Silent()], log=path, resume=True, learning_rate=0.5).close()
 
-
-def test_a_new_fit_starts_unstopped_and_a_resumed_stop_stands(tmp_path):
-    """train_begin clears stop_training, as Keras's fit clears model.stop_training, so a
-    second fit on one bus trains; resuming gives the stop of the last fit in the log."""
-    path = tmp_path / "run.jsonl"
-
-    def fit(bus):
-        bus.train_begin({})
-        bus.epoch_begin(0)
-        bus.epoch_end(0, {"loss": 1.0})
-        assert bus.stop_training
-
-    with Bus([Stopper()], log=path) as bus:
-        fit(bus)
-        bus.train_end()
-        bus.train_begin({})
-        assert not bus.stop_training
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RunWarning)
-        with Bus([Stopper()], log=path, resume=True) as resumed:
-            assert not resumed.stop_training  # the second fit had not stopped
-            resumed.train_begin({})  # the log has it: not published again
-            fit(resumed)
-        with Bus([Stopper()], log=path, resume=True) as again:
-            assert again.stop_training  # the last fit in the log stopped
