@@ -140,3 +140,32 @@ class TestKerasCallbacksOnTheBus:
             bus.publish(event)
         assert seen.calls == [(0, 0.5), (1, 0.4)]
         assert bus.label(bus.plugins[0]) == "Seen"
+
+
+def test_a_checkpoint_loads_back_into_the_keras_model(tmp_path):
+    """The way keras.md gives: KerasModel(model).set_weights(load_checkpoint(path).weights)."""
+    from plugins import ModelCheckpoint
+    from sinks.hdf5 import load_checkpoint
+
+    model = tiny_model()
+    x, y = noise(64, 0)
+    path = str(tmp_path / "best.weights.h5")
+    with Bus([ModelCheckpoint(path)]) as bus:
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[KerasBridge(bus)])
+    saved = [w.copy() for w in model.get_weights()]
+    fresh = tiny_model()
+    fresh.set_weights([np.zeros_like(w) for w in saved])
+    KerasModel(fresh).set_weights(load_checkpoint(path).weights)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), saved))
+
+
+def test_a_second_fit_on_one_bus_trains(tmp_path):
+    """The bus clears stop_training at train_begin, as Keras's fit does."""
+    model = tiny_model()
+    x, y = noise(64, 0)
+    with Bus([EarlyStopping(monitor="loss", patience=0, mode="max")]) as bus:
+        model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[KerasBridge(bus)])
+        assert bus.stop_training
+        history = model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+                            callbacks=[KerasBridge(bus)])
+    assert len(history.epoch) == 2
