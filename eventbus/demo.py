@@ -312,7 +312,7 @@ next, try:
   eventbus replay {log} --verify              # recompute every decision from the log
   eventbus replay {log} --set EarlyStopping.patience=3
   eventbus replay {log} --sweep ReduceLROnPlateau.patience=1,2,4,8
-  eventbus convert {log} {out / 'events.csv'} --to csv
+  eventbus convert {log} {out.name}-history.csv --to csv
   tensorboard --logdir {out / 'tensorboard'}""")
     sys.stdout.flush()
     return 0

@@ -176,3 +176,21 @@ class TestClosedStdout:
         resumed = list(read_log(log))
         assert sum(isinstance(rec, r.Resumed) for rec in resumed) == 1
         assert "train_end" in {rec.kind for rec in resumed}
+
+
+def test_following_the_suggested_commands_leaves_the_next_demo_possible(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Every `eventbus ...` line under "next, try" runs, and none of them writes into the
+    demo's directory, so the same demo command works again afterwards."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = demo(capsys, Path("run"), epochs=2)
+    assert code == 0
+    suggested = [line.split("#")[0].split() for line in out.split("next, try:")[1].splitlines()
+                 if line.strip().startswith("eventbus ")]
+    assert len(suggested) >= 4
+    for argv in suggested:
+        done = subprocess.run([SCRIPT, *argv[1:]], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, (argv, done.stderr)
+    code, out, err = demo(capsys, Path("run"), epochs=2)
+    assert code == 0, err
