@@ -34,7 +34,7 @@ from .errors import AbortTraining, ConfigError, EventError, LogError, PluginErro
 from .log import RecordWriter, open_writer
 from .metrics import coerce_logs
 from .model import adapter_learning_rate
-from .plugin import plugin_name, plugin_spec
+from .plugin import plugin_name, plugin_spec, why_not_a_plugin
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -234,14 +234,10 @@ class Bus:
         The label is its registered name, with ``#2``, ``#3`` ... for a second or third plugin of
         the same name on this bus.
         """
-        if isinstance(plugin, type):
-            raise ConfigError(f"plugin {plugin.__name__!r} is a class; pass an instance "
-                              f"({plugin.__name__}(...))", plugin=plugin.__name__)
-        if plugin is None or isinstance(plugin, (str, bytes, int, float, Mapping, list, tuple)):
-            raise ConfigError(f"Bus: {plugin!r} ({type(plugin).__name__}) is not a plugin: a "
-                              "plugin is an object with hook methods marked @hookimpl (to "
-                              "name a built-in one, build it: plugins.EarlyStopping(...))",
-                              field="plugins")
+        problem = why_not_a_plugin(plugin)
+        if problem:
+            raise ConfigError(f"Bus: a plugin given is {problem}", field="plugins",
+                              plugin=plugin.__name__ if isinstance(plugin, type) else None)
         if any(p is plugin for p in self._plugins):
             raise ConfigError(f"plugin {plugin_name(plugin)!r} is already on this bus",
                               plugin=plugin_name(plugin))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
 
 from .records import PluginSpec
 
-__all__ = ["Plugin", "plugin_name", "plugin_spec"]
+__all__ = ["Plugin", "plugin_name", "plugin_spec", "why_not_a_plugin"]
 
 
 class Plugin:
@@ -116,6 +117,18 @@ def _bind_message(cls: str, signature: inspect.Signature, args: tuple[Any, ...],
         if close:
             message += f" (did you mean {close[0]!r}?)"
     return f"{message}; it takes {takes}"
+
+
+def why_not_a_plugin(obj: object) -> str | None:
+    """What ``obj`` is, worded to follow "is", when it cannot be a plugin (a class, None, plain
+    data: a common slip is a plugin's name or class for the plugin); None otherwise."""
+    if isinstance(obj, type):
+        return f"the class {obj.__name__}; pass an instance ({obj.__name__}(...))"
+    if obj is None or isinstance(obj, (str, bytes, int, float, complex, Mapping, list, tuple,
+                                       set)):
+        return (f"{type(obj).__name__} {obj!r:.60}, not a plugin: a plugin is an object with "
+                "@hookimpl methods (to name a built-in one, build it: plugins.EarlyStopping())")
+    return None
 
 
 def plugin_name(plugin: object) -> str:

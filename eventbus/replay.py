@@ -29,7 +29,7 @@ from .audit import LogArgument, _checked_log, _header_of
 from .bus import Bus
 from .effective import effective_records, read_effective
 from .errors import ConfigError, ReplayError
-from .plugin import plugin_name
+from .plugin import plugin_name, why_not_a_plugin
 from .records import (
     KINDS,
     OBSERVATION_KINDS,
@@ -144,15 +144,10 @@ def _checked_plugins(plugins: Any, caller: str) -> list[object]:
                           f"{plugins!r:.80}{hint}", field="plugins")
     out = list(plugins)
     for i, plugin in enumerate(out):
-        if isinstance(plugin, type):
-            raise ConfigError(f"{caller}: plugins[{i}] is the class {plugin.__name__}; pass an "
-                              f"instance ({plugin.__name__}(...))", plugin=plugin.__name__,
-                              field="plugins")
-        if plugin is None or isinstance(plugin, (str, bytes, int, float, complex, Mapping,
-                                                 list, tuple, set)):
-            raise ConfigError(f"{caller}: plugins[{i}] is {type(plugin).__name__} "
-                              f"{plugin!r:.60}, not a plugin: a plugin is an object with "
-                              "@hookimpl methods", field="plugins")
+        problem = why_not_a_plugin(plugin)
+        if problem:
+            raise ConfigError(f"{caller}: plugins[{i}] is {problem}", field="plugins",
+                              plugin=plugin.__name__ if isinstance(plugin, type) else None)
     return out
 
 

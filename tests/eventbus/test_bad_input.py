@@ -46,12 +46,14 @@ class Stopper(Plugin):
 class TestBusArguments:
     @pytest.mark.parametrize("plugins", [[5], [None], ["EarlyStopping"], [{"a": 1}]])
     def test_an_object_that_is_not_a_plugin_is_refused(self, plugins):
-        with pytest.raises(ConfigError, match="is not a plugin") as info:
+        with pytest.raises(ConfigError, match=r"Bus: a plugin given is \w+ .*, not a plugin") \
+                as info:
             Bus(plugins)
         assert info.value.field == "plugins"
 
     def test_a_plugin_class_asks_for_an_instance(self):
-        with pytest.raises(ConfigError, match=r"is a class; pass an instance \(Stopper\(...\)\)"):
+        with pytest.raises(ConfigError, match=r"is the class Stopper; pass an instance "
+                                              r"\(Stopper\(...\)\)"):
             Bus([Stopper])
 
     def test_a_string_for_the_plugin_list_is_refused(self):
