@@ -147,6 +147,15 @@ class Audit:
     #: "message"}``: a metric that is not a number (a log written by other code, or edited).
     bad_records: list[dict[str, Any]] = field(default_factory=list)
 
+    def refused_by_model(self, decision: Decision) -> str | None:
+        """Why the model adapter refused to apply ``decision`` (its ``sink_failed``), or None:
+        a Keras optimizer with a LearningRateSchedule has no rate to set, for one."""
+        for fault in self.faults:
+            if isinstance(fault, SinkFailed) and fault.sink == "model" and \
+                    fault.cause_seq == decision.seq:
+                return f"{fault.error}: {fault.message}"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         def rec(r: Record) -> dict[str, Any]:
             return {k: v for k, v in r.model_dump().items() if k not in ("v", "run_id")}
@@ -159,7 +168,8 @@ class Audit:
             "planned_epochs": self.planned_epochs, "ended": self.ended,
             "stop": rec(self.stop) if self.stop else None,
             "monitors": [m.__dict__ for m in self.monitors],
-            "learning_rate_changes": [rec(d) for d in self.lr_changes],
+            "learning_rate_changes": [{**rec(d), "refused": self.refused_by_model(d)}
+                                      for d in self.lr_changes],
             "checkpoints": self.checkpoints,
             "warnings": [rec(w) for w in self.warnings],
             "faults": [rec(f) for f in self.faults],
@@ -311,8 +321,11 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     if result.lr_changes:
         lines.append("  learning rate:")
         for d in result.lr_changes:
+            refused = result.refused_by_model(d)
+            not_applied = f"; not applied, the model refused it ({refused:.80})" if refused \
+                else ""
             lines.append(f"    epoch {_ep(d.epoch)}: {_num(d.previous)} -> {_num(d.value)} "
-                         f"({d.source})")
+                         f"({d.source}{not_applied})")
     else:
         lines.append("  learning rate: never changed by a plugin")
     if result.checkpoints:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from eventbus import Bus
+import pytest
+
+from eventbus import Bus, SinkFailureWarning
 
 
 class TestAuditEndings:
@@ -33,3 +35,42 @@ class TestAuditEndings:
             bus.test_end({"loss": 1.0})
         assert self.ended(path) == (
             "no_training", "  ended: no training in the log (evaluation or prediction only)")
+
+
+def test_a_rate_the_model_refused_is_shown_as_not_applied(tmp_path):
+    """A Keras optimizer with a LearningRateSchedule has no rate to set: the decision stays in
+    the log, and the audit says it never reached the model."""
+    from eventbus import Plugin, hookimpl
+    from eventbus import records as r
+    from eventbus.audit import audit, render
+
+    class Scheduled:  # a model adapter whose rate cannot be set
+        def get_weights(self):
+            return {}
+
+        def set_weights(self, weights):
+            pass
+
+        @property
+        def learning_rate(self):
+            return 0.1
+
+        @learning_rate.setter
+        def learning_rate(self, value):
+            raise AttributeError("the rate follows a LearningRateSchedule")
+
+    class Halve(Plugin):
+        @hookimpl
+        def on_epoch_end(self, event):
+            return r.SetLearningRate(value=0.05, previous=0.1, reason="halve")
+
+    path = tmp_path / "run.jsonl"
+    with pytest.warns(SinkFailureWarning, match="model on set_learning_rate"), \
+            Bus([Halve()], log=path, model=Scheduled()) as bus:
+        bus.epoch_end(0, {"loss": 1.0})
+    result = audit(path)
+    (line,) = [x for x in render(result).splitlines() if x.startswith("    epoch 1:")]
+    assert line.endswith("(Halve; not applied, the model refused it (AttributeError: the rate "
+                         "follows a LearningRateSchedule))")
+    (change,) = result.as_dict()["learning_rate_changes"]
+    assert change["refused"].startswith("AttributeError")
