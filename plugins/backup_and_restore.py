@@ -25,11 +25,11 @@ import hashlib
 import os
 from typing import Any
 
-from eventbus import ConfigError, Plugin, hookimpl
+from eventbus import Plugin, hookimpl
 from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning, WeightsRestored
 
-from .monitor import require_bool
+from .monitor import require_bool, require_path, require_save_freq
 
 __all__ = ["BackupAndRestore"]
 
@@ -71,14 +71,8 @@ class BackupAndRestore(Plugin):
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
                  double_checkpoint: bool = True, delete_checkpoint: bool = True):
         name = type(self).name
-        if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
-            raise ConfigError(f"{name}: backup_dir must be a non-empty path; got "
-                              f"{backup_dir!r}", plugin=name, field="backup_dir")
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or
-                                     not isinstance(save_freq, int) or save_freq < 1):
-            raise ConfigError(f"{name}: save_freq must be 'epoch' or a positive int (a number "
-                              f"of batches); got {save_freq!r}", plugin=name, field="save_freq")
-        self.backup_dir = os.fspath(backup_dir)
+        self.backup_dir = require_path(backup_dir, "backup_dir", name)
+        require_save_freq(save_freq, name)
         self.save_freq = save_freq
         if save_freq == "epoch":
             self.unsubscribe("on_batch_end")  # backing up per epoch costs nothing per batch

@@ -15,7 +15,15 @@ from typing import Any
 from eventbus import ConfigError, Plugin, hookimpl
 from eventbus.records import SaveCheckpoint
 
-from .monitor import Monitor, fmt, require_bool, require_int, require_path, require_real
+from .monitor import (
+    Monitor,
+    fmt,
+    require_bool,
+    require_int,
+    require_path,
+    require_real,
+    require_save_freq,
+)
 
 __all__ = ["ModelCheckpoint"]
 
@@ -72,10 +80,7 @@ class ModelCheckpoint(Plugin):
         self.verbose = require_int(verbose, "verbose", name)
         self.save_best_only = require_bool(save_best_only, "save_best_only", name)
         self.save_weights_only = require_bool(save_weights_only, "save_weights_only", name)
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or
-                                     not isinstance(save_freq, int) or save_freq < 1):
-            raise ConfigError(f"{name}: save_freq must be 'epoch' or a positive int (a number "
-                              f"of batches); got {save_freq!r}", plugin=name, field="save_freq")
+        require_save_freq(save_freq, name)
         self.save_freq = save_freq
         if save_freq == "epoch":
             self.unsubscribe("on_batch_end")  # saving per epoch costs nothing per batch

@@ -35,6 +35,7 @@ __all__ = [
     "require_bool",
     "require_int",
     "require_names",
+    "require_save_freq",
     "require_path",
     "require_real",
 ]
@@ -204,6 +205,14 @@ def require_path(value: Any, field: str, plugin: str) -> str:
     raise ConfigError(f"{plugin}: {field} must be a file or directory path (a non-empty str or "
                       f"os.PathLike); got {type(value).__name__} {value!r}", plugin=plugin,
                       field=field)
+
+
+def require_save_freq(value: Any, plugin: str) -> None:
+    """``save_freq``: ``"epoch"`` or a positive int (a number of batches), as Keras takes it."""
+    if value != "epoch" and (isinstance(value, bool) or not isinstance(value, int)
+                             or value < 1):
+        raise ConfigError(f"{plugin}: save_freq must be 'epoch' or a positive int (a number "
+                          f"of batches); got {value!r}", plugin=plugin, field="save_freq")
 
 
 def require_names(value: Any, field: str, plugin: str) -> list[str]:
