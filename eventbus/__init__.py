@@ -11,15 +11,19 @@ from .bus import Bus, PluginIsolatedWarning, RunWarning, SinkFailureWarning
 from .errors import (
     AbortTraining,
     ConfigError,
+    DeliveryError,
+    DistributedError,
     EventBusError,
     EventError,
     LogCorruptError,
     LogError,
     MetricValueError,
     PluginError,
+    RankTimeoutError,
     RegistryError,
     ReplayError,
     SchemaVersionError,
+    UsageError,
 )
 from .jsonl import TornLogWarning
 from .log import read_header, read_log
@@ -27,11 +31,15 @@ from .model import ModelAdapter, NumpyModel
 from .plugin import Plugin
 from .registry import registry
 from .replay import ReplayResult, replay
+from .run import Run
+from .sink import Sink
 
 __all__ = [
     "AbortTraining",
     "Bus",
     "ConfigError",
+    "DeliveryError",
+    "DistributedError",
     "EventBusError",
     "EventError",
     "LogCorruptError",
@@ -42,13 +50,17 @@ __all__ = [
     "Plugin",
     "PluginError",
     "PluginIsolatedWarning",
+    "RankTimeoutError",
     "RegistryError",
     "ReplayError",
     "ReplayResult",
+    "Run",
     "RunWarning",
     "SchemaVersionError",
+    "Sink",
     "SinkFailureWarning",
     "TornLogWarning",
+    "UsageError",
     "__version__",
     "hookimpl",
     "hookspec",

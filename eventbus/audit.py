@@ -37,7 +37,8 @@ from .records import (
     Warning,
 )
 
-__all__ = ["Audit", "MetricSummary", "audit", "guess_mode", "render"]
+__all__ = ["Audit", "LogArgument", "MetricSummary", "audit", "checked_log", "guess_mode",
+           "header_of", "human_epoch", "only_records", "render"]
 
 _LAST_CHECKPOINTS = 5
 _AUDITED = frozenset(KINDS) - frozenset(BATCH_KINDS)
@@ -55,7 +56,7 @@ def guess_mode(metric: str) -> str:
 LogArgument = str | os.PathLike[str] | Iterable[Record]
 
 
-def _checked_log(log: Any, caller: str) -> LogArgument:
+def checked_log(log: Any, caller: str) -> LogArgument:
     """``log`` as :func:`read_log` takes it, or a :class:`ConfigError` naming the argument.
 
     Shared by :func:`audit` and :func:`~eventbus.replay.replay`: without it a ``None`` fails
@@ -71,10 +72,10 @@ def _checked_log(log: Any, caller: str) -> LogArgument:
     if isinstance(log, (bytes, bytearray, Mapping)) or not isinstance(log, Iterable):
         raise ConfigError(f"{caller}: log must be a path (str or pathlib.Path) to a .jsonl or "
                           f".parquet log, or an iterable of records; got {what}", field="log")
-    return _only_records(log, caller)
+    return only_records(log, caller)
 
 
-def _only_records(records: Iterable[Any], caller: str) -> Iterator[Record]:
+def only_records(records: Iterable[Any], caller: str) -> Iterator[Record]:
     for i, record in enumerate(records):
         if not isinstance(record, Record):
             raise ConfigError(f"{caller}: log item {i} is {type(record).__name__} "
@@ -82,7 +83,7 @@ def _only_records(records: Iterable[Any], caller: str) -> Iterator[Record]:
         yield record
 
 
-def _header_of(log: LogArgument, where: str) -> Header:
+def header_of(log: LogArgument, where: str) -> Header:
     """The header record of ``log``, read alone; a :class:`LogError` if there is none.
 
     A file holding only a torn line yields nothing but a warning; the warning becomes part of
@@ -204,11 +205,11 @@ def audit(log: LogArgument) -> Audit:
     A log with no header record raises :class:`~eventbus.errors.LogError`. A metric that is not
     a number does not stop the audit: it is left out and listed in ``bad_records``.
     """
-    log = _checked_log(log, "audit")
+    log = checked_log(log, "audit")
     where = str(log) if isinstance(log, (str, os.PathLike)) else "the records given"
     if not isinstance(log, (str, os.PathLike)):
         log = list(log)  # read twice: the header alone first
-    _header_of(log, where)
+    header_of(log, where)
     # The batches are most of a long run's records and nothing here looks at them. The
     # resumed records are among those kept, so the abandoned ones are found in memory.
     records = effective_records(read_log(log, kinds=_AUDITED))
@@ -282,7 +283,7 @@ def _num(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _ep(epoch: int | None) -> str:
+def human_epoch(epoch: int | None) -> str:
     """Epochs as people read them: 1-based, as Keras's progress bar and messages count."""
     return "-" if epoch is None else str(epoch + 1)
 
@@ -297,7 +298,7 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     if result.stop is not None:
         stop = result.stop
         rule = f", rule {stop.code}" if stop.code else ""
-        lines.append(f"  ended: stopped by {stop.source}{rule} at epoch {_ep(stop.epoch)}: "
+        lines.append(f"  ended: stopped by {stop.source}{rule} at epoch {human_epoch(stop.epoch)}: "
                      f"{stop.reason}")
     elif result.ended == "completed":
         # The last epoch, not the count: a fit from initial_epoch runs fewer than planned.
@@ -316,7 +317,7 @@ def render(result: Audit, *, decisions: bool = True) -> str:
             lines.append(f"  best {m.name}: none, every value reported is nan ({m.mode}; last "
                          f"{_num(m.last)})")
         else:
-            lines.append(f"  best {m.name}: {_num(m.best)} at epoch {_ep(m.best_epoch)} "
+            lines.append(f"  best {m.name}: {_num(m.best)} at epoch {human_epoch(m.best_epoch)} "
                          f"({m.mode}; last {_num(m.last)})")
     if result.lr_changes:
         lines.append("  learning rate:")
@@ -324,7 +325,7 @@ def render(result: Audit, *, decisions: bool = True) -> str:
             refused = result.refused_by_model(d)
             not_applied = f"; not applied, the model refused it ({refused:.80})" if refused \
                 else ""
-            lines.append(f"    epoch {_ep(d.epoch)}: {_num(d.previous)} -> {_num(d.value)} "
+            lines.append(f"    epoch {human_epoch(d.epoch)}: {_num(d.previous)} -> {_num(d.value)} "
                          f"({d.source}{not_applied})")
     else:
         lines.append("  learning rate: never changed by a plugin")
@@ -335,20 +336,20 @@ def render(result: Audit, *, decisions: bool = True) -> str:
                      + (f" (the last {len(shown)} shown; --json lists all)" if hidden else ""))
         for c in shown:
             value = f"  {c['monitor']}={_num(c['value'])}" if c["monitor"] else ""
-            lines.append(f"    epoch {_ep(c['epoch'])}: {c['path']}{value}  "
+            lines.append(f"    epoch {human_epoch(c['epoch'])}: {c['path']}{value}  "
                          f"sha256 {c['sha256'][:16]}…")
     else:
         lines.append("  checkpoints: none")
     for r in result.resumes:
-        lines.append(f"  resumed at epoch {_ep(r.initial_epoch)} (after seq {r.from_seq})")
+        lines.append(f"  resumed at epoch {human_epoch(r.initial_epoch)} (after seq {r.from_seq})")
     lines.append(f"  warnings: {len(result.warnings) or 'none'}")
     for w in result.warnings:
-        lines.append(f"    [{w.source}] epoch {_ep(w.epoch)}: {w.message}")
+        lines.append(f"    [{w.source}] epoch {human_epoch(w.epoch)}: {w.message}")
     if result.bad_records:
         lines.append(f"  bad records: {len(result.bad_records)}")
         for bad in result.bad_records:
-            lines.append(f"    seq {bad['seq']} ({bad['kind']}, epoch {_ep(bad['epoch'])}): "
-                         f"{bad['message']}")
+            lines.append(f"    seq {bad['seq']} ({bad['kind']}, epoch "
+                         f"{human_epoch(bad['epoch'])}): {bad['message']}")
     lines.append(f"  faults: {len(result.faults) or 'none'}")
     for f in result.faults:
         who = getattr(f, "plugin", None) or getattr(f, "sink", None)
@@ -360,6 +361,6 @@ def render(result: Audit, *, decisions: bool = True) -> str:
         if result.decisions:
             lines.append(f"  {'seq':>6}  {'epoch':>5}  {'kind':<17} {'source':<20} reason")
             for d in result.decisions:
-                lines.append(f"  {d.seq:>6}  {_ep(d.epoch):>5}  {d.kind:<17} "
+                lines.append(f"  {d.seq:>6}  {human_epoch(d.epoch):>5}  {d.kind:<17} "
                              f"{d.source:<20} {d.reason}")
     return "\n".join(lines)

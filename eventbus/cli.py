@@ -22,13 +22,9 @@ from typing import Any
 import orjson
 
 from ._version import __version__
-from .errors import EventBusError
+from .errors import EventBusError, UsageError
 
-__all__ = ["main"]
-
-
-class UsageError(EventBusError, ValueError):
-    """A command-line argument that cannot be used."""
+__all__ = ["UsageError", "main"]
 
 
 # 128 + SIGPIPE: what a shell reports for a tool that wrote to a pipe whose reader had gone.

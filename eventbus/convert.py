@@ -1,10 +1,10 @@
-"""``eventbus convert``: a log rewritten in another format, or replayed into a logging sink.
+"""``eventbus convert``: a log rewritten in another format, or written into another sink.
 
-JSON Lines and Parquet are copies record for record (``sinks.jsonl.convert``). CSV and
-TensorBoard are made by feeding the recorded events, as they were, to the CSVLogger or
-TensorBoard plugin, so a converted log looks exactly like one those plugins wrote live; a
-resumed run's abandoned partial epochs are left out, so their batches do not show twice. Part of
-the command line, which is where the core meets the plugins.
+JSON Lines and Parquet are copies record for record (:func:`copy_log`). CSV and TensorBoard
+are made by writing the recorded records, as they were, to the CSVLogger or TensorBoard sink
+(:meth:`eventbus.Bus.write_recorded`), so a converted log looks exactly like one those sinks
+wrote live; a resumed run's abandoned partial epochs are left out, so their batches do not show
+twice. Part of the command line, which is where the core meets the plugins.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from .bus import Bus, SinkFailureWarning
 from .effective import read_effective
 from .errors import ConfigError
-from .log import is_parquet
+from .log import is_parquet, open_writer, read_log
 from .records import SinkFailed
 
-__all__ = ["FORMATS", "convert"]
+__all__ = ["FORMATS", "convert", "copy_log"]
 
 FORMATS = ("jsonl", "parquet", "csv", "tensorboard")
 
@@ -67,8 +67,6 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
         if (to == "parquet") != is_parquet(dst) or (to == "jsonl" and dst.suffix != ".jsonl"):
             raise ConfigError(f"convert: {dst} is not a .{to} path; name the output "
                               f"something.{to}", field="out")
-        from sinks.jsonl import convert as copy_log
-
         return copy_log(src, dst)
     if to == "csv":
         from plugins import CSVLogger
@@ -83,7 +81,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
     try:
         # The run as it went on: an abandoned partial epoch's batches would show twice.
         for record in read_effective(src):
-            bus.feed(record, side_effects=True)
+            bus.write_recorded(record)
             count += 1
     finally:
         with warnings.catch_warnings():
@@ -97,4 +95,29 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
         raise ConfigError(f"convert: writing {dst} failed: {first.sink} on {first.event}: "
                           f"{first.error}: {first.message}{more}", plugin=first.sink,
                           field="out")
+    return count
+
+
+def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
+    """Write the event log ``src`` to ``dst``, each in the format its path says; returns records.
+
+    ``.parquet`` (or a directory) is Parquet, anything else JSON Lines. The records are the
+    same, field for field, NaN and infinities included; ``dst`` is replaced. A resumed run's
+    log converts whole, the abandoned partial epoch included (readers skip it, as they do in
+    the source).
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    if src_path.resolve() == dst_path.resolve():
+        raise ConfigError(f"convert: source and destination are the same log: {src_path}",
+                          field="dst")
+    if not src_path.exists():
+        raise ConfigError(f"convert: {src_path}: no such log", field="src")
+    count = 0
+    writer = open_writer(dst_path)
+    try:
+        for record in read_log(src_path):
+            writer.write(record.model_dump())
+            count += 1
+    finally:
+        writer.close()
     return count

@@ -2,15 +2,20 @@
 
     EventBusError
     ├── ConfigError(ValueError)          a plugin, sink or bus was configured wrongly
+    ├── UsageError(ValueError)           a command-line argument cannot be used
     ├── EventError(ValueError)           a published event is malformed
     │   └── MetricValueError             a metric value is not a real number
     ├── PluginError(RuntimeError)        a plugin raised while handling an event
     ├── AbortTraining(RuntimeError)      a plugin ends the run by raising, whatever the policy
+    │   └── NonFiniteLossError           (plugins.terminate_on_nan) a loss was NaN or infinite
     ├── LogError(ValueError)             an event log cannot be read
     │   ├── LogCorruptError              a line or file in the middle of a log is not a record
     │   └── SchemaVersionError           the log was written by a newer, incompatible schema
     ├── RegistryError(LookupError)       a plugin name is not registered
-    └── ReplayError(RuntimeError)        a log cannot be replayed as asked
+    ├── ReplayError(RuntimeError)        a log cannot be replayed as asked
+    ├── DeliveryError(RuntimeError)      records or payloads could not be delivered (HTTP)
+    └── DistributedError(RuntimeError)   the ranks of a job could not agree
+        └── RankTimeoutError(TimeoutError)  a rank never answered; ``.ranks`` names it
 
 Each error that concerns an event or a plugin names them (``.event``, ``.plugin``), so a
 message read in a CI log is enough to find the fault.
@@ -21,16 +26,22 @@ from __future__ import annotations
 __all__ = [
     "AbortTraining",
     "ConfigError",
+    "DeliveryError",
+    "DistributedError",
     "EventBusError",
     "EventError",
     "LogCorruptError",
     "LogError",
     "MetricValueError",
     "PluginError",
+    "RankTimeoutError",
     "RegistryError",
     "ReplayError",
     "SchemaVersionError",
+    "UsageError",
 ]
+
+from collections.abc import Sequence
 
 
 class EventBusError(Exception):
@@ -44,6 +55,10 @@ class ConfigError(EventBusError, ValueError):
         super().__init__(message)
         self.plugin = plugin
         self.field = field
+
+
+class UsageError(EventBusError, ValueError):
+    """A command-line argument that cannot be used."""
 
 
 class EventError(EventBusError, ValueError):
@@ -101,3 +116,22 @@ class RegistryError(EventBusError, LookupError):
 
 class ReplayError(EventBusError, RuntimeError):
     """A log cannot be replayed as asked (e.g. a plugin whose parameters were not recorded)."""
+
+
+class DeliveryError(EventBusError, RuntimeError):
+    """Records or payloads could not be delivered (raised by a sink's ``close`` only)."""
+
+
+class DistributedError(EventBusError, RuntimeError):
+    """The ranks could not agree: out of step, or a message could not be sent."""
+
+
+class RankTimeoutError(DistributedError, TimeoutError):
+    """A rank never answered within the timeout; ``ranks`` lists the ranks that did not."""
+
+    def __init__(self, message: str, *, ranks: Sequence[int], op: str = "",
+                 epoch: int | None = None):
+        super().__init__(message)
+        self.ranks = list(ranks)
+        self.op = op
+        self.epoch = epoch

@@ -34,6 +34,7 @@ from .records import (
     set_model_dict,
     trusted,
 )
+from .sink import Sink
 
 __all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
            "prepare_append",
@@ -113,11 +114,12 @@ def prepare_append(path: str | os.PathLike[str]) -> None:
         file.write(b"\n")
 
 
-class JsonlWriter:
-    """Append records to a JSON Lines file.
+class JsonlWriter(Sink):
+    """Append records to a JSON Lines file: the event log as a sink.
 
     ``append=True`` continues an existing log (after cutting a torn last line); otherwise the
-    file is created or emptied.
+    file is created or emptied. It takes the bus's fast path: finite batch records arrive as
+    lines already encoded, appended to ``line_buffer``.
     """
 
     name = "jsonl"
@@ -131,8 +133,8 @@ class JsonlWriter:
         # Unbuffered file: the bytearray is the buffer, one write per flush. (Many small bytes
         # objects kept in a list cost several times more: their memory is fresh each round.)
         self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
-        self._buffer = bytearray()
-        self._limit = buffer_bytes
+        self._buffer = self.line_buffer = bytearray()
+        self._limit = self.buffer_bytes = buffer_bytes
 
     def write(self, record: dict[str, Any]) -> None:
         line = _dumps(record, option=_OPTIONS)
@@ -142,20 +144,6 @@ class JsonlWriter:
         buffer = self._buffer
         buffer += line
         if len(buffer) >= self._limit:
-            self.flush()
-
-    @property
-    def append_line(self) -> Any:
-        """Append one finished line (``orjson.dumps(record, option=OPT_APPEND_NEWLINE)`` of a
-        record with no NaN or infinity): the buffer's own C method, no Python call per line.
-
-        The bus encodes each finite batch record once for every JSON Lines log this way, and
-        calls :meth:`flush_if_full` every few records, since nothing here checks the size.
-        """
-        return self._buffer.extend
-
-    def flush_if_full(self) -> None:
-        if len(self._buffer) >= self._limit:
             self.flush()
 
     def flush(self) -> None:

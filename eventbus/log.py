@@ -8,40 +8,15 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from .errors import LogError
 from .records import Header, Record
 
-__all__ = ["RecordWriter", "is_parquet", "last_seq", "open_writer", "read_header", "read_log"]
+if TYPE_CHECKING:
+    from .sink import Sink
 
-
-@runtime_checkable
-class RecordWriter(Protocol):
-    """Where the bus appends every record, as the plain dict stored in the log.
-
-    ``write`` is on the hot path: keep it cheap and defer I/O to ``flush``. The bus flushes at
-    every epoch end and decision, syncs at ``train_end`` and closes at ``close()``. A writer
-    with an ``on_attach(bus)`` method is given the bus when it is added (to report failures
-    from a background thread through ``bus.report``).
-
-    Two optional fast paths, for batch records whose metrics the bus has seen are all finite
-    Python floats: ``write_finite(record)`` (a writer that must otherwise look for NaN can
-    skip it; the record's fields are in ``records.BATCH_FIELDS`` order), or, for JSON Lines
-    writers, ``append_line`` (a callable taking the record as one ``orjson`` line, encoded once
-    by the bus for every such writer) with ``flush_if_full()``, which the bus calls every 64
-    records.
-    """
-
-    name: str
-
-    def write(self, record: dict[str, Any]) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def sync(self) -> None: ...
-
-    def close(self) -> None: ...
+__all__ = ["has_records", "is_parquet", "last_seq", "open_writer", "read_header", "read_log"]
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:
@@ -49,8 +24,19 @@ def is_parquet(path: str | os.PathLike[str]) -> bool:
     return path.suffix == ".parquet" or path.is_dir()
 
 
-def open_writer(path: str | os.PathLike[str], *, append: bool = False) -> RecordWriter:
-    """A writer for the log at ``path``, in the format its name says."""
+def has_records(path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``path`` is a log that holds records (a Parquet log: segments)."""
+    if path is None:
+        return False
+    if os.path.isdir(path):
+        from .parquet_segments import segments
+
+        return bool(segments(Path(path)))
+    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+def open_writer(path: str | os.PathLike[str], *, append: bool = False) -> Sink:
+    """The sink that writes the log at ``path``, in the format its name says."""
     if is_parquet(path):
         from .parquet import ParquetWriter
 

@@ -1,8 +1,9 @@
-"""Turning what a training loop reports into plain floats.
+"""Turning what a training loop reports into the plain values records hold.
 
 Loops hand us Python numbers, numpy scalars, 0-d arrays and framework tensors. Events hold plain
 floats only, so logs serialise, compare and replay the same way everywhere. The common case (a
 dict of Python floats) costs one type check per value; everything else takes the slow path.
+Indices (epoch, batch, step) are plain ints within 64 bits; ``params`` and ``meta`` plain data.
 """
 
 from __future__ import annotations
@@ -10,9 +11,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import EventError, MetricValueError
+from .errors import ConfigError, EventError, MetricValueError
 
-__all__ = ["coerce_logs", "to_float"]
+__all__ = ["MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
+           "to_index"]
+
+#: The largest epoch, batch or step a log stores (a signed 64-bit integer).
+MAX_INDEX = (1 << 63) - 1
+
+
+def to_index(value: Any, field: str, kind: str) -> int:
+    """An epoch or batch index as a plain int (numpy integers and 0-d tensors included), 0 or
+    more and within 64 bits."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise EventError(f"{kind}: {field} must be an int; got {type(value).__name__} {value!r}",
+                         event=kind, field=field)
+    try:
+        index = value.__index__()
+    except Exception as exc:
+        raise EventError(f"{kind}: {field}: {type(value).__name__}.__index__() failed: {exc}",
+                         event=kind, field=field) from exc
+    if not 0 <= index <= MAX_INDEX:
+        raise EventError(f"{kind}: {field} must be 0 or more and fit in 64 bits; got {index}",
+                         event=kind, field=field)
+    return index
+
+
+def plain_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``train_begin``'s params as plain data, or an :class:`EventError` naming the field."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise EventError(f"train_begin: params must be a mapping; got {type(params).__name__}",
+                         event="train_begin", field="params")
+    try:
+        return plain(dict(params))  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise EventError(f"train_begin: params.{exc}", event="train_begin",
+                         field="params") from None
+
+
+def plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``Bus(meta=...)`` as plain data, checked when given: the header is written at the first
+    event, too late to say which argument was wrong."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ConfigError(f"Bus: meta must be a mapping of plain data; got "
+                          f"{type(meta).__name__}", field="meta")
+    try:
+        return plain(dict(meta), "meta")  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise ConfigError(f"Bus: {exc}", field="meta") from None
 
 _ACCEPTED = "a real number (float, int, numpy scalar, 0-d array or tensor)"
 
@@ -97,3 +147,34 @@ def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
             value = to_float(value, key, kind, plugin)
         out[key] = value
     return out
+
+
+def plain(value: Any, path: str = "") -> Any:
+    """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers."""
+    if value is None or type(value) in (str, bool, float):
+        return value
+    if type(value) is int:
+        return _int64(value, path)
+    for base in (bool, int, float, str):  # subclasses such as numpy.float64 or IntEnum
+        if isinstance(value, base):
+            return _int64(int(value), path) if base is int else base(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        return plain(item(), path)
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return plain(tolist(), path)
+    raise ValueError(f"{path.lstrip('.') or 'value'}: {type(value).__name__} is not plain data "
+                     f"(numbers, strings, booleans, None, lists and dicts of them)")
+
+
+def _int64(value: int, path: str) -> int:
+    # What the logs can store: JSON Lines through orjson (64 bits) and Parquet's columns.
+    if -(1 << 63) <= value < (1 << 63):
+        return value
+    raise ValueError(f"{path.lstrip('.') or 'value'}: int {value} does not fit in 64 bits; "
+                     "pass it as a float or a string")

@@ -17,10 +17,9 @@ opened.
 
 Writing: ``write`` keeps the record's fields (in one flat list, read out with one C-level call)
 and a copy of its metrics (a payload is encoded there and then), so the log holds each record
-as it was when written even if a plugin changes ``event.logs`` afterwards; ``write_finite``,
-the bus's path for batch records, takes the fields with ``record.values()``, with no lookup
-per field. Every ``chunk_records`` records become NumPy and pyarrow column pieces; a segment is
-those pieces joined. Keeping whole segments of dicts instead is slower: their memory defeats
+as it was when written even if a plugin changes ``event.logs`` afterwards. Every
+``chunk_records`` records become NumPy and pyarrow column pieces; a segment is those pieces
+joined. Keeping whole segments of dicts instead is slower: their memory defeats
 the cache.
 """
 
@@ -40,6 +39,7 @@ from .errors import LogCorruptError
 from .jsonl import _check_version, typed
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
+from .sink import Sink
 
 __all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
            "read_parquet"]
@@ -54,8 +54,9 @@ _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "st
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
 
 
-class ParquetWriter:
-    """Write records as Parquet segment files under the directory ``path``.
+class ParquetWriter(Sink):
+    """Write records as Parquet segment files under the directory ``path``: the event log as a
+    sink.
 
     A segment is written at every ``flush()``, which returns once it is on disk, and between
     flushes, on a background thread, once it holds ``segment_records`` records or its oldest
@@ -126,15 +127,6 @@ class ParquetWriter:
         self._values.extend(fields)
         chunk = self._logs
         chunk.append(logs)
-        if len(chunk) >= self._due:
-            self._end_chunk()
-
-    def write_finite(self, record: dict[str, Any]) -> None:
-        """``write`` for a batch record the bus has checked: its metrics are a dict of finite
-        floats, its kind has no payload, its fields are in ``BATCH_FIELDS`` order."""
-        self._values.extend(record.values())
-        chunk = self._logs
-        chunk.append(record["logs"].copy())
         if len(chunk) >= self._due:
             self._end_chunk()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .audit import Audit, _ep
+from .audit import Audit, human_epoch
 from .errors import ConfigError
 
 __all__ = ["check_plot_path", "plot_audit", "require_matplotlib"]
@@ -90,7 +90,7 @@ def plot_audit(result: Audit, path: str | os.PathLike[str]) -> None:
     axes[0].legend(loc="best", fontsize="small")
     title = f"run {result.header.run_id}"
     if result.stop is not None:
-        title += f": stopped at epoch {_ep(result.stop.epoch)} by {result.stop.source}"
+        title += f": stopped at epoch {human_epoch(result.stop.epoch)} by {result.stop.source}"
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
 
-from .metrics import coerce_logs
+from .metrics import coerce_logs, plain
 
 __all__ = [
     "DECISION_KINDS",
@@ -64,6 +64,7 @@ __all__ = [
     "encode_nonfinite",
     "parse_record",
     "restore_nonfinite",
+    "same_decision",
     "same_values",
     "trusted",
 ]
@@ -72,8 +73,7 @@ __all__ = [
 #: keep it; a reader refuses a log whose major version is newer than this.
 SCHEMA_VERSION = 1
 
-#: The fields of a batch record in the order the bus builds it: the order its writers'
-#: ``write_finite`` may rely on (``record.values()`` without a lookup per field).
+#: The fields of a batch record in the order the bus builds it (and its lines spell it).
 BATCH_FIELDS = ("v", "run_id", "seq", "kind", "time", "logs", "epoch", "batch", "step")
 
 #: The per-batch observations: most of a log's records, and what readers that want the run's
@@ -90,38 +90,7 @@ def _logs(value: Any, info: ValidationInfo) -> dict[str, float]:
 Logs = Annotated[dict[str, float], BeforeValidator(_logs)]
 
 
-def _plain(value: Any, path: str = "") -> Any:
-    """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers."""
-    if value is None or type(value) in (str, bool, float):
-        return value
-    if type(value) is int:
-        return _int64(value, path)
-    for plain in (bool, int, float, str):  # subclasses such as numpy.float64 or IntEnum
-        if isinstance(value, plain):
-            return _int64(int(value), path) if plain is int else plain(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "ndim", 0) == 0:
-        return _plain(item(), path)
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return _plain(tolist(), path)
-    raise ValueError(f"{path.lstrip('.') or 'value'}: {type(value).__name__} is not plain data "
-                     f"(numbers, strings, booleans, None, lists and dicts of them)")
-
-
-PlainDict = Annotated[dict[str, Any], BeforeValidator(_plain)]
-
-
-def _int64(value: int, path: str) -> int:
-    # What the logs can store: JSON Lines through orjson (64 bits) and Parquet's columns.
-    if -(1 << 63) <= value < (1 << 63):
-        return value
-    raise ValueError(f"{path.lstrip('.') or 'value'}: int {value} does not fit in 64 bits; "
-                     "pass it as a float or a string")
+PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
 
 
 class Record(BaseModel):
@@ -397,7 +366,7 @@ def _trusted_class(cls: type[Record]) -> type[Record]:
     makes instances.
     """
 
-    def plain(self: Record) -> Record:
+    def untrusted(self: Record) -> Record:
         return cls.model_construct(_fields_set=None, **self.__dict__)
 
     namespace = {
@@ -409,9 +378,9 @@ def _trusted_class(cls: type[Record]) -> type[Record]:
         "__pydantic_private__": None,
         # pydantic compares models by their generic origin: make this class compare as ``cls``.
         "__pydantic_generic_metadata__": {"origin": cls, "args": (), "parameters": ()},
-        "__copy__": plain,
-        "__deepcopy__": lambda self, memo=None: plain(self).__deepcopy__(memo),
-        "model_copy": lambda self, *, update=None, deep=False: plain(self).model_copy(
+        "__copy__": untrusted,
+        "__deepcopy__": lambda self, memo=None: untrusted(self).__deepcopy__(memo),
+        "model_copy": lambda self, *, update=None, deep=False: untrusted(self).model_copy(
             update=update, deep=deep),
     }
     return type.__new__(type(cls), cls.__name__, (cls,), namespace)  # type: ignore[return-value]
@@ -512,3 +481,17 @@ def same_values(a: Any, b: Any) -> bool:
         return getattr(a, "kind", None) == getattr(b, "kind", None) and \
             same_values(a.model_dump(), b.model_dump())
     return bool(a == b)
+
+
+# Fields that differ between a live run and its replay without meaning anything.
+_ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
+
+
+def same_decision(a: Decision, b: Decision) -> bool:
+    """Equal but for the envelope (run, seq, time); NaN equals NaN. How replay and resume
+    compare a recomputed decision with a recorded one."""
+    if a.kind != b.kind:
+        return False
+    da = {k: v for k, v in a.__dict__.items() if k not in _ENVELOPE}
+    db = {k: v for k, v in b.__dict__.items() if k not in _ENVELOPE}
+    return same_values(da, db)

@@ -16,17 +16,16 @@ where that is so.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
-import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audit import LogArgument, _checked_log, _header_of
+from .audit import LogArgument, checked_log, header_of
 from .bus import Bus
+from .cursor import after_stop
 from .effective import effective_records, read_effective
 from .errors import ConfigError, ReplayError
 from .plugin import plugin_name, why_not_a_plugin
@@ -38,6 +37,7 @@ from .records import (
     Observation,
     PluginSpec,
     Record,
+    same_decision,
     same_values,
     trusted,
 )
@@ -47,8 +47,6 @@ from .registry import registry as default_registry
 __all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "replay_each",
            "same_decision"]
 
-# Fields that differ between a live run and its replay without meaning anything.
-_ENVELOPE = frozenset({"v", "run_id", "seq", "time"})
 _ALWAYS_FED = frozenset({"train_begin", "train_end", "epoch_begin", "epoch_end", "batch_end"})
 
 
@@ -95,15 +93,6 @@ class ReplayResult:
     def recorded_stop(self) -> int | None:
         """The epoch at which the recorded run was stopped by a decision, if it was."""
         return next((d.epoch for d in self.recorded if d.kind == "stop_training"), None)
-
-
-def same_decision(a: Decision, b: Decision) -> bool:
-    """Equal but for the envelope (run, seq, time); NaN equals NaN."""
-    if a.kind != b.kind:
-        return False
-    da = {k: v for k, v in a.__dict__.items() if k not in _ENVELOPE}
-    db = {k: v for k, v in b.__dict__.items() if k not in _ENVELOPE}
-    return same_values(da, db)
 
 
 def _checked_overrides(overrides: Any, caller: str, argument: str) -> dict[str, dict[str, Any]]:
@@ -228,20 +217,6 @@ def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, 
         raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
 
 
-def _after_stop(record: Observation, stop_epoch: int) -> bool:
-    """Whether a loop that stopped during ``stop_epoch`` would still publish ``record``.
-
-    As Keras's fit does: the batch loop ends at once, the epoch still ends (evaluation and
-    ``epoch_end``), no further epoch begins, and ``train_end`` comes last.
-    """
-    if record.kind == "train_end":
-        return False
-    if record.kind in ("batch_begin", "batch_end", "epoch_begin"):
-        return True
-    epoch = getattr(record, "epoch", None)
-    return epoch is None or epoch > stop_epoch
-
-
 def _parameters(cls: type) -> set[str] | None:
     """The keyword parameters ``cls`` accepts, or None when it takes any (``**kwargs``)."""
     try:
@@ -261,9 +236,8 @@ class _Replaying:
                  overrides: Mapping[str, Mapping[str, Any]], registry: Registry):
         self.header = header
         self.plugins = _build_plugins(header, list(plugins), dict(overrides), registry)
-        self.bus = Bus(self.plugins, run_id=header.run_id,
-                       learning_rate=header.meta.get("learning_rate"))
-        self.bus._replaying = True
+        self.bus = Bus.for_replay(self.plugins, run_id=header.run_id,
+                                  learning_rate=header.meta.get("learning_rate"))
         self.labels = {self.bus.label(p) for p in self.plugins}
         self.decisions: list[Decision] = []
         self.recorded: list[Decision] = []
@@ -279,12 +253,12 @@ class _Replaying:
     def take(self, record: Record) -> None:
         bus = self.bus
         if isinstance(record, Observation):
-            if self.stop_epoch is not None and _after_stop(record, self.stop_epoch):
+            if self.stop_epoch is not None and after_stop(record, self.stop_epoch):
                 return  # the replayed run stopped: its loop would have ended here
             if self.diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
-                logged = record.logs.get("learning_rate")
-                if logged is not None and bus._lr is not None \
-                        and not same_values(logged, bus._lr):
+                logged, replayed = record.logs.get("learning_rate"), bus.learning_rate
+                if logged is not None and replayed is not None \
+                        and not same_values(logged, replayed):
                     self.diverged_at = record.seq
             self.decisions.extend(bus.feed(record))
             if self.stop_epoch is None and bus.stop_training:
@@ -340,7 +314,6 @@ def replay(
     verify: bool = False,
     *,
     registry: Registry | None = None,
-    quiet: bool = True,
 ) -> ReplayResult:
     """Recompute a run's decisions from its log.
 
@@ -348,17 +321,15 @@ def replay(
     plugins whose parameters could not be recorded), or to add. ``overrides``: parameters by
     plugin name (or label), e.g. ``{"EarlyStopping": {"patience": 3}}``. ``verify``: compare the
     replayed decisions with the recorded ones and report the first difference in ``mismatch``.
-    ``quiet``: discard what plugins print while replaying (``verbose=1`` messages), since
-    replay only recomputes.
+    A replay prints and writes nothing: plugins only decide, and their messages are records.
 
     Arguments of the wrong shape raise :class:`~eventbus.errors.ConfigError` naming the
     argument; an override of a plugin replay does not run (one with side effects) or of a
     parameter its plugin does not take raises :class:`~eventbus.errors.ReplayError`.
     """
     variant = _checked_overrides({} if overrides is None else overrides, "replay", "overrides")
-    return _replay_each(_checked_log(log, "replay"), [variant],
-                        _checked_plugins(plugins, "replay"), verify, registry=registry,
-                        quiet=quiet)[0]
+    return _replay_each(checked_log(log, "replay"), [variant],
+                        _checked_plugins(plugins, "replay"), verify, registry=registry)[0]
 
 
 def replay_each(
@@ -368,7 +339,6 @@ def replay_each(
     verify: bool = False,
     *,
     registry: Registry | None = None,
-    quiet: bool = True,
 ) -> list[ReplayResult]:
     """:func:`replay` once for each of ``variants`` (overrides), reading the log once: a
     sweep of a long run costs one read, not one per value. ``plugins`` are shared by all the
@@ -379,9 +349,8 @@ def replay_each(
                           f"{type(variants).__name__} {variants!r:.80}", field="variants")
     checked = [_checked_overrides(v, "replay_each", f"variants[{i}]")
                for i, v in enumerate(variants)]
-    return _replay_each(_checked_log(log, "replay_each"), checked,
-                        _checked_plugins(plugins, "replay_each"), verify, registry=registry,
-                        quiet=quiet)
+    return _replay_each(checked_log(log, "replay_each"), checked,
+                        _checked_plugins(plugins, "replay_each"), verify, registry=registry)
 
 
 def _replay_each(
@@ -391,7 +360,6 @@ def _replay_each(
     verify: bool,
     *,
     registry: Registry | None,
-    quiet: bool,
 ) -> list[ReplayResult]:
     if plugins and len(variants) > 1:
         raise ReplayError("replay_each: plugin instances would be shared by the replays; "
@@ -399,27 +367,25 @@ def _replay_each(
     where = str(log)
     if not isinstance(log, (str, os.PathLike)):
         log, where = list(log), "the records given"  # read twice below: the header first
-    header = _header_of(log, where)
+    header = header_of(log, where)
     replays: list[_Replaying] = []
-    silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
-    with silence:
-        try:
-            for overrides in variants:
-                replays.append(_Replaying(header, plugins or (), overrides,
-                                          registry or default_registry))
-            # Records no replay's plugins are given are not built (their lines are still
-            # read and checked): for most runs, every batch_begin.
-            unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()
-            records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
-            next(records)  # the header
-            if len(replays) == 1:
-                take = replays[0].take
-                for record in records:
-                    take(record)
-            else:
-                for record in records:
-                    _take_each(replays, record)
-        finally:
-            for running in replays:
-                running.bus.close()
+    try:
+        for overrides in variants:
+            replays.append(_Replaying(header, plugins or (), overrides,
+                                      registry or default_registry))
+        # Records no replay's plugins are given are not built (their lines are still read
+        # and checked): for most runs, every batch_begin.
+        unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()
+        records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
+        next(records)  # the header
+        if len(replays) == 1:
+            take = replays[0].take
+            for record in records:
+                take(record)
+        else:
+            for record in records:
+                _take_each(replays, record)
+    finally:
+        for running in replays:
+            running.bus.close()
     return [running.result(verify) for running in replays]

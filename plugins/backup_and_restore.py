@@ -4,51 +4,48 @@
 (``latest.weights.h5``, and the one before it, ``previous.weights.h5``), and the weights other
 plugins asked the bus to keep (``snapshot.<hash>.weights.h5``, one per ``snapshot_weights``
 tag: EarlyStopping's best weights), so ``restore_best_weights`` still works after a crash.
-When a run starts and
-a backup is there, the plugin restores the weights and hands the log to the bus
+
+The plugin decides when to back up (every epoch end, or every ``save_freq`` batches) and is a
+sink of the records it needs; :class:`sinks.backup.BackupFiles` writes and reads the files.
+When a run starts and a backup is there, the plugin hands the backup log to the bus
 (``resume_from``), which replays it into every plugin so each continues from its exact state
 (wait counters, best values, cooldowns, learning rate) and sets ``bus.initial_epoch``, the epoch
-the loop starts from. After a clean ``train_end`` the backup is deleted.
+the loop starts from. As the ``resumed`` record is written, the plugin reads the weights files
+back and gives them to the bus, which puts them into the model as it applies any decision (a
+failure is recorded, never raised) and records ``weights_restored``. The restore is an effect
+of resuming, not a decision: a resumed run decides exactly as an uninterrupted one, which is
+what replay verifies. After a clean ``train_end`` the backup is deleted.
 
 Why two weight files (``double_checkpoint=True``, the default): the weights of an epoch are
-written while the bus handles its ``epoch_end``, just before the bus flushes the log. A crash
-between the two leaves weights one epoch ahead of the log; the previous file then still holds the
-weights that match the log, and the restore picks the newest backup the log has caught up with.
-It also covers a latest file that cannot be read. ``double_checkpoint=False`` (Keras 3's default)
+written as its ``epoch_end`` is recorded, before the bus flushes the log. A crash between the
+two leaves weights one epoch ahead of the log; the previous file then still holds the weights
+that match the log, and the restore picks the newest backup the log has caught up with. It
+also covers a latest file that cannot be read. ``double_checkpoint=False`` (Keras 3's default)
 keeps only ``latest.weights.h5``: half the disk space, but after a crash in that window no
 weights match the log, and the resumed run keeps the model's current weights (with a warning).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
-from eventbus import Plugin, hookimpl
+from eventbus import Plugin, Sink, hookimpl
 from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning, WeightsRestored
+from eventbus.run import Run
+from sinks.backup import LATEST, LOG, PREVIOUS, BackupFiles, snapshot_file
 
 from .monitor import require_bool, require_path, require_save_freq
 
-__all__ = ["BackupAndRestore"]
-
-LOG = "events.jsonl"
-LATEST = "latest.weights.h5"
-PREVIOUS = "previous.weights.h5"
-SNAPSHOT = "snapshot.{}.weights.h5"
-
-
-def snapshot_file(tag: str) -> str:
-    """The backup file of the weights kept under ``tag`` (tags may hold any character)."""
-    return SNAPSHOT.format(hashlib.sha256(tag.encode()).hexdigest()[:16])
+__all__ = ["LATEST", "LOG", "PREVIOUS", "BackupAndRestore", "resume_epoch", "snapshot_file"]
 
 
 def resume_epoch(log: str) -> tuple[str, int]:
     """The run id of ``log`` and the epoch a resumed run starts from (last finished + 1).
 
-    The same rule as :meth:`eventbus.Bus.resume`: a partial epoch after the last ``epoch_end``
-    is run again, and a ``resumed`` record's abandoned records do not count.
+    The same rule as the bus's resume: a partial epoch after the last ``epoch_end`` is run
+    again, and a ``resumed`` record's abandoned records do not count.
     """
     from eventbus import read_header
     from eventbus.effective import resume_point
@@ -57,7 +54,7 @@ def resume_epoch(log: str) -> tuple[str, int]:
     return read_header(log).run_id, (last + 1 if last is not None else 0)
 
 
-class BackupAndRestore(Plugin):
+class BackupAndRestore(Plugin, Sink):
     """Back up the run (event log and weights) in ``backup_dir``; resume from it after a crash.
 
     ``save_freq="epoch"`` backs the weights up at every epoch end; an int ``N`` also every ``N``
@@ -74,221 +71,116 @@ class BackupAndRestore(Plugin):
         self.backup_dir = require_path(backup_dir, "backup_dir", name)
         require_save_freq(save_freq, name)
         self.save_freq = save_freq
-        if save_freq == "epoch":
-            self.unsubscribe("on_batch_end")  # backing up per epoch costs nothing per batch
         self.double_checkpoint = require_bool(double_checkpoint, "double_checkpoint", name)
         self.delete_checkpoint = require_bool(delete_checkpoint, "delete_checkpoint", name)
         self.log_path = os.path.join(self.backup_dir, LOG)
-        self._bus: Any = None
+        self.files = BackupFiles(self.backup_dir, double=self.double_checkpoint, plugin=name)
+        if os.path.exists(self.backup_dir) and not os.path.isdir(self.backup_dir):
+            self.files.make()  # says the path is a file, at construction
+        takes = {"resumed", "epoch_begin", "epoch_end", "snapshot_weights", "train_end"}
+        if save_freq != "epoch":
+            takes.add("batch_end")  # backing up per epoch costs nothing per batch
+        self.takes = frozenset(takes)
+        self._run: Run | None = None
         self._writer: JsonlWriter | None = None
         self._asked = False
-        self._started = False
+        self._restored = False
         self._batches = 0
-        # Outcomes of the restore, returned from the first hook after it: reported through
-        # bus.report() they would be drained while the bus replays the log, and lost.
         self._outbox: list[Any] = []
 
     # --- starting: a fresh backup, or a resume --------------------------------------------------
 
     @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self._bus = bus
-
-    @hookimpl
-    def resume_from(self, bus: Any) -> str | None:
-        """Open the backup log; if it holds a run, restore its weights and hand it to the bus."""
+    def resume_from(self, run: Run) -> str | None:
+        """Open the backup log; if it holds a run, hand it to the bus to resume from."""
         self._asked = True
-        self._started = True
         resuming = os.path.exists(self.log_path) and os.path.getsize(self.log_path) > 0
-        os.makedirs(self.backup_dir, exist_ok=True)
+        self.files.make()
         # Appending first also cuts a torn last line, so the bus reads a clean log.
         self._writer = JsonlWriter(self.log_path, append=resuming)
-        bus.add_writer(self._writer)
-        if not resuming:
-            return None
-        run_id, initial_epoch = resume_epoch(self.log_path)
-        self._restore(run_id, initial_epoch)
-        return self.log_path
+        run.add_sink(self._writer)
+        return self.log_path if resuming else None
 
-    def _start(self) -> None:
-        """The first hook of a bus that never asked ``resume_from``: the plugin was registered
-        after the bus was built (``bus.register``), when the bus had already chosen what to
-        resume from. The bus's log is then the record; the plugin keeps and restores the
-        weights only.
-        """
-        self._started = True
-        bus = self._bus
-        self._outbox.append(Warning(
-            source=bus.label(self),
-            message=f"{bus.label(self)}: the bus did not ask for a backup log to resume from "
-                    "(this plugin was registered after the bus was built; give it in "
-                    "Bus(plugins=...)); only the weights are backed up in "
-                    f"{self.backup_dir}", details={"backup_dir": self.backup_dir}))
-        if bus.initial_epoch > 0:
-            self._restore(bus.run_id, bus.initial_epoch)
-
-    # --- weights ---------------------------------------------------------------------------------
-
-    def _restore(self, run_id: str, initial_epoch: int) -> None:
-        from sinks.hdf5 import load_checkpoint
-
-        bus = self._bus
-        label = bus.label(self)
-        candidates = []
-        for file in (LATEST, PREVIOUS):
-            path = os.path.join(self.backup_dir, file)
-            if not os.path.exists(path):
-                continue
-            try:
-                checkpoint = load_checkpoint(path)
-            except Exception as exc:  # noqa: BLE001 - a damaged backup: the other may do
-                self._outbox.append(Warning(
-                    source=label, message=f"{label}: cannot read {path}: "
-                    f"{type(exc).__name__}: {exc}", details={"path": path}))
-                continue
-            meta = checkpoint.metadata
-            if meta.get("run_id") == run_id and meta.get("epochs_finished", -1) <= initial_epoch:
-                candidates.append(((meta["epochs_finished"], meta.get("step", 0)), path,
-                                   checkpoint))
-        if not candidates:
-            if bus.model is not None:
-                self._outbox.append(Warning(
-                    source=label, message=f"{label}: no weights backup in {self.backup_dir} "
-                    f"matches the log (run {run_id}, resuming at epoch {initial_epoch}); the "
-                    "model keeps its current weights", details={"initial_epoch": initial_epoch}))
-            return
-        (finished, _), path, checkpoint = max(candidates, key=lambda c: c[0])
-        if bus.model is None:
+    def open(self, run: Run) -> None:
+        self._run = run
+        if not self._asked:
+            # Registered after the bus was built, when it had already chosen what to resume
+            # from: the bus's log is then the record; only the weights are backed up here.
+            label = run.label(self)
             self._outbox.append(Warning(
-                source=label, message=f"{label}: {path} holds weights to restore but the bus "
-                "has no model adapter (Bus(model=...))", details={"path": path}))
+                source=label,
+                message=f"{label}: the bus did not ask for a backup log to resume from (this "
+                        "plugin was registered after the bus was built; give it in "
+                        f"Bus(plugins=...)); only the weights are backed up in "
+                        f"{self.backup_dir}", details={"backup_dir": self.backup_dir}))
+
+    def _restore(self, run: Run) -> None:
+        """Give the resumed run the weights (and kept snapshots) its log has caught up with."""
+        self._restored = True
+        label = run.label(self)
+        found = self.files.restore(run.run_id, run.initial_epoch,
+                                   have_model=run.model is not None)
+        self._outbox.extend(warning.model_copy(update={"source": label})
+                            for warning in found.warnings)
+        if found.latest is None:
             return
-        bus.model.set_weights(checkpoint.weights)
-        if checkpoint.optimizer and callable(getattr(bus.model, "set_optimizer_state", None)):
-            bus.model.set_optimizer_state(checkpoint.optimizer)
-        if finished < initial_epoch:
-            self._outbox.append(Warning(
-                source=label, message=f"{label}: the newest usable weights backup is from "
-                f"before epoch {finished} ended, the log resumes at epoch {initial_epoch}",
-                details={"path": path, "epochs_finished": finished,
-                         "initial_epoch": initial_epoch}))
-        self._outbox.append(WeightsRestored(
-            source=label, tag=f"backup:{os.path.basename(path)}",
-            epoch=initial_epoch - 1 if initial_epoch else None))
-        self._restore_snapshots(run_id, initial_epoch)
-
-    def _restore_snapshots(self, run_id: str, initial_epoch: int) -> None:
-        """Give the bus back the weights kept under each tag before the crash."""
-        from sinks.hdf5 import load_checkpoint
-
-        label = self._bus.label(self)
-        for name in sorted(os.listdir(self.backup_dir)):
-            if not (name.startswith("snapshot.") and name.endswith(".weights.h5")):
-                continue
-            path = os.path.join(self.backup_dir, name)
-            try:
-                checkpoint = load_checkpoint(path)
-            except Exception as exc:  # noqa: BLE001 - a damaged file: restore the others
-                self._outbox.append(Warning(
-                    source=label, message=f"{label}: cannot read {path}: "
-                    f"{type(exc).__name__}: {exc}", details={"path": path}))
-                continue
-            meta = checkpoint.metadata
-            tag = meta.get("tag")
-            # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
-            if meta.get("run_id") != run_id or not isinstance(tag, str) or \
-                    meta.get("epochs_finished", initial_epoch + 1) > initial_epoch:
-                continue
-            self._bus.snapshots[tag] = checkpoint.weights
-            self._outbox.append(WeightsRestored(source=label, tag=tag, epoch=meta.get("epoch")))
-
-    @hookimpl
-    def on_decision(self, decision: Any) -> None:
-        """Back up weights as soon as the bus keeps them (``snapshot_weights``)."""
-        if decision.kind != "snapshot_weights" or self._bus is None:
-            return
-        weights = self._bus.snapshots.get(decision.tag)
-        if weights is None:
-            return  # no model adapter: the bus recorded a warning already
-        from sinks.hdf5 import write_checkpoint
-
-        os.makedirs(self.backup_dir, exist_ok=True)
-        write_checkpoint(os.path.join(self.backup_dir, snapshot_file(decision.tag)), weights,
-                         metadata={"run_id": self._bus.run_id, "tag": decision.tag,
-                                   "epoch": decision.epoch,
-                                   "epochs_finished": (decision.epoch or 0) + 1})
-
-    def _save(self, event: Any, epochs_finished: int) -> None:
-        from sinks.hdf5 import write_checkpoint
-
-        bus = self._bus
-        model = bus.model
-        if model is None:
-            return  # nothing to back up but the log, which the bus writes
-        latest = os.path.join(self.backup_dir, LATEST)
-        previous = os.path.join(self.backup_dir, PREVIOUS)
-        if not self.double_checkpoint:
-            if os.path.exists(previous):  # left by a run with double_checkpoint=True
-                os.remove(previous)
-        elif os.path.exists(latest):
-            os.replace(latest, previous)
-        optimizer = None
-        if callable(getattr(model, "get_optimizer_state", None)):
-            optimizer = model.get_optimizer_state()
-        write_checkpoint(latest, model.get_weights(), optimizer=optimizer, metadata={
-            "run_id": bus.run_id, "epochs_finished": epochs_finished, "epoch": event.epoch,
-            "batch": getattr(event, "batch", None), "step": bus.step, "seq": event.seq})
+        name, checkpoint = found.latest
+        tag = f"backup:{name}"
+        run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer)
+        run.restore_weights(tag, source=label)
+        for tag, snapshot in found.snapshots:
+            run.keep_weights(tag, snapshot.weights)
+            self._outbox.append(WeightsRestored(source=label, tag=tag,
+                                                epoch=snapshot.metadata.get("epoch")))
 
     # --- the run ---------------------------------------------------------------------------------
 
-    def _take(self) -> list[Any] | None:
+    def write(self, record: dict[str, Any]) -> Any:
+        run = self._run
+        if run is None:
+            return None
+        kind = record["kind"]
+        if not self._restored and (kind == "resumed" or run.resumed):
+            self._restore(run)
+        if kind == "epoch_begin" and self._writer is not None:
+            # The last epoch's records reach the disk before this epoch's weights are written.
+            self._writer.sync()
+        elif kind == "epoch_end":
+            self._save(run, record, record["epoch"] + 1)
+        elif kind == "batch_end":
+            self._batches += 1
+            if self._batches >= self.save_freq:  # type: ignore[operator]
+                self._batches = 0
+                epoch = record["epoch"]
+                self._save(run, record, epoch if epoch is not None else 0)
+        elif kind == "snapshot_weights":
+            self._snapshot(run, record)
+        elif kind == "train_end":
+            self._end(run)
         out, self._outbox = self._outbox, []
         return out or None
 
-    @hookimpl
-    def on_epoch_begin(self, event: Any) -> Any:
-        if not self._started:
-            self._start()
-        if self._writer is not None:
-            # The last epoch's records reach the disk before this epoch's weights are written.
-            self._writer.sync()
-        return self._take()
+    def _save(self, run: Run, record: dict[str, Any], epochs_finished: int) -> None:
+        model = run.model
+        if model is None:
+            return  # nothing to back up but the log, which the bus writes
+        self.files.save(model, {
+            "run_id": run.run_id, "epochs_finished": epochs_finished, "epoch": record["epoch"],
+            "batch": record.get("batch"), "step": run.step, "seq": record["seq"]})
 
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
-        if not self._started:
-            self._start()
-        self._save(event, event.epoch + 1)
-        return self._take()
+    def _snapshot(self, run: Run, record: dict[str, Any]) -> None:
+        """Back up weights as soon as the bus keeps them (the decision is applied first)."""
+        weights = run.snapshots.get(record["tag"])
+        if weights is None:
+            return  # no model adapter: the bus recorded a warning already
+        epoch = record.get("epoch")
+        self.files.save_snapshot(record["tag"], weights, {
+            "run_id": run.run_id, "epoch": epoch, "epochs_finished": (epoch or 0) + 1})
 
-    @hookimpl
-    def on_batch_end(self, event: Any) -> Any:
-        if self.save_freq == "epoch":
-            return None
-        if not self._started:
-            self._start()
-        self._batches += 1
-        if self._batches >= self.save_freq:  # type: ignore[operator]
-            self._batches = 0
-            self._save(event, event.epoch if event.epoch is not None else 0)
-        return self._take()
-
-    @hookimpl
-    def on_train_end(self, event: Any) -> Any:
-        out = self._take()
+    def _end(self, run: Run) -> None:
         if not self.delete_checkpoint:
-            return out
+            return
         if self._writer is not None:
-            self._bus.remove_writer(self._writer)
+            run.remove_sink(self._writer)
             self._writer = None
-        snapshots = [name for name in os.listdir(self.backup_dir)
-                     if name.startswith("snapshot.") and name.endswith(".weights.h5")] \
-            if os.path.isdir(self.backup_dir) else []
-        for file in (LOG, LATEST, PREVIOUS, *snapshots):
-            path = os.path.join(self.backup_dir, file)
-            if os.path.exists(path):
-                os.remove(path)
-        # Only our files are removed (Keras deletes the whole folder); the folder goes if empty.
-        if os.path.isdir(self.backup_dir) and not os.listdir(self.backup_dir):
-            os.rmdir(self.backup_dir)
-        return out
+        self.files.remove()

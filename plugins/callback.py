@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from eventbus import Plugin, hookimpl
 from eventbus.records import Record
+from eventbus.run import Run
 
 __all__ = ["Callback"]
 
@@ -120,8 +121,8 @@ class Callback(Plugin):
         self.params = params
 
     @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self.set_model(bus.model)
+    def on_attach(self, run: Run) -> None:
+        self.set_model(run.model)
 
     # Keras's methods, doing nothing unless overridden. Keras gives ``logs=None`` defaults.
 

@@ -1,7 +1,7 @@
 """CSVLogger: one CSV row per epoch, Keras's layout (``epoch``, then the metrics sorted).
 
-The file handling lives in :class:`sinks.csv.CsvTable`; this plugin decides when to open, write
-and close it.
+A sink: it takes the ``epoch_end`` records (and ``train_begin``/``train_end``, to open and close
+the file per fit). The file handling lives in :class:`sinks.csv.CsvTable`.
 """
 
 from __future__ import annotations
@@ -9,29 +9,30 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from eventbus import ConfigError, Plugin, hookimpl
+from eventbus import ConfigError, Plugin, Sink
+from eventbus.run import Run
 
 from .monitor import require_bool, require_path
 
 __all__ = ["CSVLogger"]
 
 
-class CSVLogger(Plugin):
+class CSVLogger(Plugin, Sink):
     """Stream epoch results to a CSV file.
 
     ``filename``: the file; ``separator``: its one-character delimiter; ``append``: add the
     run's rows after those of an existing file instead of starting it afresh at
     ``train_begin``. Rows are always appended, as Keras appends them.
 
-    A run the bus resumed (``bus.resumed``; it publishes no ``train_begin``) always continues the
+    A run the bus resumed (``run.resumed``; it publishes no ``train_begin``) always continues the
     file, whatever ``append`` says: the rows of the epochs before the crash are the run's too.
-    The bus flushes its log at every epoch end after the plugins ran, so a crash can leave at
-    most one row the log lacks: the file's last row, for the epoch the run resumes from
-    (``bus.initial_epoch``). That row, and no other, is removed before the resumed run writes
-    the epoch again.
+    The rows a crashed attempt wrote for the epoch the run resumes from, and later ones the
+    event log never kept, are removed before the resumed run writes those epochs again
+    (:meth:`sinks.csv.CsvTable.drop_rows_from`).
     """
 
     side_effects = True
+    takes = frozenset({"train_begin", "epoch_end", "train_end"})
 
     def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
                  append: bool = False):
@@ -44,7 +45,6 @@ class CSVLogger(Plugin):
                               plugin=name, field="separator")
         self.separator = separator
         self.append = require_bool(append, "append", name)
-        self._bus: Any = None
         self._table: Any = None
 
     def get_config(self) -> dict[str, Any]:
@@ -59,38 +59,30 @@ class CSVLogger(Plugin):
         self._table = CsvTable(self.filename, separator=self.separator, append=append)
         return self._table
 
-    def _resume(self) -> Any:
-        """Open on a run that published no ``train_begin``. A run the bus resumed continues the
-        file, without the row a crashed attempt wrote for the epoch it resumes from; a loop that
-        never publishes ``train_begin`` opens the file as ``train_begin`` would."""
-        resumed = self._bus is not None and self._bus.resumed
-        table = self._open(append=self.append or resumed)
-        if resumed:
-            table.drop_last_row(self._bus.initial_epoch)
-        return table
-
     def _close(self) -> None:
         table, self._table = self._table, None
         if table is not None:
             table.close()
 
-    @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self._bus = bus
+    # --- the sink ------------------------------------------------------------------------------
 
-    @hookimpl
-    def on_train_begin(self, event: Any) -> None:
-        self._open(self.append)
+    def open(self, run: Run) -> None:
+        if run.resumed:
+            # The run goes on: its file continues, less what a crashed attempt wrote for the
+            # epochs the loop runs again.
+            table = self._open(append=True)
+            table.drop_rows_from(run.initial_epoch, after_other_runs=self.append)
 
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> None:
-        table = self._table if self._table is not None else self._resume()
-        table.write(event.epoch, event.logs)
+    def write(self, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        if kind == "epoch_end":
+            # A loop that never publishes train_begin opens the file as train_begin would.
+            table = self._table if self._table is not None else self._open(self.append)
+            table.write(record["epoch"], record["logs"])
+        elif kind == "train_begin":
+            self._open(self.append)
+        else:  # train_end
+            self._close()
 
-    @hookimpl
-    def on_train_end(self, event: Any) -> None:
-        self._close()
-
-    @hookimpl
-    def on_close(self) -> None:
+    def close(self) -> None:
         self._close()

@@ -11,7 +11,9 @@ import math
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import RestoreWeights, SnapshotWeights, StopTraining
+from eventbus.records import EpochEnd, RestoreWeights, SnapshotWeights, StopTraining, TrainEnd
+from eventbus.run import Run
+from sinks import console
 
 from .monitor import Monitor, fmt, require_bool, require_int, require_real
 
@@ -65,9 +67,11 @@ class EarlyStopping(Plugin):
         return self.monitor.best
 
     @hookimpl
-    def on_attach(self, bus: Any) -> None:
+    def on_attach(self, run: Run) -> None:
         # Two EarlyStopping plugins on one bus must not share a weights snapshot.
-        self._tag = f"{bus.label(self)}/best"
+        self._tag = f"{run.label(self)}/best"
+        if self.verbose > 0:
+            console.attach(run)  # the messages are the decisions; a console sink prints them
 
     @hookimpl
     def on_train_begin(self, event: Any) -> None:
@@ -75,7 +79,7 @@ class EarlyStopping(Plugin):
         self._reset()
 
     @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
+    def on_epoch_end(self, event: EpochEnd) -> Any:
         epoch: int = event.epoch
         logs = event.logs
         name = self.monitor.monitor
@@ -163,14 +167,10 @@ class EarlyStopping(Plugin):
             evidence={"monitor": self.monitor.monitor, "value": value, "best_epoch": epoch})
 
     @hookimpl
-    def on_train_end(self, event: Any) -> Any:
-        if self.stopped_epoch is not None and self.verbose > 0:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+    def on_train_end(self, event: TrainEnd) -> Any:
         if not (self.restore_best_weights and self._snapshot_taken):
             return None
         best_epoch: int = self.best_epoch  # type: ignore[assignment]  # set with the snapshot
-        if self.verbose > 0:
-            print(f"Restoring model weights from the end of the best epoch: {best_epoch + 1}.")
         if self.best is None:  # nothing was ever a best (every value NaN, or never improved)
             reason = (f"restore the weights of epoch {best_epoch + 1}, the first monitored one: "
                       f"no {self.monitor.monitor} value improved on it")

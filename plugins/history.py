@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from eventbus import Plugin, hookimpl
+from eventbus.records import EpochEnd, TrainBegin
 
 __all__ = ["History"]
 
@@ -19,8 +20,8 @@ class History(Plugin):
     list has the length of ``history.epoch``.
 
     It is a pure plugin: replay rebuilds it from a log, and a resumed run's History holds the
-    epochs before the crash too. The bus it is attached to gets it as ``bus.history``, and
-    :meth:`of` finds it on any bus.
+    epochs before the crash too. The bus it is on gives it as ``bus.history``, and :meth:`of`
+    finds it on any bus.
     """
 
     def __init__(self) -> None:
@@ -36,17 +37,13 @@ class History(Plugin):
         raise LookupError(f"the bus has no {cls.__name__} plugin")
 
     @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        bus.history = self
-
-    @hookimpl
-    def on_train_begin(self, event: Any) -> None:
+    def on_train_begin(self, event: TrainBegin) -> None:
         # Each training run starts its own history, as Keras's fit() does.
         self.epoch = []
         self.history = {}
 
     @hookimpl
-    def on_epoch_end(self, event: Any) -> None:
+    def on_epoch_end(self, event: EpochEnd) -> None:
         logs = event.logs
         history = self.history
         done = len(self.epoch)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import SetLearningRate
+from eventbus.records import EpochBegin, SetLearningRate
+from eventbus.run import Run
+from sinks import console
 
 from .monitor import fmt, require_int
 
@@ -65,7 +67,12 @@ class LearningRateScheduler(Plugin):
         self._arity = _arity(schedule, name)
 
     @hookimpl
-    def on_epoch_begin(self, event: Any) -> Any:
+    def on_attach(self, run: Run) -> None:
+        if self.verbose > 0:
+            console.attach(run)  # the messages are the decisions; a console sink prints them
+
+    @hookimpl
+    def on_epoch_begin(self, event: EpochBegin) -> Any:
         name = type(self).name
         epoch: int = event.epoch
         lr = event.logs.get("learning_rate")
@@ -81,9 +88,6 @@ class LearningRateScheduler(Plugin):
             result = self.schedule(epoch)
             call = f"schedule({epoch})"
         new_lr = self._check(result, call)
-        if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
-                  f"{new_lr}.")
         if lr is not None and new_lr == lr:
             return None  # nothing changes: no decision to record
         return SetLearningRate(value=new_lr, previous=lr, code="schedule",

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import SaveCheckpoint
+from eventbus.records import BatchEnd, EpochEnd, SaveCheckpoint, TrainBegin
+from eventbus.run import Run
+from sinks import console
 
 from .monitor import (
     Monitor,
@@ -112,17 +114,19 @@ class ModelCheckpoint(Plugin):
         return None if self.monitor is None else self.monitor.best
 
     @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        if any(getattr(p, "writes_checkpoints", False) for p in bus.plugins):
+    def on_attach(self, run: Run) -> None:
+        if self.verbose > 0:
+            console.attach(run)  # the messages are the decisions; a console sink prints them
+        if any(getattr(p, "writes_checkpoints", False) for p in (*run.plugins, *run.sinks)):
             return
         from sinks.hdf5 import HDF5CheckpointWriter
 
-        writer = HDF5CheckpointWriter(verbose=self.verbose)
+        writer = HDF5CheckpointWriter()
         writer.auto = True
-        bus.register(writer)
+        run.add_sink(writer)
 
     @hookimpl
-    def on_train_begin(self, event: Any) -> None:
+    def on_train_begin(self, event: TrainBegin) -> None:
         # As Keras (which has no on_train_begin here): the best value and the save counters
         # carry over to the next fit() of the same instance, so a staged fit keeps the best
         # file the best of all stages. Only the missing-monitor warning is once per run.
@@ -130,7 +134,7 @@ class ModelCheckpoint(Plugin):
             self.monitor.warned = False
 
     @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
+    def on_epoch_end(self, event: EpochEnd) -> Any:
         if self.save_freq != "epoch":
             return None
         self._epochs_since_save += 1
@@ -140,7 +144,7 @@ class ModelCheckpoint(Plugin):
         return self._consider(event.epoch, None, None, event.logs)
 
     @hookimpl
-    def on_batch_end(self, event: Any) -> Any:
+    def on_batch_end(self, event: BatchEnd) -> Any:
         if self.save_freq == "epoch":
             return None
         self._batches_since_save += 1
@@ -160,8 +164,6 @@ class ModelCheckpoint(Plugin):
         else:
             where = f"batch {batch + 1} of epoch {epoch + 1} (every {self.save_freq} batches)"
         if self.monitor is None:
-            if self.verbose > 0:
-                print(f"\nEpoch {epoch + 1}: saving model to {path}")
             value = logs.get(self.monitor_name)
             code = "epoch" if batch is None and self.period == 1 else \
                 ("period" if batch is None else "save_freq")
@@ -178,14 +180,8 @@ class ModelCheckpoint(Plugin):
                 logs, f"Can save best model only with {name} available; available: "
                       f"{','.join(logs)}. Not saving.")
         previous = self.monitor.best
-        shown = f"{(self.monitor.worst() if previous is None else previous):.5f}"
         if not self.monitor.update(current):
-            if self.verbose > 0:
-                print(f"\nEpoch {epoch + 1}: {name} did not improve from {shown}")
             return None
-        if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: {name} improved from {shown} to {current:.5f}, "
-                  f"saving model to {path}")
         return SaveCheckpoint(
             path=path, weights_only=self.save_weights_only, code="improved",
             reason=(f"{name} improved from {fmt(previous)} to {fmt(current)} at {where}"

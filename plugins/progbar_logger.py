@@ -1,4 +1,8 @@
-"""ProgbarLogger: training progress on the terminal (a tqdm bar) or as plain lines in CI logs."""
+"""ProgbarLogger: training progress on the terminal (a tqdm bar) or as plain lines in CI logs.
+
+A sink: it takes the records of training, evaluation and prediction as they are recorded, and
+shows them; replay and resume, which write through no sink, show nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
-from eventbus import Plugin, hookimpl
+from eventbus import Plugin, Sink
 from eventbus.errors import ConfigError
 
 from .monitor import require_real
@@ -25,7 +29,7 @@ def format_logs(logs: Mapping[str, float]) -> str:
     return " - ".join(f"{k}: {_number(v)}" for k, v in logs.items() if k not in _NOT_SHOWN)
 
 
-class ProgbarLogger(Plugin):
+class ProgbarLogger(Plugin, Sink):
     """Print progress and metrics, as Keras's progress bar does.
 
     ``verbose=1``: on a terminal, a live bar per epoch (steps done, rate, ETA, the latest batch
@@ -69,8 +73,8 @@ class ProgbarLogger(Plugin):
         self._seen = 0
         self._started: float | None = None
         self._shown: float = 0.0
-        if verbose == 0:  # silent: subscribe to nothing at all
-            self.unsubscribe(*_HOOKS)
+        # The records it shows; silent, it takes none at all.
+        self.takes = _KINDS if verbose else frozenset()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -117,8 +121,8 @@ class ProgbarLogger(Plugin):
                              file=self._out, leave=True, dynamic_ncols=True,
                              mininterval=self.mininterval)
 
-    def _advance(self, event: Any) -> None:
-        logs = event.logs
+    def _advance(self, record: dict[str, Any]) -> None:
+        logs = record["logs"]
         n = 1 if self.count_mode == "steps" else int(logs.get("size", 0))
         self._done += 1
         self._seen += n
@@ -127,8 +131,8 @@ class ProgbarLogger(Plugin):
             return
         bar.update(n)
         # Formatting metrics costs more than the bar: only as often as the bar redraws.
-        if event.time - self._shown >= self.mininterval:
-            self._shown = event.time
+        if record["time"] - self._shown >= self.mininterval:
+            self._shown = record["time"]
             bar.set_postfix_str(format_logs(logs), refresh=False)
 
     def _finish(self, title: str, target: int | None, logs: Mapping[str, float],
@@ -153,73 +157,53 @@ class ProgbarLogger(Plugin):
         out.write(" - ".join(parts) + "\n")
         out.flush()
 
-    # --- training ----------------------------------------------------------------------------
+    # --- the sink: training, evaluation on its own, prediction --------------------------------
 
-    @hookimpl
-    def on_train_begin(self, event: Any) -> None:
-        self._params = dict(event.params)
-
-    @hookimpl
-    def on_epoch_begin(self, event: Any) -> None:
-        self._begin("epoch", self._title(event.epoch), self._target(), event.time)
-
-    @hookimpl
-    def on_batch_end(self, event: Any) -> None:
-        self._advance(event)
-
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> None:
-        self._finish(self._title(event.epoch), self._target(), event.logs, event.time)
-
-    # --- evaluation on its own (test events in training carry their epoch) -----------------
-
-    @hookimpl
-    def on_test_begin(self, event: Any) -> None:
-        if event.epoch is None:
-            self._begin("evaluation", "Evaluation", None, event.time)
-
-    @hookimpl
-    def on_test_batch_end(self, event: Any) -> None:
-        if self._showing == "evaluation":
-            self._advance(event)
-
-    @hookimpl
-    def on_test_end(self, event: Any) -> None:
-        if self._showing == "evaluation":
-            self._finish("Evaluation", None, event.logs, event.time)
-
-    # --- prediction, unless it interrupts a training epoch's bar -----------------------------
-
-    @hookimpl
-    def on_predict_begin(self, event: Any) -> None:
-        if self._showing != "epoch":
-            self._begin("prediction", "Prediction", None, event.time)
-
-    @hookimpl
-    def on_predict_batch_end(self, event: Any) -> None:
-        if self._showing == "prediction":
-            self._advance(event)
-
-    @hookimpl
-    def on_predict_end(self, event: Any) -> None:
-        if self._showing == "prediction":
-            self._finish("Prediction", None, event.logs, event.time)
+    def write(self, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        if kind == "batch_end":
+            self._advance(record)
+        elif kind == "epoch_begin":
+            self._begin("epoch", self._title(record["epoch"]), self._target(), record["time"])
+        elif kind == "epoch_end":
+            self._finish(self._title(record["epoch"]), self._target(), record["logs"],
+                         record["time"])
+        elif kind == "train_begin":
+            self._params = dict(record["params"])
+        elif kind == "train_end":
+            self._showing = None
+            self._close_bar()
+        # Evaluation on its own: test events in training carry their epoch and show only as
+        # the epoch's val_ metrics.
+        elif kind == "test_begin":
+            if record.get("epoch") is None:
+                self._begin("evaluation", "Evaluation", None, record["time"])
+        elif kind == "test_batch_end":
+            if self._showing == "evaluation":
+                self._advance(record)
+        elif kind == "test_end":
+            if self._showing == "evaluation":
+                self._finish("Evaluation", None, record["logs"], record["time"])
+        # Prediction, unless it interrupts a training epoch's bar.
+        elif kind == "predict_begin":
+            if self._showing != "epoch":
+                self._begin("prediction", "Prediction", None, record["time"])
+        elif kind == "predict_batch_end":
+            if self._showing == "prediction":
+                self._advance(record)
+        elif kind == "predict_end":
+            if self._showing == "prediction":
+                self._finish("Prediction", None, record["logs"], record["time"])
 
     def _close_bar(self) -> None:
         bar, self._bar = self._bar, None
         if bar is not None:
             bar.close()
 
-    @hookimpl
-    def on_train_end(self, event: Any) -> None:
-        self._showing = None
-        self._close_bar()
-
-    @hookimpl
-    def on_close(self) -> None:
+    def close(self) -> None:
         self._close_bar()
 
 
-_HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_test_begin",
-          "on_test_batch_end", "on_test_end", "on_predict_begin", "on_predict_batch_end",
-          "on_predict_end", "on_train_end", "on_close")
+_KINDS = frozenset({"train_begin", "epoch_begin", "batch_end", "epoch_end", "test_begin",
+                    "test_batch_end", "test_end", "predict_begin", "predict_batch_end",
+                    "predict_end", "train_end"})

@@ -11,7 +11,9 @@ import warnings
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import SetLearningRate, Warning
+from eventbus.records import EpochEnd, SetLearningRate, TrainBegin, Warning
+from eventbus.run import Run
+from sinks import console
 
 from .monitor import Monitor, fmt, require_int, require_real
 
@@ -72,12 +74,16 @@ class ReduceLROnPlateau(Plugin):
         return self.cooldown_counter > 0
 
     @hookimpl
-    def on_train_begin(self, event: Any) -> None:
+    def on_attach(self, run: Run) -> None:
+        if self.verbose > 0:
+            console.attach(run)  # the messages are the decisions; a console sink prints them
+
+    @hookimpl
+    def on_train_begin(self, event: TrainBegin) -> None:
         self._reset()
 
     @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
-        epoch: int = event.epoch
+    def on_epoch_end(self, event: EpochEnd) -> Any:
         logs = event.logs
         name = self.monitor.monitor
         current = logs.get(name)
@@ -109,8 +115,6 @@ class ReduceLROnPlateau(Plugin):
         if not old_lr > self.min_lr:
             return None  # at the floor already: wait keeps growing, as in Keras
         new_lr = max(old_lr * self.factor, self.min_lr)
-        if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_lr}.")
         decision = SetLearningRate(
             value=new_lr, previous=old_lr, code="plateau",
             reason=f"{name} did not improve on {fmt(self.best)} for {self.wait} "

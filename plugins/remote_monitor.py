@@ -8,10 +8,11 @@ from urllib.parse import urlencode
 
 import orjson
 
-from eventbus import Plugin, hookimpl
+from eventbus import Plugin, Sink
 from eventbus.errors import ConfigError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
+from eventbus.run import Run
 
 from .monitor import require_bool, require_int, require_real
 
@@ -24,7 +25,7 @@ def _json(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(encode_nonfinite(payload))
 
 
-class RemoteMonitor(Plugin):
+class RemoteMonitor(Plugin, Sink):
     """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end.
 
     As Keras: an HTTP POST whose form field ``field`` holds the payload as JSON, or with
@@ -37,6 +38,7 @@ class RemoteMonitor(Plugin):
     """
 
     side_effects = True
+    takes = frozenset({"epoch_end", "train_end"})
 
     def __init__(self, root: str = "http://localhost:9000", path: str = "/publish/epoch/end/",
                  field: str = "data", headers: Mapping[str, str] | None = None,
@@ -67,7 +69,7 @@ class RemoteMonitor(Plugin):
         self.backoff = require_real(backoff, "backoff", name, minimum=0.0)
         self.max_pending = require_int(max_pending, "max_pending", name, minimum=1)
         self.flush_timeout = require_real(flush_timeout, "flush_timeout", name, minimum=0.0)
-        self._bus: Any = None
+        self._run: Run | None = None
         self._label = self.name
         self._sender: Any = None
         self._dropped_reported = 0
@@ -89,11 +91,11 @@ class RemoteMonitor(Plugin):
         if self._sender is None:
             from sinks.http import HttpSender
 
-            bus, label = self._bus, self._label
+            run, label = self._run, self._label
 
             def on_failure(error: str, message: str, n: int) -> None:
-                if bus is not None:  # report() is safe from the sender thread
-                    bus.report(SinkFailed(sink=label, event="epoch_end", error=error,
+                if run is not None:  # report() is safe from the sender thread
+                    run.report(SinkFailed(sink=label, event="epoch_end", error=error,
                                           message=message))
 
             content_type = "application/json" if self.send_as_json else \
@@ -112,26 +114,28 @@ class RemoteMonitor(Plugin):
             return data
         return urlencode({self.field: data.decode()}).encode()
 
-    @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self._bus = bus
-        self._label = bus.label(self)
+    # --- the sink ------------------------------------------------------------------------------
 
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
+    def open(self, run: Run) -> None:
+        self._run = run
+        self._label = run.label(self)
+
+    def write(self, record: dict[str, Any]) -> Any:
+        if record["kind"] == "train_end":
+            return self._train_end()
+        epoch = record["epoch"]
         sender = self._get()
-        if sender.put(self.payload(event.epoch, event.logs)):
+        if sender.put(self.payload(epoch, record["logs"])):
             return None
         dropped = sender.stats.dropped
         if self._dropped_reported:
             return None
         self._dropped_reported = dropped
-        return WarningRecord(message=f"RemoteMonitor: epoch {event.epoch} not sent: "
+        return WarningRecord(message=f"RemoteMonitor: epoch {epoch} not sent: "
                              f"{sender.pending} payloads are still waiting for "
                              f"{_host(self.url)}", details={"dropped": dropped})
 
-    @hookimpl
-    def on_train_end(self, event: Any) -> Any:
+    def _train_end(self) -> Any:
         sender = self._sender
         if sender is None or sender.flush(self.flush_timeout):
             return None
@@ -139,18 +143,17 @@ class RemoteMonitor(Plugin):
                              f"unsent {self.flush_timeout}s after train_end",
                              details=sender.stats.as_dict())
 
-    @hookimpl
-    def on_close(self) -> None:
+    def close(self) -> Any:
         sender, self._sender = self._sender, None
         if sender is None:
-            return
+            return None
         stats = sender.close(self.flush_timeout)
-        if stats.undelivered and self._bus is not None:
-            # Through report() so the bus counts it among the run's sink failures.
-            self._bus.report(SinkFailed(
-                sink=self._label, event="close", error="DeliveryError",
-                message=f"{stats.undelivered} of {stats.undelivered + stats.sent} epoch "
-                        f"payload(s) not delivered to {_host(self.url)}: {stats.describe()}"))
+        if not stats.undelivered:
+            return None
+        return SinkFailed(sink=self._label, event="close", error="DeliveryError",
+                          message=f"{stats.undelivered} of {stats.undelivered + stats.sent} "
+                                  f"epoch payload(s) not delivered to {_host(self.url)}: "
+                                  f"{stats.describe()}")
 
 
 def _headers(headers: Any, plugin: str) -> dict[str, str]:

@@ -9,8 +9,8 @@ at step = batches done. With ``write_steps_per_second`` the training steps per s
 ``epoch_begin`` to its ``epoch_end``) and, with a batch ``update_freq``,
 ``batch_steps_per_second`` (one over the time from the batch's ``batch_begin`` to its
 ``batch_end``); times are the events' own, so converting a log gives the values the live run
-wrote. The writing happens on :class:`sinks.tensorboard.TensorBoardSink`'s
-thread; the training thread only queues.
+wrote. A sink: it takes those records as they are recorded; the writing happens on
+:class:`sinks.tensorboard.TensorBoardSink`'s thread, and the training thread only queues.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from eventbus import Plugin, hookimpl
+from eventbus import Plugin, Sink
 from eventbus.errors import ConfigError
-from eventbus.records import SinkFailed
+from eventbus.records import DECISION_KINDS, SinkFailed
 from eventbus.records import Warning as WarningRecord
+from eventbus.run import Run
 
 from .monitor import require_bool, require_names, require_path, require_real
 
@@ -52,7 +53,7 @@ def _layer(weight_name: str) -> str:
     return weight_name.rsplit("/", 1)[0] if "/" in weight_name else weight_name
 
 
-class TensorBoard(Plugin):
+class TensorBoard(Plugin, Sink):
     """Write what the run reports where TensorBoard reads it.
 
     Parameters are Keras 3's, in its order. ``histogram_freq``: weight histograms
@@ -110,11 +111,16 @@ class TensorBoard(Plugin):
                                                     "embeddings_layer_names", name)
         self.embeddings_metadata = _metadata(embeddings_metadata, name)
         self.flush_timeout = require_real(flush_timeout, "flush_timeout", name, minimum=0.0)
-        if self._every is None:
-            self.unsubscribe("on_batch_end")  # nothing per batch: the bus never calls it
-        if self._every is None or not self.write_steps_per_second:
-            self.unsubscribe("on_batch_begin")  # only timed batches need their start
-        self._bus: Any = None
+        # The records it takes: per batch only with a batch update_freq, and batch begins only
+        # to time those batches; the bus never hands it the others.
+        takes = {"train_begin", "epoch_begin", "epoch_end", "test_end", "train_end",
+                 *DECISION_KINDS}
+        if self._every is not None:
+            takes.add("batch_end")
+            if self.write_steps_per_second:
+                takes.add("batch_begin")
+        self.takes = frozenset(takes)
+        self._run: Run | None = None
         self._label = self.name
         self._sink: Any = None
         self._warned: set[str] = set()
@@ -130,29 +136,29 @@ class TensorBoard(Plugin):
 
     # --- the sink ------------------------------------------------------------------------------
 
-    def _open(self, resumed: bool) -> Any:
+    def open(self, run: Run) -> None:
+        self._run = run
+        self._label = run.label(self)
+        if run.resumed:
+            # Drop what a crashed attempt wrote past the point the run resumes from.
+            self._open().truncate(_resume_filter(run.initial_epoch, run.step))
+
+    def _open(self) -> Any:
         from sinks.tensorboard import TensorBoardSink
 
-        bus, label = self._bus, self._label
+        run, label = self._run, self._label
 
         def on_error(what: str, exc: BaseException) -> None:
-            if bus is not None:  # bus.report is the one bus method safe from another thread
-                bus.report(SinkFailed(sink=label, event=what, error=type(exc).__name__,
+            if run is not None:  # run.report is safe from another thread
+                run.report(SinkFailed(sink=label, event=what, error=type(exc).__name__,
                                       message=str(exc)))
 
-        sink = self._sink = TensorBoardSink(self.log_dir, on_error=on_error)
-        if resumed and bus is not None:
-            # Drop what a crashed attempt wrote past the point the run resumes from.
-            sink.truncate(_resume_filter(bus.initial_epoch, bus.step))
-        return sink
+        self._sink = TensorBoardSink(self.log_dir, on_error=on_error)
+        return self._sink
 
     def _get(self) -> Any:
-        # A resumed run publishes no train_begin: the first call of any other hook opens. Only
-        # a run the bus resumed drops what a crashed attempt wrote; a loop that simply never
-        # publishes train_begin keeps every earlier run's files, as Keras does.
-        if self._sink is not None:
-            return self._sink
-        return self._open(resumed=self._bus is not None and self._bus.resumed)
+        # A loop that never publishes train_begin: the first record written opens the files.
+        return self._sink if self._sink is not None else self._open()
 
     def _warn_once(self, key: str, message: str, **details: Any) -> WarningRecord | None:
         if key in self._warned:
@@ -160,40 +166,44 @@ class TensorBoard(Plugin):
         self._warned.add(key)
         return WarningRecord(message=message, details=details)
 
-    # --- hooks --------------------------------------------------------------------------------
-
-    @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self._bus = bus
-        self._label = bus.label(self)
-
-    @hookimpl
-    def on_train_begin(self, event: Any) -> Any:
-        sink = self._sink if self._sink is not None else self._open(resumed=False)
-        if not self.write_graph:
-            return None
-        model = getattr(self._bus, "model", None)
-        get_config = getattr(model, "get_config", None)
-        if not callable(get_config):
-            return None
-        text = json.dumps(get_config(), indent=2, sort_keys=True, default=str)
-        sink.text("train", "model_config", f"```json\n{text}\n```", 0, event.time)
+    def write(self, record: dict[str, Any]) -> Any:
+        kind = record["kind"]
+        if kind == "batch_end":
+            return self._batch_end(record)
+        if kind == "epoch_end":
+            return self._epoch_end(record)
+        if kind in DECISION_KINDS:
+            return self._decision(record)
+        if kind == "batch_begin":
+            self._batch_began = (record["step"], record["time"])
+        elif kind == "epoch_begin":
+            self._get()
+            if self.write_steps_per_second:
+                steps = self._run.step if self._run is not None else 0
+                self._epoch_began = (record["epoch"], record["time"], steps)
+        elif kind == "train_begin":
+            self._train_begin(record)
+        elif kind == "test_end":
+            self._test_end(record)
+        elif kind == "train_end":
+            return self._train_end()
         return None
 
-    @hookimpl
-    def on_epoch_begin(self, event: Any) -> None:
-        self._get()
-        if self.write_steps_per_second:
-            steps = self._bus.step if self._bus is not None else 0
-            self._epoch_began = (event.epoch, event.time, steps)
-
-    @hookimpl
-    def on_epoch_end(self, event: Any) -> Any:
+    def _train_begin(self, record: dict[str, Any]) -> None:
         sink = self._get()
-        epoch, when = event.epoch, event.time
+        model = getattr(self._run, "model", None)
+        get_config = getattr(model, "get_config", None)
+        if not self.write_graph or not callable(get_config):
+            return
+        text = json.dumps(get_config(), indent=2, sort_keys=True, default=str)
+        sink.text("train", "model_config", f"```json\n{text}\n```", 0, record["time"])
+
+    def _epoch_end(self, record: dict[str, Any]) -> Any:
+        sink = self._get()
+        epoch, when = record["epoch"], record["time"]
         train: dict[str, float] = {}
         validation: dict[str, float] = {}
-        for key, value in event.logs.items():
+        for key, value in record["logs"].items():
             if key.startswith("val_"):
                 validation[key[4:]] = value
             else:
@@ -230,14 +240,14 @@ class TensorBoard(Plugin):
         ``epoch_steps_per_second``); None when its begin was not seen, it had no training
         batch, or no time passed."""
         began = self._epoch_began
-        if began is None or began[0] != epoch or self._bus is None:
+        if began is None or began[0] != epoch or self._run is None:
             return None
-        steps = self._bus.step - began[2]
+        steps = self._run.step - began[2]
         seconds = when - began[1]
         return steps / seconds if steps > 0 and seconds > 0 else None
 
     def _weights(self) -> dict[str, np.ndarray] | None:
-        model = getattr(self._bus, "model", None)
+        model = getattr(self._run, "model", None)
         if model is None or not callable(getattr(model, "get_weights", None)):
             return None
         # get_weights() returns copies (the adapter contract), taken here on the training
@@ -271,56 +281,47 @@ class TensorBoard(Plugin):
                                    "'.../embeddings'); name them with embeddings_layer_names")
         return None
 
-    @hookimpl
-    def on_batch_begin(self, event: Any) -> None:
-        self._batch_began = (event.step, event.time)
-
-    @hookimpl
-    def on_batch_end(self, event: Any) -> None:
-        done = event.step + 1
+    def _batch_end(self, record: dict[str, Any]) -> None:
+        done = record["step"] + 1
         if done % self._every:  # type: ignore[operator]
             return
-        logs = event.logs
+        logs = record["logs"]
         if "batch" in logs or "size" in logs:
             logs = {k: v for k, v in logs.items() if k not in _NOT_LOGGED}
         if self.write_steps_per_second:
             began = self._batch_began
             # Keras's batch_steps_per_second: one over the time from the batch's begin to its
             # end, so without a batch_begin event there is no value.
-            if began is not None and began[0] == event.step and event.time > began[1]:
+            if began is not None and began[0] == record["step"] and record["time"] > began[1]:
                 logs = {**logs}
-                logs.setdefault("steps_per_second", 1.0 / (event.time - began[1]))
-        self._get().scalars("train", logs, done, event.time, "batch_")
+                logs.setdefault("steps_per_second", 1.0 / (record["time"] - began[1]))
+        self._get().scalars("train", logs, done, record["time"], "batch_")
 
-    @hookimpl
-    def on_test_end(self, event: Any) -> None:
-        if event.epoch is None or not event.logs:
+    def _test_end(self, record: dict[str, Any]) -> None:
+        if record.get("epoch") is None or not record["logs"]:
             return  # evaluation outside training has no iteration count to plot against
-        step = self._bus.step if self._bus is not None else 0
-        values = {f"evaluation_{k}_vs_iterations": v for k, v in event.logs.items()}
-        self._get().scalars("validation", values, step, event.time)
+        step = self._run.step if self._run is not None else 0
+        values = {f"evaluation_{k}_vs_iterations": v for k, v in record["logs"].items()}
+        self._get().scalars("validation", values, step, record["time"])
 
-    @hookimpl
-    def on_decision(self, decision: Any) -> None:
-        lines = [f"**{decision.kind}** from `{decision.source}`: {decision.reason}"]
-        if getattr(decision, "value", None) is not None:
-            previous = getattr(decision, "previous", None)
-            lines.append(f"learning rate {previous} -> {decision.value}")
-        if decision.evidence:
-            lines.append(f"evidence: `{json.dumps(decision.evidence, sort_keys=True)}`")
-        step = decision.epoch if decision.epoch is not None else 0
-        self._get().text("train", "decisions", "\n\n".join(lines), step, decision.time)
+    def _decision(self, record: dict[str, Any]) -> None:
+        lines = [f"**{record['kind']}** from `{record['source']}`: {record['reason']}"]
+        if record.get("value") is not None:
+            lines.append(f"learning rate {record.get('previous')} -> {record['value']}")
+        if record.get("evidence"):
+            lines.append(f"evidence: `{json.dumps(record['evidence'], sort_keys=True)}`")
+        epoch = record.get("epoch")
+        step = epoch if epoch is not None else 0
+        self._get().text("train", "decisions", "\n\n".join(lines), step, record["time"])
 
-    @hookimpl
-    def on_train_end(self, event: Any) -> Any:
+    def _train_end(self) -> Any:
         if self._sink is None or self._sink.flush(self.flush_timeout):
             return None
         return WarningRecord(message=f"TensorBoard: event files not written within "
                              f"{self.flush_timeout}s of train_end; writing goes on",
                              details={"pending": self._sink.pending})
 
-    @hookimpl
-    def on_close(self) -> Any:
+    def close(self) -> Any:
         sink, self._sink = self._sink, None
         if sink is None:
             return None

@@ -6,9 +6,11 @@ import math
 from typing import Any
 
 from eventbus import AbortTraining, Plugin, hookimpl
-from eventbus.records import StopTraining
+from eventbus.records import BatchEnd, StopTraining
+from eventbus.run import Run
+from sinks import console
 
-from .monitor import require_bool
+from .monitor import require_bool, require_int
 
 __all__ = ["NonFiniteLossError", "TerminateOnNaN"]
 
@@ -29,11 +31,17 @@ class TerminateOnNaN(Plugin):
     backup's clean-up) then do not run, as in Keras.
     """
 
-    def __init__(self, raise_error: bool = False):
+    def __init__(self, raise_error: bool = False, *, verbose: int = 1):
         self.raise_error = require_bool(raise_error, "raise_error", type(self).name)
+        self.verbose = require_int(verbose, "verbose", type(self).name)
 
     @hookimpl
-    def on_batch_end(self, event: Any) -> Any:
+    def on_attach(self, run: Run) -> None:
+        if self.verbose > 0:
+            console.attach(run)  # Keras always says it stops; verbose=0 keeps it quiet
+
+    @hookimpl
+    def on_batch_end(self, event: BatchEnd) -> Any:
         loss = event.logs.get("loss")
         if loss is None or math.isfinite(loss):
             return None
@@ -41,7 +49,6 @@ class TerminateOnNaN(Plugin):
         if self.raise_error:
             raise NonFiniteLossError(f"NaN or Inf loss encountered at batch {batch}. "
                                      f"Loss value: {loss}. Terminating training immediately.")
-        print(f"Batch {batch}: Invalid loss, terminating training")
         return StopTraining(
             code="non_finite_loss",
             reason=f"the loss of batch {batch} (step {event.step}) is {loss}",

@@ -17,9 +17,8 @@ Where Keras loses data, this table does not:
   metrics the same way, and rows follow the file's own column order.
 - A torn last line (a crash mid-write) is cut off before appending.
 
-The one row ever removed is the one :meth:`CsvTable.drop_last_row` is asked to remove: the
-CSVLogger plugin uses it when a run resumes after a crash, for the last row of the file if it is
-for the epoch the run is about to write again (see ``docs/sinks/csv.md``).
+Rows are removed only when a run resumes after a crash, for the epochs it is about to write
+again (:meth:`CsvTable.drop_rows_from`, see ``docs/sinks/csv.md``).
 """
 
 from __future__ import annotations
@@ -145,6 +144,48 @@ class CsvTable:
             file.flush()
             os.fsync(file.fileno())
         return True
+
+    def drop_rows_from(self, epoch: int, *, after_other_runs: bool = False) -> int:
+        """Remove the rows a crashed attempt wrote for ``epoch`` and later; returns how many.
+
+        A resumed run writes every epoch from ``epoch`` on again. Its crashed attempt may have
+        written rows the event log never kept: the row of the epoch it was ending, or several
+        when the log could not be written for a while (a full disk). In a table the run wrote
+        alone, every row of ``epoch`` or later is the attempt's. In a table appended after
+        other runs' rows (``after_other_runs``), the attempt's rows are those after the last
+        row of epoch ``epoch - 1`` (the last the log has); for ``epoch`` 0 only a last row of
+        epoch 0 can be told apart from an earlier run's.
+        """
+        if self._file is None:
+            raise ValueError(f"{self.path}: the table is closed")
+        if not self._headed:
+            return 0
+        self._file.flush()
+        _, rows = self._read()
+        epochs = [self._epoch_of(row, line) for line, row in enumerate(rows, 2)]
+        keep = len(rows)
+        if not after_other_runs:
+            while keep and epochs[keep - 1] >= epoch:
+                keep -= 1
+        elif epoch == 0:
+            keep -= bool(epochs) and epochs[-1] == 0
+        else:
+            last = max((i for i, e in enumerate(epochs) if e == epoch - 1), default=None)
+            if last is not None:
+                keep = last + 1
+        if keep == len(rows):
+            return 0
+        with open(self.path, "rb+") as file:
+            data = file.read()
+            # Rows hold no line breaks (values are numbers or NA): row i ends at the i+2-th
+            # line break (the header's is the first).
+            cut = 0
+            for _ in range(keep + 1):
+                cut = data.index(b"\n", cut) + 1
+            file.truncate(cut)
+            file.flush()
+            os.fsync(file.fileno())
+        return len(rows) - keep
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()

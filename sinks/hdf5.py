@@ -28,15 +28,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from eventbus import Plugin, hookimpl
-from eventbus.records import (
-    CheckpointSaved,
-    SaveCheckpoint,
-    SinkFailed,
-    decode_nonfinite,
-    encode_nonfinite,
-)
+from eventbus import Plugin, Sink
+from eventbus.records import CheckpointSaved, SinkFailed, decode_nonfinite, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
+from eventbus.run import Run
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "HDF5CheckpointWriter", "load_checkpoint",
            "write_checkpoint"]
@@ -192,16 +187,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                       optimizer=optimizer)
 
 
-class HDF5CheckpointWriter(Plugin):
+class HDF5CheckpointWriter(Plugin, Sink):
     """Writes a checkpoint for every ``save_checkpoint`` decision; records ``checkpoint_saved``.
 
-    The weights come from the bus's model adapter (``get_weights()``); unless the decision asks
-    for weights only, the adapter's ``get_config()`` and ``get_optimizer_state()`` are stored
-    too where it has them. A failed write is recorded as ``sink_failed`` and the writer stays
-    on, so one full disk does not end checkpointing for the rest of the run.
+    A sink taking the ``save_checkpoint`` records. The weights come from the run's model
+    adapter (``get_weights()``); unless the decision asks for weights only, the adapter's
+    ``get_config()`` and ``get_optimizer_state()`` are stored too where it has them. A failed
+    write is recorded as ``sink_failed`` and the writer stays on, so one full disk does not end
+    checkpointing for the rest of the run. ``verbose`` is accepted for compatibility; what a
+    checkpoint prints is ModelCheckpoint's ``verbose`` (the console sink prints it).
     """
 
     side_effects = True
+    takes = frozenset({"save_checkpoint"})
     #: Marks a checkpoint writer; ModelCheckpoint adds one of its own only when none is there.
     writes_checkpoints = True
 
@@ -209,55 +207,51 @@ class HDF5CheckpointWriter(Plugin):
         self.verbose = verbose
         #: True for the writer ModelCheckpoint added itself; it defers to one the user gave.
         self.auto = False
-        self._bus: Any = None
+        self._run: Run | None = None
 
-    @hookimpl
-    def on_attach(self, bus: Any) -> None:
-        self._bus = bus
+    def open(self, run: Run) -> None:
+        self._run = run
 
-    def _deferred(self) -> bool:
+    def _deferred(self, run: Run) -> bool:
         return self.auto and any(
             p is not self and getattr(p, "writes_checkpoints", False) and
-            not getattr(p, "auto", False) for p in self._bus.plugins)
+            not getattr(p, "auto", False) for p in (*run.plugins, *run.sinks))
 
-    @hookimpl
-    def on_decision(self, decision: Any) -> Any:
-        if not isinstance(decision, SaveCheckpoint) or self._deferred():
+    def write(self, record: dict[str, Any]) -> Any:
+        run = self._run
+        if run is None or self._deferred(run):
             return None
-        bus = self._bus
-        model = bus.model
+        path = record["path"]
+        model = run.model
         if model is None:
             return WarningRecord(
-                message=f"save_checkpoint from {decision.source!r} needs a model adapter; the "
-                        f"bus has none (Bus(model=...)), so {decision.path} was not written",
-                details={"path": decision.path})
+                message=f"save_checkpoint from {record['source']!r} needs a model adapter; the "
+                        f"bus has none (Bus(model=...)), so {path} was not written",
+                details={"path": path})
         try:
-            size, digest = self._write(decision, model)
+            size, digest = self._write(record, model, run)
         except Exception as exc:  # noqa: BLE001 - any write failure is the sink's to record
-            # Reported rather than raised: a raising sink is switched off for the whole run.
-            bus.report(SinkFailed(sink=bus.label(self), event=decision.kind,
-                                  error=type(exc).__name__, message=str(exc),
-                                  cause_seq=decision.seq, epoch=decision.epoch))
-            return None
-        if self.verbose > 0 and decision.epoch is not None:
-            print(f"\nEpoch {decision.epoch + 1}: finished saving model to {decision.path}")
-        return CheckpointSaved(path=decision.path, size=size, sha256=digest)
+            # Returned rather than raised: a raising sink is switched off for the whole run.
+            return SinkFailed(sink=run.label(self), event=record["kind"],
+                              error=type(exc).__name__, message=str(exc))
+        return CheckpointSaved(path=path, size=size, sha256=digest)
 
-    def _write(self, decision: SaveCheckpoint, model: Any) -> tuple[int, str]:
-        evidence = decision.evidence
+    def _write(self, record: dict[str, Any], model: Any, run: Run) -> tuple[int, str]:
+        evidence = record.get("evidence") or {}
+        weights_only = record.get("weights_only", False)
         metadata = {
-            "run_id": self._bus.run_id, "epoch": decision.epoch, "seq": decision.seq,
-            "cause_seq": decision.cause_seq, "source": decision.source, "code": decision.code,
-            "reason": decision.reason, "monitor": evidence.get("monitor"),
-            "value": evidence.get("value"), "batch": evidence.get("batch"),
-            "step": evidence.get("step"), "weights_only": decision.weights_only,
-            "learning_rate": self._bus.learning_rate,
+            "run_id": run.run_id, "epoch": record.get("epoch"), "seq": record["seq"],
+            "cause_seq": record.get("cause_seq"), "source": record.get("source"),
+            "code": record.get("code"), "reason": record.get("reason"),
+            "monitor": evidence.get("monitor"), "value": evidence.get("value"),
+            "batch": evidence.get("batch"), "step": evidence.get("step"),
+            "weights_only": weights_only, "learning_rate": run.learning_rate,
         }
         config = optimizer = None
-        if not decision.weights_only:
+        if not weights_only:
             if callable(getattr(model, "get_config", None)):
                 config = model.get_config()
             if callable(getattr(model, "get_optimizer_state", None)):
                 optimizer = model.get_optimizer_state()
-        return write_checkpoint(decision.path, model.get_weights(), metadata=metadata,
+        return write_checkpoint(record["path"], model.get_weights(), metadata=metadata,
                                 model_config=config, optimizer=optimizer)

@@ -28,15 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from eventbus.errors import ConfigError, EventBusError
+from eventbus import Sink
+from eventbus.errors import ConfigError, DeliveryError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
+from eventbus.run import Run
 
 __all__ = ["DeliveryError", "DeliveryStats", "HttpRecordSink", "HttpSender", "redact_url"]
-
-
-class DeliveryError(EventBusError, RuntimeError):
-    """Records or payloads could not be delivered (raised by a sink's ``close`` only)."""
 
 
 def redact_url(url: str) -> str:
@@ -297,7 +295,7 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
     return b"".join([_line(r) for r in records])
 
 
-class HttpRecordSink:
+class HttpRecordSink(Sink):
     """Stream every record of a run to a collector: a record writer for ``Bus(log=[...])``.
 
     Each request is a POST of up to ``batch_size`` records as JSON Lines
@@ -309,9 +307,9 @@ class HttpRecordSink:
     ``close`` waits as long again, then gives up on the rest and raises :class:`DeliveryError`
     naming what was lost, which the bus records among its failures.
 
-    Given to a bus as a log writer, it is handed the bus (:meth:`on_attach`), so delivery
-    failures are recorded in the log as they happen (``sink_failed``), and at ``train_end`` a
-    ``warning`` with the counts; on its own, they are Python warnings.
+    Given to a bus (``Bus(log=[...])``), it is opened with the run, so delivery failures are
+    recorded in the log as they happen (``sink_failed``), and at ``train_end`` a ``warning``
+    with the counts; on its own, they are Python warnings.
     """
 
     name = "http"
@@ -322,7 +320,7 @@ class HttpRecordSink:
                  linger: float = 1.0, flush_timeout: float = 10.0):
         self.url = url
         self.flush_timeout = flush_timeout
-        self._bus: Any = None
+        self._run: Run | None = None
         self._reported = DeliveryStats()
         self._sender = HttpSender(url, encode=_jsonl, content_type="application/x-ndjson",
                                   batch_size=batch_size, max_pending=max_pending,
@@ -337,21 +335,18 @@ class HttpRecordSink:
     def stats(self) -> DeliveryStats:
         return self._sender.stats
 
-    def on_attach(self, bus: Any) -> None:
-        """Record delivery failures on ``bus`` (through ``bus.report``, safe from any thread).
-
-        The bus calls this when the sink is given to it as a log writer.
-        """
-        self._bus = bus
+    def open(self, run: Run) -> None:
+        """Record delivery failures in ``run`` (through ``run.report``, safe from any thread)."""
+        self._run = run
 
     def _failed(self, error: str, message: str, n: int) -> None:
-        if self._bus is not None:
-            self._bus.report(SinkFailed(sink=self.name, event="write", error=error,
+        if self._run is not None:
+            self._run.report(SinkFailed(sink=self.name, event="write", error=error,
                                         message=f"{message}; {n} record(s) not delivered"))
         else:
             warnings.warn(f"http sink: {message}; {n} record(s) not delivered", stacklevel=2)
 
-    # --- the record writer protocol ------------------------------------------------------------
+    # --- the sink contract ----------------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
         # The record is kept, not copied: the bus never changes a record once written.
@@ -366,8 +361,8 @@ class HttpRecordSink:
         delivered = self._sender.flush(self.flush_timeout)
         stats = self._sender.stats
         new = stats.undelivered - self._reported.undelivered
-        if self._bus is not None and (new or not delivered):
-            self._bus.report(WarningRecord(
+        if self._run is not None and (new or not delivered):
+            self._run.report(WarningRecord(
                 source=self.name,
                 message=f"http sink: {stats.undelivered} record(s) undelivered so far "
                         f"({stats.describe() or 'none'}); {self._sender.pending} pending after "

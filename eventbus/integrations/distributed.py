@@ -66,13 +66,12 @@ import orjson
 
 from eventbus import hookimpl
 from eventbus.bus import Bus
-from eventbus.errors import ConfigError, EventBusError, LogError
+from eventbus.coordination import Agreement
+from eventbus.errors import ConfigError, DistributedError, LogError, RankTimeoutError
 from eventbus.metrics import to_float
-from eventbus.plugin import plugin_name
 from eventbus.records import (
     DECISION_KINDS,
     Decision,
-    Header,
     Record,
     SetLearningRate,
     StopTraining,
@@ -87,6 +86,7 @@ __all__ = [
     "AgreedDecisions",
     "DistributedBus",
     "DistributedError",
+    "RankAgreement",
     "RankTimeoutError",
     "RanksReplay",
     "TorchTransport",
@@ -106,21 +106,6 @@ AGREEMENT = "distributed"
 RANK_ZERO_ONLY = frozenset({"CSVLogger", "HDF5CheckpointWriter", "ProgbarLogger",
                             "RemoteMonitor", "TensorBoard"})
 _TAG = 0x5EB  # keeps the bus's messages apart from the job's own point-to-point traffic
-
-
-class DistributedError(EventBusError, RuntimeError):
-    """The ranks could not agree: out of step, or a message could not be sent."""
-
-
-class RankTimeoutError(DistributedError, TimeoutError):
-    """A rank never answered within the timeout; ``ranks`` lists the ranks that did not."""
-
-    def __init__(self, message: str, *, ranks: Sequence[int], op: str = "",
-                 epoch: int | None = None):
-        super().__init__(message)
-        self.ranks = list(ranks)
-        self.op = op
-        self.epoch = epoch
 
 
 # --- transport ---------------------------------------------------------------------------------
@@ -356,186 +341,126 @@ def _patterns(average: bool | str | Sequence[str] | None) -> tuple[str, ...]:
     return patterns
 
 
-class DistributedBus(Bus):
-    """A :class:`~eventbus.Bus` whose ranks agree (see the module documentation).
+class RankAgreement:
+    """The coordinator of one rank (:mod:`eventbus.coordination`): what :class:`DistributedBus`
+    plugs into its bus. It averages metrics before an epoch's end is recorded, holds a stop as
+    a request until the epoch ends, agrees with the other ranks, and leaves out the plugins
+    that run on rank 0 only."""
 
-    Parameters are :class:`~eventbus.Bus`'s, plus:
-
-    transport:
-        How ranks talk; by default a :class:`TorchTransport` over the default process group
-        when ``torch.distributed`` is initialised. Without either, the bus is rank 0 of 1 and
-        behaves as a plain bus (with a rank log name).
-    group, timeout:
-        For the default transport: the process group, and seconds to wait for a rank.
-    average:
-        Metric name patterns averaged across ranks before plugins see an ``epoch_end``
-        (default ``("val_*",)``); ``True`` for all, ``False`` for none.
-    rank_zero_only:
-        Plugin names registered on rank 0 only (default :data:`RANK_ZERO_ONLY`).
-    """
-
-    def __init__(self, plugins: Sequence[object] = (), *, log: Any = None,
-                 transport: Transport | None = None, group: Any = None, timeout: float = 60.0,
-                 average: bool | str | Sequence[str] | None = ("val_*",),
-                 rank_zero_only: Collection[str] = RANK_ZERO_ONLY,
-                 run_id: str | None = None, resume: bool = False, **kwargs: Any):
-        if transport is None:
-            transport = _default_transport(group, timeout)
-        self._transport = transport if transport is not None and transport.world_size > 1 \
+    def __init__(self, transport: Transport | None, *, average: tuple[str, ...],
+                 rank_zero_only: frozenset[str]):
+        self.transport = transport if transport is not None and transport.world_size > 1 \
             else None
         self.rank = transport.rank if transport is not None else 0
         self.world_size = transport.world_size if transport is not None else 1
-        self._average_patterns = _patterns(average)
-        self._rank_zero_only = frozenset(rank_zero_only)
-        self._skipped: list[str] = []
-        self._exchanges = 0
-        # Set before Bus.__init__, which assigns stop_training and registers plugins.
-        self._agreed_stop = False
-        self._local_stop = False
-        self._stop_request: Decision | None = None
-        self._resuming = resume
-        if run_id is None and self._transport is not None:
-            run_id = self._exchange({"op": "hello", "run_id": uuid.uuid4().hex[:16],
-                                     "initial_epoch": None}, _combine_hello)["run_id"]
-        if log is None:
-            logs: list[Any] = []
-        elif isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence):
-            logs = [log]
-        else:
-            logs = list(log)
-        logs = [rank_log_path(t, self.rank) if isinstance(t, (str, os.PathLike)) else t
-                for t in logs]
-        super().__init__(plugins, log=logs or None, run_id=run_id, resume=resume, **kwargs)
-        self._resuming = False
-        if resume and self._transport is not None:
-            # Each rank resumed from its own log; a stop recorded on any of them holds for all.
-            answer = self._exchange({"op": "resume", "run_id": self.run_id,
-                                     "initial_epoch": self.initial_epoch,
-                                     "stopped": self._local_stop or self._agreed_stop},
-                                    _combine_hello)
-            self._agreed_stop = bool(answer["stopped"])
-        elif resume:
-            self._agreed_stop = self._agreed_stop or self._local_stop
-        self._local_stop = False
-        self._stop_request = None
+        self.average = average
+        self.rank_zero_only = rank_zero_only
+        #: Plugins left out on this rank (their names go to the header).
+        self.left_out: list[str] = []
+        self.exchanges = 0
+        #: True while the bus restores a resumed run: a stop from the log is held, then agreed.
+        self.resuming = False
+        self.local_stop = False
+        self.request: Decision | None = None
+        self.bus: Bus | None = None
 
-    # --- stop_training is the agreed flag; a plugin's stop is a request until the epoch end ---
+    # --- the coordinator protocol --------------------------------------------------------------
 
-    @property  # type: ignore[override]
-    def stop_training(self) -> bool:
-        """True once the ranks agreed to stop (at an epoch end); the loop reads this."""
-        return self._agreed_stop
+    def admits(self, name: str) -> bool:
+        if self.rank != 0 and name in self.rank_zero_only:
+            self.left_out.append(name)
+            return False
+        return True
 
-    @stop_training.setter
-    def stop_training(self, value: bool) -> None:
-        if not value:
-            self._agreed_stop = self._local_stop = False
-        elif self._transport is None and not self._resuming:
-            self._agreed_stop = True
-        else:
-            self._local_stop = True
+    def header_meta(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world_size": self.world_size, "distributed": {
+            "average": list(self.average), "rank_zero_only": sorted(self.rank_zero_only),
+            "left_out": list(self.left_out),
+            "backend": getattr(self.transport, "backend", None)}}
 
-    def _apply(self, decision: Decision) -> None:
-        if isinstance(decision, StopTraining) and decision.source != AGREEMENT \
-                and self._stop_request is None and not self.replaying:
-            self._stop_request = decision
-        super()._apply(decision)
+    def hold_stop(self, decision: StopTraining | None) -> bool:
+        if decision is not None and decision.source == AGREEMENT:
+            return False  # the ranks agreed on it: it stops now
+        if self.transport is None and not self.resuming:
+            return False  # one process: nothing to agree on
+        self.local_stop = True
+        if decision is not None and self.request is None and not self._replaying():
+            self.request = decision
+        return True
 
-    # --- plugins and header --------------------------------------------------------------------
+    def stop_cleared(self) -> None:
+        self.local_stop = False
+        self.request = None
 
-    def register(self, plugin: object) -> str:
-        """As :meth:`Bus.register`; on ranks other than 0, ``rank_zero_only`` plugins are left
-        out (their names go to the header's ``meta.distributed.left_out``)."""
-        name = plugin_name(plugin)
-        if self.rank != 0 and name in self._rank_zero_only:
-            self._skipped.append(name)
-            return name
-        return super().register(plugin)
-
-    def header(self) -> Header:
-        header = super().header()
-        meta = dict(header.meta)
-        meta["rank"] = self.rank
-        meta["world_size"] = self.world_size
-        meta["distributed"] = {
-            "average": list(self._average_patterns),
-            "rank_zero_only": sorted(self._rank_zero_only),
-            "left_out": list(self._skipped),
-            "backend": getattr(self._transport, "backend", None),
-        }
-        return header.model_copy(update={"meta": meta})
-
-    # --- the agreement ---------------------------------------------------------------------------
-
-    def _exchange(self, message: dict[str, Any],
-                  combine: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> dict[str, Any]:
-        assert self._transport is not None
-        self._exchanges += 1
-        message["n"] = self._exchanges
-        try:
-            return self._transport.exchange(message, combine)
-        except DistributedError as exc:
-            if getattr(self, "_header_written", None) is not None:
-                # Kept in the log before the error ends the run: the audit shows who was missing.
-                self.record(WarningRecord(
-                    source=AGREEMENT, message=str(exc), epoch=message.get("epoch"),
-                    details={"op": message.get("op"), "rank": self.rank,
-                             "missing": list(getattr(exc, "ranks", []))}))
-            raise
-
-    def epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        """As :meth:`Bus.epoch_end`, with averaged metrics and the ranks' agreement."""
-        if self._transport is None:
-            return super().epoch_end(epoch, logs)
-        if self._average_patterns:
-            logs = self._average(epoch, logs)
-        cause = self.seq + 1  # the seq the epoch_end record gets
-        decisions = list(super().epoch_end(epoch, logs))
-        decisions.extend(self._agree(epoch, cause))
-        return decisions
-
-    def _averaged(self, key: str) -> bool:
-        return key != "learning_rate" and any(fnmatch.fnmatchcase(key, p)
-                                              for p in self._average_patterns)
-
-    def _average(self, epoch: int, logs: Mapping[str, Any] | None) -> dict[str, Any]:
+    def epoch_logs(self, epoch: int, logs: Mapping[str, Any] | None) -> Any:
+        if self.transport is None or not self.average:
+            return logs
         out = dict(logs or {})
         # to_float: a tensor's one device sync happens here, for the averaged keys only.
         local = {k: to_float(v, k, "epoch_end") for k, v in out.items()
                  if isinstance(k, str) and self._averaged(k)}
-        answer = self._exchange({"op": "average", "epoch": int(epoch), "values": local},
-                                _combine_average)
+        answer = self.exchange({"op": "average", "epoch": int(epoch), "values": local},
+                               _combine_average)
         for key in local:
             out[key] = float(answer["values"][key])
         return out
 
-    def _agree(self, epoch: int, cause: int) -> list[Decision]:
+    def agree(self, epoch: int, cause_seq: int) -> Agreement:
+        if self.transport is None:
+            return Agreement()
         request = None
-        if self._local_stop:
-            asked = self._stop_request
+        if self.local_stop:
+            asked = self.request
             request = encode_nonfinite(asked.model_dump()) if asked is not None else \
                 {"kind": "stop_training", "source": "?", "reason": "stop_training was set",
                  "seq": None}
-        answer = self._exchange({"op": "epoch_end", "epoch": int(epoch), "stop": request,
-                                 "learning_rate": self.learning_rate}, _combine_agree)
-        out: list[Decision] = []
+        mine = self._bus().learning_rate
+        answer = self.exchange({"op": "epoch_end", "epoch": int(epoch), "stop": request,
+                                "learning_rate": mine}, _combine_agree)
+        agreed = Agreement()
         stop = answer.get("stop")
         if stop is not None:
             if self.rank not in stop["ranks"]:
-                out.append(self._decide(self._agreed_stop_decision(stop, epoch, cause)))
-            self._agreed_stop = True
-        self._local_stop = False
-        self._stop_request = None
+                agreed.decisions.append(self._agreed_stop_decision(stop, epoch, cause_seq))
+            agreed.stop = True
+        self.stop_cleared()
         lr0 = answer.get("learning_rate")
-        mine = self.learning_rate
         if self.rank != 0 and lr0 is not None and mine != lr0:
-            out.append(self._decide(SetLearningRate(
+            agreed.decisions.append(SetLearningRate(
                 source=AGREEMENT, code="rank0_learning_rate", value=float(lr0), previous=mine,
                 reason=f"every rank follows rank 0's learning rate: {lr0:.6g} "
                        f"(this rank had {mine if mine is None else f'{mine:.6g}'})",
                 evidence={"rank": 0, "value": lr0, "local": mine},
-                cause_seq=cause, epoch=epoch)))
-        return out
+                cause_seq=cause_seq, epoch=epoch))
+        return agreed
+
+    # --- the exchanges -------------------------------------------------------------------------
+
+    def _bus(self) -> Bus:
+        assert self.bus is not None, "the agreement is used by its bus only"
+        return self.bus
+
+    def _replaying(self) -> bool:
+        return self.bus is not None and self.bus.replaying
+
+    def _averaged(self, key: str) -> bool:
+        return key != "learning_rate" and any(fnmatch.fnmatchcase(key, p) for p in self.average)
+
+    def exchange(self, message: dict[str, Any],
+                 combine: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> dict[str, Any]:
+        assert self.transport is not None
+        self.exchanges += 1
+        message["n"] = self.exchanges
+        try:
+            return self.transport.exchange(message, combine)
+        except DistributedError as exc:
+            if self.bus is not None:
+                # Kept in the log before the error ends the run: the audit shows who was missing.
+                self.bus.record(WarningRecord(
+                    source=AGREEMENT, message=str(exc), epoch=message.get("epoch"),
+                    details={"op": message.get("op"), "rank": self.rank,
+                             "missing": list(getattr(exc, "ranks", []))}))
+            raise
 
     def _agreed_stop_decision(self, stop: Mapping[str, Any], epoch: int,
                               cause: int) -> StopTraining:
@@ -552,9 +477,65 @@ class DistributedBus(Bus):
                       "source": source, "code": code, "asked_epoch": asked.get("epoch"),
                       "asked_seq": asked.get("seq"), "evidence": asked.get("evidence", {})})
 
-    def _decide(self, decision: Decision) -> Decision:
-        """Record and apply a decision the ranks agreed on."""
-        return self.decide(decision)
+
+class DistributedBus(Bus):
+    """A :class:`~eventbus.Bus` whose ranks agree (see the module documentation).
+
+    Parameters are :class:`~eventbus.Bus`'s, plus:
+
+    transport:
+        How ranks talk; by default a :class:`TorchTransport` over the default process group
+        when ``torch.distributed`` is initialised. Without either, the bus is rank 0 of 1 and
+        behaves as a plain bus (with a rank log name).
+    group, timeout:
+        For the default transport: the process group, and seconds to wait for a rank.
+    average:
+        Metric name patterns averaged across ranks before plugins see an ``epoch_end``
+        (default ``("val_*",)``); ``True`` for all, ``False`` for none.
+    rank_zero_only:
+        Plugin names registered on rank 0 only (default :data:`RANK_ZERO_ONLY`).
+
+    It is a plain bus with a :class:`RankAgreement` as its coordinator
+    (:mod:`eventbus.coordination`); ``stop_training`` turns true on every rank together, at an
+    epoch's end.
+    """
+
+    def __init__(self, plugins: Sequence[object] = (), *, log: Any = None,
+                 transport: Transport | None = None, group: Any = None, timeout: float = 60.0,
+                 average: bool | str | Sequence[str] | None = ("val_*",),
+                 rank_zero_only: Collection[str] = RANK_ZERO_ONLY,
+                 run_id: str | None = None, resume: bool = False, **kwargs: Any):
+        if transport is None:
+            transport = _default_transport(group, timeout)
+        agreement = self.agreement = RankAgreement(transport, average=_patterns(average),
+                                                   rank_zero_only=frozenset(rank_zero_only))
+        self.rank, self.world_size = agreement.rank, agreement.world_size
+        if run_id is None and agreement.transport is not None:
+            run_id = agreement.exchange({"op": "hello", "run_id": uuid.uuid4().hex[:16],
+                                         "initial_epoch": None}, _combine_hello)["run_id"]
+        if log is None:
+            logs: list[Any] = []
+        elif isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence):
+            logs = [log]
+        else:
+            logs = list(log)
+        logs = [rank_log_path(t, self.rank) if isinstance(t, (str, os.PathLike)) else t
+                for t in logs]
+        agreement.resuming = resume
+        super().__init__(plugins, log=logs or None, run_id=run_id, resume=resume,
+                         coordinator=agreement, **kwargs)
+        agreement.bus = self
+        agreement.resuming = False
+        if resume:
+            # Each rank resumed from its own log; a stop recorded on any of them holds for all.
+            stopped = agreement.local_stop or self.control.stop_training
+            if agreement.transport is not None:
+                stopped = bool(agreement.exchange({"op": "resume", "run_id": self.run_id,
+                                                   "initial_epoch": self.initial_epoch,
+                                                   "stopped": stopped}, _combine_hello)["stopped"])
+            if stopped:
+                self.control.stop()
+        agreement.stop_cleared()
 
 
 def _default_transport(group: Any, timeout: float) -> Transport | None:

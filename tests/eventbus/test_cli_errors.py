@@ -21,7 +21,7 @@ import pytest
 
 from eventbus import Bus, Plugin, hookimpl, read_log
 from eventbus import records as r
-from eventbus.audit import _header_of, audit, render
+from eventbus.audit import audit, header_of, render
 from eventbus.bus import RunWarning
 from eventbus.cli import _parse_value, main
 from eventbus.demo import run_demo
@@ -452,7 +452,7 @@ class TestAuditArguments:
         with warnings.catch_warnings(record=True) as shown:
             warnings.simplefilter("always")
             with pytest.raises(LogError) as caught:
-                _header_of("c.jsonl", "c.jsonl")
+                header_of("c.jsonl", "c.jsonl")
         assert shown == []
         assert str(caught.value) == ("c.jsonl: not an event log (no header record; the last "
                                      "line (line 1, 5 bytes) is incomplete)")

@@ -294,14 +294,14 @@ class TestWriteTimeValues:
         writer.close()
         assert_reads_back(path, expected)
 
-    def test_write_finite_keeps_the_metrics_as_written(self, tmp_path):
-        """The bus's fast path for checked batch records copies the metrics too."""
+    def test_a_batch_record_keeps_the_metrics_as_written(self, tmp_path):
+        """A batch record's metrics are copied when written, not when the chunk ends."""
         path = tmp_path / "events.parquet"
         writer = ParquetWriter(path, chunk_records=8)
         writer.write(HEADER.model_dump())
         data = r.BatchEnd(run_id="run", seq=1, batch=0, step=0,
                           logs={"loss": 0.25}).model_dump()
-        writer.write_finite(data)
+        writer.write(data)
         data["logs"]["loss"] = 99.0
         data["logs"]["acc"] = 1.0
         writer.close()

@@ -48,8 +48,8 @@ class TestSeed:
     def test_only_overridden_methods_are_subscribed(self):
         """LossHistory overrides on_batch_end: it gets batch_end, never batch_begin or epochs."""
         bus = Bus([LossHistory()])
-        assert len(bus._h_on_batch_end) == 1
-        assert bus._h_on_batch_begin == () and bus._h_on_epoch_end == ()
+        assert len(bus.subscribers("batch_end")) == 1
+        assert bus.subscribers("batch_begin") == [] and bus.subscribers("epoch_end") == []
         bus.close()
 
 

@@ -86,8 +86,8 @@ class TestConventions:
     def test_only_given_hooks_are_subscribed(self):
         """A callback with only on_epoch_end costs nothing per batch."""
         bus = Bus([LambdaCallback(on_epoch_end=lambda e, logs: None)])
-        assert bus._h_on_batch_begin == () and bus._h_on_batch_end == ()
-        assert len(bus._h_on_epoch_end) == 1
+        assert bus.subscribers("batch_begin") == [] and bus.subscribers("batch_end") == []
+        assert len(bus.subscribers("epoch_end")) == 1
         bus.close()
 
     def test_changing_logs_does_not_change_the_log(self):

@@ -101,10 +101,10 @@ class TestLayout:
     def test_epoch_update_freq_does_not_subscribe_to_batches(self, tmp_path):
         """With update_freq='epoch' the bus never calls the plugin for a batch."""
         bus = Bus([TensorBoard(tmp_path)])
-        assert bus._h_on_batch_end == ()
+        assert bus.subscribers("batch_end") == []
         bus.close()
         batch_bus = Bus([TensorBoard(tmp_path, update_freq="batch")])
-        assert len(batch_bus._h_on_batch_end) == 1
+        assert len(batch_bus.subscribers("batch_end")) == 1
         batch_bus.close()
 
     def test_weights_histograms_images_and_graph(self, tmp_path):
@@ -245,7 +245,7 @@ def feed(path, records, **params):
     """The plugin fed ``records`` as they were (as ``eventbus convert`` does)."""
     bus = Bus([TensorBoard(path, **params)])
     for record in records:
-        bus.feed(record, side_effects=True)
+        bus.write_recorded(record)
     bus.close()
 
 
@@ -313,10 +313,10 @@ class TestStepsPerSecond:
         tags = acc(tmp_path / "epoch" / "train").Tags()["scalars"]
         assert "epoch_steps_per_second" in tags and "batch_steps_per_second" not in tags
         bus = Bus([TensorBoard(tmp_path, write_steps_per_second=True)])
-        assert bus._h_on_batch_begin == () and bus._h_on_batch_end == ()
+        assert bus.subscribers("batch_begin") == [] and bus.subscribers("batch_end") == []
         bus.close()
         bus = Bus([TensorBoard(tmp_path, update_freq=3)])
-        assert bus._h_on_batch_begin == ()  # batch begins matter only to time them
+        assert bus.subscribers("batch_begin") == []  # batch begins matter only to time them
         bus.close()
 
     @settings(max_examples=12, deadline=None,

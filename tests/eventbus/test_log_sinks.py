@@ -1,4 +1,4 @@
-"""sinks.jsonl and sinks.parquet: event logs as sinks, read back; conversion between them."""
+"""The event logs as sinks (JsonlWriter, ParquetWriter), read back; conversion between them."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus import Bus, hookimpl, read_log
+from eventbus.convert import copy_log as convert
 from eventbus.errors import ConfigError
+from eventbus.jsonl import JsonlWriter as JsonlSink
+from eventbus.parquet import ParquetWriter as ParquetSink
 from eventbus.records import StopTraining, decode_nonfinite
 from eventbus.testing import RecordingWriter, same
-from sinks.jsonl import JsonlSink, convert
-from sinks.parquet import ParquetSink
-from sinks.parquet import convert as convert_from_parquet_module
 
 METRICS = st.dictionaries(st.sampled_from(["loss", "acc", "val_loss"]),
                           st.floats(allow_nan=True, allow_infinity=True), max_size=3)
@@ -96,7 +96,7 @@ class TestConvert:
         tmp = tmp_path_factory.mktemp("convert")
         records = record_run([JsonlSink(tmp / "a.jsonl")], batches)
         assert convert(tmp / "a.jsonl", tmp / "b.parquet") == len(records)
-        assert convert_from_parquet_module(tmp / "b.parquet", tmp / "c.jsonl") == len(records)
+        assert convert(tmp / "b.parquet", tmp / "c.jsonl") == len(records)
         for path in (tmp / "b.parquet", tmp / "c.jsonl"):
             assert same([r.model_dump() for r in read_log(path)], [dict(r) for r in records])
         assert pq.read_table(tmp / "b.parquet").num_rows == len(records)

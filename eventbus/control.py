@@ -1,0 +1,208 @@
+"""The control state decisions change, and applying them to the model.
+
+:class:`Control` holds what the loop reads (``stop_training``, the learning rate) and the
+weights kept by ``snapshot_weights`` decisions, and applies each recorded decision: to itself,
+and through the model adapter to the model. A side effect on the model that fails (an optimizer
+whose rate is a schedule, weights of the wrong shape) becomes a ``sink_failed`` from ``"model"``,
+never a crash. :meth:`Control.apply` returns the records its work produced, for the bus to
+record.
+
+:class:`ReplayControl` is the control of a replay or of the state a resume restores: it has no
+model, keeps the learning rate the replayed decisions set, and keeps no weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+from .model import adapter_learning_rate
+from .records import (
+    Decision,
+    Record,
+    RestoreWeights,
+    SetLearningRate,
+    SinkFailed,
+    SnapshotWeights,
+    StopTraining,
+    WeightsRestored,
+)
+from .records import Warning as WarningRecord
+
+__all__ = ["Control", "ReplayControl", "checked_learning_rate"]
+
+
+def checked_learning_rate(value: Any, field: str = "learning_rate") -> float:
+    """A learning rate given to the bus or read from a log: a finite number, 0 or more."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"Bus: {field} must be a number; got {type(value).__name__} "
+                          f"{value!r}", field=field) from None
+    if not 0.0 <= rate < float("inf"):
+        raise ConfigError(f"Bus: {field} must be a finite number, 0 or more; got {rate}",
+                          field=field)
+    return rate
+
+
+class Control:
+    """Stop flag, learning rate and kept weights of a live run, with its model adapter.
+
+    ``hold_stop``: consulted for every stop (a decision, or ``stop_training = True``); when it
+    returns True the stop is held and applied later by :meth:`stop` (ranks that must agree
+    first, see :mod:`eventbus.coordination`).
+    """
+
+    #: False for a control that only recomputes (replay): no model, no weights, no warnings.
+    live = True
+
+    def __init__(self, model: Any = None, learning_rate: float | None = None, *,
+                 hold_stop: Callable[[StopTraining | None], bool] | None = None):
+        self.model = model
+        self._lr = None if learning_rate is None else checked_learning_rate(learning_rate)
+        self._stop = False
+        self._hold_stop = hold_stop
+        #: Weights kept by ``snapshot_weights`` decisions, by tag (NumPy arrays).
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        #: Optimizer states kept with some of them (a backup's), by tag.
+        self._optimizers: dict[str, Mapping[str, Any]] = {}
+
+    # --- what the loop reads -------------------------------------------------------------------
+
+    @property
+    def stop_training(self) -> bool:
+        return self._stop
+
+    def request_stop(self, decision: StopTraining | None = None) -> None:
+        """Stop, unless the stop is held until the ranks agree."""
+        if self._hold_stop is None or not self._hold_stop(decision):
+            self._stop = True
+
+    def stop(self) -> None:
+        """Stop now (a held stop the ranks agreed on, or one a log recorded)."""
+        self._stop = True
+
+    def clear_stop(self) -> None:
+        self._stop = False
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The model adapter's learning rate if it has one, else the one kept here."""
+        if self.model is not None:
+            value = adapter_learning_rate(self.model)
+            if value is not None:
+                return value
+        return self._lr
+
+    @property
+    def kept_learning_rate(self) -> float | None:
+        """The rate last set or given here, whatever the model says (what replay compares)."""
+        return self._lr
+
+    def set_learning_rate(self, value: Any) -> None:
+        """Set the rate here and on the model adapter (which may refuse: the caller records)."""
+        self._lr = checked_learning_rate(value)
+        if self.model is not None and hasattr(self.model, "learning_rate"):
+            self.model.learning_rate = self._lr
+
+    # --- applying decisions --------------------------------------------------------------------
+
+    def apply(self, decision: Decision) -> list[Record]:
+        """Apply a recorded decision; returns the records to record for it (faults at the
+        model, weights restored, warnings)."""
+        if isinstance(decision, StopTraining):
+            self.request_stop(decision)
+            return []
+        if isinstance(decision, SetLearningRate):
+            fault = self._edge(lambda: self.set_learning_rate(decision.value), decision)
+            return [] if fault is None else [fault]
+        if isinstance(decision, (SnapshotWeights, RestoreWeights)):
+            return self._weights(decision)
+        return []
+
+    def keep(self, tag: str, weights: dict[str, Any], *,
+             optimizer: Mapping[str, Any] | None = None) -> None:
+        """Keep ``weights`` (and an optimizer state) under ``tag``, as a ``snapshot_weights``
+        decision would: a backup gives back the weights kept before a crash."""
+        self.snapshots[tag] = weights
+        if optimizer:
+            self._optimizers[tag] = optimizer
+        else:
+            self._optimizers.pop(tag, None)
+
+    def restore(self, tag: str, *, source: str, epoch: int | None,
+                cause: Decision | None = None) -> list[Record]:
+        """Put the weights kept under ``tag`` into the model; returns what to record: the
+        ``weights_restored``, the model's failure, or a warning that nothing was kept."""
+        cause_seq = None if cause is None else cause.seq
+        what = f"restore_weights from {cause.source!r}" if cause is not None else \
+            f"{source}: restoring the weights kept as {tag!r}"
+        model = self.model
+        if model is None:
+            return [WarningRecord(
+                source="bus", cause_seq=cause_seq, epoch=epoch,
+                message=f"{what} needs a model adapter; the bus has none (Bus(model=...))",
+                details={"tag": tag})]
+        weights = self.snapshots.get(tag)
+        if weights is None:
+            return [WarningRecord(
+                source="bus", cause_seq=cause_seq, epoch=epoch,
+                message=f"{what}: no weights were kept under {tag!r}; the model keeps its "
+                        "current weights", details={"tag": tag})]
+        optimizer = self._optimizers.get(tag)
+
+        def put() -> None:
+            model.set_weights(weights)
+            if optimizer and callable(getattr(model, "set_optimizer_state", None)):
+                model.set_optimizer_state(optimizer)
+
+        try:
+            put()
+        except Exception as exc:
+            return [SinkFailed(sink="model", event="restore_weights", error=type(exc).__name__,
+                               message=str(exc), cause_seq=cause_seq, epoch=epoch)]
+        return [WeightsRestored(source=source, tag=tag, cause_seq=cause_seq, epoch=epoch)]
+
+    def _weights(self, decision: SnapshotWeights | RestoreWeights) -> list[Record]:
+        if isinstance(decision, RestoreWeights):
+            return self.restore(decision.tag, source="bus", epoch=decision.epoch,
+                                cause=decision)
+        if self.model is None:
+            return [WarningRecord(
+                source="bus", cause_seq=decision.seq, epoch=decision.epoch,
+                message=f"{decision.kind} from {decision.source!r} needs a model adapter; "
+                        "the bus has none (Bus(model=...))", details={"tag": decision.tag})]
+        model = self.model
+        fault = self._edge(lambda: self.keep(decision.tag, model.get_weights()), decision)
+        return [] if fault is None else [fault]
+
+    @staticmethod
+    def _edge(action: Callable[[], Any], decision: Decision) -> SinkFailed | None:
+        """Run a side effect of a decision; its failure is the model's, recorded, not raised."""
+        try:
+            action()
+        except Exception as exc:
+            return SinkFailed(sink="model", event=decision.kind, error=type(exc).__name__,
+                              message=str(exc), cause_seq=decision.seq, epoch=decision.epoch)
+        return None
+
+
+class ReplayControl(Control):
+    """The control of a replay: decisions change the stop flag and the learning rate kept here;
+    there is no model and no weights are kept."""
+
+    live = False
+
+    def __init__(self, learning_rate: float | None = None):
+        super().__init__(None, learning_rate)
+
+    @property
+    def learning_rate(self) -> float | None:
+        return self._lr
+
+    def set_learning_rate(self, value: Any) -> None:
+        self._lr = checked_learning_rate(value)
+
+    def _weights(self, decision: SnapshotWeights | RestoreWeights) -> list[Record]:
+        return []  # replay recomputes decisions; it has no weights to keep or restore

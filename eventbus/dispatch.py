@@ -1,0 +1,177 @@
+"""Which plugin is called for which hook, in which order, and the one loop that calls them.
+
+pluggy registers and validates plugins (argument names, unknown hooks, no hook wrappers); calls
+do not go through pluggy's hook caller. For each hook the dispatcher keeps a tuple of the bound
+implementations of the active plugins, in the order the plugins were given (Keras's list order;
+pluggy's own is last-registered-first), rebuilt whenever a plugin is added or disabled. A hook
+nobody implements costs nothing; the pure subset (plugins without side effects) is what replay
+and resume feed.
+
+Every hook call goes through :meth:`Dispatcher.call`: one loop, where a handler that raises is
+handed to a failure callback and what it returns to a result callback. The bus's ``batch_end``
+has an inlined copy of it (the hottest path; see the comment there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ._markers import PROJECT_NAME
+from .errors import ConfigError
+from .plugin import plugin_name, why_not_a_plugin
+from .records import KINDS
+
+__all__ = ["EVENT_HOOKS", "HOOKS", "Dispatcher"]
+
+#: The hook of each observation kind (``on_epoch_end`` for ``epoch_end``).
+EVENT_HOOKS = tuple(f"on_{kind}" for kind, cls in KINDS.items() if cls.category == "observation")
+#: Hooks called with keywords; an implementation may take any subset of their arguments.
+_KEYWORD_HOOKS = ("augment_epoch_logs", "on_attach", "resume_from")
+HOOKS = (*EVENT_HOOKS, "on_decision", "on_close", *_KEYWORD_HOOKS)
+
+Handler = Callable[[Any], Any]
+
+
+class Dispatcher:
+    """The plugins of a bus, their labels, and a call table per hook.
+
+    ``on_change()`` is called after every rebuild of the tables (the bus refreshes what it
+    derives from them).
+    """
+
+    def __init__(self, on_change: Callable[[], None] = lambda: None):
+        self._pm = pluggy.PluginManager(PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        #: Called after every rebuild of the call tables.
+        self.on_change = on_change
+        #: Every plugin registered, in call order (disabled ones included).
+        self.plugins: list[object] = []
+        self._labels: dict[int, str] = {}
+        self._disabled: set[int] = set()
+        #: hook -> the active handlers, in call order. The same dict for the dispatcher's
+        #: life, so callers may keep it; its values are replaced on every rebuild.
+        self.calls: dict[str, tuple[Handler, ...]] = {}
+        #: hook -> the handlers of the plugins without side effects (what replay feeds).
+        self.pure: dict[str, tuple[Handler, ...]] = {}
+        #: id(handler) -> its plugin, to name the plugin a result or a failure comes from.
+        self.owner: dict[int, object] = {}
+        self._rebuild()
+
+    # --- plugins -------------------------------------------------------------------------------
+
+    def register(self, plugin: object) -> str:
+        """Add ``plugin`` after those already there; returns its label (its name, with ``#2``,
+        ``#3`` ... for a second or third plugin of one name)."""
+        problem = why_not_a_plugin(plugin)
+        if problem:
+            raise ConfigError(f"Bus: a plugin given is {problem}", field="plugins",
+                              plugin=plugin.__name__ if isinstance(plugin, type) else None)
+        if any(p is plugin for p in self.plugins):
+            raise ConfigError(f"plugin {plugin_name(plugin)!r} is already on this bus",
+                              plugin=plugin_name(plugin))
+        name = plugin_name(plugin)
+        taken = set(self._labels.values())
+        label, n = name, 1
+        while label in taken:
+            n += 1
+            label = f"{name}#{n}"
+        try:
+            self._pm.register(plugin, name=f"{label}@{id(plugin)}")
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._pm.unregister(plugin)
+            raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
+        for hook in HOOKS:
+            for impl in getattr(self._pm.hook, hook).get_hookimpls():
+                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                    self._pm.unregister(plugin)
+                    raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
+                                      "calls plugins in list order and has no wrappers",
+                                      plugin=label)
+        self.plugins.append(plugin)
+        self._labels[id(plugin)] = label
+        self._rebuild()
+        return label
+
+    def label(self, plugin: object) -> str:
+        return self._labels[id(plugin)]
+
+    def disable(self, plugin: object) -> None:
+        """Call ``plugin`` no more (it stays listed, as the run had it)."""
+        self._disabled.add(id(plugin))
+        self._rebuild()
+
+    def handlers(self, hook: str, plugin: object) -> tuple[Handler, ...]:
+        """``plugin``'s own handlers of ``hook`` (none if it lacks the hook or is disabled)."""
+        return tuple(fn for fn in self.calls[hook] if self.owner[id(fn)] is plugin)
+
+    def subscribes(self, kind: str, *, side_effects: bool = False) -> bool:
+        """Whether any active plugin (only pure ones unless ``side_effects``) handles
+        observations of ``kind``."""
+        hook = f"on_{kind}"
+        return bool((self.calls if side_effects else self.pure).get(hook))
+
+    def _rebuild(self) -> None:
+        order = {id(p): i for i, p in enumerate(self.plugins) if id(p) not in self._disabled}
+        self.owner = {}
+        for hook in HOOKS:
+            impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
+                     if id(impl.plugin) in order]
+            impls.sort(key=lambda impl: order[id(impl.plugin)])
+            pairs = [(_adapt(impl, hook), impl.plugin) for impl in impls]
+            for fn, plugin in pairs:
+                self.owner[id(fn)] = plugin
+            self.calls[hook] = tuple(fn for fn, _ in pairs)
+            self.pure[hook] = tuple(fn for fn, plugin in pairs
+                                    if not getattr(plugin, "side_effects", False))
+        self.on_change()
+
+    # --- the one call loop ----------------------------------------------------------------------
+
+    def call(self, handlers: Iterable[Handler], arg: Any,
+             took: Callable[[object, Any, Any], list[Any] | None],
+             failed: Callable[[object, Any, Exception], None]) -> list[Any]:
+        """Call each of ``handlers`` with ``arg``, in order.
+
+        A handler that raises is given to ``failed(plugin, arg, exc)`` and the loop goes on
+        (``failed`` may raise to end it); what a handler returns, unless None, is given to
+        ``took(plugin, arg, out)`` at once, so a later handler sees its effect. Returns
+        everything ``took`` returned, in order.
+        """
+        owner = self.owner
+        made: list[Any] = []
+        for fn in handlers:
+            try:
+                out = fn(arg)
+            except Exception as exc:
+                failed(owner[id(fn)], arg, exc)
+                continue
+            if out is not None:
+                got = took(owner[id(fn)], arg, out)
+                if got:
+                    made.extend(got)
+        return made
+
+
+def _adapt(impl: Any, hook: str) -> Handler:
+    """A callable taking the hook's one argument positionally, whatever the impl declares.
+
+    Keyword hooks take a dict of their arguments; an impl gets the ones it names (pluggy lets
+    it take any subset), ``logs`` as its own copy.
+    """
+    fn = impl.function
+    if hook in _KEYWORD_HOOKS:
+        names = tuple(impl.argnames)
+
+        def keywords(arg: dict[str, Any]) -> Any:
+            return fn(**{name: dict(arg[name]) if name == "logs" else arg[name]
+                         for name in names})
+
+        return keywords
+    if impl.argnames:
+        return fn  # type: ignore[no-any-return]
+    return lambda _arg, _fn=fn: _fn()

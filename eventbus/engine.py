@@ -1,0 +1,649 @@
+"""The engine: one event through the run's parts, in fixed phases.
+
+An observation is (1) recorded: stamped and written to every sink that takes its kind; (2)
+handed, as its record model, to the plugins of its hook, in list order; (3) what they return is
+taken in. A decision is checked, stamped, applied (to the control state and, through the model
+adapter, the model), written to the sinks and passed to the ``on_decision`` hooks; an outcome
+is checked, stamped and written. Applying a decision before the sinks get it is what lets a sink
+act on it (a checkpoint writer, a backup of kept weights) and find it done.
+
+What the fan-out of one record leaves (a sink failed, a sink returned records, a sink asked for
+weights to be restored) is settled once every sink has that record, so every log stays in
+``seq`` order. The bus is the public facade over this; its ``batch_end`` inlines phases 1 and 2
+for speed.
+
+Recorded events fed again (replay, resume) go through phase 2 and 3 with parts that touch
+nothing: a control without a model, a recorder that writes nothing (:meth:`Engine.recomputing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from time import time as _time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .control import Control, ReplayControl
+from .errors import EventError
+from .metrics import MAX_INDEX, coerce_logs, to_index
+from .plugin import Plugin, plugin_name
+from .recorder import Recorder
+from .records import (
+    KINDS,
+    SCHEMA_VERSION,
+    TRUSTED,
+    BatchBegin,
+    BatchEnd,
+    Decision,
+    Header,
+    Observation,
+    Outcome,
+    PluginFailed,
+    Record,
+    SinkFailed,
+    set_model_dict,
+)
+from .records import Warning as WarningRecord
+from .sink import Sink
+
+if TYPE_CHECKING:
+    from .coordination import Coordinator
+    from .cursor import Cursor
+    from .dispatch import Dispatcher
+    from .policy import FailurePolicy
+    from .recorder import Slot, Trouble
+    from .run import Run
+
+_new = object.__new__
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_TRUSTED_BATCH_END = TRUSTED[BatchEnd]
+
+__all__ = ["Engine", "RunWarning", "as_records", "checked"]
+
+
+class RunWarning(UserWarning):
+    """A ``warning`` record the bus or a plugin wrote to the log, shown as it is recorded (a
+    resume whose plugins decide differently, a monitored metric missing, ...)."""
+
+
+class Engine:
+    """Runs events through the parts (see the module documentation).
+
+    ``recorder`` and ``control`` are the current parts (while recorded events are fed again,
+    ones that write and touch nothing); ``header`` makes the run's header record.
+    """
+
+    def __init__(self, *, recorder: Recorder, control: Control, cursor: Cursor,
+                 dispatcher: Dispatcher, run: Run, header: Callable[[], Header]):
+        self.recorder = recorder
+        #: The live recorder, whose queue ``report()`` fills, whatever ``recorder`` is now.
+        self.reporting = recorder
+        self.control = control
+        self.cursor = cursor
+        self.dispatcher = dispatcher
+        self.run = run
+        self.policy: FailurePolicy  # set by the bus: the policy records through the engine
+        self._header = header
+        #: Sink and plugin faults seen so far (records, also in the log).
+        self.failures: list[Record] = []
+        # Weights a sink asked to restore, done once the record being written is settled.
+        self._restores: list[tuple[str, str]] = []
+        self.closed = False
+        #: True while the header is unwritten, outcomes wait, or the run is closed: the one
+        #: check an event makes before it is recorded.
+        self.attention = True
+        recorder.on_change = dispatcher.on_change = self.refresh
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Which batch events nothing records and nobody listens to: each then costs one
+        attribute check. A closed run is never idle: every event reaches :meth:`attend`."""
+        self._idle_batch_begin = self._is_idle("batch_begin")
+        self._idle_batch_end = self._is_idle("batch_end")
+        self._idle_other = {kind: self._is_idle(kind) for kind in (
+            "test_batch_begin", "test_batch_end", "predict_batch_begin", "predict_batch_end")}
+
+    def _is_idle(self, kind: str) -> bool:
+        return not (self.dispatcher.calls[f"on_{kind}"] or self.recorder.wants(kind)
+                    or self.closed)
+
+    # --- the batch paths -----------------------------------------------------------------------
+
+    def batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        if self._idle_batch_begin:
+            return ()  # nothing records, nobody listens: not even the logs are examined
+        if type(batch) is not int or not 0 <= batch <= MAX_INDEX:
+            batch = to_index(batch, "batch", "batch_begin")
+        if self.attention:
+            self.attend()
+        clean = coerce_logs(logs, "batch_begin") if logs is not None else {}
+        recorder, cursor = self.recorder, self.cursor
+        recorder.seq = seq = recorder.seq + 1
+        # Keys in the model's field order, so the record prints as a validated one would.
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
+                  "kind": "batch_begin", "time": _time(), "logs": clean,
+                  "epoch": cursor.epoch, "batch": batch, "step": cursor.step}
+        return self.emit(BatchBegin, record)
+
+    def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
+        """``Bus.batch_end`` (bound on the bus itself). The hottest path of all: :meth:`emit`'s
+        work and the dispatcher's call loop, inlined, for the common case of a dict of finite
+        Python floats (a shared helper measured 2-3% of its cost; docs/performance.md has what
+        each line costs). Change them together."""
+        if self._idle_batch_end:
+            self.cursor.step += 1
+            return ()
+        if type(batch) is not int or not 0 <= batch <= 0x7FFFFFFFFFFFFFFF:  # MAX_INDEX
+            batch = to_index(batch, "batch", "batch_end")
+        finite = True
+        if type(logs) is dict:
+            clean = logs.copy()
+            for key, value in clean.items():
+                # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
+                if type(value) is not float or type(key) is not str or value - value:
+                    clean = coerce_logs(logs, "batch_end")
+                    finite = False  # may hold NaN or infinity: each sink checks
+                    break
+        elif logs is None:
+            clean = {}
+        else:  # another mapping, or not a mapping at all: coerce_logs says which
+            clean = coerce_logs(logs, "batch_end")
+            finite = False
+        if self.attention:
+            self.attend()
+        recorder, cursor = self.recorder, self.cursor
+        recorder.seq = seq = recorder.seq + 1
+        step = cursor.step
+        # In records.BATCH_FIELDS order.
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
+                  "kind": "batch_end", "time": _time(), "logs": clean, "epoch": cursor.epoch,
+                  "batch": batch, "step": step}
+        cursor.step = step + 1
+        tables = recorder.tables
+        if finite:
+            writes, owners = tables.finite_writes, tables.finite_owners
+            if tables.lines:
+                try:
+                    line = _dumps(record, option=_NEWLINE)  # one encoding for every line sink
+                except Exception:  # e.g. an index beyond 64 bits: each sink reports it
+                    writes, owners = tables.writes["batch_end"], tables.owners["batch_end"]
+                else:
+                    for append in tables.lines:
+                        append(line)
+                    if not seq & 63:  # nothing else looks at these buffers' size
+                        self.settle(recorder.flush_full(), "batch_end", None)
+        else:
+            writes, owners = tables.writes["batch_end"], tables.owners["batch_end"]
+        if writes:
+            self.settle(recorder.fan_out(record, writes, owners, 0), "batch_end", record)
+        handlers = self.dispatcher.calls["on_batch_end"]
+        if not handlers:
+            return ()
+        event = _new(_TRUSTED_BATCH_END)  # the record as its pydantic model, not re-validated
+        set_model_dict(event, record)
+        decisions: list[Decision] | None = None
+        for fn in handlers:
+            try:
+                out = fn(event)
+            except Exception as exc:
+                self.event_failed(self.dispatcher.owner[id(fn)], event, exc)
+                continue
+            if out is not None:
+                made = self.accept(self.dispatcher.owner[id(fn)], event, out)
+                if made:
+                    decisions = made if decisions is None else [*decisions, *made]
+        if decisions:
+            self.flush()
+            return decisions
+        return ()
+
+    def other_batch(self, kind: str, batch: int,
+                    logs: Mapping[str, Any] | None) -> Sequence[Decision]:
+        """An evaluation batch (of the fit's epoch, or none) or a prediction batch."""
+        if self._idle_other[kind]:
+            return ()
+        fields: dict[str, Any] = {"batch": to_index(batch, "batch", kind)}
+        if kind.startswith("test"):
+            fields = {"epoch": self.cursor.eval_epoch(), **fields}
+        return self.observe(kind, fields, logs)
+
+    # --- plugins and sinks ---------------------------------------------------------------------
+
+    coordinator: Coordinator | None = None  # set by the bus: who admits a plugin here
+
+    def register(self, plugin: object) -> str:
+        """Add a plugin (see ``Bus.register``); a plugin that is a sink is written to."""
+        name = plugin_name(plugin)
+        if self.coordinator is not None and not self.coordinator.admits(name):
+            return name  # runs on another process of the job
+        label = self.dispatcher.register(plugin)
+        if isinstance(plugin, Sink):
+            self.recorder.attach(plugin, label)
+        if self.recorder.started:
+            self.record(WarningRecord(
+                source="bus", message=f"plugin {label!r} was registered after the run started; "
+                "the log header does not list it, so replay cannot rebuild it from the log",
+                details={"plugin": label}))
+        for fn in self.dispatcher.handlers("on_attach", plugin):
+            fn({"run": self.run, "bus": self.run})
+        return label
+
+    def add_sink(self, sink: Any) -> None:
+        """A sink that is a plugin is registered (listed in the header), any other attached."""
+        if isinstance(sink, Plugin):
+            self.register(sink)
+        else:
+            self.recorder.attach_target(sink)
+
+    def remove_sink(self, sink: Any) -> None:
+        slot = self.recorder.detach(sink)
+        if slot is not None:
+            self.close_sink(slot)
+
+    def disable(self, plugin: object) -> None:
+        """Take a plugin out of the run: no more hooks, and no more records if it is a sink."""
+        self.dispatcher.disable(plugin)
+        slot = self.recorder.detach(plugin)
+        if slot is not None:
+            with contextlib.suppress(Exception):
+                slot.call("close")
+
+    def subscribers(self, kind: str) -> list[object]:
+        """The plugins whose hook handles ``kind``, in call order, then the sinks taking it."""
+        owner = self.dispatcher.owner
+        plugins = [owner[id(fn)] for fn in self.dispatcher.calls.get(f"on_{kind}", ())]
+        sinks = [slot.sink for slot in self.recorder.tables.owners.get(kind, ())
+                 if not any(slot.sink is p for p in plugins)]
+        return [*plugins, *sinks]
+
+    # --- observations --------------------------------------------------------------------------
+
+    def attend(self) -> None:
+        """The rare work before an event: the header, outcomes queued by ``report()``.
+
+        Done before the event takes its seq and time, so the log stays in seq order and the
+        header's time comes before the first event's.
+        """
+        if self.closed:
+            raise EventError("the bus is closed: an event published after close() would not be "
+                             "recorded (close the bus after train_end, or use a new bus)")
+        self.start()
+        self.drain()
+
+    def drain(self) -> None:
+        self.attention = self.closed  # cleared first: a report() racing with this sets it again
+        for outcome in self.reporting.take_pending():
+            self.record(outcome)
+
+    def observe(self, kind: str, fields: dict[str, Any],
+                logs: Mapping[str, Any] | None) -> Sequence[Decision]:
+        """Record an observation of ``kind`` and run its plugins (every kind but the bus's
+        inlined ``batch_end``)."""
+        if self.attention:
+            self.attend()
+        logs = coerce_logs(logs, kind) if logs is not None else {}
+        refused: list[tuple[object, Exception]] = []
+        if kind in ("epoch_begin", "epoch_end"):
+            if kind == "epoch_end":
+                refused = self._augment(fields["epoch"], logs)
+            lr = self.control.learning_rate
+            if lr is not None and "learning_rate" not in logs:
+                logs["learning_rate"] = lr
+        recorder = self.recorder
+        recorder.seq = seq = recorder.seq + 1
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq, "kind": kind,
+                  "time": _time(), "logs": logs, **fields}
+        decisions = self.emit(KINDS[kind], record, refused)
+        if kind == "epoch_end" and not decisions:
+            self.flush()
+        elif kind == "train_end":
+            self.sync()
+        return decisions
+
+    def emit(self, cls: type[Record], record: dict[str, Any],
+             refused: Sequence[tuple[object, Exception]] = ()) -> Sequence[Decision]:
+        """Record ``record``, then hand it, as its model, to the plugins of its hook. Plugins
+        whose ``augment_epoch_logs`` failed (``refused``) fail after the record is kept: the
+        loop's metrics are not lost with a plugin's."""
+        self.settle(self.recorder.write(record), record["kind"], record)
+        for plugin, exc in refused:
+            self.policy.plugin_failed(plugin, record["kind"], record["seq"], self.cursor.epoch,
+                                      exc)
+        handlers = self.dispatcher.calls[f"on_{record['kind']}"]
+        if not handlers:
+            return ()
+        event = _new(TRUSTED[cls])  # the record, as its pydantic model, without re-validation
+        set_model_dict(event, record)
+        return self.dispatch(event, handlers)
+
+    def dispatch(self, event: Any, handlers: Sequence[Any]) -> Sequence[Decision]:
+        """Call ``handlers`` with ``event``; the decisions they make are applied and returned."""
+        decisions = self.dispatcher.call(handlers, event, self.accept, self.event_failed)
+        if decisions:
+            self.flush()
+            return decisions
+        return ()
+
+    def _augment(self, epoch: int, logs: dict[str, float]) -> list[tuple[object, Exception]]:
+        """Add what ``augment_epoch_logs`` plugins give to ``logs``; returns the plugins that
+        raised or gave something that is not metrics, with their errors."""
+        refused: list[tuple[object, Exception]] = []
+
+        def took(plugin: object, _arg: Any, extra: Any) -> None:
+            try:
+                extra = coerce_logs(extra, "epoch_end", plugin=self.dispatcher.label(plugin))
+            except Exception as exc:
+                refused.append((plugin, exc))
+                return
+            for key, value in extra.items():
+                logs.setdefault(key, value)
+
+        self.dispatcher.call(self.dispatcher.calls["augment_epoch_logs"],
+                             {"epoch": epoch, "logs": logs}, took,
+                             lambda plugin, _arg, exc: refused.append((plugin, exc)))
+        return refused
+
+    # --- recorded events fed again -------------------------------------------------------------
+
+    def feed(self, record: Record, *, side_effects: bool) -> Sequence[Decision]:
+        """Dispatch a recorded record as it was, writing nothing (see ``Bus.feed``)."""
+        if isinstance(record, Decision):
+            if side_effects:
+                self.dispatcher.call(self.dispatcher.calls["on_decision"], record,
+                                     lambda *_: None, self._decision_failed)
+            return ()
+        if not isinstance(record, Observation):
+            return ()
+        kind = record.kind
+        if self.cursor.replayed(record):
+            self.clear_stop()  # a new fit starts unstopped, as it did live
+        table = self.dispatcher.calls if side_effects else self.dispatcher.pure
+        handlers = table[f"on_{kind}"]
+        if not handlers:
+            self.recorder.seq = record.seq
+            return ()  # no plugin sees it: the position above is all it changes
+        control = self.control
+        if not control.live and kind in ("epoch_begin", "epoch_end") and \
+                control.learning_rate is not None:
+            record = record.model_copy(
+                update={"logs": {**record.logs, "learning_rate": control.learning_rate}})
+        with self.writing_nothing():
+            self.recorder.seq = record.seq
+            return self.dispatch(record, handlers)
+
+    def write_recorded(self, record: Record) -> None:
+        """Write a recorded record to the sinks as it was (see ``Bus.write_recorded``)."""
+        recorder = self.recorder
+        recorder.started = True
+        if not recorder.opened:
+            recorder.open(self.run)
+        if isinstance(record, Observation):
+            self.cursor.replayed(record)
+        recorder.seq = max(recorder.seq, record.seq)
+        self.settle(recorder.write(record.model_dump()), record.kind, record)
+
+    @contextlib.contextmanager
+    def recomputing(self, learning_rate: float | None) -> Iterator[None]:
+        """A control with no model (from ``learning_rate``) and a recorder that writes nothing
+        while the block runs; the live parts are put back after."""
+        live = self.control
+        self.control = ReplayControl(learning_rate)
+        try:
+            with self.writing_nothing():
+                yield
+        finally:
+            self.control = live
+
+    @contextlib.contextmanager
+    def writing_nothing(self) -> Iterator[None]:
+        live = self.recorder
+        if not live.slots:
+            yield  # writes nothing already (a replay's)
+            return
+        silent = Recorder(live.run_id, silent=True)
+        silent.started, silent.seq = True, live.seq
+        self.recorder = silent
+        try:
+            yield
+        finally:
+            self.recorder = live
+            self.refresh()
+
+    clear_stop: Callable[[], None]  # set by the bus: the coordinator hears of it too
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the sinks (they learn the run before its first record) and write the header."""
+        recorder = self.recorder
+        if not recorder.opened:
+            recorder.open(self.run)
+        if not recorder.started:
+            recorder.started = True
+            if recorder.slots:
+                self.settle(recorder.write(self._header().model_dump()), "header", None)
+
+    def record(self, item: Record, *, source: str = "", cause: Any = None) -> Record:
+        """Stamp ``item`` with the envelope (and source, cause, epoch if unset), record it."""
+        self.start()  # first, so the header's time is before this record's
+        stamped = self.recorder.stamp(item, source=source, cause=cause, epoch=self.cursor.epoch)
+        self._publish(stamped, ())
+        return stamped
+
+    def decide(self, item: Decision, *, source: str = "", cause: Any = None) -> Decision:
+        """Stamp a decision, apply it, record it, pass it to the ``on_decision`` hooks."""
+        self.start()
+        stamped: Decision = self.recorder.stamp(  # type: ignore[assignment]
+            item, source=source, cause=cause, epoch=self.cursor.epoch)
+        self._publish(stamped, self.control.apply(stamped))
+        if self.control.live:
+            self.dispatcher.call(self.dispatcher.calls["on_decision"], stamped,
+                                 self._outcomes_of, self._decision_failed)
+        return stamped
+
+    def _publish(self, stamped: Record, effects: Sequence[Record]) -> None:
+        """Write a stamped record to the sinks, then the records its application produced."""
+        troubles = self.recorder.write(stamped.model_dump())
+        if isinstance(stamped, (SinkFailed, PluginFailed)):
+            self.failures.append(stamped)  # however it arrived: raised, returned or reported
+        elif isinstance(stamped, WarningRecord) and self.control.live:
+            warnings.warn(f"{stamped.source or 'bus'}: {stamped.message}", RunWarning,
+                          stacklevel=5)
+        for effect in effects:
+            self.record(effect)
+        self.settle(troubles, stamped.kind, stamped)
+
+    def restore(self, tag: str, *, source: str) -> None:
+        """Put the weights kept under ``tag`` back into the model once the record being written
+        is settled (see :meth:`eventbus.Bus.restore_kept`)."""
+        self._restores.append((tag, source))
+
+    # --- what a fan-out left --------------------------------------------------------------------
+
+    def settle(self, troubles: list[Trouble] | None, kind: str, cause: Any) -> None:
+        """Record what a fan-out left: sinks that failed, records sinks returned, weights a
+        sink asked to restore."""
+        if troubles:
+            seq = cause["seq"] if isinstance(cause, dict) else getattr(cause, "seq", None)
+            for trouble in troubles:
+                if trouble.error is not None:
+                    self.sink_failed(trouble.slot, kind, seq, trouble.error)
+                else:
+                    self.take_from_sink(trouble.slot, cause, trouble.out)
+        while self._restores:
+            tag, source = self._restores.pop(0)
+            for record in self.control.restore(tag, source=source, epoch=self.cursor.ended):
+                self.record(record)
+
+    def sink_failed(self, slot: Slot, kind: str, seq: int | None, exc: BaseException) -> None:
+        if any(plugin is slot.sink for plugin in self.dispatcher.plugins):
+            self.dispatcher.disable(slot.sink)  # a plugin that is a sink: its hooks go too
+        self.policy.sink_failed(slot.name, kind, self.recorder.seq if seq is None else seq,
+                                self.cursor.epoch, exc)
+
+    def take_from_sink(self, slot: Slot, cause: Any, out: Any) -> None:
+        """Records a sink returned: outcomes recorded, decisions applied and recorded."""
+        kind = cause["kind"] if isinstance(cause, dict) else getattr(cause, "kind", "close")
+        try:
+            items = [checked(item, slot.name, kind) for item in as_records(out, slot.name, kind)]
+        except Exception as exc:
+            self.sink_failed(slot, kind, None, exc)
+            return
+        event = _Cause(cause) if isinstance(cause, dict) else cause
+        for item in items:
+            if isinstance(item, Decision):
+                self.decide(item, source=slot.name, cause=event)
+            elif isinstance(item, Outcome):
+                self.record(item, source=slot.name, cause=event)
+            else:
+                self.sink_failed(slot, kind, None, EventError(
+                    f"sink {slot.name!r} returned a {item.kind} record; sinks return outcomes "
+                    "or decisions", event=kind, plugin=slot.name))
+
+    def flush(self) -> None:
+        self.settle(self.recorder.flush(), "flush", None)
+
+    def sync(self) -> None:
+        self.settle(self.recorder.sync(), "train_end", None)
+
+    # --- what plugins return -------------------------------------------------------------------
+
+    def accept(self, plugin: object, event: Any, out: Any) -> list[Decision] | None:
+        """Record, apply and pass on what a plugin returned for ``event``."""
+        label = self.dispatcher.label(plugin)
+        try:
+            items = as_records(out, label, event.kind)  # a generator hook runs here
+        except Exception as exc:
+            self.event_failed(plugin, event, exc)
+            return None
+        decisions: list[Decision] = []
+        for item in items:
+            if isinstance(item, (Decision, Outcome)):
+                try:
+                    item = checked(item, label, event.kind)
+                except EventError as exc:
+                    self.event_failed(plugin, event, exc)
+                    continue
+            if isinstance(item, Decision):
+                decisions.append(self.decide(item, source=label, cause=event))
+            elif isinstance(item, Outcome):
+                self.record(item, source=label, cause=event)
+            else:
+                self.event_failed(plugin, event, EventError(
+                    f"plugin {label!r} returned a {item.kind} record from {event.kind}; plugins "
+                    "return decisions or outcomes, the loop publishes observations",
+                    event=event.kind, plugin=label))
+        return decisions
+
+    def event_failed(self, plugin: object, event: Any, exc: Exception) -> None:
+        self.policy.plugin_failed(plugin, event.kind, event.seq, self.cursor.epoch, exc)
+
+    def _outcomes_of(self, plugin: object, decision: Decision, out: Any) -> None:
+        """What an ``on_decision`` hook returned: outcomes only."""
+        label = self.dispatcher.label(plugin)
+        try:
+            items = [checked(item, label, decision.kind) if isinstance(item, Outcome) else item
+                     for item in as_records(out, label, decision.kind)]
+        except Exception as exc:
+            self._decision_failed(plugin, decision, exc)
+            return
+        for item in items:
+            if isinstance(item, Outcome):
+                self.record(item, source=label, cause=decision)
+            else:
+                self._decision_failed(plugin, decision, EventError(
+                    f"plugin {label!r} returned a {item.kind} record from on_decision; only "
+                    "outcomes may be returned there", event=decision.kind, plugin=label))
+
+    def _decision_failed(self, plugin: object, decision: Decision, exc: Exception) -> None:
+        self.policy.plugin_failed(plugin, decision.kind, decision.seq, self.cursor.epoch, exc)
+
+    # --- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let plugins flush (``on_close``), then close the sinks, the logs last; what was
+        reported is recorded before each sink closes."""
+        self.closed = self.attention = True
+        self.policy.closing = True
+        self.refresh()
+        if self.recorder.slots and not self.recorder.started:
+            self.start()
+        self.dispatcher.call(self.dispatcher.calls["on_close"], None, self._at_close,
+                             lambda plugin, _arg, exc: self.policy.plugin_failed(
+                                 plugin, "close", None, self.cursor.epoch, exc))
+        # Sinks that take some kinds first, recording what each returns or reports as it
+        # closes; then the logs, which take every record, all with the same records.
+        self.drain()
+        for slot in self.recorder.closing_order():
+            self.recorder.detach(slot.sink)
+            self.close_sink(slot)
+            if slot.kinds is not None:
+                self.drain()
+
+    def close_sink(self, slot: Slot) -> None:
+        """Close a sink taken out of the recorder; what it returns, or its failure, is recorded
+        in the sinks still open."""
+        try:
+            out = slot.call("close")
+        except Exception as exc:
+            self.record(SinkFailed(sink=slot.name, event="close", error=type(exc).__name__,
+                                   message=str(exc), epoch=self.cursor.epoch))
+            return
+        if out is not None:
+            self.take_from_sink(slot, {"kind": "close", "seq": None}, out)
+
+    def _at_close(self, plugin: object, _arg: Any, out: Any) -> None:
+        label = self.dispatcher.label(plugin)
+        try:
+            items = [checked(item, label, "close") if isinstance(item, (Decision, Outcome))
+                     else item for item in as_records(out, label, "close")]
+        except Exception as exc:
+            self.policy.plugin_failed(plugin, "close", None, self.cursor.epoch, exc)
+            return
+        for item in items:
+            self.record(item, source=label)
+
+
+class _Cause:
+    """A written record as the cause of what a sink returned (its seq and epoch)."""
+
+    __slots__ = ("epoch", "kind", "seq")
+
+    def __init__(self, record: dict[str, Any]):
+        self.kind = record.get("kind")
+        self.seq = record.get("seq")
+        self.epoch = record.get("epoch")
+
+
+def as_records(out: Any, label: str, kind: str) -> Iterable[Record]:
+    """What a hook or sink returned, as records; an :class:`EventError` naming who and what."""
+    if out is None:
+        return ()
+    if isinstance(out, Record):
+        return (out,)
+    if isinstance(out, Iterable) and not isinstance(out, (str, bytes, Mapping)):
+        items = tuple(out)
+        for i, item in enumerate(items):
+            if not isinstance(item, Record):
+                raise EventError(f"plugin {label!r} returned a {type(out).__name__} from {kind} "
+                                 f"whose item {i} is a {type(item).__name__} ({item!r:.60}), "
+                                 "not a record (decision or outcome)", plugin=label, event=kind)
+        return items
+    raise EventError(f"plugin {label!r} returned {type(out).__name__} from {kind}; a hook "
+                     "returns None, a record (decision or outcome) or an iterable of records",
+                     plugin=label, event=kind)
+
+
+def checked(item: Record, label: str, kind: str) -> Record:
+    """A record a plugin returned, validated: one made with ``model_construct`` (or changed
+    after construction) could otherwise put a record in the log that no reader accepts."""
+    try:
+        return type(item).model_validate(dict(item.__dict__))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        who = f"plugin {label!r} returned" if label != "bus" else f"{kind}: given"
+        raise EventError(f"{who} an invalid {item.kind} record from {kind}: {exc}",
+                         plugin=None if label == "bus" else label, event=kind) from None

@@ -1,0 +1,313 @@
+"""Recording: the envelope, the header once, and the fan-out of every record to the sinks.
+
+The recorder stamps each record with the run's envelope (run id, the next ``seq``, the time)
+and hands it, as the plain dict a log stores, to every sink that takes its kind (see
+:mod:`eventbus.sink`). It opens the sinks before the first record, and keeps the queue behind
+``Bus.report()``: outcomes from other threads, recorded on the bus's thread at the next event.
+
+A recorder with no sinks writes nothing: that is what a replay, and the state a resume
+restores, records into.
+
+:meth:`Recorder.write` never raises for a sink: a sink that fails is taken out of the run
+(closed, so what it buffered stays) and returned with its error, after every other sink has the
+record, for the bus to record as ``sink_failed``; every log so stays in ``seq`` order. What a
+sink returns (an outcome, a decision) is returned the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from time import time as _time
+from typing import Any
+
+from ._version import __version__
+from .errors import ConfigError, LogError
+from .log import has_records, open_writer
+from .plugin import plugin_spec
+from .records import KINDS, SCHEMA_VERSION, Decision, Header, Outcome, PluginSpec, Record
+from .run import Run
+
+__all__ = ["Recorder", "Slot", "Trouble", "make_header"]
+
+_ALL_KINDS = tuple(KINDS)
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sink attached to a recorder, with its methods bound once."""
+
+    sink: Any
+    #: The name its failures are recorded under.
+    name: str
+    kinds: frozenset[str] | None
+    write: Callable[[dict[str, Any]], Any]
+    #: The JSON Lines fast path (``Sink.line_buffer``), or None.
+    buffer: bytearray | None = None
+    limit: int = 1 << 20
+    #: True when the sink appends to a file that already holds this run (its header too).
+    continued: bool = False
+    opened: bool = False
+
+    def call(self, method: str) -> Any:
+        fn = getattr(self.sink, method, None)
+        if fn is None and method == "sync":
+            fn = getattr(self.sink, "flush", None)
+        return fn() if callable(fn) else None
+
+
+@dataclass(eq=False)
+class Trouble:
+    """What the fan-out of one record left to do: a sink failed, or a sink returned records."""
+
+    slot: Slot
+    error: BaseException | None = None
+    out: Any = None
+
+
+@dataclass(eq=False)
+class _Tables:
+    """Per kind, what a record of it is written to (rebuilt when the sinks change)."""
+
+    #: kind -> the write methods of the sinks taking it, and those sinks.
+    writes: dict[str, tuple[Callable[[dict[str, Any]], Any], ...]] = field(default_factory=dict)
+    owners: dict[str, tuple[Slot, ...]] = field(default_factory=dict)
+    #: For a batch_end whose metrics are finite floats: the line buffers' ``extend``, and the
+    #: writes of the other sinks taking batch_end.
+    lines: tuple[Callable[[bytes], Any], ...] = ()
+    line_slots: tuple[Slot, ...] = ()
+    finite_writes: tuple[Callable[[dict[str, Any]], Any], ...] = ()
+    finite_owners: tuple[Slot, ...] = ()
+
+
+class Recorder:
+    """Stamps records and writes them to the sinks of one run."""
+
+    def __init__(self, run_id: str, on_change: Callable[[], None] = lambda: None, *,
+                 silent: bool = False):
+        self.run_id = run_id
+        #: A recorder that writes nothing (replay's, and a resume's while it recomputes):
+        #: sinks given to it are not kept.
+        self.silent = silent
+        #: Called whenever the sinks change (the bus refreshes its idle checks).
+        self.on_change = on_change
+        #: The seq of the last record.
+        self.seq = 0
+        #: True once the run's log has its header (written, or found in a log continued).
+        self.started = False
+        self.slots: list[Slot] = []
+        self.tables = _Tables()
+        #: Outcomes reported from other threads, recorded at the next event.
+        self.pending: deque[Outcome] = deque()
+        self._run: Run | None = None
+        self._rebuild()
+
+    # --- sinks ---------------------------------------------------------------------------------
+
+    def attach_target(self, target: Any, *, append: bool = False) -> Slot:
+        """Write to ``target``: a log path (in the format its name says; ``append`` continues
+        a log there) or a sink object."""
+        if isinstance(target, (str, os.PathLike)):
+            continued = append and has_records(target)
+            try:
+                writer = open_writer(target, append=append)
+            except OSError as exc:
+                raise LogError(f"Bus: log {os.fspath(target)!r} cannot be opened for writing: "
+                               f"{exc.strerror or exc}", path=os.fspath(target)) from exc
+            return self.attach(writer, writer.name, continued=continued)
+        if all(callable(getattr(target, m, None)) for m in ("write", "flush", "close")):
+            return self.attach(target, getattr(target, "name", type(target).__name__),
+                               continued=has_records(getattr(target, "path", None)))
+        raise ConfigError(f"Bus: log must be a path or a sink with write/flush/close; got "
+                          f"{type(target).__name__}", field="log")
+
+    def attach(self, sink: Any, name: str, *, continued: bool = False) -> Slot:
+        """Write to ``sink`` from now on (opened at once if the run has started)."""
+        kinds = getattr(sink, "takes", None)
+        buffer = getattr(sink, "line_buffer", None)
+        slot = Slot(sink, name, None if kinds is None else frozenset(kinds), sink.write,
+                    buffer if isinstance(buffer, bytearray) else None,
+                    int(getattr(sink, "buffer_bytes", 1 << 20)), continued)
+        if self.silent:
+            return slot
+        self.slots.append(slot)
+        if self._run is not None:
+            self._open(slot, self._run)
+        self._rebuild()
+        return slot
+
+    def detach(self, sink: Any) -> Slot | None:
+        """Write to ``sink`` no more (not closed here)."""
+        slot = self.slot(sink)
+        if slot is not None:
+            self.slots.remove(slot)
+            self._rebuild()
+        return slot
+
+    def slot(self, sink: Any) -> Slot | None:
+        return next((s for s in self.slots if s.sink is sink), None)
+
+    @property
+    def opened(self) -> bool:
+        """True once the sinks have been opened with the run."""
+        return self._run is not None
+
+    def open(self, run: Run) -> None:
+        """Open every sink not yet opened: the run starts, or goes on after a resume."""
+        self._run = run
+        for slot in list(self.slots):
+            self._open(slot, run)
+
+    @staticmethod
+    def _open(slot: Slot, run: Run) -> None:
+        if not slot.opened:
+            slot.opened = True
+            opener = getattr(slot.sink, "open", None)
+            if callable(opener):
+                opener(run)
+
+    def wants(self, kind: str) -> bool:
+        """Whether any sink takes records of ``kind``."""
+        return bool(self.tables.writes.get(kind))
+
+    def _rebuild(self) -> None:
+        # A new object, so a reference taken before a sink failed stays as it was.
+        tables = _Tables()
+        for kind in _ALL_KINDS:
+            owners = tuple(s for s in self.slots if s.kinds is None or kind in s.kinds)
+            tables.owners[kind] = owners
+            tables.writes[kind] = tuple(s.write for s in owners)
+        batch = tables.owners["batch_end"]
+        tables.line_slots = tuple(s for s in batch if s.buffer is not None)
+        tables.lines = tuple(s.buffer.extend for s in tables.line_slots)  # type: ignore[union-attr]
+        tables.finite_owners = tuple(s for s in batch if s.buffer is None)
+        tables.finite_writes = tuple(s.write for s in tables.finite_owners)
+        self.tables = tables
+        self.on_change()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def stamp(self, item: Record, *, source: str = "", cause: Any = None,
+              epoch: int | None = None) -> Record:
+        """``item`` with the envelope (and ``source``, ``cause_seq``, ``epoch`` if unset)."""
+        self.seq += 1
+        update: dict[str, Any] = {"v": SCHEMA_VERSION, "run_id": self.run_id, "seq": self.seq,
+                                  "time": _time()}
+        if isinstance(item, (Decision, Outcome)):
+            if not item.source and source:
+                update["source"] = source
+            if item.cause_seq is None and cause is not None:
+                update["cause_seq"] = cause.seq
+            if item.epoch is None:
+                of_cause = getattr(cause, "epoch", None) if cause is not None else None
+                update["epoch"] = of_cause if of_cause is not None else epoch
+        return item.model_copy(update=update)
+
+    def write(self, record: dict[str, Any]) -> list[Trouble] | None:
+        """Give ``record`` to every sink taking its kind; returns what is left to do."""
+        kind = record["kind"]
+        writes = self.tables.writes.get(kind)
+        if writes is None:  # not a kind of this schema: every sink reports it
+            writes, owners = tuple(s.write for s in self.slots), tuple(self.slots)
+        else:
+            owners = self.tables.owners[kind]
+        return self.fan_out(record, writes, owners, 0)
+
+    def fan_out(self, record: dict[str, Any], writes: tuple[Any, ...],
+                owners: tuple[Slot, ...], start: int) -> list[Trouble] | None:
+        """Write ``record`` with ``writes[start:]`` (made by ``owners``), going on past a sink
+        that fails; returns the failures and results, None when there are none."""
+        left: list[Trouble] | None = None
+        for i in range(start, len(writes)):
+            try:
+                out = writes[i](record)
+            except Exception as exc:
+                if left is None:
+                    left = []
+                left.append(Trouble(owners[i], error=exc))
+                continue
+            if out is not None:
+                if left is None:
+                    left = []
+                left.append(Trouble(owners[i], out=out))
+        for trouble in left or ():
+            if trouble.error is not None:
+                self.detach(trouble.slot.sink)
+                with contextlib.suppress(Exception):  # keep what it holds
+                    trouble.slot.call("close")
+        return left
+
+    def flush_full(self) -> list[Trouble] | None:
+        """Flush the line buffers that have reached their size (the bus asks every 64
+        batches: nothing else looks at their size)."""
+        full = [s for s in self.tables.line_slots if s.buffer is not None
+                and len(s.buffer) >= s.limit]
+        return self.call(full, "flush") if full else None
+
+    def call(self, slots: Collection[Slot], method: str) -> list[Trouble] | None:
+        """Call ``method`` (flush, sync) of each of ``slots``; one that raises is taken out."""
+        left: list[Trouble] | None = None
+        for slot in list(slots):
+            try:
+                slot.call(method)
+            except Exception as exc:
+                self.detach(slot.sink)
+                with contextlib.suppress(Exception):
+                    slot.call("close")
+                if left is None:
+                    left = []
+                left.append(Trouble(slot, error=exc))
+        return left
+
+    def flush(self) -> list[Trouble] | None:
+        return self.call(self.slots, "flush")
+
+    def sync(self) -> list[Trouble] | None:
+        return self.call(self.slots, "sync")
+
+    def closing_order(self) -> list[Slot]:
+        """The sinks in the order they close: those taking some kinds first, the logs (every
+        record) last, so the logs hold what the others report as they close."""
+        return [s for s in self.slots if s.kinds is not None] + \
+            [s for s in self.slots if s.kinds is None]
+
+    # --- the queue behind report() ---------------------------------------------------------------
+
+    def report(self, outcome: Outcome) -> None:
+        """Queue an outcome (from any thread: a deque's append is atomic)."""
+        self.pending.append(outcome)
+
+    def take_pending(self) -> list[Outcome]:
+        taken: list[Outcome] = []
+        while self.pending:
+            taken.append(self.pending.popleft())
+        return taken
+
+
+def make_header(run_id: str, plugins: Iterable[tuple[object, str]], meta: Mapping[str, Any], *,
+                learning_rate: float | None, model: Any,
+                extra: Mapping[str, Any] | None = None) -> Header:
+    """The header record a run's log starts with: every plugin (with the label its records
+    carry) and its parameters, the run's meta, the learning rate and the model's config."""
+    specs: list[PluginSpec] = []
+    for plugin, label in plugins:
+        spec = plugin_spec(plugin)
+        if label != spec.name:
+            spec = spec.model_copy(update={"label": label})
+        specs.append(spec)
+    meta = dict(meta)
+    if learning_rate is not None:
+        meta.setdefault("learning_rate", learning_rate)
+    if model is not None and callable(getattr(model, "get_config", None)):
+        try:
+            meta.setdefault("model", model.get_config())
+        except Exception as exc:  # the header must not fail a run over a model's config
+            meta.setdefault("model_config_error", f"{type(exc).__name__}: {exc}")
+    meta.update(extra or {})
+    return Header(run_id=run_id, seq=0, time=_time(),
+                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  library=f"eventbus {__version__}", plugins=specs, meta=meta)

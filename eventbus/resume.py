@@ -1,0 +1,183 @@
+"""Resume: go on with a run recorded in a log, every plugin's state restored.
+
+The recorded observations up to the last finished epoch are fed again to the pure plugins,
+with no side effects (a control without a model, a recorder that writes nothing), so wait
+counters, best values, cooldowns and the learning rate are what they were. What the log's
+decisions did is what happened: they set the control state even if the plugins given now would
+decide otherwise (a ``warning`` record says so). Records after that epoch belong to an epoch
+the loop runs again; the ``resumed`` record's ``from_seq`` marks them abandoned, and readers
+skip them (:mod:`eventbus.effective`). A decision the plugins make now that the log lacks (the
+crash came between an event and its decisions) is recorded and applied.
+
+The log is streamed: where the run goes on is found first by a quick search
+(:func:`eventbus.effective.resume_point`), then the log is read once, up to that point.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from .control import checked_learning_rate
+from .effective import read_effective, resume_point
+from .errors import ConfigError, LogCorruptError, LogError
+from .log import has_records, is_parquet, last_seq
+from .records import (
+    Decision,
+    Header,
+    Observation,
+    Resumed,
+    SetLearningRate,
+    StopTraining,
+    same_decision,
+)
+from .records import Warning as WarningRecord
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+__all__ = ["resume", "resume_source", "same_path"]
+
+
+def same_path(sink: object, path: str | os.PathLike[str]) -> bool:
+    """Whether ``sink`` writes the file at ``path``."""
+    own = getattr(sink, "path", None)
+    try:
+        return own is not None and os.path.samefile(own, path)
+    except OSError:
+        return False
+
+
+def resume_source(targets: list[Any]) -> str | None:
+    """The log among ``targets`` to resume from: the first JSON Lines one, else the first
+    Parquet one (both are flushed at the same points; JSON Lines also keeps the records of a
+    partial epoch, which the resume abandons anyway)."""
+    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
+
+
+def _learning_rate_of(header: Header, log: Any) -> float | None:
+    value = header.meta.get("learning_rate")
+    if value is None:
+        return None
+    try:
+        return checked_learning_rate(value, "meta.learning_rate")
+    except ConfigError as exc:  # a log holds what a bus refuses: the log is damaged
+        raise LogCorruptError(f"{log}: cannot resume: the header's {exc}", path=str(log),
+                              line=1) from None
+
+
+def resume(bus: Bus, log: str | os.PathLike[str]) -> bool:
+    """Continue the run recorded in ``log`` on ``bus``; False when ``log`` holds no record.
+
+    Afterwards ``bus.initial_epoch`` is the epoch to continue from, ``bus.stop_training`` is
+    true if the run had already been stopped, and ``bus.seq`` continues the log's.
+    """
+    if not has_records(log):
+        return False  # nothing was recorded before the crash: a fresh start
+    recorder, control, cursor = bus.recorder, bus.control, bus.cursor
+    point = resume_point(log)  # where the run goes on, found before the log is read
+    records = read_effective(log, spans=point.spans)
+    header = next(records, None)
+    if not isinstance(header, Header):
+        raise LogError(f"{log}: cannot resume: the log has no header record", path=str(log))
+    recorder.run_id = header.run_id
+    initial_lr = _learning_rate_of(header, log)
+    # Every other log gets what it lacks of the run so far, so it holds the whole run as the
+    # resumed log does: a new file (a main log next to a backup) all of it, a log continued
+    # beside it what a crash kept from it (killed between the two logs' flushes).
+    recorder.started = True
+    behind = [(s.sink, _last_seq_of(s) if s.continued else -1) for s in recorder.slots
+              if s.kinds is None and not same_path(s.sink, log)]
+    behind = [(sink, have) for sink, have in behind if have is not None]
+    for sink, have in behind:
+        if have < header.seq:
+            sink.write(header.model_dump())
+
+    labels = set(bus.labels)  # only what these plugins decide is compared
+    recorded: list[Decision] = []
+    replayed: list[Decision] = []
+    stopped, lr = False, None  # what the log's decisions did to the control state
+    from_seq = header.seq
+    began = ended = False
+    try:
+        with bus.recomputing(initial_lr if initial_lr is not None
+                             else control.kept_learning_rate):
+            for record in records:
+                if point.seq is None or (record.seq > point.seq
+                                         and isinstance(record, Observation)):
+                    break  # past the last finished epoch and its decisions: the loop reruns
+                from_seq = record.seq
+                for sink, have in behind:
+                    if record.seq > have:
+                        sink.write(record.model_dump())
+                if isinstance(record, Observation):
+                    replayed.extend(bus.feed(record))
+                    if record.kind == "train_begin":
+                        began, stopped = True, False  # a new fit starts unstopped
+                    ended = ended or record.kind == "train_end"
+                elif isinstance(record, Decision):
+                    if record.source in labels:
+                        recorded.append(record)
+                    if isinstance(record, StopTraining):
+                        stopped = True
+                    elif isinstance(record, SetLearningRate):
+                        lr = record.value
+    finally:
+        records.close()
+    # seq goes on after the highest in the log and in any other log being continued: one may
+    # be ahead (a backup synced at epoch_begin, the main log flushed at epoch_end).
+    recorder.seq = max([last_seq(log) or 0, *_continued_seqs(bus, log)])
+    # What the log says happened is what happened to the model.
+    if stopped:
+        control.request_stop(None)
+    rate = lr if lr is not None else (initial_lr if initial_lr is not None
+                                      else control.kept_learning_rate)
+    if rate is not None:
+        control.set_learning_rate(checked_learning_rate(rate))
+    cursor.resume_at(point.epoch, began=began, ended=ended)
+    bus.resumed_at(point.epoch + 1 if point.epoch is not None else 0)
+    bus.record(Resumed(source="bus", from_seq=from_seq, initial_epoch=bus.initial_epoch,
+                       epoch=point.epoch), flush=False)
+    # Decisions the crash kept out of the log: record them and let sinks act on them.
+    matched = 0
+    for mine, theirs in zip(replayed, recorded):
+        if not same_decision(mine, theirs):
+            bus.record(WarningRecord(
+                source="bus", message="resume: the plugins' decisions differ from the "
+                f"recorded ones from decision #{matched + 1} on ({mine.kind} from "
+                f"{mine.source} vs. recorded {theirs.kind} from {theirs.source}); were the "
+                "plugins or their parameters changed?", details={"index": matched}),
+                flush=False)
+            break
+        matched += 1
+    else:
+        for decision in replayed[len(recorded):]:
+            bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
+    bus.flush()
+    return True
+
+
+def _last_seq_of(slot: Any) -> int | None:
+    """The highest seq a continued log holds; None when it cannot be read (nothing is added
+    to it then: _continued_seqs warns of it)."""
+    path = getattr(slot.sink, "path", None)
+    try:
+        return None if path is None else (last_seq(path) or 0)
+    except Exception:
+        return None
+
+
+def _continued_seqs(bus: Bus, log: str | os.PathLike[str]) -> list[int]:
+    """The last seq of every other log the bus appends to."""
+    seqs = []
+    for slot in bus.recorder.slots:
+        path = getattr(slot.sink, "path", None)
+        if slot.continued and path is not None and not same_path(slot.sink, log):
+            try:
+                seqs.append(last_seq(path) or 0)
+            except Exception as exc:  # a damaged second log must not stop the resume
+                warnings.warn(f"resume: cannot read {path} ({type(exc).__name__}: {exc}); "
+                              "its seq is not taken into account", stacklevel=4)
+    return seqs

@@ -1,0 +1,70 @@
+"""The one sink contract: where records go, whatever the destination.
+
+Event logs (JSON Lines, Parquet), the CSV table, TensorBoard, HTTP and checkpoint writers all
+take the run's records the same way. The bus calls, in this order:
+
+- ``open(run)``: once, before the first record, with a read-only description of the run
+  (:class:`~eventbus.run.Run`): resumed or not, the epoch it goes on from, the step, the model
+  adapter. A sink never works out on its own whether the run was resumed.
+- ``write(record)``: every record of the kinds in ``takes`` (all of them when ``takes`` is
+  None), in ``seq`` order, as the plain dict a log stores. Keep it cheap: defer I/O to ``flush``.
+  It may return records: outcomes (``checkpoint_saved``) are recorded, decisions (weights to
+  restore) recorded and applied, once every sink has the record that caused them.
+- ``flush()``: at every epoch end and every decision; ``sync()`` (a flush that reaches the
+  disk; by default the flush) at ``train_end``.
+- ``close()``: once, at the end. Sinks that take every record (the logs) close last, so they
+  hold what the others report as they close. It may return outcomes, as ``write``.
+
+A sink that raises is closed, recorded as ``sink_failed`` and left out for the rest of the run:
+training never stops for a sink.
+
+One optional fast path: a sink that keeps JSON Lines in memory sets ``line_buffer`` to its
+``bytearray``; the bus then appends each batch record whose metrics are finite floats to it as
+one encoded line (encoded once for every such sink) instead of calling ``write``, and calls
+``flush()`` when the buffer holds ``buffer_bytes``.
+
+A plugin that is a ``Sink`` (CSVLogger, TensorBoard, RemoteMonitor, ...) is attached as a sink
+when it is registered; other sinks are given as ``Bus(log=[...])`` or added by a plugin at
+registration (``run.add_sink``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .run import Run
+
+__all__ = ["Sink"]
+
+
+class Sink:
+    """Base class of sinks, and the contract (see the module documentation)."""
+
+    #: The name a sink's failures are recorded under (a plugin's label when it is one).
+    name: ClassVar[str] = "sink"
+    #: The record kinds written to this sink; None: every record (an event log).
+    takes: Collection[str] | None = None
+    #: The fast path: a JSON Lines buffer the bus appends batch lines to (None: no fast path).
+    line_buffer: bytearray | None = None
+    #: The size of ``line_buffer`` at which the bus flushes it.
+    buffer_bytes: int = 1 << 20
+
+    def open(self, run: Run) -> None:
+        """The run starts (or goes on, ``run.resumed``): prepare to write."""
+
+    def write(self, record: dict[str, Any]) -> Any:
+        """Take one record; may return outcome or decision records."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Hand what is buffered to the destination."""
+
+    def sync(self) -> None:
+        """Flush so that it survives a crash of the machine (fsync where that applies)."""
+        self.flush()
+
+    def close(self) -> Any:
+        """Flush and release; may return outcome records."""
+        self.flush()

@@ -1,0 +1,170 @@
+"""The files of a run's backup: the model's weights, the kept snapshots, and reading them back.
+
+A backup folder holds the run's event log (``events.jsonl``, written by a JSON Lines sink), the
+model's weights (``latest.weights.h5``, and the one before it, ``previous.weights.h5``) and the
+weights other plugins asked the bus to keep (``snapshot.<hash>.weights.h5``, one per
+``snapshot_weights`` tag). :class:`BackupFiles` writes and reads them; the BackupAndRestore
+plugin decides when.
+
+Every weights file carries, in its metadata, the run id and how many epochs had finished when
+it was written, so a resume picks only the files its log has caught up with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from eventbus.errors import ConfigError
+from eventbus.records import Warning
+
+from .hdf5 import Checkpoint, load_checkpoint, write_checkpoint
+
+__all__ = ["LATEST", "LOG", "PREVIOUS", "BackupFiles", "Restore", "snapshot_file"]
+
+LOG = "events.jsonl"
+LATEST = "latest.weights.h5"
+PREVIOUS = "previous.weights.h5"
+SNAPSHOT = "snapshot.{}.weights.h5"
+
+
+def snapshot_file(tag: str) -> str:
+    """The backup file of the weights kept under ``tag`` (tags may hold any character)."""
+    return SNAPSHOT.format(hashlib.sha256(tag.encode()).hexdigest()[:16])
+
+
+@dataclass
+class Restore:
+    """What a backup gives back to a resumed run."""
+
+    #: The newest weights file the log has caught up with: (file name, checkpoint), or None.
+    latest: tuple[str, Checkpoint] | None
+    #: The epochs finished when it was written.
+    finished: int
+    #: Snapshot tags and their checkpoints (EarlyStopping's best weights).
+    snapshots: list[tuple[str, Checkpoint]]
+    #: What went wrong on the way (files that cannot be read, weights behind the log).
+    warnings: list[Warning]
+
+
+class BackupFiles:
+    """The weights files of the backup folder ``directory``."""
+
+    def __init__(self, directory: str, *, double: bool = True, plugin: str = "BackupAndRestore"):
+        self.directory = directory
+        self.double = double
+        self.plugin = plugin
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def make(self) -> None:
+        """Create the folder; a path that is a file, or one that cannot be made, is a clear
+        error naming the plugin and the folder."""
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise ConfigError(f"{self.plugin}: backup_dir {self.directory!r} is a file, not a "
+                              "folder", plugin=self.plugin, field="backup_dir")
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{self.plugin}: backup_dir {self.directory!r} cannot be made: "
+                              f"{exc.strerror or exc}", plugin=self.plugin,
+                              field="backup_dir") from exc
+
+    def save(self, model: Any, metadata: dict[str, Any]) -> None:
+        """Write the model's weights (and its optimizer's state) as the latest backup; the
+        one before it becomes the previous (with ``double``)."""
+        latest, previous = self.path(LATEST), self.path(PREVIOUS)
+        if not self.double:
+            if os.path.exists(previous):  # left by a run with double_checkpoint=True
+                os.remove(previous)
+        elif os.path.exists(latest):
+            os.replace(latest, previous)
+        optimizer = None
+        if callable(getattr(model, "get_optimizer_state", None)):
+            optimizer = model.get_optimizer_state()
+        write_checkpoint(latest, model.get_weights(), optimizer=optimizer, metadata=metadata)
+
+    def save_snapshot(self, tag: str, weights: Any, metadata: dict[str, Any]) -> None:
+        self.make()
+        write_checkpoint(self.path(snapshot_file(tag)), weights,
+                         metadata={**metadata, "tag": tag})
+
+    def restore(self, run_id: str, initial_epoch: int, *, have_model: bool) -> Restore:
+        """The newest weights (and snapshots) that match a log resuming at ``initial_epoch``."""
+        found = Restore(None, 0, [], [])
+        candidates = []
+        for name in (LATEST, PREVIOUS):
+            checkpoint = self._read(name, found.warnings)
+            if checkpoint is None:
+                continue
+            meta = checkpoint.metadata
+            finished = meta.get("epochs_finished", -1)
+            if meta.get("run_id") == run_id and isinstance(finished, int) and \
+                    finished <= initial_epoch:
+                step = meta.get("step", 0)
+                candidates.append(((finished, step if isinstance(step, int) else 0), name,
+                                   checkpoint))
+        if not candidates:
+            if have_model:
+                found.warnings.append(Warning(
+                    message=f"{self.plugin}: no weights backup in {self.directory} matches "
+                    f"the log (run {run_id}, resuming at epoch {initial_epoch}); the model "
+                    "keeps its current weights", details={"initial_epoch": initial_epoch}))
+            return found
+        (found.finished, _), name, checkpoint = max(candidates, key=lambda c: c[0])
+        found.latest = (name, checkpoint)
+        if found.finished < initial_epoch:
+            found.warnings.append(Warning(
+                message=f"{self.plugin}: the newest usable weights backup is from before "
+                f"epoch {found.finished} ended, the log resumes at epoch {initial_epoch}",
+                details={"path": self.path(name), "epochs_finished": found.finished,
+                         "initial_epoch": initial_epoch}))
+        found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
+        return found
+
+    def _snapshots(self, run_id: str, initial_epoch: int,
+                   warnings: list[Warning]) -> list[tuple[str, Checkpoint]]:
+        out = []
+        for name in sorted(self._snapshot_names()):
+            checkpoint = self._read(name, warnings)
+            if checkpoint is None:
+                continue
+            meta = checkpoint.metadata
+            tag = meta.get("tag")
+            # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
+            finished = meta.get("epochs_finished", initial_epoch + 1)
+            if meta.get("run_id") != run_id or not isinstance(tag, str) or \
+                    not isinstance(finished, int) or finished > initial_epoch:
+                continue
+            out.append((tag, checkpoint))
+        return out
+
+    def _read(self, name: str, warnings: list[Warning]) -> Checkpoint | None:
+        path = self.path(name)
+        if not os.path.exists(path):
+            return None
+        try:
+            return load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged backup: another may do
+            warnings.append(Warning(message=f"{self.plugin}: cannot read {path}: "
+                                    f"{type(exc).__name__}: {exc}", details={"path": path}))
+            return None
+
+    def _snapshot_names(self) -> list[str]:
+        if not os.path.isdir(self.directory):
+            return []
+        return [name for name in os.listdir(self.directory)
+                if name.startswith("snapshot.") and name.endswith(".weights.h5")]
+
+    def remove(self) -> None:
+        """Remove the backup's files (only ours: Keras deletes the whole folder), and the
+        folder if that leaves it empty."""
+        for name in (LOG, LATEST, PREVIOUS, *self._snapshot_names()):
+            path = self.path(name)
+            if os.path.exists(path):
+                os.remove(path)
+        if os.path.isdir(self.directory) and not os.listdir(self.directory):
+            os.rmdir(self.directory)
