@@ -4,6 +4,11 @@
 how many epochs ran, why it ended (which plugin, which rule, on which epoch), the best value of
 each monitored metric, every learning-rate change, every checkpoint, and every warning and fault.
 :func:`render` prints it; :meth:`Audit.as_dict` gives the same as plain data (``--json``).
+
+Which way a monitored metric should go, and which of its values is the best, follow the plugins'
+own rule (:mod:`eventbus.monitor`): the mode a decision's evidence resolved, else the plugin's
+``mode`` parameter, else the metric's name placed by the same words the plugins use. A name that
+rule cannot place gets no best ("direction unknown"), never a guess.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from .effective import effective_records
 from .errors import ConfigError, LogError
 from .log import read_log
+from .monitor import Mode, Monitor, guess_mode, why_unplaced
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -37,21 +43,12 @@ from .records import (
     Warning,
 )
 
+# guess_mode is the core's rule (eventbus.monitor), still exported here under its old name.
 __all__ = ["Audit", "LogArgument", "MetricSummary", "audit", "checked_log", "guess_mode",
            "header_of", "human_epoch", "only_records", "render"]
 
 _LAST_CHECKPOINTS = 5
 _AUDITED = frozenset(KINDS) - frozenset(BATCH_KINDS)
-_MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "f1", "iou", "map", "top_k",
-              "score", "r2")
-
-
-def guess_mode(metric: str) -> str:
-    """'max' for metrics that grow better (accuracy, AUC, ...), else 'min' (losses, errors)."""
-    name = metric[4:] if metric.startswith("val_") else metric
-    words = name.lower().replace("-", "_").split("_")
-    return "max" if any(w in _MAX_WORDS or w.endswith("accuracy") for w in words) else "min"
-
 
 LogArgument = str | os.PathLike[str] | Iterable[Record]
 
@@ -116,10 +113,13 @@ def _is_number(value: Any) -> bool:
 @dataclass
 class MetricSummary:
     """A monitored metric: its best value (NaN is never best) and its last value as reported,
-    NaN included; ``last`` is None only when the metric was never reported."""
+    NaN included; ``last`` is None only when the metric was never reported.
+
+    ``mode`` is None when the log does not say which way the metric should go and its name
+    does not tell (:func:`~eventbus.monitor.guess_mode`): then there is no best either."""
 
     name: str
-    mode: str
+    mode: Mode | None
     best: float | None
     best_epoch: int | None
     last: float | None
@@ -180,23 +180,39 @@ class Audit:
         }
 
 
-def _monitored(header: Header, decisions: list[Decision]) -> dict[str, str]:
-    """Monitored metric -> mode, from the plugins' parameters and the decisions' evidence."""
+def _monitored(header: Header, decisions: list[Decision]) -> dict[str, Mode | None]:
+    """Monitored metric -> mode (None: direction unknown), from the plugins' parameters and the
+    decisions' evidence."""
     # A decision's evidence has the mode the plugin resolved; a header may say only "auto".
-    resolved: dict[str, str] = {}
+    resolved: dict[str, Mode] = {}
     for decision in decisions:
         monitor, mode = decision.evidence.get("monitor"), decision.evidence.get("mode")
-        if isinstance(monitor, str) and mode in ("min", "max"):
+        if isinstance(monitor, str) and monitor and mode in ("min", "max"):
             resolved.setdefault(monitor, mode)
-    found: dict[str, str] = {}
+    found: dict[str, Mode | None] = {}
     for spec in header.plugins:
         monitor, mode = spec.params.get("monitor"), spec.params.get("mode")
-        if isinstance(monitor, str):
+        if isinstance(monitor, str) and monitor:
             found.setdefault(monitor, resolved.get(monitor) or (
                 mode if mode in ("min", "max") else guess_mode(monitor)))
     for monitor, mode in resolved.items():
         found.setdefault(monitor, mode)
     return found
+
+
+def _best(name: str, mode: Mode | None,
+          points: list[tuple[int, float]]) -> tuple[int | None, float | None]:
+    """(epoch, value) of the best of ``points`` as the plugins' monitor tracks it: strict
+    improvement, so a tie goes to the first epoch that reached the value; NaN is never best.
+    (None, None) when no value is best or the direction is unknown."""
+    if mode is None:
+        return None, None
+    monitor = Monitor(name, mode, plugin="audit")
+    best_epoch = None
+    for epoch, value in points:
+        if monitor.update(value):
+            best_epoch = epoch
+    return best_epoch, monitor.best
 
 
 def audit(log: LogArgument) -> Audit:
@@ -264,15 +280,9 @@ def audit(log: LogArgument) -> Audit:
             isinstance(r, (TrainBegin, EpochEnd)) for r in records):
         result.ended = "no_training"  # an evaluate or predict only: nothing crashed
     for name, mode in _monitored(header, result.decisions).items():
-        points = [(e, v) for e, v in result.curves.get(name, []) if v == v]  # not NaN
-        if points:
-            pick = min if mode == "min" else max
-            best_epoch, best = pick(points, key=lambda p: p[1])
-            # Ties go to the first epoch that reached the value, as Keras's monitors do.
-            best_epoch = next(e for e, v in points if v == best)
-        else:
-            best_epoch, best = None, None
-        last = result.curves[name][-1][1] if result.curves.get(name) else None
+        points = result.curves.get(name, [])
+        best_epoch, best = _best(name, mode, points)
+        last = points[-1][1] if points else None
         result.monitors.append(MetricSummary(name, mode, best, best_epoch, last))
     return result
 
@@ -313,6 +323,9 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     for m in result.monitors:
         if m.last is None:
             lines.append(f"  {m.name}: never reported")
+        elif m.mode is None:
+            lines.append(f"  {m.name}: no best, direction unknown (the log says neither min nor "
+                         f"max for it and {why_unplaced(m.name)}; last {_num(m.last)})")
         elif m.best is None:  # reported, but never a value a best can be taken of
             lines.append(f"  best {m.name}: none, every value reported is nan ({m.mode}; last "
                          f"{_num(m.last)})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import strategies as st
 
 from eventbus import records as r
@@ -79,3 +81,32 @@ def outcomes(draw: st.DrawFn, seq: int | None = None) -> r.Outcome:
 
 def any_record(seq: int | None = None) -> st.SearchStrategy[r.Record]:
     return st.one_of(observations(seq), decisions(seq), outcomes(seq))
+
+
+# --- the monitor rule (eventbus.monitor) ---------------------------------------------------
+
+#: Words that say nothing about a metric's direction, to pad names with.
+_NEUTRAL_WORDS = ("sparse", "categorical", "mean", "output", "head", "weighted", "x2", "top")
+
+
+@st.composite
+def placed_metric_names(draw: st.DrawFn, mode: str | None = None) -> str:
+    """A metric name the monitor rule places (as ``mode`` when given): one word of the kind
+    among neutral ones, any case, maybe ``val_`` in front."""
+    from eventbus.monitor import MAX_WORDS, MIN_WORDS
+
+    kind = mode or draw(st.sampled_from(["min", "max"]))
+    # A list word with "_" in it (squared_hinge) is never one word of a name: leave it out.
+    words = sorted(w for w in (MIN_WORDS if kind == "min" else MAX_WORDS) if "_" not in w)
+    parts = draw(st.lists(st.sampled_from(_NEUTRAL_WORDS), max_size=2))
+    parts.insert(draw(st.integers(0, len(parts))), draw(st.sampled_from(words)))
+    name = draw(st.sampled_from(["_", "-", "."])).join(parts)
+    name = draw(st.sampled_from([name, name.upper(), name.capitalize()]))
+    return draw(st.sampled_from(["", "val_"])) + name
+
+
+#: Epoch values of one metric with exact repeats (ties), NaN and the infinities.
+metric_runs = st.lists(
+    st.one_of(st.sampled_from([0.0, -0.0, 0.5, 0.5, 1.0, 2.0, math.nan, math.inf, -math.inf]),
+              st.floats(min_value=-10.0, max_value=10.0)),
+    max_size=20)

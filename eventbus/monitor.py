@@ -1,0 +1,196 @@
+"""The monitor rule: which way a metric should go, and what counts as better.
+
+One rule, used by the decision plugins (EarlyStopping, ReduceLROnPlateau, ModelCheckpoint, any
+third-party plugin that wants it) and by the audit, so that the audit never calls a value the
+best that a plugin would have called the worst. It lives in the core because the core must not
+import ``plugins``.
+
+``mode`` is ``"min"``, ``"max"`` or ``"auto"``. ``auto`` places the metric by its name (after
+removing ``val_``): the name is lower-cased and split into words (runs of letters and digits);
+it is minimised if some word is in :data:`MIN_WORDS` and none in :data:`MAX_WORDS`, maximised
+the other way round. A name with neither kind of word, or both, cannot be placed (Keras looks
+at the compiled model's metrics for a direction; plugins never see the model, so the name is
+all there is, and guessing wrong would silently invert a callback). Two forms of the one rule:
+
+- :func:`infer_mode` is strict, for a plugin being built: a name it cannot place is a
+  :class:`~eventbus.errors.ConfigError` asking for ``mode``.
+- :func:`guess_mode` is lenient, for reading a log that already exists (the audit): a name it
+  cannot place gives ``None``, "direction unknown", never a guess.
+
+Improvement is strict, with ``min_delta`` taken as its absolute value: under ``min`` a value
+improves on ``best`` when ``value + |min_delta| < best``, under ``max`` when
+``value - |min_delta| > best``. The first value seen always improves; NaN never does. These are
+Keras 3's rules, except for a first NaN (Keras takes it as the best; see the plugin pages).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .records import Warning
+
+__all__ = [
+    "MAX_WORDS",
+    "MIN_WORDS",
+    "Mode",
+    "Monitor",
+    "fmt",
+    "guess_mode",
+    "infer_mode",
+    "require_real",
+    "why_unplaced",
+]
+
+Mode = Literal["min", "max"]
+
+#: Words in a metric name that mean "lower is better".
+MIN_WORDS = frozenset({
+    "loss", "error", "err", "mse", "mae", "mape", "msle", "rmse", "crossentropy", "hinge",
+    "squared_hinge", "divergence", "kld", "kl", "logcosh", "poisson", "huber", "perplexity",
+    "wer", "cer", "distance", "nll", "regret", "fpr", "fnr",
+})
+#: Words in a metric name that mean "higher is better".
+MAX_WORDS = frozenset({
+    "acc", "accuracy", "auc", "precision", "recall", "f1", "fbeta", "iou", "miou", "r2",
+    "sensitivity", "specificity", "bleu", "rouge", "map", "ndcg", "dice", "tpr", "tnr",
+    "psnr", "ssim", "score", "top1", "top5", "reward", "return", "kappa", "mcc", "f2",
+})
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(name: str) -> tuple[set[str], set[str]]:
+    """The words of ``name`` (without ``val_``) that mean lower, and higher, is better."""
+    words = set(_WORD.findall(name.removeprefix("val_").lower()))
+    return words & MIN_WORDS, words & MAX_WORDS
+
+
+def guess_mode(name: str) -> Mode | None:
+    """``"min"`` or ``"max"`` for the metric ``name``, from its name; ``None`` when the name
+    cannot be placed (no word of either kind, or words of both)."""
+    lower, higher = _words(name)
+    if lower and not higher:
+        return "min"
+    if higher and not lower:
+        return "max"
+    return None
+
+
+def why_unplaced(name: str) -> str:
+    """Why :func:`guess_mode` cannot place ``name``, as a clause for a message."""
+    lower, higher = _words(name)
+    if lower and higher:
+        return f"its name has words of both kinds ({sorted(lower)} and {sorted(higher)})"
+    return "its name has no word that says which way is better"
+
+
+def infer_mode(monitor: str, *, plugin: str) -> Mode:
+    """``"min"`` or ``"max"`` for the metric ``monitor``, from its name; a name the rule cannot
+    place is a ConfigError naming ``plugin`` and asking for ``mode``."""
+    mode = guess_mode(monitor)
+    if mode is not None:
+        return mode
+    raise ConfigError(
+        f"{plugin}: cannot tell whether monitor={monitor!r} should be minimised or maximised: "
+        f"{why_unplaced(monitor)}. Pass mode='min' or mode='max'", plugin=plugin,
+        field="monitor")
+
+
+def fmt(value: float | None) -> str:
+    """A metric value as reasons show it: six significant digits."""
+    return "None" if value is None else f"{value:.6g}"
+
+
+def require_real(value: Any, field: str, plugin: str, *, finite: bool = True,
+                 minimum: float | None = None) -> float:
+    """``value`` as a float; bools, strings and NaN are errors naming ``plugin`` and ``field``.
+
+    Here rather than with the plugins' other parameter checks (``plugins.monitor``) because
+    :class:`Monitor` checks ``min_delta`` and ``initial`` with it.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{plugin}: {field} must be a real number; got "
+                          f"{type(value).__name__} {value!r}", plugin=plugin, field=field)
+    out = float(value)
+    if math.isnan(out) or (finite and math.isinf(out)):
+        raise ConfigError(f"{plugin}: {field} must be a finite number; got {out}",
+                          plugin=plugin, field=field)
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{plugin}: {field} must be >= {minimum}; got {out}",
+                          plugin=plugin, field=field)
+    return out
+
+
+class Monitor:
+    """Tracks the best value of one metric and says whether a new value improves on it.
+
+    ``mode="auto"`` is :func:`infer_mode` (strict). ``initial`` is the best value before any is
+    seen (ModelCheckpoint's ``initial_value_threshold``); ``None`` means the first value always
+    improves. ``plugin`` names the owner in error messages.
+    """
+
+    __slots__ = ("best", "initial", "min_delta", "mode", "monitor", "warned")
+
+    def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0, *,
+                 plugin: str, initial: float | None = None):
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(f"{plugin}: monitor must be a metric name (a non-empty str); got "
+                              f"{monitor!r}", plugin=plugin, field="monitor")
+        if mode not in ("auto", "min", "max"):
+            raise ConfigError(f"{plugin}: mode must be 'auto', 'min' or 'max'; got {mode!r}",
+                              plugin=plugin, field="mode")
+        self.monitor = monitor
+        self.mode: Mode = infer_mode(monitor, plugin=plugin) if mode == "auto" \
+            else mode  # type: ignore[assignment]
+        self.min_delta = abs(require_real(min_delta, "min_delta", plugin))
+        self.initial = None if initial is None else require_real(initial, "initial_value_threshold",
+                                                                  plugin, finite=False)
+        self.best: float | None = self.initial
+        self.warned = False
+
+    def beats(self, value: float, reference: float | None) -> bool:
+        """Whether ``value`` improves on ``reference`` (None: anything but NaN does)."""
+        if math.isnan(value):  # NaN never improves
+            return False
+        if reference is None:
+            return True
+        if self.mode == "min":
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
+
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` improves on the best so far."""
+        return self.beats(value, self.best)
+
+    def update(self, value: float) -> bool:
+        """Take ``value`` as the best if it improves; returns whether it did."""
+        if self.beats(value, self.best):
+            self.best = value
+            return True
+        return False
+
+    def reset(self) -> None:
+        self.best = self.initial
+        self.warned = False
+
+    def missing(self, logs: Mapping[str, float], message: str) -> Warning | None:
+        """The warning for epoch logs that lack the monitored metric: once per run (until
+        :meth:`reset`), listing the keys that were there."""
+        if self.warned:
+            return None
+        self.warned = True
+        return Warning(message=message, details={"monitor": self.monitor,
+                                                 "available": list(logs)})
+
+    def worst(self) -> float:
+        """The value every real number improves on (what Keras starts ``best`` at)."""
+        return math.inf if self.mode == "min" else -math.inf
+
+    def __repr__(self) -> str:
+        return (f"Monitor({self.monitor!r}, mode={self.mode!r}, min_delta={self.min_delta}, "
+                f"best={self.best})")
