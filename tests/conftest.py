@@ -1,4 +1,5 @@
-"""Fixtures shared across the test tree: a real HTTP server on 127.0.0.1 and no proxies."""
+"""Fixtures shared across the test tree: a real HTTP server on 127.0.0.1 and no proxies; and the
+Hypothesis profile (see hypothesis_profiles.py), loaded here before any test module is imported."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+import hypothesis_profiles
+
+hypothesis_profiles.load()
 
 
 class LoopbackServer:

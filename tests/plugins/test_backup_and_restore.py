@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, read_log
@@ -19,6 +19,7 @@ from eventbus.replay import effective_records
 from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
 from sinks.hdf5 import load_checkpoint
 
+from hypothesis_profiles import RUNS, examples
 from plugin_strategies import decision_view
 
 VALUES = [1.0, 0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85, 0.85, 0.85, 0.8, 0.8]
@@ -111,8 +112,7 @@ class TestResume:
         kinds = [r.kind for r in recorded(bus, backup)]
         assert kinds.count("resumed") == 1 and kinds.count("weights_restored") == 1
 
-    @settings(max_examples=15, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(RUNS)  # four trainings with HDF5 backups per example
     @given(st.integers(0, len(VALUES) - 1), st.integers(0, len(VALUES) - 1))
     def test_two_crashes_anywhere(self, tmp_path_factory: pytest.TempPathFactory,
                                   first: int, second: int) -> None:

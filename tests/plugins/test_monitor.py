@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import ConfigError
@@ -82,7 +82,6 @@ class TestImprovement:
             assert not (improved and math.isnan(value))
             assert monitor.best is None or not math.isnan(monitor.best)
 
-    @settings(max_examples=150)
     @given(metric_sequences(), st.floats(min_value=-1.0, max_value=1.0))
     def test_max_mirrors_min_on_negation(self, values: list[float], min_delta: float) -> None:
         """mode='max' on a sequence improves exactly where mode='min' does on its negation."""

@@ -6,7 +6,7 @@ import time
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, SinkFailureWarning
@@ -14,6 +14,8 @@ from eventbus.errors import ConfigError
 from eventbus.records import decode_nonfinite
 from eventbus.testing import RecordingWriter, same
 from sinks.http import DeliveryError, HttpRecordSink, HttpSender, redact_url
+
+from hypothesis_profiles import FILES, examples
 
 TOKEN = "s3cr3t-token-value"
 
@@ -41,8 +43,7 @@ def fast(**kwargs):
 
 
 class TestRecordSink:
-    @settings(max_examples=10, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES, function_fixture=True)  # a loopback server and HTTP per example
     @given(losses=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1,
                            max_size=4),
            batch_size=st.integers(1, 20))
