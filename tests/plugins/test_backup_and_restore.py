@@ -112,18 +112,22 @@ class TestResume:
         kinds = [r.kind for r in recorded(bus, backup)]
         assert kinds.count("resumed") == 1 and kinds.count("weights_restored") == 1
 
-    @examples(RUNS)  # four trainings with HDF5 backups per example
+    @pytest.fixture(scope="class")
+    def uninterrupted(self, tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+        """The decisions of the run that never crashed: the same for every example below."""
+        bus, _, backup = train(tmp_path_factory.mktemp("whole"), VALUES, delete_checkpoint=False)
+        return decisions_of(recorded(bus, backup))
+
+    @examples(RUNS)  # three trainings with HDF5 backups per example
     @given(st.integers(0, len(VALUES) - 1), st.integers(0, len(VALUES) - 1))
     def test_two_crashes_anywhere(self, tmp_path_factory: pytest.TempPathFactory,
-                                  first: int, second: int) -> None:
+                                  uninterrupted: list[tuple], first: int, second: int) -> None:
         """Crash twice, at any epochs: the decisions are those of an uninterrupted run."""
         directory = tmp_path_factory.mktemp("bk")
-        bus, _, backup = train(directory / "whole", VALUES, delete_checkpoint=False)
-        expected = decisions_of(recorded(bus, backup))
         train(directory / "run", VALUES, crash_at=first, delete_checkpoint=False)
         train(directory / "run", VALUES, crash_at=max(first, second), delete_checkpoint=False)
         bus, _, backup = train(directory / "run", VALUES, delete_checkpoint=False)
-        assert decisions_of(recorded(bus, backup)) == expected
+        assert decisions_of(recorded(bus, backup)) == uninterrupted
 
     def test_weights_ahead_of_the_log_use_the_previous_backup(self, tmp_path: Path) -> None:
         """A crash between an epoch's weights and its log records: the previous weights
