@@ -1,4 +1,5 @@
-"""Fixtures shared across the test tree: a real HTTP server on 127.0.0.1 and no proxies."""
+"""Fixtures shared across the test tree: a real HTTP server on 127.0.0.1 and no proxies; and the
+Hypothesis profile (see hypothesis_profiles.py), loaded here before any test module is imported."""
 
 from __future__ import annotations
 
@@ -9,16 +10,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import hypothesis_profiles
+
+hypothesis_profiles.load()
+
 
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 that keeps every POST it gets and answers ``status`` (500
-    for the first ``fail_first`` requests) after ``delay`` seconds."""
+    for the first ``fail_first`` requests) after ``delay`` seconds.
 
-    def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0):
+    ``hold=True``: it answers nothing until ``release`` is set (by the test, or at the latest
+    when it is closed). A test of what must not wait for the server then need not race a delay:
+    code that waited would wait for as long as the client's timeout, whatever the machine's load.
+    """
+
+    def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0,
+                 hold: bool = False):
         self.status, self.delay, self.fail_first = status, delay, fail_first
         #: (path, headers, body) of every request, in arrival order.
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
+        #: Set: requests are answered (at once unless ``hold``).
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,6 +42,7 @@ class LoopbackServer:
                 with outer.lock:
                     outer.requests.append((self.path, dict(self.headers), body))
                     n = len(outer.requests)
+                outer.release.wait()
                 time.sleep(outer.delay)
                 self.send_response(500 if n <= outer.fail_first else outer.status)
                 self.send_header("Content-Length", "0")
@@ -43,6 +59,7 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -57,7 +74,8 @@ def refused_url(path: str = "") -> str:
 
 @pytest.fixture
 def server():
-    """Make loopback servers (``server(status=500, delay=0.5)``); all closed afterwards."""
+    """Make loopback servers (``server(status=500, delay=0.5)``, ``server(hold=True)``); all
+    closed afterwards."""
     made: list[LoopbackServer] = []
 
     def make(**kwargs) -> LoopbackServer:

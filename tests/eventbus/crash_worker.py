@@ -1,15 +1,14 @@
 """A training run for the crash tests: started as a subprocess and killed with SIGKILL.
 
-Usage: python crash_worker.py LOG[,LOG...] [--delay SECONDS]. Deterministic: the metrics depend
-only on the epoch and batch, so an interrupted-and-resumed run must decide exactly as a clean
-one.
+Usage: python crash_worker.py LOG[,LOG...]. Deterministic: the metrics depend only on the epoch
+and batch, so an interrupted-and-resumed run must decide exactly as a clean one. It prints a line
+per event and waits for the parent's answer: see crash_runs.py.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import time
 
 from eventbus import Bus, Plugin, hookimpl
 from eventbus import records as r
@@ -62,24 +61,34 @@ def val_loss(epoch: int) -> float:
     return [1.0, 0.8, 0.7, 0.72, 0.71, 0.65, 0.66, 0.67, 0.68, 0.69, 0.6, 0.5][epoch]
 
 
-def main(path: str, delay: float) -> None:
+def say(line: str) -> None:
+    """Tell the parent what was just done; go on when it answers (it may kill us instead)."""
+    print(line, flush=True)
+    sys.stdin.readline()
+
+
+def main(path: str) -> None:
     bus = Bus([Plateau(), NanWatch()], log=path.split(","), learning_rate=0.1, resume=True)
-    print(f"started at epoch {bus.initial_epoch}", flush=True)
+    say(f"started at epoch {bus.initial_epoch}")
     bus.train_begin({"epochs": EPOCHS})
+    say("train_begin")
     for epoch in range(bus.initial_epoch, EPOCHS):
         if bus.stop_training:
             break
         bus.epoch_begin(epoch)
+        say(f"epoch_begin {epoch}")
         for batch in range(BATCHES):
             bus.batch_begin(batch, {"size": 4})
-            time.sleep(delay)
+            say(f"batch_begin {epoch} {batch}")
             bus.batch_end(batch, {"loss": 1.0 / (1 + epoch + batch / BATCHES)})
+            say(f"batch_end {epoch} {batch}")
         bus.epoch_end(epoch, {"val_loss": val_loss(epoch), "loss": 1.0 / (1 + epoch)})
-        print(f"epoch {epoch}", flush=True)
+        say(f"epoch_end {epoch}")
     bus.train_end()
+    say("train_end")
     bus.close()
     print("done", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1])

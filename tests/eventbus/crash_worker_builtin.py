@@ -1,6 +1,6 @@
 """A real training run with the built-in plugins, for the crash tests: killed with SIGKILL.
 
-Usage: python crash_worker_builtin.py OUT [--delay SECONDS]
+Usage: python crash_worker_builtin.py OUT
 
 A NumPy MLP learns the demo's spirals. EarlyStopping and ReduceLROnPlateau watch val_loss,
 ModelCheckpoint keeps the best model and the last one as HDF5 under OUT/checkpoints, CSVLogger
@@ -10,14 +10,14 @@ BackupAndRestore hands its log to the bus, which resumes from it: it goes on whe
 
 Deterministic across kills: the weights come back from the backup of the last finished epoch,
 the learning rate from the log, and each epoch's batch order from a generator seeded by the
-epoch alone, so a resumed epoch computes exactly what an uninterrupted one does.
+epoch alone, so a resumed epoch computes exactly what an uninterrupted one does. It prints a line
+per event and waits for the parent's answer: see crash_runs.py.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 # One BLAS thread: the same sums in the same order, so resumed runs are bit-identical.
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -60,7 +60,13 @@ def loss_of(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p + 1e-7) + (1 - y) * np.log(1 - p + 1e-7)))
 
 
-def main(out: str, delay: float) -> None:
+def say(line: str) -> None:
+    """Tell the parent what was just done; go on when it answers (it may kill us instead)."""
+    print(line, flush=True)
+    sys.stdin.readline()
+
+
+def main(out: str) -> None:
     x, y, xv, yv = make_data(SEED, n=300)
     model = init_model(SEED, hidden=16)
     w = model.weights
@@ -68,16 +74,19 @@ def main(out: str, delay: float) -> None:
     # The backup log is what the bus resumes from; the run's own log beside it is given the run
     # so far whenever it is behind (a kill in the first epoch can leave it empty).
     bus = Bus(plugins(out), model=model, log=os.path.join(out, "events.jsonl"), resume=True)
-    print(f"started at epoch {bus.initial_epoch}", flush=True)
+    say(f"started at epoch {bus.initial_epoch}")
     bus.train_begin({"epochs": EPOCHS, "steps": steps})
+    say("train_begin")
     for epoch in range(bus.initial_epoch, EPOCHS):
         if bus.stop_training:
             break
         bus.epoch_begin(epoch)
+        say(f"epoch_begin {epoch}")
         order = np.random.default_rng([SEED, epoch]).permutation(len(x))
         for batch in range(steps):
             idx = order[batch * BATCH:(batch + 1) * BATCH]
             bus.batch_begin(batch, {"size": len(idx)})
+            say(f"batch_begin {epoch} {batch}")
             h, p = forward(w, x[idx])
             dz = (p - y[idx])[:, None] / len(idx)
             dh = (dz @ w["output/kernel"].T) * (1 - h * h)
@@ -87,14 +96,15 @@ def main(out: str, delay: float) -> None:
             w["dense/kernel"] -= lr * x[idx].T @ dh
             w["dense/bias"] -= lr * dh.sum(axis=0)
             bus.batch_end(batch, {"loss": loss_of(p, y[idx])})
-            time.sleep(delay)
+            say(f"batch_end {epoch} {batch}")
         bus.epoch_end(epoch, {"loss": loss_of(forward(w, x)[1], y),
                               "val_loss": loss_of(forward(w, xv)[1], yv)})
-        print(f"epoch {epoch}", flush=True)
+        say(f"epoch_end {epoch}")
     bus.train_end()
+    say("train_end")
     bus.close()
     print("done", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1])

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import (
@@ -149,7 +149,6 @@ class TestOrderAndDispatch:
 
 
 class TestRecording:
-    @settings(max_examples=60, deadline=None)
     @given(st.lists(st.sampled_from(["epoch_begin", "epoch_end", "batch_begin", "batch_end",
                                      "test_begin", "predict_batch_end", "report"]),
                     max_size=30))
@@ -502,7 +501,6 @@ batch_values = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10
 class TestBatchFastPath:
     """batch_end's inlined path must record exactly what the general path would."""
 
-    @settings(max_examples=200, deadline=None)
     @given(st.dictionaries(st.text(min_size=1, max_size=6), batch_values, max_size=4))
     def test_only_all_finite_float_records_skip_the_writers_check(self, logs):
         """A sink's line buffer gets a record only when every value is a finite Python float;
@@ -517,7 +515,6 @@ class TestBatchFastPath:
         assert bool(lines) == plain_finite
         assert tuple(record) == r.BATCH_FIELDS
 
-    @settings(max_examples=100, deadline=None)
     @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=6), batch_values, max_size=3),
                     min_size=1, max_size=5))
     def test_the_log_reads_back_what_was_published(self, tmp_path_factory, batches):

@@ -1,21 +1,28 @@
-"""The command line, run as users run it: the ``eventbus`` script and ``python -m eventbus``.
+"""The command line: what each command prints, its exit status, and the files it writes, read
+back with real readers (pyarrow, the csv module, h5py, TensorBoard's event reader).
 
-Every test starts real subprocesses and reads what they wrote with real readers (pyarrow, the
-csv module, h5py, TensorBoard's event reader). The demo runs twice per module, once through each
-entry, in parallel; the other commands work on its output.
+The commands run in this process through ``eventbus.cli.main(argv)``, which is what the
+``eventbus`` script and ``python -m eventbus`` call: a fresh interpreter for each would add only
+its start-up. What only a real process shows is in TestEntryPoints: the installed script and
+``python -m eventbus`` run and exit with main's status, and the demo run by the script in a
+fresh interpreter (its own hash seed, nothing imported before) decides exactly as the one run
+here. The demo runs once per module in each way, in parallel; the other commands work on its
+output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import math
 import os
 import shutil
 import subprocess
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -24,6 +31,7 @@ import pytest
 import eventbus
 from eventbus import read_log
 from eventbus import records as r
+from eventbus.cli import main
 from eventbus.replay import effective_records
 
 SCRIPT = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
@@ -38,11 +46,33 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def eventbus_cmd(*args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``eventbus`` script."""
+@dataclass
+class Done:
+    """How a command ended, as subprocess.run reports it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def eventbus_cmd(*args: object) -> Done:
+    """``eventbus ARGS`` in this process: main's exit status (argparse's too, which exits) and
+    what it wrote. The streams are bytes underneath, as a process's are: ``--json`` writes to
+    ``sys.stdout.buffer``."""
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+                for _ in range(2))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # --version, or an argument argparse itself refuses
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return Done(code, out.buffer.getvalue().decode(), err.buffer.getvalue().decode())
+
+
+def script(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``eventbus`` script (for TestEntryPoints only)."""
     return subprocess.run([SCRIPT, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env or _env())
+                          timeout=timeout, env=_env())
 
 
 def read_whole(path: Path) -> list[r.Record]:
@@ -72,21 +102,23 @@ def early_stopping_epoch(values: list[float], patience: int, min_delta: float) -
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict[str, object]:
-    """Two demo runs with the same seed: one via the script, one via ``python -m eventbus``."""
+    """Two demo runs with the same seed: ``eventbus demo`` in this process (the default seed)
+    and, at the same time, the installed script with ``--seed 0`` in a process of its own."""
     root = tmp_path_factory.mktemp("demo")
-    outs = {"script": root / "script", "module": root / "module"}
-    commands = {"script": [SCRIPT, "demo", "--out", str(outs["script"]), "--quiet"],
-                "module": [sys.executable, "-m", "eventbus", "demo", "--out",
-                           str(outs["module"]), "--quiet", "--seed", "0"]}
-    procs = {k: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=_env()) for k, c in commands.items()}
-    results = {k: p.communicate(timeout=120) + (p.returncode,) for k, p in procs.items()}
-    for name, (_, err, code) in results.items():
-        assert code == 0, f"{name} demo failed: {err}"
-    out = outs["script"]
+    out, other = root / "here", root / "script"
+    with subprocess.Popen([SCRIPT, "demo", "--out", str(other), "--quiet", "--seed", "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env()) as proc:
+        try:
+            done = eventbus_cmd("demo", "--out", out, "--quiet")
+            script_out, script_err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert done.returncode == 0, f"demo failed: {done.stderr}"
     records = read_whole(out / "events.jsonl")
-    return {"out": out, "other": outs["module"], "log": out / "events.jsonl",
-            "stdout": results["script"][0], "records": records}
+    return {"out": out, "log": out / "events.jsonl", "stdout": done.stdout, "records": records,
+            "other": other, "script": Done(proc.returncode, script_out, script_err)}
 
 
 def epoch_ends(records: list[r.Record]) -> list[r.EpochEnd]:
@@ -163,17 +195,6 @@ class TestDemo:
         assert "next, try:" in out
         assert f"eventbus replay {demo['log']} --verify" in out
 
-    def test_the_same_seed_gives_the_same_decisions(self, demo):
-        """Two runs (script and ``python -m``) with seed 0 decide identically."""
-        other = read_whole(demo["other"] / "events.jsonl")
-
-        def relative(records: list[r.Record], out: Path) -> bytes:
-            # The output folders differ, and checkpoint paths include them.
-            return orjson.dumps(decisions_of(records)).replace(str(out).encode(), b"OUT")
-
-        assert relative(other, demo["other"]) == relative(demo["records"], demo["out"])
-        assert [e.logs for e in epoch_ends(other)] == [e.logs for e in epoch_ends(demo["records"])]
-
     def test_epochs_limits_the_run(self, tmp_path):
         """``--epochs 2``: two epochs, ended as planned."""
         done = eventbus_cmd("demo", "--out", tmp_path, "--epochs", "2", "--quiet")
@@ -228,15 +249,12 @@ class TestAudit:
         assert done.returncode == 0, done.stderr
         assert png.read_bytes()[:8] == PNG_MAGIC
 
-    def test_plot_without_matplotlib_is_one_clear_line(self, demo, tmp_path):
+    def test_plot_without_matplotlib_is_one_clear_line(self, demo, tmp_path, monkeypatch):
         """Without matplotlib: one line saying how to install it, before any output."""
-        shim = tmp_path / "shim" / "matplotlib"
-        shim.mkdir(parents=True)
-        (shim / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
-        env = _env(PYTHONPATH=os.pathsep.join(
-            [str(shim.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        for name in ("matplotlib", "matplotlib.pyplot"):
+            monkeypatch.setitem(sys.modules, name, None)  # ``import matplotlib`` raises
         png = tmp_path / "run.png"
-        done = eventbus_cmd("audit", demo["log"], "--plot", png, env=env)
+        done = eventbus_cmd("audit", demo["log"], "--plot", png)
         assert done.returncode == 2
         assert done.stdout == ""
         assert done.stderr.splitlines() == [
@@ -467,9 +485,43 @@ def test_every_option_of_every_command_is_in_its_section_of_cli_md():
 
 
 def test_version():
-    """``--version`` prints the package version."""
+    """``--version`` prints the package version and exits 0."""
     done = eventbus_cmd("--version")
-    assert done.stdout.strip() == f"eventbus {eventbus.__version__}"
+    assert (done.returncode, done.stdout.strip()) == (0, f"eventbus {eventbus.__version__}")
+
+
+class TestEntryPoints:
+    """What only a real process shows. Every other test calls main in this process."""
+
+    def test_the_script_runs_the_demo_and_decides_as_main_did_here(self, demo):
+        """``eventbus demo --seed 0`` through the installed script, in a fresh interpreter (its
+        own hash seed, nothing imported before): exit 0, and the decisions and epoch values of
+        the run made in this process with the default seed."""
+        done = demo["script"]
+        assert done.returncode == 0, done.stderr
+        assert "ended: stopped by EarlyStopping" in done.stdout
+        other = read_whole(demo["other"] / "events.jsonl")
+
+        def relative(records: list[r.Record], out: Path) -> bytes:
+            # The output folders differ, and checkpoint paths include them.
+            return orjson.dumps(decisions_of(records)).replace(str(out).encode(), b"OUT")
+
+        assert relative(other, demo["other"]) == relative(demo["records"], demo["out"])
+        assert [e.logs for e in epoch_ends(other)] == [e.logs for e in epoch_ends(demo["records"])]
+
+    def test_the_script_exits_with_mains_status_for_a_user_error(self, tmp_path):
+        """A file that is no log (``printf hello``): status 2 from the process, one line on
+        stderr, no traceback, nothing on stdout."""
+        bad = tmp_path / "c.jsonl"
+        bad.write_bytes(b"hello")
+        done = script("audit", bad)
+        check_one_line("audit", done.returncode, done.stdout, done.stderr, str(bad))
+
+    def test_python_m_eventbus_is_the_command(self):
+        """``python -m eventbus`` runs the same main."""
+        done = subprocess.run([sys.executable, "-m", "eventbus", "--version"],
+                              capture_output=True, text=True, timeout=60, env=_env())
+        assert (done.returncode, done.stdout.strip()) == (0, f"eventbus {eventbus.__version__}")
 
 
 # --- user errors: one line on stderr, exit 2, never a traceback --------------------------------
@@ -497,10 +549,8 @@ def _make_inputs(root: Path, log: Path) -> dict[str, Path]:
     return files
 
 
-# (id, argv with {name} placeholders, a word the message must contain). The first of each kind
-# the command line promises to handle runs as a real subprocess; the variations run main()
-# in-process, which is the same code without the interpreter's start-up cost.
-SUBPROCESS_ERRORS = [
+# (id, argv with {name} placeholders, a word the message must contain).
+USER_ERRORS = [
     ("missing-file", ["audit", "{root}/missing.jsonl"], "no such file"),
     ("not-a-log", ["replay", "{text}", "--verify"], "not JSON"),
     ("unknown-plugin", ["replay", "{log}", "--set", "Nope.patience=3"], "Nope"),
@@ -508,8 +558,6 @@ SUBPROCESS_ERRORS = [
      "pateince"),
     ("malformed-set", ["replay", "{log}", "--set", "patience=3"], "Plugin.param=value"),
     ("bad-value", ["replay", "{log}", "--set", "EarlyStopping.patience=soon"], "patience"),
-]
-IN_PROCESS_ERRORS = [
     ("replay-missing", ["replay", "{root}/missing.jsonl"], "no such file"),
     ("convert-missing", ["convert", "{root}/missing.jsonl", "{root}/o.csv", "--to", "csv"],
      "no such file"),
@@ -546,18 +594,6 @@ def inputs(demo, tmp_path_factory) -> dict[str, object]:
     return {**_make_inputs(root, demo["log"]), "root": root, "log": demo["log"]}
 
 
-@pytest.fixture(scope="module")
-def subprocess_errors(inputs) -> dict[str, subprocess.CompletedProcess]:
-    """The subprocess cases, run concurrently (each is a fresh interpreter)."""
-
-    def run(case: tuple) -> tuple[str, subprocess.CompletedProcess]:
-        ident, argv, _ = case
-        return ident, eventbus_cmd(*(a.format(**inputs) for a in argv))
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(pool.map(run, SUBPROCESS_ERRORS))
-
-
 def check_one_line(command: str, code: int, out: str, err: str, word: str) -> None:
     assert "Traceback" not in err
     assert code == 2
@@ -567,20 +603,8 @@ def check_one_line(command: str, code: int, out: str, err: str, word: str) -> No
     assert word in line
 
 
-@pytest.mark.parametrize("ident,argv,word", SUBPROCESS_ERRORS,
-                         ids=[c[0] for c in SUBPROCESS_ERRORS])
-def test_a_user_error_is_one_line_and_exit_2(subprocess_errors, ident, argv, word):
+@pytest.mark.parametrize("ident,argv,word", USER_ERRORS, ids=[c[0] for c in USER_ERRORS])
+def test_a_user_error_is_one_line_and_exit_2(inputs, ident, argv, word):
     """A bad input or argument: exit 2, one line on stderr naming the problem, no traceback."""
-    done = subprocess_errors[ident]
+    done = eventbus_cmd(*(a.format(**inputs) for a in argv))
     check_one_line(argv[0], done.returncode, done.stdout, done.stderr, word)
-
-
-@pytest.mark.parametrize("ident,argv,word", IN_PROCESS_ERRORS,
-                         ids=[c[0] for c in IN_PROCESS_ERRORS])
-def test_more_user_errors_are_one_line_and_exit_2(inputs, capsys, ident, argv, word):
-    """The same contract for more bad inputs, through ``eventbus.cli.main``."""
-    from eventbus.cli import main
-
-    code = main([a.format(**inputs) for a in argv])
-    captured = capsys.readouterr()
-    check_one_line(argv[0], code, captured.out, captured.err, word)

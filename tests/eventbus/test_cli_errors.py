@@ -3,15 +3,13 @@ success message for something that did not happen; the audit and replay entry po
 arguments by name.
 
 The commands run in-process through ``eventbus.cli.main`` (the same code as the script, without
-an interpreter's start-up) on a small run made here; one case runs the real script.
+an interpreter's start-up) on a small run made here. That the installed script exits with main's
+status, one line and no traceback, is tested once, in test_cli.py's TestEntryPoints.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -373,17 +371,6 @@ class TestBadLogs:
             assert code == 0, err
             assert "bad records: 1" in out
             assert f"seq {seq} (epoch_end, epoch 1): val_loss is str 'oops'" in out
-
-    def test_the_real_script_says_the_same(self, run, tmp_path):
-        """One case through the installed script: exit 2, one line, no traceback."""
-        bad = tmp_path / "c.jsonl"
-        bad.write_bytes(b"hello")
-        script = shutil.which("eventbus") or str(Path(sys.executable).with_name("eventbus"))
-        done = subprocess.run([script, "audit", str(bad)], capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 2 and done.stdout == ""
-        (line,) = done.stderr.splitlines()
-        assert line.startswith("eventbus audit: error: ")
 
 
 def _header(**fields: object) -> r.Header:

@@ -11,7 +11,7 @@ import math
 import tracemalloc
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, read_log, replay
@@ -26,6 +26,8 @@ from eventbus.effective import (
 )
 from eventbus.parquet import ParquetWriter
 from plugins import EarlyStopping, ReduceLROnPlateau, TerminateOnNaN
+
+from hypothesis_profiles import FILES, examples
 
 
 def abandoned_by_definition(records: list[r.Record]) -> list[r.Record]:
@@ -114,7 +116,7 @@ def parquet_copy(records: list[r.Record], path: Path) -> Path:
 
 
 class TestStreamingMatchesTheDefinition:
-    @settings(max_examples=40, deadline=None)
+    @examples(FILES)  # a run crashed, resumed and read
     @given(run=crashed_runs())
     def test_read_effective_and_find_kinds_in_both_formats(self, tmp_path_factory, run):
         path = tmp_path_factory.mktemp("run") / "events.jsonl"
@@ -131,7 +133,7 @@ class TestStreamingMatchesTheDefinition:
         assert [rec.seq for rec in effective_records(records)] == expected
         assert [rec.seq for rec in read_effective(records)] == expected
 
-    @settings(max_examples=30, deadline=None)
+    @examples(FILES)  # a run crashed, resumed and read
     @given(run=crashed_runs(), at=st.floats(0, 1))
     def test_resume_goes_on_where_the_definition_says(self, tmp_path_factory, run, at):
         path = tmp_path_factory.mktemp("run") / "events.jsonl"
@@ -149,7 +151,7 @@ class TestStreamingMatchesTheDefinition:
         assert resumed.seq == last_seq + 1
         assert bus.initial_epoch == resumed.initial_epoch == (ends[-1] + 1 if ends else 0)
 
-    @settings(max_examples=30, deadline=None)
+    @examples(FILES)  # a run crashed, resumed, replayed
     @given(run=crashed_runs())
     def test_a_crashed_and_resumed_run_replays_to_its_decisions(self, tmp_path_factory, run):
         path = tmp_path_factory.mktemp("run") / "events.jsonl"

@@ -8,7 +8,7 @@ import warnings
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import LogCorruptError, SchemaVersionError, TornLogWarning, jsonl, read_log
@@ -17,12 +17,13 @@ from eventbus.jsonl import JsonlWriter, truncate_torn_tail
 from eventbus.log import last_seq
 from eventbus.parquet import ParquetWriter
 
+from hypothesis_profiles import FILES, examples
 from record_strategies import any_record, same
 
 HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
                   library="eventbus test", meta={"learning_rate": 0.1})
-tmp_settings = settings(max_examples=60, deadline=None,
-                        suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Each example writes a log and reads it back; ``fmt`` is only the format's name.
+tmp_settings = examples(FILES, function_fixture=True)
 
 
 @st.composite
@@ -125,8 +126,7 @@ class TestJsonlDamage:
                               for i in range(1, 8)]
         return write(JsonlWriter, tmp_path / "events.jsonl", records), records
 
-    @settings(max_examples=150, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(function_fixture=True)  # one log written for all examples; each rewrites cut.jsonl
     @given(data=st.data())
     def test_a_log_cut_at_any_byte_reads_back_as_a_prefix(self, log, tmp_path, data,
                                                           monkeypatch):

@@ -8,7 +8,7 @@ import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, hookimpl, read_log
@@ -18,6 +18,8 @@ from eventbus.jsonl import JsonlWriter as JsonlSink
 from eventbus.parquet import ParquetWriter as ParquetSink
 from eventbus.records import StopTraining, decode_nonfinite
 from eventbus.testing import RecordingWriter, same
+
+from hypothesis_profiles import FILES, examples
 
 METRICS = st.dictionaries(st.sampled_from(["loss", "acc", "val_loss"]),
                           st.floats(allow_nan=True, allow_infinity=True), max_size=3)
@@ -51,8 +53,7 @@ def record_run(log, batches):
     return memory.records
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(FILES)  # a JSON Lines and a Parquet log per example
 @given(batches=st.lists(METRICS, min_size=1, max_size=4))
 def test_sinks_write_what_the_bus_gives(tmp_path_factory, batches):
     """Property: the JSON Lines and Parquet sinks hold exactly the records the bus wrote."""
@@ -88,8 +89,7 @@ def test_parquet_sink_is_a_table_for_pyarrow_and_pandas(tmp_path):
 
 
 class TestConvert:
-    @settings(max_examples=10, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES)  # three logs converted per example
     @given(batches=st.lists(METRICS, min_size=1, max_size=4))
     def test_round_trip(self, tmp_path_factory, batches):
         """Property: JSON Lines -> Parquet -> JSON Lines gives back the same records."""

@@ -15,13 +15,14 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, Plugin, hookimpl, read_log
 from eventbus import records as r
 from eventbus.parquet import ParquetWriter, iter_parquet_dicts
 
+from hypothesis_profiles import FILES, examples
 from record_strategies import any_record, same
 
 HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
@@ -374,8 +375,7 @@ def runs(draw: st.DrawFn) -> tuple[list[r.Record], set[int]]:
 
 
 class TestRoundTrip:
-    @settings(max_examples=120, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES)  # up to 60 Parquet segments: ~125 ms
     @given(run=runs(), chunk=st.integers(1, 9), segment=st.integers(1, 25))
     def test_any_records_any_sizes_read_back_equal(self, tmp_path_factory, run, chunk,
                                                    segment):

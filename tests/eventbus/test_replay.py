@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, Plugin, ReplayError, hookimpl, replay
@@ -76,7 +76,6 @@ def train(path, values, plugins, lr=0.1):
 
 
 class TestReplay:
-    @settings(max_examples=40, deadline=None)
     @given(values=st.lists(finite, min_size=1, max_size=15), patience=st.integers(1, 4))
     def test_replay_reproduces_the_recorded_decisions(self, tmp_path_factory, values, patience):
         """Plugins rebuilt from the header make exactly the recorded decisions."""
@@ -89,7 +88,6 @@ class TestReplay:
         assert len(result.decisions) == len(result.recorded)
         assert result.diverged_at is None
 
-    @settings(max_examples=30, deadline=None)
     @given(values=st.lists(finite, min_size=1, max_size=12),
            patiences=st.lists(st.integers(1, 4), min_size=1, max_size=4))
     def test_replaying_each_variant_in_one_read_is_replaying_each_alone(

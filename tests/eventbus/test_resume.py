@@ -1,4 +1,4 @@
-"""Resume after a crash: real subprocesses killed with SIGKILL at random moments."""
+"""Resume after a crash: real subprocesses killed with SIGKILL at random events of the run."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from eventbus import Bus, read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
 
-from crash_runs import kill_until_done
+from crash_runs import events_of, kill_points, kill_until_done
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -28,17 +28,24 @@ def decisions(path: Path) -> list[tuple]:
             for d in records if isinstance(d, r.Decision)]
 
 
-def run_worker(path: Path, delay: float = 0.0, timeout: float = 60) -> str:
-    done = subprocess.run([sys.executable, str(WORKER), str(path), "--delay", str(delay)],
+def run_worker(path: Path, timeout: float = 60) -> str:
+    """The worker run to the end on its own (nothing on its stdin: it waits for no answer)."""
+    done = subprocess.run([sys.executable, str(WORKER), str(path)], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=True)
     return done.stdout
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> list[tuple]:
+def clean(tmp_path_factory) -> tuple[list[tuple], list[str]]:
+    """The uninterrupted run: its decisions, and the events it published, in order."""
     path = tmp_path_factory.mktemp("clean") / "events.jsonl"
-    assert "done" in run_worker(path)
-    return decisions(path)
+    events = events_of(run_worker(path))
+    return decisions(path), events
+
+
+@pytest.fixture(scope="module")
+def clean_run(clean) -> list[tuple]:
+    return clean[0]
 
 
 def test_the_clean_run_makes_decisions(clean_run):
@@ -50,15 +57,17 @@ def test_the_clean_run_makes_decisions(clean_run):
 @pytest.mark.parametrize(("seed", "logs"), [
     (0, ["events.jsonl"]), (1, ["events.jsonl"]), (2, ["events.jsonl"]),
     (3, ["events.jsonl", "events.parquet"]), (4, ["events.parquet"]), (5, ["events.parquet"])])
-def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, clean_run, seed,
+def test_killed_at_random_moments_then_resumed_decides_as_a_clean_run(tmp_path, clean, seed,
                                                                       logs):
-    """SIGKILL at random moments, resume each time: same decisions, whole logs. A Parquet log
-    alone is resumed from; next to a JSON Lines log it is appended to, no row written twice."""
-    rng = random.Random(seed)
+    """SIGKILL at random events (1 to 3 kills), resume each time: same decisions, whole logs. A
+    Parquet log alone is resumed from; next to a JSON Lines log it is appended to, no row
+    written twice."""
+    clean_run, events = clean
+    points = kill_points(random.Random(seed), events)
     paths = [tmp_path / log for log in logs]
-    kills = kill_until_done([sys.executable, str(WORKER), ",".join(map(str, paths)), "--delay",
-                             "0.004"], rng, later_delay=0.4)  # a clean run: about 0.4 s
-    assert kills >= 1
+    kills = kill_until_done([sys.executable, str(WORKER), ",".join(map(str, paths))], events,
+                            points)
+    assert kills == len(points), [events[p] for p in points]
     for path in paths:
         assert decisions(path) == clean_run
         records = list(read_log(path))

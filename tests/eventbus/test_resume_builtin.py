@@ -3,8 +3,8 @@
 The worker (crash_worker_builtin.py) trains a NumPy MLP with EarlyStopping, ReduceLROnPlateau,
 two ModelCheckpoints (best-only, and one target replaced every epoch), CSVLogger and
 BackupAndRestore, plus the run's own log (``Bus(log=..., resume=True)``). Each seed kills it at
-random moments and starts it again until it finishes; the result must be the uninterrupted
-run's, file for file, in both logs.
+1 to 3 random events of the run, starting it again after each, until it finishes; the result
+must be the uninterrupted run's, file for file, in both logs.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from eventbus import read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
 
-from crash_runs import kill_until_done
+from crash_runs import events_of, kill_points, kill_until_done
 
 WORKER = Path(__file__).with_name("crash_worker_builtin.py")
-DELAY = "0.003"  # seconds per batch: about 0.8 s of training after start-up
 
 
-def run_to_end(out: Path) -> None:
-    done = subprocess.run([sys.executable, str(WORKER), str(out)], capture_output=True,
-                          text=True, timeout=60)
+def run_to_end(out: Path) -> list[str]:
+    """The worker run to the end on its own (it waits for no answer); the events it printed."""
+    done = subprocess.run([sys.executable, str(WORKER), str(out)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "done"
+    return events_of(done.stdout)
 
 
 def log_of(out: Path, *, main: bool = False) -> Path:
@@ -75,10 +75,15 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
+def uninterrupted(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The uninterrupted run: its output folder, and the events it published, in order."""
     out = tmp_path_factory.mktemp("clean")
-    run_to_end(out)
-    return out
+    return out, run_to_end(out)
+
+
+@pytest.fixture(scope="module")
+def clean(uninterrupted) -> Path:
+    return uninterrupted[0]
 
 
 def test_the_clean_run_exercises_every_plugin(clean):
@@ -89,18 +94,15 @@ def test_the_clean_run_exercises_every_plugin(clean):
     assert "stop_training" in kinds
 
 
-def kill_and_resume(out: Path, rng: random.Random) -> int:
-    """Start the worker again and again, killing it at random moments, until it finishes."""
-    return kill_until_done([sys.executable, str(WORKER), str(out), "--delay", DELAY], rng,
-                           later_delay=0.5)
-
-
 @pytest.mark.parametrize("seed", range(3))
-def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path, clean, seed):
+def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path, uninterrupted,
+                                                                       seed):
     """Same decisions, a whole log, whole checkpoints with the same weights, one CSV row each."""
+    clean, events = uninterrupted
+    points = kill_points(random.Random(seed), events)
     out = tmp_path / "run"
-    kills = kill_and_resume(out, random.Random(seed))
-    assert kills >= 1
+    kills = kill_until_done([sys.executable, str(WORKER), str(out)], events, points)
+    assert kills == len(points), [events[p] for p in points]
 
     # The decisions are the uninterrupted run's, in order, in the backup and in the run's log.
     assert decisions(out) == decisions(clean)

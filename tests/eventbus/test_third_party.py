@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import read_log
@@ -213,7 +213,6 @@ def _doc_class() -> type:
     return namespace["LossSpikeStop"]
 
 
-@settings(max_examples=60, deadline=None)
 @given(losses=st.lists(st.floats(0.01, 100.0), min_size=1, max_size=12),
        factor=st.floats(1.0, 4.0), window=st.integers(1, 4), patience=st.integers(1, 3))
 def test_the_pages_class_decides_as_the_distributions(losses, factor, window, patience):

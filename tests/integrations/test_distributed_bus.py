@@ -207,22 +207,25 @@ class TestSingleProcess:
 
 
 class TestCommandLine:
-    def test_audit_and_replay_over_both_ranks_from_the_command_line(self, plateau):
+    def test_audit_and_replay_over_both_ranks_from_the_command_line(self, plateau, capsys):
         """eventbus audit/replay --ranks read every rank's log; --rank reads one."""
+        from eventbus.cli import main
+
         out, _ = plateau
         log = str(out / "events.jsonl")
 
-        def cli(*argv: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "eventbus", *argv], capture_output=True,
-                                  text=True, timeout=120)
+        def cli(*argv: str) -> tuple[int, str, str]:
+            code = main(list(argv))
+            captured = capsys.readouterr()
+            return code, captured.out, captured.err
 
-        audit = cli("audit", log, "--ranks")
-        assert audit.returncode == 0, audit.stderr
-        assert "asked by rank 1" in audit.stdout
-        replayed = cli("replay", log, "--ranks")
-        assert replayed.returncode == 0, replayed.stderr
-        assert "agreed stop: epoch 5 (asked by rank 1)" in replayed.stdout
-        one = cli("audit", log, "--rank", "1")
-        assert one.returncode == 0 and "stopped by EarlyStopping" in one.stdout
-        wrong = cli("replay", log, "--ranks", "--set", "EarlyStopping.patience=1")
-        assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+        code, stdout, stderr = cli("audit", log, "--ranks")
+        assert code == 0, stderr
+        assert "asked by rank 1" in stdout
+        code, stdout, stderr = cli("replay", log, "--ranks")
+        assert code == 0, stderr
+        assert "agreed stop: epoch 5 (asked by rank 1)" in stdout
+        code, stdout, _ = cli("audit", log, "--rank", "1")
+        assert code == 0 and "stopped by EarlyStopping" in stdout
+        code, _, stderr = cli("replay", log, "--ranks", "--set", "EarlyStopping.patience=1")
+        assert code == 2 and len(stderr.strip().splitlines()) == 1

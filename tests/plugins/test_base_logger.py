@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError
@@ -104,7 +104,6 @@ class TestBaseLogger:
         assert logs["loss"] == 1.0
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.floats(-1e6, 1e6), st.integers(1, 512)), min_size=1, max_size=20))
 def test_average_matches_the_formula(batches):
     """Property: the epoch value equals the size-weighted mean of the batch values."""
@@ -113,7 +112,6 @@ def test_average_matches_the_formula(batches):
     assert logs["loss"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["acc", "loss", "auc", "a"]),
        st.lists(st.dictionaries(st.sampled_from(["acc", "loss", "auc", "a", "c"]),
                                 st.floats(-10, 10), min_size=1), min_size=1, max_size=5))

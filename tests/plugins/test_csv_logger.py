@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, SinkFailureWarning, read_log
@@ -86,8 +86,6 @@ class TestCSVLogger:
         assert [(r["epoch"], r["loss"]) for r in rows(path)] == [
             ("0", "0.5"), ("1", "0.4"), ("2", "0.3"), ("0", "0.9")]
 
-    @settings(max_examples=15, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(runs=st.lists(st.lists(st.floats(0, 10), min_size=1, max_size=3), min_size=1,
                          max_size=4))
     def test_append_keeps_every_run(self, tmp_path_factory, runs):
@@ -179,8 +177,6 @@ class TestResume:
         assert [(r["epoch"], r["loss"]) for r in rows(path)] == [
             ("0", "0.9"), ("1", "0.8"), ("2", "0.7"), ("3", "0.6")]
 
-    @settings(max_examples=10, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(losses=st.lists(st.floats(0, 10), min_size=2, max_size=5), data=st.data())
     def test_resumed_file_equals_the_log(self, tmp_path_factory, losses, data):
         """Property: after a crash anywhere and a resume, the CSV holds an earlier run's rows

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, Plugin, hookimpl, replay
@@ -210,7 +210,6 @@ class TestNaNFirst:
             "restore the weights of epoch 1, the first monitored one: no val_loss value "
             "improved on it"]
 
-    @settings(max_examples=150)
     @given(metric_sequences(), st.sampled_from(["min", "max"]))
     def test_best_is_the_best_real_value(self, values: list[float], mode: str) -> None:
         """Property: whatever NaNs come (first or later), best is the best non-NaN value seen,
@@ -337,13 +336,11 @@ def reference_stop(values: list[float], patience: int, start_from_epoch: int = 0
 
 
 class TestProperties:
-    @settings(max_examples=150)
     @given(strictly_improving(), st.integers(0, 5))
     def test_strictly_improving_never_stops(self, values: list[float], patience: int) -> None:
         """Without a baseline, a strictly improving sequence never stops."""
         assert stops(values, patience=patience) == []
 
-    @settings(max_examples=150)
     @given(st.floats(0.0, 1.0), st.integers(0, 4), st.sampled_from(["min", "max"]),
            st.data())
     def test_beating_best_by_more_than_min_delta_never_stops(
@@ -353,7 +350,6 @@ class TestProperties:
         assert stops(values, monitor="score", mode=mode, patience=patience,
                      min_delta=min_delta) == []
 
-    @settings(max_examples=200)
     @given(metric_sequences(), st.integers(0, 5), st.integers(0, 4),
            st.sampled_from([0.0, 0.1, 0.5]))
     def test_stop_comes_where_the_run_reaches_patience(
@@ -364,7 +360,6 @@ class TestProperties:
         got = stops(values, patience=patience, start_from_epoch=start, min_delta=min_delta)
         assert got == ([] if expected is None else [(expected, "patience_exhausted")])
 
-    @settings(max_examples=150)
     @given(metric_sequences(), st.integers(0, 4), st.floats(0.0, 0.5),
            st.one_of(st.none(), st.floats(-5.0, 5.0)))
     def test_max_on_a_sequence_is_min_on_its_negation(
@@ -377,7 +372,6 @@ class TestProperties:
                     min_delta=min_delta, baseline=None if baseline is None else -baseline)
         assert high == low
 
-    @settings(max_examples=60, deadline=None)
     @given(metric_sequences(max_size=12), st.integers(0, 3), st.booleans(),
            st.one_of(st.none(), st.floats(0.0, 2.0)))
     def test_replay_gives_the_same_decisions(self, values: list[float], patience: int,
@@ -395,7 +389,6 @@ class TestProperties:
         assert result.ok, result.mismatch
         assert len(result.decisions) == len(result.recorded)
 
-    @settings(max_examples=60, deadline=None)
     @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 30),
            st.booleans())
     def test_resume_from_any_prefix_gives_the_same_decisions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, replay
@@ -93,7 +93,6 @@ class TestHistory:
         assert history.epoch == [0, 1, 2] and history.history["loss"] == [1.0, 0.9, 0.7]
 
 
-@settings(max_examples=50, deadline=None)
 @given(st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "val_loss"]),
                                 st.floats(allow_nan=False), max_size=3), max_size=6))
 def test_lists_align_with_epochs(epoch_logs):

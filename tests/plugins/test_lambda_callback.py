@@ -52,19 +52,35 @@ class TestSeedExamples:
         assert not any(p.is_alive() for p in processes)
         assert bus.failures == []  # the list of None it returns is ignored
 
-    def test_plot_loss(self):
-        """The seed's plot callback runs where matplotlib is installed.
+    def test_plot_loss(self, tmp_path):
+        """The seed's plot callback draws a line per epoch where matplotlib is installed, and
+        nothing fails: a plot that raised would only be recorded as sink_failed, since the bus
+        isolates a callback's failure, so that record must be absent and the lines present.
 
         As printed, the seed plots np.arange(epoch) against one number, which matplotlib
         refuses for every epoch but 1; the y values are repeated to match here.
         """
-        plt = pytest.importorskip("matplotlib.pyplot")
+        matplotlib = pytest.importorskip("matplotlib")
+        matplotlib.use("Agg")  # files only, whatever display the machine has
+        import matplotlib.pyplot as plt
         import numpy as np
 
-        plot_loss_callback = LambdaCallback(
-            on_epoch_end=lambda epoch, logs: plt.plot(np.arange(epoch),
-                              [logs['loss']] * epoch))
-        fit([plot_loss_callback])
+        figure = plt.figure()
+        try:
+            plot_loss_callback = LambdaCallback(
+                on_epoch_end=lambda epoch, logs: plt.plot(np.arange(epoch),
+                                  [logs['loss']] * epoch))
+            writer = RecordingWriter()
+            bus = fit([plot_loss_callback], log=writer)
+            assert bus.failures == []
+            assert [r for r in writer.records if r["kind"] == "sink_failed"] == []
+            # Epoch 0 plots no point; epoch 1 one, at its loss (0.5 / 2).
+            assert [(list(line.get_xdata()), list(line.get_ydata()))
+                    for line in figure.gca().get_lines()] == [([], []), ([0], [0.25])]
+            figure.savefig(tmp_path / "loss.png")
+            assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        finally:
+            plt.close(figure)
 
 
 class TestConventions:

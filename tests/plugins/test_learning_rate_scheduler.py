@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, PluginError, ReplayError, replay
@@ -128,7 +128,6 @@ class TestWithTheBus:
             result = replay(path, plugins=[LearningRateScheduler(schedule)], verify=True)
         assert result.ok and len(result.decisions) == 4
 
-    @settings(max_examples=100)
     @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=15))
     def test_decisions_follow_the_schedule(self, table: list[float]) -> None:
         """Each epoch's rate is the schedule's value; a decision exactly where it changes."""

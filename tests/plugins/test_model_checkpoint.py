@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, PluginError, read_log, replay
@@ -29,6 +29,7 @@ from eventbus.testing import drive, epochs, run
 from plugins import ModelCheckpoint
 from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint
 
+from hypothesis_profiles import FILES, examples
 from plugin_strategies import decision_view, metric_sequences, resume_matches
 
 
@@ -175,7 +176,6 @@ class TestAcrossFits:
                          staged([0.5], [0.4], metric="loss"))
         assert [r.kind for r in records if r.category == "outcome"] == ["warning", "warning"]
 
-    @settings(max_examples=100)
     @given(st.lists(metric_sequences(max_size=6), min_size=1, max_size=4),
            st.one_of(st.none(), st.floats(-5.0, 5.0)))
     def test_saves_at_new_bests_of_all_fits(self, stages: list[list[float]],
@@ -188,7 +188,6 @@ class TestAcrossFits:
         values = [v for stage in stages for v in stage]
         assert [d.epoch for d in decisions] == reference_saves(values, threshold)
 
-    @settings(max_examples=100)
     @given(st.lists(st.lists(st.integers(1, 5), min_size=1, max_size=3), min_size=1,
                     max_size=3), st.integers(1, 7))
     def test_save_freq_across_fits(self, fits: list[list[int]], n: int) -> None:
@@ -198,7 +197,7 @@ class TestAcrossFits:
         total = sum(sum(lengths) for lengths in fits)
         assert len(decisions) == total // n
 
-    @settings(max_examples=30, deadline=None)
+    @examples(FILES)  # logs written, replayed, resumed
     @given(st.lists(metric_sequences(min_size=1, max_size=4), min_size=2, max_size=3),
            st.data())
     def test_replay_and_resume_of_a_staged_fit(self, stages: list[list[float]],
@@ -358,7 +357,6 @@ def reference_saves(values: list[float], threshold: float | None) -> list[int]:
 
 
 class TestProperties:
-    @settings(max_examples=150)
     @given(metric_sequences(), st.one_of(st.none(), st.floats(-5.0, 5.0)))
     def test_save_best_only_saves_exactly_at_new_bests(self, values: list[float],
                                                        threshold: float | None) -> None:
@@ -371,7 +369,6 @@ class TestProperties:
         assert [d.path for d in decisions] == [f"{e + 1}.h5" for e in
                                                reference_saves(values, threshold)]
 
-    @settings(max_examples=150)
     @given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.integers(1, 7))
     def test_save_freq_saves_every_n_batches(self, lengths: list[int], n: int) -> None:
         """Across epochs of any length, saves come after every n-th training batch."""
@@ -380,7 +377,7 @@ class TestProperties:
         total = sum(lengths)
         assert [d.evidence["step"] for d in decisions] == list(range(n - 1, total, n))
 
-    @settings(max_examples=50, deadline=None)
+    @examples(FILES)  # logs written, replayed, resumed
     @given(metric_sequences(max_size=10), st.integers(0, 30))
     def test_replay_and_resume_give_the_same_decisions(self, values: list[float],
                                                        cut: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, replay
@@ -16,6 +16,7 @@ from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
 from eventbus.testing import drive, epochs, logs_of, run
 from plugins import ReduceLROnPlateau
 
+from hypothesis_profiles import FILES, examples
 from plugin_strategies import metric_sequences, resume_matches
 
 
@@ -171,7 +172,6 @@ class TestConfig:
 
 
 class TestProperties:
-    @settings(max_examples=150)
     @given(metric_sequences(), st.integers(0, 4), st.integers(0, 3),
            st.floats(0.0, 0.9), st.sampled_from([0.0, 1e-3, 0.05]),
            st.floats(0.05, 1.0))
@@ -188,7 +188,6 @@ class TestProperties:
             assert min_lr <= d.value < current
             current = d.value
 
-    @settings(max_examples=150)
     @given(st.integers(0, 4), st.integers(0, 4), st.floats(0.1, 0.9),
            st.integers(2, 20), st.floats(-5.0, 5.0))
     def test_constant_metric_cut_spacing(self, patience: int, cooldown: int, factor: float,
@@ -200,7 +199,6 @@ class TestProperties:
         spacing = max(patience, 1) + max(cooldown - 1, 0)
         assert got == list(range(first, n, spacing))
 
-    @settings(max_examples=150)
     @given(metric_sequences(), st.integers(0, 4), st.integers(0, 3), st.floats(0.0, 0.5))
     def test_max_on_a_sequence_is_min_on_its_negation(
             self, values: list[float], patience: int, cooldown: int, min_delta: float) -> None:
@@ -210,7 +208,7 @@ class TestProperties:
         assert cuts(values, mode="max", **params) == cuts([-v for v in values], mode="min",
                                                           **params)
 
-    @settings(max_examples=60, deadline=None)
+    @examples(FILES)  # a log written and replayed per example
     @given(metric_sequences(max_size=12), st.integers(0, 3), st.integers(0, 3))
     def test_replay_gives_the_same_decisions(self, values: list[float], patience: int,
                                              cooldown: int) -> None:
@@ -225,7 +223,6 @@ class TestProperties:
         assert result.ok, result.mismatch
         assert result.diverged_at is None
 
-    @settings(max_examples=60, deadline=None)
     @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 3),
            st.integers(0, 30))
     def test_resume_from_any_prefix_gives_the_same_decisions(
@@ -252,7 +249,6 @@ def test_a_first_nan_is_an_epoch_without_improvement() -> None:
     assert plugin.best == 0.4
 
 
-@settings(max_examples=150)
 @given(metric_sequences())
 def test_best_is_the_best_real_value(values: list[float]) -> None:
     """Property: whatever NaNs come, best is the lowest non-NaN value seen (None if none)."""

@@ -115,24 +115,27 @@ class TestFaults:
         assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
 
     def test_slow_server_does_not_slow_training(self, server):
-        """With a 300 ms server, epoch_end returns at once; train_end waits for delivery."""
-        collector = server(delay=0.3)
-        bus = Bus([RemoteMonitor(collector.url, **quick())])
+        """While the server answers nothing, epoch_end returns; train_end waits for delivery."""
+        collector = server(hold=True)  # answers nothing until released
+        bus = Bus([RemoteMonitor(collector.url, **quick(timeout=30.0))])
         bus.train_begin()
         start = time.perf_counter()
         for epoch in range(3):
             bus.epoch_begin(epoch)
             bus.epoch_end(epoch, {"loss": 1.0})
-        assert time.perf_counter() - start < 0.15
+        # An epoch_end that waited for an answer would have waited the whole 30 s timeout.
+        assert time.perf_counter() - start < 10
+        collector.release.set()
         bus.train_end()
         assert len(collector.requests) == 3
         bus.close()
 
     def test_flush_deadline_at_train_end(self, server):
-        """A server too slow for flush_timeout: train_end returns near the deadline, warns."""
-        collector = server(delay=1.0)
+        """A server that does not answer by flush_timeout: train_end returns at the deadline
+        (not when a request times out), and warns."""
+        collector = server(hold=True)  # answers nothing until the test is over
         writer = RecordingWriter()
-        bus = Bus([RemoteMonitor(collector.url, **quick(timeout=5.0, flush_timeout=0.2))],
+        bus = Bus([RemoteMonitor(collector.url, **quick(timeout=30.0, flush_timeout=0.2))],
                   log=writer)
         bus.train_begin()
         for epoch in range(3):
@@ -142,18 +145,24 @@ class TestFaults:
         bus.train_end()
         with pytest.warns(SinkFailureWarning, match="still pending"):
             bus.close()
-        assert time.perf_counter() - start < 1.0
+        # Waiting for a request rather than the 0.2 s deadline would take the 30 s timeout.
+        assert time.perf_counter() - start < 10
         warning = next(r for r in writer.records if r["kind"] == "warning")
         assert "unsent" in warning["message"]
 
     def test_full_queue_is_one_warning(self, server):
         """Beyond max_pending, epochs are dropped: one warning record, all counted at close."""
-        collector = server(delay=0.3)
+        collector = server(hold=True)  # nothing delivered during the run: the queue fills
         writer = RecordingWriter()
         bus = Bus([RemoteMonitor(collector.url, max_pending=1,
-                                 **quick(flush_timeout=2.0))], log=writer)
+                                 **quick(timeout=30.0, flush_timeout=10.0))], log=writer)
         with pytest.warns(SinkFailureWarning, match="dropped"):
-            fit(bus, [1.0] * 5)
+            bus.train_begin({"epochs": 5})
+            for epoch in range(5):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0, "val_loss": 2.0})
+            collector.release.set()  # before train_end, which waits for what is still queued
+            bus.train_end()
             bus.close()
         warnings = [r for r in writer.records if r["kind"] == "warning"]
         assert len(warnings) == 1 and warnings[0]["details"]["dropped"] >= 1

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector import projector_config_pb2
@@ -27,6 +27,8 @@ from eventbus.records import (
 )
 from eventbus.testing import RecordingWriter, epochs, run
 from plugins import TensorBoard
+
+from hypothesis_profiles import FILES, examples
 
 ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 
@@ -319,8 +321,6 @@ class TestStepsPerSecond:
         assert bus.subscribers("batch_begin") == []  # batch begins matter only to time them
         bus.close()
 
-    @settings(max_examples=12, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(batches=BATCHES, every=st.integers(1, 3), begins=st.booleans())
     def test_values_follow_the_event_times(self, tmp_path_factory, batches, every, begins):
         """Property: for any batch timings, each epoch with a batch and a duration gets
@@ -358,8 +358,7 @@ def crash_after(log, epoch):
 
 
 class TestResume:
-    @settings(max_examples=6, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES)  # event files written twice and read back
     @given(total=st.integers(2, 4), data=st.data())
     def test_resumed_run_writes_no_step_twice(self, tmp_path_factory, total, data):
         """Property: after a crash and a resume, every tag has each step once, newest values."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import AbortTraining, Bus, ConfigError, PluginError
@@ -98,7 +98,6 @@ class TestTerminateOnNaN:
         bus, _ = run([TerminateOnNaN()], batches([math.nan]))
         assert bus.stop_training
 
-    @settings(max_examples=150)
     @given(st.lists(st.one_of(st.floats(-1e3, 1e3), st.sampled_from([math.nan, math.inf]),
                               st.none()), max_size=20))
     def test_stops_at_the_first_bad_batch(self, losses: list[float | None]) -> None:

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus.errors import ConfigError, LogCorruptError
@@ -178,8 +178,6 @@ class TestDropLastRow:
             assert table.drop_last_row(1)
         assert path.read_text() == "epoch,loss\n0,0.9\n"
 
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(epochs=st.lists(st.integers(0, 3), max_size=6), logs=EPOCH_LOGS,
            target=st.integers(0, 3), separator=st.sampled_from([",", ";", "\t"]))
     def test_removes_exactly_the_matching_last_row(self, tmp_path_factory, epochs, logs,
@@ -199,8 +197,6 @@ class TestDropLastRow:
         assert after == (before[:-1] if expect else before)
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(epochs=EPOCH_LOGS, separator=st.sampled_from([",", ";", "\t"]))
 def test_what_is_written_reads_back(tmp_path_factory, epochs, separator):
     """Property: csv and pandas read back exactly the epochs and values written, NA if absent."""
@@ -223,8 +219,6 @@ def test_what_is_written_reads_back(tmp_path_factory, epochs, separator):
                 assert math.isnan(frame[key][i])
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=EPOCH_LOGS, second=EPOCH_LOGS, overlap=st.integers(0, 3))
 def test_append_keeps_every_row(tmp_path_factory, first, second, overlap):
     """Property: appending rows, whether or not their epochs are already in the file, keeps

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -20,6 +20,8 @@ from eventbus.records import SaveCheckpoint
 from eventbus.testing import RecordingWriter
 from sinks import hdf5
 from sinks.hdf5 import HDF5CheckpointWriter, load_checkpoint, write_checkpoint
+
+from hypothesis_profiles import FILES, examples
 
 
 def _weights() -> dict[str, np.ndarray]:
@@ -64,8 +66,7 @@ class TestWriteAndRead:
         with pytest.raises(FileNotFoundError, match=r"missing\.h5: No such file"):
             load_checkpoint(tmp_path / "missing.h5")
 
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES, function_fixture=True)  # an HDF5 file per example, rewritten each time
     @given(st.dictionaries(st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6})?", fullmatch=True),
                            hnp.arrays(st.sampled_from([np.float32, np.float64, np.int32]),
                                       hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),

@@ -6,7 +6,7 @@ import time
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus, SinkFailureWarning
@@ -14,6 +14,8 @@ from eventbus.errors import ConfigError
 from eventbus.records import decode_nonfinite
 from eventbus.testing import RecordingWriter, same
 from sinks.http import DeliveryError, HttpRecordSink, HttpSender, redact_url
+
+from hypothesis_profiles import FILES, examples
 
 TOKEN = "s3cr3t-token-value"
 
@@ -41,8 +43,7 @@ def fast(**kwargs):
 
 
 class TestRecordSink:
-    @settings(max_examples=10, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @examples(FILES, function_fixture=True)  # a loopback server and HTTP per example
     @given(losses=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1,
                            max_size=4),
            batch_size=st.integers(1, 20))
@@ -72,15 +73,18 @@ class TestRecordSink:
         assert all(h["Authorization"] == f"Bearer {TOKEN}" for _, h, _ in collector.requests)
 
     def test_write_does_not_wait_for_a_slow_server(self, server):
-        """Writes return at once while a 300 ms-per-request server is answering."""
-        collector = server(delay=0.3)
-        sink = HttpRecordSink(collector.url, batch_size=1000, **fast())
+        """Writes (and flush, which hands records to the sender) return while the server has
+        answered nothing; everything is delivered once it answers."""
+        collector = server(hold=True)  # answers nothing until released
+        sink = HttpRecordSink(collector.url, batch_size=1000, **fast(timeout=30.0))
         start = time.perf_counter()
         for seq in range(2000):
             sink.write({"seq": seq, "kind": "batch_end"})
             if seq % 100 == 0:
                 sink.flush()
-        assert time.perf_counter() - start < 0.25
+        # A write that waited for an answer would have waited the whole 30 s timeout.
+        assert time.perf_counter() - start < 10
+        collector.release.set()
         sink.close()
         assert sink.stats.sent == 2000
 
@@ -145,18 +149,20 @@ class TestRecordSink:
         assert [r["seq"] for r in records_of(collector)] == [0, 1, 2]
 
     def test_close_gives_up_at_the_deadline(self, server):
-        """With a server too slow for the deadline, close returns in time and counts the rest."""
-        collector = server(delay=1.0)
+        """With a server that does not answer by the deadline, close returns then, not when a
+        request times out, and counts the rest."""
+        collector = server(hold=True)  # answers nothing until the test is over
         sink = HttpRecordSink(collector.url, batch_size=1,
-                              **fast(timeout=5.0, flush_timeout=0.2))
+                              **fast(timeout=30.0, flush_timeout=0.2))
         for seq in range(5):
             sink.write({"seq": seq})
         sink.flush()
         start = time.perf_counter()
         with pytest.raises(DeliveryError, match="still pending"):
             sink.close()
-        assert time.perf_counter() - start < 0.6
-        assert sink.stats.abandoned == 5 - sink.stats.sent
+        # Waiting for the request rather than the 0.2 s deadline would take the 30 s timeout.
+        assert time.perf_counter() - start < 10
+        assert sink.stats.sent == 0 and sink.stats.abandoned == 5
 
 
 class TestSender:

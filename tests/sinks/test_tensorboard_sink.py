@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector import projector_config_pb2
@@ -48,7 +48,6 @@ def f32(x: float) -> float:
 
 
 class TestEncoding:
-    @settings(max_examples=60, deadline=None)
     @given(wall_time=st.floats(0, 4e9), step=st.integers(-2**63, 2**63 - 1),
            values=st.dictionaries(TAGS, st.floats(width=64), max_size=4),
            prefix=st.sampled_from(["", "epoch_", "batch_"]))
@@ -66,7 +65,6 @@ class TestEncoding:
         if not any(math.isnan(v) for v in values.values()):
             assert parsed == expected
 
-    @settings(max_examples=40, deadline=None)
     @given(wall_time=st.floats(0, 4e9))
     def test_file_version_event_is_the_protobuf_encoding(self, wall_time):
         expected = event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2")
@@ -93,7 +91,6 @@ class TestEncoding:
         event = event_pb2.Event.FromString(encode_scalar_event(0.0, 1, {"x": -1e300}))
         assert event.summary.value[0].simple_value == -math.inf
 
-    @settings(max_examples=30, deadline=None)
     @given(datas=st.lists(st.binary(max_size=64), max_size=80))
     def test_crc_matches_tensorboardx(self, datas):
         """Batched masked CRC-32C equals tensorboardX's record checksum, record by record."""
@@ -119,8 +116,6 @@ class TestEncoding:
 
 
 class TestSink:
-    @settings(max_examples=15, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(series=st.lists(st.dictionaries(st.sampled_from(["loss", "acc", "lr"]),
                                            st.floats(width=32), min_size=1), min_size=1,
                            max_size=40))
