@@ -10,6 +10,7 @@ from ._version import __version__
 from .bus import Bus, PluginIsolatedWarning, RunWarning, SinkFailureWarning
 from .errors import (
     AbortTraining,
+    CheckpointError,
     ConfigError,
     EventBusError,
     EventError,
@@ -31,6 +32,7 @@ from .replay import ReplayResult, replay
 __all__ = [
     "AbortTraining",
     "Bus",
+    "CheckpointError",
     "ConfigError",
     "EventBusError",
     "EventError",
