@@ -3,10 +3,12 @@
 :class:`HttpSender` posts from one background thread: the training thread only appends to a
 bounded buffer. Requests have a timeout; connection errors, timeouts and 5xx/429 answers are
 retried with exponential backoff; other 4xx answers are not (sending the same body again will not
-help). ``flush(timeout)`` waits for delivery up to a deadline, ``close(timeout)`` too, then
-gives up on what is left. Nothing is dropped silently: :class:`DeliveryStats` counts what was
-sent, failed, dropped (buffer full) and abandoned (still pending at the deadline), and the owner
-records the undelivered as ``sink_failed`` or ``warning``.
+help). No redirect is followed: a 3xx answer is a failed delivery, not retried, so neither the
+body nor the headers ever reach a host other than the one configured. ``flush(timeout)`` waits
+for delivery up to a deadline, ``close(timeout)`` too, then gives up on what is left. Nothing is
+dropped silently: :class:`DeliveryStats` counts what was sent, failed, dropped (buffer full) and
+abandoned (still pending at the deadline), and the owner records the undelivered as
+``sink_failed`` or ``warning``.
 
 Headers (which may carry tokens) and the query string and password of a URL never appear in a
 message: errors name the URL through :func:`redact_url` only.
@@ -248,8 +250,11 @@ class HttpSender:
         while True:
             self.stats.requests += 1
             try:
+                # No redirect is followed: a 307/308 would carry the body and the headers (a
+                # token) to whatever host the server names, a 301/302/303 would become a
+                # bodiless GET that looks delivered.
                 response = session.post(self.url, data=body, headers=self._headers,
-                                        timeout=self._timeout)
+                                        timeout=self._timeout, allow_redirects=False)
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
@@ -259,6 +264,8 @@ class HttpSender:
                     return
                 error = "HTTPError"
                 message = f"HTTP {status} from {redact_url(self.url)}"
+                if 300 <= status < 400:
+                    message += " (a redirect: not followed, the payload is not delivered)"
                 retry = status >= 500 or status in _RETRY_STATUS
             except requests.RequestException as exc:
                 error = type(exc).__name__

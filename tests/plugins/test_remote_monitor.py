@@ -159,6 +159,26 @@ class TestFaults:
         assert len(warnings) == 1 and warnings[0]["details"]["dropped"] >= 1
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed(server, status):
+    """A server answering with a redirect to another host: nothing reaches that host (not the
+    payload, not the X-Api-Key header), and the epoch counts as not delivered, not retried."""
+    elsewhere = server()
+    collector = server(status=status, location=elsewhere.url + "/stolen")
+    writer = RecordingWriter()
+    monitor = RemoteMonitor(collector.url, headers={"X-Api-Key": TOKEN}, send_as_json=True,
+                            **quick(retries=2))
+    bus = Bus([monitor], log=writer)
+    with pytest.warns(SinkFailureWarning, match=f"HTTP {status}"):
+        fit(bus, [0.5, 0.4])
+        bus.close()
+    assert elsewhere.requests == []
+    assert len(collector.requests) == 2  # one request per epoch: a redirect is not retried
+    failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+    assert f"HTTP {status}" in failed[0]["message"] and "redirect" in failed[0]["message"]
+    assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
+
+
 def test_bad_root():
     """A root that is not an http(s) URL is refused at construction."""
     with pytest.raises(ConfigError, match="root"):

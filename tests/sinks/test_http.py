@@ -124,6 +124,21 @@ class TestRecordSink:
         assert sink.stats.undelivered == len(memory.records)
         assert any(r["kind"] == "sink_failed" for r in memory.records)
 
+    def test_a_redirecting_collector_gets_no_record_delivered(self, server):
+        """A collector answering 307 to another host: the records are counted as undelivered,
+        close raises, and the other host sees no request."""
+        elsewhere = server()
+        collector = server(status=307, location=elsewhere.url + "/records")
+        memory = RecordingWriter()
+        sink = HttpRecordSink(collector.url, headers={"Authorization": TOKEN}, **fast())
+        bus = Bus([], log=[memory, sink])
+        with pytest.warns(SinkFailureWarning, match="not delivered"):
+            short_run(bus, [0.5])
+            bus.close()
+        assert elsewhere.requests == []
+        assert sink.stats.sent == 0 and sink.stats.failed == len(memory.records)
+        assert sink.stats.retries == 0
+
     def test_timeout_on_a_slow_server(self, server):
         """A server slower than the timeout: the request times out, is retried, then fails."""
         collector = server(delay=0.5)
@@ -170,6 +185,22 @@ class TestSender:
         stats = sender.close(5.0)
         assert (stats.failed, stats.requests, len(collector.requests)) == (1, 1, 1)
         assert failures[0][0] == "HTTPError" and "HTTP 400" in failures[0][1]
+
+    @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+    def test_a_redirect_is_a_failed_delivery(self, server, status):
+        """A 3xx answer pointing at another host is not followed: that host receives nothing
+        (no body, no header), the item counts as failed, and it is not retried."""
+        elsewhere = server()
+        collector = server(status=status, location=elsewhere.url + "/stolen")
+        failures = []
+        sender = HttpSender(collector.url, encode=lambda items: items[0], retries=3,
+                            backoff=0.01, headers={"X-Api-Key": TOKEN},
+                            on_failure=lambda *a: failures.append(a))
+        sender.put(b'{"secret": 1}')
+        stats = sender.close(5.0)
+        assert elsewhere.requests == []
+        assert (stats.sent, stats.failed, stats.requests) == (0, 1, 1)
+        assert failures[0][0] == "HTTPError" and f"HTTP {status}" in failures[0][1]
 
     def test_an_outage_is_reported_once(self, down_url):
         """Failures in a row are reported once (the first), and all of them counted."""
