@@ -80,9 +80,11 @@ class RemoteMonitor(Plugin):
         from sinks.http import redact_url
 
         config = super().get_config()
-        # The log header is read by people and tools: no tokens in it.
+        # The log header is read by people and tools: no tokens in it. A token may sit in the
+        # root's userinfo or query, in the path's query, or in any header value.
         config["headers"] = {name: "<redacted>" for name in self.headers}
         config["root"] = redact_url(self.root)
+        config["path"] = redact_url(self.path)
         return config
 
     def _get(self) -> Any:

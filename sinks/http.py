@@ -10,7 +10,7 @@ dropped silently: :class:`DeliveryStats` counts what was sent, failed, dropped (
 abandoned (still pending at the deadline), and the owner records the undelivered as
 ``sink_failed`` or ``warning``.
 
-Headers (which may carry tokens) and the query string and password of a URL never appear in a
+Headers (which may carry tokens) and the query values and userinfo of a URL never appear in a
 message: errors name the URL through :func:`redact_url` only.
 
 :class:`HttpRecordSink` streams every record of a run to a collector, in batches, as JSON Lines
@@ -42,19 +42,28 @@ class DeliveryError(EventBusError, RuntimeError):
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password and query values, fit for logs and messages."""
+    """``url`` without its userinfo and query values, fit for logs, headers and messages.
+
+    The user name and password become ``***`` (a token is often passed as the user name:
+    ``https://<token>@host/``), each query value becomes ``***`` (a query item without ``=``,
+    which may itself be a token, as a whole), and the fragment is dropped; scheme, host, port,
+    path and the query's parameter names are kept for diagnosis. Works on a bare path with a
+    query too (``/publish?token=...``).
+    """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}" if parts.password else \
-            f"{parts.username}@{netloc}"
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")
-                     if pair) if parts.query else ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    if "@" in parts.netloc:
+        netloc = f"***@{netloc}"
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else "***"
+                     for pair in parts.query.split("&") if pair) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 import pytest
 
-from eventbus import Bus, SinkFailureWarning
+from eventbus import Bus, SinkFailureWarning, read_header
 from eventbus.errors import ConfigError
 from eventbus.testing import RecordingWriter
 from plugins import RemoteMonitor
@@ -177,6 +177,31 @@ def test_a_redirect_is_not_followed(server, status):
     failed = [r for r in writer.records if r["kind"] == "sink_failed"]
     assert f"HTTP {status}" in failed[0]["message"] and "redirect" in failed[0]["message"]
     assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
+
+
+def test_log_header_holds_no_secret(tmp_path, down_url):
+    """The header of a real log keeps no token: not in the root's userinfo or query, not in the
+    path's query or fragment, not in a header value; host, port, path and parameter names stay
+    for diagnosis."""
+    user, password = "user-tok-1a2b3c", "pw-tok-4d5e6f"
+    base = down_url()
+    root = base.replace("http://", f"http://{user}:{password}@") + f"?key={TOKEN}"
+    monitor = RemoteMonitor(root, path=f"/publish?token={TOKEN}&{TOKEN}#{TOKEN}",
+                            headers={"X-Api-Key": TOKEN, "Authorization": f"Bearer {TOKEN}"},
+                            **quick(retries=0))
+    log = tmp_path / "run.jsonl"
+    bus = Bus([monitor], log=str(log))
+    with pytest.warns(SinkFailureWarning):  # nothing listens: the epoch is not delivered
+        fit(bus, [0.5])
+        bus.close()
+    header = read_header(str(log))
+    params = header.plugins[0].params
+    assert params["root"] == base.replace("http://", "http://***@") + "?key=***"
+    assert params["path"] == "/publish?token=***&***"
+    assert params["headers"] == {"X-Api-Key": "<redacted>", "Authorization": "<redacted>"}
+    text = log.read_text()
+    for secret in (TOKEN, user, password):
+        assert secret not in text
 
 
 def test_bad_root():

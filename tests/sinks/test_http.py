@@ -112,6 +112,20 @@ class TestRecordSink:
         assert TOKEN not in str(bus.failures)
         assert len(collector.requests) <= 2 * 2  # bounded: 2 tries per request
 
+    def test_userinfo_token_is_not_recorded(self, down_url):
+        """A token passed as the URL's user name (https://<token>@host/) is in no record, no
+        failure and no repr of the sink."""
+        url = down_url("/records").replace("http://", f"http://{TOKEN}@") + f"?k={TOKEN}"
+        sink = HttpRecordSink(url, **fast(retries=0))
+        memory = RecordingWriter()
+        bus = Bus([], log=[memory, sink])
+        with pytest.warns(SinkFailureWarning):
+            short_run(bus, [0.5])
+            bus.close()
+        assert any(r["kind"] == "sink_failed" for r in memory.records)
+        assert TOKEN not in orjson.dumps(memory.records).decode()
+        assert TOKEN not in str(bus.failures) and TOKEN not in repr(sink)
+
     def test_server_down(self, down_url):
         """Connection refused: training goes on, the loss is counted and raised at close."""
         sink = HttpRecordSink(down_url("/records"), **fast(retries=1))
@@ -238,10 +252,16 @@ class TestSender:
 
 
 @pytest.mark.parametrize(("url", "shown"), [
-    ("http://user:pw@127.0.0.1:8080/p?token=abc&x=1", "http://user:***@127.0.0.1:8080/p?token=***&x=***"),
+    ("http://user:pw@127.0.0.1:8080/p?token=abc&x=1", "http://***@127.0.0.1:8080/p?token=***&x=***"),
     ("https://127.0.0.1/publish/epoch/end/", "https://127.0.0.1/publish/epoch/end/"),
-    ("http://user@127.0.0.1/", "http://user@127.0.0.1/"),
+    (f"https://{TOKEN}@127.0.0.1/", "https://***@127.0.0.1/"),
+    (f"http://127.0.0.1/p?{TOKEN}&a=1#frag={TOKEN}", "http://127.0.0.1/p?***&a=***"),
+    (f"/publish?token={TOKEN}", "/publish?token=***"),
+    ("http://[::1]:9000/p", "http://[::1]:9000/p"),
+    ("http://127.0.0.1:99999999/", "<unparseable URL>"),
 ])
 def test_redact_url(url, shown):
-    """Passwords and query values are masked; the rest of the URL is kept for diagnosis."""
+    """Userinfo (user name included: it may be a token), query values, query items without a
+    value and the fragment are masked; the rest of the URL is kept for diagnosis."""
     assert redact_url(url) == shown
+    assert TOKEN not in redact_url(url)
