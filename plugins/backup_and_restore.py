@@ -25,7 +25,7 @@ import hashlib
 import os
 from typing import Any
 
-from eventbus import Plugin, hookimpl
+from eventbus import ConfigError, Plugin, hookimpl
 from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning, WeightsRestored
 
@@ -57,6 +57,11 @@ def resume_epoch(log: str) -> tuple[str, int]:
     return read_header(log).run_id, (last + 1 if last is not None else 0)
 
 
+def _count(value: Any) -> bool:
+    """Whether ``value`` (from a backup file's metadata) is a whole number, bools excluded."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class BackupAndRestore(Plugin):
     """Back up the run (event log and weights) in ``backup_dir``; resume from it after a crash.
 
@@ -72,6 +77,10 @@ class BackupAndRestore(Plugin):
                  double_checkpoint: bool = True, delete_checkpoint: bool = True):
         name = type(self).name
         self.backup_dir = require_path(backup_dir, "backup_dir", name)
+        if os.path.exists(self.backup_dir) and not os.path.isdir(self.backup_dir):
+            raise ConfigError(f"{name}: backup_dir {self.backup_dir} exists and is not a "
+                              "directory; give a directory (it is created if missing)",
+                              plugin=name, field="backup_dir")
         require_save_freq(save_freq, name)
         self.save_freq = save_freq
         if save_freq == "epoch":
@@ -88,6 +97,17 @@ class BackupAndRestore(Plugin):
         # bus.report() they would be drained while the bus replays the log, and lost.
         self._outbox: list[Any] = []
 
+    def _ensure_dir(self) -> None:
+        """Create ``backup_dir``; failing that, a ConfigError naming the plugin and the field
+        (a raw ``OSError`` said only "File exists" or "Not a directory")."""
+        try:
+            os.makedirs(self.backup_dir, exist_ok=True)
+        except OSError as exc:
+            name = type(self).name
+            raise ConfigError(f"{name}: cannot create backup_dir {self.backup_dir}: "
+                              f"{exc.strerror or exc}", plugin=name,
+                              field="backup_dir") from exc
+
     # --- starting: a fresh backup, or a resume --------------------------------------------------
 
     @hookimpl
@@ -100,7 +120,7 @@ class BackupAndRestore(Plugin):
         self._asked = True
         self._started = True
         resuming = os.path.exists(self.log_path) and os.path.getsize(self.log_path) > 0
-        os.makedirs(self.backup_dir, exist_ok=True)
+        self._ensure_dir()
         # Appending first also cuts a torn last line, so the bus reads a clean log.
         self._writer = JsonlWriter(self.log_path, append=resuming)
         bus.add_writer(self._writer)
@@ -147,9 +167,10 @@ class BackupAndRestore(Plugin):
                     f"{type(exc).__name__}: {exc}", details={"path": path}))
                 continue
             meta = checkpoint.metadata
-            if meta.get("run_id") == run_id and meta.get("epochs_finished", -1) <= initial_epoch:
-                candidates.append(((meta["epochs_finished"], meta.get("step", 0)), path,
-                                   checkpoint))
+            finished, step = meta.get("epochs_finished"), meta.get("step")
+            # A file is untrusted: only whole numbers are compared (a str would raise here).
+            if meta.get("run_id") == run_id and _count(finished) and finished <= initial_epoch:
+                candidates.append(((finished, step if _count(step) else 0), path, checkpoint))
         if not candidates:
             if bus.model is not None:
                 self._outbox.append(Warning(
@@ -196,8 +217,9 @@ class BackupAndRestore(Plugin):
             meta = checkpoint.metadata
             tag = meta.get("tag")
             # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
+            finished = meta.get("epochs_finished")
             if meta.get("run_id") != run_id or not isinstance(tag, str) or \
-                    meta.get("epochs_finished", initial_epoch + 1) > initial_epoch:
+                    not _count(finished) or finished > initial_epoch:
                 continue
             self._bus.snapshots[tag] = checkpoint.weights
             self._outbox.append(WeightsRestored(source=label, tag=tag, epoch=meta.get("epoch")))
@@ -212,7 +234,7 @@ class BackupAndRestore(Plugin):
             return  # no model adapter: the bus recorded a warning already
         from sinks.hdf5 import write_checkpoint
 
-        os.makedirs(self.backup_dir, exist_ok=True)
+        self._ensure_dir()
         write_checkpoint(os.path.join(self.backup_dir, snapshot_file(decision.tag)), weights,
                          metadata={"run_id": self._bus.run_id, "tag": decision.tag,
                                    "epoch": decision.epoch,
@@ -225,6 +247,7 @@ class BackupAndRestore(Plugin):
         model = bus.model
         if model is None:
             return  # nothing to back up but the log, which the bus writes
+        self._ensure_dir()
         latest = os.path.join(self.backup_dir, LATEST)
         previous = os.path.join(self.backup_dir, PREVIOUS)
         if not self.double_checkpoint:
