@@ -11,19 +11,20 @@ improves on ``best`` when ``value + |min_delta| < best``, under ``max`` when
 ``value - |min_delta| > best``. The first value seen always improves; NaN never does.
 
 The module also holds the few parameter checks every plugin makes, so each error names the plugin
-and the field the same way.
+and the field the same way; those a sink makes too (``require_real``, ``require_int``,
+``require_bool``) live in :mod:`eventbus.checks` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from eventbus import ConfigError
+from eventbus.checks import require_bool, require_int, require_real
 from eventbus.records import Warning
 
 __all__ = [
@@ -150,50 +151,6 @@ class Monitor:
 
 
 # --- parameter checks shared by the plugins ------------------------------------------------
-
-
-def require_real(value: Any, field: str, plugin: str, *, finite: bool = True,
-                 minimum: float | None = None) -> float:
-    """``value`` as a float; bools, strings and NaN are errors naming ``plugin`` and ``field``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{plugin}: {field} must be a real number; got "
-                          f"{type(value).__name__} {value!r}", plugin=plugin, field=field)
-    out = float(value)
-    if math.isnan(out) or (finite and math.isinf(out)):
-        raise ConfigError(f"{plugin}: {field} must be a finite number; got {out}",
-                          plugin=plugin, field=field)
-    if minimum is not None and out < minimum:
-        raise ConfigError(f"{plugin}: {field} must be >= {minimum}; got {out}",
-                          plugin=plugin, field=field)
-    return out
-
-
-def require_int(value: Any, field: str, plugin: str, *, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``; bools and floats are errors."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{plugin}: {field} must be an int; got {type(value).__name__} "
-                          f"{value!r}", plugin=plugin, field=field)
-    out = int(value)
-    if out < minimum:
-        raise ConfigError(f"{plugin}: {field} must be >= {minimum}; got {out}",
-                          plugin=plugin, field=field)
-    return out
-
-
-def require_bool(value: Any, field: str, plugin: str) -> bool:
-    """``value`` if it is a bool (NumPy's included); anything else is an error.
-
-    Not ``bool(value)``: ``append="no"`` or ``save_best_only="False"`` would silently be True.
-    """
-    if isinstance(value, bool) or _is_numpy_bool(value):
-        return bool(value)
-    raise ConfigError(f"{plugin}: {field} must be True or False; got {type(value).__name__} "
-                      f"{value!r}", plugin=plugin, field=field)
-
-
-def _is_numpy_bool(value: Any) -> bool:
-    kind = type(value)
-    return kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")
 
 
 def require_path(value: Any, field: str, plugin: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import orjson
 
 from eventbus import Plugin, hookimpl
+from eventbus.checks import require_headers
 from eventbus.errors import ConfigError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
@@ -55,7 +56,7 @@ class RemoteMonitor(Plugin):
         self.root = root
         self.path = path
         self.field = field
-        self.headers = _headers(headers, name)
+        self.headers = require_headers(headers, "headers", name)
         self.send_as_json = require_bool(send_as_json, "send_as_json", name)
         # Checked here, not by the HTTP sender built at the first epoch: a bad value must stop
         # the run before it starts, not become a sink failure at its first epoch end.
@@ -153,22 +154,6 @@ class RemoteMonitor(Plugin):
                 sink=self._label, event="close", error="DeliveryError",
                 message=f"{stats.undelivered} of {stats.undelivered + stats.sent} epoch "
                         f"payload(s) not delivered to {_host(self.url)}: {stats.describe()}"))
-
-
-def _headers(headers: Any, plugin: str) -> dict[str, str]:
-    """``headers`` checked: None, or a mapping of header names to values, all str."""
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise ConfigError(f"{plugin}: headers must be a dict of header names to values (str); "
-                          f"got {type(headers).__name__}", plugin=plugin, field="headers")
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            # The value may be a token: name its type only.
-            raise ConfigError(f"{plugin}: headers must map str to str; got "
-                              f"{type(key).__name__} {key!r} -> {type(value).__name__}",
-                              plugin=plugin, field="headers")
-    return dict(headers)
 
 
 def _host(url: str) -> str:

@@ -204,6 +204,16 @@ def test_log_header_holds_no_secret(tmp_path, down_url):
         assert secret not in text
 
 
+@pytest.mark.parametrize("headers", [{"X-Api-Key": "a\r\nX-Evil: 1"}, {"Bad Name": "v"},
+                                     {"X-Api-Key": 5}, ["X-Api-Key"]])
+def test_bad_headers_are_refused(headers):
+    """Header names must be tokens, values str without line breaks: a ConfigError naming the
+    field when the plugin is built, not a failed request at the first epoch end."""
+    with pytest.raises(ConfigError) as info:
+        RemoteMonitor("http://127.0.0.1:9", headers=headers)
+    assert (info.value.plugin, info.value.field) == ("RemoteMonitor", "headers")
+
+
 def test_bad_root():
     """A root that is not an http(s) URL is refused at construction."""
     with pytest.raises(ConfigError, match="root"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import orjson
@@ -188,6 +189,65 @@ class TestRecordSink:
         assert sink.stats.abandoned == 5 - sink.stats.sent
 
 
+class TestRecordSinkConfig:
+    @pytest.mark.parametrize(("kwargs", "field"), [
+        ({"timeout": "5"}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+        ({"flush_timeout": "x"}, "flush_timeout"), ({"flush_timeout": -1}, "flush_timeout"),
+        ({"flush_timeout": float("inf")}, "flush_timeout"),
+        ({"batch_size": True}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+        ({"max_pending": 0}, "max_pending"), ({"retries": 1.5}, "retries"),
+        ({"backoff": -0.1}, "backoff"), ({"max_backoff": -1}, "max_backoff"),
+        ({"linger": "1"}, "linger"), ({"linger": -1}, "linger"),
+        ({"linger": float("nan")}, "linger"), ({"headers": {"X-Token": 5}}, "headers"),
+        ({"headers": {"X-Token": "a\r\nX-Evil: 1"}}, "headers"),
+        ({"headers": {"Bad Name": "v"}}, "headers"), ({"headers": "Authorization"}, "headers"),
+    ])
+    def test_every_parameter_is_checked(self, kwargs, field):
+        """Each bad parameter is a ConfigError naming the field (a string timeout used to be a
+        TypeError, and the others were accepted), and no thread is started."""
+        before = threading.active_count()
+        with pytest.raises(ConfigError) as info:
+            HttpRecordSink("http://127.0.0.1:9/records", **kwargs)
+        assert info.value.field == field and field in str(info.value)
+        assert threading.active_count() == before
+
+    def test_a_header_value_is_never_shown(self):
+        """A header value with a line break is refused without echoing the value (a token)."""
+        with pytest.raises(ConfigError) as info:
+            HttpRecordSink("http://127.0.0.1:9/", headers={"X-Token": f"{TOKEN}\n"})
+        assert TOKEN not in str(info.value)
+
+
+class TestIdle:
+    @pytest.mark.parametrize("linger", [0, 0.0001])
+    def test_an_idle_sender_costs_no_cpu(self, server, linger):
+        """With linger=0 (or tiny), the sender thread sleeps while nothing is pending: the
+        process uses almost no CPU over half a second idle (it used to spin a core)."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, **fast(linger=linger))
+        time.sleep(0.1)
+        start = time.process_time()
+        time.sleep(0.5)
+        used = time.process_time() - start
+        sink.write({"seq": 1})  # still delivered promptly, without a flush
+        deadline = time.monotonic() + 5.0
+        while not collector.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sink.close()
+        assert used < 0.1, f"{used:.3f} s of CPU in 0.5 s idle"
+        assert [r["seq"] for r in records_of(collector)] == [1]
+
+    def test_linger_batches_what_arrives_together(self, server):
+        """A lazy sender still gathers records for `linger` seconds into one request."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, batch_size=100, **fast(linger=0.2))
+        for seq in range(5):
+            sink.write({"seq": seq})
+        time.sleep(0.6)
+        assert len(collector.requests) == 1 and len(records_of(collector)) == 5
+        sink.close()
+
+
 class TestSender:
     def test_4xx_is_not_retried(self, server):
         """A 400 answer will not change on a retry: one request, counted as failed."""
@@ -242,13 +302,22 @@ class TestSender:
         assert TOKEN not in repr(sender)
         sender.close(1.0)
 
-    @pytest.mark.parametrize("kwargs", [{"url": "ftp://127.0.0.1/"}, {"batch_size": 0},
-                                        {"retries": -1}, {"timeout": 0}])
-    def test_bad_configuration(self, kwargs):
-        """Bad settings are refused before a thread starts."""
+    @pytest.mark.parametrize(("kwargs", "field"), [
+        ({"url": "ftp://127.0.0.1/"}, "url"), ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"), ({"retries": -1}, "retries"),
+        ({"timeout": 0}, "timeout"), ({"timeout": "5"}, "timeout"),
+        ({"max_backoff": -1}, "max_backoff"), ({"backoff": float("nan")}, "backoff"),
+        ({"eager": "no"}, "eager"), ({"linger": -0.5}, "linger"),
+        ({"encode": None}, "encode"), ({"on_failure": 5}, "on_failure"),
+        ({"content_type": ""}, "content_type"), ({"headers": [("a", "b")]}, "headers")])
+    def test_bad_configuration(self, kwargs, field):
+        """Bad settings are refused, naming the field, before a thread starts."""
         options = {"url": "http://127.0.0.1:9/", "encode": bytes, **kwargs}
-        with pytest.raises(ConfigError):
+        before = threading.active_count()
+        with pytest.raises(ConfigError) as info:
             HttpSender(options.pop("url"), **options)
+        assert info.value.field == field and field in str(info.value)
+        assert threading.active_count() == before
 
 
 @pytest.mark.parametrize(("url", "shown"), [
