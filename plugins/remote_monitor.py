@@ -26,7 +26,8 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 class RemoteMonitor(Plugin):
-    """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end.
+    """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end (the epoch wins
+    over a metric named ``epoch``).
 
     As Keras: an HTTP POST whose form field ``field`` holds the payload as JSON, or with
     ``send_as_json=True`` a JSON body; ``headers`` go with every request. Unlike Keras, the
@@ -109,8 +110,10 @@ class RemoteMonitor(Plugin):
         return self._sender
 
     def payload(self, epoch: int, logs: Mapping[str, float]) -> bytes:
-        """The request body for one epoch."""
-        data = _json({"epoch": epoch, **logs})
+        """The request body for one epoch. The event's epoch wins over a metric named "epoch"
+        (Keras lets the metric overwrite it, and the server then files the payload under a
+        made-up epoch)."""
+        data = _json({"epoch": epoch, **{k: v for k, v in logs.items() if k != "epoch"}})
         if self.send_as_json:
             return data
         return urlencode({self.field: data.decode()}).encode()

@@ -64,6 +64,19 @@ class TestRequests:
         assert headers["Content-Type"] == "application/json"
         assert strict_json(body) == {"epoch": 0, "loss": 0.5, "val_loss": 1.0}
 
+    def test_the_epoch_wins_over_a_metric_named_epoch(self, server):
+        """A metric called "epoch" does not overwrite the payload's epoch (Keras's would)."""
+        collector = server()
+        bus = Bus([RemoteMonitor(collector.url, send_as_json=True, **quick())])
+        bus.train_begin()
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"epoch": 99.0, "loss": 0.5})
+        bus.train_end()
+        bus.close()
+        assert [strict_json(body) for _, _, body in collector.requests] == [
+            {"epoch": 0, "loss": 0.5}, {"epoch": 1, "loss": 0.5}]
+
     def test_nan_is_valid_json(self, server):
         """A NaN loss is sent as the string "NaN" (Keras's payload would not be JSON)."""
         collector = server()
