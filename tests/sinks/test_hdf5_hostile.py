@@ -210,6 +210,22 @@ class TestDeclaredSizes:
         refused(hostile(tmp_path, build), "/weights/big_chunk", "larger than the dataset")
 
 
+class TestFilters:
+    def test_a_filter_hdf5_would_load_as_a_plugin_is_refused(self, tmp_path: Path) -> None:
+        """A dataset whose pipeline names filter 32004 (LZ4, not built into HDF5): HDF5 would
+        search its plugin path for a library to load; the loader refuses it unread."""
+        def build(group: h5py.Group) -> str:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk((4,))
+            dcpl.set_filter(32004, h5py.h5z.FLAG_OPTIONAL, ())
+            space = h5py.h5s.create_simple((4,))
+            h5py.Dataset(h5py.h5d.create(group.id, b"plug", h5py.h5t.NATIVE_DOUBLE, space,
+                                         dcpl=dcpl))[...] = np.ones(4)
+            return "plug"
+
+        refused(hostile(tmp_path, build), "/weights/plug", "filter 32004")
+
+
 class TestNotNumbers:
     @pytest.mark.parametrize(("kind", "make"), [
         ("vlen str", lambda g: g.create_dataset("x", data=["a", "b"],
