@@ -10,6 +10,7 @@ from ._version import __version__
 from .bus import Bus, PluginIsolatedWarning, RunWarning, SinkFailureWarning
 from .errors import (
     AbortTraining,
+    CheckpointError,
     ConfigError,
     DeliveryError,
     DistributedError,
@@ -37,6 +38,7 @@ from .sink import Sink
 __all__ = [
     "AbortTraining",
     "Bus",
+    "CheckpointError",
     "ConfigError",
     "DeliveryError",
     "DistributedError",

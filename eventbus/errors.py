@@ -11,20 +11,23 @@
     ├── LogError(ValueError)             an event log cannot be read
     │   ├── LogCorruptError              a line or file in the middle of a log is not a record
     │   └── SchemaVersionError           the log was written by a newer, incompatible schema
+    ├── CheckpointError(ValueError)      a checkpoint file is not one this library reads safely
     ├── RegistryError(LookupError)       a plugin name is not registered
     ├── ReplayError(RuntimeError)        a log cannot be replayed as asked
     ├── DeliveryError(RuntimeError)      records or payloads could not be delivered (HTTP)
     └── DistributedError(RuntimeError)   the ranks of a job could not agree
         └── RankTimeoutError(TimeoutError)  a rank never answered; ``.ranks`` names it
 
-Each error that concerns an event or a plugin names them (``.event``, ``.plugin``), so a
-message read in a CI log is enough to find the fault.
+Each error that concerns an event or a plugin names them (``.event``, ``.plugin``), and one that
+concerns a file names it (``.path``, and ``.dataset`` for a checkpoint), so a message read in a
+CI log is enough to find the fault.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AbortTraining",
+    "CheckpointError",
     "ConfigError",
     "DeliveryError",
     "DistributedError",
@@ -108,6 +111,18 @@ class LogCorruptError(LogError):
 
 class SchemaVersionError(LogError):
     """The log's major schema version is newer than this library reads."""
+
+
+class CheckpointError(EventBusError, ValueError):
+    """A checkpoint file is refused: not an eventbus checkpoint, or built to make the loader read
+    other files, allocate more than the file can hold, or return something that is not a
+    numeric array (``sinks.hdf5.load_checkpoint``). Nothing of the file is returned."""
+
+    def __init__(self, message: str, *, path: str | None = None, dataset: str | None = None):
+        super().__init__(message)
+        self.path = path
+        #: The dataset, group or attribute at fault, as an HDF5 path ("/weights/dense/kernel").
+        self.dataset = dataset
 
 
 class RegistryError(EventBusError, LookupError):

@@ -26,11 +26,11 @@ Keras 3's rules, except for a first NaN (Keras takes it as the best; see the plu
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
+from .checks import require_real
 from .errors import ConfigError
 from .records import Warning
 
@@ -106,24 +106,6 @@ def fmt(value: float | None) -> str:
     return "None" if value is None else f"{value:.6g}"
 
 
-def require_real(value: Any, field: str, plugin: str, *, finite: bool = True,
-                 minimum: float | None = None) -> float:
-    """``value`` as a float; bools, strings and NaN are errors naming ``plugin`` and ``field``.
-
-    Here rather than with the plugins' other parameter checks (``plugins.monitor``) because
-    :class:`Monitor` checks ``min_delta`` and ``initial`` with it.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{plugin}: {field} must be a real number; got "
-                          f"{type(value).__name__} {value!r}", plugin=plugin, field=field)
-    out = float(value)
-    if math.isnan(out) or (finite and math.isinf(out)):
-        raise ConfigError(f"{plugin}: {field} must be a finite number; got {out}",
-                          plugin=plugin, field=field)
-    if minimum is not None and out < minimum:
-        raise ConfigError(f"{plugin}: {field} must be >= {minimum}; got {out}",
-                          plugin=plugin, field=field)
-    return out
 
 
 class Monitor:

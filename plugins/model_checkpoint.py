@@ -7,6 +7,7 @@ when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user d
 
 from __future__ import annotations
 
+import re
 import string
 import warnings
 from collections.abc import Mapping
@@ -30,10 +31,18 @@ from .monitor import (
 __all__ = ["ModelCheckpoint"]
 
 _EXTENSIONS = (".h5", ".hdf5")
+#: The widest width or precision a field's format spec may ask for. ``{epoch:>60000000}`` would
+#: make every save allocate 60 MB (and a replayed log with it, gigabytes); 64 is room to spare
+#: for any real file name.
+MAX_SPEC_NUMBER = 64
+#: The longest filepath, as a template and once formatted: Linux's PATH_MAX.
+MAX_PATH = 4096
+_NUMBERS = re.compile(r"\d+")
 
 
 def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
-    """The field names of a ``str.format`` template; only plain names are allowed."""
+    """The field names of a ``str.format`` template; only plain names, and format specs whose
+    widths and precisions are at most :data:`MAX_SPEC_NUMBER`, are allowed."""
     names: list[str] = []
     try:
         parsed = list(string.Formatter().parse(filepath))
@@ -56,6 +65,13 @@ def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
             raise ConfigError(f"{plugin}: filepath {filepath!r}: field {{{name}}} has a nested "
                               "field in its format spec; write the spec out",
                               plugin=plugin, field="filepath")
+        # Every run of digits in a spec is a width or a precision (a digit used as the fill
+        # character is followed by an alignment sign, so it stands alone): bound them all.
+        if spec and any(int(n) > MAX_SPEC_NUMBER for n in _NUMBERS.findall(spec)):
+            raise ConfigError(f"{plugin}: filepath {filepath!r}: field {{{name}}} has the "
+                              f"format spec {spec[:40]!r}, whose width or precision is over "
+                              f"{MAX_SPEC_NUMBER}; a file name does not need it",
+                              plugin=plugin, field="filepath")
         names.append(name)
     return tuple(names)
 
@@ -74,6 +90,10 @@ class ModelCheckpoint(Plugin):
                  initial_value_threshold: float | None = None, *, period: int | None = None):
         name = type(self).name
         self.filepath = require_path(filepath, "filepath", name)
+        if len(self.filepath) > MAX_PATH:
+            raise ConfigError(f"{name}: filepath is {len(self.filepath)} characters long (it "
+                              f"starts {self.filepath[:40]!r}); a path has at most {MAX_PATH}",
+                              plugin=name, field="filepath")
         if not self.filepath.endswith(_EXTENSIONS):
             raise ConfigError(f"{name}: checkpoints are HDF5 files; filepath must end in .h5 or "
                               f".hdf5 (e.g. 'ckpt-{{epoch:02d}}.weights.h5'); got "
@@ -204,8 +224,15 @@ class ModelCheckpoint(Plugin):
                 + f"; available: {', '.join(sorted(values))}",
                 plugin=type(self).name, field="filepath")
         try:
-            return self.filepath.format(**values)
+            path = self.filepath.format(**values)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{type(self).name}: filepath {self.filepath!r} cannot be "
                               f"formatted with {values}: {exc}", plugin=type(self).name,
                               field="filepath") from None
+        if len(path) > MAX_PATH:
+            # Bounded specs still add up: many fields, or a float like 1e300 under 'f'.
+            raise ConfigError(f"{type(self).name}: filepath {self.filepath!r} formats to "
+                              f"{len(path)} characters at epoch {epoch + 1} (it starts "
+                              f"{path[:40]!r}); a path has at most {MAX_PATH}",
+                              plugin=type(self).name, field="filepath")
+        return path

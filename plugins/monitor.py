@@ -5,27 +5,19 @@ in the core, as :mod:`eventbus.monitor`, so the audit uses the same rule as the 
 are re-exported here so ``from plugins.monitor import Monitor, infer_mode`` keeps working.
 
 The module also holds the few parameter checks every plugin makes, so each error names the plugin
-and the field the same way (``require_real`` is the core's: :class:`~eventbus.monitor.Monitor`
-checks ``min_delta`` with it).
+and the field the same way; those a sink makes too (``require_real``, ``require_int``,
+``require_bool``) live in :mod:`eventbus.checks` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventbus import ConfigError
-from eventbus.monitor import (
-    MAX_WORDS,
-    MIN_WORDS,
-    Mode,
-    Monitor,
-    fmt,
-    infer_mode,
-    require_real,
-)
+from eventbus.checks import require_bool, require_int, require_real
+from eventbus.monitor import MAX_WORDS, MIN_WORDS, Mode, Monitor, fmt, infer_mode
 
 __all__ = [
     "MAX_WORDS",
@@ -44,34 +36,6 @@ __all__ = [
 
 
 # --- parameter checks shared by the plugins ------------------------------------------------
-
-
-def require_int(value: Any, field: str, plugin: str, *, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``; bools and floats are errors."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{plugin}: {field} must be an int; got {type(value).__name__} "
-                          f"{value!r}", plugin=plugin, field=field)
-    out = int(value)
-    if out < minimum:
-        raise ConfigError(f"{plugin}: {field} must be >= {minimum}; got {out}",
-                          plugin=plugin, field=field)
-    return out
-
-
-def require_bool(value: Any, field: str, plugin: str) -> bool:
-    """``value`` if it is a bool (NumPy's included); anything else is an error.
-
-    Not ``bool(value)``: ``append="no"`` or ``save_best_only="False"`` would silently be True.
-    """
-    if isinstance(value, bool) or _is_numpy_bool(value):
-        return bool(value)
-    raise ConfigError(f"{plugin}: {field} must be True or False; got {type(value).__name__} "
-                      f"{value!r}", plugin=plugin, field=field)
-
-
-def _is_numpy_bool(value: Any) -> bool:
-    kind = type(value)
-    return kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")
 
 
 def require_path(value: Any, field: str, plugin: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import orjson
 
 from eventbus import Plugin, Sink
+from eventbus.checks import require_headers
 from eventbus.errors import ConfigError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
@@ -26,7 +27,8 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 class RemoteMonitor(Plugin, Sink):
-    """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end.
+    """Send ``{"epoch": epoch, **logs}`` to ``root + path`` at every epoch end (the epoch wins
+    over a metric named ``epoch``).
 
     As Keras: an HTTP POST whose form field ``field`` holds the payload as JSON, or with
     ``send_as_json=True`` a JSON body; ``headers`` go with every request. Unlike Keras, the
@@ -57,7 +59,7 @@ class RemoteMonitor(Plugin, Sink):
         self.root = root
         self.path = path
         self.field = field
-        self.headers = _headers(headers, name)
+        self.headers = require_headers(headers, "headers", name)
         self.send_as_json = require_bool(send_as_json, "send_as_json", name)
         # Checked here, not by the HTTP sender built at the first epoch: a bad value must stop
         # the run before it starts, not become a sink failure at its first epoch end.
@@ -82,9 +84,11 @@ class RemoteMonitor(Plugin, Sink):
         from sinks.http import redact_url
 
         config = super().get_config()
-        # The log header is read by people and tools: no tokens in it.
+        # The log header is read by people and tools: no tokens in it. A token may sit in the
+        # root's userinfo or query, in the path's query, or in any header value.
         config["headers"] = {name: "<redacted>" for name in self.headers}
         config["root"] = redact_url(self.root)
+        config["path"] = redact_url(self.path)
         return config
 
     def _get(self) -> Any:
@@ -108,8 +112,10 @@ class RemoteMonitor(Plugin, Sink):
         return self._sender
 
     def payload(self, epoch: int, logs: Mapping[str, float]) -> bytes:
-        """The request body for one epoch."""
-        data = _json({"epoch": epoch, **logs})
+        """The request body for one epoch. The event's epoch wins over a metric named "epoch"
+        (Keras lets the metric overwrite it, and the server then files the payload under a
+        made-up epoch)."""
+        data = _json({"epoch": epoch, **{k: v for k, v in logs.items() if k != "epoch"}})
         if self.send_as_json:
             return data
         return urlencode({self.field: data.decode()}).encode()
@@ -154,22 +160,6 @@ class RemoteMonitor(Plugin, Sink):
                           message=f"{stats.undelivered} of {stats.undelivered + stats.sent} "
                                   f"epoch payload(s) not delivered to {_host(self.url)}: "
                                   f"{stats.describe()}")
-
-
-def _headers(headers: Any, plugin: str) -> dict[str, str]:
-    """``headers`` checked: None, or a mapping of header names to values, all str."""
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise ConfigError(f"{plugin}: headers must be a dict of header names to values (str); "
-                          f"got {type(headers).__name__}", plugin=plugin, field="headers")
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            # The value may be a token: name its type only.
-            raise ConfigError(f"{plugin}: headers must map str to str; got "
-                              f"{type(key).__name__} {key!r} -> {type(value).__name__}",
-                              plugin=plugin, field="headers")
-    return dict(headers)
 
 
 def _host(url: str) -> str:

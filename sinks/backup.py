@@ -30,6 +30,11 @@ PREVIOUS = "previous.weights.h5"
 SNAPSHOT = "snapshot.{}.weights.h5"
 
 
+def _count(value: Any) -> bool:
+    """Whether ``value`` (from a backup file's metadata) is a whole number, bools excluded."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def snapshot_file(tag: str) -> str:
     """The backup file of the weights kept under ``tag`` (tags may hold any character)."""
     return SNAPSHOT.format(hashlib.sha256(tag.encode()).hexdigest()[:16])
@@ -64,18 +69,20 @@ class BackupFiles:
         """Create the folder; a path that is a file, or one that cannot be made, is a clear
         error naming the plugin and the folder."""
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
-            raise ConfigError(f"{self.plugin}: backup_dir {self.directory!r} is a file, not a "
-                              "folder", plugin=self.plugin, field="backup_dir")
+            raise ConfigError(f"{self.plugin}: backup_dir {self.directory} exists and is not a "
+                              "directory; give a directory (it is created if missing)",
+                              plugin=self.plugin, field="backup_dir")
         try:
             os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"{self.plugin}: backup_dir {self.directory!r} cannot be made: "
+        except OSError as exc:  # a raw OSError would say only "File exists"
+            raise ConfigError(f"{self.plugin}: cannot create backup_dir {self.directory}: "
                               f"{exc.strerror or exc}", plugin=self.plugin,
                               field="backup_dir") from exc
 
     def save(self, model: Any, metadata: dict[str, Any]) -> None:
         """Write the model's weights (and its optimizer's state) as the latest backup; the
         one before it becomes the previous (with ``double``)."""
+        self.make()
         latest, previous = self.path(LATEST), self.path(PREVIOUS)
         if not self.double:
             if os.path.exists(previous):  # left by a run with double_checkpoint=True
@@ -101,12 +108,10 @@ class BackupFiles:
             if checkpoint is None:
                 continue
             meta = checkpoint.metadata
-            finished = meta.get("epochs_finished", -1)
-            if meta.get("run_id") == run_id and isinstance(finished, int) and \
-                    finished <= initial_epoch:
-                step = meta.get("step", 0)
-                candidates.append(((finished, step if isinstance(step, int) else 0), name,
-                                   checkpoint))
+            finished, step = meta.get("epochs_finished"), meta.get("step")
+            # A file is untrusted: only whole numbers are compared (a str would raise here).
+            if meta.get("run_id") == run_id and _count(finished) and finished <= initial_epoch:
+                candidates.append(((finished, step if _count(step) else 0), name, checkpoint))
         if not candidates:
             if have_model:
                 found.warnings.append(Warning(
@@ -135,9 +140,9 @@ class BackupFiles:
             meta = checkpoint.metadata
             tag = meta.get("tag")
             # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
-            finished = meta.get("epochs_finished", initial_epoch + 1)
+            finished = meta.get("epochs_finished")
             if meta.get("run_id") != run_id or not isinstance(tag, str) or \
-                    not isinstance(finished, int) or finished > initial_epoch:
+                    not _count(finished) or finished > initial_epoch:
                 continue
             out.append((tag, checkpoint))
         return out

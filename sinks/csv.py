@@ -17,6 +17,9 @@ Where Keras loses data, this table does not:
   metrics the same way, and rows follow the file's own column order.
 - A torn last line (a crash mid-write) is cut off before appending.
 
+A metric named ``epoch`` is not written: the ``epoch`` column holds the epoch's index, and the
+first such row warns (``UserWarning``, once per table) instead of dropping it silently.
+
 Rows are removed only when a run resumes after a crash, for the epochs it is about to write
 again (:meth:`CsvTable.drop_rows_from`, see ``docs/sinks/csv.md``).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ class CsvTable:
         #: Whether the file has its header line (a new or emptied file gets it with the first
         #: row).
         self._headed = False
+        self._warned_epoch = False
         self._file: Any = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists() and self.path.stat().st_size > 0:
@@ -107,7 +112,13 @@ class CsvTable:
         """Append the row for ``epoch`` (widening the header first if ``logs`` has a new metric)."""
         if self._file is None:
             raise ValueError(f"{self.path}: the table is closed")
-        # The epoch column wins over a metric that happens to be called "epoch".
+        # The epoch column wins over a metric that happens to be called "epoch" (Keras's
+        # layout: one epoch column, the epoch's index); the metric is left out, and said so.
+        if "epoch" in logs and not self._warned_epoch:
+            self._warned_epoch = True
+            warnings.warn(f"{self.path}: the metric named 'epoch' is not written: the epoch "
+                          "column holds the epoch's index (rename the metric to keep it)",
+                          UserWarning, stacklevel=2)
         keys = [key for key in logs if key != "epoch"]
         if not self._headed:
             self.columns = sorted(keys)

@@ -18,7 +18,9 @@ never runs code.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
@@ -29,12 +31,13 @@ import numpy as np
 import orjson
 
 from eventbus import Plugin, Sink
+from eventbus.errors import CheckpointError
 from eventbus.records import CheckpointSaved, SinkFailed, decode_nonfinite, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "HDF5CheckpointWriter", "load_checkpoint",
-           "write_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "HDF5CheckpointWriter",
+           "load_checkpoint", "write_checkpoint"]
 
 FORMAT = "eventbus-checkpoint"
 FORMAT_VERSION = 1
@@ -155,36 +158,308 @@ def _remove_leftovers(directory: str, prefix: str) -> None:
                 os.unlink(os.path.join(directory, name))
 
 
-def _read_arrays(group: Any) -> dict[str, np.ndarray]:
-    names = orjson.loads(group.attrs["names"])
-    return {name: np.asarray(group[name][()]) for name in names}
+# --- reading: a checkpoint is untrusted input ---------------------------------------------------
+#
+# What the loader refuses, and why (docs/reliability.md lists each with its test):
+# - anything but a regular file (a FIFO would hang the open, a device never ends);
+# - links other than hard links (a soft or external link reads another object or file), datasets
+#   whose values live outside the file (external storage: any readable file's bytes come back as
+#   "weights"; virtual datasets: other files' datasets), filters HDF5 would look for as a plugin
+#   library to load;
+# - dtypes that are not plain numbers (references, variable-length, compound, opaque, arrays);
+# - a dataset that declares more bytes than the file holds for it: uncompressed, every byte
+#   returned is stored in the file; compressed, at most MAX_EXPANSION times what is stored (just
+#   above deflate's ceiling of 1032:1), and the datasets together store no more than the file's
+#   size, so a checkpoint of N bytes makes the loader allocate at most about MAX_EXPANSION * N;
+# - metadata and model_config that are not JSON objects, and a names list that is not the list
+#   of the datasets present.
+
+#: How much a compressed dataset may expand: deflate's ceiling (1032:1) and a margin.
+MAX_EXPANSION = 1100
+#: A chunk larger than its dataset is allowed (an extendible dataset), up to this many bytes.
+_MAX_SPARE_CHUNK = 1 << 20
+#: HDF5 filters whose decoders are built into HDF5 or h5py: deflate, shuffle, fletcher32, szip,
+#: nbit, scaleoffset, lzf. Any other id makes HDF5 search its plugin path for a library to load.
+_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+_NUMERIC = frozenset("biufc")
+#: The largest fixed-size attribute value read (this module writes variable-length strings).
+_MAX_FIXED_ATTR = 1 << 20
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint written by this module: weights, metadata, config, optimizer state."""
+def _refuse(path: str, where: str | None, what: str) -> CheckpointError:
+    place = f"{path}: {where}" if where else path
+    return CheckpointError(f"{place}: {what}", path=path, dataset=where)
+
+
+def _open_regular(path: str) -> Any:
+    """``path`` opened for reading, if it is a regular file; stat'ed after opening, so what is
+    checked is what is read. O_NONBLOCK: opening a FIFO returns at once instead of waiting for
+    a writer."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
+        getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: {os.strerror(exc.errno)}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+            raise _refuse(path, None, f"is {kind}; a checkpoint is a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _attr(obj: Any, name: str, path: str, where: str, *, kind: type) -> Any:
+    """The scalar attribute ``name`` of ``obj`` (a str or an int), or None when absent; its
+    type, shape and size are checked before it is read."""
+    import h5py
+
+    if name not in obj.attrs:
+        return None
+    label = f"{where.rstrip('/')}/@{name}" if where != "/" else f"/@{name}"
+    try:
+        attr = h5py.h5a.open(obj.id, name.encode())
+        dtype, shape = attr.dtype, attr.shape
+    except Exception as exc:  # noqa: BLE001 - an HDF5 type NumPy has no dtype for, ...
+        raise _refuse(path, label, f"cannot be read ({exc})") from None
+    if shape != ():
+        raise _refuse(path, label, f"has shape {shape}; a checkpoint stores one value here")
+    if dtype.itemsize > _MAX_FIXED_ATTR:  # a fixed-length string declared gigabytes long
+        raise _refuse(path, label, f"declares {dtype.itemsize} bytes for one value")
+    if kind is str:
+        if h5py.check_string_dtype(dtype) is None:
+            raise _refuse(path, label, f"has dtype {dtype}; expected a string")
+    elif dtype.kind not in "iu" or h5py.check_enum_dtype(dtype) is not None:
+        raise _refuse(path, label, f"has dtype {dtype}; expected an integer")
+    try:
+        value = obj.attrs[name]
+    except Exception as exc:  # noqa: BLE001 - h5py raises several kinds on damaged data
+        raise _refuse(path, label, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            raise _refuse(path, label, "is not UTF-8 text") from None
+    return value if kind is str else int(value)
+
+
+def _json_attr(obj: Any, name: str, path: str, where: str, expect: type) -> Any:
+    text = _attr(obj, name, path, where, kind=str)
+    if text is None:
+        return None
+    label = f"{where.rstrip('/')}/@{name}" if where != "/" else f"/@{name}"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _refuse(path, label, f"is not JSON ({exc})") from None
+    if not isinstance(value, expect):
+        raise _refuse(path, label, f"is a JSON {type(value).__name__}; expected a JSON "
+                      f"{'object' if expect is dict else 'list'}")
+    return value
+
+
+def _link(group: Any, name: str, path: str, where: str) -> None:
+    """Refuse ``name`` in ``group`` unless it is a hard link: a soft or external link, which
+    would read another object or another file, is never followed."""
     import h5py
 
     try:
-        file = h5py.File(os.fspath(path), "r")
-    except OSError as exc:  # h5py's message does not always name the file
-        if exc.errno:  # OSError(errno, ...) is FileNotFoundError, PermissionError, ...
-            raise OSError(exc.errno, f"{os.fspath(path)}: {os.strerror(exc.errno)}") from exc
-        raise OSError(f"{os.fspath(path)}: not an HDF5 checkpoint file ({exc})") from exc
-    with file:
-        if file.attrs.get("format") != FORMAT:
-            raise ValueError(f"{os.fspath(path)}: not an eventbus checkpoint (no "
-                             f"format={FORMAT!r} attribute)")
-        version = int(file.attrs.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)}: checkpoint format version {version} is newer "
-                             f"than this eventbus reads ({FORMAT_VERSION}); upgrade eventbus")
-        metadata = decode_nonfinite({"details": orjson.loads(file.attrs["metadata"])})["details"]
-        config = file.attrs.get("model_config")
-        model_config = None if config is None else orjson.loads(config)
-        weights = _read_arrays(file["weights"])
-        optimizer = _read_arrays(file["optimizer"]) if "optimizer" in file else {}
-    return Checkpoint(weights=weights, metadata=metadata, model_config=model_config,
-                      optimizer=optimizer)
+        link = group.get(name, getlink=True)
+    except Exception as exc:  # noqa: BLE001 - h5py has no class for user-defined links
+        raise _refuse(path, where, f"is a link of a kind this loader does not follow ({exc})") \
+            from None
+    if link is None:
+        raise _refuse(path, where, "is missing")
+    if isinstance(link, h5py.HardLink):
+        return
+    if isinstance(link, h5py.ExternalLink):
+        raise _refuse(path, where, f"is an external link to {link.path!r} in file "
+                      f"{link.filename!r}; a checkpoint holds its datasets itself")
+    if isinstance(link, h5py.SoftLink):
+        raise _refuse(path, where, f"is a soft link to {link.path!r}; a checkpoint holds its "
+                      "datasets under their own names")
+    raise _refuse(path, where, f"is a link of a kind this loader does not follow ({link!r})")
+
+
+def _declared(dataset: Any, path: str, where: str) -> tuple[int, int]:
+    """Check one dataset before anything of it is read; returns (bytes it declares, bytes it
+    stores in the file)."""
+    import h5py
+
+    plist = dataset.id.get_create_plist()
+    if dataset.is_virtual:
+        raise _refuse(path, where, "is a virtual dataset: its values come from other datasets "
+                      "or files; a checkpoint holds its values itself")
+    if plist.get_external_count():
+        raise _refuse(path, where, "keeps its values in external files "
+                      f"({[entry[0] for entry in dataset.external or []]}); a checkpoint "
+                      "holds its values itself")
+    layout = plist.get_layout()
+    if layout not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+        raise _refuse(path, where, f"has an HDF5 storage layout ({layout}) this loader does "
+                      "not read")
+    try:
+        dtype = dataset.dtype
+    except Exception as exc:  # noqa: BLE001 - an HDF5 type NumPy cannot hold
+        raise _refuse(path, where, f"has an HDF5 type NumPy cannot hold ({exc})") from None
+    if dtype.kind not in _NUMERIC or dtype.fields is not None or dtype.subdtype is not None \
+            or dtype.hasobject:
+        raise _refuse(path, where, f"has dtype {dtype}; a checkpoint holds numeric arrays only "
+                      "(bool, int, uint, float, complex)")
+    shape = dataset.shape
+    if shape is None:
+        raise _refuse(path, where, "has no shape (an empty HDF5 dataspace)")
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    unknown = [f for f in filters if f not in _FILTERS]
+    if unknown:
+        raise _refuse(path, where, f"uses HDF5 filter {unknown[0]}, which HDF5 would look for as "
+                      "a plugin library; checkpoints use HDF5's own filters only")
+    declared = math.prod(shape) * dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if layout == h5py.h5d.CHUNKED:
+        chunks = dataset.chunks
+        if math.prod(chunks) * dtype.itemsize > max(declared, _MAX_SPARE_CHUNK):
+            raise _refuse(path, where, f"has chunks of {chunks}, larger than the dataset "
+                          f"{shape}")
+        expected = math.prod(-(-size // chunk) for size, chunk in zip(shape, chunks))
+        if dataset.id.get_num_chunks() < expected:
+            raise _refuse(path, where, f"declares shape {shape} ({declared} bytes) but stores "
+                          f"only {dataset.id.get_num_chunks()} of its {expected} chunks")
+    limit = stored * (MAX_EXPANSION if filters else 1)
+    if declared > limit:
+        raise _refuse(path, where, f"declares shape {shape} of {dtype} ({declared} bytes) but "
+                      f"stores {stored} bytes in the file"
+                      + (f" (more than {MAX_EXPANSION}x compression)" if filters else ""))
+    return declared, stored
+
+
+def _walk(group: Any, prefix: str, path: str, where: str, seen: set[Any],
+          found: dict[str, Any]) -> None:
+    """Every dataset under ``group``, by its name relative to the top group, through hard links
+    only; an object reached twice (a cycle, or two names for one dataset) is refused."""
+    import h5py
+
+    for key in group:
+        name = f"{prefix}{key}"
+        here = f"{where}/{name}"
+        _link(group, key, path, here)
+        obj = group[key]
+        if obj.id in seen:
+            raise _refuse(path, here, "is a second link to an object already read (a cycle or "
+                          "a shared dataset); a checkpoint stores each array once")
+        seen.add(obj.id)
+        if isinstance(obj, h5py.Group):
+            _walk(obj, f"{name}/", path, where, seen, found)
+        elif isinstance(obj, h5py.Dataset):
+            found[name] = obj
+        else:
+            raise _refuse(path, here, f"is a {type(obj).__name__}, not a dataset or group")
+
+
+def _arrays(file: Any, top: str, path: str, seen: set[Any]) -> tuple[dict[str, Any], int]:
+    """The datasets of ``/top`` in the order its ``names`` attribute gives, each checked, and
+    the bytes they store in the file together; nothing of their values is read yet."""
+    import h5py
+
+    where = f"/{top}"
+    _link(file, top, path, where)
+    group = file[top]
+    if not isinstance(group, h5py.Group):
+        raise _refuse(path, where, f"is a {type(group).__name__}; expected a group")
+    seen.add(group.id)
+    names = _json_attr(group, "names", path, where, list)
+    if names is None:
+        raise _refuse(path, f"{where}/@names", "is missing; it lists the arrays in order")
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise _refuse(path, f"{where}/@names", "must list each array's name (a str) once")
+    found: dict[str, Any] = {}
+    _walk(group, "", path, where, seen, found)
+    if set(names) != set(found):
+        extra = sorted(set(found) - set(names))
+        missing = sorted(set(names) - set(found))
+        raise _refuse(path, f"{where}/@names", "does not list the datasets present"
+                      + (f"; not listed: {extra[:5]}" if extra else "")
+                      + (f"; listed but absent: {missing[:5]}" if missing else ""))
+    stored = sum(_declared(found[name], path, f"{where}/{name}")[1] for name in names)
+    return {name: found[name] for name in names}, stored
+
+
+def _read(datasets: Mapping[str, Any], path: str, top: str) -> dict[str, np.ndarray]:
+    out = {}
+    for name, dataset in datasets.items():
+        try:
+            out[name] = np.asarray(dataset[()])
+        except Exception as exc:  # noqa: BLE001 - damaged data: h5py raises several kinds
+            raise _refuse(path, f"/{top}/{name}", f"cannot be read ({type(exc).__name__}: "
+                          f"{exc})") from None
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by this module: weights, metadata, config, optimizer state.
+
+    The file is untrusted input: it is read only if it is a regular file, and only its own
+    numeric datasets, each checked against the bytes the file holds for it before any is read
+    (see this module's reading notes and docs/reliability.md). Anything else is a
+    :class:`~eventbus.errors.CheckpointError` naming the file and the dataset; a file that is
+    not HDF5 at all, or cannot be opened, an ``OSError`` naming the file.
+    """
+    import h5py
+
+    name = os.fspath(path)
+    with _open_regular(name) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            file = h5py.File(handle, "r")
+        except OSError as exc:  # h5py's message does not name the file
+            raise OSError(f"{name}: not an HDF5 checkpoint file ({exc})") from exc
+        with file:
+            try:
+                return _load(file, name, size)
+            except CheckpointError:
+                raise
+            except (KeyError, OSError, RuntimeError, TypeError, ValueError,
+                    RecursionError) as exc:
+                # A structure damaged in a way the checks above do not name.
+                raise _refuse(name, None, f"cannot be read as a checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _load(file: Any, path: str, size: int) -> Checkpoint:
+    if _attr(file, "format", path, "/", kind=str) != FORMAT:
+        raise _refuse(path, None, f"not an eventbus checkpoint (no format={FORMAT!r} "
+                      "attribute)")
+    version = _attr(file, "format_version", path, "/", kind=int) or 0
+    if version > FORMAT_VERSION:
+        raise _refuse(path, None, f"checkpoint format version {version} is newer than this "
+                      f"eventbus reads ({FORMAT_VERSION}); upgrade eventbus")
+    metadata = _json_attr(file, "metadata", path, "/", dict)
+    if metadata is None:
+        raise _refuse(path, "/@metadata", "is missing")
+    try:
+        metadata = decode_nonfinite({"details": metadata})["details"]
+    except RecursionError:
+        raise _refuse(path, "/@metadata", "is nested too deeply") from None
+    model_config = _json_attr(file, "model_config", path, "/", dict)
+    seen: set[Any] = set()
+    weights, stored = _arrays(file, "weights", path, seen)
+    optimizer: dict[str, Any] = {}
+    if file.id.links.exists(b"optimizer"):
+        optimizer, more = _arrays(file, "optimizer", path, seen)
+        stored += more
+    if stored > size:
+        # Each dataset's bytes are its own: more than the file holds means chunks that point
+        # at the same bytes, a way to multiply what one compressed chunk expands to.
+        raise _refuse(path, None, f"its datasets claim {stored} bytes of storage in a file of "
+                      f"{size} bytes")
+    return Checkpoint(weights=_read(weights, path, "weights"), metadata=metadata,
+                      model_config=model_config,
+                      optimizer=_read(optimizer, path, "optimizer"))
 
 
 class HDF5CheckpointWriter(Plugin, Sink):

@@ -3,12 +3,14 @@
 :class:`HttpSender` posts from one background thread: the training thread only appends to a
 bounded buffer. Requests have a timeout; connection errors, timeouts and 5xx/429 answers are
 retried with exponential backoff; other 4xx answers are not (sending the same body again will not
-help). ``flush(timeout)`` waits for delivery up to a deadline, ``close(timeout)`` too, then
-gives up on what is left. Nothing is dropped silently: :class:`DeliveryStats` counts what was
-sent, failed, dropped (buffer full) and abandoned (still pending at the deadline), and the owner
-records the undelivered as ``sink_failed`` or ``warning``.
+help). No redirect is followed: a 3xx answer is a failed delivery, not retried, so neither the
+body nor the headers ever reach a host other than the one configured. ``flush(timeout)`` waits
+for delivery up to a deadline, ``close(timeout)`` too, then gives up on what is left. Nothing is
+dropped silently: :class:`DeliveryStats` counts what was sent, failed, dropped (buffer full) and
+abandoned (still pending at the deadline), and the owner records the undelivered as
+``sink_failed`` or ``warning``.
 
-Headers (which may carry tokens) and the query string and password of a URL never appear in a
+Headers (which may carry tokens) and the query values and userinfo of a URL never appear in a
 message: errors name the URL through :func:`redact_url` only.
 
 :class:`HttpRecordSink` streams every record of a run to a collector, in batches, as JSON Lines
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from eventbus import Sink
+from eventbus.checks import require_bool, require_headers, require_int, require_real
 from eventbus.errors import ConfigError, DeliveryError
 from eventbus.records import SinkFailed, encode_nonfinite
 from eventbus.records import Warning as WarningRecord
@@ -38,19 +41,28 @@ __all__ = ["DeliveryError", "DeliveryStats", "HttpRecordSink", "HttpSender", "re
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password and query values, fit for logs and messages."""
+    """``url`` without its userinfo and query values, fit for logs, headers and messages.
+
+    The user name and password become ``***`` (a token is often passed as the user name:
+    ``https://<token>@host/``), each query value becomes ``***`` (a query item without ``=``,
+    which may itself be a token, as a whole), and the fragment is dropped; scheme, host, port,
+    path and the query's parameter names are kept for diagnosis. Works on a bare path with a
+    query too (``/publish?token=...``).
+    """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable URL>"
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}" if parts.password else \
-            f"{parts.username}@{netloc}"
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")
-                     if pair) if parts.query else ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    if "@" in parts.netloc:
+        netloc = f"***@{netloc}"
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else "***"
+                     for pair in parts.query.split("&") if pair) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
@@ -121,18 +133,36 @@ class HttpSender:
                  timeout: float = 5.0, retries: int = 3, backoff: float = 0.25,
                  max_backoff: float = 4.0, eager: bool = True, linger: float | None = 1.0,
                  on_failure: FailureCallback | None = None, name: str = "http"):
+        # Every parameter is checked before the thread starts, each error naming its field:
+        # a bad value must stop the run at construction, not fail every request later.
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"HttpSender: name must be a non-empty str; got {name!r}",
+                              plugin="HttpSender", field="name")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"{name}: url must start with http:// or https://; got "
-                              f"{redact_url(str(url))!r}", field="url")
-        for field, value in (("batch_size", batch_size), ("max_pending", max_pending)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: {field} must be an int >= 1; got {value!r}",
-                                  field=field)
-        if not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"{name}: retries must be an int >= 0; got {retries!r}",
-                              field="retries")
-        if timeout <= 0 or backoff < 0:
-            raise ConfigError(f"{name}: timeout must be > 0 and backoff >= 0", field="timeout")
+                              f"{redact_url(str(url))!r}", plugin=name, field="url")
+        if not callable(encode):
+            raise ConfigError(f"{name}: encode must be callable; got {type(encode).__name__}",
+                              plugin=name, field="encode")
+        if not isinstance(content_type, str) or not content_type:
+            raise ConfigError(f"{name}: content_type must be a non-empty str; got "
+                              f"{content_type!r}", plugin=name, field="content_type")
+        batch_size = require_int(batch_size, "batch_size", name, minimum=1)
+        max_pending = require_int(max_pending, "max_pending", name, minimum=1)
+        headers = require_headers(headers, "headers", name)
+        timeout = require_real(timeout, "timeout", name)
+        if timeout <= 0:
+            raise ConfigError(f"{name}: timeout must be > 0 seconds; got {timeout}",
+                              plugin=name, field="timeout")
+        retries = require_int(retries, "retries", name, minimum=0)
+        backoff = require_real(backoff, "backoff", name, minimum=0.0)
+        max_backoff = require_real(max_backoff, "max_backoff", name, minimum=0.0)
+        eager = require_bool(eager, "eager", name)
+        if linger is not None:
+            linger = require_real(linger, "linger", name, minimum=0.0)
+        if on_failure is not None and not callable(on_failure):
+            raise ConfigError(f"{name}: on_failure must be callable or None; got "
+                              f"{type(on_failure).__name__}", plugin=name, field="on_failure")
         import requests
 
         self.url = url
@@ -140,7 +170,7 @@ class HttpSender:
         self.stats = DeliveryStats()
         self._requests = requests
         self._encode = encode
-        self._headers = {"Content-Type": content_type, **dict(headers or {})}
+        self._headers = {"Content-Type": content_type, **headers}
         self._batch = batch_size
         self._max = max_pending
         self._timeout = timeout
@@ -153,6 +183,8 @@ class HttpSender:
         self._pending: deque[Any] = deque()
         self._in_flight = 0
         self._healthy = True
+        #: Set by kick and flush: send what is pending without waiting for `linger`.
+        self._urgent = False
         self._closing = False
         self._closed = False
         self._abort = threading.Event()
@@ -173,12 +205,15 @@ class HttpSender:
             self.stats.dropped += 1
             return False
         pending.append(item)
-        if self._eager or len(pending) >= self._batch:
+        # Eager: send now. Otherwise wake the thread for the first item (it then gives the
+        # batch `linger` seconds to fill) and for a full batch.
+        if self._eager or len(pending) == 1 or len(pending) >= self._batch:
             self._wake.set()
         return True
 
     def kick(self) -> None:
         """Send what is pending now rather than after ``linger``."""
+        self._urgent = True
         self._wake.set()
 
     @property
@@ -187,6 +222,7 @@ class HttpSender:
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until everything queued is delivered or given up on; False at the deadline."""
+        self._urgent = True
         self._wake.set()
         with self._progress:
             return self._progress.wait_for(lambda: not self.pending, timeout)
@@ -215,8 +251,20 @@ class HttpSender:
         session = self._requests.Session()
         try:
             while not self._abort.is_set():
-                self._wake.wait(None if self._eager else self._linger)
-                self._wake.clear()
+                if self._eager or not self._pending:
+                    # Nothing to time: sleep until put, kick, flush or close wakes the thread.
+                    # An empty buffer never gets a timed wait, so an idle sender costs no CPU
+                    # whatever `linger` is (with linger=0 the old timed wait spun a core).
+                    self._wake.wait()
+                    self._wake.clear()
+                    if not (self._eager or self._urgent or self._closing
+                            or len(self._pending) >= self._batch):
+                        continue  # the first item: give the batch `linger` to fill
+                else:
+                    # A full batch, kick, flush or close cuts the wait short.
+                    self._wake.wait(self._linger)
+                    self._wake.clear()
+                self._urgent = False
                 while self._pending and not self._abort.is_set():
                     with self._progress:
                         batch = [self._pending.popleft()
@@ -246,8 +294,11 @@ class HttpSender:
         while True:
             self.stats.requests += 1
             try:
+                # No redirect is followed: a 307/308 would carry the body and the headers (a
+                # token) to whatever host the server names, a 301/302/303 would become a
+                # bodiless GET that looks delivered.
                 response = session.post(self.url, data=body, headers=self._headers,
-                                        timeout=self._timeout)
+                                        timeout=self._timeout, allow_redirects=False)
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
@@ -257,6 +308,8 @@ class HttpSender:
                     return
                 error = "HTTPError"
                 message = f"HTTP {status} from {redact_url(self.url)}"
+                if 300 <= status < 400:
+                    message += " (a redirect: not followed, the payload is not delivered)"
                 retry = status >= 500 or status in _RETRY_STATUS
             except requests.RequestException as exc:
                 error = type(exc).__name__
@@ -318,6 +371,9 @@ class HttpRecordSink(Sink):
                  batch_size: int = 1000, max_pending: int = 100_000, timeout: float = 5.0,
                  retries: int = 3, backoff: float = 0.25, max_backoff: float = 4.0,
                  linger: float = 1.0, flush_timeout: float = 10.0):
+        # Checked here, before the sender (and its thread) exists; the sender checks the rest.
+        self.flush_timeout = require_real(flush_timeout, "flush_timeout", self.name, minimum=0.0)
+        linger = require_real(linger, "linger", self.name, minimum=0.0)
         self.url = url
         self.flush_timeout = flush_timeout
         self._run: Run | None = None

@@ -16,8 +16,9 @@ hypothesis_profiles.load()
 
 
 class LoopbackServer:
-    """An HTTP server on 127.0.0.1 that keeps every POST it gets and answers ``status`` (500
-    for the first ``fail_first`` requests) after ``delay`` seconds.
+    """An HTTP server on 127.0.0.1 that keeps every request it gets and answers ``status`` (500
+    for the first ``fail_first`` requests) after ``delay`` seconds, with a ``Location`` header
+    when ``location`` is given (to answer with a redirect).
 
     ``hold=True``: it answers nothing until ``release`` is set (by the test, or at the latest
     when it is closed). A test of what must not wait for the server then need not race a delay:
@@ -25,10 +26,13 @@ class LoopbackServer:
     """
 
     def __init__(self, status: int = 200, delay: float = 0.0, fail_first: int = 0,
-                 hold: bool = False):
+                 hold: bool = False, location: str | None = None):
         self.status, self.delay, self.fail_first = status, delay, fail_first
-        #: (path, headers, body) of every request, in arrival order.
+        self.location = location
+        #: (path, headers, body) of every request, whatever its method, in arrival order.
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        #: The method of each request, in the same order.
+        self.methods: list[str] = []
         self.lock = threading.Lock()
         #: Set: requests are answered (at once unless ``hold``).
         self.release = threading.Event()
@@ -41,12 +45,18 @@ class LoopbackServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with outer.lock:
                     outer.requests.append((self.path, dict(self.headers), body))
+                    outer.methods.append(self.command)
                     n = len(outer.requests)
                 outer.release.wait()
                 time.sleep(outer.delay)
                 self.send_response(500 if n <= outer.fail_first else outer.status)
+                if outer.location is not None:
+                    self.send_header("Location", outer.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            # A redirected request may arrive with another method: every one is kept.
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_PATCH = do_POST  # noqa: N815
 
             def log_message(self, *args: object) -> None:
                 pass

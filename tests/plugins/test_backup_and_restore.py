@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from eventbus import Bus, ConfigError, NumpyModel, read_log
 from eventbus.records import Decision
 from eventbus.replay import effective_records
+from eventbus.testing import RecordingWriter
 from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
 from sinks.hdf5 import load_checkpoint
 
@@ -226,6 +227,69 @@ class TestLifecycle:
         with pytest.raises(ConfigError) as info:
             BackupAndRestore(**params)
         assert info.value.field == field
+
+
+class TestUntrustedBackupDir:
+    def test_a_file_at_backup_dir_is_a_config_error(self, tmp_path: Path) -> None:
+        """A file where the folder should be: a ConfigError naming the plugin and the field
+        when the plugin is built, not "File exists" at the first epoch."""
+        (tmp_path / "bk").write_text("not a folder")
+        with pytest.raises(ConfigError, match="exists and is not a directory") as info:
+            BackupAndRestore(tmp_path / "bk")
+        assert (info.value.plugin, info.value.field) == ("BackupAndRestore", "backup_dir")
+
+    def test_a_folder_that_cannot_be_created(self, tmp_path: Path) -> None:
+        """A backup_dir under a file cannot be created: a ConfigError naming the plugin, the
+        field and the reason when the bus starts, with the OSError as its cause."""
+        (tmp_path / "file").write_text("x")
+        backup = BackupAndRestore(tmp_path / "file" / "bk")
+        with pytest.raises(ConfigError, match=r"cannot create backup_dir .*file/bk: Not a "
+                                              r"directory") as info:
+            Bus([backup])
+        assert (info.value.plugin, info.value.field) == ("BackupAndRestore", "backup_dir")
+        assert isinstance(info.value.__cause__, OSError)
+
+    def test_a_hostile_weights_backup_restores_nothing_foreign(self, tmp_path: Path) -> None:
+        """latest.weights.h5 replaced by a checkpoint whose weight is stored in another file:
+        the restore refuses it (a warning names the file), falls back on the previous backup,
+        and the model never holds the other file's bytes."""
+        import h5py
+
+        secret = tmp_path / "secret.bin"
+        secret.write_bytes(np.array([1e9, 2e9]).tobytes())
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        latest = tmp_path / "bk" / "latest.weights.h5"
+        with h5py.File(latest, "a") as file:
+            del file["weights/w"]
+            file["weights"].create_dataset("w", shape=(2,), dtype="f8",
+                                           external=[(str(secret), 0, 16)])
+        fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        writer = RecordingWriter()
+        bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], model=fresh,
+                  log=writer)
+        bus.epoch_begin(bus.initial_epoch)
+        assert fresh.weights["w"].tolist() == [8.0, 8.0]  # previous: 4 epochs of 2 batches
+        messages = [r["message"] for r in writer.records if r["kind"] == "warning"]
+        assert any("latest.weights.h5" in m and "CheckpointError" in m and "external" in m
+                   for m in messages), messages
+        bus.close()
+
+    def test_metadata_of_the_wrong_type_is_skipped(self, tmp_path: Path) -> None:
+        """A backup whose epochs_finished is a string is not a candidate (no TypeError): the
+        previous backup is restored."""
+        import h5py
+        import orjson
+
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        with h5py.File(tmp_path / "bk" / "latest.weights.h5", "a") as file:
+            meta = orjson.loads(file.attrs["metadata"])
+            file.attrs["metadata"] = orjson.dumps({**meta, "epochs_finished": "5"}).decode()
+        fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], model=fresh)
+        assert bus.initial_epoch == 5 and fresh.weights["w"].tolist() == [8.0, 8.0]
+        bus.close()
 
 
 class TestDoubleCheckpoint:

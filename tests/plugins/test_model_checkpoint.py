@@ -263,6 +263,69 @@ class TestFilepath:
         assert isinstance(info.value.__cause__, ConfigError)
 
 
+class TestTemplateBounds:
+    """A filepath template cannot make formatting allocate without bound: a hostile log (or a
+    slip) with {epoch:>60000000} would allocate 60 MB at every save."""
+
+    @pytest.mark.parametrize("filepath", ["x-{epoch:>60000000}.h5", "{epoch:065d}.h5",
+                                          "{val_loss:.100f}.h5", "{epoch:0>99999}.h5",
+                                          "{val_loss:_>1000,.2f}.h5"])
+    def test_wide_format_specs_are_refused_when_built(self, filepath: str) -> None:
+        """A width or precision over 64 is a ConfigError naming the plugin, field and spec."""
+        with pytest.raises(ConfigError) as info:
+            ModelCheckpoint(filepath)
+        assert (info.value.plugin, info.value.field) == ("ModelCheckpoint", "filepath")
+        spec = filepath[filepath.index(":") + 1:filepath.index("}")]
+        assert repr(spec) in str(info.value) and "64" in str(info.value)
+
+    @pytest.mark.parametrize("filepath", ["{epoch:>64}.h5", "{epoch:064d}.h5",
+                                          "{val_loss:9>8.64f}.h5", "{epoch:02d}-{val_loss:.4e}.h5"])
+    def test_specs_within_the_bound_are_accepted(self, filepath: str) -> None:
+        """Widths and precisions up to 64, a digit as the fill character included."""
+        assert len(saves([0.5], filepath)) == 1
+
+    def test_a_template_longer_than_a_path_is_refused(self) -> None:
+        """A filepath over 4096 characters is refused, without echoing all of it."""
+        with pytest.raises(ConfigError) as info:
+            ModelCheckpoint("a" * 5000 + ".h5")
+        assert info.value.field == "filepath" and "4096" in str(info.value)
+        assert len(str(info.value)) < 300
+
+    def test_the_formatted_path_is_capped(self) -> None:
+        """Bounded specs still add up: 80 fields of 62 characters (4960) stop the save with a
+        ConfigError at format time, before any file is named."""
+        plugin = ModelCheckpoint("{val_loss:.60f}" * 80 + ".h5")
+        with pytest.raises(PluginError) as info:
+            drive(plugin, epochs(val_loss=[0.5]))
+        cause = info.value.__cause__
+        assert isinstance(cause, ConfigError) and cause.field == "filepath"
+        assert "4096" in str(cause) and "4963 characters" in str(cause)
+
+    def test_a_huge_float_is_capped_too(self) -> None:
+        """{val_loss:.2f} of 1e300 is 303 characters: a few of them pass the cap."""
+        with pytest.raises(PluginError, match="at most 4096"):
+            drive(ModelCheckpoint("{val_loss:.64f}" * 12 + ".h5"), epochs(val_loss=[1e300]))
+
+    def test_a_hostile_log_is_refused_at_replay(self, tmp_path: Path) -> None:
+        """A log whose header was edited to {epoch:>60000000}: replay refuses to rebuild the
+        plugin (naming the spec) instead of allocating 60 MB per recorded save."""
+        import orjson
+
+        from eventbus import ReplayError
+
+        path = tmp_path / "run.jsonl"
+        with Bus([ModelCheckpoint("m-{epoch}.h5")], log=path) as bus:
+            for event in epochs(val_loss=[0.5, 0.4]):
+                bus.publish(event)
+        lines = path.read_bytes().splitlines()
+        header = orjson.loads(lines[0])
+        header["plugins"][0]["params"]["filepath"] = "x-{epoch:>60000000}.h5"
+        path.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]) + b"\n")
+        with pytest.raises(ReplayError, match=r"'>60000000'") as info:
+            replay(path)
+        assert isinstance(info.value.__cause__, ConfigError)
+
+
 class TestConfig:
     @pytest.mark.parametrize(("params", "field"), [
         ({"save_freq": "batch"}, "save_freq"), ({"save_freq": 0}, "save_freq"),

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 import pytest
 
-from eventbus import Bus, SinkFailureWarning
+from eventbus import Bus, SinkFailureWarning, read_header
 from eventbus.errors import ConfigError
 from eventbus.testing import RecordingWriter
 from plugins import RemoteMonitor
@@ -63,6 +63,19 @@ class TestRequests:
         assert path == "/runs/7" and headers["Authorization"] == TOKEN
         assert headers["Content-Type"] == "application/json"
         assert strict_json(body) == {"epoch": 0, "loss": 0.5, "val_loss": 1.0}
+
+    def test_the_epoch_wins_over_a_metric_named_epoch(self, server):
+        """A metric called "epoch" does not overwrite the payload's epoch (Keras's would)."""
+        collector = server()
+        bus = Bus([RemoteMonitor(collector.url, send_as_json=True, **quick())])
+        bus.train_begin()
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"epoch": 99.0, "loss": 0.5})
+        bus.train_end()
+        bus.close()
+        assert [strict_json(body) for _, _, body in collector.requests] == [
+            {"epoch": 0, "loss": 0.5}, {"epoch": 1, "loss": 0.5}]
 
     def test_nan_is_valid_json(self, server):
         """A NaN loss is sent as the string "NaN" (Keras's payload would not be JSON)."""
@@ -166,6 +179,61 @@ class TestFaults:
             bus.close()
         warnings = [r for r in writer.records if r["kind"] == "warning"]
         assert len(warnings) == 1 and warnings[0]["details"]["dropped"] >= 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed(server, status):
+    """A server answering with a redirect to another host: nothing reaches that host (not the
+    payload, not the X-Api-Key header), and the epoch counts as not delivered, not retried."""
+    elsewhere = server()
+    collector = server(status=status, location=elsewhere.url + "/stolen")
+    writer = RecordingWriter()
+    monitor = RemoteMonitor(collector.url, headers={"X-Api-Key": TOKEN}, send_as_json=True,
+                            **quick(retries=2))
+    bus = Bus([monitor], log=writer)
+    with pytest.warns(SinkFailureWarning, match=f"HTTP {status}"):
+        fit(bus, [0.5, 0.4])
+        bus.close()
+    assert elsewhere.requests == []
+    assert len(collector.requests) == 2  # one request per epoch: a redirect is not retried
+    failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+    assert f"HTTP {status}" in failed[0]["message"] and "redirect" in failed[0]["message"]
+    assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
+
+
+def test_log_header_holds_no_secret(tmp_path, down_url):
+    """The header of a real log keeps no token: not in the root's userinfo or query, not in the
+    path's query or fragment, not in a header value; host, port, path and parameter names stay
+    for diagnosis."""
+    user, password = "user-tok-1a2b3c", "pw-tok-4d5e6f"
+    base = down_url()
+    root = base.replace("http://", f"http://{user}:{password}@") + f"?key={TOKEN}"
+    monitor = RemoteMonitor(root, path=f"/publish?token={TOKEN}&{TOKEN}#{TOKEN}",
+                            headers={"X-Api-Key": TOKEN, "Authorization": f"Bearer {TOKEN}"},
+                            **quick(retries=0))
+    log = tmp_path / "run.jsonl"
+    bus = Bus([monitor], log=str(log))
+    with pytest.warns(SinkFailureWarning):  # nothing listens: the epoch is not delivered
+        fit(bus, [0.5])
+        bus.close()
+    header = read_header(str(log))
+    params = header.plugins[0].params
+    assert params["root"] == base.replace("http://", "http://***@") + "?key=***"
+    assert params["path"] == "/publish?token=***&***"
+    assert params["headers"] == {"X-Api-Key": "<redacted>", "Authorization": "<redacted>"}
+    text = log.read_text()
+    for secret in (TOKEN, user, password):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("headers", [{"X-Api-Key": "a\r\nX-Evil: 1"}, {"Bad Name": "v"},
+                                     {"X-Api-Key": 5}, ["X-Api-Key"]])
+def test_bad_headers_are_refused(headers):
+    """Header names must be tokens, values str without line breaks: a ConfigError naming the
+    field when the plugin is built, not a failed request at the first epoch end."""
+    with pytest.raises(ConfigError) as info:
+        RemoteMonitor("http://127.0.0.1:9", headers=headers)
+    assert (info.value.plugin, info.value.field) == ("RemoteMonitor", "headers")
 
 
 def test_bad_root():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -239,3 +240,19 @@ def test_append_keeps_every_row(tmp_path_factory, first, second, overlap):
             if key == "epoch":
                 continue
             assert (text == MISSING) if key not in logs else same(float(text), logs[key])
+
+
+def test_a_metric_named_epoch_loses_to_the_epoch_column_and_says_so(tmp_path):
+    """The epoch column keeps the epoch's index; the metric named "epoch" is left out with one
+    warning per table (it used to be dropped silently)."""
+    path = tmp_path / "log.csv"
+    with CsvTable(path) as table:
+        with pytest.warns(UserWarning, match=r"log\.csv: the metric named 'epoch' is not "
+                                             r"written"):
+            table.write(0, {"epoch": 7.0, "loss": 0.5})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            table.write(1, {"epoch": 8.0, "loss": 0.4})
+    rows = read_rows(path)
+    assert list(rows[0]) == ["epoch", "loss"]
+    assert [(r["epoch"], r["loss"]) for r in rows] == [("0", "0.5"), ("1", "0.4")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import orjson
@@ -116,6 +117,20 @@ class TestRecordSink:
         assert TOKEN not in str(bus.failures)
         assert len(collector.requests) <= 2 * 2  # bounded: 2 tries per request
 
+    def test_userinfo_token_is_not_recorded(self, down_url):
+        """A token passed as the URL's user name (https://<token>@host/) is in no record, no
+        failure and no repr of the sink."""
+        url = down_url("/records").replace("http://", f"http://{TOKEN}@") + f"?k={TOKEN}"
+        sink = HttpRecordSink(url, **fast(retries=0))
+        memory = RecordingWriter()
+        bus = Bus([], log=[memory, sink])
+        with pytest.warns(SinkFailureWarning):
+            short_run(bus, [0.5])
+            bus.close()
+        assert any(r["kind"] == "sink_failed" for r in memory.records)
+        assert TOKEN not in orjson.dumps(memory.records).decode()
+        assert TOKEN not in str(bus.failures) and TOKEN not in repr(sink)
+
     def test_server_down(self, down_url):
         """Connection refused: training goes on, the loss is counted and raised at close."""
         sink = HttpRecordSink(down_url("/records"), **fast(retries=1))
@@ -127,6 +142,21 @@ class TestRecordSink:
         assert sink.stats.sent == 0
         assert sink.stats.undelivered == len(memory.records)
         assert any(r["kind"] == "sink_failed" for r in memory.records)
+
+    def test_a_redirecting_collector_gets_no_record_delivered(self, server):
+        """A collector answering 307 to another host: the records are counted as undelivered,
+        close raises, and the other host sees no request."""
+        elsewhere = server()
+        collector = server(status=307, location=elsewhere.url + "/records")
+        memory = RecordingWriter()
+        sink = HttpRecordSink(collector.url, headers={"Authorization": TOKEN}, **fast())
+        bus = Bus([], log=[memory, sink])
+        with pytest.warns(SinkFailureWarning, match="not delivered"):
+            short_run(bus, [0.5])
+            bus.close()
+        assert elsewhere.requests == []
+        assert sink.stats.sent == 0 and sink.stats.failed == len(memory.records)
+        assert sink.stats.retries == 0
 
     def test_timeout_on_a_slow_server(self, server):
         """A server slower than the timeout: the request times out, is retried, then fails."""
@@ -165,6 +195,65 @@ class TestRecordSink:
         assert sink.stats.sent == 0 and sink.stats.abandoned == 5
 
 
+class TestRecordSinkConfig:
+    @pytest.mark.parametrize(("kwargs", "field"), [
+        ({"timeout": "5"}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+        ({"flush_timeout": "x"}, "flush_timeout"), ({"flush_timeout": -1}, "flush_timeout"),
+        ({"flush_timeout": float("inf")}, "flush_timeout"),
+        ({"batch_size": True}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+        ({"max_pending": 0}, "max_pending"), ({"retries": 1.5}, "retries"),
+        ({"backoff": -0.1}, "backoff"), ({"max_backoff": -1}, "max_backoff"),
+        ({"linger": "1"}, "linger"), ({"linger": -1}, "linger"),
+        ({"linger": float("nan")}, "linger"), ({"headers": {"X-Token": 5}}, "headers"),
+        ({"headers": {"X-Token": "a\r\nX-Evil: 1"}}, "headers"),
+        ({"headers": {"Bad Name": "v"}}, "headers"), ({"headers": "Authorization"}, "headers"),
+    ])
+    def test_every_parameter_is_checked(self, kwargs, field):
+        """Each bad parameter is a ConfigError naming the field (a string timeout used to be a
+        TypeError, and the others were accepted), and no thread is started."""
+        before = threading.active_count()
+        with pytest.raises(ConfigError) as info:
+            HttpRecordSink("http://127.0.0.1:9/records", **kwargs)
+        assert info.value.field == field and field in str(info.value)
+        assert threading.active_count() == before
+
+    def test_a_header_value_is_never_shown(self):
+        """A header value with a line break is refused without echoing the value (a token)."""
+        with pytest.raises(ConfigError) as info:
+            HttpRecordSink("http://127.0.0.1:9/", headers={"X-Token": f"{TOKEN}\n"})
+        assert TOKEN not in str(info.value)
+
+
+class TestIdle:
+    @pytest.mark.parametrize("linger", [0, 0.0001])
+    def test_an_idle_sender_costs_no_cpu(self, server, linger):
+        """With linger=0 (or tiny), the sender thread sleeps while nothing is pending: the
+        process uses almost no CPU over half a second idle (it used to spin a core)."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, **fast(linger=linger))
+        time.sleep(0.1)
+        start = time.process_time()
+        time.sleep(0.5)
+        used = time.process_time() - start
+        sink.write({"seq": 1})  # still delivered promptly, without a flush
+        deadline = time.monotonic() + 5.0
+        while not collector.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sink.close()
+        assert used < 0.1, f"{used:.3f} s of CPU in 0.5 s idle"
+        assert [r["seq"] for r in records_of(collector)] == [1]
+
+    def test_linger_batches_what_arrives_together(self, server):
+        """A lazy sender still gathers records for `linger` seconds into one request."""
+        collector = server()
+        sink = HttpRecordSink(collector.url, batch_size=100, **fast(linger=0.2))
+        for seq in range(5):
+            sink.write({"seq": seq})
+        time.sleep(0.6)
+        assert len(collector.requests) == 1 and len(records_of(collector)) == 5
+        sink.close()
+
+
 class TestSender:
     def test_4xx_is_not_retried(self, server):
         """A 400 answer will not change on a retry: one request, counted as failed."""
@@ -176,6 +265,22 @@ class TestSender:
         stats = sender.close(5.0)
         assert (stats.failed, stats.requests, len(collector.requests)) == (1, 1, 1)
         assert failures[0][0] == "HTTPError" and "HTTP 400" in failures[0][1]
+
+    @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+    def test_a_redirect_is_a_failed_delivery(self, server, status):
+        """A 3xx answer pointing at another host is not followed: that host receives nothing
+        (no body, no header), the item counts as failed, and it is not retried."""
+        elsewhere = server()
+        collector = server(status=status, location=elsewhere.url + "/stolen")
+        failures = []
+        sender = HttpSender(collector.url, encode=lambda items: items[0], retries=3,
+                            backoff=0.01, headers={"X-Api-Key": TOKEN},
+                            on_failure=lambda *a: failures.append(a))
+        sender.put(b'{"secret": 1}')
+        stats = sender.close(5.0)
+        assert elsewhere.requests == []
+        assert (stats.sent, stats.failed, stats.requests) == (0, 1, 1)
+        assert failures[0][0] == "HTTPError" and f"HTTP {status}" in failures[0][1]
 
     def test_an_outage_is_reported_once(self, down_url):
         """Failures in a row are reported once (the first), and all of them counted."""
@@ -203,20 +308,35 @@ class TestSender:
         assert TOKEN not in repr(sender)
         sender.close(1.0)
 
-    @pytest.mark.parametrize("kwargs", [{"url": "ftp://127.0.0.1/"}, {"batch_size": 0},
-                                        {"retries": -1}, {"timeout": 0}])
-    def test_bad_configuration(self, kwargs):
-        """Bad settings are refused before a thread starts."""
+    @pytest.mark.parametrize(("kwargs", "field"), [
+        ({"url": "ftp://127.0.0.1/"}, "url"), ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"), ({"retries": -1}, "retries"),
+        ({"timeout": 0}, "timeout"), ({"timeout": "5"}, "timeout"),
+        ({"max_backoff": -1}, "max_backoff"), ({"backoff": float("nan")}, "backoff"),
+        ({"eager": "no"}, "eager"), ({"linger": -0.5}, "linger"),
+        ({"encode": None}, "encode"), ({"on_failure": 5}, "on_failure"),
+        ({"content_type": ""}, "content_type"), ({"headers": [("a", "b")]}, "headers")])
+    def test_bad_configuration(self, kwargs, field):
+        """Bad settings are refused, naming the field, before a thread starts."""
         options = {"url": "http://127.0.0.1:9/", "encode": bytes, **kwargs}
-        with pytest.raises(ConfigError):
+        before = threading.active_count()
+        with pytest.raises(ConfigError) as info:
             HttpSender(options.pop("url"), **options)
+        assert info.value.field == field and field in str(info.value)
+        assert threading.active_count() == before
 
 
 @pytest.mark.parametrize(("url", "shown"), [
-    ("http://user:pw@127.0.0.1:8080/p?token=abc&x=1", "http://user:***@127.0.0.1:8080/p?token=***&x=***"),
+    ("http://user:pw@127.0.0.1:8080/p?token=abc&x=1", "http://***@127.0.0.1:8080/p?token=***&x=***"),
     ("https://127.0.0.1/publish/epoch/end/", "https://127.0.0.1/publish/epoch/end/"),
-    ("http://user@127.0.0.1/", "http://user@127.0.0.1/"),
+    (f"https://{TOKEN}@127.0.0.1/", "https://***@127.0.0.1/"),
+    (f"http://127.0.0.1/p?{TOKEN}&a=1#frag={TOKEN}", "http://127.0.0.1/p?***&a=***"),
+    (f"/publish?token={TOKEN}", "/publish?token=***"),
+    ("http://[::1]:9000/p", "http://[::1]:9000/p"),
+    ("http://127.0.0.1:99999999/", "<unparseable URL>"),
 ])
 def test_redact_url(url, shown):
-    """Passwords and query values are masked; the rest of the URL is kept for diagnosis."""
+    """Userinfo (user name included: it may be a token), query values, query items without a
+    value and the fragment are masked; the rest of the URL is kept for diagnosis."""
     assert redact_url(url) == shown
+    assert TOKEN not in redact_url(url)
