@@ -161,12 +161,13 @@ def _build_plugins(header: Header, instances: Sequence[object],
     if unknown:
         raise ReplayError(f"overrides name plugins the run did not have: {unknown}; the log's "
                           f"plugins are {sorted(known)}")
-    # Replay leaves out the plugins the header marks as having side effects (below): an
-    # override of one alone would be silently unused.
-    runs = [spec.label or spec.name for spec in header.plugins if not spec.side_effects]
+    # Replay leaves out the plugins with side effects (below): an override of one alone
+    # would be silently unused.
+    acts = {id(spec): _acts(spec, registry) for spec in header.plugins}
+    runs = [spec.label or spec.name for spec in header.plugins if not acts[id(spec)]]
     for key, params in overrides.items():
         specs = [s for s in header.plugins if key in (s.name, s.label or s.name)]
-        if params and all(s.side_effects for s in specs):
+        if params and all(acts[id(s)] for s in specs):
             raise _not_run(key, params, runs)
     built: list[object] = []
     used: set[str] = set()
@@ -180,11 +181,23 @@ def _build_plugins(header: Header, instances: Sequence[object],
                                   "log; an instance was given, configure it directly")
             built.append(instance)
             continue
-        if spec.side_effects:
+        if acts[id(spec)]:
             continue  # loggers and sinks: replay writes nothing
         built.append(_rebuild(spec, label, overrides, registry))
     built.extend(p for p in instances if id(p) not in used)
     return built
+
+
+def _acts(spec: PluginSpec, registry: Registry) -> bool:
+    """Whether the plugin ``spec`` names writes or sends anything: its class says, never the
+    log (a hostile header marking BackupAndRestore pure would have replay write files). A class
+    not installed here is taken at the log's word: it cannot be run anyway, so a log can only
+    make replay leave a plugin out, never run one that acts."""
+    try:
+        cls = registry.get(spec.name)
+    except Exception:
+        return spec.side_effects
+    return bool(getattr(cls, "side_effects", False))
 
 
 def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, Any]],
