@@ -28,7 +28,7 @@ from .cursor import Cursor
 from .dispatch import Dispatcher
 from .engine import Engine, RunWarning, checked
 from .errors import ConfigError, EventError
-from .log import has_records
+from .log import has_records, resume_source
 from .metrics import plain_meta, plain_params, to_index
 from .policy import FailurePolicy, PluginIsolatedWarning, SinkFailureWarning
 from .recorder import Recorder, make_header
@@ -42,8 +42,6 @@ from .records import (
     Record,
     SinkFailed,
 )
-from .resume import resume_source
-from .run import BusRun
 from .sink import Sink
 
 __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
@@ -112,10 +110,8 @@ class Bus:
         self._cursor = Cursor()
         recorder = Recorder(run_id or uuid.uuid4().hex[:16])
         self._dispatch = Dispatcher()
-        #: What plugins and sinks see of the run (:class:`eventbus.run.Run`).
-        self.run = BusRun(self)
         self._engine = engine = Engine(
-            recorder=recorder, cursor=self._cursor, dispatcher=self._dispatch, run=self.run,
+            recorder=recorder, cursor=self._cursor, dispatcher=self._dispatch,
             header=self.header, control=Control(
                 model, learning_rate,
                 hold_stop=None if coordinator is None else coordinator.hold_stop))
@@ -126,11 +122,10 @@ class Bus:
         if type(self).batch_end is Bus.batch_end:  # unless a subclass has its own
             self.batch_end = engine.batch_end  # type: ignore[method-assign]
         self._calls = self._dispatch.calls
+        #: What plugins and sinks see of the run (:class:`eventbus.run.Run`).
+        self.run = engine.run
         #: Sink and plugin faults seen so far (records, also in the log).
         self.failures = engine.failures
-        #: The epoch a loop should start from; above 0 only for a resumed run.
-        self.initial_epoch = 0
-        self._resumed = False
         targets = [os.fsdecode(log)] if isinstance(log, bytes) else \
             [log] if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence) \
             else list(log)
@@ -275,11 +270,12 @@ class Bus:
     def resumed(self) -> bool:
         """True once a resume has restored a recorded run: the loop goes on from
         ``initial_epoch``, and sinks drop what a crashed attempt wrote past that point."""
-        return self._resumed
+        return self._cursor.resumed
 
-    def resumed_at(self, initial_epoch: int) -> None:
-        """Mark the run as resumed, going on from ``initial_epoch`` (what resume does)."""
-        self.initial_epoch, self._resumed = initial_epoch, True
+    @property
+    def initial_epoch(self) -> int:
+        """The epoch a loop should start from; above 0 only for a resumed run."""
+        return self._cursor.initial_epoch
 
     @property
     def epoch(self) -> int | None:
@@ -489,8 +485,7 @@ class Bus:
         """
         if not isinstance(record, Outcome):
             raise EventError(f"report: expected an outcome record; got {type(record).__name__}")
-        self._engine.reporting.report(record)
-        self._engine.attention = True
+        self._engine.report(record)
 
     def restore_kept(self, tag: str, *, source: str) -> None:
         """Put the weights kept under ``tag`` back into the model, as a ``restore_weights``

@@ -25,7 +25,8 @@ __all__ = ["Cursor", "after_stop"]
 class Cursor:
     """The run's position: epoch, step, whether a fit is under way."""
 
-    __slots__ = ("ended", "epoch", "in_train", "skip_train_begin", "skip_train_end", "step")
+    __slots__ = ("ended", "epoch", "in_train", "initial_epoch", "resumed", "skip_train_begin",
+                 "skip_train_end", "step")
 
     def __init__(self) -> None:
         #: The epoch in progress (from the last ``epoch_begin``).
@@ -38,6 +39,9 @@ class Cursor:
         # A resumed run: the loop's repeated begin (and a finished run's end) are not published.
         self.skip_train_begin = False
         self.skip_train_end = False
+        #: True once a recorded run was resumed; it goes on from ``initial_epoch``.
+        self.resumed = False
+        self.initial_epoch = 0
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -111,6 +115,8 @@ class Cursor:
         self.skip_train_end = ended
         self.in_train = began and not ended
         self.epoch = self.ended = finished
+        self.initial_epoch = finished + 1 if finished is not None else 0
+        self.resumed = True
 
 
 def after_stop(record: Any, stop_epoch: int) -> bool:

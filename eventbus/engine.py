@@ -19,9 +19,11 @@ nothing: a control without a model, a recorder that writes nothing (:meth:`Engin
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import time as _time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,7 +64,7 @@ _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _TRUSTED_BATCH_END = TRUSTED[BatchEnd]
 
-__all__ = ["Engine", "RunWarning", "as_records", "checked"]
+__all__ = ["Engine", "RunView", "RunWarning", "as_records", "checked"]
 
 
 class RunWarning(UserWarning):
@@ -78,14 +80,15 @@ class Engine:
     """
 
     def __init__(self, *, recorder: Recorder, control: Control, cursor: Cursor,
-                 dispatcher: Dispatcher, run: Run, header: Callable[[], Header]):
+                 dispatcher: Dispatcher, header: Callable[[], Header]):
         self.recorder = recorder
         #: The live recorder, whose queue ``report()`` fills, whatever ``recorder`` is now.
         self.reporting = recorder
         self.control = control
         self.cursor = cursor
         self.dispatcher = dispatcher
-        self.run = run
+        #: The run as plugins and sinks see it.
+        self.run: Run = RunView(self)
         self.policy: FailurePolicy  # set by the bus: the policy records through the engine
         self._header = header
         #: Sink and plugin faults seen so far (records, also in the log).
@@ -273,6 +276,11 @@ class Engine:
                              "recorded (close the bus after train_end, or use a new bus)")
         self.start()
         self.drain()
+
+    def report(self, outcome: Outcome) -> None:
+        """Queue an outcome from any thread; recorded at the next event."""
+        self.reporting.report(outcome)
+        self.attention = True
 
     def drain(self) -> None:
         self.attention = self.closed  # cleared first: a report() racing with this sets it again
@@ -647,3 +655,57 @@ def checked(item: Record, label: str, kind: str) -> Record:
         who = f"plugin {label!r} returned" if label != "bus" else f"{kind}: given"
         raise EventError(f"{who} an invalid {item.kind} record from {kind}: {exc}",
                          plugin=None if label == "bus" else label, event=kind) from None
+
+
+class RunView:
+    """The run as its plugins and sinks see it (:class:`~eventbus.run.Run`), read through the
+    engine's parts as they are now."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    run_id = property(lambda self: self._engine.recorder.run_id)
+    resumed = property(lambda self: self._engine.cursor.resumed)
+    initial_epoch = property(lambda self: self._engine.cursor.initial_epoch)
+    epoch = property(lambda self: self._engine.cursor.epoch)
+    step = property(lambda self: self._engine.cursor.step)
+    learning_rate = property(lambda self: self._engine.control.learning_rate)
+    model = property(lambda self: self._engine.control.model)
+    plugins = property(lambda self: tuple(self._engine.dispatcher.plugins))
+
+    @property
+    def logs(self) -> tuple[str, ...]:
+        return tuple(os.fspath(s.sink.path) for s in self._engine.recorder.slots
+                     if s.kinds is None and getattr(s.sink, "path", None) is not None)
+
+    @property
+    def sinks(self) -> tuple[Any, ...]:
+        return tuple(s.sink for s in self._engine.recorder.slots)
+
+    @property
+    def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
+        return MappingProxyType(self._engine.control.snapshots)
+
+    def label(self, plugin: object) -> str:
+        return self._engine.dispatcher.label(plugin)
+
+    def report(self, outcome: Outcome) -> None:
+        self._engine.report(outcome)
+
+    def add_sink(self, sink: Any) -> None:
+        self._engine.add_sink(sink)
+
+    def remove_sink(self, sink: Any) -> None:
+        self._engine.remove_sink(sink)
+
+    def keep_weights(self, tag: str, weights: Mapping[str, Any], *,
+                     optimizer: Mapping[str, Any] | None = None) -> None:
+        self._engine.control.keep(tag, dict(weights), optimizer=optimizer)
+
+    def restore_weights(self, tag: str, *, source: str) -> None:
+        self._engine.restore(tag, source=source)
+
+    def __repr__(self) -> str:
+        return f"<run {self.run_id} at epoch {self.epoch}, step {self.step}>"

@@ -212,7 +212,7 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 try:
                     record = loads(line)
                     if record["v"] != version:
-                        _check_version(record["v"], path, before + _index(lines, line) + 1)
+                        check_version(record["v"], path, before + _index(lines, line) + 1)
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                     raise _bad_line(path, before + _index(lines, line) + 1, line, exc) from None
                 if special and _may_hold_nonfinite(line):
@@ -266,7 +266,7 @@ def _checked(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
     """A record read off its own (the first line, or a last one without its newline): its
     schema version checked, the header checked if it is the first, non-finite values restored."""
     if record["v"] != SCHEMA_VERSION:
-        _check_version(record["v"], path, number)
+        check_version(record["v"], path, number)
     if number == 1:
         _check_header(record, path)
     return decode_nonfinite(record)
@@ -278,7 +278,7 @@ def _check_header(record: dict[str, Any], path: Path) -> None:
                               f"{record.get('kind')!r}", path=str(path), line=1)
 
 
-def _check_version(version: Any, path: Path, number: int) -> None:
+def check_version(version: Any, path: Path, number: int) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise LogCorruptError(f"{path}:{number}: schema version {version!r} is not a "
                               "positive integer", path=str(path), line=number)

@@ -16,7 +16,8 @@ from .records import Header, Record
 if TYPE_CHECKING:
     from .sink import Sink
 
-__all__ = ["has_records", "is_parquet", "last_seq", "open_writer", "read_header", "read_log"]
+__all__ = ["has_records", "is_parquet", "last_seq", "open_writer", "read_header", "read_log",
+           "resume_source"]
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:
@@ -33,6 +34,14 @@ def has_records(path: str | os.PathLike[str] | None) -> bool:
 
         return bool(segments(Path(path)))
     return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+def resume_source(targets: Iterable[object]) -> str | None:
+    """The log among ``targets`` to resume from: the first JSON Lines one, else the first
+    Parquet one (both are flushed at the same points; JSON Lines also keeps the records of a
+    partial epoch, which the resume abandons anyway)."""
+    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
 
 
 def open_writer(path: str | os.PathLike[str], *, append: bool = False) -> Sink:

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError
-from .jsonl import _check_version, typed
+from .jsonl import check_version, typed
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 from .sink import Sink
@@ -463,7 +463,7 @@ def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
                     continue  # rows both in a compacted file and a leftover segment
                 last_seq = seq
                 if v != SCHEMA_VERSION:
-                    _check_version(v, file, row + i + 1)
+                    check_version(v, file, row + i + 1)
                 if not header_seen:
                     if kind != "header":
                         raise LogCorruptError(f"{file}: an event log starts with a header "

@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
-from .control import checked_learning_rate
+from .control import Control, checked_learning_rate
+from .cursor import Cursor
 from .effective import read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
-from .log import has_records, is_parquet, last_seq
+from .log import has_records, last_seq
+from .recorder import Recorder
 from .records import (
     Decision,
     Header,
     Observation,
+    Outcome,
+    Record,
     Resumed,
     SetLearningRate,
     StopTraining,
@@ -34,10 +40,36 @@ from .records import (
 )
 from .records import Warning as WarningRecord
 
-if TYPE_CHECKING:
-    from .bus import Bus
 
-__all__ = ["resume", "resume_source", "same_path"]
+class Resumable(Protocol):
+    """What resuming needs of a bus: its parts, and the ways it records and feeds."""
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+    @property
+    def control(self) -> Control: ...
+
+    @property
+    def cursor(self) -> Cursor: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    @property
+    def initial_epoch(self) -> int: ...
+
+    def recomputing(self, learning_rate: float | None = None) -> AbstractContextManager[Any]: ...
+
+    def feed(self, record: Record, *, side_effects: bool = False) -> Sequence[Decision]: ...
+
+    def record(self, outcome: Outcome, *, flush: bool = True) -> Outcome: ...
+
+    def decide(self, decision: Decision, *, flush: bool = True) -> Decision: ...
+
+    def flush(self) -> None: ...
+
+__all__ = ["Resumable", "resume", "same_path"]
 
 
 def same_path(sink: object, path: str | os.PathLike[str]) -> bool:
@@ -47,14 +79,6 @@ def same_path(sink: object, path: str | os.PathLike[str]) -> bool:
         return own is not None and os.path.samefile(own, path)
     except OSError:
         return False
-
-
-def resume_source(targets: list[Any]) -> str | None:
-    """The log among ``targets`` to resume from: the first JSON Lines one, else the first
-    Parquet one (both are flushed at the same points; JSON Lines also keeps the records of a
-    partial epoch, which the resume abandons anyway)."""
-    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
-    return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
 
 
 def _learning_rate_of(header: Header, log: Any) -> float | None:
@@ -68,7 +92,7 @@ def _learning_rate_of(header: Header, log: Any) -> float | None:
                               line=1) from None
 
 
-def resume(bus: Bus, log: str | os.PathLike[str]) -> bool:
+def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     """Continue the run recorded in ``log`` on ``bus``; False when ``log`` holds no record.
 
     Afterwards ``bus.initial_epoch`` is the epoch to continue from, ``bus.stop_training`` is
@@ -137,7 +161,6 @@ def resume(bus: Bus, log: str | os.PathLike[str]) -> bool:
     if rate is not None:
         control.set_learning_rate(checked_learning_rate(rate))
     cursor.resume_at(point.epoch, began=began, ended=ended)
-    bus.resumed_at(point.epoch + 1 if point.epoch is not None else 0)
     bus.record(Resumed(source="bus", from_seq=from_seq, initial_epoch=bus.initial_epoch,
                        epoch=point.epoch), flush=False)
     # Decisions the crash kept out of the log: record them and let sinks act on them.
@@ -169,7 +192,7 @@ def _last_seq_of(slot: Any) -> int | None:
         return None
 
 
-def _continued_seqs(bus: Bus, log: str | os.PathLike[str]) -> list[int]:
+def _continued_seqs(bus: Resumable, log: str | os.PathLike[str]) -> list[int]:
     """The last seq of every other log the bus appends to."""
     seqs = []
     for slot in bus.recorder.slots:

@@ -10,16 +10,13 @@ rate, the weights) changes only through decisions.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .bus import Bus
     from .records import Outcome
 
-__all__ = ["BusRun", "Run"]
+__all__ = ["Run"]
 
 
 @runtime_checkable
@@ -92,55 +89,3 @@ class Run(Protocol):
         """Put the weights kept under ``tag`` into the model through the bus (as a
         ``restore_weights`` decision is applied), recorded as ``weights_restored``."""
 
-
-class BusRun:
-    """A bus's run as its plugins and sinks see it (:class:`Run`), read through the bus."""
-
-    __slots__ = ("_bus",)
-
-    def __init__(self, bus: Bus):
-        self._bus = bus
-
-    run_id = property(lambda self: self._bus.run_id)
-    resumed = property(lambda self: self._bus.resumed)
-    initial_epoch = property(lambda self: self._bus.initial_epoch)
-    epoch = property(lambda self: self._bus.epoch)
-    step = property(lambda self: self._bus.step)
-    learning_rate = property(lambda self: self._bus.learning_rate)
-    model = property(lambda self: self._bus.model)
-    plugins = property(lambda self: tuple(self._bus.plugins))
-
-    @property
-    def logs(self) -> tuple[str, ...]:
-        return tuple(os.fspath(s.sink.path) for s in self._bus.recorder.slots
-                     if s.kinds is None and getattr(s.sink, "path", None) is not None)
-
-    @property
-    def sinks(self) -> tuple[Any, ...]:
-        return tuple(s.sink for s in self._bus.recorder.slots)
-
-    @property
-    def snapshots(self) -> Mapping[str, Mapping[str, Any]]:
-        return MappingProxyType(self._bus.snapshots)
-
-    def label(self, plugin: object) -> str:
-        return self._bus.label(plugin)
-
-    def report(self, outcome: Outcome) -> None:
-        self._bus.report(outcome)
-
-    def add_sink(self, sink: Any) -> None:
-        self._bus.add_sink(sink)
-
-    def remove_sink(self, sink: Any) -> None:
-        self._bus.remove_sink(sink)
-
-    def keep_weights(self, tag: str, weights: Mapping[str, Any], *,
-                     optimizer: Mapping[str, Any] | None = None) -> None:
-        self._bus.control.keep(tag, dict(weights), optimizer=optimizer)
-
-    def restore_weights(self, tag: str, *, source: str) -> None:
-        self._bus.restore_kept(tag, source=source)
-
-    def __repr__(self) -> str:
-        return f"<run {self.run_id} at epoch {self.epoch}, step {self.step}>"

@@ -7,10 +7,11 @@ the learning rate goes to ``model.optimizer.learning_rate`` and weights are read
 through :class:`KerasModel`, which the bridge attaches to the bus when the bus has no model.
 
 The reverse, any Keras-style callback on the bus, is :func:`from_keras_callback`: the object's
-Keras methods become a :class:`plugins.lambda_callback.LambdaCallback` (the bus's own way to run
-Keras-method-named functions), and a Keras callback that sets ``model.stop_training`` (Keras's
-own ``EarlyStopping``) produces a ``stop_training`` decision the bus records and applies.
-For callbacks written against the bus, subclass :class:`plugins.callback.Callback` instead.
+Keras methods are called at the matching events, and a Keras callback that sets
+``model.stop_training`` (Keras's own ``EarlyStopping``) produces a ``stop_training`` decision
+the bus records and applies. For callbacks written against the bus, subclass
+:class:`plugins.callback.Callback` instead. Like every framework bridge, this module does not
+import ``plugins``.
 
 Any Keras backend works; the tests use the torch backend (``KERAS_BACKEND=torch``).
 """
@@ -23,10 +24,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from eventbus import Plugin, hookimpl
 from eventbus.errors import ConfigError
 from eventbus.records import StopTraining
 
-__all__ = ["KerasBridge", "KerasModel", "from_keras_callback"]
+__all__ = ["KerasBridge", "KerasCallbackPlugin", "KerasModel", "from_keras_callback"]
 
 
 class KerasModel:
@@ -165,13 +167,21 @@ class KerasBridge(keras.callbacks.Callback):
         self.bus.predict_batch_end(batch, None)
 
 
-#: Keras 3's callback methods, as LambdaCallback accepts them.
-_KERAS_METHODS = (
-    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
-    "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
-    "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
-    "on_predict_batch_begin", "on_predict_batch_end",
-)
+#: Keras 3's callback methods -> the bus hook each runs at, and what it is called with.
+_KERAS_HOOKS: dict[str, tuple[str, str]] = {
+    "on_train_begin": ("on_train_begin", "logs"), "on_train_end": ("on_train_end", "logs"),
+    "on_epoch_begin": ("on_epoch_begin", "epoch"), "on_epoch_end": ("on_epoch_end", "epoch"),
+    "on_train_batch_begin": ("on_batch_begin", "batch"),
+    "on_train_batch_end": ("on_batch_end", "batch"),
+    "on_test_begin": ("on_test_begin", "logs"), "on_test_end": ("on_test_end", "logs"),
+    "on_test_batch_begin": ("on_test_batch_begin", "batch"),
+    "on_test_batch_end": ("on_test_batch_end", "batch"),
+    "on_predict_begin": ("on_predict_begin", "logs"), "on_predict_end": ("on_predict_end", "logs"),
+    "on_predict_batch_begin": ("on_predict_batch_begin", "batch"),
+    "on_predict_batch_end": ("on_predict_batch_end", "batch"),
+}
+#: Keras 2's names, which Keras's base class routes the train batch hooks to.
+_LEGACY = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
 
 
 def _overridden(obj: Any, method: str) -> bool:
@@ -181,66 +191,77 @@ def _overridden(obj: Any, method: str) -> bool:
     return fn is not getattr(keras.callbacks.Callback, method, None)
 
 
-def from_keras_callback(callback: Any, *, model: Any = None) -> Any:
-    """Run a Keras-style callback object on a bus; returns the plugin to register.
+def _called(obj: Any, method: str) -> str | None:
+    """The method of ``obj`` a Keras hook calls: the hook itself, or for a
+    ``keras.callbacks.Callback`` its Keras 2 name where only that is overridden; None when the
+    object does nothing there."""
+    if not callable(getattr(obj, method, None)):
+        return None
+    if not isinstance(obj, keras.callbacks.Callback) or _overridden(obj, method):
+        return method
+    legacy = _LEGACY.get(method)
+    return legacy if legacy and _overridden(obj, legacy) else None
 
-    Every Keras method the object defines (``on_epoch_end(epoch, logs)`` & co.; for a
-    ``keras.callbacks.Callback``, those it overrides, Keras 2's ``on_batch_*`` included) is
-    called at the matching event, through :class:`~plugins.lambda_callback.LambdaCallback`.
-    ``model``, when given, is passed to ``set_model`` (Keras's own callbacks need the Keras
-    model); the run's ``params`` go to ``set_params`` at ``train_begin``. A callback that turns
-    ``model.stop_training`` on produces a ``stop_training`` decision naming it. The plugin's
-    records carry the callback's class name.
-    """
-    from eventbus import hookimpl
-    from plugins.lambda_callback import LambdaCallback
 
-    name = type(callback).__name__
-    if model is not None and callable(getattr(callback, "set_model", None)):
-        callback.set_model(model)
+def _hook(keras_method: str, style: str) -> Any:
+    def call(self: KerasCallbackPlugin, event: Any) -> Any:
+        if keras_method == "on_train_begin" and callable(getattr(self.callback, "set_params",
+                                                                  None)):
+            self.callback.set_params(dict(event.params))
+        method = self.methods.get(keras_method)
+        if method is not None:
+            logs = dict(event.logs)  # its own copy, to change at will
+            args = (logs,) if style == "logs" else (getattr(event, style), logs)
+            getattr(self.callback, method)(*args)
+        return self._stop_asked()
 
-    def stop_asked() -> Any:
-        target = model if model is not None else getattr(callback, "model", None)
+    call.__name__ = f"_keras_{keras_method}"
+    return hookimpl(specname=_KERAS_HOOKS[keras_method][0])(call)
+
+
+class KerasCallbackPlugin(Plugin):
+    """A Keras-style callback object run on the bus (see :func:`from_keras_callback`)."""
+
+    side_effects = True
+
+    def __init__(self, callback: Any, model: Any = None):
+        self.callback = callback
+        self.model = model
+        #: Keras hook -> the object's method it calls (only those the object does something in).
+        self.methods = {hook: m for hook in _KERAS_HOOKS if (m := _called(callback, hook))}
+        for hook in _KERAS_HOOKS:
+            if hook not in self.methods and hook != "on_train_begin":  # it keeps the params
+                self.unsubscribe(f"_keras_{hook}")
+
+    def _stop_asked(self) -> StopTraining | None:
+        """A stop the Keras callback asked for by setting ``model.stop_training``."""
+        target = self.model if self.model is not None else getattr(self.callback, "model", None)
         if target is not None and getattr(target, "stop_training", False) is True:
             target.stop_training = False  # the bus owns the flag from here on
+            name = type(self.callback).__name__
             return StopTraining(reason=f"the Keras callback {name} set model.stop_training",
                                 code="keras_stop_training", evidence={"callback": name})
         return None
 
-    def wrap(method: str) -> Any:
-        fn = getattr(callback, method)
-        if method.startswith(("on_epoch", "on_train_batch", "on_test_batch", "on_predict_batch")):
-            return lambda index, logs: after(fn(index, logs))
-        return lambda logs: after(fn(logs))
 
-    def after(out: Any) -> Any:
-        stop = stop_asked()
-        return out if stop is None else stop
+for _name, (_, _style) in _KERAS_HOOKS.items():
+    setattr(KerasCallbackPlugin, f"_keras_{_name}", _hook(_name, _style))
+del _name, _style
 
-    given: dict[str, Any] = {}
-    for method in _KERAS_METHODS:
-        if not callable(getattr(callback, method, None)):
-            continue
-        if isinstance(callback, keras.callbacks.Callback) and not _overridden(callback, method):
-            # Keras's base routes on_train_batch_* to on_batch_*: subscribe where overridden.
-            legacy = {"on_train_batch_begin": "on_batch_begin",
-                      "on_train_batch_end": "on_batch_end"}.get(method)
-            if not (legacy and _overridden(callback, legacy)):
-                continue
-        given[method] = wrap(method)
-    given.setdefault("on_train_begin", lambda logs: None)  # set_params needs the event
 
-    parent = LambdaCallback._hook_on_train_begin  # type: ignore[attr-defined]
+def from_keras_callback(callback: Any, *, model: Any = None) -> KerasCallbackPlugin:
+    """Run a Keras-style callback object on a bus; returns the plugin to register.
 
-    class KerasCallbackPlugin(LambdaCallback):
-        side_effects = True
-
-        @hookimpl(specname="on_train_begin")
-        def _hook_on_train_begin(self, event: Any) -> Any:
-            if callable(getattr(callback, "set_params", None)):
-                callback.set_params(dict(event.params))
-            return parent(self, event)
-
-    plugin = KerasCallbackPlugin(**given)
-    plugin.name = name  # type: ignore[misc]
+    Every Keras method the object defines (``on_epoch_end(epoch, logs)`` & co.; for a
+    ``keras.callbacks.Callback``, those it overrides, Keras 2's ``on_batch_*`` included) is
+    called at the matching event, with its own copy of the logs. ``model``, when given, is
+    passed to ``set_model`` (Keras's own callbacks need the Keras model); the run's ``params``
+    go to ``set_params`` at ``train_begin``. A callback that turns ``model.stop_training`` on
+    produces a ``stop_training`` decision naming it. The plugin's records carry the callback's
+    class name.
+    """
+    if model is not None and callable(getattr(callback, "set_model", None)):
+        callback.set_model(model)
+    plugin = KerasCallbackPlugin(callback, model)
+    plugin.name = type(callback).__name__  # type: ignore[misc]
     return plugin
