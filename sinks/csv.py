@@ -151,9 +151,7 @@ class CsvTable:
             data = file.read()
             # The text after the last line break but one: the last row (its line ends with a
             # line break; a torn one was cut when the table was opened).
-            file.truncate(data.rstrip(b"\r\n").rfind(b"\n") + 1)
-            file.flush()
-            os.fsync(file.fileno())
+            self._cut(file, data.rstrip(b"\r\n").rfind(b"\n") + 1)
         return True
 
     def drop_rows_from(self, epoch: int, *, after_other_runs: bool = False) -> int:
@@ -193,10 +191,17 @@ class CsvTable:
             cut = 0
             for _ in range(keep + 1):
                 cut = data.index(b"\n", cut) + 1
-            file.truncate(cut)
-            file.flush()
-            os.fsync(file.fileno())
+            self._cut(file, cut)
         return len(rows) - keep
+
+    def _cut(self, file: Any, size: int) -> None:
+        """Truncate the file to ``size`` bytes, and write on from there: the table's own
+        handle, if it was not opened to append, would write at its old place (a hole)."""
+        file.truncate(size)
+        file.flush()
+        os.fsync(file.fileno())
+        self._file.close()
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()

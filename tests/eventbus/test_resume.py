@@ -181,3 +181,48 @@ class TestResumeDetails:
         kinds = [rec.kind for rec in read_log(path)]
         assert kinds.count("train_begin") == 1 and kinds.count("train_end") == 1
         assert kinds[-1] == "resumed"
+
+
+class TestLogsBehind:
+    def test_a_log_behind_the_one_resumed_from_gets_what_it_lacks(self, tmp_path):
+        """Killed between the JSON Lines log's flush and the Parquet log's: the Parquet log
+        lacks the last epoch the JSON Lines log has. Resume writes those records into it, so
+        both hold the whole run, each record once, in seq order."""
+        import shutil
+
+        from eventbus.convert import copy_log
+
+        jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
+
+        def fit(bus, epochs):
+            bus.train_begin({"epochs": 6})
+            for epoch in range(bus.initial_epoch, epochs):
+                bus.epoch_begin(epoch)
+                bus.batch_end(0, {"loss": 1.0 / (epoch + 1)})
+                bus.epoch_end(epoch, {"val_loss": [1.0, 0.9, 0.95, 0.97, 0.96, 0.99][epoch]})
+            return bus
+
+        plateau = dict(learning_rate=0.1)
+        from plugins import ReduceLROnPlateau
+
+        bus = fit(Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=[jsonl, parquet],
+                      **plateau), 4)
+        bus.close()
+        # What the kill left: the Parquet log as it was two epochs before the end.
+        lines = jsonl.read_bytes().splitlines(keepends=True)
+        ends = [i for i, line in enumerate(lines) if b'"kind":"epoch_end"' in line]
+        prefix = tmp_path / "prefix.jsonl"
+        prefix.write_bytes(b"".join(lines[:ends[1] + 1]))
+        shutil.rmtree(parquet)
+        copy_log(prefix, parquet)
+        assert max(r.seq for r in read_log(parquet)) < max(r.seq for r in read_log(jsonl))
+
+        bus = Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=[jsonl, parquet],
+                  resume=True, **plateau)
+        assert bus.initial_epoch == 4
+        fit(bus, 6)
+        bus.train_end()
+        bus.close()
+        assert decisions(parquet) == decisions(jsonl)
+        seqs = pq.read_table(parquet).column("seq").to_pylist()
+        assert seqs == sorted(set(seqs)) == [r.seq for r in read_log(jsonl)]

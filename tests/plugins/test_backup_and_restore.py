@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, read_log
+from eventbus import Bus, ConfigError, NumpyModel, SinkFailureWarning, read_log
 from eventbus.records import Decision
 from eventbus.replay import effective_records
 from eventbus.testing import RecordingWriter
@@ -383,3 +383,40 @@ class TestBestWeightsSurviveACrash:
         np.testing.assert_array_equal(fresh.weights["w"], [1.0, 1.0])  # epoch 1's weights
         kinds = [r.kind for r in read_log(tmp_path / "bk" / "events.jsonl")]
         assert kinds[-2:] == ["restore_weights", "weights_restored"]
+
+
+class TestRestoreThroughTheBus:
+    def test_a_model_that_refuses_the_weights_is_a_recorded_failure(self, tmp_path: Path) -> None:
+        """The backup's weights go into the model through the bus, as a decision's would: a
+        model that refuses them (of another shape) is the model's sink_failed in the log and
+        the run goes on; the plugin never calls set_weights itself."""
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        other = NumpyModel({"w": np.zeros(3)}, learning_rate=0.1)  # another architecture
+        writer = RecordingWriter()
+        with pytest.warns(SinkFailureWarning, match="model on restore_weights"):
+            bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)],
+                      model=other, log=writer)
+            assert bus.initial_epoch == 5
+            bus.close()
+        failed = [r for r in writer.records if r["kind"] == "sink_failed"]
+        assert [(f["sink"], f["event"]) for f in failed] == [("model", "restore_weights")]
+        assert "shape" in failed[0]["message"]
+        assert other.weights["w"].tolist() == [0.0, 0.0, 0.0]
+        kinds = [r["kind"] for r in writer.records]
+        assert "weights_restored" not in kinds and kinds.index("resumed") < \
+            kinds.index("sink_failed")
+
+    def test_restored_weights_are_recorded_after_the_resume(self, tmp_path: Path) -> None:
+        """weights_restored comes after the resumed record, which readers keep: the audit of a
+        resumed run shows the restore."""
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], model=fresh).close()
+        kept = effective_records(read_log(tmp_path / "bk" / "events.jsonl"))
+        kinds = [r.kind for r in kept]
+        assert kinds.index("resumed") < kinds.index("weights_restored")
+        (restored,) = [r for r in kept if r.kind == "weights_restored"]
+        assert (restored.source, restored.tag, restored.epoch) == (
+            "BackupAndRestore", "backup:latest.weights.h5", 4)

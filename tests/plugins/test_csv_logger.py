@@ -210,6 +210,39 @@ class TestResume:
             [(e.epoch, e.logs["loss"]) for e in ends]
 
 
+    @given(losses=st.lists(st.floats(0, 10), min_size=1, max_size=6), data=st.data())
+    def test_a_file_several_epochs_ahead_of_the_log(self, tmp_path_factory, losses, data):
+        """Property: when the log lost several epochs the file kept (its writes failed for a
+        while, a full disk), the resumed run's file still holds each epoch the log has once,
+        then the epochs written again: every row at or after the resume epoch is dropped,
+        not only the last. Appended after an earlier run's rows, those stay."""
+        tmp = tmp_path_factory.mktemp("ahead")
+        path, log = tmp / "log.csv", tmp / "run.jsonl"
+        earlier = data.draw(st.lists(st.floats(0, 10), max_size=3), label="earlier run")
+        append = data.draw(st.booleans(), label="append")
+        if earlier and append:
+            run([CSVLogger(path)], epochs(loss=earlier))
+        done = len(losses)
+        # With an earlier run's rows before them, a run that kept no epoch cannot be told
+        # apart from that earlier run (documented): the log keeps one epoch at least then.
+        lowest = 0 if earlier and append else -1
+        kept = data.draw(st.integers(lowest, done - 1), label="last epoch the log kept")
+        bus = Bus([CSVLogger(path, append=append)], log=log)
+        bus.train_begin({"epochs": done})
+        train(bus, losses)
+        bus.close()
+        crash_after(log, kept)
+        bus = Bus([CSVLogger(path, append=append)], log=log, resume=True)
+        bus.train_begin({"epochs": done})
+        train(bus, [x + 1 for x in losses], start=bus.initial_epoch)
+        bus.train_end()
+        bus.close()
+        ends = [r for r in effective_records(read_log(log)) if r.kind == "epoch_end"]
+        assert [(int(r["epoch"]), float(r["loss"])) for r in rows(path)] == \
+            [(e, x) for e, x in enumerate(earlier if append else [])] + \
+            [(e.epoch, e.logs["loss"]) for e in ends]
+
+
 class TestNoTrainBegin:
     """A loop that publishes no train_begin is not a resumed run unless the bus resumed it."""
 

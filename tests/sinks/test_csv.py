@@ -198,6 +198,43 @@ class TestDropLastRow:
         assert after == (before[:-1] if expect else before)
 
 
+class TestDropRowsFrom:
+    """The rows a crashed attempt wrote past the epoch a resumed run goes on from."""
+
+    def table(self, path, epochs: list[int]) -> CsvTable:
+        table = CsvTable(path)
+        for epoch in epochs:
+            table.write(epoch, {"loss": float(epoch)})
+        return table
+
+    @given(n=st.integers(0, 8), at=st.integers(0, 9))
+    def test_a_table_written_alone_keeps_the_epochs_before(self, tmp_path_factory, n, at):
+        """Property: every row at or after ``at`` goes, every row before it stays."""
+        path = tmp_path_factory.mktemp("drop") / "t.csv"
+        table = self.table(path, list(range(n)))
+        assert table.drop_rows_from(at) == max(0, n - at)
+        table.write(at, {"loss": -1.0})  # the resumed run writes its epoch next
+        table.close()
+        assert [int(r["epoch"]) for r in read_rows(path)] == [*range(min(n, at)), at]
+
+    def test_after_an_earlier_runs_rows_only_this_runs_are_dropped(self, tmp_path):
+        """The earlier run's rows 0..3 stay; this run's rows after its epoch 1 go."""
+        path = tmp_path / "t.csv"
+        table = self.table(path, [0, 1, 2, 3, 0, 1, 2, 3, 4])
+        assert table.drop_rows_from(2, after_other_runs=True) == 3
+        table.close()
+        assert [int(r["epoch"]) for r in read_rows(path)] == [0, 1, 2, 3, 0, 1]
+
+    @pytest.mark.parametrize(("epochs", "dropped"), [([0, 1, 2, 0], 1), ([0, 1, 2], 0)])
+    def test_from_epoch_0_after_other_runs_only_a_last_row_of_epoch_0(self, tmp_path, epochs,
+                                                                      dropped):
+        """A run that kept no epoch: only a last row of epoch 0 is told apart from an earlier
+        run's (documented in docs/sinks/csv.md)."""
+        table = self.table(tmp_path / "t.csv", epochs)
+        assert table.drop_rows_from(0, after_other_runs=True) == dropped
+        table.close()
+
+
 @given(epochs=EPOCH_LOGS, separator=st.sampled_from([",", ";", "\t"]))
 def test_what_is_written_reads_back(tmp_path_factory, epochs, separator):
     """Property: csv and pandas read back exactly the epochs and values written, NA if absent."""
