@@ -223,9 +223,9 @@ class TestResume:
         if earlier and append:
             run([CSVLogger(path)], epochs(loss=earlier))
         done = len(losses)
-        # With an earlier run's rows before them, a run that kept no epoch cannot be told
-        # apart from that earlier run (documented): the log keeps one epoch at least then.
-        lowest = 0 if earlier and append else -1
+        # Appending, a run that kept no epoch cannot be told apart from an earlier run's rows
+        # (documented): the log keeps one epoch at least then.
+        lowest = 0 if append else -1
         kept = data.draw(st.integers(lowest, done - 1), label="last epoch the log kept")
         bus = Bus([CSVLogger(path, append=append)], log=log)
         bus.train_begin({"epochs": done})
