@@ -12,6 +12,7 @@ Reading: a torn last line (no newline, not a whole record) is dropped with a
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import warnings
@@ -28,12 +29,14 @@ from .records import (
     SCHEMA_VERSION,
     TRUSTED,
     Record,
+    SinkFailed,
     decode_nonfinite,
     encode_nonfinite,
     parse_record,
     set_model_dict,
     trusted,
 )
+from .lock import lock_exclusive
 from .sink import Sink
 
 __all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
@@ -120,21 +123,44 @@ class JsonlWriter(Sink):
     ``append=True`` continues an existing log (after cutting a torn last line); otherwise the
     file is created or emptied. It takes the bus's fast path: finite batch records arrive as
     lines already encoded, appended to ``line_buffer``.
+
+    A write that fails (a full disk, a quota) on a bus loses nothing: what did not reach the
+    file stays in the buffer and is written at the next flush, and the fault is reported once
+    (a ``sink_failed`` naming the errno, which the log itself holds once the disk has room).
+    Only when more than ``max_kept_bytes`` wait does the failure end the writer, as any sink
+    failure does.
     """
 
     name = "jsonl"
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
-                 buffer_bytes: int = 1 << 20):
+                 buffer_bytes: int = 1 << 20, max_kept_bytes: int = 256 << 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if append and self.path.exists():
-            prepare_append(self.path)
         # Unbuffered file: the bytearray is the buffer, one write per flush. (Many small bytes
         # objects kept in a list cost several times more: their memory is fresh each round.)
-        self._file = open(self.path, "ab" if append else "wb", buffering=0)  # noqa: SIM115
+        # Opened to append, and locked, before anything in it changes: a second writer of the
+        # path is refused before it can truncate or cut the first's log.
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        try:
+            lock_exclusive(self._file.fileno(), self.path)
+            if not append:
+                os.ftruncate(self._file.fileno(), 0)
+            elif self.path.stat().st_size:
+                prepare_append(self.path)
+        except BaseException:
+            self._file.close()
+            raise
         self._buffer = self.line_buffer = bytearray()
         self._limit = self.buffer_bytes = buffer_bytes
+        self._max_kept = max_kept_bytes
+        self._run: Any = None
+        self._failing: OSError | None = None  # the fault of the failing flushes, reported once
+        #: The name its records are reported under: which log, where there are several.
+        self.name = f"jsonl {self.path}"
+
+    def open(self, run: Any) -> None:
+        self._run = run  # to report a fault it keeps going through
 
     def write(self, record: dict[str, Any]) -> None:
         line = _dumps(record, option=_OPTIONS)
@@ -148,12 +174,32 @@ class JsonlWriter(Sink):
 
     def flush(self) -> None:
         buffer = self._buffer
-        if buffer:
+        if not buffer:
+            return
+        done = 0
+        try:
             with memoryview(buffer) as view:
-                done = 0
                 while done < len(view):  # a raw write may be partial
                     done += self._file.write(view[done:])
-            buffer.clear()
+        except OSError as exc:
+            del buffer[:done]  # what reached the file is not written again
+            if self._run is None or len(buffer) > self._max_kept:
+                raise
+            self._keep(exc)
+            return
+        buffer.clear()
+        self._failing = None
+
+    def _keep(self, exc: OSError) -> None:
+        """The buffer stays for the next flush; the fault is reported once while it lasts."""
+        if self._failing is not None:
+            return
+        self._failing = exc
+        code = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+        self._run.report(SinkFailed(
+            sink=self.name, event="flush", error=type(exc).__name__,
+            message=f"{exc.strerror or exc} (errno {exc.errno}{', ' + code if code else ''}); "
+                    f"{len(self._buffer)} bytes kept, written at the next flush that can"))
 
     def sync(self) -> None:
         self.flush()

@@ -26,6 +26,7 @@ the cache.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Collection, Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
@@ -39,6 +40,7 @@ from .errors import LogCorruptError
 from .jsonl import check_version, typed
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
+from .lock import lock_exclusive
 from .sink import Sink
 
 __all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
@@ -81,6 +83,18 @@ class ParquetWriter(Sink):
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        # The directory is locked before a segment is removed: a second writer of the path is
+        # refused before it can delete the first's segments.
+        self._lock = os.open(self.path, os.O_RDONLY)
+        try:
+            lock_exclusive(self._lock, self.path)
+        except BaseException:
+            os.close(self._lock)
+            raise
+        # A writer dropped without close() lets the path go, as a dead process's would.
+        self._unlock = weakref.finalize(self, os.close, self._lock)
+        #: The name its failures are recorded under: which log, where there are several.
+        self.name = f"parquet {self.path}"
         existing = segments(self.path)
         if not append:
             for _, _, seg in existing:
@@ -223,7 +237,10 @@ class ParquetWriter(Sink):
             self._end_chunk()
             tail = self._take_segment()
         finally:
-            self._store.close(tail)
+            try:
+                self._store.close(tail)
+            finally:
+                self._unlock()  # the next writer may take the path
 
     def __enter__(self) -> ParquetWriter:
         return self

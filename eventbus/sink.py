@@ -31,7 +31,7 @@ registration (``run.add_sink``).
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .run import Run
@@ -43,7 +43,7 @@ class Sink:
     """Base class of sinks, and the contract (see the module documentation)."""
 
     #: The name a sink's failures are recorded under (a plugin's label when it is one).
-    name: ClassVar[str] = "sink"
+    name: str = "sink"
     #: The record kinds written to this sink; None: every record (an event log).
     takes: Collection[str] | None = None
     #: The fast path: a JSON Lines buffer the bus appends batch lines to (None: no fast path).

@@ -603,7 +603,7 @@ class TestBatchFastPath:
         for i in range(3):
             bus.batch_end(i, {"loss": 1.0})
         bus.epoch_end(0, {"loss": 1.0})
-        assert [f.sink for f in bus.failures] == ["jsonl"]
+        assert [f.sink for f in bus.failures] == [f"jsonl {path}"]
         assert memory.kinds()[-2:] == ["stop_training", "sink_failed"]
         with pytest.warns(SinkFailureWarning, match="jsonl"):
             bus.close()

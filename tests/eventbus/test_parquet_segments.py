@@ -7,6 +7,7 @@ the segments were written, one in all when compacted from them) tells the two pa
 
 from __future__ import annotations
 
+import gc
 import re
 import shutil
 import signal
@@ -167,6 +168,8 @@ class TestMergedAtClose:
         for seq in range(1, 4):
             first.write(batch(seq))
         first.flush()  # then "dies": no close()
+        del first  # and what it held (the log's lock) goes with it
+        gc.collect()
         (path / ".merged.parquet.tmp").write_bytes(b"PAR1 half a file")
         second = ParquetWriter(path, append=True)
         assert not (path / ".merged.parquet.tmp").exists()

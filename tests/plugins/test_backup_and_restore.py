@@ -363,7 +363,8 @@ class TestBestWeightsSurviveACrash:
             bus.epoch_begin(epoch)
             model.weights["w"][...] = epoch  # the weights say which epoch made them
             if epoch == crash_at:
-                die(bus, backup)
+                bus = backup = None  # type: ignore[assignment]
+                die()
                 return None
             bus.epoch_end(epoch, {"val_loss": values[epoch]})
             if bus.stop_training:
