@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError, LogError, SchemaVersionError
+from .lock import lock_exclusive
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -36,7 +37,6 @@ from .records import (
     set_model_dict,
     trusted,
 )
-from .lock import lock_exclusive
 from .sink import Sink
 
 __all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",

@@ -38,9 +38,9 @@ import orjson
 
 from .errors import LogCorruptError
 from .jsonl import check_version, typed
+from .lock import lock_exclusive
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
-from .lock import lock_exclusive
 from .sink import Sink
 
 __all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
