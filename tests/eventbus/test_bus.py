@@ -761,12 +761,10 @@ def test_a_new_fit_starts_unstopped_and_a_resumed_stop_stands(tmp_path):
         bus.train_end()
         bus.train_begin({})
         assert not bus.stop_training
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RunWarning)
-        with Bus([StopAt(0)], log=path, resume=True) as resumed:
-            assert not resumed.stop_training  # the second fit had not stopped
-            resumed.train_begin({})  # the log has it: not published again
-            fit(resumed)
-        with Bus([StopAt(0)], log=path, resume=True) as again:
-            assert again.stop_training  # the last fit in the log stopped
+    with Bus([StopAt(0)], log=path, resume=True) as resumed:
+        assert not resumed.stop_training  # the second fit had not stopped
+        resumed.train_begin({})  # the log has it: not published again
+        fit(resumed)
+    with Bus([StopAt(0)], log=path, resume=True) as again:
+        assert again.stop_training  # the last fit in the log stopped
 
