@@ -363,6 +363,7 @@ class TestFailurePolicy:
         assert isinstance(info.value.__cause__, RuntimeError)
         kinds = [rec.kind for rec in read_log(path)]
         assert kinds == ["header", "train_begin", "epoch_end", "plugin_failed"]
+        bus.close()  # else its log file is left to the garbage collector (a ResourceWarning)
 
     def test_isolate_disables_the_plugin_and_training_goes_on(self):
         """on_plugin_error='isolate': recorded, warned, disabled; others keep running."""
