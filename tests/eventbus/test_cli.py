@@ -261,6 +261,9 @@ class TestAudit:
             "eventbus audit: error: --plot needs matplotlib: pip install 'eventbus[plot]'"]
         assert not png.exists()
 
+    # The warning is what is tested, printed by main's own showwarning: let it through to it,
+    # as a process's default filters do (pytest.warns would take it before main prints it).
+    @pytest.mark.filterwarnings("always::eventbus.TornLogWarning")
     def test_a_torn_last_line_is_one_warning_line(self, demo, tmp_path):
         """A log cut mid-line (a crash) is audited, with one warning line on stderr."""
         data = demo["log"].read_bytes()

@@ -264,7 +264,7 @@ class TestBackgroundFailures:
         kinds = [rec.kind for rec in read_log(jsonl)]
         assert kinds.count("batch_end") == 4 and kinds.count("sink_failed") == 1
         failed = next(rec for rec in read_log(jsonl) if rec.kind == "sink_failed")
-        assert failed.sink == "parquet"
+        assert failed.sink == f"parquet {parquet}"  # which log, of the two
 
 
 CRASH_WORKER = """

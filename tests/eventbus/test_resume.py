@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from eventbus import Bus, read_log
+from eventbus import Bus, RunWarning, read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
 
@@ -163,7 +163,8 @@ class TestResumeDetails:
                 bus.report(r.Warning(message="restored weights from backup"))
 
         resumed = Bus([Reporter()], log=path, resume=True)
-        resumed.epoch_begin(1)
+        with pytest.warns(RunWarning, match="restored weights from backup"):
+            resumed.epoch_begin(1)  # the first event after the resume records it
         resumed.close()
         messages = [rec.message for rec in read_log(path) if rec.kind == "warning"]
         assert messages == ["restored weights from backup"]

@@ -9,6 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
+from lightning.fabric.utilities.warnings import PossibleUserWarning  # noqa: E402
+
 from eventbus import Bus, read_log, replay  # noqa: E402
 from eventbus.integrations.lightning import LightningBridge  # noqa: E402
 from eventbus.integrations.torch import TorchModel  # noqa: E402
@@ -53,7 +55,8 @@ def fitted(tmp_path_factory):
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[LightningBridge(bus)])
     with bus, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's advice on workers and small datasets
+        # Lightning's advice on workers and small datasets; the bus's own warnings still show.
+        warnings.simplefilter("ignore", PossibleUserWarning)
         trainer.fit(module, loader(64, 0), loader(32, 1))
     return trainer, bus, list(read_log(log)), log
 
@@ -101,7 +104,7 @@ def trainer(bus, **options):
 
 def quiet_fit(trainer_, module, val=True):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", PossibleUserWarning)  # as in fitted()
         trainer_.fit(module, loader(64, 0), loader(32, 1) if val else None)
 
 

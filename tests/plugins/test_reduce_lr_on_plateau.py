@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, replay
+from eventbus import Bus, ConfigError, NumpyModel, RunWarning, replay
 from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
 from eventbus.testing import drive, epochs, logs_of, run
 from plugins import ReduceLROnPlateau
@@ -109,7 +109,9 @@ class TestLearningRate:
 
     def test_unknown_rate_is_a_warning(self) -> None:
         """Without a known learning rate there is nothing to cut: one warning says so."""
-        _, records = run([ReduceLROnPlateau(patience=1)], epochs(val_loss=[1.0] * 4))
+        with pytest.warns(RunWarning, match="the learning rate is not known") as shown:
+            _, records = run([ReduceLROnPlateau(patience=1)], epochs(val_loss=[1.0] * 4))
+        assert len(shown) == 1
         out = [r for r in records if r.category in ("decision", "outcome")]
         assert [r.kind for r in out] == ["warning"]
         assert "learning rate is not known" in out[0].message
@@ -125,10 +127,15 @@ class TestMissingMonitor:
         for epoch, epoch_logs in enumerate(logs):
             events += [EpochBegin(epoch=epoch), EpochEnd(epoch=epoch, logs=epoch_logs)]
         events.append(TrainEnd())
-        decisions = drive(ReduceLROnPlateau(patience=1, cooldown=2), events, learning_rate=1.0)
+        missing = "conditioned on metric `val_loss` which is not available"
+        with pytest.warns(RunWarning, match=missing):
+            decisions = drive(ReduceLROnPlateau(patience=1, cooldown=2), events,
+                              learning_rate=1.0)
         # Without the gap the cuts would be at 1 and 3; the gap holds the cooldown for a turn.
         assert [d.epoch for d in decisions] == [1, 4]
-        _, records = run([ReduceLROnPlateau(patience=1, cooldown=2)], events, learning_rate=1.0)
+        with pytest.warns(RunWarning, match=missing):
+            _, records = run([ReduceLROnPlateau(patience=1, cooldown=2)], events,
+                             learning_rate=1.0)
         warning = next(r for r in records if r.kind == "warning")
         assert warning.details == {"monitor": "val_loss",
                                    "available": ["loss", "learning_rate"]}

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 import pytest
 
-from eventbus import Bus, SinkFailureWarning, read_header
+from eventbus import Bus, RunWarning, SinkFailureWarning, read_header
 from eventbus.errors import ConfigError
 from eventbus.testing import RecordingWriter
 from plugins import RemoteMonitor
@@ -155,7 +155,8 @@ class TestFaults:
             bus.epoch_begin(epoch)
             bus.epoch_end(epoch, {"loss": 1.0})
         start = time.perf_counter()
-        bus.train_end()
+        with pytest.warns(RunWarning, match=r"3 payload\(s\) still unsent 0\.2s after train_end"):
+            bus.train_end()
         with pytest.warns(SinkFailureWarning, match="still pending"):
             bus.close()
         # Waiting for a request rather than the 0.2 s deadline would take the 30 s timeout.
@@ -169,7 +170,8 @@ class TestFaults:
         writer = RecordingWriter()
         bus = Bus([RemoteMonitor(collector.url, max_pending=1,
                                  **quick(timeout=30.0, flush_timeout=10.0))], log=writer)
-        with pytest.warns(SinkFailureWarning, match="dropped"):
+        with pytest.warns(SinkFailureWarning, match="dropped"), \
+                pytest.warns(RunWarning, match="RemoteMonitor: epoch .* not sent") as shown:
             bus.train_begin({"epochs": 5})
             for epoch in range(5):
                 bus.epoch_begin(epoch)
@@ -179,6 +181,7 @@ class TestFaults:
             bus.close()
         warnings = [r for r in writer.records if r["kind"] == "warning"]
         assert len(warnings) == 1 and warnings[0]["details"]["dropped"] >= 1
+        assert len([w for w in shown if w.category is RunWarning]) == 1
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

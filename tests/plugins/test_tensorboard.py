@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector import projector_config_pb2
 
-from eventbus import Bus, NumpyModel, hookimpl
+from eventbus import Bus, NumpyModel, RunWarning, hookimpl
 from eventbus.errors import ConfigError
 from eventbus.records import (
     BatchBegin,
@@ -194,7 +194,10 @@ class TestLayout:
 
     def test_no_model_is_one_warning(self, tmp_path):
         """Histograms without a model adapter: one warning record, scalars still written."""
-        _, records = run([TensorBoard(tmp_path, histogram_freq=1)], epochs(loss=[1.0, 0.5]))
+        with pytest.warns(RunWarning, match="histograms, images and embeddings need a model "
+                                            "adapter") as shown:
+            _, records = run([TensorBoard(tmp_path, histogram_freq=1)], epochs(loss=[1.0, 0.5]))
+        assert len(shown) == 1
         warnings = [r for r in records if r.kind == "warning"]
         assert len(warnings) == 1 and "model adapter" in warnings[0].message
         assert len(scalars(tmp_path / "train", "epoch_loss")) == 2

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from eventbus import Bus, NumpyModel, Plugin, hookimpl
+from eventbus import Bus, NumpyModel, Plugin, RunWarning, hookimpl
 from eventbus.records import SaveCheckpoint
 from eventbus.testing import RecordingWriter
 from sinks import hdf5
@@ -232,7 +232,8 @@ class TestWriterSink:
 
     def test_no_model_is_a_warning(self, tmp_path: Path) -> None:
         """Without a model adapter there is nothing to write: a warning says so."""
-        records = _run([str(tmp_path / "x.h5")])
+        with pytest.warns(RunWarning, match="save_checkpoint from 'Saver' needs a model adapter"):
+            records = _run([str(tmp_path / "x.h5")])
         warning = next(r for r in records if r["kind"] == "warning")
         assert "needs a model adapter" in warning["message"]
         assert not (tmp_path / "x.h5").exists()
