@@ -34,7 +34,13 @@ __all__ = ["Control", "ReplayControl", "checked_learning_rate"]
 
 
 def checked_learning_rate(value: Any, field: str = "learning_rate") -> float:
-    """A learning rate given to the bus or read from a log: a finite number, 0 or more."""
+    """A learning rate given to the bus or read from a log: a finite number, 0 or more.
+
+    A str, bytes or a bool is not a number here, whatever ``float()`` makes of it.
+    """
+    if isinstance(value, (str, bytes, bool)):
+        raise ConfigError(f"Bus: {field} must be a number; got {type(value).__name__} "
+                          f"{value!r}", field=field)
     try:
         rate = float(value)
     except (TypeError, ValueError, OverflowError):

@@ -49,10 +49,10 @@ class Cursor:
         """A fit starts. False when it is a resumed run's ``train_begin``, which the log already
         has: it is not published, and the state the resume restored stands."""
         self.in_train = True
-        self.ended = None
-        if self.skip_train_begin:
+        if self.skip_train_begin:  # the restored position stands, the last ended epoch too
             self.skip_train_begin = False
             return False
+        self.ended = None
         return True
 
     def train_end(self) -> bool:

@@ -189,14 +189,15 @@ class Engine:
         event = _new(_TRUSTED_BATCH_END)  # the record as its pydantic model, not re-validated
         set_model_dict(event, record)
         decisions: list[Decision] | None = None
+        owner = self.dispatcher.owner  # as the handlers were made: a disable makes new ones
         for fn in handlers:
             try:
                 out = fn(event)
             except Exception as exc:
-                self.event_failed(self.dispatcher.owner[id(fn)], event, exc)
+                self.event_failed(owner[id(fn)], event, exc)
                 continue
             if out is not None:
-                made = self.accept(self.dispatcher.owner[id(fn)], event, out)
+                made = self.accept(owner[id(fn)], event, out)
                 if made:
                     decisions = made if decisions is None else [*decisions, *made]
         if decisions:

@@ -136,7 +136,7 @@ class Recorder:
             return slot
         self.slots.append(slot)
         if self._run is not None:
-            self._open(slot, self._run)
+            self.open_slot(slot, self._run)
         self._rebuild()
         return slot
 
@@ -160,10 +160,11 @@ class Recorder:
         """Open every sink not yet opened: the run starts, or goes on after a resume."""
         self._run = run
         for slot in list(self.slots):
-            self._open(slot, run)
+            self.open_slot(slot, run)
 
     @staticmethod
-    def _open(slot: Slot, run: Run) -> None:
+    def open_slot(slot: Slot, run: Run) -> None:
+        """Open one sink with the run, unless it is open already."""
         if not slot.opened:
             slot.opened = True
             opener = getattr(slot.sink, "open", None)
@@ -216,6 +217,18 @@ class Recorder:
         else:
             owners = self.tables.owners[kind]
         return self.fan_out(record, writes, owners, 0)
+
+    def write_to(self, slot: Slot, record: dict[str, Any]) -> BaseException | None:
+        """Write ``record`` to one sink (a log a resume catches up); a sink that fails is taken
+        out and closed, and its error returned."""
+        try:
+            slot.write(record)
+        except Exception as exc:
+            self.detach(slot.sink)
+            with contextlib.suppress(Exception):
+                slot.call("close")
+            return exc
+        return None
 
     def fan_out(self, record: dict[str, Any], writes: tuple[Any, ...],
                 owners: tuple[Slot, ...], start: int) -> list[Trouble] | None:
@@ -300,8 +313,11 @@ def make_header(run_id: str, plugins: Iterable[tuple[object, str]], meta: Mappin
             spec = spec.model_copy(update={"label": label})
         specs.append(spec)
     meta = dict(meta)
+    # The header's learning_rate is the run's (resume and replay start from it), never a
+    # meta value of the same name.
+    meta.pop("learning_rate", None)
     if learning_rate is not None:
-        meta.setdefault("learning_rate", learning_rate)
+        meta["learning_rate"] = learning_rate
     if model is not None and callable(getattr(model, "get_config", None)):
         try:
             meta.setdefault("model", model.get_config())

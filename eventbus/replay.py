@@ -266,7 +266,9 @@ class _Replaying:
     def take(self, record: Record) -> None:
         bus = self.bus
         if isinstance(record, Observation):
-            if self.stop_epoch is not None and after_stop(record, self.stop_epoch):
+            if record.kind == "train_begin":
+                self.stop_epoch = None  # a new fit: the loop called fit again after a stop
+            elif self.stop_epoch is not None and after_stop(record, self.stop_epoch):
                 return  # the replayed run stopped: its loop would have ended here
             if self.diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
                 logged, replayed = record.logs.get("learning_rate"), bus.learning_rate

@@ -26,7 +26,7 @@ from .cursor import Cursor
 from .effective import read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq
-from .recorder import Recorder
+from .recorder import Recorder, Slot
 from .records import (
     Decision,
     Header,
@@ -35,6 +35,7 @@ from .records import (
     Record,
     Resumed,
     SetLearningRate,
+    SinkFailed,
     StopTraining,
     same_decision,
 )
@@ -112,12 +113,11 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     # resumed log does: a new file (a main log next to a backup) all of it, a log continued
     # beside it what a crash kept from it (killed between the two logs' flushes).
     recorder.started = True
-    behind = [(s.sink, _last_seq_of(s) if s.continued else -1) for s in recorder.slots
-              if s.kinds is None and not same_path(s.sink, log)]
-    behind = [(sink, have) for sink, have in behind if have is not None]
-    for sink, have in behind:
-        if have < header.seq:
-            sink.write(header.model_dump())
+    # The run is a resumed one from here: a sink opened now (a log caught up) learns so.
+    cursor.resumed = True
+    cursor.initial_epoch = point.epoch + 1 if point.epoch is not None else 0
+    catching_up = _CatchUp(recorder, bus.run, log)
+    catching_up.write(header)
 
     labels = set(bus.labels)  # only what these plugins decide is compared
     recorded: list[Decision] = []
@@ -133,9 +133,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
                                          and isinstance(record, Observation)):
                     break  # past the last finished epoch and its decisions: the loop reruns
                 from_seq = record.seq
-                for sink, have in behind:
-                    if record.seq > have:
-                        sink.write(record.model_dump())
+                catching_up.write(record)
                 if isinstance(record, Observation):
                     replayed.extend(bus.feed(record))
                     if record.kind == "train_begin":
@@ -163,6 +161,9 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     cursor.resume_at(point.epoch, began=began, ended=ended)
     bus.record(Resumed(source="bus", from_seq=from_seq, initial_epoch=bus.initial_epoch,
                        epoch=point.epoch), flush=False)
+    for slot, exc in catching_up.failed:  # in the logs still open, now the run goes on
+        bus.record(SinkFailed(sink=slot.name, event="resume", error=type(exc).__name__,
+                              message=str(exc), epoch=point.epoch), flush=False)
     # Decisions the crash kept out of the log: record them and let sinks act on them.
     matched = 0
     for mine, theirs in zip(replayed, recorded):
@@ -180,6 +181,34 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
             bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
     bus.flush()
     return True
+
+
+class _CatchUp:
+    """Every other log of the run gets what it lacks of it, so it holds the whole run as the
+    resumed log does: a new file (a main log next to a backup) all of it, a log continued
+    beside it what a crash kept from it (killed between the two logs' flushes). Each is opened
+    before its first record; one that fails is dropped, its failure recorded after the
+    resume."""
+
+    def __init__(self, recorder: Recorder, run: Any, log: str | os.PathLike[str]):
+        self.recorder = recorder
+        self.behind: list[tuple[Slot, int]] = []
+        self.failed: list[tuple[Slot, BaseException]] = []
+        for slot in recorder.slots:
+            if slot.kinds is None and not same_path(slot.sink, log):
+                have = _last_seq_of(slot) if slot.continued else -1
+                if have is not None:
+                    recorder.open_slot(slot, run)
+                    self.behind.append((slot, have))
+
+    def write(self, record: Record) -> None:
+        for item in list(self.behind):
+            slot, have = item
+            if record.seq > have:
+                error = self.recorder.write_to(slot, record.model_dump())
+                if error is not None:
+                    self.behind.remove(item)
+                    self.failed.append((slot, error))
 
 
 def _last_seq_of(slot: Any) -> int | None:

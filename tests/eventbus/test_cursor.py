@@ -41,10 +41,6 @@ class TestFit:
         assert cursor.in_train and cursor.epoch == 2
         assert cursor.train_begin() is True
 
-    @pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-        "cursor.py Cursor.train_begin clears `ended` before it checks skip_train_begin, so "
-        "a resumed run's skipped train_begin forgets that the last finished epoch ended: "
-        "Bus(resume=True), train_begin(), epoch_end(last) is recorded again"))
     def test_a_skipped_train_begin_keeps_the_restored_end(self):
         """The resumed run's train_begin, not published, leaves the last finished epoch
         ended: a second end of it is still refused."""
@@ -255,11 +251,6 @@ class TestAfterStop:
             kept = not after_stop(observation(cls.model_fields["kind"].default, 0), -1)
             assert kept is (cls is r.TrainEnd)
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "replay.py _Replaying.take keeps stop_epoch for the rest of the log: a later "
-        "train_begin (a new fit, which the live bus starts unstopped) and its epoch_begin "
-        "are dropped by after_stop, its epoch_end records up to the stop epoch are fed, so "
-        "the plugins never see the new fit begin and decide differently"))
     def test_a_replay_of_a_second_fit_after_a_stopped_one(self, tmp_path):
         """Replaying, unchanged, a log of two fits whose first was stopped recomputes every
         recorded decision."""

@@ -506,10 +506,6 @@ class TestInlinedBatchEndLoop:
         assert seen == [("after", "batch_end"), ("after", "batch_end")]
         assert writer.kinds().count("sink_failed") == 1
 
-    @pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-        "engine.Engine.batch_end looks up dispatcher.owner afresh for each handler; after a "
-        "plugin is disabled mid-loop the owner dict is rebuilt with new adapter objects, so a "
-        "later handler made for a no-argument implementation is not found: KeyError"))
     def test_a_bare_handler_after_a_disabled_plugin(self):
         """After a plugin with side effects raises on batch_end (and is disabled), a later
         plugin whose on_batch_end takes no arguments is still called and its decision kept,

@@ -316,10 +316,11 @@ class TestAttachTarget:
         ("run.jsonl", "JsonlWriter", "jsonl"), ("run.log", "JsonlWriter", "jsonl"),
         ("run.parquet", "ParquetWriter", "parquet")])
     def test_a_path_is_opened_in_its_format(self, tmp_path, name, writer, label):
-        """A path is opened as a log in the format its name says, named after the format."""
+        """A path is opened as a log in the format its name says, named after the format and
+        the path (a run with two logs says which failed)."""
         recorder = Recorder("run")
         slot = recorder.attach_target(os.fspath(tmp_path / name))
-        assert type(slot.sink).__name__ == writer and slot.name == label
+        assert type(slot.sink).__name__ == writer and slot.name == f"{label} {tmp_path / name}"
         assert slot.kinds is None and not slot.continued
         slot.sink.close()
 
@@ -485,11 +486,6 @@ class TestMakeHeader:
         assert stopping_spec.params == stopping.get_config()
         assert header.meta == {"note": "Authorization", "learning_rate": 0.5}
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "recorder.py make_header uses meta.setdefault('learning_rate', ...): a user's meta "
-        "key learning_rate replaces the run's rate in the header, which resume and replay "
-        "start from (Bus(learning_rate=0.1, meta={'learning_rate': 0.01}, resume=True) sets "
-        "the model's rate to 0.01)"))
     def test_the_header_rate_is_the_runs(self):
         """The header's learning rate, which replay and resume start from, is the run's own,
         whatever a user's meta calls learning_rate."""
@@ -497,9 +493,6 @@ class TestMakeHeader:
                              model=None)
         assert header.meta["learning_rate"] == 0.1
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "the same setdefault in recorder.py make_header: a resume starts from the meta "
-        "value instead of the rate the run had"))
     def test_a_resume_keeps_the_runs_rate(self, tmp_path):
         """A resumed run goes on at the learning rate it had, not at a meta value."""
         log = tmp_path / "run.jsonl"

@@ -278,10 +278,6 @@ class TestContract:
             whole = [(rec.seq, rec.kind) for rec in read_log(recorded)]
             assert got == whole
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "resume.py resume() writes the records an extra log lacks with sink.write() directly "
-        "(the `behind` loop, before cursor.resume_at), before bus.record(Resumed) opens the "
-        "sinks through Engine.start: a log sink is written before it is opened"))
     @pytest.mark.parametrize("make", [
         lambda base, url: JsonlWriter(base / "events.jsonl"),
         lambda base, url: HttpRecordSink(url, linger=0.05, timeout=2.0, retries=0,
@@ -310,10 +306,6 @@ class Full(Sink):
 
 
 class TestResumeCatchingUpALog:
-    @pytest.mark.xfail(strict=True, raises=OSError, reason=(
-        "resume.py resume() writes the run so far to an extra log with sink.write() directly "
-        "(the `behind` loops), outside Recorder.fan_out: the sink's OSError propagates out of "
-        "Bus(..., resume=True) instead of being recorded as sink_failed"))
     def test_a_log_that_fails_while_caught_up_is_dropped(self, tmp_path):
         """An extra log that fails as a resume writes the run so far to it is recorded as
         sink_failed and dropped, and the run resumes."""
