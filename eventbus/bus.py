@@ -15,6 +15,7 @@ hottest path, does the engine's work inline.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -320,6 +321,8 @@ class Bus:
         call is not published again (plugins keep the state just restored, and a recorded stop
         stands); the log's ``resumed`` record stands for it.
         """
+        if threading.get_ident() != self._engine.thread:
+            self._engine.claim("train_begin")  # before the fit begins: is one under way?
         if not self._cursor.train_begin():
             return ()
         self._clear_stop()
@@ -467,6 +470,8 @@ class Bus:
         """
         if not isinstance(decision, Decision):
             raise EventError(f"decide: expected a decision record; got {type(decision).__name__}")
+        if threading.get_ident() != self._engine.thread:
+            self._engine.claim("decide()")
         stamped = self._engine.decide(checked(decision, "bus", "decide"),  # type: ignore[arg-type]
                                       source="bus")
         if flush:
@@ -477,6 +482,8 @@ class Bus:
         """Record an outcome now and flush (on the bus's thread; from others, :meth:`report`)."""
         if not isinstance(outcome, Outcome):
             raise EventError(f"record: expected an outcome record; got {type(outcome).__name__}")
+        if threading.get_ident() != self._engine.thread:
+            self._engine.claim("record()")
         stamped = self._engine.record(checked(outcome, "bus", "record"), source="bus")
         if flush:
             self._engine.flush()

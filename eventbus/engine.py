@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import time as _time
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 _new = object.__new__
+_get_ident = threading.get_ident
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _TRUSTED_BATCH_END = TRUSTED[BatchEnd]
@@ -96,6 +98,8 @@ class Engine:
         # Weights a sink asked to restore, done once the record being written is settled.
         self._restores: list[tuple[str, str]] = []
         self.closed = False
+        #: The thread that publishes the run (see :meth:`claim`).
+        self.thread: int | None = None
         #: True while the header is unwritten, outcomes wait, or the run is closed: the one
         #: check an event makes before it is recorded.
         self.attention = True
@@ -121,6 +125,8 @@ class Engine:
             return ()  # nothing records, nobody listens: not even the logs are examined
         if type(batch) is not int or not 0 <= batch <= MAX_INDEX:
             batch = to_index(batch, "batch", "batch_begin")
+        if _get_ident() != self.thread:
+            self.claim()
         if self.attention:
             self.attend()
         clean = coerce_logs(logs, "batch_begin") if logs is not None else {}
@@ -156,6 +162,8 @@ class Engine:
         else:  # another mapping, or not a mapping at all: coerce_logs says which
             clean = coerce_logs(logs, "batch_end")
             finite = False
+        if _get_ident() != self.thread:
+            self.claim()
         if self.attention:
             self.attend()
         recorder, cursor = self.recorder, self.cursor
@@ -266,6 +274,22 @@ class Engine:
 
     # --- observations --------------------------------------------------------------------------
 
+    def claim(self, what: str = "an event") -> None:
+        """The run is published from one thread at a time: the thread of the fit under way.
+
+        Events from two threads at once would interleave their records (lost records, seq
+        out of order). So while a fit is under way in one thread, an event from another is
+        refused; between fits, the next fit may come from any thread.
+        """
+        ident = threading.get_ident()
+        if self.thread is not None and self.cursor.in_train and not self.closed:
+            raise EventError(
+                f"the bus is in use by thread {_thread_name(self.thread)}, where a fit is under "
+                f"way; {what} from thread {_thread_name(ident)} would interleave with its "
+                "records. Publish from one thread (from others, bus.report() queues outcomes), "
+                "or start the next fit from this thread once that one has ended")
+        self.thread = ident
+
     def attend(self) -> None:
         """The rare work before an event: the header, outcomes queued by ``report()``.
 
@@ -292,6 +316,8 @@ class Engine:
                 logs: Mapping[str, Any] | None) -> Sequence[Decision]:
         """Record an observation of ``kind`` and run its plugins (every kind but the bus's
         inlined ``batch_end``)."""
+        if _get_ident() != self.thread:
+            self.claim()
         if self.attention:
             self.attend()
         logs = coerce_logs(logs, kind) if logs is not None else {}
@@ -656,6 +682,11 @@ def checked(item: Record, label: str, kind: str) -> Record:
         who = f"plugin {label!r} returned" if label != "bus" else f"{kind}: given"
         raise EventError(f"{who} an invalid {item.kind} record from {kind}: {exc}",
                          plugin=None if label == "bus" else label, event=kind) from None
+
+
+def _thread_name(ident: int) -> str:
+    name = next((t.name for t in threading.enumerate() if t.ident == ident), None)
+    return f"{name!r} ({ident})" if name else str(ident)
 
 
 class RunView:

@@ -207,8 +207,10 @@ class JsonlWriter(Sink):
 
     def close(self) -> None:
         if not self._file.closed:
-            self.sync()
-            self._file.close()
+            try:
+                self.sync()
+            finally:  # a file that cannot be written is still let go (its descriptor, its lock)
+                self._file.close()
 
     def __enter__(self) -> JsonlWriter:
         return self

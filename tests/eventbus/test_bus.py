@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 
@@ -769,3 +770,44 @@ def test_a_new_fit_starts_unstopped_and_a_resumed_stop_stands(tmp_path):
     with Bus([StopAt(0)], log=path, resume=True) as again:
         assert again.stop_training  # the last fit in the log stopped
 
+
+
+class TestFastPathFailures:
+    def test_a_line_sink_whose_flush_fails_is_a_sink_failure_not_an_exception(self):
+        """The JSON Lines fast path flushes a full buffer during batch_end: a failure there is
+        a sink_failed like any other write failure, never an OSError out of batch_end."""
+        class Failing(LineAware):
+            name = "failing"
+            buffer_bytes = 64
+
+            def flush(self):
+                if len(self.line_buffer) >= self.buffer_bytes:
+                    raise OSError(28, "No space left on device")
+
+        memory, failing = RecordingWriter(), Failing()
+        bus = Bus(log=[failing, memory])
+        bus.epoch_begin(0)
+        for i in range(200):  # the buffer is checked every 64 records
+            bus.batch_end(i, {"loss": 1.0})
+        with pytest.warns(SinkFailureWarning, match="failing.*No space left"):
+            bus.close()
+        faults = [rec for rec in memory.records if rec["kind"] == "sink_failed"]
+        assert [(f["sink"], f["event"]) for f in faults] == [("failing", "batch_end")]
+        assert sum(rec["kind"] == "batch_end" for rec in memory.records) == 200
+
+
+class TestFileDescriptors:
+    def test_a_log_that_cannot_be_written_lets_its_file_go(self, tmp_path):
+        """A JSON Lines writer whose last flush fails still closes its file: no descriptor,
+        no lock left behind (a second writer may take the path)."""
+        from eventbus.jsonl import JsonlWriter
+
+        path = tmp_path / "run.jsonl"
+        writer = JsonlWriter(path)
+        writer.write({"v": 1, "kind": "header"})
+        fd = writer._file.fileno()  # noqa: SLF001 - the descriptor is what the test is about
+        os.close(fd)  # the file's descriptor goes bad underneath: every write fails
+        with pytest.raises(OSError):
+            writer.close()
+        assert writer._file.closed  # noqa: SLF001
+        JsonlWriter(path).close()  # the path is free

@@ -227,3 +227,46 @@ class TestLogsBehind:
         assert decisions(parquet) == decisions(jsonl)
         seqs = pq.read_table(parquet).column("seq").to_pylist()
         assert seqs == sorted(set(seqs)) == [r.seq for r in read_log(jsonl)]
+
+
+class TestValuesFromTheLog:
+    @pytest.mark.parametrize("bad", ["NaN", "Infinity", -1.0, [0.1], "fast"])
+    def test_a_learning_rate_a_bus_would_refuse_is_refused_from_a_log(self, tmp_path, bad):
+        """Resume takes the header's learning rate only if Bus(learning_rate=...) would take
+        it: otherwise the log is damaged (LogCorruptError naming the file and the field) and
+        the model keeps its rate."""
+        import orjson
+
+        from eventbus import LogCorruptError, NumpyModel
+
+        path = tmp_path / "run.jsonl"
+        with Bus(log=path, learning_rate=0.1) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+        lines = path.read_bytes().splitlines(keepends=True)
+        header = orjson.loads(lines[0])
+        header["meta"]["learning_rate"] = bad
+        path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(lines[1:]))
+        model = NumpyModel({"w": [0.0]}, learning_rate=0.5)
+        with pytest.raises(LogCorruptError, match=r"meta\.learning_rate") as info:
+            Bus(log=path, model=model, resume=True)
+        assert info.value.path == str(path)
+        assert model.learning_rate == 0.5
+
+    def test_a_recorded_rate_change_that_is_not_a_rate_is_a_damaged_log(self, tmp_path):
+        """A set_learning_rate whose value is NaN in the log: reading it names the line."""
+        from eventbus import LogCorruptError, NumpyModel
+
+        path = tmp_path / "run.jsonl"
+        with Bus(log=path, learning_rate=0.1) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+            bus.decide(r.SetLearningRate(value=0.05, reason="by hand"))
+        text = path.read_text().replace('"value":0.05', '"value":"NaN"')
+        path.write_text(text)
+        model = NumpyModel({"w": [0.0]}, learning_rate=0.5)
+        with pytest.raises(LogCorruptError, match="set_learning_rate"):
+            Bus(log=path, model=model, resume=True)
+        assert model.learning_rate == 0.5
