@@ -12,12 +12,13 @@ Reading: a torn last line (no newline, not a whole record) is dropped with a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -32,7 +33,6 @@ from .records import (
     encode_nonfinite,
     parse_record,
     set_model_dict,
-    trusted,
 )
 
 __all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
@@ -49,6 +49,20 @@ _CHUNK = 1 << 20  # read and write in 1 MiB pieces
 
 class TornLogWarning(UserWarning):
     """The last line of a log was cut short, most likely by a crash mid-write."""
+
+
+class Where(NamedTuple):
+    """A record's place, for an error: its file, its line (JSON Lines) or row (Parquet) counted
+    from 1, and both as a message begins with them (``run.jsonl:12``, ``seg-....parquet (row
+    12)``)."""
+
+    path: str
+    line: int
+    text: str
+
+
+def _line_at(path: str | os.PathLike[str], number: int) -> Where:
+    return Where(str(path), number, f"{path}:{number}")
 
 
 def truncate_torn_tail(path: str | os.PathLike[str]) -> int:
@@ -192,7 +206,7 @@ def _bad_line(path: Path, number: int, line: bytes, exc: Exception) -> LogCorrup
     what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else \
         "not a record (needs 'kind' and 'v')"
     return LogCorruptError(f"{path}:{number}: line is {what}: {exc}", path=str(path),
-                           line=number)
+                           line=number, field=None if what == "not JSON" else "v")
 
 
 def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -223,8 +237,11 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             for line in lines:
                 try:
                     record = loads(line)
-                    if record["v"] != version:
-                        _check_version(record["v"], path, before + _index(lines, line) + 1)
+                    # ``is not``: True == 1, and a bool is no schema version (_check_version
+                    # passes a 1 that is not the cached one: only the speed rests on it)
+                    if record["v"] is not version:
+                        _check_version(record["v"],
+                                       _line_at(path, before + _index(lines, line) + 1))
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                     raise _bad_line(path, before + _index(lines, line) + 1, line, exc) from None
                 if special and _may_hold_nonfinite(line):
@@ -277,8 +294,8 @@ def _first_record(path: Path, line: bytes) -> dict[str, Any]:
 def _checked(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
     """A record read off its own (the first line, or a last one without its newline): its
     schema version checked, the header checked if it is the first, non-finite values restored."""
-    if record["v"] != SCHEMA_VERSION:
-        _check_version(record["v"], path, number)
+    if record["v"] is not SCHEMA_VERSION:
+        _check_version(record["v"], _line_at(path, number))
     if number == 1:
         _check_header(record, path)
     return decode_nonfinite(record)
@@ -287,39 +304,98 @@ def _checked(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
 def _check_header(record: dict[str, Any], path: Path) -> None:
     if record.get("kind") != "header":
         raise LogCorruptError(f"{path}:1: an event log starts with a header record; found "
-                              f"{record.get('kind')!r}", path=str(path), line=1)
+                              f"{record.get('kind')!r:.80}", path=str(path), line=1,
+                              field="kind")
 
 
-def _check_version(version: Any, path: Path, number: int) -> None:
+def _check_version(version: Any, where: Where) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise LogCorruptError(f"{path}:{number}: schema version {version!r} is not a "
-                              "positive integer", path=str(path), line=number)
+        raise LogCorruptError(f"{where.text}: schema version {version!r:.40} is not a "
+                              "positive integer", path=where.path, line=where.line, field="v")
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"{path}:{number}: written with schema version {version}; this eventbus reads "
+            f"{where.text}: written with schema version {version}; this eventbus reads "
             f"version {SCHEMA_VERSION} and older. Upgrade eventbus to read it",
-            path=str(path), line=number)
+            path=where.path, line=where.line, field="v")
 
 
-_SHAPES = {kind: frozenset(cls.model_fields) for kind, cls in KINDS.items()}
+def to_record(data: dict[str, Any], *, where: Where) -> Record:
+    """The validated record for a stored dict, or a :class:`LogCorruptError` naming the field.
 
-
-def to_record(data: dict[str, Any], *, validate: bool, where: str = "",
-              line: int | None = None) -> Record:
-    """The typed record for a stored dict: validated, or trusted when it has the exact shape."""
+    Beyond its model's validation, a record must mean something a log can hold: a ``resumed``
+    record's ``from_seq`` is the seq of a record before it (spans of abandoned records are
+    drawn from it: a negative one would abandon the header), and a header's
+    ``meta.learning_rate`` is a learning rate (resume and replay start from it).
+    """
     kind = data.get("kind")
-    shape = _SHAPES.get(kind)  # type: ignore[arg-type]
-    if shape is None:
-        what = f"unknown record kind {kind!r}" if "kind" in data else "record has no 'kind'"
-        raise LogCorruptError(f"{where}: {what}", path=where, line=line)
-    # Only batch records are trusted (see _FAST): the rest are few, and what audit stands on.
-    if not validate and kind in _FAST and data.keys() == shape:
-        return trusted(KINDS[kind], data)  # type: ignore[index]
+    if type(kind) is not str or kind not in KINDS:
+        what = f"unknown record kind {kind!r:.80}" if "kind" in data else "record has no 'kind'"
+        raise _corrupt(where, what, "kind")
     try:
-        return parse_record(data)
+        record = parse_record(data)
     except ValueError as exc:
-        raise LogCorruptError(f"{where}: invalid {kind} record: {_problems(exc)}", path=where,
-                              line=line) from None
+        raise _corrupt(where, f"invalid {kind} record: {_problems(exc)}",
+                       _first_field(exc)) from None
+    except RecursionError:  # lists nested a thousand deep: no record is
+        raise _corrupt(where, f"invalid {kind} record: nested too deeply", None) from None
+    if kind == "resumed":
+        _check_resumed(data, where)
+    elif kind == "header":
+        _check_learning_rate(data, where)
+    return record
+
+
+def _corrupt(where: Where, what: str, field: str | None) -> LogCorruptError:
+    return LogCorruptError(f"{where.text}: {what}", path=where.path, line=where.line,
+                           field=field)
+
+
+def _check_resumed(data: dict[str, Any], where: Where) -> None:
+    # seq is an int here (checked before the record is made); from_seq must be one too, as
+    # stored: the quick search for resumed records (effective.spans_of) takes no other.
+    from_seq, seq = data["from_seq"], data["seq"]
+    if type(from_seq) is not int or not 0 <= from_seq < seq:
+        raise _corrupt(where, f"invalid resumed record: from_seq: {from_seq!r:.40} is not the "
+                       f"seq of a record before this one (an integer from 0 to {seq - 1})",
+                       "from_seq")
+
+
+def _check_learning_rate(data: dict[str, Any], where: Where) -> None:
+    rate = data["meta"].get("learning_rate") if type(data.get("meta")) is dict else None
+    if rate is None:
+        return
+    try:
+        value = float(rate) if type(rate) in (int, float) else None
+    except OverflowError:  # an int too large for a float
+        value = None
+    if value is None or not 0.0 <= value < math.inf:
+        raise _corrupt(where, f"invalid header record: meta.learning_rate: {rate!r:.40} is not "
+                       "a learning rate (a finite number, 0 or more)", "meta.learning_rate")
+
+
+def _bad_seq(where: Where, seq: Any) -> LogCorruptError:
+    return _corrupt(where, f"seq: {seq!r:.40} is not an integer", "seq")
+
+
+def _seq_error(where: Callable[[int], Where], number: int, seq: Any,
+               previous: int) -> LogCorruptError:
+    """The error for a record whose seq is not an integer above the one before it."""
+    if type(seq) is not int:
+        return _bad_seq(where(number), seq)
+    if number == 1:
+        return _corrupt(where(number), f"seq {seq} is below 0: a log's seqs count from 0, "
+                        "the header's", "seq")
+    return _corrupt(where(number), f"seq {seq} does not follow seq {previous} of the record "
+                    f"before it ({where(number - 1).text}): seq strictly increases through a "
+                    "log", "seq")
+
+
+def _first_field(exc: ValueError) -> str | None:
+    """The field of a validation error's first problem (as :func:`_problems` names it)."""
+    errors = getattr(exc, "errors", None)
+    for error in errors() if callable(errors) else ():
+        return ".".join(str(part) for part in error.get("loc", ())[1:]) or None
+    return None
 
 
 def _problems(exc: ValueError) -> str:
@@ -401,11 +477,28 @@ def _add_found(line: bytes, where: int, wanted: frozenset[str],
         pass  # not a record, or damaged: the reader reports a damaged line
 
 
-# kind -> (the shape a record of it has, the class a trusted one is made as), for the batch
-# kinds: nearly all of a log, made without validation when their shape is exact. The few
-# others (epochs, decisions, the header) are validated: they are what audit, replay and the
-# plugins' decisions stand on, so a damaged value there is reported where it is.
-_FAST = {kind: (_SHAPES[kind], TRUSTED[KINDS[kind]]) for kind in BATCH_KINDS}
+class _Absent:
+    """The type of a field a record does not have, in the checks of a trusted batch record."""
+
+
+_ABSENT = _Absent()
+_INT = frozenset({int})
+_INT_OR_NONE = frozenset({int, type(None)})
+_NOT_THERE = frozenset({_Absent})
+
+
+def _fast(cls: type[Record]) -> tuple[type[Record], int, frozenset[type], frozenset[type]]:
+    fields = cls.model_fields
+    return (TRUSTED[cls], len(fields), _INT_OR_NONE if "epoch" in fields else _NOT_THERE,
+            _INT if "step" in fields else _NOT_THERE)
+
+
+# kind -> (the class a trusted record is made as, its number of fields, the types its epoch
+# and its step may have) for the batch kinds: nearly all of a log, made without validation
+# when their fields and types are exact (see ``typed``). The few others (epochs, decisions,
+# the header) are validated: they are what audit, replay and the plugins' decisions stand
+# on, so a damaged value there is reported where it is.
+_FAST = {kind: _fast(KINDS[kind]) for kind in BATCH_KINDS}
 _new = object.__new__
 
 
@@ -418,28 +511,51 @@ def _skipped(kinds: Collection[str] | None) -> frozenset[str]:
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`."""
-    return typed(iter_jsonl_dicts(path), lambda number: f"{path}:{number}", validate=validate,
-                 kinds=kinds)
+    return typed(iter_jsonl_dicts(path), lambda number: _line_at(path, number),
+                 validate=validate, kinds=kinds)
 
 
-def typed(records: Iterable[dict[str, Any]], where: Callable[[int], str], *, validate: bool,
+def typed(records: Iterable[dict[str, Any]], where: Callable[[int], Where], *, validate: bool,
           kinds: Collection[str] | None) -> Iterator[Record]:
     """Stored dicts as typed records (see :func:`eventbus.read_log` for ``validate`` and
-    ``kinds``). ``where(number)`` names a record in an error; it is called for no other."""
+    ``kinds``). ``where(number)`` places a record in an error; it is called for no other.
+
+    Every record's seq, of the kinds left out too, must be an integer above the one before.
+    A batch record is made without validation only when its fields are its kind's and the
+    envelope and indices have their types (a few type checks: a string ``step`` would
+    otherwise reach the bus); any other record is validated, which names the field at fault.
+    """
     fast = {} if validate else _FAST
     skipped = _skipped(kinds)
+    previous = -1  # the seq of the record before (seqs count from 0, the header's)
     for number, record in enumerate(records, 1):
+        seq = record.get("seq")
+        if type(seq) is not int or seq <= previous:
+            raise _seq_error(where, number, seq, previous)
+        previous = seq
+        kind = record.get("kind")
         try:
-            kind = record["kind"]
-        except KeyError:
-            kind = None  # to_record reports it
-        if kind in skipped:
-            continue
-        known = fast.get(kind)
-        if known is not None and record.keys() == known[0]:
+            if kind in skipped:
+                continue
+            known = fast.get(kind)
+            # The envelope's and indices' types, and exactly the kind's fields: v, seq and
+            # kind are checked already; four more are looked up (KeyError if absent); epoch
+            # and step are there exactly when the kind has them; with the count of fields
+            # right, no other field is there. Cheaper than comparing the set of names.
+            exact = (known is not None and len(record) == known[1]
+                     and type(record["batch"]) is int and type(record["time"]) is float
+                     and type(record["run_id"]) is str and type(record["logs"]) is dict
+                     and type(record.get("epoch", _ABSENT)) in known[2]
+                     and type(record.get("step", _ABSENT)) in known[3])
+            # The metric values are not looked at: that costs 15 to 20% of a typed read (see
+            # docs/log-format.md); validate=True checks them, and replay, when a plugin fails,
+            # reads the log again validated to name a damaged value.
+        except (KeyError, TypeError):  # a field missing, or a kind that is a list: validated,
+            exact = False  # which names the field
+        if exact:
             # A record this library wrote: made as its model without re-validation.
-            event = _new(known[1])
+            event = _new(known[0])
             set_model_dict(event, record)
             yield event
         else:
-            yield to_record(record, validate=validate, where=where(number), line=number)
+            yield to_record(record, where=where(number))

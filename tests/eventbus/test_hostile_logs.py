@@ -1,0 +1,317 @@
+"""Hostile and damaged logs: whatever a log holds, reading it fails only as the project does.
+
+A log is untrusted input (it may be edited, cut, copied half-way, or made by other code), and
+replay, audit, resume and convert read nothing else. Every reader either reads a log or raises
+an error of the project's family (``LogCorruptError`` naming the file, the line or row and the
+field), never a ``TypeError`` from deep inside. The logs here are written by a real bus with
+the built-in plugins, damaged, and read back by the real readers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eventbus import Bus, read_log, replay
+from eventbus import records as r
+from eventbus.audit import audit, render
+from eventbus.effective import read_effective, resume_point
+from eventbus.errors import LogCorruptError
+from eventbus.log import last_seq
+from plugins import EarlyStopping, ReduceLROnPlateau, TerminateOnNaN
+
+LOSSES = [0.9, 0.8, 0.85, 0.84, 0.86, 0.83]
+
+
+def plugins() -> list[object]:
+    return [EarlyStopping(patience=2), ReduceLROnPlateau(patience=1, factor=0.5),
+            TerminateOnNaN()]
+
+
+def train(path: Path, *, batches: int = 3, resume: bool = False) -> None:
+    """A few epochs of a loop, with batches, decisions and (resumed) a resumed record."""
+    with Bus(plugins(), log=path, learning_rate=0.1, resume=resume) as bus:
+        bus.train_begin({"epochs": len(LOSSES), "steps": batches})
+        for epoch in range(bus.initial_epoch, len(LOSSES)):
+            if bus.stop_training:
+                break
+            bus.epoch_begin(epoch)
+            for batch in range(batches):
+                bus.batch_begin(batch)
+                bus.batch_end(batch, {"loss": LOSSES[epoch] + batch / 100, "acc": 0.5})
+            bus.epoch_end(epoch, {"loss": LOSSES[epoch], "val_loss": LOSSES[epoch] + 0.05})
+        bus.train_end()
+
+
+def resumed_run(path: Path) -> None:
+    """A run that crashed in its third epoch (the log cut at a record boundary) and resumed."""
+    train(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    third = next(i for i, line in enumerate(lines) if b'"epoch_begin"' in line
+                 and orjson.loads(line)["epoch"] == 2)
+    path.write_bytes(b"".join(lines[:third + 3]))
+    train(path, resume=True)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, object]:
+    """The logs every test starts from: JSON Lines bytes (a run, a resumed run) and the
+    Parquet table of a run, each written by a real bus."""
+    where = tmp_path_factory.mktemp("made")
+    train(where / "run.jsonl")
+    resumed_run(where / "resumed.jsonl")
+    train(where / "run.parquet")
+    (segment,) = (where / "run.parquet").glob("seg-*.parquet")
+    return {"jsonl": (where / "run.jsonl").read_bytes(),
+            "resumed": (where / "resumed.jsonl").read_bytes(),
+            "table": pq.read_table(segment)}
+
+
+def readers(path: Path) -> dict[str, object]:
+    """Every way the project reads a log, each as a call."""
+    return {
+        "read_log": lambda: list(read_log(path)),
+        "read_log(validate=True)": lambda: list(read_log(path, validate=True)),
+        "read_effective": lambda: list(read_effective(path)),
+        "resume_point": lambda: resume_point(path),
+        "last_seq": lambda: last_seq(path),
+        "audit": lambda: audit_as_the_command_line_shows_it(path),
+        "replay": lambda: replay(path, verify=True),
+    }
+
+
+def audit_as_the_command_line_shows_it(path: Path) -> None:
+    """The audit, as text and as ``--json`` (the command line's encoding)."""
+    result = audit(path)
+    render(result)
+    orjson.dumps(r.encode_nonfinite(result.as_dict()),
+                 option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def quietly(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a torn last line is a warning, not a failure
+        return call()
+
+
+def jsonl_log(tmp_path: Path, data: bytes, name: str = "events.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def edit_line(data: bytes, kind: str, changes: dict[str, object]) -> tuple[bytes, int]:
+    """``data`` with the first line of ``kind`` changed; and that line's number."""
+    lines = data.splitlines(keepends=True)
+    found = [i for i, line in enumerate(lines) if orjson.loads(line)["kind"] == kind]
+    i = found[0]
+    record = orjson.loads(lines[i])
+    record.update(changes)
+    lines[i] = orjson.dumps(record) + b"\n"
+    return b"".join(lines), i + 1
+
+
+def parquet_log(tmp_path: Path, table: pa.Table, name: str = "events.parquet") -> Path:
+    """``table`` as a Parquet log directory of one segment; the segment's path."""
+    directory = tmp_path / name
+    directory.mkdir()
+    segment = directory / f"seg-000000000000-{table.num_rows - 1:012d}.parquet"
+    pq.write_table(table, segment)
+    return segment
+
+
+def set_column(table: pa.Table, name: str, values: list, arrow_type=None) -> pa.Table:
+    return table.set_column(table.column_names.index(name), name,
+                            pa.array(values, arrow_type))
+
+
+def row_of(table: pa.Table, kind: str) -> int:
+    """The 0-based row of the first record of ``kind``."""
+    return table.column("kind").to_pylist().index(kind)
+
+
+class TestEveryFailureIsTheProjects:
+    """The damage a mutation campaign found, each read back by every reader."""
+
+    @pytest.mark.parametrize("validate", [False, True])
+    def test_a_kind_that_is_a_list_names_its_line(self, tmp_path, made, validate):
+        """An unhashable kind is an unknown kind, not a TypeError."""
+        data, line = edit_line(made["jsonl"], "batch_end", {"kind": ["batch_end"]})
+        path = jsonl_log(tmp_path, data)
+        with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: unknown record "
+                                                  r"kind \['batch_end'\]") as info:
+            list(read_log(path, validate=validate))
+        assert (info.value.line, info.value.field) == (line, "kind")
+        for name in ("read_effective", "audit", "replay"):
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}:"):
+                readers(path)[name]()
+
+    @pytest.mark.parametrize("field,value", [
+        ("step", "x"), ("step", [3]), ("epoch", "x"), ("batch", 1.5), ("time", "noon"),
+        ("run_id", 7), ("logs", ["loss"]), ("seq", "x"), ("seq", 4.0)])
+    def test_a_batch_record_of_the_right_shape_and_wrong_types_is_corrupt(
+            self, tmp_path, made, field, value):
+        """Batch records are made without validation only when their types are right: a
+        string step no longer reaches the bus (replay failed with a TypeError)."""
+        data, line = edit_line(made["jsonl"], "batch_end", {field: value})
+        path = jsonl_log(tmp_path, data)
+        for name, read in readers(path).items():
+            if name in ("resume_point", "last_seq", "audit"):
+                continue  # quick searches, unchecked; audit does not build batch records
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: .*{field}") \
+                    as info:
+                read()
+            assert (info.value.line, info.value.field) == (line, field), name
+
+    def test_a_number_spelled_as_text_is_taken_as_validation_takes_it(self, tmp_path, made):
+        """The fast path's check sends a record to validation, which decides: a step of
+        "7" is the integer 7 (pydantic's rule for every other record, too)."""
+        data, line = edit_line(made["jsonl"], "batch_end", {"step": "7"})
+        back = list(read_log(jsonl_log(tmp_path, data)))
+        assert back[line - 1].step == 7 and type(back[line - 1].step) is int
+
+    def test_a_metric_that_is_not_a_number_fails_replay_with_its_line(self, tmp_path, made):
+        """Batch metrics are trusted on the fast path (checking them costs a sixth of a
+        typed read); a plugin that fails in replay makes replay look for the damage."""
+        data, line = edit_line(made["jsonl"], "batch_end", {"logs": {"loss": "x", "acc": 0.5}})
+        path = jsonl_log(tmp_path, data)
+        with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: invalid batch_end "
+                                                  r"record: logs: .*'loss'") as info:
+            replay(path)
+        assert info.value.field == "logs"
+
+    @pytest.mark.parametrize("payload,what", [
+        ("[1, 2]", "payload is a JSON list"), ("not json", "payload is not JSON"),
+        ('"text"', "payload is a JSON str"), ("1e999", "payload is not JSON"),
+        ('{"seq": "x"}', "payload holds seq"), ('{"kind": [1]}', "payload holds kind")])
+    def test_a_parquet_payload_that_is_not_an_object_names_file_and_row(
+            self, tmp_path, made, payload, what):
+        table = made["table"]
+        row = row_of(table, "set_learning_rate")
+        values = table.column("payload").to_pylist()
+        values[row] = payload
+        segment = parquet_log(tmp_path, set_column(table, "payload", values, pa.string()))
+        path = segment.parent
+        for name, read in readers(path).items():
+            if name in ("resume_point", "last_seq"):
+                quietly(read)  # unchecked: a damaged payload is left to the reader
+                continue
+            with pytest.raises(LogCorruptError, match=rf"{segment.name} \(row {row + 1}\): "
+                                                      f"{what}") as info:
+                read()
+            assert (info.value.path, info.value.line, info.value.field) == \
+                (str(segment), row + 1, "payload")
+
+    @pytest.mark.parametrize("column,arrow_type,what", [
+        ("seq", pa.string(), "string, not integers"), ("kind", pa.int64(), "int64, not strings"),
+        ("time", pa.string(), "string, not numbers"), ("logs.loss", pa.string(), "string")])
+    def test_a_parquet_column_of_another_type_names_file_and_column(
+            self, tmp_path, made, column, arrow_type, what):
+        table = made["table"]
+        if column == "kind":
+            kinds = sorted(set(table.column("kind").to_pylist()))
+            values = [kinds.index(k) for k in table.column("kind").to_pylist()]
+        else:
+            values = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+        segment = parquet_log(tmp_path, set_column(table, column, values, arrow_type))
+        for name, read in readers(segment.parent).items():
+            with pytest.raises(LogCorruptError, match=rf"{segment.name}: column {column} is "
+                                                      f"{what}") as info:
+                read()
+            assert (info.value.path, info.value.field) == (str(segment), column), name
+
+    @pytest.mark.parametrize("rate", [[0.1], "0.1", -1.0, True, {"value": 0.1}])
+    def test_a_header_learning_rate_that_is_no_rate_names_the_field(self, tmp_path, made,
+                                                                      rate):
+        """Resume and replay start from meta.learning_rate: a list there failed as a
+        TypeError (resume) or as an error about the Bus's argument (replay)."""
+        header = orjson.loads(made["jsonl"].split(b"\n", 1)[0])
+        header["meta"]["learning_rate"] = rate
+        path = jsonl_log(tmp_path, orjson.dumps(header) + b"\n" +
+                         made["jsonl"].split(b"\n", 1)[1])
+        for name in ("read_log", "audit", "replay", "read_effective"):
+            with pytest.raises(LogCorruptError, match=r"events\.jsonl:1: invalid header "
+                                                      r"record: meta\.learning_rate") as info:
+                readers(path)[name]()
+            assert info.value.field == "meta.learning_rate"
+
+    @pytest.mark.parametrize("from_seq", [-10**18, -1e18, -1, 3.5, 3.0, "3", "own seq",
+                                          10**6])
+    def test_a_resumed_record_must_go_on_from_a_record_before_it(self, tmp_path, made,
+                                                                 from_seq):
+        """A from_seq below 0 abandoned the header too, and audit said "not an event log";
+        now it is the resumed record's line and field."""
+        data = made["resumed"]
+        seq = next(orjson.loads(line)["seq"] for line in data.splitlines()
+                   if b'"resumed"' in line)
+        value = seq if from_seq == "own seq" else from_seq
+        data, line = edit_line(data, "resumed", {"from_seq": value})
+        path = jsonl_log(tmp_path, data)
+        for name in ("read_log", "read_effective", "audit", "replay"):
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: .*from_seq") \
+                    as info:
+                readers(path)[name]()
+            assert info.value.field == "from_seq", name
+        assert resume_point(path).seq is not None  # the quick search passes it over
+
+    def test_values_nested_a_thousand_deep_are_corrupt(self, tmp_path, made):
+        """orjson reads JSON nested 1,024 deep; turning that into plain data ran out of
+        stack (a RecursionError) while validating the record."""
+        lines = made["jsonl"].splitlines(keepends=True)
+        line = next(i for i, text in enumerate(lines, 1) if b'"stop_training"' in text)
+        deep = b"[" * 1000 + b"0.5" + b"]" * 1000  # orjson writes no more than 254 deep
+        lines[line - 1] = lines[line - 1].replace(b'"evidence":{', b'"evidence":{"deep":' +
+                                                  deep + b",")
+        path = jsonl_log(tmp_path, b"".join(lines))
+        for name in ("read_log", "audit", "replay"):
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: invalid "
+                                                      r"stop_training record: nested too deeply"):
+                readers(path)[name]()
+
+    def test_a_copied_line_names_both_lines(self, tmp_path, made):
+        """A seq that does not increase (a line copied, lines swapped) is damage: the error
+        names the line and the one before it."""
+        lines = made["jsonl"].splitlines(keepends=True)
+        lines.insert(6, lines[5])
+        path = jsonl_log(tmp_path, b"".join(lines))
+        seq = orjson.loads(lines[5])["seq"]
+        for validate in (False, True):
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:7: seq {seq} does not "
+                                                      rf"follow seq {seq} of the record before "
+                                                      rf"it \(.*events\.jsonl:6\)") as info:
+                list(read_log(path, validate=validate))
+            assert (info.value.line, info.value.field) == (7, "seq")
+        lines[6], lines[7] = lines[7], lines[5]  # backward: 6, 7, 6
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(LogCorruptError, match=r"events\.jsonl:8: seq \d+ does not follow"):
+            list(read_log(path, kinds=["header"]))  # records left out are checked too
+
+    def test_a_copied_parquet_row_names_both_rows(self, tmp_path, made):
+        """Within a file, a repeated seq is damage; across files it is a compaction's
+        leftover, read once (test_log_formats)."""
+        table = made["table"]
+        rows = list(range(table.num_rows))
+        rows.insert(5, 4)
+        segment = parquet_log(tmp_path, table.take(rows))
+        with pytest.raises(LogCorruptError, match=rf"{segment.name} \(row 6\): seq 4 does not "
+                                                  rf"follow seq 4 .*{segment.name} \(row 5\)"):
+            list(read_log(segment.parent))
+
+    def test_a_damaged_parquet_page_names_file_and_column(self, tmp_path, made):
+        """Text that is not UTF-8 in a column (bytes flipped on disk) failed as a
+        UnicodeDecodeError while the rows were turned into Python objects."""
+        table = made["table"]
+        bad = pa.array([b"\xff\xfe" if i == 3 else v.encode()
+                        for i, v in enumerate(table.column("run_id").to_pylist())],
+                       pa.binary()).view(pa.string())
+        segment = parquet_log(tmp_path, table.set_column(
+            table.column_names.index("run_id"), "run_id", bad))
+        with pytest.raises(LogCorruptError, match=rf"{segment.name} \(rows 1 to "
+                                                  rf"{table.num_rows}\): column run_id") as info:
+            list(read_log(segment.parent))
+        assert info.value.field == "run_id"
