@@ -35,9 +35,8 @@ from .records import (
     set_model_dict,
 )
 
-__all__ = ["JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts", "last_seq",
-           "prepare_append",
-           "read_jsonl", "truncate_torn_tail"]
+__all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts",
+           "last_seq", "prepare_append", "read_jsonl", "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -45,6 +44,10 @@ _dumps = orjson.dumps
 # the needle as an int and builds, then discards, a TypeError).
 _find_null = re.compile(b"null").search
 _CHUNK = 1 << 20  # read and write in 1 MiB pieces
+#: The longest line a reader takes. No record this library writes comes near it (a header with
+#: many plugins is a few kilobytes); a longer line is damage, and refusing it bounds the memory
+#: a hostile file can make a reader hold.
+MAX_LINE_BYTES = 64 << 20
 
 
 class TornLogWarning(UserWarning):
@@ -215,18 +218,35 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     Checks that each line is a JSON record of a schema version this library reads and that the
     log starts with its header; :func:`read_jsonl` checks each record's kind and shape. Reads
     1 MiB at a time and looks for non-finite spellings once per piece, not once per line; line
-    numbers are worked out only for an error.
+    numbers are worked out only for an error. A line longer than :data:`MAX_LINE_BYTES` is a
+    :class:`LogCorruptError`, torn or not.
     """
     path = Path(path)
     loads = orjson.loads
     version = SCHEMA_VERSION
     before = 0  # lines in the pieces already read
-    rest = b""
+    # The start of a line the next piece finishes (or a torn one), in pieces: a line longer
+    # than a piece is joined once, when it ends, not copied again with every piece.
+    rest: list[bytes] = []
+    size = 0  # of the bytes in ``rest``
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
-            data = rest + chunk if rest else chunk
+            if rest:
+                end = chunk.find(b"\n")
+                if size + (len(chunk) if end == -1 else end) > MAX_LINE_BYTES:
+                    raise _too_long(path, before + 1)
+                rest.append(chunk)
+                if end == -1:
+                    size += len(chunk)
+                    continue
+                data = b"".join(rest)
+            else:
+                data = chunk
             lines = data.split(b"\n")
-            rest = lines.pop()  # the start of a line the next piece finishes (or a torn one)
+            last = lines.pop()  # the start of a line the next piece finishes (or a torn one)
+            rest, size = ([last], len(last)) if last else ([], 0)
+            if size > MAX_LINE_BYTES:
+                raise _too_long(path, before + len(lines) + 1)
             if not lines:
                 continue
             special = _may_hold_nonfinite(data)
@@ -249,22 +269,42 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield record
             before += len(lines)
     if rest:  # a last line without its newline: whole, or cut by a crash mid-write
+        tail = b"".join(rest)
         number = before + 1
         try:
-            record = loads(rest)
+            record = loads(tail)
         except orjson.JSONDecodeError:
-            if not before and not rest.startswith(b"{"):  # no crash cuts a log to that
+            if not before and not tail.startswith(b"{"):  # no crash cuts a log to that
                 raise LogCorruptError(f"{path}: not an event log: it does not start with a "
                                       "JSON record", path=str(path), line=1) from None
-            _torn(path, number, rest)
+            _torn(path, number, tail)
             return
         try:
             record["v"]  # KeyError or TypeError: whole JSON, but not a record (no cut makes it)
         except (KeyError, TypeError) as exc:
-            raise _bad_line(path, number, rest, exc) from None
+            raise _bad_line(path, number, tail, exc) from None
         yield _checked(record, path, number)
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _too_long(path: Path, number: int) -> LogCorruptError:
+    return LogCorruptError(f"{path}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes "
+                           f"(jsonl.MAX_LINE_BYTES): no record is that long; the file is "
+                           "damaged or not an event log", path=str(path), line=number)
+
+
+def _lines_before(file: Any, offset: int) -> int:
+    """How many newlines the open ``file`` has before ``offset`` (for an error's line)."""
+    file.seek(0)
+    count = 0
+    while offset > 0:
+        piece = file.read(min(_CHUNK, offset))
+        if not piece:
+            break
+        count += piece.count(b"\n")
+        offset -= len(piece)
+    return count
 
 
 def _may_hold_nonfinite(data: bytes) -> bool:
@@ -412,16 +452,33 @@ def _problems(exc: ValueError) -> str:
 
 def last_seq(path: str | os.PathLike[str]) -> int | None:
     """The seq of the last whole record of a JSON Lines log, read from its end: the highest,
-    since seq only grows. Lines that are not records (a torn tail) are passed over."""
+    since seq only grows. Lines that are not records (a torn tail) are passed over; a line
+    longer than :data:`MAX_LINE_BYTES` is a :class:`LogCorruptError`, as for the reader."""
     with open(path, "rb") as file:
         pos = file.seek(0, os.SEEK_END)
-        start = b""  # the first, maybe partial, line of the piece read last
+        # The first, maybe partial, line of the pieces read so far, in pieces, the last first:
+        # joined once its start is found, not copied again with every piece.
+        start: list[bytes] = []
+        size = 0
         while pos > 0:
             step = min(_CHUNK, pos)
             pos -= step
             file.seek(pos)
-            lines = (file.read(step) + start).split(b"\n")
-            start = lines.pop(0) if pos > 0 else b""
+            piece = file.read(step)
+            newline = piece.rfind(b"\n")
+            if size + (step if newline == -1 else step - newline - 1) > MAX_LINE_BYTES:
+                begins = pos if newline == -1 else pos + newline + 1  # the long line, or a part
+                raise _too_long(Path(path), _lines_before(file, begins) + 1)
+            if start:
+                if newline == -1 and pos > 0:
+                    start.append(piece)
+                    size += step
+                    continue
+                start.append(piece)
+                piece = b"".join(reversed(start))
+            lines = piece.split(b"\n")
+            first = lines.pop(0) if pos > 0 else b""
+            start, size = ([first], len(first)) if first else ([], 0)
             for line in reversed(lines):
                 try:
                     seq = orjson.loads(line)["seq"]
@@ -439,18 +496,33 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     escape; orjson never does), are parsed: a byte search skips the others, so for rare kinds
     this costs a small part of reading the log (the backslash is a one-byte search, many times
     faster than one for ``\\u``). Nothing is checked: a damaged line is left to the reader,
-    which reports it where it is.
+    which reports it where it is; but a line longer than :data:`MAX_LINE_BYTES` is a
+    :class:`LogCorruptError` here too (it is never held whole).
     """
     needles = [kind.encode() for kind in kinds] + [b"\\"]
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
-    rest = b""
+    rest: list[bytes] = []  # the start of a line the next piece finishes, in pieces
+    size = 0
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
-            data = rest + chunk if rest else chunk
+            if rest:
+                end = chunk.find(b"\n")
+                if size + (len(chunk) if end == -1 else end) > MAX_LINE_BYTES:
+                    raise _too_long(Path(path), _lines_before(file, offset) + 1)
+                rest.append(chunk)
+                if end == -1:
+                    size += len(chunk)
+                    continue
+                data = b"".join(rest)
+            else:
+                data = chunk
             cut = data.rfind(b"\n") + 1
-            data, rest = data[:cut], data[cut:]
+            data, last = data[:cut], data[cut:]
+            rest, size = ([last], len(last)) if last else ([], 0)
+            if size > MAX_LINE_BYTES:
+                raise _too_long(Path(path), _lines_before(file, offset + cut) + 1)
             starts: set[int] = set()
             for needle in needles:
                 at = data.find(needle)
@@ -463,7 +535,7 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
                     at = data.find(needle, end)
             offset += cut
     if rest:
-        _add_found(rest, offset, wanted, found)
+        _add_found(b"".join(rest), offset, wanted, found)
     return [record for _, record in sorted(found, key=lambda item: item[0])]
 
 
