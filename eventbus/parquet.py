@@ -416,13 +416,18 @@ def _dictionary_column(pieces: list[_Piece], name: str, codes: dict[str, int]) -
 class _LogFiles:
     """The files of a Parquet log (a segment directory or one file), opened in order.
 
-    A crash between a compaction and the removal of the segments it merged leaves rows in two
-    files: the reader skips the rows at the start of a file up to ``covered``, read already,
-    and a segment whose name says its rows are all read already, unopened, as :func:`compact`
-    skips it.
+    The log's writer may be compacting it as it is read: ``close()`` renames the merged file
+    into place, then removes the segments it holds. A segment listed before that and opened
+    after it is gone; the listing is then taken again and the reading goes on in the merged
+    file. Rows can so be in two files, as after a crash between a compaction and the removal
+    of the segments it merged: the reader skips the rows at the start of a file up to
+    ``covered``, read already, and a segment whose name says its rows are all read already,
+    unopened, as :func:`compact` skips it.
 
     ``covered``: the highest seq read so far, set by the reader; None before the first file.
     """
+
+    _RETRIES = 100  # listings taken again before a log that never settles is given up on
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -437,14 +442,22 @@ class _LogFiles:
                 raise LogError(f"{path}: no such log", path=str(path)) from exc
             yield path, parquet
             return
-        for _, last, file in self._list():
+        listing = self._list()
+        i = retries = 0
+        while i < len(listing):
+            _, last, file = listing[i]
+            i += 1
             if self.covered is not None and last <= self.covered:
                 continue  # every row is in a file read already: a compaction's leftover
             try:
                 parquet = _open(file)
             except FileNotFoundError as exc:
-                raise LogCorruptError(f"{file}: listed in the log but cannot be opened: "
-                                      f"{exc}", path=str(file)) from exc
+                again = self._list()
+                if again == listing or retries >= self._RETRIES:
+                    raise LogCorruptError(f"{file}: listed in the log but cannot be opened: "
+                                          f"{exc}", path=str(file)) from exc
+                listing, i, retries = again, 0, retries + 1  # compacted meanwhile
+                continue
             yield file, parquet
 
     def _list(self) -> list[tuple[int, int, Path]]:
@@ -466,7 +479,7 @@ def _open(file: Path) -> Any:
     try:
         parquet = pq.ParquetFile(file)
     except FileNotFoundError:
-        raise  # the caller names the file
+        raise  # the caller lists the files again
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                               path=str(file)) from exc

@@ -9,6 +9,8 @@ the built-in plugins, damaged, and read back by the real readers.
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -17,12 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eventbus import Bus, jsonl, read_log, replay
+from eventbus import Bus, jsonl, parquet, read_log, replay
 from eventbus import records as r
 from eventbus.audit import audit, render
 from eventbus.effective import find_kinds, read_effective, resume_point
 from eventbus.errors import LogCorruptError
 from eventbus.log import last_seq
+from eventbus.parquet import ParquetWriter
+from eventbus.parquet_segments import compact
 from plugins import EarlyStopping, ReduceLROnPlateau, TerminateOnNaN
 
 LOSSES = [0.9, 0.8, 0.85, 0.84, 0.86, 0.83]
@@ -422,3 +426,98 @@ class TestLongLines:
 
     def test_the_cap_is_generous(self):
         assert jsonl.MAX_LINE_BYTES == 64 << 20
+
+
+# --- a live Parquet log being compacted -----------------------------------------------------
+
+
+def batch_record(seq: int) -> dict:
+    return r.BatchEnd(run_id="run", seq=seq, epoch=0, batch=seq, step=seq,
+                      logs={"loss": 1.0 / seq}).model_dump()
+
+
+HEADER = r.Header(run_id="run", seq=0, time=1.0, created="2026-01-01T00:00:00+00:00",
+                  library="eventbus test")
+
+
+class TestReadingWhileCompacting:
+    def test_segments_compacted_away_mid_read_are_read_from_the_merged_file(
+            self, tmp_path, monkeypatch):
+        """The reader listed three segments and read the first; before it opened the
+        second, compaction merged them all and removed it. The read goes on in the merged
+        file, each record once (it failed with "[Errno 2]": a healthy log called damaged)."""
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path)
+        writer.write(HEADER.model_dump())
+        for seq in range(1, 10):
+            writer.write(batch_record(seq))
+            if seq % 3 == 0:
+                writer.flush()
+        assert len(list(path.glob("seg-*.parquet"))) == 3
+        opened = parquet._open
+
+        def compacting_before_the_second(file):
+            calls.append(file)
+            if len(calls) == 2:
+                compact(path)
+            return opened(file)
+
+        monkeypatch.setattr(parquet, "_open", compacting_before_the_second)
+        calls: list[Path] = []
+        assert [rec.seq for rec in read_log(path)] == list(range(10))
+        for seq in (10, 11):
+            writer.write(batch_record(seq))
+            writer.flush()
+        calls = []
+        assert last_seq(path) == 11
+        for seq in (12, 13):
+            writer.write(batch_record(seq))
+            writer.flush()
+        calls = []
+        assert [f["seq"] for f in find_kinds(path, ["header", "batch_end"])] == list(range(14))
+        writer.close()
+        assert [rec.seq for rec in read_log(path)] == list(range(14))
+
+    def test_a_reader_looping_while_a_writer_flushes_and_closes(self, tmp_path):
+        """A real writer on its own thread: many segments, then close() merges them (the
+        merged-file path, then compact() once the log is appended to), again and again.
+        Every read sees a healthy log: its records so far, each once, in order."""
+        path = tmp_path / "events.parquet"
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                seq = 0
+                for round_ in range(6):
+                    writer = ParquetWriter(path, append=round_ > 0, chunk_records=2)
+                    for _ in range(40):
+                        writer.write(HEADER.model_dump() if seq == 0 else batch_record(seq))
+                        seq += 1
+                        if seq % 2 == 0:
+                            writer.flush()
+                    writer.close()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                failure.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        reads = 0
+        try:
+            while not path.exists() or not list(path.glob("seg-*")):
+                time.sleep(0.001)
+            while not done.is_set():
+                seqs = [rec.seq for rec in read_log(path)]
+                assert seqs == list(range(len(seqs)))
+                top = last_seq(path)
+                assert top is not None and top >= seqs[-1]
+                found = [f["seq"] for f in find_kinds(path, ["header"])]
+                assert found == [0]
+                reads += 1
+        finally:
+            thread.join()
+        assert not failure, failure
+        assert reads > 0
+        assert [rec.seq for rec in read_log(path)] == list(range(240))
