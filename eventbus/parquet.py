@@ -27,6 +27,7 @@ the cache.
 from __future__ import annotations
 
 import os
+import stat
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator
 from itertools import repeat
@@ -419,7 +420,7 @@ class _LogFiles:
     The log's writer may be compacting it as it is read: ``close()`` renames the merged file
     into place, then removes the segments it holds. A segment listed before that and opened
     after it is gone; the listing is then taken again and the reading goes on in the merged
-    file. Rows can so be in two files, as after a crash between a compaction and the removal
+    file. So rows can be in two files, as after a crash between a compaction and the removal
     of the segments it merged: the reader skips the rows at the start of a file up to
     ``covered``, read already, and a segment whose name says its rows are all read already,
     unopened, as :func:`compact` skips it.
@@ -477,9 +478,18 @@ def _open(file: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(file)
+        mode = os.stat(file).st_mode
     except FileNotFoundError:
         raise  # the caller lists the files again
+    except OSError as exc:  # a link that loops, a file that may not be read
+        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
+    if not stat.S_ISREG(mode):  # a FIFO would block the open; a directory is no segment
+        raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
+                              "log holds only Parquet files", path=str(file))
+    try:
+        parquet = pq.ParquetFile(file)
+    except FileNotFoundError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                               path=str(file)) from exc
@@ -496,6 +506,15 @@ def _open(file: Path) -> Any:
                                   f"{' (or all null)' if nulls else ''}", path=str(file),
                                   field=field.name)
     return parquet
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def _column_types(name: str) -> tuple[str, bool] | None:

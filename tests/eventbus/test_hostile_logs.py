@@ -9,6 +9,8 @@ the built-in plugins, damaged, and read back by the real readers.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 import warnings
@@ -74,6 +76,31 @@ def made(tmp_path_factory) -> dict[str, object]:
     return {"jsonl": (where / "run.jsonl").read_bytes(),
             "resumed": (where / "resumed.jsonl").read_bytes(),
             "table": pq.read_table(segment)}
+
+
+@pytest.fixture
+def fifos_let_go(tmp_path):
+    """A reader that opens a FIFO waits for a writer: forever. Every two seconds a thread
+    opens the other end of each FIFO under ``tmp_path``, so a reader that does so fails
+    (it finds the FIFO empty) instead of hanging the test run."""
+    stop = threading.Event()
+
+    def release() -> None:
+        while not stop.wait(2.0):
+            for directory, _, names in os.walk(tmp_path):  # passes over what vanishes
+                for name in names:
+                    path = os.path.join(directory, name)
+                    try:
+                        if stat.S_ISFIFO(os.lstat(path).st_mode):
+                            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                    except OSError:
+                        pass  # no reader waits on it, or the test removed it meanwhile
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
 
 
 def readers(path: Path) -> dict[str, object]:
@@ -521,3 +548,23 @@ class TestReadingWhileCompacting:
         assert not failure, failure
         assert reads > 0
         assert [rec.seq for rec in read_log(path)] == list(range(240))
+
+
+# --- things that are not logs ---------------------------------------------------------------
+
+
+class TestNotALog:
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+    def test_a_fifo_among_the_segments_is_refused_not_waited_on(self, tmp_path, made,
+                                                                 fifos_let_go):
+        """Opening a FIFO waits for a writer: forever. Only regular files are opened."""
+        segment = parquet_log(tmp_path, made["table"])
+        fifo = segment.parent / "seg-000000000050-000000000060.parquet"
+        os.mkfifo(fifo)
+        single = tmp_path / "single.parquet"
+        os.mkfifo(single)
+        for path, named in ((segment.parent, fifo), (single, single)):
+            for read in readers(path).values():
+                with pytest.raises(LogCorruptError, match=rf"{named.name}: not a regular file "
+                                                          r"\(a FIFO\)"):
+                    read()
