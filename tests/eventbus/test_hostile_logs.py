@@ -25,8 +25,8 @@ from eventbus import Bus, jsonl, parquet, read_log, replay
 from eventbus import records as r
 from eventbus.audit import audit, render
 from eventbus.effective import find_kinds, read_effective, resume_point
-from eventbus.errors import LogCorruptError
-from eventbus.log import last_seq
+from eventbus.errors import LogCorruptError, LogError
+from eventbus.log import is_parquet, last_seq, open_writer
 from eventbus.parquet import ParquetWriter
 from eventbus.parquet_segments import compact
 from plugins import EarlyStopping, ReduceLROnPlateau, TerminateOnNaN
@@ -568,3 +568,20 @@ class TestNotALog:
                 with pytest.raises(LogCorruptError, match=rf"{named.name}: not a regular file "
                                                           r"\(a FIFO\)"):
                     read()
+
+    def test_a_directory_named_jsonl_is_not_read_as_parquet(self, tmp_path, made):
+        """A .jsonl path that is a directory was taken for a Parquet log: read, resumed and
+        written as segments under a name that says JSON Lines."""
+        directory = tmp_path / "events.jsonl"
+        directory.mkdir()
+        pq.write_table(made["table"], directory / "seg-000000000000-000000000042.parquet")
+        for read in readers(directory).values():
+            with pytest.raises(LogError, match=r"events\.jsonl: is a directory, but a \.jsonl "
+                                               r"log is a file"):
+                read()
+        for call in (lambda: is_parquet(directory), lambda: open_writer(directory),
+                     lambda: Bus([], log=directory, resume=True)):
+            with pytest.raises(LogError, match="is a directory"):
+                call()
+        assert is_parquet(tmp_path) and is_parquet(tmp_path / "new.parquet")
+        assert not is_parquet(tmp_path / "new.jsonl")
