@@ -43,8 +43,8 @@ from .jsonl import Where, _bad_seq, _check_version, typed
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 
-__all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
-           "read_parquet"]
+__all__ = ["MAX_METRIC_COLUMNS", "ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts",
+           "last_seq", "read_parquet"]
 
 _IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
@@ -54,6 +54,11 @@ _NO_PAYLOAD = frozenset({
 METRIC_PREFIX = "logs."
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
+#: The most metric names (one column each) a chunk of records may hold. A Parquet footer
+#: describes every column of every row group, and readers refuse one over 10**6 entries or
+#: 100 MB (pyarrow's limits: about 500,000 columns); well before that, a segment a million
+#: columns wide takes over a minute and 6 GB to write. 10,000 is far beyond any real run.
+MAX_METRIC_COLUMNS = 10_000
 
 
 class ParquetWriter:
@@ -344,12 +349,18 @@ def _metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
     present = sum(map(len, logs))  # metric values in the chunk
     if not present:
         return {}
-    try:
-        if present == n * len(logs[-1]):
+    if present != n * len(logs[-1]) or len(logs[-1]) > MAX_METRIC_COLUMNS:
+        names = _metric_names(logs)
+    else:
+        try:
             columns = _struct_columns(logs, logs[-1])
             if not any(column.null_count for column in columns.values()):
                 return columns
-        columns = _struct_columns(logs, sorted(set().union(*logs)))
+        except (pa.ArrowException, TypeError, ValueError):
+            return _sparse_metric_columns(logs)  # a value pyarrow does not take (see below)
+        names = _metric_names(logs)
+    try:
+        columns = _struct_columns(logs, sorted(names))
         # Every null is a name a row lacks; one more is a None value, which NumPy (below) makes
         # NaN, as it always did.
         if sum(column.null_count for column in columns.values()) == n * len(columns) - present:
@@ -357,6 +368,18 @@ def _metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
     except (pa.ArrowException, TypeError, ValueError):
         pass  # a value pyarrow does not take as a float (a bool, a numeric string, a huge int)
     return _sparse_metric_columns(logs)
+
+
+def _metric_names(logs: list[dict[str, Any]]) -> set[str]:
+    """Every metric name in a chunk; :class:`LogError` for more than a Parquet log takes."""
+    names: set[str] = set().union(*logs)
+    if len(names) > MAX_METRIC_COLUMNS:
+        raise LogError(f"a Parquet log stores each metric name as a column; these records have "
+                       f"{len(names):,} names, more than parquet.MAX_METRIC_COLUMNS "
+                       f"({MAX_METRIC_COLUMNS:,}): writing them takes minutes and gigabytes, "
+                       "and Parquet readers refuse a file that wide. Keep this run's log in "
+                       "JSON Lines")
+    return names
 
 
 def _struct_columns(logs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
