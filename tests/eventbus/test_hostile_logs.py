@@ -9,12 +9,18 @@ the built-in plugins, damaged, and read back by the real readers.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import random
+import re
+import shutil
 import stat
 import threading
 import time
+import traceback
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -26,7 +32,7 @@ from eventbus import Bus, jsonl, parquet, read_log, replay
 from eventbus import records as r
 from eventbus.audit import audit, render
 from eventbus.effective import find_kinds, read_effective, resume_point
-from eventbus.errors import LogCorruptError, LogError
+from eventbus.errors import EventBusError, LogCorruptError, LogError
 from eventbus.log import is_parquet, last_seq, open_writer
 from eventbus.parquet import ParquetWriter
 from eventbus.parquet_segments import compact
@@ -42,7 +48,7 @@ def plugins() -> list[object]:
 
 def train(path: Path, *, batches: int = 3, resume: bool = False) -> None:
     """A few epochs of a loop, with batches, decisions and (resumed) a resumed record."""
-    with Bus(plugins(), log=path, learning_rate=0.1, resume=resume) as bus:
+    with Bus(plugins(), log=path, learning_rate=0.1, resume=resume, run_id="hostile") as bus:
         bus.train_begin({"epochs": len(LOSSES), "steps": batches})
         for epoch in range(bus.initial_epoch, len(LOSSES)):
             if bus.stop_training:
@@ -70,13 +76,29 @@ def made(tmp_path_factory) -> dict[str, object]:
     """The logs every test starts from: JSON Lines bytes (a run, a resumed run) and the
     Parquet table of a run, each written by a real bus."""
     where = tmp_path_factory.mktemp("made")
-    train(where / "run.jsonl")
-    resumed_run(where / "resumed.jsonl")
-    train(where / "run.parquet")
+    # The same bytes every run (a clock of its own, one run id, one start time): a seeded
+    # mutation case is then the same damage every time, and a failure can be run again.
+    clock = itertools.count()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("eventbus.bus._time", lambda: 1.8e9 + next(clock) / 8)
+        train(where / "run.jsonl")
+        resumed_run(where / "resumed.jsonl")
+        train(where / "run.parquet")
     (segment,) = (where / "run.parquet").glob("seg-*.parquet")
-    return {"jsonl": (where / "run.jsonl").read_bytes(),
-            "resumed": (where / "resumed.jsonl").read_bytes(),
-            "table": pq.read_table(segment)}
+    table = pq.read_table(segment)
+    payloads = [fixed_start(text) for text in table.column("payload").to_pylist()]
+    return {"jsonl": fixed_start((where / "run.jsonl").read_bytes()),
+            "resumed": fixed_start((where / "resumed.jsonl").read_bytes()),
+            "table": set_column(table, "payload", payloads, pa.string())}
+
+
+def fixed_start(data):
+    """``data`` (bytes or text, or None) with the header's start time (from the clock) fixed."""
+    if data is None:
+        return None
+    if isinstance(data, str):
+        return fixed_start(data.encode()).decode()
+    return re.sub(rb'"created":"[^"]*"', b'"created":"2026-01-01T00:00:00+00:00"', data)
 
 
 @pytest.fixture
@@ -347,6 +369,323 @@ class TestEveryFailureIsTheProjects:
                                                   rf"{table.num_rows}\): column run_id") as info:
             list(read_log(segment.parent))
         assert info.value.field == "run_id"
+
+
+# --- the mutation campaign ------------------------------------------------------------------
+
+#: Values a mutation puts in place of a field: every JSON type, edge numbers, other kinds.
+HOSTILE = [[], {}, "x", "7", 1.5, -1e18, 10**20, None, True, -1, 0, "NaN", [1, 2], {"a": 1},
+           2**63, -2**63 - 1, 1e308, "", "header", "batch_end", "resumed", [[[]]]]
+KINDS_TO_PLANT = ["resumed", "epoch_end", "batch_end", "header", "set_learning_rate",
+                  "checkpoint_saved", "train_end", "no_such_kind"]
+
+
+def _poke(rng: random.Random, value: object, depth: int = 0) -> object:
+    """``value`` (parsed JSON) with one thing in it changed, removed or added."""
+    if isinstance(value, dict) and value and depth < 4 and rng.random() < 0.7:
+        key = rng.choice(list(value))
+        roll = rng.random()
+        if isinstance(value[key], (dict, list)) and roll < 0.5:
+            value[key] = _poke(rng, value[key], depth + 1)
+        elif roll < 0.6:
+            del value[key]
+        elif roll < 0.7 and len(value) > 1:  # two fields swap values
+            other = rng.choice(list(value))
+            value[key], value[other] = value[other], value[key]
+        else:
+            value[key] = rng.choice(HOSTILE)
+        return value
+    if isinstance(value, list) and value:
+        i = rng.randrange(len(value))
+        value[i] = _poke(rng, value[i], depth + 1) if isinstance(value[i], (dict, list)) \
+            else rng.choice(HOSTILE)
+        return value
+    if isinstance(value, dict):
+        value[rng.choice(["seq", "kind", "v", "logs", "from_seq", "extra"])] = \
+            rng.choice(HOSTILE)
+        return value
+    return rng.choice(HOSTILE)
+
+
+def _dumps(value: object) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an int beyond 64 bits: Python's json writes it
+        import json
+        return json.dumps(value).encode()
+
+
+def mutate_jsonl(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+    """``data`` changed once as damage, editing or a crash would: bytes flipped, deleted or
+    inserted, the file cut, lines copied, swapped or deleted, a field's type or value
+    changed, a record's kind changed; and what was done."""
+    lines = data.split(b"\n")
+    n = len(lines) - 1  # the whole lines (the last element is what follows the last newline)
+    choice = rng.randrange(11)
+    if choice == 0 and data:
+        at = rng.randrange(len(data))
+        return data[:at] + bytes([rng.randrange(256)]) + data[at + 1:], f"byte {at} flipped"
+    if choice == 1 and data:
+        at = rng.randrange(len(data))
+        return data[:at] + data[at + rng.randrange(1, 40):], f"bytes deleted at {at}"
+    if choice == 2:
+        at = rng.randrange(len(data) + 1)
+        junk = rng.choice([b"\n", b"{", b"}", b'"', b"\\u0000", b"null", b"[", b"\xff\xfe",
+                           bytes(rng.randrange(256) for _ in range(5))])
+        return data[:at] + junk + data[at:], f"{junk!r} inserted at {at}"
+    if choice == 3:
+        at = rng.randrange(len(data) + 1)
+        return data[:at], f"cut at byte {at}"
+    if n < 2:
+        return data, "unchanged"
+    i, j = rng.randrange(n), rng.randrange(n)
+    if choice == 4:
+        lines.insert(j, lines[i])
+        return b"\n".join(lines), f"line {i + 1} copied before line {j + 1}"
+    if choice == 5:
+        lines[i], lines[j] = lines[j], lines[i]
+        return b"\n".join(lines), f"lines {i + 1} and {j + 1} swapped"
+    if choice == 6:
+        del lines[i]
+        return b"\n".join(lines), f"line {i + 1} deleted"
+    try:
+        record = orjson.loads(lines[i])
+    except orjson.JSONDecodeError:
+        return data, "unchanged"
+    if choice == 7 and isinstance(record, dict):  # a record becomes another kind
+        record["kind"] = kind = rng.choice(KINDS_TO_PLANT)
+        if kind == "resumed":
+            record.update(from_seq=rng.choice([-10**18, -1e18, -1, 0, 3.5, 2, 10**6,
+                                               record.get("seq")]),
+                          initial_epoch=rng.choice([0, 1, -1, 2.5]), source="bus")
+            for field in ("logs", "batch", "step", "epoch"):
+                record.pop(field, None)
+        what = f"line {i + 1} made a {kind}"
+    elif choice == 8 and i == 0:
+        record.setdefault("meta", {})["learning_rate"] = rng.choice(HOSTILE)
+        what = "the header's meta.learning_rate changed"
+    else:
+        record = _poke(rng, record)
+        what = f"line {i + 1} edited"
+    lines[i] = _dumps(record)
+    return b"\n".join(lines), what
+
+
+def mutate_parquet_table(rng: random.Random, table: pa.Table) -> tuple[pa.Table, str]:
+    """``table`` with a column's type or values changed, a row copied, moved or dropped, a
+    column dropped or added; and what was done."""
+    names = table.column_names
+    rows = table.num_rows
+    choice = rng.randrange(8)
+    if choice in (1, 6) and not {"kind", "payload"} <= set(names):
+        choice = 2  # an earlier mutation dropped a column these change
+    if choice == 0:
+        name = rng.choice(names)
+        arrow_type = rng.choice([pa.string(), pa.int64(), pa.float64(), pa.bool_(),
+                                 pa.int8(), pa.large_string(), pa.null()])
+        try:
+            column = table.column(name).cast(arrow_type)
+        except (pa.ArrowException, ValueError, TypeError):
+            column = pa.array([None if v is None else str(v)
+                               for v in table.column(name).to_pylist()], pa.string())
+        return table.set_column(names.index(name), name, column), f"{name} as {column.type}"
+    if choice == 1:
+        values = table.column("payload").to_pylist()
+        row = rng.randrange(rows)
+        values[row] = rng.choice([
+            "[1]", "garbage", "{}", '{"seq": "x"}', '{"kind": [1]}', '"text"', "null",
+            '{"from_seq": -1e18}', '{"logs": 5}', "1e999", '{"meta": {"learning_rate": [1]}}',
+            '{"reason": 5, "source": []}', '{"plugins": [{"name": 5}]}'])
+        return set_column(table, "payload", values, pa.string()), f"payload of row {row}"
+    if choice == 2:
+        name = rng.choice(names)
+        return table.drop_columns([name]), f"column {name} dropped"
+    if choice == 3:
+        order = list(range(rows))
+        a, b = rng.randrange(rows), rng.randrange(rows)
+        how = rng.randrange(3)
+        if how == 0:
+            order.insert(a, b)
+        elif how == 1:
+            order[a], order[b] = order[b], order[a]
+        else:
+            del order[a]
+        return table.take(order), f"rows reordered ({how}: {a}, {b})"
+    if choice in (4, 5):
+        name = rng.choice([n for n in names if n != "payload"])
+        values = table.column(name).to_pylist()
+        row = rng.randrange(rows)
+        values[row] = rng.choice([None, 2, 0, -1, 10**18, "no_such_kind", "header", "resumed",
+                                  1.5, "x", float("nan")])
+        arrow_type = table.schema.field(name).type
+        if pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        try:
+            column = pa.array(values, arrow_type)
+        except (pa.ArrowException, ValueError, TypeError):
+            column = pa.array([None if v is None else str(v) for v in values], pa.string())
+        return table.set_column(names.index(name), name, column), f"{name} of row {row}"
+    if choice == 6:
+        row = rng.randrange(1, rows)
+        kinds = table.column("kind").to_pylist()
+        payloads = table.column("payload").to_pylist()
+        kinds[row] = "resumed"
+        payloads[row] = orjson.dumps({"from_seq": rng.choice([-10**18, -1e18, -1, 0, 3.5, 5]),
+                                      "initial_epoch": 0, "source": "bus"}).decode()
+        table = set_column(table, "kind", kinds, pa.string())
+        return set_column(table, "payload", payloads, pa.string()), f"row {row} made resumed"
+    name = rng.choice(["logs.", "logs.extra", "extra", "logs.loss"])
+    if name in names:
+        table = table.drop_columns([name])
+    return table.append_column(name, pa.array([rng.choice([1, None])] * rows)), f"{name} added"
+
+
+def write_parquet(rng: random.Random, table: pa.Table, where: Path) -> tuple[Path, str]:
+    """``table`` as a Parquet log: one file, or a directory of segments (named as a writer
+    names them, or not), sometimes with a file damaged or something else in the directory."""
+    how = rng.randrange(5)
+    if how == 0:
+        path = where.with_suffix(".parquet")
+        pq.write_table(table, path)
+        return path, "one file"
+    where.mkdir()
+    rows = table.num_rows
+    cuts = sorted(rng.sample(range(1, rows), min(rows - 1, rng.randrange(1, 4))))
+    start = 0
+    for end in [*cuts, rows]:
+        part = table.slice(start, end - start)
+        first, last = rng.choice([(start, end - 1), (start, end - 1), (0, end - 1),
+                                  (rng.randrange(60), rng.randrange(60))])
+        pq.write_table(part, where / f"seg-{first:012d}-{last:012d}.parquet")
+        start = end
+    what = f"segments cut at {cuts}"
+    if how == 3:
+        victim = rng.choice(sorted(where.iterdir()))
+        data = bytearray(victim.read_bytes())
+        if rng.random() < 0.3:
+            data = data[:rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        victim.write_bytes(bytes(data))
+        what += f", {victim.name} damaged"
+    elif how == 4:
+        junk = where / f"seg-{rng.randrange(60):012d}-{rng.randrange(60, 99):012d}.parquet"
+        kind = rng.choice(["fifo", "directory", "empty", "text", "dangling link",
+                           "link to itself"])
+        if kind == "fifo":
+            os.mkfifo(junk)
+        elif kind == "directory":
+            junk.mkdir()
+        elif kind == "dangling link":
+            junk.symlink_to(where / "nowhere")
+        elif kind == "link to itself":
+            junk.symlink_to(junk)
+        else:
+            junk.write_bytes(b"" if kind == "empty" else b"not parquet at all")
+        what += f", a {kind} as {junk.name}"
+    return where, what
+
+
+def copy_file_or_fifo(source: str, target: str) -> None:
+    if stat.S_ISFIFO(os.lstat(source).st_mode):
+        os.mkfifo(target)  # shutil copies no FIFO
+    else:
+        shutil.copy2(source, target)
+
+
+def resume_a_copy(path: Path) -> None:
+    """A bus resumes from a copy of the log (resuming appends to it)."""
+    copy = path.with_name(f"resumed-{path.name}")
+    if path.is_dir():
+        shutil.copytree(path, copy, symlinks=True, copy_function=copy_file_or_fifo)
+    else:
+        shutil.copy(path, copy)
+    try:
+        Bus(plugins(), log=copy, learning_rate=0.1, resume=True).close()
+    finally:
+        shutil.rmtree(copy) if copy.is_dir() else copy.unlink()
+
+
+def outcomes(path: Path, *, resume: bool) -> list[tuple[str, BaseException | None]]:
+    """What each reader did with the log at ``path`` (and a resuming bus, with ``resume``):
+    None for success, or its error."""
+    done = []
+    calls = dict(readers(path))
+    if resume:
+        calls["Bus(resume=True)"] = lambda: resume_a_copy(path)
+    for name, read in calls.items():
+        try:
+            quietly(read)
+        except Exception as exc:  # noqa: BLE001 - what is being counted
+            done.append((name, exc))
+        else:
+            done.append((name, None))
+    return done
+
+
+class MutationReport:
+    """Cases run, outcomes by type, and every error from outside the project's family."""
+
+    def __init__(self) -> None:
+        self.cases = 0
+        self.outcomes: Counter[str] = Counter()
+        self.foreign: list[str] = []
+
+    def add(self, case: str, path: Path, *, resume: bool) -> None:
+        self.cases += 1
+        for name, exc in outcomes(path, resume=resume):
+            self.outcomes["ok" if exc is None else type(exc).__name__] += 1
+            if exc is not None and not isinstance(exc, EventBusError):
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                self.foreign.append(f"{case}: {name}: {type(exc).__name__}: {exc!s:.200} "
+                                    f"({Path(where.filename).name}:{where.lineno})")
+
+    def check(self, label: str) -> None:
+        print(f"\n{label}: {self.cases} mutated logs, {sum(self.outcomes.values())} reads; "
+              f"outcomes {dict(self.outcomes)}; errors from outside the project: "
+              f"{len(self.foreign)}")
+        assert not self.foreign, "\n".join(self.foreign[:20])
+        assert self.outcomes["ok"] and self.outcomes["LogCorruptError"]  # both happen
+
+
+#: Cases per format: a few thousand in all, about 25 seconds on a laptop.
+JSONL_CASES = int(os.environ.get("EVENTBUS_MUTATION_CASES", "2400"))
+PARQUET_CASES = JSONL_CASES // 4
+
+
+class TestMutatedLogs:
+    def test_jsonl_logs(self, tmp_path, made):
+        """Real logs (a run, a resumed run) damaged once to three times: every reader, and
+        a bus resuming from it, succeeds or raises an error of the project's family."""
+        rng = random.Random(20260601)
+        report = MutationReport()
+        for case in range(JSONL_CASES):
+            data = made["resumed" if case % 3 == 0 else "jsonl"]
+            done = []
+            for _ in range(rng.choice([1, 1, 1, 2, 3])):
+                data, what = mutate_jsonl(rng, data)
+                done.append(what)
+            path = jsonl_log(tmp_path, data, f"case{case}.jsonl")
+            # A resume writes a copy: every fourth case, to keep the test's time down.
+            report.add(f"case {case} ({'; '.join(done)})", path, resume=case % 4 == 1)
+            path.unlink()
+        report.check("JSON Lines")
+
+    def test_parquet_logs(self, tmp_path, made, fifos_let_go):
+        """A real run's table changed (types, values, rows, columns) and written as one file
+        or as segments, some damaged on disk or beside a FIFO, a directory, a link."""
+        rng = random.Random(20260602)
+        report = MutationReport()
+        for case in range(PARQUET_CASES):
+            table, done = made["table"], []
+            for _ in range(rng.choice([1, 1, 2])):
+                table, what = mutate_parquet_table(rng, table)
+                done.append(what)
+            path, how = write_parquet(rng, table, tmp_path / f"case{case}")
+            report.add(f"case {case} ({'; '.join(done)}; {how})", path, resume=case % 4 == 1)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        report.check("Parquet")
 
 
 # --- long lines -----------------------------------------------------------------------------
