@@ -14,6 +14,7 @@ hottest path, does the engine's work inline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -134,19 +135,28 @@ class Bus:
         targets = [os.fsdecode(log)] if isinstance(log, bytes) else \
             [log] if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence) \
             else list(log)
-        for target in targets if log is not None else ():
-            recorder.attach_target(target, append=resume)
-        for plugin in plugins:
-            self.register(plugin)
-        # Plugins that keep a backup (BackupAndRestore) are always asked, so they can attach
-        # their writers; the bus's own log, when it has records, is the more complete source.
-        resume_path = resume_source(targets) if resume and log is not None else None
-        for fn in self._calls["resume_from"]:
-            found = fn({"run": self.run, "bus": self.run})
-            if found is not None and not has_records(resume_path) and has_records(found):
-                resume_path = os.fspath(found)
-        if has_records(resume_path):
-            self.resume(resume_path)  # type: ignore[arg-type]
+        try:
+            for target in targets if log is not None else ():
+                recorder.attach_target(target, append=resume)
+            for plugin in plugins:
+                self.register(plugin)
+            # Plugins that keep a backup (BackupAndRestore) are always asked, so they can
+            # attach their writers; the bus's own log, when it has records, is the more
+            # complete source.
+            resume_path = resume_source(targets) if resume and log is not None else None
+            for fn in self._calls["resume_from"]:
+                found = fn({"run": self.run, "bus": self.run})
+                if found is not None and not has_records(resume_path) and has_records(found):
+                    resume_path = os.fspath(found)
+            if has_records(resume_path):
+                self.resume(resume_path)  # type: ignore[arg-type]
+        except BaseException:
+            # No bus to close: the logs it opened (and their locks) are let go here.
+            for slot in list(recorder.slots):
+                recorder.detach(slot.sink)
+                with contextlib.suppress(Exception):
+                    slot.call("close")
+            raise
 
     @classmethod
     def for_replay(cls, plugins: Sequence[object] = (), *, run_id: str | None = None,

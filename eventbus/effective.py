@@ -65,7 +65,10 @@ def spans_of(found: Iterable[dict[str, Any]]) -> Spans:
     marks = []
     for record in found:
         seq, from_seq = record.get("seq"), record.get("from_seq")
-        if record.get("kind") == "resumed" and type(seq) is int and type(from_seq) is int:
+        # Only a from_seq the reader takes (an int before the record's own seq): a damaged
+        # one, which the reader refuses where it is, must not abandon the header meanwhile.
+        if record.get("kind") == "resumed" and type(seq) is int and type(from_seq) is int \
+                and 0 <= from_seq < seq:
             marks.append((seq, from_seq))
     return abandoned_spans(marks)
 

@@ -97,12 +97,19 @@ class AbortTraining(EventBusError, RuntimeError):
 
 
 class LogError(EventBusError, ValueError):
-    """An event log cannot be read."""
+    """An event log cannot be read.
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+    ``path``: the file at fault (a Parquet log's segment file, not its directory); ``line``:
+    the line of a JSON Lines log, or the row of a Parquet file, counted from 1; ``field``: the
+    field (or Parquet column) at fault, where one is.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
         super().__init__(message)
         self.path = path
         self.line = line
+        self.field = field
 
 
 class LogCorruptError(LogError):

@@ -21,8 +21,20 @@ __all__ = ["has_records", "is_parquet", "last_seq", "open_writer", "read_header"
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:
+    """Whether the log at ``path`` is Parquet: a name ending in ``.parquet``, or a directory.
+
+    A ``.jsonl`` path that is a directory is neither: :class:`LogError` naming it, rather than
+    reading or writing Parquet segments under a name that says JSON Lines.
+    """
     path = Path(path)
-    return path.suffix == ".parquet" or path.is_dir()
+    if path.suffix == ".parquet":
+        return True
+    if path.is_dir():
+        if path.suffix == ".jsonl":
+            raise LogError(f"{path}: is a directory, but a .jsonl log is a file; name a "
+                           "Parquet log's directory *.parquet", path=str(path))
+        return True
+    return False
 
 
 def has_records(path: str | os.PathLike[str] | None) -> bool:

@@ -26,7 +26,9 @@ the cache.
 from __future__ import annotations
 
 import os
+import stat
 import weakref
+from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
@@ -36,15 +38,15 @@ from typing import Any
 
 import orjson
 
-from .errors import LogCorruptError
-from .jsonl import check_version, typed
+from .errors import LogCorruptError, LogError
+from .jsonl import Where, bad_seq, check_version, typed
 from .lock import lock_exclusive
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 from .sink import Sink
 
-__all__ = ["ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts", "last_seq",
-           "read_parquet"]
+__all__ = ["MAX_METRIC_COLUMNS", "ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts",
+           "last_seq", "read_parquet"]
 
 _IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
@@ -54,6 +56,11 @@ _NO_PAYLOAD = frozenset({
 METRIC_PREFIX = "logs."
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
+#: The most metric names (one column each) a chunk of records may hold. A Parquet footer
+#: describes every column of every row group, and readers refuse one over 10**6 entries or
+#: 100 MB (pyarrow's limits: about 500,000 columns); well before that, a segment a million
+#: columns wide takes over a minute and 6 GB to write. 10,000 is far beyond any real run.
+MAX_METRIC_COLUMNS = 10_000
 
 
 class ParquetWriter(Sink):
@@ -351,12 +358,18 @@ def _metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
     present = sum(map(len, logs))  # metric values in the chunk
     if not present:
         return {}
-    try:
-        if present == n * len(logs[-1]):
+    if present != n * len(logs[-1]) or len(logs[-1]) > MAX_METRIC_COLUMNS:
+        names = _metric_names(logs)
+    else:
+        try:
             columns = _struct_columns(logs, logs[-1])
             if not any(column.null_count for column in columns.values()):
                 return columns
-        columns = _struct_columns(logs, sorted(set().union(*logs)))
+        except (pa.ArrowException, TypeError, ValueError):
+            return _sparse_metric_columns(logs)  # a value pyarrow does not take (see below)
+        names = _metric_names(logs)
+    try:
+        columns = _struct_columns(logs, sorted(names))
         # Every null is a name a row lacks; one more is a None value, which NumPy (below) makes
         # NaN, as it always did.
         if sum(column.null_count for column in columns.values()) == n * len(columns) - present:
@@ -364,6 +377,18 @@ def _metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
     except (pa.ArrowException, TypeError, ValueError):
         pass  # a value pyarrow does not take as a float (a bool, a numeric string, a huge int)
     return _sparse_metric_columns(logs)
+
+
+def _metric_names(logs: list[dict[str, Any]]) -> set[str]:
+    """Every metric name in a chunk; :class:`LogError` for more than a Parquet log takes."""
+    names: set[str] = set().union(*logs)
+    if len(names) > MAX_METRIC_COLUMNS:
+        raise LogError(f"a Parquet log stores each metric name as a column; these records have "
+                       f"{len(names):,} names, more than parquet.MAX_METRIC_COLUMNS "
+                       f"({MAX_METRIC_COLUMNS:,}): writing them takes minutes and gigabytes, "
+                       "and Parquet readers refuse a file that wide. Keep this run's log in "
+                       "JSON Lines")
+    return names
 
 
 def _struct_columns(logs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
@@ -421,29 +446,143 @@ def _dictionary_column(pieces: list[_Piece], name: str, codes: dict[str, int]) -
                                           pa.array(list(codes), pa.string()))
 
 
-def _log_files(path: Path) -> list[Path]:
-    """The files of a Parquet log: its segments in order, or the one file."""
-    if not path.is_dir():
-        return [path]
-    files = [seg for _, _, seg in segments(path)]
-    if not files:
-        raise LogCorruptError(f"{path}: no Parquet segments in this directory", path=str(path))
-    return files
+class _LogFiles:
+    """The files of a Parquet log (a segment directory or one file), opened in order.
+
+    The log's writer may be compacting it as it is read: ``close()`` renames the merged file
+    into place, then removes the segments it holds. A segment listed before that and opened
+    after it is gone; the listing is then taken again and the reading goes on in the merged
+    file. So rows can be in two files, as after a crash between a compaction and the removal
+    of the segments it merged: the reader skips the rows at the start of a file up to
+    ``covered``, read already, and a segment whose name says its rows are all read already,
+    unopened, as :func:`compact` skips it.
+
+    ``covered``: the highest seq read so far, set by the reader; None before the first file.
+    """
+
+    _RETRIES = 100  # listings taken again before a log that never settles is given up on
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.covered: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[Path, Any]]:
+        path = self.path
+        if not path.is_dir():
+            try:
+                parquet = _open(path)
+            except FileNotFoundError as exc:
+                raise LogError(f"{path}: no such log", path=str(path)) from exc
+            yield path, parquet
+            return
+        listing = self._list()
+        i = retries = 0
+        while i < len(listing):
+            _, last, file = listing[i]
+            i += 1
+            if self.covered is not None and last <= self.covered:
+                continue  # every row is in a file read already: a compaction's leftover
+            try:
+                parquet = _open(file)
+            except FileNotFoundError as exc:
+                again = self._list()
+                if again == listing or retries >= self._RETRIES:
+                    raise LogCorruptError(f"{file}: listed in the log but cannot be opened: "
+                                          f"{exc}", path=str(file)) from exc
+                listing, i, retries = again, 0, retries + 1  # compacted meanwhile
+                continue
+            yield file, parquet
+
+    def _list(self) -> list[tuple[int, int, Path]]:
+        try:
+            found = segments(self.path)
+        except OSError as exc:
+            raise LogError(f"{self.path}: the log's directory cannot be listed: {exc}",
+                           path=str(self.path)) from exc
+        if not found:
+            raise LogCorruptError(f"{self.path}: no Parquet segments in this directory",
+                                  path=str(self.path))
+        return found
 
 
 def _open(file: Path) -> Any:
+    """``file`` opened as a Parquet event log file (FileNotFoundError if it is not there)."""
     import pyarrow.parquet as pq
 
     try:
+        mode = os.stat(file).st_mode
+    except FileNotFoundError:
+        raise  # the caller lists the files again
+    except OSError as exc:  # a link that loops, a file that may not be read
+        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
+    if not stat.S_ISREG(mode):  # a FIFO would block the open; a directory is no segment
+        raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
+                              "log holds only Parquet files", path=str(file))
+    try:
         parquet = pq.ParquetFile(file)
+    except FileNotFoundError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                               path=str(file)) from exc
-    absent = [c for c in _REQUIRED_COLUMNS if c not in parquet.schema_arrow.names]
+    schema = parquet.schema_arrow
+    absent = [c for c in _REQUIRED_COLUMNS if c not in schema.names]
     if absent:
         raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} column)",
-                              path=str(file))
+                              path=str(file), field=absent[0])
+    for field in schema:
+        wanted = _column_types(field.name)
+        if wanted is not None and not _holds(field.type, *wanted):
+            what, nulls = wanted
+            raise LogCorruptError(f"{file}: column {field.name} is {field.type}, not {what}"
+                                  f"{' (or all null)' if nulls else ''}", path=str(file),
+                                  field=field.name)
     return parquet
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _column_types(name: str) -> tuple[str, bool] | None:
+    """What a column the reader reads must hold ("integers", "numbers" or "strings") and
+    whether it may be all null (a column of Arrow's null type); None for any other column."""
+    if name in ("v", "seq"):
+        return "integers", False
+    if name in ("epoch", "batch", "step"):
+        return "integers", True
+    if name == "time":
+        return "numbers", False
+    if name in ("run_id", "kind"):
+        return "strings", False
+    if name == "payload":
+        return "strings", True
+    if name.startswith(METRIC_PREFIX):
+        return "numbers", True
+    return None
+
+
+def _holds(arrow_type: Any, what: str, nulls: bool) -> bool:
+    """Whether a column of ``arrow_type`` holds ``what`` (dictionary-encoded or not), as
+    Python ints, floats or strs once read."""
+    import pyarrow as pa
+
+    types = pa.types
+    if nulls and types.is_null(arrow_type):
+        return True
+    if types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if what == "strings":
+        return bool(types.is_string(arrow_type) or types.is_large_string(arrow_type))
+    integer = bool(types.is_integer(arrow_type))
+    if what == "integers":
+        return integer
+    return integer or bool(types.is_float32(arrow_type) or types.is_float64(arrow_type))
 
 
 def _batches(file: Path, parquet: Any, columns: list[str] | None = None) -> Iterator[Any]:
@@ -455,36 +594,93 @@ def _batches(file: Path, parquet: Any, columns: list[str] | None = None) -> Iter
                               path=str(file)) from exc
 
 
-def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Every record of a Parquet log (a segment directory or one file) as a plain dict."""
+def _columns(file: Path, batch: Any, row: int) -> dict[str, list[Any]]:
+    """A batch's columns as Python lists; a value Arrow cannot convert (text that is not
+    UTF-8 in a damaged file) is an error naming the column."""
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        try:
+            columns[name] = column.to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise LogCorruptError(f"{file} (rows {row + 1} to {row + batch.num_rows}): column "
+                                  f"{name} cannot be read: {exc}", path=str(file),
+                                  line=row + 1, field=name) from exc
+    return columns
+
+
+def _row(file: Path, row: int) -> Where:
+    return Where(str(file), row, f"{file} (row {row})")
+
+
+class _Places:
+    """Where each record read from a Parquet log came from, for an error: its file and row.
+
+    Rows follow one another within a file once its leading rows (a compaction's leftovers)
+    are passed, so one entry per file is enough.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: list[int] = []  # the record number each entry starts at
+        self._rows: list[tuple[Path, int]] = []  # (file, row) of that record
+
+    def add(self, number: int, file: Path, row: int) -> None:
+        self._numbers.append(number)
+        self._rows.append((file, row))
+
+    def __call__(self, number: int) -> Where:
+        i = bisect_right(self._numbers, number) - 1
+        file, row = self._rows[i]
+        return _row(file, row + number - self._numbers[i])
+
+
+def iter_parquet_dicts(path: str | os.PathLike[str], *,
+                       places: _Places | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of a Parquet log (a segment directory or one file) as a plain dict.
+
+    Checks each file's columns (names and types), each record's schema version and payload,
+    and that the log starts with its header; :func:`read_parquet` checks each record's kind,
+    shape and seq. ``places`` learns where each record came from, for errors.
+    """
     from .records import KINDS
 
     # The epoch/batch/step fields each kind has: null in a column is None there, absent else.
     indices = {kind: frozenset(n for n in ("epoch", "batch", "step") if n in cls.model_fields)
                for kind, cls in KINDS.items()}
     with_logs = _NO_PAYLOAD | {"train_begin"}
-    last_seq = -1
+    version = SCHEMA_VERSION
     header_seen = False
-    for file in _log_files(Path(path)):
-        parquet = _open(file)
+    count = 0  # records yielded
+    files = _LogFiles(Path(path))
+    for file, parquet in files:
         names = parquet.schema_arrow.names
         metric_columns = [name for name in names if name.startswith(METRIC_PREFIX)]
         metrics = [name[len(METRIC_PREFIX):] for name in metric_columns]
+        wanted = [*_REQUIRED_COLUMNS, *metric_columns]  # not another column nobody reads
+        leading = files.covered  # rows up to it that start this file were read already
+        if leading is None and places is not None:
+            places.add(count + 1, file, 1)
+        seq = None
         row = 0
-        for batch in _batches(file, parquet):
-            columns = batch.to_pydict()
-            rows = zip(*(columns[name] for name in (*_REQUIRED_COLUMNS, *metric_columns)))
-            for i, (v, run_id, seq, kind, time, epoch, index, step, payload, *values) \
-                    in enumerate(rows):
-                if seq <= last_seq:
-                    continue  # rows both in a compacted file and a leftover segment
-                last_seq = seq
-                if v != SCHEMA_VERSION:
-                    check_version(v, file, row + i + 1)
+        for batch in _batches(file, parquet, columns=wanted):
+            columns = _columns(file, batch, row)
+            rows = zip(*(columns[name] for name in wanted))
+            for number, (v, run_id, seq, kind, time, epoch, index, step, payload, *values) \
+                    in enumerate(rows, row + 1):
+                if leading is not None:  # the first rows of a file after the first
+                    if type(seq) is not int:
+                        raise bad_seq(_row(file, number), seq)
+                    if seq <= leading:
+                        continue  # rows both in a compacted file and a leftover segment
+                    leading = None
+                    if places is not None:  # the rest follow this record row by row
+                        places.add(count + 1, file, number)
+                if v is not version:
+                    check_version(v, _row(file, number))
                 if not header_seen:
                     if kind != "header":
-                        raise LogCorruptError(f"{file}: an event log starts with a header "
-                                              f"record; found {kind!r}", path=str(file))
+                        raise LogCorruptError(f"{file} (row {number}): an event log starts "
+                                              f"with a header record; found {kind!r}",
+                                              path=str(file), line=number, field="kind")
                     header_seen = True
                 record: dict[str, Any] = {"v": v, "run_id": run_id, "seq": seq, "kind": kind,
                                           "time": time}
@@ -496,12 +692,34 @@ def iter_parquet_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
                 if step is not None or "step" in has:
                     record["step"] = step
                 if payload is not None:
-                    record.update(decode_nonfinite(orjson.loads(payload)))
+                    record.update(_payload(payload, file, number))
                 if kind in with_logs:
                     record["logs"] = {key: value for key, value in zip(metrics, values)
                                       if value is not None}
+                count += 1
                 yield record
             row += batch.num_rows
+        if leading is None and type(seq) is int:  # the last seq read (typed checks order)
+            files.covered = seq if files.covered is None else max(seq, files.covered)
+
+
+def _payload(text: str, file: Path, row: int) -> dict[str, Any]:
+    """A row's payload: a JSON object of the record's fields that are not columns."""
+    try:
+        fields = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LogCorruptError(f"{file} (row {row}): payload is not JSON: {exc}",
+                              path=str(file), line=row, field="payload") from None
+    if type(fields) is not dict:
+        raise LogCorruptError(f"{file} (row {row}): payload is a JSON "
+                              f"{type(fields).__name__}, not an object of the record's fields",
+                              path=str(file), line=row, field="payload")
+    columns = _IN_COLUMNS.intersection(fields)
+    if columns:
+        raise LogCorruptError(f"{file} (row {row}): payload holds {', '.join(sorted(columns))}, "
+                              "stored as columns, not in the payload", path=str(file), line=row,
+                              field="payload")
+    return decode_nonfinite(fields)
 
 
 def last_seq(path: str | os.PathLike[str]) -> int | None:
@@ -509,8 +727,8 @@ def last_seq(path: str | os.PathLike[str]) -> int | None:
     import pyarrow.compute as pc
 
     highest = None
-    for file in _log_files(Path(path)):
-        for batch in _batches(file, _open(file), columns=["seq"]):
+    for file, parquet in _LogFiles(Path(path)):
+        for batch in _batches(file, parquet, columns=["seq"]):
             top = pc.max(batch.column("seq")).as_py()
             if top is not None and (highest is None or top > highest):
                 highest = top
@@ -525,25 +743,38 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
 
     wanted = pa.array(sorted(kinds), pa.string())
     found: list[dict[str, Any]] = []
-    seen: set[int] = set()  # rows both in a compacted file and a leftover segment
-    for file in _log_files(Path(path)):
-        for batch in _batches(file, _open(file), columns=list(_REQUIRED_COLUMNS)):
-            rows = batch.filter(pc.is_in(batch.column("kind"), value_set=wanted)).to_pylist()
+    files = _LogFiles(Path(path))
+    for file, parquet in files:
+        covered = files.covered  # rows both in a compacted file and a leftover segment
+        highest = covered
+        for batch in _batches(file, parquet, columns=list(_REQUIRED_COLUMNS)):
+            try:
+                kind = batch.column("kind").cast(pa.string())
+                rows = batch.filter(pc.is_in(kind, value_set=wanted)).to_pylist()
+                top = pc.max(batch.column("seq")).as_py()
+            except Exception as exc:  # pyarrow raises several types for a damaged file
+                raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
+                                      path=str(file)) from exc
+            if top is not None and (highest is None or top > highest):
+                highest = top
             for row in rows:
-                if row["seq"] in seen:
+                if covered is not None and (row["seq"] is None or row["seq"] <= covered):
                     continue
-                seen.add(row["seq"])
                 payload = row.pop("payload")
                 try:
-                    row.update(orjson.loads(payload) if payload is not None else {})
-                except (orjson.JSONDecodeError, TypeError, ValueError):
-                    pass  # damaged: the reader reports it where it is
+                    fields = orjson.loads(payload) if payload is not None else {}
+                except orjson.JSONDecodeError:
+                    fields = None  # damaged: the reader reports it where it is
+                if type(fields) is dict and not _IN_COLUMNS.intersection(fields):
+                    row.update(fields)
                 found.append(row)
+        files.covered = highest
     return found
 
 
 def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,
                  kinds: Collection[str] | None = None) -> Iterator[Record]:
     """Every record of a Parquet log, typed; see :func:`eventbus.read_log`."""
-    return typed(iter_parquet_dicts(path), lambda number: f"{path} (record {number})",
-                 validate=validate, kinds=kinds)
+    places = _Places()
+    return typed(iter_parquet_dicts(path, places=places), places, validate=validate,
+                 kinds=kinds)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from .audit import LogArgument, checked_log, header_of
 from .bus import Bus
 from .cursor import after_stop
 from .effective import effective_records, read_effective
-from .errors import ConfigError, ReplayError
+from .errors import ConfigError, PluginError, ReplayError
+from .log import read_log
 from .plugin import plugin_name, why_not_a_plugin
 from .records import (
     KINDS,
@@ -249,7 +251,8 @@ class _Replaying:
                  overrides: Mapping[str, Mapping[str, Any]], registry: Registry):
         self.header = header
         self.plugins = _build_plugins(header, list(plugins), dict(overrides), registry)
-        self.bus = Bus.for_replay(self.plugins, run_id=header.run_id,
+        # An empty run_id (a header made without one) is no reason to refuse the replay.
+        self.bus = Bus.for_replay(self.plugins, run_id=header.run_id or None,
                                   learning_rate=header.meta.get("learning_rate"))
         self.labels = {self.bus.label(p) for p in self.plugins}
         self.decisions: list[Decision] = []
@@ -295,6 +298,20 @@ class _Replaying:
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
                             diverged_at=self.diverged_at, stopped_at=stopped)
+
+
+def _raise_damage(log: str | os.PathLike[str]) -> None:
+    """The :class:`~eventbus.errors.LogCorruptError` of the first damaged record of ``log``,
+    if it has one: for a plugin that failed in replay.
+
+    Replay reads batch records without looking at their metric values (see ``jsonl.typed``),
+    so a value that is not a number reaches the plugins. Reading the log again validated,
+    only on this error path, names the file, line and field instead of the plugin that choked.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a torn last line was reported by the first reading
+        for _ in read_log(log, validate=True):
+            pass
 
 
 def _take_each(replays: list[_Replaying], record: Record) -> None:
@@ -393,13 +410,18 @@ def _replay_each(
         unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()
         records = read_effective(log, kinds=[k for k in KINDS if k not in unseen])
         next(records)  # the header
-        if len(replays) == 1:
-            take = replays[0].take
-            for record in records:
-                take(record)
-        else:
-            for record in records:
-                _take_each(replays, record)
+        try:
+            if len(replays) == 1:
+                take = replays[0].take
+                for record in records:
+                    take(record)
+            else:
+                for record in records:
+                    _take_each(replays, record)
+        except PluginError:
+            if isinstance(log, (str, os.PathLike)):
+                _raise_damage(log)
+            raise
     finally:
         for running in replays:
             running.bus.close()

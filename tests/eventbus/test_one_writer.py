@@ -90,3 +90,22 @@ def test_a_second_writer_in_this_process_is_refused_until_the_first_closes(tmp_p
     with Bus(log=path, resume=True) as second:
         second.epoch_begin(0)
     assert [r.kind for r in read_log(path)][:2] == ["header", "train_begin"]
+
+
+def test_a_bus_that_cannot_be_built_lets_its_logs_go(tmp_path):
+    """A resume that finds the log damaged raises from Bus(); the logs it had opened are
+    closed (their locks released), so the path can be opened again."""
+    from eventbus import LogCorruptError
+
+    path = tmp_path / "events.jsonl"
+    with Bus(log=path) as bus:
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 1.0})
+    text = path.read_text().splitlines(keepends=True)
+    text[2] = text[2].replace('"epoch":0', '"epoch":"zero"')  # the epoch_begin
+    path.write_text("".join(text))
+    with pytest.raises(LogCorruptError):
+        Bus(log=[path, tmp_path / "copy.parquet"], resume=True)
+    Bus(log=path).close()  # not "written by this process"
+    Bus(log=tmp_path / "copy.parquet").close()
