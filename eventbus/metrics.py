@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError, EventError, MetricValueError
 
-__all__ = ["MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
+__all__ = ["MAX_DEPTH", "MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
            "to_index"]
 
 #: The largest epoch, batch or step a log stores (a signed 64-bit integer).
@@ -149,8 +149,15 @@ def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
     return out
 
 
-def plain(value: Any, path: str = "") -> Any:
-    """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers."""
+#: How deep plain data may nest (dicts and lists in evidence, params, meta): far more than any
+#: record needs, far less than Python's stack (a log could otherwise nest a thousand deep).
+MAX_DEPTH = 64
+
+
+def plain(value: Any, path: str = "", _depth: int = 0) -> Any:
+    """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers.
+
+    Nested deeper than :data:`MAX_DEPTH` is a ValueError ("nested too deeply")."""
     if value is None or type(value) in (str, bool, float):
         return value
     if type(value) is int:
@@ -158,16 +165,20 @@ def plain(value: Any, path: str = "") -> Any:
     for base in (bool, int, float, str):  # subclasses such as numpy.float64 or IntEnum
         if isinstance(value, base):
             return _int64(int(value), path) if base is int else base(value)
+    if isinstance(value, (Mapping, list, tuple)) and _depth >= MAX_DEPTH:
+        where = path.lstrip(".") or "value"
+        raise ValueError(f"{where if len(where) < 60 else where[:40] + '...'}: nested too "
+                         f"deeply (more than {MAX_DEPTH} levels)")
     if isinstance(value, Mapping):
-        return {str(k): plain(v, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): plain(v, f"{path}.{k}", _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [plain(v, f"{path}[{i}]", _depth + 1) for i, v in enumerate(value)]
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "ndim", 0) == 0:
-        return plain(item(), path)
+        return plain(item(), path, _depth)
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
-        return plain(tolist(), path)
+        return plain(tolist(), path, _depth)
     raise ValueError(f"{path.lstrip('.') or 'value'}: {type(value).__name__} is not plain data "
                      f"(numbers, strings, booleans, None, lists and dicts of them)")
 
