@@ -13,8 +13,10 @@ from typing import Any
 
 from .errors import ConfigError, EventError, MetricValueError
 
-__all__ = ["MAX_DEPTH", "MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
-           "to_index"]
+__all__ = [
+    "MAX_DEPTH", "MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
+    "to_index",
+]
 
 #: The largest epoch, batch or step a log stores (a signed 64-bit integer).
 MAX_INDEX = (1 << 63) - 1
