@@ -224,11 +224,15 @@ class Recorder:
         try:
             slot.write(record)
         except Exception as exc:
-            self.detach(slot.sink)
-            with contextlib.suppress(Exception):
-                slot.call("close")
-            return exc
+            return self.drop(slot, exc)
         return None
+
+    def drop(self, slot: Slot, error: BaseException) -> BaseException:
+        """Take out and close a sink that failed outside the fan-out; returns ``error``."""
+        self.detach(slot.sink)
+        with contextlib.suppress(Exception):
+            slot.call("close")
+        return error
 
     def fan_out(self, record: dict[str, Any], writes: tuple[Any, ...],
                 owners: tuple[Slot, ...], start: int) -> list[Trouble] | None:
@@ -268,9 +272,7 @@ class Recorder:
             try:
                 slot.call(method)
             except Exception as exc:
-                self.detach(slot.sink)
-                with contextlib.suppress(Exception):
-                    slot.call("close")
+                self.drop(slot, exc)
                 if left is None:
                     left = []
                 left.append(Trouble(slot, error=exc))

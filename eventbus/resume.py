@@ -187,12 +187,16 @@ class _CatchUp:
     """Every other log of the run gets what it lacks of it, so it holds the whole run as the
     resumed log does: a new file (a main log next to a backup) all of it, a log continued
     beside it what a crash kept from it (killed between the two logs' flushes). Each is opened
-    before its first record; one that fails is dropped, its failure recorded after the
-    resume."""
+    before its first record. Other sinks with a ``catch_up`` method (TensorBoard) get the
+    records of the kinds they take, with the run as it stood at each, before they are opened
+    (they open once the run is where it goes on from). One that fails is dropped, its failure
+    recorded after the resume."""
 
     def __init__(self, recorder: Recorder, run: Any, log: str | os.PathLike[str]):
         self.recorder = recorder
+        self.run = run
         self.behind: list[tuple[Slot, int]] = []
+        self.catchers: list[Slot] = []
         self.failed: list[tuple[Slot, BaseException]] = []
         for slot in recorder.slots:
             if slot.kinds is None and not same_path(slot.sink, log):
@@ -200,15 +204,30 @@ class _CatchUp:
                 if have is not None:
                     recorder.open_slot(slot, run)
                     self.behind.append((slot, have))
+            elif slot.kinds is not None and not slot.opened and \
+                    callable(getattr(slot.sink, "catch_up", None)):
+                self.catchers.append(slot)
 
     def write(self, record: Record) -> None:
+        data: dict[str, Any] | None = None
         for item in list(self.behind):
             slot, have = item
             if record.seq > have:
-                error = self.recorder.write_to(slot, record.model_dump())
-                if error is not None:
-                    self.behind.remove(item)
-                    self.failed.append((slot, error))
+                data = record.model_dump() if data is None else data
+                self._check(slot, self.recorder.write_to(slot, data))
+        for slot in list(self.catchers):
+            if record.kind in slot.kinds:  # type: ignore[operator]
+                data = record.model_dump() if data is None else data
+                try:
+                    slot.sink.catch_up(data, self.run)
+                except Exception as exc:
+                    self._check(slot, self.recorder.drop(slot, exc))
+
+    def _check(self, slot: Slot, error: BaseException | None) -> None:
+        if error is not None:
+            self.behind = [item for item in self.behind if item[0] is not slot]
+            self.catchers = [other for other in self.catchers if other is not slot]
+            self.failed.append((slot, error))
 
 
 def _last_seq_of(slot: Any) -> int | None:

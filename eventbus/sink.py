@@ -15,6 +15,12 @@ take the run's records the same way. The bus calls, in this order:
 - ``close()``: once, at the end. Sinks that take every record (the logs) close last, so they
   hold what the others report as they close. It may return outcomes, as ``write``.
 
+Optional, on a resume: ``catch_up(record, run)``, before ``open``, with each record of the kinds
+the sink takes from the log the run resumes from, up to where it goes on, and the run as it
+stood at that record. It is for a sink whose destination a crash can leave behind the log (the
+process killed between the log's flush and the sink's): it writes what the destination lacks.
+TensorBoard has one; a sink without it gets none of the past.
+
 A sink that raises is closed, recorded as ``sink_failed`` and left out for the rest of the run:
 training never stops for a sink.
 

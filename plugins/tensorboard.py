@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -127,6 +128,12 @@ class TensorBoard(Plugin, Sink):
         # Where the current epoch and batch began: (epoch or step, time, steps done).
         self._epoch_began: tuple[int, float, int] | None = None
         self._batch_began: tuple[int, float] | None = None
+        # Writing back what a crash kept out of the files (catch_up), not the run going on.
+        self._catching_up = False
+        # When the run began (its train_begin), for the model configuration a resume writes.
+        self._began: float | None = None
+        # A flush ran out of time: the next ones wait only once the writer has caught up.
+        self._lagging = False
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -141,7 +148,47 @@ class TensorBoard(Plugin, Sink):
         self._label = run.label(self)
         if run.resumed:
             # Drop what a crashed attempt wrote past the point the run resumes from.
-            self._open().truncate(_resume_filter(run.initial_epoch, run.step))
+            self._get().truncate(_resume_filter(run.initial_epoch, run.step))
+            # A resumed run publishes no train_begin: the model's configuration is written
+            # here if a crash kept it out of the files.
+            self._model_config(self._began if self._began is not None else time.time(),
+                               only_missing=True)
+
+    def catch_up(self, record: dict[str, Any], run: Run) -> None:
+        """On resume, before ``open``: a record of the run so far, written back where the files
+        lack it (a crash of the process can end the run between the event log's flush and
+        this sink's). Histograms, images and embeddings are not: the log holds no weights."""
+        self._run = run
+        self._label = run.label(self)
+        self._catching_up = True
+        try:
+            self._take(record)
+        finally:
+            self._catching_up = False
+
+    def flush(self) -> None:
+        """At every epoch end and decision: wait (up to ``flush_timeout``) until the writer
+        thread has written everything queued, so that what the event log holds the files hold
+        too, whenever the process is killed."""
+        sink = self._sink
+        if sink is None:
+            return
+        wait = self.flush_timeout if not self._lagging or sink.pending == 0 else 0.0
+        if sink.flush(wait, sync=False):
+            self._lagging = False
+        elif not self._lagging:
+            self._lagging = True
+            if self._run is not None:
+                self._run.report(WarningRecord(
+                    source=self._label, message=f"TensorBoard: the event files are "
+                    f"{sink.pending} item(s) behind after {self.flush_timeout}s; until the "
+                    "writer catches up, a crash loses what they lack of the event log (a "
+                    "resume writes back the scalars and decisions)",
+                    details={"pending": sink.pending}))
+
+    def sync(self) -> None:
+        if self._sink is not None:
+            self._sink.flush(0.0 if self._lagging else self.flush_timeout)
 
     def _open(self) -> Any:
         from sinks.tensorboard import TensorBoardSink
@@ -167,6 +214,9 @@ class TensorBoard(Plugin, Sink):
         return WarningRecord(message=message, details=details)
 
     def write(self, record: dict[str, Any]) -> Any:
+        return self._take(record)
+
+    def _take(self, record: dict[str, Any]) -> Any:
         kind = record["kind"]
         if kind == "batch_end":
             return self._batch_end(record)
@@ -190,13 +240,19 @@ class TensorBoard(Plugin, Sink):
         return None
 
     def _train_begin(self, record: dict[str, Any]) -> None:
+        self._began = record["time"]
+        if not self._catching_up:  # a resume writes it once it has the model (open)
+            self._model_config(record["time"])
+
+    def _model_config(self, when: float, *, only_missing: bool = False) -> None:
         sink = self._get()
         model = getattr(self._run, "model", None)
         get_config = getattr(model, "get_config", None)
         if not self.write_graph or not callable(get_config):
             return
         text = json.dumps(get_config(), indent=2, sort_keys=True, default=str)
-        sink.text("train", "model_config", f"```json\n{text}\n```", 0, record["time"])
+        sink.text("train", "model_config", f"```json\n{text}\n```", 0, when,
+                  only_missing=only_missing)
 
     def _epoch_end(self, record: dict[str, Any]) -> Any:
         sink = self._get()
@@ -212,8 +268,11 @@ class TensorBoard(Plugin, Sink):
             rate = self._epoch_rate(epoch, when)
             if rate is not None:
                 train.setdefault("steps_per_second", rate)
-        sink.scalars("train", train, epoch, when, "epoch_")
-        sink.scalars("validation", validation, epoch, when, "epoch_")
+        sink.scalars("train", train, epoch, when, "epoch_", only_missing=self._catching_up)
+        sink.scalars("validation", validation, epoch, when, "epoch_",
+                     only_missing=self._catching_up)
+        if self._catching_up:
+            return None  # the weights now are not the weights then
         histograms = self.histogram_freq and epoch % self.histogram_freq == 0
         # Keras draws images only with histograms; without them, every epoch.
         images = self.write_images and (histograms or not self.histogram_freq)
@@ -295,14 +354,16 @@ class TensorBoard(Plugin, Sink):
             if began is not None and began[0] == record["step"] and record["time"] > began[1]:
                 logs = {**logs}
                 logs.setdefault("steps_per_second", 1.0 / (record["time"] - began[1]))
-        self._get().scalars("train", logs, done, record["time"], "batch_")
+        self._get().scalars("train", logs, done, record["time"], "batch_",
+                            only_missing=self._catching_up)
 
     def _test_end(self, record: dict[str, Any]) -> None:
         if record.get("epoch") is None or not record["logs"]:
             return  # evaluation outside training has no iteration count to plot against
         step = self._run.step if self._run is not None else 0
         values = {f"evaluation_{k}_vs_iterations": v for k, v in record["logs"].items()}
-        self._get().scalars("validation", values, step, record["time"])
+        self._get().scalars("validation", values, step, record["time"],
+                            only_missing=self._catching_up)
 
     def _decision(self, record: dict[str, Any]) -> None:
         lines = [f"**{record['kind']}** from `{record['source']}`: {record['reason']}"]
@@ -312,7 +373,12 @@ class TensorBoard(Plugin, Sink):
             lines.append(f"evidence: `{json.dumps(record['evidence'], sort_keys=True)}`")
         epoch = record.get("epoch")
         step = epoch if epoch is not None else 0
-        self._get().text("train", "decisions", "\n\n".join(lines), step, record["time"])
+        # A decision of an epoch before the one a resumed run goes on from (one the crash kept
+        # out of the log, recorded again) may be in the files already.
+        run = self._run
+        past = run is not None and run.resumed and step < run.initial_epoch
+        self._get().text("train", "decisions", "\n\n".join(lines), step, record["time"],
+                         only_missing=self._catching_up or past)
 
     def _train_end(self) -> Any:
         if self._sink is None or self._sink.flush(self.flush_timeout):

@@ -13,11 +13,14 @@ Why not ``SummaryWriter.add_scalar``: it builds a protobuf message per scalar an
 record byte by byte in Python, on the caller's thread. Here scalar events are encoded straight
 into protobuf wire bytes (all the scalars of one step share one event), and checksums are
 computed for a whole batch of records at once (vectorised with NumPy; a native ``crc32c`` or
-``google_crc32c`` module is used when one is installed). Histograms, images and text, which are
-rare, go through tensorboardX's protobuf classes.
+``google_crc32c`` module is used when one is installed). Text is encoded here too, so nothing a
+run writes as it starts waits for tensorboardX's import (seconds where it pulls in torch).
+Histograms and images, which are rare, go through tensorboardX's protobuf classes.
 
-Resume: :meth:`TensorBoardSink.truncate` rewrites the run's existing event files without the
-values a resumed run will write again, so TensorBoard never sees a step twice.
+Resume: what a crash kept out of the files is written back (``only_missing``: only what the
+files found in the run directories lack), and :meth:`TensorBoardSink.truncate` rewrites those
+files without the values the resumed run will write again, so TensorBoard never sees a step
+twice.
 
 Embeddings are not event records: :meth:`TensorBoardSink.embeddings` writes ``tensors.tsv``
 files under ``<log_dir>/embeddings/`` and regenerates ``<log_dir>/projector_config.pbtxt`` from
@@ -46,6 +49,7 @@ __all__ = [
     "TensorBoardSink",
     "encode_file_version_event",
     "encode_scalar_event",
+    "encode_text_event",
     "frame_records",
     "iter_event_file",
     "masked_crc32c",
@@ -185,6 +189,31 @@ def encode_scalar_event(wall_time: float, step: int, values: Mapping[str, float]
         _varint(len(summary)) + summary
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+# SummaryMetadata(plugin_data=PluginData(plugin_name="text")): TextPluginData(version=0) is
+# empty, so the content field is left out, as protobuf leaves out an empty bytes field.
+_TEXT_METADATA = _field(9, _field(1, _field(1, b"text")))
+# TensorProto's dtype DT_STRING (7) and its shape [1].
+_TEXT_TENSOR_HEAD = b"\x08\x07" + _field(2, _field(2, b"\x08\x01"))
+
+
+def encode_text_event(wall_time: float, step: int, tag: str, text: str) -> bytes:
+    """A serialized ``Event`` holding ``text`` under ``tag`` for TensorBoard's text plugin.
+
+    It parses as the event tensorboardX's ``summary.text`` builds (tested), but under the tag
+    given. Written here, not through tensorboardX's classes, so that the first text of a run
+    (the model's configuration, at its start) never waits for tensorboardX's import.
+    """
+    tensor = _TEXT_TENSOR_HEAD + _field(8, text.encode("utf-8"))
+    value = _field(1, tag.encode()) + _field(8, tensor) + _TEXT_METADATA
+    return b"\x09" + _pack_d(wall_time) + b"\x10" + _varint(step) + \
+        _field(5, _field(1, value))
+
+
 def encode_file_version_event(wall_time: float) -> bytes:
     """The serialized ``Event(wall_time=..., file_version="brain.Event:2")`` every event file
     starts with, as tensorboardX's classes build it (tested). Written here so that a run
@@ -306,6 +335,10 @@ class TensorBoardSink:
         self._done = 0
         self._files: dict[str, _RunFile] = {}
         self._metadata: dict[str, str] = {}
+        # What the files found in the run directories hold, read on the first write-back:
+        # (run, tag) -> the highest step of a scalar, and (run, tag, step, text) of each text.
+        self._found: tuple[dict[tuple[str, str], int], set[tuple[str, str, int, str]]] | None \
+            = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"tensorboard-sink:{log_dir}",
                                         daemon=True)
@@ -324,14 +357,17 @@ class TensorBoardSink:
         return True
 
     def scalars(self, run: str, values: Mapping[str, float], step: int, wall_time: float,
-                prefix: str = "") -> bool:
+                prefix: str = "", *, only_missing: bool = False) -> bool:
         """One event at ``step`` holding a scalar per item, tagged ``prefix + key``.
 
         ``values`` is kept, not copied: do not change it afterwards (event logs never change).
+        ``only_missing``: write only the values whose tag the files that were in the run's
+        directory before this sink hold at no step as high (what a resume writes back).
         """
         if not values:
             return True
-        return self._enqueue(("s", run, values, step, wall_time, prefix))
+        return self._enqueue(("S" if only_missing else "s", run, values, step, wall_time,
+                              prefix))
 
     def histogram(self, run: str, tag: str, values: np.ndarray, step: int,
                   wall_time: float) -> bool:
@@ -342,9 +378,11 @@ class TensorBoardSink:
         """A grey-scale image from a 2-D array, scaled so its minimum is black, maximum white."""
         return self._enqueue(("i", run, tag, image, step, wall_time))
 
-    def text(self, run: str, tag: str, text: str, step: int, wall_time: float) -> bool:
-        """A text entry (TensorBoard renders it as Markdown)."""
-        return self._enqueue(("t", run, tag, text, step, wall_time))
+    def text(self, run: str, tag: str, text: str, step: int, wall_time: float, *,
+             only_missing: bool = False) -> bool:
+        """A text entry (TensorBoard renders it as Markdown). ``only_missing``: unless the files
+        that were in the run's directory before this sink hold this text at this step."""
+        return self._enqueue(("T" if only_missing else "t", run, tag, text, step, wall_time))
 
     def embeddings(self, matrices: Mapping[str, np.ndarray], step: int,
                    metadata: Mapping[str, str] | None = None) -> bool:
@@ -364,13 +402,15 @@ class TensorBoardSink:
         """
         return self._enqueue(("r", keep))
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written and fsynced; False on timeout."""
+    def flush(self, timeout: float | None = None, *, sync: bool = True) -> bool:
+        """Wait until everything queued so far is written to the files (it then survives a
+        crash of the process) and, with ``sync``, fsynced (a crash of the machine); False on
+        timeout."""
         if self._closed:
             return not self._thread.is_alive()
         done = threading.Event()
         self._put += 1
-        self._queue.put(("f", done))
+        self._queue.put(("f", done, sync))
         return done.wait(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
@@ -429,7 +469,15 @@ class TensorBoardSink:
                     if records is None:
                         records = pending[run] = []
                     records.append(encode_scalar_event(wall_time, step, values, prefix))
-                elif op in ("h", "i", "t"):
+                elif op == "t":
+                    _, run, tag, text, step, wall_time = item
+                    pending.setdefault(run, []).append(
+                        encode_text_event(wall_time, step, tag, text))
+                elif op in ("S", "T"):
+                    record = self._missing(item)
+                    if record is not None:
+                        pending.setdefault(item[1], []).append(record)
+                elif op in ("h", "i"):
                     _, run, tag, data, step, wall_time = item
                     summary = _SUMMARIES[op](tag, data)
                     if summary is not None:
@@ -443,7 +491,8 @@ class TensorBoardSink:
                     elif op == "r":
                         self._truncate(item[1])
                     elif op == "f":
-                        self._sync()
+                        if item[2]:
+                            self._sync()
                         item[1].set()
                     elif op == "c":
                         self._close_files()
@@ -478,16 +527,55 @@ class TensorBoardSink:
             except Exception as exc:
                 self._fail(f"close {run}", exc)
 
-    def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
-        event_pb2, _ = _proto()
+    def _found_files(self) -> Iterator[tuple[str, Path]]:
+        """The event files in the run directories that this sink did not write, as
+        ``(run, path)``."""
         if not self.log_dir.is_dir():
             return
+        mine = {file.path for file in self._files.values()}
         for run_dir in sorted(p for p in self.log_dir.iterdir() if p.is_dir()):
-            run = run_dir.name
             for path in sorted(run_dir.glob("*tfevents*")):
-                if not path.is_file() or path.name.endswith(".tmp"):
+                if path.is_file() and not path.name.endswith(".tmp") and path not in mine:
+                    yield run_dir.name, path
+
+    def _missing(self, item: tuple[Any, ...]) -> bytes | None:
+        """The event of a write-back item, with only what the found files lack; None if they
+        hold all of it."""
+        if self._found is None:
+            self._found = self._scan()
+        steps, texts = self._found
+        if item[0] == "T":
+            _, run, tag, text, step, wall_time = item
+            if (run, tag, step, text) in texts:
+                return None
+            return encode_text_event(wall_time, step, tag, text)
+        _, run, values, step, wall_time, prefix = item
+        lacking = {key: value for key, value in values.items()
+                   if steps.get((run, prefix + key), -1) < step}
+        return encode_scalar_event(wall_time, step, lacking, prefix) if lacking else None
+
+    def _scan(self) -> tuple[dict[tuple[str, str], int], set[tuple[str, str, int, str]]]:
+        event_pb2, _ = _proto()
+        steps: dict[tuple[str, str], int] = {}
+        texts: set[tuple[str, str, int, str]] = set()
+        for run, path in self._found_files():
+            for data in iter_event_file(path):
+                try:
+                    event = event_pb2.Event.FromString(data)
+                except Exception:  # not an event: it holds nothing to write back over
                     continue
-                _rewrite(path, run, keep, event_pb2)
+                for value in event.summary.value:
+                    if value.HasField("tensor") and value.tensor.string_val:
+                        text = value.tensor.string_val[0].decode("utf-8", "replace")
+                        texts.add((run, value.tag, event.step, text))
+                    elif steps.get((run, value.tag), -1) < event.step:
+                        steps[(run, value.tag)] = event.step
+        return steps, texts
+
+    def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
+        event_pb2, _ = _proto()
+        for run, path in self._found_files():
+            _rewrite(path, run, keep, event_pb2)
         root = self.log_dir / "embeddings"
         if root.is_dir():
             for step_dir in root.iterdir():
@@ -553,7 +641,8 @@ class TensorBoardSink:
 
 
 _WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embeddings",
-         "r": "truncate", "f": "flush", "c": "close"}
+         "r": "truncate", "f": "flush", "c": "close", "S": "write back scalars",
+         "T": "write back text"}
 
 
 def _quote(name: str) -> str:
@@ -627,19 +716,4 @@ def _image(tag: str, values: Any) -> Any:
     return summary.image(tag, pixels, dataformats="HW")
 
 
-def _text(tag: str, text: str) -> Any:
-    from tensorboardX.proto.plugin_text_pb2 import TextPluginData
-    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboardX.proto.tensor_pb2 import TensorProto
-    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
-
-    # As tensorboardX's summary.text, but under the tag given (it appends "/text_summary").
-    plugin = SummaryMetadata.PluginData(plugin_name="text",
-                                        content=TextPluginData(version=0).SerializeToString())
-    tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
-                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
-    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin),
-                                        tensor=tensor)])
-
-
-_SUMMARIES: dict[str, Callable[[str, Any], Any]] = {"h": _histogram, "i": _image, "t": _text}
+_SUMMARIES: dict[str, Callable[[str, Any], Any]] = {"h": _histogram, "i": _image}

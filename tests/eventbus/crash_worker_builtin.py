@@ -4,9 +4,10 @@ Usage: python crash_worker_builtin.py OUT
 
 A NumPy MLP learns the demo's spirals. EarlyStopping and ReduceLROnPlateau watch val_loss,
 ModelCheckpoint keeps the best model and the last one as HDF5 under OUT/checkpoints, CSVLogger
-writes OUT/history.csv, and BackupAndRestore keeps the run's event log and weights in
-OUT/backup (kept after the end: ``delete_checkpoint=False``). Run it again after a kill and
-BackupAndRestore hands its log to the bus, which resumes from it: it goes on where it was.
+writes OUT/history.csv, TensorBoard OUT/tensorboard, and BackupAndRestore keeps the run's event
+log and weights in OUT/backup (kept after the end: ``delete_checkpoint=False``). Run it again
+after a kill and BackupAndRestore hands its log to the bus, which resumes from it: it goes on
+where it was.
 
 Deterministic across kills: the weights come back from the backup of the last finished epoch,
 the learning rate from the log, and each epoch's batch order from a generator seeded by the
@@ -33,6 +34,7 @@ from plugins import (  # noqa: E402
     EarlyStopping,
     ModelCheckpoint,
     ReduceLROnPlateau,
+    TensorBoard,
 )
 
 EPOCHS, BATCH, SEED = 30, 32, 3
@@ -47,6 +49,7 @@ def plugins(out: str) -> list[object]:
         # The same target every epoch: each save replaces the file a kill may interrupt.
         ModelCheckpoint(os.path.join(out, "checkpoints", "last.h5")),
         CSVLogger(os.path.join(out, "history.csv")),
+        TensorBoard(os.path.join(out, "tensorboard")),
         BackupAndRestore(os.path.join(out, "backup"), delete_checkpoint=False),
     ]
 

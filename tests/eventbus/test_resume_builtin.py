@@ -1,7 +1,7 @@
 """Resume with the built-in plugins: a real training subprocess killed with SIGKILL, resumed.
 
 The worker (crash_worker_builtin.py) trains a NumPy MLP with EarlyStopping, ReduceLROnPlateau,
-two ModelCheckpoints (best-only, and one target replaced every epoch), CSVLogger and
+two ModelCheckpoints (best-only, and one target replaced every epoch), CSVLogger, TensorBoard and
 BackupAndRestore, plus the run's own log (``Bus(log=..., resume=True)``). Each seed kills it at
 1 to 3 random events of the run, starting it again after each, until it finishes; the result
 must be the uninterrupted run's, file for file, in both logs.
@@ -24,6 +24,7 @@ import pytest
 from eventbus import read_log
 from eventbus import records as r
 from eventbus.replay import effective_records
+from sinks.tensorboard import iter_event_file
 
 from crash_runs import events_of, kill_points, kill_until_done
 
@@ -63,6 +64,29 @@ def csv_rows(out: Path) -> list[list[str]]:
         return list(csv.reader(file))
 
 
+def tensorboard(out: Path) -> list[tuple]:
+    """What the run's TensorBoard files hold: (run, tag, step, value or text), sorted; the steps
+    of each scalar tag are checked to only go up file after file, those of the decisions never
+    to go back (TensorBoard's server drops the values past a step that goes back)."""
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for run in ("train", "validation"):
+        steps: dict[str, list[int]] = {}
+        for path in sorted((out / "tensorboard" / run).glob("*tfevents*")):
+            for data in iter_event_file(path):
+                event = event_pb2.Event.FromString(data)
+                for value in event.summary.value:
+                    steps.setdefault(value.tag, []).append(event.step)
+                    item = value.tensor.string_val[0].decode().replace(str(out), "OUT") \
+                        if value.HasField("tensor") else value.simple_value
+                    found.append((run, value.tag, event.step, item))
+        for tag, seen in steps.items():
+            assert seen == (sorted(seen) if tag == "decisions" else sorted(set(seen))), \
+                (run, tag, seen)
+    return sorted(found)
+
+
 def weights(path: Path) -> dict[str, np.ndarray]:
     import h5py
 
@@ -97,7 +121,8 @@ def test_the_clean_run_exercises_every_plugin(clean):
 @pytest.mark.parametrize("seed", range(3))
 def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path, uninterrupted,
                                                                        seed):
-    """Same decisions, a whole log, whole checkpoints with the same weights, one CSV row each."""
+    """Same decisions, a whole log, whole checkpoints with the same weights, one CSV row each,
+    the same TensorBoard scalars and decisions."""
     clean, events = uninterrupted
     points = kill_points(random.Random(seed), events)
     out = tmp_path / "run"
@@ -138,3 +163,6 @@ def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(tmp_path,
     epochs = [row[0] for row in rows[1:]]
     assert len(epochs) == len(set(epochs))
     assert rows == csv_rows(clean)
+
+    # TensorBoard shows the uninterrupted run: every epoch's scalars and every decision once.
+    assert tensorboard(out) == tensorboard(clean)

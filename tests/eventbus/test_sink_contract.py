@@ -11,6 +11,7 @@ recorded, taken out of the run, and training goes on.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from eventbus import (
     replay,
 )
 from eventbus import records as r
+from eventbus.effective import resume_point
 from eventbus.jsonl import JsonlWriter
 from eventbus.parquet import ParquetWriter
 from eventbus.testing import RecordingWriter
@@ -119,10 +121,18 @@ CASES = [
 
 
 def watch(sink: Any, now: Callable[[], int] = lambda: -1) -> list[tuple]:
-    """Wrap the instance's open, write and close so each call is noted, in order: the run and
-    its resumed flag at open, the kind and seq of each record, the bus's seq at close."""
+    """Wrap the instance's open, write, close (and catch_up, if it has one) so each call is
+    noted, in order: the run and its resumed flag at open, the kind and seq of each record, the
+    bus's seq at close."""
     calls: list[tuple] = []
     opener, writer, closer = sink.open, sink.write, sink.close
+    catcher = getattr(sink, "catch_up", None)
+    if catcher is not None:
+        def caught_up(record, run):
+            calls.append(("catch_up", record["kind"], record["seq"]))
+            return catcher(record, run)
+
+        sink.catch_up = caught_up
 
     def opened(run):
         calls.append(("open", run, run.resumed))
@@ -246,8 +256,9 @@ class TestContract:
     @pytest.mark.filterwarnings("ignore:.*no weights:eventbus.RunWarning")
     def test_a_resume_writes_none_of_the_past_to_it(self, case, tmp_path, server):
         """Resuming a crashed run, the sink is opened once, with the resumed run, before its
-        first record; one that takes some kinds gets none of the records the log already had,
-        and a log (every kind) gets each record of the run once, in seq order."""
+        first record; one that takes some kinds gets none of the records the log already had
+        (one with ``catch_up`` gets them there, each once, before it is opened), and a log
+        (every kind) gets each record of the run once, in seq order."""
         collector = server()
         recorded = tmp_path / "run.jsonl"
         first = Bus([Decider(os.fspath(tmp_path / "ckpt.h5"))], log=recorded, model=model())
@@ -255,6 +266,11 @@ class TestContract:
         epoch(first, 0)
         first.close()  # the loop died in epoch 1
         crashed_at = first.seq
+        # The run up to where it goes on: its last finished epoch and the decisions after it
+        # (the records of the epoch it died in are published again).
+        point = resume_point(recorded).seq
+        past = list(itertools.takewhile(
+            lambda rec: rec.seq <= point or rec.category != "observation", read_log(recorded)))
 
         sink = case.make(tmp_path / "fresh", collector.url, io.StringIO())
         holder: dict = {}
@@ -273,7 +289,12 @@ class TestContract:
         assert seqs == sorted(set(seqs))
         if sink.takes is not None:
             assert all(seq > crashed_at for seq in seqs)
-            assert calls[0][0] == "open"
+            caught = [(seq, kind) for what, kind, seq in (c for c in calls if c[0] == "catch_up")]
+            if hasattr(sink, "catch_up"):
+                taken = [(rec.seq, rec.kind) for rec in past if rec.kind in sink.takes]
+                assert taken and caught == taken
+            assert [c[0] for c in calls[:len(caught)]] == ["catch_up"] * len(caught)
+            assert calls[len(caught)][0] == "open"
         else:  # another log of the run: it is given the run so far, then the rest
             whole = [(rec.seq, rec.kind) for rec in read_log(recorded)]
             assert got == whole

@@ -5,6 +5,10 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +31,7 @@ from eventbus.records import (
 )
 from eventbus.testing import RecordingWriter, epochs, run
 from plugins import TensorBoard
+from sinks.tensorboard import frame_records, iter_event_file
 
 from hypothesis_profiles import FILES, examples
 
@@ -414,6 +419,121 @@ class TestResume:
         assert [e.step for e in train_acc.Scalars("epoch_steps_per_second")] == [0, 1, 2, 3]
         assert [e.step for e in train_acc.Scalars("batch_steps_per_second")] == \
             list(range(1, 13))
+
+
+def steps_in_file_order(run_dir: Path) -> dict[str, list[int]]:
+    """Per tag, the steps of its values as TensorBoard's server reads them: file after file in
+    name order, record after record."""
+    from tensorboardX.proto import event_pb2
+
+    steps: dict[str, list[int]] = {}
+    for path in sorted(run_dir.glob("*tfevents*")):
+        for data in iter_event_file(path):
+            event = event_pb2.Event.FromString(data)
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def cut_events(path: Path, keep: int) -> None:
+    """The file as a crash leaves it: its first ``keep`` records, the rest never written."""
+    records = list(iter_event_file(path))
+    path.write_bytes(frame_records(records[:keep]))
+
+
+class TestWriteBack:
+    @examples(FILES)  # event files written, cut, written back and read back
+    @given(total=st.integers(2, 4), data=st.data())
+    def test_a_resume_writes_back_what_the_files_lost(self, tmp_path_factory, total, data):
+        """Property: event files that lost any tail in a crash get it back on resume, from the
+        event log: every tag has each step once with the logged value, and the steps of a tag
+        only go up file after file (TensorBoard's server drops values when a step goes back)."""
+        tmp = tmp_path_factory.mktemp("tb")
+        log_dir, log = tmp / "logs", tmp / "run.jsonl"
+        done = data.draw(st.integers(1, total), label="epochs before the crash")
+        kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
+        model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
+
+        def plugins():
+            return [TensorBoard(log_dir, update_freq=1, write_steps_per_second=True),
+                    HalveAtEpoch1()]
+
+        bus = Bus(plugins(), log=log, model=model)
+        bus.train_begin({"epochs": total})
+        train(bus, done)
+        bus.close()
+        crash_after(log, kept)
+        for run_dir in (log_dir / "train", log_dir / "validation"):
+            (path,) = run_dir.glob("*tfevents*")
+            size = len(list(iter_event_file(path)))
+            cut_events(path, data.draw(st.integers(1, size), label=f"{run_dir.name} records"))
+
+        bus = Bus(plugins(), log=log, model=model, resume=True)
+        assert bus.initial_epoch == kept + 1
+        bus.train_begin({"epochs": total})
+        train(bus, total, start=bus.initial_epoch, shift=10.0)
+        bus.train_end()
+        bus.close()
+
+        train_acc = acc(log_dir / "train")
+        epoch_loss = [(e.step, e.value) for e in train_acc.Scalars("epoch_loss")]
+        assert epoch_loss == [(s, f32(1.0 / (s + 1) + (10.0 if s > kept else 0.0)))
+                              for s in range(total)]
+        assert [e.step for e in train_acc.Scalars("batch_loss")] == list(range(1, total * 3 + 1))
+        assert [e.step for e in train_acc.Scalars("epoch_steps_per_second")] == \
+            list(range(total))
+        assert [e.step for e in acc(log_dir / "validation").Scalars("epoch_loss")] == \
+            list(range(total))
+        texts = {tag: [(e.step, e.tensor_proto.string_val[0].decode()) for e in
+                       train_acc.Tensors(tag)] for tag in ("decisions", "model_config")}
+        assert [step for step, _ in texts["model_config"]] == [0]
+        assert [(step, "set_learning_rate" in text) for step, text in texts["decisions"]] == \
+            [(1, True)]
+        for run_dir in (log_dir / "train", log_dir / "validation"):
+            for tag, steps in steps_in_file_order(run_dir).items():
+                assert steps == sorted(set(steps)), (run_dir.name, tag)
+
+
+WORKER = """
+import sys
+import numpy as np
+from eventbus import Bus, NumpyModel
+from plugins import TensorBoard
+
+out = sys.argv[1]
+bus = Bus([TensorBoard(out + "/logs")], log=out + "/run.jsonl",
+          model=NumpyModel({"w": np.ones(3)}, learning_rate=0.1))
+bus.train_begin({"epochs": 100})
+for epoch in range(100):
+    bus.epoch_begin(epoch)
+    bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
+    print(f"epoch_end {epoch}", flush=True)
+    if epoch == 2:
+        sys.stdin.readline()  # killed here
+"""
+
+
+class TestDurability:
+    def test_an_epoch_is_in_the_files_when_epoch_end_returns(self, tmp_path):
+        """SIGKILLed right after its third epoch ends, a run's event files hold all three
+        epochs, as its event log does: nothing a finished epoch wrote waits in memory (the first
+        text of a run, the model's configuration, never waits for tensorboardX's import)."""
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            for epoch in range(3):
+                assert proc.stdout.readline() == f"epoch_end {epoch}\n"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.stdin.close()
+            proc.stdout.close()
+        assert [e.step for e in acc(tmp_path / "logs" / "train").Scalars("epoch_loss")] == \
+            [0, 1, 2]
+        assert [e.step for e in acc(tmp_path / "logs" / "validation").Scalars("epoch_loss")] \
+            == [0, 1, 2]
+        assert len(acc(tmp_path / "logs" / "train").Tensors("model_config")) == 1
 
 
 class TestNoTrainBegin:

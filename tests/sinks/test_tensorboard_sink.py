@@ -25,6 +25,7 @@ from sinks.tensorboard import (
     TensorBoardSink,
     encode_file_version_event,
     encode_scalar_event,
+    encode_text_event,
     frame_records,
     iter_event_file,
     masked_crc32c,
@@ -71,12 +72,31 @@ class TestEncoding:
         # Parsed, not compared byte for byte: protobuf leaves a zero wall_time out.
         assert event_pb2.Event.FromString(encode_file_version_event(wall_time)) == expected
 
-    def test_a_run_of_scalars_never_imports_tensorboardx(self, tmp_path):
+    @given(wall_time=st.floats(0, 4e9), step=st.integers(-2**63, 2**63 - 1), tag=TAGS,
+           text=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300))
+    def test_text_event_is_the_protobuf_encoding(self, wall_time, step, tag, text):
+        """Hand-encoded text events are the bytes tensorboardX's classes build for summary.text
+        (under the tag given)."""
+        from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        expected = event_pb2.Event(wall_time=wall_time, step=step, summary=summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]))
+        assert event_pb2.Event.FromString(encode_text_event(wall_time, step, tag, text)) == \
+            expected
+
+    def test_a_run_of_scalars_and_text_never_imports_tensorboardx(self, tmp_path):
         """Its import can take seconds (it may import torch); the event file must not wait."""
         script = (
             "import sys\n"
             "from sinks.tensorboard import TensorBoardSink\n"
             f"sink = TensorBoardSink({str(tmp_path)!r})\n"
+            "sink.text('train', 'model_config', '{}', step=0, wall_time=1.0)\n"
             "sink.scalars('train', {'loss': 0.5}, step=0, wall_time=1.0)\n"
             "sink.flush()\n"
             "sink.close()\n"
@@ -84,7 +104,9 @@ class TestEncoding:
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              check=True, timeout=120)
         assert out.stdout.strip() == "False"
-        assert accumulator(tmp_path / "train").Scalars("loss")[0].value == 0.5
+        acc = accumulator(tmp_path / "train")
+        assert acc.Scalars("loss")[0].value == 0.5
+        assert acc.Tensors("model_config")[0].tensor_proto.string_val == [b"{}"]
 
     def test_values_beyond_float32_become_infinite(self):
         """A value too large for float32 is stored as infinity (TensorFlow's cast), not an error."""
@@ -183,6 +205,61 @@ class TestSink:
         assert [e.step for e in acc.Scalars("epoch_acc")] == [0, 1, 2, 3]
         assert val_file.read_bytes() == before
         assert not list(tmp_path.rglob("*.tmp"))
+
+    def test_only_missing_writes_back_what_the_files_lack(self, tmp_path):
+        """A write-back adds, per run and tag, only the steps past the highest the files that
+        were there hold, and only texts they do not hold; what this sink writes itself does not
+        count; the result reads back with each step once, in order."""
+        with TensorBoardSink(tmp_path) as sink:
+            for step in range(3):
+                sink.scalars("train", {"loss": step}, step, 1.0, "epoch_")
+            sink.scalars("train", {"acc": 0.0}, 0, 1.0, "epoch_")  # acc got one epoch only
+            sink.text("train", "decisions", "cut", 1, 1.0)
+        with TensorBoardSink(tmp_path) as sink:
+            for step in range(5):
+                sink.scalars("train", {"loss": step, "acc": step / 10}, step, 2.0, "epoch_",
+                             only_missing=True)
+                sink.scalars("validation", {"loss": step}, step, 2.0, "epoch_",
+                             only_missing=True)
+            sink.text("train", "decisions", "cut", 1, 2.0, only_missing=True)  # held already
+            sink.text("train", "decisions", "stop", 4, 2.0, only_missing=True)
+            sink.scalars("train", {"loss": 5}, 5, 3.0, "epoch_")  # the run going on
+        acc = accumulator(tmp_path / "train")
+        assert [(e.step, e.value) for e in acc.Scalars("epoch_loss")] == \
+            [(s, float(s)) for s in range(6)]
+        assert [e.step for e in acc.Scalars("epoch_acc")] == [0, 1, 2, 3, 4]
+        assert [(e.step, e.tensor_proto.string_val) for e in acc.Tensors("decisions")] == \
+            [(1, [b"cut"]), (4, [b"stop"])]
+        assert [e.step for e in accumulator(tmp_path / "validation").Scalars("epoch_loss")] \
+            == list(range(5))
+
+    def test_a_write_back_over_damaged_files_writes_it_all(self, tmp_path):
+        """Files that hold garbage hold nothing to write back over: every value is written."""
+        (tmp_path / "train").mkdir()
+        garbage = tmp_path / "train" / "events.out.tfevents.1.host"
+        garbage.write_bytes(frame_records([b"\xff" * 20]))
+        errors = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1.0, "epoch_", only_missing=True)
+        assert errors == []
+        garbage.unlink()  # TensorBoard's reader stops at it
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] == [0]
+
+    def test_flush_without_sync_writes_through(self, tmp_path, monkeypatch):
+        """flush(sync=False) returns once what was queued is in the file, without fsync."""
+        synced = []
+        monkeypatch.setattr(tbs.os, "fsync", lambda fd: synced.append(fd))
+        sink = TensorBoardSink(tmp_path)
+        try:
+            sink.scalars("train", {"loss": 1.0}, 0, 1.0)
+            assert sink.flush(10, sync=False)
+            (path,) = (tmp_path / "train").iterdir()
+            assert len(list(iter_event_file(path))) == 2  # the file version, the scalars
+            assert synced == []
+            assert sink.flush(10)
+            assert synced
+        finally:
+            sink.close()
 
     def test_write_errors_are_reported_and_writing_goes_on(self, tmp_path):
         """A run directory that cannot be made is reported through on_error; others still work."""
