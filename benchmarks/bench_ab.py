@@ -7,6 +7,8 @@ its own tree, round after round, so the machine's drift hits both alike. Each pr
 
 - ``batch_end`` with 12 metric-reading subscribers and a JSON Lines log, as a ratio to the
   hand-written floor measured in the same process (bench_core.py's floor);
+- ``batch_end`` with a JSON Lines log alone, and with a Parquet log alone, as ratios to the
+  same floor (each log's own path through the bus);
 - ``batch_begin`` that no plugin and no log takes, in microseconds.
 
 The medians over rounds are printed with the change from REF to the working tree. Nothing here
@@ -90,7 +92,23 @@ def idle(n):
         begin(i, LOGS)
 
 
-runs = {"floor": floor, "bus": ours, "idle": idle}
+def log_only(suffix):
+    # A log and nothing else: the batch path's cost to each log format.
+    log_bus = Bus(log=os.path.join(tmp, "only" + suffix))
+    log_bus.train_begin({"epochs": 1})
+    log_bus.epoch_begin(0)
+    closers.append(log_bus.close)
+
+    def run(n):
+        end = log_bus.batch_end
+        for i in range(n):
+            end(i, LOGS)
+    return run
+
+
+closers = []
+runs = {"floor": floor, "bus": ours, "idle": idle, "jsonl": log_only(".jsonl"),
+        "parquet": log_only(".parquet")}
 best = dict.fromkeys(runs, float("inf"))
 for run in runs.values():
     run(1000)
@@ -101,9 +119,13 @@ for _ in range(rounds):
         run(chunk)
         best[label] = min(best[label], (time.perf_counter() - start) / chunk * 1e6)
 bus.close()
+for close in closers:
+    close()
 out.close()
 print(json.dumps({"ratio": best["bus"] / best["floor"], "idle_us": best["idle"],
-                  "bus_us": best["bus"], "floor_us": best["floor"]}))
+                  "bus_us": best["bus"], "floor_us": best["floor"],
+                  "jsonl": best["jsonl"] / best["floor"],
+                  "parquet": best["parquet"] / best["floor"]}))
 """
 
 
@@ -141,6 +163,8 @@ def main() -> None:
     print(f"  {'':44} {'before':>9} {'after':>9} {'change':>8}")
     for key, label in (("ratio", "batch_end, 12 subscribers, JSONL / floor"),
                        ("bus_us", "  batch_end, µs"), ("floor_us", "  the floor, µs"),
+                       ("jsonl", "batch_end, a JSONL log alone / floor"),
+                       ("parquet", "batch_end, a Parquet log alone / floor"),
                        ("idle_us", "batch_begin nobody takes, no log, µs")):
         a = statistics.median(r[key] for r in results["before"])
         b = statistics.median(r[key] for r in results["after"])

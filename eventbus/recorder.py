@@ -171,6 +171,12 @@ class Recorder:
             if callable(opener):
                 opener(run)
 
+    def route(self, kind: str) -> tuple[tuple[Callable[[dict[str, Any]], Any], ...],
+                                        tuple[Slot, ...]]:
+        """The write methods of the sinks taking ``kind``, and those sinks."""
+        tables = self.tables
+        return tables.writes[kind], tables.owners[kind]
+
     def wants(self, kind: str) -> bool:
         """Whether any sink takes records of ``kind``."""
         return bool(self.tables.writes.get(kind))
@@ -186,7 +192,8 @@ class Recorder:
         tables.line_slots = tuple(s for s in batch if s.buffer is not None)
         tables.lines = tuple(s.buffer.extend for s in tables.line_slots)  # type: ignore[union-attr]
         tables.finite_owners = tuple(s for s in batch if s.buffer is None)
-        tables.finite_writes = tuple(s.write for s in tables.finite_owners)
+        tables.finite_writes = tuple(getattr(s.sink, "write_finite", s.write)
+                                     for s in tables.finite_owners)
         self.tables = tables
         self.on_change()
 
@@ -235,22 +242,25 @@ class Recorder:
         return error
 
     def fan_out(self, record: dict[str, Any], writes: tuple[Any, ...],
-                owners: tuple[Slot, ...], start: int) -> list[Trouble] | None:
+                owners: tuple[Slot, ...], start: int, first: Any = None) -> list[Trouble] | None:
         """Write ``record`` with ``writes[start:]`` (made by ``owners``), going on past a sink
-        that fails; returns the failures and results, None when there are none."""
+        that fails; returns the failures and results, None when there are none. ``first``: what
+        ``writes[start]`` gave (its result, or the exception it raised) when the caller made
+        that call itself (the batch path's inlined loop): it is not made again."""
         left: list[Trouble] | None = None
         for i in range(start, len(writes)):
-            try:
-                out = writes[i](record)
-            except Exception as exc:
-                if left is None:
-                    left = []
-                left.append(Trouble(owners[i], error=exc))
-                continue
+            if i == start and first is not None:
+                out = first
+            else:
+                try:
+                    out = writes[i](record)
+                except Exception as exc:
+                    out = exc
             if out is not None:
                 if left is None:
                     left = []
-                left.append(Trouble(owners[i], out=out))
+                left.append(Trouble(owners[i], error=out) if isinstance(out, Exception)
+                            else Trouble(owners[i], out=out))
         for trouble in left or ():
             if trouble.error is not None:
                 self.detach(trouble.slot.sink)

@@ -24,10 +24,12 @@ TensorBoard has one; a sink without it gets none of the past.
 A sink that raises is closed, recorded as ``sink_failed`` and left out for the rest of the run:
 training never stops for a sink.
 
-One optional fast path: a sink that keeps JSON Lines in memory sets ``line_buffer`` to its
-``bytearray``; the bus then appends each batch record whose metrics are finite floats to it as
-one encoded line (encoded once for every such sink) instead of calling ``write``, and calls
-``flush()`` when the buffer holds ``buffer_bytes``.
+Two optional fast paths, for the batch records whose metrics the bus has checked are finite
+floats: a sink that keeps JSON Lines in memory sets ``line_buffer`` to its ``bytearray``, and
+the bus appends each such record to it as one encoded line (encoded once for every such sink)
+instead of calling ``write``, and calls ``flush()`` when the buffer holds ``buffer_bytes``; a
+sink with a ``write_finite(record)`` method gets each such record there instead of ``write``,
+its fields in ``records.BATCH_FIELDS`` order (the Parquet log skips its own checks so).
 
 A plugin that is a ``Sink`` (CSVLogger, TensorBoard, RemoteMonitor, ...) is attached as a sink
 when it is registered; other sinks are given as ``Bus(log=[...])`` or added by a plugin at

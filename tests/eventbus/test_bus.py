@@ -796,6 +796,69 @@ class TestFastPathFailures:
         assert sum(rec["kind"] == "batch_end" for rec in memory.records) == 200
 
 
+class TestCheckedBatchPath:
+    class Checked:
+        """A sink with the checked-record fast path, noting which way each record came."""
+
+        name = "checked"
+
+        def __init__(self, fail_at: int | None = None, give_at: int | None = None):
+            self.ways: list[tuple[str, int]] = []
+            self.fail_at, self.give_at = fail_at, give_at
+
+        def write(self, record):
+            self.ways.append(("write", record["seq"]))
+
+        def write_finite(self, record):
+            assert list(record) == list(r.BATCH_FIELDS)  # what the fast path may rely on
+            self.ways.append(("finite", record["seq"]))
+            if record["batch"] == self.fail_at:
+                raise OSError(5, "Input/output error")
+            if record["batch"] == self.give_at:
+                return r.Warning(message="seen")
+            return None
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    def test_checked_batch_records_take_write_finite_and_others_write(self):
+        """A batch_end whose metrics are finite floats goes to write_finite; one holding a NaN
+        (which the sink must check itself) to write; every other record to write."""
+        sink = self.Checked()
+        bus = Bus(log=[sink])
+        bus.epoch_begin(0)
+        bus.batch_end(0, {"loss": 1.0})
+        bus.batch_end(1, {"loss": float("nan")})
+        bus.epoch_end(0, {})
+        bus.close()
+        # The header, epoch_begin, the two batches, epoch_end: in seq order, each once.
+        assert [way for way, _ in sink.ways][:5] == ["write", "write", "finite", "write", "write"]
+        seqs = [seq for _, seq in sink.ways]
+        assert seqs == sorted(set(seqs))
+
+    def test_a_failing_or_answering_fast_path_is_settled_and_the_next_sink_still_writes(self):
+        """write_finite that raises is a sink_failed, one that returns records has them
+        recorded, and the sinks after it get the record, once."""
+        failing, answering, memory = self.Checked(fail_at=1), self.Checked(give_at=2), \
+            RecordingWriter()
+        answering.name = "answering"
+        bus = Bus(log=[failing, answering, memory])
+        bus.epoch_begin(0)
+        with pytest.warns(RunWarning, match="answering: seen"):
+            for i in range(4):
+                bus.batch_end(i, {"loss": 1.0})
+        with pytest.warns(SinkFailureWarning, match="checked.*Input/output error"):
+            bus.close()
+        assert [way for way, _ in failing.ways] == ["write", "write", "finite", "finite"]
+        assert [way for way, _ in answering.ways].count("finite") == 4
+        kinds = [rec["kind"] for rec in memory.records]
+        assert kinds.count("batch_end") == 4
+        assert kinds.count("sink_failed") == 1 and kinds.count("warning") == 1
+
+
 class TestFileDescriptors:
     def test_a_log_that_cannot_be_written_lets_its_file_go(self, tmp_path):
         """A JSON Lines writer whose last flush fails still closes its file: no descriptor,

@@ -121,11 +121,18 @@ CASES = [
 
 
 def watch(sink: Any, now: Callable[[], int] = lambda: -1) -> list[tuple]:
-    """Wrap the instance's open, write, close (and catch_up, if it has one) so each call is
-    noted, in order: the run and its resumed flag at open, the kind and seq of each record, the
-    bus's seq at close."""
+    """Wrap the instance's open, write, close (write_finite and catch_up, if it has them) so
+    each call is noted, in order: the run and its resumed flag at open, the kind and seq of
+    each record, the bus's seq at close."""
     calls: list[tuple] = []
     opener, writer, closer = sink.open, sink.write, sink.close
+    finite = getattr(sink, "write_finite", None)
+    if finite is not None:  # the fast path for checked batch records: a write all the same
+        def wrote_finite(record):
+            calls.append(("write", record["kind"], record["seq"]))
+            return finite(record)
+
+        sink.write_finite = wrote_finite
     catcher = getattr(sink, "catch_up", None)
     if catcher is not None:
         def caught_up(record, run):
