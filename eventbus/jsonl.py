@@ -261,30 +261,14 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     loads = orjson.loads
     version = SCHEMA_VERSION
     before = 0  # lines in the pieces already read
-    # The start of a line the next piece finishes (or a torn one), in pieces: a line longer
-    # than a piece is joined once, when it ends, not copied again with every piece.
-    rest: list[bytes] = []
-    size = 0  # of the bytes in ``rest``
+    tail = b""
     with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            if rest:
-                end = chunk.find(b"\n")
-                if size + (len(chunk) if end == -1 else end) > MAX_LINE_BYTES:
-                    raise _too_long(path, before + 1)
-                rest.append(chunk)
-                if end == -1:
-                    size += len(chunk)
-                    continue
-                data = b"".join(rest)
-            else:
-                data = chunk
+        for data, cut in _pieces(path, file):
+            if cut < 0:
+                tail = data
+                break
             lines = data.split(b"\n")
-            last = lines.pop()  # the start of a line the next piece finishes (or a torn one)
-            rest, size = ([last], len(last)) if last else ([], 0)
-            if size > MAX_LINE_BYTES:
-                raise _too_long(path, before + len(lines) + 1)
-            if not lines:
-                continue
+            del lines[-1]  # what follows the last newline: the next piece starts with it
             special = _may_hold_nonfinite(data)
             if not before:
                 yield _first_record(path, lines[0])
@@ -304,8 +288,7 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                     decode_nonfinite(record)
                 yield record
             before += len(lines)
-    if rest:  # a last line without its newline: whole, or cut by a crash mid-write
-        tail = b"".join(rest)
+    if tail:  # a last line without its newline: whole, or cut by a crash mid-write
         number = before + 1
         try:
             record = loads(tail)
@@ -322,6 +305,41 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         yield _checked(record, path, number)
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _pieces(path: Path, file: Any) -> Iterator[tuple[bytes, int]]:
+    """``file`` read a piece at a time, as ``(data, cut)``: ``data`` holds whole lines up to
+    ``cut`` (just after its last newline) and the start of the next line after it, which the
+    next piece begins with again. Last comes ``(what follows the last newline, -1)``: a line
+    without its newline, whole or torn (b"" when the file ends with a newline).
+
+    A line longer than a piece is gathered in parts and joined once, when it ends, never copied
+    again with every piece; one longer than :data:`MAX_LINE_BYTES` is a
+    :class:`LogCorruptError` naming it, before it is held whole."""
+    offset = 0  # where ``data`` starts in the file
+    rest: list[bytes] = []  # the start of a line the next piece finishes, in parts
+    size = 0  # of the bytes in ``rest``
+    while chunk := file.read(_CHUNK):
+        if rest:
+            end = chunk.find(b"\n")
+            if size + (len(chunk) if end == -1 else end) > MAX_LINE_BYTES:
+                raise _too_long(path, _lines_before(file, offset) + 1)
+            rest.append(chunk)
+            if end == -1:
+                size += len(chunk)
+                continue
+            data = b"".join(rest)
+        else:
+            data = chunk
+        cut = data.rfind(b"\n") + 1
+        size = len(data) - cut
+        rest = [data[cut:]] if size else []
+        if size > MAX_LINE_BYTES:
+            raise _too_long(path, _lines_before(file, offset + cut) + 1)
+        if cut:
+            yield data, cut
+        offset += cut
+    yield b"".join(rest), -1
 
 
 def _too_long(path: Path, number: int) -> LogCorruptError:
@@ -539,39 +557,23 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
-    rest: list[bytes] = []  # the start of a line the next piece finishes, in pieces
-    size = 0
     with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            if rest:
-                end = chunk.find(b"\n")
-                if size + (len(chunk) if end == -1 else end) > MAX_LINE_BYTES:
-                    raise _too_long(Path(path), _lines_before(file, offset) + 1)
-                rest.append(chunk)
-                if end == -1:
-                    size += len(chunk)
-                    continue
-                data = b"".join(rest)
-            else:
-                data = chunk
-            cut = data.rfind(b"\n") + 1
-            data, last = data[:cut], data[cut:]
-            rest, size = ([last], len(last)) if last else ([], 0)
-            if size > MAX_LINE_BYTES:
-                raise _too_long(Path(path), _lines_before(file, offset + cut) + 1)
+        for data, cut in _pieces(Path(path), file):
+            if cut < 0:
+                if data:
+                    _add_found(data, offset, wanted, found)
+                break
             starts: set[int] = set()
             for needle in needles:
-                at = data.find(needle)
+                at = data.find(needle, 0, cut)
                 while at >= 0:
                     start = data.rfind(b"\n", 0, at) + 1
                     end = data.find(b"\n", at)
                     if start not in starts:
                         starts.add(start)
                         _add_found(data[start:end], offset + start, wanted, found)
-                    at = data.find(needle, end)
+                    at = data.find(needle, end, cut)
             offset += cut
-    if rest:
-        _add_found(b"".join(rest), offset, wanted, found)
     return [record for _, record in sorted(found, key=lambda item: item[0])]
 
 
