@@ -365,30 +365,39 @@ def crash_after(log, epoch):
     raise AssertionError(f"no epoch_end {epoch}")
 
 
+def crash_and_resume(plugins, log_dir: Path, data, total: int,
+                     damage=lambda log_dir, data: None) -> int:
+    """A run of ``total`` epochs killed after some, its log cut back to an earlier epoch_end
+    (the event files may be ahead of it), ``damage``-d, then resumed and run to its end with
+    the losses shifted by 10 from the resume on; returns the last epoch the log kept."""
+    log = log_dir.parent / "run.jsonl"
+    done = data.draw(st.integers(1, total), label="epochs before the crash")
+    kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
+    model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
+    bus = Bus(plugins(), log=log, model=model)
+    bus.train_begin({"epochs": total})
+    train(bus, done)
+    bus.close()
+    crash_after(log, kept)
+    damage(log_dir, data)
+
+    bus = Bus(plugins(), log=log, model=model, resume=True)
+    assert bus.initial_epoch == kept + 1
+    bus.train_begin({"epochs": total})
+    train(bus, total, start=bus.initial_epoch, shift=10.0)
+    bus.train_end()
+    bus.close()
+    return kept
+
+
 class TestResume:
     @examples(FILES)  # event files written twice and read back
     @given(total=st.integers(2, 4), data=st.data())
     def test_resumed_run_writes_no_step_twice(self, tmp_path_factory, total, data):
         """Property: after a crash and a resume, every tag has each step once, newest values."""
-        tmp = tmp_path_factory.mktemp("tb")
-        log_dir, log = tmp / "logs", tmp / "run.jsonl"
-        done = data.draw(st.integers(1, total), label="epochs before the crash")
-        kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
-        model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
-        plugin = TensorBoard(log_dir, update_freq=1, histogram_freq=1)
-        bus = Bus([plugin], log=log, model=model)
-        bus.train_begin({"epochs": total})
-        train(bus, done)
-        bus.close()
-        crash_after(log, kept)
-
-        plugin = TensorBoard(log_dir, update_freq=1, histogram_freq=1)
-        bus = Bus([plugin], log=log, model=model, resume=True)
-        assert bus.initial_epoch == kept + 1
-        bus.train_begin({"epochs": total})
-        train(bus, total, start=bus.initial_epoch, shift=10.0)
-        bus.train_end()
-        bus.close()
+        log_dir = tmp_path_factory.mktemp("tb") / "logs"
+        kept = crash_and_resume(lambda: [TensorBoard(log_dir, update_freq=1, histogram_freq=1)],
+                                log_dir, data, total)
 
         train_acc = acc(log_dir / "train")
         epoch_loss = [(e.step, e.value) for e in train_acc.Scalars("epoch_loss")]
@@ -448,32 +457,19 @@ class TestWriteBack:
         """Property: event files that lost any tail in a crash get it back on resume, from the
         event log: every tag has each step once with the logged value, and the steps of a tag
         only go up file after file (TensorBoard's server drops values when a step goes back)."""
-        tmp = tmp_path_factory.mktemp("tb")
-        log_dir, log = tmp / "logs", tmp / "run.jsonl"
-        done = data.draw(st.integers(1, total), label="epochs before the crash")
-        kept = data.draw(st.integers(0, done - 1), label="last epoch the log kept")
-        model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
+        log_dir = tmp_path_factory.mktemp("tb") / "logs"
 
         def plugins():
             return [TensorBoard(log_dir, update_freq=1, write_steps_per_second=True),
                     HalveAtEpoch1()]
 
-        bus = Bus(plugins(), log=log, model=model)
-        bus.train_begin({"epochs": total})
-        train(bus, done)
-        bus.close()
-        crash_after(log, kept)
-        for run_dir in (log_dir / "train", log_dir / "validation"):
-            (path,) = run_dir.glob("*tfevents*")
-            size = len(list(iter_event_file(path)))
-            cut_events(path, data.draw(st.integers(1, size), label=f"{run_dir.name} records"))
+        def lose_tails(log_dir, data):
+            for run_dir in (log_dir / "train", log_dir / "validation"):
+                (path,) = run_dir.glob("*tfevents*")
+                size = len(list(iter_event_file(path)))
+                cut_events(path, data.draw(st.integers(1, size), label=f"{run_dir.name} kept"))
 
-        bus = Bus(plugins(), log=log, model=model, resume=True)
-        assert bus.initial_epoch == kept + 1
-        bus.train_begin({"epochs": total})
-        train(bus, total, start=bus.initial_epoch, shift=10.0)
-        bus.train_end()
-        bus.close()
+        kept = crash_and_resume(plugins, log_dir, data, total, lose_tails)
 
         train_acc = acc(log_dir / "train")
         epoch_loss = [(e.step, e.value) for e in train_acc.Scalars("epoch_loss")]
