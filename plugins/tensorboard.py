@@ -186,10 +186,6 @@ class TensorBoard(Plugin, Sink):
                     "resume writes back the scalars and decisions)",
                     details={"pending": sink.pending}))
 
-    def sync(self) -> None:
-        if self._sink is not None:
-            self._sink.flush(0.0 if self._lagging else self.flush_timeout)
-
     def _open(self) -> Any:
         from sinks.tensorboard import TensorBoardSink
 
