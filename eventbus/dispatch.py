@@ -14,6 +14,9 @@ has an inlined copy of it (the hottest path; see the comment there).
 
 from __future__ import annotations
 
+import gc
+import inspect
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,6 +54,8 @@ class Dispatcher:
         #: Every plugin registered, in call order (disabled ones included).
         self.plugins: list[object] = []
         self._labels: dict[int, str] = {}
+        #: id(what pluggy registered) -> the plugin it stands for (see _carrier).
+        self._carried: dict[int, object] = {}
         self._disabled: set[int] = set()
         #: hook -> the active handlers, in call order. The same dict for the dispatcher's
         #: life, so callers may keep it; its values are replaced on every rebuild.
@@ -79,23 +84,51 @@ class Dispatcher:
         while label in taken:
             n += 1
             label = f"{name}#{n}"
+        carrier = self._carrier(plugin)
         try:
-            self._pm.register(plugin, name=f"{label}@{id(plugin)}")
+            self._pm.register(carrier, name=f"{label}@{id(plugin)}")
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self._pm.unregister(plugin)
+            self._pm.unregister(carrier)
             raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
         for hook in HOOKS:
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
-                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
-                    self._pm.unregister(plugin)
+                if impl.plugin is carrier and (impl.hookwrapper or impl.wrapper):
+                    self._pm.unregister(carrier)
                     raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
                                       "calls plugins in list order and has no wrappers",
                                       plugin=label)
         self.plugins.append(plugin)
         self._labels[id(plugin)] = label
+        self._carried[id(carrier)] = plugin
         self._rebuild()
         return label
+
+    def _carrier(self, plugin: object) -> object:
+        """What pluggy registers in ``plugin``'s place: an object holding its hook
+        implementations, found without ``dir(plugin)``.
+
+        pluggy looks for implementations with ``dir()`` on the plugin, which makes CPython 3.11
+        build the instance's ``__dict__``; from then on every attribute read on the plugin, which
+        its hooks do on every event, takes about twice as long. Implementations are looked up on
+        the class, and on the instance by the hook names; one an instance holds under a name of
+        its own (``hookimpl(specname=...)`` set in ``__init__``) is seen among the instance's
+        values, and only then is the instance searched with ``dir()``.
+        """
+        if isinstance(plugin, types.ModuleType):
+            return plugin
+        names = {n for n in dir(type(plugin)) if not n.startswith("__")}
+        names.update(hook for hook in HOOKS if hasattr(plugin, hook))
+        found = {name: getattr(plugin, name) for name in sorted(names)
+                 if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+        known = {id(getattr(fn, "__func__", fn)) for fn in found.values()}
+        if any(_is_impl(value) and id(getattr(value, "__func__", value)) not in known
+               for value in gc.get_referents(plugin)):
+            found = {name: getattr(plugin, name) for name in dir(plugin)
+                     if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+        carrier = _Implementations()
+        carrier.__dict__.update(found)
+        return carrier
 
     def label(self, plugin: object) -> str:
         return self._labels[id(plugin)]
@@ -118,11 +151,12 @@ class Dispatcher:
     def _rebuild(self) -> None:
         order = {id(p): i for i, p in enumerate(self.plugins) if id(p) not in self._disabled}
         self.owner = {}
+        carried = self._carried
         for hook in HOOKS:
-            impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
-                     if id(impl.plugin) in order]
-            impls.sort(key=lambda impl: order[id(impl.plugin)])
-            pairs = [(_adapt(impl, hook), impl.plugin) for impl in impls]
+            pairs = [(_adapt(impl, hook), carried[id(impl.plugin)])
+                     for impl in getattr(self._pm.hook, hook).get_hookimpls()
+                     if id(carried[id(impl.plugin)]) in order]
+            pairs.sort(key=lambda pair: order[id(pair[1])])
             for fn, plugin in pairs:
                 self.owner[id(fn)] = plugin
             self.calls[hook] = tuple(fn for fn, _ in pairs)
@@ -155,6 +189,15 @@ class Dispatcher:
                 if got:
                     made.extend(got)
         return made
+
+
+class _Implementations:
+    """A plugin's hook implementations, as pluggy registers them (compared by identity)."""
+
+
+def _is_impl(value: object) -> bool:
+    return inspect.isroutine(value) and isinstance(
+        getattr(value, f"{PROJECT_NAME}_impl", None), dict)
 
 
 def _adapt(impl: Any, hook: str) -> Handler:
