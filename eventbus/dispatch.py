@@ -15,6 +15,7 @@ has an inlined copy of it (the hottest path; see the comment there).
 from __future__ import annotations
 
 import gc
+import heapq
 import inspect
 import types
 from collections.abc import Callable, Iterable
@@ -57,6 +58,8 @@ class Dispatcher:
         #: id(what pluggy registered) -> the plugin it stands for (see _carrier).
         self._carried: dict[int, object] = {}
         self._disabled: set[int] = set()
+        #: id(plugin) -> its place in call order (list order, moved by run_before/run_after).
+        self._rank: dict[int, int] = {}
         #: hook -> the active handlers, in call order. The same dict for the dispatcher's
         #: life, so callers may keep it; its values are replaced on every rebuild.
         self.calls: dict[str, tuple[Handler, ...]] = {}
@@ -98,7 +101,13 @@ class Dispatcher:
                     raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
                                       "calls plugins in list order and has no wrappers",
                                       plugin=label)
+        try:
+            rank = _call_order([*self.plugins, plugin])
+        except ConfigError:
+            self._pm.unregister(carrier)
+            raise
         self.plugins.append(plugin)
+        self._rank = rank
         self._labels[id(plugin)] = label
         self._carried[id(carrier)] = plugin
         self._rebuild()
@@ -149,14 +158,15 @@ class Dispatcher:
         return bool((self.calls if side_effects else self.pure).get(hook))
 
     def _rebuild(self) -> None:
-        order = {id(p): i for i, p in enumerate(self.plugins) if id(p) not in self._disabled}
+        rank, disabled, carried = self._rank, self._disabled, self._carried
         self.owner = {}
-        carried = self._carried
         for hook in HOOKS:
-            pairs = [(_adapt(impl, hook), carried[id(impl.plugin)])
-                     for impl in getattr(self._pm.hook, hook).get_hookimpls()
-                     if id(carried[id(impl.plugin)]) in order]
-            pairs.sort(key=lambda pair: order[id(pair[1])])
+            # pluggy's tryfirst/trylast move an implementation to the front or back of its
+            # hook's table; within each group, the plugins' call order.
+            impls = [(impl, plugin) for impl in getattr(self._pm.hook, hook).get_hookimpls()
+                     if id(plugin := carried[id(impl.plugin)]) not in disabled]
+            impls.sort(key=lambda pair: (_placement(pair[0]), rank[id(pair[1])]))
+            pairs = [(_adapt(impl, hook), plugin) for impl, plugin in impls]
             for fn, plugin in pairs:
                 self.owner[id(fn)] = plugin
             self.calls[hook] = tuple(fn for fn, _ in pairs)
@@ -189,6 +199,76 @@ class Dispatcher:
                 if got:
                     made.extend(got)
         return made
+
+
+def _placement(impl: Any) -> int:
+    return 0 if impl.tryfirst else 2 if impl.trylast else 1
+
+
+def _names(plugin: object, attribute: str) -> tuple[str, ...]:
+    value = getattr(plugin, attribute, ())
+    names = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = (value,)
+    if not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"plugin {plugin_name(plugin)!r}: {attribute} must be a plugin name or "
+                          f"a list of plugin names; got {value!r:.80}", field=attribute,
+                          plugin=plugin_name(plugin))
+    return names
+
+
+def _call_order(plugins: list[object]) -> dict[int, int]:
+    """id(plugin) -> its place in call order: list order, except where a plugin's
+    ``run_before`` / ``run_after`` (names of other plugins) asks otherwise.
+
+    A stable topological order: of the plugins free to run next, the earliest in the list goes
+    first, so without constraints the order is the list's. A name no plugin on the bus has is
+    no constraint (a plugin may say "after CSVLogger" without requiring one). A cycle is an
+    error naming it.
+    """
+    by_name: dict[str, list[int]] = {}
+    for i, plugin in enumerate(plugins):
+        by_name.setdefault(plugin_name(plugin), []).append(i)
+    after: list[set[int]] = [set() for _ in plugins]  # after[i]: plugins i runs after
+    for i, plugin in enumerate(plugins):
+        for name in _names(plugin, "run_before"):
+            for j in by_name.get(name, ()):
+                if j != i:
+                    after[j].add(i)
+        for name in _names(plugin, "run_after"):
+            after[i].update(j for j in by_name.get(name, ()) if j != i)
+    waiting = [len(a) for a in after]
+    unblocks: list[list[int]] = [[] for _ in plugins]
+    for i, a in enumerate(after):
+        for j in a:
+            unblocks[j].append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in unblocks[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                heapq.heappush(ready, k)
+    if len(order) < len(plugins):
+        raise ConfigError(f"plugins' run_before/run_after form a cycle: "
+                          f"{_cycle(plugins, after, set(order))}", field="run_before")
+    return {id(plugins[i]): place for place, i in enumerate(order)}
+
+
+def _cycle(plugins: list[object], after: list[set[int]], placed: set[int]) -> str:
+    """One cycle among the plugins not placed, as 'A runs after B runs after ... A'."""
+    i = min(set(range(len(plugins))) - placed)
+    path: list[int] = []
+    while i not in path:
+        path.append(i)
+        i = min(j for j in after[i] if j not in placed)
+    loop = path[path.index(i):] + [i]
+    return " runs after ".join(repr(plugin_name(plugins[k])) for k in loop)
 
 
 class _Implementations:
