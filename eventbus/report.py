@@ -37,7 +37,8 @@ from .errors import ConfigError, ReplayError
 from .records import Decision, PluginFailed
 
 __all__ = ["GENERATOR", "Best", "Curve", "Mark", "Page", "Panel", "RunReport", "WhatIf",
-           "build_page", "check_out", "family_of", "render_html", "stop_answer", "write_report"]
+           "build_page", "check_out", "curves_of", "family_of", "render_html", "stop_answer",
+           "write_report"]
 
 #: The generator named in every page: a file that names it may be overwritten without --force.
 GENERATOR = "eventbus report"
@@ -221,7 +222,9 @@ def _marks(run: int, label: str, result: Audit) -> list[Mark]:
     return marks
 
 
-def _curves(run: int, result: Audit) -> tuple[list[Curve], list[str]]:
+def curves_of(result: Audit, run: int = 0) -> tuple[list[Curve], list[str]]:
+    """The audit's epoch curves as drawn, for run number ``run``; and the values left out
+    because they are not numbers (a vector metric, say), as "name at epoch N"."""
     curves, skipped = [], []
     for metric, points in result.curves.items():
         drawn: list[tuple[int, float | None]] = []
@@ -332,7 +335,7 @@ def build_page(logs: Sequence[LogArgument], *,
     marks: list[Mark] = []
     for i, log in enumerate(logs):
         result = audit(log)
-        run_curves, skipped = _curves(i, result)
+        run_curves, skipped = curves_of(result, i)
         curves.extend(run_curves)
         bests.extend(Best(i, m.name, m.best_epoch + 1, m.best, m.mode) for m in result.monitors
                      if m.best is not None and m.best_epoch is not None and m.mode is not None
@@ -350,7 +353,9 @@ def build_page(logs: Sequence[LogArgument], *,
         runs.append(report)
     panels = []
     for family in (LOSSES, METRICS, LEARNING_RATE):
-        members = [c for c in curves if family_of(c.metric) == family]
+        # In a fixed order: a log's metrics come in the order its format keeps them.
+        members = sorted((c for c in curves if family_of(c.metric) == family),
+                         key=lambda c: (c.run, c.what_if, c.metric))
         if members:
             panels.append(Panel(family, _TITLES[family], members,
                                 [b for b in bests if family_of(b.metric) == family],
