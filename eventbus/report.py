@@ -34,7 +34,7 @@ import orjson
 from .audit import Audit, LogArgument, audit, human_epoch, render
 from .effective import read_effective
 from .errors import ConfigError, ReplayError
-from .records import Decision, PluginFailed
+from .records import Decision, PluginFailed, same_decision
 
 __all__ = ["GENERATOR", "Best", "Curve", "Mark", "Page", "Panel", "RunReport", "WhatIf",
            "build_page", "check_out", "curves_of", "family_of", "render_html", "stop_answer",
@@ -268,8 +268,14 @@ def _what_if(log: LogArgument, label: str, run: int, result: Audit,
         answer = (f"with {settings} no plugin would have stopped the run within the "
                   f"{result.epochs_run} recorded epochs")
     summary = caveat + answer[:1].upper() + answer[1:] + "."
+    # Drawn where the what-if decides otherwise than the run did: the same decision twice
+    # would only hide the recorded one.
+    recorded: dict[tuple[int | None, str], list[Decision]] = {}
+    for d in replayed.recorded:
+        recorded.setdefault((d.cause_seq, d.kind), []).append(d)
     marks = [Mark(run, d.epoch + 1, d.kind, d.source, _decision_text(label, d, what_if=True),
-                  what_if=True) for d in replayed.decisions if d.epoch is not None]
+                  what_if=True) for d in replayed.decisions if d.epoch is not None
+             and not any(same_decision(d, r) for r in recorded.get((d.cause_seq, d.kind), ()))]
     stopped_at = stop.epoch + 1 if stop is not None and stop.epoch is not None else None
     lr = _what_if_learning_rate(result, replayed.decisions, epochs, run, stopped_at)
     return WhatIf(settings, summary, stopped_at, None if diverged is None else diverged + 1), \
@@ -617,7 +623,8 @@ def _kind_legend(page: Page) -> str:
                      f"{_a(text)}</li>")
     if any(m.what_if for m in page.marks):
         items.append(f'<li><span class="glyph hollow" style="color:{_WHAT_IF};border-color:'
-                     f'{_WHAT_IF}">L</span> the what-if\'s decisions (hollow, at the bottom)</li>')
+                     f'{_WHAT_IF}">L</span> where the what-if decides otherwise (hollow, at the '
+                     'bottom)</li>')
     return f'<ul class="legend kinds">{"".join(items)}</ul>' if items else ""
 
 

@@ -28,6 +28,7 @@ from eventbus.cli import main
 from eventbus.demo import init_model, make_data, train
 from eventbus.effective import effective_records
 from eventbus.errors import ConfigError, ReplayError
+from eventbus.records import same_decision
 from eventbus.report import (
     LEARNING_RATE,
     LOSSES,
@@ -318,11 +319,23 @@ class TestWhatIf:
         assert what_if.stopped_at == expected.stopped_at + 1
         assert f"would have stopped at epoch {expected.stopped_at + 1}" in what_if.summary
         assert what_if.settings == "EarlyStopping.patience=1"
+        # Drawn: the what-if's decisions the run did not make (from its stop on, here).
         replayed = [m for m in page.marks if m.what_if]
-        assert [(m.epoch, m.kind) for m in replayed] == [
-            (d.epoch + 1, d.kind) for d in expected.decisions]
+        new = [d for d in expected.decisions
+               if not any(same_decision(d, old) for old in expected.recorded)]
+        assert new and new[0].kind == "stop_training"
+        assert [(m.epoch, m.kind) for m in replayed] == [(d.epoch + 1, d.kind) for d in new]
+        for mark, decision in zip(replayed, new):
+            assert mark.text.startswith("what-if, run.jsonl: ") and decision.reason in mark.text
         text = render_html(page)
         assert "what-if stop" in text and "What if?" in text
+
+    def test_a_what_if_with_the_recorded_parameters_adds_no_mark(self, logs, page):
+        """It decides as the run did: nothing of its own is drawn, and it stops where the
+        run stopped."""
+        same = build_page([logs["jsonl"]], overrides={"EarlyStopping": {"patience": 4}})
+        assert [m for m in same.marks if m.what_if] == []
+        assert same.runs[0].what_if.stopped_at == page.runs[0].audit.stop.epoch + 1
 
     def test_a_what_if_that_never_stops_says_within_the_recorded_epochs(self, logs):
         page = build_page([logs["jsonl"]], overrides={"EarlyStopping": {"patience": 1000}})
