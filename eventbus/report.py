@@ -344,7 +344,7 @@ def build_page(logs: Sequence[LogArgument], *,
         run_curves, skipped = curves_of(result, i)
         curves.extend(run_curves)
         bests.extend(Best(i, m.name, m.best_epoch + 1, m.best, m.mode) for m in result.monitors
-                     if m.best is not None and m.best_epoch is not None and m.mode is not None
+                     if _is_number(m.best) and m.best_epoch is not None and m.mode is not None
                      and math.isfinite(m.best))
         marks.extend(_marks(i, names[i], result))
         report = RunReport(names[i], result, stop_answer(result), skipped=skipped)
