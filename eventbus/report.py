@@ -218,7 +218,8 @@ def _marks(run: int, label: str, result: Audit) -> list[Mark]:
         # The run went on after initial_epoch epochs: drawn at the last one it kept.
         marks.append(Mark(run, max(r.initial_epoch, 1), "resumed", r.source,
                           f"{label}: resumed at epoch {human_epoch(r.initial_epoch)} (after "
-                          f"seq {r.from_seq}); the epochs after it were run again"))
+                          f"seq {r.from_seq}); what the interrupted attempt recorded past that "
+                          "point is left out"))
     return marks
 
 
