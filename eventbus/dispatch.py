@@ -26,6 +26,7 @@ import pluggy
 from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
+from .filters import filters_of, guard
 from .plugin import plugin_name, why_not_a_plugin
 from .records import KINDS
 
@@ -58,6 +59,8 @@ class Dispatcher:
         #: id(what pluggy registered) -> the plugin it stands for (see _carrier).
         self._carried: dict[int, object] = {}
         self._disabled: set[int] = set()
+        #: (id(plugin), hook, id(function)) -> its handler (see _handler).
+        self._handlers: dict[tuple[int, str, int], Handler] = {}
         #: id(plugin) -> its place in call order (list order, moved by run_before/run_after).
         self._rank: dict[int, int] = {}
         #: hook -> the active handlers, in call order. The same dict for the dispatcher's
@@ -166,13 +169,23 @@ class Dispatcher:
             impls = [(impl, plugin) for impl in getattr(self._pm.hook, hook).get_hookimpls()
                      if id(plugin := carried[id(impl.plugin)]) not in disabled]
             impls.sort(key=lambda pair: (_placement(pair[0]), rank[id(pair[1])]))
-            pairs = [(_adapt(impl, hook), plugin) for impl, plugin in impls]
+            pairs = [(self._handler(impl, hook, plugin), plugin) for impl, plugin in impls]
             for fn, plugin in pairs:
                 self.owner[id(fn)] = plugin
             self.calls[hook] = tuple(fn for fn, _ in pairs)
             self.pure[hook] = tuple(fn for fn, plugin in pairs
                                     if not getattr(plugin, "side_effects", False))
         self.on_change()
+
+    def _handler(self, impl: Any, hook: str, plugin: object) -> Handler:
+        """``impl`` as the call tables hold it: adapted to one argument, behind the plugin's
+        event filters. The same object across rebuilds (a filter's clock survives them)."""
+        key = (id(plugin), hook, id(impl.function))
+        handler = self._handlers.get(key)
+        if handler is None:
+            handler = guard(hook, filters_of(plugin), _adapt(impl, hook))
+            self._handlers[key] = handler
+        return handler
 
     # --- the one call loop ----------------------------------------------------------------------
 
