@@ -121,15 +121,13 @@ def bar_line(title: str, count: int, target: int | None, *, elapsed: float, per_
     else:
         when = "ETA " + format_duration(per_unit * (target - count))
     rate = format_per_unit(per_unit, unit) if count else ""
-    tails = [[when, rate], [when], []]
-    for tail in tails:
-        words = [f"{title}:", counted]
-        fixed = len(" ".join([*words, *(t for t in tail if t)])) + 1  # the bar's space
-        room = min(BAR_WIDTH, width - fixed)
-        if target and room >= MIN_BAR:
-            return " ".join([*words, _bar(count / target, room, unicode, color),
-                             *(t for t in tail if t)])
-        line = " ".join([*words, *(t for t in tail if t)])
+    words = [f"{title}:", counted]
+    tail = [t for t in (when, rate) if t]
+    room = min(BAR_WIDTH, width - len(" ".join([*words, *tail])) - 1)  # less the bar's space
+    if target and room >= MIN_BAR:
+        return " ".join([*words, _bar(count / target, room, unicode, color), *tail])
+    for kept in (tail, tail[:1], []):
+        line = " ".join([*words, *kept])
         if len(line) <= width:
             return line
     return line[:max(0, width)]
