@@ -1,4 +1,4 @@
-"""plugins.ProgbarLogger: a tqdm bar on terminals, plain lines elsewhere."""
+"""plugins.ProgbarLogger: a bar with its metrics beneath on terminals, plain lines elsewhere."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ class TestEvaluationAndPrediction:
 
 class TestBar:
     def test_live_bar_on_a_terminal(self):
-        """On a terminal verbose=1 draws a tqdm bar with the epoch, steps and metrics."""
+        """On a terminal verbose=1 draws a bar with the epoch, steps and metrics."""
         out = Terminal()
         fit(ProgbarLogger(file=out, mininterval=0.0)).close()
         text = out.getvalue()
