@@ -37,6 +37,8 @@ from eventbus import Sink
 from eventbus.records import DECISION_KINDS
 from eventbus.run import Run
 
+from . import progress
+
 __all__ = ["ConsoleSink", "attach", "disable_interactive_logging", "enable_interactive_logging",
            "is_interactive_logging_enabled", "print_msg"]
 
@@ -81,6 +83,7 @@ def print_msg(message: str, line_break: bool = True) -> None:
         LOGGER.info(message)
         return
     out = sys.stdout
+    progress.make_room(out)
     text = f"{message}\n" if line_break else message
     try:
         out.write(text)
@@ -146,6 +149,7 @@ class ConsoleSink(Sink):
         if self._logger is not None:
             self._logger.info(line)
         elif self._stream is not None:
+            progress.make_room(self._stream)
             self._stream.write(line + "\n")
             self._stream.flush()
         else:

@@ -9,7 +9,9 @@
   that fits the width: the bar shrinks, then goes, before anything else does.
 - :func:`plain_line`: the same facts as one ``" - "``-joined line, for files, CI logs and logging.
 - :class:`LiveBlock`: a block of lines redrawn in place on a terminal (carriage return, cursor up,
-  erase below). tqdm redraws one line; metrics wrapped onto several lines need a block.
+  erase below). tqdm redraws one line; metrics wrapped onto several lines need a block. A
+  message printed meanwhile (:func:`make_room`) erases the block first; the next redraw puts it
+  back below the message.
 - :func:`notebook_tqdm`: tqdm's notebook bar where it can draw (a Jupyter kernel with
   ipywidgets), the choice ``tqdm.auto`` makes, made at each call rather than once at import.
 """
@@ -23,8 +25,8 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
-__all__ = ["LiveBlock", "bar_line", "format_number", "format_value", "metric_items",
-           "notebook_tqdm", "plain_line", "terminal_size", "wrap"]
+__all__ = ["LiveBlock", "bar_line", "format_number", "format_value", "make_room",
+           "metric_items", "notebook_tqdm", "plain_line", "terminal_size", "wrap"]
 
 #: The separator between metrics, Keras's.
 SEP = " - "
@@ -183,6 +185,11 @@ def can_encode(out: IO[str], text: str) -> bool:
     return True
 
 
+# The block being redrawn on a terminal now, if any: a message printed meanwhile erases it
+# first (make_room), as tqdm.write does for its bar, so the two never share a line.
+_on_screen: LiveBlock | None = None
+
+
 class LiveBlock:
     """Lines redrawn in place on a terminal: each draw goes back to the block's first line and
     erases to the end of the screen before writing, so a block may grow or shrink. The cursor
@@ -194,26 +201,47 @@ class LiveBlock:
         self.out = out
         self.rows = 0  # lines of the block on screen now
 
+    def _back(self) -> str:
+        """Back to the block's first column and erase it (nothing when none is drawn)."""
+        if not self.rows:
+            return ""
+        return "\r" + (f"\x1b[{self.rows - 1}A" if self.rows > 1 else "") + "\x1b[J"
+
     def draw(self, lines: Sequence[str], *, final: bool = False) -> None:
-        parts = []
-        if self.rows:
-            parts.append("\r")
-            if self.rows > 1:
-                parts.append(f"\x1b[{self.rows - 1}A")
-            parts.append("\x1b[J")
-        parts.append("\n".join(lines))
-        if final:
-            parts.append("\n")
+        global _on_screen
+        text = self._back() + "\n".join(lines) + ("\n" if final else "")
         self.rows = 0 if final else len(lines)
-        self.out.write("".join(parts))
+        _on_screen = None if final else self
+        self.out.write(text)
         self.out.flush()
+
+    def clear(self) -> None:
+        """Erase the block; the next draw starts where it began (below a message printed in
+        its place)."""
+        global _on_screen
+        if self.rows:
+            self.out.write(self._back())
+            self.out.flush()
+            self.rows = 0
+        if _on_screen is self:
+            _on_screen = None
 
     def end(self) -> None:
         """Leave the block as it stands and move below it (a run that stopped mid-epoch)."""
+        global _on_screen
         if self.rows:
             self.out.write("\n")
             self.out.flush()
             self.rows = 0
+        if _on_screen is self:
+            _on_screen = None
+
+
+def make_room(out: IO[str]) -> None:
+    """Before a message is written to ``out``: erase the live block drawn there, if any."""
+    block = _on_screen
+    if block is not None and block.out is out:
+        block.clear()
 
 
 def notebook_tqdm() -> Any:

@@ -6,17 +6,20 @@ terminal.py) of 40 to 200 columns: no line wider than the terminal, every metric
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import Bus
-from plugins import ProgbarLogger
+from plugins import ProgbarLogger, TerminateOnNaN
+from sinks.console import ConsoleSink
 from sinks.progress import (
     bar_line,
     format_duration,
@@ -42,6 +45,21 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+@contextlib.contextmanager
+def terminal_of(columns: int, rows: int = 24) -> Iterator[None]:
+    """A Terminal stream has no descriptor: its size is read from COLUMNS and LINES."""
+    saved = {k: os.environ.get(k) for k in ("COLUMNS", "LINES")}
+    os.environ.update(COLUMNS=str(columns), LINES=str(rows))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def pieces_in(item: str, lines: list[str]) -> bool:
@@ -143,9 +161,7 @@ def test_a_terminal_shows_every_metric_at_any_width(metrics, width, steps, valid
     train = {k: v for k, v in metrics.items() if not k.startswith("val_")}
     val = {f"val_{k}": v for k, v in train.items()} if validate else {}
     out = Terminal()
-    saved = {k: os.environ.get(k) for k in ("COLUMNS", "LINES")}
-    os.environ.update(COLUMNS=str(width), LINES="24")
-    try:
+    with terminal_of(width):
         bus = Bus([ProgbarLogger(file=out, mininterval=0.0)])
         bus.train_begin({"epochs": 1, "steps": steps})
         bus.epoch_begin(0)
@@ -154,12 +170,6 @@ def test_a_terminal_shows_every_metric_at_any_width(metrics, width, steps, valid
         bus.epoch_end(0, {**train, **val})
         bus.train_end()
         bus.close()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     screen = Screen(width, 24).feed(out.getvalue().replace("\n", "\r\n"))
     assert screen.wraps == 0
     lines = screen.lines()
@@ -171,3 +181,24 @@ def test_a_terminal_shows_every_metric_at_any_width(metrics, width, steps, valid
         last_train = max(text.index(f"{k}:".replace(" ", "")) for k in train)
         first_val = min(text.index(f"{k}:") for k in val)
         assert last_train < first_val
+
+
+def test_a_message_in_the_middle_of_an_epoch_takes_the_blocks_place() -> None:
+    """A plugin's message printed while the block is live (TerminateOnNaN at a batch) erases
+    the block first, so the two never share a line; the block comes back below it."""
+    out = Terminal()
+    with terminal_of(80):
+        bus = Bus([ProgbarLogger(file=out, mininterval=0.0), TerminateOnNaN()],
+                  log=[ConsoleSink(out)])
+        bus.train_begin({"epochs": 1, "steps": 4})
+        bus.epoch_begin(0)
+        bus.batch_end(0, {"loss": 1.0})
+        bus.batch_end(1, {"loss": math.nan})
+        bus.epoch_end(0, {})
+        bus.train_end()
+        bus.close()
+    screen = Screen(80, 24).feed(out.getvalue().replace("\n", "\r\n"))
+    assert screen.wraps == 0
+    message, head, metrics = screen.lines()
+    assert message == "Batch 1: Invalid loss, terminating training"
+    assert head.startswith("Epoch 1/1: 2/4 ") and metrics == "loss: nan"
