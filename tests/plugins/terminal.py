@@ -11,6 +11,7 @@ output it did not understand. ``wraps`` counts the lines that overflowed the wid
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -124,16 +125,16 @@ def run_in_pty(script: str, *, columns: int, rows: int = 24, cwd: Path | None = 
     """Run ``python -c script`` in a pseudo-terminal of ``columns`` x ``rows``; what it wrote."""
     child = pexpect.spawn(sys.executable, ["-c", script], dimensions=(rows, columns),
                           cwd=str(cwd) if cwd else None, encoding="utf-8", timeout=timeout,
-                          env={**_env(), "TERM": "xterm", "COLUMNS": "", "LINES": ""})
+                          env={**child_env(), "TERM": "xterm"})
     output = child.read()
     child.close()
     assert child.exitstatus == 0, output
     return output
 
 
-def _env() -> dict[str, str]:
-    import os
-
+def child_env() -> dict[str, str]:
+    """The environment of a child process: this checkout first on its path, the terminal's size
+    read from the terminal (no COLUMNS or LINES), colours allowed."""
     repo = str(Path(__file__).resolve().parents[2])
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")

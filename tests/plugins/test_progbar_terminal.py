@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from terminal import Screen, _env, run_in_pty
+from terminal import Screen, child_env, run_in_pty
 
 from sinks.progress import format_number, wrap
 
@@ -156,7 +156,7 @@ def test_the_demo_at_120_columns(tmp_path) -> None:
 
 class TestPiped:
     def run(self, **kwargs) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", fit_script(**kwargs)], env=_env(),
+        done = subprocess.run([sys.executable, "-c", fit_script(**kwargs)], env=child_env(),
                               capture_output=True, text=True, timeout=60, check=True)
         assert "\r" not in done.stdout and "\x1b" not in done.stdout
         return done.stdout.splitlines()
