@@ -22,6 +22,8 @@ from .monitor import require_names, require_real
 __all__ = ["ProgbarLogger", "RunningMeans", "format_logs", "ordered"]
 
 _NOT_SHOWN = frozenset({"batch", "size", "num_steps"})
+# A vector metric's value in a record (a list; a tuple from a user's own record).
+_VECTOR = (list, tuple)
 # Shown last, as Keras shows it (its callbacks add it to the epoch's logs after validation).
 _LAST = frozenset({"learning_rate", "lr"})
 
@@ -70,7 +72,7 @@ class RunningMeans:
             else:
                 total = sums[name]
                 sums[name] = [t + v * weight for t, v in zip(total, value)] \
-                    if isinstance(total, list) else total + value * weight
+                    if isinstance(total, _VECTOR) else total + value * weight
                 weights[name] += weight
 
     def finish(self, logs: Mapping[str, Any]) -> None:
@@ -84,17 +86,17 @@ class RunningMeans:
         out = {}
         for name, total in self._sums.items():
             weight = self._weights[name]
-            out[name] = [t / weight for t in total] if isinstance(total, list) \
+            out[name] = [t / weight for t in total] if isinstance(total, _VECTOR) \
                 else total / weight
         return ordered(out)
 
 
 def _shape(value: Any) -> int | None:
-    return len(value) if isinstance(value, list) else None
+    return len(value) if isinstance(value, _VECTOR) else None
 
 
 def _scaled(value: Any, weight: float) -> Any:
-    return [v * weight for v in value] if isinstance(value, list) else value * weight
+    return [v * weight for v in value] if isinstance(value, _VECTOR) else value * weight
 
 
 class _Shown:

@@ -189,6 +189,16 @@ class TestRunningMeans:
         assert means.values() == {"f1": [0.75, 0.5]}
         means.add({"f1": [1.0]}, 1)
         assert means.values() == {"f1": [1.0]}
+        means.finish({"f1": (0.25, 0.5)})
+        assert means.values() == {"f1": [0.25, 0.5]}
+
+    def test_vectors_in_records_are_shown_element_by_element(self) -> None:
+        """A record whose logs hold a list (a vector metric, per class) is shown element by
+        element, each in the progress bar's number format."""
+        out = io.StringIO()
+        feed(ProgbarLogger(file=out), [1.0, 2.0], logs={"f1": [0.5, 1.0], "loss": 0.5})
+        assert out.getvalue().endswith(" - f1: [0.5000 1.0000] - loss: 0.5000 - "
+                                       "val_loss: 0.5000\n")
 
     def test_every_metric_as_it_comes_with_a_keras_model(self) -> None:
         """Keras's metrics are running means already: with a Keras model on the bus, the bar
