@@ -1,10 +1,11 @@
 """A training run writing to MLflow, for the crash test: started as a subprocess, SIGKILLed.
 
-Usage: python mlflow_worker.py LOG TRACKING_URI. Deterministic (the metrics depend only on the
-epoch and batch). It prints ``started``, then a line per event it has just published and
-``flushed N`` when the event log has flushed epoch N's end but the MLflow sink has not yet (a
-sink between the two waits there), and ``done`` at the end. After each line but ``done`` it
-waits for a line on stdin (none at the end of stdin), so the parent can kill it exactly there.
+Usage: python mlflow_worker.py LOG TRACKING_URI. The decisions are deterministic (val_loss
+depends only on the epoch); batch losses differ by attempt. It prints ``started``, then a line
+per event it has just published, and ``flushed N`` when the event log has flushed epoch N's end
+but the MLflow sink has not yet (a sink between the two waits there), and ``done`` at the end.
+After each line but ``done`` it waits for a line on stdin (none at the end of stdin), so the
+parent can kill it exactly there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 # This checkout's packages, whatever is installed; and the crash test's plugin beside them.
 sys.path[:0] = [str(Path(__file__).parents[2]), str(Path(__file__).parents[1] / "eventbus")]
 
-from eventbus import Bus, Sink  # noqa: E402
+from eventbus import Bus, Plugin, Sink, hookimpl  # noqa: E402
+from eventbus import records as r  # noqa: E402
 from sinks.mlflow import MLflowSink  # noqa: E402
 
 from crash_worker import Plateau, val_loss  # noqa: E402
@@ -47,17 +49,30 @@ class Between(Sink):
             self.ended = None
 
 
+class MidEpoch(Plugin):
+    """Sets the learning rate at epoch 4's first batch: a decision flushes the bus mid-epoch."""
+
+    @hookimpl
+    def on_batch_end(self, event):
+        if event.epoch == 4 and event.batch == 0:
+            return r.SetLearningRate(value=0.05, reason="mid-epoch")
+        return None
+
+
 def main(log: str, uri: str) -> None:
     sink = MLflowSink(uri, experiment="crash", batch_every=1)
-    bus = Bus([Plateau(cut_after=2, stop_after=10)], log=[log, Between(), sink],
+    bus = Bus([Plateau(cut_after=2, stop_after=10), MidEpoch()], log=[log, Between(), sink],
               learning_rate=0.1, resume=True)
     say(f"started at epoch {bus.initial_epoch}")
+    # Batch losses differ by attempt (each starts at another epoch): MLflow holding what an
+    # abandoned partial epoch sent, instead of what the resumed run logged, shows.
+    attempt = bus.initial_epoch * 1e-6
     bus.train_begin({"epochs": EPOCHS})
     for epoch in range(bus.initial_epoch, EPOCHS):
         bus.epoch_begin(epoch)
         for batch in range(BATCHES):
             bus.batch_begin(batch)
-            bus.batch_end(batch, {"loss": 1.0 / (1 + epoch + batch / BATCHES)})
+            bus.batch_end(batch, {"loss": 1.0 / (1 + epoch + batch / BATCHES) + attempt})
             say(f"batch_end {epoch} {batch}")
         bus.epoch_end(epoch, {"val_loss": val_loss(epoch), "loss": 1.0 / (1 + epoch)})
         say(f"epoch_end {epoch}")

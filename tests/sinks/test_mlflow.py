@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventbus import Bus
 from eventbus import records as r
@@ -170,6 +172,38 @@ class TestWhatGoesWhere:
         assert info.value.field == field
 
 
+class TestHoldBack:
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(epochs=st.integers(1, 3), batches=st.integers(1, 3), data=st.data())
+    def test_mlflow_never_holds_an_epoch_in_progress(self, tmp_path_factory, monkeypatch,
+                                                     epochs, batches, data):
+        """Whatever the flushes (decisions mid-epoch, the bus's epoch-end flushes), after
+        each one MLflow holds exactly the batches of the epochs that have ended, each once;
+        after train_end, every batch."""
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = (tmp_path_factory.mktemp("store") / "mlruns").as_uri()
+        flushes = data.draw(st.sets(st.integers(0, epochs * batches - 1)), label="flush after")
+        bus = Bus([], log=[MLflowSink(uri, batch_every=1)], learning_rate=0.1)
+        bus.train_begin({"epochs": epochs})
+        step, ended = 0, 0  # batches done, and those of ended epochs
+        for epoch in range(epochs):
+            bus.epoch_begin(epoch)
+            for batch in range(batches):
+                bus.batch_begin(batch)
+                bus.batch_end(batch, {"loss": float(step)})
+                step += 1
+                if step - 1 in flushes:
+                    bus.decide(r.SetLearningRate(value=0.1, reason="flush"))
+                    held = mlflow_run(uri)[1].get("batch_loss", [])
+                    assert held == [(s + 1, float(s)) for s in range(ended)]
+            bus.epoch_end(epoch, {"loss": 1.0})
+            ended = step
+        bus.train_end()
+        bus.close()
+        assert mlflow_run(uri)[1]["batch_loss"] == [(s + 1, float(s)) for s in range(step)]
+
+
 def test_importing_the_sink_does_not_import_mlflow():
     """MLflow is an optional extra: it is imported when the sink first talks to a store."""
     code = "import sys, eventbus, sinks.mlflow; print('mlflow' in sys.modules)"
@@ -181,7 +215,7 @@ def test_importing_the_sink_does_not_import_mlflow():
 class TestExactlyOnce:
     def test_killed_then_resumed_holds_every_step_once(self, tmp_path, uri):
         """SIGKILLed once after the event log flushed an epoch and before MLflow did, once
-        mid-epoch after MLflow had sent that epoch's predecessors, then resumed to the end:
+        mid-epoch after a decision flushed the bus, then resumed to the end:
         MLflow holds every (metric, step) of the run as it went on, once, with its values."""
         log = tmp_path / "run.jsonl"
         argv = [sys.executable, str(WORKER), str(log), uri]
@@ -198,10 +232,12 @@ class TestExactlyOnce:
                 assert kill_at is not None or line == "done\n", proc.stderr.read()
         run, history = mlflow_run(uri, "crash")
         assert run.info.status == "FINISHED"
+        assert run.data.params["Plateau.cut_after"] == "2" and run.data.params["epochs"] == "7"
         assert_exactly_once(history, expected_metrics(log, 1))
-        # The plugin's learning-rate cut happened once, and is one tag.
+        # Each decision of the run as it went on is one tag (the abandoned attempt's
+        # mid-epoch one, made again with another cause seq, is not among them).
         assert sum(k.startswith("eventbus.decision") for k in run.data.tags) == \
-            sum(rec.kind == "set_learning_rate" for rec in read_effective(log)) == 1
+            sum(rec.kind == "set_learning_rate" for rec in read_effective(log)) == 2
         # A backfill of the finished run afterwards adds nothing.
         backfill(log, uri, experiment="crash", batch_every=1)
         assert mlflow_run(uri, "crash")[1] == history
