@@ -320,9 +320,11 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
     """Write the run in ``log`` (finished or crashed) into MLflow; returns the records read
     (those of the kinds the sink takes).
 
-    The run as it went on (a resumed run's abandoned partial epochs left out) is sent whole:
-    nothing the MLflow run holds already is sent again, so a second backfill, or one after the
-    live sink wrote part of the run, adds nothing. A crashed run's MLflow run stays RUNNING.
+    The run as it went on (a resumed run's abandoned partial epochs left out) is sent as the
+    live sink sends it: a crashed run's epochs up to its last whole one (the resume runs the
+    partial one again), a finished run whole. Nothing the MLflow run holds already is sent
+    again, so a second backfill, or one after the live sink wrote part of the run, adds
+    nothing. A crashed run's MLflow run stays RUNNING.
     """
     from eventbus.effective import read_effective
 
@@ -337,7 +339,9 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
             record = item.model_dump()
             if sink._client is None:
                 sink._connect(record["run_id"])
-            sink._take(record, settled=True)
+            # The live rule: a crashed run's last, partial epoch is held back, since a resume
+            # runs it again.
+            sink._take(record, settled=False)
         sink.flush()
     finally:
         sink.close()

@@ -258,8 +258,9 @@ class TestExactlyOnce:
         assert history_again == history and again.data.tags == run.data.tags
 
     def test_a_crashed_run_is_backfilled_and_stays_running(self, tmp_path, uri):
-        """A log that ends mid-epoch (the process died): what it holds goes to MLflow, and
-        the MLflow run is left RUNNING, for a resume to go on with."""
+        """A log that ends mid-epoch (the process died): its whole epochs go to MLflow, not
+        the partial one a resume will run again; the MLflow run is left RUNNING, for a resume
+        to go on with."""
         log = tmp_path / "run.jsonl"
         bus = Bus([], log=str(log), learning_rate=0.1)
         train(bus, 2, end=False)
@@ -270,10 +271,21 @@ class TestExactlyOnce:
         backfill(log, uri, batch_every=1)
         run, history = mlflow_run(uri)
         assert run.info.status == "RUNNING"
-        assert_exactly_once(history, expected_metrics(log, 1))
+        whole = {k: [(s, v) for s, v in points if s <= 8]
+                 for k, points in expected_metrics(log, 1).items()}
+        assert_exactly_once(history, whole)
+        assert history["batch_loss"][-1][0] == 8  # epochs 0 and 1; not epoch 2's batch
         backfill(log, uri, batch_every=1)
         assert mlflow_run(uri)[1] == history
         bus.close()
+        # The run resumed with the sink goes on in the same MLflow run, each step once.
+        with Bus([], log=[str(log), MLflowSink(uri, batch_every=1)], learning_rate=0.1,
+                 resume=True) as bus:
+            assert bus.initial_epoch == 2
+            train(bus, 3, start=bus.initial_epoch)
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert_exactly_once(history, expected_metrics(log, 1))
 
     def test_a_missing_log_is_refused(self, tmp_path, uri):
         with pytest.raises(ConfigError, match="no such log"):
