@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser("convert", help="rewrite a log as JSON Lines, Parquet, CSV or TensorBoard")
     con.add_argument("log", metavar="LOG")
     con.add_argument("out", metavar="OUT")
-    con.add_argument("--to", required=True, choices=["jsonl", "parquet", "csv", "tensorboard"])
+    con.add_argument("--to", required=True,
+                     choices=["jsonl", "parquet", "csv", "tensorboard", "mlflow"])
     con.set_defaults(func=cmd_convert)
 
     plg = sub.add_parser("plugins", help="every plugin the registry knows")

@@ -21,7 +21,7 @@ from .records import SinkFailed
 
 __all__ = ["FORMATS", "convert", "copy_log"]
 
-FORMATS = ("jsonl", "parquet", "csv", "tensorboard")
+FORMATS = ("jsonl", "parquet", "csv", "tensorboard", "mlflow")
 
 
 def _check_output(src: Path, dst: Path, to: str) -> None:
@@ -58,6 +58,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
     file, a sink failing part way) raises :class:`~eventbus.errors.ConfigError`
     (``field="out"``) rather than reporting a count of records nothing holds.
     """
+    if to == "mlflow":  # OUT is a tracking URI, not a path: the sink finds the run in it
+        from sinks.mlflow import backfill
+
+        return backfill(src, str(dst))
     if to not in FORMATS:
         raise ConfigError(f"convert: unknown format {to!r}; choose one of {', '.join(FORMATS)}",
                           field="to")
