@@ -4,8 +4,9 @@
 hooks:
 
 - ``train_begin`` / ``train_end`` (params: ``epochs`` = ``num_train_epochs``, ``steps`` =
-  optimizer steps per epoch, ``max_steps``, ``gradient_accumulation_steps``; ``train_end``
-  gets the Trainer's closing numbers, ``train_loss``, ``train_runtime``, ...);
+  optimizer steps per epoch, from the training data loader's length as the Trainer counts
+  them, ``max_steps``, ``gradient_accumulation_steps``; ``train_end`` gets the Trainer's
+  closing numbers, ``train_loss``, ``train_runtime``, ...);
 - ``epoch_begin`` / ``epoch_end``; ``epoch_end`` waits for the log and the evaluation the
   Trainer runs right after its own epoch end, so it carries the epoch's training log (``loss``,
   ``grad_norm``, ``learning_rate`` as the Trainer last logged them) and its evaluation, as in
@@ -13,10 +14,12 @@ hooks:
 - ``batch_begin`` / ``batch_end`` per **optimizer step**: with gradient accumulation, the
   micro-batches of one step are one batch (``on_substep_end`` is not published), so ``step``
   counts what ``state.global_step`` counts. A step's ``batch_end`` carries the Trainer's log of
-  that step when it logs one (``logging_steps``), else no metrics;
+  that step when it logs one (``logging_steps``), else no metrics. A Trainer resumed from a
+  checkpoint in the middle of an epoch goes on with that epoch's next batch;
 - each evaluation as ``test_begin`` / ``test_end``, its ``eval_<name>`` metrics named
   ``val_<name>`` (Keras's names, which the plugins monitor: ``EarlyStopping()`` watches
-  ``val_loss``); an evaluation at an epoch's end is in that ``epoch_end`` too;
+  ``val_loss``); an evaluation of the weights an epoch ended with (at its end, or at its last
+  step with ``eval_strategy="steps"``) is in that ``epoch_end`` too;
 - each checkpoint the Trainer saves as a ``checkpoint_saved`` outcome (its directory, total
   size and a SHA-256 over its files).
 
@@ -67,6 +70,15 @@ def _validation(metrics: Mapping[str, Any] | None) -> dict[str, float]:
             for k, v in _numbers(metrics).items()}
 
 
+def _steps_per_epoch(loader: Any, accumulation: int) -> int | None:
+    """Optimizer steps in an epoch, as the Trainer counts them (None: the loader has no length)."""
+    try:
+        batches = len(loader)
+    except TypeError:  # None, or an iterable dataset's loader
+        return None
+    return max(math.ceil(batches / accumulation), 1)
+
+
 def _digest(path: Path) -> tuple[int, str]:
     """Total size and SHA-256 of a checkpoint (a file, or a directory's files by name)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -96,6 +108,9 @@ class TrainerBridge(TrainerCallback):
         self._scheduler: Any = None
         self._epoch = 0
         self._batch = 0
+        self._steps_per_epoch: int | None = None
+        # The last evaluation's metrics and the global step it evaluated.
+        self._evaluation: tuple[int, dict[str, float]] | None = None
         self._batch_open = False  # a batch_end waiting for its step's log
         # An epoch_end waiting for what the Trainer runs after its own: {"log", "evaluate"}.
         self._epoch_waits: set[str] | None = None
@@ -164,9 +179,11 @@ class TrainerBridge(TrainerCallback):
             current = self.bus.model = TorchModel(model, optimizer)
             setattr(current, _ATTACHED, True)
         epochs = math.ceil(state.num_train_epochs) if state.num_train_epochs else None
-        per_epoch = state.max_steps // epochs if epochs and state.max_steps % epochs == 0 else None
+        self._steps_per_epoch = _steps_per_epoch(kwargs.get("train_dataloader"),
+                                                 args.gradient_accumulation_steps)
+        self._evaluation = None
         self._publish(control, self.bus.train_begin, {
-            "epochs": epochs, "steps": per_epoch, "max_steps": state.max_steps,
+            "epochs": epochs, "steps": self._steps_per_epoch, "max_steps": state.max_steps,
             "gradient_accumulation_steps": args.gradient_accumulation_steps})
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -175,9 +192,11 @@ class TrainerBridge(TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._settle(control)
-        # state.epoch is the epochs done, as a float: a whole number between epochs.
-        self._epoch = round(state.epoch or 0)
-        self._batch = 0
+        # state.epoch is the epochs done, as a float: a whole number between epochs, a fraction
+        # when the Trainer resumes from a checkpoint inside an epoch (it skips the steps done).
+        self._epoch = math.floor(state.epoch or 0)
+        per_epoch = self._steps_per_epoch
+        self._batch = max(state.global_step - self._epoch * per_epoch, 0) if per_epoch else 0
         self._epoch_logs = {}
         self._publish(control, self.bus.epoch_begin, self._epoch)
 
@@ -187,6 +206,10 @@ class TrainerBridge(TrainerCallback):
         self._epoch_waits = {name for name, flag in (("log", control.should_log),
                                                      ("evaluate", control.should_evaluate))
                              if flag}
+        if "evaluate" not in self._epoch_waits and self._evaluation is not None \
+                and self._evaluation[0] == state.global_step:
+            # Evaluated at the epoch's last step (eval_strategy "steps"): the weights it ends with.
+            self._epoch_logs.update(self._evaluation[1])
         if not self._epoch_waits:
             self._end_epoch(control)
 
@@ -214,13 +237,16 @@ class TrainerBridge(TrainerCallback):
             self._epoch_waits.discard("log")
             if not self._epoch_waits:
                 self._end_epoch(control)
-        else:  # the Trainer's closing numbers (train_loss, train_runtime, ...)
+        elif "train_runtime" in logs:  # the Trainer's closing numbers (train_loss, ...)
             self._final_logs.update(numbers)
+        else:  # asked for after this step's batch_end (by a callback after this one): the epoch's
+            self._epoch_logs.update(numbers)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None,
                     **kwargs: Any) -> None:
         self._end_batch(control)
         validation = _validation(metrics)
+        self._evaluation = (state.global_step, validation)
         self._publish(control, self.bus.test_begin)
         self._publish(control, self.bus.test_end, validation)
         if self._epoch_waits is not None:
@@ -231,7 +257,7 @@ class TrainerBridge(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._settle(control)
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if not path.exists():  # a save elsewhere (save_strategy "best" keeps its own names)
+        if not path.exists():  # saved elsewhere (a hyperparameter search's run directory)
             return
         size, sha256 = _digest(path)
         self.bus.record(CheckpointSaved(source="TrainerBridge", path=os.fspath(path),
