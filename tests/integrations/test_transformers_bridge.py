@@ -71,16 +71,17 @@ def arguments(tmp_path: Path, **overrides) -> TrainingArguments:
                "gradient_accumulation_steps": 2, "learning_rate": 1e-3, "logging_steps": 1,
                "lr_scheduler_type": "constant", "eval_strategy": "epoch", "save_strategy": "no",
                "use_cpu": True, "report_to": [], "disable_tqdm": True,
-               "dataloader_num_workers": 0, "seed": 0}
+               "dataloader_num_workers": 0, "dataloader_pin_memory": False, "seed": 0}
     return TrainingArguments(**{**options, **overrides})
 
 
 def train(tmp_path: Path, plugins=(), *, callbacks=(), resume_from_checkpoint=None,
-          log_name: str = "run.jsonl", **overrides) -> tuple[Trainer, Path]:
-    """Train the tiny model with the bridge on a new bus of ``plugins`` (``callbacks`` after
-    the bridge), with :func:`arguments`. Returns the Trainer and the bus's log."""
+          log_name: str = "run.jsonl", resume: bool = False, **overrides) -> tuple[Trainer, Path]:
+    """Train the tiny model with the bridge on a bus of ``plugins`` (``callbacks`` after the
+    bridge; ``resume``: the bus resumes from its log), with :func:`arguments`. Returns the
+    Trainer and the bus's log."""
     log = tmp_path / log_name
-    with Bus(list(plugins), log=str(log)) as bus:
+    with Bus(list(plugins), log=str(log), resume=resume) as bus:
         trainer = Trainer(model=tiny_model(), args=arguments(tmp_path, **overrides),
                           train_dataset=Rows(MICRO_BATCHES * BATCH, seed=0),
                           eval_dataset=Rows(2 * BATCH, seed=1),
@@ -206,7 +207,8 @@ class TestEvents:
     def test_a_resumed_trainer_goes_on_with_the_epoch_s_next_batch(self, tmp_path):
         """A Trainer resumed from a checkpoint at step 2 (in epoch 0) publishes epoch 0 from its
         batch 2, then epoch 1 from batch 0."""
-        train(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, log_name="first.jsonl")
+        train(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, eval_strategy="no",
+              log_name="first.jsonl")
         checkpoint = tmp_path / "out" / "checkpoint-2"
         _, log = train(tmp_path, resume_from_checkpoint=str(checkpoint), log_name="second.jsonl")
         assert [(rec.kind, rec.epoch, getattr(rec, "batch", None)) for rec in
@@ -214,6 +216,21 @@ class TestEvents:
             [("epoch_begin", 0, None), ("batch_end", 0, 2),
              ("epoch_begin", 1, None), ("batch_end", 1, 0), ("batch_end", 1, 1),
              ("batch_end", 1, 2)]
+
+    def test_a_resumed_bus_and_trainer_go_on_from_the_same_epoch(self, tmp_path):
+        """A run interrupted after epoch 0 with its checkpoint: the bus resumed from its log and
+        the Trainer from the checkpoint go on with epoch 1, and the log holds each step once."""
+        train(tmp_path, max_steps=3, save_strategy="epoch", eval_strategy="no")
+        train(tmp_path, resume=True, save_strategy="epoch", eval_strategy="no",
+              resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-3"))
+        records = list(read_log(tmp_path / "run.jsonl"))
+        [resumed] = [rec for rec in records if rec.kind == "resumed"]
+        assert resumed.initial_epoch == 1
+        assert [(b.epoch, b.batch, b.step) for b in records if b.kind == "batch_end"] == \
+            [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 0, 3), (1, 1, 4), (1, 2, 5)]
+        assert [e.epoch for e in records if e.kind == "epoch_end"] == [0, 1]
+        assert [Path(c.path).name for c in records if c.kind == "checkpoint_saved"] == \
+            ["checkpoint-3", "checkpoint-6"]
 
     def test_a_log_asked_for_after_the_bridge_belongs_to_the_epoch(self, tmp_path):
         """A callback after the bridge that asks for a log at step 2 gets it after that step's
