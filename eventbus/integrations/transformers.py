@@ -229,7 +229,9 @@ class TrainerBridge(TrainerCallback):
         if _is_evaluation(logs):  # an evaluation's log; on_evaluate publishes it
             return
         numbers = _numbers(logs)
-        if self._batch_open:
+        if "train_runtime" in logs:  # the Trainer's closing numbers (train_loss, ...)
+            self._final_logs.update(numbers)
+        elif self._batch_open:
             self._epoch_logs.update(numbers)
             self._end_batch(control, numbers)
         elif self._epoch_waits is not None:
@@ -237,8 +239,6 @@ class TrainerBridge(TrainerCallback):
             self._epoch_waits.discard("log")
             if not self._epoch_waits:
                 self._end_epoch(control)
-        elif "train_runtime" in logs:  # the Trainer's closing numbers (train_loss, ...)
-            self._final_logs.update(numbers)
         else:  # asked for after this step's batch_end (by a callback after this one): the epoch's
             self._epoch_logs.update(numbers)
 

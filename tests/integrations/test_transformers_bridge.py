@@ -233,14 +233,19 @@ class TestEvents:
             ["checkpoint-3", "checkpoint-6"]
 
     def test_a_log_asked_for_after_the_bridge_belongs_to_the_epoch(self, tmp_path):
-        """A callback after the bridge that asks for a log at step 2 gets it after that step's
-        batch_end: it is in the epoch's end, and the train_end has only the closing numbers."""
-        trainer, log = train(tmp_path, callbacks=[LogAtStep(2)], logging_strategy="no",
-                             num_train_epochs=1)
+        """A callback after the bridge that asks for a log at step 3 gets it after that step's
+        batch_end: it is in the epoch's end. The epoch's own log (logging_strategy "epoch")
+        then has nothing new to log and never comes: the epoch ends with training, before
+        train_end, which has only the Trainer's closing numbers."""
+        trainer, log = train(tmp_path, callbacks=[LogAtStep(3)], logging_strategy="epoch",
+                             eval_strategy="no", num_train_epochs=1)
         [loss] = history(trainer, "loss")
         assert not any(b.logs for b in kinds(log, "batch_end"))
+        assert [rec.kind for rec in kinds(log, "epoch_end", "train_end")] == \
+            ["epoch_end", "train_end"]
         [epoch] = kinds(log, "epoch_end")
         assert epoch.logs["loss"] == loss
+        assert "train_loss" not in epoch.logs
         [end] = kinds(log, "train_end")
         assert "loss" not in end.logs
         assert end.logs["train_loss"] == history(trainer, "train_loss")[0]
