@@ -112,6 +112,19 @@ class StopAfter(Plugin):
         return None
 
 
+class StopAtStep(Plugin):
+    """Stops training at the end of the batch of global step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    @hookimpl
+    def on_batch_end(self, event):
+        if event.step == self.step:
+            return r.StopTraining(reason="enough")
+        return None
+
+
 class SaveAt(Plugin):
     """Asks for a checkpoint at the end of batch ``batch`` of every epoch."""
 
@@ -260,6 +273,15 @@ class TestDecisions:
         assert "val_loss" in kinds(log, "epoch_end")[0].logs
         assert [rec.kind for rec in kinds(log, "stop_training", "train_end")] == \
             ["stop_training", "train_end"]
+
+    def test_a_stop_at_a_batch_ends_the_trainer_after_that_step(self, tmp_path):
+        """A stop decided at step 1's batch_end ends training after that optimizer step; the
+        epoch still ends, with the evaluation the Trainer runs at its end."""
+        trainer, log = train(tmp_path, [StopAtStep(1)])
+        assert trainer.state.global_step == 2
+        assert [b.step for b in kinds(log, "batch_end")] == [0, 1]
+        [epoch] = kinds(log, "epoch_end")
+        assert epoch.logs["val_loss"] == history(trainer, "eval_loss")[0]
 
     def test_a_rate_change_reaches_the_optimizer_and_outlives_the_scheduler(self, tmp_path):
         """A learning-rate decision sets every group's rate, and the Trainer's scheduler,
