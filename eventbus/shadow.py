@@ -33,7 +33,7 @@ from .plugin import Plugin, plugin_name, plugin_spec, why_not_a_plugin
 from .records import Decision, Observation, SetLearningRate, ShadowDecision
 from .run import Run
 
-__all__ = ["Shadow", "ShadowSummary", "summarise"]
+__all__ = ["Shadow", "ShadowSummary", "recorded_policies", "summarise"]
 
 #: What a shadow bus is fed: every observation kind the live bus dispatches.
 _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -121,7 +121,7 @@ class Shadow(Plugin):
         specs = []
         for policy in self.policies:
             spec = plugin_spec(policy.plugin)
-            specs.append({"name": spec.name, "params": spec.params,
+            specs.append({"name": spec.name, "params": spec.params, "label": policy.label,
                           **({"filters": spec.filters} if spec.filters else {})})
         return {"policies": specs}
 
@@ -149,13 +149,23 @@ for _hook in _HOOKS:
 del _hook
 
 
+def recorded_policies(params: Mapping[str, Any]) -> list[str]:
+    """The policies' labels from the ``Shadow`` plugin's recorded parameters (a header's)."""
+    policies = params.get("policies")
+    if not isinstance(policies, list):
+        return []
+    return [p["label"] for p in policies
+            if isinstance(p, Mapping) and isinstance(p.get("label"), str)]
+
+
 def _built(policy: object) -> object:
     if not isinstance(policy, Mapping):
         return policy
     # A spec from a log header: only a registered plugin class, with checked parameters.
     from .registry import registry
 
-    if set(policy) - {"name", "params", "filters"} or not isinstance(policy.get("name"), str) \
+    if set(policy) - {"name", "params", "filters", "label"} \
+            or not isinstance(policy.get("name"), str) \
             or not isinstance(policy.get("params", {}), Mapping):
         raise ConfigError(f"Shadow: a recorded policy is malformed: {policy!r:.80}",
                           field="shadow", plugin="Shadow")
