@@ -86,6 +86,12 @@ class ReplayResult:
     diverged_at: int | None = None
     #: The epoch at which the replayed decisions stopped training, if they did.
     stopped_at: int | None = field(default=None)
+    #: The epoch of the event ``diverged_at`` (0-based), for people: "an estimate from epoch N".
+    diverged_epoch: int | None = None
+    #: The last epoch the log recorded (0-based), and how many epochs it recorded: the log
+    #: ends there, so a what-if that stops no earlier cannot say when it would have stopped.
+    last_recorded_epoch: int | None = None
+    epochs_recorded: int = 0
 
     @property
     def ok(self) -> bool:
@@ -258,7 +264,10 @@ class _Replaying:
         self.decisions: list[Decision] = []
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
+        self.diverged_epoch: int | None = None
         self.stop_epoch: int | None = None
+        self.last_epoch: int | None = None
+        self.epochs = 0
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
@@ -269,6 +278,9 @@ class _Replaying:
     def take(self, record: Record) -> None:
         bus = self.bus
         if isinstance(record, Observation):
+            if record.kind == "epoch_end":  # counted whether or not the replay got this far
+                self.last_epoch = record.epoch  # type: ignore[attr-defined]
+                self.epochs += 1
             if record.kind == "train_begin":
                 self.stop_epoch = None  # a new fit: the loop called fit again after a stop
             elif self.stop_epoch is not None and after_stop(record, self.stop_epoch):
@@ -278,6 +290,7 @@ class _Replaying:
                 if logged is not None and replayed is not None \
                         and not same_values(logged, replayed):
                     self.diverged_at = record.seq
+                    self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
             self.decisions.extend(bus.feed(record))
             if self.stop_epoch is None and bus.stop_training:
                 self.stop_epoch = bus.epoch if bus.epoch is not None else -1
@@ -297,7 +310,9 @@ class _Replaying:
         stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
-                            diverged_at=self.diverged_at, stopped_at=stopped)
+                            diverged_at=self.diverged_at, stopped_at=stopped,
+                            diverged_epoch=self.diverged_epoch,
+                            last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs)
 
 
 def _raise_damage(log: str | os.PathLike[str]) -> None:
