@@ -8,11 +8,11 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_audit import deferring_run
 
-from eventbus import Bus
 from eventbus import records as r
 from eventbus.audit import audit
-from eventbus.testing import RecordingWriter, epochs, run
+from eventbus.testing import epochs, run
 
 from hypothesis_profiles import examples
 
@@ -168,21 +168,6 @@ class TestMarks:
         assert deferred == [d.epoch + 1 for d in result.deferred_stops] == [4, 5]
         assert stops == [6]
         assert "deferred" in data.title
-
-
-def deferring_run(values: list[float], *, min_epochs: int, patience: int = 2) -> list[r.Record]:
-    """A loop that, like Lightning with ``min_epochs``, acts on a stop only from that epoch."""
-    writer = RecordingWriter()
-    bus = Bus([EarlyStopping(monitor="val_loss", patience=patience)], log=writer)
-    bus.train_begin({"epochs": len(values)})
-    for epoch, value in enumerate(values):
-        bus.epoch_begin(epoch)
-        bus.epoch_end(epoch, {"val_loss": value})
-        if bus.stop_training and epoch + 1 >= min_epochs:
-            break
-    bus.train_end()
-    bus.close()
-    return [r.parse_record(x) for x in writer.records]
 
 
 class TestThePng:
