@@ -245,6 +245,10 @@ class TestDeferredStopOnTheCommandLine:
         assert "  epochs run: 7 of 40" in out
         assert "ended: stopped by EarlyStopping, rule patience_exhausted at epoch 7:" in out
         assert "  deferred stop: EarlyStopping asked to stop at epoch 4 " in out
+        # The lines docs/cli.md shows are these very lines.
+        doc = (DOCS / "cli.md").read_text().splitlines()
+        for line in out.splitlines()[2:5]:
+            assert line in doc
         data = orjson.loads(cmd("audit", deferred_log, "--json")[1])
         assert data["epochs_counted_from"] == 0
         assert data["stop"]["epoch"] == 6
