@@ -157,12 +157,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit, render
 
     if args.ranks:
-        from .integrations.distributed import audit_ranks, render_ranks
+        from .integrations.distributed import AGREEMENT, audit_ranks, render_ranks
 
-        if len(args.logs) != 1 or args.json or args.plot or args.rank is not None:
+        if len(args.logs) != 1 or args.plot or args.rank is not None:
             raise UsageError("--ranks takes one LOG (as given to the distributed bus) and "
-                             "neither --json, --plot nor --rank")
-        print(render_ranks(audit_ranks(args.logs[0])))
+                             "neither --plot nor --rank")
+        audits = audit_ranks(args.logs[0])
+        if args.json:
+            stops = {rank: a.stop for rank, a in audits.items() if a.stop is not None}
+            _write_json({"epochs_counted_from": 0,
+                         "stopped_at": sorted({s.epoch for s in stops.values()
+                                               if s.epoch is not None}),
+                         "asked_by": sorted(r for r, s in stops.items()
+                                            if s.source != AGREEMENT),
+                         "ranks": {str(rank): a.as_dict() for rank, a in audits.items()}})
+        else:
+            print(render_ranks(audits))
         return 0
     _in_range("--rank", args.rank, 0)
     args.logs = [_rank_path(log, args.rank) for log in args.logs]
@@ -256,10 +266,23 @@ def _exactness(result: Any) -> str:
 def _replay_ranks(args: argparse.Namespace) -> int:
     from .integrations.distributed import replay_ranks
 
-    if args.set or args.sweep or args.rank is not None or args.json:
+    if args.set or args.sweep or args.rank is not None:
         raise UsageError("--ranks replays every rank as recorded (verified); it takes neither "
-                         "--set, --sweep, --rank nor --json")
+                         "--set, --sweep nor --rank")
     result = replay_ranks(args.log)
+    if args.json:
+        _write_json({
+            "epochs_counted_from": 0, "log": args.log, "stopped_at": result.stopped_at,
+            "stopped_by": result.stopped_by,
+            "recorded_stops": {str(k): v for k, v in result.recorded_stops.items()},
+            "ok": result.ok, "problems": result.problems,
+            "ranks": {str(rank): {"decisions": [_decision_data(d) for d in res.decisions],
+                                  "recorded_decisions": len(res.recorded),
+                                  "stopped_at": res.stopped_at}
+                      for rank, res in sorted(result.results.items())}})
+        for problem in result.problems:
+            print(f"verify: MISMATCH: {problem}", file=sys.stderr)
+        return 0 if result.ok else 1
     for rank, res in sorted(result.results.items()):
         print(f"rank {rank}: replayed {len(res.decisions)} decision(s); the log recorded "
               f"{len(res.recorded)}; stops at epoch {_ep(res.stopped_at)}")
