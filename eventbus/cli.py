@@ -205,9 +205,15 @@ def _write_json(data: Any) -> None:
     "Infinity", "-Infinity"): orjson would write null, which reads as "not reported"."""
     from .records import encode_nonfinite
 
-    sys.stdout.buffer.write(orjson.dumps(encode_nonfinite(data),  # type: ignore[arg-type]
-                                         option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-                                         | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    data = encode_nonfinite(data)  # type: ignore[arg-type]
+    try:
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                            | orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        # An integer past 64 bits (a --set value, read exactly): the standard library writes
+        # it as given, where orjson refuses.
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode()
+    sys.stdout.buffer.write(text + b"\n")
 
 
 def _decision_data(d: Any) -> dict[str, Any]:
@@ -332,6 +338,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _print_replay(overrides: dict[str, dict[str, Any]], result: Any) -> None:
+    if not overrides and result.diverged_at is not None:
+        # Without --set the recorded parameters replay: a different rate means a changed log or
+        # changed plugins, and what follows is no more than an estimate either.
+        print(f"note: {_exactness(result)}.")
     if overrides:
         # The caveat first: whether the answer is a fact or an estimate decides how to read it.
         # The stopping plugin is named, since it need not be the one changed (a what-if of
@@ -343,10 +353,6 @@ def _print_replay(overrides: dict[str, dict[str, Any]], result: Any) -> None:
           f"{len(result.recorded)} from the same plugins")
     for d in result.decisions:
         print(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {d.source:<20} {d.reason}")
-    if not overrides and result.diverged_at is not None:
-        # Without --set the recorded parameters replay: a different rate means a changed log or
-        # changed plugins, and what follows is no more than an estimate either.
-        print(f"note: {_exactness(result)}.")
 
 
 def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import shlex
 from pathlib import Path
 
@@ -224,6 +225,20 @@ class TestWhatIfWording:
         data = orjson.loads(cmd("replay", log, "--set", "ReduceLROnPlateau.patience=3",
                                 "--json")[1])
         assert (data["exact"], data["diverged_epoch"]) == (False, cut.epoch + 1)
+
+
+class TestReplayJsonValues:
+    def test_an_integer_past_64_bits_is_written_exactly(self, log):
+        """A --set value read exactly (23 digits) is written exactly, not a traceback."""
+        big = 99999999999999999999999
+        for argv in (["--set", f"EarlyStopping.patience={big}"],
+                     ["--sweep", f"EarlyStopping.patience=3,{big}"]):
+            code, out, err = cmd("replay", log, *argv, "--json")
+            assert (code, err) == (0, ""), err
+            data = json.loads(out)  # the standard library's reader: orjson refuses it too
+            values = [data["overrides"]["EarlyStopping"]["patience"]] if "rows" not in data \
+                else [row["value"] for row in data["rows"]]
+            assert values[-1] == big and type(values[-1]) is int
 
 
 class TestDeferredStopOnTheCommandLine:
