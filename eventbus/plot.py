@@ -38,6 +38,8 @@ _SHORT = {"stop_training": "stop", DEFERRED_STOP: "stop asked", "set_learning_ra
 #: How far apart (in epochs) the lines of several decisions at one epoch are drawn.
 _SPREAD = 0.14
 _LEARNING_RATE = ("learning_rate", "lr")
+#: More marks than this and only the telling ones are labelled (see figure_of).
+_MOST_LABELS = 40
 
 
 @dataclass
@@ -290,6 +292,11 @@ def figure_of(result: Audit) -> Any:
                            linestyle=":" if kind == DEFERRED_STOP else "--", linewidth=1,
                            alpha=0.8)
         # One label per epoch above the top panel: several decisions there read as one list.
+        # In a long run with a decision every epoch the labels would run together: then only
+        # the epochs that end or restore something, or hold several decisions, are labelled.
+        if len(data.marks) > _MOST_LABELS and len(mark.kinds) == 1 and \
+                mark.kinds[0] not in ("stop_training", "restore_weights"):
+            continue
         top = axes[0]
         top.text(mark.epoch, 1.02, mark.label, rotation=90, ha="center", va="bottom",
                  fontsize=7, transform=blended_transform_factory(top.transData, top.transAxes))

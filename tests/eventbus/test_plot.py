@@ -170,6 +170,28 @@ class TestMarks:
         assert "deferred" in data.title
 
 
+def test_a_long_run_labels_only_the_telling_epochs():
+    """Past 40 marked epochs the labels would run together: only the epochs with a stop, a
+    restore or several decisions are labelled; every decision still has its line."""
+    import matplotlib.pyplot as plt
+
+    values = [1.0 - i * 0.001 if i % 2 == 0 else 2.0 for i in range(100)]
+    result = audit(plateau_run(values, patience=1, stop_patience=1000))
+    data = plot_data(result)
+    assert len(data.marks) > 40
+    fig = figure_of(result)
+    try:
+        top = fig.get_axes()[0]
+        labels = [t.get_text() for t in top.texts]
+        assert labels == [m.label for m in data.marks if len(m.kinds) > 1
+                          or m.kinds[0] in ("stop_training", "restore_weights")]
+        vertical = [line for line in top.get_lines() if len(line.get_xdata()) == 2
+                    and len(set(line.get_xdata())) == 1]
+        assert len(vertical) == sum(len(m.kinds) for m in data.marks)
+    finally:
+        plt.close(fig)
+
+
 class TestThePng:
     def test_the_png_reads_back_with_three_panels_and_legends_beside_them(self, tmp_path):
         """The image matplotlib reads back has the figure's size; each legend lies right of
