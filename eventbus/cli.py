@@ -248,13 +248,16 @@ def _recorded_stop(result: Any) -> str:
     """How the recorded run ended, as far as the replayed plugins' decisions say: stopped, a
     stop the loop deferred (it ran on past the epoch the plugin asked), or not stopped."""
     stops = [d for d in result.recorded if d.kind == "stop_training"]
-    last = result.last_recorded_epoch
     if not stops:
         return "was not stopped by a plugin"
     first = stops[0]
-    if last is not None and first.epoch is not None and last > first.epoch:
+    if result.recorded_deferred and result.recorded_deferred[0] is first:
+        acted = next((d for d in stops if all(d is not x for x in result.recorded_deferred)),
+                     None)
+        then = f"it stopped at epoch {_ep(acted.epoch)}" if acted is not None else \
+            f"it ran to epoch {_ep(result.last_recorded_epoch)}"
         return (f"was asked to stop at epoch {_ep(first.epoch)} ({first.source}), a stop the "
-                f"loop deferred: it ran to epoch {_ep(last)}")
+                f"loop deferred: {then}")
     return f"stopped at epoch {_ep(first.epoch)} ({first.source})"
 
 
@@ -367,6 +370,7 @@ def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
         "diverged_epoch": result.diverged_epoch,
         "stopped_at": result.stopped_at,
         "recorded_stop": result.recorded_stop,
+        "recorded_deferred": [d.epoch for d in result.recorded_deferred],
         "last_recorded_epoch": result.last_recorded_epoch,
         "epochs_recorded": result.epochs_recorded,
         "decisions": [_decision_data(d) for d in result.decisions],

@@ -274,4 +274,28 @@ class TestDeferredStopOnTheCommandLine:
         assert code == 0
         assert out.splitlines()[1].endswith(
             "the recorded run was asked to stop at epoch 4 (EarlyStopping), a stop the loop "
-            "deferred: it ran to epoch 7.")
+            "deferred: it stopped at epoch 7.")
+        data = orjson.loads(cmd("replay", deferred_log, "--json")[1])
+        assert (data["recorded_stop"], data["recorded_deferred"]) == (3, [3, 4, 5])
+
+    def test_a_stop_that_ended_an_earlier_fit_is_not_deferred(self, tmp_path):
+        """fit() called again after a stop: the second fit's epochs do not make the first
+        fit's stop a deferred one."""
+        from plugins import EarlyStopping
+
+        path = tmp_path / "two-fits.jsonl"
+        with Bus([EarlyStopping(monitor="val_loss", patience=1)], log=path) as bus:
+            for values in ([1.0, 2.0], [1.0, 0.9, 0.8, 0.7]):
+                bus.train_begin({"epochs": 4})
+                for epoch, value in enumerate(values):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"val_loss": value})
+                    if bus.stop_training:
+                        break
+                bus.train_end()
+        code, out, _ = cmd("replay", path, "--set", "EarlyStopping.patience=1")
+        assert code == 0
+        assert out.splitlines()[1].endswith("the recorded run stopped at epoch 2 "
+                                            "(EarlyStopping).")
+        code, out, _ = cmd("audit", path)
+        assert "deferred" not in out and "ended: stopped by EarlyStopping" in out
