@@ -457,6 +457,44 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import check_out, write_report
+
+    overrides = _overrides(args.set)
+    check_out(args.out, force=args.force, flag="--out")  # before the logs are read
+    page = write_report([_existing(log) for log in args.logs], args.out, overrides=overrides,
+                        force=args.force)
+    what_if = " with a what-if" if overrides else ""
+    print(f"wrote {args.out}: {len(page.runs)} run(s), {len(page.panels)} panel(s){what_if}; "
+          "open it in a browser (it loads nothing from the network)")
+    return 0
+
+
+def add_report_command(sub: Any) -> None:
+    """``eventbus report``: the run(s) as one self-contained HTML page (eventbus.report)."""
+    rpt = _command(
+        sub, "report", summary="one HTML page: curves, decisions, why it stopped, checkpoints",
+        description="Write one self-contained HTML page of the run(s): metric curves per\n"
+                    "family, every decision at its epoch (its reason on hover), the best epoch,\n"
+                    "why the run stopped, checkpoints with their hashes, resumes, warnings and\n"
+                    "faults. Several logs are overlaid; --set adds a what-if replay.\n\n"
+                    + EPOCHS_NOTE,
+        examples=["eventbus report demo-run/events.jsonl",
+                  "eventbus report demo-run/events.jsonl -o report.html "
+                  "--set EarlyStopping.patience=3",
+                  "eventbus report run-a/events.jsonl run-b/events.jsonl -o compare.html"])
+    rpt.add_argument("logs", nargs="+", metavar="LOG",
+                     help="event log(s), .jsonl or .parquet; several are overlaid")
+    rpt.add_argument("-o", "--out", default="report.html", metavar="FILE.html",
+                     help="the page to write")
+    rpt.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
+                     help="add a what-if: the decisions replayed with this parameter changed "
+                          "(repeatable, as replay --set)")
+    rpt.add_argument("--force", action="store_true",
+                     help="replace FILE.html even if it is not a report this command wrote")
+    rpt.set_defaults(func=cmd_report)
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
                      argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions and examples as written (their line breaks kept), and each option's default
@@ -563,20 +601,24 @@ def add_convert(sub: Any) -> None:
     from .convert import FORMATS
 
     con = _command(
-        sub, "convert", summary="rewrite a log as JSON Lines, Parquet, CSV or TensorBoard",
+        sub, "convert",
+        summary="rewrite a log as JSON Lines, Parquet, CSV, TensorBoard or into MLflow",
         description="Rewrite a log in another format. The format comes from OUT's extension\n"
                     "(.jsonl, .parquet, .csv); --to is needed only when the name does not say\n"
-                    "(a TensorBoard log directory). An existing OUT is replaced only with\n"
-                    "--force. Prints what it wrote: records for a log, rows for CSV, epochs\n"
-                    "for TensorBoard.",
+                    "(a TensorBoard log directory, or an MLflow tracking URI as OUT with\n"
+                    "--to mlflow). An existing OUT is replaced only with --force. Prints what\n"
+                    "it wrote: records for a log or MLflow, rows for CSV, epochs for\n"
+                    "TensorBoard.",
         examples=["eventbus convert demo-run/events.jsonl history.csv",
                   "eventbus convert demo-run/events.jsonl copy.parquet",
                   "eventbus convert demo-run/events.jsonl tb-logs --to tensorboard",
-                  "eventbus convert demo-run/events.jsonl history.csv --force"])
+                  "eventbus convert demo-run/events.jsonl history.csv --force",
+                  "eventbus convert demo-run/events.jsonl sqlite:///mlflow.db --to mlflow"])
     con.add_argument("log", metavar="LOG",
                      help="event log: a .jsonl file, or a .parquet file or segment directory")
     con.add_argument("out", metavar="OUT",
-                     help="the file or directory to write; its extension names the format")
+                     help="the file or directory to write, whose extension names the format; "
+                          "for --to mlflow, the tracking URI")
     con.add_argument("--to", choices=FORMATS,
                      help="the format, when OUT's name does not say it (default: from OUT's "
                           "extension)")
@@ -598,7 +640,7 @@ def add_plugins(sub: Any) -> None:
 
 #: Every subcommand, in the order --help lists them: a new command is one ``add_*`` function
 #: above and one entry here.
-COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_plugins)
+COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_plugins, add_report_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from .records import SinkFailed
 
 __all__ = ["FORMATS", "Converted", "convert", "copy_log", "format_of"]
 
-FORMATS = ("jsonl", "parquet", "csv", "tensorboard")
+FORMATS = ("jsonl", "parquet", "csv", "tensorboard", "mlflow")
 
 #: The formats a file name says; a TensorBoard log directory has no extension of its own.
 _EXTENSIONS = {".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -36,10 +36,11 @@ _EXTENSIONS = {".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 @dataclass(frozen=True)
 class Converted:
     """What :func:`convert` wrote: ``count`` things of ``unit`` ("records", "rows" or
-    "epochs") as ``format`` at ``path``, from ``records`` records of the log."""
+    "epochs") as ``format`` at ``path``, from ``records`` records of the log (for mlflow, the
+    records of the kinds the MLflow sink takes)."""
 
     format: str
-    path: Path
+    path: str  # OUT as given: a path, or for mlflow a tracking URI
     count: int
     unit: str
     records: int
@@ -124,6 +125,11 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     :class:`~eventbus.errors.ConfigError` (``field="out"``) rather than reporting a count of
     records nothing holds.
     """
+    if to == "mlflow":  # OUT is a tracking URI, not a path: the sink finds the run in it
+        from sinks.mlflow import backfill
+
+        count = backfill(src, str(dst))
+        return Converted("mlflow", os.fspath(dst), count, "records", count)
     dst = Path(dst)
     to = _chosen_format(dst, to)
     _check_output(Path(src), dst, to)
@@ -140,7 +146,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
             raise ConfigError(f"convert: {dst} is not a .{to} path; name the output "
                               f"something.{to}", field="out")
         count = copy_log(src, dst)
-        return Converted(to, dst, count, "records", count)
+        return Converted(to, str(dst), count, "records", count)
     if to == "csv":
         from plugins import CSVLogger
 
@@ -170,8 +176,8 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                           f"{first.error}: {first.message}{more}", plugin=first.sink,
                           field="out")
     if to == "csv":
-        return Converted(to, dst, _csv_rows(dst), "rows", count)
-    return Converted(to, dst, epochs, "epochs", count)
+        return Converted(to, str(dst), _csv_rows(dst), "rows", count)
+    return Converted(to, str(dst), epochs, "epochs", count)
 
 
 def _csv_rows(path: Path) -> int:
