@@ -1,6 +1,9 @@
-"""The command line: ``eventbus demo | audit | replay | convert | plugins``.
+"""The command line: ``eventbus demo | audit | replay | convert | plugins | report``.
 
-This is the one place that wires the core, the plugins and the sinks together. Every error a
+This is the one place that wires the core, the plugins and the sinks together. Each command is
+an ``add_*`` function (its arguments, its --help with a description, defaults and examples)
+plus its ``cmd_*`` handler, listed once in :data:`COMMANDS`. Text for people counts epochs
+from 1, ``--json`` from 0, and each says so (:data:`EPOCHS_NOTE`). Every error a
 user can cause (a missing file, a log that is not a log, an unknown plugin or parameter, a bad
 value) ends as one line on stderr and exit status 2; ``--verify`` finding a difference exits 1.
 When stdout's reader goes away (``eventbus demo | head``) the command stops quietly with status
