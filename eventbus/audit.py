@@ -36,12 +36,14 @@ from .records import (
     Resumed,
     SaveCheckpoint,
     SetLearningRate,
+    ShadowDecision,
     SinkFailed,
     StopTraining,
     TrainBegin,
     TrainEnd,
     Warning,
 )
+from .shadow import ShadowSummary, recorded_policies, summarise
 
 # guess_mode is the core's rule (eventbus.monitor), still exported here under its old name.
 __all__ = ["Audit", "LogArgument", "MetricSummary", "audit", "checked_log", "guess_mode",
@@ -160,6 +162,19 @@ class Audit:
     #: Values the audit could not use, each ``{"seq", "kind", "epoch", "field", "value",
     #: "message"}``: a metric that is not a number (a log written by other code, or edited).
     bad_records: list[dict[str, Any]] = field(default_factory=list)
+    #: What shadow policies (eventbus.shadow) decided, never applied.
+    shadows: list[ShadowDecision] = field(default_factory=list)
+
+    def shadow_summaries(self) -> list[ShadowSummary]:
+        """Per shadow policy: where it would have stopped or changed the rate, and what it
+        would have saved (policies that decided nothing included)."""
+        policies = [label for spec in self.header.plugins if spec.name == "Shadow"
+                    for label in recorded_policies(spec.params)]
+        return summarise(self.shadows, self.curves, self.epochs_run, policies)
+
+    def shadow_lines(self) -> list[str]:
+        """:meth:`shadow_summaries` in words, epochs counted from 1."""
+        return [s.text() for s in self.shadow_summaries()]
 
     def refused_by_model(self, decision: Decision) -> str | None:
         """Why the model adapter refused to apply ``decision`` (its ``sink_failed``), or None:
@@ -195,6 +210,7 @@ class Audit:
             "decisions": [rec(d) for d in self.decisions],
             "bad_records": self.bad_records,
             "vector_metrics": self.vector_metrics,
+            "shadow": [{**s.__dict__, "text": s.text()} for s in self.shadow_summaries()],
         }
 
 
@@ -306,6 +322,8 @@ def audit(log: LogArgument) -> Audit:
             result.faults.append(record)
         elif isinstance(record, Resumed):
             result.resumes.append(record)
+        elif isinstance(record, ShadowDecision):
+            result.shadows.append(record)
     deferred = {id(s) for s in result.deferred_stops}
     result.stop = next((s for s in stops if id(s) not in deferred), None)
     if result.stop is not None and result.ended == "incomplete":
@@ -409,6 +427,8 @@ def render(result: Audit, *, decisions: bool = True) -> str:
                          f"sha256 {c['sha256'][:16]}…")
     else:
         lines.append("  checkpoints: none")
+    for text in result.shadow_lines():
+        lines.append(f"  {text}")
     for r in result.resumes:
         lines.append(f"  resumed at epoch {human_epoch(r.initial_epoch)} (after seq {r.from_seq})")
     lines.append(f"  warnings: {len(result.warnings) or 'none'}")

@@ -473,6 +473,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import find_logs, render, verify_logs
+
+    if not find_logs(args.paths):
+        raise UsageError(f"no logs (*.jsonl, *.parquet) in {', '.join(args.paths)}")
+    verdicts = verify_logs([_existing(path) for path in args.paths], root=args.root)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    else:
+        print(render(verdicts))
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+def add_verify(sub: Any) -> None:
+    ver = _command(
+        sub, "verify", summary="check stored logs: decisions replay the same, checkpoints intact",
+        description="For each log (files, or every *.jsonl and *.parquet below a directory):\n"
+                    "replay it with --verify, and hash the newest recorded save of each\n"
+                    "checkpoint path against its sha256. A table, then what failed (\"stop\n"
+                    "moves from epoch 21 to 19\"). Exit 1 on any mismatch or changed\n"
+                    "checkpoint; a missing checkpoint is listed, not a failure. Nothing is\n"
+                    "written, and a link where a checkpoint was is never followed.\n\n"
+                    + EPOCHS_NOTE,
+        examples=["eventbus verify demo-run/events.jsonl",
+                  "eventbus verify tests/golden --json",
+                  "eventbus verify runs/ --root /data/experiments"])
+    ver.add_argument("paths", nargs="+", metavar="PATH",
+                     help="a log, or a directory searched for logs (links not followed)")
+    ver.add_argument("--root", default=".", metavar="DIR",
+                     help="where relative checkpoint paths are found (the run's directory)")
+    ver.add_argument("--json", action="store_true", help="one object per log, for CI")
+    ver.set_defaults(func=cmd_verify)
+
+
 def add_report_command(sub: Any) -> None:
     """``eventbus report``: the run(s) as one self-contained HTML page (eventbus.report)."""
     rpt = _command(
@@ -643,7 +677,8 @@ def add_plugins(sub: Any) -> None:
 
 #: Every subcommand, in the order --help lists them: a new command is one ``add_*`` function
 #: above and one entry here.
-COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_plugins, add_report_command)
+COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_verify, add_plugins,
+            add_report_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,3 +139,20 @@ def test_the_summary_says_where_and_what_it_would_have_saved(tmp_path):
     quiet = summarise([], curves, 10, policies=["EarlyStopping(patience=50)"])
     assert quiet[0].text() == ("shadow EarlyStopping(patience=50) would have decided nothing "
                                "within the 10 recorded epochs")
+
+
+def test_the_audit_reports_every_shadow_policy(tmp_path):
+    from eventbus.audit import audit, render
+
+    values = [1.0, 0.8, 0.7, 0.72, 0.71, 0.73, 0.74, 0.69, 0.75, 0.76]
+    log = tmp_path / "run.jsonl"
+    train(log, values, [], shadow=[EarlyStopping(patience=2), EarlyStopping(patience=50)])
+    result = audit(log)
+    assert result.shadow_lines() == [
+        "shadow EarlyStopping(patience=2) would have stopped at epoch 5 of 10: 50% fewer "
+        "epochs; best val_loss 0.7 instead of 0.69",
+        "shadow EarlyStopping(patience=50) would have decided nothing within the 10 recorded "
+        "epochs"]
+    assert all(line in render(result) for line in result.shadow_lines())
+    (first, second) = result.as_dict()["shadow"]
+    assert (first["stop_epoch"], second["stop_epoch"]) == (4, None)
