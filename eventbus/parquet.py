@@ -30,6 +30,7 @@ import stat
 import weakref
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator
+from functools import cache
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
@@ -54,6 +55,14 @@ _NO_PAYLOAD = frozenset({
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
 METRIC_PREFIX = "logs."
+
+
+@cache
+def vector_type() -> Any:
+    """The Arrow type of a metric column that holds vectors: lists of float64."""
+    import pyarrow as pa
+
+    return pa.list_(pa.float64())
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
 #: The most metric names (one column each) a chunk of records may hold. A Parquet footer
@@ -210,9 +219,16 @@ class ParquetWriter(Sink):
         }
         metrics = sorted({key for piece in pieces for key in piece.metrics})
         for key in metrics:
+            parts = [piece.metrics.get(key) for piece in pieces]
+            if any(part is not None and part.type == vector_type() for part in parts):
+                # A vector metric in any chunk: the segment's column holds lists.
+                parts = [as_vectors(part) for part in parts]
+                arrow_type = vector_type()
+            else:
+                arrow_type = pa.float64()
             columns[METRIC_PREFIX + key] = pa.concat_arrays([
-                piece.metrics[key] if key in piece.metrics else pa.nulls(piece.n, pa.float64())
-                for piece in pieces])
+                pa.nulls(piece.n, arrow_type) if part is None else part
+                for piece, part in zip(pieces, parts)])
         if self._payloads:
             payload: list[bytes | None] = [None] * n
             for row, text in self._payloads.items():
@@ -408,12 +424,14 @@ def _struct_columns(logs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str
 
 
 def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of a chunk one value at a time, through NumPy's float conversion."""
+    """The metrics of a chunk one value at a time, through NumPy's float conversion; a metric
+    that is a vector in some row becomes a column of lists (see :func:`vector_type`)."""
     import numpy as np
     import pyarrow as pa
 
     n = len(logs)
     sparse: dict[str, tuple[list[int], list[Any]]] = {}
+    vectors: set[str] = set()
     for row, metrics in enumerate(logs):
         for key, value in metrics.items():
             column = sparse.get(key)
@@ -421,14 +439,36 @@ def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
                 column = sparse[key] = ([], [])
             column[0].append(row)
             column[1].append(value)
+            if type(value) is list:
+                vectors.add(key)
     columns = {}
     for key, (rows, values) in sparse.items():
+        if key in vectors:
+            cells: list[Any] = [None] * n
+            for row, value in zip(rows, values):
+                cells[row] = value if type(value) is list else [value]
+            columns[key] = pa.array(cells, vector_type())
+            continue
         data = np.zeros(n)
         missing = np.ones(n, dtype=bool)
         data[rows] = values
         missing[rows] = False
         columns[key] = pa.array(data, pa.float64(), mask=missing)
     return columns
+
+
+def as_vectors(column: Any) -> Any:
+    """A metric column piece as a column of lists: a float ``x`` becomes ``[x]`` (no vector
+    has one element, so ``[x]`` reads back as the float), a null stays null."""
+    import numpy as np
+    import pyarrow as pa
+
+    if column is None or column.type == vector_type():
+        return column
+    column = column.cast(pa.float64())
+    offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32))
+    mask = column.is_null() if column.null_count else None
+    return pa.ListArray.from_arrays(offsets, column.fill_null(0.0), vector_type(), mask=mask)
 
 
 def _column(pieces: list[_Piece], name: str, arrow_type: Any) -> Any:
@@ -572,7 +612,7 @@ def _column_types(name: str) -> tuple[str, bool] | None:
     if name == "payload":
         return "strings", True
     if name.startswith(METRIC_PREFIX):
-        return "numbers", True
+        return "numbers or lists of numbers", True
     return None
 
 
@@ -588,6 +628,11 @@ def _holds(arrow_type: Any, what: str, nulls: bool) -> bool:
         arrow_type = arrow_type.value_type
     if what == "strings":
         return bool(types.is_string(arrow_type) or types.is_large_string(arrow_type))
+    if what == "numbers or lists of numbers":  # a metric: a float, or a vector of them
+        if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+            arrow_type = arrow_type.value_type
+            if types.is_null(arrow_type):
+                return True
     integer = bool(types.is_integer(arrow_type))
     if what == "integers":
         return integer
@@ -664,6 +709,9 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
         names = parquet.schema_arrow.names
         metric_columns = [name for name in names if name.startswith(METRIC_PREFIX)]
         metrics = [name[len(METRIC_PREFIX):] for name in metric_columns]
+        # Metrics whose column holds lists: a list of one element there is a float.
+        vectors = [name[len(METRIC_PREFIX):] for name in metric_columns
+                   if not _holds(parquet.schema_arrow.field(name).type, "numbers", True)]
         wanted = [*_REQUIRED_COLUMNS, *metric_columns]  # not another column nobody reads
         leading = files.covered  # rows up to it that start this file were read already
         if leading is None and places is not None:
@@ -703,8 +751,12 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
                 if payload is not None:
                     record.update(_payload(payload, file, number))
                 if kind in with_logs:
-                    record["logs"] = {key: value for key, value in zip(metrics, values)
-                                      if value is not None}
+                    logs = record["logs"] = {key: value for key, value in zip(metrics, values)
+                                             if value is not None}
+                    for key in vectors:
+                        value = logs.get(key)
+                        if value is not None and len(value) == 1:
+                            logs[key] = value[0]
                 count += 1
                 yield record
             row += batch.num_rows

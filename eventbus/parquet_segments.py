@@ -123,8 +123,28 @@ def _concat(tables: list[Any]) -> Any:
     import pyarrow as pa
 
     # Segments can have different metric columns; promote to one schema.
-    tables = [t.cast(_plain_schema(t.schema)) for t in tables]
+    tables = _same_metric_types([t.cast(_plain_schema(t.schema)) for t in tables])
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _same_metric_types(tables: list[Any]) -> list[Any]:
+    """``tables`` with a metric that is a column of lists in one of them a column of lists in
+    all (a vector metric first seen after the first segment, or a float in some segments)."""
+    from .parquet import METRIC_PREFIX, as_vectors, vector_type
+
+    vectors = {field.name for table in tables for field in table.schema
+               if field.name.startswith(METRIC_PREFIX) and field.type == vector_type()}
+    if not vectors:
+        return tables
+    out = []
+    for table in tables:
+        for name in vectors.intersection(table.column_names):
+            i = table.schema.get_field_index(name)
+            if table.schema.field(i).type != vector_type():
+                column = as_vectors(table.column(i).combine_chunks())
+                table = table.set_column(i, name, column)
+        out.append(table)
+    return out
 
 
 def _conform(table: Any, schema: Any) -> Any:
