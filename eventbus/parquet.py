@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from .errors import LogCorruptError, LogError
+from .errors import LogCorruptError, LogError, SchemaVersionError
 from .jsonl import Where, bad_seq, check_version, typed
 from .lock import lock_exclusive
 from .parquet_segments import SegmentStore, compact, segments
@@ -55,6 +55,18 @@ _NO_PAYLOAD = frozenset({
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
 METRIC_PREFIX = "logs."
+#: The version of the Parquet layout (the columns below), in each file's key-value metadata
+#: under :data:`LAYOUT_KEY`. 1 (no key): every field but the envelope, indices and metrics in
+#: ``payload``. 2: decisions' and outcomes' ``source``, ``reason``, ``code`` and ``cause_seq``
+#: as columns of their own, and pandas metadata that reads the integer columns with nulls as
+#: integers. The record schema (``v``) is unchanged: the JSON Lines log is the same.
+LAYOUT_VERSION = 2
+LAYOUT_KEY = b"eventbus.parquet_layout"
+#: Fields outside BATCH_FIELDS with a column of their own (layout 2), and what each holds.
+FIELD_COLUMNS = {"source": str, "reason": str, "code": str, "cause_seq": int}
+# The integer columns that may hold nulls: pandas reads them as its nullable Int64, not as
+# float64 (which it makes of an integer column with nulls unless its metadata says otherwise).
+_NULLABLE_INTS = ("epoch", "batch", "step", "cause_seq")
 
 
 @cache
@@ -135,6 +147,8 @@ class ParquetWriter(Sink):
         self._segment_began: float | None = None  # no record of the segment is older
         self._pieces: list[_Piece] = []
         self._payloads: dict[int, bytes] = {}  # row in the segment -> payload JSON
+        # row in the segment -> that row's values of FIELD_COLUMNS (decisions and outcomes)
+        self._fields: dict[int, tuple[Any, ...]] = {}
         # Dictionary codes of the segment's run_id and kind columns, in order of appearance.
         self._run_ids: dict[str, int] = {}
         self._kinds: dict[str, int] = {}
@@ -171,8 +185,22 @@ class ParquetWriter(Sink):
 
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
+        row = self._rows + len(self._logs)
         extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
-        self._payloads[self._rows + len(self._logs)] = orjson.dumps(encode_nonfinite(extra))
+        if not _FIELD_NAMES.isdisjoint(extra):
+            values = []
+            for name, kind in FIELD_COLUMNS.items():
+                value = extra.get(name)
+                # A value the column cannot hold (a record not from a bus) stays in the payload;
+                # None is a null, which the reader reads as None for a kind with the field.
+                if value is None or (type(value) is kind and (
+                        kind is str or -(1 << 63) <= value < (1 << 63))):
+                    extra.pop(name, None)
+                    values.append(value)
+                else:
+                    values.append(None)
+            self._fields[row] = tuple(values)
+        self._payloads[row] = orjson.dumps(encode_nonfinite(extra))
         return _metrics_of(record)
 
     def _end_chunk(self) -> None:
@@ -188,6 +216,7 @@ class ParquetWriter(Sink):
             # as a failed write). Later rows take its place: its payloads must not stay.
             for row in [row for row in self._payloads if row >= self._rows]:
                 del self._payloads[row]
+                self._fields.pop(row, None)
             raise
         except BaseException:  # interrupted (Ctrl-C): the records are fine, keep them
             self._values, self._logs = values, logs
@@ -217,6 +246,16 @@ class ParquetWriter(Sink):
             "batch": _column(pieces, "batch", pa.int64()),
             "step": _column(pieces, "step", pa.int64()),
         }
+        # Few rows have these (decisions and outcomes): filled in from the rows that do.
+        for i, (name, kind) in enumerate(FIELD_COLUMNS.items()):
+            arrow_type = pa.int64() if kind is int else pa.string()
+            if not self._fields:
+                columns[name] = pa.nulls(n, arrow_type)
+                continue
+            cells: list[Any] = [None] * n
+            for row, values in self._fields.items():
+                cells[row] = values[i]
+            columns[name] = pa.array(cells, arrow_type)
         metrics = sorted({key for piece in pieces for key in piece.metrics})
         for key in metrics:
             parts = [piece.metrics.get(key) for piece in pieces]
@@ -236,7 +275,7 @@ class ParquetWriter(Sink):
             columns["payload"] = pa.array(payload, pa.string())
         else:
             columns["payload"] = pa.nulls(n, pa.string())
-        return pa.table(columns)
+        return pa.table(columns).replace_schema_metadata(layout_metadata())
 
     def _take_segment(self) -> tuple[Any, int, int] | None:
         """The rows in pieces as a segment's (table, first seq, last seq); None if none."""
@@ -279,6 +318,21 @@ class ParquetWriter(Sink):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_FIELD_NAMES = frozenset(FIELD_COLUMNS)
+
+
+@cache
+def layout_metadata() -> dict[bytes, bytes]:
+    """The key-value metadata of every file this writer makes: the layout's version, and
+    pandas metadata that makes ``pandas.read_parquet`` read the integer columns with nulls
+    as integers (pandas's ``Int64``; pyarrow reads the rest as it always does)."""
+    columns = [{"name": name, "field_name": name, "pandas_type": "int64",
+                "numpy_type": "Int64", "metadata": None} for name in _NULLABLE_INTS]
+    pandas = {"index_columns": [], "column_indexes": [], "columns": columns,
+              "creator": {"library": "eventbus"}, "pandas_version": "2.0.0"}
+    return {LAYOUT_KEY: str(LAYOUT_VERSION).encode(), b"pandas": orjson.dumps(pandas)}
 
 
 def _metrics_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -579,6 +633,7 @@ def _open(file: Path) -> Any:
     if absent:
         raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} column)",
                               path=str(file), field=absent[0])
+    _check_layout(file, schema.metadata)
     for field in schema:
         wanted = _column_types(field.name)
         if wanted is not None and not _holds(field.type, *wanted):
@@ -587,6 +642,25 @@ def _open(file: Path) -> Any:
                                   f"{' (or all null)' if nulls else ''}", path=str(file),
                                   field=field.name)
     return parquet
+
+
+def _check_layout(file: Path, metadata: dict[bytes, bytes] | None) -> None:
+    """Refuse a file of a newer layout than :data:`LAYOUT_VERSION` (no key: layout 1)."""
+    text = (metadata or {}).get(LAYOUT_KEY)
+    if text is None:
+        return
+    try:
+        layout = int(text)
+    except ValueError:
+        layout = 0
+    if layout < 1:
+        raise LogCorruptError(f"{file}: Parquet layout version {text!r:.40} is not a positive "
+                              f"integer", path=str(file), field=LAYOUT_KEY.decode())
+    if layout > LAYOUT_VERSION:
+        raise SchemaVersionError(
+            f"{file}: written in Parquet layout {layout}; this eventbus reads layout "
+            f"{LAYOUT_VERSION} and older. Upgrade eventbus to read it", path=str(file),
+            field=LAYOUT_KEY.decode())
 
 
 def _file_type(mode: int) -> str:
@@ -609,8 +683,10 @@ def _column_types(name: str) -> tuple[str, bool] | None:
         return "numbers", False
     if name in ("run_id", "kind"):
         return "strings", False
-    if name == "payload":
+    if name == "payload" or name in ("source", "reason", "code"):
         return "strings", True
+    if name == "cause_seq":
+        return "integers", True
     if name.startswith(METRIC_PREFIX):
         return "numbers or lists of numbers", True
     return None
@@ -701,6 +777,9 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
     indices = {kind: frozenset(n for n in ("epoch", "batch", "step") if n in cls.model_fields)
                for kind, cls in KINDS.items()}
     with_logs = _NO_PAYLOAD | {"train_begin"}
+    # The FIELD_COLUMNS each kind has: null in their column is None there, absent else.
+    fields = {kind: frozenset(FIELD_COLUMNS).intersection(cls.model_fields)
+              for kind, cls in KINDS.items()}
     version = SCHEMA_VERSION
     header_seen = False
     count = 0  # records yielded
@@ -712,7 +791,9 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
         # Metrics whose column holds lists: a list of one element there is a float.
         vectors = [name[len(METRIC_PREFIX):] for name in metric_columns
                    if not _holds(parquet.schema_arrow.field(name).type, "numbers", True)]
-        wanted = [*_REQUIRED_COLUMNS, *metric_columns]  # not another column nobody reads
+        named = [name for name in FIELD_COLUMNS if name in names]  # none in layout 1
+        # Not another column nobody reads; the named fields last, after the metrics.
+        wanted = [*_REQUIRED_COLUMNS, *metric_columns, *named]
         leading = files.covered  # rows up to it that start this file were read already
         if leading is None and places is not None:
             places.add(count + 1, file, 1)
@@ -757,11 +838,32 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
                         value = logs.get(key)
                         if value is not None and len(value) == 1:
                             logs[key] = value[0]
+                elif named:  # decisions, outcomes: their fields with columns of their own
+                    _take_fields(record, named, values[len(metrics):], fields.get(kind, ()),
+                                 file, number)
                 count += 1
                 yield record
             row += batch.num_rows
         if leading is None and type(seq) is int:  # the last seq read (typed checks order)
             files.covered = seq if files.covered is None else max(seq, files.covered)
+
+
+def _take_fields(record: dict[str, Any], named: list[str], values: list[Any],
+                 has: Collection[str], file: Path, row: int) -> None:
+    """Put a row's values of the columns ``named`` (FIELD_COLUMNS) in its ``record``.
+
+    A null is None for a field the record's kind has (``code``, ``cause_seq``), and leaves
+    the field to the payload, where a file compacted from segments of layout 1 keeps it.
+    """
+    for name, value in zip(named, values):
+        if value is None:
+            if name in has and name not in record:
+                record[name] = None
+        elif name in record:
+            raise LogCorruptError(f"{file} (row {row}): {name} is both in its column and in "
+                                  "the payload", path=str(file), line=row, field=name)
+        else:
+            record[name] = value
 
 
 def _payload(text: str, file: Path, row: int) -> dict[str, Any]:
@@ -808,7 +910,8 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     for file, parquet in files:
         covered = files.covered  # rows both in a compacted file and a leftover segment
         highest = covered
-        for batch in _batches(file, parquet, columns=list(_REQUIRED_COLUMNS)):
+        named = [name for name in FIELD_COLUMNS if name in parquet.schema_arrow.names]
+        for batch in _batches(file, parquet, columns=[*_REQUIRED_COLUMNS, *named]):
             try:
                 kind = batch.column("kind").cast(pa.string())
                 rows = batch.filter(pc.is_in(kind, value_set=wanted)).to_pylist()
@@ -822,12 +925,14 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
                 if covered is not None and (row["seq"] is None or row["seq"] <= covered):
                     continue
                 payload = row.pop("payload")
+                own = {name: row.pop(name) for name in named}
                 try:
                     fields = orjson.loads(payload) if payload is not None else {}
                 except orjson.JSONDecodeError:
                     fields = None  # damaged: the reader reports it where it is
                 if type(fields) is dict and not _IN_COLUMNS.intersection(fields):
                     row.update(fields)
+                row.update((name, value) for name, value in own.items() if value is not None)
                 found.append(row)
         files.covered = highest
     return found

@@ -116,15 +116,20 @@ def _plain_schema(schema: Any) -> Any:
     import pyarrow as pa
 
     return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                      for f in schema])
+                      for f in schema], metadata=schema.metadata)
 
 
 def _concat(tables: list[Any]) -> Any:
     import pyarrow as pa
 
     # Segments can have different metric columns; promote to one schema.
+    from .parquet import layout_metadata
+
     tables = _same_metric_types([t.cast(_plain_schema(t.schema)) for t in tables])
-    return pa.concat_tables(tables, promote_options="default")
+    # The merged file is of this version's layout (a segment of layout 1, from a log begun by
+    # an older version, keeps its rows' fields in their payloads, which the reader reads).
+    return pa.concat_tables(tables, promote_options="default").replace_schema_metadata(
+        layout_metadata())
 
 
 def _same_metric_types(tables: list[Any]) -> list[Any]:
