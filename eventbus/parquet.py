@@ -9,11 +9,12 @@ pandas and pyarrow read a finished run as one table (``pandas.read_parquet("even
 :mod:`eventbus.parquet_segments` keeps the files; this module turns records into columns and
 back.
 
-Columns: ``v``, ``run_id``, ``seq``, ``kind``, ``time``, ``epoch``, ``batch``, ``step``; one
-float64 column ``logs.<name>`` per metric (null where a record does not have it; NaN and
-infinities are stored as such); ``payload``, the record's other fields as JSON (the header's
-plugins, a decision's reason and evidence, ...). pyarrow is imported only when a Parquet log is
-opened.
+Columns (layout 2, :mod:`eventbus.parquet_layout`): ``v``, ``run_id``, ``seq``, ``kind``,
+``time``, ``epoch``, ``batch``, ``step``; decisions' and outcomes' ``source``, ``reason``,
+``code``, ``cause_seq``; one float64 column ``logs.<name>`` per metric (null where a record does
+not have it; NaN and infinities are stored as such), a column of lists of float64 for a vector
+metric; ``payload``, the record's other fields as JSON (the header's plugins, a decision's
+evidence, ...). pyarrow is imported only when a Parquet log is opened.
 
 Writing: ``write`` keeps the record's fields (in one flat list, read out with one C-level call)
 and a copy of its metrics (a payload is encoded there and then), so the log holds each record
@@ -30,7 +31,6 @@ import stat
 import weakref
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator
-from functools import cache
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
@@ -42,6 +42,15 @@ import orjson
 from .errors import LogCorruptError, LogError, SchemaVersionError
 from .jsonl import Where, bad_seq, check_version, typed
 from .lock import lock_exclusive
+from .parquet_layout import (
+    FIELD_COLUMNS,
+    LAYOUT_KEY,
+    LAYOUT_VERSION,
+    METRIC_PREFIX,
+    as_vectors,
+    layout_metadata,
+    vector_type,
+)
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 from .sink import Sink
@@ -54,27 +63,6 @@ _NO_PAYLOAD = frozenset({
     "train_end", "epoch_begin", "epoch_end", "batch_begin", "batch_end", "test_begin",
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
-METRIC_PREFIX = "logs."
-#: The version of the Parquet layout (the columns below), in each file's key-value metadata
-#: under :data:`LAYOUT_KEY`. 1 (no key): every field but the envelope, indices and metrics in
-#: ``payload``. 2: decisions' and outcomes' ``source``, ``reason``, ``code`` and ``cause_seq``
-#: as columns of their own, and pandas metadata that reads the integer columns with nulls as
-#: integers. The record schema (``v``) is unchanged: the JSON Lines log is the same.
-LAYOUT_VERSION = 2
-LAYOUT_KEY = b"eventbus.parquet_layout"
-#: Fields outside BATCH_FIELDS with a column of their own (layout 2), and what each holds.
-FIELD_COLUMNS = {"source": str, "reason": str, "code": str, "cause_seq": int}
-# The integer columns that may hold nulls: pandas reads them as its nullable Int64, not as
-# float64 (which it makes of an integer column with nulls unless its metadata says otherwise).
-_NULLABLE_INTS = ("epoch", "batch", "step", "cause_seq")
-
-
-@cache
-def vector_type() -> Any:
-    """The Arrow type of a metric column that holds vectors: lists of float64."""
-    import pyarrow as pa
-
-    return pa.list_(pa.float64())
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
 #: The most metric names (one column each) a chunk of records may hold. A Parquet footer
@@ -323,18 +311,6 @@ class ParquetWriter(Sink):
 _FIELD_NAMES = frozenset(FIELD_COLUMNS)
 
 
-@cache
-def layout_metadata() -> dict[bytes, bytes]:
-    """The key-value metadata of every file this writer makes: the layout's version, and
-    pandas metadata that makes ``pandas.read_parquet`` read the integer columns with nulls
-    as integers (pandas's ``Int64``; pyarrow reads the rest as it always does)."""
-    columns = [{"name": name, "field_name": name, "pandas_type": "int64",
-                "numpy_type": "Int64", "metadata": None} for name in _NULLABLE_INTS]
-    pandas = {"index_columns": [], "column_indexes": [], "columns": columns,
-              "creator": {"library": "eventbus"}, "pandas_version": "2.0.0"}
-    return {LAYOUT_KEY: str(LAYOUT_VERSION).encode(), b"pandas": orjson.dumps(pandas)}
-
-
 def _metrics_of(record: dict[str, Any]) -> dict[str, Any]:
     logs = record.get("logs")
     return dict(logs) if logs else _NO_METRICS
@@ -509,20 +485,6 @@ def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
         missing[rows] = False
         columns[key] = pa.array(data, pa.float64(), mask=missing)
     return columns
-
-
-def as_vectors(column: Any) -> Any:
-    """A metric column piece as a column of lists: a float ``x`` becomes ``[x]`` (no vector
-    has one element, so ``[x]`` reads back as the float), a null stays null."""
-    import numpy as np
-    import pyarrow as pa
-
-    if column is None or column.type == vector_type():
-        return column
-    column = column.cast(pa.float64())
-    offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32))
-    mask = column.is_null() if column.null_count else None
-    return pa.ListArray.from_arrays(offsets, column.fill_null(0.0), vector_type(), mask=mask)
 
 
 def _column(pieces: list[_Piece], name: str, arrow_type: Any) -> Any:

@@ -23,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .parquet_layout import METRIC_PREFIX, as_vectors, layout_metadata, vector_type
+
 __all__ = ["SegmentStore", "compact", "segment_name", "segments"]
 
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
@@ -123,8 +125,6 @@ def _concat(tables: list[Any]) -> Any:
     import pyarrow as pa
 
     # Segments can have different metric columns; promote to one schema.
-    from .parquet import layout_metadata
-
     tables = _same_metric_types([t.cast(_plain_schema(t.schema)) for t in tables])
     # The merged file is of this version's layout (a segment of layout 1, from a log begun by
     # an older version, keeps its rows' fields in their payloads, which the reader reads).
@@ -135,8 +135,6 @@ def _concat(tables: list[Any]) -> Any:
 def _same_metric_types(tables: list[Any]) -> list[Any]:
     """``tables`` with a metric that is a column of lists in one of them a column of lists in
     all (a vector metric first seen after the first segment, or a float in some segments)."""
-    from .parquet import METRIC_PREFIX, as_vectors, vector_type
-
     vectors = {field.name for table in tables for field in table.schema
                if field.name.startswith(METRIC_PREFIX) and field.type == vector_type()}
     if not vectors:
