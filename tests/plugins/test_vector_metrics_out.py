@@ -1,6 +1,7 @@
 """Vector metrics where they go out: CSVLogger writes them as Keras's own CSVLogger does (read
 back with the csv module, compared with Keras's file), RemoteMonitor and the HTTP record stream
-send them as JSON lists. How the bus takes them: tests/eventbus/test_vector_metrics.py."""
+send them as JSON lists, BaseLogger averages them element by element. How the bus takes them:
+tests/eventbus/test_vector_metrics.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import numpy as np
 import orjson
 import pytest
 
-from eventbus import Bus
+from eventbus import Bus, PluginError
 from eventbus.records import decode_nonfinite
-from plugins import CSVLogger, RemoteMonitor
+from plugins import BaseLogger, CSVLogger, History, RemoteMonitor
 from sinks.csv import format_value
 from sinks.http import HttpRecordSink
 
@@ -129,3 +130,29 @@ class TestHttp:
         assert batch["logs"]["f1"][:2] == [0.5, 0.25] and math.isnan(batch["logs"]["f1"][2])
         end = next(record for record in received if record["kind"] == "epoch_end")
         assert end["logs"]["val_f1"] == [0.125, INF]
+
+
+class TestBaseLogger:
+    def test_a_vector_is_averaged_element_by_element(self):
+        """Size-weighted, as Keras 2's BaseLogger averaged arrays."""
+        history = History()
+        bus = Bus([BaseLogger(), history])
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.batch_end(0, {"f1": np.array([0.0, 1.0]), "size": 1, "loss": 1.0})
+        bus.batch_end(1, {"f1": [1.0, 0.0], "size": 3, "loss": 2.0})
+        bus.epoch_end(0, {})
+        bus.close()
+        assert history.history == {"loss": [1.75], "f1": [[0.75, 0.25]]}
+
+    @pytest.mark.parametrize("second", [[1.0, 0.0, 2.0], 0.5])
+    def test_a_vector_that_changes_shape_has_no_average_and_says_so(self, second):
+        bus = Bus([BaseLogger()])
+        bus.train_begin()
+        bus.epoch_begin(0)
+        bus.batch_end(0, {"f1": [0.0, 1.0]})
+        with pytest.raises(PluginError, match=r"failed on batch_end .*BaseLogger: "
+                                              r"logs\['f1'\] is .* in this batch and was 2 "
+                                              r"values in earlier batches"):
+            bus.batch_end(1, {"f1": second})
+        bus.close()
