@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
 
-from .metrics import coerce_logs, plain
+from .metrics import Metric, coerce_logs, plain
 
 __all__ = [
     "DECISION_KINDS",
@@ -83,12 +83,13 @@ BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
                "predict_batch_begin", "predict_batch_end")
 
 
-def _logs(value: Any, info: ValidationInfo) -> dict[str, float]:
+def _logs(value: Any, info: ValidationInfo) -> dict[str, Metric]:
     kind = info.data.get("kind", "record")
     return coerce_logs(value, kind)
 
 
-Logs = Annotated[dict[str, float], BeforeValidator(_logs)]
+#: Metric name -> a float, or a list of floats for a vector metric (see ``metrics.to_metric``).
+Logs = Annotated[dict[str, Metric], BeforeValidator(_logs)]
 
 
 PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
@@ -113,7 +114,8 @@ class Record(BaseModel):
 
 
 class Observation(Record):
-    """Something the training loop saw. ``logs`` maps metric names to floats (Keras's word)."""
+    """Something the training loop saw. ``logs`` maps metric names to floats (Keras's word), or
+    to lists of floats for vector metrics (one value per class, ...)."""
 
     category: ClassVar[str] = "observation"
     logs: Logs = Field(default_factory=dict)
