@@ -336,6 +336,42 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import check_out, write_report
+
+    overrides = _overrides(args.set)
+    check_out(args.out, force=args.force, flag="--out")  # before the logs are read
+    page = write_report([_existing(log) for log in args.logs], args.out, overrides=overrides,
+                        force=args.force)
+    what_if = " with a what-if" if overrides else ""
+    print(f"wrote {args.out}: {len(page.runs)} run(s), {len(page.panels)} panel(s){what_if}; "
+          "open it in a browser (it loads nothing from the network)")
+    return 0
+
+
+def add_report_command(sub: Any) -> None:
+    """``eventbus report``: the run(s) as one self-contained HTML page (eventbus.report)."""
+    rpt = sub.add_parser(
+        "report", help="one HTML page: curves, decisions, why it stopped, checkpoints",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write one self-contained HTML page of the run(s): metric curves per\n"
+                    "family, every decision at its epoch (its reason on hover), the best epoch,\n"
+                    "why the run stopped, checkpoints with their hashes, resumes, warnings and\n"
+                    "faults. Several logs are overlaid; --set adds a what-if replay.",
+        epilog="example:\n  eventbus report demo-run/events.jsonl -o report.html "
+               "--set EarlyStopping.patience=3")
+    rpt.add_argument("logs", nargs="+", metavar="LOG",
+                     help="event log(s), .jsonl or .parquet; several are overlaid")
+    rpt.add_argument("-o", "--out", default="report.html", metavar="FILE.html",
+                     help="the page to write (default: report.html)")
+    rpt.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
+                     help="add a what-if: the decisions replayed with this parameter changed "
+                          "(repeatable, as replay --set)")
+    rpt.add_argument("--force", action="store_true",
+                     help="replace FILE.html even if it is not a report this command wrote")
+    rpt.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus", description="An event-sourced callback bus for training loops.")
@@ -383,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     plg = sub.add_parser("plugins", help="every plugin the registry knows")
     plg.add_argument("--json", action="store_true")
     plg.set_defaults(func=cmd_plugins)
+    add_report_command(sub)
     return parser
 
 

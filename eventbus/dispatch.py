@@ -14,6 +14,10 @@ has an inlined copy of it (the hottest path; see the comment there).
 
 from __future__ import annotations
 
+import gc
+import heapq
+import inspect
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,6 +26,7 @@ import pluggy
 from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
+from .filters import filters_of, guard
 from .plugin import plugin_name, why_not_a_plugin
 from .records import KINDS
 
@@ -51,7 +56,13 @@ class Dispatcher:
         #: Every plugin registered, in call order (disabled ones included).
         self.plugins: list[object] = []
         self._labels: dict[int, str] = {}
+        #: id(what pluggy registered) -> the plugin it stands for (see _carrier).
+        self._carried: dict[int, object] = {}
         self._disabled: set[int] = set()
+        #: (id(plugin), hook, id(function)) -> its handler (see _handler).
+        self._handlers: dict[tuple[int, str, int], Handler] = {}
+        #: id(plugin) -> its place in call order (list order, moved by run_before/run_after).
+        self._rank: dict[int, int] = {}
         #: hook -> the active handlers, in call order. The same dict for the dispatcher's
         #: life, so callers may keep it; its values are replaced on every rebuild.
         self.calls: dict[str, tuple[Handler, ...]] = {}
@@ -79,23 +90,57 @@ class Dispatcher:
         while label in taken:
             n += 1
             label = f"{name}#{n}"
+        carrier = self._carrier(plugin)
         try:
-            self._pm.register(plugin, name=f"{label}@{id(plugin)}")
+            self._pm.register(carrier, name=f"{label}@{id(plugin)}")
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self._pm.unregister(plugin)
+            self._pm.unregister(carrier)
             raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
         for hook in HOOKS:
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
-                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
-                    self._pm.unregister(plugin)
+                if impl.plugin is carrier and (impl.hookwrapper or impl.wrapper):
+                    self._pm.unregister(carrier)
                     raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
                                       "calls plugins in list order and has no wrappers",
                                       plugin=label)
+        try:
+            rank = _call_order([*self.plugins, plugin])
+        except ConfigError:
+            self._pm.unregister(carrier)
+            raise
         self.plugins.append(plugin)
+        self._rank = rank
         self._labels[id(plugin)] = label
+        self._carried[id(carrier)] = plugin
         self._rebuild()
         return label
+
+    def _carrier(self, plugin: object) -> object:
+        """What pluggy registers in ``plugin``'s place: an object holding its hook
+        implementations, found without ``dir(plugin)``.
+
+        pluggy looks for implementations with ``dir()`` on the plugin, which makes CPython 3.11
+        build the instance's ``__dict__``; from then on every attribute read on the plugin, which
+        its hooks do on every event, takes about twice as long. Implementations are looked up on
+        the class, and on the instance by the hook names; one an instance holds under a name of
+        its own (``hookimpl(specname=...)`` set in ``__init__``) is seen among the instance's
+        values, and only then is the instance searched with ``dir()``.
+        """
+        if isinstance(plugin, types.ModuleType):
+            return plugin
+        names = {n for n in dir(type(plugin)) if not n.startswith("__")}
+        names.update(hook for hook in HOOKS if hasattr(plugin, hook))
+        found = {name: getattr(plugin, name) for name in sorted(names)
+                 if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+        known = {id(getattr(fn, "__func__", fn)) for fn in found.values()}
+        if any(_is_impl(value) and id(getattr(value, "__func__", value)) not in known
+               for value in gc.get_referents(plugin)):
+            found = {name: getattr(plugin, name) for name in dir(plugin)
+                     if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+        carrier = _Implementations()
+        carrier.__dict__.update(found)
+        return carrier
 
     def label(self, plugin: object) -> str:
         return self._labels[id(plugin)]
@@ -116,19 +161,31 @@ class Dispatcher:
         return bool((self.calls if side_effects else self.pure).get(hook))
 
     def _rebuild(self) -> None:
-        order = {id(p): i for i, p in enumerate(self.plugins) if id(p) not in self._disabled}
+        rank, disabled, carried = self._rank, self._disabled, self._carried
         self.owner = {}
         for hook in HOOKS:
-            impls = [impl for impl in getattr(self._pm.hook, hook).get_hookimpls()
-                     if id(impl.plugin) in order]
-            impls.sort(key=lambda impl: order[id(impl.plugin)])
-            pairs = [(_adapt(impl, hook), impl.plugin) for impl in impls]
+            # pluggy's tryfirst/trylast move an implementation to the front or back of its
+            # hook's table; within each group, the plugins' call order.
+            impls = [(impl, plugin) for impl in getattr(self._pm.hook, hook).get_hookimpls()
+                     if id(plugin := carried[id(impl.plugin)]) not in disabled]
+            impls.sort(key=lambda pair: (_placement(pair[0]), rank[id(pair[1])]))
+            pairs = [(self._handler(impl, hook, plugin), plugin) for impl, plugin in impls]
             for fn, plugin in pairs:
                 self.owner[id(fn)] = plugin
             self.calls[hook] = tuple(fn for fn, _ in pairs)
             self.pure[hook] = tuple(fn for fn, plugin in pairs
                                     if not getattr(plugin, "side_effects", False))
         self.on_change()
+
+    def _handler(self, impl: Any, hook: str, plugin: object) -> Handler:
+        """``impl`` as the call tables hold it: adapted to one argument, behind the plugin's
+        event filters. The same object across rebuilds (a filter's clock survives them)."""
+        key = (id(plugin), hook, id(impl.function))
+        handler = self._handlers.get(key)
+        if handler is None:
+            handler = guard(hook, filters_of(plugin), _adapt(impl, hook))
+            self._handlers[key] = handler
+        return handler
 
     # --- the one call loop ----------------------------------------------------------------------
 
@@ -155,6 +212,85 @@ class Dispatcher:
                 if got:
                     made.extend(got)
         return made
+
+
+def _placement(impl: Any) -> int:
+    return 0 if impl.tryfirst else 2 if impl.trylast else 1
+
+
+def _names(plugin: object, attribute: str) -> tuple[str, ...]:
+    value = getattr(plugin, attribute, ())
+    names = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = (value,)
+    if not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"plugin {plugin_name(plugin)!r}: {attribute} must be a plugin name or "
+                          f"a list of plugin names; got {value!r:.80}", field=attribute,
+                          plugin=plugin_name(plugin))
+    return names
+
+
+def _call_order(plugins: list[object]) -> dict[int, int]:
+    """id(plugin) -> its place in call order: list order, except where a plugin's
+    ``run_before`` / ``run_after`` (names of other plugins) asks otherwise.
+
+    A stable topological order: of the plugins free to run next, the earliest in the list goes
+    first, so without constraints the order is the list's. A name no plugin on the bus has is
+    no constraint (a plugin may say "after CSVLogger" without requiring one). A cycle is an
+    error naming it.
+    """
+    by_name: dict[str, list[int]] = {}
+    for i, plugin in enumerate(plugins):
+        by_name.setdefault(plugin_name(plugin), []).append(i)
+    after: list[set[int]] = [set() for _ in plugins]  # after[i]: plugins i runs after
+    for i, plugin in enumerate(plugins):
+        for name in _names(plugin, "run_before"):
+            for j in by_name.get(name, ()):
+                if j != i:
+                    after[j].add(i)
+        for name in _names(plugin, "run_after"):
+            after[i].update(j for j in by_name.get(name, ()) if j != i)
+    waiting = [len(a) for a in after]
+    unblocks: list[list[int]] = [[] for _ in plugins]
+    for i, a in enumerate(after):
+        for j in a:
+            unblocks[j].append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in unblocks[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                heapq.heappush(ready, k)
+    if len(order) < len(plugins):
+        raise ConfigError(f"plugins' run_before/run_after form a cycle: "
+                          f"{_cycle(plugins, after, set(order))}", field="run_before")
+    return {id(plugins[i]): place for place, i in enumerate(order)}
+
+
+def _cycle(plugins: list[object], after: list[set[int]], placed: set[int]) -> str:
+    """One cycle among the plugins not placed, as 'A runs after B runs after ... A'."""
+    i = min(set(range(len(plugins))) - placed)
+    path: list[int] = []
+    while i not in path:
+        path.append(i)
+        i = min(j for j in after[i] if j not in placed)
+    loop = path[path.index(i):] + [i]
+    return " runs after ".join(repr(plugin_name(plugins[k])) for k in loop)
+
+
+class _Implementations:
+    """A plugin's hook implementations, as pluggy registers them (compared by identity)."""
+
+
+def _is_impl(value: object) -> bool:
+    return inspect.isroutine(value) and isinstance(
+        getattr(value, f"{PROJECT_NAME}_impl", None), dict)
 
 
 def _adapt(impl: Any, hook: str) -> Handler:

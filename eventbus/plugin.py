@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .filters import filters_of
 from .records import PluginSpec
 
 __all__ = ["Plugin", "plugin_name", "plugin_spec", "why_not_a_plugin"]
@@ -167,4 +168,5 @@ def plugin_spec(plugin: object) -> PluginSpec:
         recordable=recordable,
         side_effects=bool(getattr(plugin, "side_effects", False)),
         cls=f"{cls.__module__}:{cls.__qualname__}",
+        filters=[f.as_dict() for f in filters_of(plugin)],
     )

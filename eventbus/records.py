@@ -317,6 +317,8 @@ class PluginSpec(BaseModel):
     #: The name the plugin's records carry when it differs from ``name`` (``"EarlyStopping#2"``
     #: for a second EarlyStopping on one bus).
     label: str = ""
+    #: The plugin's event filters (``eventbus.filters``), each as its fields.
+    filters: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Header(Record):

@@ -29,6 +29,7 @@ from .bus import Bus
 from .cursor import after_stop
 from .effective import effective_records, read_effective
 from .errors import ConfigError, PluginError, ReplayError
+from .filters import filtered, recorded
 from .log import read_log
 from .plugin import plugin_name, why_not_a_plugin
 from .records import (
@@ -227,7 +228,8 @@ def _rebuild(spec: PluginSpec, label: str, overrides: Mapping[str, Mapping[str, 
         raise ReplayError(f"{spec.name} has no parameter {', '.join(map(repr, unknown))}; "
                           f"{takes}")
     try:
-        return registry.build(spec.name, params)
+        plugin = registry.build(spec.name, params)
+        return filtered(plugin, *recorded(spec.filters)) if spec.filters else plugin
     except Exception as exc:
         raise ReplayError(f"plugin {label!r} cannot be rebuilt: {exc}") from exc
 

@@ -18,9 +18,13 @@ A plugin the sink does not know gets one line per decision: ``Epoch 3: MyPlugin:
 Replay and resume write through no sink, so they print nothing.
 
 Built-in plugins with ``verbose`` add this sink themselves (:func:`attach`), one per run. Lines
-go to ``stream`` (standard output, looked up when printing), or, with ``logger``, to that
-``logging.Logger`` at INFO, as Keras's ``io_utils.print_msg`` does when interactive logging is
-off.
+go to ``stream`` or, with ``logger``, to that ``logging.Logger`` at INFO; given neither, they go
+where Keras sends its own (:func:`print_msg`, as ``keras.utils.io_utils.print_msg``): standard
+output, or the ``eventbus.console`` logger at INFO while interactive logging is off.
+
+Interactive logging is this module's switch (:func:`disable_interactive_logging`, as
+``keras.config.disable_interactive_logging``); left alone, it follows Keras's own setting when
+Keras is already imported, and is on otherwise. Keras is never imported for it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,60 @@ from eventbus import Sink
 from eventbus.records import DECISION_KINDS
 from eventbus.run import Run
 
-__all__ = ["ConsoleSink", "attach"]
+from . import progress
+
+__all__ = ["ConsoleSink", "attach", "disable_interactive_logging", "enable_interactive_logging",
+           "is_interactive_logging_enabled", "print_msg"]
+
+#: Where messages go while interactive logging is off.
+LOGGER = logging.getLogger("eventbus.console")
+
+# None: follow Keras's setting if Keras is imported, else on.
+_interactive: bool | None = None
+
+
+def enable_interactive_logging() -> None:
+    """Print messages and progress to standard output (the default)."""
+    global _interactive
+    _interactive = True
+
+
+def disable_interactive_logging() -> None:
+    """Send messages and progress lines to the ``eventbus.console`` logger at INFO instead of
+    standard output (a job on a server), as Keras's switch of the same name does."""
+    global _interactive
+    _interactive = False
+
+
+def is_interactive_logging_enabled() -> bool:
+    """This module's switch if it was set; else Keras's, if Keras is imported; else True."""
+    if _interactive is not None:
+        return _interactive
+    # Keras keeps its switch in its global state; read it only where Keras is already loaded.
+    state = sys.modules.get("keras.src.backend.common.global_state")
+    if state is not None:
+        try:
+            return bool(state.get_global_attribute("interactive_logging", True))
+        except Exception:  # another Keras layout: its switch cannot be read, keep the default
+            return True
+    return True
+
+
+def print_msg(message: str, line_break: bool = True) -> None:
+    """Print ``message`` to standard output, or log it at INFO while interactive logging is off
+    (``keras.utils.io_utils.print_msg``)."""
+    if not is_interactive_logging_enabled():
+        LOGGER.info(message)
+        return
+    out = sys.stdout
+    progress.make_room(out)
+    text = f"{message}\n" if line_break else message
+    try:
+        out.write(text)
+    except UnicodeEncodeError:  # an ASCII console: what it cannot show is replaced
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        out.write(text.encode(encoding, errors="replace").decode(encoding))
+    out.flush()
 
 _OBSERVATIONS = ("epoch_begin", "epoch_end", "train_begin", "train_end")
 
@@ -50,7 +107,11 @@ def _epoch(record: dict[str, Any]) -> str:
 
 
 class ConsoleSink(Sink):
-    """Print the messages of the run's verbose plugins (see the module documentation)."""
+    """Print the messages of the run's verbose plugins (see the module documentation).
+
+    ``stream``: where to write; ``logger``: a logger that gets each line at INFO instead.
+    Given neither, each line goes through :func:`print_msg`.
+    """
 
     name = "console"
     takes = frozenset({*DECISION_KINDS, *_OBSERVATIONS, "checkpoint_saved"})
@@ -87,10 +148,12 @@ class ConsoleSink(Sink):
     def _print(self, line: str) -> None:
         if self._logger is not None:
             self._logger.info(line)
-            return
-        stream = self._stream if self._stream is not None else sys.stdout
-        stream.write(line + "\n")
-        stream.flush()
+        elif self._stream is not None:
+            progress.make_room(self._stream)
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        else:
+            print_msg(line)
 
     def write(self, record: dict[str, Any]) -> None:
         kind = record["kind"]

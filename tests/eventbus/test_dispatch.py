@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -525,3 +528,52 @@ class TestInlinedBatchEndLoop:
         decisions = bus.batch_end(0, {"loss": 1.0})
         assert [d.kind for d in decisions] == ["stop_training"]
         assert writer.kinds()[-2:] == ["sink_failed", "stop_training"]
+
+
+class TestRegistrationLeavesPluginsFast:
+    """pluggy finds implementations with dir(plugin), which makes CPython 3.11+ build the
+    instance's __dict__ and slows every later attribute read on it; the dispatcher registers
+    an object of its own instead."""
+
+    @pytest.mark.skipif(sys.implementation.name != "cpython" or sys.version_info < (3, 11),
+                        reason="inline instance attributes are CPython 3.11+")
+    def test_the_plugins_own_attributes_stay_inline(self):
+        plugin = Calls("a")
+        plugin.patience, plugin.best = 3, 0.5
+        assert not any(isinstance(ref, dict) and "patience" in ref
+                       for ref in gc.get_referents(plugin))  # the check below can tell
+        Dispatcher().register(plugin)
+        assert not any(isinstance(ref, dict) and "patience" in ref
+                       for ref in gc.get_referents(plugin))
+        dir(plugin)  # what pluggy's own register does
+        assert any(isinstance(ref, dict) and "patience" in ref
+                   for ref in gc.get_referents(plugin))
+
+    def test_an_implementation_set_on_the_instance_under_its_own_name_is_found(self):
+        seen = []
+
+        class Late(Plugin):
+            def __init__(self):
+                def at_epoch(event):
+                    seen.append(event)
+
+                self.at_epoch = hookimpl(specname="on_epoch_end")(at_epoch)
+
+        dispatcher = Dispatcher()
+        plugin = Late()
+        dispatcher.register(plugin)
+        assert owners(dispatcher, dispatcher.calls)["on_epoch_end"] == [plugin]
+        dispatcher.calls["on_epoch_end"][0]("event")
+        assert seen == ["event"]
+
+    def test_an_instance_may_switch_a_class_implementation_off(self):
+        class Quiet(Calls):
+            def __init__(self):
+                super().__init__("quiet")
+                self.on_batch_end = None
+
+        dispatcher = Dispatcher()
+        plugin = Quiet()
+        dispatcher.register(plugin)
+        assert owners(dispatcher, dispatcher.calls)["on_epoch_end"] == [plugin]
+        assert dispatcher.calls["on_batch_end"] == ()

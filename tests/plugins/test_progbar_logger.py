@@ -1,4 +1,4 @@
-"""plugins.ProgbarLogger: a tqdm bar on terminals, plain lines elsewhere."""
+"""plugins.ProgbarLogger: a bar with its metrics beneath on terminals, plain lines elsewhere."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ class TestEvaluationAndPrediction:
 
 class TestBar:
     def test_live_bar_on_a_terminal(self):
-        """On a terminal verbose=1 draws a tqdm bar with the epoch, steps and metrics."""
+        """On a terminal verbose=1 draws a bar with the epoch, steps and metrics."""
         out = Terminal()
         fit(ProgbarLogger(file=out, mininterval=0.0)).close()
         text = out.getvalue()
@@ -164,9 +164,11 @@ class TestBar:
 
 
 def test_format_logs():
-    """Keras's number format: 4 decimals, scientific for tiny or huge values; no size/batch."""
-    assert format_logs({"loss": 0.123456, "lr": 1e-5, "big": 2e6, "size": 32}) == \
-        "loss: 0.1235 - lr: 1.0000e-05 - big: 2.0000e+06"
+    """Keras's progress-bar format: 4 decimals above 1e-3 in magnitude, else scientific; no
+    size/batch; train metrics, then val_, then the learning rate."""
+    assert format_logs({"val_loss": 0.5, "loss": 0.123456, "lr": 1e-5, "big": 2e6, "zero": 0.0,
+                        "size": 32}) == \
+        "loss: 0.1235 - big: 2000000.0000 - zero: 0.0000e+00 - val_loss: 0.5000 - lr: 1.0000e-05"
 
 
 @pytest.mark.parametrize("kwargs", [{"count_mode": "batches"}, {"verbose": 3}])

@@ -1,0 +1,138 @@
+"""Golden logs: check that a set of stored logs still replay to the decisions they recorded, and
+that the checkpoints they name are the files they wrote.
+
+A log kept next to the tests is a regression test of callback behaviour: a change to a plugin
+that moves a decision ("stop moves from epoch 21 to 19") shows as a mismatch here. Verifying
+reads the logs and the checkpoint files and nothing else: no plugin with side effects runs, no
+file is written, a link is never followed (a checkpoint path that is a link counts as changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EventBusError
+from .log import read_log
+from .records import CheckpointSaved
+from .replay import replay
+
+__all__ = ["CheckpointCheck", "LogVerdict", "find_logs", "verify_log", "verify_logs"]
+
+_READ = 1 << 20
+#: Never through a link; never blocking on a FIFO someone put where a checkpoint was.
+_READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """The newest recorded save of one checkpoint path, against the file there now."""
+
+    path: str
+    epoch: int | None
+    sha256: str
+    #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a file).
+    status: str
+
+
+@dataclass
+class LogVerdict:
+    log: str
+    #: Decisions compared (the recorded ones of the plugins replay runs).
+    decisions: int = 0
+    #: The first decision that differs, in words; None when all agree.
+    mismatch: str | None = None
+    #: Where the recorded run was stopped, and where the replayed plugins stop it (0-based).
+    recorded_stop: int | None = None
+    replayed_stop: int | None = None
+    checkpoints: list[CheckpointCheck] = field(default_factory=list)
+    #: Why the log could not be verified at all (not a log, a plugin that cannot be rebuilt).
+    error: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.checkpoints if c.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.mismatch is None and not self.count("changed")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "log": self.log, "ok": self.ok, "decisions": self.decisions,
+            "mismatch": self.mismatch, "recorded_stop_epoch": self.recorded_stop,
+            "replayed_stop_epoch": self.replayed_stop, "error": self.error,
+            "checkpoints": {s: self.count(s) for s in ("verified", "missing", "changed")},
+            "checkpoint_files": [c.__dict__ for c in self.checkpoints],
+        }
+
+
+def find_logs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The logs named by ``paths``: files as given, and in a directory every ``*.jsonl`` and
+    ``*.parquet`` below it (links not followed), sorted."""
+    found: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir() and given.suffix != ".parquet":
+            found.extend(sorted(_logs_below(given)))
+        else:
+            found.append(given)
+    return found
+
+
+def _logs_below(root: Path) -> Iterator[Path]:
+    for entry in os.scandir(root):
+        path = Path(entry.path)
+        if entry.is_symlink():
+            continue
+        if entry.name.endswith((".jsonl", ".parquet")):
+            yield path
+        elif entry.is_dir():
+            yield from _logs_below(path)
+
+
+def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> LogVerdict:
+    """Replay ``log`` with verification and check its newest checkpoint files.
+
+    Relative checkpoint paths are taken from ``root`` (the directory the run ran in)."""
+    verdict = LogVerdict(str(log))
+    try:
+        result = replay(log, verify=True)
+        newest = {r.path: r for r in read_log(log) if isinstance(r, CheckpointSaved)}
+    except EventBusError as exc:
+        verdict.error = str(exc)
+        return verdict
+    verdict.decisions = len(result.recorded)
+    verdict.mismatch = None if result.mismatch is None else str(result.mismatch)
+    verdict.recorded_stop = result.recorded_stop
+    verdict.replayed_stop = result.stopped_at
+    verdict.checkpoints = [
+        CheckpointCheck(path, saved.epoch, saved.sha256,
+                        _file_status(Path(root, path), saved.sha256))
+        for path, saved in newest.items()]
+    return verdict
+
+
+def verify_logs(paths: Iterable[str | os.PathLike[str]], *,
+                root: str | os.PathLike[str] = ".") -> list[LogVerdict]:
+    return [verify_log(log, root=root) for log in find_logs(paths)]
+
+
+def _file_status(path: Path, sha256: str) -> str:
+    """Whether ``path`` holds the bytes whose digest is ``sha256``, read without following a
+    link (a link where a checkpoint was written is not that checkpoint)."""
+    try:
+        fd = os.open(path, _READ_ONLY)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "changed"
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return "changed"
+        digest = hashlib.sha256()
+        while chunk := file.read(_READ):
+            digest.update(chunk)
+    return "verified" if digest.hexdigest() == sha256 else "changed"

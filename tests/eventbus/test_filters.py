@@ -1,0 +1,142 @@
+"""Event filters: every / once / before / after / seconds on any plugin, recorded and replayed."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import eventbus.engine
+from eventbus import Bus, ConfigError, Plugin, hookimpl, replay
+from eventbus.filters import EventFilter, after, before, every, every_seconds, filtered, once
+from eventbus.log import read_header
+from plugins import EarlyStopping
+
+
+class Seen(Plugin):
+    def __init__(self):
+        self.epochs: list[tuple[str, int]] = []
+        self.batches: list[tuple[int, int, int]] = []
+
+    @hookimpl
+    def on_epoch_begin(self, event):
+        self.epochs.append(("begin", event.epoch))
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        self.epochs.append(("end", event.epoch))
+
+    @hookimpl
+    def on_batch_end(self, event):
+        self.batches.append((event.epoch, event.batch, event.step))
+
+
+def train(plugins, n_epochs=6, n_batches=4, log=None, val_loss=lambda epoch: 1 / (epoch + 1)):
+    with Bus(plugins, log=log) as bus:
+        bus.train_begin()
+        for epoch in range(n_epochs):
+            bus.epoch_begin(epoch)
+            for batch in range(n_batches):
+                bus.batch_begin(batch)
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(epoch, {"val_loss": val_loss(epoch)})
+            if bus.stop_training:
+                break
+        bus.train_end()
+    return bus
+
+
+def expected(index, f: EventFilter) -> bool:
+    return ((f.every is None or (index + 1) % f.every == 0)
+            and (f.once is None or index == f.once)
+            and (f.before is None or index < f.before)
+            and (f.after is None or index > f.after))
+
+
+index_filters = st.fixed_dictionaries(
+    {"on": st.sampled_from(["epoch", "batch", "step"])},
+    optional={"every": st.integers(1, 5), "once": st.integers(0, 8),
+              "before": st.integers(0, 8), "after": st.integers(0, 8)},
+).filter(lambda d: len(d) > 1).map(lambda d: EventFilter(**d))
+
+
+@given(st.lists(index_filters, min_size=1, max_size=3))
+def test_a_plugin_sees_exactly_the_events_its_filters_pass(filters):
+    seen = filtered(Seen(), *filters)
+    train([seen], n_epochs=5, n_batches=3)
+    epoch_filters = [f for f in filters if f.on == "epoch"]
+    want_epochs = [(when, e) for e in range(5) for when in ("begin", "end")
+                   if all(expected(e, f) for f in epoch_filters)]
+    assert seen.epochs == want_epochs
+    batch_filters = [f for f in filters if f.on != "epoch"]
+    want_batches = [(e, b, e * 3 + b) for e in range(5) for b in range(3)
+                    if all(expected(b if f.on == "batch" else e * 3 + b, f)
+                           for f in batch_filters)]
+    assert seen.batches == want_batches
+
+
+def test_the_shorthands():
+    assert every(2, Seen()).event_filters == (EventFilter(every=2),)
+    assert once(3, Seen(), on="step").event_filters == (EventFilter(on="step", once=3),)
+    assert before(4, Seen()).event_filters == (EventFilter(before=4),)
+    assert after(1, Seen(), on="batch").event_filters == (EventFilter(on="batch", after=1),)
+    plugin = Seen()
+    assert every(2, after(1, plugin)) is plugin
+    assert len(plugin.event_filters) == 2
+
+
+class Times(Plugin):
+    def __init__(self):
+        self.times: list[tuple[int, float]] = []
+
+    @hookimpl
+    def on_batch_end(self, event):
+        self.times.append((event.step, event.time))
+
+
+def test_a_time_filter_passes_events_at_least_that_far_apart_by_their_times(monkeypatch):
+    clock = itertools.count(0.0, 0.25)  # every record a quarter second after the last
+    monkeypatch.setattr(eventbus.engine, "_time", lambda: next(clock))
+    filtered_times, every_time = every_seconds(1.9, Times(), on="batch"), Times()
+    train([filtered_times, every_time], n_epochs=3, n_batches=10)
+    want, last = [], None
+    for step, time in every_time.times:
+        if last is None or time - last >= 1.9:
+            want.append((step, time))
+            last = time
+    assert filtered_times.times == want
+    assert 4 < len(want) < len(every_time.times)
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(on="week", every=2), "on"), (dict(every=0), "every"), (dict(once=-1), "once"),
+    (dict(seconds=float("nan")), "seconds"), (dict(every=True), "every"), ({}, "every"),
+])
+def test_a_bad_filter_is_refused_naming_the_field(bad, field):
+    with pytest.raises(ConfigError) as info:
+        EventFilter(**bad)
+    assert info.value.field == field
+
+
+def test_junk_in_event_filters_is_refused_when_the_plugin_is_added():
+    plugin = Seen()
+    plugin.event_filters = ("every 2",)
+    with pytest.raises(ConfigError, match="not an EventFilter"):
+        Bus([plugin])
+
+
+def test_the_header_records_the_filters_and_replay_applies_them(tmp_path):
+    log = tmp_path / "run.jsonl"
+    # val_loss rises every epoch: unfiltered, patience=1 stops at epoch 1; seeing only the
+    # epochs after 2, the first it judges is 3 and it stops at 4.
+    stopper = after(2, EarlyStopping(monitor="val_loss", patience=1))
+    bus = train([stopper], n_epochs=6, log=log, val_loss=float)
+    assert bus.stop_training
+    spec = read_header(log).plugins[0]
+    assert spec.filters == [{"on": "epoch", "after": 2}]
+    result = replay(log, verify=True)
+    assert result.ok
+    assert result.plugins[0].event_filters == (EventFilter(after=2),)
+    assert result.stopped_at == result.recorded_stop == 4

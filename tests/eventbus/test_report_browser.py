@@ -1,0 +1,200 @@
+"""eventbus report in a real headless browser: Debian's Chromium, driven by Playwright.
+
+The page is opened from its file as a user would open it, with every request recorded (and
+any to the network refused): it must need none, log no console error, say why the run
+stopped, draw its panels, show a decision's reason on hover, and run no script from a hostile
+log. The screenshot is checked for what it shows.
+
+Skipped, saying why, where Chromium (``apt install chromium``) or Playwright
+(``pip install playwright``) is missing. ``EVENTBUS_REPORT_SCREENSHOT=PATH`` keeps the
+screenshot of the report at PATH (docs/img/report.png is one).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_report import HOSTILE, hostile_run, trained_run
+
+from eventbus.audit import audit
+from eventbus.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the browser test needs Playwright: pip install playwright")
+Image = pytest.importorskip("PIL.Image", reason="the screenshot is checked with Pillow")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"the browser test needs Chromium at {CHROMIUM} "
+                                       "(apt install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, Path]:
+    """The report of a real run with a what-if, and of a hostile run, written by the command."""
+    root = tmp_path_factory.mktemp("browser")
+    logs = trained_run(root / "trained")
+    hostile = hostile_run(root / "hostile.jsonl")
+    made = {"log": logs["jsonl"], "report": root / "report.html",
+            "hostile": root / "hostile.html"}
+    assert main(["report", str(logs["jsonl"]), "-o", str(made["report"]),
+                 "--set", "EarlyStopping.patience=2"]) == 0
+    assert main(["report", str(hostile), "-o", str(made["hostile"])]) == 0
+    return made
+
+
+class Opened:
+    """A report opened in a fresh browser context, with what the page did recorded."""
+
+    def __init__(self, browser, path: Path):
+        self.url = path.resolve().as_uri()
+        self.requests: list[str] = []
+        self.refused: list[str] = []
+        self.console: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.context = browser.new_context(viewport={"width": 1200, "height": 900},
+                                           offline=True)
+        self.context.route("**/*", self._route)
+        page = self.page = self.context.new_page()
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("console", lambda message: self.console.append((message.type, message.text)))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", self._dialog)
+        page.goto(self.url, wait_until="load")
+
+    def _route(self, route) -> None:
+        if route.request.url == self.url:
+            route.continue_()
+        else:
+            self.refused.append(route.request.url)
+            route.abort()
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def opened(browser, reports):
+    pages: list[Opened] = []
+
+    def open_(name: str) -> Opened:
+        pages.append(Opened(browser, reports[name]))
+        return pages[-1]
+
+    yield open_
+    for page in pages:
+        page.close()
+
+
+def image(png: bytes) -> np.ndarray:
+    """The PNG's pixels, height x width x RGB."""
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def spread(pixels: np.ndarray) -> float:
+    """The standard deviation of the pixels' grey levels: 0 for a blank image."""
+    return float(pixels.mean(axis=2).std())
+
+
+def has_colour(pixels: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    """How many pixels are near ``rgb``."""
+    return int((np.abs(pixels - np.array(rgb)) <= tolerance).all(axis=2).sum())
+
+
+class TestInTheBrowser:
+    def test_it_loads_with_nothing_from_the_network_and_no_console_error(self, opened):
+        page = opened("report")
+        assert page.requests == [page.url]
+        assert page.refused == []
+        assert [m for m in page.console if m[0] in ("error", "warning")] == []
+        assert page.errors == [] and page.dialogs == []
+
+    def test_it_says_why_the_run_stopped_at_the_top(self, opened, reports):
+        stop = audit(reports["log"]).stop
+        assert stop is not None
+        page = opened("report").page
+        why = page.locator("#why")
+        text = why.inner_text()
+        assert stop.reason in text and f"at epoch {stop.epoch + 1}" in text
+        assert "What if?" in text
+        # At the top: above the charts, in the first screenful.
+        box = why.bounding_box()
+        assert box is not None and box["y"] < page.locator("#charts").bounding_box()["y"]
+        assert box["y"] + box["height"] < 900
+
+    def test_three_panels_with_their_curves_are_drawn(self, opened):
+        page = opened("report").page
+        panels = page.locator("svg.panel")
+        assert panels.count() == 3
+        assert [panels.nth(i).get_attribute("data-family") for i in range(3)] == [
+            "losses", "metrics", "learning rate"]
+        for i in range(3):
+            box = panels.nth(i).bounding_box()
+            assert box is not None and box["width"] > 800 and box["height"] > 200
+            lengths = panels.nth(i).locator("path.curve").evaluate_all(
+                "paths => paths.map(p => p.getTotalLength())")
+            assert lengths and min(lengths) > 100
+
+    def test_hovering_a_decision_shows_its_reason(self, opened, reports):
+        """The page's own script runs (its hash is allowed) and shows the reason at once."""
+        stop = audit(reports["log"]).stop
+        page = opened("report").page
+        glyph = page.locator("svg.panel").first.locator(
+            'g.mark[data-kind="stop_training"]:not(.whatif)')
+        assert glyph.count() == 1
+        glyph.hover()
+        tip = page.locator("#tip")
+        tip.wait_for(state="visible")
+        assert stop.reason in tip.inner_text()
+        # Over a curve: the values at that epoch.
+        box = page.locator("svg.panel").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6)
+        assert tip.inner_text().startswith("epoch ") and "val_loss: " in tip.inner_text()
+
+    def test_the_screenshot_shows_the_panels(self, opened, tmp_path):
+        page = opened("report").page
+        png = page.screenshot(full_page=True)
+        whole = image(png)
+        assert whole.shape[1] == 1200 and whole.shape[0] > 1500
+        assert spread(whole) > 20
+        for i in range(3):
+            panel = image(page.locator("svg.panel").nth(i).screenshot())
+            assert spread(panel) > 10
+            # The first curve colour of every panel, and the stop glyph's red, are drawn.
+            assert has_colour(panel, (0x1F, 0x77, 0xB4)) > 100
+            assert has_colour(panel, (0xD6, 0x27, 0x28), tolerance=30) > 20
+        keep = os.environ.get("EVENTBUS_REPORT_SCREENSHOT")
+        target = Path(keep) if keep else tmp_path / "report.png"
+        target.write_bytes(png)
+
+    def test_a_hostile_log_runs_no_script(self, opened):
+        """Names and reasons holding <script> and <img onerror>: shown as text, none run."""
+        page = opened("hostile")
+        assert page.dialogs == [] and page.errors == []
+        assert [m for m in page.console if m[0] in ("error", "warning")] == []
+        assert page.page.evaluate("document.images.length") == 0
+        assert page.page.evaluate("document.scripts.length") == 2
+        assert page.requests == [page.url] and page.refused == []
+        why = page.page.locator("#why").inner_text()
+        assert "stop " + HOSTILE in why

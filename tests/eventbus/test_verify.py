@@ -1,0 +1,96 @@
+"""eventbus.verify: stored logs replayed against their decisions, checkpoints against their
+files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from eventbus.demo import run_demo
+from eventbus.verify import find_logs, verify_log, verify_logs
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden") / "run"
+    run_demo(out=out, epochs=25, progress=False)
+    return out
+
+
+def fresh_copy(demo_run: Path, tmp_path: Path) -> Path:
+    """The demo's JSON Lines log, with its checkpoints, copied where a test may change them."""
+    log = tmp_path / "events.jsonl"
+    text = (demo_run / "events.jsonl").read_bytes()
+    (tmp_path / "checkpoints").mkdir()
+    for ckpt in (demo_run / "checkpoints").iterdir():
+        (tmp_path / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
+    log.write_bytes(text.replace(str(demo_run).encode(), str(tmp_path).encode()))
+    return log
+
+
+def test_a_fresh_run_verifies_decisions_and_every_checkpoint(demo_run):
+    verdicts = verify_logs([demo_run])
+    assert [Path(v.log).name for v in verdicts] == ["events.jsonl", "events.parquet"]
+    for verdict in verdicts:
+        assert verdict.ok, verdict.as_dict()
+        assert verdict.decisions > 5
+        assert verdict.recorded_stop == verdict.replayed_stop is not None
+        assert verdict.count("verified") == len(verdict.checkpoints) > 0
+        assert verdict.count("changed") == verdict.count("missing") == 0
+
+
+def test_a_changed_checkpoint_fails_and_a_missing_one_is_reported(demo_run, tmp_path):
+    log = fresh_copy(demo_run, tmp_path)
+    first, second, *_ = sorted((tmp_path / "checkpoints").iterdir())
+    first.write_bytes(first.read_bytes()[:-1] + b"\0")
+    second.unlink()
+    verdict = verify_log(log)
+    assert not verdict.ok
+    assert {c.path: c.status for c in verdict.checkpoints}[str(first)] == "changed"
+    assert {c.path: c.status for c in verdict.checkpoints}[str(second)] == "missing"
+    assert verdict.mismatch is None
+
+
+def test_a_checkpoint_replaced_by_a_link_is_not_followed(demo_run, tmp_path):
+    log = fresh_copy(demo_run, tmp_path)
+    target = sorted((tmp_path / "checkpoints").iterdir())[0]
+    real = tmp_path / "elsewhere.h5"
+    real.write_bytes(target.read_bytes())  # the very bytes recorded, but behind a link
+    target.unlink()
+    os.symlink(real, target)
+    checks = {c.path: c.status for c in verify_log(log).checkpoints}
+    assert checks[str(target)] == "changed"
+
+
+def test_a_plugin_that_now_decides_otherwise_is_a_mismatch_naming_the_epochs(demo_run,
+                                                                            tmp_path):
+    log = fresh_copy(demo_run, tmp_path)
+    lines = log.read_bytes().splitlines()
+    header = orjson.loads(lines[0])
+    for spec in header["plugins"]:
+        if spec["name"] == "EarlyStopping":
+            spec["params"]["patience"] = 1  # as if the plugin's behaviour had changed
+    log.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]) + b"\n")
+    verdict = verify_log(log)
+    assert not verdict.ok
+    assert "differs" in verdict.mismatch and "epoch" in verdict.mismatch
+    assert verdict.replayed_stop != verdict.recorded_stop
+
+
+def test_what_is_not_a_log_is_an_error_row_not_a_crash(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    verdict = verify_log(bad)
+    assert not verdict.ok and verdict.error
+
+
+def test_logs_are_found_below_directories_without_following_links(demo_run, tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
+    os.symlink(demo_run, tmp_path / "a" / "linked")
+    (tmp_path / "a" / "notes.txt").write_text("not a log")
+    assert find_logs([tmp_path]) == [tmp_path / "a" / "b" / "x.jsonl"]
+    assert find_logs([demo_run / "events.parquet"]) == [demo_run / "events.parquet"]
