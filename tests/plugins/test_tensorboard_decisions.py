@@ -18,6 +18,8 @@ from eventbus.records import SaveCheckpoint, SetLearningRate, StopTraining
 from plugins import TensorBoard
 from plugins.tensorboard import decisions_table, number_text
 
+from hypothesis_profiles import FILES, examples
+
 ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 
 
@@ -46,6 +48,37 @@ class Decider:
         if event.epoch == 2:
             return StopTraining(reason="enough")
         return None
+
+
+class Planner:
+    """Decides what a plan says at each epoch's end, and more at train_end."""
+
+    name = "Planner"
+
+    def __init__(self, plan, at_end):
+        self.plan, self.at_end = plan, at_end
+
+    def _decide(self, kinds, lr):
+        out = []
+        for i, kind in enumerate(kinds):
+            reason = f"{kind} {i}"
+            if kind in ("cut", "raise"):
+                value = lr / 2 if kind == "cut" else lr * 2
+                out.append(SetLearningRate(value=value, previous=lr, reason=reason))
+                lr = value
+            elif kind == "checkpoint":
+                out.append(SaveCheckpoint(path="c.h5", reason=reason))
+            else:
+                out.append(StopTraining(reason=reason))
+        return out
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        return self._decide(self.plan[event.epoch], event.logs["learning_rate"])
+
+    @hookimpl
+    def on_train_end(self, event):
+        return self._decide(self.at_end, 0.1)
 
 
 def train(bus, n, logs=None):
@@ -80,6 +113,42 @@ class TestDecisions:
         assert [(e.step, e.value) for e in train_acc.Scalars("decisions/checkpoint")] == \
             [(1, 2.0)]
         assert [(e.step, e.value) for e in train_acc.Scalars("decisions/stop")] == [(2, 1.0)]
+
+    @examples(FILES)  # a run written and read back per example
+    @given(plan=st.lists(st.lists(st.sampled_from(["cut", "raise", "checkpoint", "stop"]),
+                                  max_size=3), min_size=1, max_size=5),
+           at_end=st.lists(st.sampled_from(["checkpoint", "stop"]), max_size=2))
+    def test_one_entry_per_step_whatever_arrives_when(self, tmp_path_factory, plan, at_end):
+        """Property: whatever decisions arrive at whichever epochs (and at train_end, counted
+        with the last epoch), the files hold one entry per epoch with decisions, a row per
+        decision in the order recorded, and per marker the count at each of those epochs."""
+        log_dir = tmp_path_factory.mktemp("tb")
+        planner = Planner(plan, at_end)
+        with Bus([planner, TensorBoard(log_dir)], learning_rate=0.1) as bus:
+            bus.train_begin()
+            for epoch in range(len(plan)):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+            bus.train_end()
+        # Per epoch, the reasons of its decisions in the order they are recorded.
+        wanted = {e: [f"{k} {i}" for i, k in enumerate(kinds)] for e, kinds in enumerate(plan)
+                  if kinds}
+        if at_end:
+            wanted.setdefault(len(plan) - 1, []).extend(f"{k} {i}" for i, k in enumerate(at_end))
+        entries = texts(log_dir / "train") if wanted else []
+        assert [step for step, _ in entries] == sorted(wanted)
+        for step, text in entries:
+            reasons = [line.split(" | ")[2].removesuffix(" |") for line in text.splitlines()
+                       if line.startswith("| Planner")]
+            assert reasons == wanted[step]
+        train_acc = acc(log_dir / "train")
+        for marker, kind in (("lr_cut", "cut"), ("lr_raise", "raise"),
+                             ("checkpoint", "checkpoint"), ("stop", "stop")):
+            points = [(e.step, e.value) for e in train_acc.Scalars(f"decisions/{marker}")] \
+                if f"decisions/{marker}" in train_acc.Tags()["scalars"] else []
+            counts = {step: sum(r.split()[0] == kind for r in reasons)
+                      for step, reasons in sorted(wanted.items())}
+            assert points == [(step, n) for step, n in counts.items() if n]
 
     @given(value=st.floats(1e-12, 1e12), digits=st.integers(0, 12))
     def test_numbers_have_at_most_six_significant_digits(self, value, digits):
