@@ -14,7 +14,8 @@ wrote. A sink: it takes those records as they are recorded; the writing happens 
 
 Decisions: all the decisions of one step (the epoch) go into one Markdown table under
 ``decisions`` (TensorBoard's server shows one text per step and tag), written once the step is
-over (the next epoch starts, or the run closes), and each also into a marker scalar
+over (the next epoch starts, ``train_end`` and its decisions are done, or the run closes), and
+each also into a marker scalar
 ``decisions/<what>`` (``stop``, ``lr_cut``, ``checkpoint``, ...) at that step, so a chart
 shows where it happened. The run's parameters (every plugin's, the loop's ``params``, the log
 header's meta) start a session in TensorBoard's HParams tab, written to the log directory
@@ -278,6 +279,13 @@ class TensorBoard(Plugin, Sink):
                     "writer catches up, a crash loses what they lack of the event log (a "
                     "resume writes back the scalars and decisions)",
                     details={"pending": sink.pending}))
+
+    def sync(self) -> None:
+        """At ``train_end``, after the decisions made there (a ``restore_weights``): the last
+        epoch's table is whole, so it is written now rather than at ``close()`` (a bus kept
+        open after training, as in a notebook, may be closed late or never)."""
+        self._write_decisions()
+        self.flush()
 
     def _open(self) -> Any:
         from sinks.tensorboard import TensorBoardSink

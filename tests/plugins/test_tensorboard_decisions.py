@@ -114,6 +114,23 @@ class TestDecisions:
             [(1, 2.0)]
         assert [(e.step, e.value) for e in train_acc.Scalars("decisions/stop")] == [(2, 1.0)]
 
+    def test_the_last_epochs_table_is_written_at_train_end(self, tmp_path):
+        """Once train_end has returned (its own decisions included), the last epoch's table is
+        in the files, though the bus is not closed yet."""
+        bus = Bus([Planner([[], ["stop"]], ["checkpoint"]), TensorBoard(tmp_path)],
+                  learning_rate=0.1)
+        try:
+            bus.train_begin()
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+            bus.train_end()
+            ((step, text),) = texts(tmp_path / "train")
+            assert step == 1 and "stop 0" in text and "checkpoint 0" in text
+        finally:
+            bus.close()
+        assert len(texts(tmp_path / "train")) == 1
+
     @examples(FILES)  # a run written and read back per example
     @given(plan=st.lists(st.lists(st.sampled_from(["cut", "raise", "checkpoint", "stop"]),
                                   max_size=3), min_size=1, max_size=5),
