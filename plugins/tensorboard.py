@@ -15,11 +15,11 @@ wrote. A sink: it takes those records as they are recorded; the writing happens 
 Decisions: all the decisions of one step (the epoch) go into one Markdown table under
 ``decisions`` (TensorBoard's server shows one text per step and tag), written once the step is
 over (the next epoch starts, ``train_end`` and its decisions are done, or the run closes), and
-each also into a marker scalar
-``decisions/<what>`` (``stop``, ``lr_cut``, ``checkpoint``, ...) at that step, so a chart
-shows where it happened. The run's parameters (every plugin's, the loop's ``params``, the log
-header's meta) start a session in TensorBoard's HParams tab, written to the log directory
-itself, whose ``train`` and ``validation`` scalars are the session's metrics.
+each also into a marker scalar ``decisions/<what>`` (``stop``, ``lr_cut``, ``checkpoint``, ...)
+at that step, so a chart shows where it happened. The run's parameters (every plugin's, the
+loop's ``params``, the log header's meta) start a session in TensorBoard's HParams tab, written
+to the log directory itself, whose ``train`` and ``validation`` scalars are the session's
+metrics.
 """
 
 from __future__ import annotations
