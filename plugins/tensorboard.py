@@ -343,13 +343,16 @@ class TensorBoard(Plugin, Sink):
         return None
 
     def _header(self, record: dict[str, Any]) -> None:
-        """The run's parameters for the HParams tab: each plugin's (``EarlyStopping.patience``)
-        and the header's meta (``meta.seed``)."""
+        """The run's parameters for the HParams tab: each deciding plugin's
+        (``EarlyStopping.patience``) and the header's meta (``meta.seed``)."""
         self._group = str(record.get("run_id") or "")
         for spec in record.get("plugins") or ():
+            if spec.get("side_effects"):  # an output's settings (a file name), not the run's
+                continue
             label = spec.get("label") or spec.get("name", "")
             for key, value in (spec.get("params") or {}).items():
-                self._hparams[f"{label}.{key}"] = _hparam(value)
+                if value is not None:  # unset: a column of nulls says nothing
+                    self._hparams[f"{label}.{key}"] = _hparam(value)
         for key, value in (record.get("meta") or {}).items():
             if isinstance(value, (bool, int, float, str)):  # not the model's config
                 self._hparams[f"meta.{key}"] = _hparam(value)
@@ -359,7 +362,8 @@ class TensorBoard(Plugin, Sink):
         if not self._catching_up:  # a resume writes it once it has the model (open)
             self._model_config(record["time"])
         for key, value in (record.get("params") or {}).items():
-            self._hparams[f"params.{key}"] = _hparam(value)
+            if value is not None:
+                self._hparams[f"params.{key}"] = _hparam(value)
         self._start_session(record["time"])
 
     def _start_session(self, when: float) -> None:

@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from eventbus import Bus, NumpyModel, RunWarning, hookimpl
 from eventbus.records import SaveCheckpoint, SetLearningRate, StopTraining
-from plugins import TensorBoard
+from plugins import EarlyStopping, TensorBoard
 from plugins.tensorboard import decisions_table, number_text
 
 from hypothesis_profiles import FILES, examples
@@ -184,9 +184,10 @@ class TestDecisions:
 
 class TestHParams:
     def test_plugin_and_loop_parameters_start_a_session(self, tmp_path):
-        """Every plugin's parameters (label.param), the loop's params and the meta go to the
-        log directory's HParams session; train_end ends it."""
-        with Bus([Decider(), TensorBoard(tmp_path / "logs", histogram_freq=3)],
+        """Every deciding plugin's parameters (label.param, unset ones left out), the loop's
+        params and the meta go to the log directory's HParams session; train_end ends it."""
+        with Bus([EarlyStopping(monitor="loss", patience=5),
+                  TensorBoard(tmp_path / "logs", histogram_freq=3)],
                  model=NumpyModel({"w": np.ones(2)}, learning_rate=0.1),
                  meta={"seed": 7, "model": {"layers": 2}}) as bus:
             train(bus, 2)
@@ -196,8 +197,10 @@ class TestHParams:
             start.plugin_data.content)
         values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
                   for k, v in info.hparams.items()}
-        assert values["TensorBoard.histogram_freq"] == 3.0
-        assert values["TensorBoard.update_freq"] == "epoch"
+        assert values["EarlyStopping.patience"] == 5.0
+        assert values["EarlyStopping.monitor"] == "loss"
+        assert "EarlyStopping.baseline" not in values  # None: unset
+        assert not any(k.startswith("TensorBoard.") for k in values)  # output, not training
         assert values["params.epochs"] == 2.0 and values["params.batch_size"] == 8.0
         assert values["meta.seed"] == 7.0 and "meta.model" not in values
         assert info.group_name == bus.run_id

@@ -163,31 +163,37 @@ def test_every_decision_is_served(demo, servers, loader):
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
-def test_screenshot_of_the_decisions(servers, tmp_path):
+def test_screenshots_of_the_decisions_and_hparams(servers, tmp_path):
     """TensorBoard's Text tab, opened in Chromium, shows the last epoch's decisions (the stop
-    among them); the page is saved as a PNG (EVENTBUS_DOCS_IMG=DIR copies it there too)."""
+    among them), and its HParams tab the run's parameters; each page is saved as a PNG
+    (EVENTBUS_DOCS_IMG=DIR copies them there too, for docs/img)."""
     from playwright.sync_api import sync_playwright
 
     url = servers["fast (default)"]
-    png = tmp_path / "tensorboard-decisions.png"
     served(url, f"data/plugin/text/text?run={TRAIN}&tag=decisions",
            lambda a: len(a) > 10)
+    pages = {"decisions": ("#text&tagFilter=decisions",
+                           ["stop_training", "restore_weights", "val_loss did not improve"]),
+             "hparams": ("#hparams", ["EarlyStopping.patience", "ReduceLROnPlateau.factor"])}
+    shown: dict[str, list[bool]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url + "?runFilter=train#text&tagFilter=decisions",
-                      timeout=PATIENCE * 1000)
-            # Locators look inside the dashboard's shadow DOM, where the entries are.
-            page.get_by_text("stop_training").first.wait_for(timeout=PATIENCE * 1000)
-            shown = [page.get_by_text(word).first.is_visible()
-                     for word in ("stop_training", "restore_weights", "val_loss did not improve")]
-            page.screenshot(path=str(png))
+            for name, (fragment, words) in pages.items():
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url + fragment, timeout=PATIENCE * 1000)
+                # Locators look inside the dashboards' shadow DOM, where the entries are.
+                page.get_by_text(words[0]).first.wait_for(timeout=PATIENCE * 1000)
+                shown[name] = [page.get_by_text(word).first.is_visible() for word in words]
+                page.screenshot(path=str(tmp_path / f"tensorboard-{name}.png"))
+                page.close()
         finally:
             browser.close()
-    assert shown == [True, True, True]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("EVENTBUS_DOCS_IMG"):
-        shutil.copyfile(png, Path(os.environ["EVENTBUS_DOCS_IMG"]) / png.name)
+    assert shown == {name: [True] * len(words) for name, (_, words) in pages.items()}
+    for name in pages:
+        png = tmp_path / f"tensorboard-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("EVENTBUS_DOCS_IMG"):
+            shutil.copyfile(png, Path(os.environ["EVENTBUS_DOCS_IMG"]) / png.name)
