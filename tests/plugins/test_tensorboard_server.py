@@ -132,23 +132,33 @@ def test_every_decision_is_served(demo, servers, loader):
             [(d.source, d.kind, d.reason) for d in want]
     assert sum(len(rows(e["text"])) for e in entries) == len(decisions) == 23
 
-    stops = served(url, f"data/plugin/scalars/scalars?run={TRAIN}&tag=decisions/stop",
-                   lambda a: bool(a))
-    assert [step for _, step, _ in stops] == [d.epoch for d in decisions
-                                               if d.kind == "stop_training"]
-    cuts = get(url, f"data/plugin/scalars/scalars?run={TRAIN}&tag=decisions/lr_cut")
-    assert [step for _, step, _ in cuts] == [d.epoch for d in decisions
-                                              if d.kind == "set_learning_rate"]
+    for marker, kind in (("stop", "stop_training"), ("lr_cut", "set_learning_rate"),
+                         ("checkpoint", "save_checkpoint")):
+        steps = [d.epoch for d in decisions if d.kind == kind]
+        points = served(url, f"data/plugin/scalars/scalars?run={TRAIN}&tag=decisions/{marker}",
+                        lambda a, steps=steps: len(a) == len(steps))
+        assert [step for _, step, _ in points] == steps, marker
+
+    # The session is the run's log directory (run/tensorboard); its runs are the groups.
+    wanted = {("train", "epoch_loss"), ("validation", "epoch_loss")}
+
+    def metrics(answer: dict) -> set[tuple[str, str]]:
+        return {(m["name"]["group"], m["name"]["tag"]) for m in answer.get("metricInfos", [])}
 
     experiment = served(url, "data/plugin/hparams/experiment",
-                        lambda a: bool(a.get("metricInfos")), {"experimentName": ""})
+                        lambda a: wanted <= metrics(a), {"experimentName": ""})
     names = {h["name"] for h in experiment["hparamInfos"]}
     assert {"EarlyStopping.patience", "ReduceLROnPlateau.factor", "params.epochs",
             "params.batch_size", "meta.seed"} <= names
-    # The session is the run's log directory (run/tensorboard); its runs are the groups.
-    metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
-    assert {("train", "epoch_loss"), ("validation", "epoch_loss")} <= metrics
-    groups = get(url, "data/plugin/hparams/session_groups", {
+    assert wanted <= metrics(experiment)
+    last_epoch = max(d.epoch for d in decisions)
+
+    def final_loss(answer: dict) -> list[dict]:
+        return [m for g in answer.get("sessionGroups", []) for m in g["metricValues"]
+                if m["name"] == {"group": "validation", "tag": "epoch_loss"}]
+
+    groups = served(url, "data/plugin/hparams/session_groups", lambda a: any(
+        m["trainingStep"] == last_epoch for m in final_loss(a)), {
         "experimentName": "", "startIndex": 0, "sliceSize": 10,
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                             "STATUS_RUNNING"],
@@ -156,10 +166,7 @@ def test_every_decision_is_served(demo, servers, loader):
                       {"metric": {"group": "validation", "tag": "epoch_loss"}}]})
     (group,) = groups["sessionGroups"]
     assert group["hparams"]["EarlyStopping.patience"] == 6
-    final = [m for m in group["metricValues"] if m["name"]["group"] == "validation"
-             and m["name"]["tag"] == "epoch_loss"]
-    last_epoch = max(d.epoch for d in decisions)
-    assert final and final[0]["trainingStep"] == last_epoch
+    assert [m["trainingStep"] for m in final_loss(groups)] == [last_epoch]
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
