@@ -49,6 +49,7 @@ __all__ = [
     "Resumed",
     "SaveCheckpoint",
     "SetLearningRate",
+    "ShadowDecision",
     "SinkFailed",
     "SnapshotWeights",
     "StopTraining",
@@ -268,6 +269,21 @@ class WeightsRestored(Outcome):
     tag: str
 
 
+class ShadowDecision(Outcome):
+    """What a shadow policy (:mod:`eventbus.shadow`) decided: recorded, never applied."""
+
+    kind: Literal["shadow_decision"] = "shadow_decision"
+    #: The policy, with the parameters that differ from its defaults: ``EarlyStopping(patience=3)``.
+    policy: str
+    #: The kind of the decision it made (``stop_training``, ``set_learning_rate``, ...).
+    decision: str
+    reason: str
+    code: str | None = None
+    evidence: PlainDict = Field(default_factory=dict)
+    #: The learning rate a ``set_learning_rate`` decision asked for.
+    value: float | None = None
+
+
 class PluginFailed(Outcome):
     kind: Literal["plugin_failed"] = "plugin_failed"
     plugin: str
@@ -337,7 +353,7 @@ _ALL: tuple[type[Record], ...] = (
     TestBegin, TestEnd, TestBatchBegin, TestBatchEnd,
     PredictBegin, PredictEnd, PredictBatchBegin, PredictBatchEnd,
     StopTraining, SetLearningRate, SaveCheckpoint, SnapshotWeights, RestoreWeights,
-    CheckpointSaved, WeightsRestored, PluginFailed, SinkFailed, Warning, Resumed,
+    CheckpointSaved, WeightsRestored, ShadowDecision, PluginFailed, SinkFailed, Warning, Resumed,
     Header,
 )
 

@@ -1,4 +1,4 @@
-"""Bridges to training frameworks: PyTorch, Keras 3, Lightning, and ``torch.distributed``.
+"""Bridges to training frameworks: PyTorch, Keras 3, Lightning, Hugging Face, ``torch.distributed``.
 
 Importing this package imports no framework. Each name below loads its module (and so its
 framework) on first use::
@@ -6,6 +6,7 @@ framework) on first use::
     from eventbus.integrations import TorchModel       # imports torch
     from eventbus.integrations import KerasBridge      # imports keras
     from eventbus.integrations import LightningBridge  # imports lightning
+    from eventbus.integrations import TrainerBridge    # imports transformers
     from eventbus.integrations import DistributedBus   # imports torch.distributed
 """
 
@@ -22,6 +23,7 @@ _MODULES = {
     "RankTimeoutError": "distributed",
     "TorchModel": "torch",
     "TorchTransport": "distributed",
+    "TrainerBridge": "transformers",
     "audit_ranks": "distributed",
     "checked_rank_logs": "distributed",
     "from_keras_callback": "keras",

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from eventbus.demo import run_demo
-from eventbus.verify import find_logs, verify_log, verify_logs
+from eventbus.verify import describe, find_logs, render, verify_log, verify_logs
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,12 @@ def test_a_plugin_that_now_decides_otherwise_is_a_mismatch_naming_the_epochs(dem
     verdict = verify_log(log)
     assert not verdict.ok
     assert "differs" in verdict.mismatch and "epoch" in verdict.mismatch
-    assert verdict.replayed_stop != verdict.recorded_stop
+    assert verdict.replayed_stop < verdict.recorded_stop
+    assert (f"stop moves from epoch {verdict.recorded_stop + 1} to epoch "
+            f"{verdict.replayed_stop + 1}") in describe(verdict)
+    table = render([verdict, verify_log(demo_run / "events.jsonl")])
+    assert table.splitlines()[1].endswith("FAIL") and table.splitlines()[2].endswith("ok")
+    assert table.splitlines()[-1] == "1 of 2 log(s) verified; 1 failed"
 
 
 def test_what_is_not_a_log_is_an_error_row_not_a_crash(tmp_path):
