@@ -65,9 +65,9 @@ _NOT_YET = {
     "docs/plugins/backup_and_restore.md", "docs/plugins/callback.md",
     "docs/plugins/csv_logger.md", "docs/plugins/lambda_callback.md",
     "docs/plugins/model_checkpoint.md", "docs/integrations/transformers.md",
-    "docs/plugins/remote_monitor.md", "docs/plugins/tensorboard.md",
+    "docs/plugins/remote_monitor.md",
     "docs/replay-and-audit.md", "docs/report.md", "docs/resume.md", "docs/sinks/hdf5.md",
-    "docs/sinks/http.md", "docs/sinks/jsonl_parquet.md", "docs/sinks/tensorboard.md",
+    "docs/sinks/http.md", "docs/sinks/jsonl_parquet.md",
 }
 
 

@@ -183,9 +183,10 @@ class TestDemo:
                 assert file["weights/dense/kernel"].shape == (2, 64)
 
     def test_tensorboard_event_files_are_written(self, demo):
-        """tensorboard/: train and validation runs with non-empty event files."""
+        """tensorboard/: train and validation runs, and the HParams session in tensorboard/
+        itself, with non-empty event files."""
         files = [p for p in (demo["out"] / "tensorboard").rglob("events.out.tfevents.*")]
-        assert {p.parent.name for p in files} == {"train", "validation"}
+        assert {p.parent.name for p in files} == {"tensorboard", "train", "validation"}
         assert all(p.stat().st_size > 0 for p in files)
 
     def test_it_ends_with_the_audit_summary_and_the_next_commands(self, demo):
