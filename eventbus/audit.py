@@ -36,12 +36,14 @@ from .records import (
     Resumed,
     SaveCheckpoint,
     SetLearningRate,
+    ShadowDecision,
     SinkFailed,
     StopTraining,
     TrainBegin,
     TrainEnd,
     Warning,
 )
+from .shadow import ShadowSummary, recorded_policies, summarise
 
 # guess_mode is the core's rule (eventbus.monitor), still exported here under its old name.
 __all__ = ["Audit", "LogArgument", "MetricSummary", "audit", "checked_log", "guess_mode",
@@ -110,6 +112,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_vector(value: Any) -> bool:
+    """A metric of several numbers (per class, per output): kept in the log, but not a curve."""
+    return isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+
+
 @dataclass
 class MetricSummary:
     """A monitored metric: its best value (NaN is never best) and its last value as reported,
@@ -134,7 +141,12 @@ class Audit:
     #: "stopped" (a decision stopped it), "completed", "incomplete" (no train_end: crashed
     #: or still running), or "no_training" (evaluation or prediction only).
     ended: str = "incomplete"
+    #: The stop_training decision the loop acted on: the first one after which no later epoch
+    #: of the same fit ran.
     stop: StopTraining | None = None
+    #: stop_training decisions the loop did not act on at once: a later epoch of the same fit
+    #: ran (Lightning defers a stop until ``min_epochs``; the plugin then asks again).
+    deferred_stops: list[StopTraining] = field(default_factory=list)
     monitors: list[MetricSummary] = field(default_factory=list)
     lr_changes: list[SetLearningRate] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
@@ -144,9 +156,25 @@ class Audit:
     decisions: list[Decision] = field(default_factory=list)
     #: metric name -> [(epoch, value)], every epoch_end metric, for plots.
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    #: Metrics whose values are lists of numbers (per class, per output): left out of the
+    #: curves and the best values, which are of one number an epoch.
+    vector_metrics: list[str] = field(default_factory=list)
     #: Values the audit could not use, each ``{"seq", "kind", "epoch", "field", "value",
     #: "message"}``: a metric that is not a number (a log written by other code, or edited).
     bad_records: list[dict[str, Any]] = field(default_factory=list)
+    #: What shadow policies (eventbus.shadow) decided, never applied.
+    shadows: list[ShadowDecision] = field(default_factory=list)
+
+    def shadow_summaries(self) -> list[ShadowSummary]:
+        """Per shadow policy: where it would have stopped or changed the rate, and what it
+        would have saved (policies that decided nothing included)."""
+        policies = [label for spec in self.header.plugins if spec.name == "Shadow"
+                    for label in recorded_policies(spec.params)]
+        return summarise(self.shadows, self.curves, self.epochs_run, policies)
+
+    def shadow_lines(self) -> list[str]:
+        """:meth:`shadow_summaries` in words, epochs counted from 1."""
+        return [s.text() for s in self.shadow_summaries()]
 
     def refused_by_model(self, decision: Decision) -> str | None:
         """Why the model adapter refused to apply ``decision`` (its ``sink_failed``), or None:
@@ -162,12 +190,16 @@ class Audit:
             return {k: v for k, v in r.model_dump().items() if k not in ("v", "run_id")}
 
         return {
+            # Every epoch in this data (``last_epoch``, ``best_epoch``, each record's ``epoch``)
+            # is 0-based, as in the log; the text counts from 1.
+            "epochs_counted_from": 0,
             "run_id": self.header.run_id, "created": self.header.created,
             "library": self.header.library,
             "plugins": [p.model_dump() for p in self.header.plugins],
             "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
             "planned_epochs": self.planned_epochs, "ended": self.ended,
             "stop": rec(self.stop) if self.stop else None,
+            "deferred_stops": [rec(d) for d in self.deferred_stops],
             "monitors": [m.__dict__ for m in self.monitors],
             "learning_rate_changes": [{**rec(d), "refused": self.refused_by_model(d)}
                                       for d in self.lr_changes],
@@ -177,6 +209,8 @@ class Audit:
             "resumes": [rec(r) for r in self.resumes],
             "decisions": [rec(d) for d in self.decisions],
             "bad_records": self.bad_records,
+            "vector_metrics": self.vector_metrics,
+            "shadow": [{**s.__dict__, "text": s.text()} for s in self.shadow_summaries()],
         }
 
 
@@ -234,15 +268,26 @@ def audit(log: LogArgument) -> Audit:
         raise LogError(f"{where}: not an event log (no header record)")
     result = Audit(header=header)
     saves: dict[int, SaveCheckpoint] = {}
+    stops: list[StopTraining] = []  # in order, of every fit
+    asked: list[StopTraining] = []  # this fit's, not yet followed by a later epoch
     for record in records[1:]:
         if isinstance(record, TrainBegin):
+            asked = []  # a new fit: an earlier fit's stop was acted on (it ended that fit)
             epochs = record.params.get("epochs")
             if isinstance(epochs, int):
                 result.planned_epochs = epochs
         elif isinstance(record, EpochEnd):
             result.epochs_run += 1
             result.last_epoch = record.epoch
+            # A later epoch ran after a stop was asked: the loop deferred that stop.
+            result.deferred_stops.extend(s for s in asked if s.epoch is not None
+                                         and record.epoch > s.epoch)
+            asked = [s for s in asked if s.epoch is None or record.epoch <= s.epoch]
             for name, value in record.logs.items():
+                if _is_vector(value):
+                    if name not in result.vector_metrics:
+                        result.vector_metrics.append(name)
+                    continue
                 if not _is_number(value):
                     result.bad_records.append({
                         "seq": record.seq, "kind": record.kind, "epoch": record.epoch,
@@ -252,11 +297,14 @@ def audit(log: LogArgument) -> Audit:
                     continue
                 result.curves.setdefault(name, []).append((record.epoch, value))
         elif isinstance(record, TrainEnd):
-            result.ended = "stopped" if result.stop else "completed"
+            deferred = {id(s) for s in result.deferred_stops}
+            result.ended = "stopped" if any(id(s) not in deferred for s in stops) \
+                else "completed"
         elif isinstance(record, Decision):
             result.decisions.append(record)
-            if isinstance(record, StopTraining) and result.stop is None:
-                result.stop = record
+            if isinstance(record, StopTraining):
+                stops.append(record)
+                asked.append(record)
             elif isinstance(record, SetLearningRate):
                 result.lr_changes.append(record)
             elif isinstance(record, SaveCheckpoint):
@@ -274,6 +322,10 @@ def audit(log: LogArgument) -> Audit:
             result.faults.append(record)
         elif isinstance(record, Resumed):
             result.resumes.append(record)
+        elif isinstance(record, ShadowDecision):
+            result.shadows.append(record)
+    deferred = {id(s) for s in result.deferred_stops}
+    result.stop = next((s for s in stops if id(s) not in deferred), None)
     if result.stop is not None and result.ended == "incomplete":
         result.ended = "stopped"
     elif result.ended == "incomplete" and not any(
@@ -298,6 +350,27 @@ def human_epoch(epoch: int | None) -> str:
     return "-" if epoch is None else str(epoch + 1)
 
 
+def _deferred_lines(result: Audit) -> list[str]:
+    """A stop the loop did not act on at once, per plugin: when it first asked, how often it
+    asked again, and how far the run went on."""
+    by_source: dict[str, list[StopTraining]] = {}
+    for stop in result.deferred_stops:
+        by_source.setdefault(stop.source, []).append(stop)
+    lines = []
+    for source, stops in by_source.items():
+        first = stops[0]
+        rule = f"rule {first.code}: " if first.code else ""
+        again = f" and again at {len(stops) - 1} later epoch(s)" if len(stops) > 1 else ""
+        if result.stop is not None:
+            then = f"the loop stopped only at epoch {human_epoch(result.stop.epoch)}"
+        else:
+            then = f"the loop went on to epoch {human_epoch(result.last_epoch)} without stopping"
+        lines.append(f"  deferred stop: {source} asked to stop at epoch "
+                     f"{human_epoch(first.epoch)} ({rule}{first.reason}){again}; {then} "
+                     "(a loop may defer a stop, as Lightning does until min_epochs)")
+    return lines
+
+
 def render(result: Audit, *, decisions: bool = True) -> str:
     """The audit as text for a terminal."""
     h = result.header
@@ -320,6 +393,7 @@ def render(result: Audit, *, decisions: bool = True) -> str:
         lines.append("  ended: no training in the log (evaluation or prediction only)")
     else:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
+    lines.extend(_deferred_lines(result))
     for m in result.monitors:
         if m.last is None:
             lines.append(f"  {m.name}: never reported")
@@ -353,11 +427,16 @@ def render(result: Audit, *, decisions: bool = True) -> str:
                          f"sha256 {c['sha256'][:16]}…")
     else:
         lines.append("  checkpoints: none")
+    for text in result.shadow_lines():
+        lines.append(f"  {text}")
     for r in result.resumes:
         lines.append(f"  resumed at epoch {human_epoch(r.initial_epoch)} (after seq {r.from_seq})")
     lines.append(f"  warnings: {len(result.warnings) or 'none'}")
     for w in result.warnings:
         lines.append(f"    [{w.source}] epoch {human_epoch(w.epoch)}: {w.message}")
+    if result.vector_metrics:
+        lines.append(f"  metrics of several values an epoch (not summarised here): "
+                     f"{', '.join(result.vector_metrics)}")
     if result.bad_records:
         lines.append(f"  bad records: {len(result.bad_records)}")
         for bad in result.bad_records:

@@ -44,6 +44,7 @@ from .records import (
     Record,
     SinkFailed,
 )
+from .shadow import Shadow
 from .sink import Sink
 
 __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
@@ -83,6 +84,9 @@ class Bus:
         log) if there is one: see :mod:`eventbus.resume`. With no log yet, the run simply starts.
     coordinator:
         Where this bus is one process of several that agree (:mod:`eventbus.coordination`).
+    shadow:
+        Plugins that decide on the run's events without acting: their decisions are recorded
+        as ``shadow_decision`` outcomes and never applied (:mod:`eventbus.shadow`).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Bus:
         meta: Mapping[str, Any] | None = None,
         resume: bool = False,
         coordinator: Coordinator | None = None,
+        shadow: Sequence[object] | None = None,
     ):
         if not isinstance(resume, bool):
             raise ConfigError(f"Bus: resume must be True or False; got {resume!r}",
@@ -118,6 +123,8 @@ class Bus:
                 model, learning_rate,
                 hold_stop=None if coordinator is None else coordinator.hold_stop))
         engine.clear_stop, engine.coordinator = self._clear_stop, coordinator
+        engine.recompute = lambda plugins, rate: type(self).for_replay(
+            plugins, run_id=recorder.run_id, learning_rate=rate)
         self._policy = engine.policy = FailurePolicy(
             on_plugin_error, record=engine.record, disable=engine.disable, flush=engine.flush,
             label=self._dispatch.label)
@@ -140,6 +147,8 @@ class Bus:
                 recorder.attach_target(target, append=resume)
             for plugin in plugins:
                 self.register(plugin)
+            if shadow is not None:
+                self.register(Shadow(shadow))
             # Plugins that keep a backup (BackupAndRestore) are always asked, so they can
             # attach their writers; the bus's own log, when it has records, is the more
             # complete source.

@@ -1,6 +1,9 @@
-"""The command line: ``eventbus demo | audit | replay | convert | plugins``.
+"""The command line: ``eventbus demo | audit | replay | convert | plugins | report``.
 
-This is the one place that wires the core, the plugins and the sinks together. Every error a
+This is the one place that wires the core, the plugins and the sinks together. Each command is
+an ``add_*`` function (its arguments, its --help with a description, defaults and examples)
+plus its ``cmd_*`` handler, listed once in :data:`COMMANDS`. Text for people counts epochs
+from 1, ``--json`` from 0, and each says so (:data:`EPOCHS_NOTE`). Every error a
 user can cause (a missing file, a log that is not a log, an unknown plugin or parameter, a bad
 value) ends as one line on stderr and exit status 2; ``--verify`` finding a difference exits 1.
 When stdout's reader goes away (``eventbus demo | head``) the command stops quietly with status
@@ -157,12 +160,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit, render
 
     if args.ranks:
-        from .integrations.distributed import audit_ranks, render_ranks
+        from .integrations.distributed import AGREEMENT, audit_ranks, render_ranks
 
-        if len(args.logs) != 1 or args.json or args.plot or args.rank is not None:
+        if len(args.logs) != 1 or args.plot or args.rank is not None:
             raise UsageError("--ranks takes one LOG (as given to the distributed bus) and "
-                             "neither --json, --plot nor --rank")
-        print(render_ranks(audit_ranks(args.logs[0])))
+                             "neither --plot nor --rank")
+        audits = audit_ranks(args.logs[0])
+        if args.json:
+            stops = {rank: a.stop for rank, a in audits.items() if a.stop is not None}
+            _write_json({"epochs_counted_from": 0,
+                         "stopped_at": sorted({s.epoch for s in stops.values()
+                                               if s.epoch is not None}),
+                         "asked_by": sorted(r for r, s in stops.items()
+                                            if s.source != AGREEMENT),
+                         "ranks": {str(rank): a.as_dict() for rank, a in audits.items()}})
+        else:
+            print(render_ranks(audits))
         return 0
     _in_range("--rank", args.rank, 0)
     args.logs = [_rank_path(log, args.rank) for log in args.logs]
@@ -173,14 +186,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         check_plot_path(args.plot, flag="--plot")
     results = [audit(_existing(log)) for log in args.logs]
     if args.json:
-        from .records import encode_nonfinite
-
-        # NaN and infinities as the log spells them ("NaN", "Infinity", "-Infinity"): orjson
-        # would write null, which reads as "not reported".
-        data = encode_nonfinite([r.as_dict() for r in results])  # type: ignore[arg-type]
-        sys.stdout.buffer.write(orjson.dumps(data[0] if len(data) == 1 else data,
-                                             option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-                                             | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        data = [r.as_dict() for r in results]
+        _write_json(data[0] if len(data) == 1 else data)
     else:
         print("\n\n".join(render(r) for r in results))
     if args.plot:
@@ -196,18 +203,76 @@ def _ep(epoch: int | None) -> str:
     return "-" if epoch is None else str(epoch + 1)
 
 
-def _stop_phrase(decisions: Sequence[Any], *, recorded: bool = False) -> str:
-    """When and by whom a run would have been stopped ("would have stopped at epoch 8
-    (EarlyStopping, rule patience_exhausted)") or was ("stopped at epoch 21 (EarlyStopping)");
+def _write_json(data: Any) -> None:
+    """``data`` on stdout as indented JSON, NaN and infinities as the log spells them ("NaN",
+    "Infinity", "-Infinity"): orjson would write null, which reads as "not reported"."""
+    from .records import encode_nonfinite
+
+    data = encode_nonfinite(data)  # type: ignore[arg-type]
+    try:
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                            | orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        # An integer past 64 bits (a --set value, read exactly): the standard library writes
+        # it as given, where orjson refuses.
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode()
+    sys.stdout.buffer.write(text + b"\n")
+
+
+def _decision_data(d: Any) -> dict[str, Any]:
+    """A decision as --json shows it: its record less the envelope every record shares."""
+    return {k: v for k, v in d.model_dump().items() if k not in ("v", "run_id")}
+
+
+def _recorded_epochs(result: Any) -> str:
+    """"the 21 recorded epochs", or the last one's number when the log did not start at 1 (a
+    fit from initial_epoch, a resumed run)."""
+    last = result.last_recorded_epoch
+    if last is None:
+        return "the log, which records no epoch"
+    if result.epochs_recorded == last + 1:
+        return f"the {result.epochs_recorded} recorded epochs"
+    return f"the recorded epochs (the log ends at epoch {_ep(last)})"
+
+
+def _what_if_stop(result: Any) -> str:
+    """When the replayed plugins would have stopped the run, and which plugin (with its rule):
     the first stop_training decides, as in the bus."""
-    stop = next((d for d in decisions if d.kind == "stop_training"), None)
+    stop = next((d for d in result.decisions if d.kind == "stop_training"), None)
     if stop is None:
-        return "was not stopped by a plugin" if recorded else \
-            "would not have been stopped by a plugin"
-    if recorded:
-        return f"stopped at epoch {_ep(stop.epoch)} ({stop.source})"
+        return f"would not have stopped within {_recorded_epochs(result)}"
     rule = f", rule {stop.code}" if stop.code else ""
-    return f"would have stopped at epoch {_ep(stop.epoch)} ({stop.source}{rule})"
+    of = f" of the {result.epochs_recorded} recorded" if result.epochs_recorded == \
+        (result.last_recorded_epoch or 0) + 1 else ""
+    return f"would have stopped at epoch {_ep(stop.epoch)}{of} ({stop.source}{rule})"
+
+
+def _recorded_stop(result: Any) -> str:
+    """How the recorded run ended, as far as the replayed plugins' decisions say: stopped, a
+    stop the loop deferred (it ran on past the epoch the plugin asked), or not stopped."""
+    stops = [d for d in result.recorded if d.kind == "stop_training"]
+    if not stops:
+        return "was not stopped by a plugin"
+    first = stops[0]
+    if result.recorded_deferred and result.recorded_deferred[0] is first:
+        acted = next((d for d in stops if all(d is not x for x in result.recorded_deferred)),
+                     None)
+        then = f"it stopped at epoch {_ep(acted.epoch)}" if acted is not None else \
+            f"it ran to epoch {_ep(result.last_recorded_epoch)}"
+        return (f"was asked to stop at epoch {_ep(first.epoch)} ({first.source}), a stop the "
+                f"loop deferred: {then}")
+    return f"stopped at epoch {_ep(first.epoch)} ({first.source})"
+
+
+def _exactness(result: Any) -> str:
+    """Whether a what-if is a fact or an estimate, and from which epoch: said first, since
+    everything after depends on it."""
+    if result.diverged_at is None:
+        return ("exact (the replayed learning rate never leaves the recorded one, so the "
+                "recorded metrics are those this run would have seen)")
+    return (f"an estimate from epoch {_ep(result.diverged_epoch)} on (the replayed learning "
+            "rate differs from the recorded one there, so the recorded metrics after it come "
+            "from a run trained differently)")
 
 
 def _replay_ranks(args: argparse.Namespace) -> int:
@@ -217,6 +282,19 @@ def _replay_ranks(args: argparse.Namespace) -> int:
         raise UsageError("--ranks replays every rank as recorded (verified); it takes neither "
                          "--set, --sweep nor --rank")
     result = replay_ranks(args.log)
+    if args.json:
+        _write_json({
+            "epochs_counted_from": 0, "log": args.log, "stopped_at": result.stopped_at,
+            "stopped_by": result.stopped_by,
+            "recorded_stops": {str(k): v for k, v in result.recorded_stops.items()},
+            "ok": result.ok, "problems": result.problems,
+            "ranks": {str(rank): {"decisions": [_decision_data(d) for d in res.decisions],
+                                  "recorded_decisions": len(res.recorded),
+                                  "stopped_at": res.stopped_at}
+                      for rank, res in sorted(result.results.items())}})
+        for problem in result.problems:
+            print(f"verify: MISMATCH: {problem}", file=sys.stderr)
+        return 0 if result.ok else 1
     for rank, res in sorted(result.results.items()):
         print(f"rank {rank}: replayed {len(res.decisions)} decision(s); the log recorded "
               f"{len(res.recorded)}; stops at epoch {_ep(res.stopped_at)}")
@@ -250,31 +328,64 @@ def cmd_replay(args: argparse.Namespace) -> int:
                              + ", ".join(s.partition("=")[0] for s in args.sweep)
                              + "): sweeping several at once is not supported; fix the others "
                              "with --set, or run one sweep each")
-        return _sweep(log, args.sweep[0], overrides)
+        return _sweep(log, args.sweep[0], overrides, as_json=args.json)
     result = replay(log, overrides=overrides, verify=args.verify)
-    if overrides:
-        # Named, since the plugin that stops the run need not be the one changed (a what-if of
-        # ReduceLROnPlateau answers when EarlyStopping would have stopped it).
-        what = ", ".join(f"{p}.{k}={v!r}" for p, ps in overrides.items() for k, v in ps.items())
-        print(f"With {what} the run {_stop_phrase(result.decisions)}; the recorded run "
-              f"{_stop_phrase(result.recorded, recorded=True)}.")
-    print(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
-          f"{len(result.recorded)} from the same plugins")
-    for d in result.decisions:
-        print(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {d.source:<20} {d.reason}")
-    if result.diverged_at is not None:
-        print(f"note: from event {result.diverged_at} on, the replayed learning rate differs from "
-              "the recorded one: the recorded metrics after that point come from a run trained "
-              "differently, so later answers are estimates, not facts.")
+    if args.json:
+        _write_json(_replay_data(log, overrides, result, verify=args.verify))
+    else:
+        _print_replay(overrides, result)
     if args.verify:
         if result.mismatch is not None:
             print(f"verify: MISMATCH: {result.mismatch}", file=sys.stderr)
             return 1
-        print(f"verify: all {len(result.decisions)} decisions match the log")
+        if not args.json:
+            print(f"verify: all {len(result.decisions)} decisions match the log")
     return 0
 
 
-def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]]) -> int:
+def _print_replay(overrides: dict[str, dict[str, Any]], result: Any) -> None:
+    if not overrides and result.diverged_at is not None:
+        # Without --set the recorded parameters replay: a different rate means a changed log or
+        # changed plugins, and what follows is no more than an estimate either.
+        print(f"note: {_exactness(result)}.")
+    if overrides:
+        # The caveat first: whether the answer is a fact or an estimate decides how to read it.
+        # The stopping plugin is named, since it need not be the one changed (a what-if of
+        # ReduceLROnPlateau answers when EarlyStopping would have stopped the run).
+        what = ", ".join(f"{p}.{k}={v!r}" for p, ps in overrides.items() for k, v in ps.items())
+        print(f"What-if with {what}: {_exactness(result)}.")
+        print(f"  The run {_what_if_stop(result)}; the recorded run {_recorded_stop(result)}.")
+    print(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
+          f"{len(result.recorded)} from the same plugins")
+    for d in result.decisions:
+        print(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {d.source:<20} {d.reason}")
+
+
+def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
+                 verify: bool) -> dict[str, Any]:
+    """``replay --json``: the answer and the decisions as data; epochs 0-based."""
+    data: dict[str, Any] = {
+        "epochs_counted_from": 0,
+        "log": log,
+        "overrides": overrides,
+        "exact": result.diverged_at is None,
+        "diverged_at": result.diverged_at,
+        "diverged_epoch": result.diverged_epoch,
+        "stopped_at": result.stopped_at,
+        "recorded_stop": result.recorded_stop,
+        "recorded_deferred": [d.epoch for d in result.recorded_deferred],
+        "last_recorded_epoch": result.last_recorded_epoch,
+        "epochs_recorded": result.epochs_recorded,
+        "decisions": [_decision_data(d) for d in result.decisions],
+        "recorded_decisions": len(result.recorded),
+    }
+    if verify:
+        data["verify"] = {"ok": result.mismatch is None,
+                          "mismatch": None if result.mismatch is None else str(result.mismatch)}
+    return data
+
+
+def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]], *, as_json: bool) -> int:
     from .replay import replay_each
 
     plugin, param, values = _split_assignment(spec, "--sweep")
@@ -291,31 +402,44 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]]) -> int:
         overrides = {k: dict(v) for k, v in base.items()}
         overrides.setdefault(plugin, {})[param] = value
         variants.append(overrides)
+    results = replay_each(log, variants)  # the log read once
+    if as_json:
+        last = results[-1] if results else None
+        _write_json({
+            "epochs_counted_from": 0, "log": log, "parameter": f"{plugin}.{param}",
+            "overrides": base,
+            "recorded_stop": last.recorded_stop if last else None,
+            "last_recorded_epoch": last.last_recorded_epoch if last else None,
+            "epochs_recorded": last.epochs_recorded if last else 0,
+            "rows": [{"value": value, "stopped_at": result.stopped_at,
+                      "decisions": len(result.decisions),
+                      "lr_changes": sum(d.kind == "set_learning_rate" for d in result.decisions),
+                      "exact": result.diverged_at is None, "diverged_at": result.diverged_at,
+                      "diverged_epoch": result.diverged_epoch}
+                     for value, result in zip(choices, results)]})
+        return 0
     rows = []
-    recorded_stop = None
-    for value, result in zip(choices, replay_each(log, variants)):  # the log read once
-        recorded_stop = result.recorded_stop
+    for value, result in zip(choices, results):
         lr = sum(d.kind == "set_learning_rate" for d in result.decisions)
         rows.append((repr(value), _ep(result.stopped_at),
                      str(len(result.decisions)), str(lr),
-                     "exact" if result.diverged_at is None else f"estimate after event "
-                     f"{result.diverged_at}"))
+                     "exact" if result.diverged_at is None else
+                     f"estimate from epoch {_ep(result.diverged_epoch)}"))
     header = (f"{plugin}.{param}", "stops at epoch", "decisions", "lr changes", "answer")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    ran = "was not stopped by a plugin" if recorded_stop is None else \
-        f"stopped at epoch {_ep(recorded_stop)}"
-    print(f"(the recorded run {ran})")
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f'epochs counted from 1; "-": would not have stopped within '
+          f"{_recorded_epochs(results[0])}")
+    print(f"the recorded run {_recorded_stop(results[0])}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    count = convert(_existing(args.log), args.out, to=args.to)
-    print(f"wrote {count} records to {args.out} ({args.to})")
+    print(convert(_existing(args.log), args.out, to=args.to, force=args.force))
     return 0
 
 
@@ -349,21 +473,57 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import find_logs, render, verify_logs
+
+    if not find_logs(args.paths):
+        raise UsageError(f"no logs (*.jsonl, *.parquet) in {', '.join(args.paths)}")
+    verdicts = verify_logs([_existing(path) for path in args.paths], root=args.root)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    else:
+        print(render(verdicts))
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+def add_verify(sub: Any) -> None:
+    ver = _command(
+        sub, "verify", summary="check stored logs: decisions replay the same, checkpoints intact",
+        description="For each log (files, or every *.jsonl and *.parquet below a directory):\n"
+                    "replay it with --verify, and hash the newest recorded save of each\n"
+                    "checkpoint path against its sha256. A table, then what failed (\"stop\n"
+                    "moves from epoch 21 to 19\"). Exit 1 on any mismatch or changed\n"
+                    "checkpoint; a missing checkpoint is listed, not a failure. Nothing is\n"
+                    "written, and a link where a checkpoint was is never followed.\n\n"
+                    + EPOCHS_NOTE,
+        examples=["eventbus verify demo-run/events.jsonl",
+                  "eventbus verify tests/golden --json",
+                  "eventbus verify runs/ --root /data/experiments"])
+    ver.add_argument("paths", nargs="+", metavar="PATH",
+                     help="a log, or a directory searched for logs (links not followed)")
+    ver.add_argument("--root", default=".", metavar="DIR",
+                     help="where relative checkpoint paths are found (the run's directory)")
+    ver.add_argument("--json", action="store_true", help="one object per log, for CI")
+    ver.set_defaults(func=cmd_verify)
+
+
 def add_report_command(sub: Any) -> None:
     """``eventbus report``: the run(s) as one self-contained HTML page (eventbus.report)."""
-    rpt = sub.add_parser(
-        "report", help="one HTML page: curves, decisions, why it stopped, checkpoints",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    rpt = _command(
+        sub, "report", summary="one HTML page: curves, decisions, why it stopped, checkpoints",
         description="Write one self-contained HTML page of the run(s): metric curves per\n"
                     "family, every decision at its epoch (its reason on hover), the best epoch,\n"
                     "why the run stopped, checkpoints with their hashes, resumes, warnings and\n"
-                    "faults. Several logs are overlaid; --set adds a what-if replay.",
-        epilog="example:\n  eventbus report demo-run/events.jsonl -o report.html "
-               "--set EarlyStopping.patience=3")
+                    "faults. Several logs are overlaid; --set adds a what-if replay.\n\n"
+                    + EPOCHS_NOTE,
+        examples=["eventbus report demo-run/events.jsonl",
+                  "eventbus report demo-run/events.jsonl -o report.html "
+                  "--set EarlyStopping.patience=3",
+                  "eventbus report run-a/events.jsonl run-b/events.jsonl -o compare.html"])
     rpt.add_argument("logs", nargs="+", metavar="LOG",
                      help="event log(s), .jsonl or .parquet; several are overlaid")
     rpt.add_argument("-o", "--out", default="report.html", metavar="FILE.html",
-                     help="the page to write (default: report.html)")
+                     help="the page to write")
     rpt.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
                      help="add a what-if: the decisions replayed with this parameter changed "
                           "(repeatable, as replay --set)")
@@ -372,37 +532,100 @@ def add_report_command(sub: Any) -> None:
     rpt.set_defaults(func=cmd_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="eventbus", description="An event-sourced callback bus for training loops.")
-    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                     argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples as written (their line breaks kept), and each option's default
+    where it has one worth saying: not for a flag that is off, a list that starts empty, or an
+    option with no default."""
 
-    demo = sub.add_parser("demo", help="train a small NumPy model with every built-in plugin")
-    demo.add_argument("--out", default="demo-run", help="output folder (default: demo-run)")
-    demo.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
-    demo.add_argument("--seed", type=int, default=0, help="data and weight seed")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or \
+                default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+EPOCHS_NOTE = ("Epochs are counted from 1 in text for people, as Keras prints them (epoch 9\n"
+               "of 21), and from 0 in --json output, in the log, in CSV files and in\n"
+               "TensorBoard steps, where the field is named `epoch`.")
+
+
+def _command(sub: Any, name: str, *, summary: str, description: str,
+             examples: Sequence[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help has a description, its examples and its options' defaults."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          formatter_class=_HelpFormatter)
+
+
+# --- one function per command: its arguments, its help, its handler --------------------------
+
+
+def add_demo(sub: Any) -> None:
+    demo = _command(
+        sub, "demo", summary="train a small NumPy model with every built-in plugin",
+        description="Train a two-layer NumPy network on two noisy spirals with every built-in\n"
+                    "plugin, write its logs, checkpoints, CSV and TensorBoard files into --out,\n"
+                    "then print the audit and the commands to try next. Deterministic for a seed.",
+        examples=["eventbus demo", "eventbus demo --out runs/demo --epochs 10 --quiet"])
+    demo.add_argument("--out", default="demo-run", metavar="DIR", help="output folder")
+    demo.add_argument("--epochs", type=int, default=40, metavar="N",
+                      help="at most this many epochs")
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="data and weight seed")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--force", action="store_true",
                       help="write into --out even if it holds files an earlier demo did not "
                            "write (those are kept; the demo's own files are replaced)")
     demo.set_defaults(func=cmd_demo)
 
-    aud = sub.add_parser("audit", help="why did the run do what it did")
-    aud.add_argument("logs", nargs="+", metavar="LOG", help="event log(s), .jsonl or .parquet")
-    aud.add_argument("--json", action="store_true", help="the same as JSON")
-    aud.add_argument("--plot", metavar="FILE.png", help="draw metrics with decisions marked")
+
+def add_audit(sub: Any) -> None:
+    aud = _command(
+        sub, "audit", summary="why did the run do what it did",
+        description="Summarise a run from its log alone: epochs run, why it ended (plugin, rule,\n"
+                    "epoch, reason; a stop the loop deferred too), the best value of each\n"
+                    "monitored metric, learning-rate changes, checkpoints, resumes, warnings,\n"
+                    "faults, and every decision.\n\n" + EPOCHS_NOTE,
+        examples=["eventbus audit demo-run/events.jsonl",
+                  "eventbus audit demo-run/events.jsonl --json | jq .stop",
+                  "eventbus audit demo-run/events.jsonl --plot run.png",
+                  "eventbus audit runs/events.jsonl --ranks"])
+    aud.add_argument("logs", nargs="+", metavar="LOG",
+                     help="event log(s): a .jsonl file, or a .parquet file or segment directory")
+    aud.add_argument("--json", action="store_true",
+                     help="the same as JSON (epochs 0-based), a list for several logs")
+    aud.add_argument("--plot", metavar="FILE.png",
+                     help="also draw the first log's metrics, learning rate and decisions "
+                          "(needs matplotlib; the format comes from the extension)")
     aud.add_argument("--ranks", action="store_true",
                      help="LOG is a distributed run's log: audit every rank together")
     aud.add_argument("--rank", type=int, metavar="R", help="only rank R's log of a distributed run")
     aud.set_defaults(func=cmd_audit)
 
-    rep = sub.add_parser("replay", help="recompute decisions; what-if with other parameters")
-    rep.add_argument("log", metavar="LOG")
+
+def add_replay(sub: Any) -> None:
+    rep = _command(
+        sub, "replay", summary="recompute decisions; what-if with other parameters",
+        description="Rebuild the run's decision plugins from the log header, feed them the\n"
+                    "recorded events, and print their decisions: --verify compares them with the\n"
+                    "log, --set and --sweep answer what other parameters would have done. A\n"
+                    "what-if is computed on the recorded metrics: exact while the replayed\n"
+                    "learning rate matches the recorded one, an estimate after that, and silent\n"
+                    "past the last recorded epoch.\n\n" + EPOCHS_NOTE,
+        examples=["eventbus replay demo-run/events.jsonl --verify",
+                  "eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3",
+                  "eventbus replay demo-run/events.jsonl --sweep ReduceLROnPlateau.patience=1,2,4",
+                  "eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3 --json"])
+    rep.add_argument("log", metavar="LOG",
+                     help="event log: a .jsonl file, or a .parquet file or segment directory")
     rep.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",
-                     help="replay with this parameter changed (repeatable)")
+                     help="replay with this parameter changed (repeatable); VALUE is JSON "
+                          "where it parses, else text")
     rep.add_argument("--sweep", action="append", default=[], metavar="PLUGIN.PARAM=V1,V2,...",
                      help="one replay per value, as a table (one parameter)")
+    rep.add_argument("--json", action="store_true",
+                     help="the answer, the decisions or the sweep's rows as JSON (epochs 0-based)")
     rep.add_argument("--ranks", action="store_true",
                      help="LOG is a distributed run's log: replay and verify every rank")
     rep.add_argument("--rank", type=int, metavar="R", help="only rank R's log of a distributed run")
@@ -410,17 +633,67 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 1 at the first decision that differs from the log")
     rep.set_defaults(func=cmd_replay)
 
-    con = sub.add_parser("convert", help="rewrite a log as JSON Lines, Parquet, CSV or TensorBoard")
-    con.add_argument("log", metavar="LOG")
-    con.add_argument("out", metavar="OUT")
-    con.add_argument("--to", required=True,
-                     choices=["jsonl", "parquet", "csv", "tensorboard", "mlflow"])
+
+def add_convert(sub: Any) -> None:
+    from .convert import FORMATS
+
+    con = _command(
+        sub, "convert",
+        summary="rewrite a log as JSON Lines, Parquet, CSV, TensorBoard or into MLflow",
+        description="Rewrite a log in another format. The format comes from OUT's extension\n"
+                    "(.jsonl, .parquet, .csv); --to is needed only when the name does not say\n"
+                    "(a TensorBoard log directory, or an MLflow tracking URI as OUT with\n"
+                    "--to mlflow). An existing OUT is replaced only with --force. Prints what\n"
+                    "it wrote: records for a log or MLflow, rows for CSV, epochs for\n"
+                    "TensorBoard.",
+        examples=["eventbus convert demo-run/events.jsonl history.csv",
+                  "eventbus convert demo-run/events.jsonl copy.parquet",
+                  "eventbus convert demo-run/events.jsonl tb-logs --to tensorboard",
+                  "eventbus convert demo-run/events.jsonl history.csv --force",
+                  "eventbus convert demo-run/events.jsonl sqlite:///mlflow.db --to mlflow"])
+    con.add_argument("log", metavar="LOG",
+                     help="event log: a .jsonl file, or a .parquet file or segment directory")
+    con.add_argument("out", metavar="OUT",
+                     help="the file or directory to write, whose extension names the format; "
+                          "for --to mlflow, the tracking URI")
+    con.add_argument("--to", choices=FORMATS,
+                     help="the format, when OUT's name does not say it (default: from OUT's "
+                          "extension)")
+    con.add_argument("--force", action="store_true",
+                     help="replace OUT if it exists (a file, or a directory with files in it; "
+                          "TensorBoard adds its event files to those there)")
     con.set_defaults(func=cmd_convert)
 
-    plg = sub.add_parser("plugins", help="every plugin the registry knows")
-    plg.add_argument("--json", action="store_true")
+
+def add_plugins(sub: Any) -> None:
+    plg = _command(
+        sub, "plugins", summary="every plugin the registry knows",
+        description="List every plugin the registry knows (entry points in the eventbus group,\n"
+                    "built-in and third-party): name, distribution and version, module:Class.",
+        examples=["eventbus plugins", "eventbus plugins --json"])
+    plg.add_argument("--json", action="store_true", help="the same as JSON")
     plg.set_defaults(func=cmd_plugins)
-    add_report_command(sub)
+
+
+#: Every subcommand, in the order --help lists them: a new command is one ``add_*`` function
+#: above and one entry here.
+COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_verify, add_plugins,
+            add_report_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventbus", formatter_class=_HelpFormatter,
+        description="An event-sourced callback bus for training loops: ask a run's log why\n"
+                    "it did what it did, and what other parameters would have done.\n\n"
+                    + EPOCHS_NOTE,
+        epilog="examples:\n  eventbus demo\n  eventbus audit demo-run/events.jsonl\n"
+               "  eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3\n\n"
+               "Run 'eventbus COMMAND --help' for a command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

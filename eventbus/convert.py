@@ -5,12 +5,18 @@ are made by writing the recorded records, as they were, to the CSVLogger or Tens
 (:meth:`eventbus.Bus.write_recorded`), so a converted log looks exactly like one those sinks
 wrote live; a resumed run's abandoned partial epochs are left out, so their batches do not show
 twice. Part of the command line, which is where the core meets the plugins.
+
+The format comes from the output's name where it says one (:func:`format_of`); an existing
+output is replaced only when asked (``force=True``), and :class:`Converted` says what was
+written in the unit of the format: records for a log, rows for CSV, epochs for TensorBoard.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from .bus import Bus, SinkFailureWarning
@@ -19,9 +25,66 @@ from .errors import ConfigError
 from .log import is_parquet, open_writer, read_log
 from .records import SinkFailed
 
-__all__ = ["FORMATS", "convert", "copy_log"]
+__all__ = ["FORMATS", "Converted", "convert", "copy_log", "format_of"]
 
 FORMATS = ("jsonl", "parquet", "csv", "tensorboard", "mlflow")
+
+#: The formats a file name says; a TensorBoard log directory has no extension of its own.
+_EXTENSIONS = {".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What :func:`convert` wrote: ``count`` things of ``unit`` ("records", "rows" or
+    "epochs") as ``format`` at ``path``, from ``records`` records of the log (for mlflow, the
+    records of the kinds the MLflow sink takes)."""
+
+    format: str
+    path: str  # OUT as given: a path, or for mlflow a tracking URI
+    count: int
+    unit: str
+    records: int
+
+    def __str__(self) -> str:
+        return f"wrote {self.count} {self.unit} to {self.path} ({self.format})"
+
+
+def format_of(dst: str | os.PathLike[str]) -> str | None:
+    """The format ``dst``'s extension names (``.jsonl``, ``.parquet``, ``.csv``), or None."""
+    return _EXTENSIONS.get(Path(dst).suffix.lower())
+
+
+def _chosen_format(dst: Path, to: str | None) -> str:
+    """``to``, or the format ``dst``'s name says; a ConfigError when neither says one."""
+    named = format_of(dst)
+    if to is None:
+        if named is None:
+            raise ConfigError(f"convert: cannot tell the format from the name {dst}: name the "
+                              f"output .jsonl, .parquet or .csv, or give --to (one of "
+                              f"{', '.join(FORMATS)}; a TensorBoard log directory needs "
+                              "--to tensorboard)", field="to")
+        return named
+    if to not in FORMATS:
+        raise ConfigError(f"convert: unknown format {to!r}; choose one of {', '.join(FORMATS)}",
+                          field="to")
+    return to
+
+
+def _check_name(dst: Path, to: str) -> None:
+    """A name that says another format than ``to``: ``--to csv`` for ``x.parquet`` is a slip,
+    not a wish."""
+    named = format_of(dst)
+    if named is not None and named != to:
+        raise ConfigError(f"convert: {dst} is named as {named} but --to is {to}; name the "
+                          f"output for {to}, or leave --to out", field="to")
+
+
+def _is_taken(dst: Path) -> bool:
+    """Whether writing ``dst`` would replace or add to something there: an existing file, or
+    a directory with anything in it (an empty one is only a place to write)."""
+    if dst.is_dir():
+        return any(dst.iterdir())
+    return dst.exists() or dst.is_symlink()
 
 
 def _check_output(src: Path, dst: Path, to: str) -> None:
@@ -51,27 +114,39 @@ def _check_output(src: Path, dst: Path, to: str) -> None:
         break
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str) -> int:
-    """Write the log ``src`` as ``to`` at ``dst``; returns the number of records read.
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+            to: str | None = None, force: bool = False) -> Converted:
+    """Write the log ``src`` as ``to`` at ``dst`` and say what was written.
 
-    An output that cannot be written (an existing directory where a file goes, a path under a
-    file, a sink failing part way) raises :class:`~eventbus.errors.ConfigError`
-    (``field="out"``) rather than reporting a count of records nothing holds.
+    ``to`` defaults to the format ``dst``'s extension names (:func:`format_of`). An existing
+    ``dst`` (a file, or a directory with anything in it) is refused unless ``force``, before
+    anything is read. An output that cannot be written (an existing directory where a file
+    goes, a path under a file, a sink failing part way) raises
+    :class:`~eventbus.errors.ConfigError` (``field="out"``) rather than reporting a count of
+    records nothing holds.
     """
     if to == "mlflow":  # OUT is a tracking URI, not a path: the sink finds the run in it
         from sinks.mlflow import backfill
 
-        return backfill(src, str(dst))
-    if to not in FORMATS:
-        raise ConfigError(f"convert: unknown format {to!r}; choose one of {', '.join(FORMATS)}",
-                          field="to")
+        count = backfill(src, str(dst))
+        return Converted("mlflow", os.fspath(dst), count, "records", count)
     dst = Path(dst)
+    to = _chosen_format(dst, to)
     _check_output(Path(src), dst, to)
+    _check_name(dst, to)
+    if not force and _is_taken(dst):
+        what = "a directory with files in it" if dst.is_dir() else "a file"
+        # TensorBoard adds event files of its own names; it replaces none of those there.
+        force_does = "to write into it anyway (TensorBoard adds its event files to those " \
+            "there)" if to == "tensorboard" else "to replace it"
+        raise ConfigError(f"convert: {dst} exists ({what}); add --force {force_does}, or "
+                          "name a new output", field="out")
     if to in ("jsonl", "parquet"):
         if (to == "parquet") != is_parquet(dst) or (to == "jsonl" and dst.suffix != ".jsonl"):
             raise ConfigError(f"convert: {dst} is not a .{to} path; name the output "
                               f"something.{to}", field="out")
-        return copy_log(src, dst)
+        count = copy_log(src, dst)
+        return Converted(to, str(dst), count, "records", count)
     if to == "csv":
         from plugins import CSVLogger
 
@@ -80,13 +155,14 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
         from plugins import TensorBoard
 
         sink = TensorBoard(log_dir=str(dst), write_graph=False)
-    count = 0
+    count = epochs = 0
     bus = Bus([sink])
     try:
         # The run as it went on: an abandoned partial epoch's batches would show twice.
         for record in read_effective(src):
             bus.write_recorded(record)
             count += 1
+            epochs += record.kind == "epoch_end"
     finally:
         with warnings.catch_warnings():
             # The bus warns of sink failures at close; here they are the error below.
@@ -99,7 +175,17 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, to: str
         raise ConfigError(f"convert: writing {dst} failed: {first.sink} on {first.event}: "
                           f"{first.error}: {first.message}{more}", plugin=first.sink,
                           field="out")
-    return count
+    if to == "csv":
+        return Converted(to, str(dst), _csv_rows(dst), "rows", count)
+    return Converted(to, str(dst), epochs, "epochs", count)
+
+
+def _csv_rows(path: Path) -> int:
+    """Data rows of the CSV written, read back: what a reader of the file will find."""
+    if not path.exists():  # no epoch ended: CSVLogger wrote nothing
+        return 0
+    with open(path, newline="") as file:
+        return max(sum(1 for _ in csv.reader(file)) - 1, 0)  # less the header
 
 
 def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:

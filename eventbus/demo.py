@@ -312,7 +312,8 @@ next, try:
   eventbus replay {log} --verify              # recompute every decision from the log
   eventbus replay {log} --set EarlyStopping.patience=3
   eventbus replay {log} --sweep ReduceLROnPlateau.patience=1,2,4,8
-  eventbus convert {log} {out.name}-history.csv --to csv
-  tensorboard --logdir {out / 'tensorboard'}""")
+  eventbus convert {log} {out.name}-history.csv
+  eventbus report {log} -o {out.name}-report.html   # one page: curves, decisions, why it stopped
+  tensorboard --logdir {out}        # the decisions in the Text tab, parameters in HParams""")
     sys.stdout.flush()
     return 0

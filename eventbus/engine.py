@@ -462,6 +462,8 @@ class Engine:
             self.refresh()
 
     clear_stop: Callable[[], None]  # set by the bus: the coordinator hears of it too
+    #: Set by the bus: a replay bus of its class for the given plugins (``run.recompute``).
+    recompute: Callable[[Sequence[object], float | None], Any]
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -751,6 +753,9 @@ class RunView:
 
     def restore_weights(self, tag: str, *, source: str) -> None:
         self._engine.restore(tag, source=source)
+
+    def recompute(self, plugins: Sequence[object], *, learning_rate: float | None = None) -> Any:
+        return self._engine.recompute(plugins, learning_rate)
 
     def __repr__(self) -> str:
         return f"<run {self.run_id} at epoch {self.epoch}, step {self.step}>"

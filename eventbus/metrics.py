@@ -1,9 +1,13 @@
 """Turning what a training loop reports into the plain values records hold.
 
-Loops hand us Python numbers, numpy scalars, 0-d arrays and framework tensors. Events hold plain
-floats only, so logs serialise, compare and replay the same way everywhere. The common case (a
-dict of Python floats) costs one type check per value; everything else takes the slow path.
-Indices (epoch, batch, step) are plain ints within 64 bits; ``params`` and ``meta`` plain data.
+Loops hand us Python numbers, numpy scalars, 0-d arrays and framework tensors, and vectors: a
+1-D array or tensor, a list or tuple of numbers (Keras's ``F1Score`` gives one value per class).
+Events hold plain values only, a float or a list of floats, so logs serialise, compare and replay
+the same way everywhere. A value with one element is its float, as Keras's ``float(value)``
+makes it: so a list in a record always has 0 or at least 2 elements, and no log needs to tell
+``0.5`` from ``[0.5]``. The common case (a dict of Python floats) costs one type check per
+value; everything else takes the slow path. Indices (epoch, batch, step) are plain ints within
+64 bits; ``params`` and ``meta`` plain data.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from typing import Any
 from .errors import ConfigError, EventError, MetricValueError
 
 __all__ = [
-    "MAX_DEPTH", "MAX_INDEX", "coerce_logs", "plain", "plain_meta", "plain_params", "to_float",
-    "to_index",
+    "MAX_DEPTH", "MAX_INDEX", "Metric", "coerce_logs", "is_vector", "plain", "plain_meta",
+    "plain_params", "to_float", "to_index", "to_metric",
 ]
+
+#: A metric value as records hold it: a float, or a vector of floats (never of one element).
+Metric = float | list[float]
 
 #: The largest epoch, batch or step a log stores (a signed 64-bit integer).
 MAX_INDEX = (1 << 63) - 1
@@ -66,69 +73,140 @@ def plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"Bus: {exc}", field="meta") from None
 
-_ACCEPTED = "a real number (float, int, numpy scalar, 0-d array or tensor)"
+_ACCEPTED = ("a real number (float, int, numpy scalar, 0-d array or tensor) or a 1-D vector of "
+             "them (list, tuple, 1-D array or tensor)")
+
+
+_ELEMENT = "a real number (each element of a vector metric)"
+
+
+def _field(key: str, index: int | None) -> str:
+    return f"logs.{key}" if index is None else f"logs.{key}[{index}]"
 
 
 def _where(kind: str, plugin: str | None) -> str:
     return f"{kind} (from plugin {plugin!r})" if plugin else kind
 
 
-def to_float(value: Any, key: str, kind: str, plugin: str | None = None) -> float:
-    """``value`` as a float, or :class:`MetricValueError` naming the key, event and type."""
+def to_float(value: Any, key: str, kind: str, plugin: str | None = None, *,
+             index: int | None = None) -> float:
+    """``value`` as a float, or :class:`MetricValueError` naming the key, event and type
+    (``index``: the element of the vector ``logs[key]`` that ``value`` is)."""
     if isinstance(value, float):
         return float(value)
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
-        raise _bad(value, key, kind, plugin)
+        raise _bad(value, key, kind, plugin, index)
     if isinstance(value, int):
         try:
             return float(value)
         except OverflowError:
             raise MetricValueError(
-                f"{_where(kind, plugin)}: logs[{key!r}] = {value} is too large for a float",
-                event=kind, field=f"logs.{key}", plugin=plugin) from None
+                f"{_where(kind, plugin)}: {_cell(key, index)} = {value} is too large for a float",
+                event=kind, field=_field(key, index), plugin=plugin) from None
     ndim = getattr(value, "ndim", 0)
     if ndim:
         shape = tuple(getattr(value, "shape", ()))
         raise MetricValueError(
-            f"{_where(kind, plugin)}: logs[{key!r}] must be a scalar; got "
+            f"{_where(kind, plugin)}: {_cell(key, index)} must be a scalar; got "
             f"{type(value).__name__} of shape {shape} (reduce it, e.g. with .mean())",
-            event=kind, field=f"logs.{key}", plugin=plugin)
+            event=kind, field=_field(key, index), plugin=plugin)
     item = getattr(value, "item", None)
     if callable(item):
         try:
             inner = item()
         except Exception as exc:
             raise MetricValueError(
-                f"{_where(kind, plugin)}: logs[{key!r}]: "
+                f"{_where(kind, plugin)}: {_cell(key, index)}: "
                 f"{type(value).__name__}.item() failed: {exc}",
-                event=kind, field=f"logs.{key}", plugin=plugin) from exc
+                event=kind, field=_field(key, index), plugin=plugin) from exc
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
             return float(inner)
         if not hasattr(type(inner), "__float__"):  # numpy.longdouble's item() is itself
-            raise _bad(value, key, kind, plugin)
+            raise _bad(value, key, kind, plugin, index)
     if hasattr(type(value), "__float__"):
         try:
             return float(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise MetricValueError(
-                f"{_where(kind, plugin)}: logs[{key!r}]: float() of {type(value).__name__} "
-                f"failed: {exc}", event=kind, field=f"logs.{key}", plugin=plugin) from exc
-    raise _bad(value, key, kind, plugin)
+                f"{_where(kind, plugin)}: {_cell(key, index)}: float() of {type(value).__name__} "
+                f"failed: {exc}", event=kind, field=_field(key, index), plugin=plugin) from exc
+    raise _bad(value, key, kind, plugin, index)
 
 
-def _bad(value: Any, key: str, kind: str, plugin: str | None) -> MetricValueError:
+def _cell(key: str, index: int | None) -> str:
+    return f"logs[{key!r}]" if index is None else f"logs[{key!r}][{index}]"
+
+
+def _bad(value: Any, key: str, kind: str, plugin: str | None,
+         index: int | None = None) -> MetricValueError:
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return MetricValueError(
-        f"{_where(kind, plugin)}: logs[{key!r}] must be {_ACCEPTED}; "
+        f"{_where(kind, plugin)}: {_cell(key, index)} must be "
+        f"{_ACCEPTED if index is None else _ELEMENT}; "
         f"got {type(value).__name__} {shown}",
-        event=kind, field=f"logs.{key}", plugin=plugin)
+        event=kind, field=_field(key, index), plugin=plugin)
+
+
+def is_vector(value: Any) -> bool:
+    """Whether a metric value as records hold it is a vector (a list), not a float."""
+    return type(value) is list
+
+
+def to_metric(value: Any, key: str, kind: str, plugin: str | None = None) -> Metric:
+    """``value`` as a float, or as a list of floats for a 1-D vector; a value of one element is
+    its float (Keras's ``float(value)``). Anything else is a :class:`MetricValueError` naming
+    the key, event and type."""
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        ndim = getattr(value, "ndim", 0)
+        if not ndim or isinstance(value, (str, bytes)):
+            return to_float(value, key, kind, plugin)
+        items = _elements(value, ndim, key, kind, plugin)
+    if len(items) == 1:
+        return to_float(items[0], key, kind, plugin)
+    return [item if type(item) is float else to_float(item, key, kind, plugin, index=i)
+            for i, item in enumerate(items)]
+
+
+def _elements(value: Any, ndim: Any, key: str, kind: str, plugin: str | None) -> list[Any]:
+    """The elements of an array or tensor (NumPy, torch, JAX, TensorFlow: duck-typed, none of
+    them imported) that is 1-D or holds one element; anything else is refused."""
+    name = type(value).__name__
+    try:
+        shape = tuple(int(n) for n in getattr(value, "shape", ()))
+    except (TypeError, ValueError):  # an unknown dimension (a symbolic tensor)
+        shape = ()
+    if ndim != 1 and (len(shape) != ndim or any(n != 1 for n in shape)):
+        raise MetricValueError(
+            f"{_where(kind, plugin)}: logs[{key!r}] must be a scalar or a 1-D vector; got "
+            f"{name} of shape {shape} (reduce it, e.g. with .mean(), or flatten it)",
+            event=kind, field=f"logs.{key}", plugin=plugin)
+    try:
+        tolist = getattr(value, "tolist", None)
+        if not callable(tolist):  # a TensorFlow tensor: through NumPy
+            tolist = value.numpy().tolist
+        items = tolist()
+    except Exception as exc:
+        raise MetricValueError(
+            f"{_where(kind, plugin)}: logs[{key!r}]: the elements of {name} could not be "
+            f"read: {exc}", event=kind, field=f"logs.{key}", plugin=plugin) from exc
+    while ndim != 1 and isinstance(items, list) and len(items) == 1:  # shape (1, 1, ...)
+        items = items[0]
+        ndim -= 1
+    if not isinstance(items, list):
+        items = [items]
+    return items
 
 
 def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
-                plugin: str | None = None) -> dict[str, float]:
-    """Copy ``logs`` into a new dict of plain floats; the caller's dict is never kept or changed."""
+                plugin: str | None = None) -> dict[str, Metric]:
+    """Copy ``logs`` into a new dict of plain floats and lists of floats (see :func:`to_metric`);
+    the caller's dict is never kept or changed."""
     if logs is None:
         return {}
     try:
@@ -146,7 +224,7 @@ def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
                 raise EventError(
                     f"{_where(kind, plugin)}: logs keys must be str; got "
                     f"{type(key).__name__} {key!r}", event=kind, field="logs", plugin=plugin)
-            value = to_float(value, key, kind, plugin)
+            value = to_metric(value, key, kind, plugin)
         out[key] = value
     return out
 

@@ -21,6 +21,12 @@ Improvement is strict, with ``min_delta`` taken as its absolute value: under ``m
 improves on ``best`` when ``value + |min_delta| < best``, under ``max`` when
 ``value - |min_delta| > best``. The first value seen always improves; NaN never does. These are
 Keras 3's rules, except for a first NaN (Keras takes it as the best; see the plugin pages).
+
+A monitored metric is one number. A vector metric (a list in the logs: Keras's ``F1Score`` per
+class) has no "better"; given one, :class:`Monitor` raises a
+:class:`~eventbus.errors.MetricValueError` naming the metric and the plugin, which the bus
+reports as the plugin's failure on the event (Keras fails there too, on an array's ambiguous
+truth value).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from .checks import require_real
-from .errors import ConfigError
+from .errors import ConfigError, MetricValueError
 from .records import Warning
 
 __all__ = [
@@ -116,7 +122,7 @@ class Monitor:
     improves. ``plugin`` names the owner in error messages.
     """
 
-    __slots__ = ("best", "initial", "min_delta", "mode", "monitor", "warned")
+    __slots__ = ("best", "initial", "min_delta", "mode", "monitor", "plugin", "warned")
 
     def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0, *,
                  plugin: str, initial: float | None = None):
@@ -127,6 +133,7 @@ class Monitor:
             raise ConfigError(f"{plugin}: mode must be 'auto', 'min' or 'max'; got {mode!r}",
                               plugin=plugin, field="mode")
         self.monitor = monitor
+        self.plugin = plugin
         self.mode: Mode = infer_mode(monitor, plugin=plugin) if mode == "auto" \
             else mode  # type: ignore[assignment]
         self.min_delta = abs(require_real(min_delta, "min_delta", plugin))
@@ -137,6 +144,8 @@ class Monitor:
 
     def beats(self, value: float, reference: float | None) -> bool:
         """Whether ``value`` improves on ``reference`` (None: anything but NaN does)."""
+        if type(value) is list:
+            raise self._vector(value)
         if math.isnan(value):  # NaN never improves
             return False
         if reference is None:
@@ -168,6 +177,15 @@ class Monitor:
         self.warned = True
         return Warning(message=message, details={"monitor": self.monitor,
                                                  "available": list(logs)})
+
+    def _vector(self, value: list[float]) -> MetricValueError:
+        name, plugin = self.monitor, self.plugin
+        shown = ", ".join(fmt(v) for v in value[:4]) + (", ..." if len(value) > 4 else "")
+        return MetricValueError(
+            f"{plugin}: monitor={name!r} is a vector metric ({len(value)} values: [{shown}]); "
+            f"{plugin} compares one number per event. Monitor a number: one element or a "
+            f"reduction of it, logged under its own name (e.g. logs['{name}_mean'] = "
+            f"mean of logs['{name}'])", plugin=plugin, field=f"logs.{name}")
 
     def worst(self) -> float:
         """The value every real number improves on (what Keras starts ``best`` at)."""

@@ -9,11 +9,12 @@ pandas and pyarrow read a finished run as one table (``pandas.read_parquet("even
 :mod:`eventbus.parquet_segments` keeps the files; this module turns records into columns and
 back.
 
-Columns: ``v``, ``run_id``, ``seq``, ``kind``, ``time``, ``epoch``, ``batch``, ``step``; one
-float64 column ``logs.<name>`` per metric (null where a record does not have it; NaN and
-infinities are stored as such); ``payload``, the record's other fields as JSON (the header's
-plugins, a decision's reason and evidence, ...). pyarrow is imported only when a Parquet log is
-opened.
+Columns (layout 2, :mod:`eventbus.parquet_layout`): ``v``, ``run_id``, ``seq``, ``kind``,
+``time``, ``epoch``, ``batch``, ``step``; decisions' and outcomes' ``source``, ``reason``,
+``code``, ``cause_seq``; one float64 column ``logs.<name>`` per metric (null where a record does
+not have it; NaN and infinities are stored as such), a column of lists of float64 for a vector
+metric; ``payload``, the record's other fields as JSON (the header's plugins, a decision's
+evidence, ...). pyarrow is imported only when a Parquet log is opened.
 
 Writing: ``write`` keeps the record's fields (in one flat list, read out with one C-level call)
 and a copy of its metrics (a payload is encoded there and then), so the log holds each record
@@ -38,9 +39,18 @@ from typing import Any
 
 import orjson
 
-from .errors import LogCorruptError, LogError
+from .errors import LogCorruptError, LogError, SchemaVersionError
 from .jsonl import Where, bad_seq, check_version, typed
 from .lock import lock_exclusive
+from .parquet_layout import (
+    FIELD_COLUMNS,
+    LAYOUT_KEY,
+    LAYOUT_VERSION,
+    METRIC_PREFIX,
+    as_vectors,
+    layout_metadata,
+    vector_type,
+)
 from .parquet_segments import SegmentStore, compact, segments
 from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
 from .sink import Sink
@@ -53,7 +63,6 @@ _NO_PAYLOAD = frozenset({
     "train_end", "epoch_begin", "epoch_end", "batch_begin", "batch_end", "test_begin",
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
-METRIC_PREFIX = "logs."
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
 _READ_BATCH = 4096  # rows turned into Python objects at a time when reading
 #: The most metric names (one column each) a chunk of records may hold. A Parquet footer
@@ -126,6 +135,8 @@ class ParquetWriter(Sink):
         self._segment_began: float | None = None  # no record of the segment is older
         self._pieces: list[_Piece] = []
         self._payloads: dict[int, bytes] = {}  # row in the segment -> payload JSON
+        # row in the segment -> that row's values of FIELD_COLUMNS (decisions and outcomes)
+        self._fields: dict[int, tuple[Any, ...]] = {}
         # Dictionary codes of the segment's run_id and kind columns, in order of appearance.
         self._run_ids: dict[str, int] = {}
         self._kinds: dict[str, int] = {}
@@ -162,8 +173,22 @@ class ParquetWriter(Sink):
 
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
+        row = self._rows + len(self._logs)
         extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
-        self._payloads[self._rows + len(self._logs)] = orjson.dumps(encode_nonfinite(extra))
+        if not _FIELD_NAMES.isdisjoint(extra):
+            values = []
+            for name, kind in FIELD_COLUMNS.items():
+                value = extra.get(name)
+                # A value the column cannot hold (a record not from a bus) stays in the payload;
+                # None is a null, which the reader reads as None for a kind with the field.
+                if value is None or (type(value) is kind and (
+                        kind is str or -(1 << 63) <= value < (1 << 63))):
+                    extra.pop(name, None)
+                    values.append(value)
+                else:
+                    values.append(None)
+            self._fields[row] = tuple(values)
+        self._payloads[row] = orjson.dumps(encode_nonfinite(extra))
         return _metrics_of(record)
 
     def _end_chunk(self) -> None:
@@ -179,6 +204,7 @@ class ParquetWriter(Sink):
             # as a failed write). Later rows take its place: its payloads must not stay.
             for row in [row for row in self._payloads if row >= self._rows]:
                 del self._payloads[row]
+                self._fields.pop(row, None)
             raise
         except BaseException:  # interrupted (Ctrl-C): the records are fine, keep them
             self._values, self._logs = values, logs
@@ -208,11 +234,28 @@ class ParquetWriter(Sink):
             "batch": _column(pieces, "batch", pa.int64()),
             "step": _column(pieces, "step", pa.int64()),
         }
+        # Few rows have these (decisions and outcomes): filled in from the rows that do.
+        for i, (name, kind) in enumerate(FIELD_COLUMNS.items()):
+            arrow_type = pa.int64() if kind is int else pa.string()
+            if not self._fields:
+                columns[name] = pa.nulls(n, arrow_type)
+                continue
+            cells: list[Any] = [None] * n
+            for row, values in self._fields.items():
+                cells[row] = values[i]
+            columns[name] = pa.array(cells, arrow_type)
         metrics = sorted({key for piece in pieces for key in piece.metrics})
         for key in metrics:
+            parts = [piece.metrics.get(key) for piece in pieces]
+            if any(part is not None and part.type == vector_type() for part in parts):
+                # A vector metric in any chunk: the segment's column holds lists.
+                parts = [as_vectors(part) for part in parts]
+                arrow_type = vector_type()
+            else:
+                arrow_type = pa.float64()
             columns[METRIC_PREFIX + key] = pa.concat_arrays([
-                piece.metrics[key] if key in piece.metrics else pa.nulls(piece.n, pa.float64())
-                for piece in pieces])
+                pa.nulls(piece.n, arrow_type) if part is None else part
+                for piece, part in zip(pieces, parts)])
         if self._payloads:
             payload: list[bytes | None] = [None] * n
             for row, text in self._payloads.items():
@@ -220,7 +263,7 @@ class ParquetWriter(Sink):
             columns["payload"] = pa.array(payload, pa.string())
         else:
             columns["payload"] = pa.nulls(n, pa.string())
-        return pa.table(columns)
+        return pa.table(columns).replace_schema_metadata(layout_metadata())
 
     def _take_segment(self) -> tuple[Any, int, int] | None:
         """The rows in pieces as a segment's (table, first seq, last seq); None if none."""
@@ -263,6 +306,9 @@ class ParquetWriter(Sink):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_FIELD_NAMES = frozenset(FIELD_COLUMNS)
 
 
 def _metrics_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -408,12 +454,14 @@ def _struct_columns(logs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str
 
 
 def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of a chunk one value at a time, through NumPy's float conversion."""
+    """The metrics of a chunk one value at a time, through NumPy's float conversion; a metric
+    that is a vector in some row becomes a column of lists (see :func:`vector_type`)."""
     import numpy as np
     import pyarrow as pa
 
     n = len(logs)
     sparse: dict[str, tuple[list[int], list[Any]]] = {}
+    vectors: set[str] = set()
     for row, metrics in enumerate(logs):
         for key, value in metrics.items():
             column = sparse.get(key)
@@ -421,8 +469,16 @@ def _sparse_metric_columns(logs: list[dict[str, Any]]) -> dict[str, Any]:
                 column = sparse[key] = ([], [])
             column[0].append(row)
             column[1].append(value)
+            if type(value) is list:
+                vectors.add(key)
     columns = {}
     for key, (rows, values) in sparse.items():
+        if key in vectors:
+            cells: list[Any] = [None] * n
+            for row, value in zip(rows, values):
+                cells[row] = value if type(value) is list else [value]
+            columns[key] = pa.array(cells, vector_type())
+            continue
         data = np.zeros(n)
         missing = np.ones(n, dtype=bool)
         data[rows] = values
@@ -539,6 +595,7 @@ def _open(file: Path) -> Any:
     if absent:
         raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} column)",
                               path=str(file), field=absent[0])
+    _check_layout(file, schema.metadata)
     for field in schema:
         wanted = _column_types(field.name)
         if wanted is not None and not _holds(field.type, *wanted):
@@ -547,6 +604,25 @@ def _open(file: Path) -> Any:
                                   f"{' (or all null)' if nulls else ''}", path=str(file),
                                   field=field.name)
     return parquet
+
+
+def _check_layout(file: Path, metadata: dict[bytes, bytes] | None) -> None:
+    """Refuse a file of a newer layout than :data:`LAYOUT_VERSION` (no key: layout 1)."""
+    text = (metadata or {}).get(LAYOUT_KEY)
+    if text is None:
+        return
+    try:
+        layout = int(text)
+    except ValueError:
+        layout = 0
+    if layout < 1:
+        raise LogCorruptError(f"{file}: Parquet layout version {text!r:.40} is not a positive "
+                              f"integer", path=str(file), field=LAYOUT_KEY.decode())
+    if layout > LAYOUT_VERSION:
+        raise SchemaVersionError(
+            f"{file}: written in Parquet layout {layout}; this eventbus reads layout "
+            f"{LAYOUT_VERSION} and older. Upgrade eventbus to read it", path=str(file),
+            field=LAYOUT_KEY.decode())
 
 
 def _file_type(mode: int) -> str:
@@ -569,10 +645,12 @@ def _column_types(name: str) -> tuple[str, bool] | None:
         return "numbers", False
     if name in ("run_id", "kind"):
         return "strings", False
-    if name == "payload":
+    if name == "payload" or name in ("source", "reason", "code"):
         return "strings", True
+    if name == "cause_seq":
+        return "integers", True
     if name.startswith(METRIC_PREFIX):
-        return "numbers", True
+        return "numbers or lists of numbers", True
     return None
 
 
@@ -588,6 +666,11 @@ def _holds(arrow_type: Any, what: str, nulls: bool) -> bool:
         arrow_type = arrow_type.value_type
     if what == "strings":
         return bool(types.is_string(arrow_type) or types.is_large_string(arrow_type))
+    if what == "numbers or lists of numbers":  # a metric: a float, or a vector of them
+        if types.is_list(arrow_type) or types.is_large_list(arrow_type):
+            arrow_type = arrow_type.value_type
+            if types.is_null(arrow_type):
+                return True
     integer = bool(types.is_integer(arrow_type))
     if what == "integers":
         return integer
@@ -656,6 +739,9 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
     indices = {kind: frozenset(n for n in ("epoch", "batch", "step") if n in cls.model_fields)
                for kind, cls in KINDS.items()}
     with_logs = _NO_PAYLOAD | {"train_begin"}
+    # The FIELD_COLUMNS each kind has: null in their column is None there, absent else.
+    fields = {kind: frozenset(FIELD_COLUMNS).intersection(cls.model_fields)
+              for kind, cls in KINDS.items()}
     version = SCHEMA_VERSION
     header_seen = False
     count = 0  # records yielded
@@ -664,7 +750,12 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
         names = parquet.schema_arrow.names
         metric_columns = [name for name in names if name.startswith(METRIC_PREFIX)]
         metrics = [name[len(METRIC_PREFIX):] for name in metric_columns]
-        wanted = [*_REQUIRED_COLUMNS, *metric_columns]  # not another column nobody reads
+        # Metrics whose column holds lists: a list of one element there is a float.
+        vectors = [name[len(METRIC_PREFIX):] for name in metric_columns
+                   if not _holds(parquet.schema_arrow.field(name).type, "numbers", True)]
+        named = [name for name in FIELD_COLUMNS if name in names]  # none in layout 1
+        # Not another column nobody reads; the named fields last, after the metrics.
+        wanted = [*_REQUIRED_COLUMNS, *metric_columns, *named]
         leading = files.covered  # rows up to it that start this file were read already
         if leading is None and places is not None:
             places.add(count + 1, file, 1)
@@ -703,13 +794,38 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
                 if payload is not None:
                     record.update(_payload(payload, file, number))
                 if kind in with_logs:
-                    record["logs"] = {key: value for key, value in zip(metrics, values)
-                                      if value is not None}
+                    logs = record["logs"] = {key: value for key, value in zip(metrics, values)
+                                             if value is not None}
+                    for key in vectors:
+                        value = logs.get(key)
+                        if value is not None and len(value) == 1:
+                            logs[key] = value[0]
+                elif named:  # decisions, outcomes: their fields with columns of their own
+                    _take_fields(record, named, values[len(metrics):], fields.get(kind, ()),
+                                 file, number)
                 count += 1
                 yield record
             row += batch.num_rows
         if leading is None and type(seq) is int:  # the last seq read (typed checks order)
             files.covered = seq if files.covered is None else max(seq, files.covered)
+
+
+def _take_fields(record: dict[str, Any], named: list[str], values: list[Any],
+                 has: Collection[str], file: Path, row: int) -> None:
+    """Put a row's values of the columns ``named`` (FIELD_COLUMNS) in its ``record``.
+
+    A null is None for a field the record's kind has (``code``, ``cause_seq``), and leaves
+    the field to the payload, where a file compacted from segments of layout 1 keeps it.
+    """
+    for name, value in zip(named, values):
+        if value is None:
+            if name in has and name not in record:
+                record[name] = None
+        elif name in record:
+            raise LogCorruptError(f"{file} (row {row}): {name} is both in its column and in "
+                                  "the payload", path=str(file), line=row, field=name)
+        else:
+            record[name] = value
 
 
 def _payload(text: str, file: Path, row: int) -> dict[str, Any]:
@@ -756,7 +872,8 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     for file, parquet in files:
         covered = files.covered  # rows both in a compacted file and a leftover segment
         highest = covered
-        for batch in _batches(file, parquet, columns=list(_REQUIRED_COLUMNS)):
+        named = [name for name in FIELD_COLUMNS if name in parquet.schema_arrow.names]
+        for batch in _batches(file, parquet, columns=[*_REQUIRED_COLUMNS, *named]):
             try:
                 kind = batch.column("kind").cast(pa.string())
                 rows = batch.filter(pc.is_in(kind, value_set=wanted)).to_pylist()
@@ -770,12 +887,14 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
                 if covered is not None and (row["seq"] is None or row["seq"] <= covered):
                     continue
                 payload = row.pop("payload")
+                own = {name: row.pop(name) for name in named}
                 try:
                     fields = orjson.loads(payload) if payload is not None else {}
                 except orjson.JSONDecodeError:
                     fields = None  # damaged: the reader reports it where it is
                 if type(fields) is dict and not _IN_COLUMNS.intersection(fields):
                     row.update(fields)
+                row.update((name, value) for name, value in own.items() if value is not None)
                 found.append(row)
         files.covered = highest
     return found

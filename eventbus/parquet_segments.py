@@ -23,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .parquet_layout import METRIC_PREFIX, as_vectors, layout_metadata, vector_type
+
 __all__ = ["SegmentStore", "compact", "segment_name", "segments"]
 
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
@@ -116,15 +118,36 @@ def _plain_schema(schema: Any) -> Any:
     import pyarrow as pa
 
     return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                      for f in schema])
+                      for f in schema], metadata=schema.metadata)
 
 
 def _concat(tables: list[Any]) -> Any:
     import pyarrow as pa
 
     # Segments can have different metric columns; promote to one schema.
-    tables = [t.cast(_plain_schema(t.schema)) for t in tables]
-    return pa.concat_tables(tables, promote_options="default")
+    tables = _same_metric_types([t.cast(_plain_schema(t.schema)) for t in tables])
+    # The merged file is of this version's layout (a segment of layout 1, from a log begun by
+    # an older version, keeps its rows' fields in their payloads, which the reader reads).
+    return pa.concat_tables(tables, promote_options="default").replace_schema_metadata(
+        layout_metadata())
+
+
+def _same_metric_types(tables: list[Any]) -> list[Any]:
+    """``tables`` with a metric that is a column of lists in one of them a column of lists in
+    all (a vector metric first seen after the first segment, or a float in some segments)."""
+    vectors = {field.name for table in tables for field in table.schema
+               if field.name.startswith(METRIC_PREFIX) and field.type == vector_type()}
+    if not vectors:
+        return tables
+    out = []
+    for table in tables:
+        for name in vectors.intersection(table.column_names):
+            i = table.schema.get_field_index(name)
+            if table.schema.field(i).type != vector_type():
+                column = as_vectors(table.column(i).combine_chunks())
+                table = table.set_column(i, name, column)
+        out.append(table)
+    return out
 
 
 def _conform(table: Any, schema: Any) -> Any:

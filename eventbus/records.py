@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
 
-from .metrics import coerce_logs, plain
+from .metrics import Metric, coerce_logs, plain
 
 __all__ = [
     "DECISION_KINDS",
@@ -49,6 +49,7 @@ __all__ = [
     "Resumed",
     "SaveCheckpoint",
     "SetLearningRate",
+    "ShadowDecision",
     "SinkFailed",
     "SnapshotWeights",
     "StopTraining",
@@ -82,12 +83,13 @@ BATCH_KINDS = ("batch_begin", "batch_end", "test_batch_begin", "test_batch_end",
                "predict_batch_begin", "predict_batch_end")
 
 
-def _logs(value: Any, info: ValidationInfo) -> dict[str, float]:
+def _logs(value: Any, info: ValidationInfo) -> dict[str, Metric]:
     kind = info.data.get("kind", "record")
     return coerce_logs(value, kind)
 
 
-Logs = Annotated[dict[str, float], BeforeValidator(_logs)]
+#: Metric name -> a float, or a list of floats for a vector metric (see ``metrics.to_metric``).
+Logs = Annotated[dict[str, Metric], BeforeValidator(_logs)]
 
 
 PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
@@ -112,7 +114,8 @@ class Record(BaseModel):
 
 
 class Observation(Record):
-    """Something the training loop saw. ``logs`` maps metric names to floats (Keras's word)."""
+    """Something the training loop saw. ``logs`` maps metric names to floats (Keras's word), or
+    to lists of floats for vector metrics (one value per class, ...)."""
 
     category: ClassVar[str] = "observation"
     logs: Logs = Field(default_factory=dict)
@@ -268,6 +271,21 @@ class WeightsRestored(Outcome):
     tag: str
 
 
+class ShadowDecision(Outcome):
+    """What a shadow policy (:mod:`eventbus.shadow`) decided: recorded, never applied."""
+
+    kind: Literal["shadow_decision"] = "shadow_decision"
+    #: The policy, with the parameters that differ from its defaults: ``EarlyStopping(patience=3)``.
+    policy: str
+    #: The kind of the decision it made (``stop_training``, ``set_learning_rate``, ...).
+    decision: str
+    reason: str
+    code: str | None = None
+    evidence: PlainDict = Field(default_factory=dict)
+    #: The learning rate a ``set_learning_rate`` decision asked for.
+    value: float | None = None
+
+
 class PluginFailed(Outcome):
     kind: Literal["plugin_failed"] = "plugin_failed"
     plugin: str
@@ -337,7 +355,7 @@ _ALL: tuple[type[Record], ...] = (
     TestBegin, TestEnd, TestBatchBegin, TestBatchEnd,
     PredictBegin, PredictEnd, PredictBatchBegin, PredictBatchEnd,
     StopTraining, SetLearningRate, SaveCheckpoint, SnapshotWeights, RestoreWeights,
-    CheckpointSaved, WeightsRestored, PluginFailed, SinkFailed, Warning, Resumed,
+    CheckpointSaved, WeightsRestored, ShadowDecision, PluginFailed, SinkFailed, Warning, Resumed,
     Header,
 )
 

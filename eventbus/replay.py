@@ -87,6 +87,15 @@ class ReplayResult:
     diverged_at: int | None = None
     #: The epoch at which the replayed decisions stopped training, if they did.
     stopped_at: int | None = field(default=None)
+    #: The epoch of the event ``diverged_at`` (0-based), for people: "an estimate from epoch N".
+    diverged_epoch: int | None = None
+    #: The last epoch the log recorded (0-based), and how many epochs it recorded: the log
+    #: ends there, so a what-if that stops no earlier cannot say when it would have stopped.
+    last_recorded_epoch: int | None = None
+    epochs_recorded: int = 0
+    #: The recorded stop_training decisions (of these plugins) the loop did not act on at
+    #: once: a later epoch of the same fit ran (Lightning defers a stop until min_epochs).
+    recorded_deferred: list[Decision] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -260,7 +269,12 @@ class _Replaying:
         self.decisions: list[Decision] = []
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
+        self.diverged_epoch: int | None = None
         self.stop_epoch: int | None = None
+        self.last_epoch: int | None = None
+        self.epochs = 0
+        self.asked: list[Decision] = []  # recorded stops of this fit no later epoch followed
+        self.deferred: list[Decision] = []
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
@@ -271,7 +285,13 @@ class _Replaying:
     def take(self, record: Record) -> None:
         bus = self.bus
         if isinstance(record, Observation):
+            if record.kind == "epoch_end":  # counted whether or not the replay got this far
+                epoch = self.last_epoch = record.epoch  # type: ignore[attr-defined]
+                self.epochs += 1
+                self.deferred += [d for d in self.asked if d.epoch is not None and epoch > d.epoch]
+                self.asked = [d for d in self.asked if d.epoch is None or epoch <= d.epoch]
             if record.kind == "train_begin":
+                self.asked = []
                 self.stop_epoch = None  # a new fit: the loop called fit again after a stop
             elif self.stop_epoch is not None and after_stop(record, self.stop_epoch):
                 return  # the replayed run stopped: its loop would have ended here
@@ -280,11 +300,14 @@ class _Replaying:
                 if logged is not None and replayed is not None \
                         and not same_values(logged, replayed):
                     self.diverged_at = record.seq
+                    self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
             self.decisions.extend(bus.feed(record))
             if self.stop_epoch is None and bus.stop_training:
                 self.stop_epoch = bus.epoch if bus.epoch is not None else -1
         elif isinstance(record, Decision) and record.source in self.labels:
             self.recorded.append(record)
+            if record.kind == "stop_training":
+                self.asked.append(record)
 
     def result(self, verify: bool) -> ReplayResult:
         decisions, recorded = self.decisions, self.recorded
@@ -299,7 +322,10 @@ class _Replaying:
         stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
-                            diverged_at=self.diverged_at, stopped_at=stopped)
+                            diverged_at=self.diverged_at, stopped_at=stopped,
+                            diverged_epoch=self.diverged_epoch,
+                            last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs,
+                            recorded_deferred=self.deferred)
 
 
 def _raise_damage(log: str | os.PathLike[str]) -> None:

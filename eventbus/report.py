@@ -655,6 +655,9 @@ def _run_sections(page: Page) -> list[str]:
             facts.append(("not drawn", _a(f"{len(run.skipped)} value(s) that are not numbers: "
                                           + ", ".join(run.skipped[:5])
                                           + (" ..." if len(run.skipped) > 5 else ""))))
+        if a.vector_metrics:  # lists of numbers: the audit keeps them out of its curves
+            facts.append(("not drawn", _a("metrics of several values an epoch: "
+                                          + ", ".join(a.vector_metrics))))
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         parts = [f'<section class="run" id="run-{i}">{title}<dl>{dl}</dl>']
         if a.checkpoints:

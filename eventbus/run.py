@@ -89,3 +89,8 @@ class Run(Protocol):
         """Put the weights kept under ``tag`` into the model through the bus (as a
         ``restore_weights`` decision is applied), recorded as ``weights_restored``."""
 
+    def recompute(self, plugins: Sequence[object], *, learning_rate: float | None = None) -> Any:
+        """A bus of its own for ``plugins`` that writes and applies nothing, as replay's does
+        (``feed(record)`` returns their decisions): for a plugin that recomputes decisions
+        live, as :mod:`eventbus.shadow` does."""
+

@@ -136,3 +136,42 @@ def _file_status(path: Path, sha256: str) -> str:
         while chunk := file.read(_READ):
             digest.update(chunk)
     return "verified" if digest.hexdigest() == sha256 else "changed"
+
+
+def describe(verdict: LogVerdict) -> str:
+    """What went wrong with one log, in words (empty when nothing did)."""
+    if verdict.error:
+        return f"cannot verify: {verdict.error}"
+    problems = []
+    if verdict.mismatch:
+        problems.append(verdict.mismatch)
+        if verdict.recorded_stop != verdict.replayed_stop:
+            problems.append(f"stop moves from {_stop(verdict.recorded_stop)} to "
+                            f"{_stop(verdict.replayed_stop)}")
+    changed = [c.path for c in verdict.checkpoints if c.status == "changed"]
+    if changed:
+        problems.append(f"checkpoint(s) changed since the run wrote them: {', '.join(changed)}")
+    return "; ".join(problems)
+
+
+def _stop(epoch: int | None) -> str:
+    return "no stop" if epoch is None else f"epoch {epoch + 1}"
+
+
+def render(verdicts: list[LogVerdict]) -> str:
+    """The table ``eventbus verify`` prints, then one line per problem."""
+    head = ("log", "decisions", "mismatches", "verified", "missing", "changed", "result")
+    rows = [(v.log, str(v.decisions), "-" if v.error else str(int(v.mismatch is not None)),
+             str(v.count("verified")), str(v.count("missing")), str(v.count("changed")),
+             "ok" if v.ok else "FAIL") for v in verdicts]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    for v in verdicts:
+        if not v.ok:
+            lines.append(f"{v.log}: {describe(v)}")
+    ok = sum(v.ok for v in verdicts)
+    lines.append(f"{ok} of {len(verdicts)} log(s) verified"
+                 + ("" if ok == len(verdicts) else f"; {len(verdicts) - ok} failed"))
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventbus import Plugin, hookimpl
+from eventbus import MetricValueError, Plugin, hookimpl
 
 from .monitor import require_names
 
@@ -52,6 +52,10 @@ class BaseLogger(Plugin):
                 continue
             if key in stateful:
                 self._last[key] = value
+            elif type(value) is list or type(sums.get(key)) is list:
+                # A vector metric: averaged element by element, as Keras 2 averaged arrays.
+                sums[key] = _add_vector(sums.get(key), value, weight, key)
+                weights[key] = weights.get(key, 0.0) + weight
             elif key in sums:
                 sums[key] += value * weight
                 weights[key] += weight
@@ -63,7 +67,24 @@ class BaseLogger(Plugin):
     def augment_epoch_logs(self, epoch: int, logs: Mapping[str, float]) -> dict[str, float]:
         # Keras divides every metric by all samples seen; each metric's own weight is exact
         # when a metric is only reported for some batches.
-        out = {key: total / self._weights[key] for key, total in self._sums.items()
-               if key not in logs}
+        out = {key: ([t / self._weights[key] for t in total] if type(total) is list
+                     else total / self._weights[key])
+               for key, total in self._sums.items() if key not in logs}
         out.update((k, v) for k, v in self._last.items() if k not in logs)
         return out
+
+
+def _add_vector(total: list[float] | float | None, value: list[float] | float, weight: float,
+                key: str) -> list[float]:
+    """``total`` plus ``value * weight``, element by element; a vector whose length changes
+    within an epoch (or a metric that is a number in one batch and a vector in another) has
+    no average, and says so."""
+    if type(value) is list and (total is None or
+                                (type(total) is list and len(total) == len(value))):
+        scaled = [v * weight for v in value]
+        return scaled if total is None else [t + v for t, v in zip(total, scaled)]
+    seen = f"{len(total)} values" if type(total) is list else "a number"
+    now = f"{len(value)} values" if type(value) is list else "a number"
+    raise MetricValueError(f"BaseLogger: logs[{key!r}] is {now} in this batch and was {seen} "
+                           "in earlier batches of the epoch: it has no average",
+                           event="batch_end", field=f"logs.{key}", plugin="BaseLogger")

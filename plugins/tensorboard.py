@@ -11,6 +11,15 @@ at step = batches done. With ``write_steps_per_second`` the training steps per s
 ``batch_end``); times are the events' own, so converting a log gives the values the live run
 wrote. A sink: it takes those records as they are recorded; the writing happens on
 :class:`sinks.tensorboard.TensorBoardSink`'s thread, and the training thread only queues.
+
+Decisions: all the decisions of one step (the epoch) go into one Markdown table under
+``decisions`` (TensorBoard's server shows one text per step and tag), written once the step is
+over (the next epoch starts, ``train_end`` and its decisions are done, or the run closes), and
+each also into a marker scalar ``decisions/<what>`` (``stop``, ``lr_cut``, ``checkpoint``, ...)
+at that step, so a chart shows where it happened. The run's parameters (every plugin's, the
+loop's ``params``, the log header's meta) start a session in TensorBoard's HParams tab, written
+to the log directory itself, whose ``train`` and ``validation`` scalars are the session's
+metrics.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from eventbus.run import Run
 
 from .monitor import require_bool, require_names, require_path, require_real
 
-__all__ = ["TensorBoard"]
+__all__ = ["TensorBoard", "decisions_table", "number_text"]
 
 _NOT_LOGGED = frozenset({"batch", "size"})
 
@@ -54,6 +63,82 @@ def _layer(weight_name: str) -> str:
     return weight_name.rsplit("/", 1)[0] if "/" in weight_name else weight_name
 
 
+def _layer_names(weight_name: str) -> set[str]:
+    """The names a weight's layer answers to: its path and every tail of it, so Keras's
+    layer name (``embedding``) finds ``sequential/embedding/embeddings`` as its path does."""
+    parts = _layer(weight_name).split("/")
+    return {"/".join(parts[i:]) for i in range(len(parts))}
+
+
+def number_text(value: Any) -> str:
+    """A number as a person reads it: six significant digits, no float noise
+    (``0.010000000000000002`` is ``0.01``, ``0.5603481`` is ``0.560348``), as the plugins'
+    reasons print them; integers whole; anything else as ``str``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return format(value, ".6g")
+
+
+_CELL_ESCAPES = str.maketrans({"|": "\\|", "\n": " ", "\r": " ", "<": "&lt;", "`": "\\`",
+                               "*": "\\*", "[": "\\[", "\\": "\\\\"})
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: pipes and Markdown's marks escaped, one line. ``_`` is
+    left as it is: TensorBoard's Markdown ignores it inside words (``val_loss``), and names
+    stay searchable in the raw text."""
+    return text.translate(_CELL_ESCAPES)
+
+
+def _what(record: dict[str, Any]) -> str:
+    """The decision column: the kind, and for a learning rate its change."""
+    kind = record["kind"]
+    if kind == "set_learning_rate":
+        previous = record.get("previous")
+        before = number_text(previous) if previous is not None else "?"
+        return f"{kind} {before} → {number_text(record.get('value'))}"
+    return kind
+
+
+def decisions_table(records: Sequence[Mapping[str, Any]], step: int | None = None) -> str:
+    """The decisions of one step as the Markdown text written under ``decisions``: a line
+    naming the epoch as counted from 1 (TensorBoard's step counts from 0, as Keras's epochs),
+    then a table with one row each, in the order they were recorded: its source, what it
+    decided and why."""
+    rows = [] if step is None else [
+        f"Epoch {step + 1} (step {step}: TensorBoard counts epochs from 0)", ""]
+    rows += ["| source | decision | reason |", "| --- | --- | --- |"]
+    for record in records:
+        rows.append(f"| {_cell(str(record.get('source') or ''))} | "
+                    f"{_cell(_what(dict(record)))} | {_cell(str(record.get('reason') or ''))} |")
+    return "\n".join(rows)
+
+
+#: The marker scalar (under ``decisions/``) of each decision kind; a learning rate is a cut, a
+#: raise or a set.
+_MARKERS = {"stop_training": "stop", "save_checkpoint": "checkpoint",
+            "snapshot_weights": "snapshot", "restore_weights": "restore"}
+
+
+def _marker(record: Mapping[str, Any]) -> str:
+    kind = record["kind"]
+    if kind == "set_learning_rate":
+        previous, value = record.get("previous"), record.get("value")
+        if previous is None or value is None or value == previous:
+            return "lr_set"
+        return "lr_cut" if value < previous else "lr_raise"
+    return _MARKERS.get(kind, kind)
+
+
+def _hparam(value: Any) -> bool | float | str:
+    """A value for the HParams tab: a bool, a number or a string (other values as JSON)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 class TensorBoard(Plugin, Sink):
     """Write what the run reports where TensorBoard reads it.
 
@@ -66,8 +151,11 @@ class TensorBoard(Plugin, Sink):
     (``batch_steps_per_second``), from the events' times; ``update_freq``: ``"epoch"``,
     ``"batch"`` or a number of batches; ``profile_batch``: only ``0`` (profiling needs
     TensorFlow's profiler); ``embeddings_freq``, ``embeddings_metadata`` and (keyword-only, from
-    Keras 2) ``embeddings_layer_names``: projector files for embedding matrices. Decisions (a
-    learning rate cut, an early stop) are written as text under ``decisions`` at their epoch.
+    Keras 2) ``embeddings_layer_names``: projector files for embedding matrices, layers named
+    as Keras names them (``embedding``) or with their path (``sequential/embedding``).
+    Decisions (a learning rate cut, an early stop) are written as one table per epoch under
+    ``decisions`` and as ``decisions/<what>`` markers; the run's parameters go to the HParams
+    tab.
     """
 
     side_effects = True
@@ -114,7 +202,7 @@ class TensorBoard(Plugin, Sink):
         self.flush_timeout = require_real(flush_timeout, "flush_timeout", name, minimum=0.0)
         # The records it takes: per batch only with a batch update_freq, and batch begins only
         # to time those batches; the bus never hands it the others.
-        takes = {"train_begin", "epoch_begin", "epoch_end", "test_end", "train_end",
+        takes = {"header", "train_begin", "epoch_begin", "epoch_end", "test_end", "train_end",
                  *DECISION_KINDS}
         if self._every is not None:
             takes.add("batch_end")
@@ -134,6 +222,12 @@ class TensorBoard(Plugin, Sink):
         self._began: float | None = None
         # A flush ran out of time: the next ones wait only once the writer has caught up.
         self._lagging = False
+        # The decisions of the step not yet over: (step, decision records).
+        self._step_decisions: tuple[int, list[dict[str, Any]]] | None = None
+        # The HParams session: values from the header, then the loop's params; started once.
+        self._hparams: dict[str, bool | float | str] = {}
+        self._group = ""
+        self._session_started = False
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -186,6 +280,13 @@ class TensorBoard(Plugin, Sink):
                     "resume writes back the scalars and decisions)",
                     details={"pending": sink.pending}))
 
+    def sync(self) -> None:
+        """At ``train_end``, after the decisions made there (a ``restore_weights``): the last
+        epoch's table is whole, so it is written now rather than at ``close()`` (a bus kept
+        open after training, as in a notebook, may be closed late or never)."""
+        self._write_decisions()
+        self.flush()
+
     def _open(self) -> Any:
         from sinks.tensorboard import TensorBoardSink
 
@@ -217,6 +318,8 @@ class TensorBoard(Plugin, Sink):
         if kind == "batch_end":
             return self._batch_end(record)
         if kind == "epoch_end":
+            self._end_step_before(record["epoch"])
+            self._start_session(record["time"])
             return self._epoch_end(record)
         if kind in DECISION_KINDS:
             return self._decision(record)
@@ -224,6 +327,8 @@ class TensorBoard(Plugin, Sink):
             self._batch_began = (record["step"], record["time"])
         elif kind == "epoch_begin":
             self._get()
+            self._end_step_before(record["epoch"])
+            self._start_session(record["time"])
             if self.write_steps_per_second:
                 steps = self._run.step if self._run is not None else 0
                 self._epoch_began = (record["epoch"], record["time"], steps)
@@ -232,13 +337,46 @@ class TensorBoard(Plugin, Sink):
         elif kind == "test_end":
             self._test_end(record)
         elif kind == "train_end":
-            return self._train_end()
+            return self._train_end(record)
+        elif kind == "header":
+            self._header(record)
         return None
+
+    def _header(self, record: dict[str, Any]) -> None:
+        """The run's parameters for the HParams tab: each deciding plugin's
+        (``EarlyStopping.patience``) and the header's meta (``meta.seed``)."""
+        self._group = str(record.get("run_id") or "")
+        for spec in record.get("plugins") or ():
+            if spec.get("side_effects"):  # an output's settings (a file name), not the run's
+                continue
+            label = spec.get("label") or spec.get("name", "")
+            for key, value in (spec.get("params") or {}).items():
+                if value is not None:  # unset: a column of nulls says nothing
+                    self._hparams[f"{label}.{key}"] = _hparam(value)
+        for key, value in (record.get("meta") or {}).items():
+            if isinstance(value, (bool, int, float, str)):  # not the model's config
+                self._hparams[f"meta.{key}"] = _hparam(value)
 
     def _train_begin(self, record: dict[str, Any]) -> None:
         self._began = record["time"]
         if not self._catching_up:  # a resume writes it once it has the model (open)
             self._model_config(record["time"])
+        for key, value in (record.get("params") or {}).items():
+            if value is not None:
+                self._hparams[f"params.{key}"] = _hparam(value)
+        self._start_session(record["time"])
+
+    def _start_session(self, when: float) -> None:
+        """Start the HParams session once, at ``train_begin`` (or the first epoch of a loop
+        without one); a resume writes it back only where the files lack it."""
+        if self._session_started:
+            return
+        self._session_started = True
+        run = self._run
+        resumed = run is not None and run.resumed
+        self._get().hparams(".", dict(self._hparams), self._group or "run",
+                            self._began if self._began is not None else when, when,
+                            only_missing=self._catching_up or resumed)
 
     def _model_config(self, when: float, *, only_missing: bool = False) -> None:
         sink = self._get()
@@ -312,24 +450,41 @@ class TensorBoard(Plugin, Sink):
     def _embeddings(self, sink: Any, weights: dict[str, np.ndarray], epoch: int) -> Any:
         names = self.embeddings_layer_names
         if names:
-            chosen = {n: w for n, w in weights.items() if _layer(n) in names and w.ndim == 2}
-            missing = sorted(set(names) - {_layer(n) for n in chosen})
+            chosen = {n: w for n, w in weights.items()
+                      if _layer_names(n) & set(names) and w.ndim == 2}
+            found = set().union(*(_layer_names(n) for n in chosen)) if chosen else set()
+            missing = sorted(set(names) - found)
         else:  # every Embedding layer: Keras names their matrix "embeddings"
             chosen = {n: w for n, w in weights.items()
                       if n.rsplit("/", 1)[-1] == "embeddings" and w.ndim == 2}
             missing = []
         metadata: dict[str, str] = {}
         given = self.embeddings_metadata
+        used: set[str] = set()
         for name in chosen:
-            path = given if isinstance(given, str) else (given or {}).get(_layer(name))
-            if path is not None:
-                metadata[name] = os.fspath(path)
+            if isinstance(given, str):
+                metadata[name] = given
+                continue
+            # Keyed by layer name, as Keras documents it, or by the layer's path.
+            keys = sorted(_layer_names(name) & set(given or {}), key=len, reverse=True)
+            if keys:
+                metadata[name] = os.fspath(given[keys[0]])  # type: ignore[index]
+                used.add(keys[0])
         if chosen:
             sink.embeddings(chosen, epoch, metadata)
+        warnings = []
+        unused = sorted(set(given) - used) if isinstance(given, Mapping) and chosen else []
+        if unused:  # a typo in a layer name would otherwise leave the labels out unseen
+            warnings.append(self._warn_once(
+                "embeddings_metadata", f"TensorBoard: embeddings_metadata names {unused}, "
+                f"which match no embedding layer; the embedding matrices are {sorted(chosen)}",
+                unused=unused, embeddings=sorted(chosen)))
         if missing:
-            return self._warn_once("embeddings", f"TensorBoard: no 2-D weights for embedding "
-                                   f"layers {missing}", missing=missing,
-                                   weights=sorted(weights))
+            warnings.append(self._warn_once(
+                "embeddings", f"TensorBoard: no 2-D weights for embedding layers {missing}",
+                missing=missing, weights=sorted(weights)))
+        if unused or missing:
+            return [w for w in warnings if w is not None] or None
         if not chosen:
             return self._warn_once("embeddings", "TensorBoard: embeddings_freq is set but the "
                                    "model has no embedding matrices (2-D weights named "
@@ -362,21 +517,50 @@ class TensorBoard(Plugin, Sink):
                             only_missing=self._catching_up)
 
     def _decision(self, record: dict[str, Any]) -> None:
-        lines = [f"**{record['kind']}** from `{record['source']}`: {record['reason']}"]
-        if record.get("value") is not None:
-            lines.append(f"learning rate {record.get('previous')} -> {record['value']}")
-        if record.get("evidence"):
-            lines.append(f"evidence: `{json.dumps(record['evidence'], sort_keys=True)}`")
+        """Keep the decision with the others of its step: TensorBoard's server shows one text
+        per step, so the step's table is written once, when the step is over."""
         epoch = record.get("epoch")
         step = epoch if epoch is not None else 0
-        # A decision of an epoch before the one a resumed run goes on from (one the crash kept
-        # out of the log, recorded again) may be in the files already.
-        run = self._run
-        past = run is not None and run.resumed and step < run.initial_epoch
-        self._get().text("train", "decisions", "\n\n".join(lines), step, record["time"],
-                         only_missing=self._catching_up or past)
+        pending = self._step_decisions
+        if pending is not None and pending[0] != step:
+            self._write_decisions()
+            pending = None
+        if pending is None:
+            self._get()
+            self._step_decisions = (step, [record])
+        else:
+            pending[1].append(record)
 
-    def _train_end(self) -> Any:
+    def _end_step_before(self, epoch: int) -> None:
+        """An epoch begins or ends: the decisions of an earlier step are all in."""
+        pending = self._step_decisions
+        if pending is not None and pending[0] < epoch:
+            self._write_decisions()
+
+    def _write_decisions(self) -> None:
+        """The pending step's decisions as one table under ``decisions`` and their markers."""
+        pending, self._step_decisions = self._step_decisions, None
+        if pending is None:
+            return
+        step, records = pending
+        when = records[-1]["time"]
+        # A step before the one a resumed run goes on from (its decisions caught up from the
+        # log, or recorded again after a crash kept them out of it) may be in the files
+        # already.
+        run = self._run
+        past = self._catching_up or (run is not None and run.resumed and step < run.initial_epoch)
+        sink = self._get()
+        markers: dict[str, float] = {}
+        for record in records:
+            tag = _marker(record)
+            markers[tag] = markers.get(tag, 0.0) + 1.0
+        sink.scalars("train", markers, step, when, "decisions/", only_missing=past)
+        sink.text("train", "decisions", decisions_table(records, step), step, when,
+                  only_missing=past)
+
+    def _train_end(self, record: dict[str, Any]) -> Any:
+        if self._session_started and not self._catching_up:
+            self._get().hparams_end(".", record["time"], record["time"])
         if self._sink is None or self._sink.flush(self.flush_timeout):
             return None
         return WarningRecord(message=f"TensorBoard: event files not written within "
@@ -384,6 +568,8 @@ class TensorBoard(Plugin, Sink):
                              details={"pending": self._sink.pending})
 
     def close(self) -> Any:
+        if self._sink is not None:
+            self._write_decisions()  # the last step's (decisions at train_end included)
         sink, self._sink = self._sink, None
         if sink is None:
             return None
@@ -429,7 +615,7 @@ def _resume_filter(initial_epoch: int, steps_done: int) -> Any:
             return True
         if tag.startswith(("batch_", "evaluation_")):
             return step <= steps_done
-        if tag.startswith("epoch_") or tag == "decisions" or \
+        if tag.startswith(("epoch_", "decisions/")) or tag == "decisions" or \
                 tag.endswith(("/histogram", "/image")):
             return step < initial_epoch
         return True  # model_config, and whatever other writers put there

@@ -20,6 +20,10 @@ Where Keras loses data, this table does not:
 A metric named ``epoch`` is not written: the ``epoch`` column holds the epoch's index, and the
 first such row warns (``UserWarning``, once per table) instead of dropping it silently.
 
+A vector metric (a list of floats: Keras's ``F1Score`` per class) is written as Keras writes a
+1-D iterable, ``"[0.5, 0.25, nan]"`` with the double quotes as part of the value (the ``csv``
+module then quotes the cell and doubles them in the file: three quotes on each side).
+
 Rows are removed only when a run resumes after a crash, for the epochs it is about to write
 again (:meth:`CsvTable.drop_rows_from`, see ``docs/sinks/csv.md``).
 """
@@ -44,9 +48,13 @@ MISSING = "NA"
 
 
 def format_value(value: Any) -> str:
-    """The text of one metric value: ``repr`` of the float, so it reads back exactly."""
+    """The text of one metric value: ``repr`` of the float, so it reads back exactly. A vector
+    metric is Keras's CSVLogger text for a 1-D iterable, ``"[a, b, c]"`` with the quotes, each
+    element written as a float is."""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return f'"[{", ".join(map(format_value, value))}]"'
     if isinstance(value, (int, str)):
         return str(value)
     return repr(float(value))

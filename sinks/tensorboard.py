@@ -13,9 +13,14 @@ Why not ``SummaryWriter.add_scalar``: it builds a protobuf message per scalar an
 record byte by byte in Python, on the caller's thread. Here scalar events are encoded straight
 into protobuf wire bytes (all the scalars of one step share one event), and checksums are
 computed for a whole batch of records at once (vectorised with NumPy; a native ``crc32c`` or
-``google_crc32c`` module is used when one is installed). Text is encoded here too, so nothing a
-run writes as it starts waits for tensorboardX's import (seconds where it pulls in torch).
-Histograms and images, which are rare, go through tensorboardX's protobuf classes.
+``google_crc32c`` module is used when one is installed). Every other record (text, histograms,
+images, the hparams plugin's session summaries) is encoded here too, and the files are read
+back (resume) by a small protobuf wire-format reader: this module never imports tensorboardX,
+whose package imports torch (seconds and hundreds of MiB for a run that has no torch model).
+Tests check every encoding against the protobuf classes of tensorboardX and TensorBoard.
+
+A scalar value may be a list (a vector metric): it is written as one scalar per element, tagged
+``key/0``, ``key/1``, ...
 
 Resume: what a crash kept out of the files is written back (``only_missing``: only what the
 files found in the run directories lack), and :meth:`TensorBoardSink.truncate` rewrites those
@@ -39,6 +44,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,12 +54,18 @@ import numpy as np
 __all__ = [
     "TensorBoardSink",
     "encode_file_version_event",
+    "encode_hparams_end_event",
+    "encode_hparams_start_event",
+    "encode_histogram_event",
+    "encode_image_event",
     "encode_scalar_event",
     "encode_text_event",
+    "flat_scalars",
     "frame_records",
     "iter_event_file",
     "masked_crc32c",
     "masked_crc32c_many",
+    "parse_event",
 ]
 
 # --- CRC-32C (Castagnoli), as TFRecord framing wants it ------------------------------------------
@@ -183,10 +195,28 @@ def encode_scalar_event(wall_time: float, step: int, values: Mapping[str, float]
     tensorboardX's classes build (tested); fields are written even when zero, which protobuf
     readers accept. Tags are ``prefix + key``; values are stored as float32, as TensorFlow does.
     """
-    summary = b"".join([_value_prefix(prefix + key) + _float32(value)
-                        for key, value in values.items()])
+    try:
+        summary = b"".join([_value_prefix(prefix + key) + _float32(value)
+                            for key, value in values.items()])
+    except (TypeError, struct.error):  # a vector metric: one scalar per element
+        summary = b"".join([_value_prefix(prefix + key) + _float32(value)
+                            for key, value in flat_scalars(values).items()])
     return b"\x09" + _pack_d(wall_time) + b"\x10" + _varint(step) + b"\x2a" + \
         _varint(len(summary)) + summary
+
+
+def flat_scalars(values: Mapping[str, Any]) -> dict[str, float]:
+    """``values`` with each list, tuple or array value spread over one key per element, as
+    TensorBoard has no vector scalar: ``{"f1": [0.5, 0.7]}`` -> ``{"f1/0": 0.5, "f1/1": 0.7}``.
+    Other values are kept as they are."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple, np.ndarray)):
+            for i, item in enumerate(np.ravel(np.asarray(value, dtype=float)).tolist()):
+                out[f"{key}/{i}"] = item
+        else:
+            out[key] = value
+    return out
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -212,6 +242,180 @@ def encode_text_event(wall_time: float, step: int, tag: str, text: str) -> bytes
     value = _field(1, tag.encode()) + _field(8, tensor) + _TEXT_METADATA
     return b"\x09" + _pack_d(wall_time) + b"\x10" + _varint(step) + \
         _field(5, _field(1, value))
+
+
+def _summary_event(wall_time: float, step: int, values: Sequence[bytes]) -> bytes:
+    """An ``Event`` at ``step`` whose summary holds the encoded ``Summary.Value`` messages."""
+    summary = b"".join([_field(1, value) for value in values])
+    return b"\x09" + _pack_d(wall_time) + b"\x10" + _varint(step) + _field(5, summary)
+
+
+def _packed_doubles(values: Sequence[float]) -> bytes:
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+def encode_histogram_event(wall_time: float, step: int, tag: str, values: Any,
+                           bins: int = 30) -> bytes | None:
+    """A serialized ``Event`` holding a ``HistogramProto`` of the finite ``values`` in ``bins``
+    buckets (30, as ``tf.summary.histogram``), as tensorboardX's ``summary.histogram`` builds it
+    (tested); None when no value is finite (TensorFlow would refuse the summary)."""
+    array = np.asarray(values, dtype=float).reshape(-1)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return None
+    counts, limits = np.histogram(array, bins=bins)
+    # The support of the histogram, with one empty bucket on its left: TensorBoard keeps only
+    # right bucket limits, so that bucket carries the leftmost limit (tensorboardX does so).
+    nonzero = np.cumsum(np.greater(counts, 0))
+    start, end = (int(i) for i in np.searchsorted(nonzero, [0, nonzero[-1] - 1], side="right"))
+    end += 1
+    counts = counts[start - 1:end] if start > 0 else np.concatenate([[0], counts[:end]])
+    limits = limits[start:end + 1]
+    histo = (b"\x09" + _pack_d(float(array.min())) + b"\x11" + _pack_d(float(array.max()))
+             + b"\x19" + _pack_d(float(array.size)) + b"\x21" + _pack_d(float(array.sum()))
+             + b"\x29" + _pack_d(float(array.dot(array)))
+             + _field(6, _packed_doubles(limits.tolist()))
+             + _field(7, _packed_doubles([float(c) for c in counts.tolist()])))
+    return _summary_event(wall_time, step, [_field(1, tag.encode()) + _field(5, histo)])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + \
+        struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """A grey-scale PNG of a 2-D ``uint8`` array (rows top to bottom)."""
+    height, width = pixels.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.astype(np.uint8)], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+
+
+def encode_image_event(wall_time: float, step: int, tag: str, pixels: np.ndarray) -> bytes:
+    """A serialized ``Event`` holding a grey-scale ``Summary.Image`` of the 2-D ``uint8``
+    ``pixels``, as tensorboardX's ``summary.image(..., dataformats="HW")`` builds it."""
+    height, width = pixels.shape
+    image = (b"\x08" + _varint(height) + b"\x10" + _varint(width) + b"\x18\x01"
+             + _field(4, encode_png(pixels)))
+    return _summary_event(wall_time, step, [_field(1, tag.encode()) + _field(4, image)])
+
+
+# --- the hparams plugin's session summaries ----------------------------------------------------
+
+#: The tags TensorBoard's hparams plugin looks for.
+HPARAMS_START_TAG = "_hparams_/session_start_info"
+HPARAMS_END_TAG = "_hparams_/session_end_info"
+# TensorProto(dtype=DT_FLOAT, tensor_shape=[0]): the empty tensor a metadata-only value holds.
+_NULL_TENSOR = b"\x08\x01" + _field(2, _field(2, b""))
+
+
+def _hparams_value(tag: str, plugin_data: bytes) -> bytes:
+    # SummaryMetadata(plugin_data=PluginData(plugin_name="hparams", content=HParamsPluginData))
+    metadata = _field(9, _field(1, _field(1, b"hparams") + _field(2, plugin_data)))
+    return _field(1, tag.encode()) + _field(8, _NULL_TENSOR) + metadata
+
+
+def _protobuf_value(value: bool | float | str) -> bytes:
+    """A ``google.protobuf.Value``: a bool, a number (double) or a string."""
+    if isinstance(value, bool):
+        return b"\x20" + _varint(int(value))
+    if isinstance(value, (int, float)):
+        return b"\x11" + _pack_d(float(value))
+    return _field(3, str(value).encode("utf-8"))
+
+
+def encode_hparams_start_event(wall_time: float, hparams: Mapping[str, bool | float | str],
+                               group_name: str, start_time: float) -> bytes:
+    """A serialized ``Event`` holding the hparams plugin's ``SessionStartInfo``: one session
+    (the run directory that holds it) with these hyperparameter values, as TensorBoard's
+    ``hparams_pb`` builds it (tested)."""
+    info = b"".join([_field(1, _field(1, name.encode("utf-8")) + _field(2, _protobuf_value(v)))
+                     for name, v in hparams.items()])
+    info += _field(4, group_name.encode("utf-8")) + b"\x29" + _pack_d(start_time)
+    return _summary_event(wall_time, 0, [_hparams_value(HPARAMS_START_TAG, _field(3, info))])
+
+
+def encode_hparams_end_event(wall_time: float, end_time: float, status: int = 1) -> bytes:
+    """A serialized ``Event`` holding the hparams plugin's ``SessionEndInfo`` (``status`` 1 is
+    ``STATUS_SUCCESS``)."""
+    info = b"\x08" + _varint(status) + b"\x11" + _pack_d(end_time)
+    return _summary_event(wall_time, 0, [_hparams_value(HPARAMS_END_TAG, _field(4, info))])
+
+
+# --- reading: the protobuf wire format, as far as event files need it ---------------------------
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, Any, bytes]]:
+    """The fields of a protobuf message: ``(number, value, raw bytes of the whole field)``;
+    a varint's value is an int, any other the field's payload bytes. Raises ValueError on
+    bytes that are no message."""
+    pos, size = 0, len(data)
+    while pos < size:
+        start = pos
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire == 1:
+            value, pos = data[pos:pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            value, pos = data[pos:pos + length], pos + length
+        elif wire == 5:
+            value, pos = data[pos:pos + 4], pos + 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not read here")
+        if pos > size:
+            raise ValueError("truncated protobuf message")
+        yield number, value, data[start:pos]
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def parse_event(data: bytes) -> tuple[int, list[tuple[str, str | None, bytes]], list[bytes]]:
+    """What resuming needs of a serialized ``Event``: its step, its summary values as
+    ``(tag, text or None, raw value bytes)`` and the raw bytes of its other fields. Raises
+    ValueError on bytes that are no event."""
+    step = 0
+    values: list[tuple[str, str | None, bytes]] = []
+    others: list[bytes] = []
+    for number, value, raw in _fields(data):
+        if number == 2:
+            step = value - (1 << 64) if value >= 1 << 63 else value
+            others.append(raw)
+        elif number == 5:
+            for item_number, item, _ in _fields(value):
+                if item_number == 1:
+                    values.append(_summary_value(item))
+        else:
+            others.append(raw)
+    return step, values, others
+
+
+def _summary_value(data: bytes) -> tuple[str, str | None, bytes]:
+    tag, text = "", None
+    for number, value, _ in _fields(data):
+        if number == 1:
+            tag = value.decode("utf-8", "replace")
+        elif number == 8:  # a tensor: text when it holds a string
+            for tensor_number, item, _ in _fields(value):
+                if tensor_number == 8:
+                    text = item.decode("utf-8", "replace")
+                    break
+    return tag, text, data
 
 
 def encode_file_version_event(wall_time: float) -> bytes:
@@ -254,12 +458,6 @@ def iter_event_file(path: str | os.PathLike[str]) -> Iterator[bytes]:
 
 _FILE_VERSION = "brain.Event:2"
 _EVENTS = "events.out.tfevents."
-
-
-def _proto() -> tuple[Any, Any]:
-    from tensorboardX.proto import event_pb2, summary_pb2
-
-    return event_pb2, summary_pb2
 
 
 class _RunFile:
@@ -384,6 +582,19 @@ class TensorBoardSink:
         that were in the run's directory before this sink hold this text at this step."""
         return self._enqueue(("T" if only_missing else "t", run, tag, text, step, wall_time))
 
+    def hparams(self, run: str, hparams: Mapping[str, bool | float | str], group_name: str,
+                start_time: float, wall_time: float, *, only_missing: bool = False) -> bool:
+        """Start a session of TensorBoard's HParams tab in ``run`` (``"."``: the log directory
+        itself, whose sub-directories' scalars become the session's metrics) with these
+        values. ``only_missing``: unless the files found in that directory hold a session
+        start already (TensorBoard reads only the first)."""
+        record = encode_hparams_start_event(wall_time, hparams, group_name, start_time)
+        return self._enqueue(("P" if only_missing else "p", run, record))
+
+    def hparams_end(self, run: str, end_time: float, wall_time: float) -> bool:
+        """End the HParams session of ``run`` (status success)."""
+        return self._enqueue(("p", run, encode_hparams_end_event(wall_time, end_time)))
+
     def embeddings(self, matrices: Mapping[str, np.ndarray], step: int,
                    metadata: Mapping[str, str] | None = None) -> bool:
         """Projector data for each ``name -> (N, D) matrix`` at ``step``.
@@ -479,11 +690,13 @@ class TensorBoardSink:
                         pending.setdefault(item[1], []).append(record)
                 elif op in ("h", "i"):
                     _, run, tag, data, step, wall_time = item
-                    summary = _SUMMARIES[op](tag, data)
-                    if summary is not None:
-                        event_pb2, _ = _proto()
-                        event = event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
-                        pending.setdefault(run, []).append(event.SerializeToString())
+                    record = _SUMMARIES[op](wall_time, step, tag, data)
+                    if record is not None:
+                        pending.setdefault(run, []).append(record)
+                elif op in ("p", "P"):
+                    _, run, record = item
+                    if op == "p" or not self._holds(run, record):
+                        pending.setdefault(run, []).append(record)
                 else:
                     self._write(pending)  # control items apply after what came before them
                     if op == "e":
@@ -528,15 +741,26 @@ class TensorBoardSink:
                 self._fail(f"close {run}", exc)
 
     def _found_files(self) -> Iterator[tuple[str, Path]]:
-        """The event files in the run directories that this sink did not write, as
-        ``(run, path)``."""
+        """The event files in the log directory (run ``"."``) and its run directories that
+        this sink did not write, as ``(run, path)``."""
         if not self.log_dir.is_dir():
             return
         mine = {file.path for file in self._files.values()}
-        for run_dir in sorted(p for p in self.log_dir.iterdir() if p.is_dir()):
+        runs = [(".", self.log_dir)] + [(p.name, p) for p in sorted(self.log_dir.iterdir())
+                                         if p.is_dir()]
+        for run, run_dir in runs:
             for path in sorted(run_dir.glob("*tfevents*")):
                 if path.is_file() and not path.name.endswith(".tmp") and path not in mine:
-                    yield run_dir.name, path
+                    yield run, path
+
+    def _holds(self, run: str, record: bytes) -> bool:
+        """Whether the found files hold a value of each tag of an encoded event (what a
+        write-back of a once-per-run summary, the hparams session, asks)."""
+        if self._found is None:
+            self._found = self._scan()
+        steps = self._found[0]
+        _, values, _ = parse_event(record)
+        return all((run, tag) in steps for tag, _, _ in values)
 
     def _missing(self, item: tuple[Any, ...]) -> bytes | None:
         """The event of a write-back item, with only what the found files lack; None if they
@@ -550,32 +774,29 @@ class TensorBoardSink:
                 return None
             return encode_text_event(wall_time, step, tag, text)
         _, run, values, step, wall_time, prefix = item
-        lacking = {key: value for key, value in values.items()
+        lacking = {key: value for key, value in flat_scalars(values).items()
                    if steps.get((run, prefix + key), -1) < step}
         return encode_scalar_event(wall_time, step, lacking, prefix) if lacking else None
 
     def _scan(self) -> tuple[dict[tuple[str, str], int], set[tuple[str, str, int, str]]]:
-        event_pb2, _ = _proto()
         steps: dict[tuple[str, str], int] = {}
         texts: set[tuple[str, str, int, str]] = set()
         for run, path in self._found_files():
             for data in iter_event_file(path):
                 try:
-                    event = event_pb2.Event.FromString(data)
-                except Exception:  # not an event: it holds nothing to write back over
+                    step, values, _ = parse_event(data)
+                except ValueError:  # not an event: it holds nothing to write back over
                     continue
-                for value in event.summary.value:
-                    if value.HasField("tensor") and value.tensor.string_val:
-                        text = value.tensor.string_val[0].decode("utf-8", "replace")
-                        texts.add((run, value.tag, event.step, text))
-                    elif steps.get((run, value.tag), -1) < event.step:
-                        steps[(run, value.tag)] = event.step
+                for tag, text, _ in values:
+                    if text is not None:
+                        texts.add((run, tag, step, text))
+                    elif steps.get((run, tag), -1) < step:
+                        steps[(run, tag)] = step
         return steps, texts
 
     def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
-        event_pb2, _ = _proto()
         for run, path in self._found_files():
-            _rewrite(path, run, keep, event_pb2)
+            _rewrite(path, run, keep)
         root = self.log_dir / "embeddings"
         if root.is_dir():
             for step_dir in root.iterdir():
@@ -642,7 +863,7 @@ class TensorBoardSink:
 
 _WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embeddings",
          "r": "truncate", "f": "flush", "c": "close", "S": "write back scalars",
-         "T": "write back text"}
+         "T": "write back text", "p": "hparams", "P": "write back hparams"}
 
 
 def _quote(name: str) -> str:
@@ -658,25 +879,21 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool], event_pb2: Any) -> None:
+def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool]) -> None:
     records = list(iter_event_file(path))
     torn = sum(len(r) + 16 for r in records) != path.stat().st_size
     kept: list[bytes] = []
     changed = torn
     for data in records:
-        event = event_pb2.Event.FromString(data)
-        if not event.HasField("summary"):
-            kept.append(data)
-            continue
-        values = [v for v in event.summary.value if keep(run, v.tag, event.step)]
-        if len(values) == len(event.summary.value):
+        step, values, others = parse_event(data)
+        kept_values = [raw for tag, _, raw in values if keep(run, tag, step)]
+        if len(kept_values) == len(values):
             kept.append(data)
             continue
         changed = True
-        if values:
-            del event.summary.value[:]
-            event.summary.value.extend(values)
-            kept.append(event.SerializeToString())
+        if kept_values:
+            summary = b"".join([_field(1, raw) for raw in kept_values])
+            kept.append(b"".join(others) + _field(5, summary))
     if not changed:
         return
     tmp = path.with_name(path.name + ".tmp")
@@ -687,23 +904,10 @@ def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool], event_
     os.replace(tmp, path)
 
 
-# --- the rarer summaries, through tensorboardX's protobuf classes --------------------------------
+# --- histograms and images, made on the writer thread -----------------------------------------
 
 
-def _histogram(tag: str, values: Any) -> Any:
-    from tensorboardX import summary
-
-    array = np.asarray(values, dtype=float).reshape(-1)
-    array = array[np.isfinite(array)]
-    if array.size == 0:
-        return None  # nothing to draw; TensorFlow would refuse the whole summary
-    # 30 buckets, as tf.summary.histogram
-    return summary.histogram(tag, array, bins=30)
-
-
-def _image(tag: str, values: Any) -> Any:
-    from tensorboardX import summary
-
+def _image(wall_time: float, step: int, tag: str, values: Any) -> bytes:
     array = np.asarray(values, dtype=float)
     if array.ndim != 2:
         raise ValueError(f"image {tag!r}: expected a 2-D array, got shape {array.shape}")
@@ -713,7 +917,8 @@ def _image(tag: str, values: Any) -> Any:
     span = high - low
     scaled = np.zeros(array.shape) if span == 0 else (np.where(finite, array, low) - low) / span
     pixels = np.round(scaled * 255).astype(np.uint8)
-    return summary.image(tag, pixels, dataformats="HW")
+    return encode_image_event(wall_time, step, tag, pixels)
 
 
-_SUMMARIES: dict[str, Callable[[str, Any], Any]] = {"h": _histogram, "i": _image}
+_SUMMARIES: dict[str, Callable[[float, int, str, Any], bytes | None]] = {
+    "h": encode_histogram_event, "i": _image}

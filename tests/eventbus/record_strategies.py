@@ -16,6 +16,10 @@ metric_values = st.floats(allow_nan=True, allow_infinity=True)
 #: What a set_learning_rate decision may carry: a finite rate, 0 or more.
 learning_rates = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
 logs = st.dictionaries(metric_names, metric_values, max_size=5)
+#: A vector metric as records hold it: a list of floats, never of one (that is its float).
+vector_values = st.lists(metric_values, max_size=5).filter(lambda v: len(v) != 1)
+#: Metrics with vectors among the floats (Keras's F1Score: one value per class).
+vector_logs = st.dictionaries(metric_names, metric_values | vector_values, max_size=5)
 indices = st.integers(min_value=0, max_value=10**6)
 #: Text in evidence; the exact spellings of non-finite floats read back as floats (documented).
 text = st.text(max_size=10).filter(lambda s: s not in ("NaN", "Infinity", "-Infinity"))
@@ -33,10 +37,11 @@ def _envelope(draw: st.DrawFn, seq: int) -> dict:
 
 
 @st.composite
-def observations(draw: st.DrawFn, seq: int | None = None) -> r.Observation:
+def observations(draw: st.DrawFn, seq: int | None = None,
+                 metrics: st.SearchStrategy[dict] = logs) -> r.Observation:
     cls = draw(st.sampled_from([r.KINDS[k] for k in r.OBSERVATION_KINDS]))
     fields = _envelope(draw, seq if seq is not None else draw(indices))
-    fields["logs"] = draw(logs)
+    fields["logs"] = draw(metrics)
     for name in ("epoch", "batch", "step"):
         if name in cls.model_fields:
             fields[name] = draw(indices)
@@ -79,8 +84,10 @@ def outcomes(draw: st.DrawFn, seq: int | None = None) -> r.Outcome:
     return r.SinkFailed(**fields, sink="S", error="OSError", message=draw(st.text(max_size=20)))
 
 
-def any_record(seq: int | None = None) -> st.SearchStrategy[r.Record]:
-    return st.one_of(observations(seq), decisions(seq), outcomes(seq))
+def any_record(seq: int | None = None,
+               metrics: st.SearchStrategy[dict] = logs) -> st.SearchStrategy[r.Record]:
+    """Any record; observations' logs drawn from ``metrics``."""
+    return st.one_of(observations(seq, metrics), decisions(seq), outcomes(seq))
 
 
 # --- the monitor rule (eventbus.monitor) ---------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from eventbus import Bus, Plugin, SinkFailureWarning, hookimpl
 from eventbus.records import SaveCheckpoint
@@ -186,3 +187,92 @@ class TestMonitoredMetrics:
         assert audit.guess_mode("val_top1") == "max"
         assert audit.guess_mode("val_false_positives") is None
 
+
+
+def deferring_run(values: list[float], *, min_epochs: int, patience: int = 2,
+                  epochs: int | None = None) -> list:
+    """A loop that, like Lightning with ``min_epochs``, acts on a stop only from that epoch
+    (counted from 1); EarlyStopping asks again at every epoch until it does."""
+    from eventbus import records as r
+    from eventbus.testing import RecordingWriter
+    from plugins import EarlyStopping
+
+    writer = RecordingWriter()
+    bus = Bus([EarlyStopping(monitor="val_loss", patience=patience)], log=writer)
+    bus.train_begin({"epochs": epochs or len(values)})
+    for epoch, value in enumerate(values):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"val_loss": value})
+        if bus.stop_training and epoch + 1 >= min_epochs:
+            break
+    bus.train_end()
+    bus.close()
+    return [r.parse_record(x) for x in writer.records]
+
+
+class TestDeferredStops:
+    """A stop the loop did not act on at once (Lightning's ``min_epochs``) is reported as
+    deferred, and the run as stopped where it did stop, not where the plugin first asked."""
+
+    def test_a_stop_deferred_by_min_epochs_is_reported_as_deferred(self):
+        """Asked at epoch 4, acted on at 7: "stopped ... at epoch 7", then a deferred line."""
+        from eventbus.audit import audit, render
+
+        result = audit(deferring_run([1.0, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], min_epochs=7,
+                                     epochs=40))
+        assert (result.stop.epoch, result.ended) == (6, "stopped")
+        assert [s.epoch for s in result.deferred_stops] == [3, 4, 5]
+        lines = render(result).splitlines()
+        ended = next(x for x in lines if x.startswith("  ended:"))
+        assert ended.startswith("  ended: stopped by EarlyStopping, rule patience_exhausted at "
+                                "epoch 7: ")
+        deferred = next(x for x in lines if x.startswith("  deferred stop:"))
+        assert deferred.startswith("  deferred stop: EarlyStopping asked to stop at epoch 4 "
+                                   "(rule patience_exhausted: ")
+        assert "and again at 2 later epoch(s); the loop stopped only at epoch 7" in deferred
+        data = result.as_dict()
+        assert data["stop"]["epoch"] == 6
+        assert [d["epoch"] for d in data["deferred_stops"]] == [3, 4, 5]
+
+    def test_a_stop_never_acted_on_leaves_the_run_completed(self):
+        """A plugin that asked once and a loop that ran every planned epoch: completed, with
+        the stop it did not act on shown as deferred."""
+        from eventbus.audit import audit, render
+        from eventbus.testing import epochs, run
+
+        class AskOnce(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                if event.epoch == 1:
+                    from eventbus.records import StopTraining
+
+                    return StopTraining(reason="asked once")
+                return None
+
+        _, records = run([AskOnce()], epochs(loss=[1.0, 0.9, 0.8, 0.7]), stop=False)
+        result = audit(records)
+        assert result.stop is None and result.ended == "completed"
+        lines = render(result).splitlines()
+        assert "  ended: completed every planned epoch" in lines
+        assert any(x.startswith("  deferred stop: AskOnce asked to stop at epoch 2 (asked "
+                                "once); the loop went on to epoch 4 without stopping")
+                   for x in lines)
+
+    @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=15), st.integers(1, 16),
+           st.integers(1, 3))
+    def test_the_stop_is_the_one_the_loop_acted_on(self, values, min_epochs, patience):
+        """For any run and any min_epochs: the stop is the last epoch's, every earlier ask is
+        deferred, and with no deferral (min_epochs reached) there is none."""
+        from eventbus import records as r
+        from eventbus.audit import audit
+
+        records = deferring_run(values, min_epochs=min_epochs, patience=patience)
+        result = audit(records)
+        asked = [x for x in records if isinstance(x, r.StopTraining)]
+        last = result.last_epoch
+        acted = [s for s in asked if s.epoch == last]
+        assert result.stop == (acted[0] if acted else None)
+        assert result.deferred_stops == [s for s in asked if s.epoch < last]
+        if asked and asked[0].epoch + 1 >= min_epochs:
+            assert result.deferred_stops == []
+        assert result.ended == ("stopped" if acted else "completed")

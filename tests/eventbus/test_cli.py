@@ -183,9 +183,10 @@ class TestDemo:
                 assert file["weights/dense/kernel"].shape == (2, 64)
 
     def test_tensorboard_event_files_are_written(self, demo):
-        """tensorboard/: train and validation runs with non-empty event files."""
+        """tensorboard/: train and validation runs, and the HParams session in tensorboard/
+        itself, with non-empty event files."""
         files = [p for p in (demo["out"] / "tensorboard").rglob("events.out.tfevents.*")]
-        assert {p.parent.name for p in files} == {"train", "validation"}
+        assert {p.parent.name for p in files} == {"tensorboard", "train", "validation"}
         assert all(p.stat().st_size > 0 for p in files)
 
     def test_it_ends_with_the_audit_summary_and_the_next_commands(self, demo):
@@ -306,7 +307,8 @@ class TestReplay:
         assert line in (DOCS / "replay-and-audit.md").read_text().splitlines()
 
     def test_set_answers_a_what_if(self, demo):
-        """``--set EarlyStopping.patience=3`` names the epoch an independent rule gives."""
+        """``--set EarlyStopping.patience=3`` says first that the answer is exact, then names
+        the epoch an independent rule gives, of the epochs the log recorded."""
         ends = epoch_ends(demo["records"])
         values = [e.logs["val_loss"] for e in ends]
         expected = early_stopping_epoch(values, patience=3, min_delta=1e-4)
@@ -314,61 +316,131 @@ class TestReplay:
         assert expected is not None and expected < recorded
         done = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines()[0] == (
-            f"With EarlyStopping.patience=3 the run would have stopped at epoch {expected + 1} "
+        first, second = done.stdout.splitlines()[:2]
+        assert first.startswith("What-if with EarlyStopping.patience=3: exact (")
+        assert second == (
+            f"  The run would have stopped at epoch {expected + 1} of the {len(ends)} recorded "
             f"(EarlyStopping, rule patience_exhausted); the recorded run stopped at epoch "
             f"{recorded + 1} (EarlyStopping).")
-        assert "estimates, not facts" not in done.stdout
+        assert "estimate" not in done.stdout
 
     def test_set_names_the_plugin_that_would_have_stopped_the_run(self, demo):
         """A what-if of ReduceLROnPlateau (which never stops a run) says the run would have
         stopped, and by EarlyStopping; the lines are those replay-and-audit.md shows."""
         done = eventbus_cmd("replay", demo["log"], "--set", "ReduceLROnPlateau.patience=4")
         assert done.returncode == 0, done.stderr
-        first = done.stdout.splitlines()[0]
-        assert first.startswith("With ReduceLROnPlateau.patience=4 the run would have stopped "
-                                "at epoch ")
-        assert "(EarlyStopping, rule patience_exhausted)" in first
+        first, second = done.stdout.splitlines()[:2]
+        assert first.startswith("What-if with ReduceLROnPlateau.patience=4: an estimate from "
+                                "epoch ")
+        assert second.startswith("  The run would have stopped at epoch ")
+        assert "(EarlyStopping, rule patience_exhausted)" in second
         doc = (DOCS / "replay-and-audit.md").read_text().splitlines()
-        assert first in doc
+        assert first in doc and second in doc
         three = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3")
         assert three.stdout.splitlines() == \
             doc[doc.index(three.stdout.splitlines()[0]):][:len(three.stdout.splitlines())]
 
-    def test_set_says_when_the_answer_is_an_estimate(self, demo):
-        """A what-if that changes the learning rate says the later metrics are estimates."""
+    def test_set_leads_with_the_estimate_and_its_epoch(self, demo):
+        """A what-if that changes the learning rate says on its first line that the answer is
+        an estimate, from the epoch the replayed rate leaves the recorded one (not a seq); a
+        run that would not have stopped is "not within the N recorded epochs"."""
         done = eventbus_cmd("replay", demo["log"], "--set", "ReduceLROnPlateau.patience=1",
                             "--set", "EarlyStopping.patience=100")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines()[0].startswith(
-            "With ReduceLROnPlateau.patience=1, EarlyStopping.patience=100 the run would not "
-            "have been stopped by a plugin; the recorded run stopped at epoch ")
-        assert "estimates, not facts" in done.stdout
+        ends = epoch_ends(demo["records"])
+        data = orjson.loads(eventbus_cmd("replay", demo["log"], "--set",
+                                         "ReduceLROnPlateau.patience=1", "--set",
+                                         "EarlyStopping.patience=100", "--json").stdout)
+        diverged = data["diverged_epoch"]
+        # The first epoch whose recorded rate is not the one the replayed cuts give.
+        seqs = {e.seq: e.epoch for e in demo["records"]
+                if isinstance(e, (r.EpochBegin, r.EpochEnd))}
+        assert seqs[data["diverged_at"]] == diverged
+        first, second = done.stdout.splitlines()[:2]
+        assert first.startswith(
+            "What-if with ReduceLROnPlateau.patience=1, EarlyStopping.patience=100: an estimate "
+            f"from epoch {diverged + 1} on (")
+        assert second.startswith(
+            f"  The run would not have stopped within the {len(ends)} recorded epochs; the "
+            "recorded run stopped at epoch ")
+        assert "event" not in first and "seq" not in first
 
     def test_sweep_prints_one_row_per_value(self, demo):
         """``--sweep``: a header, one row per value with its stop epoch, the recorded stop."""
-        values = [e.logs["val_loss"] for e in epoch_ends(demo["records"])]
-        done = eventbus_cmd("replay", demo["log"], "--sweep", "EarlyStopping.patience=1,3,6")
+        ends = epoch_ends(demo["records"])
+        values = [e.logs["val_loss"] for e in ends]
+        done = eventbus_cmd("replay", demo["log"], "--sweep", "EarlyStopping.patience=1,3,6,100")
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
         assert lines[0].split() == ["EarlyStopping.patience", "stops", "at", "epoch",
                                     "decisions", "lr", "changes", "answer"]
-        rows = [line.split() for line in lines[1:4]]
-        assert [row[0] for row in rows] == ["1", "3", "6"]
-        for patience, row in zip((1, 3, 6), rows):
+        rows = [line.split() for line in lines[1:5]]
+        assert [row[0] for row in rows] == ["1", "3", "6", "100"]
+        for patience, row in zip((1, 3, 6, 100), rows):
             stop = early_stopping_epoch(values, patience=patience, min_delta=1e-4)
-            assert row[1] == str(stop + 1)
+            assert row[1] == ("-" if stop is None else str(stop + 1))
             assert row[-1] == "exact"  # EarlyStopping alone never changes the learning rate
         recorded = next(rec.epoch for rec in demo["records"] if isinstance(rec, r.StopTraining))
-        assert lines[4] == f"(the recorded run stopped at epoch {recorded + 1})"
+        assert lines[5:] == [
+            f'epochs counted from 1; "-": would not have stopped within the {len(ends)} '
+            "recorded epochs",
+            f"the recorded run stopped at epoch {recorded + 1} (EarlyStopping)"]
 
     def test_sweep_marks_rows_that_stop_being_exact(self, demo):
-        """Sweeping ReduceLROnPlateau: the recorded value is exact, others are estimates."""
+        """Sweeping ReduceLROnPlateau: the recorded value is exact, others are estimates from
+        the epoch their rate leaves the recorded one."""
         done = eventbus_cmd("replay", demo["log"], "--sweep", "ReduceLROnPlateau.patience=1,2")
         assert done.returncode == 0, done.stderr
         rows = done.stdout.splitlines()[1:3]
-        assert "estimate after event" in rows[0]
-        assert rows[1].rstrip().endswith("exact")
+        assert "estimate from epoch " in rows[0]
+        assert rows[1].endswith("exact")
+
+
+class TestReplayJson:
+    def test_replay_json_is_the_answer_as_data(self, demo):
+        """``replay --json``: the replayed decisions, 0-based epochs said so, the stop, the
+        recorded stop and the log's extent, and nothing else on stdout."""
+        done = eventbus_cmd("replay", demo["log"], "--set", "EarlyStopping.patience=3", "--json")
+        assert (done.returncode, done.stderr) == (0, "")
+        data = orjson.loads(done.stdout)
+        ends = epoch_ends(demo["records"])
+        values = [e.logs["val_loss"] for e in ends]
+        assert data["epochs_counted_from"] == 0
+        assert data["overrides"] == {"EarlyStopping": {"patience": 3}}
+        assert data["stopped_at"] == early_stopping_epoch(values, patience=3, min_delta=1e-4)
+        assert data["recorded_stop"] == next(rec.epoch for rec in demo["records"]
+                                             if isinstance(rec, r.StopTraining))
+        assert (data["last_recorded_epoch"], data["epochs_recorded"]) == \
+            (ends[-1].epoch, len(ends))
+        assert data["exact"] is True and data["diverged_epoch"] is None
+        stops = [d for d in data["decisions"] if d["kind"] == "stop_training"]
+        assert [d["epoch"] for d in stops] == [data["stopped_at"]]
+
+    def test_verify_json_has_the_verdict_and_exit_status(self, demo):
+        """``replay --verify --json``: every recorded decision, ``verify.ok`` true, exit 0."""
+        done = eventbus_cmd("replay", demo["log"], "--verify", "--json")
+        assert done.returncode == 0, done.stderr
+        data = orjson.loads(done.stdout)
+        recorded = [d.seq for d in demo["records"] if isinstance(d, r.Decision)]
+        assert len(data["decisions"]) == data["recorded_decisions"] == len(recorded)
+        assert data["verify"] == {"ok": True, "mismatch": None}
+
+    def test_sweep_json_has_a_row_per_value(self, demo):
+        """``--sweep ... --json``: one row per value with the same answers as the table."""
+        table = eventbus_cmd("replay", demo["log"], "--sweep", "ReduceLROnPlateau.patience=1,2")
+        done = eventbus_cmd("replay", demo["log"], "--sweep", "ReduceLROnPlateau.patience=1,2",
+                            "--json")
+        assert done.returncode == 0, done.stderr
+        data = orjson.loads(done.stdout)
+        assert data["parameter"] == "ReduceLROnPlateau.patience"
+        assert [row["value"] for row in data["rows"]] == [1, 2]
+        for line, row in zip(table.stdout.splitlines()[1:3], data["rows"]):
+            cells = line.split()
+            assert cells[1] == ("-" if row["stopped_at"] is None else str(row["stopped_at"] + 1))
+            assert (cells[2], cells[3]) == (str(row["decisions"]), str(row["lr_changes"]))
+            assert row["exact"] == (cells[-1] == "exact")
+            if not row["exact"]:
+                assert cells[-1] == str(row["diverged_epoch"] + 1)
 
 
 class TestConvert:
@@ -376,9 +448,9 @@ class TestConvert:
         """JSON Lines and Parquet copies read back record for record."""
         original = [x.model_dump() for x in demo["records"]]
         for name, fmt in (("copy.jsonl", "jsonl"), ("copy.parquet", "parquet")):
-            done = eventbus_cmd("convert", demo["log"], tmp_path / name, "--to", fmt)
+            done = eventbus_cmd("convert", demo["log"], tmp_path / name)  # format from the name
             assert done.returncode == 0, done.stderr
-            assert done.stdout.startswith(f"wrote {len(original)} records")
+            assert done.stdout == f"wrote {len(original)} records to {tmp_path / name} ({fmt})\n"
             assert [x.model_dump() for x in read_whole(tmp_path / name)] == original
 
     def test_to_parquet_is_readable_by_pyarrow_as_one_table(self, demo, tmp_path):
@@ -391,8 +463,11 @@ class TestConvert:
 
     def test_to_csv_equals_the_csv_the_run_wrote(self, demo, tmp_path):
         """Converting the log to CSV gives the table CSVLogger wrote live."""
-        done = eventbus_cmd("convert", demo["log"], tmp_path / "h.csv", "--to", "csv")
+        done = eventbus_cmd("convert", demo["log"], tmp_path / "h.csv")
         assert done.returncode == 0, done.stderr
+        # Counted in the CSV's own unit: a row per epoch, not the log's records.
+        assert done.stdout == f"wrote {len(epoch_ends(demo['records']))} rows to " \
+            f"{tmp_path / 'h.csv'} (csv)\n"
 
         def rows(path: Path) -> list[list[str]]:
             with open(path, newline="") as file:
@@ -407,6 +482,7 @@ class TestConvert:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         ends = epoch_ends(demo["records"])
+        assert done.stdout.startswith(f"wrote {len(ends)} epochs to ")
         for run, key in (("train", "loss"), ("validation", "val_loss")):
             acc = EventAccumulator(str(tmp_path / "tb" / run))
             acc.Reload()

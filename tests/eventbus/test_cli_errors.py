@@ -134,9 +134,13 @@ class TestReplayOverrides:
         code, out, err = cli(capsys, "replay", run["log"], "--set",
                              "EarlyStopping.patience=99999999999999999999999")
         assert code == 0, err
-        assert out.splitlines()[0].startswith(
-            "With EarlyStopping.patience=99999999999999999999999 the run would not have been "
-            "stopped by a plugin")
+        assert out.splitlines()[:2] == [
+            "What-if with EarlyStopping.patience=99999999999999999999999: exact (the replayed "
+            "learning rate never leaves the recorded one, so the recorded metrics are those "
+            "this run would have seen).",
+            # VALUES: the best at epoch 2, then 3 worse ones: patience 3 stopped it at 5.
+            "  The run would not have stopped within the 5 recorded epochs; the recorded run "
+            "stopped at epoch 5 (EarlyStopping)."]
 
     @pytest.mark.parametrize("text,value", [
         ("3", 3), ("99999999999999999999999", 99999999999999999999999),
@@ -321,7 +325,7 @@ class TestConvertOutput:
         exit 2 naming the sink, not a warning and a success message."""
         (tmp_path / "train").write_text("in the way")
         line = one_line_error(capsys, "convert", run["log"], tmp_path, "--to", "tensorboard",
-                              words=("TensorBoard", "train"))
+                              "--force", words=("TensorBoard", "train"))
         assert "wrote" not in line
 
     @pytest.mark.parametrize("to,name", [("csv", "out/h.csv"), ("tensorboard", "tb"),

@@ -84,7 +84,8 @@ class TestColumns:
         assert_reads_back(path, records)
 
     def test_columns_types_and_nulls(self, tmp_path):
-        """The stored table: fixed columns, one float column per metric, null where absent."""
+        """The stored table: fixed columns, a decision's and an outcome's fields that have
+        columns (layout 2), one float column per metric, null where absent."""
         records = mixed_records()
         path = tmp_path / "events.parquet"
         write_all(path, records).flush()  # one segment, as the bus leaves it before close()
@@ -92,6 +93,7 @@ class TestColumns:
         table = pq.read_table(segment)
         assert table.column_names == [
             "v", "run_id", "seq", "kind", "time", "epoch", "batch", "step",
+            "source", "reason", "code", "cause_seq",
             "logs.acc", "logs.loss", "logs.lr", "logs.val_acc", "logs.val_loss", "payload"]
         types = {field.name: field.type for field in table.schema}
         dictionary = pa.dictionary(pa.int32(), pa.string())
@@ -99,8 +101,14 @@ class TestColumns:
         assert types["seq"] == types["epoch"] == types["batch"] == types["step"] == pa.int64()
         assert all(types[name] == pa.float64() for name in table.column_names
                    if name.startswith("logs."))
-        assert types["payload"] == pa.string()
+        assert types["payload"] == types["source"] == types["reason"] == types["code"] \
+            == pa.string()
+        assert types["cause_seq"] == pa.int64()
         data = table.to_pydict()
+        assert data["source"][10:13] == ["EarlyStopping", "", ""]
+        assert data["reason"][10] == "no progress" and data["code"][10] == "patience_exhausted"
+        assert data["cause_seq"][10:13] == [9, 10, None]
+        assert data["reason"][:10] == data["cause_seq"][:10] == [None] * 10
         assert data["seq"] == list(range(14))
         assert data["epoch"] == [None, None, 0, 0, 0, 0, None, 0, None, 0, 0, None, None, None]
         assert data["step"] == [None, None, None, 0, 0, 1, 2, None, None, None, None, None, None,
@@ -114,6 +122,7 @@ class TestColumns:
         payloads = [i for i, p in enumerate(data["payload"]) if p is not None]
         assert payloads == [0, 1, 10, 11, 12]  # the header, train_begin, decision, outcomes
         assert '"best":"NaN"' in data["payload"][10]
+        assert '"reason"' not in data["payload"][10] and '"source"' not in data["payload"][11]
 
     def test_a_metric_new_in_a_later_chunk_is_null_before_it(self, tmp_path):
         """Chunks with different metric names make one column per name over the segment."""
@@ -244,7 +253,7 @@ class TestChunksAndSegments:
         writer.flush()
         rows = pq.read_table(path / segment_names(path)[0]).to_pydict()
         assert rows["seq"] == [3, 4]
-        assert rows["payload"][0] is not None and '"reason":"why"' in rows["payload"][0]
+        assert rows["payload"][0] == '{"evidence":{"k":1}}' and rows["reason"] == ["why", None]
         assert rows["payload"][1] is None
 
 

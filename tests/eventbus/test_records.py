@@ -109,7 +109,7 @@ class TestMetricValues:
         assert coerce_logs({"acc": Number()}, "epoch_end") == {"acc": 0.75}
 
     @pytest.mark.parametrize("value, type_name", [
-        ("0.5", "str"), (None, "NoneType"), (True, "bool"), ([1.0], "list"), ({"a": 1}, "dict"),
+        ("0.5", "str"), (None, "NoneType"), (True, "bool"), ([[1.0]], "list"), ({"a": 1}, "dict"),
         (object(), "object")])
     def test_bad_values_name_key_event_and_type(self, value, type_name):
         """A value that is not a real number raises, naming the key, the event kind and the type."""
@@ -119,10 +119,11 @@ class TestMetricValues:
         assert "'val_loss'" in message and "epoch_end" in message and type_name in message
         assert info.value.event == "epoch_end" and info.value.field == "logs.val_loss"
 
-    def test_arrays_are_refused_with_their_shape(self):
-        """A metric that is an array (not reduced) is refused with its shape."""
-        with pytest.raises(MetricValueError, match=r"shape \(3,\)"):
-            coerce_logs({"loss": np.ones(3)}, "batch_end")
+    def test_arrays_of_two_dimensions_are_refused_with_their_shape(self):
+        """A metric that is a 2-D array (not reduced) is refused with its shape; 1-D arrays
+        are vector metrics (tests/eventbus/test_vector_metrics.py)."""
+        with pytest.raises(MetricValueError, match=r"shape \(3, 2\)"):
+            coerce_logs({"loss": np.ones((3, 2))}, "batch_end")
 
     def test_error_names_the_plugin_when_a_plugin_supplied_the_value(self):
         """Values contributed by a plugin are blamed on that plugin."""

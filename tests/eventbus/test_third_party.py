@@ -175,9 +175,9 @@ class TestReplay:
         """``--set LossSpikeStop.factor=5``: a laxer rule would not have stopped."""
         done = cli("replay", log, "--set", "LossSpikeStop.factor=5", site=site)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines()[0] == (
-            "With LossSpikeStop.factor=5 the run would not have been stopped by a plugin; the "
-            "recorded run stopped at epoch 7 (LossSpikeStop).")
+        assert done.stdout.splitlines()[1] == (
+            "  The run would not have stopped within the 7 recorded epochs; the recorded run "
+            "stopped at epoch 7 (LossSpikeStop).")
 
     def test_sweep_over_its_parameter(self, log, site):
         """``--sweep LossSpikeStop.window=1,3``: one row per value."""

@@ -3,6 +3,7 @@ files."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from eventbus.demo import run_demo
-from eventbus.verify import find_logs, verify_log, verify_logs
+from eventbus.verify import describe, find_logs, render, verify_log, verify_logs
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,12 @@ def test_a_plugin_that_now_decides_otherwise_is_a_mismatch_naming_the_epochs(dem
     verdict = verify_log(log)
     assert not verdict.ok
     assert "differs" in verdict.mismatch and "epoch" in verdict.mismatch
-    assert verdict.replayed_stop != verdict.recorded_stop
+    assert verdict.replayed_stop < verdict.recorded_stop
+    assert (f"stop moves from epoch {verdict.recorded_stop + 1} to epoch "
+            f"{verdict.replayed_stop + 1}") in describe(verdict)
+    table = render([verdict, verify_log(demo_run / "events.jsonl")])
+    assert table.splitlines()[1].endswith("FAIL") and table.splitlines()[2].endswith("ok")
+    assert table.splitlines()[-1] == "1 of 2 log(s) verified; 1 failed"
 
 
 def test_what_is_not_a_log_is_an_error_row_not_a_crash(tmp_path):
@@ -94,3 +100,20 @@ def test_logs_are_found_below_directories_without_following_links(demo_run, tmp_
     (tmp_path / "a" / "notes.txt").write_text("not a log")
     assert find_logs([tmp_path]) == [tmp_path / "a" / "b" / "x.jsonl"]
     assert find_logs([demo_run / "events.parquet"]) == [demo_run / "events.parquet"]
+
+
+def test_the_command_exits_1_on_a_failure_and_speaks_json(demo_run, tmp_path, capsys):
+    from eventbus.cli import main
+
+    assert main(["verify", str(demo_run)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 of 2 log(s) verified"
+    log = fresh_copy(demo_run, tmp_path)
+    target = sorted((tmp_path / "checkpoints").iterdir())[-1]
+    target.write_bytes(b"not the checkpoint")
+    assert main(["verify", str(log), "--json"]) == 1
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["ok"] is False and row["checkpoints"]["changed"] == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["verify", str(empty)]) == 2
+    assert "no logs" in capsys.readouterr().err

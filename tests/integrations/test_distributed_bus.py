@@ -225,6 +225,14 @@ class TestCommandLine:
         code, stdout, stderr = cli("replay", log, "--ranks")
         assert code == 0, stderr
         assert "agreed stop: epoch 5 (asked by rank 1)" in stdout
+        # --json: the same answers as data, epochs 0-based.
+        code, stdout, _ = cli("audit", log, "--ranks", "--json")
+        data = json.loads(stdout)
+        assert (code, data["stopped_at"], data["asked_by"]) == (0, [4], [1])
+        assert sorted(data["ranks"]) == ["0", "1"]
+        code, stdout, _ = cli("replay", log, "--ranks", "--json")
+        data = json.loads(stdout)
+        assert (code, data["ok"], data["stopped_at"], data["stopped_by"]) == (0, True, 4, [1])
         code, stdout, _ = cli("audit", log, "--rank", "1")
         assert code == 0 and "stopped by EarlyStopping" in stdout
         code, _, stderr = cli("replay", log, "--ranks", "--set", "EarlyStopping.patience=1")

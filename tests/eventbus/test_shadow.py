@@ -1,0 +1,158 @@
+"""Shadow policies: decide on the live events, recorded as shadow decisions, never applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventbus import Bus, ConfigError, NumpyModel, replay
+from eventbus.log import read_log
+from eventbus.records import ShadowDecision
+from eventbus.shadow import summarise
+from plugins import (
+    CSVLogger,
+    EarlyStopping,
+    LambdaCallback,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+)
+
+losses = st.lists(st.floats(0.1, 2.0, allow_nan=False), min_size=2, max_size=25)
+
+
+def train(log, values, plugins, shadow=None, *, resume=False, start=0, until=None,
+          model=None, finish=True):
+    bus = Bus(plugins, log=log, shadow=shadow, resume=resume, model=model,
+              learning_rate=None if model else 0.1)
+    bus.train_begin({"epochs": len(values)})
+    for epoch in range(bus.initial_epoch if resume else start, until or len(values)):
+        bus.epoch_begin(epoch)
+        bus.batch_begin(0)
+        bus.batch_end(0, {"loss": values[epoch]})
+        bus.epoch_end(epoch, {"val_loss": values[epoch]})
+        if bus.stop_training:
+            break
+    if finish:
+        bus.train_end()
+    bus.close()
+    return bus
+
+
+def shadows(log):
+    return [r for r in read_log(log) if isinstance(r, ShadowDecision)]
+
+
+@settings(max_examples=40)
+@given(losses, st.integers(0, 4))
+def test_a_shadow_stops_where_replay_with_that_parameter_stops(tmp_path_factory, values,
+                                                               patience):
+    log = tmp_path_factory.mktemp("shadow") / "run.jsonl"
+    live = train(log, values, [EarlyStopping(patience=100)],
+                 shadow=[EarlyStopping(patience=patience)])
+    assert not live.stop_training  # the shadow's stop is not applied
+    stops = [d for d in shadows(log) if d.decision == "stop_training"]
+    what_if = replay(log, overrides={"EarlyStopping": {"patience": patience}})
+    assert (stops[0].epoch if stops else None) == what_if.stopped_at
+    assert stops[:1] == stops  # it stops once: after it, the shadow run has ended
+    assert replay(log, verify=True).ok
+
+
+@settings(max_examples=25)
+@given(losses)
+def test_a_shadow_rate_schedule_is_its_own_and_never_reaches_the_model(tmp_path_factory,
+                                                                        values):
+    log = tmp_path_factory.mktemp("shadow") / "run.jsonl"
+    model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+    train(log, values, [], shadow=[ReduceLROnPlateau(patience=1, factor=0.5)], model=model)
+    assert model.learning_rate == 0.1
+    cuts = [(d.epoch, d.value) for d in shadows(log) if d.decision == "set_learning_rate"]
+    # The same plugin replayed alone on the same events makes the same cuts.
+    alone = tmp_path_factory.mktemp("alone") / "run.jsonl"
+    model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+    train(alone, values, [ReduceLROnPlateau(patience=1, factor=0.5)], model=model)
+    applied = [(d.epoch, d.value) for d in read_log(alone) if d.kind == "set_learning_rate"]
+    assert cuts == applied
+
+
+def test_a_shadow_checkpoint_is_recorded_and_never_written(tmp_path):
+    model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+    train(tmp_path / "run.jsonl", [1.0, 0.5, 0.7], [], model=model,
+          shadow=[ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.h5"))])
+    assert [d.decision for d in shadows(tmp_path / "run.jsonl")] == ["save_checkpoint"] * 3
+    assert not list(tmp_path.glob("ckpt-*"))
+
+
+def test_the_live_run_decides_exactly_as_without_shadows(tmp_path):
+    values = [1.0, 0.9, 0.95, 0.97, 0.99, 1.2, 1.3]
+    train(tmp_path / "a.jsonl", values, [EarlyStopping(patience=3)])
+    train(tmp_path / "b.jsonl", values, [EarlyStopping(patience=3)],
+          shadow=[EarlyStopping(patience=1), ReduceLROnPlateau(patience=1)])
+
+    def decisions(log):
+        return [(r.kind, r.epoch, r.reason) for r in read_log(log) if r.category == "decision"]
+
+    assert decisions(tmp_path / "a.jsonl") == decisions(tmp_path / "b.jsonl")
+    assert {d.policy for d in shadows(tmp_path / "b.jsonl")} == {
+        "EarlyStopping(patience=1)", "ReduceLROnPlateau(patience=1)"}
+
+
+def test_a_resumed_run_keeps_the_shadows_patience_and_records_nothing_twice(tmp_path):
+    values = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.97, 1.2]
+    whole = tmp_path / "whole.jsonl"
+    train(whole, values, [], shadow=[EarlyStopping(patience=4)])
+    cut = tmp_path / "cut.jsonl"
+    train(cut, values, [], shadow=[EarlyStopping(patience=4)], until=4, finish=False)
+    train(cut, values, [], shadow=[EarlyStopping(patience=4)], resume=True)
+
+    def seen(log):
+        return [(d.decision, d.epoch, d.reason) for d in shadows(log)]
+
+    assert seen(cut) == seen(whole) != []
+
+
+@pytest.mark.parametrize("policies, match", [
+    ([CSVLogger("x.csv")], "only decides"),
+    ([LambdaCallback(on_epoch_end=lambda epoch, logs: None)], "only decides"),
+    ([LearningRateScheduler(lambda epoch, lr: lr)], "cannot record"),
+    ([], "at least one"),
+    ("EarlyStopping", "list of plugins"),
+])
+def test_what_cannot_be_a_shadow_is_refused(policies, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        Bus([], shadow=policies)
+
+
+def test_the_summary_says_where_and_what_it_would_have_saved(tmp_path):
+    values = [1.0, 0.8, 0.7, 0.72, 0.71, 0.73, 0.74, 0.69, 0.75, 0.76]
+    log = tmp_path / "run.jsonl"
+    train(log, values, [], shadow=[EarlyStopping(patience=2)])
+    curves = {"val_loss": list(enumerate(values))}
+    (summary,) = summarise(shadows(log), curves, len(values))
+    assert summary.stop_epoch == 4
+    assert summary.best_at_stop == 0.7 and summary.best_recorded == 0.69
+    assert summary.text() == ("shadow EarlyStopping(patience=2) would have stopped at epoch 5 "
+                              "of 10: 50% fewer epochs; best val_loss 0.7 instead of 0.69")
+    quiet = summarise([], curves, 10, policies=["EarlyStopping(patience=50)"])
+    assert quiet[0].text() == ("shadow EarlyStopping(patience=50) would have decided nothing "
+                               "within the 10 recorded epochs")
+
+
+def test_the_audit_reports_every_shadow_policy(tmp_path):
+    from eventbus.audit import audit, render
+
+    values = [1.0, 0.8, 0.7, 0.72, 0.71, 0.73, 0.74, 0.69, 0.75, 0.76]
+    log = tmp_path / "run.jsonl"
+    train(log, values, [], shadow=[EarlyStopping(patience=2), EarlyStopping(patience=50)])
+    result = audit(log)
+    assert result.shadow_lines() == [
+        "shadow EarlyStopping(patience=2) would have stopped at epoch 5 of 10: 50% fewer "
+        "epochs; best val_loss 0.7 instead of 0.69",
+        "shadow EarlyStopping(patience=50) would have decided nothing within the 10 recorded "
+        "epochs"]
+    assert all(line in render(result) for line in result.shadow_lines())
+    (first, second) = result.as_dict()["shadow"]
+    assert (first["stop_epoch"], second["stop_epoch"]) == (4, None)
