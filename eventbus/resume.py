@@ -124,7 +124,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
     from_seq = header.seq
-    began = ended = False
+    began = ended = finished = False
     try:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
@@ -138,7 +138,9 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
                     replayed.extend(bus.feed(record))
                     if record.kind == "train_begin":
                         began, stopped = True, False  # a new fit starts unstopped
-                    ended = ended or record.kind == "train_end"
+                        finished = False
+                    elif record.kind == "train_end":
+                        ended = finished = True
                 elif isinstance(record, Decision):
                     if record.source in labels:
                         recorded.append(record)
@@ -179,6 +181,19 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     else:
         for decision in replayed[len(recorded):]:
             bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
+    if finished:
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: the run in {os.fspath(log)} had finished: its last "
+            f"fit ended after epoch {(point.epoch or 0) + 1}, so that fit has no epoch left to "
+            "train (a further fit goes on in this log; for a new run, give a new log)",
+            details={"initial_epoch": bus.initial_epoch}), flush=False)
+    elif bus.run.model is not None and not any(
+            getattr(p, "restores_weights", False) for p in (*bus.run.plugins, *bus.run.sinks)):
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: the weights were not restored: nothing on this bus "
+            "restores them (BackupAndRestore, or ModelCheckpoint's checkpoints); the run goes "
+            f"on at epoch {bus.initial_epoch + 1} with the model's current weights",
+            details={"initial_epoch": bus.initial_epoch}), flush=False)
     bus.flush()
     return True
 

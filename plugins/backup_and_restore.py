@@ -64,6 +64,10 @@ class BackupAndRestore(Plugin, Sink):
     """
 
     side_effects = True
+    #: Puts the model's weights back when a run resumes (see :mod:`eventbus.resume`).
+    restores_weights = True
+    #: Backs the weights up every epoch: a checkpoint writer leaves the restoring to it.
+    backs_up_weights = True
 
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
                  double_checkpoint: bool = True, delete_checkpoint: bool = True):
