@@ -630,8 +630,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
             return []  # BackupAndRestore restores its own, newer, weights
         label = run.label(self)
         out: list[Any] = []
+        tried: set[str] = set()
         for saved, decision in reversed(self._saved):
             path = saved["path"]
+            if path in tried:
+                continue  # an older save to the same file: the newer one overwrote it
+            tried.add(path)
             problem = _changed(path, saved["sha256"])
             if problem is not None:
                 out.append(WarningRecord(
