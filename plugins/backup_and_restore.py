@@ -105,6 +105,18 @@ class BackupAndRestore(Plugin, Sink):
         run.add_sink(self._writer)
         return self.log_path if resuming else None
 
+    def resume_epochs(self, run: Run, log: str, epochs: int) -> int | None:
+        """How many of the ``epochs`` finished epochs of ``log`` the weights backup can resume
+        after: fewer when the latest file cannot be used and the previous one, a finished
+        epoch behind, is; the bus then resumes after that epoch (see :mod:`eventbus.resume`).
+        None: no weights to go by (no model, or no usable file: the restore warns)."""
+        if run.model is None:
+            return None
+        from eventbus import read_header
+
+        found = self.files.restore(read_header(log).run_id, epochs, have_model=True)
+        return None if found.latest is None else found.finished
+
     def open(self, run: Run) -> None:
         self._run = run
         if not self._asked:
