@@ -45,7 +45,9 @@ class KerasBridge(keras.callbacks.Callback):
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
-        if self.attach_model and self.bus.model is None:
+        current = self.bus.model
+        if self.attach_model and (current is None or (  # a bus reused for another model
+                isinstance(current, KerasModel) and current.keras_model is not model)):
             self.bus.model = KerasModel(model)
 
     def _stop(self) -> None:
@@ -54,11 +56,18 @@ class KerasBridge(keras.callbacks.Callback):
 
     # fit
     def on_train_begin(self, logs: Any = None) -> None:
+        # A resumed run's fit starts after its last finished epoch, as Keras's BackupAndRestore
+        # makes it (Keras reads model._initial_epoch after on_train_begin).
+        resuming = self.bus.resumed and self.bus.epoch == self.bus.initial_epoch - 1
         self.bus.train_begin(self.params, logs)
+        if resuming:
+            self.model._initial_epoch = self.bus.initial_epoch
         self._stop()
 
     def on_train_end(self, logs: Any = None) -> None:
         self.bus.train_end(logs)
+        if self.bus.resumed and self.model._initial_epoch == self.bus.initial_epoch:
+            self.model._initial_epoch = None  # Keras keeps it: the next fit starts at 0 again
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_begin(epoch, logs)

@@ -3,8 +3,8 @@
     python keras_checkpoint_worker.py DIR KILL_AFTER EPOCHS
 
 Builds the same model with the same initial weights every time, resumes the run in
-``DIR/events.jsonl`` if there is one, writes the weights the model has once the bus is built
-(after any restore) to ``DIR/start.npz``, prints ``started at epoch N`` and trains to ``EPOCHS``.
+``DIR/events.jsonl`` if there is one, and fits to ``EPOCHS`` through a KerasBridge; as the first
+epoch begins, writes the model's weights to ``DIR/start.npz`` and prints ``started at epoch N``.
 Once epoch ``KILL_AFTER`` (0-based) has ended, and the bus has recorded it, the process kills
 itself with SIGKILL; -1 never. The checkpoint is ``DIR/last.keras``, saved every epoch.
 """
@@ -21,17 +21,28 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from eventbus import Bus  # noqa: E402
-from eventbus.integrations.keras import KerasBridge, KerasModel  # noqa: E402
+from eventbus.integrations.keras import KerasBridge  # noqa: E402
 from plugins import ModelCheckpoint  # noqa: E402
 
 
-class KillAfter(keras.callbacks.Callback):
-    def __init__(self, epoch: int):
+class Probe(keras.callbacks.Callback):
+    """After the bridge: writes the weights the first epoch starts with and says which epoch
+    it is; SIGKILLs the process once epoch ``kill_after`` has ended (and been recorded)."""
+
+    def __init__(self, directory: str, kill_after: int):
         super().__init__()
-        self.epoch = epoch
+        self.directory = directory
+        self.kill_after = kill_after
+        self.started = False
+
+    def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+        if not self.started:
+            self.started = True
+            np.savez(os.path.join(self.directory, "start.npz"), *self.model.get_weights())
+            print(f"started at epoch {epoch}", flush=True)
 
     def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-        if epoch == self.epoch:
+        if epoch == self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -48,14 +59,13 @@ def run(directory: str, kill_after: int, epochs: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]])).astype("float32")
-    adapter = KerasModel(model)
+    # No model given and no initial_epoch: the bridge attaches the model, the resumed run
+    # gets its checkpoint back before the first epoch and fit starts where it stopped.
     bus = Bus([ModelCheckpoint(os.path.join(directory, "last.keras"), monitor="loss")],
-              log=os.path.join(directory, "events.jsonl"), model=adapter, resume=True)
-    np.savez(os.path.join(directory, "start.npz"), *model.get_weights())
-    print(f"started at epoch {bus.initial_epoch}", flush=True)
+              log=os.path.join(directory, "events.jsonl"), resume=True)
     with bus:
-        model.fit(x, y, epochs=epochs, initial_epoch=bus.initial_epoch, batch_size=16,
-                  shuffle=False, verbose=0, callbacks=[KerasBridge(bus), KillAfter(kill_after)])
+        model.fit(x, y, epochs=epochs, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[KerasBridge(bus), Probe(directory, kill_after)])
     print("done", flush=True)
 
 

@@ -260,3 +260,15 @@ def test_resume_without_anything_to_restore_says_so(tmp_path):
                                         r"restores them.*goes on at epoch 2"):
         Bus([], log=tmp_path / "events.jsonl", model=KerasModel(auto_named()),
             resume=True).close()
+
+
+def test_a_bus_reused_for_a_second_model_follows_it(tmp_path):
+    """The bridge attaches each fitted model: the second model's checkpoints are its own."""
+    first, second = auto_named(), auto_named()
+    with Bus([ModelCheckpoint(str(tmp_path / "m-{epoch}.keras"))]) as bus:
+        first.fit(*data(), epochs=1, verbose=0, callbacks=[KerasBridge(bus)])
+        second.fit(*data(), epochs=1, verbose=0, callbacks=[KerasBridge(bus)])
+    assert bus.model.keras_model is second
+    assert not same(first.get_weights(), second.get_weights())
+    assert same(keras.models.load_model(tmp_path / "m-1.keras").get_weights(),
+                second.get_weights())
