@@ -272,3 +272,32 @@ def test_a_bus_reused_for_a_second_model_follows_it(tmp_path):
     assert not same(first.get_weights(), second.get_weights())
     assert same(keras.models.load_model(tmp_path / "m-1.keras").get_weights(),
                 second.get_weights())
+
+
+def test_a_second_fit_after_an_interrupted_one_resumes(tmp_path):
+    """Keras's BackupAndRestore test, through the bridge: fit is interrupted after epoch 2;
+    the same callbacks on a bus built again resume: fit starts at epoch 3 by itself, with the
+    weights of the end of epoch 2 (the model was trained further in between), and the backup
+    is gone after the clean end."""
+    model = auto_named()
+    x, y = data()
+    backup = BackupAndRestore(tmp_path / "bk")
+    interrupt = InterruptAfter(1)
+    with pytest.raises(KeyboardInterrupt), Bus([backup]) as bus:
+        model.fit(x, y, epochs=4, batch_size=16, verbose=0,
+                  callbacks=[KerasBridge(bus), interrupt])
+    at_interrupt = model.get_weights()
+    model.fit(x, y, epochs=1, verbose=0)  # trained on meanwhile: these weights must not stay
+    starts: list[tuple[int, bool]] = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            starts.append((epoch, same(self.model.get_weights(), at_interrupt)))
+
+    with Bus([backup]) as bus:
+        history = model.fit(x, y, epochs=4, batch_size=16, verbose=0,
+                            callbacks=[KerasBridge(bus), Probe()])
+    assert history.epoch == [2, 3]
+    assert starts[0] == (2, True)
+    assert not (tmp_path / "bk").exists()
+    assert model._initial_epoch is None  # the next fit starts at 0, as it should
