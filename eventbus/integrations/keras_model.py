@@ -167,5 +167,12 @@ class KerasModel:
 
     def load(self, path: str) -> None:
         """Put the weights of a file :meth:`save` wrote back into the model
-        (``model.load_weights``, which reads every one of those layouts)."""
-        self.keras_model.load_weights(path)
+        (``model.load_weights``, which reads every one of those layouts), and the optimizer's
+        state where the file has it."""
+        model = self.keras_model
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built and model.built:
+            # Keras skips the optimizer's variables of a file for an optimizer not yet built
+            # (before the first step): the resumed run would start its moments from zero.
+            optimizer.build(model.trainable_variables)
+        model.load_weights(path)

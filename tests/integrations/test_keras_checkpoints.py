@@ -28,9 +28,6 @@ pytestmark = [
     # Keras's torch backend converts its own tensors the NumPy 1 way; not ours to fix.
     pytest.mark.filterwarnings(
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
-    # Keras loading weights into a model whose optimizer is not built yet says so.
-    pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer"),
-    pytest.mark.filterwarnings("ignore:.*optimizer.*:UserWarning"),
 ]
 
 WORKER = Path(__file__).with_name("keras_checkpoint_worker.py")
@@ -176,6 +173,20 @@ class TestFilesKerasLoads:
         fresh = auto_named()
         fresh.load_weights(tmp_path / "w.h5")
         assert same(fresh.get_weights(), model.get_weights())
+
+    def test_load_brings_the_optimizer_state_back(self, tmp_path):
+        """KerasModel.load (what a resume uses) restores Adam's moments and step count into a
+        model that has not trained yet, whose optimizer Keras would otherwise skip."""
+        model = auto_named()
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        model.fit(*data(), epochs=2, batch_size=16, verbose=0)
+        KerasModel(model).save(str(tmp_path / "m.keras"), False)
+        fresh = auto_named()
+        fresh.compile(keras.optimizers.Adam(0.01), "mse")
+        KerasModel(fresh).load(str(tmp_path / "m.keras"))
+        assert int(fresh.optimizer.iterations.numpy()) == 4
+        assert same([v.numpy() for v in fresh.optimizer.variables],
+                    [v.numpy() for v in model.optimizer.variables])
 
     def test_weights_only_to_a_keras_file_is_refused(self):
         with pytest.raises(ConfigError, match="save_weights_only=True.*name the file "
