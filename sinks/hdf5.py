@@ -674,13 +674,27 @@ class HDF5CheckpointWriter(Plugin, Sink):
         model = run.model
         tag = f"checkpoint:{path}"
         load = getattr(model, "load", None)
-        if callable(load):  # a file in the framework's own format
+        if callable(load) and not _is_ours(path):  # a file in the framework's own format
             load(path)
             return [WeightsRestored(source=label, tag=tag)]
         checkpoint = load_checkpoint(path)
         run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer or None)
         run.restore_weights(tag, source=label)
         return []
+
+
+def _is_ours(path: str) -> bool:
+    """Whether ``path`` is in this module's layout (a Keras model's checkpoint of an eventbus
+    before checkpoints were Keras's own files), read through the adapter's ``set_weights``."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as file:
+            return file.attrs.get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
+        return False
 
 
 def _changed(path: str, sha256: str) -> str | None:

@@ -255,6 +255,31 @@ def test_a_killed_run_goes_on_with_its_checkpointed_weights(tmp_path, capsys):
     assert "warnings: 3" in text and "the weights were not restored" in text
 
 
+def test_a_checkpoint_of_the_earlier_layout_is_still_restored(tmp_path):
+    """A run checkpointed by an earlier eventbus (this library's HDF5, weights keyed by
+    variable path) resumes into a rebuilt model: the file goes through set_weights, which
+    maps the other process's paths by position."""
+    from eventbus.jsonl import JsonlWriter
+
+    class Earlier(KerasModel):
+        save = None  # no Keras format: the writer uses its own HDF5 layout
+
+        def get_weights(self):
+            return {v.path: np.array(v.numpy()) for v in self.keras_model.weights}
+
+    old = auto_named()
+    writer = JsonlWriter(tmp_path / "events.jsonl")
+    bus = Bus([ModelCheckpoint(str(tmp_path / "last.h5"))], log=writer, model=Earlier(old))
+    with pytest.raises(KeyboardInterrupt):
+        old.fit(*data(), epochs=3, batch_size=16, verbose=0,
+                callbacks=[KerasBridge(bus), InterruptAfter(1)])
+    writer.close()  # the process ends here
+    fresh = auto_named()
+    Bus([ModelCheckpoint(str(tmp_path / "last.h5"))], log=tmp_path / "events.jsonl",
+        model=KerasModel(fresh), resume=True).close()
+    assert same(fresh.get_weights(), old.get_weights())
+
+
 def test_resume_without_anything_to_restore_says_so(tmp_path):
     """A resumed run with a model and nothing that restores weights records a warning."""
     from eventbus.jsonl import JsonlWriter
