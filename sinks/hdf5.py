@@ -549,9 +549,11 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: True for the writer ModelCheckpoint added itself; it defers to one the user gave.
         self.auto = False
         self._run: Run | None = None
-        #: The checkpoints the resumed log says were saved, oldest first: (record, decision).
-        self._saved: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-        self._decisions: dict[int, dict[str, Any]] = {}
+        #: The checkpoints the resumed log says were saved, by path, the newest save of each
+        #: path only (it overwrote the older ones), oldest first: path -> (sha256, seq, epoch).
+        self._saved: dict[str, tuple[str, int, int | None]] = {}
+        #: The epoch of every save_checkpoint decision of the resumed log, by seq.
+        self._decisions: dict[int, int | None] = {}
         self._pending = False
 
     def open(self, run: Run) -> None:
@@ -565,9 +567,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
     def catch_up(self, record: dict[str, Any], run: Run) -> None:
         """A record of the log a run resumes from: the checkpoints it saved are noted."""
         if record["kind"] == "save_checkpoint":
-            self._decisions[record["seq"]] = record
+            self._decisions[record["seq"]] = record.get("epoch")
         elif record["kind"] == "checkpoint_saved":
-            self._saved.append((record, self._decisions.get(record.get("cause_seq"))))
+            path = record["path"]
+            self._saved.pop(path, None)  # to the end: the newest
+            epoch = self._decisions.pop(record.get("cause_seq"), record.get("epoch"))
+            self._saved[path] = (record["sha256"], record["seq"], epoch)
 
     def write(self, record: dict[str, Any]) -> Any:
         run = self._run
@@ -630,17 +635,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
             return []  # BackupAndRestore restores its own, newer, weights
         label = run.label(self)
         out: list[Any] = []
-        tried: set[str] = set()
-        for saved, decision in reversed(self._saved):
-            path = saved["path"]
-            if path in tried:
-                continue  # an older save to the same file: the newer one overwrote it
-            tried.add(path)
-            problem = _changed(path, saved["sha256"])
+        for path, (sha256, seq, epoch) in list(reversed(self._saved.items())):
+            problem = _changed(path, sha256)
             if problem is not None:
                 out.append(WarningRecord(
                     source=label, message=f"{label}: resume: the checkpoint {path} {problem}; "
-                    "an older one is tried", details={"path": path, "seq": saved["seq"]}))
+                    "an older one is tried", details={"path": path, "seq": seq}))
                 continue
             try:
                 restored = self._load(run, path, label)
@@ -648,10 +648,10 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 out.append(WarningRecord(
                     source=label, message=f"{label}: resume: cannot load the checkpoint {path} "
                     f"into the model ({type(exc).__name__}: {exc}); an older one is tried",
-                    details={"path": path, "seq": saved["seq"]}))
+                    details={"path": path, "seq": seq}))
                 continue
             out.extend(restored)
-            epoch = (decision or saved).get("epoch")
+            self._saved.clear()
             if epoch is not None and epoch + 1 < run.initial_epoch:
                 out.append(WarningRecord(
                     source=label, message=f"{label}: resume: the newest checkpoint, {path}, was "
@@ -667,6 +667,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
             + f"; the run goes on at epoch {run.initial_epoch + 1} with the model's current "
             "weights", details={"initial_epoch": run.initial_epoch,
                                 "checkpoints": len(self._saved)}))
+        self._saved.clear()
         return out
 
     @staticmethod
