@@ -19,6 +19,7 @@ from eventbus.records import Decision
 from eventbus.replay import effective_records
 from eventbus.testing import RecordingWriter
 from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
+from plugins.backup_and_restore import LATEST
 from sinks.hdf5 import load_checkpoint
 
 from hypothesis_profiles import RUNS, examples
@@ -306,6 +307,26 @@ class TestUntrustedBackupDir:
                                        delete_checkpoint=False)
         resumed = [r for r in recorded(bus, backup) if r.kind == "resumed"]
         assert [r.initial_epoch for r in resumed] == [5]  # the log had 6 finished epochs
+        assert decisions_of(recorded(bus, backup)) == expected
+        assert model.weights["w"].tolist() == whole.weights["w"].tolist()
+
+    @examples(RUNS)  # two trainings with HDF5 backups per example
+    @given(st.integers(2, len(VALUES) - 1))  # from 2 on, a previous file is there
+    def test_a_damaged_latest_backup_after_a_crash_anywhere(
+            self, tmp_path_factory: pytest.TempPathFactory, crash_at: int) -> None:
+        """Crash at any epoch, the latest weights file then unreadable: the run ends with the
+        decisions and weights of the run that never crashed."""
+        whole = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus, _, backup = train(tmp_path_factory.mktemp("a"), VALUES, model=whole,
+                               delete_checkpoint=False)
+        expected = decisions_of(recorded(bus, backup))
+        directory = tmp_path_factory.mktemp("b")
+        train(directory, VALUES, crash_at=crash_at, delete_checkpoint=False,
+              model=NumpyModel({"w": np.zeros(2)}, learning_rate=0.1))
+        (directory / LATEST).write_bytes(b"\0" * 64)
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with pytest.warns(RunWarning, match=r"cannot read .*latest\.weights\.h5"):
+            bus, model, backup = train(directory, VALUES, model=model, delete_checkpoint=False)
         assert decisions_of(recorded(bus, backup)) == expected
         assert model.weights["w"].tolist() == whole.weights["w"].tolist()
 
