@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .control import Control, checked_learning_rate
 from .cursor import Cursor
-from .effective import read_effective, resume_point
+from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq
 from .recorder import Recorder, Slot
@@ -103,6 +103,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
         return False  # nothing was recorded before the crash: a fresh start
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
     point = resume_point(log)  # where the run goes on, found before the log is read
+    point = _weights_point(bus, log, point)
     records = read_effective(log, spans=point.spans)
     header = next(records, None)
     if not isinstance(header, Header):
@@ -124,7 +125,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
     from_seq = header.seq
-    began = ended = False
+    began = ended = finished = False
     try:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
@@ -138,7 +139,9 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
                     replayed.extend(bus.feed(record))
                     if record.kind == "train_begin":
                         began, stopped = True, False  # a new fit starts unstopped
-                    ended = ended or record.kind == "train_end"
+                        finished = False
+                    elif record.kind == "train_end":
+                        ended = finished = True
                 elif isinstance(record, Decision):
                     if record.source in labels:
                         recorded.append(record)
@@ -179,8 +182,50 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     else:
         for decision in replayed[len(recorded):]:
             bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
+    if finished:
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: the run in {os.fspath(log)} had finished: its last "
+            f"fit ended after epoch {(point.epoch or 0) + 1}, so that fit has no epoch left to "
+            "train (a further fit goes on in this log; for a new run, give a new log)",
+            details={"initial_epoch": bus.initial_epoch}), flush=False)
+    elif bus.run.model is not None and not any(
+            getattr(p, "restores_weights", False) for p in (*bus.run.plugins, *bus.run.sinks)):
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: the weights were not restored: nothing on this bus "
+            "restores them (BackupAndRestore, or ModelCheckpoint's checkpoints); the run goes "
+            f"on at epoch {bus.initial_epoch + 1} with the model's current weights",
+            details={"initial_epoch": bus.initial_epoch}), flush=False)
     bus.flush()
     return True
+
+
+def _weights_point(bus: Resumable, log: str | os.PathLike[str],
+                   point: ResumePoint) -> ResumePoint:
+    """Where the run goes on, moved back to the epoch the newest usable weights backup was
+    written after: a plugin with ``resume_epochs(run, log, epochs)`` (BackupAndRestore) says
+    how many of the log's ``epochs`` finished epochs its weights can resume after (its latest
+    file damaged, the one before is a finished epoch behind). The epochs after it are run
+    again, as a partial epoch is, so the weights, the epoch count and every plugin's state
+    agree."""
+    if point.epoch is None:
+        return point
+    run = bus.run
+    epochs = point.epoch + 1
+    for plugin in run.plugins:
+        ask = getattr(plugin, "resume_epochs", None)
+        if callable(ask):
+            found = ask(run, os.fspath(log), epochs)
+            if isinstance(found, int) and 0 < found < epochs:
+                epochs = found
+    if epochs == point.epoch + 1:
+        return point
+    kept = [r for r in find_kinds(log, ("train_begin", "epoch_end", "train_end"))
+            if type(r.get("seq")) is int and not is_abandoned(r["seq"], point.spans)
+            and (point.seq is None or r["seq"] <= point.seq)]
+    ends = [r["seq"] for r in kept if r["kind"] == "epoch_end" and r.get("epoch") == epochs - 1]
+    if not ends:
+        return point
+    return ResumePoint(point.spans, ends[-1], epochs - 1)
 
 
 class _CatchUp:

@@ -12,9 +12,10 @@ When a run starts and a backup is there, the plugin hands the backup log to the 
 (wait counters, best values, cooldowns, learning rate) and sets ``bus.initial_epoch``, the epoch
 the loop starts from. As the ``resumed`` record is written, the plugin reads the weights files
 back and gives them to the bus, which puts them into the model as it applies any decision (a
-failure is recorded, never raised) and records ``weights_restored``. The restore is an effect
-of resuming, not a decision: a resumed run decides exactly as an uninterrupted one, which is
-what replay verifies. After a clean ``train_end`` the backup is deleted.
+failure is recorded, never raised) and records ``weights_restored``; a model attached after the
+bus was built (by ``KerasBridge``) gets them at the first epoch that begins. The restore is an
+effect of resuming, not a decision: a resumed run decides exactly as an uninterrupted one,
+which is what replay verifies. After a clean ``train_end`` the backup is deleted.
 
 Why two weight files (``double_checkpoint=True``, the default): the weights of an epoch are
 written as its ``epoch_end`` is recorded, before the bus flushes the log. A crash between the
@@ -64,6 +65,10 @@ class BackupAndRestore(Plugin, Sink):
     """
 
     side_effects = True
+    #: Puts the model's weights back when a run resumes (see :mod:`eventbus.resume`).
+    restores_weights = True
+    #: Backs the weights up every epoch: a checkpoint writer leaves the restoring to it.
+    backs_up_weights = True
 
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
                  double_checkpoint: bool = True, delete_checkpoint: bool = True):
@@ -100,6 +105,16 @@ class BackupAndRestore(Plugin, Sink):
         self._writer = JsonlWriter(self.log_path, append=resuming)
         run.add_sink(self._writer)
         return self.log_path if resuming else None
+
+    def resume_epochs(self, run: Run, log: str, epochs: int) -> int | None:
+        """How many of the ``epochs`` finished epochs of ``log`` the weights backup can resume
+        after: fewer when the latest file cannot be used and the previous one, a finished
+        epoch behind, is; the bus then resumes after that epoch (see :mod:`eventbus.resume`).
+        None: no usable weights file (the restore warns, where there is a model)."""
+        from eventbus import read_header
+
+        found = self.files.restore(read_header(log).run_id, epochs, have_model=True)
+        return None if found.latest is None else found.finished
 
     def open(self, run: Run) -> None:
         self._run = run
@@ -140,7 +155,10 @@ class BackupAndRestore(Plugin, Sink):
         if run is None:
             return None
         kind = record["kind"]
-        if not self._restored and (kind == "resumed" or run.resumed):
+        # The model may come after the bus (KerasBridge attaches it at fit): the weights go
+        # back at the first record that finds it there, before the first batch.
+        if not self._restored and (kind == "resumed" or run.resumed) and \
+                run.model is not None:
             self._restore(run)
         if kind == "epoch_begin" and self._writer is not None:
             # The last epoch's records reach the disk before this epoch's weights are written.

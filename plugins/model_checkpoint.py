@@ -2,7 +2,10 @@
 
 The plugin decides (``save_checkpoint`` with the formatted path and the evidence); a checkpoint
 sink writes (:class:`sinks.hdf5.HDF5CheckpointWriter`, which this plugin adds to the bus itself
-when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user does).
+when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user does). With a
+Keras model the file is Keras's own (``keras.models.load_model`` reads a whole model,
+``model.load_weights`` weights); with any other model adapter it is this library's HDF5 layout.
+A resumed run gets the newest checkpoint back into the model (see the writer).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .monitor import (
 
 __all__ = ["ModelCheckpoint"]
 
-_EXTENSIONS = (".h5", ".hdf5")
+_EXTENSIONS = (".keras", ".h5", ".hdf5")
 #: The widest width or precision a field's format spec may ask for. ``{epoch:>60000000}`` would
 #: make every save allocate 60 MB (and a replayed log with it, gigabytes); 64 is room to spare
 #: for any real file name.
@@ -95,13 +98,18 @@ class ModelCheckpoint(Plugin):
                               f"starts {self.filepath[:40]!r}); a path has at most {MAX_PATH}",
                               plugin=name, field="filepath")
         if not self.filepath.endswith(_EXTENSIONS):
-            raise ConfigError(f"{name}: checkpoints are HDF5 files; filepath must end in .h5 or "
-                              f".hdf5 (e.g. 'ckpt-{{epoch:02d}}.weights.h5'); got "
-                              f"{self.filepath!r}", plugin=name, field="filepath")
+            raise ConfigError(f"{name}: filepath must end in .keras (a whole Keras model), "
+                              ".weights.h5 (weights, as Keras writes them) or .h5/.hdf5 (e.g. "
+                              f"'ckpt-{{epoch:02d}}.keras'); got {self.filepath!r}",
+                              plugin=name, field="filepath")
         self._fields = _template_fields(self.filepath, name)
         self.verbose = require_int(verbose, "verbose", name)
         self.save_best_only = require_bool(save_best_only, "save_best_only", name)
         self.save_weights_only = require_bool(save_weights_only, "save_weights_only", name)
+        if self.save_weights_only and self.filepath.endswith(".keras"):
+            raise ConfigError(f"{name}: save_weights_only=True saves weights, and a .keras file "
+                              f"is a whole model; name the file .weights.h5 (got "
+                              f"{self.filepath!r})", plugin=name, field="filepath")
         require_save_freq(save_freq, name)
         self.save_freq = save_freq
         if save_freq == "epoch":

@@ -110,7 +110,12 @@ class BackupFiles:
             meta = checkpoint.metadata
             finished, step = meta.get("epochs_finished"), meta.get("step")
             # A file is untrusted: only whole numbers are compared (a str would raise here).
-            if meta.get("run_id") == run_id and _count(finished) and finished <= initial_epoch:
+            if meta.get("run_id") == run_id and not _count(finished):
+                found.warnings.append(Warning(
+                    message=f"{self.plugin}: {self.path(name)} has epochs_finished="
+                    f"{finished!r} in its metadata, not a count of epochs; it is not used",
+                    details={"path": self.path(name)}))
+            elif meta.get("run_id") == run_id and finished <= initial_epoch:
                 candidates.append(((finished, step if _count(step) else 0), name, checkpoint))
         if not candidates:
             if have_model:

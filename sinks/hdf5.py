@@ -22,7 +22,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +32,19 @@ import orjson
 
 from eventbus import Plugin, Sink
 from eventbus.errors import CheckpointError
-from eventbus.records import CheckpointSaved, SinkFailed, decode_nonfinite, encode_nonfinite
+from eventbus.records import (
+    CheckpointSaved,
+    SinkFailed,
+    WeightsRestored,
+    decode_nonfinite,
+    encode_nonfinite,
+)
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "HDF5CheckpointWriter",
-           "load_checkpoint", "write_checkpoint"]
+           "file_sha256", "load_checkpoint", "load_state_dict", "write_atomically",
+           "write_checkpoint"]
 
 FORMAT = "eventbus-checkpoint"
 FORMAT_VERSION = 1
@@ -126,18 +133,40 @@ def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *
     """Write a checkpoint to ``path`` atomically; returns its size in bytes and its sha256."""
     import h5py  # lazily: importing the sink module must not load HDF5 for runs that never save
 
+    def fill(tmp: str) -> None:
+        with h5py.File(tmp, "w") as file:
+            _fill(file, weights, metadata or {}, model_config, optimizer)
+
+    return write_atomically(path, fill)
+
+
+def _suffix(name: str) -> str:
+    """The file-name ending a writer chooses its format by (``.weights.h5``, ``.keras``)."""
+    return ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+
+
+def write_atomically(path: str | os.PathLike[str],
+                     fill: Callable[[str], None]) -> tuple[int, str]:
+    """Have ``fill`` write a file at a temporary path, then move it to ``path`` atomically;
+    returns its size in bytes and its sha256.
+
+    The temporary file is in the target's folder and ends as the target does (a writer such as
+    Keras's ``model.save`` chooses the format by the ending). It is flushed and fsynced, then
+    renamed over the target with ``os.replace`` (and the folder fsynced): a crash leaves either
+    the previous file or the new one at the target, never a partial file.
+    """
     target = os.path.abspath(os.fspath(path))
     if os.path.isdir(target):
         raise IsADirectoryError(f"checkpoint path {target} is a directory; give a file name")
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     prefix = f".{os.path.basename(target)}."
-    _remove_leftovers(directory, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    ending = ".tmp" + _suffix(target)
+    _remove_leftovers(directory, prefix, (ending, ".tmp"))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=ending, dir=directory)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as file:
-            _fill(file, weights, metadata or {}, model_config, optimizer)
+        fill(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         size, digest = _fsync_and_hash(tmp)
         os.replace(tmp, target)
@@ -149,11 +178,20 @@ def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *
     return size, digest
 
 
-def _remove_leftovers(directory: str, prefix: str) -> None:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of the file at ``path``, as ``checkpoint_saved`` records it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove_leftovers(directory: str, prefix: str, endings: tuple[str, ...]) -> None:
     """Remove temporary files a crashed write of the same target left behind."""
     for name in os.listdir(directory):
-        if name.startswith(prefix) and name.endswith(".tmp") and \
-                len(name) > len(prefix) + len(".tmp"):
+        if name.startswith(prefix) and any(
+                name.endswith(end) and len(name) > len(prefix) + len(end) for end in endings):
             with suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))
 
@@ -462,27 +500,61 @@ def _load(file: Any, path: str, size: int) -> Checkpoint:
                       optimizer=_read(optimizer, path, "optimizer"))
 
 
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The weights of a checkpoint as a PyTorch ``state_dict``, for a checkpoint written
+    through :class:`eventbus.integrations.torch.TorchModel` (keyed by PyTorch's names):
+    ``net.load_state_dict(load_state_dict("best.h5"))``.
+
+    Read by :func:`load_checkpoint` (nothing is unpickled). The tensors are on the CPU; the
+    module's ``load_state_dict`` copies them to its devices and dtypes (a bfloat16 weight,
+    stored as float32, goes back to bfloat16).
+    """
+    import torch  # only for this function: the sink itself needs no framework
+
+    return {name: torch.from_numpy(np.ascontiguousarray(array))
+            for name, array in load_checkpoint(path).weights.items()}
+
+
 class HDF5CheckpointWriter(Plugin, Sink):
     """Writes a checkpoint for every ``save_checkpoint`` decision; records ``checkpoint_saved``.
 
-    A sink taking the ``save_checkpoint`` records. The weights come from the run's model
-    adapter (``get_weights()``); unless the decision asks for weights only, the adapter's
-    ``get_config()`` and ``get_optimizer_state()`` are stored too where it has them. A failed
-    write is recorded as ``sink_failed`` and the writer stays on, so one full disk does not end
-    checkpointing for the rest of the run. ``verbose`` is accepted for compatibility; what a
-    checkpoint prints is ModelCheckpoint's ``verbose`` (the console sink prints it).
+    A sink taking the ``save_checkpoint`` records. An adapter with a ``save(path,
+    weights_only)`` method (:class:`eventbus.integrations.keras.KerasModel`) writes the file in
+    its framework's own format (Keras's ``.keras``, ``.weights.h5``); any other adapter's
+    weights (``get_weights()``) go into this module's HDF5 layout, with, unless the decision
+    asks for weights only, the adapter's ``get_config()`` and ``get_optimizer_state()`` where
+    it has them. Either way the file is written under a temporary name and renamed into place,
+    and its sha256 is recorded. A failed write is recorded as ``sink_failed`` and the writer
+    stays on, so one full disk does not end checkpointing for the rest of the run.
+
+    On a resumed run the writer puts the newest checkpoint the log says was saved, its sha256
+    verified, back into the model (a file that is gone or changed is passed over, with a
+    warning, for the one before); with none, a ``warning`` says the weights were not restored.
+    A BackupAndRestore on the bus restores instead (its backup is at least as new).
+
+    ``verbose`` is accepted for compatibility; what a checkpoint prints is ModelCheckpoint's
+    ``verbose`` (the console sink prints it).
     """
 
     side_effects = True
-    takes = frozenset({"save_checkpoint"})
+    takes = frozenset({"save_checkpoint", "checkpoint_saved", "resumed", "train_begin",
+                       "epoch_begin"})
     #: Marks a checkpoint writer; ModelCheckpoint adds one of its own only when none is there.
     writes_checkpoints = True
+    #: Puts the model's weights back when a run resumes (see :mod:`eventbus.resume`).
+    restores_weights = True
 
     def __init__(self, verbose: int = 0):
         self.verbose = verbose
         #: True for the writer ModelCheckpoint added itself; it defers to one the user gave.
         self.auto = False
         self._run: Run | None = None
+        #: The checkpoints the resumed log says were saved, by path, the newest save of each
+        #: path only (it overwrote the older ones), oldest first: path -> (sha256, seq, epoch).
+        self._saved: dict[str, tuple[str, int, int | None]] = {}
+        #: The epoch of every save_checkpoint decision of the resumed log, by seq.
+        self._decisions: dict[int, int | None] = {}
+        self._pending = False
 
     def open(self, run: Run) -> None:
         self._run = run
@@ -492,9 +564,27 @@ class HDF5CheckpointWriter(Plugin, Sink):
             p is not self and getattr(p, "writes_checkpoints", False) and
             not getattr(p, "auto", False) for p in (*run.plugins, *run.sinks))
 
+    def catch_up(self, record: dict[str, Any], run: Run) -> None:
+        """A record of the log a run resumes from: the checkpoints it saved are noted."""
+        if record["kind"] == "save_checkpoint":
+            self._decisions[record["seq"]] = record.get("epoch")
+        elif record["kind"] == "checkpoint_saved":
+            path = record["path"]
+            self._saved.pop(path, None)  # to the end: the newest
+            epoch = self._decisions.pop(record.get("cause_seq"), record.get("epoch"))
+            self._saved[path] = (record["sha256"], record["seq"], epoch)
+
     def write(self, record: dict[str, Any]) -> Any:
         run = self._run
         if run is None or self._deferred(run):
+            return None
+        kind = record["kind"]
+        if kind == "resumed":
+            self._pending = True
+        if kind != "save_checkpoint":
+            if self._pending and run.model is not None:
+                self._pending = False
+                return self._restore(run)
             return None
         path = record["path"]
         model = run.model
@@ -512,8 +602,15 @@ class HDF5CheckpointWriter(Plugin, Sink):
         return CheckpointSaved(path=path, size=size, sha256=digest)
 
     def _write(self, record: dict[str, Any], model: Any, run: Run) -> tuple[int, str]:
-        evidence = record.get("evidence") or {}
         weights_only = record.get("weights_only", False)
+        save = getattr(model, "save", None)
+        if callable(save):  # the framework's own format, which its users load
+            return write_atomically(record["path"], lambda tmp: save(tmp, weights_only))
+        if record["path"].endswith(".keras"):
+            raise ValueError(f"{record['path']}: a .keras file is Keras's format; this model "
+                             f"adapter ({type(model).__name__}) writes HDF5: name the file "
+                             ".h5 or .hdf5")
+        evidence = record.get("evidence") or {}
         metadata = {
             "run_id": run.run_id, "epoch": record.get("epoch"), "seq": record["seq"],
             "cause_seq": record.get("cause_seq"), "source": record.get("source"),
@@ -530,3 +627,83 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 optimizer = model.get_optimizer_state()
         return write_checkpoint(record["path"], model.get_weights(), metadata=metadata,
                                 model_config=config, optimizer=optimizer)
+
+    # --- resuming: the newest checkpoint the log vouches for goes back into the model --------
+
+    def _restore(self, run: Run) -> list[Any]:
+        if any(getattr(p, "backs_up_weights", False) for p in (*run.plugins, *run.sinks)):
+            return []  # BackupAndRestore restores its own, newer, weights
+        label = run.label(self)
+        out: list[Any] = []
+        for path, (sha256, seq, epoch) in list(reversed(self._saved.items())):
+            problem = _changed(path, sha256)
+            if problem is not None:
+                out.append(WarningRecord(
+                    source=label, message=f"{label}: resume: the checkpoint {path} {problem}; "
+                    "an older one is tried", details={"path": path, "seq": seq}))
+                continue
+            try:
+                restored = self._load(run, path, label)
+            except Exception as exc:  # noqa: BLE001 - an unreadable file: try the one before
+                out.append(WarningRecord(
+                    source=label, message=f"{label}: resume: cannot load the checkpoint {path} "
+                    f"into the model ({type(exc).__name__}: {exc}); an older one is tried",
+                    details={"path": path, "seq": seq}))
+                continue
+            out.extend(restored)
+            self._saved.clear()
+            if epoch is not None and epoch + 1 < run.initial_epoch:
+                out.append(WarningRecord(
+                    source=label, message=f"{label}: resume: the newest checkpoint, {path}, was "
+                    f"saved at epoch {epoch + 1}; the run goes on at epoch "
+                    f"{run.initial_epoch + 1} with those weights",
+                    details={"path": path, "epoch": epoch,
+                             "initial_epoch": run.initial_epoch}))
+            return out
+        out.append(WarningRecord(
+            source=label, message=f"{label}: resume: the weights were not restored: "
+            + ("no checkpoint the log records could be loaded"
+               if self._saved else "the log records no checkpoint saved before the crash")
+            + f"; the run goes on at epoch {run.initial_epoch + 1} with the model's current "
+            "weights", details={"initial_epoch": run.initial_epoch,
+                                "checkpoints": len(self._saved)}))
+        self._saved.clear()
+        return out
+
+    @staticmethod
+    def _load(run: Run, path: str, label: str) -> list[Any]:
+        model = run.model
+        tag = f"checkpoint:{path}"
+        load = getattr(model, "load", None)
+        if callable(load) and not _is_ours(path):  # a file in the framework's own format
+            load(path)
+            return [WeightsRestored(source=label, tag=tag)]
+        checkpoint = load_checkpoint(path)
+        run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer or None)
+        run.restore_weights(tag, source=label)
+        return []
+
+
+def _is_ours(path: str) -> bool:
+    """Whether ``path`` is in this module's layout (a Keras model's checkpoint of an eventbus
+    before checkpoints were Keras's own files), read through the adapter's ``set_weights``."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as file:
+            return file.attrs.get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
+        return False
+
+
+def _changed(path: str, sha256: str) -> str | None:
+    """What is wrong with the checkpoint at ``path`` against its recorded sha256, if anything."""
+    try:
+        digest = file_sha256(path)
+    except FileNotFoundError:
+        return "is gone"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if digest == sha256 else "was changed since it was saved (its sha256 differs)"

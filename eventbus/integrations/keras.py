@@ -18,77 +18,16 @@ Any Keras backend works; the tests use the torch backend (``KERAS_BACKEND=torch`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import keras
-import numpy as np
 
 from eventbus import Plugin, hookimpl
-from eventbus.errors import ConfigError
 from eventbus.records import StopTraining
 
+from .keras_model import KerasModel
+
 __all__ = ["KerasBridge", "KerasCallbackPlugin", "KerasModel", "from_keras_callback"]
-
-
-class KerasModel:
-    """The bus's model adapter for a Keras 3 model.
-
-    Weights are keyed by each variable's path (``"sequential/dense/kernel"``); the learning rate
-    is ``model.optimizer.learning_rate`` (an optimizer with a ``LearningRateSchedule`` has no
-    settable rate: setting it fails and the bus records that as a failure at the edge).
-    """
-
-    def __init__(self, model: Any):
-        self.keras_model = model
-
-    def _variables(self) -> dict[str, Any]:
-        return {v.path: v for v in self.keras_model.weights}
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {path: np.array(v.numpy(), copy=True)
-                for path, v in self._variables().items()}
-
-    def set_weights(self, weights: Mapping[str, Any]) -> None:
-        variables = self._variables()
-        unknown = sorted(set(weights) - set(variables))
-        if unknown:
-            raise ConfigError(f"KerasModel.set_weights: unknown weights {unknown[:5]}; the model "
-                              f"has {sorted(variables)[:10]}", field="weights")
-        for path, value in weights.items():
-            if tuple(np.shape(value)) != tuple(variables[path].shape):
-                raise ConfigError(f"KerasModel.set_weights: {path!r} has shape "
-                                  f"{tuple(np.shape(value))}, the model's is "
-                                  f"{tuple(variables[path].shape)}", field=path)
-        for path, value in weights.items():
-            variables[path].assign(np.asarray(value))
-
-    @property
-    def learning_rate(self) -> float | None:
-        optimizer = getattr(self.keras_model, "optimizer", None)
-        if optimizer is None:
-            return None
-        return float(np.asarray(optimizer.learning_rate.numpy()))
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        optimizer = getattr(self.keras_model, "optimizer", None)
-        if optimizer is None:
-            raise ConfigError("KerasModel: the model is not compiled (no optimizer), so it has "
-                              "no learning rate to set", field="optimizer")
-        optimizer.learning_rate = float(value)
-
-    def get_config(self) -> dict[str, Any]:
-        model = self.keras_model
-        config: dict[str, Any] = {
-            "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
-            "class": type(model).__name__, "name": model.name,
-            "weights": {v.path: list(v.shape) for v in model.weights},
-        }
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is not None:
-            config["optimizer"] = type(optimizer).__name__
-        return config
 
 
 class KerasBridge(keras.callbacks.Callback):
@@ -106,7 +45,9 @@ class KerasBridge(keras.callbacks.Callback):
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
-        if self.attach_model and self.bus.model is None:
+        current = self.bus.model
+        if self.attach_model and (current is None or (  # a bus reused for another model
+                isinstance(current, KerasModel) and current.keras_model is not model)):
             self.bus.model = KerasModel(model)
 
     def _stop(self) -> None:
@@ -115,11 +56,18 @@ class KerasBridge(keras.callbacks.Callback):
 
     # fit
     def on_train_begin(self, logs: Any = None) -> None:
+        # A resumed run's fit starts after its last finished epoch, as Keras's BackupAndRestore
+        # makes it (Keras reads model._initial_epoch after on_train_begin).
+        resuming = self.bus.resumed and self.bus.epoch == self.bus.initial_epoch - 1
         self.bus.train_begin(self.params, logs)
+        if resuming:
+            self.model._initial_epoch = self.bus.initial_epoch
         self._stop()
 
     def on_train_end(self, logs: Any = None) -> None:
         self.bus.train_end(logs)
+        if self.bus.resumed and self.model._initial_epoch == self.bus.initial_epoch:
+            self.model._initial_epoch = None  # Keras keeps it: the next fit starts at 0 again
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_begin(epoch, logs)

@@ -4,8 +4,9 @@
     bus = Bus([EarlyStopping(patience=3), ReduceLROnPlateau(patience=2)], model=model, log=...)
 
 Weights are the module's ``state_dict`` (parameters and buffers) as NumPy arrays, keyed by
-PyTorch's names (``"fc1.weight"``), so an HDF5 checkpoint written through this adapter loads
-back with ``TorchModel(fresh).set_weights(load_checkpoint(path).weights)``.
+PyTorch's names (``"fc1.weight"``), so a checkpoint written through this adapter loads back
+into a module in one line: ``net.load_state_dict(load_state_dict("best.h5"))`` (``from
+sinks.hdf5 import load_state_dict``).
 
 The learning rate lives in the optimizer's parameter groups. With one group it is that group's
 ``lr``. With several (other rates for the head, no decay for biases, ...), the adapter reads the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_a_finished_run_resumes_as_stopped(tmp_path, clean_run):
     """Resuming a run that had stopped: stop_training is true, nothing is decided twice."""
     path = tmp_path / "events.jsonl"
     run_worker(path)
-    bus = Bus([], log=path, resume=True)
+    with pytest.warns(RunWarning, match="had finished: its last fit ended after epoch"):
+        bus = Bus([], log=path, resume=True)
     assert bus.stop_training
     bus.close()
     assert decisions(path) == clean_run
@@ -172,8 +174,11 @@ class TestResumeDetails:
     def test_a_finished_run_does_not_publish_train_end_twice(self, tmp_path):
         """The loop runs unchanged after resuming a finished run: its ends are not repeated."""
         path = tmp_path / "events.jsonl"
-        for _ in range(2):
-            with Bus([], log=path, resume=True) as bus:
+        for attempt in range(2):
+            with pytest.warns(RunWarning, match="had finished") if attempt else \
+                    contextlib.nullcontext():
+                bus = Bus([], log=path, resume=True)
+            with bus:
                 bus.train_begin({"epochs": 2})
                 for epoch in range(bus.initial_epoch, 2):
                     bus.epoch_begin(epoch)
@@ -181,7 +186,7 @@ class TestResumeDetails:
                 bus.train_end()
         kinds = [rec.kind for rec in read_log(path)]
         assert kinds.count("train_begin") == 1 and kinds.count("train_end") == 1
-        assert kinds[-1] == "resumed"
+        assert kinds[-2:] == ["resumed", "warning"]  # the warning: the run had finished
 
 
 class TestLogsBehind:

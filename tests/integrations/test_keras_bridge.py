@@ -78,7 +78,7 @@ class TestFit:
                 "predict_batch_end", "predict_end"} <= kinds
         assert sum(r.kind == "batch_end" for r in records) == 4 * len(history.history["loss"])
         header = records[0]
-        assert header.meta["model"]["weights"]["sequential/dense/kernel"] == [4, 1]
+        assert header.meta["model"]["weights"]["0.dense/kernel"] == [4, 1]
 
     def test_log_replays_with_verify(self, fitted):
         """The recorded decisions come back from a replay of the log."""
@@ -89,12 +89,12 @@ class TestFit:
 
 class TestKerasModel:
     def test_weights_round_trip(self):
-        """Weights by variable path; set_weights assigns them back into the model."""
+        """Weights by layer order and role; set_weights assigns them back into the model."""
         model = tiny_model()
         adapter = KerasModel(model)
         weights = adapter.get_weights()
-        assert set(weights) == {"sequential/dense/kernel", "sequential/dense/bias"}
-        weights["sequential/dense/bias"] = np.array([3.0], dtype="float32")
+        assert set(weights) == {"0.dense/kernel", "0.dense/bias"}
+        weights["0.dense/bias"] = np.array([3.0], dtype="float32")
         adapter.set_weights(weights)
         assert float(model.layers[0].bias.numpy()[0]) == 3.0
 
@@ -143,19 +143,18 @@ class TestKerasCallbacksOnTheBus:
 
 
 def test_a_checkpoint_loads_back_into_the_keras_model(tmp_path):
-    """The way keras.md gives: KerasModel(model).set_weights(load_checkpoint(path).weights)."""
+    """The way keras.md gives: a weights checkpoint is Keras's, model.load_weights reads it."""
     from plugins import ModelCheckpoint
-    from sinks.hdf5 import load_checkpoint
 
     model = tiny_model()
     x, y = noise(64, 0)
     path = str(tmp_path / "best.weights.h5")
-    with Bus([ModelCheckpoint(path)]) as bus:
+    with Bus([ModelCheckpoint(path, save_weights_only=True)]) as bus:
         model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[KerasBridge(bus)])
     saved = [w.copy() for w in model.get_weights()]
     fresh = tiny_model()
     fresh.set_weights([np.zeros_like(w) for w in saved])
-    KerasModel(fresh).set_weights(load_checkpoint(path).weights)
+    fresh.load_weights(path)
     assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), saved))
 
 

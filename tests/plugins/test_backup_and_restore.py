@@ -19,6 +19,7 @@ from eventbus.records import Decision
 from eventbus.replay import effective_records
 from eventbus.testing import RecordingWriter
 from plugins import BackupAndRestore, EarlyStopping, ReduceLROnPlateau
+from plugins.backup_and_restore import LATEST
 from sinks.hdf5 import load_checkpoint
 
 from hypothesis_profiles import RUNS, examples
@@ -135,6 +136,8 @@ class TestResume:
         bus, _, backup = train(tmp_path_factory.mktemp("whole"), VALUES, delete_checkpoint=False)
         return decisions_of(recorded(bus, backup))
 
+    # A crash after the run's end resumes a finished run, which the bus says.
+    @pytest.mark.filterwarnings("ignore:bus. resume. the run in .* had finished")
     @examples(RUNS)  # three trainings with HDF5 backups per example
     @given(st.integers(0, len(VALUES) - 1), st.integers(0, len(VALUES) - 1))
     def test_two_crashes_anywhere(self, tmp_path_factory: pytest.TempPathFactory,
@@ -273,11 +276,12 @@ class TestUntrustedBackupDir:
                                            external=[(str(secret), 0, 16)])
         fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
         writer = RecordingWriter()
-        # The resume refuses latest, then says the previous backup it restores is an epoch old.
-        with pytest.warns(RunWarning, match="newest usable weights backup is from before epoch"), \
-                pytest.warns(RunWarning, match=r"cannot read .*latest\.weights\.h5: Checkpoint"):
+        # The resume refuses latest and goes on after the epoch of the previous backup, the
+        # one it restores: the weights and the epoch count agree.
+        with pytest.warns(RunWarning, match=r"cannot read .*latest\.weights\.h5: Checkpoint"):
             bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], model=fresh,
                       log=writer)
+        assert bus.initial_epoch == 4
         bus.epoch_begin(bus.initial_epoch)
         assert fresh.weights["w"].tolist() == [8.0, 8.0]  # previous: 4 epochs of 2 batches
         messages = [r["message"] for r in writer.records if r["kind"] == "warning"]
@@ -285,9 +289,50 @@ class TestUntrustedBackupDir:
                    for m in messages), messages
         bus.close()
 
+    def test_a_damaged_latest_backup_resumes_from_the_previous_epoch(self,
+                                                                      tmp_path: Path) -> None:
+        """The latest file cut short by a bad disk: the run goes on after the previous file's
+        epoch, with its weights, and ends as the run that never crashed."""
+        whole = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus, _, backup = train(tmp_path / "a", VALUES, model=whole, delete_checkpoint=False)
+        expected = decisions_of(recorded(bus, backup))
+
+        train(tmp_path / "b", VALUES, crash_at=6, delete_checkpoint=False,
+              model=NumpyModel({"w": np.zeros(2)}, learning_rate=0.1))
+        latest = tmp_path / "b" / "latest.weights.h5"
+        latest.write_bytes(latest.read_bytes()[:100])
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with pytest.warns(RunWarning, match=r"cannot read .*latest\.weights\.h5"):
+            bus, model, backup = train(tmp_path / "b", VALUES, model=model,
+                                       delete_checkpoint=False)
+        resumed = [r for r in recorded(bus, backup) if r.kind == "resumed"]
+        assert [r.initial_epoch for r in resumed] == [5]  # the log had 6 finished epochs
+        assert decisions_of(recorded(bus, backup)) == expected
+        assert model.weights["w"].tolist() == whole.weights["w"].tolist()
+
+    @examples(RUNS)  # two trainings with HDF5 backups per example
+    @given(st.integers(2, len(VALUES) - 1))  # from 2 on, a previous file is there
+    def test_a_damaged_latest_backup_after_a_crash_anywhere(
+            self, tmp_path_factory: pytest.TempPathFactory, crash_at: int) -> None:
+        """Crash at any epoch, the latest weights file then unreadable: the run ends with the
+        decisions and weights of the run that never crashed."""
+        whole = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus, _, backup = train(tmp_path_factory.mktemp("a"), VALUES, model=whole,
+                               delete_checkpoint=False)
+        expected = decisions_of(recorded(bus, backup))
+        directory = tmp_path_factory.mktemp("b")
+        train(directory, VALUES, crash_at=crash_at, delete_checkpoint=False,
+              model=NumpyModel({"w": np.zeros(2)}, learning_rate=0.1))
+        (directory / LATEST).write_bytes(b"\0" * 64)
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with pytest.warns(RunWarning, match=r"cannot read .*latest\.weights\.h5"):
+            bus, model, backup = train(directory, VALUES, model=model, delete_checkpoint=False)
+        assert decisions_of(recorded(bus, backup)) == expected
+        assert model.weights["w"].tolist() == whole.weights["w"].tolist()
+
     def test_metadata_of_the_wrong_type_is_skipped(self, tmp_path: Path) -> None:
-        """A backup whose epochs_finished is a string is not a candidate (no TypeError): the
-        previous backup is restored."""
+        """A backup whose epochs_finished is a string is not a candidate (no TypeError, a
+        warning): the previous backup is restored, and the run goes on after its epoch."""
         import h5py
         import orjson
 
@@ -297,10 +342,10 @@ class TestUntrustedBackupDir:
             meta = orjson.loads(file.attrs["metadata"])
             file.attrs["metadata"] = orjson.dumps({**meta, "epochs_finished": "5"}).decode()
         fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
-        with pytest.warns(RunWarning, match="newest usable weights backup is from before epoch 4 "
-                                            "ended, the log resumes at epoch 5"):
+        with pytest.warns(RunWarning, match=r"latest\.weights\.h5 has epochs_finished='5' in "
+                                            "its metadata, not a count of epochs"):
             bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], model=fresh)
-        assert bus.initial_epoch == 5 and fresh.weights["w"].tolist() == [8.0, 8.0]
+        assert bus.initial_epoch == 4 and fresh.weights["w"].tolist() == [8.0, 8.0]
         bus.close()
 
 
