@@ -163,6 +163,11 @@ class KerasBridge(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_end(epoch, logs)
+        rate = self.bus.learning_rate
+        if isinstance(logs, dict) and rate is not None:
+            # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
+            # own learning-rate callbacks put the rate in the epoch's logs the same way.
+            logs.setdefault("learning_rate", rate)
         self._stop()
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
