@@ -245,6 +245,8 @@ class KerasFit:
         self.bridge: KerasBridge | None = None
         self.started = False
         self.done = False
+        #: The end hook that finished the fit (the other members' calls of it pass).
+        self.ended_by: str | None = None
         self._depth = 0
 
     @property
@@ -304,6 +306,7 @@ class KerasFit:
             if method in _ENDS:
                 self._depth -= 1
                 if self._depth <= 0:
+                    self.ended_by = method
                     self.finish()
 
     def finish(self) -> None:
@@ -359,6 +362,8 @@ def keras_hook(member: Any, method: str, args: tuple[Any, ...], kwargs: dict[str
     if method not in KERAS_METHODS:
         raise AttributeError(f"{plugin_name(member)} has no Keras method {method!r}")
     fit = member._keras_fit
+    if fit is not None and fit.done and method in _ENDS and fit.ended_by == method:
+        return  # the rest of the call that ended the fit: the first member published it
     if fit is None or fit.done:
         model = None if fit is None else fit.model
         fit = KerasFit(model)
