@@ -38,7 +38,6 @@ import numpy as np
 
 from eventbus import Plugin, hookimpl
 from eventbus.errors import ConfigError
-from eventbus.plugin import KERAS_METHODS, plugin_name
 from eventbus.policy import SinkFailureWarning
 from eventbus.records import SinkFailed, StopTraining
 
@@ -359,8 +358,8 @@ def keras_hook(member: Any, method: str, args: tuple[Any, ...], kwargs: dict[str
     """A plugin's Keras method, called Keras's way: handed to its fit. A plugin Keras never
     gave a model (a test calling ``on_epoch_end(0, logs)``) runs on a fit of its own, with no
     model; so does one whose fit has ended."""
-    if method not in KERAS_METHODS:
-        raise AttributeError(f"{plugin_name(member)} has no Keras method {method!r}")
+    if method not in _KERAS_HOOKS and method not in _TRAIN_BATCH:
+        raise AttributeError(f"{type(member).__name__} has no Keras method {method!r}")
     fit = member._keras_fit
     if fit is not None and fit.done and method in _ENDS and fit.ended_by == method:
         return  # the rest of the call that ended the fit: the first member published it
