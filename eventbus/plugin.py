@@ -122,6 +122,10 @@ class Plugin(KerasCallbackMethods):
     ``side_effects = True`` marks a plugin that writes files or talks to the network (loggers,
     sinks): its failures are recorded as ``sink_failed`` and never stop training, and replay leaves
     it out. Decision plugins keep the default ``False``: they are pure functions of the events.
+
+    Every constructor also takes ``log=`` (unless it names a ``log`` parameter of its own): where
+    the bus of a Keras fit the plugin is given to records (a path, a sink or a list of them). It
+    is not a parameter of the plugin: not in ``get_config()``, not in the log header.
     """
 
     side_effects: ClassVar[bool] = False

@@ -62,22 +62,25 @@ def fit(model, callbacks, epochs=2, **kwargs):
                      **kwargs)
 
 
-# Every built-in plugin, built for a fit of 2 epochs; tmp is a directory, url a live server.
+# Every built-in plugin, built for a fit of 2 epochs: tmp is a directory, url a live server,
+# log where the fit's bus records.
 BUILT_IN = {
-    "BackupAndRestore": lambda tmp, url: BackupAndRestore(tmp / "backup"),
-    "BaseLogger": lambda tmp, url: BaseLogger(),
-    "CSVLogger": lambda tmp, url: CSVLogger(tmp / "log.csv"),
-    "EarlyStopping": lambda tmp, url: EarlyStopping(monitor="loss"),
-    "History": lambda tmp, url: History(),
-    "LambdaCallback": lambda tmp, url: LambdaCallback(on_epoch_end=lambda epoch, logs: None),
-    "LearningRateScheduler": lambda tmp, url: LearningRateScheduler(lambda epoch: 0.05),
-    "ModelCheckpoint": lambda tmp, url: ModelCheckpoint(str(tmp / "ckpt.weights.h5"),
-                                                        monitor="loss"),
-    "ProgbarLogger": lambda tmp, url: ProgbarLogger(file=io.StringIO()),
-    "ReduceLROnPlateau": lambda tmp, url: ReduceLROnPlateau(monitor="loss"),
-    "RemoteMonitor": lambda tmp, url: RemoteMonitor(url),
-    "TensorBoard": lambda tmp, url: TensorBoard(tmp / "tb"),
-    "TerminateOnNaN": lambda tmp, url: TerminateOnNaN(),
+    "BackupAndRestore": lambda tmp, url, log: BackupAndRestore(tmp / "backup", log=log),
+    "BaseLogger": lambda tmp, url, log: BaseLogger(log=log),
+    "CSVLogger": lambda tmp, url, log: CSVLogger(tmp / "log.csv", log=log),
+    "EarlyStopping": lambda tmp, url, log: EarlyStopping(monitor="loss", log=log),
+    "History": lambda tmp, url, log: History(log=log),
+    "LambdaCallback": lambda tmp, url, log: LambdaCallback(
+        on_epoch_end=lambda epoch, logs: None, log=log),
+    "LearningRateScheduler": lambda tmp, url, log: LearningRateScheduler(lambda epoch: 0.05,
+                                                                         log=log),
+    "ModelCheckpoint": lambda tmp, url, log: ModelCheckpoint(str(tmp / "ckpt.weights.h5"),
+                                                             monitor="loss", log=log),
+    "ProgbarLogger": lambda tmp, url, log: ProgbarLogger(file=io.StringIO(), log=log),
+    "ReduceLROnPlateau": lambda tmp, url, log: ReduceLROnPlateau(monitor="loss", log=log),
+    "RemoteMonitor": lambda tmp, url, log: RemoteMonitor(url, log=log),
+    "TensorBoard": lambda tmp, url, log: TensorBoard(tmp / "tb", log=log),
+    "TerminateOnNaN": lambda tmp, url, log: TerminateOnNaN(log=log),
 }
 
 
@@ -86,8 +89,7 @@ def test_every_built_in_plugin_is_a_keras_callback(name, tmp_path, server):
     """Each plugin alone in ``callbacks=[...]``: fit runs its epochs, Keras's History works,
     and the plugin did its job on a bus of its own (its log, when asked with log=)."""
     collector = server()
-    plugin = BUILT_IN[name](tmp_path, collector.url)
-    plugin._keras_log = str(tmp_path / "events.jsonl")  # as log= in the constructor would
+    plugin = BUILT_IN[name](tmp_path, collector.url, str(tmp_path / "events.jsonl"))
     history = fit(tiny_model(), [plugin])
     assert len(history.history["loss"]) == 2
     records = list(read_log(tmp_path / "events.jsonl"))
