@@ -13,9 +13,11 @@ implementation (under another attribute name, with pluggy's ``specname``) that u
 into Keras's arguments. Methods a subclass does not override get no hook, so a callback that
 only looks at epochs costs nothing per batch.
 
-Given to Keras's ``model.fit`` directly, the same class is a Keras callback: Keras's calls go to
-the bus of the fit (:mod:`eventbus.integrations.keras`), which calls the methods back through
-the hooks above; ``_in_bus`` tells the two callers apart.
+Given to Keras's ``model.fit`` directly, the same class is a Keras callback: ``set_model`` puts
+Keras-facing methods on the instance, which hand Keras's calls to the bus of the fit
+(:mod:`eventbus.integrations.keras`); the bus calls the class's methods back through the hooks
+above (``_in_bus`` tells the two callers apart). Without Keras nothing is wrapped: a batch costs
+what it did.
 
 ``self.model`` is a :class:`ModelView`: the model adapter, where the Keras idioms
 ``self.model.stop_training = True`` and ``self.model.optimizer.learning_rate = x`` become
@@ -24,7 +26,6 @@ decisions the callback returns, recorded with it as their source.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -88,31 +89,35 @@ def records_only(out: Any) -> Any:
 
 def _adapter(hook: str, method: str, args: Callable[[Any], tuple[Any, ...]]) -> Any:
     def call(self: Callback, event: Any) -> Any:
-        outer, self._in_bus = self._in_bus, True
-        try:
+        if self._keras_fit is None:
             if hook == "on_train_begin":
                 self.set_params(dict(event.params))
             out = records_only(getattr(self, method)(*args(event)))
-        finally:
-            self._in_bus = outer
-        view = self.model
-        if type(view) is ModelView and view._asked:
-            return view._take(out)
+        else:  # Keras's fit: the Keras-facing methods run the callback's own
+            outer, self._in_bus = self._in_bus, True
+            try:
+                if hook == "on_train_begin":
+                    self.set_params(dict(event.params))
+                out = records_only(getattr(self, method)(*args(event)))
+            finally:
+                self._in_bus = outer
+        if self._asked:  # decisions asked for through self.model during the call
+            return self.model._take(out)
         return out
 
     call.__name__ = _PREFIX + hook
     return hookimpl(specname=hook)(call)
 
 
-def _routed(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A Keras method of a callback: Keras's call, in a fit the callback was given to directly,
-    goes to the fit's bus (which calls the method back); the bus's own call runs it."""
-    @functools.wraps(fn)
-    def call(self: Callback, *args: Any, **kwargs: Any) -> Any:
-        if self._keras_fit is not None and not self._in_bus:
-            return keras_call(self, method, args, kwargs)
-        return fn(self, *args, **kwargs)
+def _keras_facing(callback: Callback, method: str) -> Callable[..., Any]:
+    """``callback``'s Keras method once Keras has given it a model: Keras's call goes to the
+    fit's bus (which calls the method back); the bus's own call runs the class's method."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if callback._in_bus:
+            return getattr(type(callback), method)(callback, *args, **kwargs)
+        return keras_call(callback, method, args, kwargs)
 
+    call.__name__ = method
     return call
 
 
@@ -170,6 +175,7 @@ class ModelView:
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_callback", callback)
         object.__setattr__(self, "_asked", [])
+        callback._asked = self._asked  # the same list: the hook sees at once that one is asked
 
     @property
     def _name(self) -> str:
@@ -293,14 +299,13 @@ class Callback(Plugin):
 
     side_effects: ClassVar[bool] = True
 
-    #: True while the bus calls a method (the Keras-facing methods then run it).
+    #: True while the bus calls a method in a Keras fit (the Keras-facing methods then run it).
     _in_bus: bool = False
+    #: Decisions asked for through ``self.model`` (the model view's list, once it has one).
+    _asked: list[Decision] | tuple[()] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for method in KERAS_METHODS:
-            if method in cls.__dict__:
-                setattr(cls, method, _routed(method, cls.__dict__[method]))
         for hook, (method, overridable, args) in _HOOKS.items():
             if hook == "on_train_begin":
                 continue  # always subscribed, to keep self.params
@@ -310,6 +315,13 @@ class Callback(Plugin):
     def __init__(self) -> None:
         self.model: Any = None
         self.params: dict[str, Any] = {}
+
+    def set_model(self, model: Any) -> None:
+        """Keras gives the model: the callback joins the fit, and its Keras methods, on this
+        instance, hand Keras's calls to the fit's bus. (Without Keras, nothing wraps them.)"""
+        super().set_model(model)
+        for method in KERAS_METHODS:
+            self.__dict__[method] = _keras_facing(self, method)
 
     @hookimpl
     def on_attach(self, run: Run) -> None:
@@ -365,10 +377,6 @@ class Callback(Plugin):
     def on_predict_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> Any:
         """A prediction batch ended."""
 
-
-for _method in KERAS_METHODS:
-    setattr(Callback, _method, _routed(_method, Callback.__dict__[_method]))
-del _method
 
 # on_train_begin is subscribed for every callback (it sets self.params).
 Callback._eventbus_on_train_begin = _adapter(  # type: ignore[attr-defined]
