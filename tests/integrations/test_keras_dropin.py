@@ -309,3 +309,21 @@ def test_import_eventbus_imports_neither_keras_nor_torch():
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                              os.path.abspath(__file__)))))
     assert out.stdout.strip() == "[]"
+
+
+def test_a_fit_that_raised_is_closed_by_the_next(tmp_path):
+    """Keras calls no end hook when fit raises: the bus stays open (its log locked: a second
+    writer would be refused) until one of its plugins is given to the next call, which closes
+    it and writes the log anew."""
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom")
+
+    stopper = EarlyStopping(monitor="loss", log=str(tmp_path / "run.jsonl"))
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, [stopper, Boom()])
+    history = fit(model, [stopper], epochs=3)
+    assert len(history.history["loss"]) == 3
+    kinds = [r.kind for r in read_log(tmp_path / "run.jsonl")]
+    assert kinds.count("train_begin") == 1 and kinds.count("epoch_end") == 3
