@@ -73,6 +73,22 @@ def _keras_entry(method: str, hook: Any) -> Any:
     return entry
 
 
+class _BusHook:
+    """A hook implementation named after a Keras method, kept under ``_bus_<name>``. An instance
+    that sets the Keras name itself to None (the old way to switch a class's implementation off,
+    ``self.on_batch_end = None``) switches this off too."""
+
+    def __init__(self, method: str, hook: Any):
+        self.method, self.hook = method, hook
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self.hook
+        if getattr(obj, self.method, self) is None:
+            return None
+        return self.hook.__get__(obj, cls)
+
+
 def _keras_method(method: str) -> Any:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         return keras_call(self, method, args, kwargs)
@@ -142,7 +158,7 @@ class Plugin(KerasCallbackMethods):
             if opts is not None:
                 # Keras calls this name too: the bus's hook moves aside (pluggy's specname).
                 setattr(hook, _MARK, {**opts, "specname": opts.get("specname") or method})
-                setattr(cls, _BUS + method, hook)
+                setattr(cls, _BUS + method, _BusHook(method, hook))
                 setattr(cls, method, _keras_entry(method, hook))
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_records_config", False):
