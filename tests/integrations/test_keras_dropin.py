@@ -327,3 +327,23 @@ def test_a_fit_that_raised_is_closed_by_the_next(tmp_path):
     assert len(history.history["loss"]) == 3
     kinds = [r.kind for r in read_log(tmp_path / "run.jsonl")]
     assert kinds.count("train_begin") == 1 and kinds.count("epoch_end") == 3
+
+
+def test_an_instance_still_switches_a_hook_off_by_its_name():
+    """``self.on_batch_end = None`` (the old idiom) still leaves the class's hook out, now that
+    the hook is kept under another name for Keras's sake; so does unsubscribe()."""
+    class Quiet(TerminateOnNaN):
+        def __init__(self):
+            super().__init__()
+            self.on_batch_end = None
+
+    class Unsubscribed(TerminateOnNaN):
+        def __init__(self):
+            super().__init__()
+            self.unsubscribe("on_batch_end")
+
+    for plugin in (Quiet(), Unsubscribed(), TerminateOnNaN()):
+        bus = Bus([plugin])
+        assert bus.subscribers("batch_end") == ([] if type(plugin) is not TerminateOnNaN
+                                                else [plugin])
+        bus.close()
