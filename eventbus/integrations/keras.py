@@ -110,7 +110,8 @@ class KerasBridge(keras.callbacks.Callback):
 
     ``attach_model``: give the bus a :class:`KerasModel` of the fitted model when it has no
     model adapter (needed for learning-rate and weight decisions and checkpoints). The bus is
-    not closed by the bridge: the caller owns it (``with bus: model.fit(...)``).
+    not closed by the bridge: the caller owns it (``with bus: model.fit(...)``). Plugins given
+    to the same call beside the bridge run on its bus (see :class:`KerasFit`).
     """
 
     def __init__(self, bus: Any, *, attach_model: bool = True):
@@ -311,6 +312,9 @@ class KerasFit:
     def finish(self) -> None:
         """The call ended (or was left by an exception): the bus of its own is closed."""
         self.done = True
+        held = _FITS_BY_ID.get(id(self.model))
+        if held is not None and held[1] is self:
+            del _FITS_BY_ID[id(self.model)]
         if self.explicit is None and self.bridge is not None:
             self.bridge.bus.close()
 
