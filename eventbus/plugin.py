@@ -7,6 +7,13 @@ below. Arguments that do not fit the constructor are a TypeError that names the 
 its parameters (``EarlyStopping() got an unexpected keyword argument 'patiense' (did you mean
 'patience'?); it takes EarlyStopping(monitor, ...)``), as Python's own message would if the
 recording did not come first.
+
+Every plugin is also a Keras callback (:class:`KerasCallbackMethods`): ``model.fit(x, y,
+callbacks=[EarlyStopping(), CSVLogger("log.csv")])`` runs the plugins on one bus, built at
+Keras's first call (see :mod:`eventbus.integrations.keras`). A hook implementation named after a
+Keras method (``on_epoch_end(self, event)``) is kept under ``_bus_on_epoch_end`` for the bus,
+and the name itself answers both callers: an event goes to the hook, Keras's ``(epoch, logs)``
+to the fit's bus. Keras is imported only when Keras calls.
 """
 
 from __future__ import annotations
@@ -18,18 +25,124 @@ from typing import Any, ClassVar
 
 import orjson
 
+from ._markers import PROJECT_NAME
 from .filters import filters_of
-from .records import PluginSpec
+from .records import PluginSpec, Record
 
-__all__ = ["Plugin", "plugin_name", "plugin_spec", "why_not_a_plugin"]
+__all__ = ["KERAS_METHODS", "KerasCallbackMethods", "Plugin", "plugin_name", "plugin_spec",
+           "why_not_a_plugin"]
+
+#: The methods Keras 3 calls on every callback, with how each takes its arguments.
+KERAS_METHODS: dict[str, str] = {
+    "on_train_begin": "logs", "on_train_end": "logs",
+    "on_epoch_begin": "epoch", "on_epoch_end": "epoch",
+    "on_batch_begin": "batch", "on_batch_end": "batch",
+    "on_train_batch_begin": "batch", "on_train_batch_end": "batch",
+    "on_test_begin": "logs", "on_test_end": "logs",
+    "on_test_batch_begin": "batch", "on_test_batch_end": "batch",
+    "on_predict_begin": "logs", "on_predict_end": "logs",
+    "on_predict_batch_begin": "batch", "on_predict_batch_end": "batch",
+}
+_MARK = f"{PROJECT_NAME}_impl"  # the attribute pluggy's hookimpl marker sets
+_BUS = "_bus_"  # where a hook implementation named after a Keras method is kept
 
 
-class Plugin:
+def keras_call(plugin: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A Keras method called Keras's way on ``plugin``: handed to the fit it is part of."""
+    try:
+        from .integrations.keras import keras_hook
+    except ImportError as exc:
+        raise TypeError(f"{plugin_name(plugin)}.{method} was called as Keras calls a callback "
+                        f"({method}({KERAS_METHODS[method]}, logs)), which needs Keras "
+                        f"({exc}); the bus calls it with an event record") from None
+    return keras_hook(plugin, method, args, kwargs)
+
+
+def _keras_entry(method: str, hook: Any) -> Any:
+    """The method under a Keras name whose hook implementation moved to ``_bus_<name>``: an
+    event (the bus's call, or a test's) goes to the hook, anything else to Keras's fit."""
+    takes_event = len(inspect.signature(hook).parameters) > 1
+
+    @functools.wraps(hook)
+    def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (args and isinstance(args[0], Record)) or "event" in kwargs or \
+                (not takes_event and not args and not kwargs and self._keras_fit is None):
+            return hook(self, *args, **kwargs)
+        return keras_call(self, method, args, kwargs)
+
+    del entry.__dict__[_MARK]  # not a hook implementation itself (wraps copied the marker)
+    return entry
+
+
+class _BusHook:
+    """A hook implementation named after a Keras method, kept under ``_bus_<name>``. An instance
+    that sets the Keras name itself to None (the old way to switch a class's implementation off,
+    ``self.on_batch_end = None``) switches this off too."""
+
+    def __init__(self, method: str, hook: Any):
+        self.method, self.hook = method, hook
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self.hook
+        if getattr(obj, self.method, self) is None:
+            return None
+        return self.hook.__get__(obj, cls)
+
+
+def _keras_method(method: str) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return keras_call(self, method, args, kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    call.__doc__ = f"Keras's ``{method}``: runs this plugin's fit (see KerasCallbackMethods)."
+    return call
+
+
+class KerasCallbackMethods:
+    """What makes an object a Keras 3 callback: ``set_model``, ``set_params`` and every
+    ``on_*`` method Keras's ``CallbackList`` calls.
+
+    The plugins Keras is given for one ``fit`` (``evaluate``, ``predict``) are told the model
+    through ``set_model`` and share one bus, built at the first call: the first of them hands
+    each call to the bus, the others let it pass (see :mod:`eventbus.integrations.keras`).
+    None of the methods is marked as Keras's default, so Keras calls them on its training
+    thread, in order.
+    """
+
+    #: The Keras fit this object is part of (set by ``set_model``).
+    _keras_fit: Any = None
+    #: Where ``log=`` asked the fit's bus to record (see :class:`Plugin`).
+    _keras_log: Any = None
+
+    def set_model(self, model: Any) -> None:
+        """Keras gives the model: this object joins the model's fit."""
+        from .integrations.keras import join_fit
+
+        self.model = model
+        join_fit(self, model)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+        if self._keras_fit is not None:
+            self._keras_fit.params = params
+
+
+for _method in KERAS_METHODS:
+    setattr(KerasCallbackMethods, _method, _keras_method(_method))
+del _method
+
+
+class Plugin(KerasCallbackMethods):
     """Optional base class for plugins.
 
     ``side_effects = True`` marks a plugin that writes files or talks to the network (loggers,
     sinks): its failures are recorded as ``sink_failed`` and never stop training, and replay leaves
     it out. Decision plugins keep the default ``False``: they are pure functions of the events.
+
+    Every constructor also takes ``log=`` (unless it names a ``log`` parameter of its own): where
+    the bus of a Keras fit the plugin is given to records (a path, a sink or a list of them). It
+    is not a parameter of the plugin: not in ``get_config()``, not in the log header.
     """
 
     side_effects: ClassVar[bool] = False
@@ -40,13 +153,26 @@ class Plugin:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__ or not cls.__dict__["name"]:
             cls.name = cls.__name__
+        for method in KERAS_METHODS:
+            hook = cls.__dict__.get(method)
+            opts = getattr(hook, _MARK, None)
+            if opts is not None:
+                # Keras calls this name too: the bus's hook moves aside (pluggy's specname).
+                setattr(hook, _MARK, {**opts, "specname": opts.get("specname") or method})
+                setattr(cls, _BUS + method, _BusHook(method, hook))
+                setattr(cls, method, _keras_entry(method, hook))
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_records_config", False):
             return
         signature = inspect.signature(init)
 
+        takes_log = "log" in signature.parameters
+
         @functools.wraps(init)
         def __init__(self: Plugin, *args: Any, **kw: Any) -> None:
+            if not takes_log and "log" in kw:
+                # Where the bus of a Keras fit records (not a parameter of the plugin).
+                object.__setattr__(self, "_keras_log", kw.pop("log"))
             # Only the outermost constructor records: a subclass's arguments win over its base's.
             if not hasattr(self, "_config"):
                 try:
@@ -80,8 +206,9 @@ class Plugin:
         once per epoch unsubscribes from ``on_batch_end`` and costs nothing per batch.
         """
         for hook in hooks:
-            # pluggy only takes routines as hook implementations: None hides the method.
-            setattr(self, hook, None)
+            # pluggy only takes routines as hook implementations: None hides the method (kept
+            # under _bus_<hook> when Keras calls the name itself).
+            setattr(self, _BUS + hook if hasattr(type(self), _BUS + hook) else hook, None)
 
 
 def _bind_message(cls: str, signature: inspect.Signature, args: tuple[Any, ...],

@@ -96,11 +96,21 @@ class RemoteMonitor(Plugin, Sink):
             from sinks.http import HttpSender
 
             run, label = self._run, self._label
+            first = [True]
 
             def on_failure(error: str, message: str, n: int) -> None:
-                if run is not None:  # report() is safe from the sender thread
-                    run.report(SinkFailed(sink=label, event="epoch_end", error=error,
-                                          message=message))
+                if run is None:
+                    return
+                # report() is safe from the sender thread; both are recorded at the next event.
+                run.report(SinkFailed(sink=label, event="epoch_end", error=error,
+                                      message=message))
+                if first[0]:
+                    # Seen when it happens (a RunWarning), not only in close()'s summary.
+                    first[0] = False
+                    run.report(WarningRecord(
+                        source=label, message=f"{message}; training goes on, "
+                        "and every payload not delivered is counted when the run closes",
+                        details={"error": error}))
 
             content_type = "application/json" if self.send_as_json else \
                 "application/x-www-form-urlencoded"

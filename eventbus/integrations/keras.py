@@ -1,4 +1,14 @@
-"""Keras 3: ``model.fit(..., callbacks=[KerasBridge(bus)])`` gets the log, replay and audit.
+"""Keras 3: the plugins go straight into ``model.fit``, or through ``KerasBridge(bus)``.
+
+Drop-in: ``model.fit(x, y, callbacks=[EarlyStopping(), CSVLogger("log.csv")])``. Every plugin
+is a Keras callback (:class:`eventbus.plugin.KerasCallbackMethods`): Keras's ``set_model`` puts
+the plugins it is given for one call into one :class:`KerasFit`, which builds one bus for them
+at Keras's first hook (with a :class:`KerasModel` of the model, and a log only where a plugin
+was given ``log=``) and closes it when the call ends. The first plugin hands each Keras call to
+the fit's bridge; the others let it pass, so each hook reaches the bus once. Keras's own
+History (and any Keras callback in the list) runs beside them. An explicit ``KerasBridge(bus)``
+in the same list gives its bus to the plugins instead (they are registered on it if they are
+not there yet), and the bridge publishes.
 
 :class:`KerasBridge` is a ``keras.callbacks.Callback`` that publishes every Keras hook (fit,
 evaluate and predict, batches included) to a bus and applies the bus's decisions to the Keras
@@ -18,16 +28,20 @@ Any Keras backend works; the tests use the torch backend (``KERAS_BACKEND=torch`
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Any
 
 import keras
 
 from eventbus import Plugin, hookimpl
-from eventbus.records import StopTraining
+from eventbus.policy import SinkFailureWarning
+from eventbus.records import SinkFailed, StopTraining
 
 from .keras_model import KerasModel
 
-__all__ = ["KerasBridge", "KerasCallbackPlugin", "KerasModel", "from_keras_callback"]
+__all__ = ["KerasBridge", "KerasCallbackPlugin", "KerasFit", "KerasModel",
+           "from_keras_callback", "join_fit", "keras_hook"]
 
 
 class KerasBridge(keras.callbacks.Callback):
@@ -35,24 +49,44 @@ class KerasBridge(keras.callbacks.Callback):
 
     ``attach_model``: give the bus a :class:`KerasModel` of the fitted model when it has no
     model adapter (needed for learning-rate and weight decisions and checkpoints). The bus is
-    not closed by the bridge: the caller owns it (``with bus: model.fit(...)``).
+    not closed by the bridge: the caller owns it (``with bus: model.fit(...)``). Plugins given
+    to the same call beside the bridge run on its bus (see :class:`KerasFit`).
     """
 
     def __init__(self, bus: Any, *, attach_model: bool = True):
         super().__init__()
         self.bus = bus
         self.attach_model = attach_model
+        self._failures_seen = 0
+        self._model_faults_shown: set[str] = set()
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
         current = self.bus.model
         if self.attach_model and (current is None or (  # a bus reused for another model
                 isinstance(current, KerasModel) and current.keras_model is not model)):
-            self.bus.model = KerasModel(model)
+            self.bus.model = adapter_of(model)
+        join_fit(self, model)  # plugins given to the same fit run on this bus
 
     def _stop(self) -> None:
         if self.bus.stop_training:
             self.model.stop_training = True
+        if len(self.bus.failures) != self._failures_seen:
+            self._show_model_faults()
+
+    def _show_model_faults(self) -> None:
+        """The model refusing a decision (an optimizer whose rate is a LearningRateSchedule
+        refuses set_learning_rate) is shown when it first happens, not only at close()."""
+        failures = self.bus.failures
+        new, self._failures_seen = failures[self._failures_seen:], len(failures)
+        for fault in new:
+            if isinstance(fault, SinkFailed) and fault.sink == "model" and \
+                    fault.event not in self._model_faults_shown:
+                self._model_faults_shown.add(fault.event or "")
+                warnings.warn(f"the Keras model refused {fault.event} (seq {fault.cause_seq}): "
+                              f"{fault.error}: {fault.message}; training goes on, the decision "
+                              "stays in the log as not applied", SinkFailureWarning,
+                              stacklevel=3)
 
     # fit
     def on_train_begin(self, logs: Any = None) -> None:
@@ -68,6 +102,8 @@ class KerasBridge(keras.callbacks.Callback):
         self.bus.train_end(logs)
         if self.bus.resumed and self.model._initial_epoch == self.bus.initial_epoch:
             self.model._initial_epoch = None  # Keras keeps it: the next fit starts at 0 again
+        if len(self.bus.failures) != self._failures_seen:
+            self._show_model_faults()
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_begin(epoch, logs)
@@ -75,17 +111,20 @@ class KerasBridge(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_end(epoch, logs)
+        rate = self.bus.learning_rate
+        if isinstance(logs, dict) and rate is not None:
+            # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
+            # own learning-rate callbacks put the rate in the epoch's logs the same way.
+            logs.setdefault("learning_rate", rate)
         self._stop()
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
         self.bus.batch_begin(batch, logs)
-        if self.bus.stop_training:
-            self.model.stop_training = True
+        self._stop()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self.bus.batch_end(batch, logs)
-        if self.bus.stop_training:
-            self.model.stop_training = True
+        self._stop()
 
     # evaluate (and fit's validation)
     def on_test_begin(self, logs: Any = None) -> None:
@@ -113,6 +152,174 @@ class KerasBridge(keras.callbacks.Callback):
     def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
         # Keras passes the batch's outputs ({"outputs": array}); events hold scalar metrics only.
         self.bus.predict_batch_end(batch, None)
+
+
+def adapter_of(model: Any) -> Any:
+    """The bus's model adapter for what Keras gave ``set_model``: a :class:`KerasModel` for a
+    Keras model, the object itself where it has ``get_weights``/``set_weights`` of its own (a
+    stand-in model), else None."""
+    if isinstance(model, keras.Model):
+        return KerasModel(model)
+    if callable(getattr(model, "get_weights", None)) and \
+            callable(getattr(model, "set_weights", None)):
+        return model
+    return None
+
+
+#: The begin and end hooks of one fit, evaluate or predict call.
+_BEGINS = frozenset({"on_train_begin", "on_test_begin", "on_predict_begin"})
+_ENDS = frozenset({"on_train_end", "on_test_end", "on_predict_end"})
+#: Keras 2's batch names, which Keras 3 calls only through a CallbackList's own on_batch_*.
+_TRAIN_BATCH = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}
+
+
+class KerasFit:
+    """The plugins Keras was given for one ``fit`` (``evaluate``, ``predict``) of one model.
+
+    Built when Keras calls ``set_model`` on the first of them; the others join it, in list
+    order, until its first hook. Then it has one bus: an explicit :class:`KerasBridge`'s from
+    the same list (the plugins are registered on it), or one of its own with the plugins, a
+    :class:`KerasModel` and the logs the plugins were given (``log=``), closed when the call's
+    outermost ``on_*_end`` comes.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        #: The plugins, in the order Keras gave them.
+        self.members: list[Any] = []
+        #: An explicit KerasBridge in the same list, which publishes for everyone.
+        self.explicit: KerasBridge | None = None
+        self.params: dict[str, Any] = {}
+        self.bridge: KerasBridge | None = None
+        self.started = False
+        self.done = False
+        #: The end hook that finished the fit (the other members' calls of it pass).
+        self.ended_by: str | None = None
+        self._depth = 0
+
+    @property
+    def bus(self) -> Any:
+        """The fit's bus (None before its first hook)."""
+        return None if self.bridge is None else self.bridge.bus
+
+    def join(self, member: Any) -> None:
+        if isinstance(member, KerasBridge):
+            if self.explicit is None:
+                self.explicit = member
+        elif not any(m is member for m in self.members):
+            self.members.append(member)
+        member._keras_fit = self
+
+    def start(self) -> None:
+        """Keras's first hook: the bus, built or borrowed, with every plugin on it."""
+        self.started = True
+        if self.explicit is not None:
+            self.bridge = self.explicit
+            bus = self.bridge.bus
+            for member in self.members:
+                if not any(p is member for p in bus.plugins):
+                    bus.register(member)
+            return
+        from eventbus import Bus
+
+        logs: list[Any] = []
+        for member in self.members:
+            log = member._keras_log
+            for target in log if isinstance(log, (list, tuple)) else [log]:
+                if target is not None and not any(target is t or target == t for t in logs):
+                    logs.append(target)
+        try:
+            bus = Bus(self.members, log=logs or None, model=adapter_of(self.model))
+        except BaseException:
+            self.done = True
+            raise
+        self.bridge = KerasBridge(bus, attach_model=False)
+        if self.model is not None:
+            keras.callbacks.Callback.set_model(self.bridge, self.model)
+        self.bridge.set_params(self.params)
+
+    def call(self, member: Any, method: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> None:
+        """``member`` called Keras's way: the first member publishes, once per hook."""
+        if not self.started:
+            self.start()
+        if self.explicit is not None or member is not self.members[0]:
+            return  # the explicit bridge, or the first plugin, publishes this call
+        if method in _BEGINS:
+            self._depth += 1
+        bridge = self.bridge
+        try:
+            getattr(bridge, _TRAIN_BATCH.get(method, method))(*args, **kwargs)
+        finally:
+            if method in _ENDS:
+                self._depth -= 1
+                if self._depth <= 0:
+                    self.ended_by = method
+                    self.finish()
+
+    def finish(self) -> None:
+        """The call ended (or was left by an exception): the bus of its own is closed."""
+        self.done = True
+        held = _FITS_BY_ID.get(id(self.model))
+        if held is not None and held[1] is self:
+            del _FITS_BY_ID[id(self.model)]
+        if self.explicit is None and self.bridge is not None:
+            self.bridge.bus.close()
+
+
+#: The fit each model's plugins are joining or running (a stand-in without weak references is
+#: kept by id, as long as its fit).
+_FITS: weakref.WeakKeyDictionary[Any, KerasFit] = weakref.WeakKeyDictionary()
+_FITS_BY_ID: dict[int, tuple[Any, KerasFit]] = {}
+
+
+def _fit_of(model: Any) -> KerasFit | None:
+    try:
+        return _FITS.get(model)
+    except TypeError:
+        held = _FITS_BY_ID.get(id(model))
+        return held[1] if held is not None and held[0] is model else None
+
+
+def _keep(model: Any, fit: KerasFit) -> None:
+    try:
+        _FITS[model] = fit
+    except TypeError:
+        _FITS_BY_ID[id(model)] = (model, fit)
+
+
+def join_fit(member: Any, model: Any) -> KerasFit:
+    """Keras gave ``member`` the model (``set_model``): it joins the model's fit being put
+    together, or starts the next one. A fit left by an exception (Keras calls no end hook
+    then) is finished when one of its plugins is given to a new call."""
+    fit = _fit_of(model)
+    if fit is None or fit.started:
+        if fit is not None and not fit.done and \
+                (member is fit.explicit or any(m is member for m in fit.members)):
+            fit.finish()
+        fit = KerasFit(model)
+        _keep(model, fit)
+    old = getattr(member, "_keras_fit", None)
+    if old is not None and old is not fit and old.started and not old.done:
+        old.finish()
+    fit.join(member)
+    return fit
+
+
+def keras_hook(member: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A plugin's Keras method, called Keras's way: handed to its fit. A plugin Keras never
+    gave a model (a test calling ``on_epoch_end(0, logs)``) runs on a fit of its own, with no
+    model; so does one whose fit has ended."""
+    if method not in _KERAS_HOOKS and method not in _TRAIN_BATCH:
+        raise AttributeError(f"{type(member).__name__} has no Keras method {method!r}")
+    fit = member._keras_fit
+    if fit is not None and fit.done and method in _ENDS and fit.ended_by == method:
+        return  # the rest of the call that ended the fit: the first member published it
+    if fit is None or fit.done:
+        model = None if fit is None else fit.model
+        fit = KerasFit(model)
+        fit.join(member)
+    fit.call(member, method, args, kwargs)
 
 
 #: Keras 3's callback methods -> the bus hook each runs at, and what it is called with.

@@ -102,7 +102,8 @@ class TestFaults:
         writer = RecordingWriter()
         monitor = RemoteMonitor(collector.url, headers={"X-Api-Key": TOKEN}, **quick())
         bus = Bus([monitor], log=writer)
-        with pytest.warns(SinkFailureWarning, match="HTTP 500"):
+        with pytest.warns(SinkFailureWarning, match="HTTP 500"), \
+                pytest.warns(RunWarning, match="RemoteMonitor: HTTP 500 .* training goes on"):
             fit(bus, [0.5, 0.4, 0.3])
             bus.close()
         kinds = [r["kind"] for r in writer.records]
@@ -120,12 +121,39 @@ class TestFaults:
         """Nothing listening: connection errors are retried, counted and recorded."""
         writer = RecordingWriter()
         bus = Bus([RemoteMonitor(down_url(), **quick())], log=writer)
-        with pytest.warns(SinkFailureWarning, match="ConnectionError"):
+        with pytest.warns(SinkFailureWarning, match="ConnectionError"), \
+                pytest.warns(RunWarning, match="ConnectionError"):
             fit(bus, [0.5, 0.4])
             bus.close()
         failed = [r for r in writer.records if r["kind"] == "sink_failed"]
         assert failed[0]["error"] == "ConnectionError"
         assert "2 of 2" in failed[-1]["message"] and "failed" in failed[-1]["message"]
+
+    def test_first_failure_is_shown_when_it_happens(self, down_url):
+        """The first undelivered epoch is a RunWarning at the next event, during training, not
+        only in close()'s summary; an outage warns once, however many epochs it lasts."""
+        writer = RecordingWriter()
+        monitor = RemoteMonitor(down_url(), **quick(retries=0))
+        bus = Bus([monitor], log=writer)
+        bus.train_begin({"epochs": 3})
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 1.0})
+        monitor._sender.flush(5.0)  # the delivery was tried (and failed) on the sender thread
+        with pytest.warns(RunWarning, match="RemoteMonitor: ConnectionError posting to "
+                                            "http://127.0.0.1:.*training goes on") as shown:
+            bus.epoch_begin(1)
+        assert len(shown) == 1
+        bus.epoch_end(1, {"loss": 1.0})
+        monitor._sender.flush(5.0)
+        bus.epoch_begin(2)  # the second failure of the outage: recorded, not warned again
+        bus.epoch_end(2, {"loss": 1.0})
+        with pytest.warns(SinkFailureWarning, match="3 of 3"):
+            bus.train_end()
+            bus.close()
+        kinds = [r["kind"] for r in writer.records]
+        first = kinds.index("warning")
+        assert kinds[first - 1] == "sink_failed" and kinds.index("epoch_begin") < first
+        assert kinds.count("warning") == 1
 
     def test_slow_server_does_not_slow_training(self, server):
         """While the server answers nothing, epoch_end returns; train_end waits for delivery."""
@@ -194,7 +222,8 @@ def test_a_redirect_is_not_followed(server, status):
     monitor = RemoteMonitor(collector.url, headers={"X-Api-Key": TOKEN}, send_as_json=True,
                             **quick(retries=2))
     bus = Bus([monitor], log=writer)
-    with pytest.warns(SinkFailureWarning, match=f"HTTP {status}"):
+    with pytest.warns(SinkFailureWarning, match=f"HTTP {status}"), \
+            pytest.warns(RunWarning, match=f"HTTP {status}"):
         fit(bus, [0.5, 0.4])
         bus.close()
     assert elsewhere.requests == []
@@ -216,7 +245,8 @@ def test_log_header_holds_no_secret(tmp_path, down_url):
                             **quick(retries=0))
     log = tmp_path / "run.jsonl"
     bus = Bus([monitor], log=str(log))
-    with pytest.warns(SinkFailureWarning):  # nothing listens: the epoch is not delivered
+    # Nothing listens: the epoch is not delivered.
+    with pytest.warns(SinkFailureWarning), pytest.warns(RunWarning):
         fit(bus, [0.5])
         bus.close()
     header = read_header(str(log))
@@ -247,7 +277,7 @@ def test_bad_root():
 
 def test_no_thread_without_epochs():
     """A monitor that never saw an epoch starts no thread and sends nothing."""
-    before = threading.active_count()
+    before = set(threading.enumerate())  # an earlier test's thread may end meanwhile
     bus = Bus([RemoteMonitor("http://127.0.0.1:9")])
-    assert threading.active_count() == before
+    assert set(threading.enumerate()) - before == set()
     bus.close()

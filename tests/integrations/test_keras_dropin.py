@@ -1,0 +1,349 @@
+"""The plugins straight into Keras 3's ``model.fit`` (torch backend): one bus per call, Keras's
+History beside it, an explicit KerasBridge still supported; Keras's idioms in a Callback."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":
+    pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
+
+from eventbus import Bus, ConfigError, SinkFailureWarning, read_log  # noqa: E402
+from eventbus.integrations.keras import KerasBridge  # noqa: E402
+from eventbus.records import SetLearningRate, StopTraining  # noqa: E402
+from plugins import (  # noqa: E402
+    BackupAndRestore,
+    BaseLogger,
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ProgbarLogger,
+    ReduceLROnPlateau,
+    RemoteMonitor,
+    TensorBoard,
+    TerminateOnNaN,
+)
+
+pytestmark = pytest.mark.filterwarnings(  # Keras's torch backend, not ours to fix
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+def tiny_model(lr=0.1, optimizer=None):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(learning_rate=lr), loss="mse")
+    return model
+
+
+def noise(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
+
+
+def fit(model, callbacks, epochs=2, **kwargs):
+    x, y = noise()
+    return model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=callbacks,
+                     **kwargs)
+
+
+# Every built-in plugin, built for a fit of 2 epochs: tmp is a directory, url a live server,
+# log where the fit's bus records.
+BUILT_IN = {
+    "BackupAndRestore": lambda tmp, url, log: BackupAndRestore(tmp / "backup", log=log),
+    "BaseLogger": lambda tmp, url, log: BaseLogger(log=log),
+    "CSVLogger": lambda tmp, url, log: CSVLogger(tmp / "log.csv", log=log),
+    "EarlyStopping": lambda tmp, url, log: EarlyStopping(monitor="loss", log=log),
+    "History": lambda tmp, url, log: History(log=log),
+    "LambdaCallback": lambda tmp, url, log: LambdaCallback(
+        on_epoch_end=lambda epoch, logs: None, log=log),
+    "LearningRateScheduler": lambda tmp, url, log: LearningRateScheduler(lambda epoch: 0.05,
+                                                                         log=log),
+    "ModelCheckpoint": lambda tmp, url, log: ModelCheckpoint(str(tmp / "ckpt.weights.h5"),
+                                                             monitor="loss", log=log),
+    "ProgbarLogger": lambda tmp, url, log: ProgbarLogger(file=io.StringIO(), log=log),
+    "ReduceLROnPlateau": lambda tmp, url, log: ReduceLROnPlateau(monitor="loss", log=log),
+    "RemoteMonitor": lambda tmp, url, log: RemoteMonitor(url, log=log),
+    "TensorBoard": lambda tmp, url, log: TensorBoard(tmp / "tb", log=log),
+    "TerminateOnNaN": lambda tmp, url, log: TerminateOnNaN(log=log),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_every_built_in_plugin_is_a_keras_callback(name, tmp_path, server):
+    """Each plugin alone in ``callbacks=[...]``: fit runs its epochs, Keras's History works,
+    and the plugin did its job on a bus of its own (its log, when asked with log=)."""
+    collector = server()
+    plugin = BUILT_IN[name](tmp_path, collector.url, str(tmp_path / "events.jsonl"))
+    history = fit(tiny_model(), [plugin])
+    assert len(history.history["loss"]) == 2
+    records = list(read_log(tmp_path / "events.jsonl"))
+    assert [p.name for p in records[0].plugins][0] == name
+    assert [r.kind for r in records].count("epoch_end") == 2
+    assert records[-1].kind == "train_end"
+    if name == "RemoteMonitor":
+        assert len(collector.requests) == 2
+    if name == "CSVLogger":
+        assert len((tmp_path / "log.csv").read_text().splitlines()) == 3
+    if name == "LearningRateScheduler":
+        assert history.history["learning_rate"] == [pytest.approx(0.05)] * 2
+
+
+def test_one_bus_for_the_plugins_of_one_fit(tmp_path):
+    """Plugins given to one fit share one bus: one log (asked for by log= on any of them),
+    listing them in Keras's list order, each event once; Keras's History and a Keras
+    callback between them run as usual."""
+    seen = []
+    keras_cb = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    plugins = [ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5, min_delta=10.0),
+               EarlyStopping(monitor="loss", patience=2, min_delta=10.0),
+               History(log=str(tmp_path / "run.jsonl"))]
+    history = fit(tiny_model(), [plugins[0], keras_cb, plugins[1], plugins[2]], epochs=10)
+    records = list(read_log(tmp_path / "run.jsonl"))
+    header = records[0]
+    assert [p.name for p in header.plugins] == ["ReduceLROnPlateau", "EarlyStopping", "History"]
+    assert "log" not in header.plugins[2].params  # where to record is not a plugin parameter
+    kinds = [r.kind for r in records]
+    assert kinds.count("train_begin") == 1 and kinds.count("epoch_end") == 3
+    stop = next(r for r in records if isinstance(r, StopTraining))
+    assert (stop.source, stop.epoch) == ("EarlyStopping", 2)
+    cuts = [r for r in records if isinstance(r, SetLearningRate)]
+    assert [c.source for c in cuts] == ["ReduceLROnPlateau"] * 2
+    assert seen == [0, 1, 2] and len(history.history["loss"]) == 3
+    assert plugins[2].history["loss"] == history.history["loss"]
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_a_second_fit_is_a_new_run(tmp_path):
+    """The same plugin in a second fit: a bus of its own, which starts afresh (as Keras's
+    EarlyStopping reused across fits), and the log is written anew for it."""
+    stopper = EarlyStopping(monitor="loss", patience=1, min_delta=10.0,
+                            log=str(tmp_path / "run.jsonl"))
+    model = tiny_model()
+    first = fit(model, [stopper], epochs=10)
+    second = fit(model, [stopper], epochs=10)
+    assert len(first.history["loss"]) == len(second.history["loss"]) == 2
+    records = list(read_log(tmp_path / "run.jsonl"))
+    assert [r.kind for r in records].count("train_begin") == 1
+
+
+def test_an_explicit_bridge_lends_its_bus(tmp_path):
+    """KerasBridge(bus) in the same list: the plugins beside it are registered on its bus
+    (a plugin already there is not added twice); the bus is the caller's, left open."""
+    early = EarlyStopping(monitor="loss", patience=1, min_delta=10.0)
+    logger = History()
+    bus = Bus([early], log=tmp_path / "run.jsonl")
+    with bus:
+        fit(tiny_model(), [early, KerasBridge(bus), logger], epochs=10)
+        assert bus.plugins == [early, logger]
+        assert len(logger.history["loss"]) == 2
+    kinds = [r.kind for r in read_log(tmp_path / "run.jsonl")]
+    assert kinds.count("epoch_end") == 2 and kinds.count("stop_training") == 1
+
+
+class StopAtEpoch(Callback):
+    """Keras users' way: set the flag and the rate on self.model."""
+
+    def __init__(self, epoch: int, rate: float | None = None):
+        super().__init__()
+        self.epoch, self.rate = epoch, rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            if self.rate is not None:
+                self.model.optimizer.learning_rate = self.rate
+            self.model.stop_training = True
+
+
+def test_model_idioms_in_a_keras_fit(tmp_path):
+    """In model.fit: ``self.model.stop_training = True`` ends fit after that epoch and
+    ``self.model.optimizer.learning_rate = x`` reaches the optimizer, both recorded as the
+    callback's decisions."""
+    model = tiny_model()
+    history = fit(model, [StopAtEpoch(1, rate=0.02, log=str(tmp_path / "run.jsonl"))],
+                  epochs=10)
+    assert len(history.history["loss"]) == 2
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+    decisions = [r for r in read_log(tmp_path / "run.jsonl") if r.category == "decision"]
+    assert [(d.kind, d.source, d.epoch) for d in decisions] == [
+        ("set_learning_rate", "StopAtEpoch", 1), ("stop_training", "StopAtEpoch", 1)]
+    assert decisions[0].previous == pytest.approx(0.1) and decisions[0].value == 0.02
+
+
+def test_model_idioms_on_a_bus():
+    """Without Keras, on a bus with a learning rate: the same two decisions, applied by the
+    bus, with the callback as source; the flag reads back as set within the call."""
+    read = []
+
+    class Stop(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = 0.5 * self.model.optimizer.learning_rate
+            self.model.stop_training = True
+            read.append((self.model.stop_training, self.model.optimizer.learning_rate))
+
+    bus = Bus([Stop()], learning_rate=0.2)
+    bus.train_begin()
+    bus.epoch_begin(0)
+    decisions = bus.epoch_end(0, {"loss": 1.0})
+    assert [type(d) for d in decisions] == [SetLearningRate, StopTraining]  # as assigned
+    assert all(d.source == "Stop" for d in decisions)
+    assert bus.stop_training and bus.learning_rate == pytest.approx(0.1)
+    assert read == [(True, pytest.approx(0.1))]
+    bus.close()
+
+
+def test_a_learning_rate_where_the_run_has_none():
+    """No learning rate anywhere: the assignment is a clear error, recorded as the callback's
+    failure (callbacks have side effects: training goes on)."""
+    bus = Bus([StopAtEpoch(0, rate=0.01)])
+    bus.train_begin()
+    bus.epoch_begin(0)
+    bus.epoch_end(0, {"loss": 1.0})
+    failure = bus.failures[0]
+    assert failure.sink == "StopAtEpoch" and failure.error == "ConfigError"
+    assert "self.model.optimizer.learning_rate = 0.01: the run has no learning rate" in \
+        failure.message
+    with pytest.warns(SinkFailureWarning, match="no learning rate to change"):
+        bus.close()
+
+
+@pytest.mark.parametrize("value", ["0.1", -1.0, float("nan")])
+def test_a_bad_learning_rate_names_the_callback(value):
+    class Bad(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = value
+
+    bus = Bus([Bad()], learning_rate=0.1)
+    bus.train_begin()
+    bus.epoch_begin(0)
+    bus.epoch_end(0, {"loss": 1.0})
+    assert "Bad: " in bus.failures[0].message
+    assert bus.learning_rate == 0.1
+    with pytest.warns(SinkFailureWarning):
+        bus.close()
+
+
+def test_a_schedule_refusing_the_rate_warns_when_it_happens():
+    """An optimizer on a LearningRateSchedule refuses set_learning_rate: a SinkFailureWarning
+    during fit, at the first refusal (the bus is still open), then the summary at close()."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.9)
+    model = tiny_model(optimizer=keras.optimizers.SGD(learning_rate=schedule))
+    bus = Bus([LearningRateScheduler(lambda epoch: 0.01)])
+    with pytest.warns(SinkFailureWarning, match="the Keras model refused set_learning_rate") \
+            as shown:
+        fit(model, [KerasBridge(bus)], epochs=3)
+    assert len([w for w in shown if w.category is SinkFailureWarning]) == 1  # not per epoch
+    assert sum(f.event == "set_learning_rate" for f in bus.failures) == 3
+    with pytest.warns(SinkFailureWarning, match="3 sink failure"):
+        bus.close()
+
+
+@given(st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=12),
+       st.integers(0, 3))
+def test_keras_calls_decide_as_the_bus(losses, patience):
+    """EarlyStopping called Keras's way (set_model, on_epoch_end(epoch, logs=...)) stops at
+    the epoch it stops at on a bus fed the same values, and sets the model's flag then."""
+    keras_way = EarlyStopping(monitor="loss", patience=patience)
+    model = types.SimpleNamespace(stop_training=False)
+    keras_way.set_model(model)
+    keras_way.on_train_begin()
+    keras_stop = None
+    for epoch, loss in enumerate(losses):
+        keras_way.on_epoch_end(epoch, logs={"loss": loss})
+        if model.stop_training:
+            keras_stop = epoch
+            break
+    keras_way.on_train_end()
+
+    bus = Bus([EarlyStopping(monitor="loss", patience=patience)])
+    bus.train_begin()
+    bus_stop = None
+    for epoch, loss in enumerate(losses):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"loss": loss})
+        if bus.stop_training:
+            bus_stop = epoch
+            break
+    bus.train_end()
+    bus.close()
+    assert keras_stop == bus_stop
+    assert keras_way.stopped_epoch == bus_stop
+
+
+def test_a_plugin_is_still_called_with_events():
+    """The bus's own call (an event) still reaches the hook under the Keras name."""
+    stopper = EarlyStopping(monitor="loss")
+    bus = Bus([stopper])
+    bus.train_begin()
+    bus.epoch_begin(0)
+    bus.epoch_end(0, {"loss": 1.0})
+    assert stopper.best == 1.0
+    bus.close()
+
+
+def test_bad_keras_calls_are_clear():
+    with pytest.raises(ConfigError, match="LambdaCallback: unknown argument"):
+        LambdaCallback(custom_method=lambda logs: None)
+
+
+def test_import_eventbus_imports_neither_keras_nor_torch():
+    code = ("import sys, eventbus, plugins; from plugins import EarlyStopping, Callback; "
+            "EarlyStopping(log='x.jsonl'); "
+            "print(sorted(m for m in ('keras', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))))
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_fit_that_raised_is_closed_by_the_next(tmp_path):
+    """Keras calls no end hook when fit raises: the bus stays open (its log locked: a second
+    writer would be refused) until one of its plugins is given to the next call, which closes
+    it and writes the log anew."""
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom")
+
+    stopper = EarlyStopping(monitor="loss", log=str(tmp_path / "run.jsonl"))
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, [stopper, Boom()])
+    history = fit(model, [stopper], epochs=3)
+    assert len(history.history["loss"]) == 3
+    kinds = [r.kind for r in read_log(tmp_path / "run.jsonl")]
+    assert kinds.count("train_begin") == 1 and kinds.count("epoch_end") == 3
+
+
+def test_an_instance_still_switches_a_hook_off_by_its_name():
+    """``self.on_batch_end = None`` (the old idiom) still leaves the class's hook out, now that
+    the hook is kept under another name for Keras's sake; so does unsubscribe()."""
+    class Quiet(TerminateOnNaN):
+        def __init__(self):
+            super().__init__()
+            self.on_batch_end = None
+
+    class Unsubscribed(TerminateOnNaN):
+        def __init__(self):
+            super().__init__()
+            self.unsubscribe("on_batch_end")
+
+    for plugin in (Quiet(), Unsubscribed(), TerminateOnNaN()):
+        bus = Bus([plugin])
+        assert bus.subscribers("batch_end") == ([] if type(plugin) is not TerminateOnNaN
+                                                else [plugin])
+        bus.close()
