@@ -283,8 +283,10 @@ def per_plugin(tmp: Path, chunk: int, rounds: int) -> None:
           "(target <= 1.15x)")
 
 
-def growth(tmp: Path, chunk: int, rounds: int, peers: bool) -> None:
+def growth(tmp: Path, chunk: int, rounds: int, peers: bool, smoke: bool = False) -> None:
     subs_axis, metric_axis = [4, 8, 12, 16, 20, 24], [1, 2, 4, 8, 16, 32]
+    if smoke:  # the ends only
+        subs_axis, metric_axis = [4, 24], [1, 32]
     runs: dict[str, Any] = {}
     closers = []
     systems = ["floor", "bus"] + (["keras sync"] if peers else [])
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if "plugins" in sections:
             per_plugin(tmp, chunk, rounds)
         if "growth" in sections:
-            growth(tmp, max(chunk // 2, 100), rounds, peers)
+            growth(tmp, max(chunk // 2, 100), rounds, peers, args.smoke)
         if "unsubscribed" in sections:
             unsubscribed(tmp, chunk * 5, rounds)
     return 0

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="about this many records (default 200,000; the issue: 1000000)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     args = parser.parse_args(argv)
-    records = 2_000 if args.smoke else args.records
+    records = 600 if args.smoke else args.records
     rounds = 2 if args.smoke else 3 if args.quick else 5
     batches = min(10_000, max(records // 2, 1))
     epochs = max(records // (2 * batches), 1)
