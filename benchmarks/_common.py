@@ -112,12 +112,15 @@ def interleaved(runs: Mapping[str, Callable[[int], None]], chunk: int,
     samples: dict[str, list[float]] = {label: [] for label in runs}
     for run in runs.values():
         run(max(chunk // 10, 100))  # warm up
+    gc.collect()
+    gc.freeze()  # what is alive now is never collected: each collect below stays cheap
     for _ in range(rounds):
         for label, run in runs.items():
             gc.collect()
             start = time.perf_counter()
             run(chunk)
             samples[label].append((time.perf_counter() - start) / chunk * 1e6)
+    gc.unfreeze()
     return samples
 
 

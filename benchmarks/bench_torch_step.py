@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,11 @@ def five(tmp: Path, tag: str) -> list[Any]:
             CSVLogger(str(tmp / f"{tag}.csv"))]
 
 
-def loop(tmp: Path, how: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """``n`` training steps, alone (``how == "bare"``) or publishing to a bus."""
+def loop(tmp: Path, how: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One training step, alone (``how == "bare"``) or with its batch published to a bus."""
     net, opt, step = model()
     if how == "bare":
-        def bare(n: int) -> None:
-            for _ in range(n):
-                step()
-        return bare, lambda: None
+        return step, lambda: None
     bus = Bus(five(tmp, how), model=TorchModel(net, opt), log=tmp / f"{how}.jsonl")
     bus.train_begin({"epochs": 1})
     bus.epoch_begin(0)
@@ -75,14 +73,14 @@ def loop(tmp: Path, how: str) -> tuple[Callable[[int], None], Callable[[], None]
         "scalars": lambda loss: scalars({"loss": loss}),
         "item": lambda loss: {"loss": loss.item()},
     }[how]
+    begin, end, batch = bus.batch_begin, bus.batch_end, count()
 
-    def run(n: int) -> None:
-        begin, end = bus.batch_begin, bus.batch_end
-        for i in range(n):
-            begin(i)
-            end(i, convert(step()))
+    def one() -> None:
+        i = next(batch)
+        begin(i)
+        end(i, convert(step()))
 
-    return run, bus.close
+    return one, bus.close
 
 
 @contextmanager
@@ -158,29 +156,36 @@ def main(argv: list[str] | None = None) -> int:
             closers.append(close)
         samples: dict[str, list[float]] = {k: [] for k in runs}
         for run in runs.values():
-            run(max(chunk // 5, 5))
+            for _ in range(max(chunk // 5, 5)):
+                run()
+        gc.collect()
+        gc.freeze()  # torch's objects are never collected: each collect below stays cheap
+        clock = time.perf_counter_ns
         for _ in range(rounds):
-            for how, run in runs.items():
-                gc.collect()
-                start = time.perf_counter()
-                run(chunk)
-                samples[how].append((time.perf_counter() - start) / chunk * 1e6)
+            gc.collect()
+            for _ in range(chunk):  # the variants step by step, so drift hits them alike
+                for how, run in runs.items():
+                    start = clock()
+                    run()
+                    samples[how].append((clock() - start) / 1e3)
+        gc.unfreeze()
         for close in closers:
             close()
         bare = median(samples["bare"])
         rows = [["step alone", bare, "", ""]]
         for how, label in (("tensor", "the loss tensor"), ("scalars", "`scalars({...})`"),
                            ("item", "`loss.item()`")):
-            added = [b - a for a, b in zip(samples["bare"], samples[how])]
+            added = median(samples[how]) - bare
             rows.append([f"step + bus, five plugins, JSON Lines; logs get {label}",
-                         median(samples[how]), f"{median(added):+.1f}",
-                         f"{100 * median(x / a for x, a in zip(added, samples['bare'])):+.1f}%"])
+                         median(samples[how]), f"{added:+.1f}", f"{100 * added / bare:+.1f}%"])
         table("A small torch step (MLP, CPU, one thread) with the bus around it",
               ["", "µs per batch (median)", "added µs", "added"], rows,
-              f"(medians of {rounds} interleaved rounds of {chunk} steps; target: at most +3%)")
+              f"(medians over {rounds * chunk:,} steps of each, taken in turn step by step; "
+              "target: at most +3%)")
         count_rows = conversions(tmp, 20 if args.smoke else 200)
         table("Host conversions of tensors per batch (each a device sync on a GPU), counted by "
-              "wrapping torch.Tensor's methods in the benchmark",
+              "wrapping torch.Tensor's methods in the benchmark (with `loss.item()` the one "
+              "conversion is the loop's own)",
               ["logs given as", "per batch", "by method, per batch", "added by epoch_end"],
               count_rows, "(target: 0 per batch with the tensor given; \"bare\" is the step "
               "alone)")
