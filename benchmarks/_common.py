@@ -107,7 +107,8 @@ def interleaved(runs: Mapping[str, Callable[[int], None]], chunk: int,
     """Microseconds per call of each run in each round; every round times every run.
 
     The machine's speed drifts from minute to minute: timing every configuration in each
-    round makes a ratio compare measurements taken moments apart.
+    round makes a ratio compare measurements taken moments apart. Keep rounds short (about a
+    millisecond): then many of them run without losing the core to another process.
     """
     samples: dict[str, list[float]] = {label: [] for label in runs}
     for run in runs.values():
@@ -131,6 +132,13 @@ def median(samples: list[float]) -> float:
 def ratio(samples: Mapping[str, list[float]], a: str, b: str) -> float:
     """The median over rounds of a / b, each round's pair measured moments apart."""
     return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+
+
+def best_ratio(samples: Mapping[str, list[float]], a: str, b: str) -> float:
+    """a / b of the best rounds. On a loaded machine a short round is either left alone or
+    loses the core for a whole time slice (milliseconds): noise only adds, and the best
+    rounds are the work itself. The medians are printed beside it."""
+    return min(samples[a]) / min(samples[b])
 
 
 def slope(xs: list[float], ys: list[float]) -> float:

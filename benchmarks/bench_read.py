@@ -142,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             s = median(samples[label])
             x = "" if base is None else \
                 f"{median(a / b for a, b in zip(samples[label], samples[base])):.2f}x"
-            return [label, f"{n / s / 1e6:.2f}", f"{s:.3f}", x,
+            best = "" if base is None else f"{min(samples[label]) / min(samples[base]):.2f}x"
+            return [label, f"{n / s / 1e6:.2f}", f"{n / min(samples[label]) / 1e6:.2f}", x, best,
                     f"{peaks[label][0]:.1f}" if label in peaks else "",
                     f"{peaks[label][1]:.1f}" if label in peaks else ""]
 
         size = jsonl.stat().st_size / 2**20
-        header = ["", "M records/s", "s", "x the baseline", "peak MiB (tracemalloc)",
+        header = ["", "M records/s (median)", "(best)", "x the baseline (median of rounds)",
+                  "(best)", "peak MiB (tracemalloc)",
                   "peak RSS growth, MiB"]
         note = (f"(medians of {rounds} interleaved rounds; {n:,} records, {size:.0f} MiB of "
                 "JSON Lines)")

@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     modes(parser)
     args = parser.parse_args(argv)
-    # Many short rounds: a median over them shrugs off the moments the machine is busy.
-    chunk, rounds = (200, 2) if args.smoke else (1_000, 25) if args.quick else (2_000, 61)
+    # Many short rounds (see _common.interleaved).
+    chunk, rounds = (200, 2) if args.smoke else (300, 41) if args.quick else (300, 151)
     with tempfile.TemporaryDirectory(prefix="eventbus-profile-") as name:
         tmp = Path(name)
         samples = interleaved(ladder(tmp), chunk, rounds)
