@@ -501,8 +501,10 @@ class Engine:
         if isinstance(stamped, (SinkFailed, PluginFailed)):
             self.failures.append(stamped)  # however it arrived: raised, returned or reported
         elif isinstance(stamped, WarningRecord) and self.control.live:
-            warnings.warn(f"{stamped.source or 'bus'}: {stamped.message}", RunWarning,
-                          stacklevel=5)
+            source, message = stamped.source or "bus", stamped.message
+            # Many messages name their plugin already (as Keras's do): not twice.
+            text = message if message.startswith(f"{source}:") else f"{source}: {message}"
+            warnings.warn(text, RunWarning, stacklevel=5)
         for effect in effects:
             self.record(effect)
         self.settle(troubles, stamped.kind, stamped)

@@ -747,12 +747,13 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
     count = 0  # records yielded
     files = _LogFiles(Path(path))
     for file, parquet in files:
-        names = parquet.schema_arrow.names
+        schema = parquet.schema_arrow  # made anew at each access: once per file, not per column
+        names = schema.names
         metric_columns = [name for name in names if name.startswith(METRIC_PREFIX)]
         metrics = [name[len(METRIC_PREFIX):] for name in metric_columns]
         # Metrics whose column holds lists: a list of one element there is a float.
         vectors = [name[len(METRIC_PREFIX):] for name in metric_columns
-                   if not _holds(parquet.schema_arrow.field(name).type, "numbers", True)]
+                   if not _holds(schema.field(name).type, "numbers", True)]
         named = [name for name in FIELD_COLUMNS if name in names]  # none in layout 1
         # Not another column nobody reads; the named fields last, after the metrics.
         wanted = [*_REQUIRED_COLUMNS, *metric_columns, *named]
