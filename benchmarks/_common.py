@@ -59,6 +59,21 @@ class MetricReader(Plugin):
             self.wait += 1
 
 
+def hook_of(subscriber: Any, hook: str) -> Callable[[Any], Any]:
+    """The function the bus calls for ``subscriber``'s ``hook`` (on a plugin, a method at a
+    Keras name is also that Keras method: called with a plain object, it would be taken for
+    Keras's call), else the attribute itself."""
+    from eventbus.dispatch import Dispatcher
+
+    dispatcher = Dispatcher()
+    try:
+        dispatcher.register(subscriber)
+    except Exception:
+        return getattr(subscriber, hook)
+    handlers = dispatcher.handlers(hook, subscriber)
+    return handlers[0] if handlers else getattr(subscriber, hook)
+
+
 class _Event:
     """The cheapest object with attributes: what a hand-written bus would hand subscribers."""
 
@@ -67,7 +82,7 @@ def floor(subscribers: list[Any], path: str, logs: Mapping[str, float] = LOGS,
           hook: str = "on_batch_end") -> tuple[Callable[[int], None], Callable[[], None]]:
     """Hand-written dispatch: the record dict, a bare attribute object, pre-bound calls, orjson,
     a 1 MiB buffered file. What any recording bus must at least do (bench_core.py's floor)."""
-    calls = [getattr(s, hook) for s in subscribers]
+    calls = [hook_of(s, hook) for s in subscribers]
     out = open(path, "wb", buffering=1 << 20)  # noqa: SIM115
     dumps, option, now = orjson.dumps, orjson.OPT_APPEND_NEWLINE, time.time
     new, setattr_ = object.__new__, object.__setattr__

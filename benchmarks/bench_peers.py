@@ -186,12 +186,16 @@ class _Hook:
 
 
 def _hook_named(plugin: Any, spec: str) -> Any:
-    """The bound method of ``plugin`` that pluggy registers for the hook ``spec``."""
-    for name in dir(type(plugin)):
-        marker = getattr(getattr(type(plugin), name, None), "eventbus_impl", None)
-        if isinstance(marker, dict) and (marker.get("specname") or name) == spec:
-            return getattr(plugin, name)
-    raise LookupError(f"{type(plugin).__name__} has no {spec} hook")
+    """What the bus calls for ``plugin``'s hook ``spec``: the dispatcher's own handler (a hook
+    at a Keras method's name is also a Keras method; the bus calls the hook)."""
+    from eventbus.dispatch import Dispatcher
+
+    dispatcher = Dispatcher()
+    dispatcher.register(plugin)
+    handlers = dispatcher.handlers(spec, plugin)
+    if not handlers:
+        raise LookupError(f"{type(plugin).__name__} has no {spec} hook")
+    return handlers[0]
 
 
 # --- the sections ---------------------------------------------------------------------------

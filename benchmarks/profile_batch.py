@@ -34,6 +34,7 @@ from _common import (  # before eventbus: this tree first
     Plugin,
     _Event,
     bus_run,
+    hook_of,
     hookimpl,
     interleaved,
     median,
@@ -77,7 +78,7 @@ def ladder(tmp: Path) -> dict[str, Any]:
 
     dumps, option, now = orjson.dumps, orjson.OPT_APPEND_NEWLINE, time.time
     new, setattr_ = object.__new__, object.__setattr__
-    calls = [MetricReader().on_batch_end for _ in range(SUBS)]
+    calls = [hook_of(MetricReader(), "on_batch_end") for _ in range(SUBS)]
     buffer = bytearray()
 
     def make(depth: int, pydantic: bool = False) -> Any:
