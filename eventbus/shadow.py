@@ -215,7 +215,9 @@ class ShadowSummary:
                     f"{saved:.0%} fewer epochs")
             if self.monitor and self.best_at_stop is not None \
                     and self.best_recorded is not None:
-                stop += (f"; best {self.monitor} {fmt(self.best_at_stop)} instead of "
+                stop += (f"; the same best {self.monitor}, {fmt(self.best_at_stop)}"
+                         if self.best_at_stop == self.best_recorded else
+                         f"; best {self.monitor} {fmt(self.best_at_stop)} instead of "
                          f"{fmt(self.best_recorded)}")
             parts.append(stop)
         if self.rate_changes:

@@ -156,3 +156,10 @@ def test_the_audit_reports_every_shadow_policy(tmp_path):
     assert all(line in render(result) for line in result.shadow_lines())
     (first, second) = result.as_dict()["shadow"]
     assert (first["stop_epoch"], second["stop_epoch"]) == (4, None)
+
+
+def test_a_shadow_that_keeps_the_best_says_so():
+    (summary,) = summarise([], {"val_loss": [(0, 0.5), (1, 0.4), (2, 0.6)]}, 3, ["P(x=1)"])
+    summary.stop_epoch, summary.monitor, summary.best_at_stop, summary.best_recorded = \
+        1, "val_loss", 0.4, 0.4
+    assert summary.text().endswith("33% fewer epochs; the same best val_loss, 0.4")
