@@ -95,7 +95,8 @@ class Dispatcher:
             self._pm.register(carrier, name=f"{label}@{id(plugin)}")
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self._pm.unregister(carrier)
+            if self._pm.is_registered(carrier):  # pluggy 1.7 takes it back itself
+                self._pm.unregister(carrier)
             raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
         for hook in HOOKS:
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
@@ -129,15 +130,14 @@ class Dispatcher:
         """
         if isinstance(plugin, types.ModuleType):
             return plugin
-        names = {n for n in dir(type(plugin)) if not n.startswith("__")}
-        names.update(hook for hook in HOOKS if hasattr(plugin, hook))
-        found = {name: getattr(plugin, name) for name in sorted(names)
-                 if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+        names = {n for n in dir(type(plugin)) if not n.startswith("__")} | set(HOOKS)
+        found = {name: fn for name in sorted(names)
+                 if (fn := _implementation(plugin, name)) is not None}
         known = {id(getattr(fn, "__func__", fn)) for fn in found.values()}
         if any(_is_impl(value) and id(getattr(value, "__func__", value)) not in known
                for value in gc.get_referents(plugin)):
-            found = {name: getattr(plugin, name) for name in dir(plugin)
-                     if self._pm.parse_hookimpl_opts(plugin, name) is not None}
+            found = {name: fn for name in dir(plugin)
+                     if (fn := _implementation(plugin, name)) is not None}
         carrier = _Implementations()
         carrier.__dict__.update(found)
         return carrier
@@ -286,6 +286,23 @@ def _cycle(plugins: list[object], after: list[set[int]], placed: set[int]) -> st
 
 class _Implementations:
     """A plugin's hook implementations, as pluggy registers them (compared by identity)."""
+
+
+def _implementation(plugin: object, name: str) -> Any:
+    """``plugin``'s hook implementation at ``name``, or None.
+
+    Looked up as Python does, so a descriptor that makes one (a hook kept under a Keras
+    method's name) gives its bound method: pluggy 1.7 looks without running descriptors and
+    would miss it. A property is never run. The carrier then holds plain bound methods, which
+    every pluggy finds.
+    """
+    if isinstance(inspect.getattr_static(type(plugin), name, None), property):
+        return None
+    try:
+        value = getattr(plugin, name)
+    except Exception:
+        return None
+    return value if _is_impl(value) else None
 
 
 def _is_impl(value: object) -> bool:
