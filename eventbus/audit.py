@@ -27,8 +27,10 @@ from .monitor import Mode, Monitor, guess_mode, why_unplaced
 from .records import (
     BATCH_KINDS,
     KINDS,
+    CheckpointDeleted,
     CheckpointSaved,
     Decision,
+    DeleteCheckpoint,
     EpochEnd,
     Header,
     PluginFailed,
@@ -268,6 +270,7 @@ def audit(log: LogArgument) -> Audit:
         raise LogError(f"{where}: not an event log (no header record)")
     result = Audit(header=header)
     saves: dict[int, SaveCheckpoint] = {}
+    deletes: dict[int, DeleteCheckpoint] = {}
     stops: list[StopTraining] = []  # in order, of every fit
     asked: list[StopTraining] = []  # this fit's, not yet followed by a later epoch
     for record in records[1:]:
@@ -309,13 +312,24 @@ def audit(log: LogArgument) -> Audit:
                 result.lr_changes.append(record)
             elif isinstance(record, SaveCheckpoint):
                 saves[record.seq] = record
+            elif isinstance(record, DeleteCheckpoint):
+                deletes[record.seq] = record
         elif isinstance(record, CheckpointSaved):
             save = saves.get(record.cause_seq)  # type: ignore[arg-type]
             evidence = save.evidence if save else {}
             result.checkpoints.append({
                 "path": record.path, "epoch": record.epoch, "size": record.size,
                 "sha256": record.sha256, "monitor": evidence.get("monitor"),
-                "value": evidence.get("value"), "source": save.source if save else record.source})
+                "value": evidence.get("value"), "source": save.source if save else record.source,
+                "deleted": False})
+        elif isinstance(record, CheckpointDeleted):
+            # The newest save of that path is the file removed (save_top_k).
+            entry = next((c for c in reversed(result.checkpoints)
+                          if c["path"] == record.path and not c["deleted"]), None)
+            if entry is not None:
+                why = deletes.get(record.cause_seq)  # type: ignore[arg-type]
+                entry.update(deleted=True, deleted_epoch=record.epoch,
+                             deleted_reason=why.reason if why else None)
         elif isinstance(record, Warning):
             result.warnings.append(record)
         elif isinstance(record, (PluginFailed, SinkFailed)):
@@ -419,12 +433,18 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     if result.checkpoints:
         shown = result.checkpoints[-_LAST_CHECKPOINTS:]
         hidden = len(result.checkpoints) - len(shown)
+        deleted = sum(1 for c in result.checkpoints if c["deleted"])
         lines.append(f"  checkpoints: {len(result.checkpoints)}"
+                     + (f", {deleted} deleted since" if deleted else "")
                      + (f" (the last {len(shown)} shown; --json lists all)" if hidden else ""))
         for c in shown:
             value = f"  {c['monitor']}={_num(c['value'])}" if c["monitor"] else ""
+            gone = ""
+            if c["deleted"]:
+                why = f": {c['deleted_reason']}" if c.get("deleted_reason") else ""
+                gone = f"  deleted at epoch {human_epoch(c.get('deleted_epoch'))}{why}"
             lines.append(f"    epoch {human_epoch(c['epoch'])}: {c['path']}{value}  "
-                         f"sha256 {c['sha256'][:16]}…")
+                         f"sha256 {c['sha256'][:16]}…{gone}")
     else:
         lines.append("  checkpoints: none")
     for text in result.shadow_lines():

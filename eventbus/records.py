@@ -31,8 +31,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchBegin",
     "BatchEnd",
+    "CheckpointDeleted",
     "CheckpointSaved",
     "Decision",
+    "DeleteCheckpoint",
     "EpochBegin",
     "EpochEnd",
     "Header",
@@ -234,6 +236,14 @@ class SaveCheckpoint(Decision):
     weights_only: bool = False
 
 
+class DeleteCheckpoint(Decision):
+    """Remove a checkpoint file an earlier ``save_checkpoint`` of the same plugin wrote (a
+    ``save_top_k`` file no longer among the best); the checkpoint writer removes it."""
+
+    kind: Literal["delete_checkpoint"] = "delete_checkpoint"
+    path: str
+
+
 class SnapshotWeights(Decision):
     """Keep a copy of the model's current weights under ``tag`` (e.g. the best epoch so far)."""
 
@@ -263,6 +273,15 @@ class CheckpointSaved(Outcome):
     kind: Literal["checkpoint_saved"] = "checkpoint_saved"
     path: str
     size: int
+    sha256: str
+
+
+class CheckpointDeleted(Outcome):
+    """The writer removed the file a ``delete_checkpoint`` named: the bytes it had saved there
+    (``sha256`` as its ``checkpoint_saved`` recorded it)."""
+
+    kind: Literal["checkpoint_deleted"] = "checkpoint_deleted"
+    path: str
     sha256: str
 
 
@@ -354,8 +373,9 @@ _ALL: tuple[type[Record], ...] = (
     TrainBegin, TrainEnd, EpochBegin, EpochEnd, BatchBegin, BatchEnd,
     TestBegin, TestEnd, TestBatchBegin, TestBatchEnd,
     PredictBegin, PredictEnd, PredictBatchBegin, PredictBatchEnd,
-    StopTraining, SetLearningRate, SaveCheckpoint, SnapshotWeights, RestoreWeights,
-    CheckpointSaved, WeightsRestored, ShadowDecision, PluginFailed, SinkFailed, Warning, Resumed,
+    StopTraining, SetLearningRate, SaveCheckpoint, DeleteCheckpoint, SnapshotWeights,
+    RestoreWeights, CheckpointSaved, CheckpointDeleted, WeightsRestored, ShadowDecision,
+    PluginFailed, SinkFailed, Warning, Resumed,
     Header,
 )
 

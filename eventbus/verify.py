@@ -5,6 +5,8 @@ A log kept next to the tests is a regression test of callback behaviour: a chang
 that moves a decision ("stop moves from epoch 21 to 19") shows as a mismatch here. Verifying
 reads the logs and the checkpoint files and nothing else: no plugin with side effects runs, no
 file is written, a link is never followed (a checkpoint path that is a link counts as changed).
+A checkpoint whose newest record is its removal (``checkpoint_deleted``: ModelCheckpoint's
+``save_top_k`` let it go) counts as deleted, not missing, and its file is not read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from .errors import EventBusError
 from .log import read_log
-from .records import CheckpointSaved
+from .records import CheckpointDeleted, CheckpointSaved
 from .replay import replay
 
 __all__ = ["CheckpointCheck", "LogVerdict", "find_logs", "verify_log", "verify_logs"]
@@ -28,6 +30,9 @@ _READ = 1 << 20
 _READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
+_STATUSES = ("verified", "missing", "changed", "deleted")
+
+
 @dataclass(frozen=True)
 class CheckpointCheck:
     """The newest recorded save of one checkpoint path, against the file there now."""
@@ -35,7 +40,8 @@ class CheckpointCheck:
     path: str
     epoch: int | None
     sha256: str
-    #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a file).
+    #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a file),
+    #: "deleted" (the run removed it, and the log says so).
     status: str
 
 
@@ -65,7 +71,7 @@ class LogVerdict:
             "log": self.log, "ok": self.ok, "decisions": self.decisions,
             "mismatch": self.mismatch, "recorded_stop_epoch": self.recorded_stop,
             "replayed_stop_epoch": self.replayed_stop, "error": self.error,
-            "checkpoints": {s: self.count(s) for s in ("verified", "missing", "changed")},
+            "checkpoints": {s: self.count(s) for s in _STATUSES},
             "checkpoint_files": [c.__dict__ for c in self.checkpoints],
         }
 
@@ -100,7 +106,15 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
     verdict = LogVerdict(str(log))
     try:
         result = replay(log, verify=True)
-        newest = {r.path: r for r in read_log(log) if isinstance(r, CheckpointSaved)}
+        newest: dict[str, CheckpointSaved] = {}
+        deleted: set[str] = set()
+        for r in read_log(log):
+            if isinstance(r, CheckpointSaved):
+                newest.pop(r.path, None)  # to the end: the newest save
+                newest[r.path] = r
+                deleted.discard(r.path)
+            elif isinstance(r, CheckpointDeleted):
+                deleted.add(r.path)
     except EventBusError as exc:
         verdict.error = str(exc)
         return verdict
@@ -110,6 +124,7 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
     verdict.replayed_stop = result.stopped_at
     verdict.checkpoints = [
         CheckpointCheck(path, saved.epoch, saved.sha256,
+                        "deleted" if path in deleted else
                         _file_status(Path(root, path), saved.sha256))
         for path, saved in newest.items()]
     return verdict
@@ -160,10 +175,10 @@ def _stop(epoch: int | None) -> str:
 
 def render(verdicts: list[LogVerdict]) -> str:
     """The table ``eventbus verify`` prints, then one line per problem."""
-    head = ("log", "decisions", "mismatches", "verified", "missing", "changed", "result")
+    head = ("log", "decisions", "mismatches", *_STATUSES, "result")
     rows = [(v.log, str(v.decisions), "-" if v.error else str(int(v.mismatch is not None)),
-             str(v.count("verified")), str(v.count("missing")), str(v.count("changed")),
-             "ok" if v.ok else "FAIL") for v in verdicts]
+             *(str(v.count(s)) for s in _STATUSES), "ok" if v.ok else "FAIL")
+            for v in verdicts]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]

@@ -6,10 +6,17 @@ when the bus has no checkpoint writer, so adding ModelCheckpoint is all a user d
 Keras model the file is Keras's own (``keras.models.load_model`` reads a whole model,
 ``model.load_weights`` weights); with any other model adapter it is this library's HDF5 layout.
 A resumed run gets the newest checkpoint back into the model (see the writer).
+
+``save_top_k=k`` (Lightning's name) keeps the k best files by ``monitor``: each file that falls
+out of the k best is a ``delete_checkpoint`` decision, which the writer carries out. Which files
+are kept is decided from the observations alone, so a replay and a resumed run (fed the log's
+observations again) know them as the run did. ``save_last=True`` also writes the newest model,
+at every save occasion, as ``last`` with the template's ending, in the template's directory.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import warnings
@@ -17,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
-from eventbus.records import BatchEnd, EpochEnd, SaveCheckpoint, TrainBegin
+from eventbus.records import BatchEnd, DeleteCheckpoint, EpochEnd, SaveCheckpoint, TrainBegin
 from eventbus.run import Run
 from sinks import console
 
@@ -41,6 +48,11 @@ MAX_SPEC_NUMBER = 64
 #: The longest filepath, as a template and once formatted: Linux's PATH_MAX.
 MAX_PATH = 4096
 _NUMBERS = re.compile(r"\d+")
+
+
+def _ending(path: str) -> str:
+    """The ending a checkpoint's format is chosen by: ``.weights.h5``, ``.keras``, ``.h5``."""
+    return ".weights.h5" if path.endswith(".weights.h5") else os.path.splitext(path)[1]
 
 
 def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
@@ -90,7 +102,8 @@ class ModelCheckpoint(Plugin):
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto", save_freq: str | int = "epoch",
-                 initial_value_threshold: float | None = None, *, period: int | None = None):
+                 initial_value_threshold: float | None = None, *, period: int | None = None,
+                 save_top_k: int | None = None, save_last: bool = False):
         name = type(self).name
         self.filepath = require_path(filepath, "filepath", name)
         if len(self.filepath) > MAX_PATH:
@@ -105,6 +118,17 @@ class ModelCheckpoint(Plugin):
         self._fields = _template_fields(self.filepath, name)
         self.verbose = require_int(verbose, "verbose", name)
         self.save_best_only = require_bool(save_best_only, "save_best_only", name)
+        #: The number of best files kept (None: Keras's behaviour, nothing is ever removed).
+        self.save_top_k = None if save_top_k is None else \
+            require_int(save_top_k, "save_top_k", name, minimum=1)
+        if self.save_best_only and self.save_top_k not in (None, 1):
+            raise ConfigError(f"{name}: save_best_only=True keeps one file and save_top_k="
+                              f"{save_top_k} keeps {save_top_k}; give save_top_k alone",
+                              plugin=name, field="save_top_k")
+        self.save_last = require_bool(save_last, "save_last", name)
+        #: Where save_last writes: "last" with the template's ending, in its directory.
+        self.last_path = os.path.join(os.path.dirname(self.filepath),
+                                      "last" + _ending(self.filepath))
         self.save_weights_only = require_bool(save_weights_only, "save_weights_only", name)
         if self.save_weights_only and self.filepath.endswith(".keras"):
             raise ConfigError(f"{name}: save_weights_only=True saves weights, and a .keras file "
@@ -130,12 +154,21 @@ class ModelCheckpoint(Plugin):
         # The direction matters only when comparing; Keras 3 infers it (and may fail) always.
         self.monitor: Monitor | None = None
         self.monitor_name = monitor
-        if self.save_best_only:
+        if self.save_best_only or self.save_top_k is not None:
             threshold = None if initial_value_threshold is None else \
                 require_real(initial_value_threshold, "initial_value_threshold", name)
             self.monitor = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
         self._batches_since_save = 0
         self._epochs_since_save = 0
+        #: The files save_top_k keeps, best first: (value, order saved, path, epoch). Kept,
+        #: as the best value is, across runs of the same instance.
+        self._kept: list[tuple[float, int, str, int]] = []
+        self._saves = 0
+
+    @property
+    def kept(self) -> list[str]:
+        """The paths of the files ``save_top_k`` keeps now, best first."""
+        return [path for _, _, path, _ in self._kept]
 
     @property
     def best(self) -> float | None:
@@ -169,7 +202,7 @@ class ModelCheckpoint(Plugin):
         if self._epochs_since_save < self.period:
             return None
         self._epochs_since_save = 0
-        return self._consider(event.epoch, None, None, event.logs)
+        return self._occasion(event.epoch, None, None, event.logs)
 
     @hookimpl
     def on_batch_end(self, event: BatchEnd) -> Any:
@@ -180,10 +213,12 @@ class ModelCheckpoint(Plugin):
             return None
         self._batches_since_save = 0
         epoch = event.epoch if event.epoch is not None else 0
-        return self._consider(epoch, event.batch, event.step, event.logs)
+        return self._occasion(epoch, event.batch, event.step, event.logs)
 
-    def _consider(self, epoch: int, batch: int | None, step: int | None,
+    def _occasion(self, epoch: int, batch: int | None, step: int | None,
                   logs: Mapping[str, float]) -> Any:
+        """The decisions of one save occasion: the template's file (Keras's rule, or the top
+        k's with what falls out of them), then ``last``."""
         path = self._format(epoch, batch, logs)
         evidence: dict[str, Any] = {"epoch": epoch, "batch": batch, "step": step,
                                     "filepath": self.filepath, "save_freq": self.save_freq}
@@ -191,8 +226,86 @@ class ModelCheckpoint(Plugin):
             where = f"the end of epoch {epoch + 1}"
         else:
             where = f"batch {batch + 1} of epoch {epoch + 1} (every {self.save_freq} batches)"
+        if self.save_top_k is not None:
+            out = self._top_k(path, epoch, where, evidence, logs)
+        else:
+            decision = self._consider(path, where, evidence, logs)
+            out = [] if decision is None else [decision]
+        if self.save_last:
+            out.append(SaveCheckpoint(
+                path=self.last_path, weights_only=self.save_weights_only, code="last",
+                reason=f"the newest model, at {where}, as {self.last_path}",
+                evidence={**evidence, "monitor": self.monitor_name,
+                          "value": logs.get(self.monitor_name)}))
+        return out or None
+
+    def _top_k(self, path: str, epoch: int, where: str, evidence: dict[str, Any],
+               logs: Mapping[str, float]) -> list[Any]:
+        """Save if the value is among the k best so far; remove what that pushes out.
+
+        A value enters when fewer than k files are kept or it beats the worst kept one
+        strictly (a tie keeps the older file, as Lightning does); NaN never enters, and with
+        ``initial_value_threshold`` a value must beat it too. The best is never removed: only
+        the (k+1)-th is, and k is at least 1.
+        """
+        assert self.monitor is not None and self.save_top_k is not None
+        monitor, k = self.monitor, self.save_top_k
+        name = monitor.monitor
+        current = logs.get(name)
+        if current is None:
+            warning = monitor.missing(
+                logs, f"Can save the {k} best models only with {name} available; available: "
+                      f"{','.join(logs)}. Not saving.")
+            return [] if warning is None else [warning]
+        worst = self._kept[-1][0] if len(self._kept) >= k else None
+        if not monitor.beats(current, monitor.initial) or \
+                (worst is not None and not monitor.beats(current, worst)):
+            return []
+        previous = monitor.best
+        monitor.update(current)
+        path = self._unique(path)
+        self._saves += 1
+        self._kept.append((current, self._saves, path, epoch))
+        # Best first; equal values keep the order they were saved in.
+        self._kept.sort(key=lambda e: (e[0] if monitor.mode == "min" else -e[0], e[1]))
+        rank = next(i for i, e in enumerate(self._kept) if e[2] == path) + 1
+        out: list[Any] = [SaveCheckpoint(
+            path=path, weights_only=self.save_weights_only, code="top_k",
+            reason=f"{name} = {fmt(current)} at {where} is number {rank} of the {k} best",
+            evidence={**evidence, "monitor": name, "value": current, "best": previous,
+                      "mode": monitor.mode, "save_top_k": k, "rank": rank})]
+        for value, _, gone, gone_epoch in self._kept[k:]:
+            out.append(DeleteCheckpoint(
+                path=gone, code="not_top_k",
+                reason=f"epoch {gone_epoch + 1} ({name} {fmt(value)}) is no longer among the "
+                       f"{k} best",
+                evidence={"monitor": name, "value": value, "epoch": gone_epoch,
+                          "save_top_k": k, "mode": monitor.mode, "displaced_by": path,
+                          "displaced_by_value": current, "kept": self.kept[:k]}))
+        del self._kept[k:]
+        return out
+
+    def _unique(self, path: str) -> str:
+        """``path``, or, when a kept file or ``last`` is there already, ``path`` with ``-v1``,
+        ``-v2``, ... before its ending (Lightning's rule): a new save never overwrites a file
+        that is kept."""
+        taken = {p for _, _, p, _ in self._kept}
+        if self.save_last:
+            taken.add(self.last_path)
+        if path not in taken:
+            return path
+        ending = _ending(path)
+        stem = path[:len(path) - len(ending)]
+        version = 1
+        while f"{stem}-v{version}{ending}" in taken:
+            version += 1
+        return f"{stem}-v{version}{ending}"
+
+    def _consider(self, path: str, where: str, evidence: dict[str, Any],
+                  logs: Mapping[str, float]) -> Any:
         if self.monitor is None:
             value = logs.get(self.monitor_name)
+            batch = evidence["batch"]
             code = "epoch" if batch is None and self.period == 1 else \
                 ("period" if batch is None else "save_freq")
             if code == "period":

@@ -33,6 +33,7 @@ import orjson
 from eventbus import Plugin, Sink
 from eventbus.errors import CheckpointError
 from eventbus.records import (
+    CheckpointDeleted,
     CheckpointSaved,
     SinkFailed,
     WeightsRestored,
@@ -532,13 +533,21 @@ class HDF5CheckpointWriter(Plugin, Sink):
     warning, for the one before); with none, a ``warning`` says the weights were not restored.
     A BackupAndRestore on the bus restores instead (its backup is at least as new).
 
+    A ``delete_checkpoint`` decision (ModelCheckpoint's ``save_top_k``) removes a file this
+    writer wrote, in this run or in the run it resumes (the log's ``checkpoint_saved``), and
+    only while it holds the bytes written (their recorded sha256): the path is opened without
+    following a link, must be a regular file, and is unlinked only if it is still that same
+    file. The removal is recorded as ``checkpoint_deleted``; a file it did not write, one that
+    is gone, a link, or a changed file is left, with a ``warning`` saying why; a failed unlink
+    is a ``sink_failed``.
+
     ``verbose`` is accepted for compatibility; what a checkpoint prints is ModelCheckpoint's
     ``verbose`` (the console sink prints it).
     """
 
     side_effects = True
-    takes = frozenset({"save_checkpoint", "checkpoint_saved", "resumed", "train_begin",
-                       "epoch_begin"})
+    takes = frozenset({"save_checkpoint", "checkpoint_saved", "delete_checkpoint",
+                       "checkpoint_deleted", "resumed", "train_begin", "epoch_begin"})
     #: Marks a checkpoint writer; ModelCheckpoint adds one of its own only when none is there.
     writes_checkpoints = True
     #: Puts the model's weights back when a run resumes (see :mod:`eventbus.resume`).
@@ -555,6 +564,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: The epoch of every save_checkpoint decision of the resumed log, by seq.
         self._decisions: dict[int, int | None] = {}
         self._pending = False
+        #: Every file this writer wrote and has not removed, in this run and (from the log)
+        #: the run it resumes: path -> the sha256 written. Only these are ever removed.
+        self._written: dict[str, str] = {}
 
     def open(self, run: Run) -> None:
         self._run = run
@@ -573,6 +585,10 @@ class HDF5CheckpointWriter(Plugin, Sink):
             self._saved.pop(path, None)  # to the end: the newest
             epoch = self._decisions.pop(record.get("cause_seq"), record.get("epoch"))
             self._saved[path] = (record["sha256"], record["seq"], epoch)
+            self._written[path] = record["sha256"]
+        elif record["kind"] == "checkpoint_deleted":
+            self._saved.pop(record["path"], None)  # gone: not a checkpoint to restore
+            self._written.pop(record["path"], None)
 
     def write(self, record: dict[str, Any]) -> Any:
         run = self._run
@@ -581,6 +597,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
         kind = record["kind"]
         if kind == "resumed":
             self._pending = True
+        if kind == "delete_checkpoint":
+            return self._delete(record, run)
         if kind != "save_checkpoint":
             if self._pending and run.model is not None:
                 self._pending = False
@@ -599,7 +617,28 @@ class HDF5CheckpointWriter(Plugin, Sink):
             # Returned rather than raised: a raising sink is switched off for the whole run.
             return SinkFailed(sink=run.label(self), event=record["kind"],
                               error=type(exc).__name__, message=str(exc))
+        self._written[path] = digest
         return CheckpointSaved(path=path, size=size, sha256=digest)
+
+    def _delete(self, record: dict[str, Any], run: Run) -> Any:
+        """Remove the file a ``delete_checkpoint`` names, if it is one this writer wrote and
+        still holds the bytes written; otherwise leave it and say why."""
+        path, label = record["path"], run.label(self)
+        digest = self._written.get(path)
+        problem = "was not written by this checkpoint writer" if digest is None else \
+            _unlink_if_same(path, digest)
+        if problem is None:
+            self._written.pop(path, None)
+            self._saved.pop(path, None)
+            return CheckpointDeleted(path=path, sha256=digest)
+        if problem.startswith("cannot be removed"):
+            return SinkFailed(sink=label, event=record["kind"], error="OSError",
+                              message=f"{path} {problem}")
+        if problem == "is gone":
+            self._written.pop(path, None)
+        return WarningRecord(
+            source=label, message=f"{label}: delete_checkpoint from {record.get('source')!r}: "
+            f"{path} {problem}; it is left as it is", details={"path": path})
 
     def _write(self, record: dict[str, Any], model: Any, run: Run) -> tuple[int, str]:
         weights_only = record.get("weights_only", False)
@@ -696,6 +735,44 @@ def _is_ours(path: str) -> bool:
             return file.attrs.get("format") == FORMAT
     except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
         return False
+
+
+#: Never through a link; never blocking on a FIFO someone put where a checkpoint was.
+_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _unlink_if_same(path: str, sha256: str) -> str | None:
+    """Unlink ``path`` if it is the regular file whose bytes have ``sha256``; else what is in
+    the way, in words. The file checked is the one unlinked: opened without following a link,
+    and unlinked only if the name still points at the same inode."""
+    try:
+        fd = os.open(path, _NO_FOLLOW)
+    except FileNotFoundError:
+        return "is gone"
+    except OSError as exc:
+        if os.path.islink(path):
+            return "is a link now, not the file written"
+        return f"cannot be read ({exc.strerror or exc})"
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file now"
+        digest = hashlib.sha256()
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        return "was changed since it was saved (its sha256 differs)"
+    try:
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+            return "was replaced while it was checked"
+        os.unlink(path)
+    except FileNotFoundError:
+        return "is gone"
+    except OSError as exc:
+        return f"cannot be removed ({exc.strerror or exc})"
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return None
 
 
 def _changed(path: str, sha256: str) -> str | None:
