@@ -62,6 +62,8 @@ def decisions(draw: st.DrawFn, seq: int | None = None) -> r.Decision:
         fields.update(value=draw(learning_rates), previous=draw(st.none() | metric_values))
     elif cls is r.SaveCheckpoint:
         fields.update(path=draw(st.text(min_size=1, max_size=20)), weights_only=draw(st.booleans()))
+    elif cls is r.DeleteCheckpoint:
+        fields["path"] = draw(st.text(min_size=1, max_size=20))
     elif cls in (r.SnapshotWeights, r.RestoreWeights):
         fields["tag"] = draw(st.text(min_size=1, max_size=10))
     return cls(**fields)
@@ -71,7 +73,11 @@ def decisions(draw: st.DrawFn, seq: int | None = None) -> r.Decision:
 def outcomes(draw: st.DrawFn, seq: int | None = None) -> r.Outcome:
     fields = _envelope(draw, seq if seq is not None else draw(indices))
     fields.update(source=draw(st.text(max_size=10)), cause_seq=draw(st.none() | indices))
-    choice = draw(st.sampled_from(["saved", "warning", "plugin", "sink"]))
+    choice = draw(st.sampled_from(["saved", "deleted", "warning", "plugin", "sink"]))
+    if choice == "deleted":
+        return r.CheckpointDeleted(**fields, path="w.h5",
+                                   sha256=draw(st.text("0123456789abcdef", min_size=64,
+                                                       max_size=64)))
     if choice == "saved":
         return r.CheckpointSaved(**fields, path="w.h5", size=draw(indices),
                                  sha256=draw(st.text("0123456789abcdef", min_size=64,
