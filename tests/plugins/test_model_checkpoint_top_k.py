@@ -241,3 +241,37 @@ def test_a_missing_monitor_warns_once_and_removes_nothing(tmp_path):
     with pytest.warns(RunWarning, match="Can save the 1 best models only with val_acc"):
         train(tmp_path, [0.5, 0.4], plugin).close()
     assert files_on_disk(tmp_path) == {"last.h5"}
+
+
+def test_save_freq_batches_keep_the_k_best_by_the_batch_value(tmp_path):
+    model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+    plugin = ModelCheckpoint(str(tmp_path / "ckpt" / "{epoch}-{batch}.h5"), monitor="loss",
+                             save_freq=2, save_top_k=2)
+    with Bus([plugin], model=model, log=str(tmp_path / "run.jsonl")) as bus:
+        bus.train_begin({"epochs": 1})
+        bus.epoch_begin(0)
+        for batch, loss in enumerate([9.0, 0.4, 9.0, 0.6, 9.0, 0.2, 9.0, 0.5]):
+            bus.batch_begin(batch)
+            bus.batch_end(batch, {"loss": loss})
+        bus.epoch_end(0, {"loss": 4.7})
+        bus.train_end()
+    # Saves at batches 2, 4, 6 and 8 (losses 0.4, 0.6, 0.2, 0.5): the 2 best are 0.2 and 0.4.
+    assert files_on_disk(tmp_path) == {"1-6.h5", "1-2.h5"}
+
+
+def test_a_resumed_run_does_not_try_a_removed_file(tmp_path):
+    template = str(tmp_path / "ckpt" / "{epoch:02d}.h5")
+    log = str(tmp_path / "run.jsonl")
+    writer = JsonlWriter(log)
+    # k=1: epoch 2's file removes epoch 1's; then the kept file is damaged.
+    train(tmp_path, [0.5, 0.4], ModelCheckpoint(template, save_top_k=1), log=writer)
+    writer.close()
+    (tmp_path / "ckpt" / "02.h5").write_bytes(b"damaged")
+    with pytest.warns(RunWarning) as caught:
+        train(tmp_path, [0.5, 0.4, 0.6], ModelCheckpoint(template, save_top_k=1), log=log,
+              resume=True).close()
+    messages = [str(w.message) for w in caught]
+    assert any("02.h5 was changed since it was saved" in m for m in messages)
+    # The removed file is not tried (it would be "gone"): no checkpoint could be loaded.
+    assert not any("01.h5" in m for m in messages), messages
+    assert any("no checkpoint the log records could be loaded" in m for m in messages)
