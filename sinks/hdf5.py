@@ -539,7 +539,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
     following a link, must be a regular file, and is unlinked only if it is still that same
     file. The removal is recorded as ``checkpoint_deleted``; a file it did not write, one that
     is gone, a link, or a changed file is left, with a ``warning`` saying why; a failed unlink
-    is a ``sink_failed``.
+    is a ``sink_failed``. A removal the resumed log decided but a crash cut short (no
+    ``checkpoint_deleted`` after it) is carried out when the run resumes.
 
     ``verbose`` is accepted for compatibility; what a checkpoint prints is ModelCheckpoint's
     ``verbose`` (the console sink prints it).
@@ -567,6 +568,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: Every file this writer wrote and has not removed, in this run and (from the log)
         #: the run it resumes: path -> the sha256 written. Only these are ever removed.
         self._written: dict[str, str] = {}
+        #: delete_checkpoint decisions of the resumed log with no checkpoint_deleted after
+        #: them (the crash came between the two), by seq: carried out when the run resumes.
+        self._unfinished: dict[int, str] = {}
 
     def open(self, run: Run) -> None:
         self._run = run
@@ -586,9 +590,14 @@ class HDF5CheckpointWriter(Plugin, Sink):
             epoch = self._decisions.pop(record.get("cause_seq"), record.get("epoch"))
             self._saved[path] = (record["sha256"], record["seq"], epoch)
             self._written[path] = record["sha256"]
+            # A newer save at a path an unfinished removal names: the new file stays.
+            self._unfinished = {s: p for s, p in self._unfinished.items() if p != path}
+        elif record["kind"] == "delete_checkpoint":
+            self._unfinished[record["seq"]] = record["path"]
         elif record["kind"] == "checkpoint_deleted":
             self._saved.pop(record["path"], None)  # gone: not a checkpoint to restore
             self._written.pop(record["path"], None)
+            self._unfinished.pop(record.get("cause_seq"), None)  # type: ignore[arg-type]
 
     def write(self, record: dict[str, Any]) -> Any:
         run = self._run
@@ -597,6 +606,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
         kind = record["kind"]
         if kind == "resumed":
             self._pending = True
+            if self._unfinished:
+                return self._finish_deletes()
         if kind == "delete_checkpoint":
             return self._delete(record, run)
         if kind != "save_checkpoint":
@@ -639,6 +650,20 @@ class HDF5CheckpointWriter(Plugin, Sink):
         return WarningRecord(
             source=label, message=f"{label}: delete_checkpoint from {record.get('source')!r}: "
             f"{path} {problem}; it is left as it is", details={"path": path})
+
+    def _finish_deletes(self) -> list[Any]:
+        """Remove the files the resumed log decided to remove and the crash kept: those still
+        holding the bytes written. Anything else was said when the decision was made, or the
+        file went some other way; nothing more is said."""
+        out: list[Any] = []
+        for seq, path in self._unfinished.items():
+            digest = self._written.get(path)
+            if digest is not None and _unlink_if_same(path, digest) is None:
+                self._written.pop(path, None)
+                self._saved.pop(path, None)
+                out.append(CheckpointDeleted(path=path, sha256=digest, cause_seq=seq))
+        self._unfinished.clear()
+        return out
 
     def _write(self, record: dict[str, Any], model: Any, run: Run) -> tuple[int, str]:
         weights_only = record.get("weights_only", False)

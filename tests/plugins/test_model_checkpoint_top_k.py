@@ -275,3 +275,27 @@ def test_a_resumed_run_does_not_try_a_removed_file(tmp_path):
     # The removed file is not tried (it would be "gone"): no checkpoint could be loaded.
     assert not any("01.h5" in m for m in messages), messages
     assert any("no checkpoint the log records could be loaded" in m for m in messages)
+
+
+def test_a_removal_the_crash_cut_short_is_finished_on_resume(tmp_path):
+    template = str(tmp_path / "ckpt" / "{epoch:02d}.h5")
+    log = tmp_path / "run.jsonl"
+    writer = JsonlWriter(str(log))
+    bus = train(tmp_path, [0.5], ModelCheckpoint(template, save_top_k=1), log=writer)
+    first = (tmp_path / "ckpt" / "01.h5").read_bytes()
+    bus.epoch_begin(1)
+    bus.epoch_end(1, {"val_loss": 0.4})  # decides to remove 01.h5, and the writer does
+    writer.close()
+    # The crash as it could have come: after the decision, before the file was removed.
+    lines = [line for line in log.read_text().splitlines()
+             if '"kind":"checkpoint_deleted"' not in line]
+    log.write_text("\n".join(lines) + "\n")
+    (tmp_path / "ckpt" / "01.h5").write_bytes(first)
+    train(tmp_path, [0.5, 0.4, 0.6], ModelCheckpoint(template, save_top_k=1), log=str(log),
+          resume=True).close()
+    assert files_on_disk(tmp_path) == {"02.h5"}
+    records = list(read_log(log))
+    [decision] = [r for r in records if r.kind == "delete_checkpoint"]
+    [done] = [r for r in records if r.kind == "checkpoint_deleted"]
+    assert (done.path, done.cause_seq) == (decision.path, decision.seq)
+    assert verify_log(log).ok
