@@ -26,8 +26,9 @@ from sinks.hdf5 import load_checkpoint
 
 from hypothesis_profiles import FILES, RUNS, examples
 
-#: Few distinct values, so ties are common; NaN among them.
-values_with_ties = st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.5, -1.0, math.nan]),
+#: Few distinct values, so ties are common; NaN and the infinities among them.
+values_with_ties = st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.5, -1.0, math.nan,
+                                              math.inf, -math.inf]),
                             min_size=0, max_size=10)
 
 
