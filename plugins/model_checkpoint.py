@@ -160,15 +160,15 @@ class ModelCheckpoint(Plugin):
             self.monitor = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
         self._batches_since_save = 0
         self._epochs_since_save = 0
-        #: The files save_top_k keeps, best first: (value, order saved, path, epoch). Kept,
-        #: as the best value is, across runs of the same instance.
-        self._kept: list[tuple[float, int, str, int]] = []
+        #: The files save_top_k keeps, best first: (value, order saved, path, epoch, batch).
+        #: Kept, as the best value is, across runs of the same instance.
+        self._kept: list[tuple[float, int, str, int, int | None]] = []
         self._saves = 0
 
     @property
     def kept(self) -> list[str]:
         """The paths of the files ``save_top_k`` keeps now, best first."""
-        return [path for _, _, path, _ in self._kept]
+        return [entry[2] for entry in self._kept]
 
     @property
     def best(self) -> float | None:
@@ -265,7 +265,7 @@ class ModelCheckpoint(Plugin):
         monitor.update(current)
         path = self._unique(path)
         self._saves += 1
-        self._kept.append((current, self._saves, path, epoch))
+        self._kept.append((current, self._saves, path, epoch, evidence["batch"]))
         # Best first; equal values keep the order they were saved in.
         self._kept.sort(key=lambda e: (e[0] if monitor.mode == "min" else -e[0], e[1]))
         rank = next(i for i, e in enumerate(self._kept) if e[2] == path) + 1
@@ -274,12 +274,14 @@ class ModelCheckpoint(Plugin):
             reason=f"{name} = {fmt(current)} at {where} is number {rank} of the {k} best",
             evidence={**evidence, "monitor": name, "value": current, "best": previous,
                       "mode": monitor.mode, "save_top_k": k, "rank": rank})]
-        for value, _, gone, gone_epoch in self._kept[k:]:
+        for value, _, gone, gone_epoch, gone_batch in self._kept[k:]:
+            at = f"epoch {gone_epoch + 1}" + ("" if gone_batch is None else
+                                              f" batch {gone_batch + 1}")
             out.append(DeleteCheckpoint(
                 path=gone, code="not_top_k",
-                reason=f"epoch {gone_epoch + 1} ({name} {fmt(value)}) is no longer among the "
-                       f"{k} best",
+                reason=f"{at} ({name} {fmt(value)}) is no longer among the {k} best",
                 evidence={"monitor": name, "value": value, "epoch": gone_epoch,
+                          "batch": gone_batch,
                           "save_top_k": k, "mode": monitor.mode, "displaced_by": path,
                           "displaced_by_value": current, "kept": self.kept[:k]}))
         del self._kept[k:]
@@ -289,7 +291,7 @@ class ModelCheckpoint(Plugin):
         """``path``, or, when a kept file or ``last`` is there already, ``path`` with ``-v1``,
         ``-v2``, ... before its ending (Lightning's rule): a new save never overwrites a file
         that is kept."""
-        taken = {p for _, _, p, _ in self._kept}
+        taken = set(self.kept)
         if self.save_last:
             taken.add(self.last_path)
         if path not in taken:

@@ -258,6 +258,10 @@ def test_save_freq_batches_keep_the_k_best_by_the_batch_value(tmp_path):
         bus.train_end()
     # Saves at batches 2, 4, 6 and 8 (losses 0.4, 0.6, 0.2, 0.5): the 2 best are 0.2 and 0.4.
     assert files_on_disk(tmp_path) == {"1-6.h5", "1-2.h5"}
+    reasons = [r.reason for r in read_log(tmp_path / "run.jsonl")
+               if r.kind == "delete_checkpoint"]
+    # 0.5 at batch 8 is worse than both kept: never saved, so never removed.
+    assert reasons == ["epoch 1 batch 4 (loss 0.6) is no longer among the 2 best"]
 
 
 def test_a_resumed_run_does_not_try_a_removed_file(tmp_path):
