@@ -98,7 +98,7 @@ PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
 class Record(BaseModel):
     """The envelope every record shares."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: int = SCHEMA_VERSION
     run_id: str = ""
@@ -322,7 +322,7 @@ class Resumed(Outcome):
 class PluginSpec(BaseModel):
     """One plugin as the header records it: enough to rebuild it through the registry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -366,7 +366,7 @@ DECISION_KINDS = tuple(k for k, c in KINDS.items() if c.category == "decision")
 OUTCOME_KINDS = tuple(k for k, c in KINDS.items() if c.category == "outcome")
 
 AnyRecord = Annotated[Union[_ALL], Field(discriminator="kind")]  # type: ignore[valid-type]
-_ADAPTER: TypeAdapter[Record] = TypeAdapter(AnyRecord)
+_ADAPTER: TypeAdapter[Record] = TypeAdapter(AnyRecord, config=ConfigDict(defer_build=True))
 _FIELDS = {cls: frozenset(cls.model_fields) for cls in _ALL}
 
 
