@@ -98,6 +98,9 @@ PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
 class Record(BaseModel):
     """The envelope every record shares."""
 
+    # Each kind's validator is built the first time it is used, not at import: building all of
+    # them was most of ``import eventbus``, and a run validates only a few kinds (the batch
+    # path makes its records with ``trusted``).
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: int = SCHEMA_VERSION
