@@ -5,6 +5,7 @@ Events in, decisions out, side effects at the edge: a training loop publishes ty
 decision to an event log, applies the decisions, and the log can be replayed, audited and resumed.
 """
 
+from ._lazy import lazy_exports as _lazy_exports
 from ._markers import hookimpl, hookspec
 from ._version import __version__
 from .bus import Bus, PluginIsolatedWarning, RunWarning, SinkFailureWarning
@@ -26,12 +27,10 @@ from .errors import (
     SchemaVersionError,
     UsageError,
 )
-from .jsonl import TornLogWarning
 from .log import read_header, read_log
 from .model import ModelAdapter, NumpyModel
 from .plugin import Plugin
 from .registry import registry
-from .replay import ReplayResult, replay
 from .run import Run
 from .sink import Sink
 
@@ -71,3 +70,8 @@ __all__ = [
     "registry",
     "replay",
 ]
+
+# Loaded on first use: replay, audit and the JSON Lines reader are no part of what a Bus needs,
+# and cost ``import eventbus`` about a tenth of its time.
+_LAZY = {"ReplayResult": "replay", "TornLogWarning": "jsonl", "replay": "replay"}
+__getattr__, __dir__ = _lazy_exports(__name__, globals(), _LAZY)

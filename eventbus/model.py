@@ -14,11 +14,12 @@ with ``get_weights()`` and ``set_weights()``. Optional, used where present:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ModelAdapter", "NumpyModel", "adapter_learning_rate"]
 
@@ -55,6 +56,8 @@ class NumpyModel:
 
     def __init__(self, weights: Mapping[str, Any], *, learning_rate: float | None = None,
                  config: Mapping[str, Any] | None = None):
+        import numpy as np  # here, not at the top: importing numpy is half of ``import eventbus``
+
         self.weights: dict[str, np.ndarray] = {}
         for name, value in weights.items():
             if not isinstance(name, str):
@@ -72,6 +75,8 @@ class NumpyModel:
         if unknown:
             raise ConfigError(f"NumpyModel.set_weights: unknown weight names {unknown}; "
                               f"the model has {sorted(self.weights)}", field="weights")
+        import numpy as np
+
         for name, value in weights.items():
             array = np.asarray(value)
             if array.shape != self.weights[name].shape:

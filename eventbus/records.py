@@ -100,7 +100,10 @@ PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
 class Record(BaseModel):
     """The envelope every record shares."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Each kind's validator is built the first time it is used, not at import: building all of
+    # them was most of ``import eventbus``, and a run validates only a few kinds (the batch
+    # path makes its records with ``trusted``).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: int = SCHEMA_VERSION
     run_id: str = ""
@@ -341,7 +344,7 @@ class Resumed(Outcome):
 class PluginSpec(BaseModel):
     """One plugin as the header records it: enough to rebuild it through the registry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -386,7 +389,7 @@ DECISION_KINDS = tuple(k for k, c in KINDS.items() if c.category == "decision")
 OUTCOME_KINDS = tuple(k for k, c in KINDS.items() if c.category == "outcome")
 
 AnyRecord = Annotated[Union[_ALL], Field(discriminator="kind")]  # type: ignore[valid-type]
-_ADAPTER: TypeAdapter[Record] = TypeAdapter(AnyRecord)
+_ADAPTER: TypeAdapter[Record] = TypeAdapter(AnyRecord, config=ConfigDict(defer_build=True))
 _FIELDS = {cls: frozenset(cls.model_fields) for cls in _ALL}
 
 

@@ -13,11 +13,13 @@ code to import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._markers import PROJECT_NAME
 from .errors import RegistryError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Registry", "registry"]
 
@@ -42,6 +44,10 @@ class Registry:
 
     def _eps(self) -> dict[str, metadata.EntryPoint]:
         if self._entry_points is None:
+            # Imported here: importlib.metadata and the email parser it brings cost more than
+            # the rest of the registry, and only a lookup by name needs them.
+            from importlib import metadata
+
             self._entry_points = {ep.name: ep for ep in metadata.entry_points(group=self._group)}
         return self._entry_points
 
