@@ -65,6 +65,37 @@ _get_ident = threading.get_ident
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _TRUSTED_BATCH_END = TRUSTED[BatchEnd]
+
+
+def _pending_event_class() -> type[BatchEnd]:
+    """The trusted ``BatchEnd`` whose logs may be a :class:`~eventbus.metrics.PendingLogs`:
+    what makes a copy or a dump of it (pydantic reads the field storage directly) reads the
+    tensors first and puts the plain dict in their place, so pydantic sees a dict of floats.
+    Built as ``records.trusted`` builds its classes: no new pydantic schema."""
+    base = _TRUSTED_BATCH_END
+
+    def settling(name: str) -> Callable[..., Any]:
+        method = getattr(base, name)
+
+        def settled(self: Any, *args: Any, **kwargs: Any) -> Any:
+            fields = self.__dict__
+            logs = fields["logs"]
+            if type(logs) is PendingLogs:
+                fields["logs"] = logs.plain()
+            return method(self, *args, **kwargs)
+        settled.__name__ = name
+        return settled
+
+    namespace: dict[str, Any] = {"__module__": base.__module__, "__qualname__": base.__qualname__,
+                                 "__slots__": ()}
+    for name in ("model_dump", "model_dump_json", "model_copy", "__copy__", "__deepcopy__",
+                 "__getstate__", "__eq__", "__repr__", "__str__"):
+        namespace[name] = settling(name)
+    return type.__new__(type(base), base.__name__, (base,), namespace)  # type: ignore[return-value]
+
+
+_PENDING_BATCH_END = _pending_event_class()
+
 #: How many records may wait for their tensors to be read (see ``Recorder.hold``): 64 batches'
 #: begin and end, the interval at which the batch path looks at the line buffers' size.
 HOLD_RECORDS = 128
@@ -252,12 +283,13 @@ class Engine:
                   "kind": "batch_end", "time": _time(), "logs": logs, "epoch": cursor.epoch,
                   "batch": batch, "step": step}
         cursor.step = step + 1
-        recorder.hold(record)
-        self.attention = True  # the next event that does not hold writes the held first
-        handlers = self._batch_end_route[3]
+        lines, handlers = self._batch_end_route[2:]
+        if lines:  # else no sink takes it: only the plugins see it
+            recorder.hold(record)
+            self.attention = True  # the next event that does not join them writes them first
         decisions: Sequence[Decision] = ()
         if handlers:
-            event = _new(_TRUSTED_BATCH_END)
+            event = _new(_PENDING_BATCH_END)
             set_model_dict(event, record)
             decisions = self.dispatch(event, handlers)  # decisions flush: the held are written
         if len(recorder.held) >= HOLD_RECORDS:

@@ -335,6 +335,10 @@ class PendingLogs(Mapping[str, Any]):
             read_pending((self,))
         return self.logs
 
+    def copy(self) -> dict[str, Any]:
+        """A dict of the floats, as ``dict.copy`` gives (code written for a dict calls it)."""
+        return dict(self.plain())
+
     def __repr__(self) -> str:
         return repr(self.plain())
 

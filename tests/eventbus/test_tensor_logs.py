@@ -258,3 +258,24 @@ def test_the_log_is_what_floats_given_at_once_would_have_written(
     held, given_floats = logs
     assert [r["seq"] for r in held] == list(range(1, len(held) + 1))
     assert repr(held) == repr(given_floats)  # repr: NaN compares unequal to itself
+
+
+def test_an_event_dumped_or_copied_by_a_plugin_holds_floats(tmp_path: Any) -> None:
+    """pydantic reads a model's field storage directly: a dump, copy or comparison of the event
+    reads its tensors first (no serialisation warning, which is an error here)."""
+    seen: list[Any] = []
+
+    class Dumper(Plugin):
+        @hookimpl
+        def on_batch_end(self, event: Any) -> None:
+            seen.append((event.model_dump()["logs"], event.model_copy().logs,
+                         event.model_dump_json()))
+
+    bus = Bus([Dumper()], log=tmp_path / "run.jsonl")
+    bus.train_begin({"epochs": 1})
+    bus.epoch_begin(0)
+    bus.batch_end(0, {"loss": counted(0.5)})
+    assert CALLS == {"item": 1}
+    assert seen[0][:2] == ({"loss": 0.5}, {"loss": 0.5})
+    assert '"logs":{"loss":0.5}' in seen[0][2]
+    bus.close()
