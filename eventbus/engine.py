@@ -31,7 +31,7 @@ import orjson
 
 from .control import Control, ReplayControl
 from .errors import EventError
-from .metrics import MAX_INDEX, coerce_logs, to_index
+from .metrics import MAX_INDEX, PendingLogs, coerce_logs, hold_logs, to_index
 from .plugin import Plugin, plugin_name
 from .recorder import Recorder
 from .records import (
@@ -65,6 +65,40 @@ _get_ident = threading.get_ident
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _TRUSTED_BATCH_END = TRUSTED[BatchEnd]
+
+
+def _pending_event_class() -> type[BatchEnd]:
+    """The trusted ``BatchEnd`` whose logs may be a :class:`~eventbus.metrics.PendingLogs`:
+    what makes a copy or a dump of it (pydantic reads the field storage directly) reads the
+    tensors first and puts the plain dict in their place, so pydantic sees a dict of floats.
+    Built as ``records.trusted`` builds its classes: no new pydantic schema."""
+    base = _TRUSTED_BATCH_END
+
+    def settling(name: str) -> Callable[..., Any]:
+        method = getattr(base, name)
+
+        def settled(self: Any, *args: Any, **kwargs: Any) -> Any:
+            fields = self.__dict__
+            logs = fields["logs"]
+            if type(logs) is PendingLogs:
+                fields["logs"] = logs.plain()
+            return method(self, *args, **kwargs)
+        settled.__name__ = name
+        return settled
+
+    namespace: dict[str, Any] = {"__module__": base.__module__, "__qualname__": base.__qualname__,
+                                 "__slots__": ()}
+    for name in ("model_dump", "model_dump_json", "model_copy", "__copy__", "__deepcopy__",
+                 "__getstate__", "__eq__", "__repr__", "__str__"):
+        namespace[name] = settling(name)
+    return type.__new__(type(base), base.__name__, (base,), namespace)  # type: ignore[return-value]
+
+
+_PENDING_BATCH_END = _pending_event_class()
+
+#: How many records may wait for their tensors to be read (see ``Recorder.hold``): 64 batches'
+#: begin and end, the interval at which the batch path looks at the line buffers' size.
+HOLD_RECORDS = 128
 
 __all__ = ["Engine", "RunView", "RunWarning", "as_records", "checked"]
 
@@ -113,6 +147,8 @@ class Engine:
         tables = self.recorder.tables
         self._batch_end_route = (tables.finite_writes, tables.finite_owners, tables.lines,
                                  self.dispatcher.calls["on_batch_end"])
+        #: Whether a batch_end's tensors may be read late: only line buffers take the record.
+        self._holds = "batch_end" in tables.holds
         self._idle_batch_begin = self._is_idle("batch_begin")
         self._idle_batch_end = self._is_idle("batch_end")
         self._idle_other = {kind: self._is_idle(kind) for kind in (
@@ -132,7 +168,7 @@ class Engine:
         if _get_ident() != self.thread:
             self.claim()
         if self.attention:
-            self.attend()
+            self.attend(hold=True)  # its record joins any held (Recorder.write)
         clean = coerce_logs(logs, "batch_begin") if logs is not None else {}
         recorder, cursor = self.recorder, self.cursor
         recorder.seq = seq = recorder.seq + 1
@@ -158,7 +194,13 @@ class Engine:
             for key, value in clean.items():
                 # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
                 if type(value) is not float or type(key) is not str or value - value:
-                    clean = coerce_logs(logs, "batch_end")
+                    if self._holds:
+                        held = hold_logs(logs, "batch_end")
+                        if type(held) is PendingLogs:
+                            return self._batch_end_held(batch, held)
+                        clean = coerce_logs(logs, "batch_end") if held is None else held
+                    else:
+                        clean = coerce_logs(logs, "batch_end")
                     finite = False  # may hold NaN or infinity: each sink checks
                     break
         elif logs is None:
@@ -225,6 +267,40 @@ class Engine:
             return decisions
         return ()
 
+    def _batch_end_held(self, batch: int, logs: PendingLogs) -> Sequence[Decision]:
+        """A batch_end whose logs hold tensors, when only line buffers take batch records: the
+        record is held, unwritten, and its tensors are read when a plugin reads a value, or
+        with the other held records' at the next flush point (``Recorder.hold``). So no device
+        sync per batch unless a plugin reads that batch's values."""
+        if _get_ident() != self.thread:
+            self.claim()
+        if self.attention:
+            self.attend(hold=True)
+        recorder, cursor = self.recorder, self.cursor
+        recorder.seq = seq = recorder.seq + 1
+        step = cursor.step
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
+                  "kind": "batch_end", "time": _time(), "logs": logs, "epoch": cursor.epoch,
+                  "batch": batch, "step": step}
+        cursor.step = step + 1
+        lines, handlers = self._batch_end_route[2:]
+        if lines:  # else no sink takes it: only the plugins see it
+            recorder.hold(record)
+            self.attention = True  # the next event that does not join them writes them first
+        decisions: Sequence[Decision] = ()
+        if handlers:
+            event = _new(_PENDING_BATCH_END)
+            set_model_dict(event, record)
+            decisions = self.dispatch(event, handlers)  # decisions flush: the held are written
+        if len(recorder.held) >= HOLD_RECORDS:
+            self.release()
+        return decisions
+
+    def release(self) -> None:
+        """Write the records held for their tensors (see ``Recorder.hold``)."""
+        if self.recorder.held:
+            self.settle(self.recorder.release(), "batch_end", None)
+
     def other_batch(self, kind: str, batch: int,
                     logs: Mapping[str, Any] | None) -> Sequence[Decision]:
         """An evaluation batch (of the fit's epoch, or none) or a prediction batch."""
@@ -244,6 +320,7 @@ class Engine:
         name = plugin_name(plugin)
         if self.coordinator is not None and not self.coordinator.admits(name):
             return name  # runs on another process of the job
+        self.release()  # held records go to the sinks of their time
         label = self.dispatcher.register(plugin)
         if isinstance(plugin, Sink):
             self.recorder.attach(plugin, label)
@@ -258,18 +335,21 @@ class Engine:
 
     def add_sink(self, sink: Any) -> None:
         """A sink that is a plugin is registered (listed in the header), any other attached."""
+        self.release()
         if isinstance(sink, Plugin):
             self.register(sink)
         else:
             self.recorder.attach_target(sink)
 
     def remove_sink(self, sink: Any) -> None:
+        self.release()
         slot = self.recorder.detach(sink)
         if slot is not None:
             self.close_sink(slot)
 
     def disable(self, plugin: object) -> None:
         """Take a plugin out of the run: no more hooks, and no more records if it is a sink."""
+        self.release()
         self.dispatcher.disable(plugin)
         slot = self.recorder.detach(plugin)
         if slot is not None:
@@ -302,8 +382,9 @@ class Engine:
                 "or start the next fit from this thread once that one has ended")
         self.thread = ident
 
-    def attend(self) -> None:
-        """The rare work before an event: the header, outcomes queued by ``report()``.
+    def attend(self, *, hold: bool = False) -> None:
+        """The rare work before an event: the header, outcomes queued by ``report()``, the
+        records held for their tensors (written first, unless the event joins them: ``hold``).
 
         Done before the event takes its seq and time, so the log stays in seq order and the
         header's time comes before the first event's.
@@ -313,6 +394,11 @@ class Engine:
                              "recorded (close the bus after train_end, or use a new bus)")
         self.start()
         self.drain()
+        if self.recorder.held:
+            if hold:
+                self.attention = True
+            else:
+                self.release()
 
     def report(self, outcome: Outcome) -> None:
         """Queue an outcome from any thread; recorded at the next event."""
@@ -619,6 +705,7 @@ class Engine:
     def close(self) -> None:
         """Let plugins flush (``on_close``), then close the sinks, the logs last; what was
         reported is recorded before each sink closes."""
+        self.release()  # the records held for their tensors, while the run is still open
         self.closed = self.attention = True
         self.policy.closing = True
         self.refresh()

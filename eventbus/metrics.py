@@ -12,14 +12,15 @@ value; everything else takes the slow path. Indices (epoch, batch, step) are pla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import ConfigError, EventError, MetricValueError
 
 __all__ = [
-    "MAX_DEPTH", "MAX_INDEX", "Metric", "coerce_logs", "is_vector", "plain", "plain_meta",
-    "plain_params", "to_float", "to_index", "to_metric",
+    "MAX_DEPTH", "MAX_INDEX", "Metric", "PendingLogs", "coerce_logs", "hold_logs", "is_vector",
+    "plain", "plain_meta", "plain_params", "read_pending", "to_float", "to_index", "to_metric",
 ]
 
 #: A metric value as records hold it: a float, or a vector of floats (never of one element).
@@ -269,3 +270,147 @@ def _int64(value: int, path: str) -> int:
         return value
     raise ValueError(f"{path.lstrip('.') or 'value'}: int {value} does not fit in 64 bits; "
                      "pass it as a float or a string")
+
+
+# --- metric tensors read late ---------------------------------------------------------------------
+#
+# Reading a tensor on an accelerator (``.item()``) waits for the device: once per batch, that
+# wait is a training loop's most common slowdown. So a batch's 0-d floating tensors are held as
+# they are (a :class:`PendingLogs`) and read when a plugin reads a value of that batch, or all
+# together at the next flush point (see ``Recorder.hold``), one host copy for the lot.
+
+
+#: Tensor types (by their class) that have what holding needs: ``item``, ``detach`` and
+#: ``is_floating_point``; anything else is read at once.
+_HOLDABLE_TYPES: dict[type, bool] = {}
+
+
+def _holdable(value: Any) -> bool:
+    """Whether ``value`` is a 0-d floating tensor (torch, duck-typed: none is imported) whose
+    float can wait: reading it later gives exactly what ``.item()`` gives now."""
+    cls = type(value)
+    known = _HOLDABLE_TYPES.get(cls)
+    if known is None:
+        known = _HOLDABLE_TYPES[cls] = all(
+            callable(getattr(cls, name, None)) for name in ("item", "detach", "is_floating_point")
+        ) and hasattr(cls, "device")
+    if not known:
+        return False
+    try:
+        return value.ndim == 0 and value.is_floating_point() is True
+    except Exception:
+        return False
+
+
+class PendingLogs(Mapping[str, Any]):
+    """A batch's logs whose tensors are not read yet: keys and length without reading them, any
+    value read reads them all (one host copy), after which it is a plain mapping of floats.
+
+    ``logs``: the dict of values, floats and held tensors; ``pending``: the keys of the tensors.
+    """
+
+    __slots__ = ("logs", "pending")
+
+    def __init__(self, logs: dict[str, Any], pending: list[str]):
+        self.logs = logs
+        self.pending: list[str] | None = pending
+
+    def __getitem__(self, key: str) -> Any:
+        if self.pending is not None:
+            read_pending((self,))
+        return self.logs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.logs)
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.logs
+
+    def plain(self) -> dict[str, Any]:
+        """The logs as a dict of floats (read now if they are not yet)."""
+        if self.pending is not None:
+            read_pending((self,))
+        return self.logs
+
+    def copy(self) -> dict[str, Any]:
+        """A dict of the floats, as ``dict.copy`` gives (code written for a dict calls it)."""
+        return dict(self.plain())
+
+    def __repr__(self) -> str:
+        return repr(self.plain())
+
+
+def hold_logs(logs: dict[Any, Any], kind: str) -> PendingLogs | dict[str, Metric] | None:
+    """``logs`` with its 0-d floating tensors held unread (see :class:`PendingLogs`), every
+    other value made plain as :func:`coerce_logs` does (a plain dict when nothing is held);
+    None when a key is not a plain str (then :func:`coerce_logs` takes it all, with its
+    messages)."""
+    out: dict[str, Any] = {}
+    pending: list[str] = []
+    for key, value in logs.items():
+        if type(key) is not str:
+            return None
+        if type(value) is not float:
+            if _holdable(value):
+                if value.requires_grad:  # not the graph: held for up to a flush interval
+                    value = value.detach()
+                pending.append(key)
+            else:
+                value = to_metric(value, key, kind)
+        out[key] = value
+    return PendingLogs(out, pending) if pending else out
+
+
+def read_pending(batches: Any) -> None:
+    """Read the held tensors of every :class:`PendingLogs` in ``batches`` into floats: one
+    ``stack(...).tolist()`` per device and dtype (one host copy, one device sync), each float
+    exactly what the tensor's ``.item()`` gives."""
+    cells: list[tuple[dict[str, Any], str]] = []
+    for batch in batches:
+        if batch.pending is not None:
+            cells.extend((batch.logs, key) for key in batch.pending)
+            batch.pending = None
+    if not cells:
+        return
+    if len(cells) == 1:
+        logs, key = cells[0]
+        logs[key] = float(logs[key].item())
+        return
+    groups: dict[Any, list[tuple[dict[str, Any], str]]] = {}
+    for logs, key in cells:
+        value = logs[key]
+        groups.setdefault((value.device, value.dtype), []).append((logs, key))
+    for group in groups.values():
+        tensors = [logs[key] for logs, key in group]
+        stack = _stack_of(type(tensors[0]))
+        floats = None
+        if stack is not None and len(tensors) > 1:
+            try:
+                floats = stack(tensors).tolist()
+            except Exception:  # e.g. a tensor type whose stack does not take these: one by one
+                floats = None
+        if floats is None:
+            floats = [value.item() for value in tensors]
+        for (logs, key), value in zip(group, floats):
+            logs[key] = float(value)
+
+
+_STACKS: dict[type, Any] = {}
+
+
+def _stack_of(cls: type) -> Any:
+    """The ``stack`` function of a tensor class's library (``torch.stack`` for a
+    ``torch.Tensor`` or a subclass), found in the library already imported; None if none."""
+    if cls not in _STACKS:
+        found = None
+        for base in cls.__mro__:
+            module = sys.modules.get(base.__module__.partition(".")[0])
+            found = getattr(module, "stack", None) if module is not None else None
+            if callable(found) and base.__module__.partition(".")[0] != "builtins":
+                break
+            found = None
+        _STACKS[cls] = found
+    return _STACKS[cls]

@@ -28,6 +28,7 @@ from typing import Any
 from ._version import __version__
 from .errors import ConfigError, LogError
 from .log import has_records, open_writer
+from .metrics import PendingLogs, read_pending
 from .plugin import plugin_spec
 from .records import KINDS, SCHEMA_VERSION, Decision, Header, Outcome, PluginSpec, Record
 from .run import Run
@@ -82,6 +83,8 @@ class _Tables:
     line_slots: tuple[Slot, ...] = ()
     finite_writes: tuple[Callable[[dict[str, Any]], Any], ...] = ()
     finite_owners: tuple[Slot, ...] = ()
+    #: The batch kinds only line buffers take: a record of them may wait in ``Recorder.held``.
+    holds: frozenset[str] = frozenset()
 
 
 class Recorder:
@@ -103,6 +106,8 @@ class Recorder:
         self.tables = _Tables()
         #: Outcomes reported from other threads, recorded at the next event.
         self.pending: deque[Outcome] = deque()
+        #: Batch records waiting, in seq order, for their tensors to be read (see :meth:`hold`).
+        self.held: list[dict[str, Any]] = []
         self._run: Run | None = None
         self._rebuild()
 
@@ -194,6 +199,8 @@ class Recorder:
         tables.finite_owners = tuple(s for s in batch if s.buffer is None)
         tables.finite_writes = tuple(getattr(s.sink, "write_finite", s.write)
                                      for s in tables.finite_owners)
+        tables.holds = frozenset(kind for kind in ("batch_begin", "batch_end")
+                                 if all(s.buffer is not None for s in tables.owners[kind]))
         self.tables = tables
         self.on_change()
 
@@ -216,14 +223,51 @@ class Recorder:
         return item.model_copy(update=update)
 
     def write(self, record: dict[str, Any]) -> list[Trouble] | None:
-        """Give ``record`` to every sink taking its kind; returns what is left to do."""
+        """Give ``record`` to every sink taking its kind; returns what is left to do. While
+        records are held, a batch record only line buffers take joins them; any other is
+        written after them (:meth:`release`)."""
         kind = record["kind"]
+        left = None
+        if self.held:
+            if kind in self.tables.holds:
+                self.held.append(record)
+                return None
+            left = self.release()
         writes = self.tables.writes.get(kind)
         if writes is None:  # not a kind of this schema: every sink reports it
             writes, owners = tuple(s.write for s in self.slots), tuple(self.slots)
         else:
             owners = self.tables.owners[kind]
-        return self.fan_out(record, writes, owners, 0)
+        out = self.fan_out(record, writes, owners, 0)
+        return out if left is None else left + (out or [])
+
+    # --- batch records held for their tensors ---------------------------------------------------
+    #
+    # A batch_end whose logs hold tensors (``metrics.PendingLogs``) waits in ``held``, unwritten,
+    # when only line buffers (JSON Lines) take batch records: so no tensor is read per batch.
+    # The held records are written, their tensors read together first (one host copy), before
+    # any other record, at every flush and sync, and when the bus says so (every so many batches,
+    # a sink added or removed, close). A line buffer is written to its file only at those points
+    # anyway, so a crash loses no more than it would have.
+
+    def hold(self, record: dict[str, Any]) -> None:
+        """Keep a batch record (a kind in ``tables.holds``) to write at :meth:`release`."""
+        self.held.append(record)
+
+    def release(self) -> list[Trouble] | None:
+        """Read the held records' tensors (all at once) and write the records, in order."""
+        held, self.held = self.held, []
+        read_pending([r["logs"] for r in held if type(r["logs"]) is PendingLogs])
+        left: list[Trouble] | None = None
+        for record in held:
+            logs = record["logs"]
+            if type(logs) is PendingLogs:
+                record["logs"] = logs.logs  # the plugins' events see the same floats
+            kind = record["kind"]
+            out = self.fan_out(record, self.tables.writes[kind], self.tables.owners[kind], 0)
+            if out:
+                left = out if left is None else left + out
+        return left
 
     def write_to(self, slot: Slot, record: dict[str, Any]) -> BaseException | None:
         """Write ``record`` to one sink (a log a resume catches up); a sink that fails is taken
@@ -277,7 +321,7 @@ class Recorder:
 
     def call(self, slots: Collection[Slot], method: str) -> list[Trouble] | None:
         """Call ``method`` (flush, sync) of each of ``slots``; one that raises is taken out."""
-        left: list[Trouble] | None = None
+        left: list[Trouble] | None = self.release() if self.held else None
         for slot in list(slots):
             try:
                 slot.call(method)

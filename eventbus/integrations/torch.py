@@ -16,11 +16,13 @@ their ratios. If the first group's rate is 0 the factor is undefined, and every 
 the new value instead. Several optimizers (Lightning's ``trainer.optimizers``) are one list of
 groups, the first optimizer's first group being the reference.
 
-Device synchronisation: the bus turns a metric tensor into a float with ``.item()`` when the
-event is recorded or a plugin subscribes to it; a CUDA tensor then costs one device sync per
-value. A batch event nobody records or handles is dropped before its logs are looked at: no
-sync. :func:`scalars` converts all tensors of one event with a single device-to-host copy
-(one sync per event instead of one per metric); the bus then takes plain floats.
+Device synchronisation: reading a CUDA tensor's value waits for the device. The bus reads a
+batch_end's 0-d floating tensors only when a plugin reads a value of that batch, or, all held
+batches together, at the next flush point (``eventbus.metrics.PendingLogs``; docs/integrations/
+pytorch.md says when); other events' tensors are read as they are recorded. :func:`scalars`
+converts all tensors of one event with a single device-to-host copy (one sync per event
+instead of one per metric): for epoch ends, not batch ends, where it reads what the bus would
+have left unread.
 """
 
 from __future__ import annotations
