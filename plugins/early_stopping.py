@@ -15,7 +15,7 @@ from eventbus.records import EpochEnd, RestoreWeights, SnapshotWeights, StopTrai
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import Monitor, fmt, require_bool, require_int, require_real
+from .monitor import Monitor, fmt, monitor_op, require_bool, require_int, require_real
 
 __all__ = ["EarlyStopping"]
 
@@ -61,6 +61,12 @@ class EarlyStopping(Plugin):
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self._snapshot_taken = False
+
+    @property
+    def monitor_op(self) -> Any:
+        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``):
+        read by code written against Keras's callbacks."""
+        return monitor_op(self.monitor)
 
     @property
     def best(self) -> float | None:

@@ -31,6 +31,7 @@ from sinks import console
 from .monitor import (
     Monitor,
     fmt,
+    monitor_op,
     require_bool,
     require_int,
     require_path,
@@ -169,6 +170,12 @@ class ModelCheckpoint(Plugin):
     def kept(self) -> list[str]:
         """The paths of the files ``save_top_k`` keeps now, best first."""
         return [entry[2] for entry in self._kept]
+
+    @property
+    def monitor_op(self) -> Any:
+        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``;
+        None without ``save_best_only``): read by code written against Keras's callbacks."""
+        return monitor_op(self.monitor)
 
     @property
     def best(self) -> float | None:

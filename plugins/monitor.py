@@ -26,6 +26,7 @@ __all__ = [
     "Monitor",
     "fmt",
     "infer_mode",
+    "monitor_op",
     "require_bool",
     "require_int",
     "require_names",
@@ -33,6 +34,18 @@ __all__ = [
     "require_real",
     "require_save_freq",
 ]
+
+
+def monitor_op(monitor: Monitor | None) -> Any:
+    """Keras's ``monitor_op`` for ``monitor``: ``keras.ops.greater`` when higher is better,
+    ``keras.ops.less`` when lower is (NumPy's of the same names when Keras is not imported;
+    the plugins themselves compare with :class:`Monitor`). None without a monitor."""
+    if monitor is None:
+        return None
+    import sys
+
+    ops = sys.modules["keras"].ops if "keras" in sys.modules else __import__("numpy")
+    return ops.greater if monitor.mode == "max" else ops.less
 
 
 # --- parameter checks shared by the plugins ------------------------------------------------

@@ -15,7 +15,7 @@ from eventbus.records import EpochEnd, SetLearningRate, TrainBegin, Warning
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import Monitor, fmt, require_int, require_real
+from .monitor import Monitor, fmt, monitor_op, require_int, require_real
 
 __all__ = ["ReduceLROnPlateau"]
 
@@ -65,6 +65,12 @@ class ReduceLROnPlateau(Plugin):
         self.wait = 0
         self.cooldown_counter = 0
         self._warned: set[str] = set()
+
+    @property
+    def monitor_op(self) -> Any:
+        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``):
+        read by code written against Keras's callbacks."""
+        return monitor_op(self.monitor)
 
     @property
     def best(self) -> float | None:

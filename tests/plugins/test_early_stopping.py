@@ -413,3 +413,30 @@ class TestProperties:
             lambda: [EarlyStopping(patience=patience, restore_best_weights=restore)],
             values, cut)
         assert resumed == full
+
+
+class TestKerasMonitorOp:
+    """``monitor_op``, which code written against Keras's callbacks reads: Keras's own op when
+    Keras is imported (the monitor's direction), NumPy's of the same name otherwise."""
+
+    @pytest.mark.parametrize("monitor, mode, want", [
+        ("val_loss", "auto", "less"), ("val_accuracy", "auto", "greater"),
+        ("val_mse", "max", "greater"), ("hinge", "auto", "less"), ("f1_score", "auto", "greater"),
+    ])
+    def test_follows_the_monitors_direction(self, monitor, mode, want):
+        import sys
+
+        import numpy as np
+
+        from plugins import ModelCheckpoint, ReduceLROnPlateau
+
+        ops = sys.modules["keras"].ops if "keras" in sys.modules else np
+        for plugin in (EarlyStopping(monitor=monitor, mode=mode),
+                       ReduceLROnPlateau(monitor=monitor, mode=mode),
+                       ModelCheckpoint("m.h5", monitor=monitor, mode=mode, save_best_only=True)):
+            assert plugin.monitor_op is getattr(ops, want)
+
+    def test_none_without_a_comparison(self):
+        from plugins import ModelCheckpoint
+
+        assert ModelCheckpoint("m.h5").monitor_op is None
