@@ -1,0 +1,114 @@
+"""The JSON Lines typed reader reads, checks and builds in one loop (for speed); it must take
+and refuse exactly what the dict reader followed by ``typed`` does, with the same errors.
+
+Logs here are real files: a header and batch and epoch records as the bus writes them, then
+one line damaged in a way drawn by hypothesis (a field of the wrong type, one missing or extra,
+a seq out of order, a kind that is a list, bytes that are no JSON, a line cut short...).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventbus.errors import LogError
+from eventbus.jsonl import _line_at, iter_jsonl_dicts, read_jsonl, typed
+from eventbus.records import KINDS
+
+from record_strategies import same
+
+
+def _log(batches: int) -> list[dict[str, Any]]:
+    env = {"v": 1, "run_id": "r1"}
+    records: list[dict[str, Any]] = [
+        {**env, "seq": 0, "kind": "header", "time": 1.0, "created": "2026-01-01T00:00:00+00:00",
+         "library": "eventbus", "plugins": [], "meta": {"learning_rate": 0.1}},
+        {**env, "seq": 1, "kind": "train_begin", "time": 1.0, "logs": {}, "params": {}},
+        {**env, "seq": 2, "kind": "epoch_begin", "time": 1.0, "logs": {}, "epoch": 0}]
+    for batch in range(batches):
+        for kind in ("batch_begin", "batch_end"):
+            records.append({**env, "seq": len(records), "kind": kind, "time": 2.0 + batch,
+                            "logs": {"loss": 0.5, "acc": "NaN"} if kind == "batch_end" else {},
+                            "epoch": 0, "batch": batch, "step": batch})
+    records.append({**env, "seq": len(records), "kind": "epoch_end", "time": 9.0,
+                    "logs": {"loss": 0.5}, "epoch": 0})
+    return records
+
+
+DAMAGE = st.sampled_from([
+    ("set", "batch", "1"), ("set", "batch", 1.0), ("set", "batch", True), ("set", "step", None),
+    ("set", "epoch", None), ("set", "epoch", "0"), ("set", "time", 1), ("set", "time", "x"),
+    ("set", "run_id", 7), ("set", "logs", []), ("set", "logs", {"loss": "high"}),
+    ("set", "kind", ["batch_end"]), ("set", "kind", "nope"), ("set", "kind", "epoch_end"),
+    ("set", "kind", "test_batch_end"), ("set", "seq", -1), ("set", "seq", "5"),
+    ("set", "seq", 10**6), ("set", "v", 2), ("set", "v", True), ("set", "v", 0),
+    ("set", "extra", 1), ("del", "step", None), ("del", "epoch", None), ("del", "seq", None),
+    ("del", "kind", None), ("del", "v", None), ("del", "logs", None),
+    ("line", b"not json", None), ("line", b"[1, 2]", None), ("line", b"", None),
+    ("line", b'{"v": 1}', None), ("cut", None, None), ("none", None, None)])
+
+
+def _outcome(read: Any) -> Any:
+    """The records read, or the error (its type and message) and what was read before it."""
+    got: list[Any] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for record in read():
+                got.append(record)
+        except (LogError, ValueError) as exc:
+            return got, type(exc), str(exc), [str(w.message) for w in caught]
+    return got, None, None, [str(w.message) for w in caught]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.integers(1, 6), at=st.integers(0, 100), damage=DAMAGE, last=st.booleans(),
+       validate=st.booleans(),
+       kinds=st.none() | st.just(("header", "epoch_end")) | st.just(tuple(KINDS)))
+def test_the_one_loop_reader_agrees_with_dicts_then_typed(
+        tmp_path: Path, batches: int, at: int, damage: tuple[str, Any, Any], last: bool,
+        validate: bool, kinds: tuple[str, ...] | None) -> None:
+    records = _log(batches)
+    lines = [orjson.dumps(record) for record in records]
+    index = len(lines) - 1 if last else at % len(lines)
+    how, name, value = damage
+    record = dict(records[index])
+    if how == "set":
+        record[name] = value
+        lines[index] = orjson.dumps(record)
+    elif how == "del":
+        record.pop(name, None)
+        lines[index] = orjson.dumps(record)
+    elif how == "line":
+        lines[index] = name
+    text = b"\n".join(lines) + b"\n"
+    if how == "cut":  # a crash mid-write: the last line torn, or whole without its newline
+        text = text[:-(1 + (at % 3) * 5)]
+    path = tmp_path / f"log-{at}-{index}.jsonl"
+    path.write_bytes(text)
+
+    one_loop = _outcome(lambda: read_jsonl(path, validate=validate, kinds=kinds))
+    reference = _outcome(lambda: typed(iter_jsonl_dicts(path),
+                                       lambda number: _line_at(path, number),
+                                       validate=validate, kinds=kinds))
+    assert one_loop[1:] == reference[1:]
+    assert len(one_loop[0]) == len(reference[0])
+    for a, b in zip(one_loop[0], reference[0]):
+        assert type(a) is type(b)
+        assert same(a, b)
+
+
+def test_a_damaged_batch_record_is_named_by_line_and_field(tmp_path: Path) -> None:
+    records = _log(3)
+    records[5] = {**records[5], "step": "five"}
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    with pytest.raises(LogError, match=r"log\.jsonl:6: invalid batch_begin record: step"):
+        list(read_jsonl(path))
