@@ -8,17 +8,23 @@ a seq out of order, a kind that is a list, bytes that are no JSON, a line cut sh
 
 from __future__ import annotations
 
+import random
 import warnings
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_hostile_logs import mutate_parquet_table, write_parquet
 
+from eventbus import parquet
 from eventbus.errors import LogError
 from eventbus.jsonl import _line_at, iter_jsonl_dicts, read_jsonl, typed
+from eventbus.parquet import ParquetWriter
 from eventbus.records import KINDS
 
 from record_strategies import same
@@ -112,3 +118,65 @@ def test_a_damaged_batch_record_is_named_by_line_and_field(tmp_path: Path) -> No
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     with pytest.raises(LogError, match=r"log\.jsonl:6: invalid batch_begin record: step"):
         list(read_jsonl(path))
+
+
+@pytest.fixture(scope="module")
+def parquet_table(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    """A run of batch records (with nulls, a test and a predict batch) written by the
+    Parquet writer, as one table."""
+    records = _log(4)
+    env = {"v": 1, "run_id": "r1", "time": 9.5}
+    for kind, extra in (("test_batch_end", {"epoch": None, "batch": 0}),
+                        ("predict_batch_end", {"batch": 0})):
+        records.append({**env, "seq": len(records), "kind": kind, "logs": {"loss": 1.0},
+                        **extra})
+    where = tmp_path_factory.mktemp("parquet") / "run.parquet"
+    with ParquetWriter(where) as writer:
+        for record in records:
+            writer.write(record)
+    return pa.concat_tables(pq.read_table(file) for file in sorted(where.glob("*.parquet")))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), validate=st.booleans(),
+       kinds=st.none() | st.just(("header", "epoch_end")) | st.just(tuple(KINDS)),
+       null=st.none() | st.tuples(st.sampled_from(["run_id", "time", "epoch", "batch", "step"]),
+                                  st.integers(3, 13)),
+       epoch_in_predict=st.booleans())
+def test_the_one_loop_parquet_reader_agrees_with_dicts_then_typed(
+        tmp_path_factory: pytest.TempPathFactory, parquet_table: pa.Table, seed: int,
+        validate: bool, kinds: tuple[str, ...] | None, null: tuple[str, int] | None,
+        epoch_in_predict: bool) -> None:
+    rng = random.Random(seed)
+    table = parquet_table
+    if null is not None:  # a null in a batch record's envelope or indices
+        name, row = null
+        values = table.column(name).to_pylist()
+        values[row] = None
+        table = table.set_column(table.column_names.index(name), name,
+                                 pa.array(values, table.schema.field(name).type))
+    if epoch_in_predict:  # an index the kind does not have: a field too many
+        values = table.column("epoch").to_pylist()
+        values[-1] = 0
+        table = table.set_column(table.column_names.index("epoch"), "epoch",
+                                 pa.array(values, table.schema.field("epoch").type))
+    path = tmp_path_factory.mktemp("log") / "run.parquet"
+    if rng.random() < 0.3:  # the hostile tests' damage, on top
+        table, _ = mutate_parquet_table(rng, table)
+        path, _ = write_parquet(rng, table, path.with_suffix(""))
+    else:
+        pq.write_table(table, path)
+
+    def reference() -> Any:
+        places = parquet._Places()
+        return typed(parquet.iter_parquet_dicts(path, places=places), places,
+                     validate=validate, kinds=kinds)
+
+    one_loop = _outcome(lambda: parquet.read_parquet(path, validate=validate, kinds=kinds))
+    expected = _outcome(reference)
+    assert one_loop[1:] == expected[1:]
+    assert len(one_loop[0]) == len(expected[0])
+    for a, b in zip(one_loop[0], expected[0]):
+        assert type(a) is type(b)
+        assert same(a, b)
