@@ -28,6 +28,7 @@ from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq
 from .recorder import Recorder, Slot
 from .records import (
+    BATCH_KINDS,
     Decision,
     Header,
     Observation,
@@ -69,6 +70,8 @@ class Resumable(Protocol):
     def decide(self, decision: Decision, *, flush: bool = True) -> Decision: ...
 
     def flush(self) -> None: ...
+
+    def subscribes(self, kind: str, *, side_effects: bool = False) -> bool: ...
 
 __all__ = ["Resumable", "resume", "same_path"]
 
@@ -121,6 +124,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     catching_up.write(header)
 
     labels = set(bus.labels)  # only what these plugins decide is compared
+    quiet = catching_up.quiet(bus)
     recorded: list[Decision] = []
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
@@ -130,6 +134,12 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
             for record in records:
+                if record.kind in quiet:  # an Observation: the check below, made short
+                    if point.seq is None or record.seq > point.seq:
+                        break
+                    from_seq = record.seq
+                    cursor.replayed(record)  # all that feeding it would do
+                    continue
                 if point.seq is None or (record.seq > point.seq
                                          and isinstance(record, Observation)):
                     break  # past the last finished epoch and its decisions: the loop reruns
@@ -253,7 +263,19 @@ class _CatchUp:
                     callable(getattr(slot.sink, "catch_up", None)):
                 self.catchers.append(slot)
 
+    def quiet(self, bus: Resumable) -> frozenset[str]:
+        """The batch kinds no log or sink here catches up on and no plugin is fed: for most of
+        a log (every ``batch_begin``), feeding a record only moves the run's position, and
+        resume does just that (the engine's ``feed`` does nothing else for a kind no plugin
+        takes; a batch record starts no fit, so it clears no stop)."""
+        if self.behind:
+            return frozenset()
+        return frozenset(kind for kind in BATCH_KINDS if not bus.subscribes(kind) and not any(
+            kind in slot.kinds for slot in self.catchers))  # type: ignore[operator]
+
     def write(self, record: Record) -> None:
+        if not (self.behind or self.catchers):
+            return  # nothing to catch up (the usual case): no copies of empty lists per record
         data: dict[str, Any] | None = None
         for item in list(self.behind):
             slot, have = item
