@@ -671,18 +671,26 @@ def _built(record: dict[str, Any], plan: dict[str, Any], where: Where) -> Record
 
 
 def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
-               kinds: Collection[str] | None = None) -> Iterator[Record]:
+               kinds: Collection[str] | None = None, stop: int | None = None,
+               kept: Callable[[int], bool] | None = None) -> Iterator[Record]:
     """Every record of a JSON Lines log, typed; see :func:`eventbus.read_log`.
 
     The checks are :func:`iter_jsonl_dicts`'s and :func:`typed`'s, in the same order for each
     line, in one loop: a generator per record fewer, and the batch records' checks inlined
-    (the two together are 2.4x a bare ``orjson.loads`` loop; this is about 1.5x).
+    (the two together are 2.4x a bare ``orjson.loads`` loop; this is about 2.2x).
+
+    ``stop``: the read ends at the first record of a kind left out whose seq is above it and
+    that ``kept(seq)`` keeps (not abandoned: see :mod:`eventbus.effective`), as a reader of
+    every record would stop at that one (resume stops at the first observation past where the
+    run goes on, left out or not).
     """
     path = Path(path)
     plan = _plan(validate, kinds)
     loads = orjson.loads
     version = SCHEMA_VERSION
     new, set_fields, absent = _new, set_model_dict, _ABSENT
+    stop_at = math.inf if stop is None else stop
+    kept = kept or _always
     previous = -1  # the seq of the record before (seqs count from 0, the header's)
     before = 0  # lines in the pieces already read
     tail = b""
@@ -704,6 +712,8 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 event = _built(record, plan, where(1))
                 if event is not None:
                     yield event
+                elif previous > stop_at and kept(previous):
+                    return
                 del lines[0]
                 before = 1
             for line in lines:
@@ -727,6 +737,8 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 try:
                     known = plan[record["kind"]]
                     if known is _SKIP:
+                        if seq > stop_at and kept(seq):
+                            return
                         continue
                     if (len(record) == known[1] and type(record["batch"]) is int
                             and type(record["time"]) is float
@@ -742,6 +754,8 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 event = _built(record, plan, where(before + _index(lines, line) + 1))
                 if event is not None:
                     yield event
+                elif seq > stop_at and kept(seq):
+                    return
             before += len(lines)
     if tail:  # a last line without its newline: whole, or cut by a crash mid-write
         record = _tail_record(path, before, tail)
@@ -753,6 +767,10 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 yield event
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _always(_seq: int) -> bool:
+    return True
 
 
 def _checked_seq(record: dict[str, Any], number: int, previous: int,

@@ -26,11 +26,12 @@ the cache.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import weakref
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
@@ -774,10 +775,12 @@ _NONE = frozenset({type(None)})
 
 
 def _read(path: str | os.PathLike[str], places: _Places | None,
-          plan: dict[str, Any] | None) -> Iterator[Any]:
+          plan: dict[str, Any] | None, stop: float = math.inf,
+          kept: Callable[[int], bool] | None = None) -> Iterator[Any]:
     """The rows of a Parquet log as dicts (``plan`` None), or as typed records read as
     ``jsonl.typed`` reads the dicts (``plan``: see ``jsonl._plan``), in the same loop: the
-    envelope and indices are checked while still in locals, not looked up again in the dict."""
+    envelope and indices are checked while still in locals, not looked up again in the dict.
+    ``stop`` and ``kept``: as for ``jsonl.read_jsonl``."""
     from .records import KINDS
 
     # The epoch/batch/step fields each kind has: null in a column is None there, absent else.
@@ -861,6 +864,8 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
                 previous = seq
                 known = plan.get(kind, _VALIDATE)
                 if known is _SKIP:
+                    if seq > stop and (kept is None or kept(seq)):
+                        return
                     continue
                 if (len(record) == known[1] and payload is None and type(index) is int
                         and type(time) is float and type(run_id) is str
@@ -968,6 +973,8 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
 
 
 def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,
-                 kinds: Collection[str] | None = None) -> Iterator[Record]:
+                 kinds: Collection[str] | None = None, stop: int | None = None,
+                 kept: Callable[[int], bool] | None = None) -> Iterator[Record]:
     """Every record of a Parquet log, typed; see :func:`eventbus.read_log`."""
-    return _read(path, _Places(), _parquet_plan(validate, kinds))
+    return _read(path, _Places(), _parquet_plan(validate, kinds),
+                 math.inf if stop is None else stop, kept)

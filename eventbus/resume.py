@@ -29,6 +29,7 @@ from .log import has_records, last_seq
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
+    KINDS,
     Decision,
     Header,
     Observation,
@@ -107,7 +108,10 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
     point = resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
-    records = read_effective(log, spans=point.spans)
+    # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
+    unbuilt = _unbuilt(bus, log)
+    records = read_effective(log, spans=point.spans, stop=-1 if point.seq is None else point.seq,
+                             kinds=[kind for kind in KINDS if kind not in unbuilt])
     header = next(records, None)
     if not isinstance(header, Header):
         raise LogError(f"{log}: cannot resume: the log has no header record", path=str(log))
@@ -295,6 +299,24 @@ class _CatchUp:
             self.behind = [item for item in self.behind if item[0] is not slot]
             self.catchers = [other for other in self.catchers if other is not slot]
             self.failed.append((slot, error))
+
+
+#: Batch kinds whose records move nothing resume looks at: a ``batch_begin``'s position is
+#: its ``batch_end``'s (replay leaves them out too, when its plugins do not take them).
+_BEGINS = ("batch_begin", "test_batch_begin", "predict_batch_begin")
+
+
+def _unbuilt(bus: Resumable, log: str | os.PathLike[str]) -> frozenset[str]:
+    """The kinds resume need not build: batch begins no plugin takes, when no log is caught up
+    (it gets every record) and no sink that catches up takes them. Decided before the log is
+    read, so a little wider than ``_CatchUp.quiet``: any sink with a ``catch_up`` counts."""
+    slots = bus.recorder.slots
+    if any(slot.kinds is None and not same_path(slot.sink, log) for slot in slots):
+        return frozenset()
+    taken = [slot.kinds for slot in slots
+             if slot.kinds is not None and callable(getattr(slot.sink, "catch_up", None))]
+    return frozenset(kind for kind in _BEGINS if not bus.subscribes(kind)
+                     and not any(kind in kinds for kinds in taken))
 
 
 def _last_seq_of(slot: Any) -> int | None:

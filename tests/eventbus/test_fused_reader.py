@@ -180,3 +180,28 @@ def test_the_one_loop_parquet_reader_agrees_with_dicts_then_typed(
     for a, b in zip(one_loop[0], expected[0]):
         assert type(a) is type(b)
         assert same(a, b)
+
+
+@pytest.mark.parametrize("form", ["jsonl", "parquet"])
+@given(stop=st.integers(-1, 14), abandoned=st.sets(st.integers(0, 14)))
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_read_told_to_stop_ends_at_the_first_kept_record_left_out_past_it(
+        tmp_path_factory: pytest.TempPathFactory, form: str, stop: int,
+        abandoned: set[int]) -> None:
+    records = _log(4)  # seqs 0 to 11; batch_begin at 3, 5, 7, 9
+    path = tmp_path_factory.mktemp("stop") / f"run.{form}"
+    if form == "jsonl":
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        read = read_jsonl
+    else:
+        with ParquetWriter(path) as writer:
+            for record in records:
+                writer.write(record)
+        read = parquet.read_parquet
+    kinds = [kind for kind in KINDS if kind != "batch_begin"]
+    got = [r.seq for r in read(path, kinds=kinds, stop=stop, kept=lambda s: s not in abandoned)]
+    ends = next((r["seq"] for r in records if r["kind"] == "batch_begin" and r["seq"] > stop
+                 and r["seq"] not in abandoned), None)
+    assert got == [r["seq"] for r in records if r["kind"] != "batch_begin"
+                   and (ends is None or r["seq"] < ends)]
