@@ -479,7 +479,7 @@ def bad_seq(where: Where, seq: Any) -> LogCorruptError:
     return _corrupt(where, f"seq: {seq!r:.40} is not an integer", "seq")
 
 
-def _seq_error(where: Callable[[int], Where], number: int, seq: Any,
+def seq_error(where: Callable[[int], Where], number: int, seq: Any,
                previous: int) -> LogCorruptError:
     """The error for a record whose seq is not an integer above the one before it."""
     if type(seq) is not int:
@@ -619,10 +619,10 @@ def _fast(cls: type[Record]) -> tuple[type[Record], int, frozenset[type], frozen
 _FAST = {kind: _fast(KINDS[kind]) for kind in BATCH_KINDS}
 _new = object.__new__
 #: In a reader's plan (kind -> what to do), a kind the caller left out: checked, not built.
-_SKIP = None
+SKIP = None
 #: In a reader's plan, a kind always validated: no record has -1 fields, so the fast path's
 #: first test fails and the record is validated (one lookup decides for every known kind).
-_VALIDATE = (None, -1, frozenset(), frozenset())
+VALIDATE = (None, -1, frozenset(), frozenset())
 
 
 def _skipped(kinds: Collection[str] | None) -> frozenset[str]:
@@ -631,13 +631,13 @@ def _skipped(kinds: Collection[str] | None) -> frozenset[str]:
     return frozenset() if kinds is None else frozenset(KINDS) - frozenset(kinds)
 
 
-def _plan(validate: bool, kinds: Collection[str] | None) -> dict[str, Any]:
-    """Every known kind -> ``_SKIP`` for a kind left out, its ``_FAST`` entry for a batch kind
-    made without validation when exact, or ``_VALIDATE``."""
-    plan: dict[str, Any] = dict.fromkeys(KINDS, _VALIDATE)
+def read_plan(validate: bool, kinds: Collection[str] | None) -> dict[str, Any]:
+    """Every known kind -> ``SKIP`` for a kind left out, its ``_FAST`` entry for a batch kind
+    made without validation when exact, or ``VALIDATE``."""
+    plan: dict[str, Any] = dict.fromkeys(KINDS, VALIDATE)
     if not validate:
         plan.update(_FAST)
-    plan.update(dict.fromkeys(_skipped(kinds), _SKIP))
+    plan.update(dict.fromkeys(_skipped(kinds), SKIP))
     return plan
 
 
@@ -654,14 +654,14 @@ def _exact(record: dict[str, Any], known: tuple[Any, ...]) -> bool:
         return False
 
 
-def _built(record: dict[str, Any], plan: dict[str, Any], where: Where) -> Record | None:
+def built(record: dict[str, Any], plan: dict[str, Any], where: Where) -> Record | None:
     """The typed record for a stored dict whose seq is checked, or None for a kind left out:
     the readers' path for any record their inlined fast path does not take."""
     try:
-        known = plan.get(record.get("kind"), _VALIDATE)
+        known = plan.get(record.get("kind"), VALIDATE)
     except TypeError:  # a kind that is a list: validated, which names the field
-        known = _VALIDATE
-    if known is _SKIP:
+        known = VALIDATE
+    if known is SKIP:
         return None
     if _exact(record, known):
         event = _new(known[0])
@@ -685,7 +685,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
     run goes on, left out or not).
     """
     path = Path(path)
-    plan = _plan(validate, kinds)
+    plan = read_plan(validate, kinds)
     loads = orjson.loads
     version = SCHEMA_VERSION
     new, set_fields, absent = _new, set_model_dict, _ABSENT
@@ -709,7 +709,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
             if not before:
                 record = _first_record(path, lines[0])
                 previous = _checked_seq(record, 1, previous, where)
-                event = _built(record, plan, where(1))
+                event = built(record, plan, where(1))
                 if event is not None:
                     yield event
                 elif previous > stop_at and kept(previous):
@@ -730,13 +730,13 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 except KeyError:
                     seq = None
                 if type(seq) is not int or seq <= previous:
-                    raise _seq_error(where, before + _index(lines, line) + 1, seq, previous)
+                    raise seq_error(where, before + _index(lines, line) + 1, seq, previous)
                 previous = seq
                 # typed's checks, inlined for the batch kinds (a kind that is a list, or a
-                # field missing, leaves for _built, which validates and names the field)
+                # field missing, leaves for built, which validates and names the field)
                 try:
                     known = plan[record["kind"]]
-                    if known is _SKIP:
+                    if known is SKIP:
                         if seq > stop_at and kept(seq):
                             return
                         continue
@@ -751,7 +751,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                         continue
                 except (KeyError, TypeError):
                     pass
-                event = _built(record, plan, where(before + _index(lines, line) + 1))
+                event = built(record, plan, where(before + _index(lines, line) + 1))
                 if event is not None:
                     yield event
                 elif seq > stop_at and kept(seq):
@@ -762,7 +762,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
         if record is not None:
             number = before + 1
             _checked_seq(record, number, previous, where)
-            event = _built(record, plan, where(number))
+            event = built(record, plan, where(number))
             if event is not None:
                 yield event
     elif not before:
@@ -778,7 +778,7 @@ def _checked_seq(record: dict[str, Any], number: int, previous: int,
     """The record's seq, once checked to be an integer above ``previous``."""
     seq = record.get("seq")
     if type(seq) is not int or seq <= previous:
-        raise _seq_error(where, number, seq, previous)
+        raise seq_error(where, number, seq, previous)
     return seq
 
 
@@ -795,17 +795,17 @@ def typed(records: Iterable[dict[str, Any]], where: Callable[[int], Where], *, v
     docs/log-format.md); validate=True checks them, and replay, when a plugin fails, reads the
     log again validated to name a damaged value.
     """
-    plan = _plan(validate, kinds)
+    plan = read_plan(validate, kinds)
     new, set_fields, absent = _new, set_model_dict, _ABSENT
     previous = -1  # the seq of the record before (seqs count from 0, the header's)
     for number, record in enumerate(records, 1):
         seq = record.get("seq")
         if type(seq) is not int or seq <= previous:
-            raise _seq_error(where, number, seq, previous)
+            raise seq_error(where, number, seq, previous)
         previous = seq
-        try:  # as in read_jsonl: _built's fast path, inlined
+        try:  # as in read_jsonl: built's fast path, inlined
             known = plan[record["kind"]]
-            if known is _SKIP:
+            if known is SKIP:
                 continue
             if (len(record) == known[1] and type(record["batch"]) is int
                     and type(record["time"]) is float
@@ -818,6 +818,6 @@ def typed(records: Iterable[dict[str, Any]], where: Callable[[int], Where], *, v
                 continue
         except (KeyError, TypeError):
             pass
-        event = _built(record, plan, where(number))
+        event = built(record, plan, where(number))
         if event is not None:
             yield event

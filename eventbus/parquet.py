@@ -42,14 +42,14 @@ import orjson
 
 from .errors import LogCorruptError, LogError, SchemaVersionError
 from .jsonl import (
-    _SKIP,
-    _VALIDATE,
+    SKIP,
+    VALIDATE,
     Where,
-    _built,
-    _plan,
-    _seq_error,
     bad_seq,
+    built,
     check_version,
+    read_plan,
+    seq_error,
 )
 from .lock import lock_exclusive
 from .parquet_layout import (
@@ -759,9 +759,9 @@ def _parquet_plan(validate: bool, kinds: Collection[str] | None) -> dict[str, An
     null there, which adds no field: a value there would, and the count of fields tells)."""
     from .records import KINDS
 
-    plan = _plan(validate, kinds)
+    plan = read_plan(validate, kinds)
     for kind, known in plan.items():
-        if known is not _SKIP and known is not _VALIDATE:
+        if known is not SKIP and known is not VALIDATE:
             fields = KINDS[kind].model_fields
             plan[kind] = (known[0], known[1],
                           _INT_OR_NONE if "epoch" in fields else _NONE,
@@ -778,7 +778,7 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
           plan: dict[str, Any] | None, stop: float = math.inf,
           kept: Callable[[int], bool] | None = None) -> Iterator[Any]:
     """The rows of a Parquet log as dicts (``plan`` None), or as typed records read as
-    ``jsonl.typed`` reads the dicts (``plan``: see ``jsonl._plan``), in the same loop: the
+    ``jsonl.typed`` reads the dicts (``plan``: see ``jsonl.read_plan``), in the same loop: the
     envelope and indices are checked while still in locals, not looked up again in the dict.
     ``stop`` and ``kept``: as for ``jsonl.read_jsonl``."""
     from .records import KINDS
@@ -860,10 +860,10 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
                     continue
                 # typed's checks and build (jsonl.typed), on the values in locals
                 if type(seq) is not int or seq <= previous:
-                    raise _seq_error(places, count, seq, previous)  # type: ignore[arg-type]
+                    raise seq_error(places, count, seq, previous)  # type: ignore[arg-type]
                 previous = seq
-                known = plan.get(kind, _VALIDATE)
-                if known is _SKIP:
+                known = plan.get(kind, VALIDATE)
+                if known is SKIP:
                     if seq > stop and (kept is None or kept(seq)):
                         return
                     continue
@@ -874,7 +874,7 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
                     set_fields(event, record)
                     yield event
                     continue
-                event = _built(record, plan, places(count))  # type: ignore[misc]
+                event = built(record, plan, places(count))  # type: ignore[misc]
                 if event is not None:
                     yield event
             row += batch.num_rows

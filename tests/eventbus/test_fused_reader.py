@@ -108,7 +108,7 @@ def test_the_one_loop_reader_agrees_with_dicts_then_typed(
     assert len(one_loop[0]) == len(reference[0])
     for a, b in zip(one_loop[0], reference[0]):
         assert type(a) is type(b)
-        assert same(a, b)
+        assert same(vars(a), vars(b))  # the fields as read (a damaged metric is kept as is)
 
 
 def test_a_damaged_batch_record_is_named_by_line_and_field(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_the_one_loop_parquet_reader_agrees_with_dicts_then_typed(
     assert len(one_loop[0]) == len(expected[0])
     for a, b in zip(one_loop[0], expected[0]):
         assert type(a) is type(b)
-        assert same(a, b)
+        assert same(vars(a), vars(b))  # the fields as read (a damaged metric is kept as is)
 
 
 @pytest.mark.parametrize("form", ["jsonl", "parquet"])
