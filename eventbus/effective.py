@@ -111,13 +111,30 @@ def effective_records(records: Iterable[Record]) -> list[Record]:
 
 
 def read_effective(log: str | os.PathLike[str] | Iterable[Record], *, validate: bool = False,
-                   kinds: Collection[str] | None = None,
-                   spans: Spans | None = None) -> Iterator[Record]:
+                   kinds: Collection[str] | None = None, spans: Spans | None = None,
+                   stop: int | None = None) -> Iterator[Record]:
     """Every record of the run as it went on, header first, read as :func:`~eventbus.read_log`
     reads (``validate``, ``kinds``), streamed from a log file or taken from records in memory.
 
     ``spans``: the log's :func:`abandoned_spans`, when the caller has found them already.
+    ``stop`` (a log file and ``kinds`` only): the read ends at the first record of the run of a
+    kind left out whose seq is above ``stop`` (see ``jsonl.read_jsonl``).
     """
+    if stop is not None and kinds is not None and isinstance(log, (str, os.PathLike)) \
+            and os.path.exists(log):
+        if spans is None:
+            spans = spans_of(find_kinds(log, ("resumed",)))
+        found = spans or []
+
+        def kept(seq: int) -> bool:
+            return not is_abandoned(seq, found)
+
+        if is_parquet(log):
+            from .parquet import read_parquet as read
+        else:
+            from .jsonl import read_jsonl as read
+        yield from _kept(read(log, validate=validate, kinds=kinds, stop=stop, kept=kept), found)
+        return
     if not isinstance(log, (str, os.PathLike)):
         selected = effective_records(log)
         yield from (selected if kinds is None else (r for r in selected if r.kind in kinds))

@@ -26,11 +26,12 @@ the cache.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import weakref
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import repeat
 from operator import is_, itemgetter
 from pathlib import Path
@@ -40,7 +41,16 @@ from typing import Any
 import orjson
 
 from .errors import LogCorruptError, LogError, SchemaVersionError
-from .jsonl import Where, bad_seq, check_version, typed
+from .jsonl import (
+    SKIP,
+    VALIDATE,
+    Where,
+    bad_seq,
+    built,
+    check_version,
+    read_plan,
+    seq_error,
+)
 from .lock import lock_exclusive
 from .parquet_layout import (
     FIELD_COLUMNS,
@@ -52,7 +62,14 @@ from .parquet_layout import (
     vector_type,
 )
 from .parquet_segments import SegmentStore, compact, segments
-from .records import BATCH_FIELDS, SCHEMA_VERSION, Record, decode_nonfinite, encode_nonfinite
+from .records import (
+    BATCH_FIELDS,
+    SCHEMA_VERSION,
+    Record,
+    decode_nonfinite,
+    encode_nonfinite,
+    set_model_dict,
+)
 from .sink import Sink
 
 __all__ = ["MAX_METRIC_COLUMNS", "ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts",
@@ -733,6 +750,37 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
     and that the log starts with its header; :func:`read_parquet` checks each record's kind,
     shape and seq. ``places`` learns where each record came from, for errors.
     """
+    return _read(path, places, None)
+
+
+def _parquet_plan(validate: bool, kinds: Collection[str] | None) -> dict[str, Any]:
+    """jsonl's plan, with each batch kind's entry made for values still in locals: the types
+    its epoch and step may have, None standing for a field the kind does not have (a row's
+    null there, which adds no field: a value there would, and the count of fields tells)."""
+    from .records import KINDS
+
+    plan = read_plan(validate, kinds)
+    for kind, known in plan.items():
+        if known is not SKIP and known is not VALIDATE:
+            fields = KINDS[kind].model_fields
+            plan[kind] = (known[0], known[1],
+                          _INT_OR_NONE if "epoch" in fields else _NONE,
+                          _INT if "step" in fields else _NONE)
+    return plan
+
+
+_INT = frozenset({int})
+_INT_OR_NONE = frozenset({int, type(None)})
+_NONE = frozenset({type(None)})
+
+
+def _read(path: str | os.PathLike[str], places: _Places | None,
+          plan: dict[str, Any] | None, stop: float = math.inf,
+          kept: Callable[[int], bool] | None = None) -> Iterator[Any]:
+    """The rows of a Parquet log as dicts (``plan`` None), or as typed records read as
+    ``jsonl.typed`` reads the dicts (``plan``: see ``jsonl.read_plan``), in the same loop: the
+    envelope and indices are checked while still in locals, not looked up again in the dict.
+    ``stop`` and ``kept``: as for ``jsonl.read_jsonl``."""
     from .records import KINDS
 
     # The epoch/batch/step fields each kind has: null in a column is None there, absent else.
@@ -745,6 +793,8 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
     version = SCHEMA_VERSION
     header_seen = False
     count = 0  # records yielded
+    previous = -1  # typed records: the seq of the record before
+    new, set_fields = object.__new__, set_model_dict
     files = _LogFiles(Path(path))
     for file, parquet in files:
         schema = parquet.schema_arrow  # made anew at each access: once per file, not per column
@@ -805,7 +855,28 @@ def iter_parquet_dicts(path: str | os.PathLike[str], *,
                     _take_fields(record, named, values[len(metrics):], fields.get(kind, ()),
                                  file, number)
                 count += 1
-                yield record
+                if plan is None:
+                    yield record
+                    continue
+                # typed's checks and build (jsonl.typed), on the values in locals
+                if type(seq) is not int or seq <= previous:
+                    raise seq_error(places, count, seq, previous)  # type: ignore[arg-type]
+                previous = seq
+                known = plan.get(kind, VALIDATE)
+                if known is SKIP:
+                    if seq > stop and (kept is None or kept(seq)):
+                        return
+                    continue
+                if (len(record) == known[1] and payload is None and type(index) is int
+                        and type(time) is float and type(run_id) is str
+                        and type(epoch) in known[2] and type(step) in known[3]):
+                    event = new(known[0])
+                    set_fields(event, record)
+                    yield event
+                    continue
+                event = built(record, plan, places(count))  # type: ignore[misc]
+                if event is not None:
+                    yield event
             row += batch.num_rows
         if leading is None and type(seq) is int:  # the last seq read (typed checks order)
             files.covered = seq if files.covered is None else max(seq, files.covered)
@@ -902,8 +973,8 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
 
 
 def read_parquet(path: str | os.PathLike[str], *, validate: bool = False,
-                 kinds: Collection[str] | None = None) -> Iterator[Record]:
+                 kinds: Collection[str] | None = None, stop: int | None = None,
+                 kept: Callable[[int], bool] | None = None) -> Iterator[Record]:
     """Every record of a Parquet log, typed; see :func:`eventbus.read_log`."""
-    places = _Places()
-    return typed(iter_parquet_dicts(path, places=places), places, validate=validate,
-                 kinds=kinds)
+    return _read(path, _Places(), _parquet_plan(validate, kinds),
+                 math.inf if stop is None else stop, kept)

@@ -28,6 +28,8 @@ from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq
 from .recorder import Recorder, Slot
 from .records import (
+    BATCH_KINDS,
+    KINDS,
     Decision,
     Header,
     Observation,
@@ -70,6 +72,8 @@ class Resumable(Protocol):
 
     def flush(self) -> None: ...
 
+    def subscribes(self, kind: str, *, side_effects: bool = False) -> bool: ...
+
 __all__ = ["Resumable", "resume", "same_path"]
 
 
@@ -104,7 +108,10 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
     point = resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
-    records = read_effective(log, spans=point.spans)
+    # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
+    unbuilt = _unbuilt(bus, log)
+    records = read_effective(log, spans=point.spans, stop=-1 if point.seq is None else point.seq,
+                             kinds=[kind for kind in KINDS if kind not in unbuilt])
     header = next(records, None)
     if not isinstance(header, Header):
         raise LogError(f"{log}: cannot resume: the log has no header record", path=str(log))
@@ -121,6 +128,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     catching_up.write(header)
 
     labels = set(bus.labels)  # only what these plugins decide is compared
+    quiet = catching_up.quiet(bus)
     recorded: list[Decision] = []
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
@@ -130,6 +138,12 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
             for record in records:
+                if record.kind in quiet:  # an Observation: the check below, made short
+                    if point.seq is None or record.seq > point.seq:
+                        break
+                    from_seq = record.seq
+                    cursor.replayed(record)  # all that feeding it would do
+                    continue
                 if point.seq is None or (record.seq > point.seq
                                          and isinstance(record, Observation)):
                     break  # past the last finished epoch and its decisions: the loop reruns
@@ -253,7 +267,19 @@ class _CatchUp:
                     callable(getattr(slot.sink, "catch_up", None)):
                 self.catchers.append(slot)
 
+    def quiet(self, bus: Resumable) -> frozenset[str]:
+        """The batch kinds no log or sink here catches up on and no plugin is fed: for most of
+        a log (every ``batch_begin``), feeding a record only moves the run's position, and
+        resume does just that (the engine's ``feed`` does nothing else for a kind no plugin
+        takes; a batch record starts no fit, so it clears no stop)."""
+        if self.behind:
+            return frozenset()
+        return frozenset(kind for kind in BATCH_KINDS if not bus.subscribes(kind) and not any(
+            kind in slot.kinds for slot in self.catchers))  # type: ignore[operator]
+
     def write(self, record: Record) -> None:
+        if not (self.behind or self.catchers):
+            return  # nothing to catch up (the usual case): no copies of empty lists per record
         data: dict[str, Any] | None = None
         for item in list(self.behind):
             slot, have = item
@@ -273,6 +299,24 @@ class _CatchUp:
             self.behind = [item for item in self.behind if item[0] is not slot]
             self.catchers = [other for other in self.catchers if other is not slot]
             self.failed.append((slot, error))
+
+
+#: Batch kinds whose records move nothing resume looks at: a ``batch_begin``'s position is
+#: its ``batch_end``'s (replay leaves them out too, when its plugins do not take them).
+_BEGINS = ("batch_begin", "test_batch_begin", "predict_batch_begin")
+
+
+def _unbuilt(bus: Resumable, log: str | os.PathLike[str]) -> frozenset[str]:
+    """The kinds resume need not build: batch begins no plugin takes, when no log is caught up
+    (it gets every record) and no sink that catches up takes them. Decided before the log is
+    read, so a little wider than ``_CatchUp.quiet``: any sink with a ``catch_up`` counts."""
+    slots = bus.recorder.slots
+    if any(slot.kinds is None and not same_path(slot.sink, log) for slot in slots):
+        return frozenset()
+    taken = [slot.kinds for slot in slots
+             if slot.kinds is not None and callable(getattr(slot.sink, "catch_up", None))]
+    return frozenset(kind for kind in _BEGINS if not bus.subscribes(kind)
+                     and not any(kind in kinds for kinds in taken))
 
 
 def _last_seq_of(slot: Any) -> int | None:
