@@ -136,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         n = sum(1 for _ in open(jsonl, "rb"))
         samples: dict[str, list[float]] = {label: [] for label in runs}
         clock = time.process_time if args.cpu_time else time.perf_counter
-        for _ in range(rounds):
-            for label, run in runs.items():
-                getattr(run, "prepare", lambda: None)()
-                gc.collect()
-                start = clock()
-                run()
-                samples[label].append(clock() - start)
+        # What is alive now is never collected again: each collect below stays cheap even in a
+        # process that holds torch or Keras (a full collect there takes most of a second).
+        gc.collect()
+        gc.freeze()
+        try:
+            for _ in range(rounds):
+                for label, run in runs.items():
+                    getattr(run, "prepare", lambda: None)()
+                    gc.collect()
+                    start = clock()
+                    run()
+                    samples[label].append(clock() - start)
+        finally:
+            gc.unfreeze()
         peaks = {}
         if not (args.smoke or args.no_memory):
             for label in runs:
