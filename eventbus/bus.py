@@ -30,7 +30,6 @@ from .cursor import Cursor
 from .dispatch import Dispatcher
 from .engine import Engine, RunWarning, checked
 from .errors import ConfigError, EventError
-from .log import has_records, resume_source
 from .metrics import plain_meta, plain_params, to_index
 from .policy import FailurePolicy, PluginIsolatedWarning, SinkFailureWarning
 from .recorder import Recorder, make_header
@@ -44,6 +43,8 @@ from .records import (
     Record,
     SinkFailed,
 )
+from .resume import resume as resume_run
+from .resume import resume_source_of
 from .shadow import Shadow
 from .sink import Sink
 
@@ -149,16 +150,10 @@ class Bus:
                 self.register(plugin)
             if shadow is not None:
                 self.register(Shadow(shadow))
-            # Plugins that keep a backup (BackupAndRestore) are always asked, so they can
-            # attach their writers; the bus's own log, when it has records, is the more
-            # complete source.
-            resume_path = resume_source(targets) if resume and log is not None else None
-            for fn in self._calls["resume_from"]:
-                found = fn({"run": self.run, "bus": self.run})
-                if found is not None and not has_records(resume_path) and has_records(found):
-                    resume_path = os.fspath(found)
-            if has_records(resume_path):
-                self.resume(resume_path)  # type: ignore[arg-type]
+            source = resume_source_of(self._calls["resume_from"], self.run,
+                                      targets if resume and log is not None else ())
+            if source is not None:
+                self.resume(source)
         except BaseException:
             # No bus to close: the logs it opened (and their locks) are let go here.
             for slot in list(recorder.slots):
@@ -474,9 +469,7 @@ class Bus:
     def resume(self, log: str | os.PathLike[str]) -> bool:
         """Continue the run recorded in ``log``: restore every plugin's state and the control
         state (see :mod:`eventbus.resume`). Returns False when ``log`` holds no record."""
-        from .resume import resume
-
-        return resume(self, log)
+        return resume_run(self, log)
 
     # --- outside inputs ------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .control import Control, checked_learning_rate
 from .cursor import Cursor
 from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
-from .log import has_records, last_seq
+from .log import has_records, last_seq, resume_source
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
@@ -75,6 +75,19 @@ class Resumable(Protocol):
     def subscribes(self, kind: str, *, side_effects: bool = False) -> bool: ...
 
 __all__ = ["Resumable", "resume", "same_path"]
+
+
+def resume_source_of(asked: Sequence[Any], run: Any, targets: Sequence[object]) -> str | None:
+    """The log a new bus resumes from: the first of its own logs (``targets``, empty when it
+    was not asked to resume) that has records, else a log a plugin answers ``resume_from``
+    with (BackupAndRestore's backup). The plugins are always asked, so they can attach their
+    writers; the bus's own log, when it has records, is the more complete source."""
+    path = resume_source(targets) if targets else None
+    for fn in asked:
+        found = fn({"run": run, "bus": run})
+        if found is not None and not has_records(path) and has_records(found):
+            path = os.fspath(found)
+    return path if has_records(path) else None
 
 
 def same_path(sink: object, path: str | os.PathLike[str]) -> bool:
