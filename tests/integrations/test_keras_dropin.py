@@ -347,3 +347,23 @@ def test_an_instance_still_switches_a_hook_off_by_its_name():
         assert bus.subscribers("batch_end") == ([] if type(plugin) is not TerminateOnNaN
                                                 else [plugin])
         bus.close()
+
+
+def test_a_second_fit_with_the_same_backup_goes_on_where_the_first_was_interrupted(tmp_path):
+    """Keras's BackupAndRestore idiom, with the plugin straight in model.fit: a fit that
+    raised at epoch 3, then the same fit again with the same callback, trains epochs 3 to 5."""
+
+    class Interrupt(keras.callbacks.Callback):
+        raised = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3 and not self.raised:
+                Interrupt.raised = True
+                raise RuntimeError("interrupted")
+
+    model, (x, y) = tiny_model(), noise()
+    backup, interrupt = BackupAndRestore(tmp_path / "backup"), Interrupt()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=6, verbose=0, callbacks=[backup, interrupt])
+    history = model.fit(x, y, epochs=6, verbose=0, callbacks=[backup, interrupt])
+    assert history.epoch == [3, 4, 5]
