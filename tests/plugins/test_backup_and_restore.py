@@ -94,6 +94,14 @@ def recorded(bus: Bus, backup: BackupAndRestore) -> list:
     return list(read_log(backup.log_path))
 
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+    """The decisions of the run that never crashed: the same for every example of TestResume."""
+    bus, _, backup = train(tmp_path_factory.mktemp("whole"), VALUES, delete_checkpoint=False)
+    return decisions_of(recorded(bus, backup))
+
+
 class TestResume:
     def test_weights_epoch_and_state_come_back(self, tmp_path: Path) -> None:
         """After a crash in epoch 5 the run goes on at epoch 5 with epoch 4's weights and
@@ -129,12 +137,6 @@ class TestResume:
         assert model.learning_rate == whole.learning_rate
         kinds = [r.kind for r in recorded(bus, backup)]
         assert kinds.count("resumed") == 1 and kinds.count("weights_restored") == 1
-
-    @pytest.fixture(scope="class")
-    def uninterrupted(self, tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
-        """The decisions of the run that never crashed: the same for every example below."""
-        bus, _, backup = train(tmp_path_factory.mktemp("whole"), VALUES, delete_checkpoint=False)
-        return decisions_of(recorded(bus, backup))
 
     # A crash after the run's end resumes a finished run, which the bus says.
     @pytest.mark.filterwarnings("ignore:bus. resume. the run in .* had finished")
