@@ -89,14 +89,16 @@ def find_logs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _logs_below(root: Path) -> Iterator[Path]:
-    for entry in os.scandir(root):
-        path = Path(entry.path)
-        if entry.is_symlink():
-            continue
-        if entry.name.endswith((".jsonl", ".parquet")):
-            yield path
-        elif entry.is_dir():
-            yield from _logs_below(path)
+    # os.walk, not recursion: a directory nested thousands deep is no RecursionError; links
+    # (to files or directories) are never followed.
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        logs = [name for name in dirs if name.endswith(".parquet")]
+        dirs[:] = [name for name in dirs if not name.endswith(".parquet")
+                   and not os.path.islink(os.path.join(folder, name))]
+        for name in logs + files:
+            path = Path(folder, name)
+            if name.endswith((".jsonl", ".parquet")) and not path.is_symlink():
+                yield path
 
 
 def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> LogVerdict:

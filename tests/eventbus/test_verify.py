@@ -117,3 +117,4 @@ def test_the_command_exits_1_on_a_failure_and_speaks_json(demo_run, tmp_path, ca
     empty.mkdir()
     assert main(["verify", str(empty)]) == 2
     assert "no logs" in capsys.readouterr().err
+
