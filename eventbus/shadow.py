@@ -46,14 +46,15 @@ class _Policy:
 
     def __init__(self, plugin: object):
         self.plugin = plugin
-        self.label = _describe(plugin)
+        #: How the header records it (its parameters do not change after it is built).
+        self.spec = plugin_spec(plugin)
+        self.label = _describe(plugin, self.spec.params)
+        probe = Dispatcher()
+        probe.register(plugin)
+        #: The hooks it implements: what a bus of its own would call.
+        self.hooks = frozenset(hook for hook, handlers in probe.calls.items() if handlers)
         self.bus: Any = None
         self.stop_epoch: int | None = None
-
-    def subscribes(self, kind: str) -> bool:
-        probe = Dispatcher()
-        probe.register(self.plugin)
-        return bool(probe.calls[f"on_{kind}"])
 
     def take(self, event: Observation, run: Run) -> list[Decision]:
         if event.kind == "train_begin":
@@ -95,12 +96,12 @@ class Shadow(Plugin):
                 raise ConfigError(f"Shadow: {plugin_name(plugin)} writes or sends (it has side "
                                   "effects); a shadow policy only decides", field="shadow",
                                   plugin=plugin_name(plugin))
-            spec = plugin_spec(plugin)
-            if not spec.recordable:
-                raise ConfigError(f"Shadow: {spec.name} has parameters a log cannot record; a "
-                                  "shadow policy is rebuilt from the log by replay and resume",
-                                  field="shadow", plugin=spec.name)
         self.policies = [_Policy(p) for p in built]
+        for policy in self.policies:
+            if not policy.spec.recordable:
+                raise ConfigError(f"Shadow: {policy.spec.name} has parameters a log cannot "
+                                  "record; a shadow policy is rebuilt from the log by replay "
+                                  "and resume", field="shadow", plugin=policy.spec.name)
         labels = [p.label for p in self.policies]
         for i, label in enumerate(labels):
             if labels.count(label) > 1:
@@ -110,7 +111,7 @@ class Shadow(Plugin):
         for hook in _HOOKS:
             kind = hook[3:]
             if kind not in ("train_begin", "train_end", "epoch_begin", "epoch_end") and \
-                    not any(p.subscribes(kind) for p in self.policies):
+                    not any(hook in p.hooks for p in self.policies):
                 setattr(self, f"_take_{kind}", None)
 
     @hookimpl
@@ -120,7 +121,7 @@ class Shadow(Plugin):
     def get_config(self) -> dict[str, Any]:
         specs = []
         for policy in self.policies:
-            spec = plugin_spec(policy.plugin)
+            spec = policy.spec
             specs.append({"name": spec.name, "params": spec.params, "label": policy.label,
                           **({"filters": spec.filters} if spec.filters else {})})
         return {"policies": specs}
@@ -173,10 +174,9 @@ def _built(policy: object) -> object:
     return filtered(plugin, *recorded(policy.get("filters", ())))
 
 
-def _describe(plugin: object) -> str:
-    """``EarlyStopping(patience=3)``: the policy's name and the parameters that differ from
-    its class's defaults (all of them when the class has no defaults to compare with)."""
-    params = plugin_spec(plugin).params
+def _describe(plugin: object, params: Mapping[str, Any]) -> str:
+    """``EarlyStopping(patience=3)``: the policy's name and the parameters (``params``, as
+    recorded) that differ from its class's defaults (all of them when the class has none)."""
     try:
         defaults = {name: p.default for name, p in
                     inspect.signature(type(plugin)).parameters.items()
