@@ -26,6 +26,7 @@ from .replay import replay
 __all__ = ["CheckpointCheck", "LogVerdict", "find_logs", "verify_log", "verify_logs"]
 
 _READ = 1 << 20
+_CHECKPOINT_KINDS = frozenset({"checkpoint_saved", "checkpoint_deleted"})
 #: Never through a link; never blocking on a FIFO someone put where a checkpoint was.
 _READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -110,7 +111,8 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
         result = replay(log, verify=True)
         newest: dict[str, CheckpointSaved] = {}
         deleted: set[str] = set()
-        for r in read_log(log):
+        # Replay read the log once; this second pass builds only the checkpoint records.
+        for r in read_log(log, kinds=_CHECKPOINT_KINDS):
             if isinstance(r, CheckpointSaved):
                 newest.pop(r.path, None)  # to the end: the newest save
                 newest[r.path] = r
