@@ -474,11 +474,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import find_logs, render, verify_logs
+    from .verify import find_logs, render, verify_log
 
-    if not find_logs(args.paths):
+    logs = find_logs([_existing(path) for path in args.paths])
+    if not logs:
         raise UsageError(f"no logs (*.jsonl, *.parquet) in {', '.join(args.paths)}")
-    verdicts = verify_logs([_existing(path) for path in args.paths], root=args.root)
+    verdicts = [verify_log(log, root=args.root) for log in logs]
     if args.json:
         print(json.dumps([v.as_dict() for v in verdicts], indent=2))
     else:
