@@ -27,6 +27,7 @@ from .errors import (
     SchemaVersionError,
     UsageError,
 )
+from .events import Event
 from .log import read_header, read_log
 from .model import ModelAdapter, NumpyModel
 from .plugin import Plugin
@@ -42,6 +43,7 @@ __all__ = [
     "DeliveryError",
     "DistributedError",
     "EventBusError",
+    "Event",
     "EventError",
     "LogCorruptError",
     "LogError",

@@ -30,12 +30,11 @@ from .cursor import Cursor
 from .dispatch import Dispatcher
 from .engine import Engine, RunWarning, checked
 from .errors import ConfigError, EventError
+from .events import Event
 from .metrics import plain_meta, plain_params, to_index
 from .policy import FailurePolicy, PluginIsolatedWarning, SinkFailureWarning
 from .recorder import Recorder, make_header
 from .records import (
-    TRUSTED,
-    BatchEnd,
     Decision,
     Header,
     Observation,
@@ -53,7 +52,6 @@ __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
 _new = object.__new__
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-_TRUSTED_BATCH_END = TRUSTED[BatchEnd]
 
 
 class Bus:
@@ -413,13 +411,14 @@ class Bus:
                           logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         return self._engine.other_batch("predict_batch_end", batch, logs)
 
-    def publish(self, event: Observation) -> Sequence[Decision]:
-        """Publish an observation record built by the caller; returns the decisions it caused.
+    def publish(self, event: Observation | Event) -> Sequence[Decision]:
+        """Publish an observation record built by the caller (or an event a hook received);
+        returns the decisions it caused.
 
         The bus stamps the envelope (run id, seq, time). ``epoch`` and ``step`` of batch events
         are the bus's own counters unless the event sets them.
         """
-        if not isinstance(event, Observation):
+        if not isinstance(event, (Event, Observation)):
             raise EventError(f"publish: expected an observation record (TrainBegin, EpochEnd, "
                              f"...); got {type(event).__name__}",
                              event=getattr(event, "kind", None))

@@ -1,11 +1,12 @@
 """The engine: one event through the run's parts, in fixed phases.
 
 An observation is (1) recorded: stamped and written to every sink that takes its kind; (2)
-handed, as its record model, to the plugins of its hook, in list order; (3) what they return is
-taken in. A decision is checked, stamped, applied (to the control state and, through the model
-adapter, the model), written to the sinks and passed to the ``on_decision`` hooks; an outcome
-is checked, stamped and written. Applying a decision before the sinks get it is what lets a sink
-act on it (a checkpoint writer, a backup of kept weights) and find it done.
+handed, as an event (:mod:`eventbus.events`: the record's fields on a plain object), to the
+plugins of its hook, in list order; (3) what they return is taken in. A decision is checked,
+stamped, applied (to the control state and, through the model adapter, the model), written to
+the sinks and passed to the ``on_decision`` hooks; an outcome is checked, stamped and written.
+Applying a decision before the sinks get it is what lets a sink act on it (a checkpoint writer,
+a backup of kept weights) and find it done.
 
 What the fan-out of one record leaves (a sink failed, a sink returned records, a sink asked for
 weights to be restored) is settled once every sink has that record, so every log stays in
@@ -31,15 +32,12 @@ import orjson
 
 from .control import Control, ReplayControl
 from .errors import EventError
+from .events import EVENTS, Event, event_from, event_of, set_event_fields
 from .metrics import MAX_INDEX, PendingLogs, coerce_logs, hold_logs, to_index
 from .plugin import Plugin, plugin_name
 from .recorder import Recorder
 from .records import (
-    KINDS,
     SCHEMA_VERSION,
-    TRUSTED,
-    BatchBegin,
-    BatchEnd,
     Decision,
     Header,
     Observation,
@@ -47,7 +45,6 @@ from .records import (
     PluginFailed,
     Record,
     SinkFailed,
-    set_model_dict,
 )
 from .records import Warning as WarningRecord
 from .sink import Sink
@@ -64,37 +61,8 @@ _new = object.__new__
 _get_ident = threading.get_ident
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-_TRUSTED_BATCH_END = TRUSTED[BatchEnd]
+_BATCH_END_EVENT = EVENTS["batch_end"]
 
-
-def _pending_event_class() -> type[BatchEnd]:
-    """The trusted ``BatchEnd`` whose logs may be a :class:`~eventbus.metrics.PendingLogs`:
-    what makes a copy or a dump of it (pydantic reads the field storage directly) reads the
-    tensors first and puts the plain dict in their place, so pydantic sees a dict of floats.
-    Built as ``records.trusted`` builds its classes: no new pydantic schema."""
-    base = _TRUSTED_BATCH_END
-
-    def settling(name: str) -> Callable[..., Any]:
-        method = getattr(base, name)
-
-        def settled(self: Any, *args: Any, **kwargs: Any) -> Any:
-            fields = self.__dict__
-            logs = fields["logs"]
-            if type(logs) is PendingLogs:
-                fields["logs"] = logs.plain()
-            return method(self, *args, **kwargs)
-        settled.__name__ = name
-        return settled
-
-    namespace: dict[str, Any] = {"__module__": base.__module__, "__qualname__": base.__qualname__,
-                                 "__slots__": ()}
-    for name in ("model_dump", "model_dump_json", "model_copy", "__copy__", "__deepcopy__",
-                 "__getstate__", "__eq__", "__repr__", "__str__"):
-        namespace[name] = settling(name)
-    return type.__new__(type(base), base.__name__, (base,), namespace)  # type: ignore[return-value]
-
-
-_PENDING_BATCH_END = _pending_event_class()
 
 #: How many records may wait for their tensors to be read (see ``Recorder.hold``): 64 batches'
 #: begin and end, the interval at which the batch path looks at the line buffers' size.
@@ -176,7 +144,7 @@ class Engine:
         record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
                   "kind": "batch_begin", "time": _time(), "logs": clean,
                   "epoch": cursor.epoch, "batch": batch, "step": cursor.step}
-        return self.emit(BatchBegin, record)
+        return self.emit(record)
 
     def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         """``Bus.batch_end`` (bound on the bus itself). The hottest path of all: :meth:`emit`'s
@@ -248,8 +216,8 @@ class Engine:
                             record)
         if not handlers:
             return ()
-        event = _new(_TRUSTED_BATCH_END)  # the record as its pydantic model, not re-validated
-        set_model_dict(event, record)
+        event = _new(_BATCH_END_EVENT)  # the record as an event: its dict, not copied
+        set_event_fields(event, record)
         decisions: list[Decision] | None = None
         owner = self.dispatcher.owner  # as the handlers were made: a disable makes new ones
         for fn in handlers:
@@ -289,9 +257,9 @@ class Engine:
             self.attention = True  # the next event that does not join them writes them first
         decisions: Sequence[Decision] = ()
         if handlers:
-            event = _new(_PENDING_BATCH_END)
-            set_model_dict(event, record)
-            decisions = self.dispatch(event, handlers)  # decisions flush: the held are written
+            # Its logs read the tensors at a plugin's first value read (or dump); decisions
+            # flush, which writes the held records.
+            decisions = self.dispatch(event_from(record), handlers)
         if len(recorder.held) >= HOLD_RECORDS:
             self.release()
         return decisions
@@ -430,16 +398,16 @@ class Engine:
         recorder.seq = seq = recorder.seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq, "kind": kind,
                   "time": _time(), "logs": logs, **fields}
-        decisions = self.emit(KINDS[kind], record, refused)
+        decisions = self.emit(record, refused)
         if kind == "epoch_end" and not decisions:
             self.flush()
         elif kind == "train_end":
             self.sync()
         return decisions
 
-    def emit(self, cls: type[Record], record: dict[str, Any],
+    def emit(self, record: dict[str, Any],
              refused: Sequence[tuple[object, Exception]] = ()) -> Sequence[Decision]:
-        """Record ``record``, then hand it, as its model, to the plugins of its hook. Plugins
+        """Record ``record``, then hand it, as an event, to the plugins of its hook. Plugins
         whose ``augment_epoch_logs`` failed (``refused``) fail after the record is kept: the
         loop's metrics are not lost with a plugin's."""
         self.settle(self.recorder.write(record), record["kind"], record)
@@ -449,9 +417,7 @@ class Engine:
         handlers = self.dispatcher.calls[f"on_{record['kind']}"]
         if not handlers:
             return ()
-        event = _new(TRUSTED[cls])  # the record, as its pydantic model, without re-validation
-        set_model_dict(event, record)
-        return self.dispatch(event, handlers)
+        return self.dispatch(event_from(record), handlers)  # the record as an event
 
     def dispatch(self, event: Any, handlers: Sequence[Any]) -> Sequence[Decision]:
         """Call ``handlers`` with ``event``; the decisions they make are applied and returned."""
@@ -489,7 +455,7 @@ class Engine:
                 self.dispatcher.call(self.dispatcher.calls["on_decision"], record,
                                      lambda *_: None, self._decision_failed)
             return ()
-        if not isinstance(record, Observation):
+        if not isinstance(record, (Event, Observation)):
             return ()
         kind = record.kind
         if self.cursor.replayed(record):
@@ -502,11 +468,13 @@ class Engine:
         control = self.control
         if not control.live and kind in ("epoch_begin", "epoch_end") and \
                 control.learning_rate is not None:
-            record = record.model_copy(
-                update={"logs": {**record.logs, "learning_rate": control.learning_rate}})
+            event = event_from({**record.__dict__, "logs": {
+                **record.logs, "learning_rate": control.learning_rate}})
+        else:
+            event = event_of(record)  # plugins get an event, whether live or fed again
         with self.writing_nothing():
             self.recorder.seq = record.seq
-            return self.dispatch(record, handlers)
+            return self.dispatch(event, handlers)
 
     def write_recorded(self, record: Record) -> None:
         """Write a recorded record to the sinks as it was (see ``Bus.write_recorded``)."""

@@ -4,10 +4,11 @@ A plugin is any object with methods marked ``@eventbus.hookimpl`` whose names ar
 It implements only the hooks it needs; the bus never calls a plugin for a hook it lacks, so a
 plugin that ignores batches costs nothing per batch.
 
-Every observation hook receives the event as ``event``, an immutable record of its kind's class
-(``on_epoch_end`` gets an :class:`~eventbus.records.EpochEnd`; see :mod:`eventbus.records`)
-with ``seq``, ``time``, ``logs`` and the kind's own fields. ``logs`` is a plain dict shared by
-every plugin that handles the event: read it, do not change it.
+Every observation hook receives the event as ``event``, an immutable :class:`~eventbus.Event`
+whose attributes are the fields of its kind's record (``on_epoch_end``'s has those of
+:class:`~eventbus.records.EpochEnd`; see :mod:`eventbus.events`): ``seq``, ``time``, ``logs``
+and the kind's own fields. ``logs`` is a plain dict shared by every plugin that handles the
+event: read it, do not change it. (The annotations below name the record classes: the fields.)
 
 A hook may return ``None``, one record or an iterable of records. Decisions
 (``StopTraining``, ``SetLearningRate``, ``SaveCheckpoint``, ``SnapshotWeights``,

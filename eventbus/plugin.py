@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import orjson
 
 from ._markers import PROJECT_NAME
+from .events import Event
 from .filters import filters_of
 from .records import PluginSpec, Record
 
@@ -65,7 +66,7 @@ def _keras_entry(method: str, hook: Any) -> Any:
 
     @functools.wraps(hook)
     def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if (args and isinstance(args[0], Record)) or "event" in kwargs or \
+        if (args and isinstance(args[0], (Event, Record))) or "event" in kwargs or \
                 (not takes_event and not args and not kwargs and self._keras_fit is None):
             return hook(self, *args, **kwargs)
         return keras_call(self, method, args, kwargs)

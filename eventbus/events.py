@@ -1,0 +1,162 @@
+"""What a plugin's hook receives: an observation as a plain, immutable object.
+
+The bus hands each hook the observation it has just recorded as an :class:`Event`: an object
+whose attributes are the record's fields (``kind``, ``seq``, ``time``, ``run_id``, ``v``,
+``logs``, and ``epoch``, ``batch``, ``step``, ``params`` where the kind has them), with the same
+names and values the log holds. Replay and resume hand plugins the same type, made from the
+records they read.
+
+An event is not a pydantic model. Plugins read events on every batch, and a read on a pydantic
+model costs about three times a plain object's (its ``__getattr__`` keeps CPython from
+specialising the read); making one costs more too. pydantic stays the schema: the bus checks
+values at the edge (``metrics.coerce_logs``), and records are what logs are written from and
+read into. An event's attributes are its record's storage itself, so making one copies nothing.
+
+What code written against records still finds on an event: ``event.record()`` gives the
+pydantic record; ``model_dump()``, ``model_dump_json()``, ``model_copy(update=...)``,
+``model_fields_set``, ``==`` (with an event or a record of the same fields) and ``repr`` behave
+as the record's do; and it is immutable: setting or deleting an attribute raises
+:class:`FrozenEventError` naming the field and the event. (As with a frozen record, the ``logs``
+dict itself is not frozen; a plugin that changes it changes what later plugins see, so copy it
+first.) What it is not is an instance of its record class: pydantic's ``isinstance`` admits no
+virtual subclasses. Ask ``event.kind`` (or ``isinstance(event, Event)``) instead.
+
+A batch event whose metrics are tensors not read yet has a ``logs`` mapping that reads them all
+on its first value read (``metrics.PendingLogs``); dumping, copying or comparing the event reads
+them first.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from .metrics import PendingLogs
+from .records import KINDS, OBSERVATION_KINDS, Record, trusted
+
+__all__ = ["EVENTS", "Event", "FrozenEventError", "event_from", "event_of", "make_event",
+           "set_event_fields"]
+
+_new = object.__new__
+
+
+class FrozenEventError(AttributeError):
+    """An event's attribute was set or deleted: events are immutable, as the log is."""
+
+
+class Event:
+    """An observation as a hook receives it (see the module's documentation)."""
+
+    __slots__ = ("__dict__",)
+
+    #: The record kind, and the pydantic model of its record.
+    kind: ClassVar[str]
+    record_class: ClassVar[type[Record]]
+    category: ClassVar[str] = "observation"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenEventError(f"{self.kind} event (seq {self.__dict__.get('seq')}): cannot set "
+                               f"{name!r}; events are immutable (copy one with "
+                               "event.model_copy(update={...}))")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenEventError(f"{self.kind} event (seq {self.__dict__.get('seq')}): cannot "
+                               f"delete {name!r}; events are immutable")
+
+    def _fields(self) -> dict[str, Any]:
+        """The fields, with tensors held in ``logs`` read first."""
+        fields = self.__dict__
+        if type(fields.get("logs")) is PendingLogs:
+            fields["logs"] = fields["logs"].plain()
+        return fields
+
+    def record(self) -> Record:
+        """This event as its pydantic record (sharing its field storage)."""
+        return trusted(self.record_class, self._fields())
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        return set(self.__dict__)
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        return self.record().model_dump(**options)
+
+    def model_dump_json(self, **options: Any) -> str:
+        return self.record().model_dump_json(**options)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Event:
+        """A copy, with ``update``'s fields replaced (not validated, as pydantic's is not)."""
+        fields = dict(self._fields())
+        if deep:
+            fields = copy.deepcopy(fields)
+        if update:
+            unknown = set(update) - set(fields)
+            if unknown:
+                raise AttributeError(f"{self.kind} event has no field {sorted(unknown)[0]!r}")
+            fields.update(update)
+        return make_event(type(self), fields)
+
+    def __copy__(self) -> Event:
+        return make_event(type(self), dict(self._fields()))
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Event:
+        return make_event(type(self), copy.deepcopy(self._fields(), memo))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Event):
+            return self.kind == other.kind and self._fields() == other._fields()
+        if isinstance(other, Record):
+            return self.kind == other.kind and self._fields() == other.__dict__
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as a record's: its logs are a dict
+
+    def __repr__(self) -> str:
+        return repr(self.record())
+
+    def __rich_repr__(self) -> Any:  # pragma: no cover - rich's pretty printer
+        yield from self._fields().items()
+
+    def __reduce__(self) -> Any:
+        return make_event, (type(self), dict(self._fields()))
+
+
+#: The ``__dict__`` slot's setter: an event is made by giving it its record's field dict.
+set_event_fields = Event.__dict__["__dict__"].__set__
+
+
+def make_event(cls: type[Event], fields: dict[str, Any]) -> Event:
+    """An event of ``cls`` whose attributes are ``fields`` (taken, not copied; already checked:
+    nothing is validated here)."""
+    event = _new(cls)
+    set_event_fields(event, fields)
+    return event
+
+
+def _event_class(kind: str) -> type[Event]:
+    record_class = KINDS[kind]
+    cls = type(f"{record_class.__name__}Event", (Event,), {
+        "__slots__": (), "__module__": __name__, "kind": kind, "record_class": record_class,
+        "__doc__": f"A ``{kind}`` observation as a hook receives it (fields of "
+                   f":class:`~eventbus.records.{record_class.__name__}`)."})
+    return cls
+
+
+#: Observation kind -> its event class.
+EVENTS: dict[str, type[Event]] = {kind: _event_class(kind) for kind in OBSERVATION_KINDS}
+
+
+def event_of(record: Any) -> Event:
+    """The event for an observation record (sharing its field storage); an event as it is."""
+    if isinstance(record, Event):
+        return record
+    event = _new(EVENTS[record.kind])
+    set_event_fields(event, record.__dict__)
+    return event
+
+
+def event_from(fields: dict[str, Any]) -> Event:
+    """The event for a checked record dict (its ``kind`` picks the class; taken, not copied)."""
+    event = _new(EVENTS[fields["kind"]])
+    set_event_fields(event, fields)
+    return event
