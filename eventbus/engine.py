@@ -115,6 +115,8 @@ class Engine:
         tables = self.recorder.tables
         self._batch_end_route = (tables.finite_writes, tables.finite_owners, tables.lines,
                                  self.dispatcher.calls["on_batch_end"])
+        self._batch_begin_route = (tables.begin_finite_writes, tables.begin_finite_owners,
+                                   tables.begin_lines, self.dispatcher.calls["on_batch_begin"])
         #: Whether a batch_end's tensors may be read late: only line buffers take the record.
         self._holds = "batch_end" in tables.holds
         self._idle_batch_begin = self._is_idle("batch_begin")
@@ -144,7 +146,24 @@ class Engine:
         record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
                   "kind": "batch_begin", "time": _time(), "logs": clean,
                   "epoch": cursor.epoch, "batch": batch, "step": cursor.step}
-        return self.emit(record)
+        if clean or recorder.held:  # metrics (finite or not), or joining held records
+            return self.emit(record)
+        # The common case, no metrics: one encoding for every line sink, as batch_end's.
+        writes, owners, lines, handlers = self._batch_begin_route
+        if lines:
+            try:
+                line = _dumps(record, option=_NEWLINE)
+            except Exception:  # e.g. an index beyond 64 bits: each sink reports it
+                return self.emit(record)
+            for append in lines:
+                append(line)
+            if not seq & 63:
+                self.settle(recorder.flush_full(), "batch_begin", None)
+        if writes:
+            self.settle(recorder.fan_out(record, writes, owners, 0), "batch_begin", record)
+        if not handlers:
+            return ()
+        return self.dispatch(event_from(record), handlers)
 
     def batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         """``Bus.batch_end`` (bound on the bus itself). The hottest path of all: :meth:`emit`'s

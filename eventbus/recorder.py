@@ -78,11 +78,15 @@ class _Tables:
     writes: dict[str, tuple[Callable[[dict[str, Any]], Any], ...]] = field(default_factory=dict)
     owners: dict[str, tuple[Slot, ...]] = field(default_factory=dict)
     #: For a batch_end whose metrics are finite floats: the line buffers' ``extend``, and the
-    #: writes of the other sinks taking batch_end.
+    #: writes of the other sinks taking batch_end. ``begin_*``: the same for batch_begin.
     lines: tuple[Callable[[bytes], Any], ...] = ()
-    line_slots: tuple[Slot, ...] = ()
     finite_writes: tuple[Callable[[dict[str, Any]], Any], ...] = ()
     finite_owners: tuple[Slot, ...] = ()
+    begin_lines: tuple[Callable[[bytes], Any], ...] = ()
+    begin_finite_writes: tuple[Callable[[dict[str, Any]], Any], ...] = ()
+    begin_finite_owners: tuple[Slot, ...] = ()
+    #: The line buffers batch records are appended to (their size is checked every 64 seqs).
+    line_slots: tuple[Slot, ...] = ()
     #: The batch kinds only line buffers take: a record of them may wait in ``Recorder.held``.
     holds: frozenset[str] = frozenset()
 
@@ -193,12 +197,16 @@ class Recorder:
             owners = tuple(s for s in self.slots if s.kinds is None or kind in s.kinds)
             tables.owners[kind] = owners
             tables.writes[kind] = tuple(s.write for s in owners)
-        batch = tables.owners["batch_end"]
-        tables.line_slots = tuple(s for s in batch if s.buffer is not None)
-        tables.lines = tuple(s.buffer.extend for s in tables.line_slots)  # type: ignore[union-attr]
-        tables.finite_owners = tuple(s for s in batch if s.buffer is None)
-        tables.finite_writes = tuple(getattr(s.sink, "write_finite", s.write)
-                                     for s in tables.finite_owners)
+        for prefix, kind in (("", "batch_end"), ("begin_", "batch_begin")):
+            batch = tables.owners[kind]
+            finite_owners = tuple(s for s in batch if s.buffer is None)
+            setattr(tables, f"{prefix}lines",
+                    tuple(s.buffer.extend for s in batch if s.buffer is not None))
+            setattr(tables, f"{prefix}finite_owners", finite_owners)
+            setattr(tables, f"{prefix}finite_writes",
+                    tuple(getattr(s.sink, "write_finite", s.write) for s in finite_owners))
+        tables.line_slots = tuple(s for s in self.slots if s.buffer is not None and (
+            s.kinds is None or "batch_end" in s.kinds or "batch_begin" in s.kinds))
         tables.holds = frozenset(kind for kind in ("batch_begin", "batch_end")
                                  if all(s.buffer is not None for s in tables.owners[kind]))
         self.tables = tables
@@ -313,8 +321,8 @@ class Recorder:
         return left
 
     def flush_full(self) -> list[Trouble] | None:
-        """Flush the line buffers that have reached their size (the bus asks every 64
-        batches: nothing else looks at their size)."""
+        """Flush the line buffers that have reached their size (the batch paths ask every 64
+        seqs: nothing else looks at their size)."""
         full = [s for s in self.tables.line_slots if s.buffer is not None
                 and len(s.buffer) >= s.limit]
         return self.call(full, "flush") if full else None

@@ -130,3 +130,25 @@ class TestConvert:
         with pytest.raises(ConfigError, match="no such log"):
             convert(tmp_path / "missing.jsonl", tmp_path / "out.parquet")
         assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("lead", [0, 1], ids=["even", "odd"])
+def test_line_buffers_reach_the_file_within_an_epoch_whatever_the_seq_parity(tmp_path, lead):
+    """The batch paths look at the line buffers' size every 64 seqs: with a batch_begin and a
+    batch_end per batch, one of the two has each such seq, whichever parity batch_end's seqs
+    have (one lone batch_end first makes them odd)."""
+    path = tmp_path / "run.jsonl"
+    with Bus([], log=JsonlSink(path, buffer_bytes=4096)) as bus:
+        bus.train_begin({})
+        bus.epoch_begin(0)
+        for i in range(lead):
+            bus.batch_end(i, {"loss": 1.0})
+        for i in range(lead, 2000):
+            bus.batch_begin(i)
+            bus.batch_end(i, {"loss": 1.0})
+        on_disk = path.stat().st_size  # only the size rule has written so far
+        bus.flush()
+        assert path.stat().st_size > 300_000
+        assert on_disk >= path.stat().st_size - 3 * 4096
+        bus.epoch_end(0, {"loss": 1.0})
+    assert len(list(read_log(path))) == 3 + 2 * 2000 - lead + 1
