@@ -175,26 +175,16 @@ class Engine:
             return ()
         if type(batch) is not int or not 0 <= batch <= 0x7FFFFFFFFFFFFFFF:  # MAX_INDEX
             batch = to_index(batch, "batch", "batch_end")
-        finite = True
         if type(logs) is dict:
             clean = logs.copy()
             for key, value in clean.items():
                 # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
                 if type(value) is not float or type(key) is not str or value - value:
-                    if self._holds:
-                        held = hold_logs(logs, "batch_end")
-                        if type(held) is PendingLogs:
-                            return self._batch_end_held(batch, held)
-                        clean = coerce_logs(logs, "batch_end") if held is None else held
-                    else:
-                        clean = coerce_logs(logs, "batch_end")
-                    finite = False  # may hold NaN or infinity: each sink checks
-                    break
+                    return self._batch_end_checked(batch, logs)
         elif logs is None:
             clean = {}
         else:  # another mapping, or not a mapping at all: coerce_logs says which
-            clean = coerce_logs(logs, "batch_end")
-            finite = False
+            return self._batch_end_checked(batch, logs)
         if _get_ident() != self.thread:
             self.claim()
         if self.attention:
@@ -208,9 +198,7 @@ class Engine:
                   "batch": batch, "step": step}
         cursor.step = step + 1
         writes, owners, lines, handlers = self._batch_end_route
-        if not finite:
-            writes, owners = recorder.route("batch_end")
-        elif lines:
+        if lines:
             try:
                 line = _dumps(record, option=_NEWLINE)  # one encoding for every line sink
             except Exception:  # e.g. an index beyond 64 bits: each sink reports it
@@ -238,21 +226,46 @@ class Engine:
         event = _new(_BATCH_END_EVENT)  # the record as an event: its dict, not copied
         set_event_fields(event, record)
         decisions: list[Decision] | None = None
-        owner = self.dispatcher.owner  # as the handlers were made: a disable makes new ones
         for fn in handlers:
             try:
                 out = fn(event)
             except Exception as exc:
-                self.event_failed(owner[id(fn)], event, exc)
+                # The owner as the handlers were made: a disable makes new ones.
+                self.event_failed(self.dispatcher.owner[id(fn)], event, exc)
                 continue
             if out is not None:
-                made = self.accept(owner[id(fn)], event, out)
+                made = self.accept(self.dispatcher.owner[id(fn)], event, out)
                 if made:
                     decisions = made if decisions is None else [*decisions, *made]
         if decisions:
             self.flush()
             return decisions
         return ()
+
+    def _batch_end_checked(self, batch: int, logs: Any) -> Sequence[Decision]:
+        """A batch_end whose logs are not a dict of finite Python floats under str keys: made
+        plain by ``coerce_logs`` (which names a key or value it refuses), or their tensors held
+        where only line buffers take the record; then recorded the careful way (each sink
+        encodes it, non-finite values included) and handed to the plugins."""
+        if self._holds and type(logs) is dict:
+            held = hold_logs(logs, "batch_end")
+            if type(held) is PendingLogs:
+                return self._batch_end_held(batch, held)
+            clean = coerce_logs(logs, "batch_end") if held is None else held
+        else:
+            clean = coerce_logs(logs, "batch_end")
+        if _get_ident() != self.thread:
+            self.claim()
+        if self.attention:
+            self.attend(hold=True)  # its record joins any held (Recorder.write)
+        recorder, cursor = self.recorder, self.cursor
+        recorder.seq = seq = recorder.seq + 1
+        step = cursor.step
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
+                  "kind": "batch_end", "time": _time(), "logs": clean, "epoch": cursor.epoch,
+                  "batch": batch, "step": step}
+        cursor.step = step + 1
+        return self.emit(record)
 
     def _batch_end_held(self, batch: int, logs: PendingLogs) -> Sequence[Decision]:
         """A batch_end whose logs hold tensors, when only line buffers take batch records: the
