@@ -175,12 +175,19 @@ class Engine:
             return ()
         if type(batch) is not int or not 0 <= batch <= 0x7FFFFFFFFFFFFFFF:  # MAX_INDEX
             batch = to_index(batch, "batch", "batch_end")
+        keys_checked = True
         if type(logs) is dict:
             clean = logs.copy()
-            for key, value in clean.items():
-                # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
-                if type(value) is not float or type(key) is not str or value - value:
-                    return self._batch_end_checked(batch, logs)
+            if self._batch_end_route[2]:  # a line sink: orjson refuses a key that is not a str
+                keys_checked = False
+                for value in clean.values():
+                    # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
+                    if type(value) is not float or value - value:
+                        return self._batch_end_checked(batch, logs)
+            else:
+                for key, value in clean.items():
+                    if type(value) is not float or type(key) is not str or value - value:
+                        return self._batch_end_checked(batch, logs)
         elif logs is None:
             clean = {}
         else:  # another mapping, or not a mapping at all: coerce_logs says which
@@ -198,10 +205,17 @@ class Engine:
                   "batch": batch, "step": step}
         cursor.step = step + 1
         writes, owners, lines, handlers = self._batch_end_route
+        if not (lines or keys_checked) and not all(type(key) is str for key in clean):
+            recorder.seq, cursor.step = seq - 1, step  # (the line sinks went in attend)
+            return self._batch_end_checked(batch, logs)
         if lines:
             try:
                 line = _dumps(record, option=_NEWLINE)  # one encoding for every line sink
-            except Exception:  # e.g. an index beyond 64 bits: each sink reports it
+            except Exception:
+                if not keys_checked and not all(type(key) is str for key in clean):
+                    recorder.seq, cursor.step = seq - 1, step  # not recorded: refused, or
+                    return self._batch_end_checked(batch, logs)  # keys that are str subclasses
+                # e.g. an index beyond 64 bits: each sink reports it
                 writes, owners = recorder.route("batch_end")
             else:
                 for append in lines:

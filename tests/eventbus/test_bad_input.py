@@ -183,6 +183,49 @@ class TestLoopValues:
         assert logs == {"loss": 1.5}
         assert type(next(iter(logs))) is str
 
+    @pytest.mark.parametrize("sinks", ["jsonl", "writer", "none"])
+    @given(keys=st.lists(st.one_of(st.text(max_size=4), st.integers(), st.none(),
+                                   st.text(max_size=4).map(np.str_)),
+                         min_size=1, max_size=4, unique_by=repr))
+    def test_metric_keys_are_str_whichever_sinks_take_the_batch(self, tmp_path_factory, sinks,
+                                                                 keys):
+        """A key that is not a str is refused, naming the event, and the batch is not
+        recorded (the next one takes its seq and step); a key that is a str subclass is
+        recorded as a str. The same with a JSON Lines log (whose encoder refuses such keys),
+        another sink, or only a plugin."""
+        seen = []
+
+        class Keep(Plugin):
+            @hookimpl
+            def on_batch_end(self, event):
+                seen.append(event.logs)
+
+        memory = RecordingWriter()
+        path = tmp_path_factory.mktemp("keys") / "run.jsonl"
+        log = {"jsonl": path, "writer": memory, "none": None}[sinks]
+        with Bus([Keep()], log=log) as bus:
+            bus.train_begin({})
+            bus.epoch_begin(0)
+            logs = {key: 1.5 for key in keys}
+            if all(isinstance(key, str) for key in keys):
+                bus.batch_end(0, logs)
+                assert seen[-1] == {str.__str__(key): 1.5 for key in keys}
+                assert all(type(key) is str for key in seen[-1])
+            else:
+                with pytest.raises(EventError, match="batch_end: logs keys must be str"):
+                    bus.batch_end(0, logs)
+                assert seen == []
+            bus.batch_end(1, {"loss": 0.5})
+            assert seen[-1] == {"loss": 0.5}
+        if sinks == "none":
+            return
+        records = list(read_log(path)) if sinks == "jsonl" else \
+            [r.parse_record(d) for d in memory.records]
+        ends = [x for x in records if x.kind == "batch_end"]
+        assert [x.seq for x in records] == list(range(len(records)))
+        assert ends[-1].batch == 1 and ends[-1].step == len(ends) - 1
+        assert all(type(key) is str for x in ends for key in x.logs)
+
     def test_params_beyond_64_bits_are_refused_at_train_begin(self):
         with pytest.raises(EventError, match=r"train_begin: params\.epochs: int"):
             Bus(log=RecordingWriter()).train_begin({"epochs": 2**64})
