@@ -12,14 +12,15 @@ specialising the read); making one costs more too. pydantic stays the schema: th
 values at the edge (``metrics.coerce_logs``), and records are what logs are written from and
 read into. An event's attributes are its record's storage itself, so making one copies nothing.
 
-What code written against records still finds on an event: ``event.record()`` gives the
-pydantic record; ``model_dump()``, ``model_dump_json()``, ``model_copy(update=...)``,
-``model_fields_set``, ``==`` (with an event or a record of the same fields) and ``repr`` behave
-as the record's do; and it is immutable: setting or deleting an attribute raises
-:class:`FrozenEventError` naming the field and the event. (As with a frozen record, the ``logs``
-dict itself is not frozen; a plugin that changes it changes what later plugins see, so copy it
-first.) What it is not is an instance of its record class: pydantic's ``isinstance`` admits no
-virtual subclasses. Ask ``event.kind`` (or ``isinstance(event, Event)``) instead.
+What code written against records still finds on an event: ``isinstance(event, EpochEnd)``
+and ``isinstance(event, Observation)`` hold (the observation records' metaclass admits the
+events of their kinds; ``Record`` does not: decisions and outcomes are records, never events);
+``event.record()`` gives the pydantic record; ``model_dump()``, ``model_dump_json()``,
+``model_copy(update=...)``, ``model_fields_set``, ``==`` (with an event or a record of the same
+fields) and ``repr`` behave as the record's do; and it is immutable: setting or deleting an
+attribute raises :class:`FrozenEventError` naming the field and the event. (As with a frozen
+record, the ``logs`` dict itself is not frozen; a plugin that changes it changes what later
+plugins see, so copy it first.)
 
 A batch event whose metrics are tensors not read yet has a ``logs`` mapping that reads them all
 on its first value read (``metrics.PendingLogs``); dumping, copying or comparing the event reads
@@ -32,7 +33,7 @@ import copy
 from typing import Any, ClassVar
 
 from .metrics import PendingLogs
-from .records import KINDS, OBSERVATION_KINDS, Record, trusted
+from .records import EVENT_RECORDS, KINDS, OBSERVATION_KINDS, Record, trusted
 
 __all__ = ["EVENTS", "Event", "FrozenEventError", "event_from", "event_of", "make_event",
            "set_event_fields"]
@@ -139,6 +140,7 @@ def _event_class(kind: str) -> type[Event]:
         "__slots__": (), "__module__": __name__, "kind": kind, "record_class": record_class,
         "__doc__": f"A ``{kind}`` observation as a hook receives it (fields of "
                    f":class:`~eventbus.records.{record_class.__name__}`)."})
+    EVENT_RECORDS[cls] = record_class  # isinstance(event, BatchEnd) holds, as for the record
     return cls
 
 

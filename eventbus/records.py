@@ -118,7 +118,23 @@ class Record(BaseModel):
 # --- observations: what the training loop reports ----------------------------------------------
 
 
-class Observation(Record):
+#: Event class (``eventbus.events``) -> the record class it carries the fields of.
+EVENT_RECORDS: dict[type, type[Record]] = {}
+
+
+class _ObservationClass(type(BaseModel)):  # type: ignore[misc]
+    """The metaclass of the observation records: an event of a kind (what hooks receive, see
+    :mod:`eventbus.events`) is an instance of its record class and of ``Observation``, as the
+    record itself is. pydantic's own ``isinstance`` admits no virtual subclasses."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        if type.__instancecheck__(cls, instance):
+            return True
+        record_class = EVENT_RECORDS.get(type(instance))
+        return record_class is not None and type.__subclasscheck__(cls, record_class)
+
+
+class Observation(Record, metaclass=_ObservationClass):
     """Something the training loop saw. ``logs`` maps metric names to floats (Keras's word), or
     to lists of floats for vector metrics (one value per class, ...)."""
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from eventbus import Bus, Event, Plugin, hookimpl, read_log, replay
 from eventbus.events import EVENTS, FrozenEventError
-from eventbus.records import KINDS, OBSERVATION_KINDS, BatchEnd, EpochEnd, Observation
+from eventbus.records import KINDS, OBSERVATION_KINDS, BatchEnd, EpochEnd, Observation, Record
 
 from hypothesis_profiles import examples
 
@@ -86,7 +86,10 @@ def test_hooks_receive_events_equal_to_the_records_the_log_holds(tmp_path: Any) 
     assert len(seen.events) == len(recorded) == 14
     for event in seen.events:
         assert type(event) is EVENTS[event.kind]
-        assert isinstance(event, Event)
+        assert isinstance(event, Event) and isinstance(event, Observation)
+        assert isinstance(event, KINDS[event.kind]) and not isinstance(event, Record)
+        assert not any(isinstance(event, cls) for kind, cls in KINDS.items()
+                       if kind != event.kind)
         record = recorded[event.seq]
         assert event == record and record == event  # both ways: pydantic defers to the event
         assert event.model_dump() == record.model_dump()
