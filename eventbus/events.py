@@ -16,11 +16,11 @@ What code written against records still finds on an event: ``isinstance(event, E
 and ``isinstance(event, Observation)`` hold (the observation records' metaclass admits the
 events of their kinds; ``Record`` does not: decisions and outcomes are records, never events);
 ``event.record()`` gives the pydantic record; ``model_dump()``, ``model_dump_json()``,
-``model_copy(update=...)``, ``model_fields_set``, ``==`` (with an event or a record of the same
-fields) and ``repr`` behave as the record's do; and it is immutable: setting or deleting an
-attribute raises :class:`FrozenEventError` naming the field and the event. (As with a frozen
-record, the ``logs`` dict itself is not frozen; a plugin that changes it changes what later
-plugins see, so copy it first.)
+``model_copy(update=...)``, ``model_fields``, ``model_fields_set``, ``dict(event)``, ``==``
+(with an event or a record of the same fields) and ``repr`` behave as the record's do; and it
+is immutable: setting or deleting an attribute raises :class:`FrozenEventError` naming the
+field and the event. (As with a frozen record, the ``logs`` dict itself is not frozen; a
+plugin that changes it changes what later plugins see, so copy it first.)
 
 A batch event whose metrics are tensors not read yet has a ``logs`` mapping that reads them all
 on its first value read (``metrics.PendingLogs``); dumping, copying or comparing the event reads
@@ -50,9 +50,10 @@ class Event:
 
     __slots__ = ("__dict__",)
 
-    #: The record kind, and the pydantic model of its record.
+    #: The record kind, the pydantic model of its record, and that model's fields.
     kind: ClassVar[str]
     record_class: ClassVar[type[Record]]
+    model_fields: ClassVar[dict[str, Any]]
     category: ClassVar[str] = "observation"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -78,6 +79,10 @@ class Event:
     @property
     def model_fields_set(self) -> set[str]:
         return set(self.__dict__)
+
+    def __iter__(self) -> Any:
+        """(name, value) pairs, as a pydantic model iterates: ``dict(event)`` works."""
+        return iter(self._fields().items())
 
     def model_dump(self, **options: Any) -> dict[str, Any]:
         return self.record().model_dump(**options)
@@ -138,6 +143,7 @@ def _event_class(kind: str) -> type[Event]:
     record_class = KINDS[kind]
     cls = type(f"{record_class.__name__}Event", (Event,), {
         "__slots__": (), "__module__": __name__, "kind": kind, "record_class": record_class,
+        "model_fields": record_class.model_fields,
         "__doc__": f"A ``{kind}`` observation as a hook receives it (fields of "
                    f":class:`~eventbus.records.{record_class.__name__}`)."})
     EVENT_RECORDS[cls] = record_class  # isinstance(event, BatchEnd) holds, as for the record
