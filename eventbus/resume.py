@@ -9,8 +9,10 @@ the loop runs again; the ``resumed`` record's ``from_seq`` marks them abandoned,
 skip them (:mod:`eventbus.effective`). A decision the plugins make now that the log lacks (the
 crash came between an event and its decisions) is recorded and applied.
 
-The log is streamed: where the run goes on is found first by a quick search
-(:func:`eventbus.effective.resume_point`), then the log is read once, up to that point.
+The log is streamed: where the run goes on is found first by a quick search (the point
+:func:`eventbus.effective.resume_point` finds; for JSON Lines only the ``resumed`` records are
+searched through the whole log, the last epoch's end from the log's end), then the log is read
+once, up to that point.
 """
 
 from __future__ import annotations
@@ -23,25 +25,36 @@ from typing import Any, Protocol
 
 from .control import Control, checked_learning_rate
 from .cursor import Cursor
-from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
+from .effective import (
+    _RESUME_POINTS,
+    ResumePoint,
+    find_kinds,
+    is_abandoned,
+    read_effective,
+    resume_point,
+    spans_of,
+)
 from .errors import ConfigError, LogCorruptError, LogError
-from .log import has_records, last_seq, resume_source
+from .jsonl import find_kinds_from_end
+from .log import has_records, is_parquet, last_seq, resume_source
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
+    DECISION_KINDS,
     KINDS,
+    OBSERVATION_KINDS,
     Decision,
     Header,
-    Observation,
     Outcome,
     Record,
     Resumed,
-    SetLearningRate,
     SinkFailed,
-    StopTraining,
     same_decision,
 )
 from .records import Warning as WarningRecord
+
+_OBSERVATIONS = frozenset(OBSERVATION_KINDS)
+_DECISIONS = frozenset(DECISION_KINDS)
 
 
 class Resumable(Protocol):
@@ -119,7 +132,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     if not has_records(log):
         return False  # nothing was recorded before the crash: a fresh start
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
-    point = resume_point(log)  # where the run goes on, found before the log is read
+    point = _resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
     # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
     unbuilt = _unbuilt(bus, log)
@@ -142,40 +155,48 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
 
     labels = set(bus.labels)  # only what these plugins decide is compared
     quiet = catching_up.quiet(bus)
+    catching = catching_up.needed  # only ever fewer: a log that fails is dropped
     recorded: list[Decision] = []
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
     from_seq = header.seq
     began = ended = finished = False
+    # Each record's group by its kind, not isinstance: a record's class is its kind's
+    # (``records.KINDS``), and a check through pydantic's ABC metaclass costs several times a
+    # set lookup, for every record of a long log.
+    feed, replayed_at = bus.feed, cursor.replayed
     try:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
-            for record in records:
-                if record.kind in quiet:  # an Observation: the check below, made short
-                    if point.seq is None or record.seq > point.seq:
+            # Nothing past the header when the run goes on from its start (no epoch ended).
+            for record in (records if point.seq is not None else ()):
+                kind, seq = record.kind, record.seq
+                if kind in quiet:  # an Observation: the check below, made short
+                    if seq > point.seq:  # type: ignore[operator]
                         break
-                    from_seq = record.seq
-                    cursor.replayed(record)  # all that feeding it would do
+                    from_seq = seq
+                    replayed_at(record)  # all that feeding it would do
                     continue
-                if point.seq is None or (record.seq > point.seq
-                                         and isinstance(record, Observation)):
+                observation = kind in _OBSERVATIONS
+                if observation and seq > point.seq:  # type: ignore[operator]
                     break  # past the last finished epoch and its decisions: the loop reruns
-                from_seq = record.seq
-                catching_up.write(record)
-                if isinstance(record, Observation):
-                    replayed.extend(bus.feed(record))
-                    if record.kind == "train_begin":
+                from_seq = seq
+                if catching:
+                    catching_up.write(record)
+                if observation:
+                    replayed.extend(feed(record))
+                    if kind == "train_begin":
                         began, stopped = True, False  # a new fit starts unstopped
                         finished = False
-                    elif record.kind == "train_end":
+                    elif kind == "train_end":
                         ended = finished = True
-                elif isinstance(record, Decision):
-                    if record.source in labels:
-                        recorded.append(record)
-                    if isinstance(record, StopTraining):
+                elif kind in _DECISIONS:
+                    if record.source in labels:  # type: ignore[attr-defined]
+                        recorded.append(record)  # type: ignore[arg-type]
+                    if kind == "stop_training":
                         stopped = True
-                    elif isinstance(record, SetLearningRate):
-                        lr = record.value
+                    elif kind == "set_learning_rate":
+                        lr = record.value  # type: ignore[attr-defined]
     finally:
         records.close()
     # seq goes on after the highest in the log and in any other log being continued: one may
@@ -224,6 +245,28 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
             details={"initial_epoch": bus.initial_epoch}), flush=False)
     bus.flush()
     return True
+
+
+def _resume_point(log: str | os.PathLike[str]) -> ResumePoint:
+    """:func:`~eventbus.effective.resume_point`, with less of a JSON Lines log searched: the
+    ``resumed`` records through all of it (the spans they abandon can be anywhere), the
+    records a run goes on after from its end, where the last of them is (most often in its
+    last piece). The same point: ``tests/eventbus/test_resume_point.py``."""
+    if is_parquet(log):
+        return resume_point(log)  # a few columns: its search is cheap already
+    spans = spans_of(find_kinds(log, ("resumed",)))
+    seq = epoch = None
+    for found in find_kinds_from_end(log, _RESUME_POINTS):
+        at = found.get("seq")
+        if type(at) is not int or is_abandoned(at, spans):
+            continue
+        if seq is None:
+            seq = at
+        if found["kind"] == "epoch_end":  # the last finished epoch
+            epoch = found.get("epoch")
+            epoch = epoch if type(epoch) is int else None
+            break
+    return ResumePoint(spans, seq, epoch)
 
 
 def _weights_point(bus: Resumable, log: str | os.PathLike[str],
@@ -280,6 +323,11 @@ class _CatchUp:
                     callable(getattr(slot.sink, "catch_up", None)):
                 self.catchers.append(slot)
 
+    @property
+    def needed(self) -> bool:
+        """Whether any log or sink here catches up (else ``write`` does nothing)."""
+        return bool(self.behind or self.catchers)
+
     def quiet(self, bus: Resumable) -> frozenset[str]:
         """The batch kinds no log or sink here catches up on and no plugin is fed: for most of
         a log (every ``batch_begin``), feeding a record only moves the run's position, and
@@ -291,7 +339,7 @@ class _CatchUp:
             kind in slot.kinds for slot in self.catchers))  # type: ignore[operator]
 
     def write(self, record: Record) -> None:
-        if not (self.behind or self.catchers):
+        if not self.needed:
             return  # nothing to catch up (the usual case): no copies of empty lists per record
         data: dict[str, Any] | None = None
         for item in list(self.behind):

@@ -1,0 +1,107 @@
+"""Resume finds where a JSON Lines run goes on with less of the log searched: the ``resumed``
+records through all of it, the records a run goes on after from its end
+(``jsonl.find_kinds_from_end``). It must be the point ``effective.resume_point`` finds by
+searching everything, on real crashed-and-resumed runs and on any lines, read in pieces of
+any size.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_effective import crash_and_resume, crashed_runs, cut, line_count
+
+from eventbus import jsonl
+from eventbus.effective import resume_point
+from eventbus.errors import LogCorruptError
+from eventbus.jsonl import find_kinds, find_kinds_from_end
+from eventbus.resume import _resume_point
+
+from hypothesis_profiles import FILES, examples
+
+KINDS = ("resumed", "train_begin", "epoch_end", "train_end")
+pieces = st.sampled_from([16, 97, 300, 4096, 1 << 18])
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[bytes]:
+    """Lines as a log may hold them: records of the kinds wanted and of others, their seq the
+    line's index or of any type, a ``resumed`` record abandoning some of the lines before
+    it, a kind spelled with an escape, or damage."""
+    out = []
+    for seq in range(draw(st.integers(0, 60))):
+        choice = draw(st.sampled_from(["record", "record", "record", "escaped", "junk"]))
+        if choice == "junk":
+            out.append(draw(st.sampled_from([b'["epoch_end", 1]', b"epoch_end", b"{"])))
+            continue
+        kind = draw(st.sampled_from([*KINDS, "batch_end", "stop_training"]))
+        record = {"v": 1, "seq": draw(st.just(seq) | st.none() | st.text(max_size=2)),
+                  "kind": kind, "epoch": draw(st.integers(0, 5) | st.none()),
+                  "logs": {"loss": 0.5}}
+        if kind == "resumed":  # abandons the records between from_seq and its own seq
+            record["from_seq"] = seq - draw(st.integers(1, 20))
+        line = orjson.dumps(record)
+        if choice == "escaped":  # its first letter as a \\u escape: a byte search misses it
+            line = line.replace(b'"kind":"' + kind[:1].encode(),
+                                b'"kind":"\\u%04x' % ord(kind[0]), 1)
+        out.append(line)
+    return out
+
+
+@examples(FILES)
+@given(body=logs(), newline=st.booleans(),
+       torn=st.sampled_from([b"", b'{"v":1,"kind":"epoch_end","seq":9', b'"epoch_end']),
+       piece=pieces)
+def test_found_from_the_end_is_found_reversed(tmp_path_factory, body, newline, torn, piece):
+    path = tmp_path_factory.mktemp("lines") / "events.jsonl"
+    path.write_bytes(b"\n".join(body) + (b"\n" if newline and body else b"") + torn)
+    chunk = jsonl._CHUNK
+    jsonl._CHUNK = piece
+    try:
+        assert list(find_kinds_from_end(path, KINDS)) == find_kinds(path, KINDS)[::-1]
+        assert _resume_point(path) == resume_point(path)
+    finally:
+        jsonl._CHUNK = chunk
+
+
+@pytest.mark.filterwarnings("ignore:bus. resume. the run in .* had finished")
+@examples(FILES)  # a run crashed, resumed and searched
+@given(run=crashed_runs(), at=st.floats(0, 1), piece=pieces)
+def test_the_point_of_a_crashed_and_resumed_run_is_the_full_searchs(
+        tmp_path_factory, run, at, piece):
+    path = tmp_path_factory.mktemp("run") / "events.jsonl"
+    crash_and_resume(path, run)
+    cut(path, 1 + round(at * (line_count(path) - 1)))
+    chunk = jsonl._CHUNK
+    jsonl._CHUNK = piece
+    try:
+        assert _resume_point(path) == resume_point(path)
+    finally:
+        jsonl._CHUNK = chunk
+
+
+@pytest.mark.parametrize("where", ["middle", "torn end"])
+def test_a_line_longer_than_the_cap_is_corrupt_wherever_it_is(tmp_path, monkeypatch, where):
+    """The search from the end reads only the log's end, but the one for ``resumed`` reads all
+    of it: a line over the cap is refused with its line number wherever it is."""
+    monkeypatch.setattr(jsonl, "_CHUNK", 4096)
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 64 << 10)
+    records = [orjson.dumps({"v": 1, "seq": seq, "kind": kind, "epoch": 0})
+               for seq, kind in enumerate(["header", "train_begin", "epoch_end", "epoch_end"])]
+    long = b'{"v":1,"kind":"warning","message":"' + b"x" * (100 << 10)
+    if where == "middle":
+        records.insert(2, long + b'"}')
+        number, data = 3, b"\n".join(records) + b"\n"
+    else:
+        number, data = len(records) + 1, b"\n".join(records) + b"\n" + long
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{number}: line is longer"):
+        _resume_point(path)
+    if where == "torn end":
+        with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{number}: line is longer"):
+            next(find_kinds_from_end(path, KINDS))
+    else:  # read from the end: not as far as the long line
+        assert next(find_kinds_from_end(path, KINDS))["seq"] == 3
