@@ -169,16 +169,17 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
             # Nothing past the header when the run goes on from its start (no epoch ended).
+            stop = -1 if point.seq is None else point.seq
             for record in (records if point.seq is not None else ()):
                 kind, seq = record.kind, record.seq
                 if kind in quiet:  # an Observation: the check below, made short
-                    if seq > point.seq:  # type: ignore[operator]
+                    if seq > stop:
                         break
                     from_seq = seq
                     replayed_at(record)  # all that feeding it would do
                     continue
                 observation = kind in _OBSERVATIONS
-                if observation and seq > point.seq:  # type: ignore[operator]
+                if observation and seq > stop:
                     break  # past the last finished epoch and its decisions: the loop reruns
                 from_seq = seq
                 if catching:
