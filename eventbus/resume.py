@@ -9,10 +9,8 @@ the loop runs again; the ``resumed`` record's ``from_seq`` marks them abandoned,
 skip them (:mod:`eventbus.effective`). A decision the plugins make now that the log lacks (the
 crash came between an event and its decisions) is recorded and applied.
 
-The log is streamed: where the run goes on is found first by a quick search (the point
-:func:`eventbus.effective.resume_point` finds; for JSON Lines only the ``resumed`` records are
-searched through the whole log, the last epoch's end from the log's end), then the log is read
-once, up to that point.
+The log is streamed: where the run goes on is found first by a quick search
+(:func:`eventbus.effective.resume_point`), then the log is read once, up to that point.
 """
 
 from __future__ import annotations
@@ -25,18 +23,9 @@ from typing import Any, Protocol
 
 from .control import Control, checked_learning_rate
 from .cursor import Cursor
-from .effective import (
-    _RESUME_POINTS,
-    ResumePoint,
-    find_kinds,
-    is_abandoned,
-    read_effective,
-    resume_point,
-    spans_of,
-)
+from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
-from .jsonl import find_kinds_from_end
-from .log import has_records, is_parquet, last_seq, resume_source
+from .log import has_records, last_seq, resume_source
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
@@ -132,7 +121,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     if not has_records(log):
         return False  # nothing was recorded before the crash: a fresh start
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
-    point = _resume_point(log)  # where the run goes on, found before the log is read
+    point = resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
     # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
     unbuilt = _unbuilt(bus, log)
@@ -246,28 +235,6 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
             details={"initial_epoch": bus.initial_epoch}), flush=False)
     bus.flush()
     return True
-
-
-def _resume_point(log: str | os.PathLike[str]) -> ResumePoint:
-    """:func:`~eventbus.effective.resume_point`, with less of a JSON Lines log searched: the
-    ``resumed`` records through all of it (the spans they abandon can be anywhere), the
-    records a run goes on after from its end, where the last of them is (most often in its
-    last piece). The same point: ``tests/eventbus/test_resume_point.py``."""
-    if is_parquet(log):
-        return resume_point(log)  # a few columns: its search is cheap already
-    spans = spans_of(find_kinds(log, ("resumed",)))
-    seq = epoch = None
-    for found in find_kinds_from_end(log, _RESUME_POINTS):
-        at = found.get("seq")
-        if type(at) is not int or is_abandoned(at, spans):
-            continue
-        if seq is None:
-            seq = at
-        if found["kind"] == "epoch_end":  # the last finished epoch
-            epoch = found.get("epoch")
-            epoch = epoch if type(epoch) is int else None
-            break
-    return ResumePoint(spans, seq, epoch)
 
 
 def _weights_point(bus: Resumable, log: str | os.PathLike[str],

@@ -1,8 +1,7 @@
-"""Resume finds where a JSON Lines run goes on with less of the log searched: the ``resumed``
-records through all of it, the records a run goes on after from its end
-(``jsonl.find_kinds_from_end``). It must be the point ``effective.resume_point`` finds by
-searching everything, on real crashed-and-resumed runs and on any lines, read in pieces of
-any size.
+"""``effective.resume_point`` finds where a JSON Lines run goes on with less of the log
+searched: the ``resumed`` records through all of it, the records a run goes on after from its
+end (``jsonl.find_kinds_from_end``). It must be the point a search of everything finds, on
+real crashed-and-resumed runs and on any lines, read in pieces of any size.
 """
 
 from __future__ import annotations
@@ -14,14 +13,26 @@ from hypothesis import strategies as st
 from test_effective import crash_and_resume, crashed_runs, cut, line_count
 
 from eventbus import jsonl
-from eventbus.effective import resume_point
+from eventbus.effective import ResumePoint, is_abandoned, resume_point, spans_of
 from eventbus.errors import LogCorruptError
 from eventbus.jsonl import find_kinds, find_kinds_from_end
-from eventbus.resume import _resume_point
 
 from hypothesis_profiles import FILES, examples
 
 KINDS = ("resumed", "train_begin", "epoch_end", "train_end")
+
+
+def resume_point_by_full_search(log) -> ResumePoint:
+    """The point as found by searching the whole log for every kind (as it was found before
+    the search from the end): the last train_begin, epoch_end or train_end outside the
+    abandoned spans, and the epoch of the last epoch_end among them."""
+    found = find_kinds(log, KINDS)
+    spans = spans_of(found)
+    kept = [f for f in found if f.get("kind") in KINDS[1:] and type(f.get("seq")) is int
+            and not is_abandoned(f["seq"], spans)]
+    ends = [f.get("epoch") for f in kept if f["kind"] == "epoch_end"]
+    return ResumePoint(spans, kept[-1]["seq"] if kept else None,
+                       ends[-1] if ends and type(ends[-1]) is int else None)
 pieces = st.sampled_from([16, 97, 300, 4096, 1 << 18])
 
 
@@ -61,7 +72,7 @@ def test_found_from_the_end_is_found_reversed(tmp_path_factory, body, newline, t
     jsonl._CHUNK = piece
     try:
         assert list(find_kinds_from_end(path, KINDS)) == find_kinds(path, KINDS)[::-1]
-        assert _resume_point(path) == resume_point(path)
+        assert resume_point(path) == resume_point_by_full_search(path)
     finally:
         jsonl._CHUNK = chunk
 
@@ -77,7 +88,7 @@ def test_the_point_of_a_crashed_and_resumed_run_is_the_full_searchs(
     chunk = jsonl._CHUNK
     jsonl._CHUNK = piece
     try:
-        assert _resume_point(path) == resume_point(path)
+        assert resume_point(path) == resume_point_by_full_search(path)
     finally:
         jsonl._CHUNK = chunk
 
@@ -99,7 +110,7 @@ def test_a_line_longer_than_the_cap_is_corrupt_wherever_it_is(tmp_path, monkeypa
     path = tmp_path / "events.jsonl"
     path.write_bytes(data)
     with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{number}: line is longer"):
-        _resume_point(path)
+        resume_point(path)
     if where == "torn end":
         with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{number}: line is longer"):
             next(find_kinds_from_end(path, KINDS))
