@@ -635,15 +635,16 @@ def _pieces_from_end(path: Path, file: Any) -> Iterator[tuple[bytes, int]]:
         pos -= step
         file.seek(pos)
         piece = file.read(step)
-        first = piece.find(b"\n") + 1 if pos > 0 else 0  # where a whole line starts
-        if not first and pos > 0:  # the line goes on before this piece
+        last = piece.rfind(b"\n") + 1  # where the line that runs into ``carry`` starts
+        if not last and pos > 0:  # that line goes on before this piece
             partial += step
             if partial > MAX_LINE_BYTES:
                 raise _too_long(path, _lines_before(file, pos) + 1)
             carry.append(piece)
             continue
-        if step - first + partial > MAX_LINE_BYTES:
-            raise _too_long(path, _lines_before(file, pos + first) + 1)
+        if step - last + partial > MAX_LINE_BYTES:
+            raise _too_long(path, _lines_before(file, pos + last) + 1)
+        first = piece.find(b"\n") + 1 if pos > 0 else 0  # its first whole line
         data = piece[first:] + b"".join(reversed(carry)) if carry else piece[first:]
         if data:
             yield data, pos + first

@@ -116,3 +116,32 @@ def test_a_line_longer_than_the_cap_is_corrupt_wherever_it_is(tmp_path, monkeypa
             next(find_kinds_from_end(path, KINDS))
     else:  # read from the end: not as far as the long line
         assert next(find_kinds_from_end(path, KINDS))["seq"] == 3
+
+
+@examples(FILES)
+@given(lengths=st.lists(st.integers(0, 260), max_size=30), newline=st.booleans(),
+       piece=st.sampled_from([16, 64, 128]))
+def test_lines_at_the_cap_are_taken_and_refused_as_from_the_start(
+        tmp_path_factory, lengths, newline, piece):
+    """A line of the cap's length is read, one byte more refused, naming the same line, read
+    from either end in pieces smaller or larger than the line (never larger than the cap, as
+    256 KiB pieces are beside the 64 MiB cap: a line within one piece is not measured)."""
+    lines = [b'{"seq":%d,"kind":"epoch_end","x":"' % i for i in range(len(lengths))]
+    lines = [line + b"y" * max(0, length - len(line) - 2) + b'"}'
+             for line, length in zip(lines, lengths)]
+    path = tmp_path_factory.mktemp("cap") / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + (b"\n" if newline and lines else b""))
+    saved = jsonl._CHUNK, jsonl.MAX_LINE_BYTES
+    jsonl._CHUNK, jsonl.MAX_LINE_BYTES = piece, 200
+    try:
+        too_long = [i + 1 for i, line in enumerate(lines) if len(line) > 200]
+        if not too_long:
+            assert list(find_kinds_from_end(path, KINDS)) == find_kinds(path, KINDS)[::-1]
+            return
+        with pytest.raises(LogCorruptError) as forward:
+            find_kinds(path, KINDS)
+        with pytest.raises(LogCorruptError) as backward:
+            list(find_kinds_from_end(path, KINDS))
+        assert (forward.value.line, backward.value.line) == (too_long[0], too_long[-1])
+    finally:
+        jsonl._CHUNK, jsonl.MAX_LINE_BYTES = saved
