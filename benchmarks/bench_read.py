@@ -18,6 +18,9 @@ the imports are not counted; it counts pyarrow's buffers, but only above the imp
 
 Targets (issue 17): typed JSON Lines >= 1.2 M records/s and <= 1.3x the bare loop; typed
 Parquet <= 1.2x ``to_pylist``; resume no slower than replay with verify; peak memory flat.
+
+``--ladder``: where the typed JSON Lines reader's time goes instead, its loop rebuilt step by
+step in this file, each step adding to the last, against the bare loop in the same rounds.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
@@ -39,7 +43,8 @@ from _common import ROOT, median, modes, table  # before eventbus: this tree fir
 
 from eventbus import Bus, RunWarning, read_log, replay
 from eventbus.audit import audit
-from eventbus.jsonl import iter_jsonl_dicts
+from eventbus.jsonl import iter_jsonl_dicts, read_jsonl
+from eventbus.records import BATCH_KINDS, KINDS, SCHEMA_VERSION, TRUSTED, set_model_dict
 
 BENCH = Path(__file__).resolve().parent
 
@@ -79,6 +84,104 @@ def readers(jsonl: Path, parquet: Path, scratch: Path) -> dict[str, Callable[[],
         "replay(verify=True), JSON Lines": lambda: replay(jsonl, verify=True),
         "Bus(resume=True), JSON Lines": resume,
         "audit, JSON Lines": lambda: audit(jsonl),
+    }
+
+
+def ladder(jsonl: Path) -> dict[str, Callable[[], object]]:
+    """The typed JSON Lines reader's loop, a step at a time, each step adding to the one
+    before: what each of its per-line tasks costs (no error paths: the log is whole)."""
+    loads = orjson.loads
+    version = SCHEMA_VERSION
+    # kind -> (the trusted class, its field count, whether it has epoch, whether step)
+    plan = {kind: (TRUSTED[KINDS[kind]], len(KINDS[kind].model_fields),
+                   "epoch" in KINDS[kind].model_fields, "step" in KINDS[kind].model_fields)
+            for kind in BATCH_KINDS}
+    other = (None, -1, False, False)
+    new, set_fields = object.__new__, set_model_dict
+
+    def lines() -> Iterator[list[bytes]]:
+        """The file's lines, 256 KiB of them at a time (as the reader reads)."""
+        rest = b""
+        with open(jsonl, "rb") as file:
+            while chunk := file.read(1 << 18):
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                yield data[:cut].split(b"\n")[:-1]
+
+    def dicts() -> Iterator[dict[str, Any]]:
+        for piece in lines():
+            yield from map(loads, piece)
+
+    def looped() -> Iterator[dict[str, Any]]:
+        for piece in lines():
+            for line in piece:
+                yield loads(line)
+
+    def envelope() -> Iterator[dict[str, Any]]:
+        previous = -1
+        for piece in lines():
+            for line in piece:
+                record = loads(line)
+                seq = record["seq"]
+                if record["v"] is not version or type(seq) is not int or seq <= previous:
+                    raise AssertionError(line)
+                previous = seq
+                plan.get(record["kind"], other)
+                yield record
+
+    def built() -> Iterator[Any]:
+        previous = -1
+        for piece in lines():
+            for line in piece:
+                record = loads(line)
+                seq = record["seq"]
+                if record["v"] is not version or type(seq) is not int or seq <= previous:
+                    raise AssertionError(line)
+                previous = seq
+                known = plan.get(record["kind"], other)
+                if known[0] is None:
+                    yield record  # validated by the reader: a few records a run
+                    continue
+                event = new(known[0])
+                set_fields(event, record)
+                yield event
+
+    def checked() -> Iterator[Any]:
+        previous = -1
+        for piece in lines():
+            for line in piece:
+                record = loads(line)
+                seq = record["seq"]
+                if record["v"] is not version or type(seq) is not int or seq <= previous:
+                    raise AssertionError(line)
+                previous = seq
+                cls, fields, epoch, step = plan.get(record["kind"], other)
+                if (len(record) == fields and type(record["batch"]) is int
+                        and type(record["time"]) is float and type(record["run_id"]) is str
+                        and type(record["logs"]) is dict
+                        and (not epoch or record["epoch"] is None
+                             or type(record["epoch"]) is int)
+                        and (not step or type(record["step"]) is int)):
+                    event = new(cls)
+                    set_fields(event, record)
+                    yield event
+                    continue
+                yield record
+
+    def bare_loop() -> int:
+        with open(jsonl, "rb", buffering=1 << 20) as source:
+            return sum(1 for line in source if loads(line))
+
+    return {
+        "bare orjson.loads loop": bare_loop,
+        "pieces, split, loads through map: no Python per line": lambda: sum(1 for _ in dicts()),
+        "pieces, split, a loop calling loads per line": lambda: sum(1 for _ in looped()),
+        "+ version and seq checks, kind looked up": lambda: sum(1 for _ in envelope()),
+        "+ trusted record built (no shape checks)": lambda: sum(1 for _ in built()),
+        "+ exact-shape checks (the reader's fast path)": lambda: sum(1 for _ in checked()),
+        "read_jsonl (the reader)": lambda: sum(1 for _ in read_jsonl(jsonl)),
+        "read_log (read_jsonl through read_log)": lambda: sum(1 for _ in read_log(jsonl)),
     }
 
 
@@ -122,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time by the process's CPU time, not the wall clock: steadier on a "
                              "loaded machine, where other processes take turns with this one "
                              "(resume's writes to disk then count less than they take)")
+    parser.add_argument("--ladder", action="store_true",
+                        help="time the typed JSON Lines reader's loop step by step instead")
     args = parser.parse_args(argv)
     records = 600 if args.smoke else args.records
     rounds = 2 if args.smoke else 3 if args.quick else 5
@@ -132,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="eventbus-read-"))
     try:
         jsonl, parquet, _ = record_run(scratch, epochs, batches)
-        runs = readers(jsonl, parquet, scratch)
+        runs = ladder(jsonl) if args.ladder else readers(jsonl, parquet, scratch)
         n = sum(1 for _ in open(jsonl, "rb"))
         samples: dict[str, list[float]] = {label: [] for label in runs}
         clock = time.process_time if args.cpu_time else time.perf_counter
@@ -151,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             gc.unfreeze()
         peaks = {}
-        if not (args.smoke or args.no_memory):
+        if not (args.smoke or args.no_memory or args.ladder):
             for label in runs:
                 peaks[label] = peak_mib(label, jsonl, parquet, scratch)
 
@@ -164,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{peaks[label][0]:.1f}" if label in peaks else "",
                     f"{peaks[label][1]:.1f}" if label in peaks else ""]
 
+        if args.ladder:
+            base = "bare orjson.loads loop"
+            table("Typed JSON Lines, step by step (each step adds to the one before)",
+                  ["", "M records/s (median)", "(best)", "x the baseline (median of rounds)",
+                   "(best)"],
+                  [row(label, None if label == base else base)[:5] for label in runs],
+                  f"(medians of {rounds} interleaved rounds; {n:,} records"
+                  f"{'; CPU time' if args.cpu_time else ''})")
+            return 0
         size = jsonl.stat().st_size / 2**20
         header = ["", "M records/s (median)", "(best)", "x the baseline (median of rounds)",
                   "(best)", "peak MiB (tracemalloc)",

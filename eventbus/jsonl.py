@@ -40,7 +40,7 @@ from .records import (
 from .sink import Sink
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts",
-           "last_seq", "prepare_append", "read_jsonl", "truncate_torn_tail"]
+           "find_kinds_from_end", "last_seq", "prepare_append", "read_jsonl", "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -561,7 +561,7 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     which reports it where it is; but a line longer than :data:`MAX_LINE_BYTES` is a
     :class:`LogCorruptError` here too (it is never held whole).
     """
-    needles = [kind.encode() for kind in kinds] + [b"\\"]
+    needles = _needles(kinds)
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
@@ -571,18 +571,84 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
                 if data:
                     _add_found(data, offset, wanted, found)
                 break
-            starts: set[int] = set()
-            for needle in needles:
-                at = data.find(needle, 0, cut)
-                while at >= 0:
-                    start = data.rfind(b"\n", 0, at) + 1
-                    end = data.find(b"\n", at)
-                    if start not in starts:
-                        starts.add(start)
-                        _add_found(data[start:end], offset + start, wanted, found)
-                    at = data.find(needle, end, cut)
+            _search(data, cut, offset, needles, wanted, found)
             offset += cut
     return [record for _, record in sorted(found, key=lambda item: item[0])]
+
+
+def find_kinds_from_end(path: str | os.PathLike[str],
+                        kinds: Collection[str]) -> Iterator[dict[str, Any]]:
+    """The records :func:`find_kinds` finds, the last first, read from the end a piece at a
+    time: a caller that wants the last few (where a run goes on) reads only the log's end.
+
+    A line longer than :data:`MAX_LINE_BYTES` among the pieces read is a
+    :class:`LogCorruptError`, as for :func:`find_kinds`; one before them is not looked at.
+    """
+    needles = _needles(kinds)
+    wanted = frozenset(kinds)
+    with open(path, "rb") as file:
+        for data, offset in _pieces_from_end(Path(path), file):
+            found: list[tuple[int, dict[str, Any]]] = []
+            _search(data, len(data), offset, needles, wanted, found)
+            found.sort(key=lambda item: item[0])
+            for _, record in reversed(found):
+                yield record
+
+
+def _needles(kinds: Collection[str]) -> list[bytes]:
+    # A kind's name, or a backslash: JSON may spell any letter as a ``\u`` escape.
+    return [kind.encode() for kind in kinds] + [b"\\"]
+
+
+def _search(data: bytes, cut: int, offset: int, needles: list[bytes], wanted: frozenset[str],
+            found: list[tuple[int, dict[str, Any]]]) -> None:
+    """Add to ``found`` the records of ``wanted`` on the lines of ``data[:cut]`` that hold a
+    needle, each with where it starts in the file (``data`` starts at ``offset``)."""
+    starts: set[int] = set()
+    for needle in needles:
+        at = data.find(needle, 0, cut)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            if end == -1:  # the last line of the file, without its newline
+                end = len(data)
+            if start not in starts:
+                starts.add(start)
+                _add_found(data[start:end], offset + start, wanted, found)
+            at = data.find(needle, end, cut)
+
+
+def _pieces_from_end(path: Path, file: Any) -> Iterator[tuple[bytes, int]]:
+    """``file`` read a piece at a time from its end, as ``(data, offset)``: ``data`` holds
+    whole lines (the file's last one perhaps without its newline) and starts at ``offset``.
+
+    A line longer than a piece is gathered in parts and joined once its start is found; one
+    longer than :data:`MAX_LINE_BYTES` is a :class:`LogCorruptError` naming it, before it is
+    held whole (as for :func:`last_seq`)."""
+    pos = file.seek(0, os.SEEK_END)
+    # The bytes before the lines given so far, up to and with the newline that ends the line
+    # they are part of: in parts, the last first, joined once the line's start is found.
+    carry: list[bytes] = []
+    partial = 0  # the bytes of that line in ``carry``, its newline not counted
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        pos -= step
+        file.seek(pos)
+        piece = file.read(step)
+        last = piece.rfind(b"\n") + 1  # where the line that runs into ``carry`` starts
+        if not last and pos > 0:  # that line goes on before this piece
+            partial += step
+            if partial > MAX_LINE_BYTES:
+                raise _too_long(path, _lines_before(file, pos) + 1)
+            carry.append(piece)
+            continue
+        if step - last + partial > MAX_LINE_BYTES:
+            raise _too_long(path, _lines_before(file, pos + last) + 1)
+        first = piece.find(b"\n") + 1 if pos > 0 else 0  # its first whole line
+        data = piece[first:] + b"".join(reversed(carry)) if carry else piece[first:]
+        if data:
+            yield data, pos + first
+        carry, partial = [piece[:first]], max(first - 1, 0)
 
 
 def _add_found(line: bytes, where: int, wanted: frozenset[str],

@@ -29,19 +29,21 @@ from .log import has_records, last_seq, resume_source
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
+    DECISION_KINDS,
     KINDS,
+    OBSERVATION_KINDS,
     Decision,
     Header,
-    Observation,
     Outcome,
     Record,
     Resumed,
-    SetLearningRate,
     SinkFailed,
-    StopTraining,
     same_decision,
 )
 from .records import Warning as WarningRecord
+
+_OBSERVATIONS = frozenset(OBSERVATION_KINDS)
+_DECISIONS = frozenset(DECISION_KINDS)
 
 
 class Resumable(Protocol):
@@ -142,40 +144,49 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
 
     labels = set(bus.labels)  # only what these plugins decide is compared
     quiet = catching_up.quiet(bus)
+    catching = catching_up.needed  # only ever fewer: a log that fails is dropped
     recorded: list[Decision] = []
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
     from_seq = header.seq
     began = ended = finished = False
+    # Each record's group by its kind, not isinstance: a record's class is its kind's
+    # (``records.KINDS``), and a check through pydantic's ABC metaclass costs several times a
+    # set lookup, for every record of a long log.
+    feed, replayed_at = bus.feed, cursor.replayed
     try:
         with bus.recomputing(initial_lr if initial_lr is not None
                              else control.kept_learning_rate):
-            for record in records:
-                if record.kind in quiet:  # an Observation: the check below, made short
-                    if point.seq is None or record.seq > point.seq:
+            # Nothing past the header when the run goes on from its start (no epoch ended).
+            stop = -1 if point.seq is None else point.seq
+            for record in (records if point.seq is not None else ()):
+                kind, seq = record.kind, record.seq
+                if kind in quiet:  # an Observation: the check below, made short
+                    if seq > stop:
                         break
-                    from_seq = record.seq
-                    cursor.replayed(record)  # all that feeding it would do
+                    from_seq = seq
+                    replayed_at(record)  # all that feeding it would do
                     continue
-                if point.seq is None or (record.seq > point.seq
-                                         and isinstance(record, Observation)):
+                observation = kind in _OBSERVATIONS
+                if observation and seq > stop:
                     break  # past the last finished epoch and its decisions: the loop reruns
-                from_seq = record.seq
-                catching_up.write(record)
-                if isinstance(record, Observation):
-                    replayed.extend(bus.feed(record))
-                    if record.kind == "train_begin":
+                from_seq = seq
+                if catching:
+                    catching_up.write(record)
+                if observation:
+                    replayed.extend(feed(record))
+                    if kind == "train_begin":
                         began, stopped = True, False  # a new fit starts unstopped
                         finished = False
-                    elif record.kind == "train_end":
+                    elif kind == "train_end":
                         ended = finished = True
-                elif isinstance(record, Decision):
-                    if record.source in labels:
-                        recorded.append(record)
-                    if isinstance(record, StopTraining):
+                elif kind in _DECISIONS:
+                    if record.source in labels:  # type: ignore[attr-defined]
+                        recorded.append(record)  # type: ignore[arg-type]
+                    if kind == "stop_training":
                         stopped = True
-                    elif isinstance(record, SetLearningRate):
-                        lr = record.value
+                    elif kind == "set_learning_rate":
+                        lr = record.value  # type: ignore[attr-defined]
     finally:
         records.close()
     # seq goes on after the highest in the log and in any other log being continued: one may
@@ -280,6 +291,11 @@ class _CatchUp:
                     callable(getattr(slot.sink, "catch_up", None)):
                 self.catchers.append(slot)
 
+    @property
+    def needed(self) -> bool:
+        """Whether any log or sink here catches up (else ``write`` does nothing)."""
+        return bool(self.behind or self.catchers)
+
     def quiet(self, bus: Resumable) -> frozenset[str]:
         """The batch kinds no log or sink here catches up on and no plugin is fed: for most of
         a log (every ``batch_begin``), feeding a record only moves the run's position, and
@@ -291,7 +307,7 @@ class _CatchUp:
             kind in slot.kinds for slot in self.catchers))  # type: ignore[operator]
 
     def write(self, record: Record) -> None:
-        if not (self.behind or self.catchers):
+        if not self.needed:
             return  # nothing to catch up (the usual case): no copies of empty lists per record
         data: dict[str, Any] | None = None
         for item in list(self.behind):
