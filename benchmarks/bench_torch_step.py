@@ -142,6 +142,96 @@ def conversions(tmp: Path, batches: int) -> list[list[Any]]:
     return rows
 
 
+def between_steps(tmp: Path, blocks: int, block: int) -> list[list[Any]]:
+    """What a piece of work run after each step costs the step: one model, one optimizer, and
+    for each piece a block of ``block`` steps, each followed by it, against a block of bare
+    steps; the blocks in turn, ``blocks`` times. Each row: the piece's own time (alone, in a
+    loop of its own) and what it adds to the step (the median of its block over the bare block
+    beside it). The five plugins, as above; every bus is in an epoch, the loss given as
+    ``loss.item()`` (the bare step calls it too)."""
+    import timeit
+
+    import orjson
+
+    net, opt, step = model()
+
+    def bus_of(plugins: list[Any], log: Path | None) -> Any:
+        bus = Bus(plugins, model=TorchModel(net, opt), log=log)
+        bus.train_begin({"epochs": 1})
+        bus.epoch_begin(0)
+        return bus
+
+    record = {"v": 1, "run_id": "0123456789abcdef", "seq": 5, "kind": "batch_end",
+              "time": 1.7e9, "logs": {"loss": 0.5}, "epoch": 0, "batch": 3, "step": 3}
+    lines = bytearray()
+
+    def encode_two() -> None:
+        lines.extend(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        lines.extend(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        if len(lines) > 1 << 20:
+            del lines[:]
+
+    def python_2us() -> float:
+        total = 0.0
+        for k in range(70):
+            total += k
+        return total
+
+    batch = count()
+
+    def publishing(bus: Any) -> Callable[[], None]:
+        begin, end = bus.batch_begin, bus.batch_end
+
+        def publish() -> None:
+            i = next(batch)
+            begin(i)
+            end(i, {"loss": 0.5})
+        return publish
+
+    pieces: dict[str, Callable[[], Any]] = {
+        "2 µs of plain Python (a loop of additions)": python_2us,
+        "two `orjson.dumps` of a batch record, appended to a buffer": encode_two,
+        "a bus with nothing on it (both calls return at once)": publishing(bus_of([], None)),
+        "a bus with a JSON Lines log only": publishing(bus_of([], tmp / "between-log.jsonl")),
+        "a bus with the five plugins, no log": publishing(bus_of(five(tmp, "between"), None)),
+        "a bus with the five plugins and a JSON Lines log": publishing(
+            bus_of(five(tmp, "between-all"), tmp / "between-all.jsonl")),
+    }
+    alone = {label: min(timeit.repeat(piece, number=2_000, repeat=5)) / 2_000 * 1e6
+             for label, piece in pieces.items()}
+
+    def bare() -> None:
+        step().item()
+
+    runs: dict[str, Callable[[], None]] = {"bare": bare}
+    for label, piece in pieces.items():
+        def with_piece(piece: Callable[[], Any] = piece) -> None:
+            step().item()
+            piece()
+        runs[label] = with_piece
+    for run in runs.values():
+        for _ in range(block):
+            run()
+    samples: dict[str, list[float]] = {label: [] for label in runs}
+    gc.collect()
+    gc.freeze()
+    clock = time.perf_counter_ns
+    for _ in range(blocks):
+        for label, run in runs.items():
+            start = clock()
+            for _ in range(block):
+                run()
+            samples[label].append((clock() - start) / block / 1e3)
+    gc.unfreeze()
+    bare_us = median(samples["bare"])
+    rows = [["the step alone (and `loss.item()`)", "", bare_us, "", ""]]
+    for label in pieces:
+        over = median(a / b for a, b in zip(samples[label], samples["bare"])) - 1
+        rows.append([label, alone[label], median(samples[label]), f"{over * bare_us:+.1f}",
+                     f"{100 * over:+.1f}%"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     modes(parser)
@@ -182,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
               ["", "µs per batch (median)", "added µs", "added"], rows,
               f"(medians over {rounds * chunk:,} steps of each, taken in turn step by step; "
               "target: at most +3%)")
+        between = between_steps(tmp, *((2, 5) if args.smoke else (40, 50) if args.quick
+                                       else (80, 50)))
+        table("What a piece of work after each step costs the step (one model; blocks of "
+              "steps with the piece and without it, in turn)",
+              ["run after each step", "its own µs (alone)", "µs per step (median)",
+               "added to the step, µs", "added"], between,
+              "(the bus's own time, alone, against what it adds between two steps)")
         count_rows = conversions(tmp, 20 if args.smoke else 200)
         table("Host conversions of tensors per batch (each a device sync on a GPU), counted by "
               "wrapping torch.Tensor's methods in the benchmark (with `loss.item()` the one "
