@@ -120,6 +120,9 @@ class Event:
     def __repr__(self) -> str:
         return repr(self.record())
 
+    def __str__(self) -> str:
+        return str(self.record())
+
     def __rich_repr__(self) -> Any:  # pragma: no cover - rich's pretty printer
         yield from self._fields().items()
 

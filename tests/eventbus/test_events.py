@@ -95,7 +95,7 @@ def test_hooks_receive_events_equal_to_the_records_the_log_holds(tmp_path: Any) 
         assert event.model_dump() == record.model_dump()
         assert event.model_dump_json() == record.model_dump_json()
         assert dict(event) == dict(record) and type(event).model_fields == type(record).model_fields
-        assert repr(event) == repr(record)
+        assert repr(event) == repr(record) and str(event) == str(record)
         assert isinstance(event.record(), KINDS[event.kind]) and event.record() == record
     batch = next(e for e in seen.events if e.kind == "batch_end")
     assert (batch.epoch, batch.batch, batch.step, batch.logs) == (0, 0, 0,
