@@ -42,7 +42,6 @@ from .records import (
     SinkFailed,
     StopTraining,
     TrainBegin,
-    TrainEnd,
     Warning,
 )
 from .shadow import ShadowSummary, recorded_policies, summarise
@@ -274,12 +273,13 @@ def audit(log: LogArgument) -> Audit:
     stops: list[StopTraining] = []  # in order, of every fit
     asked: list[StopTraining] = []  # this fit's, not yet followed by a later epoch
     for record in records[1:]:
-        if isinstance(record, TrainBegin):
+        kind = record.kind  # (not isinstance: on a record it costs a Python call)
+        if kind == "train_begin":
             asked = []  # a new fit: an earlier fit's stop was acted on (it ended that fit)
             epochs = record.params.get("epochs")
             if isinstance(epochs, int):
                 result.planned_epochs = epochs
-        elif isinstance(record, EpochEnd):
+        elif kind == "epoch_end":
             result.epochs_run += 1
             result.last_epoch = record.epoch
             # A later epoch ran after a stop was asked: the loop deferred that stop.
@@ -299,7 +299,7 @@ def audit(log: LogArgument) -> Audit:
                                    "number: left out of the metrics"})
                     continue
                 result.curves.setdefault(name, []).append((record.epoch, value))
-        elif isinstance(record, TrainEnd):
+        elif kind == "train_end":
             deferred = {id(s) for s in result.deferred_stops}
             result.ended = "stopped" if any(id(s) not in deferred for s in stops) \
                 else "completed"

@@ -40,7 +40,6 @@ from .records import (
     SCHEMA_VERSION,
     Decision,
     Header,
-    Observation,
     Outcome,
     PluginFailed,
     Record,
@@ -531,7 +530,7 @@ class Engine:
         recorder.started = True
         if not recorder.opened:
             recorder.open(self.run)
-        if isinstance(record, Observation):
+        if record.category == "observation":
             self.cursor.replayed(record)
         recorder.seq = max(recorder.seq, record.seq)
         self.settle(recorder.write(record.model_dump()), record.kind, record)
