@@ -13,7 +13,8 @@ What it adds to the bus:
   0's run id.
 - **Averaged metrics**: before plugins see an ``epoch_end``, the metrics named by ``average``
   (shell patterns; by default ``val_*``) are replaced by their mean over the ranks that report
-  them, computed once on rank 0, so every rank records and decides on the same value. The
+  them, computed once on rank 0, so every rank records and decides on the same value; a
+  vector metric (per class, ...) element by element, its length the same on every rank. The
   log holds the averaged value. ``average=True`` averages every metric, ``False`` none.
 - **Agreed decisions**: after the plugins have handled an ``epoch_end``, one exchange tells
   every rank whether any rank asked to stop and what rank 0's learning rate is. A stop asked
@@ -68,7 +69,7 @@ from eventbus import hookimpl
 from eventbus.bus import Bus
 from eventbus.coordination import Agreement
 from eventbus.errors import ConfigError, DistributedError, LogError, RankTimeoutError
-from eventbus.metrics import to_float
+from eventbus.metrics import to_metric
 from eventbus.records import (
     DECISION_KINDS,
     Decision,
@@ -296,13 +297,28 @@ def _combine_hello(messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _combine_average(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each metric over the ranks that report it; a vector metric (a list), element
+    by element. Ranks whose values of one metric differ in shape are a DistributedError naming
+    the metric and each rank's shape (every rank raises it)."""
     _in_step(messages)
-    sums: dict[str, list[float]] = {}
-    for m in messages:  # rank order: the same sum on every run
+    reported: dict[str, list[tuple[int, Any]]] = {}
+    for rank, m in enumerate(messages):  # rank order: the same sum on every run
         for key, value in m["values"].items():
-            sums.setdefault(key, []).append(value)
-    return {"values": {k: sum(v) / len(v) for k, v in sums.items()},
-            "counts": {k: len(v) for k, v in sums.items()}}
+            reported.setdefault(key, []).append((rank, value))
+    means: dict[str, Any] = {}
+    for key, got in reported.items():
+        values = [value for _, value in got]
+        shapes = {len(v) if type(v) is list else None for v in values}
+        if shapes == {None}:
+            means[key] = sum(values) / len(values)
+        elif len(shapes) == 1:
+            means[key] = [sum(column) / len(values) for column in zip(*values)]
+        else:
+            each = ", ".join(f"rank {rank}: " + (f"{len(v)} values" if type(v) is list
+                                                 else "one value") for rank, v in got)
+            raise DistributedError(f"epoch_end: logs[{key!r}] cannot be averaged over the "
+                                   f"ranks: its shape differs ({each})")
+    return {"values": means, "counts": {k: len(v) for k, v in reported.items()}}
 
 
 def _combine_agree(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -396,13 +412,15 @@ class RankAgreement:
         if self.transport is None or not self.average:
             return logs
         out = dict(logs or {})
-        # to_float: a tensor's one device sync happens here, for the averaged keys only.
-        local = {k: to_float(v, k, "epoch_end") for k, v in out.items()
+        # to_metric: a tensor's one device sync happens here, for the averaged keys only; a
+        # vector metric is a list of floats, averaged element by element.
+        local = {k: to_metric(v, k, "epoch_end") for k, v in out.items()
                  if isinstance(k, str) and self._averaged(k)}
         answer = self.exchange({"op": "average", "epoch": int(epoch), "values": local},
                                _combine_average)
         for key in local:
-            out[key] = float(answer["values"][key])
+            mean = answer["values"][key]
+            out[key] = [float(x) for x in mean] if type(mean) is list else float(mean)
         return out
 
     def agree(self, epoch: int, cause_seq: int) -> Agreement:

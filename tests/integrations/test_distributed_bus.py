@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -98,6 +100,11 @@ class TestAgreedStop:
         ends = {rank: [r.logs["val_loss"] for r in recs if r.kind == "epoch_end"]
                 for rank, recs in logs.items()}
         assert ends[0] == ends[1]
+        # A vector metric is averaged element by element: rank 0 gave [0, 1 + epoch], rank 1
+        # [1, 1 + epoch].
+        vectors = {rank: [(r.epoch, r.logs["val_f1"]) for r in recs if r.kind == "epoch_end"]
+                   for rank, recs in logs.items()}
+        assert vectors[0] == vectors[1] == [(e, [0.5, 1.0 + e]) for e in range(5)]
 
     def test_learning_rate_comes_from_rank_zero(self, plateau):
         """Rank 1 started at 0.05: at the first epoch end it takes rank 0's 0.1, on record."""
@@ -237,3 +244,45 @@ class TestCommandLine:
         assert code == 0 and "stopped by EarlyStopping" in stdout
         code, _, stderr = cli("replay", log, "--ranks", "--set", "EarlyStopping.patience=1")
         assert code == 2 and len(stderr.strip().splitlines()) == 1
+
+
+class TestAveraging:
+    """The mean rank 0 computes for every rank: of a metric, or of a vector element by
+    element, over the ranks that report it, summed in rank order."""
+
+
+    @given(st.integers(1, 4).flatmap(lambda n: st.lists(
+        st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False),
+                  st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=n, max_size=n)),
+        min_size=1, max_size=4)))
+    def test_the_mean_of_what_the_ranks_report(self, per_rank):
+        from eventbus.errors import DistributedError
+        from eventbus.integrations.distributed import _combine_average
+
+        messages = [{"op": "average", "epoch": 0,
+                     "values": {} if value is None else {"m": value}} for value in per_rank]
+        given = [value for value in per_rank if value is not None]
+        kinds = {type(value) for value in given}
+        if len(kinds) > 1:  # a vector on one rank, a number on another
+            with pytest.raises(DistributedError, match=r"logs\['m'\] cannot be averaged.*rank"):
+                _combine_average(messages)
+            return
+        answer = _combine_average(messages)
+        if not given:
+            assert answer["values"] == {}
+            return
+        assert answer["counts"] == {"m": len(given)}
+        mean = answer["values"]["m"]
+        if kinds == {float}:
+            assert mean == pytest.approx(sum(given) / len(given))
+        else:
+            assert mean == pytest.approx([sum(col) / len(given) for col in zip(*given)])
+
+    def test_vectors_of_different_lengths_name_each_rank(self):
+        from eventbus.errors import DistributedError
+        from eventbus.integrations.distributed import _combine_average
+
+        messages = [{"op": "average", "epoch": 3, "values": {"val_f1": [0.5, 0.25]}},
+                    {"op": "average", "epoch": 3, "values": {"val_f1": [0.5, 0.25, 1.0]}}]
+        with pytest.raises(DistributedError, match=r"rank 0: 2 values, rank 1: 3 values"):
+            _combine_average(messages)
