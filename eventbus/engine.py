@@ -168,7 +168,8 @@ class Engine:
         """``Bus.batch_end`` (bound on the bus itself). The hottest path of all: :meth:`emit`'s
         work and the dispatcher's call loop, inlined, for the common case of a dict of finite
         Python floats (a shared helper measured 2-3% of its cost; docs/performance.md has what
-        each line costs). Change them together."""
+        each line costs). Change them together, and with ``_next_batch_end``, which makes the
+        record for the careful paths."""
         if self._idle_batch_end:
             self.cursor.step += 1
             return ()
@@ -267,24 +268,12 @@ class Engine:
             clean = coerce_logs(logs, "batch_end") if held is None else held
         else:
             clean = coerce_logs(logs, "batch_end")
-        if _get_ident() != self.thread:
-            self.claim()
-        if self.attention:
-            self.attend(hold=True)  # its record joins any held (Recorder.write)
-        recorder, cursor = self.recorder, self.cursor
-        recorder.seq = seq = recorder.seq + 1
-        step = cursor.step
-        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
-                  "kind": "batch_end", "time": _time(), "logs": clean, "epoch": cursor.epoch,
-                  "batch": batch, "step": step}
-        cursor.step = step + 1
-        return self.emit(record)
+        return self.emit(self._next_batch_end(batch, clean))  # joins any held (Recorder.write)
 
-    def _batch_end_held(self, batch: int, logs: PendingLogs) -> Sequence[Decision]:
-        """A batch_end whose logs hold tensors, when only line buffers take batch records: the
-        record is held, unwritten, and its tensors are read when a plugin reads a value, or
-        with the other held records' at the next flush point (``Recorder.hold``). So no device
-        sync per batch unless a plugin reads that batch's values."""
+    def _next_batch_end(self, batch: int, logs: Any) -> dict[str, Any]:
+        """The next batch_end record, its seq and step taken (the careful paths' part of what
+        ``batch_end`` does inline): after the run's thread is checked and the rare work done,
+        records held for their tensors left held for this one to join."""
         if _get_ident() != self.thread:
             self.claim()
         if self.attention:
@@ -292,10 +281,18 @@ class Engine:
         recorder, cursor = self.recorder, self.cursor
         recorder.seq = seq = recorder.seq + 1
         step = cursor.step
-        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
-                  "kind": "batch_end", "time": _time(), "logs": logs, "epoch": cursor.epoch,
-                  "batch": batch, "step": step}
         cursor.step = step + 1
+        return {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq,
+                "kind": "batch_end", "time": _time(), "logs": logs, "epoch": cursor.epoch,
+                "batch": batch, "step": step}
+
+    def _batch_end_held(self, batch: int, logs: PendingLogs) -> Sequence[Decision]:
+        """A batch_end whose logs hold tensors, when only line buffers take batch records: the
+        record is held, unwritten, and its tensors are read when a plugin reads a value, or
+        with the other held records' at the next flush point (``Recorder.hold``). So no device
+        sync per batch unless a plugin reads that batch's values."""
+        record = self._next_batch_end(batch, logs)
+        recorder = self.recorder
         lines, handlers = self._batch_end_route[2:]
         if lines:  # else no sink takes it: only the plugins see it
             recorder.hold(record)
