@@ -22,8 +22,6 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import orjson
-
 from .control import Control, ReplayControl
 from .coordination import Coordinator
 from .cursor import Cursor
@@ -48,10 +46,6 @@ from .shadow import Shadow
 from .sink import Sink
 
 __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
-
-_new = object.__new__
-_dumps = orjson.dumps
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 class Bus:
