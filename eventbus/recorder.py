@@ -70,6 +70,16 @@ class Trouble:
     out: Any = None
 
 
+def _fast_route(owners: tuple[Slot, ...]) -> tuple[tuple[Any, ...], tuple[Slot, ...],
+                                                    tuple[Any, ...]]:
+    """For a batch kind taken by ``owners``: the line buffers' ``extend``, the other sinks, and
+    their writes for a record whose metrics are finite floats (``write_finite`` where they have
+    it)."""
+    finite_owners = tuple(s for s in owners if s.buffer is None)
+    return (tuple(s.buffer.extend for s in owners if s.buffer is not None), finite_owners,
+            tuple(getattr(s.sink, "write_finite", s.write) for s in finite_owners))
+
+
 @dataclass(eq=False)
 class _Tables:
     """Per kind, what a record of it is written to (rebuilt when the sinks change)."""
@@ -197,14 +207,10 @@ class Recorder:
             owners = tuple(s for s in self.slots if s.kinds is None or kind in s.kinds)
             tables.owners[kind] = owners
             tables.writes[kind] = tuple(s.write for s in owners)
-        for prefix, kind in (("", "batch_end"), ("begin_", "batch_begin")):
-            batch = tables.owners[kind]
-            finite_owners = tuple(s for s in batch if s.buffer is None)
-            setattr(tables, f"{prefix}lines",
-                    tuple(s.buffer.extend for s in batch if s.buffer is not None))
-            setattr(tables, f"{prefix}finite_owners", finite_owners)
-            setattr(tables, f"{prefix}finite_writes",
-                    tuple(getattr(s.sink, "write_finite", s.write) for s in finite_owners))
+        tables.lines, tables.finite_owners, tables.finite_writes = \
+            _fast_route(tables.owners["batch_end"])
+        tables.begin_lines, tables.begin_finite_owners, tables.begin_finite_writes = \
+            _fast_route(tables.owners["batch_begin"])
         tables.line_slots = tuple(s for s in self.slots if s.buffer is not None and (
             s.kinds is None or "batch_end" in s.kinds or "batch_begin" in s.kinds))
         tables.holds = frozenset(kind for kind in ("batch_begin", "batch_end")
