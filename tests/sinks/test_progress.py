@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventbus import Bus
@@ -62,21 +62,30 @@ def terminal_of(columns: int, rows: int = 24) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def pieces_in(item: str, lines: list[str]) -> bool:
-    """``item`` is whole in one of ``lines``, or, wider than a line, on consecutive lines of its
-    own (broken at spaces, or inside a word wider than a line)."""
-    if any(item in line.split(" - ") or f" - {item} - " in f" - {line} - " for line in lines):
-        return True
+def place_of(item: str, lines: list[str]) -> tuple[int, int] | None:
+    """Where ``item`` is: whole in one of ``lines`` (its line, and where on it), or, wider than
+    a line, on consecutive lines of its own, broken at spaces or inside a word wider than a
+    line (its first line); None if it is neither."""
+    for number, line in enumerate(lines):
+        padded = f" - {line} - "
+        if item in line.split(" - ") or f" - {item} - " in padded:
+            return number, padded.index(f" - {item} - ")
     flat = item.replace(" ", "")
     for start in range(len(lines)):
         joined = ""
         for line in lines[start:]:
             joined += line.replace(" ", "")
             if joined == flat:
-                return True
+                return start, 0
             if not flat.startswith(joined):
                 break
-    return False
+    return None
+
+
+def pieces_in(item: str, lines: list[str]) -> bool:
+    """``item`` is whole in one of ``lines``, or, wider than a line, on consecutive lines of its
+    own (see :func:`place_of`)."""
+    return place_of(item, lines) is not None
 
 
 class TestWrap:
@@ -155,10 +164,13 @@ def test_plain_line() -> None:
 
 @given(st.dictionaries(names, values, min_size=1, max_size=12), widths,
        st.integers(1, 4), st.booleans())
+@example({"lr": 0.0}, 40, 1, True)  # the learning rate after val_lr, as Keras shows it
+@example({"0000": 0.0, "0000000": 1e6}, 40, 1, False)  # an item per line, no separator
 def test_a_terminal_shows_every_metric_at_any_width(metrics, width, steps, validate) -> None:
     """The ProgbarLogger on a terminal of 40 to 200 columns: no line overflows (the screen never
     wraps one) and every metric, name and value, is complete on the final screen, train metrics
-    before val_ ones."""
+    before val_ ones, and the learning rate (``lr``, ``learning_rate``) after both, as Keras
+    shows it."""
     train = {k: v for k, v in metrics.items() if not k.startswith("val_")}
     val = {f"val_{k}": v for k, v in train.items()} if validate else {}
     out = Terminal()
@@ -177,11 +189,14 @@ def test_a_terminal_shows_every_metric_at_any_width(metrics, width, steps, valid
     assert lines[0].startswith(f"Epoch 1/1: {steps}/{steps} ")
     shown = [f"{k}: {format_value(v)}" for k, v in {**train, **val}.items()]
     assert all(pieces_in(item, lines[1:]) for item in shown)
-    text = " ".join(lines[1:]).replace(" ", "")
-    if train and val:
-        last_train = max(text.index(f"{k}:".replace(" ", "")) for k in train)
-        first_val = min(text.index(f"{k}:") for k in val)
-        assert last_train < first_val
+    where = {k: place_of(f"{k}: {format_value(v)}", lines[1:])
+             for k, v in {**train, **val}.items()}
+
+    def group(name: str) -> int:
+        return 2 if name in ("lr", "learning_rate") else 1 if name.startswith("val_") else 0
+
+    assert [group(k) for k in sorted(where, key=where.__getitem__)] == \
+        sorted(group(k) for k in where)
 
 
 def test_a_message_in_the_middle_of_an_epoch_takes_the_blocks_place() -> None:
