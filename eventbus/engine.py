@@ -146,7 +146,7 @@ class Engine:
                   "kind": "batch_begin", "time": _time(), "logs": clean,
                   "epoch": cursor.epoch, "batch": batch, "step": cursor.step}
         if clean or recorder.held:  # metrics (finite or not), or joining held records
-            return self.emit(record)
+            return self._joining(record)
         # The common case, no metrics: one encoding for every line sink, as batch_end's.
         writes, owners, lines, handlers = self._batch_begin_route
         if lines:
@@ -291,10 +291,15 @@ class Engine:
         record is held, unwritten, and its tensors are read when a plugin reads a value, or
         with the other held records' at the next flush point (``Recorder.hold``). So no device
         sync per batch unless a plugin reads that batch's values."""
-        record = self._next_batch_end(batch, logs)
+        _, _, lines, handlers = self._batch_end_route
+        return self._held(self._next_batch_end(batch, logs), bool(lines), handlers)
+
+    def _held(self, record: dict[str, Any], written: bool,
+              handlers: Sequence[Any]) -> Sequence[Decision]:
+        """Hold ``record`` (logs with tensors unread) if a sink takes it (``written``), then
+        hand it to ``handlers``."""
         recorder = self.recorder
-        lines, handlers = self._batch_end_route[2:]
-        if lines:  # else no sink takes it: only the plugins see it
+        if written:  # else no sink takes it: only the plugins see it
             recorder.hold(record)
             self.attention = True  # the next event that does not join them writes them first
         decisions: Sequence[Decision] = ()
@@ -306,6 +311,14 @@ class Engine:
             self.release()
         return decisions
 
+    def _joining(self, record: dict[str, Any]) -> Sequence[Decision]:
+        """Emit a batch record that joins any held ones (``Recorder.write``), keeping their
+        number bounded."""
+        decisions = self.emit(record)
+        if len(self.recorder.held) >= HOLD_RECORDS:
+            self.release()
+        return decisions
+
     def release(self) -> None:
         """Write the records held for their tensors (see ``Recorder.hold``)."""
         if self.recorder.held:
@@ -313,13 +326,30 @@ class Engine:
 
     def other_batch(self, kind: str, batch: int,
                     logs: Mapping[str, Any] | None) -> Sequence[Decision]:
-        """An evaluation batch (of the fit's epoch, or none) or a prediction batch."""
+        """An evaluation batch (of the fit's epoch, or none) or a prediction batch. Where only
+        line buffers take its kind, it is a training batch's like: tensors in its logs are held
+        unread (no device sync per batch), and it joins the records held for theirs."""
         if self._idle_other[kind]:
             return ()
         fields: dict[str, Any] = {"batch": to_index(batch, "batch", kind)}
         if kind.startswith("test"):
             fields = {"epoch": self.cursor.eval_epoch(), **fields}
-        return self.observe(kind, fields, logs)
+        if kind not in self.recorder.tables.holds:  # a sink that is not a line buffer takes it
+            return self.observe(kind, fields, logs)
+        clean: Any = hold_logs(logs, kind) if type(logs) is dict else None
+        if clean is None:
+            clean = coerce_logs(logs, kind) if logs is not None else {}
+        if _get_ident() != self.thread:
+            self.claim()
+        if self.attention:
+            self.attend(hold=True)
+        recorder = self.recorder
+        recorder.seq = seq = recorder.seq + 1
+        record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq, "kind": kind,
+                  "time": _time(), "logs": clean, **fields}
+        if type(clean) is PendingLogs:
+            return self._held(record, recorder.wants(kind), self.dispatcher.calls[f"on_{kind}"])
+        return self._joining(record)
 
     # --- plugins and sinks ---------------------------------------------------------------------
 

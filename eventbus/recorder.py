@@ -30,7 +30,16 @@ from .errors import ConfigError, LogError
 from .log import has_records, open_writer
 from .metrics import PendingLogs, read_pending
 from .plugin import plugin_spec
-from .records import KINDS, SCHEMA_VERSION, Decision, Header, Outcome, PluginSpec, Record
+from .records import (
+    BATCH_KINDS,
+    KINDS,
+    SCHEMA_VERSION,
+    Decision,
+    Header,
+    Outcome,
+    PluginSpec,
+    Record,
+)
 from .run import Run
 
 __all__ = ["Recorder", "Slot", "Trouble", "make_header"]
@@ -213,7 +222,7 @@ class Recorder:
             _fast_route(tables.owners["batch_begin"])
         tables.line_slots = tuple(s for s in self.slots if s.buffer is not None and (
             s.kinds is None or "batch_end" in s.kinds or "batch_begin" in s.kinds))
-        tables.holds = frozenset(kind for kind in ("batch_begin", "batch_end")
+        tables.holds = frozenset(kind for kind in BATCH_KINDS
                                  if all(s.buffer is not None for s in tables.owners[kind]))
         self.tables = tables
         self.on_change()
@@ -257,8 +266,9 @@ class Recorder:
 
     # --- batch records held for their tensors ---------------------------------------------------
     #
-    # A batch_end whose logs hold tensors (``metrics.PendingLogs``) waits in ``held``, unwritten,
-    # when only line buffers (JSON Lines) take batch records: so no tensor is read per batch.
+    # A batch record whose logs hold tensors (``metrics.PendingLogs``: a batch_end's, an
+    # evaluation or prediction batch's) waits in ``held``, unwritten, when only line buffers
+    # (JSON Lines) take its kind: so no tensor is read per batch.
     # The held records are written, their tensors read together first (one host copy), before
     # any other record, at every flush and sync, and when the bus says so (every so many batches,
     # a sink added or removed, close). A line buffer is written to its file only at those points

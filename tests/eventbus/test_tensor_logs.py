@@ -110,10 +110,10 @@ def test_a_flush_point_every_so_many_records(tmp_path: Any) -> None:
         bus.batch_end(i, {"loss": loss})
         if conversions() != before:
             converted_at.append((i, conversions() - before))
-    # A batch's begin and end wait together once something waits (the first batch_begin after
-    # a release is written at once): a release, one conversion, every 64 batches or so.
+    # A batch's begin and end wait together once something waits: a release, one conversion,
+    # when HOLD_RECORDS records wait (a begin that joins counts), every 64 batches.
     every = HOLD_RECORDS // 2
-    assert converted_at == [(every, 1), (2 * every + 1, 1)]
+    assert converted_at == [(every, 1), (2 * every, 1)]
     bus.train_end()
     bus.close()
     assert [logs["loss"] for logs in batch_logs(log)] == [exact(t) for t in losses]
@@ -213,8 +213,79 @@ def test_a_sink_other_than_a_line_log_taking_batches_gets_floats_at_once(tmp_pat
     bus.close()
 
 
+def test_evaluation_and_prediction_batches_are_held_as_training_ones(tmp_path: Any) -> None:
+    log = tmp_path / "run.jsonl"
+    bus = Bus(log=log)
+    bus.train_begin({"epochs": 1})
+    bus.epoch_begin(0)
+    bus.batch_end(0, {"loss": 0.5})
+    bus.test_begin()
+    val_losses = [counted(1.0 / (i + 2)) for i in range(6)]
+    for i, loss in enumerate(val_losses):
+        bus.test_batch_begin(i)
+        bus.test_batch_end(i, {"val_loss": loss})
+        assert conversions() == 0, f"evaluation batch {i}"
+    bus.test_end({"val_loss": 0.25})
+    assert CALLS == {"tolist": 1}  # the six, read once as the evaluation ends
+    bus.epoch_end(0, {"loss": 0.5, "val_loss": 0.25})
+    bus.train_end()
+    bus.predict_begin()
+    outputs = [counted(i / 3.0) for i in range(4)]
+    for i, out in enumerate(outputs):
+        bus.predict_batch_begin(i)
+        bus.predict_batch_end(i, {"mean": out})
+    assert CALLS == {"tolist": 1}
+    bus.predict_end()
+    assert CALLS == {"tolist": 2}
+    bus.close()
+    records = list(read_log(log))
+    assert [rec.seq for rec in records] == list(range(len(records)))
+    assert [(rec.epoch, rec.batch, rec.logs) for rec in records if rec.kind == "test_batch_end"] \
+        == [(0, i, {"val_loss": exact(t)}) for i, t in enumerate(val_losses)]
+    assert [(rec.batch, rec.logs) for rec in records if rec.kind == "predict_batch_end"] \
+        == [(i, {"mean": exact(t)}) for i, t in enumerate(outputs)]
+    kinds = [rec.kind for rec in records]
+    assert kinds.index("test_end") > max(i for i, k in enumerate(kinds) if k == "test_batch_end")
+
+
+def test_an_evaluation_batch_a_plugin_reads_is_converted_then_and_only_it(tmp_path: Any) -> None:
+    seen: list[float] = []
+
+    class ValReader(Plugin):
+        @hookimpl
+        def on_test_batch_end(self, event: Any) -> None:
+            seen.append(event.logs["val_loss"])
+
+    bus = Bus([ValReader()], log=tmp_path / "run.jsonl")
+    bus.test_begin()
+    losses = [counted(0.125 * (i + 1)) for i in range(3)]
+    for i, loss in enumerate(losses):
+        bus.test_batch_end(i, {"val_loss": loss, "other": counted(1.0)})
+        assert conversions() == i + 1  # the batch read: its two tensors at once
+    bus.test_end()
+    assert seen == [exact(t) for t in losses]
+    bus.close()
+    assert conversions() == 3  # what was read is not read again
+    assert [rec.logs for rec in read_log(tmp_path / "run.jsonl")
+            if rec.kind == "test_batch_end"] == [{"val_loss": exact(t), "other": 1.0}
+                                                 for t in losses]
+
+
+def test_evaluation_batches_to_a_sink_other_than_a_line_log_are_read_at_once(
+        tmp_path: Any) -> None:
+    bus = Bus(log=tmp_path / "run.parquet")  # Parquet takes records, not lines
+    bus.test_begin()
+    bus.test_batch_end(0, {"val_loss": counted(0.5)})
+    assert CALLS == {"item": 1}
+    bus.test_end()
+    bus.close()
+    assert [rec.logs for rec in read_log(tmp_path / "run.parquet")
+            if rec.kind == "test_batch_end"] == [{"val_loss": 0.5}]
+
+
 @given(st.lists(st.sampled_from(["tensor", "float", "begin", "epoch", "report", "sink",
-                                "flush"]),
+                                "flush", "val_tensor", "val_begin", "val_float", "evaluated",
+                                "predicted"]),
                 max_size=40),
        st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=40,
                 max_size=40))
@@ -251,6 +322,18 @@ def test_the_log_is_what_floats_given_at_once_would_have_written(
                 bus.add_sink(path.with_suffix(f".{step}.jsonl"))
             elif what == "flush":
                 bus.flush()
+            elif what == "val_tensor":
+                bus.test_batch_end(step, {"val_loss": counted(value) if as_tensor else
+                                          exact(counted(value))})
+            elif what == "val_begin":
+                bus.test_batch_begin(step)
+            elif what == "val_float":
+                bus.test_batch_end(step, {"val_loss": float(step)})
+            elif what == "evaluated":
+                bus.test_end({"val_loss": 0.5})
+            elif what == "predicted":
+                bus.predict_batch_end(step, {"p": counted(value) if as_tensor else
+                                             exact(counted(value))})
         bus.train_end()
         bus.close()
         logs.append([{k: v for k, v in rec.model_dump().items() if k not in ("time", "run_id")}
