@@ -15,12 +15,12 @@ from eventbus.records import EpochEnd, RestoreWeights, SnapshotWeights, StopTrai
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import Monitor, fmt, monitor_op, require_bool, require_int, require_real
+from .monitor import KerasMonitorNames, Monitor, fmt, require_bool, require_int, require_real
 
 __all__ = ["EarlyStopping"]
 
 
-class EarlyStopping(Plugin):
+class EarlyStopping(KerasMonitorNames, Plugin):
     """Stop training when ``monitor`` has stopped improving.
 
     Keras's parameters and semantics, plus three checks from PyTorch Lightning:
@@ -58,19 +58,11 @@ class EarlyStopping(Plugin):
     def _reset(self) -> None:
         self.monitor.reset()
         self.wait = 0
-        self.best_epoch: int | None = None
-        self.stopped_epoch: int | None = None
+        # Keras's values before any best or stop (code tests ``stopped_epoch > 0``); whether
+        # there is a best epoch is ``_has_best_epoch()``.
+        self.best_epoch = 0
+        self.stopped_epoch = 0
         self._snapshot_taken = False
-
-    @property
-    def monitor_op(self) -> Any:
-        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``):
-        read by code written against Keras's callbacks."""
-        return monitor_op(self.monitor)
-
-    @property
-    def best(self) -> float | None:
-        return self.monitor.best
 
     @hookimpl
     def on_attach(self, run: Run) -> None:
@@ -153,15 +145,20 @@ class EarlyStopping(Plugin):
         epochs = "epoch" if wait == 1 else "epochs"
         if self.best is None:
             return f"{name} has had no comparable value (NaN) for {wait} {epochs}"
-        where = f"{fmt(self.best)} (epoch {self.best_epoch + 1})"  # type: ignore[operator]
+        where = f"{fmt(self.best)} (epoch {self.best_epoch + 1})"
         if self.baseline is not None and not self.monitor.beats(self.best, self.baseline):
             return (f"{name} did not improve on the baseline {fmt(self.baseline)} in {wait} "
                     f"{epochs}; best {where}")
         return f"{name} did not improve on {where} for {wait} {epochs}"
 
+    def _has_best_epoch(self) -> bool:
+        """Whether ``best_epoch`` names an epoch: a best value, or weights kept as the first."""
+        return self.best is not None or self._snapshot_taken
+
     def _evidence(self, epoch: int, value: float) -> dict[str, Any]:
         return {"monitor": self.monitor.monitor, "value": value, "best": self.best,
-                "best_epoch": self.best_epoch, "wait": self.wait, "patience": self.patience,
+                "best_epoch": self.best_epoch if self._has_best_epoch() else None,
+                "wait": self.wait, "patience": self.patience,
                 "min_delta": self.monitor.min_delta, "mode": self.monitor.mode,
                 "baseline": self.baseline, "start_from_epoch": self.start_from_epoch}
 
@@ -176,7 +173,7 @@ class EarlyStopping(Plugin):
     def on_train_end(self, event: TrainEnd) -> Any:
         if not (self.restore_best_weights and self._snapshot_taken):
             return None
-        best_epoch: int = self.best_epoch  # type: ignore[assignment]  # set with the snapshot
+        best_epoch = self.best_epoch  # set with the snapshot
         if self.best is None:  # nothing was ever a best (every value NaN, or never improved)
             reason = (f"restore the weights of epoch {best_epoch + 1}, the first monitored one: "
                       f"no {self.monitor.monitor} value improved on it")

@@ -29,9 +29,9 @@ from eventbus.run import Run
 from sinks import console
 
 from .monitor import (
+    KerasMonitorNames,
     Monitor,
     fmt,
-    monitor_op,
     require_bool,
     require_int,
     require_path,
@@ -92,7 +92,7 @@ def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-class ModelCheckpoint(Plugin):
+class ModelCheckpoint(KerasMonitorNames, Plugin):
     """Save the model at the end of every epoch (or every ``save_freq`` batches).
 
     ``period=N`` is Keras 2's "every N epochs": accepted, with a DeprecationWarning. As in
@@ -170,16 +170,6 @@ class ModelCheckpoint(Plugin):
     def kept(self) -> list[str]:
         """The paths of the files ``save_top_k`` keeps now, best first."""
         return [entry[2] for entry in self._kept]
-
-    @property
-    def monitor_op(self) -> Any:
-        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``;
-        None without ``save_best_only``): read by code written against Keras's callbacks."""
-        return monitor_op(self.monitor)
-
-    @property
-    def best(self) -> float | None:
-        return None if self.monitor is None else self.monitor.best
 
     @hookimpl
     def on_attach(self, run: Run) -> None:

@@ -22,6 +22,7 @@ from eventbus.monitor import MAX_WORDS, MIN_WORDS, Mode, Monitor, fmt, infer_mod
 __all__ = [
     "MAX_WORDS",
     "MIN_WORDS",
+    "KerasMonitorNames",
     "Mode",
     "Monitor",
     "fmt",
@@ -51,23 +52,60 @@ def monitor_op(monitor: Monitor | None) -> Any:
 # --- parameter checks shared by the plugins ------------------------------------------------
 
 
+class KerasMonitorNames:
+    """Keras's names for the state of a plugin's ``monitor`` (a :class:`Monitor`, or None for
+    a plugin that monitors nothing as configured): ``best`` and ``monitor_op``.
+
+    ``best`` may be set, as code written against Keras's callbacks does; ``train_begin``
+    resets it where Keras's does (EarlyStopping, ReduceLROnPlateau; ModelCheckpoint keeps the
+    best of earlier fits). A best set by hand is not in the log: a replay starts without it.
+    """
+
+    monitor: Monitor | None
+
+    @property
+    def monitor_op(self) -> Any:
+        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``;
+        None without a monitor): read by code written against Keras's callbacks."""
+        return monitor_op(self.monitor)
+
+    @property
+    def best(self) -> float | None:
+        """The best value of the monitored metric so far (None before the first)."""
+        return None if self.monitor is None else self.monitor.best
+
+    @best.setter
+    def best(self, value: float | None) -> None:
+        name = type(self).__name__
+        if self.monitor is None:
+            raise ConfigError(f"{name}: best: this plugin monitors no metric as configured "
+                              "(ModelCheckpoint tracks one only with save_best_only=True)",
+                              plugin=name, field="best")
+        self.monitor.best = None if value is None else \
+            require_real(value, "best", name, finite=False)
+
+
 def require_path(value: Any, field: str, plugin: str) -> str:
     """``value`` (a str or path) as a non-empty str; anything else is an error."""
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)
         if isinstance(text, str) and text:
             return text
-    raise ConfigError(f"{plugin}: {field} must be a file or directory path (a non-empty str or "
-                      f"os.PathLike); got {type(value).__name__} {value!r}", plugin=plugin,
-                      field=field)
+    # Keras's words for a missing path first, as its users know them.
+    empty = f"Empty `{field}` argument passed: " if value is None or value == "" else ""
+    raise ConfigError(f"{plugin}: {empty}{field} must be a file or directory path (a non-empty "
+                      f"str or os.PathLike); got {type(value).__name__} {value!r}",
+                      plugin=plugin, field=field)
 
 
 def require_save_freq(value: Any, plugin: str) -> None:
     """``save_freq``: ``"epoch"`` or a positive int (a number of batches), as Keras takes it."""
     if value != "epoch" and (isinstance(value, bool) or not isinstance(value, int)
                              or value < 1):
-        raise ConfigError(f"{plugin}: save_freq must be 'epoch' or a positive int (a number "
-                          f"of batches); got {value!r}", plugin=plugin, field="save_freq")
+        # Keras's two callbacks' words ("Unrecognized", "Invalid value"), then what it takes.
+        raise ConfigError(f"{plugin}: Unrecognized save_freq {value!r} (Invalid value): "
+                          "save_freq must be 'epoch' or a positive int (a number of batches)",
+                          plugin=plugin, field="save_freq")
 
 
 def require_names(value: Any, field: str, plugin: str) -> list[str]:

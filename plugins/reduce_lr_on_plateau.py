@@ -15,12 +15,12 @@ from eventbus.records import EpochEnd, SetLearningRate, TrainBegin, Warning
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import Monitor, fmt, monitor_op, require_int, require_real
+from .monitor import KerasMonitorNames, Monitor, fmt, require_int, require_real
 
 __all__ = ["ReduceLROnPlateau"]
 
 
-class ReduceLROnPlateau(Plugin):
+class ReduceLROnPlateau(KerasMonitorNames, Plugin):
     """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement.
 
     ``epsilon`` is Keras 2's name for ``min_delta``: accepted, with a DeprecationWarning.
@@ -65,16 +65,6 @@ class ReduceLROnPlateau(Plugin):
         self.wait = 0
         self.cooldown_counter = 0
         self._warned: set[str] = set()
-
-    @property
-    def monitor_op(self) -> Any:
-        """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``):
-        read by code written against Keras's callbacks."""
-        return monitor_op(self.monitor)
-
-    @property
-    def best(self) -> float | None:
-        return self.monitor.best
 
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0

@@ -158,6 +158,24 @@ class TestPathsAndNames:
         """Not "'int' object is not iterable", and a list of headers is not read as pairs."""
         config_error(cls, field, **{field: value})
 
+    @pytest.mark.parametrize("value", [None, ""])
+    def test_an_empty_path_in_keras_words(self, value):
+        """Keras's "Empty `backup_dir` argument passed" first (its users and its tests know
+        those words), then what the field takes."""
+        error = config_error(BackupAndRestore, "backup_dir", backup_dir=value)
+        assert "Empty `backup_dir` argument passed" in str(error)
+        assert "non-empty str or os.PathLike" in str(error)
+
+    @pytest.mark.parametrize("cls", [BackupAndRestore, ModelCheckpoint])
+    @pytest.mark.parametrize("value", ["batch", 0.15, 0, -3, True])
+    def test_an_unknown_save_freq_in_keras_words(self, cls, value):
+        """Both of Keras's callbacks' words ("Unrecognized save_freq", "Invalid value")."""
+        error = config_error(cls, "save_freq", save_freq=value,
+                             **({"backup_dir": "b"} if cls is BackupAndRestore else
+                                {"filepath": "m.keras"}))
+        assert "Unrecognized save_freq" in str(error) and "Invalid value" in str(error)
+        assert repr(value) in str(error)
+
     def test_header_values_are_not_in_the_message(self):
         """A header value may be a token: the error names its type only."""
         error = config_error(RemoteMonitor, "headers", headers={"Authorization": b"secret"})

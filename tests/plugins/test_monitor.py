@@ -13,7 +13,7 @@ import pytest
 
 import eventbus.monitor
 import plugins.monitor
-from eventbus import ConfigError
+from eventbus import Bus, ConfigError
 from plugins import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from plugins.monitor import require_int, require_real
 
@@ -33,6 +33,58 @@ class TestTheCoreRule:
         """The plugins that monitor a metric place it by eventbus.monitor's words."""
         assert make(monitor="val_top1").monitor.mode == "max"
         assert make(monitor="val_perplexity").monitor.mode == "min"
+
+
+class TestKerasNames:
+    """``best`` and ``monitor_op`` as code written against Keras's callbacks uses them."""
+
+    MAKERS = [lambda: EarlyStopping(monitor="loss", patience=3),
+              lambda: ReduceLROnPlateau(monitor="loss", patience=1),
+              lambda: ModelCheckpoint("best.keras", monitor="loss", save_best_only=True)]
+
+    @pytest.mark.parametrize(("make", "reset"), zip(MAKERS, [True, True, False]),
+                             ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"])
+    def test_best_may_be_set_and_train_begin_resets_it_as_keras_does(self, make, reset) -> None:
+        """Keras's test_state_reset_across_fit_calls: state set by hand is cleared by the next
+        fit's train_begin; ModelCheckpoint's best carries over to the next fit, as Keras's."""
+        plugin = make()
+        plugin.best = 0.1
+        assert plugin.best == 0.1 and plugin.monitor.best == 0.1
+        plugin.best = float("inf")  # Keras 2's start, accepted
+        assert plugin.best == math.inf
+        plugin.best = 0.5
+        bus = Bus([plugin])
+        bus.train_begin()
+        assert plugin.best == (None if reset else 0.5)
+        bus.close()
+
+    @pytest.mark.parametrize("make", MAKERS, ids=["EarlyStopping", "ReduceLROnPlateau",
+                                                   "ModelCheckpoint"])
+    def test_a_best_set_by_hand_is_what_the_next_value_is_compared_with(self, make) -> None:
+        plugin = make()
+        plugin.best = 0.2
+        assert not plugin.monitor.update(0.3)
+        assert plugin.monitor.update(0.1) and plugin.best == 0.1
+
+    @pytest.mark.parametrize("value", [math.nan, "0.1", True, [0.1]])
+    def test_best_refuses_what_is_not_a_number(self, value: object) -> None:
+        plugin = EarlyStopping(monitor="loss")
+        with pytest.raises(ConfigError) as info:
+            plugin.best = value
+        assert (info.value.plugin, info.value.field) == ("EarlyStopping", "best")
+        assert plugin.best is None
+
+    def test_a_checkpoint_that_monitors_nothing_has_no_best_to_set(self) -> None:
+        plugin = ModelCheckpoint("every.keras")
+        assert plugin.best is None and plugin.monitor_op is None
+        with pytest.raises(ConfigError, match="save_best_only"):
+            plugin.best = 0.1
+
+    def test_monitor_op_says_which_way_is_better(self) -> None:
+        import numpy as np
+
+        assert EarlyStopping(monitor="val_acc").monitor_op(2.0, 1.0)
+        assert not EarlyStopping(monitor="val_loss").monitor_op(np.float64(2.0), 1.0)
 
 
 class TestChecks:
