@@ -28,6 +28,8 @@ Any Keras backend works; the tests use the torch backend (``KERAS_BACKEND=torch`
 
 from __future__ import annotations
 
+import sys
+import threading
 import warnings
 import weakref
 from typing import Any
@@ -35,6 +37,7 @@ from typing import Any
 import keras
 
 from eventbus import Plugin, hookimpl
+from eventbus.lock import LogInUseError
 from eventbus.policy import SinkFailureWarning
 from eventbus.records import SinkFailed, StopTraining
 
@@ -196,6 +199,7 @@ class KerasFit:
         #: The end hook that finished the fit (the other members' calls of it pass).
         self.ended_by: str | None = None
         self._depth = 0
+        self._thread: int | None = None
 
     @property
     def bus(self) -> Any:
@@ -229,10 +233,20 @@ class KerasFit:
                 if target is not None and not any(target is t or target == t for t in logs):
                     logs.append(target)
         try:
-            bus = Bus(self.members, log=logs or None, model=adapter_of(self.model))
+            try:
+                bus = Bus(self.members, log=logs or None, model=adapter_of(self.model))
+            except LogInUseError:
+                # A fit an exception left (Keras calls no end hook then) may hold the log in
+                # this process, as when a notebook cell that raised is run again with new
+                # callbacks: its run is over, so it is finished and the log opened again.
+                if not _finish_abandoned(self.model):
+                    raise
+                bus = Bus(self.members, log=logs or None, model=adapter_of(self.model))
         except BaseException:
             self.done = True
             raise
+        self._thread = threading.get_ident()
+        _OWN_BUSES.add(self)
         self.bridge = KerasBridge(bus, attach_model=False)
         if self.model is not None:
             keras.callbacks.Callback.set_model(self.bridge, self.model)
@@ -260,6 +274,7 @@ class KerasFit:
     def finish(self) -> None:
         """The call ended (or was left by an exception): the bus of its own is closed."""
         self.done = True
+        _OWN_BUSES.discard(self)
         held = _FITS_BY_ID.get(id(self.model))
         if held is not None and held[1] is self:
             del _FITS_BY_ID[id(self.model)]
@@ -271,6 +286,37 @@ class KerasFit:
 #: kept by id, as long as its fit).
 _FITS: weakref.WeakKeyDictionary[Any, KerasFit] = weakref.WeakKeyDictionary()
 _FITS_BY_ID: dict[int, tuple[Any, KerasFit]] = {}
+
+
+#: The fits running a bus of their own, until they finish.
+_OWN_BUSES: weakref.WeakSet[KerasFit] = weakref.WeakSet()
+
+
+def _finish_abandoned(model: Any) -> bool:
+    """Finish the fits of this thread with a bus of their own whose model has no ``fit``
+    (``evaluate``, ``predict``) running but the new one's (``model``'s): an exception left
+    them. A fit started inside another's callback (nested) leaves the outer one be, as its
+    call is on the stack. Returns whether there were any."""
+    ident = threading.get_ident()
+    running = _running_models()
+    left = [fit for fit in list(_OWN_BUSES) if fit._thread == ident and fit.model is not None
+            and sum(m is fit.model for m in running) <= (fit.model is model)]
+    for fit in left:
+        fit.finish()
+    return bool(left)
+
+
+def _running_models() -> list[Any]:
+    """The objects whose ``fit``, ``evaluate`` or ``predict`` is on this thread's stack."""
+    models = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in ("fit", "evaluate", "predict"):
+            model = frame.f_locals.get("self")
+            if model is not None:
+                models.append(model)
+        frame = frame.f_back
+    return models
 
 
 def _fit_of(model: Any) -> KerasFit | None:
