@@ -14,6 +14,7 @@ has an inlined copy of it (the hottest path; see the comment there).
 
 from __future__ import annotations
 
+import difflib
 import gc
 import heapq
 import inspect
@@ -97,7 +98,8 @@ class Dispatcher:
         except pluggy.PluginValidationError as exc:
             if self._pm.is_registered(carrier):  # pluggy 1.7 takes it back itself
                 self._pm.unregister(carrier)
-            raise ConfigError(f"plugin {label!r}: {exc}", plugin=label) from exc
+            raise ConfigError(f"plugin {label!r}: {_why_invalid(carrier, self._pm) or exc}",
+                              plugin=label) from exc
         for hook in HOOKS:
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
                 if impl.plugin is carrier and (impl.hookwrapper or impl.wrapper):
@@ -303,6 +305,36 @@ def _implementation(plugin: object, name: str) -> Any:
     except Exception:
         return None
     return value if _is_impl(value) else None
+
+
+def _why_invalid(carrier: object, pm: pluggy.PluginManager) -> str | None:
+    """What pluggy refused in ``carrier``, said for a plugin author: a hook name that is not
+    one (with the closest), or arguments a hook does not give (hooks take the event)."""
+    for name, fn in vars(carrier).items():
+        opts = getattr(fn, f"{PROJECT_NAME}_impl", None)
+        if not isinstance(opts, dict):
+            continue
+        hook = opts.get("specname") or name
+        caller = getattr(pm.hook, hook, None)
+        spec = getattr(caller, "spec", None)
+        if spec is None:
+            close = difflib.get_close_matches(hook, HOOKS, n=1)
+            return (f"{hook!r} is not a hook" + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + "; the hooks are those of eventbus.hookspecs")
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        extra = [p.name for p in params if p.default is p.empty and p.name not in spec.argnames
+                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if extra:
+            given = ", ".join(spec.argnames)
+            return (f"{hook} takes ({', '.join(extra)}), which the hook does not give: it is "
+                    f"called with ({given})" + (
+                        " (the event: event.epoch, event.logs, ...); for methods with "
+                        "Keras's arguments (epoch, logs), subclass plugins.Callback"
+                        if spec.argnames == ("event",) else ""))
+    return None
 
 
 def _is_impl(value: object) -> bool:

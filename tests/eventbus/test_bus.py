@@ -121,6 +121,33 @@ class TestOrderAndDispatch:
         with pytest.raises(ConfigError, match="on_epoch_ended") as info:
             Bus([Typo()])
         assert info.value.plugin == "Typo"
+        assert "did you mean 'on_epoch_end'" in str(info.value)
+        assert " object at 0x" not in str(info.value)  # no internal object's repr
+
+    @pytest.mark.parametrize("hook", ["on_epoch_end", "on_batch_end", "on_train_begin"])
+    def test_keras_arguments_on_a_hook_say_what_the_hook_gives(self, hook):
+        """A Keras-style method marked as a hook: the error names the arguments the hook does
+        not give, what it gives (the event), and where Keras's methods belong."""
+        def method(self, epoch, logs=None):
+            pass
+
+        plugin_class = type("KerasStyle", (), {hook: hookimpl(method)})
+        with pytest.raises(ConfigError) as info:
+            Bus([plugin_class()])
+        message = str(info.value)
+        assert info.value.plugin == "KerasStyle"
+        assert f"{hook} takes (epoch)" in message and "called with (event)" in message
+        assert "plugins.Callback" in message and "@" not in message
+
+    def test_an_extra_argument_on_a_keyword_hook(self):
+        class Attach:
+            @hookimpl
+            def on_attach(self, run, model):
+                pass
+
+        with pytest.raises(ConfigError,
+                           match=r"on_attach takes \(model\).*called with \(run, bus\)"):
+            Bus([Attach()])
 
     def test_impl_without_arguments_is_called(self):
         """An implementation may take none of the hook's arguments."""
