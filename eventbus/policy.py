@@ -75,6 +75,12 @@ class FailurePolicy:
             self._record(SinkFailed(sink=label, event=kind, error=error, message=message,
                                     cause_seq=seq, epoch=epoch))
             self._disable(plugin)
+            # Shown now, not only in close()'s summary: a bug in a user's callback (a wrong
+            # signature) would otherwise go unseen for the whole run.
+            # (worded as close()'s summary words each failure, so one match finds both)
+            warnings.warn(f"{label} on {kind}: {error}: {message} (seq {seq}); the plugin is "
+                          "disabled and training goes on (a plugin with side effects never "
+                          "ends a run)", SinkFailureWarning, stacklevel=5)
             return
         self._record(PluginFailed(plugin=label, event=kind, error=error, message=message,
                                   cause_seq=seq, epoch=epoch))

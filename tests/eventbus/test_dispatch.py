@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, Plugin, hookimpl
+from eventbus import Bus, ConfigError, Plugin, SinkFailureWarning, hookimpl
 from eventbus import records as r
 from eventbus.dispatch import EVENT_HOOKS, HOOKS, Dispatcher
 from eventbus.testing import RecordingWriter
@@ -504,7 +504,9 @@ class TestInlinedBatchEndLoop:
                 raise RuntimeError("broken")
 
         bus = Bus([Breaks("x"), Calls("after", seen)], log=writer)
-        bus.batch_end(0, {"loss": 1.0})
+        with pytest.warns(SinkFailureWarning, match=r"Breaks on batch_end: RuntimeError: broken "
+                                                    r"\(seq 1\); the plugin is disabled"):
+            bus.batch_end(0, {"loss": 1.0})  # shown at once, not only at close
         bus.batch_end(1, {"loss": 1.0})
         assert seen == [("after", "batch_end"), ("after", "batch_end")]
         assert writer.kinds().count("sink_failed") == 1
@@ -525,7 +527,8 @@ class TestInlinedBatchEndLoop:
 
         writer = RecordingWriter()
         bus = Bus([Breaks("x"), BareStop()], log=writer)
-        decisions = bus.batch_end(0, {"loss": 1.0})
+        with pytest.warns(SinkFailureWarning, match="Breaks on batch_end"):
+            decisions = bus.batch_end(0, {"loss": 1.0})
         assert [d.kind for d in decisions] == ["stop_training"]
         assert writer.kinds()[-2:] == ["sink_failed", "stop_training"]
 

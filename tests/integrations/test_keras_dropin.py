@@ -213,7 +213,8 @@ def test_a_learning_rate_where_the_run_has_none():
     bus = Bus([StopAtEpoch(0, rate=0.01)])
     bus.train_begin()
     bus.epoch_begin(0)
-    bus.epoch_end(0, {"loss": 1.0})
+    with pytest.warns(SinkFailureWarning, match="StopAtEpoch on epoch_end: ConfigError"):
+        bus.epoch_end(0, {"loss": 1.0})
     failure = bus.failures[0]
     assert failure.sink == "StopAtEpoch" and failure.error == "ConfigError"
     assert "self.model.optimizer.learning_rate = 0.01: the run has no learning rate" in \
@@ -231,7 +232,8 @@ def test_a_bad_learning_rate_names_the_callback(value):
     bus = Bus([Bad()], learning_rate=0.1)
     bus.train_begin()
     bus.epoch_begin(0)
-    bus.epoch_end(0, {"loss": 1.0})
+    with pytest.warns(SinkFailureWarning, match="Bad on epoch_end: ConfigError: Bad: "):
+        bus.epoch_end(0, {"loss": 1.0})
     assert "Bad: " in bus.failures[0].message
     assert bus.learning_rate == 0.1
     with pytest.warns(SinkFailureWarning):
