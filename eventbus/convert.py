@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .bus import Bus, SinkFailureWarning
 from .effective import read_effective
 from .errors import ConfigError
 from .log import is_parquet, open_writer, read_log
+from .outputs import refuse_special, same_file, write_replacing
 from .records import SinkFailed
 
 __all__ = ["FORMATS", "Converted", "convert", "copy_log", "format_of"]
@@ -93,9 +96,11 @@ def _check_output(src: Path, dst: Path, to: str) -> None:
     CSVLogger and TensorBoard are sinks: a failure to write is recorded and training goes on,
     which is right live and wrong here, where writing is the whole point.
     """
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+    if dst.exists() and src.exists() and (dst.resolve() == src.resolve()
+                                          or same_file(src, dst)):  # a hard link too
         raise ConfigError(f"convert: {dst} is the log being converted; name another output",
                           field="out")
+    refuse_special(dst, "convert:")
     if dst.is_dir() and to in ("csv", "jsonl"):
         raise ConfigError(f"convert: {dst} is a directory; --to {to} writes a file: name the "
                           "file to write", field="out")
@@ -150,11 +155,22 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     if to == "csv":
         from plugins import CSVLogger
 
-        sink = CSVLogger(str(dst))
-    else:
-        from plugins import TensorBoard
+        counts: list[tuple[int, int]] = []
+        dst.parent.mkdir(parents=True, exist_ok=True)  # as the sink would have
+        # Beside it, then renamed: a link at DST is replaced, not written through.
+        write_replacing(dst, lambda tmp: counts.append(_write_with(CSVLogger(str(tmp)), src,
+                                                                   dst)))
+        rows = _csv_rows(dst) if counts[0][1] else 0  # no epoch ended: a file with no row
+        return Converted(to, str(dst), rows, "rows", counts[0][0])
+    from plugins import TensorBoard
 
-        sink = TensorBoard(log_dir=str(dst), write_graph=False)
+    count, epochs = _write_with(TensorBoard(log_dir=str(dst), write_graph=False), src, dst)
+    return Converted(to, str(dst), epochs, "epochs", count)
+
+
+def _write_with(sink: Any, src: str | os.PathLike[str], dst: Path) -> tuple[int, int]:
+    """Write the log ``src`` through ``sink`` (a plugin that writes); returns the records and
+    the epochs written. A failure of the sink is the ConfigError naming ``dst``."""
     count = epochs = 0
     bus = Bus([sink])
     try:
@@ -175,17 +191,20 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
         raise ConfigError(f"convert: writing {dst} failed: {first.sink} on {first.event}: "
                           f"{first.error}: {first.message}{more}", plugin=first.sink,
                           field="out")
-    if to == "csv":
-        return Converted(to, str(dst), _csv_rows(dst), "rows", count)
-    return Converted(to, str(dst), epochs, "epochs", count)
+    return count, epochs
 
 
 def _csv_rows(path: Path) -> int:
     """Data rows of the CSV written, read back: what a reader of the file will find."""
     if not path.exists():  # no epoch ended: CSVLogger wrote nothing
         return 0
-    with open(path, newline="") as file:
-        return max(sum(1 for _ in csv.reader(file)) - 1, 0)  # less the header
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # a long metric name or vector is one field, read whole
+    try:
+        with open(path, newline="") as file:
+            return max(sum(1 for _ in csv.reader(file)) - 1, 0)  # less the header
+    finally:
+        csv.field_size_limit(limit)
 
 
 def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
@@ -197,17 +216,27 @@ def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
     the source).
     """
     src_path, dst_path = Path(src), Path(dst)
-    if src_path.resolve() == dst_path.resolve():
+    if src_path.resolve() == dst_path.resolve() or same_file(src_path, dst_path):
         raise ConfigError(f"convert: source and destination are the same log: {src_path}",
                           field="dst")
     if not src_path.exists():
         raise ConfigError(f"convert: {src_path}: no such log", field="src")
-    count = 0
-    writer = open_writer(dst_path)
-    try:
-        for record in read_log(src_path):
-            writer.write(record.model_dump())
-            count += 1
-    finally:
-        writer.close()
-    return count
+    counted: list[int] = []
+
+    def write(path: Path) -> None:
+        count = 0
+        writer = open_writer(path)
+        try:
+            for record in read_log(src_path):
+                writer.write(record.model_dump())
+                count += 1
+        finally:
+            writer.close()
+        counted.append(count)
+
+    if is_parquet(dst_path):  # a directory of segments, written in place
+        write(dst_path)
+    else:  # one file: beside it, then renamed (a link at DST is replaced, not followed)
+        dst_path.parent.mkdir(parents=True, exist_ok=True)  # as the writer would have
+        write_replacing(dst_path, write)
+    return counted[0]

@@ -20,6 +20,7 @@ from typing import Any
 
 from .audit import Audit, human_epoch
 from .errors import ConfigError
+from .outputs import refuse_special, write_replacing
 
 __all__ = ["DEFERRED_STOP", "Best", "Curve", "Mark", "Panel", "PlotData", "check_plot_path",
            "figure_of", "learning_rate_steps", "plot_audit", "plot_data", "require_matplotlib"]
@@ -40,6 +41,9 @@ _SPREAD = 0.14
 _LEARNING_RATE = ("learning_rate", "lr")
 #: More marks than this and only the telling ones are labelled (see figure_of).
 _MOST_LABELS = 40
+#: Curves drawn per panel (the monitored metrics first) and characters of a curve's name: a run
+#: logging thousands of metrics, or names of megabytes, draws in seconds and reads.
+_MOST_CURVES, _LONGEST_NAME = 16, 60
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Panel:
     log_scale: bool = False
     #: For the learning rate: drawn as steps, ``y[i]`` holding from ``x[i]`` to ``x[i + 1]``.
     steps: bool = False
+    #: Curves of this family left out (beyond ``_MOST_CURVES``), said in the panel's label.
+    left_out: int = 0
 
 
 @dataclass
@@ -86,6 +92,10 @@ class PlotData:
     best: list[Best] = field(default_factory=list)
     #: Epochs (counted from 1) whose weights a restore_weights decision put back.
     restored_epochs: list[int] = field(default_factory=list)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LONGEST_NAME else name[:_LONGEST_NAME - 1] + "\u2026"
 
 
 def _family(name: str) -> str:
@@ -182,9 +192,12 @@ def plot_data(result: Audit) -> PlotData:
             continue
         families[_family(name)].append(Curve(name, [e + 1 for e, _ in points],
                                              [float(v) for _, v in points]))
+    monitored = {m.name for m in result.monitors}
     for family, curves in families.items():
         if curves:
-            data.panels.append(Panel(family, curves))
+            curves.sort(key=lambda c: c.name not in monitored)  # stable: by name within
+            data.panels.append(Panel(family, curves[:_MOST_CURVES],
+                                     left_out=max(len(curves) - _MOST_CURVES, 0)))
     steps = learning_rate_steps(result)
     if steps is not None:
         x, y = steps
@@ -242,6 +255,7 @@ def check_plot_path(path: str | os.PathLike[str], *, flag: str = "plot_audit: pa
     if not os.access(folder, os.W_OK | os.X_OK) or (target.exists()
                                                     and not os.access(target, os.W_OK)):
         raise ConfigError(f"{flag} {path}: no permission to write it", field="plot")
+    refuse_special(target, flag)
 
 
 def figure_of(result: Audit) -> Any:
@@ -266,20 +280,21 @@ def figure_of(result: Audit) -> Any:
                 ax.step(curve.x + [curve.x[-1] + 0.5], curve.y + [curve.y[-1]], where="post",
                         color="tab:blue", label="learning rate")
             else:
-                ax.plot(curve.x, curve.y, marker=".", label=curve.name,
+                ax.plot(curve.x, curve.y, marker=".", label=_short(curve.name),
                         color=_CURVE_COLORS[colors.setdefault(curve.name, len(colors))
                                             % len(_CURVE_COLORS)])
         if panel.log_scale:
             ax.set_yscale("log")
-        ax.set_ylabel(panel.family)
+        ax.set_ylabel(panel.family + (f"\n({panel.left_out} more not drawn)"
+                                      if panel.left_out else ""))
         ax.grid(True, alpha=0.25)
     by_panel = {p.family: ax for p, ax in zip(panels, axes)}
     for best in data.best:
         ax = by_panel.get(_family(best.name))
         if ax is None:
             continue
-        what = f"best {best.name}, epoch {best.epoch}" + (": weights restored" if best.restored
-                                                          else "")
+        what = f"best {_short(best.name)}, epoch {best.epoch}" + (
+            ": weights restored" if best.restored else "")
         ax.plot([best.epoch], [best.value], marker="*", markersize=16, color="gold",
                 markeredgecolor="black", linestyle="none", label=what, zorder=5)
     for epoch in data.restored_epochs:
@@ -329,7 +344,7 @@ def plot_audit(result: Audit, path: str | os.PathLike[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig = figure_of(result)
-    try:
-        fig.savefig(path, dpi=100)
+    try:  # beside it, then renamed: a link or FIFO at the name is replaced, not written into
+        write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100))
     finally:
         plt.close(fig)

@@ -34,6 +34,7 @@ import orjson
 from .audit import Audit, LogArgument, audit, human_epoch, render
 from .effective import read_effective
 from .errors import ConfigError, ReplayError
+from .outputs import read_head, refuse_special, write_replacing
 from .records import Decision, PluginFailed, same_decision
 
 __all__ = ["GENERATOR", "Best", "Curve", "Mark", "Page", "Panel", "RunReport", "WhatIf",
@@ -378,26 +379,37 @@ def build_page(logs: Sequence[LogArgument], *,
 _W, _H = 960, 300
 _LEFT, _RIGHT, _TOP, _BOTTOM = 70, 940, 14, 262
 _GLYPH = 13
+#: Where the axes stop: values beyond are drawn at the edge (a linear span of two such values,
+#: and a log axis's powers of ten, stay finite).
+_BIG, _EXP = 1e300, 300.0
 
 
 def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    if not magnitude:  # a span of subnormal numbers: no step between them prints
+        return [lo, hi]
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     return [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks between ``10 ** lo`` and ``10 ** hi`` (``lo``, ``hi``: decimal exponents, kept
+    within a double's range): 1, 2 and 5 times each power of ten, or, over many decades, every
+    few powers of ten alone."""
+    lo, hi = max(lo, -_EXP), min(hi, _EXP)
+    first, last = math.floor(lo), math.ceil(hi)
+    stride = max(1, math.ceil((last - first) / 8))
     out = []
-    for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for m in (1, 2, 5):
+    for exp in range(first, last + 1, stride):
+        for m in (1, 2, 5) if stride == 1 else (1,):
             v = m * 10.0 ** exp
-            if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9):
+            if lo - 1e-9 <= math.log10(v) <= hi + 1e-9:
                 out.append(v)
-    return out or [lo, hi]
+    return out or [10.0 ** lo, 10.0 ** hi]
 
 
 class _Scale:
@@ -411,8 +423,8 @@ class _Scale:
         self.data_bottom = _BOTTOM - (3 * _GLYPH if any(m.what_if for m in page.marks) else 0)
         if self.log:
             self.y0, self.y1 = math.log10(min(values)), math.log10(max(values))
-        else:
-            self.y0, self.y1 = min(values), max(values)
+        else:  # within +-1e300, so the span and its padding stay finite (values of 1e308)
+            self.y0, self.y1 = max(min(values), -_BIG), min(max(values), _BIG)
         pad = (self.y1 - self.y0) * 0.06 or (abs(self.y0) * 0.1 or 1.0)
         self.y0, self.y1 = self.y0 - pad, self.y1 + pad
 
@@ -420,13 +432,13 @@ class _Scale:
         return _LEFT + (epoch - self.x0) / (self.x1 - self.x0) * (_RIGHT - _LEFT - 12) + 6
 
     def y(self, value: float) -> float:
-        v = math.log10(value) if self.log else value
+        v = math.log10(value) if self.log else max(-_BIG, min(value, _BIG))
         return self.data_bottom - (v - self.y0) / (self.y1 - self.y0) * (
             self.data_bottom - self.plot_top)
 
     def y_ticks(self) -> list[float]:
         if self.log:
-            return _log_ticks(10 ** self.y0, 10 ** self.y1)
+            return _log_ticks(self.y0, self.y1)
         return _ticks(self.y0, self.y1)
 
 
@@ -847,12 +859,11 @@ def check_out(path: str | os.PathLike[str], *, force: bool = False,
     if not target.parent.is_dir():
         raise ConfigError(f"{flag} {path}: the directory {target.parent} does not exist",
                           field="out")
-    if target.exists() and not force:
-        try:
-            with open(target, "rb") as f:
-                ours = f'<meta name="generator" content="{GENERATOR}">'.encode() in f.read(4096)
-        except OSError:
-            ours = False
+    refuse_special(target, flag)
+    if (target.exists() or target.is_symlink()) and not force:
+        head = read_head(target, 4096)  # not through a link, never blocked on
+        ours = head is not None and f'<meta name="generator" content="{GENERATOR}">'.encode() \
+            in head
         if not ours:
             raise ConfigError(f"{flag} {path} exists and is not a report this command wrote; "
                               "name another file, or add --force to replace it", field="out")
@@ -862,11 +873,10 @@ def write_report(logs: Sequence[LogArgument], out: str | os.PathLike[str], *,
                  overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  force: bool = False) -> Page:
     """Write the report of ``logs`` to ``out`` (see :func:`build_page`); returns its page.
-    The file appears whole or not at all (written beside it, then renamed)."""
+    The file appears whole or not at all (written beside it, then renamed: a link at ``out``
+    is replaced, not followed; see :mod:`eventbus.outputs`)."""
     check_out(out, force=force)
     page = build_page(logs, overrides=overrides)
-    target = Path(out)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(render_html(page), encoding="utf-8")
-    os.replace(tmp, target)
+    html = render_html(page)
+    write_replacing(out, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return page

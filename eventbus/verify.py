@@ -32,6 +32,9 @@ _READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOC
 
 
 _STATUSES = ("verified", "missing", "changed", "deleted")
+#: How every checkpoint file starts: HDF5 (the checkpoint writer's, Keras's .h5) or a zip
+#: (Keras's .keras).
+_CHECKPOINT_SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class CheckpointCheck:
     path: str
     epoch: int | None
     sha256: str
-    #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a file),
-    #: "deleted" (the run removed it, and the log says so).
+    #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a
+    #: checkpoint file), "deleted" (the run removed it, and the log says so).
     status: str
 
 
@@ -141,16 +144,25 @@ def verify_logs(paths: Iterable[str | os.PathLike[str]], *,
 
 def _file_status(path: Path, sha256: str) -> str:
     """Whether ``path`` holds the bytes whose digest is ``sha256``, read without following a
-    link (a link where a checkpoint was written is not that checkpoint)."""
+    link (a link where a checkpoint was written is not that checkpoint).
+
+    Only a regular file (``lstat`` says so before anything is opened: opening a device can do
+    something) that starts as a checkpoint does (HDF5's signature, or a ``.keras`` zip) is
+    hashed: a log names paths, and a log someone else wrote must not make ``verify`` say
+    whether any file this user can read holds the bytes it guesses."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return "changed"
         fd = os.open(path, _READ_ONLY)
     except FileNotFoundError:
         return "missing"
     except OSError:
         return "changed"
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode) or \
+                not file.read(8).startswith(_CHECKPOINT_SIGNATURES):
             return "changed"
+        file.seek(0)
         digest = hashlib.sha256()
         while chunk := file.read(_READ):
             digest.update(chunk)

@@ -40,6 +40,7 @@ from typing import Any
 
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.jsonl import truncate_torn_tail
+from eventbus.outputs import write_replacing
 
 __all__ = ["MISSING", "CsvTable", "format_value"]
 
@@ -228,12 +229,14 @@ class CsvTable:
             values = dict(zip(old, row[1:]))
             out.append([row[0]] + [values.get(c, MISSING) for c in columns])
         out.extend(self._line(columns, epoch, logs) for epoch, logs in extra)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as file:
-            csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as file:
+                csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)
+                file.flush()
+                os.fsync(file.fileno())
+
+        # Beside it under a name nobody can plant a link at, then renamed over it.
+        write_replacing(self.path, write)
         self.columns = columns
         self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
 

@@ -1,0 +1,90 @@
+"""Writing a named output (a report, a plot, a converted log) without writing anything else.
+
+The command line's outputs are named by the user, but what is already at that name, or beside
+it, may not be theirs: a link planted where the output or its temporary file goes, a FIFO that
+blocks whoever opens it, a hard link to the log being read. So an output is written to a new
+file created beside it under a name nobody can guess (``O_EXCL``), which then replaces the name
+(:func:`write_replacing`): a link there is replaced, never followed, and a reader sees the old
+file or the new one, whole. What is at the name is only ever examined with ``lstat`` or opened
+without following a link and without blocking (:func:`read_head`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["read_head", "refuse_special", "same_file", "write_replacing"]
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def refuse_special(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse an output name that holds something other than a file, a link or a directory
+    (a FIFO, a device, a socket): opening it would block or write elsewhere. ``what`` starts
+    the message (``"report: out"``)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there (or no way there: the caller's checks of the folder say)
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"{what} {path} is not a regular file (a FIFO, device or socket); "
+                          "name a file to write", field="out")
+
+
+def read_head(path: str | os.PathLike[str], size: int) -> bytes | None:
+    """The first ``size`` bytes of the regular file at ``path``; None when nothing is there or
+    it is a link, a FIFO or anything but a regular file (never followed, never blocked on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        return file.read(size)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path after links, or hard links to one
+    inode (writing one would truncate the other)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_replacing(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Write ``target`` whole or not at all, never through what is there: ``write`` fills a
+    new file beside it (created exclusively, under a name nobody can guess), which then
+    replaces ``target`` (a link there is replaced, not followed). The new file gets the
+    permissions a new file of this process gets, as if written in place."""
+    target = Path(target)
+    # Its extension kept last: writers that choose a format by it (matplotlib) see the same.
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                suffix=target.suffix or ".tmp")
+    tmp = Path(name)
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, the only portable way, and back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
