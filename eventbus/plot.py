@@ -44,6 +44,7 @@ _MOST_LABELS = 40
 #: Curves drawn per panel (the monitored metrics first) and characters of a curve's name: a run
 #: logging thousands of metrics, or names of megabytes, draws in seconds and reads.
 _MOST_CURVES, _LONGEST_NAME = 16, 60
+_BIG = 1e300
 
 
 @dataclass
@@ -92,6 +93,12 @@ class PlotData:
     best: list[Best] = field(default_factory=list)
     #: Epochs (counted from 1) whose weights a restore_weights decision put back.
     restored_epochs: list[int] = field(default_factory=list)
+
+
+def _drawable(value: float) -> float:
+    """``value`` within +-1e300: beyond, matplotlib's transforms overflow (values of 1e308
+    end the plot with "Singular matrix"); drawn at the edge instead."""
+    return max(-_BIG, min(value, _BIG)) if math.isfinite(value) else value
 
 
 def _short(name: str) -> str:
@@ -191,7 +198,7 @@ def plot_data(result: Audit) -> PlotData:
         if name in _LEARNING_RATE or not points or not _numeric(points):
             continue
         families[_family(name)].append(Curve(name, [e + 1 for e, _ in points],
-                                             [float(v) for _, v in points]))
+                                             [_drawable(float(v)) for _, v in points]))
     monitored = {m.name for m in result.monitors}
     for family, curves in families.items():
         if curves:
@@ -342,9 +349,12 @@ def plot_audit(result: Audit, path: str | os.PathLike[str]) -> None:
     """Draw the run's metrics, one panel per family, the learning rate, and its decisions."""
     check_plot_path(path)
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig = figure_of(result)
-    try:  # beside it, then renamed: a link or FIFO at the name is replaced, not written into
-        write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    finally:
-        plt.close(fig)
+    # Values near a double's limits overflow inside matplotlib's transforms; drawn at the edge.
+    with np.errstate(over="ignore", invalid="ignore"):
+        fig = figure_of(result)
+        try:  # beside it, then renamed: a link or FIFO at the name is replaced, not written into
+            write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100))
+        finally:
+            plt.close(fig)

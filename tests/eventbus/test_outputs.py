@@ -265,6 +265,16 @@ class TestHostileValues:
         assert code == 0, err
         assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
 
+    def test_numbers_at_a_doubles_limits_make_a_plot(self, tmp_path, capsys):
+        """matplotlib's transforms overflow there ("Singular matrix"): drawn at the edge."""
+        pytest.importorskip("matplotlib")
+        log = make_run(tmp_path / "run.jsonl", epochs=4,
+                       val_loss=[1e308, -1e308, 1e308, 5e-324],
+                       lr=[5e-324, 1e308, 5e-324, 1e308])
+        code, out, err = cli(capsys, "audit", log, "--plot", tmp_path / "run.png")
+        assert code == 0 and "warning" not in err and "error" not in err, err
+        assert (tmp_path / "run.png").read_bytes().startswith(b"\x89PNG")
+
     def test_a_learning_rate_over_600_decades_has_few_ticks(self):
         from eventbus.report import _log_ticks, _ticks
 
