@@ -16,6 +16,7 @@ import errno
 import math
 import os
 import re
+import stat
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
@@ -134,6 +135,29 @@ def prepare_append(path: str | os.PathLike[str]) -> None:
         file.write(b"\n")
 
 
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_log_file(path: Path) -> Any:
+    """``path`` opened to append, unbuffered: a regular file, or a new one. Opened without
+    blocking, so a FIFO put where a log goes (a backup folder others can write) is an error
+    now instead of a training run that never starts; a device or socket is refused too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader
+            raise LogError(f"{path}: not a regular file (a FIFO); a log is a file",
+                           path=str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LogError(f"{path}: not a regular file (a FIFO, device or socket); a log is a "
+                       "file", path=str(path))
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
 class JsonlWriter(Sink):
     """Append records to a JSON Lines file: the event log as a sink.
 
@@ -158,7 +182,7 @@ class JsonlWriter(Sink):
         # objects kept in a list cost several times more: their memory is fresh each round.)
         # Opened to append, and locked, before anything in it changes: a second writer of the
         # path is refused before it can truncate or cut the first's log.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._file = _open_log_file(self.path)
         try:
             lock_exclusive(self._file.fileno(), self.path)
             if not append:

@@ -152,3 +152,58 @@ def test_line_buffers_reach_the_file_within_an_epoch_whatever_the_seq_parity(tmp
         assert on_disk >= path.stat().st_size - 3 * 4096
         bus.epoch_end(0, {"loss": 1.0})
     assert len(list(read_log(path))) == 3 + 2 * 2000 - lead + 1
+
+
+class TestNotAFile:
+    """A FIFO where a log goes (a backup folder others can write) is an error at once, not a
+    run that never starts; so is a device. The log's own path may still be a link to a file."""
+
+    @staticmethod
+    def refused_at_once(make) -> str:
+        import threading
+
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=lambda: errors.append(_raised(make)), daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), "blocked opening the log"
+        (error,) = errors
+        from eventbus.errors import LogError
+
+        assert isinstance(error, LogError), error
+        return str(error)
+
+    def test_a_fifo_as_the_log(self, tmp_path):
+        import os
+
+        os.mkfifo(tmp_path / "events.jsonl")
+        message = self.refused_at_once(lambda: Bus(log=tmp_path / "events.jsonl"))
+        assert "events.jsonl: not a regular file" in message
+
+    def test_a_fifo_in_a_backup_folder(self, tmp_path):
+        import os
+
+        from plugins import BackupAndRestore
+
+        (tmp_path / "backup").mkdir()
+        os.mkfifo(tmp_path / "backup" / "events.jsonl")
+        message = self.refused_at_once(lambda: Bus([BackupAndRestore(tmp_path / "backup")]))
+        assert "not a regular file" in message
+
+    def test_a_device_as_the_log(self):
+        assert "not a regular file" in self.refused_at_once(lambda: JsonlSink("/dev/null"))
+
+    def test_a_link_to_a_file_is_still_a_log(self, tmp_path):
+        (tmp_path / "real.jsonl").touch()
+        (tmp_path / "events.jsonl").symlink_to(tmp_path / "real.jsonl")
+        with Bus(log=tmp_path / "events.jsonl") as bus:
+            bus.train_begin()
+        assert [r.kind for r in read_log(tmp_path / "real.jsonl")] == ["header", "train_begin"]
+
+
+def _raised(make) -> BaseException | None:
+    try:
+        make()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test
+        return exc
+    return None
