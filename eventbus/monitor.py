@@ -59,20 +59,25 @@ MIN_WORDS = frozenset({
     "loss", "error", "err", "mse", "mae", "mape", "msle", "rmse", "crossentropy", "hinge",
     "squared_hinge", "divergence", "kld", "kl", "logcosh", "poisson", "huber", "perplexity",
     "wer", "cer", "distance", "nll", "regret", "fpr", "fnr",
+    "log_cosh",  # two words (see _words)
 })
 #: Words in a metric name that mean "higher is better".
 MAX_WORDS = frozenset({
     "acc", "accuracy", "auc", "precision", "recall", "f1", "fbeta", "iou", "miou", "r2",
     "sensitivity", "specificity", "bleu", "rouge", "map", "ndcg", "dice", "tpr", "tnr",
     "psnr", "ssim", "score", "top1", "top5", "reward", "return", "kappa", "mcc", "f2",
+    # Keras's IoU metrics are named io_u, mean_io_u, binary_io_u: two words.
+    "similarity", "correlation", "io_u",
 })
 
 _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _words(name: str) -> tuple[set[str], set[str]]:
-    """The words of ``name`` (without ``val_``) that mean lower, and higher, is better."""
-    words = set(_WORD.findall(name.removeprefix("val_").lower()))
+    """The words of ``name`` (without ``val_``) that mean lower, and higher, is better; two
+    words in a row count as one too (``io_u``, ``log_cosh``, ``squared_hinge``)."""
+    tokens = _WORD.findall(name.removeprefix("val_").lower())
+    words = {*tokens, *(f"{a}_{b}" for a, b in zip(tokens, tokens[1:]))}
     return words & MIN_WORDS, words & MAX_WORDS
 
 

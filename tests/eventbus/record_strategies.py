@@ -109,7 +109,8 @@ def placed_metric_names(draw: st.DrawFn, mode: str | None = None) -> str:
     from eventbus.monitor import MAX_WORDS, MIN_WORDS
 
     kind = mode or draw(st.sampled_from(["min", "max"]))
-    # A list word with "_" in it (squared_hinge) is never one word of a name: leave it out.
+    # A list word with "_" in it (mean_io_u's io_u) is two words of a name: left out here, as
+    # neutral words between its two would break it.
     words = sorted(w for w in (MIN_WORDS if kind == "min" else MAX_WORDS) if "_" not in w)
     parts = draw(st.lists(st.sampled_from(_NEUTRAL_WORDS), max_size=2))
     parts.insert(draw(st.integers(0, len(parts))), draw(st.sampled_from(words)))

@@ -158,7 +158,7 @@ class TestMonitoredMetrics:
         assert (summary.mode, summary.best, summary.best_epoch) == ("min", 0.2, 1)
 
     @pytest.mark.parametrize(("name", "why"), [
-        ("val_false_positives", "its name has no word that says which way is better"),
+        ("val_activation_mean", "its name has no word that says which way is better"),
         ("accuracy_loss", "its name has words of both kinds (['loss'] and ['accuracy'])"),
     ])
     def test_a_name_the_rule_cannot_place_has_no_best(self, tmp_path, name, why):
@@ -173,7 +173,7 @@ class TestMonitoredMetrics:
         line = f"  {name}: no best, direction unknown (the log says neither min nor max for " \
                f"it and {why}; last 2)"
         assert line in render(audit(path)).splitlines()
-        if name == "val_false_positives":  # the line replay-and-audit.md shows
+        if name == "val_activation_mean":  # the line replay-and-audit.md shows
             assert line in (DOCS / "replay-and-audit.md").read_text().splitlines()
         done = subprocess.run([sys.executable, "-m", "eventbus", "audit", str(path), "--json"],
                               capture_output=True, text=True, timeout=60)
@@ -187,7 +187,7 @@ class TestMonitoredMetrics:
 
         assert audit.guess_mode is monitor.guess_mode
         assert audit.guess_mode("val_top1") == "max"
-        assert audit.guess_mode("val_false_positives") is None
+        assert audit.guess_mode("val_activation_mean") is None
 
 
 

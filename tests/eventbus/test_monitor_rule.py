@@ -41,13 +41,18 @@ class TestInferMode:
         ("val_sparse_categorical_accuracy", "max"), ("auc", "max"), ("val_precision", "max"),
         ("recall", "max"), ("f1_score", "max"), ("top_k_categorical_accuracy", "max"),
         ("val_AUC", "max"), ("val_top1", "max"), ("top5_accuracy", "max"),
+        # Keras's built-in metrics that have a direction, by the names Keras gives them:
+        ("val_mean_io_u", "max"), ("binary_io_u", "max"), ("one_hot_mean_io_u", "max"),
+        ("log_cosh", "min"), ("val_cosine_similarity", "max"), ("pearson_correlation", "max"),
+        ("concordance_correlation", "max"), ("log_cosh_error", "min"), ("r2_score", "max"),
     ])
     def test_places_known_names(self, monitor: str, mode: str) -> None:
         """Losses and errors minimise; accuracy-like names maximise (after removing val_)."""
         assert infer_mode(monitor, plugin="P") == mode
 
-    @pytest.mark.parametrize("monitor", ["val_false_positives", "learning_rate", "foo",
-                                         "accuracy_loss"])
+    @pytest.mark.parametrize("monitor", ["val_activation_mean", "learning_rate", "foo",
+                                         "accuracy_loss", "val_false_positives",
+                                         "true_negatives"])
     def test_unplaceable_name_is_a_config_error(self, monitor: str) -> None:
         """A name that says nothing (or both things) asks for mode, naming plugin and field."""
         with pytest.raises(ConfigError, match="mode='min' or mode='max'") as info:
@@ -58,7 +63,7 @@ class TestInferMode:
 
     def test_unplaceable_name_is_fine_with_explicit_mode(self) -> None:
         """An explicit mode needs no inference."""
-        assert Monitor("val_false_positives", "min", plugin="P").mode == "min"
+        assert Monitor("val_activation_mean", "max", plugin="P").mode == "max"
 
     def test_unknown_mode_is_an_error_not_a_fallback(self) -> None:
         """Keras warns and falls back to auto; here an unknown mode is refused."""
@@ -75,7 +80,7 @@ class TestGuessMode:
     """The lenient form, for logs that already exist: None instead of an error."""
 
     @pytest.mark.parametrize(("name", "why"), [
-        ("val_false_positives", "no word that says which way is better"),
+        ("val_activation_mean", "no word that says which way is better"),
         ("accuracy_loss", "words of both kinds (['loss'] and ['accuracy'])"),
     ])
     def test_unplaceable_name_is_none_with_a_reason(self, name: str, why: str) -> None:
