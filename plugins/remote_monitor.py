@@ -33,10 +33,13 @@ class RemoteMonitor(Plugin, Sink):
     As Keras: an HTTP POST whose form field ``field`` holds the payload as JSON, or with
     ``send_as_json=True`` a JSON body; ``headers`` go with every request. Unlike Keras, the
     request is made on a background thread (the training thread only queues it), with a
-    ``timeout``, ``retries`` with exponential ``backoff`` on connection errors, timeouts and
-    5xx answers, and at ``train_end`` a wait of at most ``flush_timeout`` seconds for what is
-    still queued. Payloads that could not be delivered are counted and recorded
-    (``sink_failed``); the headers, which may hold tokens, are never recorded.
+    ``timeout`` (to connect and per read; the whole request is cut at ``2 * timeout``, so a
+    server answering a byte at a time cannot hold it), ``retries`` with exponential
+    ``backoff`` on connection errors, timeouts and 5xx answers, and at ``train_end`` a wait of
+    at most ``flush_timeout`` seconds for what is still queued. Only the answer's status is
+    read, never a body beyond 4 KiB, so an endless answer costs no memory. Payloads that could
+    not be delivered are counted and recorded (``sink_failed``); the headers, which may hold
+    tokens, are never recorded.
     """
 
     side_effects = True

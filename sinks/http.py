@@ -5,10 +5,18 @@ bounded buffer. Requests have a timeout; connection errors, timeouts and 5xx/429
 retried with exponential backoff; other 4xx answers are not (sending the same body again will not
 help). No redirect is followed: a 3xx answer is a failed delivery, not retried, so neither the
 body nor the headers ever reach a host other than the one configured. ``flush(timeout)`` waits
-for delivery up to a deadline, ``close(timeout)`` too, then gives up on what is left. Nothing is
-dropped silently: :class:`DeliveryStats` counts what was sent, failed, dropped (buffer full) and
-abandoned (still pending at the deadline), and the owner records the undelivered as
-``sink_failed`` or ``warning``.
+for delivery up to a deadline, ``close(timeout)`` too, then gives up on what is left.
+
+The server is not trusted to end its answer. Only the status counts: a body is read only when
+it declares at most 4 KiB (so that the connection can be used again); otherwise the connection
+is closed unread. Each request has a deadline of ``2 * timeout`` for all of it (connect, send,
+status and headers); past it, or when ``close`` gives up, a watchdog thread shuts the request's
+socket down, so a server sending a byte at a time holds the sender no longer than that, and an
+endless body costs no memory.
+
+Nothing is dropped silently: :class:`DeliveryStats` counts what was sent, failed, dropped
+(buffer full) and abandoned (still pending at the deadline), and the owner records the
+undelivered as ``sink_failed`` or ``warning``.
 
 Headers (which may carry tokens) and the query values and userinfo of a URL never appear in a
 message: errors name the URL through :func:`redact_url` only.
@@ -20,7 +28,10 @@ message: errors name the URL through :func:`redact_url` only.
 
 from __future__ import annotations
 
+import functools
+import socket
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -102,6 +113,158 @@ class DeliveryStats:
 #: after a success (so an outage is reported once, not once per item).
 FailureCallback = Callable[[str, str, int], None]
 _RETRY_STATUS = frozenset({408, 429})
+#: An answer's body is read only when it declares at most this many bytes (to reuse the
+#: connection); nothing uses it, and a longer one is left unread on a closed connection.
+_BODY_LIMIT = 4096
+#: A request's deadline, for all of it, is this many times ``timeout``: requests' timeout is
+#: per connect and per read, which a server sending a byte at a time never reaches.
+_DEADLINE_FACTOR = 2
+#: The watch of the sender thread running on this thread, for the connections it opens.
+_local = threading.local()
+
+
+class _Watch:
+    """The deadline of the request in flight on one sender's thread, and a thread enforcing it.
+
+    Past the deadline, or at once on :meth:`cut_now`, the request's socket is shut down: a
+    blocked connect, send or read then returns at once, whatever the server does. A shutdown,
+    not a close, so the descriptor is not reused while the sender thread still holds it.
+    """
+
+    def __init__(self, name: str):
+        self._cond = threading.Condition(threading.Lock())
+        self._deadline: float | None = None  # None: no request in flight
+        self._conn: Any = None
+        self._cut = False
+        self._idle = True
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=f"{name}-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + seconds
+            self._conn = None
+            self._cut = False
+            if self._idle:  # else it wakes at the previous deadline, sooner than this one
+                self._cond.notify()
+
+    def disarm(self) -> bool:
+        """End the request's watch; True when the request was cut."""
+        with self._cond:
+            self._deadline = None
+            self._conn = None
+            return self._cut
+
+    def attach(self, conn: Any) -> None:
+        """``conn`` carries the request now; shut it down at once if the deadline is past."""
+        with self._cond:
+            if self._deadline is not None:
+                self._conn = conn
+                if self._cut:
+                    _shut_down(conn)
+
+    def cut_now(self) -> None:
+        with self._cond:
+            if self._deadline is not None:
+                self._cut = True
+                _shut_down(self._conn)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                left = None if self._deadline is None else self._deadline - time.monotonic()
+                if left is not None and left > 0:
+                    self._cond.wait(left)
+                    continue
+                if left is not None and not self._cut:
+                    self._cut = True
+                    _shut_down(self._conn)
+                # Nothing to time until the next request: no timed wait, no CPU while idle.
+                self._idle = True
+                self._cond.wait()
+                self._idle = False
+
+
+def _shut_down(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    # The plain socket's shutdown, even under TLS: SSLSocket's own would drop its SSL state
+    # under the thread reading it. A TLS-in-TLS transport keeps its socket in `.socket`.
+    if sock is not None and not isinstance(sock, socket.socket):
+        sock = getattr(sock, "socket", None)
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:  # already closed or not yet connected: nothing left to cut
+            pass
+
+
+class _WatchedConnection:
+    """Mixed into urllib3's connection classes: tells the watch of the sender thread which
+    connection carries its request, when it connects and when a request starts on it."""
+
+    def connect(self) -> None:
+        watch = getattr(_local, "watch", None)
+        if watch is not None:
+            watch.attach(self)
+        super().connect()  # type: ignore[misc]
+        if watch is not None:
+            watch.attach(self)  # the deadline may have passed while connecting
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(_local, "watch", None)
+        if watch is not None:
+            watch.attach(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+@functools.cache
+def _watched_pool(pool_cls: type) -> type:
+    conn_cls = pool_cls.ConnectionCls  # type: ignore[attr-defined]
+    if issubclass(conn_cls, _WatchedConnection):
+        return pool_cls
+    watched = type(f"Watched{conn_cls.__name__}", (_WatchedConnection, conn_cls), {})
+    return type(f"Watched{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": watched})
+
+
+def _watch_pools(manager: Any) -> Any:
+    manager.pool_classes_by_scheme = {scheme: _watched_pool(cls) for scheme, cls
+                                      in manager.pool_classes_by_scheme.items()}
+    return manager
+
+
+@functools.cache
+def _session_class() -> type:
+    """A requests ``Session`` whose connections the sender's watch can cut, and that never
+    prepares a redirect. Built on first use: requests is imported lazily."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class WatchedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            _watch_pools(self.poolmanager)
+
+        def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+            return _watch_pools(super().proxy_manager_for(*args, **kwargs))
+
+    class Session(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mount("https://", WatchedAdapter())
+            self.mount("http://", WatchedAdapter())
+
+        def get_redirect_target(self, resp: Any) -> None:
+            # Even with allow_redirects=False, requests prepares the next request of a 3xx
+            # with a Location, and reads the whole body first (an endless one, for ever).
+            return None
+
+    return Session
 
 
 class HttpSender:
@@ -121,7 +284,8 @@ class HttpSender:
     headers:
         Sent with every request; never logged.
     timeout:
-        Seconds for connecting and for each read.
+        Seconds for connecting and for each read. The whole request (connect, send, status
+        and headers) has a deadline of ``2 * timeout``, past which its connection is cut.
     retries, backoff, max_backoff:
         A failed request is tried again up to ``retries`` times, waiting ``backoff``,
         ``2 * backoff``, ... seconds (at most ``max_backoff``) in between.
@@ -174,6 +338,7 @@ class HttpSender:
         self._batch = batch_size
         self._max = max_pending
         self._timeout = timeout
+        self._deadline = _DEADLINE_FACTOR * timeout
         self._retries = retries
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -190,6 +355,7 @@ class HttpSender:
         self._abort = threading.Event()
         self._wake = threading.Event()
         self._progress = threading.Condition()
+        self._watch = _Watch(name)
         self._thread = threading.Thread(target=self._run, name=f"{name}-sender", daemon=True)
         self._thread.start()
 
@@ -237,8 +403,10 @@ class HttpSender:
             if self._thread.is_alive():
                 self._abort.set()
                 self._wake.set()
+                # The request in flight is cut: the thread stops reading from the server now.
+                self._watch.cut_now()
                 # Whatever is still queued or in flight now counts as abandoned; the thread
-                # leaves the counts alone from here on (it only finishes its current request).
+                # leaves the counts alone from here on.
                 with self._progress:
                     self.stats.abandoned += len(self._pending) + self._in_flight
                     self._pending.clear()
@@ -248,7 +416,8 @@ class HttpSender:
     # --- the sender thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        session = self._requests.Session()
+        _local.watch = self._watch
+        session = _session_class()()
         try:
             while not self._abort.is_set():
                 if self._eager or not self._pending:
@@ -279,6 +448,7 @@ class HttpSender:
                     return
         finally:
             session.close()
+            self._watch.stop()
             with self._progress:
                 self._progress.notify_all()
 
@@ -293,14 +463,24 @@ class HttpSender:
         attempt = 0
         while True:
             self.stats.requests += 1
+            self._watch.arm(self._deadline)
             try:
-                # No redirect is followed: a 307/308 would carry the body and the headers (a
-                # token) to whatever host the server names, a 301/302/303 would become a
-                # bodiless GET that looks delivered.
-                response = session.post(self.url, data=body, headers=self._headers,
-                                        timeout=self._timeout, allow_redirects=False)
-                status = response.status_code
-                response.close()
+                status = self._post(session, body)
+            except Exception as exc:
+                cut = self._watch.disarm()
+                if not cut and not isinstance(exc, requests.RequestException):
+                    raise
+                if cut:  # whatever the exception, it comes from the shut-down socket
+                    error = "Timeout"
+                    message = (f"Timeout posting to {redact_url(self.url)}: no answer within "
+                               f"the {self._deadline:g} s request deadline")
+                    retry = True
+                else:
+                    error = type(exc).__name__
+                    message = f"{error} posting to {redact_url(self.url)}"
+                    retry = isinstance(exc, (requests.ConnectionError, requests.Timeout))
+            else:
+                self._watch.disarm()
                 if 200 <= status < 300:
                     if not self._abort.is_set():
                         self.stats.sent += n
@@ -311,10 +491,6 @@ class HttpSender:
                 if 300 <= status < 400:
                     message += " (a redirect: not followed, the payload is not delivered)"
                 retry = status >= 500 or status in _RETRY_STATUS
-            except requests.RequestException as exc:
-                error = type(exc).__name__
-                message = f"{error} posting to {redact_url(self.url)}"
-                retry = isinstance(exc, (requests.ConnectionError, requests.Timeout))
             if not retry or attempt >= self._retries:
                 self._count_failure(error, message + (f" (after {attempt} retries)"
                                                       if attempt else ""), n)
@@ -324,6 +500,30 @@ class HttpSender:
             self.stats.retries += 1
             if self._abort.wait(delay):
                 return  # close's deadline passed: counted as abandoned there
+
+    def _post(self, session: Any, body: bytes) -> int:
+        """POST ``body``; the answer's status. Runs under the watch's deadline."""
+        # No redirect is followed: a 307/308 would carry the body and the headers (a token) to
+        # whatever host the server names, a 301/302/303 would become a bodiless GET that looks
+        # delivered. stream=True: requests returns after the headers, the body is ours to read.
+        response = session.post(self.url, data=body, headers=self._headers,
+                                timeout=self._timeout, allow_redirects=False, stream=True)
+        try:
+            # Only the status counts. A short body is read, so that the connection goes back
+            # to the pool; a long, endless or unannounced one is never read: close() below
+            # closes the connection instead.
+            length = response.headers.get("Content-Length", "")
+            if response.status_code in (204, 304) or (
+                    length.isascii() and length.isdigit() and len(length) <= 5
+                    and int(length) <= _BODY_LIMIT
+                    and "Transfer-Encoding" not in response.headers):
+                try:
+                    response.raw.read(_BODY_LIMIT, decode_content=False)
+                except Exception:  # noqa: S110 - the status is in; the connection is closed
+                    pass
+            return response.status_code
+        finally:
+            response.close()
 
     def _count_failure(self, error: str, message: str, n: int) -> None:
         if self._abort.is_set():
