@@ -13,6 +13,11 @@ and fsynced, then renamed over the target with ``os.replace`` (and the folder fs
 crash leaves either the previous checkpoint or the new one at the target, never a partial file.
 Nothing is pickled: every value is a numeric array or a JSON string, and reading a checkpoint
 never runs code.
+
+A log a run resumes from is untrusted input too: the writer reads back or removes a file the
+log names only if it can tell it wrote it (the plugin that decided the save is on the bus and
+its filepath template makes the path, below the template's folder with no link and no ``..``),
+opened once without following a link or blocking (see ``HDF5CheckpointWriter._place``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import stat
+import string
 import tempfile
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,11 +187,16 @@ def write_atomically(path: str | os.PathLike[str],
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of the file at ``path``, as ``checkpoint_saved`` records it."""
+    """The sha256 of the file at ``path``, as ``checkpoint_saved`` records it. Opened as
+    :func:`load_checkpoint` opens a file: a regular file only (a FIFO or a device is a
+    :class:`~eventbus.errors.CheckpointError`, never waited on or read without end), read no
+    further than the size it had when opened."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
+    with _open_regular(os.fspath(path)) as file:
+        left = os.fstat(file.fileno()).st_size
+        while left > 0 and (chunk := file.read(min(left, 1 << 20))):
             digest.update(chunk)
+            left -= len(chunk)
     return digest.hexdigest()
 
 
@@ -243,10 +255,7 @@ def _open_regular(path: str) -> Any:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
-                "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
-            raise _refuse(path, None, f"is {kind}; a checkpoint is a regular file")
+            raise _refuse(path, None, f"is {_kind(mode)}; a checkpoint is a regular file")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -448,25 +457,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     :class:`~eventbus.errors.CheckpointError` naming the file and the dataset; a file that is
     not HDF5 at all, or cannot be opened, an ``OSError`` naming the file.
     """
-    import h5py
-
     name = os.fspath(path)
     with _open_regular(name) as handle:
-        size = os.fstat(handle.fileno()).st_size
+        return _load_open(handle, name)
+
+
+def _load_open(handle: Any, name: str) -> Checkpoint:
+    """:func:`load_checkpoint` of a regular file already open (``name`` names it in
+    messages): the file is read through ``handle`` from its start, never opened again."""
+    import h5py
+
+    handle.seek(0)
+    size = os.fstat(handle.fileno()).st_size
+    try:
+        file = h5py.File(handle, "r")
+    except OSError as exc:  # h5py's message does not name the file
+        raise OSError(f"{name}: not an HDF5 checkpoint file ({exc})") from exc
+    with file:
         try:
-            file = h5py.File(handle, "r")
-        except OSError as exc:  # h5py's message does not name the file
-            raise OSError(f"{name}: not an HDF5 checkpoint file ({exc})") from exc
-        with file:
-            try:
-                return _load(file, name, size)
-            except CheckpointError:
-                raise
-            except (KeyError, OSError, RuntimeError, TypeError, ValueError,
-                    RecursionError) as exc:
-                # A structure damaged in a way the checks above do not name.
-                raise _refuse(name, None, f"cannot be read as a checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
+            return _load(file, name, size)
+        except CheckpointError:
+            raise
+        except (KeyError, OSError, RuntimeError, TypeError, ValueError,
+                RecursionError) as exc:
+            # A structure damaged in a way the checks above do not name.
+            raise _refuse(name, None, f"cannot be read as a checkpoint "
+                          f"({type(exc).__name__}: {exc})") from None
 
 
 def _load(file: Any, path: str, size: int) -> Checkpoint:
@@ -542,6 +558,13 @@ class HDF5CheckpointWriter(Plugin, Sink):
     is a ``sink_failed``. A removal the resumed log decided but a crash cut short (no
     ``checkpoint_deleted`` after it) is carried out when the run resumes.
 
+    The resumed log is untrusted input, so what it records is only a claim: a file it names is
+    read (restored) or removed only if the writer can tell it wrote it, by the rule of
+    :meth:`_place`; anything else is left untouched, with a ``warning`` naming the path and the
+    reason. Such a file is opened once, without following a link and without blocking,
+    must be a regular file, is read no further than its size, and the descriptor that was
+    hashed is the one loaded from or checked before the unlink.
+
     ``verbose`` is accepted for compatibility; what a checkpoint prints is ModelCheckpoint's
     ``verbose`` (the console sink prints it).
     """
@@ -560,17 +583,19 @@ class HDF5CheckpointWriter(Plugin, Sink):
         self.auto = False
         self._run: Run | None = None
         #: The checkpoints the resumed log says were saved, by path, the newest save of each
-        #: path only (it overwrote the older ones), oldest first: path -> (sha256, seq, epoch).
-        self._saved: dict[str, tuple[str, int, int | None]] = {}
-        #: The epoch of every save_checkpoint decision of the resumed log, by seq.
-        self._decisions: dict[int, int | None] = {}
+        #: path only (it overwrote the older ones), oldest first.
+        self._saved: dict[str, _Saved] = {}
+        #: Every save_checkpoint decision of the resumed log, by seq: (path, source, epoch).
+        self._decisions: dict[int, tuple[str, str | None, int | None]] = {}
         self._pending = False
         #: Every file this writer wrote and has not removed, in this run and (from the log)
-        #: the run it resumes: path -> the sha256 written. Only these are ever removed.
-        self._written: dict[str, str] = {}
+        #: the run it resumes. Only these are ever removed, and those from the log only by
+        #: the rule of :meth:`_place`.
+        self._written: dict[str, _Saved] = {}
         #: delete_checkpoint decisions of the resumed log with no checkpoint_deleted after
-        #: them (the crash came between the two), by seq: carried out when the run resumes.
-        self._unfinished: dict[int, str] = {}
+        #: them (the crash came between the two), by seq: (path, source), carried out when the
+        #: run resumes.
+        self._unfinished: dict[int, tuple[str, str | None]] = {}
 
     def open(self, run: Run) -> None:
         self._run = run
@@ -581,20 +606,30 @@ class HDF5CheckpointWriter(Plugin, Sink):
             not getattr(p, "auto", False) for p in (*run.plugins, *run.sinks))
 
     def catch_up(self, record: dict[str, Any], run: Run) -> None:
-        """A record of the log a run resumes from: the checkpoints it saved are noted."""
-        if record["kind"] == "save_checkpoint":
-            self._decisions[record["seq"]] = record.get("epoch")
-        elif record["kind"] == "checkpoint_saved":
+        """A record of the log a run resumes from: the checkpoints it saved are noted, each
+        with the decision that named it (what :meth:`_place` judges them by)."""
+        kind = record["kind"]
+        if kind == "save_checkpoint":
+            self._decisions[record["seq"]] = (record["path"], record.get("source"),
+                                              record.get("epoch"))
+        elif kind == "checkpoint_saved":
             path = record["path"]
+            decision = self._decisions.pop(record.get("cause_seq"), None)  # type: ignore[arg-type]
+            # The decision must name this very path: a checkpoint_saved pointing at another
+            # decision (or at none) vouches for nothing.
+            decided_by = decision[1] if decision is not None and decision[0] == path and \
+                isinstance(decision[1], str) else None
+            entry = _Saved(sha256=record["sha256"], size=record.get("size"), seq=record["seq"],
+                           epoch=decision[2] if decision is not None else record.get("epoch"),
+                           decided_by=decided_by)
             self._saved.pop(path, None)  # to the end: the newest
-            epoch = self._decisions.pop(record.get("cause_seq"), record.get("epoch"))
-            self._saved[path] = (record["sha256"], record["seq"], epoch)
-            self._written[path] = record["sha256"]
+            self._saved[path] = entry
+            self._written[path] = entry
             # A newer save at a path an unfinished removal names: the new file stays.
-            self._unfinished = {s: p for s, p in self._unfinished.items() if p != path}
-        elif record["kind"] == "delete_checkpoint":
-            self._unfinished[record["seq"]] = record["path"]
-        elif record["kind"] == "checkpoint_deleted":
+            self._unfinished = {s: d for s, d in self._unfinished.items() if d[0] != path}
+        elif kind == "delete_checkpoint":
+            self._unfinished[record["seq"]] = (record["path"], record.get("source"))
+        elif kind == "checkpoint_deleted":
             self._saved.pop(record["path"], None)  # gone: not a checkpoint to restore
             self._written.pop(record["path"], None)
             self._unfinished.pop(record.get("cause_seq"), None)  # type: ignore[arg-type]
@@ -607,7 +642,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
         if kind == "resumed":
             self._pending = True
             if self._unfinished:
-                return self._finish_deletes()
+                return self._finish_deletes(run)
         if kind == "delete_checkpoint":
             return self._delete(record, run)
         if kind != "save_checkpoint":
@@ -628,20 +663,94 @@ class HDF5CheckpointWriter(Plugin, Sink):
             # Returned rather than raised: a raising sink is switched off for the whole run.
             return SinkFailed(sink=run.label(self), event=record["kind"],
                               error=type(exc).__name__, message=str(exc))
-        self._written[path] = digest
+        self._written[path] = _Saved(sha256=digest, size=size, seq=record["seq"],
+                                     epoch=record.get("epoch"), decided_by=record.get("source"),
+                                     live=True)
         return CheckpointSaved(path=path, size=size, sha256=digest)
+
+    # --- what of a log's paths the writer may touch ------------------------------------------
+
+    def _place(self, path: str, entry: _Saved, run: Run, *,
+               removing: str | None = None) -> tuple[str, list[str]] | str | None:
+        """Where the file at ``path`` may be opened, for a file this writer can tell it wrote:
+        None for one it wrote in this process (opened by its name), else (a folder the user
+        named, the names below it); or, in words, why the writer will not touch it.
+
+        A log only claims that a file was saved, and anyone may have written the log; so a
+        file it names is the writer's only if all of this holds:
+
+        - the log has the ``save_checkpoint`` decision the ``checkpoint_saved`` answers
+          (its ``cause_seq``), naming the same path; a removal (``removing``: the label of
+          the plugin asking) comes from that same plugin;
+        - a plugin with that decision's label is on the bus now, and would name this path
+          now: one with a ``filepath`` template (ModelCheckpoint) must make it (a field stands
+          for part of one name, ``-v2`` may follow, as ModelCheckpoint's versions do, or it is
+          the plugin's ``last_path`` with ``save_last``). A plugin without one (a third-party
+          decider) has its files read back only from the folder of one of the run's logs,
+          and none removed: nothing tells which files there are its own;
+        - below the template's fixed folder (or the log's), no name is empty, ``.`` or ``..``,
+          and the path is then opened one folder at a time without following a link, so a
+          link anywhere below that folder, or at the file, is never followed.
+
+        The fixed folder is the part of the template before its first field, up to a ``/``:
+        the user's own, so a link there (``/home`` on some systems) is followed.
+        """
+        if entry.live:
+            return None
+        decided_by = entry.decided_by
+        if decided_by is None:
+            return ("has no save_checkpoint decision in the log that names it (its "
+                    "checkpoint_saved answers none)")
+        if removing is not None and removing != decided_by:
+            return f"was saved for {decided_by!r}, not for {removing!r}, which asks to remove it"
+        plugin = next((p for p in run.plugins if run.label(p) == decided_by), None)
+        if plugin is None:
+            return f"was saved for {decided_by!r}, which is not on this bus"
+        template = getattr(plugin, "filepath", None)
+        last = getattr(plugin, "last_path", None)
+        if isinstance(template, str):
+            if getattr(plugin, "save_last", False) is True and path == last:
+                root = path[:path.rfind("/") + 1] if "/" in path else ""
+            else:
+                found = _template_root(template, path)
+                if found is None:
+                    return f"is not a name {decided_by}'s filepath {template!r} makes"
+                root = found
+            rest = path[len(root):]
+        elif removing is not None:
+            return (f"was saved for {decided_by!r}, which has no filepath template to tell "
+                    "its files by; after a resume only a file a template names is removed")
+        else:
+            if ".." in _names(path):
+                return "has a '..' in it"
+            absolute = os.path.abspath(path)
+            folders = [os.path.dirname(os.path.abspath(log)) for log in run.logs]
+            root = next((f for f in folders if absolute.startswith(os.path.join(f, ""))), "")
+            if not root:
+                return (f"is outside the folder of the run's log ({', '.join(folders)}), and "
+                        f"{decided_by} has no filepath template to tell its files by")
+            rest = absolute[len(os.path.join(root, "")):]
+        names = _names(rest)
+        bad = next((name for name in names if name in ("", ".", "..")), None)
+        if bad is not None:
+            return f"has {'an empty name' if not bad else repr(bad)} below {root or '.'}"
+        return root, names
 
     def _delete(self, record: dict[str, Any], run: Run) -> Any:
         """Remove the file a ``delete_checkpoint`` names, if it is one this writer wrote and
         still holds the bytes written; otherwise leave it and say why."""
         path, label = record["path"], run.label(self)
-        digest = self._written.get(path)
-        problem = "was not written by this checkpoint writer" if digest is None else \
-            _unlink_if_same(path, digest)
+        entry = self._written.get(path)
+        if entry is None:
+            problem: str | None = "was not written by this checkpoint writer"
+        else:
+            place = self._place(path, entry, run, removing=str(record.get("source")))
+            problem = place if isinstance(place, str) else _remove(path, place, entry)
         if problem is None:
+            assert entry is not None
             self._written.pop(path, None)
             self._saved.pop(path, None)
-            return CheckpointDeleted(path=path, sha256=digest)
+            return CheckpointDeleted(path=path, sha256=entry.sha256)
         if problem.startswith("cannot be removed"):
             return SinkFailed(sink=label, event=record["kind"], error="OSError",
                               message=f"{path} {problem}")
@@ -651,17 +760,28 @@ class HDF5CheckpointWriter(Plugin, Sink):
             source=label, message=f"{label}: delete_checkpoint from {record.get('source')!r}: "
             f"{path} {problem}; it is left as it is", details={"path": path})
 
-    def _finish_deletes(self) -> list[Any]:
-        """Remove the files the resumed log decided to remove and the crash kept: those still
-        holding the bytes written. Anything else was said when the decision was made, or the
-        file went some other way; nothing more is said."""
+    def _finish_deletes(self, run: Run) -> list[Any]:
+        """Remove the files the resumed log decided to remove and the crash kept: those this
+        writer can tell it wrote (:meth:`_place`), still holding the bytes written. Any other
+        is left, with a warning naming it and why; one that is gone went some other way, and
+        nothing is said of it."""
+        label = run.label(self)
         out: list[Any] = []
-        for seq, path in self._unfinished.items():
-            digest = self._written.get(path)
-            if digest is not None and _unlink_if_same(path, digest) is None:
+        for seq, (path, source) in self._unfinished.items():
+            entry = self._written.get(path)
+            if entry is None:
+                continue
+            place = self._place(path, entry, run, removing=str(source))
+            problem = place if isinstance(place, str) else _remove(path, place, entry)
+            if problem is None:
                 self._written.pop(path, None)
                 self._saved.pop(path, None)
-                out.append(CheckpointDeleted(path=path, sha256=digest, cause_seq=seq))
+                out.append(CheckpointDeleted(path=path, sha256=entry.sha256, cause_seq=seq))
+            elif problem != "is gone":
+                out.append(WarningRecord(
+                    source=label, message=f"{label}: resume: the removal of {path} the log "
+                    f"decided (delete_checkpoint #{seq}) is not carried out: it {problem}; the "
+                    "file is left as it is", details={"path": path, "seq": seq}))
         self._unfinished.clear()
         return out
 
@@ -699,23 +819,31 @@ class HDF5CheckpointWriter(Plugin, Sink):
             return []  # BackupAndRestore restores its own, newer, weights
         label = run.label(self)
         out: list[Any] = []
-        for path, (sha256, seq, epoch) in list(reversed(self._saved.items())):
-            problem = _changed(path, sha256)
+        for path, entry in list(reversed(self._saved.items())):
+            place = self._place(path, entry, run)
+            held = place if isinstance(place, str) else _hold(path, place)
+            problem = held if isinstance(held, str) else _check(held, entry)
             if problem is not None:
+                if not isinstance(held, str):
+                    held.close()
                 out.append(WarningRecord(
-                    source=label, message=f"{label}: resume: the checkpoint {path} {problem}; "
-                    "an older one is tried", details={"path": path, "seq": seq}))
+                    source=label, message=f"{label}: resume: the checkpoint {path} {problem}"
+                    + ("; it is not read" if isinstance(place, str) else "")
+                    + "; an older one is tried", details={"path": path, "seq": entry.seq}))
                 continue
+            assert isinstance(held, _Held)
             try:
-                restored = self._load(run, path, label)
+                with held:
+                    restored = self._load(run, path, label, held, entry.sha256)
             except Exception as exc:  # noqa: BLE001 - an unreadable file: try the one before
                 out.append(WarningRecord(
                     source=label, message=f"{label}: resume: cannot load the checkpoint {path} "
                     f"into the model ({type(exc).__name__}: {exc}); an older one is tried",
-                    details={"path": path, "seq": seq}))
+                    details={"path": path, "seq": entry.seq}))
                 continue
             out.extend(restored)
             self._saved.clear()
+            epoch = entry.epoch
             if epoch is not None and epoch + 1 < run.initial_epoch:
                 out.append(WarningRecord(
                     source=label, message=f"{label}: resume: the newest checkpoint, {path}, was "
@@ -735,77 +863,261 @@ class HDF5CheckpointWriter(Plugin, Sink):
         return out
 
     @staticmethod
-    def _load(run: Run, path: str, label: str) -> list[Any]:
+    def _load(run: Run, path: str, label: str, held: _Held, sha256: str) -> list[Any]:
+        """Put the checkpoint ``held`` open (its sha256 checked) into the model: read through
+        that same descriptor, never opened again by its name."""
         model = run.model
         tag = f"checkpoint:{path}"
         load = getattr(model, "load", None)
-        if callable(load) and not _is_ours(path):  # a file in the framework's own format
-            load(path)
+        if callable(load) and not _is_ours(held.file, path):
+            # The framework's own format, which its loader reads by name (Keras picks the
+            # format by the ending): it gets a private copy of the bytes checked.
+            with _private_copy(held, path, sha256) as copy:
+                load(copy)
             return [WeightsRestored(source=label, tag=tag)]
-        checkpoint = load_checkpoint(path)
+        checkpoint = _load_open(held.file, path)
         run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer or None)
         run.restore_weights(tag, source=label)
         return []
 
 
-def _is_ours(path: str) -> bool:
-    """Whether ``path`` is in this module's layout (a Keras model's checkpoint of an eventbus
-    before checkpoints were Keras's own files), read through the adapter's ``set_weights``."""
-    import h5py
+@dataclass(frozen=True)
+class _Saved:
+    """A checkpoint file the writer saved, as far as it knows."""
 
+    sha256: str
+    size: int | None
+    seq: int
+    epoch: int | None
+    #: The label of the plugin whose save_checkpoint decision named the path; for a file from
+    #: the resumed log, None when the log has no decision naming it.
+    decided_by: str | None
+    #: Written by this writer in this process, not read from a log.
+    live: bool = False
+
+
+def _names(path: str) -> list[str]:
+    """The names ``path`` is made of, split at every separator."""
+    for sep in {os.sep, os.altsep} - {None, "/"}:
+        path = path.replace(sep, "/")  # type: ignore[arg-type]
+    return path.split("/")
+
+
+def _template_root(template: str, path: str) -> str | None:
+    """The fixed folder of ``template`` (its text before the first field, up to and with the
+    last ``/``), if ``path`` is a name the template makes, else None. A field stands for any
+    text without a ``/``; ModelCheckpoint's ``-v1``, ``-v2`` may come before the ending."""
+    ending = _suffix(template)
+    stem = template[:len(template) - len(ending)]
     try:
-        if not h5py.is_hdf5(path):
-            return False
-        with h5py.File(path, "r") as file:
-            return file.attrs.get("format") == FORMAT
-    except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
-        return False
+        parsed = list(string.Formatter().parse(stem))
+    except ValueError:
+        return None
+    pattern: list[str] = []
+    head: list[str] = []
+    fixed = True
+    for literal, field_name, _, _ in parsed:
+        pattern.append(re.escape(literal))
+        if fixed:
+            head.append(literal)
+        if field_name is not None:
+            pattern.append("[^/]*")
+            fixed = False
+    whole = "".join(pattern) + r"(?:-v[0-9]+)?" + re.escape(ending)
+    if re.fullmatch(whole, path, flags=re.DOTALL) is None:
+        return None
+    text = "".join(head)
+    return text[:text.rfind("/") + 1]
 
 
-#: Never through a link; never blocking on a FIFO someone put where a checkpoint was.
-_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+#: How a checkpoint is opened: never through a link, never blocking on a FIFO someone put
+#: where a checkpoint was, never becoming a terminal's controlling process.
+_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+#: Where folders can be walked one name at a time (every POSIX system): else the folders are
+#: compared with their real paths, and the file is opened by its whole name.
+_DIR_FD = {os.open, os.stat, os.unlink} <= os.supports_dir_fd
 
 
-def _unlink_if_same(path: str, sha256: str) -> str | None:
-    """Unlink ``path`` if it is the regular file whose bytes have ``sha256``; else what is in
-    the way, in words. The file checked is the one unlinked: opened without following a link,
-    and unlinked only if the name still points at the same inode."""
-    try:
-        fd = os.open(path, _NO_FOLLOW)
-    except FileNotFoundError:
-        return "is gone"
-    except OSError as exc:
-        if os.path.islink(path):
-            return "is a link now, not the file written"
-        return f"cannot be read ({exc.strerror or exc})"
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return "is not a regular file now"
-        digest = hashlib.sha256()
-        while chunk := file.read(1 << 20):
+class _Held:
+    """A checkpoint file open for reading, reached without following a link; ``name`` is its
+    name in the open folder ``folder`` (None: ``name`` is its whole path)."""
+
+    def __init__(self, file: Any, folder: int | None, name: str):
+        self.file = file
+        self.folder = folder
+        self.name = name
+        self.info = os.fstat(file.fileno())
+
+    def __enter__(self) -> _Held:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.folder is not None:
+            os.close(self.folder)
+            self.folder = None
+
+    def sha256(self) -> tuple[int, str]:
+        """The bytes read (no more than the size the file had when opened) and their sha256:
+        a file that grows while it is read is not read without end."""
+        self.file.seek(0)
+        digest, left = hashlib.sha256(), self.info.st_size
+        while left > 0 and (chunk := self.file.read(min(left, 1 << 20))):
             digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        return "was changed since it was saved (its sha256 differs)"
+            left -= len(chunk)
+        return self.info.st_size - left, digest.hexdigest()
+
+    def unlink(self) -> str | None:
+        """Remove the name if it still names the file open here; else what is in the way."""
+        try:
+            now = os.stat(self.name, dir_fd=self.folder, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (self.info.st_dev, self.info.st_ino):
+                return "was replaced while it was checked"
+            os.unlink(self.name, dir_fd=self.folder)
+        except FileNotFoundError:
+            return "is gone"
+        except OSError as exc:
+            return f"cannot be removed ({exc.strerror or exc})"
+        if self.folder is None:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.name)))
+        else:
+            with suppress(OSError):  # durability only, as _fsync_dir
+                os.fsync(self.folder)
+        return None
+
+
+def _kind(mode: int) -> str:
+    return "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) \
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+        "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+
+
+def _close(folder: int | None) -> None:
+    if folder is not None:
+        os.close(folder)
+
+
+def _lmode(name: str, folder: int | None) -> int:
+    """The mode of what is at ``name`` (in ``folder``), a link not followed; 0 if nothing."""
     try:
-        now = os.lstat(path)
-        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-            return "was replaced while it was checked"
-        os.unlink(path)
+        return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except OSError:
+        return 0
+
+
+def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
+    """The checkpoint at ``path`` open for reading, where :meth:`HDF5CheckpointWriter._place`
+    put it; or, in words, why it cannot be: it is gone, a link (never followed), in a folder
+    reached through a link, or not a regular file (a FIFO is not waited on, a device not
+    read)."""
+    folder: int | None = None
+    try:
+        name = path
+        if place is not None:
+            root, names = place
+            if _DIR_FD:
+                folder = os.open(root or ".", _FOLDER)
+                for part in names[:-1]:
+                    if stat.S_ISLNK(_lmode(part, folder)):
+                        return f"is in a folder reached through a link ({part}), which is " \
+                            "not followed"
+                    below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0),
+                                    dir_fd=folder)
+                    os.close(folder)
+                    folder = below
+                name = names[-1]
+            else:
+                inside = os.path.join(root or ".", *names[:-1])
+                if os.path.realpath(inside) != os.path.join(os.path.realpath(root or "."),
+                                                            *names[:-1]):
+                    return f"is in a folder reached through a link ({inside}), which is not " \
+                        "followed"
+        try:
+            fd = os.open(name, _NO_FOLLOW, dir_fd=folder)
+        except OSError:
+            mode = _lmode(name, folder)  # to say why: a socket cannot be opened, for one
+            if stat.S_ISLNK(mode):
+                return "is a link now, not the file written; links are not followed"
+            if mode and not stat.S_ISREG(mode):
+                return f"is {_kind(mode)}, not the regular file written"
+            raise
+        try:
+            mode = os.fstat(fd).st_mode  # of what was opened: what is checked is what is read
+            file = os.fdopen(fd, "rb") if stat.S_ISREG(mode) else None
+        except BaseException:
+            os.close(fd)
+            raise
+        if file is None:
+            os.close(fd)
+            return f"is {_kind(mode)}, not the regular file written"
+        held = _Held(file, folder, name)
+        folder = None  # the held file's now
     except FileNotFoundError:
         return "is gone"
     except OSError as exc:
-        return f"cannot be removed ({exc.strerror or exc})"
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        return f"cannot be read ({exc.strerror or exc})"
+    finally:
+        _close(folder)
+    return held
+
+
+def _check(held: _Held, entry: _Saved) -> str | None:
+    """What is wrong with the open checkpoint against what was saved, if anything. Nothing
+    is read of a file whose size is not the one recorded, and no more than that of one
+    whose size is."""
+    if entry.size is not None and held.info.st_size != entry.size:
+        return (f"was changed since it was saved (it is {held.info.st_size} bytes; "
+                f"{entry.size} were written)")
+    read, digest = held.sha256()
+    if read != held.info.st_size or digest != entry.sha256:
+        return "was changed since it was saved (its sha256 differs)"
     return None
 
 
-def _changed(path: str, sha256: str) -> str | None:
-    """What is wrong with the checkpoint at ``path`` against its recorded sha256, if anything."""
+def _remove(path: str, place: tuple[str, list[str]] | None, entry: _Saved) -> str | None:
+    """Unlink ``path`` if it is the regular file written (``entry``'s size and sha256), and
+    still the file checked when it is unlinked; else what is in the way, in words."""
+    held = _hold(path, place)
+    if isinstance(held, str):
+        return held
+    with held:
+        problem = _check(held, entry)
+        return problem if problem is not None else held.unlink()
+
+
+@contextmanager
+def _private_copy(held: _Held, path: str, sha256: str) -> Iterator[str]:
+    """A copy of the open checkpoint, in a folder only this process can read, under the
+    checkpoint's own file name (a loader may choose the format by its ending); its bytes are
+    the ones hashed while copying, and must have the sha256 written."""
+    with tempfile.TemporaryDirectory(prefix="eventbus-restore-") as folder:
+        copy = os.path.join(folder, os.path.basename(path))
+        held.file.seek(0)
+        digest, left = hashlib.sha256(), held.info.st_size
+        with open(copy, "xb") as out:
+            while left > 0 and (chunk := held.file.read(min(left, 1 << 20))):
+                out.write(chunk)
+                digest.update(chunk)
+                left -= len(chunk)
+        if left or digest.hexdigest() != sha256:
+            raise CheckpointError(f"{path}: changed while it was read", path=path)
+        yield copy
+
+
+def _is_ours(handle: Any, path: str) -> bool:
+    """Whether the open file is in this module's layout (a Keras model's checkpoint of an
+    eventbus before checkpoints were Keras's own files), read through the adapter's
+    ``set_weights``. Read through the descriptor, with the loader's checks."""
+    import h5py
+
     try:
-        digest = file_sha256(path)
-    except FileNotFoundError:
-        return "is gone"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    return None if digest == sha256 else "was changed since it was saved (its sha256 differs)"
+        handle.seek(0)
+        with h5py.File(handle, "r") as file:
+            return _attr(file, "format", path, "/", kind=str) == FORMAT
+    except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
+        return False
