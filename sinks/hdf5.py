@@ -50,6 +50,8 @@ from eventbus.records import (
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
 
+from .isolated import parse_seconds, run_isolated
+
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "HDF5CheckpointWriter",
            "file_sha256", "load_checkpoint", "load_state_dict", "write_atomically",
            "write_checkpoint"]
@@ -464,14 +466,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 def _load_open(handle: Any, name: str) -> Checkpoint:
     """:func:`load_checkpoint` of a regular file already open (``name`` names it in
-    messages): the file is read through ``handle`` from its start, never opened again."""
+    messages): the file is read through ``handle`` from its start, never opened again.
+
+    Parsed first in a child process under a deadline (:mod:`sinks.isolated`): a crafted file
+    can make the HDF5 library loop for ever, which only a process can be stopped in."""
+    size = os.fstat(handle.fileno()).st_size
+    run_isolated(lambda: _parse(handle, name) and None, path=name,
+                 seconds=parse_seconds(size))
+    return _parse(handle, name)
+
+
+def _parse(handle: Any, name: str) -> Checkpoint:
     import h5py
 
     handle.seek(0)
     size = os.fstat(handle.fileno()).st_size
     try:
         file = h5py.File(handle, "r")
-    except OSError as exc:  # h5py's message does not name the file
+    except (OSError, ValueError, RuntimeError) as exc:  # h5py's message does not name it
         raise OSError(f"{name}: not an HDF5 checkpoint file ({exc})") from exc
     with file:
         try:
@@ -871,7 +883,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         load = getattr(model, "load", None)
         if callable(load) and not _is_ours(held.file, path):
             # The framework's own format, which its loader reads by name (Keras picks the
-            # format by the ending): it gets a private copy of the bytes checked.
+            # format by the ending): it gets a private copy of the bytes checked, parsed in a
+            # child first where it is HDF5 (a .weights.h5, a legacy .h5).
+            _walk_isolated(held.file, path)
             with _private_copy(held, path, sha256) as copy:
                 load(copy)
             return [WeightsRestored(source=label, tag=tag)]
@@ -1109,15 +1123,47 @@ def _private_copy(held: _Held, path: str, sha256: str) -> Iterator[str]:
         yield copy
 
 
+def _walk_isolated(handle: Any, path: str) -> None:
+    """Parse the HDF5 file open at ``handle`` (every object and attribute, as a framework's
+    loader will) in a child under a deadline: a CheckpointError if the library loops or
+    crashes on it. A file that is not HDF5, or that the walk finds wrong, is the framework's
+    loader's to refuse, with its own words."""
+    import h5py
+
+    handle.seek(0)
+    if handle.read(8) != b"\x89HDF\r\n\x1a\n":
+        return
+
+    def walk() -> None:
+        def visit(_: str, obj: Any) -> None:
+            for key in obj.attrs:
+                obj.attrs[key]  # noqa: B018 - read: the parse is the point
+            if isinstance(obj, h5py.Dataset):
+                obj.shape, obj.dtype  # noqa: B018
+
+        with suppress(Exception):
+            handle.seek(0)
+            with h5py.File(handle, "r") as file:
+                visit("/", file)
+                file.visititems(visit)
+
+    run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size))
+
+
 def _is_ours(handle: Any, path: str) -> bool:
     """Whether the open file is in this module's layout (a Keras model's checkpoint of an
     eventbus before checkpoints were Keras's own files), read through the adapter's
     ``set_weights``. Read through the descriptor, with the loader's checks."""
     import h5py
 
-    try:
-        handle.seek(0)
-        with h5py.File(handle, "r") as file:
-            return _attr(file, "format", path, "/", kind=str) == FORMAT
-    except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says why
-        return False
+    def ours() -> bool:
+        try:
+            handle.seek(0)
+            with h5py.File(handle, "r") as file:
+                return _attr(file, "format", path, "/", kind=str) == FORMAT
+        except Exception:  # noqa: BLE001 - not readable as ours: the framework's loader says
+            return False
+
+    # In a child first, as every parse of a file a log names (see _load_open).
+    return bool(run_isolated(ours, path=path,
+                             seconds=parse_seconds(os.fstat(handle.fileno()).st_size)))
