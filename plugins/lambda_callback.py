@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -76,10 +77,21 @@ class LambdaCallback(Plugin):
                  on_batch_begin: Fn = None, on_batch_end: Fn = None, on_train_begin: Fn = None,
                  on_train_end: Fn = None, on_train_batch_begin: Fn = None,
                  on_train_batch_end: Fn = None, **kwargs: Fn):
-        unknown = sorted(set(kwargs) - set(_ARGS))
-        if unknown:
-            raise ConfigError(f"LambdaCallback: unknown argument(s) {unknown}; accepted: "
-                              f"{sorted(_ARGS)}", plugin="LambdaCallback", field=unknown[0])
+        # Keras keeps any other keyword as an attribute (custom_method=f); a name that looks
+        # like a hook but is none (on_epoch_ned=) would then run nothing, silently: an error.
+        extra = {k: v for k, v in kwargs.items() if k not in _ARGS}
+        for name in sorted(extra):
+            if name.startswith("on_") or hasattr(type(self), name):
+                close = difflib.get_close_matches(name, list(_ARGS), n=1)
+                what = "not a hook LambdaCallback runs" if name.startswith("on_") else \
+                    f"the plugin's own attribute {name!r}, which it would replace"
+                raise ConfigError(
+                    f"LambdaCallback: {name}= is {what}" + (
+                        f" (did you mean {close[0]}=?)" if close else "")
+                    + f"; the hooks are {', '.join(sorted(_ARGS))}", plugin="LambdaCallback",
+                    field=name)
+        self.__dict__.update(extra)
+        kwargs = {k: v for k, v in kwargs.items() if k in _ARGS}
         given = dict(kwargs, on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
                      on_batch_begin=on_batch_begin, on_batch_end=on_batch_end,
                      on_train_begin=on_train_begin, on_train_end=on_train_end,

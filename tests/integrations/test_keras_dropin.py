@@ -299,8 +299,23 @@ def test_a_plugin_is_still_called_with_events():
 
 
 def test_bad_keras_calls_are_clear():
-    with pytest.raises(ConfigError, match="LambdaCallback: unknown argument"):
-        LambdaCallback(custom_method=lambda logs: None)
+    """A misspelt hook is an error naming the closest; any other keyword is kept as an
+    attribute, as Keras's LambdaCallback keeps it (never called)."""
+    with pytest.raises(ConfigError, match="on_epoch_ned= is not a hook .*did you mean "
+                                          "on_epoch_end=") as info:
+        LambdaCallback(on_epoch_ned=lambda epoch, logs: None)
+    assert (info.value.plugin, info.value.field) == ("LambdaCallback", "on_epoch_ned")
+    with pytest.raises(ConfigError, match="own attribute 'name'"):
+        LambdaCallback(name=lambda logs: None)
+
+    def custom(logs):
+        pass
+
+    callback = LambdaCallback(custom_method=custom)
+    assert callback.custom_method is custom
+    bus = Bus([callback])  # not a hook: never called, and the bus takes it as before
+    bus.train_begin()
+    bus.close()
 
 
 def test_import_eventbus_imports_neither_keras_nor_torch():
