@@ -95,14 +95,17 @@ def _last_line_start(file: Any) -> tuple[int, int]:
     return 0, size
 
 
-def prepare_append(path: str | os.PathLike[str]) -> None:
+def prepare_append(path: str | os.PathLike[str], fd: int | None = None) -> None:
     """Make the log at ``path`` ready to append to, refusing a file that is not an event log.
+    ``fd``: the log already open for reading and appending, worked on instead of opening
+    ``path`` again (which may have been replaced since, by a link).
 
     A last line without its newline is ended if it is a whole record (a crash can cut a write
     just before the newline; the reader returns that record, so it is the run's), and cut off
     if it is torn.
     """
-    with open(path, "rb+") as file:
+    with (open(path, "rb+") if fd is None else os.fdopen(os.dup(fd), "rb+")) as file:
+        file.seek(0)
         first = file.readline()
         if not first:
             return  # empty: appending writes the header first
@@ -138,16 +141,24 @@ def prepare_append(path: str | os.PathLike[str]) -> None:
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-def _open_log_file(path: Path) -> Any:
-    """``path`` opened to append, unbuffered: a regular file, or a new one. Opened without
-    blocking, so a FIFO put where a log goes (a backup folder others can write) is an error
-    now instead of a training run that never starts; a device or socket is refused too."""
+def _open_log_file(path: Path, *, follow_links: bool = True) -> Any:
+    """``path`` opened to append (and read, to prepare it), unbuffered: a regular file, or a
+    new one. Opened without blocking, so a FIFO put where a log goes (a backup folder others
+    can write) is an error now instead of a training run that never starts; a device or
+    socket is refused too; with ``follow_links=False`` so is a link at ``path``."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NONBLOCK
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NONBLOCK, 0o666)
+        fd = os.open(path, flags, 0o666)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO with no reader
             raise LogError(f"{path}: not a regular file (a FIFO); a log is a file",
                            path=str(path)) from None
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise LogError(f"{path}: a symbolic link; this log is never written through one "
+                           "(a link planted in a folder others can write would send the "
+                           "records elsewhere)", path=str(path)) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -162,7 +173,8 @@ class JsonlWriter(Sink):
     """Append records to a JSON Lines file: the event log as a sink.
 
     ``append=True`` continues an existing log (after cutting a torn last line); otherwise the
-    file is created or emptied. It takes the bus's fast path: finite batch records arrive as
+    file is created or emptied. ``follow_links=False`` refuses a link at ``path`` (a log in a
+    folder others can write: a backup). It takes the bus's fast path: finite batch records arrive as
     lines already encoded, appended to ``line_buffer``.
 
     A write that fails (a full disk, a quota) on a bus loses nothing: what did not reach the
@@ -175,20 +187,22 @@ class JsonlWriter(Sink):
     name = "jsonl"
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
-                 buffer_bytes: int = 1 << 20, max_kept_bytes: int = 256 << 20):
+                 buffer_bytes: int = 1 << 20, max_kept_bytes: int = 256 << 20,
+                 follow_links: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unbuffered file: the bytearray is the buffer, one write per flush. (Many small bytes
         # objects kept in a list cost several times more: their memory is fresh each round.)
         # Opened to append, and locked, before anything in it changes: a second writer of the
         # path is refused before it can truncate or cut the first's log.
-        self._file = _open_log_file(self.path)
+        self._file = _open_log_file(self.path, follow_links=follow_links)
         try:
-            lock_exclusive(self._file.fileno(), self.path)
+            fd = self._file.fileno()
+            lock_exclusive(fd, self.path)
             if not append:
-                os.ftruncate(self._file.fileno(), 0)
-            elif self.path.stat().st_size:
-                prepare_append(self.path)
+                os.ftruncate(fd, 0)
+            elif os.fstat(fd).st_size:
+                prepare_append(self.path, fd)  # the file locked, not whatever is at the name
         except BaseException:
             self._file.close()
             raise
@@ -199,6 +213,11 @@ class JsonlWriter(Sink):
         self._failing: OSError | None = None  # the fault of the failing flushes, reported once
         #: The name its records are reported under: which log, where there are several.
         self.name = f"jsonl {self.path}"
+
+    @property
+    def size(self) -> int:
+        """The bytes in the file now (of the file open, whatever is at its name)."""
+        return os.fstat(self._file.fileno()).st_size
 
     def open(self, run: Any) -> None:
         self._run = run  # to report a fault it keeps going through

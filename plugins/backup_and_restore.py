@@ -99,10 +99,12 @@ class BackupAndRestore(Plugin, Sink):
     def resume_from(self, run: Run) -> str | None:
         """Open the backup log; if it holds a run, hand it to the bus to resume from."""
         self._asked = True
-        resuming = os.path.exists(self.log_path) and os.path.getsize(self.log_path) > 0
         self.files.make()
-        # Appending first also cuts a torn last line, so the bus reads a clean log.
-        self._writer = JsonlWriter(self.log_path, append=resuming)
+        # Appending first also cuts a torn last line, so the bus reads a clean log. Never
+        # through a link: the folder may be writable by others (a link planted as the log
+        # would send this run's records into another file).
+        self._writer = JsonlWriter(self.log_path, append=True, follow_links=False)
+        resuming = self._writer.size > 0
         run.add_sink(self._writer)
         return self.log_path if resuming else None
 

@@ -207,3 +207,29 @@ def _raised(make) -> BaseException | None:
     except BaseException as exc:  # noqa: BLE001 - handed to the test
         return exc
     return None
+
+
+class TestABackupFolderOthersCanWrite:
+    """BackupAndRestore's log is never written through a link planted in its folder: not to a
+    file the link names (created outside the folder), not to another run's log (cut and
+    appended to)."""
+
+    @pytest.mark.parametrize("target", ["missing.jsonl", "other.jsonl"])
+    def test_a_link_as_the_backup_log_is_refused(self, tmp_path, target):
+        from eventbus.errors import LogError
+        from plugins import BackupAndRestore
+
+        other = tmp_path / target
+        if target == "other.jsonl":
+            with Bus(log=other) as bus:
+                bus.train_begin()
+                bus.epoch_begin(0)
+                bus.epoch_end(0, {"loss": 1.0})
+            with open(other, "ab") as file:
+                file.write(b'{"v": 1, "torn')  # a torn last line the resume would cut
+        before = other.read_bytes() if other.exists() else None
+        (tmp_path / "backup").mkdir()
+        (tmp_path / "backup" / "events.jsonl").symlink_to(other)
+        with pytest.raises(LogError, match="events.jsonl: a symbolic link"):
+            Bus([BackupAndRestore(tmp_path / "backup")])
+        assert (other.read_bytes() if other.exists() else None) == before
