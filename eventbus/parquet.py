@@ -22,6 +22,13 @@ as it was when written even if a plugin changes ``event.logs`` afterwards. Every
 ``chunk_records`` records become NumPy and pyarrow column pieces; a segment is those pieces
 joined. Keeping whole segments of dicts instead is slower: their memory defeats
 the cache.
+
+Reading: a file's rows a batch at a time, never the whole run as Python objects; a batch of
+4096 rows, or fewer where the footer says they are large. A log is untrusted input, and a few
+kilobytes of Parquet can stand for gigabytes (one dictionary value in every row), so each row
+group is checked before it is decoded, and each batch as it is read, against what the log may
+decode to (:class:`~eventbus.parquet_layout.DecodeBudget`: :data:`MAX_RECORD_BYTES` plus
+:data:`MAX_DECODED_RATIO` times its files' size; a record at most :data:`MAX_RECORD_BYTES`).
 """
 
 from __future__ import annotations
@@ -56,7 +63,10 @@ from .parquet_layout import (
     FIELD_COLUMNS,
     LAYOUT_KEY,
     LAYOUT_VERSION,
+    MAX_DECODED_RATIO,
+    MAX_RECORD_BYTES,
     METRIC_PREFIX,
+    DecodeBudget,
     as_vectors,
     layout_metadata,
     vector_type,
@@ -72,8 +82,8 @@ from .records import (
 )
 from .sink import Sink
 
-__all__ = ["MAX_METRIC_COLUMNS", "ParquetWriter", "compact", "find_kinds", "iter_parquet_dicts",
-           "last_seq", "read_parquet"]
+__all__ = ["MAX_DECODED_RATIO", "MAX_METRIC_COLUMNS", "MAX_RECORD_BYTES", "ParquetWriter",
+           "compact", "find_kinds", "iter_parquet_dicts", "last_seq", "read_parquet"]
 
 _IN_COLUMNS = frozenset(BATCH_FIELDS)  # a record's fields stored as columns, not in the payload
 _NO_PAYLOAD = frozenset({
@@ -81,7 +91,7 @@ _NO_PAYLOAD = frozenset({
     "test_end", "test_batch_begin", "test_batch_end", "predict_begin", "predict_end",
     "predict_batch_begin", "predict_batch_end"})
 _REQUIRED_COLUMNS = ("v", "run_id", "seq", "kind", "time", "epoch", "batch", "step", "payload")
-_READ_BATCH = 4096  # rows turned into Python objects at a time when reading
+_READ_BATCH = 4096  # the most rows turned into Python objects at a time when reading
 #: The most metric names (one column each) a chunk of records may hold. A Parquet footer
 #: describes every column of every row group, and readers refuse one over 10**6 entries or
 #: 100 MB (pyarrow's limits: about 500,000 columns); well before that, a segment a million
@@ -540,6 +550,7 @@ class _LogFiles:
     unopened, as :func:`compact` skips it.
 
     ``covered``: the highest seq read so far, set by the reader; None before the first file.
+    ``batches`` reads the file last given, within what the log may decode to (``budget``).
     """
 
     _RETRIES = 100  # listings taken again before a log that never settles is given up on
@@ -547,12 +558,34 @@ class _LogFiles:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.covered: int | None = None
+        self.budget = DecodeBudget()
+        self._source: Any = None  # the pyarrow file the last file given was opened from
+
+    def batches(self, file: Path, parquet: Any, columns: list[str] | None = None
+                ) -> Iterator[Any]:
+        """The rows of ``file`` (the file last given, opened as ``parquet``) a batch at a time:
+        a long run is never all in memory as Python objects. Each row group is checked
+        before it is read, and each batch before it is given (:class:`DecodeBudget`): a small
+        file that decodes to gigabytes is an error, not gigabytes."""
+        try:
+            yield from self.budget.batches(file, parquet, self._source, columns, _READ_BATCH)
+        except LogError:
+            raise
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
+                                  path=str(file)) from exc
+
+    def _opened(self, file: Path) -> Any:
+        """``file`` opened (see :func:`_open`), its size allowed for in the budget."""
+        parquet, self._source = _open(file)
+        self.budget.add_file(self._source.size())
+        return parquet
 
     def __iter__(self) -> Iterator[tuple[Path, Any]]:
         path = self.path
         if not path.is_dir():
             try:
-                parquet = _open(path)
+                parquet = self._opened(path)
             except FileNotFoundError as exc:
                 raise LogError(f"{path}: no such log", path=str(path)) from exc
             yield path, parquet
@@ -565,7 +598,7 @@ class _LogFiles:
             if self.covered is not None and last <= self.covered:
                 continue  # every row is in a file read already: a compaction's leftover
             try:
-                parquet = _open(file)
+                parquet = self._opened(file)
             except FileNotFoundError as exc:
                 again = self._list()
                 if again == listing or retries >= self._RETRIES:
@@ -587,8 +620,11 @@ class _LogFiles:
         return found
 
 
-def _open(file: Path) -> Any:
-    """``file`` opened as a Parquet event log file (FileNotFoundError if it is not there)."""
+def _open(file: Path) -> tuple[Any, Any]:
+    """``file`` opened as a Parquet event log file (FileNotFoundError if it is not there): a
+    ``pyarrow.parquet.ParquetFile``, and the pyarrow file it reads (which says the size, and
+    reads the file still if a compaction removes it meanwhile)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -601,7 +637,8 @@ def _open(file: Path) -> Any:
         raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
                               "log holds only Parquet files", path=str(file))
     try:
-        parquet = pq.ParquetFile(file)
+        source = pa.OSFile(str(file))
+        parquet = pq.ParquetFile(source)
     except FileNotFoundError:
         raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -620,7 +657,7 @@ def _open(file: Path) -> Any:
             raise LogCorruptError(f"{file}: column {field.name} is {field.type}, not {what}"
                                   f"{' (or all null)' if nulls else ''}", path=str(file),
                                   field=field.name)
-    return parquet
+    return parquet, source
 
 
 def _check_layout(file: Path, metadata: dict[bytes, bytes] | None) -> None:
@@ -692,15 +729,6 @@ def _holds(arrow_type: Any, what: str, nulls: bool) -> bool:
     if what == "integers":
         return integer
     return integer or bool(types.is_float32(arrow_type) or types.is_float64(arrow_type))
-
-
-def _batches(file: Path, parquet: Any, columns: list[str] | None = None) -> Iterator[Any]:
-    """The file's rows a batch at a time: a long run is never all in memory as Python objects."""
-    try:
-        yield from parquet.iter_batches(batch_size=_READ_BATCH, columns=columns)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
-                              path=str(file)) from exc
 
 
 def _columns(file: Path, batch: Any, row: int) -> dict[str, list[Any]]:
@@ -812,7 +840,7 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
             places.add(count + 1, file, 1)
         seq = None
         row = 0
-        for batch in _batches(file, parquet, columns=wanted):
+        for batch in files.batches(file, parquet, columns=wanted):
             columns = _columns(file, batch, row)
             rows = zip(*(columns[name] for name in wanted))
             for number, (v, run_id, seq, kind, time, epoch, index, step, payload, *values) \
@@ -924,8 +952,9 @@ def last_seq(path: str | os.PathLike[str]) -> int | None:
     import pyarrow.compute as pc
 
     highest = None
-    for file, parquet in _LogFiles(Path(path)):
-        for batch in _batches(file, parquet, columns=["seq"]):
+    files = _LogFiles(Path(path))
+    for file, parquet in files:
+        for batch in files.batches(file, parquet, columns=["seq"]):
             top = pc.max(batch.column("seq")).as_py()
             if top is not None and (highest is None or top > highest):
                 highest = top
@@ -945,7 +974,7 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
         covered = files.covered  # rows both in a compacted file and a leftover segment
         highest = covered
         named = [name for name in FIELD_COLUMNS if name in parquet.schema_arrow.names]
-        for batch in _batches(file, parquet, columns=[*_REQUIRED_COLUMNS, *named]):
+        for batch in files.batches(file, parquet, columns=[*_REQUIRED_COLUMNS, *named]):
             try:
                 kind = batch.column("kind").cast(pa.string())
                 rows = batch.filter(pc.is_in(kind, value_set=wanted)).to_pylist()

@@ -1,11 +1,14 @@
 """A Parquet log on disk: segment files, written in the background and merged into one at close.
 
 A Parquet file is readable only once its footer is written, so a log is a directory of complete
-segment files, ``seg-<first seq>-<last seq>.parquet``, each written to a hidden temporary name,
-fsynced and renamed into place. :class:`SegmentStore` writes them on one background thread:
-pyarrow encodes with the GIL released, so a segment is written while the training loop goes
-on, and a flush waits only for the segments handed to it so far (a crash loses no more than the
-records since the last flush, as with the JSON Lines log).
+segment files, ``seg-<first seq>-<last seq>.parquet``, each written to a hidden temporary file,
+fsynced and renamed into place. A temporary file is created anew under a name nobody can guess
+(``O_CREAT | O_EXCL``: a link or file planted where it goes is never written through); those a
+dead process left go when the next writer opens the log. :class:`SegmentStore` writes the
+segments on one background thread: pyarrow encodes with the GIL released, so a segment is
+written while the training loop goes on, and a flush waits only for the segments handed to it
+so far (a crash loses no more than the records since the last flush, as with the JSON Lines
+log).
 
 The same thread gathers the segments into row groups of a hidden merged file as well;
 ``close()`` adds the records since the last flush to it and renames it into place as the
@@ -16,19 +19,28 @@ the slow way: read them all, write them again (:func:`compact`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .parquet_layout import METRIC_PREFIX, as_vectors, layout_metadata, vector_type
+from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 
 __all__ = ["SegmentStore", "compact", "segment_name", "segments"]
 
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
-_MERGED = ".merged.parquet.tmp"  # hidden: neither a segment nor read as one
+_MERGED = "merged.parquet"  # the merged file's temporary name is made of it
+# The hidden temporary files of this module (neither a segment nor read as one): the name of
+# what they become, a random part, ".tmp"; without the random part, as versions before made
+# them (".merged.parquet.tmp").
+_TEMPORARY = re.compile(r"^\.(seg-\d{12}-\d{12}\.parquet|merged\.parquet)(\.[0-9a-f]+)?\.tmp$")
+# How a temporary file is created: O_EXCL refuses any name that is there, a link included;
+# O_NOFOLLOW, where the system has it, says so again.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 # Dictionary encoding pays only for the columns of few distinct values; for the rest (seq,
 # time, the metrics) it costs twice the time of the whole write and makes the file larger.
@@ -65,10 +77,39 @@ def segments(directory: Path) -> list[tuple[int, int, Path]]:
 def write_atomically(table: Any, target: Path) -> None:
     import pyarrow.parquet as pq
 
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp, **_WRITE_OPTIONS)
-    _fsync(tmp)
-    os.replace(tmp, target)
+    tmp = _temporary(target.parent, target.name)
+    try:
+        pq.write_table(table, tmp, **_WRITE_OPTIONS)
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _temporary(directory: Path, name: str) -> Path:
+    """A new empty hidden file in ``directory`` for what becomes ``name``, under a name
+    nobody can guess, created here and now (never a link or file that was there), with the
+    permissions any new file of this process gets (the umask applies, as for the file it
+    becomes)."""
+    for _ in range(100):
+        tmp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            os.close(os.open(tmp, _CREATE, 0o666))
+        except FileExistsError:
+            continue  # 64 random bits taken: something planted, or very bad luck; again
+        return tmp
+    raise FileExistsError(f"{directory}: no new temporary file for {name} could be created")
+
+
+def _remove_temporaries(directory: Path) -> None:
+    """Remove the temporary files a dead process left in ``directory`` (a link among them is
+    removed, not followed)."""
+    for entry in directory.iterdir():
+        if _TEMPORARY.match(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
 
 
 def _fsync(path: Path) -> None:
@@ -84,18 +125,18 @@ def compact(directory: str | os.PathLike[str]) -> None:
     resumed run's close) keeps each row once.
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     directory = Path(directory)
     found = segments(directory)
     if len(found) < 2:
         return
     tables = []
+    budget = DecodeBudget()  # segments may be anyone's: read within what they may decode to
     covered = -1  # the highest seq of the segments taken so far (a segment's rows are in order)
     for first, last, seg in found:  # lowest first seq first; of two such, the wider first
         if last <= covered:
             continue  # every row is in a wider segment already taken: a crash's leftover
-        table = pq.read_table(seg)
+        table = _read_checked(seg, budget)
         if first <= covered:
             table = table.filter(pc.greater(table.column("seq"), covered))
         tables.append(table)
@@ -104,6 +145,23 @@ def compact(directory: str | os.PathLike[str]) -> None:
     merged = segment_name(found[0][0], max(last for _, last, _ in found))
     write_atomically(table, directory / merged)
     _remove_all_but(found, merged)
+
+
+def _read_checked(file: Path, budget: DecodeBudget) -> Any:
+    """The whole of ``file``, once each row group is checked against ``budget`` (its
+    footer, and the dictionaries of its strings): a small segment that decodes to gigabytes
+    is a ``LogCorruptError``, not gigabytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pa.OSFile(str(file)) as source:
+        parquet = pq.ParquetFile(source)
+        budget.add_file(source.size())
+        first = 1
+        for group in range(parquet.metadata.num_row_groups):
+            budget.plan(file, parquet, source, group, first, None, 1)
+            first += parquet.metadata.row_group(group).num_rows
+        return parquet.read()
 
 
 def _remove_all_but(found: list[tuple[int, int, Path]], kept: str) -> None:
@@ -179,8 +237,8 @@ class SegmentStore:
         self._merged_names: list[str] = []
         self._held: list[Any] = []  # merged tables not yet written as a row group
         self._held_rows = 0
-        self._merged_tmp = directory / _MERGED
-        self._merged_tmp.unlink(missing_ok=True)  # left by a process that died mid-run
+        _remove_temporaries(directory)  # left by a process that died mid-run
+        self._merged_tmp: Path | None = None  # the merged file's temporary file, once made
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
@@ -216,6 +274,7 @@ class SegmentStore:
                 import pyarrow.parquet as pq
 
                 self._merged_schema = _plain_schema(table.schema)
+                self._merged_tmp = _temporary(self.directory, _MERGED)
                 self._merged = pq.ParquetWriter(self._merged_tmp, self._merged_schema,
                                                 **_WRITE_OPTIONS)
             if not self._fits(table):
@@ -256,7 +315,9 @@ class SegmentStore:
             except Exception:  # noqa: BLE001 - the file is discarded either way
                 pass
             self._merged = None
-        self._merged_tmp.unlink(missing_ok=True)
+        if self._merged_tmp is not None:
+            self._merged_tmp.unlink(missing_ok=True)
+            self._merged_tmp = None
 
     def close(self, tail: tuple[Any, int, int] | None = None) -> None:
         """Wait for every segment, then leave one file: the merged one, or compacted now.
@@ -294,9 +355,11 @@ class SegmentStore:
             compact(self.directory)
             return
         self._merged = None
-        _fsync(self._merged_tmp)
+        merged, self._merged_tmp = self._merged_tmp, None
+        assert merged is not None  # made with the writer, which there is
+        _fsync(merged)
         name = segment_name(found[0][0], last)
-        os.replace(self._merged_tmp, self.directory / name)
+        os.replace(merged, self.directory / name)
         _remove_all_but(segments(self.directory), name)
 
     def _merge_tail(self, table: Any) -> bool:
