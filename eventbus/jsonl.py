@@ -600,22 +600,26 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     Only lines holding a kind's name, or a backslash (JSON may spell any letter as a ``\\u``
     escape; orjson never does), are parsed: a byte search skips the others, so for rare kinds
     this costs a small part of reading the log (the backslash is a one-byte search, many times
-    faster than one for ``\\u``). Nothing is checked: a damaged line is left to the reader,
-    which reports it where it is; but a line longer than :data:`MAX_LINE_BYTES` is a
-    :class:`LogCorruptError` here too (it is never held whole).
+    faster than one for ``\\u``). A line it parses that is not a record (damaged, not JSON)
+    is a :class:`LogCorruptError` naming it, as the reader would say, unless it is a torn last
+    line (a crash; the reader tolerates it): a resume must not go on from a log its readers
+    refuse. A line longer than :data:`MAX_LINE_BYTES` is one too (it is never held whole).
     """
     needles = _needles(kinds)
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
     with open(path, "rb") as file:
-        for data, cut in _pieces(Path(path), file):
-            if cut < 0:
-                if data:
-                    _add_found(data, offset, wanted, found)
-                break
-            _search(data, cut, offset, needles, wanted, found)
-            offset += cut
+        try:
+            for data, cut in _pieces(Path(path), file):
+                if cut < 0:
+                    if data:
+                        _add_found(data, offset, wanted, found, last=True)
+                    break
+                _search(data, cut, offset, needles, wanted, found)
+                offset += cut
+        except _Damaged as damaged:
+            raise _damaged(path, file, damaged) from None
     return [record for _, record in sorted(found, key=lambda item: item[0])]
 
 
@@ -632,7 +636,10 @@ def find_kinds_from_end(path: str | os.PathLike[str],
     with open(path, "rb") as file:
         for data, offset in _pieces_from_end(Path(path), file):
             found: list[tuple[int, dict[str, Any]]] = []
-            _search(data, len(data), offset, needles, wanted, found)
+            try:
+                _search(data, len(data), offset, needles, wanted, found)
+            except _Damaged as damaged:
+                raise _damaged(path, file, damaged) from None
             found.sort(key=lambda item: item[0])
             for _, record in reversed(found):
                 yield record
@@ -653,11 +660,12 @@ def _search(data: bytes, cut: int, offset: int, needles: list[bytes], wanted: fr
         while at >= 0:
             start = data.rfind(b"\n", 0, at) + 1
             end = data.find(b"\n", at)
-            if end == -1:  # the last line of the file, without its newline
+            last = end == -1  # the last line of the file, without its newline
+            if last:
                 end = len(data)
             if start not in starts:
                 starts.add(start)
-                _add_found(data[start:end], offset + start, wanted, found)
+                _add_found(data[start:end], offset + start, wanted, found, last=last)
             at = data.find(needle, end, cut)
 
 
@@ -694,14 +702,39 @@ def _pieces_from_end(path: Path, file: Any) -> Iterator[tuple[bytes, int]]:
         carry, partial = [piece[:first]], max(first - 1, 0)
 
 
+class _Damaged(Exception):
+    """A line the search read is not a record: where it starts, and why (see _add_found)."""
+
+    def __init__(self, where: int, why: str):
+        super().__init__(where, why)
+        self.where, self.why = where, why
+
+
 def _add_found(line: bytes, where: int, wanted: frozenset[str],
-               found: list[tuple[int, dict[str, Any]]]) -> None:
+               found: list[tuple[int, dict[str, Any]]], *, last: bool = False) -> None:
+    """Add the record on ``line`` if it is of a ``wanted`` kind. A line that is not a record
+    is :class:`_Damaged`, as the reader would say (a resume must not go on from a log its
+    readers refuse), unless it is the file's ``last`` line without its newline: torn by a
+    crash, which the readers tolerate."""
     try:
         record = orjson.loads(line)
-        if record["kind"] in wanted:
-            found.append((where, record))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        pass  # not a record, or damaged: the reader reports a damaged line
+    except orjson.JSONDecodeError as exc:
+        if last:
+            return
+        raise _Damaged(where, f"line is not JSON: {exc}") from None
+    try:
+        kind = record["kind"]
+    except (KeyError, TypeError):
+        if last:
+            return
+        raise _Damaged(where, "line is not a record (needs 'kind' and 'v')") from None
+    if kind in wanted:
+        found.append((where, record))
+
+
+def _damaged(path: str | os.PathLike[str], file: Any, damaged: _Damaged) -> LogCorruptError:
+    number = _lines_before(file, damaged.where) + 1
+    return LogCorruptError(f"{path}:{number}: {damaged.why}", path=str(path), line=number)
 
 
 class _Absent:

@@ -196,14 +196,45 @@ class TestFindKinds:
             monkeypatch.setattr(jsonl, "_CHUNK", chunk)
             assert [f["seq"] for f in find_kinds(path, ["epoch_end"])] == expected
 
-    def test_a_damaged_line_is_left_to_the_reader(self, tmp_path):
+    def test_a_damaged_line_is_named_as_the_reader_names_it(self, tmp_path):
+        """A resume must not go on from a log its readers refuse: a damaged line the search
+        reads is the reader's error, naming the line; a torn last line (a crash) is not."""
+        from eventbus import read_log
+        from eventbus.errors import LogCorruptError
+
         path = tmp_path / "events.jsonl"
         with Bus([], log=path) as bus:
             bus.train_begin()
             bus.epoch_end(0, {"loss": 1.0})
         with open(path, "ab") as file:
-            file.write(b'{"kind": "epoch_end", oops\n{"v":1,"kind":"epoch_end"')
+            file.write(b'{"v":1,"kind":"epoch_end"')  # torn by a crash: tolerated
         assert [f["epoch"] for f in find_kinds(path, ["epoch_end"])] == [0]
+        with open(path, "ab") as file:
+            file.write(b'\n{"kind": "epoch_end", oops\n')
+        # the torn line, no longer the last, is damage now: the search names it as the reader
+        with pytest.raises(LogCorruptError, match=r"events.jsonl:4: line is not JSON") as info:
+            find_kinds(path, ["epoch_end"])
+        with pytest.raises(LogCorruptError, match=r"events.jsonl:4: line is not JSON"):
+            list(read_log(path))
+        assert info.value.line == 4
+
+    def test_a_resume_does_not_go_on_from_a_log_its_readers_refuse(self, tmp_path):
+        from eventbus.errors import LogCorruptError
+
+        path = tmp_path / "events.jsonl"
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+        lines = path.read_bytes().splitlines(keepends=True)
+        last_end = max(i for i, line in enumerate(lines) if b'"epoch_end"' in line)
+        lines[last_end] = lines[last_end].replace(b"}", b",,}", 1)  # damaged, not torn
+        path.write_bytes(b"".join(lines))
+        before = path.read_bytes()
+        with pytest.raises(LogCorruptError, match=f"events.jsonl:{last_end + 1}: line is not"):
+            Bus([], log=path, resume=True)
+        assert path.read_bytes() == before  # nothing appended
 
 
 def test_replay_resume_and_audit_do_not_hold_the_log_in_memory(tmp_path):
