@@ -247,8 +247,8 @@ def test_a_killed_run_goes_on_with_its_checkpointed_weights(tmp_path, capsys):
         assert resume(tmp_path, capsys, epochs=5) == "started at epoch 4\ndone\n"
     messages = [str(w.message) for w in caught]
     assert any("had finished" in m for m in messages)
-    assert any("last.keras was changed since it was saved (its sha256 differs)" in m
-               for m in messages)
+    # (its size or, where the size is the same, its sha256 differs)
+    assert any("last.keras was changed since it was saved" in m for m in messages)
     assert any("the weights were not restored: no checkpoint the log records could be "
                "loaded" in m for m in messages)
     text = render(audit(log))
