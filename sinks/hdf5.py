@@ -179,13 +179,34 @@ def write_atomically(path: str | os.PathLike[str],
         fill(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         size, digest = _fsync_and_hash(tmp)
-        os.replace(tmp, target)
+        with open(tmp, "rb") as written:  # the inode written, whatever is at the name later
+            os.replace(tmp, target)
+            _remember(os.fstat(written.fileno()))
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
     return size, digest
+
+
+#: The files this process wrote, (device, inode) -> (size, mtime, ctime) as written: one still
+#: so is unchanged since (a write, or setting its times back, changes its ctime), and its
+#: parse needs no child (see sinks.isolated). The newest few thousand.
+_WRITTEN: dict[tuple[int, int], tuple[int, int, int]] = {}
+
+
+def _remember(st: os.stat_result) -> None:
+    _WRITTEN[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if len(_WRITTEN) > 4096:
+        del _WRITTEN[next(iter(_WRITTEN))]
+
+
+def _written_here(fd: int) -> bool:
+    """Whether the open file is one this process wrote, unchanged since."""
+    st = os.fstat(fd)
+    return _WRITTEN.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns,
+                                                    st.st_ctime_ns)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -470,9 +491,9 @@ def _load_open(handle: Any, name: str) -> Checkpoint:
 
     Parsed first in a child process under a deadline (:mod:`sinks.isolated`): a crafted file
     can make the HDF5 library loop for ever, which only a process can be stopped in."""
-    size = os.fstat(handle.fileno()).st_size
-    run_isolated(lambda: _parse(handle, name) and None, path=name,
-                 seconds=parse_seconds(size))
+    if not _written_here(handle.fileno()):
+        run_isolated(lambda: _parse(handle, name) and None, path=name,
+                     seconds=parse_seconds(os.fstat(handle.fileno()).st_size))
     return _parse(handle, name)
 
 
@@ -1131,7 +1152,7 @@ def _walk_isolated(handle: Any, path: str) -> None:
     import h5py
 
     handle.seek(0)
-    if handle.read(8) != b"\x89HDF\r\n\x1a\n":
+    if handle.read(8) != b"\x89HDF\r\n\x1a\n" or _written_here(handle.fileno()):
         return
 
     def walk() -> None:
@@ -1165,5 +1186,7 @@ def _is_ours(handle: Any, path: str) -> bool:
             return False
 
     # In a child first, as every parse of a file a log names (see _load_open).
+    if _written_here(handle.fileno()):
+        return ours()
     return bool(run_isolated(ours, path=path,
                              seconds=parse_seconds(os.fstat(handle.fileno()).st_size)))
