@@ -156,6 +156,14 @@ class DecodeBudget:
                 f"each, more than a record may ({MAX_RECORD_BYTES:,} bytes, "
                 "jsonl.MAX_LINE_BYTES); the file is damaged or made to exhaust memory",
                 path=str(file), line=first)
+        # No row holds more of a dictionary column than the column's chunk holds in all: when
+        # that many bytes in every row fit the budget and a record, the rows need no reading
+        # (the common case: small chunks; the reading below costs a second open of the file).
+        bound = sum(size for _, _, size in stored)
+        if stored and bound <= MAX_RECORD_BYTES and \
+                self.spent + claimed + (rows - 1) * bound <= self.allowed:
+            memory += (rows - 1) * bound
+            stored = []
         if stored:
             # The dictionary's values once and an index per row: what the rows decode to,
             # before they are decoded.
