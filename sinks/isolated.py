@@ -66,7 +66,7 @@ def run_isolated(work: Callable[[], Any], *, path: str, seconds: float) -> Any:
         os.close(write)
         raise
     if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
-        _child(work, read, write)
+        _child(work, read, write, path)
     os.close(write)
     try:
         report, status = _wait(pid, read, time.monotonic() + seconds)
@@ -94,7 +94,8 @@ def run_isolated(work: Callable[[], Any], *, path: str, seconds: float) -> Any:
     return result.get("value")
 
 
-def _child(work: Callable[[], Any], read: int, write: int) -> None:  # pragma: no cover
+def _child(work: Callable[[], Any], read: int, write: int,
+           path: str) -> None:  # pragma: no cover
     """Run ``work`` and report: never returns (``os._exit``), so nothing of the parent runs
     here (no atexit handler, no buffered output flushed twice)."""
     global _in_child
@@ -110,6 +111,9 @@ def _child(work: Callable[[], Any], read: int, write: int) -> None:  # pragma: n
                    "dataset": getattr(exc, "dataset", None)}
         except OSError as exc:
             out = {"error": "OSError", "message": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - what the library raised, named
+            out = {"error": "CheckpointError", "message": f"{path}: cannot be read as a "
+                   f"checkpoint ({type(exc).__name__}: {exc})"}
         data = json.dumps(out).encode()[:_MOST_REPORTED]
         with contextlib.suppress(OSError):
             while data:

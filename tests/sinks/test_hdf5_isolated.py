@@ -97,6 +97,13 @@ class TestTheMechanism:
         error = within(10, lambda: run_isolated(missing, path="x.h5", seconds=5.0))
         assert type(error) is OSError and "not an HDF5" in str(error)
 
+        def other() -> None:
+            raise MemoryError("the library's own")
+
+        error = within(10, lambda: run_isolated(other, path="x.h5", seconds=5.0))
+        assert isinstance(error, CheckpointError)
+        assert str(error) == "x.h5: cannot be read as a checkpoint (MemoryError: the library's own)"
+
     def test_a_value_comes_back_and_nothing_of_the_child_stays(self):
         assert run_isolated(lambda: {"ok": [1, 2]}, path="x.h5", seconds=5.0) == {"ok": [1, 2]}
         with pytest.raises(ChildProcessError):
