@@ -42,7 +42,7 @@ class TestKerasNames:
               lambda: ReduceLROnPlateau(monitor="loss", patience=1),
               lambda: ModelCheckpoint("best.keras", monitor="loss", save_best_only=True)]
 
-    @pytest.mark.parametrize(("make", "reset"), zip(MAKERS, [True, True, False]),
+    @pytest.mark.parametrize(("make", "reset"), list(zip(MAKERS, [True, True, False])),
                              ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"])
     def test_best_may_be_set_and_train_begin_resets_it_as_keras_does(self, make, reset) -> None:
         """Keras's test_state_reset_across_fit_calls: state set by hand is cleared by the next
