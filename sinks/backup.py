@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,9 @@ class BackupFiles:
         self.directory = directory
         self.double = double
         self.plugin = plugin
+        #: The snapshot files of this run (written now, or found with its run id): the only
+        #: ones ``remove`` takes; others in a folder anyone may write are not this run's.
+        self._snapshots_of_run: set[str] = set()
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -96,8 +101,9 @@ class BackupFiles:
 
     def save_snapshot(self, tag: str, weights: Any, metadata: dict[str, Any]) -> None:
         self.make()
-        write_checkpoint(self.path(snapshot_file(tag)), weights,
-                         metadata={**metadata, "tag": tag})
+        name = snapshot_file(tag)
+        write_checkpoint(self.path(name), weights, metadata={**metadata, "tag": tag})
+        self._snapshots_of_run.add(name)
 
     def restore(self, run_id: str, initial_epoch: int, *, have_model: bool) -> Restore:
         """The newest weights (and snapshots) that match a log resuming at ``initial_epoch``."""
@@ -143,6 +149,8 @@ class BackupFiles:
             if checkpoint is None:
                 continue
             meta = checkpoint.metadata
+            if meta.get("run_id") == run_id:
+                self._snapshots_of_run.add(name)
             tag = meta.get("tag")
             # Kept in an epoch the log resumes after: an abandoned epoch's snapshot is stale.
             finished = meta.get("epochs_finished")
@@ -170,11 +178,13 @@ class BackupFiles:
                 if name.startswith("snapshot.") and name.endswith(".weights.h5")]
 
     def remove(self) -> None:
-        """Remove the backup's files (only ours: Keras deletes the whole folder), and the
-        folder if that leaves it empty."""
-        for name in (LOG, LATEST, PREVIOUS, *self._snapshot_names()):
+        """Remove the backup's files (only this run's: Keras deletes the whole folder), and
+        the folder if that leaves it empty. A name that is not a file (a folder, a link
+        someone put there) is left, and the others are still removed."""
+        for name in (LOG, LATEST, PREVIOUS, *sorted(self._snapshots_of_run)):
             path = self.path(name)
-            if os.path.exists(path):
-                os.remove(path)
+            with suppress(FileNotFoundError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.remove(path)
         if os.path.isdir(self.directory) and not os.listdir(self.directory):
             os.rmdir(self.directory)

@@ -203,6 +203,25 @@ class TestLifecycle:
         train(tmp_path / "bk", VALUES[:3], model=NumpyModel({"w": np.zeros(2)}))
         assert os.listdir(tmp_path / "bk") == ["notes.txt"]
 
+    def test_only_this_runs_snapshots_go(self, tmp_path: Path) -> None:
+        """A clean end removes the snapshot files this run wrote (EarlyStopping's best
+        weights), not another run's of the same form, and a folder named like a backup file
+        stops nothing (the folder may be anyone's to write)."""
+        from sinks.backup import BackupFiles, snapshot_file
+        from sinks.hdf5 import write_checkpoint
+
+        folder = tmp_path / "bk"
+        folder.mkdir()
+        other = folder / snapshot_file("another run's tag")
+        write_checkpoint(other, {"w": np.ones(2)}, metadata={"run_id": "someone else's"})
+        (folder / "previous.weights.h5").mkdir()  # in the way, not a file
+        files = BackupFiles(str(folder))
+        files.save_snapshot("EarlyStopping/best", {"w": np.zeros(2)}, {"run_id": "r"})
+        files.save_snapshot("EarlyStopping#2/best", {"w": np.zeros(2)}, {"run_id": "r"})
+        (folder / "latest.weights.h5").write_bytes(b"x")
+        files.remove()
+        assert sorted(os.listdir(folder)) == sorted([other.name, "previous.weights.h5"])
+
     def test_delete_checkpoint_false_keeps_it(self, tmp_path: Path) -> None:
         """delete_checkpoint=False keeps the backup after a clean end."""
         train(tmp_path / "bk", VALUES[:3], model=NumpyModel({"w": np.zeros(2)}),
