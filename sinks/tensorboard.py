@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from eventbus.outputs import write_replacing
+
 __all__ = [
     "TensorBoardSink",
     "encode_file_version_event",
@@ -746,11 +748,14 @@ class TensorBoardSink:
         if not self.log_dir.is_dir():
             return
         mine = {file.path for file in self._files.values()}
+        # Never through a link: one planted in a log directory others can write would make a
+        # resume read, or rewrite, files elsewhere.
         runs = [(".", self.log_dir)] + [(p.name, p) for p in sorted(self.log_dir.iterdir())
-                                         if p.is_dir()]
+                                         if p.is_dir() and not p.is_symlink()]
         for run, run_dir in runs:
             for path in sorted(run_dir.glob("*tfevents*")):
-                if path.is_file() and not path.name.endswith(".tmp") and path not in mine:
+                if path.is_file() and not path.is_symlink() and \
+                        not path.name.endswith(".tmp") and path not in mine:
                     yield run, path
 
     def _holds(self, run: str, record: bytes) -> bool:
@@ -798,11 +803,13 @@ class TensorBoardSink:
         for run, path in self._found_files():
             _rewrite(path, run, keep)
         root = self.log_dir / "embeddings"
-        if root.is_dir():
+        if root.is_dir() and not root.is_symlink():
             for step_dir in root.iterdir():
-                if not step_dir.name.isdigit():
-                    continue
+                if not step_dir.name.isdigit() or step_dir.is_symlink():
+                    continue  # a link is not this sink's: nothing is removed through it
                 for tag_dir in list(step_dir.iterdir()):
+                    if tag_dir.is_symlink() or not tag_dir.is_dir():
+                        continue
                     if not keep("projector", _unquote(tag_dir.name), int(step_dir.name)):
                         shutil.rmtree(tag_dir)
                 if not any(step_dir.iterdir()):
@@ -818,7 +825,7 @@ class TensorBoardSink:
             if name in matrices and name not in self._metadata:
                 target = root / "metadata" / f"{_quote(name)}.tsv"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+                write_replacing(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
                 self._metadata[name] = target.relative_to(self.log_dir).as_posix()
         for name, matrix in matrices.items():
             matrix = np.asarray(matrix)
@@ -827,11 +834,10 @@ class TensorBoardSink:
                                  f"{matrix.shape}")
             directory = root / f"{step:05d}" / _quote(name)
             directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / ".tensors.tsv.tmp"
             # %.9g holds a float32 exactly, %.17g a float64.
             fmt = "%.9g" if matrix.dtype == np.float32 else "%.17g"
-            np.savetxt(tmp, matrix, fmt=fmt, delimiter="\t")
-            os.replace(tmp, directory / "tensors.tsv")
+            write_replacing(directory / "tensors.tsv", lambda tmp, matrix=matrix, fmt=fmt:
+                            np.savetxt(tmp, matrix, fmt=fmt, delimiter="\t"))
         self._write_projector_config()
 
     def _write_projector_config(self) -> None:
@@ -855,10 +861,9 @@ class TensorBoardSink:
                 if meta is not None:
                     lines.append(f'  metadata_path: "{meta}"')
                 lines.append("}")
-        target = self.log_dir / "projector_config.pbtxt"
-        tmp = self.log_dir / ".projector_config.pbtxt.tmp"
-        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-        os.replace(tmp, target)
+        text = "\n".join(lines) + ("\n" if lines else "")
+        write_replacing(self.log_dir / "projector_config.pbtxt",
+                        lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 _WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embeddings",
@@ -896,12 +901,15 @@ def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool]) -> Non
             kept.append(b"".join(others) + _field(5, summary))
     if not changed:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        file.write(frame_records(kept))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
+            file.write(frame_records(kept))
+            file.flush()
+            os.fsync(file.fileno())
+
+    # Beside it under a name nobody can plant a link at, then renamed over it.
+    write_replacing(path, write)
 
 
 # --- histograms and images, made on the writer thread -----------------------------------------

@@ -320,3 +320,39 @@ def test_histogram_without_finite_values_is_skipped(tmp_path, values):
         sink.scalars("train", {"x": 1.0}, 0, 1.0)
     assert errors == []
     assert accumulator(tmp_path / "train").Tags()["histograms"] == []
+
+
+class TestALogDirOthersCanWrite:
+    """A resume's truncation and write-back never go through a link planted in the log
+    directory: not into another folder's embeddings, not to a link's target instead of an
+    event file, not through the names a rewrite's temporary file used to have."""
+
+    def test_links_are_neither_read_rewritten_nor_removed_through(self, tmp_path):
+        from sinks.tensorboard import TensorBoardSink
+
+        log_dir, elsewhere = tmp_path / "tb", tmp_path / "elsewhere"
+        victim = elsewhere / "keep" / "precious.txt"
+        victim.parent.mkdir(parents=True)
+        victim.write_text("not the sink's")
+        sink = TensorBoardSink(log_dir)
+        sink.scalars("train", {"loss": 1.0}, step=0, wall_time=1.0)
+        sink.scalars("train", {"loss": 0.5}, step=1, wall_time=2.0)
+        sink.embeddings({"emb": np.ones((2, 2))}, step=1)
+        sink.close()
+        (event_file,) = (log_dir / "train").glob("*tfevents*")
+        planted = [event_file.with_name(event_file.name + ".tmp"),  # the old fixed names
+                   log_dir / ".projector_config.pbtxt.tmp"]
+        for link in planted:
+            link.symlink_to(victim)
+        (log_dir / "embeddings" / "00009").symlink_to(elsewhere)  # a step folder, linked
+        (log_dir / "train" / "events.out.tfevents.planted").symlink_to(victim)
+        before = event_file.read_bytes()
+
+        sink = TensorBoardSink(log_dir)
+        sink.truncate(lambda run, tag, step: step < 1)  # a resume at step 1
+        sink.close()
+        assert victim.read_text() == "not the sink's"
+        assert all(link.is_symlink() for link in planted)
+        assert (elsewhere / "keep").is_dir()
+        assert event_file.read_bytes() != before and not event_file.is_symlink()
+        assert not (log_dir / "embeddings" / "00001").exists()  # the sink's own, dropped
