@@ -26,6 +26,7 @@ from .cursor import Cursor
 from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq, resume_source
+from .metrics import MAX_INDEX
 from .recorder import Recorder, Slot
 from .records import (
     BATCH_KINDS,
@@ -112,6 +113,22 @@ def _learning_rate_of(header: Header, log: Any) -> float | None:
                               line=1) from None
 
 
+def _check_counts(log: str | os.PathLike[str], point: ResumePoint) -> None:
+    """Refuse a log whose counts leave the resumed run nothing to count with: an epoch it
+    finished, or a seq, at or past the largest index a record may hold (or a negative epoch).
+    Read as they are, the run would end at once, or fail to write its next record and train
+    on with nothing recorded."""
+    seq = last_seq(log) or 0
+    if point.epoch is not None and not 0 <= point.epoch < MAX_INDEX:
+        raise LogCorruptError(f"{log}: cannot resume: its last finished epoch is {point.epoch}; "
+                              f"a run counts epochs from 0 to {MAX_INDEX:,}", path=str(log),
+                              field="epoch")
+    if not 0 <= seq < MAX_INDEX:
+        raise LogCorruptError(f"{log}: cannot resume: its seq reaches {seq}, past which no "
+                              f"record can be numbered (a seq is at most {MAX_INDEX:,})",
+                              path=str(log), field="seq")
+
+
 def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     """Continue the run recorded in ``log`` on ``bus``; False when ``log`` holds no record.
 
@@ -123,6 +140,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
     point = resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
+    _check_counts(log, point)
     # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
     unbuilt = _unbuilt(bus, log)
     records = read_effective(log, spans=point.spans, stop=-1 if point.seq is None else point.seq,

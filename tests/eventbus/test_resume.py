@@ -275,3 +275,49 @@ class TestValuesFromTheLog:
         with pytest.raises(LogCorruptError, match="set_learning_rate"):
             Bus(log=path, model=model, resume=True)
         assert model.learning_rate == 0.5
+
+
+class TestCountsAtTheLimit:
+    """A log whose seq or last epoch leaves the resumed run nothing to count with is refused
+    before anything is written: read as they were, the run ended at once, or could not number
+    its next record and trained on with nothing recorded."""
+
+    @staticmethod
+    def edited(tmp_path: Path, *, seq_shift: int = 0, epoch: int | None = None) -> Path:
+        import orjson
+
+        path = tmp_path / "events.jsonl"
+        with Bus(log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+        records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        for record in records[1:]:
+            record["seq"] += seq_shift
+            if epoch is not None and record["kind"] in ("epoch_begin", "epoch_end"):
+                record["epoch"] = epoch
+        path.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in records))
+        return path
+
+    @pytest.mark.parametrize(("edit", "field", "words"), [
+        ({"seq_shift": 2**64 - 10}, "seq", "its seq reaches 18446744073709551609"),
+        ({"seq_shift": 2**63 - 3}, "seq", "past which no record can be numbered"),
+        ({"epoch": 2**63 - 1}, "epoch", "its last finished epoch is 9223372036854775807"),
+        ({"epoch": -4}, "epoch", "its last finished epoch is -4"),
+    ])
+    def test_refused_naming_the_log_and_the_field(self, tmp_path, edit, field, words):
+        from eventbus.errors import LogCorruptError
+
+        path = self.edited(tmp_path, **edit)
+        before = path.read_bytes()
+        with pytest.raises(LogCorruptError, match=words) as info:
+            Bus(log=path, resume=True)
+        assert (info.value.path, info.value.field) == (str(path), field)
+        assert path.read_bytes() == before
+
+    def test_counts_below_the_limit_resume(self, tmp_path):
+        path = self.edited(tmp_path, seq_shift=2**62, epoch=2**62)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)
+            with Bus(log=path, resume=True) as bus:
+                assert bus.initial_epoch == 2**62 + 1
