@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["read_head", "refuse_special", "same_file", "write_replacing"]
+__all__ = ["new_file_mode", "read_head", "refuse_special", "same_file", "write_replacing"]
 
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -60,11 +60,13 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return False
 
 
-def write_replacing(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+def write_replacing(target: str | os.PathLike[str], write: Callable[[Path], None], *,
+                    durable: bool = False) -> None:
     """Write ``target`` whole or not at all, never through what is there: ``write`` fills a
     new file beside it (created exclusively, under a name nobody can guess), which then
     replaces ``target`` (a link there is replaced, not followed). The new file gets the
-    permissions a new file of this process gets, as if written in place."""
+    permissions a new file of this process gets, as if written in place; with ``durable``
+    its bytes are on disk (fsynced) before it replaces ``target``."""
     target = Path(target)
     # Its extension kept last: writers that choose a format by it (matplotlib) see the same.
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
@@ -72,10 +74,12 @@ def write_replacing(target: str | os.PathLike[str], write: Callable[[Path], None
     tmp = Path(name)
     try:
         try:
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, new_file_mode())
         finally:
             os.close(fd)
         write(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -83,8 +87,18 @@ def write_replacing(target: str | os.PathLike[str], write: Callable[[Path], None
         raise
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it, the only portable way, and back at once)."""
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file in this process now (0o666 less the
+    umask, read by setting it, the only portable way, and back at once): what a file made
+    private by ``mkstemp`` is given before it takes a user's name."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -232,11 +232,9 @@ class CsvTable:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as file:
                 csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)
-                file.flush()
-                os.fsync(file.fileno())
 
-        # Beside it under a name nobody can plant a link at, then renamed over it.
-        write_replacing(self.path, write)
+        # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
+        write_replacing(self.path, write, durable=True)
         self.columns = columns
         self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
 

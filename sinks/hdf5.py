@@ -39,6 +39,7 @@ import orjson
 
 from eventbus import Plugin, Sink
 from eventbus.errors import CheckpointError
+from eventbus.outputs import new_file_mode
 from eventbus.records import (
     CheckpointDeleted,
     CheckpointSaved,
@@ -59,9 +60,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "HDF5Check
 FORMAT = "eventbus-checkpoint"
 FORMAT_VERSION = 1
 
-# Files made by mkstemp are private (0600); a checkpoint gets the mode a plain open() would.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ def write_atomically(path: str | os.PathLike[str],
     os.close(fd)
     try:
         fill(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, new_file_mode())  # mkstemp's is private: the mode open() would give
         size, digest = _fsync_and_hash(tmp)
         with open(tmp, "rb") as written:  # the inode written, whatever is at the name later
             os.replace(tmp, target)

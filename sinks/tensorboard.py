@@ -902,14 +902,8 @@ def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool]) -> Non
     if not changed:
         return
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as file:
-            file.write(frame_records(kept))
-            file.flush()
-            os.fsync(file.fileno())
-
-    # Beside it under a name nobody can plant a link at, then renamed over it.
-    write_replacing(path, write)
+    # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
+    write_replacing(path, lambda tmp: tmp.write_bytes(frame_records(kept)), durable=True)
 
 
 # --- histograms and images, made on the writer thread -----------------------------------------
