@@ -824,7 +824,9 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
     ``stop``: the read ends at the first record of a kind left out whose seq is above it and
     that ``kept(seq)`` keeps (not abandoned: see :mod:`eventbus.effective`), as a reader of
     every record would stop at that one (resume stops at the first observation past where the
-    run goes on, left out or not).
+    run goes on, left out or not). The lines after it are still read and checked as a read of
+    every record checks them, none handed out: a resume appends to a log only if its readers
+    read it whole.
     """
     path = Path(path)
     plan = read_plan(validate, kinds)
@@ -841,7 +843,8 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
         return _line_at(path, number)
 
     with open(path, "rb") as file:
-        for data, cut in _pieces(path, file):
+        pieces = _pieces(path, file)
+        for data, cut in pieces:
             if cut < 0:
                 tail = data
                 break
@@ -855,6 +858,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 if event is not None:
                     yield event
                 elif previous > stop_at and kept(previous):
+                    _check_rest(path, pieces, lines[1:], 2, previous, validate)
                     return
                 del lines[0]
                 before = 1
@@ -880,7 +884,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                     known = plan[record["kind"]]
                     if known is SKIP:
                         if seq > stop_at and kept(seq):
-                            return
+                            break
                         continue
                     if (len(record) == known[1] and type(record["batch"]) is int
                             and type(record["time"]) is float
@@ -897,8 +901,13 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 if event is not None:
                     yield event
                 elif seq > stop_at and kept(seq):
-                    return
-            before += len(lines)
+                    break
+            else:
+                before += len(lines)
+                continue
+            index = _index(lines, line) + 1  # the read stops after this line
+            _check_rest(path, pieces, lines[index:], before + index + 1, previous, validate)
+            return
     if tail:  # a last line without its newline: whole, or cut by a crash mid-write
         record = _tail_record(path, before, tail)
         if record is not None:
@@ -909,6 +918,37 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                 yield event
     elif not before:
         raise LogCorruptError(f"{path}: empty log (no header record)", path=str(path))
+
+
+def _check_rest(path: Path, pieces: Iterator[tuple[bytes, int]], lines: list[bytes],
+                number: int, previous: int, validate: bool) -> None:
+    """Check the rest of a log whose read stopped early (``read_jsonl``'s ``stop``): ``lines``
+    (the first is line ``number``), then the other ``pieces``, each line as a read of every
+    record checks it (JSON, version, seq, kind and shape), none kept."""
+    plan = read_plan(validate, None)
+    while True:
+        for line in lines:
+            try:
+                record = orjson.loads(line)
+                if record["v"] is not SCHEMA_VERSION:
+                    check_version(record["v"], _line_at(path, number))
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise _bad_line(path, number, line, exc) from None
+            if _may_hold_nonfinite(line):
+                decode_nonfinite(record)
+            previous = _checked_seq(record, number, previous, lambda n: _line_at(path, n))
+            built(record, plan, _line_at(path, number))
+            number += 1
+        data, cut = next(pieces)
+        if cut < 0:
+            break
+        lines = data.split(b"\n")
+        del lines[-1]
+    if data:  # a last line without its newline: whole, or cut by a crash mid-write
+        record = _tail_record(path, number - 1, data)
+        if record is not None:
+            _checked_seq(record, number, previous, lambda n: _line_at(path, n))
+            built(record, plan, _line_at(path, number))
 
 
 def _always(_seq: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
 
-from .metrics import Metric, coerce_logs, plain
+from .metrics import MAX_INDEX, Metric, coerce_logs, plain
 
 __all__ = [
     "DECISION_KINDS",
@@ -96,6 +96,12 @@ Logs = Annotated[dict[str, Metric], BeforeValidator(_logs)]
 
 PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
 
+#: An epoch, batch, step or seq a record refers to: 0 or more and within 64 bits, the bounds
+#: the bus checks as it records (``metrics.to_index``). A log read back is held to them too, so
+#: a crafted ``epoch`` of -4 or 2**64-1 is a ``LogCorruptError`` naming the field, not a
+#: failure inside a plugin that replays it.
+Index = Annotated[int, Field(ge=0, le=MAX_INDEX)]
+
 
 class Record(BaseModel):
     """The envelope every record shares."""
@@ -154,50 +160,50 @@ class TrainEnd(Observation):
 
 class EpochBegin(Observation):
     kind: Literal["epoch_begin"] = "epoch_begin"
-    epoch: int
+    epoch: Index
 
 
 class EpochEnd(Observation):
     kind: Literal["epoch_end"] = "epoch_end"
-    epoch: int
+    epoch: Index
 
 
 class BatchBegin(Observation):
     """A training batch starts. ``batch`` counts within the epoch, ``step`` across epochs."""
 
     kind: Literal["batch_begin"] = "batch_begin"
-    epoch: int | None = None
-    batch: int
-    step: int
+    epoch: Index | None = None
+    batch: Index
+    step: Index
 
 
 class BatchEnd(Observation):
     kind: Literal["batch_end"] = "batch_end"
-    epoch: int | None = None
-    batch: int
-    step: int
+    epoch: Index | None = None
+    batch: Index
+    step: Index
 
 
 class TestBegin(Observation):
     kind: Literal["test_begin"] = "test_begin"
-    epoch: int | None = None
+    epoch: Index | None = None
 
 
 class TestEnd(Observation):
     kind: Literal["test_end"] = "test_end"
-    epoch: int | None = None
+    epoch: Index | None = None
 
 
 class TestBatchBegin(Observation):
     kind: Literal["test_batch_begin"] = "test_batch_begin"
-    epoch: int | None = None
-    batch: int
+    epoch: Index | None = None
+    batch: Index
 
 
 class TestBatchEnd(Observation):
     kind: Literal["test_batch_end"] = "test_batch_end"
-    epoch: int | None = None
-    batch: int
+    epoch: Index | None = None
+    batch: Index
 
 
 class PredictBegin(Observation):
@@ -210,12 +216,12 @@ class PredictEnd(Observation):
 
 class PredictBatchBegin(Observation):
     kind: Literal["predict_batch_begin"] = "predict_batch_begin"
-    batch: int
+    batch: Index
 
 
 class PredictBatchEnd(Observation):
     kind: Literal["predict_batch_end"] = "predict_batch_end"
-    batch: int
+    batch: Index
 
 
 # --- decisions: what a plugin asks for ----------------------------------------------------------
@@ -234,8 +240,8 @@ class Decision(Record):
     #: A stable machine-readable label for the rule that fired, e.g. ``patience_exhausted``.
     code: str | None = None
     evidence: PlainDict = Field(default_factory=dict)
-    cause_seq: int | None = None
-    epoch: int | None = None
+    cause_seq: Index | None = None
+    epoch: Index | None = None
 
 
 class StopTraining(Decision):
@@ -284,8 +290,8 @@ class Outcome(Record):
     category: ClassVar[str] = "outcome"
     #: The plugin, sink or bus component the outcome comes from.
     source: str = ""
-    cause_seq: int | None = None
-    epoch: int | None = None
+    cause_seq: Index | None = None
+    epoch: Index | None = None
 
 
 class CheckpointSaved(Outcome):
@@ -350,8 +356,8 @@ class Resumed(Outcome):
     """The run went on from an existing log after a crash or a restart."""
 
     kind: Literal["resumed"] = "resumed"
-    from_seq: int
-    initial_epoch: int
+    from_seq: Index
+    initial_epoch: Index
 
 
 # --- the header ----------------------------------------------------------------------------------

@@ -205,8 +205,19 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
                         stopped = True
                     elif kind == "set_learning_rate":
                         lr = record.value  # type: ignore[attr-defined]
+            # The records past the point are read too (checked, not fed): a line there that
+            # no reader reads, left behind, would make the log the run appends to unreadable.
+            for _ in records:
+                pass
     finally:
         records.close()
+    # The batch records read on the quick path are checked for their types only (see
+    # jsonl.typed): a crafted step would have the run number its next batch past what a log can
+    # store, and train on with nothing recorded. Refused before the log is written to.
+    if not 0 <= cursor.step < MAX_INDEX:
+        raise LogCorruptError(f"{log}: cannot resume: its training steps reach {cursor.step}; a "
+                              f"run counts steps from 0 to {MAX_INDEX:,}", path=str(log),
+                              field="step")
     # seq goes on after the highest in the log and in any other log being continued: one may
     # be ahead (a backup synced at epoch_begin, the main log flushed at epoch_end).
     recorder.seq = max([last_seq(log) or 0, *_continued_seqs(bus, log)])

@@ -625,12 +625,13 @@ class TestBatchFastPath:
             ("header", 0), ("batch_end", 1), ("batch_end", 2)]
 
     def test_a_record_orjson_cannot_encode_keeps_what_the_log_held(self, tmp_path):
-        """A decision whose epoch is beyond 64 bits: the JSON Lines writer fails it and is
-        dropped, the records before it stay in its file, training goes on."""
+        """A decision whose reason holds a lone surrogate (no UTF-8 spells it): the JSON
+        Lines writer fails it and is dropped, the records before it stay in its file, training
+        goes on."""
         class Odd(Plugin):
             @hookimpl
             def on_epoch_end(self, event):
-                return r.StopTraining(reason="odd", epoch=2**70)
+                return r.StopTraining(reason="odd \ud800")
 
         path = tmp_path / "run.jsonl"
         memory = RecordingWriter()

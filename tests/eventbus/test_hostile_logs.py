@@ -224,6 +224,21 @@ class TestEveryFailureIsTheProjects:
                 read()
             assert (info.value.line, info.value.field) == (line, field), name
 
+    @pytest.mark.parametrize("kind,field,value", [
+        ("epoch_end", "epoch", -2), ("epoch_end", "epoch", 2**64 - 1),
+        ("epoch_begin", "epoch", 2**63), ("stop_training", "cause_seq", -1),
+        ("stop_training", "epoch", 2**64 - 1)])
+    def test_an_index_the_bus_never_writes_is_corrupt(self, tmp_path, made, kind, field, value):
+        """The readers hold validated records to the bounds the bus records within (0 to
+        2**63-1): a crafted epoch was read, then failed inside a plugin replaying it."""
+        data, line = edit_line(made["jsonl"], kind, {field: value})
+        path = jsonl_log(tmp_path, data)
+        for name in ("read_log", "read_log(validate=True)", "replay"):
+            with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: .*{field}") \
+                    as info:
+                readers(path)[name]()
+            assert (info.value.line, info.value.field) == (line, field), name
+
     def test_a_number_spelled_as_text_is_taken_as_validation_takes_it(self, tmp_path, made):
         """The fast path's check sends a record to validation, which decides: a step of
         "7" is the integer 7 (pydantic's rule for every other record, too)."""

@@ -315,9 +315,87 @@ class TestCountsAtTheLimit:
         assert (info.value.path, info.value.field) == (str(path), field)
         assert path.read_bytes() == before
 
+    @pytest.mark.parametrize("step", [2**64 - 1, 2**63 - 1, -7])
+    def test_a_step_the_run_cannot_count_on_from_is_refused(self, tmp_path, step):
+        """Batch records are read on the quick path, their types checked, not their values:
+        the step the run would go on from is checked before the log is written to."""
+        import orjson
+
+        from eventbus.errors import LogCorruptError
+
+        path = tmp_path / "events.jsonl"
+        with Bus(log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            bus.epoch_begin(0)
+            bus.batch_end(0, {"loss": 1.0})
+            bus.epoch_end(0, {"loss": 1.0})
+        records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        next(rec for rec in records if rec["kind"] == "batch_end")["step"] = step
+        path.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in records))
+        before = path.read_bytes()
+        with pytest.raises(LogCorruptError, match="its training steps reach") as info:
+            Bus(log=path, resume=True)
+        assert (info.value.path, info.value.field) == (str(path), "step")
+        assert path.read_bytes() == before
+
     def test_counts_below_the_limit_resume(self, tmp_path):
         path = self.edited(tmp_path, seq_shift=2**62, epoch=2**62)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunWarning)
             with Bus(log=path, resume=True) as bus:
                 assert bus.initial_epoch == 2**62 + 1
+
+
+class TestTheAbandonedTail:
+    """What follows the point a run goes on from is read too: a resume appends to a log only
+    if every reader reads it whole (the damaged line need not name any kind)."""
+
+    @staticmethod
+    def crashed_run(path: Path) -> None:
+        bus = Bus(log=path)
+        bus.train_begin({"epochs": 3})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            for batch in range(3):
+                bus.batch_begin(batch)
+                bus.batch_end(batch, {"loss": 1.0})
+            if epoch == 0:
+                bus.epoch_end(epoch, {"loss": 1.0})
+        bus.close()
+        # as a kill in epoch 1 leaves it: nothing after its last batch
+        lines = path.read_bytes().splitlines(keepends=True)
+        last = max(i for i, line in enumerate(lines) if b'"batch_end"' in line)
+        path.write_bytes(b"".join(lines[:last + 1]))
+
+    @pytest.mark.parametrize("damage", [
+        b"{,,}", b'{"v":1,"seq":', b"\xff\xfe", b"[1, 2]", b'{"v":1,"seq":100,"kind":"nope"}',
+        b'{"v":1,"run_id":"x","seq":100,"kind":"batch_end","time":1.0,"logs":{},"batch":"0",'
+        b'"step":0}',
+    ])
+    def test_a_damaged_line_after_the_point_is_refused(self, tmp_path, damage):
+        from eventbus.errors import LogCorruptError
+
+        path = tmp_path / "events.jsonl"
+        self.crashed_run(path)
+        lines = path.read_bytes().splitlines(keepends=True)
+        # the line after epoch 1's second batch_begin, with whole records after it
+        at = [i for i, line in enumerate(lines) if b'"batch_begin"' in line][4] + 1
+        path.write_bytes(b"".join(lines[:at]) + damage + b"\n" + b"".join(lines[at:]))
+        before = path.read_bytes()
+        with pytest.raises(LogCorruptError) as info:
+            list(read_log(path))
+        with pytest.raises(LogCorruptError) as resumed:
+            Bus(log=path, resume=True)
+        assert (resumed.value.path, resumed.value.line) == (str(path), info.value.line)
+        assert path.read_bytes() == before
+
+    def test_a_torn_last_line_still_resumes(self, tmp_path):
+        path = tmp_path / "events.jsonl"
+        self.crashed_run(path)
+        with path.open("ab") as file:
+            file.write(b'{"v":1,"run_id":"')
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Bus(log=path, resume=True) as bus:
+                assert bus.initial_epoch == 1
+        assert [rec.kind for rec in read_log(path)][-1] == "resumed"
