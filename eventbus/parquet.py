@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -71,7 +70,7 @@ from .parquet_layout import (
     layout_metadata,
     vector_type,
 )
-from .parquet_segments import SegmentStore, compact, segments
+from .parquet_segments import SegmentStore, compact, open_regular, segments
 from .records import (
     BATCH_FIELDS,
     SCHEMA_VERSION,
@@ -624,20 +623,10 @@ def _open(file: Path) -> tuple[Any, Any]:
     """``file`` opened as a Parquet event log file (FileNotFoundError if it is not there): a
     ``pyarrow.parquet.ParquetFile``, and the pyarrow file it reads (which says the size, and
     reads the file still if a compaction removes it meanwhile)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source = open_regular(file)
     try:
-        mode = os.stat(file).st_mode
-    except FileNotFoundError:
-        raise  # the caller lists the files again
-    except OSError as exc:  # a link that loops, a file that may not be read
-        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
-    if not stat.S_ISREG(mode):  # a FIFO would block the open; a directory is no segment
-        raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
-                              "log holds only Parquet files", path=str(file))
-    try:
-        source = pa.OSFile(str(file))
         parquet = pq.ParquetFile(source)
     except FileNotFoundError:
         raise
@@ -677,15 +666,6 @@ def _check_layout(file: Path, metadata: dict[bytes, bytes] | None) -> None:
             f"{file}: written in Parquet layout {layout}; this eventbus reads layout "
             f"{LAYOUT_VERSION} and older. Upgrade eventbus to read it", path=str(file),
             field=LAYOUT_KEY.decode())
-
-
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a file"
 
 
 def _column_types(name: str) -> tuple[str, bool] | None:

@@ -20,17 +20,20 @@ the slow way: read them all, write them again (:func:`compact`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import secrets
+import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .errors import LogCorruptError, LogError
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 
-__all__ = ["SegmentStore", "compact", "segment_name", "segments"]
+__all__ = ["SegmentStore", "compact", "open_regular", "segment_name", "segments"]
 
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 _MERGED = "merged.parquet"  # the merged file's temporary name is made of it
@@ -120,9 +123,12 @@ def _fsync(path: Path) -> None:
 def compact(directory: str | os.PathLike[str]) -> None:
     """Merge the segments under ``directory`` into one file (a no-op for one segment).
 
-    The merged file is in place before the segments go, so a crash in between leaves rows twice,
-    never none; the reader drops the repeated sequence numbers, and the next compaction (a
-    resumed run's close) keeps each row once.
+    The merged file holds exactly what a reader of the directory reads: the segments in the
+    reader's order, each row once, the files passed over as the reader passes over them. A
+    segment's name only orders it and lets one be passed over; what was read is told by the
+    seqs in the files (a name claiming more than its file holds, planted or copied, must not
+    make the rows after it vanish). The merged file is in place before the segments go, so a
+    crash in between leaves rows twice, never none; only the files whose rows are all in it go.
     """
     import pyarrow.compute as pc
 
@@ -130,38 +136,95 @@ def compact(directory: str | os.PathLike[str]) -> None:
     found = segments(directory)
     if len(found) < 2:
         return
-    tables = []
+    tables, merged_from, passed = [], [], []
     budget = DecodeBudget()  # segments may be anyone's: read within what they may decode to
-    covered = -1  # the highest seq of the segments taken so far (a segment's rows are in order)
-    for first, last, seg in found:  # lowest first seq first; of two such, the wider first
+    covered = -1  # the highest seq read so far (a segment's rows are in order)
+    for _, last, seg in found:  # lowest first seq first; of two such, the wider first
         if last <= covered:
-            continue  # every row is in a wider segment already taken: a crash's leftover
+            passed.append(seg)  # as the reader passes it over: all read already, by its name
+            continue
         table = _read_checked(seg, budget)
-        if first <= covered:
+        if table.num_rows and pc.min(table.column("seq")).as_py() <= covered:
             table = table.filter(pc.greater(table.column("seq"), covered))
-        tables.append(table)
-        covered = last
+        if table.num_rows:
+            tables.append(table)
+            covered = max(covered, pc.max(table.column("seq")).as_py())
+        merged_from.append(seg)
+    if not tables:
+        return
     table = _concat(tables)
-    merged = segment_name(found[0][0], max(last for _, last, _ in found))
+    seqs = table.column("seq")
+    merged = segment_name(pc.min(seqs).as_py(), pc.max(seqs).as_py())
     write_atomically(table, directory / merged)
-    _remove_all_but(found, merged)
+    # A file passed over by its name goes only if its seqs say it holds nothing more.
+    gone = [*merged_from, *(seg for seg in passed if _highest_seq(seg, budget) <= covered)]
+    for seg in gone:
+        if seg.name != merged:
+            seg.unlink()
 
 
-def _read_checked(file: Path, budget: DecodeBudget) -> Any:
-    """The whole of ``file``, once each row group is checked against ``budget`` (its
-    footer, and the dictionaries of its strings): a small segment that decodes to gigabytes
-    is a ``LogCorruptError``, not gigabytes."""
+def open_regular(file: Path) -> Any:
+    """``file`` opened as a pyarrow file once it is known to be a regular file (a FIFO would
+    block the open, a directory is no segment); FileNotFoundError if it is not there."""
     import pyarrow as pa
+
+    try:
+        mode = os.stat(file).st_mode
+    except FileNotFoundError:
+        raise  # the caller lists the files again
+    except OSError as exc:  # a link that loops, a file that may not be read
+        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
+    if not stat.S_ISREG(mode):
+        raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
+                              "log holds only Parquet files", path=str(file))
+    try:
+        return pa.OSFile(str(file))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _read_checked(file: Path, budget: DecodeBudget, columns: list[str] | None = None) -> Any:
+    """The whole of ``file`` (or its ``columns``), once each row group is checked against
+    ``budget`` (its footer, and the dictionaries of its strings): a small segment that decodes
+    to gigabytes is a ``LogCorruptError``, not gigabytes."""
     import pyarrow.parquet as pq
 
-    with pa.OSFile(str(file)) as source:
-        parquet = pq.ParquetFile(source)
+    with open_regular(file) as source:
+        try:
+            parquet = pq.ParquetFile(source)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
+                                  path=str(file)) from exc
         budget.add_file(source.size())
         first = 1
         for group in range(parquet.metadata.num_row_groups):
-            budget.plan(file, parquet, source, group, first, None, 1)
+            budget.plan(file, parquet, source, group, first, columns, 1)
             first += parquet.metadata.row_group(group).num_rows
-        return parquet.read(use_threads=False)  # a segment is small: threads cost more
+        # a segment is small: threads cost more
+        return parquet.read(columns=columns, use_threads=False)
+
+
+def _highest_seq(file: Path, budget: DecodeBudget) -> float:
+    """The highest seq ``file`` holds (infinite when it cannot be read: it is kept)."""
+    import pyarrow.compute as pc
+
+    try:
+        seqs = _read_checked(file, budget, ["seq"]).column("seq")
+    except (LogError, OSError):
+        return math.inf
+    highest = pc.max(seqs).as_py()
+    return -1 if highest is None else highest
 
 
 def _remove_all_but(found: list[tuple[int, int, Path]], kept: str) -> None:
@@ -239,6 +302,7 @@ class SegmentStore:
         self._held_rows = 0
         _remove_temporaries(directory)  # left by a process that died mid-run
         self._merged_tmp: Path | None = None  # the merged file's temporary file, once made
+        self._wrote = False  # whether a segment was handed to this store
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
@@ -246,6 +310,7 @@ class SegmentStore:
         self._reap()
         while len(self._pending) >= _MAX_QUEUED:
             self._pending.popleft().result()
+        self._wrote = True
         name = segment_name(first, last)
         written = self._pool.submit(write_atomically, table, self.directory / name)
         self._pending.append(written)
@@ -330,6 +395,11 @@ class SegmentStore:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+        if tail is None and not self._wrote:
+            # Nothing of this writer's to merge: the files are left as they were (a resume
+            # that refused the log closes its writer so, and must change nothing in it).
+            self._abandon_merge()
+            return
         found = segments(self.directory)
         last = max((last for _, last, _ in found), default=-1)
         holds_all = (self._merged is not None

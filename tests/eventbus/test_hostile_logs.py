@@ -929,6 +929,22 @@ class TestNotALog:
                                                           r"\(a FIFO\)"):
                     read()
 
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+    def test_a_resume_refusing_a_fifo_changes_nothing(self, tmp_path, made, fifos_let_go):
+        """The refused resume closed its writer, which compacted the log: it opened the
+        FIFO (a wait for a writer, forever) and would have rewritten the refused log."""
+        segment = parquet_log(tmp_path, made["table"])
+        fifo = segment.parent / "seg-000000000100-000000000200.parquet"
+        os.mkfifo(fifo)
+        before = sorted(p.name for p in segment.parent.iterdir())
+        started = time.monotonic()
+        with pytest.raises(LogCorruptError, match="not a regular file"):
+            Bus([], log=segment.parent, resume=True)
+        assert time.monotonic() - started < 1.5  # the fixture would free a wait after 2 s
+        assert sorted(p.name for p in segment.parent.iterdir()) == before
+        for _, _, names in os.walk(tmp_path):
+            assert not [n for n in names if n.endswith(".tmp")]
+
     def test_a_directory_named_jsonl_is_not_read_as_parquet(self, tmp_path, made):
         """A .jsonl path that is a directory was taken for a Parquet log: read, resumed and
         written as segments under a name that says JSON Lines."""
@@ -968,3 +984,64 @@ class TestNotALog:
                          if rec.kind == "epoch_end")
         assert len(epoch_end.logs) == parquet.MAX_METRIC_COLUMNS - 10
         assert math.isclose(epoch_end.logs["m0"], 0.5)
+
+
+class TestSegmentNamesThatLie:
+    """A segment's name orders it; what a compaction keeps is told by the seqs in the files,
+    as the reader reads them. A name claiming more than its file holds made a resumed run's
+    close drop every later segment, the resumed run's records too."""
+
+    @staticmethod
+    def crashed(path: Path, records: int = 8) -> None:
+        """A log of ``records`` records in three segments, left as a kill leaves it."""
+        writer = ParquetWriter(path)
+        kept = path.parent / "kept"
+        kept.mkdir()
+        writer.write(r.Header(run_id="run", seq=0, created="2026-01-01T00:00:00+00:00",
+                              library="eventbus test").model_dump())
+        for seq in range(1, records):
+            writer.write(r.EpochEnd(run_id="run", seq=seq, epoch=seq - 1,
+                                    logs={"loss": 1.0 / seq}).model_dump())
+            if seq in (3, 5, records - 1):
+                writer.flush()
+        for segment in path.glob("seg-*.parquet"):
+            shutil.copy(segment, kept / segment.name)
+        writer.close()
+        shutil.rmtree(path)
+        kept.rename(path)
+
+    @pytest.mark.parametrize("name", ["seg-000000000000-999999999999.parquet",
+                                      "seg-000000000000-000000000006.parquet"])
+    def test_a_name_claiming_more_loses_nothing(self, tmp_path, name):
+        path = tmp_path / "events.parquet"
+        self.crashed(path)
+        first = sorted(path.glob("seg-*.parquet"))[0]
+        shutil.copy(first, path / name)  # seqs 0 to 3 under a name claiming more
+        assert [rec.seq for rec in read_log(path)] == list(range(8))
+        writer = ParquetWriter(path, append=True)
+        writer.write(r.Resumed(run_id="run", seq=8, from_seq=7, initial_epoch=7).model_dump())
+        writer.close()
+        assert [rec.seq for rec in read_log(path)] == list(range(9))
+        assert sorted(pq.read_table(path).column("seq").to_pylist()) == list(range(9))
+
+    def test_a_file_passed_over_by_its_name_stays_unless_all_of_it_is_merged(self, tmp_path):
+        """A file whose name says its rows are read already, passed over by the reader as by
+        the compaction, goes only once its seqs show that: one holding more stays."""
+        path = tmp_path / "events.parquet"
+        self.crashed(path)
+        table = pq.read_table(sorted(path.glob("seg-*.parquet"))[0])
+        extra = set_column(table, "seq", [0, 1, 2, 50])
+        pq.write_table(extra, path / "seg-000000000000-000000000002.parquet")
+        compact(path)
+        left = sorted(p.name for p in path.glob("seg-*.parquet"))
+        assert left == ["seg-000000000000-000000000002.parquet",
+                        "seg-000000000000-000000000007.parquet"]
+        assert [rec.seq for rec in read_log(path)] == list(range(8))
+
+    def test_a_fifo_passed_over_is_neither_opened_nor_removed(self, tmp_path, fifos_let_go):
+        path = tmp_path / "events.parquet"
+        self.crashed(path)
+        os.mkfifo(path / "seg-000000000000-000000000001.parquet")
+        compact(path)
+        assert sorted(p.name for p in path.glob("seg-*.parquet")) == [
+            "seg-000000000000-000000000001.parquet", "seg-000000000000-000000000007.parquet"]
