@@ -73,7 +73,17 @@ __all__ = [
     "replay",
 ]
 
+# The record classes, by name: ``eventbus.StopTraining``, ``eventbus.EpochEnd`` (the module
+# ``eventbus.records`` has them all, with the groups' bases).
+_RECORDS = ("Record", "Observation", "Decision", "Outcome", "Header", "TrainBegin", "TrainEnd",
+            "EpochBegin", "EpochEnd", "BatchBegin", "BatchEnd", "TestBegin", "TestEnd",
+            "TestBatchBegin", "TestBatchEnd", "PredictBegin", "PredictEnd", "PredictBatchBegin",
+            "PredictBatchEnd", "StopTraining", "SetLearningRate", "SaveCheckpoint",
+            "DeleteCheckpoint", "SnapshotWeights", "RestoreWeights")
+__all__ = sorted([*__all__, *_RECORDS, "Audit", "audit"])
+
 # Loaded on first use: replay, audit and the JSON Lines reader are no part of what a Bus needs,
 # and cost ``import eventbus`` about a tenth of its time.
-_LAZY = {"ReplayResult": "replay", "TornLogWarning": "jsonl", "replay": "replay"}
+_LAZY = {"ReplayResult": "replay", "TornLogWarning": "jsonl", "replay": "replay",
+         "Audit": "audit", "audit": "audit", **dict.fromkeys(_RECORDS, "records")}
 __getattr__, __dir__ = _lazy_exports(__name__, globals(), _LAZY)

@@ -33,9 +33,33 @@ import copy
 from typing import Any, ClassVar
 
 from .metrics import PendingLogs
-from .records import EVENT_RECORDS, KINDS, OBSERVATION_KINDS, Record, trusted
+from .records import (  # the observation kinds, here too: what ``isinstance(event, ...)`` takes
+    EVENT_RECORDS,
+    KINDS,
+    OBSERVATION_KINDS,
+    BatchBegin,
+    BatchEnd,
+    EpochBegin,
+    EpochEnd,
+    Observation,
+    PredictBatchBegin,
+    PredictBatchEnd,
+    PredictBegin,
+    PredictEnd,
+    Record,
+    TestBatchBegin,
+    TestBatchEnd,
+    TestBegin,
+    TestEnd,
+    TrainBegin,
+    TrainEnd,
+    trusted,
+)
 
-__all__ = ["EVENTS", "Event", "FrozenEventError", "event_from", "event_of", "make_event",
+__all__ = ["EVENTS", "BatchBegin", "BatchEnd", "EpochBegin", "EpochEnd", "Event",
+           "FrozenEventError", "Observation", "PredictBatchBegin", "PredictBatchEnd",
+           "PredictBegin", "PredictEnd", "TestBatchBegin", "TestBatchEnd", "TestBegin",
+           "TestEnd", "TrainBegin", "TrainEnd", "event_from", "event_of", "make_event",
            "set_event_fields"]
 
 _new = object.__new__

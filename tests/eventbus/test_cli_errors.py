@@ -10,6 +10,7 @@ status, one line and no traceback, is tested once, in test_cli.py's TestEntryPoi
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -439,7 +440,7 @@ class TestAuditArguments:
                           TornLogWarning, stacklevel=2)
             yield from ()
 
-        monkeypatch.setattr("eventbus.audit.read_log", torn)
+        monkeypatch.setattr(sys.modules["eventbus.audit"], "read_log", torn)
         with warnings.catch_warnings(record=True) as shown:
             warnings.simplefilter("always")
             with pytest.raises(LogError) as caught:

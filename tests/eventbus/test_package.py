@@ -38,3 +38,34 @@ def test_builtin_plugins_are_registered_through_entry_points():
     assert {"EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger"} <= set(infos)
     assert infos["EarlyStopping"].distribution == "eventbus"
     assert infos["EarlyStopping"].target == "plugins.early_stopping:EarlyStopping"
+
+
+def test_the_names_the_design_gives_are_there(tmp_path):
+    """What DESIGN.md's layout and users reach for: the audit beside replay, the record
+    classes at the top, the observation classes beside Event, a sink module per log format."""
+    import importlib
+
+    from eventbus import events
+    from eventbus.jsonl import JsonlWriter
+    from eventbus.parquet import ParquetWriter
+    from sinks.jsonl import JsonlSink
+    from sinks.parquet import ParquetSink
+
+    assert eventbus.audit is importlib.import_module("eventbus.audit").audit
+    assert eventbus.replay is importlib.import_module("eventbus.replay").replay
+    for kind, cls in records.KINDS.items():
+        if cls.category in ("observation", "decision"):
+            assert getattr(eventbus, cls.__name__) is cls, kind
+        if cls.category == "observation":
+            assert getattr(events, cls.__name__) is cls, kind
+    assert (JsonlSink, ParquetSink) == (JsonlWriter, ParquetWriter)
+    logs = [tmp_path / "run.jsonl", tmp_path / "run.parquet"]
+    with eventbus.Bus(log=[JsonlSink(logs[0]), ParquetSink(logs[1])]) as bus:
+        bus.epoch_end(0, {"loss": 0.5})
+        bus.decide(eventbus.StopTraining(reason="by hand"))
+    for log in logs:
+        assert [rec.kind for rec in eventbus.read_log(log)] == [
+            "header", "epoch_end", "stop_training"]
+        result = eventbus.audit(log)
+        assert isinstance(result, eventbus.Audit)
+        assert result.stop.reason == "by hand"
