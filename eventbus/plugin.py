@@ -1,12 +1,13 @@
 """What the bus needs to know about a plugin: its name, its parameters, its role.
 
 Any object with ``@hookimpl`` methods is a plugin. Subclassing :class:`Plugin` is optional and
-buys three things: the constructor's arguments are recorded automatically (so the log header can
-rebuild the plugin for replay), a ``name`` that defaults to the class name, and the two role flags
-below. Arguments that do not fit the constructor are a TypeError that names the class and lists
-its parameters (``EarlyStopping() got an unexpected keyword argument 'patiense' (did you mean
-'patience'?); it takes EarlyStopping(monitor, ...)``), as Python's own message would if the
-recording did not come first.
+buys three things: the constructor's arguments are recorded as given (so the log header can
+rebuild the plugin for replay; a plain object's are read back from its attributes, where it
+keeps them, see :func:`plugin_spec`), a ``name`` that defaults to the class name, and the two
+role flags below. Arguments that do not fit the constructor are a TypeError that names the class
+and lists its parameters (``EarlyStopping() got an unexpected keyword argument 'patiense' (did
+you mean 'patience'?); it takes EarlyStopping(monitor, ...)``), as Python's own message would if
+the recording did not come first.
 
 Every plugin is also a Keras callback (:class:`KerasCallbackMethods`): ``model.fit(x, y,
 callbacks=[EarlyStopping(), CSVLogger("log.csv")])`` runs the plugins on one bus, built at
@@ -276,18 +277,84 @@ def _recordable(params: dict[str, Any]) -> bool:
     return True
 
 
+class _NotKept:
+    """A constructor parameter a plain plugin does not keep where :func:`plugin_spec` looks:
+    its value is unknown, so the header cannot record it."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _kept(plugin: object, name: str) -> Any:
+    """The value ``plugin`` keeps for its constructor parameter ``name``: the instance
+    attribute ``name`` or ``_name`` (Keras's ``get_config`` habit), or a :class:`_NotKept`.
+
+    Only the instance's own attributes count (its ``__dict__``, a slot or a property): a class
+    attribute of the same name is a default the constructor may have been given otherwise.
+    """
+    own = getattr(plugin, "__dict__", None)
+    for attr in (name, f"_{name}"):
+        if (isinstance(own, dict) and attr in own) or \
+                inspect.isdatadescriptor(inspect.getattr_static(type(plugin), attr, None)):
+            try:
+                return getattr(plugin, attr)
+            except Exception:  # an unset slot, a property that raises
+                continue
+    return _NotKept(f"<unrecordable: not kept as self.{name} or self._{name}>")
+
+
+def _kept_config(plugin: object) -> dict[str, Any]:
+    """The constructor arguments of a plugin without ``get_config`` (not a :class:`Plugin`),
+    read back from its attributes by the names of its class's ``__init__`` parameters.
+
+    A parameter the instance does not keep is a :class:`_NotKept`, whatever its default: the
+    argument it was built with is unknown, and replay must not guess it. ``*args`` and
+    ``**kwargs`` are recorded only when kept and empty; otherwise they cannot be given back by
+    name, and are a :class:`_NotKept` too.
+    """
+    try:
+        signature = inspect.signature(type(plugin))
+    except (TypeError, ValueError):  # a class whose constructor Python cannot describe
+        return {"__init__": _NotKept("<unrecordable: constructor signature unknown>")}
+    config: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        value = _kept(plugin, name)
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            if isinstance(value, _NotKept) or not isinstance(value, (tuple, list, dict)):
+                config[name] = _NotKept(f"<unrecordable: {stars}{name} not kept as "
+                                        f"self.{name} or self._{name}>")
+            elif value:
+                config[name] = _NotKept(f"<unrecordable {stars}{name}>")
+            continue  # kept and empty: nothing to pass back
+        config[name] = value
+    return config
+
+
+def _placeholder(value: Any) -> str:
+    """What the header shows for a parameter it cannot record."""
+    if isinstance(value, _NotKept):
+        return value.text
+    return f"<unrecordable {type(value).__name__}>"
+
+
 def plugin_spec(plugin: object) -> PluginSpec:
     """How the log header describes ``plugin``.
 
-    Parameters come from ``get_config()`` where the plugin has it. A parameter that is not plain
-    data (a callable, an open file) cannot be recorded: the spec then says ``recordable=False``,
-    lists the names of those parameters, and replay asks for an instance.
+    Parameters come from ``get_config()`` where the plugin has it (every :class:`Plugin` does).
+    A plugin without it (a plain object with ``@hookimpl`` methods) is read back the way Keras's
+    ``get_config`` habit reads one: each parameter of its class's ``__init__`` from the instance
+    attribute of the same name (or ``_name``). A parameter that is not plain data (a callable,
+    an open file), or that a plain plugin does not keep, cannot be recorded: the spec then says
+    ``recordable=False``, shows those parameters as ``"<unrecordable ...>"``, and replay asks
+    for an instance rather than rebuild the plugin with guessed arguments.
     """
     get_config = getattr(plugin, "get_config", None)
-    params: dict[str, Any] = dict(get_config()) if callable(get_config) else {}
+    params: dict[str, Any] = dict(get_config()) if callable(get_config) else \
+        _kept_config(plugin)
     recordable = _recordable(params)
     if not recordable:
-        params = {k: (v if _recordable({k: v}) else f"<unrecordable {type(v).__name__}>")
+        params = {k: (v if _recordable({k: v}) else _placeholder(v))
                   for k, v in params.items()}
     cls = type(plugin)
     return PluginSpec(
