@@ -25,7 +25,9 @@ A scalar value may be a list (a vector metric): it is written as one scalar per 
 Resume: what a crash kept out of the files is written back (``only_missing``: only what the
 files found in the run directories lack), and :meth:`TensorBoardSink.truncate` rewrites those
 files without the values the resumed run will write again, so TensorBoard never sees a step
-twice.
+twice. The files found are not trusted: they are read a record at a time, each checked against
+its masked CRC-32Cs as TensorBoard checks them, so a damaged or planted file (a length claiming
+gigabytes, a flipped byte) is reported, by file and byte, and left as it is, never read whole.
 
 Embeddings are not event records: :meth:`TensorBoardSink.embeddings` writes ``tensors.tsv``
 files under ``<log_dir>/embeddings/`` and regenerates ``<log_dir>/projector_config.pbtxt`` from
@@ -35,12 +37,14 @@ what is on disk, the files TensorBoard's projector reads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import queue
 import re
 import shutil
 import socket
+import stat
 import struct
 import threading
 import time
@@ -51,9 +55,11 @@ from typing import Any
 
 import numpy as np
 
+from eventbus.errors import LogCorruptError
 from eventbus.outputs import write_replacing
 
 __all__ = [
+    "EventFileCorruptError",
     "TensorBoardSink",
     "encode_file_version_event",
     "encode_hparams_end_event",
@@ -115,13 +121,105 @@ def _crc_py(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
+# A long record (an image) in lanes: NumPy runs the CRC of every lane at once, then joins them.
+# With a zero start value the CRC is linear: crc(A + B) = shift(crc(A), len(B)) ^ crc(B), where
+# shift is the state after that many zero bytes (a 32x32 bit matrix, applied a byte at a time
+# by tables), and leading zero bytes change nothing, so a segment is padded in front to whole
+# lanes. The start value 0xFFFFFFFF adds shift(0xFFFFFFFF, len(data)). Segments of 1 MiB keep
+# the copies small whatever the record's size.
+_LONG = 2048
+_SEGMENT = 1 << 20
+
+
+def _apply(columns: Sequence[int], x: int) -> int:
+    out = i = 0
+    while x:
+        if x & 1:
+            out ^= columns[i]
+        x >>= 1
+        i += 1
+    return out
+
+
+@functools.cache
+def _zero_bytes(log2n: int) -> tuple[int, ...]:
+    """The state change of 2**log2n zero bytes, as the images of the state's 32 bits."""
+    if log2n == 0:
+        return tuple(_CRC_TABLE[(1 << i) & 0xFF] ^ ((1 << i) >> 8) for i in range(32))
+    half = _zero_bytes(log2n - 1)
+    return tuple(_apply(half, column) for column in half)
+
+
+def _shift(state: int, n: int) -> int:
+    """``state`` after ``n`` zero bytes."""
+    log2n = 0
+    while n:
+        if n & 1:
+            state = _apply(_zero_bytes(log2n), state)
+        n >>= 1
+        log2n += 1
+    return state
+
+
+@functools.cache
+def _shift_tables(log2n: int) -> np.ndarray:
+    """``_zero_bytes(log2n)`` by the value of each of the state's four bytes: (4, 256)."""
+    columns = _zero_bytes(log2n)
+    return np.array([[_apply(columns, v << 8 * j) for v in range(256)] for j in range(4)],
+                     np.uint32)
+
+
+def _crc_lanes(segment: np.ndarray) -> int:
+    """The CRC-32C of ``segment`` (uint8) from a zero start, without the final inversion."""
+    n = len(segment)
+    log2_lane = min(8, max(4, (n.bit_length() - 1) // 2))  # 16 to 256 bytes a lane
+    lane = 1 << log2_lane
+    lanes = -(-n // lane)
+    padded = np.zeros(lanes * lane, np.uint8)
+    padded[lanes * lane - n:] = segment
+    columns = padded.reshape(lanes, lane).T.copy()
+    crc = np.zeros(lanes, np.uint32)
+    low = crc.view(np.uint8)[::4] if np.little_endian else crc.view(np.uint8)[3::4]
+    index = np.empty(lanes, np.uint8)
+    looked_up = np.empty(lanes, np.uint32)
+    for column in columns:
+        np.bitwise_xor(low, column, out=index)
+        _CRC_NP.take(index, out=looked_up)
+        crc >>= 8
+        crc ^= looked_up
+    log2n = log2_lane
+    while len(crc) > 1:  # join neighbours: the earlier one shifted over the later one
+        if len(crc) & 1:
+            crc = np.concatenate([np.zeros(1, np.uint32), crc])
+        first, second = crc[0::2], crc[1::2]
+        table = _shift_tables(log2n)
+        crc = (table[0][first & 0xFF] ^ table[1][(first >> 8) & 0xFF]
+               ^ table[2][(first >> 16) & 0xFF] ^ table[3][first >> 24] ^ second)
+        log2n += 1
+    return int(crc[0])
+
+
+def _crc_long(data: bytes) -> int:
+    """The CRC-32C of ``data``, as :func:`_crc_py` gives it, in NumPy."""
+    array = np.frombuffer(data, np.uint8)
+    crc = 0
+    for start in range(0, len(array), _SEGMENT):
+        segment = array[start:start + _SEGMENT]
+        crc = _shift(crc, len(segment)) ^ _crc_lanes(segment)
+    return crc ^ _shift(0xFFFFFFFF, len(array)) ^ 0xFFFFFFFF
+
+
+def _crc(data: bytes) -> int:
+    return _crc_long(data) if len(data) >= _LONG else _crc_py(data)
+
+
 def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes) -> int:
     """The masked CRC-32C TFRecord framing stores for ``data``."""
-    return _mask(_NATIVE(data) if _NATIVE is not None else _crc_py(data))
+    return _mask(_NATIVE(data) if _NATIVE is not None else _crc(data))
 
 
 def masked_crc32c_many(datas: Sequence[bytes]) -> list[int]:
@@ -133,9 +231,9 @@ def masked_crc32c_many(datas: Sequence[bytes]) -> list[int]:
     for i, data in enumerate(datas):
         by_length.setdefault(len(data), []).append(i)
     for length, indices in by_length.items():
-        if len(indices) < _VECTOR_MIN or length == 0:
+        if len(indices) < _VECTOR_MIN or length == 0 or length >= _LONG:
             for i in indices:
-                out[i] = _mask(_crc_py(datas[i]))
+                out[i] = _mask(_crc(datas[i]))
             continue
         rows = np.frombuffer(b"".join([datas[i] for i in indices]), np.uint8)
         rows = rows.reshape(len(indices), length)
@@ -442,18 +540,113 @@ def frame_records(records: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+#: The most bytes one record may claim: far more than an event of scalars, text, a histogram or
+#: the image of a layer's weights takes. A longer one is damage, never an allocation.
+_MAX_RECORD = 256 << 20
+#: Records read before their checksums are checked, together: at most this many bytes
+#: (besides one long record) and _BATCH_RECORDS records.
+_BATCH = 1 << 20
+_BATCH_RECORDS = 4096
+_unpack_header = struct.Struct("<QI").unpack
+_unpack_i = struct.Struct("<I").unpack
+
+
+class EventFileCorruptError(LogCorruptError):
+    """A record of a TensorBoard event file is damaged: its length or data fails its masked
+    CRC-32C, or it claims more than :data:`_MAX_RECORD` bytes. ``path``: the file; ``offset``:
+    the byte its record starts at; ``field``: ``"length_crc"``, ``"data_crc"`` or
+    ``"length"`` (``None`` for a file that is not a regular file)."""
+
+    def __init__(self, message: str, *, path: str, offset: int, field: str | None = None):
+        super().__init__(message, path=path, field=field)
+        self.offset = offset
+
+
+_DAMAGE = {"length_crc": "its length fails its checksum",
+           "data_crc": "its data fails its checksum",
+           "length": f"it claims more than {_MAX_RECORD} bytes"}
+
+
+class _Records:
+    """The records of one event file as ``(offset, data)``, read a record at a time (never the
+    whole file) and checked a batch at a time against both masked CRC-32Cs, as TensorBoard's
+    own reader does. A torn last record (what a crash mid-write leaves: a part of a header, or a
+    checked length running past the end of the file) ends the records quietly; a damaged one
+    raises :class:`EventFileCorruptError` once the records before it are given. Afterwards
+    ``end`` is the byte after the last whole record and ``size`` the file's size."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        self.end = 0
+        self.size = 0
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        # Never through a link, never blocking on a FIFO: only a regular file is read.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        with open(os.open(self.path, flags), "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise EventFileCorruptError(f"TensorBoard event file {self.path!r}: not a "
+                                            "regular file; it is left as it is",
+                                            path=self.path, offset=0)
+            self.size = size = info.st_size
+            batch: list[tuple[int, bytes, int, bytes, int]] = []
+            held = pos = 0
+            while True:
+                header = file.read(12)
+                if len(header) < 12:
+                    break  # the end, or a torn header
+                length, length_crc = _unpack_header(header)
+                if pos + 16 + length > size or length > _BATCH:
+                    # A long claim is checked before anything is read for it.
+                    yield from self._checked(batch)
+                    held = 0
+                    if masked_crc32c(header[:8]) != length_crc:
+                        raise self._damaged(pos, "length_crc")
+                    if pos + 16 + length > size:
+                        return  # torn: the rest was never written
+                    if length > _MAX_RECORD:
+                        raise self._damaged(pos, "length")
+                data = file.read(length)
+                footer = file.read(4)
+                if len(footer) < 4:
+                    break  # the file shrank as it was read: what is gone counts as torn
+                batch.append((pos, header[:8], length_crc, data, _unpack_i(footer)[0]))
+                pos += 16 + length
+                held += 16 + length
+                if held >= _BATCH or len(batch) >= _BATCH_RECORDS:
+                    yield from self._checked(batch)
+                    held = 0
+            yield from self._checked(batch)
+
+    def _checked(self, batch: list[tuple[int, bytes, int, bytes, int]]) -> Iterator[
+            tuple[int, bytes]]:
+        """The records of ``batch`` up to the first damaged one; ``batch`` is emptied."""
+        crcs = masked_crc32c_many([b[1] for b in batch] + [b[3] for b in batch])
+        n = len(batch)
+        for i, (offset, _, length_crc, data, data_crc) in enumerate(batch):
+            if crcs[i] != length_crc:
+                raise self._damaged(offset, "length_crc")
+            if crcs[n + i] != data_crc:
+                raise self._damaged(offset, "data_crc")
+            self.end = offset + 16 + len(data)
+            yield offset, data
+        batch.clear()
+
+    def _damaged(self, offset: int, field: str) -> EventFileCorruptError:
+        return EventFileCorruptError(
+            f"TensorBoard event file {self.path!r}: the record at byte {offset} is damaged "
+            f"({_DAMAGE[field]}); TensorBoard reads only the records before it, and a resume "
+            "leaves the file as it is", path=self.path, offset=offset, field=field)
+
+
 def iter_event_file(path: str | os.PathLike[str]) -> Iterator[bytes]:
-    """The records of a TFRecord file; stops quietly at a torn record (a crash mid-write)."""
-    with open(path, "rb") as file:
-        data = file.read()
-    pos, size = 0, len(data)
-    while pos + 12 <= size:
-        (length,) = struct.unpack_from("<Q", data, pos)
-        end = pos + 12 + length + 4
-        if end > size:
-            return
-        yield data[pos + 12:pos + 12 + length]
-        pos = end
+    """The records of a TFRecord file, read one at a time and checked against their masked
+    CRC-32Cs; stops quietly at a torn last record (a crash mid-write), and raises
+    :class:`EventFileCorruptError` (naming the file and the record's byte) at a damaged one,
+    after the records before it."""
+    for _, data in _Records(path):
+        yield data
 
 
 # --- the writer ----------------------------------------------------------------------------------
@@ -539,6 +732,8 @@ class TensorBoardSink:
         # (run, tag) -> the highest step of a scalar, and (run, tag, step, text) of each text.
         self._found: tuple[dict[tuple[str, str], int], set[tuple[str, str, int, str]]] | None \
             = None
+        # The damaged event files reported already (a resume meets them twice).
+        self._damage_seen: set[str] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"tensorboard-sink:{log_dir}",
                                         daemon=True)
@@ -610,8 +805,11 @@ class TensorBoardSink:
         """Before anything queued after it: drop every value ``keep(run, tag, step)`` rejects.
 
         Existing event files are rewritten (to a temporary file, then renamed into place); a
-        file with nothing to drop is left as it is, and a torn last record is dropped. Embedding
-        steps are kept where ``keep("projector", name, step)`` holds.
+        file with nothing to drop is left as it is, and a torn last record is dropped. A file
+        with a damaged record (a checksum that fails, a length over 256 MiB) is left as it is
+        and reported through ``on_error`` as an :class:`EventFileCorruptError` naming it and
+        the record's byte; the other files are still rewritten. Embedding steps are kept where
+        ``keep("projector", name, step)`` holds; only folders named in ASCII digits are steps.
         """
         return self._enqueue(("r", keep))
 
@@ -787,33 +985,51 @@ class TensorBoardSink:
         steps: dict[tuple[str, str], int] = {}
         texts: set[tuple[str, str, int, str]] = set()
         for run, path in self._found_files():
-            for data in iter_event_file(path):
-                try:
-                    step, values, _ = parse_event(data)
-                except ValueError:  # not an event: it holds nothing to write back over
-                    continue
-                for tag, text, _ in values:
-                    if text is not None:
-                        texts.add((run, tag, step, text))
-                    elif steps.get((run, tag), -1) < step:
-                        steps[(run, tag)] = step
+            try:
+                for data in iter_event_file(path):
+                    try:
+                        step, values, _ = parse_event(data)
+                    except ValueError:  # not an event: it holds nothing to write back over
+                        continue
+                    for tag, text, _ in values:
+                        if text is not None:
+                            texts.add((run, tag, step, text))
+                        elif steps.get((run, tag), -1) < step:
+                            steps[(run, tag)] = step
+            except EventFileCorruptError as exc:
+                # What comes before the damage counts: it is what TensorBoard shows.
+                self._damaged(exc)
+            except OSError as exc:  # it holds nothing that can be read: all is written back
+                self._fail("read event file", exc)
         return steps, texts
+
+    def _damaged(self, exc: EventFileCorruptError) -> None:
+        """Report a damaged event file once, whether the write-back or the truncation met it."""
+        if exc.path not in self._damage_seen:
+            self._damage_seen.add(exc.path)
+            self._fail("read event file", exc)
 
     def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
         for run, path in self._found_files():
-            _rewrite(path, run, keep)
+            try:
+                _rewrite(path, run, keep)
+            except EventFileCorruptError as exc:
+                self._damaged(exc)
+            except Exception as exc:  # one file that cannot be rewritten stops no other
+                self._fail("truncate", exc)
         root = self.log_dir / "embeddings"
         if root.is_dir() and not root.is_symlink():
-            for step_dir in root.iterdir():
-                if not step_dir.name.isdigit() or step_dir.is_symlink():
-                    continue  # a link is not this sink's: nothing is removed through it
-                for tag_dir in list(step_dir.iterdir()):
-                    if tag_dir.is_symlink() or not tag_dir.is_dir():
-                        continue
-                    if not keep("projector", _unquote(tag_dir.name), int(step_dir.name)):
-                        shutil.rmtree(tag_dir)
-                if not any(step_dir.iterdir()):
-                    step_dir.rmdir()
+            for step_dir in _step_dirs(root):
+                try:
+                    for tag_dir in list(step_dir.iterdir()):
+                        if tag_dir.is_symlink() or not tag_dir.is_dir():
+                            continue
+                        if not keep("projector", _unquote(tag_dir.name), int(step_dir.name)):
+                            shutil.rmtree(tag_dir)
+                    if not any(step_dir.iterdir()):
+                        step_dir.rmdir()
+                except Exception as exc:
+                    self._fail("truncate", exc)
             self._write_projector_config()
 
     # --- embeddings --------------------------------------------------------------------------
@@ -844,7 +1060,7 @@ class TensorBoardSink:
         """projector_config.pbtxt from the embeddings on disk: a function of the directory."""
         root = self.log_dir / "embeddings"
         lines = []
-        for step_dir in sorted(p for p in root.iterdir() if p.name.isdigit()):
+        for step_dir in _step_dirs(root):
             for tag_dir in sorted(step_dir.iterdir()):
                 if not (tag_dir / "tensors.tsv").exists():
                     continue
@@ -871,6 +1087,22 @@ _WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embe
          "T": "write back text", "p": "hparams", "P": "write back hparams"}
 
 
+#: A step folder's name: ASCII digits (``str.isdigit`` takes "²", which ``int`` refuses).
+_STEP = re.compile(r"[0-9]{1,18}")
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """The step folders under ``root``, in name order: other names, links and files named like
+    a step are not this sink's, and are passed over."""
+    found = []
+    for path in root.iterdir():
+        if _STEP.fullmatch(path.name):
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(path.lstat().st_mode):
+                    found.append(path)
+    return sorted(found)
+
+
 def _quote(name: str) -> str:
     """A file name for a tag: path separators and other odd characters escaped reversibly."""
     return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"%{ord(m[0]):02X}", name)
@@ -885,25 +1117,51 @@ def _escape(text: str) -> str:
 
 
 def _rewrite(path: Path, run: str, keep: Callable[[str, str, int], bool]) -> None:
-    records = list(iter_event_file(path))
-    torn = sum(len(r) + 16 for r in records) != path.stat().st_size
-    kept: list[bytes] = []
-    changed = torn
-    for data in records:
-        step, values, others = parse_event(data)
-        kept_values = [raw for tag, _, raw in values if keep(run, tag, step)]
-        if len(kept_values) == len(values):
-            kept.append(data)
-            continue
-        changed = True
-        if kept_values:
-            summary = b"".join([_field(1, raw) for raw in kept_values])
-            kept.append(b"".join(others) + _field(5, summary))
-    if not changed:
+    """``path`` without the values ``keep`` rejects, and without a torn last record.
+
+    Read once to decide (a file with nothing to drop is not written) and once more to write,
+    so no more than a batch of records is held. A damaged file raises
+    :class:`EventFileCorruptError` before anything is written and is left as it is: the bytes
+    past the damage may still be recovered, and cutting them would lose them for good.
+    """
+    records = _Records(path)
+    changed = False
+    for _, data in records:
+        changed = changed or _kept(data, run, keep) is not data
+    if not changed and records.end == records.size:
         return
 
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            batch: list[bytes] = []
+            held = 0
+            for _, data in _Records(path):
+                kept = _kept(data, run, keep)
+                if kept is not None:
+                    batch.append(kept)
+                    held += len(kept)
+                if held >= _BATCH:
+                    out.write(frame_records(batch))
+                    batch, held = [], 0
+            out.write(frame_records(batch))
+
     # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
-    write_replacing(path, lambda tmp: tmp.write_bytes(frame_records(kept)), durable=True)
+    write_replacing(path, write, durable=True)
+
+
+def _kept(data: bytes, run: str, keep: Callable[[str, str, int], bool]) -> bytes | None:
+    """The event ``data`` with the values ``keep`` accepts: ``data`` itself when that is all of
+    them, None when it is none."""
+    try:
+        step, values, others = parse_event(data)
+    except ValueError:  # whole, but not an event: it holds no value to drop, so it stays
+        return data
+    kept = [raw for tag, _, raw in values if keep(run, tag, step)]
+    if len(kept) == len(values):
+        return data
+    if not kept:
+        return None
+    return b"".join(others) + _field(5, b"".join([_field(1, raw) for raw in kept]))
 
 
 # --- histograms and images, made on the writer thread -----------------------------------------

@@ -356,3 +356,102 @@ class TestALogDirOthersCanWrite:
         assert (elsewhere / "keep").is_dir()
         assert event_file.read_bytes() != before and not event_file.is_symlink()
         assert not (log_dir / "embeddings" / "00001").exists()  # the sink's own, dropped
+
+
+class TestEventFilesFoundAreNotTrusted:
+    """A resume reads the event files it finds a record at a time, checking both checksums as
+    TensorBoard does: a planted length never becomes an allocation, a damaged file is reported
+    by file and byte and left as it is, and the other files are still rewritten."""
+
+    @staticmethod
+    def run_of_four(log_dir):
+        with TensorBoardSink(log_dir) as sink:
+            for step in range(4):
+                sink.scalars("train", {"loss": step}, step, 1.0, "epoch_")
+                sink.scalars("validation", {"loss": step}, step, 1.0, "epoch_")
+        return [next((log_dir / run).glob("*tfevents*")) for run in ("train", "validation")]
+
+    @pytest.mark.parametrize("size", [2047, 2048, 5000, (1 << 20) + 17, (3 << 20) + 5])
+    def test_long_records_checksum_as_tensorboardx_does(self, monkeypatch, size):
+        """The NumPy CRC of a long record (an image) equals the reference, bit for bit."""
+        monkeypatch.setattr(tbs, "_NATIVE", None)
+        data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference_masked(data)
+        assert masked_crc32c_many([data, data[:size // 2]]) == \
+            [reference_masked(data), reference_masked(data[:size // 2])]
+
+    def test_a_planted_length_is_damage_not_an_allocation(self, tmp_path):
+        """A record whose length claims 2**63 bytes is never read: with a wrong checksum it is
+        damage, named by file and byte, after the records before it; with a right one it runs
+        past the end of the file, which is what a crash mid-write leaves, and ends the records
+        quietly."""
+        good = frame_records([b"first", b"second"])
+        header = (2 ** 63).to_bytes(8, "little")
+        path = tmp_path / "events.out.tfevents.planted"
+        path.write_bytes(good + header + b"\0\0\0\0" + b"x" * 64)
+        read = []
+        with pytest.raises(tbs.EventFileCorruptError) as caught:
+            read.extend(iter_event_file(path))
+        assert read == [b"first", b"second"]
+        assert caught.value.offset == len(good) and caught.value.path == str(path)
+        assert caught.value.field == "length_crc"
+        assert str(len(good)) in str(caught.value) and str(path) in str(caught.value)
+        path.write_bytes(good + header + masked_crc32c(header).to_bytes(4, "little") + b"x" * 64)
+        assert list(iter_event_file(path)) == [b"first", b"second"]
+
+    def test_a_length_past_the_limit_is_damage_even_inside_the_file(self, tmp_path):
+        """A checked length of more than 256 MiB in a file that long (sparse: no disk) is
+        damage, not a read of 256 MiB."""
+        header = (300 << 20).to_bytes(8, "little")
+        path = tmp_path / "events.out.tfevents.sparse"
+        with open(path, "wb") as file:
+            file.write(header + masked_crc32c(header).to_bytes(4, "little"))
+            file.truncate(320 << 20)
+        with pytest.raises(tbs.EventFileCorruptError) as caught:
+            list(iter_event_file(path))
+        assert caught.value.field == "length" and caught.value.offset == 0
+
+    def test_a_flipped_byte_leaves_the_file_and_the_others_are_truncated(self, tmp_path):
+        train, validation = self.run_of_four(tmp_path)
+        damaged = bytearray(train.read_bytes())
+        damaged[-6] ^= 0x01  # inside the last record's data
+        train.write_bytes(bytes(damaged))
+        errors = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.truncate(lambda run, tag, step: step < 2)
+        assert train.read_bytes() == bytes(damaged)
+        assert [type(e) for e in errors] == [tbs.EventFileCorruptError]
+        assert errors[0].field == "data_crc" and errors[0].path == str(train)
+        assert [e.step for e in accumulator(tmp_path / "validation").Scalars("epoch_loss")] \
+            == [0, 1]
+
+    def test_a_torn_last_record_is_still_cut_quietly(self, tmp_path):
+        """What a crash mid-write leaves is not damage: the rewrite drops it, nothing is
+        reported."""
+        train, _ = self.run_of_four(tmp_path)
+        whole = train.read_bytes()
+        train.write_bytes(whole + frame_records([b"torn"])[:-2])
+        errors = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.truncate(lambda run, tag, step: True)
+        assert errors == [] and train.read_bytes() == whole
+
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+    def test_a_fifo_and_odd_step_folders_neither_block_nor_stop_a_resume(self, tmp_path):
+        self.run_of_four(tmp_path)
+        os.mkfifo(tmp_path / "train" / "events.out.tfevents.fifo")
+        (tmp_path / "embeddings" / "\u00b2" / "x").mkdir(parents=True)  # isdigit, not int
+        (tmp_path / "embeddings" / "00007").write_text("a file named like a step")
+        done = threading.Event()
+
+        def resume():
+            with TensorBoardSink(tmp_path) as sink:
+                sink.truncate(lambda run, tag, step: step < 1)
+                sink.scalars("train", {"loss": 9.0}, 1, 2.0, "epoch_", only_missing=True)
+            done.set()
+
+        threading.Thread(target=resume, daemon=True).start()
+        assert done.wait(30), "the resume blocked on a FIFO"
+        assert (tmp_path / "embeddings" / "00007").read_text() == "a file named like a step"
+        assert [e.step for e in accumulator(tmp_path / "validation").Scalars("epoch_loss")] \
+            == [0]
