@@ -45,6 +45,7 @@ from .records import (
     Warning,
 )
 from .shadow import ShadowSummary, recorded_policies, summarise
+from .terminal import inline
 
 # guess_mode is the core's rule (eventbus.monitor), still exported here under its old name.
 __all__ = ["Audit", "LogArgument", "MetricSummary", "audit", "checked_log", "guess_mode",
@@ -356,7 +357,7 @@ def audit(log: LogArgument) -> Audit:
 def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else inline(value)  # evidence values may be any JSON
 
 
 def human_epoch(epoch: int | None) -> str:
@@ -369,34 +370,37 @@ def _deferred_lines(result: Audit) -> list[str]:
     asked again, and how far the run went on."""
     by_source: dict[str, list[StopTraining]] = {}
     for stop in result.deferred_stops:
-        by_source.setdefault(stop.source, []).append(stop)
+        by_source.setdefault(inline(stop.source), []).append(stop)
     lines = []
     for source, stops in by_source.items():
         first = stops[0]
-        rule = f"rule {first.code}: " if first.code else ""
+        rule = f"rule {inline(first.code)}: " if first.code else ""
         again = f" and again at {len(stops) - 1} later epoch(s)" if len(stops) > 1 else ""
         if result.stop is not None:
             then = f"the loop stopped only at epoch {human_epoch(result.stop.epoch)}"
         else:
             then = f"the loop went on to epoch {human_epoch(result.last_epoch)} without stopping"
         lines.append(f"  deferred stop: {source} asked to stop at epoch "
-                     f"{human_epoch(first.epoch)} ({rule}{first.reason}){again}; {then} "
+                     f"{human_epoch(first.epoch)} ({rule}{inline(first.reason)}){again}; {then} "
                      "(a loop may defer a stop, as Lightning does until min_epochs)")
     return lines
 
 
 def render(result: Audit, *, decisions: bool = True) -> str:
-    """The audit as text for a terminal."""
+    """The audit as text for a terminal: every string from the log through
+    :func:`~eventbus.terminal.inline`, so none can act on the terminal or start a line."""
     h = result.header
-    lines = [f"run {h.run_id}  ({h.library}, started {h.created}; epochs counted from 1)"]
-    lines.append("  plugins: " + (", ".join(p.label or p.name for p in h.plugins) or "none"))
+    lines = [f"run {inline(h.run_id)}  ({inline(h.library)}, started {inline(h.created)}; "
+             "epochs counted from 1)"]
+    lines.append("  plugins: " + (", ".join(inline(p.label or p.name) for p in h.plugins)
+                                  or "none"))
     planned = f" of {result.planned_epochs}" if result.planned_epochs else ""
     lines.append(f"  epochs run: {result.epochs_run}{planned}")
     if result.stop is not None:
         stop = result.stop
-        rule = f", rule {stop.code}" if stop.code else ""
-        lines.append(f"  ended: stopped by {stop.source}{rule} at epoch {human_epoch(stop.epoch)}: "
-                     f"{stop.reason}")
+        rule = f", rule {inline(stop.code)}" if stop.code else ""
+        lines.append(f"  ended: stopped by {inline(stop.source)}{rule} at epoch "
+                     f"{human_epoch(stop.epoch)}: {inline(stop.reason)}")
     elif result.ended == "completed":
         # The last epoch, not the count: a fit from initial_epoch runs fewer than planned.
         done = result.last_epoch is not None and result.planned_epochs is not None and \
@@ -409,25 +413,26 @@ def render(result: Audit, *, decisions: bool = True) -> str:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
     lines.extend(_deferred_lines(result))
     for m in result.monitors:
+        name = inline(m.name)
         if m.last is None:
-            lines.append(f"  {m.name}: never reported")
+            lines.append(f"  {name}: never reported")
         elif m.mode is None:
-            lines.append(f"  {m.name}: no best, direction unknown (the log says neither min nor "
-                         f"max for it and {why_unplaced(m.name)}; last {_num(m.last)})")
+            lines.append(f"  {name}: no best, direction unknown (the log says neither min nor "
+                         f"max for it and {inline(why_unplaced(m.name))}; last {_num(m.last)})")
         elif m.best is None:  # reported, but never a value a best can be taken of
-            lines.append(f"  best {m.name}: none, every value reported is nan ({m.mode}; last "
+            lines.append(f"  best {name}: none, every value reported is nan ({m.mode}; last "
                          f"{_num(m.last)})")
         else:
-            lines.append(f"  best {m.name}: {_num(m.best)} at epoch {human_epoch(m.best_epoch)} "
+            lines.append(f"  best {name}: {_num(m.best)} at epoch {human_epoch(m.best_epoch)} "
                          f"({m.mode}; last {_num(m.last)})")
     if result.lr_changes:
         lines.append("  learning rate:")
         for d in result.lr_changes:
             refused = result.refused_by_model(d)
-            not_applied = f"; not applied, the model refused it ({refused:.80})" if refused \
-                else ""
+            not_applied = f"; not applied, the model refused it ({inline(refused[:80])})" \
+                if refused else ""
             lines.append(f"    epoch {human_epoch(d.epoch)}: {_num(d.previous)} -> {_num(d.value)} "
-                         f"({d.source}{not_applied})")
+                         f"({inline(d.source)}{not_applied})")
     else:
         lines.append("  learning rate: never changed by a plugin")
     if result.checkpoints:
@@ -438,35 +443,36 @@ def render(result: Audit, *, decisions: bool = True) -> str:
                      + (f", {deleted} deleted since" if deleted else "")
                      + (f" (the last {len(shown)} shown; --json lists all)" if hidden else ""))
         for c in shown:
-            value = f"  {c['monitor']}={_num(c['value'])}" if c["monitor"] else ""
+            value = f"  {inline(c['monitor'])}={_num(c['value'])}" if c["monitor"] else ""
             gone = ""
             if c["deleted"]:
-                why = f": {c['deleted_reason']}" if c.get("deleted_reason") else ""
+                why = f": {inline(c['deleted_reason'])}" if c.get("deleted_reason") else ""
                 gone = f"  deleted at epoch {human_epoch(c.get('deleted_epoch'))}{why}"
-            lines.append(f"    epoch {human_epoch(c['epoch'])}: {c['path']}{value}  "
-                         f"sha256 {c['sha256'][:16]}…{gone}")
+            lines.append(f"    epoch {human_epoch(c['epoch'])}: {inline(c['path'])}{value}  "
+                         f"sha256 {inline(c['sha256'][:16])}…{gone}")
     else:
         lines.append("  checkpoints: none")
     for text in result.shadow_lines():
-        lines.append(f"  {text}")
+        lines.append(f"  {inline(text)}")
     for r in result.resumes:
         lines.append(f"  resumed at epoch {human_epoch(r.initial_epoch)} (after seq {r.from_seq})")
     lines.append(f"  warnings: {len(result.warnings) or 'none'}")
     for w in result.warnings:
-        lines.append(f"    [{w.source}] epoch {human_epoch(w.epoch)}: {w.message}")
+        lines.append(f"    [{inline(w.source)}] epoch {human_epoch(w.epoch)}: "
+                     f"{inline(w.message)}")
     if result.vector_metrics:
         lines.append(f"  metrics of several values an epoch (not summarised here): "
-                     f"{', '.join(result.vector_metrics)}")
+                     f"{', '.join(map(inline, result.vector_metrics))}")
     if result.bad_records:
         lines.append(f"  bad records: {len(result.bad_records)}")
         for bad in result.bad_records:
-            lines.append(f"    seq {bad['seq']} ({bad['kind']}, epoch "
-                         f"{human_epoch(bad['epoch'])}): {bad['message']}")
+            lines.append(f"    seq {bad['seq']} ({inline(bad['kind'])}, epoch "
+                         f"{human_epoch(bad['epoch'])}): {inline(bad['message'])}")
     lines.append(f"  faults: {len(result.faults) or 'none'}")
     for f in result.faults:
         who = getattr(f, "plugin", None) or getattr(f, "sink", None)
-        lines.append(f"    {f.kind} {who} on {getattr(f, 'event', None)}: "
-                     f"{getattr(f, 'error', '')}: {getattr(f, 'message', '')}")
+        lines.append(f"    {f.kind} {inline(who)} on {inline(getattr(f, 'event', None))}: "
+                     f"{inline(getattr(f, 'error', ''))}: {inline(getattr(f, 'message', ''))}")
     if decisions:
         lines.append("")
         lines.append(f"decisions ({len(result.decisions)})")
@@ -474,5 +480,5 @@ def render(result: Audit, *, decisions: bool = True) -> str:
             lines.append(f"  {'seq':>6}  {'epoch':>5}  {'kind':<17} {'source':<20} reason")
             for d in result.decisions:
                 lines.append(f"  {d.seq:>6}  {human_epoch(d.epoch):>5}  {d.kind:<17} "
-                             f"{d.source:<20} {d.reason}")
+                             f"{inline(d.source):<20} {inline(d.reason)}")
     return "\n".join(lines)

@@ -6,6 +6,9 @@ plus its ``cmd_*`` handler, listed once in :data:`COMMANDS`. Text for people cou
 from 1, ``--json`` from 0, and each says so (:data:`EPOCHS_NOTE`). Every error a
 user can cause (a missing file, a log that is not a log, an unknown plugin or parameter, a bad
 value) ends as one line on stderr and exit status 2; ``--verify`` finding a difference exits 1.
+Everything written for people goes through :func:`_out` and :func:`_err` (warnings and
+argparse's errors included), which show a log's control characters as escapes
+(:mod:`eventbus.terminal`); ``--json`` escapes them as JSON does.
 When stdout's reader goes away (``eventbus demo | head``) the command stops quietly with status
 141, as a tool killed by SIGPIPE does, after closing what it was writing.
 """
@@ -20,12 +23,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from ._version import __version__
 from .errors import EventBusError, UsageError
+from .terminal import inline, json_safe, printable
 
 __all__ = ["UsageError", "main"]
 
@@ -65,6 +69,17 @@ class _GuardedStdout:
 
     def __getattr__(self, name: str) -> Any:  # isatty, encoding, buffer, fileno, ...
         return getattr(self._stream, name)
+
+
+def _out(text: object = "") -> None:
+    """Text for people on stdout. A log is untrusted: whatever of it reaches here, a control
+    character (ESC, a carriage return, C1, U+202E) is shown as an escape, never obeyed."""
+    print(printable(str(text)))
+
+
+def _err(text: str) -> None:
+    """As :func:`_out`, on stderr."""
+    print(printable(text), file=sys.stderr)
 
 
 def _one_line(text: str) -> str:
@@ -175,7 +190,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                                             if s.source != AGREEMENT),
                          "ranks": {str(rank): a.as_dict() for rank, a in audits.items()}})
         else:
-            print(render_ranks(audits))
+            _out(render_ranks(audits))
         return 0
     _in_range("--rank", args.rank, 0)
     args.logs = [_rank_path(log, args.rank) for log in args.logs]
@@ -189,12 +204,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         data = [r.as_dict() for r in results]
         _write_json(data[0] if len(data) == 1 else data)
     else:
-        print("\n\n".join(render(r) for r in results))
+        _out("\n\n".join(render(r) for r in results))
     if args.plot:
         from .plot import plot_audit
 
         plot_audit(results[0], args.plot)
-        print(f"plot written to {args.plot}", file=sys.stderr)
+        _err(f"plot written to {args.plot}")
     return 0
 
 
@@ -205,18 +220,20 @@ def _ep(epoch: int | None) -> str:
 
 def _write_json(data: Any) -> None:
     """``data`` on stdout as indented JSON, NaN and infinities as the log spells them ("NaN",
-    "Infinity", "-Infinity"): orjson would write null, which reads as "not reported"."""
+    "Infinity", "-Infinity"): orjson would write null, which reads as "not reported". C0 is
+    escaped by JSON itself; C1, bidirectional controls and line separators by
+    :func:`~eventbus.terminal.json_safe`, as ``\\uXXXX``, so the data read back is the same."""
     from .records import encode_nonfinite
 
     data = encode_nonfinite(data)  # type: ignore[arg-type]
     try:
         text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-                            | orjson.OPT_SERIALIZE_NUMPY)
+                            | orjson.OPT_SERIALIZE_NUMPY).decode()
     except TypeError:
-        # An integer past 64 bits (a --set value, read exactly): the standard library writes
-        # it as given, where orjson refuses.
-        text = json.dumps(data, indent=2, ensure_ascii=False).encode()
-    sys.stdout.buffer.write(text + b"\n")
+        # An integer past 64 bits (a --set value, read exactly), or a lone surrogate (a file
+        # name's undecodable bytes): the standard library writes them, where orjson refuses.
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    sys.stdout.buffer.write(json_safe(text).encode() + b"\n")
 
 
 def _decision_data(d: Any) -> dict[str, Any]:
@@ -241,10 +258,10 @@ def _what_if_stop(result: Any) -> str:
     stop = next((d for d in result.decisions if d.kind == "stop_training"), None)
     if stop is None:
         return f"would not have stopped within {_recorded_epochs(result)}"
-    rule = f", rule {stop.code}" if stop.code else ""
+    rule = f", rule {inline(stop.code)}" if stop.code else ""
     of = f" of the {result.epochs_recorded} recorded" if result.epochs_recorded == \
         (result.last_recorded_epoch or 0) + 1 else ""
-    return f"would have stopped at epoch {_ep(stop.epoch)}{of} ({stop.source}{rule})"
+    return f"would have stopped at epoch {_ep(stop.epoch)}{of} ({inline(stop.source)}{rule})"
 
 
 def _recorded_stop(result: Any) -> str:
@@ -259,9 +276,9 @@ def _recorded_stop(result: Any) -> str:
                      None)
         then = f"it stopped at epoch {_ep(acted.epoch)}" if acted is not None else \
             f"it ran to epoch {_ep(result.last_recorded_epoch)}"
-        return (f"was asked to stop at epoch {_ep(first.epoch)} ({first.source}), a stop the "
-                f"loop deferred: {then}")
-    return f"stopped at epoch {_ep(first.epoch)} ({first.source})"
+        return (f"was asked to stop at epoch {_ep(first.epoch)} ({inline(first.source)}), a "
+                f"stop the loop deferred: {then}")
+    return f"stopped at epoch {_ep(first.epoch)} ({inline(first.source)})"
 
 
 def _exactness(result: Any) -> str:
@@ -293,18 +310,18 @@ def _replay_ranks(args: argparse.Namespace) -> int:
                                   "stopped_at": res.stopped_at}
                       for rank, res in sorted(result.results.items())}})
         for problem in result.problems:
-            print(f"verify: MISMATCH: {problem}", file=sys.stderr)
+            _err(f"verify: MISMATCH: {inline(problem)}")
         return 0 if result.ok else 1
     for rank, res in sorted(result.results.items()):
-        print(f"rank {rank}: replayed {len(res.decisions)} decision(s); the log recorded "
-              f"{len(res.recorded)}; stops at epoch {_ep(res.stopped_at)}")
+        _out(f"rank {rank}: replayed {len(res.decisions)} decision(s); the log recorded "
+             f"{len(res.recorded)}; stops at epoch {_ep(res.stopped_at)}")
     asked = ", ".join(map(str, result.stopped_by)) or "-"
-    print(f"agreed stop: epoch {_ep(result.stopped_at)} (asked by rank {asked})")
+    _out(f"agreed stop: epoch {_ep(result.stopped_at)} (asked by rank {asked})")
     if not result.ok:
         for problem in result.problems:
-            print(f"verify: MISMATCH: {problem}", file=sys.stderr)
+            _err(f"verify: MISMATCH: {inline(problem)}")
         return 1
-    print(f"verify: every rank's decisions match its log ({len(result.results)} ranks)")
+    _out(f"verify: every rank's decisions match its log ({len(result.results)} ranks)")
     return 0
 
 
@@ -336,10 +353,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _print_replay(overrides, result)
     if args.verify:
         if result.mismatch is not None:
-            print(f"verify: MISMATCH: {result.mismatch}", file=sys.stderr)
+            _err(f"verify: MISMATCH: {inline(result.mismatch)}")
             return 1
         if not args.json:
-            print(f"verify: all {len(result.decisions)} decisions match the log")
+            _out(f"verify: all {len(result.decisions)} decisions match the log")
     return 0
 
 
@@ -347,18 +364,18 @@ def _print_replay(overrides: dict[str, dict[str, Any]], result: Any) -> None:
     if not overrides and result.diverged_at is not None:
         # Without --set the recorded parameters replay: a different rate means a changed log or
         # changed plugins, and what follows is no more than an estimate either.
-        print(f"note: {_exactness(result)}.")
+        _out(f"note: {_exactness(result)}.")
     if overrides:
         # The caveat first: whether the answer is a fact or an estimate decides how to read it.
         # The stopping plugin is named, since it need not be the one changed (a what-if of
         # ReduceLROnPlateau answers when EarlyStopping would have stopped the run).
         what = ", ".join(f"{p}.{k}={v!r}" for p, ps in overrides.items() for k, v in ps.items())
-        print(f"What-if with {what}: {_exactness(result)}.")
-        print(f"  The run {_what_if_stop(result)}; the recorded run {_recorded_stop(result)}.")
-    print(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
-          f"{len(result.recorded)} from the same plugins")
+        _out(f"What-if with {what}: {_exactness(result)}.")
+        _out(f"  The run {_what_if_stop(result)}; the recorded run {_recorded_stop(result)}.")
+    _out(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
+         f"{len(result.recorded)} from the same plugins")
     for d in result.decisions:
-        print(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {d.source:<20} {d.reason}")
+        _out(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {inline(d.source):<20} {inline(d.reason)}")
 
 
 def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
@@ -427,19 +444,19 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]], *, as_json: boo
                      f"estimate from epoch {_ep(result.diverged_epoch)}"))
     header = (f"{plugin}.{param}", "stops at epoch", "decisions", "lr changes", "answer")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    _out("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f'epochs counted from 1; "-": would not have stopped within '
-          f"{_recorded_epochs(results[0])}")
-    print(f"the recorded run {_recorded_stop(results[0])}")
+        _out("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    _out(f'epochs counted from 1; "-": would not have stopped within '
+         f"{_recorded_epochs(results[0])}")
+    _out(f"the recorded run {_recorded_stop(results[0])}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    print(convert(_existing(args.log), args.out, to=args.to, force=args.force))
+    _out(convert(_existing(args.log), args.out, to=args.to, force=args.force))
     return 0
 
 
@@ -448,15 +465,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     infos = registry.info()
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps([i.__dict__ for i in infos],
-                                             option=orjson.OPT_INDENT_2) + b"\n")
+        _write_json([i.__dict__ for i in infos])
         return 0
     rows = [(i.name, f"{i.distribution or '-'} {i.version or ''}".strip(), i.target) for i in infos]
     widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h)
               for c, h in enumerate(("plugin", "from", "target"))]
-    print("  ".join(h.ljust(w) for h, w in zip(("plugin", "from", "target"), widths)))
+    _out("  ".join(h.ljust(w) for h, w in zip(("plugin", "from", "target"), widths)))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        _out("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     return 0
 
 
@@ -468,8 +484,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     page = write_report([_existing(log) for log in args.logs], args.out, overrides=overrides,
                         force=args.force)
     what_if = " with a what-if" if overrides else ""
-    print(f"wrote {args.out}: {len(page.runs)} run(s), {len(page.panels)} panel(s){what_if}; "
-          "open it in a browser (it loads nothing from the network)")
+    _out(f"wrote {args.out}: {len(page.runs)} run(s), {len(page.panels)} panel(s){what_if}; "
+         "open it in a browser (it loads nothing from the network)")
     return 0
 
 
@@ -481,9 +497,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"no logs (*.jsonl, *.parquet) in {', '.join(args.paths)}")
     verdicts = [verify_log(log, root=args.root) for log in logs]
     if args.json:
-        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+        # json.dumps escapes every character past ASCII (ensure_ascii), so _out changes nothing.
+        _out(json.dumps([v.as_dict() for v in verdicts], indent=2))
     else:
-        print(render(verdicts))
+        _out(render(verdicts))
     return 0 if all(v.ok for v in verdicts) else 1
 
 
@@ -682,8 +699,17 @@ COMMANDS = (add_demo, add_audit, add_replay, add_convert, add_verify, add_plugin
             add_report_command)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its error line shown through :func:`printable`: an argument it
+    rejects may be a file name a shell's glob found, not text the user typed."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, printable(f"{self.prog}: error: {message}\n"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eventbus", formatter_class=_HelpFormatter,
         description="An event-sourced callback bus for training loops: ask a run's log why\n"
                     "it did what it did, and what other parameters would have done.\n\n"
@@ -699,11 +725,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warnings(command: str) -> Any:
-    """Warnings (a torn last line, a sink failure) as one line each, like the errors."""
+    """Warnings (a torn last line, a sink failure, a resume's refusal naming a path) as one
+    line each, like the errors, their text from a log escaped by :func:`_err`."""
 
     def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
         text = _one_line(str(message)) or category.__name__
-        print(f"eventbus {command}: warning: {text}", file=sys.stderr)
+        _err(f"eventbus {command}: warning: {text}")
 
     return show
 
@@ -726,10 +753,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return STDOUT_CLOSED
     except (EventBusError, OSError, ValueError, ImportError) as exc:
         message = _one_line(str(exc)) or type(exc).__name__
-        print(f"eventbus {args.command}: error: {message}", file=sys.stderr)
+        _err(f"eventbus {args.command}: error: {message}")
         return 2
     except KeyboardInterrupt:
-        print(f"eventbus {args.command}: interrupted", file=sys.stderr)
+        _err(f"eventbus {args.command}: interrupted")
         return 130
     finally:
         sys.stdout = stdout

@@ -22,6 +22,7 @@ from .errors import EventBusError
 from .log import read_log
 from .records import CheckpointDeleted, CheckpointSaved
 from .replay import replay
+from .terminal import inline
 
 __all__ = ["CheckpointCheck", "LogVerdict", "find_logs", "verify_log", "verify_logs"]
 
@@ -35,6 +36,12 @@ _STATUSES = ("verified", "missing", "changed", "deleted")
 #: How every checkpoint file starts: HDF5 (the checkpoint writer's, Keras's .h5) or a zip
 #: (Keras's .keras).
 _CHECKPOINT_SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04")
+
+
+def starts_as_checkpoint(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 8 bytes) starts as a checkpoint file does: the test
+    by which ``verify`` hashes a file, and the MLflow sink uploads one."""
+    return head.startswith(_CHECKPOINT_SIGNATURES)
 
 
 @dataclass(frozen=True)
@@ -190,9 +197,11 @@ def _stop(epoch: int | None) -> str:
 
 
 def render(verdicts: list[LogVerdict]) -> str:
-    """The table ``eventbus verify`` prints, then one line per problem."""
+    """The table ``eventbus verify`` prints, then one line per problem. A log's name and what
+    went wrong (text from the log) go through :func:`~eventbus.terminal.inline`: a file name
+    or a reason can neither act on the terminal nor start a line of its own."""
     head = ("log", "decisions", "mismatches", *_STATUSES, "result")
-    rows = [(v.log, str(v.decisions), "-" if v.error else str(int(v.mismatch is not None)),
+    rows = [(inline(v.log), str(v.decisions), "-" if v.error else str(int(v.mismatch is not None)),
              *(str(v.count(s)) for s in _STATUSES), "ok" if v.ok else "FAIL")
             for v in verdicts]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
@@ -201,7 +210,7 @@ def render(verdicts: list[LogVerdict]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     for v in verdicts:
         if not v.ok:
-            lines.append(f"{v.log}: {describe(v)}")
+            lines.append(f"{inline(v.log)}: {inline(describe(v))}")
     ok = sum(v.ok for v in verdicts)
     lines.append(f"{ok} of {len(verdicts)} log(s) verified"
                  + ("" if ok == len(verdicts) else f"; {len(verdicts) - ok} failed"))

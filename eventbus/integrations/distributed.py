@@ -720,6 +720,7 @@ def audit_ranks(log: str | os.PathLike[str]) -> dict[int, Any]:
 def render_ranks(audits: Mapping[int, Any], *, decisions: bool = True) -> str:
     """Every rank's audit as text, after a summary of why the run stopped on all ranks."""
     from eventbus.audit import render
+    from eventbus.terminal import inline
 
     lines = [f"{len(audits)} rank log(s)"]
     stops = {rank: a.stop for rank, a in audits.items() if a.stop is not None}
@@ -731,8 +732,8 @@ def render_ranks(audits: Mapping[int, Any], *, decisions: bool = True) -> str:
                      f"by {_ranks(asked) if asked else 'no rank in these logs'}")
         for rank in asked:
             s = stops[rank]
-            rule = f", rule {s.code}" if s.code else ""
-            lines.append(f"  rank {rank}: {s.source}{rule}: {s.reason}")
+            rule = f", rule {inline(s.code)}" if s.code else ""
+            lines.append(f"  rank {rank}: {inline(s.source)}{rule}: {inline(s.reason)}")
     else:
         lines.append("no rank was stopped by a decision")
     for rank, result in audits.items():

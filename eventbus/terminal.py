@@ -1,0 +1,67 @@
+"""Text from a log, made safe to show on a terminal.
+
+A log is untrusted input (docs/reliability.md): its run_id, a metric name, a reason, a
+checkpoint path or the log's own file name can hold characters a terminal acts on instead of
+showing: ESC and 8-bit CSI sequences that set the window title, clear the screen, move the
+cursor, plant a link (OSC 8) or write the clipboard (OSC 52); a carriage return that overwrites
+the start of a line; U+202E, which shows the rest of a line backwards. Every string the command
+line writes goes through :func:`printable` (a whole block: its own lines kept) and every field
+from a log through :func:`inline` (a line break in it is shown, not obeyed, so a reason cannot
+forge a line of output). :func:`json_safe` is the same for ``--json``.
+
+Each such character is shown as a visible escape, ``\\x1b`` or ``\\u202e``, as Python's
+``repr`` writes it: the text stays readable, and what it held is still there to see. A
+backslash is left alone, so a log may spell ``\\x1b`` in plain text too; that shows the same
+and does nothing either.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["inline", "json_safe", "printable"]
+
+# C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
+# bidirectional formatting characters (marks, embeddings, overrides, isolates); the Unicode
+# line and paragraph separators, which some viewers break lines at; and lone surrogates (a file
+# name's undecodable bytes), which a UTF-8 stream refuses to write at all.
+_CONTROLS = ("\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+             "\u2066-\u2069\ud800-\udfff")
+_BLOCK = re.compile(f"[{_CONTROLS}]")
+_FIELD = re.compile(f"[\n{_CONTROLS}]")
+# In JSON text C0 is already escaped (the format requires it), and these may occur only inside
+# strings, where \\uXXXX means the same character: the data read back is equal.
+_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                   "\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as an escape: a block
+    of output whose line structure is the caller's own."""
+    return _BLOCK.sub(_escape, text)
+
+
+def inline(value: object) -> str:
+    """``str(value)`` to put inside a line: as :func:`printable`, and a newline shown as
+    ``\\n`` too, so a field from a log cannot start a line of its own."""
+    return _FIELD.sub(_escape, str(value))
+
+
+def json_safe(text: str) -> str:
+    """JSON text (as ``orjson`` or ``json.dumps`` writes it) with DEL, C1, bidirectional
+    controls, line separators and lone surrogates written as ``\\uXXXX``: the same data, nothing
+    a terminal acts on."""
+    return _JSON.sub(_json_escape, text)

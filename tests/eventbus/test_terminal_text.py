@@ -1,0 +1,283 @@
+"""Text from a log never acts on the terminal: eventbus.terminal, and every command that shows
+a log's text (audit, replay --verify, verify, errors, warnings, argparse's refusals).
+
+The hostile log is the golden demo log with escape sequences written into its run_id, header,
+a plugin's label, every decision's reason (each also carrying a line break and a forged
+"verify:" line after it), checkpoint paths, a metric name and a warning record. The commands run
+as ``python -m eventbus`` in a process of their own, one of them on a real pseudo-terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventbus.audit import audit, render
+from eventbus.terminal import inline, json_safe, printable
+from eventbus.verify import render as render_verdicts
+from eventbus.verify import verify_log
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "demo.jsonl"
+
+#: What no output may hold raw, written out here rather than taken from the module under test:
+#: C0 but newline and tab, DEL, C1, the bidirectional controls, the line and paragraph
+#: separators, lone surrogates.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                    "\u2066-\u2069\ud800-\udfff]")
+TITLE = "\x1b]0;PWNED\x07"
+EVIL = (TITLE + "\x1b[2J\x1b[H"                               # set the title, clear the screen
+        "\x1b]8;;http://127.0.0.1:1/x\x1b\\click\x1b]8;;\x1b\\"  # an OSC 8 link
+        "\rFAKE: all good"                                     # overwrite the line's start
+        "\u202egpj.exe\x9b31m\x7f\u2066\u200e\u061c")          # reversed text, 8-bit CSI
+#: A line a reason tries to add to the output, after a line break of its own.
+FORGED = "verify: all 99 decisions match the log"
+
+
+def unsafe(text: str) -> list[str]:
+    return sorted({repr(c) for c in UNSAFE.findall(text)})
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def eventbus(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m eventbus ARGS``; its output decoded as a terminal would get it (bytes that
+    are not UTF-8 kept, as surrogates, so the check sees them)."""
+    done = subprocess.run([sys.executable, "-m", "eventbus", *map(os.fsencode, map(str, args))],
+                          capture_output=True, timeout=120, cwd=cwd, env=_env())
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout.decode("utf-8", "surrogateescape"),
+                                       done.stderr.decode("utf-8", "surrogateescape"))
+
+
+def hostile_lines() -> list[dict]:
+    records = [orjson.loads(line) for line in GOLDEN.read_bytes().splitlines()]
+    for rec in records:
+        rec["run_id"] = "r" + EVIL
+        kind = rec["kind"]
+        if kind == "header":
+            rec["created"] += EVIL
+            rec["library"] += TITLE
+            next(p for p in rec["plugins"] if p["name"] == "ReduceLROnPlateau")["label"] = \
+                "RLR" + EVIL
+        elif "reason" in rec:
+            rec["reason"] += EVIL + "\n" + FORGED
+        elif kind == "checkpoint_saved":
+            rec["path"] += EVIL
+        elif kind == "epoch_end":
+            rec["logs"]["val_loss" + TITLE] = 1.0
+    last = records[-1]
+    records.append({"v": 1, "run_id": last["run_id"], "seq": last["seq"] + 1, "kind": "warning",
+                    "time": last["time"], "source": "X" + EVIL, "message": "careful" + EVIL,
+                    "details": {}})
+    return records
+
+
+def write_log(path: Path, records: list[dict]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def hostile(tmp_path) -> Path:
+    return write_log(tmp_path / "hostile.jsonl", hostile_lines())
+
+
+class TestPrintable:
+    def test_each_control_is_shown_as_its_escape(self):
+        """ESC, CR, DEL, C1, bidi controls and a lone surrogate become the text repr writes."""
+        assert printable("a\x1b]0;t\x07b") == "a\\x1b]0;t\\x07b"
+        assert printable("\r\x00\x7f\x9b\x85") == "\\r\\x00\\x7f\\x9b\\x85"
+        assert printable("\u202e\u2066\u2069\u200e\u200f\u061c\u202a") == \
+            "\\u202e\\u2066\\u2069\\u200e\\u200f\\u061c\\u202a"
+        assert printable("\u2028\u2029\udcff") == "\\u2028\\u2029\\udcff"
+
+    def test_newline_tab_and_ordinary_text_are_kept(self):
+        """A block's own lines and tabs stay; letters, emoji (a joiner included), backslashes
+        and a Windows path are shown as they are."""
+        text = "run\tok\nepoch 3: val_loss μ=0.5 👩‍💻 C:\\runs\\x1b\n"
+        assert printable(text) == text
+
+    @given(st.text(st.characters(codec="utf-8") | st.sampled_from(list(EVIL + "\n\t\udc80"))))
+    def test_nothing_unsafe_survives_and_the_lines_stay_the_callers(self, text):
+        """For any text: nothing a terminal acts on is left, and the newlines are the input's."""
+        shown = printable(text)
+        assert unsafe(shown) == []
+        assert shown.count("\n") == text.count("\n")
+
+    @given(st.text(st.characters(codec="utf-8")).filter(lambda t: not UNSAFE.search(t)))
+    def test_text_with_nothing_to_escape_is_unchanged(self, text):
+        assert printable(text) == text
+
+
+class TestInline:
+    def test_a_line_break_in_a_field_is_shown_not_obeyed(self):
+        assert inline("best\nverify: ok\r") == "best\\nverify: ok\\r"
+        assert inline(None) == "None"
+
+    @given(st.text(st.characters(codec="utf-8") | st.sampled_from(list(EVIL + "\n\udc80"))))
+    def test_a_field_is_always_one_line(self, text):
+        shown = inline(text)
+        assert "\n" not in shown
+        assert unsafe(shown) == []
+
+
+class TestJsonSafe:
+    @given(st.text(st.characters(codec="utf-8") | st.sampled_from(list(EVIL + "\u2028\udcff"))))
+    def test_the_data_read_back_is_equal_and_nothing_unsafe_is_raw(self, text):
+        """JSON's own ``\\uXXXX`` escapes: json.loads gives back exactly the string."""
+        data = {"k" + text: [text]}
+        encoded = json_safe(json.dumps(data, ensure_ascii=False))
+        assert unsafe(encoded) == []
+        assert json.loads(encoded) == data
+
+    def test_orjson_output_reads_back_equal(self):
+        data = {"created": EVIL, "name": "val_loss μ"}
+        encoded = json_safe(orjson.dumps(data).decode())
+        assert unsafe(encoded) == []
+        assert "μ" in encoded  # only the controls are escaped, not every character past ASCII
+        assert orjson.loads(encoded) == data
+
+
+class TestAudit:
+    def test_render_shows_every_hostile_field_escaped_on_its_own_line(self, hostile):
+        """audit.render, as a library user calls it: visible escapes, and no reason starts a
+        line of its own."""
+        text = render(audit(hostile))
+        assert unsafe(text) == []
+        assert "run r\\x1b]0;PWNED\\x07\\x1b[2J" in text.splitlines()[0]
+        assert "\\u202egpj.exe\\x9b31m" in text
+        assert "\\n" + FORGED in text
+        assert not any(line.startswith(FORGED) for line in text.split("\n"))
+
+    def test_the_command_prints_nothing_raw(self, hostile):
+        done = eventbus("audit", hostile)
+        assert done.returncode == 0, done.stderr
+        assert unsafe(done.stdout + done.stderr) == []
+        assert "[X\\x1b]0;PWNED\\x07" in done.stdout  # the warning record, escaped
+        assert not any(line.lstrip().startswith(FORGED) for line in done.stdout.split("\n"))
+
+    def test_json_escapes_c1_and_bidi_and_reads_back_equal(self, hostile):
+        done = eventbus("audit", hostile, "--json")
+        assert done.returncode == 0, done.stderr
+        assert unsafe(done.stdout) == []
+        data = json.loads(done.stdout)
+        assert data["created"] == "2026-12-07T02:15:22+00:00" + EVIL
+        assert data["run_id"] == "r" + EVIL
+        assert data["stop"]["reason"].endswith(EVIL + "\n" + FORGED)
+
+    def test_on_a_real_terminal_nothing_raw_arrives(self, hostile):
+        """Through a pseudo-terminal, as a person running ``eventbus audit`` sees it: the bytes
+        the terminal receives hold no escape, no 8-bit CSI, no U+202E, and a carriage return
+        only where the terminal itself turns each newline into CR LF."""
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "eventbus", "audit", str(hostile)],
+                                stdin=slave, stdout=slave, stderr=slave, env=_env())
+        os.close(slave)
+        received = b""
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                ready, _, _ = select.select([master], [], [],
+                                             max(0.0, deadline - time.monotonic()))
+                assert ready, "eventbus audit did not finish in 120 s"
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # EIO: the child exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                received += chunk
+        finally:
+            os.close(master)
+            proc.kill()
+            proc.wait(timeout=60)
+        text = received.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+        assert "ended: stopped by EarlyStopping" in text
+        assert unsafe(text) == []
+        assert "\\x1b]8;;http://127.0.0.1:1/x" in text
+
+
+class TestReplayAndVerify:
+    def test_a_mismatch_line_is_one_escaped_line(self, hostile):
+        """replay --verify: the recorded reason differs from the replayed one, and the line that
+        says so shows it escaped, its line break included."""
+        done = eventbus("replay", hostile, "--verify")
+        assert done.returncode == 1
+        assert unsafe(done.stdout + done.stderr) == []
+        (mismatch,) = [line for line in done.stderr.split("\n") if line]
+        assert mismatch.startswith("verify: MISMATCH: ")
+        assert "\\n" + FORGED in mismatch
+        assert not any(line.startswith(FORGED) for line in done.stdout.split("\n"))
+
+    def test_verify_text_shows_the_reason_escaped(self, hostile):
+        done = eventbus("verify", hostile)
+        assert done.returncode == 1
+        assert unsafe(done.stdout + done.stderr) == []
+        assert not any(line.startswith(FORGED) for line in done.stdout.split("\n"))
+        text = render_verdicts([verify_log(hostile)])  # the same, as a library user calls it
+        assert unsafe(text) == [] and "\\u202egpj.exe" in text
+
+    def test_log_file_names_are_escaped_undecodable_bytes_included(self, tmp_path):
+        """A directory someone else named the logs in: a title sequence and a byte that is not
+        UTF-8 (a lone surrogate in Python) are shown escaped, in text and in --json."""
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        names = ["x" + TITLE + ".jsonl", os.fsdecode(b"y\xff.jsonl")]
+        for name in names:
+            (logs / name).write_bytes(GOLDEN.read_bytes())
+        done = eventbus("verify", logs, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert unsafe(done.stdout + done.stderr) == []
+        assert "x\\x1b]0;PWNED\\x07.jsonl" in done.stdout
+        assert "y\\udcff.jsonl" in done.stdout
+        as_json = eventbus("verify", logs, "--json", cwd=tmp_path)
+        assert unsafe(as_json.stdout) == []
+        assert sorted(v["log"] for v in json.loads(as_json.stdout)) == \
+            sorted(str(logs / name) for name in names)
+
+
+class TestErrorsAndWarnings:
+    def test_an_error_quoting_a_field_name_is_one_escaped_line(self, tmp_path):
+        """pydantic names the unexpected field in its message; the field is the log's."""
+        records = [orjson.loads(line) for line in GOLDEN.read_bytes().splitlines()]
+        next(r for r in records if r["kind"] == "save_checkpoint")["k" + EVIL] = 1
+        done = eventbus("audit", write_log(tmp_path / "extra.jsonl", records))
+        assert done.returncode == 2
+        (line,) = done.stderr.split("\n")[:-1]
+        assert line.startswith("eventbus audit: error: ")
+        assert "k\\x1b]0;PWNED\\x07" in line
+        assert unsafe(done.stderr) == []
+
+    def test_a_warning_naming_a_hostile_file_is_escaped(self, tmp_path):
+        """A torn last line is a warning that names the file: the name is shown escaped."""
+        log = tmp_path / ("torn" + TITLE + ".jsonl")
+        log.write_bytes(GOLDEN.read_bytes() + b'{"v":1,"kind":"epoch_end' + EVIL.encode())
+        done = eventbus("audit", log)
+        assert done.returncode == 0, done.stderr
+        (warning,) = [line for line in done.stderr.split("\n") if line]
+        assert warning.startswith("eventbus audit: warning: ")
+        assert "torn\\x1b]0;PWNED\\x07.jsonl" in warning
+        assert unsafe(done.stderr) == []
+
+    def test_an_argument_argparse_refuses_is_escaped(self, tmp_path):
+        """An extra file name a shell's glob found: argparse's error quotes it, escaped."""
+        done = eventbus("replay", GOLDEN, "b" + TITLE + ".jsonl")
+        assert done.returncode == 2
+        assert "unrecognized arguments: b\\x1b]0;PWNED\\x07.jsonl" in done.stderr
+        assert unsafe(done.stderr) == []
