@@ -34,7 +34,8 @@ class EarlyStopping(KerasMonitorNames, Plugin):
                  check_finite: bool = False, stopping_threshold: float | None = None,
                  divergence_threshold: float | None = None):
         name = type(self).name
-        self.monitor = Monitor(monitor, mode, min_delta, plugin=name)
+        self.tracker = Monitor(monitor, mode, min_delta, plugin=name)
+        self._keras_monitor_names(monitor, mode, self.tracker.min_delta)
         self.patience = require_int(patience, "patience", name)
         self.verbose = require_int(verbose, "verbose", name)
         self.baseline = None if baseline is None else require_real(baseline, "baseline", name)
@@ -47,16 +48,16 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         self.divergence_threshold = None if divergence_threshold is None else \
             require_real(divergence_threshold, "divergence_threshold", name)
         if self.stopping_threshold is not None and self.divergence_threshold is not None and \
-                not self.monitor.beats(self.stopping_threshold, self.divergence_threshold):
+                not self.tracker.beats(self.stopping_threshold, self.divergence_threshold):
             raise ConfigError(f"{name}: stopping_threshold={self.stopping_threshold} must be "
                               f"better than divergence_threshold={self.divergence_threshold} "
-                              f"under mode={self.monitor.mode!r}", plugin=name,
+                              f"under mode={self.tracker.mode!r}", plugin=name,
                               field="stopping_threshold")
         self._tag = f"{name}/best"
         self._reset()
 
     def _reset(self) -> None:
-        self.monitor.reset()
+        self.tracker.reset()
         self.wait = 0
         # Keras's values before any best or stop (code tests ``stopped_epoch > 0``); whether
         # there is a best epoch is ``_has_best_epoch()``.
@@ -80,10 +81,10 @@ class EarlyStopping(KerasMonitorNames, Plugin):
     def on_epoch_end(self, event: EpochEnd) -> Any:
         epoch: int = event.epoch
         logs = event.logs
-        name = self.monitor.monitor
+        name = self.tracker.monitor
         value = logs.get(name)
         if value is None:
-            return self.monitor.missing(
+            return self.tracker.missing(
                 logs, f"Early stopping conditioned on metric `{name}` which is not available. "
                       f"Available metrics are: {','.join(logs)}")
         if epoch < self.start_from_epoch:
@@ -91,7 +92,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
 
         out: list[Any] = []
         self.wait += 1
-        improved = self.monitor.update(value)
+        improved = self.tracker.update(value)
         first = self.restore_best_weights and not self._snapshot_taken
         if improved or first:
             # As Keras: until something improves, the first monitored epoch counts as best.
@@ -101,7 +102,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             out.append(self._snapshot(epoch, value, "a new best" if improved
                                       else "the first monitored epoch, kept until one improves"))
         # Only restart wait if we beat both the baseline and our previous best.
-        if improved and (self.baseline is None or self.monitor.beats(value, self.baseline)):
+        if improved and (self.baseline is None or self.tracker.beats(value, self.baseline)):
             self.wait = 0
 
         stop = self._stop(epoch, value, improved)
@@ -111,7 +112,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         return out or None
 
     def _stop(self, epoch: int, value: float, improved: bool) -> StopTraining | None:
-        name = self.monitor.monitor
+        name = self.tracker.monitor
         evidence = self._evidence(epoch, value)
         # Lightning's order: a non-finite value, then the thresholds, then patience.
         if self.check_finite and not math.isfinite(value):
@@ -138,15 +139,15 @@ class EarlyStopping(KerasMonitorNames, Plugin):
     def _strictly_better(self, a: float, b: float) -> bool:
         if math.isnan(a):
             return False
-        return a < b if self.monitor.mode == "min" else a > b
+        return a < b if self.tracker.mode == "min" else a > b
 
     def _patience_reason(self) -> str:
-        name, wait = self.monitor.monitor, self.wait
+        name, wait = self.tracker.monitor, self.wait
         epochs = "epoch" if wait == 1 else "epochs"
         if self.best is None:
             return f"{name} has had no comparable value (NaN) for {wait} {epochs}"
         where = f"{fmt(self.best)} (epoch {self.best_epoch + 1})"
-        if self.baseline is not None and not self.monitor.beats(self.best, self.baseline):
+        if self.baseline is not None and not self.tracker.beats(self.best, self.baseline):
             return (f"{name} did not improve on the baseline {fmt(self.baseline)} in {wait} "
                     f"{epochs}; best {where}")
         return f"{name} did not improve on {where} for {wait} {epochs}"
@@ -156,18 +157,18 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         return self.best is not None or self._snapshot_taken
 
     def _evidence(self, epoch: int, value: float) -> dict[str, Any]:
-        return {"monitor": self.monitor.monitor, "value": value, "best": self.best,
+        return {"monitor": self.tracker.monitor, "value": value, "best": self.best,
                 "best_epoch": self.best_epoch if self._has_best_epoch() else None,
                 "wait": self.wait, "patience": self.patience,
-                "min_delta": self.monitor.min_delta, "mode": self.monitor.mode,
+                "min_delta": self.tracker.min_delta, "mode": self.tracker.mode,
                 "baseline": self.baseline, "start_from_epoch": self.start_from_epoch}
 
     def _snapshot(self, epoch: int, value: float, why: str) -> SnapshotWeights:
         return SnapshotWeights(
             tag=self._tag, code="best_weights",
-            reason=f"keep the weights of epoch {epoch + 1} ({self.monitor.monitor} = "
+            reason=f"keep the weights of epoch {epoch + 1} ({self.tracker.monitor} = "
                    f"{fmt(value)}): {why}",
-            evidence={"monitor": self.monitor.monitor, "value": value, "best_epoch": epoch})
+            evidence={"monitor": self.tracker.monitor, "value": value, "best_epoch": epoch})
 
     @hookimpl
     def on_train_end(self, event: TrainEnd) -> Any:
@@ -176,11 +177,11 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         best_epoch = self.best_epoch  # set with the snapshot
         if self.best is None:  # nothing was ever a best (every value NaN, or never improved)
             reason = (f"restore the weights of epoch {best_epoch + 1}, the first monitored one: "
-                      f"no {self.monitor.monitor} value improved on it")
+                      f"no {self.tracker.monitor} value improved on it")
         else:
             reason = (f"restore the weights of the best epoch ({best_epoch + 1}, "
-                      f"{self.monitor.monitor} = {fmt(self.best)})")
+                      f"{self.tracker.monitor} = {fmt(self.best)})")
         return RestoreWeights(
             tag=self._tag, code="restore_best_weights", reason=reason,
-            evidence={"monitor": self.monitor.monitor, "best": self.best,
+            evidence={"monitor": self.tracker.monitor, "best": self.best,
                       "best_epoch": self.best_epoch})

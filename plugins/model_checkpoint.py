@@ -153,12 +153,12 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
             raise ConfigError(f"{name}: mode must be 'auto', 'min' or 'max'; got {mode!r}",
                               plugin=name, field="mode")
         # The direction matters only when comparing; Keras 3 infers it (and may fail) always.
-        self.monitor: Monitor | None = None
-        self.monitor_name = monitor
+        self.tracker: Monitor | None = None
+        self._keras_monitor_names(monitor, mode, 0.0)
         if self.save_best_only or self.save_top_k is not None:
             threshold = None if initial_value_threshold is None else \
                 require_real(initial_value_threshold, "initial_value_threshold", name)
-            self.monitor = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
+            self.tracker = Monitor(monitor, mode, 0.0, plugin=name, initial=threshold)
         self._batches_since_save = 0
         self._epochs_since_save = 0
         #: The files save_top_k keeps, best first: (value, order saved, path, epoch, batch).
@@ -188,8 +188,8 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
         # As Keras (which has no on_train_begin here): the best value and the save counters
         # carry over to the next fit() of the same instance, so a staged fit keeps the best
         # file the best of all stages. Only the missing-monitor warning is once per run.
-        if self.monitor is not None:
-            self.monitor.warned = False
+        if self.tracker is not None:
+            self.tracker.warned = False
 
     @hookimpl
     def on_epoch_end(self, event: EpochEnd) -> Any:
@@ -232,8 +232,8 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
             out.append(SaveCheckpoint(
                 path=self.last_path, weights_only=self.save_weights_only, code="last",
                 reason=f"the newest model, at {where}, as {self.last_path}",
-                evidence={**evidence, "monitor": self.monitor_name,
-                          "value": logs.get(self.monitor_name)}))
+                evidence={**evidence, "monitor": self.monitor,
+                          "value": logs.get(self.monitor)}))
         return out or None
 
     def _top_k(self, path: str, epoch: int, where: str, evidence: dict[str, Any],
@@ -245,8 +245,8 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
         ``initial_value_threshold`` a value must beat it too. The best is never removed: only
         the (k+1)-th is, and k is at least 1.
         """
-        assert self.monitor is not None and self.save_top_k is not None
-        monitor, k = self.monitor, self.save_top_k
+        assert self.tracker is not None and self.save_top_k is not None
+        monitor, k = self.tracker, self.save_top_k
         name = monitor.monitor
         current = logs.get(name)
         if current is None:
@@ -302,8 +302,8 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
 
     def _consider(self, path: str, where: str, evidence: dict[str, Any],
                   logs: Mapping[str, float]) -> Any:
-        if self.monitor is None:
-            value = logs.get(self.monitor_name)
+        if self.tracker is None:
+            value = logs.get(self.monitor)
             batch = evidence["batch"]
             code = "epoch" if batch is None and self.period == 1 else \
                 ("period" if batch is None else "save_freq")
@@ -311,16 +311,16 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                 where += f" (every {self.period} epochs)"
             return SaveCheckpoint(path=path, weights_only=self.save_weights_only, code=code,
                                   reason=f"save at {where}",
-                                  evidence={**evidence, "monitor": self.monitor_name,
+                                  evidence={**evidence, "monitor": self.monitor,
                                             "value": value})
-        name = self.monitor.monitor
+        name = self.tracker.monitor
         current = logs.get(name)
         if current is None:
-            return self.monitor.missing(
+            return self.tracker.missing(
                 logs, f"Can save best model only with {name} available; available: "
                       f"{','.join(logs)}. Not saving.")
-        previous = self.monitor.best
-        if not self.monitor.update(current):
+        previous = self.tracker.best
+        if not self.tracker.update(current):
             return None
         return SaveCheckpoint(
             path=path, weights_only=self.save_weights_only, code="improved",
@@ -328,7 +328,7 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                     if previous is not None else f"{name} = {fmt(current)} at {where}: the "
                     "first value, so the best so far"),
             evidence={**evidence, "monitor": name, "value": current, "best": previous,
-                      "mode": self.monitor.mode})
+                      "mode": self.tracker.mode})
 
     def _format(self, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
         values: dict[str, Any] = dict(logs)

@@ -53,35 +53,45 @@ def monitor_op(monitor: Monitor | None) -> Any:
 
 
 class KerasMonitorNames:
-    """Keras's names for the state of a plugin's ``monitor`` (a :class:`Monitor`, or None for
-    a plugin that monitors nothing as configured): ``best`` and ``monitor_op``.
+    """Keras's names for a monitoring plugin's configuration and state: ``monitor`` (the
+    metric's name), ``mode`` (as given: ``"auto"`` stays ``"auto"``), ``min_delta`` (its
+    absolute value), ``monitor_op`` and ``best``, as Keras 3's ``MonitorCallback`` keeps them.
 
-    ``best`` may be set, as code written against Keras's callbacks does; ``train_begin``
-    resets it where Keras's does (EarlyStopping, ReduceLROnPlateau; ModelCheckpoint keeps the
-    best of earlier fits). A best set by hand is not in the log: a replay starts without it.
+    The rule itself is the plugin's ``tracker`` (a :class:`Monitor`, or None for a plugin that
+    compares nothing as configured: ModelCheckpoint without ``save_best_only``), which the
+    audit shares. ``best`` may be set, as code written against Keras's callbacks does;
+    ``train_begin`` resets it where Keras's does (EarlyStopping, ReduceLROnPlateau;
+    ModelCheckpoint keeps the best of earlier fits). A best set by hand is not in the log: a
+    replay starts without it.
     """
 
-    monitor: Monitor | None
+    tracker: Monitor | None
+
+    def _keras_monitor_names(self, monitor: str, mode: str, min_delta: float) -> None:
+        """Keep the Keras names of the arguments the tracker was made from."""
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = abs(min_delta)
 
     @property
     def monitor_op(self) -> Any:
         """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``;
-        None without a monitor): read by code written against Keras's callbacks."""
-        return monitor_op(self.monitor)
+        None without a tracker): read by code written against Keras's callbacks."""
+        return monitor_op(self.tracker)
 
     @property
     def best(self) -> float | None:
         """The best value of the monitored metric so far (None before the first)."""
-        return None if self.monitor is None else self.monitor.best
+        return None if self.tracker is None else self.tracker.best
 
     @best.setter
     def best(self, value: float | None) -> None:
         name = type(self).__name__
-        if self.monitor is None:
+        if self.tracker is None:
             raise ConfigError(f"{name}: best: this plugin monitors no metric as configured "
                               "(ModelCheckpoint tracks one only with save_best_only=True)",
                               plugin=name, field="best")
-        self.monitor.best = None if value is None else \
+        self.tracker.best = None if value is None else \
             require_real(value, "best", name, finite=False)
 
 

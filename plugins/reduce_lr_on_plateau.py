@@ -46,7 +46,8 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
         if self.factor >= 1.0:
             raise ConfigError(f"{name}: factor must be below 1 (new_lr = lr * factor); got "
                               f"{self.factor}", plugin=name, field="factor")
-        self.monitor = Monitor(monitor, mode, min_delta, plugin=name)
+        self.tracker = Monitor(monitor, mode, min_delta, plugin=name)
+        self._keras_monitor_names(monitor, mode, self.tracker.min_delta)
         self.patience = require_int(patience, "patience", name)
         self.verbose = require_int(verbose, "verbose", name)
         self.cooldown = require_int(cooldown, "cooldown", name)
@@ -61,7 +62,7 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
         return config
 
     def _reset(self) -> None:
-        self.monitor.reset()
+        self.tracker.reset()
         self.wait = 0
         self.cooldown_counter = 0
         self._warned: set[str] = set()
@@ -81,11 +82,11 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
     @hookimpl
     def on_epoch_end(self, event: EpochEnd) -> Any:
         logs = event.logs
-        name = self.monitor.monitor
+        name = self.tracker.monitor
         current = logs.get(name)
         if current is None:
             # Nothing else moves: the cooldown does not count down either (as Keras).
-            return self.monitor.missing(
+            return self.tracker.missing(
                 logs, f"Learning rate reduction is conditioned on metric `{name}` which is "
                       f"not available. Available metrics are: {','.join(logs)}.")
 
@@ -93,7 +94,7 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
             self.cooldown_counter -= 1
             self.wait = 0
 
-        if self.monitor.update(current):
+        if self.tracker.update(current):
             self.wait = 0
             return None
         if self.in_cooldown():
@@ -118,8 +119,8 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
                    f"{fmt(new_lr)}" + (" (the min_lr floor)" if new_lr == self.min_lr else ""),
             evidence={"monitor": name, "value": current, "best": self.best, "wait": self.wait,
                       "patience": self.patience, "factor": self.factor, "min_lr": self.min_lr,
-                      "cooldown": self.cooldown, "min_delta": self.monitor.min_delta,
-                      "mode": self.monitor.mode})
+                      "cooldown": self.cooldown, "min_delta": self.tracker.min_delta,
+                      "mode": self.tracker.mode})
         self.cooldown_counter = self.cooldown
         self.wait = 0
         return decision

@@ -142,8 +142,8 @@ class ConsoleSink(Sink):
             if isinstance(verbose, int) and not isinstance(verbose, bool) and verbose > 0:
                 self._kinds[label] = _kind_of(plugin)
                 if self._kinds[label] == "ModelCheckpoint":
-                    monitor = getattr(plugin, "monitor", None)
-                    self._best[label] = getattr(monitor, "initial", None)
+                    tracker = getattr(plugin, "tracker", None)  # the plugin's Monitor
+                    self._best[label] = getattr(tracker, "initial", None)
 
     def _print(self, line: str) -> None:
         if self._logger is not None:
@@ -208,7 +208,7 @@ class ConsoleSink(Sink):
         saves, at the decisions that follow the epoch's end)."""
         plugin = next((p for p in (self._run.plugins if self._run else ())
                        if self._run is not None and self._run.label(p) == source), None)
-        monitor = getattr(plugin, "monitor", None)
+        monitor = getattr(plugin, "tracker", None)  # the plugin's Monitor
         name = getattr(monitor, "monitor", None)
         if not getattr(plugin, "save_best_only", False) or name not in record.get("logs", {}) \
                 or getattr(plugin, "save_freq", "epoch") != "epoch":

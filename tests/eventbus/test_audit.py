@@ -142,7 +142,7 @@ class TestMonitoredMetrics:
         plugin = EarlyStopping(monitor=name, patience=len(values) + 1)
         _, records = run([plugin], epochs(**{name: values}))
         (summary,) = audit(records).monitors
-        assert summary.mode == plugin.monitor.mode
+        assert summary.mode == plugin.tracker.mode
         # (the plugin's best_epoch is Keras's 0 while it has no best; the audit says None)
         assert (summary.best, summary.best_epoch) == (
             plugin.best, None if plugin.best is None else plugin.best_epoch)

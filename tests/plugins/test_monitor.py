@@ -31,8 +31,8 @@ class TestTheCoreRule:
     ], ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"])
     def test_plugins_place_names_by_the_core_rule(self, make) -> None:
         """The plugins that monitor a metric place it by eventbus.monitor's words."""
-        assert make(monitor="val_top1").monitor.mode == "max"
-        assert make(monitor="val_perplexity").monitor.mode == "min"
+        assert make(monitor="val_top1").tracker.mode == "max"
+        assert make(monitor="val_perplexity").tracker.mode == "min"
 
 
 class TestKerasNames:
@@ -49,7 +49,7 @@ class TestKerasNames:
         fit's train_begin; ModelCheckpoint's best carries over to the next fit, as Keras's."""
         plugin = make()
         plugin.best = 0.1
-        assert plugin.best == 0.1 and plugin.monitor.best == 0.1
+        assert plugin.best == 0.1 and plugin.tracker.best == 0.1
         plugin.best = float("inf")  # Keras 2's start, accepted
         assert plugin.best == math.inf
         plugin.best = 0.5
@@ -63,8 +63,8 @@ class TestKerasNames:
     def test_a_best_set_by_hand_is_what_the_next_value_is_compared_with(self, make) -> None:
         plugin = make()
         plugin.best = 0.2
-        assert not plugin.monitor.update(0.3)
-        assert plugin.monitor.update(0.1) and plugin.best == 0.1
+        assert not plugin.tracker.update(0.3)
+        assert plugin.tracker.update(0.1) and plugin.best == 0.1
 
     @pytest.mark.parametrize("value", [math.nan, "0.1", True, [0.1]])
     def test_best_refuses_what_is_not_a_number(self, value: object) -> None:
@@ -79,6 +79,24 @@ class TestKerasNames:
         assert plugin.best is None and plugin.monitor_op is None
         with pytest.raises(ConfigError, match="save_best_only"):
             plugin.best = 0.1
+
+    @pytest.mark.parametrize("make", [
+        lambda **kw: EarlyStopping(**kw), lambda **kw: ReduceLROnPlateau(**kw),
+        lambda **kw: ModelCheckpoint("best.keras", save_best_only=True, **kw),
+        lambda **kw: ModelCheckpoint("every.keras", **kw),
+    ], ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "ModelCheckpoint-every"])
+    def test_the_arguments_read_back_by_keras_names(self, make) -> None:
+        """Code written against Keras reads ``monitor`` as the metric's name, ``mode`` as given
+        and ``min_delta`` as its absolute value (Keras's test_EarlyStopping_reuse and
+        friends); the rule object is ``tracker``."""
+        default = make()
+        assert default.monitor == "val_loss" and default.mode == "auto"
+        plugin = make(monitor="val_acc", mode="max")
+        assert (plugin.monitor, plugin.mode) == ("val_acc", "max")
+        if plugin.tracker is not None:
+            assert plugin.tracker.monitor == "val_acc" and plugin.tracker.mode == "max"
+        if not isinstance(plugin, ModelCheckpoint):
+            assert make(min_delta=-0.5).min_delta == 0.5
 
     def test_monitor_op_says_which_way_is_better(self) -> None:
         import numpy as np

@@ -153,7 +153,7 @@ class TestConfig:
         """Keras 2's epsilon works as min_delta (Keras 3 ignores it silently)."""
         with pytest.warns(DeprecationWarning, match="epsilon"):
             plugin = ReduceLROnPlateau(epsilon=0.5, patience=1)
-        assert plugin.monitor.min_delta == 0.5
+        assert plugin.tracker.min_delta == 0.5 == plugin.min_delta
         config = plugin.get_config()
         assert config["min_delta"] == 0.5 and "epsilon" not in config
         assert cut_epochs([1.0, 0.6], patience=1, min_delta=0.5) == [1]
