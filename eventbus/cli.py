@@ -456,7 +456,8 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]], *, as_json: boo
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    _out(convert(_existing(args.log), args.out, to=args.to, force=args.force))
+    _out(convert(_existing(args.log), args.out, to=args.to, force=args.force,
+                 checkpoint_root=args.checkpoint_root))
     return 0
 
 
@@ -680,6 +681,9 @@ def add_convert(sub: Any) -> None:
     con.add_argument("--force", action="store_true",
                      help="replace OUT if it exists (a file, or a directory with files in it; "
                           "TensorBoard adds its event files to those there)")
+    con.add_argument("--checkpoint-root", metavar="DIR",
+                     help="--to mlflow: upload only checkpoints below DIR (relative paths in "
+                          "the log are taken from it); default: the folder of LOG")
     con.set_defaults(func=cmd_convert)
 
 
@@ -755,11 +759,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _one_line(str(exc)) or type(exc).__name__
         _err(f"eventbus {args.command}: error: {message}")
         return 2
+    except Exception as exc:
+        if not _is_mlflow_error(exc):
+            raise
+        # The store refused (a bad URI, a server's answer): a user error, not a traceback.
+        message = _one_line(str(exc)) or type(exc).__name__
+        _err(f"eventbus {args.command}: error: MLflow: {message}")
+        return 2
     except KeyboardInterrupt:
         _err(f"eventbus {args.command}: interrupted")
         return 130
     finally:
         sys.stdout = stdout
+
+
+def _is_mlflow_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is MLflow's (``MlflowException``); MLflow is never imported for this:
+    if it was not imported, nothing raised one."""
+    errors = sys.modules.get("mlflow.exceptions")
+    return errors is not None and isinstance(exc, errors.MlflowException)
 
 
 def _discard_stdout(stream: Any) -> None:

@@ -120,7 +120,8 @@ def _check_output(src: Path, dst: Path, to: str) -> None:
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
-            to: str | None = None, force: bool = False) -> Converted:
+            to: str | None = None, force: bool = False,
+            checkpoint_root: str | os.PathLike[str] | None = None) -> Converted:
     """Write the log ``src`` as ``to`` at ``dst`` and say what was written.
 
     ``to`` defaults to the format ``dst``'s extension names (:func:`format_of`). An existing
@@ -129,12 +130,19 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     goes, a path under a file, a sink failing part way) raises
     :class:`~eventbus.errors.ConfigError` (``field="out"``) rather than reporting a count of
     records nothing holds.
+
+    ``checkpoint_root`` (``--to mlflow`` only): the folder a checkpoint the log names must be
+    below to be uploaded (default: the log's folder; see :mod:`sinks.mlflow`).
     """
     if to == "mlflow":  # OUT is a tracking URI, not a path: the sink finds the run in it
         from sinks.mlflow import backfill
 
-        count = backfill(src, str(dst))
+        count = backfill(src, str(dst), checkpoint_root=checkpoint_root)
         return Converted("mlflow", os.fspath(dst), count, "records", count)
+    if checkpoint_root is not None:
+        raise ConfigError("convert: --checkpoint-root is for --to mlflow (the checkpoints "
+                          "uploaded); the other formats hold no checkpoint",
+                          field="checkpoint_root")
     dst = Path(dst)
     to = _chosen_format(dst, to)
     _check_output(Path(src), dst, to)

@@ -13,9 +13,11 @@ run the first attempt made. What goes where:
   done (TensorBoard's step);
 - decisions: one tag each, ``eventbus.decision.<cause seq>.<kind>.<source>``, whose value is the
   reason and the evidence (and the new rate of a learning-rate change);
-- checkpoints: each ``checkpoint_saved`` file (or directory) as an artifact under
-  ``checkpoints/``;
-- the tag ``eventbus.last_seq``: the highest seq the MLflow run holds.
+- checkpoints: each ``checkpoint_saved`` file, as an artifact under ``checkpoints/``, if it
+  passes the checks below;
+- the tags ``eventbus.last_seq`` (the highest seq the MLflow run holds), ``eventbus.started``
+  (the time of the header of the log it was written from) and ``eventbus.last_record`` (the
+  last record, not a batch's, it holds: ``seq kind time``).
 
 Exactly once. MLflow only appends (a metric logged twice at a step shows twice), so the sink
 never sends anything twice: records at or below ``eventbus.last_seq`` are skipped, and a metric
@@ -25,32 +27,73 @@ that epoch has ended (or the run has), never those of an epoch in progress, whic
 abandon and a resume run again with other values. A crash therefore leaves MLflow at most
 behind the event log, and a resume (``catch_up``) or a backfill writes what it lacks.
 
+A log is untrusted input (a backfill converts a log from anywhere; a resume reads one back), so
+what it says decides neither which MLflow run is written nor which files are sent:
+
+- The run id must be the bus's 16 hex digits or a name of ASCII letters, digits, ``.``, ``_``
+  and ``-`` (up to 128, :func:`check_run_id`): anything else is a ConfigError naming
+  ``run_id``, and nothing else reaches MLflow's search filter.
+- An MLflow run found by its tag is written into (and set RUNNING again) only once the log has
+  shown it goes on from it: it begins with the header whose time is the run's
+  ``eventbus.started``, and holds the very record (seq, kind, time) of its
+  ``eventbus.last_record``. Until then nothing is sent; a log that shows otherwise (another
+  run's log carrying the same id, a log cut short or edited), a run with no
+  ``eventbus.started`` (made by hand or by an older version), two runs with the id, or a run
+  that is not resumed finding one when the sink opens, is a ConfigError naming ``run_id``, and
+  that MLflow run is left as it was. A finished MLflow run is so reopened only by its own log
+  going on (a further fit of a resumed run); a second backfill of that log adds nothing and
+  leaves it FINISHED.
+- A recorded checkpoint is uploaded only if it is a regular file (``lstat`` says so before it
+  is opened, and ``fstat`` of what was opened, with ``O_NOFOLLOW | O_NONBLOCK``: a FIFO, device
+  or directory is never opened, a link never followed), starts as a checkpoint does (HDF5 or a
+  ``.keras`` zip, :func:`eventbus.verify.starts_as_checkpoint`), has the recorded size and
+  sha256, and either this process's checkpoint writer wrote it, unchanged since (a live record
+  only: :mod:`sinks.hdf5` notes each file it writes), or it is below the root, opened one
+  folder at a time with no link followed below it: ``checkpoint_root`` (relative paths are
+  taken from it), else the folder of the log. What is sent is a private copy (in a temporary
+  folder of this process's own) of exactly the bytes that were hashed, read in chunks, no
+  more than the file's size. Anything else is a ``warning`` naming the path and why (a
+  :class:`~eventbus.RunWarning` in a backfill), listed on ``refused_checkpoints`` (a file
+  that is gone: ``missing_checkpoints``), and is not sent; the rest of the run still is.
+
 MLflow is imported when the sink first talks to the store, never by ``import sinks.mlflow``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventbus import Sink
+from eventbus import RunWarning, Sink
 from eventbus.errors import ConfigError
 from eventbus.records import DECISION_KINDS
 from eventbus.records import Warning as WarningRecord
+from eventbus.verify import starts_as_checkpoint
 
 if TYPE_CHECKING:
     from eventbus.run import Run
 
-__all__ = ["RUN_ID_TAG", "SEQ_TAG", "MLflowSink", "backfill"]
+__all__ = ["LAST_RECORD_TAG", "RUN_ID_TAG", "SEQ_TAG", "STARTED_TAG", "MLflowSink", "backfill",
+           "check_run_id"]
 
 #: The tag an MLflow run carries the event log's run id in: how a resume finds it again.
 RUN_ID_TAG = "eventbus.run_id"
 #: The tag holding the highest seq the MLflow run has (records at or below it are skipped).
 SEQ_TAG = "eventbus.last_seq"
+#: The tag holding the time of the header of the log the MLflow run was written from.
+STARTED_TAG = "eventbus.started"
+#: The tag naming the last record (not a batch's) the MLflow run holds: ``seq kind time``.
+LAST_RECORD_TAG = "eventbus.last_record"
 
 _PARAM_LENGTH = 6000  # MLflow's limits on a param value, a tag value and a batch
 _TAG_LENGTH = 8000
@@ -60,6 +103,15 @@ _METRICS_PER_BATCH = 1000
 _KEY_BAD = re.compile(r"[^\w\-. /]")
 # Batch logs that are the batch's description, not a metric (Keras's loggers leave them out).
 _NOT_LOGGED = frozenset({"batch", "size"})
+# A run id that may reach MLflow's search filter: the bus's 16 hex digits, or a name.
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+_READ = 1 << 20
+#: Never through a link at the file; never blocking on a FIFO put where a checkpoint was.
+_READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
 
 
 def _key(name: str) -> str:
@@ -80,6 +132,39 @@ def _require_positive_int(value: Any, field: str) -> int | None:
     return value
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_run_id(run_id: Any) -> str:
+    """``run_id`` if it may name an MLflow run: the bus's 16 hex digits, or a name of ASCII
+    letters, digits, ``.``, ``_`` and ``-`` (1 to 128 of them); else a ConfigError naming
+    ``run_id``. Only such a value is put into MLflow's search filter."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"MLflowSink: the run id {_shown(run_id)} cannot name an MLflow run: "
+                          "use letters, digits, '.', '_' and '-', at most 128 of them (the bus "
+                          "makes 16 hex digits)", plugin="mlflow", field="run_id")
+    return run_id
+
+
+def _stamp(record: Mapping[str, Any]) -> str:
+    """What :data:`LAST_RECORD_TAG` says of a record: its seq, kind and time (exact)."""
+    return f"{record['seq']} {record['kind']} {float(record['time'])!r}"
+
+
+@dataclass
+class _Claim:
+    """An MLflow run found by its run-id tag that this log has not yet shown it goes on from:
+    what the run holds, and what of it the log has shown so far."""
+
+    started: str
+    last: str | None
+    last_seq: int | None
+    header_seen: bool = False
+    last_seen: bool = False
+
+
 class MLflowSink(Sink):
     """Write a run into an MLflow tracking store (see the module documentation).
 
@@ -88,13 +173,16 @@ class MLflowSink(Sink):
     experiment's name, made if missing. ``batch_every``: log batch metrics every that many
     steps (None: epoch metrics only). ``run_name``: the MLflow run's name (default: the event
     log's run id). ``checkpoints``: upload ``checkpoint_saved`` files as artifacts.
+    ``checkpoint_root``: the folder a recorded checkpoint this process did not write must be
+    under to be uploaded (relative paths are taken from it); None: the folder of the log.
     """
 
     name = "mlflow"
 
     def __init__(self, tracking_uri: str | None = None, *, experiment: str = "eventbus",
                  batch_every: int | None = None, run_name: str | None = None,
-                 checkpoints: bool = True):
+                 checkpoints: bool = True,
+                 checkpoint_root: str | os.PathLike[str] | None = None):
         if tracking_uri is not None and (not isinstance(tracking_uri, str) or not tracking_uri):
             raise ConfigError(f"MLflowSink: tracking_uri must be None or a non-empty str; got "
                               f"{tracking_uri!r}", plugin=self.name, field="tracking_uri")
@@ -104,11 +192,20 @@ class MLflowSink(Sink):
         if run_name is not None and not isinstance(run_name, str):
             raise ConfigError(f"MLflowSink: run_name must be None or a str; got {run_name!r}",
                               plugin=self.name, field="run_name")
+        if checkpoint_root is not None and (
+                not isinstance(checkpoint_root, (str, os.PathLike))
+                or not os.fspath(checkpoint_root) or "\0" in str(os.fspath(checkpoint_root))):
+            raise ConfigError(f"MLflowSink: checkpoint_root must be None or a folder's path; "
+                              f"got {checkpoint_root!r}", plugin=self.name,
+                              field="checkpoint_root")
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.batch_every = _require_positive_int(batch_every, "batch_every")
         self.run_name = run_name
         self.checkpoints = bool(checkpoints)
+        #: The folder recorded checkpoints must be under (absolute), or None: the log's.
+        self.checkpoint_root = None if checkpoint_root is None else \
+            os.path.abspath(os.fspath(checkpoint_root))
         takes = {"header", "train_begin", "epoch_end", "train_end", "checkpoint_saved",
                  *DECISION_KINDS}
         if self.batch_every is not None:
@@ -116,25 +213,46 @@ class MLflowSink(Sink):
         self.takes = frozenset(takes)
         self._run: Run | None = None
         self._client: Any = None
+        self._experiment_id: str | None = None
+        self._run_key = ""  # the event log's run id, checked
         #: The MLflow run's id, once found or made.
         self.mlflow_run_id: str | None = None
+        self._status: str | None = None  # the MLflow run's status, as this sink left it
         self._last_seq = -1  # what the MLflow run holds
         self._have: dict[str, set[int]] = {}  # metric key -> steps it has
         self._params: set[str] = set()
         self._tags: set[str] = set()
-        # Records taken but not sent: (epoch it belongs to, or None, record).
-        self._pending: list[tuple[int | None, dict[str, Any]]] = []
+        # A found MLflow run the log has not yet shown it goes on from; nothing is sent to it,
+        # nor its status changed, until it has.
+        self._claim: _Claim | None = None
+        self._refusal: ConfigError | None = None  # why this log is not written, once known
+        # What this sink saw and wrote: the header's time, the last LAST_RECORD_TAG it set.
+        # A second fit after close finds the MLflow run holding just these.
+        self._started: str | None = None
+        self._last_record: str | None = None
+        self._log_folders: list[str] = []  # the default checkpoint root(s)
+        # Records taken but not sent: (epoch it belongs to, or None, record, live).
+        self._pending: list[tuple[int | None, dict[str, Any], bool]] = []
         self._ended_epoch = -1  # the last epoch whose epoch_end was taken
         self._ended = False  # train_end taken: everything may go
         #: Checkpoint paths that were gone when their record was sent.
         self.missing_checkpoints: list[str] = []
+        #: Checkpoints not uploaded, and why: (path as recorded, reason in words).
+        self.refused_checkpoints: list[tuple[str, str]] = []
 
     # --- the store -----------------------------------------------------------------------------
 
     def _connect(self, run_id: str) -> None:
-        """Find the MLflow run of ``run_id`` (or make it), and read what it holds."""
+        """Find the MLflow run of ``run_id`` and read what it holds (nothing is written: the
+        log must first show it goes on from that run), or note that none is there yet (it
+        is made at the first send, when the log's header is known)."""
         if self._client is not None:
             return
+        try:
+            run_id = check_run_id(run_id)
+        except ConfigError as exc:
+            self._refusal = exc
+            raise
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.tracking_uri)
@@ -144,44 +262,123 @@ class MLflowSink(Sink):
         found = client.search_runs([experiment_id],
                                    filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'",
                                    max_results=2)
+        self._run_key, self._experiment_id = run_id, experiment_id
+        if len(found) > 1:
+            raise ConfigError(f"MLflowSink: more than one MLflow run in experiment "
+                              f"{self.experiment!r} carries the run id {run_id}; nothing tells "
+                              "which this log goes on from, so none is written",
+                              plugin=self.name, field="run_id")
         if found:
             run = found[0]
             self.mlflow_run_id = run.info.run_id
             data = run.data
+            self._claim = self._claim_of(data.tags)
             self._last_seq = int(data.tags.get(SEQ_TAG, -1))
             self._params = set(data.params)
             self._tags = set(data.tags)
             for key in data.metrics:
                 self._have[key] = {m.step for m in client.get_metric_history(
                     self.mlflow_run_id, key)}
-            if run.info.status != "RUNNING":  # a resume after a failure, or a backfill
-                client.update_run(self.mlflow_run_id, status="RUNNING")
+            self._status = run.info.status
         else:
-            made = client.create_run(experiment_id, run_name=self.run_name or run_id,
-                                     tags={RUN_ID_TAG: run_id})
-            self.mlflow_run_id = made.info.run_id
+            self.mlflow_run_id = None
         self._client = client
+
+    def _claim_of(self, tags: Mapping[str, str]) -> _Claim | None:
+        """What a found MLflow run holds that the log must show; None when this very sink
+        wrote it so (a second fit after ``close``)."""
+        started, last = tags.get(STARTED_TAG), tags.get(LAST_RECORD_TAG)
+        if started is None:
+            raise self._not_continued(
+                f"it has no tag {STARTED_TAG} (it was not written by this sink, or by a "
+                "version before it checked), so nothing shows this log goes on from it")
+        if self._started == started and self._last_record == last:
+            return None
+        last_seq = None
+        if last is not None:
+            head = last.partition(" ")[0]
+            if not head.isdigit():
+                raise self._not_continued(f"its tag {LAST_RECORD_TAG} ({_shown(last)}) is "
+                                          "not one this sink writes")
+            last_seq = int(head)
+        return _Claim(started=started, last=last, last_seq=last_seq)
+
+    def _not_continued(self, why: str) -> ConfigError:
+        self._refusal = ConfigError(
+            f"MLflowSink: the MLflow run {self.mlflow_run_id} (experiment "
+            f"{self.experiment!r}) carries the run id {self._run_key}, but this log does not "
+            f"go on from it: {why}. That run is left as it is; write this log to another "
+            "experiment", plugin=self.name, field="run_id")
+        return self._refusal
+
+    def _witness(self, record: Mapping[str, Any]) -> None:
+        """Check one record, in the log's order, against what a found MLflow run holds: its
+        header first, then the record it last got. Once both are shown, it may be written."""
+        kind = record["kind"]
+        if kind == "header" and self._started is None:
+            self._started = repr(float(record["time"]))
+        claim = self._claim
+        if claim is None:
+            return
+        if not claim.header_seen:
+            if kind != "header" or repr(float(record["time"])) != claim.started:
+                raise self._not_continued("its header is not the one the MLflow run was "
+                                          f"written from (time {claim.started})")
+            claim.header_seen = True
+        if claim.last_seq is not None and not claim.last_seen:
+            seq = record["seq"]
+            if seq == claim.last_seq:
+                if _stamp(record) != claim.last:
+                    raise self._not_continued(f"its record {seq} is not the one the MLflow "
+                                              f"run holds ({claim.last})")
+                claim.last_seen = True
+            elif seq > claim.last_seq:
+                raise self._not_continued(f"it has no record {claim.last} as the MLflow run "
+                                          "holds")
+        if claim.last_seq is None or claim.last_seen:
+            self._claim = None  # shown: the log goes on from that run
+
+    def _checkpoint_roots(self) -> list[str]:
+        return [self.checkpoint_root] if self.checkpoint_root is not None else \
+            self._log_folders
+
+    def _note_run(self, run: Run) -> None:
+        self._run = run
+        if not self._log_folders:
+            self._log_folders = list(dict.fromkeys(
+                os.path.dirname(os.path.abspath(log)) for log in run.logs))
 
     # --- the sink ------------------------------------------------------------------------------
 
     def open(self, run: Run) -> None:
-        self._run = run
+        """Find the MLflow run (see ``_connect``). A run not resumed starts a log of its own,
+        which goes on from no MLflow run: one found by its id is refused here, at the start."""
+        self._note_run(run)
         self._connect(run.run_id)
+        if self._claim is not None and not run.resumed:
+            raise self._not_continued("this run is not resumed from the log that run was "
+                                      "written from; it starts a log of its own")
 
     def catch_up(self, record: dict[str, Any], run: Run) -> None:
         """On resume, before ``open``: a record of the run so far; what the MLflow run lacks of
         it is sent at the next flush (a crash can end the run before this sink's flush)."""
-        self._run = run
+        self._note_run(run)
         self._connect(run.run_id)
         self._take(record, settled=True)
 
     def write(self, record: dict[str, Any]) -> Any:
+        if self._refusal is not None:  # said at open; the bus writes on (its close, say)
+            raise self._refusal
         if self._client is None:  # a bus that was never opened (convert writes recorded runs)
             self._connect(record["run_id"])
-        self._take(record, settled=False)
+        # Live when opened by its bus: a checkpoint it names may be one this process wrote.
+        self._take(record, settled=False, live=self._run is not None)
         return None
 
-    def _take(self, record: dict[str, Any], *, settled: bool) -> None:
+    def _take(self, record: dict[str, Any], *, settled: bool, live: bool = False) -> None:
+        if self._refusal is not None:
+            raise self._refusal
+        self._witness(record)
         if record["seq"] <= self._last_seq:
             return
         kind = record["kind"]
@@ -189,7 +386,7 @@ class MLflowSink(Sink):
             return
         # Everything of a recorded run before the point it resumes from is settled.
         epoch = None if settled else record.get("epoch")
-        self._pending.append((epoch, record))
+        self._pending.append((epoch, record, live))
         if kind == "epoch_end" and not settled:
             self._ended_epoch = max(self._ended_epoch, record["epoch"])
         elif kind == "train_end":
@@ -198,7 +395,7 @@ class MLflowSink(Sink):
     def flush(self) -> None:
         """Send what a resume will not write again: everything but the records of an epoch
         still in progress (all of it once the run has ended)."""
-        if self._client is None or not self._pending:
+        if self._client is None or not self._pending or self._refusal is not None:
             return
         if self._ended:
             ready, self._pending = self._pending, []
@@ -207,16 +404,37 @@ class MLflowSink(Sink):
             self._pending = [p for p in self._pending
                              if not (p[0] is None or p[0] <= self._ended_epoch)]
         if ready:
-            self._send([record for _, record in ready])
+            self._send([(record, live) for _, record, live in ready])
 
-    def _send(self, records: list[dict[str, Any]]) -> None:
+    def _open_run(self) -> None:
+        """Before the first send: the MLflow run made (tagged with the run id and the log's
+        header), or a found one, shown to be this log's, set RUNNING again if it was not."""
+        client = self._client
+        if self._claim is not None:
+            raise self._not_continued(f"the log has not shown the record the MLflow run holds "
+                                      f"({self._claim.last}) before its records to send")
+        if self.mlflow_run_id is None:
+            tags = {RUN_ID_TAG: self._run_key}
+            if self._started is not None:
+                tags[STARTED_TAG] = self._started
+            made = client.create_run(self._experiment_id,
+                                     run_name=self.run_name or self._run_key, tags=tags)
+            self.mlflow_run_id, self._status = made.info.run_id, "RUNNING"
+            self._tags.update(tags)
+        elif self._status != "RUNNING":  # a resume after a failure, a further fit, a backfill
+            client.update_run(self.mlflow_run_id, status="RUNNING")
+            self._status = "RUNNING"
+
+    def _send(self, taken: list[tuple[dict[str, Any], bool]]) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
+        self._open_run()
+        records = [record for record, _ in taken]
         metrics: list[Any] = []
         params: dict[str, str] = {}
         tags: dict[str, str] = {}
-        files: list[str] = []
-        for record in records:
+        files: dict[str, tuple[dict[str, Any], bool]] = {}  # path -> its newest save
+        for record, live in taken:
             kind = record["kind"]
             if kind == "header":
                 params.update(self._header_params(record))
@@ -242,7 +460,9 @@ class MLflowSink(Sink):
                 if key not in self._tags:
                     tags[key] = value
             elif kind == "checkpoint_saved" and self.checkpoints:
-                files.append(record["path"])
+                # An older save at the same path was overwritten by the newer one.
+                files.pop(record["path"], None)
+                files[record["path"]] = (record, live)
         params = {k: v for k, v in params.items() if k not in self._params}
         client, run_id = self._client, self.mlflow_run_id
         for i in range(0, len(metrics), _METRICS_PER_BATCH):
@@ -251,16 +471,23 @@ class MLflowSink(Sink):
         for i in range(0, len(items), _PER_BATCH):
             client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + _PER_BATCH]])
         self._params.update(params)
-        for path in files:
-            self._upload(path)
+        for record, live in files.values():
+            self._upload(record, live=live)
         # The seq last: a crash before it sends these records again, and what they hold
-        # already (metrics at their steps, params, tags) is then skipped.
+        # already (metrics at their steps, params, tags) is then skipped. The last record
+        # other than a batch's with it: what a log going on from this run must hold (a batch
+        # record may be of a kind a later sink or backfill does not take).
         tags[SEQ_TAG] = str(max(r["seq"] for r in records))
+        last = max((r for r in records if r["kind"] != "batch_end"), key=lambda r: r["seq"],
+                   default=None)
+        if last is not None:
+            tags[LAST_RECORD_TAG] = _stamp(last)
         items = list(tags.items())
         for i in range(0, len(items), _PER_BATCH):
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in items[i:i + _PER_BATCH]])
         self._tags.update(tags)
         self._last_seq = max(self._last_seq, int(tags[SEQ_TAG]))
+        self._last_record = tags.get(LAST_RECORD_TAG, self._last_record)
 
     def _header_params(self, header: Mapping[str, Any]) -> dict[str, str]:
         out = {}
@@ -272,28 +499,45 @@ class MLflowSink(Sink):
             out[_key(f"meta.{name}")] = _text(value, _PARAM_LENGTH)
         return out
 
-    def _upload(self, path: str) -> None:
-        target = Path(path)
-        if target.is_dir():
-            self._client.log_artifacts(self.mlflow_run_id, str(target),
-                                       f"checkpoints/{target.name}")
-        elif target.is_file():
-            self._client.log_artifact(self.mlflow_run_id, str(target), "checkpoints")
-        else:  # removed since (a backfill long after the run, a checkpoint kept only at best)
-            self.missing_checkpoints.append(path)
-            if self._run is not None:
-                self._run.report(WarningRecord(
-                    source=self.name, message=f"MLflow: checkpoint {path} is gone; not "
-                    "uploaded", details={"path": path}))
+    # --- checkpoints: a log's paths are only claims ----------------------------------------
+
+    def _upload(self, record: Mapping[str, Any], *, live: bool) -> None:
+        """Upload the checkpoint ``record`` names, as a private copy of the bytes checked, if
+        it passes every check of the module documentation; else say why, and go on."""
+        path = record["path"]
+        with tempfile.TemporaryDirectory(prefix="eventbus-mlflow-") as private:
+            try:
+                copy = _checked_copy(record, self._checkpoint_roots(), live=live, into=private)
+            except FileNotFoundError:
+                # Removed since (a backfill long after the run, a checkpoint kept only at best).
+                self.missing_checkpoints.append(path)
+                self._warn(f"mlflow: checkpoint {path} is gone; not uploaded", path, "is gone")
+                return
+            except _Refused as refused:
+                self.refused_checkpoints.append((path, refused.why))
+                self._warn(f"mlflow: checkpoint {path} {refused.why}; not uploaded", path,
+                           refused.why)
+                return
+            self._client.log_artifact(self.mlflow_run_id, copy, "checkpoints")
+
+    def _warn(self, message: str, path: str, why: str) -> None:
+        if self._run is not None:
+            self._run.report(WarningRecord(source=self.name, message=message,
+                                           details={"path": path, "why": why}))
+        else:  # a backfill: no run to record it in; the command line shows it as a line
+            warnings.warn(message, RunWarning, stacklevel=4)
 
     def close(self) -> Any:
         client = self._client
         if client is None:
             return None
-        self.flush()
-        if self._ended:
-            client.set_terminated(self.mlflow_run_id, status="FINISHED")
-        # Else the run stays RUNNING, as a crashed one does: a resume goes on with it.
+        if self._refusal is None and self._claim is None:
+            self.flush()
+            if self._ended and self._status == "RUNNING" and self.mlflow_run_id is not None:
+                client.set_terminated(self.mlflow_run_id, status="FINISHED")
+                self._status = "FINISHED"
+        # Else the run stays as it is: RUNNING as a crashed one is (a resume goes on with it),
+        # or untouched when this log was not shown to go on from it.
         self._client = None
         return None
 
@@ -314,9 +558,181 @@ def _decision_tag(record: Mapping[str, Any]) -> tuple[str, str]:
     return key, _text("; ".join(parts), _TAG_LENGTH)
 
 
+# --- reading a recorded checkpoint ----------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Why a recorded checkpoint is not uploaded, in words that follow its path."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _checked_copy(record: Mapping[str, Any], roots: Sequence[str], *, live: bool,
+                  into: str) -> str:
+    """A copy, in the private folder ``into``, of the checkpoint ``record`` names, made of the
+    very bytes whose size and sha256 were checked against the record; or _Refused (why not),
+    or FileNotFoundError (it is gone)."""
+    path = record["path"]
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise _Refused("is not a file's path")
+    fd, name = _open_checkpoint(path, roots, live=live)
+    try:
+        return _copy(fd, name, record, into)
+    finally:
+        os.close(fd)
+
+
+def _open_checkpoint(path: str, roots: Sequence[str], *, live: bool) -> tuple[int, str]:
+    """The recorded checkpoint ``path`` open for reading, and its file name: a file this
+    process's checkpoint writer wrote (a live record only), or a regular file below a root
+    reached with no link followed."""
+    if live:
+        held = _written_here(path)
+        if held is not None:
+            return held, os.path.basename(os.path.normpath(path))
+    if not roots:
+        raise _Refused("was not written by this process's checkpoint writer, and the run has "
+                       "no log whose folder (or checkpoint_root) it could be below")
+    root, names = _below(path, roots)
+    try:
+        return _open_below(root, names), names[-1]
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
+        raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _written_here(path: str) -> int | None:
+    """``path`` open, if it is a regular file this process's checkpoint writer wrote and left
+    unchanged (sinks.hdf5 notes each file it writes: device, inode, size and times)."""
+    writer = sys.modules.get("sinks.hdf5")
+    if writer is None:  # never imported: this process wrote no checkpoint
+        return None
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, _READ_ONLY)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and writer._written_here(fd):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _below(path: str, roots: Sequence[str]) -> tuple[str, list[str]]:
+    """The root ``path`` is below and the names from it down to the file; relative paths are
+    taken from the first root. Judged on the names alone: no ``..`` anywhere."""
+    names = [name for name in re.split(r"[/\\]" if os.altsep else "/", path)
+             if name not in ("", ".")]
+    if ".." in names:
+        raise _Refused("has a '..' in it")
+    if not names:
+        raise _Refused("names no file")
+    if not os.path.isabs(path):
+        return roots[0], names
+    absolute = os.path.normpath(path)
+    for root in roots:
+        # The root is the user's own: a link to it (or above it) is followed.
+        for base in dict.fromkeys((root, os.path.realpath(root))):
+            prefix = os.path.join(base, "")
+            if absolute.startswith(prefix):
+                return base, absolute[len(prefix):].split(os.sep)
+    raise _Refused(f"is not below the checkpoint root ({', '.join(roots)})")
+
+
+def _kind(mode: int) -> str:
+    return "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+        "a socket" if stat.S_ISSOCK(mode) else "a link" if stat.S_ISLNK(mode) else \
+        "not a regular file"
+
+
+def _lmode(name: str, folder: int | None) -> int:
+    """The mode of what is at ``name`` (in ``folder``), a link not followed; FileNotFoundError
+    if nothing is."""
+    if folder is None:
+        return os.lstat(name).st_mode
+    return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+
+
+def _open_below(root: str, names: list[str]) -> int:
+    """The regular file at ``root/names...`` open for reading, one folder at a time, no link
+    followed below ``root`` (at a folder or at the file), nothing opened but folders and the
+    file once ``lstat`` says it is a regular file (a FIFO, device or directory never is)."""
+    folder: int | None = None
+    try:
+        if _DIR_FD:
+            folder = os.open(root, _FOLDER)
+            parts, name = names[:-1], names[-1]
+        else:  # no dir_fd (Windows): each folder checked by its path, then the file opened
+            parts = [os.path.join(root, *names[:i + 1]) for i in range(len(names) - 1)]
+            name = os.path.join(root, *names)
+        for part in parts:
+            mode = _lmode(part, folder)
+            if stat.S_ISLNK(mode):
+                raise _Refused(f"is in a folder reached through a link "
+                               f"({os.path.basename(part)}); links are not followed")
+            if not stat.S_ISDIR(mode):
+                raise _Refused(f"is below {os.path.basename(part)}, which is not a folder")
+            if folder is not None:
+                below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0), dir_fd=folder)
+                os.close(folder)
+                folder = below
+        mode = _lmode(name, folder)
+        if stat.S_ISLNK(mode):
+            raise _Refused("is a link; links are not followed")
+        if not stat.S_ISREG(mode):
+            raise _Refused(f"is {_kind(mode)}; only a regular file is uploaded")
+        fd = os.open(name, _READ_ONLY, dir_fd=folder)
+    finally:
+        if folder is not None:
+            os.close(folder)
+    mode = os.fstat(fd).st_mode  # of what was opened: what is checked is what is read
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _Refused(f"is {_kind(mode)}; only a regular file is uploaded")
+    return fd
+
+
+def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
+    """Copy the open checkpoint to ``into/name`` in chunks, hashing what is copied; the copy
+    if it starts as a checkpoint and has the record's size and sha256, else _Refused. Nothing
+    is read of a file whose size is not the recorded one, nor more than that size."""
+    size = os.fstat(fd).st_size
+    if size != record.get("size"):
+        raise _Refused(f"is {size} bytes; the log records {_shown(record.get('size'))}")
+    head = os.read(fd, 8)
+    if not starts_as_checkpoint(head):
+        raise _Refused("does not start as a checkpoint does (HDF5, or a .keras zip)")
+    copy = os.path.join(into, name)
+    digest = hashlib.sha256(head)
+    done = len(head)
+    # The folder is private (0700); the file gets the usual mode, which a file store keeps.
+    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) |
+                  getattr(os, "O_BINARY", 0), 0o666)
+    with os.fdopen(out, "wb") as file:
+        file.write(head)
+        while done < size and (chunk := os.read(fd, min(_READ, size - done))):
+            digest.update(chunk)
+            file.write(chunk)
+            done += len(chunk)
+    if done != size or os.read(fd, 1):
+        raise _Refused("changed while it was read")
+    if digest.hexdigest() != str(record.get("sha256")).lower():
+        raise _Refused("does not hold the bytes the log records (another sha256)")
+    return copy
+
+
 def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
              experiment: str = "eventbus", batch_every: int | None = None,
-             checkpoints: bool = True) -> int:
+             checkpoints: bool = True,
+             checkpoint_root: str | os.PathLike[str] | None = None) -> int:
     """Write the run in ``log`` (finished or crashed) into MLflow; returns the records read
     (those of the kinds the sink takes).
 
@@ -325,13 +741,20 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
     partial one again), a finished run whole. Nothing the MLflow run holds already is sent
     again, so a second backfill, or one after the live sink wrote part of the run, adds
     nothing. A crashed run's MLflow run stays RUNNING.
+
+    The log is untrusted: an MLflow run of its run id is written only if the log goes on from
+    it (else a ConfigError naming ``run_id``, that run left as it was), and a checkpoint it
+    names is uploaded only from below ``checkpoint_root`` (default: the log's folder), with
+    the recorded size and sha256; any other is a :class:`~eventbus.RunWarning` naming it and
+    why, and the rest of the run is still written.
     """
     from eventbus.effective import read_effective
 
     if not Path(log).exists():
         raise ConfigError(f"convert: {os.fspath(log)}: no such log", field="log")
     sink = MLflowSink(tracking_uri, experiment=experiment, batch_every=batch_every,
-                      checkpoints=checkpoints)
+                      checkpoints=checkpoints, checkpoint_root=checkpoint_root)
+    sink._log_folders = [os.path.dirname(os.path.abspath(log))]
     count = 0
     try:
         for item in read_effective(log, kinds=sink.takes):
@@ -342,8 +765,11 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
             # The live rule: a crashed run's last, partial epoch is held back, since a resume
             # runs it again.
             sink._take(record, settled=False)
+        if sink._claim is not None:  # the log ended before showing it goes on from that run
+            raise sink._not_continued(f"it ends before the record the MLflow run holds "
+                                      f"({sink._claim.last})" if sink._claim.header_seen
+                                      else "it has no header")
         sink.flush()
     finally:
         sink.close()
     return count
-

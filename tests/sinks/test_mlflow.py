@@ -1,25 +1,44 @@
 """The MLflow sink against a real local MLflow tracking store (MLflow's file store in a temp
 dir, read back through MLflow's own client): what lands where, and exactly once through a
-SIGKILL, a resume and repeated backfills."""
+SIGKILL, a resume and repeated backfills; and a log as untrusted input: which files it can
+have uploaded (what the store's artifacts hold afterwards), and which MLflow run it can write."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
+import string
 import subprocess
 import sys
+import threading
+import warnings
+import zipfile
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus
+from eventbus import Bus, RunWarning, SinkFailureWarning
 from eventbus import records as r
 from eventbus.cli import main as cli_main
 from eventbus.effective import read_effective
 from eventbus.errors import ConfigError
-from sinks.mlflow import RUN_ID_TAG, SEQ_TAG, MLflowSink, backfill
+from sinks.mlflow import (
+    LAST_RECORD_TAG,
+    RUN_ID_TAG,
+    SEQ_TAG,
+    STARTED_TAG,
+    MLflowSink,
+    _Claim,
+    backfill,
+    check_run_id,
+)
 
 pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -28,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "eventbus"))
 from crash_runs import running  # noqa: E402
 
 WORKER = Path(__file__).with_name("mlflow_worker.py")
+#: How an HDF5 file starts: what a checkpoint the sink uploads must begin with.
+H5 = b"\x89HDF\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -95,14 +116,14 @@ class TestWhatGoesWhere:
         from plugins import ReduceLROnPlateau
 
         checkpoint = tmp_path / "ckpt-1.h5"
-        checkpoint.write_bytes(b"weights")
+        checkpoint.write_bytes(H5 + b"weights")
         log = tmp_path / "run.jsonl"
         sink = MLflowSink(uri, batch_every=2)
         with Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=[str(log), sink],
                  learning_rate=0.1, run_id="run-a") as bus:
             train(bus, 4, end=False)
-            bus.record(r.CheckpointSaved(path=str(checkpoint), size=7, epoch=3,
-                                         sha256=hashlib.sha256(b"weights").hexdigest()))
+            bus.record(r.CheckpointSaved(path=str(checkpoint), size=15, epoch=3,
+                                         sha256=hashlib.sha256(H5 + b"weights").hexdigest()))
             bus.train_end()
         run, history = mlflow_run(uri)
         assert run.data.tags[RUN_ID_TAG] == "run-a"
@@ -127,7 +148,7 @@ class TestWhatGoesWhere:
         [ckpt] = client.list_artifacts(run.info.run_id, "checkpoints")
         assert ckpt.path == "checkpoints/ckpt-1.h5"
         local = client.download_artifacts(run.info.run_id, ckpt.path, str(tmp_path / "down"))
-        assert Path(local).read_bytes() == b"weights"
+        assert Path(local).read_bytes() == H5 + b"weights"
 
     def test_an_epoch_in_progress_is_not_sent(self, tmp_path, uri):
         """A decision flushes the bus mid-epoch; the epoch's batches stay out of MLflow until
@@ -290,3 +311,479 @@ class TestExactlyOnce:
     def test_a_missing_log_is_refused(self, tmp_path, uri):
         with pytest.raises(ConfigError, match="no such log"):
             backfill(tmp_path / "none.jsonl", uri)
+
+
+# --- a log is untrusted input: the files it can have uploaded ---------------------------------
+
+
+def h5(body: bytes = b"weights") -> bytes:
+    return H5 + body
+
+
+def saved(path: str | Path, data: bytes, **fields) -> r.CheckpointSaved:
+    """A checkpoint_saved record naming ``path`` with the size and sha256 of ``data``."""
+    record = {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+              "epoch": 0, **fields}
+    return r.CheckpointSaved(**record)
+
+
+def log_naming(log: Path, *saves: r.CheckpointSaved, run_id: str | None = None) -> Path:
+    """A finished run's log (one epoch) whose checkpoint_saved records are ``saves``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with Bus([], log=str(log), run_id=run_id) as bus:
+        train(bus, 1, end=False)
+        for save in saves:
+            bus.record(save)
+        bus.train_end()
+    return log
+
+
+def stored(uri: str) -> dict[str, bytes]:
+    """Every file under the artifact folders of the store's runs (read from the file store
+    itself, not through MLflow): path below the run's artifacts -> bytes. A link there would
+    show as one (it is listed, not followed)."""
+    client = MlflowClient(uri)
+    out: dict[str, bytes] = {}
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            root = Path(url2pathname(urlparse(run.info.artifact_uri).path))
+            for found in sorted(root.rglob("*")) if root.exists() else ():
+                if found.is_symlink():
+                    out[found.relative_to(root).as_posix()] = b"<link>"
+                elif found.is_file():
+                    out[found.relative_to(root).as_posix()] = found.read_bytes()
+    return out
+
+
+def backfill_warned(log: Path, uri: str, **kwargs) -> list[str]:
+    """Backfill ``log``; the warnings it gave (a refused checkpoint each)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backfill(log, uri, **kwargs)
+    return [str(w.message) for w in caught if issubclass(w.category, RunWarning)]
+
+
+def one_line_error(capsys) -> str:
+    """What the command line wrote to stderr: one line, no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+class TestCheckpointUpload:
+    def test_a_checkpoint_below_the_root_with_its_size_and_sha_is_uploaded(
+            self, tmp_path, uri, monkeypatch):
+        """An HDF5 file and a .keras zip below the log's folder, named absolutely or relative
+        to that folder (not to the working directory), are uploaded with their bytes."""
+        run = tmp_path / "run"
+        (run / "ckpts").mkdir(parents=True)
+        best, rel = h5(b"best"), h5(b"relative")
+        (run / "ckpts" / "best.h5").write_bytes(best)
+        (run / "ckpts" / "rel.h5").write_bytes(rel)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("config.json", "{}")
+        keras = buffer.getvalue()
+        (run / "model.keras").write_bytes(keras)
+        log = log_naming(run / "run.jsonl", saved(run / "ckpts" / "best.h5", best),
+                         saved("ckpts/rel.h5", rel), saved(run / "model.keras", keras))
+        monkeypatch.chdir(tmp_path)  # "ckpts/rel.h5" is not below here
+        assert backfill_warned(log, uri) == []
+        assert stored(uri) == {"checkpoints/best.h5": best, "checkpoints/rel.h5": rel,
+                               "checkpoints/model.keras": keras}
+
+    def test_nothing_outside_the_root_is_uploaded(self, tmp_path, uri):
+        """/etc/passwd, the disk's root, a checkpoint beside the log's folder (absolute, or
+        reached by '..') are refused, each with a warning naming it; the run still lands.
+        With checkpoint_root above them, the checkpoint is uploaded and /etc still is not."""
+        run, other = tmp_path / "run", tmp_path / "other"
+        other.mkdir()
+        data = h5(b"beside")
+        (other / "x.h5").write_bytes(data)
+        passwd = Path("/etc/passwd").read_bytes()
+        log = log_naming(run / "run.jsonl", saved("/etc/passwd", passwd), saved("/", b""),
+                         saved(other / "x.h5", data), saved("../other/x.h5", data))
+        said = backfill_warned(log, uri)
+        assert stored(uri) == {}
+        assert len(said) == 4
+        assert "/etc/passwd is not below the checkpoint root" in said[0]
+        assert "checkpoint / " in said[1]
+        assert f"{other / 'x.h5'} is not below the checkpoint root" in said[2]
+        assert "../other/x.h5 has a '..' in it" in said[3]
+        assert mlflow_run(uri)[1]["loss"] == [(0, 1.0)]  # the rest of the run is there
+        wider = (tmp_path / "store2").as_uri()
+        said = backfill_warned(log, wider, checkpoint_root=tmp_path)
+        assert stored(wider) == {"checkpoints/x.h5": data}
+        assert [m for m in said if "/etc/passwd" in m and "not below" in m]
+
+    def test_a_directory_is_never_uploaded(self, tmp_path, uri):
+        """A folder of checkpoints below the root (and the root itself) is refused, as a
+        directory; nothing of what it holds is uploaded."""
+        run = tmp_path / "run"
+        (run / "ckpts").mkdir(parents=True)
+        (run / "ckpts" / "a.h5").write_bytes(h5())
+        log = log_naming(run / "run.jsonl", saved(run / "ckpts", h5()), saved("ckpts", h5()),
+                         saved(run, h5()))
+        said = backfill_warned(log, uri)
+        assert stored(uri) == {}
+        assert "is a directory" in said[0] and "is a directory" in said[1]
+        assert "is not below the checkpoint root" in said[2]
+
+    def test_links_are_not_followed(self, tmp_path, uri):
+        """A link at the file (to a checkpoint that would pass, or to /etc/passwd) and a
+        checkpoint in a folder reached through a link below the root are refused."""
+        run = tmp_path / "run"
+        (run / "real").mkdir(parents=True)
+        data = h5()
+        (run / "real" / "ok.h5").write_bytes(data)
+        (run / "link.h5").symlink_to(run / "real" / "ok.h5")
+        (run / "passwd.h5").symlink_to("/etc/passwd")
+        (run / "via").symlink_to(run / "real", target_is_directory=True)
+        passwd = Path("/etc/passwd").read_bytes()
+        log = log_naming(run / "run.jsonl", saved(run / "link.h5", data),
+                         saved("passwd.h5", passwd), saved("via/ok.h5", data))
+        said = backfill_warned(log, uri)
+        assert stored(uri) == {}
+        assert "link.h5 is a link" in said[0] and "passwd.h5 is a link" in said[1]
+        assert "via/ok.h5 is in a folder reached through a link (via)" in said[2]
+
+    def test_a_fifo_or_a_device_is_never_opened(self, tmp_path, uri):
+        """A FIFO where a checkpoint was (opening it would wait for a writer forever) and a
+        device are refused without being opened: the backfill ends at once."""
+        run = tmp_path / "run"
+        run.mkdir()
+        os.mkfifo(run / "pipe.h5")
+        log = log_naming(run / "run.jsonl", saved(run / "pipe.h5", h5()),
+                         saved("/dev/zero", h5()))
+        said: list[str] = []
+        done = threading.Thread(target=lambda: said.extend(backfill_warned(
+            log, uri, checkpoint_root="/dev") + backfill_warned(
+            log, (tmp_path / "store2").as_uri())), daemon=True)
+        done.start()
+        done.join(timeout=60)
+        assert not done.is_alive(), "the backfill waited on the FIFO"
+        assert any("/dev/zero is a device" in m for m in said)
+        assert any("pipe.h5 is a FIFO" in m for m in said)
+        assert stored(uri) == {} and stored((tmp_path / "store2").as_uri()) == {}
+
+    def test_size_sha_and_signature_are_checked(self, tmp_path, uri):
+        """Below the root, a file whose size or sha256 is not the record's, or that does not
+        start as a checkpoint does (its size and sha256 right), is refused, and one that is
+        gone is a missing checkpoint; the one that passes is uploaded."""
+        run = tmp_path / "run"
+        run.mkdir()
+        good, script = h5(b"good"), b"#!/bin/sh\necho hi\n"
+        for name, data in (("good.h5", good), ("sha.h5", h5(b"abcd")), ("size.h5", h5()),
+                           ("script.h5", script)):
+            (run / name).write_bytes(data)
+        log = log_naming(run / "run.jsonl", saved(run / "good.h5", good),
+                         saved(run / "sha.h5", h5(b"wxyz")),
+                         saved(run / "size.h5", h5(b"longer")),
+                         saved(run / "script.h5", script), saved(run / "gone.h5", good))
+        said = backfill_warned(log, uri)
+        assert stored(uri) == {"checkpoints/good.h5": good}
+        assert "sha.h5 does not hold the bytes the log records" in said[0]
+        assert "size.h5 is 15 bytes; the log records 14" in said[1]
+        assert "script.h5 does not start as a checkpoint does" in said[2]
+        assert "gone.h5 is gone" in said[3]
+
+    def test_a_file_swapped_after_its_check_is_not_what_is_sent(self, tmp_path, uri,
+                                                              monkeypatch):
+        """What is uploaded is a private copy of the bytes hashed: the file replaced by other
+        bytes, or by a link to /etc/passwd, between the check and the upload changes
+        nothing that is sent."""
+        run = tmp_path / "run"
+        run.mkdir()
+        first, second = h5(b"first"), h5(b"second")
+        (run / "a.h5").write_bytes(first)
+        (run / "b.h5").write_bytes(second)
+        log = log_naming(run / "run.jsonl", saved(run / "a.h5", first),
+                         saved(run / "b.h5", second))
+        upload = MlflowClient.log_artifact
+
+        def swap_then_upload(client, run_id, local, artifact_path=None):
+            name = Path(local).name
+            (run / name).unlink()
+            if name == "a.h5":
+                (run / name).write_bytes(h5(b"swapped in"))
+            else:
+                (run / name).symlink_to("/etc/passwd")
+            return upload(client, run_id, local, artifact_path)
+
+        monkeypatch.setattr(MlflowClient, "log_artifact", swap_then_upload)
+        assert backfill_warned(log, uri) == []
+        assert stored(uri) == {"checkpoints/a.h5": first, "checkpoints/b.h5": second}
+
+    def test_a_file_this_process_wrote_is_uploaded_from_anywhere(self, tmp_path, uri):
+        """Live, a checkpoint this process's writer wrote (sinks.hdf5) is uploaded wherever
+        it is; one beside it that the writer did not write, or that changed since, is not.
+        The same log backfilled (a record read back, not live) uploads neither."""
+        from sinks.hdf5 import write_atomically
+
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        data, other = h5(b"written here"), h5(b"not written here")
+        write_atomically(elsewhere / "w.h5", lambda tmp: Path(tmp).write_bytes(data))
+        write_atomically(elsewhere / "t.h5", lambda tmp: Path(tmp).write_bytes(data))
+        with open(elsewhere / "t.h5", "r+b") as file:  # same bytes, rewritten: changed since
+            file.write(data)
+        (elsewhere / "x.h5").write_bytes(other)
+        log = tmp_path / "logs" / "run.jsonl"
+        log.parent.mkdir()
+        sink = MLflowSink(uri)
+        with pytest.warns(RunWarning) as said, Bus([], log=[str(log), sink]) as bus:
+            train(bus, 1, end=False)
+            bus.record(saved(elsewhere / "w.h5", data))
+            bus.record(saved(elsewhere / "t.h5", data))
+            bus.record(saved(elsewhere / "x.h5", other))
+            bus.train_end()
+        assert stored(uri) == {"checkpoints/w.h5": data}
+        assert [path for path, _ in sink.refused_checkpoints] == \
+            [str(elsewhere / "t.h5"), str(elsewhere / "x.h5")]
+        assert all("not below the checkpoint root" in why for _, why in sink.refused_checkpoints)
+        assert sum("x.h5" in str(w.message) for w in said) == 1
+        again = (tmp_path / "store2").as_uri()
+        assert len(backfill_warned(log, again)) == 3 and stored(again) == {}
+
+    def test_a_resumed_run_uploads_nothing_its_log_names_outside_the_root(self, tmp_path,
+                                                                         uri):
+        """On resume the sink catches up the log's checkpoint records: read back, not
+        written by this process, so /etc/passwd is refused and the checkpoint below the
+        log's folder is uploaded."""
+        run = tmp_path / "run"
+        run.mkdir()
+        data, passwd = h5(), Path("/etc/passwd").read_bytes()
+        (run / "ok.h5").write_bytes(data)
+        log = run / "run.jsonl"
+        bus = Bus([], log=str(log), learning_rate=0.1)
+        train(bus, 1, end=False)
+        bus.record(saved("/etc/passwd", passwd))
+        bus.record(saved(run / "ok.h5", data))
+        bus.close()  # no train_end: a crashed run, to resume
+        sink = MLflowSink(uri)
+        with pytest.warns(RunWarning, match="/etc/passwd is not below"), \
+                Bus([], log=[str(log), sink], learning_rate=0.1, resume=True) as bus:
+            train(bus, 2, start=bus.initial_epoch)
+        assert stored(uri) == {"checkpoints/ok.h5": data}
+        assert sink.refused_checkpoints == [("/etc/passwd", sink.refused_checkpoints[0][1])]
+
+    def test_convert_takes_a_checkpoint_root(self, tmp_path, uri, capsys):
+        """``--checkpoint-root DIR`` widens (or narrows) where checkpoints are taken from;
+        with another format than mlflow it is an error."""
+        run, other = tmp_path / "run", tmp_path / "other"
+        other.mkdir()
+        data = h5()
+        (other / "x.h5").write_bytes(data)
+        log = log_naming(run / "run.jsonl", saved("x.h5", data))
+        assert cli_main(["convert", str(log), uri, "--to", "mlflow", "--checkpoint-root",
+                         str(other)]) == 0
+        assert stored(uri) == {"checkpoints/x.h5": data}
+        capsys.readouterr()
+        assert cli_main(["convert", str(log), str(tmp_path / "h.csv"), "--checkpoint-root",
+                         str(other)]) == 2
+        assert "--checkpoint-root is for --to mlflow" in one_line_error(capsys)
+        assert not (tmp_path / "h.csv").exists()
+
+    def test_a_bad_checkpoint_root_names_the_field(self):
+        with pytest.raises(ConfigError, match="checkpoint_root") as info:
+            MLflowSink(checkpoint_root="")
+        assert info.value.field == "checkpoint_root"
+
+
+# --- a log is untrusted input: the MLflow run it can write --------------------------------------
+
+_RUN_ID_CHARS = string.ascii_letters + string.digits + "._-"
+
+
+def snapshot(uri: str) -> tuple:
+    """All an MLflow run is: status, end time, tags, params, metric histories, artifacts."""
+    run, history = mlflow_run(uri)
+    return (run.info.status, run.info.end_time, run.data.tags, run.data.params, history,
+            stored(uri))
+
+
+class TestWhichRun:
+    @given(st.one_of(st.text(max_size=140),
+                     st.text(alphabet=_RUN_ID_CHARS, max_size=140),
+                     st.text(alphabet=_RUN_ID_CHARS + "'\\\"` \n%*/é", max_size=20)))
+    def test_the_run_id_rule(self, run_id):
+        """A run id is accepted exactly when it is 1 to 128 ASCII letters, digits, '.', '_'
+        and '-'; anything else is a ConfigError naming run_id and the sink."""
+        fits = 1 <= len(run_id) <= 128 and all(c in _RUN_ID_CHARS for c in run_id)
+        if fits:
+            assert check_run_id(run_id) == run_id
+        else:
+            with pytest.raises(ConfigError) as info:
+                check_run_id(run_id)
+            assert (info.value.field, info.value.plugin) == ("run_id", "mlflow")
+
+    def test_a_quote_in_the_run_id_never_reaches_mlflow(self, tmp_path, uri, capsys):
+        """A log whose run id would change MLflow's search filter is refused before the store
+        is asked anything: a one-line error (exit 2) from the command line, a ConfigError
+        when a live sink opens; no MLflow run is made."""
+        log = log_naming(tmp_path / "run.jsonl", run_id="x' OR tags.`eventbus.run_id` != '")
+        with pytest.raises(ConfigError, match="run id") as info:
+            backfill(log, uri)
+        assert info.value.field == "run_id"
+        assert cli_main(["convert", str(log), uri, "--to", "mlflow"]) == 2
+        assert "cannot name an MLflow run" in one_line_error(capsys)
+        # Live, the sink is opened at the first event; the bus then reports it failed.
+        with pytest.warns(SinkFailureWarning, match="cannot name an MLflow run"), \
+                pytest.raises(ConfigError, match="cannot name an MLflow run") as info, \
+                Bus([], log=[MLflowSink(uri)], run_id="a'b") as bus:
+            train(bus, 1)
+        assert (info.value.field, info.value.plugin) == ("run_id", "mlflow")
+        client = MlflowClient(uri)
+        assert all(not client.search_runs([e.experiment_id])
+                   for e in client.search_experiments())
+
+    def test_a_log_carrying_another_runs_id_leaves_that_run_as_it_was(self, tmp_path, uri,
+                                                                    capsys):
+        """A finished MLflow run, and a log with its run id that does not go on from it
+        (another run's log): backfill, the command line and a live sink all refuse it
+        (ConfigError naming run_id; live, when the sink opens) and the MLflow run is not
+        reopened nor written."""
+        first = tmp_path / "first"
+        first.mkdir()
+        (first / "ok.h5").write_bytes(h5())
+        with Bus([], log=[str(first / "run.jsonl"), MLflowSink(uri)], run_id="shared",
+                 learning_rate=0.1) as bus:
+            train(bus, 2, end=False)
+            bus.record(saved(first / "ok.h5", h5()))
+            bus.train_end()
+        before = snapshot(uri)
+        assert before[0] == "FINISHED" and before[2][STARTED_TAG] and before[2][LAST_RECORD_TAG]
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "evil.h5").write_bytes(h5(b"evil"))
+        hostile = log_naming(other / "run.jsonl", saved(other / "evil.h5", h5(b"evil")),
+                             run_id="shared")
+        with pytest.raises(ConfigError, match="does not go on from it") as info:
+            backfill(hostile, uri)
+        assert info.value.field == "run_id"
+        assert cli_main(["convert", str(hostile), uri, "--to", "mlflow"]) == 2
+        assert "carries the run id shared" in one_line_error(capsys)
+        with pytest.warns(SinkFailureWarning, match="it starts a log of its own"), \
+                pytest.raises(ConfigError, match="it starts a log of its own") as info, \
+                Bus([], log=[str(other / "live.jsonl"), MLflowSink(uri)],
+                    run_id="shared") as bus:
+            train(bus, 3)
+        assert info.value.field == "run_id"
+        assert snapshot(uri) == before
+
+    def test_a_log_must_hold_the_header_and_the_record_the_run_ends_with(self, tmp_path, uri):
+        """The log the MLflow run was written from, cut before its last record, or with that
+        record's time or its header's time changed, is refused and the run left as it was;
+        the log itself adds nothing and leaves the run FINISHED."""
+        log = tmp_path / "run.jsonl"
+        with Bus([], log=str(log), learning_rate=0.1) as bus:
+            train(bus, 3)
+        backfill(log, uri)
+        before = snapshot(uri)
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        last = int(before[2][LAST_RECORD_TAG].split()[0])
+        cut = [rec for rec in lines if rec["seq"] < last]
+        moved = [{**rec, "time": rec["time"] + 1e-3} if rec["seq"] == last else rec
+                 for rec in lines]
+        header = [{**rec, "time": rec["time"] - 1} if rec["kind"] == "header" else rec
+                  for rec in lines]
+        for name, records in (("cut", cut), ("moved", moved), ("header", header)):
+            forged = tmp_path / f"{name}.jsonl"
+            forged.write_text("".join(json.dumps(rec) + "\n" for rec in records))
+            with pytest.raises(ConfigError, match="does not go on from it"):
+                backfill(forged, uri)
+            assert snapshot(uri) == before, name
+        backfill(log, uri)
+        assert snapshot(uri) == before
+
+    def test_a_run_no_log_is_shown_to_continue_is_not_written(self, tmp_path, uri):
+        """An MLflow run carrying the run id but not the tag of the header it was written
+        from (made by hand, or by an older version) is refused, and left as it was."""
+        client = MlflowClient(uri)
+        made = client.create_run(client.create_experiment("eventbus"),
+                                 tags={RUN_ID_TAG: "by-hand"})
+        client.set_terminated(made.info.run_id, status="FINISHED")
+        before = snapshot(uri)
+        log = log_naming(tmp_path / "run.jsonl", run_id="by-hand")
+        with pytest.raises(ConfigError, match=f"no tag {STARTED_TAG}"):
+            backfill(log, uri)
+        assert snapshot(uri) == before
+
+    def test_a_further_fit_of_a_resumed_run_goes_on_in_its_mlflow_run(self, tmp_path, uri):
+        """A finished run resumed for a further fit: its log goes on from the MLflow run, so
+        that run is reopened, gets the new epochs, each once, and is FINISHED again."""
+        log = tmp_path / "run.jsonl"
+        with Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+            train(bus, 2)
+        with pytest.warns(RunWarning, match="had finished"), \
+                Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1,
+                    resume=True) as bus:
+            train(bus, 4, start=bus.initial_epoch)
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert [s for s, _ in history["loss"]] == [0, 1, 2, 3]
+
+    def test_an_mlflow_error_is_one_line_from_the_command_line(self, tmp_path, capsys):
+        """An error MLflow raises (a store URI it does not support) is a one-line error,
+        exit 2, not a traceback."""
+        log = log_naming(tmp_path / "run.jsonl")
+        assert cli_main(["convert", str(log), "bogus://nowhere", "--to", "mlflow"]) == 2
+        assert one_line_error(capsys).startswith("eventbus convert: error: MLflow: ")
+
+
+# The witness: which logs may write into a found MLflow run, without a store.
+
+_KINDS = ("train_begin", "epoch_end", "set_learning_rate", "checkpoint_saved", "train_end")
+
+
+@st.composite
+def logs_and_claims(draw):
+    """A log (header first, seqs rising, some missing) as the sink takes its records, and what
+    a found MLflow run holds: drawn from the log's own records, or not quite."""
+    count = draw(st.integers(1, 12))
+    seqs = sorted(draw(st.sets(st.integers(1, 40), min_size=count - 1, max_size=count - 1)))
+    times = draw(st.lists(st.floats(1e9, 2e9), min_size=count, max_size=count))
+    records = [{"seq": 0, "kind": "header", "time": times[0]}] + [
+        {"seq": seq, "kind": draw(st.sampled_from(_KINDS)), "time": time}
+        for seq, time in zip(seqs, times[1:])]
+    started = repr(draw(st.sampled_from([times[0], times[0] + 1.0])))
+    if draw(st.booleans()):
+        last = None
+    else:
+        pick = draw(st.sampled_from(records))
+        seq = draw(st.sampled_from([pick["seq"], pick["seq"] + 1]))
+        kind = draw(st.sampled_from([pick["kind"], "epoch_end"]))
+        time = draw(st.sampled_from([pick["time"], pick["time"] + 0.5]))
+        last = f"{seq} {kind} {time!r}"
+    return records, started, last
+
+
+@given(logs_and_claims(), st.integers(0, 12))
+def test_a_found_run_is_written_only_if_the_log_holds_its_header_and_last_record(case, stop):
+    """Fed a log's records in order (up to ``stop``), the sink lets a found MLflow run be
+    written exactly when the log has begun with the header it was written from and has held
+    the very record (seq, kind, time) it last got; it refuses, naming run_id, as soon as the
+    log shows otherwise, and not before."""
+    records, started, last = case
+    records = records[:stop + 1]
+    sink = MLflowSink("file:/nowhere")
+    sink._run_key, sink.mlflow_run_id = "r", "m"
+    sink._claim = _Claim(started=started, last=last,
+                         last_seq=None if last is None else int(last.split()[0]))
+    header_ok = repr(records[0]["time"]) == started
+    wanted = None if last is None else int(last.split()[0])
+    same = [rec for rec in records if rec["seq"] == wanted]
+    holds = last is None or bool(same and f"{wanted} {same[0]['kind']} {same[0]['time']!r}"
+                                 == last)
+    passed = wanted is not None and records[-1]["seq"] > wanted
+    refused = None
+    try:
+        for record in records:
+            sink._witness(record)
+    except ConfigError as exc:
+        refused = exc
+    if not header_ok or (not holds and (same or passed)):
+        assert refused is not None and refused.field == "run_id"
+    else:
+        assert refused is None
+        assert (sink._claim is None) == holds  # shown, or not yet: the log may go on
