@@ -12,10 +12,16 @@ the other way round. A name with neither kind of word, or both, cannot be placed
 at the compiled model's metrics for a direction; plugins never see the model, so the name is
 all there is, and guessing wrong would silently invert a callback). Two forms of the one rule:
 
-- :func:`infer_mode` is strict, for a plugin being built: a name it cannot place is a
+- :func:`infer_mode` is strict, for a plugin about to compare: a name it cannot place is a
   :class:`~eventbus.errors.ConfigError` asking for ``mode``.
 - :func:`guess_mode` is lenient, for reading a log that already exists (the audit): a name it
   cannot place gives ``None``, "direction unknown", never a guess.
+
+As in Keras 3 (whose ``_set_monitor_op`` runs at the first ``epoch_end``), the direction is
+needed only to compare, so a plugin is built whatever its metric's name: :class:`Monitor`
+places a name at once when the rule can (the rule reads the name alone, so placing it now or at
+the first comparison gives the same answer), and otherwise leaves ``mode`` None until its first
+comparison, which is then the ConfigError (:meth:`Monitor.resolve`).
 
 Improvement is strict, with ``min_delta`` taken as its absolute value: under ``min`` a value
 improves on ``best`` when ``value + |min_delta| < best``, under ``max`` when
@@ -100,16 +106,18 @@ def why_unplaced(name: str) -> str:
     return "its name has no word that says which way is better"
 
 
-def infer_mode(monitor: str, *, plugin: str) -> Mode:
+def infer_mode(monitor: str, *, plugin: str, event: str | None = None) -> Mode:
     """``"min"`` or ``"max"`` for the metric ``monitor``, from its name; a name the rule cannot
-    place is a ConfigError naming ``plugin`` and asking for ``mode``."""
+    place is a ConfigError naming ``plugin``, the metric and ``event`` (where the direction was
+    needed, e.g. ``"epoch_end (epoch 1)"``), and asking for ``mode``."""
     mode = guess_mode(monitor)
     if mode is not None:
         return mode
+    at = f" at {event}" if event else ""
     raise ConfigError(
-        f"{plugin}: cannot tell whether monitor={monitor!r} should be minimised or maximised: "
-        f"{why_unplaced(monitor)}. Pass mode='min' or mode='max'", plugin=plugin,
-        field="monitor")
+        f"{plugin}: mode='auto' cannot tell whether monitor={monitor!r} should be minimised or "
+        f"maximised{at}: {why_unplaced(monitor)}. Pass mode='min' or mode='max' to {plugin}",
+        plugin=plugin, field="mode")
 
 
 def fmt(value: float | None) -> str:
@@ -117,14 +125,14 @@ def fmt(value: float | None) -> str:
     return "None" if value is None else f"{value:.6g}"
 
 
-
-
 class Monitor:
     """Tracks the best value of one metric and says whether a new value improves on it.
 
-    ``mode="auto"`` is :func:`infer_mode` (strict). ``initial`` is the best value before any is
-    seen (ModelCheckpoint's ``initial_value_threshold``); ``None`` means the first value always
-    improves. ``plugin`` names the owner in error messages.
+    ``mode="auto"`` places the metric by its name (:func:`guess_mode`); a name the rule cannot
+    place leaves ``mode`` None, and the first comparison (:meth:`resolve`, which
+    :meth:`beats` calls) raises the ConfigError asking for ``mode``. ``initial`` is the best
+    value before any is seen (ModelCheckpoint's ``initial_value_threshold``); ``None`` means
+    the first value always improves. ``plugin`` names the owner in error messages.
     """
 
     __slots__ = ("best", "initial", "min_delta", "mode", "monitor", "plugin", "warned")
@@ -139,7 +147,9 @@ class Monitor:
                               plugin=plugin, field="mode")
         self.monitor = monitor
         self.plugin = plugin
-        self.mode: Mode = infer_mode(monitor, plugin=plugin) if mode == "auto" \
+        #: ``"min"`` or ``"max"``; None while ``mode="auto"`` has not placed the name (until
+        #: the first comparison raises).
+        self.mode: Mode | None = guess_mode(monitor) if mode == "auto" \
             else mode  # type: ignore[assignment]
         self.min_delta = abs(require_real(min_delta, "min_delta", plugin))
         self.initial = None if initial is None else require_real(initial, "initial_value_threshold",
@@ -151,11 +161,12 @@ class Monitor:
         """Whether ``value`` improves on ``reference`` (None: anything but NaN does)."""
         if type(value) is list:
             raise self._vector(value)
+        mode = self.mode or self.resolve()  # a comparison needs the direction, NaN's too
         if math.isnan(value):  # NaN never improves
             return False
         if reference is None:
             return True
-        if self.mode == "min":
+        if mode == "min":
             return value + self.min_delta < reference
         return value - self.min_delta > reference
 
@@ -169,6 +180,17 @@ class Monitor:
             self.best = value
             return True
         return False
+
+    def resolve(self, event: str | None = None) -> Mode:
+        """The direction, for a comparison about to be made at ``event`` (e.g.
+        ``"epoch_end (epoch 1)"``, for the message): ``mode`` when known, else the name's by
+        :func:`infer_mode`, whose ConfigError (naming the plugin, ``mode``, the metric and
+        ``event``) is what a name the rule cannot place gives, as Keras 3's first
+        ``epoch_end`` raises. Plugins call it when a value of the metric first arrives."""
+        if self.mode is None:
+            self.mode = infer_mode(self.monitor, plugin=self.plugin,
+                                   event=event or "its first comparison")
+        return self.mode
 
     def reset(self) -> None:
         self.best = self.initial
@@ -194,7 +216,7 @@ class Monitor:
 
     def worst(self) -> float:
         """The value every real number improves on (what Keras starts ``best`` at)."""
-        return math.inf if self.mode == "min" else -math.inf
+        return math.inf if (self.mode or self.resolve()) == "min" else -math.inf
 
     def __repr__(self) -> str:
         return (f"Monitor({self.monitor!r}, mode={self.mode!r}, min_delta={self.min_delta}, "

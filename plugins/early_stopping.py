@@ -47,12 +47,17 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             require_real(stopping_threshold, "stopping_threshold", name)
         self.divergence_threshold = None if divergence_threshold is None else \
             require_real(divergence_threshold, "divergence_threshold", name)
-        if self.stopping_threshold is not None and self.divergence_threshold is not None and \
-                not self.tracker.beats(self.stopping_threshold, self.divergence_threshold):
-            raise ConfigError(f"{name}: stopping_threshold={self.stopping_threshold} must be "
-                              f"better than divergence_threshold={self.divergence_threshold} "
-                              f"under mode={self.tracker.mode!r}", plugin=name,
-                              field="stopping_threshold")
+        if self.stopping_threshold is not None and self.divergence_threshold is not None:
+            # The one comparison made before any epoch, so the one place where a name
+            # mode='auto' cannot place fails when the plugin is built.
+            self.tracker.resolve("construction (stopping_threshold and divergence_threshold "
+                                 "are compared)")
+            if not self.tracker.beats(self.stopping_threshold, self.divergence_threshold):
+                raise ConfigError(f"{name}: stopping_threshold={self.stopping_threshold} must "
+                                  f"be better than divergence_threshold="
+                                  f"{self.divergence_threshold} under mode="
+                                  f"{self.tracker.mode!r}", plugin=name,
+                                  field="stopping_threshold")
         self._tag = f"{name}/best"
         self._reset()
 
@@ -87,6 +92,10 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             return self.tracker.missing(
                 logs, f"Early stopping conditioned on metric `{name}` which is not available. "
                       f"Available metrics are: {','.join(logs)}")
+        if self.tracker.mode is None:
+            # As Keras 3's first epoch_end (_set_monitor_op, which also runs before the
+            # start_from_epoch check): mode='auto' must place the name now, or this raises.
+            self.tracker.resolve(f"epoch_end (epoch {epoch + 1})")
         if epoch < self.start_from_epoch:
             return None
 

@@ -152,7 +152,9 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
         if mode not in ("auto", "min", "max"):
             raise ConfigError(f"{name}: mode must be 'auto', 'min' or 'max'; got {mode!r}",
                               plugin=name, field="mode")
-        # The direction matters only when comparing; Keras 3 infers it (and may fail) always.
+        # The direction matters only when comparing, and is found at the first comparison
+        # (_resolve); Keras 3 infers it (and may fail) at the first epoch_end whatever
+        # save_best_only is.
         self.tracker: Monitor | None = None
         self._keras_monitor_names(monitor, mode, 0.0)
         if self.save_best_only or self.save_top_k is not None:
@@ -254,6 +256,7 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                 logs, f"Can save the {k} best models only with {name} available; available: "
                       f"{','.join(logs)}. Not saving.")
             return [] if warning is None else [warning]
+        self._resolve(evidence)
         worst = self._kept[-1][0] if len(self._kept) >= k else None
         if not monitor.beats(current, monitor.initial) or \
                 (worst is not None and not monitor.beats(current, worst)):
@@ -319,6 +322,7 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
             return self.tracker.missing(
                 logs, f"Can save best model only with {name} available; available: "
                       f"{','.join(logs)}. Not saving.")
+        self._resolve(evidence)
         previous = self.tracker.best
         if not self.tracker.update(current):
             return None
@@ -329,6 +333,16 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                     "first value, so the best so far"),
             evidence={**evidence, "monitor": name, "value": current, "best": previous,
                       "mode": self.tracker.mode})
+
+    def _resolve(self, evidence: Mapping[str, Any]) -> None:
+        """The direction, at the first comparison (a save occasion whose logs carry the
+        metric), as Keras 3 sets it at the first ``epoch_end``: a name ``mode="auto"`` cannot
+        place raises the ConfigError here, naming the event."""
+        assert self.tracker is not None
+        if self.tracker.mode is None:
+            epoch, batch = evidence["epoch"] + 1, evidence["batch"]
+            self.tracker.resolve(f"epoch_end (epoch {epoch})" if batch is None
+                                 else f"batch_end (batch {batch + 1} of epoch {epoch})")
 
     def _format(self, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
         values: dict[str, Any] = dict(logs)

@@ -40,8 +40,9 @@ __all__ = [
 def monitor_op(monitor: Monitor | None) -> Any:
     """Keras's ``monitor_op`` for ``monitor``: ``keras.ops.greater`` when higher is better,
     ``keras.ops.less`` when lower is (NumPy's of the same names when Keras is not imported;
-    the plugins themselves compare with :class:`Monitor`). None without a monitor."""
-    if monitor is None:
+    the plugins themselves compare with :class:`Monitor`). None without a monitor, and, as
+    Keras's before its first ``epoch_end``, while ``mode="auto"`` has not placed the name."""
+    if monitor is None or monitor.mode is None:
         return None
     import sys
 
@@ -76,7 +77,8 @@ class KerasMonitorNames:
     @property
     def monitor_op(self) -> Any:
         """Keras's comparison for the monitored metric (``keras.ops.greater`` or ``less``;
-        None without a tracker): read by code written against Keras's callbacks."""
+        None without a tracker or before a name ``mode="auto"`` cannot place is compared):
+        read by code written against Keras's callbacks."""
         return monitor_op(self.tracker)
 
     @property

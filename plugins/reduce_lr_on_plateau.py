@@ -26,6 +26,8 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
     ``epsilon`` is Keras 2's name for ``min_delta``: accepted, with a DeprecationWarning.
     """
 
+    logs_learning_rate = True  # as Keras's: the epoch's logs carry the rate
+
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
                  cooldown: int = 0, min_lr: float = 0.0, **kwargs: Any):
@@ -89,6 +91,9 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
             return self.tracker.missing(
                 logs, f"Learning rate reduction is conditioned on metric `{name}` which is "
                       f"not available. Available metrics are: {','.join(logs)}.")
+        if self.tracker.mode is None:
+            # As Keras 3's first epoch_end: mode='auto' must place the name now, or this raises.
+            self.tracker.resolve(f"epoch_end (epoch {event.epoch + 1})")
 
         if self.in_cooldown():
             self.cooldown_counter -= 1

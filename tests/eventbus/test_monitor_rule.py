@@ -1,5 +1,6 @@
-"""eventbus.monitor: the one monitor rule (mode from the name, strict improvement with
-|min_delta|, best tracking) that the plugins and the audit share.
+"""eventbus.monitor: the one monitor rule (mode from the name, placed at the first comparison
+when it must be, strict improvement with |min_delta|, best tracking) that the plugins and the
+audit share.
 
 Named test_monitor_rule, not test_monitor: tests/plugins/test_monitor.py exists, and two test
 modules with one basename cannot be collected together (the test directories are not packages).
@@ -31,6 +32,9 @@ modes = st.sampled_from(["min", "max"])
 values = st.one_of(st.sampled_from([0.0, 0.5, 1.0, math.nan, math.inf, -math.inf]),
                    st.floats(allow_nan=True, allow_infinity=True))
 min_deltas = st.floats(min_value=-1.0, max_value=1.0)
+#: Names mode='auto' cannot place: no word of either kind, or both.
+UNPLACEABLE = ["val_activation_mean", "learning_rate", "foo", "accuracy_loss",
+               "val_false_positives", "true_negatives", "val_custom_metric", "my_metric"]
 
 
 class TestInferMode:
@@ -50,20 +54,92 @@ class TestInferMode:
         """Losses and errors minimise; accuracy-like names maximise (after removing val_)."""
         assert infer_mode(monitor, plugin="P") == mode
 
-    @pytest.mark.parametrize("monitor", ["val_activation_mean", "learning_rate", "foo",
-                                         "accuracy_loss", "val_false_positives",
-                                         "true_negatives"])
-    def test_unplaceable_name_is_a_config_error(self, monitor: str) -> None:
-        """A name that says nothing (or both things) asks for mode, naming plugin and field."""
+    @pytest.mark.parametrize("monitor", UNPLACEABLE)
+    def test_infer_mode_refuses_an_unplaceable_name(self, monitor: str) -> None:
+        """The strict rule asks for mode, naming the plugin, the field mode, the metric and,
+        when given, the event."""
         with pytest.raises(ConfigError, match="mode='min' or mode='max'") as info:
-            Monitor(monitor, plugin="EarlyStopping")
-        assert info.value.plugin == "EarlyStopping"
-        assert info.value.field == "monitor"
-        assert "EarlyStopping" in str(info.value) and monitor in str(info.value)
+            infer_mode(monitor, plugin="EarlyStopping", event="epoch_end (epoch 3)")
+        assert (info.value.plugin, info.value.field) == ("EarlyStopping", "mode")
+        assert f"EarlyStopping: mode='auto' cannot tell whether monitor={monitor!r}" in \
+            str(info.value)
+        assert "at epoch_end (epoch 3)" in str(info.value)
 
     def test_unplaceable_name_is_fine_with_explicit_mode(self) -> None:
         """An explicit mode needs no inference."""
         assert Monitor("val_activation_mean", "max", plugin="P").mode == "max"
+
+
+class TestLazyMode:
+    """As Keras 3 (``_set_monitor_op`` at the first ``epoch_end``): a monitor is built whatever
+    its name; a name the rule cannot place is an error at the first comparison."""
+
+    @pytest.mark.parametrize("monitor", UNPLACEABLE)
+    def test_unplaceable_name_builds_with_mode_unknown(self, monitor: str) -> None:
+        """Building does not need the direction: mode is None until a comparison."""
+        tracker = Monitor(monitor, plugin="EarlyStopping")
+        assert tracker.mode is None and tracker.best is None
+        tracker.reset()  # nothing compared: no error
+        assert tracker.missing({"loss": 1.0}, "missing") is not None
+
+    @pytest.mark.parametrize("monitor", UNPLACEABLE)
+    def test_resolve_raises_naming_plugin_field_metric_and_event(self, monitor: str) -> None:
+        """The first comparison's ConfigError says who, which field, which metric, where."""
+        with pytest.raises(ConfigError, match="Pass mode='min' or mode='max'") as info:
+            Monitor(monitor, plugin="ReduceLROnPlateau").resolve("epoch_end (epoch 1)")
+        assert (info.value.plugin, info.value.field) == ("ReduceLROnPlateau", "mode")
+        assert repr(monitor) in str(info.value) and "epoch_end (epoch 1)" in str(info.value)
+
+    @pytest.mark.parametrize("compare", [
+        lambda m: m.update(0.5), lambda m: m.improves(0.5), lambda m: m.beats(0.5, None),
+        lambda m: m.beats(math.nan, 1.0), lambda m: m.worst(),
+    ], ids=["update", "improves", "beats", "beats-nan", "worst"])
+    def test_every_comparison_needs_the_direction(self, compare) -> None:
+        """Whatever asks first (NaN included), an unplaced name raises and nothing changes."""
+        monitor = Monitor("val_activation_mean", plugin="P", initial=None)
+        with pytest.raises(ConfigError, match="at its first comparison"):
+            compare(monitor)
+        assert monitor.mode is None and monitor.best is None
+
+    def test_resolve_of_a_placed_name_is_its_mode(self) -> None:
+        """resolve() gives the mode already known, explicit or placed."""
+        assert Monitor("val_acc", plugin="P").resolve("x") == "max"
+        assert Monitor("val_acc", "min", plugin="P").resolve() == "min"
+
+    def test_a_mode_set_by_hand_before_the_first_comparison_is_used(self) -> None:
+        """mode is the direction the comparisons read: set it, and nothing is inferred."""
+        monitor = Monitor("val_activation_mean", plugin="P")
+        monitor.mode = "max"
+        assert monitor.update(1.0) and monitor.update(2.0) and not monitor.update(1.5)
+
+    @given(st.one_of(st.text(min_size=1, max_size=20), placed_metric_names()))
+    def test_any_name_builds_and_mode_is_the_lenient_rule(self, name: str) -> None:
+        """Property: building never fails on a name; mode is guess_mode's answer, and the
+        first comparison raises exactly when that answer is None."""
+        monitor = Monitor(name, plugin="P")
+        assert monitor.mode == guess_mode(name)
+        if monitor.mode is None:
+            with pytest.raises(ConfigError) as info:
+                monitor.update(1.0)
+            assert (info.value.plugin, info.value.field) == ("P", "mode")
+        else:
+            assert monitor.update(1.0)
+
+    @given(st.data(), metric_runs, min_deltas, st.one_of(st.none(), values))
+    def test_a_placed_name_decides_as_the_mode_built_in(self, data: st.DataObject,
+                                                        run: list[float], min_delta: float,
+                                                        initial: float | None) -> None:
+        """Property: for a name the rule places, mode='auto' makes every decision that the
+        strict rule's mode given explicitly makes (what building with infer_mode gave)."""
+        name = data.draw(placed_metric_names())
+        if initial is not None and math.isnan(initial):
+            initial = None
+        auto = Monitor(name, "auto", min_delta, plugin="P", initial=initial)
+        explicit = Monitor(name, infer_mode(name, plugin="P"), min_delta, plugin="P",
+                           initial=initial)
+        assert [auto.update(v) for v in run] == [explicit.update(v) for v in run]
+        assert auto.best == explicit.best
+        assert auto.worst() == explicit.worst()
 
     def test_unknown_mode_is_an_error_not_a_fallback(self) -> None:
         """Keras warns and falls back to auto; here an unknown mode is refused."""

@@ -11,9 +11,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, Plugin, RunWarning, hookimpl, replay
-from eventbus.records import EpochEnd, StopTraining
-from eventbus.testing import drive, epochs, run
+from eventbus import (
+    Bus,
+    ConfigError,
+    NumpyModel,
+    Plugin,
+    PluginError,
+    PluginIsolatedWarning,
+    RunWarning,
+    hookimpl,
+    read_log,
+    replay,
+)
+from eventbus.monitor import MAX_WORDS, MIN_WORDS, guess_mode
+from eventbus.records import EpochBegin, EpochEnd, StopTraining, TrainBegin, TrainEnd
+from eventbus.testing import RecordingWriter, drive, epochs, run
 from plugins import EarlyStopping
 
 from plugin_strategies import metric_sequences, resume_matches, strictly_improving
@@ -232,7 +244,7 @@ class TestNaNFirst:
 class TestConfig:
     @pytest.mark.parametrize(("params", "field"), [
         ({"patience": -1}, "patience"), ({"patience": 1.5}, "patience"),
-        ({"mode": "up"}, "mode"), ({"monitor": "val_thing"}, "monitor"),
+        ({"mode": "up"}, "mode"), ({"monitor": ""}, "monitor"),
         ({"min_delta": "0.1"}, "min_delta"), ({"start_from_epoch": -2}, "start_from_epoch"),
         ({"baseline": math.nan}, "baseline"),
         ({"restore_best_weights": "False"}, "restore_best_weights"),
@@ -415,6 +427,152 @@ class TestProperties:
         assert resumed == full
 
 
+#: Names mode='auto' cannot place (no word of either kind, or both).
+unplaceable_names = st.sampled_from(["val_custom_metric", "my_metric", "val_activation_mean",
+                                     "accuracy_loss", "val_false_positives"])
+#: Names it places: one word of a kind (either), with val_ and a neutral word around it.
+placed_names = st.builds("{}{}{}".format, st.sampled_from(["", "val_"]),
+                         st.sampled_from(sorted(MIN_WORDS | MAX_WORDS)),
+                         st.sampled_from(["", "_mean", "_2", "_head"]))
+
+
+def publish(bus: Bus, logs: list[dict[str, float]]) -> None:
+    """train_begin, then an epoch per entry of ``logs`` (no train_end)."""
+    bus.train_begin()
+    for epoch, epoch_logs in enumerate(logs):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, epoch_logs)
+
+
+class TestUnplaceableMonitor:
+    """As Keras 3, whose EarlyStopping finds the direction at the first epoch_end
+    (``_set_monitor_op``): a name mode='auto' cannot place builds, and is an error only when
+    a value of it is first compared."""
+
+    def test_builds_as_keras_does(self) -> None:
+        """Construction succeeds; the direction is unknown and monitor_op None until then."""
+        plugin = EarlyStopping(monitor="val_custom_metric")
+        assert (plugin.monitor, plugin.mode) == ("val_custom_metric", "auto")
+        assert plugin.tracker.mode is None and plugin.monitor_op is None
+
+    def test_first_epoch_end_with_the_metric_raises_and_keeps_the_log(self, tmp_path) -> None:
+        """The ConfigError names the plugin, mode, the metric and the event; the bus raises it
+        as the plugin's failure after recording it, and every earlier record is kept."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([EarlyStopping(monitor="val_custom_metric")], log=path)
+        with pytest.warns(RunWarning, match="`val_custom_metric` which is not available"):
+            publish(bus, [{"loss": 1.0}])
+        with pytest.raises(PluginError, match="failed on epoch_end") as info:
+            publish_one(bus, 1, {"loss": 0.9, "val_custom_metric": 0.5})
+        bus.close()
+        cause = info.value.__cause__
+        assert isinstance(cause, ConfigError)
+        assert (cause.plugin, cause.field) == ("EarlyStopping", "mode")
+        assert "monitor='val_custom_metric'" in str(cause)
+        assert "at epoch_end (epoch 2)" in str(cause)
+        assert "Pass mode='min' or mode='max' to EarlyStopping" in str(cause)
+        records = list(read_log(path))
+        assert [r.kind for r in records][-3:] == ["epoch_begin", "epoch_end", "plugin_failed"]
+        assert records[-2].logs["val_custom_metric"] == 0.5
+        assert records[-1].error == "ConfigError" and records[-1].cause_seq == records[-2].seq
+
+    def test_raises_within_start_from_epoch_too(self) -> None:
+        """As Keras, the direction is set before the warm-up is checked: the error comes at
+        the first value, not at start_from_epoch."""
+        bus = Bus([EarlyStopping(monitor="my_metric", start_from_epoch=5)])
+        with pytest.raises(PluginError, match="epoch_end \\(epoch 1\\)"):
+            publish(bus, [{"my_metric": 1.0}])
+        bus.close()
+
+    def test_isolated_the_run_goes_on_without_it(self) -> None:
+        """on_plugin_error='isolate': the error is a warning, the plugin is disabled, and
+        training goes on (nothing it would have stopped)."""
+        bus = Bus([EarlyStopping(monitor="my_metric", patience=0)], on_plugin_error="isolate")
+        with pytest.warns(PluginIsolatedWarning, match="mode='min' or mode='max'"):
+            publish(bus, [{"my_metric": v} for v in [1.0, 2.0, 3.0]])
+        assert not bus.stop_training
+        bus.close()
+
+    def test_explicit_mode_needs_no_name(self) -> None:
+        """With mode given, any name is compared from the first epoch."""
+        assert stops([0.5, 0.6], monitor="val_custom_metric", mode="min") == \
+            [(1, "patience_exhausted")]
+        assert stops([0.5, 0.6], monitor="val_custom_metric", mode="max") == []
+
+    def test_both_thresholds_need_the_direction_when_built(self) -> None:
+        """The one comparison made in __init__ (are the thresholds in order?) needs the
+        direction: with both thresholds, an unplaceable name is a ConfigError there."""
+        with pytest.raises(ConfigError, match="mode='min' or mode='max'") as info:
+            EarlyStopping(monitor="my_metric", stopping_threshold=0.1, divergence_threshold=5.0)
+        assert (info.value.plugin, info.value.field) == ("EarlyStopping", "mode")
+        assert "stopping_threshold and divergence_threshold" in str(info.value)
+        plugin = EarlyStopping(monitor="my_metric", mode="min", stopping_threshold=0.1,
+                               divergence_threshold=5.0)
+        assert plugin.tracker.mode == "min"
+
+    @pytest.mark.parametrize("threshold", ["stopping_threshold", "divergence_threshold"])
+    def test_one_threshold_waits_for_the_first_value(self, threshold: str) -> None:
+        """One threshold alone compares nothing when built: construction succeeds."""
+        plugin = EarlyStopping(monitor="my_metric", **{threshold: 0.5})
+        assert plugin.tracker.mode is None
+
+    @given(unplaceable_names, st.integers(0, 4), metric_sequences(min_size=1, max_size=5))
+    def test_the_first_epoch_carrying_the_metric_raises(self, name: str, absent: int,
+                                                        values: list[float]) -> None:
+        """Property: epochs without the metric warn once and decide nothing; the first epoch
+        whose logs carry it (whatever its value, NaN included) raises the ConfigError naming
+        that epoch."""
+        writer = RecordingWriter()
+        bus = Bus([EarlyStopping(monitor=name, patience=0)], log=writer)
+        logs = [{"loss": 1.0}] * absent + [{"loss": 1.0, name: v} for v in values]
+        try:
+            if absent:
+                with pytest.warns(RunWarning, match="not available") as shown:
+                    publish(bus, logs[:absent])
+                assert len(shown) == 1
+            else:
+                publish(bus, [])
+            with pytest.raises(PluginError) as info:
+                publish_one(bus, absent, logs[absent])
+        finally:
+            bus.close()
+        assert isinstance(info.value.__cause__, ConfigError)
+        assert info.value.__cause__.field == "mode"
+        assert f"epoch_end (epoch {absent + 1})" in str(info.value.__cause__)
+        kinds = [r["kind"] for r in writer.records]
+        assert "stop_training" not in kinds and kinds[-1] == "plugin_failed"
+        assert kinds.count("warning") == (1 if absent else 0)
+
+    @NO_MODEL
+    @given(placed_names, metric_sequences(max_size=12), st.integers(0, 3), st.booleans(),
+           st.floats(0.0, 0.5))
+    def test_a_placed_name_decides_as_before(self, name: str, values: list[float],
+                                             patience: int, restore: bool,
+                                             min_delta: float) -> None:
+        """Property: for any name the rule places, mode='auto' makes the decisions that the
+        mode the rule placed at construction made."""
+        assert guess_mode(name) is not None
+        made = [decision_list(EarlyStopping(monitor=name, mode=mode, patience=patience,
+                                            restore_best_weights=restore,
+                                            min_delta=min_delta), name, values)
+                for mode in ("auto", guess_mode(name))]
+        assert made[0] == made[1]
+
+
+def publish_one(bus: Bus, epoch: int, logs: dict[str, float]) -> None:
+    bus.epoch_begin(epoch)
+    bus.epoch_end(epoch, logs)
+
+
+def decision_list(plugin: object, name: str, values: list[float]) -> list[tuple[Any, ...]]:
+    """(kind, epoch, code, reason) of every decision ``plugin`` makes on ``name``'s values."""
+    events = [TrainBegin()]
+    for epoch, value in enumerate(values):
+        events += [EpochBegin(epoch=epoch), EpochEnd(epoch=epoch, logs={name: value})]
+    decisions = drive(plugin, events + [TrainEnd()])
+    return [(d.kind, d.epoch, d.code, d.reason) for d in decisions]
+
+
 class TestKerasMonitorOp:
     """``monitor_op``, which code written against Keras's callbacks reads: Keras's own op when
     Keras is imported (the monitor's direction), NumPy's of the same name otherwise."""
@@ -440,3 +598,9 @@ class TestKerasMonitorOp:
         from plugins import ModelCheckpoint
 
         assert ModelCheckpoint("m.h5").monitor_op is None
+
+    def test_none_until_an_unplaceable_name_is_compared(self):
+        """Keras's monitor_op is None before its first epoch_end; here, while mode='auto'
+        has not placed the name (one it places has its op at once)."""
+        assert EarlyStopping(monitor="my_metric").monitor_op is None
+        assert EarlyStopping(monitor="my_metric", mode="max").monitor_op is not None

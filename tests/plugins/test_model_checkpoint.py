@@ -361,7 +361,6 @@ class TestConfig:
     @pytest.mark.parametrize(("params", "field"), [
         ({"save_freq": "batch"}, "save_freq"), ({"save_freq": 0}, "save_freq"),
         ({"save_freq": True}, "save_freq"), ({"mode": "lowest"}, "mode"),
-        ({"save_best_only": True, "monitor": "val_thing"}, "monitor"),
         ({"save_best_only": True, "initial_value_threshold": "x"}, "initial_value_threshold"),
         ({"save_best_only": "False"}, "save_best_only"),
         ({"save_weights_only": 1}, "save_weights_only"),

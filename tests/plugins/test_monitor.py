@@ -2,20 +2,45 @@
 
 The rule itself (mode inference, strict improvement with |min_delta|, best tracking) is the
 core's, tested in tests/eventbus/test_monitor_rule.py; here: that the plugins get that very
-rule, and the parameter checks every plugin makes.
+rule, that they find the direction when they first compare (as Keras 3 does), and the
+parameter checks every plugin makes.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import eventbus.monitor
 import plugins.monitor
-from eventbus import Bus, ConfigError
+from eventbus import Bus, ConfigError, PluginError, RunWarning
+from eventbus.monitor import MAX_WORDS, MIN_WORDS, guess_mode
+from eventbus.records import BatchBegin, BatchEnd, EpochBegin, EpochEnd, TrainBegin, TrainEnd
+from eventbus.testing import run
 from plugins import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from plugins.monitor import require_int, require_real
+
+#: drive(), run() and Bus() here have no model: the checkpoint writer says each save wrote no
+#: file, which is beside what the tests so marked check (the save decisions).
+NO_MODEL = pytest.mark.filterwarnings(
+    "ignore:.*save_checkpoint from 'ModelCheckpoint' needs a model adapter:eventbus.RunWarning")
+#: Every plugin that compares a metric, built with ``monitor`` and ``**kw``.
+MONITORING = [
+    lambda **kw: EarlyStopping(**kw), lambda **kw: ReduceLROnPlateau(**kw),
+    lambda **kw: ModelCheckpoint("best.h5", save_best_only=True, **kw),
+    lambda **kw: ModelCheckpoint("top-{epoch}.h5", save_top_k=2, **kw),
+]
+MONITORING_IDS = ["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
+                  "ModelCheckpoint-top-k"]
+#: Names mode='auto' places: one word of a kind (either), with val_ and a neutral word around.
+placed_names = st.builds("{}{}{}".format, st.sampled_from(["", "val_"]),
+                         st.sampled_from(sorted(MIN_WORDS | MAX_WORDS)),
+                         st.sampled_from(["", "_mean", "_2", "_head"]))
 
 
 class TestTheCoreRule:
@@ -33,6 +58,97 @@ class TestTheCoreRule:
         """The plugins that monitor a metric place it by eventbus.monitor's words."""
         assert make(monitor="val_top1").tracker.mode == "max"
         assert make(monitor="val_perplexity").tracker.mode == "min"
+
+
+def epoch_run(name: str, values: list[float | None]) -> list[Any]:
+    """A run whose epoch logs carry ``name`` (None: that epoch's logs lack it)."""
+    events: list[Any] = [TrainBegin()]
+    for epoch, value in enumerate(values):
+        logs = {"loss": 1.0} if value is None else {"loss": 1.0, name: value}
+        events += [EpochBegin(epoch=epoch), EpochEnd(epoch=epoch, logs=logs)]
+    return events + [TrainEnd()]
+
+
+def first_failure(plugin: object, events: list[Any]) -> ConfigError:
+    """The ConfigError behind the PluginError that publishing ``events`` ends with; the
+    missing-monitor warnings before it are expected (and not raised)."""
+    bus = Bus([plugin], learning_rate=0.1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)
+            with pytest.raises(PluginError) as info:
+                for event in events:
+                    bus.publish(event)
+    finally:
+        bus.close()
+    assert isinstance(info.value.__cause__, ConfigError)
+    return info.value.__cause__
+
+
+class TestLazyDirection:
+    """Keras 3 sets a monitoring callback's direction at its first epoch_end
+    (``_set_monitor_op``), so a name ``mode="auto"`` cannot place builds, and fails when it
+    must be compared. So do these plugins, all through the one rule."""
+
+    @pytest.mark.parametrize("make", MONITORING, ids=MONITORING_IDS)
+    def test_every_monitoring_plugin_builds_with_an_unplaceable_name(self, make) -> None:
+        """Construction succeeds: mode stays "auto", the direction None, monitor_op None."""
+        plugin = make(monitor="val_custom_metric")
+        assert (plugin.monitor, plugin.mode) == ("val_custom_metric", "auto")
+        assert plugin.tracker.mode is None and plugin.monitor_op is None
+        assert plugin.get_config()["monitor"] == "val_custom_metric"
+
+    @pytest.mark.parametrize("make", MONITORING, ids=MONITORING_IDS)
+    def test_the_first_value_compared_raises_naming_the_event(self, make) -> None:
+        """Epochs without the metric only warn; the first epoch_end with it is the
+        ConfigError naming the plugin, the field mode, the metric and the event."""
+        plugin = make(monitor="my_metric")
+        error = first_failure(plugin, epoch_run("my_metric", [None, 0.5, 0.4]))
+        name = type(plugin).__name__
+        assert (error.plugin, error.field) == (name, "mode")
+        assert str(error) == (
+            f"{name}: mode='auto' cannot tell whether monitor='my_metric' should be minimised "
+            "or maximised at epoch_end (epoch 2): its name has no word that says which way is "
+            f"better. Pass mode='min' or mode='max' to {name}")
+
+    def test_a_checkpoint_saving_every_n_batches_names_the_batch(self) -> None:
+        """save_freq in batches compares at batch_end: the error names that batch."""
+        events: list[Any] = [TrainBegin(), EpochBegin(epoch=0)]
+        for batch in range(4):
+            events += [BatchBegin(batch=batch, step=batch),
+                       BatchEnd(batch=batch, step=batch, logs={"my_metric": 0.5})]
+        plugin = ModelCheckpoint("m-{batch}.h5", monitor="my_metric", save_best_only=True,
+                                 save_freq=2)
+        error = first_failure(plugin, events)
+        assert "at batch_end (batch 2 of epoch 1)" in str(error)
+
+    @NO_MODEL
+    def test_a_checkpoint_that_compares_nothing_never_asks(self) -> None:
+        """Without save_best_only or save_top_k nothing is compared, so no direction is
+        needed, ever (Keras 3 would still fail at the first epoch_end)."""
+        _, records = run([ModelCheckpoint("m.h5", monitor="my_metric")],
+                         epoch_run("my_metric", [0.5, 0.4]))
+        assert [r.kind for r in records].count("save_checkpoint") == 2
+
+    @NO_MODEL
+    @pytest.mark.parametrize("make", MONITORING, ids=MONITORING_IDS)
+    @given(name=placed_names, values=st.lists(
+        st.one_of(st.none(), st.floats(-2.0, 2.0), st.just(math.nan)), max_size=8))
+    def test_a_placed_name_decides_as_before(self, make, name: str,
+                                             values: list[float | None]) -> None:
+        """Property: for any name the rule places, every plugin makes with mode='auto' the
+        decisions it makes with the mode the rule placed at construction."""
+        assert guess_mode(name) is not None
+
+        def outcomes(mode: str) -> list[tuple[Any, ...]]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RunWarning)
+                _, records = run([make(monitor=name, mode=mode)], epoch_run(name, values),
+                                 learning_rate=1.0)
+            return [(r.kind, r.epoch, getattr(r, "reason", None)) for r in records
+                    if r.category in ("decision", "outcome")]
+
+        assert outcomes("auto") == outcomes(guess_mode(name))
 
 
 class TestKerasNames:

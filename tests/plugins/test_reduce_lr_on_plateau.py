@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, RunWarning, replay
+from eventbus import Bus, ConfigError, NumpyModel, PluginError, RunWarning, read_log, replay
+from eventbus.monitor import MAX_WORDS, MIN_WORDS, guess_mode
 from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
 from eventbus.testing import drive, epochs, logs_of, run
 from plugins import ReduceLROnPlateau
@@ -139,6 +141,86 @@ class TestMissingMonitor:
         warning = next(r for r in records if r.kind == "warning")
         assert warning.details == {"monitor": "val_loss",
                                    "available": ["loss", "learning_rate"]}
+
+
+#: Names mode='auto' places: one word of a kind (either), with val_ and a neutral word around.
+placed_names = st.builds("{}{}{}".format, st.sampled_from(["", "val_"]),
+                         st.sampled_from(sorted(MIN_WORDS | MAX_WORDS)),
+                         st.sampled_from(["", "_mean", "_2", "_head"]))
+
+
+def plateau_events(name: str, values: list[float | None]) -> list[Any]:
+    """A run whose epoch logs carry ``name`` (None: that epoch's logs lack it)."""
+    events: list[Any] = [TrainBegin()]
+    for epoch, value in enumerate(values):
+        logs = {"loss": 1.0} if value is None else {"loss": 1.0, name: value}
+        events += [EpochBegin(epoch=epoch), EpochEnd(epoch=epoch, logs=logs)]
+    return events + [TrainEnd()]
+
+
+class TestUnplaceableMonitor:
+    """As Keras 3, which sets the direction at the first epoch_end: ReduceLROnPlateau builds
+    with a name mode='auto' cannot place, and fails only when it must compare."""
+
+    def test_builds_as_keras_does(self) -> None:
+        """Construction succeeds; mode stays "auto", the direction unknown, monitor_op None."""
+        plugin = ReduceLROnPlateau(monitor="my_metric")
+        assert (plugin.monitor, plugin.mode, plugin.tracker.mode) == ("my_metric", "auto", None)
+        assert plugin.monitor_op is None
+
+    def test_first_epoch_end_with_the_metric_raises(self, tmp_path) -> None:
+        """Epochs without the metric warn (once); the first with it is the ConfigError naming
+        the plugin, mode, the metric and the event, after the epoch is recorded."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([ReduceLROnPlateau(monitor="my_metric", patience=0)], log=path,
+                  learning_rate=0.1)
+        events = plateau_events("my_metric", [None, None, 0.5])
+        with pytest.warns(RunWarning, match="`my_metric` which is not available"):
+            for event in events[:5]:
+                bus.publish(event)
+        with pytest.raises(PluginError) as info:
+            for event in events[5:]:
+                bus.publish(event)
+        bus.close()
+        cause = info.value.__cause__
+        assert isinstance(cause, ConfigError)
+        assert (cause.plugin, cause.field) == ("ReduceLROnPlateau", "mode")
+        assert "monitor='my_metric'" in str(cause) and "epoch_end (epoch 3)" in str(cause)
+        assert "Pass mode='min' or mode='max'" in str(cause)
+        records = list(read_log(path))
+        assert [r.kind for r in records].count("warning") == 1
+        assert [r.kind for r in records][-2:] == ["epoch_end", "plugin_failed"]
+        assert not [r for r in records if r.kind == "set_learning_rate"]
+
+    def test_explicit_mode_needs_no_name(self) -> None:
+        """With mode given, the name is never read for a direction."""
+        assert cut_epochs([1.0, 2.0, 3.0], monitor="my_metric", mode="min", patience=1) == \
+            [1, 2]
+        assert cut_epochs([1.0, 2.0, 3.0], monitor="my_metric", mode="max", patience=1) == []
+
+    @given(placed_names, st.lists(st.one_of(st.none(), st.floats(-2.0, 2.0), st.just(math.nan)),
+                                  max_size=10),
+           st.integers(0, 3), st.integers(0, 2))
+    def test_a_placed_name_decides_as_before(self, name: str, values: list[float | None],
+                                             patience: int, cooldown: int) -> None:
+        """Property: for any name the rule places, mode='auto' makes the decisions (warnings
+        included) that the mode placed at construction made."""
+        assert guess_mode(name) is not None
+        assert outcomes_of(name, "auto", values, patience, cooldown) == \
+            outcomes_of(name, guess_mode(name), values, patience, cooldown)
+
+
+def outcomes_of(name: str, mode: str, values: list[float | None], patience: int,
+                cooldown: int) -> list[tuple[Any, ...]]:
+    """(kind, epoch, value) of every decision and outcome of a run on ``values``; the
+    missing-monitor warning is among them (and not raised)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunWarning)
+        _, records = run([ReduceLROnPlateau(monitor=name, mode=mode, patience=patience,
+                                            cooldown=cooldown)],
+                         plateau_events(name, values), learning_rate=1.0)
+    return [(r.kind, r.epoch, getattr(r, "value", None)) for r in records
+            if r.category in ("decision", "outcome")]
 
 
 class TestConfig:
