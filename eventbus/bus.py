@@ -273,6 +273,12 @@ class Bus:
         self._engine.control.set_learning_rate(value)
 
     @property
+    def logs_learning_rate(self) -> bool:
+        """Whether each epoch's logs carry ``learning_rate``: as in Keras, only while a plugin
+        that sets the rate (ReduceLROnPlateau, LearningRateScheduler) is on the bus."""
+        return self._dispatch.logs_learning_rate
+
+    @property
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """Weights kept by ``snapshot_weights`` decisions, by tag (copies, NumPy arrays)."""
         return self._engine.control.snapshots

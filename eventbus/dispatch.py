@@ -71,6 +71,9 @@ class Dispatcher:
         self.pure: dict[str, tuple[Handler, ...]] = {}
         #: id(handler) -> its plugin, to name the plugin a result or a failure comes from.
         self.owner: dict[int, object] = {}
+        #: Whether epoch logs carry the learning rate: a plugin on the bus sets the rate
+        #: (``Plugin.logs_learning_rate``). A disabled one counts: the run's columns stay.
+        self.logs_learning_rate = False
         self._rebuild()
 
     # --- plugins -------------------------------------------------------------------------------
@@ -177,6 +180,8 @@ class Dispatcher:
             self.calls[hook] = tuple(fn for fn, _ in pairs)
             self.pure[hook] = tuple(fn for fn, plugin in pairs
                                     if not getattr(plugin, "side_effects", False))
+        self.logs_learning_rate = any(getattr(type(plugin), "logs_learning_rate", False) is True
+                                      for plugin in self.plugins)
         self.on_change()
 
     def _handler(self, impl: Any, hook: str, plugin: object) -> Handler:

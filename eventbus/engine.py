@@ -464,7 +464,8 @@ class Engine:
             if kind == "epoch_end":
                 refused = self._augment(fields["epoch"], logs)
             lr = self.control.learning_rate
-            if lr is not None and "learning_rate" not in logs:
+            if lr is not None and self.dispatcher.logs_learning_rate and \
+                    "learning_rate" not in logs:
                 logs["learning_rate"] = lr
         recorder = self.recorder
         recorder.seq = seq = recorder.seq + 1
@@ -542,7 +543,7 @@ class Engine:
             return ()  # no plugin sees it: the position above is all it changes
         control = self.control
         if not control.live and kind in ("epoch_begin", "epoch_end") and \
-                control.learning_rate is not None:
+                control.learning_rate is not None and self.dispatcher.logs_learning_rate:
             event = event_from({**record.__dict__, "logs": {
                 **record.logs, "learning_rate": control.learning_rate}})
         else:

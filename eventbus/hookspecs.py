@@ -80,12 +80,14 @@ def on_train_end(event: TrainEnd) -> Any:
 
 @hookspec
 def on_epoch_begin(event: EpochBegin) -> Any:
-    """An epoch starts; ``event.epoch`` counts from 0. ``logs`` has ``learning_rate`` if known."""
+    """An epoch starts; ``event.epoch`` counts from 0. ``logs`` has ``learning_rate`` if known
+    and a plugin on the bus sets the rate (``Plugin.logs_learning_rate``), as Keras's have."""
 
 
 @hookspec
 def on_epoch_end(event: EpochEnd) -> Any:
-    """An epoch ended; ``event.logs`` has the epoch's metrics and ``learning_rate`` if known."""
+    """An epoch ended; ``event.logs`` has the epoch's metrics, and ``learning_rate`` as
+    :func:`on_epoch_begin`'s."""
 
 
 @hookspec

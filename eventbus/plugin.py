@@ -148,6 +148,10 @@ class Plugin(KerasCallbackMethods):
     """
 
     side_effects: ClassVar[bool] = False
+    #: True for a plugin that sets the learning rate (ReduceLROnPlateau, LearningRateScheduler):
+    #: with one on the bus, every epoch's logs carry ``learning_rate``, as Keras's logs do only
+    #: when such a callback is in the list.
+    logs_learning_rate: ClassVar[bool] = False
     #: The name the plugin is registered and recorded under; defaults to the class name.
     name: ClassVar[str] = ""
 

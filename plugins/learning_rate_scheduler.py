@@ -56,6 +56,8 @@ class LearningRateScheduler(Plugin):
     instance (``replay(log, plugins=[LearningRateScheduler(schedule)])``).
     """
 
+    logs_learning_rate = True  # as Keras's: the epoch's logs carry the rate
+
     def __init__(self, schedule: Callable[..., Any], verbose: int = 0):
         name = type(self).name
         if not callable(schedule):

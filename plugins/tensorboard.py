@@ -1,8 +1,11 @@
 """TensorBoard: metrics, weights, embeddings and decisions as TensorBoard event files.
 
 Keras's layout: epoch metrics go to ``<log_dir>/train`` as ``epoch_<name>`` and the ``val_``
-metrics, prefix removed, to ``<log_dir>/validation``, both at step = epoch; ``learning_rate``
-(which the bus adds to epoch logs) becomes ``epoch_learning_rate``. With an integer
+metrics, prefix removed, to ``<log_dir>/validation``, both at step = epoch; the learning rate
+becomes ``epoch_learning_rate``, as Keras's TensorBoard writes it for every optimizer: the
+epoch's ``learning_rate`` where its logs carry one, else the rate the log tells (the header's
+``meta.learning_rate``, then each ``set_learning_rate`` decision's), so converting a log writes
+what the live run wrote. With an integer
 ``update_freq`` batch metrics go to ``train`` as ``batch_<name>`` every ``update_freq`` batches,
 at step = batches done. With ``write_steps_per_second`` the training steps per second go to
 ``train`` too: ``epoch_steps_per_second`` (batches of the epoch over the time from its
@@ -25,6 +28,7 @@ metrics.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -211,6 +215,9 @@ class TensorBoard(Plugin, Sink):
         self.takes = frozenset(takes)
         self._run: Run | None = None
         self._label = self.name
+        # The rate as the log tells it (the header's, then each set_learning_rate decision's):
+        # Keras's TensorBoard writes epoch_learning_rate whether or not the logs carry it.
+        self._learning_rate: float | None = None
         self._sink: Any = None
         self._warned: set[str] = set()
         # Where the current epoch and batch began: (epoch or step, time, steps done).
@@ -356,6 +363,11 @@ class TensorBoard(Plugin, Sink):
         for key, value in (record.get("meta") or {}).items():
             if isinstance(value, (bool, int, float, str)):  # not the model's config
                 self._hparams[f"meta.{key}"] = _hparam(value)
+        self._learn_rate((record.get("meta") or {}).get("learning_rate"))
+
+    def _learn_rate(self, value: Any) -> None:
+        if type(value) in (int, float) and math.isfinite(value):
+            self._learning_rate = float(value)
 
     def _train_begin(self, record: dict[str, Any]) -> None:
         self._began = record["time"]
@@ -398,6 +410,8 @@ class TensorBoard(Plugin, Sink):
                 validation[key[4:]] = value
             else:
                 train[key] = value
+        if self._learning_rate is not None:
+            train.setdefault("learning_rate", self._learning_rate)
         if self.write_steps_per_second:
             rate = self._epoch_rate(epoch, when)
             if rate is not None:
@@ -519,6 +533,8 @@ class TensorBoard(Plugin, Sink):
     def _decision(self, record: dict[str, Any]) -> None:
         """Keep the decision with the others of its step: TensorBoard's server shows one text
         per step, so the step's table is written once, when the step is over."""
+        if record["kind"] == "set_learning_rate":
+            self._learn_rate(record.get("value"))
         epoch = record.get("epoch")
         step = epoch if epoch is not None else 0
         pending = self._step_decisions

@@ -115,9 +115,10 @@ class KerasBridge(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.bus.epoch_end(epoch, logs)
         rate = self.bus.learning_rate
-        if isinstance(logs, dict) and rate is not None:
+        if isinstance(logs, dict) and rate is not None and self.bus.logs_learning_rate:
             # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
-            # own learning-rate callbacks put the rate in the epoch's logs the same way.
+            # own learning-rate callbacks put the rate in the epoch's logs the same way, and
+            # only they do.
             logs.setdefault("learning_rate", rate)
         self._stop()
 

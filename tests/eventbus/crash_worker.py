@@ -18,6 +18,7 @@ EPOCHS, BATCHES = 12, 8
 
 class Plateau(Plugin):
     """Halves the learning rate after 2 flat epochs; stops after 4 (a stateful rule)."""
+    logs_learning_rate = True  # its rule reads the rate from the logs
 
     def __init__(self, cut_after: int = 2, stop_after: int = 4):
         self.cut_after, self.stop_after = cut_after, stop_after

@@ -286,6 +286,7 @@ class TestDecisions:
     def test_learning_rate_decisions_reach_the_model_and_the_logs(self):
         """set_learning_rate changes bus.learning_rate, the adapter's, and later epoch logs."""
         class Halve(Plugin):
+            logs_learning_rate = True  # its rule reads the rate from the logs
             @hookimpl
             def on_epoch_end(self, event):
                 lr = event.logs["learning_rate"]
@@ -301,6 +302,37 @@ class TestDecisions:
         epoch_logs = [rec["logs"]["learning_rate"] for rec in writer.records
                       if rec["kind"] in ("epoch_begin", "epoch_end")]
         assert epoch_logs == [0.4, 0.4, 0.2]
+
+    @given(declares=st.lists(st.booleans(), max_size=4), rate=st.sampled_from([None, 0.25]),
+           reported=st.booleans())
+    def test_the_rate_is_in_epoch_logs_only_with_a_plugin_that_sets_it(self, declares, rate,
+                                                                       reported):
+        """Keras's rule: epoch logs carry ``learning_rate`` when a plugin on the bus declares
+        ``logs_learning_rate`` and the run has a rate; a rate the loop reports is kept as
+        reported either way; plugins get the logs the log holds."""
+        seen: list[dict[str, float]] = []
+
+        def plugin(declared: bool) -> object:
+            class Watch(Plugin):
+                logs_learning_rate = declared
+
+                @hookimpl
+                def on_epoch_end(self, event):
+                    seen.append(dict(event.logs))
+            return Watch()
+
+        writer = RecordingWriter()
+        with Bus([plugin(d) for d in declares], log=writer, learning_rate=rate) as bus:
+            assert bus.logs_learning_rate == any(declares)
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0, **({"learning_rate": 0.5} if reported else {})})
+        expected = {"loss": 1.0}
+        if reported:
+            expected["learning_rate"] = 0.5
+        elif rate is not None and any(declares):
+            expected["learning_rate"] = rate
+        for logs in [rec["logs"] for rec in writer.records if rec["kind"] == "epoch_end"] + seen:
+            assert logs == expected
 
     def test_loop_changes_to_the_model_learning_rate_are_seen(self):
         """The model adapter is the source of truth for the learning rate."""

@@ -20,6 +20,7 @@ finite = st.floats(0, 10, allow_nan=False)
 class Patience(Plugin):
     """A small deterministic plateau rule: stop after `patience` epochs without improvement,
     and halve the learning rate on each one."""
+    logs_learning_rate = True  # its rule reads the rate from the logs
 
     def __init__(self, patience: int = 2, monitor: str = "val_loss"):
         self.patience = patience
@@ -223,6 +224,7 @@ class TestReplay:
     def test_a_changed_learning_rate_marks_where_the_replay_diverges(self, tmp_path):
         """Once a replayed learning-rate decision differs, the later metrics are another run's."""
         class Cut(Plugin):
+            logs_learning_rate = True  # its rule reads the rate from the logs
             def __init__(self, factor: float = 0.5):
                 self.factor = factor
 

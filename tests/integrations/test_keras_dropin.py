@@ -104,6 +104,16 @@ def test_every_built_in_plugin_is_a_keras_callback(name, tmp_path, server):
         assert history.history["learning_rate"] == [pytest.approx(0.05)] * 2
 
 
+def test_a_fit_without_a_rate_plugin_keeps_keras_keys(tmp_path):
+    """Keras adds learning_rate to the logs only with its rate callbacks: a drop-in fit with
+    EarlyStopping and History gives Keras's History, and the log's epochs, the loss alone."""
+    plugins = [EarlyStopping(monitor="loss", log=str(tmp_path / "run.jsonl")), History()]
+    history = fit(tiny_model(), plugins)
+    assert set(history.history) == set(plugins[1].history) == {"loss"}
+    epoch_logs = [r.logs for r in read_log(tmp_path / "run.jsonl") if r.kind == "epoch_end"]
+    assert [set(logs) for logs in epoch_logs] == [{"loss"}, {"loss"}]
+
+
 def test_one_bus_for_the_plugins_of_one_fit(tmp_path):
     """Plugins given to one fit share one bus: one log (asked for by log= on any of them),
     listing them in Keras's list order, each event once; Keras's History and a Keras

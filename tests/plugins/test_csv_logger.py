@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eventbus import Bus, ConfigError, SinkFailureWarning, read_log
 from eventbus.replay import effective_records
 from eventbus.testing import RecordingWriter, epochs, run
-from plugins import CSVLogger
+from plugins import CSVLogger, ReduceLROnPlateau
 
 
 def rows(path):
@@ -47,13 +47,18 @@ def crash_after(log, epoch):
 
 class TestCSVLogger:
     def test_keras_layout_through_the_bus(self, tmp_path):
-        """One row per epoch: epoch, then the keys sorted (learning_rate from the bus too)."""
+        """One row per epoch: epoch, then the keys sorted; learning_rate only with a plugin
+        that sets the rate, as Keras's columns."""
         path = tmp_path / "log.csv"
         run([CSVLogger(path)], epochs(loss=[0.5, 0.25], val_loss=[0.6, 0.3]), learning_rate=0.1)
         frame = pd.read_csv(path)
-        assert list(frame.columns) == ["epoch", "learning_rate", "loss", "val_loss"]
+        assert list(frame.columns) == ["epoch", "loss", "val_loss"]
         assert frame["loss"].tolist() == [0.5, 0.25]
-        assert frame["learning_rate"].tolist() == [0.1, 0.1]
+        run([CSVLogger(path), ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5)],
+            epochs(loss=[0.5, 0.75], val_loss=[0.6, 0.3]), learning_rate=0.1)
+        frame = pd.read_csv(path)
+        assert list(frame.columns) == ["epoch", "learning_rate", "loss", "val_loss"]
+        assert frame["learning_rate"].tolist() == [0.1, 0.1]  # the cut lands after the row
 
     def test_no_placeholder_validation_columns(self, tmp_path):
         """No val_ columns until a val_ metric comes (Keras adds val_<k> columns of NA when the

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from eventbus import Bus, replay
 from eventbus.records import EpochBegin, EpochEnd, TrainBegin, TrainEnd
 from eventbus.testing import epochs, run
-from plugins import History
+from plugins import History, LearningRateScheduler
 
 
 def nan_equal(a, b):
@@ -28,11 +28,17 @@ class TestHistory:
         assert history.epoch == [0, 1]
         assert history.history == {"loss": [0.5, 0.4], "val_loss": [0.6, 0.5]}
 
-    def test_learning_rate_from_the_bus(self):
-        """The learning rate the bus adds to epoch logs is kept like any metric."""
+    def test_learning_rate_only_with_a_plugin_that_sets_it(self):
+        """As Keras's History: the rate is a key only when a rate-setting plugin is on the
+        bus (it then puts the rate in every epoch's logs); a bus that merely knows it does
+        not add it."""
         history = History()
         run([history], epochs(loss=[0.5, 0.4]), learning_rate=0.01)
-        assert history.history["learning_rate"] == [0.01, 0.01]
+        assert set(history.history) == {"loss"}
+        history = History()
+        run([history, LearningRateScheduler(lambda epoch, lr: lr / 2)], epochs(loss=[0.5, 0.4]),
+            learning_rate=0.01)
+        assert history.history["learning_rate"] == [0.005, 0.0025]
 
     def test_an_epoch_appends_only_the_keys_it_reports(self):
         """As Keras 3: validation every 2 epochs of 4 gives val_loss 2 values, not 4."""

@@ -22,10 +22,12 @@ LOSSES = [1.0, 0.5, 0.25, 0.125, 0.0625]
 TRAIN = ["loss", "accuracy", "precision", "recall", "auc", "mean_absolute_error"]
 FIT = textwrap.dedent("""
     from eventbus import Bus
-    from plugins import BaseLogger, ProgbarLogger
+    from plugins import BaseLogger, LearningRateScheduler, ProgbarLogger
     losses = {losses!r}
     train = {train!r}
-    bus = Bus([ProgbarLogger(mininterval=0.0, **{kwargs!r}), BaseLogger()], learning_rate=0.001)
+    # A rate-setting plugin puts learning_rate in the epoch's logs, as Keras's does.
+    bus = Bus([ProgbarLogger(mininterval=0.0, **{kwargs!r}), BaseLogger(),
+               LearningRateScheduler(lambda epoch, lr: lr)], learning_rate=0.001)
     bus.train_begin({{"epochs": 2, "steps": len(losses)}})
     for epoch in range(2):
         bus.epoch_begin(epoch)

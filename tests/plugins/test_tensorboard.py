@@ -54,6 +54,7 @@ def f32(x):
 
 class HalveAtEpoch1:
     """A pure decision plugin for the tests: halves the learning rate after epoch 1."""
+    logs_learning_rate = True  # its rule reads the rate from the logs
 
     name = "Halver"
 

@@ -35,6 +35,7 @@ def texts(path, tag="decisions") -> list[tuple[int, str]]:
 
 class Decider:
     """Three decisions at the end of epoch 1, one by one; a stop at epoch 2."""
+    logs_learning_rate = True  # its rule reads the rate from the logs
 
     name = "Decider"
 
@@ -52,6 +53,7 @@ class Decider:
 
 class Planner:
     """Decides what a plan says at each epoch's end, and more at train_end."""
+    logs_learning_rate = True  # its rule reads the rate from the logs
 
     name = "Planner"
 
@@ -272,6 +274,7 @@ from plugins import TensorBoard
 
 
 class Decider:
+    logs_learning_rate = True  # its rule reads the rate from the logs
     name = "Decider"
 
     @hookimpl
