@@ -31,6 +31,7 @@ from .filters import filtered, recorded
 from .monitor import fmt, guess_mode
 from .plugin import Plugin, plugin_name, plugin_spec, why_not_a_plugin
 from .records import Decision, Observation, SetLearningRate, ShadowDecision
+from .records import Warning as WarningRecord
 from .run import Run
 
 __all__ = ["Shadow", "ShadowSummary", "recorded_policies", "summarise"]
@@ -55,8 +56,21 @@ class _Policy:
         self.hooks = frozenset(hook for hook, handlers in probe.calls.items() if handlers)
         self.bus: Any = None
         self.stop_epoch: int | None = None
+        #: The error that ended this policy (it decides no more), once one has.
+        self.failed: BaseException | None = None
 
     def take(self, event: Observation, run: Run) -> list[Decision]:
+        """The decisions the policy makes on ``event``. A policy that raises decides no more
+        (the error is kept in ``failed``): a shadow never ends or changes the live run."""
+        if self.failed is not None:
+            return []
+        try:
+            return self._take(event, run)
+        except Exception as exc:
+            self.failed = exc.__cause__ if exc.__cause__ is not None else exc
+            return []
+
+    def _take(self, event: Observation, run: Run) -> list[Decision]:
         if event.kind == "train_begin":
             self.stop_epoch = None  # a new fit starts unstopped, as in replay
             if self.bus is None:
@@ -126,10 +140,19 @@ class Shadow(Plugin):
                           **({"filters": spec.filters} if spec.filters else {})})
         return {"policies": specs}
 
-    def _take(self, event: Observation) -> list[ShadowDecision]:
-        out = []
+    def _take(self, event: Observation) -> list[ShadowDecision | WarningRecord]:
+        out: list[ShadowDecision | WarningRecord] = []
         for policy in self.policies:
-            for decision in policy.take(event, self.run):
+            failed = policy.failed
+            decisions = policy.take(event, self.run)
+            if policy.failed is not None and failed is None:
+                error = policy.failed
+                out.append(WarningRecord(
+                    message=f"shadow policy {policy.label} failed on {event.kind} and decides "
+                            f"no more; the run goes on: {type(error).__name__}: {error}",
+                    details={"policy": policy.label, "event": event.kind,
+                             "error": type(error).__name__}))
+            for decision in decisions:
                 out.append(ShadowDecision(
                     policy=policy.label, decision=decision.kind, reason=decision.reason,
                     code=decision.code, evidence=dict(decision.evidence),

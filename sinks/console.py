@@ -211,7 +211,8 @@ class ConsoleSink(Sink):
         monitor = getattr(plugin, "tracker", None)  # the plugin's Monitor
         name = getattr(monitor, "monitor", None)
         if not getattr(plugin, "save_best_only", False) or name not in record.get("logs", {}) \
-                or getattr(plugin, "save_freq", "epoch") != "epoch":
+                or getattr(plugin, "save_freq", "epoch") != "epoch" \
+                or getattr(monitor, "mode", "min") is None:  # unplaced: it compared nothing
             return
         best = self._best.get(source)
         if best is None:  # no best yet: the worst value, as Keras 2 shows it

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import Bus, ConfigError, NumpyModel, replay
+from eventbus import Bus, ConfigError, NumpyModel, RunWarning, replay
 from eventbus.log import read_log
 from eventbus.records import ShadowDecision
 from eventbus.shadow import summarise
@@ -163,3 +163,34 @@ def test_a_shadow_that_keeps_the_best_says_so():
     summary.stop_epoch, summary.monitor, summary.best_at_stop, summary.best_recorded = \
         1, "val_loss", 0.4, 0.4
     assert summary.text().endswith("33% fewer epochs; the same best val_loss, 0.4")
+
+
+def test_a_failing_shadow_policy_never_ends_the_live_run(tmp_path):
+    """A policy that raises (here: mode='auto' cannot place its metric, asked at the first
+    epoch end that carries it) decides no more, with one warning naming it; the live run and
+    the other policies go on as without it."""
+    values = [1.0, 0.9, 0.95, 0.97, 0.99, 1.2, 1.3]
+
+    def run(log, shadow):
+        with Bus([EarlyStopping(patience=3)], log=log, shadow=shadow) as bus:
+            bus.train_begin({"epochs": len(values)})
+            for epoch, value in enumerate(values):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"val_loss": value, "val_custom_metric": value})
+                if bus.stop_training:
+                    break
+            bus.train_end()
+
+    run(tmp_path / "a.jsonl", [EarlyStopping(patience=1)])
+    with pytest.warns(RunWarning, match=r"shadow policy EarlyStopping\(monitor='val_custom_metric"
+                                        r"'\) failed on epoch_end .* ConfigError"):
+        run(tmp_path / "b.jsonl", [EarlyStopping(monitor="val_custom_metric"),
+                                   EarlyStopping(patience=1)])
+
+    def kept(log):
+        return [(r.kind, r.epoch, getattr(r, "policy", None), r.reason) for r in read_log(log)
+                if r.category == "decision" or isinstance(r, ShadowDecision)]
+
+    assert kept(tmp_path / "a.jsonl") == kept(tmp_path / "b.jsonl")
+    warnings = [r for r in read_log(tmp_path / "b.jsonl") if r.kind == "warning"]
+    assert [w.details["policy"] for w in warnings] == ["EarlyStopping(monitor='val_custom_metric')"]
