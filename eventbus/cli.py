@@ -571,11 +571,11 @@ EPOCHS_NOTE = ("Epochs are counted from 1 in text for people, as Keras prints th
 
 
 def _command(sub: Any, name: str, *, summary: str, description: str,
-             examples: Sequence[str]) -> argparse.ArgumentParser:
+             examples: Sequence[str], aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
     """A subcommand whose --help has a description, its examples and its options' defaults."""
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
     return sub.add_parser(name, help=summary, description=description, epilog=epilog,
-                          formatter_class=_HelpFormatter)
+                          formatter_class=_HelpFormatter, aliases=list(aliases))
 
 
 # --- one function per command: its arguments, its help, its handler --------------------------
@@ -635,7 +635,9 @@ def add_replay(sub: Any) -> None:
         examples=["eventbus replay demo-run/events.jsonl --verify",
                   "eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3",
                   "eventbus replay demo-run/events.jsonl --sweep ReduceLROnPlateau.patience=1,2,4",
-                  "eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3 --json"])
+                  "eventbus replay demo-run/events.jsonl --set EarlyStopping.patience=3 --json",
+                  "eventbus what-if demo-run/events.jsonl --set EarlyStopping.patience=3"],
+        aliases=["what-if"])
     rep.add_argument("log", metavar="LOG",
                      help="event log: a .jsonl file, or a .parquet file or segment directory")
     rep.add_argument("--set", action="append", default=[], metavar="PLUGIN.PARAM=VALUE",

@@ -264,6 +264,56 @@ class TestRecording:
         assert [rec["kind"] for rec in writer.records] == \
             ["header", "epoch_end", "epoch_end", "stop_training"]
 
+    def test_publish_by_kind_records_what_the_methods_record(self):
+        """``publish("epoch_end", epoch=0, logs=...)`` and Keras's CallbackList names
+        (``on_epoch_end``, ``on_train_batch_end``, ...) give the log the methods give it."""
+        def drive(bus: Bus, style: str) -> None:
+            if style == "methods":
+                bus.train_begin({"epochs": 1})
+                bus.epoch_begin(0)
+                bus.batch_end(0, {"loss": np.float32(0.5)})
+                bus.test_batch_end(0, {"loss": 0.7})
+                bus.epoch_end(0, {"loss": 0.5, "val_loss": 0.7})
+                bus.train_end()
+            elif style == "kinds":
+                bus.publish("train_begin", params={"epochs": 1})
+                bus.publish("epoch_begin", epoch=0)
+                bus.publish("batch_end", batch=0, logs={"loss": np.float32(0.5)})
+                bus.publish("test_batch_end", batch=0, logs={"loss": 0.7})
+                bus.publish("epoch_end", epoch=0, logs={"loss": 0.5, "val_loss": 0.7})
+                bus.publish("train_end")
+            else:
+                bus.train_begin({"epochs": 1})  # Keras gives params by set_params
+                bus.on_epoch_begin(0)
+                bus.on_train_batch_end(0, {"loss": np.float32(0.5)})
+                bus.on_test_batch_end(0, {"loss": 0.7})
+                bus.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.7})
+                bus.on_train_end()
+
+        logs = {}
+        for style in ("methods", "kinds", "keras"):
+            writer = RecordingWriter()
+            with Bus([StopAt(5)], log=writer) as bus:
+                drive(bus, style)
+            logs[style] = [{k: v for k, v in rec.items() if k not in ("run_id", "time")}
+                           for rec in writer.records[1:]]
+        assert logs["methods"] == logs["kinds"] == logs["keras"]
+        assert [rec["kind"] for rec in logs["kinds"]] == [
+            "train_begin", "epoch_begin", "batch_end", "test_batch_end", "epoch_end", "train_end"]
+
+    @pytest.mark.parametrize(("kind", "fields", "field"), [
+        ("epoch_end", {"epoch": "x"}, "epoch"), ("epoch_end", {"epok": 1}, "epok"),
+        ("epoch_end", {"seq": 3, "epoch": 0}, "seq"), ("stop_training", {}, None),
+        ("no_such_kind", {}, None)])
+    def test_publish_by_kind_names_the_kind_and_the_field(self, kind, fields, field):
+        writer = RecordingWriter()
+        with Bus(log=writer) as bus:
+            bus.epoch_begin(0)
+            with pytest.raises(EventError) as info:
+                bus.publish(kind, **fields)
+        assert (info.value.event, info.value.field) == (kind, field)
+        assert [rec["kind"] for rec in writer.records] == ["header", "epoch_begin"]
+
     def test_publish_refuses_non_observations(self):
         """Decisions are made by plugins; the loop publishes observations only."""
         with pytest.raises(ValueError, match="observation"):
