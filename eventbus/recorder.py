@@ -41,6 +41,7 @@ from .records import (
     Record,
 )
 from .run import Run
+from .sink import is_built_in, reading_attributes
 
 __all__ = ["Recorder", "Slot", "Trouble", "make_header"]
 
@@ -157,7 +158,8 @@ class Recorder:
         """Write to ``sink`` from now on (opened at once if the run has started)."""
         kinds = getattr(sink, "takes", None)
         buffer = getattr(sink, "line_buffer", None)
-        slot = Slot(sink, name, None if kinds is None else frozenset(kinds), sink.write,
+        write = sink.write if is_built_in(sink) else reading_attributes(sink.write)
+        slot = Slot(sink, name, None if kinds is None else frozenset(kinds), write,
                     buffer if isinstance(buffer, bytearray) else None,
                     int(getattr(sink, "buffer_bytes", 1 << 20)), continued)
         if self.silent:

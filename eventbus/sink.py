@@ -31,6 +31,10 @@ instead of calling ``write``, and calls ``flush()`` when the buffer holds ``buff
 sink with a ``write_finite(record)`` method gets each such record there instead of ``write``,
 its fields in ``records.BATCH_FIELDS`` order (the Parquet log skips its own checks so).
 
+A sink from another package gets each record as a :class:`RecordDict`: the same dict (a copy),
+whose fields read as attributes too (``record.kind``), as code written for record objects
+expects.
+
 A plugin that is a ``Sink`` (CSVLogger, TensorBoard, RemoteMonitor, ...) is attached as a sink
 when it is registered; other sinks are given as ``Bus(log=[...])`` or added by a plugin at
 registration (``run.add_sink``).
@@ -44,7 +48,34 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["Sink"]
+__all__ = ["RecordDict", "Sink"]
+
+
+class RecordDict(dict):  # type: ignore[type-arg]
+    """A record as a sink of another package gets it: the plain dict a log stores (a copy of
+    it), whose fields also read as attributes (``record.kind``, ``record.logs["loss"]``), as
+    a record object's do. The built-in sinks get the dict itself: no copy on their path."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"a {self.get('kind')!r} record has no field {name!r}; it "
+                                 f"has {', '.join(self)}") from None
+
+
+def reading_attributes(write: Any) -> Any:
+    """``write`` given each record as a :class:`RecordDict`."""
+    def write_record(record: dict[str, Any]) -> Any:
+        return write(RecordDict(record))
+    return write_record
+
+
+def is_built_in(sink: object) -> bool:
+    """Whether ``sink`` is one of this project's (which read records as dicts)."""
+    return type(sink).__module__.partition(".")[0] in ("eventbus", "sinks", "plugins")
 
 
 class Sink:

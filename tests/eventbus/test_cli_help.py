@@ -78,7 +78,7 @@ class TestHelp:
         for line in examples:
             argv = shlex.split(line.split("|")[0])[1:]
             args = build_parser().parse_args(argv)  # exits (a failure) if it does not parse
-            assert args.command == name
+            assert subcommands()[args.command].prog == parser.prog  # the command, or an alias
 
     @pytest.mark.parametrize("name", sorted(subcommands()))
     def test_every_argument_has_help_and_every_default_is_shown(self, name):

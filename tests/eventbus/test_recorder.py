@@ -250,7 +250,7 @@ class TestFastPath:
         tables.lines[0](b"line\n")
         assert lines.line_buffer == b"line\n"
         assert [s.sink for s in tables.finite_owners] == [plain]
-        assert tables.finite_writes == (plain.write,)
+        assert tables.finite_writes == (tables.finite_owners[0].write,)
 
     def test_a_line_buffer_that_is_not_a_bytearray_is_no_fast_path(self):
         """Only a bytearray is a line buffer; anything else is written record by record."""

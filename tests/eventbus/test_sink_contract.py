@@ -409,3 +409,40 @@ class TestAFailingSinkPlugin:
         assert [rec["epoch"] for rec in log.records if rec["kind"] == "epoch_end"] == \
             [0, 1, 2, 3]
         assert log.kinds()[-1] == "train_end"
+
+
+class TestASinkOfAnotherPackage:
+    """A sink written elsewhere reads each record as the dict a log stores and, as code written
+    for record objects does, by attribute; what it does to its copy reaches no other sink."""
+
+    def test_fields_read_as_keys_and_as_attributes(self):
+        class Mine(Sink):
+            def __init__(self):
+                self.seen = []
+
+            def write(self, record):
+                self.seen.append((record.kind, record["kind"], record.get("epoch"),
+                                  dict(record.get("logs", {}))))
+                record["logs"] = {}  # its own copy
+
+            def flush(self):
+                pass
+
+            def close(self):
+                pass
+
+        mine, kept = Mine(), RecordingWriter()
+        with Bus(log=[mine, kept]) as bus:
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 0.5})
+        assert mine.seen == [("header", "header", None, {}), ("epoch_begin", "epoch_begin", 0, {}),
+                             ("epoch_end", "epoch_end", 0, {"loss": 0.5})]
+        assert kept.records[-1]["logs"] == {"loss": 0.5} and not bus.failures
+
+    def test_a_missing_field_names_the_record_and_its_fields(self):
+        from eventbus.sink import RecordDict
+
+        record = RecordDict({"kind": "epoch_end", "epoch": 0, "logs": {}})
+        with pytest.raises(AttributeError, match=r"'epoch_end' record has no field 'batch'; "
+                                                 r"it has kind, epoch, logs"):
+            _ = record.batch
