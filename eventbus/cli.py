@@ -223,9 +223,9 @@ def _write_json(data: Any) -> None:
     "Infinity", "-Infinity"): orjson would write null, which reads as "not reported". C0 is
     escaped by JSON itself; C1, bidirectional controls and line separators by
     :func:`~eventbus.terminal.json_safe`, as ``\\uXXXX``, so the data read back is the same."""
-    from .records import encode_nonfinite
+    from .records import spell_nonfinite
 
-    data = encode_nonfinite(data)  # type: ignore[arg-type]
+    data = spell_nonfinite(data)
     try:
         text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
                             | orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -65,10 +65,12 @@ __all__ = [
     "WeightsRestored",
     "decode_nonfinite",
     "encode_nonfinite",
+    "encode_plain",
     "parse_record",
     "restore_nonfinite",
     "same_decision",
     "same_values",
+    "spell_nonfinite",
     "trusted",
 ]
 
@@ -477,39 +479,73 @@ def trusted(cls: type[Record], fields: dict[str, Any]) -> Record:
 # JSON has no NaN or infinity and orjson writes them as null. Logs store them as the strings
 # "NaN", "Infinity" and "-Infinity" (the spellings of JavaScript and Python's json module). On
 # reading, those strings become floats again in float fields: metric values (``logs``), ``value``
-# and ``previous``, and anywhere inside ``evidence``, ``details`` and ``params``.
+# and ``previous``, and anywhere inside ``evidence``, ``details``, ``params`` and ``meta``. So
+# that a string that is one of those words (an evidence value "NaN", a meta note "Infinity")
+# comes back a string, it is written there with a "~" in front, as is one that already starts
+# with "~" and goes on with one of them; reading takes one "~" off.
 
 _NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _FLOAT_FIELDS = ("value", "previous")
-_FLOAT_CONTAINERS = ("logs", "evidence", "details", "params")
+_FLOAT_CONTAINERS = ("logs", "evidence", "details", "params", "meta")
 
 
-def _encode(value: Any) -> Any:
+def _escaped(text: str) -> bool:
+    """Whether ``text`` is written with a "~" in front: a word that means a float, after any
+    number of "~"."""
+    return text.lstrip("~") in _NONFINITE_TEXT
+
+
+def _encode(value: Any, escape: bool) -> Any:
     if type(value) is float:
         if value != value:
             return "NaN"
         if value in (math.inf, -math.inf):
             return "Infinity" if value > 0 else "-Infinity"
         return value
+    if type(value) is str:
+        return "~" + value if escape and _escaped(value) else value
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: _encode(v, escape) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
+        return [_encode(v, escape) for v in value]
     if isinstance(value, float):
-        return _encode(float(value))
+        return _encode(float(value), escape)
+    if isinstance(value, str):
+        return _encode(str(value), escape)
     return value
 
 
 def encode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``record`` with every non-finite float replaced by its string spelling."""
-    return _encode(record)
+    """A copy of ``record`` with every non-finite float replaced by its string spelling, and in
+    the fields :func:`decode_nonfinite` reads back, every string that spells one escaped: what
+    the log stores."""
+    return {name: _encode(value, name in _FLOAT_CONTAINERS or name in _FLOAT_FIELDS)
+            for name, value in record.items()}
+
+
+def encode_plain(value: Any) -> Any:
+    """``value`` (plain data) as :func:`restore_nonfinite` reads it back: every non-finite float
+    spelled, every string that spells one escaped, at any depth."""
+    return _encode(value, True)
+
+
+def spell_nonfinite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its string spelling and nothing else
+    changed: JSON for people and other programs, never read back here."""
+    return _encode(value, False)
+
+
+def _restore_text(text: str) -> Any:
+    if text in _NONFINITE_TEXT:
+        return _NONFINITE_TEXT[text]
+    return text[1:] if text[:1] == "~" and _escaped(text) else text
 
 
 def restore_nonfinite(value: Any) -> Any:
     """``value`` with every "NaN", "Infinity" and "-Infinity" string in it, at any depth, made
-    a float again (for plain data whose every such string is a number, e.g. messages)."""
+    a float again, and every escaped string (see :func:`encode_plain`) given back as it was."""
     if type(value) is str:
-        return _NONFINITE_TEXT.get(value, value)
+        return _restore_text(value)
     if type(value) is dict:
         return {k: restore_nonfinite(v) for k, v in value.items()}
     if type(value) is list:
@@ -525,7 +561,7 @@ def decode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
             record[name] = restore_nonfinite(inner)
     for name in _FLOAT_FIELDS:
         if type(record.get(name)) is str:
-            record[name] = _NONFINITE_TEXT.get(record[name], record[name])
+            record[name] = _restore_text(record[name])
     return record
 
 

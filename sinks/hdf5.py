@@ -46,7 +46,8 @@ from eventbus.records import (
     SinkFailed,
     WeightsRestored,
     decode_nonfinite,
-    encode_nonfinite,
+    encode_plain,
+    spell_nonfinite,
 )
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
@@ -95,8 +96,9 @@ def _write_arrays(group: Any, arrays: Mapping[str, Any], what: str) -> None:
         group.create_dataset(name, data=array)
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(encode_nonfinite(value), option=orjson.OPT_NON_STR_KEYS).decode()
+def _json(value: Any, encode: Any = spell_nonfinite) -> str:
+    """JSON text of ``value``; the metadata is ``encode_plain``-ed, as its reader restores it."""
+    return orjson.dumps(encode(value), option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _fill(file: Any, weights: Mapping[str, Any], metadata: Mapping[str, Any],
@@ -105,7 +107,7 @@ def _fill(file: Any, weights: Mapping[str, Any], metadata: Mapping[str, Any],
     """Write a checkpoint's content into an open h5py file."""
     file.attrs["format"] = FORMAT
     file.attrs["format_version"] = FORMAT_VERSION
-    file.attrs["metadata"] = _json(dict(metadata))
+    file.attrs["metadata"] = _json(dict(metadata), encode_plain)
     if model_config is not None:
         file.attrs["model_config"] = _json(dict(model_config))
     _write_arrays(file.create_group("weights"), weights, "weight")

@@ -21,8 +21,10 @@ vector_values = st.lists(metric_values, max_size=5).filter(lambda v: len(v) != 1
 #: Metrics with vectors among the floats (Keras's F1Score: one value per class).
 vector_logs = st.dictionaries(metric_names, metric_values | vector_values, max_size=5)
 indices = st.integers(min_value=0, max_value=10**6)
-#: Text in evidence; the exact spellings of non-finite floats read back as floats (documented).
-text = st.text(max_size=10).filter(lambda s: s not in ("NaN", "Infinity", "-Infinity"))
+#: Text in evidence, the words that spell non-finite floats (and their escapes) included: a
+#: string reads back a string.
+text = st.text(max_size=10) | st.sampled_from(
+    ["NaN", "Infinity", "-Infinity", "~NaN", "~~Infinity", "~-Infinity", "~", "~x", "NaN~"])
 plain = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | metric_values | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus import LogCorruptError, SchemaVersionError, TornLogWarning, jsonl, read_log
+from eventbus import (
+    Bus,
+    LogCorruptError,
+    RunWarning,
+    SchemaVersionError,
+    TornLogWarning,
+    jsonl,
+    read_log,
+)
 from eventbus import records as r
 from eventbus.jsonl import JsonlWriter, truncate_torn_tail
 from eventbus.log import last_seq
@@ -107,6 +115,20 @@ class TestRoundTrip:
             got = list(read_log(source, kinds=wanted))
             assert len(got) == len(expected)
             assert all(same(a, b) for a, b in zip(got, expected))
+
+    @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+    def test_strings_that_spell_a_float_read_back_as_strings(self, tmp_path, suffix):
+        """A meta note "NaN" and a detail "~Infinity" are strings, a NaN meta value a float,
+        in both formats (the words are escaped with "~" where the reader restores floats)."""
+        path = tmp_path / f"run.{suffix}"
+        details = {"word": "NaN", "escaped": "~Infinity", "both": [math.inf, "-Infinity"],
+                   "near": "NaN~", "tilde": "~"}
+        with pytest.warns(RunWarning, match="NaN"), \
+                Bus(log=path, meta={"note": "NaN", "dropout": math.nan}) as bus:
+            bus.record(r.Warning(message="NaN", details=details))
+        header, warning = list(read_log(path))
+        assert header.meta["note"] == "NaN" and math.isnan(header.meta["dropout"])
+        assert warning.message == "NaN" and warning.details == details
 
     def test_nonfinite_values_are_stored_as_strings_in_jsonl(self, tmp_path):
         """JSON Lines spells NaN and the infinities as strings, never null."""
