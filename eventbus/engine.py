@@ -47,6 +47,7 @@ from .records import (
 )
 from .records import Warning as WarningRecord
 from .sink import Sink
+from .terminal import printable
 
 if TYPE_CHECKING:
     from .coordination import Coordinator
@@ -634,7 +635,8 @@ class Engine:
             source, message = stamped.source or "bus", stamped.message
             # Many messages name their plugin already (as Keras's do): not twice.
             text = message if message.startswith(f"{source}:") else f"{source}: {message}"
-            warnings.warn(text, RunWarning, stacklevel=5)
+            # Shown where the user runs: text from a log (a path, a name) never acts on it.
+            warnings.warn(printable(text), RunWarning, stacklevel=5)
         for effect in effects:
             self.record(effect)
         self.settle(troubles, stamped.kind, stamped)

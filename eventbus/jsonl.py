@@ -39,6 +39,7 @@ from .records import (
     set_model_dict,
 )
 from .sink import Sink
+from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts",
            "find_kinds_from_end", "last_seq", "prepare_append", "read_jsonl", "truncate_torn_tail"]
@@ -283,8 +284,9 @@ class JsonlWriter(Sink):
 
 
 def _torn(path: Path, number: int, line: bytes) -> None:
-    warnings.warn(f"{path}: the last line (line {number}, {len(line)} bytes) is incomplete, "
-                  "most likely cut by a crash mid-write; ignored", TornLogWarning, stacklevel=4)
+    warnings.warn(printable(f"{path}: the last line (line {number}, {len(line)} bytes) is "
+                            "incomplete, most likely cut by a crash mid-write; ignored"),
+                  TornLogWarning, stacklevel=4)
 
 
 def _bad_line(path: Path, number: int, line: bytes, exc: Exception) -> LogCorruptError:

@@ -42,6 +42,7 @@ from .records import (
     same_decision,
 )
 from .records import Warning as WarningRecord
+from .terminal import printable
 
 _OBSERVATIONS = frozenset(OBSERVATION_KINDS)
 _DECISIONS = frozenset(DECISION_KINDS)
@@ -396,6 +397,7 @@ def _continued_seqs(bus: Resumable, log: str | os.PathLike[str]) -> list[int]:
             try:
                 seqs.append(last_seq(path) or 0)
             except Exception as exc:  # a damaged second log must not stop the resume
-                warnings.warn(f"resume: cannot read {path} ({type(exc).__name__}: {exc}); "
-                              "its seq is not taken into account", stacklevel=4)
+                warnings.warn(printable(f"resume: cannot read {path} ({type(exc).__name__}: "
+                                        f"{exc}); its seq is not taken into account"),
+                              stacklevel=4)
     return seqs

@@ -78,6 +78,7 @@ from eventbus import RunWarning, Sink
 from eventbus.errors import ConfigError
 from eventbus.records import DECISION_KINDS
 from eventbus.records import Warning as WarningRecord
+from eventbus.terminal import printable
 from eventbus.verify import starts_as_checkpoint
 
 if TYPE_CHECKING:
@@ -525,7 +526,7 @@ class MLflowSink(Sink):
             self._run.report(WarningRecord(source=self.name, message=message,
                                            details={"path": path, "why": why}))
         else:  # a backfill: no run to record it in; the command line shows it as a line
-            warnings.warn(message, RunWarning, stacklevel=4)
+            warnings.warn(printable(message), RunWarning, stacklevel=4)
 
     def close(self) -> Any:
         client = self._client

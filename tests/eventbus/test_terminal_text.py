@@ -281,3 +281,42 @@ class TestErrorsAndWarnings:
         assert done.returncode == 2
         assert "unrecognized arguments: b\\x1b]0;PWNED\\x07.jsonl" in done.stderr
         assert unsafe(done.stderr) == []
+
+
+class TestWarningsALibraryUserSees:
+    """Warnings a library user's own Bus shows go through Python's ``warnings`` to a terminal
+    too: the text from a log or a plugin in them is escaped there as well."""
+
+    def test_a_recorded_warning_and_a_torn_log_named_with_escapes(self, tmp_path):
+        from eventbus import Bus, RunWarning, TornLogWarning
+        from eventbus.log import read_log
+        from eventbus.records import Warning as WarningRecord
+
+        with pytest.warns(RunWarning) as shown, Bus() as bus:
+            bus.record(WarningRecord(message="\x1b]0;pwned\x07 \x1b[2J done\u202e"))
+        (text,) = [str(w.message) for w in shown]
+        assert "\x1b" not in text and "\u202e" not in text and "\\x1b]0;pwned" in text
+
+        path = tmp_path / "run\x1b[31m.jsonl"
+        with Bus(log=path) as bus:
+            bus.epoch_begin(0)
+        with open(path, "ab") as file:
+            file.write(b'{"v":1,"run_id":')  # a line cut by a crash
+        with pytest.warns(TornLogWarning) as torn:
+            list(read_log(path))
+        assert all("\x1b" not in str(w.message) and "\\x1b[31m" in str(w.message)
+                   for w in torn)
+
+    def test_a_plugin_error_shown_as_it_is_isolated(self):
+        from eventbus import Bus, Plugin, hookimpl
+        from eventbus.policy import PluginIsolatedWarning
+
+        class Hostile(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                raise KeyError("\x1b[2J")
+
+        with pytest.warns(PluginIsolatedWarning) as shown, \
+                Bus([Hostile()], on_plugin_error="isolate") as bus:
+            bus.epoch_end(0, {"loss": 1.0})
+        assert all("\x1b" not in str(w.message) for w in shown) and shown
