@@ -29,6 +29,7 @@ from .lock import lock_exclusive
 from .records import (
     BATCH_KINDS,
     KINDS,
+    OBSERVATION_KINDS,
     SCHEMA_VERSION,
     TRUSTED,
     Record,
@@ -47,10 +48,13 @@ __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "find_kinds", "ite
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
 # A line that needs encode_nonfinite: a null (orjson's NaN or infinity), or a string that spells
-# one (escaped so it reads back a string). A compiled search: ``b"null" in line`` costs twice
+# one (escaped so it reads back a string). Compiled searches: ``b"null" in line`` costs twice
 # as much (bytes.__contains__ first tries the needle as an int and builds, then discards, a
-# TypeError).
-_find_null = re.compile(b'null|NaN"|Infinity"').search
+# TypeError). Only the kinds with free text in restored fields (evidence, details, params,
+# meta) can hold such a string: an observation's logs hold numbers alone.
+_find_null = re.compile(b"null").search
+_find_spelled = re.compile(b'NaN"|Infinity"').search
+_NUMBERS_ONLY = frozenset(OBSERVATION_KINDS) - {"train_begin"}
 _CHUNK = 1 << 18  # read in 256 KiB pieces: their lines stay in the caches (5% faster than 1 MiB)
 #: The longest line a reader takes. No record this library writes comes near it (a header with
 #: many plugins is a few kilobytes); a longer line is damage, and refusing it bounds the memory
@@ -229,7 +233,7 @@ class JsonlWriter(Sink):
         line = _dumps(record, option=_OPTIONS)
         # orjson writes NaN and infinities as null: only a line with a null can hold one (or
         # with a string that spells one, which is escaped).
-        if _find_null(line):
+        if _find_null(line) or (record["kind"] not in _NUMBERS_ONLY and _find_spelled(line)):
             line = _dumps(encode_nonfinite(record), option=_OPTIONS)
         buffer = self._buffer
         buffer += line
