@@ -42,7 +42,8 @@ from .records import (
 from .sink import Sink
 from .terminal import printable
 
-__all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "find_kinds", "iter_jsonl_dicts",
+__all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
+           "iter_jsonl_dicts",
            "find_kinds_from_end", "last_seq", "prepare_append", "read_jsonl", "truncate_torn_tail"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
@@ -55,6 +56,15 @@ _dumps = orjson.dumps
 _find_null = re.compile(b"null").search
 _find_spelled = re.compile(b'NaN"|Infinity"').search
 _NUMBERS_ONLY = frozenset(OBSERVATION_KINDS) - {"train_begin"}
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """``record`` as the line a log holds: orjson's bytes, or, where it holds a non-finite
+    float (orjson writes null) or a string that spells one, :func:`encode_nonfinite`'s."""
+    line = _dumps(record, option=_OPTIONS)
+    if _find_null(line) or (record["kind"] not in _NUMBERS_ONLY and _find_spelled(line)):
+        line = _dumps(encode_nonfinite(record), option=_OPTIONS)
+    return line
 _CHUNK = 1 << 18  # read in 256 KiB pieces: their lines stay in the caches (5% faster than 1 MiB)
 #: The longest line a reader takes. No record this library writes comes near it (a header with
 #: many plugins is a few kilobytes); a longer line is damage, and refusing it bounds the memory
@@ -230,11 +240,7 @@ class JsonlWriter(Sink):
         self._run = run  # to report a fault it keeps going through
 
     def write(self, record: dict[str, Any]) -> None:
-        line = _dumps(record, option=_OPTIONS)
-        # orjson writes NaN and infinities as null: only a line with a null can hold one (or
-        # with a string that spells one, which is escaped).
-        if _find_null(line) or (record["kind"] not in _NUMBERS_ONLY and _find_spelled(line)):
-            line = _dumps(encode_nonfinite(record), option=_OPTIONS)
+        line = encode_line(record)
         buffer = self._buffer
         buffer += line
         if len(buffer) >= self._limit:

@@ -42,6 +42,7 @@ from .records import (
     same_decision,
 )
 from .records import Warning as WarningRecord
+from .sink import RecordDict, is_built_in
 from .terminal import printable
 
 _OBSERVATIONS = frozenset(OBSERVATION_KINDS)
@@ -349,7 +350,9 @@ class _CatchUp:
             if record.kind in slot.kinds:  # type: ignore[operator]
                 data = record.model_dump() if data is None else data
                 try:
-                    slot.sink.catch_up(data, self.run)
+                    # As write: a sink of another package reads the fields as attributes too.
+                    slot.sink.catch_up(data if is_built_in(slot.sink) else RecordDict(data),
+                                       self.run)
                 except Exception as exc:
                     self._check(slot, self.recorder.drop(slot, exc))
 

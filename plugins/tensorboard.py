@@ -3,9 +3,10 @@
 Keras's layout: epoch metrics go to ``<log_dir>/train`` as ``epoch_<name>`` and the ``val_``
 metrics, prefix removed, to ``<log_dir>/validation``, both at step = epoch; the learning rate
 becomes ``epoch_learning_rate``, as Keras's TensorBoard writes it for every optimizer: the
-epoch's ``learning_rate`` where its logs carry one, else the rate the log tells (the header's
-``meta.learning_rate``, then each ``set_learning_rate`` decision's), so converting a log writes
-what the live run wrote. With an integer
+epoch's ``learning_rate`` where its logs carry one, else, live, the model's rate at the epoch's
+end, and from a log (a conversion, a resume's write-back) the rate the log tells (the header's
+``meta.learning_rate``, then each ``set_learning_rate`` decision's), which is the live one
+unless the loop moved the rate itself. With an integer
 ``update_freq`` batch metrics go to ``train`` as ``batch_<name>`` every ``update_freq`` batches,
 at step = batches done. With ``write_steps_per_second`` the training steps per second go to
 ``train`` too: ``epoch_steps_per_second`` (batches of the epoch over the time from its
@@ -365,6 +366,18 @@ class TensorBoard(Plugin, Sink):
                 self._hparams[f"meta.{key}"] = _hparam(value)
         self._learn_rate((record.get("meta") or {}).get("learning_rate"))
 
+    def _rate_now(self) -> float | None:
+        """The rate of the epoch ending, for a log whose epoch logs lack it: live, the model's
+        (a scheduler of the loop's own moves it without a decision), as Keras's TensorBoard
+        reads the optimizer's; from a log (a resume's write-back, a conversion), the rate the
+        log tells."""
+        run = self._run
+        if run is not None and not self._catching_up:
+            live = run.learning_rate
+            if live is not None:
+                return float(live)
+        return self._learning_rate
+
     def _learn_rate(self, value: Any) -> None:
         if type(value) in (int, float) and math.isfinite(value):
             self._learning_rate = float(value)
@@ -410,8 +423,10 @@ class TensorBoard(Plugin, Sink):
                 validation[key[4:]] = value
             else:
                 train[key] = value
-        if self._learning_rate is not None:
-            train.setdefault("learning_rate", self._learning_rate)
+        if "learning_rate" not in train:
+            rate = self._rate_now()
+            if rate is not None:
+                train["learning_rate"] = rate
         if self.write_steps_per_second:
             rate = self._epoch_rate(epoch, when)
             if rate is not None:

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-
 from eventbus import Sink
 from eventbus.checks import require_bool, require_headers, require_int, require_real
 from eventbus.errors import ConfigError, DeliveryError
-from eventbus.records import SinkFailed, encode_nonfinite
+from eventbus.jsonl import encode_line
+from eventbus.records import SinkFailed
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
 
@@ -537,15 +536,8 @@ class HttpSender:
         self._healthy = False
 
 
-def _line(record: dict[str, Any]) -> bytes:
-    line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    if b"null" in line:  # orjson writes NaN and infinities as null: spell them as logs do
-        line = orjson.dumps(encode_nonfinite(record), option=orjson.OPT_APPEND_NEWLINE)
-    return line
-
-
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
-    return b"".join([_line(r) for r in records])
+    return b"".join([encode_line(r) for r in records])  # the lines a .jsonl log holds
 
 
 class HttpRecordSink(Sink):

@@ -76,8 +76,8 @@ from eventbus.records import (
     Record,
     SetLearningRate,
     StopTraining,
+    encode_plain,
     restore_nonfinite,
-    spell_nonfinite,
 )
 from eventbus.records import Warning as WarningRecord
 
@@ -125,7 +125,7 @@ class Transport(Protocol):
 
 
 def _dumps(message: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(spell_nonfinite(dict(message)), option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(encode_plain(dict(message)), option=orjson.OPT_NON_STR_KEYS)
 
 
 def _loads(data: bytes) -> dict[str, Any]:
@@ -429,7 +429,7 @@ class RankAgreement:
         request = None
         if self.local_stop:
             asked = self.request
-            request = spell_nonfinite(asked.model_dump()) if asked is not None else \
+            request = asked.model_dump() if asked is not None else \
                 {"kind": "stop_training", "source": "?", "reason": "stop_training was set",
                  "seq": None}
         mine = self._bus().learning_rate

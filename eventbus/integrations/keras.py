@@ -113,8 +113,8 @@ class KerasBridge(keras.callbacks.Callback):
         self._stop()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        rate = self.bus.learning_rate  # the epoch's: a cut its end decides is the next one's
         self.bus.epoch_end(epoch, logs)
-        rate = self.bus.learning_rate
         if isinstance(logs, dict) and rate is not None and self.bus.logs_learning_rate:
             # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
             # own learning-rate callbacks put the rate in the epoch's logs the same way, and

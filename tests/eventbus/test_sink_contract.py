@@ -446,3 +446,34 @@ class TestASinkOfAnotherPackage:
         with pytest.raises(AttributeError, match=r"'epoch_end' record has no field 'batch'; "
                                                  r"it has kind, epoch, logs"):
             _ = record.batch
+
+    def test_a_resume_catches_it_up_with_the_same_records(self, tmp_path):
+        """catch_up gets what write gets: fields read as attributes too."""
+        class Catching(Sink):
+            takes = frozenset({"epoch_end"})
+
+            def __init__(self):
+                self.caught = []
+
+            def catch_up(self, record, run):
+                self.caught.append((record.kind, record.epoch))
+
+            def write(self, record):
+                pass
+
+            def flush(self):
+                pass
+
+            def close(self):
+                pass
+
+        path = tmp_path / "run.jsonl"
+        with Bus(log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+        sink = Catching()
+        with Bus(log=[path, sink], resume=True) as bus:
+            assert bus.initial_epoch == 2
+        assert sink.caught == [("epoch_end", 0), ("epoch_end", 1)] and not bus.failures

@@ -286,3 +286,18 @@ class TestAveraging:
                     {"op": "average", "epoch": 3, "values": {"val_f1": [0.5, 0.25, 1.0]}}]
         with pytest.raises(DistributedError, match=r"rank 0: 2 values, rank 1: 3 values"):
             _combine_average(messages)
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats()
+    | st.text(max_size=6) | st.sampled_from(["NaN", "Infinity", "-Infinity", "~NaN", "~~x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=8))
+def test_a_message_between_ranks_reads_back_as_sent(value):
+    """Property: what one rank sends (a stop's evidence, a rate) the others read as it was:
+    non-finite floats floats, strings that spell them strings."""
+    from eventbus.integrations.distributed import _dumps, _loads
+    from eventbus.records import same_values
+
+    assert same_values(_loads(_dumps({"stop": value})), {"stop": value})

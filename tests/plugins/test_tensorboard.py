@@ -89,6 +89,27 @@ class TestLayout:
         assert scalars(tmp_path / "validation", "epoch_loss") == [(0, 0.75), (1, 0.5)]
         assert "epoch_val_loss" not in acc(tmp_path / "train").Tags()["scalars"]
 
+    def test_a_rate_the_loop_moves_itself_is_the_one_written(self, tmp_path):
+        """A scheduler of the loop's own (no decision, no rate plugin) moves the model's rate:
+        epoch_learning_rate is the model's at each epoch's end, as Keras's TensorBoard reads
+        the optimizer's; a conversion of the log, which cannot see it, writes the rate the log
+        tells."""
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with Bus([TensorBoard(tmp_path / "live")], model=model,
+                 log=tmp_path / "run.jsonl") as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+                model.learning_rate /= 10  # a StepLR of the loop's own
+        assert scalars(tmp_path / "live" / "train", "epoch_learning_rate") == [
+            (0, f32(0.1)), (1, f32(0.01)), (2, f32(0.001))]
+        from eventbus.convert import convert
+
+        convert(tmp_path / "run.jsonl", tmp_path / "converted", to="tensorboard")
+        assert scalars(tmp_path / "converted" / "train", "epoch_learning_rate") == [
+            (0, f32(0.1)), (1, f32(0.1)), (2, f32(0.1))]
+
     def test_nan_is_written(self, tmp_path):
         """A NaN loss is a NaN point, not a gap or an error."""
         run([TensorBoard(tmp_path)], epochs(loss=[math.nan, 1.0]))

@@ -69,6 +69,26 @@ class TestRecordSink:
         path, headers, _ = collector.requests[0]
         assert path == "/records" and headers["Content-Type"] == "application/x-ndjson"
 
+    def test_the_bodies_are_the_lines_of_a_log(self, server, tmp_path):
+        """Byte for byte the lines a .jsonl log of the run holds: a string that spells NaN is
+        escaped as the log escapes it, so a collector reading with the log's reader gets it
+        back a string."""
+        from eventbus import read_log
+        from eventbus.records import Warning as WarningRecord
+
+        collector = server()
+        sink = HttpRecordSink(collector.url + "/records", **fast())
+        details = {"note": "NaN", "escaped": "~Infinity", "real": float("nan")}
+        with pytest.warns(RunWarning, match="spelled"), \
+                Bus([], log=[tmp_path / "run.jsonl", sink], run_id="spelled") as bus:
+            bus.record(WarningRecord(message="spelled", details=details))
+            bus.record(WarningRecord(message="spelled", details={"note": "NaN"}))
+        sent = b"".join(body for _, _, body in collector.requests)
+        assert sent == (tmp_path / "run.jsonl").read_bytes()
+        warnings = [r for r in read_log(tmp_path / "run.jsonl") if r.kind == "warning"]
+        assert [w.details["note"] for w in warnings] == ["NaN", "NaN"]
+        assert warnings[0].details["escaped"] == "~Infinity"
+
     def test_headers_are_sent(self, server):
         """Custom headers reach the server with every request."""
         collector = server()
