@@ -334,10 +334,32 @@ class MLflowSink(Sink):
                                               f"run holds ({claim.last})")
                 claim.last_seen = True
             elif seq > claim.last_seq:
-                raise self._not_continued(f"it has no record {claim.last} as the MLflow run "
-                                          "holds")
+                if not self._held_by_the_log(claim):
+                    raise self._not_continued(f"it has no record {claim.last} as the MLflow "
+                                              "run holds")
+                claim.last_seen = True
         if claim.last_seq is None or claim.last_seen:
             self._claim = None  # shown: the log goes on from that run
+
+    def _held_by_the_log(self, claim: _Claim) -> bool:
+        """Whether a resumed run's log holds the record the MLflow run last got, past the point
+        the run goes on from: a resume that steps back (a damaged backup) abandons records the
+        sink sent before the crash, and catch-up never shows them."""
+        run = self._run
+        if run is None or not run.resumed:
+            return False
+        from eventbus.log import read_log
+
+        for path in run.logs:
+            try:
+                for record in read_log(path):
+                    if record.seq == claim.last_seq:
+                        return _stamp(record.model_dump()) == claim.last
+                    if record.seq > claim.last_seq:
+                        break
+            except (OSError, ValueError):  # a log that cannot be read shows nothing
+                continue
+        return False
 
     def _checkpoint_roots(self) -> list[str]:
         return [self.checkpoint_root] if self.checkpoint_root is not None else \

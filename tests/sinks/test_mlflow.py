@@ -723,6 +723,32 @@ class TestWhichRun:
         assert run.info.status == "FINISHED"
         assert [s for s, _ in history["loss"]] == [0, 1, 2, 3]
 
+    def test_a_resume_that_steps_back_still_goes_on_in_its_mlflow_run(self, tmp_path, uri):
+        """A damaged latest backup makes a resume go on from an epoch earlier than the MLflow
+        run holds: the records it abandons are in the log, so the run is still this log's, and
+        gets every epoch once."""
+        import numpy as np
+
+        from eventbus import NumpyModel
+        from plugins import BackupAndRestore
+
+        log, backup = tmp_path / "run.jsonl", tmp_path / "backup"
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        bus = Bus([BackupAndRestore(str(backup))], model=model, log=[str(log), MLflowSink(uri)])
+        train(bus, 3, end=False)
+        bus.close()  # a crash: no train_end
+        with open(backup / "latest.weights.h5", "r+b") as file:
+            file.write(b"garbage!")
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with pytest.warns(RunWarning), Bus([BackupAndRestore(str(backup))], model=model,
+                                           log=[str(log), MLflowSink(uri)], resume=True) as bus:
+            assert bus.initial_epoch == 2
+            train(bus, 5, start=bus.initial_epoch)
+        assert not [f for f in bus.failures if f.kind == "sink_failed"]
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert [s for s, _ in history["loss"]] == [0, 1, 2, 3, 4]
+
     def test_an_mlflow_error_is_one_line_from_the_command_line(self, tmp_path, capsys):
         """An error MLflow raises (a store URI it does not support) is a one-line error,
         exit 2, not a traceback."""
