@@ -62,7 +62,7 @@ def encode_line(record: dict[str, Any]) -> bytes:
     """``record`` as the line a log holds: orjson's bytes, or, where it holds a non-finite
     float (orjson writes null) or a string that spells one, :func:`encode_nonfinite`'s."""
     line = _dumps(record, option=_OPTIONS)
-    if _find_null(line) or (record["kind"] not in _NUMBERS_ONLY and _find_spelled(line)):
+    if _find_null(line) or (record.get("kind") not in _NUMBERS_ONLY and _find_spelled(line)):
         line = _dumps(encode_nonfinite(record), option=_OPTIONS)
     return line
 _CHUNK = 1 << 18  # read in 256 KiB pieces: their lines stay in the caches (5% faster than 1 MiB)
