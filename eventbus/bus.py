@@ -28,7 +28,8 @@ from .cursor import Cursor
 from .dispatch import Dispatcher
 from .engine import Engine, RunWarning, checked
 from .errors import ConfigError, EventError
-from .events import Event
+from .events import Event, observation_of_kind
+from .keras_names import KerasCallbackListNames
 from .metrics import plain_meta, plain_params, to_index
 from .policy import FailurePolicy, PluginIsolatedWarning, SinkFailureWarning
 from .recorder import Recorder, make_header
@@ -48,7 +49,7 @@ from .sink import Sink
 __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
 
 
-class Bus:
+class Bus(KerasCallbackListNames):
     """Publish training events to plugins; record events and decisions; apply decisions.
 
     Parameters
@@ -423,7 +424,7 @@ class Bus:
         if isinstance(event, str):
             # The logs go the way a method's do (coerced, NumPy scalars and tensors taken).
             logs = fields.pop("logs", None)
-            event = _event_of_kind(event, fields)
+            event = observation_of_kind(event, fields)
         elif fields:
             raise EventError(f"publish: fields ({', '.join(sorted(fields))}) go with a kind "
                              "given as a string, not with an event object",
@@ -560,98 +561,8 @@ class Bus:
             warnings.warn(f"{len(sink_failures)} sink failure(s) during the run: {lines}{more}",
                           SinkFailureWarning, stacklevel=2)
 
-    # --- Keras's CallbackList names, for loops written against Keras's callbacks --------------
-
-    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        """Keras's ``CallbackList.on_train_begin``: :meth:`train_begin` without params."""
-        return self.train_begin(None, logs)
-
-    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.train_end(logs)
-
-    def on_epoch_begin(self, epoch: int,
-                       logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.epoch_begin(epoch, logs)
-
-    def on_epoch_end(self, epoch: int,
-                     logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.epoch_end(epoch, logs)
-
-    def on_train_batch_begin(self, batch: int,
-                             logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch: int,
-                           logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.batch_end(batch, logs)
-
-    on_batch_begin = on_train_batch_begin  # Keras 2's names
-    on_batch_end = on_train_batch_end
-
-    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.test_begin(logs)
-
-    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.test_end(logs)
-
-    def on_test_batch_begin(self, batch: int,
-                            logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.test_batch_begin(batch, logs)
-
-    def on_test_batch_end(self, batch: int,
-                          logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.test_batch_end(batch, logs)
-
-    def on_predict_begin(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.predict_begin(logs)
-
-    def on_predict_end(self, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.predict_end(logs)
-
-    def on_predict_batch_begin(self, batch: int,
-                               logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.predict_batch_begin(batch, logs)
-
-    def on_predict_batch_end(self, batch: int,
-                             logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
-        return self.predict_batch_end(batch, logs)
-
     def __enter__(self) -> Bus:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _event_of_kind(kind: str, fields: Mapping[str, Any]) -> Observation:
-    """The observation record ``publish(kind, **fields)`` names, its fields checked: an unknown
-    kind, or a field the record refuses, is an EventError naming the kind and the field."""
-    from .records import KINDS, OBSERVATION_KINDS
-
-    if kind not in OBSERVATION_KINDS:
-        raise EventError(f"publish: {kind!r} is not an observation kind; one of "
-                         f"{', '.join(sorted(OBSERVATION_KINDS))}", event=kind)
-    envelope = {"v", "run_id", "seq", "kind", "time"} & set(fields)
-    if envelope:
-        raise EventError(f"publish({kind!r}): the bus stamps {', '.join(sorted(envelope))}; "
-                         "leave it out", event=kind, field=min(envelope))
-    cls = KINDS[kind]
-    own = sorted(set(cls.model_fields) - {"v", "run_id", "seq", "kind", "time"})
-    unknown = set(fields) - set(own)
-    if unknown:
-        raise EventError(f"publish({kind!r}): no field {', '.join(sorted(unknown))}; "
-                         f"{kind} has {', '.join(own)}", event=kind, field=min(unknown))
-    # A batch's step is the bus's counter unless given: a stand-in passes the check, and is
-    # then not "given", so publish takes the counter, as for a record built without it.
-    stamped = "step" in own and "step" not in fields
-    try:
-        record = cls(**fields, **({"step": 0} if stamped else {}))
-        if stamped:
-            record.model_fields_set.discard("step")
-        return record  # type: ignore[no-any-return]
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        errors = getattr(exc, "errors", lambda: [])()
-        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
-        message = errors[0]["msg"] if errors else str(exc)
-        raise EventError(f"publish({kind!r}): {where or 'a field'}: {message}", event=kind,
-                         field=where) from None

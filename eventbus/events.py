@@ -30,8 +30,10 @@ them first.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from .errors import EventError
 from .metrics import PendingLogs
 from .records import (  # the observation kinds, here too: what ``isinstance(event, ...)`` takes
     EVENT_RECORDS,
@@ -60,7 +62,7 @@ __all__ = ["EVENTS", "BatchBegin", "BatchEnd", "EpochBegin", "EpochEnd", "Event"
            "FrozenEventError", "Observation", "PredictBatchBegin", "PredictBatchEnd",
            "PredictBegin", "PredictEnd", "TestBatchBegin", "TestBatchEnd", "TestBegin",
            "TestEnd", "TrainBegin", "TrainEnd", "event_from", "event_of", "make_event",
-           "set_event_fields"]
+           "observation_of_kind", "set_event_fields"]
 
 _new = object.__new__
 
@@ -195,3 +197,35 @@ def event_from(fields: dict[str, Any]) -> Event:
     event = _new(EVENTS[fields["kind"]])
     set_event_fields(event, fields)
     return event
+
+
+def observation_of_kind(kind: str, fields: Mapping[str, Any]) -> Observation:
+    """The observation record ``publish(kind, **fields)`` names, its fields checked: an unknown
+    kind, or a field the record refuses, is an EventError naming the kind and the field."""
+    if kind not in OBSERVATION_KINDS:
+        raise EventError(f"publish: {kind!r} is not an observation kind; one of "
+                         f"{', '.join(sorted(OBSERVATION_KINDS))}", event=kind)
+    envelope = {"v", "run_id", "seq", "kind", "time"} & set(fields)
+    if envelope:
+        raise EventError(f"publish({kind!r}): the bus stamps {', '.join(sorted(envelope))}; "
+                         "leave it out", event=kind, field=min(envelope))
+    cls = KINDS[kind]
+    own = sorted(set(cls.model_fields) - {"v", "run_id", "seq", "kind", "time"})
+    unknown = set(fields) - set(own)
+    if unknown:
+        raise EventError(f"publish({kind!r}): no field {', '.join(sorted(unknown))}; "
+                         f"{kind} has {', '.join(own)}", event=kind, field=min(unknown))
+    # A batch's step is the bus's counter unless given: a stand-in passes the check, and is
+    # then not "given", so publish takes the counter, as for a record built without it.
+    stamped = "step" in own and "step" not in fields
+    try:
+        record = cls(**fields, **({"step": 0} if stamped else {}))
+        if stamped:
+            record.model_fields_set.discard("step")
+        return record  # type: ignore[no-any-return]
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        errors = getattr(exc, "errors", lambda: [])()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
+        message = errors[0]["msg"] if errors else str(exc)
+        raise EventError(f"publish({kind!r}): {where or 'a field'}: {message}", event=kind,
+                         field=where) from None
