@@ -87,15 +87,16 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         epoch: int = event.epoch
         logs = event.logs
         name = self.tracker.monitor
+        if self.tracker.mode is None:
+            # As Keras 3's first epoch_end (_set_monitor_op, which runs before the metric is
+            # looked up and before the start_from_epoch check): mode='auto' must place the
+            # name now, or this raises.
+            self.tracker.resolve(f"epoch_end (epoch {epoch + 1})")
         value = logs.get(name)
         if value is None:
             return self.tracker.missing(
                 logs, f"Early stopping conditioned on metric `{name}` which is not available. "
                       f"Available metrics are: {','.join(logs)}")
-        if self.tracker.mode is None:
-            # As Keras 3's first epoch_end (_set_monitor_op, which also runs before the
-            # start_from_epoch check): mode='auto' must place the name now, or this raises.
-            self.tracker.resolve(f"epoch_end (epoch {epoch + 1})")
         if epoch < self.start_from_epoch:
             return None
 

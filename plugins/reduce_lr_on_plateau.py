@@ -85,15 +85,16 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
     def on_epoch_end(self, event: EpochEnd) -> Any:
         logs = event.logs
         name = self.tracker.monitor
+        if self.tracker.mode is None:
+            # As Keras 3's first epoch_end (_set_monitor_op, before the metric is looked up):
+            # mode='auto' must place the name now, or this raises.
+            self.tracker.resolve(f"epoch_end (epoch {event.epoch + 1})")
         current = logs.get(name)
         if current is None:
             # Nothing else moves: the cooldown does not count down either (as Keras).
             return self.tracker.missing(
                 logs, f"Learning rate reduction is conditioned on metric `{name}` which is "
                       f"not available. Available metrics are: {','.join(logs)}.")
-        if self.tracker.mode is None:
-            # As Keras 3's first epoch_end: mode='auto' must place the name now, or this raises.
-            self.tracker.resolve(f"epoch_end (epoch {event.epoch + 1})")
 
         if self.in_cooldown():
             self.cooldown_counter -= 1

@@ -37,6 +37,7 @@ from typing import Any
 import keras
 
 from eventbus import Plugin, hookimpl
+from eventbus.errors import ConfigError, PluginError
 from eventbus.lock import LogInUseError
 from eventbus.policy import SinkFailureWarning
 from eventbus.records import SinkFailed, StopTraining
@@ -114,7 +115,15 @@ class KerasBridge(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         rate = self.bus.learning_rate  # the epoch's: a cut its end decides is the next one's
-        self.bus.epoch_end(epoch, logs)
+        try:
+            self.bus.epoch_end(epoch, logs)
+        except PluginError as exc:
+            # A plugin's configuration error (mode='auto' that cannot place its metric) leaves
+            # fit as Keras's own callbacks' does: a ValueError, the ConfigError naming the
+            # plugin, the field and the event. The failure is in the log already.
+            if isinstance(exc.__cause__, ConfigError):
+                raise exc.__cause__ from None
+            raise
         if isinstance(logs, dict) and rate is not None and self.bus.logs_learning_rate:
             # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
             # own learning-rate callbacks put the rate in the epoch's logs the same way, and

@@ -447,3 +447,18 @@ def test_a_second_fit_with_the_same_backup_goes_on_where_the_first_was_interrupt
         model.fit(x, y, epochs=6, verbose=0, callbacks=[backup, interrupt])
     history = model.fit(x, y, epochs=6, verbose=0, callbacks=[backup, interrupt])
     assert history.epoch == [3, 4, 5]
+
+
+def test_a_metric_auto_cannot_place_leaves_fit_as_keras_value_error(tmp_path):
+    """As Keras 3's EarlyStopping(monitor="unknown"): fit raises a ValueError at the first
+    epoch end; here the ConfigError naming the plugin, mode and the event, after the log
+    recorded the epoch and the failure."""
+    from eventbus import ConfigError
+
+    log = tmp_path / "run.jsonl"
+    with pytest.raises(ValueError, match="mode='auto' cannot tell") as info:
+        fit(tiny_model(), [EarlyStopping(monitor="unknown", log=str(log))])
+    assert isinstance(info.value, ConfigError)
+    assert (info.value.plugin, info.value.field) == ("EarlyStopping", "mode")
+    kinds = [r.kind for r in read_log(log)]
+    assert kinds[-2:] == ["epoch_end", "plugin_failed"]

@@ -454,25 +454,26 @@ class TestUnplaceableMonitor:
         assert (plugin.monitor, plugin.mode) == ("val_custom_metric", "auto")
         assert plugin.tracker.mode is None and plugin.monitor_op is None
 
-    def test_first_epoch_end_with_the_metric_raises_and_keeps_the_log(self, tmp_path) -> None:
-        """The ConfigError names the plugin, mode, the metric and the event; the bus raises it
-        as the plugin's failure after recording it, and every earlier record is kept."""
+    def test_the_first_epoch_end_raises_and_keeps_the_log(self, tmp_path) -> None:
+        """As Keras 3 (_set_monitor_op before the metric is looked up): the first epoch_end
+        raises, whether or not its logs carry the metric. The ConfigError names the plugin,
+        mode, the metric and the event; the bus raises it as the plugin's failure after
+        recording it, and every earlier record is kept."""
         path = tmp_path / "run.jsonl"
         bus = Bus([EarlyStopping(monitor="val_custom_metric")], log=path)
-        with pytest.warns(RunWarning, match="`val_custom_metric` which is not available"):
-            publish(bus, [{"loss": 1.0}])
+        publish(bus, [])
         with pytest.raises(PluginError, match="failed on epoch_end") as info:
-            publish_one(bus, 1, {"loss": 0.9, "val_custom_metric": 0.5})
+            publish_one(bus, 0, {"loss": 0.9})  # the metric absent: Keras raises all the same
         bus.close()
         cause = info.value.__cause__
         assert isinstance(cause, ConfigError)
         assert (cause.plugin, cause.field) == ("EarlyStopping", "mode")
         assert "monitor='val_custom_metric'" in str(cause)
-        assert "at epoch_end (epoch 2)" in str(cause)
+        assert "at epoch_end (epoch 1)" in str(cause)
         assert "Pass mode='min' or mode='max' to EarlyStopping" in str(cause)
         records = list(read_log(path))
         assert [r.kind for r in records][-3:] == ["epoch_begin", "epoch_end", "plugin_failed"]
-        assert records[-2].logs["val_custom_metric"] == 0.5
+        assert records[-2].logs == {"loss": 0.9}
         assert records[-1].error == "ConfigError" and records[-1].cause_seq == records[-2].seq
 
     def test_raises_within_start_from_epoch_too(self) -> None:
@@ -515,32 +516,27 @@ class TestUnplaceableMonitor:
         plugin = EarlyStopping(monitor="my_metric", **{threshold: 0.5})
         assert plugin.tracker.mode is None
 
-    @given(unplaceable_names, st.integers(0, 4), metric_sequences(min_size=1, max_size=5))
-    def test_the_first_epoch_carrying_the_metric_raises(self, name: str, absent: int,
-                                                        values: list[float]) -> None:
-        """Property: epochs without the metric warn once and decide nothing; the first epoch
-        whose logs carry it (whatever its value, NaN included) raises the ConfigError naming
-        that epoch."""
+    @given(unplaceable_names, st.integers(0, 4), st.booleans(),
+           metric_sequences(min_size=1, max_size=1))
+    def test_the_first_epoch_end_raises(self, name: str, first: int, carried: bool,
+                                        values: list[float]) -> None:
+        """Property: as Keras 3, the first epoch_end raises the ConfigError naming it, whether
+        its logs carry the metric (whatever its value, NaN included) or not; nothing is
+        decided or warned before."""
         writer = RecordingWriter()
         bus = Bus([EarlyStopping(monitor=name, patience=0)], log=writer)
-        logs = [{"loss": 1.0}] * absent + [{"loss": 1.0, name: v} for v in values]
         try:
-            if absent:
-                with pytest.warns(RunWarning, match="not available") as shown:
-                    publish(bus, logs[:absent])
-                assert len(shown) == 1
-            else:
-                publish(bus, [])
+            publish(bus, [])
             with pytest.raises(PluginError) as info:
-                publish_one(bus, absent, logs[absent])
+                publish_one(bus, first, {"loss": 1.0, **({name: values[0]} if carried else {})})
         finally:
             bus.close()
         assert isinstance(info.value.__cause__, ConfigError)
         assert info.value.__cause__.field == "mode"
-        assert f"epoch_end (epoch {absent + 1})" in str(info.value.__cause__)
+        assert f"epoch_end (epoch {first + 1})" in str(info.value.__cause__)
         kinds = [r["kind"] for r in writer.records]
         assert "stop_training" not in kinds and kinds[-1] == "plugin_failed"
-        assert kinds.count("warning") == (1 if absent else 0)
+        assert "warning" not in kinds
 
     @NO_MODEL
     @given(placed_names, metric_sequences(max_size=12), st.integers(0, 3), st.booleans(),
