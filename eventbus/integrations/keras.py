@@ -28,6 +28,7 @@ Any Keras backend works; the tests use the torch backend (``KERAS_BACKEND=torch`
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import warnings
@@ -115,15 +116,7 @@ class KerasBridge(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         rate = self.bus.learning_rate  # the epoch's: a cut its end decides is the next one's
-        try:
-            self.bus.epoch_end(epoch, logs)
-        except PluginError as exc:
-            # A plugin's configuration error (mode='auto' that cannot place its metric) leaves
-            # fit as Keras's own callbacks' does: a ValueError, the ConfigError naming the
-            # plugin, the field and the event. The failure is in the log already.
-            if isinstance(exc.__cause__, ConfigError):
-                raise exc.__cause__ from None
-            raise
+        self.bus.epoch_end(epoch, logs)
         if isinstance(logs, dict) and rate is not None and self.bus.logs_learning_rate:
             # What the bus recorded, for the callbacks after this one (Keras's History): Keras's
             # own learning-rate callbacks put the rate in the epoch's logs the same way, and
@@ -165,6 +158,30 @@ class KerasBridge(keras.callbacks.Callback):
     def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
         # Keras passes the batch's outputs ({"outputs": array}); events hold scalar metrics only.
         self.bus.predict_batch_end(batch, None)
+
+
+def _config_error_as_keras(method: Any) -> Any:
+    """A plugin's configuration error (``mode='auto'`` that cannot place its metric, found at
+    the first epoch end; a checkpoint path its logs cannot format, found at a batch end)
+    leaves ``fit`` as Keras's own callbacks' does: a ValueError, the ConfigError that names
+    the plugin, the field and the event. The failure is in the log already."""
+
+    @functools.wraps(method)
+    def call(self: KerasBridge, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except PluginError as exc:
+            if isinstance(exc.__cause__, ConfigError):
+                raise exc.__cause__ from None
+            raise
+
+    return call
+
+
+for _name, _method in list(vars(KerasBridge).items()):
+    if _name.startswith("on_"):
+        setattr(KerasBridge, _name, _config_error_as_keras(_method))
+del _name, _method
 
 
 def adapter_of(model: Any) -> Any:

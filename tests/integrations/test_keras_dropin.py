@@ -462,3 +462,20 @@ def test_a_metric_auto_cannot_place_leaves_fit_as_keras_value_error(tmp_path):
     assert (info.value.plugin, info.value.field) == ("EarlyStopping", "mode")
     kinds = [r.kind for r in read_log(log)]
     assert kinds[-2:] == ["epoch_end", "plugin_failed"]
+
+
+def test_a_config_error_at_a_batch_end_leaves_fit_as_a_value_error_too(tmp_path):
+    """A checkpoint saved every 2 batches whose path needs {val_loss}, which no batch has:
+    the ConfigError names the plugin and the field, whichever hook found it, and an explicit
+    bridge raises it the same way."""
+    pattern = str(tmp_path / "w-{val_loss:.2f}.weights.h5")
+    with pytest.raises(ValueError, match=r"needs \{val_loss\}.* batch 2") as info:
+        fit(tiny_model(), [ModelCheckpoint(pattern, save_freq=2, save_weights_only=True)])
+    assert isinstance(info.value, ConfigError)
+    assert (info.value.plugin, info.value.field) == ("ModelCheckpoint", "filepath")
+    log = tmp_path / "bridge.jsonl"
+    with Bus([ModelCheckpoint(pattern, save_freq=2, save_weights_only=True)],
+             log=log) as bus, pytest.raises(ConfigError, match="needs"):
+        fit(tiny_model(), [KerasBridge(bus)])
+    assert [r.kind for r in read_log(log)][-2:] == ["batch_end", "plugin_failed"]
+    assert list(tmp_path.glob("w-*")) == []
