@@ -12,6 +12,7 @@ Reading: a torn last line (no newline, not a whole record) is dropped with a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -33,13 +34,12 @@ from .records import (
     SCHEMA_VERSION,
     TRUSTED,
     Record,
-    SinkFailed,
     decode_nonfinite,
     encode_nonfinite,
     parse_record,
     set_model_dict,
 )
-from .sink import Sink
+from .sink import CLOSE_RETRY_SECONDS, FailingWrites, Sink, describe_os_error, keep_trying
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -198,7 +198,9 @@ class JsonlWriter(Sink):
     file stays in the buffer and is written at the next flush, and the fault is reported once
     (a ``sink_failed`` naming the errno, which the log itself holds once the disk has room).
     Only when more than ``max_kept_bytes`` wait does the failure end the writer, as any sink
-    failure does.
+    failure does. ``close()`` tries for :data:`~eventbus.sink.CLOSE_RETRY_SECONDS`; if the
+    bytes still cannot be written it cuts a line left half-written (the log ends with whole
+    lines) and raises an OSError saying how many records were lost.
     """
 
     name = "jsonl"
@@ -227,7 +229,8 @@ class JsonlWriter(Sink):
         self._limit = self.buffer_bytes = buffer_bytes
         self._max_kept = max_kept_bytes
         self._run: Any = None
-        self._failing: OSError | None = None  # the fault of the failing flushes, reported once
+        self._failing = FailingWrites()
+        self._torn = 0  # bytes of a line a failed write left half-written at the file's end
         #: The name its records are reported under: which log, where there are several.
         self.name = f"jsonl {self.path}"
 
@@ -247,44 +250,63 @@ class JsonlWriter(Sink):
             self.flush()
 
     def flush(self) -> None:
-        buffer = self._buffer
-        if not buffer:
+        if not self._buffer:
             return
+        try:
+            self._write_buffer()
+        except OSError as exc:
+            if self._run is None or len(self._buffer) > self._max_kept:
+                raise
+            self._failing.failed(self._run, self.name, "flush", exc,
+                                 f"{len(self._buffer)} bytes kept")
+            return
+        self._failing.over()
+
+    def _write_buffer(self) -> None:
+        """Write the whole buffer; what reached the file leaves it, even when a write fails."""
+        buffer = self._buffer
         done = 0
         try:
             with memoryview(buffer) as view:
                 while done < len(view):  # a raw write may be partial
                     done += self._file.write(view[done:])
-        except OSError as exc:
-            del buffer[:done]  # what reached the file is not written again
-            if self._run is None or len(buffer) > self._max_kept:
-                raise
-            self._keep(exc)
-            return
-        buffer.clear()
-        self._failing = None
-
-    def _keep(self, exc: OSError) -> None:
-        """The buffer stays for the next flush; the fault is reported once while it lasts."""
-        if self._failing is not None:
-            return
-        self._failing = exc
-        code = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
-        self._run.report(SinkFailed(
-            sink=self.name, event="flush", error=type(exc).__name__,
-            message=f"{exc.strerror or exc} (errno {exc.errno}{', ' + code if code else ''}); "
-                    f"{len(self._buffer)} bytes kept, written at the next flush that can"))
+        finally:
+            if done:
+                end = buffer.rfind(b"\n", 0, done)
+                self._torn = done - end - 1 if end >= 0 else self._torn + done
+                del buffer[:done]  # what reached the file is not written again
 
     def sync(self) -> None:
         self.flush()
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
-            try:
-                self.sync()
-            finally:  # a file that cannot be written is still let go (its descriptor, its lock)
-                self._file.close()
+        if self._file.closed:
+            return
+        try:
+            if self._buffer:
+                try:
+                    keep_trying(self._write_buffer)
+                except OSError as exc:
+                    raise self._given_up(exc) from exc
+            os.fsync(self._file.fileno())
+        finally:  # a file that cannot be written is still let go (its descriptor, its lock)
+            self._file.close()
+
+    def _given_up(self, exc: OSError) -> OSError:
+        """The error ``close()`` raises for a buffer it could not write: the file is cut back
+        to its last whole line, so the log reads back whole, without the records lost."""
+        lost = self._buffer.count(b"\n")
+        cut = ""
+        if self._torn:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), os.fstat(self._file.fileno()).st_size -
+                             self._torn)
+                cut = f"; the half-written line ({self._torn} bytes) was cut"
+        self._buffer.clear()
+        return OSError(exc.errno, f"{self.path}: the last {lost} record(s) "
+                       f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not be written: "
+                       f"{describe_os_error(exc)}{cut}")
 
     def __enter__(self) -> JsonlWriter:
         return self

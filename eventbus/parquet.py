@@ -79,7 +79,7 @@ from .records import (
     encode_nonfinite,
     set_model_dict,
 )
-from .sink import Sink
+from .sink import FailingWrites, Sink
 
 __all__ = ["MAX_DECODED_RATIO", "MAX_METRIC_COLUMNS", "MAX_RECORD_BYTES", "ParquetWriter",
            "compact", "find_kinds", "iter_parquet_dicts", "last_seq", "read_parquet"]
@@ -106,13 +106,19 @@ class ParquetWriter(Sink):
     flushes, on a background thread, once it holds ``segment_records`` records or its oldest
     record waited ``segment_seconds`` (checked as each chunk ends). ``chunk_records`` is how
     many records wait as values before they become column pieces.
+
+    A segment that cannot be written (a full disk, a quota) on a bus loses nothing: it is kept
+    and written again at the next flush, and the fault is reported once (a ``sink_failed``
+    naming the errno). Only when more than ``max_kept_bytes`` of segments wait does the
+    failure end the writer. ``close()`` tries for :data:`~eventbus.sink.CLOSE_RETRY_SECONDS`,
+    then raises an OSError saying how many records were lost.
     """
 
     name = "parquet"
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
                  segment_records: int = 1 << 18, chunk_records: int = 4096,
-                 segment_seconds: float = 10.0):
+                 segment_seconds: float = 10.0, max_kept_bytes: int = 256 << 20):
         import pyarrow
 
         if segment_records < 1 or chunk_records < 1:
@@ -148,6 +154,9 @@ class ParquetWriter(Sink):
         self._seconds = segment_seconds
         self._chunk_began = monotonic()  # no record of the chunk being filled is older
         self._closed = False
+        self._max_kept = max_kept_bytes
+        self._run: Any = None
+        self._failing = FailingWrites()
         self._reset()
 
     def _reset(self) -> None:
@@ -303,12 +312,27 @@ class ParquetWriter(Sink):
     def _write_segment(self) -> None:
         segment = self._take_segment()
         if segment is not None:
-            self._store.submit(*segment)
+            store = self._store
+            store.submit(*segment)
+            if store.kept and store.kept_bytes > self._max_kept:
+                store.wait()  # written now, or its error ends the writer: memory is bounded
+
+    def open(self, run: Any) -> None:
+        self._run = run  # to report a fault it keeps going through
 
     def flush(self) -> None:
         self._end_chunk()  # submits the segment itself when that fills it
         self._write_segment()
-        self._store.wait()
+        store = self._store
+        try:
+            store.wait()
+        except OSError as exc:
+            if self._run is None or store.kept_bytes > self._max_kept:
+                raise
+            self._failing.failed(self._run, self.name, "flush", exc,
+                                 f"{store.kept_records} records kept")
+            return
+        self._failing.over()
 
     def sync(self) -> None:
         self.flush()  # each segment is fsynced as it is written

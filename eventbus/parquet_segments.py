@@ -32,6 +32,7 @@ from typing import Any
 
 from .errors import LogCorruptError, LogError
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
+from .sink import CLOSE_RETRY_SECONDS, describe_os_error, keep_trying
 
 __all__ = ["SegmentStore", "compact", "open_regular", "segment_name", "segments"]
 
@@ -292,7 +293,11 @@ class SegmentStore:
     def __init__(self, directory: Path, *, merge: bool) -> None:
         self.directory = directory
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventbus-parquet")
-        self._pending: deque[Future[None]] = deque()  # segment writes not yet waited for
+        # Segment writes not yet waited for: (the write, its table, first seq, last seq).
+        self._pending: deque[tuple[Future[None], Any, int, int]] = deque()
+        #: Segments whose write failed with an OSError (a full disk), in order: kept, and
+        #: written again at the next :meth:`wait`.
+        self.kept: list[tuple[Any, int, int]] = []
         # Owned by the background thread until close() has shut it down.
         self._merging = merge
         self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
@@ -306,27 +311,52 @@ class SegmentStore:
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
-        the error of an earlier segment that could not be written."""
+        the error of an earlier segment that could not be written, unless an OSError (a full
+        disk), whose segment is kept for :meth:`wait`."""
         self._reap()
         while len(self._pending) >= _MAX_QUEUED:
-            self._pending.popleft().result()
+            self._settle(self._pending.popleft())
         self._wrote = True
         name = segment_name(first, last)
         written = self._pool.submit(write_atomically, table, self.directory / name)
-        self._pending.append(written)
+        self._pending.append((written, table, first, last))
         if self._merging:
             self._pool.submit(self._merge, table, name, written)
 
     def wait(self) -> None:
-        """Return once every segment submitted is on disk; raise the first that failed."""
+        """Return once every segment submitted is on disk. Those kept from a failed write are
+        written again first, here; the OSError of one that fails again is raised, and it and
+        those after it stay kept for the next call."""
         pending = self._pending
         while pending:
-            pending.popleft().result()
+            self._settle(pending.popleft())
+        kept, self.kept = self.kept, []
+        for i, (table, first, last) in enumerate(kept):
+            try:
+                write_atomically(table, self.directory / segment_name(first, last))
+            except OSError:
+                self.kept = kept[i:]
+                raise
+
+    @property
+    def kept_records(self) -> int:
+        return sum(table.num_rows for table, _, _ in self.kept)
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(table.nbytes for table, _, _ in self.kept)
 
     def _reap(self) -> None:
         pending = self._pending
-        while pending and pending[0].done():
-            pending.popleft().result()
+        while pending and pending[0][0].done():
+            self._settle(pending.popleft())
+
+    def _settle(self, entry: tuple[Future[None], Any, int, int]) -> None:
+        written, table, first, last = entry
+        try:
+            written.result()
+        except OSError:
+            self.kept.append((table, first, last))  # written again by wait()
 
     def _merge(self, table: Any, name: str, written: Future[None]) -> None:
         # Runs on the background thread, after ``written`` (one worker: tasks run in order).
@@ -392,7 +422,13 @@ class SegmentStore:
         them, as it would before a flush), else into a last segment.
         """
         try:
-            self.wait()
+            keep_trying(self.wait)
+        except OSError as exc:
+            self._abandon_merge()
+            lost = self.kept_records + (0 if tail is None else tail[0].num_rows)
+            raise OSError(exc.errno, f"{self.directory}: {lost} record(s) "
+                          f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not be "
+                          f"written: {describe_os_error(exc)}") from exc
         finally:
             self._pool.shutdown(wait=True)
         if tail is None and not self._wrote:
@@ -411,7 +447,13 @@ class SegmentStore:
                 parts += 1
             else:
                 table, first, tail_last = tail
-                write_atomically(table, self.directory / segment_name(first, tail_last))
+                target = self.directory / segment_name(first, tail_last)
+                try:
+                    keep_trying(lambda: write_atomically(table, target))
+                except OSError as exc:
+                    raise OSError(exc.errno, f"{self.directory}: the last {table.num_rows} "
+                                  f"record(s) ({CLOSE_RETRY_SECONDS:g} s of tries at close) "
+                                  f"could not be written: {describe_os_error(exc)}") from exc
                 holds_all = False
         if not holds_all or parts < 2:
             self._abandon_merge()  # segments it does not hold are an earlier process's

@@ -22,7 +22,10 @@ process killed between the log's flush and the sink's): it writes what the desti
 TensorBoard has one; a sink without it gets none of the past.
 
 A sink that raises is closed, recorded as ``sink_failed`` and left out for the rest of the run:
-training never stops for a sink.
+training never stops for a sink. A write that fails for a while (a full disk, a quota) is
+not such a failure: a built-in writer keeps what it could not write, reports the fault once
+(:class:`FailingWrites`) and tries again at the next flush; only ``close()`` gives up, after
+trying for :data:`CLOSE_RETRY_SECONDS`, and then raises saying what was lost.
 
 Two optional fast paths, for the batch records whose metrics the bus has checked are finite
 floats: a sink that keeps JSON Lines in memory sets ``line_buffer`` to its ``bytearray``, and
@@ -42,13 +45,72 @@ registration (``run.add_sink``).
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+import errno
+import time
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .records import SinkFailed
 
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["RecordDict", "Sink"]
+__all__ = ["CLOSE_RETRY_SECONDS", "FailingWrites", "RecordDict", "Sink", "keep_trying"]
+
+T = TypeVar("T")
+
+#: How long a writer's ``close()`` keeps trying to write what a spell of failing writes left,
+#: before it gives that up: a disk filled for a moment (another process's temporary files)
+#: often has room again within it.
+CLOSE_RETRY_SECONDS = 2.0
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device (errno 28, ENOSPC)``: what a person and a search both find."""
+    code = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+    return f"{exc.strerror or exc} (errno {exc.errno}{', ' + code if code else ''})"
+
+
+class FailingWrites:
+    """A writer's spell of failing writes (a full disk, a quota, a flaky network filesystem).
+
+    The writer keeps what it could not write and tries again at its next flush; this reports
+    the fault once per spell, as a ``sink_failed`` the run records at its next event (so the
+    log itself holds it once the disk has room). :meth:`over` ends the spell.
+    """
+
+    __slots__ = ("fault",)
+
+    def __init__(self) -> None:
+        self.fault: OSError | None = None
+
+    def failed(self, run: Any, sink: str, event: str, exc: OSError, kept: str) -> None:
+        """``exc`` stopped a write of ``sink``; ``kept`` says what waits for the next try."""
+        if self.fault is not None:
+            return
+        self.fault = exc
+        run.report(SinkFailed(sink=sink, event=event, error=type(exc).__name__,
+                              message=f"{describe_os_error(exc)}; {kept}, written at the next "
+                                      "flush that can"))
+
+    def over(self) -> None:
+        self.fault = None
+
+
+def keep_trying(attempt: Callable[[], T], seconds: float = CLOSE_RETRY_SECONDS) -> T:
+    """``attempt()``, called again while it raises OSError, for at most ``seconds`` (waits of
+    50 ms doubling to 0.8 s between tries); the last error is raised."""
+    deadline = time.monotonic() + seconds
+    wait = 0.05
+    while True:
+        try:
+            return attempt()
+        except OSError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 0.8)
 
 
 class RecordDict(dict):  # type: ignore[type-arg]

@@ -10,33 +10,46 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
+
+import pytest
 
 from eventbus import read_log
 
 WORKER = textwrap.dedent("""
-    import os, resource, signal, sys
+    import os, resource, signal, sys, warnings
     from eventbus import Bus, SinkFailureWarning
     from plugins import CSVLogger, EarlyStopping
-    import warnings
-    warnings.simplefilter("ignore", SinkFailureWarning)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write is an error, not a signal
-    log, table = sys.argv[1], sys.argv[2]
+    log, table, room_again = sys.argv[1], sys.argv[2], int(sys.argv[3])
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    full = 64 if log.endswith(".parquet") else os.path.getsize  # a segment is a new file
     bus = Bus([EarlyStopping(patience=100), CSVLogger(table)], log=log, learning_rate=0.1)
     bus.train_begin({"epochs": 8})
     for epoch in range(8):
         if epoch == 2:  # the disk fills: the log cannot grow past its size now
-            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(log) + 100, hard))
-        if epoch == 5:  # room again
+            limit = full if isinstance(full, int) else full(log) + 100
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        if epoch == room_again:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         bus.epoch_begin(epoch)
         for batch in range(20):
             bus.batch_end(batch, {"loss": 1.0 / (1 + epoch + batch)})
         bus.epoch_end(epoch, {"val_loss": 1.0 / (1 + epoch)})
     bus.train_end()
-    bus.close()
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        bus.close()
     print("failures:", [f.error for f in bus.failures])
+    print("\\n".join(str(w.message) for w in shown))
 """)
+
+
+def run_worker(log, table, room_again: int = 5) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(log), str(table), str(room_again)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_a_brief_disk_full_loses_no_record(tmp_path):
@@ -44,9 +57,7 @@ def test_a_brief_disk_full_loses_no_record(tmp_path):
     fault is in the log as a sink_failed naming the errno; the run never stopped; the log is
     whole, so nothing asks for a resume and the CSV holds each epoch once."""
     log, table = tmp_path / "events.jsonl", tmp_path / "history.csv"
-    done = subprocess.run([sys.executable, "-c", WORKER, str(log), str(table)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    run_worker(log, table)
     records = list(read_log(log))
     ends = [r.epoch for r in records if r.kind == "epoch_end"]
     assert ends == list(range(8))
@@ -59,3 +70,33 @@ def test_a_brief_disk_full_loses_no_record(tmp_path):
     assert [r.kind for r in records][-1] == "train_end"
     assert [int(line.split(",")[0]) for line in table.read_text().splitlines()[1:]] == \
         list(range(8))
+
+
+def test_a_brief_disk_full_loses_no_record_of_a_parquet_log(tmp_path):
+    """The segments that could not be written are kept and written once they can: every
+    record, once, and the fault in the log itself (it has room again by the run's end)."""
+    log, table = tmp_path / "events.parquet", tmp_path / "history.csv"
+    run_worker(log, table)
+    records = list(read_log(log))
+    assert [r.seq for r in records] == list(range(len(records)))
+    assert [r.epoch for r in records if r.kind == "epoch_end"] == list(range(8))
+    assert sum(r.kind == "batch_end" for r in records) == 8 * 20
+    faults = [r for r in records if r.kind == "sink_failed"]
+    assert len(faults) == 1 and faults[0].sink == f"parquet {log}"
+    assert "errno 27" in faults[0].message and "records kept" in faults[0].message
+    assert [r.kind for r in records][-1] == "train_end"
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.parquet"])
+def test_a_disk_still_full_at_close_says_what_was_lost_and_leaves_a_whole_log(tmp_path, name):
+    """The disk fills in the last epochs and stays full: close() tries for a while, then
+    gives the kept records up, saying how many, and the log reads back with no torn line,
+    every record in it once and in order."""
+    log, table = tmp_path / name, tmp_path / "history.csv"
+    done = run_worker(log, table, room_again=99)
+    assert "could not be written" in done.stdout and "record(s)" in done.stdout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a torn last line would warn
+        records = list(read_log(log))
+    assert [r.seq for r in records] == list(range(len(records)))
+    assert [r.epoch for r in records if r.kind == "epoch_end"] == [0, 1]
