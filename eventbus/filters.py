@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["EventFilter", "after", "before", "every", "every_seconds", "filtered", "once"]
+__all__ = ["EventFilter", "after", "before", "every", "every_seconds", "filtered", "once",
+           "record_test"]
 
 P = TypeVar("P")
 
@@ -81,7 +82,10 @@ class EventFilter:
 
     def passes(self, event: Any) -> bool:
         """Whether the event's index passes (``seconds`` is judged by :func:`guard`)."""
-        index = getattr(event, UNITS[self.on][1], None)
+        return self.passes_index(getattr(event, UNITS[self.on][1], None))
+
+    def passes_index(self, index: Any) -> bool:
+        """Whether an event with this index (its epoch, batch or step) passes."""
         if index is None:
             return True  # an event without the index (a batch outside an epoch)
         if self.every is not None and (index + 1) % self.every:
@@ -184,3 +188,39 @@ def guard(hook: str, filters: tuple[EventFilter, ...],
         return handler(event)
 
     return filtered_hook
+
+
+def record_test(filters: tuple[EventFilter, ...]) -> Callable[[Mapping[str, Any]], bool] | None:
+    """For a plugin that is also a sink (CSVLogger, TensorBoard): whether a record its
+    ``write`` is given passes ``filters``, as the event would pass them for its hooks. A record
+    of a filtered hook's kind (``epoch_end`` for ``on="epoch"``, ``batch_end`` for ``"batch"``
+    and ``"step"``, and their begins) passes only as its event would; decisions and every
+    other kind always pass. None without filters. A time filter's clock is each kind's own,
+    moved only by the records passed."""
+    by_kind: dict[str, list[EventFilter]] = {}
+    for f in filters:
+        for hook in f.hooks:
+            by_kind.setdefault(hook[3:], []).append(f)
+    if not by_kind:
+        return None
+    last: dict[str, float] = {}
+
+    def passes(record: Mapping[str, Any]) -> bool:
+        kind = record.get("kind")
+        mine = by_kind.get(kind)  # type: ignore[arg-type]
+        if mine is None:
+            return True
+        seconds = []
+        for f in mine:
+            if not f.passes_index(record.get(UNITS[f.on][1])):
+                return False
+            if f.seconds is not None:
+                seconds.append(f.seconds)
+        if seconds:
+            now, previous = record.get("time"), last.get(kind)  # type: ignore[arg-type]
+            if previous is not None and any(now - previous < s for s in seconds):
+                return False
+            last[kind] = now  # type: ignore[index]
+        return True
+
+    return passes

@@ -27,6 +27,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import ConfigError, LogError
+from .filters import filters_of, record_test
 from .log import has_records, open_writer
 from .metrics import PendingLogs, read_pending
 from .plugin import plugin_spec
@@ -63,12 +64,22 @@ class Slot:
     #: True when the sink appends to a file that already holds this run (its header too).
     continued: bool = False
     opened: bool = False
+    #: True for a plugin-sink with event filters: ``write`` tests each record (no fast path).
+    filtered: bool = False
 
     def call(self, method: str) -> Any:
         fn = getattr(self.sink, method, None)
         if fn is None and method == "sync":
             fn = getattr(self.sink, "flush", None)
         return fn() if callable(fn) else None
+
+
+def _behind(test: Callable[[dict[str, Any]], bool],
+            write: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """``write`` given only the records ``test`` passes."""
+    def filtered_write(record: dict[str, Any]) -> Any:
+        return write(record) if test(record) else None
+    return filtered_write
 
 
 @dataclass(eq=False)
@@ -87,7 +98,8 @@ def _fast_route(owners: tuple[Slot, ...]) -> tuple[tuple[Any, ...], tuple[Slot, 
     it)."""
     finite_owners = tuple(s for s in owners if s.buffer is None)
     return (tuple(s.buffer.extend for s in owners if s.buffer is not None), finite_owners,
-            tuple(getattr(s.sink, "write_finite", s.write) for s in finite_owners))
+            tuple(s.write if s.filtered else getattr(s.sink, "write_finite", s.write)
+                  for s in finite_owners))
 
 
 @dataclass(eq=False)
@@ -159,9 +171,13 @@ class Recorder:
         kinds = getattr(sink, "takes", None)
         buffer = getattr(sink, "line_buffer", None)
         write = sink.write if is_built_in(sink) else reading_attributes(sink.write)
+        test = record_test(filters_of(sink))  # every(5, CSVLogger(...)): its writes too
+        if test is not None:
+            write, buffer = _behind(test, write), None
         slot = Slot(sink, name, None if kinds is None else frozenset(kinds), write,
                     buffer if isinstance(buffer, bytearray) else None,
-                    int(getattr(sink, "buffer_bytes", 1 << 20)), continued)
+                    int(getattr(sink, "buffer_bytes", 1 << 20)), continued,
+                    filtered=test is not None)
         if self.silent:
             return slot
         self.slots.append(slot)

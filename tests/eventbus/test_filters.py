@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import eventbus.engine
-from eventbus import Bus, ConfigError, Plugin, hookimpl, replay
+from eventbus import Bus, ConfigError, Plugin, Sink, hookimpl, replay
 from eventbus.filters import EventFilter, after, before, every, every_seconds, filtered, once
 from eventbus.log import read_header
 from plugins import EarlyStopping
@@ -140,3 +140,98 @@ def test_the_header_records_the_filters_and_replay_applies_them(tmp_path):
     assert result.ok
     assert result.plugins[0].event_filters == (EventFilter(after=2),)
     assert result.stopped_at == result.recorded_stop == 4
+
+
+# --- a plugin that is also a sink: its writes are filtered as its hooks are ------------------
+
+
+class SeenSink(Plugin, Sink):
+    """Takes records as a sink does (CSVLogger, TensorBoard), no hooks at all."""
+
+    takes = frozenset({"epoch_begin", "epoch_end", "batch_end", "train_end"})
+
+    def __init__(self):
+        self.records: list[tuple[str, int | None, int | None, int | None]] = []
+
+    def write(self, record):
+        self.records.append((record["kind"], record.get("epoch"), record.get("batch"),
+                             record.get("step")))
+
+
+@given(st.lists(index_filters, min_size=1, max_size=3))
+def test_a_sink_plugin_is_written_exactly_the_records_its_filters_pass(filters):
+    """every(5, TensorBoard(...)) is every fifth epoch's scalars: a plugin's filters apply to
+    the records its ``write`` takes as to its hooks' events (the batch fast path included);
+    kinds no filter names (train_end) always reach it."""
+    sink = filtered(SeenSink(), *filters)
+    train([sink], n_epochs=5, n_batches=3)
+    epoch_filters = [f for f in filters if f.on == "epoch"]
+    batch_filters = [f for f in filters if f.on != "epoch"]
+    want = []
+    for e in range(5):
+        if all(expected(e, f) for f in epoch_filters):
+            want.append(("epoch_begin", e, None, None))
+        want += [("batch_end", e, b, e * 3 + b) for b in range(3)
+                 if all(expected(b if f.on == "batch" else e * 3 + b, f) for f in batch_filters)]
+        if all(expected(e, f) for f in epoch_filters):
+            want.append(("epoch_end", e, None, None))
+    want.append(("train_end", None, None, None))
+    assert sink.records == want
+
+
+def test_every_n_csvlogger_and_tensorboard_write_every_nth_epoch(tmp_path):
+    """The filters page's own examples, read back with the csv module and TensorBoard's
+    reader."""
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from plugins import CSVLogger, TensorBoard
+
+    table = tmp_path / "every-2nd-epoch.csv"
+    train([every(2, CSVLogger(str(table))), every(5, TensorBoard(str(tmp_path / "tb")))],
+          n_epochs=12, n_batches=2)
+    with open(table, newline="") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 3, 5, 7, 9, 11]
+    scalars = EventAccumulator(str(tmp_path / "tb" / "validation"))  # val_loss, as Keras
+    scalars.Reload()
+    assert [e.step for e in scalars.Scalars("epoch_loss")] == [4, 9]
+
+
+RUN_AND_DIE = """
+import os, sys
+from eventbus import Bus
+from eventbus.filters import every
+from plugins import TensorBoard
+bus = Bus([every(2, TensorBoard(sys.argv[2]))], log=sys.argv[1])
+bus.train_begin({"epochs": 6})
+for epoch in range(4):
+    bus.epoch_begin(epoch)
+    bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+bus.flush()
+os._exit(0)  # killed: nothing closed
+"""
+
+
+def test_a_resume_writes_back_to_a_filtered_tensorboard_only_what_it_would_have_written(
+        tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from plugins import TensorBoard
+
+    log, logdir = tmp_path / "run.jsonl", tmp_path / "tb"
+    subprocess.run([sys.executable, "-c", RUN_AND_DIE, str(log), str(logdir)], check=True,
+                   timeout=60)
+    shutil.rmtree(logdir)  # the event files lost: the resume writes them back from the log
+    with Bus([every(2, TensorBoard(str(logdir)))], log=log, resume=True) as bus:
+        for epoch in range(bus.initial_epoch, 6):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+        bus.train_end()
+    scalars = EventAccumulator(str(logdir / "train"))
+    scalars.Reload()
+    assert [e.step for e in scalars.Scalars("epoch_loss")] == [1, 3, 5]
