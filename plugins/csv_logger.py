@@ -11,6 +11,7 @@ from typing import Any
 
 from eventbus import ConfigError, Plugin, Sink
 from eventbus.run import Run
+from eventbus.sink import FailingWrites
 
 from .monitor import require_bool, require_path
 
@@ -46,6 +47,8 @@ class CSVLogger(Plugin, Sink):
         self.separator = separator
         self.append = require_bool(append, "append", name)
         self._table: Any = None
+        self._run: Run | None = None
+        self._failing = FailingWrites()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -67,6 +70,7 @@ class CSVLogger(Plugin, Sink):
     # --- the sink ------------------------------------------------------------------------------
 
     def open(self, run: Run) -> None:
+        self._run = run
         if run.resumed:
             # The run goes on: its file continues, less what a crashed attempt wrote for the
             # epochs the loop runs again.
@@ -78,11 +82,30 @@ class CSVLogger(Plugin, Sink):
         if kind == "epoch_end":
             # A loop that never publishes train_begin opens the file as train_begin would.
             table = self._table if self._table is not None else self._open(self.append)
-            table.write(record["epoch"], record["logs"])
+            self._keeping(table.write, record["epoch"], record["logs"])
         elif kind == "train_begin":
             self._open(self.append)
         else:  # train_end
             self._close()
+
+    def flush(self) -> None:
+        table = self._table
+        if table is not None and table.kept:
+            self._keeping(table.flush)
+
+    def _keeping(self, call: Any, *args: Any) -> None:
+        """``call(*args)``; a row it could not write (a full disk) stays in the table, tried
+        again at the next flush, and the fault is reported once while it lasts."""
+        try:
+            call(*args)
+        except OSError as exc:
+            if self._run is None:
+                raise
+            kept = self._table.kept
+            self._failing.failed(self._run, self._run.label(self), "epoch_end", exc,
+                                 f"the rows of epochs {kept[0][0]} to {kept[-1][0]} kept")
+            return
+        self._failing.over()
 
     def close(self) -> None:
         self._close()

@@ -30,6 +30,7 @@ again (:meth:`CsvTable.drop_rows_from`, see ``docs/sinks/csv.md``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -41,6 +42,7 @@ from typing import Any
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.jsonl import truncate_torn_tail
 from eventbus.outputs import write_replacing
+from eventbus.sink import CLOSE_RETRY_SECONDS, describe_os_error, keep_trying
 
 __all__ = ["MISSING", "CsvTable", "format_value"]
 
@@ -67,7 +69,15 @@ class CsvTable:
 
     ``separator`` is the one-character delimiter; ``append=False`` starts the file afresh,
     ``append=True`` continues an existing one (see the module docstring).
+
+    A row that cannot be written (a full disk, a quota) is kept, the file cut back to where it
+    was (no half row), and the OSError raised; :meth:`flush` and the next :meth:`write` write
+    the kept rows first, in order. :meth:`close` tries for
+    :data:`~eventbus.sink.CLOSE_RETRY_SECONDS`, then raises saying which epochs' rows were lost.
     """
+
+    #: Kept rows at which a write gives up (a RuntimeError): memory stays bounded.
+    max_kept_rows = 10_000
 
     def __init__(self, path: str | os.PathLike[str], *, separator: str = ",",
                  append: bool = False):
@@ -83,16 +93,19 @@ class CsvTable:
         self._headed = False
         self._warned_epoch = False
         self._file: Any = None
+        #: Rows not yet in the file (a write failed): (epoch, logs), oldest first.
+        self.kept: list[tuple[int, dict[str, Any]]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists() and self.path.stat().st_size > 0:
             truncate_torn_tail(self.path)
             header, _ = self._read()
             self.columns = header[1:]
             self._headed = bool(header)
-        if self._headed:
-            self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        else:  # a new file, one to start afresh, or one without a header line
-            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        # Unbuffered: a failed write leaves nothing half in a buffer, only in the file, where
+        # it is cut back; appending, so the next write goes to the end as cut.
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        if not self._headed:  # a new file, one to start afresh, or one without a header line
+            os.ftruncate(self._file.fileno(), 0)
 
     def _read(self) -> tuple[list[str], list[list[str]]]:
         with open(self.path, newline="", encoding="utf-8") as file:
@@ -118,9 +131,27 @@ class CsvTable:
         return [str(epoch)] + [format_value(logs[c]) if c in logs else MISSING for c in columns]
 
     def write(self, epoch: int, logs: Mapping[str, Any]) -> None:
-        """Append the row for ``epoch`` (widening the header first if ``logs`` has a new metric)."""
+        """Append the row for ``epoch`` (widening the header first if ``logs`` has a new
+        metric), after any rows kept from failed writes."""
         if self._file is None:
             raise ValueError(f"{self.path}: the table is closed")
+        if len(self.kept) >= self.max_kept_rows:
+            # Not an OSError: a writer that keeps rows through those gives this one up.
+            raise RuntimeError(f"{self.path}: {len(self.kept)} rows (epochs {self.kept[0][0]} "
+                               f"to {self.kept[-1][0]}) could not be written; the table stops")
+        self.kept.append((epoch, dict(logs)))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the rows kept from failed writes; raises the OSError of one that fails again
+        (it and those after it stay kept)."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: the table is closed")
+        while self.kept:
+            self._write_row(*self.kept[0])
+            self.kept.pop(0)
+
+    def _write_row(self, epoch: int, logs: Mapping[str, Any]) -> None:
         # The epoch column wins over a metric that happens to be called "epoch" (Keras's
         # layout: one epoch column, the epoch's index); the metric is left out, and said so.
         if "epoch" in logs and not self._warned_epoch:
@@ -130,9 +161,9 @@ class CsvTable:
                           UserWarning, stacklevel=2)
         keys = [key for key in logs if key != "epoch"]
         if not self._headed:
-            self.columns = sorted(keys)
-            self._append([["epoch", *self.columns], self._line(self.columns, epoch, logs)])
-            self._headed = True
+            columns = sorted(keys)
+            self._append([["epoch", *columns], self._line(columns, epoch, logs)])
+            self.columns, self._headed = columns, True
             return
         new = [key for key in keys if key not in self.columns]
         if new:
@@ -152,7 +183,6 @@ class CsvTable:
             raise ValueError(f"{self.path}: the table is closed")
         if not self._headed:
             return False
-        self._file.flush()
         _, rows = self._read()
         if not rows or self._epoch_of(rows[-1], len(rows) + 1) != epoch:
             return False
@@ -178,7 +208,6 @@ class CsvTable:
             raise ValueError(f"{self.path}: the table is closed")
         if not self._headed:
             return 0
-        self._file.flush()
         _, rows = self._read()
         epochs = [self._epoch_of(row, line) for line, row in enumerate(rows, 2)]
         keep = len(rows)
@@ -210,18 +239,29 @@ class CsvTable:
         file.flush()
         os.fsync(file.fileno())
         self._file.close()
-        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()
         csv.writer(buffer, delimiter=self.separator, lineterminator="\n").writerows(rows)
-        self._file.write(buffer.getvalue())
-        self._file.flush()
+        data = buffer.getvalue().encode("utf-8")
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        done = 0
+        try:
+            while done < len(data):  # a raw write may be partial
+                done += os.write(fd, data[done:])
+        except OSError:
+            # No half row: the file is cut back to where it was (a failed write may also have
+            # grown it with nothing written, as tmpfs does).
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size != size:
+                    os.ftruncate(fd, size)
+            raise
 
     def _rewrite(self, columns: list[str], extra: list[tuple[int, Mapping[str, Any]]]) -> None:
-        """Write the table again under ``columns``, with the rows of ``extra`` added at the end."""
-        self._file.close()
-        self._file = None
+        """Write the table again under ``columns``, with the rows of ``extra`` added at the end
+        (a failure leaves the file as it was)."""
         header, rows = self._read()
         old = header[1:]
         out = [["epoch", *columns]]
@@ -236,16 +276,26 @@ class CsvTable:
         # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
         write_replacing(self.path, write, durable=True)
         self.columns = columns
-        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        self._file.close()  # the file replaced: write on in the new one
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        """Write the kept rows (trying for a while), sync and close; an OSError says which
+        rows were lost."""
+        if self._file is None:
+            return
+        try:
+            if self.kept:
+                try:
+                    keep_trying(self.flush)
+                except OSError as exc:
+                    epochs = ", ".join(str(epoch) for epoch, _ in self.kept)
+                    self.kept.clear()
+                    raise OSError(exc.errno, f"{self.path}: the rows of epochs {epochs} "
+                                  f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not "
+                                  f"be written: {describe_os_error(exc)}") from exc
             os.fsync(self._file.fileno())
+        finally:
             self._file.close()
             self._file = None
 

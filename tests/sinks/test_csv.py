@@ -293,3 +293,82 @@ def test_a_metric_named_epoch_loses_to_the_epoch_column_and_says_so(tmp_path):
     rows = read_rows(path)
     assert list(rows[0]) == ["epoch", "loss"]
     assert [(r["epoch"], r["loss"]) for r in rows] == [("0", "0.5"), ("1", "0.4")]
+
+
+class TestFailingWrites:
+    """A disk that refuses a write for a while: the row waits, the file never holds half of
+    one, and the rows reach the file in order once it can be written."""
+
+    @staticmethod
+    def failing_writes(monkeypatch, times: int, *, half: bool):
+        import errno
+        import os
+
+        import sinks.csv as module
+
+        real = os.write
+        left = [times]
+        halves = [half]
+
+        def write(fd, data):
+            if halves[0] and len(data) > 1:  # a partial write first, then the refusals
+                halves[0] = False
+                return real(fd, bytes(data[:len(data) // 2]))
+            if left[0]:
+                left[0] -= 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr(module.os, "write", write)
+
+    @pytest.mark.parametrize("half", [False, True])
+    def test_a_refused_row_is_kept_cut_back_and_written_next(self, tmp_path, monkeypatch, half):
+        path = tmp_path / "t.csv"
+        table = CsvTable(path)
+        table.write(0, {"loss": 1.0})
+        self.failing_writes(monkeypatch, 1, half=half)
+        with pytest.raises(OSError, match="No space"):
+            table.write(1, {"loss": 0.5})
+        assert read_rows(path) == [{"epoch": "0", "loss": "1.0"}]  # no half row
+        assert table.kept == [(1, {"loss": 0.5})]
+        table.write(2, {"loss": 0.25})
+        assert [row["epoch"] for row in read_rows(path)] == ["0", "1", "2"]
+        assert table.kept == []
+        table.close()
+
+    def test_a_refused_widening_leaves_the_file_and_keeps_the_row(self, tmp_path, monkeypatch):
+        import errno
+
+        import sinks.csv as module
+
+        path = tmp_path / "t.csv"
+        table = CsvTable(path)
+        table.write(0, {"loss": 1.0})
+        before = path.read_bytes()
+
+        def refuse(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(module, "write_replacing", refuse)
+        with pytest.raises(OSError):
+            table.write(1, {"loss": 0.5, "acc": 0.75})
+        assert path.read_bytes() == before
+        monkeypatch.undo()
+        table.flush()
+        assert read_rows(path) == [{"epoch": "0", "acc": MISSING, "loss": "1.0"},
+                                   {"epoch": "1", "acc": "0.75", "loss": "0.5"}]
+        table.close()
+
+    def test_close_tries_then_says_which_rows_were_lost(self, tmp_path, monkeypatch):
+        import sinks.csv as module
+
+        monkeypatch.setattr(module, "keep_trying", lambda attempt: attempt())  # one try
+        path = tmp_path / "t.csv"
+        table = CsvTable(path)
+        table.write(0, {"loss": 1.0})
+        self.failing_writes(monkeypatch, 10**6, half=False)
+        with pytest.raises(OSError):
+            table.write(1, {"loss": 0.5})
+        with pytest.raises(OSError, match="the rows of epochs 1 .* could not be written"):
+            table.close()
+        assert read_rows(path) == [{"epoch": "0", "loss": "1.0"}]
