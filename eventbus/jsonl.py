@@ -39,7 +39,7 @@ from .records import (
     parse_record,
     set_model_dict,
 )
-from .sink import CLOSE_RETRY_SECONDS, FailingWrites, Sink, describe_os_error, keep_trying
+from .sink import FailingWrites, Sink, describe_os_error, keep_trying
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -305,7 +305,7 @@ class JsonlWriter(Sink):
                 cut = f"; the half-written line ({self._torn} bytes) was cut"
         self._buffer.clear()
         return OSError(exc.errno, f"{self.path}: the last {lost} record(s) "
-                       f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not be written: "
+                       f"(tried again at close) could not be written: "
                        f"{describe_os_error(exc)}{cut}")
 
     def __enter__(self) -> JsonlWriter:

@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import LogCorruptError, LogError
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
-from .sink import CLOSE_RETRY_SECONDS, describe_os_error, keep_trying
+from .sink import describe_os_error, keep_trying
 
 __all__ = ["SegmentStore", "compact", "open_regular", "segment_name", "segments"]
 
@@ -427,7 +427,7 @@ class SegmentStore:
             self._abandon_merge()
             lost = self.kept_records + (0 if tail is None else tail[0].num_rows)
             raise OSError(exc.errno, f"{self.directory}: {lost} record(s) "
-                          f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not be "
+                          f"(tried again at close) could not be "
                           f"written: {describe_os_error(exc)}") from exc
         finally:
             self._pool.shutdown(wait=True)
@@ -452,7 +452,7 @@ class SegmentStore:
                     keep_trying(lambda: write_atomically(table, target))
                 except OSError as exc:
                     raise OSError(exc.errno, f"{self.directory}: the last {table.num_rows} "
-                                  f"record(s) ({CLOSE_RETRY_SECONDS:g} s of tries at close) "
+                                  f"record(s) (tried again at close) "
                                   f"could not be written: {describe_os_error(exc)}") from exc
                 holds_all = False
         if not holds_all or parts < 2:

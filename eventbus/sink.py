@@ -97,10 +97,11 @@ class FailingWrites:
         self.fault = None
 
 
-def keep_trying(attempt: Callable[[], T], seconds: float = CLOSE_RETRY_SECONDS) -> T:
-    """``attempt()``, called again while it raises OSError, for at most ``seconds`` (waits of
-    50 ms doubling to 0.8 s between tries); the last error is raised."""
-    deadline = time.monotonic() + seconds
+def keep_trying(attempt: Callable[[], T], seconds: float | None = None) -> T:
+    """``attempt()``, called again while it raises OSError, for at most ``seconds`` (by
+    default :data:`CLOSE_RETRY_SECONDS`, read at the call; waits of 50 ms doubling to 0.8 s
+    between tries); the last error is raised."""
+    deadline = time.monotonic() + (CLOSE_RETRY_SECONDS if seconds is None else seconds)
     wait = 0.05
     while True:
         try:

@@ -42,7 +42,7 @@ from typing import Any
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.jsonl import truncate_torn_tail
 from eventbus.outputs import write_replacing
-from eventbus.sink import CLOSE_RETRY_SECONDS, describe_os_error, keep_trying
+from eventbus.sink import describe_os_error, keep_trying
 
 __all__ = ["MISSING", "CsvTable", "format_value"]
 
@@ -292,7 +292,7 @@ class CsvTable:
                     epochs = ", ".join(str(epoch) for epoch, _ in self.kept)
                     self.kept.clear()
                     raise OSError(exc.errno, f"{self.path}: the rows of epochs {epochs} "
-                                  f"({CLOSE_RETRY_SECONDS:g} s of tries at close) could not "
+                                  f"(tried again at close) could not "
                                   f"be written: {describe_os_error(exc)}") from exc
             os.fsync(self._file.fileno())
         finally:

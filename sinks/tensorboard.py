@@ -57,6 +57,7 @@ import numpy as np
 
 from eventbus.errors import LogCorruptError
 from eventbus.outputs import write_replacing
+from eventbus.sink import describe_os_error, keep_trying
 
 __all__ = [
     "EventFileCorruptError",
@@ -656,13 +657,21 @@ _EVENTS = "events.out.tfevents."
 
 
 class _RunFile:
-    """One event file in one run directory, opened on first write."""
+    """One event file in one run directory, opened on first write.
+
+    What a write could not hand the file (a full disk) stays in ``kept`` and goes first at the
+    next write or sync; a record left half-written is completed by it, so the file stays
+    whole. More than ``max_kept`` bytes waiting are given up (a RuntimeError says how many).
+    """
+
+    max_kept = 256 << 20
 
     def __init__(self, directory: Path, suffix: str):
         self.directory = directory
         self.suffix = suffix
         self.file: Any = None
         self.path: Path | None = None
+        self.kept = bytearray()
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -671,25 +680,52 @@ class _RunFile:
         # lexical order TensorBoard reads a directory in.
         name = f"{_EVENTS}{now:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
         self.path = self.directory / name
-        self.file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
-        self.file.write(frame_records([encode_file_version_event(now)]))
+        # Unbuffered and kept open for the run: ``kept`` is the only buffer.
+        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self.kept[:0] = frame_records([encode_file_version_event(now)])
 
     def write(self, records: list[bytes]) -> None:
+        self.kept += frame_records(records)
         if self.file is None:
             self.open()
-        self.file.write(frame_records(records))
-        self.file.flush()
+        self._write_kept()
+
+    def _write_kept(self) -> None:
+        kept, done = self.kept, 0
+        try:
+            with memoryview(kept) as view:
+                while done < len(view):  # a raw write may be partial
+                    done += self.file.write(view[done:])
+        except OSError:
+            del kept[:done]  # what reached the file is not written again
+            if len(kept) > self.max_kept:
+                lost = len(kept)
+                kept.clear()
+                raise RuntimeError(f"{self.path}: {lost} bytes of events could not be "
+                                   "written and are given up") from None
+            raise
+        kept.clear()
 
     def sync(self) -> None:
         if self.file is not None:
-            self.file.flush()
+            if self.kept:
+                self._write_kept()
             os.fsync(self.file.fileno())
 
     def close(self) -> None:
         if self.file is not None:
-            self.sync()
-            self.file.close()
-            self.file = None
+            try:
+                if self.kept:
+                    keep_trying(self._write_kept)
+                os.fsync(self.file.fileno())
+            except OSError as exc:
+                lost, self.kept = len(self.kept), bytearray()
+                raise OSError(exc.errno, f"{self.path}: {lost} bytes of events "
+                              f"(tried again at close) could not be "
+                              f"written: {describe_os_error(exc)}") from exc
+            finally:
+                self.file.close()
+                self.file = None
 
 
 ErrorCallback = Callable[[str, BaseException], None]
@@ -727,6 +763,7 @@ class TensorBoardSink:
         self._put = 0
         self._done = 0
         self._files: dict[str, _RunFile] = {}
+        self._failing: set[str] = set()  # runs whose writes fail now (a full disk)
         self._metadata: dict[str, str] = {}
         # What the files found in the run directories hold, read on the first write-back:
         # (run, tag) -> the highest step of a scalar, and (run, tag, step, text) of each text.
@@ -922,14 +959,24 @@ class TensorBoardSink:
             if records:
                 try:
                     self._file(run).write(records)
+                except OSError as exc:  # kept by the file for its next write: said once
+                    if run not in self._failing:
+                        self._failing.add(run)
+                        self._fail(f"write {run}", exc)
                 except Exception as exc:
                     self._fail(f"write {run}", exc)
+                else:
+                    self._failing.discard(run)
         pending.clear()
 
     def _sync(self) -> None:
         for run, file in self._files.items():
             try:
                 file.sync()
+            except OSError as exc:  # said once per spell, as a write's
+                if run not in self._failing:
+                    self._failing.add(run)
+                    self._fail(f"sync {run}", exc)
             except Exception as exc:
                 self._fail(f"sync {run}", exc)
 

@@ -19,13 +19,18 @@ from eventbus import read_log
 
 WORKER = textwrap.dedent("""
     import os, resource, signal, sys, warnings
+    import eventbus.sink
     from eventbus import Bus, SinkFailureWarning
-    from plugins import CSVLogger, EarlyStopping
+    eventbus.sink.CLOSE_RETRY_SECONDS = 0.3  # a disk still full at close: given up sooner
+    from plugins import CSVLogger, EarlyStopping, TensorBoard
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write is an error, not a signal
     log, table, room_again = sys.argv[1], sys.argv[2], int(sys.argv[3])
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     full = 16 if log.endswith(".parquet") else os.path.getsize  # a segment is a new file
-    bus = Bus([EarlyStopping(patience=100), CSVLogger(table)], log=log, learning_rate=0.1)
+    plugins = [EarlyStopping(patience=100), CSVLogger(table)]
+    if log.endswith(".parquet"):
+        plugins.append(TensorBoard(os.path.join(os.path.dirname(log), "tb")))
+    bus = Bus(plugins, log=log, learning_rate=0.1)
     bus.train_begin({"epochs": 8})
     for epoch in range(8):
         if epoch == 2:  # the disk fills: the log cannot grow past its size now
@@ -41,8 +46,7 @@ WORKER = textwrap.dedent("""
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         bus.close()
-    print("failures:", [f.error for f in bus.failures])
-    print("\\n".join(str(w.message) for w in shown))
+    print("\\n".join(f"{f.sink}: {f.error}: {f.message}" for f in bus.failures))
 """)
 
 
@@ -76,8 +80,8 @@ def test_a_brief_disk_full_loses_no_record(tmp_path):
 def test_a_brief_disk_full_loses_no_record_of_a_parquet_log(tmp_path):
     """The segments that could not be written are kept and written once they can: every
     record, once, and the fault in the log itself (it has room again by the run's end). The
-    CSV table, which could not grow either, keeps its rows the same way: one per epoch, no
-    half row."""
+    CSV table and the TensorBoard files, which could not grow either, keep theirs the same
+    way: a CSV row per epoch, no half row, every epoch's scalar in TensorBoard's reader."""
     log, table = tmp_path / "events.parquet", tmp_path / "history.csv"
     run_worker(log, table)
     records = list(read_log(log))
@@ -85,13 +89,20 @@ def test_a_brief_disk_full_loses_no_record_of_a_parquet_log(tmp_path):
     assert [r.epoch for r in records if r.kind == "epoch_end"] == list(range(8))
     assert sum(r.kind == "batch_end" for r in records) == 8 * 20
     faults = [r for r in records if r.kind == "sink_failed"]
-    assert {f.sink for f in faults} == {f"parquet {log}", "CSVLogger"}  # once each
-    assert len(faults) == 2 and all("errno 27" in f.message for f in faults)
+    # Once for the spell: each sink, and TensorBoard once per run directory it writes.
+    assert sorted(f.sink for f in faults) == ["CSVLogger", "TensorBoard", "TensorBoard",
+                                              f"parquet {log}"]
+    assert all("rrno 27" in f.message for f in faults)  # naming EFBIG
     assert [r.kind for r in records][-1] == "train_end"
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["epoch"]) for row in rows] == list(range(8))
     assert all(float(row["val_loss"]) == 1.0 / (1 + int(row["epoch"])) for row in rows)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(tmp_path / "tb" / "validation"))
+    scalars.Reload()
+    assert [e.step for e in scalars.Scalars("epoch_loss")] == list(range(8))
 
 
 @pytest.mark.parametrize("name", ["events.jsonl", "events.parquet"])
