@@ -84,14 +84,15 @@ class FailingWrites:
     def __init__(self) -> None:
         self.fault: OSError | None = None
 
-    def failed(self, run: Any, sink: str, event: str, exc: OSError, kept: str) -> None:
-        """``exc`` stopped a write of ``sink``; ``kept`` says what waits for the next try."""
+    def failed(self, run: Any, sink: str, event: str, exc: OSError, kept: str,
+               then: str = "written at the next flush that can") -> None:
+        """``exc`` stopped a write of ``sink``; ``kept`` says what waits, ``then`` when it is
+        tried again."""
         if self.fault is not None:
             return
         self.fault = exc
         run.report(SinkFailed(sink=sink, event=event, error=type(exc).__name__,
-                              message=f"{describe_os_error(exc)}; {kept}, written at the next "
-                                      "flush that can"))
+                              message=f"{describe_os_error(exc)}; {kept}, {then}"))
 
     def over(self) -> None:
         self.fault = None

@@ -35,6 +35,7 @@ from eventbus import Plugin, Sink, hookimpl
 from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning, WeightsRestored
 from eventbus.run import Run
+from eventbus.sink import FailingWrites
 from sinks.backup import LATEST, LOG, PREVIOUS, BackupFiles, snapshot_file
 
 from .monitor import require_bool, require_path, require_save_freq
@@ -92,6 +93,9 @@ class BackupAndRestore(Plugin, Sink):
         self._restored = False
         self._batches = 0
         self._outbox: list[Any] = []
+        self._failing = FailingWrites()
+        #: Snapshots whose file a full disk refused: tag -> metadata, written at the next save.
+        self._unsaved: dict[str, dict[str, Any]] = {}
 
     # --- starting: a fresh backup, or a resume --------------------------------------------------
 
@@ -184,18 +188,37 @@ class BackupAndRestore(Plugin, Sink):
         model = run.model
         if model is None:
             return  # nothing to back up but the log, which the bus writes
-        self.files.save(model, {
-            "run_id": run.run_id, "epochs_finished": epochs_finished, "epoch": record["epoch"],
-            "batch": record.get("batch"), "step": run.step, "seq": record["seq"]})
+        try:
+            for tag in list(self._unsaved):  # the bus still keeps their weights
+                self._write_snapshot(run, tag, self._unsaved[tag])
+            self.files.save(model, {
+                "run_id": run.run_id, "epochs_finished": epochs_finished,
+                "epoch": record["epoch"], "batch": record.get("batch"), "step": run.step,
+                "seq": record["seq"]})
+        except OSError as exc:  # a full disk: the next save writes newer weights
+            self._failing.failed(run, run.label(self), record["kind"], exc,
+                                 f"the backup after epoch {epochs_finished} was not written",
+                                 "the next one is tried at the next save")
+            return
+        self._failing.over()
 
     def _snapshot(self, run: Run, record: dict[str, Any]) -> None:
         """Back up weights as soon as the bus keeps them (the decision is applied first)."""
-        weights = run.snapshots.get(record["tag"])
-        if weights is None:
-            return  # no model adapter: the bus recorded a warning already
         epoch = record.get("epoch")
-        self.files.save_snapshot(record["tag"], weights, {
-            "run_id": run.run_id, "epoch": epoch, "epochs_finished": (epoch or 0) + 1})
+        metadata = {"run_id": run.run_id, "epoch": epoch, "epochs_finished": (epoch or 0) + 1}
+        try:
+            self._write_snapshot(run, record["tag"], metadata)
+        except OSError as exc:  # kept by the bus: written with the next save
+            self._unsaved[record["tag"]] = metadata
+            self._failing.failed(run, run.label(self), record["kind"], exc,
+                                 f"the weights kept as {record['tag']!r} were not backed up",
+                                 "they are tried again at the next save")
+
+    def _write_snapshot(self, run: Run, tag: str, metadata: dict[str, Any]) -> None:
+        weights = run.snapshots.get(tag)
+        if weights is not None:  # None: no model adapter, the bus recorded a warning already
+            self.files.save_snapshot(tag, weights, metadata)
+        self._unsaved.pop(tag, None)
 
     def _end(self, run: Run) -> None:
         if not self.delete_checkpoint:

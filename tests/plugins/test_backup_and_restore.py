@@ -504,3 +504,58 @@ class TestRestoreThroughTheBus:
         (restored,) = [r for r in kept if r.kind == "weights_restored"]
         assert (restored.source, restored.tag, restored.epoch) == (
             "BackupAndRestore", "backup:latest.weights.h5", 4)
+
+
+class TestAFullDisk:
+    """A backup the disk refuses (ENOSPC) leaves the plugin on: the next save writes newer
+    weights, and a snapshot the disk refused is written with the next save, from the weights
+    the bus still keeps. The spell is one sink_failed in the backup's log."""
+
+    def test_the_next_epoch_is_backed_up_and_the_snapshot_written_after(self, tmp_path,
+                                                                      monkeypatch):
+        import errno
+
+        from sinks.backup import BackupFiles, snapshot_file
+
+        real_save, real_snapshot = BackupFiles.save, BackupFiles.save_snapshot
+        full = {"epochs": {1, 2}}
+
+        def refuse(epochs_finished):
+            if epochs_finished in full["epochs"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def save(self, model, metadata):
+            refuse(metadata["epochs_finished"])
+            real_save(self, model, metadata)
+
+        def save_snapshot(self, tag, weights, metadata):
+            refuse(metadata["epochs_finished"] if full["epochs"] else None)
+            real_snapshot(self, tag, weights, metadata)
+
+        monkeypatch.setattr(BackupFiles, "save", save)
+        monkeypatch.setattr(BackupFiles, "save_snapshot", save_snapshot)
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        backup = BackupAndRestore(tmp_path / "backup", delete_checkpoint=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SinkFailureWarning)
+            with Bus([EarlyStopping(monitor="val_loss", patience=9, restore_best_weights=True),
+                      backup], model=model) as bus:
+                bus.train_begin({"epochs": 5})
+                for epoch in range(5):
+                    bus.epoch_begin(epoch)
+                    model.weights["w"] += 1
+                    if epoch == 2:
+                        full["epochs"] = set()  # room again
+                    bus.epoch_end(epoch, {"val_loss": [0.9, 0.5, 0.6, 0.7, 0.8][epoch]})
+                bus.train_end()
+        assert [f.error for f in bus.failures] == ["OSError"]  # once for the spell
+        latest = load_checkpoint(tmp_path / "backup" / LATEST)
+        assert latest.metadata["epochs_finished"] == 5
+        assert latest.weights["w"].tolist() == [5.0, 5.0]
+        tags = {r.tag for r in read_log(backup.log_path) if r.kind == "snapshot_weights"}
+        assert len(tags) == 1
+        best = load_checkpoint(tmp_path / "backup" / snapshot_file(tags.pop()))
+        assert best.weights["w"].tolist() == [2.0, 2.0]  # epoch 1's, written at epoch 2's save
+        faults = [r for r in read_log(backup.log_path) if r.kind == "sink_failed"]
+        assert len(faults) == 1 and "errno 28" in faults[0].message
+        assert faults[0].sink == "BackupAndRestore"
