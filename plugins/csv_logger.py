@@ -50,6 +50,11 @@ class CSVLogger(Plugin, Sink):
         self._run: Run | None = None
         self._failing = FailingWrites()
 
+    @property
+    def sep(self) -> str:
+        """Keras's name for ``separator``."""
+        return self.separator
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["filename"] = self.filename

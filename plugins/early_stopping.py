@@ -8,6 +8,8 @@ and to put them back at ``train_end`` (``restore_weights``).
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from eventbus import ConfigError, Plugin, hookimpl
@@ -94,9 +96,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             self.tracker.resolve(f"epoch_end (epoch {epoch + 1})")
         value = logs.get(name)
         if value is None:
-            return self.tracker.missing(
-                logs, f"Early stopping conditioned on metric `{name}` which is not available. "
-                      f"Available metrics are: {','.join(logs)}")
+            return self.tracker.missing(logs, self._not_available(logs))
         if epoch < self.start_from_epoch:
             return None
 
@@ -120,6 +120,19 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             self.stopped_epoch = epoch
             out.append(stop)
         return out or None
+
+    def get_monitor_value(self, logs: Mapping[str, Any] | None) -> Any:
+        """Keras's: the monitored metric's value in ``logs``, or None, with a warning that
+        lists the metrics there (a hook records that warning instead)."""
+        logs = logs or {}
+        value = logs.get(self.tracker.monitor)
+        if value is None:
+            warnings.warn(self._not_available(logs), stacklevel=2)
+        return value
+
+    def _not_available(self, logs: Mapping[str, Any]) -> str:
+        return (f"Early stopping conditioned on metric `{self.tracker.monitor}` which is not "
+                f"available. Available metrics are: {','.join(logs)}")
 
     def _stop(self, epoch: int, value: float, improved: bool) -> StopTraining | None:
         name = self.tracker.monitor

@@ -198,7 +198,7 @@ class TensorBoard(Plugin, Sink):
         self.write_images = require_bool(write_images, "write_images", name)
         self.write_steps_per_second = require_bool(write_steps_per_second,
                                                    "write_steps_per_second", name)
-        self.update_freq = update_freq
+        self.update_freq = 1 if update_freq == "batch" else update_freq  # as Keras keeps it
         self.profile_batch = 0
         self.embeddings_freq = embeddings_freq
         self.embeddings_layer_names = require_names(embeddings_layer_names,

@@ -223,6 +223,29 @@ class TestKerasNames:
         assert EarlyStopping(monitor="val_acc").monitor_op(2.0, 1.0)
         assert not EarlyStopping(monitor="val_loss").monitor_op(np.float64(2.0), 1.0)
 
+    def test_get_monitor_value_is_keras_s(self) -> None:
+        """EarlyStopping.get_monitor_value(logs): the value, or None and Keras's warning
+        listing the metrics there."""
+        stopper = EarlyStopping(monitor="val_loss")
+        assert stopper.get_monitor_value({"val_loss": 0.25, "loss": 0.5}) == 0.25
+        with pytest.warns(UserWarning, match="`val_loss` which is not available. Available "
+                                             "metrics are: loss,acc"):
+            assert stopper.get_monitor_value({"loss": 0.5, "acc": 0.75}) is None
+        with pytest.warns(UserWarning, match="Available metrics are: $"):
+            assert stopper.get_monitor_value(None) is None
+
+    def test_other_keras_attributes(self, tmp_path) -> None:
+        """CSVLogger's separator reads as Keras's ``sep``; TensorBoard keeps
+        ``update_freq="batch"`` as Keras does, as 1 (the log header keeps what was given)."""
+        from plugins import CSVLogger, TensorBoard
+
+        assert CSVLogger(str(tmp_path / "t.csv"), separator=";").sep == ";"
+        board = TensorBoard(str(tmp_path / "tb"), update_freq="batch")
+        assert board.update_freq == 1
+        assert board.get_config()["update_freq"] == "batch"
+        assert TensorBoard(str(tmp_path / "tb"), update_freq=5).update_freq == 5
+        assert TensorBoard(str(tmp_path / "tb")).update_freq == "epoch"
+
 
 class TestChecks:
     @pytest.mark.parametrize("value", [True, "1", None, 1.5])
