@@ -39,7 +39,7 @@ from .monitor import (
     require_save_freq,
 )
 
-__all__ = ["ModelCheckpoint"]
+__all__ = ["MissingFieldError", "ModelCheckpoint"]
 
 _EXTENSIONS = (".keras", ".h5", ".hdf5")
 #: The widest width or precision a field's format spec may ask for. ``{epoch:>60000000}`` would
@@ -90,6 +90,14 @@ def _template_fields(filepath: str, plugin: str) -> tuple[str, ...]:
                               plugin=plugin, field="filepath")
         names.append(name)
     return tuple(names)
+
+
+class MissingFieldError(ConfigError, KeyError):
+    """A filepath field the save's logs do not have: a ConfigError (a ValueError) naming the
+    plugin and the field, and a KeyError, as Keras's ModelCheckpoint raises for it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not KeyError's quoted repr
 
 
 class ModelCheckpoint(KerasMonitorNames, Plugin):
@@ -351,7 +359,7 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
             values["batch"] = batch + 1
         missing = [f for f in self._fields if f not in values]
         if missing:
-            raise ConfigError(
+            raise MissingFieldError(
                 f"{type(self).name}: filepath {self.filepath!r} needs {{{missing[0]}}}, which "
                 f"is not available at epoch {epoch + 1}"
                 + (f" batch {batch + 1}" if batch is not None else "")

@@ -472,6 +472,8 @@ def test_a_config_error_at_a_batch_end_leaves_fit_as_a_value_error_too(tmp_path)
     with pytest.raises(ValueError, match=r"needs \{val_loss\}.* batch 2") as info:
         fit(tiny_model(), [ModelCheckpoint(pattern, save_freq=2, save_weights_only=True)])
     assert isinstance(info.value, ConfigError)
+    assert isinstance(info.value, KeyError)  # what Keras's ModelCheckpoint raises for it
+    assert str(info.value).startswith("ModelCheckpoint: filepath")  # not KeyError's repr
     assert (info.value.plugin, info.value.field) == ("ModelCheckpoint", "filepath")
     log = tmp_path / "bridge.jsonl"
     with Bus([ModelCheckpoint(pattern, save_freq=2, save_weights_only=True)],
