@@ -26,6 +26,7 @@ import hashlib
 import math
 import os
 import re
+import secrets
 import stat
 import string
 import tempfile
@@ -139,15 +140,17 @@ def _fsync_dir(directory: str) -> None:
 def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *,
                      metadata: Mapping[str, Any] | None = None,
                      model_config: Mapping[str, Any] | None = None,
-                     optimizer: Mapping[str, Any] | None = None) -> tuple[int, str]:
-    """Write a checkpoint to ``path`` atomically; returns its size in bytes and its sha256."""
+                     optimizer: Mapping[str, Any] | None = None,
+                     keep_previous: bool = False) -> tuple[int, str]:
+    """Write a checkpoint to ``path`` atomically; returns its size in bytes and its sha256.
+    ``keep_previous``: see :func:`write_atomically`."""
     import h5py  # lazily: importing the sink module must not load HDF5 for runs that never save
 
     def fill(tmp: str) -> None:
         with h5py.File(tmp, "w") as file:
             _fill(file, weights, metadata or {}, model_config, optimizer)
 
-    return write_atomically(path, fill)
+    return write_atomically(path, fill, keep_previous=keep_previous)
 
 
 def _suffix(name: str) -> str:
@@ -155,8 +158,8 @@ def _suffix(name: str) -> str:
     return ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
 
 
-def write_atomically(path: str | os.PathLike[str],
-                     fill: Callable[[str], None]) -> tuple[int, str]:
+def write_atomically(path: str | os.PathLike[str], fill: Callable[[str], None], *,
+                     keep_previous: bool = False) -> tuple[int, str]:
     """Have ``fill`` write a file at a temporary path, then move it to ``path`` atomically;
     returns its size in bytes and its sha256.
 
@@ -164,6 +167,10 @@ def write_atomically(path: str | os.PathLike[str],
     Keras's ``model.save`` chooses the format by the ending). It is flushed and fsynced, then
     renamed over the target with ``os.replace`` (and the folder fsynced): a crash leaves either
     the previous file or the new one at the target, never a partial file.
+
+    ``keep_previous``: the file the new one replaces stays, whole, at :func:`previous_path`
+    (a hard link made before the rename): a crash after the rename but before the event log
+    recorded the save leaves the file the log does record there.
     """
     target = os.path.abspath(os.fspath(path))
     if os.path.isdir(target):
@@ -179,6 +186,8 @@ def write_atomically(path: str | os.PathLike[str],
         fill(tmp)
         os.chmod(tmp, new_file_mode())  # mkstemp's is private: the mode open() would give
         size, digest = _fsync_and_hash(tmp)
+        if keep_previous:
+            _keep_previous(target)
         with open(tmp, "rb") as written:  # the inode written, whatever is at the name later
             os.replace(tmp, target)
             _remember(os.fstat(written.fileno()))
@@ -188,6 +197,36 @@ def write_atomically(path: str | os.PathLike[str],
         raise
     _fsync_dir(directory)
     return size, digest
+
+
+def previous_path(path: str) -> str:
+    """Where a checkpoint writer keeps the file a save replaced (``keep_previous``): hidden
+    beside it, ending as it does, so a framework's loader reads it by its ending."""
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.previous{_suffix(name)}")
+
+
+def _keep_previous(target: str) -> None:
+    """The regular file at ``target``, linked at its previous path (a link at ``target`` is
+    not followed: nothing is kept). A file system without hard links keeps nothing."""
+    try:
+        if not stat.S_ISREG(os.lstat(target).st_mode):
+            return
+        previous = previous_path(target)
+        # Linked under a fresh name, then renamed: the previous path always holds a whole file.
+        linked = f"{previous}.{secrets.token_hex(8)}.tmp"
+        os.link(target, linked, follow_symlinks=False)
+        os.replace(linked, previous)
+    except OSError:
+        pass  # durability only: the save itself goes on
+
+
+def remove_previous(path: str) -> None:
+    """Remove the file :func:`previous_path` keeps for ``path``, if it is a regular file."""
+    previous = previous_path(path)
+    with suppress(OSError):
+        if stat.S_ISREG(os.lstat(previous).st_mode):
+            os.unlink(previous)
 
 
 #: The files this process wrote, (device, inode) -> (size, mtime, ctime) as written: one still
@@ -633,6 +672,13 @@ class HDF5CheckpointWriter(Plugin, Sink):
     def open(self, run: Run) -> None:
         self._run = run
 
+    def close(self) -> None:
+        """The log holds every save by now (it is flushed at every decision): the files kept
+        in case a crash came between a save and its record go."""
+        for path, entry in self._written.items():
+            if entry.live:
+                remove_previous(path)
+
     def _deferred(self, run: Run) -> bool:
         return self.auto and any(
             p is not self and getattr(p, "writes_checkpoints", False) and
@@ -781,6 +827,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
             problem = place if isinstance(place, str) else _remove(path, place, entry)
         if problem is None:
             assert entry is not None
+            if entry.live:
+                remove_previous(path)  # a path this process wrote: its name is the user's
             self._written.pop(path, None)
             self._saved.pop(path, None)
             return CheckpointDeleted(path=path, sha256=entry.sha256)
@@ -822,7 +870,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
         weights_only = record.get("weights_only", False)
         save = getattr(model, "save", None)
         if callable(save):  # the framework's own format, which its users load
-            return write_atomically(record["path"], lambda tmp: save(tmp, weights_only))
+            return write_atomically(record["path"], lambda tmp: save(tmp, weights_only),
+                                    keep_previous=True)
         if record["path"].endswith(".keras"):
             raise ValueError(f"{record['path']}: a .keras file is Keras's format; this model "
                              f"adapter ({type(model).__name__}) writes HDF5: name the file "
@@ -843,7 +892,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
             if callable(getattr(model, "get_optimizer_state", None)):
                 optimizer = model.get_optimizer_state()
         return write_checkpoint(record["path"], model.get_weights(), metadata=metadata,
-                                model_config=config, optimizer=optimizer)
+                                model_config=config, optimizer=optimizer, keep_previous=True)
 
     # --- resuming: the newest checkpoint the log vouches for goes back into the model --------
 
@@ -856,6 +905,19 @@ class HDF5CheckpointWriter(Plugin, Sink):
             place = self._place(path, entry, run)
             held = place if isinstance(place, str) else _hold(path, place)
             problem = held if isinstance(held, str) else _check(held, entry)
+            if problem is not None and not isinstance(place, str):
+                # A crash after a save replaced the file and before the log recorded it: the
+                # file the log records is the one kept beside it.
+                previous = _hold_previous(path, place, entry)
+                if previous is not None:
+                    if not isinstance(held, str):
+                        held.close()
+                    held, problem = previous, None
+                    out.append(WarningRecord(
+                        source=label, message=f"{label}: resume: the checkpoint {path} was "
+                        "saved again after the log's last record of it (a crash in between); "
+                        "the file the log records, kept beside it, is restored",
+                        details={"path": path, "seq": entry.seq}))
             if problem is not None:
                 if not isinstance(held, str):
                     held.close()
@@ -1098,6 +1160,23 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
         return f"cannot be read ({exc.strerror or exc})"
     finally:
         _close(folder)
+    return held
+
+
+def _hold_previous(path: str, place: tuple[str, list[str]] | None,
+                   entry: _Saved) -> _Held | None:
+    """The file :func:`previous_path` keeps for ``path``, open, if it is what ``entry``
+    records (opened as :func:`_hold` opens ``path``: no link followed)."""
+    previous = previous_path(path)
+    if place is not None:
+        root, names = place
+        place = (root, [*names[:-1], os.path.basename(previous)])
+    held = _hold(previous, place)
+    if isinstance(held, str):
+        return None
+    if _check(held, entry) is not None:
+        held.close()
+        return None
     return held
 
 

@@ -259,3 +259,75 @@ def test_a_killed_writes_leftover_is_removed_by_the_next_write(tmp_path):
     write_checkpoint(target, {"w": np.ones(3)})
     assert not leftover.exists() and other.exists()
     np.testing.assert_array_equal(load_checkpoint(target).weights["w"], np.ones(3))
+
+
+KILLED_AFTER_THE_RENAME = """
+import os, signal, sys
+import numpy as np
+import sinks.hdf5 as hdf5
+from eventbus import Bus, NumpyModel
+from plugins import ModelCheckpoint
+
+folder, kill_at = sys.argv[1], int(sys.argv[2])
+target = os.path.join(folder, "last.h5")
+real_replace, saves = os.replace, [0]
+
+
+class KillingOs:
+    # sinks.hdf5's os: killed right after the rename of save number kill_at into place,
+    # before the bus flushes the records of that save into the log.
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def replace(self, source, destination):
+        real_replace(source, destination)
+        if os.fspath(destination) == target:
+            saves[0] += 1
+            if saves[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+if kill_at:
+    hdf5.os = KillingOs()
+model = NumpyModel({"w": np.zeros(4)}, learning_rate=0.1)
+bus = Bus([ModelCheckpoint(target)], log=os.path.join(folder, "run.jsonl"), model=model,
+          resume=True)
+print(bus.initial_epoch, float(model.weights["w"][0]), flush=True)
+bus.train_begin({"epochs": 6})
+for epoch in range(bus.initial_epoch, 6):
+    bus.epoch_begin(epoch)
+    model.weights["w"] += 1  # the weights count the epochs trained
+    bus.epoch_end(epoch, {"loss": 1.0})
+bus.train_end()
+bus.close()
+print(float(model.weights["w"][0]))
+"""
+
+
+def test_killed_between_a_save_and_its_record_the_resume_restores_the_kept_file(tmp_path):
+    """ModelCheckpoint saving every epoch to one path: SIGKILL right after epoch 3's file is
+    renamed over epoch 2's, before the log has epoch 3. The log's last checkpoint is epoch 2's,
+    which the writer kept beside the new file: the resume restores it (the weights of 3 epochs)
+    and the run ends with the weights of all 6; a clean end leaves no kept file."""
+    import subprocess
+    import sys
+
+    from eventbus import read_log
+
+    def run(kill_at: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_RENAME, str(tmp_path),
+                               str(kill_at)], capture_output=True, text=True, timeout=120)
+
+    killed = run(4)
+    assert killed.returncode == -9, killed.stderr
+    assert load_checkpoint(tmp_path / "last.h5").weights["w"][0] == 4.0  # ahead of the log
+    assert [r.epoch for r in read_log(tmp_path / "run.jsonl") if r.kind == "epoch_end"] == \
+        [0, 1, 2]
+    resumed = run(0)
+    assert resumed.returncode == 0, resumed.stderr
+    start, final = resumed.stdout.split("\n")[:2]
+    assert start.split() == ["3", "3.0"]  # epoch 3 again, from the weights of epochs 0-2
+    assert float(final) == 6.0
+    warnings = [r.message for r in read_log(tmp_path / "run.jsonl") if r.kind == "warning"]
+    assert any("kept beside it, is restored" in m for m in warnings), warnings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
