@@ -55,7 +55,8 @@ from .records import SinkFailed
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["CLOSE_RETRY_SECONDS", "FailingWrites", "RecordDict", "Sink", "keep_trying"]
+__all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "FailingWrites", "RecordDict", "Sink",
+           "is_transient", "keep_trying"]
 
 T = TypeVar("T")
 
@@ -63,6 +64,18 @@ T = TypeVar("T")
 #: before it gives that up: a disk filled for a moment (another process's temporary files)
 #: often has room again within it.
 CLOSE_RETRY_SECONDS = 2.0
+
+
+#: Errors of a disk that may have room again later (full, over quota, a file size limit, a
+#: network filesystem's hiccup), as opposed to a path that cannot be written at all.
+TRANSIENT_ERRNOS = frozenset(code for code in (
+    errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG, errno.EIO, errno.EAGAIN,
+    errno.EINTR, getattr(errno, "ETIMEDOUT", None)) if code is not None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write failure that may pass (see :data:`TRANSIENT_ERRNOS`)."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -52,6 +52,7 @@ from eventbus.records import (
 )
 from eventbus.records import Warning as WarningRecord
 from eventbus.run import Run
+from eventbus.sink import is_transient
 
 from .isolated import parse_seconds, run_isolated
 
@@ -664,6 +665,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: the run it resumes. Only these are ever removed, and those from the log only by
         #: the rule of :meth:`_place`.
         self._written: dict[str, _Saved] = {}
+        #: Saves a full disk refused (this process's own format only), by path, oldest first:
+        #: (the decision, its write with the weights copied), tried again at every record.
+        self._kept: dict[str, tuple[dict[str, Any], Callable[[], tuple[int, str]]]] = {}
         #: delete_checkpoint decisions of the resumed log with no checkpoint_deleted after
         #: them (the crash came between the two), by seq: (path, source), carried out when the
         #: run resumes.
@@ -672,12 +676,24 @@ class HDF5CheckpointWriter(Plugin, Sink):
     def open(self, run: Run) -> None:
         self._run = run
 
-    def close(self) -> None:
-        """The log holds every save by now (it is flushed at every decision): the files kept
-        in case a crash came between a save and its record go."""
+    def close(self) -> Any:
+        """A last try of the saves a full disk refused (what is still refused is a
+        sink_failed naming them); then, the log holding every save by now (it is flushed at
+        every decision), the files kept in case a crash came between a save and its record
+        go."""
+        run, out = self._run, []
+        if self._kept and run is not None:
+            out = self._retry(run)
+            if self._kept:
+                lost = ", ".join(f"{path} (epoch {record.get('epoch')})"
+                                 for path, (record, _) in self._kept.items())
+                self._kept.clear()
+                out.append(SinkFailed(sink=run.label(self), event="close", error="OSError",
+                                      message=f"the saves of {lost} could not be written"))
         for path, entry in self._written.items():
             if entry.live:
                 remove_previous(path)
+        return out or None
 
     def _deferred(self, run: Run) -> bool:
         return self.auto and any(
@@ -724,11 +740,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 return self._finish_deletes(run)
         if kind == "delete_checkpoint":
             return self._delete(record, run)
+        kept = self._retry(run) if self._kept else []
         if kind != "save_checkpoint":
             if self._pending and run.model is not None:
                 self._pending = False
-                return self._restore(run)
-            return None
+                return kept + self._restore(run)
+            return kept or None
         path = record["path"]
         model = run.model
         if model is None:
@@ -736,16 +753,55 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 message=f"save_checkpoint from {record['source']!r} needs a model adapter; the "
                         f"bus has none (Bus(model=...)), so {path} was not written",
                 details={"path": path})
+        save = self._save_of(record, model, run)
         try:
-            size, digest = self._write(record, model, run)
+            size, digest = save()
         except Exception as exc:  # noqa: BLE001 - any write failure is the sink's to record
             # Returned rather than raised: a raising sink is switched off for the whole run.
-            return SinkFailed(sink=run.label(self), event=record["kind"],
-                              error=type(exc).__name__, message=str(exc))
+            then = ""
+            if is_transient(exc) and not callable(getattr(model, "save", None)):
+                # A full disk: these weights (held, copied) are written at the next record.
+                self._keep(record, save)
+                then = "; the weights are kept and written at the writer's next record"
+            return [*kept, SinkFailed(sink=run.label(self), event=record["kind"],
+                                      error=type(exc).__name__, message=f"{exc}{then}")]
+        return [*kept, self._saved_now(record, size, digest)]
+
+    def _saved_now(self, record: dict[str, Any], size: int, digest: str) -> CheckpointSaved:
+        path = record["path"]
         self._written[path] = _Saved(sha256=digest, size=size, seq=record["seq"],
                                      epoch=record.get("epoch"), decided_by=record.get("source"),
                                      live=True)
-        return CheckpointSaved(path=path, size=size, sha256=digest)
+        self._kept.pop(path, None)  # a newer save of the path: the kept one is superseded
+        return CheckpointSaved(path=path, size=size, sha256=digest, cause_seq=record["seq"],
+                               epoch=record.get("epoch"))
+
+    def _keep(self, record: dict[str, Any], save: Callable[[], tuple[int, str]]) -> None:
+        if isinstance(save, _Save):
+            save.copy()  # the arrays may be the model's own: training goes on
+        self._kept.pop(record["path"], None)
+        self._kept[record["path"]] = (record, save)
+        while len(self._kept) > _MAX_KEPT_SAVES:  # memory: each holds a copy of the weights
+            self._kept.pop(next(iter(self._kept)))
+
+    def _retry(self, run: Run) -> list[Any]:
+        """Write the saves a full disk refused, oldest first: their checkpoint_saved records
+        name the decisions that asked for them."""
+        out: list[Any] = []
+        for path, (record, save) in list(self._kept.items()):
+            try:
+                size, digest = save()
+            except OSError as exc:
+                if is_transient(exc):
+                    break  # still full: tried again at the next record
+                self._kept.pop(path, None)
+                out.append(SinkFailed(sink=run.label(self), event="save_checkpoint",
+                                      error=type(exc).__name__, message=f"{exc}; the kept "
+                                      f"save of {path} (epoch {record.get('epoch')}) is given "
+                                      "up", cause_seq=record["seq"]))
+            self._kept.pop(path, None)
+            out.append(self._saved_now(record, size, digest))
+        return out
 
     # --- what of a log's paths the writer may touch ------------------------------------------
 
@@ -866,12 +922,15 @@ class HDF5CheckpointWriter(Plugin, Sink):
         self._unfinished.clear()
         return out
 
-    def _write(self, record: dict[str, Any], model: Any, run: Run) -> tuple[int, str]:
+    def _save_of(self, record: dict[str, Any], model: Any,
+                 run: Run) -> Callable[[], tuple[int, str]]:
+        """The write of this save, ready to call (and to call again: what it writes is taken
+        from the model now, weights copied)."""
         weights_only = record.get("weights_only", False)
         save = getattr(model, "save", None)
         if callable(save):  # the framework's own format, which its users load
-            return write_atomically(record["path"], lambda tmp: save(tmp, weights_only),
-                                    keep_previous=True)
+            return lambda: write_atomically(record["path"], lambda tmp: save(tmp, weights_only),
+                                            keep_previous=True)
         if record["path"].endswith(".keras"):
             raise ValueError(f"{record['path']}: a .keras file is Keras's format; this model "
                              f"adapter ({type(model).__name__}) writes HDF5: name the file "
@@ -891,8 +950,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 config = model.get_config()
             if callable(getattr(model, "get_optimizer_state", None)):
                 optimizer = model.get_optimizer_state()
-        return write_checkpoint(record["path"], model.get_weights(), metadata=metadata,
-                                model_config=config, optimizer=optimizer, keep_previous=True)
+        return _Save(record["path"], model.get_weights(), metadata, config, optimizer)
 
     # --- resuming: the newest checkpoint the log vouches for goes back into the model --------
 
@@ -1161,6 +1219,32 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
     finally:
         _close(folder)
     return held
+
+
+#: Saves a full disk refused that a writer keeps (with a copy of their weights) to write later.
+_MAX_KEPT_SAVES = 4
+
+
+@dataclass
+class _Save:
+    """One checkpoint in this module's format, ready to write (and to write again)."""
+
+    path: str
+    weights: Mapping[str, Any]
+    metadata: dict[str, Any]
+    config: Mapping[str, Any] | None
+    optimizer: Mapping[str, Any] | None
+
+    def __call__(self) -> tuple[int, str]:
+        return write_checkpoint(self.path, self.weights, metadata=self.metadata,
+                                model_config=self.config, optimizer=self.optimizer,
+                                keep_previous=True)
+
+    def copy(self) -> None:
+        """Hold copies of the arrays (an adapter may hand out views of the model's own)."""
+        self.weights = {k: np.array(v, copy=True) for k, v in self.weights.items()}
+        if self.optimizer is not None:
+            self.optimizer = {k: np.array(v, copy=True) for k, v in self.optimizer.items()}
 
 
 def _hold_previous(path: str, place: tuple[str, list[str]] | None,

@@ -331,3 +331,60 @@ def test_killed_between_a_save_and_its_record_the_resume_restores_the_kept_file(
     warnings = [r.message for r in read_log(tmp_path / "run.jsonl") if r.kind == "warning"]
     assert any("kept beside it, is restored" in m for m in warnings), warnings
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
+
+
+class TestAFullDisk:
+    """A save the disk refuses (ENOSPC) is kept, with a copy of the weights it was asked for,
+    and written at the writer's next record: the best model of save_best_only is not lost
+    for the rest of the run."""
+
+    @staticmethod
+    def refusing(monkeypatch, times: int) -> None:
+        import errno
+
+        real, left = hdf5.write_checkpoint, [times]
+
+        def write_checkpoint(*args, **kwargs):
+            if left[0]:
+                left[0] -= 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(hdf5, "write_checkpoint", write_checkpoint)
+
+    def test_the_refused_save_is_written_with_its_own_weights_at_the_next_record(
+            self, tmp_path, monkeypatch):
+        from plugins import ModelCheckpoint
+
+        self.refusing(monkeypatch, 2)  # epoch 1's save (the best), and the first retry
+        model = NumpyModel({"w": np.zeros(3)}, learning_rate=0.1)
+        writer = RecordingWriter()
+        best = tmp_path / "best.h5"
+        with pytest.warns(UserWarning, match="sink failure"), \
+                Bus([ModelCheckpoint(str(best), save_best_only=True)], model=model,
+                    log=writer) as bus:
+            bus.train_begin()
+            for epoch, loss in enumerate([0.9, 0.1, 0.5, 0.6, 0.7]):
+                bus.epoch_begin(epoch)
+                model.weights["w"] += 1  # the weights count the epochs trained
+                bus.epoch_end(epoch, {"val_loss": loss})
+            bus.train_end()
+        records = writer.records
+        decisions = [r for r in records if r["kind"] == "save_checkpoint"]
+        assert [d["epoch"] for d in decisions] == [0, 1]
+        saved = [r for r in records if r["kind"] == "checkpoint_saved"]
+        assert [s["cause_seq"] for s in saved] == [d["seq"] for d in decisions]
+        checkpoint = load_checkpoint(best)
+        assert checkpoint.weights["w"].tolist() == [2.0, 2.0, 2.0]  # epoch 1's, not later
+        assert checkpoint.metadata["epoch"] == 1
+        failed = [r for r in records if r["kind"] == "sink_failed"]
+        assert len(failed) == 1 and "kept and written" in failed[0]["message"]
+
+    def test_still_refused_at_close_it_is_a_sink_failure_naming_it(self, tmp_path, monkeypatch):
+        self.refusing(monkeypatch, 10**6)
+        with pytest.warns(UserWarning, match="sink failure"):
+            records = _run([str(tmp_path / "a.h5")], NumpyModel(_weights()))
+        failed = [r for r in records if r["kind"] == "sink_failed"]
+        assert [f["event"] for f in failed] == ["save_checkpoint", "close"]
+        assert "a.h5 (epoch 0) could not be written" in failed[1]["message"]
+        assert not (tmp_path / "a.h5").exists()
