@@ -25,6 +25,8 @@ CI log is enough to find the fault.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AbortTraining",
     "CheckpointError",
@@ -80,13 +82,59 @@ class MetricValueError(EventError):
 
 
 class PluginError(EventBusError, RuntimeError):
-    """A plugin raised while handling an event; the fault is in the log as ``plugin_failed``."""
+    """A plugin raised while handling an event; the fault is in the log as ``plugin_failed``.
+
+    The plugin's own exception is the ``__cause__``. Where it is of a built-in class
+    (``ZeroDivisionError``, ``ValueError``, ``KeyError``, ...), the PluginError raised is also
+    an instance of that class (:meth:`raised_for`), so ``except ZeroDivisionError`` around the
+    loop catches it as it would catch a Keras callback's.
+    """
 
     def __init__(self, message: str, *, plugin: str, event: str, seq: int | None = None):
         super().__init__(message)
         self.plugin = plugin
         self.event = event
         self.seq = seq
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # not KeyError's quoted repr
+
+    def __reduce__(self) -> Any:
+        # Pickled (to another process) as a plain PluginError: the mixed class is this one's.
+        return (_plugin_error, (str(self), self.plugin, self.event, self.seq))
+
+    @classmethod
+    def raised_for(cls, cause: BaseException, message: str, *, plugin: str, event: str,
+                   seq: int | None = None) -> PluginError:
+        """A PluginError for ``cause``: of a subclass that is also ``cause``'s class, when that
+        is a built-in exception whose layout allows it (an OSError's does not)."""
+        return _of_class(type(cause))(message, plugin=plugin, event=event, seq=seq)
+
+
+def _plugin_error(message: str, plugin: str, event: str, seq: int | None) -> PluginError:
+    return PluginError(message, plugin=plugin, event=event, seq=seq)
+
+
+_AS: dict[type, type[PluginError]] = {}
+_NOT_MIXED = (OSError, UnicodeError, SyntaxError, StopIteration, StopAsyncIteration,
+              PluginError)
+
+
+def _of_class(kind: type) -> type[PluginError]:
+    found = _AS.get(kind)
+    if found is None:
+        found = PluginError
+        # Not a class whose handlers read fields a PluginError lacks (an OSError's errno, a
+        # UnicodeError's encoding), nor one Python treats apart (StopIteration in generators).
+        if kind.__module__ == "builtins" and issubclass(kind, Exception) and \
+                kind is not RuntimeError and not issubclass(kind, _NOT_MIXED):
+            try:
+                found = type(f"PluginError[{kind.__name__}]", (PluginError, kind),
+                             {"__module__": __name__})
+            except TypeError:  # an instance layout of its own (OSError, UnicodeError, ...)
+                found = PluginError
+        _AS[kind] = found
+    return found
 
 
 class AbortTraining(EventBusError, RuntimeError):

@@ -93,8 +93,9 @@ class FailurePolicy:
                           PluginIsolatedWarning, stacklevel=5)
             return
         self._flush()
-        raise PluginError(f"plugin {label!r} failed on {kind} (seq {seq}): {error}: {message}",
-                          plugin=label, event=kind, seq=seq) from exc
+        raise PluginError.raised_for(
+            exc, f"plugin {label!r} failed on {kind} (seq {seq}): {error}: {message}",
+            plugin=label, event=kind, seq=seq) from exc
 
     def sink_failed(self, name: str, kind: str | None, seq: int | None, epoch: int | None,
                     exc: BaseException) -> SinkFailed:

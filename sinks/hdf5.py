@@ -644,7 +644,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
 
     side_effects = True
     takes = frozenset({"save_checkpoint", "checkpoint_saved", "delete_checkpoint",
-                       "checkpoint_deleted", "resumed", "train_begin", "epoch_begin"})
+                       "checkpoint_deleted", "resumed", "train_begin", "epoch_begin",
+                       "train_end"})
     #: Marks a checkpoint writer; ModelCheckpoint adds one of its own only when none is there.
     writes_checkpoints = True
     #: Puts the model's weights back when a run resumes (see :mod:`eventbus.resume`).
@@ -665,6 +666,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: the run it resumes. Only these are ever removed, and those from the log only by
         #: the rule of :meth:`_place`.
         self._written: dict[str, _Saved] = {}
+        #: Paths saved in this process since the last flush: the files those saves replaced
+        #: are kept beside them (previous_path) until the log surely has the saves.
+        self._replaced: set[str] = set()
         #: Saves a full disk refused (this process's own format only), by path, oldest first:
         #: (the decision, its write with the weights copied), tried again at every record.
         self._kept: dict[str, tuple[dict[str, Any], Callable[[], tuple[int, str]]]] = {}
@@ -678,9 +682,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
 
     def close(self) -> Any:
         """A last try of the saves a full disk refused (what is still refused is a
-        sink_failed naming them); then, the log holding every save by now (it is flushed at
-        every decision), the files kept in case a crash came between a save and its record
-        go."""
+        sink_failed naming them); then the files kept in case a crash came between a save and
+        its record go: the log holds every save by now."""
         run, out = self._run, []
         if self._kept and run is not None:
             out = self._retry(run)
@@ -690,9 +693,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 self._kept.clear()
                 out.append(SinkFailed(sink=run.label(self), event="close", error="OSError",
                                       message=f"the saves of {lost} could not be written"))
-        for path, entry in self._written.items():
-            if entry.live:
-                remove_previous(path)
+        for path in self._replaced:
+            remove_previous(path)
+        self._replaced.clear()
         return out or None
 
     def _deferred(self, run: Run) -> bool:
@@ -734,6 +737,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
         if run is None or self._deferred(run):
             return None
         kind = record["kind"]
+        if self._replaced and kind in _AFTER_A_FLUSH:
+            # The saves that replaced files are in the log by now (flushed at every decision
+            # and epoch end): the files they replaced need not stay.
+            for path in self._replaced:
+                remove_previous(path)
+            self._replaced.clear()
         if kind == "resumed":
             self._pending = True
             if self._unfinished:
@@ -769,6 +778,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
 
     def _saved_now(self, record: dict[str, Any], size: int, digest: str) -> CheckpointSaved:
         path = record["path"]
+        self._replaced.add(path)
         self._written[path] = _Saved(sha256=digest, size=size, seq=record["seq"],
                                      epoch=record.get("epoch"), decided_by=record.get("source"),
                                      live=True)
@@ -885,6 +895,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
             assert entry is not None
             if entry.live:
                 remove_previous(path)  # a path this process wrote: its name is the user's
+                self._replaced.discard(path)
             self._written.pop(path, None)
             self._saved.pop(path, None)
             return CheckpointDeleted(path=path, sha256=entry.sha256)
@@ -1220,6 +1231,9 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
         _close(folder)
     return held
 
+
+#: Records a checkpoint writer gets only after the bus flushed the log since its last save.
+_AFTER_A_FLUSH = frozenset({"epoch_begin", "train_begin", "train_end"})
 
 #: Saves a full disk refused that a writer keeps (with a copy of their weights) to write later.
 _MAX_KEPT_SAVES = 4

@@ -95,7 +95,10 @@ class TestFailurePolicy:
 
         raises_plugin_error = mode == "raise" and not side_effects and not closing and not abort
         if raises_plugin_error:
-            assert type(raised) is PluginError and raised.__cause__ is exc
+            assert isinstance(raised, PluginError) and raised.__cause__ is exc
+            # Also of the cause's built-in class, where that can be mixed in: caught by an
+            # ``except ValueError`` around the loop as a Keras callback's would be.
+            assert isinstance(raised, type(exc)) or isinstance(exc, (OSError, RuntimeError))
             assert (raised.plugin, raised.event, raised.seq) == (label, kind, seq)
         elif abort and not closing:
             assert raised is exc
@@ -155,3 +158,46 @@ class TestFailurePolicy:
         assert (fault.sink, fault.event, fault.cause_seq, fault.epoch) == \
             ("jsonl", "batch_end", 12, 3)
         assert (fault.error, fault.message) == ("OSError", "disk full")
+
+
+class TestPluginErrorIsOfItsCausesClass:
+    @pytest.mark.parametrize("cause", [ZeroDivisionError("x"), ValueError("v"), KeyError("k"),
+                                       TypeError("t"), NotImplementedError("n")])
+    def test_a_builtin_cause_s_class_is_mixed_in(self, cause):
+        from eventbus.errors import PluginError
+
+        error = PluginError.raised_for(cause, "plugin 'P' failed", plugin="P", event="e")
+        assert isinstance(error, PluginError) and isinstance(error, type(cause))
+        assert str(error) == "plugin 'P' failed"  # KeyError's quoted repr is not used
+        assert (error.plugin, error.event) == ("P", "e")
+
+    @pytest.mark.parametrize("cause", [OSError(2, "gone"), RuntimeError("r"),
+                                       StopIteration(), UnicodeError("u")])
+    def test_classes_with_fields_or_meaning_of_their_own_are_not(self, cause):
+        """An OSError's handler reads errno; a StopIteration is special in generators."""
+        import pickle
+
+        from eventbus.errors import PluginError
+
+        error = PluginError.raised_for(cause, "m", plugin="P", event="e", seq=3)
+        assert type(error) is PluginError
+        again = pickle.loads(pickle.dumps(PluginError.raised_for(ValueError(), "m", plugin="P",
+                                                                 event="e", seq=3)))
+        assert (type(again), str(again), again.seq) == (PluginError, "m", 3)
+
+    def test_on_a_bus_except_the_plugin_s_own_class_catches_it(self):
+        from eventbus import Bus, Plugin, hookimpl
+        from eventbus.errors import PluginError
+
+        class Divides(Plugin):
+            @hookimpl
+            def on_epoch_end(self, event):
+                return 1 / 0
+
+        with Bus([Divides()]) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            with pytest.raises(ZeroDivisionError) as info:
+                bus.epoch_end(0, {"loss": 1.0})
+        assert isinstance(info.value, PluginError) and info.value.plugin == "Divides"
+        assert [f.kind for f in bus.failures] == ["plugin_failed"]
