@@ -185,9 +185,10 @@ class Engine:
                     # value - value is 0.0 for a finite float, NaN (true) for NaN and infinity
                     if type(value) is not float or value - value:
                         return self._batch_end_checked(batch, logs)
-            else:
+            else:  # a log of another kind (Parquet) needs its keys to be text it can write
                 for key, value in clean.items():
-                    if type(value) is not float or type(key) is not str or value - value:
+                    if type(value) is not float or type(key) is not str or value - value or \
+                            not key.isascii():
                         return self._batch_end_checked(batch, logs)
         elif logs is None:
             clean = {}
@@ -213,9 +214,12 @@ class Engine:
             try:
                 line = _dumps(record, option=_NEWLINE)  # one encoding for every line sink
             except Exception:
-                if not keys_checked and not all(type(key) is str for key in clean):
-                    recorder.seq, cursor.step = seq - 1, step  # not recorded: refused, or
-                    return self._batch_end_checked(batch, logs)  # keys that are str subclasses
+                if not keys_checked:
+                    # Not recorded: the careful path refuses the keys orjson refused (not a
+                    # str, a lone surrogate) with an EventError, or records str subclasses'
+                    # text.
+                    recorder.seq, cursor.step = seq - 1, step
+                    return self._batch_end_checked(batch, logs)
                 # e.g. an index beyond 64 bits: each sink reports it
                 writes, owners = recorder.route("batch_end")
             else:

@@ -38,6 +38,7 @@ from .records import (
     encode_nonfinite,
     parse_record,
     set_model_dict,
+    writable_text,
 )
 from .sink import FailingWrites, Sink, describe_os_error, keep_trying
 from .terminal import printable
@@ -61,7 +62,11 @@ _NUMBERS_ONLY = frozenset(OBSERVATION_KINDS) - {"train_begin"}
 def encode_line(record: dict[str, Any]) -> bytes:
     """``record`` as the line a log holds: orjson's bytes, or, where it holds a non-finite
     float (orjson writes null) or a string that spells one, :func:`encode_nonfinite`'s."""
-    line = _dumps(record, option=_OPTIONS)
+    try:
+        line = _dumps(record, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        record = writable_text(record)  # a lone surrogate in a message; else raises again
+        line = _dumps(record, option=_OPTIONS)
     if _find_null(line) or (record.get("kind") not in _NUMBERS_ONLY and _find_spelled(line)):
         line = _dumps(encode_nonfinite(record), option=_OPTIONS)
     return line

@@ -226,8 +226,21 @@ def coerce_logs(logs: Mapping[str, Any] | None, kind: str,
                     f"{_where(kind, plugin)}: logs keys must be str; got "
                     f"{type(key).__name__} {key!r}", event=kind, field="logs", plugin=plugin)
             value = to_metric(value, key, kind, plugin)
+        if not key.isascii() and not encodes(key):
+            raise EventError(f"{_where(kind, plugin)}: logs key {key!r} is not valid text (a "
+                             "lone surrogate, as os.fsdecode makes of an undecodable byte); "
+                             "a log cannot hold it", event=kind, field="logs", plugin=plugin)
         out[key] = value
     return out
+
+
+def encodes(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogate): what a log can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: How deep plain data may nest (dicts and lists in evidence, params, meta): far more than any
@@ -239,19 +252,26 @@ def plain(value: Any, path: str = "", _depth: int = 0) -> Any:
     """Plain JSON data from what plugins put in evidence: numpy scalars become Python numbers.
 
     Nested deeper than :data:`MAX_DEPTH` is a ValueError ("nested too deeply")."""
-    if value is None or type(value) in (str, bool, float):
+    if type(value) is str:
+        if not value.isascii() and not encodes(value):
+            raise ValueError(f"{path.lstrip('.') or 'value'}: {value!r} is not valid text (a "
+                             "lone surrogate, as os.fsdecode makes of an undecodable byte)")
+        return value
+    if value is None or type(value) in (bool, float):
         return value
     if type(value) is int:
         return _int64(value, path)
     for base in (bool, int, float, str):  # subclasses such as numpy.float64 or IntEnum
         if isinstance(value, base):
-            return _int64(int(value), path) if base is int else base(value)
+            return _int64(int(value), path) if base is int else \
+                plain(str.__str__(value), path) if base is str else base(value)
     if isinstance(value, (Mapping, list, tuple)) and _depth >= MAX_DEPTH:
         where = path.lstrip(".") or "value"
         raise ValueError(f"{where if len(where) < 60 else where[:40] + '...'}: nested too "
                          f"deeply (more than {MAX_DEPTH} levels)")
     if isinstance(value, Mapping):
-        return {str(k): plain(v, f"{path}.{k}", _depth + 1) for k, v in value.items()}
+        return {plain(str(k), f"{path}.{k!r}"): plain(v, f"{path}.{k}", _depth + 1)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, f"{path}[{i}]", _depth + 1) for i, v in enumerate(value)]
     item = getattr(value, "item", None)
@@ -351,7 +371,7 @@ def hold_logs(logs: dict[Any, Any], kind: str) -> PendingLogs | dict[str, Metric
     out: dict[str, Any] = {}
     pending: list[str] = []
     for key, value in logs.items():
-        if type(key) is not str:
+        if type(key) is not str or not (key.isascii() or encodes(key)):
             return None
         if type(value) is not float:
             if _holdable(value):

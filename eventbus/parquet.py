@@ -78,6 +78,7 @@ from .records import (
     decode_nonfinite,
     encode_nonfinite,
     set_model_dict,
+    writable_text,
 )
 from .sink import FailingWrites, Sink
 
@@ -223,7 +224,10 @@ class ParquetWriter(Sink):
                 else:
                     values.append(None)
             self._fields[row] = tuple(values)
-        self._payloads[row] = orjson.dumps(encode_nonfinite(extra))
+        try:
+            self._payloads[row] = orjson.dumps(encode_nonfinite(extra))
+        except orjson.JSONEncodeError:  # a lone surrogate in a message; else raises again
+            self._payloads[row] = orjson.dumps(encode_nonfinite(writable_text(extra)))
         return _metrics_of(record)
 
     def _end_chunk(self) -> None:

@@ -523,6 +523,21 @@ def encode_nonfinite(record: dict[str, Any]) -> dict[str, Any]:
             for name, value in record.items()}
 
 
+def writable_text(value: Any) -> Any:
+    """``value`` with every string (keys too, at any depth) that holds a lone surrogate (a
+    path ``os.fsdecode`` made of undecodable bytes, in a fault's message) written with the
+    surrogate as a backslash escape: text a log can hold. The bus refuses such text in what a
+    loop gives it; this keeps a record made from an error message writable."""
+    if isinstance(value, str):
+        return value if value.isascii() else \
+            value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {writable_text(k): writable_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [writable_text(v) for v in value]
+    return value
+
+
 def encode_plain(value: Any) -> Any:
     """``value`` (plain data) as :func:`restore_nonfinite` reads it back: every non-finite float
     spelled, every string that spells one escaped, at any depth."""

@@ -451,3 +451,55 @@ class TestLogs:
         with pytest.warns(RunWarning, match="resume: the plugins' decisions differ"):
             Bus([Silent()], log=path, resume=True, learning_rate=0.5).close()
 
+
+
+class TestUndecodableText:
+    """A lone surrogate (what ``os.fsdecode`` makes of an undecodable byte in a file name) is
+    not text a log can hold. Given by the loop, it is refused at once, naming the field; every
+    record before and after it reaches the log. In a record the bus makes from an error
+    message, it is written escaped."""
+
+    BAD = os.fsdecode(b"caf\xe9")
+
+    @pytest.mark.parametrize("log", ["run.jsonl", "run.parquet", None])
+    def test_a_metric_name_is_refused_and_nothing_else_is_lost(self, tmp_path, log):
+        path = None if log is None else tmp_path / log
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                bad = {f"val_{self.BAD}": 0.5} if epoch == 1 else {"val_loss": 0.5}
+                if epoch == 1:
+                    if path is not None:  # (a bus with nothing on it looks at no batch)
+                        with pytest.raises(EventError, match="lone surrogate") as info:
+                            bus.batch_end(0, bad)
+                        assert info.value.field == "logs" and info.value.event == "batch_end"
+                    with pytest.raises(EventError, match="lone surrogate"):
+                        bus.epoch_end(epoch, bad)
+                else:
+                    bus.batch_end(0, {"loss": 1.0})
+                    bus.epoch_end(epoch, bad)
+            bus.train_end()
+        if path is not None:
+            assert [(x.kind, getattr(x, "epoch", None)) for x in read_log(path)][1:] == [
+                ("train_begin", None), ("epoch_begin", 0), ("batch_end", 0), ("epoch_end", 0),
+                ("epoch_begin", 1), ("epoch_begin", 2), ("batch_end", 2), ("epoch_end", 2),
+                ("train_end", None)]
+
+    def test_a_param_or_meta_is_refused_naming_it(self, tmp_path):
+        with pytest.raises(ConfigError, match=r"meta\.data: .* lone surrogate"):
+            Bus([], meta={"data": self.BAD})
+        with Bus([], log=tmp_path / "run.jsonl") as bus:
+            with pytest.raises(EventError, match=r"params\.data: .* lone surrogate"):
+                bus.train_begin({"data": self.BAD})
+            bus.train_begin({"data": "ok"})
+        assert kinds(tmp_path / "run.jsonl") == ["header", "train_begin"]
+
+    @pytest.mark.parametrize("log", ["run.jsonl", "run.parquet"])
+    def test_a_message_the_bus_records_is_written_escaped(self, tmp_path, log):
+        with Bus([], log=tmp_path / log) as bus, pytest.warns(RunWarning, match="cannot open"):
+            bus.train_begin()
+            bus.record(r.Warning(message=f"cannot open {self.BAD}"))
+            bus.train_end()
+        warning = next(x for x in read_log(tmp_path / log) if x.kind == "warning")
+        assert warning.message == "cannot open caf\\udce9"
