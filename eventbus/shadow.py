@@ -98,6 +98,9 @@ class Shadow(Plugin):
                               f"{type(policies).__name__} {policies!r:.60}", field="shadow",
                               plugin="Shadow")
         built = [_built(p) for p in policies]
+        if any(isinstance(p, Shadow) for p in built):
+            raise ConfigError("Shadow: a shadow policy cannot be a Shadow (its policies go "
+                              "in this one's list)", field="shadow", plugin="Shadow")
         if not built:
             raise ConfigError("Shadow: give at least one policy", field="shadow",
                               plugin="Shadow")
@@ -193,6 +196,11 @@ def _built(policy: object) -> object:
             or not isinstance(policy.get("params", {}), Mapping):
         raise ConfigError(f"Shadow: a recorded policy is malformed: {policy!r:.80}",
                           field="shadow", plugin="Shadow")
+    if policy["name"] == Shadow.name:
+        # Refused before it is built: a log nesting Shadows in Shadows would build each
+        # level's policies, and spell each label, again for every level above it.
+        raise ConfigError("Shadow: a recorded policy is a Shadow; a shadow policy cannot be "
+                          "one", field="shadow", plugin="Shadow")
     plugin = registry.build(policy["name"], dict(policy.get("params", {})))
     return filtered(plugin, *recorded(policy.get("filters", ())))
 

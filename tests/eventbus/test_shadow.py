@@ -126,6 +126,33 @@ def test_what_cannot_be_a_shadow_is_refused(policies, match, tmp_path, monkeypat
         Bus([], shadow=policies)
 
 
+def test_a_shadow_is_never_a_shadow_policy_given_or_read_from_a_log(tmp_path):
+    """Nested in a log's header, each level would build the levels below it again and spell
+    their labels into its own (a 1 KB header took gigabytes): refused before it is built,
+    a clear error naming the field."""
+    import json
+
+    from eventbus import ReplayError
+    from eventbus.shadow import Shadow
+
+    with pytest.raises(ConfigError, match="cannot be a Shadow"):
+        Bus([], shadow=[Shadow([EarlyStopping(patience=1)])])
+    log = tmp_path / "run.jsonl"
+    train(log, [1.0, 0.9, 0.95], [EarlyStopping(patience=5)],
+          shadow=[EarlyStopping(patience=1)])
+    lines = log.read_text().splitlines()
+    header = json.loads(lines[0])
+    (shadow,) = [p for p in header["plugins"] if p["name"] == "Shadow"]
+    spec = shadow["params"]["policies"][0]
+    for _ in range(40):
+        spec = {"name": "Shadow", "params": {"policies": [spec]}, "label": "s"}
+    shadow["params"]["policies"] = [spec]
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(ReplayError) as info:  # (before: 40 levels never finished)
+        replay(log)
+    assert "a shadow policy cannot be one" in str(info.value.__cause__ or info.value)
+
+
 def test_the_summary_says_where_and_what_it_would_have_saved(tmp_path):
     values = [1.0, 0.8, 0.7, 0.72, 0.71, 0.73, 0.74, 0.69, 0.75, 0.76]
     log = tmp_path / "run.jsonl"
