@@ -76,6 +76,31 @@ class RunWarning(UserWarning):
     resume whose plugins decide differently, a monitored metric missing, ...)."""
 
 
+#: What :func:`refuse_oversized` leaves to the record's envelope and the log's escapes.
+_ENVELOPE = 1 << 16
+
+
+def refuse_oversized(kind: str, fields: dict[str, Any], logs: dict[str, Any]) -> None:
+    """An EventError naming the largest field, for a record the log's readers would refuse
+    (over ``jsonl.MAX_LINE_BYTES``): refused before it is recorded, so the log stays readable.
+    Only a record that may be that large is measured (params, vectors, many or long names)."""
+    if "params" not in fields and len(logs) < 4096 and \
+            all(type(v) is float and len(k) < 4096 for k, v in logs.items()):
+        return
+    from .jsonl import MAX_LINE_BYTES
+
+    parts = {f"params.{k}": v for k, v in fields.get("params", {}).items()}
+    parts.update((f"logs.{k}", v) for k, v in logs.items())
+    sizes = {name: len(name) + len(orjson.dumps(value)) for name, value in parts.items()}
+    if sum(sizes.values()) + _ENVELOPE <= MAX_LINE_BYTES:
+        return
+    largest = max(sizes, key=sizes.__getitem__)
+    raise EventError(f"{kind}: the record would take {sum(sizes.values())} bytes, over the "
+                     f"{MAX_LINE_BYTES} a log's reader takes; the largest field is "
+                     f"{largest[:60]!r} ({sizes[largest]} bytes)", event=kind,
+                     field=largest.partition(".")[0])
+
+
 class Engine:
     """Runs events through the parts (see the module documentation).
 
@@ -273,6 +298,7 @@ class Engine:
             clean = coerce_logs(logs, "batch_end") if held is None else held
         else:
             clean = coerce_logs(logs, "batch_end")
+        refuse_oversized("batch_end", {}, clean)
         return self.emit(self._next_batch_end(batch, clean))  # joins any held (Recorder.write)
 
     def _next_batch_end(self, batch: int, logs: Any) -> dict[str, Any]:
@@ -344,6 +370,7 @@ class Engine:
         clean: Any = hold_logs(logs, kind) if type(logs) is dict else None
         if clean is None:
             clean = coerce_logs(logs, kind) if logs is not None else {}
+            refuse_oversized(kind, fields, clean)
         if _get_ident() != self.thread:
             self.claim()
         if self.attention:
@@ -464,6 +491,7 @@ class Engine:
         if self.attention:
             self.attend()
         logs = coerce_logs(logs, kind) if logs is not None else {}
+        refuse_oversized(kind, fields, logs)
         refused: list[tuple[object, Exception]] = []
         if kind in ("epoch_begin", "epoch_end"):
             if kind == "epoch_end":

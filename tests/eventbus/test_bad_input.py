@@ -503,3 +503,38 @@ class TestUndecodableText:
             bus.train_end()
         warning = next(x for x in read_log(tmp_path / log) if x.kind == "warning")
         assert warning.message == "cannot open caf\\udce9"
+
+
+class TestRecordsALogCannotReadBack:
+    """A record over the readers' limit (jsonl.MAX_LINE_BYTES) would make the whole log
+    unreadable to audit, replay and resume: refused when given, naming the largest field;
+    what came before and after reads back."""
+
+    @pytest.mark.parametrize("log", ["run.jsonl", "run.parquet"])
+    def test_a_huge_param_or_vector_is_refused_and_the_log_stays_readable(self, tmp_path, log,
+                                                                           monkeypatch):
+        import eventbus.jsonl
+
+        MAX_LINE_BYTES = 1 << 20  # the limit made small, for the test's time: 64 MiB at rest
+        monkeypatch.setattr(eventbus.jsonl, "MAX_LINE_BYTES", MAX_LINE_BYTES)
+        path = tmp_path / log
+        with Bus([], log=path) as bus:
+            with pytest.raises(EventError, match="'params.notes'") as info:
+                bus.train_begin({"notes": "x" * MAX_LINE_BYTES})
+            assert (info.value.event, info.value.field) == ("train_begin", "params")
+            bus.train_begin({"notes": "short"})
+            bus.epoch_begin(0)
+            vector = [0.5] * (MAX_LINE_BYTES // 4)
+            with pytest.raises(EventError, match="'logs.per_class'"):
+                bus.batch_end(0, {"per_class": vector})
+            with pytest.raises(EventError, match="'logs.per_class'"):
+                bus.epoch_end(0, {"per_class": vector})
+            bus.epoch_end(0, {"loss": 0.5})
+            bus.train_end()
+        assert kinds(path) == ["header", "train_begin", "epoch_begin", "epoch_end", "train_end"]
+
+    def test_huge_meta_is_refused_when_the_bus_is_made(self):
+        from eventbus.jsonl import MAX_LINE_BYTES
+
+        with pytest.raises(ConfigError, match="meta takes"):
+            Bus([], meta={"notes": "x" * MAX_LINE_BYTES})
