@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import itertools
 import os
 import re
 import time
@@ -69,7 +70,7 @@ from eventbus import hookimpl
 from eventbus.bus import Bus
 from eventbus.coordination import Agreement
 from eventbus.errors import ConfigError, DistributedError, LogError, RankTimeoutError
-from eventbus.metrics import to_metric
+from eventbus.metrics import MAX_INDEX, to_metric
 from eventbus.records import (
     DECISION_KINDS,
     Decision,
@@ -80,6 +81,7 @@ from eventbus.records import (
     restore_nonfinite,
 )
 from eventbus.records import Warning as WarningRecord
+from eventbus.terminal import printable
 
 __all__ = [
     "AGREEMENT",
@@ -610,13 +612,26 @@ def checked_rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
     if len(runs) > 1:
         raise LogError(f"{log}: the rank logs are from different runs ({sorted(runs)})",
                        path=os.fspath(log))
-    worlds = {h.meta.get("world_size") for h in headers.values()}  # type: ignore[attr-defined]
+    worlds = set()
+    for rank, header in headers.items():
+        world = header.meta.get("world_size")  # type: ignore[attr-defined]
+        # A header is untrusted: a count, or nothing (a range of it is never made).
+        if world is not None and (type(world) is not int or not 1 <= world <= MAX_INDEX):
+            raise LogError(f"{out[rank]}: meta.world_size is {printable(repr(world))[:60]}, "
+                           "not a count of ranks", path=os.fspath(out[rank]))
+        worlds.add(world)
     if len(out) > 1 and len(worlds) == 1 and None not in worlds:
         world = worlds.pop()
-        missing = sorted(set(range(int(world))) - set(out))  # type: ignore[arg-type]
-        if missing:
-            raise LogError(f"{log}: the run had {world} ranks but {_ranks(missing)} left no "
-                           f"log", path=os.fspath(log))
+        beyond = [rank for rank in out if rank >= world]
+        if beyond:
+            raise LogError(f"{log}: the run had {world} ranks but there is a log of "
+                           f"{_ranks(beyond)}", path=os.fspath(log))
+        if world > len(out):
+            missing = list(itertools.islice((r for r in range(world) if r not in out), 10))
+            more = world - len(out) - len(missing)
+            raise LogError(f"{log}: the run had {world} ranks but {_ranks(missing)}"
+                           f"{f' and {more} more' if more else ''} left no log",
+                           path=os.fspath(log))
     return out
 
 

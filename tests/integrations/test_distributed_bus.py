@@ -181,6 +181,25 @@ class TestSingleProcess:
             plain.publish(event)
         assert plain.stop_training
 
+    @pytest.mark.parametrize("world, match", [
+        (10**12, r"had 1000000000000 ranks but ranks 2, 3, .* and 999999999988 more left"),
+        ([2], r"rank0\.jsonl: meta\.world_size is \[2\], not a count of ranks"),
+        ("x", r"meta\.world_size is 'x', not a count"),
+        (True, r"meta\.world_size is True, not a count"),
+        (1, r"had 1 ranks but there is a log of rank 1"),
+    ])
+    def test_a_header_s_world_size_is_checked_never_trusted(self, tmp_path, world, match):
+        """A header is untrusted: a world of 10**12 is counted, never made into a range (it
+        took gigabytes); anything but a count is an error naming the file and the field."""
+        from eventbus import LogError
+
+        for rank in (0, 1):
+            with Bus([], log=rank_log_path(tmp_path / "events.jsonl", rank), run_id="a",
+                     meta={"world_size": world}) as bus:
+                bus.train_begin()
+        with pytest.raises(LogError, match=match):
+            checked_rank_logs(tmp_path / "events.jsonl")
+
     def test_rank_logs_of_other_runs_or_a_missing_rank_are_refused(self, tmp_path):
         """The headers alone tell: one run id for all ranks, and every rank of the world."""
         from eventbus import LogError
