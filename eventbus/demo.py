@@ -184,7 +184,7 @@ def check_out(out: Path, *, force: bool = False,
         break
     if not out.is_dir():
         return [], []
-    files, _ = _scan(out)
+    files, found = _scan(out)
     earlier = _manifest(out)
     stamps, folders = earlier if earlier is not None else ({}, [])
     ours = sorted(p for p, stamp in files.items() if stamps.get(p) == stamp)
@@ -197,7 +197,9 @@ def check_out(out: Path, *, force: bool = False,
         raise ConfigError(f"{flag} {out} holds {len(others)} file(s) no earlier demo wrote "
                           f"({shown}); name a new or empty directory, or add {force_flag} to "
                           "write there anyway (those files are kept)", field="out")
-    return ours, folders
+    # Only folders that are there, below out and reached through no link, as the scan found
+    # them: a manifest anyone could write must not name "/srv/x", "../x" or "link/x".
+    return ours, sorted(found.intersection(folders))
 
 
 def _clean(out: Path, files: list[str], folders: list[str]) -> None:

@@ -106,6 +106,24 @@ class TestOutputDirectory:
         line = refused(*demo(capsys, tmp_path))
         assert f"holds {len(kept)} file(s) no earlier demo wrote" in line
 
+    def test_a_planted_manifest_removes_no_folder_outside_the_output(self, capsys, tmp_path):
+        """The manifest is a file anyone may write: folders it names outside the output (by
+        an absolute path, by '..', through a link in it) are not the demo's, even empty."""
+        out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+        code, _, err = demo(capsys, out)
+        assert code == 0, err
+        victims = [tmp_path / "victim-absolute", tmp_path / "victim-dotdot",
+                   elsewhere / "victim-via-link"]
+        for victim in victims:
+            victim.mkdir(parents=True)
+        (out / "link").symlink_to(elsewhere)
+        manifest = orjson.loads((out / MANIFEST).read_bytes())
+        manifest["folders"] += [str(victims[0]), "../victim-dotdot", "link/victim-via-link"]
+        (out / MANIFEST).write_bytes(orjson.dumps(manifest))
+        code, _, err = demo(capsys, out, "--force")
+        assert code == 0, err
+        assert all(victim.is_dir() for victim in victims)
+
     def test_a_file_changed_since_the_demo_wrote_it_is_the_users(self, capsys, tmp_path):
         """A demo's file edited afterwards is no longer the demo's to remove."""
         assert demo(capsys, tmp_path)[0] == 0
