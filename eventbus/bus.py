@@ -166,8 +166,7 @@ class Bus(BusState, KerasCallbackListNames):
         bus = cls(run_id=run_id)
         bus._engine.recorder.silent = True
         bus._engine.control = ReplayControl(learning_rate)
-        for plugin in plugins:
-            bus.register(plugin)
+        bus._engine.register_all(plugins)  # a header may list thousands: tabled once
         return bus
 
     # --- plugins and sinks -----------------------------------------------------------------------

@@ -14,12 +14,13 @@ has an inlined copy of it (the hottest path; see the comment there).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
 import heapq
 import inspect
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -74,9 +75,28 @@ class Dispatcher:
         #: Whether epoch logs carry the learning rate: a plugin on the bus sets the rate
         #: (``Plugin.logs_learning_rate``). A disabled one counts: the run's columns stay.
         self.logs_learning_rate = False
+        #: Inside :meth:`deferred`: plugins are ordered and tabled once, at its end.
+        self._deferring = False
+        self._taken: set[str] = set()  # the labels given
         self._rebuild()
 
     # --- plugins -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Plugins registered inside are put in call order, and the call tables built, once at
+        the end (per plugin, that work grows with the plugins already there: a replay of a
+        header listing thousands took minutes). Their hooks are not called until then."""
+        if self._deferring:
+            yield
+            return
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        self._rank = _call_order(self.plugins)
+        self._rebuild()
 
     def register(self, plugin: object) -> str:
         """Add ``plugin`` after those already there; returns its label (its name, with ``#2``,
@@ -85,11 +105,11 @@ class Dispatcher:
         if problem:
             raise ConfigError(f"Bus: a plugin given is {problem}", field="plugins",
                               plugin=plugin.__name__ if isinstance(plugin, type) else None)
-        if any(p is plugin for p in self.plugins):
+        if id(plugin) in self._labels:
             raise ConfigError(f"plugin {plugin_name(plugin)!r} is already on this bus",
                               plugin=plugin_name(plugin))
         name = plugin_name(plugin)
-        taken = set(self._labels.values())
+        taken = self._taken
         label, n = name, 1
         while label in taken:
             n += 1
@@ -103,24 +123,40 @@ class Dispatcher:
                 self._pm.unregister(carrier)
             raise ConfigError(f"plugin {label!r}: {_why_invalid(carrier, self._pm) or exc}",
                               plugin=label) from exc
-        for hook in HOOKS:
+        for hook in self._hooks_of(carrier):
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
                 if impl.plugin is carrier and (impl.hookwrapper or impl.wrapper):
                     self._pm.unregister(carrier)
                     raise ConfigError(f"plugin {label!r}: {hook} is a hook wrapper; the bus "
                                       "calls plugins in list order and has no wrappers",
                                       plugin=label)
-        try:
-            rank = _call_order([*self.plugins, plugin])
-        except ConfigError:
-            self._pm.unregister(carrier)
-            raise
+        if not self._deferring:
+            try:
+                rank = _call_order([*self.plugins, plugin])
+            except ConfigError:
+                self._pm.unregister(carrier)
+                raise
+            self._rank = rank
         self.plugins.append(plugin)
-        self._rank = rank
         self._labels[id(plugin)] = label
+        self._taken.add(label)
         self._carried[id(carrier)] = plugin
-        self._rebuild()
+        if not self._deferring:
+            self._rebuild()
         return label
+
+    def _hooks_of(self, carrier: object) -> Iterable[str]:
+        """The hooks whose implementations to look at for ``carrier``: those its own marked
+        functions name (not every hook's whole list, for every plugin registered), all of them
+        for a module."""
+        if isinstance(carrier, types.ModuleType):
+            return HOOKS
+        hooks = set()
+        for name, fn in vars(carrier).items():
+            opts = getattr(fn, f"{PROJECT_NAME}_impl", None)
+            if isinstance(opts, dict):
+                hooks.add(opts.get("specname") or name)
+        return [hook for hook in HOOKS if hook in hooks]
 
     def _carrier(self, plugin: object) -> object:
         """What pluggy registers in ``plugin``'s place: an object holding its hook

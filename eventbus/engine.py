@@ -387,7 +387,18 @@ class Engine:
 
     coordinator: Coordinator | None = None  # set by the bus: who admits a plugin here
 
-    def register(self, plugin: object) -> str:
+    def register_all(self, plugins: Iterable[object]) -> None:
+        """:meth:`register` each of ``plugins``, the call tables built once at the end
+        (``Dispatcher.deferred``), then each one's ``on_attach`` called, in order."""
+        added = []
+        with self.dispatcher.deferred():
+            for plugin in plugins:
+                self.register(plugin, attach=False)
+                added.append(plugin)
+        for plugin in added:
+            self._attach(plugin)
+
+    def register(self, plugin: object, *, attach: bool = True) -> str:
         """Add a plugin (see ``Bus.register``); a plugin that is a sink is written to."""
         name = plugin_name(plugin)
         if self.coordinator is not None and not self.coordinator.admits(name):
@@ -401,9 +412,13 @@ class Engine:
                 source="bus", message=f"plugin {label!r} was registered after the run started; "
                 "the log header does not list it, so replay cannot rebuild it from the log",
                 details={"plugin": label}))
+        if attach:
+            self._attach(plugin)
+        return label
+
+    def _attach(self, plugin: object) -> None:
         for fn in self.dispatcher.handlers("on_attach", plugin):
             fn({"run": self.run, "bus": self.run})
-        return label
 
     def add_sink(self, sink: Any) -> None:
         """A sink that is a plugin is registered (listed in the header), any other attached."""
