@@ -266,7 +266,16 @@ def check_plot_path(path: str | os.PathLike[str], *, flag: str = "plot_audit: pa
 
 
 def figure_of(result: Audit) -> Any:
-    """The matplotlib Figure of :func:`plot_data` (``require_matplotlib`` first)."""
+    """The matplotlib Figure of :func:`plot_data` (``require_matplotlib`` first). Its text
+    comes from the log (metric names, sources, the run id): drawn as it is, never read as
+    matplotlib's math (``$\\undefined$`` would fail the plot, ``a$b$`` draw as a formula)."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"text.parse_math": False}):
+        return _figure(result)
+
+
+def _figure(result: Audit) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator

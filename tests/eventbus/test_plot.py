@@ -227,6 +227,28 @@ class TestThePng:
         assert (tmp_path / "empty.png").stat().st_size > 0
 
 
+    def test_names_from_the_log_are_drawn_as_text_never_as_math(self, tmp_path):
+        """A metric named ``$\\undefinedmacro$`` failed the plot (matplotlib's mathtext), and
+        ``a$b$c$`` drew as a formula: the names are drawn as they are."""
+        import matplotlib.pyplot as plt
+
+        names = ["$\\undefinedmacro$", "a$b$c$"]
+        _, records = run([], epochs(**{names[0]: [1.0, 0.5], names[1]: [0.2, 0.3]}))
+        result = audit(records)
+        plot_audit(result, tmp_path / "run.png")
+        assert (tmp_path / "run.png").stat().st_size > 0
+        fig = figure_of(result)
+        try:
+            fig.canvas.draw()
+            shown = {text.get_text() for ax in fig.get_axes()
+                     for text in ax.get_legend().get_texts()}
+            assert set(names) <= shown
+            assert not any(text.get_parse_math() for ax in fig.get_axes()
+                           for text in ax.get_legend().get_texts())
+        finally:
+            plt.close(fig)
+
+
 def test_rate_at_reads_steps_as_drawn():
     """The helper above reads ``where="post"`` steps."""
     assert rate_at(([0, 2, 5], [1.0, 0.5, 0.25]), 1.99) == 1.0
