@@ -29,6 +29,7 @@ import orjson
 
 from ._version import __version__
 from .errors import EventBusError, UsageError
+from .metrics import shown
 from .terminal import inline, json_safe, printable
 
 __all__ = ["UsageError", "main"]
@@ -107,9 +108,21 @@ def _parse_value(text: str) -> Any:
     so they stay text, as orjson left them.
     """
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant,
+                          parse_int=_exact_int)
+    except UsageError:
+        raise
     except ValueError:  # JSONDecodeError is one
         return text
+    except RecursionError:
+        raise UsageError(f"value {shown(text)}: nested too deeply to be a parameter") from None
+
+
+def _exact_int(text: str) -> int:
+    if len(text) > 4000:  # Python's own limit on reading one is 4,300 digits
+        raise UsageError(f"value {shown(text)}: an integer of {len(text)} digits is not a "
+                         "parameter any plugin takes")
+    return int(text)
 
 
 def _split_assignment(text: str, flag: str) -> tuple[str, str, str]:

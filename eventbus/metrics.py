@@ -12,6 +12,7 @@ value; everything else takes the slow path. Indices (epoch, batch, step) are pla
 
 from __future__ import annotations
 
+import reprlib
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -34,8 +35,8 @@ def to_index(value: Any, field: str, kind: str) -> int:
     """An epoch or batch index as a plain int (numpy integers and 0-d tensors included), 0 or
     more and within 64 bits."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise EventError(f"{kind}: {field} must be an int; got {type(value).__name__} {value!r}",
-                         event=kind, field=field)
+        raise EventError(f"{kind}: {field} must be an int; got {type(value).__name__} "
+                         f"{shown(value)}", event=kind, field=field)
     try:
         index = value.__index__()
     except Exception as exc:
@@ -111,7 +112,8 @@ def to_float(value: Any, key: str, kind: str, plugin: str | None = None, *,
             return float(value)
         except OverflowError:
             raise MetricValueError(
-                f"{_where(kind, plugin)}: {_cell(key, index)} = {value} is too large for a float",
+                f"{_where(kind, plugin)}: {_cell(key, index)} = {shown(value)} is too large "
+                "for a float",
                 event=kind, field=_field(key, index), plugin=plugin) from None
     ndim = getattr(value, "ndim", 0)
     if ndim:
@@ -147,15 +149,25 @@ def _cell(key: str, index: int | None) -> str:
     return f"logs[{key!r}]" if index is None else f"logs[{key!r}][{index}]"
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message: never itself an
+    error (an int of 5,000 digits has no repr; a list nested 5,000 deep overflows the stack)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    try:
+        text = reprlib.repr(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__} too large or deep to show"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _bad(value: Any, key: str, kind: str, plugin: str | None,
          index: int | None = None) -> MetricValueError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
+    shown_value = shown(value)
     return MetricValueError(
         f"{_where(kind, plugin)}: {_cell(key, index)} must be "
         f"{_ACCEPTED if index is None else _ELEMENT}; "
-        f"got {type(value).__name__} {shown}",
+        f"got {type(value).__name__} {shown_value}",
         event=kind, field=_field(key, index), plugin=plugin)
 
 
@@ -297,7 +309,8 @@ def _int64(value: int, path: str) -> int:
     # What the logs can store: JSON Lines through orjson (64 bits) and Parquet's columns.
     if -(1 << 63) <= value < (1 << 63):
         return value
-    raise ValueError(f"{path.lstrip('.') or 'value'}: int {value} does not fit in 64 bits; "
+    raise ValueError(f"{path.lstrip('.') or 'value'}: int {shown(value)} does not fit in 64 "
+                     "bits; "
                      "pass it as a float or a string")
 
 

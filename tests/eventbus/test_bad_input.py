@@ -538,3 +538,31 @@ class TestRecordsALogCannotReadBack:
 
         with pytest.raises(ConfigError, match="meta takes"):
             Bus([], meta={"notes": "x" * MAX_LINE_BYTES})
+
+
+
+def _nested(depth: int) -> list:
+    value: list = [1.0]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class TestValuesTooLargeToShow:
+    """A value whose repr is itself an error (an int of 5,000 digits; a list nested 5,000
+    deep) is a MetricValueError naming the field, not a ValueError or RecursionError from the
+    message; nothing is recorded of it."""
+
+    @pytest.mark.parametrize("value, words", [
+        (10**5000, "an int of 16610 bits is too large for a float"),
+        (_nested(5000), "must be a real number"),
+    ], ids=["int of 5000 digits", "list nested 5000 deep"])
+    def test_the_error_names_the_field(self, tmp_path, value, words):
+        with Bus([], log=tmp_path / "run.jsonl") as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            with pytest.raises(MetricValueError, match=words) as info:
+                bus.epoch_end(0, {"x": value})
+            assert info.value.field == "logs.x"
+            bus.epoch_end(0, {"x": 1.0})
+        assert kinds(tmp_path / "run.jsonl")[-1] == "epoch_end"

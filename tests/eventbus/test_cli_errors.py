@@ -155,6 +155,18 @@ class TestReplayOverrides:
         parsed = _parse_value(text)
         assert parsed == value and type(parsed) is type(value)
 
+    @pytest.mark.parametrize("command", ["replay", "what-if"])
+    @pytest.mark.parametrize("value, words", [
+        ("[" * 5000 + "]" * 5000, ("nested too deeply",)),
+        ("9" * 5000, ("an integer of 5000 digits",)),
+    ], ids=["nested 5000 deep", "5000 digits"])
+    def test_a_value_too_deep_or_long_is_a_one_line_error(self, run, capsys, command, value,
+                                                         words):
+        """Not a RecursionError traceback, and not a 5,000-digit integer read as text."""
+        flag = "--set" if command == "replay" else "--sweep"
+        one_line_error(capsys, command, run["log"], flag, f"EarlyStopping.patience={value}",
+                       words=words)
+
 
 class _StrictSettings(pydantic.BaseModel):
     rate: float
