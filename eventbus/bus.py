@@ -28,7 +28,7 @@ from .control import Control, ReplayControl
 from .coordination import Coordinator
 from .cursor import Cursor
 from .dispatch import Dispatcher
-from .engine import Engine, RunWarning, checked
+from .engine import Engine, RunWarning, checked, refuse_oversized_meta
 from .errors import ConfigError, EventError
 from .events import Event, observation_of_kind
 from .keras_names import KerasCallbackListNames
@@ -109,6 +109,7 @@ class Bus(BusState, KerasCallbackListNames):
             raise ConfigError(f"Bus: plugins must be a list of plugin objects; got "
                               f"{type(plugins).__name__} {plugins!r}", field="plugins")
         self._meta = plain_meta(meta)
+        refuse_oversized_meta(self._meta)
         self._coordinator = coordinator
         self._cursor = Cursor()
         recorder = Recorder(run_id or uuid.uuid4().hex[:16])

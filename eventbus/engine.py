@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .control import Control, ReplayControl
-from .errors import EventError
+from .errors import ConfigError, EventError
 from .events import EVENTS, event_from, event_of, set_event_fields
 from .metrics import MAX_INDEX, PendingLogs, coerce_logs, hold_logs, to_index
 from .plugin import Plugin, plugin_name
@@ -78,6 +78,17 @@ class RunWarning(UserWarning):
 
 #: What :func:`refuse_oversized` leaves to the record's envelope and the log's escapes.
 _ENVELOPE = 1 << 16
+
+
+def refuse_oversized_meta(meta: dict[str, Any]) -> None:
+    """A ConfigError for ``Bus(meta=...)`` over half a log's longest record: the header,
+    which also holds the plugins' parameters, is read back whole."""
+    from .jsonl import MAX_LINE_BYTES
+
+    size = len(orjson.dumps(meta))
+    if size > MAX_LINE_BYTES // 2:
+        raise ConfigError(f"Bus: meta takes {size} bytes; a log's header (read back whole) "
+                          f"holds at most {MAX_LINE_BYTES // 2} of it", field="meta")
 
 
 def refuse_oversized(kind: str, fields: dict[str, Any], logs: dict[str, Any]) -> None:

@@ -71,18 +71,9 @@ def plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"Bus: meta must be a mapping of plain data; got "
                           f"{type(meta).__name__}", field="meta")
     try:
-        out: dict[str, Any] = plain(dict(meta), "meta")
+        return plain(dict(meta), "meta")  # type: ignore[no-any-return]
     except ValueError as exc:
         raise ConfigError(f"Bus: {exc}", field="meta") from None
-    import orjson
-
-    from .jsonl import MAX_LINE_BYTES
-
-    size = len(orjson.dumps(out))
-    if size > MAX_LINE_BYTES // 2:  # the header holds the plugins' parameters too
-        raise ConfigError(f"Bus: meta takes {size} bytes; a log's header (read back whole) "
-                          f"holds at most {MAX_LINE_BYTES // 2} of it", field="meta")
-    return out
 
 _ACCEPTED = ("a real number (float, int, numpy scalar, 0-d array or tensor) or a 1-D vector of "
              "them (list, tuple, 1-D array or tensor)")
