@@ -86,6 +86,11 @@ class KerasBridge(keras.callbacks.Callback):
         new, self._failures_seen = failures[self._failures_seen:], len(failures)
         for fault in new:
             if isinstance(fault, SinkFailed) and fault.sink == "model" and \
+                    fault.error == "TypeError" and "LearningRateSchedule" in fault.message:
+                # An optimizer on a schedule can never take a callback's rate: fit ends with
+                # Keras's own TypeError, as it does with Keras's callbacks (in the log already).
+                raise TypeError(fault.message)
+            if isinstance(fault, SinkFailed) and fault.sink == "model" and \
                     fault.event not in self._model_faults_shown:
                 self._model_faults_shown.add(fault.event or "")
                 warnings.warn(f"the Keras model refused {fault.event} (seq {fault.cause_seq}): "

@@ -254,19 +254,27 @@ def test_a_bad_learning_rate_names_the_callback(value):
         bus.close()
 
 
-def test_a_schedule_refusing_the_rate_warns_when_it_happens():
-    """An optimizer on a LearningRateSchedule refuses set_learning_rate: a SinkFailureWarning
-    during fit, at the first refusal (the bus is still open), then the summary at close()."""
+def test_a_schedule_refusing_the_rate_ends_fit_with_keras_s_type_error(tmp_path):
+    """An optimizer on a LearningRateSchedule can never take a callback's rate: fit ends with
+    Keras's own TypeError at the first refusal, as with Keras's LearningRateScheduler, and the
+    refusal is in the log."""
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.9)
     model = tiny_model(optimizer=keras.optimizers.SGD(learning_rate=schedule))
-    bus = Bus([LearningRateScheduler(lambda epoch: 0.01)])
-    with pytest.warns(SinkFailureWarning, match="the Keras model refused set_learning_rate") \
-            as shown:
+    log = tmp_path / "run.jsonl"
+    bus = Bus([LearningRateScheduler(lambda epoch: 0.01)], log=log)
+    with pytest.raises(TypeError, match="This optimizer was created with a "
+                                        "`LearningRateSchedule`"):
         fit(model, [KerasBridge(bus)], epochs=3)
-    assert len([w for w in shown if w.category is SinkFailureWarning]) == 1  # not per epoch
-    assert sum(f.event == "set_learning_rate" for f in bus.failures) == 3
-    with pytest.warns(SinkFailureWarning, match="3 sink failure"):
+    assert [(f.sink, f.event) for f in bus.failures] == [("model", "set_learning_rate")]
+    with pytest.warns(SinkFailureWarning, match="1 sink failure"):
         bus.close()
+    assert "sink_failed" in [r.kind for r in read_log(log)]
+    plateau = ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5, min_delta=10.0)
+    with pytest.raises(TypeError, match="LearningRateSchedule"):  # the drop-in way too
+        fit(tiny_model(optimizer=keras.optimizers.SGD(learning_rate=schedule)), [plateau])
+    # The fit that raised is finished by the next one its plugin is given to (its summary).
+    with pytest.warns(SinkFailureWarning, match="1 sink failure"):
+        fit(tiny_model(), [plateau], epochs=1)
 
 
 @given(st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=12),
