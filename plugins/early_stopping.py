@@ -61,6 +61,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
                                   f"{self.tracker.mode!r}", plugin=name,
                                   field="stopping_threshold")
         self._tag = f"{name}/best"
+        self._run: Run | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -71,11 +72,13 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         self.best_epoch = 0
         self.stopped_epoch = 0
         self._snapshot_taken = False
+        self._best_weights_given: Any = None
 
     @hookimpl
     def on_attach(self, run: Run) -> None:
         # Two EarlyStopping plugins on one bus must not share a weights snapshot.
         self._tag = f"{run.label(self)}/best"
+        self._run = run
         if self.verbose > 0:
             console.attach(run)  # the messages are the decisions; a console sink prints them
 
@@ -120,6 +123,23 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             self.stopped_epoch = epoch
             out.append(stop)
         return out or None
+
+    @property
+    def best_weights(self) -> Any:
+        """Keras's attribute: the weights of the best epoch so far, as the model's list of
+        arrays (in the model adapter's order), or None. They are the bus's (this plugin's
+        ``snapshot_weights``, with ``restore_best_weights``); a value set by hand, as Keras
+        allows, is kept until ``train_begin`` clears it."""
+        if self._best_weights_given is not None:
+            return self._best_weights_given
+        if self._run is None or not self._snapshot_taken:
+            return None
+        kept = self._run.snapshots.get(self._tag)
+        return None if kept is None else list(kept.values())
+
+    @best_weights.setter
+    def best_weights(self, value: Any) -> None:
+        self._best_weights_given = value
 
     def get_monitor_value(self, logs: Mapping[str, Any] | None) -> Any:
         """Keras's: the monitored metric's value in ``logs``, or None, with a warning that

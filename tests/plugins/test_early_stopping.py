@@ -599,3 +599,33 @@ class TestKerasMonitorOp:
         has not placed the name (one it places has its op at once)."""
         assert EarlyStopping(monitor="my_metric").monitor_op is None
         assert EarlyStopping(monitor="my_metric", mode="max").monitor_op is not None
+
+
+class TestBestWeights:
+    """Keras's ``best_weights``: the best epoch's weights (the bus's snapshot) as a list, None
+    without ``restore_best_weights``; set by hand, kept until ``train_begin`` clears it."""
+
+    @pytest.mark.parametrize("restore", [True, False])
+    def test_the_best_epoch_s_weights_or_none(self, restore):
+        model = NumpyModel({"w": np.zeros(2), "b": np.zeros(1)}, learning_rate=0.1)
+        stopper = EarlyStopping(monitor="loss", patience=5, restore_best_weights=restore)
+        with Bus([stopper], model=model) as bus:
+            bus.train_begin()
+            for epoch, loss in enumerate([1.0, 0.5, 0.7]):
+                bus.epoch_begin(epoch)
+                model.weights["w"] += 1
+                bus.epoch_end(epoch, {"loss": loss})
+            if restore:
+                assert [a.tolist() for a in stopper.best_weights] == [[2.0, 2.0], [0.0]]
+            else:
+                assert stopper.best_weights is None
+            bus.train_end()
+
+    def test_set_by_hand_then_cleared_by_train_begin(self):
+        stopper = EarlyStopping(monitor="loss", restore_best_weights=True)
+        marker = object()
+        stopper.best_weights = marker
+        assert stopper.best_weights is marker
+        with Bus([stopper]) as bus:
+            bus.train_begin()
+            assert stopper.best_weights is None
