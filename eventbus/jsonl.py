@@ -40,7 +40,7 @@ from .records import (
     set_model_dict,
     writable_text,
 )
-from .sink import FailingWrites, Sink, describe_os_error, keep_trying
+from .sink import FailingWrites, Sink, given_up, keep_trying
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -309,9 +309,8 @@ class JsonlWriter(Sink):
                              self._torn)
                 cut = f"; the half-written line ({self._torn} bytes) was cut"
         self._buffer.clear()
-        return OSError(exc.errno, f"{self.path}: the last {lost} record(s) "
-                       f"(tried again at close) could not be written: "
-                       f"{describe_os_error(exc)}{cut}")
+        error = given_up(exc, f"{self.path}: the last {lost} record(s)")
+        return OSError(error.errno, f"{error.strerror}{cut}")
 
     def __enter__(self) -> JsonlWriter:
         return self

@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import LogCorruptError, LogError
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
-from .sink import describe_os_error, keep_trying
+from .sink import given_up, keep_trying
 
 __all__ = ["SegmentStore", "compact", "open_regular", "segment_name", "segments"]
 
@@ -426,9 +426,7 @@ class SegmentStore:
         except OSError as exc:
             self._abandon_merge()
             lost = self.kept_records + (0 if tail is None else tail[0].num_rows)
-            raise OSError(exc.errno, f"{self.directory}: {lost} record(s) "
-                          f"(tried again at close) could not be "
-                          f"written: {describe_os_error(exc)}") from exc
+            raise given_up(exc, f"{self.directory}: {lost} record(s)") from exc
         finally:
             self._pool.shutdown(wait=True)
         if tail is None and not self._wrote:
@@ -451,9 +449,8 @@ class SegmentStore:
                 try:
                     keep_trying(lambda: write_atomically(table, target))
                 except OSError as exc:
-                    raise OSError(exc.errno, f"{self.directory}: the last {table.num_rows} "
-                                  f"record(s) (tried again at close) "
-                                  f"could not be written: {describe_os_error(exc)}") from exc
+                    raise given_up(exc, f"{self.directory}: the last {table.num_rows} "
+                                        "record(s)") from exc
                 holds_all = False
         if not holds_all or parts < 2:
             self._abandon_merge()  # segments it does not hold are an earlier process's

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 __all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "FailingWrites", "RecordDict", "Sink",
-           "is_transient", "keep_trying"]
+           "given_up", "is_transient", "keep_trying"]
 
 T = TypeVar("T")
 
@@ -109,6 +109,13 @@ class FailingWrites:
 
     def over(self) -> None:
         self.fault = None
+
+
+def given_up(exc: OSError, what: str) -> OSError:
+    """The error a writer's ``close()`` raises for what it kept and could not write, even
+    after :func:`keep_trying`: ``what`` (where, and how much) and the cause."""
+    return OSError(exc.errno, f"{what} (tried again at close) could not be written: "
+                              f"{describe_os_error(exc)}")
 
 
 def keep_trying(attempt: Callable[[], T], seconds: float | None = None) -> T:

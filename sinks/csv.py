@@ -42,7 +42,7 @@ from typing import Any
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.jsonl import truncate_torn_tail
 from eventbus.outputs import write_replacing
-from eventbus.sink import describe_os_error, keep_trying
+from eventbus.sink import given_up, keep_trying
 
 __all__ = ["MISSING", "CsvTable", "format_value"]
 
@@ -291,9 +291,7 @@ class CsvTable:
                 except OSError as exc:
                     epochs = ", ".join(str(epoch) for epoch, _ in self.kept)
                     self.kept.clear()
-                    raise OSError(exc.errno, f"{self.path}: the rows of epochs {epochs} "
-                                  f"(tried again at close) could not "
-                                  f"be written: {describe_os_error(exc)}") from exc
+                    raise given_up(exc, f"{self.path}: the rows of epochs {epochs}") from exc
             os.fsync(self._file.fileno())
         finally:
             self._file.close()

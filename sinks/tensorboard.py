@@ -57,7 +57,7 @@ import numpy as np
 
 from eventbus.errors import LogCorruptError
 from eventbus.outputs import write_replacing
-from eventbus.sink import describe_os_error, keep_trying
+from eventbus.sink import given_up, keep_trying
 
 __all__ = [
     "EventFileCorruptError",
@@ -720,9 +720,7 @@ class _RunFile:
                 os.fsync(self.file.fileno())
             except OSError as exc:
                 lost, self.kept = len(self.kept), bytearray()
-                raise OSError(exc.errno, f"{self.path}: {lost} bytes of events "
-                              f"(tried again at close) could not be "
-                              f"written: {describe_os_error(exc)}") from exc
+                raise given_up(exc, f"{self.path}: {lost} bytes of events") from exc
             finally:
                 self.file.close()
                 self.file = None
