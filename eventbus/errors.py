@@ -84,10 +84,11 @@ class MetricValueError(EventError):
 class PluginError(EventBusError, RuntimeError):
     """A plugin raised while handling an event; the fault is in the log as ``plugin_failed``.
 
-    The plugin's own exception is the ``__cause__``. Where it is of a built-in class
-    (``ZeroDivisionError``, ``ValueError``, ``KeyError``, ...), the PluginError raised is also
-    an instance of that class (:meth:`raised_for`), so ``except ZeroDivisionError`` around the
-    loop catches it as it would catch a Keras callback's.
+    The plugin's own exception is the ``__cause__``. The PluginError raised is also an
+    instance of that exception's built-in class (``ZeroDivisionError``, ``ValueError``,
+    ``KeyError``, ...), or of its nearest built-in base (a ``ConfigError`` is a
+    ``ValueError``): :meth:`raised_for`. So ``except ZeroDivisionError`` around the loop
+    catches it as it would catch a Keras callback's.
     """
 
     def __init__(self, message: str, *, plugin: str, event: str, seq: int | None = None):
@@ -120,20 +121,23 @@ _NOT_MIXED = (OSError, UnicodeError, SyntaxError, StopIteration, StopAsyncIterat
               PluginError)
 
 
-def _of_class(kind: type) -> type[PluginError]:
-    found = _AS.get(kind)
+def _of_class(cause: type) -> type[PluginError]:
+    found = _AS.get(cause)
     if found is None:
         found = PluginError
+        # The cause's own class if it is built in, else its nearest built-in base (a
+        # ConfigError is a ValueError): what ``except`` clauses around a loop name.
+        kind = next((k for k in cause.__mro__ if k.__module__ == "builtins"), Exception)
         # Not a class whose handlers read fields a PluginError lacks (an OSError's errno, a
         # UnicodeError's encoding), nor one Python treats apart (StopIteration in generators).
-        if kind.__module__ == "builtins" and issubclass(kind, Exception) and \
-                kind is not RuntimeError and not issubclass(kind, _NOT_MIXED):
+        if issubclass(kind, Exception) and kind not in (Exception, RuntimeError) and \
+                not issubclass(kind, _NOT_MIXED):
             try:
                 found = type(f"PluginError[{kind.__name__}]", (PluginError, kind),
                              {"__module__": __name__})
             except TypeError:  # an instance layout of its own (OSError, UnicodeError, ...)
                 found = PluginError
-        _AS[kind] = found
+        _AS[cause] = found
     return found
 
 

@@ -171,6 +171,22 @@ class TestPluginErrorIsOfItsCausesClass:
         assert str(error) == "plugin 'P' failed"  # KeyError's quoted repr is not used
         assert (error.plugin, error.event) == ("P", "e")
 
+    def test_a_project_or_user_exception_mixes_in_its_nearest_builtin_base(self):
+        """A ConfigError (a LearningRateScheduler's schedule returning text) leaves a bus as a
+        ValueError, as Keras's raises; a user's own subclass of ValueError likewise."""
+        from eventbus.errors import ConfigError, PluginError
+
+        class Mine(ValueError):
+            pass
+
+        class Plain(Exception):
+            pass
+
+        for cause in (ConfigError("bad"), Mine("bad")):
+            error = PluginError.raised_for(cause, "m", plugin="P", event="e")
+            assert isinstance(error, ValueError) and not isinstance(error, type(cause))
+        assert type(PluginError.raised_for(Plain(), "m", plugin="P", event="e")) is PluginError
+
     @pytest.mark.parametrize("cause", [OSError(2, "gone"), RuntimeError("r"),
                                        StopIteration(), UnicodeError("u")])
     def test_classes_with_fields_or_meaning_of_their_own_are_not(self, cause):
