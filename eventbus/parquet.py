@@ -81,6 +81,7 @@ from .records import (
     writable_text,
 )
 from .sink import FailingWrites, Sink
+from .terminal import printable
 
 __all__ = ["MAX_DECODED_RATIO", "MAX_METRIC_COLUMNS", "MAX_RECORD_BYTES", "ParquetWriter",
            "compact", "find_kinds", "iter_parquet_dicts", "last_seq", "read_parquet"]
@@ -662,7 +663,13 @@ def _open(file: Path) -> tuple[Any, Any]:
         raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                               path=str(file)) from exc
     schema = parquet.schema_arrow
-    absent = [c for c in _REQUIRED_COLUMNS if c not in schema.names]
+    names = schema.names
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise LogCorruptError(f"{file}: column {printable(twice)[:60]} appears more than once; "
+                              "a log's columns are named once each", path=str(file),
+                              field=twice)
+    absent = [c for c in _REQUIRED_COLUMNS if c not in names]
     if absent:
         raise LogCorruptError(f"{file}: not an event log (no {', '.join(absent)} column)",
                               path=str(file), field=absent[0])

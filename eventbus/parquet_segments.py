@@ -170,20 +170,24 @@ def open_regular(file: Path) -> Any:
     import pyarrow as pa
 
     try:
-        mode = os.stat(file).st_mode
+        # Opened once, without waiting (a FIFO put at the name would block the open for
+        # ever), and what was opened is checked: a name looked at twice can change between.
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise  # the caller lists the files again
     except OSError as exc:  # a link that loops, a file that may not be read
         raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
-    if not stat.S_ISREG(mode):
-        raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
-                              "log holds only Parquet files", path=str(file))
     try:
-        return pa.OSFile(str(file))
-    except FileNotFoundError:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
+                                  "log holds only Parquet files", path=str(file))
+        os.set_blocking(fd, True)
+        return pa.PythonFile(os.fdopen(fd, "rb"), mode="r")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
-    except OSError as exc:
-        raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
 
 
 def _file_type(mode: int) -> str:

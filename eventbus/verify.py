@@ -139,7 +139,7 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
     verdict.checkpoints = [
         CheckpointCheck(path, saved.epoch, saved.sha256,
                         "deleted" if path in deleted else
-                        _file_status(Path(root, path), saved.sha256))
+                        _file_status(Path(root, path), saved.sha256, saved.size))
         for path, saved in newest.items()]
     return verdict
 
@@ -149,14 +149,15 @@ def verify_logs(paths: Iterable[str | os.PathLike[str]], *,
     return [verify_log(log, root=root) for log in find_logs(paths)]
 
 
-def _file_status(path: Path, sha256: str) -> str:
+def _file_status(path: Path, sha256: str, size: int | None = None) -> str:
     """Whether ``path`` holds the bytes whose digest is ``sha256``, read without following a
     link (a link where a checkpoint was written is not that checkpoint).
 
     Only a regular file (``lstat`` says so before anything is opened: opening a device can do
     something) that starts as a checkpoint does (HDF5's signature, or a ``.keras`` zip) is
     hashed: a log names paths, and a log someone else wrote must not make ``verify`` say
-    whether any file this user can read holds the bytes it guesses."""
+    whether any file this user can read holds the bytes it guesses. A file whose size is not
+    the recorded ``size`` is changed, unread (a terabyte sparse file would take hours)."""
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return "changed"
@@ -166,7 +167,8 @@ def _file_status(path: Path, sha256: str) -> str:
     except OSError:
         return "changed"
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode) or \
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or (size is not None and info.st_size != size) or \
                 not file.read(8).startswith(_CHECKPOINT_SIGNATURES):
             return "changed"
         file.seek(0)

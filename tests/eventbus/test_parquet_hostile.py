@@ -567,3 +567,29 @@ def test_the_footer_codec_writes_back_what_it_reads(tmp_path):
     meta, start = _footer(data)
     assert _write_struct(meta) == data[start:-8]
     assert os.path.getsize(path) == len(data)
+
+
+@pytest.mark.parametrize("column", ["logs.loss", "kind", "seq"])
+def test_a_column_named_twice_is_refused_by_every_reader_naming_it(tmp_path, column):
+    """Two columns of one name: pyarrow's lookups by name raised a KeyError traceback (a
+    metric), read the second (kind) or disagreed between readers (seq)."""
+    import glob
+
+    from eventbus import Bus, LogCorruptError, read_log, replay
+    from eventbus.audit import audit
+
+    log = tmp_path / "run.parquet"
+    with Bus([], log=log) as bus:
+        bus.train_begin({"epochs": 2})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0})
+        bus.train_end()
+    (segment,) = glob.glob(str(log / "*.parquet"))
+    table = pq.read_table(segment)
+    table = table.append_column(column, table.column(column))
+    pq.write_table(table, segment)
+    for read in (lambda: list(read_log(log)), lambda: audit(log), lambda: replay(log),
+                 lambda: Bus([], log=log, resume=True)):
+        with pytest.raises(LogCorruptError, match=f"column {column} appears more than once"):
+            read()

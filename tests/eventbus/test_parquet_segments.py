@@ -313,3 +313,41 @@ class TestKilled:
         logged = {rec.seq: rec for rec in read_log(jsonl)}
         assert len(logged) > 100
         assert all(same(rec, logged[rec.seq]) for rec in stored if rec.seq in logged)
+
+
+def test_a_segment_turned_into_a_fifo_after_the_listing_is_refused_not_waited_on(
+        tmp_path, monkeypatch):
+    """The reader opens a segment once, without blocking, and checks what it opened: a name
+    swapped for a FIFO between a check and the open (a race another user can win) held
+    read_log in the kernel for ever; now it is a LogCorruptError at once."""
+    import os
+    import threading
+
+    from eventbus import LogCorruptError
+
+    fifo = tmp_path / "seg.parquet"
+    os.mkfifo(fifo)
+    regular = tmp_path / "regular"
+    regular.write_bytes(b"PAR1")
+    # What a check by name saw a moment before the swap: a regular file.
+    seen = os.stat(regular)
+    real_stat = os.stat
+    monkeypatch.setattr(parquet_segments.os, "stat",
+                        lambda path, *a, **k: seen if str(path) == str(fifo)
+                        else real_stat(path, *a, **k))
+    outcome: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            parquet_segments.open_regular(fifo)
+        except BaseException as exc:  # noqa: BLE001 - kept for the assertion
+            outcome.append(exc)
+
+    worker = threading.Thread(target=open_it, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # let the blocked open go before failing
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("open_regular blocked on a FIFO")
+    assert isinstance(outcome[0], LogCorruptError) and "a FIFO" in str(outcome[0])

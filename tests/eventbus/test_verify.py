@@ -55,6 +55,38 @@ def test_a_changed_checkpoint_fails_and_a_missing_one_is_reported(demo_run, tmp_
     assert verdict.mismatch is None
 
 
+def test_a_checkpoint_of_another_size_is_changed_without_being_read(demo_run, tmp_path,
+                                                                    monkeypatch):
+    """A checkpoint grown to a terabyte (a sparse file: kilobytes on disk) kept verify hashing
+    for hours: its size is not the one recorded, so it is changed, and none of it is read
+    past the signature."""
+    import hashlib
+
+    import eventbus.verify
+
+    log = fresh_copy(demo_run, tmp_path)
+    target = sorted((tmp_path / "checkpoints").iterdir())[0]
+    os.truncate(target, 1 << 40)
+    hashed = []
+    real_sha256 = hashlib.sha256
+
+    class Counting:
+        def __init__(self):
+            self.real = real_sha256()
+
+        def update(self, data):
+            hashed.append(len(data))
+            self.real.update(data)
+
+        def hexdigest(self):
+            return self.real.hexdigest()
+
+    monkeypatch.setattr(eventbus.verify.hashlib, "sha256", Counting)
+    checks = {c.path: c.status for c in verify_log(log).checkpoints}
+    assert checks[str(target)] == "changed"
+    assert sum(hashed) < 1 << 30  # the other checkpoints, not the terabyte
+
+
 def test_a_checkpoint_replaced_by_a_link_is_not_followed(demo_run, tmp_path):
     log = fresh_copy(demo_run, tmp_path)
     target = sorted((tmp_path / "checkpoints").iterdir())[0]
