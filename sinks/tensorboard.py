@@ -495,26 +495,36 @@ def parse_event(data: bytes) -> tuple[int, list[tuple[str, str | None, bytes]], 
     others: list[bytes] = []
     for number, value, raw in _fields(data):
         if number == 2:
-            step = value - (1 << 64) if value >= 1 << 63 else value
+            step = _wire(value, int, "Event.step")
+            step = step - (1 << 64) if step >= 1 << 63 else step
             others.append(raw)
         elif number == 5:
-            for item_number, item, _ in _fields(value):
+            for item_number, item, _ in _fields(_wire(value, bytes, "Event.summary")):
                 if item_number == 1:
-                    values.append(_summary_value(item))
+                    values.append(_summary_value(_wire(item, bytes, "Summary.value")))
         else:
             others.append(raw)
     return step, values, others
+
+
+def _wire(value: Any, kind: type, field: str) -> Any:
+    """``value`` if it came with the wire type ``field`` has (a varint, or length-delimited
+    bytes); a ValueError otherwise: a record with valid checksums may still hold anything."""
+    if type(value) is not kind:
+        raise ValueError(f"{field} is not {'a varint' if kind is int else 'length-delimited'}")
+    return value
 
 
 def _summary_value(data: bytes) -> tuple[str, str | None, bytes]:
     tag, text = "", None
     for number, value, _ in _fields(data):
         if number == 1:
-            tag = value.decode("utf-8", "replace")
+            tag = _wire(value, bytes, "Summary.Value.tag").decode("utf-8", "replace")
         elif number == 8:  # a tensor: text when it holds a string
-            for tensor_number, item, _ in _fields(value):
+            for tensor_number, item, _ in _fields(_wire(value, bytes, "Summary.Value.tensor")):
                 if tensor_number == 8:
-                    text = item.decode("utf-8", "replace")
+                    text = _wire(item, bytes, "TensorProto.string_val").decode("utf-8",
+                                                                              "replace")
                     break
     return tag, text, data
 
@@ -1046,6 +1056,9 @@ class TensorBoardSink:
                 self._damaged(exc)
             except OSError as exc:  # it holds nothing that can be read: all is written back
                 self._fail("read event file", exc)
+            except Exception as exc:  # noqa: BLE001 - one file stops no other's write-back
+                self._fail("read event file", ValueError(f"{path}: {type(exc).__name__}: "
+                                                         f"{exc}"))
         return steps, texts
 
     def _damaged(self, exc: EventFileCorruptError) -> None:

@@ -436,6 +436,31 @@ class TestEventFilesFoundAreNotTrusted:
             sink.truncate(lambda run, tag, step: True)
         assert errors == [] and train.read_bytes() == whole
 
+    @pytest.mark.parametrize("event", [
+        b"\x12\x03abc",                       # Event.step length-delimited, not a varint
+        b"\x2a\x02\x08\x07",                   # a Summary.value that is a varint
+        b"\x2a\x04\x0a\x02\x08\x05",           # Summary.Value.tag as a varint
+    ], ids=["step", "value", "tag"])
+    def test_a_well_framed_record_of_the_wrong_wire_types_stops_no_write_back(
+            self, tmp_path, event):
+        """A 20-byte file in another run's folder, its checksums right, its fields of the
+        wrong wire types: it raised a TypeError that ended every write-back item of the
+        resume (epochs the log has never reached TensorBoard). Now such a record is no
+        event (it holds nothing to write over), any other fault of one file is reported
+        naming it, and the write-back is done."""
+        self.run_of_four(tmp_path)
+        (tmp_path / "other").mkdir()
+        planted = tmp_path / "other" / "events.out.tfevents.0.other"
+        planted.write_bytes(frame_records([event]))
+        errors = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            for step in (4, 5):
+                sink.scalars("train", {"loss": float(step)}, step, 2.0, "epoch_",
+                             only_missing=True)
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
+            == [0, 1, 2, 3, 4, 5]
+        assert all(str(planted) in str(e) for e in errors)
+
     @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
     def test_a_fifo_and_odd_step_folders_neither_block_nor_stop_a_resume(self, tmp_path):
         self.run_of_four(tmp_path)
