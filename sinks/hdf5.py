@@ -295,6 +295,9 @@ _MAX_SPARE_CHUNK = 1 << 20
 #: HDF5 filters whose decoders are built into HDF5 or h5py: deflate, shuffle, fletcher32, szip,
 #: nbit, scaleoffset, lzf. Any other id makes HDF5 search its plugin path for a library to load.
 _FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+#: Those whose output may be larger than their input: deflate, szip, n-bit, scale-offset, LZF.
+#: Each alone stays within MAX_EXPANSION; chained, they multiply.
+_EXPANDING = frozenset({1, 4, 5, 6, 32000})
 _NUMERIC = frozenset("biufc")
 #: The largest fixed-size attribute value read (this module writes variable-length strings).
 _MAX_FIXED_ATTR = 1 << 20
@@ -430,6 +433,12 @@ def _declared(dataset: Any, path: str, where: str) -> tuple[int, int]:
     if unknown:
         raise _refuse(path, where, f"uses HDF5 filter {unknown[0]}, which HDF5 would look for as "
                       "a plugin library; checkpoints use HDF5's own filters only")
+    expanding = [f for f in filters if f in _EXPANDING]
+    if len(expanding) > 1 or len(set(filters)) < len(filters):
+        # HDF5 decodes a chunk through the whole pipeline before it compares its size with
+        # the dataset's: deflate twice turned a 12 KB file into a gigabyte decoded.
+        raise _refuse(path, where, f"decodes through the filters {filters}: more than one that "
+                      "expands, or one twice; a checkpoint's chunks pass one at most")
     declared = math.prod(shape) * dtype.itemsize
     stored = dataset.id.get_storage_size()
     if layout == h5py.h5d.CHUNKED:

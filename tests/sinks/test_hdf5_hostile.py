@@ -225,6 +225,36 @@ class TestFilters:
 
         refused(hostile(tmp_path, build), "/weights/plug", "filter 32004")
 
+    @pytest.mark.parametrize("pipeline", [
+        (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_DEFLATE),
+        (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE),
+        (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_SHUFFLE),
+        (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SCALEOFFSET),
+    ], ids=["deflate twice", "deflate, shuffle, deflate", "shuffle twice",
+            "deflate and scale-offset"])
+    def test_a_pipeline_that_expands_twice_is_refused_before_decoding(self, tmp_path: Path,
+                                                                      pipeline) -> None:
+        """HDF5 decodes a chunk through every filter before it compares the result with the
+        chunk's size: deflate(deflate(1 GiB of zeros)) is 1.8 KB in a 12 KB file and was
+        decoded in full (a gigabyte, in the child and again in this process). Each expanding
+        filter alone stays within MAX_EXPANSION; two multiply, so two are refused unread."""
+        import zlib
+
+        def build(group: h5py.Group) -> str:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk((4,))
+            for code in pipeline:
+                options = (9,) if code == h5py.h5z.FILTER_DEFLATE else \
+                    (0, 0) if code == h5py.h5z.FILTER_SCALEOFFSET else ()
+                dcpl.set_filter(code, h5py.h5z.FLAG_OPTIONAL, options)
+            space = h5py.h5s.create_simple((4,))
+            dataset = h5py.h5d.create(group.id, b"bomb", h5py.h5t.NATIVE_FLOAT, space, dcpl)
+            inner = zlib.compress(bytes(1 << 20), 9)  # a megabyte inside, for the test's time
+            dataset.write_direct_chunk((0,), zlib.compress(inner, 9), 0)
+            return "bomb"
+
+        refused(hostile(tmp_path, build), "/weights/bomb", "more than one that expands")
+
 
 class TestNotNumbers:
     @pytest.mark.parametrize(("kind", "make"), [
