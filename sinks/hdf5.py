@@ -810,7 +810,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
         for path, (record, save) in list(self._kept.items()):
             try:
                 size, digest = save()
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is the sink's to record
                 if is_transient(exc):
                     break  # still full: tried again at the next record
                 self._kept.pop(path, None)
@@ -818,6 +818,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
                                       error=type(exc).__name__, message=f"{exc}; the kept "
                                       f"save of {path} (epoch {record.get('epoch')}) is given "
                                       "up", cause_seq=record["seq"]))
+                continue
             self._kept.pop(path, None)
             out.append(self._saved_now(record, size, digest))
         return out

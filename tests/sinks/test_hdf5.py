@@ -388,3 +388,34 @@ class TestAFullDisk:
         assert [f["event"] for f in failed] == ["save_checkpoint", "close"]
         assert "a.h5 (epoch 0) could not be written" in failed[1]["message"]
         assert not (tmp_path / "a.h5").exists()
+
+    def test_a_kept_save_that_then_fails_for_good_is_given_up_and_the_next_one_written(
+            self, tmp_path, monkeypatch):
+        """Two saves kept through a full disk; at the retry the first meets an error no disk
+        recovers from (a read-only file system): it is given up, named, and the second is
+        written and recorded with its own sha256 (the retry once went on with the first's)."""
+        import errno
+
+        real, calls = hdf5.write_checkpoint, []
+
+        def write_checkpoint(path, *args, **kwargs):
+            calls.append(path)
+            if len(calls) <= 3:  # a refused, retried and refused; b refused: both kept
+                raise OSError(errno.ENOSPC, "No space left on device")
+            if path.endswith("a.h5"):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(hdf5, "write_checkpoint", write_checkpoint)
+        paths = [str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), str(tmp_path / "c.h5")]
+        with pytest.warns(UserWarning, match="sink failure"):
+            records = _run(paths, NumpyModel(_weights()))
+        saved = {r["path"]: r for r in records if r["kind"] == "checkpoint_saved"}
+        assert sorted(saved) == paths[1:]
+        for path, record in saved.items():
+            data = Path(path).read_bytes()
+            assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        given_up = [r for r in records if r["kind"] == "sink_failed"
+                    and "is given up" in r["message"]]
+        assert len(given_up) == 1 and "a.h5" in given_up[0]["message"]
+        assert not (tmp_path / "a.h5").exists()
