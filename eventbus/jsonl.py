@@ -268,14 +268,19 @@ class JsonlWriter(Sink):
         self._failing.over()
 
     def _write_buffer(self) -> None:
-        """Write the whole buffer; what reached the file leaves it, even when a write fails."""
+        """Write the whole buffer; what reached the file leaves it, even when a write fails or
+        a KeyboardInterrupt comes between a write and its count (measured by the file's size,
+        not counted: a count cut short would write those bytes twice)."""
         buffer = self._buffer
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size
         done = 0
         try:
             with memoryview(buffer) as view:
                 while done < len(view):  # a raw write may be partial
                     done += self._file.write(view[done:])
         finally:
+            done = min(max(os.fstat(fd).st_size - start, 0), len(buffer))
             if done:
                 end = buffer.rfind(b"\n", 0, done)
                 self._torn = done - end - 1 if end >= 0 else self._torn + done

@@ -702,12 +702,17 @@ class _RunFile:
 
     def _write_kept(self) -> None:
         kept, done = self.kept, 0
+        fd = self.file.fileno()
+        start = os.fstat(fd).st_size  # what reached the file is measured (see JsonlWriter)
         try:
             with memoryview(kept) as view:
                 while done < len(view):  # a raw write may be partial
                     done += self.file.write(view[done:])
-        except OSError:
+        except BaseException as exc:
+            done = min(max(os.fstat(fd).st_size - start, 0), len(kept))
             del kept[:done]  # what reached the file is not written again
+            if not isinstance(exc, OSError):
+                raise  # a KeyboardInterrupt: the rest is written by the next write or close
             if len(kept) > self.max_kept:
                 lost = len(kept)
                 kept.clear()

@@ -233,3 +233,40 @@ class TestABackupFolderOthersCanWrite:
         with pytest.raises(LogError, match="events.jsonl: a symbolic link"):
             Bus([BackupAndRestore(tmp_path / "backup")])
         assert (other.read_bytes() if other.exists() else None) == before
+
+
+def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
+    """A KeyboardInterrupt that lands as a write returns, before the writer counts it: what
+    reached the file is measured by its size, so close() writes only the rest (the count cut
+    short wrote the buffer twice, and every reader then refused the log: seqs went back)."""
+    from eventbus import Bus, read_log
+    from eventbus.jsonl import JsonlWriter
+
+    path = tmp_path / "run.jsonl"
+    writer = JsonlWriter(path)
+    real = writer._file
+
+    class InterruptedOnce:
+        interrupted = False
+
+        def write(self, data):
+            n = real.write(data)
+            del data  # (a signal's frame would not hold the slice written)
+            if not InterruptedOnce.interrupted:
+                InterruptedOnce.interrupted = True
+                raise KeyboardInterrupt  # as a signal between the write and ``done +=``
+            return n
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    with pytest.raises(KeyboardInterrupt), Bus([], log=writer) as bus:
+        bus.train_begin()
+        bus.epoch_begin(0)
+        for batch in range(50):
+            bus.batch_end(batch, {"loss": 1.0})
+        writer._file = InterruptedOnce()
+        bus.epoch_end(0, {"loss": 1.0})  # its flush is interrupted
+    writer._file = real
+    seqs = [r.seq for r in read_log(path)]
+    assert seqs == list(range(len(seqs))) and len(seqs) == 54
