@@ -604,12 +604,25 @@ class _LogFiles:
                                   path=str(file)) from exc
 
     def _opened(self, file: Path) -> Any:
-        """``file`` opened (see :func:`_open`), its size allowed for in the budget."""
+        """``file`` opened (see :func:`_open`), its size allowed for in the budget; the file
+        given before is closed (its rows were read)."""
+        self._close()
         parquet, self._source = _open(file)
         self.budget.add_file(self._source.size())
         return parquet
 
+    def _close(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
     def __iter__(self) -> Iterator[tuple[Path, Any]]:
+        try:
+            yield from self._files()
+        finally:  # read to the end, abandoned or failed: the last file goes too
+            self._close()
+
+    def _files(self) -> Iterator[tuple[Path, Any]]:
         path = self.path
         if not path.is_dir():
             try:
@@ -652,9 +665,18 @@ def _open(file: Path) -> tuple[Any, Any]:
     """``file`` opened as a Parquet event log file (FileNotFoundError if it is not there): a
     ``pyarrow.parquet.ParquetFile``, and the pyarrow file it reads (which says the size, and
     reads the file still if a compaction removes it meanwhile)."""
+    source = open_regular(file)
+    try:
+        return _checked(file, source), source
+    except BaseException:
+        source.close()
+        raise
+
+
+def _checked(file: Path, source: Any) -> Any:
+    """The ParquetFile of ``source``, its schema checked as an event log's."""
     import pyarrow.parquet as pq
 
-    source = open_regular(file)
     try:
         parquet = pq.ParquetFile(source)
     except FileNotFoundError:
@@ -681,7 +703,7 @@ def _open(file: Path) -> tuple[Any, Any]:
             raise LogCorruptError(f"{file}: column {field.name} is {field.type}, not {what}"
                                   f"{' (or all null)' if nulls else ''}", path=str(file),
                                   field=field.name)
-    return parquet, source
+    return parquet
 
 
 def _check_layout(file: Path, metadata: dict[bytes, bytes] | None) -> None:
