@@ -149,6 +149,8 @@ class BackupAndRestore(Plugin, Sink):
         tag = f"backup:{name}"
         run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer)
         run.restore_weights(tag, source=label)
+        if name == PREVIOUS:
+            self.files.promote_previous()
         for tag, snapshot in found.snapshots:
             run.keep_weights(tag, snapshot.weights)
             self._outbox.append(WeightsRestored(source=label, tag=tag,

@@ -141,6 +141,14 @@ class BackupFiles:
         found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
         return found
 
+    def promote_previous(self) -> None:
+        """The previous file becomes the latest: a resume restored it because the latest is
+        ahead of the log (a crash between its write and the log's record of that epoch) or
+        unusable. Left where it was, the next save's rotation would drop it, and a second
+        crash before the log caught up would find no backup the log matches."""
+        with suppress(OSError):
+            os.replace(self.path(PREVIOUS), self.path(LATEST))
+
     def _snapshots(self, run_id: str, initial_epoch: int,
                    warnings: list[Warning]) -> list[tuple[str, Checkpoint]]:
         out = []

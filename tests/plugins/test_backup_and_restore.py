@@ -428,6 +428,10 @@ class TestDoubleCheckpoint:
         if double:
             assert fresh.weights["w"].tolist() == [6.0, 6.0]  # the end of epoch 2
             assert restored[-1].tag == "backup:previous.weights.h5"
+            # ... and it is the latest now, so the next save keeps it as the previous one.
+            assert load_checkpoint(tmp_path / "bk" / LATEST).weights["w"].tolist() == \
+                [6.0, 6.0]
+            assert not (tmp_path / "bk" / "previous.weights.h5").exists()
         else:
             assert fresh.weights["w"].tolist() == [0.0, 0.0]
             assert not restored
@@ -559,3 +563,28 @@ class TestAFullDisk:
         faults = [r for r in read_log(backup.log_path) if r.kind == "sink_failed"]
         assert len(faults) == 1 and "errno 28" in faults[0].message
         assert faults[0].sink == "BackupAndRestore"
+
+
+def test_a_latest_backup_ahead_of_the_log_gives_way_to_the_one_it_matches(tmp_path):
+    """Killed after an epoch's weights were renamed into place and before the log had that
+    epoch: the resume takes the previous file, and it now becomes the latest, so the next
+    save's rotation keeps it. (Left as previous, it was rotated away by that save, and a
+    second crash before the log caught up found no backup: the run went on from its initial
+    weights.)"""
+    from sinks.backup import PREVIOUS, BackupFiles
+    from sinks.hdf5 import write_checkpoint
+
+    files = BackupFiles(str(tmp_path))
+    write_checkpoint(tmp_path / PREVIOUS, {"w": np.full(2, 5.0)},
+                     metadata={"run_id": "r", "epochs_finished": 5})
+    write_checkpoint(tmp_path / LATEST, {"w": np.full(2, 6.0)},
+                     metadata={"run_id": "r", "epochs_finished": 6})  # ahead of the log
+    found = files.restore("r", 5, have_model=True)
+    assert found.finished == 5 and found.latest[0] == PREVIOUS
+    files.promote_previous()  # what the plugin does once it restored it
+    assert load_checkpoint(tmp_path / LATEST).metadata["epochs_finished"] == 5
+    assert not (tmp_path / PREVIOUS).exists()
+    model = NumpyModel({"w": np.full(2, 6.0)})
+    files.save(model, {"run_id": "r", "epochs_finished": 6})  # the epoch trained again
+    assert load_checkpoint(tmp_path / PREVIOUS).metadata["epochs_finished"] == 5
+    assert files.restore("r", 5, have_model=True).finished == 5  # a second crash: still there
