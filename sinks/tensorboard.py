@@ -664,6 +664,8 @@ def iter_event_file(path: str | os.PathLike[str]) -> Iterator[bytes]:
 
 _FILE_VERSION = "brain.Event:2"
 _EVENTS = "events.out.tfevents."
+#: How the temporary file of an event file's rewrite is named (``.`` + the file's name ...).
+_REWRITING = "." + _EVENTS
 
 
 class _RunFile:
@@ -687,8 +689,10 @@ class _RunFile:
         self.directory.mkdir(parents=True, exist_ok=True)
         now = time.time()
         # Microseconds in the name keep a resumed run's file after the crashed one's in the
-        # lexical order TensorBoard reads a directory in.
-        name = f"{_EVENTS}{now:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
+        # lexical order TensorBoard reads a directory in, even when the clock is now behind
+        # the one that named that file (another machine, a clock set back).
+        stamp = max(now, _newest_stamp(self.directory) + 1e-6)
+        name = f"{_EVENTS}{stamp:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
         self.path = self.directory / name
         # Unbuffered and kept open for the run: ``kept`` is the only buffer.
         self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
@@ -739,6 +743,19 @@ class _RunFile:
             finally:
                 self.file.close()
                 self.file = None
+
+
+def _newest_stamp(directory: Path) -> float:
+    """The newest time in the names of the event files in ``directory`` (0 if none)."""
+    newest = 0.0
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith(_EVENTS):
+                seconds, _, rest = name[len(_EVENTS):].partition(".")
+                micros = rest.partition(".")[0]
+                if seconds.isdigit() and micros.isdigit() and len(seconds) < 16:
+                    newest = max(newest, float(f"{seconds}.{micros}"))
+    return newest
 
 
 ErrorCallback = Callable[[str, BaseException], None]
@@ -1012,7 +1029,12 @@ class TensorBoardSink:
                                          if p.is_dir() and not p.is_symlink()]
         for run, run_dir in runs:
             for path in sorted(run_dir.glob("*tfevents*")):
-                if path.is_file() and not path.is_symlink() and \
+                if path.name.startswith(_REWRITING):
+                    # A rewrite's temporary file a killed process left (outputs.write_replacing
+                    # names it so): TensorBoard would read it too, and show its steps twice.
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                elif path.is_file() and not path.is_symlink() and \
                         not path.name.endswith(".tmp") and path not in mine:
                     yield run, path
 

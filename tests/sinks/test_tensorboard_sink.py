@@ -461,6 +461,35 @@ class TestEventFilesFoundAreNotTrusted:
             == [0, 1, 2, 3, 4, 5]
         assert all(str(planted) in str(e) for e in errors)
 
+    def test_a_resumed_file_sorts_after_the_crashed_one_whatever_the_clock_says(
+            self, tmp_path, monkeypatch):
+        """TensorBoard reads a run's files in name order, and the names carry the time: with
+        the clock set back (or another machine's behind), a resumed run's file sorted before
+        the crashed one's and its epochs showed first or not at all."""
+        train, _ = self.run_of_four(tmp_path)
+        monkeypatch.setattr(tbs.time, "time", lambda: 1000.0)  # long before the first file
+        with TensorBoardSink(tmp_path) as sink:
+            sink.scalars("train", {"loss": 4.0}, 4, 1000.0, "epoch_")
+        names = sorted(p.name for p in (tmp_path / "train").glob("events.out.tfevents.*"))
+        assert names[0] == train.name and len(names) == 2
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
+            == [0, 1, 2, 3, 4]
+
+    def test_a_rewrite_s_temporary_file_left_by_a_kill_is_removed(self, tmp_path):
+        """Killed while a resume rewrote an event file: its hidden temporary file holds the
+        run's events too, and TensorBoard reads every file named like an event file, so each
+        step showed twice. The next resume removes it (only that name: .events.out.tfevents.*)."""
+        train, _ = self.run_of_four(tmp_path)
+        leftover = train.parent / f".{train.name}.x1y2z3{train.suffix}"
+        leftover.write_bytes(train.read_bytes())
+        other = train.parent / ".notes"
+        other.write_text("the user's")
+        with TensorBoardSink(tmp_path) as sink:
+            sink.truncate(lambda run, tag, step: True)
+        assert not leftover.exists() and other.read_text() == "the user's"
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
+            == [0, 1, 2, 3]
+
     @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
     def test_a_fifo_and_odd_step_folders_neither_block_nor_stop_a_resume(self, tmp_path):
         self.run_of_four(tmp_path)
