@@ -119,7 +119,8 @@ class BackupAndRestore(Plugin, Sink):
         None: no usable weights file (the restore warns, where there is a model)."""
         from eventbus import read_header
 
-        found = self.files.restore(read_header(log).run_id, epochs, have_model=True)
+        found = self.files.restore(read_header(log).run_id, epochs, have_model=True,
+                                   snapshots=False)  # read when the run restores them
         return None if found.latest is None else found.finished
 
     def open(self, run: Run) -> None:

@@ -66,6 +66,8 @@ class BackupFiles:
         #: The snapshot files of this run (written now, or found with its run id): the only
         #: ones ``remove`` takes; others in a folder anyone may write are not this run's.
         self._snapshots_of_run: set[str] = set()
+        #: What reading each version of each file gave (see _read).
+        self._verdicts: dict[tuple[Any, ...], tuple[Checkpoint | None, Warning | None]] = {}
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -105,8 +107,10 @@ class BackupFiles:
         write_checkpoint(self.path(name), weights, metadata={**metadata, "tag": tag})
         self._snapshots_of_run.add(name)
 
-    def restore(self, run_id: str, initial_epoch: int, *, have_model: bool) -> Restore:
-        """The newest weights (and snapshots) that match a log resuming at ``initial_epoch``."""
+    def restore(self, run_id: str, initial_epoch: int, *, have_model: bool,
+                snapshots: bool = True) -> Restore:
+        """The newest weights (and, with ``snapshots``, the kept snapshots) that match a log
+        resuming at ``initial_epoch``."""
         found = Restore(None, 0, [], [])
         candidates = []
         for name in (LATEST, PREVIOUS):
@@ -138,7 +142,8 @@ class BackupFiles:
                 f"epoch {found.finished} ended, the log resumes at epoch {initial_epoch}",
                 details={"path": self.path(name), "epochs_finished": found.finished,
                          "initial_epoch": initial_epoch}))
-        found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
+        if snapshots:
+            found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
         return found
 
     def promote_previous(self) -> None:
@@ -169,15 +174,30 @@ class BackupFiles:
         return out
 
     def _read(self, name: str, warnings: list[Warning]) -> Checkpoint | None:
+        """The backup file ``name``, read without following a link out of the folder (others
+        may write it), and read once per version of the file: a resume asks twice, and a file
+        on which HDF5 loops costs its whole deadline each time."""
         path = self.path(name)
-        if not os.path.exists(path):
-            return None
         try:
-            return load_checkpoint(path)
-        except Exception as exc:  # noqa: BLE001 - a damaged backup: another may do
-            warnings.append(Warning(message=f"{self.plugin}: cannot read {path}: "
-                                    f"{type(exc).__name__}: {exc}", details={"path": path}))
+            info = os.lstat(path)
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            warnings.append(Warning(message=f"{self.plugin}: cannot read {path}: {exc}",
+                                    details={"path": path}))
+            return None
+        key = (name, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if key not in self._verdicts:
+            try:
+                self._verdicts[key] = (load_checkpoint(path, follow_links=False), None)
+            except Exception as exc:  # noqa: BLE001 - a damaged backup: another may do
+                self._verdicts[key] = (None, Warning(
+                    message=f"{self.plugin}: cannot read {path}: {type(exc).__name__}: {exc}",
+                    details={"path": path}))
+        checkpoint, warning = self._verdicts[key]
+        if warning is not None:
+            warnings.append(warning)
+        return checkpoint
 
     def _snapshot_names(self) -> list[str]:
         if not os.path.isdir(self.directory):

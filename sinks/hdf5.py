@@ -308,12 +308,12 @@ def _refuse(path: str, where: str | None, what: str) -> CheckpointError:
     return CheckpointError(f"{place}: {what}", path=path, dataset=where)
 
 
-def _open_regular(path: str) -> Any:
+def _open_regular(path: str, *, follow_links: bool = True) -> Any:
     """``path`` opened for reading, if it is a regular file; stat'ed after opening, so what is
     checked is what is read. O_NONBLOCK: opening a FIFO returns at once instead of waiting for
     a writer."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
-        getattr(os, "O_BINARY", 0)
+        getattr(os, "O_BINARY", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -520,7 +520,7 @@ def _read(datasets: Mapping[str, Any], path: str, top: str) -> dict[str, np.ndar
     return out
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], *, follow_links: bool = True) -> Checkpoint:
     """Read a checkpoint written by this module: weights, metadata, config, optimizer state.
 
     The file is untrusted input: it is read only if it is a regular file, and only its own
@@ -528,9 +528,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     (see this module's reading notes and docs/reliability.md). Anything else is a
     :class:`~eventbus.errors.CheckpointError` naming the file and the dataset; a file that is
     not HDF5 at all, or cannot be opened, an ``OSError`` naming the file.
+    ``follow_links=False``: a link at ``path`` is an ``OSError``, not followed (a folder others
+    can write, such as a backup's).
     """
     name = os.fspath(path)
-    with _open_regular(name) as handle:
+    with _open_regular(name, follow_links=follow_links) as handle:
         return _load_open(handle, name)
 
 

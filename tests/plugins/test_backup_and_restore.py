@@ -280,6 +280,29 @@ class TestUntrustedBackupDir:
         assert (info.value.plugin, info.value.field) == ("BackupAndRestore", "backup_dir")
         assert isinstance(info.value.__cause__, OSError)
 
+    def test_a_link_planted_as_a_backup_is_not_followed(self, tmp_path: Path) -> None:
+        """previous.weights.h5 replaced by a link to a checkpoint elsewhere (the run's id in
+        its metadata, read from the folder's own log, and a large step to win): it was
+        restored; now a link is never followed and the run's own latest backup is used."""
+        from sinks.backup import PREVIOUS
+        from sinks.hdf5 import write_checkpoint
+
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=3, model=model, delete_checkpoint=False)
+        run_id = next(iter(read_log(tmp_path / "bk" / "events.jsonl"))).run_id
+        forged = tmp_path / "forged.h5"
+        write_checkpoint(forged, {"w": np.full(2, 666.0)},
+                         metadata={"run_id": run_id, "epochs_finished": 3, "step": 10**9})
+        (tmp_path / "bk" / PREVIOUS).unlink()
+        (tmp_path / "bk" / PREVIOUS).symlink_to(forged)
+        fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with pytest.warns(RunWarning, match="cannot read .*previous.weights.h5"):
+            bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)],
+                      model=fresh, learning_rate=0.1)
+            bus.epoch_begin(bus.initial_epoch)
+        bus.close()
+        assert 666.0 not in fresh.weights["w"]
+
     def test_a_hostile_weights_backup_restores_nothing_foreign(self, tmp_path: Path) -> None:
         """latest.weights.h5 replaced by a checkpoint whose weight is stored in another file:
         the restore refuses it (a warning names the file), falls back on the previous backup,
