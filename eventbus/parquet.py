@@ -282,7 +282,8 @@ class ParquetWriter(Sink):
                 continue
             cells: list[Any] = [None] * n
             for row, values in self._fields.items():
-                cells[row] = values[i]
+                if row < n:  # (a row whose write a Ctrl-C cut short was never added)
+                    cells[row] = values[i]
             columns[name] = pa.array(cells, arrow_type)
         metrics = sorted({key for piece in pieces for key in piece.metrics})
         for key in metrics:
@@ -299,7 +300,8 @@ class ParquetWriter(Sink):
         if self._payloads:
             payload: list[bytes | None] = [None] * n
             for row, text in self._payloads.items():
-                payload[row] = text
+                if row < n:
+                    payload[row] = text
             columns["payload"] = pa.array(payload, pa.string())
         else:
             columns["payload"] = pa.nulls(n, pa.string())
@@ -318,7 +320,12 @@ class ParquetWriter(Sink):
         segment = self._take_segment()
         if segment is not None:
             store = self._store
-            store.submit(*segment)
+            try:
+                store.submit(*segment)
+            except BaseException:  # a Ctrl-C before it was queued: kept for the next wait
+                if not any(kept[1] == segment[1] for kept in store.kept):
+                    store.kept.append(segment)
+                raise
             if store.kept and store.kept_bytes > self._max_kept:
                 store.wait()  # written now, or its error ends the writer: memory is bounded
 

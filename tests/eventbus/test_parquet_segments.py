@@ -351,3 +351,38 @@ def test_a_segment_turned_into_a_fifo_after_the_listing_is_refused_not_waited_on
             pass
         pytest.fail("open_regular blocked on a FIFO")
     assert isinstance(outcome[0], LogCorruptError) and "a FIFO" in str(outcome[0])
+
+
+def test_ctrl_c_inside_a_record_s_write_loses_nothing_else(tmp_path, monkeypatch):
+    """A KeyboardInterrupt while the writer took a decision record (its payload kept, its row
+    not yet added) left a row the table could not hold, and close() dropped every record of
+    the segment. The cut record is not written; everything else is."""
+    import eventbus.parquet as parquet_module
+    from eventbus import Plugin, hookimpl
+
+    class Stopper(Plugin):
+        @hookimpl
+        def on_epoch_end(self, event):
+            return r.StopTraining(reason="now") if event.epoch == 1 else None
+
+    real, calls = parquet_module._metrics_of, []
+
+    def metrics_of(record):
+        calls.append(record["kind"])
+        if record["kind"] == "stop_training":
+            raise KeyboardInterrupt
+        return real(record)
+
+    monkeypatch.setattr(parquet_module, "_metrics_of", metrics_of)
+    log = tmp_path / "run.parquet"
+    with pytest.raises(KeyboardInterrupt), Bus([Stopper()], log=log) as bus:
+        bus.train_begin()
+        for epoch in range(3):
+            bus.epoch_begin(epoch)
+            for batch in range(100):
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(epoch, {"loss": 1.0})
+    records = list(read_log(log))
+    assert sum(x.kind == "batch_end" for x in records) == 200
+    assert [x.epoch for x in records if x.kind == "epoch_end"] == [0, 1]
+    assert "stop_training" in calls
