@@ -986,10 +986,12 @@ class HDF5CheckpointWriter(Plugin, Sink):
             place = self._place(path, entry, run)
             held = place if isinstance(place, str) else _hold(path, place)
             problem = held if isinstance(held, str) else _check(held, entry)
+            promote = False
             if problem is not None and not isinstance(place, str):
                 # A crash after a save replaced the file and before the log recorded it: the
                 # file the log records is the one kept beside it.
                 previous = _hold_previous(path, place, entry)
+                promote = previous is not None
                 if previous is not None:
                     if not isinstance(held, str):
                         held.close()
@@ -1019,6 +1021,14 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 continue
             out.extend(restored)
             self._saved.clear()
+            # The file the log records goes back to its name (the next save keeps it beside
+            # the new one, so a second crash before the log catches up still finds it), and a
+            # kept file the crash left beside a file the log records is no longer needed.
+            with suppress(OSError):
+                if promote:
+                    os.replace(previous_path(path), path)
+                else:
+                    remove_previous(path)
             epoch = entry.epoch
             if epoch is not None and epoch + 1 < run.initial_epoch:
                 out.append(WarningRecord(

@@ -333,6 +333,26 @@ def test_killed_between_a_save_and_its_record_the_resume_restores_the_kept_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
 
 
+def test_killed_twice_before_the_log_catches_up_the_resume_still_finds_its_file(tmp_path):
+    """The resume after the first crash restores the kept file and puts it back at its name,
+    so its own first save keeps it beside the new one: a second crash right after that save
+    still finds the file the log records (before, that save kept the file that was ahead of
+    the log, and the second resume went on from the initial weights)."""
+    import subprocess
+    import sys
+
+    def run(kill_at: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_RENAME, str(tmp_path),
+                               str(kill_at)], capture_output=True, text=True, timeout=120)
+
+    assert run(4).returncode == -9  # after epoch 3's rename: the log has epochs 0-2
+    assert run(1).returncode == -9  # resumed at 3, killed after its first save's rename
+    resumed = run(0)
+    assert resumed.returncode == 0, resumed.stderr
+    start, final = resumed.stdout.split("\n")[:2]
+    assert start.split() == ["3", "3.0"] and float(final) == 6.0
+
+
 class TestAFullDisk:
     """A save the disk refuses (ENOSPC) is kept, with a copy of the weights it was asked for,
     and written at the writer's next record: the best model of save_best_only is not lost
