@@ -78,6 +78,10 @@ class RunWarning(UserWarning):
 
 #: What :func:`refuse_oversized` leaves to the record's envelope and the log's escapes.
 _ENVELOPE = 1 << 16
+#: A batch line longer than this takes the careful path, which measures and refuses it:
+#: ``jsonl.MAX_LINE_BYTES`` less the envelope (not imported: importing the package does not
+#: load the log reader; a test holds the two equal).
+_LONGEST = (64 << 20) - _ENVELOPE
 
 
 def refuse_oversized_meta(meta: dict[str, Any]) -> None:
@@ -97,7 +101,7 @@ def refuse_oversized(kind: str, fields: dict[str, Any], logs: dict[str, Any]) ->
     Only a record that may be that large is measured (params, vectors, many or long names)."""
     if "params" not in fields and len(logs) < 4096 and \
             all(type(v) is float and len(k) < 4096 for k, v in logs.items()):
-        return
+        return  # (every batch_end line of the fast path is measured by its length instead)
     from .jsonl import MAX_LINE_BYTES
 
     parts = {f"params.{k}": v for k, v in fields.get("params", {}).items()}
@@ -214,6 +218,8 @@ class Engine:
             batch = to_index(batch, "batch", "batch_end")
         keys_checked = True
         if type(logs) is dict:
+            if len(logs) >= 4096:  # a record that may be too long for a log: measured there
+                return self._batch_end_checked(batch, logs)
             clean = logs.copy()
             if self._batch_end_route[2]:  # a line sink: orjson refuses a key that is not a str
                 keys_checked = False
@@ -259,6 +265,9 @@ class Engine:
                 # e.g. an index beyond 64 bits: each sink reports it
                 writes, owners = recorder.route("batch_end")
             else:
+                if len(line) > _LONGEST:  # (a key of megabytes) the careful path refuses it
+                    recorder.seq, cursor.step = seq - 1, step
+                    return self._batch_end_checked(batch, logs)
                 for append in lines:
                     append(line)
                 if not seq & 63:  # nothing else looks at these buffers' size
@@ -381,6 +390,7 @@ class Engine:
         clean: Any = hold_logs(logs, kind) if type(logs) is dict else None
         if clean is None:
             clean = coerce_logs(logs, kind) if logs is not None else {}
+        if type(clean) is dict:
             refuse_oversized(kind, fields, clean)
         if _get_ident() != self.thread:
             self.claim()

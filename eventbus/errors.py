@@ -25,6 +25,7 @@ CI log is enough to find the fault.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 __all__ = [
@@ -109,7 +110,10 @@ class PluginError(EventBusError, RuntimeError):
                    seq: int | None = None) -> PluginError:
         """A PluginError for ``cause``: of a subclass that is also ``cause``'s class, when that
         is a built-in exception whose layout allows it (an OSError's does not)."""
-        return _of_class(type(cause))(message, plugin=plugin, event=event, seq=seq)
+        try:
+            return _of_class(type(cause))(message, plugin=plugin, event=event, seq=seq)
+        except TypeError:  # a class whose constructor takes other arguments than a message
+            return PluginError(message, plugin=plugin, event=event, seq=seq)
 
 
 def _plugin_error(message: str, plugin: str, event: str, seq: int | None) -> PluginError:
@@ -118,7 +122,7 @@ def _plugin_error(message: str, plugin: str, event: str, seq: int | None) -> Plu
 
 _AS: dict[type, type[PluginError]] = {}
 _NOT_MIXED = (OSError, UnicodeError, SyntaxError, StopIteration, StopAsyncIteration,
-              PluginError)
+              getattr(builtins, "BaseExceptionGroup", PluginError), PluginError)
 
 
 def _of_class(cause: type) -> type[PluginError]:

@@ -287,6 +287,10 @@ def _conform(table: Any, schema: Any) -> Any:
                      else pa.nulls(rows, f.type) for f in schema], schema=schema)
 
 
+class _HeldBack(OSError):
+    """A segment not written because one before it is kept (see SegmentStore.kept)."""
+
+
 class SegmentStore:
     """The segment files of one Parquet log, written on a background thread.
 
@@ -300,8 +304,9 @@ class SegmentStore:
         # Segment writes not yet waited for: (the write, its table, first seq, last seq).
         self._pending: deque[tuple[Future[None], Any, int, int]] = deque()
         #: Segments whose write failed with an OSError (a full disk), in order: kept, and
-        #: written again at the next :meth:`wait`.
+        #: written again at the next :meth:`wait`; those after them wait behind them.
         self.kept: list[tuple[Any, int, int]] = []
+        self._blocked = False  # a segment failed: later ones are kept, not written ahead
         # Owned by the background thread until close() has shut it down.
         self._merging = merge
         self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
@@ -322,10 +327,22 @@ class SegmentStore:
             self._settle(self._pending.popleft())
         self._wrote = True
         name = segment_name(first, last)
-        written = self._pool.submit(write_atomically, table, self.directory / name)
+        written = self._pool.submit(self._write_in_turn, table, self.directory / name)
         self._pending.append((written, table, first, last))
         if self._merging:
             self._pool.submit(self._merge, table, name, written)
+
+    def _write_in_turn(self, table: Any, target: Path) -> None:
+        """On the background thread: write a segment, unless one before it failed and is
+        kept. The log's files are then always a prefix of its records: a crash while the
+        disk is full leaves no hole for a reader to refuse the log over."""
+        if self._blocked:
+            raise _HeldBack(f"{target.name}: held behind a segment the disk refused")
+        try:
+            write_atomically(table, target)
+        except OSError:
+            self._blocked = True
+            raise
 
     def wait(self) -> None:
         """Return once every segment submitted is on disk. Those kept from a failed write are
@@ -341,6 +358,7 @@ class SegmentStore:
             except OSError:
                 self.kept = kept[i:]
                 raise
+        self._blocked = False  # every segment is on disk, in order: the next may be written
 
     @property
     def kept_records(self) -> int:
@@ -453,6 +471,7 @@ class SegmentStore:
                 try:
                     keep_trying(lambda: write_atomically(table, target))
                 except OSError as exc:
+                    self._abandon_merge()
                     raise given_up(exc, f"{self.directory}: the last {table.num_rows} "
                                         "record(s)") from exc
                 holds_all = False

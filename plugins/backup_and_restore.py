@@ -125,6 +125,7 @@ class BackupAndRestore(Plugin, Sink):
 
     def open(self, run: Run) -> None:
         self._run = run
+        self._failing.over()  # a new run: its first failed write is reported
         if not self._asked:
             # Registered after the bus was built, when it had already chosen what to resume
             # from: the bus's log is then the record; only the weights are backed up here.

@@ -76,6 +76,7 @@ class CSVLogger(Plugin, Sink):
 
     def open(self, run: Run) -> None:
         self._run = run
+        self._failing.over()  # a new run: its first failed write is reported
         if run.resumed:
             # The run goes on: its file continues, less what a crashed attempt wrote for the
             # epochs the loop runs again.

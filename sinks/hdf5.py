@@ -778,13 +778,14 @@ class HDF5CheckpointWriter(Plugin, Sink):
             size, digest = save()
         except Exception as exc:  # noqa: BLE001 - any write failure is the sink's to record
             # Returned rather than raised: a raising sink is switched off for the whole run.
-            then = ""
+            then, given_up = "", []
             if is_transient(exc) and not callable(getattr(model, "save", None)):
                 # A full disk: these weights (held, copied) are written at the next record.
-                self._keep(record, save)
+                given_up = self._keep(record, save, run)
                 then = "; the weights are kept and written at the writer's next record"
             return [*kept, SinkFailed(sink=run.label(self), event=record["kind"],
-                                      error=type(exc).__name__, message=f"{exc}{then}")]
+                                      error=type(exc).__name__, message=f"{exc}{then}"),
+                    *given_up]
         return [*kept, self._saved_now(record, size, digest)]
 
     def _saved_now(self, record: dict[str, Any], size: int, digest: str) -> CheckpointSaved:
@@ -797,13 +798,24 @@ class HDF5CheckpointWriter(Plugin, Sink):
         return CheckpointSaved(path=path, size=size, sha256=digest, cause_seq=record["seq"],
                                epoch=record.get("epoch"))
 
-    def _keep(self, record: dict[str, Any], save: Callable[[], tuple[int, str]]) -> None:
+    def _keep(self, record: dict[str, Any], save: Callable[[], tuple[int, str]],
+              run: Run) -> list[Any]:
+        """Keep a refused save for the next record; a save pushed out of the few kept (each
+        holds a copy of the weights) is given up, and said so."""
         if isinstance(save, _Save):
             save.copy()  # the arrays may be the model's own: training goes on
         self._kept.pop(record["path"], None)
         self._kept[record["path"]] = (record, save)
-        while len(self._kept) > _MAX_KEPT_SAVES:  # memory: each holds a copy of the weights
-            self._kept.pop(next(iter(self._kept)))
+        out: list[Any] = []
+        while len(self._kept) > _MAX_KEPT_SAVES:
+            path, (old, _) = next(iter(self._kept.items()))
+            del self._kept[path]
+            out.append(SinkFailed(sink=run.label(self), event="save_checkpoint",
+                                  error="OSError", cause_seq=old["seq"],
+                                  message=f"the kept save of {path} (epoch {old.get('epoch')}) "
+                                  f"is given up: {_MAX_KEPT_SAVES} newer saves wait for the "
+                                  "disk too"))
+        return out
 
     def _retry(self, run: Run) -> list[Any]:
         """Write the saves a full disk refused, oldest first: their checkpoint_saved records
@@ -895,8 +907,14 @@ class HDF5CheckpointWriter(Plugin, Sink):
 
     def _delete(self, record: dict[str, Any], run: Run) -> Any:
         """Remove the file a ``delete_checkpoint`` names, if it is one this writer wrote and
-        still holds the bytes written; otherwise leave it and say why."""
+        still holds the bytes written; otherwise leave it and say why. A save of it still
+        kept (a full disk) is dropped: written later, it would undo the removal."""
         path, label = record["path"], run.label(self)
+        if self._kept.pop(path, None) is not None and path not in self._written:
+            return WarningRecord(
+                source=label, message=f"{label}: delete_checkpoint from "
+                f"{record.get('source')!r}: {path} was never written (the disk refused its "
+                "save); its kept save is dropped", details={"path": path})
         entry = self._written.get(path)
         if entry is None:
             problem: str | None = "was not written by this checkpoint writer"

@@ -513,10 +513,12 @@ class TestRecordsALogCannotReadBack:
     @pytest.mark.parametrize("log", ["run.jsonl", "run.parquet"])
     def test_a_huge_param_or_vector_is_refused_and_the_log_stays_readable(self, tmp_path, log,
                                                                            monkeypatch):
+        import eventbus.engine
         import eventbus.jsonl
 
         MAX_LINE_BYTES = 1 << 20  # the limit made small, for the test's time: 64 MiB at rest
         monkeypatch.setattr(eventbus.jsonl, "MAX_LINE_BYTES", MAX_LINE_BYTES)
+        monkeypatch.setattr(eventbus.engine, "_LONGEST", MAX_LINE_BYTES - (1 << 16))
         path = tmp_path / log
         with Bus([], log=path) as bus:
             with pytest.raises(EventError, match="'params.notes'") as info:
@@ -532,6 +534,32 @@ class TestRecordsALogCannotReadBack:
             bus.epoch_end(0, {"loss": 0.5})
             bus.train_end()
         assert kinds(path) == ["header", "train_begin", "epoch_begin", "epoch_end", "train_end"]
+
+    def test_the_fast_path_s_limit_is_the_reader_s(self):
+        import eventbus.engine
+        import eventbus.jsonl
+
+        assert eventbus.engine._LONGEST == eventbus.jsonl.MAX_LINE_BYTES - eventbus.engine._ENVELOPE
+
+    @pytest.mark.parametrize("publish", ["batch_end", "test_batch_end"])
+    def test_the_fast_paths_refuse_it_too(self, tmp_path, monkeypatch, publish):
+        """A batch_end of finite floats (the inlined path) or an evaluation batch with a
+        megabyte metric name: measured and refused as the careful path's records are."""
+        import eventbus.engine
+        import eventbus.jsonl
+
+        monkeypatch.setattr(eventbus.jsonl, "MAX_LINE_BYTES", 1 << 20)
+        monkeypatch.setattr(eventbus.engine, "_LONGEST", (1 << 20) - (1 << 16))
+        path = tmp_path / "run.jsonl"
+        with Bus([], log=path) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            with pytest.raises(EventError, match="the largest field is 'logs.xxx"):
+                getattr(bus, publish)(0, {"x" * (1 << 20): 1.0})
+            with pytest.raises(EventError, match="over the"):
+                getattr(bus, publish)(0, {f"m{i}": 1.0 for i in range(100_000)})
+            getattr(bus, publish)(0, {"loss": 1.0})
+        assert kinds(path)[-1] == publish
 
     def test_huge_meta_is_refused_when_the_bus_is_made(self):
         from eventbus.jsonl import MAX_LINE_BYTES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import warnings
 
 import pytest
@@ -188,7 +189,9 @@ class TestPluginErrorIsOfItsCausesClass:
         assert type(PluginError.raised_for(Plain(), "m", plugin="P", event="e")) is PluginError
 
     @pytest.mark.parametrize("cause", [OSError(2, "gone"), RuntimeError("r"),
-                                       StopIteration(), UnicodeError("u")])
+                                       StopIteration(), UnicodeError("u")] + (
+    [builtins.ExceptionGroup("two", [ValueError(), KeyError()])]
+    if hasattr(builtins, "ExceptionGroup") else []))
     def test_classes_with_fields_or_meaning_of_their_own_are_not(self, cause):
         """An OSError's handler reads errno; a StopIteration is special in generators."""
         import pickle

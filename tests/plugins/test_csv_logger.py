@@ -261,3 +261,37 @@ class TestNoTrainBegin:
             assert not bus.resumed
             train(bus, [0.3, 0.2])
         assert [row["epoch"] for row in rows(path)] == kept
+
+
+def test_a_second_run_s_full_disk_is_reported_again(tmp_path, monkeypatch):
+    """The same CSVLogger in a second fit: a spell of failed writes that the first run's
+    close gave up on does not keep the second run's failures from being reported."""
+    import errno
+    import warnings
+
+    import sinks.csv as module
+    from eventbus import Bus
+
+    real, full = module.os.write, [False]
+
+    def write(fd, data):
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(module.os, "write", write)
+    monkeypatch.setattr(module, "keep_trying", lambda attempt: attempt())  # one try at close
+    logger = CSVLogger(str(tmp_path / "t.csv"))
+    faults = []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Bus([logger]) as bus:
+                bus.train_begin()
+                full[0] = False
+                bus.epoch_end(0, {"loss": 1.0})
+                full[0] = True
+                bus.epoch_end(1, {"loss": 0.5})
+                bus.train_end()
+        faults.append([f.message for f in bus.failures if f.event == "epoch_end"])
+    assert all(len(f) == 1 and "errno 28" in f[0] for f in faults), faults

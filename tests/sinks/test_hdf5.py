@@ -439,3 +439,44 @@ class TestAFullDisk:
                     and "is given up" in r["message"]]
         assert len(given_up) == 1 and "a.h5" in given_up[0]["message"]
         assert not (tmp_path / "a.h5").exists()
+
+    def test_a_kept_save_the_run_then_deletes_is_dropped_and_one_pushed_out_is_said(
+            self, tmp_path, monkeypatch):
+        """save_top_k=1 through a full disk: the kept save of a path a later
+        delete_checkpoint names is dropped (written after, it came back), and a kept save
+        pushed out by newer ones is a sink_failed naming it, not silence."""
+        from plugins import ModelCheckpoint
+
+        self.refusing(monkeypatch, 10**6)
+        writer = RecordingWriter()
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        import warnings
+
+        with warnings.catch_warnings(), \
+                Bus([ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.h5"), monitor="loss",
+                                     save_top_k=1)], model=model, log=writer) as bus:
+            warnings.simplefilter("ignore")  # the records are what is checked
+            bus.train_begin()
+            for epoch in range(7):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0 - epoch / 10})
+            monkeypatch.undo()  # room again: what is still kept is written
+            bus.epoch_begin(7)
+            bus.train_end()
+        deleted = {r["path"] for r in writer.records if r["kind"] == "delete_checkpoint"}
+        saved = {r["path"] for r in writer.records if r["kind"] == "checkpoint_saved"}
+        assert deleted and not deleted & saved
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-7.h5"]
+        assert any(r["kind"] == "warning" and "its kept save is dropped" in r["message"]
+                   for r in writer.records)
+
+    def test_a_kept_save_pushed_out_by_newer_ones_is_said(self, tmp_path, monkeypatch):
+        """At most four saves are kept (each holds a copy of the weights): a fifth pushes the
+        oldest out, and that is a sink_failed naming it, not a save silently gone."""
+        self.refusing(monkeypatch, 10**6)
+        paths = [str(tmp_path / f"e{i}.h5") for i in range(6)]
+        with pytest.warns(UserWarning, match="sink failure"):
+            records = _run(paths, NumpyModel(_weights()))
+        pushed = [r["message"] for r in records if r["kind"] == "sink_failed"
+                  and "newer saves wait" in r["message"]]
+        assert [m.split(" (epoch")[0].rsplit("/", 1)[1] for m in pushed] == ["e0.h5", "e1.h5"]
