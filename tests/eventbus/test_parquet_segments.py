@@ -386,3 +386,34 @@ def test_ctrl_c_inside_a_record_s_write_loses_nothing_else(tmp_path, monkeypatch
     assert sum(x.kind == "batch_end" for x in records) == 200
     assert [x.epoch for x in records if x.kind == "epoch_end"] == [0, 1]
     assert "stop_training" in calls
+
+
+def test_segments_after_one_the_disk_refused_wait_behind_it(tmp_path, monkeypatch):
+    """The files on disk are always a prefix of the log: a later segment is not written
+    ahead of one the disk refused (a crash then left a hole, and the readers refused the
+    log). Once the disk has room, all are written, in order."""
+    import errno
+
+    from eventbus.parquet_segments import SegmentStore, segment_name
+
+    real, refuse = parquet_segments.write_atomically, [True]
+
+    def write_atomically(table, target):
+        if refuse[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(table, target)
+
+    monkeypatch.setattr(parquet_segments, "write_atomically", write_atomically)
+    store = SegmentStore(tmp_path, merge=False)
+    table = pa.table({"seq": [0]})
+    store.submit(table, 0, 0)
+    with pytest.raises(OSError):
+        store.wait()  # refused: kept
+    refuse[0] = False
+    store.submit(table, 1, 1)  # the disk has room now, but the first is still kept
+    while store._pending:
+        store._settle(store._pending.popleft())
+    assert files(tmp_path) == []  # nothing written ahead of the kept one
+    store.wait()
+    assert files(tmp_path) == [segment_name(0, 0), segment_name(1, 1)]
+    store.close()
