@@ -143,6 +143,7 @@ class BackupAndRestore(Plugin, Sink):
         label = run.label(self)
         found = self.files.restore(run.run_id, run.initial_epoch,
                                    have_model=run.model is not None)
+        self.files.forget()  # the weights found are handed to the bus below, not kept here
         self._outbox.extend(warning.model_copy(update={"source": label})
                             for warning in found.warnings)
         if found.latest is None:

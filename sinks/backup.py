@@ -146,6 +146,11 @@ class BackupFiles:
             found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
         return found
 
+    def forget(self) -> None:
+        """Let go of what the reads of this resume kept (weights included): the resume is
+        done with them."""
+        self._verdicts.clear()
+
     def promote_previous(self) -> None:
         """The previous file becomes the latest: a resume restored it because the latest is
         ahead of the log (a crash between its write and the log's record of that epoch) or

@@ -162,10 +162,11 @@ class TestResume:
         last_end = max(i for i, line in enumerate(lines) if b'"kind":"epoch_end"' in line)
         log.write_bytes(b"".join(lines[:last_end]))  # epoch 3's end never reached the disk
         fresh = NumpyModel({"w": np.zeros(2)})
-        bus = Bus([ReduceLROnPlateau(patience=2), BackupAndRestore(tmp_path / "bk")],
-                  model=fresh, learning_rate=0.1)
+        backup = BackupAndRestore(tmp_path / "bk")
+        bus = Bus([ReduceLROnPlateau(patience=2), backup], model=fresh, learning_rate=0.1)
         assert bus.initial_epoch == 3
         assert fresh.weights["w"].tolist() == [6.0, 6.0]  # the end of epoch 2
+        assert backup.files._verdicts == {}  # the weights read are not held for the run
         bus.close()
 
     def test_torn_last_line_is_cut(self, tmp_path: Path) -> None:
