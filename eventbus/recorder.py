@@ -64,8 +64,10 @@ class Slot:
     #: True when the sink appends to a file that already holds this run (its header too).
     continued: bool = False
     opened: bool = False
-    #: True for a plugin-sink with event filters: ``write`` tests each record (no fast path).
-    filtered: bool = False
+    #: A plugin-sink's event filters as a test of records (``filters.record_test``), or None:
+    #: ``write`` passes each record through it (no fast path), and so does a resume's catch-up,
+    #: so a time filter keeps one clock across both.
+    test: Callable[[dict[str, Any]], bool] | None = None
 
     def call(self, method: str) -> Any:
         fn = getattr(self.sink, method, None)
@@ -98,7 +100,7 @@ def _fast_route(owners: tuple[Slot, ...]) -> tuple[tuple[Any, ...], tuple[Slot, 
     it)."""
     finite_owners = tuple(s for s in owners if s.buffer is None)
     return (tuple(s.buffer.extend for s in owners if s.buffer is not None), finite_owners,
-            tuple(s.write if s.filtered else getattr(s.sink, "write_finite", s.write)
+            tuple(s.write if s.test is not None else getattr(s.sink, "write_finite", s.write)
                   for s in finite_owners))
 
 
@@ -177,7 +179,7 @@ class Recorder:
         slot = Slot(sink, name, None if kinds is None else frozenset(kinds), write,
                     buffer if isinstance(buffer, bytearray) else None,
                     int(getattr(sink, "buffer_bytes", 1 << 20)), continued,
-                    filtered=test is not None)
+                    test=test)
         if self.silent:
             return slot
         self.slots.append(slot)

@@ -25,7 +25,6 @@ from .control import Control, checked_learning_rate
 from .cursor import Cursor
 from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
-from .filters import filters_of, record_test
 from .log import has_records, last_seq, resume_source
 from .metrics import MAX_INDEX
 from .recorder import Recorder, Slot
@@ -313,7 +312,6 @@ class _CatchUp:
         self.behind: list[tuple[Slot, int]] = []
         self.catchers: list[Slot] = []
         self.failed: list[tuple[Slot, BaseException]] = []
-        self.tests: dict[int, Any] = {}
         for slot in recorder.slots:
             if slot.kinds is None and not same_path(slot.sink, log):
                 have = _last_seq_of(slot) if slot.continued else -1
@@ -323,8 +321,6 @@ class _CatchUp:
             elif slot.kinds is not None and not slot.opened and \
                     callable(getattr(slot.sink, "catch_up", None)):
                 self.catchers.append(slot)
-                # A filtered plugin-sink catches up on what it would have been written.
-                self.tests[id(slot)] = record_test(filters_of(slot.sink))
 
     @property
     def needed(self) -> bool:
@@ -353,9 +349,8 @@ class _CatchUp:
         for slot in list(self.catchers):
             if record.kind in slot.kinds:  # type: ignore[operator]
                 data = record.model_dump() if data is None else data
-                test = self.tests[id(slot)]
-                if test is not None and not test(data):
-                    continue
+                if slot.test is not None and not slot.test(data):
+                    continue  # a filtered plugin-sink catches up on what it would have had
                 try:
                     # As write: a sink of another package reads the fields as attributes too.
                     slot.sink.catch_up(data if is_built_in(slot.sink) else RecordDict(data),
