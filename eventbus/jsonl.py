@@ -40,7 +40,7 @@ from .records import (
     set_model_dict,
     writable_text,
 )
-from .sink import FailingWrites, Sink, given_up, keep_trying
+from .sink import FailingWrites, Sink, drain, given_up, keep_trying
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -268,23 +268,13 @@ class JsonlWriter(Sink):
         self._failing.over()
 
     def _write_buffer(self) -> None:
-        """Write the whole buffer; what reached the file leaves it, even when a write fails or
-        a KeyboardInterrupt comes between a write and its count (measured by the file's size,
-        not counted: a count cut short would write those bytes twice)."""
-        buffer = self._buffer
-        fd = self._file.fileno()
-        start = os.fstat(fd).st_size
-        done = 0
-        try:
-            with memoryview(buffer) as view:
-                while done < len(view):  # a raw write may be partial
-                    done += self._file.write(view[done:])
-        finally:
-            done = min(max(os.fstat(fd).st_size - start, 0), len(buffer))
-            if done:
-                end = buffer.rfind(b"\n", 0, done)
-                self._torn = done - end - 1 if end >= 0 else self._torn + done
-                del buffer[:done]  # what reached the file is not written again
+        """Write the whole buffer (``sink.drain``), keeping count of a line left
+        half-written at the file's end."""
+        drain(self._file, self._buffer, self._count_torn)
+
+    def _count_torn(self, done: int) -> None:
+        end = self._buffer.rfind(b"\n", 0, done)
+        self._torn = done - end - 1 if end >= 0 else self._torn + done
 
     def sync(self) -> None:
         self.flush()

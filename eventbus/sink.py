@@ -46,6 +46,7 @@ registration (``run.add_sink``).
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 __all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "FailingWrites", "RecordDict", "Sink",
-           "given_up", "is_transient", "keep_trying"]
+           "drain", "given_up", "is_transient", "keep_trying"]
 
 T = TypeVar("T")
 
@@ -109,6 +110,28 @@ class FailingWrites:
 
     def over(self) -> None:
         self.fault = None
+
+
+def drain(file: Any, buffer: bytearray,
+          written: Callable[[int], None] | None = None) -> None:
+    """Write ``buffer`` to the unbuffered ``file`` (a raw write may be partial); what reached
+    the file leaves the buffer, even when a write fails or a KeyboardInterrupt comes between a
+    write and its count. What reached it is measured by the file's size, not counted (a count
+    cut short would write those bytes twice); ``written(n)`` is told it before the ``n`` bytes
+    leave the buffer. An error is raised once the buffer holds only what is left."""
+    fd = file.fileno()
+    start = os.fstat(fd).st_size
+    done = 0
+    try:
+        with memoryview(buffer) as view:
+            while done < len(view):
+                done += file.write(view[done:])
+    finally:
+        done = min(max(os.fstat(fd).st_size - start, 0), len(buffer))
+        if done:
+            if written is not None:
+                written(done)
+            del buffer[:done]
 
 
 def given_up(exc: OSError, what: str) -> OSError:

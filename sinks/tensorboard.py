@@ -57,7 +57,7 @@ import numpy as np
 
 from eventbus.errors import LogCorruptError
 from eventbus.outputs import write_replacing
-from eventbus.sink import given_up, keep_trying
+from eventbus.sink import drain, given_up, keep_trying
 
 __all__ = [
     "EventFileCorruptError",
@@ -705,25 +705,16 @@ class _RunFile:
         self._write_kept()
 
     def _write_kept(self) -> None:
-        kept, done = self.kept, 0
-        fd = self.file.fileno()
-        start = os.fstat(fd).st_size  # what reached the file is measured (see JsonlWriter)
+        kept = self.kept
         try:
-            with memoryview(kept) as view:
-                while done < len(view):  # a raw write may be partial
-                    done += self.file.write(view[done:])
-        except BaseException as exc:
-            done = min(max(os.fstat(fd).st_size - start, 0), len(kept))
-            del kept[:done]  # what reached the file is not written again
-            if not isinstance(exc, OSError):
-                raise  # a KeyboardInterrupt: the rest is written by the next write or close
+            drain(self.file, kept)  # what reached the file leaves ``kept``, whatever happens
+        except OSError:
             if len(kept) > self.max_kept:
                 lost = len(kept)
                 kept.clear()
                 raise RuntimeError(f"{self.path}: {lost} bytes of events could not be "
                                    "written and are given up") from None
             raise
-        kept.clear()
 
     def sync(self) -> None:
         if self.file is not None:
