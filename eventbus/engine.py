@@ -218,8 +218,6 @@ class Engine:
             batch = to_index(batch, "batch", "batch_end")
         keys_checked = True
         if type(logs) is dict:
-            if len(logs) >= 4096:  # a record that may be too long for a log: measured there
-                return self._batch_end_checked(batch, logs)
             clean = logs.copy()
             if self._batch_end_route[2]:  # a line sink: orjson refuses a key that is not a str
                 keys_checked = False
@@ -228,9 +226,11 @@ class Engine:
                     if type(value) is not float or value - value:
                         return self._batch_end_checked(batch, logs)
             else:  # a log of another kind (Parquet) needs its keys to be text it can write
+                if len(clean) >= 4096:  # and a record it can read back: measured there
+                    return self._batch_end_checked(batch, logs)
                 for key, value in clean.items():
                     if type(value) is not float or type(key) is not str or value - value or \
-                            not key.isascii():
+                            not key.isascii() or len(key) >= 4096:
                         return self._batch_end_checked(batch, logs)
         elif logs is None:
             clean = {}

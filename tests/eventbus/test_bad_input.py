@@ -541,8 +541,9 @@ class TestRecordsALogCannotReadBack:
 
         assert eventbus.engine._LONGEST == eventbus.jsonl.MAX_LINE_BYTES - eventbus.engine._ENVELOPE
 
+    @pytest.mark.parametrize("log", ["run.jsonl", "run.parquet"])
     @pytest.mark.parametrize("publish", ["batch_end", "test_batch_end"])
-    def test_the_fast_paths_refuse_it_too(self, tmp_path, monkeypatch, publish):
+    def test_the_fast_paths_refuse_it_too(self, tmp_path, monkeypatch, publish, log):
         """A batch_end of finite floats (the inlined path) or an evaluation batch with a
         megabyte metric name: measured and refused as the careful path's records are."""
         import eventbus.engine
@@ -550,7 +551,7 @@ class TestRecordsALogCannotReadBack:
 
         monkeypatch.setattr(eventbus.jsonl, "MAX_LINE_BYTES", 1 << 20)
         monkeypatch.setattr(eventbus.engine, "_LONGEST", (1 << 20) - (1 << 16))
-        path = tmp_path / "run.jsonl"
+        path = tmp_path / log
         with Bus([], log=path) as bus:
             bus.train_begin()
             bus.epoch_begin(0)
