@@ -60,6 +60,23 @@ def weight_keys(model: Any) -> dict[str, Any]:
     return out
 
 
+def _save_legacy_h5(model: Any, path: str) -> None:
+    """``model.save`` to a legacy ``.h5`` file, with the model's compile config kept whole:
+    Keras 3's legacy saver takes the optimizer out of the model's own compile config as it
+    writes (``training_config.pop("optimizer")`` on the live dict), so every later ``.keras``
+    save of the model, a checkpoint's or the user's, would reload with Keras's default
+    RMSprop and without the optimizer's state."""
+    compiled = getattr(model, "_compile_config", None)
+    config = getattr(compiled, "config", None)
+    kept = dict(config) if isinstance(config, dict) else None
+    try:
+        model.save(path, overwrite=True)
+    finally:
+        if kept is not None and isinstance(compiled.config, dict):
+            compiled.config.clear()
+            compiled.config.update(kept)
+
+
 class KerasModel:
     """The bus's model adapter for a Keras 3 model.
 
@@ -159,8 +176,10 @@ class KerasModel:
                 raise ConfigError(f"KerasModel.save: save_weights_only=True needs a file name "
                                   f"ending in .weights.h5 (Keras's weights format); got {path}",
                                   field="filepath")
-        elif path.endswith((".keras", ".h5", ".hdf5")):
+        elif path.endswith(".keras"):
             model.save(path, overwrite=True)
+        elif path.endswith((".h5", ".hdf5")):
+            _save_legacy_h5(model, path)
         else:
             raise ConfigError(f"KerasModel.save: a whole Keras model is saved to a .keras file "
                               f"(or legacy .h5); got {path}", field="filepath")

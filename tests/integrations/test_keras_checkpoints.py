@@ -163,6 +163,12 @@ class TestFilesKerasLoads:
         assert [type(layer).__name__ for layer in loaded.layers] == \
             ["Dense", "BatchNormalization", "Dense"]
         assert same(loaded.get_weights(), model.get_weights())
+        # Keras's legacy saver takes the optimizer out of the model's compile config; a later
+        # .keras save of the same model still holds it (in plain Keras it reloads as RMSprop).
+        model.save(tmp_path / "after.keras")
+        optimizer = keras.models.load_model(tmp_path / "after.keras").optimizer
+        assert type(optimizer).__name__ == "SGD"
+        assert float(optimizer.learning_rate) == pytest.approx(0.05)
 
     def test_weights_only_to_a_plain_h5_loads_with_load_weights(self, tmp_path):
         """A weights file named .h5 is Keras's legacy weights layout, which load_weights reads
