@@ -112,6 +112,7 @@ class _Shown:
         self.display = display
         self.count = 0  # steps or samples so far
         self.first: tuple[float, int] | None = None  # time and count after the first batch
+        self.last = started  # the time of the last batch
         self.drawn = float("-inf")  # when it was last drawn (event time)
         self.lined = started  # when the last plain line was written
         self.bar: Any = None  # tqdm's notebook bar
@@ -254,7 +255,7 @@ class ProgbarLogger(Plugin, Sink):
             self._size = None
         shown.count += n
         shown.means.add(logs, n)
-        now = record["time"]
+        now = shown.last = record["time"]
         if shown.first is None:
             shown.first = (now, shown.count)
         if shown.display == "terminal":
@@ -297,7 +298,7 @@ class ProgbarLogger(Plugin, Sink):
         head = progress.bar_line(
             shown.title, shown.count, target, elapsed=now - shown.started,
             per_unit=shown.per_unit(now), unit=self._unit, width=width, finished=final,
-            unicode=progress.can_encode(out, "━─"), color="NO_COLOR" not in os.environ)
+            unicode=progress.can_encode(out, "━─"), color=not os.environ.get("NO_COLOR"))
         lines = [head, *progress.wrap(progress.metric_items(shown.means.values()), width)]
         if not final:  # a live block taller than the screen could not be drawn over again
             lines = lines[:max(1, rows - 1)]
@@ -305,14 +306,21 @@ class ProgbarLogger(Plugin, Sink):
         shown.block.draw(lines, final=final)
 
     def _end(self) -> None:
-        """What is shown ends without its metrics (a loop that stopped mid-epoch)."""
+        """What is shown ends before its end (a loop that stopped mid-epoch, TerminateOnNaN):
+        where it got stays in view, the count it reached and its running means, drawn again
+        below a message that erased it."""
         shown, self._shown = self._shown, None
         if shown is None:
             return
-        if shown.block is not None:
-            shown.block.end()
-        if shown.bar is not None:
+        if shown.display == "notebook":
             shown.bar.close()
+        elif not shown.count:  # nothing to show: a block never drawn, or erased
+            if shown.block is not None:
+                shown.block.end()
+        elif shown.display == "terminal":
+            self._draw(shown, shown.last, final=True)
+        else:
+            self._emit(self._line(shown, shown.last, finished=True), shown.display)
 
     # --- the sink: training, evaluation on its own, prediction --------------------------------
 

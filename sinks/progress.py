@@ -22,10 +22,11 @@ import os
 import shutil
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
-__all__ = ["LiveBlock", "bar_line", "format_number", "format_value", "make_room",
+__all__ = ["LiveBlock", "bar_line", "columns", "cut", "format_number", "format_value", "make_room",
            "metric_items", "notebook_tqdm", "plain_line", "terminal_size", "wrap"]
 
 #: The separator between metrics, Keras's.
@@ -56,6 +57,60 @@ def metric_items(values: Mapping[str, Any]) -> list[str]:
     return [f"{name}: {format_value(value)}" for name, value in values.items()]
 
 
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide character (CJK, most emoji), none
+    for a combining mark or a format character, one for any other. ``len`` counts characters,
+    and a line of wide ones measured so runs past the width and breaks the redrawn block."""
+    if text.isascii():
+        return len(text)
+    return sum(map(_char_columns, text))
+
+
+def _char_columns(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in _ZERO_WIDTH:
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in _WIDE else 1
+
+
+_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
+_WIDE = frozenset({"W", "F"})
+
+
+def cut(text: str, width: int) -> str:
+    """The longest start of ``text`` that takes at most ``width`` columns."""
+    if text.isascii():
+        return text[:max(0, width)]
+    used = 0
+    for end, char in enumerate(text):
+        used += _char_columns(char)
+        if used > width:
+            return text[:end]
+    return text
+
+
+def _break(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, broken at its spaces, and inside a word
+    only where the word is wider than a line (``textwrap.wrap``'s rule, in columns)."""
+    if text.isascii():
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and columns(line) + 1 + columns(word) <= width:
+            line += " " + word
+            continue
+        if line:
+            lines.append(line)
+        while columns(word) > width:
+            head = cut(word, width) or word[0]  # a wide character alone on a 1-column line
+            lines.append(head)
+            word = word[len(head):]
+        line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
 def wrap(items: Sequence[str], width: int) -> list[str]:
     """``items`` joined by ``" - "`` into lines of at most ``width`` columns (at least 1).
 
@@ -67,15 +122,15 @@ def wrap(items: Sequence[str], width: int) -> list[str]:
     lines: list[str] = []
     line = ""
     for item in items:
-        if line and len(line) + len(SEP) + len(item) <= width:
+        if line and columns(line) + len(SEP) + columns(item) <= width:
             line += SEP + item
             continue
         if line:
             lines.append(line)
-        if len(item) <= width:
+        if columns(item) <= width:
             line = item
         else:  # its pieces alone on their lines, so the next item does not read as its part
-            lines.extend(textwrap.wrap(item, width, break_on_hyphens=False))
+            lines.extend(_break(item, width))
             line = ""
     if line:
         lines.append(line)
@@ -125,14 +180,14 @@ def bar_line(title: str, count: int, target: int | None, *, elapsed: float, per_
     rate = format_per_unit(per_unit, unit) if count else ""
     words = [f"{title}:", counted]
     tail = [t for t in (when, rate) if t]
-    room = min(BAR_WIDTH, width - len(" ".join([*words, *tail])) - 1)  # less the bar's space
+    room = min(BAR_WIDTH, width - columns(" ".join([*words, *tail])) - 1)  # less the bar's space
     if target and room >= MIN_BAR:
         return " ".join([*words, _bar(count / target, room, unicode, color), *tail])
     for kept in (tail, tail[:1], []):
         line = " ".join([*words, *kept])
-        if len(line) <= width:
+        if columns(line) <= width:
             return line
-    return line[:max(0, width)]
+    return cut(line, width)
 
 
 def _bar(fraction: float, width: int, unicode: bool, color: bool) -> str:

@@ -22,6 +22,8 @@ from plugins import ProgbarLogger, TerminateOnNaN
 from sinks.console import ConsoleSink
 from sinks.progress import (
     bar_line,
+    columns,
+    cut,
     format_duration,
     format_number,
     format_per_unit,
@@ -36,6 +38,9 @@ from terminal import Screen  # noqa: E402
 names = st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=40)
 values = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.floats(-1e-2, 1e-2)
 widths = st.integers(40, 200)
+#: Names as users write them in any script: wide CJK characters (two columns), accented and
+#: combining letters (one and none), emoji.
+any_names = names | st.text("损失准确率λéü\u0301_🔥ab1", min_size=1, max_size=40)
 
 
 class Terminal(io.StringIO):
@@ -88,13 +93,30 @@ def pieces_in(item: str, lines: list[str]) -> bool:
     return place_of(item, lines) is not None
 
 
+class TestColumns:
+    def test_wide_combining_and_plain_characters(self) -> None:
+        assert columns("loss") == 4
+        assert columns("损失") == 4  # each takes two columns of a terminal
+        assert columns("🔥") == 2
+        assert columns("e\u0301") == 1  # e and a combining acute accent: one column
+        assert columns("λé") == 2
+        assert columns("a\u200bb") == 2  # a zero-width space takes none
+
+    def test_cut_never_splits_a_wide_character_over_the_width(self) -> None:
+        assert cut("损失函数", 5) == "损失"
+        assert cut("损失函数", 4) == "损失"
+        assert cut("ab损", 3) == "ab"
+        assert cut("loss", 2) == "lo"
+
+
 class TestWrap:
-    @given(st.lists(st.tuples(names, values), max_size=30), st.integers(1, 200))
+    @given(st.lists(st.tuples(any_names, values), max_size=30), st.integers(1, 200))
     def test_lines_fit_and_hold_every_item(self, metrics, width) -> None:
-        """Every line fits; every item is whole on a line or alone on lines of its own."""
+        """Every line fits, in the columns a terminal gives it (but a wide character alone on
+        a line of one column); every item is whole on a line or alone on lines of its own."""
         items = [f"{name}: {format_value(value)}" for name, value in metrics]
         lines = wrap(items, width)
-        assert all(len(line) <= width for line in lines)
+        assert all(columns(line) <= width or len(line) == 1 for line in lines)
         assert all(pieces_in(item, lines) for item in items)
         assert " - ".join(lines).replace(" ", "").replace("-", "") == \
             "".join(items).replace(" ", "").replace("-", "")  # in order, nothing added or lost
@@ -104,16 +126,22 @@ class TestWrap:
         assert wrap(["long: [0.5000 0.6000]", "x: 1"], 12) == ["long:", "[0.5000", "0.6000]",
                                                               "x: 1"]
 
+    def test_wide_names_are_measured_in_columns(self) -> None:
+        """Five CJK characters take ten columns: the second item does not fit beside them on a
+        line of 20, though the characters are 18."""
+        assert wrap(["损失函数值: 0.1", "准确率: 0.9"], 20) == ["损失函数值: 0.1", "准确率: 0.9"]
+        assert wrap(["损失函数值损失函数值: 0.1"], 8) == ["损失函数", "值损失函", "数值:", "0.1"]
+
 
 class TestBarLine:
-    @given(st.text(min_size=0, max_size=30).filter(str.isprintable), st.integers(0, 10**6),
-           st.none() | st.integers(1, 10**6), st.floats(0, 1e6), st.floats(0, 1e3),
-           st.booleans(), st.integers(1, 200))
+    @given(st.text(min_size=0, max_size=30).filter(str.isprintable) | any_names,
+           st.integers(0, 10**6), st.none() | st.integers(1, 10**6), st.floats(0, 1e6),
+           st.floats(0, 1e3), st.booleans(), st.integers(1, 200))
     def test_fits(self, title, count, target, elapsed, per_unit, finished, width) -> None:
-        """Whatever the counts and times, the bar line fits the width."""
+        """Whatever the title, counts and times, the bar line fits the width in columns."""
         line = bar_line(title, count, target, elapsed=elapsed, per_unit=per_unit, unit="step",
                         width=width, finished=finished)
-        assert len(line) <= width
+        assert columns(line) <= width
 
     @given(st.data(), st.sampled_from([(44, 10**3, 1.0), (80, 10**6, 1e3)]))
     def test_keeps_counts_eta_and_rate(self, data, case) -> None:
@@ -218,3 +246,43 @@ def test_a_message_in_the_middle_of_an_epoch_takes_the_blocks_place() -> None:
     message, head, metrics = screen.lines()
     assert message == "Batch 1: Invalid loss, terminating training"
     assert head.startswith("Epoch 1/1: 2/4 ") and metrics == "loss: nan"
+
+
+def stopped_by_nan(out: io.StringIO, verbose: int = 1) -> None:
+    """A loop that breaks out of its epoch when TerminateOnNaN stops it, with no epoch_end."""
+    bus = Bus([ProgbarLogger(verbose=verbose, file=out, mininterval=0.0), TerminateOnNaN()],
+              log=[ConsoleSink(out)])
+    bus.train_begin({"epochs": 2, "steps": 4})
+    bus.epoch_begin(0)
+    for batch, loss in enumerate([1.0, 0.5, math.nan, 0.25]):
+        bus.batch_end(batch, {"loss": loss})
+        if bus.stop_training:
+            break
+    bus.train_end()
+    bus.close()
+
+
+def test_an_epoch_cut_short_stays_on_screen_below_the_message() -> None:
+    """The message erased the block and the loop broke out: the count reached and the running
+    means come back below the message, and stay."""
+    out = Terminal()
+    with terminal_of(80):
+        stopped_by_nan(out)
+    screen = Screen(80, 24).feed(out.getvalue().replace("\n", "\r\n"))
+    assert screen.wraps == 0
+    message, head, metrics = [line for line in screen.lines() if line]
+    assert message == "Batch 2: Invalid loss, terminating training"
+    assert head.startswith("Epoch 1/2: 3/4 ") and "ETA" not in head
+    assert metrics == "loss: nan"
+
+
+def test_an_epoch_cut_short_gets_its_line_in_a_file() -> None:
+    """Lines (a file, a CI log), with verbose=1 or 2: the epoch cut short gets a line saying
+    where it stopped."""
+    for verbose in (1, 2):
+        out = io.StringIO()
+        stopped_by_nan(out, verbose)
+        lines = out.getvalue().splitlines()
+        assert lines[0] == "Batch 2: Invalid loss, terminating training"
+        assert lines[1].startswith("Epoch 1/2 - 3/4 steps - ") and lines[1].endswith(" - loss: nan")
+        assert len(lines) == 2
