@@ -19,10 +19,10 @@ import contextlib
 import os
 import threading
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from . import terminal
 from .bus_state import BusState
 from .control import Control, ReplayControl
 from .coordination import Coordinator
@@ -454,8 +454,8 @@ class Bus(BusState, KerasCallbackListNames):
             lines = "; ".join(f"{f.sink} on {f.event}: {f.error}: {f.message}"
                               for f in sink_failures[:5])
             more = f" (and {len(sink_failures) - 5} more)" if len(sink_failures) > 5 else ""
-            warnings.warn(f"{len(sink_failures)} sink failure(s) during the run: {lines}{more}",
-                          SinkFailureWarning, stacklevel=2)
+            terminal.warn(f"{len(sink_failures)} sink failure(s) during the run: {lines}{more}",
+                          SinkFailureWarning)
 
     def __enter__(self) -> Bus:
         return self

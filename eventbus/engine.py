@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import time as _time
 from types import MappingProxyType
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import terminal
 from .control import Control, ReplayControl
 from .errors import ConfigError, EventError
 from .events import EVENTS, event_from, event_of, set_event_fields
@@ -47,7 +47,6 @@ from .records import (
 )
 from .records import Warning as WarningRecord
 from .sink import Sink
-from .terminal import printable
 
 if TYPE_CHECKING:
     from .coordination import Coordinator
@@ -704,7 +703,7 @@ class Engine:
             # Many messages name their plugin already (as Keras's do): not twice.
             text = message if message.startswith(f"{source}:") else f"{source}: {message}"
             # Shown where the user runs: text from a log (a path, a name) never acts on it.
-            warnings.warn(printable(text), RunWarning, stacklevel=5)
+            terminal.warn(text, RunWarning)
         for effect in effects:
             self.record(effect)
         self.settle(troubles, stamped.kind, stamped)

@@ -15,13 +15,12 @@ Before anything is raised the log is flushed, so the failure is on disk.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
+from . import terminal
 from .errors import AbortTraining, ConfigError, PluginError
 from .records import PluginFailed, Record, SinkFailed
-from .terminal import printable
 
 __all__ = ["FailurePolicy", "PluginIsolatedWarning", "SinkFailureWarning"]
 
@@ -79,18 +78,16 @@ class FailurePolicy:
             # Shown now, not only in close()'s summary: a bug in a user's callback (a wrong
             # signature) would otherwise go unseen for the whole run.
             # (worded as close()'s summary words each failure, so one match finds both)
-            warnings.warn(printable(f"{label} on {kind}: {error}: {message} (seq {seq}); the "
-                                    "plugin is disabled and training goes on (a plugin with "
-                                    "side effects never ends a run)"),
-                          SinkFailureWarning, stacklevel=5)
+            terminal.warn(f"{label} on {kind}: {error}: {message} (seq {seq}); the plugin is "
+                          "disabled and training goes on (a plugin with side effects never ends "
+                          "a run)", SinkFailureWarning)
             return
         self._record(PluginFailed(plugin=label, event=kind, error=error, message=message,
                                   cause_seq=seq, epoch=epoch))
         if self.mode == "isolate":
             self._disable(plugin)
-            warnings.warn(printable(f"plugin {label!r} raised on {kind} (seq {seq}) and was "
-                                    f"disabled: {error}: {message}"),
-                          PluginIsolatedWarning, stacklevel=5)
+            terminal.warn(f"plugin {label!r} raised on {kind} (seq {seq}) and was disabled: "
+                          f"{error}: {message}", PluginIsolatedWarning)
             return
         self._flush()
         raise PluginError.raised_for(

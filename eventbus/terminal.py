@@ -9,6 +9,10 @@ line writes goes through :func:`printable` (a whole block: its own lines kept) a
 from a log through :func:`inline` (a line break in it is shown, not obeyed, so a reason cannot
 forge a line of output). :func:`json_safe` is the same for ``--json``.
 
+The bus's own warnings go through :func:`warn`: made printable, shown after the live progress
+block (:func:`make_room`) is erased, since standard error shares the terminal with it, and
+attributed to the user's line that called into the library, not to a line inside it.
+
 Each such character is shown as a visible escape, ``\\x1b`` or ``\\u202e``, as Python's
 ``repr`` writes it: the text stays readable, and what it held is still there to see. A
 backslash is left alone, so a log may spell ``\\x1b`` in plain text too; that shows the same
@@ -17,9 +21,13 @@ and does nothing either.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import warnings
+from typing import Any
 
-__all__ = ["inline", "json_safe", "printable"]
+__all__ = ["inline", "json_safe", "make_room", "printable", "set_live", "warn"]
 
 # C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
 # bidirectional formatting characters (marks, embeddings, overrides, isolates); the Unicode
@@ -65,3 +73,42 @@ def json_safe(text: str) -> str:
     controls, line separators and lone surrogates written as ``\\uXXXX``: the same data, nothing
     a terminal acts on."""
     return _JSON.sub(_json_escape, text)
+
+
+# --- the live block, and messages written while it is drawn ---------------------------------
+
+#: The block of lines redrawn in place on a terminal now (``sinks.progress.LiveBlock``), if
+#: any. A message written meanwhile erases it first (:func:`make_room`), as ``tqdm.write`` does
+#: for its bar, so the two never share a line; the block's next draw puts it back below.
+_live: Any = None
+
+
+def set_live(block: Any, drawn: bool) -> None:
+    """``block`` is drawn now (``drawn``), or is no longer."""
+    global _live
+    if drawn:
+        _live = block
+    elif _live is block:
+        _live = None
+
+
+def make_room(out: Any = None) -> None:
+    """Before a message is written to ``out`` (or, ``None``, to standard error: the same
+    terminal as a rule): erase the live block drawn there, if any."""
+    block = _live
+    if block is not None and (out is None or block.out is out):
+        block.clear()
+
+
+_LIBRARY = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              package) + os.sep for package in ("eventbus", "plugins", "sinks"))
+
+
+def warn(text: str, category: type[Warning]) -> None:
+    """Warn with ``text`` made printable, the live block erased first, at the first line
+    outside the library up the stack: the user's loop, or the framework calling the bus."""
+    make_room()
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(printable(text), category, stacklevel=level)

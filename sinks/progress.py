@@ -26,6 +26,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
+from eventbus import terminal
+
 __all__ = ["LiveBlock", "bar_line", "columns", "cut", "format_number", "format_value", "make_room",
            "metric_items", "notebook_tqdm", "plain_line", "terminal_size", "wrap"]
 
@@ -240,11 +242,6 @@ def can_encode(out: IO[str], text: str) -> bool:
     return True
 
 
-# The block being redrawn on a terminal now, if any: a message printed meanwhile erases it
-# first (make_room), as tqdm.write does for its bar, so the two never share a line.
-_on_screen: LiveBlock | None = None
-
-
 class LiveBlock:
     """Lines redrawn in place on a terminal: each draw goes back to the block's first line and
     erases to the end of the screen before writing, so a block may grow or shrink. The cursor
@@ -263,40 +260,33 @@ class LiveBlock:
         return "\r" + (f"\x1b[{self.rows - 1}A" if self.rows > 1 else "") + "\x1b[J"
 
     def draw(self, lines: Sequence[str], *, final: bool = False) -> None:
-        global _on_screen
         text = self._back() + "\n".join(lines) + ("\n" if final else "")
         self.rows = 0 if final else len(lines)
-        _on_screen = None if final else self
+        terminal.set_live(self, not final)
         self.out.write(text)
         self.out.flush()
 
     def clear(self) -> None:
         """Erase the block; the next draw starts where it began (below a message printed in
         its place)."""
-        global _on_screen
         if self.rows:
             self.out.write(self._back())
             self.out.flush()
             self.rows = 0
-        if _on_screen is self:
-            _on_screen = None
+        terminal.set_live(self, False)
 
     def end(self) -> None:
         """Leave the block as it stands and move below it (a run that stopped mid-epoch)."""
-        global _on_screen
         if self.rows:
             self.out.write("\n")
             self.out.flush()
             self.rows = 0
-        if _on_screen is self:
-            _on_screen = None
+        terminal.set_live(self, False)
 
 
 def make_room(out: IO[str]) -> None:
     """Before a message is written to ``out``: erase the live block drawn there, if any."""
-    block = _on_screen
-    if block is not None and block.out is out:
-        block.clear()
+    terminal.make_room(out)
 
 
 def notebook_tqdm() -> Any:

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from eventbus import Bus
-from plugins import ProgbarLogger, TerminateOnNaN
+from eventbus import Bus, SinkFailureWarning
+from plugins import LambdaCallback, ProgbarLogger, TerminateOnNaN
 from sinks.console import ConsoleSink
 from sinks.progress import (
     bar_line,
@@ -286,3 +287,25 @@ def test_an_epoch_cut_short_gets_its_line_in_a_file() -> None:
         assert lines[0] == "Batch 2: Invalid loss, terminating training"
         assert lines[1].startswith("Epoch 1/2 - 3/4 steps - ") and lines[1].endswith(" - loss: nan")
         assert len(lines) == 2
+
+
+def test_a_warning_of_the_bus_erases_the_block_and_names_the_users_line() -> None:
+    """A warning goes to standard error, which shares the terminal with the block: the block
+    is erased first (the next draw puts it back below), and the warning points at the line of
+    the loop that called the bus, not at a line inside the library."""
+    def boom(batch: int, logs: object) -> None:
+        raise RuntimeError("disk full")
+
+    out = Terminal()
+    with terminal_of(80):
+        bus = Bus([ProgbarLogger(file=out, mininterval=0.0), LambdaCallback(on_batch_end=boom)])
+        bus.train_begin({"epochs": 1, "steps": 4})
+        bus.epoch_begin(0)
+        with pytest.warns(SinkFailureWarning, match="LambdaCallback on batch_end") as caught:
+            bus.batch_end(0, {"loss": 1.0}); line = sys._getframe().f_lineno  # noqa: E702
+        erased = out.getvalue()
+        with pytest.warns(SinkFailureWarning, match="1 sink failure"):
+            bus.close()
+    assert caught[0].filename == __file__ and caught[0].lineno == line
+    # Drawn at the batch (two lines: bar and metrics), then erased: back up and clear below.
+    assert erased.endswith("\r\x1b[1A\x1b[J")
