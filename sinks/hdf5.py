@@ -544,7 +544,8 @@ def _load_open(handle: Any, name: str) -> Checkpoint:
     can make the HDF5 library loop for ever, which only a process can be stopped in."""
     if not _written_here(handle.fileno()):
         run_isolated(lambda: _parse(handle, name) and None, path=name,
-                     seconds=parse_seconds(os.fstat(handle.fileno()).st_size))
+                     seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+                     descriptor=handle.fileno())
     return _parse(handle, name)
 
 
@@ -1385,7 +1386,8 @@ def _walk_isolated(handle: Any, path: str) -> None:
                 visit("/", file)
                 file.visititems(visit)
 
-    run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size))
+    run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+                 descriptor=handle.fileno())
 
 
 def _is_ours(handle: Any, path: str) -> bool:
@@ -1406,4 +1408,5 @@ def _is_ours(handle: Any, path: str) -> bool:
     if _written_here(handle.fileno()):
         return ours()
     return bool(run_isolated(ours, path=path,
-                             seconds=parse_seconds(os.fstat(handle.fileno()).st_size)))
+                             seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+                             descriptor=handle.fileno()))

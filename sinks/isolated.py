@@ -45,14 +45,28 @@ def parse_seconds(size: int) -> float:
     return BASE_SECONDS + size / 50e6
 
 
-def run_isolated(work: Callable[[], Any], *, path: str, seconds: float) -> Any:
+def run_isolated(work: Callable[[], Any], *, path: str, seconds: float,
+                 descriptor: int | None = None) -> Any:
     """``work()``'s value (JSON), computed in a forked child that must finish within
     ``seconds``: a child that does not is killed, and one that dies is reported, both as a
     :class:`CheckpointError` naming ``path``. An error ``work`` raises in the child is raised
     here as its kind (``CheckpointError`` with its dataset, or ``OSError``) with its message.
+
+    ``descriptor``: the open file ``work`` reads. The child shares its offset with this process;
+    the offset is put back once the child is done, or a buffered reader here would go on
+    reading from where the child left it, past the bytes it holds.
     """
     if _in_child or not hasattr(os, "fork"):
         return work()
+    offset = None if descriptor is None else os.lseek(descriptor, 0, os.SEEK_CUR)
+    try:
+        return _run_in_child(work, path, seconds)
+    finally:
+        if offset is not None:
+            os.lseek(descriptor, offset, os.SEEK_SET)  # type: ignore[arg-type]
+
+
+def _run_in_child(work: Callable[[], Any], path: str, seconds: float) -> Any:
     read, write = os.pipe()
     try:
         with warnings.catch_warnings():

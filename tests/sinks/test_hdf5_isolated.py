@@ -109,6 +109,24 @@ class TestTheMechanism:
         with pytest.raises(ChildProcessError):
             os.waitpid(-1, os.WNOHANG)  # no child left behind, not even a zombie
 
+    def test_a_buffered_reader_here_reads_on_where_it_was(self, tmp_path):
+        """The child reads the file through the same descriptor, and moves the offset it
+        shares with this process; once it is done the offset is back, so a buffered reader
+        here that holds the start of the file reads the rest from where it was (a resumed
+        Keras run's .weights.h5 checkpoint was refused as "changed while it was read")."""
+        data = os.urandom(300_000)
+        (tmp_path / "f").write_bytes(data)
+        with open(tmp_path / "f", "rb") as handle:
+            assert handle.read(8) == data[:8]  # the buffer now holds the file's first 8 KiB
+
+            def read_all() -> None:
+                handle.seek(0)
+                handle.read()
+
+            run_isolated(read_all, path="f", seconds=5.0, descriptor=handle.fileno())
+            handle.seek(0)  # inside the buffer: no lseek of its own
+            assert handle.read() == data
+
     def test_nothing_in_the_child_is_isolated_again(self):
         inner = run_isolated(lambda: run_isolated(lambda: os.getpid(), path="x", seconds=5.0),
                              path="x", seconds=5.0)
@@ -165,9 +183,9 @@ def test_a_file_this_process_wrote_and_nobody_changed_needs_no_child(tmp_path, m
     children: list[str] = []
     real = sinks.hdf5.run_isolated
 
-    def counted(work: Any, *, path: str, seconds: float) -> Any:
+    def counted(work: Any, *, path: str, seconds: float, descriptor: int | None = None) -> Any:
         children.append(path)
-        return real(work, path=path, seconds=seconds)
+        return real(work, path=path, seconds=seconds, descriptor=descriptor)
 
     monkeypatch.setattr(sinks.hdf5, "run_isolated", counted)
     path = tmp_path / "ckpt.h5"
