@@ -101,6 +101,8 @@ def _check_output(src: Path, dst: Path, to: str) -> None:
         raise ConfigError(f"convert: {dst} is the log being converted; name another output",
                           field="out")
     refuse_special(dst, "convert:")
+    if to in ("parquet", "tensorboard"):
+        _refuse_link(dst, to)
     if dst.is_dir() and to in ("csv", "jsonl"):
         raise ConfigError(f"convert: {dst} is a directory; --to {to} writes a file: name the "
                           "file to write", field="out")
@@ -117,6 +119,15 @@ def _check_output(src: Path, dst: Path, to: str) -> None:
             raise ConfigError(f"convert: cannot write {dst}: no permission to write in "
                               f"{parent}", field="out")
         break
+
+
+def _refuse_link(dst: Path, to: str) -> None:
+    """A directory output is written in place, so a link at its name would be written (and,
+    replaced, emptied) through: refused, ``--force`` or not. A file output replaces a link."""
+    if dst.is_symlink():
+        raise ConfigError(f"convert: {dst} is a link; --to {to} writes a directory in place "
+                          "and would write through it: name the directory itself, or a new "
+                          "one", field="out")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
@@ -243,6 +254,7 @@ def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
         counted.append(count)
 
     if is_parquet(dst_path):  # a directory of segments, written in place
+        _refuse_link(dst_path, "parquet")
         write(dst_path)
     else:  # one file: beside it, then renamed (a link at DST is replaced, not followed)
         dst_path.parent.mkdir(parents=True, exist_ok=True)  # as the writer would have

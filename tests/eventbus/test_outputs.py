@@ -102,6 +102,25 @@ class TestLinksAtTheOutput:
         assert victim.read_text() == VICTIM_TEXT  # the link's target is untouched
         assert not out.is_symlink() and out.stat().st_size > 0  # the output replaced the link
 
+    @pytest.mark.parametrize("to", ["parquet", "tensorboard"])
+    def test_a_link_at_a_directory_output_is_refused_even_with_force(self, to, log, tmp_path,
+                                                                     capsys):
+        """A directory output is written in place: a link at its name (to another team's log
+        or runs) would be written and emptied through. Refused; what it points at stays."""
+        other = tmp_path / "other-team" / ("precious.parquet" if to == "parquet" else "runs")
+        if to == "parquet":
+            make_run(other)
+        else:
+            other.mkdir(parents=True)
+            (other / "keep.txt").write_text("keep")
+        before = {p.name: p.read_bytes() for p in other.iterdir()}
+        out = tmp_path / ("run.parquet" if to == "parquet" else "tb")
+        out.symlink_to(other, target_is_directory=True)
+        code, _, err = cli(capsys, "convert", log, out, "--to", to, "--force")
+        assert code == 2 and "is a link" in err
+        assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+        assert out.is_symlink()
+
     def test_without_force_a_link_at_the_report_is_not_taken_for_a_report(self, log, tmp_path,
                                                                           capsys):
         """check_out reads what is there without following a link: a link to a report this
