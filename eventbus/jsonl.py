@@ -191,6 +191,27 @@ def _open_log_file(path: Path, *, follow_links: bool = True) -> Any:
     return os.fdopen(fd, "ab", buffering=0)
 
 
+def open_for_reading(path: str | os.PathLike[str]) -> Any:
+    """The log at ``path`` opened to read: a regular file. Opened without blocking and then
+    checked, so a FIFO put where a log is looked for (a rank file, a log in a folder
+    ``verify`` walks) is an error now instead of a command that waits for ever; a device or
+    socket is refused too, and a directory is the ``IsADirectoryError`` ``open`` gives."""
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise LogCorruptError(f"{os.fspath(path)}: not a regular file (a FIFO, "
+                                  "device or socket); a log is a file", path=os.fspath(path))
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class JsonlWriter(Sink):
     """Append records to a JSON Lines file: the event log as a sink.
 
@@ -341,7 +362,7 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     version = SCHEMA_VERSION
     before = 0  # lines in the pieces already read
     tail = b""
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         for data, cut in _pieces(path, file):
             if cut < 0:
                 tail = data
@@ -595,7 +616,7 @@ def last_seq(path: str | os.PathLike[str]) -> int | None:
     """The seq of the last whole record of a JSON Lines log, read from its end: the highest,
     since seq only grows. Lines that are not records (a torn tail) are passed over; a line
     longer than :data:`MAX_LINE_BYTES` is a :class:`LogCorruptError`, as for the reader."""
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         pos = file.seek(0, os.SEEK_END)
         # The first, maybe partial, line of the pieces read so far, in pieces, the last first:
         # joined once its start is found, not copied again with every piece.
@@ -645,7 +666,7 @@ def find_kinds(path: str | os.PathLike[str], kinds: Collection[str]) -> list[dic
     wanted = frozenset(kinds)
     found: list[tuple[int, dict[str, Any]]] = []  # (where, record): the file's order, sorted last
     offset = 0  # of ``data`` in the file
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         try:
             for data, cut in _pieces(Path(path), file):
                 if cut < 0:
@@ -669,7 +690,7 @@ def find_kinds_from_end(path: str | os.PathLike[str],
     """
     needles = _needles(kinds)
     wanted = frozenset(kinds)
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         for data, offset in _pieces_from_end(Path(path), file):
             found: list[tuple[int, dict[str, Any]]] = []
             try:
@@ -878,7 +899,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
     def where(number: int) -> Where:
         return _line_at(path, number)
 
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         pieces = _pieces(path, file)
         for data, cut in pieces:
             if cut < 0:

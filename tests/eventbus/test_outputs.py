@@ -179,6 +179,33 @@ class TestSpecialFilesAtTheOutput:
         assert code == 2 and "not a regular file" in err, err
 
 
+class TestSpecialFilesAsTheLog:
+    @pytest.mark.parametrize("argv", [["audit", "{fifo}"], ["report", "{fifo}", "-o", "r.html"],
+                                      ["convert", "{fifo}", "x.csv"], ["audit", "{log}",
+                                                                       "--ranks"]])
+    def test_a_fifo_where_a_log_is_read_is_refused_without_blocking(self, argv, log, tmp_path,
+                                                                    capsys, monkeypatch):
+        """A FIFO named as a log, or put where a rank's log is looked for, would make the
+        command wait for a writer for ever: it is refused at once."""
+        monkeypatch.chdir(tmp_path)
+        fifo = tmp_path / "planted.jsonl"
+        os.mkfifo(fifo)
+        os.mkfifo(tmp_path / "events.rank1.jsonl")  # beside ``log``, as rank 1's
+        result: list[tuple[int, str, str]] = []
+        finishes(lambda: result.append(cli(capsys, *(a.format(fifo=fifo, log=log)
+                                                     for a in argv))))
+        code, _, err = result[0]
+        assert code == 2 and "not a regular file" in err, err
+
+    def test_verify_of_a_folder_reports_a_fifo_and_goes_on(self, log, tmp_path, capsys):
+        os.mkfifo(tmp_path / "planted.jsonl")
+        result: list[tuple[int, str, str]] = []
+        finishes(lambda: result.append(cli(capsys, "verify", tmp_path)))
+        code, out, err = result[0]
+        assert code == 1 and "planted.jsonl: not a regular file" in out + err
+        assert "1 of 2 log(s) verified" in out + err
+
+
 class TestHardLinks:
     @pytest.mark.parametrize("name", ["hard.jsonl", "hard.csv"])
     def test_a_hard_link_to_the_log_is_refused_and_the_log_kept(self, log, tmp_path, capsys,
