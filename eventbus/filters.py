@@ -21,6 +21,7 @@ plugin must all pass. The begin and end of one epoch or batch are judged alike, 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -155,10 +156,20 @@ def filters_of(plugin: object) -> tuple[EventFilter, ...]:
     return found
 
 
+#: The most event filters a log header may list for one plugin. Each is tested on every
+#: event of its kind, so a crafted header's thousands would make replay quadratic in the
+#: log; a run's own plugins have a few.
+MAX_RECORDED_FILTERS = 64
+
+
 def recorded(filters: Iterable[Mapping[str, Any]]) -> tuple[EventFilter, ...]:
     """Filters as a log header recorded them (checked as if given by hand)."""
+    listed = list(itertools.islice(filters, MAX_RECORDED_FILTERS + 1))
+    if len(listed) > MAX_RECORDED_FILTERS:
+        raise ConfigError(f"the log lists more than {MAX_RECORDED_FILTERS} event filters for "
+                          "one plugin; a run's plugins have a few", field="filters")
     out = []
-    for f in filters:
+    for f in listed:
         if not isinstance(f, Mapping) or set(f) - set(EventFilter.__dataclass_fields__):
             raise ConfigError(f"event filter in the log is malformed: {f!r:.80}",
                               field="filters")

@@ -86,6 +86,11 @@ class _Policy:
         return decisions
 
 
+#: The most shadow policies a log header may record for its Shadow to be rebuilt (a what-if
+#: sweep runs a few dozen).
+MAX_RECORDED_POLICIES = 256
+
+
 class Shadow(Plugin):
     """Shadow policies (see the module's doc). ``policies``: plugin instances, or the specs a
     log header recorded for them (``{"name": ..., "params": ..., "filters": ...}``)."""
@@ -96,6 +101,14 @@ class Shadow(Plugin):
         if isinstance(policies, (str, bytes, Mapping)) or not isinstance(policies, Iterable):
             raise ConfigError(f"Shadow: policies must be a list of plugins; got "
                               f"{type(policies).__name__} {policies!r:.60}", field="shadow",
+                              plugin="Shadow")
+        policies = list(policies)
+        recorded = sum(isinstance(p, Mapping) for p in policies)
+        if recorded > MAX_RECORDED_POLICIES:
+            # Each policy decides on every event, so a crafted header's thousands would make
+            # replay quadratic in the log (checked before any is built).
+            raise ConfigError(f"Shadow: the log records {recorded} shadow policies; at most "
+                              f"{MAX_RECORDED_POLICIES} are rebuilt", field="shadow",
                               plugin="Shadow")
         built = [_built(p) for p in policies]
         if any(isinstance(p, Shadow) for p in built):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus import Bus, ConfigError, NumpyModel, RunWarning, replay
+from eventbus.filters import every
 from eventbus.log import read_log
 from eventbus.records import ShadowDecision
 from eventbus.shadow import summarise
@@ -151,6 +152,36 @@ def test_a_shadow_is_never_a_shadow_policy_given_or_read_from_a_log(tmp_path):
     with pytest.raises(ReplayError) as info:  # (before: 40 levels never finished)
         replay(log)
     assert "a shadow policy cannot be one" in str(info.value.__cause__ or info.value)
+
+
+@pytest.mark.parametrize("what", ["policies", "filters"])
+def test_a_header_listing_thousands_of_policies_or_filters_is_refused(tmp_path, what):
+    """Each policy and each filter runs on every event: a crafted header's thousands made
+    replay quadratic in the log (4,000 policies of 1,000 epochs ran for minutes). Refused
+    before anything is built, naming the field; a run's own count reads back."""
+    import json
+
+    from eventbus import ReplayError
+    from eventbus.filters import MAX_RECORDED_FILTERS
+    from eventbus.shadow import MAX_RECORDED_POLICIES
+
+    log = tmp_path / "run.jsonl"
+    train(log, [1.0, 0.9, 0.95], [every(1, EarlyStopping(patience=5))],
+          shadow=[EarlyStopping(patience=1)])
+    assert replay(log).mismatch is None
+    lines = log.read_text().splitlines()
+    header = json.loads(lines[0])
+    if what == "policies":
+        (shadow,) = [p for p in header["plugins"] if p["name"] == "Shadow"]
+        shadow["params"]["policies"] *= MAX_RECORDED_POLICIES + 1
+    else:
+        (spec,) = [p for p in header["plugins"] if p["name"] == "EarlyStopping"]
+        spec["filters"] *= MAX_RECORDED_FILTERS + 1
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(ReplayError) as info:
+        replay(log)
+    assert f"at most {MAX_RECORDED_POLICIES}" in str(info.value) if what == "policies" else \
+        f"more than {MAX_RECORDED_FILTERS} event filters" in str(info.value)
 
 
 def test_the_summary_says_where_and_what_it_would_have_saved(tmp_path):
