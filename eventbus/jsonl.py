@@ -40,7 +40,7 @@ from .records import (
     set_model_dict,
     writable_text,
 )
-from .sink import FailingWrites, Sink, drain, given_up, keep_trying
+from .sink import DrainMark, FailingWrites, Sink, drain, given_up, keep_trying
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -257,6 +257,7 @@ class JsonlWriter(Sink):
         self._run: Any = None
         self._failing = FailingWrites()
         self._torn = 0  # bytes of a line a failed write left half-written at the file's end
+        self._drain_mark = DrainMark()
         #: The name its records are reported under: which log, where there are several.
         self.name = f"jsonl {self.path}"
 
@@ -291,7 +292,7 @@ class JsonlWriter(Sink):
     def _write_buffer(self) -> None:
         """Write the whole buffer (``sink.drain``), keeping count of a line left
         half-written at the file's end."""
-        drain(self._file, self._buffer, self._count_torn)
+        drain(self._file, self._buffer, self._count_torn, self._drain_mark)
 
     def _count_torn(self, done: int) -> None:
         end = self._buffer.rfind(b"\n", 0, done)

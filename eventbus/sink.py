@@ -56,8 +56,8 @@ from .records import SinkFailed
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "FailingWrites", "RecordDict", "Sink",
-           "drain", "given_up", "is_transient", "keep_trying"]
+__all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "DrainMark", "FailingWrites", "RecordDict",
+           "Sink", "drain", "given_up", "is_transient", "keep_trying"]
 
 T = TypeVar("T")
 
@@ -112,15 +112,34 @@ class FailingWrites:
         self.fault = None
 
 
-def drain(file: Any, buffer: bytearray,
-          written: Callable[[int], None] | None = None) -> None:
+class DrainMark:
+    """Where a :func:`drain` of one buffer began writing (``start``, the file's size then), kept
+    until the drain has taken what it wrote out of the buffer. An interrupt can come at any
+    line, the accounting's own too: the next drain sees the mark still set and settles it
+    first, so bytes that reached the file are never written again."""
+
+    __slots__ = ("start",)
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+
+
+def drain(file: Any, buffer: bytearray, written: Callable[[int], None] | None = None,
+          mark: DrainMark | None = None) -> None:
     """Write ``buffer`` to the unbuffered ``file`` (a raw write may be partial); what reached
     the file leaves the buffer, even when a write fails or a KeyboardInterrupt comes between a
     write and its count. What reached it is measured by the file's size, not counted (a count
     cut short would write those bytes twice); ``written(n)`` is told it before the ``n`` bytes
-    leave the buffer. An error is raised once the buffer holds only what is left."""
+    leave the buffer. An error is raised once the buffer holds only what is left.
+
+    ``mark``: kept by the caller for this buffer, for an interrupt inside the accounting itself
+    (see :class:`DrainMark`)."""
     fd = file.fileno()
+    if mark is not None and mark.start is not None:
+        _settle(fd, buffer, written, mark.start)
     start = os.fstat(fd).st_size
+    if mark is not None:
+        mark.start = start
     done = 0
     try:
         with memoryview(buffer) as view:
@@ -132,6 +151,21 @@ def drain(file: Any, buffer: bytearray,
             if written is not None:
                 written(done)
             del buffer[:done]
+    if mark is not None:
+        mark.start = None
+
+
+def _settle(fd: int, buffer: bytearray, written: Callable[[int], None] | None,
+            start: int) -> None:
+    """A drain from ``start`` was cut before it was done: the bytes it wrote (the file from
+    ``start`` on) leave the buffer if they are still at its head. Already taken out, the head
+    holds the bytes that follow them, which differ (records carry their sequence number)."""
+    size = os.fstat(fd).st_size
+    done = min(max(size - start, 0), len(buffer))
+    if done and os.pread(fd, done, start) == bytes(buffer[:done]):
+        if written is not None:
+            written(done)
+        del buffer[:done]
 
 
 def given_up(exc: OSError, what: str) -> OSError:

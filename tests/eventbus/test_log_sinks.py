@@ -235,6 +235,35 @@ class TestABackupFolderOthersCanWrite:
         assert (other.read_bytes() if other.exists() else None) == before
 
 
+def test_ctrl_c_inside_the_accounting_of_a_write_writes_nothing_twice(tmp_path):
+    """A KeyboardInterrupt after the file's size was measured and before the bytes written
+    left the buffer (a signal lands at any line): the next write, or close(), settles the
+    drain that was cut first, so nothing is written again (the whole log was refused)."""
+    from eventbus import Bus, read_log
+    from eventbus.jsonl import JsonlWriter
+
+    path = tmp_path / "run.jsonl"
+    writer = JsonlWriter(path)
+    real = writer._count_torn
+    calls = []
+
+    def interrupted_once(done: int) -> None:
+        real(done)
+        calls.append(done)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # between the count and the bytes leaving the buffer
+
+    writer._count_torn = interrupted_once  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt), Bus([], log=writer) as bus:
+        bus.train_begin()
+        bus.epoch_begin(0)
+        for batch in range(50):
+            bus.batch_end(batch, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0})  # its flush is interrupted
+    seqs = [r.seq for r in read_log(path)]
+    assert seqs == list(range(len(seqs))) and len(seqs) == 54
+
+
 def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
     """A KeyboardInterrupt that lands as a write returns, before the writer counts it: what
     reached the file is measured by its size, so close() writes only the rest (the count cut
