@@ -148,8 +148,16 @@ def write_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, Any], *
     import h5py  # lazily: importing the sink module must not load HDF5 for runs that never save
 
     def fill(tmp: str) -> None:
-        with h5py.File(tmp, "w") as file:
+        # Built in memory, then written by Python: HDF5 writing to a nearly full disk crashes
+        # the process as it closes the file (SIGSEGV), where a write of ours fails as an
+        # OSError the checkpoint writer keeps and tries again. (At most twice the file's size
+        # in memory while it is written.)
+        with h5py.File(tmp, "w", driver="core", backing_store=False) as file:
             _fill(file, weights, metadata or {}, model_config, optimizer)
+            file.flush()
+            image = file.id.get_file_image()
+        with open(tmp, "wb") as out:
+            out.write(image)
 
     return write_atomically(path, fill, keep_previous=keep_previous)
 

@@ -4,6 +4,7 @@ Hypothesis profile (see hypothesis_profiles.py), loaded here before any test mod
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,3 +110,40 @@ def no_proxy(monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                  "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, a disk that really fills (ENOSPC); skipped where mounting one is not
+    allowed (it needs root)."""
+    root = tmp_path / "disk"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def leave_room(root, room: int) -> None:
+    """Fill the disk at ``root`` but for ``room`` bytes (a file of that size, written before
+    the rest is taken, then removed: free space as a disk that fills has it)."""
+    import os
+
+    spare = os.path.join(root, "spare")
+    with open(spare, "wb") as file:
+        file.write(b"x" * room)
+    fd = os.open(os.path.join(root, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (4096, 1):
+            try:
+                while True:
+                    os.write(fd, bytes(size))
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    os.unlink(spare)

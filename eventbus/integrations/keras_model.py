@@ -12,6 +12,8 @@ Checkpoints are written and read through Keras's own saving API (:meth:`KerasMod
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -58,6 +60,32 @@ def weight_keys(model: Any) -> dict[str, Any]:
             key = f"model/{variable.name}" + (f":{n}" if n else "")
         out[key] = variable
     return out
+
+
+#: Room a save needs beyond its variables' bytes: HDF5's and Keras's own structure, a config.
+_SAVE_OVERHEAD = 1 << 20
+
+
+def _require_room(path: str, model: Any, weights_only: bool) -> None:
+    """An ``OSError`` (ENOSPC) before Keras opens the file when its folder has less room than
+    the variables take: Keras writes HDF5 straight to the disk, and HDF5 closing a file whose
+    writes a full disk refused crashes the process, where an ``OSError`` is a save the
+    checkpoint writer keeps and tries again. (A disk that fills during the save is still
+    HDF5's.)"""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if not weights_only and optimizer is not None:
+        variables += list(getattr(optimizer, "variables", []))
+    need = _SAVE_OVERHEAD + sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+                                for v in variables)
+    try:
+        disk = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:  # no way to tell: Keras's save will say
+        return
+    free = disk.f_bavail * disk.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{path}: no room for the save: about {need} bytes "
+                                    f"needed, {free} free")
 
 
 def _save_legacy_h5(model: Any, path: str) -> None:
@@ -163,6 +191,7 @@ class KerasModel:
         read by ``load_weights``); the whole model to ``.keras`` or ``.h5``/``.hdf5``
         (``model.save``, read by ``keras.models.load_model``)."""
         model = self.keras_model
+        _require_room(path, model, weights_only)
         if weights_only:
             if path.endswith(".weights.h5"):
                 model.save_weights(path, overwrite=True)

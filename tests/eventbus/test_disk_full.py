@@ -118,3 +118,47 @@ def test_a_disk_still_full_at_close_says_what_was_lost_and_leaves_a_whole_log(tm
         records = list(read_log(log))
     assert [r.seq for r in records] == list(range(len(records)))
     assert [r.epoch for r in records if r.kind == "epoch_end"] == [0, 1]
+
+
+NEARLY_FULL = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from sinks.hdf5 import write_checkpoint
+    root = sys.argv[1]
+    room = os.path.join(root, "room")
+    with open(room, "wb") as file:
+        file.write(b"x" * 8192)
+    fd = os.open(os.path.join(root, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:  # every free byte taken, then the 8 KiB of another file given back
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"0")
+    except OSError:
+        pass
+    os.close(fd)
+    os.unlink(room)
+    weights = {"dense/kernel": np.ones((300, 16)), "dense/bias": np.ones(16)}
+    try:
+        write_checkpoint(os.path.join(root, "ckpt.h5"), weights, metadata={"epoch": 3})
+        print("written")
+    except OSError as exc:
+        print("refused", exc.errno)
+    os.unlink(os.path.join(root, "filler"))
+    print("then", write_checkpoint(os.path.join(root, "ckpt.h5"), weights)[0] > 0)
+""")
+
+
+def test_a_checkpoint_on_a_nearly_full_disk_is_an_oserror_not_a_crash(small_disk):
+    """With a few KiB free, HDF5 starts the file, a write fails, and closing it killed the
+    process (SIGSEGV): nothing kept, nothing retried. The file is built in memory and
+    written by Python: the save is an OSError (which the writer keeps and tries again)."""
+    import errno
+
+    done = subprocess.run([sys.executable, "-c", NEARLY_FULL, str(small_disk)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == [f"refused {errno.ENOSPC}", "then True"]

@@ -194,6 +194,25 @@ class TestFilesKerasLoads:
         assert same([v.numpy() for v in fresh.optimizer.variables],
                     [v.numpy() for v in model.optimizer.variables])
 
+    @pytest.mark.parametrize("name", ["w.weights.h5", "m.h5"])
+    def test_a_nearly_full_disk_is_an_oserror_before_keras_writes(self, small_disk, name):
+        """Keras writes HDF5 straight to the disk, and HDF5 closing a file a full disk cut
+        short crashed the process. With less room than the variables take, the save is an
+        OSError first (the checkpoint writer keeps it and tries again); with room, it writes."""
+        import errno
+
+        from conftest import leave_room
+
+        model = auto_named()
+        leave_room(small_disk, 8192)
+        with pytest.raises(OSError) as info:
+            KerasModel(model).save(str(small_disk / name), name == "w.weights.h5")
+        assert info.value.errno == errno.ENOSPC and "no room for the save" in str(info.value)
+        assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+        (small_disk / "filler").unlink()
+        KerasModel(model).save(str(small_disk / name), name == "w.weights.h5")
+        assert (small_disk / name).stat().st_size > 0
+
     def test_weights_only_to_a_keras_file_is_refused(self):
         with pytest.raises(ConfigError, match="save_weights_only=True.*name the file "
                                               r"\.weights\.h5"):
