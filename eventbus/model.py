@@ -8,7 +8,7 @@ with ``get_weights()`` and ``set_weights()``. Optional, used where present:
 - ``get_config()``: plain data describing the model, kept in the log header and checkpoints.
 - ``get_optimizer_state() -> dict[str, ndarray]`` and ``set_optimizer_state(state)``: the
   optimizer's state, kept in full checkpoints and restored by BackupAndRestore
-  (``eventbus.integrations.torch.TorchModel`` has the first).
+  (``TorchModel`` and ``KerasModel`` have both).
 """
 
 from __future__ import annotations

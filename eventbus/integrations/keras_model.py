@@ -139,6 +139,46 @@ class KerasModel:
         for key, value in weights.items():
             variables[key].assign(np.asarray(value))
 
+    # --- the optimizer's state, for backups (BackupAndRestore) -------------------------------
+
+    def _optimizer_variables(self, build: bool) -> list[Any]:
+        """The optimizer's variables in Keras's order (its iteration count, then the slots of
+        each trainable variable in the model's order: the same for the same model in any
+        process); built first when asked, as ``fit``'s first step would build them."""
+        model = self.keras_model
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None or not hasattr(optimizer, "variables"):
+            return []
+        if not getattr(optimizer, "built", True):
+            if not build or not model.built:
+                return []
+            optimizer.build(model.trainable_variables)
+        return list(optimizer.variables)
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's variables (step count, moments) as arrays keyed by position,
+        ``"0000"`` up; empty before the optimizer is built."""
+        return {f"{i:04d}": np.array(v.numpy(), copy=True)
+                for i, v in enumerate(self._optimizer_variables(build=False))}
+
+    def set_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Put a state :meth:`get_optimizer_state` gave back (building the optimizer first, as
+        a resumed run's has taken no step yet). A state of another optimizer or model (other
+        count or shapes) is a ``ConfigError``, and nothing is changed."""
+        variables = self._optimizer_variables(build=True)
+        keys = [f"{i:04d}" for i in range(len(variables))]
+        if sorted(state) != keys:
+            raise ConfigError(f"KerasModel.set_optimizer_state: the state has {len(state)} "
+                              f"variables, this model's optimizer {len(variables)}",
+                              field="optimizer")
+        for key, variable in zip(keys, variables):
+            if tuple(np.shape(state[key])) != tuple(variable.shape):
+                raise ConfigError(f"KerasModel.set_optimizer_state: variable {key} "
+                                  f"({variable.path}) has shape {tuple(np.shape(state[key]))}, "
+                                  f"the optimizer's is {tuple(variable.shape)}", field=key)
+        for key, variable in zip(keys, variables):
+            variable.assign(np.asarray(state[key]))
+
     def _by_path(self, weights: Mapping[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         """Weights keyed by variable path (checkpoints and backups of eventbus before keys by
         layer order): by path where the paths are this model's, else by position, as Keras

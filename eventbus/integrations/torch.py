@@ -173,17 +173,69 @@ class TorchModel:
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
         """The optimizers' tensor state (moments, step counts) as arrays, for checkpoints.
 
-        Names are ``"<optimizer>/<param index>/<key>"``, e.g. ``"0/3/exp_avg"``.
+        Names are ``"<optimizer>/<param index>/<key>"``, e.g. ``"0/3/exp_avg"``. An optimizer
+        whose state holds anything else (LBFGS's history lists) is left out whole: part of its
+        state put back would break its next step, where a fresh state only restarts it.
         """
         out: dict[str, np.ndarray] = {}
         for i, opt in enumerate(self.optimizers):
+            mine: dict[str, np.ndarray] = {}
             for index, state in opt.state_dict()["state"].items():
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor):
-                        out[f"{i}/{index}/{key}"] = _to_numpy(value)
+                        mine[f"{i}/{index}/{key}"] = _to_numpy(value)
                     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                        out[f"{i}/{index}/{key}"] = np.asarray(value)
+                        mine[f"{i}/{index}/{key}"] = np.asarray(value)
+                    else:
+                        break
+                else:
+                    continue
+                break
+            else:
+                out.update(mine)
         return out
+
+    def set_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        """Put a state :meth:`get_optimizer_state` gave back into the optimizers (through
+        ``load_state_dict``, which moves each tensor to its parameter's device). A value
+        the optimizer holds as a Python number now (or an integer count) goes back as one;
+        a state naming an optimizer or parameter this model does not have is a
+        ``ConfigError``, and nothing is changed."""
+        grouped: dict[int, dict[int, dict[str, Any]]] = {}
+        for name, value in state.items():
+            parts = name.split("/")
+            if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or \
+                    int(parts[0]) >= len(self.optimizers):
+                raise ConfigError(f"TorchModel.set_optimizer_state: {name!r} names no "
+                                  f"optimizer state of this model ({len(self.optimizers)} "
+                                  "optimizer(s))", field="optimizer")
+            grouped.setdefault(int(parts[0]), {}).setdefault(int(parts[1]), {})[parts[2]] = value
+        loaded = []
+        for i, opt in enumerate(self.optimizers):
+            saved = opt.state_dict()
+            params = {index for group in saved["param_groups"] for index in group["params"]}
+            now = saved["state"]
+            new: dict[int, dict[str, Any]] = {}
+            for index, values in grouped.get(i, {}).items():
+                if index not in params:
+                    raise ConfigError(f"TorchModel.set_optimizer_state: optimizer {i} has no "
+                                      f"parameter {index}", field="optimizer")
+                new[index] = {key: _state_value(value, now.get(index, {}).get(key))
+                              for key, value in values.items()}
+            loaded.append((opt, {**saved, "state": new}))
+        for opt, state_dict in loaded:
+            opt.load_state_dict(state_dict)
+
+
+def _state_value(value: Any, now: Any) -> Any:
+    """A saved optimizer value as the optimizer keeps it: a Python number where it holds one
+    now (or, with nothing held yet, an integer count), else a tensor."""
+    array = np.asarray(value)
+    if isinstance(now, (int, float)) and not isinstance(now, bool):
+        return type(now)(array.item())
+    if now is None and array.ndim == 0 and array.dtype.kind in "iu":
+        return int(array.item())
+    return torch.from_numpy(np.array(array, copy=True))
 
 
 def _plain(value: Any) -> Any:

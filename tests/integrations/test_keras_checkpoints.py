@@ -213,6 +213,28 @@ class TestFilesKerasLoads:
         KerasModel(model).save(str(small_disk / name), name == "w.weights.h5")
         assert (small_disk / name).stat().st_size > 0
 
+    def test_the_optimizer_state_goes_back_and_training_goes_on_as_it_would(self):
+        """What BackupAndRestore keeps: a fresh model given the weights and the optimizer's
+        state (Adam's moments and iteration count, built first) takes the next steps exactly
+        as the trained one; a state of another model is refused and changes nothing."""
+        x, y = data()
+        model = auto_named()
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        model.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+        kept = KerasModel(model)
+        weights, state = kept.get_weights(), kept.get_optimizer_state()
+        assert int(state["0000"]) == 4  # the iterations, first
+        fresh = auto_named()
+        fresh.compile(keras.optimizers.Adam(0.05), "mse")
+        assert KerasModel(fresh).get_optimizer_state() == {}  # not built before a step
+        KerasModel(fresh).set_weights(weights)
+        KerasModel(fresh).set_optimizer_state(state)
+        for m in (model, fresh):
+            m.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        assert same(fresh.get_weights(), model.get_weights())
+        with pytest.raises(ConfigError, match="the state has 1 variables"):
+            KerasModel(fresh).set_optimizer_state({"0000": np.zeros(())})
+
     def test_weights_only_to_a_keras_file_is_refused(self):
         with pytest.raises(ConfigError, match="save_weights_only=True.*name the file "
                                               r"\.weights\.h5"):

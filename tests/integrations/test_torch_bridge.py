@@ -159,6 +159,69 @@ class TestTorchModel:
         config = orjson.loads(orjson.dumps(model.get_config()))
         assert config["optimizers"][0]["class"] == "Adam"
 
+    @pytest.mark.parametrize("make_optimizer", [
+        lambda params: torch.optim.Adam(params, lr=0.05),
+        lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+        lambda params: torch.optim.Rprop(params, lr=0.05),  # its step counts as tensors
+    ], ids=["Adam", "SGD", "Rprop"])
+    def test_optimizer_state_goes_back_and_training_goes_on_as_it_would(self, make_optimizer):
+        """A fresh model given the weights and the optimizer's state (what BackupAndRestore
+        keeps) takes the next steps exactly as the trained one: Adam's moments and step
+        count, a momentum buffer, Rprop's step sizes all come back as they were."""
+        x, y = noise_data(16, 1)
+
+        def steps(net, opt, n):
+            for _ in range(n):
+                def closure():
+                    opt.zero_grad()
+                    loss = torch.nn.functional.mse_loss(net(x), y)
+                    loss.backward()
+                    return loss
+                opt.step(closure)
+
+        trained = make_net()
+        opt = make_optimizer(trained.parameters())
+        steps(trained, opt, 3)
+        model = TorchModel(trained, opt)
+        weights, state = model.get_weights(), model.get_optimizer_state()
+        fresh = make_net(seed=5)
+        fresh_opt = make_optimizer(fresh.parameters())
+        resumed = TorchModel(fresh, fresh_opt)
+        resumed.set_weights(weights)
+        resumed.set_optimizer_state(state)
+        steps(trained, opt, 2)
+        steps(fresh, fresh_opt, 2)
+        for a, b in zip(trained.parameters(), fresh.parameters()):
+            assert torch.equal(a, b)
+
+    def test_an_optimizer_whose_state_cannot_come_back_whole_is_left_out(self):
+        """LBFGS keeps lists of past directions: its state is not kept at all (part of it
+        put back broke its next step; a fresh one restarts it)."""
+        net = make_net()
+        opt = torch.optim.LBFGS(net.parameters(), lr=0.5, max_iter=3)
+        x, y = noise_data(16, 1)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(2):
+            opt.step(closure)
+        assert opt.state_dict()["state"]
+        assert TorchModel(net, opt).get_optimizer_state() == {}
+
+    def test_an_optimizer_state_of_another_model_is_refused_and_changes_nothing(self):
+        net = make_net()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        model = TorchModel(net, opt)
+        with pytest.raises(ConfigError, match="names no optimizer state"):
+            model.set_optimizer_state({"3/0/exp_avg": np.zeros((8, 4))})
+        with pytest.raises(ConfigError, match="has no parameter 99"):
+            model.set_optimizer_state({"0/99/exp_avg": np.zeros((8, 4))})
+        assert opt.state_dict()["state"] == {}
+
 
 def test_scalars_converts_tensors_once():
     """0-d tensors become floats; other values pass through for the bus to check."""
