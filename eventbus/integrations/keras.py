@@ -98,8 +98,17 @@ class KerasBridge(keras.callbacks.Callback):
                               "stays in the log as not applied", SinkFailureWarning,
                               stacklevel=3)
 
+    def _register_the_calls_plugins(self) -> None:
+        """The plugins given to the same call (all have joined: Keras sets every callback's
+        model before the first hook) go on the bus before the call's first event, so the
+        log's header lists them and replay rebuilds them."""
+        fit = getattr(self, "_keras_fit", None)
+        if fit is not None and fit.explicit is self and not fit.started:
+            fit.start()
+
     # fit
     def on_train_begin(self, logs: Any = None) -> None:
+        self._register_the_calls_plugins()
         # A resumed run's fit starts after its last finished epoch, as Keras's BackupAndRestore
         # makes it (Keras reads model._initial_epoch after on_train_begin).
         resuming = self.bus.resumed and self.bus.epoch == self.bus.initial_epoch - 1
@@ -139,6 +148,7 @@ class KerasBridge(keras.callbacks.Callback):
 
     # evaluate (and fit's validation)
     def on_test_begin(self, logs: Any = None) -> None:
+        self._register_the_calls_plugins()
         self.bus.test_begin(logs)
 
     def on_test_end(self, logs: Any = None) -> None:
@@ -152,6 +162,7 @@ class KerasBridge(keras.callbacks.Callback):
 
     # predict
     def on_predict_begin(self, logs: Any = None) -> None:
+        self._register_the_calls_plugins()
         self.bus.predict_begin(logs)
 
     def on_predict_end(self, logs: Any = None) -> None:

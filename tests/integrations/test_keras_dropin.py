@@ -170,6 +170,23 @@ def test_an_explicit_bridge_lends_its_bus(tmp_path):
     assert kinds.count("epoch_end") == 2 and kinds.count("stop_training") == 1
 
 
+def test_plugins_lent_after_the_bridge_are_in_the_header_and_replay(tmp_path):
+    """The bridge first in the list publishes the call's first event before the plugins after
+    it are called: it registers them first, so the header lists them (no 'registered after
+    the run started') and replay --verify checks their decisions (it checked none)."""
+    from eventbus import replay
+
+    bus = Bus([], log=tmp_path / "run.jsonl")
+    with bus:
+        fit(tiny_model(), [KerasBridge(bus), EarlyStopping(monitor="loss", patience=1,
+                                                           min_delta=10.0)], epochs=10)
+    header, *records = read_log(tmp_path / "run.jsonl")
+    assert [p.name for p in header.plugins] == ["EarlyStopping"]
+    assert "warning" not in [r.kind for r in records]
+    result = replay(tmp_path / "run.jsonl", verify=True)
+    assert [d.kind for d in result.decisions] == ["stop_training"]
+
+
 class StopAtEpoch(Callback):
     """Keras users' way: set the flag and the rate on self.model."""
 
