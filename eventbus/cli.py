@@ -370,6 +370,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 1
         if not args.json:
             _out(f"verify: all {len(result.decisions)} decisions match the log")
+            if result.unchecked:
+                sources = sorted({d.source for d in result.unchecked})
+                _out(f"verify: {len(result.unchecked)} more decision(s) the log holds, by "
+                     f"{inline(', '.join(sources))}, are not checked: the log's header does not "
+                     "list those plugins as replayable (registered after the run started, or "
+                     "not recordable)")
     return 0
 
 
@@ -411,7 +417,8 @@ def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
     }
     if verify:
         data["verify"] = {"ok": result.mismatch is None,
-                          "mismatch": None if result.mismatch is None else str(result.mismatch)}
+                          "mismatch": None if result.mismatch is None else str(result.mismatch),
+                          "unchecked": len(result.unchecked)}
     return data
 
 

@@ -95,6 +95,9 @@ class ReplayResult:
     #: The recorded stop_training decisions (of these plugins) the loop did not act on at
     #: once: a later epoch of the same fit ran (Lightning defers a stop until min_epochs).
     recorded_deferred: list[Decision] = field(default_factory=list)
+    #: Decisions the log recorded from plugins replay does not rebuild (registered after the
+    #: header was written, or not recordable): no replay can check them.
+    unchecked: list[Decision] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -274,6 +277,7 @@ class _Replaying:
         self.epochs = 0
         self.asked: list[Decision] = []  # recorded stops of this fit no later epoch followed
         self.deferred: list[Decision] = []
+        self.unchecked: list[Decision] = []
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
@@ -303,10 +307,13 @@ class _Replaying:
             self.decisions.extend(bus.feed(record))
             if self.stop_epoch is None and bus.stop_training:
                 self.stop_epoch = bus.epoch if bus.epoch is not None else -1
-        elif isinstance(record, Decision) and record.source in self.labels:
-            self.recorded.append(record)
-            if record.kind == "stop_training":
-                self.asked.append(record)
+        elif isinstance(record, Decision):
+            if record.source in self.labels:
+                self.recorded.append(record)
+                if record.kind == "stop_training":
+                    self.asked.append(record)
+            elif record.source not in _NOT_A_PLUGIN:
+                self.unchecked.append(record)
 
     def result(self, verify: bool) -> ReplayResult:
         decisions, recorded = self.decisions, self.recorded
@@ -324,7 +331,12 @@ class _Replaying:
                             diverged_at=self.diverged_at, stopped_at=stopped,
                             diverged_epoch=self.diverged_epoch,
                             last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs,
-                            recorded_deferred=self.deferred)
+                            recorded_deferred=self.deferred, unchecked=self.unchecked)
+
+
+#: Sources of decisions that are not plugins: the bus itself, and the ranks' agreement of a
+#: distributed run (replayed per rank by ``replay --ranks``).
+_NOT_A_PLUGIN = frozenset({"bus", "distributed"})
 
 
 def _raise_damage(log: str | os.PathLike[str]) -> None:

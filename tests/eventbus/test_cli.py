@@ -425,7 +425,7 @@ class TestReplayJson:
         data = orjson.loads(done.stdout)
         recorded = [d.seq for d in demo["records"] if isinstance(d, r.Decision)]
         assert len(data["decisions"]) == data["recorded_decisions"] == len(recorded)
-        assert data["verify"] == {"ok": True, "mismatch": None}
+        assert data["verify"] == {"ok": True, "mismatch": None, "unchecked": 0}
 
     def test_sweep_json_has_a_row_per_value(self, demo):
         """``--sweep ... --json``: one row per value with the same answers as the table."""

@@ -417,3 +417,30 @@ class TestEffectiveRecords:
                 r.EpochBegin(seq=4, epoch=1), r.BatchEnd(seq=5, batch=0, step=0),
                 r.Resumed(seq=6, from_seq=3, initial_epoch=1), r.EpochBegin(seq=7, epoch=1)]
         assert [x.seq for x in effective_records(recs)] == [1, 2, 3, 6, 7]
+
+
+def test_decisions_of_plugins_the_header_does_not_list_are_said_unchecked(tmp_path, capsys):
+    """A plugin registered after the run started is not in the header: replay cannot rebuild
+    it, so its decisions are not checked; verify says so instead of 'all 0 match'."""
+    from eventbus.cli import main
+    from eventbus.engine import RunWarning
+    from plugins import EarlyStopping
+
+    path = tmp_path / "late.jsonl"
+    with Bus([], log=path) as bus:
+        bus.train_begin({"epochs": 5})
+        with pytest.warns(RunWarning, match="registered after the run started"):
+            bus.register(EarlyStopping(patience=1))
+        for epoch, value in enumerate([1.0, 1.0, 1.0]):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"val_loss": value})
+            if bus.stop_training:
+                break
+        bus.train_end()
+    result = replay(path, verify=True)
+    assert result.ok and result.decisions == [] and result.recorded == []
+    assert [(d.kind, d.source) for d in result.unchecked] == [("stop_training", "EarlyStopping")]
+    assert main(["replay", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "verify: all 0 decisions match the log" in out
+    assert "1 more decision(s) the log holds, by EarlyStopping, are not checked" in out
