@@ -25,6 +25,10 @@ class History(Plugin):
     finds it on any bus.
     """
 
+    #: Called Keras's way (``set_model``, then its hooks), it is the model's ``history`` from
+    #: the first epoch end, as Keras's History makes itself.
+    keras_model_attribute = "history"
+
     def __init__(self) -> None:
         self.epoch: list[int] = []
         self.history: dict[str, list[Any]] = {}

@@ -300,6 +300,11 @@ class KerasFit:
         """``member`` called Keras's way: the first member publishes, once per hook."""
         if not self.started:
             self.start()
+        attribute = getattr(member, "keras_model_attribute", None)
+        if attribute and method == "on_epoch_end" and self.model is not None:
+            # Keras's History sets ``model.history = self`` at each epoch end (in fit, Keras's
+            # own History comes last and is the one fit returns, as always).
+            setattr(self.model, attribute, member)
         if self.explicit is not None or member is not self.members[0]:
             return  # the explicit bridge, or the first plugin, publishes this call
         if method in _BEGINS:

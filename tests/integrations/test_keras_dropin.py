@@ -294,6 +294,19 @@ def test_a_schedule_refusing_the_rate_ends_fit_with_keras_s_type_error(tmp_path)
         fit(tiny_model(), [plateau], epochs=1)
 
 
+def test_history_called_keras_s_way_is_the_model_s_history():
+    """Keras's History makes itself ``model.history`` at each epoch end; so does this one
+    called Keras's way (in fit, Keras's own History comes last, as always)."""
+    model = tiny_model()
+    history = History()
+    history.set_model(model)
+    history.on_train_begin()
+    history.on_epoch_end(0, logs={"loss": 1.0})
+    history.on_epoch_end(1, logs={"loss": 0.5})
+    assert model.history is history and history.history == {"loss": [1.0, 0.5]}
+    history.on_train_end()
+
+
 @given(st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=12),
        st.integers(0, 3))
 def test_keras_calls_decide_as_the_bus(losses, patience):
