@@ -532,7 +532,8 @@ def to_record(data: dict[str, Any], *, where: Where) -> Record:
     """
     kind = data.get("kind")
     if type(kind) is not str or kind not in KINDS:
-        what = f"unknown record kind {kind!r:.80}" if "kind" in data else "record has no 'kind'"
+        what = f"unknown record kind {kind!r:.80} ({_NEWER_OR_DAMAGED})" if "kind" in data \
+            else "record has no 'kind'"
         raise _corrupt(where, what, "kind")
     try:
         record = parse_record(data)
@@ -607,10 +608,17 @@ def _problems(exc: ValueError) -> str:
     if not callable(errors):
         return str(exc)
     parts = []
+    unknown = False
     for error in errors():
         loc = [str(part) for part in error.get("loc", ())[1:]]  # [0] names the union's member
         parts.append(f"{'.'.join(loc) or 'record'}: {error.get('msg', '')}")
-    return "; ".join(parts)
+        unknown = unknown or error.get("type") == "extra_forbidden"
+    return "; ".join(parts) + (f" ({_NEWER_OR_DAMAGED})" if unknown else "")
+
+
+#: What a field or record kind this reader does not know means (docs/log-format.md, "Schema
+#: versions"): added by a later release of the same schema version, or damage.
+_NEWER_OR_DAMAGED = "written by a newer eventbus, or damaged: upgrade eventbus to read it"
 
 
 def last_seq(path: str | os.PathLike[str]) -> int | None:

@@ -141,6 +141,25 @@ class TestRoundTrip:
 
 
 class TestJsonlDamage:
+    @pytest.mark.parametrize("change", ["field", "kind"])
+    def test_a_field_or_kind_this_reader_does_not_know_is_said_newer_or_damaged(self, log,
+                                                                             change):
+        """Additive changes keep the schema version: a later release's optional field or new
+        kind reaches an older reader, which cannot tell it from damage and says both."""
+        path, _ = log
+        lines = path.read_bytes().splitlines()
+        record = orjson.loads(lines[3])
+        if change == "field":
+            record["new_optional_field"] = 1
+        else:
+            record["kind"] = "gradient_norm"
+        lines[3] = orjson.dumps(record)
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        with pytest.raises(LogCorruptError) as info:
+            list(read_log(path))
+        assert "written by a newer eventbus, or damaged: upgrade eventbus" in str(info.value)
+        assert ("new_optional_field" if change == "field" else "gradient_norm") in str(info.value)
+
     @pytest.fixture()
     def log(self, tmp_path):
         records = [HEADER] + [r.BatchEnd(run_id="run", seq=i, batch=i, step=i,
