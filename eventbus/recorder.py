@@ -281,7 +281,18 @@ class Recorder:
             writes, owners = tuple(s.write for s in self.slots), tuple(self.slots)
         else:
             owners = self.tables.owners[kind]
-        out = self.fan_out(record, writes, owners, 0)
+        try:
+            out = self.fan_out(record, writes, owners, 0)
+        except BaseException:  # fan_out goes on past an Exception: an interrupt, Ctrl-C
+            # The record reached some sinks and not others (a save the log would hold and the
+            # checkpoint writer never finished). The line logs are left as a kill at this
+            # moment leaves them, at their last flush (every epoch end and decision): a resume
+            # goes on from there and makes what was cut again, where a log holding the cut
+            # record would vouch for work never done.
+            for slot in self.tables.line_slots:
+                if slot.buffer is not None:
+                    slot.buffer.clear()
+            raise
         return out if left is None else left + (out or [])
 
     # --- batch records held for their tensors ---------------------------------------------------
