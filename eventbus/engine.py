@@ -830,11 +830,17 @@ class Engine:
         # Sinks that take some kinds first, recording what each returns or reports as it
         # closes; then the logs, which take every record, all with the same records.
         self.drain()
+        interrupted: BaseException | None = None
         for slot in self.recorder.closing_order():
             self.recorder.detach(slot.sink)
-            self.close_sink(slot)
-            if slot.kinds is not None:
-                self.drain()
+            try:
+                self.close_sink(slot)
+                if slot.kinds is not None:
+                    self.drain()
+            except BaseException as exc:  # Ctrl-C: the other sinks, the logs last, close still
+                interrupted = interrupted or exc  # (else their records and locks are lost)
+        if interrupted is not None:
+            raise interrupted
 
     def close_sink(self, slot: Slot) -> None:
         """Close a sink taken out of the recorder; what it returns, or its failure, is recorded

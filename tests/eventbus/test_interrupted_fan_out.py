@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import sinks.hdf5
-from eventbus import Bus, NumpyModel, read_log
+from eventbus import Bus, NumpyModel, RunWarning, read_log
 from plugins import CSVLogger, ModelCheckpoint
 from sinks.hdf5 import load_checkpoint
 
@@ -75,3 +75,26 @@ def test_a_record_cut_on_its_way_to_the_sinks_is_made_again_on_resume(tmp_path, 
              if r.kind in ("save_checkpoint", "checkpoint_saved")]
     assert saves == [(kind, epoch) for epoch in (0, 1, 2)
                      for kind in ("save_checkpoint", "checkpoint_saved")]
+
+
+def test_ctrl_c_while_a_sink_closes_still_closes_the_others_and_the_logs(tmp_path,
+                                                                        monkeypatch):
+    """A second Ctrl-C during close(), as CSVLogger closes: the sinks after it, the logs
+    last, still close, so every record reaches both logs and their locks are let go."""
+    model = NumpyModel({"w": np.zeros(3)}, learning_rate=0.1)
+    log, table = tmp_path / "events.jsonl", tmp_path / "events.parquet"
+
+    def cut(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CSVLogger, "close", cut)
+    bus = Bus([CSVLogger(str(tmp_path / "h.csv"))], log=[log, table], model=model)
+    train(bus, model)
+    with pytest.raises(KeyboardInterrupt):
+        bus.close()
+    jsonl, parquet = list(read_log(log)), list(read_log(table))
+    assert len(jsonl) == len(parquet) and jsonl[-1].kind == parquet[-1].kind == "train_end"
+    monkeypatch.undo()
+    with pytest.warns(RunWarning, match="had finished"), \
+            Bus([], log=[log, table], resume=True):  # the locks were let go
+        pass
