@@ -14,7 +14,8 @@ Indices are the ones the bus publishes, counted from 0: ``on="epoch"`` looks at
 the n-th, 2n-th, ... (index + 1 divisible by n, Lightning's ``every_n_epochs``); ``once=i``
 only index i; ``before=i`` indices below i; ``after=i`` indices above i; ``seconds=s`` an
 event at least s seconds (by the events' recorded times, so replay agrees) after the last one
-it passed, the first one passing (Lightning's ``train_time_interval``). Several filters on a
+it passed, the first one passing (Lightning's ``train_time_interval``; an event whose time is
+before the last one passed, the clock having stepped back, passes too). Several filters on a
 plugin must all pass. The begin and end of one epoch or batch are judged alike, except by
 ``seconds``, which times each hook on its own.
 """
@@ -193,12 +194,20 @@ def guard(hook: str, filters: tuple[EventFilter, ...],
             if not f.passes(event):
                 return None
         if intervals:
-            if last and any(event.time - last[0] < s for s in intervals):
+            if last and too_soon(event.time - last[0], intervals):
                 return None
             last[:] = [event.time]
         return handler(event)
 
     return filtered_hook
+
+
+def too_soon(elapsed: float, intervals: Iterable[float]) -> bool:
+    """Whether ``elapsed`` seconds since the last event passed is less than an interval. A
+    negative time passes: the clock stepped back (NTP, a resume on a machine whose clock is
+    behind), and waiting for it to catch up would skip the events, checkpoints among them,
+    for the whole step; the interval counts from this event instead."""
+    return elapsed >= 0 and any(elapsed < s for s in intervals)
 
 
 def record_test(filters: tuple[EventFilter, ...]) -> Callable[[Mapping[str, Any]], bool] | None:
@@ -229,7 +238,7 @@ def record_test(filters: tuple[EventFilter, ...]) -> Callable[[Mapping[str, Any]
                 seconds.append(f.seconds)
         if seconds:
             now, previous = record.get("time"), last.get(kind)  # type: ignore[arg-type]
-            if previous is not None and any(now - previous < s for s in seconds):
+            if previous is not None and too_soon(now - previous, seconds):
                 return False
             last[kind] = now  # type: ignore[index]
         return True

@@ -110,6 +110,25 @@ def test_a_time_filter_passes_events_at_least_that_far_apart_by_their_times(monk
     assert 4 < len(want) < len(every_time.times)
 
 
+def test_a_time_filter_passes_the_first_event_after_the_clock_steps_back(monkeypatch):
+    """The clock steps back an hour (NTP, a resume on a machine whose clock is behind): the
+    next event passes and the interval counts from it; waiting for the clock to catch up
+    skipped an hour of checkpoints."""
+    times = iter([*range(0, 200, 10), *range(200 - 3600, 400 - 3600, 10)])
+    monkeypatch.setattr(eventbus.engine, "_time", lambda: float(next(times)))
+    seen = every_seconds(60, Times(), on="batch")
+    bus = Bus([seen])
+    bus.train_begin()
+    bus.epoch_begin(0)
+    for batch in range(38):
+        bus.batch_end(batch, {"loss": 1.0})
+    passed = [time for _, time in seen.times]
+    gaps = [b - a for a, b in zip(passed, passed[1:])]
+    assert sum(gap < 0 for gap in gaps) == 1  # the step back, passed at once
+    assert all(gap >= 60 for gap in gaps if gap >= 0)
+    assert max(gap for gap in gaps if gap >= 0) < 80
+
+
 @pytest.mark.parametrize("bad, field", [
     (dict(on="week", every=2), "on"), (dict(every=0), "every"), (dict(once=-1), "once"),
     (dict(seconds=float("nan")), "seconds"), (dict(every=True), "every"), ({}, "every"),
