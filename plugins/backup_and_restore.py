@@ -70,6 +70,9 @@ class BackupAndRestore(Plugin, Sink):
     restores_weights = True
     #: Backs the weights up every epoch: a checkpoint writer leaves the restoring to it.
     backs_up_weights = True
+    #: Whether a resume found weights in the backup and gave them to the model: a checkpoint
+    #: writer on the same bus then restores nothing (the backup is as new as any checkpoint).
+    restored_weights = False
 
     def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
                  double_checkpoint: bool = True, delete_checkpoint: bool = True):
@@ -148,6 +151,7 @@ class BackupAndRestore(Plugin, Sink):
                             for warning in found.warnings)
         if found.latest is None:
             return
+        self.restored_weights = True
         name, checkpoint = found.latest
         tag = f"backup:{name}"
         run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer)

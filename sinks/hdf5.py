@@ -1005,8 +1005,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
     # --- resuming: the newest checkpoint the log vouches for goes back into the model --------
 
     def _restore(self, run: Run) -> list[Any]:
-        if any(getattr(p, "backs_up_weights", False) for p in (*run.plugins, *run.sinks)):
-            return []  # BackupAndRestore restores its own, newer, weights
+        if any(getattr(p, "restored_weights", False) for p in (*run.plugins, *run.sinks)):
+            return []  # BackupAndRestore restored its own, newer, weights
         label = run.label(self)
         out: list[Any] = []
         for path, entry in list(reversed(self._saved.items())):

@@ -612,3 +612,28 @@ def test_a_latest_backup_ahead_of_the_log_gives_way_to_the_one_it_matches(tmp_pa
     files.save(model, {"run_id": "r", "epochs_finished": 6})  # the epoch trained again
     assert load_checkpoint(tmp_path / PREVIOUS).metadata["epochs_finished"] == 5
     assert files.restore("r", 5, have_model=True).finished == 5  # a second crash: still there
+
+
+def test_a_resume_that_adds_a_backup_with_nothing_in_it_still_restores_the_checkpoint(
+        tmp_path):
+    """BackupAndRestore added after a crash (an empty folder) finds no weights: the checkpoint
+    the log vouches for is restored, not left unused while the run goes on from whatever the
+    model holds (all training before the crash lost)."""
+    from plugins import ModelCheckpoint
+
+    log, last = tmp_path / "events.jsonl", str(tmp_path / "last.h5")
+    model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+    bus = Bus([ModelCheckpoint(last, monitor="loss")], log=log, model=model)
+    bus.train_begin({"epochs": 6})
+    for epoch in range(3):
+        bus.epoch_begin(epoch)
+        model.weights["w"][:] = epoch + 1
+        bus.epoch_end(epoch, {"loss": 1.0})
+    bus.close()  # the crash: no train_end
+    model.weights["w"][:] = 0  # a fresh process's model
+    with pytest.warns(RunWarning, match="no weights backup"):
+        bus = Bus([ModelCheckpoint(last, monitor="loss"),
+                   BackupAndRestore(tmp_path / "backup")], log=log, model=model, resume=True)
+        bus.train_begin({"epochs": 6})
+    assert bus.initial_epoch == 3 and model.weights["w"].tolist() == [3.0, 3.0]
+    bus.close()
