@@ -839,6 +839,8 @@ class Engine:
                     self.drain()
             except BaseException as exc:  # Ctrl-C: the other sinks, the logs last, close still
                 interrupted = interrupted or exc  # (else their records and locks are lost)
+                with contextlib.suppress(BaseException):
+                    self.close_sink(slot)  # once more: a close the interrupt cut finishes
         if interrupted is not None:
             raise interrupted
 

@@ -302,6 +302,11 @@ class JsonlWriter(Sink):
         self.flush()
         os.fsync(self._file.fileno())
 
+    def forget_unflushed(self) -> None:
+        """Drop the records not yet written, as a kill now would lose them (see
+        ``Recorder.write``: a record whose way to the sinks an interrupt cut)."""
+        self._buffer.clear()
+
     def close(self) -> None:
         if self._file.closed:
             return

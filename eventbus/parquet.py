@@ -161,22 +161,27 @@ class ParquetWriter(Sink):
         self._failing = FailingWrites()
         self._reset()
 
+    # The segment being filled. The chunk: each record's fields, BATCH_FIELDS-many a row, one
+    # flat list (read out as each record comes, so the record itself is not kept), and its
+    # metrics, copied as they were when written; the chunks made into pieces; each row's
+    # payload JSON and values of FIELD_COLUMNS (decisions and outcomes), by row in the
+    # segment; the dictionary codes of the run_id and kind columns, in order of appearance.
+    _values: list[Any]
+    _logs: list[dict[str, Any]]
+    _due: int  # end the chunk when it holds this many
+    _segment_began: float | None  # no record of the segment is older
+    _pieces: list[_Piece]
+    _payloads: dict[int, bytes]
+    _fields: dict[int, tuple[Any, ...]]
+    _run_ids: dict[str, int]
+    _kinds: dict[str, int]
+
     def _reset(self) -> None:
-        # The chunk being filled: each record's fields, BATCH_FIELDS-many a row, one flat list
-        # (read out as each record comes, so the record itself is not kept); and its metrics,
-        # copied as they were when written.
-        self._values: list[Any] = []
-        self._logs: list[dict[str, Any]] = []
-        self._rows = 0  # rows of the segment already in pieces
-        self._due = min(self._chunk, self._limit)  # end the chunk when it holds this many
-        self._segment_began: float | None = None  # no record of the segment is older
-        self._pieces: list[_Piece] = []
-        self._payloads: dict[int, bytes] = {}  # row in the segment -> payload JSON
-        # row in the segment -> that row's values of FIELD_COLUMNS (decisions and outcomes)
-        self._fields: dict[int, tuple[Any, ...]] = {}
-        # Dictionary codes of the segment's run_id and kind columns, in order of appearance.
-        self._run_ids: dict[str, int] = {}
-        self._kinds: dict[str, int] = {}
+        # One statement: an interrupt leaves the state all old or all new (one segment's
+        # payloads with another's rows would be put on the wrong records).
+        (self._values, self._logs, self._due, self._segment_began, self._pieces,
+         self._payloads, self._fields, self._run_ids, self._kinds) = (
+            [], [], min(self._chunk, self._limit), None, [], {}, {}, {}, {})
 
     def write(self, record: dict[str, Any]) -> None:
         # The hot path: keep the record's fields and a copy of its metrics (the bus hands
@@ -208,9 +213,21 @@ class ParquetWriter(Sink):
         if len(chunk) >= self._due:
             self._end_chunk()
 
+    @property
+    def _rows(self) -> int:
+        """Rows of the segment already in pieces (counted from them, never kept apart from
+        them: an interrupt cannot make the two disagree)."""
+        return sum(piece.n for piece in self._pieces)
+
+    def _in_pieces(self) -> int:
+        """Rows at the head of the chunk being filled that are in the last piece already: an
+        interrupt came between the piece's append and the chunk's reset (0 as a rule)."""
+        pieces = self._pieces
+        return pieces[-1].n if pieces and pieces[-1].source is self._logs else 0
+
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
-        row = self._rows + len(self._logs)
+        row = self._rows + len(self._logs) - self._in_pieces()
         extra = {k: v for k, v in record.items() if k not in _IN_COLUMNS}
         if not _FIELD_NAMES.isdisjoint(extra):
             values = []
@@ -232,11 +249,16 @@ class ParquetWriter(Sink):
         return _metrics_of(record)
 
     def _end_chunk(self) -> None:
-        logs = self._logs
+        # Each step leaves the chunk whole somewhere, so an interrupt (Ctrl-C) at any line
+        # loses at most the record it cut: rows are never held only in locals.
+        done = self._in_pieces()
+        if done:  # in the last piece already (an interrupt after its append): not twice
+            self._values, self._logs = self._values[done * _WIDTH:], self._logs[done:]
+        logs, values = self._logs, self._values
         if not logs:
             return
-        values = self._values
-        self._values, self._logs = [], []
+        if len(values) != len(logs) * _WIDTH:  # a row cut between its fields and its metrics
+            del values[len(logs) * _WIDTH:]
         try:
             piece = _Piece(values, logs, self._run_ids, self._kinds)
         except Exception:
@@ -245,12 +267,10 @@ class ParquetWriter(Sink):
             for row in [row for row in self._payloads if row >= self._rows]:
                 del self._payloads[row]
                 self._fields.pop(row, None)
-            raise
-        except BaseException:  # interrupted (Ctrl-C): the records are fine, keep them
-            self._values, self._logs = values, logs
+            self._values, self._logs = [], []
             raise
         self._pieces.append(piece)
-        self._rows += len(logs)
+        self._values, self._logs = [], []
         if self._segment_began is None:
             self._segment_began = self._chunk_began
         self._chunk_began = now = monotonic()
@@ -308,24 +328,46 @@ class ParquetWriter(Sink):
         return pa.table(columns).replace_schema_metadata(layout_metadata())
 
     def _take_segment(self) -> tuple[Any, int, int] | None:
-        """The rows in pieces as a segment's (table, first seq, last seq); None if none."""
+        """The rows in pieces as a segment's (table, first seq, last seq); None if none. The
+        pieces stay until the store has the segment (see :meth:`_write_segment`)."""
+        self._drop_handed_over()
         if not self._rows:
             return None
         table = self._table()
         seq = table.column("seq")
-        self._reset()
         return table, seq[0].as_py(), seq[-1].as_py()
+
+    def _drop_handed_over(self) -> None:
+        """Pieces the store has already (an interrupt came after it took their segment and
+        before they were reset) go, so no record is written twice; the rows after them move
+        up, with their payloads, in one statement."""
+        pieces, through = self._pieces, self._store.through
+        n = 0
+        while n < len(pieces) and int(pieces[n].columns["seq"][0][0]) <= through:
+            n += 1
+        if not n:
+            return
+        rows = sum(piece.n for piece in pieces[:n])
+        self._pieces, self._payloads, self._fields = pieces[n:], {
+            row - rows: text for row, text in self._payloads.items() if row >= rows}, {
+            row - rows: values for row, values in self._fields.items() if row >= rows}
 
     def _write_segment(self) -> None:
         segment = self._take_segment()
         if segment is not None:
             store = self._store
             try:
-                store.submit(*segment)
+                store.submit(*segment)  # (a segment the store has already is not taken twice)
             except BaseException:  # a Ctrl-C before it was queued: kept for the next wait
-                if not any(kept[1] == segment[1] for kept in store.kept):
+                if not store.holds(segment[1]):
                     store.kept.append(segment)
                 raise
+            finally:
+                # The store has the rows (queued or kept), or submit's error ends the writer:
+                # the segment starts again. An interrupt before this line leaves the pieces,
+                # and the next submit of the same rows is passed over.
+                if store.holds(segment[1]):
+                    self._reset()
             if store.kept and store.kept_bytes > self._max_kept:
                 store.wait()  # written now, or its error ends the writer: memory is bounded
 
@@ -351,17 +393,28 @@ class ParquetWriter(Sink):
 
     def close(self) -> None:
         if self._closed:
+            self._unlock()  # (once only: an interrupt may have come just before it)
             return
-        self._closed = True
-        tail = None
+        # An interrupt before the store closes leaves everything as it was: close() again
+        # (the bus does, once) finishes it. One after, or during, still lets the path go.
+        tail = error = None
         try:
             self._end_chunk()
             tail = self._take_segment()
+        except Exception as exc:  # a chunk the columns cannot take: the rest still closes
+            error = exc
+        try:
+            self._closed = True  # the store closes once
+            self._store.close(tail)
         finally:
-            try:
-                self._store.close(tail)
-            finally:
-                self._unlock()  # the next writer may take the path
+            self._unlock()  # the next writer may take the path
+        if error is not None:
+            raise error
+
+    def forget_unflushed(self) -> None:
+        """Drop the records not yet handed to the store, as a kill now would lose them (see
+        ``Recorder.write``: a record whose way to the sinks an interrupt cut)."""
+        self._reset()
 
     def __enter__(self) -> ParquetWriter:
         return self
@@ -397,13 +450,14 @@ class _Piece:
     (data, missing) pair, missing None when no value is null; ``metrics`` maps each metric
     name in the chunk to a float64 pyarrow array."""
 
-    __slots__ = ("columns", "metrics", "n")
+    __slots__ = ("columns", "metrics", "n", "source")
 
     def __init__(self, values: list[Any], logs: list[dict[str, Any]],
                  run_ids: dict[str, int], kinds: dict[str, int]) -> None:
         import numpy as np
 
         n = self.n = len(logs)
+        self.source = logs  # the chunk it was made of (see ParquetWriter._in_pieces)
         # values holds each row's fields in BATCH_FIELDS order; the row's logs are in ``logs``
         v, run_id, seq, kind, time, _, epoch, batch, step = (
             values[i::_WIDTH] for i in range(_WIDTH))

@@ -307,6 +307,8 @@ class SegmentStore:
         #: written again at the next :meth:`wait`; those after them wait behind them.
         self.kept: list[tuple[Any, int, int]] = []
         self._blocked = False  # a segment failed: later ones are kept, not written ahead
+        #: The last seq of the segments queued (the writer's pieces up to it are the store's).
+        self.through = -1
         # Owned by the background thread until close() has shut it down.
         self._merging = merge
         self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
@@ -322,6 +324,8 @@ class SegmentStore:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
         the error of an earlier segment that could not be written, unless an OSError (a full
         disk), whose segment is kept for :meth:`wait`."""
+        if last <= self.through:
+            return  # queued or kept already (submitted again after an interrupt)
         self._reap()
         while len(self._pending) >= _MAX_QUEUED:
             self._settle(self._pending.popleft())
@@ -329,6 +333,7 @@ class SegmentStore:
         name = segment_name(first, last)
         written = self._pool.submit(self._write_in_turn, table, self.directory / name)
         self._pending.append((written, table, first, last))
+        self.through = last
         if self._merging:
             self._pool.submit(self._merge, table, name, written)
 
@@ -359,6 +364,12 @@ class SegmentStore:
                 self.kept = kept[i:]
                 raise
         self._blocked = False  # every segment is on disk, in order: the next may be written
+
+    def holds(self, first: int) -> bool:
+        """Whether the segment starting at seq ``first`` was handed to the store: queued,
+        written, or kept to write again."""
+        return first <= self.through or any(p[2] == first for p in self._pending) \
+            or any(k[1] == first for k in self.kept)
 
     @property
     def kept_records(self) -> int:

@@ -285,13 +285,14 @@ class Recorder:
             out = self.fan_out(record, writes, owners, 0)
         except BaseException:  # fan_out goes on past an Exception: an interrupt, Ctrl-C
             # The record reached some sinks and not others (a save the log would hold and the
-            # checkpoint writer never finished). The line logs are left as a kill at this
-            # moment leaves them, at their last flush (every epoch end and decision): a resume
-            # goes on from there and makes what was cut again, where a log holding the cut
-            # record would vouch for work never done.
-            for slot in self.tables.line_slots:
-                if slot.buffer is not None:
-                    slot.buffer.clear()
+            # checkpoint writer never finished). The logs are left as a kill at this moment
+            # leaves them, at their last flush (every epoch end and decision): a resume goes on
+            # from there and makes what was cut again, where a log holding the cut record
+            # would vouch for work never done.
+            for slot in self.slots:
+                forget = getattr(slot.sink, "forget_unflushed", None)
+                if callable(forget):
+                    forget()
             raise
         return out if left is None else left + (out or [])
 
