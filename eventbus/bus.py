@@ -446,9 +446,15 @@ class Bus(BusState, KerasCallbackListNames):
 
         Sink failures seen during the run are reported here as one :class:`SinkFailureWarning`.
         """
-        if self._engine.closed:
+        if self._engine.finished:
             return
-        self._engine.close()
+        try:
+            self._engine.close()
+        except BaseException as exc:
+            if isinstance(exc, Exception) or self._engine.finished:
+                raise
+            self._engine.close()  # an interrupt cut the closing: once more, then it goes on
+            raise
         sink_failures = [f for f in self.failures if isinstance(f, SinkFailed)]
         if sink_failures:
             lines = "; ".join(f"{f.sink} on {f.event}: {f.error}: {f.message}"

@@ -139,6 +139,10 @@ class Engine:
         # Weights a sink asked to restore, done once the record being written is settled.
         self._restores: list[tuple[str, str]] = []
         self.closed = False
+        #: True once every sink is closed (``closed``: no event is taken any more).
+        self.finished = False
+        #: True while the logs write what was decided (see :meth:`observe`).
+        self.flushing = False
         #: The thread that publishes the run (see :meth:`claim`).
         self.thread: int | None = None
         #: True while the header is unwritten, outcomes wait, or the run is closed: the one
@@ -539,11 +543,18 @@ class Engine:
         recorder.seq = seq = recorder.seq + 1
         record = {"v": SCHEMA_VERSION, "run_id": recorder.run_id, "seq": seq, "kind": kind,
                   "time": _time(), "logs": logs, **fields}
-        decisions = self.emit(record, refused)
-        if kind == "epoch_end" and not decisions:
-            self.flush()
-        elif kind == "train_end":
-            self.sync()
+        self.flushing = False
+        try:
+            decisions = self.emit(record, refused)
+            if kind == "epoch_end" and not decisions:
+                self.flush()
+            elif kind == "train_end":
+                self.sync()
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not self.flushing:
+                recorder.forget_unflushed()  # Ctrl-C amid the event's decisions
+            self.flushing = False
+            raise
         return decisions
 
     def emit(self, record: dict[str, Any],
@@ -756,10 +767,16 @@ class Engine:
                     "or decisions", event=kind, plugin=slot.name))
 
     def flush(self) -> None:
+        # What is written now was all decided: an interrupt in here keeps it (the flag stays
+        # up for observe to see, which lowers it).
+        self.flushing = True
         self.settle(self.recorder.flush(), "flush", None)
+        self.flushing = False
 
     def sync(self) -> None:
+        self.flushing = True
         self.settle(self.recorder.sync(), "train_end", None)
+        self.flushing = False
 
     # --- what plugins return -------------------------------------------------------------------
 
@@ -817,7 +834,34 @@ class Engine:
 
     def close(self) -> None:
         """Let plugins flush (``on_close``), then close the sinks, the logs last; what was
-        reported is recorded before each sink closes."""
+        reported is recorded before each sink closes. An interrupt (Ctrl-C) on the way still
+        closes every sink, then goes on: else their records and their locks are lost."""
+        interrupted: BaseException | None = None
+        if not self.closed:  # (once: a close an interrupt cut is called again for the sinks)
+            try:
+                self._before_the_sinks_close()
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    raise
+                interrupted = exc
+        self.closed = self.attention = True
+        # Sinks that take some kinds first, recording what each returns or reports as it
+        # closes; then the logs, which take every record, all with the same records.
+        for slot in self.recorder.closing_order():
+            self.recorder.detach(slot.sink)
+            try:
+                self.close_sink(slot)
+                if slot.kinds is not None:
+                    self.drain()
+            except BaseException as exc:  # Ctrl-C: the other sinks, the logs last, close still
+                interrupted = interrupted or exc
+                with contextlib.suppress(BaseException):
+                    self.close_sink(slot)  # once more: a close the interrupt cut finishes
+        self.finished = True
+        if interrupted is not None:
+            raise interrupted
+
+    def _before_the_sinks_close(self) -> None:
         self.release()  # the records held for their tensors, while the run is still open
         self.closed = self.attention = True
         self.policy.closing = True
@@ -827,22 +871,7 @@ class Engine:
         self.dispatcher.call(self.dispatcher.calls["on_close"], None, self._at_close,
                              lambda plugin, _arg, exc: self.policy.plugin_failed(
                                  plugin, "close", None, self.cursor.epoch, exc))
-        # Sinks that take some kinds first, recording what each returns or reports as it
-        # closes; then the logs, which take every record, all with the same records.
         self.drain()
-        interrupted: BaseException | None = None
-        for slot in self.recorder.closing_order():
-            self.recorder.detach(slot.sink)
-            try:
-                self.close_sink(slot)
-                if slot.kinds is not None:
-                    self.drain()
-            except BaseException as exc:  # Ctrl-C: the other sinks, the logs last, close still
-                interrupted = interrupted or exc  # (else their records and locks are lost)
-                with contextlib.suppress(BaseException):
-                    self.close_sink(slot)  # once more: a close the interrupt cut finishes
-        if interrupted is not None:
-            raise interrupted
 
     def close_sink(self, slot: Slot) -> None:
         """Close a sink taken out of the recorder; what it returns, or its failure, is recorded

@@ -285,16 +285,21 @@ class Recorder:
             out = self.fan_out(record, writes, owners, 0)
         except BaseException:  # fan_out goes on past an Exception: an interrupt, Ctrl-C
             # The record reached some sinks and not others (a save the log would hold and the
-            # checkpoint writer never finished). The logs are left as a kill at this moment
-            # leaves them, at their last flush (every epoch end and decision): a resume goes on
-            # from there and makes what was cut again, where a log holding the cut record
-            # would vouch for work never done.
-            for slot in self.slots:
-                forget = getattr(slot.sink, "forget_unflushed", None)
-                if callable(forget):
-                    forget()
+            # checkpoint writer never finished).
+            self.forget_unflushed()
             raise
         return out if left is None else left + (out or [])
+
+    def forget_unflushed(self) -> None:
+        """An interrupt cut the bus's work on a record (its way to the sinks, or the
+        decisions of its event): the logs are left as a kill at this moment leaves them, at
+        their last flush (every epoch end and decision). A resume goes on from there and makes
+        what was cut again, where a log holding part of it would vouch for work never done."""
+        self.held.clear()
+        for slot in self.slots:
+            forget = getattr(slot.sink, "forget_unflushed", None)
+            if callable(forget):
+                forget()
 
     # --- batch records held for their tensors ---------------------------------------------------
     #

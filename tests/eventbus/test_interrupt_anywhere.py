@@ -1,5 +1,5 @@
-"""Ctrl-C at any line of the log writers: both logs read back, agree but for the one record
-cut, and a resume goes on to a whole run.
+"""Ctrl-C at any line of the log writers, or of the bus's recording and deciding: both logs
+read back, agree but for the one record cut, and a resume goes on to a whole run.
 
 A KeyboardInterrupt is raised from a trace function at one line of one writer function (as a
 signal lands between two lines), at its first or third run, in a small run with a JSON Lines
@@ -16,8 +16,10 @@ import warnings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import eventbus.engine
 import eventbus.jsonl
 import eventbus.parquet
+import eventbus.recorder
 import eventbus.sink
 from eventbus import Bus, read_log
 from eventbus.replay import effective_records
@@ -28,7 +30,10 @@ TARGETS = [eventbus.sink.drain, eventbus.jsonl.JsonlWriter.flush,
            eventbus.parquet.ParquetWriter.write_finite, eventbus.parquet.ParquetWriter._end_chunk,
            eventbus.parquet.ParquetWriter._take_segment,
            eventbus.parquet.ParquetWriter._write_segment, eventbus.parquet.ParquetWriter.flush,
-           eventbus.parquet.ParquetWriter.close]
+           eventbus.parquet.ParquetWriter.close, eventbus.recorder.Recorder.write,
+           eventbus.recorder.Recorder.fan_out, eventbus.engine.Engine.observe,
+           eventbus.engine.Engine.dispatch, eventbus.engine.Engine.decide,
+           eventbus.engine.Engine.close]
 POINTS = [(fn, line) for fn in TARGETS
           for line in sorted({line for _, _, line in fn.__code__.co_lines()
                               if line is not None and line > fn.__code__.co_firstlineno})]
