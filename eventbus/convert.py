@@ -174,10 +174,23 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     if to == "csv":
         from plugins import CSVLogger
 
+        # Every metric name first: the header has them all, and the file is written once
+        # (each new name would have CSVLogger rewrite it: minutes for thousands of names).
+        names = {name for record in read_effective(src, kinds={"epoch_end"})
+                 if record.kind == "epoch_end" for name in record.logs}  # type: ignore[attr-defined]
+
+        class Widened(CSVLogger):
+            name = "CSVLogger"  # as errors name it
+
+            def _open(self, append: bool) -> Any:
+                table = super()._open(append)
+                table.widen(names)
+                return table
+
         counts: list[tuple[int, int]] = []
         dst.parent.mkdir(parents=True, exist_ok=True)  # as the sink would have
         # Beside it, then renamed: a link at DST is replaced, not written through.
-        write_replacing(dst, lambda tmp: counts.append(_write_with(CSVLogger(str(tmp)), src,
+        write_replacing(dst, lambda tmp: counts.append(_write_with(Widened(str(tmp)), src,
                                                                    dst)))
         rows = _csv_rows(dst) if counts[0][1] else 0  # no epoch ended: a file with no row
         return Converted(to, str(dst), rows, "rows", counts[0][0])

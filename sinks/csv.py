@@ -35,7 +35,7 @@ import csv
 import io
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ class CsvTable:
                           UserWarning, stacklevel=2)
         keys = [key for key in logs if key != "epoch"]
         if not self._headed:
-            columns = sorted(keys)
+            columns = sorted(set(keys).union(self.columns))  # and those declared (widen)
             self._append([["epoch", *columns], self._line(columns, epoch, logs)])
             self.columns, self._headed = columns, True
             return
@@ -170,6 +170,15 @@ class CsvTable:
             self._rewrite(sorted(set(self.columns) | set(new)), [(epoch, logs)])
         else:
             self._append([self._line(self.columns, epoch, logs)])
+
+    def widen(self, columns: Iterable[str]) -> None:
+        """Declare metric columns before the first row, so the header has them from the start:
+        a writer that knows every name (``eventbus convert``) writes the file once, where each
+        new name would rewrite it (a log with thousands of names took minutes)."""
+        if self._headed:
+            raise ValueError(f"{self.path}: the header is written; columns are widened by "
+                             "writing a row that has them")
+        self.columns = sorted(set(self.columns).union(columns) - {"epoch"})
 
     def drop_last_row(self, epoch: int) -> bool:
         """Remove the file's last row if it is the row of ``epoch``; returns whether it was.

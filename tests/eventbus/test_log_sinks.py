@@ -101,6 +101,30 @@ class TestConvert:
             assert same([r.model_dump() for r in read_log(path)], [dict(r) for r in records])
         assert pq.read_table(tmp / "b.parquet").num_rows == len(records)
 
+    def test_a_csv_of_many_names_is_written_once_and_as_csvlogger_writes_it(self, tmp_path,
+                                                                           monkeypatch):
+        """A new metric name every epoch: CSVLogger live widens its file each time; convert
+        knows every name first and writes the file once (thousands of names in a hostile log
+        took minutes), the same file."""
+        from eventbus.convert import convert as convert_log
+        from plugins import CSVLogger
+        from sinks.csv import CsvTable
+
+        log = tmp_path / "run.jsonl"
+        with Bus([CSVLogger(str(tmp_path / "live.csv"))], log=log) as bus:
+            bus.train_begin()
+            for epoch in range(12):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1), f"m{epoch:02d}": 0.5})
+            bus.train_end()
+        rewrites = []
+        real = CsvTable._rewrite
+        monkeypatch.setattr(CsvTable, "_rewrite",
+                            lambda self, *a: (rewrites.append(a), real(self, *a))[1])
+        convert_log(log, tmp_path / "converted.csv")
+        assert rewrites == []
+        assert (tmp_path / "converted.csv").read_text() == (tmp_path / "live.csv").read_text()
+
     def test_resumed_log_converts_whole(self, tmp_path):
         """A resumed run's log, resumed record and abandoned records included, converts as is."""
         log = tmp_path / "run.jsonl"
