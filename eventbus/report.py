@@ -644,7 +644,8 @@ def _kind_legend(page: Page) -> str:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
     head = "".join(f"<th>{_a(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="table-box"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
 
 
 def _run_sections(page: Page) -> list[str]:
@@ -759,8 +760,10 @@ h3{font-size:16px;margin:20px 0 6px}h4{font-size:14px;margin:14px 0 4px}
 .why{border-left:5px solid #d62728;background:#fdf3f2;padding:10px 14px;margin:0 0 8px}
 .why p{margin:4px 0}.why .whatif{border-top:1px dashed #c51b8a;padding-top:6px}
 .why .label{font-weight:600}
-.panel-box{margin:12px 0 18px}.panel-box h3{margin:6px 0 0}
-svg.panel{width:100%;height:auto;display:block}
+.panel-box{margin:12px 0 18px;overflow-x:auto}.panel-box h3{margin:6px 0 0}
+svg.panel{width:100%;min-width:760px;height:auto;display:block}
+.table-box{overflow-x:auto}
+@media (max-width:600px){body{padding:12px 10px 32px}.legend{margin-left:0}}
 svg.panel .frame{fill:none;stroke:#bbb}svg.panel .grid{stroke:#eee}
 svg.panel .xtick{stroke:#999}svg.panel .tick{font-size:11px;fill:#555}
 svg.panel .axis{font-size:12px;fill:#444}

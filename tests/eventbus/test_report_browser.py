@@ -62,14 +62,14 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 class Opened:
     """A report opened in a fresh browser context, with what the page did recorded."""
 
-    def __init__(self, browser, path: Path):
+    def __init__(self, browser, path: Path, width: int = 1200):
         self.url = path.resolve().as_uri()
         self.requests: list[str] = []
         self.refused: list[str] = []
         self.console: list[tuple[str, str]] = []
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        self.context = browser.new_context(viewport={"width": 1200, "height": 900},
+        self.context = browser.new_context(viewport={"width": width, "height": 900},
                                            offline=True)
         self.context.route("**/*", self._route)
         page = self.page = self.context.new_page()
@@ -98,8 +98,8 @@ class Opened:
 def opened(browser, reports):
     pages: list[Opened] = []
 
-    def open_(name: str) -> Opened:
-        pages.append(Opened(browser, reports[name]))
+    def open_(name: str, width: int = 1200) -> Opened:
+        pages.append(Opened(browser, reports[name], width))
         return pages[-1]
 
     yield open_
@@ -129,6 +129,21 @@ class TestInTheBrowser:
         assert page.refused == []
         assert [m for m in page.console if m[0] in ("error", "warning")] == []
         assert page.errors == [] and page.dialogs == []
+
+    def test_on_a_phone_the_page_does_not_scroll_sideways_and_the_charts_are_readable(
+            self, opened):
+        """375 px wide: the charts keep a width their text can be read at and scroll in their
+        own box, as the tables do; the page itself is never wider than the screen (the charts'
+        text was 3 px high, and a table made the whole page scroll sideways)."""
+        page = opened("report", width=375)
+        widths = page.page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
+        smallest = page.page.evaluate(
+            "Math.min(...[...document.querySelectorAll('svg.panel text')]"
+            ".filter(t => t.textContent.trim())"
+            ".map(t => t.getBoundingClientRect().height))")
+        assert smallest >= 7, smallest
 
     def test_it_says_why_the_run_stopped_at_the_top(self, opened, reports):
         stop = audit(reports["log"]).stop
