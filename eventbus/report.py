@@ -110,6 +110,8 @@ class Panel:
     curves: list[Curve]
     best: list[Best] = field(default_factory=list)
     log_scale: bool = False
+    #: Curves of this panel not drawn: at most ``MOST_CURVES`` a run, the monitored first.
+    left_out: int = 0
 
     @property
     def metrics(self) -> list[str]:
@@ -327,6 +329,22 @@ def _log_scale(curves: Iterable[Curve]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) >= 8
 
 
+#: The most curves a panel draws of one run: a log's thousands of metric names would make a
+#: page hundreds of times the log's size that no one can read (as ``audit --plot``).
+MOST_CURVES = 16
+
+
+def _most(curves: list[Curve], monitored: set[tuple[int, str]]) -> list[Curve]:
+    """At most :data:`MOST_CURVES` of each run's (and what-if's) curves, the monitored first
+    and then by name, in ``curves``' order."""
+    groups: dict[tuple[int, bool], list[Curve]] = {}
+    for curve in curves:
+        groups.setdefault((curve.run, curve.what_if), []).append(curve)
+    kept = {id(c) for group in groups.values() for c in sorted(
+        group, key=lambda c: ((c.run, c.metric) not in monitored, c.metric))[:MOST_CURVES]}
+    return [c for c in curves if id(c) in kept]
+
+
 def build_page(logs: Sequence[LogArgument], *,
                overrides: Mapping[str, Mapping[str, Any]] | None = None,
                labels: Sequence[str] | None = None) -> Page:
@@ -339,12 +357,14 @@ def build_page(logs: Sequence[LogArgument], *,
     names = list(labels) if labels is not None else _labels(logs)
     runs: list[RunReport] = []
     curves: list[Curve] = []
+    monitored: set[tuple[int, str]] = set()
     bests: list[Best] = []
     marks: list[Mark] = []
     for i, log in enumerate(logs):
         result = audit(log)
         run_curves, skipped = curves_of(result, i)
         curves.extend(run_curves)
+        monitored.update((i, m.name) for m in result.monitors)
         bests.extend(Best(i, m.name, m.best_epoch + 1, m.best, m.mode) for m in result.monitors
                      if _is_number(m.best) and m.best_epoch is not None and m.mode is not None
                      and math.isfinite(m.best))
@@ -364,10 +384,14 @@ def build_page(logs: Sequence[LogArgument], *,
         # In a fixed order: a log's metrics come in the order its format keeps them.
         members = sorted((c for c in curves if family_of(c.metric) == family),
                          key=lambda c: (c.run, c.what_if, c.metric))
-        if members:
-            panels.append(Panel(family, _TITLES[family], members,
-                                [b for b in bests if family_of(b.metric) == family],
-                                log_scale=family == LEARNING_RATE and _log_scale(members)))
+        drawn = _most(members, monitored)
+        if drawn:
+            names = {(c.run, c.metric) for c in drawn}
+            panels.append(Panel(family, _TITLES[family], drawn,
+                                [b for b in bests if family_of(b.metric) == family
+                                 and (b.run, b.metric) in names],
+                                log_scale=family == LEARNING_RATE and _log_scale(drawn),
+                                left_out=len(members) - len(drawn)))
     xs = [e for c in curves for e, _ in c.points] + [m.epoch for m in marks]
     epochs = (min(xs), max(xs)) if xs else (1, 1)
     return Page(runs, panels, marks, epochs)
@@ -796,6 +820,13 @@ dt{color:#666}dd{margin:0}
 """
 
 
+def _left_out(panel: Panel) -> str:
+    if not panel.left_out:
+        return ""
+    return (f' <small class="left-out">({panel.left_out} more metric(s) not drawn: at most '
+            f"{MOST_CURVES} a run, the monitored first)</small>")
+
+
 def render_html(page: Page) -> str:
     """The page as one HTML document that needs nothing from anywhere else."""
     colors = _colors(page)
@@ -812,7 +843,8 @@ def render_html(page: Page) -> str:
         svg, meta = _panel_svg(page, i, panel, colors)
         data.append(meta)
         panels.append(f'<figure class="panel-box" data-family="{_a(panel.family)}">'
-                      f"<h3>{_a(panel.title)}</h3>{svg}{_legend(page, panel, colors)}</figure>")
+                      f"<h3>{_a(panel.title)}{_left_out(panel)}</h3>{svg}"
+                      f"{_legend(page, panel, colors)}</figure>")
     if not panels:
         panels.append("<p>No epoch metrics in the log(s): nothing to draw.</p>")
     runs = "".join('<li><svg class="sample" viewBox="0 0 28 8" width="28" height="8"><line '

@@ -490,3 +490,25 @@ class TestFileAndCommand:
                      str(tmp_path / "r.html")]) == 2
         assert "nope.jsonl: no such file" in capsys.readouterr().err
         assert not (tmp_path / "r.html").exists()
+
+
+def test_a_panel_draws_at_most_so_many_curves_a_run_the_monitored_first(tmp_path):
+    """A log of 40 metrics (a hostile one has hundreds of thousands: the page was 29 times
+    the log and the report took gigabytes): each panel draws at most MOST_CURVES a run,
+    never leaving out the monitored one, and says how many it left out."""
+    from eventbus.report import MOST_CURVES, render_html
+
+    log = tmp_path / "wide.jsonl"
+    names = [f"acc_{i:02d}" for i in range(40)]
+    with Bus([EarlyStopping(monitor="acc_39", mode="max", patience=50)], log=log) as bus:
+        bus.train_begin()
+        for epoch in range(3):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {name: 0.1 * epoch for name in names})
+        bus.train_end()
+    page = build_page([log])
+    (panel,) = [p for p in page.panels if p.family == METRICS]
+    drawn = [c.metric for c in panel.curves]
+    assert len(drawn) == MOST_CURVES and "acc_39" in drawn
+    assert panel.left_out == 40 - MOST_CURVES
+    assert f"({40 - MOST_CURVES} more metric(s) not drawn" in render_html(page)
