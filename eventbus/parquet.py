@@ -829,18 +829,47 @@ def _holds(arrow_type: Any, what: str, nulls: bool) -> bool:
     return integer or bool(types.is_float32(arrow_type) or types.is_float64(arrow_type))
 
 
-def _columns(file: Path, batch: Any, row: int) -> dict[str, list[Any]]:
-    """A batch's columns as Python lists; a value Arrow cannot convert (text that is not
-    UTF-8 in a damaged file) is an error naming the column."""
+#: From this many metric columns on, a Parquet log's metrics are read sparse (see ``_read``).
+_SPARSE_FROM = 64
+
+
+def _columns(file: Path, batch: Any, row: int, names: list[str]) -> dict[str, list[Any]]:
+    """A batch's columns ``names`` as Python lists; a value Arrow cannot convert (text that is
+    not UTF-8 in a damaged file) is an error naming the column."""
     columns = {}
-    for name, column in zip(batch.schema.names, batch.columns):
+    for name in names:
         try:
-            columns[name] = column.to_pylist()
+            columns[name] = batch.column(name).to_pylist()
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise LogCorruptError(f"{file} (rows {row + 1} to {row + batch.num_rows}): column "
-                                  f"{name} cannot be read: {exc}", path=str(file),
-                                  line=row + 1, field=name) from exc
+            raise _unreadable(file, batch, row, name, exc) from exc
     return columns
+
+
+def _present(file: Path, batch: Any, row: int, columns: list[str],
+             metrics: list[str]) -> list[dict[str, Any]]:
+    """Each row's metrics of a batch with many metric columns, built from the values present
+    (found from each column's validity, in Arrow), in column order as a dense read gives
+    them: the cost is the values, not rows x columns."""
+    import pyarrow.compute as pc
+
+    out: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
+    for name, key in zip(columns, metrics):
+        column = batch.column(name)
+        if column.null_count == len(column):
+            continue
+        try:
+            where = pc.indices_nonzero(column.is_valid()).to_pylist()
+            values = column.drop_null().to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise _unreadable(file, batch, row, name, exc) from exc
+        for i, value in zip(where, values):
+            out[i][key] = value
+    return out
+
+
+def _unreadable(file: Path, batch: Any, row: int, name: str, exc: Exception) -> LogCorruptError:
+    return LogCorruptError(f"{file} (rows {row + 1} to {row + batch.num_rows}): column {name} "
+                           f"cannot be read: {exc}", path=str(file), line=row + 1, field=name)
 
 
 def _row(file: Path, row: int) -> Where:
@@ -933,14 +962,22 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
         named = [name for name in FIELD_COLUMNS if name in names]  # none in layout 1
         # Not another column nobody reads; the named fields last, after the metrics.
         wanted = [*_REQUIRED_COLUMNS, *metric_columns, *named]
+        # Many metric columns are mostly null (each record has a few): their rows are built
+        # from the values present, not from every cell, or rows x columns would be the cost.
+        sparse = len(metric_columns) > _SPARSE_FROM
+        zipped = [*_REQUIRED_COLUMNS, *named] if sparse else wanted
+        dense = 0 if sparse else len(metrics)  # the metric values in a row's ``values``
+        row_logs: list[dict[str, Any]] | None = None
         leading = files.covered  # rows up to it that start this file were read already
         if leading is None and places is not None:
             places.add(count + 1, file, 1)
         seq = None
         row = 0
         for batch in files.batches(file, parquet, columns=wanted):
-            columns = _columns(file, batch, row)
-            rows = zip(*(columns[name] for name in wanted))
+            columns = _columns(file, batch, row, zipped)
+            if sparse:
+                row_logs = _present(file, batch, row, metric_columns, metrics)
+            rows = zip(*(columns[name] for name in zipped))
             for number, (v, run_id, seq, kind, time, epoch, index, step, payload, *values) \
                     in enumerate(rows, row + 1):
                 if leading is not None:  # the first rows of a file after the first
@@ -972,13 +1009,14 @@ def _read(path: str | os.PathLike[str], places: _Places | None,
                     record.update(_payload(payload, file, number))
                 if kind in with_logs:
                     logs = record["logs"] = {key: value for key, value in zip(metrics, values)
-                                             if value is not None}
+                                             if value is not None} if row_logs is None \
+                        else row_logs[number - row - 1]
                     for key in vectors:
                         value = logs.get(key)
                         if value is not None and len(value) == 1:
                             logs[key] = value[0]
                 elif named:  # decisions, outcomes: their fields with columns of their own
-                    _take_fields(record, named, values[len(metrics):], fields.get(kind, ()),
+                    _take_fields(record, named, values[dense:], fields.get(kind, ()),
                                  file, number)
                 count += 1
                 if plan is None:

@@ -284,6 +284,33 @@ class TestJsonlDamage:
         assert [b.seq for b in back] == [rec.seq for rec in records] + [8]
 
 
+def test_a_parquet_log_of_many_metric_columns_reads_as_its_json_lines_twin(tmp_path):
+    """From 65 metric columns on, each row's metrics are built from the values present (a
+    log of thousands of names, each in one record, cost rows x columns to read: minutes).
+    The records are those the JSON Lines log holds: a vector of one element, decisions' own
+    columns after the metrics."""
+    from eventbus import records as rec
+    from eventbus.parquet import _SPARSE_FROM
+    from plugins import EarlyStopping
+
+    jsonl, parquet = tmp_path / "run.jsonl", tmp_path / "run.parquet"
+    with Bus([EarlyStopping(monitor="loss", patience=1)], log=[jsonl, parquet]) as bus:
+        bus.train_begin()
+        for epoch in range(_SPARSE_FROM + 20):
+            bus.epoch_begin(epoch)
+            for batch in range(3):
+                bus.batch_end(batch, {"loss": 1.0, f"b{epoch}": float(batch)})
+            bus.epoch_end(epoch, {"loss": 1.0, f"m{epoch:03d}": 0.5, "f1": [0.25]})
+            if bus.stop_training:
+                bus.decide(rec.SetLearningRate(value=0.1, reason="go on"))
+                bus.stop_training = False
+        bus.train_end()
+    from_jsonl, from_parquet = list(read_log(jsonl)), list(read_log(parquet))
+    assert len(pq.read_schema(next(parquet.glob("*.parquet"))).names) > _SPARSE_FROM + 9
+    assert len(from_jsonl) == len(from_parquet)
+    assert all(same(a, b) for a, b in zip(from_jsonl, from_parquet))
+
+
 class TestParquetLayout:
     def test_one_row_per_record_and_one_column_per_metric(self, tmp_path):
         """pandas reads the finished log as it is: metrics are float columns, NaN kept."""
