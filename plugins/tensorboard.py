@@ -226,6 +226,7 @@ class TensorBoard(Plugin, Sink):
         self._batch_began: tuple[int, float] | None = None
         # Writing back what a crash kept out of the files (catch_up), not the run going on.
         self._catching_up = False
+        self._opened = False  # the run opened it (a resume catches up before it opens)
         # When the run began (its train_begin), for the model configuration a resume writes.
         self._began: float | None = None
         # A flush ran out of time: the next ones wait only once the writer has caught up.
@@ -247,6 +248,7 @@ class TensorBoard(Plugin, Sink):
 
     def open(self, run: Run) -> None:
         self._run = run
+        self._opened = True
         self._label = run.label(self)
         if run.resumed:
             # Drop what a crashed attempt wrote past the point the run resumes from.
@@ -385,7 +387,10 @@ class TensorBoard(Plugin, Sink):
     def _train_begin(self, record: dict[str, Any]) -> None:
         self._began = record["time"]
         if not self._catching_up:  # a resume writes it once it has the model (open)
-            self._model_config(record["time"])
+            # A resumed run whose log had no train_begin (an interrupt before it) has it
+            # written by open already.
+            run = self._run
+            self._model_config(record["time"], only_missing=run is not None and run.resumed)
         for key, value in (record.get("params") or {}).items():
             if value is not None:
                 self._hparams[f"params.{key}"] = _hparam(value)
@@ -599,8 +604,10 @@ class TensorBoard(Plugin, Sink):
                              details={"pending": self._sink.pending})
 
     def close(self) -> Any:
-        if self._sink is not None:
+        if self._sink is not None and self._opened:
             self._write_decisions()  # the last step's (decisions at train_end included)
+        else:  # only caught up (a resume cut before it opened): a write-back half done
+            self._step_decisions = None
         sink, self._sink = self._sink, None
         if sink is None:
             return None

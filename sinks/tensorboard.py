@@ -1039,8 +1039,8 @@ class TensorBoardSink:
         return all((run, tag) in steps for tag, _, _ in values)
 
     def _missing(self, item: tuple[Any, ...]) -> bytes | None:
-        """The event of a write-back item, with only what the found files lack; None if they
-        hold all of it."""
+        """The event of a write-back item, with only what the found files lack, or a write-back
+        of this sink has given them; None if they hold all of it."""
         if self._found is None:
             self._found = self._scan()
         steps, texts = self._found
@@ -1048,10 +1048,13 @@ class TensorBoardSink:
             _, run, tag, text, step, wall_time = item
             if (run, tag, step, text) in texts:
                 return None
+            texts.add((run, tag, step, text))  # a second write-back of it is passed over
             return encode_text_event(wall_time, step, tag, text)
         _, run, values, step, wall_time, prefix = item
         lacking = {key: value for key, value in flat_scalars(values).items()
                    if steps.get((run, prefix + key), -1) < step}
+        for key in lacking:
+            steps[(run, prefix + key)] = step
         return encode_scalar_event(wall_time, step, lacking, prefix) if lacking else None
 
     def _scan(self) -> tuple[dict[tuple[str, str], int], set[tuple[str, str, int, str]]]:

@@ -516,6 +516,62 @@ class TestWriteBack:
                 assert steps == sorted(set(steps)), (run_dir.name, tag)
 
 
+class TestInterrupted:
+    def texts(self, log_dir: Path) -> dict[str, list[int]]:
+        train = acc(log_dir / "train")
+        tags = train.Tags()["tensors"]
+        return {tag: [e.step for e in train.Tensors(tag)] if tag in tags else []
+                for tag in ("decisions", "model_config")}
+
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_ctrl_c_before_train_begin_writes_the_model_config_once(self, tmp_path):
+        """The log holds only its header: the resume writes the model's configuration (open)
+        and so does the loop's train_begin; written back once, it is passed over the second
+        time."""
+        log, log_dir = tmp_path / "run.jsonl", tmp_path / "tb"
+        model = NumpyModel({"w": np.zeros(3)}, learning_rate=0.1)
+        with pytest.raises(KeyboardInterrupt), \
+                Bus([TensorBoard(log_dir)], log=log, model=model, resume=True):
+            raise KeyboardInterrupt
+        with Bus([TensorBoard(log_dir)], log=log, model=model, resume=True) as bus:
+            bus.train_begin({"epochs": 2})  # the log has none: the loop's is published
+            train(bus, 2)
+            bus.train_end()
+        assert self.texts(log_dir)["model_config"] == [0]
+
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_ctrl_c_while_a_resume_catches_up_writes_no_half_step(self, tmp_path,
+                                                                 monkeypatch):
+        """Interrupted while the resume writes a step's decisions back: TensorBoard, only
+        caught up, never opened, writes no half table of that step at close (the next resume
+        wrote the whole one after it: the step twice, out of order)."""
+        log, log_dir = tmp_path / "run.jsonl", tmp_path / "tb"
+
+        def plugins() -> list:
+            return [TensorBoard(log_dir), HalveAtEpoch1(), HalveAtEpoch1()]
+
+        bus = Bus(plugins(), log=log, learning_rate=0.1)
+        train(bus, 3)
+        bus.close()
+        for path in (log_dir / "train").glob("*tfevents*"):
+            path.unlink()  # a crash kept everything out of the files
+        real, seen = TensorBoard.catch_up, []
+
+        def cut(self, record, run):
+            if record["kind"] == "set_learning_rate":
+                seen.append(record["seq"])
+                if len(seen) == 2:  # the step's second decision
+                    raise KeyboardInterrupt
+            return real(self, record, run)
+
+        monkeypatch.setattr(TensorBoard, "catch_up", cut)
+        with pytest.raises(KeyboardInterrupt):
+            Bus(plugins(), log=log, resume=True)
+        monkeypatch.undo()
+        Bus(plugins(), log=log, resume=True).close()
+        assert self.texts(log_dir)["decisions"] == [1]
+
+
 WORKER = """
 import sys
 import numpy as np
