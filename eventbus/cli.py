@@ -30,7 +30,7 @@ import orjson
 from ._version import __version__
 from .errors import EventBusError, UsageError
 from .metrics import shown
-from .terminal import inline, json_safe, printable
+from .terminal import fit, inline, json_safe, printable, width_of
 
 __all__ = ["UsageError", "main"]
 
@@ -217,7 +217,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         data = [r.as_dict() for r in results]
         _write_json(data[0] if len(data) == 1 else data)
     else:
-        _out("\n\n".join(render(r) for r in results))
+        # On a terminal, long lines broken at spaces (a reason under the reason column).
+        _out(fit("\n\n".join(render(r) for r in results), width_of(sys.stdout)))
     if args.plot:
         from .plot import plot_audit
 

@@ -29,6 +29,7 @@ import orjson
 from .bus import Bus
 from .errors import ConfigError
 from .model import NumpyModel
+from .terminal import fit, width_of
 
 __all__ = ["MANIFEST", "check_out", "demo_plugins", "make_data", "run_demo", "train"]
 
@@ -306,9 +307,10 @@ def _run(out: Path, *, epochs: int, seed: int, progress: bool) -> int:
              meta={"demo": "two spirals, numpy MLP", "seed": seed}) as bus:
         train(bus, model, make_data(seed), epochs=epochs, batch_size=32, seed=seed)
     elapsed = time.perf_counter() - started
+    width = width_of(sys.stdout)  # a terminal's: lines broken at spaces, not mid-word
     print(f"\ntrained {len(history.epoch)} epochs in {elapsed:.1f} s; wrote {out}/\n")
-    print(render(audit(log)))
-    print(f"""
+    print(fit(render(audit(log)), width))
+    print(fit(f"""
 next, try:
   eventbus audit {log}                       # this summary again (--json, --plot FILE.png)
   eventbus replay {log} --verify              # recompute every decision from the log
@@ -316,6 +318,7 @@ next, try:
   eventbus replay {log} --sweep ReduceLROnPlateau.patience=1,2,4,8
   eventbus convert {log} {out.name}-history.csv
   eventbus report {log} -o {out.name}-report.html   # one page: curves, decisions, why it stopped
-  tensorboard --logdir {out}        # the decisions in the Text tab, parameters in HParams""")
+  tensorboard --logdir {out}        # the decisions in the Text tab, parameters in HParams""",
+              width))
     sys.stdout.flush()
     return 0

@@ -27,7 +27,8 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["inline", "json_safe", "make_room", "printable", "set_live", "warn"]
+__all__ = ["fit", "inline", "json_safe", "make_room", "printable", "set_live", "warn",
+           "width_of"]
 
 # C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
 # bidirectional formatting characters (marks, embeddings, overrides, isolates); the Unicode
@@ -112,3 +113,44 @@ def warn(text: str, category: type[Warning]) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
         level, frame = level + 1, frame.f_back
     warnings.warn(printable(text), category, stacklevel=level)
+
+
+# --- text fitted to a terminal's width ------------------------------------------------------
+
+#: A row of the audit's decision table (seq, epoch, ...), and where it has its reason (see
+#: ``audit.render``).
+_DECISION_ROW = re.compile(r"  [ \d]{5}\d  ")
+_REASON_COLUMN = 56
+
+
+def width_of(stream: Any) -> int | None:
+    """The columns of the terminal ``stream`` writes to; None when it is not one (a file, a
+    pipe: lines are kept whole for tools that read them)."""
+    try:
+        if not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def fit(text: str, width: int | None) -> str:
+    """``text`` with each line longer than ``width`` broken at its spaces onto lines of its
+    own, indented under where it began (a decision row's reason under the reason column), so
+    a terminal never wraps a line mid-word. ``width`` None: as it is."""
+    if not width:
+        return text
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        hang = _REASON_COLUMN if _DECISION_ROW.match(line) else indent + 4
+        if width - hang < 24:  # too narrow to hang so far: a little in
+            hang = min(indent + 4, width // 3)
+        out.extend(textwrap.wrap(line, width, subsequent_indent=" " * hang,
+                                 break_on_hyphens=False) or [line])
+    return "\n".join(out)

@@ -320,3 +320,44 @@ class TestWarningsALibraryUserSees:
                 Bus([Hostile()], on_plugin_error="isolate") as bus:
             bus.epoch_end(0, {"loss": 1.0})
         assert all("\x1b" not in str(w.message) for w in shown) and shown
+
+
+class TestFit:
+    words = st.text("abcdefghij", min_size=1, max_size=12)
+
+    @given(st.lists(st.lists(words, max_size=30), max_size=6), st.integers(40, 200),
+           st.integers(0, 8))
+    def test_lines_fit_the_width_and_keep_every_word_in_order(self, lines, width, indent):
+        from eventbus.terminal import fit
+
+        text = "\n".join(" " * indent + " ".join(line) for line in lines)
+        out = fit(text, width)
+        assert all(len(line) <= width for line in out.split("\n"))
+        assert out.split() == text.split()
+        assert fit(text, None) == text
+
+    def test_a_decision_row_goes_on_under_its_reason(self):
+        from eventbus.terminal import fit
+
+        row = ("      31      1  save_checkpoint   ModelCheckpoint      val_loss = 1.23176 at "
+               "the end of epoch 1: the first value, so the best so far")
+        first, *rest = fit(row, 80).split("\n")
+        assert first.startswith("      31      1  save_checkpoint") and rest
+        assert all(line.startswith(" " * 56) and line[56] != " " for line in rest)
+
+    def test_the_audit_on_an_80_column_terminal_never_wraps_a_line(self, tmp_path):
+        """`eventbus audit` in a real pseudo-terminal of 80 columns: every line fits (a
+        reason, the plugin list, the checkpoint paths were one line each, wrapped mid-word
+        by the terminal); piped, the lines stay whole for tools."""
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+        try:
+            from terminal import run_in_pty
+        finally:
+            sys.path.pop(0)
+        log = write_log(tmp_path / "run.jsonl", hostile_lines())
+        out = run_in_pty(f"import sys; from eventbus.cli import main; "
+                         f"sys.exit(main(['audit', {str(log)!r}]))", columns=80)
+        lines = out.replace("\r\n", "\n").split("\n")
+        assert len(lines) > 5 and max(len(line) for line in lines) <= 80
+        piped = eventbus("audit", log)
+        assert max(len(line) for line in piped.stdout.split("\n")) > 80
