@@ -239,9 +239,10 @@ class TestFindKinds:
 
 def test_replay_resume_and_audit_do_not_hold_the_log_in_memory(tmp_path):
     """A long run streams: the peak of Python memory stays a small part of what its records
-    take when all are built (here about 60 MB)."""
+    take when all are built (about 1 KB a record: here about 24 MB; the peaks are 1 to 4 MB,
+    the same for 60,000 records)."""
     path, table = tmp_path / "events.jsonl", tmp_path / "events.parquet"
-    batches = 20_000
+    batches = 8_000
     with Bus(plugins(), log=[path, table], learning_rate=0.1) as bus:
         bus.train_begin({"epochs": 3})
         for epoch in range(3):
@@ -260,4 +261,4 @@ def test_replay_resume_and_audit_do_not_hold_the_log_in_memory(tmp_path):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert peak < 200 * records, f"peak {peak / 1e6:.1f} MB for {records} records"
+        assert peak < 250 * records, f"peak {peak / 1e6:.1f} MB for {records} records"
