@@ -785,7 +785,7 @@ h3{font-size:16px;margin:20px 0 6px}h4{font-size:14px;margin:14px 0 4px}
 .why p{margin:4px 0}.why .whatif{border-top:1px dashed #c51b8a;padding-top:6px}
 .why .label{font-weight:600}
 .panel-box{margin:12px 0 18px;overflow-x:auto}.panel-box h3{margin:6px 0 0}
-svg.panel{width:100%;min-width:760px;height:auto;display:block}
+svg.panel{width:100%;min-width:840px;height:auto;display:block}
 .table-box{overflow-x:auto}
 @media (max-width:600px){body{padding:12px 10px 32px}.legend{margin-left:0}}
 svg.panel .frame{fill:none;stroke:#bbb}svg.panel .grid{stroke:#eee}

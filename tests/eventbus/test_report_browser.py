@@ -143,7 +143,7 @@ class TestInTheBrowser:
             "Math.min(...[...document.querySelectorAll('svg.panel text')]"
             ".filter(t => t.textContent.trim())"
             ".map(t => t.getBoundingClientRect().height))")
-        assert smallest >= 7, smallest
+        assert smallest >= 8, smallest
 
     def test_it_says_why_the_run_stopped_at_the_top(self, opened, reports):
         stop = audit(reports["log"]).stop
