@@ -168,6 +168,7 @@ class ParquetWriter(Sink):
     # segment; the dictionary codes of the run_id and kind columns, in order of appearance.
     _values: list[Any]
     _logs: list[dict[str, Any]]
+    _chunk_no: int  # the chunk's number: a new one for each new chunk
     _due: int  # end the chunk when it holds this many
     _segment_began: float | None  # no record of the segment is older
     _pieces: list[_Piece]
@@ -179,9 +180,10 @@ class ParquetWriter(Sink):
     def _reset(self) -> None:
         # One statement: an interrupt leaves the state all old or all new (one segment's
         # payloads with another's rows would be put on the wrong records).
-        (self._values, self._logs, self._due, self._segment_began, self._pieces,
-         self._payloads, self._fields, self._run_ids, self._kinds) = (
-            [], [], min(self._chunk, self._limit), None, [], {}, {}, {}, {})
+        (self._values, self._logs, self._chunk_no, self._due, self._segment_began,
+         self._pieces, self._payloads, self._fields, self._run_ids, self._kinds) = (
+            [], [], getattr(self, "_chunk_no", 0) + 1, min(self._chunk, self._limit), None,
+            [], {}, {}, {}, {})
 
     def write(self, record: dict[str, Any]) -> None:
         # The hot path: keep the record's fields and a copy of its metrics (the bus hands
@@ -223,7 +225,7 @@ class ParquetWriter(Sink):
         """Rows at the head of the chunk being filled that are in the last piece already: an
         interrupt came between the piece's append and the chunk's reset (0 as a rule)."""
         pieces = self._pieces
-        return pieces[-1].n if pieces and pieces[-1].source is self._logs else 0
+        return pieces[-1].n if pieces and pieces[-1].chunk == self._chunk_no else 0
 
     def _encode_payload(self, record: dict[str, Any]) -> dict[str, Any]:
         # Encoded now, not with the chunk: the JSON is the record as it was when written.
@@ -253,7 +255,8 @@ class ParquetWriter(Sink):
         # loses at most the record it cut: rows are never held only in locals.
         done = self._in_pieces()
         if done:  # in the last piece already (an interrupt after its append): not twice
-            self._values, self._logs = self._values[done * _WIDTH:], self._logs[done:]
+            self._values, self._logs, self._chunk_no = (
+                self._values[done * _WIDTH:], self._logs[done:], self._chunk_no + 1)
         logs, values = self._logs, self._values
         if not logs:
             return
@@ -267,10 +270,11 @@ class ParquetWriter(Sink):
             for row in [row for row in self._payloads if row >= self._rows]:
                 del self._payloads[row]
                 self._fields.pop(row, None)
-            self._values, self._logs = [], []
+            self._values, self._logs, self._chunk_no = [], [], self._chunk_no + 1
             raise
+        piece.chunk = self._chunk_no
         self._pieces.append(piece)
-        self._values, self._logs = [], []
+        self._values, self._logs, self._chunk_no = [], [], self._chunk_no + 1
         if self._segment_began is None:
             self._segment_began = self._chunk_began
         self._chunk_began = now = monotonic()
@@ -450,14 +454,14 @@ class _Piece:
     (data, missing) pair, missing None when no value is null; ``metrics`` maps each metric
     name in the chunk to a float64 pyarrow array."""
 
-    __slots__ = ("columns", "metrics", "n", "source")
+    __slots__ = ("chunk", "columns", "metrics", "n")
 
     def __init__(self, values: list[Any], logs: list[dict[str, Any]],
                  run_ids: dict[str, int], kinds: dict[str, int]) -> None:
         import numpy as np
 
         n = self.n = len(logs)
-        self.source = logs  # the chunk it was made of (see ParquetWriter._in_pieces)
+        self.chunk = -1  # the number of the chunk it was made of (ParquetWriter._in_pieces)
         # values holds each row's fields in BATCH_FIELDS order; the row's logs are in ``logs``
         v, run_id, seq, kind, time, _, epoch, batch, step = (
             values[i::_WIDTH] for i in range(_WIDTH))
