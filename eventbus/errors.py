@@ -129,16 +129,19 @@ def _of_class(cause: type) -> type[PluginError]:
     found = _AS.get(cause)
     if found is None:
         found = PluginError
-        # The cause's own class if it is built in, else its nearest built-in base (a
-        # ConfigError is a ValueError): what ``except`` clauses around a loop name.
-        kind = next((k for k in cause.__mro__ if k.__module__ == "builtins"), Exception)
+        # The cause's own class if it is built in, else its nearest built-in bases (a
+        # ConfigError is a ValueError; a missing checkpoint field is also a KeyError): what
+        # ``except`` clauses around a loop name.
+        built_in = [k for k in cause.__mro__ if k.__module__ == "builtins"]
         # Not a class whose handlers read fields a PluginError lacks (an OSError's errno, a
         # UnicodeError's encoding), nor one Python treats apart (StopIteration in generators).
-        if issubclass(kind, Exception) and kind not in (Exception, RuntimeError) and \
-                not issubclass(kind, _NOT_MIXED):
+        kinds = tuple(k for k in built_in if issubclass(k, Exception)
+                      and k not in (Exception, RuntimeError) and not issubclass(k, _NOT_MIXED)
+                      and not any(o is not k and issubclass(o, k) for o in built_in))
+        if kinds:
             try:
-                found = type(f"PluginError[{kind.__name__}]", (PluginError, kind),
-                             {"__module__": __name__})
+                found = type(f"PluginError[{', '.join(k.__name__ for k in kinds)}]",
+                             (PluginError, *kinds), {"__module__": __name__})
             except TypeError:  # an instance layout of its own (OSError, UnicodeError, ...)
                 found = PluginError
         _AS[cause] = found

@@ -188,6 +188,21 @@ class TestPluginErrorIsOfItsCausesClass:
             assert isinstance(error, ValueError) and not isinstance(error, type(cause))
         assert type(PluginError.raised_for(Plain(), "m", plugin="P", event="e")) is PluginError
 
+    def test_every_nearest_builtin_base_is_mixed_in(self):
+        """ModelCheckpoint's missing path field is a ConfigError and a KeyError (Keras raises
+        KeyError): on a bus, ``except KeyError`` and ``except ValueError`` both catch it."""
+        from eventbus import Bus
+        from eventbus.errors import PluginError
+        from plugins import ModelCheckpoint
+
+        with Bus([ModelCheckpoint("m-{val_acc:.2f}.h5")]) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            with pytest.raises(KeyError) as info:
+                bus.epoch_end(0, {"loss": 1.0})
+        assert isinstance(info.value, PluginError) and isinstance(info.value, ValueError)
+        assert "needs {val_acc}" in str(info.value)
+
     @pytest.mark.parametrize("cause", [OSError(2, "gone"), RuntimeError("r"),
                                        StopIteration(), UnicodeError("u")] + (
     [builtins.ExceptionGroup("two", [ValueError(), KeyError()])]
