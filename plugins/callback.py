@@ -165,8 +165,10 @@ class ModelView:
     - ``self.model.optimizer.learning_rate = x`` (or ``self.model.learning_rate = x``) becomes
       a ``set_learning_rate`` decision; reading it gives the run's current rate. A run with no
       learning rate at all refuses the assignment with a :class:`~eventbus.ConfigError`.
-    - Anything else is read from the adapter (``get_weights()``), then from the framework model
-      behind it (a Keras model's layers, ``save``, ...); other assignments go to that model.
+    - Anything else is read from the framework model behind the adapter, as Keras's callbacks
+      read it (a Keras model's ``get_weights()`` list, ``layers``, ``save``, ...), then from the
+      adapter itself (a NumpyModel's or a torch module's ``get_weights()`` dict); other
+      assignments go to the framework model.
     """
 
     __slots__ = ("_run", "_callback", "_asked")
@@ -256,15 +258,17 @@ class ModelView:
         returned = [] if out is None else [out] if isinstance(out, Record) else list(out)
         return [*returned, *asked]
 
-    # --- everything else: the adapter, then the framework model ---------------------------------
+    # --- everything else: the framework model, then the adapter ---------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        adapter = self._run.model
-        if adapter is not None and hasattr(adapter, name):
-            return getattr(adapter, name)
+        # The framework model first: a Keras callback's self.model.get_weights() is Keras's
+        # list, which its self.model.set_weights() takes back.
         model = self._framework()
         if model is not None and hasattr(model, name):
             return getattr(model, name)
+        adapter = self._run.model
+        if adapter is not None and hasattr(adapter, name):
+            return getattr(adapter, name)
         what = "the bus has no model adapter (Bus(model=...))" if adapter is None else \
             f"neither the model adapter ({type(adapter).__name__}) nor its model has it"
         raise AttributeError(f"{self._name}: self.model.{name}: {what}")

@@ -294,6 +294,28 @@ def test_a_schedule_refusing_the_rate_ends_fit_with_keras_s_type_error(tmp_path)
         fit(tiny_model(), [plateau], epochs=1)
 
 
+def test_a_callback_s_model_is_keras_s_model_for_weights():
+    """A Keras user's callback keeps the best weights the Keras way: self.model.get_weights()
+    is Keras's list, and self.model.set_weights() takes it back."""
+
+    class KeepsBest(Callback):
+        def on_train_begin(self, logs=None):
+            self.best, self.kept = None, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.best is None or logs["loss"] < self.best:
+                self.best, self.kept = logs["loss"], self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            self.model.set_weights(self.kept)
+
+    model = tiny_model()
+    keeper = KeepsBest()
+    fit(model, [keeper], epochs=3)
+    assert isinstance(keeper.kept, list)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), keeper.kept))
+
+
 def test_history_called_keras_s_way_is_the_model_s_history():
     """Keras's History makes itself ``model.history`` at each epoch end; so does this one
     called Keras's way (in fit, Keras's own History comes last, as always)."""
