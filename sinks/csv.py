@@ -63,6 +63,23 @@ def format_value(value: Any) -> str:
     return repr(float(value))
 
 
+#: How a header cell starts that a spreadsheet takes for a formula (``=HYPERLINK(...)``, ``+``,
+#: ``-``, ``@``, a tab or carriage return before one): a metric name from a log someone else
+#: wrote must not run as one when the file is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(name: str) -> str:
+    """A metric name as its header cell: with a ``'`` in front where it would start a formula,
+    or starts with ``'`` already (so :func:`_name` gives every name back as it was)."""
+    return f"'{name}" if name.startswith(_FORMULA_START) or name.startswith("'") else name
+
+
+def _name(cell: str) -> str:
+    """The metric name a header cell holds (:func:`_cell` undone)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 class CsvTable:
     """One CSV file of epoch rows. ``write`` appends (or, to widen the header, rewrites) and
     flushes.
@@ -99,7 +116,7 @@ class CsvTable:
         if append and self.path.exists() and self.path.stat().st_size > 0:
             truncate_torn_tail(self.path)
             header, _ = self._read()
-            self.columns = header[1:]
+            self.columns = [_name(cell) for cell in header[1:]]
             self._headed = bool(header)
         # Unbuffered: a failed write leaves nothing half in a buffer, only in the file, where
         # it is cut back; appending, so the next write goes to the end as cut.
@@ -162,7 +179,7 @@ class CsvTable:
         keys = [key for key in logs if key != "epoch"]
         if not self._headed:
             columns = sorted(set(keys).union(self.columns))  # and those declared (widen)
-            self._append([["epoch", *columns], self._line(columns, epoch, logs)])
+            self._append([["epoch", *map(_cell, columns)], self._line(columns, epoch, logs)])
             self.columns, self._headed = columns, True
             return
         new = [key for key in keys if key not in self.columns]
@@ -272,8 +289,8 @@ class CsvTable:
         """Write the table again under ``columns``, with the rows of ``extra`` added at the end
         (a failure leaves the file as it was)."""
         header, rows = self._read()
-        old = header[1:]
-        out = [["epoch", *columns]]
+        old = [_name(cell) for cell in header[1:]]
+        out = [["epoch", *map(_cell, columns)]]
         for row in rows:
             values = dict(zip(old, row[1:]))
             out.append([row[0]] + [values.get(c, MISSING) for c in columns])

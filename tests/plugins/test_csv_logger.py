@@ -295,3 +295,22 @@ def test_a_second_run_s_full_disk_is_reported_again(tmp_path, monkeypatch):
                 bus.train_end()
         faults.append([f.message for f in bus.failures if f.event == "epoch_end"])
     assert all(len(f) == 1 and "errno 28" in f[0] for f in faults), faults
+
+
+def test_a_metric_name_a_spreadsheet_would_run_as_a_formula_is_written_quoted(tmp_path):
+    """A log someone else wrote converts to CSV, and a name such as =HYPERLINK(...) would be a
+    live formula in a spreadsheet: a header cell that starts a formula (=, +, -, @) starts with
+    a ' instead, as spreadsheets read text; appending reads the names back as they were."""
+    path = tmp_path / "h.csv"
+    names = ['=HYPERLINK("http://127.0.0.1/x")', "-neg", "+pos", "@at", "'quoted", "loss"]
+    for append in (False, True):
+        with Bus([CSVLogger(str(path), append=append)]) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {name: 1.0 for name in names})
+            bus.train_end()
+    with open(path, newline="") as file:
+        header, *rows = list(csv.reader(file))
+    assert header == ["epoch", "''quoted", "'+pos", "'-neg", '\'=HYPERLINK("http://127.0.0.1/x")',
+                      "'@at", "loss"]
+    assert len(rows) == 2 and all(len(row) == len(header) for row in rows)
