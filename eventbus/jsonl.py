@@ -27,6 +27,7 @@ import orjson
 
 from .errors import LogCorruptError, LogError, SchemaVersionError
 from .lock import lock_exclusive
+from .outputs import file_type, open_checked
 from .records import (
     BATCH_KINDS,
     KINDS,
@@ -160,19 +161,16 @@ def prepare_append(path: str | os.PathLike[str], fd: int | None = None) -> None:
         file.write(b"\n")
 
 
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-
-
 def _open_log_file(path: Path, *, follow_links: bool = True) -> Any:
     """``path`` opened to append (and read, to prepare it), unbuffered: a regular file, or a
     new one. Opened without blocking, so a FIFO put where a log goes (a backup folder others
     can write) is an error now instead of a training run that never starts; a device or
     socket is refused too; with ``follow_links=False`` so is a link at ``path``."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NONBLOCK
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o666)
+        fd, mode = open_checked(path, flags)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO with no reader
             raise LogError(f"{path}: not a regular file (a FIFO); a log is a file",
@@ -182,12 +180,10 @@ def _open_log_file(path: Path, *, follow_links: bool = True) -> Any:
                            "(a link planted in a folder others can write would send the "
                            "records elsewhere)", path=str(path)) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise LogError(f"{path}: not a regular file (a FIFO, device or socket); a log is a "
-                       "file", path=str(path))
-    if _NONBLOCK:
-        os.set_blocking(fd, True)
+        raise LogError(f"{path}: not a regular file ({file_type(mode)}); a log is a file",
+                       path=str(path))
     return os.fdopen(fd, "ab", buffering=0)
 
 
@@ -196,16 +192,13 @@ def open_for_reading(path: str | os.PathLike[str]) -> Any:
     checked, so a FIFO put where a log is looked for (a rank file, a log in a folder
     ``verify`` walks) is an error now instead of a command that waits for ever; a device or
     socket is refused too, and a directory is the ``IsADirectoryError`` ``open`` gives."""
-    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    fd, mode = open_checked(path)
     try:
-        mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
         if not stat.S_ISREG(mode):
-            raise LogCorruptError(f"{os.fspath(path)}: not a regular file (a FIFO, "
-                                  "device or socket); a log is a file", path=os.fspath(path))
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
+            raise LogCorruptError(f"{os.fspath(path)}: not a regular file ({file_type(mode)}); "
+                                  "a log is a file", path=os.fspath(path))
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

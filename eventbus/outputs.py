@@ -20,9 +20,39 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["new_file_mode", "read_head", "refuse_special", "same_file", "write_replacing"]
+__all__ = ["file_type", "new_file_mode", "open_checked", "read_head", "refuse_special",
+           "same_file", "write_replacing"]
 
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_checked(path: str | os.PathLike[str], flags: int = os.O_RDONLY,
+                 permissions: int = 0o666) -> tuple[int, int]:
+    """``path`` opened (``flags``; ``permissions`` for a file ``O_CREAT`` makes) without
+    blocking, and the mode of what was opened: a FIFO
+    put at the name would block the open for ever, and a name looked at twice can change
+    between. A regular file's descriptor is set back to blocking; the caller closes the
+    descriptor and decides what to do with anything else (:func:`file_type` names it)."""
+    fd = os.open(path, flags | _NONBLOCK, permissions)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and _NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, mode
+
+
+def file_type(mode: int) -> str:
+    """What a mode that is not a regular file's is, for a message (``a FIFO``)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def refuse_special(path: str | os.PathLike[str], what: str) -> None:
@@ -42,13 +72,11 @@ def read_head(path: str | os.PathLike[str], size: int) -> bytes | None:
     """The first ``size`` bytes of the regular file at ``path``; None when nothing is there or
     it is a link, a FIFO or anything but a regular file (never followed, never blocked on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+        fd, mode = open_checked(path, os.O_RDONLY | _NO_FOLLOW)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return None
-        return file.read(size)
+        return file.read(size) if stat.S_ISREG(mode) else None
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LogCorruptError, LogError
+from .outputs import file_type, open_checked
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 from .sink import given_up, keep_trying
 
@@ -170,33 +171,20 @@ def open_regular(file: Path) -> Any:
     import pyarrow as pa
 
     try:
-        # Opened once, without waiting (a FIFO put at the name would block the open for
-        # ever), and what was opened is checked: a name looked at twice can change between.
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd, mode = open_checked(file)
     except FileNotFoundError:
         raise  # the caller lists the files again
     except OSError as exc:  # a link that loops, a file that may not be read
         raise LogError(f"{file}: cannot be read: {exc}", path=str(file)) from exc
     try:
-        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise LogCorruptError(f"{file}: not a regular file ({_file_type(mode)}); a Parquet "
+            raise LogCorruptError(f"{file}: not a regular file ({file_type(mode)}); a Parquet "
                                   "log holds only Parquet files", path=str(file))
-        os.set_blocking(fd, True)
         return pa.PythonFile(os.fdopen(fd, "rb"), mode="r")
     except BaseException:
         with contextlib.suppress(OSError):
             os.close(fd)
         raise
-
-
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a file"
 
 
 def _read_checked(file: Path, budget: DecodeBudget, columns: list[str] | None = None) -> Any:
