@@ -360,6 +360,12 @@ def _num(value: Any) -> str:
     return "-" if value is None else inline(value)  # evidence values may be any JSON
 
 
+#: The most curves a drawing of the audit (``audit --plot``, ``report``) draws in one panel of
+#: one run, the monitored metrics first: a run logging thousands of metrics draws in seconds,
+#: at the size of any other, and reads.
+MOST_CURVES = 16
+
+
 def human_epoch(epoch: int | None) -> str:
     """Epochs as people read them: 1-based, as Keras's progress bar and messages count."""
     return "-" if epoch is None else str(epoch + 1)

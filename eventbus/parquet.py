@@ -159,6 +159,7 @@ class ParquetWriter(Sink):
         self._max_kept = max_kept_bytes
         self._run: Any = None
         self._failing = FailingWrites()
+        self._chunk_no = 0
         self._reset()
 
     # The segment being filled. The chunk: each record's fields, BATCH_FIELDS-many a row, one
@@ -182,7 +183,7 @@ class ParquetWriter(Sink):
         # payloads with another's rows would be put on the wrong records).
         (self._values, self._logs, self._chunk_no, self._due, self._segment_began,
          self._pieces, self._payloads, self._fields, self._run_ids, self._kinds) = (
-            [], [], getattr(self, "_chunk_no", 0) + 1, min(self._chunk, self._limit), None,
+            [], [], self._chunk_no + 1, min(self._chunk, self._limit), None,
             [], {}, {}, {}, {})
 
     def write(self, record: dict[str, Any]) -> None:

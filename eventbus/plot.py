@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audit import Audit, human_epoch
+from .audit import MOST_CURVES, Audit, human_epoch
 from .errors import ConfigError
 from .outputs import refuse_special, write_replacing
 
@@ -41,9 +41,9 @@ _SPREAD = 0.14
 _LEARNING_RATE = ("learning_rate", "lr")
 #: More marks than this and only the telling ones are labelled (see figure_of).
 _MOST_LABELS = 40
-#: Curves drawn per panel (the monitored metrics first) and characters of a curve's name: a run
-#: logging thousands of metrics, or names of megabytes, draws in seconds and reads.
-_MOST_CURVES, _LONGEST_NAME = 16, 60
+#: Characters of a curve's name: names of megabytes draw in seconds and read (and at most
+#: ``audit.MOST_CURVES`` curves a panel).
+_LONGEST_NAME = 60
 _BIG = 1e300
 
 
@@ -61,7 +61,7 @@ class Panel:
     log_scale: bool = False
     #: For the learning rate: drawn as steps, ``y[i]`` holding from ``x[i]`` to ``x[i + 1]``.
     steps: bool = False
-    #: Curves of this family left out (beyond ``_MOST_CURVES``), said in the panel's label.
+    #: Curves of this family left out (beyond ``MOST_CURVES``), said in the panel's label.
     left_out: int = 0
 
 
@@ -203,8 +203,8 @@ def plot_data(result: Audit) -> PlotData:
     for family, curves in families.items():
         if curves:
             curves.sort(key=lambda c: c.name not in monitored)  # stable: by name within
-            data.panels.append(Panel(family, curves[:_MOST_CURVES],
-                                     left_out=max(len(curves) - _MOST_CURVES, 0)))
+            data.panels.append(Panel(family, curves[:MOST_CURVES],
+                                     left_out=max(len(curves) - MOST_CURVES, 0)))
     steps = learning_rate_steps(result)
     if steps is not None:
         x, y = steps

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .audit import Audit, LogArgument, audit, human_epoch, render
+from .audit import MOST_CURVES, Audit, LogArgument, audit, human_epoch, render
 from .effective import read_effective
 from .errors import ConfigError, ReplayError
 from .outputs import read_head, refuse_special, write_replacing
@@ -329,14 +329,10 @@ def _log_scale(curves: Iterable[Curve]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) >= 8
 
 
-#: The most curves a panel draws of one run: a log's thousands of metric names would make a
-#: page hundreds of times the log's size that no one can read (as ``audit --plot``).
-MOST_CURVES = 16
-
-
 def _most(curves: list[Curve], monitored: set[tuple[int, str]]) -> list[Curve]:
-    """At most :data:`MOST_CURVES` of each run's (and what-if's) curves, the monitored first
-    and then by name, in ``curves``' order."""
+    """At most :data:`~eventbus.audit.MOST_CURVES` of each run's (and what-if's) curves, the
+    monitored first and then by name, in ``curves``' order: a log's thousands of metric
+    names would make a page hundreds of times the log's size that no one can read."""
     groups: dict[tuple[int, bool], list[Curve]] = {}
     for curve in curves:
         groups.setdefault((curve.run, curve.what_if), []).append(curve)

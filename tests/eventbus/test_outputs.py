@@ -337,14 +337,15 @@ class TestHostileValues:
         assert "2 rows" in out or "2 row" in out
 
     def test_thousands_of_metrics_plot_quickly_with_the_monitored_first(self, tmp_path):
-        from eventbus.plot import _MOST_CURVES, plot_data
+        from eventbus.audit import MOST_CURVES
+        from eventbus.plot import plot_data
 
         many = {f"val_m{i:05d}": [float(i)] * 3 for i in range(2000)}
         log = make_run(tmp_path / "run.jsonl", epochs=3, **many)
         data = plot_data(audit(log))
         drawn = {c.name for p in data.panels for c in p.curves}
         assert "val_loss" in drawn  # EarlyStopping's monitor, first in its panel
-        assert all(len(p.curves) <= _MOST_CURVES for p in data.panels)
+        assert all(len(p.curves) <= MOST_CURVES for p in data.panels)
         assert sum(p.left_out for p in data.panels) == 2002 - len(drawn - {"learning_rate"})
 
 
@@ -352,8 +353,8 @@ class TestHostileValues:
        st.sampled_from(["val_loss", "loss", "acc"]))
 @examples(0.3)
 def test_a_panel_draws_at_most_so_many_curves_and_never_drops_the_monitored(names, monitor):
-    from eventbus.audit import Audit, MetricSummary
-    from eventbus.plot import _MOST_CURVES, plot_data
+    from eventbus.audit import MOST_CURVES, Audit, MetricSummary
+    from eventbus.plot import plot_data
     from eventbus.records import Header
 
     curves = {name: [(0, 1.0), (1, 0.5)] for name in [*names, monitor]}
@@ -365,7 +366,7 @@ def test_a_panel_draws_at_most_so_many_curves_and_never_drops_the_monitored(name
     assert monitor in drawn
     assert len(drawn) + sum(p.left_out for p in data.panels) == len(
         [n for n in curves if n not in ("learning_rate", "lr")])
-    assert all(len(p.curves) == min(_MOST_CURVES, len(p.curves) + p.left_out)
+    assert all(len(p.curves) == min(MOST_CURVES, len(p.curves) + p.left_out)
                for p in data.panels)
 
 

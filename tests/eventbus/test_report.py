@@ -496,7 +496,8 @@ def test_a_panel_draws_at_most_so_many_curves_a_run_the_monitored_first(tmp_path
     """A log of 40 metrics (a hostile one has hundreds of thousands: the page was 29 times
     the log and the report took gigabytes): each panel draws at most MOST_CURVES a run,
     never leaving out the monitored one, and says how many it left out."""
-    from eventbus.report import MOST_CURVES, render_html
+    from eventbus.audit import MOST_CURVES
+    from eventbus.report import render_html
 
     log = tmp_path / "wide.jsonl"
     names = [f"acc_{i:02d}" for i in range(40)]
