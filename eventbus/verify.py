@@ -5,6 +5,10 @@ A log kept next to the tests is a regression test of callback behaviour: a chang
 that moves a decision ("stop moves from epoch 21 to 19") shows as a mismatch here. Verifying
 reads the logs and the checkpoint files and nothing else: no plugin with side effects runs, no
 file is written, a link is never followed (a checkpoint path that is a link counts as changed).
+A checkpoint path is read only below ``root`` or the log's own folder (the rule a backfill to
+MLflow follows): one that is absolute elsewhere, has a ``..`` or goes through a linked folder is
+listed as ``outside``, unread, so that a log someone else wrote cannot ask whether any file this
+user can read holds the bytes it guesses.
 A checkpoint whose newest record is its removal (``checkpoint_deleted``: ModelCheckpoint's
 ``save_top_k`` let it go) counts as deleted, not missing, and its file is not read.
 """
@@ -13,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .confine import Refused, open_below, place
 from .errors import EventBusError
 from .log import read_log
 from .records import CheckpointDeleted, CheckpointSaved
@@ -28,11 +32,8 @@ __all__ = ["CheckpointCheck", "LogVerdict", "find_logs", "verify_log", "verify_l
 
 _READ = 1 << 20
 _CHECKPOINT_KINDS = frozenset({"checkpoint_saved", "checkpoint_deleted"})
-#: Never through a link; never blocking on a FIFO someone put where a checkpoint was.
-_READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
-
-_STATUSES = ("verified", "missing", "changed", "deleted")
+_STATUSES = ("verified", "missing", "changed", "deleted", "outside")
 #: How every checkpoint file starts: HDF5 (the checkpoint writer's, Keras's .h5) or a zip
 #: (Keras's .keras).
 _CHECKPOINT_SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04")
@@ -52,7 +53,8 @@ class CheckpointCheck:
     epoch: int | None
     sha256: str
     #: "verified" (same bytes), "missing" (no file), "changed" (other bytes, or not a
-    #: checkpoint file), "deleted" (the run removed it, and the log says so).
+    #: checkpoint file), "deleted" (the run removed it, and the log says so), "outside" (not
+    #: read: absolute and not below the root, with a ``..``, or through a linked folder).
     status: str
 
 
@@ -115,7 +117,8 @@ def _logs_below(root: Path) -> Iterator[Path]:
 def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> LogVerdict:
     """Replay ``log`` with verification and check its newest checkpoint files.
 
-    Relative checkpoint paths are taken from ``root`` (the directory the run ran in)."""
+    Relative checkpoint paths are taken from ``root`` (the directory the run ran in); an
+    absolute one is read only below ``root`` or the log's folder."""
     verdict = LogVerdict(str(log))
     try:
         result = replay(log, verify=True)
@@ -136,10 +139,11 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
     verdict.mismatch = None if result.mismatch is None else str(result.mismatch)
     verdict.recorded_stop = result.recorded_stop
     verdict.replayed_stop = result.stopped_at
+    roots = list(dict.fromkeys((os.fspath(root), os.path.dirname(os.path.abspath(log)))))
     verdict.checkpoints = [
         CheckpointCheck(path, saved.epoch, saved.sha256,
                         "deleted" if path in deleted else
-                        _file_status(Path(root, path), saved.sha256, saved.size))
+                        _file_status(path, roots, saved.sha256, saved.size))
         for path, saved in newest.items()]
     return verdict
 
@@ -149,27 +153,30 @@ def verify_logs(paths: Iterable[str | os.PathLike[str]], *,
     return [verify_log(log, root=root) for log in find_logs(paths)]
 
 
-def _file_status(path: Path, sha256: str, size: int | None = None) -> str:
-    """Whether ``path`` holds the bytes whose digest is ``sha256``, read without following a
-    link (a link where a checkpoint was written is not that checkpoint).
+def _file_status(path: str, roots: list[str], sha256: str, size: int | None = None) -> str:
+    """Whether the checkpoint at ``path`` (below one of ``roots``) holds the bytes whose digest is
+    ``sha256``, read without following a link (a link where a checkpoint was written is not
+    that checkpoint).
 
-    Only a regular file (``lstat`` says so before anything is opened: opening a device can do
-    something) that starts as a checkpoint does (HDF5's signature, or a ``.keras`` zip) is
-    hashed: a log names paths, and a log someone else wrote must not make ``verify`` say
-    whether any file this user can read holds the bytes it guesses. A file whose size is not
-    the recorded ``size`` is changed, unread (a terabyte sparse file would take hours)."""
+    Only a regular file below a root (``lstat`` says so before anything is opened: opening a
+    device can do something) that starts as a checkpoint does (HDF5's signature, or a
+    ``.keras`` zip) is hashed: a log names paths, and a log someone else wrote must not make
+    ``verify`` say whether any file this user can read holds the bytes it guesses. A file
+    whose size is not the recorded ``size`` is changed, unread (a terabyte sparse file would
+    take hours)."""
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return "changed"
-        fd = os.open(path, _READ_ONLY)
+        fd = open_below(*place(path, roots, "--root or the log's folder"))
     except FileNotFoundError:
         return "missing"
+    except Refused as refused:
+        # Not below the root at all, or through a linked folder: not this run's file to judge.
+        # A link, FIFO or directory where the file was is a checkpoint that changed.
+        return "outside" if refused.outside else "changed"
     except OSError:
         return "changed"
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode) or (size is not None and info.st_size != size) or \
-                not file.read(8).startswith(_CHECKPOINT_SIGNATURES):
+        if (size is not None and os.fstat(file.fileno()).st_size != size) or \
+                not starts_as_checkpoint(file.read(8)):
             return "changed"
         file.seek(0)
         digest = hashlib.sha256()

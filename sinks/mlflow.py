@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventbus import RunWarning, Sink
+from eventbus.confine import READ_ONLY, Refused, open_below, place
 from eventbus.errors import ConfigError
 from eventbus.records import DECISION_KINDS
 from eventbus.records import Warning as WarningRecord
@@ -108,11 +109,6 @@ _NOT_LOGGED = frozenset({"batch", "size"})
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 _READ = 1 << 20
-#: Never through a link at the file; never blocking on a FIFO put where a checkpoint was.
-_READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
-    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
 
 
 def _key(name: str) -> str:
@@ -536,7 +532,7 @@ class MLflowSink(Sink):
                 self.missing_checkpoints.append(path)
                 self._warn(f"mlflow: checkpoint {path} is gone; not uploaded", path, "is gone")
                 return
-            except _Refused as refused:
+            except Refused as refused:
                 self.refused_checkpoints.append((path, refused.why))
                 self._warn(f"mlflow: checkpoint {path} {refused.why}; not uploaded", path,
                            refused.why)
@@ -584,22 +580,14 @@ def _decision_tag(record: Mapping[str, Any]) -> tuple[str, str]:
 # --- reading a recorded checkpoint ----------------------------------------------------------
 
 
-class _Refused(Exception):
-    """Why a recorded checkpoint is not uploaded, in words that follow its path."""
-
-    def __init__(self, why: str):
-        super().__init__(why)
-        self.why = why
-
-
 def _checked_copy(record: Mapping[str, Any], roots: Sequence[str], *, live: bool,
                   into: str) -> str:
     """A copy, in the private folder ``into``, of the checkpoint ``record`` names, made of the
-    very bytes whose size and sha256 were checked against the record; or _Refused (why not),
+    very bytes whose size and sha256 were checked against the record; or Refused (why not),
     or FileNotFoundError (it is gone)."""
     path = record["path"]
     if not isinstance(path, str) or not path or "\0" in path:
-        raise _Refused("is not a file's path")
+        raise Refused("is not a file's path")
     fd, name = _open_checkpoint(path, roots, live=live)
     try:
         return _copy(fd, name, record, into)
@@ -616,15 +604,15 @@ def _open_checkpoint(path: str, roots: Sequence[str], *, live: bool) -> tuple[in
         if held is not None:
             return held, os.path.basename(os.path.normpath(path))
     if not roots:
-        raise _Refused("was not written by this process's checkpoint writer, and the run has "
+        raise Refused("was not written by this process's checkpoint writer, and the run has "
                        "no log whose folder (or checkpoint_root) it could be below")
-    root, names = _below(path, roots)
+    root, names = place(path, roots, "the checkpoint root")
     try:
-        return _open_below(root, names), names[-1]
+        return open_below(root, names), names[-1]
     except FileNotFoundError:
         raise
     except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
-        raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
+        raise Refused(f"cannot be read ({exc.strerror or exc})") from None
 
 
 def _written_here(path: str) -> int | None:
@@ -636,7 +624,7 @@ def _written_here(path: str) -> int | None:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return None
-        fd = os.open(path, _READ_ONLY)
+        fd = os.open(path, READ_ONLY)
     except OSError:
         return None
     try:
@@ -648,91 +636,16 @@ def _written_here(path: str) -> int | None:
     return None
 
 
-def _below(path: str, roots: Sequence[str]) -> tuple[str, list[str]]:
-    """The root ``path`` is below and the names from it down to the file; relative paths are
-    taken from the first root. Judged on the names alone: no ``..`` anywhere."""
-    names = [name for name in re.split(r"[/\\]" if os.altsep else "/", path)
-             if name not in ("", ".")]
-    if ".." in names:
-        raise _Refused("has a '..' in it")
-    if not names:
-        raise _Refused("names no file")
-    if not os.path.isabs(path):
-        return roots[0], names
-    absolute = os.path.normpath(path)
-    for root in roots:
-        # The root is the user's own: a link to it (or above it) is followed.
-        for base in dict.fromkeys((root, os.path.realpath(root))):
-            prefix = os.path.join(base, "")
-            if absolute.startswith(prefix):
-                return base, absolute[len(prefix):].split(os.sep)
-    raise _Refused(f"is not below the checkpoint root ({', '.join(roots)})")
-
-
-def _kind(mode: int) -> str:
-    return "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
-        "a socket" if stat.S_ISSOCK(mode) else "a link" if stat.S_ISLNK(mode) else \
-        "not a regular file"
-
-
-def _lmode(name: str, folder: int | None) -> int:
-    """The mode of what is at ``name`` (in ``folder``), a link not followed; FileNotFoundError
-    if nothing is."""
-    if folder is None:
-        return os.lstat(name).st_mode
-    return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-
-
-def _open_below(root: str, names: list[str]) -> int:
-    """The regular file at ``root/names...`` open for reading, one folder at a time, no link
-    followed below ``root`` (at a folder or at the file), nothing opened but folders and the
-    file once ``lstat`` says it is a regular file (a FIFO, device or directory never is)."""
-    folder: int | None = None
-    try:
-        if _DIR_FD:
-            folder = os.open(root, _FOLDER)
-            parts, name = names[:-1], names[-1]
-        else:  # no dir_fd (Windows): each folder checked by its path, then the file opened
-            parts = [os.path.join(root, *names[:i + 1]) for i in range(len(names) - 1)]
-            name = os.path.join(root, *names)
-        for part in parts:
-            mode = _lmode(part, folder)
-            if stat.S_ISLNK(mode):
-                raise _Refused(f"is in a folder reached through a link "
-                               f"({os.path.basename(part)}); links are not followed")
-            if not stat.S_ISDIR(mode):
-                raise _Refused(f"is below {os.path.basename(part)}, which is not a folder")
-            if folder is not None:
-                below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0), dir_fd=folder)
-                os.close(folder)
-                folder = below
-        mode = _lmode(name, folder)
-        if stat.S_ISLNK(mode):
-            raise _Refused("is a link; links are not followed")
-        if not stat.S_ISREG(mode):
-            raise _Refused(f"is {_kind(mode)}; only a regular file is uploaded")
-        fd = os.open(name, _READ_ONLY, dir_fd=folder)
-    finally:
-        if folder is not None:
-            os.close(folder)
-    mode = os.fstat(fd).st_mode  # of what was opened: what is checked is what is read
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _Refused(f"is {_kind(mode)}; only a regular file is uploaded")
-    return fd
-
-
 def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
     """Copy the open checkpoint to ``into/name`` in chunks, hashing what is copied; the copy
-    if it starts as a checkpoint and has the record's size and sha256, else _Refused. Nothing
+    if it starts as a checkpoint and has the record's size and sha256, else Refused. Nothing
     is read of a file whose size is not the recorded one, nor more than that size."""
     size = os.fstat(fd).st_size
     if size != record.get("size"):
-        raise _Refused(f"is {size} bytes; the log records {_shown(record.get('size'))}")
+        raise Refused(f"is {size} bytes; the log records {_shown(record.get('size'))}")
     head = os.read(fd, 8)
     if not starts_as_checkpoint(head):
-        raise _Refused("does not start as a checkpoint does (HDF5, or a .keras zip)")
+        raise Refused("does not start as a checkpoint does (HDF5, or a .keras zip)")
     copy = os.path.join(into, name)
     digest = hashlib.sha256(head)
     done = len(head)
@@ -746,9 +659,9 @@ def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
             file.write(chunk)
             done += len(chunk)
     if done != size or os.read(fd, 1):
-        raise _Refused("changed while it was read")
+        raise Refused("changed while it was read")
     if digest.hexdigest() != str(record.get("sha256")).lower():
-        raise _Refused("does not hold the bytes the log records (another sha256)")
+        raise Refused("does not hold the bytes the log records (another sha256)")
     return copy
 
 

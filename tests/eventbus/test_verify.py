@@ -150,3 +150,45 @@ def test_the_command_exits_1_on_a_failure_and_speaks_json(demo_run, tmp_path, ca
     assert main(["verify", str(empty)]) == 2
     assert "no logs" in capsys.readouterr().err
 
+
+
+def test_a_checkpoint_path_out_of_the_root_is_listed_unread(demo_run, tmp_path, monkeypatch):
+    """A log someone else wrote names files this user can read, with their sha256 guessed:
+    an absolute path elsewhere, a ``..``, a folder link out of the run. None of them is opened
+    (verify would otherwise say whether the guess was right); each is ``outside``, which fails
+    nothing, while a checkpoint of the run's own beside them is still verified."""
+    import hashlib
+
+    run, private = tmp_path / "run", tmp_path / "private"
+    run.mkdir()
+    private.mkdir()
+    secret = private / "salaries.xlsx"
+    secret.write_bytes(b"PK\x03\x04" + b"guessed" * 100)  # a zip, as a checkpoint starts
+    own = run / "own.h5"
+    own.write_bytes(b"\x89HDF\r\n\x1a\n" + b"weights" * 100)
+    os.symlink(private, run / "models")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    header = orjson.loads((demo_run / "events.jsonl").read_bytes().splitlines()[0])
+    header["plugins"] = []
+    saves = [(str(secret), digest, secret), ("../private/salaries.xlsx", digest, secret),
+             ("models/salaries.xlsx", digest, secret), ("/etc/hostname", digest, secret),
+             ("own.h5", hashlib.sha256(own.read_bytes()).hexdigest(), own)]
+    lines = [header] + [
+        {"v": 1, "seq": seq, "kind": "checkpoint_saved", "run_id": header["run_id"],
+         "time": 1.0, "source": "HDF5CheckpointWriter", "cause_seq": 0, "epoch": 0,
+         "path": path, "size": file.stat().st_size, "sha256": sha}
+        for seq, (path, sha, file) in enumerate(saves, start=1)]
+    log = run / "events.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(os.fsdecode(p))
+                        or real_open(p, *a, **k))
+    verdict = verify_log(log, root=run)
+    assert verdict.error is None, verdict.error
+    assert {c.path: c.status for c in verdict.checkpoints} == {
+        str(secret): "outside", "../private/salaries.xlsx": "outside",
+        "models/salaries.xlsx": "outside", "/etc/hostname": "outside", "own.h5": "verified"}
+    assert verdict.ok and not any("salaries" in p or "hostname" in p for p in opened)
+    table = render([verdict])
+    assert "outside" in table.splitlines()[0] and table.splitlines()[1].split()[-2:] == ["4", "ok"]

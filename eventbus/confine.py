@@ -1,0 +1,114 @@
+"""Reading a file a log names, only below a folder the user gave.
+
+A log is untrusted input, and the checkpoint paths it records are whatever its writer put there:
+``/home/me/private.xlsx``, ``../../secrets``, ``models/x.h5`` with ``models`` a link out of the
+run's folder. What a command does with such a file (``verify`` says whether it holds bytes the
+log guesses, a backfill uploads it to MLflow) must not reach beyond the folder the user named.
+So a recorded path is taken only below a root (:func:`place`: no ``..`` anywhere, an absolute
+path only below a root), and opened one folder at a time with no link followed below the root
+(:func:`open_below`). The root itself is the user's own: a link to it is followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Sequence
+
+from .outputs import file_type
+
+__all__ = ["Refused", "open_below", "place"]
+
+#: Never through a link at the file; never blocking on a FIFO put where a checkpoint was.
+READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
+    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+
+
+class Refused(Exception):
+    """Why a recorded path is not read, in words that follow the path. ``outside``: the path
+    leads out of the root (a ``..``, an absolute path elsewhere, a linked folder), as opposed to
+    something other than a regular file where the file should be."""
+
+    def __init__(self, why: str, *, outside: bool = False):
+        super().__init__(why)
+        self.why = why
+        self.outside = outside
+
+
+def place(path: str, roots: Sequence[str], called: str = "the root") -> tuple[str, list[str]]:
+    """The root ``path`` is below and the names from it down to the file; a relative path is
+    taken from the first root. Judged on the names alone: no ``..`` anywhere. ``called`` names
+    the roots in the message (``"the checkpoint root"``)."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise Refused("is not a file's path")
+    names = [name for name in re.split(r"[/\\]" if os.altsep else "/", path)
+             if name not in ("", ".")]
+    if ".." in names:
+        raise Refused("has a '..' in it", outside=True)
+    if not names:
+        raise Refused("names no file")
+    if not os.path.isabs(path):
+        return roots[0], names
+    absolute = os.path.normpath(path)
+    for root in roots:
+        for base in dict.fromkeys((root, os.path.realpath(root))):
+            prefix = os.path.join(base, "")
+            if absolute.startswith(prefix):
+                return base, absolute[len(prefix):].split(os.sep)
+    raise Refused(f"is not below {called} ({', '.join(roots)})", outside=True)
+
+
+def _lmode(name: str, folder: int | None) -> int:
+    """The mode of what is at ``name`` (in ``folder``), a link not followed; FileNotFoundError
+    if nothing is."""
+    if folder is None:
+        return os.lstat(name).st_mode
+    return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+
+
+def _what(mode: int) -> str:
+    return "a link" if stat.S_ISLNK(mode) else file_type(mode)
+
+
+def open_below(root: str, names: list[str]) -> int:
+    """The regular file at ``root/names...`` open for reading, one folder at a time, no link
+    followed below ``root`` (at a folder or at the file), nothing opened but folders and the
+    file once ``lstat`` says it is a regular file (a FIFO, device or directory never is).
+    FileNotFoundError when nothing is there; Refused for anything else that is not read."""
+    folder: int | None = None
+    try:
+        if _DIR_FD:
+            folder = os.open(root, _FOLDER)
+            parts, name = names[:-1], names[-1]
+        else:  # no dir_fd (Windows): each folder checked by its path, then the file opened
+            parts = [os.path.join(root, *names[:i + 1]) for i in range(len(names) - 1)]
+            name = os.path.join(root, *names)
+        for part in parts:
+            mode = _lmode(part, folder)
+            if stat.S_ISLNK(mode):
+                raise Refused(f"is in a folder reached through a link "
+                              f"({os.path.basename(part)}); links are not followed",
+                              outside=True)
+            if not stat.S_ISDIR(mode):
+                raise Refused(f"is below {os.path.basename(part)}, which is not a folder")
+            if folder is not None:
+                below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0), dir_fd=folder)
+                os.close(folder)
+                folder = below
+        mode = _lmode(name, folder)
+        if not stat.S_ISREG(mode):
+            raise Refused(f"is {_what(mode)}, not a regular file")
+        fd = os.open(name, READ_ONLY, dir_fd=folder)
+    finally:
+        if folder is not None:
+            os.close(folder)
+    mode = os.fstat(fd).st_mode  # of what was opened: what is checked is what is read
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise Refused(f"is {_what(mode)}, not a regular file")
+    if getattr(os, "O_NONBLOCK", 0):
+        os.set_blocking(fd, True)
+    return fd
