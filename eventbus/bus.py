@@ -33,6 +33,7 @@ from .errors import ConfigError, EventError
 from .events import Event, observation_of_kind
 from .keras_names import KerasCallbackListNames
 from .metrics import plain_meta, plain_params, to_index
+from .plugin import Plugin
 from .policy import FailurePolicy, PluginIsolatedWarning, SinkFailureWarning
 from .recorder import Recorder, make_header
 from .records import (
@@ -61,7 +62,8 @@ class Bus(BusState, KerasCallbackListNames):
         that is a :class:`~eventbus.Sink` is also written to as one.
     log:
         Where to record: a path (``.jsonl``, or ``.parquet`` for a Parquet segment directory), a
-        sink, or a list of them. ``None`` keeps nothing on disk.
+        sink, or a list of them. ``None`` keeps nothing on disk. A sink that is a plugin (a
+        ``CSVLogger``, a ``TensorBoard``) is registered after ``plugins``, as if listed last.
     model:
         A model adapter (see :mod:`eventbus.model`); decisions about the learning rate and
         weights are applied to it.
@@ -139,10 +141,14 @@ class Bus(BusState, KerasCallbackListNames):
         targets = [os.fsdecode(log)] if isinstance(log, bytes) else \
             [log] if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence) \
             else list(log)
+        # A plugin given as a log (a CSVLogger, a TensorBoard) is registered after the plugins,
+        # as ``add_sink`` registers one: it needs its label, and the header lists it.
+        lent = [t for t in targets if isinstance(t, Plugin)] if log is not None else []
         try:
             for target in targets if log is not None else ():
-                recorder.attach_target(target, append=resume)
-            for plugin in plugins:
+                if not isinstance(target, Plugin):
+                    recorder.attach_target(target, append=resume)
+            for plugin in [*plugins, *lent]:
                 self.register(plugin)
             if shadow is not None:
                 self.register(Shadow(shadow))

@@ -230,6 +230,29 @@ class TestContract:
         assert got == expected
         assert got, "the run offered this sink nothing: the test would prove nothing"
 
+    def test_given_as_a_log_it_gets_what_it_gets_as_a_plugin(self, case, tmp_path, server):
+        """``Bus(log=[sink])`` and ``Bus([..., sink])`` are one run for the sink: a sink that
+        is a plugin (CSVLogger, TensorBoard) is registered either way, last, and gets the same
+        records (a TensorBoard given as a log used to fail its open for want of a label)."""
+        got = []
+        for placement in ("plugins", "log"):
+            collector = server()
+            base = tmp_path / placement
+            sink = case.make(base / "sink", collector.url, io.StringIO())
+            calls = watch(sink)
+            plugins: list = [Decider(os.fspath(base / "ckpt.h5"))]
+            bus = Bus(plugins + [sink] if placement == "plugins" else plugins,
+                      log=[sink] if placement == "log" else [], model=model())
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", SinkFailureWarning)
+                fit(bus)
+                bus.close()
+            assert bus.failures == []
+            if isinstance(sink, Plugin):
+                assert bus.header().plugins[-1].name == type(sink).__name__
+            got.append([kind for _, kind in received(sink, calls)])
+        assert got[0] == got[1] and got[0]
+
     def test_a_replay_opens_and_writes_none_of_it(self, case, tmp_path, server):
         """A replay given a fresh instance (in place of the one the run had) never opens,
         writes or closes it, and it creates or changes no file and sends nothing."""
