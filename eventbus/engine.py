@@ -546,7 +546,9 @@ class Engine:
         self.flushing = False
         try:
             decisions = self.emit(record, refused)
-            if kind == "epoch_end" and not decisions:
+            # The run's start is kept at once, as an epoch's end is: a kill in the first epoch
+            # then leaves a run to resume (whose sinks are cut back), not an empty log.
+            if kind in ("epoch_end", "train_begin") and not decisions:
                 self.flush()
             elif kind == "train_end":
                 self.sync()

@@ -399,3 +399,61 @@ class TestTheAbandonedTail:
             with Bus(log=path, resume=True) as bus:
                 assert bus.initial_epoch == 1
         assert [rec.kind for rec in read_log(path)][-1] == "resumed"
+
+
+_KILLED_IN_EPOCH_0 = """
+import os, signal, sys
+from eventbus import Bus
+from plugins import CSVLogger, TensorBoard
+out = sys.argv[1]
+board = TensorBoard(out + "/tb", update_freq="batch")
+bus = Bus([CSVLogger(out + "/log.csv"), board],
+          log=[out + "/events.jsonl", out + "/events.parquet"], learning_rate=0.1)
+bus.train_begin({"epochs": 2})
+bus.epoch_begin(0)
+for batch in range(3):
+    bus.batch_begin(batch)
+    bus.batch_end(batch, {"loss": 9.0})
+board.flush()  # the batch scalars reach the event files, not the log: then the kill
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("log", ["events.jsonl", "events.parquet"])
+def test_killed_in_the_first_epoch_the_run_resumes_and_its_sinks_are_cut_back(tmp_path, log):
+    """A kill before the first epoch ended used to leave an empty log: the next start was a
+    new run, and TensorBoard showed the first steps twice (the killed run's and the new
+    one's). The run's start is kept at once, so the restart resumes that run, and the
+    resume cuts TensorBoard back to where the run goes on."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from plugins import CSVLogger, TensorBoard
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN_EPOCH_0, str(tmp_path)],
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    started = [rec.kind for rec in read_log(tmp_path / log)]
+    assert started == ["header", "train_begin"]
+
+    bus = Bus([CSVLogger(tmp_path / "log.csv"), TensorBoard(tmp_path / "tb", update_freq="batch")],
+              log=[tmp_path / "events.jsonl", tmp_path / "events.parquet"], learning_rate=0.1,
+              resume=True)
+    assert bus.run.resumed and bus.initial_epoch == 0
+    bus.train_begin({"epochs": 2})
+    for epoch in range(2):
+        bus.epoch_begin(epoch)
+        for batch in range(3):
+            bus.batch_begin(batch)
+            bus.batch_end(batch, {"loss": 1.0 + epoch})
+        bus.epoch_end(epoch, {"loss": 1.0 + epoch})
+    bus.train_end()
+    bus.close()
+
+    records = list(read_log(tmp_path / log))
+    assert [rec.kind for rec in records].count("header") == 1
+    assert "resumed" in [rec.kind for rec in records]
+    accumulator = EventAccumulator(str(tmp_path / "tb" / "train"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    steps = [(e.step, e.value) for e in accumulator.Scalars("batch_loss")]
+    assert steps == [(step + 1, 1.0 + step // 3) for step in range(6)]  # Keras: batches done
+    assert (tmp_path / "log.csv").read_text().splitlines() == ["epoch,loss", "0,1.0", "1,2.0"]
