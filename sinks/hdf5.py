@@ -23,6 +23,7 @@ opened once without following a link or blocking (see ``HDF5CheckpointWriter._pl
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import re
@@ -307,6 +308,8 @@ _FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 #: Each alone stays within MAX_EXPANSION; chained, they multiply.
 _EXPANDING = frozenset({1, 4, 5, 6, 32000})
 _NUMERIC = frozenset("biufc")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
 #: The largest fixed-size attribute value read (this module writes variable-length strings).
 _MAX_FIXED_ATTR = 1 << 20
 
@@ -1371,31 +1374,70 @@ def _private_copy(held: _Held, path: str, sha256: str) -> Iterator[str]:
 
 
 def _walk_isolated(handle: Any, path: str) -> None:
-    """Parse the HDF5 file open at ``handle`` (every object and attribute, as a framework's
-    loader will) in a child under a deadline: a CheckpointError if the library loops or
-    crashes on it. A file that is not HDF5, or that the walk finds wrong, is the framework's
-    loader's to refuse, with its own words."""
-    import h5py
-
+    """Parse the framework's file open at ``handle`` in a child under a deadline, as its loader
+    will, and check every dataset as :func:`load_checkpoint` checks its own (no external or
+    virtual storage, no filter HDF5 would load as a plugin, no chunk decoded through two
+    expanding filters, nothing declared beyond what the file stores): a CheckpointError if the
+    library loops or crashes on it, or a dataset would make the loader read elsewhere or
+    allocate what the file does not justify. An HDF5 file (a ``.weights.h5``, a legacy
+    ``.h5``) is walked itself; a zip (a ``.keras``) through each HDF5 file in it, each read
+    only if its size is within what its compressed bytes may expand to. Anything else the walk
+    finds wrong is the framework's loader's to refuse, with its own words."""
     handle.seek(0)
-    if handle.read(8) != b"\x89HDF\r\n\x1a\n" or _written_here(handle.fileno()):
+    head = handle.read(8)
+    if _written_here(handle.fileno()) or not head.startswith((_HDF5_SIGNATURE, _ZIP_SIGNATURE)):
         return
 
     def walk() -> None:
-        def visit(_: str, obj: Any) -> None:
-            for key in obj.attrs:
-                obj.attrs[key]  # noqa: B018 - read: the parse is the point
-            if isinstance(obj, h5py.Dataset):
-                obj.shape, obj.dtype  # noqa: B018
+        handle.seek(0)
+        if head.startswith(_HDF5_SIGNATURE):
+            _walk_hdf5(handle, path)
+            return
+        import zipfile
 
-        with suppress(Exception):
-            handle.seek(0)
-            with h5py.File(handle, "r") as file:
-                visit("/", file)
-                file.visititems(visit)
+        try:
+            archive = zipfile.ZipFile(handle)
+            entries = [e for e in archive.infolist() if e.filename.endswith((".h5", ".hdf5"))]
+        except Exception:  # noqa: BLE001 - not a zip the framework can read either: it says
+            return
+        for entry in entries:
+            if entry.file_size > max(entry.compress_size, 1) * MAX_EXPANSION:
+                raise _refuse(path, entry.filename, f"is {entry.file_size} bytes stored in "
+                              f"{entry.compress_size}: more than {MAX_EXPANSION}x compression")
+            with archive.open(entry) as inner:
+                data = inner.read(entry.file_size + 1)
+            _walk_hdf5(io.BytesIO(data[:entry.file_size]), path, entry.filename)
 
     run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
                  descriptor=handle.fileno())
+
+
+def _walk_hdf5(file_object: Any, path: str, inside: str = "") -> None:
+    """Every object and attribute of the HDF5 file in ``file_object`` (the file at ``path``, or
+    its member ``inside``) read, and every dataset checked (:func:`_declared`); a file HDF5
+    cannot open is left to the framework's loader."""
+    import h5py
+
+    def visit(name: str, obj: Any) -> None:
+        for key in obj.attrs:
+            obj.attrs[key]  # noqa: B018 - read: the parse is the point
+        if isinstance(obj, h5py.Dataset):
+            _declared(obj, path, f"{inside}/{name}")
+
+    try:
+        file = h5py.File(file_object, "r")
+    except Exception:  # noqa: BLE001 - not HDF5 after all: the framework's loader says
+        return
+    with file:
+        with suppress(Exception):
+            for key in file.attrs:
+                file.attrs[key]  # noqa: B018
+        try:
+            file.visititems(visit)
+        except CheckpointError:
+            raise
+        except Exception:  # noqa: BLE001 - damage the framework's loader reports in its words
+            return
 
 
 def _is_ours(handle: Any, path: str) -> bool:

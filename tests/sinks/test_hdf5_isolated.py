@@ -201,3 +201,72 @@ def test_a_file_this_process_wrote_and_nobody_changed_needs_no_child(tmp_path, m
     copy.write_bytes(path.read_bytes())  # the same bytes, not written by write_checkpoint
     load_checkpoint(copy)
     assert children == [str(path), str(copy)]
+
+
+class TestAFrameworksFileIsCheckedAsTheLoadersOwn:
+    """A framework's checkpoint (a Keras ``.weights.h5``, a ``.keras`` zip) is read by the
+    framework's loader, after ``_walk_isolated``: the walk applies the checks the project's own
+    loader makes, so a 19 KB file cannot make Keras inflate a gigabyte, and it reaches into a
+    ``.keras`` zip, where a file the library loops on used to hang the resume."""
+
+    @staticmethod
+    def framework_file(path: Path, *, bomb: bool) -> Path:
+        """Weights laid out as Keras lays them; with ``bomb``, the kernel a single chunk of
+        deflate(deflate(64 MiB of zeros)) that declares 16 bytes."""
+        import zlib
+
+        import h5py
+
+        with h5py.File(path, "w") as file:
+            group = file.create_group("layers/dense/vars")
+            group.create_dataset("1", data=np.zeros(2, dtype="float32"))
+            if not bomb:
+                group.create_dataset("0", data=np.ones((2, 2), dtype="float32"))
+                return path
+            stream = zlib.compress(zlib.compress(bytes(64 << 20), 9), 9)
+            plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            plist.set_chunk((2, 2))
+            for _ in range(2):
+                plist.set_filter(h5py.h5z.FILTER_DEFLATE, h5py.h5z.FLAG_OPTIONAL, (9,))
+            dataset = h5py.h5d.create(group.id, b"0", h5py.h5t.IEEE_F32LE,
+                                      h5py.h5s.create_simple((2, 2)), plist)
+            dataset.write_direct_chunk((0, 0), stream, 0)
+        return path
+
+    @staticmethod
+    def zipped(path: Path, inner: Path) -> Path:
+        import zipfile
+
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("config.json", "{}")
+            archive.writestr("model.weights.h5", inner.read_bytes())
+        return path
+
+    @staticmethod
+    def walk(path: Path) -> Any:
+        from sinks.hdf5 import _walk_isolated
+
+        with open(path, "rb") as handle:
+            return within(30, lambda: _walk_isolated(handle, str(path)))
+
+    def test_a_genuine_file_and_its_zip_pass(self, tmp_path):
+        genuine = self.framework_file(tmp_path / "ck.weights.h5", bomb=False)
+        assert self.walk(genuine) is None
+        assert self.walk(self.zipped(tmp_path / "ck.keras", genuine)) is None
+
+    def test_a_double_deflate_chunk_is_refused_in_the_file_and_in_a_zip(self, tmp_path):
+        bomb = self.framework_file(tmp_path / "ck.weights.h5", bomb=True)
+        error = self.walk(bomb)
+        assert isinstance(error, CheckpointError), error
+        assert "/layers/dense/vars/0" in str(error) and "filters" in str(error)
+        error = self.walk(self.zipped(tmp_path / "ck.keras", bomb))
+        assert isinstance(error, CheckpointError), error
+        assert "model.weights.h5/layers/dense/vars/0" in str(error)
+
+    def test_a_zipped_file_the_library_loops_on_is_refused_in_time(self, tmp_path):
+        inner = tmp_path / "inner.h5"
+        if not looping_checkpoint(inner):
+            pytest.skip("this HDF5 lays the checkpoint out otherwise")
+        error = self.walk(self.zipped(tmp_path / "ck.keras", inner))
+        assert isinstance(error, CheckpointError), error
+        assert "did not finish within 1 s" in str(error)
