@@ -638,7 +638,7 @@ class Engine:
         recorder = self.recorder
         recorder.started = True
         if not recorder.opened:
-            recorder.open(self.run)
+            self.settle(recorder.open(self.run), "open", None)
         if record.category == "observation":
             self.cursor.replayed(record)
         recorder.seq = max(recorder.seq, record.seq)
@@ -681,12 +681,12 @@ class Engine:
     def start(self) -> None:
         """Open the sinks (they learn the run before its first record) and write the header."""
         recorder = self.recorder
-        if not recorder.opened:
-            recorder.open(self.run)
+        failed = recorder.open(self.run) if not recorder.opened else None
         if not recorder.started:
             recorder.started = True
             if recorder.slots:
                 self.settle(recorder.write(self._header().model_dump()), "header", None)
+        self.settle(failed, "open", None)
 
     def record(self, item: Record, *, source: str = "", cause: Any = None) -> Record:
         """Stamp ``item`` with the envelope (and source, cause, epoch if unset), record it."""

@@ -204,11 +204,22 @@ class Recorder:
         """True once the sinks have been opened with the run."""
         return self._run is not None
 
-    def open(self, run: Run) -> None:
-        """Open every sink not yet opened: the run starts, or goes on after a resume."""
+    def open(self, run: Run) -> list[Trouble] | None:
+        """Open every sink not yet opened: the run starts, or goes on after a resume. A sink
+        whose ``open`` raises is taken out, as one whose ``write`` raises: returned to be
+        recorded as failed (a CSV it cannot read must not stop a resume). A ConfigError is
+        the user's to fix before the run goes on (an MLflow run id it cannot use): raised."""
         self._run = run
+        left: list[Trouble] | None = None
         for slot in list(self.slots):
-            self.open_slot(slot, run)
+            try:
+                self.open_slot(slot, run)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                self.detach(slot.sink)
+                left = (left or []) + [Trouble(slot, error=exc)]
+        return left
 
     @staticmethod
     def open_slot(slot: Slot, run: Run) -> None:

@@ -15,7 +15,9 @@ Where Keras loses data, this table does not:
   place), so a crash leaves the old table or the new one, never half of each.
 - Opened with ``append=True`` on an existing table, the header is reconciled with the new
   metrics the same way, and rows follow the file's own column order.
-- A torn last line (a crash mid-write) is cut off before appending.
+- A last line without its line break is ended when it is a whole row (another program wrote
+  the file so), and cut off when it is torn (a crash mid-write): too few cells, an empty one,
+  or an epoch that is not an integer.
 
 A metric named ``epoch`` is not written: the ``epoch`` column holds the epoch's index, and the
 first such row warns (``UserWarning``, once per table) instead of dropping it silently.
@@ -34,14 +36,15 @@ import contextlib
 import csv
 import io
 import os
+import stat
+import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from eventbus.errors import ConfigError, LogCorruptError
-from eventbus.jsonl import truncate_torn_tail
-from eventbus.outputs import write_replacing
+from eventbus.errors import ConfigError, LogCorruptError, LogError
+from eventbus.outputs import file_type, open_checked, write_replacing
 from eventbus.sink import given_up, keep_trying
 
 __all__ = ["MISSING", "CsvTable", "format_value"]
@@ -113,29 +116,118 @@ class CsvTable:
         #: Rows not yet in the file (a write failed): (epoch, logs), oldest first.
         self.kept: list[tuple[int, dict[str, Any]]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if append and self.path.exists() and self.path.stat().st_size > 0:
-            truncate_torn_tail(self.path)
+        self._open()
+        if append and os.fstat(self._file.fileno()).st_size > 0:
+            self._end_last_line()
             header, _ = self._read()
             self.columns = [_name(cell) for cell in header[1:]]
             self._headed = bool(header)
-        # Unbuffered: a failed write leaves nothing half in a buffer, only in the file, where
-        # it is cut back; appending, so the next write goes to the end as cut.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
         if not self._headed:  # a new file, one to start afresh, or one without a header line
             os.ftruncate(self._file.fileno(), 0)
 
+    def _open(self) -> None:
+        """Open the file at the path to append to, unbuffered (a failed write leaves nothing
+        half in a buffer, only in the file, where it is cut back; appending, so the next write
+        goes to the end as cut). Every later read and cut is made through this descriptor, and
+        only a regular file is taken: a FIFO at the name would block the run for ever."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            fd, mode = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT |
+                                    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            if exc.errno == getattr(os, "ENXIO", None):  # a FIFO nobody reads
+                raise LogError(f"{self.path}: a FIFO, not a file; the CSV table is a regular "
+                               "file", path=str(self.path)) from None
+            raise
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise LogError(f"{self.path}: {file_type(mode)}, not a file; the CSV table is a "
+                           "regular file", path=str(self.path))
+        self._file = os.fdopen(fd, "r+b", buffering=0)
+
+    def _bytes(self) -> bytes:
+        """The whole file, read through the table's own descriptor."""
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+
+    def _end_last_line(self) -> None:
+        """A last line without its line break: ended if it is a whole row, cut off if torn."""
+        data = self._bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            rows = self._scan(data)
+        except LogCorruptError:  # torn inside a quoted cell; or the lines before are not CSV
+            self._scan(data[:start])
+            os.ftruncate(self._file.fileno(), start)
+            return
+        header = rows[0][0] if rows else []
+        last = rows[-1][0] if rows else []
+        # This table writes every cell (``NA`` for a missing value) and a row in one write, so
+        # a row it tore lacks cells or ends in an empty one; a row of the header's width, all
+        # cells there, came whole from another program (a spreadsheet ends no last line).
+        whole = start > 0 and len(rows) > 1 and len(last) == len(header) and \
+            all(last) and last[0].strip().lstrip("-").isdigit()
+        if whole:
+            self._file.write(b"\n")
+        else:
+            os.ftruncate(self._file.fileno(), start)
+
+    def _scan(self, data: bytes) -> list[tuple[list[str], int]]:
+        """Every row of ``data`` (the header first, blank lines left out), each with the offset
+        its last line ends at: a cell may hold a line break (a quoted metric name), so a row is
+        not a line. A file that is not CSV in UTF-8 is a LogCorruptError naming the line."""
+        rows: list[tuple[list[str], int]] = []
+        end = line = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal end, line
+            for raw in io.BytesIO(data):
+                line += 1
+                end += len(raw)
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise LogCorruptError(f"{self.path}:{line}: not UTF-8 text ({exc.reason} "
+                                          f"at byte {exc.start})", path=str(self.path),
+                                          line=line) from None
+
+        limit = csv.field_size_limit()
+        # A long metric name or vector is one cell, read whole (the file's size bounds it).
+        csv.field_size_limit(max(limit, min(len(data) + 1, sys.maxsize)))
+        try:
+            # strict: a quote left open or out of place is an error, not a cell read on to the
+            # end of the file.
+            for row in csv.reader(lines(), delimiter=self.separator, strict=True):
+                if row:
+                    rows.append((row, end))
+        except csv.Error as exc:
+            raise LogCorruptError(f"{self.path}:{line}: not a CSV row ({exc})",
+                                  path=str(self.path), line=line) from None
+        finally:
+            csv.field_size_limit(limit)
+        return rows
+
     def _read(self) -> tuple[list[str], list[list[str]]]:
-        with open(self.path, newline="", encoding="utf-8") as file:
-            reader = csv.reader(file, delimiter=self.separator)
-            header = next(reader, [])
-            rows = [row for row in reader if row]
-        if not header:
-            return [], []
+        header, rows, _ = self._read_ends()
+        return header, rows
+
+    def _read_ends(self) -> tuple[list[str], list[list[str]], list[int]]:
+        """The header, the rows, and the offset each ends at (the header's first)."""
+        scanned = self._scan(self._bytes())
+        if not scanned:
+            return [], [], []
+        header = scanned[0][0]
+        rows, ends = [row for row, _ in scanned[1:]], [end for _, end in scanned]
         if header[0] != "epoch":
             raise LogCorruptError(f"{self.path}: not an epoch table: the first column is "
                                   f"{header[0]!r}, expected 'epoch' (is the separator "
                                   f"{self.separator!r} right?)", path=str(self.path), line=1)
-        return header, rows
+        return header, rows, ends
 
     def _epoch_of(self, row: list[str], line: int) -> int:
         try:
@@ -201,22 +293,17 @@ class CsvTable:
         """Remove the file's last row if it is the row of ``epoch``; returns whether it was.
 
         For a run that resumes after a crash: the row of the epoch it is about to write again,
-        which the crashed attempt wrote before its event log kept that epoch. Rows hold no line
-        breaks (values are numbers or ``NA``), so the last row is the last line; the file is cut
-        just before it.
+        which the crashed attempt wrote before its event log kept that epoch. The file is cut
+        where the row before it ends.
         """
         if self._file is None:
             raise ValueError(f"{self.path}: the table is closed")
         if not self._headed:
             return False
-        _, rows = self._read()
+        _, rows, ends = self._read_ends()
         if not rows or self._epoch_of(rows[-1], len(rows) + 1) != epoch:
             return False
-        with open(self.path, "rb+") as file:
-            data = file.read()
-            # The text after the last line break but one: the last row (its line ends with a
-            # line break; a torn one was cut when the table was opened).
-            self._cut(file, data.rstrip(b"\r\n").rfind(b"\n") + 1)
+        self._cut(ends[-2])
         return True
 
     def drop_rows_from(self, epoch: int, *, after_other_runs: bool = False) -> int:
@@ -234,7 +321,7 @@ class CsvTable:
             raise ValueError(f"{self.path}: the table is closed")
         if not self._headed:
             return 0
-        _, rows = self._read()
+        _, rows, ends = self._read_ends()
         epochs = [self._epoch_of(row, line) for line, row in enumerate(rows, 2)]
         keep = len(rows)
         if not after_other_runs:
@@ -248,24 +335,15 @@ class CsvTable:
                 keep = last + 1
         if keep == len(rows):
             return 0
-        with open(self.path, "rb+") as file:
-            data = file.read()
-            # Rows hold no line breaks (values are numbers or NA): row i ends at the i+2-th
-            # line break (the header's is the first).
-            cut = 0
-            for _ in range(keep + 1):
-                cut = data.index(b"\n", cut) + 1
-            self._cut(file, cut)
+        self._cut(ends[keep])  # where row keep - 1 ends (the header's end for none)
         return len(rows) - keep
 
-    def _cut(self, file: Any, size: int) -> None:
-        """Truncate the file to ``size`` bytes, and write on from there: the table's own
-        handle, if it was not opened to append, would write at its old place (a hole)."""
-        file.truncate(size)
-        file.flush()
-        os.fsync(file.fileno())
-        self._file.close()
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+    def _cut(self, size: int) -> None:
+        """Truncate the file to ``size`` bytes, on disk; the table appends, so it writes on
+        from there."""
+        fd = self._file.fileno()
+        os.ftruncate(fd, size)
+        os.fsync(fd)
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()
@@ -302,8 +380,7 @@ class CsvTable:
         # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
         write_replacing(self.path, write, durable=True)
         self.columns = columns
-        self._file.close()  # the file replaced: write on in the new one
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._open()  # the file replaced: write on in the new one
 
     def close(self) -> None:
         """Write the kept rows (trying for a while), sync and close; an OSError says which

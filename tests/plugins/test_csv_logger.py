@@ -166,6 +166,27 @@ class TestResume:
         assert [r["epoch"] for r in table] == ["0", "1", "2", "3", "4"]
         assert [float(r["loss"]) for r in table] == [0.9, 0.8, 0.65, 0.6, 0.5]
 
+    def test_a_csv_the_resume_cannot_read_fails_its_sink_not_the_resume(self, tmp_path):
+        """A CSV that is not UTF-8 CSV (another program's, or damaged) made Bus(resume=True)
+        raise from CSVLogger's open. It is a sink failure, as a failed write is: recorded with
+        the file and line, the file left as it was, and the run resumes on its log."""
+        path, log = tmp_path / "log.csv", tmp_path / "run.jsonl"
+        bus = Bus([CSVLogger(path)], log=log)
+        bus.train_begin({"epochs": 5})
+        train(bus, [0.9, 0.8])
+        bus.close()
+        crash_after(log, 1)
+        path.write_bytes(b"epoch,loss\n0,0.9\n1,\xff\n")
+        bus = Bus([CSVLogger(path)], log=log, resume=True)
+        assert bus.initial_epoch == 2
+        train(bus, [0.9, 0.8, 0.7], start=bus.initial_epoch)
+        with pytest.warns(SinkFailureWarning, match="CSVLogger on open"):
+            bus.close()
+        (failed,) = [r for r in read_log(log) if r.kind == "sink_failed"]
+        assert failed.sink == "CSVLogger" and f"{path}:3: not UTF-8" in failed.message
+        assert path.read_bytes() == b"epoch,loss\n0,0.9\n1,\xff\n"
+        assert [r.epoch for r in read_log(log) if r.kind == "epoch_end"] == [0, 1, 2]
+
     def test_resume_drops_only_the_row_of_the_epoch_resumed_from(self, tmp_path):
         """The last row is dropped only if it is for bus.initial_epoch: a crash between two
         epochs leaves every row of the file, and the resumed run appends after them."""

@@ -15,7 +15,9 @@ from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.testing import same
 from sinks.csv import MISSING, CsvTable
 
-KEYS = st.sampled_from(["loss", "acc", "val_loss", "val_acc", "learning_rate", "a b", "x,y"])
+# "val\nacc" and 'q"r\r': a cell the csv module quotes across lines (a row is not a line).
+KEYS = st.sampled_from(["loss", "acc", "val_loss", "val_acc", "learning_rate", "a b", "x,y",
+                        "val\nacc", 'q"r\r'])
 VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)
 EPOCH_LOGS = st.lists(st.dictionaries(KEYS, VALUES, max_size=5), min_size=1, max_size=6)
 
@@ -106,8 +108,14 @@ class TestAppend:
         pytest.param("epoch,loss\n0,0.9\n0,0.8\n", [(0, {"loss": 0.7, "acc": 0.5})],
                      "epoch,acc,loss\n0,NA,0.9\n0,NA,0.8\n0,0.5,0.7\n",
                      id="widening keeps repeated epoch numbers"),
-        pytest.param("epoch,loss\n0,0.9\n1,0.", [(1, {"loss": 0.8})],
-                     "epoch,loss\n0,0.9\n1,0.8\n", id="a row torn by a crash is cut"),
+        pytest.param("epoch,loss,acc\n0,0.9,0.1\n1,0.8", [(1, {"loss": 0.8, "acc": 0.2})],
+                     "epoch,loss,acc\n0,0.9,0.1\n1,0.8,0.2\n",
+                     id="a row torn by a crash is cut"),
+        pytest.param("epoch,loss\n0,0.9\n1,", [(1, {"loss": 0.8})],
+                     "epoch,loss\n0,0.9\n1,0.8\n", id="a row torn after a separator is cut"),
+        pytest.param("epoch,loss\r\n0,0.9\r\n1,0.8", [(2, {"loss": 0.7})],
+                     "epoch,loss\n0,0.9\n1,0.8\n2,0.7\n",  # read_text: \r\n read as \n
+                     id="a whole last row without its line break is ended, not cut"),
         pytest.param("epoch,loss\n", [(0, {"loss": 1.0})], "epoch,loss\n0,1.0\n",
                      id="a header without rows takes rows under it"),
         pytest.param("", [(0, {"loss": 1.0})], "epoch,loss\n0,1.0\n",
@@ -174,7 +182,7 @@ class TestDropLastRow:
     def test_after_a_torn_line(self, tmp_path):
         """A torn line is cut when the table opens; the row before it is the last row."""
         path = tmp_path / "log.csv"
-        path.write_text("epoch,loss\n0,0.9\n1,0.8\n2,0.")
+        path.write_text("epoch,loss\n0,0.9\n1,0.8\n2,")
         with CsvTable(path, append=True) as table:
             assert table.drop_last_row(1)
         assert path.read_text() == "epoch,loss\n0,0.9\n"
@@ -207,15 +215,21 @@ class TestDropRowsFrom:
             table.write(epoch, {"loss": float(epoch)})
         return table
 
-    @given(n=st.integers(0, 8), at=st.integers(0, 9))
-    def test_a_table_written_alone_keeps_the_epochs_before(self, tmp_path_factory, n, at):
-        """Property: every row at or after ``at`` goes, every row before it stays."""
+    @given(n=st.integers(0, 8), at=st.integers(0, 9), name=KEYS)
+    def test_a_table_written_alone_keeps_the_epochs_before(self, tmp_path_factory, n, at,
+                                                           name):
+        """Property: every row at or after ``at`` goes, every row before it stays, whatever
+        the header holds (a metric name with a line break moved the cut a line up)."""
         path = tmp_path_factory.mktemp("drop") / "t.csv"
-        table = self.table(path, list(range(n)))
+        table = CsvTable(path)
+        for epoch in range(n):
+            table.write(epoch, {name: float(epoch)})
         assert table.drop_rows_from(at) == max(0, n - at)
-        table.write(at, {"loss": -1.0})  # the resumed run writes its epoch next
+        table.write(at, {name: -1.0})  # the resumed run writes its epoch next
         table.close()
-        assert [int(r["epoch"]) for r in read_rows(path)] == [*range(min(n, at)), at]
+        rows = read_rows(path)
+        assert [int(r["epoch"]) for r in rows] == [*range(min(n, at)), at]
+        assert [float(r[name]) for r in rows] == [*map(float, range(min(n, at))), -1.0]
 
     def test_after_an_earlier_runs_rows_only_this_runs_are_dropped(self, tmp_path):
         """The earlier run's rows 0..3 stay; this run's rows after its epoch 1 go."""
@@ -372,3 +386,42 @@ class TestFailingWrites:
         with pytest.raises(OSError, match="the rows of epochs 1 .* could not be written"):
             table.close()
         assert read_rows(path) == [{"epoch": "0", "loss": "1.0"}]
+
+
+class TestAFileThatIsNotOurs:
+    """What is at the table's name may be anything: another program's CSV, a FIFO, a file
+    this table cannot read. Nothing hangs, nothing already in the file is lost, and what cannot
+    be read is a LogCorruptError naming the file and line."""
+
+    def test_a_fifo_is_refused_at_once(self, tmp_path):
+        import os
+
+        from eventbus.errors import LogError
+
+        path = tmp_path / "log.csv"
+        os.mkfifo(path)
+        for append in (False, True):
+            with pytest.raises(LogError, match="a FIFO, not a file"):
+                CsvTable(path, append=append)
+
+    def test_a_cell_larger_than_the_csv_modules_limit_reads_back(self, tmp_path):
+        """A vector metric of 20,000 values is one 260 KB cell, past the csv module's default
+        131,072: the table it wrote must open again (a resume read it)."""
+        path = tmp_path / "log.csv"
+        with CsvTable(path) as table:
+            table.write(0, {"f1": [0.5] * 20_000, "loss": 1.0})
+        limit = csv.field_size_limit()
+        with CsvTable(path, append=True) as table:
+            assert table.drop_rows_from(0) == 1
+        assert csv.field_size_limit() == limit  # the process's limit is left as it was
+        assert path.read_text() == "epoch,f1,loss\n"
+
+    @pytest.mark.parametrize(("text", "line"), [
+        (b"epoch,loss\n0,1.0\n1,\xff\n", 3), (b'epoch,loss\n0,"1.0\n', 2)])
+    def test_what_is_not_csv_in_utf8_names_its_line(self, tmp_path, text, line):
+        path = tmp_path / "log.csv"
+        path.write_bytes(text)
+        with pytest.raises(LogCorruptError) as caught:
+            CsvTable(path, append=True).drop_rows_from(0)
+        assert caught.value.path == str(path) and caught.value.line == line
+        assert path.read_bytes() == text  # nothing cut from a file it cannot read
