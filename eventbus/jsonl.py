@@ -41,6 +41,7 @@ from .records import (
     set_model_dict,
     writable_text,
 )
+from .records import Warning as WarningRecord
 from .sink import DrainMark, FailingWrites, Sink, drain, given_up, keep_trying
 from .terminal import printable
 
@@ -244,6 +245,8 @@ class JsonlWriter(Sink):
         except BaseException:
             self._file.close()
             raise
+        self._follow_links = follow_links
+        self._identity = _identity(os.fstat(self._file.fileno()))
         self._buffer = self.line_buffer = bytearray()
         self._limit = self.buffer_bytes = buffer_bytes
         self._max_kept = max_kept_bytes
@@ -272,6 +275,7 @@ class JsonlWriter(Sink):
     def flush(self) -> None:
         if not self._buffer:
             return
+        self._keep_the_name()
         try:
             self._write_buffer()
         except OSError as exc:
@@ -281,6 +285,52 @@ class JsonlWriter(Sink):
                                  f"{len(self._buffer)} bytes kept")
             return
         self._failing.over()
+
+    def _keep_the_name(self) -> None:
+        """Make sure the file written is the one at the log's path. A log removed or renamed
+        while the run writes it (a cleanup, a logrotate rule, its folder removed) would take
+        every later record with it, unseen: it is written again at the path from the open file,
+        which still holds all of it, locked before anything is copied, and a ``warning``
+        recorded. Another file put at the path (a second writer came in after the removal) is
+        not touched: a LogError, which the bus records as this log's failure."""
+        try:
+            at_path = os.stat(self.path, follow_symlinks=self._follow_links)
+        except FileNotFoundError:
+            at_path = None
+        except OSError:
+            return  # cannot tell (a permission): write on where the run has written
+        if at_path is not None and _identity(at_path) == self._identity:
+            return
+        if at_path is not None:
+            raise LogError(f"{self.path}: another file is now at the log's path (was the log "
+                           "removed and a second writer started on it?); this run's log is no "
+                           "longer at any path, and its records from here on are lost",
+                           path=str(self.path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = _open_log_file(self.path, follow_links=self._follow_links)
+        try:
+            lock_exclusive(new.fileno(), self.path)
+            if os.fstat(new.fileno()).st_size:
+                raise LogError(f"{self.path}: another writer put a file at the log's path after "
+                               "the log was removed", path=str(self.path))
+            old = self._file.fileno()
+            size, done = os.fstat(old).st_size, 0
+            while done < size:
+                chunk = os.pread(old, min(1 << 20, size - done), done)
+                if not chunk:
+                    break
+                done += os.write(new.fileno(), chunk)
+            os.fsync(new.fileno())
+        except BaseException:
+            new.close()
+            raise
+        self._file.close()
+        self._file, self._identity = new, _identity(os.fstat(new.fileno()))
+        if self._run is not None:
+            self._run.report(WarningRecord(
+                source=self.name, message=f"{self.path}: the log was removed or renamed while "
+                "the run wrote it; it is written again at its path, from the start of the run",
+                details={"path": str(self.path), "bytes": done}))
 
     def _write_buffer(self) -> None:
         """Write the whole buffer (``sink.drain``), keeping count of a line left
@@ -304,6 +354,7 @@ class JsonlWriter(Sink):
         if self._file.closed:
             return
         try:
+            self._keep_the_name()
             if self._buffer:
                 try:
                     keep_trying(self._write_buffer)
@@ -332,6 +383,10 @@ class JsonlWriter(Sink):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
 
 
 def _torn(path: Path, number: int, line: bytes) -> None:

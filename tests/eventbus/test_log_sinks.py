@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import orjson
 import pandas as pd
@@ -323,3 +324,69 @@ def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
     writer._file = real
     seqs = [r.seq for r in read_log(path)]
     assert seqs == list(range(len(seqs))) and len(seqs) == 54
+
+
+class TestTheLogRemovedWhileTheRunWritesIt:
+    """A cleanup, a logrotate rule or a user removes or renames the log (or its folder) while
+    the run goes on. The writer used to go on appending to the file no name leads to: every
+    later record gone, no warning, a clean close. At its next flush it now writes the log again
+    at its path from the file it holds open, and says so."""
+
+    @staticmethod
+    def run(path, between) -> tuple[list[str], list]:
+        from eventbus import Bus, read_log
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bus = Bus([], log=path)
+            bus.train_begin({"epochs": 4})
+            for epoch in range(4):
+                bus.epoch_begin(epoch)
+                bus.batch_end(0, {"loss": 1.0})
+                bus.epoch_end(epoch, {"loss": 1.0})
+                if epoch == 1:
+                    between()
+            bus.train_end()
+            bus.close()
+        return [r.kind for r in read_log(path)], bus.failures
+
+    @pytest.mark.parametrize("how", ["unlink", "rename", "rmtree"])
+    def test_it_is_written_again_whole_at_its_path(self, tmp_path, how):
+        import shutil
+
+        path = tmp_path / "run" / "events.jsonl"
+        act = {"unlink": lambda: path.unlink(),
+               "rename": lambda: path.rename(path.with_suffix(".jsonl.1")),
+               "rmtree": lambda: shutil.rmtree(path.parent)}[how]
+        kinds, failures = self.run(path, act)
+        assert failures == []
+        assert kinds.count("epoch_end") == 4 and kinds[0] == "header"
+        assert kinds[-1] == "train_end" and kinds.count("warning") == 1
+        from eventbus import read_log
+
+        (warning,) = [r for r in read_log(path) if r.kind == "warning"]
+        assert "removed or renamed while the run wrote it" in warning.message
+
+    def test_another_file_at_the_path_is_left_alone_and_the_failure_recorded(self, tmp_path):
+        path = tmp_path / "events.jsonl"
+
+        def replace() -> None:
+            path.unlink()
+            path.write_bytes(b"someone else's\n")
+
+        from eventbus import Bus
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bus = Bus([], log=path)
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+                if epoch == 0:
+                    replace()
+            bus.close()
+        assert path.read_bytes() == b"someone else's\n"
+        (failed,) = bus.failures
+        assert failed.error == "LogError" and "another file is now at the log's path" in \
+            failed.message
