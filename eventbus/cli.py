@@ -374,9 +374,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if result.unchecked:
                 sources = sorted({d.source for d in result.unchecked})
                 _out(f"verify: {len(result.unchecked)} more decision(s) the log holds, by "
-                     f"{inline(', '.join(sources))}, are not checked: the log's header does not "
-                     "list those plugins as replayable (registered after the run started, or "
-                     "not recordable)")
+                     f"{inline(', '.join(sources))}, are not checked: replay cannot rebuild "
+                     "those plugins (registered after the run started, or with parameters the "
+                     "log could not record, such as a schedule function, whose recorded "
+                     "decisions replay applies as they were)")
     return 0
 
 
@@ -415,6 +416,7 @@ def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
         "epochs_recorded": result.epochs_recorded,
         "decisions": [_decision_data(d) for d in result.decisions],
         "recorded_decisions": len(result.recorded),
+        "unchecked": [_decision_data(d) for d in result.unchecked],
     }
     if verify:
         data["verify"] = {"ok": result.mismatch is None,

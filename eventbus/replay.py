@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._markers import hookimpl
 from .audit import LogArgument, checked_log, header_of
 from .bus import Bus
 from .cursor import after_stop
@@ -33,6 +34,7 @@ from .filters import filtered, recorded
 from .log import read_log
 from .plugin import plugin_name, why_not_a_plugin
 from .records import (
+    DECISION_KINDS,
     KINDS,
     OBSERVATION_KINDS,
     Decision,
@@ -162,8 +164,38 @@ def _not_run(label: str, params: Mapping[str, Any], runs: Sequence[str]) -> Repl
                        f"nothing; the plugins replay runs are {', '.join(runs) or 'none'}")
 
 
+class _Recorded:
+    """Stands in for a plugin replay cannot rebuild, whose parameters the log could not record
+    (a LearningRateScheduler's function): it hands the decisions the log recorded from that
+    plugin back at the events that caused them, so the replayed learning rate follows the
+    run's and the other plugins are replayed, verified and asked what-if as they ran. Its
+    decisions are listed as unchecked, never compared: they are the log's own."""
+
+    side_effects = False
+
+    def __init__(self, name: str, decisions: Iterable[Decision]):
+        self.name = name
+        self._by_cause: dict[int | None, list[Decision]] = {}
+        for decision in decisions:
+            self._by_cause.setdefault(decision.cause_seq, []).append(decision)
+
+    def _at(self, event: Any) -> Any:
+        found = self._by_cause.get(event.seq)
+        return [d.model_copy(update={"seq": -1}) for d in found] if found else None
+
+    @classmethod
+    def of(cls, name: str, decisions: list[Decision], causes: Mapping[int, str]) -> _Recorded:
+        """One for plugin ``name``, with a hook for each kind of event its decisions had as
+        cause (``causes``: the kind of each seq), and no other: replay builds no record
+        nobody takes."""
+        kinds = sorted({causes[d.cause_seq] for d in decisions if d.cause_seq in causes})
+        hooks = {f"on_{kind}": hookimpl(lambda self, event: self._at(event)) for kind in kinds}
+        return type(f"Recorded{name}", (cls,), hooks)(name, decisions)
+
+
 def _build_plugins(header: Header, instances: Sequence[object],
-                   overrides: Mapping[str, Mapping[str, Any]], registry: Registry) -> list[object]:
+                   overrides: Mapping[str, Mapping[str, Any]], registry: Registry,
+                   stand_in: Any = None) -> list[object]:
     given = {plugin_name(p): p for p in instances}
     known = {spec.label or spec.name for spec in header.plugins} | \
         {spec.name for spec in header.plugins}
@@ -197,6 +229,10 @@ def _build_plugins(header: Header, instances: Sequence[object],
             continue
         if acts[id(spec)]:
             continue  # loggers and sinks: replay writes nothing
+        if not spec.recordable and stand_in is not None and \
+                not (label in overrides or spec.name in overrides):
+            built.append(stand_in(spec, label))
+            continue
         built.append(_rebuild(spec, label, overrides, registry))
     built.extend(p for p in instances if id(p) not in used)
     return built
@@ -261,13 +297,18 @@ class _Replaying:
     """One replay under way: the rebuilt plugins on a bus of their own, fed record by record."""
 
     def __init__(self, header: Header, plugins: Sequence[object],
-                 overrides: Mapping[str, Mapping[str, Any]], registry: Registry):
+                 overrides: Mapping[str, Mapping[str, Any]], registry: Registry,
+                 stand_in: Any = None):
         self.header = header
-        self.plugins = _build_plugins(header, list(plugins), dict(overrides), registry)
+        self.plugins = _build_plugins(header, list(plugins), dict(overrides), registry,
+                                      stand_in)
         # An empty run_id (a header made without one) is no reason to refuse the replay.
         self.bus = Bus.for_replay(self.plugins, run_id=header.run_id or None,
                                   learning_rate=header.meta.get("learning_rate"))
-        self.labels = {self.bus.label(p) for p in self.plugins}
+        standing_in = [p for p in self.plugins if isinstance(p, _Recorded)]
+        #: The labels of the stand-ins (their decisions are the log's: not compared).
+        self.standing_in = {self.bus.label(p) for p in standing_in}
+        self.labels = {self.bus.label(p) for p in self.plugins} - self.standing_in
         self.decisions: list[Decision] = []
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
@@ -304,7 +345,10 @@ class _Replaying:
                         and not same_values(logged, replayed):
                     self.diverged_at = record.seq
                     self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
-            self.decisions.extend(bus.feed(record))
+            made = bus.feed(record)
+            if made and self.standing_in:
+                made = [d for d in made if d.source not in self.standing_in]
+            self.decisions.extend(made)
             if self.stop_epoch is None and bus.stop_training:
                 self.stop_epoch = bus.epoch if bus.epoch is not None else -1
         elif isinstance(record, Decision):
@@ -337,6 +381,31 @@ class _Replaying:
 #: Sources of decisions that are not plugins: the bus itself, and the ranks' agreement of a
 #: distributed run (replayed per rank by ``replay --ranks``).
 _NOT_A_PLUGIN = frozenset({"bus", "distributed"})
+
+
+def _stand_in(log: LogArgument) -> Any:
+    """How to make the stand-in (:class:`_Recorded`) of a plugin the log lists but could not
+    record, from the decisions the log holds (read once, the first time one is needed)."""
+    found: dict[str, Any] = {}
+
+    def read() -> tuple[list[Decision], dict[int, str]]:
+        if not found:
+            decisions, causes = [], {}
+            for record in read_effective(log, kinds=DECISION_KINDS):
+                if isinstance(record, Decision):
+                    decisions.append(record)
+            wanted = {d.cause_seq for d in decisions}
+            for record in read_effective(log, kinds=OBSERVATION_KINDS):
+                if record.seq in wanted:
+                    causes[record.seq] = record.kind
+            found["decisions"], found["causes"] = decisions, causes
+        return found["decisions"], found["causes"]
+
+    def make(spec: PluginSpec, label: str) -> _Recorded:
+        decisions, causes = read()
+        return _Recorded.of(spec.name, [d for d in decisions if d.source == label], causes)
+
+    return make
 
 
 def _raise_damage(log: str | os.PathLike[str]) -> None:
@@ -440,10 +509,11 @@ def _replay_each(
         log, where = list(log), "the records given"  # read twice below: the header first
     header = header_of(log, where)
     replays: list[_Replaying] = []
+    stand_in = _stand_in(log) if any(not spec.recordable for spec in header.plugins) else None
     try:
         for overrides in variants:
             replays.append(_Replaying(header, plugins or (), overrides,
-                                      registry or default_registry))
+                                      registry or default_registry, stand_in))
         # Records no replay's plugins are given are not built (their lines are still read
         # and checked): for most runs, every batch_begin.
         unseen = set.intersection(*(r.unseen() for r in replays)) if replays else set()

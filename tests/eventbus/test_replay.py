@@ -381,8 +381,10 @@ class TestReplay:
         with pytest.raises(ConfigError, match=match):
             replay_each(path, variants, registry=registry)
 
-    def test_unrecordable_parameters_ask_for_an_instance(self, tmp_path, registry):
-        """A plugin built with a callable cannot come from the log; the error says what to do."""
+    def test_unrecordable_parameters_ask_for_an_instance_to_be_changed(self, tmp_path,
+                                                                       registry):
+        """A plugin built with a callable cannot come from the log: its recorded decisions
+        stand in for it; changing its parameters needs the instance, and the error says so."""
         class Scheduled(Plugin):
             def __init__(self, schedule):
                 self.schedule = schedule
@@ -390,10 +392,38 @@ class TestReplay:
         registry.register(Scheduled)
         path = tmp_path / "run.jsonl"
         train(path, [1.0], [Scheduled(lambda e: 0.1)])
+        assert replay(path, registry=registry).ok
         with pytest.raises(ReplayError, match=r"schedule.*pass an instance"):
-            replay(path, registry=registry)
+            replay(path, overrides={"Scheduled": {"schedule": 1}}, registry=registry)
         result = replay(path, plugins=[Scheduled(lambda e: 0.1)], registry=registry)
         assert len(result.plugins) == 1
+
+    def test_a_schedule_function_is_replayed_from_the_rates_it_recorded(self, tmp_path):
+        """A Keras user's LearningRateScheduler takes a function, which no header records.
+        Replay applies the rates it recorded, at the epochs it recorded them: the other
+        plugins see the run's learning rate, so --verify passes (the scheduler's decisions
+        unchecked), and a what-if of another plugin is exact."""
+        from plugins import EarlyStopping, LearningRateScheduler, ReduceLROnPlateau
+
+        path = tmp_path / "run.jsonl"
+        plugins = [LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+                   ReduceLROnPlateau(patience=1, factor=0.5), EarlyStopping(patience=3)]
+        with Bus(plugins, log=path, learning_rate=0.1) as bus:
+            bus.train_begin({"epochs": 10})
+            for epoch, value in enumerate([1.0, 0.9, 0.95, 0.97, 0.99, 1.0, 1.1, 1.2]):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"val_loss": value})
+                if bus.stop_training:
+                    break
+        result = replay(path, verify=True)
+        assert result.ok, result.mismatch
+        assert {d.source for d in result.recorded} == {"ReduceLROnPlateau", "EarlyStopping"}
+        assert [d.source for d in result.unchecked] == ["LearningRateScheduler"] * 5
+        assert result.diverged_at is None and result.stopped_at == result.recorded_stop == 4
+        cuts = [d.value for d in result.decisions if d.kind == "set_learning_rate"]
+        assert cuts == [d.value for d in result.recorded if d.kind == "set_learning_rate"]
+        what_if = replay(path, overrides={"EarlyStopping": {"patience": 1}})
+        assert what_if.stopped_at == 2 and what_if.diverged_at is None
 
     def test_overrides_for_unknown_plugins_are_refused(self, tmp_path, registry):
         """A typo in a plugin name is an error listing the log's plugins."""

@@ -113,8 +113,9 @@ class TestWithTheBus:
         assert [logs["learning_rate"] for logs in logs_of(records, "epoch_end")] == \
             [1.0, 0.1, 0.01]
 
-    def test_replay_needs_the_instance_and_agrees_with_it(self) -> None:
-        """A callable cannot be recorded: replay asks for the instance, then agrees."""
+    def test_replay_needs_the_instance_to_check_it_and_agrees_with_it(self) -> None:
+        """A callable cannot be recorded: replay applies the recorded rates, unchecked; to
+        change the schedule it asks for the instance; given it, it checks and agrees."""
         def schedule(epoch, lr):
             return lr * 0.9
 
@@ -123,8 +124,10 @@ class TestWithTheBus:
             with Bus([LearningRateScheduler(schedule)], log=path, learning_rate=0.1) as bus:
                 for event in epochs(loss=[1.0] * 4):
                     bus.publish(event)
+            alone = replay(path, verify=True)
+            assert alone.ok and not alone.decisions and len(alone.unchecked) == 4
             with pytest.raises(ReplayError, match="schedule"):
-                replay(path)
+                replay(path, overrides={"LearningRateScheduler": {"verbose": 1}})
             result = replay(path, plugins=[LearningRateScheduler(schedule)], verify=True)
         assert result.ok and len(result.decisions) == 4
 
