@@ -82,6 +82,36 @@ class Resumable(Protocol):
 __all__ = ["Resumable", "resume", "same_path"]
 
 
+def _recover(bus: Any, header: Header, extra: list[Decision], last_end: int) -> None:
+    """Carry out the replayed decisions the log lacks, where a crash can have lost them: those
+    of the plugins the run had, caused by the last finished epoch's end (the log is flushed
+    once its decisions are made; a crash in between keeps the event, not them). An extra
+    decision caused earlier means the plugins or their parameters changed: said, not carried
+    out (the log's own decisions set the control state). A plugin the run did not have lost
+    nothing: its decisions about the epochs before the resume are said, not carried out (a
+    ModelCheckpoint added would write the resume's weights under past epochs' names)."""
+    had = {spec.label or spec.name for spec in header.plugins}
+    added = sorted({d.source for d in extra if d.source not in had})
+    if added:
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: {', '.join(added)} did not run before the resume "
+            "(the log's header does not list it): its decisions about the epochs already "
+            "trained are not carried out", details={"plugins": added}), flush=False)
+    lost = [d for d in extra if d.source in had]
+    early = next((d for d in lost if d.cause_seq is None or d.cause_seq < last_end), None)
+    if early is not None:
+        bus.record(WarningRecord(
+            source="bus", message=f"resume: the plugins' decisions differ from the recorded "
+            f"ones: they decide what the log does not hold before the last finished epoch "
+            f"({early.kind} from {early.source} at epoch {early.epoch}); were the plugins or "
+            "their parameters changed? None of it is carried out: the recorded decisions set "
+            "the run's state",
+            details={"epoch": early.epoch, "source": early.source}), flush=False)
+        return
+    for decision in lost:
+        bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
+
+
 def resume_source_of(asked: Sequence[Any], run: Any, targets: Sequence[object]) -> str | None:
     """The log a new bus resumes from: the first of its own logs (``targets``, empty when it
     was not asked to resume) that has records, else a log a plugin answers ``resume_from``
@@ -168,7 +198,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
     recorded: list[Decision] = []
     replayed: list[Decision] = []
     stopped, lr = False, None  # what the log's decisions did to the control state
-    from_seq = header.seq
+    from_seq = last_end = header.seq
     began = ended = finished = False
     # Each record's group by its kind, not isinstance: a record's class is its kind's
     # (``records.KINDS``), and a check through pydantic's ABC metaclass costs several times a
@@ -194,6 +224,8 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
                 if catching:
                     catching_up.write(record)
                 if observation:
+                    if kind == "epoch_end":
+                        last_end = seq
                     replayed.extend(feed(record))
                     if kind == "train_begin":
                         began, stopped = True, False  # a new fit starts unstopped
@@ -249,8 +281,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
             break
         matched += 1
     else:
-        for decision in replayed[len(recorded):]:
-            bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
+        _recover(bus, header, replayed[len(recorded):], last_end)
     if finished:
         bus.record(WarningRecord(
             source="bus", message=f"resume: the run in {os.fspath(log)} had finished: its last "

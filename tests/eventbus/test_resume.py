@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -457,3 +458,60 @@ def test_killed_in_the_first_epoch_the_run_resumes_and_its_sinks_are_cut_back(tm
     steps = [(e.step, e.value) for e in accumulator.Scalars("batch_loss")]
     assert steps == [(step + 1, 1.0 + step // 3) for step in range(6)]  # Keras: batches done
     assert (tmp_path / "log.csv").read_text().splitlines() == ["epoch,loss", "0,1.0", "1,2.0"]
+
+
+class TestPluginsChangedAtTheResume:
+    """A resume replays the log into the plugins given now; decisions the log lacks are
+    carried out only where a crash can have lost them: the last finished epoch's, of plugins
+    the run had. A plugin added, or a parameter changed, used to have its decisions about past
+    epochs carried out at the resume, silently."""
+
+    @staticmethod
+    def first_attempt(path, values) -> None:
+        from eventbus import NumpyModel
+        from plugins import EarlyStopping
+
+        model = NumpyModel({"w": np.zeros(2)})
+        bus = Bus([EarlyStopping(monitor="loss", patience=10)], log=path, model=model)
+        bus.train_begin({"epochs": 10})
+        for epoch, value in enumerate(values):
+            bus.epoch_begin(epoch)
+            model.weights["w"][:] = epoch
+            bus.epoch_end(epoch, {"loss": value})
+        bus.close()  # no train_end: as a kill after the last epoch's flush leaves the log
+
+    def test_a_plugin_added_saves_nothing_for_past_epochs(self, tmp_path):
+        from eventbus import NumpyModel
+        from plugins import EarlyStopping, ModelCheckpoint
+
+        path = tmp_path / "events.jsonl"
+        self.first_attempt(path, [1.0, 0.9, 0.8])
+        template = str(tmp_path / "ck" / "ep{epoch:02d}.h5")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)  # also: no weights to restore
+            bus = Bus([EarlyStopping(monitor="loss", patience=10), ModelCheckpoint(template)],
+                      log=path, model=NumpyModel({"w": np.full(2, 7.0)}), resume=True)
+        assert bus.initial_epoch == 3
+        bus.close()
+        assert not (tmp_path / "ck").exists()
+        records = list(read_log(path))
+        assert not [r for r in records if r.kind in ("save_checkpoint", "checkpoint_saved")]
+        (warning,) = [r for r in records if r.kind == "warning"
+                      and "did not run before the resume" in r.message]
+        assert "ModelCheckpoint" in warning.message
+
+    def test_a_lowered_patience_stops_nothing_in_the_past_and_says_so(self, tmp_path):
+        from eventbus import NumpyModel
+        from plugins import EarlyStopping
+
+        path = tmp_path / "events.jsonl"
+        self.first_attempt(path, [1.0, 1.1, 1.2, 1.3, 1.4])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)  # also: no weights to restore
+            bus = Bus([EarlyStopping(monitor="loss", patience=2)], log=path,
+                      model=NumpyModel({"w": np.zeros(2)}), resume=True)
+        assert bus.initial_epoch == 5 and not bus.stop_training
+        bus.close()
+        records = list(read_log(path))
+        assert not [r for r in records if r.kind == "stop_training"]
+        assert [r for r in records if r.kind == "warning" and "differ" in r.message]
