@@ -253,6 +253,7 @@ class Bus(BusState, KerasCallbackListNames):
 
     def epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> Sequence[Decision]:
         epoch = to_index(epoch, "epoch", "epoch_begin")
+        self._cursor.check_epoch_begin(epoch)
         self._cursor.epoch_begin(epoch)
         return self._engine.observe("epoch_begin", {"epoch": epoch}, logs)
 

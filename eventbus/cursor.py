@@ -25,8 +25,8 @@ __all__ = ["Cursor", "after_stop"]
 class Cursor:
     """The run's position: epoch, step, whether a fit is under way."""
 
-    __slots__ = ("ended", "epoch", "in_train", "initial_epoch", "resumed", "skip_train_begin",
-                 "skip_train_end", "step")
+    __slots__ = ("ended", "epoch", "floor", "in_train", "initial_epoch", "resumed",
+                 "skip_train_begin", "skip_train_end", "step")
 
     def __init__(self) -> None:
         #: The epoch in progress (from the last ``epoch_begin``).
@@ -42,6 +42,9 @@ class Cursor:
         #: True once a recorded run was resumed; it goes on from ``initial_epoch``.
         self.resumed = False
         self.initial_epoch = 0
+        #: The first epoch the resumed fit may begin (the log has the ones before); None once
+        #: that fit ends or another begins.
+        self.floor: int | None = None
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -52,7 +55,7 @@ class Cursor:
         if self.skip_train_begin:  # the restored position stands, the last ended epoch too
             self.skip_train_begin = False
             return False
-        self.ended = None
+        self.ended = self.floor = None
         return True
 
     def train_end(self) -> bool:
@@ -66,6 +69,20 @@ class Cursor:
     def trained(self) -> None:
         """The fit's ``train_end`` was published."""
         self.in_train = False
+        self.floor = None
+
+    def check_epoch_begin(self, epoch: int) -> None:
+        """Refuse, in a resumed fit, an epoch the log has already finished: its row, its
+        records and every plugin's counting would be there twice (a loop that starts at 0
+        again, a framework resumed from an older checkpoint than the log)."""
+        floor = self.floor
+        if floor is not None and epoch < floor:
+            raise EventError(
+                f"epoch_begin: epoch {epoch} has already ended in the run this bus resumed, "
+                f"which goes on from epoch {floor} (bus.initial_epoch); begin the loop there "
+                f"(range(bus.initial_epoch, epochs)), or resume the framework from the "
+                f"checkpoint of epoch {floor - 1}'s end. A new fit (its own train_begin) "
+                "counts from 0 again", event="epoch_begin", field="epoch")
 
     def epoch_begin(self, epoch: int) -> None:
         self.epoch = epoch
@@ -115,7 +132,7 @@ class Cursor:
         self.skip_train_end = ended
         self.in_train = began and not ended
         self.epoch = self.ended = finished
-        self.initial_epoch = finished + 1 if finished is not None else 0
+        self.initial_epoch = self.floor = finished + 1 if finished is not None else 0
         self.resumed = True
 
 

@@ -146,6 +146,50 @@ def position(cursor: Cursor) -> tuple:
     return cursor.epoch, cursor.step, cursor.in_train, cursor.ended
 
 
+class TestAResumedFitGoesOnFromItsPoint:
+    """After a resume, an epoch the log has finished is refused until that fit ends or another
+    begins: a loop that starts at 0 again (or a framework resumed from an older checkpoint)
+    put every finished epoch in the log and the CSV twice, and plugins counted them twice."""
+
+    @given(initial=st.integers(1, 6), epoch=st.integers(0, 8), began=st.booleans(),
+           then=st.sampled_from(["nothing", "trained", "a new fit"]))
+    def test_only_epochs_from_the_initial_one(self, initial, epoch, began, then):
+        cursor = Cursor()
+        cursor.resume_at(initial - 1, began=began, ended=False)
+        cursor.train_begin()  # the loop's own, repeated: skipped when the log has it
+        if then == "trained":
+            cursor.trained()
+        elif then == "a new fit":
+            cursor.train_begin()
+        # The loop's train_begin is the resumed fit's when the log has the fit's begin; else
+        # it begins a new fit, as does any later one.
+        refused = began and then == "nothing"
+        if refused and epoch < initial:
+            with pytest.raises(EventError, match=f"goes on from epoch {initial}"):
+                cursor.check_epoch_begin(epoch)
+        else:
+            cursor.check_epoch_begin(epoch)
+
+    def test_the_bus_refuses_it_and_records_nothing(self, tmp_path):
+        path = tmp_path / "run.jsonl"
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 4})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+        before = path.read_bytes()
+        with Bus([], log=path, resume=True) as bus:
+            bus.train_begin({"epochs": 4})
+            with pytest.raises(EventError, match="start|begin the loop there"):
+                bus.epoch_begin(0)
+            bus.epoch_begin(bus.initial_epoch)
+            bus.epoch_end(bus.initial_epoch, {"loss": 0.5})
+        from eventbus import read_log
+
+        ends = [rec.epoch for rec in read_log(path) if rec.kind == "epoch_end"]
+        assert ends == [0, 1, 2] and path.read_bytes().startswith(before)
+
+
 class TestReplayed:
     @given(st.lists(loop_calls, max_size=30))
     def test_replayed_records_leave_the_cursor_where_the_loop_did(self, calls):
