@@ -296,7 +296,9 @@ class JsonlWriter(Sink):
         try:
             at_path = os.stat(self.path, follow_symlinks=self._follow_links)
         except FileNotFoundError:
-            at_path = None
+            # Nothing, or a link to nothing: a link put there since is someone else's, and
+            # the log is never made through it.
+            at_path = os.lstat(self.path) if os.path.lexists(self.path) else None
         except OSError:
             return  # cannot tell (a permission): write on where the run has written
         if at_path is not None and _identity(at_path) == self._identity:
@@ -307,7 +309,14 @@ class JsonlWriter(Sink):
                            "longer at any path, and its records from here on are lost",
                            path=str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = _open_log_file(self.path, follow_links=self._follow_links)
+        try:  # a new file, made here (O_EXCL: never through a link, never another's file)
+            fd, _ = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL |
+                                 getattr(os, "O_NOFOLLOW", 0))
+        except FileExistsError:
+            raise LogError(f"{self.path}: another file is now at the log's path (was the log "
+                           "removed and a second writer started on it?)",
+                           path=str(self.path)) from None
+        new = os.fdopen(fd, "ab", buffering=0)
         try:
             lock_exclusive(new.fileno(), self.path)
             if os.fstat(new.fileno()).st_size:

@@ -367,12 +367,19 @@ class TestTheLogRemovedWhileTheRunWritesIt:
         (warning,) = [r for r in read_log(path) if r.kind == "warning"]
         assert "removed or renamed while the run wrote it" in warning.message
 
-    def test_another_file_at_the_path_is_left_alone_and_the_failure_recorded(self, tmp_path):
-        path = tmp_path / "events.jsonl"
+    @pytest.mark.parametrize("planted", ["a file", "a link to nothing"])
+    def test_another_file_at_the_path_is_left_alone_and_the_failure_recorded(self, tmp_path,
+                                                                             planted):
+        """A file, or a link to a missing file (the log would be made through it, wherever
+        it points), put at the path after the log went: not written to, the failure said."""
+        path, target = tmp_path / "events.jsonl", tmp_path / "elsewhere" / "planted.txt"
 
         def replace() -> None:
             path.unlink()
-            path.write_bytes(b"someone else's\n")
+            if planted == "a file":
+                path.write_bytes(b"someone else's\n")
+            else:
+                path.symlink_to(target)
 
         from eventbus import Bus
 
@@ -386,7 +393,9 @@ class TestTheLogRemovedWhileTheRunWritesIt:
                 if epoch == 0:
                     replace()
             bus.close()
-        assert path.read_bytes() == b"someone else's\n"
+        if planted == "a file":
+            assert path.read_bytes() == b"someone else's\n"
+        assert not target.exists() and not target.parent.exists()
         (failed,) = bus.failures
         assert failed.error == "LogError" and "another file is now at the log's path" in \
             failed.message
