@@ -27,6 +27,7 @@ import orjson
 
 from .errors import LogCorruptError, LogError, SchemaVersionError
 from .lock import lock_exclusive
+from .metrics import MAX_INDEX
 from .outputs import file_type, open_checked
 from .records import (
     BATCH_KINDS,
@@ -648,6 +649,9 @@ def seq_error(where: Callable[[int], Where], number: int, seq: Any,
     """The error for a record whose seq is not an integer above the one before it."""
     if type(seq) is not int:
         return bad_seq(where(number), seq)
+    if seq > MAX_INDEX:
+        return _corrupt(where(number), f"seq {seq} is past the largest a record may hold "
+                        f"({MAX_INDEX:,})", "seq")
     if number == 1:
         return _corrupt(where(number), f"seq {seq} is below 0: a log's seqs count from 0, "
                         "the header's", "seq")
@@ -1003,7 +1007,7 @@ def read_jsonl(path: str | os.PathLike[str], *, validate: bool = False,
                     seq = record["seq"]  # a subscript: half the time of a call to get
                 except KeyError:
                     seq = None
-                if type(seq) is not int or seq <= previous:
+                if type(seq) is not int or not previous < seq <= MAX_INDEX:
                     raise seq_error(where, before + _index(lines, line) + 1, seq, previous)
                 previous = seq
                 # typed's checks, inlined for the batch kinds (a kind that is a list, or a
@@ -1087,7 +1091,7 @@ def _checked_seq(record: dict[str, Any], number: int, previous: int,
                  where: Callable[[int], Where]) -> int:
     """The record's seq, once checked to be an integer above ``previous``."""
     seq = record.get("seq")
-    if type(seq) is not int or seq <= previous:
+    if type(seq) is not int or not previous < seq <= MAX_INDEX:
         raise seq_error(where, number, seq, previous)
     return seq
 
@@ -1110,7 +1114,7 @@ def typed(records: Iterable[dict[str, Any]], where: Callable[[int], Where], *, v
     previous = -1  # the seq of the record before (seqs count from 0, the header's)
     for number, record in enumerate(records, 1):
         seq = record.get("seq")
-        if type(seq) is not int or seq <= previous:
+        if type(seq) is not int or not previous < seq <= MAX_INDEX:
             raise seq_error(where, number, seq, previous)
         previous = seq
         try:  # as in read_jsonl: built's fast path, inlined

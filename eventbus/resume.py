@@ -82,6 +82,11 @@ class Resumable(Protocol):
 __all__ = ["Resumable", "resume", "same_path"]
 
 
+#: The seqs a resumed run must have left before the limit: more records than any run writes
+#: (a log claiming a seq within this of the limit would have the run number past it).
+ROOM = 1 << 40
+
+
 def _recover(bus: Any, header: Header, extra: list[Decision], last_end: int) -> None:
     """Carry out the replayed decisions the log lacks, where a crash can have lost them: those
     of the plugins the run had, caused by the last finished epoch's end (the log is flushed
@@ -155,9 +160,9 @@ def _check_counts(log: str | os.PathLike[str], point: ResumePoint) -> None:
         raise LogCorruptError(f"{log}: cannot resume: its last finished epoch is {point.epoch}; "
                               f"a run counts epochs from 0 to {MAX_INDEX:,}", path=str(log),
                               field="epoch")
-    if not 0 <= seq < MAX_INDEX:
-        raise LogCorruptError(f"{log}: cannot resume: its seq reaches {seq}, past which no "
-                              f"record can be numbered (a seq is at most {MAX_INDEX:,})",
+    if not 0 <= seq < MAX_INDEX - ROOM:
+        raise LogCorruptError(f"{log}: cannot resume: its seq reaches {seq}, past which too few "
+                              f"records can be numbered (a seq is at most {MAX_INDEX:,})",
                               path=str(log), field="seq")
 
 
@@ -431,9 +436,16 @@ def _continued_seqs(bus: Resumable, log: str | os.PathLike[str]) -> list[int]:
         path = getattr(slot.sink, "path", None)
         if slot.continued and path is not None and not same_path(slot.sink, log):
             try:
-                seqs.append(last_seq(path) or 0)
+                seq = last_seq(path) or 0
             except Exception as exc:  # a damaged second log must not stop the resume
                 warnings.warn(printable(f"resume: cannot read {path} ({type(exc).__name__}: "
                                         f"{exc}); its seq is not taken into account"),
                               stacklevel=4)
+                continue
+            if not 0 <= seq < MAX_INDEX - ROOM:  # the run would number records past the limit
+                raise LogCorruptError(f"{path}: cannot resume: this log, continued beside "
+                                      f"{os.fspath(log)}, has seq {seq}, past which too few "
+                                      f"records can be numbered (a seq is at most "
+                                      f"{MAX_INDEX:,})", path=os.fspath(path), field="seq")
+            seqs.append(seq)
     return seqs

@@ -302,7 +302,8 @@ class TestCountsAtTheLimit:
 
     @pytest.mark.parametrize(("edit", "field", "words"), [
         ({"seq_shift": 2**64 - 10}, "seq", "its seq reaches 18446744073709551609"),
-        ({"seq_shift": 2**63 - 3}, "seq", "past which no record can be numbered"),
+        ({"seq_shift": 2**63 - 3}, "seq", "past which too few records can be numbered"),
+        ({"seq_shift": 2**63 - 2**39}, "seq", "past which too few records can be numbered"),
         ({"epoch": 2**63 - 1}, "epoch", "its last finished epoch is 9223372036854775807"),
         ({"epoch": -4}, "epoch", "its last finished epoch is -4"),
     ])
@@ -315,6 +316,39 @@ class TestCountsAtTheLimit:
             Bus(log=path, resume=True)
         assert (info.value.path, info.value.field) == (str(path), field)
         assert path.read_bytes() == before
+
+    def test_a_continued_second_log_cannot_push_the_seq_past_the_limit(self, tmp_path):
+        """A mirror log the run also appends to, its last seq edited near the limit, had the
+        run number the main log's records past it: that log could never be resumed again.
+        Refused before either log is written to."""
+        import orjson
+
+        from eventbus.errors import LogCorruptError
+
+        main, mirror = tmp_path / "main.jsonl", tmp_path / "mirror.jsonl"
+        bus = Bus(log=[main, mirror])
+        bus.train_begin({"epochs": 3})
+        bus.epoch_begin(0)
+        bus.epoch_end(0, {"loss": 1.0})
+        bus.close()
+        lines = mirror.read_bytes().splitlines()
+        last = orjson.loads(lines[-1])
+        last["seq"] = 2**63 - 3
+        mirror.write_bytes(b"\n".join([*lines[:-1], orjson.dumps(last)]) + b"\n")
+        before = main.read_bytes(), mirror.read_bytes()
+        with pytest.raises(LogCorruptError, match="continued beside") as info:
+            Bus(log=[main, mirror], resume=True)
+        assert (info.value.path, info.value.field) == (str(mirror), "seq")
+        assert (main.read_bytes(), mirror.read_bytes()) == before
+
+    def test_a_seq_past_the_limit_is_refused_by_the_reader(self, tmp_path):
+        from eventbus import read_log
+        from eventbus.errors import LogCorruptError
+
+        path = self.edited(tmp_path, seq_shift=2**63)
+        with pytest.raises(LogCorruptError, match="past the largest a record may hold") as info:
+            list(read_log(path))
+        assert info.value.field == "seq"
 
     @pytest.mark.parametrize("step", [2**64 - 1, 2**63 - 1, -7])
     def test_a_step_the_run_cannot_count_on_from_is_refused(self, tmp_path, step):
