@@ -12,6 +12,7 @@ it was written, so a resume picks only the files its log has caught up with.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -95,6 +96,9 @@ class BackupFiles:
             if os.path.exists(previous):  # left by a run with double_checkpoint=True
                 os.remove(previous)
         elif os.path.exists(latest):
+            if os.path.isdir(previous) and not os.path.islink(previous):
+                with contextlib.suppress(OSError):  # an empty folder put at our file's name
+                    os.rmdir(previous)
             os.replace(latest, previous)
         optimizer = None
         if callable(getattr(model, "get_optimizer_state", None)):

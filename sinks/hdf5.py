@@ -273,12 +273,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _remove_leftovers(directory: str, prefix: str, endings: tuple[str, ...]) -> None:
-    """Remove temporary files a crashed write of the same target left behind."""
+    """Remove temporary files a crashed write of the same target left behind. Only files and
+    links go (``lstat`` says which); anything else under such a name (a folder put there), or
+    one that cannot be removed, is left, and the save goes on: it writes a new name of its own."""
     for name in os.listdir(directory):
         if name.startswith(prefix) and any(
                 name.endswith(end) and len(name) > len(prefix) + len(end) for end in endings):
-            with suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
+            path = os.path.join(directory, name)
+            with suppress(OSError):
+                mode = os.lstat(path).st_mode
+                if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                    os.unlink(path)
 
 
 # --- reading: a checkpoint is untrusted input ---------------------------------------------------

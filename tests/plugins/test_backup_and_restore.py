@@ -281,6 +281,27 @@ class TestUntrustedBackupDir:
         assert (info.value.plugin, info.value.field) == ("BackupAndRestore", "backup_dir")
         assert isinstance(info.value.__cause__, OSError)
 
+    @pytest.mark.parametrize("planted", [".latest.weights.h5.x.tmp.weights.h5",
+                                         "previous.weights.h5"])
+    def test_a_folder_planted_at_a_name_of_ours_stops_no_backup(self, tmp_path: Path,
+                                                                planted: str) -> None:
+        """An empty folder put where a crashed save's temporary file would be (every save
+        failed removing it: no weights backup at all), or at the previous backup's name
+        (every save after the first failed rotating onto it): the saves go on."""
+        (tmp_path / "bk").mkdir()
+        (tmp_path / "bk" / planted).mkdir()
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SinkFailureWarning)
+            with Bus([BackupAndRestore(tmp_path / "bk")], model=model) as bus:
+                bus.train_begin({"epochs": 3})
+                for epoch in range(3):
+                    bus.epoch_begin(epoch)
+                    model.weights["w"][:] = epoch
+                    bus.epoch_end(epoch, {"loss": 1.0})
+        assert bus.failures == []
+        assert load_checkpoint(tmp_path / "bk" / LATEST).weights["w"].tolist() == [2.0, 2.0]
+
     def test_a_link_planted_as_a_backup_is_not_followed(self, tmp_path: Path) -> None:
         """previous.weights.h5 replaced by a link to a checkpoint elsewhere (the run's id in
         its metadata, read from the folder's own log, and a large step to win): it was
