@@ -102,16 +102,27 @@ def find_logs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _logs_below(root: Path) -> Iterator[Path]:
-    # os.walk, not recursion: a directory nested thousands deep is no RecursionError; links
-    # (to files or directories) are never followed.
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        logs = [name for name in dirs if name.endswith(".parquet")]
-        dirs[:] = [name for name in dirs if not name.endswith(".parquet")
-                   and not os.path.islink(os.path.join(folder, name))]
-        for name in logs + files:
-            path = Path(folder, name)
-            if name.endswith((".jsonl", ".parquet")) and not path.is_symlink():
-                yield path
+    # A stack of folders, not recursion (os.walk recurses on Python 3.11): a directory nested
+    # thousands deep is no RecursionError; links (to files or directories) are never followed;
+    # a folder that cannot be read is passed over, as os.walk passes it.
+    folders = [os.fspath(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                found = [(entry.name, entry.is_dir(follow_symlinks=False),
+                          entry.is_symlink()) for entry in entries]
+        except OSError:
+            continue
+        below = []
+        for name, is_dir, is_link in sorted(found):
+            if is_link:
+                continue
+            if name.endswith((".jsonl", ".parquet")) and (not is_dir or name.endswith(".parquet")):
+                yield Path(folder, name)
+            elif is_dir:
+                below.append(os.path.join(folder, name))
+        folders.extend(reversed(below))
 
 
 def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> LogVerdict:

@@ -192,3 +192,18 @@ def test_a_checkpoint_path_out_of_the_root_is_listed_unread(demo_run, tmp_path, 
     assert verdict.ok and not any("salaries" in p or "hostname" in p for p in opened)
     table = render([verdict])
     assert "outside" in table.splitlines()[0] and table.splitlines()[1].split()[-2:] == ["4", "ok"]
+
+
+def test_a_folder_nested_deeper_than_pythons_recursion_limit_is_walked(demo_run, tmp_path):
+    """os.walk recurses once per level on Python 3.11: one folder nested 1,500 deep in a tree
+    of golden logs stopped the verification of all of them with a RecursionError."""
+    import sys
+
+    deep = tmp_path
+    for _ in range(max(1_500, sys.getrecursionlimit() + 100)):
+        deep = deep / "d"
+        deep.mkdir()  # one at a time: os.makedirs recurses too
+    (deep / "events.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
+    (tmp_path / "top.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
+    found = find_logs([tmp_path])
+    assert found[-1] == tmp_path / "top.jsonl" and found[0] == deep / "events.jsonl"
