@@ -47,10 +47,12 @@ from eventbus.errors import ConfigError, LogCorruptError, LogError
 from eventbus.outputs import file_type, open_checked, write_replacing
 from eventbus.sink import given_up, keep_trying
 
-__all__ = ["MISSING", "CsvTable", "format_value"]
+__all__ = ["LINE_END", "MISSING", "CsvTable", "format_value"]
 
 #: What a row holds for a metric its epoch did not report (Keras's spelling).
 MISSING = "NA"
+#: How a row ends: the csv module's own (its excel dialect), which Keras's CSVLogger writes.
+LINE_END = "\r\n"
 
 
 def format_value(value: Any) -> str:
@@ -347,7 +349,7 @@ class CsvTable:
 
     def _append(self, rows: list[list[str]]) -> None:
         buffer = io.StringIO()
-        csv.writer(buffer, delimiter=self.separator, lineterminator="\n").writerows(rows)
+        csv.writer(buffer, delimiter=self.separator, lineterminator=LINE_END).writerows(rows)
         data = buffer.getvalue().encode("utf-8")
         fd = self._file.fileno()
         size = os.fstat(fd).st_size
@@ -375,7 +377,7 @@ class CsvTable:
         out.extend(self._line(columns, epoch, logs) for epoch, logs in extra)
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as file:
-                csv.writer(file, delimiter=self.separator, lineterminator="\n").writerows(out)
+                csv.writer(file, delimiter=self.separator, lineterminator=LINE_END).writerows(out)
 
         # Beside it under a name nobody can plant a link at, on disk, then renamed over it.
         write_replacing(self.path, write, durable=True)

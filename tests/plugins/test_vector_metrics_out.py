@@ -47,7 +47,7 @@ class TestCsv:
     @pytest.mark.parametrize("separator", [",", ";"])
     def test_the_file_is_keras_csvloggers(self, tmp_path, separator):
         """The same epoch logs through Keras 3's own CSVLogger and through ours on a bus give
-        the same rows, read back by the csv module. (Keras is imported here as the Keras
+        the same rows, read back by the csv module, and the same bytes. (Keras is imported here as the Keras
         bridge's tests import it: the suite pays for it once.)"""
         os.environ.setdefault("KERAS_BACKEND", "torch")
         keras = pytest.importorskip("keras")
@@ -71,6 +71,7 @@ class TestCsv:
         bus.close()
         assert rows(ours, separator) == rows(theirs, separator)
         assert rows(ours, separator)[1][1] == '"[0.5, 0.25, nan]"'
+        assert ours.read_bytes() == theirs.read_bytes()  # its "\r\n" line ends too
 
     def test_a_vector_first_seen_later_widens_the_table(self, tmp_path):
         """A vector metric new in a later epoch widens the header as a float one does; the
