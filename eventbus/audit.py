@@ -137,9 +137,13 @@ class MetricSummary:
 @dataclass
 class Audit:
     header: Header
+    #: Epochs the last fit ran (a bus may run several fits, each from its ``train_begin``).
     epochs_run: int = 0
     last_epoch: int | None = None
     planned_epochs: int | None = None
+    #: The fits in the log (``train_begin`` records), and the epochs all of them ran.
+    fits: int = 0
+    epochs_in_all: int = 0
     #: "stopped" (a decision stopped it), "completed", "incomplete" (no train_end: crashed
     #: or still running), or "no_training" (evaluation or prediction only).
     ended: str = "incomplete"
@@ -199,7 +203,8 @@ class Audit:
             "library": self.header.library,
             "plugins": [p.model_dump() for p in self.header.plugins],
             "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
-            "planned_epochs": self.planned_epochs, "ended": self.ended,
+            "planned_epochs": self.planned_epochs, "fits": self.fits,
+            "epochs_in_all": self.epochs_in_all, "ended": self.ended,
             "stop": rec(self.stop) if self.stop else None,
             "deferred_stops": [rec(d) for d in self.deferred_stops],
             "monitors": [m.__dict__ for m in self.monitors],
@@ -277,11 +282,14 @@ def audit(log: LogArgument) -> Audit:
         kind = record.kind  # (not isinstance: on a record it costs a Python call)
         if kind == "train_begin":
             asked = []  # a new fit: an earlier fit's stop was acted on (it ended that fit)
+            stops = []  # what ended the run is what ended its last fit
+            result.fits += 1
+            result.epochs_run = 0
             epochs = record.params.get("epochs")
-            if isinstance(epochs, int):
-                result.planned_epochs = epochs
+            result.planned_epochs = epochs if isinstance(epochs, int) else None
         elif kind == "epoch_end":
             result.epochs_run += 1
+            result.epochs_in_all += 1
             result.last_epoch = record.epoch
             # A later epoch ran after a stop was asked: the loop deferred that stop.
             result.deferred_stops.extend(s for s in asked if s.epoch is not None
@@ -401,7 +409,9 @@ def render(result: Audit, *, decisions: bool = True) -> str:
     lines.append("  plugins: " + (", ".join(inline(p.label or p.name) for p in h.plugins)
                                   or "none"))
     planned = f" of {result.planned_epochs}" if result.planned_epochs else ""
-    lines.append(f"  epochs run: {result.epochs_run}{planned}")
+    fits = f" (the last of {result.fits} fits; {result.epochs_in_all} epochs in all)" \
+        if result.fits > 1 else ""
+    lines.append(f"  epochs run: {result.epochs_run}{planned}{fits}")
     if result.stop is not None:
         stop = result.stop
         rule = f", rule {inline(stop.code)}" if stop.code else ""

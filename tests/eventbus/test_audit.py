@@ -281,3 +281,47 @@ class TestDeferredStops:
         if asked and asked[0].epoch + 1 >= min_epochs:
             assert result.deferred_stops == []
         assert result.ended == ("stopped" if acted else "completed")
+
+
+class TestSeveralFitsOnOneBus:
+    """A bus may run several fits (Keras's staged fine-tuning: fit, then fit again). The
+    audit used to add their epochs ("epochs run: 6 of 3") and report the first fit's stop as
+    what ended the run."""
+
+    @staticmethod
+    def fits(path, *plans: list[float]) -> None:
+        from plugins import EarlyStopping
+
+        with Bus([EarlyStopping(monitor="loss", patience=1)], log=path) as bus:
+            for plan in plans:
+                bus.train_begin({"epochs": len(plan)})
+                for epoch, value in enumerate(plan):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"loss": value})
+                    if bus.stop_training:
+                        break
+                bus.train_end()
+
+    def test_the_last_fit_is_counted_and_the_others_said(self, tmp_path):
+        from eventbus.audit import audit, render
+
+        path = tmp_path / "run.jsonl"
+        self.fits(path, [1.0, 0.9, 0.8], [0.7, 0.6, 0.5])
+        result = audit(path)
+        assert (result.fits, result.epochs_run, result.epochs_in_all) == (2, 3, 6)
+        assert result.ended == "completed" and result.stop is None
+        text = render(result)
+        assert "epochs run: 3 of 3 (the last of 2 fits; 6 epochs in all)" in text
+        assert "ended: completed every planned epoch" in text
+
+    def test_what_ended_the_run_is_what_ended_its_last_fit(self, tmp_path):
+        from eventbus.audit import audit
+
+        path = tmp_path / "run.jsonl"
+        self.fits(path, [1.0, 2.0, 3.0, 4.0], [1.0, 0.9, 0.8, 0.7])
+        result = audit(path)
+        assert result.ended == "completed" and result.stop is None
+        self.fits(path, [1.0, 0.9, 0.8, 0.7], [1.0, 2.0, 3.0, 4.0])
+        result = audit(path)
+        assert result.ended == "stopped" and result.stop.epoch == 1
+        assert result.as_dict()["fits"] == 2 and result.epochs_run == 2
