@@ -41,12 +41,14 @@ from .records import (
     Header,
     PluginSpec,
     Record,
+    ShadowDecision,
     same_decision,
     same_values,
     trusted,
 )
 from .registry import Registry
 from .registry import registry as default_registry
+from .shadow import Shadow
 
 __all__ = ["Mismatch", "ReplayResult", "effective_records", "replay", "replay_each",
            "same_decision"]
@@ -59,17 +61,21 @@ class Mismatch:
     """The first difference between the recorded and the replayed decisions."""
 
     index: int
-    recorded: Decision | None
-    replayed: Decision | None
+    recorded: Decision | ShadowDecision | None
+    replayed: Decision | ShadowDecision | None
+    #: What differs: "decision", or "shadow decision" (a shadow policy's, never applied).
+    what: str = "decision"
 
     def __str__(self) -> str:
-        def show(d: Decision | None) -> str:
+        def show(d: Decision | ShadowDecision | None) -> str:
             if d is None:
                 return "nothing"
             epoch = "-" if d.epoch is None else d.epoch + 1  # counted from 1, as reasons are
-            return f"{d.kind} from {d.source} at epoch {epoch} (event {d.cause_seq}): {d.reason}"
+            kind, source = (d.decision, f"shadow {d.policy}") \
+                if isinstance(d, ShadowDecision) else (d.kind, d.source)
+            return f"{kind} from {source} at epoch {epoch} (event {d.cause_seq}): {d.reason}"
 
-        return (f"decision #{self.index + 1} differs: recorded {show(self.recorded)}; "
+        return (f"{self.what} #{self.index + 1} differs: recorded {show(self.recorded)}; "
                 f"replayed {show(self.replayed)}")
 
 
@@ -309,6 +315,15 @@ class _Replaying:
         #: The labels of the stand-ins (their decisions are the log's: not compared).
         self.standing_in = {self.bus.label(p) for p in standing_in}
         self.labels = {self.bus.label(p) for p in self.plugins} - self.standing_in
+        # Shadow policies decide without acting: what they decide is recorded as outcomes,
+        # compared by --verify as the decisions are.
+        self.shadow_labels: set[str] = set()
+        self.shadows: list[ShadowDecision] = []
+        self.recorded_shadows: list[ShadowDecision] = []
+        for plugin in self.plugins:
+            if isinstance(plugin, Shadow):
+                self.shadow_labels.add(self.bus.label(plugin))
+                plugin._take = self._watch(plugin, plugin._take)  # type: ignore[method-assign]
         self.decisions: list[Decision] = []
         self.recorded: list[Decision] = []
         self.diverged_at: int | None = None
@@ -319,6 +334,22 @@ class _Replaying:
         self.asked: list[Decision] = []  # recorded stops of this fit no later epoch followed
         self.deferred: list[Decision] = []
         self.unchecked: list[Decision] = []
+
+    def _watch(self, shadow: Shadow, take: Any) -> Any:
+        """``take`` of ``shadow``, noting each decision as the bus records it: the shadow's
+        label as its source, the event as its cause, the epoch where the run is."""
+        label, bus = self.bus.label(shadow), self.bus
+
+        def watched(event: Any) -> Any:
+            out = take(event)
+            for item in out:
+                if isinstance(item, ShadowDecision):
+                    self.shadows.append(item.model_copy(update={
+                        "source": label, "cause_seq": event.seq,
+                        "epoch": item.epoch if item.epoch is not None else bus.epoch}))
+            return out
+
+        return watched
 
     def unseen(self) -> set[str]:
         """Kinds none of the plugins is given: they need not be built. The epochs' and
@@ -358,6 +389,8 @@ class _Replaying:
                     self.asked.append(record)
             elif record.source not in _NOT_A_PLUGIN:
                 self.unchecked.append(record)
+        elif record.kind == "shadow_decision" and record.source in self.shadow_labels:
+            self.recorded_shadows.append(record)  # type: ignore[arg-type]
 
     def result(self, verify: bool) -> ReplayResult:
         decisions, recorded = self.decisions, self.recorded
@@ -369,6 +402,9 @@ class _Replaying:
                 if a is None or b is None or not same_decision(a, b):
                     mismatch = Mismatch(i, a, b)
                     break
+            else:
+                mismatch = _first_difference(self.recorded_shadows, self.shadows,
+                                             "shadow decision")
         stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
@@ -376,6 +412,16 @@ class _Replaying:
                             diverged_epoch=self.diverged_epoch,
                             last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs,
                             recorded_deferred=self.deferred, unchecked=self.unchecked)
+
+
+def _first_difference(recorded: list[ShadowDecision], replayed: list[ShadowDecision],
+                      what: str) -> Mismatch | None:
+    for i in range(max(len(recorded), len(replayed))):
+        a = recorded[i] if i < len(recorded) else None
+        b = replayed[i] if i < len(replayed) else None
+        if a is None or b is None or not same_decision(a, b):
+            return Mismatch(i, a, b, what)
+    return None
 
 
 #: Sources of decisions that are not plugins: the bus itself, and the ranks' agreement of a

@@ -252,3 +252,36 @@ def test_a_failing_shadow_policy_never_ends_the_live_run(tmp_path):
     assert kept(tmp_path / "a.jsonl") == kept(tmp_path / "b.jsonl")
     warnings = [r for r in read_log(tmp_path / "b.jsonl") if r.kind == "warning"]
     assert [w.details["policy"] for w in warnings] == ["EarlyStopping(monitor='val_custom_metric')"]
+
+
+@settings(max_examples=25)
+@given(losses, st.integers(0, 4))
+def test_a_log_verifies_against_its_own_shadow_decisions(tmp_path_factory, values, patience):
+    """Property: --verify now compares shadow decisions too, and a log replays to its own."""
+    log = tmp_path_factory.mktemp("shadow") / "run.jsonl"
+    train(log, values, [EarlyStopping(patience=100)],
+          shadow=[EarlyStopping(patience=patience), ReduceLROnPlateau(patience=1)])
+    result = replay(log, verify=True)
+    assert result.ok, result.mismatch
+
+
+def test_verify_names_the_first_shadow_decision_that_differs(tmp_path):
+    """One epoch's value edited so the shadow EarlyStopping would stop later: --verify fails
+    naming the shadow decision. Before, shadows were never compared: a golden log kept no
+    watch on what its shadow policies decide."""
+    import orjson
+
+    log = tmp_path / "run.jsonl"
+    values = [1.0, 0.9, 0.95, 0.97, 0.99, 1.0, 1.1]
+    train(log, values, [EarlyStopping(patience=100)], shadow=[EarlyStopping(patience=2)])
+    (stop,) = [d for d in shadows(log) if d.decision == "stop_training"]
+    assert stop.epoch == 3 and replay(log, verify=True).ok
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    end = next(rec for rec in records if rec["kind"] == "epoch_end" and rec["epoch"] == 3)
+    end["logs"]["val_loss"] = 0.1  # a new best at epoch 3: the shadow stops 2 epochs later
+    log.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in records))
+    result = replay(log, verify=True)
+    assert result.mismatch is not None and result.mismatch.what == "shadow decision"
+    assert str(result.mismatch).startswith("shadow decision #1 differs: recorded "
+                                           "stop_training from shadow EarlyStopping(patience=2)"
+                                           " at epoch 4")

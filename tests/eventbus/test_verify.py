@@ -199,11 +199,18 @@ def test_a_folder_nested_deeper_than_pythons_recursion_limit_is_walked(demo_run,
     of golden logs stopped the verification of all of them with a RecursionError."""
     import sys
 
-    deep = tmp_path
+    folders = [tmp_path / "d"]
     for _ in range(max(1_500, sys.getrecursionlimit() + 100)):
-        deep = deep / "d"
-        deep.mkdir()  # one at a time: os.makedirs recurses too
-    (deep / "events.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
-    (tmp_path / "top.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
-    found = find_logs([tmp_path])
-    assert found[-1] == tmp_path / "top.jsonl" and found[0] == deep / "events.jsonl"
+        folders.append(folders[-1] / "d")
+    for folder in folders:
+        folder.mkdir()  # one at a time: os.makedirs recurses too
+    deep = folders[-1]
+    try:
+        (deep / "events.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
+        (tmp_path / "top.jsonl").write_bytes((demo_run / "events.jsonl").read_bytes())
+        found = find_logs([tmp_path])
+        assert found[-1] == tmp_path / "top.jsonl" and found[0] == deep / "events.jsonl"
+    finally:  # removed from the bottom up: shutil.rmtree (pytest's cleanup) recurses as well
+        (deep / "events.jsonl").unlink(missing_ok=True)
+        for folder in reversed(folders):
+            folder.rmdir()

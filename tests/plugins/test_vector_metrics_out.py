@@ -47,8 +47,8 @@ class TestCsv:
     @pytest.mark.parametrize("separator", [",", ";"])
     def test_the_file_is_keras_csvloggers(self, tmp_path, separator):
         """The same epoch logs through Keras 3's own CSVLogger and through ours on a bus give
-        the same rows, read back by the csv module, and the same bytes. (Keras is imported here as the Keras
-        bridge's tests import it: the suite pays for it once.)"""
+        the same rows, read back by the csv module, and the same bytes. (Keras is imported
+        here as the Keras bridge's tests import it: the suite pays for it once.)"""
         os.environ.setdefault("KERAS_BACKEND", "torch")
         keras = pytest.importorskip("keras")
         theirs = tmp_path / "keras.csv"
