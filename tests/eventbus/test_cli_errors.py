@@ -376,18 +376,14 @@ class TestBadLogs:
                        words=(f"{bad}:6",))
 
     def test_a_non_number_metric_never_crashes_audit(self, run, capsys, tmp_path):
-        """``"val_loss": "oops"``: the reader may refuse the record (one line, exit 2) or let it
-        through, and then the audit lists it as a bad record naming its seq and field."""
+        """``"val_loss": "oops"`` in a log file: the reader refuses the record, as the docs
+        say, in one line naming the file, the line and the field (exit 2); records given from
+        Python reach the bad-records listing (below)."""
         bad, seq = with_bad_metric(run["log"], tmp_path / "bad.jsonl")
         code, out, err = cli(capsys, "audit", bad)
-        assert "Traceback" not in err
-        if code == 2:
-            (line,) = err.splitlines()
-            assert str(bad) in line and "val_loss" in line
-        else:
-            assert code == 0, err
-            assert "bad records: 1" in out
-            assert f"seq {seq} (epoch_end, epoch 1): val_loss is str 'oops'" in out
+        assert "Traceback" not in err and code == 2
+        (line,) = err.splitlines()
+        assert str(bad) in line and "val_loss" in line and seq is not None
 
 
 def _header(**fields: object) -> r.Header:
