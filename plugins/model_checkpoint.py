@@ -16,6 +16,7 @@ at every save occasion, as ``last`` with the template's ending, in the template'
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import string
@@ -49,6 +50,8 @@ MAX_SPEC_NUMBER = 64
 #: The longest filepath, as a template and once formatted: Linux's PATH_MAX.
 MAX_PATH = 4096
 _NUMBERS = re.compile(r"\d+")
+#: A name save_top_k made unique (Lightning's rule): the stem, then ``-v`` and a version.
+_VERSIONED = re.compile(r"(.*)-v([1-9][0-9]*)", re.DOTALL)
 
 
 def _ending(path: str) -> str:
@@ -174,6 +177,13 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
         #: The files save_top_k keeps, best first: (value, order saved, path, epoch, batch).
         #: Kept, as the best value is, across runs of the same instance.
         self._kept: list[tuple[float, int, str, int, int | None]] = []
+        # Beside it, kept in step: each entry's sort key (best first, then the order saved),
+        # the kept paths, and per stem the lowest ``-vN`` that may be free. A save is found its
+        # place and a name in time that does not grow with the files kept (a header asking
+        # save_top_k=10**15 made replay quadratic in the epochs).
+        self._keys: list[tuple[float, int]] = []
+        self._kept_paths: set[str] = set()
+        self._free_version: dict[str, int] = {}
         self._saves = 0
 
     @property
@@ -273,10 +283,13 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
         monitor.update(current)
         path = self._unique(path)
         self._saves += 1
-        self._kept.append((current, self._saves, path, epoch, evidence["batch"]))
         # Best first; equal values keep the order they were saved in.
-        self._kept.sort(key=lambda e: (e[0] if monitor.mode == "min" else -e[0], e[1]))
-        rank = next(i for i, e in enumerate(self._kept) if e[2] == path) + 1
+        key = (current if monitor.mode == "min" else -current, self._saves)
+        index = bisect.bisect_right(self._keys, key)
+        self._keys.insert(index, key)
+        self._kept.insert(index, (current, self._saves, path, epoch, evidence["batch"]))
+        self._kept_paths.add(path)
+        rank = index + 1
         out: list[Any] = [SaveCheckpoint(
             path=path, weights_only=self.save_weights_only, code="top_k",
             reason=f"{name} = {fmt(current)} at {where} is number {rank} of the {k} best",
@@ -292,24 +305,37 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                           "batch": gone_batch,
                           "save_top_k": k, "mode": monitor.mode, "displaced_by": path,
                           "displaced_by_value": current, "kept": self.kept[:k]}))
+        for entry in self._kept[k:]:
+            self._freed(entry[2])
         del self._kept[k:]
+        del self._keys[k:]
         return out
+
+    def _freed(self, path: str) -> None:
+        """``path`` is kept no more: its name, and its ``-vN`` if it has one, may be taken."""
+        self._kept_paths.discard(path)
+        ending = _ending(path)
+        versioned = _VERSIONED.fullmatch(path[:len(path) - len(ending)])
+        if versioned is not None:
+            stem, version = versioned[1] + ending, int(versioned[2])
+            self._free_version[stem] = min(self._free_version.get(stem, 1), version)
 
     def _unique(self, path: str) -> str:
         """``path``, or, when a kept file or ``last`` is there already, ``path`` with ``-v1``,
         ``-v2``, ... before its ending (Lightning's rule): a new save never overwrites a file
         that is kept."""
-        taken = set(self.kept)
-        if self.save_last:
-            taken.add(self.last_path)
-        if path not in taken:
+        kept, last = self._kept_paths, self.last_path if self.save_last else None
+        if path not in kept and path != last:
             return path
         ending = _ending(path)
         stem = path[:len(path) - len(ending)]
-        version = 1
-        while f"{stem}-v{version}{ending}" in taken:
+        # Every version below the one noted for this path is taken (a version is noted free
+        # again when its file goes): the first free one is found from there.
+        version = self._free_version.get(path, 1)
+        while (name := f"{stem}-v{version}{ending}") in kept or name == last:
             version += 1
-        return f"{stem}-v{version}{ending}"
+        self._free_version[path] = version + 1
+        return name
 
     def _consider(self, path: str, where: str, evidence: dict[str, Any],
                   logs: Mapping[str, float]) -> Any:

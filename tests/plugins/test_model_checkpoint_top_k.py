@@ -304,3 +304,35 @@ def test_a_removal_the_crash_cut_short_is_finished_on_resume(tmp_path):
     [done] = [r for r in records if r.kind == "checkpoint_deleted"]
     assert (done.path, done.cause_seq) == (decision.path, decision.seq)
     assert verify_log(log).ok
+
+
+@examples(FILES)
+@given(values=st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.5]), min_size=1, max_size=14),
+       k=st.integers(1, 4), save_last=st.booleans(),
+       template=st.sampled_from(["best.h5", "best-v1.h5", "{epoch:03d}.h5"]))
+def test_each_name_is_the_first_free_one(values, k, save_last, template):
+    """Property: a save is named ``path``, or the first ``path-vN`` not kept (nor ``last``),
+    as Lightning names it: a reference keeping the files from the decisions alone gives every
+    name. (The plugin finds names without scanning what it keeps: a header with a huge
+    save_top_k made replay quadratic.)"""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        plugin = ModelCheckpoint(str(directory / "ckpt" / template), save_top_k=k,
+                                 save_last=save_last)
+        train(directory, values, plugin).close()
+        kept: set[str] = set()
+        last = plugin.last_path if save_last else None
+        base = str(directory / "ckpt" / template)
+        for record in read_log(directory / "run.jsonl"):
+            if record.kind == "save_checkpoint" and record.code == "top_k":
+                wanted = base if "{" not in template else record.path
+                stem, ending = wanted[:-3], ".h5"
+                version, expected = 0, wanted
+                while expected in kept or expected == last:
+                    version += 1
+                    expected = f"{stem}-v{version}{ending}"
+                assert record.path == expected
+                kept.add(record.path)
+            elif record.kind == "delete_checkpoint":
+                kept.discard(record.path)
+        assert kept == set(plugin.kept)
