@@ -112,7 +112,15 @@ _READ = 1 << 20
 
 
 def _key(name: str) -> str:
-    return _KEY_BAD.sub("_", name)[:250]
+    """``name`` as a key MLflow takes: its characters (others become ``_``), at most 250 of
+    them, and unchanged by ``posixpath.normpath`` (MLflow refuses ``val//loss``, ``acc/``,
+    ``a/./b``: one such metric name made it refuse every metric of a flush)."""
+    return _path_stable(_path_stable(_KEY_BAD.sub("_", name))[:249])
+
+
+def _path_stable(text: str) -> str:
+    return "/".join(part if part not in ("", ".", "..") else "_" * max(len(part), 1)
+                    for part in text.split("/"))
 
 
 def _text(value: Any, limit: int) -> str:

@@ -193,6 +193,40 @@ class TestWhatGoesWhere:
         assert info.value.field == field
 
 
+@given(st.text(max_size=300))
+def test_every_name_becomes_a_key_mlflow_takes(name):
+    """Property, with MLflow's own validators: any metric, param or tag name becomes a key
+    MLflow accepts. (``val//loss``, ``acc/`` and ``a/./b`` are refused by MLflow; one such
+    metric made it refuse the whole flush, and every metric of the run was lost.)"""
+    from mlflow.utils.validation import (
+        _validate_metric_name,
+        _validate_param_name,
+        _validate_tag_name,
+    )
+
+    from sinks.mlflow import _key
+
+    key = _key(name)
+    _validate_metric_name(key)
+    _validate_param_name(key)
+    _validate_tag_name(key)
+    assert _key(key) == key  # a key is its own key
+
+
+def test_a_metric_name_mlflow_would_refuse_loses_no_other_metric(tmp_path, uri):
+    log = tmp_path / "run.jsonl"
+    with Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+        bus.train_begin({"epochs": 2})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0 - epoch / 10, "val//loss": 2.0})
+        bus.train_end()
+    assert bus.failures == []
+    _, history = mlflow_run(uri)
+    assert [v for _, v in history["loss"]] == [1.0, 0.9]
+    assert [v for _, v in history["val/_/loss"]] == [2.0, 2.0]
+
+
 class TestHoldBack:
     @settings(max_examples=15, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
