@@ -144,6 +144,8 @@ class Audit:
     #: The fits in the log (``train_begin`` records), and the epochs all of them ran.
     fits: int = 0
     epochs_in_all: int = 0
+    #: What stopped each earlier fit that a stop ended: (its number, from 1; the stop).
+    earlier_stops: list[tuple[int, StopTraining]] = field(default_factory=list)
     #: "stopped" (a decision stopped it), "completed", "incomplete" (no train_end: crashed
     #: or still running), or "no_training" (evaluation or prediction only).
     ended: str = "incomplete"
@@ -204,7 +206,10 @@ class Audit:
             "plugins": [p.model_dump() for p in self.header.plugins],
             "epochs_run": self.epochs_run, "last_epoch": self.last_epoch,
             "planned_epochs": self.planned_epochs, "fits": self.fits,
-            "epochs_in_all": self.epochs_in_all, "ended": self.ended,
+            "epochs_in_all": self.epochs_in_all,
+            "earlier_stops": [{"fit": n, **rec(stop)}
+                              for n, stop in self.earlier_stops],
+            "ended": self.ended,
             "stop": rec(self.stop) if self.stop else None,
             "deferred_stops": [rec(d) for d in self.deferred_stops],
             "monitors": [m.__dict__ for m in self.monitors],
@@ -282,6 +287,10 @@ def audit(log: LogArgument) -> Audit:
         kind = record.kind  # (not isinstance: on a record it costs a Python call)
         if kind == "train_begin":
             asked = []  # a new fit: an earlier fit's stop was acted on (it ended that fit)
+            deferred = {id(s) for s in result.deferred_stops}
+            ended_by = next((s for s in stops if id(s) not in deferred), None)
+            if ended_by is not None:
+                result.earlier_stops.append((result.fits, ended_by))
             stops = []  # what ended the run is what ended its last fit
             result.fits += 1
             result.epochs_run = 0
@@ -427,6 +436,9 @@ def render(result: Audit, *, decisions: bool = True) -> str:
         lines.append("  ended: no training in the log (evaluation or prediction only)")
     else:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
+    for number, stop in result.earlier_stops:
+        lines.append(f"  fit {number} of {result.fits}: stopped by {inline(stop.source)} at "
+                     f"epoch {human_epoch(stop.epoch)}: {inline(stop.reason)}")
     lines.extend(_deferred_lines(result))
     for m in result.monitors:
         name = inline(m.name)

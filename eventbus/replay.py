@@ -315,6 +315,7 @@ class _Replaying:
         #: The labels of the stand-ins (their decisions are the log's: not compared).
         self.standing_in = {self.bus.label(p) for p in standing_in}
         self.labels = {self.bus.label(p) for p in self.plugins} - self.standing_in
+        self.stand_in_stop: int | None = None
         # Shadow policies decide without acting: what they decide is recorded as outcomes,
         # compared by --verify as the decisions are.
         self.shadow_labels: set[str] = set()
@@ -378,6 +379,10 @@ class _Replaying:
                     self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
             made = bus.feed(record)
             if made and self.standing_in:
+                if self.stand_in_stop is None:  # a recorded stop, handed back, stops it too
+                    self.stand_in_stop = next((d.epoch for d in made if d.source in
+                                               self.standing_in and d.kind == "stop_training"),
+                                              None)
                 made = [d for d in made if d.source not in self.standing_in]
             self.decisions.extend(made)
             if self.stop_epoch is None and bus.stop_training:
@@ -406,6 +411,8 @@ class _Replaying:
                 mismatch = _first_difference(self.recorded_shadows, self.shadows,
                                              "shadow decision")
         stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
+        if self.stand_in_stop is not None and (stopped is None or self.stand_in_stop < stopped):
+            stopped = self.stand_in_stop
         return ReplayResult(header=self.header, decisions=decisions, recorded=recorded,
                             plugins=self.plugins, mismatch=mismatch,
                             diverged_at=self.diverged_at, stopped_at=stopped,

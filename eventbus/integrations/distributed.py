@@ -570,7 +570,10 @@ def _default_transport(group: Any, timeout: float) -> Transport | None:
 
 # --- reading every rank's log --------------------------------------------------------------------
 
-_RANK_FILE = re.compile(r"\.rank(\d+)(\.[^.]+)?$")
+#: A rank as ``rank_log_path`` writes it: ASCII digits, no leading zero (``00`` and ``٠`` would
+#: both be rank 0 to ``int``: a file planted beside the logs could stand in for one).
+_RANK = r"(0|[1-9][0-9]*)"
+_RANK_FILE = re.compile(r"\.rank" + _RANK + r"(\.[^.]+)?$")
 
 
 def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
@@ -578,7 +581,7 @@ def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
     (``runs/events.jsonl`` or a ``{rank}`` template), or one rank's log (then only that one)."""
     text = os.fspath(log)
     if "{rank}" in text:
-        pattern = re.compile(re.escape(Path(text).name).replace(re.escape("{rank}"), r"(\d+)")
+        pattern = re.compile(re.escape(Path(text).name).replace(re.escape("{rank}"), _RANK)
                              + "$")
         folder = Path(text).parent
     else:
@@ -586,9 +589,18 @@ def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
         if _RANK_FILE.search(path.name) and path.exists():
             return {int(_RANK_FILE.search(path.name).group(1)): path}  # type: ignore[union-attr]
         folder = path.parent
-        pattern = re.compile(re.escape(path.stem) + r"\.rank(\d+)" + re.escape(path.suffix) + "$")
-    found = {int(m.group(1)): folder / name for name in sorted(os.listdir(folder or "."))
-             if (m := pattern.match(name))} if folder.is_dir() else {}
+        pattern = re.compile(re.escape(path.stem) + r"\.rank" + _RANK + re.escape(path.suffix)
+                             + "$")
+    found: dict[int, Path] = {}
+    for name in sorted(os.listdir(folder or ".")) if folder.is_dir() else ():
+        m = pattern.match(name)
+        if m is None:
+            continue
+        rank = int(m.group(1))
+        if rank in found:  # one name per rank can match; two cannot both be the rank's log
+            raise LogError(f"{text}: rank {rank} has two logs, {found[rank]} and "
+                           f"{folder / name}", path=text)
+        found[rank] = folder / name
     if not found:
         raise LogError(f"{text}: no rank logs ({rank_log_path(text, 0)} and so on) found",
                        path=text)

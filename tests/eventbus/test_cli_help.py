@@ -298,4 +298,5 @@ class TestDeferredStopOnTheCommandLine:
         assert out.splitlines()[1].endswith("the recorded run stopped at epoch 2 "
                                             "(EarlyStopping).")
         code, out, _ = cmd("audit", path)
-        assert "deferred" not in out and "ended: stopped by EarlyStopping" in out
+        assert "deferred" not in out and "ended: completed every planned epoch" in out
+        assert "fit 1 of 2: stopped by EarlyStopping at epoch 2" in out

@@ -245,13 +245,17 @@ class TestReplay:
         assert never.stopped_at is None and never.plugins[0].epoch == 2
 
     def test_unkept_parameters_ask_for_an_instance(self, tmp_path, registry):
-        """Replay refuses to guess: the error names the parameter and says to pass an
-        instance, and one passed verifies."""
+        """Replay refuses to guess: it applies the plugin's recorded decisions, unchecked,
+        rather than rebuild it with defaults; changing its parameters is an error that names
+        them and says to pass an instance, and one passed verifies."""
         path = tmp_path / "run.jsonl"
         train(path, [Renamed(epoch=1)])
+        alone = replay(path, verify=True, registry=registry)
+        assert alone.ok and not alone.decisions and alone.stopped_at == 1  # as recorded
+        assert [d.kind for d in alone.unchecked] == ["stop_training"]
         with pytest.raises(ReplayError, match=r"'Renamed'.*\(epoch\); pass an instance: "
                                               r"replay\(log, plugins=\[Renamed\(\.\.\.\)\]\)"):
-            replay(path, verify=True, registry=registry)
+            replay(path, overrides={"Renamed": {"epoch": 2}}, registry=registry)
         assert replay(path, plugins=[Renamed(epoch=1)], verify=True, registry=registry).ok
 
     def test_no_parameters_replays(self, tmp_path, registry):
@@ -367,12 +371,17 @@ class TestEntryPoint:
         assert json.loads(done.stdout)["stopped_at"] == 1
 
     def test_unkept_parameter_fails_with_what_to_do(self, tmp_path, env):
-        """A plugin the header cannot describe is refused by name, never rebuilt with
-        defaults (which would report a mismatch, or answer a what-if wrongly)."""
+        """A plugin the header cannot describe is never rebuilt with defaults (which would
+        report a mismatch, or answer a what-if wrongly): --verify leaves its decisions
+        unchecked and says whose; a --set of it is refused by name."""
         (tmp_path / "train.py").write_text(TRAIN)
         done = self.run(tmp_path, env, "train.py", "Renamed")
         assert done.returncode == 0, done.stderr
         done = self.run(tmp_path, env, "-m", "eventbus", "replay", "events.jsonl", "--verify")
+        assert done.returncode == 0, done.stderr
+        assert "by Renamed, are not checked" in done.stdout
+        done = self.run(tmp_path, env, "-m", "eventbus", "replay", "events.jsonl", "--set",
+                        "Renamed.epoch=2")
         assert done.returncode == 2
         assert "plugin 'Renamed' has parameters the log could not record (epoch); pass an " \
                "instance" in done.stderr

@@ -149,6 +149,22 @@ class TestAgreedStop:
         assert any(isinstance(r, StopTraining) for r in read_log(path))
 
 
+@pytest.mark.parametrize("planted", ["events.rank00.jsonl", "events.rank\u0660.jsonl",
+                                     "events.rank01.jsonl"])
+def test_only_a_rank_as_written_names_a_rank_log(tmp_path, planted):
+    """A file planted beside a run's rank logs, its rank spelled with a leading zero or a
+    non-ASCII digit (both rank 0 or 1 to ``int``), stood in for the real log in --ranks: it is
+    no rank log; two names for one rank are an error naming both."""
+    for rank in (0, 1):
+        Path(rank_log_path(tmp_path / "events.jsonl", rank)).write_text("{}\n")
+    (tmp_path / planted).write_text("{}\n")
+    assert rank_logs(tmp_path / "events.jsonl") == {
+        0: tmp_path / "events.rank0.jsonl", 1: tmp_path / "events.rank1.jsonl"}
+    (tmp_path / "x.rank7.jsonl").write_text("{}\n")
+    template = str(tmp_path / "x.rank{rank}.jsonl")
+    assert rank_logs(template) == {7: tmp_path / "x.rank7.jsonl"}
+
+
 def test_a_silent_rank_becomes_a_timeout_naming_it(tmp_path):
     """Rank 1 never reaches its epoch end: rank 0 raises RankTimeoutError naming rank 1."""
     start = time.monotonic()
