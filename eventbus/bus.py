@@ -48,6 +48,7 @@ from .resume import resume as resume_run
 from .resume import resume_source_of
 from .shadow import Shadow
 from .sink import Sink
+from .termination import TerminationGuard
 
 __all__ = ["Bus", "PluginIsolatedWarning", "RunWarning", "SinkFailureWarning"]
 
@@ -471,7 +472,17 @@ class Bus(BusState, KerasCallbackListNames):
                           SinkFailureWarning)
 
     def __enter__(self) -> Bus:
+        # SIGTERM in the block closes the bus as Ctrl-C would, then ends the process by
+        # SIGTERM (a scheduler's stop keeps what the grace period lets it keep).
+        self._termination = TerminationGuard()
+        self._termination.enter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        try:
+            self.close()
+        finally:
+            guard = getattr(self, "_termination", None)
+            if guard is not None:
+                self._termination = None
+                guard.exit(error)
