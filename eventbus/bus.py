@@ -44,8 +44,8 @@ from .records import (
     Record,
     SinkFailed,
 )
+from .resume import refuse_a_resume_beside_the_run, resume_source_of
 from .resume import resume as resume_run
-from .resume import resume_source_of
 from .shadow import Shadow
 from .sink import Sink
 from .termination import TerminationGuard
@@ -142,6 +142,8 @@ class Bus(BusState, KerasCallbackListNames):
         targets = [os.fsdecode(log)] if isinstance(log, bytes) else \
             [log] if isinstance(log, (str, os.PathLike)) or not isinstance(log, Sequence) \
             else list(log)
+        if resume and log is not None:
+            refuse_a_resume_beside_the_run(targets)
         # A plugin given as a log (a CSVLogger, a TensorBoard) is registered after the plugins,
         # as ``add_sink`` registers one: it needs its label, and the header lists it.
         lent = [t for t in targets if isinstance(t, Plugin)] if log is not None else []

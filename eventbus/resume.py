@@ -117,6 +117,23 @@ def _recover(bus: Any, header: Header, extra: list[Decision], last_end: int) -> 
         bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
 
 
+def refuse_a_resume_beside_the_run(targets: Sequence[object]) -> None:
+    """``resume=True`` with no log at the paths given, but one beside them, the same name in
+    the other format (``events.parquet`` given, ``events.jsonl`` there): a run to resume, not a
+    new one to start over its checkpoints and CSV. A ConfigError naming both."""
+    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    if not paths or any(has_records(p) for p in paths):
+        return
+    for path in paths:
+        stem, ending = os.path.splitext(path)
+        other = stem + (".jsonl" if ending == ".parquet" else ".parquet")
+        if other not in paths and has_records(other):
+            raise ConfigError(f"Bus: resume=True, but {path} holds no run, and {other} beside "
+                              "it holds one: give it as the log to resume that run (or "
+                              "resume=False to start a new run, over that run's checkpoints "
+                              "and CSV)", field="log")
+
+
 def resume_source_of(asked: Sequence[Any], run: Any, targets: Sequence[object]) -> str | None:
     """The log a new bus resumes from: the first of its own logs (``targets``, empty when it
     was not asked to resume) that has records, else a log a plugin answers ``resume_from``

@@ -549,3 +549,24 @@ class TestPluginsChangedAtTheResume:
         records = list(read_log(path))
         assert not [r for r in records if r.kind == "stop_training"]
         assert [r for r in records if r.kind == "warning" and "differ" in r.message]
+
+
+@pytest.mark.parametrize(("written", "given"), [("events.jsonl", "events.parquet"),
+                                                 ("events.parquet", "events.jsonl")])
+def test_a_resume_given_the_other_format_is_refused_naming_the_run_beside_it(tmp_path, written,
+                                                                             given):
+    """resume=True with no log at the path given but the crashed run's log beside it (the
+    format switched, a path mistyped) started a new run over its checkpoints and CSV, in
+    silence. Refused, naming both, before anything is written; resume=False starts anew."""
+    from eventbus.errors import ConfigError
+
+    bus = Bus([], log=tmp_path / written)
+    bus.train_begin({"epochs": 3})
+    bus.epoch_begin(0)
+    bus.epoch_end(0, {"loss": 1.0})
+    bus.close()
+    with pytest.raises(ConfigError, match=f"{given} holds no run, and .*{written} beside it "
+                                          "holds one") as info:
+        Bus([], log=tmp_path / given, resume=True)
+    assert info.value.field == "log" and not (tmp_path / given).exists()
+    Bus([], log=tmp_path / given).close()
