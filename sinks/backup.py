@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import warnings
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +167,11 @@ class BackupFiles:
     def _snapshots(self, run_id: str, initial_epoch: int,
                    warnings: list[Warning]) -> list[tuple[str, Checkpoint]]:
         out = []
-        for name in sorted(self._snapshot_names()):
+        # Only the files of tags the backup's log kept weights under are read: every other
+        # snapshot.*.weights.h5 in a folder others can write is not this run's, and one the
+        # HDF5 library loops on costs a parse's whole deadline (planted by the dozen, minutes).
+        recorded = {snapshot_file(tag) for tag in self._recorded_tags()}
+        for name in sorted(n for n in self._snapshot_names() if n in recorded):
             checkpoint = self._read(name, warnings)
             if checkpoint is None:
                 continue
@@ -207,6 +212,19 @@ class BackupFiles:
         if warning is not None:
             warnings.append(warning)
         return checkpoint
+
+    def _recorded_tags(self) -> set[str]:
+        """The tags the backup's log has ``snapshot_weights`` decisions for (none when it
+        cannot be read: then there is no run of its to resume either)."""
+        from eventbus.log import read_log
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a torn last line: the resume's read says so
+                return {record.tag for record in read_log(self.path(LOG),
+                                                          kinds=["snapshot_weights"])}
+        except Exception:  # noqa: BLE001 - the resume reads the log itself, and says what is wrong
+            return set()
 
     def _snapshot_names(self) -> list[str]:
         if not os.path.isdir(self.directory):

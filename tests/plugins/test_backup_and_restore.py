@@ -518,6 +518,30 @@ class TestBestWeightsSurviveACrash:
         assert kinds[-2:] == ["restore_weights", "weights_restored"]
 
 
+    def test_a_snapshot_file_the_log_never_kept_is_never_read(self, tmp_path: Path,
+                                                                monkeypatch) -> None:
+        """Every snapshot.*.weights.h5 in the folder was parsed on resume: files planted by
+        the dozen, each one the HDF5 library loops on, held the resume a whole deadline
+        apiece. Only the files of tags the backup's log kept weights under are read now."""
+        import sinks.backup
+
+        values = [1.0, 0.5, 0.7, 0.8, 0.9, 0.95]
+        assert self.run(tmp_path / "bk", NumpyModel({"w": np.zeros(2)}), values,
+                        crash_at=3) is None
+        for n in range(5):
+            (tmp_path / "bk" / f"snapshot.planted{n}.weights.h5").write_bytes(b"\x89HDF" * 9)
+        read: list[str] = []
+        real = sinks.backup.BackupFiles._read
+        monkeypatch.setattr(sinks.backup.BackupFiles, "_read",
+                            lambda self, name, warned: read.append(name) or
+                            real(self, name, warned))
+        fresh = NumpyModel({"w": np.zeros(2)})
+        bus = self.run(tmp_path / "bk", fresh, values, crash_at=None)
+        assert bus is not None and not any("planted" in name for name in read)
+        assert any(name.startswith("snapshot.") for name in read)  # the run's own, read
+        np.testing.assert_array_equal(fresh.weights["w"], [1.0, 1.0])
+
+
 class TestRestoreThroughTheBus:
     def test_a_model_that_refuses_the_weights_is_a_recorded_failure(self, tmp_path: Path) -> None:
         """The backup's weights go into the model through the bus, as a decision's would: a
