@@ -384,10 +384,12 @@ class Bus(BusState, KerasCallbackListNames):
         model (starting from ``learning_rate``), a recorder that writes nothing."""
         return self._engine.recomputing(learning_rate)
 
-    def resume(self, log: str | os.PathLike[str]) -> bool:
+    def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
         """Continue the run recorded in ``log``: restore every plugin's state and the control
-        state (see :mod:`eventbus.resume`). Returns False when ``log`` holds no record."""
-        return resume_run(self, log)
+        state (see :mod:`eventbus.resume`). Returns False when ``log`` holds no record.
+        ``at_most``: go on after that finished epoch at the latest (0-based; -1: from the
+        fit's start), the later ones abandoned as a partial epoch is."""
+        return resume_run(self, log, at_most=at_most)
 
     # --- outside inputs ------------------------------------------------------------------------
 

@@ -183,17 +183,23 @@ def _check_counts(log: str | os.PathLike[str], point: ResumePoint) -> None:
                               path=str(log), field="seq")
 
 
-def resume(bus: Resumable, log: str | os.PathLike[str]) -> bool:
+def resume(bus: Resumable, log: str | os.PathLike[str], *,
+           at_most: int | None = None) -> bool:
     """Continue the run recorded in ``log`` on ``bus``; False when ``log`` holds no record.
 
     Afterwards ``bus.initial_epoch`` is the epoch to continue from, ``bus.stop_training`` is
     true if the run had already been stopped, and ``bus.seq`` continues the log's.
+    ``at_most``: go on after that finished epoch at the latest (-1: from the fit's start), the
+    epochs the log holds after it abandoned as a partial epoch is (the ranks of a distributed
+    run go on from the last epoch all of them finished).
     """
     if not has_records(log):
         return False  # nothing was recorded before the crash: a fresh start
     recorder, control, cursor = bus.recorder, bus.control, bus.cursor
     point = resume_point(log)  # where the run goes on, found before the log is read
     point = _weights_point(bus, log, point)
+    if at_most is not None:
+        point = _no_later_than(log, point, at_most)
     _check_counts(log, point)
     # Records of kinds nothing takes are not even built: most of a log (every batch_begin).
     unbuilt = _unbuilt(bus, log)
@@ -348,6 +354,21 @@ def _weights_point(bus: Resumable, log: str | os.PathLike[str],
     if not ends:
         return point
     return ResumePoint(point.spans, ends[-1], epochs - 1)
+
+
+def _no_later_than(log: str | os.PathLike[str], point: ResumePoint, epoch: int) -> ResumePoint:
+    """``point``, moved back to just after finished ``epoch`` (-1: the fit's start) when it is
+    later: the records after it are left out of the resume, and abandoned by its ``resumed``."""
+    if point.epoch is None or point.epoch <= epoch:
+        return point
+    kept = [r for r in find_kinds(log, ("train_begin", "epoch_end", "train_end"))
+            if type(r.get("seq")) is int and not is_abandoned(r["seq"], point.spans)
+            and (point.seq is None or r["seq"] <= point.seq)]
+    if epoch < 0:
+        begins = [r["seq"] for r in kept if r["kind"] == "train_begin"]
+        return ResumePoint(point.spans, begins[-1], None) if begins else point
+    ends = [r["seq"] for r in kept if r["kind"] == "epoch_end" and r.get("epoch") == epoch]
+    return ResumePoint(point.spans, ends[-1], epoch) if ends else point
 
 
 class _CatchUp:

@@ -289,11 +289,13 @@ def _combine_hello(messages: list[dict[str, Any]]) -> dict[str, Any]:
     _in_step(messages)
     initial = {m.get("initial_epoch") for m in messages}
     if len(initial) > 1:
-        raise DistributedError("resume: the ranks' logs end at different epochs ("
+        raise DistributedError("resume: the ranks cannot go on from one epoch ("
                                + ", ".join(f"rank {r} resumes at epoch "
                                            f"{(m.get('initial_epoch') or 0) + 1}"
                                            for r, m in enumerate(messages))
-                               + "); resume every rank from logs of the same run")
+                               + "): a rank without its log, or whose weights backup is older "
+                               "than the others' (a damaged latest file); give every rank "
+                               "its log and backup of this run")
     stops = [r for r, m in enumerate(messages) if m.get("stopped")]
     return {"run_id": messages[0]["run_id"], "stopped": stops}
 
@@ -541,6 +543,14 @@ class DistributedBus(Bus):
             logs = list(log)
         logs = [rank_log_path(t, self.rank) if isinstance(t, (str, os.PathLike)) else t
                 for t in logs]
+        # Where to go on: the last epoch every rank finished. A job killed between the ranks'
+        # flushes leaves one rank's log an epoch ahead; that epoch is run again everywhere, as
+        # a partial epoch is, so the ranks go on together (agreed before any log is written).
+        self._at_most: int | None = None
+        if resume and agreement.transport is not None:
+            self._at_most = agreement.exchange(
+                {"op": "where", "run_id": run_id, "finished": _last_finished(logs)},
+                _combine_where)["finished"]
         agreement.resuming = resume
         super().__init__(plugins, log=logs or None, run_id=run_id, resume=resume,
                          coordinator=agreement, **kwargs)
@@ -556,6 +566,36 @@ class DistributedBus(Bus):
             if stopped:
                 self.control.stop()
         agreement.stop_cleared()
+
+
+    def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
+        if at_most is None:
+            at_most = self._at_most
+        return super().resume(log, at_most=at_most)
+
+
+def _last_finished(logs: Sequence[Any]) -> int | None:
+    """The last epoch this rank's log (the one a resume reads) finished; None without one."""
+    from eventbus.effective import resume_point
+    from eventbus.log import has_records, resume_source
+
+    source = resume_source(logs)
+    if source is None or not has_records(source):
+        return None
+    try:
+        epoch = resume_point(source).epoch
+    except Exception:  # noqa: BLE001 - the resume reads it and says what is wrong
+        return None
+    return epoch if epoch is not None else -1  # a log, no epoch finished
+
+
+def _combine_where(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last epoch every rank with a log finished (-1: one finished none). A rank without a
+    log does not hold the others back: it cannot go on with them, which the resume's own
+    agreement (``_combine_hello``) then says."""
+    _in_step(messages)
+    epochs = [m["finished"] for m in messages if type(m.get("finished")) is int]
+    return {"finished": min(epochs) if epochs else None}
 
 
 def _default_transport(group: Any, timeout: float) -> Transport | None:

@@ -570,3 +570,53 @@ def test_a_resume_given_the_other_format_is_refused_naming_the_run_beside_it(tmp
         Bus([], log=tmp_path / given, resume=True)
     assert info.value.field == "log" and not (tmp_path / given).exists()
     Bus([], log=tmp_path / given).close()
+
+
+class TestResumeNoLaterThan:
+    """``Bus.resume(log, at_most=E)``: a distributed run's ranks go on from the last epoch all
+    of them finished. A job killed between the ranks' flushes left one rank's log an epoch
+    ahead, and every resume was refused for good."""
+
+    @staticmethod
+    def crashed(path, epochs: int) -> None:
+        bus = Bus([], log=path)
+        bus.train_begin({"epochs": 5})
+        for epoch in range(epochs):
+            bus.epoch_begin(epoch)
+            bus.batch_end(0, {"loss": 1.0})
+            bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+        bus.close()
+
+    @pytest.mark.parametrize(("at_most", "initial"), [(1, 2), (0, 1), (-1, 0), (2, 3), (7, 3)])
+    def test_the_later_epochs_are_run_again_as_a_partial_one_is(self, tmp_path, at_most,
+                                                               initial):
+        from eventbus.effective import read_effective
+
+        path = tmp_path / "events.jsonl"
+        self.crashed(path, 3)
+
+        class Resuming(Bus):
+            def resume(self, log, *, at_most_=at_most, **_):  # as DistributedBus does
+                return super().resume(log, at_most=at_most_)
+
+        bus = Resuming([], log=path, resume=True)
+        assert bus.initial_epoch == initial
+        for epoch in range(bus.initial_epoch, 4):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 0.1})
+        bus.train_end()
+        bus.close()
+        ends = [r.epoch for r in read_effective(path) if r.kind == "epoch_end"]
+        assert ends == [0, 1, 2, 3]  # each once: what the resume went back over is abandoned
+
+
+def test_the_ranks_agree_on_the_last_epoch_all_finished():
+    from eventbus.integrations.distributed import _combine_where
+
+    def where(*finished):
+        return [{"op": "where", "run_id": "r", "finished": f} for f in finished]
+
+    assert _combine_where(where(2, 1))["finished"] == 1
+    assert _combine_where(where(-1, 3))["finished"] == -1
+    assert _combine_where(where(None, 3))["finished"] == 3  # no log: the hello check says so
+    assert _combine_where(where(None, None))["finished"] is None
