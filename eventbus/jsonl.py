@@ -259,6 +259,11 @@ class JsonlWriter(Sink):
         self.name = f"jsonl {self.path}"
 
     @property
+    def behind(self) -> bool:
+        """Whether records it could not write wait for its next flush (a full disk)."""
+        return self._failing.fault is not None
+
+    @property
     def size(self) -> int:
         """The bytes in the file now (of the file open, whatever is at its name)."""
         return os.fstat(self._file.fileno()).st_size

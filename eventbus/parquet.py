@@ -376,6 +376,11 @@ class ParquetWriter(Sink):
             if store.kept and store.kept_bytes > self._max_kept:
                 store.wait()  # written now, or its error ends the writer: memory is bounded
 
+    @property
+    def behind(self) -> bool:
+        """Whether records it could not write wait for its next flush (a full disk)."""
+        return self._failing.fault is not None
+
     def open(self, run: Any) -> None:
         self._run = run  # to report a fault it keeps going through
 

@@ -392,9 +392,16 @@ class Recorder:
         return self.call(full, "flush") if full else None
 
     def call(self, slots: Collection[Slot], method: str) -> list[Trouble] | None:
-        """Call ``method`` (flush, sync) of each of ``slots``; one that raises is taken out."""
+        """Call ``method`` (flush, sync) of each of ``slots``, the logs first; one that raises
+        is taken out. While a log holds records it could not write (a full disk: it keeps
+        them for its next flush), a sink that ``follows_logs`` (MLflow, which a resume never
+        writes to again what it holds) is not flushed: it is never ahead of a log."""
         left: list[Trouble] | None = self.release() if self.held else None
-        for slot in list(slots):
+        logs_behind = False
+        for slot in [s for s in slots if s.kinds is None] + [s for s in slots
+                                                                if s.kinds is not None]:
+            if logs_behind and getattr(slot.sink, "follows_logs", False):
+                continue
             try:
                 slot.call(method)
             except Exception as exc:
@@ -402,6 +409,9 @@ class Recorder:
                 if left is None:
                     left = []
                 left.append(Trouble(slot, error=exc))
+                continue
+            if slot.kinds is None and getattr(slot.sink, "behind", False):
+                logs_behind = True
         return left
 
     def flush(self) -> list[Trouble] | None:

@@ -183,6 +183,9 @@ class MLflowSink(Sink):
     """
 
     name = "mlflow"
+    #: Flushed only once every log has written what it holds (a log keeping records through a
+    #: full disk holds MLflow back): what MLflow has is never ahead of the log a resume reads.
+    follows_logs = True
 
     def __init__(self, tracking_uri: str | None = None, *, experiment: str = "eventbus",
                  batch_every: int | None = None, run_name: str | None = None,

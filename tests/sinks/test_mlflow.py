@@ -227,6 +227,39 @@ def test_a_metric_name_mlflow_would_refuse_loses_no_other_metric(tmp_path, uri):
     assert [v for _, v in history["val/_/loss"]] == [2.0, 2.0]
 
 
+def test_mlflow_waits_while_the_log_keeps_records_it_could_not_write(tmp_path, uri):
+    """A full disk made the log keep epoch 1 for its next flush while MLflow was sent it; a
+    kill then left MLflow ahead of the log, and the resume refused that MLflow run for good.
+    The logs flush first, and MLflow waits while one is behind."""
+    import errno
+
+    from eventbus.jsonl import JsonlWriter
+
+    log = JsonlWriter(tmp_path / "run.jsonl")
+    real, full = log._write_buffer, {"on": False}
+
+    def write_buffer():
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real()
+
+    log._write_buffer = write_buffer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkFailureWarning)
+        with Bus([], log=[log, MLflowSink(uri)], learning_rate=0.1) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                full["on"] = epoch == 1
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+                if epoch == 1:
+                    _, history = mlflow_run(uri)
+                    assert [s for s, _ in history["loss"]] == [0]  # not ahead of the log
+            bus.train_end()
+    _, history = mlflow_run(uri)
+    assert [s for s, _ in history["loss"]] == [0, 1, 2]
+
+
 class TestHoldBack:
     @settings(max_examples=15, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
