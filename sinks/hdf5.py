@@ -1020,7 +1020,8 @@ class HDF5CheckpointWriter(Plugin, Sink):
         for path, entry in list(reversed(self._saved.items())):
             place = self._place(path, entry, run)
             held = place if isinstance(place, str) else _hold(path, place)
-            problem = held if isinstance(held, str) else _check(held, entry)
+            problem = held if isinstance(held, str) else \
+                _too_large(held, run.model) or _check(held, entry)
             promote = False
             if problem is not None and not isinstance(place, str):
                 # A crash after a save replaced the file and before the log recorded it: the
@@ -1333,6 +1334,33 @@ def _hold_previous(path: str, place: tuple[str, list[str]] | None,
         held.close()
         return None
     return held
+
+
+#: How much larger than the model's weights a checkpoint may be: its optimizer's state (Adam
+#: keeps two more copies), the model's config, HDF5's own layout.
+_LARGER_THAN_WEIGHTS = 8
+_OVERHEAD = 64 << 20
+
+
+def _too_large(held: _Held, model: Any) -> str | None:
+    """Why the open checkpoint is no checkpoint of ``model``, by its size alone, before a byte
+    is hashed or copied: a log records whatever size a file has, and a sparse file of a
+    terabyte (kilobytes on disk) would be read whole and copied to the temporary folder."""
+    get = getattr(model, "get_weights", None)
+    if not callable(get):
+        return None
+    try:
+        weights = get()
+        arrays = weights.values() if isinstance(weights, Mapping) else weights
+        total = sum(int(getattr(a, "nbytes", None) or np.asarray(a).nbytes) for a in arrays)
+    except Exception:  # noqa: BLE001 - no size to compare with: the loader's checks still hold
+        return None
+    most = _LARGER_THAN_WEIGHTS * total + _OVERHEAD
+    size = held.info.st_size
+    if size <= most:
+        return None
+    return (f"is {size:,} bytes, more than a checkpoint of this model can be (its weights take "
+            f"{total:,}; at most {most:,} with an optimizer's state)")
 
 
 def _check(held: _Held, entry: _Saved) -> str | None:

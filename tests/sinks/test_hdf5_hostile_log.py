@@ -501,3 +501,32 @@ def test_a_decider_without_a_template_is_read_back_from_the_logs_folder_only(tmp
     assert inside.exists() and outside.exists()
     assert any("is outside the folder of the run's log" in m for m in warned(log, str(outside)))
     assert any("has no filepath template" in m for m in warned(log, str(inside)))
+
+
+def test_a_checkpoint_larger_than_the_model_can_make_is_neither_hashed_nor_copied(
+        tmp_path, monkeypatch):
+    """The last checkpoint grown to a terabyte (a sparse file: kilobytes on disk), the log's
+    record given that size: a resume read it whole and copied it to the temporary folder. A
+    file larger than a checkpoint of the model can be is passed over, unread, for the one
+    saved before it."""
+    import sinks.hdf5
+
+    run = tmp_path / "run"
+    run.mkdir()
+    log = crashed_run(run, FLAT)
+    last = run / in_template(FLAT, f"{EPOCHS:02d}")
+    os.truncate(last, 1 << 40)
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    saved = [r for r in records if r["kind"] == "checkpoint_saved"][-1]
+    saved["size"] = 1 << 40  # the sha256 need not be right: nothing is read to compare it
+    log.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    hashed: list[str] = []
+    real = sinks.hdf5._Held.sha256
+    monkeypatch.setattr(sinks.hdf5._Held, "sha256",
+                        lambda self: hashed.append(self.name) or real(self))
+    with run_warnings():
+        model = resume(run, log, FLAT)
+    assert model.weights["w"].tolist() == [float(EPOCHS - 1)] * 2  # the one before it
+    assert not any(name == last.name for name in hashed)
+    (why,) = warned(log, str(last))
+    assert "more than a checkpoint of this model can be" in why
