@@ -1095,7 +1095,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
             # The framework's own format, which its loader reads by name (Keras picks the
             # format by the ending): it gets a private copy of the bytes checked, parsed in a
             # child first where it is HDF5 (a .weights.h5, a legacy .h5).
-            _walk_isolated(held.file, path)
+            _walk_isolated(held.file, path, most=_most_bytes(model))
             with _private_copy(held, path, sha256) as copy:
                 load(copy)
             return [WeightsRestored(source=label, tag=tag)]
@@ -1342,25 +1342,35 @@ _LARGER_THAN_WEIGHTS = 8
 _OVERHEAD = 64 << 20
 
 
-def _too_large(held: _Held, model: Any) -> str | None:
-    """Why the open checkpoint is no checkpoint of ``model``, by its size alone, before a byte
-    is hashed or copied: a log records whatever size a file has, and a sparse file of a
-    terabyte (kilobytes on disk) would be read whole and copied to the temporary folder."""
+def _weights_bytes(model: Any) -> int | None:
+    """The bytes ``model``'s weights take (None: no model, or none it can tell)."""
     get = getattr(model, "get_weights", None)
     if not callable(get):
         return None
     try:
         weights = get()
         arrays = weights.values() if isinstance(weights, Mapping) else weights
-        total = sum(int(getattr(a, "nbytes", None) or np.asarray(a).nbytes) for a in arrays)
+        return sum(int(getattr(a, "nbytes", None) or np.asarray(a).nbytes) for a in arrays)
     except Exception:  # noqa: BLE001 - no size to compare with: the loader's checks still hold
         return None
-    most = _LARGER_THAN_WEIGHTS * total + _OVERHEAD
+
+
+def _most_bytes(model: Any) -> int | None:
+    """The most a checkpoint of ``model`` can hold, or None when the model cannot tell."""
+    total = _weights_bytes(model)
+    return None if total is None else _LARGER_THAN_WEIGHTS * total + _OVERHEAD
+
+
+def _too_large(held: _Held, model: Any) -> str | None:
+    """Why the open checkpoint is no checkpoint of ``model``, by its size alone, before a byte
+    is hashed or copied: a log records whatever size a file has, and a sparse file of a
+    terabyte (kilobytes on disk) would be read whole and copied to the temporary folder."""
+    most = _most_bytes(model)
     size = held.info.st_size
-    if size <= most:
+    if most is None or size <= most:
         return None
     return (f"is {size:,} bytes, more than a checkpoint of this model can be (its weights take "
-            f"{total:,}; at most {most:,} with an optimizer's state)")
+            f"{_weights_bytes(model):,}; at most {most:,} with an optimizer's state)")
 
 
 def _check(held: _Held, entry: _Saved) -> str | None:
@@ -1406,7 +1416,7 @@ def _private_copy(held: _Held, path: str, sha256: str) -> Iterator[str]:
         yield copy
 
 
-def _walk_isolated(handle: Any, path: str) -> None:
+def _walk_isolated(handle: Any, path: str, *, most: int | None = None) -> None:
     """Parse the framework's file open at ``handle`` in a child under a deadline, as its loader
     will, and check every dataset as :func:`load_checkpoint` checks its own (no external or
     virtual storage, no filter HDF5 would load as a plugin, no chunk decoded through two
@@ -1414,8 +1424,9 @@ def _walk_isolated(handle: Any, path: str) -> None:
     library loops or crashes on it, or a dataset would make the loader read elsewhere or
     allocate what the file does not justify. An HDF5 file (a ``.weights.h5``, a legacy
     ``.h5``) is walked itself; a zip (a ``.keras``) through each HDF5 file in it, each read
-    only if its size is within what its compressed bytes may expand to. Anything else the walk
-    finds wrong is the framework's loader's to refuse, with its own words."""
+    only if its size is within what its compressed bytes may expand to, and within ``most``
+    (what a checkpoint of the model can hold). Anything else the walk finds wrong is the
+    framework's loader's to refuse, with its own words."""
     handle.seek(0)
     head = handle.read(8)
     if _written_here(handle.fileno()) or not head.startswith((_HDF5_SIGNATURE, _ZIP_SIGNATURE)):
@@ -1434,6 +1445,9 @@ def _walk_isolated(handle: Any, path: str) -> None:
         except Exception:  # noqa: BLE001 - not a zip the framework can read either: it says
             return
         for entry in entries:
+            if most is not None and entry.file_size > most:
+                raise _refuse(path, entry.filename, f"is {entry.file_size:,} bytes unzipped, "
+                              f"more than a checkpoint of this model can be ({most:,})")
             if entry.file_size > max(entry.compress_size, 1) * MAX_EXPANSION:
                 raise _refuse(path, entry.filename, f"is {entry.file_size} bytes stored in "
                               f"{entry.compress_size}: more than {MAX_EXPANSION}x compression")

@@ -263,6 +263,22 @@ class TestAFrameworksFileIsCheckedAsTheLoadersOwn:
         assert isinstance(error, CheckpointError), error
         assert "model.weights.h5/layers/dense/vars/0" in str(error)
 
+    def test_a_zip_member_larger_than_a_checkpoint_of_the_model_is_not_unzipped(self,
+                                                                                tmp_path):
+        """A .keras of half a megabyte whose weights entry inflates to 512 MiB (within deflate's
+        ratio) cost a gigabyte-sized child, then seconds of Keras's own inflating: a member
+        larger than what a checkpoint of the model can hold is refused unread."""
+        from sinks.hdf5 import _walk_isolated
+
+        genuine = self.framework_file(tmp_path / "ck.weights.h5", bomb=False)
+        archive = self.zipped(tmp_path / "ck.keras", genuine)
+        size = genuine.stat().st_size
+        with open(archive, "rb") as handle:
+            assert within(30, lambda: _walk_isolated(handle, str(archive), most=size)) is None
+            error = within(30, lambda: _walk_isolated(handle, str(archive), most=size - 1))
+        assert isinstance(error, CheckpointError), error
+        assert "model.weights.h5" in str(error) and "unzipped" in str(error)
+
     def test_a_zipped_file_the_library_loops_on_is_refused_in_time(self, tmp_path):
         inner = tmp_path / "inner.h5"
         if not looping_checkpoint(inner):
