@@ -309,25 +309,21 @@ class JsonlWriter(Sink):
             return  # cannot tell (a permission): write on where the run has written
         if at_path is not None and _identity(at_path) == self._identity:
             return
+        replaced = LogError(f"{self.path}: another file is now at the log's path (was the log "
+                            "removed and a second writer started on it?); this run's log is no "
+                            "longer at any path, and its records from here on are lost",
+                            path=str(self.path))
         if at_path is not None:
-            raise LogError(f"{self.path}: another file is now at the log's path (was the log "
-                           "removed and a second writer started on it?); this run's log is no "
-                           "longer at any path, and its records from here on are lost",
-                           path=str(self.path))
+            raise replaced
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:  # a new file, made here (O_EXCL: never through a link, never another's file)
             fd, _ = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL |
                                  getattr(os, "O_NOFOLLOW", 0))
         except FileExistsError:
-            raise LogError(f"{self.path}: another file is now at the log's path (was the log "
-                           "removed and a second writer started on it?)",
-                           path=str(self.path)) from None
+            raise replaced from None
         new = os.fdopen(fd, "ab", buffering=0)
         try:
             lock_exclusive(new.fileno(), self.path)
-            if os.fstat(new.fileno()).st_size:
-                raise LogError(f"{self.path}: another writer put a file at the log's path after "
-                               "the log was removed", path=str(self.path))
             old = self._file.fileno()
             size, done = os.fstat(old).st_size, 0
             while done < size:

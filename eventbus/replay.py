@@ -401,15 +401,8 @@ class _Replaying:
         decisions, recorded = self.decisions, self.recorded
         mismatch = None
         if verify:
-            for i in range(max(len(decisions), len(recorded))):
-                a = recorded[i] if i < len(recorded) else None
-                b = decisions[i] if i < len(decisions) else None
-                if a is None or b is None or not same_decision(a, b):
-                    mismatch = Mismatch(i, a, b)
-                    break
-            else:
-                mismatch = _first_difference(self.recorded_shadows, self.shadows,
-                                             "shadow decision")
+            mismatch = _first_difference(recorded, decisions, "decision") or \
+                _first_difference(self.recorded_shadows, self.shadows, "shadow decision")
         stopped = next((d.epoch for d in decisions if d.kind == "stop_training"), None)
         if self.stand_in_stop is not None and (stopped is None or self.stand_in_stop < stopped):
             stopped = self.stand_in_stop
@@ -421,8 +414,10 @@ class _Replaying:
                             recorded_deferred=self.deferred, unchecked=self.unchecked)
 
 
-def _first_difference(recorded: list[ShadowDecision], replayed: list[ShadowDecision],
+def _first_difference(recorded: Sequence[Any], replayed: Sequence[Any],
                       what: str) -> Mismatch | None:
+    """The first place where ``replayed`` differs from ``recorded`` (one of them ending first
+    is a difference), or None."""
     for i in range(max(len(recorded), len(replayed))):
         a = recorded[i] if i < len(recorded) else None
         b = replayed[i] if i < len(replayed) else None
