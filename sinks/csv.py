@@ -45,9 +45,10 @@ from typing import Any
 
 from eventbus.errors import ConfigError, LogCorruptError, LogError
 from eventbus.outputs import file_type, open_checked, write_replacing
-from eventbus.sink import given_up, keep_trying
+from eventbus.run import Run
+from eventbus.sink import FailingWrites, Sink, given_up, keep_trying
 
-__all__ = ["LINE_END", "MISSING", "CsvTable", "format_value"]
+__all__ = ["LINE_END", "MISSING", "CsvSink", "CsvTable", "format_value"]
 
 #: What a row holds for a metric its epoch did not report (Keras's spelling).
 MISSING = "NA"
@@ -407,3 +408,100 @@ class CsvTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CsvSink(Sink):
+    """The run's epochs as a CSV table, on the bus: ``Bus(log=["run.jsonl", CsvSink("h.csv")])``.
+
+    It takes the ``epoch_end`` records (a row each, in :class:`CsvTable`), and ``train_begin``
+    and ``train_end`` to open and close the file per fit: afresh, or continued with
+    ``append=True``. A run the bus resumed (``run.resumed``; it publishes no ``train_begin``)
+    always continues the file, whatever ``append`` says: the rows of the epochs before the
+    crash are the run's too. The rows a crashed attempt wrote for the epoch the run resumes
+    from, and later ones the event log never kept, are removed before the resumed run writes
+    those epochs again (:meth:`CsvTable.drop_rows_from`). A row a full disk refused is kept
+    and written at the next flush, the fault reported once while it lasts.
+
+    ``plugins.CSVLogger`` is this sink with Keras's name and parameters, listed in the log's
+    header as a plugin.
+    """
+
+    name = "csv"
+    side_effects = True
+    takes = frozenset({"train_begin", "epoch_end", "train_end"})
+
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
+                 append: bool = False):
+        who = type(self).__name__
+        if not isinstance(filename, (str, os.PathLike)) or not os.fspath(filename):
+            raise ConfigError(f"{who}: filename must be a file path (a non-empty str or "
+                              f"os.PathLike); got {type(filename).__name__} {filename!r}",
+                              field="filename")
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ConfigError(f"{who}: separator must be one character; got {separator!r}",
+                              field="separator")
+        if not isinstance(append, bool):
+            raise ConfigError(f"{who}: append must be True or False; got {append!r}",
+                              field="append")
+        self.filename = os.fspath(filename)
+        self.separator = separator
+        self.append = append
+        self._table: CsvTable | None = None
+        self._run: Run | None = None
+        self._failing = FailingWrites()
+
+    def _open(self, append: bool) -> CsvTable:
+        self._close()
+        self._table = CsvTable(self.filename, separator=self.separator, append=append)
+        return self._table
+
+    def _close(self) -> None:
+        table, self._table = self._table, None
+        if table is not None:
+            table.close()
+
+    def _reported_as(self, run: Run) -> str:
+        """The name its faults are recorded under."""
+        return self.name
+
+    def open(self, run: Run) -> None:
+        self._run = run
+        self._failing.over()  # a new run: its first failed write is reported
+        if run.resumed:
+            # The run goes on: its file continues, less what a crashed attempt wrote for the
+            # epochs the loop runs again.
+            table = self._open(append=True)
+            table.drop_rows_from(run.initial_epoch, after_other_runs=self.append)
+
+    def write(self, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        if kind == "epoch_end":
+            # A loop that never publishes train_begin opens the file as train_begin would.
+            table = self._table if self._table is not None else self._open(self.append)
+            self._keeping(table.write, record["epoch"], record["logs"])
+        elif kind == "train_begin":
+            self._open(self.append)
+        else:  # train_end
+            self._close()
+
+    def flush(self) -> None:
+        table = self._table
+        if table is not None and table.kept:
+            self._keeping(table.flush)
+
+    def _keeping(self, call: Any, *args: Any) -> None:
+        """``call(*args)``; a row it could not write (a full disk) stays in the table, tried
+        again at the next flush, and the fault is reported once while it lasts."""
+        try:
+            call(*args)
+        except OSError as exc:
+            if self._run is None or self._table is None:
+                raise
+            kept = self._table.kept
+            self._failing.failed(self._run, self._reported_as(self._run), "epoch_end", exc,
+                                 f"the rows of epochs {kept[0][0]} to {kept[-1][0]} kept")
+            return
+        self._failing.over()
+
+    def close(self) -> None:
+        self._close()

@@ -41,6 +41,7 @@ from eventbus.parquet import ParquetWriter
 from eventbus.testing import RecordingWriter
 from plugins import BackupAndRestore, CSVLogger, ProgbarLogger, RemoteMonitor, TensorBoard
 from sinks.console import ConsoleSink
+from sinks.csv import CsvSink
 from sinks.hdf5 import HDF5CheckpointWriter
 from sinks.http import HttpRecordSink
 
@@ -108,6 +109,7 @@ CASES = [
     Case("JsonlWriter", lambda base, url, out: JsonlWriter(base / "events.jsonl")),
     Case("ParquetWriter", lambda base, url, out: ParquetWriter(base / "events.parquet")),
     Case("CSVLogger", lambda base, url, out: CSVLogger(base / "log.csv")),
+    Case("CsvSink", lambda base, url, out: CsvSink(base / "table.csv")),
     Case("TensorBoard", lambda base, url, out: TensorBoard(
         base / "tb", update_freq="batch", write_steps_per_second=True, flush_timeout=10.0)),
     Case("RemoteMonitor", lambda base, url, out: RemoteMonitor(

@@ -425,3 +425,22 @@ class TestAFileThatIsNotOurs:
             CsvTable(path, append=True).drop_rows_from(0)
         assert caught.value.path == str(path) and caught.value.line == line
         assert path.read_bytes() == text  # nothing cut from a file it cannot read
+
+
+def test_the_sink_writes_csvloggers_file_as_a_plain_log(tmp_path):
+    """sinks.csv.CsvSink is the sink CSVLogger is: given to Bus(log=[...]) it writes the same
+    bytes, and the header does not list it as a plugin."""
+    from eventbus import Bus, read_log
+    from plugins import CSVLogger
+    from sinks.csv import CsvSink
+
+    for name, plugins, logs in (("plugin", [CSVLogger(tmp_path / "plugin.csv")], []),
+                                ("sink", [], [CsvSink(tmp_path / "sink.csv")])):
+        with Bus(plugins, log=[tmp_path / f"{name}.jsonl", *logs]) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "acc": epoch / 3})
+            bus.train_end()
+    assert (tmp_path / "sink.csv").read_bytes() == (tmp_path / "plugin.csv").read_bytes()
+    assert next(iter(read_log(tmp_path / "sink.jsonl"))).plugins == []
