@@ -297,8 +297,9 @@ class JsonlWriter(Sink):
         while the run writes it (a cleanup, a logrotate rule, its folder removed) would take
         every later record with it, unseen: it is written again at the path from the open file,
         which still holds all of it, locked before anything is copied, and a ``warning``
-        recorded. Another file put at the path (a second writer came in after the removal) is
-        not touched: a LogError, which the bus records as this log's failure."""
+        recorded. Another file put at the path since (a second writer came in after the
+        removal) is not touched: the log goes on beside it, ``<name>.<run id>.recovered<ending>``,
+        written again the same way."""
         try:
             at_path = os.stat(self.path, follow_symlinks=self._follow_links)
         except FileNotFoundError:
@@ -309,21 +310,21 @@ class JsonlWriter(Sink):
             return  # cannot tell (a permission): write on where the run has written
         if at_path is not None and _identity(at_path) == self._identity:
             return
-        replaced = LogError(f"{self.path}: another file is now at the log's path (was the log "
-                            "removed and a second writer started on it?); this run's log is no "
-                            "longer at any path, and its records from here on are lost",
-                            path=str(self.path))
-        if at_path is not None:
-            raise replaced
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        gone = self.path
+        target = gone if at_path is None else gone.with_name(
+            f"{gone.stem}.{getattr(self._run, 'run_id', None) or os.getpid()}.recovered"
+            f"{gone.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:  # a new file, made here (O_EXCL: never through a link, never another's file)
-            fd, _ = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL |
+            fd, _ = open_checked(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL |
                                  getattr(os, "O_NOFOLLOW", 0))
         except FileExistsError:
-            raise replaced from None
+            raise LogError(f"{gone}: another file is now at the log's path (was the log removed "
+                           f"and a second writer started on it?), and at {target} too; this "
+                           "run's records from here on are lost", path=str(gone)) from None
         new = os.fdopen(fd, "ab", buffering=0)
         try:
-            lock_exclusive(new.fileno(), self.path)
+            lock_exclusive(new.fileno(), target)
             old = self._file.fileno()
             size, done = os.fstat(old).st_size, 0
             while done < size:
@@ -336,12 +337,16 @@ class JsonlWriter(Sink):
             new.close()
             raise
         self._file.close()
-        self._file, self._identity = new, _identity(os.fstat(new.fileno()))
+        self._file, self._identity, self.path = new, _identity(os.fstat(new.fileno())), target
         if self._run is not None:
-            self._run.report(WarningRecord(
-                source=self.name, message=f"{self.path}: the log was removed or renamed while "
-                "the run wrote it; it is written again at its path, from the start of the run",
-                details={"path": str(self.path), "bytes": done}))
+            message = (f"{gone}: the log was removed or renamed while the run wrote it; it is "
+                       "written again at its path, from the start of the run") \
+                if target == gone else \
+                (f"{gone}: the log was removed while the run wrote it, and another file is at "
+                 f"its path now (a second writer?), left as it is; the run's log goes on in "
+                 f"{target}, from the start of the run")
+            self._run.report(WarningRecord(source=self.name, message=message,
+                                           details={"path": str(target), "bytes": done}))
 
     def _write_buffer(self) -> None:
         """Write the whole buffer (``sink.drain``), keeping count of a line left

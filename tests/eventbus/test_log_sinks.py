@@ -368,10 +368,11 @@ class TestTheLogRemovedWhileTheRunWritesIt:
         assert "removed or renamed while the run wrote it" in warning.message
 
     @pytest.mark.parametrize("planted", ["a file", "a link to nothing"])
-    def test_another_file_at_the_path_is_left_alone_and_the_failure_recorded(self, tmp_path,
-                                                                             planted):
-        """A file, or a link to a missing file (the log would be made through it, wherever
-        it points), put at the path after the log went: not written to, the failure said."""
+    def test_another_file_at_the_path_is_left_alone_and_the_log_goes_on_beside_it(
+            self, tmp_path, planted):
+        """A file (a second writer's, come in after the removal), or a link to a missing file
+        (the log would be made through it, wherever it points), put at the path after the log
+        went: not written to; the run's whole log goes on beside it, and says where."""
         path, target = tmp_path / "events.jsonl", tmp_path / "elsewhere" / "planted.txt"
 
         def replace() -> None:
@@ -396,6 +397,12 @@ class TestTheLogRemovedWhileTheRunWritesIt:
         if planted == "a file":
             assert path.read_bytes() == b"someone else's\n"
         assert not target.exists() and not target.parent.exists()
-        (failed,) = bus.failures
-        assert failed.error == "LogError" and "another file is now at the log's path" in \
-            failed.message
+        assert bus.failures == []
+        from eventbus import read_log
+
+        (kept,) = tmp_path.glob("events.*.recovered.jsonl")
+        records = list(read_log(kept))
+        assert [r.kind for r in records].count("epoch_end") == 3
+        (warning,) = [r for r in records if r.kind == "warning"]
+        assert "another file is at its path now" in warning.message and str(kept) in \
+            warning.message
