@@ -86,6 +86,11 @@ MAX_RECORD_BYTES = MAX_LINE_BYTES
 #: files (see :class:`DecodeBudget`). The logs this library writes decode to under 10 times
 #: their size; a 22 KB file of one dictionary value repeated decoded to 2 GB.
 MAX_DECODED_RATIO = 64
+#: Rows a Parquet log may hold beyond one per byte of its files (see :class:`DecodeBudget`):
+#: each row costs the readers Python work whatever it decodes to, and the logs this library
+#: writes take 4 bytes a row or more (a batch record with a constant loss), where run-length
+#: and delta encodings let a crafted file hold 13 rows a byte.
+MIN_ROWS = 1 << 16
 #: About the most a batch of rows, read at a time, takes as Python objects (by the footer's
 #: sizes, 32 bytes a value: a float and the list's pointer to it).
 BATCH_BYTES = 16 << 20
@@ -114,10 +119,13 @@ class DecodeBudget:
     def __init__(self) -> None:
         self.allowed = MAX_RECORD_BYTES
         self.spent = 0
+        self.allowed_rows = MIN_ROWS
+        self.rows = 0
 
     def add_file(self, size: int) -> None:
         """Allow for a file of ``size`` bytes, about to be read."""
         self.allowed += MAX_DECODED_RATIO * size
+        self.allowed_rows += size
 
     def plan(self, file: Path, parquet: Any, source: Any, group: int, first: int,
              columns: list[str] | None, most_rows: int) -> int:
@@ -132,6 +140,13 @@ class DecodeBudget:
         where = f"row group {group + 1}, rows {first:,} to {first + rows - 1:,}"
         if rows <= 0:
             return most_rows  # nothing to decode
+        if self.rows + rows > self.allowed_rows:
+            raise LogCorruptError(
+                f"{file} ({where}): the log's files hold more rows than bytes ({MIN_ROWS:,} "
+                f"rows allowed beyond one a byte, parquet_layout.MIN_ROWS): run-length or "
+                "delta encoding stands for far more records than any log of this size holds. "
+                "The file is damaged or made to exhaust time", path=str(file), line=first)
+        self.rows += rows
         claimed = 8 * rows  # what the footer says the rows decode to
         memory = 0  # what they take as Python objects (32 bytes a value, nulls too, at least)
         stored = []  # (leaf, name, size claimed) of the strings stored with a dictionary

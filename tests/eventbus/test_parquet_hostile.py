@@ -593,3 +593,52 @@ def test_a_column_named_twice_is_refused_by_every_reader_naming_it(tmp_path, col
                  lambda: Bus([], log=log, resume=True)):
         with pytest.raises(LogCorruptError, match=f"column {column} appears more than once"):
             read()
+
+
+class TestMoreRowsThanBytes:
+    """Run-length and delta encodings let a 75 KB file hold a million batch records (13 a
+    byte): within the decode budget in bytes, it cost replay 12 s of Python a row at a time.
+    A log's files may hold one row a byte and parquet_layout.MIN_ROWS besides; the logs this
+    library writes take 4 bytes a row or more."""
+
+    def test_a_million_rows_in_kilobytes_are_refused_before_they_are_read(self, tmp_path):
+        import time
+
+        from eventbus.parquet_layout import MIN_ROWS
+
+        legit = legit_table(tmp_path)
+        n = 600_000
+        copies = legit.take(pa.array(np.ones(n, dtype=np.int64)))  # the first batch_end
+        ramp = pa.array(np.arange(1, n + 1, dtype=np.int64))
+        for name in ("seq", "batch", "step"):
+            index = copies.schema.get_field_index(name)
+            copies = copies.set_column(index, copies.schema.field(name),
+                                       ramp.cast(copies.schema.field(name).type))
+        table = pa.concat_tables([legit.slice(0, 1), copies]).combine_chunks()
+        path = segment_path(tmp_path, table)
+        pq.write_table(table, path, compression="zstd",
+                       column_encoding={"seq": "DELTA_BINARY_PACKED",
+                                        "batch": "DELTA_BINARY_PACKED",
+                                        "step": "DELTA_BINARY_PACKED"},
+                       use_dictionary=[n for n in legit.schema.names
+                                       if n not in ("seq", "batch", "step")])
+        assert path.stat().st_size * 4 < n  # more than 4 rows a byte
+        start = time.monotonic()
+        with pytest.raises(LogCorruptError, match="more rows than bytes") as info:
+            list(read_log(path.parent))
+        assert info.value.path == str(path) and time.monotonic() - start < 10
+        assert f"{MIN_ROWS:,} rows allowed" in str(info.value)
+
+    def test_a_long_log_of_one_constant_loss_is_within_it(self, tmp_path):
+        """The most compact log the writer makes: every batch the same loss."""
+        path = tmp_path / "events.parquet"
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            for batch in range(80_000):
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(0, {"loss": 1.0})
+            bus.train_end()
+        size = sum(f.stat().st_size for f in path.iterdir())
+        records = sum(1 for _ in read_log(path))
+        assert records == 80_005 and records < size  # under one row a byte, no floor needed
