@@ -483,10 +483,12 @@ class Bus(BusState, KerasCallbackListNames):
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        guard = getattr(self, "_termination", None)
+        if guard is not None:
+            guard.closing()
         try:
             self.close()
         finally:
-            guard = getattr(self, "_termination", None)
             if guard is not None:
                 self._termination = None
                 guard.exit(error)

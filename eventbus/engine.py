@@ -842,6 +842,7 @@ class Engine:
         if not self.closed:  # (once: a close an interrupt cut is called again for the sinks)
             try:
                 self._before_the_sinks_close()
+                self._hold_back_followers()
             except BaseException as exc:
                 if isinstance(exc, Exception):
                     raise
@@ -874,6 +875,22 @@ class Engine:
                              lambda plugin, _arg, exc: self.policy.plugin_failed(
                                  plugin, "close", None, self.cursor.epoch, exc))
         self.drain()
+
+    def _hold_back_followers(self) -> None:
+        """Before the sinks close (the logs last), the logs write what they hold; while one
+        cannot (a full disk), a sink that ``follows_logs`` (MLflow) forgets what it has not
+        sent, so what it holds is never ahead of the log a resume reads."""
+        slots = self.recorder.slots
+        followers = [s for s in slots if getattr(s.sink, "follows_logs", False)]
+        if not followers:
+            return
+        logs = [s for s in slots if s.kinds is None]
+        self.settle(self.recorder.call(logs, "flush"), "flush", None)
+        if any(getattr(s.sink, "behind", False) for s in logs):
+            for slot in followers:
+                forget = getattr(slot.sink, "forget_unflushed", None)
+                if callable(forget):
+                    forget()
 
     def close_sink(self, slot: Slot) -> None:
         """Close a sink taken out of the recorder; what it returns, or its failure, is recorded

@@ -248,6 +248,8 @@ class JsonlWriter(Sink):
             raise
         self._follow_links = follow_links
         self._identity = _identity(os.fstat(self._file.fileno()))
+        # Where the file is, whatever the working directory becomes (the loop may chdir).
+        self._where = Path(os.path.abspath(self.path))
         self._buffer = self.line_buffer = bytearray()
         self._limit = self.buffer_bytes = buffer_bytes
         self._max_kept = max_kept_bytes
@@ -300,17 +302,17 @@ class JsonlWriter(Sink):
         recorded. Another file put at the path since (a second writer came in after the
         removal) is not touched: the log goes on beside it, ``<name>.<run id>.recovered<ending>``,
         written again the same way."""
+        gone = self._where
         try:
-            at_path = os.stat(self.path, follow_symlinks=self._follow_links)
+            at_path = os.stat(gone, follow_symlinks=self._follow_links)
         except FileNotFoundError:
             # Nothing, or a link to nothing: a link put there since is someone else's, and
             # the log is never made through it.
-            at_path = os.lstat(self.path) if os.path.lexists(self.path) else None
+            at_path = os.lstat(gone) if os.path.lexists(gone) else None
         except OSError:
             return  # cannot tell (a permission): write on where the run has written
         if at_path is not None and _identity(at_path) == self._identity:
             return
-        gone = self.path
         target = gone if at_path is None else gone.with_name(
             f"{gone.stem}.{getattr(self._run, 'run_id', None) or os.getpid()}.recovered"
             f"{gone.suffix}")
@@ -337,7 +339,8 @@ class JsonlWriter(Sink):
             new.close()
             raise
         self._file.close()
-        self._file, self._identity, self.path = new, _identity(os.fstat(new.fileno())), target
+        self._file, self._identity = new, _identity(os.fstat(new.fileno()))
+        self.path = self._where = target
         if self._run is not None:
             message = (f"{gone}: the log was removed or renamed while the run wrote it; it is "
                        "written again at its path, from the start of the run") \

@@ -436,6 +436,11 @@ class MLflowSink(Sink):
         if ready:
             self._send([(record, live) for _, record, live in ready])
 
+    def forget_unflushed(self) -> None:
+        """Drop what is not sent yet: the logs could not write it (a full disk at close) or an
+        interrupt cut its way to them; a resume sends it, from the log, when it is there."""
+        self._pending.clear()
+
     def _open_run(self) -> None:
         """Before the first send: the MLflow run made (tagged with the run id and the log's
         header), or a found one, shown to be this log's, set RUNNING again if it was not."""

@@ -367,6 +367,29 @@ class TestTheLogRemovedWhileTheRunWritesIt:
         (warning,) = [r for r in read_log(path) if r.kind == "warning"]
         assert "removed or renamed while the run wrote it" in warning.message
 
+    def test_a_relative_path_stays_where_it_was_when_the_loop_changes_directory(
+            self, tmp_path, monkeypatch):
+        """The check of the path at each flush took a relative path from the working
+        directory of the moment: a loop that changed directory had its log 'removed', copied
+        under the new directory, and the file it had opened ended there."""
+        from eventbus import Bus, read_log
+
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        monkeypatch.chdir(tmp_path / "a")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning: nothing was removed
+            with Bus([], log="run/events.jsonl") as bus:
+                bus.train_begin({"epochs": 3})
+                for epoch in range(3):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"loss": 1.0})
+                    monkeypatch.chdir(tmp_path / "b")
+                bus.train_end()
+        assert bus.failures == [] and not (tmp_path / "b" / "run").exists()
+        kinds = [r.kind for r in read_log(tmp_path / "a" / "run" / "events.jsonl")]
+        assert kinds.count("epoch_end") == 3 and kinds[-1] == "train_end"
+
     @pytest.mark.parametrize("planted", ["a file", "a link to nothing"])
     def test_another_file_at_the_path_is_left_alone_and_the_log_goes_on_beside_it(
             self, tmp_path, planted):

@@ -260,6 +260,39 @@ def test_mlflow_waits_while_the_log_keeps_records_it_could_not_write(tmp_path, u
     assert [s for s, _ in history["loss"]] == [0, 1, 2]
 
 
+def test_mlflow_forgets_at_close_what_the_log_could_not_write(tmp_path, uri, monkeypatch):
+    """A disk full to the end: the log's last write fails at close, and MLflow, closed
+    before the logs, sent what it held all the same, ahead of the log a resume reads."""
+    import errno
+
+    import eventbus.sink
+    from eventbus.jsonl import JsonlWriter
+
+    monkeypatch.setattr(eventbus.sink, "CLOSE_RETRY_SECONDS", 0.1)
+    log = JsonlWriter(tmp_path / "run.jsonl")
+    real, full = log._write_buffer, {"on": False}
+
+    def write_buffer():
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real()
+
+    log._write_buffer = write_buffer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkFailureWarning)
+        bus = Bus([], log=[log, MLflowSink(uri)], learning_rate=0.1)
+        bus.train_begin({"epochs": 3})
+        for epoch in range(3):
+            full["on"] = epoch >= 1
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+        bus.train_end()
+        bus.close()  # the log gives up its last records: a sink failure
+    assert [f.sink for f in bus.failures][-1].startswith("jsonl")
+    _, history = mlflow_run(uri)
+    assert [s for s, _ in history["loss"]] == [0]
+
+
 class TestHoldBack:
     @settings(max_examples=15, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
