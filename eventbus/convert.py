@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -259,7 +260,10 @@ def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
         count = 0
         writer = open_writer(path)
         try:
-            for record in read_log(src_path):
+            # Every record validated (batch records too, which a reader takes on their types
+            # alone): the writer of another format must not be the first to meet an index
+            # past 2**63 or a metric that is an object.
+            for record in read_log(src_path, validate=True):
                 writer.write(record.model_dump())
                 count += 1
         finally:
@@ -268,7 +272,13 @@ def copy_log(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
 
     if is_parquet(dst_path):  # a directory of segments, written in place
         _refuse_link(dst_path, "parquet")
-        write(dst_path)
+        made = not os.path.lexists(dst_path)
+        try:
+            write(dst_path)
+        except BaseException:
+            if made:  # nothing of a failed convert is left where nothing was
+                shutil.rmtree(dst_path, ignore_errors=True)
+            raise
     else:  # one file: beside it, then renamed (a link at DST is replaced, not followed)
         dst_path.parent.mkdir(parents=True, exist_ok=True)  # as the writer would have
         write_replacing(dst_path, write)

@@ -84,8 +84,12 @@ def write_atomically(table: Any, target: Path) -> None:
 
     tmp = _temporary(target.parent, target.name)
     try:
-        pq.write_table(table, tmp, **_WRITE_OPTIONS)
-        _fsync(tmp)
+        # pyarrow is handed the open file, never the name: a name it would read as a URI
+        # (``file:/elsewhere/x``, ``s3:...``) or could not encode (not UTF-8) is only a name.
+        with open(tmp, "r+b") as file:
+            pq.write_table(table, file, **_WRITE_OPTIONS)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -115,11 +119,6 @@ def _remove_temporaries(directory: Path) -> None:
         if _TEMPORARY.match(entry.name):
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
 
 
 def compact(directory: str | os.PathLike[str]) -> None:
@@ -300,6 +299,7 @@ class SegmentStore:
         # Owned by the background thread until close() has shut it down.
         self._merging = merge
         self._merged: Any = None  # the pyarrow ParquetWriter of the merged file, once opened
+        self._merged_file: Any = None  # the open file it writes (pyarrow never gets the name)
         self._merged_schema: Any = None
         self._merged_names: list[str] = []
         self._held: list[Any] = []  # merged tables not yet written as a row group
@@ -391,7 +391,8 @@ class SegmentStore:
 
                 self._merged_schema = _plain_schema(table.schema)
                 self._merged_tmp = _temporary(self.directory, _MERGED)
-                self._merged = pq.ParquetWriter(self._merged_tmp, self._merged_schema,
+                self._merged_file = open(self._merged_tmp, "r+b")  # noqa: SIM115 - kept open
+                self._merged = pq.ParquetWriter(self._merged_file, self._merged_schema,
                                                 **_WRITE_OPTIONS)
             if not self._fits(table):
                 raise ValueError("a column the merged file does not have")
@@ -431,6 +432,7 @@ class SegmentStore:
             except Exception:  # noqa: BLE001 - the file is discarded either way
                 pass
             self._merged = None
+        self._close_merged_file()
         if self._merged_tmp is not None:
             self._merged_tmp.unlink(missing_ok=True)
             self._merged_tmp = None
@@ -486,12 +488,20 @@ class SegmentStore:
             compact(self.directory)
             return
         self._merged = None
+        self._merged_file.flush()
+        os.fsync(self._merged_file.fileno())
+        self._close_merged_file()
         merged, self._merged_tmp = self._merged_tmp, None
         assert merged is not None  # made with the writer, which there is
-        _fsync(merged)
         name = segment_name(found[0][0], last)
         os.replace(merged, self.directory / name)
         _remove_all_but(segments(self.directory), name)
+
+    def _close_merged_file(self) -> None:
+        file, self._merged_file = self._merged_file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def _merge_tail(self, table: Any) -> bool:
         """Write the rows still held and ``table`` as the merged file's last row group."""

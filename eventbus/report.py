@@ -909,5 +909,8 @@ def write_report(logs: Sequence[LogArgument], out: str | os.PathLike[str], *,
     check_out(out, force=force)
     page = build_page(logs, overrides=overrides)
     html = render_html(page)
-    write_replacing(out, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    # A file name that is not UTF-8 (Linux names are bytes) comes as surrogate escapes: shown
+    # as ``\udce9``, as the terminal shows it, not an error at the last step.
+    write_replacing(out, lambda tmp: tmp.write_text(html, encoding="utf-8",
+                                                    errors="backslashreplace"))
     return page

@@ -241,6 +241,8 @@ def _watch_pools(manager: Any) -> Any:
 def _session_class() -> type:
     """A requests ``Session`` whose connections the sender's watch can cut, and that never
     prepares a redirect. Built on first use: requests is imported lazily."""
+    import http.cookiejar
+
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -257,6 +259,9 @@ def _session_class() -> type:
             super().__init__()
             self.mount("https://", WatchedAdapter())
             self.mount("http://", WatchedAdapter())
+            # No cookie is kept or sent back: a server's Set-Cookie headers, kept for the run
+            # and sent with every later request, grew the process by megabytes a request.
+            self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
         def get_redirect_target(self, resp: Any) -> None:
             # Even with allow_redirects=False, requests prepares the next request of a 3xx

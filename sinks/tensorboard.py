@@ -486,6 +486,11 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+#: The most fields (summary values and others) one event read back may hold: the sink writes
+#: one value a metric, and a run of more metrics than this is no run.
+MAX_EVENT_FIELDS = 100_000
+
+
 def parse_event(data: bytes) -> tuple[int, list[tuple[str, str | None, bytes]], list[bytes]]:
     """What resuming needs of a serialized ``Event``: its step, its summary values as
     ``(tag, text or None, raw value bytes)`` and the raw bytes of its other fields. Raises
@@ -494,6 +499,11 @@ def parse_event(data: bytes) -> tuple[int, list[tuple[str, str | None, bytes]], 
     values: list[tuple[str, str | None, bytes]] = []
     others: list[bytes] = []
     for number, value, raw in _fields(data):
+        if len(values) + len(others) > MAX_EVENT_FIELDS:
+            # Two bytes a field: a record of millions of empty values cost 40 times its size
+            # in Python objects, for each pass of a resume over a file it did not write.
+            raise ValueError(f"more than {MAX_EVENT_FIELDS:,} fields in one event: no writer "
+                             "writes that")
         if number == 2:
             step = _wire(value, int, "Event.step")
             step = step - (1 << 64) if step >= 1 << 63 else step
@@ -501,6 +511,9 @@ def parse_event(data: bytes) -> tuple[int, list[tuple[str, str | None, bytes]], 
         elif number == 5:
             for item_number, item, _ in _fields(_wire(value, bytes, "Event.summary")):
                 if item_number == 1:
+                    if len(values) >= MAX_EVENT_FIELDS:
+                        raise ValueError(f"more than {MAX_EVENT_FIELDS:,} summary values in "
+                                         "one event: no writer writes that")
                     values.append(_summary_value(_wire(item, bytes, "Summary.value")))
         else:
             others.append(raw)
@@ -736,6 +749,9 @@ class _RunFile:
                 self.file = None
 
 
+_DIGITS = re.compile(r"[0-9]{1,15}")
+
+
 def _newest_stamp(directory: Path) -> float:
     """The newest time in the names of the event files in ``directory`` (0 if none)."""
     newest = 0.0
@@ -744,7 +760,8 @@ def _newest_stamp(directory: Path) -> float:
             if name.startswith(_EVENTS):
                 seconds, _, rest = name[len(_EVENTS):].partition(".")
                 micros = rest.partition(".")[0]
-                if seconds.isdigit() and micros.isdigit() and len(seconds) < 16:
+                # ASCII digits only: "²" is a digit to isdigit() and no number to float().
+                if _DIGITS.fullmatch(seconds) and _DIGITS.fullmatch(micros):
                     newest = max(newest, float(f"{seconds}.{micros}"))
     return newest
 

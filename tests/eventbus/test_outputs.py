@@ -375,3 +375,61 @@ def test_read_back_what_was_written(log, tmp_path, capsys):
     assert cli(capsys, "convert", log, tmp_path / "copy.jsonl")[0] == 0
     assert [r.model_dump() for r in read_log(tmp_path / "copy.jsonl")] == \
         [r.model_dump() for r in read_log(log)]
+
+
+class TestNamesAsTheyAre:
+    """An output's name is a name: never a URI, never refused for its bytes."""
+
+    def test_a_parquet_name_that_reads_as_a_uri_is_written_where_it_names(self, log, tmp_path,
+                                                                         capsys, monkeypatch):
+        """pyarrow took a string path for a URI when it could: 'file:/elsewhere/x.parquet',
+        relative, had a temporary segment written into /elsewhere/x.parquet. It gets the open
+        file now."""
+        elsewhere = tmp_path / "elsewhere" / "x.parquet"
+        elsewhere.mkdir(parents=True)
+        work = tmp_path / "work"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        name = f"file:{elsewhere}"
+        code, _, err = cli(capsys, "convert", log, name)
+        assert code == 0, err
+        assert list(elsewhere.iterdir()) == []
+        assert len(list(read_log(work / name))) == len(list(read_log(log)))
+
+    def test_names_that_are_not_utf8_are_written_and_shown_escaped(self, log, tmp_path,
+                                                                   capsys):
+        odd = tmp_path / os.fsdecode(b"caf\xe9.jsonl")
+        odd.write_bytes(log.read_bytes())
+        page = tmp_path / "r.html"
+        code, _, err = cli(capsys, "report", odd, "-o", page)
+        assert code == 0, err
+        assert "caf\\udce9.jsonl" in page.read_text(encoding="utf-8")
+        out = tmp_path / os.fsdecode(b"out\xe9.parquet")
+        code, _, err = cli(capsys, "convert", log, out)
+        assert code == 0, err
+        assert len(list(read_log(out))) == len(list(read_log(log)))
+
+    def test_a_record_no_reader_builds_is_refused_by_convert_and_nothing_left(self, log,
+                                                                              tmp_path, capsys):
+        """A batch record with an index past 2**63 (read on its types alone) reached the
+        Parquet writer: a traceback, and an empty output folder left."""
+        import orjson
+
+        log = tmp_path / "batches.jsonl"
+        with Bus([], log=log) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            for batch in range(3):
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(0, {"loss": 1.0})
+        lines = log.read_bytes().splitlines()
+        at = next(i for i, line in enumerate(lines) if b'"batch_end"' in line)
+        record = orjson.loads(lines[at])
+        record["step"] = 2**63
+        lines[at] = orjson.dumps(record)
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(b"\n".join(lines) + b"\n")
+        out = tmp_path / "out.parquet"
+        code, _, err = cli(capsys, "convert", bad, out)
+        assert code == 2 and f"bad.jsonl:{at + 1}: invalid batch_end record: step" in err
+        assert not out.exists()

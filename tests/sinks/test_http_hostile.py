@@ -37,6 +37,7 @@ class HostileServer:
         self.connections = 0
         self.sent = 0
         self.answered = threading.Event()
+        self.heads: list[bytes] = []  # each request's head, as sent
         self.cut_off = threading.Event()
         self.stop = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -73,6 +74,7 @@ class HostileServer:
                         return
                     head += chunk
                 header, _, body = head.partition(b"\r\n\r\n")
+                self.heads.append(header)
                 length = next((int(line.split(b":")[1]) for line in header.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 while len(body) < length:
@@ -240,6 +242,24 @@ class TestSender:
         assert wait_until(lambda: not http._thread.is_alive(), 1.0)
         assert server.cut_off.wait(2.0)
         assert http.stats.abandoned == 1 and http.stats.failed == 0  # no count after close
+
+
+    def test_a_cookie_a_server_sets_is_never_kept_nor_sent_back(self, hostile):
+        """Every Set-Cookie was kept for the run and sent with every later request: a server
+        setting 100 cookies of 64 KiB an answer grew the process by megabytes a request."""
+        def cookies(conn: socket.socket, server: HostileServer) -> None:
+            jar = b"".join(b"Set-Cookie: c%d=%s; Path=/\r\n" % (i, b"x" * 4000)
+                           for i in range(20))
+            server.send(conn, b"HTTP/1.1 200 OK\r\n" + jar +
+                        b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+
+        server = hostile(cookies)
+        post, failures = sender(server.url)
+        for n in range(4):
+            post.put(b"payload %d" % n)
+        post.close(timeout=10)
+        assert failures == [] and len(server.heads) == 4
+        assert not any(b"cookie:" in head.lower() for head in server.heads)
 
 
 class TestRecordSink:

@@ -461,6 +461,33 @@ class TestEventFilesFoundAreNotTrusted:
             == [0, 1, 2, 3, 4, 5]
         assert all(str(planted) in str(e) for e in errors)
 
+    def test_a_record_of_millions_of_empty_values_is_damage_not_memory(self, tmp_path):
+        """A planted record whose summary holds millions of two-byte values cost a resume 40
+        times its size in Python objects for each pass over it. More fields than any writer
+        writes make it no event: passed over unread past that, the file left as it is, and
+        the write-back done."""
+        import tracemalloc
+
+        self.run_of_four(tmp_path)
+        (tmp_path / "other").mkdir()
+        planted = tmp_path / "other" / "events.out.tfevents.0.other"
+        summary = b"\x0a\x00" * 2_000_000  # Summary.value, empty, two million times
+        event = b"\x2a" + tbs._varint(len(summary)) + summary  # Event.summary
+        planted.write_bytes(frame_records([event]))
+        before = planted.read_bytes()
+        errors: list = []
+        tracemalloc.start()
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.scalars("train", {"loss": 4.0}, 4, 2.0, "epoch_", only_missing=True)
+            sink.flush()
+            peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 40 * (1 << 20)
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
+            == [0, 1, 2, 3, 4]
+        assert planted.read_bytes() == before
+        assert all(str(planted) in str(e) for e in errors)
+
     def test_a_resumed_file_sorts_after_the_crashed_one_whatever_the_clock_says(
             self, tmp_path, monkeypatch):
         """TensorBoard reads a run's files in name order, and the names carry the time: with
@@ -474,6 +501,19 @@ class TestEventFilesFoundAreNotTrusted:
         assert names[0] == train.name and len(names) == 2
         assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
             == [0, 1, 2, 3, 4]
+
+    @pytest.mark.parametrize("name", ["events.out.tfevents.1.\u00b2", "events.out.tfevents."
+                                      "\u0661\u0662.3.host", "events.out.tfevents.9" * 3])
+    def test_a_name_that_is_no_time_stamp_stops_no_write(self, tmp_path, name):
+        """An empty file named with a digit float() refuses ('²': a digit to isdigit()) made
+        every write to the run fail; such a name is passed over."""
+        (tmp_path / "train").mkdir()
+        (tmp_path / "train" / name).write_bytes(b"")
+        errors: list = []
+        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1000.0, "epoch_")
+        assert errors == []
+        assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] == [0]
 
     def test_a_rewrite_s_temporary_file_left_by_a_kill_is_removed(self, tmp_path):
         """Killed while a resume rewrote an event file: its hidden temporary file holds the
