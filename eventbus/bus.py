@@ -81,6 +81,10 @@ class Bus(BusState, KerasCallbackListNames):
     resume:
         Continue the run recorded in ``log`` (its first JSON Lines file, else its first Parquet
         log) if there is one: see :mod:`eventbus.resume`. With no log yet, the run simply starts.
+    resume_at_most:
+        With ``resume``: go on after that finished epoch (0-based) at the latest, the later
+        ones run again as a partial epoch is: for a framework whose newest checkpoint is older
+        than the log (killed while it wrote the checkpoint of the epoch the log has ended).
     coordinator:
         Where this bus is one process of several that agree (:mod:`eventbus.coordination`).
     shadow:
@@ -99,12 +103,17 @@ class Bus(BusState, KerasCallbackListNames):
         run_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
         resume: bool = False,
+        resume_at_most: int | None = None,
         coordinator: Coordinator | None = None,
         shadow: Sequence[object] | None = None,
     ):
         if not isinstance(resume, bool):
             raise ConfigError(f"Bus: resume must be True or False; got {resume!r}",
                               field="resume")
+        if resume_at_most is not None and (type(resume_at_most) is not int or
+                                           resume_at_most < -1):
+            raise ConfigError(f"Bus: resume_at_most must be an epoch (0-based; -1: the fit's "
+                              f"start) or None; got {resume_at_most!r}", field="resume_at_most")
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ConfigError(f"Bus: run_id must be a non-empty str; got {run_id!r}",
                               field="run_id")
@@ -158,7 +167,7 @@ class Bus(BusState, KerasCallbackListNames):
             source = resume_source_of(self._calls["resume_from"], self.run,
                                       targets if resume and log is not None else ())
             if source is not None:
-                self.resume(source)
+                self.resume(source, at_most=resume_at_most)
         except BaseException:
             # No bus to close: the logs it opened (and their locks) are let go here.
             for slot in list(recorder.slots):

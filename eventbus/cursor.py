@@ -81,7 +81,9 @@ class Cursor:
                 f"epoch_begin: epoch {epoch} has already ended in the run this bus resumed, "
                 f"which goes on from epoch {floor} (bus.initial_epoch); begin the loop there "
                 f"(range(bus.initial_epoch, epochs)), or resume the framework from the "
-                f"checkpoint of epoch {floor - 1}'s end. A new fit (its own train_begin) "
+                f"checkpoint of epoch {floor - 1}'s end; when the framework's newest checkpoint "
+                f"is older (a kill while it was written), resume the bus to it: Bus(..., "
+                f"resume=True, resume_at_most={epoch - 1}). A new fit (its own train_begin) "
                 "counts from 0 again", event="epoch_begin", field="epoch")
 
     def epoch_begin(self, epoch: int) -> None:

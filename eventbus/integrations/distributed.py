@@ -569,8 +569,8 @@ class DistributedBus(Bus):
 
 
     def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
-        if at_most is None:
-            at_most = self._at_most
+        if self._at_most is not None:
+            at_most = self._at_most if at_most is None else min(at_most, self._at_most)
         return super().resume(log, at_most=at_most)
 
 

@@ -573,9 +573,19 @@ def test_a_resume_given_the_other_format_is_refused_naming_the_run_beside_it(tmp
 
 
 class TestResumeNoLaterThan:
-    """``Bus.resume(log, at_most=E)``: a distributed run's ranks go on from the last epoch all
-    of them finished. A job killed between the ranks' flushes left one rank's log an epoch
-    ahead, and every resume was refused for good."""
+    """``Bus(resume=True, resume_at_most=E)``: a framework killed while it wrote the checkpoint
+    of an epoch the log had ended (Lightning orders its ModelCheckpoint after the bridge) can
+    only go on from the epoch before; a distributed run's ranks go on from the last epoch all of
+    them finished (a job killed between the ranks' flushes left one log an epoch ahead, and
+    every resume was refused for good)."""
+
+    @pytest.mark.parametrize("bad", [-2, 1.0, "1", True])
+    def test_a_bad_value_is_named(self, tmp_path, bad):
+        from eventbus.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="resume_at_most must be an epoch") as info:
+            Bus([], log=tmp_path / "e.jsonl", resume=True, resume_at_most=bad)
+        assert info.value.field == "resume_at_most"
 
     @staticmethod
     def crashed(path, epochs: int) -> None:
@@ -594,12 +604,7 @@ class TestResumeNoLaterThan:
 
         path = tmp_path / "events.jsonl"
         self.crashed(path, 3)
-
-        class Resuming(Bus):
-            def resume(self, log, *, at_most_=at_most, **_):  # as DistributedBus does
-                return super().resume(log, at_most=at_most_)
-
-        bus = Resuming([], log=path, resume=True)
+        bus = Bus([], log=path, resume=True, resume_at_most=at_most)
         assert bus.initial_epoch == initial
         for epoch in range(bus.initial_epoch, 4):
             bus.epoch_begin(epoch)
