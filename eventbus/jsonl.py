@@ -248,8 +248,10 @@ class JsonlWriter(Sink):
             raise
         self._follow_links = follow_links
         self._identity = _identity(os.fstat(self._file.fileno()))
-        # Where the file is, whatever the working directory becomes (the loop may chdir).
+        # Where the file is, whatever the working directory becomes (the loop may chdir) or a
+        # link on the way is pointed to (another run's folder): its folder, held open.
         self._where = Path(os.path.abspath(self.path))
+        self._folder = _pin(self._where.parent)
         self._buffer = self.line_buffer = bytearray()
         self._limit = self.buffer_bytes = buffer_bytes
         self._max_kept = max_kept_bytes
@@ -295,38 +297,42 @@ class JsonlWriter(Sink):
         self._failing.over()
 
     def _keep_the_name(self) -> None:
-        """Make sure the file written is the one at the log's path. A log removed or renamed
-        while the run writes it (a cleanup, a logrotate rule, its folder removed) would take
-        every later record with it, unseen: it is written again at the path from the open file,
-        which still holds all of it, locked before anything is copied, and a ``warning``
-        recorded. Another file put at the path since (a second writer came in after the
-        removal) is not touched: the log goes on beside it, ``<name>.<run id>.recovered<ending>``,
-        written again the same way."""
-        gone = self._where
+        """Make sure the file written is the one at the log's name, in its folder. A log
+        removed or renamed while the run writes it (a cleanup, a logrotate rule, its folder
+        removed) would take every later record with it, unseen: it is written again under its
+        name from the open file, which still holds all of it, locked before anything is
+        copied, and a ``warning`` recorded. An empty file put at the name (logrotate's
+        ``create``) is taken for it when no writer holds it. Any other file put there since (a
+        second writer came in after the removal) is not touched: the log goes on beside it,
+        ``<name>.<run id>.recovered<ending>``, written again the same way."""
+        name = self._where.name
+        if self._folder is not None and _removed(self._folder):
+            os.close(self._folder)  # the folder itself was removed: made again by its path
+            self._where.parent.mkdir(parents=True, exist_ok=True)
+            self._folder = _pin(self._where.parent)
         try:
-            at_path = os.stat(gone, follow_symlinks=self._follow_links)
+            at_name = _stat(name, self._folder, self._where, follow=self._follow_links)
         except FileNotFoundError:
             # Nothing, or a link to nothing: a link put there since is someone else's, and
             # the log is never made through it.
-            at_path = os.lstat(gone) if os.path.lexists(gone) else None
+            try:
+                at_name = _stat(name, self._folder, self._where, follow=False)
+            except FileNotFoundError:
+                at_name = None
         except OSError:
             return  # cannot tell (a permission): write on where the run has written
-        if at_path is not None and _identity(at_path) == self._identity:
+        if at_name is not None and _identity(at_name) == self._identity:
             return
-        target = gone if at_path is None else gone.with_name(
-            f"{gone.stem}.{getattr(self._run, 'run_id', None) or os.getpid()}.recovered"
-            f"{gone.suffix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:  # a new file, made here (O_EXCL: never through a link, never another's file)
-            fd, _ = open_checked(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL |
-                                 getattr(os, "O_NOFOLLOW", 0))
-        except FileExistsError:
-            raise LogError(f"{gone}: another file is now at the log's path (was the log removed "
-                           f"and a second writer started on it?), and at {target} too; this "
-                           "run's records from here on are lost", path=str(gone)) from None
-        new = os.fdopen(fd, "ab", buffering=0)
+        gone = self._where
+        new = self._adopt(name) if at_name is not None and stat.S_ISREG(at_name.st_mode) \
+            and at_name.st_size == 0 else None
+        target = gone
+        if new is None:
+            if at_name is not None:
+                tag = getattr(self._run, "run_id", None) or os.getpid()
+                target = gone.with_name(f"{gone.stem}.{tag}.recovered{gone.suffix}")
+            new = self._create(target)
         try:
-            lock_exclusive(new.fileno(), target)
             old = self._file.fileno()
             size, done = os.fstat(old).st_size, 0
             while done < size:
@@ -350,6 +356,53 @@ class JsonlWriter(Sink):
                  f"{target}, from the start of the run")
             self._run.report(WarningRecord(source=self.name, message=message,
                                            details={"path": str(target), "bytes": done}))
+
+    def _adopt(self, name: str) -> Any:
+        """The empty regular file at ``name`` open and locked, if no writer holds it (what
+        logrotate's ``create`` leaves after moving the log away); else None."""
+        try:
+            fd = os.open(name if self._folder is not None else self._where,
+                         os.O_RDWR | os.O_APPEND | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0),
+                         dir_fd=self._folder)
+        except OSError:
+            return None
+        file = os.fdopen(fd, "ab", buffering=0)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size:
+                raise LogError(f"{name}: not an empty file")
+            lock_exclusive(fd, self._where)
+            if os.fstat(fd).st_size:  # written by someone between the check and the lock
+                raise LogError(f"{name}: not an empty file")
+            os.set_blocking(fd, True)
+            return file
+        except (OSError, LogError):
+            file.close()
+            return None
+
+    def _create(self, target: Path) -> Any:
+        """A new file at ``target`` (O_EXCL: never through a link, never another's file), in
+        the log's folder held open, locked."""
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        in_folder = self._folder is not None and target.parent == self._where.parent
+        try:
+            if in_folder:
+                fd = os.open(target.name, flags, 0o666, dir_fd=self._folder)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, flags, 0o666)
+        except FileExistsError:
+            raise LogError(f"{self._where}: another file is now at the log's path (was the log "
+                           f"removed and a second writer started on it?), and at {target} too; "
+                           "this run's records from here on are lost",
+                           path=str(self._where)) from None
+        new = os.fdopen(fd, "ab", buffering=0)
+        try:
+            lock_exclusive(fd, target)
+        except BaseException:
+            new.close()
+            raise
+        return new
 
     def _write_buffer(self) -> None:
         """Write the whole buffer (``sink.drain``), keeping count of a line left
@@ -382,6 +435,9 @@ class JsonlWriter(Sink):
             os.fsync(self._file.fileno())
         finally:  # a file that cannot be written is still let go (its descriptor, its lock)
             self._file.close()
+            if self._folder is not None:
+                os.close(self._folder)
+                self._folder = None
 
     def _given_up(self, exc: OSError) -> OSError:
         """The error ``close()`` raises for a buffer it could not write: the file is cut back
@@ -406,6 +462,35 @@ class JsonlWriter(Sink):
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
+
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: Whether a name can be looked up in a folder held open (not on Windows).
+_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+
+
+def _pin(folder: Path) -> int | None:
+    """``folder`` held open, so its files are found in it whatever its path comes to mean."""
+    if not _DIR_FD:
+        return None
+    try:
+        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+
+
+def _removed(folder: int) -> bool:
+    try:
+        return os.fstat(folder).st_nlink == 0
+    except OSError:
+        return True
+
+
+def _stat(name: str, folder: int | None, where: Path, *, follow: bool) -> os.stat_result:
+    """What is at ``name`` in the folder held open (or at ``where``, without one)."""
+    if folder is None:
+        return os.stat(where, follow_symlinks=follow)
+    return os.stat(name, dir_fd=folder, follow_symlinks=follow)
 
 
 def _torn(path: Path, number: int, line: bytes) -> None:

@@ -350,14 +350,22 @@ class TestTheLogRemovedWhileTheRunWritesIt:
             bus.close()
         return [r.kind for r in read_log(path)], bus.failures
 
-    @pytest.mark.parametrize("how", ["unlink", "rename", "rmtree"])
+    @pytest.mark.parametrize("how", ["unlink", "rename", "rmtree", "logrotate create"])
     def test_it_is_written_again_whole_at_its_path(self, tmp_path, how):
+        """Also logrotate's default: the log renamed, an empty file made at its name, which
+        the writer takes (no writer holds it) rather than failing over it."""
         import shutil
 
         path = tmp_path / "run" / "events.jsonl"
+
+        def rotate() -> None:
+            path.rename(path.with_suffix(".jsonl.1"))
+            path.write_bytes(b"")
+
         act = {"unlink": lambda: path.unlink(),
                "rename": lambda: path.rename(path.with_suffix(".jsonl.1")),
-               "rmtree": lambda: shutil.rmtree(path.parent)}[how]
+               "rmtree": lambda: shutil.rmtree(path.parent),
+               "logrotate create": rotate}[how]
         kinds, failures = self.run(path, act)
         assert failures == []
         assert kinds.count("epoch_end") == 4 and kinds[0] == "header"
@@ -366,6 +374,33 @@ class TestTheLogRemovedWhileTheRunWritesIt:
 
         (warning,) = [r for r in read_log(path) if r.kind == "warning"]
         assert "removed or renamed while the run wrote it" in warning.message
+
+    def test_a_folder_link_pointed_elsewhere_mid_run_changes_nothing(self, tmp_path):
+        """runs/latest -> run1, then pointed to run2 by another job (which makes its own log
+        there): the path now names another file, but nobody removed this one; it is written
+        on in its folder, held open."""
+        from eventbus import Bus, read_log
+
+        (tmp_path / "run1").mkdir()
+        (tmp_path / "run2").mkdir()
+        latest = tmp_path / "latest"
+        latest.symlink_to(tmp_path / "run1", target_is_directory=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Bus([], log=latest / "events.jsonl") as bus:
+                bus.train_begin({"epochs": 3})
+                for epoch in range(3):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"loss": 1.0})
+                    if epoch == 0:
+                        latest.unlink()
+                        latest.symlink_to(tmp_path / "run2", target_is_directory=True)
+                        (tmp_path / "run2" / "events.jsonl").write_bytes(b"another run\n")
+                bus.train_end()
+        assert bus.failures == []
+        kinds = [r.kind for r in read_log(tmp_path / "run1" / "events.jsonl")]
+        assert kinds.count("epoch_end") == 3 and kinds[-1] == "train_end"
+        assert (tmp_path / "run2" / "events.jsonl").read_bytes() == b"another run\n"
 
     def test_a_relative_path_stays_where_it_was_when_the_loop_changes_directory(
             self, tmp_path, monkeypatch):
