@@ -172,13 +172,19 @@ class Audit:
     bad_records: list[dict[str, Any]] = field(default_factory=list)
     #: What shadow policies (eventbus.shadow) decided, never applied.
     shadows: list[ShadowDecision] = field(default_factory=list)
+    #: Where the last fit begins: in ``shadows``, and in each of ``curves``.
+    last_fit_shadows: int = 0
+    last_fit_points: dict[str, int] = field(default_factory=dict)
 
     def shadow_summaries(self) -> list[ShadowSummary]:
-        """Per shadow policy: where it would have stopped or changed the rate, and what it
-        would have saved (policies that decided nothing included)."""
+        """Per shadow policy: where it would have stopped or changed the rate in the last fit,
+        and what it would have saved (policies that decided nothing included)."""
         policies = [label for spec in self.header.plugins if spec.name == "Shadow"
                     for label in recorded_policies(spec.params)]
-        return summarise(self.shadows, self.curves, self.epochs_run, policies)
+        curves = {name: points[self.last_fit_points.get(name, 0):]
+                  for name, points in self.curves.items()}
+        return summarise(self.shadows[self.last_fit_shadows:], curves, self.epochs_run,
+                         policies)
 
     def shadow_lines(self) -> list[str]:
         """:meth:`shadow_summaries` in words, epochs counted from 1."""
@@ -292,6 +298,8 @@ def audit(log: LogArgument) -> Audit:
             if ended_by is not None:
                 result.earlier_stops.append((result.fits, ended_by))
             stops = []  # what ended the run is what ended its last fit
+            result.last_fit_shadows = len(result.shadows)
+            result.last_fit_points = {name: len(points) for name, points in result.curves.items()}
             result.fits += 1
             result.epochs_run = 0
             epochs = record.params.get("epochs")

@@ -170,8 +170,11 @@ class BackupFiles:
         # Only the files of tags the backup's log kept weights under are read: every other
         # snapshot.*.weights.h5 in a folder others can write is not this run's, and one the
         # HDF5 library loops on costs a parse's whole deadline (planted by the dozen, minutes).
-        recorded = {snapshot_file(tag) for tag in self._recorded_tags()}
-        for name in sorted(n for n in self._snapshot_names() if n in recorded):
+        tags = self._recorded_tags()
+        names = self._snapshot_names()
+        if tags is not None:
+            names = [n for n in names if n in {snapshot_file(tag) for tag in tags}]
+        for name in sorted(names):
             checkpoint = self._read(name, warnings)
             if checkpoint is None:
                 continue
@@ -213,11 +216,15 @@ class BackupFiles:
             warnings.append(warning)
         return checkpoint
 
-    def _recorded_tags(self) -> set[str]:
-        """The tags the backup's log has ``snapshot_weights`` decisions for (none when it
-        cannot be read: then there is no run of its to resume either)."""
-        from eventbus.log import read_log
+    def _recorded_tags(self) -> set[str] | None:
+        """The tags the backup's log has ``snapshot_weights`` decisions for; None when it has
+        no log (a BackupAndRestore registered after the bus was built backs up the weights
+        alone: the run's own log, resumed, holds the decisions; the snapshot files are then
+        told by the run id in them). A log it cannot read names none."""
+        from eventbus.log import has_records, read_log
 
+        if not has_records(self.path(LOG)):
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a torn last line: the resume's read says so

@@ -176,7 +176,7 @@ class CsvTable:
         whole = start > 0 and len(rows) > 1 and len(last) == len(header) and \
             all(last) and last[0].strip().lstrip("-").isdigit()
         if whole:
-            self._file.write(b"\n")
+            self._file.write(LINE_END.encode())
         else:
             os.ftruncate(self._file.fileno(), start)
 

@@ -613,7 +613,7 @@ def _default_transport(group: Any, timeout: float) -> Transport | None:
 #: A rank as ``rank_log_path`` writes it: ASCII digits, no leading zero (``00`` and ``٠`` would
 #: both be rank 0 to ``int``: a file planted beside the logs could stand in for one).
 _RANK = r"(0|[1-9][0-9]*)"
-_RANK_FILE = re.compile(r"\.rank" + _RANK + r"(\.[^.]+)?$")
+_RANK_FILE = re.compile(r"\.rank" + _RANK + r"(\.[^.\n]+)?\Z")
 
 
 def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
@@ -622,7 +622,7 @@ def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
     text = os.fspath(log)
     if "{rank}" in text:
         pattern = re.compile(re.escape(Path(text).name).replace(re.escape("{rank}"), _RANK)
-                             + "$")
+                             + r"\Z")
         folder = Path(text).parent
     else:
         path = Path(text)
@@ -630,7 +630,7 @@ def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
             return {int(_RANK_FILE.search(path.name).group(1)): path}  # type: ignore[union-attr]
         folder = path.parent
         pattern = re.compile(re.escape(path.stem) + r"\.rank" + _RANK + re.escape(path.suffix)
-                             + "$")
+                             + r"\Z")
     found: dict[int, Path] = {}
     for name in sorted(os.listdir(folder or ".")) if folder.is_dir() else ():
         m = pattern.match(name)
@@ -638,8 +638,8 @@ def rank_logs(log: str | os.PathLike[str]) -> dict[int, Path]:
             continue
         rank = int(m.group(1))
         if rank in found:  # one name per rank can match; two cannot both be the rank's log
-            raise LogError(f"{text}: rank {rank} has two logs, {found[rank]} and "
-                           f"{folder / name}", path=text)
+            raise LogError(printable(f"{text}: rank {rank} has two logs, {found[rank]} and "
+                                     f"{folder / name}"), path=text)
         found[rank] = folder / name
     if not found:
         raise LogError(f"{text}: no rank logs ({rank_log_path(text, 0)} and so on) found",

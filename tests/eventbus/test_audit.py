@@ -314,6 +314,23 @@ class TestSeveralFitsOnOneBus:
         assert "epochs run: 3 of 3 (the last of 2 fits; 6 epochs in all)" in text
         assert "ended: completed every planned epoch" in text
 
+    def test_the_shadows_are_summarised_for_the_last_fit(self, tmp_path):
+        """A shadow that would have stopped fit 1 at epoch 5 was summarised against fit 2's 3
+        epochs ('stopped at epoch 5 of 3: -67% fewer epochs'), with fit 2's best value."""
+        from eventbus.audit import audit
+        from plugins import EarlyStopping
+
+        path = tmp_path / "run.jsonl"
+        with Bus([], log=path, shadow=[EarlyStopping(monitor="loss", patience=2)]) as bus:
+            for plan in ([1.0, 0.9, 0.8, 0.85, 0.86, 0.87, 0.8, 0.7], [0.5, 0.4, 0.3]):
+                bus.train_begin({"epochs": len(plan)})
+                for epoch, value in enumerate(plan):
+                    bus.epoch_begin(epoch)
+                    bus.epoch_end(epoch, {"loss": value})
+                bus.train_end()
+        (summary,) = audit(path).shadow_summaries()
+        assert summary.stop_epoch is None and summary.epochs_run == 3
+
     def test_what_ended_the_run_is_what_ended_its_last_fit(self, tmp_path):
         from eventbus.audit import audit
 

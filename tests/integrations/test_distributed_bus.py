@@ -150,7 +150,7 @@ class TestAgreedStop:
 
 
 @pytest.mark.parametrize("planted", ["events.rank00.jsonl", "events.rank\u0660.jsonl",
-                                     "events.rank01.jsonl"])
+                                     "events.rank01.jsonl", "events.rank1.jsonl\n"])
 def test_only_a_rank_as_written_names_a_rank_log(tmp_path, planted):
     """A file planted beside a run's rank logs, its rank spelled with a leading zero or a
     non-ASCII digit (both rank 0 or 1 to ``int``), stood in for the real log in --ranks: it is

@@ -542,6 +542,37 @@ class TestBestWeightsSurviveACrash:
         np.testing.assert_array_equal(fresh.weights["w"], [1.0, 1.0])
 
 
+    def test_registered_after_the_bus_it_still_restores_the_kept_snapshots(self,
+                                                                            tmp_path: Path):
+        """A BackupAndRestore registered on a bus already built (the weights alone are backed
+        up; the run's own log is resumed) writes no backup log: its snapshot files are then
+        told by the run id in them, not by the tags of a log it does not have."""
+        log, backup = tmp_path / "events.jsonl", tmp_path / "bk"
+        losses = [1.0, 0.5, 0.9, 0.95, 0.97, 0.99, 1.0, 1.1]  # the best at epoch 1
+
+        def fit(crash: int | None = None) -> NumpyModel:
+            model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RunWarning)
+                bus = Bus([EarlyStopping(monitor="loss", patience=4, restore_best_weights=True)],
+                          log=log, model=model, resume=True)
+                bus.register(BackupAndRestore(backup))
+                bus.train_begin({"epochs": 8})
+                for epoch in range(bus.initial_epoch, 8):
+                    bus.epoch_begin(epoch)
+                    model.weights["w"][:] = epoch
+                    bus.epoch_end(epoch, {"loss": losses[epoch]})
+                    if epoch == crash or bus.stop_training:
+                        break
+                if crash is None:
+                    bus.train_end()
+                bus.close()
+            return model
+
+        fit(crash=2)
+        np.testing.assert_array_equal(fit().weights["w"], [1.0, 1.0])
+
+
 class TestRestoreThroughTheBus:
     def test_a_model_that_refuses_the_weights_is_a_recorded_failure(self, tmp_path: Path) -> None:
         """The backup's weights go into the model through the bus, as a decision's would: a

@@ -388,6 +388,16 @@ class TestFailingWrites:
         assert read_rows(path) == [{"epoch": "0", "loss": "1.0"}]
 
 
+def test_a_whole_last_row_is_ended_as_every_row_ends(tmp_path):
+    """A spreadsheet's file without a last line break: the row is ended with the table's own
+    line end, so no file mixes two."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"epoch,loss\r\n0,1.0\r\n1,0.5")
+    with CsvTable(path, append=True) as table:
+        table.write(2, {"loss": 0.25})
+    assert path.read_bytes() == b"epoch,loss\r\n0,1.0\r\n1,0.5\r\n2,0.25\r\n"
+
+
 class TestAFileThatIsNotOurs:
     """What is at the table's name may be anything: another program's CSV, a FIFO, a file
     this table cannot read. Nothing hangs, nothing already in the file is lost, and what cannot
