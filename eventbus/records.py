@@ -17,9 +17,17 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+)
 
-from .metrics import MAX_INDEX, Metric, coerce_logs, plain
+from .metrics import MAX_DEPTH, MAX_INDEX, Metric, coerce_logs, plain
 
 __all__ = [
     "DECISION_KINDS",
@@ -97,6 +105,25 @@ Logs = Annotated[dict[str, Metric], BeforeValidator(_logs)]
 
 
 PlainDict = Annotated[dict[str, Any], BeforeValidator(plain)]
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if it is nested no deeper than :data:`~eventbus.metrics.MAX_DEPTH` levels
+    (looked at without recursion: a header nested hundreds deep made every reader of it end in
+    a RecursionError)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nested too deeply (more than {MAX_DEPTH} levels)")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                  else item))
+    return value
+
+
+#: A header's data kept as given (not made plain), but no deeper than a PlainDict may be.
+ShallowDict = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 #: An epoch, batch, step or seq a record refers to: 0 or more and within 64 bits, the bounds
 #: the bus checks as it records (``metrics.to_index``). A log read back is held to them too, so
@@ -371,7 +398,7 @@ class PluginSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: ShallowDict = Field(default_factory=dict)
     #: False when a parameter could not be recorded (a Python callable): replay needs an instance.
     recordable: bool = True
     #: True for plugins that write files or talk to the network; replay leaves them out.
@@ -391,7 +418,7 @@ class Header(Record):
     created: str
     library: str
     plugins: list[PluginSpec] = Field(default_factory=list)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: ShallowDict = Field(default_factory=dict)
 
 
 # --- kinds and parsing ---------------------------------------------------------------------------
@@ -556,15 +583,18 @@ def _restore_text(text: str) -> Any:
     return text[1:] if text[:1] == "~" and _escaped(text) else text
 
 
-def restore_nonfinite(value: Any) -> Any:
-    """``value`` with every "NaN", "Infinity" and "-Infinity" string in it, at any depth, made
-    a float again, and every escaped string (see :func:`encode_plain`) given back as it was."""
+def restore_nonfinite(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every "NaN", "Infinity" and "-Infinity" string in it made a float again,
+    and every escaped string (see :func:`encode_plain`) given back as it was, to the depth a
+    record may hold; what is nested deeper is left as it is, for validation to refuse."""
     if type(value) is str:
         return _restore_text(value)
+    if _depth > MAX_DEPTH:
+        return value
     if type(value) is dict:
-        return {k: restore_nonfinite(v) for k, v in value.items()}
+        return {k: restore_nonfinite(v, _depth + 1) for k, v in value.items()}
     if type(value) is list:
-        return [restore_nonfinite(v) for v in value]
+        return [restore_nonfinite(v, _depth + 1) for v in value]
     return value
 
 

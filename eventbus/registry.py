@@ -12,14 +12,30 @@ code to import.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._markers import PROJECT_NAME
 from .errors import RegistryError
+from .terminal import printable
 
 if TYPE_CHECKING:
     from importlib import metadata
+
+
+def _is_plugin_class(obj: Any) -> bool:
+    """Whether ``obj`` is a class a plugin is made from: an ``eventbus.Plugin``, or a class
+    with at least one method marked ``@hookimpl`` (a plain plugin, or a sink)."""
+    if not isinstance(obj, type):
+        return False
+    from .plugin import Plugin
+    from .sink import Sink
+
+    if issubclass(obj, (Plugin, Sink)):
+        return True
+    mark = f"{PROJECT_NAME}_impl"
+    return any(hasattr(value, mark) for klass in obj.__mro__ for value in vars(klass).values())
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Registry", "registry"]
 
@@ -48,7 +64,26 @@ class Registry:
             # the rest of the registry, and only a lookup by name needs them.
             from importlib import metadata
 
-            self._entry_points = {ep.name: ep for ep in metadata.entry_points(group=self._group)}
+            self._entry_points = {}
+            seen: set[str] = set()
+            for dist in metadata.distributions():
+                # One distribution at a time: metadata.entry_points() parses every installed
+                # distribution's file, and one that is malformed (any group, a stray
+                # .dist-info on the path) made every command die with a TypeError.
+                try:
+                    name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+                    if name in seen:
+                        continue  # the first on the path wins, as for entry_points()
+                    seen.add(name)
+                    found = [ep for ep in dist.entry_points if ep.group == self._group]
+                except Exception as exc:  # noqa: BLE001 - another package's broken metadata
+                    warnings.warn(printable(
+                        f"the installed distribution at {getattr(dist, '_path', '?')} has "
+                        f"metadata that cannot be read ({type(exc).__name__}: {exc}); its "
+                        "plugins, if any, are not known"), RuntimeWarning, stacklevel=3)
+                    continue
+                for ep in found:
+                    self._entry_points.setdefault(ep.name, ep)
         return self._entry_points
 
     def register(self, cls: type, name: str | None = None) -> None:
@@ -76,6 +111,13 @@ class Registry:
         except Exception as exc:
             raise RegistryError(f"plugin {name!r}: loading entry point {ep.value} "
                                 f"failed: {type(exc).__name__}: {exc}") from exc
+        if not _is_plugin_class(cls):
+            # A log names a plugin and its parameters: what an entry point names is called
+            # with them, so it must be a plugin's class (os:system, subprocess:Popen are not).
+            raise RegistryError(f"plugin {name!r}: entry point {ep.value} names "
+                                f"{type(cls).__name__} {getattr(cls, '__qualname__', cls)!r:.80}"
+                                ", not a plugin class (a subclass of eventbus.Plugin, or a "
+                                "class with @hookimpl methods)")
         self._classes[name] = cls
         return cls
 

@@ -10,6 +10,7 @@ the built-in plugins, damaged, and read back by the real readers.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import random
@@ -344,6 +345,27 @@ class TestEveryFailureIsTheProjects:
             with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{line}: invalid "
                                                       r"stop_training record: evidence: .*deep"
                                                       r"\[0\].*nested too deeply"):
+                readers(path)[name]()
+
+    @pytest.mark.parametrize("field", ["meta", "params"])
+    def test_a_header_nested_hundreds_deep_is_corrupt(self, tmp_path, made, field):
+        """The header's meta and its plugins' params are kept as given (not made plain), and
+        had no depth bound: 600 levels ended every reader, and a resume, in a RecursionError.
+        They nest at most 64 deep too, and a NaN spelled inside is no way around it."""
+        lines = made["jsonl"].splitlines(keepends=True)
+        header = orjson.loads(lines[0])
+        deep: object = "NaN"
+        for _ in range(600):
+            deep = [deep]
+        if field == "meta":
+            header["meta"] = {"deep": deep}
+        else:
+            header["plugins"][0]["params"] = {"deep": deep}
+        lines[0] = json.dumps(header).encode() + b"\n"
+        path = jsonl_log(tmp_path, b"".join(lines))
+        for name in ("read_log", "audit", "replay"):
+            with pytest.raises(LogCorruptError, match=r"events\.jsonl:1: invalid header record"
+                                                      r": .*nested too deeply"):
                 readers(path)[name]()
 
     def test_a_copied_line_names_both_lines(self, tmp_path, made):

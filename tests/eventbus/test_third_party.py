@@ -227,3 +227,41 @@ def test_the_pages_class_decides_as_the_distributions(losses, factor, window, pa
     theirs = drive(LossSpikeStop(**params), epochs(loss=losses))
     assert [d.model_dump(exclude={"time", "run_id"}) for d in mine] == \
         [d.model_dump(exclude={"time", "run_id"}) for d in theirs]
+
+
+class TestWhatAnInstalledDistributionCanDo:
+    """Distributions are found on the path (a stray ``.dist-info`` in a folder on it counts),
+    and a log names plugins by name: neither may do more than name a plugin class."""
+
+    @staticmethod
+    def dist_info(site: Path, name: str, entry_points: bytes) -> None:
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_bytes(entry_points)
+
+    def test_a_malformed_distribution_is_passed_over_with_a_warning(self, tmp_path,
+                                                                   monkeypatch):
+        """One broken entry_points.txt, in any group, made every lookup die with a TypeError
+        from the standard library's parser."""
+        from eventbus.registry import Registry
+
+        self.dist_info(tmp_path, "broken", b"[console_scripts]\nno equals sign\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with pytest.warns(RuntimeWarning, match=r"broken-1\.0\.dist-info has metadata that "
+                                                r"cannot be read"):
+            names = Registry().names()
+        assert "EarlyStopping" in names
+
+    @pytest.mark.parametrize("target", ["os:system", "subprocess:Popen", "collections:Counter"])
+    def test_an_entry_point_that_names_no_plugin_class_is_never_called(self, tmp_path,
+                                                                       monkeypatch, target):
+        """A log names a plugin and its parameters, and the registry called what the entry
+        point named with them: os:system would run a command from a log's header."""
+        from eventbus.errors import RegistryError
+        from eventbus.registry import Registry
+
+        self.dist_info(tmp_path, "planted", f"[eventbus]\nNotAPlugin = {target}\n".encode())
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with pytest.raises(RegistryError, match="not a plugin class"):
+            Registry().build("NotAPlugin", {"command": "touch /tmp/never"})
