@@ -707,8 +707,20 @@ class _RunFile:
         stamp = max(now, _newest_stamp(self.directory) + 1e-6)
         name = f"{_EVENTS}{stamp:.6f}.{socket.gethostname()}.{os.getpid()}{self.suffix}"
         self.path = self.directory / name
-        # Unbuffered and kept open for the run: ``kept`` is the only buffer.
-        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        # Unbuffered and kept open for the run: ``kept`` is the only buffer. A new file, made
+        # in the run's folder opened without following a link: a link put at ``train/`` (a
+        # folder others can write) would have the files written wherever it points.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        if os.open in os.supports_dir_fd:
+            folder = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) |
+                             _NO_FOLLOW)
+            try:
+                fd = os.open(name, flags, 0o666, dir_fd=folder)
+            finally:
+                os.close(folder)
+        else:
+            fd = os.open(self.path, flags, 0o666)
+        self.file = os.fdopen(fd, "ab", buffering=0)
         self.kept[:0] = frame_records([encode_file_version_event(now)])
 
     def write(self, records: list[bytes]) -> None:
@@ -750,6 +762,7 @@ class _RunFile:
 
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _newest_stamp(directory: Path) -> float:

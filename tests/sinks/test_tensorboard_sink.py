@@ -461,6 +461,19 @@ class TestEventFilesFoundAreNotTrusted:
             == [0, 1, 2, 3, 4, 5]
         assert all(str(planted) in str(e) for e in errors)
 
+    def test_a_run_folder_that_is_a_link_gets_no_file_written_through_it(self, tmp_path):
+        """train/ replaced by a link to another folder (between a crash and its resume): the
+        new event file was made wherever the link pointed. It is refused, and said."""
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (tmp_path / "tb").mkdir()
+        (tmp_path / "tb" / "train").symlink_to(elsewhere, target_is_directory=True)
+        errors: list = []
+        with TensorBoardSink(tmp_path / "tb",
+                             on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.scalars("train", {"loss": 1.0}, 0, 1000.0, "epoch_")
+        assert list(elsewhere.iterdir()) == [] and errors
+
     def test_a_record_of_millions_of_empty_values_is_damage_not_memory(self, tmp_path):
         """A planted record whose summary holds millions of two-byte values cost a resume 40
         times its size in Python objects for each pass over it. More fields than any writer
