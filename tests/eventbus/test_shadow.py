@@ -133,7 +133,7 @@ def test_a_shadow_is_never_a_shadow_policy_given_or_read_from_a_log(tmp_path):
     a clear error naming the field."""
     import json
 
-    from eventbus import ReplayError
+    from eventbus import LogCorruptError, ReplayError
     from eventbus.shadow import Shadow
 
     with pytest.raises(ConfigError, match="cannot be a Shadow"):
@@ -144,14 +144,20 @@ def test_a_shadow_is_never_a_shadow_policy_given_or_read_from_a_log(tmp_path):
     lines = log.read_text().splitlines()
     header = json.loads(lines[0])
     (shadow,) = [p for p in header["plugins"] if p["name"] == "Shadow"]
-    spec = shadow["params"]["policies"][0]
-    for _ in range(40):
-        spec = {"name": "Shadow", "params": {"policies": [spec]}, "label": "s"}
-    shadow["params"]["policies"] = [spec]
-    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
-    with pytest.raises(ReplayError) as info:  # (before: 40 levels never finished)
-        replay(log)
-    assert "a shadow policy cannot be one" in str(info.value.__cause__ or info.value)
+    policy = shadow["params"]["policies"][0]
+    for levels in (10, 40):  # 40 levels of specs nest past the 64 any header may hold
+        spec = policy
+        for _ in range(levels):
+            spec = {"name": "Shadow", "params": {"policies": [spec]}, "label": "s"}
+        shadow["params"]["policies"] = [spec]
+        log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+        if levels == 40:
+            with pytest.raises(LogCorruptError, match="nested too deeply"):
+                replay(log)
+            continue
+        with pytest.raises(ReplayError) as info:  # (before: 40 levels never finished)
+            replay(log)
+        assert "a shadow policy cannot be one" in str(info.value.__cause__ or info.value)
 
 
 @pytest.mark.parametrize("what", ["policies", "filters"])
