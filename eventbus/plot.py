@@ -316,12 +316,18 @@ def _figure(result: Audit) -> Any:
     for epoch in data.restored_epochs:
         for ax in axes:
             ax.axvspan(epoch - 0.5, epoch + 0.5, color="gold", alpha=0.15, zorder=0)
+    # One collection of lines per kind and panel, not an artist per decision: a log of a
+    # decision every epoch, thousands of them, cost matplotlib seconds and hundreds of MB.
+    at: dict[str, list[float]] = {}
     for mark in data.marks:
         for kind, offset in zip(mark.kinds, mark.offsets):
-            for ax in axes:
-                ax.axvline(mark.epoch + offset, color=_COLORS.get(kind, "black"),
-                           linestyle=":" if kind == DEFERRED_STOP else "--", linewidth=1,
-                           alpha=0.8)
+            at.setdefault(kind, []).append(mark.epoch + offset)
+    for kind, xs in at.items():
+        for ax in axes:
+            ax.vlines(xs, 0, 1, transform=ax.get_xaxis_transform(),
+                      colors=_COLORS.get(kind, "black"),
+                      linestyles=":" if kind == DEFERRED_STOP else "--", linewidth=1, alpha=0.8)
+    for mark in data.marks:
         # One label per epoch above the top panel: several decisions there read as one list.
         # In a long run with a decision every epoch the labels would run together: then only
         # the epochs that end or restore something, or hold several decisions, are labelled.
