@@ -127,7 +127,8 @@ class Registry:
         try:
             return cls(**params)
         except TypeError as exc:
-            raise RegistryError(f"plugin {name!r} cannot be built from {params}: {exc}") from exc
+            raise RegistryError(f"plugin {name!r} cannot be built from {params!r:.200}: "
+                                f"{exc}") from exc
 
     def names(self) -> list[str]:
         return sorted(set(self._classes) | set(self._eps()))

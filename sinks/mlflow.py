@@ -305,7 +305,7 @@ class MLflowSink(Sink):
         last_seq = None
         if last is not None:
             head = last.partition(" ")[0]
-            if not head.isdigit():
+            if not (head.isascii() and head.isdigit()):  # "²" is a digit to isdigit()
                 raise self._not_continued(f"its tag {LAST_RECORD_TAG} ({_shown(last)}) is "
                                           "not one this sink writes")
             last_seq = int(head)

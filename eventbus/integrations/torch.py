@@ -204,7 +204,7 @@ class TorchModel:
         grouped: dict[int, dict[int, dict[str, Any]]] = {}
         for name, value in state.items():
             parts = name.split("/")
-            if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or \
+            if len(parts) != 3 or not _index(parts[0]) or not _index(parts[1]) or \
                     int(parts[0]) >= len(self.optimizers):
                 raise ConfigError(f"TorchModel.set_optimizer_state: {name!r} names no "
                                   f"optimizer state of this model ({len(self.optimizers)} "
@@ -247,3 +247,9 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+def _index(text: str) -> bool:
+    """Whether ``text`` is an index as this adapter writes one: ASCII digits (isdigit alone
+    takes "²", which int() refuses: a state from a file became a ValueError)."""
+    return text.isascii() and text.isdigit()

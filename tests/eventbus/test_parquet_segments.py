@@ -251,8 +251,9 @@ class TestBackgroundFailures:
         loses nothing; training goes on."""
         jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
         bus = Bus(log=[jsonl, parquet])
-        bus.train_begin()
+        bus.train_begin()  # flushed: its segment is written in the background
         bus.epoch_begin(0)
+        bus.flush()  # waits for it, so the folder is removed whole
         shutil.rmtree(parquet)
         for i in range(3):
             bus.batch_end(i, {"loss": 1.0})

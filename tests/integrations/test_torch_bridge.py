@@ -220,6 +220,9 @@ class TestTorchModel:
             model.set_optimizer_state({"3/0/exp_avg": np.zeros((8, 4))})
         with pytest.raises(ConfigError, match="has no parameter 99"):
             model.set_optimizer_state({"0/99/exp_avg": np.zeros((8, 4))})
+        # "²" is a digit to str.isdigit and no number to int: a name from a file, refused
+        with pytest.raises(ConfigError, match="names no optimizer state"):
+            model.set_optimizer_state({"\u00b2/0/exp_avg": np.zeros((8, 4))})
         assert opt.state_dict()["state"] == {}
 
 
