@@ -371,6 +371,14 @@ def _no_later_than(log: str | os.PathLike[str], point: ResumePoint, epoch: int) 
     return ResumePoint(point.spans, ends[-1], epoch) if ends else point
 
 
+def _first_problem(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    for error in errors() if callable(errors) else ():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        return printable(f"{where}: {error.get('msg', '')}")[:300]
+    return printable(str(exc))[:300]
+
+
 class _CatchUp:
     """Every other log of the run gets what it lacks of it, so it holds the whole run as the
     resumed log does: a new file (a main log next to a backup) all of it, a log continued
@@ -383,6 +391,7 @@ class _CatchUp:
     def __init__(self, recorder: Recorder, run: Any, log: str | os.PathLike[str]):
         self.recorder = recorder
         self.run = run
+        self.log = log
         self.behind: list[tuple[Slot, int]] = []
         self.catchers: list[Slot] = []
         self.failed: list[tuple[Slot, BaseException]] = []
@@ -418,7 +427,13 @@ class _CatchUp:
         for item in list(self.behind):
             slot, have = item
             if record.seq > have:
-                data = record.model_dump() if data is None else data
+                if data is None:
+                    if record.kind in BATCH_KINDS:
+                        # Read on their types alone (the fast path): checked before another
+                        # log's writer gets them, which a metric that is an object would fail
+                        # whole, naming nothing.
+                        self._validated(record)
+                    data = record.model_dump()
                 self._check(slot, self.recorder.write_to(slot, data))
         for slot in list(self.catchers):
             if record.kind in slot.kinds:  # type: ignore[operator]
@@ -431,6 +446,14 @@ class _CatchUp:
                                        self.run)
                 except Exception as exc:
                     self._check(slot, self.recorder.drop(slot, exc))
+
+    def _validated(self, record: Record) -> None:
+        try:
+            type(record).model_validate(dict(record.__dict__))
+        except ValueError as exc:
+            raise LogCorruptError(f"{self.log}: cannot resume: the {record.kind} record of seq "
+                                  f"{record.seq} is damaged ({_first_problem(exc)})",
+                                  path=str(self.log), field="logs") from None
 
     def _check(self, slot: Slot, error: BaseException | None) -> None:
         if error is not None:

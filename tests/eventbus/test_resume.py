@@ -625,3 +625,28 @@ def test_the_ranks_agree_on_the_last_epoch_all_finished():
     assert _combine_where(where(-1, 3))["finished"] == -1
     assert _combine_where(where(None, 3))["finished"] == 3  # no log: the hello check says so
     assert _combine_where(where(None, None))["finished"] is None
+
+
+def test_a_damaged_batch_record_is_refused_before_a_log_behind_gets_it(tmp_path):
+    """Batch records are read on their types alone; a log beside the resumed one that is
+    behind (its segments lost) was handed them as read, and one metric that is an object failed
+    it whole, naming nothing. They are checked first: the resume is refused, naming the record."""
+    import orjson
+
+    from eventbus.errors import LogCorruptError
+
+    jsonl, parquet = tmp_path / "events.jsonl", tmp_path / "events.parquet"
+    with Bus([], log=[jsonl]) as bus:
+        bus.train_begin({"epochs": 3})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            bus.batch_end(0, {"loss": 1.0})
+            bus.epoch_end(epoch, {"loss": 1.0})
+    lines = jsonl.read_bytes().splitlines()
+    at = next(i for i, line in enumerate(lines) if b'"batch_end"' in line)
+    record = orjson.loads(lines[at])
+    record["logs"] = {"loss": {}}
+    lines[at] = orjson.dumps(record)
+    jsonl.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(LogCorruptError, match=rf"seq {record['seq']} is damaged .*logs"):
+        Bus([], log=[jsonl, parquet], resume=True)
