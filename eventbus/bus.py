@@ -44,7 +44,7 @@ from .records import (
     Record,
     SinkFailed,
 )
-from .resume import refuse_a_resume_beside_the_run, resume_source_of
+from .resume import check_at_most, refuse_a_resume_beside_the_run, resume_source_of
 from .resume import resume as resume_run
 from .shadow import Shadow
 from .sink import Sink
@@ -110,10 +110,7 @@ class Bus(BusState, KerasCallbackListNames):
         if not isinstance(resume, bool):
             raise ConfigError(f"Bus: resume must be True or False; got {resume!r}",
                               field="resume")
-        if resume_at_most is not None and (type(resume_at_most) is not int or
-                                           resume_at_most < -1):
-            raise ConfigError(f"Bus: resume_at_most must be an epoch (0-based; -1: the fit's "
-                              f"start) or None; got {resume_at_most!r}", field="resume_at_most")
+        check_at_most(resume_at_most)
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ConfigError(f"Bus: run_id must be a non-empty str; got {run_id!r}",
                               field="run_id")
@@ -485,19 +482,12 @@ class Bus(BusState, KerasCallbackListNames):
                           SinkFailureWarning)
 
     def __enter__(self) -> Bus:
-        # SIGTERM in the block closes the bus as Ctrl-C would, then ends the process by
-        # SIGTERM (a scheduler's stop keeps what the grace period lets it keep).
+        # SIGTERM in the block closes the bus as Ctrl-C would, then ends the process by it.
         self._termination = TerminationGuard()
         self._termination.enter()
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
-        guard = getattr(self, "_termination", None)
-        if guard is not None:
-            guard.closing()
-        try:
+        guard, self._termination = getattr(self, "_termination", None), None
+        with guard.closing(error) if guard is not None else contextlib.nullcontext():
             self.close()
-        finally:
-            if guard is not None:
-                self._termination = None
-                guard.exit(error)

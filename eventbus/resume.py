@@ -117,6 +117,13 @@ def _recover(bus: Any, header: Header, extra: list[Decision], last_end: int) -> 
         bus.decide(decision.model_copy(update={"seq": -1}), flush=False)
 
 
+def check_at_most(value: Any) -> None:
+    """``Bus(resume_at_most=...)``: an epoch, 0-based (-1: the fit's start), or None."""
+    if value is not None and (type(value) is not int or value < -1):
+        raise ConfigError(f"Bus: resume_at_most must be an epoch (0-based; -1: the fit's "
+                          f"start) or None; got {value!r}", field="resume_at_most")
+
+
 def refuse_a_resume_beside_the_run(targets: Sequence[object]) -> None:
     """``resume=True`` with no log at the paths given, but one beside them, the same name in
     the other format (``events.parquet`` given, ``events.jsonl`` there): a run to resume, not a

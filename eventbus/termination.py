@@ -20,9 +20,11 @@ finishes, then the process ends by it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -53,10 +55,16 @@ class TerminationGuard:
         except (ValueError, OSError):  # no signals here (an embedded interpreter)
             self._previous = None
 
-    def closing(self) -> None:
-        """The bus closes now: a SIGTERM is noted, to end the process once it has closed."""
+    @contextlib.contextmanager
+    def closing(self, error: BaseException | None) -> Iterator[None]:
+        """The block ended (``error``: what ended it) and the bus closes inside this: a
+        SIGTERM meanwhile is noted; then :meth:`exit`."""
         if self._previous is not None:
             _state.closing = True
+        try:
+            yield
+        finally:
+            self.exit(error)
 
     def exit(self, error: BaseException | None) -> None:
         """Put the default back; after a SIGTERM (raised in the block, or noted while the bus
