@@ -227,23 +227,29 @@ def test_a_metric_name_mlflow_would_refuse_loses_no_other_metric(tmp_path, uri):
     assert [v for _, v in history["val/_/loss"]] == [2.0, 2.0]
 
 
-def test_mlflow_waits_while_the_log_keeps_records_it_could_not_write(tmp_path, uri):
-    """A full disk made the log keep epoch 1 for its next flush while MLflow was sent it; a
-    kill then left MLflow ahead of the log, and the resume refused that MLflow run for good.
-    The logs flush first, and MLflow waits while one is behind."""
+def log_on_a_disk_that_fills(path: Path) -> tuple[object, dict[str, bool]]:
+    """A JSON Lines log whose writes fail with ENOSPC while ``full["on"]``."""
     import errno
 
     from eventbus.jsonl import JsonlWriter
 
-    log = JsonlWriter(tmp_path / "run.jsonl")
+    log = JsonlWriter(path)
     real, full = log._write_buffer, {"on": False}
 
-    def write_buffer():
+    def write_buffer() -> None:
         if full["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real()
+        real()
 
     log._write_buffer = write_buffer
+    return log, full
+
+
+def test_mlflow_waits_while_the_log_keeps_records_it_could_not_write(tmp_path, uri):
+    """A full disk made the log keep epoch 1 for its next flush while MLflow was sent it; a
+    kill then left MLflow ahead of the log, and the resume refused that MLflow run for good.
+    The logs flush first, and MLflow waits while one is behind."""
+    log, full = log_on_a_disk_that_fills(tmp_path / "run.jsonl")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SinkFailureWarning)
         with Bus([], log=[log, MLflowSink(uri)], learning_rate=0.1) as bus:
@@ -263,21 +269,10 @@ def test_mlflow_waits_while_the_log_keeps_records_it_could_not_write(tmp_path, u
 def test_mlflow_forgets_at_close_what_the_log_could_not_write(tmp_path, uri, monkeypatch):
     """A disk full to the end: the log's last write fails at close, and MLflow, closed
     before the logs, sent what it held all the same, ahead of the log a resume reads."""
-    import errno
-
     import eventbus.sink
-    from eventbus.jsonl import JsonlWriter
 
     monkeypatch.setattr(eventbus.sink, "CLOSE_RETRY_SECONDS", 0.1)
-    log = JsonlWriter(tmp_path / "run.jsonl")
-    real, full = log._write_buffer, {"on": False}
-
-    def write_buffer():
-        if full["on"]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real()
-
-    log._write_buffer = write_buffer
+    log, full = log_on_a_disk_that_fills(tmp_path / "run.jsonl")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SinkFailureWarning)
         bus = Bus([], log=[log, MLflowSink(uri)], learning_rate=0.1)
