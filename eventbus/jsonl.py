@@ -695,8 +695,8 @@ def to_record(data: dict[str, Any], *, where: Where) -> Record:
     try:
         record = parse_record(data)
     except ValueError as exc:
-        raise _corrupt(where, f"invalid {kind} record: {_problems(exc)}",
-                       _first_field(exc)) from None
+        raise _corrupt(where, f"invalid {kind} record: {validation_problems(exc)}",
+                       validation_field(exc)) from None
     except RecursionError:  # lists nested a thousand deep: no record is
         raise _corrupt(where, f"invalid {kind} record: nested too deeply", None) from None
     if kind == "resumed":
@@ -754,15 +754,15 @@ def seq_error(where: Callable[[int], Where], number: int, seq: Any,
                     "log", "seq")
 
 
-def _first_field(exc: ValueError) -> str | None:
-    """The field of a validation error's first problem (as :func:`_problems` names it)."""
+def validation_field(exc: ValueError) -> str | None:
+    """The field of a validation error's first problem (as :func:`validation_problems` names it)."""
     errors = getattr(exc, "errors", None)
     for error in errors() if callable(errors) else ():
         return ".".join(str(part) for part in error.get("loc", ())[1:]) or None
     return None
 
 
-def _problems(exc: ValueError) -> str:
+def validation_problems(exc: ValueError) -> str:
     """A validation error on one line, each problem as ``field: what is wrong``."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):

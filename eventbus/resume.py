@@ -39,6 +39,7 @@ from .records import (
     Record,
     Resumed,
     SinkFailed,
+    parse_record,
     same_decision,
 )
 from .records import Warning as WarningRecord
@@ -378,14 +379,6 @@ def _no_later_than(log: str | os.PathLike[str], point: ResumePoint, epoch: int) 
     return ResumePoint(point.spans, ends[-1], epoch) if ends else point
 
 
-def _first_problem(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    for error in errors() if callable(errors) else ():
-        where = ".".join(str(part) for part in error.get("loc", ()))
-        return printable(f"{where}: {error.get('msg', '')}")[:300]
-    return printable(str(exc))[:300]
-
-
 class _CatchUp:
     """Every other log of the run gets what it lacks of it, so it holds the whole run as the
     resumed log does: a new file (a main log next to a backup) all of it, a log continued
@@ -455,12 +448,15 @@ class _CatchUp:
                     self._check(slot, self.recorder.drop(slot, exc))
 
     def _validated(self, record: Record) -> None:
+        from .jsonl import validation_field, validation_problems  # the readers' own words
+
         try:
-            type(record).model_validate(dict(record.__dict__))
+            parse_record(dict(record.__dict__))
         except ValueError as exc:
-            raise LogCorruptError(f"{self.log}: cannot resume: the {record.kind} record of seq "
-                                  f"{record.seq} is damaged ({_first_problem(exc)})",
-                                  path=str(self.log), field="logs") from None
+            raise LogCorruptError(printable(
+                f"{self.log}: cannot resume: the {record.kind} record of seq {record.seq} is "
+                f"damaged ({validation_problems(exc)})"), path=str(self.log),
+                field=validation_field(exc)) from None
 
     def _check(self, slot: Slot, error: BaseException | None) -> None:
         if error is not None:
