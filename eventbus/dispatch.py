@@ -175,7 +175,7 @@ class Dispatcher:
         found = {name: fn for name in sorted(names)
                  if (fn := _implementation(plugin, name)) is not None}
         known = {id(getattr(fn, "__func__", fn)) for fn in found.values()}
-        if any(_is_impl(value) and id(getattr(value, "__func__", value)) not in known
+        if any(is_hookimpl(value) and id(getattr(value, "__func__", value)) not in known
                for value in gc.get_referents(plugin)):
             found = {name: fn for name in dir(plugin)
                      if (fn := _implementation(plugin, name)) is not None}
@@ -345,7 +345,7 @@ def _implementation(plugin: object, name: str) -> Any:
         value = getattr(plugin, name)
     except Exception:
         return None
-    return value if _is_impl(value) else None
+    return value if is_hookimpl(value) else None
 
 
 def _why_invalid(carrier: object, pm: pluggy.PluginManager) -> str | None:
@@ -378,7 +378,7 @@ def _why_invalid(carrier: object, pm: pluggy.PluginManager) -> str | None:
     return None
 
 
-def _is_impl(value: object) -> bool:
+def is_hookimpl(value: object) -> bool:
     return inspect.isroutine(value) and isinstance(
         getattr(value, f"{PROJECT_NAME}_impl", None), dict)
 

@@ -29,13 +29,13 @@ def _is_plugin_class(obj: Any) -> bool:
     with at least one method marked ``@hookimpl`` (a plain plugin, or a sink)."""
     if not isinstance(obj, type):
         return False
+    from .dispatch import is_hookimpl
     from .plugin import Plugin
     from .sink import Sink
 
     if issubclass(obj, (Plugin, Sink)):
         return True
-    mark = f"{PROJECT_NAME}_impl"
-    return any(hasattr(value, mark) for klass in obj.__mro__ for value in vars(klass).values())
+    return any(is_hookimpl(value) for klass in obj.__mro__ for value in vars(klass).values())
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Registry", "registry"]
 
