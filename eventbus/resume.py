@@ -353,15 +353,7 @@ def _weights_point(bus: Resumable, log: str | os.PathLike[str],
             found = ask(run, os.fspath(log), epochs)
             if isinstance(found, int) and 0 < found < epochs:
                 epochs = found
-    if epochs == point.epoch + 1:
-        return point
-    kept = [r for r in find_kinds(log, ("train_begin", "epoch_end", "train_end"))
-            if type(r.get("seq")) is int and not is_abandoned(r["seq"], point.spans)
-            and (point.seq is None or r["seq"] <= point.seq)]
-    ends = [r["seq"] for r in kept if r["kind"] == "epoch_end" and r.get("epoch") == epochs - 1]
-    if not ends:
-        return point
-    return ResumePoint(point.spans, ends[-1], epochs - 1)
+    return _no_later_than(log, point, epochs - 1)
 
 
 def _no_later_than(log: str | os.PathLike[str], point: ResumePoint, epoch: int) -> ResumePoint:

@@ -173,9 +173,9 @@ class CsvTable:
         # This table writes every cell (``NA`` for a missing value) and a row in one write, so
         # a row it tore lacks cells or ends in an empty one; a row of the header's width, all
         # cells there, came whole from another program (a spreadsheet ends no last line).
-        whole = start > 0 and len(rows) > 1 and len(last) == len(header) and \
-            all(last) and last[0].strip().lstrip("-").isascii() and \
-            last[0].strip().lstrip("-").isdigit()
+        epoch = last[0].strip().lstrip("-") if last else ""
+        whole = start > 0 and len(rows) > 1 and len(last) == len(header) and all(last) and \
+            epoch.isascii() and epoch.isdigit()
         if whole:
             self._file.write(LINE_END.encode())
         else:
