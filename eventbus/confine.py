@@ -16,15 +16,11 @@ import re
 import stat
 from collections.abc import Sequence
 
+from .openflags import DIR_FD, FOLDER, NO_FOLLOW, NON_BLOCK, READ_ONLY
 from .outputs import file_type
 
 __all__ = ["Refused", "open_below", "place"]
 
-#: Never through a link at the file; never blocking on a FIFO put where a checkpoint was.
-READ_ONLY = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
-    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
 
 
 class Refused(Exception):
@@ -80,8 +76,8 @@ def open_below(root: str, names: list[str]) -> int:
     FileNotFoundError when nothing is there; Refused for anything else that is not read."""
     folder: int | None = None
     try:
-        if _DIR_FD:
-            folder = os.open(root, _FOLDER)
+        if DIR_FD:
+            folder = os.open(root, FOLDER)
             parts, name = names[:-1], names[-1]
         else:  # no dir_fd (Windows): each folder checked by its path, then the file opened
             parts = [os.path.join(root, *names[:i + 1]) for i in range(len(names) - 1)]
@@ -95,7 +91,7 @@ def open_below(root: str, names: list[str]) -> int:
             if not stat.S_ISDIR(mode):
                 raise Refused(f"is below {os.path.basename(part)}, which is not a folder")
             if folder is not None:
-                below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0), dir_fd=folder)
+                below = os.open(part, FOLDER | NO_FOLLOW, dir_fd=folder)
                 os.close(folder)
                 folder = below
         mode = _lmode(name, folder)
@@ -109,6 +105,6 @@ def open_below(root: str, names: list[str]) -> int:
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise Refused(f"is {_what(mode)}, not a regular file")
-    if getattr(os, "O_NONBLOCK", 0):
+    if NON_BLOCK:
         os.set_blocking(fd, True)
     return fd

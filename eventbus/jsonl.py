@@ -28,6 +28,7 @@ import orjson
 from .errors import LogCorruptError, LogError, SchemaVersionError
 from .lock import lock_exclusive
 from .metrics import MAX_INDEX
+from .openflags import DIR_FD, FOLDER, NO_FOLLOW, NON_BLOCK
 from .outputs import file_type, open_checked
 from .records import (
     BATCH_KINDS,
@@ -170,7 +171,7 @@ def _open_log_file(path: Path, *, follow_links: bool = True) -> Any:
     socket is refused too; with ``follow_links=False`` so is a link at ``path``."""
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
     if not follow_links:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
+        flags |= NO_FOLLOW
     try:
         fd, mode = open_checked(path, flags)
     except OSError as exc:
@@ -362,7 +363,7 @@ class JsonlWriter(Sink):
         logrotate's ``create`` leaves after moving the log away); else None."""
         try:
             fd = os.open(name if self._folder is not None else self._where,
-                         os.O_RDWR | os.O_APPEND | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0),
+                         os.O_RDWR | os.O_APPEND | NO_FOLLOW | NON_BLOCK,
                          dir_fd=self._folder)
         except OSError:
             return None
@@ -383,7 +384,7 @@ class JsonlWriter(Sink):
     def _create(self, target: Path) -> Any:
         """A new file at ``target`` (O_EXCL: never through a link, never another's file), in
         the log's folder held open, locked."""
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | NO_FOLLOW
         in_folder = self._folder is not None and target.parent == self._where.parent
         try:
             if in_folder:
@@ -464,17 +465,12 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
-#: Whether a name can be looked up in a folder held open (not on Windows).
-_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
-
-
 def _pin(folder: Path) -> int | None:
     """``folder`` held open, so its files are found in it whatever its path comes to mean."""
-    if not _DIR_FD:
+    if not DIR_FD:
         return None
     try:
-        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        return os.open(folder, FOLDER)
     except OSError:
         return None
 

@@ -19,12 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError
+from .openflags import NO_FOLLOW, NON_BLOCK
 
 __all__ = ["file_type", "new_file_mode", "open_checked", "read_head", "refuse_special",
            "same_file", "write_replacing"]
 
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def open_checked(path: str | os.PathLike[str], flags: int = os.O_RDONLY,
@@ -34,10 +33,10 @@ def open_checked(path: str | os.PathLike[str], flags: int = os.O_RDONLY,
     put at the name would block the open for ever, and a name looked at twice can change
     between. A regular file's descriptor is set back to blocking; the caller closes the
     descriptor and decides what to do with anything else (:func:`file_type` names it)."""
-    fd = os.open(path, flags | _NONBLOCK, permissions)
+    fd = os.open(path, flags | NON_BLOCK, permissions)
     try:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) and _NONBLOCK:
+        if stat.S_ISREG(mode) and NON_BLOCK:
             os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -72,7 +71,7 @@ def read_head(path: str | os.PathLike[str], size: int) -> bytes | None:
     """The first ``size`` bytes of the regular file at ``path``; None when nothing is there or
     it is a link, a FIFO or anything but a regular file (never followed, never blocked on)."""
     try:
-        fd, mode = open_checked(path, os.O_RDONLY | _NO_FOLLOW)
+        fd, mode = open_checked(path, os.O_RDONLY | NO_FOLLOW)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as file:

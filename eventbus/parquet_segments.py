@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LogCorruptError, LogError
+from .openflags import NO_FOLLOW
 from .outputs import file_type, open_checked
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 from .sink import given_up, keep_trying
@@ -45,7 +46,7 @@ _MERGED = "merged.parquet"  # the merged file's temporary name is made of it
 _TEMPORARY = re.compile(r"^\.(seg-\d{12}-\d{12}\.parquet|merged\.parquet)(\.[0-9a-f]+)?\.tmp$")
 # How a temporary file is created: O_EXCL refuses any name that is there, a link included;
 # O_NOFOLLOW, where the system has it, says so again.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW
 
 # Dictionary encoding pays only for the columns of few distinct values; for the rest (seq,
 # time, the metrics) it costs twice the time of the whole write and makes the file larger.

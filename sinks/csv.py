@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from eventbus.errors import ConfigError, LogCorruptError, LogError
+from eventbus.openflags import UNTTY
 from eventbus.outputs import file_type, open_checked, write_replacing
 from eventbus.run import Run
 from eventbus.sink import FailingWrites, Sink, given_up, keep_trying
@@ -137,8 +138,7 @@ class CsvTable:
             self._file.close()
             self._file = None
         try:
-            fd, mode = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT |
-                                    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0))
+            fd, mode = open_checked(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | UNTTY)
         except OSError as exc:
             if exc.errno == getattr(os, "ENXIO", None):  # a FIFO nobody reads
                 raise LogError(f"{self.path}: a FIFO, not a file; the CSV table is a regular "

@@ -41,6 +41,7 @@ import orjson
 
 from eventbus import Plugin, Sink
 from eventbus.errors import CheckpointError
+from eventbus.openflags import DIR_FD, FOLDER, NO_FOLLOW, NON_BLOCK, READ_ONLY, UNTTY
 from eventbus.outputs import new_file_mode
 from eventbus.records import (
     CheckpointDeleted,
@@ -328,8 +329,7 @@ def _open_regular(path: str, *, follow_links: bool = True) -> Any:
     """``path`` opened for reading, if it is a regular file; stat'ed after opening, so what is
     checked is what is read. O_NONBLOCK: opening a FIFO returns at once instead of waiting for
     a writer."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
-        getattr(os, "O_BINARY", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    flags = os.O_RDONLY | NON_BLOCK | UNTTY | (0 if follow_links else NO_FOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -1154,14 +1154,9 @@ def _template_root(template: str, path: str) -> str | None:
     return text[:text.rfind("/") + 1]
 
 
-#: How a checkpoint is opened: never through a link, never blocking on a FIFO someone put
-#: where a checkpoint was, never becoming a terminal's controlling process.
-_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | \
-    getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 #: Where folders can be walked one name at a time (every POSIX system): else the folders are
 #: compared with their real paths, and the file is opened by its whole name.
-_DIR_FD = {os.open, os.stat, os.unlink} <= os.supports_dir_fd
+_DIR_FD = DIR_FD and os.unlink in os.supports_dir_fd
 
 
 class _Held:
@@ -1245,12 +1240,12 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
         if place is not None:
             root, names = place
             if _DIR_FD:
-                folder = os.open(root or ".", _FOLDER)
+                folder = os.open(root or ".", FOLDER)
                 for part in names[:-1]:
                     if stat.S_ISLNK(_lmode(part, folder)):
                         return f"is in a folder reached through a link ({part}), which is " \
                             "not followed"
-                    below = os.open(part, _FOLDER | getattr(os, "O_NOFOLLOW", 0),
+                    below = os.open(part, FOLDER | NO_FOLLOW,
                                     dir_fd=folder)
                     os.close(folder)
                     folder = below
@@ -1262,7 +1257,7 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
                     return f"is in a folder reached through a link ({inside}), which is not " \
                         "followed"
         try:
-            fd = os.open(name, _NO_FOLLOW, dir_fd=folder)
+            fd = os.open(name, READ_ONLY, dir_fd=folder)
         except OSError:
             mode = _lmode(name, folder)  # to say why: a socket cannot be opened, for one
             if stat.S_ISLNK(mode):

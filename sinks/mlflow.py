@@ -75,8 +75,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventbus import RunWarning, Sink
-from eventbus.confine import READ_ONLY, Refused, open_below, place
+from eventbus.confine import Refused, open_below, place
 from eventbus.errors import ConfigError
+from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
 from eventbus.records import DECISION_KINDS
 from eventbus.records import Warning as WarningRecord
 from eventbus.terminal import printable
@@ -666,8 +667,7 @@ def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
     digest = hashlib.sha256(head)
     done = len(head)
     # The folder is private (0700); the file gets the usual mode, which a file store keeps.
-    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) |
-                  getattr(os, "O_BINARY", 0), 0o666)
+    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW | UNTTY, 0o666)
     with os.fdopen(out, "wb") as file:
         file.write(head)
         while done < size and (chunk := os.read(fd, min(_READ, size - done))):

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from eventbus.errors import LogCorruptError
+from eventbus.openflags import FOLDER, NO_FOLLOW, NON_BLOCK
 from eventbus.outputs import write_replacing
 from eventbus.sink import drain, given_up, keep_trying
 
@@ -606,7 +607,7 @@ class _Records:
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         # Never through a link, never blocking on a FIFO: only a regular file is read.
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        flags = os.O_RDONLY | NO_FOLLOW | NON_BLOCK
         with open(os.open(self.path, flags), "rb") as file:
             info = os.fstat(file.fileno())
             if not stat.S_ISREG(info.st_mode):
@@ -710,10 +711,9 @@ class _RunFile:
         # Unbuffered and kept open for the run: ``kept`` is the only buffer. A new file, made
         # in the run's folder opened without following a link: a link put at ``train/`` (a
         # folder others can write) would have the files written wherever it points.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | NO_FOLLOW
         if os.open in os.supports_dir_fd:
-            folder = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) |
-                             _NO_FOLLOW)
+            folder = os.open(self.directory, FOLDER | NO_FOLLOW)
             try:
                 fd = os.open(name, flags, 0o666, dir_fd=folder)
             finally:
@@ -762,7 +762,6 @@ class _RunFile:
 
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _newest_stamp(directory: Path) -> float:
