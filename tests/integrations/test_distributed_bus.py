@@ -167,12 +167,12 @@ def test_only_a_rank_as_written_names_a_rank_log(tmp_path, planted):
 
 def test_a_silent_rank_becomes_a_timeout_naming_it(tmp_path):
     """Rank 1 never reaches its epoch end: rank 0 raises RankTimeoutError naming rank 1."""
-    start = time.monotonic()
-    results = run_ranks(tmp_path, "silent", wait_for=(0,), limit=40)
+    # A rank 0 that waited for ever would be killed at ``limit`` and give no result: the
+    # bound is the subprocess's, not a timed assertion (start-up varies with the load).
+    results = run_ranks(tmp_path, "silent", wait_for=(0,), limit=120)
     error = results[0]["error"]
     assert error["type"] == "RankTimeoutError" and error["ranks"] == [1]
     assert "rank 1 never answered within 2 s" in error["message"]
-    assert time.monotonic() - start < 30
     # The log keeps what happened, the timeout included.
     warnings = [r for r in read_log(tmp_path / "events.rank0.jsonl") if r.kind == "warning"]
     assert warnings and warnings[-1].details["missing"] == [1]
