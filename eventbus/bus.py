@@ -457,14 +457,18 @@ class Bus(BusState, KerasCallbackListNames):
     def flush(self) -> None:
         """Hand what the sinks buffer to their files (the bus does so at every epoch end and
         decision)."""
+        if self._engine.forked:
+            self._engine.claim("flush()")  # refused: the buffers are the parent's
         self._engine.flush()
 
     def close(self) -> None:
         """Let plugins flush (``on_close``), then close the sinks, the logs last. Idempotent.
 
         Sink failures seen during the run are reported here as one :class:`SinkFailureWarning`.
+        In a child process forked from the one that runs the bus it does nothing: the sinks,
+        their buffers and their locks are the parent's.
         """
-        if self._engine.finished:
+        if self._engine.finished or self._engine.forked:
             return
         try:
             self._engine.close()

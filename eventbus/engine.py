@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import time as _time
 from types import MappingProxyType
@@ -115,6 +116,26 @@ def refuse_oversized(kind: str, fields: dict[str, Any], logs: dict[str, Any]) ->
                      field=largest.partition(".")[0])
 
 
+#: Every engine alive, so that a forked child can mark them all as its parent's.
+_ALIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a child just forked: every bus alive is the parent's. The child's copy must neither
+    publish (its records would interleave with the parent's) nor close (a child ending by an
+    exception unwinds through the parent's ``with bus:`` and would flush the parent's buffered
+    records, which the parent writes again: the same seqs twice, a log every reader refuses).
+    ``thread`` cleared sends any event to :meth:`Engine.claim`, which refuses it; the batch
+    path pays nothing."""
+    for engine in list(_ALIVE):
+        engine.forked = True
+        engine.thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 class Engine:
     """Runs events through the parts (see the module documentation).
 
@@ -145,6 +166,9 @@ class Engine:
         self.flushing = False
         #: The thread that publishes the run (see :meth:`claim`).
         self.thread: int | None = None
+        #: True in a child forked while this engine was alive (see :func:`_forked`).
+        self.forked = False
+        _ALIVE.add(self)
         #: True while the header is unwritten, outcomes wait, or the run is closed: the one
         #: check an event makes before it is recorded.
         self.attention = True
@@ -485,6 +509,11 @@ class Engine:
         refused; between fits, the next fit may come from any thread.
         """
         ident = threading.get_ident()
+        if self.forked:
+            raise EventError(
+                f"{what} in process {os.getpid()}, forked from the process that runs this bus: "
+                "its sinks and logs are the parent's, whose records would be written twice. "
+                "Publish from the parent; a child that needs a log opens a Bus of its own")
         if self.thread is not None and self.cursor.in_train and not self.closed:
             raise EventError(
                 f"the bus is in use by thread {_thread_name(self.thread)}, where a fit is under "
