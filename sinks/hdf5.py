@@ -694,8 +694,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
         #: the run it resumes. Only these are ever removed, and those from the log only by
         #: the rule of :meth:`_place`.
         self._written: dict[str, _Saved] = {}
-        #: Paths saved in this process since the last flush: the files those saves replaced
-        #: are kept beside them (previous_path) until the log surely has the saves.
+        #: Paths saved in this process since the last flush point (``_AFTER_A_FLUSH``): the
+        #: file the first of those saves replaced, the one the log vouches for at the last
+        #: finished epoch, is kept beside it (previous_path) until the log surely has them.
         self._replaced: set[str] = set()
         #: Saves a full disk refused (this process's own format only), by path, oldest first:
         #: (the decision, its write with the weights copied), tried again at every record.
@@ -986,9 +987,14 @@ class HDF5CheckpointWriter(Plugin, Sink):
         from the model now, weights copied)."""
         weights_only = record.get("weights_only", False)
         save = getattr(model, "save", None)
+        # The file a first save since the last flush point replaces is the one the log vouches
+        # for at the last finished epoch: kept until the next flush point, not replaced by the
+        # file of a later save of the same window (save_freq in batches saves several times in
+        # an epoch, and a resume abandons them all, going back to that file).
+        keep = record["path"] not in self._replaced
         if callable(save):  # the framework's own format, which its users load
             return lambda: write_atomically(record["path"], lambda tmp: save(tmp, weights_only),
-                                            keep_previous=True)
+                                            keep_previous=keep)
         if record["path"].endswith(".keras"):
             raise ValueError(f"{record['path']}: a .keras file is Keras's format; this model "
                              f"adapter ({type(model).__name__}) writes HDF5: name the file "
@@ -1008,7 +1014,7 @@ class HDF5CheckpointWriter(Plugin, Sink):
                 config = model.get_config()
             if callable(getattr(model, "get_optimizer_state", None)):
                 optimizer = model.get_optimizer_state()
-        return _Save(record["path"], model.get_weights(), metadata, config, optimizer)
+        return _Save(record["path"], model.get_weights(), metadata, config, optimizer, keep)
 
     # --- resuming: the newest checkpoint the log vouches for goes back into the model --------
 
@@ -1301,11 +1307,12 @@ class _Save:
     metadata: dict[str, Any]
     config: Mapping[str, Any] | None
     optimizer: Mapping[str, Any] | None
+    keep_previous: bool = True
 
     def __call__(self) -> tuple[int, str]:
         return write_checkpoint(self.path, self.weights, metadata=self.metadata,
                                 model_config=self.config, optimizer=self.optimizer,
-                                keep_previous=True)
+                                keep_previous=self.keep_previous)
 
     def copy(self) -> None:
         """Hold copies of the arrays (an adapter may hand out views of the model's own)."""

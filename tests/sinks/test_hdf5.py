@@ -353,6 +353,57 @@ def test_killed_twice_before_the_log_catches_up_the_resume_still_finds_its_file(
     assert start.split() == ["3", "3.0"] and float(final) == 6.0
 
 
+SAVED_EVERY_TWO_BATCHES = """
+import os, signal, sys
+import numpy as np
+from eventbus import Bus, NumpyModel
+from plugins import ModelCheckpoint
+
+folder, kill_in = sys.argv[1], int(sys.argv[2])
+model = NumpyModel({"w": np.zeros(4)}, learning_rate=0.1)
+bus = Bus([ModelCheckpoint(os.path.join(folder, "last.h5"), save_freq=2)],
+          log=os.path.join(folder, "run.jsonl"), model=model, resume=True)
+print(bus.initial_epoch, float(model.weights["w"][0]), flush=True)
+bus.train_begin({"epochs": 4})
+for epoch in range(bus.initial_epoch, 4):
+    bus.epoch_begin(epoch)
+    for batch in range(4):
+        bus.batch_begin(batch)
+        model.weights["w"] += 1  # the weights count the batches trained
+        bus.batch_end(batch, {"loss": 1.0})
+    if epoch == kill_in:  # its two saves made, its end never recorded
+        os.kill(os.getpid(), signal.SIGKILL)
+    bus.epoch_end(epoch, {"loss": 1.0})
+bus.train_end()
+bus.close()
+print(float(model.weights["w"][0]))
+"""
+
+
+def test_killed_after_two_saves_in_an_unfinished_epoch_the_resume_finds_the_epochs_file(
+        tmp_path):
+    """ModelCheckpoint saving every 2 batches, 4 batches an epoch, no BackupAndRestore: a kill
+    after epoch 2's two saves, before its end. The resume goes back to epoch 1's end, whose
+    save the log vouches for: the file the first save of epoch 2 replaced, kept beside it
+    until the epoch ends. Before, the second save kept the first one's file instead, and the
+    resume trained on from the initial weights."""
+    import subprocess
+    import sys
+
+    def run(kill_in: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", SAVED_EVERY_TWO_BATCHES, str(tmp_path),
+                               str(kill_in)], capture_output=True, text=True, timeout=120)
+
+    assert run(2).returncode == -9
+    assert load_checkpoint(tmp_path / "last.h5").weights["w"][0] == 12.0  # ahead of the log
+    resumed = run(-1)
+    assert resumed.returncode == 0, resumed.stderr
+    start, final = resumed.stdout.split("\n")[:2]
+    assert start.split() == ["2", "8.0"]  # epoch 2 again, from the weights of epochs 0-1
+    assert float(final) == 16.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
+
+
 class TestAFullDisk:
     """A save the disk refuses (ENOSPC) is kept, with a copy of the weights it was asked for,
     and written at the writer's next record: the best model of save_best_only is not lost
