@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .confine import Refused, open_below, place
+from .effective import read_effective
 from .errors import EventBusError
-from .log import read_log
 from .records import CheckpointDeleted, CheckpointSaved
 from .replay import replay
 from .terminal import inline
@@ -135,8 +135,10 @@ def verify_log(log: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".
         result = replay(log, verify=True)
         newest: dict[str, CheckpointSaved] = {}
         deleted: set[str] = set()
-        # Replay read the log once; this second pass builds only the checkpoint records.
-        for r in read_log(log, kinds=_CHECKPOINT_KINDS):
+        # Replay read the log once; this second pass builds only the checkpoint records, of
+        # the run as it went on: a save a resume abandoned (an unfinished epoch, or finished
+        # ones moved back over by ``resume_at_most``) vouches for no file.
+        for r in read_effective(log, kinds=_CHECKPOINT_KINDS):
             if isinstance(r, CheckpointSaved):
                 newest.pop(r.path, None)  # to the end: the newest save
                 newest[r.path] = r

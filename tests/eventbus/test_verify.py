@@ -221,3 +221,45 @@ def test_a_folder_nested_deeper_than_pythons_recursion_limit_is_walked(demo_run,
             (created[-1] / "events.jsonl").unlink(missing_ok=True)
         for made in reversed(created):
             made.rmdir()
+
+
+MOVED_BACK = """
+import os, signal, sys
+import numpy as np
+from eventbus import Bus, NumpyModel
+from plugins import ModelCheckpoint
+out, attempt, kill_after, at_most = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+kw = {} if at_most == "none" else {"resume_at_most": int(at_most)}
+with Bus([ModelCheckpoint(os.path.join(out, "best.h5"), monitor="loss", save_best_only=True)],
+         model=model, log=os.path.join(out, "events.jsonl"), resume=True, **kw) as bus:
+    bus.train_begin({"epochs": 6})
+    for epoch in range(bus.initial_epoch, 6):
+        bus.epoch_begin(epoch)
+        model.weights["w"][:] = epoch + 100 * attempt
+        bus.epoch_end(epoch, {"loss": 10.0 - epoch if attempt == 0 else 50.0 + epoch})
+        if epoch == kill_after:
+            bus.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    bus.train_end()
+"""
+
+
+def test_a_save_a_resume_abandoned_vouches_for_no_file(tmp_path):
+    """A run killed after epoch 4, each epoch a new best, resumed with ``resume_at_most=2``:
+    the reruns do worse, so best.h5 still holds epoch 4's abandoned save, while the run as it
+    went on records epoch 2's. verify compares files with the effective records: the file is
+    ``changed``. Before, it was ``verified`` against the abandoned save, and the log ok."""
+    import subprocess
+    import sys
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", MOVED_BACK, str(tmp_path), *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    assert run(0, 4, "none").returncode == -9
+    resumed = run(1, -1, 2)
+    assert resumed.returncode == 0, resumed.stderr
+    verdict = verify_log(tmp_path / "events.jsonl", root=tmp_path)
+    [check] = verdict.checkpoints
+    assert (check.epoch, check.status) == (2, "changed") and not verdict.ok
