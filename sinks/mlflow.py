@@ -21,7 +21,9 @@ run the first attempt made. What goes where:
 
 Exactly once. MLflow only appends (a metric logged twice at a step shows twice), so the sink
 never sends anything twice: records at or below ``eventbus.last_seq`` are skipped, and a metric
-already at a step in the MLflow run (read back when the sink finds the run) is not logged again.
+already at a step in the MLflow run (read back when the sink finds the run) is not logged again,
+unless a resume that went back over finished epochs made another value there (it follows the
+abandoned one, with a warning: MLflow cannot delete a point).
 It also sends only what a resume will not write again: the records of an epoch go to MLflow when
 that epoch has ended (or the run has), never those of an epoch in progress, which a crash would
 abandon and a resume run again with other values. A crash therefore leaves MLflow at most
@@ -63,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -229,6 +232,14 @@ class MLflowSink(Sink):
         self._status: str | None = None  # the MLflow run's status, as this sink left it
         self._last_seq = -1  # what the MLflow run holds
         self._have: dict[str, set[int]] = {}  # metric key -> steps it has
+        #: Metric key -> the steps of the log's records a resume keeps (``catch_up``): a step
+        #: the MLflow run has beyond these is of epochs the resume runs again.
+        self._kept_steps: dict[str, set[int]] = {}
+        #: Metric key -> step -> the value MLflow shows there, for a found MLflow run.
+        self._shown: dict[str, dict[int, float]] = {}
+        #: Metric key -> the steps of epochs a resume runs again that MLflow holds (see
+        #: :meth:`_rerun_steps`), with the value it shows.
+        self._rerun: dict[str, dict[int, float]] = {}
         self._params: set[str] = set()
         self._tags: set[str] = set()
         # A found MLflow run the log has not yet shown it goes on from; nothing is sent to it,
@@ -286,8 +297,12 @@ class MLflowSink(Sink):
             self._params = set(data.params)
             self._tags = set(data.tags)
             for key in data.metrics:
-                self._have[key] = {m.step for m in client.get_metric_history(
-                    self.mlflow_run_id, key)}
+                shown: dict[int, tuple[int, float]] = {}  # step -> (time, value): MLflow's
+                for m in client.get_metric_history(self.mlflow_run_id, key):
+                    if m.step not in shown or m.timestamp >= shown[m.step][0]:
+                        shown[m.step] = (m.timestamp, m.value)
+                self._have[key] = set(shown)
+                self._shown[key] = {step: value for step, (_, value) in shown.items()}
             self._status = run.info.status
         else:
             self.mlflow_run_id = None
@@ -389,12 +404,28 @@ class MLflowSink(Sink):
         if self._claim is not None and not run.resumed:
             raise self._not_continued("this run is not resumed from the log that run was "
                                       "written from; it starts a log of its own")
+        if run.resumed:
+            self._rerun_steps(run)
+
+    def _rerun_steps(self, run: Run) -> None:
+        """The steps the MLflow run holds of epochs the resume runs again: a resume that goes
+        on at an earlier epoch than the log's last (``resume_at_most``, a damaged backup, ranks
+        agreeing on an earlier epoch) abandons finished epochs MLflow has. A rerun's value
+        that differs is logged at its step (see :meth:`_send`)."""
+        for key, steps in self._have.items():
+            stale = steps - self._kept_steps.get(key, set())
+            if stale:
+                steps -= stale
+                shown = self._shown.get(key, {})
+                self._rerun[key] = {step: shown.get(step, math.nan) for step in stale}
 
     def catch_up(self, record: dict[str, Any], run: Run) -> None:
         """On resume, before ``open``: a record of the run so far; what the MLflow run lacks of
         it is sent at the next flush (a crash can end the run before this sink's flush)."""
         self._note_run(run)
         self._connect(run.run_id)
+        for key, step, _ in self._points(record):
+            self._kept_steps.setdefault(key, set()).add(step)
         self._take(record, settled=True)
 
     def write(self, record: dict[str, Any]) -> Any:
@@ -470,6 +501,7 @@ class MLflowSink(Sink):
         params: dict[str, str] = {}
         tags: dict[str, str] = {}
         files: dict[str, tuple[dict[str, Any], bool]] = {}  # path -> its newest save
+        rerun: dict[str, list[int]] = {}  # key -> steps MLflow had another value at
         for record, live in taken:
             kind = record["kind"]
             if kind == "header":
@@ -478,19 +510,19 @@ class MLflowSink(Sink):
                 params.update({_key(k): _text(v, _PARAM_LENGTH)
                                for k, v in (record.get("params") or {}).items() if v is not None})
             elif kind in ("epoch_end", "batch_end"):
-                # A batch's step is the batches done, as in TensorBoard.
-                step = record["epoch"] if kind == "epoch_end" else record["step"] + 1
-                prefix = "" if kind == "epoch_end" else "batch_"
                 stamp = int(record["time"] * 1000)
-                for name, value in record["logs"].items():
-                    if prefix and name in _NOT_LOGGED:
-                        continue
-                    key = _key(prefix + name)
+                for key, step, value in self._points(record):
                     steps = self._have.setdefault(key, set())
-                    if step in steps or not isinstance(value, (int, float)):
+                    if step in steps:
                         continue
                     steps.add(step)
-                    metrics.append(Metric(key, float(value), stamp, step))
+                    was = self._rerun.get(key, {}).pop(step, None)
+                    if was is not None and (was == value or math.isnan(was) and
+                                            math.isnan(value)):
+                        continue  # the rerun made the value MLflow has: nothing to add
+                    if was is not None:
+                        rerun.setdefault(key, []).append(step)
+                    metrics.append(Metric(key, value, stamp, step))
             elif kind in DECISION_KINDS:
                 key, value = _decision_tag(record)
                 if key not in self._tags:
@@ -524,6 +556,32 @@ class MLflowSink(Sink):
         self._tags.update(tags)
         self._last_seq = max(self._last_seq, int(tags[SEQ_TAG]))
         self._last_record = tags.get(LAST_RECORD_TAG, self._last_record)
+        if rerun and self._run is not None:
+            # MLflow cannot delete a metric's points: the abandoned value stays in the
+            # history, the rerun's after it, which is the one MLflow shows at that step.
+            self._run.report(WarningRecord(
+                source=self.name, message=f"{self.name}: this resume ran again epochs the "
+                f"MLflow run {self.mlflow_run_id} held, with other values; MLflow cannot delete "
+                "metric points, so the history of " + ", ".join(sorted(rerun)[:5])
+                + (" and others" if len(rerun) > 5 else "") + " keeps the abandoned value at "
+                "steps " + ", ".join(map(str, sorted({s for v in rerun.values() for s in v})[:10]))
+                + ", each followed by the rerun's, the value MLflow shows",
+                details={"steps": {k: v[:20] for k, v in sorted(rerun.items())[:20]}}))
+
+    @staticmethod
+    def _points(record: Mapping[str, Any]) -> list[tuple[str, int, float]]:
+        """The metric points an ``epoch_end`` or ``batch_end`` record makes: (key, step,
+        value). A batch's step is the batches done, as in TensorBoard."""
+        kind = record["kind"]
+        if kind == "epoch_end":
+            step, prefix = record["epoch"], ""
+        elif kind == "batch_end":
+            step, prefix = record["step"] + 1, "batch_"
+        else:
+            return []
+        return [(_key(prefix + name), step, float(value))
+                for name, value in record["logs"].items()
+                if not (prefix and name in _NOT_LOGGED) and isinstance(value, (int, float))]
 
     def _header_params(self, header: Mapping[str, Any]) -> dict[str, str]:
         out = {}

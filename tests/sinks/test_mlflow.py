@@ -844,6 +844,39 @@ class TestWhichRun:
         assert run.info.status == "FINISHED"
         assert [s for s, _ in history["loss"]] == [0, 1, 2, 3, 4]
 
+    def test_epochs_a_resume_runs_again_get_the_reruns_values(self, tmp_path, uri):
+        """``resume_at_most=1`` after epochs 0-3 ran: epochs 2 and 3 run again, with other
+        values. MLflow cannot delete a point, so each such step's history holds the abandoned
+        value, then the rerun's, which MLflow shows, and the log has a warning naming the
+        steps; a step whose rerun value is the same is not logged twice. Before, the sink
+        skipped every step MLflow had, and MLflow kept the abandoned values alone."""
+        log = tmp_path / "run.jsonl"
+
+        def fit(bus: Bus, shift: float) -> None:
+            bus.train_begin({"epochs": 5})
+            for epoch in range(bus.initial_epoch, 5):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": epoch + (shift if epoch == 3 else 0.0)})
+
+        bus = Bus([], log=[str(log), MLflowSink(uri)])
+        fit(bus, 0.0)  # (as far as epoch 4's end)
+        bus.close()  # a crash: no train_end
+        with pytest.warns(RunWarning, match="cannot delete metric points"), \
+                Bus([], log=[str(log), MLflowSink(uri)], resume=True, resume_at_most=1) as bus:
+            assert bus.initial_epoch == 2
+            fit(bus, 100.0)
+            bus.train_end()
+        run, history = mlflow_run(uri)
+        assert history["loss"] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0),
+                                   (3, 103.0)]
+        assert run.data.metrics["loss"] == 4.0
+        client = MlflowClient(uri)
+        shown = {m.step: m.value for m in sorted(
+            client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.timestamp)}
+        assert shown[3] == 103.0
+        [warning] = [r for r in read_effective(log) if r.kind == "warning"]
+        assert "steps 3," in warning.message and warning.details["steps"] == {"loss": [3]}
+
     def test_an_mlflow_error_is_one_line_from_the_command_line(self, tmp_path, capsys):
         """An error MLflow raises (a store URI it does not support) is a one-line error,
         exit 2, not a traceback."""
