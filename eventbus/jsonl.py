@@ -211,10 +211,13 @@ def open_for_reading(path: str | os.PathLike[str]) -> Any:
 class JsonlWriter(Sink):
     """Append records to a JSON Lines file: the event log as a sink.
 
-    ``append=True`` continues an existing log (after cutting a torn last line); otherwise the
-    file is created or emptied. ``follow_links=False`` refuses a link at ``path`` (a log in a
-    folder others can write: a backup). It takes the bus's fast path: finite batch records arrive as
-    lines already encoded, appended to ``line_buffer``.
+    ``append=True`` continues an existing log (after cutting a torn last line); ``False``
+    empties the file at once. Left out, the bus it is given to decides, as for a log given by
+    its path: ``Bus(..., resume=True)`` continues it, any other bus starts it afresh; written
+    to without a bus, it is emptied at its first flush. (Emptied at once, a crashed run's log
+    was lost before ``resume=True`` could read it.) ``follow_links=False`` refuses a link at
+    ``path`` (a log in a folder others can write: a backup). It takes the bus's fast path:
+    finite batch records arrive as lines already encoded, appended to ``line_buffer``.
 
     A write that fails (a full disk, a quota) on a bus loses nothing: what did not reach the
     file stays in the buffer and is written at the next flush, and the fault is reported once
@@ -226,8 +229,10 @@ class JsonlWriter(Sink):
     """
 
     name = "jsonl"
+    #: The run's own event log: a bus resumes from it (``eventbus.log.log_path``).
+    event_log = True
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
+    def __init__(self, path: str | os.PathLike[str], *, append: bool | None = None,
                  buffer_bytes: int = 1 << 20, max_kept_bytes: int = 256 << 20,
                  follow_links: bool = True):
         self.path = Path(path)
@@ -240,10 +245,9 @@ class JsonlWriter(Sink):
         try:
             fd = self._file.fileno()
             lock_exclusive(fd, self.path)
-            if not append:
-                os.ftruncate(fd, 0)
-            elif os.fstat(fd).st_size:
-                prepare_append(self.path, fd)  # the file locked, not whatever is at the name
+            self._undecided = True
+            if append is not None:
+                self.settle(append=append)
         except BaseException:
             self._file.close()
             raise
@@ -273,6 +277,18 @@ class JsonlWriter(Sink):
         """The bytes in the file now (of the file open, whatever is at its name)."""
         return os.fstat(self._file.fileno()).st_size
 
+    def settle(self, *, append: bool) -> None:
+        """Continue the log at the path (``append``) or start it afresh; once, before the
+        first record is written (the bus does it as it takes the writer)."""
+        if not self._undecided:
+            return
+        fd = self._file.fileno()
+        if not append:
+            os.ftruncate(fd, 0)
+        elif os.fstat(fd).st_size:
+            prepare_append(self.path, fd)  # the file locked, not whatever is at the name
+        self._undecided = False
+
     def open(self, run: Any) -> None:
         self._run = run  # to report a fault it keeps going through
 
@@ -284,6 +300,8 @@ class JsonlWriter(Sink):
             self.flush()
 
     def flush(self) -> None:
+        if self._undecided:
+            self.settle(append=False)
         if not self._buffer:
             return
         self._keep_the_name()
@@ -427,6 +445,8 @@ class JsonlWriter(Sink):
         if self._file.closed:
             return
         try:
+            if self._undecided:
+                self.settle(append=False)
             self._keep_the_name()
             if self._buffer:
                 try:

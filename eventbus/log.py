@@ -16,8 +16,8 @@ from .records import Header, Record
 if TYPE_CHECKING:
     from .sink import Sink
 
-__all__ = ["has_records", "is_parquet", "last_seq", "open_writer", "read_header", "read_log",
-           "resume_source"]
+__all__ = ["has_records", "is_parquet", "last_seq", "log_path", "log_paths", "open_writer",
+           "read_header", "read_log", "resume_source"]
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:
@@ -48,11 +48,30 @@ def has_records(path: str | os.PathLike[str] | None) -> bool:
     return os.path.isfile(path) and os.path.getsize(path) > 0
 
 
+def log_path(target: object) -> str | None:
+    """The path of the event log ``target`` writes: a path given as ``Bus(log=...)``, or the
+    path of a log writer given as an object (``JsonlWriter("run.jsonl")``); None for other
+    sinks."""
+    if isinstance(target, (str, os.PathLike)):
+        return os.fspath(target)
+    if getattr(type(target), "event_log", False) and isinstance(getattr(target, "path", None),
+                                                                (str, os.PathLike)):
+        return os.fspath(target.path)  # type: ignore[attr-defined]
+    return None
+
+
+def log_paths(targets: Iterable[object]) -> list[str]:
+    """The paths of the event logs among ``targets`` (see :func:`log_path`), in order."""
+    return [path for path in map(log_path, targets) if path is not None]
+
+
 def resume_source(targets: Iterable[object]) -> str | None:
     """The log among ``targets`` to resume from: the first JSON Lines one, else the first
     Parquet one (both are flushed at the same points; JSON Lines also keeps the records of a
-    partial epoch, which the resume abandons anyway)."""
-    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    partial epoch, which the resume abandons anyway). A log that holds records comes before
+    one that holds none (a new log added beside the run's)."""
+    paths = log_paths(targets)
+    paths = [p for p in paths if has_records(p)] or paths
     return next((p for p in paths if not is_parquet(p)), paths[0] if paths else None)
 
 

@@ -114,11 +114,16 @@ class ParquetWriter(Sink):
     naming the errno). Only when more than ``max_kept_bytes`` of segments wait does the
     failure end the writer. ``close()`` tries for :data:`~eventbus.sink.CLOSE_RETRY_SECONDS`,
     then raises an OSError saying how many records were lost.
+
+    ``append``: as for :class:`~eventbus.jsonl.JsonlWriter` (left out, the bus it is given to
+    decides: ``resume=True`` continues the log).
     """
 
     name = "parquet"
+    #: The run's own event log: a bus resumes from it (``eventbus.log.log_path``).
+    event_log = True
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False,
+    def __init__(self, path: str | os.PathLike[str], *, append: bool | None = None,
                  segment_records: int = 1 << 18, chunk_records: int = 4096,
                  segment_seconds: float = 10.0, max_kept_bytes: int = 256 << 20):
         import pyarrow
@@ -145,12 +150,9 @@ class ParquetWriter(Sink):
         self._unlock = weakref.finalize(self, os.close, self._lock)
         #: The name its failures are recorded under: which log, where there are several.
         self.name = f"parquet {self.path}"
-        existing = segments(self.path)
-        if not append:
-            for _, _, seg in existing:
-                seg.unlink()
-        # The store merges segments as it writes them unless some were here before it.
-        self._store = SegmentStore(self.path, merge=not (append and existing))
+        self._segment_store: SegmentStore | None = None
+        if append is not None:
+            self.settle(append=append)
         self._limit = segment_records
         self._chunk = chunk_records
         self._seconds = segment_seconds
@@ -380,6 +382,25 @@ class ParquetWriter(Sink):
     def behind(self) -> bool:
         """Whether records it could not write wait for its next flush (a full disk)."""
         return self._failing.fault is not None
+
+    def settle(self, *, append: bool) -> None:
+        """Continue the log at the path (``append``) or start it afresh, its segments
+        removed; once, before the first segment is written (the bus does it as it takes the
+        writer; see ``JsonlWriter``)."""
+        if self._segment_store is not None:
+            return
+        existing = segments(self.path)
+        if not append:
+            for _, _, seg in existing:
+                seg.unlink()
+        # The store merges segments as it writes them unless some were here before it.
+        self._segment_store = SegmentStore(self.path, merge=not (append and existing))
+
+    @property
+    def _store(self) -> SegmentStore:
+        if self._segment_store is None:  # written to without a bus: a log of its own
+            self.settle(append=False)
+        return self._segment_store  # type: ignore[return-value]
 
     def open(self, run: Any) -> None:
         self._run = run  # to report a fault it keeps going through

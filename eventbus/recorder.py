@@ -163,6 +163,8 @@ class Recorder:
                                f"{exc.strerror or exc}", path=os.fspath(target)) from exc
             return self.attach(writer, writer.name, continued=continued)
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "close")):
+            if getattr(type(target), "event_log", False):
+                target.settle(append=append)  # left to decide: as a log given by its path
             return self.attach(target, getattr(target, "name", type(target).__name__),
                                continued=has_records(getattr(target, "path", None)))
         raise ConfigError(f"Bus: log must be a path or a sink with write/flush/close; got "

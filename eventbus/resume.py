@@ -25,7 +25,7 @@ from .control import Control, checked_learning_rate
 from .cursor import Cursor
 from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, resume_point
 from .errors import ConfigError, LogCorruptError, LogError
-from .log import has_records, last_seq, resume_source
+from .log import has_records, last_seq, log_paths, resume_source
 from .metrics import MAX_INDEX
 from .recorder import Recorder, Slot
 from .records import (
@@ -129,7 +129,7 @@ def refuse_a_resume_beside_the_run(targets: Sequence[object]) -> None:
     """``resume=True`` with no log at the paths given, but one beside them, the same name in
     the other format (``events.parquet`` given, ``events.jsonl`` there): a run to resume, not a
     new one to start over its checkpoints and CSV. A ConfigError naming both."""
-    paths = [os.fspath(t) for t in targets if isinstance(t, (str, os.PathLike))]
+    paths = log_paths(targets)
     if not paths or any(has_records(p) for p in paths):
         return
     for path in paths:

@@ -650,3 +650,57 @@ def test_a_damaged_batch_record_is_refused_before_a_log_behind_gets_it(tmp_path)
     jsonl.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(LogCorruptError, match=rf"seq {record['seq']} is damaged .*logs"):
         Bus([], log=[jsonl, parquet], resume=True)
+
+
+def _writer(kind: str, path: Path, **kwargs):
+    from eventbus.jsonl import JsonlWriter
+    from eventbus.parquet import ParquetWriter
+
+    return (JsonlWriter if kind == "jsonl" else ParquetWriter)(path, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_log_given_as_a_writer_resumes_as_one_given_by_its_path(tmp_path, kind):
+    """``log=[JsonlWriter(path)]`` is the same log as ``log=path`` (docs/sinks/jsonl_parquet.md),
+    so ``resume=True`` goes on from it. Before, the writer emptied the file as it was made:
+    the crashed run's log was gone, and the resume started a new run over it, silently."""
+    from plugins import EarlyStopping
+
+    path = tmp_path / f"events.{kind}"
+    bus = Bus([EarlyStopping(patience=3)], log=[_writer(kind, path)])
+    bus.train_begin({"epochs": 5})
+    for epoch in range(3):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"val_loss": 1.0 - epoch / 10})
+    bus.close()  # (no train_end: as a crash leaves it)
+    before = list(read_log(path))
+    with Bus([EarlyStopping(patience=3)], log=[_writer(kind, path)], resume=True) as bus:
+        assert bus.initial_epoch == 3
+        bus.train_begin({"epochs": 5})
+        for epoch in range(3, 5):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"val_loss": 0.5})
+        bus.train_end()
+    after = list(read_log(path))
+    assert after[:len(before)] == before
+    assert [rec.epoch for rec in after if rec.kind == "epoch_end"] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_writer_left_to_decide_starts_afresh_without_a_resume(tmp_path, kind):
+    """Not resumed, or written to with no bus at all, a writer whose ``append`` is left out
+    starts its log afresh, as before; ``append=True`` continues it without a bus."""
+    path = tmp_path / f"events.{kind}"
+    with Bus([], log=[_writer(kind, path)]) as bus:
+        bus.train_begin({"epochs": 1})
+    first = list(read_log(path))
+    with Bus([], log=[_writer(kind, path)]) as bus:
+        bus.train_begin({"epochs": 1})
+    second = list(read_log(path))
+    assert len(second) == len(first) and second[0].run_id != first[0].run_id
+    with _writer(kind, path, append=True) as writer:
+        pass
+    assert list(read_log(path)) == second
+    with _writer(kind, path) as writer:
+        writer.write(first[0].model_dump(mode="json"))
+    assert list(read_log(path)) == first[:1]
