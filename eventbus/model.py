@@ -9,6 +9,9 @@ with ``get_weights()`` and ``set_weights()``. Optional, used where present:
 - ``get_optimizer_state() -> dict[str, ndarray]`` and ``set_optimizer_state(state)``: the
   optimizer's state, kept in full checkpoints and restored by BackupAndRestore
   (``TorchModel`` and ``KerasModel`` have both).
+- ``weight_paths() -> dict[str, str]``: another path for each weight key, one its framework's
+  users name layers by (``KerasModel``'s: ``"0.embedding/embeddings"`` ->
+  ``"sequential/word_embedding/embeddings"``); TensorBoard finds a layer by either.
 """
 
 from __future__ import annotations

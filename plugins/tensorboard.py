@@ -68,11 +68,16 @@ def _layer(weight_name: str) -> str:
     return weight_name.rsplit("/", 1)[0] if "/" in weight_name else weight_name
 
 
-def _layer_names(weight_name: str) -> set[str]:
+def _layer_names(weight_name: str, path: str | None = None) -> set[str]:
     """The names a weight's layer answers to: its path and every tail of it, so Keras's
-    layer name (``embedding``) finds ``sequential/embedding/embeddings`` as its path does."""
-    parts = _layer(weight_name).split("/")
-    return {"/".join(parts[i:]) for i in range(len(parts))}
+    layer name (``embedding``) finds ``sequential/embedding/embeddings`` as its path does;
+    those of the weight's key and of the adapter's other path for it (``weight_paths()``:
+    ``0.embedding/embeddings`` is Keras's ``sequential/word_embedding/embeddings``)."""
+    names = set()
+    for name in (weight_name, path) if path else (weight_name,):
+        parts = _layer(name).split("/")
+        names.update("/".join(parts[i:]) for i in range(len(parts)))
+    return names
 
 
 def number_text(value: Any) -> str:
@@ -481,12 +486,25 @@ class TensorBoard(Plugin, Sink):
         # thread, so the writer thread never sees a weight change under it.
         return {name: np.asarray(value) for name, value in model.get_weights().items()}
 
+    def _paths(self) -> dict[str, str]:
+        """The adapter's other path of each weight key (``KerasModel``'s Keras paths, by which
+        a Keras user names layers); empty for an adapter without ``weight_paths()``."""
+        model = getattr(self._run, "model", None)
+        paths = getattr(model, "weight_paths", None)
+        return {str(k): str(v) for k, v in paths().items()} if callable(paths) else {}
+
     def _embeddings(self, sink: Any, weights: dict[str, np.ndarray], epoch: int) -> Any:
+        # A layer is named by its weights' keys or by the adapter's paths (Keras's layer names).
+        paths = self._paths()
+        answers = {n: _layer_names(n, paths.get(n)) for n in weights}
+
+        def shown(names: Any) -> list[str]:  # a key with the path a Keras user knows it by
+            return [f"{n} ({paths[n]})" if paths.get(n, n) != n else n for n in sorted(names)]
+
         names = self.embeddings_layer_names
         if names:
-            chosen = {n: w for n, w in weights.items()
-                      if _layer_names(n) & set(names) and w.ndim == 2}
-            found = set().union(*(_layer_names(n) for n in chosen)) if chosen else set()
+            chosen = {n: w for n, w in weights.items() if answers[n] & set(names) and w.ndim == 2}
+            found = set().union(*(answers[n] for n in chosen)) if chosen else set()
             missing = sorted(set(names) - found)
         else:  # every Embedding layer: Keras names their matrix "embeddings"
             chosen = {n: w for n, w in weights.items()
@@ -500,7 +518,7 @@ class TensorBoard(Plugin, Sink):
                 metadata[name] = given
                 continue
             # Keyed by layer name, as Keras documents it, or by the layer's path.
-            keys = sorted(_layer_names(name) & set(given or {}), key=len, reverse=True)
+            keys = sorted(answers[name] & set(given or {}), key=len, reverse=True)
             if keys:
                 metadata[name] = os.fspath(given[keys[0]])  # type: ignore[index]
                 used.add(keys[0])
@@ -511,12 +529,12 @@ class TensorBoard(Plugin, Sink):
         if unused:  # a typo in a layer name would otherwise leave the labels out unseen
             warnings.append(self._warn_once(
                 "embeddings_metadata", f"TensorBoard: embeddings_metadata names {unused}, "
-                f"which match no embedding layer; the embedding matrices are {sorted(chosen)}",
+                f"which match no embedding layer; the embedding matrices are {shown(chosen)}",
                 unused=unused, embeddings=sorted(chosen)))
         if missing:
             warnings.append(self._warn_once(
-                "embeddings", f"TensorBoard: no 2-D weights for embedding layers {missing}",
-                missing=missing, weights=sorted(weights)))
+                "embeddings", f"TensorBoard: no 2-D weights for embedding layers {missing}; "
+                f"the weights are {shown(weights)}", missing=missing, weights=sorted(weights)))
         if unused or missing:
             return [w for w in warnings if w is not None] or None
         if not chosen:

@@ -4,7 +4,9 @@ Weights are keyed by layer order and variable role, ``"0.dense/kernel"`` (the fi
 ``Dense``, its ``kernel``), as Keras's own weights file keys them by position rather than by the
 names Keras makes up per process (``sequential_1/dense_3/kernel``): a model built again in the
 same process (a notebook cell run twice) has the same keys, so it takes a backup or a
-checkpoint of the first.
+checkpoint of the first. :meth:`KerasModel.weight_paths` tells each key's Keras path
+(``sequential/word_embedding/embeddings``), for what names layers as a Keras user does
+(TensorBoard's ``embeddings_metadata``).
 
 Checkpoints are written and read through Keras's own saving API (:meth:`KerasModel.save`,
 :meth:`KerasModel.load`), so ``keras.models.load_model`` and ``model.load_weights`` read them.
@@ -122,6 +124,12 @@ class KerasModel:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {key: np.array(v.numpy(), copy=True) for key, v in self._variables().items()}
+
+    def weight_paths(self) -> dict[str, str]:
+        """Each weight key's Keras variable path, ``{"0.embedding/embeddings":
+        "sequential/word_embedding/embeddings"}``: the layer's name and path as the user wrote
+        or Keras made them up, which the keys leave out to stay the same in every process."""
+        return {key: str(v.path) for key, v in self._variables().items()}
 
     def set_weights(self, weights: Mapping[str, Any]) -> None:
         variables = self._variables()

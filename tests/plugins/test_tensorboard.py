@@ -209,6 +209,57 @@ class TestLayout:
         assert np.array_equal(np.loadtxt(log_dir / first.tensor_path, delimiter="\t"), table)
         assert (log_dir / first.metadata_path).read_text() == "cat\ndog\nemu\n"
 
+    def test_embeddings_named_by_the_adapter_s_paths(self, tmp_path):
+        """An adapter whose keys are not the layers' names (KerasModel's "0.embedding/...")
+        tells their paths with weight_paths(): layer names and metadata keys match those
+        (Keras's layer name "word_embedding", its path "sequential/word_embedding"), and the
+        files keep the stable key (a warning would fail the test: RunWarning is an error)."""
+
+        class PathsModel(NumpyModel):
+            def weight_paths(self):
+                return {"0.embedding/embeddings": "sequential/word_embedding/embeddings",
+                        "1.embedding/embeddings": "sequential/tags/embeddings",
+                        "2.dense/kernel": "sequential/classifier/kernel"}
+
+        words, tags = tmp_path / "words.tsv", tmp_path / "tags.tsv"
+        words.write_text("cat\ndog\nemu\n")
+        tags.write_text("a\nb\nc\n")
+        model = PathsModel({"0.embedding/embeddings": np.ones((3, 2)),
+                            "1.embedding/embeddings": np.zeros((3, 2)),
+                            "2.dense/kernel": np.ones((2, 2))})
+        log_dir = tmp_path / "logs"
+        plugin = TensorBoard(log_dir, embeddings_freq=1,
+                             embeddings_layer_names=["word_embedding", "sequential/tags"],
+                             embeddings_metadata={"word_embedding": str(words),
+                                                  "sequential/tags": str(tags)})
+        bus = Bus([plugin], model=model)
+        bus.train_begin()
+        train(bus, 1, batches=1)
+        bus.close()
+        config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(),
+                                   projector_config_pb2.ProjectorConfig())
+        labels = {e.tensor_name: (log_dir / e.metadata_path).read_text()
+                  for e in config.embeddings}
+        assert labels == {"0.embedding/embeddings:00000": "cat\ndog\nemu\n",
+                          "1.embedding/embeddings:00000": "a\nb\nc\n"}
+
+    def test_an_unmatched_metadata_key_is_shown_with_the_paths(self, tmp_path):
+        """A metadata key that matches no layer: the warning lists each matrix by its key and
+        its path, the names the user can give."""
+
+        class PathsModel(NumpyModel):
+            def weight_paths(self):
+                return {"0.embedding/embeddings": "sequential/embedding/embeddings"}
+
+        model = PathsModel({"0.embedding/embeddings": np.ones((3, 2))})
+        bus = Bus([TensorBoard(tmp_path, embeddings_freq=1,
+                               embeddings_metadata={"embeding": "w.tsv"})], model=model)
+        with pytest.warns(RunWarning, match=r"\['0.embedding/embeddings "
+                                            r"\(sequential/embedding/embeddings\)'\]"):
+            bus.train_begin()
+            train(bus, 1, batches=1)
+        bus.close()
+
     def test_embeddings_found_by_name(self, tmp_path):
         """Without layer names, every 2-D weight named .../embeddings is written."""
         model = NumpyModel({"words/embeddings": np.ones((4, 2)), "d/kernel": np.ones((2, 2))})
