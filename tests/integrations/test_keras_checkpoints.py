@@ -82,6 +82,16 @@ class TestStableKeys:
         assert keys == list(KerasModel(second).get_weights())
         assert keys[:3] == ["0.dense/kernel", "0.dense/bias", "1.batch_normalization/gamma"]
 
+    def test_weight_paths_tell_each_key_s_keras_path(self):
+        """weight_paths(): each stable key with the variable's Keras path, the names a Keras
+        user knows the layers by (this process's numbering included)."""
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden"),
+                                  keras.layers.Dense(1)])
+        paths = KerasModel(model).weight_paths()
+        assert list(paths) == list(KerasModel(model).get_weights())
+        assert paths["0.dense/kernel"] == f"{model.name}/hidden/kernel"
+        assert paths["1.dense/bias"] == model.layers[1].bias.path
+
     def test_a_rebuilt_model_takes_the_backup_of_the_first(self, tmp_path):
         """A notebook cell run again: the new model resumes from the first one's backup
         (before, Bus() raised unknown weights)."""

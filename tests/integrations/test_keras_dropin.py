@@ -216,6 +216,35 @@ def test_model_idioms_in_a_keras_fit(tmp_path):
     assert decisions[0].previous == pytest.approx(0.1) and decisions[0].value == 0.02
 
 
+@pytest.mark.parametrize("layer, chosen", [("embedding", None), ("word_embedding", "name"),
+                                           ("word_embedding", "path")])
+def test_tensorboard_finds_a_keras_embedding_by_its_name_or_path(tmp_path, layer, chosen):
+    """embeddings_metadata keyed by the layer's Keras name (``embedding``, as Keras documents
+    it), embeddings_layer_names by the name given or the path: the projector has the matrix,
+    under its stable key, with its labels, and nothing is warned (a warning fails the test)."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Embedding(5, 2, name=layer),
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    path = model.layers[0].path  # sequential_<n>/word_embedding: Keras numbers models
+    names = {None: None, "name": [layer], "path": [path]}[chosen]
+    labels = tmp_path / "words.tsv"
+    labels.write_text("".join(f"w{i}\n" for i in range(5)))
+    x = np.arange(16).reshape(8, 2) % 5
+    model.fit(x, np.zeros((8, 1), "float32"), batch_size=8, epochs=1, verbose=0,
+              callbacks=[TensorBoard(tmp_path / "tb", embeddings_freq=1,
+                                     embeddings_layer_names=names,
+                                     embeddings_metadata={layer: str(labels)})])
+    config = text_format.Parse((tmp_path / "tb" / "projector_config.pbtxt").read_text(),
+                               projector_config_pb2.ProjectorConfig())
+    assert [e.tensor_name for e in config.embeddings] == ["0.embedding/embeddings:00000"]
+    assert (tmp_path / "tb" / config.embeddings[0].metadata_path).read_text() == \
+        labels.read_text()
+
+
 def test_model_idioms_on_a_bus():
     """Without Keras, on a bus with a learning rate: the same two decisions, applied by the
     bus, with the callback as source; the flag reads back as set within the call."""
