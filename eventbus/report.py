@@ -774,7 +774,8 @@ _SCRIPT = """(function () {
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
- margin:0 auto;max-width:1100px;padding:16px 24px 48px;color:#222;background:#fff}
+ margin:0 auto;max-width:1100px;padding:16px 24px 48px;color:#222;background:#fff;
+ overflow-wrap:break-word}
 h1{font-size:22px;margin:8px 0 12px}h2{font-size:18px;margin:28px 0 8px}
 h3{font-size:16px;margin:20px 0 6px}h4{font-size:14px;margin:14px 0 4px}
 .why{border-left:5px solid #d62728;background:#fdf3f2;padding:10px 14px;margin:0 0 8px}
@@ -809,8 +810,9 @@ svg.panel .cross{stroke:#888;stroke-width:1}
 table{border-collapse:collapse;font-size:12.5px;margin:4px 0;width:100%}
 th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f6f6f6}code{font-size:12px}code.hash{word-break:break-all}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0}
-dt{color:#666}dd{margin:0}
+dl{display:grid;grid-template-columns:fit-content(50%) minmax(0,1fr);gap:2px 14px;margin:6px 0}
+dt{color:#666}dd{margin:0}dt,dd{overflow-wrap:anywhere}
+@media (max-width:600px){dl{grid-template-columns:fit-content(30%) minmax(0,1fr)}}
 #tip{position:fixed;z-index:10;max-width:520px;background:#222;color:#fff;padding:6px 9px;
  border-radius:4px;font-size:12px;white-space:pre-wrap;pointer-events:none}
 """

@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 from test_report import HOSTILE, hostile_run, trained_run
 
+from eventbus import Bus
 from eventbus.audit import audit
 from eventbus.cli import main
+from plugins import EarlyStopping
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,17 +47,38 @@ def browser():
             launched.close()
 
 
+#: The name Keras gives a two-output model's metric: the run's facts list "best <it>".
+LONG_NAME = "val_classification_head_sparse_categorical_accuracy"
+
+
+def long_name_run(path: Path) -> Path:
+    """A run that monitors a metric with a long name, stopped early."""
+    with Bus([EarlyStopping(monitor=LONG_NAME, patience=2, mode="max")], log=path,
+             run_id="long-name") as bus:
+        bus.train_begin({"epochs": 6})
+        for epoch, value in enumerate([0.5, 0.6, 0.55, 0.52, 0.5, 0.5]):
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"loss": 1 - value, LONG_NAME: value})
+            if bus.stop_training:
+                break
+        bus.train_end()
+    return path
+
+
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
-    """The report of a real run with a what-if, and of a hostile run, written by the command."""
+    """The report of a real run with a what-if, of a hostile run and of a run monitoring a
+    long metric name, written by the command."""
     root = tmp_path_factory.mktemp("browser")
     logs = trained_run(root / "trained")
     hostile = hostile_run(root / "hostile.jsonl")
+    long = long_name_run(root / "long.jsonl")
     made = {"log": logs["jsonl"], "report": root / "report.html",
-            "hostile": root / "hostile.html"}
+            "hostile": root / "hostile.html", "long": root / "long.html"}
     assert main(["report", str(logs["jsonl"]), "-o", str(made["report"]),
                  "--set", "EarlyStopping.patience=2"]) == 0
     assert main(["report", str(hostile), "-o", str(made["hostile"])]) == 0
+    assert main(["report", str(long), "-o", str(made["long"])]) == 0
     return made
 
 
@@ -130,15 +153,22 @@ class TestInTheBrowser:
         assert [m for m in page.console if m[0] in ("error", "warning")] == []
         assert page.errors == [] and page.dialogs == []
 
+    @pytest.mark.parametrize("report", ["report", "long"])
     def test_on_a_phone_the_page_does_not_scroll_sideways_and_the_charts_are_readable(
-            self, opened):
+            self, opened, report):
         """375 px wide: the charts keep a width their text can be read at and scroll in their
         own box, as the tables do; the page itself is never wider than the screen (the charts'
-        text was 3 px high, and a table made the whole page scroll sideways)."""
-        page = opened("report", width=375)
+        text was 3 px high, a table made the whole page scroll sideways, and so did the run's
+        facts with "best <a long metric name>" as a label)."""
+        page = opened(report, width=375)
         widths = page.page.evaluate(
             "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], widths
+        past = page.page.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => !e.closest("
+            "'.panel-box, .table-box') && e.getBoundingClientRect().right > "
+            "document.documentElement.clientWidth + 1).map(e => e.tagName)")
+        assert past == [], past  # nothing cut off at the right edge either
         smallest = page.page.evaluate(
             "Math.min(...[...document.querySelectorAll('svg.panel text')]"
             ".filter(t => t.textContent.trim())"
