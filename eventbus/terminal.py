@@ -24,10 +24,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import warnings
 from typing import Any
 
-__all__ = ["fit", "inline", "json_safe", "make_room", "printable", "set_live", "warn",
+__all__ = ["GuardedStream", "fit", "inline", "json_safe", "make_room", "printable", "set_live",
+           "unguarded", "warn",
            "width_of"]
 
 # C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
@@ -82,23 +84,88 @@ def json_safe(text: str) -> str:
 #: any. A message written meanwhile erases it first (:func:`make_room`), as ``tqdm.write`` does
 #: for its bar, so the two never share a line; the block's next draw puts it back below.
 _live: Any = None
+_drawing_thread: int | None = None
+#: Each stream's guard, made once and kept: ``print`` holds ``sys.stdout`` without a
+#: reference of its own while it writes (CPython 3.11), so a guard that a write takes out of
+#: ``sys`` must outlive that write, or the interpreter reads freed memory.
+_guards: dict[int, GuardedStream] = {}
 
 
 def set_live(block: Any, drawn: bool) -> None:
-    """``block`` is drawn now (``drawn``), or is no longer."""
-    global _live
+    """``block`` is drawn now (``drawn``), or is no longer. While one is drawn, standard output
+    and standard error, where they are terminals, are :class:`GuardedStream`: what anyone else
+    writes there (a user's ``print`` in a callback, a framework's log line) erases the block
+    first, and the block's next draw comes below it."""
+    global _live, _drawing_thread
     if drawn:
-        _live = block
+        if _live is None:
+            _guard_streams()
+        _live, _drawing_thread = block, threading.get_ident()
     elif _live is block:
         _live = None
+        _unguard_streams()
 
 
 def make_room(out: Any = None) -> None:
     """Before a message is written to ``out`` (or, ``None``, to standard error: the same
     terminal as a rule): erase the live block drawn there, if any."""
     block = _live
-    if block is not None and (out is None or block.out is out):
+    if block is not None and (out is None or block.out is unguarded(out)):
         block.clear()
+
+
+class GuardedStream:
+    """``sys.stdout`` or ``sys.stderr`` (a terminal) while a live block is drawn: a write
+    erases the block first, as ``tqdm.write`` does for its bar. Without it, a ``print`` from a
+    callback moved the cursor below the block, and the next draw, going back up the block's
+    height from there, erased the printed line and left a copy of the bar behind. Everything
+    else is the stream's own. Only writes from the thread that draws the block erase it (two
+    threads writing escape sequences at once would garble the screen)."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text and _live is not None and threading.get_ident() == _drawing_thread:
+            _live.clear()
+        return self.stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def unguarded(stream: Any) -> Any:
+    """The stream itself, if ``stream`` is a :class:`GuardedStream` of it."""
+    return stream.stream if type(stream) is GuardedStream else stream
+
+
+def _guard_streams() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or type(stream) is GuardedStream:
+            continue
+        try:
+            tty = stream.isatty()
+        except (AttributeError, ValueError):  # not a file, or closed
+            tty = False
+        if tty:
+            guard = _guards.get(id(stream))
+            if guard is None:
+                guard = _guards[id(stream)] = GuardedStream(stream)
+            setattr(sys, name, guard)
+
+
+def _unguard_streams() -> None:
+    # A stream the program put in place meanwhile (``redirect_stdout``) is left as it is; a
+    # guard someone kept a reference to goes on writing, erasing nothing once no block is drawn.
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if type(stream) is GuardedStream:
+            setattr(sys, name, stream.stream)
 
 
 _LIBRARY = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

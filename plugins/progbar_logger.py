@@ -259,7 +259,9 @@ class ProgbarLogger(Plugin, Sink):
         if shown.first is None:
             shown.first = (now, shown.count)
         if shown.display == "terminal":
-            if now - shown.drawn >= self.mininterval:
+            # Drawn again at once when something printed erased it (GuardedStream): the bar
+            # stays below the user's lines.
+            if now - shown.drawn >= self.mininterval or not shown.block.rows:
                 shown.drawn = now
                 self._draw(shown, now, final=False)
         elif shown.display == "notebook":

@@ -250,7 +250,7 @@ class LiveBlock:
     """
 
     def __init__(self, out: IO[str]):
-        self.out = out
+        self.out = terminal.unguarded(out)  # its own writes never erase it
         self.rows = 0  # lines of the block on screen now
 
     def _back(self) -> str:

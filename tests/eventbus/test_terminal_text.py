@@ -361,3 +361,43 @@ class TestFit:
         assert len(lines) > 5 and max(len(line) for line in lines) <= 80
         piped = eventbus("audit", log)
         assert max(len(line) for line in piped.stdout.split("\n")) > 80
+
+
+def test_a_write_while_a_block_is_drawn_erases_it_first(monkeypatch):
+    """While a live block is drawn, standard output (a terminal) is guarded: a write from the
+    block's thread erases the block first (its next draw comes below); one from another thread
+    is written as it is; once no block is drawn the stream is the program's own again, and a
+    stream the program put in place meanwhile is left to it."""
+    import contextlib
+    import io
+    import sys
+    import threading
+
+    from eventbus import terminal
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Block:
+        out, cleared = io.StringIO(), 0
+
+        def clear(self) -> None:
+            self.cleared += 1
+            terminal.set_live(self, False)
+
+    tty, block = Tty(), Block()
+    monkeypatch.setattr(sys, "stdout", tty)
+    terminal.set_live(block, True)
+    assert type(sys.stdout) is terminal.GuardedStream and terminal.unguarded(sys.stdout) is tty
+    other = threading.Thread(target=lambda: sys.stdout.write("from a thread "))
+    other.start()
+    other.join()
+    assert block.cleared == 0
+    print("mine")
+    assert block.cleared == 1 and sys.stdout is tty
+    assert tty.getvalue() == "from a thread mine\n"
+    terminal.set_live(block, True)
+    with contextlib.redirect_stdout(io.StringIO()) as redirected:
+        terminal.set_live(block, False)
+        assert sys.stdout is redirected

@@ -156,6 +156,39 @@ def test_the_demo_at_120_columns(tmp_path) -> None:
         assert metrics == {name: format_number(float(row[name])) for name in order}
 
 
+def test_a_users_print_while_the_bar_is_drawn_stays_above_it() -> None:
+    """The Keras docs' ``LambdaCallback(on_batch_begin=lambda batch, logs: print(batch))``
+    beside the bar, and a print to standard error from the loop: every printed line stays on
+    screen, each epoch's bar once, below its prints. Before, the bar's next draw went back up
+    from below the printed line and erased it, leaving a copy of the bar above."""
+    script = textwrap.dedent("""
+        import sys
+        from eventbus import Bus
+        from plugins import BaseLogger, LambdaCallback, ProgbarLogger
+        printing = LambdaCallback(on_batch_begin=lambda batch, logs: print(batch))
+        with Bus([ProgbarLogger(mininterval=0.0), BaseLogger(), printing]) as bus:
+            bus.train_begin({"epochs": 2, "steps": 4})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                for batch in range(4):
+                    bus.batch_begin(batch)
+                    bus.batch_end(batch, {"loss": 0.5})
+                    if batch == 2:
+                        print(f"loop note {epoch}", file=sys.stderr)
+                bus.epoch_end(epoch, {"loss": 0.4})
+            bus.train_end()
+        print("trained", sys.stdout is sys.__stdout__)
+    """)
+    final = frames(run_in_pty(script, columns=80), 80)[-1]
+    assert final[-1] == "trained True"  # the stream is the program's own again
+    lines = [line for line in final if not line.startswith("loss:")]
+    bars = [line for line in lines if line.startswith("Epoch")]
+    assert [bar[:15] for bar in bars] == ["Epoch 1/2: 4/4 ", "Epoch 2/2: 4/4 "]
+    assert [line for line in lines if not line.startswith("Epoch")][:-1] == \
+        ["0", "1", "2", "loop note 0", "3", "0", "1", "2", "loop note 1", "3"]
+    assert lines.index(bars[0]) == 5 and lines.index(bars[1]) == 11
+
+
 class TestPiped:
     def run(self, **kwargs) -> list[str]:
         done = subprocess.run([sys.executable, "-c", fit_script(**kwargs)], env=child_env(),
