@@ -70,7 +70,7 @@ from .parquet_layout import (
     layout_metadata,
     vector_type,
 )
-from .parquet_segments import SegmentStore, compact, open_regular, segments
+from .parquet_segments import SegmentStore, compact, open_regular, remove_temporaries, segments
 from .records import (
     BATCH_FIELDS,
     SCHEMA_VERSION,
@@ -151,6 +151,7 @@ class ParquetWriter(Sink):
         #: The name its failures are recorded under: which log, where there are several.
         self.name = f"parquet {self.path}"
         self._segment_store: SegmentStore | None = None
+        remove_temporaries(self.path)  # left by a process that died mid-run: whatever comes
         if append is not None:
             self.settle(append=append)
         self._limit = segment_records

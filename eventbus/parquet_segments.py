@@ -36,7 +36,8 @@ from .outputs import file_type, open_checked
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 from .sink import given_up, keep_trying
 
-__all__ = ["SegmentStore", "compact", "open_regular", "segment_name", "segments"]
+__all__ = ["SegmentStore", "compact", "open_regular", "remove_temporaries", "segment_name",
+           "segments"]
 
 _SEGMENT = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 _MERGED = "merged.parquet"  # the merged file's temporary name is made of it
@@ -113,7 +114,7 @@ def _temporary(directory: Path, name: str) -> Path:
     raise FileExistsError(f"{directory}: no new temporary file for {name} could be created")
 
 
-def _remove_temporaries(directory: Path) -> None:
+def remove_temporaries(directory: Path) -> None:
     """Remove the temporary files a dead process left in ``directory`` (a link among them is
     removed, not followed)."""
     for entry in directory.iterdir():
@@ -305,7 +306,7 @@ class SegmentStore:
         self._merged_names: list[str] = []
         self._held: list[Any] = []  # merged tables not yet written as a row group
         self._held_rows = 0
-        _remove_temporaries(directory)  # left by a process that died mid-run
+        remove_temporaries(directory)  # left by a process that died mid-run
         self._merged_tmp: Path | None = None  # the merged file's temporary file, once made
         self._wrote = False  # whether a segment was handed to this store
 
