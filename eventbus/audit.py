@@ -14,6 +14,7 @@ rule cannot place gets no best ("direction unknown"), never a guess.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -175,6 +176,9 @@ class Audit:
     #: Where the last fit begins: in ``shadows``, and in each of ``curves``.
     last_fit_shadows: int = 0
     last_fit_points: dict[str, int] = field(default_factory=dict)
+    #: refused_by_model's index: (the number of faults it was built from, cause_seq -> why).
+    _refusals: tuple[int, dict[int, str]] | None = field(default=None, init=False, repr=False,
+                                                         compare=False)
 
     def shadow_summaries(self) -> list[ShadowSummary]:
         """Per shadow policy: where it would have stopped or changed the rate in the last fit,
@@ -193,11 +197,16 @@ class Audit:
     def refused_by_model(self, decision: Decision) -> str | None:
         """Why the model adapter refused to apply ``decision`` (its ``sink_failed``), or None:
         a Keras optimizer with a LearningRateSchedule has no rate to set, for one."""
-        for fault in self.faults:
-            if isinstance(fault, SinkFailed) and fault.sink == "model" and \
-                    fault.cause_seq == decision.seq:
-                return f"{fault.error}: {fault.message}"
-        return None
+        # Asked once per rate change: an index of the faults, not a scan of them each time
+        # (rate changes x faults, both as many as a log likes). Built again if faults changed.
+        if self._refusals is None or self._refusals[0] != len(self.faults):
+            refusals: dict[int, str] = {}
+            for fault in self.faults:
+                if isinstance(fault, SinkFailed) and fault.sink == "model" and \
+                        fault.cause_seq is not None:
+                    refusals.setdefault(fault.cause_seq, f"{fault.error}: {fault.message}")
+            self._refusals = (len(self.faults), refusals)
+        return self._refusals[1].get(decision.seq)
 
     def as_dict(self) -> dict[str, Any]:
         def rec(r: Record) -> dict[str, Any]:
@@ -287,19 +296,31 @@ def audit(log: LogArgument) -> Audit:
     result = Audit(header=header)
     saves: dict[int, SaveCheckpoint] = {}
     deletes: dict[int, DeleteCheckpoint] = {}
+    # Everything below is indexed, never scanned per record: a log may hold as many stops,
+    # rate changes, checkpoints and faults as it likes, and audit stays linear in it.
     stops: list[StopTraining] = []  # in order, of every fit
-    asked: list[StopTraining] = []  # this fit's, not yet followed by a later epoch
+    # This fit's stops with an epoch, not yet followed by a later epoch, as a heap of
+    # (epoch, order asked, stop): an epoch_end pops only those it defers. A stop without an
+    # epoch is never deferred, so it is never put there.
+    asked: list[tuple[int, int, StopTraining]] = []
+    deferred: set[int] = set()  # id() of every stop in result.deferred_stops
+    deferred_in_fit = 0  # how many of ``stops`` are deferred
+    live: dict[str, list[dict[str, Any]]] = {}  # path -> its checkpoints not deleted, in order
+    vectors: set[str] = set()
+    # Metric -> its number of points when this fit first reported it: last_fit_points, kept
+    # without copying every curve's length at each train_begin (fits x metrics).
+    fit_start: dict[str, int] = {}
     for record in records[1:]:
         kind = record.kind  # (not isinstance: on a record it costs a Python call)
         if kind == "train_begin":
             asked = []  # a new fit: an earlier fit's stop was acted on (it ended that fit)
-            deferred = {id(s) for s in result.deferred_stops}
             ended_by = next((s for s in stops if id(s) not in deferred), None)
             if ended_by is not None:
                 result.earlier_stops.append((result.fits, ended_by))
             stops = []  # what ended the run is what ended its last fit
+            deferred_in_fit = 0
             result.last_fit_shadows = len(result.shadows)
-            result.last_fit_points = {name: len(points) for name, points in result.curves.items()}
+            fit_start = {}
             result.fits += 1
             result.epochs_run = 0
             epochs = record.params.get("epochs")
@@ -308,13 +329,19 @@ def audit(log: LogArgument) -> Audit:
             result.epochs_run += 1
             result.epochs_in_all += 1
             result.last_epoch = record.epoch
-            # A later epoch ran after a stop was asked: the loop deferred that stop.
-            result.deferred_stops.extend(s for s in asked if s.epoch is not None
-                                         and record.epoch > s.epoch)
-            asked = [s for s in asked if s.epoch is None or record.epoch <= s.epoch]
+            # A later epoch ran after a stop was asked: the loop deferred that stop. Those
+            # deferred at once are listed in the order they were asked.
+            now = []
+            while asked and asked[0][0] < record.epoch:
+                now.append(heapq.heappop(asked))
+            for _, _, stop in sorted(now, key=lambda item: item[1]):
+                result.deferred_stops.append(stop)
+                deferred.add(id(stop))
+            deferred_in_fit += len(now)
             for name, value in record.logs.items():
                 if _is_vector(value):
-                    if name not in result.vector_metrics:
+                    if name not in vectors:
+                        vectors.add(name)
                         result.vector_metrics.append(name)
                     continue
                 if not _is_number(value):
@@ -324,16 +351,19 @@ def audit(log: LogArgument) -> Audit:
                         "message": f"{name} is {type(value).__name__} {value!r:.40}, not a "
                                    "number: left out of the metrics"})
                     continue
-                result.curves.setdefault(name, []).append((record.epoch, value))
+                points = result.curves.setdefault(name, [])
+                if name not in fit_start:
+                    fit_start[name] = len(points)
+                points.append((record.epoch, value))
         elif kind == "train_end":
-            deferred = {id(s) for s in result.deferred_stops}
-            result.ended = "stopped" if any(id(s) not in deferred for s in stops) \
-                else "completed"
+            # Some stop of this fit was not deferred (each of them is deferred at most once).
+            result.ended = "stopped" if len(stops) > deferred_in_fit else "completed"
         elif isinstance(record, Decision):
             result.decisions.append(record)
             if isinstance(record, StopTraining):
                 stops.append(record)
-                asked.append(record)
+                if record.epoch is not None:
+                    heapq.heappush(asked, (record.epoch, len(stops), record))
             elif isinstance(record, SetLearningRate):
                 result.lr_changes.append(record)
             elif isinstance(record, SaveCheckpoint):
@@ -348,10 +378,11 @@ def audit(log: LogArgument) -> Audit:
                 "sha256": record.sha256, "monitor": evidence.get("monitor"),
                 "value": evidence.get("value"), "source": save.source if save else record.source,
                 "deleted": False})
+            live.setdefault(record.path, []).append(result.checkpoints[-1])
         elif isinstance(record, CheckpointDeleted):
             # The newest save of that path is the file removed (save_top_k).
-            entry = next((c for c in reversed(result.checkpoints)
-                          if c["path"] == record.path and not c["deleted"]), None)
+            saved = live.get(record.path)
+            entry = saved.pop() if saved else None
             if entry is not None:
                 why = deletes.get(record.cause_seq)  # type: ignore[arg-type]
                 entry.update(deleted=True, deleted_epoch=record.epoch,
@@ -364,7 +395,10 @@ def audit(log: LogArgument) -> Audit:
             result.resumes.append(record)
         elif isinstance(record, ShadowDecision):
             result.shadows.append(record)
-    deferred = {id(s) for s in result.deferred_stops}
+    if result.fits:  # where the last fit begins, in each curve reported before it
+        result.last_fit_points = {
+            name: start for name, points in result.curves.items()
+            if (start := fit_start.get(name, len(points)))}
     result.stop = next((s for s in stops if id(s) not in deferred), None)
     if result.stop is not None and result.ended == "incomplete":
         result.ended = "stopped"

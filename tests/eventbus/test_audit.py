@@ -342,3 +342,94 @@ class TestSeveralFitsOnOneBus:
         result = audit(path)
         assert result.ended == "stopped" and result.stop.epoch == 1
         assert result.as_dict()["fits"] == 2 and result.epochs_run == 2
+
+
+def lines_run_in(module, call) -> int:
+    """How many lines of ``module`` ``call()`` executes, each loop turn counted (a traced
+    ``line`` event): the audit's work, counted instead of timed."""
+    count = 0
+    filename = module.__file__
+
+    def local(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return local
+
+    def calls(frame, event, arg):
+        return local if frame.f_code.co_filename == filename else None
+
+    before = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        call()
+    finally:
+        sys.settrace(before)
+    return count
+
+
+def hostile_run(n: int, case: str) -> list:
+    """A log whose size grows with ``n`` in a way that made the audit scan a list per record.
+
+    stops: stop_training without an epoch, then epochs; lr: rate changes, then faults of
+    other decisions; del: saves, then deletes of a path never saved; fits: stops deferred,
+    then empty fits; metrics: each epoch a new metric, then empty fits."""
+    from eventbus import records as r
+
+    records = [r.Header(v=1, run_id="r", seq=0, time=0.0, created="now", library="eventbus")]
+
+    def add(cls, **fields):
+        records.append(cls(v=1, run_id="r", seq=len(records), time=0.0, **fields))
+
+    add(r.TrainBegin, params={})
+    for i in range(n):
+        if case == "stops":
+            add(r.StopTraining, reason="r", epoch=None)
+        elif case == "fits":
+            add(r.StopTraining, reason="r", epoch=0)
+        elif case == "lr":
+            add(r.SetLearningRate, reason="r", value=0.5, previous=1.0, epoch=0)
+        elif case == "del":
+            add(r.CheckpointSaved, path=f"/c/{i}.h5", size=1, sha256="0" * 64)
+        elif case == "metrics":
+            add(r.EpochEnd, epoch=i, logs={f"m{i}": 1.0})
+    if case == "fits":
+        add(r.EpochEnd, epoch=1, logs={})
+    for i in range(n):
+        if case == "stops":
+            add(r.EpochEnd, epoch=i, logs={"loss": 1.0})
+        elif case == "lr":
+            add(r.SinkFailed, sink="model", error="E", message="m", cause_seq=0)
+        elif case == "del":
+            add(r.CheckpointDeleted, path="/nope.h5", sha256="0" * 64)
+        elif case in ("fits", "metrics"):
+            add(r.TrainBegin, params={})
+            add(r.TrainEnd, logs={})
+    return records
+
+
+@pytest.mark.parametrize("case", ["stops", "lr", "del", "fits", "metrics"])
+def test_the_audit_of_a_hostile_log_is_linear_in_it(case):
+    """Twice the records, about twice the work, in audit(), render(), as_dict() and the plot's
+    rate steps: each used to scan a list the log makes as long as it likes once per record
+    (a stop without an epoch stayed asked for ever; each rate change scanned every fault,
+    each delete every save; each fit copied every deferred stop and every curve), so a log of
+    tens of MB kept `eventbus audit` busy for hours."""
+    from eventbus.audit import audit, render
+    from eventbus.plot import learning_rate_steps
+
+    module = sys.modules["eventbus.audit"]  # (the package's ``audit`` is the function)
+
+    def work(n: int) -> int:
+        records = hostile_run(n, case)
+
+        def everything():
+            result = audit(records)
+            render(result)
+            result.as_dict()
+            learning_rate_steps(result)
+
+        return lines_run_in(module, everything)
+
+    small, large = work(150), work(300)
+    assert large < 2.3 * small, (small, large)  # a scan per record gives about 4 times
