@@ -25,12 +25,12 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 import warnings
 from typing import Any
 
-__all__ = ["GuardedStream", "fit", "inline", "json_safe", "make_room", "printable", "set_live",
-           "unguarded", "warn",
-           "width_of"]
+__all__ = ["GuardedStream", "columns", "fit", "inline", "json_safe", "make_room", "printable",
+           "set_live", "unguarded", "warn", "width_of"]
 
 # C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
 # bidirectional formatting characters (marks, embeddings, overrides, isolates); the Unicode
@@ -201,23 +201,106 @@ def width_of(stream: Any) -> int | None:
         return None
 
 
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide character (East Asian Wide or
+    Fullwidth: CJK, most emoji), none for a combining mark or a format character, one for any
+    other. ``len`` counts characters: a line of CJK measured so runs past the width, and the
+    terminal wraps it mid-word."""
+    if text.isascii():
+        return len(text)
+    return sum(map(_char_columns, text))
+
+
+def _char_columns(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in _ZERO_WIDTH:
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in _WIDE else 1
+
+
+_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
+_WIDE = frozenset({"W", "F"})
+_CHUNKS = re.compile("( +)")
+
+
 def fit(text: str, width: int | None) -> str:
-    """``text`` with each line longer than ``width`` broken at its spaces onto lines of its
-    own, indented under where it began (a decision row's reason under the reason column), so
-    a terminal never wraps a line mid-word. ``width`` None: as it is."""
+    """``text`` with each line wider than ``width`` columns broken at its spaces onto lines of
+    its own, indented under where it began (a decision row's reason under the reason column,
+    when its words fit there), so a terminal never wraps a line mid-word. ``width`` None: as
+    it is.
+
+    Widths are in columns (:func:`columns`), and a word wider than a line is cut in one pass:
+    ``textwrap`` counts characters, and cuts such a word a line at a time, copying the rest
+    each time, so a megabyte reason from a log took minutes."""
     if not width:
         return text
-    import textwrap
-
     out = []
     for line in text.split("\n"):
-        if len(line) <= width:
+        if "\t" in line:
+            line = line.expandtabs()  # as the terminal shows it (and textwrap did)
+        if columns(line) <= width:
             out.append(line)
             continue
         indent = len(line) - len(line.lstrip(" "))
         hang = _REASON_COLUMN if _DECISION_ROW.match(line) else indent + 4
-        if width - hang < 24:  # too narrow to hang so far: a little in
+        # Too narrow to hang so far, or a word of the reason (a metric named in CJK, two
+        # columns a character) wider than the reason column: a little in, the word whole.
+        if width - hang < 24 or (hang == _REASON_COLUMN and
+                                 max(map(columns, line.split())) > width - hang):
             hang = min(indent + 4, width // 3)
-        out.extend(textwrap.wrap(line, width, subsequent_indent=" " * hang,
-                                 break_on_hyphens=False) or [line])
+        out.extend(_wrap(line, width, hang) or [line])
     return "\n".join(out)
+
+
+def _wrap(line: str, width: int, hang: int) -> list[str]:
+    """``textwrap.wrap(line, width, subsequent_indent=" " * hang, break_on_hyphens=False)``,
+    in columns: runs of spaces kept inside a line and dropped where lines break, and a word
+    wider than a line fills the line it starts on, then as many lines as it needs. What is
+    left of such a word is an offset into it, never a copy."""
+    chunks = [chunk for chunk in _CHUNKS.split(line) if chunk]  # words and runs of spaces
+    lines: list[str] = []
+    i = off = left = 0  # the chunk, where in it the next line goes on, and its columns left
+    ascii_ = True
+
+    def take(index: int) -> None:
+        nonlocal i, off, left, ascii_
+        i, off = index, 0
+        if i < len(chunks):
+            ascii_ = chunks[i].isascii()
+            left = len(chunks[i]) if ascii_ else columns(chunks[i])
+
+    take(0)
+    while i < len(chunks):
+        indent = " " * hang if lines else ""
+        room = width - len(indent)
+        if lines and chunks[i][0] == " ":
+            take(i + 1)  # a line never starts with the spaces it was broken at
+            continue
+        parts, used = [], 0
+        while i < len(chunks) and used + left <= room:
+            parts.append(chunks[i][off:])
+            used += left
+            take(i + 1)
+        if i < len(chunks) and left > room:  # wider than a line: fill this one with it
+            chunk, space = chunks[i], room - used
+            if ascii_:
+                end, taken = off + space, space
+            else:
+                if not off:  # the word's widths, read once as its lines are made
+                    widths, pending = map(_char_columns, chunk), None
+                end, taken = off, 0
+                while True:  # it is wider than the space: a character will not fit
+                    width_ = next(widths) if pending is None else pending
+                    if taken + width_ > space:
+                        pending = width_
+                        break
+                    pending, taken, end = None, taken + width_, end + 1
+            if end == off and not parts:  # a wide character alone on a line of one column
+                taken, end, pending = (1 if ascii_ else pending), end + 1, None
+            if end > off:
+                parts.append(chunk[off:end])
+                left, off = left - taken, end
+        if parts and parts[-1][0] == " ":
+            parts.pop()
+        if parts:
+            lines.append(indent + "".join(parts))
+    return lines
