@@ -41,8 +41,8 @@ _SPREAD = 0.14
 _LEARNING_RATE = ("learning_rate", "lr")
 #: More marks than this and only the telling ones are labelled (see figure_of).
 _MOST_LABELS = 40
-#: Characters of a curve's name: names of megabytes draw in seconds and read (and at most
-#: ``audit.MOST_CURVES`` curves a panel).
+#: Characters of a curve's name, and of the run id and a stop's source in the title: names of
+#: megabytes draw in seconds and read (and at most ``audit.MOST_CURVES`` curves a panel).
 _LONGEST_NAME = 60
 _BIG = 1e300
 
@@ -174,18 +174,20 @@ def _restored(result: Audit) -> list[int]:
 
 
 def _title(result: Audit) -> str:
-    title = f"run {result.header.run_id}"
+    # The run id and a stop's source come from the log, as metric names do, and are cut as
+    # they are: matplotlib lays a title out glyph by glyph (100 KB of source took 24 s).
+    title = f"run {_short(result.header.run_id)}"
     planned = f" of {result.planned_epochs}" if result.planned_epochs else ""
     if result.stop is not None:
         title += (f": stopped at epoch {human_epoch(result.stop.epoch)}{planned} by "
-                  f"{result.stop.source}")
+                  f"{_short(result.stop.source)}")
     elif result.ended == "completed":
         title += f": completed, {result.epochs_run} epoch(s){planned}"
     elif result.ended == "incomplete":
         title += f": no train_end after epoch {human_epoch(result.last_epoch)}"
     if result.deferred_stops:
         first = result.deferred_stops[0]
-        title += (f" (a stop {first.source} asked at epoch {human_epoch(first.epoch)} "
+        title += (f" (a stop {_short(first.source)} asked at epoch {human_epoch(first.epoch)} "
                   "was deferred)")
     return title
 

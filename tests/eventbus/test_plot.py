@@ -169,6 +169,25 @@ class TestMarks:
         assert stops == [6]
         assert "deferred" in data.title
 
+    @given(st.text(min_size=1, max_size=200), st.text(max_size=200), st.integers(0, 100_000))
+    def test_the_title_cuts_the_run_id_and_sources_as_names_are_cut(self, run_id, source, pad):
+        """The run id and the sources of the stop and the first deferred stop come from the
+        log: each at most 60 characters in the title, as a metric's name in a label (a
+        100 KB source took `audit --plot` 24 s of CPU to lay out)."""
+        records = deferring_run([1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0], min_epochs=6)
+        run_id, source = run_id + "R" * pad, source + "S" * pad
+        records = [x.model_copy(update={"run_id": run_id}) for x in records]
+        records = [x.model_copy(update={"source": source}) if isinstance(x, r.StopTraining)
+                   else x for x in records]
+        result = audit(records)
+        assert result.stop is not None and result.deferred_stops
+        title = plot_data(result).title
+        fixed = plot_data(audit(deferring_run([1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0],
+                                              min_epochs=6))).title
+        assert len(title) <= len(fixed) + 3 * 60
+        for text in (run_id, source):
+            assert (text if len(text) <= 60 else text[:59] + "\u2026") in title
+
 
 def test_a_long_run_labels_only_the_telling_epochs():
     """Past 40 marked epochs the labels would run together: only the epochs with a stop, a
