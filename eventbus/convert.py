@@ -29,7 +29,8 @@ from .log import is_parquet, open_writer, read_log
 from .outputs import refuse_special, same_file, write_replacing
 from .records import SinkFailed
 
-__all__ = ["FORMATS", "Converted", "convert", "copy_log", "format_of"]
+__all__ = ["CSV_CELLS_PER_VALUE", "CSV_MOST_CELLS", "FORMATS", "Converted", "convert",
+           "copy_log", "format_of"]
 
 FORMATS = ("jsonl", "parquet", "csv", "tensorboard", "mlflow")
 
@@ -177,8 +178,14 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
 
         # Every metric name first: the header has them all, and the file is written once
         # (each new name would have CSVLogger rewrite it: minutes for thousands of names).
-        names = {name for record in read_effective(src, kinds={"epoch_end"})
-                 if record.kind == "epoch_end" for name in record.logs}  # type: ignore[attr-defined]
+        names: set[str] = set()
+        ends = values = 0
+        for record in read_effective(src, kinds={"epoch_end"}):
+            if record.kind == "epoch_end":
+                names.update(record.logs)  # type: ignore[attr-defined]
+                ends += 1
+                values += len(record.logs)  # type: ignore[attr-defined]
+        _check_table(dst, ends, len(names), values)
 
         class Widened(CSVLogger):
             name = "CSVLogger"  # as errors name it
@@ -199,6 +206,28 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
 
     count, epochs = _write_with(TensorBoard(log_dir=str(dst), write_graph=False), src, dst)
     return Converted(to, str(dst), epochs, "epochs", count)
+
+
+#: A CSV's metric cells (a row per epoch, a column per metric name) may number up to
+#: ``CSV_CELLS_PER_VALUE`` for each metric value in the log, or ``CSV_MOST_CELLS`` in all,
+#: whichever is more. A real run reports about the same metrics every epoch: one value a
+#: cell, a few cells a value where some metrics come only now and then. A log whose every
+#: epoch names a new metric makes a table of epochs x epochs, nearly all empty: 3,000
+#: epochs, an 0.8 MB log, made a 27 MB CSV, and a few tens of MB of log would fill a disk.
+CSV_CELLS_PER_VALUE = 16
+CSV_MOST_CELLS = 1_000_000
+
+
+def _check_table(dst: Path, rows: int, names: int, values: int) -> None:
+    """Refuse, before anything is written, a CSV of many more cells than the log has values."""
+    cells = rows * names
+    if cells > max(CSV_MOST_CELLS, CSV_CELLS_PER_VALUE * values):
+        raise ConfigError(
+            f"convert: {dst} would be a table of {rows:,} rows by {names:,} metric columns "
+            f"({cells:,} cells) for the {values:,} metric values in the log, more than "
+            f"{CSV_CELLS_PER_VALUE} cells a value and {CSV_MOST_CELLS:,} in all: its epochs "
+            "report different metrics, so nearly every cell would be empty. Convert it to "
+            ".jsonl or .parquet instead, which keep each record as it is", field="out")
 
 
 def _write_with(sink: Any, src: str | os.PathLike[str], dst: Path) -> tuple[int, int]:

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import eventbus
-from eventbus import read_log
+from eventbus import Bus, read_log
 from eventbus import records as r
 from eventbus.cli import main
 from eventbus.replay import effective_records
@@ -476,6 +478,36 @@ class TestConvert:
                 return list(csv.reader(file))
 
         assert rows(tmp_path / "h.csv") == rows(demo["out"] / "history.csv")
+
+    def test_a_csv_of_epochs_by_epochs_is_refused_before_anything_is_written(self, tmp_path):
+        """Each epoch names a new metric: the table would be epochs x epochs, nearly all of it
+        empty (3,000 epochs, an 0.8 MB log, made a 27 MB CSV; tens of MB fill a disk). Refused
+        naming the output, the table's size and the way out; nothing written."""
+        log = tmp_path / "wide.jsonl"
+        with Bus(log=log) as bus:
+            bus.train_begin({"epochs": 1100})
+            for epoch in range(1100):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {f"m{epoch}": 1.0})
+            bus.train_end()
+        out = tmp_path / "out" / "wide.csv"
+        done = eventbus_cmd("convert", log, out)
+        assert done.returncode == 2 and done.stdout == ""
+        assert f"convert: {out} would be a table of 1,100 rows by 1,100 metric columns " \
+            "(1,210,000 cells) for the 1,100 metric values in the log" in done.stderr
+        assert "Convert it to .jsonl or .parquet instead" in done.stderr
+        assert not out.parent.exists() or not any(out.parent.iterdir())
+
+    @given(st.integers(1, 5_000), st.integers(1, 300), st.integers(1, 16))
+    def test_a_run_whose_metrics_come_now_and_then_is_never_refused(self, epochs, metrics,
+                                                                    every):
+        """A real run reports the same metrics each epoch, some only every few epochs (a
+        validation every ``every``): never refused, however long or wide."""
+        from eventbus.convert import _check_table
+
+        often = metrics // 2
+        values = epochs * often + -(-epochs // every) * (metrics - often)
+        _check_table(Path("history.csv"), epochs, metrics, values)
 
     def test_to_tensorboard_holds_a_scalar_per_epoch(self, demo, tmp_path):
         """TensorBoard's own reader finds one epoch_loss point per epoch."""
