@@ -453,6 +453,7 @@ class TestFit:
         assert lines[row].endswith("EarlyStopping")
         assert lines[row + 1].startswith(" " * 11 + name + " did not improve on 0.9 (epoch 2)")
 
+
 def test_a_write_while_a_block_is_drawn_erases_it_first(monkeypatch):
     """While a live block is drawn, standard output (a terminal) is guarded: a write from the
     block's thread erases the block first (its next draw comes below); one from another thread
