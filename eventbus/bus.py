@@ -129,8 +129,10 @@ class Bus(BusState, KerasCallbackListNames):
                 model, learning_rate,
                 hold_stop=None if coordinator is None else coordinator.hold_stop))
         engine.clear_stop, engine.coordinator = self._clear_stop, coordinator
+        # A shadow policy's bus: fed the live events but not the live decisions, its rate is
+        # its own, not the log's.
         engine.recompute = lambda plugins, rate: type(self).for_replay(
-            plugins, run_id=recorder.run_id, learning_rate=rate)
+            plugins, run_id=recorder.run_id, learning_rate=rate, follow_log=False)
         self._policy = engine.policy = FailurePolicy(
             on_plugin_error, record=engine.record, disable=engine.disable, flush=engine.flush,
             label=self._dispatch.label)
@@ -175,13 +177,15 @@ class Bus(BusState, KerasCallbackListNames):
 
     @classmethod
     def for_replay(cls, plugins: Sequence[object] = (), *, run_id: str | None = None,
-                   learning_rate: float | None = None) -> Bus:
+                   learning_rate: float | None = None, follow_log: bool = True) -> Bus:
         """A bus that recomputes a recorded run: it writes nothing (not even to a sink a
         plugin adds), has no model, warns nothing; decisions change only its own stop flag
-        and learning rate."""
+        and learning rate. Its rate starts at ``learning_rate`` and, with ``follow_log``, is
+        the recorded run's where the records fed give it (see
+        :class:`~eventbus.control.ReplayControl`)."""
         bus = cls(run_id=run_id)
         bus._engine.recorder.silent = True
-        bus._engine.control = ReplayControl(learning_rate)
+        bus._engine.control = ReplayControl(learning_rate, follow_log=follow_log)
         bus._engine.register_all(plugins)  # a header may list thousands: tabled once
         return bus
 
@@ -373,8 +377,11 @@ class Bus(BusState, KerasCallbackListNames):
         Replay and resume use this. Nothing is written to the bus's sinks. By default only pure
         plugins see the record; ``side_effects=True`` includes the hooks of plugins with side
         effects and passes recorded decisions to the ``on_decision`` hooks. While recomputing
-        (replay, resume) the learning rate in epoch logs is the recomputed one, so plugins see
-        a what-if's own changes.
+        (replay, resume) the learning rate in epoch logs is the recomputed one: the recorded
+        run's (the rate the loop logged, or the recorded decisions set) while the recomputed
+        decisions agree with the recorded ones, so plugins see the rate the live ones saw, and
+        a what-if's own once they differ. Recorded ``set_learning_rate`` decisions are fed too,
+        for that.
         """
         return self._engine.feed(record, side_effects=side_effects)
 

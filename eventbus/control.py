@@ -8,7 +8,12 @@ never a crash. :meth:`Control.apply` returns the records its work produced, for 
 record.
 
 :class:`ReplayControl` is the control of a replay or of the state a resume restores: it has no
-model, keeps the learning rate the replayed decisions set, and keeps no weights.
+model and keeps no weights. Its learning rate is the one the recorded run had, read from the
+log (each epoch's logged ``learning_rate``, each recorded ``set_learning_rate``), for as long as
+the replayed decisions agree with the recorded ones: so a rate the loop moved itself (a
+scheduler's step) is the one the replayed plugins see, as the live ones saw it. Once a replayed
+decision sets another rate (a what-if), its rate is its own, moved as the loop moved the
+recorded one (by the same factor): an estimate.
 """
 
 from __future__ import annotations
@@ -194,14 +199,33 @@ class Control:
         return None
 
 
+def _logged_rate(value: Any) -> float | None:
+    """A rate a log recorded, or None where it holds none a rate can be (a damaged log's)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            0.0 <= value < float("inf"):
+        return float(value)
+    return None
+
+
 class ReplayControl(Control):
     """The control of a replay: decisions change the stop flag and the learning rate kept here;
-    there is no model and no weights are kept."""
+    there is no model and no weights are kept.
+
+    ``follow_log``: take the recorded run's rate where the log gives it (:meth:`follow`,
+    :meth:`recorded`), as replay and resume do. Without it (a shadow policy's, fed the live
+    events but not the live decisions) the rate is only what its own decisions set.
+    """
 
     live = False
 
-    def __init__(self, learning_rate: float | None = None):
+    def __init__(self, learning_rate: float | None = None, *, follow_log: bool = True):
         super().__init__(None, learning_rate)
+        self.follow_log = follow_log
+        #: The recorded run's rate, as far as the log has told (what the live plugins saw).
+        self._recorded = self._lr
+        #: Whether the rate handed to the plugins at the last :meth:`follow` differed from
+        #: the recorded one (the replay has diverged from the recorded run there).
+        self.departed = False
 
     @property
     def learning_rate(self) -> float | None:
@@ -209,6 +233,35 @@ class ReplayControl(Control):
 
     def set_learning_rate(self, value: Any) -> None:
         self._lr = checked_learning_rate(value)
+
+    def recorded(self, decision: SetLearningRate) -> None:
+        """A ``set_learning_rate`` the log recorded (from any plugin): the recorded run's rate
+        from then on."""
+        rate = _logged_rate(decision.value)
+        if self.follow_log and rate is not None:
+            self._recorded = rate
+
+    def follow(self, logged: Any) -> None:
+        """The ``learning_rate`` an epoch's record logged: the rate the live plugins saw there,
+        the loop's own moves (a scheduler's step) included.
+
+        While this replay's rate is the recorded one, it takes the logged rate as it is. Once
+        its decisions made it another (a what-if), the loop's move is applied to it as a
+        factor (``logged / recorded``), as a schedule scales whatever rate it is given; from a
+        recorded rate of 0 no factor can be told, and its rate is kept. :attr:`departed` says
+        whether the rate now differs from the logged one.
+        """
+        rate = _logged_rate(logged)
+        if not self.follow_log or rate is None:
+            self.departed = rate is not None and self._lr is not None and self._lr != rate
+            return
+        mine, theirs = self._lr, self._recorded
+        if mine is None or theirs is None or mine == theirs:
+            self._lr = rate
+        elif theirs > 0.0 and mine * rate / theirs < float("inf"):
+            self._lr = mine * rate / theirs
+        self._recorded = rate
+        self.departed = self._lr != rate
 
     def _weights(self, decision: SnapshotWeights | RestoreWeights) -> list[Record]:
         return []  # replay recomputes decisions; it has no weights to keep or restore

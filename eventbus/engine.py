@@ -637,6 +637,9 @@ class Engine:
         # metaclass checks in Python), and it is asked once for every record fed.
         category = getattr(record, "category", None)
         if category == "decision" and isinstance(record, Decision):
+            control = self.control
+            if record.kind == "set_learning_rate" and isinstance(control, ReplayControl):
+                control.recorded(record)  # the recorded run's rate from here (see follow)
             if side_effects:
                 self.dispatcher.call(self.dispatcher.calls["on_decision"], record,
                                      lambda *_: None, self._decision_failed)
@@ -646,14 +649,18 @@ class Engine:
         kind = record.kind
         if self.cursor.replayed(record):
             self.clear_stop()  # a new fit starts unstopped, as it did live
+        control = self.control
+        epochal = kind in ("epoch_begin", "epoch_end") and isinstance(control, ReplayControl)
+        if epochal:
+            # The rate the live plugins saw here, a rate the loop moved itself included.
+            control.follow(record.logs.get("learning_rate"))
         table = self.dispatcher.calls if side_effects else self.dispatcher.pure
         handlers = table[f"on_{kind}"]
         if not handlers:
             self.recorder.seq = record.seq
             return ()  # no plugin sees it: the position above is all it changes
-        control = self.control
-        if not control.live and kind in ("epoch_begin", "epoch_end") and \
-                control.learning_rate is not None and self.dispatcher.logs_learning_rate:
+        if epochal and control.learning_rate is not None and \
+                self.dispatcher.logs_learning_rate:
             event = event_from({**record.__dict__, "logs": {
                 **record.logs, "learning_rate": control.learning_rate}})
         else:

@@ -8,10 +8,15 @@ the events, so a replay with the recorded parameters reproduces the recorded dec
 A replay ends where its own decisions stop training, as the loop would have: a what-if that
 stops earlier sees no later epochs.
 
+The learning rate the replayed plugins see is the recorded run's: the ``learning_rate`` each
+epoch's record logged (a rate the loop moved itself, by a scheduler, included) and the recorded
+``set_learning_rate`` decisions (see :class:`~eventbus.control.ReplayControl`).
+
 Where a what-if stops being exact: the recorded metrics describe the run as it went. Once a
 replayed learning-rate decision differs from the recorded one, the later metrics are those of a
 run trained with another learning rate; :attr:`ReplayResult.diverged_at` gives the first event
-where that is so.
+where that is so. From there the replay's rate is its own decisions', moved by the factor the
+loop moved the recorded rate by.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from ._markers import hookimpl
 from .audit import LogArgument, checked_log, header_of
 from .bus import Bus
+from .control import ReplayControl
 from .cursor import after_stop
 from .effective import effective_records, read_effective
 from .errors import ConfigError, PluginError, ReplayError
@@ -43,7 +49,6 @@ from .records import (
     Record,
     ShadowDecision,
     same_decision,
-    same_values,
     trusted,
 )
 from .registry import Registry
@@ -311,6 +316,8 @@ class _Replaying:
         # An empty run_id (a header made without one) is no reason to refuse the replay.
         self.bus = Bus.for_replay(self.plugins, run_id=header.run_id or None,
                                   learning_rate=header.meta.get("learning_rate"))
+        #: Its learning rate: the recorded run's until the replayed decisions change it.
+        self.control: ReplayControl = self.bus.control  # type: ignore[assignment]
         standing_in = [p for p in self.plugins if isinstance(p, _Recorded)]
         #: The labels of the stand-ins (their decisions are the log's: not compared).
         self.standing_in = {self.bus.label(p) for p in standing_in}
@@ -371,13 +378,11 @@ class _Replaying:
                 self.stop_epoch = None  # a new fit: the loop called fit again after a stop
             elif self.stop_epoch is not None and after_stop(record, self.stop_epoch):
                 return  # the replayed run stopped: its loop would have ended here
-            if self.diverged_at is None and record.kind in ("epoch_begin", "epoch_end"):
-                logged, replayed = record.logs.get("learning_rate"), bus.learning_rate
-                if logged is not None and replayed is not None \
-                        and not same_values(logged, replayed):
-                    self.diverged_at = record.seq
-                    self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
             made = bus.feed(record)
+            if self.diverged_at is None and record.kind in ("epoch_begin", "epoch_end") and \
+                    self.control.departed:  # the rate its plugins were given was not the log's
+                self.diverged_at = record.seq
+                self.diverged_epoch = record.epoch  # type: ignore[attr-defined]
             if made and self.standing_in:
                 if self.stand_in_stop is None:  # a recorded stop, handed back, stops it too
                     self.stand_in_stop = next((d.epoch for d in made if d.source in
@@ -388,6 +393,8 @@ class _Replaying:
             if self.stop_epoch is None and bus.stop_training:
                 self.stop_epoch = bus.epoch if bus.epoch is not None else -1
         elif isinstance(record, Decision):
+            if record.kind == "set_learning_rate":
+                bus.feed(record)  # the recorded run's rate from here
             if record.source in self.labels:
                 self.recorded.append(record)
                 if record.kind == "stop_training":

@@ -275,6 +275,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
                         stopped = True
                     elif kind == "set_learning_rate":
                         lr = record.value  # type: ignore[attr-defined]
+                        feed(record)  # the rate the plugins are fed follows the log's
             # The records past the point are read too (checked, not fed): a line there that
             # no reader reads, left behind, would make the log the run appends to unreadable.
             for _ in records:

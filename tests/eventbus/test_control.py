@@ -336,6 +336,54 @@ class TestReplayControl:
             control.apply(set_lr(value))
         assert control.learning_rate == values[-1]
 
+    @given(st.lists(st.tuples(st.sampled_from(["logged", "decided"]), learning_rates),
+                    max_size=12))
+    def test_without_a_what_if_the_rate_is_the_log_s(self, steps):
+        """Fed logged rates (the loop's own moves) and decisions replayed as they were
+        recorded, in any order, its rate is always the last the log gave, never departed."""
+        control = ReplayControl(0.5)
+        rate = 0.5
+        for how, rate in steps:
+            if how == "logged":
+                control.follow(rate)
+                assert not control.departed
+            else:
+                control.apply(set_lr(rate))
+                control.recorded(set_lr(rate))
+            assert control.learning_rate == rate
+
+    @given(st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.floats(1e-3, 1.0),
+           st.lists(st.floats(1e-3, 10.0), min_size=1, max_size=8))
+    def test_a_what_if_keeps_its_ratio_to_the_recorded_rate(self, start, mine, theirs, moves):
+        """Once its decision set another rate than the recorded one, the loop's later moves
+        (logged rates) move it by the same factor, and it says it departed."""
+        control = ReplayControl(start)
+        control.follow(start)
+        control.apply(set_lr(mine))
+        control.recorded(set_lr(theirs))
+        for logged in moves:
+            control.follow(logged)
+            assert control.learning_rate == pytest.approx(logged * mine / theirs)
+            assert control.departed == (control.learning_rate != logged)
+
+    def test_a_rate_the_log_cannot_hold_is_not_followed(self):
+        """A damaged log's rate (text, a list, negative, NaN) leaves the rate as it was."""
+        control = ReplayControl(0.5)
+        for bad in ("0.1", [0.1], -1.0, math.nan, math.inf, True, None):
+            control.follow(bad)
+            assert control.learning_rate == 0.5 and not control.departed
+
+    def test_without_following_the_log_only_its_decisions_set_the_rate(self):
+        """A shadow policy's control (follow_log=False) keeps its own rate, and says where
+        the logged one differs from it."""
+        control = ReplayControl(0.5, follow_log=False)
+        control.recorded(set_lr(0.1))
+        control.follow(0.2)
+        assert control.learning_rate == 0.5 and control.departed
+        control.apply(set_lr(0.2))
+        control.follow(0.2)
+        assert control.learning_rate == 0.2 and not control.departed
+
     def test_bad_values_are_refused(self):
         """A replay's control checks a rate as the live one does."""
         with pytest.raises(ConfigError):

@@ -63,10 +63,15 @@ def registry():
     return reg
 
 
-def train(path, values, plugins, lr=0.1):
+def train(path, values, plugins, lr=0.1, decay=None):
+    """A run of ``values``; ``decay``: the loop's own scheduler, which multiplies the rate by
+    ``decay[epoch - 1]`` (or ``decay``) before each epoch after the first."""
     with Bus(plugins, log=path, learning_rate=lr) as bus:
         bus.train_begin({"epochs": len(values)})
         for epoch, value in enumerate(values):
+            if decay is not None and epoch > 0:
+                factor = decay[epoch - 1] if isinstance(decay, list) else decay
+                bus.learning_rate = bus.learning_rate * factor
             bus.epoch_begin(epoch)
             bus.batch_end(0, {"loss": value})
             bus.epoch_end(epoch, {"val_loss": value})
@@ -243,6 +248,59 @@ class TestReplay:
             __import__("eventbus").read_log(path)) if rec.kind == "epoch_begin"]
         assert result.diverged_at == epoch_begins[1].seq
         assert [d.value for d in result.decisions] == pytest.approx([0.01, 0.001, 0.0001])
+
+    def test_a_rate_the_loop_moved_itself_is_the_rate_replayed(self, tmp_path, registry):
+        """A loop whose own scheduler moves the rate between epochs: the replayed plugins see
+        the rate the live ones saw (the epochs' logged rate), so verify passes, exactly."""
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.9, 0.95, 0.97, 0.8], [Patience(patience=4)], lr=0.1, decay=0.9)
+        result = replay(path, registry=registry, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None
+        assert [d.value for d in result.decisions if d.kind == "set_learning_rate"] == \
+            [d.value for d in result.recorded if d.kind == "set_learning_rate"] == \
+            pytest.approx([0.1 * 0.9 ** 2 / 2, (0.1 * 0.9 ** 2 / 2) * 0.9 / 2])
+
+    @given(values=st.lists(finite, min_size=1, max_size=12), patience=st.integers(1, 4),
+           decay=st.lists(st.floats(0.01, 2.0), min_size=11, max_size=11))
+    def test_any_schedule_of_the_loop_s_own_replays_exactly(self, values, patience, decay):
+        """Whatever factors the loop moves its rate by, replay makes the recorded decisions."""
+        import tempfile
+
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Patience)
+        with tempfile.TemporaryDirectory() as directory:
+            path = f"{directory}/run.jsonl"
+            train(path, values, [Patience(patience=patience)], decay=decay)
+            result = replay(path, registry=reg, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None
+
+    def test_a_what_if_moves_its_rate_as_the_loop_moved_the_recorded_one(self, tmp_path):
+        """Once a what-if's rate leaves the recorded one, the loop's own moves are applied to
+        it by the same factor: the estimate a schedule that scales its rate would give."""
+        class Cut(Plugin):
+            logs_learning_rate = True
+            def __init__(self, factor: float = 0.5):
+                self.factor = factor
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                lr = event.logs["learning_rate"]
+                return r.SetLearningRate(value=lr * self.factor, previous=lr, reason="cut")
+
+        reg = Registry(group="eventbus-tests-none")
+        reg.register(Cut)
+        path = tmp_path / "run.jsonl"
+        train(path, [1.0, 0.9, 0.8], [Cut()], lr=1.0, decay=0.9)
+        exact = replay(path, registry=reg, verify=True)
+        assert exact.ok and exact.diverged_at is None
+        result = replay(path, overrides={"Cut": {"factor": 0.1}}, registry=reg)
+        epoch_begins = [rec for rec in effective_records(
+            __import__("eventbus").read_log(path)) if rec.kind == "epoch_begin"]
+        assert result.diverged_at == epoch_begins[1].seq
+        # 1.0 cut to 0.1; the loop's 0.9 makes it 0.09, cut to 0.009; then 0.0081, 0.00081.
+        assert [d.value for d in result.decisions] == pytest.approx([0.1, 0.009, 0.00081])
 
     def test_side_effect_plugins_are_left_out(self, tmp_path, registry):
         """Loggers and sinks are not rebuilt: replay writes nothing."""

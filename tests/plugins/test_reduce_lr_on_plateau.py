@@ -310,6 +310,30 @@ class TestProperties:
         assert result.ok, result.mismatch
         assert result.diverged_at is None
 
+    @examples(FILES)  # a log written and replayed per example
+    @given(metric_sequences(max_size=12), st.integers(0, 3), st.floats(0.05, 1.0))
+    def test_replay_sees_a_rate_the_loop_moved_itself(self, values: list[float],
+                                                      patience: int, decay: float) -> None:
+        """A loop whose own scheduler decays the rate before each epoch (as a Trainer's
+        linear decay does): the cuts start from the decayed rate the epoch logged, live and
+        replayed alike, so replay verifies, with no divergence."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = f"{directory}/run.jsonl"
+            with Bus([ReduceLROnPlateau(patience=patience, factor=0.5)], log=path,
+                     learning_rate=0.1) as bus:
+                for event in epochs(val_loss=values):
+                    if isinstance(event, EpochBegin) and event.epoch > 0:
+                        bus.learning_rate = bus.learning_rate * decay  # the loop's scheduler
+                    bus.publish(event)
+            records = list(read_log(path))
+            logged = {rec.seq: rec.logs.get("learning_rate") for rec in records
+                      if rec.kind == "epoch_end"}
+            cuts = [d for d in records if d.kind == "set_learning_rate"]
+            assert all(d.previous == logged[d.cause_seq] for d in cuts)  # the decayed rate
+            result = replay(path, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None
+
     @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 3),
            st.integers(0, 30))
     def test_resume_from_any_prefix_gives_the_same_decisions(
