@@ -103,6 +103,35 @@ class TestTrainingLoop:
         assert result.ok and result.stopped_at == last_epoch
 
 
+    def test_a_rate_the_loop_s_own_scheduler_moved_replays_exactly(self, tmp_path):
+        """A plain loop whose own StepLR decays the rate each epoch, with ReduceLROnPlateau
+        cutting it too: the epochs log the optimizer's rate, so replay cuts from the rate the
+        live plugin saw and verifies, exactly."""
+        net = make_net()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.2)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.8)
+        x, y = noise_data(32, 1)
+        loss_fn = torch.nn.MSELoss()
+        path = tmp_path / "events.jsonl"
+        with Bus([ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1.0)],
+                 model=TorchModel(net, optimizer), log=path) as bus:
+            bus.train_begin({"epochs": 4})
+            for epoch in range(4):
+                bus.epoch_begin(epoch)
+                optimizer.zero_grad()
+                loss = loss_fn(net(x), y)
+                loss.backward()
+                optimizer.step()
+                bus.epoch_end(epoch, {"loss": float(loss)})
+                scheduler.step()  # the loop's own move, after the bus's cut
+            bus.train_end()
+        cuts = [rec for rec in read_log(path) if isinstance(rec, SetLearningRate)]
+        assert [c.previous for c in cuts[1:]] == pytest.approx([c.value * 0.8 for c in cuts[:-1]])
+        result = replay(path, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None and len(result.decisions) == len(cuts) == 3
+
+
 class TestTorchModel:
     def test_learning_rate_scales_every_group(self):
         """Setting the rate multiplies each group's lr by new/old; the first group is exact."""

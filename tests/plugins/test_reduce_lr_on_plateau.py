@@ -334,6 +334,24 @@ class TestProperties:
         assert result.ok, result.mismatch
         assert result.diverged_at is None
 
+    def test_a_resume_sees_a_rate_the_loop_moved_itself(self, tmp_path) -> None:
+        """Resume feeds the log to the plugins as replay does: with the rate the loop moved
+        itself, the recorded cuts are remade, with no warning that they differ."""
+        path = tmp_path / "run.jsonl"
+        bus = Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=path, learning_rate=0.1)
+        bus.train_begin({"epochs": 4})
+        for epoch, value in enumerate([1.0, 1.1, 1.2]):
+            if epoch:
+                bus.learning_rate = bus.learning_rate * 0.9  # the loop's scheduler
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"val_loss": value})
+        bus.close()  # as a crash leaves it: no train_end
+        with Bus([ReduceLROnPlateau(patience=1, factor=0.5)], log=path, resume=True) as again:
+            assert again.initial_epoch == 3
+        warned = [rec.message for rec in read_log(path) if rec.kind == "warning"]
+        assert not warned
+        assert replay(path, verify=True).ok
+
     @given(metric_sequences(max_size=10), st.integers(0, 3), st.integers(0, 3),
            st.integers(0, 30))
     def test_resume_from_any_prefix_gives_the_same_decisions(
