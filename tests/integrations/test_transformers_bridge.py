@@ -22,10 +22,11 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from eventbus import Bus, Plugin, RunWarning, hookimpl  # noqa: E402
+from eventbus import Bus, Plugin, RunWarning, hookimpl, replay  # noqa: E402
 from eventbus import records as r  # noqa: E402
 from eventbus.integrations.transformers import TrainerBridge  # noqa: E402
 from eventbus.log import read_log  # noqa: E402
+from plugins import ReduceLROnPlateau  # noqa: E402
 
 #: Six micro-batches of four rows: with gradient accumulation 2, three optimizer steps an epoch.
 MICRO_BATCHES, BATCH = 6, 4
@@ -304,6 +305,17 @@ class TestDecisions:
         expected = [1e-3 * (6 - s) / 6 * (0.5 if s >= 3 else 1.0) for s in range(6)]
         assert history(trainer, "learning_rate") == pytest.approx(expected)
         assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.0, 0.0])
+
+    def test_a_cut_from_a_decayed_rate_replays_exactly(self, tmp_path):
+        """ReduceLROnPlateau with the Trainer's linear decay: the live plugin cuts from the
+        decayed rate the epoch logged, and replay (and verify) see that rate too."""
+        _, log = train(tmp_path, [ReduceLROnPlateau(patience=0, min_delta=10.0)],
+                       lr_scheduler_type="linear", num_train_epochs=3)
+        cuts = kinds(log, "set_learning_rate")
+        assert len(cuts) == 2 and cuts[0].previous < 1e-3  # cut from the decayed rate
+        result = replay(log, verify=True)
+        assert result.ok, result.mismatch
+        assert result.diverged_at is None
 
     def test_a_checkpoint_decision_makes_the_trainer_save(self, tmp_path):
         """save_checkpoint sets control.should_save: the Trainer saves at that step, and the
