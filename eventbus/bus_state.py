@@ -47,12 +47,16 @@ class BusState:
 
     @property
     def model(self) -> Any:
-        """The model adapter decisions are applied to (None without one)."""
+        """The model adapter decisions are applied to (None without one).
+
+        Set after the bus was built (a bridge attaching the model at ``fit``), the adapter gets
+        the rate the run has where none could hold it before: a resumed run's trains at the
+        rate the log ends with, not at its optimizer's initial one."""
         return self._engine.control.model
 
     @model.setter
     def model(self, value: Any) -> None:
-        self._engine.control.model = value
+        self._engine.attach(value)
 
     @property
     def stop_training(self) -> bool:

@@ -7,6 +7,11 @@ whose rate is a schedule, weights of the wrong shape) becomes a ``sink_failed`` 
 never a crash. :meth:`Control.apply` returns the records its work produced, for the bus to
 record.
 
+The learning rate is the run's, not the model's: a rate set while no model adapter can hold it
+(restored by a resume, decided, or set by the loop) waits here for the adapter attached next
+(:meth:`Control.attach`: a bridge attaching the model at ``fit``), which then trains at it rather
+than at its optimizer's initial rate.
+
 :class:`ReplayControl` is the control of a replay or of the state a resume restores: it has no
 model and keeps no weights. Its learning rate is the one the recorded run had, read from the
 log (each epoch's logged ``learning_rate``, each recorded ``set_learning_rate``), for as long as
@@ -18,6 +23,7 @@ recorded one (by the same factor): an estimate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -72,6 +78,9 @@ class Control:
                  hold_stop: Callable[[StopTraining | None], bool] | None = None):
         self.model = model
         self._lr = None if learning_rate is None else checked_learning_rate(learning_rate)
+        #: Whether ``_lr`` was set while no adapter could hold it: the next one attached gets
+        #: it. A rate only given to the constructor is a default, and a model's own rate wins.
+        self._lr_waiting = False
         self._stop = False
         self._hold_stop = hold_stop
         #: Weights kept by ``snapshot_weights`` decisions, by tag (NumPy arrays).
@@ -112,10 +121,51 @@ class Control:
         return self._lr
 
     def set_learning_rate(self, value: Any) -> None:
-        """Set the rate here and on the model adapter (which may refuse: the caller records)."""
+        """Set the rate here and on the model adapter (which may refuse: the caller records).
+        Without an adapter that has a rate, the next one attached gets it."""
         self._lr = checked_learning_rate(value)
-        if self.model is not None and hasattr(self.model, "learning_rate"):
+        self._lr_waiting = not _has_rate(self.model)
+        if not self._lr_waiting:
             self.model.learning_rate = self._lr
+
+    def restore_learning_rate(self, value: Any) -> list[Record]:
+        """Restore the run's rate (a resume: the log's last ``set_learning_rate``, or its
+        header's initial rate). Given to the adapter only where its own rate is another one, so
+        a model whose rate cannot be set (a Keras optimizer on a ``LearningRateSchedule``) is
+        left alone while it agrees; returns what to record: the model refusing the rate."""
+        self._lr = checked_learning_rate(value)
+        self._lr_waiting = not _has_rate(self.model)
+        fault = None if self._lr_waiting else self._offer_rate(self.model)
+        return [] if fault is None else [fault]
+
+    def attach(self, model: Any) -> list[Record]:
+        """Give the control a model adapter, after it was built (a bridge attaching the model
+        at ``fit``, ``bus.model = ...``). A rate set while no adapter could hold it (above all
+        a resume's) goes to this one, so it trains at the run's rate, not at its optimizer's
+        initial one; returns what to record: the model refusing the rate. An adapter that
+        replaces another (a later fit's model) keeps its own rate."""
+        self.model = model
+        if not self._lr_waiting or self._lr is None or not _has_rate(model):
+            return []
+        self._lr_waiting = False
+        fault = self._offer_rate(model)
+        return [] if fault is None else [fault]
+
+    def _offer_rate(self, model: Any) -> SinkFailed | None:
+        """Set the kept rate on ``model`` unless it holds it already (to float32's precision,
+        a framework's usual): the model's failure to take it, or None."""
+        rate = self._lr
+        if rate is None:
+            return None
+        try:
+            current = adapter_learning_rate(model)
+            if current is not None and math.isclose(current, rate, rel_tol=1e-6, abs_tol=0.0):
+                return None
+            model.learning_rate = rate
+        except Exception as exc:
+            return SinkFailed(sink="model", event="set_learning_rate", error=type(exc).__name__,
+                              message=str(exc))
+        return None
 
     # --- applying decisions --------------------------------------------------------------------
 
@@ -207,6 +257,11 @@ def _logged_rate(value: Any) -> float | None:
     return None
 
 
+def _has_rate(model: Any) -> bool:
+    """Whether the bus sets ``model``'s learning rate (an adapter with the attribute)."""
+    return model is not None and hasattr(model, "learning_rate")
+
+
 class ReplayControl(Control):
     """The control of a replay: decisions change the stop flag and the learning rate kept here;
     there is no model and no weights are kept.
@@ -262,6 +317,14 @@ class ReplayControl(Control):
             self._lr = mine * rate / theirs
         self._recorded = rate
         self.departed = self._lr != rate
+
+    def restore_learning_rate(self, value: Any) -> list[Record]:
+        self._lr = checked_learning_rate(value)
+        return []
+
+    def attach(self, model: Any) -> list[Record]:
+        self.model = model  # never touched: a replay has no model to set
+        return []
 
     def _weights(self, decision: SnapshotWeights | RestoreWeights) -> list[Record]:
         return []  # replay recomputes decisions; it has no weights to keep or restore

@@ -757,6 +757,12 @@ class Engine:
             self.record(effect)
         self.settle(troubles, stamped.kind, stamped)
 
+    def attach(self, model: Any) -> None:
+        """Give the control a model adapter (``bus.model = ...``); the model refusing the rate
+        it is given (a resume's, see :meth:`Control.attach`) is recorded."""
+        for record in self.control.attach(model):
+            self.record(record)
+
     def restore(self, tag: str, *, source: str) -> None:
         """Put the weights kept under ``tag`` back into the model once the record being written
         is settled (see :meth:`eventbus.Bus.restore_kept`)."""

@@ -297,11 +297,14 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
         control.request_stop(None)
     rate = lr if lr is not None else (initial_lr if initial_lr is not None
                                       else control.kept_learning_rate)
-    if rate is not None:
-        control.set_learning_rate(checked_learning_rate(rate))
+    # On the model now, or on the one a bridge attaches at fit (Control.attach); a model that
+    # refuses it (a rate on a schedule) is the model's failure, recorded, not the resume's.
+    refused = [] if rate is None else control.restore_learning_rate(checked_learning_rate(rate))
     cursor.resume_at(point.epoch, began=began, ended=ended)
     bus.record(Resumed(source="bus", from_seq=from_seq, initial_epoch=bus.initial_epoch,
                        epoch=point.epoch), flush=False)
+    for fault in refused:
+        bus.record(fault, flush=False)
     for slot, exc in catching_up.failed:  # in the logs still open, now the run goes on
         bus.record(SinkFailed(sink=slot.name, event="resume", error=type(exc).__name__,
                               message=str(exc), epoch=point.epoch), flush=False)

@@ -187,6 +187,83 @@ class TestLearningRate:
             assert numpy_model.learning_rate == values[-1]
 
 
+class TestAModelAttachedLater:
+    """``attach``: a model adapter given after the control was built (a bridge attaching the
+    model at fit, after a resume restored the rate)."""
+
+    def test_a_rate_set_without_a_model_goes_to_the_model_attached_next(self):
+        """A rate restored or decided while no adapter could hold it is the attached model's,
+        not the model's own initial one."""
+        for give in ("restore_learning_rate", "set_learning_rate"):
+            control = Control()
+            getattr(control, give)(0.04)
+            numpy_model = model(0.08)
+            assert control.attach(numpy_model) == []
+            assert numpy_model.learning_rate == 0.04 == control.learning_rate
+            assert control.model is numpy_model
+
+    def test_an_adapter_without_a_rate_leaves_it_waiting(self):
+        """An adapter with no rate attribute cannot take it: the next one with a rate does."""
+        control = Control()
+        control.restore_learning_rate(0.04)
+
+        class NoRate:
+            def get_weights(self):
+                return {}
+
+            def set_weights(self, weights):
+                pass
+
+        assert control.attach(NoRate()) == [] and control.learning_rate == 0.04
+        numpy_model = model(0.08)
+        control.attach(numpy_model)
+        assert numpy_model.learning_rate == 0.04
+
+    def test_the_constructor_s_rate_is_a_default_the_model_s_own_wins(self):
+        """``Control(None, rate)`` only stands in while there is no model rate: a model
+        attached later keeps its own."""
+        control = Control(None, 0.5)
+        numpy_model = model(0.08)
+        assert control.attach(numpy_model) == []
+        assert numpy_model.learning_rate == 0.08 == control.learning_rate
+
+    def test_an_adapter_replacing_another_keeps_its_own_rate(self):
+        """The rate went to the model attached first; a later fit's model keeps its own."""
+        control = Control()
+        control.restore_learning_rate(0.04)
+        first, second = model(0.08), model(0.3)
+        control.attach(first)
+        control.attach(second)
+        assert (first.learning_rate, second.learning_rate) == (0.04, 0.3)
+
+    def test_a_model_refusing_the_rate_is_its_failure(self):
+        """A model that cannot take the rate (a schedule) gives a sink_failed from "model" to
+        record, not an exception; the control keeps the rate."""
+        control = Control()
+        control.restore_learning_rate(0.5)
+        (fault,) = control.attach(ScheduleModel())
+        assert isinstance(fault, r.SinkFailed)
+        assert (fault.sink, fault.event, fault.error) == ("model", "set_learning_rate",
+                                                          "TypeError")
+        assert control.kept_learning_rate == 0.5
+
+    def test_a_model_at_the_rate_already_is_left_alone(self):
+        """A model whose rate is the one restored (to float32's precision) is not set: a
+        schedule that agrees is no failure."""
+        assert Control(ScheduleModel()).restore_learning_rate(0.01) == []
+        control = Control()
+        control.restore_learning_rate(float(np.float32(0.01)))
+        assert control.attach(ScheduleModel()) == []
+        (fault,) = Control(ScheduleModel()).restore_learning_rate(0.02)
+        assert fault.event == "set_learning_rate"
+
+    def test_a_replay_control_never_touches_the_model(self):
+        """A replay's control takes the adapter and leaves it alone."""
+        control = ReplayControl()
+        control.restore_learning_rate(0.04)
+        assert control.attach(Untouchable()) == [] and control.learning_rate == 0.04
+
+
 class TestApply:
     def test_stop_training(self):
         """A stop_training decision stops, and produces no record."""

@@ -278,6 +278,89 @@ class TestValuesFromTheLog:
         assert model.learning_rate == 0.5
 
 
+class TestTheRateOfAModelAttachedLater:
+    """A model adapter that arrives after the resume (a bridge attaching it at fit,
+    ``bus.model = ...``) trains at the rate the log ends with, not at its own initial one."""
+
+    @staticmethod
+    def plateau():
+        from plugins import ReduceLROnPlateau
+
+        return ReduceLROnPlateau(monitor="loss", min_delta=100.0, patience=1, factor=0.5)
+
+    def crashed(self, path: Path) -> None:
+        """Two epochs of four on a model at 0.08; the plateau cuts the rate to 0.04 after the
+        second, then the run stops there."""
+        from eventbus import NumpyModel
+
+        with Bus([self.plateau()], log=path,
+                 model=NumpyModel({"w": [0.0]}, learning_rate=0.08)) as bus:
+            bus.train_begin({"epochs": 4})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+
+    def test_the_resumed_rate_reaches_a_model_attached_after_the_resume(self, tmp_path):
+        """The model attached after Bus(resume=True) gets 0.04, and the next cut is the one an
+        uninterrupted run makes (0.04 -> 0.02): replay verifies the log."""
+        from eventbus import NumpyModel, replay
+
+        path = tmp_path / "events.jsonl"
+        self.crashed(path)
+        with Bus([self.plateau()], log=path, resume=True) as bus:
+            assert bus.initial_epoch == 2 and bus.learning_rate == 0.04
+            model = NumpyModel({"w": [0.0]}, learning_rate=0.08)  # its optimizer's initial rate
+            bus.model = model
+            assert model.learning_rate == 0.04 == bus.learning_rate
+            bus.train_begin({"epochs": 4})
+            bus.epoch_begin(2)
+            bus.epoch_end(2, {"loss": 1.0})
+            assert model.learning_rate == 0.02
+        cuts = [rec.value for rec in effective_records(read_log(path))
+                if rec.kind == "set_learning_rate"]
+        assert cuts == [0.04, 0.02]
+        assert replay(path, verify=True).ok
+
+    def test_the_header_s_rate_reaches_it_when_no_decision_set_one(self, tmp_path):
+        """With no set_learning_rate in the log, the header's initial rate is the run's."""
+        from eventbus import NumpyModel
+
+        path = tmp_path / "events.jsonl"
+        with Bus(log=path, model=NumpyModel({"w": [0.0]}, learning_rate=0.08)) as bus:
+            bus.train_begin()
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+        with Bus(log=path, resume=True) as bus:
+            model = NumpyModel({"w": [0.0]}, learning_rate=0.5)
+            bus.model = model
+            assert model.learning_rate == 0.08
+
+    def test_a_model_that_refuses_the_rate_is_recorded_not_raised(self, tmp_path):
+        """A model whose rate cannot be set (a schedule) and is another: a sink_failed from
+        "model" in the log; the run goes on."""
+        from eventbus import NumpyModel
+
+        class Schedule(NumpyModel):
+            @property
+            def learning_rate(self):
+                return 0.01
+
+            @learning_rate.setter
+            def learning_rate(self, value):
+                if value is not None:
+                    raise TypeError("the optimizer's learning rate is a schedule")
+
+        path = tmp_path / "events.jsonl"
+        self.crashed(path)
+        bus = Bus([self.plateau()], log=path, resume=True)
+        bus.model = Schedule({"w": [0.0]})
+        assert [(f.sink, f.event, f.error) for f in bus.failures] == \
+            [("model", "set_learning_rate", "TypeError")]
+        with pytest.warns(UserWarning, match="1 sink failure"):
+            bus.close()
+        assert [rec.kind for rec in read_log(path)][-2:] == ["resumed", "sink_failed"]
+
+
 class TestCountsAtTheLimit:
     """A log whose seq or last epoch leaves the resumed run nothing to count with is refused
     before anything is written: read as they were, the run ended at once, or could not number
