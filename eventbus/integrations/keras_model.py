@@ -171,8 +171,10 @@ class KerasModel:
 
     def set_optimizer_state(self, state: Mapping[str, Any]) -> None:
         """Put a state :meth:`get_optimizer_state` gave back (building the optimizer first, as
-        a resumed run's has taken no step yet). A state of another optimizer or model (other
-        count or shapes) is a ``ConfigError``, and nothing is changed."""
+        a resumed run's has taken no step yet), all but the learning rate, which stays the
+        run's (the bus sets it from its log: see :meth:`_rate_variables`). A state of another
+        optimizer or model (other count or shapes) is a ``ConfigError``, and nothing is
+        changed."""
         variables = self._optimizer_variables(build=True)
         keys = [f"{i:04d}" for i in range(len(variables))]
         if sorted(state) != keys:
@@ -184,8 +186,26 @@ class KerasModel:
                 raise ConfigError(f"KerasModel.set_optimizer_state: variable {key} "
                                   f"({variable.path}) has shape {tuple(np.shape(state[key]))}, "
                                   f"the optimizer's is {tuple(variable.shape)}", field=key)
+        rates = self._rate_variables()
         for key, variable in zip(keys, variables):
-            variable.assign(np.asarray(state[key]))
+            if id(variable) not in rates:
+                variable.assign(np.asarray(state[key]))
+
+    def _rate_variables(self) -> dict[int, Any]:
+        """The optimizer's learning-rate variables, by id (none for a rate on a schedule).
+
+        Keras keeps the rate among the optimizer's variables, so a backup or a checkpoint
+        holds the rate of the epoch it was written in (a backup is written as the epoch's end
+        is recorded, before a rate plugin cuts it). The rate is the run's, set by the bus from
+        its log; putting an optimizer's state back leaves it as it is, as TorchModel's does."""
+        optimizer = getattr(self.keras_model, "optimizer", None)
+        found: dict[int, Any] = {}
+        while optimizer is not None:
+            rate = getattr(optimizer, "_learning_rate", None)
+            if rate is not None and callable(getattr(rate, "assign", None)):
+                found[id(rate)] = rate
+            optimizer = getattr(optimizer, "inner_optimizer", None)  # a LossScaleOptimizer's
+        return found
 
     def _by_path(self, weights: Mapping[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         """Weights keyed by variable path (checkpoints and backups of eventbus before keys by
@@ -264,11 +284,16 @@ class KerasModel:
     def load(self, path: str) -> None:
         """Put the weights of a file :meth:`save` wrote back into the model
         (``model.load_weights``, which reads every one of those layouts), and the optimizer's
-        state where the file has it."""
+        state where the file has it, but for the learning rate, which stays the run's."""
         model = self.keras_model
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built and model.built:
             # Keras skips the optimizer's variables of a file for an optimizer not yet built
             # (before the first step): the resumed run would start its moments from zero.
             optimizer.build(model.trainable_variables)
+        # The file's learning rate is the one of the epoch it was saved in; the run's is the
+        # bus's (see _rate_variables), kept across the load.
+        rates = [(v, np.array(v.numpy(), copy=True)) for v in self._rate_variables().values()]
         model.load_weights(path)
+        for variable, value in rates:
+            variable.assign(value)

@@ -106,6 +106,25 @@ class TestKerasModel:
         adapter.learning_rate = 0.05
         assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
 
+    def test_putting_an_optimizer_state_back_leaves_the_rate(self, tmp_path):
+        """A backup's optimizer state, or a whole-model checkpoint, holds the rate of the epoch
+        it was written in; restoring either keeps the run's rate (the bus sets it from the
+        log), and restores the rest (the step count)."""
+        model = tiny_model(lr=0.08)
+        x, y = noise(32, 0)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        adapter = KerasModel(model)
+        state = adapter.get_optimizer_state()
+        path = str(tmp_path / "whole.keras")
+        adapter.save(path, weights_only=False)
+        for restore in (adapter.set_optimizer_state, adapter.load):
+            fresh = tiny_model(lr=0.08)
+            KerasModel(fresh).learning_rate = 0.04
+            getattr(KerasModel(fresh), restore.__name__)(state if restore.__name__ ==
+                                                         "set_optimizer_state" else path)
+            assert float(fresh.optimizer.learning_rate) == pytest.approx(0.04)
+            assert int(fresh.optimizer.iterations) == 2
+
 
 class TestKerasCallbacksOnTheBus:
     def test_keras_early_stopping_becomes_a_decision(self):
@@ -168,3 +187,50 @@ def test_a_second_fit_on_one_bus_trains(tmp_path):
         history = model.fit(x, y, epochs=2, batch_size=16, verbose=0,
                             callbacks=[KerasBridge(bus)])
     assert len(history.epoch) == 2
+
+
+class Rates(keras.callbacks.Callback):
+    """The optimizer's learning rate as each epoch begins (after the callbacks before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates: dict[int, float] = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates[epoch] = float(self.model.optimizer.learning_rate)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Ctrl-C as epoch ``at`` ends (after the bridge has published it)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_bus_gives_its_rate_to_the_model_the_bridge_attaches(tmp_path):
+    """Bus(resume=True) has no model; the bridge attaches the Keras model at fit. The model
+    trains on at the rate the log ends with (0.04, cut from 0.08 as epoch 1 ended), not at its
+    optimizer's initial one, and the next cut is an uninterrupted fit's: replay verifies."""
+    log = tmp_path / "events.jsonl"
+    x, y = noise(32, 0)
+
+    def plateau():
+        return ReduceLROnPlateau(monitor="loss", min_delta=100.0, patience=1, factor=0.5)
+
+    with Bus([plateau()], log=log, resume=True) as bus, pytest.raises(KeyboardInterrupt):
+        tiny_model(lr=0.08).fit(x, y, epochs=4, batch_size=16, verbose=0, shuffle=False,
+                                callbacks=[KerasBridge(bus), Interrupt(at=1)])
+    rates = Rates()
+    with Bus([plateau()], log=log, resume=True) as bus:
+        model = tiny_model(lr=0.08)
+        model.fit(x, y, epochs=4, batch_size=16, verbose=0, shuffle=False,
+                  callbacks=[KerasBridge(bus), rates])
+    assert rates.rates == pytest.approx({2: 0.04, 3: 0.02})
+    cuts = [rec.value for rec in read_log(log) if isinstance(rec, SetLearningRate)]
+    assert cuts == pytest.approx([0.04, 0.02, 0.01])
+    assert replay(log, verify=True).ok

@@ -538,6 +538,73 @@ def test_a_second_fit_with_the_same_backup_goes_on_where_the_first_was_interrupt
     assert history.epoch == [3, 4, 5]
 
 
+class Rates(Callback):
+    """The optimizer's learning rate as each epoch begins (after the plugins before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates[epoch] = float(self.model.optimizer.learning_rate)
+
+
+class InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_fit_resumed_from_its_backup_trains_at_the_rate_it_was_cut_to(tmp_path):
+    """ReduceLROnPlateau cuts 0.08 -> 0.04 as epoch 1 ends, and the fit is interrupted there.
+    The backup's optimizer state was written before the cut (Keras keeps the rate with it);
+    the resumed fit still trains epoch 2 at 0.04, makes the cut an uninterrupted fit makes
+    next, and ends with its rate and weights."""
+    from eventbus import replay
+
+    def fit_of(model, callbacks):
+        x, y = noise()
+        model.fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False, callbacks=callbacks)
+
+    def plugins(backup=True):
+        plateau = ReduceLROnPlateau(monitor="loss", min_delta=100.0, patience=1, factor=0.5)
+        return [plateau, BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)][:1 + backup]
+
+    uninterrupted = tiny_model(lr=0.08)
+    fit_of(uninterrupted, plugins(backup=False))
+    with pytest.raises(KeyboardInterrupt):
+        fit_of(tiny_model(lr=0.08), [*plugins(), InterruptAt(1)])
+    model, rates = tiny_model(lr=0.08), Rates()
+    fit_of(model, [*plugins(), rates])
+    assert rates.rates == pytest.approx({2: 0.04, 3: 0.02})
+    assert float(model.optimizer.learning_rate) == \
+        pytest.approx(float(uninterrupted.optimizer.learning_rate))
+    for mine, theirs in zip(model.get_weights(), uninterrupted.get_weights()):
+        assert np.allclose(mine, theirs, atol=1e-6)
+    assert replay(tmp_path / "bk" / "events.jsonl", verify=True).ok
+
+
+def test_a_fit_on_a_rate_schedule_resumes_from_its_backup(tmp_path):
+    """An optimizer on a LearningRateSchedule has no rate to set: the resume, which restores
+    the run's rate, leaves it alone (it agrees) instead of ending fit with Keras's
+    TypeError."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)
+
+    def model():
+        return tiny_model(optimizer=keras.optimizers.SGD(learning_rate=schedule))
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), [BackupAndRestore(tmp_path / "bk"), InterruptAt(1)], epochs=4)
+    resumed = model()
+    history = fit(resumed, [BackupAndRestore(tmp_path / "bk")], epochs=4)
+    assert history.epoch == [2, 3]
+    assert int(resumed.optimizer.iterations) == 8  # the backup's 4 steps, then 4 more
+
+
 def test_a_metric_auto_cannot_place_leaves_fit_as_keras_value_error(tmp_path):
     """As Keras 3's EarlyStopping(monitor="unknown"): fit raises a ValueError at the first
     epoch end; here the ConfigError naming the plugin, mode and the event, after the log
