@@ -8,7 +8,8 @@ with ``get_weights()`` and ``set_weights()``. Optional, used where present:
 - ``get_config()``: plain data describing the model, kept in the log header and checkpoints.
 - ``get_optimizer_state() -> dict[str, ndarray]`` and ``set_optimizer_state(state)``: the
   optimizer's state, kept in full checkpoints and restored by BackupAndRestore
-  (``TorchModel`` and ``KerasModel`` have both).
+  (``TorchModel`` and ``KerasModel`` have both). Putting a state back leaves the learning rate
+  as it is: the rate is the run's, which the bus sets from its log.
 - ``weight_paths() -> dict[str, str]``: another path for each weight key, one its framework's
   users name layers by (``KerasModel``'s: ``"0.embedding/embeddings"`` ->
   ``"sequential/word_embedding/embeddings"``); TensorBoard finds a layer by either.
