@@ -29,8 +29,8 @@ import unicodedata
 import warnings
 from typing import Any
 
-__all__ = ["GuardedStream", "columns", "fit", "inline", "json_safe", "make_room", "printable",
-           "set_live", "unguarded", "warn", "width_of"]
+__all__ = ["GuardedStream", "char_columns", "columns", "fit", "inline", "json_safe", "make_room",
+           "printable", "set_live", "unguarded", "warn", "width_of"]
 
 # C0 but tab and newline; DEL and C1 (an 8-bit CSI, 0x9b, is ESC [ to many terminals); the
 # bidirectional formatting characters (marks, embeddings, overrides, isolates); the Unicode
@@ -208,10 +208,11 @@ def columns(text: str) -> int:
     terminal wraps it mid-word."""
     if text.isascii():
         return len(text)
-    return sum(map(_char_columns, text))
+    return sum(map(char_columns, text))
 
 
-def _char_columns(char: str) -> int:
+def char_columns(char: str) -> int:
+    """The terminal columns one character takes (see :func:`columns`)."""
     if unicodedata.combining(char) or unicodedata.category(char) in _ZERO_WIDTH:
         return 0
     return 2 if unicodedata.east_asian_width(char) in _WIDE else 1
@@ -286,7 +287,7 @@ def _wrap(line: str, width: int, hang: int) -> list[str]:
                 end, taken = off + space, space
             else:
                 if not off:  # the word's widths, read once as its lines are made
-                    widths, pending = map(_char_columns, chunk), None
+                    widths, pending = map(char_columns, chunk), None
                 end, taken = off, 0
                 while True:  # it is wider than the space: a character will not fit
                     width_ = next(widths) if pending is None else pending

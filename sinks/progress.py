@@ -22,11 +22,12 @@ import os
 import shutil
 import sys
 import textwrap
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
+# A line's width in columns, as the audit's text measures it: a CJK character takes two.
 from eventbus import terminal
+from eventbus.terminal import char_columns, columns
 
 __all__ = ["LiveBlock", "bar_line", "columns", "cut", "format_number", "format_value", "make_room",
            "metric_items", "notebook_tqdm", "plain_line", "terminal_size", "wrap"]
@@ -59,23 +60,6 @@ def metric_items(values: Mapping[str, Any]) -> list[str]:
     return [f"{name}: {format_value(value)}" for name, value in values.items()]
 
 
-def columns(text: str) -> int:
-    """The terminal columns ``text`` takes: two for a wide character (CJK, most emoji), none
-    for a combining mark or a format character, one for any other. ``len`` counts characters,
-    and a line of wide ones measured so runs past the width and breaks the redrawn block."""
-    if text.isascii():
-        return len(text)
-    return sum(map(_char_columns, text))
-
-
-def _char_columns(char: str) -> int:
-    if unicodedata.combining(char) or unicodedata.category(char) in _ZERO_WIDTH:
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in _WIDE else 1
-
-
-_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
-_WIDE = frozenset({"W", "F"})
 
 
 def cut(text: str, width: int) -> str:
@@ -84,7 +68,7 @@ def cut(text: str, width: int) -> str:
         return text[:max(0, width)]
     used = 0
     for end, char in enumerate(text):
-        used += _char_columns(char)
+        used += char_columns(char)
         if used > width:
             return text[:end]
     return text
