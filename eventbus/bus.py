@@ -129,8 +129,7 @@ class Bus(BusState, KerasCallbackListNames):
                 model, learning_rate,
                 hold_stop=None if coordinator is None else coordinator.hold_stop))
         engine.clear_stop, engine.coordinator = self._clear_stop, coordinator
-        # A shadow policy's bus: fed the live events but not the live decisions, its rate is
-        # its own, not the log's.
+        # A shadow policy's bus sees the live events, not the live decisions: its rate is its own.
         engine.recompute = lambda plugins, rate: type(self).for_replay(
             plugins, run_id=recorder.run_id, learning_rate=rate, follow_log=False)
         self._policy = engine.policy = FailurePolicy(
@@ -377,11 +376,9 @@ class Bus(BusState, KerasCallbackListNames):
         Replay and resume use this. Nothing is written to the bus's sinks. By default only pure
         plugins see the record; ``side_effects=True`` includes the hooks of plugins with side
         effects and passes recorded decisions to the ``on_decision`` hooks. While recomputing
-        (replay, resume) the learning rate in epoch logs is the recomputed one: the recorded
-        run's (the rate the loop logged, or the recorded decisions set) while the recomputed
-        decisions agree with the recorded ones, so plugins see the rate the live ones saw, and
-        a what-if's own once they differ. Recorded ``set_learning_rate`` decisions are fed too,
-        for that.
+        (replay, resume) the learning rate in epoch logs is the recorded run's while the
+        recomputed decisions agree with the recorded ones (the rate the live plugins saw), a
+        what-if's own once they differ (see :class:`~eventbus.control.ReplayControl`).
         """
         return self._engine.feed(record, side_effects=side_effects)
 
@@ -464,8 +461,6 @@ class Bus(BusState, KerasCallbackListNames):
     def flush(self) -> None:
         """Hand what the sinks buffer to their files (the bus does so at every epoch end and
         decision)."""
-        if self._engine.forked:
-            self._engine.claim("flush()")  # refused: the buffers are the parent's
         self._engine.flush()
 
     def close(self) -> None:

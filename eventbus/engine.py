@@ -811,6 +811,8 @@ class Engine:
                     "or decisions", event=kind, plugin=slot.name))
 
     def flush(self) -> None:
+        if self.forked:
+            self.claim("flush()")  # refused: the buffers are the parent's
         # What is written now was all decided: an interrupt in here keeps it (the flag stays
         # up for observe to see, which lowers it).
         self.flushing = True

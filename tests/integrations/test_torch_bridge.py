@@ -122,7 +122,7 @@ class TestTrainingLoop:
                 loss = loss_fn(net(x), y)
                 loss.backward()
                 optimizer.step()
-                bus.epoch_end(epoch, {"loss": float(loss)})
+                bus.epoch_end(epoch, {"loss": loss.item()})
                 scheduler.step()  # the loop's own move, after the bus's cut
             bus.train_end()
         cuts = [rec for rec in read_log(path) if isinstance(rec, SetLearningRate)]
