@@ -214,8 +214,9 @@ class JsonlWriter(Sink):
     ``append=True`` continues an existing log (after cutting a torn last line); ``False``
     empties the file at once. Left out, the bus it is given to decides, as for a log given by
     its path: ``Bus(..., resume=True)`` continues it, any other bus starts it afresh; written
-    to without a bus, it is emptied at its first flush. (Emptied at once, a crashed run's log
-    was lost before ``resume=True`` could read it.) ``follow_links=False`` refuses a link at
+    to without a bus, it is emptied as the first records are written to it, and closed with
+    none written it leaves the file as it was. (Emptied at once, a crashed run's log was lost
+    before ``resume=True`` could read it.) ``follow_links=False`` refuses a link at
     ``path`` (a log in a folder others can write: a backup). It takes the bus's fast path:
     finite batch records arrive as lines already encoded, appended to ``line_buffer``.
 
@@ -300,10 +301,10 @@ class JsonlWriter(Sink):
             self.flush()
 
     def flush(self) -> None:
-        if self._undecided:
-            self.settle(append=False)
         if not self._buffer:
             return
+        if self._undecided:
+            self.settle(append=False)
         self._keep_the_name()
         try:
             self._write_buffer()
@@ -445,8 +446,10 @@ class JsonlWriter(Sink):
         if self._file.closed:
             return
         try:
-            if self._undecided:
+            if self._undecided and self._buffer:
                 self.settle(append=False)
+            # (Closed with nothing written, undecided, it leaves the file as it is: a bus that
+            # failed before it took the writer must not empty the log it was to resume.)
             self._keep_the_name()
             if self._buffer:
                 try:

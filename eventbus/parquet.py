@@ -349,7 +349,9 @@ class ParquetWriter(Sink):
         """Pieces the store has already (an interrupt came after it took their segment and
         before they were reset) go, so no record is written twice; the rows after them move
         up, with their payloads, in one statement."""
-        pieces, through = self._pieces, self._store.through
+        if self._segment_store is None:
+            return  # no store yet: nothing handed over
+        pieces, through = self._pieces, self._segment_store.through
         n = 0
         while n < len(pieces) and int(pieces[n].columns["seq"][0][0]) <= through:
             n += 1
@@ -437,7 +439,8 @@ class ParquetWriter(Sink):
             error = exc
         try:
             self._closed = True  # the store closes once
-            self._store.close(tail)
+            if tail is not None or self._segment_store is not None:
+                self._store.close(tail)  # (undecided with nothing written: left as it was)
         finally:
             self._unlock()  # the next writer may take the path
         if error is not None:

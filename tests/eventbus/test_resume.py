@@ -784,6 +784,28 @@ def test_a_writer_left_to_decide_starts_afresh_without_a_resume(tmp_path, kind):
     with _writer(kind, path, append=True) as writer:
         pass
     assert list(read_log(path)) == second
+    with _writer(kind, path) as writer:  # closed undecided, nothing written: left as it was
+        pass
+    assert list(read_log(path)) == second
     with _writer(kind, path) as writer:
         writer.write(first[0].model_dump(mode="json"))
     assert list(read_log(path)) == first[:1]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_bus_that_fails_before_it_takes_the_writer_leaves_the_log(tmp_path, kind):
+    """``Bus(log=[writer], resume=True)`` refused for another argument never takes the writer:
+    closing the writer then leaves the crashed run's log whole (before, the undecided writer
+    started it afresh at close, emptying it)."""
+    from eventbus.errors import ConfigError
+
+    path = tmp_path / f"events.{kind}"
+    bus = Bus([], log=str(path))
+    bus.train_begin({"epochs": 3})
+    bus.epoch_begin(0)
+    bus.epoch_end(0, {"loss": 1.0})
+    bus.close()
+    before = list(read_log(path))
+    with _writer(kind, path) as writer, pytest.raises(ConfigError, match="run_id"):
+        Bus([], log=[writer], resume=True, run_id="")
+    assert list(read_log(path)) == before
