@@ -990,11 +990,16 @@ class HDF5CheckpointWriter(Plugin, Sink):
         # The file a first save since the last flush point replaces is the one the log vouches
         # for at the last finished epoch: kept until the next flush point, not replaced by the
         # file of a later save of the same window (save_freq in batches saves several times in
-        # an epoch, and a resume abandons them all, going back to that file).
-        keep = record["path"] not in self._replaced
+        # an epoch, and a resume abandons them all, going back to that file). Decided as the
+        # file is written: a save a full disk refused is written later, maybe in a new window.
+        path = record["path"]
+
+        def keep() -> bool:
+            return path not in self._replaced
+
         if callable(save):  # the framework's own format, which its users load
-            return lambda: write_atomically(record["path"], lambda tmp: save(tmp, weights_only),
-                                            keep_previous=keep)
+            return lambda: write_atomically(path, lambda tmp: save(tmp, weights_only),
+                                            keep_previous=keep())
         if record["path"].endswith(".keras"):
             raise ValueError(f"{record['path']}: a .keras file is Keras's format; this model "
                              f"adapter ({type(model).__name__}) writes HDF5: name the file "
@@ -1307,12 +1312,13 @@ class _Save:
     metadata: dict[str, Any]
     config: Mapping[str, Any] | None
     optimizer: Mapping[str, Any] | None
-    keep_previous: bool = True
+    #: Whether the file this save replaces is kept beside it, asked as it is written.
+    keep_previous: Callable[[], bool] = lambda: True
 
     def __call__(self) -> tuple[int, str]:
         return write_checkpoint(self.path, self.weights, metadata=self.metadata,
                                 model_config=self.config, optimizer=self.optimizer,
-                                keep_previous=self.keep_previous)
+                                keep_previous=self.keep_previous())
 
     def copy(self) -> None:
         """Hold copies of the arrays (an adapter may hand out views of the model's own)."""

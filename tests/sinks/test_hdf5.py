@@ -404,6 +404,64 @@ def test_killed_after_two_saves_in_an_unfinished_epoch_the_resume_finds_the_epoc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
 
 
+SAVE_REFUSED_THEN_KILLED = """
+import errno, os, signal, sys
+import numpy as np
+import sinks.hdf5 as hdf5
+from eventbus import Bus, NumpyModel
+from plugins import ModelCheckpoint
+
+folder, mode = sys.argv[1], sys.argv[2]
+calls, real = [0], hdf5.write_checkpoint
+
+
+def full_once(*args, **kwargs):
+    calls[0] += 1
+    if mode == "run" and calls[0] == 4:  # epoch 1's second save: the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real(*args, **kwargs)
+
+
+hdf5.write_checkpoint = full_once
+model = NumpyModel({"w": np.zeros(4)}, learning_rate=0.1)
+bus = Bus([ModelCheckpoint(os.path.join(folder, "last.h5"), save_freq=2)],
+          log=os.path.join(folder, "run.jsonl"), model=model, resume=True)
+print(bus.initial_epoch, float(model.weights["w"][0]), flush=True)
+bus.train_begin({"epochs": 4})
+for epoch in range(bus.initial_epoch, 4):
+    bus.epoch_begin(epoch)  # epoch 2's: the save the disk refused is written now
+    for batch in range(4):
+        if mode == "run" and epoch == 2 and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # before the log's next flush
+        bus.batch_begin(batch)
+        model.weights["w"] += 1
+        bus.batch_end(batch, {"loss": 1.0})
+    bus.epoch_end(epoch, {"loss": 1.0})
+bus.train_end()
+bus.close()
+"""
+
+
+def test_a_save_a_full_disk_refused_keeps_the_vouched_file_when_written_later(tmp_path):
+    """Epoch 1's second save (every 2 batches) is refused by a full disk and written at
+    epoch 2's start, a new window: it keeps the file it replaces, the one the log vouches for
+    (epoch 1's first save, w = 6), and a kill before the next flush resumes from it. Before,
+    whether to keep was decided when the save was first tried (no: the window's second save),
+    and the resume went on from the initial weights."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", SAVE_REFUSED_THEN_KILLED, str(tmp_path),
+                               mode], capture_output=True, text=True, timeout=120)
+
+    assert run("run").returncode == -9
+    resumed = run("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split("\n")[0].split() == ["2", "6.0"]
+    assert "not restored" not in resumed.stderr
+
+
 class TestAFullDisk:
     """A save the disk refuses (ENOSPC) is kept, with a copy of the weights it was asked for,
     and written at the writer's next record: the best model of save_best_only is not lost
