@@ -21,6 +21,8 @@ and does nothing either.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 import sys
@@ -85,6 +87,9 @@ def json_safe(text: str) -> str:
 #: for its bar, so the two never share a line; the block's next draw puts it back below.
 _live: Any = None
 _drawing_thread: int | None = None
+_drawing_pid: int | None = None
+#: A block a write through a guard erased, drawn again once that text ends its line.
+_erased: Any = None
 #: Each stream's guard, made once and kept: ``print`` holds ``sys.stdout`` without a
 #: reference of its own while it writes (CPython 3.11), so a guard that a write takes out of
 #: ``sys`` must outlive that write, or the interpreter reads freed memory.
@@ -96,11 +101,11 @@ def set_live(block: Any, drawn: bool) -> None:
     and standard error, where they are terminals, are :class:`GuardedStream`: what anyone else
     writes there (a user's ``print`` in a callback, a framework's log line) erases the block
     first, and the block's next draw comes below it."""
-    global _live, _drawing_thread
+    global _live, _drawing_thread, _drawing_pid
     if drawn:
         if _live is None:
             _guard_streams()
-        _live, _drawing_thread = block, threading.get_ident()
+        _live, _drawing_thread, _drawing_pid = block, threading.get_ident(), os.getpid()
     elif _live is block:
         _live = None
         _unguard_streams()
@@ -116,19 +121,29 @@ def make_room(out: Any = None) -> None:
 
 class GuardedStream:
     """``sys.stdout`` or ``sys.stderr`` (a terminal) while a live block is drawn: a write
-    erases the block first, as ``tqdm.write`` does for its bar. Without it, a ``print`` from a
-    callback moved the cursor below the block, and the next draw, going back up the block's
-    height from there, erased the printed line and left a copy of the bar behind. Everything
-    else is the stream's own. Only writes from the thread that draws the block erase it (two
-    threads writing escape sequences at once would garble the screen)."""
+    erases the block first, as ``tqdm.write`` does for its bar, and once the text ends a line
+    the block is drawn again below it, as it last was. Without it, a ``print`` from a callback
+    moved the cursor below the block, and the next draw, going back up the block's height from
+    there, erased the printed line and left a copy of the bar behind. Drawn again at once, the
+    bar stays in view below the text even if no draw comes after it (the loop was stopped by
+    an exception, and the traceback is written). Everything else is the stream's own. Only
+    writes from the thread that draws the block erase it (two threads writing escape
+    sequences at once would garble the screen); a forked child's writes never do (the block
+    is its parent's)."""
 
     def __init__(self, stream: Any):
         self.stream = stream
 
     def write(self, text: str) -> int:
+        global _erased
         if text and _live is not None and threading.get_ident() == _drawing_thread:
+            _erased = _live
             _live.clear()
-        return self.stream.write(text)
+        written = self.stream.write(text)
+        if _erased is not None and _live is None and text.endswith("\n"):
+            block, _erased = _erased, None
+            block.redraw()  # below the text, as it was
+        return written
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -138,12 +153,33 @@ class GuardedStream:
         return getattr(self.stream, name)
 
 
+def _leave_the_block() -> None:
+    """At the interpreter's exit, a block still drawn (a loop an exception stopped, no ``with
+    bus:`` to end it) stays as it is, and the shell's prompt comes on the line below it."""
+    block = _live
+    if block is not None and os.getpid() == _drawing_pid:
+        with contextlib.suppress(Exception):
+            block.end()
+
+
+def _forked() -> None:
+    """In a forked child (a DataLoader worker): the block on the terminal is the parent's."""
+    global _live, _erased, _drawing_thread
+    _live = _erased = _drawing_thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 def unguarded(stream: Any) -> Any:
     """The stream itself, if ``stream`` is a :class:`GuardedStream` of it."""
     return stream.stream if type(stream) is GuardedStream else stream
 
 
 def _guard_streams() -> None:
+    if not _guards:
+        atexit.register(_leave_the_block)
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None or type(stream) is GuardedStream:

@@ -236,6 +236,7 @@ class LiveBlock:
     def __init__(self, out: IO[str]):
         self.out = terminal.unguarded(out)  # its own writes never erase it
         self.rows = 0  # lines of the block on screen now
+        self.lines: Sequence[str] | None = None  # as it was last drawn, while it is live
 
     def _back(self) -> str:
         """Back to the block's first column and erase it (nothing when none is drawn)."""
@@ -246,9 +247,15 @@ class LiveBlock:
     def draw(self, lines: Sequence[str], *, final: bool = False) -> None:
         text = self._back() + "\n".join(lines) + ("\n" if final else "")
         self.rows = 0 if final else len(lines)
+        self.lines = None if final else lines
         terminal.set_live(self, not final)
         self.out.write(text)
         self.out.flush()
+
+    def redraw(self) -> None:
+        """Draw the block again as it last was (after a message erased it), if it is live."""
+        if self.lines is not None and not self.rows:
+            self.draw(self.lines)
 
     def clear(self) -> None:
         """Erase the block; the next draw starts where it began (below a message printed in
@@ -265,6 +272,7 @@ class LiveBlock:
             self.out.write("\n")
             self.out.flush()
             self.rows = 0
+        self.lines = None
         terminal.set_live(self, False)
 
 

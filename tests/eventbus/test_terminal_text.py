@@ -471,11 +471,15 @@ def test_a_write_while_a_block_is_drawn_erases_it_first(monkeypatch):
             return True
 
     class Block:
-        out, cleared = io.StringIO(), 0
+        out, cleared, redrawn = io.StringIO(), 0, 0
 
         def clear(self) -> None:
             self.cleared += 1
             terminal.set_live(self, False)
+
+        def redraw(self) -> None:
+            self.redrawn += 1
+            terminal.set_live(self, True)
 
     tty, block = Tty(), Block()
     monkeypatch.setattr(sys, "stdout", tty)
@@ -485,10 +489,44 @@ def test_a_write_while_a_block_is_drawn_erases_it_first(monkeypatch):
     other.start()
     other.join()
     assert block.cleared == 0
-    print("mine")
-    assert block.cleared == 1 and sys.stdout is tty
+    print("mine")  # "mine", then "\n": erased before the one, drawn again after the other
+    assert (block.cleared, block.redrawn) == (1, 1)
     assert tty.getvalue() == "from a thread mine\n"
+    block.clear()
+    assert sys.stdout is tty
     terminal.set_live(block, True)
     with contextlib.redirect_stdout(io.StringIO()) as redirected:
         terminal.set_live(block, False)
         assert sys.stdout is redirected
+
+
+def test_a_forked_childs_print_leaves_the_parents_block_alone(tmp_path):
+    """A DataLoader or multiprocessing worker forked while the bar is drawn inherits the
+    guarded stream, and the same thread id: its prints must not erase the parent's block (the
+    parent's next draw would then go up from below them, over the user's lines)."""
+    script = """
+import io, os, sys
+from eventbus import terminal
+class Tty(io.StringIO):
+    def isatty(self): return True
+class Block:
+    out, cleared = io.StringIO(), 0
+    def clear(self):
+        self.cleared += 1
+        terminal.set_live(self, False)
+    def redraw(self): pass
+sys.stdout = Tty()
+block = Block()
+terminal.set_live(block, True)
+pid = os.fork()
+if pid == 0:
+    print("from the worker")
+    os._exit(0 if block.cleared == 0 else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
