@@ -390,8 +390,8 @@ class Bus(BusState, KerasCallbackListNames):
         self._engine.write_recorded(record)
 
     def recomputing(self, learning_rate: float | None = None) -> Any:
-        """A context in which recorded events are fed with no side effect: a control with no
-        model (starting from ``learning_rate``), a recorder that writes nothing."""
+        """A context feeding recorded events with no side effect: ``as`` gives its control, with
+        no model (a ReplayControl from ``learning_rate``); the recorder writes nothing."""
         return self._engine.recomputing(learning_rate)
 
     def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:

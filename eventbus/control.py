@@ -129,10 +129,12 @@ class Control:
             self.model.learning_rate = self._lr
 
     def restore_learning_rate(self, value: Any) -> list[Record]:
-        """Restore the run's rate (a resume: the log's last ``set_learning_rate``, or its
-        header's initial rate). Given to the adapter only where its own rate is another one, so
-        a model whose rate cannot be set (a Keras optimizer on a ``LearningRateSchedule``) is
-        left alone while it agrees; returns what to record: the model refusing the rate."""
+        """Restore the run's rate (a resume: the rate the log says the run had at the resume
+        point, see :attr:`ReplayControl.recorded_learning_rate`). Given to the adapter only
+        where its own rate is another one, so a model whose rate cannot be set (a Keras
+        optimizer on a ``LearningRateSchedule``) is left alone while it agrees, and so is one
+        already at the run's rate (its optimizer put back from a checkpoint); returns what to
+        record: the model refusing the rate."""
         self._lr = checked_learning_rate(value)
         self._lr_waiting = not _has_rate(self.model)
         fault = None if self._lr_waiting else self._offer_rate(self.model)
@@ -288,6 +290,14 @@ class ReplayControl(Control):
 
     def set_learning_rate(self, value: Any) -> None:
         self._lr = checked_learning_rate(value)
+
+    @property
+    def recorded_learning_rate(self) -> float | None:
+        """The recorded run's rate as far as the log has told: the last epoch's logged
+        ``learning_rate``, then the ``set_learning_rate`` decisions recorded after it; the rate
+        this control started from where the log told none. What a resume goes on at: the
+        rate the run had, not this replay's own (which differs once its decisions do)."""
+        return self._recorded
 
     def recorded(self, decision: SetLearningRate) -> None:
         """A ``set_learning_rate`` the log recorded (from any plugin): the recorded run's rate

@@ -681,14 +681,15 @@ class Engine:
         self.settle(recorder.write(record.model_dump()), record.kind, record)
 
     @contextlib.contextmanager
-    def recomputing(self, learning_rate: float | None) -> Iterator[None]:
+    def recomputing(self, learning_rate: float | None) -> Iterator[ReplayControl]:
         """A control with no model (from ``learning_rate``) and a recorder that writes nothing
-        while the block runs; the live parts are put back after."""
+        while the block runs; the live parts are put back after. Yields that control: where
+        the records fed leave the recorded run's rate (a resume goes on at it)."""
         live = self.control
-        self.control = ReplayControl(learning_rate)
+        self.control = replaying = ReplayControl(learning_rate)
         try:
             with self.writing_nothing():
-                yield
+                yield replaying
         finally:
             self.control = live
 

@@ -68,7 +68,8 @@ class Resumable(Protocol):
     @property
     def initial_epoch(self) -> int: ...
 
-    def recomputing(self, learning_rate: float | None = None) -> AbstractContextManager[Any]: ...
+    def recomputing(self, learning_rate: float | None = None) -> AbstractContextManager[Any]:
+        """Feeding with no side effect; ``as`` gives its control (a ReplayControl)."""
 
     def feed(self, record: Record, *, side_effects: bool = False) -> Sequence[Decision]: ...
 
@@ -233,7 +234,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
     catching = catching_up.needed  # only ever fewer: a log that fails is dropped
     recorded: list[Decision] = []
     replayed: list[Decision] = []
-    stopped, lr = False, None  # what the log's decisions did to the control state
+    stopped = False  # what the log's decisions did to the stop flag
     from_seq = last_end = header.seq
     began = ended = finished = False
     # Each record's group by its kind, not isinstance: a record's class is its kind's
@@ -242,7 +243,7 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
     feed, replayed_at = bus.feed, cursor.replayed
     try:
         with bus.recomputing(initial_lr if initial_lr is not None
-                             else control.kept_learning_rate):
+                             else control.kept_learning_rate) as replaying:
             # Nothing past the header when the run goes on from its start (no epoch ended).
             stop = -1 if point.seq is None else point.seq
             for record in (records if point.seq is not None else ()):
@@ -274,7 +275,6 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
                     if kind == "stop_training":
                         stopped = True
                     elif kind == "set_learning_rate":
-                        lr = record.value  # type: ignore[attr-defined]
                         feed(record)  # the rate the plugins are fed follows the log's
             # The records past the point are read too (checked, not fed): a line there that
             # no reader reads, left behind, would make the log the run appends to unreadable.
@@ -295,8 +295,12 @@ def resume(bus: Resumable, log: str | os.PathLike[str], *,
     # What the log says happened is what happened to the model.
     if stopped:
         control.request_stop(None)
-    rate = lr if lr is not None else (initial_lr if initial_lr is not None
-                                      else control.kept_learning_rate)
+    # The rate the run had at the resume point, as the feeding followed it: the last finished
+    # epoch's logged learning_rate (a rate the loop moved itself, a scheduler's step or a
+    # bridge's framework rate, is logged, never decided), then the decisions recorded after it;
+    # where the log logged no rate, the last decision's, else the header's. The last decision
+    # alone would put a loop that moved its rate since back at the last cut's.
+    rate = replaying.recorded_learning_rate
     # On the model now, or on the one a bridge attaches at fit (Control.attach); a model that
     # refuses it (a rate on a schedule) is the model's failure, recorded, not the resume's.
     refused = [] if rate is None else control.restore_learning_rate(checked_learning_rate(rate))

@@ -335,6 +335,56 @@ class TestTheRateOfAModelAttachedLater:
             bus.model = model
             assert model.learning_rate == 0.08
 
+    def test_a_rate_the_loop_moved_after_the_last_cut_is_the_one_resumed(self, tmp_path):
+        """The loop scales its own rate each epoch and the plateau cuts it once: resumed after
+        epoch 3, the run is at the rate it had (not the cut's), an adapter attached then that
+        holds it (its optimizer put back from a checkpoint) is left at it, and the next cut
+        is the one an uninterrupted run makes."""
+        from eventbus import replay
+        from plugins import ReduceLROnPlateau
+
+        class Restored:
+            """An adapter whose rate came back with its optimizer's state; counts the sets."""
+
+            def __init__(self, rate: float):
+                self.rate, self.sets = rate, []
+
+            @property
+            def learning_rate(self) -> float:
+                return self.rate
+
+            @learning_rate.setter
+            def learning_rate(self, value: float) -> None:
+                self.sets.append(value)
+                self.rate = value
+
+        def plateau():
+            return ReduceLROnPlateau(patience=0, factor=0.5)
+
+        path = tmp_path / "events.jsonl"
+        bus = Bus([plateau()], log=path, learning_rate=0.1)
+        bus.train_begin({"epochs": 6})
+        for epoch, value in enumerate([1.0, 1.1, 0.5, 0.4]):  # the cut comes at epoch 1
+            if epoch:
+                bus.learning_rate = bus.learning_rate * 0.9  # the loop's own scheduler
+            bus.epoch_begin(epoch)
+            bus.epoch_end(epoch, {"val_loss": value})
+        live = bus.learning_rate
+        assert live == pytest.approx(0.1 * 0.9 * 0.5 * 0.9 * 0.9)
+        bus.close()  # as a crash leaves it: no train_end
+
+        with Bus([plateau()], log=path, resume=True) as bus:
+            assert bus.initial_epoch == 4 and bus.learning_rate == live
+            model = Restored(live)
+            bus.model = model
+            assert model.sets == [] and model.learning_rate == live
+            bus.train_begin({"epochs": 6})
+            bus.learning_rate = bus.learning_rate * 0.9
+            bus.epoch_begin(4)
+            bus.epoch_end(4, {"val_loss": 0.6})  # no better than 0.4: cut
+            assert model.learning_rate == pytest.approx(live * 0.9 * 0.5)
+        assert replay(path, verify=True).ok
+
     def test_a_model_that_refuses_the_rate_is_recorded_not_raised(self, tmp_path):
         """A model whose rate cannot be set (a schedule) and is another: a sink_failed from
         "model" in the log; the run goes on."""
