@@ -333,9 +333,16 @@ def _wrap(line: str, width: int, hang: int) -> list[str]:
                     pending, taken, end = None, taken + width_, end + 1
             if end == off and not parts:  # a wide character alone on a line of one column
                 taken, end, pending = (1 if ascii_ else pending), end + 1, None
+                while not ascii_ and end < len(chunk):  # with the marks that combine with it
+                    pending = next(widths)
+                    if pending:
+                        break
+                    end, pending = end + 1, None
             if end > off:
                 parts.append(chunk[off:end])
                 left, off = left - taken, end
+                if off == len(chunk):  # the word ends here: no empty rest on the next line
+                    take(i + 1)
         if parts and parts[-1][0] == " ":
             parts.pop()
         if parts:

@@ -338,9 +338,10 @@ class TestFit:
         assert out.split() == text.split()
         assert fit(text, None) == text
 
-    # Words of ASCII, CJK (two columns each), fullwidth forms and letters with combining
-    # marks (none), as a metric named in Chinese puts them in a reason.
-    wide_words = st.text(st.sampled_from("ab\u9a8c\u8bc1\u96c6\uff21\u00e9e\u0301\u3042"),
+    # Words of ASCII, CJK (two columns each), fullwidth forms, letters with combining marks
+    # (none) and an emoji (two), as a metric named in Chinese puts them in a reason.
+    wide_words = st.text(st.sampled_from("ab\u9a8c\u8bc1\u96c6\uff21\u00e9e\u0301\u3042"
+                                         "\U0001f642"),
                          min_size=1, max_size=40)
 
     @staticmethod
@@ -349,7 +350,7 @@ class TestFit:
         return sum(0 if unicodedata.combining(c) else
                    2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
-    @given(st.lists(st.lists(wide_words, max_size=20), max_size=5), st.integers(2, 120),
+    @given(st.lists(st.lists(wide_words, max_size=20), max_size=5), st.integers(1, 120),
            st.integers(0, 8), st.booleans())
     def test_lines_fit_the_width_in_columns_and_lose_no_character(self, lines, width, indent,
                                                                    row):
@@ -360,9 +361,20 @@ class TestFit:
         prefix = "       8      3  stop_training     EarlyStopping        " if row else ""
         text = "\n".join(prefix + " " * indent + "  ".join(line) for line in lines)
         out = fit(text, width)
+        # (A wide character alone, with any marks on it, is two columns however narrow.)
         assert all(self.cells(line) <= width for line in out.split("\n")
-                   if len(line.strip()) > 1)  # (a wide character alone is two columns)
+                   if sum(not unicodedata.combining(c) for c in line.strip()) > 1)
         assert "".join(out.split()) == "".join(text.split())
+
+    @pytest.mark.parametrize("text", ["\u4e2d", "a \u4e2d", "\u4e2d\u4e2d b", "\U0001f642"])
+    def test_a_wide_character_at_one_column_goes_on_a_line_of_its_own(self, text):
+        """A wide character cannot fit one column: it takes a line alone, and what follows
+        goes on (it raised IndexError: review6 finding 07)."""
+        from eventbus.terminal import fit
+
+        out = fit(text, 1)
+        assert "".join(out.split()) == "".join(text.split())
+        assert all(self.cells(line) <= 1 or len(line) == 1 for line in out.split("\n"))
 
     @given(st.lists(st.lists(words, max_size=30), max_size=6), st.integers(30, 200),
            st.integers(0, 8))
