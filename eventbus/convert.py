@@ -29,7 +29,7 @@ from .log import is_parquet, open_writer, read_log
 from .outputs import refuse_special, same_file, write_replacing
 from .records import SinkFailed
 
-__all__ = ["CSV_CELLS_PER_VALUE", "CSV_MOST_CELLS", "FORMATS", "Converted", "convert",
+__all__ = ["CSV_ALLOWED_BYTES", "CSV_MAX_RATIO", "FORMATS", "Converted", "convert",
            "copy_log", "format_of"]
 
 FORMATS = ("jsonl", "parquet", "csv", "tensorboard", "mlflow")
@@ -178,14 +178,12 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
 
         # Every metric name first: the header has them all, and the file is written once
         # (each new name would have CSVLogger rewrite it: minutes for thousands of names).
-        names: set[str] = set()
-        ends = values = 0
+        size = _TableSize()
         for record in read_effective(src, kinds={"epoch_end"}):
             if record.kind == "epoch_end":
-                names.update(record.logs)  # type: ignore[attr-defined]
-                ends += 1
-                values += len(record.logs)  # type: ignore[attr-defined]
-        _check_table(dst, ends, len(names), values)
+                size.add(record.epoch, record.logs)  # type: ignore[attr-defined]
+        _check_size(Path(src), dst, size)
+        names = size.names
 
         class Widened(CSVLogger):
             name = "CSVLogger"  # as errors name it
@@ -208,26 +206,72 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     return Converted(to, str(dst), epochs, "epochs", count)
 
 
-#: A CSV's metric cells (a row per epoch, a column per metric name) may number up to
-#: ``CSV_CELLS_PER_VALUE`` for each metric value in the log, or ``CSV_MOST_CELLS`` in all,
-#: whichever is more. A real run reports about the same metrics every epoch: one value a
-#: cell, a few cells a value where some metrics come only now and then. A log whose every
-#: epoch names a new metric makes a table of epochs x epochs, nearly all empty: 3,000
-#: epochs, an 0.8 MB log, made a 27 MB CSV, and a few tens of MB of log would fill a disk.
-CSV_CELLS_PER_VALUE = 16
-CSV_MOST_CELLS = 1_000_000
+#: A CSV is written when its estimated size is at most ``CSV_MAX_RATIO`` times the log's, or
+#: at most ``CSV_ALLOWED_BYTES`` whatever the log. A real run reports about the same metrics
+#: every epoch, and its CSV is smaller than its log; a final epoch of 1,000 per-class metrics
+#: after 2,000 epochs of 50 fills the table with NA and makes it 3 times the log. A log whose
+#: every epoch names a new metric makes a table of epochs x epochs, nearly all NA: 3,000
+#: epochs, an 0.8 MB log, made a 27 MB CSV (34 times), and a few tens of MB of log would fill
+#: a disk. Bytes are what fill a disk, so bytes are what is bounded.
+CSV_MAX_RATIO = 16
+CSV_ALLOWED_BYTES = 16 * 2**20
 
 
-def _check_table(dst: Path, rows: int, names: int, values: int) -> None:
-    """Refuse, before anything is written, a CSV of many more cells than the log has values."""
-    cells = rows * names
-    if cells > max(CSV_MOST_CELLS, CSV_CELLS_PER_VALUE * values):
+class _TableSize:
+    """The size in bytes of the CSV that CSVLogger would write for the epochs added (near
+    enough: a header cell is not quoted or escaped here), and of the log's metrics as text."""
+
+    def __init__(self) -> None:
+        from sinks.csv import LINE_END, MISSING, format_value
+
+        self._format, self._line_end, self._missing = format_value, LINE_END, MISSING
+        self.names: set[str] = set()  # the table's metric columns
+        self.rows = self.values = 0
+        self.row_bytes = 0  # each row's epoch, separators before its values, values, line end
+        self.metric_bytes = 0  # each metric as a log holds it: '"name": value, '
+
+    def add(self, epoch: int, logs: dict[str, Any]) -> None:
+        """An epoch_end's row."""
+        self.names.update(logs)
+        self.rows += 1
+        self.values += len(logs)
+        self.row_bytes += len(str(epoch)) + len(self._line_end)
+        for name, value in logs.items():
+            text = self._format(value)
+            quoted = 2 + text.count('"') if '"' in text or "," in text else 0
+            self.row_bytes += 1 + len(text) + quoted
+            self.metric_bytes += len(name) + len(text) + 6
+
+    def estimate(self) -> int:
+        """The file's bytes, the header's among them."""
+        header = len("epoch") + sum(1 + len(name) for name in self.names) + len(self._line_end)
+        empty = self.rows * len(self.names) - self.values  # each a separator and NA
+        return header + self.row_bytes + empty * (1 + len(self._missing))
+
+
+def _log_bytes(src: Path) -> int:
+    """The log's size on disk: the file, or a Parquet directory's files."""
+    if src.is_dir():
+        return sum(f.stat().st_size for f in src.rglob("*") if f.is_file())
+    return src.stat().st_size
+
+
+def _check_size(src: Path, dst: Path, size: _TableSize) -> None:
+    """Refuse, before anything is written, a CSV many times the size of the log it comes from.
+
+    The log's size is its size on disk, or the text of its metrics where that is more: a
+    Parquet log is compressed, and its CSV is measured against what it holds.
+    """
+    estimate = size.estimate()
+    log = max(_log_bytes(src), size.metric_bytes)
+    if estimate > max(CSV_ALLOWED_BYTES, CSV_MAX_RATIO * log):
+        mib = 2**20
         raise ConfigError(
-            f"convert: {dst} would be a table of {rows:,} rows by {names:,} metric columns "
-            f"({cells:,} cells) for the {values:,} metric values in the log, more than "
-            f"{CSV_CELLS_PER_VALUE} cells a value and {CSV_MOST_CELLS:,} in all: its epochs "
-            "report different metrics, so nearly every cell would be empty. Convert it to "
-            ".jsonl or .parquet instead, which keep each record as it is", field="out")
+            f"convert: {dst} would be a CSV of about {estimate / mib:,.1f} MiB ({size.rows:,} "
+            f"rows by {len(size.names):,} metric columns) from a log of {log / mib:,.1f} MiB, more "
+            f"than {CSV_MAX_RATIO} times the log and {CSV_ALLOWED_BYTES // mib} MiB: its epochs "
+            "report different metrics, so nearly every cell would be NA. Convert it to .jsonl "
+            "or .parquet instead, which keep each record as it is", field="out")
 
 
 def _write_with(sink: Any, src: str | os.PathLike[str], dst: Path) -> tuple[int, int]:
