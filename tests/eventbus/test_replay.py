@@ -47,6 +47,20 @@ class Patience(Plugin):
         return out
 
 
+class Cut(Plugin):
+    """Cuts the rate it reads from the epoch's logs by ``factor`` at every epoch end."""
+
+    logs_learning_rate = True  # its rule reads the rate from the logs
+
+    def __init__(self, factor: float = 0.5):
+        self.factor = factor
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        lr = event.logs["learning_rate"]
+        return r.SetLearningRate(value=lr * self.factor, previous=lr, reason="cut")
+
+
 class Sink(Plugin):
     side_effects = True
 
@@ -228,16 +242,6 @@ class TestReplay:
 
     def test_a_changed_learning_rate_marks_where_the_replay_diverges(self, tmp_path):
         """Once a replayed learning-rate decision differs, the later metrics are another run's."""
-        class Cut(Plugin):
-            logs_learning_rate = True  # its rule reads the rate from the logs
-            def __init__(self, factor: float = 0.5):
-                self.factor = factor
-
-            @hookimpl
-            def on_epoch_end(self, event):
-                lr = event.logs["learning_rate"]
-                return r.SetLearningRate(value=lr * self.factor, previous=lr, reason="cut")
-
         reg = Registry(group="eventbus-tests-none")
         reg.register(Cut)
         path = tmp_path / "run.jsonl"
@@ -279,16 +283,6 @@ class TestReplay:
     def test_a_what_if_moves_its_rate_as_the_loop_moved_the_recorded_one(self, tmp_path):
         """Once a what-if's rate leaves the recorded one, the loop's own moves are applied to
         it by the same factor: the estimate a schedule that scales its rate would give."""
-        class Cut(Plugin):
-            logs_learning_rate = True
-            def __init__(self, factor: float = 0.5):
-                self.factor = factor
-
-            @hookimpl
-            def on_epoch_end(self, event):
-                lr = event.logs["learning_rate"]
-                return r.SetLearningRate(value=lr * self.factor, previous=lr, reason="cut")
-
         reg = Registry(group="eventbus-tests-none")
         reg.register(Cut)
         path = tmp_path / "run.jsonl"
