@@ -502,7 +502,7 @@ class TestConvert:
     def test_a_final_epoch_of_many_metrics_converts_and_is_measured_exactly(self, tmp_path):
         """Many epochs of the same metrics, then a final evaluation per class: NA fills the
         per-class columns of every earlier row, a few times the log, and converts, by the
-        ratio alone (review6 finding 06: refused as more than 16 cells a value). The
+        ratio alone (before, it was refused as more than 16 cells a value). The
         estimate is the file's size."""
         from unittest import mock
 

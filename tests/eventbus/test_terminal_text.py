@@ -355,7 +355,7 @@ class TestFit:
     def test_lines_fit_the_width_in_columns_and_lose_no_character(self, lines, width, indent,
                                                                    row):
         """A CJK character takes two columns: measured in characters, a line of them ran
-        past the terminal's width and the terminal broke it mid-word (users5 finding 03)."""
+        past the terminal's width and the terminal broke it mid-word."""
         from eventbus.terminal import fit
 
         prefix = "       8      3  stop_training     EarlyStopping        " if row else ""
@@ -369,7 +369,7 @@ class TestFit:
     @pytest.mark.parametrize("text", ["\u4e2d", "a \u4e2d", "\u4e2d\u4e2d b", "\U0001f642"])
     def test_a_wide_character_at_one_column_goes_on_a_line_of_its_own(self, text):
         """A wide character cannot fit one column: it takes a line alone, and what follows
-        goes on (it raised IndexError: review6 finding 07)."""
+        goes on (it raised IndexError)."""
         from eventbus.terminal import fit
 
         out = fit(text, 1)
@@ -396,7 +396,7 @@ class TestFit:
     def test_a_word_of_megabytes_is_cut_in_one_pass(self):
         """textwrap cut a word wider than the line one line at a time, copying the rest each
         time: a 32 MB reason without a space held ``eventbus audit`` on a terminal for about
-        5 minutes of CPU (hostile6 finding 02). The bound is the subprocess's generous limit,
+        5 minutes of CPU. The bound is the subprocess's generous limit,
         some 100 times what one pass takes."""
         script = ("from eventbus.terminal import fit\n"
                   "for word in ('R' * 32_000_000, '\\u9a8c' * 200_000):\n"
@@ -438,7 +438,7 @@ class TestFit:
     def test_a_reason_in_chinese_fits_80_columns(self, tmp_path):
         """`eventbus audit` on an 80-column terminal, EarlyStopping monitoring a metric named
         in Chinese: measured in characters, the decision row was 77 long but 90 columns wide,
-        and the terminal wrapped it inside the metric's name (users5 finding 03)."""
+        and the terminal wrapped it inside the metric's name."""
         from plugins import EarlyStopping
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
