@@ -306,7 +306,8 @@ class SegmentStore:
         self._merged_names: list[str] = []
         self._held: list[Any] = []  # merged tables not yet written as a row group
         self._held_rows = 0
-        remove_temporaries(directory)  # left by a process that died mid-run
+        # (The temporary files a process that died mid-run left are removed by the writer, under
+        # its lock, before it makes a store: ParquetWriter.__init__.)
         self._merged_tmp: Path | None = None  # the merged file's temporary file, once made
         self._wrote = False  # whether a segment was handed to this store
 
