@@ -448,6 +448,7 @@ class Engine:
 
     def register(self, plugin: object, *, attach: bool = True) -> str:
         """Add a plugin (see ``Bus.register``); a plugin that is a sink is written to."""
+        self.refuse_in_child("register()")
         name = plugin_name(plugin)
         if self.coordinator is not None and not self.coordinator.admits(name):
             return name  # runs on another process of the job
@@ -470,6 +471,7 @@ class Engine:
 
     def add_sink(self, sink: Any) -> None:
         """A sink that is a plugin is registered (listed in the header), any other attached."""
+        self.refuse_in_child("add_sink()")
         self.release()
         if isinstance(sink, Plugin):
             self.register(sink)
@@ -477,6 +479,7 @@ class Engine:
             self.recorder.attach_target(sink)
 
     def remove_sink(self, sink: Any) -> None:
+        self.refuse_in_child("remove_sink()")
         self.release()
         slot = self.recorder.detach(sink)
         if slot is not None:
@@ -501,6 +504,15 @@ class Engine:
 
     # --- observations --------------------------------------------------------------------------
 
+    def refuse_in_child(self, what: str) -> None:
+        """A forked child's copy of the bus holds the parent's sinks and their buffers: whatever
+        it writes, flushes or closes reaches the parent's files a second time."""
+        if self.forked:
+            raise EventError(
+                f"{what} in process {os.getpid()}, forked from the process that runs this bus: "
+                "its sinks and logs are the parent's, whose records would be written twice. "
+                "Publish from the parent; a child that needs a log opens a Bus of its own")
+
     def claim(self, what: str = "an event") -> None:
         """The run is published from one thread at a time: the thread of the fit under way.
 
@@ -509,11 +521,7 @@ class Engine:
         refused; between fits, the next fit may come from any thread.
         """
         ident = threading.get_ident()
-        if self.forked:
-            raise EventError(
-                f"{what} in process {os.getpid()}, forked from the process that runs this bus: "
-                "its sinks and logs are the parent's, whose records would be written twice. "
-                "Publish from the parent; a child that needs a log opens a Bus of its own")
+        self.refuse_in_child(what)
         if self.thread is not None and self.cursor.in_train and not self.closed:
             raise EventError(
                 f"the bus is in use by thread {_thread_name(self.thread)}, where a fit is under "

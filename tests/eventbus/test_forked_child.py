@@ -19,9 +19,11 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 LOOP = """
 import os, sys
 from eventbus import Bus
+from sinks.jsonl import JsonlWriter
 from plugins import CSVLogger
 out, how = sys.argv[1], sys.argv[2]
-with Bus([CSVLogger(out + "/h.csv")], log=[out + "/events.jsonl", out + "/events.parquet"]) as bus:
+csv = CSVLogger(out + "/h.csv")
+with Bus([csv], log=[out + "/events.jsonl", out + "/events.parquet"]) as bus:
     bus.train_begin({"epochs": 3})
     for epoch in range(3):
         bus.epoch_begin(epoch)
@@ -37,7 +39,10 @@ with Bus([CSVLogger(out + "/h.csv")], log=[out + "/events.jsonl", out + "/events
                         raise RuntimeError("the helper's work failed")
                     try:
                         {"publishes": lambda: bus.batch_end(9, {"loss": 2.0}),
-                         "flushes": bus.flush}[how]()
+                         "flushes": bus.flush,
+                         "removes a sink": lambda: bus.remove_sink(csv),
+                         "adds a sink": lambda: bus.add_sink(JsonlWriter(out + "/c.jsonl")),
+                         "registers": lambda: bus.register(CSVLogger(out + "/c.csv"))}[how]()
                     except Exception as exc:
                         print(f"child: {type(exc).__name__}: {exc}", flush=True)
                         os._exit(3)
@@ -48,15 +53,19 @@ with Bus([CSVLogger(out + "/h.csv")], log=[out + "/events.jsonl", out + "/events
 """
 
 
-@pytest.mark.parametrize("how", ["exits", "raises", "publishes", "flushes"])
+CHILD_REFUSED = ["publishes", "flushes", "removes a sink", "adds a sink", "registers"]
+
+
+@pytest.mark.parametrize("how", ["exits", "raises", *CHILD_REFUSED])
 def test_a_forked_child_leaves_the_parents_bus_alone(tmp_path, how):
     """Before, a child ending by ``SystemExit`` or an exception closed the parent's bus on its
     way out, flushing the parent's buffered records, which the parent wrote again: seq 14 to
-    20 twice, and every reader refused the log."""
+    20 twice, and every reader refused the log. Removing a sink in the child closed
+    the parent's writer there, with the same result."""
     done = subprocess.run([sys.executable, "-c", LOOP, str(tmp_path), how], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    if how in ("publishes", "flushes"):
+    if how in CHILD_REFUSED:
         assert "child: EventError" in done.stdout and "forked from the process" in done.stdout
     lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
     seqs = [orjson.loads(line)["seq"] for line in lines]
