@@ -1145,12 +1145,6 @@ class TensorBoardSink:
     def _embeddings(self, matrices: dict[str, np.ndarray], step: int,
                     metadata: dict[str, str]) -> None:
         root = self.log_dir / "embeddings"
-        for name, source in metadata.items():
-            if name in matrices and name not in self._metadata:
-                target = root / "metadata" / f"{_quote(name)}.tsv"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write_replacing(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
-                self._metadata[name] = target.relative_to(self.log_dir).as_posix()
         for name, matrix in matrices.items():
             matrix = np.asarray(matrix)
             if matrix.ndim != 2:
@@ -1162,7 +1156,28 @@ class TensorBoardSink:
             fmt = "%.9g" if matrix.dtype == np.float32 else "%.17g"
             write_replacing(directory / "tensors.tsv", lambda tmp, matrix=matrix, fmt=fmt:
                             np.savetxt(tmp, matrix, fmt=fmt, delimiter="\t"))
+        for name, source in metadata.items():
+            if name in matrices and name not in self._metadata:
+                self._metadata[name] = self._labels(name, source)
         self._write_projector_config()
+
+    def _labels(self, name: str, source: str) -> str:
+        """Where the projector finds the labels of ``name``, relative to the log directory: a
+        copy of the file at ``source``, so the directory is self-contained; else, as Keras
+        reads ``source``, a file already in the log directory; else ``source`` as given (the
+        labels may come later), with the missing file reported. A missing label file never
+        costs the matrices."""
+        target = self.log_dir / "embeddings" / "metadata" / f"{_quote(name)}.tsv"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_replacing(target, lambda tmp: shutil.copyfile(source, tmp))
+            return target.relative_to(self.log_dir).as_posix()
+        except FileNotFoundError:
+            if os.path.isabs(source) or not (self.log_dir / source).is_file():
+                self._fail("embeddings", FileNotFoundError(
+                    f"embedding {name!r}: no label file {source!r} in the working directory "
+                    f"or in {self.log_dir}; the projector config names it as given"))
+        return Path(source).as_posix()
 
     def _write_projector_config(self) -> None:
         """projector_config.pbtxt from the embeddings on disk: a function of the directory."""

@@ -209,6 +209,37 @@ class TestLayout:
         assert np.array_equal(np.loadtxt(log_dir / first.tensor_path, delimiter="\t"), table)
         assert (log_dir / first.metadata_path).read_text() == "cat\ndog\nemu\n"
 
+    @pytest.mark.parametrize("where", ["log_dir", "nowhere"])
+    def test_a_label_file_not_found_costs_not_the_matrices(self, tmp_path, monkeypatch, where):
+        """Keras reads ``embeddings_metadata`` as a file name in the log directory and writes
+        the config whether or not it is there. A label file found neither in the working
+        directory nor there used to fail the whole write: no matrices, no config. Now the
+        matrices and config are written, naming the file as given; missing, it is one sink
+        failure, reported once."""
+        monkeypatch.chdir(tmp_path)
+        log_dir = tmp_path / "logs"
+        if where == "log_dir":
+            log_dir.mkdir()
+            (log_dir / "words.tsv").write_text("cat\ndog\nemu\n")
+        model = NumpyModel({"embedding/embeddings": np.ones((3, 2))})
+        bus = Bus([TensorBoard(log_dir, embeddings_freq=1,
+                               embeddings_metadata={"embedding": "words.tsv"})], model=model)
+        bus.train_begin()
+        if where == "log_dir":
+            train(bus, 2, batches=1)
+            bus.close()
+        else:
+            with pytest.warns(Warning, match=r"1 sink failure.*no label file 'words.tsv'"):
+                train(bus, 2, batches=1)
+                bus.close()
+        config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(),
+                                   projector_config_pb2.ProjectorConfig())
+        assert [(e.tensor_name, e.metadata_path) for e in config.embeddings] == [
+            ("embedding/embeddings:00000", "words.tsv"), ("embedding/embeddings:00001",
+                                                           "words.tsv")]
+        assert all(np.loadtxt(log_dir / e.tensor_path, delimiter="\t").shape == (3, 2)
+                   for e in config.embeddings)
+
     def test_embeddings_named_by_the_adapter_s_paths(self, tmp_path):
         """An adapter whose keys are not the layers' names (KerasModel's "0.embedding/...")
         tells their paths with weight_paths(): layer names and metadata keys match those
