@@ -13,6 +13,7 @@ from eventbus import ConfigError, NumpyModel
 from eventbus import records as r
 from eventbus.control import Control, ReplayControl, checked_learning_rate
 
+from doubles import ScheduleModel
 from record_strategies import learning_rates
 
 
@@ -36,22 +37,6 @@ def snapshot(tag: str = "best", **kw) -> r.Decision:
 
 def restore(tag: str = "best", **kw) -> r.Decision:
     return stamped(r.RestoreWeights(reason="test", tag=tag), **kw)
-
-
-class ScheduleModel(NumpyModel):
-    """An adapter whose optimizer's rate is a schedule: it can be read, not set."""
-
-    def __init__(self):
-        super().__init__({"w": np.zeros(2)})
-
-    @property
-    def learning_rate(self):
-        return 0.01
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        if value is not None:
-            raise TypeError("the optimizer's learning rate is a schedule")
 
 
 class OptimizerModel(NumpyModel):

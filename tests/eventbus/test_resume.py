@@ -18,6 +18,7 @@ from eventbus import records as r
 from eventbus.replay import effective_records
 
 from crash_runs import events_of, kill_points, kill_until_done
+from doubles import ScheduleModel
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -388,22 +389,10 @@ class TestTheRateOfAModelAttachedLater:
     def test_a_model_that_refuses_the_rate_is_recorded_not_raised(self, tmp_path):
         """A model whose rate cannot be set (a schedule) and is another: a sink_failed from
         "model" in the log; the run goes on."""
-        from eventbus import NumpyModel
-
-        class Schedule(NumpyModel):
-            @property
-            def learning_rate(self):
-                return 0.01
-
-            @learning_rate.setter
-            def learning_rate(self, value):
-                if value is not None:
-                    raise TypeError("the optimizer's learning rate is a schedule")
-
         path = tmp_path / "events.jsonl"
         self.crashed(path)
         bus = Bus([self.plateau()], log=path, resume=True)
-        bus.model = Schedule({"w": [0.0]})
+        bus.model = ScheduleModel({"w": [0.0]})
         assert [(f.sink, f.event, f.error) for f in bus.failures] == \
             [("model", "set_learning_rate", "TypeError")]
         with pytest.warns(UserWarning, match="1 sink failure"):

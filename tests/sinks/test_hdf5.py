@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -304,26 +306,24 @@ print(float(model.weights["w"][0]))
 """
 
 
+def killed_after_the_rename(folder: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_RENAME, str(folder),
+                           str(kill_at)], capture_output=True, text=True, timeout=120)
+
+
 def test_killed_between_a_save_and_its_record_the_resume_restores_the_kept_file(tmp_path):
     """ModelCheckpoint saving every epoch to one path: SIGKILL right after epoch 3's file is
     renamed over epoch 2's, before the log has epoch 3. The log's last checkpoint is epoch 2's,
     which the writer kept beside the new file: the resume restores it (the weights of 3 epochs)
     and the run ends with the weights of all 6; a clean end leaves no kept file."""
-    import subprocess
-    import sys
-
     from eventbus import read_log
 
-    def run(kill_at: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_RENAME, str(tmp_path),
-                               str(kill_at)], capture_output=True, text=True, timeout=120)
-
-    killed = run(4)
+    killed = killed_after_the_rename(tmp_path, 4)
     assert killed.returncode == -9, killed.stderr
     assert load_checkpoint(tmp_path / "last.h5").weights["w"][0] == 4.0  # ahead of the log
     assert [r.epoch for r in read_log(tmp_path / "run.jsonl") if r.kind == "epoch_end"] == \
         [0, 1, 2]
-    resumed = run(0)
+    resumed = killed_after_the_rename(tmp_path, 0)
     assert resumed.returncode == 0, resumed.stderr
     start, final = resumed.stdout.split("\n")[:2]
     assert start.split() == ["3", "3.0"]  # epoch 3 again, from the weights of epochs 0-2
@@ -338,28 +338,35 @@ def test_killed_twice_before_the_log_catches_up_the_resume_still_finds_its_file(
     so its own first save keeps it beside the new one: a second crash right after that save
     still finds the file the log records (before, that save kept the file that was ahead of
     the log, and the second resume went on from the initial weights)."""
-    import subprocess
-    import sys
-
-    def run(kill_at: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_RENAME, str(tmp_path),
-                               str(kill_at)], capture_output=True, text=True, timeout=120)
-
-    assert run(4).returncode == -9  # after epoch 3's rename: the log has epochs 0-2
-    assert run(1).returncode == -9  # resumed at 3, killed after its first save's rename
-    resumed = run(0)
+    # After epoch 3's rename (the log has epochs 0-2), then resumed at 3 and killed after its
+    # first save's rename.
+    assert killed_after_the_rename(tmp_path, 4).returncode == -9
+    assert killed_after_the_rename(tmp_path, 1).returncode == -9
+    resumed = killed_after_the_rename(tmp_path, 0)
     assert resumed.returncode == 0, resumed.stderr
     start, final = resumed.stdout.split("\n")[:2]
     assert start.split() == ["3", "3.0"] and float(final) == 6.0
 
 
-SAVED_EVERY_TWO_BATCHES = """
-import os, signal, sys
+SAVING_EVERY_TWO_BATCHES = """
+import errno, os, signal, sys
 import numpy as np
+import sinks.hdf5 as hdf5
 from eventbus import Bus, NumpyModel
 from plugins import ModelCheckpoint
 
-folder, kill_in = sys.argv[1], int(sys.argv[2])
+folder, kill_at, full_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls, real = [0], hdf5.write_checkpoint
+
+
+def refused_once(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == full_at:  # this save: the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real(*args, **kwargs)
+
+
+hdf5.write_checkpoint = refused_once
 model = NumpyModel({"w": np.zeros(4)}, learning_rate=0.1)
 bus = Bus([ModelCheckpoint(os.path.join(folder, "last.h5"), save_freq=2)],
           log=os.path.join(folder, "run.jsonl"), model=model, resume=True)
@@ -367,12 +374,14 @@ print(bus.initial_epoch, float(model.weights["w"][0]), flush=True)
 bus.train_begin({"epochs": 4})
 for epoch in range(bus.initial_epoch, 4):
     bus.epoch_begin(epoch)
-    for batch in range(4):
+    for batch in range(5):
+        if f"{epoch}:{batch}" == kill_at:  # batch 4: after the epoch's batches, before its end
+            os.kill(os.getpid(), signal.SIGKILL)
+        if batch == 4:
+            break
         bus.batch_begin(batch)
         model.weights["w"] += 1  # the weights count the batches trained
         bus.batch_end(batch, {"loss": 1.0})
-    if epoch == kill_in:  # its two saves made, its end never recorded
-        os.kill(os.getpid(), signal.SIGKILL)
     bus.epoch_end(epoch, {"loss": 1.0})
 bus.train_end()
 bus.close()
@@ -380,23 +389,24 @@ print(float(model.weights["w"][0]))
 """
 
 
+def saving_every_two_batches(folder: Path, *, kill_at: str = "never",
+                             full_at: int = 0) -> subprocess.CompletedProcess[str]:
+    """ModelCheckpoint saving every 2 batches, 4 batches an epoch, no BackupAndRestore, in a
+    subprocess: killed at ``kill_at`` ("epoch:batch"), the ``full_at``-th save refused by a
+    full disk. It prints the epoch and weight it starts from, then the final weight."""
+    return subprocess.run([sys.executable, "-c", SAVING_EVERY_TWO_BATCHES, str(folder),
+                           kill_at, str(full_at)], capture_output=True, text=True, timeout=120)
+
+
 def test_killed_after_two_saves_in_an_unfinished_epoch_the_resume_finds_the_epochs_file(
         tmp_path):
-    """ModelCheckpoint saving every 2 batches, 4 batches an epoch, no BackupAndRestore: a kill
-    after epoch 2's two saves, before its end. The resume goes back to epoch 1's end, whose
-    save the log vouches for: the file the first save of epoch 2 replaced, kept beside it
-    until the epoch ends. Before, the second save kept the first one's file instead, and the
-    resume trained on from the initial weights."""
-    import subprocess
-    import sys
-
-    def run(kill_in: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", SAVED_EVERY_TWO_BATCHES, str(tmp_path),
-                               str(kill_in)], capture_output=True, text=True, timeout=120)
-
-    assert run(2).returncode == -9
+    """A kill after epoch 2's two saves, before its end. The resume goes back to epoch 1's
+    end, whose save the log vouches for: the file the first save of epoch 2 replaced, kept
+    beside it until the epoch ends. Before, the second save kept the first one's file
+    instead, and the resume trained on from the initial weights."""
+    assert saving_every_two_batches(tmp_path, kill_at="2:4").returncode == -9
     assert load_checkpoint(tmp_path / "last.h5").weights["w"][0] == 12.0  # ahead of the log
-    resumed = run(-1)
+    resumed = saving_every_two_batches(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     start, final = resumed.stdout.split("\n")[:2]
     assert start.split() == ["2", "8.0"]  # epoch 2 again, from the weights of epochs 0-1
@@ -404,59 +414,14 @@ def test_killed_after_two_saves_in_an_unfinished_epoch_the_resume_finds_the_epoc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.h5", "run.jsonl"]
 
 
-SAVE_REFUSED_THEN_KILLED = """
-import errno, os, signal, sys
-import numpy as np
-import sinks.hdf5 as hdf5
-from eventbus import Bus, NumpyModel
-from plugins import ModelCheckpoint
-
-folder, mode = sys.argv[1], sys.argv[2]
-calls, real = [0], hdf5.write_checkpoint
-
-
-def full_once(*args, **kwargs):
-    calls[0] += 1
-    if mode == "run" and calls[0] == 4:  # epoch 1's second save: the disk is full
-        raise OSError(errno.ENOSPC, "No space left on device")
-    return real(*args, **kwargs)
-
-
-hdf5.write_checkpoint = full_once
-model = NumpyModel({"w": np.zeros(4)}, learning_rate=0.1)
-bus = Bus([ModelCheckpoint(os.path.join(folder, "last.h5"), save_freq=2)],
-          log=os.path.join(folder, "run.jsonl"), model=model, resume=True)
-print(bus.initial_epoch, float(model.weights["w"][0]), flush=True)
-bus.train_begin({"epochs": 4})
-for epoch in range(bus.initial_epoch, 4):
-    bus.epoch_begin(epoch)  # epoch 2's: the save the disk refused is written now
-    for batch in range(4):
-        if mode == "run" and epoch == 2 and batch == 1:
-            os.kill(os.getpid(), signal.SIGKILL)  # before the log's next flush
-        bus.batch_begin(batch)
-        model.weights["w"] += 1
-        bus.batch_end(batch, {"loss": 1.0})
-    bus.epoch_end(epoch, {"loss": 1.0})
-bus.train_end()
-bus.close()
-"""
-
-
 def test_a_save_a_full_disk_refused_keeps_the_vouched_file_when_written_later(tmp_path):
-    """Epoch 1's second save (every 2 batches) is refused by a full disk and written at
-    epoch 2's start, a new window: it keeps the file it replaces, the one the log vouches for
-    (epoch 1's first save, w = 6), and a kill before the next flush resumes from it. Before,
-    whether to keep was decided when the save was first tried (no: the window's second save),
-    and the resume went on from the initial weights."""
-    import subprocess
-    import sys
-
-    def run(mode: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", SAVE_REFUSED_THEN_KILLED, str(tmp_path),
-                               mode], capture_output=True, text=True, timeout=120)
-
-    assert run("run").returncode == -9
-    resumed = run("resume")
+    """Epoch 1's second save is refused by a full disk and written at epoch 2's start, a new
+    window: it keeps the file it replaces, the one the log vouches for (epoch 1's first save,
+    w = 6), and a kill before the next flush resumes from it. Before, whether to keep was
+    decided when the save was first tried (no: the window's second save), and the resume
+    went on from the initial weights."""
+    assert saving_every_two_batches(tmp_path, kill_at="2:1", full_at=4).returncode == -9
+    resumed = saving_every_two_batches(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.split("\n")[0].split() == ["2", "6.0"]
     assert "not restored" not in resumed.stderr
