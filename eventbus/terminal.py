@@ -177,9 +177,14 @@ def unguarded(stream: Any) -> Any:
     return stream.stream if type(stream) is GuardedStream else stream
 
 
+#: The logging handlers given a guard as their stream, to be given theirs back.
+_guarded_handlers: list[Any] = []
+
+
 def _guard_streams() -> None:
     if not _guards:
         atexit.register(_leave_the_block)
+    guarded = {}
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None or type(stream) is GuardedStream:
@@ -193,6 +198,27 @@ def _guard_streams() -> None:
             if guard is None:
                 guard = _guards[id(stream)] = GuardedStream(stream)
             setattr(sys, name, guard)
+            guarded[id(stream)] = guard
+    for handler in _stream_handlers():
+        guard = guarded.get(id(handler.stream))
+        if guard is not None:
+            handler.stream = guard
+            _guarded_handlers.append(handler)
+
+
+def _stream_handlers() -> list[Any]:
+    """The logging handlers writing to a stream: ``logging.basicConfig()``, called before the
+    run, holds the terminal's stream itself, not ``sys.stderr``, and its lines would be erased
+    by the block's next draw as an unguarded ``print`` was. A program that never imported
+    ``logging`` has none (it is not imported here for them)."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return []
+    loggers = [logging.getLogger(), *(logger for logger in
+                                      list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(logger, logging.Logger))]
+    return [handler for logger in loggers for handler in logger.handlers
+            if isinstance(handler, logging.StreamHandler)]
 
 
 def _unguard_streams() -> None:
@@ -202,6 +228,10 @@ def _unguard_streams() -> None:
         stream = getattr(sys, name)
         if type(stream) is GuardedStream:
             setattr(sys, name, stream.stream)
+    while _guarded_handlers:
+        handler = _guarded_handlers.pop()
+        if type(handler.stream) is GuardedStream:
+            handler.stream = handler.stream.stream
 
 
 _LIBRARY = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

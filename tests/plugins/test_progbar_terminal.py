@@ -189,6 +189,39 @@ def test_a_users_print_while_the_bar_is_drawn_stays_above_it() -> None:
     assert lines.index(bars[0]) == 5 and lines.index(bars[1]) == 11
 
 
+def test_a_logging_line_while_the_bar_is_drawn_stays_above_it() -> None:
+    """``logging.basicConfig()`` before the run: its handler holds the terminal's stream
+    itself, not ``sys.stderr``, so the guard put in ``sys.stderr`` missed its lines and the
+    bar's next draw erased them. The handler writes through the guard while the bar is drawn,
+    and has its own stream back after."""
+    script = textwrap.dedent("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        log = logging.getLogger("trainer")
+        from eventbus import Bus
+        from plugins import BaseLogger, LambdaCallback, ProgbarLogger
+        noting = LambdaCallback(on_batch_begin=lambda batch, logs: log.info("batch %d", batch))
+        with Bus([ProgbarLogger(mininterval=0.0), BaseLogger(), noting]) as bus:
+            bus.train_begin({"epochs": 2, "steps": 3})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                for batch in range(3):
+                    bus.batch_begin(batch)
+                    bus.batch_end(batch, {"loss": 0.5})
+                bus.epoch_end(epoch, {"loss": 0.4})
+            bus.train_end()
+        print("own stream", logging.getLogger().handlers[0].stream is sys.__stderr__)
+    """)
+    final = frames(run_in_pty(script, columns=80), 80)[-1]
+    assert final[-1] == "own stream True"
+    lines = [line for line in final if not line.startswith("loss:")]
+    bars = [line for line in lines if line.startswith("Epoch")]
+    assert [bar[:15] for bar in bars] == ["Epoch 1/2: 3/3 ", "Epoch 2/2: 3/3 "]
+    assert [line for line in lines if not line.startswith("Epoch")][:-1] == \
+        ["batch 0", "batch 1", "batch 2", "batch 0", "batch 1", "batch 2"]
+    assert lines.index(bars[0]) == 3 and lines.index(bars[1]) == 7
+
+
 class TestPiped:
     def run(self, **kwargs) -> list[str]:
         done = subprocess.run([sys.executable, "-c", fit_script(**kwargs)], env=child_env(),
