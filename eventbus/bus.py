@@ -178,12 +178,12 @@ class Bus(BusState, KerasCallbackListNames):
     def for_replay(cls, plugins: Sequence[object] = (), *, run_id: str | None = None,
                    learning_rate: float | None = None, follow_log: bool = True) -> Bus:
         """A bus that recomputes a recorded run: it writes nothing (not even to a sink a
-        plugin adds), has no model, warns nothing; decisions change only its own stop flag
-        and learning rate. Its rate starts at ``learning_rate`` and, with ``follow_log``, is
-        the recorded run's where the records fed give it (see
-        :class:`~eventbus.control.ReplayControl`)."""
+        plugin adds), has no model, shows no warning (it keeps the plugins' for the answer:
+        ``held_warnings``); decisions change only its own stop flag and learning rate. Its
+        rate starts at ``learning_rate`` and, with ``follow_log``, is the recorded run's where
+        the records fed give it (see :class:`~eventbus.control.ReplayControl`)."""
         bus = cls(run_id=run_id)
-        bus._engine.recorder.silent = True
+        bus._engine.recorder.silent, bus._engine.held_warnings = True, []
         bus._engine.control = ReplayControl(learning_rate, follow_log=follow_log)
         bus._engine.register_all(plugins)  # a header may list thousands: tabled once
         return bus

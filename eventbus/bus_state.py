@@ -91,6 +91,11 @@ class BusState:
         return self._dispatch.logs_learning_rate
 
     @property
+    def held_warnings(self) -> list[Any]:
+        """The warning records a bus that shows none (a replay's) kept, in order."""
+        return list(self._engine.held_warnings or ())
+
+    @property
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """Weights kept by ``snapshot_weights`` decisions, by tag (copies, NumPy arrays)."""
         return self._engine.control.snapshots

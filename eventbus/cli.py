@@ -393,10 +393,23 @@ def _print_replay(overrides: dict[str, dict[str, Any]], result: Any) -> None:
         what = ", ".join(f"{p}.{k}={v!r}" for p, ps in overrides.items() for k, v in ps.items())
         _out(f"What-if with {what}: {_exactness(result)}.")
         _out(f"  The run {_what_if_stop(result)}; the recorded run {_recorded_stop(result)}.")
+    _print_warnings(result)
     _out(f"replayed {len(result.decisions)} decision(s) (epochs counted from 1); the log recorded "
          f"{len(result.recorded)} from the same plugins")
     for d in result.decisions:
         _out(f"  epoch {_ep(d.epoch):>4}  {d.kind:<17} {inline(d.source):<20} {inline(d.reason)}")
+
+
+def _print_warnings(result: Any, prefix: str = "") -> None:
+    """What the replayed plugins warned, beside the answer: a monitor the log never holds (a
+    misspelt metric) answers "would not have stopped" for a reason the answer must say."""
+    for warning in result.warnings:
+        _out(f"  {prefix}warned as replayed: {inline(warning.text)}")
+
+
+def _warnings_data(result: Any) -> list[dict[str, Any]]:
+    return [{"source": w.source, "epoch": w.epoch, "message": w.message}
+            for w in result.warnings]
 
 
 def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
@@ -417,6 +430,7 @@ def _replay_data(log: str, overrides: dict[str, dict[str, Any]], result: Any, *,
         "decisions": [_decision_data(d) for d in result.decisions],
         "recorded_decisions": len(result.recorded),
         "unchecked": [_decision_data(d) for d in result.unchecked],
+        "warnings": _warnings_data(result),
     }
     if verify:
         data["verify"] = {"ok": result.mismatch is None,
@@ -455,7 +469,8 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]], *, as_json: boo
                       "decisions": len(result.decisions),
                       "lr_changes": sum(d.kind == "set_learning_rate" for d in result.decisions),
                       "exact": result.diverged_at is None, "diverged_at": result.diverged_at,
-                      "diverged_epoch": result.diverged_epoch}
+                      "diverged_epoch": result.diverged_epoch,
+                      "warnings": _warnings_data(result)}
                      for value, result in zip(choices, results)]})
         return 0
     rows = []
@@ -473,6 +488,8 @@ def _sweep(log: str, spec: str, base: dict[str, dict[str, Any]], *, as_json: boo
     _out(f'epochs counted from 1; "-": would not have stopped within '
          f"{_recorded_epochs(results[0])}")
     _out(f"the recorded run {_recorded_stop(results[0])}")
+    for value, result in zip(choices, results):
+        _print_warnings(result, prefix=f"{plugin}.{param}={value!r}: ")
     return 0
 
 

@@ -157,6 +157,9 @@ class Engine:
         self._header = header
         #: Sink and plugin faults seen so far (records, also in the log).
         self.failures: list[Record] = []
+        #: Where a bus that shows no warnings (a replay's) keeps them, to be told with its
+        #: answer; None on a live bus, which shows each as it comes.
+        self.held_warnings: list[WarningRecord] | None = None
         # Weights a sink asked to restore, done once the record being written is settled.
         self._restores: list[tuple[str, str]] = []
         self.closed = False
@@ -756,12 +759,12 @@ class Engine:
         troubles = self.recorder.write(stamped.model_dump())
         if isinstance(stamped, (SinkFailed, PluginFailed)):
             self.failures.append(stamped)  # however it arrived: raised, returned or reported
-        elif isinstance(stamped, WarningRecord) and self.control.live:
-            source, message = stamped.source or "bus", stamped.message
-            # Many messages name their plugin already (as Keras's do): not twice.
-            text = message if message.startswith(f"{source}:") else f"{source}: {message}"
-            # Shown where the user runs: text from a log (a path, a name) never acts on it.
-            terminal.warn(text, RunWarning)
+        elif isinstance(stamped, WarningRecord):
+            if self.held_warnings is not None:
+                self.held_warnings.append(stamped)
+            elif self.control.live:
+                # Shown where the user runs: text from a log (a path, a name) never acts on it.
+                terminal.warn(stamped.text, RunWarning)
         for effect in effects:
             self.record(effect)
         self.settle(troubles, stamped.kind, stamped)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from .checks import require_real
 from .errors import ConfigError, MetricValueError
@@ -106,18 +106,24 @@ def why_unplaced(name: str) -> str:
     return "its name has no word that says which way is better"
 
 
-def infer_mode(monitor: str, *, plugin: str, event: str | None = None) -> Mode:
+def infer_mode(monitor: str, *, plugin: str, event: str | None = None,
+               logs: Mapping[str, Any] | None = None) -> Mode:
     """``"min"`` or ``"max"`` for the metric ``monitor``, from its name; a name the rule cannot
     place is a ConfigError naming ``plugin``, the metric and ``event`` (where the direction was
-    needed, e.g. ``"epoch_end (epoch 1)"``), and asking for ``mode``."""
+    needed, e.g. ``"epoch_end (epoch 1)"``), and asking for ``mode``; when ``logs`` (the
+    event's) lack the metric, it says so too: a misspelt name is the likelier fault."""
     mode = guess_mode(monitor)
     if mode is not None:
         return mode
     at = f" at {event}" if event else ""
+    absent = ""
+    if logs is not None and monitor not in logs:
+        absent = (f"; and {monitor!r} is not in the logs either (they hold "
+                  f"{', '.join(map(repr, list(logs)[:20])) or 'nothing'}): is it misspelt?")
     raise ConfigError(
         f"{plugin}: mode='auto' cannot tell whether monitor={monitor!r} should be minimised or "
-        f"maximised{at}: {why_unplaced(monitor)}. Pass mode='min' or mode='max' to {plugin}",
-        plugin=plugin, field="mode")
+        f"maximised{at}: {why_unplaced(monitor)}. Pass mode='min' or mode='max' to "
+        f"{plugin}{absent}", plugin=plugin, field="mode")
 
 
 def fmt(value: float | None) -> str:
@@ -181,15 +187,16 @@ class Monitor:
             return True
         return False
 
-    def resolve(self, event: str | None = None) -> Mode:
+    def resolve(self, event: str | None = None, logs: Mapping[str, Any] | None = None) -> Mode:
         """The direction, for a comparison about to be made at ``event`` (e.g.
         ``"epoch_end (epoch 1)"``, for the message): ``mode`` when known, else the name's by
         :func:`infer_mode`, whose ConfigError (naming the plugin, ``mode``, the metric and
         ``event``) is what a name the rule cannot place gives, as Keras 3's first
-        ``epoch_end`` raises. Plugins call it when a value of the metric first arrives."""
+        ``epoch_end`` raises (``logs``, the event's: the message says if the metric is not
+        there). Plugins call it when a value of the metric first arrives."""
         if self.mode is None:
             self.mode = infer_mode(self.monitor, plugin=self.plugin,
-                                   event=event or "its first comparison")
+                                   event=event or "its first comparison", logs=logs)
         return self.mode
 
     def reset(self) -> None:

@@ -380,6 +380,14 @@ class Warning(Outcome):  # noqa: A001 - the record kind is "warning"; users impo
     message: str
     details: PlainDict = Field(default_factory=dict)
 
+    @property
+    def text(self) -> str:
+        """The warning as a person reads it: its source, then its message (many messages name
+        their plugin already, as Keras's do: not twice)."""
+        source = self.source or "bus"
+        return self.message if self.message.startswith(f"{source}:") else \
+            f"{source}: {self.message}"
+
 
 class Resumed(Outcome):
     """The run went on from an existing log after a crash or a restart."""

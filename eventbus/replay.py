@@ -51,6 +51,7 @@ from .records import (
     same_decision,
     trusted,
 )
+from .records import Warning as WarningRecord
 from .registry import Registry
 from .registry import registry as default_registry
 from .shadow import Shadow
@@ -111,6 +112,9 @@ class ReplayResult:
     #: Decisions the log recorded from plugins replay does not rebuild (registered after the
     #: header was written, or not recordable): no replay can check them.
     unchecked: list[Decision] = field(default_factory=list)
+    #: What the replayed plugins warned, each message once, in order: a monitor the log never
+    #: holds (a what-if on a misspelt metric) is said here, beside an answer it makes moot.
+    warnings: list[WarningRecord] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -418,7 +422,9 @@ class _Replaying:
                             diverged_at=self.diverged_at, stopped_at=stopped,
                             diverged_epoch=self.diverged_epoch,
                             last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs,
-                            recorded_deferred=self.deferred, unchecked=self.unchecked)
+                            recorded_deferred=self.deferred, unchecked=self.unchecked,
+                            warnings=list({(w.source, w.message): w for w in
+                                           self.bus.held_warnings}.values()))
 
 
 def _first_difference(recorded: Sequence[Any], replayed: Sequence[Any],

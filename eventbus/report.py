@@ -272,6 +272,9 @@ def _what_if(log: LogArgument, label: str, run: int, result: Audit,
         answer = (f"with {settings} no plugin would have stopped the run within the "
                   f"{result.epochs_run} recorded epochs")
     summary = caveat + answer[:1].upper() + answer[1:] + "."
+    if replayed.warnings:  # a monitor the log never holds makes the answer moot: said with it
+        summary += " The replayed plugins warned: " + "; ".join(
+            w.text for w in replayed.warnings)
     # Drawn where the what-if decides otherwise than the run did: the same decision twice
     # would only hide the recorded one.
     recorded: dict[tuple[int | None, str], list[Decision]] = {}

@@ -96,7 +96,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
             # As Keras 3's first epoch_end (_set_monitor_op, which runs before the metric is
             # looked up and before the start_from_epoch check): mode='auto' must place the
             # name now, or this raises.
-            self.tracker.resolve(f"epoch_end (epoch {epoch + 1})")
+            self.tracker.resolve(f"epoch_end (epoch {epoch + 1})", logs)
         value = logs.get(name)
         if value is None:
             return self.tracker.missing(logs, self._not_available(logs))

@@ -88,7 +88,7 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
         if self.tracker.mode is None:
             # As Keras 3's first epoch_end (_set_monitor_op, before the metric is looked up):
             # mode='auto' must place the name now, or this raises.
-            self.tracker.resolve(f"epoch_end (epoch {event.epoch + 1})")
+            self.tracker.resolve(f"epoch_end (epoch {event.epoch + 1})", logs)
         current = logs.get(name)
         if current is None:
             # Nothing else moves: the cooldown does not count down either (as Keras).

@@ -429,6 +429,31 @@ class TestReplayJson:
         assert len(data["decisions"]) == data["recorded_decisions"] == len(recorded)
         assert data["verify"] == {"ok": True, "mismatch": None, "unchecked": 0}
 
+    def test_a_what_if_on_a_metric_the_log_never_holds_says_so(self, demo):
+        """A misspelt monitor: the replayed plugin's warning is printed under the answer
+        ("would not have stopped"), once, and is in --json and under a sweep's table. Before,
+        the answer came alone, as exact and as confident as any other."""
+        told = "Early stopping conditioned on metric `val_los` which is not available"
+        args = ("--set", "EarlyStopping.monitor=val_los", "--set", "EarlyStopping.mode=min")
+        done = eventbus_cmd("replay", demo["log"], *args)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert "would not have stopped" in lines[1]
+        assert lines[2].startswith(f"  warned as replayed: EarlyStopping: {told}")
+        assert done.stdout.count(told) == 1  # warned at every epoch, said once
+        data = orjson.loads(eventbus_cmd("replay", demo["log"], *args, "--json").stdout)
+        assert [(w["source"], w["message"][:len(told)]) for w in data["warnings"]] == \
+            [("EarlyStopping", told)]
+        sweep = eventbus_cmd("replay", demo["log"], "--sweep",
+                             "EarlyStopping.monitor=val_los,val_loss", "--set",
+                             "EarlyStopping.mode=min")
+        assert sweep.returncode == 0, sweep.stderr
+        assert sweep.stdout.splitlines()[-1].startswith(
+            f"  EarlyStopping.monitor='val_los': warned as replayed: EarlyStopping: {told}")
+        assert sweep.stdout.count("warned as replayed") == 1
+        plain = orjson.loads(eventbus_cmd("replay", demo["log"], "--json").stdout)
+        assert plain["warnings"] == []  # the recorded parameters: nothing to warn of
+
     def test_sweep_json_has_a_row_per_value(self, demo):
         """``--sweep ... --json``: one row per value with the same answers as the table."""
         table = eventbus_cmd("replay", demo["log"], "--sweep", "ReduceLROnPlateau.patience=1,2")

@@ -65,6 +65,27 @@ class TestInferMode:
             str(info.value)
         assert "at epoch_end (epoch 3)" in str(info.value)
 
+    @pytest.mark.parametrize("plugin", ["EarlyStopping", "ReduceLROnPlateau"])
+    def test_a_name_the_logs_lack_is_said_to_be_absent_too(self, plugin: str) -> None:
+        """A misspelt monitor under mode='auto' (``val_los``): the error asks for mode, as
+        Keras's does, and also says the metric is not in the logs, naming those that are.
+        A name the logs hold is asked for mode alone."""
+        import plugins
+        from eventbus import Bus
+
+        def first_epoch(monitor: str) -> str:
+            bus = Bus([getattr(plugins, plugin)(monitor=monitor)])
+            bus.train_begin()
+            bus.epoch_begin(0)
+            with pytest.raises(ValueError, match="mode='min' or mode='max'") as info:
+                bus.epoch_end(0, {"loss": 1.0, "val_loss": 1.0, "my_metric": 0.5})
+            return str(info.value)
+
+        assert first_epoch("val_los").endswith(
+            "; and 'val_los' is not in the logs either (they hold 'loss', 'val_loss', "
+            "'my_metric'): is it misspelt?")
+        assert "not in the logs" not in first_epoch("my_metric")
+
     def test_unplaceable_name_is_fine_with_explicit_mode(self) -> None:
         """An explicit mode needs no inference."""
         assert Monitor("val_activation_mean", "max", plugin="P").mode == "max"

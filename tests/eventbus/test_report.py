@@ -337,6 +337,18 @@ class TestWhatIf:
         assert [m for m in same.marks if m.what_if] == []
         assert same.runs[0].what_if.stopped_at == page.runs[0].audit.stop.epoch + 1
 
+    def test_a_what_if_on_a_metric_the_log_never_holds_says_so(self, logs):
+        """The replayed plugin's warning ends the what-if's sentence: the answer alone would
+        read as a fact about a metric that is not there."""
+        page = build_page([logs["jsonl"]], overrides={"EarlyStopping": {
+            "monitor": "val_los", "mode": "min"}})
+        summary = page.runs[0].what_if.summary
+        assert "no plugin would have stopped the run" in summary
+        assert summary.split(". ", 1)[1].startswith(
+            "The replayed plugins warned: EarlyStopping: Early stopping conditioned on metric "
+            "`val_los` which is not available")
+        assert "warned" in render_html(page)
+
     def test_a_what_if_that_never_stops_says_within_the_recorded_epochs(self, logs):
         page = build_page([logs["jsonl"]], overrides={"EarlyStopping": {"patience": 1000}})
         n = len(epoch_ends(logs["jsonl"]))
