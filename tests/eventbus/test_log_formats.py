@@ -380,3 +380,23 @@ class TestParquetLayout:
         writer.close()
         assert len(list(path.glob("*.parquet"))) == 1
         assert pq.read_table(path).column("seq").to_pylist() == [0, 1, 2]
+
+
+def test_duckdb_reads_an_epoch_metric_of_a_long_epoch_as_the_docs_query_it(tmp_path):
+    """docs/sinks/jsonl_parquet.md's recipe: ``read_json_auto(..., sample_size=-1)``. With
+    DuckDB's default, the columns were typed from the first 20,480 lines, all batch records
+    in a run of 10,300 batches an epoch, and ``logs.val_loss`` was not found."""
+    duckdb = pytest.importorskip("duckdb")
+    from eventbus import Bus
+
+    path = tmp_path / "events.jsonl"
+    with Bus(log=path) as bus:
+        bus.train_begin({"epochs": 1})
+        bus.epoch_begin(0)
+        for batch in range(10_300):
+            bus.batch_begin(batch)
+            bus.batch_end(batch, {"loss": 1.0})
+        bus.epoch_end(0, {"loss": 1.0, "val_loss": 0.4})
+        bus.train_end()
+    query = f"select max(logs.val_loss::DOUBLE) from read_json_auto('{path}', sample_size=-1)"
+    assert duckdb.sql(query).fetchall() == [(0.4,)]
