@@ -746,7 +746,9 @@ _SCRIPT = """(function () {
   function show(text, e) {
     tip.textContent = text; tip.hidden = false;
     tip.style.left = Math.min(e.clientX + 14, window.innerWidth - tip.offsetWidth - 4) + 'px';
-    tip.style.top = (e.clientY + 14) + 'px';
+    var below = e.clientY + 14, high = tip.offsetHeight;
+    tip.style.top = (below + high > window.innerHeight - 4 ?
+                     Math.max(4, e.clientY - 14 - high) : below) + 'px';
   }
   document.querySelectorAll('svg.panel').forEach(function (svg) {
     var p = data.panels[Number(svg.getAttribute('data-panel'))];
@@ -806,6 +808,8 @@ svg.panel .cross{stroke:#888;stroke-width:1}
 .legend{list-style:none;display:flex;flex-wrap:wrap;gap:4px 18px;padding:0;margin:2px 0 0 70px;
  font-size:12.5px}
 .legend li{display:flex;align-items:center;gap:6px}
+.legend.runs li{display:block;min-width:0;overflow-wrap:anywhere}
+.legend.runs svg.sample{vertical-align:middle}
 .glyph{display:inline-block;width:14px;height:14px;line-height:14px;text-align:center;
  border-radius:2px;color:#fff;font-size:10px;font-weight:700;border:1px solid transparent}
 .glyph.hollow{background:#fff}
@@ -816,8 +820,9 @@ th{background:#f6f6f6}code{font-size:12px}code.hash{word-break:break-all}
 dl{display:grid;grid-template-columns:fit-content(50%) minmax(0,1fr);gap:2px 14px;margin:6px 0}
 dt{color:#666}dd{margin:0}dt,dd{overflow-wrap:anywhere}
 @media (max-width:600px){dl{grid-template-columns:fit-content(30%) minmax(0,1fr)}}
-#tip{position:fixed;z-index:10;max-width:520px;background:#222;color:#fff;padding:6px 9px;
- border-radius:4px;font-size:12px;white-space:pre-wrap;pointer-events:none}
+#tip{position:fixed;z-index:10;max-width:min(520px,calc(100vw - 8px));background:#222;
+ color:#fff;padding:6px 9px;border-radius:4px;font-size:12px;white-space:pre-wrap;
+ pointer-events:none}
 """
 
 

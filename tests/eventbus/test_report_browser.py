@@ -74,11 +74,17 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     hostile = hostile_run(root / "hostile.jsonl")
     long = long_name_run(root / "long.jsonl")
     made = {"log": logs["jsonl"], "report": root / "report.html",
-            "hostile": root / "hostile.html", "long": root / "long.html"}
+            "hostile": root / "hostile.html", "long": root / "long.html",
+            "two runs": root / "two.html"}
     assert main(["report", str(logs["jsonl"]), "-o", str(made["report"]),
                  "--set", "EarlyStopping.patience=2"]) == 0
     assert main(["report", str(hostile), "-o", str(made["hostile"])]) == 0
     assert main(["report", str(long), "-o", str(made["long"])]) == 0
+    # Two runs whose logs lie deep: the run key under the heading holds the long paths.
+    deep = root / "runs" / "resnet50_imagenet_baseline_lr_0.1_batch_256" / "attempt_3"
+    deep.mkdir(parents=True)
+    other = long_name_run(deep / "events_of_the_long_named_metric_run.jsonl")
+    assert main(["report", str(long), str(other), "-o", str(made["two runs"])]) == 0
     return made
 
 
@@ -153,7 +159,7 @@ class TestInTheBrowser:
         assert [m for m in page.console if m[0] in ("error", "warning")] == []
         assert page.errors == [] and page.dialogs == []
 
-    @pytest.mark.parametrize("report", ["report", "long"])
+    @pytest.mark.parametrize("report", ["report", "long", "two runs"])
     def test_on_a_phone_the_page_does_not_scroll_sideways_and_the_charts_are_readable(
             self, opened, report):
         """375 px wide: the charts keep a width their text can be read at and scroll in their
@@ -216,6 +222,23 @@ class TestInTheBrowser:
         box = page.locator("svg.panel").first.bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6)
         assert tip.inner_text().startswith("epoch ") and "val_loss: " in tip.inner_text()
+
+    def test_the_read_out_near_the_window_s_bottom_stays_in_the_window(self, opened):
+        """Hovered near the bottom of the window, the read-out goes above the pointer: below
+        it, its last lines (the values hovered for) were cut off by the window's edge."""
+        page = opened("report").page
+        panel = page.locator("svg.panel").nth(2)
+        panel.scroll_into_view_if_needed()
+        box = panel.bounding_box()
+        page.evaluate(f"window.scrollBy(0, {box['y'] + box['height'] - 880})")
+        box = panel.bounding_box()
+        assert 860 <= box["y"] + box["height"] <= 900  # the panel ends at the window's bottom
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] - 12)
+        tip = page.locator("#tip")
+        tip.wait_for(state="visible")
+        shown = tip.bounding_box()
+        assert tip.inner_text().startswith("epoch ")
+        assert shown["y"] >= 0 and shown["y"] + shown["height"] <= 900, shown
 
     def test_the_screenshot_shows_the_panels(self, opened, tmp_path):
         page = opened("report").page
