@@ -518,6 +518,11 @@ def _torn(path: Path, number: int, line: bytes) -> None:
                   TornLogWarning, stacklevel=4)
 
 
+def _not_a_log(path: Path) -> LogCorruptError:
+    return LogCorruptError(f"{path}: not an event log: it does not start with a JSON record",
+                           path=str(path), line=1)
+
+
 def _bad_line(path: Path, number: int, line: bytes, exc: Exception) -> LogCorruptError:
     what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else \
         "not a record (needs 'kind' and 'v')"
@@ -581,8 +586,7 @@ def _tail_record(path: Path, before: int, tail: bytes) -> dict[str, Any] | None:
         record = orjson.loads(tail)
     except orjson.JSONDecodeError:
         if not before and not tail.startswith(b"{"):  # no crash cuts a log to that
-            raise LogCorruptError(f"{path}: not an event log: it does not start with a "
-                                  "JSON record", path=str(path), line=1) from None
+            raise _not_a_log(path) from None
         _torn(path, number, tail)
         return None
     try:
@@ -666,6 +670,8 @@ def _first_record(path: Path, line: bytes) -> dict[str, Any]:
         record = orjson.loads(line)
         record["v"]  # KeyError or TypeError: not a record
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        if isinstance(exc, orjson.JSONDecodeError) and not line.lstrip().startswith(b"{"):
+            raise _not_a_log(path) from None  # a CSV, a checkpoint: the wrong file, not damage
         raise _bad_line(path, 1, line, exc) from None
     return _checked(record, path, 1)
 

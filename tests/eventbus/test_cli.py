@@ -742,7 +742,7 @@ def _make_inputs(root: Path, log: Path) -> dict[str, Path]:
 # (id, argv with {name} placeholders, a word the message must contain).
 USER_ERRORS = [
     ("missing-file", ["audit", "{root}/missing.jsonl"], "no such file"),
-    ("not-a-log", ["replay", "{text}", "--verify"], "not JSON"),
+    ("not-a-log", ["replay", "{text}", "--verify"], "not an event log"),
     ("unknown-plugin", ["replay", "{log}", "--set", "Nope.patience=3"], "Nope"),
     ("unknown-parameter", ["replay", "{log}", "--set", "EarlyStopping.pateince=3"],
      "pateince"),
@@ -751,7 +751,7 @@ USER_ERRORS = [
     ("replay-missing", ["replay", "{root}/missing.jsonl"], "no such file"),
     ("convert-missing", ["convert", "{root}/missing.jsonl", "{root}/o.csv", "--to", "csv"],
      "no such file"),
-    ("csv-file", ["audit", "{csv}"], "not JSON"),
+    ("csv-file", ["audit", "{csv}"], "not an event log"),
     ("empty-file", ["audit", "{empty}"], "empty log"),
     ("json-not-a-record", ["audit", "{json}"], "not a record"),
     ("directory", ["audit", "{dir}"], "no Parquet segments"),

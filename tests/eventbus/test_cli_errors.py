@@ -184,6 +184,29 @@ class Strict(Plugin):
         return None
 
 
+class TestTheWrongFile:
+    """A file or folder that is not a log is named as such, not as a damaged log."""
+
+    def test_a_run_folder_names_the_logs_it_holds(self, run, capsys):
+        line = one_line_error(capsys, "audit", run["root"])
+        assert line.endswith(f"{run['root']}: a folder, not an event log; the logs in it: "
+                             f"{run['root'] / 'events.jsonl'}")
+
+    @pytest.mark.parametrize("name", ["history.csv", "weights.h5"])
+    def test_a_csv_or_a_checkpoint_is_not_an_event_log(self, run, capsys, tmp_path, name):
+        path = run["root"] / "history.csv"
+        if name == "weights.h5":
+            path = tmp_path / name
+            path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
+        line = one_line_error(capsys, "audit", path)
+        assert line.endswith(f"{path}: not an event log: it does not start with a JSON record")
+
+    def test_a_damaged_first_record_is_still_called_damaged(self, capsys, tmp_path):
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b'{"v": 1, "kind": \n')
+        assert "line is not JSON" in one_line_error(capsys, "audit", path)
+
+
 class TestMessages:
     def test_a_message_of_several_lines_is_joined_not_cut(self, capsys, tmp_path, monkeypatch):
         """A pydantic error names the field on its second line: the one line keeps it."""
