@@ -30,7 +30,7 @@ import orjson
 from ._version import __version__
 from .errors import EventBusError, UsageError
 from .metrics import shown
-from .terminal import fit, inline, json_safe, printable, width_of
+from .terminal import columns, fit, inline, json_safe, printable, width_of
 
 __all__ = ["UsageError", "main"]
 
@@ -508,12 +508,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         _write_json([i.__dict__ for i in infos])
         return 0
-    rows = [(i.name, f"{i.distribution or '-'} {i.version or ''}".strip(), i.target) for i in infos]
-    widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h)
-              for c, h in enumerate(("plugin", "from", "target"))]
-    _out("  ".join(h.ljust(w) for h, w in zip(("plugin", "from", "target"), widths)))
+    rows = [("plugin", "from", "target"), *(
+        (i.name, f"{i.distribution or '-'} {i.version or ''}".strip(), i.target) for i in infos)]
+    rows = [tuple(printable(cell) for cell in row) for row in rows]  # names a package chose
+    widths = [max(columns(row[c]) for row in rows) for c in range(3)]
+
+    def line(row: tuple[str, ...]) -> str:  # the last column unpadded: no trailing blanks
+        return "  ".join(c + " " * (w - columns(c)) for c, w in zip(row, widths)).rstrip()
+
+    width = width_of(sys.stdout)
+    if width is None or max(map(columns, map(line, rows))) <= width:
+        for row in rows:
+            _out(line(row))
+        return 0
+    widths[2] = 0  # too wide for the terminal: each target on its own line, under its plugin
     for row in rows:
-        _out("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        _out(line(row[:2]))
+        _out(fit(f"  {row[2]}", width))
     return 0
 
 

@@ -639,6 +639,26 @@ class TestPlugins:
         assert {"ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger", "BackupAndRestore",
                 "TensorBoard", "TerminateOnNaN"} <= set(by_name)
 
+    def test_no_trailing_blanks_and_on_80_columns_no_line_wraps(self):
+        """Piped, the table's last column is not padded (every row was padded to 92
+        columns). On an 80-column terminal, too narrow for the table, each target goes on its
+        own line under its plugin, whole: the terminal wrapped every row, one mid-word."""
+        piped = eventbus_cmd("plugins").stdout.splitlines()
+        assert all(line == line.rstrip() for line in piped)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+        try:
+            from terminal import run_in_pty
+        finally:
+            sys.path.pop(0)
+        out = run_in_pty("import sys; from eventbus.cli import main; "
+                         "sys.exit(main(['plugins']))", columns=80)
+        lines = out.replace("\r\n", "\n").rstrip("\n").split("\n")
+        assert max(map(len, piped)) > 80 >= max(map(len, lines))
+        assert lines[:2] == ["plugin                 from", "  target"]
+        shown = dict(zip(lines[2::2], lines[3::2]))
+        assert [(name.split(), target) for name, target in shown.items()] == [
+            (row.split()[:3], "  " + row.split()[3]) for row in piped[1:]]
+
     def test_json(self):
         """``--json``: name, target, distribution and version for each."""
         data = orjson.loads(eventbus_cmd("plugins", "--json").stdout)
