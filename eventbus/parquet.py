@@ -805,7 +805,8 @@ def _checked(file: Path, source: Any) -> Any:
     schema = parquet.schema_arrow
     names = schema.names
     if len(set(names)) != len(names):
-        twice = next(name for name in names if names.count(name) > 1)
+        seen: set[str] = set()  # (a set: the names are the file's, thousands of them)
+        twice = next(name for name in names if name in seen or seen.add(name))
         raise LogCorruptError(f"{file}: column {printable(twice)[:60]} appears more than once; "
                               "a log's columns are named once each", path=str(file),
                               field=twice)

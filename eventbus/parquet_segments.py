@@ -116,11 +116,13 @@ def _temporary(directory: Path, name: str) -> Path:
 
 def remove_temporaries(directory: Path) -> None:
     """Remove the temporary files a dead process left in ``directory`` (a link among them is
-    removed, not followed)."""
+    removed, not followed). A folder at such a name is no file of ours: it is left, and stops
+    no writer (a writer's own temporary names are new, unguessable ones)."""
     for entry in directory.iterdir():
         if _TEMPORARY.match(entry.name):
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                if not stat.S_ISDIR(entry.lstat().st_mode):
+                    entry.unlink()
 
 
 def compact(directory: str | os.PathLike[str]) -> None:

@@ -159,8 +159,11 @@ class Recorder:
             try:
                 writer = open_writer(target, append=append)
             except OSError as exc:
+                # The path the system names, where it is another (a file in a log's folder).
+                at = f" ({exc.filename})" if exc.filename and \
+                    os.fspath(exc.filename) != os.fspath(target) else ""
                 raise LogError(f"Bus: log {os.fspath(target)!r} cannot be opened for writing: "
-                               f"{exc.strerror or exc}", path=os.fspath(target)) from exc
+                               f"{exc.strerror or exc}{at}", path=os.fspath(target)) from exc
             return self.attach(writer, writer.name, continued=continued)
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "close")):
             if getattr(type(target), "event_log", False):

@@ -401,7 +401,8 @@ class TestTemporaryFiles:
 
     def test_a_new_writer_removes_temporary_files_a_dead_one_left(self, tmp_path):
         """Temporary files by any of their names, links among them, go when a writer opens
-        the log; a link's target stays."""
+        the log; a link's target stays. A folder at such a name is left, and stops no writer
+        (it made every writer of the log fail, the resume naming the log's own folder)."""
         victim = tmp_path / "victim"
         victim.write_text("keep me")
         log = tmp_path / "events.parquet"
@@ -413,10 +414,30 @@ class TestTemporaryFiles:
             (log / name).write_bytes(b"PAR1 half a file")
         (log / left[0]).symlink_to(victim)
         (log / ".keep.tmp").write_text("not ours")
+        (log / ".merged.parquet.4567.tmp").mkdir()  # a folder at such a name: no file of ours
         with ParquetWriter(log) as writer:
-            assert [p.name for p in log.iterdir() if p.name.endswith(".tmp")] == [".keep.tmp"]
+            assert sorted(p.name for p in log.iterdir() if p.name.endswith(".tmp")) == \
+                [".keep.tmp", ".merged.parquet.4567.tmp"]
             writer.write(HEADER.model_dump())
         assert victim.read_text() == "keep me"
+
+    def test_a_log_that_cannot_be_opened_names_the_entry_the_system_names(self, tmp_path,
+                                                                          monkeypatch):
+        """The message named only the log's folder ("cannot be opened for writing: Is a
+        directory"), which is a folder by design; the entry the system refused is named too."""
+        import errno
+
+        from eventbus import LogError, recorder
+
+        entry = tmp_path / "events.parquet" / ".merged.parquet.tmp"
+
+        def refused(target, append):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(entry))
+
+        monkeypatch.setattr(recorder, "open_writer", refused)
+        with pytest.raises(LogError, match=r"Is a directory \(.*/events.parquet/"
+                                           r"\.merged\.parquet\.tmp\)"):
+            Bus([], log=tmp_path / "events.parquet")
 
     def test_the_merged_file_is_made_under_a_new_name(self, tmp_path, monkeypatch):
         """The file close() renames into place is created anew, not opened where a link may
@@ -593,6 +614,30 @@ def test_a_column_named_twice_is_refused_by_every_reader_naming_it(tmp_path, col
                  lambda: Bus([], log=log, resume=True)):
         with pytest.raises(LogCorruptError, match=f"column {column} appears more than once"):
             read()
+
+
+def test_a_repeat_after_thousands_of_columns_is_found_in_one_pass(tmp_path, monkeypatch):
+    """The repeated name was looked for with ``names.count`` once per name: quadratic in the
+    columns a file's footer lists, 11 s for 20,000. The names are counted as they are
+    compared (a str that counts its ``==``): a pass over them, not one per name."""
+    compared = [0]
+
+    class Counted(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            compared[0] += 1
+            return str.__eq__(self, other)
+
+    names = [Counted(f"logs.m{i}") for i in range(2000)] + [Counted("logs.m1999")]
+
+    class Footer:
+        schema_arrow = type("Schema", (), {"names": names})()
+
+    monkeypatch.setattr(pq, "ParquetFile", lambda source: Footer())
+    with pytest.raises(LogCorruptError, match="column logs.m1999 appears more than once"):
+        parquet._checked(tmp_path / "seg.parquet", None)
+    assert compared[0] < 100
 
 
 class TestMoreRowsThanBytes:
