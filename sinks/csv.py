@@ -280,7 +280,7 @@ class CsvTable:
             return
         new = [key for key in keys if key not in self.columns]
         if new:
-            self._rewrite(sorted(set(self.columns) | set(new)), [(epoch, logs)])
+            self._rewrite(_widened(self.columns, new), [(epoch, logs)])
         else:
             self._append([self._line(self.columns, epoch, logs)])
 
@@ -506,3 +506,12 @@ class CsvSink(Sink):
 
     def close(self) -> None:
         self._close()
+
+
+def _widened(columns: list[str], new: list[str]) -> list[str]:
+    """The header's metric columns with ``new`` ones: sorted, as this writer heads a table;
+    or, for a file of another order (``append=True`` to a table someone else wrote), in the
+    file's own order with the new names after it, so its columns do not move."""
+    if columns == sorted(columns):
+        return sorted({*columns, *new})
+    return [*columns, *sorted(new)]
