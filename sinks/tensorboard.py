@@ -58,7 +58,7 @@ import numpy as np
 from eventbus.errors import LogCorruptError
 from eventbus.openflags import FOLDER, NO_FOLLOW, NON_BLOCK
 from eventbus.outputs import write_replacing
-from eventbus.sink import drain, given_up, keep_trying
+from eventbus.sink import describe_os_error, drain, given_up, is_transient, keep_trying
 
 __all__ = [
     "EventFileCorruptError",
@@ -814,6 +814,10 @@ class TensorBoardSink:
         self._done = 0
         self._files: dict[str, _RunFile] = {}
         self._failing: set[str] = set()  # runs whose writes fail now (a full disk)
+        #: Event files a resume's truncation could not rewrite for want of room, with what to
+        #: keep of them: rewritten at a later flush (no one writes them meanwhile, they are
+        #: not this sink's), or the steps past the resume point would show twice.
+        self._untruncated: dict[Path, tuple[str, Callable[[str, str, int], bool]]] = {}
         self._metadata: dict[str, str] = {}
         # What the files found in the run directories hold, read on the first write-back:
         # (run, tag) -> the highest step of a scalar, and (run, tag, step, text) of each text.
@@ -991,10 +995,14 @@ class TensorBoardSink:
                     elif op == "r":
                         self._truncate(item[1])
                     elif op == "f":
+                        if self._untruncated:
+                            self._truncate_again()
                         if item[2]:
                             self._sync()
                         item[1].set()
                     elif op == "c":
+                        if self._untruncated:
+                            self._truncate_again(at_close=True)
                         self._close_files()
                         keep_going = False
             except Exception as exc:
@@ -1111,6 +1119,41 @@ class TensorBoardSink:
                                                          f"{exc}"))
         return steps, texts
 
+    def _truncate_file(self, run: str, path: Path,
+                       keep: Callable[[str, str, int], bool]) -> None:
+        try:
+            _rewrite(path, run, keep)
+        except EventFileCorruptError as exc:
+            self._damaged(exc)
+        except OSError as exc:
+            if not is_transient(exc):
+                self._fail("truncate", exc)
+                return
+            if path not in self._untruncated:  # said once, as a write's spell is
+                self._fail("truncate", OSError(exc.errno, (
+                    f"{path}: {describe_os_error(exc)}; its values past the resume point stay "
+                    "until it can be rewritten, tried again at each flush")))
+            self._untruncated[path] = (run, keep)
+        except Exception as exc:  # one file that cannot be rewritten stops no other
+            self._fail("truncate", exc)
+        else:
+            self._untruncated.pop(path, None)
+
+    def _truncate_again(self, *, at_close: bool = False) -> None:
+        """The truncations a full disk refused, tried again; at close, for a while."""
+        for path, (run, keep) in list(self._untruncated.items()):
+            if not at_close:
+                self._truncate_file(run, path, keep)
+                continue
+            try:
+                keep_trying(lambda path=path, run=run, keep=keep: _rewrite(path, run, keep))
+            except OSError as exc:
+                self._fail("truncate", given_up(exc, f"{path}: the values past the resume "
+                                                     "point"))
+            except Exception as exc:  # noqa: BLE001 - reported, as any truncation's fault
+                self._fail("truncate", exc)
+            self._untruncated.pop(path, None)
+
     def _damaged(self, exc: EventFileCorruptError) -> None:
         """Report a damaged event file once, whether the write-back or the truncation met it."""
         if exc.path not in self._damage_seen:
@@ -1119,12 +1162,7 @@ class TensorBoardSink:
 
     def _truncate(self, keep: Callable[[str, str, int], bool]) -> None:
         for run, path in self._found_files():
-            try:
-                _rewrite(path, run, keep)
-            except EventFileCorruptError as exc:
-                self._damaged(exc)
-            except Exception as exc:  # one file that cannot be rewritten stops no other
-                self._fail("truncate", exc)
+            self._truncate_file(run, path, keep)
         root = self.log_dir / "embeddings"
         if root.is_dir() and not root.is_symlink():
             for step_dir in _step_dirs(root):

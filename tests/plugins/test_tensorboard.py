@@ -516,6 +516,75 @@ class TestResume:
         validation = [e.step for e in acc(log_dir / "validation").Scalars("epoch_loss")]
         assert validation == list(range(total))
 
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_a_cut_a_full_disk_refused_is_made_at_a_later_flush(self, tmp_path, monkeypatch):
+        """The resume's rewrite of the crashed attempt's event file needs room for a copy; a
+        disk full for that moment left the abandoned values in it for good, and TensorBoard
+        showed the resumed steps twice. The rewrite is tried again at the next flush; the
+        fault is reported once."""
+        import errno
+
+        import sinks.tensorboard as tensorboard_sink
+
+        log_dir = tmp_path / "logs"
+        log = tmp_path / "run.jsonl"
+        model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
+        bus = Bus([TensorBoard(log_dir)], log=log, model=model)
+        bus.train_begin({"epochs": 4})
+        train(bus, 4)
+        bus.close()
+        crash_after(log, 1)
+        real, calls = tensorboard_sink.write_replacing, []
+
+        def full_once(*args, **kwargs):
+            calls.append(args[0])
+            if len(calls) == 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(tensorboard_sink, "write_replacing", full_once)
+        bus = Bus([TensorBoard(log_dir)], log=log, model=model, resume=True)
+        bus.train_begin({"epochs": 4})
+        with pytest.warns(Warning, match=r"1 sink failure.*truncate.*tried again at each "
+                                         r"flush"):
+            train(bus, 4, start=bus.initial_epoch, shift=10.0)
+            bus.train_end()
+            bus.close()
+        epoch_loss = [(e.step, e.value) for e in acc(log_dir / "train").Scalars("epoch_loss")]
+        assert [s for s, _ in epoch_loss] == [0, 1, 2, 3]
+        assert all(v == f32(1.0 / (s + 1) + (10.0 if s > 1 else 0.0)) for s, v in epoch_loss)
+        assert calls.count(calls[0]) == 2  # the same file, rewritten later
+
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_a_cut_the_disk_never_allows_is_given_up_at_close_and_said(self, tmp_path,
+                                                                        monkeypatch):
+        """A disk full to the end: close tries for a while, then says which file keeps the
+        values past the resume point."""
+        import errno
+
+        import eventbus.sink
+        import sinks.tensorboard as tensorboard_sink
+
+        log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
+        bus = Bus([TensorBoard(log_dir)], log=log)
+        bus.train_begin({"epochs": 3})
+        train(bus, 3)
+        bus.close()
+        crash_after(log, 0)
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(tensorboard_sink, "write_replacing", full)
+        monkeypatch.setattr(eventbus.sink, "CLOSE_RETRY_SECONDS", 0.1)
+        bus = Bus([TensorBoard(log_dir)], log=log, resume=True)
+        bus.train_begin({"epochs": 3})
+        train(bus, 3, start=bus.initial_epoch)
+        bus.train_end()
+        with pytest.warns(Warning, match=r"the values past the resume point \(tried again at "
+                                         r"close\) could not be written"):
+            bus.close()
+
     def test_steps_per_second_after_a_resume(self, tmp_path):
         """A resumed run writes each step of the steps-per-second tags once too."""
         log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
