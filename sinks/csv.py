@@ -47,7 +47,7 @@ from eventbus.errors import ConfigError, LogCorruptError, LogError
 from eventbus.openflags import UNTTY
 from eventbus.outputs import file_type, open_checked, write_replacing
 from eventbus.run import Run
-from eventbus.sink import FailingWrites, Sink, given_up, keep_trying
+from eventbus.sink import FailingWrites, Sink, given_up, is_transient, keep_trying
 
 __all__ = ["LINE_END", "MISSING", "CsvSink", "CsvTable", "format_value"]
 
@@ -430,6 +430,8 @@ class CsvSink(Sink):
     name = "csv"
     side_effects = True
     takes = frozenset({"train_begin", "epoch_end", "train_end"})
+    #: Rows held while the table cannot be opened, at which the table gives up.
+    max_held_rows = CsvTable.max_kept_rows
 
     def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
                  append: bool = False):
@@ -450,11 +452,50 @@ class CsvSink(Sink):
         self._table: CsvTable | None = None
         self._run: Run | None = None
         self._failing = FailingWrites()
+        #: An opening a full disk refused, still to make: (append, the epoch from which a
+        #: resumed run drops the crashed attempt's rows, or None).
+        self._opening: tuple[bool, int | None] | None = None
+        #: Rows that came while the table could not be opened: (epoch, logs), oldest first.
+        self._held: list[tuple[int, dict[str, Any]]] = []
 
     def _open(self, append: bool) -> CsvTable:
         self._close()
         self._table = CsvTable(self.filename, separator=self.separator, append=append)
         return self._table
+
+    def _start(self, append: bool, drop_from: int | None = None) -> None:
+        """Open the table (and, for a resumed run, drop the rows from ``drop_from`` on), now
+        or, if the disk refuses it for a while, at the next flush or row that can."""
+        self._opening, self._held = (append, drop_from), []
+        self._ready("train_begin" if drop_from is None else "resume")
+
+    def _ready(self, event: str, *, strict: bool = False) -> CsvTable | None:
+        """The table, its opening made if it waited; None while the disk still refuses it
+        (the fault reported once a spell; ``strict``: raised). The rows held meanwhile are
+        written first."""
+        if self._opening is not None:
+            append, drop_from = self._opening
+            try:
+                table = self._open(append)
+                if drop_from is not None:
+                    table.drop_rows_from(drop_from, after_other_runs=self.append)
+            except OSError as exc:
+                self._close()
+                if strict or self._run is None or not is_transient(exc):
+                    raise
+                self._failing.failed(
+                    self._run, self._reported_as(self._run), event, exc,
+                    "opening the table" + ("" if drop_from is None else
+                                           f" and dropping its rows from epoch {drop_from} on")
+                    + " waits, with the rows that come meanwhile",
+                    then="done at the next flush or row that can")
+                return None
+            self._opening = None
+            self._failing.over()
+        table = self._table
+        while table is not None and self._held:
+            table.kept.append(self._held.pop(0))  # before any later row, in order
+        return table
 
     def _close(self) -> None:
         table, self._table = self._table, None
@@ -471,22 +512,30 @@ class CsvSink(Sink):
         if run.resumed:
             # The run goes on: its file continues, less what a crashed attempt wrote for the
             # epochs the loop runs again.
-            table = self._open(append=True)
-            table.drop_rows_from(run.initial_epoch, after_other_runs=self.append)
+            self._start(True, run.initial_epoch)
 
     def write(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
         if kind == "epoch_end":
-            # A loop that never publishes train_begin opens the file as train_begin would.
-            table = self._table if self._table is not None else self._open(self.append)
+            if self._table is None and self._opening is None:
+                # A loop that never publishes train_begin opens the file as train_begin would.
+                self._start(self.append)
+            table = self._ready("epoch_end")
+            if table is None:
+                if len(self._held) >= self.max_held_rows:
+                    raise RuntimeError(f"{self.filename}: {len(self._held)} rows could not be "
+                                       "written (the table could not be opened); the table "
+                                       "stops")
+                self._held.append((record["epoch"], dict(record["logs"])))
+                return
             self._keeping(table.write, record["epoch"], record["logs"])
         elif kind == "train_begin":
-            self._open(self.append)
+            self._start(self.append)
         else:  # train_end
-            self._close()
+            self.close()
 
     def flush(self) -> None:
-        table = self._table
+        table = self._ready("flush") if self._opening is not None else self._table
         if table is not None and table.kept:
             self._keeping(table.flush)
 
@@ -505,6 +554,13 @@ class CsvSink(Sink):
         self._failing.over()
 
     def close(self) -> None:
+        if self._opening is not None and self._run is not None:
+            try:  # the disk refused the opening to the end: a while more, then said
+                keep_trying(lambda: self._ready("close", strict=True))
+            except OSError as exc:
+                held, self._held, self._opening = len(self._held), [], None
+                raise given_up(exc, f"{self.filename}: the table's opening and {held} "
+                                    "row(s)") from exc
         self._close()
 
 

@@ -187,6 +187,67 @@ class TestResume:
         assert path.read_bytes() == b"epoch,loss\n0,0.9\n1,\xff\n"
         assert [r.epoch for r in read_log(log) if r.kind == "epoch_end"] == [0, 1, 2]
 
+    @pytest.mark.parametrize("when", ["resume", "fresh run"])
+    def test_an_opening_a_full_disk_refused_is_made_at_the_next_row(self, tmp_path,
+                                                                      monkeypatch, when):
+        """The resume's cut of the crashed attempt's rows, or a fresh run's opening of the
+        table, failed once (EIO, ENOSPC) and took CSVLogger out for the rest of the run: the
+        abandoned row stayed, and no later epoch got one. Now the opening waits for the next
+        row or flush, the fault reported once, and every epoch has the log's row."""
+        import errno
+
+        import sinks.csv as module
+
+        path, log = tmp_path / "log.csv", tmp_path / "run.jsonl"
+        if when == "resume":
+            bus = Bus([CSVLogger(path)], log=log)
+            bus.train_begin({"epochs": 5})
+            train(bus, [0.9, 0.8, 0.7])
+            bus.close()
+            crash_after(log, 1)
+        real, calls = module.CsvTable, []
+
+        def refused_once(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise OSError(errno.EIO if when == "resume" else errno.ENOSPC, "refused")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "CsvTable", refused_once)
+        bus = Bus([CSVLogger(path)], log=log, resume=True)
+        bus.train_begin({"epochs": 5})
+        losses = [0.9, 0.8, 0.65, 0.6, 0.5]
+        train(bus, losses, start=bus.initial_epoch)
+        bus.train_end()
+        event = "resume" if when == "resume" else "train_begin"
+        with pytest.warns(SinkFailureWarning, match=rf"1 sink failure.*CSVLogger on {event}"
+                                                    r".*opening the table"):
+            bus.close()
+        table = rows(path)
+        assert [(int(r["epoch"]), float(r["loss"])) for r in table] == list(enumerate(losses))
+        assert [(r.epoch, r.logs["loss"]) for r in read_log(log) if r.kind == "epoch_end"] == \
+            list(enumerate(losses))
+
+    def test_an_opening_the_disk_never_allows_is_given_up_at_close_and_said(self, tmp_path,
+                                                                            monkeypatch):
+        import errno
+
+        import sinks.csv as module
+
+        def refused(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(module, "CsvTable", refused)
+        monkeypatch.setattr(module, "keep_trying", lambda attempt: attempt())  # one try
+        bus = Bus([CSVLogger(tmp_path / "log.csv")])
+        bus.train_begin({"epochs": 2})
+        train(bus, [0.9, 0.8])
+        with pytest.warns(SinkFailureWarning, match=r"the table's opening and 2 row\(s\) "
+                                                    r"\(tried again at close\) could not be "
+                                                    r"written"):
+            bus.train_end()
+            bus.close()
+
     def test_resume_drops_only_the_row_of_the_epoch_resumed_from(self, tmp_path):
         """The last row is dropped only if it is for bus.initial_epoch: a crash between two
         epochs leaves every row of the file, and the resumed run appends after them."""
