@@ -1,4 +1,4 @@
-"""Cost per scalar: tensorboardX's ``SummaryWriter.add_scalar`` against ``TensorBoardSink``.
+"""Cost per scalar: tensorboardX's ``SummaryWriter.add_scalar`` against ``TensorBoardWriter``.
 
     python benchmarks/bench_tensorboard.py [--scalars 20000]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sinks.tensorboard import TensorBoardSink  # noqa: E402
+from sinks.tensorboard import TensorBoardWriter  # noqa: E402
 
 
 def bench_add_scalar(directory: str, n: int) -> tuple[float, float]:
@@ -36,7 +36,7 @@ def bench_add_scalar(directory: str, n: int) -> tuple[float, float]:
 
 def bench_sink(directory: str, n: int, per_event: int) -> tuple[float, float]:
     names = ["loss", "accuracy", "val_loss", "val_accuracy"][:per_event]
-    sink = TensorBoardSink(directory)
+    sink = TensorBoardWriter(directory)
     events = n // per_event
     now = time.time()
     start = time.perf_counter()
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = 0.0
         for per_event in (1, 4):
             caller, total = bench_sink(f"{tmp}/sink{per_event}", n, per_event)
-            print(f"TensorBoardSink, {per_event}/event     caller {caller * 1e6:7.2f} us/scalar   "
+            print(f"TensorBoardWriter, {per_event}/event   caller {caller * 1e6:7.2f} us/scalar   "
                   f"total {total * 1e6:7.2f} us/scalar   "
                   f"x{base_caller / caller:6.1f} caller, x{base_total / total:5.1f} total")
             if per_event == 1:

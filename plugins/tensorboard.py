@@ -14,7 +14,7 @@ at step = batches done. With ``write_steps_per_second`` the training steps per s
 ``batch_steps_per_second`` (one over the time from the batch's ``batch_begin`` to its
 ``batch_end``); times are the events' own, so converting a log gives the values the live run
 wrote. A sink: it takes those records as they are recorded; the writing happens on
-:class:`sinks.tensorboard.TensorBoardSink`'s thread, and the training thread only queues.
+:class:`sinks.tensorboard.TensorBoardWriter`'s thread, and the training thread only queues.
 
 Decisions: all the decisions of one step (the epoch) go into one Markdown table under
 ``decisions`` (TensorBoard's server shows one text per step and tag), written once the step is
@@ -303,7 +303,7 @@ class TensorBoard(Plugin, Sink):
         self.flush()
 
     def _open(self) -> Any:
-        from sinks.tensorboard import TensorBoardSink
+        from sinks.tensorboard import TensorBoardWriter
 
         run, label = self._run, self._label
 
@@ -312,7 +312,7 @@ class TensorBoard(Plugin, Sink):
                 run.report(SinkFailed(sink=label, event=what, error=type(exc).__name__,
                                       message=str(exc)))
 
-        self._sink = TensorBoardSink(self.log_dir, on_error=on_error)
+        self._sink = TensorBoardWriter(self.log_dir, on_error=on_error)
         return self._sink
 
     def _get(self) -> Any:

@@ -1,13 +1,13 @@
 """TensorBoard event files, written by one background thread.
 
-    sink = TensorBoardSink("logs")
+    sink = TensorBoardWriter("logs")
     sink.scalars("train", {"loss": 0.25}, step=0, wall_time=t, prefix="epoch_")
     sink.close()
 
 Every method the training thread calls only puts a tuple on a queue. The writer thread drains the
 queue in batches, encodes the records, frames them as TFRecords (length, masked CRC-32C, data,
 masked CRC-32C) and appends them to ``<log_dir>/<run>/events.out.tfevents.*``, one file per run
-per sink, flushed to the OS after every batch and fsynced on :meth:`TensorBoardSink.flush`.
+per sink, flushed to the OS after every batch and fsynced on :meth:`TensorBoardWriter.flush`.
 
 Why not ``SummaryWriter.add_scalar``: it builds a protobuf message per scalar and checksums every
 record byte by byte in Python, on the caller's thread. Here scalar events are encoded straight
@@ -23,13 +23,13 @@ A scalar value may be a list (a vector metric): it is written as one scalar per 
 ``key/0``, ``key/1``, ...
 
 Resume: what a crash kept out of the files is written back (``only_missing``: only what the
-files found in the run directories lack), and :meth:`TensorBoardSink.truncate` rewrites those
+files found in the run directories lack), and :meth:`TensorBoardWriter.truncate` rewrites those
 files without the values the resumed run will write again, so TensorBoard never sees a step
 twice. The files found are not trusted: they are read a record at a time, each checked against
 its masked CRC-32Cs as TensorBoard checks them, so a damaged or planted file (a length claiming
 gigabytes, a flipped byte) is reported, by file and byte, and left as it is, never read whole.
 
-Embeddings are not event records: :meth:`TensorBoardSink.embeddings` writes ``tensors.tsv``
+Embeddings are not event records: :meth:`TensorBoardWriter.embeddings` writes ``tensors.tsv``
 files under ``<log_dir>/embeddings/`` and regenerates ``<log_dir>/projector_config.pbtxt`` from
 what is on disk, the files TensorBoard's projector reads.
 """
@@ -63,6 +63,7 @@ from eventbus.sink import describe_os_error, drain, given_up, is_transient, keep
 __all__ = [
     "EventFileCorruptError",
     "TensorBoardSink",
+    "TensorBoardWriter",
     "encode_file_version_event",
     "encode_hparams_end_event",
     "encode_hparams_start_event",
@@ -781,8 +782,12 @@ def _newest_stamp(directory: Path) -> float:
 ErrorCallback = Callable[[str, BaseException], None]
 
 
-class TensorBoardSink:
+class TensorBoardWriter:
     """Write TensorBoard event files under ``log_dir`` from a background thread.
+
+    Not a bus :class:`~eventbus.Sink`: it takes TensorBoard's values (scalars, histograms,
+    images, text), not records. On a bus, ``plugins.TensorBoard`` is the sink, and writes
+    through one of these.
 
     Parameters
     ----------
@@ -929,7 +934,7 @@ class TensorBoardSink:
         """Items queued and not written yet."""
         return self._put - self._done
 
-    def __enter__(self) -> TensorBoardSink:
+    def __enter__(self) -> TensorBoardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1242,6 +1247,9 @@ class TensorBoardSink:
         write_replacing(self.log_dir / "projector_config.pbtxt",
                         lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
+
+#: The name this writer had first, kept for code that imports it.
+TensorBoardSink = TensorBoardWriter
 
 _WHAT = {"s": "scalars", "h": "histogram", "i": "image", "t": "text", "e": "embeddings",
          "r": "truncate", "f": "flush", "c": "close", "S": "write back scalars",

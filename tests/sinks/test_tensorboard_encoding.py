@@ -20,7 +20,7 @@ from tensorboardX import summary as tbx_summary
 from tensorboardX.proto import event_pb2
 
 from sinks.tensorboard import (
-    TensorBoardSink,
+    TensorBoardWriter,
     encode_histogram_event,
     encode_hparams_end_event,
     encode_hparams_start_event,
@@ -125,9 +125,9 @@ def test_vector_metrics_read_back_by_tensorboard(tmp_path):
     """Fed a record with a list value (as the bus passes vector metrics on), the files hold
     f1/0, f1/1, f1/2 at the step, read back by TensorBoard's own reader; a write-back of the
     same values after that finds them there and writes nothing twice."""
-    with TensorBoardSink(tmp_path) as sink:
+    with TensorBoardWriter(tmp_path) as sink:
         sink.scalars("train", {"loss": 0.5, "f1": [0.25, float("nan"), 1.0]}, 3, 1.0, "epoch_")
-    with TensorBoardSink(tmp_path) as sink:
+    with TensorBoardWriter(tmp_path) as sink:
         sink.scalars("train", {"loss": 0.5, "f1": [0.25, float("nan"), 1.0]}, 3, 2.0, "epoch_",
                      only_missing=True)
     acc = accumulator(tmp_path / "train")
@@ -143,14 +143,14 @@ def test_importing_and_writing_loads_neither_tensorboardx_nor_torch(tmp_path):
     code = f"""
 import sys
 import numpy as np
-from sinks.tensorboard import TensorBoardSink
-with TensorBoardSink({str(tmp_path)!r}) as sink:
+from sinks.tensorboard import TensorBoardWriter
+with TensorBoardWriter({str(tmp_path)!r}) as sink:
     sink.scalars("train", {{"loss": 0.5}}, 0, 1.0)
     sink.text("train", "t", "x", 0, 1.0)
     sink.histogram("train", "w/histogram", np.arange(5.0), 0, 1.0)
     sink.image("train", "w/image", np.ones((2, 2)), 0, 1.0)
     sink.hparams(".", {{"a": 1}}, "g", 1.0, 1.0)
-with TensorBoardSink({str(tmp_path)!r}) as sink:
+with TensorBoardWriter({str(tmp_path)!r}) as sink:
     sink.truncate(lambda run, tag, step: tag != "t")
     sink.scalars("train", {{"loss": 0.5}}, 0, 1.0, only_missing=True)
 print(sorted(m for m in ("torch", "tensorboardX", "tensorflow") if m in sys.modules))

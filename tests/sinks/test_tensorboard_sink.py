@@ -22,7 +22,7 @@ from tensorboardX.record_writer import masked_crc32c as reference_masked
 import sinks.tensorboard as tbs
 from eventbus.testing import same
 from sinks.tensorboard import (
-    TensorBoardSink,
+    TensorBoardWriter,
     encode_file_version_event,
     encode_scalar_event,
     encode_text_event,
@@ -94,8 +94,8 @@ class TestEncoding:
         """Its import can take seconds (it may import torch); the event file must not wait."""
         script = (
             "import sys\n"
-            "from sinks.tensorboard import TensorBoardSink\n"
-            f"sink = TensorBoardSink({str(tmp_path)!r})\n"
+            "from sinks.tensorboard import TensorBoardWriter\n"
+            f"sink = TensorBoardWriter({str(tmp_path)!r})\n"
             "sink.text('train', 'model_config', '{}', step=0, wall_time=1.0)\n"
             "sink.scalars('train', {'loss': 0.5}, step=0, wall_time=1.0)\n"
             "sink.flush()\n"
@@ -144,7 +144,7 @@ class TestSink:
     def test_what_is_written_is_what_tensorboard_reads(self, tmp_path_factory, series):
         """Property: every (tag, step, value) given is read back by the EventAccumulator."""
         log_dir = tmp_path_factory.mktemp("tb")
-        with TensorBoardSink(log_dir) as sink:
+        with TensorBoardWriter(log_dir) as sink:
             for step, values in enumerate(series):
                 assert sink.scalars("train", values, step, 1000.0 + step, "epoch_")
         acc = accumulator(log_dir / "train")
@@ -157,7 +157,7 @@ class TestSink:
     def test_histogram_image_text(self, tmp_path):
         """Histograms, images and text entries are read back by TensorBoard's reader."""
         weights = np.arange(12, dtype=float).reshape(3, 4)
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.histogram("train", "w/histogram", np.append(weights, np.nan), 2, 1.0)
             sink.image("train", "w/image", weights, 2, 1.0)
             sink.text("train", "note", "**hello**", 5, 1.0)
@@ -177,7 +177,7 @@ class TestSink:
         labels.write_text("a\nb\nc\n")
         log_dir = tmp_path / "logs"
         matrix = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
-        with TensorBoardSink(log_dir) as sink:
+        with TensorBoardWriter(log_dir) as sink:
             sink.embeddings({"emb/embeddings": matrix}, 0, {"emb/embeddings": str(labels)})
             sink.embeddings({"emb/embeddings": matrix * 2}, 1)
         config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(),
@@ -191,13 +191,13 @@ class TestSink:
 
     def test_truncate_rewrites_only_what_it_must(self, tmp_path):
         """truncate drops rejected values and keeps the rest; other files stay untouched."""
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             for step in range(4):
                 sink.scalars("train", {"loss": step, "acc": step}, step, 1.0, "epoch_")
                 sink.scalars("validation", {"loss": step}, step, 1.0, "epoch_")
         (val_file,) = (tmp_path / "validation").iterdir()
         before = val_file.read_bytes()
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.truncate(lambda run, tag, step: run != "train" or tag != "epoch_loss"
                           or step < 2)
         acc = accumulator(tmp_path / "train")
@@ -210,12 +210,12 @@ class TestSink:
         """A write-back adds, per run and tag, only the steps past the highest the files that
         were there hold, and only texts they do not hold; what this sink writes itself does not
         count; the result reads back with each step once, in order."""
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             for step in range(3):
                 sink.scalars("train", {"loss": step}, step, 1.0, "epoch_")
             sink.scalars("train", {"acc": 0.0}, 0, 1.0, "epoch_")  # acc got one epoch only
             sink.text("train", "decisions", "cut", 1, 1.0)
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             for step in range(5):
                 sink.scalars("train", {"loss": step, "acc": step / 10}, step, 2.0, "epoch_",
                              only_missing=True)
@@ -239,7 +239,7 @@ class TestSink:
         garbage = tmp_path / "train" / "events.out.tfevents.1.host"
         garbage.write_bytes(frame_records([b"\xff" * 20]))
         errors = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1.0, "epoch_", only_missing=True)
         assert errors == []
         garbage.unlink()  # TensorBoard's reader stops at it
@@ -249,7 +249,7 @@ class TestSink:
         """flush(sync=False) returns once what was queued is in the file, without fsync."""
         synced = []
         monkeypatch.setattr(tbs.os, "fsync", lambda fd: synced.append(fd))
-        sink = TensorBoardSink(tmp_path)
+        sink = TensorBoardWriter(tmp_path)
         try:
             sink.scalars("train", {"loss": 1.0}, 0, 1.0)
             assert sink.flush(10, sync=False)
@@ -265,7 +265,7 @@ class TestSink:
         """A run directory that cannot be made is reported through on_error; others still work."""
         (tmp_path / "train").write_text("a file where a directory should be")
         errors = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(what)) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1.0)
             sink.scalars("validation", {"loss": 1.0}, 0, 1.0)
         assert errors == ["write train"]
@@ -273,7 +273,7 @@ class TestSink:
 
     def test_queue_bound_and_close(self, tmp_path):
         """Beyond max_pending items are dropped and counted; after close nothing is queued."""
-        sink = TensorBoardSink(tmp_path, max_pending=0)
+        sink = TensorBoardWriter(tmp_path, max_pending=0)
         assert not sink.scalars("train", {"loss": 1.0}, 0, 1.0)
         assert sink.dropped == 1
         assert sink.flush(timeout=10)
@@ -290,13 +290,13 @@ class TestSink:
             return original(self, records)
 
         monkeypatch.setattr(tbs._RunFile, "write", spy)
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1.0)
         assert threads and threading.current_thread().name not in threads
 
     def test_event_files_begin_with_the_file_version(self, tmp_path):
         """Each file starts with brain.Event:2, so TensorBoard uses restart-aware reading."""
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1.0)
         (path,) = (tmp_path / "train").iterdir()
         assert "tfevents" in path.name and os.path.getsize(path) > 0
@@ -306,7 +306,7 @@ class TestSink:
 
 def test_image_of_constant_weights(tmp_path):
     """A constant weight (zero range) still makes an image rather than dividing by zero."""
-    with TensorBoardSink(tmp_path) as sink:
+    with TensorBoardWriter(tmp_path) as sink:
         sink.image("train", "b/image", np.zeros((1, 5)), 0, 1.0)
     assert accumulator(tmp_path / "train").Images("b/image")[0].width == 5
 
@@ -315,7 +315,7 @@ def test_image_of_constant_weights(tmp_path):
 def test_histogram_without_finite_values_is_skipped(tmp_path, values):
     """A weight with no finite value writes no histogram (TensorFlow would fail the summary)."""
     errors = []
-    with TensorBoardSink(tmp_path, on_error=lambda w, e: errors.append(w)) as sink:
+    with TensorBoardWriter(tmp_path, on_error=lambda w, e: errors.append(w)) as sink:
         sink.histogram("train", "w/histogram", np.array(values), 0, 1.0)
         sink.scalars("train", {"x": 1.0}, 0, 1.0)
     assert errors == []
@@ -328,13 +328,13 @@ class TestALogDirOthersCanWrite:
     event file, not through the names a rewrite's temporary file used to have."""
 
     def test_links_are_neither_read_rewritten_nor_removed_through(self, tmp_path):
-        from sinks.tensorboard import TensorBoardSink
+        from sinks.tensorboard import TensorBoardWriter
 
         log_dir, elsewhere = tmp_path / "tb", tmp_path / "elsewhere"
         victim = elsewhere / "keep" / "precious.txt"
         victim.parent.mkdir(parents=True)
         victim.write_text("not the sink's")
-        sink = TensorBoardSink(log_dir)
+        sink = TensorBoardWriter(log_dir)
         sink.scalars("train", {"loss": 1.0}, step=0, wall_time=1.0)
         sink.scalars("train", {"loss": 0.5}, step=1, wall_time=2.0)
         sink.embeddings({"emb": np.ones((2, 2))}, step=1)
@@ -348,7 +348,7 @@ class TestALogDirOthersCanWrite:
         (log_dir / "train" / "events.out.tfevents.planted").symlink_to(victim)
         before = event_file.read_bytes()
 
-        sink = TensorBoardSink(log_dir)
+        sink = TensorBoardWriter(log_dir)
         sink.truncate(lambda run, tag, step: step < 1)  # a resume at step 1
         sink.close()
         assert victim.read_text() == "not the sink's"
@@ -365,7 +365,7 @@ class TestEventFilesFoundAreNotTrusted:
 
     @staticmethod
     def run_of_four(log_dir):
-        with TensorBoardSink(log_dir) as sink:
+        with TensorBoardWriter(log_dir) as sink:
             for step in range(4):
                 sink.scalars("train", {"loss": step}, step, 1.0, "epoch_")
                 sink.scalars("validation", {"loss": step}, step, 1.0, "epoch_")
@@ -417,7 +417,7 @@ class TestEventFilesFoundAreNotTrusted:
         damaged[-6] ^= 0x01  # inside the last record's data
         train.write_bytes(bytes(damaged))
         errors = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
             sink.truncate(lambda run, tag, step: step < 2)
         assert train.read_bytes() == bytes(damaged)
         assert [type(e) for e in errors] == [tbs.EventFileCorruptError]
@@ -432,7 +432,7 @@ class TestEventFilesFoundAreNotTrusted:
         whole = train.read_bytes()
         train.write_bytes(whole + frame_records([b"torn"])[:-2])
         errors = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
             sink.truncate(lambda run, tag, step: True)
         assert errors == [] and train.read_bytes() == whole
 
@@ -453,7 +453,7 @@ class TestEventFilesFoundAreNotTrusted:
         planted = tmp_path / "other" / "events.out.tfevents.0.other"
         planted.write_bytes(frame_records([event]))
         errors = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
             for step in (4, 5):
                 sink.scalars("train", {"loss": float(step)}, step, 2.0, "epoch_",
                              only_missing=True)
@@ -469,7 +469,7 @@ class TestEventFilesFoundAreNotTrusted:
         (tmp_path / "tb").mkdir()
         (tmp_path / "tb" / "train").symlink_to(elsewhere, target_is_directory=True)
         errors: list = []
-        with TensorBoardSink(tmp_path / "tb",
+        with TensorBoardWriter(tmp_path / "tb",
                              on_error=lambda what, exc: errors.append(exc)) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1000.0, "epoch_")
         assert list(elsewhere.iterdir()) == [] and errors
@@ -490,7 +490,7 @@ class TestEventFilesFoundAreNotTrusted:
         before = planted.read_bytes()
         errors: list = []
         tracemalloc.start()
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
             sink.scalars("train", {"loss": 4.0}, 4, 2.0, "epoch_", only_missing=True)
             sink.flush()
             peak = tracemalloc.get_traced_memory()[1]
@@ -508,7 +508,7 @@ class TestEventFilesFoundAreNotTrusted:
         the crashed one's and its epochs showed first or not at all."""
         train, _ = self.run_of_four(tmp_path)
         monkeypatch.setattr(tbs.time, "time", lambda: 1000.0)  # long before the first file
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.scalars("train", {"loss": 4.0}, 4, 1000.0, "epoch_")
         names = sorted(p.name for p in (tmp_path / "train").glob("events.out.tfevents.*"))
         assert names[0] == train.name and len(names) == 2
@@ -523,7 +523,7 @@ class TestEventFilesFoundAreNotTrusted:
         (tmp_path / "train").mkdir()
         (tmp_path / "train" / name).write_bytes(b"")
         errors: list = []
-        with TensorBoardSink(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
             sink.scalars("train", {"loss": 1.0}, 0, 1000.0, "epoch_")
         assert errors == []
         assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] == [0]
@@ -537,7 +537,7 @@ class TestEventFilesFoundAreNotTrusted:
         leftover.write_bytes(train.read_bytes())
         other = train.parent / ".notes"
         other.write_text("the user's")
-        with TensorBoardSink(tmp_path) as sink:
+        with TensorBoardWriter(tmp_path) as sink:
             sink.truncate(lambda run, tag, step: True)
         assert not leftover.exists() and other.read_text() == "the user's"
         assert [e.step for e in accumulator(tmp_path / "train").Scalars("epoch_loss")] \
@@ -552,7 +552,7 @@ class TestEventFilesFoundAreNotTrusted:
         done = threading.Event()
 
         def resume():
-            with TensorBoardSink(tmp_path) as sink:
+            with TensorBoardWriter(tmp_path) as sink:
                 sink.truncate(lambda run, tag, step: step < 1)
                 sink.scalars("train", {"loss": 9.0}, 1, 2.0, "epoch_", only_missing=True)
             done.set()
