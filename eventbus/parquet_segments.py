@@ -10,6 +10,13 @@ written while the training loop goes on, and a flush waits only for the segments
 so far (a crash loses no more than the records since the last flush, as with the JSON Lines
 log).
 
+pandas, pyarrow and DuckDB read such a directory as one table, but take its columns from the
+first file (by name): a column the first file lacks is dropped from the table, or refused. So
+before a segment that brings a column the log's first file lacks is written, the first file is
+written again, with every column the log has so far (null in its rows), and renamed over
+itself, its name and rows unchanged (:meth:`SegmentStore._write`). That first file is the
+header and ``train_begin`` as a rule: a few rows, written again when a metric is first seen.
+
 The same thread gathers the segments into row groups of a hidden merged file as well;
 ``close()`` adds the records since the last flush to it and renames it into place as the
 compacted log before the segments go. Where that is not possible (a metric first seen after the
@@ -223,6 +230,90 @@ def _highest_seq(file: Path, budget: DecodeBudget) -> float:
     return -1 if highest is None else highest
 
 
+def _wider(known: Any, other: Any) -> Any:
+    """The type of a column that is ``known`` in some files and ``other`` in others: a metric
+    that is a vector anywhere holds lists; a column all null in one file is typed by another."""
+    import pyarrow as pa
+
+    if known == vector_type() or other == vector_type():
+        return vector_type()
+    return other if pa.types.is_null(known) else known
+
+
+def _log_columns(directory: Path) -> tuple[tuple[str, frozenset[str]] | None, dict[str, Any]]:
+    """The first segment of ``directory`` by name, with its columns, and every column of its
+    segments with its type (``_wider`` of theirs), from their footers; a file that cannot be
+    read is passed over (the reader reports it)."""
+    import pyarrow.parquet as pq
+
+    first = None
+    columns: dict[str, Any] = {}
+    for _, _, seg in sorted(segments(directory), key=lambda s: s[2].name):
+        try:
+            with open_regular(seg) as source:
+                schema = pq.ParquetFile(source).schema_arrow
+        except Exception:  # noqa: BLE001 - damaged, gone, not a file: not a column of the log
+            continue
+        if first is None:
+            first = (seg.name, frozenset(schema.names))
+        for field in schema:
+            known = columns.get(field.name)
+            columns[field.name] = field.type if known is None else _wider(known, field.type)
+    return first, columns
+
+
+def _with_columns(schema: Any, columns: dict[str, Any]) -> Any:
+    """``schema`` with the ``columns`` it lacks (name: type) added: the metrics sorted by name,
+    before ``payload`` as a segment has them, anything else before the metrics."""
+    import pyarrow as pa
+
+    missing = [pa.field(name, kind) for name, kind in columns.items()
+               if schema.get_field_index(name) < 0]
+    if not missing:
+        return schema
+    own = list(schema)
+    metrics = sorted([f for f in [*own, *missing] if f.name.startswith(METRIC_PREFIX)],
+                     key=lambda f: f.name)
+    others = [f for f in own if not f.name.startswith(METRIC_PREFIX)]
+    at = next((i for i, f in enumerate(others) if f.name == "payload"), len(others))
+    added = [f for f in missing if not f.name.startswith(METRIC_PREFIX)]
+    return pa.schema([*others[:at], *added, *metrics, *others[at:]], metadata=schema.metadata)
+
+
+def _rewrite_with_columns(file: Path, columns: dict[str, Any]) -> frozenset[str]:
+    """Write ``file`` again with the ``columns`` it lacks, null in every row, one row group
+    at a time (a compacted log is not read whole), and rename the new file over it: its rows,
+    row groups and name stay, and a crash at any point leaves the one or the other. Returns
+    the columns it has now."""
+    import pyarrow.parquet as pq
+
+    with open_regular(file) as source:
+        parquet = pq.ParquetFile(source)
+        schema = _with_columns(parquet.schema_arrow, columns)
+        if len(schema) == len(parquet.schema_arrow):
+            return frozenset(schema.names)
+        budget = DecodeBudget()  # a log is anyone's: read within what it may decode to
+        budget.add_file(source.size())
+        tmp = _temporary(file.parent, file.name)
+        try:
+            with open(tmp, "r+b") as out:
+                with pq.ParquetWriter(out, schema, **_WRITE_OPTIONS) as writer:
+                    first = 1
+                    for group in range(parquet.metadata.num_row_groups):
+                        budget.plan(file, parquet, source, group, first, None, 1)
+                        table = parquet.read_row_group(group, use_threads=False)
+                        writer.write_table(_conform(table, schema))
+                        first += table.num_rows
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+    return frozenset(schema.names)
+
+
 def _remove_all_but(found: list[tuple[int, int, Path]], kept: str) -> None:
     for _, _, seg in found:
         if seg.name != kept:
@@ -312,6 +403,12 @@ class SegmentStore:
         # its lock, before it makes a store: ParquetWriter.__init__.)
         self._merged_tmp: Path | None = None  # the merged file's temporary file, once made
         self._wrote = False  # whether a segment was handed to this store
+        # The log's first file by name (what a dataset reader takes the columns from) and its
+        # columns; every column of the log with its type. Read from the directory at the first
+        # segment written, then kept as segments are written (see :meth:`_write`).
+        self._first: tuple[str, frozenset[str]] | None = None
+        self._columns: dict[str, Any] | None = None
+        self._widening = True  # false once the first file could not be written again
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
@@ -337,10 +434,47 @@ class SegmentStore:
         if self._blocked:
             raise _HeldBack(f"{target.name}: held behind a segment the disk refused")
         try:
-            write_atomically(table, target)
+            self._write(table, target)
         except OSError:
             self._blocked = True
             raise
+
+    def _write(self, table: Any, target: Path) -> None:
+        """Write ``table`` as the segment ``target``. A segment with a column the log's first
+        file lacks has it added there first, so that a reader taking the log's columns from
+        that file (pandas, pyarrow, DuckDB) finds it; where the segment becomes the first
+        file itself, it is written with every column of the log."""
+        first = self._widen(table, target)
+        write_atomically(table if first is None else first, target)
+        if first is not None:
+            self._first = (target.name, frozenset(first.column_names))
+
+    def _widen(self, table: Any, target: Path) -> Any:
+        """Before ``table`` is written as ``target``: ``table`` with every column of the log,
+        if ``target`` is to be the log's first file; else None, the first file given the
+        columns it lacks (tried again with the next segment if that fails: the segment is
+        written all the same, and the log reads whole with eventbus's reader)."""
+        if not self._widening:
+            return None
+        try:
+            if self._columns is None:
+                self._first, self._columns = _log_columns(self.directory)
+            columns = self._columns
+            for field in table.schema:
+                known = columns.get(field.name)
+                columns[field.name] = field.type if known is None else _wider(known, field.type)
+            first = self._first
+            if first is None or target.name <= first[0]:
+                schema = _with_columns(table.schema, columns)
+                return _conform(table, schema) if len(schema) > table.num_columns else table
+            if not first[1].issuperset(columns):
+                self._first = (first[0], _rewrite_with_columns(self.directory / first[0],
+                                                               columns))
+        except OSError:
+            pass  # a full disk: tried again with the next segment
+        except Exception:  # noqa: BLE001 - a first file that cannot be read: left as it is
+            self._widening = False
+        return None
 
     def wait(self) -> None:
         """Return once every segment submitted is on disk. Those kept from a failed write are
@@ -352,7 +486,7 @@ class SegmentStore:
         kept, self.kept = self.kept, []
         for i, (table, first, last) in enumerate(kept):
             try:
-                write_atomically(table, self.directory / segment_name(first, last))
+                self._write(table, self.directory / segment_name(first, last))
             except OSError:
                 self.kept = kept[i:]
                 raise
@@ -475,7 +609,7 @@ class SegmentStore:
                 table, first, tail_last = tail
                 target = self.directory / segment_name(first, tail_last)
                 try:
-                    keep_trying(lambda: write_atomically(table, target))
+                    keep_trying(lambda: self._write(table, target))
                 except OSError as exc:
                     self._abandon_merge()
                     raise given_up(exc, f"{self.directory}: the last {table.num_rows} "
