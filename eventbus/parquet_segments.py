@@ -19,9 +19,11 @@ header and ``train_begin`` as a rule: a few rows, written again when a metric is
 
 The same thread gathers the segments into row groups of a hidden merged file as well;
 ``close()`` adds the records since the last flush to it and renames it into place as the
-compacted log before the segments go. Where that is not possible (a metric first seen after the
-first segment, a log resumed onto segments already on disk), ``close()`` merges the segments
-the slow way: read them all, write them again (:func:`compact`).
+compacted log before the segments go. Its columns are those of the segments it holds until
+it writes its first row group (``_ROW_GROUP_ROWS`` rows), which fixes them. Where that is not
+possible (a metric first seen after that row group, a log resumed onto segments already on
+disk), ``close()`` merges the segments the slow way: read them all, write them again
+(:func:`compact`).
 """
 
 from __future__ import annotations
@@ -525,16 +527,7 @@ class SegmentStore:
         try:
             if written.exception() is not None:
                 raise OSError("the segment was not written")
-            if self._merged is None:
-                import pyarrow.parquet as pq
-
-                self._merged_schema = _plain_schema(table.schema)
-                self._merged_tmp = _temporary(self.directory, _MERGED)
-                self._merged_file = open(self._merged_tmp, "r+b")  # noqa: SIM115 - kept open
-                self._merged = pq.ParquetWriter(self._merged_file, self._merged_schema,
-                                                **_WRITE_OPTIONS)
-            if not self._fits(table):
-                raise ValueError("a column the merged file does not have")
+            self._take_columns(table)
             self._hold(table, at_least=_ROW_GROUP_ROWS)
             self._merged_names.append(name)
         except Exception:  # noqa: BLE001 - close() falls back to compact(), which reports
@@ -552,9 +545,27 @@ class SegmentStore:
         """Whether the merged file has every column of ``table``."""
         return set(table.column_names) <= set(self._merged_schema.names)
 
+    def _take_columns(self, table: Any) -> None:
+        """The merged file's columns take those of ``table`` until its first row group is
+        written, which fixes them: the log's first segment is the header and train_begin, with
+        no metric, and a file whose columns were that segment's held no later one."""
+        if self._merged is not None:
+            if not self._fits(table):
+                raise ValueError("a column the merged file does not have")
+            return
+        schema = _plain_schema(table.schema)
+        self._merged_schema = schema if self._merged_schema is None else _with_columns(
+            self._merged_schema, {f.name: f.type for f in schema})
+
     def _write_held(self) -> None:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
+        if self._held and self._merged is None:
+            self._merged_tmp = _temporary(self.directory, _MERGED)
+            self._merged_file = open(self._merged_tmp, "r+b")  # noqa: SIM115 - kept open
+            self._merged = pq.ParquetWriter(self._merged_file, self._merged_schema,
+                                            **_WRITE_OPTIONS)
         if self._held:
             # Conformed once per row group, not per segment: the casts cost per call.
             held = _conform(pa.concat_tables(self._held, promote_options="default"),
@@ -598,7 +609,7 @@ class SegmentStore:
             return
         found = segments(self.directory)
         last = max((last for _, last, _ in found), default=-1)
-        holds_all = (self._merged is not None
+        holds_all = (self._merging and self._merged_schema is not None
                      and sorted(self._merged_names) == sorted(seg.name for _, _, seg in found))
         parts = len(found)  # segments the merged file would hold
         if tail is not None:
@@ -644,9 +655,10 @@ class SegmentStore:
 
     def _merge_tail(self, table: Any) -> bool:
         """Write the rows still held and ``table`` as the merged file's last row group."""
-        if not self._fits(table):
+        if self._merged is not None and not self._fits(table):
             return False
         try:
+            self._take_columns(table)
             self._hold(table, at_least=0)
         except Exception:  # noqa: BLE001 - the tail goes into a segment instead
             self._abandon_merge()

@@ -94,6 +94,26 @@ class TestMergedAtClose:
         assert frame["logs.loss"].tolist()[1:] == [1.0 / seq for seq in range(1, 25)]
         assert [rec.seq for rec in read_log(path)] == list(range(25))
 
+    def test_a_bus_run_s_log_is_the_file_merged_as_it_went(self, tmp_path, compactions):
+        """A run on a bus: its first segment is the header and train_begin, flushed before
+        any metric. The merged file took that segment's columns, no later segment fitted it,
+        and every run's close read the whole log back to compact it."""
+        from eventbus import Bus
+
+        path = tmp_path / "events.parquet"
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                for b in range(50):
+                    bus.batch_end(b, {"loss": 1.0 / (b + 1)})
+                bus.epoch_end(epoch, {"loss": 0.5, "val_loss": 0.6 + epoch})
+            bus.train_end()
+        assert compactions == []
+        table = the_file(path).read()
+        assert table.column("logs.val_loss").to_pylist()[-2] == 2.6  # before train_end
+        assert [rec.seq for rec in read_log(path)] == table.column("seq").to_pylist()
+
     def test_small_segments_gather_into_row_groups(self, tmp_path, monkeypatch, compactions):
         """Segments of a run flushed often are written as row groups of at least
         _ROW_GROUP_ROWS rows (the last may be smaller): fewer, larger groups read faster."""
@@ -118,30 +138,40 @@ class TestMergedAtClose:
         for name in ("v", "seq", "epoch", "batch", "step"):
             assert "DELTA_BINARY_PACKED" in encodings[name], (name, encodings[name])
 
-    def test_a_metric_first_seen_in_a_later_segment_is_compacted_instead(self, tmp_path,
-                                                                          compactions):
-        """The merged file's columns are fixed by its first segment: a later new metric makes
-        close() compact the segments, with every column and value."""
+    @pytest.mark.parametrize("group_rows", [None, 3])
+    def test_a_metric_first_seen_in_a_later_segment(self, tmp_path, monkeypatch, compactions,
+                                                    group_rows):
+        """The merged file's columns are those of the segments it holds until its first row
+        group is written: a metric first seen later joins it (the log's first segment is the
+        header, with no metric, and a file of its columns made every run compact at close).
+        After that row group (``group_rows``), a new metric makes close() compact the
+        segments, with every column and value."""
+        if group_rows is not None:
+            monkeypatch.setattr(parquet_segments, "_ROW_GROUP_ROWS", group_rows)
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 6)]
                    + [batch(seq, {"loss": 0.5, "gnorm": float(seq)}) for seq in range(6, 9)])
         write_log(path, records, flush_at=(3, 6))
-        assert compactions == [path]
+        assert compactions == ([] if group_rows is None else [path])
         data = the_file(path).read().to_pydict()
         assert data["logs.gnorm"] == [None] * 6 + [6.0, 7.0, 8.0]
         assert not [p for p in path.iterdir() if p.name.startswith(".")]
         back = list(read_log(path))
         assert all(same(b.model_dump(), w) for b, w in zip(back, records, strict=True))
 
-    def test_a_new_metric_in_the_records_close_writes_last_is_kept(self, tmp_path,
-                                                                    compactions):
-        """The records after the last flush go into the merged file only when they fit it;
-        a new metric among them makes a last segment, and all are compacted."""
+    @pytest.mark.parametrize("group_rows", [None, 2])
+    def test_a_new_metric_in_the_records_close_writes_last_is_kept(self, tmp_path, monkeypatch,
+                                                                    compactions, group_rows):
+        """The records after the last flush go into the merged file, a new metric with them,
+        while it has written no row group; after one, a new metric among them makes a last
+        segment, and all are compacted."""
+        if group_rows is not None:
+            monkeypatch.setattr(parquet_segments, "_ROW_GROUP_ROWS", group_rows)
         path = tmp_path / "events.parquet"
         records = ([HEADER.model_dump()] + [batch(seq) for seq in range(1, 5)]
                    + [batch(5, {"loss": 0.5, "lr": 0.01})])
         write_log(path, records, flush_at=(2, 4))
-        assert compactions == [path]
+        assert compactions == ([] if group_rows is None else [path])
         assert files(path) == ["seg-000000000000-000000000005.parquet"]
         assert the_file(path).read().column("logs.lr").to_pylist() == [None] * 5 + [0.01]
         back = list(read_log(path))
