@@ -184,11 +184,15 @@ class CheckpointError(EventBusError, ValueError):
     other files, allocate more than the file can hold, or return something that is not a
     numeric array (``sinks.hdf5.load_checkpoint``). Nothing of the file is returned."""
 
-    def __init__(self, message: str, *, path: str | None = None, dataset: str | None = None):
+    def __init__(self, message: str, *, path: str | None = None, dataset: str | None = None,
+                 misfit: bool = False):
         super().__init__(message)
         self.path = path
         #: The dataset, group or attribute at fault, as an HDF5 path ("/weights/dense/kernel").
         self.dataset = dataset
+        #: Refused as no checkpoint of the model it was read for (weights of another name,
+        #: shape or dtype kind, or more than one of the model can hold), not as damaged.
+        self.misfit = misfit
 
 
 class RegistryError(EventBusError, LookupError):

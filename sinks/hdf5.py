@@ -58,9 +58,9 @@ from eventbus.sink import is_transient
 
 from .isolated import parse_seconds, run_isolated
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "HDF5CheckpointWriter",
-           "file_sha256", "load_checkpoint", "load_state_dict", "write_atomically",
-           "write_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_EXPANSION", "Checkpoint", "Expected",
+           "HDF5CheckpointWriter", "expected_of", "file_sha256", "load_checkpoint",
+           "load_state_dict", "write_atomically", "write_checkpoint"]
 
 FORMAT = "eventbus-checkpoint"
 FORMAT_VERSION = 1
@@ -301,7 +301,12 @@ def _remove_leftovers(directory: str, prefix: str, endings: tuple[str, ...]) -> 
 #   above deflate's ceiling of 1032:1), and the datasets together store no more than the file's
 #   size, so a checkpoint of N bytes makes the loader allocate at most about MAX_EXPANSION * N;
 # - metadata and model_config that are not JSON objects, and a names list that is not the list
-#   of the datasets present.
+#   of the datasets present;
+# - given the model the checkpoint is read for (``expect``, see Expected): weights whose names,
+#   shapes or dtype kinds are not the model's, and datasets declaring together more than a
+#   checkpoint of the model can hold. Both are told from the declared shapes and dtypes, before
+#   any value is read: a file of kilobytes may declare hundreds of megabytes within the
+#   compression bound above, which only the model can tell is no checkpoint of it.
 
 #: How much a compressed dataset may expand: deflate's ceiling (1032:1) and a margin.
 MAX_EXPANSION = 1100
@@ -320,9 +325,9 @@ _ZIP_SIGNATURE = b"PK\x03\x04"
 _MAX_FIXED_ATTR = 1 << 20
 
 
-def _refuse(path: str, where: str | None, what: str) -> CheckpointError:
+def _refuse(path: str, where: str | None, what: str, *, misfit: bool = False) -> CheckpointError:
     place = f"{path}: {where}" if where else path
-    return CheckpointError(f"{place}: {what}", path=path, dataset=where)
+    return CheckpointError(f"{place}: {what}", path=path, dataset=where, misfit=misfit)
 
 
 def _open_regular(path: str, *, follow_links: bool = True) -> Any:
@@ -497,9 +502,11 @@ def _walk(group: Any, prefix: str, path: str, where: str, seen: set[Any],
             raise _refuse(path, here, f"is a {type(obj).__name__}, not a dataset or group")
 
 
-def _arrays(file: Any, top: str, path: str, seen: set[Any]) -> tuple[dict[str, Any], int]:
+def _arrays(file: Any, top: str, path: str,
+            seen: set[Any]) -> tuple[dict[str, Any], int, int]:
     """The datasets of ``/top`` in the order its ``names`` attribute gives, each checked, and
-    the bytes they store in the file together; nothing of their values is read yet."""
+    the bytes they declare and store in the file together; nothing of their values is read
+    yet."""
     import h5py
 
     where = f"/{top}"
@@ -521,8 +528,74 @@ def _arrays(file: Any, top: str, path: str, seen: set[Any]) -> tuple[dict[str, A
         raise _refuse(path, f"{where}/@names", "does not list the datasets present"
                       + (f"; not listed: {extra[:5]}" if extra else "")
                       + (f"; listed but absent: {missing[:5]}" if missing else ""))
-    stored = sum(_declared(found[name], path, f"{where}/{name}")[1] for name in names)
-    return {name: found[name] for name in names}, stored
+    sizes = [_declared(found[name], path, f"{where}/{name}") for name in names]
+    return ({name: found[name] for name in names}, sum(d for d, _ in sizes),
+            sum(s for _, s in sizes))
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a checkpoint of one model holds (:func:`expected_of`), compared with what a file
+    declares before any of its values is read."""
+
+    #: Each weight's (name, shape, dtype kind), in the model's order.
+    weights: tuple[tuple[str, tuple[int, ...], str], ...]
+    #: The most bytes the datasets of a checkpoint of the model declare together (its weights
+    #: and an optimizer's state, :data:`_LARGER_THAN_WEIGHTS` times the weights and 64 MiB).
+    most: int
+    #: Other names the adapter reads weights by, (name, key): Keras's variable paths, the keys
+    #: of an earlier eventbus. A file whose names are none of the model's keys is compared
+    #: through them, else by position, as the adapter's ``set_weights`` reads it.
+    aliases: tuple[tuple[str, str], ...] = ()
+
+
+def expected_of(model: Any) -> Expected | None:
+    """What a checkpoint of ``model`` holds, from its ``get_weights()`` (and ``weight_paths()``
+    where the adapter has one); None when there is no model or it cannot tell."""
+    get = getattr(model, "get_weights", None)
+    if not callable(get):
+        return None
+    try:
+        weights = get()
+        if not isinstance(weights, Mapping):
+            return None
+        arrays = [(str(name), np.asarray(value)) for name, value in weights.items()]
+        paths = getattr(model, "weight_paths", None)
+        aliases = tuple((str(p), str(k)) for k, p in paths().items()) if callable(paths) else ()
+    except Exception:  # noqa: BLE001 - nothing to compare with: the loader's checks still hold
+        return None
+    total = sum(array.nbytes for _, array in arrays)
+    return Expected(tuple((name, tuple(int(n) for n in array.shape), array.dtype.kind)
+                          for name, array in arrays),
+                    _LARGER_THAN_WEIGHTS * total + _OVERHEAD, aliases)
+
+
+def _misfit(datasets: Mapping[str, Any], expect: Expected) -> tuple[str, str] | None:
+    """The first weight of ``datasets`` (checked, not read) that is not the model's, and how:
+    another name, shape or dtype kind, or one of the model's the file lacks; None when every
+    weight fits."""
+    want = {name: (shape, kind) for name, shape, kind in expect.weights}
+    names = list(datasets)
+    keys = names
+    aliases = dict(expect.aliases)
+    if aliases and not set(names) & set(want):
+        if set(names) <= set(aliases):
+            keys = [aliases[name] for name in names]
+        elif len(names) == len(want):
+            keys = list(want)  # by position, as the adapter reads another process's paths
+    for name, key in zip(names, keys):
+        if key not in want:
+            return name, f"is no weight of the model (its weights: {list(want)[:5]})"
+        shape, kind = want[key]
+        dataset = datasets[name]
+        if tuple(dataset.shape) != shape:
+            return name, f"has shape {tuple(dataset.shape)}, the model's is {shape}"
+        if kind in _NUMERIC and dataset.dtype.kind != kind:
+            return name, f"has dtype {dataset.dtype}, the model's is of kind {kind!r}"
+    missing = [key for key in want if key not in set(keys)]
+    if missing:
+        return missing[0], "is missing: the model has this weight, the file does not"
+    return None
 
 
 def _read(datasets: Mapping[str, Any], path: str, top: str) -> dict[str, np.ndarray]:
@@ -536,7 +609,8 @@ def _read(datasets: Mapping[str, Any], path: str, top: str) -> dict[str, np.ndar
     return out
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, follow_links: bool = True) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], *, follow_links: bool = True,
+                    expect: Expected | None = None) -> Checkpoint:
     """Read a checkpoint written by this module: weights, metadata, config, optimizer state.
 
     The file is untrusted input: it is read only if it is a regular file, and only its own
@@ -545,27 +619,30 @@ def load_checkpoint(path: str | os.PathLike[str], *, follow_links: bool = True) 
     :class:`~eventbus.errors.CheckpointError` naming the file and the dataset; a file that is
     not HDF5 at all, or cannot be opened, an ``OSError`` naming the file.
     ``follow_links=False``: a link at ``path`` is an ``OSError``, not followed (a folder others
-    can write, such as a backup's).
+    can write, such as a backup's). ``expect``: the model the checkpoint is for
+    (:func:`expected_of`); weights that are not its (another name, shape or dtype kind), or
+    datasets declaring more than a checkpoint of it can hold, are a ``CheckpointError``
+    naming the first such dataset, told from what the file declares before any value is read.
     """
     name = os.fspath(path)
     with _open_regular(name, follow_links=follow_links) as handle:
-        return _load_open(handle, name)
+        return _load_open(handle, name, expect)
 
 
-def _load_open(handle: Any, name: str) -> Checkpoint:
+def _load_open(handle: Any, name: str, expect: Expected | None = None) -> Checkpoint:
     """:func:`load_checkpoint` of a regular file already open (``name`` names it in
     messages): the file is read through ``handle`` from its start, never opened again.
 
     Parsed first in a child process under a deadline (:mod:`sinks.isolated`): a crafted file
     can make the HDF5 library loop for ever, which only a process can be stopped in."""
     if not _written_here(handle.fileno()):
-        run_isolated(lambda: _parse(handle, name) and None, path=name,
+        run_isolated(lambda: _parse(handle, name, expect) and None, path=name,
                      seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
                      descriptor=handle.fileno())
-    return _parse(handle, name)
+    return _parse(handle, name, expect)
 
 
-def _parse(handle: Any, name: str) -> Checkpoint:
+def _parse(handle: Any, name: str, expect: Expected | None = None) -> Checkpoint:
     import h5py
 
     handle.seek(0)
@@ -576,7 +653,7 @@ def _parse(handle: Any, name: str) -> Checkpoint:
         raise OSError(f"{name}: not an HDF5 checkpoint file ({exc})") from exc
     with file:
         try:
-            return _load(file, name, size)
+            return _load(file, name, size, expect)
         except CheckpointError:
             raise
         except (KeyError, OSError, RuntimeError, TypeError, ValueError,
@@ -586,7 +663,7 @@ def _parse(handle: Any, name: str) -> Checkpoint:
                           f"({type(exc).__name__}: {exc})") from None
 
 
-def _load(file: Any, path: str, size: int) -> Checkpoint:
+def _load(file: Any, path: str, size: int, expect: Expected | None = None) -> Checkpoint:
     if _attr(file, "format", path, "/", kind=str) != FORMAT:
         raise _refuse(path, None, f"not an eventbus checkpoint (no format={FORMAT!r} "
                       "attribute)")
@@ -603,16 +680,27 @@ def _load(file: Any, path: str, size: int) -> Checkpoint:
         raise _refuse(path, "/@metadata", "is nested too deeply") from None
     model_config = _json_attr(file, "model_config", path, "/", dict)
     seen: set[Any] = set()
-    weights, stored = _arrays(file, "weights", path, seen)
+    weights, declared, stored = _arrays(file, "weights", path, seen)
     optimizer: dict[str, Any] = {}
     if file.id.links.exists(b"optimizer"):
-        optimizer, more = _arrays(file, "optimizer", path, seen)
-        stored += more
+        optimizer, more, more_stored = _arrays(file, "optimizer", path, seen)
+        declared += more
+        stored += more_stored
     if stored > size:
         # Each dataset's bytes are its own: more than the file holds means chunks that point
         # at the same bytes, a way to multiply what one compressed chunk expands to.
         raise _refuse(path, None, f"its datasets claim {stored} bytes of storage in a file of "
                       f"{size} bytes")
+    if expect is not None:
+        # Before any value is read, here and in the checking child: a file of kilobytes may
+        # declare hundreds of megabytes, decoded twice before the model could refuse them.
+        misfit = _misfit(weights, expect)
+        if misfit is not None:
+            raise _refuse(path, f"/weights/{misfit[0]}", f"does not fit the model: {misfit[1]}",
+                          misfit=True)
+        if declared > expect.most:
+            raise _refuse(path, None, f"its datasets declare {declared:,} bytes, more than a "
+                          f"checkpoint of this model can hold ({expect.most:,})", misfit=True)
     return Checkpoint(weights=_read(weights, path, "weights"), metadata=metadata,
                       model_config=model_config,
                       optimizer=_read(optimizer, path, "optimizer"))
@@ -1110,7 +1198,9 @@ class HDF5CheckpointWriter(Plugin, Sink):
             with _private_copy(held, path, sha256) as copy:
                 load(copy)
             return [WeightsRestored(source=label, tag=tag)]
-        checkpoint = _load_open(held.file, path)
+        # Weights that are not the model's are refused before they are read (the model would
+        # refuse them only once restored, and no older checkpoint would be tried).
+        checkpoint = _load_open(held.file, path, expected_of(model))
         run.keep_weights(tag, checkpoint.weights, optimizer=checkpoint.optimizer or None)
         run.restore_weights(tag, source=label)
         return []
@@ -1443,7 +1533,7 @@ def _walk_isolated(handle: Any, path: str, *, most: int | None = None) -> None:
     def walk() -> None:
         handle.seek(0)
         if head.startswith(_HDF5_SIGNATURE):
-            _walk_hdf5(handle, path)
+            _walk_hdf5(handle, path, most=most)
             return
         import zipfile
 
@@ -1461,23 +1551,32 @@ def _walk_isolated(handle: Any, path: str, *, most: int | None = None) -> None:
                               f"{entry.compress_size}: more than {MAX_EXPANSION}x compression")
             with archive.open(entry) as inner:
                 data = inner.read(entry.file_size + 1)
-            _walk_hdf5(io.BytesIO(data[:entry.file_size]), path, entry.filename)
+            _walk_hdf5(io.BytesIO(data[:entry.file_size]), path, entry.filename, most=most)
 
     run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
                  descriptor=handle.fileno())
 
 
-def _walk_hdf5(file_object: Any, path: str, inside: str = "") -> None:
+def _walk_hdf5(file_object: Any, path: str, inside: str = "", *,
+               most: int | None = None) -> None:
     """Every object and attribute of the HDF5 file in ``file_object`` (the file at ``path``, or
-    its member ``inside``) read, and every dataset checked (:func:`_declared`); a file HDF5
+    its member ``inside``) read, and every dataset checked (:func:`_declared`), their declared
+    bytes together within ``most`` (what a checkpoint of the model can hold); a file HDF5
     cannot open is left to the framework's loader."""
     import h5py
 
+    declared = 0
+
     def visit(name: str, obj: Any) -> None:
+        nonlocal declared
         for key in obj.attrs:
             obj.attrs[key]  # noqa: B018 - read: the parse is the point
         if isinstance(obj, h5py.Dataset):
-            _declared(obj, path, f"{inside}/{name}")
+            declared += _declared(obj, path, f"{inside}/{name}")[0]
+            if most is not None and declared > most:
+                raise _refuse(path, f"{inside}/{name}", f"brings what the datasets declare to "
+                              f"{declared:,} bytes, more than a checkpoint of this model can "
+                              f"hold ({most:,})", misfit=True)
 
     try:
         file = h5py.File(file_object, "r")

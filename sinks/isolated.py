@@ -103,7 +103,8 @@ def _run_in_child(work: Callable[[], Any], path: str, seconds: float) -> Any:
     if "error" in result:
         if result["error"] == "CheckpointError":
             raise CheckpointError(str(result.get("message")), path=path,
-                                  dataset=result.get("dataset"))
+                                  dataset=result.get("dataset"),
+                                  misfit=result.get("misfit") is True)
         raise OSError(str(result.get("message")))
     return result.get("value")
 
@@ -122,7 +123,8 @@ def _child(work: Callable[[], Any], read: int, write: int,
             out: dict[str, Any] = {"value": work()}
         except CheckpointError as exc:
             out = {"error": "CheckpointError", "message": str(exc),
-                   "dataset": getattr(exc, "dataset", None)}
+                   "dataset": getattr(exc, "dataset", None),
+                   "misfit": getattr(exc, "misfit", False) is True}
         except OSError as exc:
             out = {"error": "OSError", "message": str(exc)}
         except Exception as exc:  # noqa: BLE001 - what the library raised, named
