@@ -32,6 +32,7 @@ import os
 from typing import Any
 
 from eventbus import Plugin, Sink, hookimpl
+from eventbus.errors import ConfigError
 from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning, WeightsRestored
 from eventbus.run import Run
@@ -117,13 +118,24 @@ class BackupAndRestore(Plugin, Sink):
 
     def resume_epochs(self, run: Run, log: str, epochs: int) -> int | None:
         """How many of the ``epochs`` finished epochs of ``log`` the weights backup can resume
-        after: fewer when the latest file cannot be used and the previous one, a finished
-        epoch behind, is; the bus then resumes after that epoch (see :mod:`eventbus.resume`).
-        None: no usable weights file (the restore warns, where there is a model)."""
+        after: fewer when the latest file cannot be used (damaged, or not the model's) and the
+        previous one, a finished epoch behind, is; the bus then resumes after that epoch (see
+        :mod:`eventbus.resume`). None: no usable weights file (the restore warns, where there
+        is a model). A model on the bus whose weights no backup file of the run fits is a
+        ``ConfigError``: going on after the log's epochs with weights that never trained them
+        would lose the run's progress without a word, and starting over would abandon it."""
         from eventbus import read_header
 
         found = self.files.restore(read_header(log).run_id, epochs, have_model=True,
+                                   model=run.model,
                                    snapshots=False)  # read when the run restores them
+        if found.latest is None and found.misfits:
+            refused = "; ".join(w.message.removeprefix(f"{self.files.plugin}: ")
+                                for w in found.warnings if w.details.get("misfit"))
+            raise ConfigError(f"{self.files.plugin}: cannot resume: no weights backup in "
+                              f"{self.backup_dir} fits the model: {refused}. Give the model the "
+                              "run was trained with, or another backup_dir to start a new run",
+                              plugin=self.files.plugin, field="backup_dir")
         return None if found.latest is None else found.finished
 
     def open(self, run: Run) -> None:
@@ -144,8 +156,7 @@ class BackupAndRestore(Plugin, Sink):
         """Give the resumed run the weights (and kept snapshots) its log has caught up with."""
         self._restored = True
         label = run.label(self)
-        found = self.files.restore(run.run_id, run.initial_epoch,
-                                   have_model=run.model is not None)
+        found = self.files.restore(run.run_id, run.initial_epoch, model=run.model)
         self.files.forget()  # the weights found are handed to the bus below, not kept here
         self._outbox.extend(warning.model_copy(update={"source": label})
                             for warning in found.warnings)

@@ -18,13 +18,13 @@ import os
 import stat
 import warnings
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from eventbus.errors import ConfigError
+from eventbus.errors import CheckpointError, ConfigError
 from eventbus.records import Warning
 
-from .hdf5 import Checkpoint, load_checkpoint, write_checkpoint
+from .hdf5 import Checkpoint, Expected, expected_of, load_checkpoint, write_checkpoint
 
 __all__ = ["LATEST", "LOG", "PREVIOUS", "BackupFiles", "Restore", "snapshot_file"]
 
@@ -56,6 +56,9 @@ class Restore:
     snapshots: list[tuple[str, Checkpoint]]
     #: What went wrong on the way (files that cannot be read, weights behind the log).
     warnings: list[Warning]
+    #: The weights files refused as not the model's (weights of other names, shapes or dtype
+    #: kinds, or declaring more than a backup of it holds).
+    misfits: list[str] = field(default_factory=list)
 
 
 class BackupFiles:
@@ -112,14 +115,21 @@ class BackupFiles:
         write_checkpoint(self.path(name), weights, metadata={**metadata, "tag": tag})
         self._snapshots_of_run.add(name)
 
-    def restore(self, run_id: str, initial_epoch: int, *, have_model: bool,
-                snapshots: bool = True) -> Restore:
+    def restore(self, run_id: str, initial_epoch: int, *, have_model: bool | None = None,
+                model: Any = None, snapshots: bool = True) -> Restore:
         """The newest weights (and, with ``snapshots``, the kept snapshots) that match a log
-        resuming at ``initial_epoch``."""
+        resuming at ``initial_epoch``, and, given the ``model``, fit it: a file whose weights
+        are not the model's (names, shapes, dtype kinds) is refused, before its values are
+        read, with a warning naming it and the first weight that differs, and the other file
+        is used (``Restore.misfits`` names the refused ones). ``have_model``: whether the
+        run has a model (by default, whether ``model`` is given)."""
+        if have_model is None:
+            have_model = model is not None
+        expect = None if model is None else expected_of(model)
         found = Restore(None, 0, [], [])
         candidates = []
         for name in (LATEST, PREVIOUS):
-            checkpoint = self._read(name, found.warnings)
+            checkpoint = self._read(name, found.warnings, expect, found.misfits)
             if checkpoint is None:
                 continue
             meta = checkpoint.metadata
@@ -133,11 +143,17 @@ class BackupFiles:
             elif meta.get("run_id") == run_id and finished <= initial_epoch:
                 candidates.append(((finished, step if _count(step) else 0), name, checkpoint))
         if not candidates:
-            if have_model:
+            if have_model and not found.misfits:
                 found.warnings.append(Warning(
                     message=f"{self.plugin}: no weights backup in {self.directory} matches "
                     f"the log (run {run_id}, resuming at epoch {initial_epoch}); the model "
                     "keeps its current weights", details={"initial_epoch": initial_epoch}))
+            elif have_model:
+                found.warnings.append(Warning(
+                    message=f"{self.plugin}: no weights backup in {self.directory} fits the "
+                    f"model ({', '.join(found.misfits)} refused); the model keeps its current "
+                    "weights", details={"initial_epoch": initial_epoch,
+                                        "refused": list(found.misfits)}))
             return found
         (found.finished, _), name, checkpoint = max(candidates, key=lambda c: c[0])
         found.latest = (name, checkpoint)
@@ -148,7 +164,7 @@ class BackupFiles:
                 details={"path": self.path(name), "epochs_finished": found.finished,
                          "initial_epoch": initial_epoch}))
         if snapshots:
-            found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings)
+            found.snapshots = self._snapshots(run_id, initial_epoch, found.warnings, expect)
         return found
 
     def forget(self) -> None:
@@ -164,8 +180,8 @@ class BackupFiles:
         with suppress(OSError):
             os.replace(self.path(PREVIOUS), self.path(LATEST))
 
-    def _snapshots(self, run_id: str, initial_epoch: int,
-                   warnings: list[Warning]) -> list[tuple[str, Checkpoint]]:
+    def _snapshots(self, run_id: str, initial_epoch: int, warnings: list[Warning],
+                   expect: Expected | None = None) -> list[tuple[str, Checkpoint]]:
         out = []
         # Only the files of tags the backup's log kept weights under are read: every other
         # snapshot.*.weights.h5 in a folder others can write is not this run's, and one the
@@ -175,7 +191,7 @@ class BackupFiles:
         if tags is not None:
             names = [n for n in names if n in {snapshot_file(tag) for tag in tags}]
         for name in sorted(names):
-            checkpoint = self._read(name, warnings)
+            checkpoint = self._read(name, warnings, expect)
             if checkpoint is None:
                 continue
             meta = checkpoint.metadata
@@ -190,10 +206,14 @@ class BackupFiles:
             out.append((tag, checkpoint))
         return out
 
-    def _read(self, name: str, warnings: list[Warning]) -> Checkpoint | None:
+    def _read(self, name: str, warnings: list[Warning], expect: Expected | None = None,
+              misfits: list[str] | None = None) -> Checkpoint | None:
         """The backup file ``name``, read without following a link out of the folder (others
-        may write it), and read once per version of the file: a resume asks twice, and a file
-        on which HDF5 loops costs its whole deadline each time."""
+        may write it), and read once per version of the file and model: a resume asks twice,
+        and a file on which HDF5 loops costs its whole deadline each time. With ``expect``
+        (the model's weights), a file whose weights are not the model's is refused before any
+        value is read (a few hundred kilobytes of compressed zeros can declare hundreds of
+        megabytes), with a warning, and its name goes to ``misfits``."""
         path = self.path(name)
         try:
             info = os.lstat(path)
@@ -203,10 +223,13 @@ class BackupFiles:
             warnings.append(Warning(message=f"{self.plugin}: cannot read {path}: {exc}",
                                     details={"path": path}))
             return None
-        key = (name, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        key = (name, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, expect)
         if key not in self._verdicts:
             try:
-                self._verdicts[key] = (load_checkpoint(path, follow_links=False), None)
+                self._verdicts[key] = (load_checkpoint(path, follow_links=False,
+                                                       expect=expect), None)
+            except CheckpointError as exc:
+                self._verdicts[key] = (None, self._refused(path, exc))
             except Exception as exc:  # noqa: BLE001 - a damaged backup: another may do
                 self._verdicts[key] = (None, Warning(
                     message=f"{self.plugin}: cannot read {path}: {type(exc).__name__}: {exc}",
@@ -214,7 +237,20 @@ class BackupFiles:
         checkpoint, warning = self._verdicts[key]
         if warning is not None:
             warnings.append(warning)
+            if misfits is not None and warning.details.get("misfit"):
+                misfits.append(name)
         return checkpoint
+
+    def _refused(self, path: str, exc: CheckpointError) -> Warning:
+        """The warning for a file the loader refused: as damaged, or as no backup of the
+        model, then naming the first weight that differs."""
+        if not exc.misfit:
+            return Warning(message=f"{self.plugin}: cannot read {path}: CheckpointError: {exc}",
+                           details={"path": path})
+        why = str(exc).removeprefix(f"{path}: ")
+        return Warning(message=f"{self.plugin}: {path} is not a backup of this model ({why}); "
+                       "it is not used",
+                       details={"path": path, "dataset": exc.dataset, "misfit": True})
 
     def _recorded_tags(self) -> set[str] | None:
         """The tags the backup's log has ``snapshot_weights`` decisions for; None when it has
