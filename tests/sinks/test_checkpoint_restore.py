@@ -86,3 +86,38 @@ def test_the_newest_intact_checkpoint_comes_back(paths, changed, removed):
             assert fresh.weights["w"].tolist() == [0.0, 0.0]
             assert restored == []
             assert sum("the weights were not restored" in m for m in messages) == 1
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_gives_way_to_an_older_one(tmp_path):
+    """The newest checkpoint the log records holds a weight of another shape than the model
+    given to the resume (here the model grew at epoch 2): it is passed over, with a warning
+    naming the file and the weight, and the one saved before it is restored. Before, it was
+    taken: the model refused it only once restored (a sink_failed at close), no older
+    checkpoint was tried, and the run went on with the model's initial weights."""
+    directory = str(tmp_path)
+    log = tmp_path / "events.jsonl"
+    model = NumpyModel({"w": np.zeros(2)})
+    writer = JsonlWriter(log)
+    bus = Bus([SaveTo(directory, [0, 1, 2]), HDF5CheckpointWriter()], model=model, log=writer)
+    bus.train_begin({"epochs": 4})
+    for epoch in range(3):
+        bus.epoch_begin(epoch)
+        if epoch == 2:
+            model.weights["w"] = np.zeros(3)
+        model.weights["w"][:] = weights_at(epoch)
+        bus.epoch_end(epoch, {"loss": 1.0})
+    bus.flush()
+    writer.close()  # the crash: no train_end
+    fresh = NumpyModel({"w": np.zeros(2)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Bus([SaveTo(directory, [0, 1, 2]), HDF5CheckpointWriter()], model=fresh, log=log,
+            resume=True).close()
+    assert fresh.weights["w"].tolist() == [weights_at(1)] * 2
+    restored = [r for r in read_log(log) if r.kind == "weights_restored"]
+    assert [r.tag for r in restored] == [f"checkpoint:{directory}/c1.h5"]
+    assert not [r for r in read_log(log) if r.kind == "sink_failed"]
+    messages = [str(w.message) for w in caught]
+    assert any("c2.h5" in m and "/weights/w: does not fit the model: has shape (3,), the "
+               "model's is (2,)" in m and "an older one is tried" in m for m in messages), \
+        messages

@@ -408,3 +408,110 @@ class TestNotAFile:
         (tmp_path / "link.h5").symlink_to(tmp_path / "real.h5")
         np.testing.assert_array_equal(load_checkpoint(tmp_path / "link.h5").weights["w"],
                                       np.ones(2))
+
+
+class TestTheModelsBound:
+    """load_checkpoint(expect=expected_of(model)): a checkpoint read for a model is checked
+    against the model's weights (names, shapes, dtype kinds) and what a checkpoint of it can
+    hold, from what the file declares, before any value is read, in the checking child and
+    in this process. Without it, a few hundred KB of gzip zeros declaring hundreds of MiB
+    were decoded twice before the model could refuse the array."""
+
+    @pytest.fixture(autouse=True)
+    def no_value_is_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Reading a dataset's values fails the load (in the forked child too), so a refusal
+        that says why the file does not fit was made before anything was read."""
+        import sinks.hdf5
+
+        def read(*_: Any) -> Any:
+            raise RuntimeError("a value was read")
+
+        monkeypatch.setattr(sinks.hdf5, "_read", read)
+
+    @staticmethod
+    def gzip_zeros(group: h5py.Group, name: str, n: int) -> None:
+        dataset = group.create_dataset(name, shape=(n,), dtype="f8", chunks=(1 << 20,),
+                                       compression="gzip", compression_opts=9)
+        for start in range(0, n, 1 << 20):
+            dataset[start:start + (1 << 20)] = 0.0
+
+    def expect(self, **weights: Any) -> Any:
+        from eventbus import NumpyModel
+        from sinks.hdf5 import expected_of
+
+        return expected_of(NumpyModel(weights))
+
+    def test_a_weight_of_another_shape_is_refused_unread(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.h5"
+        write_checkpoint(path, {"w": np.ones(2)})
+        with h5py.File(path, "a") as file:
+            del file["weights/w"]
+            self.gzip_zeros(file["weights"], "w", 4 << 20)  # 32 MiB declared
+        assert path.stat().st_size < 1 << 20
+        with pytest.raises(CheckpointError, match=r"/weights/w: does not fit the model: has "
+                           r"shape \(4194304,\), the model's is \(2,\)") as info:
+            load_checkpoint(path, expect=self.expect(w=np.zeros(2)))
+        assert info.value.misfit and info.value.dataset == "/weights/w"
+
+    @pytest.mark.parametrize(("weights", "match"), [
+        ({"v": np.zeros(2)}, r"/weights/w: does not fit the model: is no weight of the model"),
+        ({"w": np.zeros(2), "b": np.zeros(1)},
+         r"/weights/b: does not fit the model: is missing"),
+        ({"w": np.zeros(2, dtype=np.int64)},
+         r"/weights/w: does not fit the model: has dtype float64, the model's is of kind 'i'"),
+    ])
+    def test_names_and_dtype_kinds_are_the_models(self, tmp_path: Path, weights: dict[str, Any],
+                                                  match: str) -> None:
+        path = tmp_path / "c.h5"
+        write_checkpoint(path, {"w": np.ones(2)})
+        with pytest.raises(CheckpointError, match=match) as info:
+            load_checkpoint(path, expect=self.expect(**weights))
+        assert info.value.misfit
+
+    def test_an_optimizer_state_beyond_what_the_model_can_hold_is_refused_unread(
+            self, tmp_path: Path) -> None:
+        """The weights fit; the optimizer's state declares 80 MiB, more than a checkpoint of
+        a model of 16 bytes of weights can hold (8 times them and 64 MiB)."""
+        path = tmp_path / "c.h5"
+        write_checkpoint(path, {"w": np.ones(2)}, optimizer={"0000": np.zeros(1)})
+        with h5py.File(path, "a") as file:
+            del file["optimizer/0000"]
+            self.gzip_zeros(file["optimizer"], "0000", 10 << 20)
+        with pytest.raises(CheckpointError, match=r"declare 83,886,096 bytes, more than a "
+                           r"checkpoint of this model can hold \(67,108,992\)") as info:
+            load_checkpoint(path, expect=self.expect(w=np.zeros(2)))
+        assert info.value.misfit
+
+    def test_a_checkpoint_that_fits_loads(self, tmp_path: Path, monkeypatch) -> None:
+        """As before, once the model's bound is met: also through the names an adapter reads
+        weights by (Keras's variable paths, an earlier eventbus's keys), or by position."""
+        from sinks.hdf5 import Expected
+
+        monkeypatch.undo()  # values are read here
+        path = tmp_path / "c.h5"
+        write_checkpoint(path, {"dense/kernel": np.ones((2, 3)), "dense/bias": np.ones(3)})
+        keys = (("0.dense/kernel", (2, 3), "f"), ("0.dense/bias", (3,), "f"))
+        for aliases in ((("dense/kernel", "0.dense/kernel"), ("dense/bias", "0.dense/bias")),
+                        (("seq/dense/kernel", "0.dense/kernel"),)):
+            loaded = load_checkpoint(path, expect=Expected(keys, 1 << 20, aliases))
+            assert loaded.weights["dense/bias"].tolist() == [1.0] * 3
+        with pytest.raises(CheckpointError, match="the model's is \\(3, 2\\)"):
+            load_checkpoint(path, expect=Expected(
+                (("0.dense/kernel", (3, 2), "f"), ("0.dense/bias", (3,), "f")), 1 << 20,
+                (("x", "0.dense/kernel"),)))
+
+    def test_a_frameworks_file_declaring_more_than_the_model_can_hold_is_refused(
+            self, tmp_path: Path) -> None:
+        """The walk of a framework's HDF5 file (Keras's .weights.h5) in the child adds up what
+        its datasets declare against what a checkpoint of the model can hold."""
+        from sinks.hdf5 import _walk_isolated
+
+        path = tmp_path / "ck.weights.h5"
+        with h5py.File(path, "w") as file:
+            self.gzip_zeros(file.create_group("layers/dense/vars"), "0", 4 << 20)
+        with open(path, "rb") as handle:
+            assert _walk_isolated(handle, str(path), most=32 << 20) is None
+            with pytest.raises(CheckpointError, match=r"/layers/dense/vars/0: brings what the "
+                               r"datasets declare to 33,554,432 bytes") as info:
+                _walk_isolated(handle, str(path), most=(32 << 20) - 1)
+        assert info.value.misfit
