@@ -551,7 +551,8 @@ class Expected:
 
 def expected_of(model: Any) -> Expected | None:
     """What a checkpoint of ``model`` holds, from its ``get_weights()`` (and ``weight_paths()``
-    where the adapter has one); None when there is no model or it cannot tell."""
+    where the adapter has one); None when there is no model or it cannot tell (no weights yet:
+    a Keras model not built, whose ``set_weights`` then says what it makes of the file)."""
     get = getattr(model, "get_weights", None)
     if not callable(get):
         return None
@@ -563,6 +564,8 @@ def expected_of(model: Any) -> Expected | None:
         paths = getattr(model, "weight_paths", None)
         aliases = tuple((str(p), str(k)) for k, p in paths().items()) if callable(paths) else ()
     except Exception:  # noqa: BLE001 - nothing to compare with: the loader's checks still hold
+        return None
+    if not arrays:
         return None
     total = sum(array.nbytes for _, array in arrays)
     return Expected(tuple((name, tuple(int(n) for n in array.shape), array.dtype.kind)
