@@ -405,6 +405,37 @@ class TestUntrustedBackupDir:
         assert log.read_bytes() == before
         assert other.weights["w"].tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
+    def test_a_model_attached_later_still_gets_the_backup_that_fits(self,
+                                                                  tmp_path: Path) -> None:
+        """A model the bus gets after the resume chose its epoch (as KerasBridge attaches one
+        at fit): the latest file, of another shape, gives way to the previous one all the
+        same, with warnings naming the file and saying the weights are from an epoch before
+        the one the run goes on at. Before, the latest was restored, the model refused it (a
+        sink_failed) and kept its initial weights."""
+        import h5py
+
+        model = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+        train(tmp_path / "bk", VALUES, crash_at=5, model=model, delete_checkpoint=False)
+        with h5py.File(tmp_path / "bk" / LATEST, "a") as file:
+            del file["weights/w"]
+            file["weights"].create_dataset("w", data=np.full(3, 7.0))
+        writer = RecordingWriter()
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            bus = Bus([BackupAndRestore(tmp_path / "bk", delete_checkpoint=False)], log=writer,
+                      learning_rate=0.1)
+            assert bus.initial_epoch == 5  # no model yet: the files' metadata decide
+            fresh = NumpyModel({"w": np.zeros(2)}, learning_rate=0.1)
+            bus.model = fresh
+            bus.epoch_begin(bus.initial_epoch)
+            bus.close()
+        assert fresh.weights["w"].tolist() == [8.0, 8.0]
+        assert not [r for r in writer.records if r["kind"] == "sink_failed"]
+        messages = [r["message"] for r in writer.records if r["kind"] == "warning"]
+        assert any("latest.weights.h5 is not a backup of this model" in m for m in messages)
+        assert any("from before epoch 4 ended, the log resumes at epoch 5" in m
+                   for m in messages), messages
+
     def test_a_compressed_backup_declaring_hundreds_of_mib_is_refused_unread(
             self, tmp_path: Path) -> None:
         """latest.weights.h5 of a few hundred KB whose one gzip dataset declares 400 MiB of
