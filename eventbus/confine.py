@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from .openflags import DIR_FD, FOLDER, NO_FOLLOW, NON_BLOCK, READ_ONLY
 from .outputs import file_type
 
-__all__ = ["Refused", "open_below", "place"]
+__all__ = ["Refused", "folder_below", "open_below", "place"]
 
 
 
@@ -69,31 +69,45 @@ def _what(mode: int) -> str:
     return "a link" if stat.S_ISLNK(mode) else file_type(mode)
 
 
+def folder_below(root: str, parts: Sequence[str]) -> tuple[int | None, str]:
+    """The folder ``root/parts...``, reached one folder at a time with no link followed below
+    ``root``: ``(its descriptor, "")``, to open names in with ``dir_fd``; where the platform
+    has no ``dir_fd`` (Windows), ``(None, its path)``, each folder checked by its path on the
+    way. Refused names a linked folder, or a name that is not a folder."""
+    if not DIR_FD:
+        for i in range(len(parts)):
+            _check_folder(os.path.join(root, *parts[:i + 1]), None)
+        return None, os.path.join(root, *parts)
+    folder = os.open(root, FOLDER)
+    try:
+        for part in parts:
+            _check_folder(part, folder)
+            below = os.open(part, FOLDER | NO_FOLLOW, dir_fd=folder)
+            os.close(folder)
+            folder = below
+    except BaseException:
+        os.close(folder)
+        raise
+    return folder, ""
+
+
+def _check_folder(part: str, folder: int | None) -> None:
+    mode = _lmode(part, folder)
+    if stat.S_ISLNK(mode):
+        raise Refused(f"is in a folder reached through a link ({os.path.basename(part)}); "
+                      "links are not followed", outside=True)
+    if not stat.S_ISDIR(mode):
+        raise Refused(f"is below {os.path.basename(part)}, which is not a folder")
+
+
 def open_below(root: str, names: list[str]) -> int:
     """The regular file at ``root/names...`` open for reading, one folder at a time, no link
     followed below ``root`` (at a folder or at the file), nothing opened but folders and the
     file once ``lstat`` says it is a regular file (a FIFO, device or directory never is).
     FileNotFoundError when nothing is there; Refused for anything else that is not read."""
-    folder: int | None = None
+    folder, inside = folder_below(root, names[:-1])
     try:
-        if DIR_FD:
-            folder = os.open(root, FOLDER)
-            parts, name = names[:-1], names[-1]
-        else:  # no dir_fd (Windows): each folder checked by its path, then the file opened
-            parts = [os.path.join(root, *names[:i + 1]) for i in range(len(names) - 1)]
-            name = os.path.join(root, *names)
-        for part in parts:
-            mode = _lmode(part, folder)
-            if stat.S_ISLNK(mode):
-                raise Refused(f"is in a folder reached through a link "
-                              f"({os.path.basename(part)}); links are not followed",
-                              outside=True)
-            if not stat.S_ISDIR(mode):
-                raise Refused(f"is below {os.path.basename(part)}, which is not a folder")
-            if folder is not None:
-                below = os.open(part, FOLDER | NO_FOLLOW, dir_fd=folder)
-                os.close(folder)
-                folder = below
+        name = names[-1] if folder is not None else os.path.join(inside, names[-1])
         mode = _lmode(name, folder)
         if not stat.S_ISREG(mode):
             raise Refused(f"is {_what(mode)}, not a regular file")

@@ -40,8 +40,9 @@ import numpy as np
 import orjson
 
 from eventbus import Plugin, Sink
+from eventbus.confine import Refused, folder_below
 from eventbus.errors import CheckpointError
-from eventbus.openflags import DIR_FD, FOLDER, NO_FOLLOW, NON_BLOCK, READ_ONLY, UNTTY
+from eventbus.openflags import NO_FOLLOW, NON_BLOCK, READ_ONLY, UNTTY
 from eventbus.outputs import new_file_mode
 from eventbus.records import (
     CheckpointDeleted,
@@ -1258,11 +1259,6 @@ def _template_root(template: str, path: str) -> str | None:
     return text[:text.rfind("/") + 1]
 
 
-#: Where folders can be walked one name at a time (every POSIX system): else the folders are
-#: compared with their real paths, and the file is opened by its whole name.
-_DIR_FD = DIR_FD and os.unlink in os.supports_dir_fd
-
-
 class _Held:
     """A checkpoint file open for reading, reached without following a link; ``name`` is its
     name in the open folder ``folder`` (None: ``name`` is its whole path)."""
@@ -1343,23 +1339,11 @@ def _hold(path: str, place: tuple[str, list[str]] | None) -> _Held | str:
         name = path
         if place is not None:
             root, names = place
-            if _DIR_FD:
-                folder = os.open(root or ".", FOLDER)
-                for part in names[:-1]:
-                    if stat.S_ISLNK(_lmode(part, folder)):
-                        return f"is in a folder reached through a link ({part}), which is " \
-                            "not followed"
-                    below = os.open(part, FOLDER | NO_FOLLOW,
-                                    dir_fd=folder)
-                    os.close(folder)
-                    folder = below
-                name = names[-1]
-            else:
-                inside = os.path.join(root or ".", *names[:-1])
-                if os.path.realpath(inside) != os.path.join(os.path.realpath(root or "."),
-                                                            *names[:-1]):
-                    return f"is in a folder reached through a link ({inside}), which is not " \
-                        "followed"
+            try:
+                folder, inside = folder_below(root or ".", names[:-1])
+            except Refused as exc:
+                return exc.why
+            name = names[-1] if folder is not None else os.path.join(inside, names[-1])
         try:
             fd = os.open(name, READ_ONLY, dir_fd=folder)
         except OSError:
