@@ -521,9 +521,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for row in rows:
             _out(line(row))
         return 0
-    widths[2] = 0  # too wide for the terminal: each target on its own line, under its plugin
-    for row in rows:
-        _out(line(row[:2]))
+    for row in rows:  # too wide for the terminal: each target on its own line, under its plugin
+        _out(fit(line(row[:2]), width))
         _out(fit(f"  {row[2]}", width))
     return 0
 

@@ -518,6 +518,16 @@ def _torn(path: Path, number: int, line: bytes) -> None:
                   TornLogWarning, stacklevel=4)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _opens_a_record(line: bytes) -> bool:
+    """Whether ``line`` starts as a JSON record would (blanks and an editor's byte-order mark
+    aside: the JSON reader names those): one that does not is another kind of file, not a
+    damaged log."""
+    return line.removeprefix(_BOM).lstrip().startswith(b"{")
+
+
 def _not_a_log(path: Path) -> LogCorruptError:
     return LogCorruptError(f"{path}: not an event log: it does not start with a JSON record",
                            path=str(path), line=1)
@@ -585,7 +595,7 @@ def _tail_record(path: Path, before: int, tail: bytes) -> dict[str, Any] | None:
     try:
         record = orjson.loads(tail)
     except orjson.JSONDecodeError:
-        if not before and not tail.startswith(b"{"):  # no crash cuts a log to that
+        if not before and not _opens_a_record(tail):  # no crash cuts a log to that
             raise _not_a_log(path) from None
         _torn(path, number, tail)
         return None
@@ -670,8 +680,8 @@ def _first_record(path: Path, line: bytes) -> dict[str, Any]:
         record = orjson.loads(line)
         record["v"]  # KeyError or TypeError: not a record
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        if isinstance(exc, orjson.JSONDecodeError) and not line.lstrip().startswith(b"{"):
-            raise _not_a_log(path) from None  # a CSV, a checkpoint: the wrong file, not damage
+        if isinstance(exc, orjson.JSONDecodeError) and not _opens_a_record(line):
+            raise _not_a_log(path) from None  # a CSV, a checkpoint: the wrong file
         raise _bad_line(path, 1, line, exc) from None
     return _checked(record, path, 1)
 

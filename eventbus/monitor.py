@@ -118,8 +118,11 @@ def infer_mode(monitor: str, *, plugin: str, event: str | None = None,
     at = f" at {event}" if event else ""
     absent = ""
     if logs is not None and monitor not in logs:
+        names = list(logs)
+        held = ", ".join(map(repr, names[:20])) + (f" and {len(names) - 20} more"
+                                                   if len(names) > 20 else "")
         absent = (f"; and {monitor!r} is not in the logs either (they hold "
-                  f"{', '.join(map(repr, list(logs)[:20])) or 'nothing'}): is it misspelt?")
+                  f"{held or 'nothing'}): is it misspelt?")
     raise ConfigError(
         f"{plugin}: mode='auto' cannot tell whether monitor={monitor!r} should be minimised or "
         f"maximised{at}: {why_unplaced(monitor)}. Pass mode='min' or mode='max' to "

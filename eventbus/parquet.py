@@ -752,31 +752,33 @@ class _LogFiles:
             raise LogError(f"{self.path}: the log's directory cannot be listed: {exc}",
                            path=str(self.path)) from exc
         if not found:
-            logs = _logs_in(self.path)
+            logs, more = _logs_in(self.path)
             if logs:  # a run's folder (``demo-run``): name the logs it holds
                 raise LogCorruptError(
                     f"{self.path}: a folder, not an event log; the logs in it: "
-                    f"{', '.join(printable(str(self.path / name)) for name in logs)}",
-                    path=str(self.path))
+                    f"{', '.join(printable(str(self.path / name)) for name in logs)}"
+                    + (f" and {more} more" if more else ""), path=str(self.path))
             raise LogCorruptError(f"{self.path}: no Parquet segments in this directory",
                                   path=str(self.path))
         return found
 
 
-def _logs_in(folder: Path, most: int = 4) -> list[str]:
-    """The names in ``folder`` that look like event logs (``*.jsonl``, ``*.parquet``), sorted;
-    at most ``most``, of the first thousands of entries (a folder others can fill)."""
+def _logs_in(folder: Path, most: int = 4) -> tuple[list[str], int]:
+    """The names in ``folder`` that look like event logs (``*.jsonl``, ``*.parquet``, not
+    hidden: a temporary file is), sorted, at most ``most``, and how many more there are; of
+    the first thousands of entries (a folder others can fill)."""
     names: list[str] = []
     try:
         with os.scandir(folder) as entries:
             for i, entry in enumerate(entries):
                 if i >= 10_000:
                     break
-                if entry.name.endswith((".jsonl", ".parquet")):
+                if entry.name.endswith((".jsonl", ".parquet")) and \
+                        not entry.name.startswith("."):
                     names.append(entry.name)
     except OSError:
-        return []
-    return sorted(names)[:most]
+        return [], 0
+    return sorted(names)[:most], max(0, len(names) - most)
 
 
 def _open(file: Path) -> tuple[Any, Any]:

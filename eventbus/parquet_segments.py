@@ -342,11 +342,13 @@ def _concat(tables: list[Any]) -> Any:
         layout_metadata())
 
 
-def _same_metric_types(tables: list[Any]) -> list[Any]:
-    """``tables`` with a metric that is a column of lists in one of them a column of lists in
-    all (a vector metric first seen after the first segment, or a float in some segments)."""
+def _same_metric_types(tables: list[Any], vectors: set[str] | None = None) -> list[Any]:
+    """``tables`` with a metric that is a column of lists in one of them (or named in
+    ``vectors``) a column of lists in all (a vector metric first seen after the first
+    segment, or a float in some segments)."""
     vectors = {field.name for table in tables for field in table.schema
-               if field.name.startswith(METRIC_PREFIX) and field.type == vector_type()}
+               if field.name.startswith(METRIC_PREFIX) and field.type == vector_type()} | \
+        (vectors or set())
     if not vectors:
         return tables
     out = []
@@ -554,8 +556,16 @@ class SegmentStore:
                 raise ValueError("a column the merged file does not have")
             return
         schema = _plain_schema(table.schema)
-        self._merged_schema = schema if self._merged_schema is None else _with_columns(
-            self._merged_schema, {f.name: f.type for f in schema})
+        if self._merged_schema is None:
+            self._merged_schema = schema
+            return
+        import pyarrow as pa
+
+        known = self._merged_schema  # a column a vector anywhere holds lists (``_wider``)
+        widened = [f.with_type(_wider(f.type, schema.field(f.name).type))
+                   if schema.get_field_index(f.name) >= 0 else f for f in known]
+        self._merged_schema = _with_columns(pa.schema(widened, metadata=known.metadata),
+                                            {f.name: f.type for f in schema})
 
     def _write_held(self) -> None:
         import pyarrow as pa
@@ -568,8 +578,9 @@ class SegmentStore:
                                             **_WRITE_OPTIONS)
         if self._held:
             # Conformed once per row group, not per segment: the casts cost per call.
-            held = _conform(pa.concat_tables(self._held, promote_options="default"),
-                            self._merged_schema)
+            vectors = {f.name for f in self._merged_schema if f.type == vector_type()}
+            held = _conform(pa.concat_tables(_same_metric_types(self._held, vectors),
+                                             promote_options="default"), self._merged_schema)
             self._held, self._held_rows = [], 0
             self._merged.write_table(held)  # one row group: held is under pyarrow's 1Mi rows
 

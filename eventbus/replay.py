@@ -423,8 +423,15 @@ class _Replaying:
                             diverged_epoch=self.diverged_epoch,
                             last_recorded_epoch=self.last_epoch, epochs_recorded=self.epochs,
                             recorded_deferred=self.deferred, unchecked=self.unchecked,
-                            warnings=list({(w.source, w.message): w for w in
-                                           self.bus.held_warnings}.values()))
+                            warnings=_each_once(self.bus.held_warnings))
+
+
+def _each_once(warnings: Sequence[WarningRecord]) -> list[WarningRecord]:
+    """Each message once, as it first came (its epoch the first one's)."""
+    first: dict[tuple[str | None, str], WarningRecord] = {}
+    for warning in warnings:
+        first.setdefault((warning.source, warning.message), warning)
+    return list(first.values())
 
 
 def _first_difference(recorded: Sequence[Any], replayed: Sequence[Any],

@@ -175,18 +175,20 @@ def given_up(exc: OSError, what: str) -> OSError:
                               f"{describe_os_error(exc)}")
 
 
-def keep_trying(attempt: Callable[[], T], seconds: float | None = None) -> T:
+def keep_trying(attempt: Callable[[], T], seconds: float | None = None, *,
+                transient_only: bool = False) -> T:
     """``attempt()``, called again while it raises OSError, for at most ``seconds`` (by
     default :data:`CLOSE_RETRY_SECONDS`, read at the call; waits of 50 ms doubling to 0.8 s
-    between tries); the last error is raised."""
+    between tries); the last error is raised. ``transient_only``: an error that will not pass
+    (:func:`is_transient` says no: a path refused for good) is raised at once."""
     deadline = time.monotonic() + (CLOSE_RETRY_SECONDS if seconds is None else seconds)
     wait = 0.05
     while True:
         try:
             return attempt()
-        except OSError:
+        except OSError as exc:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (transient_only and not is_transient(exc)):
                 raise
             time.sleep(min(wait, left))
             wait = min(wait * 2, 0.8)

@@ -214,11 +214,18 @@ def _stream_handlers() -> list[Any]:
     logging = sys.modules.get("logging")
     if logging is None:
         return []
-    loggers = [logging.getLogger(), *(logger for logger in
-                                      list(logging.Logger.manager.loggerDict.values())
-                                      if isinstance(logger, logging.Logger))]
-    return [handler for logger in loggers for handler in logger.handlers
-            if isinstance(handler, logging.StreamHandler)]
+    # Every handler alive, as logging keeps them for its shutdown: the cost of a redraw (one at
+    # each print while the block is drawn) follows the handlers, not the loggers, of which a
+    # program of many libraries has thousands.
+    every = getattr(logging, "_handlerList", None)
+    if every is not None:
+        handlers = [ref() for ref in list(every)]
+    else:  # another logging: the loggers' own handlers
+        loggers = [logging.getLogger(), *(logger for logger in
+                                          list(logging.Logger.manager.loggerDict.values())
+                                          if isinstance(logger, logging.Logger))]
+        handlers = [handler for logger in loggers for handler in logger.handlers]
+    return [handler for handler in handlers if isinstance(handler, logging.StreamHandler)]
 
 
 def _unguard_streams() -> None:

@@ -481,6 +481,8 @@ class CsvSink(Sink):
                     table.drop_rows_from(drop_from, after_other_runs=self.append)
             except OSError as exc:
                 self._close()
+                if not is_transient(exc):  # refused for good: no opening waits any more
+                    self._opening, self._held = None, []
                 if strict or self._run is None or not is_transient(exc):
                     raise
                 self._failing.failed(
@@ -493,8 +495,10 @@ class CsvSink(Sink):
             self._opening = None
             self._failing.over()
         table = self._table
-        while table is not None and self._held:
-            table.kept.append(self._held.pop(0))  # before any later row, in order
+        if table is not None and self._held:
+            table.kept.extend(self._held)  # before any later row, in order
+            self._held.clear()
+            self._keeping(table.flush)  # now, not held against the kept rows' limit
         return table
 
     def _close(self) -> None:
@@ -556,7 +560,7 @@ class CsvSink(Sink):
     def close(self) -> None:
         if self._opening is not None and self._run is not None:
             try:  # the disk refused the opening to the end: a while more, then said
-                keep_trying(lambda: self._ready("close", strict=True))
+                keep_trying(lambda: self._ready("close", strict=True), transient_only=True)
             except OSError as exc:
                 held, self._held, self._opening = len(self._held), [], None
                 raise given_up(exc, f"{self.filename}: the table's opening and {held} "

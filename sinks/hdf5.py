@@ -546,7 +546,8 @@ class Expected:
     most: int
     #: Other names the adapter reads weights by, (name, key): Keras's variable paths, the keys
     #: of an earlier eventbus. A file whose names are none of the model's keys is compared
-    #: through them, else by position, as the adapter's ``set_weights`` reads it.
+    #: through them, or, when it has as many weights as the model, by position, as the
+    #: adapter's ``set_weights`` reads it; without aliases, only by the model's keys.
     aliases: tuple[tuple[str, str], ...] = ()
 
 

@@ -1124,40 +1124,36 @@ class TensorBoardWriter:
                                                          f"{exc}"))
         return steps, texts
 
-    def _truncate_file(self, run: str, path: Path,
-                       keep: Callable[[str, str, int], bool]) -> None:
+    def _truncate_file(self, run: str, path: Path, keep: Callable[[str, str, int], bool], *,
+                       at_close: bool = False) -> None:
+        """Rewrite ``path`` without what ``keep`` rejects. A full disk keeps it on the list
+        of cuts to make at a later flush (reported once); at close it is tried for a while,
+        then given up and said. Any other fault is reported, and the file left as it is."""
         try:
-            _rewrite(path, run, keep)
+            if at_close:
+                keep_trying(lambda: _rewrite(path, run, keep), transient_only=True)
+            else:
+                _rewrite(path, run, keep)
         except EventFileCorruptError as exc:
             self._damaged(exc)
         except OSError as exc:
-            if not is_transient(exc):
-                self._fail("truncate", exc)
+            if is_transient(exc) and not at_close:
+                if path not in self._untruncated:  # said once, as a write's spell is
+                    self._fail("truncate", OSError(exc.errno, (
+                        f"{path}: {describe_os_error(exc)}; its values past the resume point "
+                        "stay until it can be rewritten, tried again at each flush")))
+                self._untruncated[path] = (run, keep)
                 return
-            if path not in self._untruncated:  # said once, as a write's spell is
-                self._fail("truncate", OSError(exc.errno, (
-                    f"{path}: {describe_os_error(exc)}; its values past the resume point stay "
-                    "until it can be rewritten, tried again at each flush")))
-            self._untruncated[path] = (run, keep)
+            self._fail("truncate", given_up(exc, f"{path}: the values past the resume point")
+                       if is_transient(exc) else exc)
         except Exception as exc:  # one file that cannot be rewritten stops no other
             self._fail("truncate", exc)
-        else:
-            self._untruncated.pop(path, None)
+        self._untruncated.pop(path, None)
 
     def _truncate_again(self, *, at_close: bool = False) -> None:
         """The truncations a full disk refused, tried again; at close, for a while."""
         for path, (run, keep) in list(self._untruncated.items()):
-            if not at_close:
-                self._truncate_file(run, path, keep)
-                continue
-            try:
-                keep_trying(lambda path=path, run=run, keep=keep: _rewrite(path, run, keep))
-            except OSError as exc:
-                self._fail("truncate", given_up(exc, f"{path}: the values past the resume "
-                                                     "point"))
-            except Exception as exc:  # noqa: BLE001 - reported, as any truncation's fault
-                self._fail("truncate", exc)
-            self._untruncated.pop(path, None)
+            self._truncate_file(run, path, keep, at_close=at_close)
 
     def _damaged(self, exc: EventFileCorruptError) -> None:
         """Report a damaged event file once, whether the write-back or the truncation met it."""
@@ -1212,14 +1208,20 @@ class TensorBoardWriter:
         costs the matrices."""
         target = self.log_dir / "embeddings" / "metadata" / f"{_quote(name)}.tsv"
         try:
+            if not os.path.isfile(source):  # a folder, a FIFO: not read; nothing is made
+                raise FileNotFoundError(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_replacing(target, lambda tmp: shutil.copyfile(source, tmp))
             return target.relative_to(self.log_dir).as_posix()
-        except FileNotFoundError:
-            if os.path.isabs(source) or not (self.log_dir / source).is_file():
-                self._fail("embeddings", FileNotFoundError(
-                    f"embedding {name!r}: no label file {source!r} in the working directory "
-                    f"or in {self.log_dir}; the projector config names it as given"))
+        except OSError as exc:  # said once: the name is kept as given, and not read again
+            if isinstance(exc, FileNotFoundError) and \
+                    not os.path.isabs(source) and (self.log_dir / source).is_file():
+                return Path(source).as_posix()  # Keras's reading: a file in the log directory
+            why = f"no label file {source!r} in the working directory or in {self.log_dir}" \
+                if isinstance(exc, FileNotFoundError) else \
+                f"the label file {source!r} cannot be copied ({exc.strerror or exc})"
+            self._fail("embeddings", OSError(exc.errno, f"embedding {name!r}: {why}; the "
+                                             "projector config names it as given"))
         return Path(source).as_posix()
 
     def _write_projector_config(self) -> None:

@@ -442,8 +442,8 @@ class TestReplayJson:
         assert lines[2].startswith(f"  warned as replayed: EarlyStopping: {told}")
         assert done.stdout.count(told) == 1  # warned at every epoch, said once
         data = orjson.loads(eventbus_cmd("replay", demo["log"], *args, "--json").stdout)
-        assert [(w["source"], w["message"][:len(told)]) for w in data["warnings"]] == \
-            [("EarlyStopping", told)]
+        assert [(w["source"], w["epoch"], w["message"][:len(told)])
+                for w in data["warnings"]] == [("EarlyStopping", 0, told)]  # as it first came
         sweep = eventbus_cmd("replay", demo["log"], "--sweep",
                              "EarlyStopping.monitor=val_los,val_loss", "--set",
                              "EarlyStopping.mode=min")

@@ -201,6 +201,21 @@ class TestTheWrongFile:
         line = one_line_error(capsys, "audit", path)
         assert line.endswith(f"{path}: not an event log: it does not start with a JSON record")
 
+    def test_a_folder_of_many_logs_names_four_and_counts_the_rest_not_temporaries(
+            self, capsys, tmp_path):
+        for name in ("a.jsonl", "b.jsonl", "c.parquet", "d.jsonl", "e.jsonl", "f.jsonl",
+                     ".out.jsonl.0a1b2c.jsonl"):
+            (tmp_path / name).write_text("")
+        line = one_line_error(capsys, "audit", tmp_path)
+        assert line.endswith(f"the logs in it: {tmp_path / 'a.jsonl'}, {tmp_path / 'b.jsonl'}, "
+                             f"{tmp_path / 'c.parquet'}, {tmp_path / 'd.jsonl'} and 2 more")
+
+    def test_a_byte_order_mark_is_named_not_called_another_kind_of_file(self, capsys,
+                                                                        tmp_path):
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b'\xef\xbb\xbf{"v": 1, "kind": "header"}\n{"v": 1}\n')
+        assert "byte order mark" in one_line_error(capsys, "audit", path)
+
     def test_a_damaged_first_record_is_still_called_damaged(self, capsys, tmp_path):
         path = tmp_path / "events.jsonl"
         path.write_bytes(b'{"v": 1, "kind": \n')

@@ -86,6 +86,11 @@ class TestInferMode:
             "'my_metric'): is it misspelt?")
         assert "not in the logs" not in first_epoch("my_metric")
 
+    def test_a_long_list_of_metrics_is_cut_and_says_how_many_more(self) -> None:
+        logs = {f"m{i:02d}": 0.0 for i in range(25)}
+        with pytest.raises(ConfigError, match=r"they hold 'm00', .*'m19' and 5 more\)"):
+            infer_mode("val_los", plugin="EarlyStopping", logs=logs)
+
     def test_unplaceable_name_is_fine_with_explicit_mode(self) -> None:
         """An explicit mode needs no inference."""
         assert Monitor("val_activation_mean", "max", plugin="P").mode == "max"

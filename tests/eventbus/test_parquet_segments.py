@@ -114,6 +114,24 @@ class TestMergedAtClose:
         assert table.column("logs.val_loss").to_pylist()[-2] == 2.6  # before train_end
         assert [rec.seq for rec in read_log(path)] == table.column("seq").to_pylist()
 
+    def test_a_metric_a_float_then_a_vector_is_merged_as_vectors(self, tmp_path, compactions):
+        """A metric first a number, then a vector (a per-class metric from epoch 1): the merged
+        file's column holds lists, the number a list of one, as a compaction makes it. Its
+        column kept the first type it saw, and close() compacted the whole log instead."""
+        from eventbus import Bus
+
+        path = tmp_path / "events.parquet"
+        with Bus([], log=path) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                bus.epoch_begin(epoch)
+                bus.batch_end(0, {"loss": 1.0})
+                bus.epoch_end(epoch, {"f1": 0.5 if epoch == 0 else [0.1, 0.2]})
+            bus.train_end()
+        assert compactions == []
+        assert [r.logs["f1"] for r in read_log(path) if r.kind == "epoch_end"] == \
+            [0.5, [0.1, 0.2], [0.1, 0.2]]
+
     def test_small_segments_gather_into_row_groups(self, tmp_path, monkeypatch, compactions):
         """Segments of a run flushed often are written as row groups of at least
         _ROW_GROUP_ROWS rows (the last may be smaller): fewer, larger groups read faster."""

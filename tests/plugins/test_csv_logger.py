@@ -187,46 +187,74 @@ class TestResume:
         assert path.read_bytes() == b"epoch,loss\n0,0.9\n1,\xff\n"
         assert [r.epoch for r in read_log(log) if r.kind == "epoch_end"] == [0, 1, 2]
 
-    @pytest.mark.parametrize("when", ["resume", "fresh run"])
+    @pytest.mark.parametrize("when", ["resume's cut", "resume's opening", "fresh run"])
     def test_an_opening_a_full_disk_refused_is_made_at_the_next_row(self, tmp_path,
                                                                       monkeypatch, when):
-        """The resume's cut of the crashed attempt's rows, or a fresh run's opening of the
-        table, failed once (EIO, ENOSPC) and took CSVLogger out for the rest of the run: the
-        abandoned row stayed, and no later epoch got one. Now the opening waits for the next
-        row or flush, the fault reported once, and every epoch has the log's row."""
+        """The resume's cut of the crashed attempt's rows, or the opening of the table (a
+        resume's, a fresh run's), failed once (EIO, ENOSPC) and took CSVLogger out for the
+        rest of the run: the abandoned row stayed, and no later epoch got one. Now the
+        opening waits for the next row or flush, the fault reported once, and every epoch has
+        the log's row."""
         import errno
 
         import sinks.csv as module
 
         path, log = tmp_path / "log.csv", tmp_path / "run.jsonl"
-        if when == "resume":
+        if when != "fresh run":
             bus = Bus([CSVLogger(path)], log=log)
             bus.train_begin({"epochs": 5})
             train(bus, [0.9, 0.8, 0.7])
             bus.close()
             crash_after(log, 1)
-        real, calls = module.CsvTable, []
+        calls = []
+        target = "drop_rows_from" if when == "resume's cut" else "__init__"
+        real = getattr(module.CsvTable, target)
 
         def refused_once(*args, **kwargs):
-            calls.append(args)
+            calls.append(target)
             if len(calls) == 1:
-                raise OSError(errno.EIO if when == "resume" else errno.ENOSPC, "refused")
+                raise OSError(errno.ENOSPC if when == "fresh run" else errno.EIO, "refused")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(module, "CsvTable", refused_once)
+        monkeypatch.setattr(module.CsvTable, target, refused_once)
         bus = Bus([CSVLogger(path)], log=log, resume=True)
         bus.train_begin({"epochs": 5})
         losses = [0.9, 0.8, 0.65, 0.6, 0.5]
         train(bus, losses, start=bus.initial_epoch)
         bus.train_end()
-        event = "resume" if when == "resume" else "train_begin"
+        event = "train_begin" if when == "fresh run" else "resume"
         with pytest.warns(SinkFailureWarning, match=rf"1 sink failure.*CSVLogger on {event}"
                                                     r".*opening the table"):
             bus.close()
+        assert calls[:2] == [target, target]
         table = rows(path)
         assert [(int(r["epoch"]), float(r["loss"])) for r in table] == list(enumerate(losses))
         assert [(r.epoch, r.logs["loss"]) for r in read_log(log) if r.kind == "epoch_end"] == \
             list(enumerate(losses))
+
+    def test_an_opening_refused_for_good_is_not_tried_again(self, tmp_path, monkeypatch):
+        """A table that cannot be opened for good (no permission, a folder at its name) is
+        one sink failure at once: it was kept waiting as a full disk's is, and close() spent
+        two seconds of the training thread trying it again."""
+        import errno
+
+        import sinks.csv as module
+
+        calls = []
+
+        def refused(*args, **kwargs):
+            calls.append(1)
+            raise OSError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(module, "CsvTable", refused)
+        bus = Bus([CSVLogger(tmp_path / "log.csv")])
+        with pytest.warns(SinkFailureWarning, match=r"1 sink failure.*CSVLogger on "
+                                                    r"train_begin.*Permission denied"):
+            bus.train_begin({"epochs": 2})
+            train(bus, [0.9, 0.8])
+            bus.train_end()
+            bus.close()
+        assert calls == [1]
 
     def test_an_opening_the_disk_never_allows_is_given_up_at_close_and_said(self, tmp_path,
                                                                             monkeypatch):
@@ -238,7 +266,7 @@ class TestResume:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(module, "CsvTable", refused)
-        monkeypatch.setattr(module, "keep_trying", lambda attempt: attempt())  # one try
+        monkeypatch.setattr(module, "keep_trying", lambda attempt, **_: attempt())  # one try
         bus = Bus([CSVLogger(tmp_path / "log.csv")])
         bus.train_begin({"epochs": 2})
         train(bus, [0.9, 0.8])

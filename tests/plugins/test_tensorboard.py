@@ -209,7 +209,7 @@ class TestLayout:
         assert np.array_equal(np.loadtxt(log_dir / first.tensor_path, delimiter="\t"), table)
         assert (log_dir / first.metadata_path).read_text() == "cat\ndog\nemu\n"
 
-    @pytest.mark.parametrize("where", ["log_dir", "nowhere"])
+    @pytest.mark.parametrize("where", ["log_dir", "nowhere", "a folder"])
     def test_a_label_file_not_found_costs_not_the_matrices(self, tmp_path, monkeypatch, where):
         """Keras reads ``embeddings_metadata`` as a file name in the log directory and writes
         the config whether or not it is there. A label file found neither in the working
@@ -221,6 +221,8 @@ class TestLayout:
         if where == "log_dir":
             log_dir.mkdir()
             (log_dir / "words.tsv").write_text("cat\ndog\nemu\n")
+        elif where == "a folder":  # not read, once or at every epoch
+            (tmp_path / "words.tsv").mkdir()
         model = NumpyModel({"embedding/embeddings": np.ones((3, 2))})
         bus = Bus([TensorBoard(log_dir, embeddings_freq=1,
                                embeddings_metadata={"embedding": "words.tsv"})], model=model)
@@ -584,6 +586,41 @@ class TestResume:
         with pytest.warns(Warning, match=r"the values past the resume point \(tried again at "
                                          r"close\) could not be written"):
             bus.close()
+
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_a_cut_refused_for_good_after_a_full_disk_is_said_once_not_retried(
+            self, tmp_path, monkeypatch):
+        """A full disk, then a refusal that will not pass (no permission): the file left the
+        list of cuts to make once the refusal came. It stayed on it, and every flush read the
+        file again and recorded the same failure."""
+        import errno
+
+        import sinks.tensorboard as tensorboard_sink
+
+        log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
+        bus = Bus([TensorBoard(log_dir)], log=log)
+        bus.train_begin({"epochs": 6})
+        train(bus, 6)
+        bus.close()
+        crash_after(log, 0)
+        calls = []
+
+        def refused(path, *args, **kwargs):
+            calls.append(path)
+            raise OSError(errno.ENOSPC if calls.count(path) == 1 else errno.EACCES, "refused")
+
+        monkeypatch.setattr(tensorboard_sink, "write_replacing", refused)
+        bus = Bus([TensorBoard(log_dir)], log=log, resume=True)
+        bus.train_begin({"epochs": 6})
+        with pytest.warns(Warning, match="sink failure"):
+            train(bus, 6, start=bus.initial_epoch)
+            bus.train_end()
+            bus.close()
+        cut = [f for f in bus.failures if f.event == "truncate"]
+        files = set(calls)  # the crashed attempt's train and validation event files
+        assert len(files) == 2
+        assert all(calls.count(path) == 2 for path in files)  # for want of room, then for good
+        assert len(cut) == 2 * len(files)
 
     def test_steps_per_second_after_a_resume(self, tmp_path):
         """A resumed run writes each step of the steps-per-second tags once too."""
