@@ -536,7 +536,7 @@ class CsvSink(Sink):
         elif kind == "train_begin":
             self._start(self.append)
         else:  # train_end
-            self.close()
+            self._end()
 
     def flush(self) -> None:
         table = self._ready("flush") if self._opening is not None else self._table
@@ -558,6 +558,11 @@ class CsvSink(Sink):
         self._failing.over()
 
     def close(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        """Close the table (at train_end, and at close), its opening made first if it waited:
+        for a while, then what was lost is said."""
         if self._opening is not None and self._run is not None:
             try:  # the disk refused the opening to the end: a while more, then said
                 keep_trying(lambda: self._ready("close", strict=True), transient_only=True)
