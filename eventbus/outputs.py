@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .openflags import NO_FOLLOW, NON_BLOCK
 
 __all__ = ["file_type", "new_file_mode", "open_checked", "read_head", "refuse_special",
-           "same_file", "write_replacing"]
+           "same_file", "stored_size", "write_replacing"]
 
 
 
@@ -42,6 +42,14 @@ def open_checked(path: str | os.PathLike[str], flags: int = os.O_RDONLY,
         os.close(fd)
         raise
     return fd, mode
+
+
+def stored_size(info: os.stat_result) -> int:
+    """The bytes a file stores: its size, or less where it has holes. A sparse file claims a
+    size its blocks do not hold (a terabyte in kilobytes), and a budget or deadline drawn from
+    the size a file claims would be the file's to set."""
+    blocks = getattr(info, "st_blocks", None)
+    return info.st_size if blocks is None else min(info.st_size, blocks * 512)
 
 
 def file_type(mode: int) -> str:

@@ -704,7 +704,7 @@ class _LogFiles:
         given before is closed (its rows were read)."""
         self._close()
         parquet, self._source = _open(file)
-        self.budget.add_file(self._source.size())
+        self.budget.add_file(self._source.stored)
         return parquet
 
     def _close(self) -> None:

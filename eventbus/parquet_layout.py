@@ -157,6 +157,10 @@ class DecodeBudget:
             values = max(chunk.num_values, 0)
             if column.max_repetition_level:  # a list: its numbers are its values
                 size = max(size, 8 * values)
+            if column.physical_type == "FIXED_LEN_BYTE_ARRAY":
+                # Arrow makes every row of a fixed width at that width, a null too: a column
+                # of 128 MiB a row, all null, is stored in bytes and decoded to gigabytes.
+                size = max(size, max(column.length or 0, 0) * rows)
             claimed += size
             memory += max(size, 32 * values)
             if self.spent + claimed > self.allowed:

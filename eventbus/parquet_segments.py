@@ -29,6 +29,7 @@ disk), ``close()`` merges the segments the slow way: read them all, write them a
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -41,7 +42,7 @@ from typing import Any
 
 from .errors import LogCorruptError, LogError
 from .openflags import NO_FOLLOW
-from .outputs import file_type, open_checked
+from .outputs import file_type, open_checked, stored_size
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
 from .sink import given_up, keep_trying
 
@@ -177,11 +178,22 @@ def compact(directory: str | os.PathLike[str]) -> None:
             seg.unlink()
 
 
+@functools.cache
+def _source_class() -> Any:
+    import pyarrow as pa
+
+    class Source(pa.PythonFile):  # type: ignore[misc]
+        """A pyarrow file that knows the bytes it stores (``stored``): what a decode budget
+        is drawn from, not the size a sparse file claims."""
+
+        stored = 0
+
+    return Source
+
+
 def open_regular(file: Path) -> Any:
     """``file`` opened as a pyarrow file once it is known to be a regular file (a FIFO would
     block the open, a directory is no segment); FileNotFoundError if it is not there."""
-    import pyarrow as pa
-
     try:
         fd, mode = open_checked(file)
     except FileNotFoundError:
@@ -192,7 +204,9 @@ def open_regular(file: Path) -> Any:
         if not stat.S_ISREG(mode):
             raise LogCorruptError(f"{file}: not a regular file ({file_type(mode)}); a Parquet "
                                   "log holds only Parquet files", path=str(file))
-        return pa.PythonFile(os.fdopen(fd, "rb"), mode="r")
+        source = _source_class()(os.fdopen(fd, "rb"), mode="r")
+        source.stored = stored_size(os.fstat(fd))
+        return source
     except BaseException:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -211,7 +225,7 @@ def _read_checked(file: Path, budget: DecodeBudget, columns: list[str] | None = 
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise LogCorruptError(f"{file}: not a readable Parquet file: {exc}",
                                   path=str(file)) from exc
-        budget.add_file(source.size())
+        budget.add_file(source.stored)
         first = 1
         for group in range(parquet.metadata.num_row_groups):
             budget.plan(file, parquet, source, group, first, columns, 1)
@@ -243,9 +257,10 @@ def _wider(known: Any, other: Any) -> Any:
 
 
 def _log_columns(directory: Path) -> tuple[tuple[str, frozenset[str]] | None, dict[str, Any]]:
-    """The first segment of ``directory`` by name, with its columns, and every column of its
-    segments with its type (``_wider`` of theirs), from their footers; a file that cannot be
-    read is passed over (the reader reports it)."""
+    """The first segment of ``directory`` by name, with its columns, and every metric column
+    of its segments with its type (``_wider`` of theirs), from their footers; a file that
+    cannot be read is passed over (the reader reports it)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     first = None
@@ -259,8 +274,14 @@ def _log_columns(directory: Path) -> tuple[tuple[str, frozenset[str]] | None, di
         if first is None:
             first = (seg.name, frozenset(schema.names))
         for field in schema:
-            known = columns.get(field.name)
-            columns[field.name] = field.type if known is None else _wider(known, field.type)
+            # Only a metric's column, of a type this writer writes, is carried into the first
+            # file: the files are anyone's, and a column of another type (a fixed-size binary
+            # of 128 MiB a row) would be made, null, for every row of it.
+            if field.name.startswith(METRIC_PREFIX) and \
+                    (field.type in (pa.float64(), vector_type()) or pa.types.is_null(field.type)):
+                known = columns.get(field.name)
+                columns[field.name] = field.type if known is None else \
+                    _wider(known, field.type)
     return first, columns
 
 
@@ -295,7 +316,7 @@ def _rewrite_with_columns(file: Path, columns: dict[str, Any]) -> frozenset[str]
         if len(schema) == len(parquet.schema_arrow):
             return frozenset(schema.names)
         budget = DecodeBudget()  # a log is anyone's: read within what it may decode to
-        budget.add_file(source.size())
+        budget.add_file(source.stored)
         tmp = _temporary(file.parent, file.name)
         try:
             with open(tmp, "r+b") as out:

@@ -43,7 +43,7 @@ from eventbus import Plugin, Sink
 from eventbus.confine import Refused, folder_below
 from eventbus.errors import CheckpointError
 from eventbus.openflags import NO_FOLLOW, NON_BLOCK, READ_ONLY, UNTTY
-from eventbus.outputs import new_file_mode
+from eventbus.outputs import new_file_mode, stored_size
 from eventbus.records import (
     CheckpointDeleted,
     CheckpointSaved,
@@ -321,7 +321,6 @@ _FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 _EXPANDING = frozenset({1, 4, 5, 6, 32000})
 _NUMERIC = frozenset("biufc")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_ZIP_SIGNATURE = b"PK\x03\x04"
 #: The largest fixed-size attribute value read (this module writes variable-length strings).
 _MAX_FIXED_ATTR = 1 << 20
 
@@ -642,7 +641,7 @@ def _load_open(handle: Any, name: str, expect: Expected | None = None) -> Checkp
     can make the HDF5 library loop for ever, which only a process can be stopped in."""
     if not _written_here(handle.fileno()):
         run_isolated(lambda: _parse(handle, name, expect) and None, path=name,
-                     seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+                     seconds=parse_seconds(stored_size(os.fstat(handle.fileno()))),
                      descriptor=handle.fileno())
     return _parse(handle, name, expect)
 
@@ -1513,18 +1512,29 @@ def _walk_isolated(handle: Any, path: str, *, most: int | None = None) -> None:
     only if its size is within what its compressed bytes may expand to, and within ``most``
     (what a checkpoint of the model can hold). Anything else the walk finds wrong is the
     framework's loader's to refuse, with its own words."""
+    if _written_here(handle.fileno()):
+        return
+    # As the libraries find them, not by the first bytes: HDF5 looks for its superblock at 0,
+    # 512, 1024, ... (a user block before it), and zipfile finds an archive from its end
+    # (anything before it). A file that is both is walked as both.
+    import zipfile
+
+    hdf5 = _hdf5_inside(handle)
     handle.seek(0)
-    head = handle.read(8)
-    if _written_here(handle.fileno()) or not head.startswith((_HDF5_SIGNATURE, _ZIP_SIGNATURE)):
+    try:
+        is_zip = zipfile.is_zipfile(handle)
+    except Exception:  # noqa: BLE001 - no zip the framework can read either
+        is_zip = False
+    if not hdf5 and not is_zip:
         return
 
     def walk() -> None:
-        handle.seek(0)
-        if head.startswith(_HDF5_SIGNATURE):
+        if hdf5:
+            handle.seek(0)
             _walk_hdf5(handle, path, most=most)
+        if not is_zip:
             return
-        import zipfile
-
+        handle.seek(0)
         try:
             archive = zipfile.ZipFile(handle)
             entries = [e for e in archive.infolist() if e.filename.endswith((".h5", ".hdf5"))]
@@ -1541,8 +1551,21 @@ def _walk_isolated(handle: Any, path: str, *, most: int | None = None) -> None:
                 data = inner.read(entry.file_size + 1)
             _walk_hdf5(io.BytesIO(data[:entry.file_size]), path, entry.filename, most=most)
 
-    run_isolated(walk, path=path, seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+    run_isolated(walk, path=path, seconds=parse_seconds(stored_size(os.fstat(handle.fileno()))),
                  descriptor=handle.fileno())
+
+
+def _hdf5_inside(handle: Any) -> bool:
+    """Whether HDF5 finds a superblock in the file open at ``handle``: its signature at 0 or
+    at a power of two from 512 on, where the library looks for it."""
+    size = os.fstat(handle.fileno()).st_size
+    offset = 0
+    while offset + len(_HDF5_SIGNATURE) <= size:
+        handle.seek(offset)
+        if handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+            return True
+        offset = 512 if offset == 0 else offset * 2
+    return False
 
 
 def _walk_hdf5(file_object: Any, path: str, inside: str = "", *,
@@ -1600,5 +1623,5 @@ def _is_ours(handle: Any, path: str) -> bool:
     if _written_here(handle.fileno()):
         return ours()
     return bool(run_isolated(ours, path=path,
-                             seconds=parse_seconds(os.fstat(handle.fileno()).st_size),
+                             seconds=parse_seconds(stored_size(os.fstat(handle.fileno()))),
                              descriptor=handle.fileno()))

@@ -101,7 +101,7 @@ def warning_payload(size: int) -> str:
 
 
 def dictionary_bomb(where: Path) -> Path:
-    """The audit's finding: 500 warnings sharing one 4 MiB payload, dictionary-encoded and
+    """500 warnings sharing one 4 MiB payload, dictionary-encoded and
     compressed: a 22 KB file that decoded to 2 GB (12 GB for ``eventbus audit``). Its
     ``payload`` is a column of strings to pyarrow, as the writer's is."""
     legit = legit_table(where)
@@ -163,8 +163,23 @@ def list_bomb(where: Path) -> Path:
     return final.parent
 
 
+def sparse_bomb(where: Path) -> Path:
+    """The dictionary bomb with a hole of 1 GiB between its column chunks and its footer
+    (readers find both by offset): a size of a gigabyte stored in kilobytes. The budget was
+    drawn from the size the file claims, 64 GiB here, and the bomb was decoded."""
+    folder = dictionary_bomb(where)
+    (path,) = folder.glob("seg-*.parquet")
+    data = path.read_bytes()
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    with open(path, "wb") as out:
+        out.write(data[:footer])
+        out.seek(footer + (1 << 30))
+        out.write(data[footer:])
+    return folder
+
+
 HOSTILE = {"dictionary": dictionary_bomb, "compressed": compressed_bomb,
-           "footer": lying_footer, "list": list_bomb}
+           "footer": lying_footer, "list": list_bomb, "sparse": sparse_bomb}
 
 # Read in a fresh process, each file each way: what the peak resident set grew by while
 # reading (on Linux, where the peak can be reset; elsewhere, since the start).
@@ -266,6 +281,16 @@ class TestSmallFilesThatDecodeToGigabytes:
         """audit (which took 56 s and 12 GB) and find_kinds (which reads the payloads) stop
         as read_log does."""
         assert outcome(hostile, "dictionary", how)["field"] == "payload"
+
+    def test_a_hole_that_claims_a_gigabyte_lifts_no_budget(self, hostile):
+        """The budget is drawn from the bytes a file stores, not the size a sparse one
+        claims."""
+        (segment,) = hostile[0]["sparse"].glob("seg-*.parquet")
+        info = segment.stat()
+        if info.st_blocks * 512 >= info.st_size:
+            pytest.skip("this filesystem stores holes")
+        for how in ("read_log", "audit", "find_kinds"):
+            assert "parquet.MAX_DECODED_RATIO" in outcome(hostile, "sparse", how)["message"]
 
     def test_pages_compressed_from_70_mebibytes_are_refused_by_the_footer(self, hostile):
         """Plain strings, no dictionary: the footer's uncompressed size says what they decode
@@ -638,6 +663,22 @@ def test_a_repeat_after_thousands_of_columns_is_found_in_one_pass(tmp_path, monk
     with pytest.raises(LogCorruptError, match="column logs.m1999 appears more than once"):
         parquet._checked(tmp_path / "seg.parquet", None)
     assert compared[0] < 100
+
+
+class TestWideColumns:
+    """A fixed-size binary column is made at its width for every row, a null too: 128 MiB a
+    row from a file of kilobytes."""
+
+    def test_a_null_fixed_size_column_counts_at_its_width(self, tmp_path):
+        """Read whole (the first file's rewrite reads every column), 45 null rows of a 16 MiB
+        fixed-size binary column are 720 MiB: refused before they are read."""
+        table = legit_table(tmp_path)
+        table = table.append_column("x", pa.array([None] * table.num_rows, pa.binary(1 << 24)))
+        segment = tmp_path / "seg.parquet"
+        pq.write_table(table, segment)
+        assert segment.stat().st_size < 1 << 16
+        with pytest.raises(LogCorruptError, match="column x"):
+            parquet_segments._read_checked(segment, parquet_segments.DecodeBudget())
 
 
 class TestMoreRowsThanBytes:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eventbus import read_log
+from eventbus import Bus, read_log
 from eventbus import records as r
 from eventbus.parquet import ParquetWriter
 from eventbus.parquet_segments import write_atomically
@@ -294,3 +294,23 @@ class TestTheFirstFile:
         assert len(calls) == 1
         writer.close()
         assert os.listdir(path) == ["seg-000000000000-000000000019.parquet"]
+
+
+def test_a_planted_column_is_not_carried_into_the_first_file(tmp_path):
+    """A resumed log's first file is written again with the log's metric columns. A zero-row
+    segment planted in the folder with a column of 128 MiB a row (a column the readers pass
+    over) had it made, null, for every row of that file: gigabytes from kilobytes. Only
+    metric columns of the types this writer writes are carried."""
+    log, _ = killed_run(tmp_path, epochs=1)
+    planted = pq.read_table(sorted(log.glob("seg-*.parquet"))[-1]).slice(0, 0)
+    for name, kind in (("x", pa.binary(1 << 27)), ("logs.acc", pa.float64())):
+        planted = planted.append_column(name, pa.array([], kind))
+    pq.write_table(planted, log / "seg-000000000002-000000000002.parquet")
+    bus = Bus(log=log, resume=True)
+    bus.epoch_begin(1)
+    bus.epoch_end(1, {"loss": 0.5, "val_loss": 0.4})
+    bus.flush()
+    first = pq.ParquetFile(sorted(log.glob("seg-*.parquet"))[0]).schema_arrow
+    assert {"logs.val_loss", "logs.acc"} <= set(first.names)
+    assert "x" not in first.names
+    bus.close()

@@ -210,14 +210,15 @@ class TestAFrameworksFileIsCheckedAsTheLoadersOwn:
     ``.keras`` zip, where a file the library loops on used to hang the resume."""
 
     @staticmethod
-    def framework_file(path: Path, *, bomb: bool) -> Path:
+    def framework_file(path: Path, *, bomb: bool, userblock: int = 0) -> Path:
         """Weights laid out as Keras lays them; with ``bomb``, the kernel a single chunk of
-        deflate(deflate(64 MiB of zeros)) that declares 16 bytes."""
+        deflate(deflate(64 MiB of zeros)) that declares 16 bytes; ``userblock``: bytes before
+        HDF5's superblock."""
         import zlib
 
         import h5py
 
-        with h5py.File(path, "w") as file:
+        with h5py.File(path, "w", userblock_size=userblock or None) as file:
             group = file.create_group("layers/dense/vars")
             group.create_dataset("1", data=np.zeros(2, dtype="float32"))
             if not bomb:
@@ -263,6 +264,22 @@ class TestAFrameworksFileIsCheckedAsTheLoadersOwn:
         assert isinstance(error, CheckpointError), error
         assert "model.weights.h5/layers/dense/vars/0" in str(error)
 
+    @pytest.mark.parametrize("moved", ["a user block", "a byte before the zip"])
+    def test_a_file_whose_data_is_not_at_its_first_byte_is_walked_too(self, tmp_path, moved):
+        """HDF5 finds its superblock at 512, 1024, ... after a user block, and zipfile an
+        archive with bytes before it: the walk chose what to check by the first 8 bytes, and
+        such a file passed unchecked to the loader, a bomb or external storage with it."""
+        if moved == "a user block":
+            path = self.framework_file(tmp_path / "ck.weights.h5", bomb=True, userblock=512)
+            assert not path.read_bytes().startswith(b"\x89HDF")
+        else:
+            bomb = self.framework_file(tmp_path / "ck.weights.h5", bomb=True)
+            path = tmp_path / "moved.keras"
+            path.write_bytes(b"#" + self.zipped(tmp_path / "ck.keras", bomb).read_bytes())
+        error = self.walk(path)
+        assert isinstance(error, CheckpointError), error
+        assert "filters" in str(error)
+
     def test_a_zip_member_larger_than_a_checkpoint_of_the_model_is_not_unzipped(self,
                                                                                 tmp_path):
         """A .keras of half a megabyte whose weights entry inflates to 512 MiB (within deflate's
@@ -286,3 +303,26 @@ class TestAFrameworksFileIsCheckedAsTheLoadersOwn:
         error = self.walk(self.zipped(tmp_path / "ck.keras", inner))
         assert isinstance(error, CheckpointError), error
         assert "did not finish within 1 s" in str(error)
+
+
+def test_a_hole_that_claims_a_terabyte_does_not_lengthen_the_deadline(tmp_path, monkeypatch):
+    """The parse's deadline grows with the file (a second per 50 MB): drawn from the size it
+    claims, a sparse hole of a terabyte in a backup folder others can write held a resume
+    about six hours on a file the library loops on. It is drawn from the bytes stored."""
+    import sinks.hdf5
+
+    path = tmp_path / "latest.weights.h5"
+    write_checkpoint(path, {"w": np.zeros(2)})
+    os.truncate(path, path.stat().st_size + (1 << 40))
+    if path.stat().st_blocks * 512 >= 1 << 40:
+        pytest.skip("this filesystem stores holes")
+    deadlines = []
+    real = sinks.hdf5.run_isolated
+
+    def timed(work, **kwargs):
+        deadlines.append(kwargs["seconds"])
+        return real(work, **kwargs)
+
+    monkeypatch.setattr(sinks.hdf5, "run_isolated", timed)
+    load_checkpoint(path)
+    assert deadlines and max(deadlines) < sinks.isolated.BASE_SECONDS + 1
