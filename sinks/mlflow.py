@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus import RunWarning, Sink
 from eventbus.confine import Refused, open_below, place
-from eventbus.errors import ConfigError
+from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
 from eventbus.records import DECISION_KINDS
 from eventbus.records import Warning as WarningRecord
@@ -510,7 +510,7 @@ class MLflowSink(Sink):
                 params.update({_key(k): _text(v, _PARAM_LENGTH)
                                for k, v in (record.get("params") or {}).items() if v is not None})
             elif kind in ("epoch_end", "batch_end"):
-                stamp = int(record["time"] * 1000)
+                stamp = _millis(record)
                 for key, step, value in self._points(record):
                     steps = self._have.setdefault(key, set())
                     if step in steps:
@@ -783,3 +783,14 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
     finally:
         sink.close()
     return count
+
+
+def _millis(record: dict[str, Any]) -> int:
+    """The record's time as MLflow's timestamp, milliseconds in 64 bits; a time no run has
+    (a log's, written by anyone: 1e308) is the log's error, naming the field and record."""
+    stamp = record["time"] * 1000
+    if not -(2**63) < stamp < 2**63:
+        raise LogCorruptError(f"record seq {record['seq']}: time {record['time']!r} is no time "
+                              "MLflow can hold (milliseconds since 1970 in 64 bits)",
+                              field="time")
+    return int(stamp)

@@ -820,9 +820,11 @@ class TensorBoardWriter:
         self._files: dict[str, _RunFile] = {}
         self._failing: set[str] = set()  # runs whose writes fail now (a full disk)
         #: Event files a resume's truncation could not rewrite for want of room, with what to
-        #: keep of them: rewritten at a later flush (no one writes them meanwhile, they are
-        #: not this sink's), or the steps past the resume point would show twice.
-        self._untruncated: dict[Path, tuple[str, Callable[[str, str, int], bool]]] = {}
+        #: keep of them and the file they were (device, inode): rewritten at a later flush (no
+        #: one writes them meanwhile, they are not this sink's), or the steps past the resume
+        #: point would show twice.
+        self._untruncated: dict[Path, tuple[str, Callable[[str, str, int], bool],
+                                            tuple[int, int]]] = {}
         self._metadata: dict[str, str] = {}
         # What the files found in the run directories hold, read on the first write-back:
         # (run, tag) -> the highest step of a scalar, and (run, tag, step, text) of each text.
@@ -1142,7 +1144,9 @@ class TensorBoardWriter:
                     self._fail("truncate", OSError(exc.errno, (
                         f"{path}: {describe_os_error(exc)}; its values past the resume point "
                         "stay until it can be rewritten, tried again at each flush")))
-                self._untruncated[path] = (run, keep)
+                    with contextlib.suppress(OSError):
+                        info = os.lstat(path)
+                        self._untruncated[path] = (run, keep, (info.st_dev, info.st_ino))
                 return
             self._fail("truncate", given_up(exc, f"{path}: the values past the resume point")
                        if is_transient(exc) else exc)
@@ -1151,8 +1155,22 @@ class TensorBoardWriter:
         self._untruncated.pop(path, None)
 
     def _truncate_again(self, *, at_close: bool = False) -> None:
-        """The truncations a full disk refused, tried again; at close, for a while."""
-        for path, (run, keep) in list(self._untruncated.items()):
+        """The truncations a full disk refused, tried again; at close, for a while. Only on
+        the file found then, reached as then: a run folder swapped for a link meanwhile
+        would have the cut rewrite another run's file through it."""
+        for path, (run, keep, was) in list(self._untruncated.items()):
+            try:
+                folder, info = os.lstat(path.parent), os.lstat(path)
+                same = stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(info.st_mode) and \
+                    (info.st_dev, info.st_ino) == was
+            except OSError:
+                same = False
+            if not same:
+                del self._untruncated[path]
+                self._fail("truncate", OSError(f"{path}: not the event file the resume found "
+                                               "(gone, or reached through a link now); "
+                                               "not cut"))
+                continue
             self._truncate_file(run, path, keep, at_close=at_close)
 
     def _damaged(self, exc: EventFileCorruptError) -> None:

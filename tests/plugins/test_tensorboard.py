@@ -622,6 +622,46 @@ class TestResume:
         assert all(calls.count(path) == 2 for path in files)  # for want of room, then for good
         assert len(cut) == 2 * len(files)
 
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_a_cut_tried_again_is_made_only_on_the_file_found(self, tmp_path, monkeypatch):
+        """Between a cut a full disk refused and its next try, the run folder was swapped for
+        a link to another run's: the cut, tried again by its path, rewrote the other run's
+        event file through it. It is tried only on the file found, reached as it was."""
+        import errno
+        import shutil
+
+        import sinks.tensorboard as tensorboard_sink
+
+        log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
+        bus = Bus([TensorBoard(log_dir)], log=log)
+        bus.train_begin({"epochs": 4})
+        train(bus, 4)
+        bus.close()
+        crash_after(log, 0)
+        victim = tmp_path / "other-run"
+        real, calls = tensorboard_sink.write_replacing, []
+
+        def full_then_swapped(path, *args, **kwargs):
+            calls.append(path)
+            if len(calls) == 1:  # the train file's cut: refused, and the folder swapped
+                shutil.copytree(log_dir / "train", victim)
+                shutil.rmtree(log_dir / "train")
+                (log_dir / "train").symlink_to(victim, target_is_directory=True)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(tensorboard_sink, "write_replacing", full_then_swapped)
+        bus = Bus([TensorBoard(log_dir)], log=log, resume=True)
+        steps_before = [e.step for e in acc(victim).Scalars("epoch_loss")]
+        bus.train_begin({"epochs": 4})
+        with pytest.warns(Warning, match="not the event file the resume found"):
+            train(bus, 4, start=bus.initial_epoch)
+            bus.train_end()
+            bus.close()
+        assert steps_before == [0, 1, 2, 3]
+        assert [e.step for e in acc(victim).Scalars("epoch_loss")][:4] == [0, 1, 2, 3]
+        assert calls[0].parent.name == "train" and calls.count(calls[0]) == 1
+
     def test_steps_per_second_after_a_resume(self, tmp_path):
         """A resumed run writes each step of the steps-per-second tags once too."""
         log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"

@@ -465,6 +465,24 @@ def one_line_error(capsys) -> str:
     return err
 
 
+def test_a_time_mlflow_cannot_hold_is_the_logs_error_in_one_line(tmp_path, uri, capsys):
+    """A log's record at time 1e308 (a log is anyone's): MLflow's milliseconds overflowed,
+    and convert ended in an OverflowError traceback."""
+    import orjson
+
+    log = tmp_path / "run.jsonl"
+    with Bus([], log=str(log)) as bus:
+        train(bus, 2)
+    lines = log.read_bytes().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if orjson.loads(line)["kind"] == "epoch_end")
+    record = orjson.loads(lines[at])
+    lines[at] = orjson.dumps({**record, "time": 1e308}) + b"\n"
+    log.write_bytes(b"".join(lines))
+    assert cli_main(["convert", str(log), uri, "--to", "mlflow"]) == 2
+    assert f"record seq {record['seq']}: time 1e+308 is no time MLflow can hold" in \
+        one_line_error(capsys)
+
+
 class TestCheckpointUpload:
     def test_a_checkpoint_below_the_root_with_its_size_and_sha_is_uploaded(
             self, tmp_path, uri, monkeypatch):
