@@ -7,6 +7,8 @@ run saw; it returns ``set_learning_rate`` decisions, which the bus applies to th
 
 from __future__ import annotations
 
+import math
+import struct
 import warnings
 from typing import Any
 
@@ -115,8 +117,11 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
                         "reduced; give the bus a model adapter with a learning_rate, or "
                         "Bus(learning_rate=...)",
                 details={"monitor": name, "wait": self.wait, "patience": self.patience}))
-        if not old_lr > self.min_lr:
-            return None  # at the floor already: wait keeps growing, as in Keras
+        if not old_lr > _float32(self.min_lr):
+            # At the floor already: wait keeps growing, as in Keras. The floor as float32, as
+            # Keras compares it: a framework keeps the rate in float32, and 0.001 held so is
+            # 0.0010000000475, above 0.001, which would be "reduced" to 0.001 for ever.
+            return None
         new_lr = max(old_lr * self.factor, self.min_lr)
         decision = SetLearningRate(
             value=new_lr, previous=old_lr, code="plateau",
@@ -136,3 +141,12 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
             return None
         self._warned.add(key)
         return warning
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32 (as ``numpy.float32``, without numpy): beyond its range,
+    an infinity."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)

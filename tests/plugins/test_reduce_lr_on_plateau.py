@@ -109,6 +109,27 @@ class TestLearningRate:
         assert [logs["learning_rate"] for logs in logs_of(records, "epoch_begin")] == \
             [0.1, 0.1, 0.05]
 
+    def test_a_rate_kept_in_float32_at_the_floor_is_not_cut_again(self) -> None:
+        """Keras's own example, min_lr=0.001, with an optimizer that keeps the rate in
+        float32 (Keras's does): 0.001 held so is 0.0010000000475, above 0.001 in float64, and
+        the rate was "reduced" to 0.001 every patience epochs, printed and recorded each
+        time. As Keras, the floor is compared as float32: one cut."""
+
+        class Float32Rate(NumpyModel):
+            @property
+            def learning_rate(self) -> float:
+                return float(np.float32(self._rate))
+
+            @learning_rate.setter
+            def learning_rate(self, value: float) -> None:
+                self._rate = value
+
+        model = Float32Rate({"w": np.zeros(1)}, learning_rate=0.01)
+        _, records = run([ReduceLROnPlateau(factor=0.1, patience=1, min_lr=0.001)],
+                         epochs(val_loss=[1.0] * 8), model=model)
+        cuts = [(r.previous, r.value) for r in records if r.kind == "set_learning_rate"]
+        assert cuts == [(float(np.float32(0.01)), 0.001)]
+
     def test_unknown_rate_is_a_warning(self) -> None:
         """Without a known learning rate there is nothing to cut: one warning says so."""
         with pytest.warns(RunWarning, match="the learning rate is not known") as shown:
