@@ -38,13 +38,14 @@ import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from .errors import LogCorruptError, LogError
 from .openflags import NO_FOLLOW
 from .outputs import file_type, open_checked, stored_size
 from .parquet_layout import METRIC_PREFIX, DecodeBudget, as_vectors, layout_metadata, vector_type
-from .sink import given_up, keep_trying
+from .sink import given_up, is_transient, keep_trying
 
 __all__ = ["SegmentStore", "compact", "open_regular", "remove_temporaries", "segment_name",
            "segments"]
@@ -71,6 +72,10 @@ _WRITE_OPTIONS: dict[str, Any] = {
 # Segments queued for the background thread before ``submit`` waits for the oldest: keeps the
 # memory of a loop that outruns the disk bounded.
 _MAX_QUEUED = 2
+# Seconds before the first file's rewrite is tried again after a full disk refused it, and
+# the most (each failure doubles the wait).
+_FIRST_WIDEN_WAIT = 2.0
+_MOST_WIDEN_WAIT = 300.0
 # Rows the merged file gathers before it writes a row group: a run flushed every epoch makes
 # many small segments, and a file of many small row groups is larger and slower to read.
 _ROW_GROUP_ROWS = 1 << 18
@@ -434,6 +439,10 @@ class SegmentStore:
         self._first: tuple[str, frozenset[str]] | None = None
         self._columns: dict[str, Any] | None = None
         self._widening = True  # false once the first file could not be written again
+        # After a rewrite a full disk refused, none until then (monotonic), waiting longer
+        # after each failure.
+        self._widen_after = 0.0
+        self._widen_wait = _FIRST_WIDEN_WAIT / 2
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
@@ -479,7 +488,7 @@ class SegmentStore:
         if ``target`` is to be the log's first file; else None, the first file given the
         columns it lacks (tried again with the next segment if that fails: the segment is
         written all the same, and the log reads whole with eventbus's reader)."""
-        if not self._widening:
+        if not self._widening or monotonic() < self._widen_after:
             return None
         try:
             if self._columns is None:
@@ -495,10 +504,17 @@ class SegmentStore:
             if not first[1].issuperset(columns):
                 self._first = (first[0], _rewrite_with_columns(self.directory / first[0],
                                                                columns))
-        except OSError:
-            pass  # a full disk: tried again with the next segment
-        except Exception:  # noqa: BLE001 - a first file that cannot be read: left as it is
-            self._widening = False
+        except Exception as exc:  # noqa: BLE001 - the segment is written all the same
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if isinstance(cause, OSError) and is_transient(cause):
+                # A full disk, EIO: tried again later, a while after each failure (a rewrite
+                # copies the whole first file, which a resumed long run makes large).
+                self._widen_wait = min(2 * self._widen_wait, _MOST_WIDEN_WAIT)
+                self._widen_after = monotonic() + self._widen_wait
+            else:  # a first file that cannot be read: left as it is
+                self._widening = False
+            return None
+        self._widen_wait = _FIRST_WIDEN_WAIT / 2
         return None
 
     def wait(self) -> None:

@@ -250,13 +250,21 @@ class TestTheFirstFile:
         assert [dict(rec.logs) for rec in read_log(path) if rec.kind == "batch_end"] == [
             {"loss": 1.0}, {"acc": 0.5}]
 
-    def test_that_cannot_be_written_again_costs_no_segment(self, tmp_path, monkeypatch):
-        """A full disk as the first file is written again: the segment is written all the
-        same, and the first file takes the columns with the next segment."""
-        from eventbus import parquet_segments
+    @pytest.mark.parametrize("fault", ["a full disk", "EIO opening it"])
+    def test_that_cannot_be_written_again_costs_no_segment(self, tmp_path, monkeypatch,
+                                                           fault):
+        """A full disk as the first file is written again, or an EIO as it is opened (a
+        LogError naming the file): the segment is written all the same, and the first file
+        takes the columns with a later segment. Before, the EIO stopped the first file's
+        widening for the rest of the run, silently."""
+        from eventbus import LogError, parquet_segments
 
         real = parquet_segments._rewrite_with_columns
         failures = [OSError(28, "No space left on device")]
+        if fault == "EIO opening it":
+            failure = LogError("seg-0: cannot be read: [Errno 5] Input/output error")
+            failure.__cause__ = OSError(5, "Input/output error")
+            failures = [failure]
 
         def full(file, columns):
             if failures:
@@ -264,6 +272,7 @@ class TestTheFirstFile:
             return real(file, columns)
 
         monkeypatch.setattr(parquet_segments, "_rewrite_with_columns", full)
+        monkeypatch.setattr(parquet_segments, "_FIRST_WIDEN_WAIT", 0.0)
         path = tmp_path / "events.parquet"
         writer = ParquetWriter(path)
         writer.write(HEADER.model_dump())
@@ -276,6 +285,30 @@ class TestTheFirstFile:
         writer.flush()
         assert list(pd.read_parquet(path)["logs.loss"].fillna(-1)) == [-1, 1.0, 0.5]
         writer.close()
+
+    def test_a_disk_that_stays_full_is_not_asked_at_every_flush(self, tmp_path, monkeypatch):
+        """Each try copies the whole first file (a resumed long run's is the whole earlier
+        run): tried at every flush of a full disk, it stalled every epoch. After a failure
+        the next try waits, longer each time."""
+        from eventbus import parquet_segments
+
+        calls = []
+
+        def full(file, columns):
+            calls.append(file)
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(parquet_segments, "_rewrite_with_columns", full)
+        path = tmp_path / "events.parquet"
+        writer = ParquetWriter(path)
+        writer.write(HEADER.model_dump())
+        writer.flush()
+        for seq in range(1, 20):
+            writer.write(batch(seq, {"loss": 1.0 / seq}))
+            writer.flush()
+        assert len(calls) == 1
+        writer.close()
+        assert [rec.seq for rec in read_log(path)] == list(range(20))
 
     def test_is_not_written_again_without_a_new_column(self, tmp_path, monkeypatch):
         from eventbus import parquet_segments
