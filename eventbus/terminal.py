@@ -90,6 +90,9 @@ _drawing_thread: int | None = None
 _drawing_pid: int | None = None
 #: A block a write through a guard erased, drawn again once that text ends its line.
 _erased: Any = None
+#: Whether text written through a guard left its line open (``print(".", end="")``): the
+#: block's next draw then starts on the next line, so the two never share one.
+_line_open = False
 #: Each stream's guard, made once and kept: ``print`` holds ``sys.stdout`` without a
 #: reference of its own while it writes (CPython 3.11), so a guard that a write takes out of
 #: ``sys`` must outlive that write, or the interpreter reads freed memory.
@@ -109,6 +112,16 @@ def set_live(block: Any, drawn: bool) -> None:
     elif _live is block:
         _live = None
         _unguard_streams()
+
+
+def close_open_line() -> str:
+    """A line break when text written beside a block left its line open, to draw the block
+    below it (once); else nothing."""
+    global _line_open
+    if not _line_open:
+        return ""
+    _line_open = False
+    return "\n"
 
 
 def make_room(out: Any = None) -> None:
@@ -135,11 +148,13 @@ class GuardedStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        global _erased
+        global _erased, _line_open
         if text and _live is not None and threading.get_ident() == _drawing_thread:
             _erased = _live
             _live.clear()
         written = self.stream.write(text)
+        if text and (_erased is not None or _live is not None):
+            _line_open = not text.endswith("\n")  # (print(".", end=""): the block goes below)
         if _erased is not None and _live is None and text.endswith("\n"):
             block, _erased = _erased, None
             block.redraw()  # below the text, as it was
@@ -164,8 +179,9 @@ def _leave_the_block() -> None:
 
 def _forked() -> None:
     """In a forked child (a DataLoader worker): the block on the terminal is the parent's."""
-    global _live, _erased, _drawing_thread
+    global _live, _erased, _drawing_thread, _line_open
     _live = _erased = _drawing_thread = None
+    _line_open = False
 
 
 if hasattr(os, "register_at_fork"):

@@ -241,6 +241,7 @@ class ProgbarLogger(Plugin, Sink):
             shown.bar = bar_class(total=target, desc=title, unit=self._unit, leave=True)
         elif shown.display == "terminal":
             shown.block = progress.LiveBlock(self._out)
+            shown.block.watch()
 
     def _advance(self, record: dict[str, Any]) -> None:
         shown = self._shown

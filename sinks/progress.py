@@ -245,12 +245,20 @@ class LiveBlock:
         return "\r" + (f"\x1b[{self.rows - 1}A" if self.rows > 1 else "") + "\x1b[J"
 
     def draw(self, lines: Sequence[str], *, final: bool = False) -> None:
-        text = self._back() + "\n".join(lines) + ("\n" if final else "")
+        back = self._back() or terminal.close_open_line()
+        text = back + "\n".join(lines) + ("\n" if final else "")
         self.rows = 0 if final else len(lines)
         self.lines = None if final else lines
         terminal.set_live(self, not final)
         self.out.write(text)
         self.out.flush()
+
+    def watch(self) -> None:
+        """The block is about to be drawn (an epoch began): text written before its first draw
+        is watched as once it is drawn, so a line left open (``print(".", end="")``) puts the
+        block below it rather than on it, where the next write's erasing took the text too."""
+        if not self.rows:
+            terminal.set_live(self, True)
 
     def redraw(self) -> None:
         """Draw the block again as it last was (after a message erased it), if it is live."""
