@@ -310,15 +310,24 @@ def _run(out: Path, *, epochs: int, seed: int, progress: bool) -> int:
     width = width_of(sys.stdout)  # a terminal's: lines broken at spaces, not mid-word
     print(f"\ntrained {len(history.epoch)} epochs in {elapsed:.1f} s; wrote {out}/\n")
     print(fit(render(audit(log)), width))
-    print(fit(f"""
-next, try:
-  eventbus audit {log}                       # this summary again (--json, --plot FILE.png)
-  eventbus replay {log} --verify              # recompute every decision from the log
-  eventbus replay {log} --set EarlyStopping.patience=3
-  eventbus replay {log} --sweep ReduceLROnPlateau.patience=1,2,4,8
-  eventbus convert {log} {out.name}-history.csv
-  eventbus report {log} -o {out.name}-report.html   # one page: curves, decisions, why it stopped
-  tensorboard --logdir {out}        # the decisions in the Text tab, parameters in HParams""",
-              width))
+    print("\nnext, try:")
+    for says, commands in (
+            ("this summary again (--json, --plot FILE.png)", [f"eventbus audit {log}"]),
+            ("recompute every decision from the log", [f"eventbus replay {log} --verify"]),
+            ("what-ifs: another patience; a sweep of ReduceLROnPlateau's",
+             [f"eventbus replay {log} --set EarlyStopping.patience=3",
+              f"eventbus replay {log} --sweep ReduceLROnPlateau.patience=1,2,4"]),
+            ("the epochs as a CSV table", [f"eventbus convert {log} {out.name}-history.csv"]),
+            ("one page: curves, decisions, why it stopped",
+             [f"eventbus report {log} -o {out.name}-report.html"]),
+            ("the decisions in the Text tab, parameters in HParams",
+             [f"tensorboard --logdir {out}"])):
+        # The comments fitted to the terminal, each command on one line whatever its width:
+        # a terminal wraps it softly and copies it whole, where a line broken here would not
+        # paste as the command.
+        for line in fit(says, None if width is None else max(width - 4, 20)).splitlines():
+            print(f"  # {line}")  # each line of a comment a comment: the block pastes whole
+        for command in commands:
+            print(f"  {command}")
     sys.stdout.flush()
     return 0

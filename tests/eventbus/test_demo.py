@@ -203,12 +203,18 @@ class TestClosedStdout:
 def test_following_the_suggested_commands_leaves_the_next_demo_possible(tmp_path, capsys,
                                                                         monkeypatch):
     """Every `eventbus ...` line under "next, try" runs, and none of them writes into the
-    demo's directory, so the same demo command works again afterwards."""
+    demo's directory, so the same demo command works again afterwards. On a narrow terminal
+    too: the commands were fitted to its width with the rest, and a line copied from the
+    screen was half a command (the --sweep's value on the next line)."""
+    import eventbus.demo
+
+    monkeypatch.setattr(eventbus.demo, "width_of", lambda stream: 40)
     monkeypatch.chdir(tmp_path)
     code, out, _ = demo(capsys, Path("run"), epochs=2)
     assert code == 0
-    suggested = [line.split("#")[0].split() for line in out.split("next, try:")[1].splitlines()
-                 if line.strip().startswith("eventbus ")]
+    shown = [line.strip() for line in out.split("next, try:")[1].splitlines() if line.strip()]
+    assert all(line.startswith(("# ", "eventbus ", "tensorboard ")) for line in shown), shown
+    suggested = [line.split() for line in shown if line.startswith("eventbus ")]
     assert len(suggested) >= 4
     for argv in suggested:
         code = main(argv[1:])
