@@ -498,18 +498,40 @@ for _name, (_, _style) in _KERAS_HOOKS.items():
 del _name, _style
 
 
+class _NoModel:
+    """The model a Keras callback is given where the loop has none: ``stop_training``, which
+    the bus turns into a decision, and for anything else an AttributeError saying what to
+    give (``hasattr`` is False, as Keras's callbacks ask)."""
+
+    def __init__(self, callback: str):
+        self.stop_training = False
+        self._callback = callback
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"{self._callback} needs the Keras model for model.{name}; give "
+                             f"it: from_keras_callback(callback, model=keras_model)")
+
+
 def from_keras_callback(callback: Any, *, model: Any = None) -> KerasCallbackPlugin:
     """Run a Keras-style callback object on a bus; returns the plugin to register.
 
     Every Keras method the object defines (``on_epoch_end(epoch, logs)`` & co.; for a
     ``keras.callbacks.Callback``, those it overrides, Keras 2's ``on_batch_*`` included) is
-    called at the matching event, with its own copy of the logs. ``model``, when given, is
-    passed to ``set_model`` (Keras's own callbacks need the Keras model); the run's ``params``
+    called at the matching event, with its own copy of the logs. ``model`` is passed to
+    ``set_model``; without one (a NumPy or PyTorch loop), a stand-in that holds only the
+    ``stop_training`` flag, so Keras's EarlyStopping and TerminateOnNaN stop the run in any
+    loop, and a callback that needs more of the model says so; the run's ``params``
     go to ``set_params`` at ``train_begin``. A callback that turns ``model.stop_training`` on
     produces a ``stop_training`` decision naming it. The plugin's records carry the callback's
     class name.
     """
-    if model is not None and callable(getattr(callback, "set_model", None)):
+    if callable(getattr(callback, "set_model", None)):
+        # In a loop with no Keras model (NumPy, PyTorch), a stand-in that holds the flag a
+        # stopping callback sets (EarlyStopping, TerminateOnNaN): without one, setting it was
+        # an AttributeError, exactly when the callback would stop training.
+        model = model if model is not None else _NoModel(type(callback).__name__)
         callback.set_model(model)
     plugin = KerasCallbackPlugin(callback, model)
     plugin.name = type(callback).__name__  # type: ignore[misc]

@@ -143,6 +143,32 @@ class TestKerasCallbacksOnTheBus:
         assert stops[0]["code"] == "keras_stop_training" and stops[0]["epoch"] == 1
         assert model.stop_training is False  # the bus owns the flag
 
+    def test_keras_early_stopping_stops_a_loop_with_no_keras_model(self):
+        """A NumPy or PyTorch loop has no Keras model to give: Keras's EarlyStopping set
+        ``stop_training`` on None, an AttributeError exactly when it should stop, and the run
+        trained on. It gets a stand-in holding the flag; the bus stops where Keras would."""
+        bus = Bus([from_keras_callback(keras.callbacks.EarlyStopping(patience=1))])
+        stopped = None
+        for event in epochs(val_loss=[0.5, 0.4, 0.45, 0.3, 0.2]):
+            bus.publish(event)
+            if bus.stop_training:
+                stopped = event.epoch
+                break
+        assert stopped == 2 and not bus.failures
+
+    def test_a_keras_callback_needing_the_model_says_to_give_it(self):
+        """What else a callback reads of the stand-in is an error naming the fix."""
+        class Peeks(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.get_weights()
+
+        bus = Bus([from_keras_callback(Peeks())])
+        with pytest.warns(Warning, match=r"Peeks needs the Keras model for "
+                                         r"model.get_weights; give it: from_keras_callback"):
+            for event in epochs(val_loss=[0.5]):
+                bus.publish(event)
+            bus.close()
+
     def test_plain_object_with_keras_methods(self):
         """Any object with Keras's method names runs; only the methods it has are called."""
 
