@@ -777,7 +777,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    parser.set_defaults(commands=sub.choices)  # each command's parser, for its errors
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; what is left over is the command's error, with its usage, saying the
+    form a ``--set`` or ``--sweep`` given with a space for its '=' takes (argparse gave the
+    top level's usage and "unrecognized arguments: 3")."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = args.commands.get(args.command, parser)
+        spaced = [(flag, value) for flag in ("set", "sweep")
+                  for value in (getattr(args, flag, None) or []) if "=" not in value]
+        hint = (f"; --{spaced[0][0]} takes PLUGIN.PARAM=VALUE as one argument: "
+                f"--{spaced[0][0]} {spaced[0][1]}={extra[0]}") if spaced else ""
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def _one_line_warnings(command: str) -> Any:
@@ -793,7 +809,7 @@ def _one_line_warnings(command: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     stdout = sys.stdout
     sys.stdout = _GuardedStdout(stdout)  # type: ignore[assignment]
     try:

@@ -184,6 +184,22 @@ class Strict(Plugin):
         return None
 
 
+@pytest.mark.parametrize(("flag", "given", "value"), [("--set", "EarlyStopping.patience", "3"),
+                                                     ("--sweep", "EarlyStopping.patience",
+                                                      "1,2")])
+def test_a_space_for_the_equals_sign_is_named_with_the_form(run, capsys, flag, given, value):
+    """``--set EarlyStopping.patience 3``: argparse gave the top level's usage and
+    "unrecognized arguments: 3". The command's own usage, and the form to give."""
+    with pytest.raises(SystemExit) as exited:  # argparse's way out
+        main(["replay", str(run["log"]), flag, given, value])
+    out, err = capsys.readouterr()
+    assert (exited.value.code, out) == (2, "")
+    assert err.startswith("usage: eventbus replay")
+    assert err.splitlines()[-1] == (
+        f"eventbus replay: error: unrecognized arguments: {value}; {flag} takes "
+        f"PLUGIN.PARAM=VALUE as one argument: {flag} {given}={value}")
+
+
 class TestTheWrongFile:
     """A file or folder that is not a log is named as such, not as a damaged log."""
 
