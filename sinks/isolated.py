@@ -15,6 +15,7 @@ work runs in this process, as before.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import select
@@ -119,6 +120,10 @@ def _child(work: Callable[[], Any], read: int, write: int,
         _in_child = True
         os.close(read)
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child, not a handler
+        # A library that crashes the child is the parent's to report, as a CheckpointError:
+        # not with a dump of the child's stack on the user's terminal (faulthandler, which
+        # pytest and python -X faulthandler turn on, is inherited by the fork).
+        faulthandler.disable()
         try:
             out: dict[str, Any] = {"value": work()}
         except CheckpointError as exc:
