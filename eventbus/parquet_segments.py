@@ -36,6 +36,7 @@ import re
 import secrets
 import stat
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from time import monotonic
@@ -99,12 +100,18 @@ def segments(directory: Path) -> list[tuple[int, int, Path]]:
 def write_atomically(table: Any, target: Path) -> None:
     import pyarrow.parquet as pq
 
+    _replace(target, lambda file: pq.write_table(table, file, **_WRITE_OPTIONS))
+
+
+def _replace(target: Path, write: Callable[[Any], None]) -> None:
+    """``write(file)`` into a new temporary file beside ``target``, on disk, then renamed over
+    it: a crash at any point leaves the old file or the new one. pyarrow is handed the open
+    file, never the name: a name it would read as a URI (``file:/elsewhere/x``, ``s3:...``) or
+    could not encode (not UTF-8) is only a name."""
     tmp = _temporary(target.parent, target.name)
     try:
-        # pyarrow is handed the open file, never the name: a name it would read as a URI
-        # (``file:/elsewhere/x``, ``s3:...``) or could not encode (not UTF-8) is only a name.
         with open(tmp, "r+b") as file:
-            pq.write_table(table, file, **_WRITE_OPTIONS)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, target)
@@ -322,23 +329,17 @@ def _rewrite_with_columns(file: Path, columns: dict[str, Any]) -> frozenset[str]
             return frozenset(schema.names)
         budget = DecodeBudget()  # a log is anyone's: read within what it may decode to
         budget.add_file(source.stored)
-        tmp = _temporary(file.parent, file.name)
-        try:
-            with open(tmp, "r+b") as out:
-                with pq.ParquetWriter(out, schema, **_WRITE_OPTIONS) as writer:
-                    first = 1
-                    for group in range(parquet.metadata.num_row_groups):
-                        budget.plan(file, parquet, source, group, first, None, 1)
-                        table = parquet.read_row_group(group, use_threads=False)
-                        writer.write_table(_conform(table, schema))
-                        first += table.num_rows
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+
+        def write(out: Any) -> None:
+            with pq.ParquetWriter(out, schema, **_WRITE_OPTIONS) as writer:
+                first = 1
+                for group in range(parquet.metadata.num_row_groups):
+                    budget.plan(file, parquet, source, group, first, None, 1)
+                    table = parquet.read_row_group(group, use_threads=False)
+                    writer.write_table(_conform(table, schema))
+                    first += table.num_rows
+
+        _replace(file, write)
     return frozenset(schema.names)
 
 
