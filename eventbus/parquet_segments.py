@@ -73,8 +73,8 @@ _WRITE_OPTIONS: dict[str, Any] = {
 # Segments queued for the background thread before ``submit`` waits for the oldest: keeps the
 # memory of a loop that outruns the disk bounded.
 _MAX_QUEUED = 2
-# Seconds before the first file's rewrite is tried again after a full disk refused it, and
-# the most (each failure doubles the wait).
+# Seconds before the first file's rewrite is tried again after a full disk refused it twice
+# in a row, and the most (each further failure doubles the wait).
 _FIRST_WIDEN_WAIT = 2.0
 _MOST_WIDEN_WAIT = 300.0
 # Rows the merged file gathers before it writes a row group: a run flushed every epoch makes
@@ -441,9 +441,9 @@ class SegmentStore:
         self._columns: dict[str, Any] | None = None
         self._widening = True  # false once the first file could not be written again
         # After a rewrite a full disk refused, none until then (monotonic), waiting longer
-        # after each failure.
+        # after each failure in a row.
         self._widen_after = 0.0
-        self._widen_wait = _FIRST_WIDEN_WAIT / 2
+        self._widen_failures = 0
 
     def submit(self, table: Any, first: int, last: int) -> None:
         """Queue ``table`` to be written as the segment of seqs ``first`` to ``last``; raises
@@ -508,14 +508,17 @@ class SegmentStore:
         except Exception as exc:  # noqa: BLE001 - the segment is written all the same
             cause = exc if isinstance(exc, OSError) else exc.__cause__
             if isinstance(cause, OSError) and is_transient(cause):
-                # A full disk, EIO: tried again later, a while after each failure (a rewrite
-                # copies the whole first file, which a resumed long run makes large).
-                self._widen_wait = min(2 * self._widen_wait, _MOST_WIDEN_WAIT)
-                self._widen_after = monotonic() + self._widen_wait
+                # A full disk, EIO: a blip is tried again with the next segment; a fault that
+                # lasts, a while after each failure, longer each time (a rewrite copies the
+                # whole first file, which a resumed long run makes large).
+                self._widen_failures += 1
+                wait = 0.0 if self._widen_failures == 1 else min(
+                    _FIRST_WIDEN_WAIT * 2 ** (self._widen_failures - 2), _MOST_WIDEN_WAIT)
+                self._widen_after = monotonic() + wait
             else:  # a first file that cannot be read: left as it is
                 self._widening = False
             return None
-        self._widen_wait = _FIRST_WIDEN_WAIT / 2
+        self._widen_failures = 0
         return None
 
     def wait(self) -> None:
