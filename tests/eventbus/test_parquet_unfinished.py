@@ -118,10 +118,12 @@ def check_epoch_metrics(rows: list[dict], epochs: int) -> None:
                 assert list(got) == want[name] if name == "f1" else got == want[name], (row, name)
 
 
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    return killed_run(tmp_path_factory.mktemp("killed"))
+
+
 class TestAKilledRunReads:
-    @pytest.fixture(scope="class")
-    def killed(self, tmp_path_factory):
-        return killed_run(tmp_path_factory.mktemp("killed"))
 
     def test_it_is_segments_and_eventbus_reads_them(self, killed):
         log, epochs = killed
