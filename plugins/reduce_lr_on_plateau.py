@@ -117,10 +117,11 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
                         "reduced; give the bus a model adapter with a learning_rate, or "
                         "Bus(learning_rate=...)",
                 details={"monitor": name, "wait": self.wait, "patience": self.patience}))
-        if not old_lr > _float32(self.min_lr):
-            # At the floor already: wait keeps growing, as in Keras. The floor as float32, as
-            # Keras compares it: a framework keeps the rate in float32, and 0.001 held so is
-            # 0.0010000000475, above 0.001, which would be "reduced" to 0.001 for ever.
+        if not (old_lr > self.min_lr and _float32(old_lr) > _float32(self.min_lr)):
+            # At the floor already: wait keeps growing, as in Keras. At it in float32 too, as
+            # Keras compares: a framework keeps the rate in float32, and 0.001 held so is
+            # 0.0010000000475, above 0.001, which would be "reduced" to 0.001 for ever; a loop
+            # that keeps it in float64 holds 1e-4 itself, above 1e-4 in float32.
             return None
         new_lr = max(old_lr * self.factor, self.min_lr)
         decision = SetLearningRate(

@@ -130,6 +130,17 @@ class TestLearningRate:
         cuts = [(r.previous, r.value) for r in records if r.kind == "set_learning_rate"]
         assert cuts == [(float(np.float32(0.01)), 0.001)]
 
+    @pytest.mark.parametrize("floor", [1e-3, 1e-4, 1e-5, 1e-6, 0.3])
+    def test_a_rate_at_the_floor_is_cut_no_more_in_float64_or_float32(self, floor) -> None:
+        """A NumPy loop keeps the rate in float64: at min_lr=1e-4 it holds 1e-4 itself, which
+        is above float32(1e-4); compared in float32 alone, it was "cut" to 1e-4 again every
+        patience epochs. At the floor in either precision, no cut."""
+        model = NumpyModel({"w": np.zeros(1)}, learning_rate=floor * 10)
+        _, records = run([ReduceLROnPlateau(factor=0.1, patience=1, min_lr=floor)],
+                         epochs(val_loss=[1.0] * 8), model=model)
+        assert [r.value for r in records if r.kind == "set_learning_rate"] == \
+            [max(floor * 10 * 0.1, floor)]  # one cut, then at the floor
+
     def test_unknown_rate_is_a_warning(self) -> None:
         """Without a known learning rate there is nothing to cut: one warning says so."""
         with pytest.warns(RunWarning, match="the learning rate is not known") as shown:
