@@ -261,9 +261,12 @@ class LiveBlock:
             terminal.set_live(self, True)
 
     def redraw(self) -> None:
-        """Draw the block again as it last was (after a message erased it), if it is live."""
+        """Draw the block again as it last was (after a message erased it), if it is live; one
+        watched and not drawn yet is watched again."""
         if self.lines is not None and not self.rows:
             self.draw(self.lines)
+        elif self.lines is None:
+            self.watch()
 
     def clear(self) -> None:
         """Erase the block; the next draw starts where it began (below a message printed in

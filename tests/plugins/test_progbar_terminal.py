@@ -225,11 +225,12 @@ def test_a_logging_line_while_the_bar_is_drawn_stays_above_it() -> None:
 def test_text_without_a_line_break_never_shares_a_line_with_the_bar() -> None:
     """``print(".", end="")`` from a callback, a dot a batch: the bar was drawn on the dots'
     line, and the next dot's erasing of it took the dots with it (2 of 10 stayed). Every dot
-    stays, and no line holds both a dot and the bar."""
+    stays, and no line holds both a dot and the bar, a whole line printed first too."""
     script = textwrap.dedent("""
         from eventbus import Bus
         from plugins import BaseLogger, LambdaCallback, ProgbarLogger
-        dots = LambdaCallback(on_batch_begin=lambda batch, logs: print(".", end="", flush=True))
+        dots = LambdaCallback(on_epoch_begin=lambda epoch, logs: print("epoch begins"),
+                              on_batch_begin=lambda batch, logs: print(".", end="", flush=True))
         with Bus([ProgbarLogger(mininterval=0.0), BaseLogger(), dots]) as bus:
             bus.train_begin({"epochs": 2, "steps": 5})
             for epoch in range(2):
@@ -243,6 +244,7 @@ def test_text_without_a_line_break_never_shares_a_line_with_the_bar() -> None:
     """)
     final = frames(run_in_pty(script, columns=80), 80)[-1]
     assert sum(line.count(".") for line in final if not line.startswith(("Epoch", "loss"))) == 10
+    assert sum(line == "epoch begins" for line in final) == 2  # a whole line first, then dots
     assert not [line for line in final if "." in line and "Epoch" in line]
     assert [line[:15] for line in final if line.startswith("Epoch")] == [
         "Epoch 1/2: 5/5 ", "Epoch 2/2: 5/5 "]
