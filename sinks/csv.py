@@ -47,7 +47,14 @@ from eventbus.errors import ConfigError, LogCorruptError, LogError
 from eventbus.openflags import UNTTY
 from eventbus.outputs import file_type, open_checked, write_replacing
 from eventbus.run import Run
-from eventbus.sink import FailingWrites, Sink, given_up, is_transient, keep_trying
+from eventbus.sink import (
+    FailingWrites,
+    Sink,
+    describe_os_error,
+    given_up,
+    is_transient,
+    keep_trying,
+)
 
 __all__ = ["LINE_END", "MISSING", "CsvSink", "CsvTable", "format_value"]
 
@@ -482,7 +489,11 @@ class CsvSink(Sink):
             except OSError as exc:
                 self._close()
                 if not is_transient(exc):  # refused for good: no opening waits any more
-                    self._opening, self._held = None, []
+                    held, self._opening, self._held = len(self._held), None, []
+                    if held:  # what is lost is said, as a write's close says it
+                        raise OSError(exc.errno, f"{self.filename}: the table cannot be "
+                                      f"opened ({describe_os_error(exc)}); the {held} row(s) "
+                                      "held for it are lost") from exc
                 if strict or self._run is None or not is_transient(exc):
                     raise
                 self._failing.failed(
@@ -524,15 +535,16 @@ class CsvSink(Sink):
             if self._table is None and self._opening is None:
                 # A loop that never publishes train_begin opens the file as train_begin would.
                 self._start(self.append)
-            table = self._ready("epoch_end")
-            if table is None:
-                if len(self._held) >= self.max_held_rows:
-                    raise RuntimeError(f"{self.filename}: {len(self._held)} rows could not be "
-                                       "written (the table could not be opened); the table "
-                                       "stops")
-                self._held.append((record["epoch"], dict(record["logs"])))
+            if self._opening is None:
+                self._keeping(self._table.write, record["epoch"], record["logs"])
                 return
-            self._keeping(table.write, record["epoch"], record["logs"])
+            # The opening waits: the row waits with the others, written (or counted as lost)
+            # with them when the opening is made (or refused for good).
+            if len(self._held) >= self.max_held_rows:
+                raise RuntimeError(f"{self.filename}: {len(self._held)} rows could not be "
+                                   "written (the table could not be opened); the table stops")
+            self._held.append((record["epoch"], dict(record["logs"])))
+            self._ready("epoch_end")
         elif kind == "train_begin":
             self._start(self.append)
         else:  # train_end
@@ -564,10 +576,13 @@ class CsvSink(Sink):
         """Close the table (at train_end, and at close), its opening made first if it waited:
         for a while, then what was lost is said."""
         if self._opening is not None and self._run is not None:
+            held = len(self._held)
             try:  # the disk refused the opening to the end: a while more, then said
                 keep_trying(lambda: self._ready("close", strict=True), transient_only=True)
             except OSError as exc:
-                held, self._held, self._opening = len(self._held), [], None
+                self._held, self._opening = [], None
+                if not is_transient(exc):
+                    raise  # refused for good: it says what is lost
                 raise given_up(exc, f"{self.filename}: the table's opening and {held} "
                                     "row(s)") from exc
         self._close()

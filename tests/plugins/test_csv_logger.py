@@ -232,6 +232,31 @@ class TestResume:
         assert [(r.epoch, r.logs["loss"]) for r in read_log(log) if r.kind == "epoch_end"] == \
             list(enumerate(losses))
 
+    def test_rows_held_for_an_opening_then_refused_for_good_are_counted(self, tmp_path,
+                                                                          monkeypatch):
+        """A full disk holds the rows for the table's opening; the next try meets a refusal
+        that will not pass: the held rows were dropped unsaid (a bare PermissionError, or
+        "0 row(s)" at train_end). The failure says how many are lost."""
+        import errno
+
+        import sinks.csv as module
+
+        calls = []
+
+        def refused(*args, **kwargs):
+            calls.append(1)
+            code = errno.ENOSPC if len(calls) <= 2 else errno.EACCES
+            raise OSError(code, "refused")
+
+        monkeypatch.setattr(module, "CsvTable", refused)
+        bus = Bus([CSVLogger(tmp_path / "log.csv")])
+        with pytest.warns(SinkFailureWarning, match=r"the 1 row\(s\) held for it are lost"):
+            bus.train_begin({"epochs": 3})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 0.9})  # held, then its try is refused for good
+            bus.train_end()
+            bus.close()
+
     def test_an_opening_refused_for_good_is_not_tried_again(self, tmp_path, monkeypatch):
         """A table that cannot be opened for good (no permission, a folder at its name) is
         one sink failure at once: it was kept waiting as a full disk's is, and close() spent
