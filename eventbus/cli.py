@@ -791,7 +791,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         spaced = [(flag, value) for flag in ("set", "sweep")
                   for value in (getattr(args, flag, None) or []) if "=" not in value]
         hint = (f"; --{spaced[0][0]} takes PLUGIN.PARAM=VALUE as one argument: "
-                f"--{spaced[0][0]} {spaced[0][1]}={extra[0]}") if spaced else ""
+                f"--{spaced[0][0]} {spaced[0][1]}=VALUE") if spaced else ""
         command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     return args
 

@@ -520,18 +520,21 @@ def from_keras_callback(callback: Any, *, model: Any = None) -> KerasCallbackPlu
     Every Keras method the object defines (``on_epoch_end(epoch, logs)`` & co.; for a
     ``keras.callbacks.Callback``, those it overrides, Keras 2's ``on_batch_*`` included) is
     called at the matching event, with its own copy of the logs. ``model`` is passed to
-    ``set_model``; without one (a NumPy or PyTorch loop), a stand-in that holds only the
-    ``stop_training`` flag, so Keras's EarlyStopping and TerminateOnNaN stop the run in any
-    loop, and a callback that needs more of the model says so; the run's ``params``
+    ``set_model``; without one (a NumPy or PyTorch loop), Keras's own callbacks get a stand-in
+    that holds only the ``stop_training`` flag, so its EarlyStopping and TerminateOnNaN stop
+    the run in any loop, and one that needs more of the model says so (a callback of the
+    user's gets no model, as before); the run's ``params``
     go to ``set_params`` at ``train_begin``. A callback that turns ``model.stop_training`` on
     produces a ``stop_training`` decision naming it. The plugin's records carry the callback's
     class name.
     """
-    if callable(getattr(callback, "set_model", None)):
-        # In a loop with no Keras model (NumPy, PyTorch), a stand-in that holds the flag a
-        # stopping callback sets (EarlyStopping, TerminateOnNaN): without one, setting it was
-        # an AttributeError, exactly when the callback would stop training.
-        model = model if model is not None else _NoModel(type(callback).__name__)
+    if model is None and type(callback).__module__.startswith("keras."):
+        # Keras's own callbacks, in a loop with no Keras model (NumPy, PyTorch): a stand-in
+        # that holds the flag a stopping callback sets (EarlyStopping, TerminateOnNaN).
+        # Without one, setting it was an AttributeError exactly when the callback would stop
+        # training. A callback of the user's keeps no model, as it always had.
+        model = _NoModel(type(callback).__name__)
+    if model is not None and callable(getattr(callback, "set_model", None)):
         callback.set_model(model)
     plugin = KerasCallbackPlugin(callback, model)
     plugin.name = type(callback).__name__  # type: ignore[misc]

@@ -157,17 +157,27 @@ class TestKerasCallbacksOnTheBus:
         assert stopped == 2 and not bus.failures
 
     def test_a_keras_callback_needing_the_model_says_to_give_it(self):
-        """What else a callback reads of the stand-in is an error naming the fix."""
-        class Peeks(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                self.model.get_weights()
-
-        bus = Bus([from_keras_callback(Peeks())])
-        with pytest.warns(Warning, match=r"Peeks needs the Keras model for "
+        """What else one of Keras's callbacks reads of the stand-in is an error naming the
+        fix; a callback of the user's gets no model, as before (one that checks
+        ``self.model is None`` goes on as it did)."""
+        stopper = keras.callbacks.EarlyStopping(patience=1, restore_best_weights=True)
+        bus = Bus([from_keras_callback(stopper)])
+        with pytest.warns(Warning, match=r"EarlyStopping needs the Keras model for "
                                          r"model.get_weights; give it: from_keras_callback"):
             for event in epochs(val_loss=[0.5]):
                 bus.publish(event)
             bus.close()
+
+        class Careful(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if self.model is not None:
+                    self.model.save("elsewhere.keras")
+
+        bus = Bus([from_keras_callback(Careful())])
+        for event in epochs(val_loss=[0.5]):
+            bus.publish(event)
+        assert not bus.failures
+        bus.close()
 
     def test_plain_object_with_keras_methods(self):
         """Any object with Keras's method names runs; only the methods it has are called."""
