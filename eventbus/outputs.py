@@ -49,7 +49,9 @@ def stored_size(info: os.stat_result) -> int:
     size its blocks do not hold (a terabyte in kilobytes), and a budget or deadline drawn from
     the size a file claims would be the file's to set."""
     blocks = getattr(info, "st_blocks", None)
-    return info.st_size if blocks is None else min(info.st_size, blocks * 512)
+    # No blocks at all: a filesystem that does not count them (some network and FUSE mounts)
+    # or keeps a small file in its inode; the size is all there is to go by.
+    return info.st_size if not blocks else min(info.st_size, blocks * 512)
 
 
 def file_type(mode: int) -> str:

@@ -1141,12 +1141,15 @@ class TensorBoardWriter:
         except OSError as exc:
             if is_transient(exc) and not at_close:
                 if path not in self._untruncated:  # said once, as a write's spell is
+                    try:
+                        info = os.lstat(path)
+                    except OSError:  # gone meanwhile: nothing to cut later
+                        self._fail("truncate", exc)
+                        return
+                    self._untruncated[path] = (run, keep, (info.st_dev, info.st_ino))
                     self._fail("truncate", OSError(exc.errno, (
                         f"{path}: {describe_os_error(exc)}; its values past the resume point "
                         "stay until it can be rewritten, tried again at each flush")))
-                    with contextlib.suppress(OSError):
-                        info = os.lstat(path)
-                        self._untruncated[path] = (run, keep, (info.st_dev, info.st_ino))
                 return
             self._fail("truncate", given_up(exc, f"{path}: the values past the resume point")
                        if is_transient(exc) else exc)
@@ -1156,8 +1159,8 @@ class TensorBoardWriter:
 
     def _truncate_again(self, *, at_close: bool = False) -> None:
         """The truncations a full disk refused, tried again; at close, for a while. Only on
-        the file found then, reached as then: a run folder swapped for a link meanwhile
-        would have the cut rewrite another run's file through it."""
+        the file found then (its device and inode), in a folder that is not a link now: a run
+        folder swapped for a link meanwhile would have the cut rewrite another run's file."""
         for path, (run, keep, was) in list(self._untruncated.items()):
             try:
                 folder, info = os.lstat(path.parent), os.lstat(path)

@@ -75,12 +75,17 @@ class LoopbackServer:
         self.httpd.server_close()
 
 
+#: The sockets refused_url keeps bound, never listening: the port stays this process's, so
+#: another test worker's server cannot take it and answer.
+_UNANSWERED: list[socket.socket] = []
+
+
 def refused_url(path: str = "") -> str:
     """A 127.0.0.1 URL nothing listens on: connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _UNANSWERED.append(sock)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}{path}"
 
 
 @pytest.fixture

@@ -300,6 +300,7 @@ class TestTheFirstFile:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(parquet_segments, "_rewrite_with_columns", full)
+        monkeypatch.setattr(parquet_segments, "_FIRST_WIDEN_WAIT", 3600.0)  # (a slow machine)
         path = tmp_path / "events.parquet"
         writer = ParquetWriter(path)
         writer.write(HEADER.model_dump())
