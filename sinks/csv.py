@@ -494,7 +494,8 @@ class CsvSink(Sink):
                         raise OSError(exc.errno, f"{self.filename}: the table cannot be "
                                       f"opened ({describe_os_error(exc)}); the {held} row(s) "
                                       "held for it are lost") from exc
-                if strict or self._run is None or not is_transient(exc):
+                    raise
+                if strict or self._run is None:
                     raise
                 self._failing.failed(
                     self._run, self._reported_as(self._run), event, exc,

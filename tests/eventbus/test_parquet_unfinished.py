@@ -196,6 +196,18 @@ def batch(seq: int, logs: dict) -> dict:
                       logs=logs).model_dump()
 
 
+def flushed_batches(path, batches: int) -> ParquetWriter:
+    """A writer of ``path`` that has written the header, then ``batches`` batch records of one
+    metric, each flushed as a segment of its own; left open."""
+    writer = ParquetWriter(path)
+    writer.write(HEADER.model_dump())
+    writer.flush()
+    for seq in range(1, batches + 1):
+        writer.write(batch(seq, {"loss": 1.0 / seq}))
+        writer.flush()
+    return writer
+
+
 class TestTheFirstFile:
     def test_takes_each_new_column_and_keeps_its_name_and_rows(self, tmp_path):
         path = tmp_path / "events.parquet"
@@ -302,12 +314,7 @@ class TestTheFirstFile:
         monkeypatch.setattr(parquet_segments, "_rewrite_with_columns", full)
         monkeypatch.setattr(parquet_segments, "_FIRST_WIDEN_WAIT", 3600.0)  # (a slow machine)
         path = tmp_path / "events.parquet"
-        writer = ParquetWriter(path)
-        writer.write(HEADER.model_dump())
-        writer.flush()
-        for seq in range(1, 20):
-            writer.write(batch(seq, {"loss": 1.0 / seq}))
-            writer.flush()
+        writer = flushed_batches(path, 19)
         assert len(calls) == 2
         writer.close()
         assert [rec.seq for rec in read_log(path)] == list(range(20))
@@ -320,12 +327,7 @@ class TestTheFirstFile:
         monkeypatch.setattr(parquet_segments, "_rewrite_with_columns",
                             lambda file, columns: calls.append(file) or real(file, columns))
         path = tmp_path / "events.parquet"
-        writer = ParquetWriter(path)
-        writer.write(HEADER.model_dump())
-        writer.flush()
-        for seq in range(1, 20):
-            writer.write(batch(seq, {"loss": 1.0 / seq}))
-            writer.flush()
+        writer = flushed_batches(path, 19)
         assert len(calls) == 1
         writer.close()
         assert os.listdir(path) == ["seg-000000000000-000000000019.parquet"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -471,6 +472,16 @@ def crash_after(log, epoch):
     raise AssertionError(f"no epoch_end {epoch}")
 
 
+def crashed_run(log_dir: Path, log: Path, epochs_: int, *, kept: int, **bus: Any) -> None:
+    """A run of ``epochs_`` epochs with TensorBoard at ``log_dir``, its log then cut back after
+    epoch ``kept``: the event files are ahead of the log, as a crash leaves them."""
+    run_bus = Bus([TensorBoard(log_dir)], log=log, **bus)
+    run_bus.train_begin({"epochs": epochs_})
+    train(run_bus, epochs_)
+    run_bus.close()
+    crash_after(log, kept)
+
+
 def crash_and_resume(plugins, log_dir: Path, data, total: int,
                      damage=lambda log_dir, data: None) -> int:
     """A run of ``total`` epochs killed after some, its log cut back to an earlier epoch_end
@@ -531,11 +542,7 @@ class TestResume:
         log_dir = tmp_path / "logs"
         log = tmp_path / "run.jsonl"
         model = NumpyModel({"w": np.ones(3)}, learning_rate=0.1)
-        bus = Bus([TensorBoard(log_dir)], log=log, model=model)
-        bus.train_begin({"epochs": 4})
-        train(bus, 4)
-        bus.close()
-        crash_after(log, 1)
+        crashed_run(log_dir, log, 4, kept=1, model=model)
         real, calls = tensorboard_sink.write_replacing, []
 
         def full_once(*args, **kwargs):
@@ -568,11 +575,7 @@ class TestResume:
         import sinks.tensorboard as tensorboard_sink
 
         log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
-        bus = Bus([TensorBoard(log_dir)], log=log)
-        bus.train_begin({"epochs": 3})
-        train(bus, 3)
-        bus.close()
-        crash_after(log, 0)
+        crashed_run(log_dir, log, 3, kept=0)
 
         def full(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -598,11 +601,7 @@ class TestResume:
         import sinks.tensorboard as tensorboard_sink
 
         log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
-        bus = Bus([TensorBoard(log_dir)], log=log)
-        bus.train_begin({"epochs": 6})
-        train(bus, 6)
-        bus.close()
-        crash_after(log, 0)
+        crashed_run(log_dir, log, 6, kept=0)
         calls = []
 
         def refused(path, *args, **kwargs):
@@ -633,11 +632,7 @@ class TestResume:
         import sinks.tensorboard as tensorboard_sink
 
         log_dir, log = tmp_path / "logs", tmp_path / "run.jsonl"
-        bus = Bus([TensorBoard(log_dir)], log=log)
-        bus.train_begin({"epochs": 4})
-        train(bus, 4)
-        bus.close()
-        crash_after(log, 0)
+        crashed_run(log_dir, log, 4, kept=0)
         victim = tmp_path / "other-run"
         real, calls = tensorboard_sink.write_replacing, []
 
