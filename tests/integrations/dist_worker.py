@@ -1,8 +1,9 @@
 """One rank of a two-process run for test_distributed_bus.py (spawned by the test, not imported).
 
-    python dist_worker.py RANK WORLD PORT OUTDIR SCENARIO
+    python dist_worker.py RANK WORLD RENDEZVOUS_FILE OUTDIR SCENARIO
 
-Trains a tiny DistributedDataParallel model through gloo on 127.0.0.1 and writes
+Trains a tiny DistributedDataParallel model through gloo (on 127.0.0.1, met through a file
+store) and writes
 ``result.rank{R}.json`` into OUTDIR. Scenarios:
 
 - ``plateau``: a metric ("score") that only rank 1 sees stop improving; EarlyStopping on it.
@@ -27,10 +28,10 @@ from plugins import CSVLogger, EarlyStopping, ReduceLROnPlateau
 
 
 def main() -> None:
-    rank, world, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    rank, world, rendezvous = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     out, scenario = Path(sys.argv[4]), sys.argv[5]
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     torch.manual_seed(0)
     net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1))

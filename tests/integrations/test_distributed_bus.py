@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,19 +38,16 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(out: Path, scenario: str, *, wait_for: tuple[int, ...] = (0, 1),
               limit: float = 60.0) -> dict[int, dict]:
     """Start both ranks; wait for the ranks in ``wait_for``; end the others; read results."""
-    port = free_port()
+    # A file store, not a TCP port: a port found free and handed over can be taken by another
+    # test worker before rank 0 binds it. Each start gets a file of its own (a store's file
+    # must not be reused).
+    rendezvous = out / f"rendezvous-{uuid.uuid4().hex}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
                                                                                   "")]))
-    procs = {rank: subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", str(port),
+    procs = {rank: subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", str(rendezvous),
                                      str(out), scenario], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)
              for rank in (0, 1)}
