@@ -2,9 +2,8 @@
 
     python dist_worker.py RANK WORLD RENDEZVOUS_FILE OUTDIR SCENARIO
 
-Trains a tiny DistributedDataParallel model through gloo (on 127.0.0.1, met through a file
-store) and writes
-``result.rank{R}.json`` into OUTDIR. Scenarios:
+Trains a tiny DistributedDataParallel model through gloo (on 127.0.0.1, the ranks meeting
+through a file store) and writes ``result.rank{R}.json`` into OUTDIR. Scenarios:
 
 - ``plateau``: a metric ("score") that only rank 1 sees stop improving; EarlyStopping on it.
 - ``silent``: rank 1 trains epoch 1's batches, then never reaches its epoch end.
