@@ -47,6 +47,14 @@ def require_int(value: Any, field: str, plugin: str, *, minimum: int = 0) -> int
     return out
 
 
+def require_verbose(value: Any, plugin: str) -> int:
+    """``verbose`` as an int >= 0. Unlike a count, it may be a bool, as Keras takes it
+    (``verbose=True`` is 1): Keras code runs with only its imports changed."""
+    if isinstance(value, bool) or _is_numpy_bool(value):
+        return int(value)
+    return require_int(value, "verbose", plugin)
+
+
 def require_bool(value: Any, field: str, plugin: str) -> bool:
     """``value`` if it is a bool (NumPy's included); anything else is an error.
 

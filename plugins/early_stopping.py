@@ -17,7 +17,15 @@ from eventbus.records import EpochEnd, RestoreWeights, SnapshotWeights, StopTrai
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import KerasMonitorNames, Monitor, fmt, require_bool, require_int, require_real
+from .monitor import (
+    KerasMonitorNames,
+    Monitor,
+    fmt,
+    require_bool,
+    require_int,
+    require_real,
+    require_verbose,
+)
 
 __all__ = ["EarlyStopping"]
 
@@ -39,7 +47,7 @@ class EarlyStopping(KerasMonitorNames, Plugin):
         self.tracker = Monitor(monitor, mode, min_delta, plugin=name)
         self._keras_monitor_names(monitor, mode, self.tracker.min_delta)
         self.patience = require_int(patience, "patience", name)
-        self.verbose = require_int(verbose, "verbose", name)
+        self.verbose = require_verbose(verbose, name)
         self.baseline = None if baseline is None else require_real(baseline, "baseline", name)
         self.restore_best_weights = require_bool(restore_best_weights, "restore_best_weights",
                                                  name)

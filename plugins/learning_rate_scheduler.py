@@ -18,7 +18,7 @@ from eventbus.records import EpochBegin, SetLearningRate
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import fmt, require_int
+from .monitor import fmt, require_verbose
 
 __all__ = ["LearningRateScheduler"]
 
@@ -65,7 +65,7 @@ class LearningRateScheduler(Plugin):
                               f"schedule(epoch); got {type(schedule).__name__}", plugin=name,
                               field="schedule")
         self.schedule = schedule
-        self.verbose = require_int(verbose, "verbose", name)
+        self.verbose = require_verbose(verbose, name)
         self._arity = _arity(schedule, name)
 
     @hookimpl

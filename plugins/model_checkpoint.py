@@ -38,6 +38,7 @@ from .monitor import (
     require_path,
     require_real,
     require_save_freq,
+    require_verbose,
 )
 
 __all__ = ["MissingFieldError", "ModelCheckpoint"]
@@ -128,7 +129,7 @@ class ModelCheckpoint(KerasMonitorNames, Plugin):
                               f"'ckpt-{{epoch:02d}}.keras'); got {self.filepath!r}",
                               plugin=name, field="filepath")
         self._fields = _template_fields(self.filepath, name)
-        self.verbose = require_int(verbose, "verbose", name)
+        self.verbose = require_verbose(verbose, name)
         self.save_best_only = require_bool(save_best_only, "save_best_only", name)
         #: The number of best files kept (None: Keras's behaviour, nothing is ever removed).
         self.save_top_k = None if save_top_k is None else \

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventbus import ConfigError
-from eventbus.checks import require_bool, require_int, require_real
+from eventbus.checks import require_bool, require_int, require_real, require_verbose
 from eventbus.monitor import MAX_WORDS, MIN_WORDS, Mode, Monitor, fmt, infer_mode
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "require_path",
     "require_real",
     "require_save_freq",
+    "require_verbose",
 ]
 
 

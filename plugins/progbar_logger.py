@@ -152,9 +152,12 @@ class ProgbarLogger(Plugin, Sink):
         if count_mode not in ("steps", "samples"):
             raise ConfigError(f"ProgbarLogger: count_mode must be 'steps' or 'samples'; got "
                               f"{count_mode!r}", plugin="ProgbarLogger", field="count_mode")
-        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        if isinstance(verbose, bool):  # as Keras's fit takes it: True is 1
+            verbose = int(verbose)
+        if verbose not in (0, 1, 2):
             raise ConfigError(f"ProgbarLogger: verbose must be 0, 1 or 2; got {verbose!r}",
                               plugin="ProgbarLogger", field="verbose")
+        verbose = int(verbose)
         if file is not None and not all(callable(getattr(file, method, None))
                                         for method in ("write", "flush")):
             raise ConfigError(f"ProgbarLogger: file must be a text stream with write() and "

@@ -17,7 +17,7 @@ from eventbus.records import EpochEnd, SetLearningRate, TrainBegin, Warning
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import KerasMonitorNames, Monitor, fmt, require_int, require_real
+from .monitor import KerasMonitorNames, Monitor, fmt, require_int, require_real, require_verbose
 
 __all__ = ["ReduceLROnPlateau"]
 
@@ -53,7 +53,7 @@ class ReduceLROnPlateau(KerasMonitorNames, Plugin):
         self.tracker = Monitor(monitor, mode, min_delta, plugin=name)
         self._keras_monitor_names(monitor, mode, self.tracker.min_delta)
         self.patience = require_int(patience, "patience", name)
-        self.verbose = require_int(verbose, "verbose", name)
+        self.verbose = require_verbose(verbose, name)
         self.cooldown = require_int(cooldown, "cooldown", name)
         self.min_lr = require_real(min_lr, "min_lr", name, minimum=0.0)
         self._reset()

@@ -10,7 +10,7 @@ from eventbus.records import BatchEnd, StopTraining
 from eventbus.run import Run
 from sinks import console
 
-from .monitor import require_bool, require_int
+from .monitor import require_bool, require_verbose
 
 __all__ = ["NonFiniteLossError", "TerminateOnNaN"]
 
@@ -33,7 +33,7 @@ class TerminateOnNaN(Plugin):
 
     def __init__(self, raise_error: bool = False, *, verbose: int = 1):
         self.raise_error = require_bool(raise_error, "raise_error", type(self).name)
-        self.verbose = require_int(verbose, "verbose", type(self).name)
+        self.verbose = require_verbose(verbose, type(self).name)
 
     @hookimpl
     def on_attach(self, run: Run) -> None:

@@ -23,8 +23,10 @@ from plugins import (
     EarlyStopping,
     History,
     LambdaCallback,
+    LearningRateScheduler,
     ModelCheckpoint,
     ProgbarLogger,
+    ReduceLROnPlateau,
     RemoteMonitor,
     TensorBoard,
     TerminateOnNaN,
@@ -137,6 +139,28 @@ class TestBooleans:
         """NumPy's bools pass as what they are."""
         np = pytest.importorskip("numpy")
         assert CSVLogger("x.csv", append=np.True_).append is True
+
+
+#: Every built-in plugin with Keras's ``verbose``.
+VERBOSE = [EarlyStopping, LearningRateScheduler, ModelCheckpoint, ProgbarLogger,
+           ReduceLROnPlateau, TerminateOnNaN]
+
+
+class TestVerbose:
+    @pytest.mark.parametrize("cls", VERBOSE)
+    @pytest.mark.parametrize(("given_value", "kept"), [(True, 1), (False, 0), (1, 1), (0, 0)])
+    def test_a_bool_is_taken_as_keras_takes_it(self, cls, given_value, kept):
+        """Keras code passes ``verbose=True`` (Keras compares ``verbose > 0``): it runs with
+        only its imports changed, kept as the int it means, as the header records it."""
+        plugin = make(cls, verbose=given_value)
+        assert plugin.verbose == kept and type(plugin.verbose) is int
+        assert plugin.get_config()["verbose"] == kept
+
+    @pytest.mark.parametrize("cls", VERBOSE)
+    @pytest.mark.parametrize("value", ["1", None, 1.5, -1, [1]])
+    def test_anything_else_is_refused(self, cls, value):
+        """What is neither a level nor a bool is still a ConfigError naming ``verbose``."""
+        config_error(cls, "verbose", verbose=value)
 
 
 class TestPathsAndNames:
