@@ -29,8 +29,9 @@ from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
 from .filters import filters_of, guard
-from .plugin import plugin_name, why_not_a_plugin
+from .plugin import Plugin, plugin_name, why_not_a_plugin
 from .records import KINDS
+from .sink import Sink
 
 __all__ = ["EVENT_HOOKS", "HOOKS", "Dispatcher"]
 
@@ -123,6 +124,12 @@ class Dispatcher:
                 self._pm.unregister(carrier)
             raise ConfigError(f"plugin {label!r}: {_why_invalid(carrier, self._pm) or exc}",
                               plugin=label) from exc
+        # (A sink takes the run as records: its methods named like Keras's are for Keras's fit.)
+        if not vars(carrier) and not isinstance(plugin, (types.ModuleType, Sink)):
+            uncalled = _why_uncalled(plugin)
+            if uncalled:
+                self._pm.unregister(carrier)
+                raise ConfigError(f"plugin {label!r}: {uncalled}", plugin=label)
         for hook in self._hooks_of(carrier):
             for impl in getattr(self._pm.hook, hook).get_hookimpls():
                 if impl.plugin is carrier and (impl.hookwrapper or impl.wrapper):
@@ -376,6 +383,38 @@ def _why_invalid(carrier: object, pm: pluggy.PluginManager) -> str | None:
                         "Keras's arguments (epoch, logs), subclass plugins.Callback"
                         if spec.argnames == ("event",) else ""))
     return None
+
+
+#: The methods a Keras callback has, for the hooks a loop calls: each a hook's name here too,
+#: but for Keras's names of the train batch hooks.
+_KERAS_METHODS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+                  "on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                  "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin",
+                  "on_test_batch_end", "on_predict_begin", "on_predict_end",
+                  "on_predict_batch_begin", "on_predict_batch_end")
+
+
+def _why_uncalled(plugin: object) -> str | None:
+    """For a plugin with no hook implementation: why none of its methods named like hooks would
+    ever be called (a Keras callback, a callback written Keras's way, a forgotten
+    ``@hookimpl``), or None when it has no such method. Looked up on the class: an instance's
+    ``__dict__`` is not built for it."""
+    cls = type(plugin)
+    # Plugin's own Keras methods, which serve Keras's fit, are not the plugin's.
+    named = [name for name in dict.fromkeys((*_KERAS_METHODS, *HOOKS))
+             if callable(method := getattr(cls, name, None))
+             and method is not getattr(Plugin, name, None)]
+    if not named:
+        return None
+    if any(base.__name__ == "Callback" and base.__module__.partition(".")[0] == "keras"
+           for base in cls.__mro__):
+        return (f"{cls.__name__} is a Keras callback, whose methods take Keras's arguments: the "
+                "bus would call none of them. Wrap it: from eventbus.integrations.keras import "
+                "from_keras_callback; from_keras_callback(callback, model=keras_model)")
+    shown = ", ".join(named[:4]) + (", ..." if len(named) > 4 else "")
+    return (f"{cls.__name__} has {shown} but no method marked @eventbus.hookimpl, so the bus "
+            "would call none of them. For methods with Keras's arguments (epoch, logs), "
+            "subclass plugins.Callback; for hooks taking the event, mark each @hookimpl")
 
 
 def is_hookimpl(value: object) -> bool:

@@ -98,12 +98,48 @@ class TestOrderAndDispatch:
         class Plain:
             called = False
 
+            @hookimpl
+            def on_epoch_end(self, event):
+                pass
+
             def on_batch_end(self, event):
                 Plain.called = True
 
         bus = Bus([Plain()])
         bus.batch_end(0, {"loss": 1.0})
         assert not Plain.called
+
+    def test_a_plugin_whose_hooks_are_all_unmarked_is_refused(self):
+        """Methods named like hooks with none marked (a callback written Keras's way, a
+        forgotten @hookimpl) would never be called: a ConfigError naming them and what to do,
+        not a run that silently goes without them."""
+        class LossHistory:  # the seed's, without its Keras base class
+            def on_train_begin(self, logs=None):
+                self.losses = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.losses.append(logs["loss"])
+
+        class Forgotten(Plugin):
+            def on_epoch_end(self, event):
+                pass
+
+        for plugin, named in ((LossHistory(), "on_train_begin, on_epoch_end"),
+                              (Forgotten(), "has on_epoch_end but")):
+            with pytest.raises(ConfigError) as info:
+                Bus([plugin])
+            message = str(info.value)
+            assert info.value.plugin == type(plugin).__name__
+            assert named in message and "@eventbus.hookimpl" in message
+            assert "subclass plugins.Callback" in message
+
+    def test_a_plugin_of_no_hook_and_no_hook_named_method_is_taken(self):
+        """An object with nothing named like a hook is not a mistaken callback: taken, as
+        before (it may be there for its sink, or its name in the header)."""
+        class Quiet:
+            pass
+
+        assert Bus([Quiet()]).plugins[0].__class__ is Quiet
 
     def test_a_hook_nobody_implements_calls_nobody(self):
         """Only plugins implementing a hook are in its call list."""

@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":
     pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
 
-from eventbus import Bus, read_log, replay  # noqa: E402
+from eventbus import Bus, ConfigError, read_log, replay  # noqa: E402
 from eventbus.integrations.keras import KerasBridge, KerasModel, from_keras_callback  # noqa: E402
 from eventbus.records import SetLearningRate, StopTraining  # noqa: E402
 from eventbus.testing import RecordingWriter, epochs  # noqa: E402
@@ -142,6 +142,16 @@ class TestKerasCallbacksOnTheBus:
         assert stops[0]["source"] == "EarlyStopping"
         assert stops[0]["code"] == "keras_stop_training" and stops[0]["epoch"] == 1
         assert model.stop_training is False  # the bus owns the flag
+
+    def test_a_keras_callback_given_unwrapped_is_refused_naming_the_wrapper(self):
+        """Keras's own callback handed to the bus as it is would never be called (its methods
+        take Keras's arguments): a ConfigError saying to wrap it, not a run that trains on
+        past the stop it was given for."""
+        with pytest.raises(ConfigError) as info:
+            Bus([keras.callbacks.EarlyStopping(patience=1)])
+        assert info.value.plugin == "EarlyStopping"
+        assert "is a Keras callback" in str(info.value)
+        assert "from_keras_callback(callback, model=keras_model)" in str(info.value)
 
     def test_keras_early_stopping_stops_a_loop_with_no_keras_model(self):
         """A NumPy or PyTorch loop has no Keras model to give: Keras's EarlyStopping set
