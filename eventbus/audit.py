@@ -150,6 +150,9 @@ class Audit:
     #: "stopped" (a decision stopped it), "completed", "incomplete" (no train_end: crashed
     #: or still running), or "no_training" (evaluation or prediction only).
     ended: str = "incomplete"
+    #: The bus's record of the exception the ``with bus:`` block ended by, when that ended the
+    #: run (``ended`` is "incomplete": no train_end came).
+    raised: Warning | None = None
     #: The stop_training decision the loop acted on: the first one after which no later epoch
     #: of the same fit ran.
     stop: StopTraining | None = None
@@ -225,6 +228,7 @@ class Audit:
             "earlier_stops": [{"fit": n, **rec(stop)}
                               for n, stop in self.earlier_stops],
             "ended": self.ended,
+            "raised": rec(self.raised) if self.raised else None,
             "stop": rec(self.stop) if self.stop else None,
             "deferred_stops": [rec(d) for d in self.deferred_stops],
             "monitors": [m.__dict__ for m in self.monitors],
@@ -310,6 +314,7 @@ def audit(log: LogArgument) -> Audit:
     # Metric -> its number of points when this fit first reported it: last_fit_points, kept
     # without copying every curve's length at each train_begin (fits x metrics).
     fit_start: dict[str, int] = {}
+    raised: Warning | None = None  # the bus's record of what the ``with bus:`` block raised
     for record in records[1:]:
         kind = record.kind  # (not isinstance: on a record it costs a Python call)
         if kind == "train_begin":
@@ -318,6 +323,7 @@ def audit(log: LogArgument) -> Audit:
             if ended_by is not None:
                 result.earlier_stops.append((result.fits, ended_by))
             stops = []  # what ended the run is what ended its last fit
+            result.ended, raised = "incomplete", None
             deferred_in_fit = 0
             result.last_fit_shadows = len(result.shadows)
             fit_start = {}
@@ -389,6 +395,8 @@ def audit(log: LogArgument) -> Audit:
                              deleted_reason=why.reason if why else None)
         elif isinstance(record, Warning):
             result.warnings.append(record)
+            if record.source == "bus" and isinstance(record.details.get("raised"), str):
+                raised = record
         elif isinstance(record, (PluginFailed, SinkFailed)):
             result.faults.append(record)
         elif isinstance(record, Resumed):
@@ -405,6 +413,8 @@ def audit(log: LogArgument) -> Audit:
     elif result.ended == "incomplete" and not any(
             isinstance(r, (TrainBegin, EpochEnd)) for r in records):
         result.ended = "no_training"  # an evaluate or predict only: nothing crashed
+    if result.ended == "incomplete":
+        result.raised = raised
     for name, mode in _monitored(header, result.decisions).items():
         points = result.curves.get(name, [])
         best_epoch, best = _best(name, mode, points)
@@ -476,6 +486,8 @@ def render(result: Audit, *, decisions: bool = True) -> str:
                      "  ended: the loop ended training (no plugin stopped it)")
     elif result.ended == "no_training":
         lines.append("  ended: no training in the log (evaluation or prediction only)")
+    elif result.raised is not None:
+        lines.append(f"  ended: {inline(result.raised.message)} (no train_end in the log)")
     else:
         lines.append("  ended: no train_end in the log: the run crashed or is still running")
     for number, stop in result.earlier_stops:

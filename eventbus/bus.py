@@ -496,4 +496,5 @@ class Bus(BusState, KerasCallbackListNames):
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
         guard, self._termination = getattr(self, "_termination", None), None
         with guard.closing(error) if guard is not None else contextlib.nullcontext():
+            self._engine.loop_raised(error)
             self.close()

@@ -754,15 +754,16 @@ class Engine:
                                  self._outcomes_of, self._decision_failed)
         return stamped
 
-    def _publish(self, stamped: Record, effects: Sequence[Record]) -> None:
-        """Write a stamped record to the sinks, then the records its application produced."""
+    def _publish(self, stamped: Record, effects: Sequence[Record], *, shown: bool = True) -> None:
+        """Write a stamped record to the sinks, then the records its application produced; a
+        warning is shown as a RunWarning unless not ``shown``."""
         troubles = self.recorder.write(stamped.model_dump())
         if isinstance(stamped, (SinkFailed, PluginFailed)):
             self.failures.append(stamped)  # however it arrived: raised, returned or reported
         elif isinstance(stamped, WarningRecord):
             if self.held_warnings is not None:
                 self.held_warnings.append(stamped)
-            elif self.control.live:
+            elif self.control.live and shown:
                 # Shown where the user runs: text from a log (a path, a name) never acts on it.
                 terminal.warn(stamped.text, RunWarning)
         for effect in effects:
@@ -889,6 +890,30 @@ class Engine:
         self.policy.plugin_failed(plugin, decision.kind, decision.seq, self.cursor.epoch, exc)
 
     # --- closing -------------------------------------------------------------------------------
+
+    def loop_raised(self, error: BaseException | None) -> None:
+        """The ``with bus:`` block ended by ``error`` (None: it did not): recorded, as a
+        warning of the bus's, before the bus closes. The log then says how the run ended, where
+        a crash leaves only "no train_end"; the audit's ``ended:`` line says it."""
+        if error is None or self.closed or self.forked or not self.recorder.started:
+            return
+        from .termination import Terminated
+
+        name = type(error).__name__
+        what = "was ended by SIGTERM" if isinstance(error, Terminated) else \
+            f"was interrupted ({name})" if isinstance(error, KeyboardInterrupt) else \
+            f"raised {name}"
+        where = f" in epoch {self.cursor.epoch + 1}" if self.cursor.in_train and \
+            self.cursor.epoch is not None else ""
+        text = str(error).strip().partition("\n")[0][:300]
+        warning = WarningRecord(
+            message=f"the training loop {what}{where}" + (f": {text}" if text else ""),
+            details={"raised": f"{type(error).__module__}.{type(error).__qualname__}",
+                     "message": text, "step": self.cursor.step})
+        with contextlib.suppress(Exception):  # the loop's own error is what goes on, always
+            # Not shown as a RunWarning: the traceback on its way says it already.
+            self._publish(self.recorder.stamp(warning, source="bus", cause=None,
+                                              epoch=self.cursor.epoch), (), shown=False)
 
     def close(self) -> None:
         """Let plugins flush (``on_close``), then close the sinks, the logs last; what was

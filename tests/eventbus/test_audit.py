@@ -48,6 +48,66 @@ class TestAuditEndings:
         assert self.ended(path) == (
             "no_training", "  ended: no training in the log (evaluation or prediction only)")
 
+    @staticmethod
+    def fit(bus: Bus, epochs: int, *, fail_at: tuple[int, int] | None = None,
+            error: BaseException | None = None) -> None:
+        bus.train_begin({"epochs": epochs})
+        for epoch in range(epochs):
+            bus.epoch_begin(epoch)
+            for batch in range(3):
+                bus.batch_begin(batch)
+                bus.batch_end(batch, {"loss": 1.0})
+                if (epoch, batch) == fail_at:
+                    raise error  # type: ignore[misc]
+            bus.epoch_end(epoch, {"loss": 1.0})
+        bus.train_end()
+
+    @pytest.mark.parametrize(("error", "said"), [
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
+         "raised RuntimeError in epoch 3: CUDA out of memory. Tried to allocate 2.00 GiB"),
+        (KeyboardInterrupt(), "was interrupted (KeyboardInterrupt) in epoch 3"),
+    ])
+    def test_a_loop_that_raised_in_the_block_says_what_and_where(self, tmp_path, recwarn,
+                                                                 error, said):
+        """The ``with bus:`` block ended by an exception: the log holds the bus's warning of it
+        (no RunWarning besides the traceback), and the audit's ended line, its JSON and the
+        report's answer say it, where a crash can only say "no train_end"."""
+        from eventbus.audit import audit
+        from eventbus.report import stop_answer
+
+        path = tmp_path / "run.jsonl"
+        with pytest.raises(type(error)), Bus(log=path) as bus:
+            self.fit(bus, 5, fail_at=(2, 1), error=error)
+        assert not [w for w in recwarn if "training loop" in str(w.message)]
+        assert self.ended(path) == (
+            "incomplete", f"  ended: the training loop {said} (no train_end in the log)")
+        result = audit(path)
+        raised = result.as_dict()["raised"]
+        assert raised["source"] == "bus" and raised["epoch"] == 2
+        assert raised["details"]["raised"] == f"builtins.{type(error).__name__}"
+        assert raised["details"]["step"] == 2 * 3 + 2
+        assert stop_answer(result).startswith(f"The training loop {said}")
+
+    def test_code_after_a_completed_fit_raising_leaves_it_completed(self, tmp_path):
+        """The block raised after train_end: the fit completed, as the audit says; the bus's
+        warning is in the log."""
+        path = tmp_path / "run.jsonl"
+        with pytest.raises(ValueError), Bus(log=path) as bus:
+            self.fit(bus, 2)
+            raise ValueError("plotting failed")
+        assert self.ended(path) == ("completed", "  ended: completed every planned epoch")
+        assert "plotting failed" in path.read_text()
+
+    def test_a_second_fit_that_raised_ended_the_run(self, tmp_path):
+        """What ended the run is what ended its last fit: a first fit's train_end does not
+        make a second, which raised, "completed"."""
+        path = tmp_path / "run.jsonl"
+        with pytest.raises(ValueError), Bus(log=path) as bus:
+            self.fit(bus, 2)
+            self.fit(bus, 2, fail_at=(1, 0), error=ValueError("bad batch"))
+        assert self.ended(path) == ("incomplete", "  ended: the training loop raised ValueError "
+                                    "in epoch 2: bad batch (no train_end in the log)")
+
 
 def test_a_rate_the_model_refused_is_shown_as_not_applied(tmp_path):
     """A Keras optimizer with a LearningRateSchedule has no rate to set: the decision stays in
