@@ -824,8 +824,11 @@ class Engine:
                     "or decisions", event=kind, plugin=slot.name))
 
     def flush(self) -> None:
-        if self.forked:
-            self.claim("flush()")  # refused: the buffers are the parent's
+        # Refused in a forked child (the buffers are the parent's), and from a second thread
+        # during a fit: the writers' buffers are the fit's thread's, which appends to them
+        # without a lock (a Parquet log built a segment of lists changing under it).
+        if self.forked or threading.get_ident() != self.thread:
+            self.claim("flush()")
         # What is written now was all decided: an interrupt in here keeps it (the flag stays
         # up for observe to see, which lowers it).
         self.flushing = True

@@ -46,6 +46,44 @@ def test_a_second_thread_during_a_fit_is_refused_and_nothing_is_lost(tmp_path):
     assert len(batches) == 20_000 and {rec.logs["loss"] for rec in batches} == {1.0}
 
 
+def test_a_flush_from_a_second_thread_during_a_fit_is_refused(tmp_path):
+    """A watchdog thread flushing the logs while the fit's thread appends to their buffers
+    took a Parquet log out of the run (a segment built from lists changing under it: every
+    later record lost). Now its flush is an EventError, as its events are; once the fit has
+    ended, any thread may flush. Every record of the fit is kept, in order."""
+    path = tmp_path / "events.parquet"
+    bus = Bus(log=path)
+    bus.train_begin({"epochs": 1})
+    bus.epoch_begin(0)
+    errors: list[BaseException] = []
+
+    def watchdog() -> None:
+        try:
+            bus.flush()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            errors.append(exc)
+
+    for i in range(5_000):
+        bus.batch_end(i, {"loss": 1.0})
+        if i == 100:
+            other = threading.Thread(target=watchdog, name="watchdog")
+            other.start()
+            other.join()
+    bus.epoch_end(0, {"loss": 1.0})
+    bus.train_end()
+    assert len(errors) == 1 and isinstance(errors[0], EventError)
+    assert "flush()" in str(errors[0]) and "'watchdog'" in str(errors[0])
+    after = threading.Thread(target=watchdog)
+    after.start()
+    after.join()
+    assert len(errors) == 1  # between fits: taken
+    bus.close()
+    records = list(read_log(path))
+    assert [rec.seq for rec in records] == list(range(len(records)))
+    assert [rec.kind for rec in records].count("batch_end") == 5_000
+    assert records[-1].kind == "train_end" and not bus.failures
+
+
 def test_the_next_fit_may_come_from_another_thread(tmp_path):
     """A bus built in one thread and fitted in another, then fitted again in a third: each
     fit is published from one thread, so each is accepted."""
