@@ -914,7 +914,16 @@ def _needles(kinds: Collection[str]) -> list[bytes]:
 def _search(data: bytes, cut: int, offset: int, needles: list[bytes], wanted: frozenset[str],
             found: list[tuple[int, dict[str, Any]]]) -> None:
     """Add to ``found`` the records of ``wanted`` on the lines of ``data[:cut]`` that hold a
-    needle, each with where it starts in the file (``data`` starts at ``offset``)."""
+    needle, each with where it starts in the file (``data`` starts at ``offset``).
+
+    A NUL byte on a whole line is damage, as the reader says of that line: JSON never holds
+    one raw. Searched for first (one ``memchr`` a piece), since a line of NULs holds no needle
+    and would be passed over: a sparse hole of a terabyte, read to its end, before the reader
+    refused the log anyway."""
+    nul = data.find(b"\0", 0, cut)
+    if nul >= 0:
+        raise _Damaged(offset + data.rfind(b"\n", 0, nul) + 1, "line is not JSON: it holds a "
+                       "NUL byte (a hole in the file, or bytes that are not text)")
     starts: set[int] = set()
     for needle in needles:
         at = data.find(needle, 0, cut)

@@ -833,6 +833,27 @@ class TestLongLines:
                 read()
             assert info.value.line == number
 
+    @pytest.mark.parametrize("search", ["find_kinds", "find_kinds_from_end"])
+    def test_lines_of_nul_bytes_are_damage_to_the_searches_too(self, tmp_path, made,
+                                                                monkeypatch, search):
+        """A tail of NUL lines (a sparse hole with a newline every 60 MiB: a terabyte stores a
+        few megabytes) holds no kind's name: the searches a resume makes passed over it to
+        its end, hours of reading, before the reader refused the log anyway. They refuse it
+        at its first such line, as the reader does."""
+        monkeypatch.setattr(jsonl, "_CHUNK", 4096)
+        monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 64 << 10)
+        lines = made["jsonl"].splitlines(keepends=True)
+        number = len(lines) + 1
+        path = jsonl_log(tmp_path, b"".join(lines) + (b"\0" * (60 << 10) + b"\n") * 20)
+        with pytest.raises(LogCorruptError, match=rf"events\.jsonl:{number}: line is not "
+                                                  r"JSON") as info:
+            quietly(lambda: list(read_log(path)))
+        with pytest.raises(LogCorruptError, match=r"events\.jsonl:\d+: line is not JSON: it "
+                                                  r"holds a NUL byte") as info:
+            list(getattr(jsonl, search)(path, ["resumed"]))
+        # The first such line, or from the end the last: a line of NULs either way.
+        assert info.value.line == (number if search == "find_kinds" else number + 19)
+
     def test_the_cap_is_generous(self):
         assert jsonl.MAX_LINE_BYTES == 64 << 20
 
