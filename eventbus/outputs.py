@@ -54,6 +54,14 @@ def stored_size(info: os.stat_result) -> int:
     return info.st_size if not blocks else min(info.st_size, blocks * 512)
 
 
+def mostly_holes(info: os.stat_result) -> bool:
+    """Whether a file claims far more than it stores: over 64 MiB beyond 64 times its stored
+    bytes. No file this project writes has holes, and a copy made sparse keeps them only where
+    whole blocks were zeros; a planted one makes anything that reads it to its claimed size
+    (hashing, copying, splitting into lines) take hours, or the disk or memory it names."""
+    return info.st_size > (64 << 20) + 64 * stored_size(info)
+
+
 def file_type(mode: int) -> str:
     """What a mode that is not a regular file's is, for a message (``a FIFO``)."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from .confine import Refused, open_below, place
 from .effective import read_effective
 from .errors import EventBusError
+from .outputs import mostly_holes
 from .records import CheckpointDeleted, CheckpointSaved
 from .replay import replay
 from .terminal import inline
@@ -175,8 +176,8 @@ def _file_status(path: str, roots: list[str], sha256: str, size: int | None = No
     device can do something) that starts as a checkpoint does (HDF5's signature, or a
     ``.keras`` zip) is hashed: a log names paths, and a log someone else wrote must not make
     ``verify`` say whether any file this user can read holds the bytes it guesses. A file
-    whose size is not the recorded ``size`` is changed, unread (a terabyte sparse file would
-    take hours)."""
+    whose size is not the recorded ``size``, or that is mostly holes (a log records the size
+    too), is changed, unread: a terabyte sparse file would take hours to hash."""
     try:
         fd = open_below(*place(path, roots, "--root or the log's folder"))
     except FileNotFoundError:
@@ -188,7 +189,8 @@ def _file_status(path: str, roots: list[str], sha256: str, size: int | None = No
     except OSError:
         return "changed"
     with os.fdopen(fd, "rb") as file:
-        if (size is not None and os.fstat(file.fileno()).st_size != size) or \
+        info = os.fstat(file.fileno())
+        if (size is not None and info.st_size != size) or mostly_holes(info) or \
                 not starts_as_checkpoint(file.read(8)):
             return "changed"
         file.seek(0)
