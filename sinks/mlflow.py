@@ -10,7 +10,7 @@ run the first attempt made. What goes where:
   header's meta (``meta.learning_rate``) and the loop's ``train_begin`` params (``epochs``);
 - metrics: the ``epoch_end`` logs at step = epoch, under their own names; with ``batch_every``,
   the ``batch_end`` logs of every ``batch_every``-th batch as ``batch_<name>`` at step = batches
-  done (TensorBoard's step);
+  done (TensorBoard's step). Two names that become one key keep a key each (:class:`_Keys`);
 - decisions: one tag each, ``eventbus.decision.<cause seq>.<kind>.<source>``, whose value is the
   reason and the evidence (and the new rate of a learning-rate change);
 - checkpoints: each ``checkpoint_saved`` file, as an artifact under ``checkpoints/``, if it
@@ -162,6 +162,45 @@ def _stamp(record: Mapping[str, Any]) -> str:
     return f"{record['seq']} {record['kind']} {float(record['time'])!r}"
 
 
+class _Keys:
+    """The MLflow key of each name of one namespace of a run (metrics, params or tags). Names
+    that become one key (``recall@5`` and ``recall#5``, an epoch metric ``batch_loss`` and the
+    batch metric ``loss``) would merge into one history, and one would be lost: the first name
+    to make a key keeps it, a later one gets the first free suffix (``recall_5_2``). Keys are
+    given in the order the log first shows the names, so a live run, its resume (``catch_up``
+    replays the log) and a backfill give the same ones."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "metric", "param", "tag": how a warning names one
+        self._of: dict[Any, str] = {}  # name -> its key
+        self._owner: dict[str, Any] = {}  # key -> the name that has it
+
+    def __call__(self, name: Any, text: str) -> tuple[str, Any]:
+        """The key of ``name`` (``text`` is what it is called), given now if it has none; and
+        the name that has the key ``text`` makes, if ``name`` was given another just now."""
+        key = self._of.get(name)
+        if key is not None:
+            return key, None
+        key = _key(text)
+        taken_by = self._owner.get(key)
+        if taken_by is not None:
+            suffix = 2
+            while (other := _key(f"{key[:249 - len(str(suffix)) - 1]}_{suffix}")) in self._owner:
+                suffix += 1
+            key = other
+        self._of[name], self._owner[key] = key, name
+        return key, taken_by
+
+    def __getitem__(self, name: Any) -> str:
+        return self._of[name]
+
+    def called(self, name: Any) -> str:
+        """How a warning names ``name``: a metric's is (prefix, the log's name)."""
+        if isinstance(name, tuple):
+            return f"{'batch ' if name[0] else ''}{self.what} {name[1]!r}"
+        return f"{self.what} {name!r}"
+
+
 @dataclass
 class _Claim:
     """An MLflow run found by its run-id tag that this log has not yet shown it goes on from:
@@ -242,6 +281,9 @@ class MLflowSink(Sink):
         self._rerun: dict[str, dict[int, float]] = {}
         self._params: set[str] = set()
         self._tags: set[str] = set()
+        # Each name's key, per namespace (epoch and batch metrics share one: MLflow has one).
+        self._metric_keys = _Keys("metric")
+        self._param_keys, self._tag_keys = _Keys("param"), _Keys("tag")
         # A found MLflow run the log has not yet shown it goes on from; nothing is sent to it,
         # nor its status changed, until it has.
         self._claim: _Claim | None = None
@@ -424,9 +466,9 @@ class MLflowSink(Sink):
         it is sent at the next flush (a crash can end the run before this sink's flush)."""
         self._note_run(run)
         self._connect(run.run_id)
+        self._take(record, settled=True)
         for key, step, _ in self._points(record):
             self._kept_steps.setdefault(key, set()).add(step)
-        self._take(record, settled=True)
 
     def write(self, record: dict[str, Any]) -> Any:
         if self._refusal is not None:  # said at open; the bus writes on (its close, say)
@@ -441,6 +483,8 @@ class MLflowSink(Sink):
         if self._refusal is not None:
             raise self._refusal
         self._witness(record)
+        # Before anything is skipped: the keys follow every name the log shows, in its order.
+        self._name(record, say=not settled)
         if record["seq"] <= self._last_seq:
             return
         kind = record["kind"]
@@ -504,11 +548,9 @@ class MLflowSink(Sink):
         rerun: dict[str, list[int]] = {}  # key -> steps MLflow had another value at
         for record, live in taken:
             kind = record["kind"]
-            if kind == "header":
-                params.update(self._header_params(record))
-            elif kind == "train_begin":
-                params.update({_key(k): _text(v, _PARAM_LENGTH)
-                               for k, v in (record.get("params") or {}).items() if v is not None})
+            if kind in ("header", "train_begin"):
+                params.update({self._param_keys[name]: value
+                               for name, value in _params_of(record).items()})
             elif kind in ("epoch_end", "batch_end"):
                 stamp = _millis(record)
                 for key, step, value in self._points(record):
@@ -524,7 +566,8 @@ class MLflowSink(Sink):
                         rerun.setdefault(key, []).append(step)
                     metrics.append(Metric(key, value, stamp, step))
             elif kind in DECISION_KINDS:
-                key, value = _decision_tag(record)
+                name, value = _decision_tag(record)
+                key = self._tag_keys[name]
                 if key not in self._tags:
                     tags[key] = value
             elif kind == "checkpoint_saved" and self.checkpoints:
@@ -568,30 +611,34 @@ class MLflowSink(Sink):
                 + ", each followed by the rerun's, the value MLflow shows",
                 details={"steps": {k: v[:20] for k, v in sorted(rerun.items())[:20]}}))
 
-    @staticmethod
-    def _points(record: Mapping[str, Any]) -> list[tuple[str, int, float]]:
+    def _points(self, record: Mapping[str, Any]) -> list[tuple[str, int, float]]:
         """The metric points an ``epoch_end`` or ``batch_end`` record makes: (key, step,
-        value). A batch's step is the batches done, as in TensorBoard."""
-        kind = record["kind"]
-        if kind == "epoch_end":
-            step, prefix = record["epoch"], ""
-        elif kind == "batch_end":
-            step, prefix = record["step"] + 1, "batch_"
-        else:
-            return []
-        return [(_key(prefix + name), step, float(value))
-                for name, value in record["logs"].items()
-                if not (prefix and name in _NOT_LOGGED) and isinstance(value, (int, float))]
+        value), its names keyed already (:meth:`_name`)."""
+        return [(self._metric_keys[name], step, value)
+                for name, _, step, value in _metrics_of(record)]
 
-    def _header_params(self, header: Mapping[str, Any]) -> dict[str, str]:
-        out = {}
-        for spec in header.get("plugins") or ():
-            label = spec.get("label") or spec["name"]
-            for name, value in (spec.get("params") or {}).items():
-                out[_key(f"{label}.{name}")] = _text(value, _PARAM_LENGTH)
-        for name, value in (header.get("meta") or {}).items():
-            out[_key(f"meta.{name}")] = _text(value, _PARAM_LENGTH)
-        return out
+    def _name(self, record: Mapping[str, Any], *, say: bool) -> None:
+        """Key the names ``record`` brings (see :class:`_Keys`); with ``say``, a name that gets
+        another key than its own is a warning, once, where the log first shows it (a resume's
+        catch-up does not say it again: the log holds it)."""
+        kind = record["kind"]
+        if kind in ("epoch_end", "batch_end"):
+            keys = self._metric_keys
+            named = [(name, text) for name, text, _, _ in _metrics_of(record)]
+        elif kind in ("header", "train_begin"):
+            keys, named = self._param_keys, [(name, name) for name in _params_of(record)]
+        elif kind in DECISION_KINDS:
+            keys, name = self._tag_keys, _decision_tag(record)[0]
+            named = [(name, name)]
+        else:
+            return
+        for name, text in named:
+            key, taken_by = keys(name, text)
+            if taken_by is not None and say:
+                self._say(f"mlflow: {keys.called(name)} is sent to MLflow as {key!r}: "
+                          f"{_key(text)!r} is {keys.called(taken_by)}",
+                          {"name": keys.called(name), "key": key,
+                           "other": keys.called(taken_by)})
 
     # --- checkpoints: a log's paths are only claims ----------------------------------------
 
@@ -615,11 +662,13 @@ class MLflowSink(Sink):
             self._client.log_artifact(self.mlflow_run_id, copy, "checkpoints")
 
     def _warn(self, message: str, path: str, why: str) -> None:
+        self._say(message, {"path": path, "why": why})
+
+    def _say(self, message: str, details: dict[str, Any]) -> None:
         if self._run is not None:
-            self._run.report(WarningRecord(source=self.name, message=message,
-                                           details={"path": path, "why": why}))
+            self._run.report(WarningRecord(source=self.name, message=message, details=details))
         else:  # a backfill: no run to record it in; the command line shows it as a line
-            warnings.warn(printable(message), RunWarning, stacklevel=4)
+            warnings.warn(printable(message), RunWarning, stacklevel=5)
 
     def close(self) -> Any:
         client = self._client
@@ -636,12 +685,46 @@ class MLflowSink(Sink):
         return None
 
 
+def _metrics_of(record: Mapping[str, Any]) -> list[tuple[tuple[str, str], str, int, float]]:
+    """The metrics an ``epoch_end`` or ``batch_end`` record holds: (name, what it is called in
+    MLflow before it is keyed, step, value), a name being (prefix, the log's name): an epoch
+    metric ``batch_loss`` is not the batch metric ``loss``. A batch's step is the batches done,
+    as in TensorBoard."""
+    kind = record["kind"]
+    if kind == "epoch_end":
+        step, prefix = record["epoch"], ""
+    elif kind == "batch_end":
+        step, prefix = record["step"] + 1, "batch_"
+    else:
+        return []
+    return [((prefix, name), prefix + name, step, float(value))
+            for name, value in record["logs"].items()
+            if not (prefix and name in _NOT_LOGGED) and isinstance(value, (int, float))]
+
+
+def _params_of(record: Mapping[str, Any]) -> dict[str, str]:
+    """The params a header (every plugin's, and its meta) or a ``train_begin`` holds, by name
+    (before it is keyed), with their values as text."""
+    if record["kind"] == "train_begin":
+        return {name: _text(value, _PARAM_LENGTH)
+                for name, value in (record.get("params") or {}).items() if value is not None}
+    out = {}
+    for spec in record.get("plugins") or ():
+        label = spec.get("label") or spec["name"]
+        for name, value in (spec.get("params") or {}).items():
+            out[f"{label}.{name}"] = _text(value, _PARAM_LENGTH)
+    for name, value in (record.get("meta") or {}).items():
+        out[f"meta.{name}"] = _text(value, _PARAM_LENGTH)
+    return out
+
+
 def _decision_tag(record: Mapping[str, Any]) -> tuple[str, str]:
-    """The tag of one decision. Keyed on the event that caused it, so a decision a crash kept
-    out of the log, made again on resume with a new seq, lands on the same tag."""
+    """The tag of one decision, by name (before it is keyed). Named after the event that
+    caused it, so a decision a crash kept out of the log, made again on resume with a new seq,
+    lands on the same tag."""
     cause = record.get("cause_seq")
-    key = _key(f"eventbus.decision.{cause if cause is not None else record['seq']}."
-               f"{record['kind']}.{record.get('source') or 'bus'}")
+    name = (f"eventbus.decision.{cause if cause is not None else record['seq']}."
+            f"{record['kind']}.{record.get('source') or 'bus'}")
     parts = [f"epoch {record.get('epoch')}: {record.get('reason', '')}"]
     if record.get("value") is not None:
         parts.append(f"learning rate {record.get('previous')} -> {record['value']}")
@@ -649,7 +732,7 @@ def _decision_tag(record: Mapping[str, Any]) -> tuple[str, str]:
         parts.append(f"path {record['path']}")
     if record.get("evidence"):
         parts.append("evidence " + json.dumps(record["evidence"], sort_keys=True, default=str))
-    return key, _text("; ".join(parts), _TAG_LENGTH)
+    return name, _text("; ".join(parts), _TAG_LENGTH)
 
 
 # --- reading a recorded checkpoint ----------------------------------------------------------

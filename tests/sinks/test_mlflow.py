@@ -227,6 +227,60 @@ def test_a_metric_name_mlflow_would_refuse_loses_no_other_metric(tmp_path, uri):
     assert [v for _, v in history["val/_/loss"]] == [2.0, 2.0]
 
 
+def fit_with_names_that_make_one_key(bus: Bus, epochs: int, *, start: int = 0,
+                                     end: bool = True) -> None:
+    """``recall@5`` and ``recall#5`` both make ``recall_5``; the batch metric ``loss``
+    (``batch_loss``, shown first) and the epoch metric ``batch_loss`` make ``batch_loss``."""
+    bus.train_begin({"epochs": epochs, "lr@x": 1, "lr#x": 2})
+    for epoch in range(start, epochs):
+        bus.epoch_begin(epoch)
+        bus.batch_begin(0)
+        bus.batch_end(0, {"loss": 10.0 + epoch})
+        bus.epoch_end(epoch, {"recall@5": 0.5 + epoch, "recall#5": 0.1 + epoch,
+                              "batch_loss": 20.0 + epoch})
+    if end:
+        bus.train_end()
+
+
+def test_names_that_make_one_key_each_keep_a_key_of_their_own(tmp_path, uri):
+    """Two names that MLflow's characters make one key would merge into one history, one of
+    them lost: the first name the log shows keeps the key, the next gets ``_2``, said once in
+    a warning. A resume (which replays the log) and a backfill give each name the same key."""
+    log = tmp_path / "run.jsonl"
+    with pytest.warns(RunWarning):  # each said as the log records it (below)
+        bus = Bus([], log=[str(log), MLflowSink(uri, batch_every=1)], learning_rate=0.1,
+                  meta={"a@b": "first", "a#b": "second"})
+        fit_with_names_that_make_one_key(bus, 3, end=False)
+        bus.close()  # as a crash leaves it: no train_end
+    with Bus([], log=[str(log), MLflowSink(uri, batch_every=1)], learning_rate=0.1,
+             resume=True) as bus:
+        fit_with_names_that_make_one_key(bus, 4, start=bus.initial_epoch)
+    run, history = mlflow_run(uri)
+    assert_exactly_once(history, {
+        "recall_5": [(e, 0.5 + e) for e in range(4)],
+        "recall_5_2": [(e, 0.1 + e) for e in range(4)],
+        "batch_loss": [(e + 1, 10.0 + e) for e in range(4)],
+        "batch_loss_2": [(e, 20.0 + e) for e in range(4)]})
+    params = run.data.params
+    assert (params["lr_x"], params["lr_x_2"]) == ("1", "2")
+    assert (params["meta.a_b"], params["meta.a_b_2"]) == ("first", "second")
+    said = [rec.message for rec in read_effective(log)
+            if rec.kind == "warning" and rec.source == "mlflow"]
+    assert sorted(said) == sorted([
+        "mlflow: metric 'recall#5' is sent to MLflow as 'recall_5_2': 'recall_5' is metric "
+        "'recall@5'",
+        "mlflow: metric 'batch_loss' is sent to MLflow as 'batch_loss_2': 'batch_loss' is "
+        "batch metric 'loss'",
+        "mlflow: param 'meta.a#b' is sent to MLflow as 'meta.a_b_2': 'meta.a_b' is param "
+        "'meta.a@b'",
+        "mlflow: param 'lr#x' is sent to MLflow as 'lr_x_2': 'lr_x' is param 'lr@x'"])
+    with pytest.warns(RunWarning) as caught:
+        backfill(log, uri, experiment="again", batch_every=1)
+    assert sorted(str(w.message) for w in caught) == sorted(said)
+    again, history_again = mlflow_run(uri, "again")
+    assert history_again == history and again.data.params == params
+
+
 def log_on_a_disk_that_fills(path: Path) -> tuple[object, dict[str, bool]]:
     """A JSON Lines log whose writes fail with ENOSPC while ``full["on"]``."""
     import errno
