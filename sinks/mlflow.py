@@ -292,6 +292,10 @@ class MLflowSink(Sink):
         # A second fit after close finds the MLflow run holding just these.
         self._started: str | None = None
         self._last_record: str | None = None
+        # The header and the last train_end taken (seq and time): when the MLflow run began and
+        # ended, as the log says; a backfill made long after the run is not "now".
+        self._header_time: dict[str, Any] | None = None
+        self._end_time: dict[str, Any] | None = None
         self._log_folders: list[str] = []  # the default checkpoint root(s)
         # Records taken but not sent: (epoch it belongs to, or None, record, live).
         self._pending: list[tuple[int | None, dict[str, Any], bool]] = []
@@ -383,6 +387,7 @@ class MLflowSink(Sink):
         kind = record["kind"]
         if kind == "header" and self._started is None:
             self._started = repr(float(record["time"]))
+            self._header_time = {"seq": record["seq"], "time": record["time"]}
         claim = self._claim
         if claim is None:
             return
@@ -497,6 +502,7 @@ class MLflowSink(Sink):
             self._ended_epoch = max(self._ended_epoch, record["epoch"])
         elif kind == "train_end":
             self._ended = True
+            self._end_time = {"seq": record["seq"], "time": record["time"]}
 
     def flush(self) -> None:
         """Send what a resume will not write again: everything but the records of an epoch
@@ -528,7 +534,8 @@ class MLflowSink(Sink):
             tags = {RUN_ID_TAG: self._run_key}
             if self._started is not None:
                 tags[STARTED_TAG] = self._started
-            made = client.create_run(self._experiment_id,
+            start = None if self._header_time is None else _millis(self._header_time)
+            made = client.create_run(self._experiment_id, start_time=start,
                                      run_name=self.run_name or self._run_key, tags=tags)
             self.mlflow_run_id, self._status = made.info.run_id, "RUNNING"
             self._tags.update(tags)
@@ -676,8 +683,10 @@ class MLflowSink(Sink):
             return None
         if self._refusal is None and self._claim is None:
             self.flush()
-            if self._ended and self._status == "RUNNING" and self.mlflow_run_id is not None:
-                client.set_terminated(self.mlflow_run_id, status="FINISHED")
+            if self._ended and self._status == "RUNNING" and self.mlflow_run_id is not None \
+                    and self._end_time is not None:
+                client.set_terminated(self.mlflow_run_id, status="FINISHED",
+                                      end_time=_millis(self._end_time))
                 self._status = "FINISHED"
         # Else the run stays as it is: RUNNING as a crashed one is (a resume goes on with it),
         # or untouched when this log was not shown to go on from it.
@@ -868,7 +877,7 @@ def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,
     return count
 
 
-def _millis(record: dict[str, Any]) -> int:
+def _millis(record: Mapping[str, Any]) -> int:
     """The record's time as MLflow's timestamp, milliseconds in 64 bits; a time no run has
     (a log's, written by anyone: 1e308) is the log's error, naming the field and record."""
     stamp = record["time"] * 1000

@@ -537,6 +537,27 @@ def test_a_time_mlflow_cannot_hold_is_the_logs_error_in_one_line(tmp_path, uri, 
         one_line_error(capsys)
 
 
+def test_a_run_starts_and_ends_when_its_log_says_live_and_in_a_backfill(tmp_path, uri):
+    """The MLflow run begins at the log's header and ends at its train_end: a backfill made a
+    day after the run gave a run started and ended at the conversion, after its own metrics."""
+    import orjson
+
+    log = tmp_path / "run.jsonl"
+    with Bus([], log=[str(log), MLflowSink(uri, experiment="live")]) as bus:
+        train(bus, 2)
+    live = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    yesterday = [{**rec, "time": rec["time"] - 86400} for rec in live]
+    log.write_bytes(b"".join(orjson.dumps(rec) + b"\n" for rec in yesterday))
+    backfill(log, uri)
+    for experiment, records in (("live", live), ("eventbus", yesterday)):
+        millis = {rec["kind"]: int(rec["time"] * 1000) for rec in reversed(records)}
+        run, _ = mlflow_run(uri, experiment)
+        stamps = [m.timestamp for m in MlflowClient(uri).get_metric_history(run.info.run_id,
+                                                                            "val_loss")]
+        assert run.info.start_time == millis["header"] <= min(stamps)
+        assert run.info.end_time == millis["train_end"] >= max(stamps)
+
+
 class TestCheckpointUpload:
     def test_a_checkpoint_below_the_root_with_its_size_and_sha_is_uploaded(
             self, tmp_path, uri, monkeypatch):
