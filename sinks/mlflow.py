@@ -51,8 +51,9 @@ what it says decides neither which MLflow run is written nor which files are sen
   ``.keras`` zip, :func:`eventbus.verify.starts_as_checkpoint`), has the recorded size and
   sha256, and either this process's checkpoint writer wrote it, unchanged since (a live record
   only: :mod:`sinks.hdf5` notes each file it writes), or it is below the root, opened one
-  folder at a time with no link followed below it: ``checkpoint_root`` (relative paths are
-  taken from it), else the folder of the log. What is sent is a private copy (in a temporary
+  folder at a time with no link followed below it: ``checkpoint_root``, else the folder of the
+  log (a relative path is taken from the working directory, where training ran, when that
+  leads below the root, else from the root). What is sent is a private copy (in a temporary
   folder of this process's own) of exactly the bytes that were hashed, read in chunks, no
   more than the file's size. Anything else is a ``warning`` naming the path and why (a
   :class:`~eventbus.RunWarning` in a backfill), listed on ``refused_checkpoints`` (a file
@@ -222,7 +223,8 @@ class MLflowSink(Sink):
     steps (None: epoch metrics only). ``run_name``: the MLflow run's name (default: the event
     log's run id). ``checkpoints``: upload ``checkpoint_saved`` files as artifacts.
     ``checkpoint_root``: the folder a recorded checkpoint this process did not write must be
-    under to be uploaded (relative paths are taken from it); None: the folder of the log.
+    under to be uploaded (a relative path is taken from the working directory when that
+    leads below it, else from it); None: the folder of the log.
     """
 
     name = "mlflow"
@@ -656,10 +658,17 @@ class MLflowSink(Sink):
         with tempfile.TemporaryDirectory(prefix="eventbus-mlflow-") as private:
             try:
                 copy = _checked_copy(record, self._checkpoint_roots(), live=live, into=private)
-            except FileNotFoundError:
-                # Removed since (a backfill long after the run, a checkpoint kept only at best).
+            except _NotFound as gone:
+                # Removed since (a backfill long after the run, a checkpoint kept only at best),
+                # or a relative path recorded from a folder that is neither this process's
+                # working directory nor the root.
                 self.missing_checkpoints.append(path)
-                self._warn(f"mlflow: checkpoint {path} is gone; not uploaded", path, "is gone")
+                why = "is gone" if os.path.isabs(path) else \
+                    "is not at " + " nor at ".join(gone.looked)
+                hint = "" if os.path.isabs(path) else \
+                    " (pass the folder training ran in as --checkpoint-root DIR)" \
+                    if self._run is None else " (give checkpoint_root the folder training ran in)"
+                self._warn(f"mlflow: checkpoint {path} {why}; not uploaded{hint}", path, why)
                 return
             except Refused as refused:
                 self.refused_checkpoints.append((path, refused.why))
@@ -773,13 +782,40 @@ def _open_checkpoint(path: str, roots: Sequence[str], *, live: bool) -> tuple[in
     if not roots:
         raise Refused("was not written by this process's checkpoint writer, and the run has "
                        "no log whose folder (or checkpoint_root) it could be below")
-    root, names = place(path, roots, "the checkpoint root")
+    looked = []
+    for root, names in _places(path, roots):
+        try:
+            return open_below(root, names), names[-1]
+        except FileNotFoundError:
+            looked.append(os.path.join(root, *names))
+        except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
+            raise Refused(f"cannot be read ({exc.strerror or exc})") from None
+    raise _NotFound(looked)
+
+
+class _NotFound(FileNotFoundError):
+    """No file at any of the places a recorded checkpoint was looked for (``looked``)."""
+
+    def __init__(self, looked: list[str]):
+        super().__init__(", ".join(looked))
+        self.looked = looked
+
+
+def _places(path: str, roots: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Where below a root the recorded ``path`` may be, in the order to look: a relative path
+    is recorded from the folder training ran in, which a backfill from that folder has as its
+    working directory (``run/checkpoints/x.h5`` with the log in ``run/``), so it is taken
+    from there first, when that is below a root, then from the first root. Each is a root
+    and the names below it (:func:`eventbus.confine.place`: no ``..``, nothing outside)."""
+    first = place(path, roots, "the checkpoint root")
+    if os.path.isabs(path):
+        return [first]
     try:
-        return open_below(root, names), names[-1]
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
-        raise Refused(f"cannot be read ({exc.strerror or exc})") from None
+        here = place(os.path.join(os.getcwd(), path), roots, "the checkpoint root")
+    except (OSError, Refused):  # no working directory, or one outside every root
+        return [first]
+    same = os.path.join(here[0], *here[1]) == os.path.join(first[0], *first[1])
+    return [here] if same else [here, first]
 
 
 def _written_here(path: str) -> int | None:

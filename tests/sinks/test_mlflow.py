@@ -772,6 +772,38 @@ class TestCheckpointUpload:
         assert "--checkpoint-root is for --to mlflow" in one_line_error(capsys)
         assert not (tmp_path / "h.csv").exists()
 
+    def test_a_path_relative_to_where_training_ran_is_taken_from_there(
+            self, tmp_path, uri, monkeypatch, capsys):
+        """Training in a folder recorded ``run/checkpoints/best.h5``, its log in ``run/``:
+        convert from that folder finds it from the working directory (it looked only in
+        ``run/run/checkpoints/`` and said the file was gone). What the working directory
+        leads to must still be below the root, with no link followed; a path found nowhere
+        says where it was looked for, and what to pass."""
+        run = tmp_path / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        (tmp_path / "elsewhere").mkdir()
+        best, beside = h5(b"best"), h5(b"beside")
+        (run / "checkpoints" / "best.h5").write_bytes(best)
+        (tmp_path / "beside.h5").write_bytes(beside)  # here, but not below the root
+        (tmp_path / "elsewhere" / "x.h5").write_bytes(beside)
+        (run / "via").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        log_naming(run / "events.jsonl", saved("run/checkpoints/best.h5", best),
+                   saved("beside.h5", beside), saved("run/via/x.h5", beside),
+                   saved("run/checkpoints/gone.h5", best))
+        monkeypatch.chdir(tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # the command line shows each as a line
+            assert cli_main(["convert", "run/events.jsonl", uri, "--to", "mlflow"]) == 0
+        assert stored(uri) == {"checkpoints/best.h5": best}
+        said = [line for line in capsys.readouterr().err.splitlines() if "checkpoint" in line]
+        assert len(said) == 3, said
+        hint = "; not uploaded (pass the folder training ran in as --checkpoint-root DIR)"
+        assert said[0].endswith(f"checkpoint beside.h5 is not at {run / 'beside.h5'}{hint}")
+        assert "checkpoint run/via/x.h5 is in a folder reached through a link (via)" in said[1]
+        assert said[2].endswith(f"checkpoint run/checkpoints/gone.h5 is not at "
+                                f"{run / 'checkpoints' / 'gone.h5'} nor at "
+                                f"{run / 'run' / 'checkpoints' / 'gone.h5'}{hint}")
+
     def test_a_bad_checkpoint_root_names_the_field(self):
         with pytest.raises(ConfigError, match="checkpoint_root") as info:
             MLflowSink(checkpoint_root="")
