@@ -15,6 +15,10 @@ run the first attempt made. What goes where:
   reason and the evidence (and the new rate of a learning-rate change);
 - checkpoints: each ``checkpoint_saved`` file, as an artifact under ``checkpoints/``, if it
   passes the checks below;
+- status: FINISHED once ``train_end`` is sent (a bus never closed included), at its time;
+  FAILED at close after the bus's warning that its ``with`` block ended by an exception
+  (KILLED for an interrupt), as MLflow's ``start_run`` context leaves it; RUNNING again at a
+  further fit or a resume; a crashed run stays RUNNING. The run starts at the header's time;
 - the tags ``eventbus.last_seq`` (the highest seq the MLflow run holds), ``eventbus.started``
   (the time of the header of the log it was written from) and ``eventbus.last_record`` (the
   last record, not a batch's, it holds: ``seq kind time``).
@@ -114,6 +118,8 @@ _NOT_LOGGED = frozenset({"batch", "size"})
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 _READ = 1 << 20
+# What the bus names a with-block ended by Ctrl-C or SIGTERM: MLflow calls such a run KILLED.
+_INTERRUPTS = frozenset({"builtins.KeyboardInterrupt", "eventbus.termination.Terminated"})
 
 
 def _key(name: str) -> str:
@@ -260,7 +266,7 @@ class MLflowSink(Sink):
         self.checkpoint_root = None if checkpoint_root is None else \
             os.path.abspath(os.fspath(checkpoint_root))
         takes = {"header", "train_begin", "epoch_end", "train_end", "checkpoint_saved",
-                 *DECISION_KINDS}
+                 "warning", *DECISION_KINDS}
         if self.batch_every is not None:
             takes.add("batch_end")
         self.takes = frozenset(takes)
@@ -294,10 +300,12 @@ class MLflowSink(Sink):
         # A second fit after close finds the MLflow run holding just these.
         self._started: str | None = None
         self._last_record: str | None = None
-        # The header and the last train_end taken (seq and time): when the MLflow run began and
-        # ended, as the log says; a backfill made long after the run is not "now".
+        # The header (seq and time): when the MLflow run began, as the log says; a backfill
+        # made long after the run is not "now". (It ends at the train_end sent.)
         self._header_time: dict[str, Any] | None = None
-        self._end_time: dict[str, Any] | None = None
+        # The bus's warning that its with-block ended by an exception: the status the MLflow
+        # run is left in at close (FAILED, or KILLED for an interrupt), and the record.
+        self._failed: tuple[str, dict[str, Any]] | None = None
         self._log_folders: list[str] = []  # the default checkpoint root(s)
         # Records taken but not sent: (epoch it belongs to, or None, record, live).
         self._pending: list[tuple[int | None, dict[str, Any], bool]] = []
@@ -495,6 +503,12 @@ class MLflowSink(Sink):
         if record["seq"] <= self._last_seq:
             return
         kind = record["kind"]
+        if kind == "warning":  # nothing of it is sent; only how the run ended is kept
+            if not settled:
+                self._failed = _failure(record) or self._failed
+            return
+        if kind == "train_begin" and not settled:
+            self._failed = None  # a further fit of the bus: its own ending counts
         if kind == "batch_end" and (record["step"] + 1) % self.batch_every:  # type: ignore[operator]
             return
         # Everything of a recorded run before the point it resumes from is settled.
@@ -504,7 +518,6 @@ class MLflowSink(Sink):
             self._ended_epoch = max(self._ended_epoch, record["epoch"])
         elif kind == "train_end":
             self._ended = True
-            self._end_time = {"seq": record["seq"], "time": record["time"]}
 
     def flush(self) -> None:
         """Send what a resume will not write again: everything but the records of an epoch
@@ -608,6 +621,12 @@ class MLflowSink(Sink):
         self._tags.update(tags)
         self._last_seq = max(self._last_seq, int(tags[SEQ_TAG]))
         self._last_record = tags.get(LAST_RECORD_TAG, self._last_record)
+        # FINISHED as soon as train_end is sent, not at close: a bus never closed (a script
+        # that ends after train_end) left the run RUNNING. A later fit sets it RUNNING again.
+        ends = [record for record in records if record["kind"] in ("train_begin", "train_end")]
+        if ends and ends[-1]["kind"] == "train_end":
+            client.set_terminated(run_id, status="FINISHED", end_time=_millis(ends[-1]))
+            self._status = "FINISHED"
         if rerun and self._run is not None:
             # MLflow cannot delete a metric's points: the abandoned value stays in the
             # history, the rerun's after it, which is the one MLflow shows at that step.
@@ -692,15 +711,30 @@ class MLflowSink(Sink):
             return None
         if self._refusal is None and self._claim is None:
             self.flush()
-            if self._ended and self._status == "RUNNING" and self.mlflow_run_id is not None \
-                    and self._end_time is not None:
-                client.set_terminated(self.mlflow_run_id, status="FINISHED",
-                                      end_time=_millis(self._end_time))
-                self._status = "FINISHED"
-        # Else the run stays as it is: RUNNING as a crashed one is (a resume goes on with it),
-        # or untouched when this log was not shown to go on from it.
+            # A with-block ended by an exception: FAILED (KILLED for an interrupt), as MLflow's
+            # own start_run context leaves it; a resume sets it RUNNING again.
+            if self._failed is not None and self.mlflow_run_id is not None and \
+                    self._status != self._failed[0]:
+                status, record = self._failed
+                client.set_terminated(self.mlflow_run_id, status=status,
+                                      end_time=_millis(record))
+                self._status = status
+        # Else the run stays as it is: FINISHED once train_end was sent, RUNNING as a crashed
+        # one is (a resume goes on with it), or untouched when this log was not shown to go on
+        # from it.
         self._client = None
         return None
+
+
+def _failure(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The status a bus's warning that its with-block ended by an exception leaves the MLflow
+    run in, with the record's seq and time; None for any other warning."""
+    details = record.get("details")
+    raised = details.get("raised") if isinstance(details, Mapping) else None
+    if record.get("source") != "bus" or not isinstance(raised, str):
+        return None
+    status = "KILLED" if raised in _INTERRUPTS else "FAILED"
+    return status, {"seq": record["seq"], "time": record["time"]}
 
 
 def _metrics_of(record: Mapping[str, Any]) -> list[tuple[tuple[str, str], str, int, float]]:

@@ -558,6 +558,57 @@ def test_a_run_starts_and_ends_when_its_log_says_live_and_in_a_backfill(tmp_path
         assert run.info.end_time == millis["train_end"] >= max(stamps)
 
 
+def test_a_run_is_finished_when_train_end_is_sent_not_only_at_close(tmp_path, uri):
+    """A bus never closed (a script that ends after train_end) left the MLflow run RUNNING:
+    it is FINISHED, at train_end's time, once train_end is sent. A further fit of the bus sets
+    it RUNNING again, and its own train_end FINISHED."""
+    log = tmp_path / "run.jsonl"
+    bus = Bus([], log=[str(log), MLflowSink(uri)])
+    train(bus, 3)  # and no close
+    ended = [rec for rec in read_effective(log) if rec.kind == "train_end"]
+    run, _ = mlflow_run(uri)
+    assert (run.info.status, run.info.end_time) == ("FINISHED", int(ended[0].time * 1000))
+    bus.train_begin({"epochs": 4})
+    bus.flush()
+    assert mlflow_run(uri)[0].info.status == "RUNNING"
+    bus.epoch_begin(3)
+    bus.epoch_end(3, {"loss": 0.25})
+    bus.train_end()
+    ended = [rec for rec in read_effective(log) if rec.kind == "train_end"]
+    run, history = mlflow_run(uri)
+    assert (run.info.status, run.info.end_time) == ("FINISHED", int(ended[-1].time * 1000))
+    assert history["loss"][-1] == (3, 0.25)
+    bus.close()
+    assert mlflow_run(uri)[0].info == run.info
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("CUDA out of memory"), "FAILED"),
+                                           (KeyboardInterrupt(), "KILLED")])
+def test_a_with_block_ended_by_an_exception_leaves_the_run_failed(tmp_path, uri, error,
+                                                                  status):
+    """The bus records that its with-block ended by an exception: the MLflow run is then
+    FAILED (KILLED for Ctrl-C), as MLflow's own start_run context leaves it, where it stayed
+    RUNNING as a run still going. A resume sets it RUNNING again, and FINISHED at the end."""
+    log = tmp_path / "run.jsonl"
+    with pytest.raises(type(error)), Bus([], log=[str(log), MLflowSink(uri)]) as bus:
+        train(bus, 2, end=False)
+        bus.epoch_begin(2)
+        raise error
+    raised = [rec for rec in read_effective(log) if rec.kind == "warning"]
+    run, history = mlflow_run(uri)
+    assert (run.info.status, run.info.end_time) == (status, int(raised[-1].time * 1000))
+    assert [step for step, _ in history["loss"]] == [0, 1]
+    backfill(log, uri, experiment="backfilled")  # as the live sink left it
+    assert mlflow_run(uri, "backfilled")[0].info.status == status
+    with Bus([], log=[str(log), MLflowSink(uri)], resume=True) as bus:
+        train(bus, 3, start=bus.initial_epoch, end=False)  # epoch 2 is sent as it ends
+        assert mlflow_run(uri)[0].info.status == "RUNNING"
+        bus.train_end()
+    run, history = mlflow_run(uri)
+    assert run.info.status == "FINISHED"
+    assert [step for step, _ in history["loss"]] == [0, 1, 2]
+
+
 class TestCheckpointUpload:
     def test_a_checkpoint_below_the_root_with_its_size_and_sha_is_uploaded(
             self, tmp_path, uri, monkeypatch):
