@@ -933,17 +933,28 @@ class Engine:
                 interrupted = exc
         self.closed = self.attention = True
         # Sinks that take some kinds first, recording what each returns or reports as it
-        # closes; then the logs, which take every record, all with the same records.
+        # closes; then the logs, which take every record, all with the same records; then the
+        # HTTP record sink, which sends what the logs wrote (none of it if one failed closing).
+        logs_failed = False
         for slot in self.recorder.closing_order():
             self.recorder.detach(slot.sink)
+            follower = slot.kinds is None and getattr(slot.sink, "follows_logs", False)
+            if follower and logs_failed:
+                forget = getattr(slot.sink, "forget_unflushed", None)
+                if callable(forget):
+                    forget()
             try:
-                self.close_sink(slot)
+                if not self.close_sink(slot) and slot.kinds is None and not follower:
+                    logs_failed = True
                 if slot.kinds is not None:
                     self.drain()
             except BaseException as exc:  # Ctrl-C: the other sinks, the logs last, close still
                 interrupted = interrupted or exc
+                closed = False
                 with contextlib.suppress(BaseException):
-                    self.close_sink(slot)  # once more: a close the interrupt cut finishes
+                    closed = self.close_sink(slot)  # once more: a close the interrupt cut finishes
+                if not closed and slot.kinds is None and not follower:
+                    logs_failed = True
         self.finished = True
         if interrupted is not None:
             raise interrupted
@@ -976,17 +987,18 @@ class Engine:
                 if callable(forget):
                     forget()
 
-    def close_sink(self, slot: Slot) -> None:
+    def close_sink(self, slot: Slot) -> bool:
         """Close a sink taken out of the recorder; what it returns, or its failure, is recorded
-        in the sinks still open."""
+        in the sinks still open. False when its close failed."""
         try:
             out = slot.call("close")
         except Exception as exc:
             self.record(SinkFailed(sink=slot.name, event="close", error=type(exc).__name__,
                                    message=str(exc), epoch=self.cursor.epoch))
-            return
+            return False
         if out is not None:
             self.take_from_sink(slot, {"kind": "close", "seq": None}, out)
+        return True
 
     def _at_close(self, plugin: object, _arg: Any, out: Any) -> None:
         label = self.dispatcher.label(plugin)

@@ -398,13 +398,14 @@ class Recorder:
 
     def call(self, slots: Collection[Slot], method: str) -> list[Trouble] | None:
         """Call ``method`` (flush, sync) of each of ``slots``, the logs first; one that raises
-        is taken out. While a log holds records it could not write (a full disk: it keeps
-        them for its next flush), a sink that ``follows_logs`` (MLflow, which a resume never
-        writes to again what it holds) is not flushed: it is never ahead of a log."""
+        is taken out. A sink that ``follows_logs`` (MLflow, the HTTP record sink: a resume
+        never writes again what they hold, or numbers its own records over it) comes after
+        the logs, whatever its place in ``log=[...]``; while a log holds records it could not
+        write (a full disk: it keeps them for its next flush), it is not flushed: it is never
+        ahead of a log."""
         left: list[Trouble] | None = self.release() if self.held else None
         logs_behind = False
-        for slot in [s for s in slots if s.kinds is None] + [s for s in slots
-                                                                if s.kinds is not None]:
+        for slot in _logs_first(slots):
             if logs_behind and getattr(slot.sink, "follows_logs", False):
                 continue
             try:
@@ -427,9 +428,12 @@ class Recorder:
 
     def closing_order(self) -> list[Slot]:
         """The sinks in the order they close: those taking some kinds first, the logs (every
-        record) last, so the logs hold what the others report as they close."""
+        record) last, so the logs hold what the others report as they close; a sink taking
+        every record that ``follows_logs`` (the HTTP record sink) after the logs, so it sends
+        only what they have written."""
         return [s for s in self.slots if s.kinds is not None] + \
-            [s for s in self.slots if s.kinds is None]
+            [s for s in self.slots if s.kinds is None and not _follows(s)] + \
+            [s for s in self.slots if s.kinds is None and _follows(s)]
 
     # --- the queue behind report() ---------------------------------------------------------------
 
@@ -442,6 +446,18 @@ class Recorder:
         while self.pending:
             taken.append(self.pending.popleft())
         return taken
+
+
+def _follows(slot: Slot) -> bool:
+    return bool(getattr(slot.sink, "follows_logs", False))
+
+
+def _logs_first(slots: Collection[Slot]) -> list[Slot]:
+    """``slots`` in the order they flush: the logs, then the sinks taking every record that
+    follow them, then the sinks taking some kinds."""
+    return [s for s in slots if s.kinds is None and not _follows(s)] + \
+        [s for s in slots if s.kinds is None and _follows(s)] + \
+        [s for s in slots if s.kinds is not None]
 
 
 def make_header(run_id: str, plugins: Iterable[tuple[object, str]], meta: Mapping[str, Any], *,
