@@ -435,6 +435,10 @@ class _CatchUp:
                         self._validated(record)
                     data = record.model_dump()
                 self._check(slot, self.recorder.write_to(slot, data))
+                if not record.seq & 1023 and getattr(slot.sink, "follows_logs", False):
+                    # What the resumed log holds is final: the HTTP record sink may send it
+                    # now, rather than hold a long run's records until the resume's flush.
+                    self._check(slot, self._flushed(slot))
         for slot in list(self.catchers):
             if record.kind in slot.kinds:  # type: ignore[operator]
                 data = record.model_dump() if data is None else data
@@ -446,6 +450,13 @@ class _CatchUp:
                                        self.run)
                 except Exception as exc:
                     self._check(slot, self.recorder.drop(slot, exc))
+
+    def _flushed(self, slot: Slot) -> BaseException | None:
+        try:
+            slot.call("flush")
+        except Exception as exc:
+            return self.recorder.drop(slot, exc)
+        return None
 
     def _validated(self, record: Record) -> None:
         from .jsonl import validation_field, validation_problems  # the readers' own words

@@ -551,11 +551,14 @@ class HttpRecordSink(Sink):
     Each request is a POST of up to ``batch_size`` records as JSON Lines
     (``application/x-ndjson``), the same lines a ``.jsonl`` log holds; records are in ``seq``
     order and a retried batch may arrive twice, so a collector keys them on ``(run_id, seq)``.
-    ``write`` only appends to a buffer; the thread sends every ``linger`` seconds, or as soon as
-    ``batch_size`` records wait; ``sync`` (at ``train_end``) waits up to ``flush_timeout``
-    seconds for delivery, and
-    ``close`` waits as long again, then gives up on the rest and raises :class:`DeliveryError`
-    naming what was lost, which the bus records among its failures.
+    ``write`` only keeps the record; ``flush`` (the bus flushes at every epoch end and decision,
+    after its event logs) hands what it kept to the sender's thread, which posts it at once.
+    So the collector never gets a record before the logs have written it: after a kill or a
+    Ctrl-C, a resume numbers its records on from the log's last one, and a record sent ahead
+    of the log would share its ``(run_id, seq)`` with another. ``sync`` (at ``train_end``)
+    waits up to ``flush_timeout`` seconds for delivery, and ``close`` waits as long again, then
+    gives up on the rest and raises :class:`DeliveryError` naming what was lost, which the bus
+    records among its failures.
 
     Given to a bus (``Bus(log=[...])``), it is opened with the run, so delivery failures are
     recorded in the log as they happen (``sink_failed``), and at ``train_end`` a ``warning``
@@ -563,6 +566,9 @@ class HttpRecordSink(Sink):
     """
 
     name = "http"
+    #: Flushed after the event logs, and only while none is behind (a full disk): what the
+    #: collector has is never ahead of the log a resume reads.
+    follows_logs = True
 
     def __init__(self, url: str, *, headers: Mapping[str, str] | None = None,
                  batch_size: int = 1000, max_pending: int = 100_000, timeout: float = 5.0,
@@ -575,6 +581,9 @@ class HttpRecordSink(Sink):
         self.flush_timeout = flush_timeout
         self._run: Run | None = None
         self._reported = DeliveryStats()
+        #: Records written since the last flush: not in every log yet, so not to be sent.
+        self._unflushed: list[dict[str, Any]] = []
+        self._max_pending = max_pending
         self._sender = HttpSender(url, encode=_jsonl, content_type="application/x-ndjson",
                                   batch_size=batch_size, max_pending=max_pending,
                                   headers=headers, timeout=timeout, retries=retries,
@@ -602,15 +611,32 @@ class HttpRecordSink(Sink):
     # --- the sink contract ----------------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
-        # The record is kept, not copied: the bus never changes a record once written.
-        self._sender.put(record)
+        # The record is kept, not copied: the bus never changes a record once written. Kept
+        # and queued together hold max_pending at most, as the sender's buffer alone did.
+        if len(self._unflushed) + self._sender.pending >= self._max_pending:
+            self._sender.stats.dropped += 1
+            return
+        self._unflushed.append(record)
 
     def flush(self) -> None:
-        # The bus flushes at every epoch end; a request per flush would cost the loop more CPU
-        # (requests' own) than waiting: records go out every `linger` seconds or full batch.
-        return None
+        """Hand the records written since the last flush to the sender, which posts them now.
+        The bus calls it once its event logs have written them (``follows_logs``)."""
+        if not self._unflushed:
+            return
+        records, self._unflushed = self._unflushed, []
+        put = self._sender.put
+        for record in records:
+            put(record)
+        self._sender.kick()  # they waited for the flush already, not `linger` more
+
+    def forget_unflushed(self) -> None:
+        """Drop what the logs have not written: an interrupt cut its way to them, or a log
+        could not write it. A resume numbers its records on from the log's last one; it sends
+        the collector the run so far again, from the log."""
+        self._unflushed.clear()
 
     def sync(self) -> None:
+        self.flush()
         delivered = self._sender.flush(self.flush_timeout)
         stats = self._sender.stats
         new = stats.undelivered - self._reported.undelivered
@@ -623,6 +649,8 @@ class HttpRecordSink(Sink):
         self._reported = DeliveryStats(**stats.as_dict())
 
     def close(self) -> None:
+        # The bus closes it after the logs (and forgets what a log could not write first).
+        self.flush()
         stats = self._sender.close(self.flush_timeout)
         if stats.undelivered:
             raise DeliveryError(f"http sink: {stats.undelivered} of "

@@ -261,7 +261,8 @@ class TestIdle:
         start = time.process_time()
         time.sleep(0.5)
         used = time.process_time() - start
-        sink.write({"seq": 1})  # still delivered promptly, without a flush
+        sink.write({"seq": 1})
+        sink.flush()  # still delivered promptly
         deadline = time.monotonic() + 5.0
         while not collector.requests and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -270,14 +271,15 @@ class TestIdle:
         assert [r["seq"] for r in records_of(collector)] == [1]
 
     def test_linger_batches_what_arrives_together(self, server):
-        """A lazy sender still gathers records for `linger` seconds into one request."""
+        """A lazy sender still gathers items for `linger` seconds into one request."""
         collector = server()
-        sink = HttpRecordSink(collector.url, batch_size=100, **fast(linger=0.2))
+        sender = HttpSender(collector.url, encode=lambda items: b"".join(items), eager=False,
+                            batch_size=100, linger=0.2)
         for seq in range(5):
-            sink.write({"seq": seq})
+            sender.put(orjson.dumps({"seq": seq}) + b"\n")
         time.sleep(0.6)
         assert len(collector.requests) == 1 and len(records_of(collector)) == 5
-        sink.close()
+        sender.close(5.0)
 
 
 class TestSender:

@@ -1,0 +1,146 @@
+"""HttpRecordSink across a SIGKILL and a resume, against a real collector on 127.0.0.1: the
+collector never gets a record the event log has not written, so a collector keeping each
+(run_id, seq) once ends with the log's run, record for record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from eventbus import Bus, hookimpl
+from sinks.http import HttpRecordSink
+
+ROOT = Path(__file__).parents[2]
+
+#: A run of 3 epochs of 20 batches, its losses different in the attempt that is killed.
+#: ``Between`` takes every record and is flushed with the logs: in "before_log" it is an
+#: ordinary one, listed between the HTTP sink and the log; in "after_log" it follows the logs,
+#: listed before the HTTP sink. Each kill first lets the sender deliver what it was given.
+CHILD = r"""
+import os, signal, sys
+from eventbus import Bus
+from sinks.http import HttpRecordSink
+
+url, log, kill = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def die(sink):
+    sink._sender.flush(10.0)  # whatever the sender was given reaches the collector first
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Between:
+    follows_logs = kill == "after_log"
+
+    def __init__(self, sink):
+        self.sink, self.ended = sink, False
+
+    def write(self, record):
+        self.ended = self.ended or (record["kind"] == "epoch_end" and record["epoch"] == 1)
+
+    def flush(self):
+        if self.ended and kill in ("before_log", "after_log"):
+            die(self.sink)
+
+    def close(self):
+        pass
+
+
+sink = HttpRecordSink(url, linger=0.01, flush_timeout=10.0)
+between = Between(sink)
+logs = [log, between, sink] if kill == "after_log" else [sink, between, log]
+with Bus([], log=logs, resume=True) as bus:
+    bus.train_begin({"epochs": 3})
+    for epoch in range(bus.initial_epoch, 3):
+        bus.epoch_begin(epoch)
+        for b in range(20):
+            bus.batch_end(b, {"loss": 100.0 * epoch + b + (0.5 if kill != "none" else 0.0)})
+            if kill == "mid_epoch" and epoch == 1 and b == 10:
+                die(sink)
+        bus.epoch_end(epoch, {"loss": float(epoch)})
+    bus.train_end()
+"""
+
+
+def run_child(url: str, log: Path, kill: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", CHILD, url, str(log), kill], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def received_by_key(collector) -> dict[tuple[str, int], set[bytes]]:
+    """Every distinct line the collector got, by the (run_id, seq) it names."""
+    lines: dict[tuple[str, int], set[bytes]] = defaultdict(set)
+    for _, _, body in collector.requests:
+        for line in body.splitlines():
+            record = orjson.loads(line)
+            lines[(record["run_id"], record["seq"])].add(line)
+    return lines
+
+
+def assert_the_collector_holds_the_log(collector, log: Path) -> None:
+    log_lines = log.read_bytes().splitlines()
+    in_log = {(r["run_id"], r["seq"]): line
+              for line in log_lines for r in [orjson.loads(line)]}
+    received = received_by_key(collector)
+    twice = {key: lines for key, lines in received.items() if len(lines) > 1}
+    assert not twice, (f"{len(twice)} (run_id, seq) with two different records, from seq "
+                       f"{min(seq for _, seq in twice)}")
+    assert {key: next(iter(lines)) for key, lines in received.items()} == in_log
+
+
+@pytest.mark.parametrize("kill", ["mid_epoch", "before_log", "after_log"])
+def test_killed_then_resumed_the_collector_holds_each_record_once(server, tmp_path, kill):
+    """SIGKILLed once the sender has delivered all it was given: mid-epoch (the log last
+    flushed at the previous epoch's end), at an epoch end's flush before the log wrote it (the
+    sink listed first in ``log=[...]``), or after the log wrote it and before the sink was
+    flushed; then resumed to the end. Every (run_id, seq) reached the collector as one record,
+    the log's: none of the killed attempt's records the log never had (the resume numbers its
+    own records with those seqs), and, from the resume's catch-up, the log's records the
+    collector had not got."""
+    collector = server()
+    log = tmp_path / "run.jsonl"
+    killed = run_child(collector.url + "/runs", log, kill)
+    assert killed.returncode == -9, killed.stderr
+    resumed = run_child(collector.url + "/runs", log, "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_the_collector_holds_the_log(collector, log)
+    kinds = [orjson.loads(line)["kind"] for line in log.read_bytes().splitlines()]
+    assert "resumed" in kinds and kinds.count("epoch_end") == 3
+
+
+class CtrlC:
+    """Ctrl-C amid epoch 1's end: the logs drop what they had not flushed, as a kill would."""
+
+    @hookimpl
+    def on_epoch_end(self, event):
+        if event.epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_then_resumed_the_collector_holds_each_record_once(server, tmp_path):
+    """A Ctrl-C while epoch 1's end is decided on has the logs forget epoch 1
+    (``forget_unflushed``): the sink forgets it too, and the resume's records, which take its
+    seqs, are the only ones under them."""
+    collector = server()
+    log = tmp_path / "run.jsonl"
+    for plugins, losses_of in (([CtrlC()], lambda e, b: 0.5 + b), ([], lambda e, b: float(b))):
+        sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
+        try:
+            with Bus(plugins, log=[sink, log], resume=True) as bus:
+                bus.train_begin({"epochs": 3})
+                for epoch in range(bus.initial_epoch, 3):
+                    bus.epoch_begin(epoch)
+                    for b in range(5):
+                        bus.batch_end(b, {"loss": losses_of(epoch, b)})
+                    bus.epoch_end(epoch, {"loss": float(epoch)})
+                bus.train_end()
+        except KeyboardInterrupt:
+            assert plugins
+    assert_the_collector_holds_the_log(collector, log)
