@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from eventbus import Bus, hookimpl
+from eventbus import Bus, RunWarning, Sink, SinkFailureWarning, hookimpl
+from eventbus.records import Warning as WarningRecord
 from sinks.http import HttpRecordSink
 
 ROOT = Path(__file__).parents[2]
@@ -143,4 +144,84 @@ def test_ctrl_c_then_resumed_the_collector_holds_each_record_once(server, tmp_pa
                 bus.train_end()
         except KeyboardInterrupt:
             assert plugins
+    assert_the_collector_holds_the_log(collector, log)
+
+
+class FailsToClose(Sink):
+    """A log (it takes every record) whose close fails: what it had not flushed is lost."""
+
+    name = "failing-log"
+
+    def __init__(self):
+        self.pending: list[int] = []
+        self.kept: list[int] = []
+
+    def write(self, record):
+        self.pending.append(record["seq"])
+
+    def flush(self):
+        self.kept += self.pending
+        self.pending = []
+
+    def close(self):
+        raise OSError(28, "No space left on device")
+
+
+class SaysAtClose(Sink):
+    """Records a warning as it closes, after the bus's last flush."""
+
+    name = "says"
+    takes = frozenset({"train_end"})
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        return WarningRecord(message="closing")
+
+
+def test_a_log_failing_at_close_keeps_what_it_lacks_from_the_collector(server, tmp_path):
+    """The sink closes after the logs, whatever its place in ``log=[...]``; a log whose close
+    failed lacks what was recorded since the last flush (a warning a sink returns as it
+    closes, the record of its own failure), so none of that is sent: the collector gets only
+    records every log holds."""
+    collector = server()
+    log = tmp_path / "run.jsonl"
+    failing = FailsToClose()
+    sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
+    with pytest.warns(SinkFailureWarning, match="failing-log"), pytest.warns(RunWarning):
+        with Bus([], log=[sink, failing, SaysAtClose(), log]) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+            bus.train_end()
+    sent = [line for _, _, body in collector.requests for line in body.splitlines()]
+    assert sent and set(sent) <= set(log.read_bytes().splitlines())
+    assert {orjson.loads(line)["seq"] for line in sent} <= set(failing.kept)
+
+
+def test_a_resume_sends_a_long_log_as_it_reads_it(server, tmp_path, monkeypatch):
+    """The resume's catch-up flushes the sink as it goes (what the resumed log holds is
+    final): it never holds more than 1024 of the log's records, and the collector gets them
+    all."""
+    log = tmp_path / "run.jsonl"
+    with Bus([], log=log) as bus:
+        bus.train_begin({"epochs": 2})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            for b in range(1500):
+                bus.batch_end(b, {"loss": float(b)})
+            bus.epoch_end(epoch, {"loss": 1.0})
+    held: list[int] = []
+    flush = HttpRecordSink.flush
+
+    def counting_flush(self):
+        held.append(len(self._unflushed))
+        flush(self)
+
+    monkeypatch.setattr(HttpRecordSink, "flush", counting_flush)
+    collector = server()
+    sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
+    Bus([], log=[log, sink], resume=True).close()
+    assert max(held) <= 1024
     assert_the_collector_holds_the_log(collector, log)
