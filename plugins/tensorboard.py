@@ -312,7 +312,11 @@ class TensorBoard(Plugin, Sink):
                 run.report(SinkFailed(sink=label, event=what, error=type(exc).__name__,
                                       message=str(exc)))
 
-        self._sink = TensorBoardWriter(self.log_dir, on_error=on_error)
+        # The run's id in its files' names: a resume cuts and reads back only its own files,
+        # not those another run wrote into the same log directory. The log's (its header's)
+        # first: a conversion writes a recorded run through a bus of its own.
+        run_id = self._group or (run.run_id if run is not None else None)
+        self._sink = TensorBoardWriter(self.log_dir, on_error=on_error, run_id=run_id or None)
         return self._sink
 
     def _get(self) -> Any:

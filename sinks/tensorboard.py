@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import math
 import os
 import queue
@@ -77,6 +78,7 @@ __all__ = [
     "masked_crc32c",
     "masked_crc32c_many",
     "parse_event",
+    "run_id_token",
 ]
 
 # --- CRC-32C (Castagnoli), as TFRecord framing wants it ------------------------------------------
@@ -681,6 +683,32 @@ _FILE_VERSION = "brain.Event:2"
 _EVENTS = "events.out.tfevents."
 #: How the temporary file of an event file's rewrite is named (``.`` + the file's name ...).
 _REWRITING = "." + _EVENTS
+#: The part of an event file's name that says which run wrote it: ``.run_id=<id>``. No host
+#: name holds an ``=``, so the name's host part is never taken for it.
+_RUN_ID = "run_id="
+#: The longest run id kept as it is in a file name; a longer one is named by its hash.
+_RUN_ID_NAMED = 64
+
+
+def run_id_token(run_id: str) -> str:
+    """How ``run_id`` appears in an event file's name: every character but ASCII letters,
+    digits, ``_`` and ``-`` escaped (``%2F``; a ``.`` would split the name's parts), and an id
+    longer than 64 characters so escaped as its hash (``+`` and 32 hex digits: a file name
+    is at most 255 bytes)."""
+    token = re.sub(r"[^A-Za-z0-9_-]", lambda m: "".join(
+        f"%{byte:02X}" for byte in m[0].encode("utf-8", "surrogatepass")), run_id)
+    if len(token) > _RUN_ID_NAMED:
+        token = "+" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return token
+
+
+def _run_id_in_name(name: str) -> str | None:
+    """The run id token an event file's name carries (a rewrite's temporary file's too); None
+    for a name without one (a file of another writer, or of this one before names held it)."""
+    for part in name.lstrip(".").split("."):
+        if part.startswith(_RUN_ID):
+            return part[len(_RUN_ID):]
+    return None
 
 
 class _RunFile:
@@ -801,10 +829,18 @@ class TensorBoardWriter:
         :attr:`dropped` rather than letting a stalled disk grow memory without bound.
     filename_suffix:
         Appended to event file names.
+    run_id:
+        The run the files belong to, named in each file's name (``.run_id=<id>``, before
+        ``filename_suffix``). A resume's truncation and write-back then read only the files
+        of this run: another run's files in the same directories (a fresh run adds its files
+        beside those there, as Keras does) are left as they are. Files whose names carry no
+        run id are taken as this run's unless some file there names another run. None: no
+        id in the names, and every event file found is this run's.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], *, on_error: ErrorCallback | None = None,
-                 max_pending: int = 1_000_000, filename_suffix: str = ""):
+                 max_pending: int = 1_000_000, filename_suffix: str = "",
+                 run_id: str | None = None):
         self.log_dir = Path(log_dir)
         self.on_error = on_error
         self.max_pending = max_pending
@@ -812,7 +848,9 @@ class TensorBoardWriter:
         self.dropped = 0
         #: Failures seen by the writer thread.
         self.failures = 0
-        self._suffix = filename_suffix
+        self._run_token = None if run_id is None else run_id_token(run_id)
+        self._suffix = filename_suffix if run_id is None else \
+            f".{_RUN_ID}{self._run_token}{filename_suffix}"
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         # One counter per thread, so neither needs a lock: pending = put - done.
         self._put = 0
@@ -1053,8 +1091,14 @@ class TensorBoardWriter:
                 self._fail(f"close {run}", exc)
 
     def _found_files(self) -> Iterator[tuple[str, Path]]:
-        """The event files in the log directory (run ``"."``) and its run directories that
-        this sink did not write, as ``(run, path)``."""
+        """The event files of this sink's run in the log directory (run ``"."``) and its run
+        directories that this sink did not write, as ``(run, path)``.
+
+        Another run's files (their names carry another run id) are not this run's to cut or
+        to count as holding its steps: a fresh run adds its files beside those there. A file
+        whose name carries no run id (written before names held one) is taken as this run's,
+        as it always was, unless some file there names another run: then it may be that run's
+        too, and is left alone."""
         if not self.log_dir.is_dir():
             return
         mine = {file.path for file in self._files.values()}
@@ -1062,16 +1106,21 @@ class TensorBoardWriter:
         # resume read, or rewrite, files elsewhere.
         runs = [(".", self.log_dir)] + [(p.name, p) for p in sorted(self.log_dir.iterdir())
                                          if p.is_dir() and not p.is_symlink()]
-        for run, run_dir in runs:
-            for path in sorted(run_dir.glob("*tfevents*")):
-                if path.name.startswith(_REWRITING):
-                    # A rewrite's temporary file a killed process left (outputs.write_replacing
-                    # names it so): TensorBoard would read it too, and show its steps twice.
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-                elif path.is_file() and not path.is_symlink() and \
-                        not path.name.endswith(".tmp") and path not in mine:
-                    yield run, path
+        found = [(run, path, _run_id_in_name(path.name)) for run, run_dir in runs
+                 for path in sorted(run_dir.glob("*tfevents*"))]
+        own = self._run_token
+        another_run = own is not None and any(token not in (None, own) for *_, token in found)
+        for run, path, token in found:
+            if own is not None and token != own and (token is not None or another_run):
+                continue
+            if path.name.startswith(_REWRITING):
+                # A rewrite's temporary file a killed process left (outputs.write_replacing
+                # names it so): TensorBoard would read it too, and show its steps twice.
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            elif path.is_file() and not path.is_symlink() and \
+                    not path.name.endswith(".tmp") and path not in mine:
+                yield run, path
 
     def _holds(self, run: str, record: bytes) -> bool:
         """Whether the found files hold a value of each tag of an encoded event (what a

@@ -848,3 +848,75 @@ class TestNoTrainBegin:
             train(bus, 2, shift=1.0)
         after = scalars(tmp_path / "train", "epoch_loss")
         assert len(after) == 2 * len(before) and all(point in after for point in before)
+
+
+# A run into a log directory shared with another run, killed after its event log kept epoch
+# 2's end and before its event file got epoch 2's scalars: the crash window between the two
+# flushes, met at the moment the scalars reach the file.
+KILLED_BETWEEN_FLUSHES = """
+import os
+import signal
+import sys
+
+import sinks.tensorboard as tensorboard_sink
+from eventbus import Bus
+from plugins import TensorBoard
+from sinks.tensorboard import parse_event
+
+log, log_dir = sys.argv[1], sys.argv[2]
+real_write = tensorboard_sink._RunFile.write
+
+
+def write(self, records):
+    for record in records:
+        step, values, _ = parse_event(record)
+        if step == 2 and any(tag == "epoch_loss" for tag, _, _ in values):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(self, records)
+
+
+tensorboard_sink._RunFile.write = write
+with Bus([TensorBoard(log_dir)], log=log, run_id="run-b", resume=True) as bus:
+    bus.train_begin({"epochs": 6})
+    for epoch in range(6):
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"loss": 200.0 + epoch})
+"""
+
+
+class TestRunsSharingALogDir:
+    @pytest.mark.filterwarnings("ignore:bus. resume. the weights were not restored")
+    def test_a_resume_cuts_and_reads_back_only_its_own_run_s_files(self, tmp_path):
+        """Run A finishes into a log directory; run B, a fresh run, adds its files beside A's
+        (as Keras does), is SIGKILLed between its log's flush of epoch 2 and its files', and
+        is resumed. The resume's cut rewrote A's file too (A lost steps 3 to 5), and its
+        write-back counted A's step 5 as B's, so B's epoch 2 was never written back. Each
+        file now names its run, and a resume cuts and reads only its own run's."""
+        log_dir = tmp_path / "tb"
+        with Bus([TensorBoard(log_dir)], log=tmp_path / "a.jsonl", run_id="run-a") as bus:
+            bus.train_begin({"epochs": 6})
+            for epoch in range(6):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 100.0 + epoch})
+            bus.train_end()
+        (a_file,) = (log_dir / "train").glob("*tfevents*")
+        a_bytes = a_file.read_bytes()
+
+        killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_FLUSHES,
+                                 str(tmp_path / "b.jsonl"), str(log_dir)], timeout=120)
+        assert killed.returncode == -signal.SIGKILL
+        with Bus([TensorBoard(log_dir)], log=tmp_path / "b.jsonl", resume=True) as bus:
+            assert bus.run_id == "run-b" and bus.initial_epoch == 3
+            bus.train_begin({"epochs": 6})
+            for epoch in range(bus.initial_epoch, 6):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 200.0 + epoch})
+            bus.train_end()
+
+        assert a_file.read_bytes() == a_bytes
+        assert ".run_id=run-a" in a_file.name
+        b_files = sorted(set((log_dir / "train").glob("*tfevents*")) - {a_file})
+        assert len(b_files) == 2 and all(".run_id=run-b" in p.name for p in b_files)
+        b_loss = sorted((e.step, e.value) for path in b_files
+                        for e in acc(path).Scalars("epoch_loss"))
+        assert b_loss == [(epoch, 200.0 + epoch) for epoch in range(6)]

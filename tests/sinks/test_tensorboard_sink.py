@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -562,3 +563,48 @@ class TestEventFilesFoundAreNotTrusted:
         assert (tmp_path / "embeddings" / "00007").read_text() == "a file named like a step"
         assert [e.step for e in accumulator(tmp_path / "validation").Scalars("epoch_loss")] \
             == [0]
+
+
+class TestEventFilesOfOtherRuns:
+    """A log directory may hold several runs' event files (a fresh run adds its own beside
+    those there, as Keras does): a resume cuts, and reads back for its write-back, only the
+    files whose names carry its run id, and those named by no run id only while no file names
+    another run."""
+
+    @staticmethod
+    def four_steps(log_dir, run_id=None):
+        before = set(log_dir.glob("train/*tfevents*"))
+        with TensorBoardWriter(log_dir, run_id=run_id) as sink:
+            for step in range(4):
+                sink.scalars("train", {"loss": float(step)}, step, 1.0, "epoch_")
+        (path,) = set(log_dir.glob("train/*tfevents*")) - before
+        return path
+
+    @staticmethod
+    def steps(path):
+        return [e.step for e in accumulator(path).Scalars("epoch_loss")]
+
+    def test_files_named_by_no_run_are_this_run_s_unless_another_run_is_named(self, tmp_path):
+        alone, shared = tmp_path / "alone", tmp_path / "shared"
+        unnamed = self.four_steps(alone)
+        with TensorBoardWriter(alone, run_id="b") as sink:  # its earlier files, unnamed
+            sink.truncate(lambda run, tag, step: step < 2)
+        assert self.steps(unnamed) == [0, 1]
+
+        unnamed, run_a = self.four_steps(shared), self.four_steps(shared, run_id="a")
+        before = {path: path.read_bytes() for path in (unnamed, run_a)}
+        with TensorBoardWriter(shared, run_id="b") as sink:
+            sink.truncate(lambda run, tag, step: step < 2)
+            sink.scalars("train", {"loss": 2.0}, 2, 2.0, "epoch_", only_missing=True)
+        assert {path: path.read_bytes() for path in before} == before
+        (run_b,) = set(shared.glob("train/*tfevents*")) - set(before)
+        assert self.steps(run_b) == [2]  # neither file's step 3 counted as this run's
+
+    @pytest.mark.parametrize(("run_id", "token"), [
+        ("3f2a9c0d", "3f2a9c0d"), ("a/b.c d", "a%2Fb%2Ec%20d"), ("é", "%C3%A9"),
+        ("x" * 65, "+" + hashlib.sha256(b"x" * 65).hexdigest()[:32])])
+    def test_the_run_id_in_a_name_is_one_part_of_it_that_tensorboard_reads(self, tmp_path,
+                                                                          run_id, token):
+        path = self.four_steps(tmp_path, run_id=run_id)
+        assert path.name.split(".")[-1] == f"run_id={token}"
+        assert self.steps(tmp_path / "train") == [0, 1, 2, 3]
