@@ -27,7 +27,8 @@ files found in the run directories lack), and :meth:`TensorBoardWriter.truncate`
 files without the values the resumed run will write again, so TensorBoard never sees a step
 twice. The files found are not trusted: they are read a record at a time, each checked against
 its masked CRC-32Cs as TensorBoard checks them, so a damaged or planted file (a length claiming
-gigabytes, a flipped byte) is reported, by file and byte, and left as it is, never read whole.
+gigabytes, a flipped byte, records of zeros in a sparse file's hole) is reported, by file and
+byte, and left as it is, never read whole.
 
 Embeddings are not event records: :meth:`TensorBoardWriter.embeddings` writes ``tensors.tsv``
 files under ``<log_dir>/embeddings/`` and regenerates ``<log_dir>/projector_config.pbtxt`` from
@@ -58,7 +59,7 @@ import numpy as np
 
 from eventbus.errors import LogCorruptError
 from eventbus.openflags import FOLDER, NO_FOLLOW, NON_BLOCK
-from eventbus.outputs import write_replacing
+from eventbus.outputs import stored_size, write_replacing
 from eventbus.sink import describe_os_error, drain, given_up, is_transient, keep_trying
 
 __all__ = [
@@ -575,15 +576,25 @@ _MAX_RECORD = 256 << 20
 #: (besides one long record) and _BATCH_RECORDS records.
 _BATCH = 1 << 20
 _BATCH_RECORDS = 4096
+#: What a resume reads of an event file it found: its records up to this many bytes plus
+#: _STORED_RATIO times what the file stores (``outputs.stored_size``). A sparse file claims
+#: bytes it does not store: valid 64 MiB records of zeros in a hole cost kilobytes of disk,
+#: and were read and checksummed whole at each resume, the loop's flushes waiting on it. An
+#: event file as written stores what it claims (a compressing file system a few times less:
+#: event files compress 4 to 6 times as a whole); the allowance is for a small file whose
+#: blocks are not counted yet.
+_READ_ALLOWANCE = 4 << 20
+_STORED_RATIO = 16
 _unpack_header = struct.Struct("<QI").unpack
 _unpack_i = struct.Struct("<I").unpack
 
 
 class EventFileCorruptError(LogCorruptError):
     """A record of a TensorBoard event file is damaged: its length or data fails its masked
-    CRC-32C, or it claims more than :data:`_MAX_RECORD` bytes. ``path``: the file; ``offset``:
-    the byte its record starts at; ``field``: ``"length_crc"``, ``"data_crc"`` or
-    ``"length"`` (``None`` for a file that is not a regular file)."""
+    CRC-32C, it claims more than :data:`_MAX_RECORD` bytes, or it reaches past what a file
+    that stores far less than it claims may be read to (a sparse file). ``path``: the file;
+    ``offset``: the byte its record starts at; ``field``: ``"length_crc"``, ``"data_crc"``,
+    ``"length"`` or ``"stored"`` (``None`` for a file that is not a regular file)."""
 
     def __init__(self, message: str, *, path: str, offset: int, field: str | None = None):
         super().__init__(message, path=path, field=field)
@@ -600,13 +611,16 @@ class _Records:
     whole file) and checked a batch at a time against both masked CRC-32Cs, as TensorBoard's
     own reader does. A torn last record (what a crash mid-write leaves: a part of a header, or a
     checked length running past the end of the file) ends the records quietly; a damaged one
-    raises :class:`EventFileCorruptError` once the records before it are given. Afterwards
-    ``end`` is the byte after the last whole record and ``size`` the file's size."""
+    raises :class:`EventFileCorruptError` once the records before it are given, and so does
+    one reaching past what the file may be read to by what it stores (:data:`_STORED_RATIO`),
+    before anything is read for it. Afterwards ``end`` is the byte after the last whole
+    record, ``size`` the file's size and ``stored`` the bytes it stores."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
         self.end = 0
         self.size = 0
+        self.stored = 0
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         # Never through a link, never blocking on a FIFO: only a regular file is read.
@@ -618,6 +632,8 @@ class _Records:
                                             "regular file; it is left as it is",
                                             path=self.path, offset=0)
             self.size = size = info.st_size
+            self.stored = stored_size(info)
+            readable = _READ_ALLOWANCE + _STORED_RATIO * self.stored
             batch: list[tuple[int, bytes, int, bytes, int]] = []
             held = pos = 0
             while True:
@@ -625,16 +641,19 @@ class _Records:
                 if len(header) < 12:
                     break  # the end, or a torn header
                 length, length_crc = _unpack_header(header)
-                if pos + 16 + length > size or length > _BATCH:
+                end = pos + 16 + length
+                if end > size or length > _BATCH or end > readable:
                     # A long claim is checked before anything is read for it.
                     yield from self._checked(batch)
                     held = 0
                     if masked_crc32c(header[:8]) != length_crc:
                         raise self._damaged(pos, "length_crc")
-                    if pos + 16 + length > size:
+                    if end > size:
                         return  # torn: the rest was never written
                     if length > _MAX_RECORD:
                         raise self._damaged(pos, "length")
+                    if end > readable:
+                        raise self._damaged(pos, "stored")
                 data = file.read(length)
                 footer = file.read(4)
                 if len(footer) < 4:
@@ -662,6 +681,13 @@ class _Records:
         batch.clear()
 
     def _damaged(self, offset: int, field: str) -> EventFileCorruptError:
+        if field == "stored":  # whole records, maybe: TensorBoard would read them all
+            return EventFileCorruptError(
+                f"TensorBoard event file {self.path!r}: the record at byte {offset} reaches "
+                f"past what the file stores: it claims {self.size:,} bytes and stores "
+                f"{self.stored:,} (a sparse file); a resume reads no more of a file than "
+                f"{_READ_ALLOWANCE >> 20} MiB plus {_STORED_RATIO} times what it stores, and "
+                "leaves it as it is", path=self.path, offset=offset, field=field)
         return EventFileCorruptError(
             f"TensorBoard event file {self.path!r}: the record at byte {offset} is damaged "
             f"({_DAMAGE[field]}); TensorBoard reads only the records before it, and a resume "
@@ -942,9 +968,10 @@ class TensorBoardWriter:
 
         Existing event files are rewritten (to a temporary file, then renamed into place); a
         file with nothing to drop is left as it is, and a torn last record is dropped. A file
-        with a damaged record (a checksum that fails, a length over 256 MiB) is left as it is
-        and reported through ``on_error`` as an :class:`EventFileCorruptError` naming it and
-        the record's byte; the other files are still rewritten. Embedding steps are kept where
+        with a damaged record (a checksum that fails, a length over 256 MiB, a record reaching
+        past 16 times what a sparse file stores) is left as it is and reported through
+        ``on_error`` as an :class:`EventFileCorruptError` naming it and the record's byte; the
+        other files are still rewritten. Embedding steps are kept where
         ``keep("projector", name, step)`` holds; only folders named in ASCII digits are steps.
         """
         return self._enqueue(("r", keep))

@@ -412,6 +412,50 @@ class TestEventFilesFoundAreNotTrusted:
             list(iter_event_file(path))
         assert caught.value.field == "length" and caught.value.offset == 0
 
+    def test_records_in_a_sparse_file_s_hole_are_damage_not_a_read_of_the_hole(self, tmp_path):
+        """A file of valid 8 MiB records of zeros, the zeros a hole: kilobytes on disk, read and
+        checksummed whole at every resume (64 MiB records: each flush of the loop waited 30 s,
+        and the resumed epochs never reached TensorBoard). A resume reads no more of a file than
+        its stored bytes allow: the first record past that is damage, said and the file left as
+        it is, the records before it counted. A long record a file stores is still read."""
+        from eventbus.outputs import stored_size
+
+        self.run_of_four(tmp_path)
+        planted = tmp_path / "train" / "events.out.tfevents.1700000000.host.1.v2"
+        zeros = 8 << 20
+        head = b"\x1a" + tbs._varint(zeros)  # Event.file_version, of 8 MiB of zeros
+        length = (len(head) + zeros).to_bytes(8, "little")
+        record_head = length + masked_crc32c(length).to_bytes(4, "little") + head
+        data_crc = masked_crc32c(head + bytes(zeros)).to_bytes(4, "little")
+        first = frame_records([encode_file_version_event(1.0)])
+        with open(planted, "wb") as file:
+            file.write(first)
+            for _ in range(2):
+                file.write(record_head)
+                file.seek(zeros, os.SEEK_CUR)  # a hole
+                file.write(data_crc)
+        if stored_size(planted.stat()) > 1 << 20:
+            pytest.skip("this file system stores the zeros: no sparse file to test")
+        (tmp_path / "long").mkdir()
+        stored = tmp_path / "long" / "events.out.tfevents.1.host.1"
+        long_record = b"\x1a" + tbs._varint(6 << 20) + os.urandom(6 << 20)
+        stored.write_bytes(frame_records([long_record]))
+        was = planted.stat()
+        errors = []
+        with TensorBoardWriter(tmp_path, on_error=lambda what, exc: errors.append(exc)) as sink:
+            sink.truncate(lambda run, tag, step: step < 3)
+            sink.scalars("train", {"loss": 3.0}, 3, 2.0, "epoch_", only_missing=True)
+        assert [type(e) for e in errors] == [tbs.EventFileCorruptError]
+        assert errors[0].field == "stored" and errors[0].path == str(planted)
+        assert errors[0].offset == len(first)
+        now = planted.stat()
+        assert (now.st_ino, now.st_size, now.st_mtime_ns) == \
+            (was.st_ino, was.st_size, was.st_mtime_ns)
+        assert [e.step for path in sorted((tmp_path / "train").glob("*tfevents*"))
+                if path != planted for e in accumulator(path).Scalars("epoch_loss")] \
+            == [0, 1, 2, 3]
+        assert list(iter_event_file(stored)) == [long_record]
+
     def test_a_flipped_byte_leaves_the_file_and_the_others_are_truncated(self, tmp_path):
         train, validation = self.run_of_four(tmp_path)
         damaged = bytearray(train.read_bytes())
