@@ -718,9 +718,9 @@ _RUN_ID_NAMED = 64
 
 def run_id_token(run_id: str) -> str:
     """How ``run_id`` appears in an event file's name: every character but ASCII letters,
-    digits, ``_`` and ``-`` escaped (``%2F``; a ``.`` would split the name's parts), and an id
-    longer than 64 characters so escaped as its hash (``+`` and 32 hex digits: a file name
-    is at most 255 bytes)."""
+    digits, ``_`` and ``-`` escaped (``%2F``; a ``.`` would split the name's parts). An id
+    longer than 64 characters once escaped is named by its hash instead (``+`` and 32 hex
+    digits): a file name is at most 255 bytes."""
     token = re.sub(r"[^A-Za-z0-9_-]", lambda m: "".join(
         f"%{byte:02X}" for byte in m[0].encode("utf-8", "surrogatepass")), run_id)
     if len(token) > _RUN_ID_NAMED:
