@@ -7,6 +7,10 @@ through a file store) and writes ``result.rank{R}.json`` into OUTDIR. Scenarios:
 
 - ``plateau``: a metric ("score") that only rank 1 sees stop improving; EarlyStopping on it.
 - ``silent``: rank 1 trains epoch 1's batches, then never reaches its epoch end.
+- ``rate-kill`` / ``stop-kill``: only rank 1's "score" stalls, so only its ReduceLROnPlateau
+  cuts (``rate``) or its EarlyStopping asks to stop (``stop``) at epoch 4's end; rank 1 is then
+  SIGKILLed as it enters that epoch end's agreement, and rank 0 times out waiting for it.
+- ``rate-resume`` / ``stop-resume``: both ranks resume that run from their logs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,14 +26,32 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from eventbus.integrations.distributed import DistributedBus, RankTimeoutError
+from eventbus.integrations.distributed import DistributedBus, RankAgreement, RankTimeoutError
 from eventbus.integrations.torch import TorchModel, scalars
 from plugins import CSVLogger, EarlyStopping, ReduceLROnPlateau
+
+#: The epoch (0-based) at whose end rank 1 is killed in the kill scenarios: the first its
+#: score did not improve, so its plugin decided there.
+KILLED_AT = 3
+
+
+def kill_in_agreement(rank: int) -> None:
+    """Rank 1 dies as it enters epoch KILLED_AT's agreement: its plugins' decisions are in its
+    log, the agreed ones never will be (a job killed while a rank waits there)."""
+    exchange = RankAgreement.exchange
+
+    def killing(self, message, combine):
+        if rank == 1 and message.get("op") == "epoch_end" and message.get("epoch") == KILLED_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return exchange(self, message, combine)
+
+    RankAgreement.exchange = killing  # type: ignore[method-assign]
 
 
 def main() -> None:
     rank, world, rendezvous = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     out, scenario = Path(sys.argv[4]), sys.argv[5]
+    kind, _, phase = scenario.partition("-")  # "rate-kill" -> "rate", "kill"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
@@ -39,18 +62,33 @@ def main() -> None:
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
     x, y = torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g)
     vx, vy = torch.randn(16, 3, generator=g), torch.randn(16, 1, generator=g)
-    plugins = [
-        EarlyStopping(monitor="score", mode="max", patience=2),
-        ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=1e-2),
-        CSVLogger(str(out / "metrics.csv")),
-    ]
+    epochs = 12
+    if kind == "rate":
+        plugins: list = [ReduceLROnPlateau(monitor="score", mode="max", factor=0.5, patience=1)]
+    elif kind == "stop":
+        plugins = [EarlyStopping(monitor="score", mode="max", patience=1)]
+    else:
+        plugins = [
+            EarlyStopping(monitor="score", mode="max", patience=2),
+            ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=1e-2),
+            CSVLogger(str(out / "metrics.csv")),
+        ]
+    if phase:
+        epochs = 6
+        if phase == "kill":
+            kill_in_agreement(rank)
+    timeout = 2.0 if scenario == "silent" else 5.0 if phase == "kill" else 20.0
     bus = DistributedBus(plugins, log=out / "events.jsonl", model=TorchModel(net.module, optimizer),
-                         timeout=2.0 if scenario == "silent" else 20.0)
-    result: dict = {"rank": rank, "run_id": bus.run_id}
+                         timeout=timeout, resume=phase == "resume")
+    result: dict = {"rank": rank, "run_id": bus.run_id, "rates": {}}
     try:
-        bus.train_begin({"epochs": 12, "steps": 4})
-        for epoch in range(12):
+        bus.train_begin({"epochs": epochs, "steps": 4})
+        # As a resumed loop does: from the bus's initial epoch, none if the run had stopped.
+        for epoch in range(bus.initial_epoch, epochs):
+            if bus.stop_training:
+                break
             bus.epoch_begin(epoch)
+            result["rates"][epoch] = optimizer.param_groups[0]["lr"]  # the rate it trains at
             for batch in range(4):
                 optimizer.zero_grad()
                 loss = torch.nn.functional.mse_loss(net(x[batch * 8:(batch + 1) * 8]),
@@ -68,17 +106,18 @@ def main() -> None:
             val_f1 = torch.tensor([float(rank), 1.0 + epoch])
             bus.epoch_end(epoch, {**scalars({"val_loss": val_loss, "score": score}),
                                   "val_f1": val_f1})
+            result["last_epoch"] = epoch
             if bus.stop_training:
                 break
         bus.train_end()
-        result["last_epoch"] = epoch
         result["learning_rate"] = optimizer.param_groups[0]["lr"]
     except RankTimeoutError as exc:
         result["error"] = {"type": type(exc).__name__, "message": str(exc), "ranks": exc.ranks}
     finally:
         bus.close()
         (out / f"result.rank{rank}.json").write_text(json.dumps(result))
-    dist.destroy_process_group()
+    if "error" not in result:  # a group whose other rank is dead is not waited on
+        dist.destroy_process_group()
     os._exit(0)
 
 

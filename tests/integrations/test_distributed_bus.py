@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_ranks(out: Path, scenario: str, *, wait_for: tuple[int, ...] = (0, 1),
-              limit: float = 60.0) -> dict[int, dict]:
-    """Start both ranks; wait for the ranks in ``wait_for``; end the others; read results."""
+              killed: tuple[int, ...] = (), limit: float = 60.0) -> dict[int, dict]:
+    """Start both ranks; wait for the ranks in ``wait_for``, and for those in ``killed`` to die
+    by SIGKILL (the scenario kills them); end the others; read results."""
     # A file store, not a TCP port: a port found free and handed over can be taken by another
     # test worker before rank 0 binds it. Each start gets a file of its own (a store's file
     # must not be reused).
@@ -56,6 +58,9 @@ def run_ranks(out: Path, scenario: str, *, wait_for: tuple[int, ...] = (0, 1),
         for rank in wait_for:
             output, _ = procs[rank].communicate(timeout=max(deadline - time.monotonic(), 1))
             assert procs[rank].returncode == 0, output.decode(errors="replace")
+        for rank in killed:
+            output, _ = procs[rank].communicate(timeout=max(deadline - time.monotonic(), 1))
+            assert procs[rank].returncode == -signal.SIGKILL, output.decode(errors="replace")
     finally:
         for proc in procs.values():
             if proc.poll() is None:
