@@ -38,7 +38,8 @@ What it adds to the bus:
 Cost: one exchange per ``epoch_end`` for the agreement, whatever the number of plugins, plus one
 for averaging when ``average`` is on (two in the default configuration); an exchange is
 2 small messages from each rank to rank 0 and 2 back. Batches cost nothing extra. One at
-construction agrees on the run id (and, when resuming, on where to resume).
+construction agrees on the run id (and, when resuming, on where to resume; one more then
+agrees on a recorded stop and on rank 0's learning rate).
 
 Error tree (all :class:`~eventbus.EventBusError`)::
 
@@ -297,7 +298,9 @@ def _combine_hello(messages: list[dict[str, Any]]) -> dict[str, Any]:
                                "than the others' (a damaged latest file); give every rank "
                                "its log and backup of this run")
     stops = [r for r, m in enumerate(messages) if m.get("stopped")]
-    return {"run_id": messages[0]["run_id"], "stopped": stops}
+    # Rank 0's rate, as at an epoch end: a rank killed in that agreement restored its own.
+    return {"run_id": messages[0]["run_id"], "stopped": stops,
+            "learning_rate": messages[0].get("learning_rate")}
 
 
 def _combine_average(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -446,15 +449,22 @@ class RankAgreement:
                 agreed.decisions.append(self._agreed_stop_decision(stop, epoch, cause_seq))
             agreed.stop = True
         self.stop_cleared()
-        lr0 = answer.get("learning_rate")
-        if self.rank != 0 and lr0 is not None and mine != lr0:
-            agreed.decisions.append(SetLearningRate(
-                source=AGREEMENT, code="rank0_learning_rate", value=float(lr0), previous=mine,
-                reason=f"every rank follows rank 0's learning rate: {lr0:.6g} "
-                       f"(this rank had {mine if mine is None else f'{mine:.6g}'})",
-                evidence={"rank": 0, "value": lr0, "local": mine},
-                cause_seq=cause_seq, epoch=epoch))
+        rate = self.agreed_rate(answer.get("learning_rate"), mine, epoch, cause_seq)
+        if rate is not None:
+            agreed.decisions.append(rate)
         return agreed
+
+    def agreed_rate(self, lr0: float | None, mine: float | None, epoch: int,
+                    cause_seq: int) -> SetLearningRate | None:
+        """The decision that gives this rank rank 0's rate ``lr0``; None where it has it."""
+        if self.rank == 0 or lr0 is None or mine == lr0:
+            return None
+        return SetLearningRate(
+            source=AGREEMENT, code="rank0_learning_rate", value=float(lr0), previous=mine,
+            reason=f"every rank follows rank 0's learning rate: {lr0:.6g} "
+                   f"(this rank had {mine if mine is None else f'{mine:.6g}'})",
+            evidence={"rank": 0, "value": lr0, "local": mine},
+            cause_seq=cause_seq, epoch=epoch)
 
     # --- the exchanges -------------------------------------------------------------------------
 
@@ -547,6 +557,7 @@ class DistributedBus(Bus):
         # flushes leaves one rank's log an epoch ahead; that epoch is run again everywhere, as
         # a partial epoch is, so the ranks go on together (agreed before any log is written).
         self._at_most: int | None = None
+        self._resumed_from: str | None = None  # the log the resume went on from
         if resume and agreement.transport is not None:
             self._at_most = agreement.exchange(
                 {"op": "where", "run_id": run_id, "finished": _last_finished(logs)},
@@ -557,21 +568,58 @@ class DistributedBus(Bus):
         agreement.bus = self
         agreement.resuming = False
         if resume:
-            # Each rank resumed from its own log; a stop recorded on any of them holds for all.
-            stopped = agreement.local_stop or self.control.stop_training
-            if agreement.transport is not None:
-                stopped = bool(agreement.exchange({"op": "resume", "run_id": self.run_id,
-                                                   "initial_epoch": self.initial_epoch,
-                                                   "stopped": stopped}, _combine_hello)["stopped"])
-            if stopped:
-                self.control.stop()
+            self._agree_resumed()
         agreement.stop_cleared()
+
+    def _agree_resumed(self) -> None:
+        """Each rank resumed from its own log; they agree as at an epoch end: a stop recorded
+        on any of them holds for all, and every rank goes on at rank 0's learning rate. A log
+        can end between its plugins' decisions at an epoch end and the agreed ones (a rank
+        killed while it waited in that agreement): the agreed rate is recorded now, caused by
+        that epoch end as the agreement's would have been, before the first resumed epoch."""
+        agreement = self.agreement
+        stopped = agreement.local_stop or self.control.stop_training
+        if agreement.transport is not None:
+            mine = self.learning_rate
+            answer = agreement.exchange({"op": "resume", "run_id": self.run_id,
+                                         "initial_epoch": self.initial_epoch,
+                                         "stopped": stopped, "learning_rate": mine},
+                                        _combine_hello)
+            stopped = bool(answer["stopped"])
+            lr0 = answer.get("learning_rate")
+            # Only after an epoch's end: before the first one the ranks' rates may differ in
+            # a run never interrupted too (they agree at that epoch's end).
+            cause, epoch = _resumed_at(self._resumed_from) if lr0 != mine else (None, None)
+            rate = None if cause is None or epoch is None else \
+                agreement.agreed_rate(lr0, mine, epoch, cause)
+            if rate is not None:
+                self.decide(rate)
+        if stopped:
+            self.control.stop()
 
 
     def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
         if self._at_most is not None:
             at_most = self._at_most if at_most is None else min(at_most, self._at_most)
-        return super().resume(log, at_most=at_most)
+        resumed = super().resume(log, at_most=at_most)
+        if resumed:
+            self._resumed_from = os.fspath(log)
+        return resumed
+
+
+def _resumed_at(log: str | None) -> tuple[int | None, int | None]:
+    """The seq and epoch of the epoch end a resume of ``log`` went on after, read back once it
+    has (its ``resumed`` record abandons what came after); (None, None) where it went on after
+    a fit's start or end, or from no log."""
+    from eventbus.effective import find_kinds, resume_point
+
+    if log is None:
+        return None, None
+    point = resume_point(log)
+    if point.seq is None or not any(r.get("seq") == point.seq
+                                    for r in find_kinds(log, ("epoch_end",))):
+        return None, None
+    return point.seq, point.epoch
 
 
 def _last_finished(logs: Sequence[Any]) -> int | None:

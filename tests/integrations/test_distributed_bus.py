@@ -180,6 +180,46 @@ def test_a_silent_rank_becomes_a_timeout_naming_it(tmp_path):
     assert warnings and warnings[-1].details["missing"] == [1]
 
 
+class TestResumeAfterARankDiedInTheAgreement:
+    """Rank 1's plugin decided at epoch 4's end (its "score" alone stalled) and rank 1 was
+    SIGKILLed entering that epoch end's agreement: its log holds its own decision, flushed
+    before the exchange, and never the agreed ones; rank 0 timed out. Then both resume."""
+
+    @staticmethod
+    def kill_then_resume(out: Path, kind: str) -> dict[int, dict]:
+        killed = run_ranks(out, f"{kind}-kill", wait_for=(0,), killed=(1,))
+        assert killed[0]["error"]["ranks"] == [1]
+        return run_ranks(out, f"{kind}-resume")
+
+    @staticmethod
+    def resumed_part(records: list) -> list:
+        """The records from the last resume on."""
+        return records[max(i for i, r in enumerate(records) if r.kind == "resumed"):]
+
+    def test_the_resumed_ranks_train_at_rank_zero_s_rate(self, tmp_path):
+        """Rank 1 restored its own cut (0.05) where rank 0 has 0.1: the resume agrees on rank
+        0's rate as an epoch end does, on record before the first resumed epoch, so both ranks
+        train every resumed epoch at one rate and the logs replay."""
+        results = self.kill_then_resume(tmp_path, "rate")
+        assert results[0]["rates"] == results[1]["rates"] == {"4": 0.1, "5": 0.1}
+        logs = read_rank_logs(tmp_path / "events.jsonl")
+        end = [r for r in logs[1] if r.kind == "epoch_end" and r.epoch == 3][-1]
+        cut = [r for r in logs[1] if isinstance(r, SetLearningRate) and r.cause_seq == end.seq]
+        assert [(d.source, d.value) for d in cut] == [("ReduceLROnPlateau", 0.05),
+                                                      (AGREEMENT, 0.1)]
+        resumed = self.resumed_part(logs[1])
+        agreed = next(r for r in resumed if isinstance(r, SetLearningRate))
+        assert (agreed.code, agreed.value, agreed.previous, agreed.epoch) == \
+            ("rank0_learning_rate", 0.1, 0.05, 3)
+        assert agreed is cut[1]  # caused by epoch 4's end, as the agreement there would be
+        begin = next(r for r in resumed if r.kind == "epoch_begin")
+        assert agreed.seq < begin.seq and begin.epoch == 4
+        # Rank 0's rate is rank 0's: nothing to set.
+        assert not any(isinstance(r, SetLearningRate) for r in self.resumed_part(logs[0]))
+        result = replay_ranks(tmp_path / "events.jsonl")
+        assert result.ok, result.problems
+
+
 class TestSingleProcess:
     def test_without_torch_distributed_it_is_a_plain_bus(self, tmp_path):
         """Not initialised: rank 0 of 1, a rank log name, decisions as a plain bus makes them."""
