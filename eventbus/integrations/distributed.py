@@ -297,9 +297,13 @@ def _combine_hello(messages: list[dict[str, Any]]) -> dict[str, Any]:
                                + "): a rank without its log, or whose weights backup is older "
                                "than the others' (a damaged latest file); give every rank "
                                "its log and backup of this run")
-    stops = [r for r, m in enumerate(messages) if m.get("stopped")]
+    # The stop a rank recorded, as _combine_agree gives it: the asking rank's own decision,
+    # where one holds it, rather than an agreed stop that names it.
+    asking = [r for r, m in enumerate(messages) if m.get("stop") is not None]
+    own = [r for r in asking if messages[r]["stop"].get("source") != AGREEMENT] or asking
+    stop = {"rank": own[0], "ranks": own, "decision": messages[own[0]]["stop"]} if own else None
     # Rank 0's rate, as at an epoch end: a rank killed in that agreement restored its own.
-    return {"run_id": messages[0]["run_id"], "stopped": stops,
+    return {"run_id": messages[0]["run_id"], "stop": stop,
             "learning_rate": messages[0].get("learning_rate")}
 
 
@@ -433,12 +437,7 @@ class RankAgreement:
     def agree(self, epoch: int, cause_seq: int) -> Agreement:
         if self.transport is None:
             return Agreement()
-        request = None
-        if self.local_stop:
-            asked = self.request
-            request = asked.model_dump() if asked is not None else \
-                {"kind": "stop_training", "source": "?", "reason": "stop_training was set",
-                 "seq": None}
+        request = _asked(self.request) if self.local_stop else None
         mine = self._bus().learning_rate
         answer = self.exchange({"op": "epoch_end", "epoch": int(epoch), "stop": request,
                                 "learning_rate": mine}, _combine_agree)
@@ -449,13 +448,13 @@ class RankAgreement:
                 agreed.decisions.append(self._agreed_stop_decision(stop, epoch, cause_seq))
             agreed.stop = True
         self.stop_cleared()
-        rate = self.agreed_rate(answer.get("learning_rate"), mine, epoch, cause_seq)
+        rate = self._agreed_rate(answer.get("learning_rate"), mine, epoch, cause_seq)
         if rate is not None:
             agreed.decisions.append(rate)
         return agreed
 
-    def agreed_rate(self, lr0: float | None, mine: float | None, epoch: int,
-                    cause_seq: int) -> SetLearningRate | None:
+    def _agreed_rate(self, lr0: float | None, mine: float | None, epoch: int,
+                     cause_seq: int) -> SetLearningRate | None:
         """The decision that gives this rank rank 0's rate ``lr0``; None where it has it."""
         if self.rank == 0 or lr0 is None or mine == lr0:
             return None
@@ -494,20 +493,30 @@ class RankAgreement:
                              "missing": list(getattr(exc, "ranks", []))}))
             raise
 
-    def _agreed_stop_decision(self, stop: Mapping[str, Any], epoch: int,
-                              cause: int) -> StopTraining:
+    def _agreed_stop_decision(self, stop: Mapping[str, Any], epoch: int | None,
+                              cause: int | None) -> StopTraining:
         asked = stop["decision"]
         rank = stop["rank"]
         source = asked.get("source") or "?"
         code = asked.get("code")
         rule = f", rule {code}" if code else ""
+        when = "now" if epoch is None else f"at the end of epoch {epoch + 1}"
         return StopTraining(
             source=AGREEMENT, code="stop_agreed", cause_seq=cause, epoch=epoch,
             reason=f"rank {rank} asked to stop ({source}{rule}: {asked.get('reason')}); every "
-                   f"rank stops at the end of epoch {epoch + 1}",
+                   f"rank stops {when}",
             evidence={"rank": rank, "ranks": stop["ranks"], "world_size": self.world_size,
                       "source": source, "code": code, "asked_epoch": asked.get("epoch"),
                       "asked_seq": asked.get("seq"), "evidence": asked.get("evidence", {})})
+
+
+def _asked(decision: Decision | None) -> dict[str, Any]:
+    """A rank's stop as sent to the others: its decision, or what stands for one where none
+    was made (the loop set ``stop_training``)."""
+    if decision is not None:
+        return decision.model_dump()
+    return {"kind": "stop_training", "source": "?", "reason": "stop_training was set",
+            "seq": None}
 
 
 class DistributedBus(Bus):
@@ -575,27 +584,35 @@ class DistributedBus(Bus):
         """Each rank resumed from its own log; they agree as at an epoch end: a stop recorded
         on any of them holds for all, and every rank goes on at rank 0's learning rate. A log
         can end between its plugins' decisions at an epoch end and the agreed ones (a rank
-        killed while it waited in that agreement): the agreed rate is recorded now, caused by
-        that epoch end as the agreement's would have been, before the first resumed epoch."""
+        killed while it waited in that agreement): what the others decided is recorded now,
+        caused by that epoch end as the agreement's would have been, before the first resumed
+        epoch."""
         agreement = self.agreement
         stopped = agreement.local_stop or self.control.stop_training
-        if agreement.transport is not None:
-            mine = self.learning_rate
-            answer = agreement.exchange({"op": "resume", "run_id": self.run_id,
-                                         "initial_epoch": self.initial_epoch,
-                                         "stopped": stopped, "learning_rate": mine},
-                                        _combine_hello)
-            stopped = bool(answer["stopped"])
-            lr0 = answer.get("learning_rate")
-            # Only after an epoch's end: before the first one the ranks' rates may differ in
-            # a run never interrupted too (they agree at that epoch's end).
-            cause, epoch = _resumed_at(self._resumed_from) if lr0 != mine else (None, None)
-            rate = None if cause is None or epoch is None else \
-                agreement.agreed_rate(lr0, mine, epoch, cause)
-            if rate is not None:
-                self.decide(rate)
+        if agreement.transport is None:
+            if stopped:
+                self.control.stop()
+            return
+        log = self._resumed_from
+        mine = self.learning_rate
+        answer = agreement.exchange({"op": "resume", "run_id": self.run_id,
+                                     "initial_epoch": self.initial_epoch,
+                                     "stop": _asked(_recorded_stop(log)) if stopped else None,
+                                     "learning_rate": mine}, _combine_hello)
+        stop, lr0 = answer.get("stop"), answer.get("learning_rate")
+        cause, epoch, at_end = _resumed_at(log) if (stop is not None and not stopped) \
+            or lr0 != mine else (None, None, False)
         if stopped:
-            self.control.stop()
+            self.control.stop()  # this rank's own, in its log
+        elif stop is not None:
+            # Recorded as a decision, as at an epoch end: applied alone, the log would say no
+            # plugin stopped the run, and its replay would go on where the others stop.
+            self.decide(agreement._agreed_stop_decision(stop, epoch, cause))
+        # Only after an epoch's end: before the first one the ranks' rates may differ in a run
+        # never interrupted too (they agree at that epoch's end).
+        rate = agreement._agreed_rate(lr0, mine, epoch, cause) if at_end else None
+        if rate is not None:
+            self.decide(rate)
 
 
     def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
@@ -607,19 +624,35 @@ class DistributedBus(Bus):
         return resumed
 
 
-def _resumed_at(log: str | None) -> tuple[int | None, int | None]:
-    """The seq and epoch of the epoch end a resume of ``log`` went on after, read back once it
-    has (its ``resumed`` record abandons what came after); (None, None) where it went on after
-    a fit's start or end, or from no log."""
+def _resumed_at(log: str | None) -> tuple[int | None, int | None, bool]:
+    """Where a resume of ``log`` went on, read back once it has (its ``resumed`` record
+    abandons what came after): the seq of the record it went on after, the epoch that record
+    ended, and whether it is an epoch's end (an epoch None and False after a fit's start or
+    end; all None and False from no log)."""
     from eventbus.effective import find_kinds, resume_point
 
     if log is None:
-        return None, None
+        return None, None, False
     point = resume_point(log)
-    if point.seq is None or not any(r.get("seq") == point.seq
-                                    for r in find_kinds(log, ("epoch_end",))):
-        return None, None
-    return point.seq, point.epoch
+    if point.seq is None:
+        return None, None, False
+    if any(r.get("seq") == point.seq for r in find_kinds(log, ("epoch_end",))):
+        return point.seq, point.epoch, True
+    return point.seq, None, False
+
+
+def _recorded_stop(log: str | None) -> StopTraining | None:
+    """The stop a resumed ``log`` holds for the fit it goes on with (the first since the fit's
+    start; a stop without a record, None)."""
+    from eventbus.effective import read_effective
+
+    stop = None
+    for record in read_effective(log, kinds=("train_begin", "stop_training")) if log else ():
+        if record.kind == "train_begin":
+            stop = None  # a new fit starts unstopped
+        elif stop is None and isinstance(record, StopTraining):
+            stop = record
+    return stop
 
 
 def _last_finished(logs: Sequence[Any]) -> int | None:

@@ -219,6 +219,30 @@ class TestResumeAfterARankDiedInTheAgreement:
         result = replay_ranks(tmp_path / "events.jsonl")
         assert result.ok, result.problems
 
+    def test_a_stop_asked_before_the_kill_is_recorded_on_every_rank(self, tmp_path):
+        """Rank 1's EarlyStopping asked to stop; resumed, both ranks stop before another
+        epoch, and rank 0 records why: the agreed stop naming rank 1, as at an epoch end."""
+        results = self.kill_then_resume(tmp_path, "stop")
+        assert results[0]["rates"] == results[1]["rates"] == {}
+        logs = read_rank_logs(tmp_path / "events.jsonl")
+        end = [r for r in logs[0] if r.kind == "epoch_end" and r.epoch == 3][-1]
+        agreed = [r for r in logs[0] if isinstance(r, StopTraining)]
+        assert [(s.source, s.code, s.epoch, s.cause_seq) for s in agreed] == \
+            [(AGREEMENT, "stop_agreed", 3, end.seq)]
+        assert agreed[0].evidence["rank"] == 1
+        assert agreed[0].evidence["source"] == "EarlyStopping"
+        assert "rank 1 asked to stop" in agreed[0].reason
+        assert agreed[0] in self.resumed_part(logs[0])
+        # Rank 1 keeps its own stop and records no other.
+        own = [r for r in logs[1] if isinstance(r, StopTraining)]
+        assert [(s.source, s.epoch) for s in own] == [("EarlyStopping", 3)]
+        result = replay_ranks(tmp_path / "events.jsonl")
+        assert result.ok, result.problems
+        assert result.stopped_at == 3 and result.stopped_by == [1]
+        assert result.recorded_stops == {0: 3, 1: 3}
+        text = render_ranks(audit_ranks(tmp_path / "events.jsonl"))
+        assert "stopped at epoch 4 on 2 of 2 rank(s); asked by rank 1" in text
+
 
 class TestSingleProcess:
     def test_without_torch_distributed_it_is_a_plain_bus(self, tmp_path):
@@ -363,6 +387,28 @@ class TestAveraging:
                     {"op": "average", "epoch": 3, "values": {"val_f1": [0.5, 0.25, 1.0]}}]
         with pytest.raises(DistributedError, match=r"rank 0: 2 values, rank 1: 3 values"):
             _combine_average(messages)
+
+
+def test_a_resume_agrees_on_the_asking_rank_s_own_stop_and_rank_zero_s_rate():
+    """On resume each rank sends the stop its log holds and its rate. The answer is the asking
+    rank's own decision, as at an epoch end (not another rank's agreed stop naming it, which
+    would be named as the asker), and rank 0's rate."""
+    from eventbus.integrations.distributed import _combine_hello
+
+    asked = {"kind": "stop_training", "source": "EarlyStopping", "code": "patience_exhausted",
+             "reason": "score did not improve", "seq": 9}
+    forwarded = {"kind": "stop_training", "source": AGREEMENT, "code": "stop_agreed",
+                 "reason": "rank 2 asked to stop", "seq": 12}
+
+    def resume(stops, rates):
+        return [{"op": "resume", "n": 3, "run_id": "a", "initial_epoch": 4, "stop": stop,
+                 "learning_rate": rate} for stop, rate in zip(stops, rates)]
+
+    answer = _combine_hello(resume([forwarded, None, asked], [0.1, 0.05, 0.2]))
+    assert answer["stop"] == {"rank": 2, "ranks": [2], "decision": asked}
+    assert answer["learning_rate"] == 0.1
+    answer = _combine_hello(resume([None, None, None], [0.1, 0.1, 0.1]))
+    assert answer["stop"] is None
 
 
 @given(st.recursive(
