@@ -166,10 +166,23 @@ class Recorder:
                                f"{exc.strerror or exc}{at}", path=os.fspath(target)) from exc
             return self.attach(writer, writer.name, continued=continued)
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "close")):
+            continued = False
             if getattr(type(target), "event_log", False):
                 target.settle(append=append)  # left to decide: as a log given by its path
+                continued = has_records(target.path)
+                if continued and not append:
+                    # A writer made with append=True on a bus that is not resuming: the new
+                    # run's seqs would start again at 0, and every reader refuse the log.
+                    raise ConfigError(
+                        f"Bus: log {os.fspath(target.path)!r} holds a run and its writer "
+                        "appends to it (append=True), but this bus is not resuming: a new run "
+                        "would number its records from 0 again, and the log would read as "
+                        "damaged. Resume it (Bus(..., resume=True)), or give the writer "
+                        "append=False (or leave it out) to start the log afresh", field="log")
+            else:
+                continued = has_records(getattr(target, "path", None))
             return self.attach(target, getattr(target, "name", type(target).__name__),
-                               continued=has_records(getattr(target, "path", None)))
+                               continued=continued)
         raise ConfigError(f"Bus: log must be a path or a sink with write/flush/close; got "
                           f"{type(target).__name__}", field="log")
 

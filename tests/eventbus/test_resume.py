@@ -832,6 +832,35 @@ def test_a_writer_left_to_decide_starts_afresh_without_a_resume(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_writer_that_appends_on_a_bus_not_resuming_is_refused(tmp_path, kind):
+    """``append=True`` on a log holding a run, given to a bus that is not resuming: the new
+    run numbered its records from 0 again, after the old run's. Every reader then refused the
+    JSON Lines log as damaged (the first run lost with it), and the Parquet log's second run
+    took the first's segment name and vanished, without a word. Now it is a ConfigError
+    saying what to do, and the log is left as it was."""
+    from eventbus.errors import ConfigError
+
+    path = tmp_path / f"events.{kind}"
+    with Bus([], log=path) as bus:
+        bus.train_begin({"epochs": 1})
+        bus.train_end()
+    before = list(read_log(path))
+    writer = _writer(kind, path, append=True)
+    with pytest.raises(ConfigError, match=r"not resuming.*resume=True.*append=False") as info:
+        Bus([], log=[writer])
+    assert info.value.field == "log"
+    writer.close()
+    assert list(read_log(path)) == before
+    with pytest.warns(Warning, match="had finished"), \
+            Bus([], log=[_writer(kind, path, append=True)], resume=True) as bus:  # a further fit
+        bus.train_begin({"epochs": 2})
+        bus.train_end()
+    after = list(read_log(path))
+    assert after[:len(before)] == before
+    assert [rec.seq for rec in after] == list(range(len(after)))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
 def test_a_bus_that_fails_before_it_takes_the_writer_leaves_the_log(tmp_path, kind):
     """``Bus(log=[writer], resume=True)`` refused for another argument never takes the writer:
     closing the writer then leaves the crashed run's log whole (before, the undecided writer
