@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import stat
@@ -45,7 +46,7 @@ from typing import Any
 
 from eventbus.errors import ConfigError, LogCorruptError, LogError
 from eventbus.openflags import UNTTY
-from eventbus.outputs import file_type, open_checked, write_replacing
+from eventbus.outputs import file_type, mostly_holes, open_checked, stored_size, write_replacing
 from eventbus.run import Run
 from eventbus.sink import (
     FailingWrites,
@@ -150,6 +151,9 @@ class CsvTable:
             if exc.errno == getattr(os, "ENXIO", None):  # a FIFO nobody reads
                 raise LogError(f"{self.path}: a FIFO, not a file; the CSV table is a regular "
                                "file", path=str(self.path)) from None
+            if exc.errno == errno.EISDIR:  # (opened for writing: refused before a stat)
+                raise LogError(f"{self.path}: a directory, not a file; the CSV table is a "
+                               "regular file", path=str(self.path)) from None
             raise
         if not stat.S_ISREG(mode):
             os.close(fd)
@@ -158,10 +162,16 @@ class CsvTable:
         self._file = os.fdopen(fd, "r+b", buffering=0)
 
     def _bytes(self) -> bytes:
-        """The whole file, read through the table's own descriptor."""
+        """The whole file, read through the table's own descriptor. A file that is mostly holes
+        is refused unread: a planted one (a header, a hole, a torn line) was read whole and
+        split into lines, eight times its claimed size in memory."""
         fd = self._file.fileno()
-        size = os.fstat(fd).st_size
-        return os.pread(fd, size, 0) if size else b""
+        info = os.fstat(fd)
+        if mostly_holes(info):
+            raise LogCorruptError(f"{self.path}: not a table: it claims {info.st_size:,} bytes "
+                                  f"and stores {stored_size(info):,} (mostly holes)",
+                                  path=str(self.path))
+        return os.pread(fd, info.st_size, 0) if info.st_size else b""
 
     def _end_last_line(self) -> None:
         """A last line without its line break: ended if it is a whole row, cut off if torn."""

@@ -418,6 +418,39 @@ class TestAFileThatIsNotOurs:
             with pytest.raises(LogError, match="a FIFO, not a file"):
                 CsvTable(path, append=append)
 
+    def test_a_directory_is_refused_as_the_fifo_is(self, tmp_path):
+        """A directory at the name was an IsADirectoryError, not the LogError the docs name."""
+        from eventbus.errors import LogError
+
+        path = tmp_path / "log.csv"
+        path.mkdir()
+        for append in (False, True):
+            with pytest.raises(LogError, match="a directory, not a file") as caught:
+                CsvTable(path, append=append)
+            assert caught.value.path == str(path)
+
+    def test_a_table_that_is_mostly_holes_is_refused_unread(self, tmp_path):
+        """A header, a row, a hole of 256 MiB and a torn line (a few KB on disk): appending to
+        it, or a resume's cut, read it whole and split it into lines, eight times its claimed
+        size in memory. It is refused from what it stores, before any of it is read."""
+        import os
+        import resource
+
+        path = tmp_path / "log.csv"
+        path.write_bytes(b"epoch,loss\n0,1.0\n")
+        with open(path, "r+b") as file:
+            file.seek(256 << 20)
+            file.write(b"1,0.")
+        if os.stat(path).st_blocks * 512 > 1 << 20:
+            pytest.skip("this file system cannot make a sparse file")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(LogCorruptError, match=r"claims 268,435,460 bytes and stores .* "
+                                                  r"\(mostly holes\)") as caught:
+            CsvTable(path, append=True)
+        assert caught.value.path == str(path)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB
+        assert os.stat(path).st_size == (256 << 20) + 4  # left as it was
+
     def test_a_cell_larger_than_the_csv_modules_limit_reads_back(self, tmp_path):
         """A vector metric of 20,000 values is one 260 KB cell, past the csv module's default
         131,072: the table it wrote must open again (a resume read it)."""
