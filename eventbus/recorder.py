@@ -151,10 +151,12 @@ class Recorder:
 
     # --- sinks ---------------------------------------------------------------------------------
 
-    def attach_target(self, target: Any, *, append: bool = False) -> Slot:
+    def attach_target(self, target: Any, *, append: bool | None = None) -> Slot:
         """Write to ``target``: a log path (in the format its name says; ``append`` continues
-        a log there) or a sink object."""
+        a log there) or a sink object. ``append`` is the bus's word on its ``log=``: whether it
+        resumes; None for a sink a plugin adds (``run.add_sink``), which decides for itself."""
         if isinstance(target, (str, os.PathLike)):
+            append = bool(append)
             continued = append and has_records(target)
             try:
                 writer = open_writer(target, append=append)
@@ -168,9 +170,9 @@ class Recorder:
         if all(callable(getattr(target, m, None)) for m in ("write", "flush", "close")):
             continued = False
             if getattr(type(target), "event_log", False):
-                target.settle(append=append)  # left to decide: as a log given by its path
+                target.settle(append=bool(append))  # left to decide: as a log by its path
                 continued = has_records(target.path)
-                if continued and not append:
+                if continued and append is False:
                     # A writer made with append=True on a bus that is not resuming: the new
                     # run's seqs would start again at 0, and every reader refuse the log.
                     raise ConfigError(
