@@ -230,7 +230,12 @@ class Engine:
             if not seq & 63:
                 self.settle(recorder.flush_full(), "batch_begin", None)
         if writes:
-            self.settle(recorder.fan_out(record, writes, owners, 0), "batch_begin", record)
+            try:
+                out = recorder.fan_out(record, writes, owners, 0)
+            except BaseException:  # Ctrl-C inside a writer: as Recorder.write does
+                recorder.forget_unflushed()  # (a row half appended, which the next would join)
+                raise
+            self.settle(out, "batch_begin", record)
         if not handlers:
             return ()
         return self.dispatch(event_from(record), handlers)
@@ -312,6 +317,9 @@ class Engine:
                     i += 1
             except Exception as exc:
                 out = exc
+            except BaseException:  # Ctrl-C inside a writer: as Recorder.write does
+                recorder.forget_unflushed()  # (a row half appended, which the next would join)
+                raise
             if out is not None:
                 self.settle(recorder.fan_out(record, writes, owners, i, out), "batch_end",
                             record)

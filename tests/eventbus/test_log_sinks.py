@@ -285,8 +285,12 @@ def test_ctrl_c_inside_the_accounting_of_a_write_writes_nothing_twice(tmp_path):
         for batch in range(50):
             bus.batch_end(batch, {"loss": 1.0})
         bus.epoch_end(0, {"loss": 1.0})  # its flush is interrupted
-    seqs = [r.seq for r in read_log(path)]
-    assert seqs == list(range(len(seqs))) and len(seqs) == 54
+    records = list(read_log(path))
+    seqs = [r.seq for r in records]
+    # 54 records, and the bus's word that the block ended by the interrupt.
+    assert seqs == list(range(len(seqs))) and len(seqs) == 55
+    assert records[-1].kind == "warning" and records[-1].details["raised"] == \
+        "builtins.KeyboardInterrupt"
 
 
 def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
@@ -322,8 +326,12 @@ def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
         writer._file = InterruptedOnce()
         bus.epoch_end(0, {"loss": 1.0})  # its flush is interrupted
     writer._file = real
-    seqs = [r.seq for r in read_log(path)]
-    assert seqs == list(range(len(seqs))) and len(seqs) == 54
+    records = list(read_log(path))
+    seqs = [r.seq for r in records]
+    # 54 records, and the bus's word that the block ended by the interrupt.
+    assert seqs == list(range(len(seqs))) and len(seqs) == 55
+    assert records[-1].kind == "warning" and records[-1].details["raised"] == \
+        "builtins.KeyboardInterrupt"
 
 
 class TestTheLogRemovedWhileTheRunWritesIt:
