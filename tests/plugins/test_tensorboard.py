@@ -857,6 +857,7 @@ KILLED_BETWEEN_FLUSHES = """
 import os
 import signal
 import sys
+import time
 
 import sinks.tensorboard as tensorboard_sink
 from eventbus import Bus
@@ -871,6 +872,12 @@ def write(self, records):
     for record in records:
         step, values, _ = parse_event(record)
         if step == 2 and any(tag == "epoch_loss" for tag, _, _ in values):
+            # The writer's thread can get here before the log's flush of that epoch end:
+            # the kill waits for it, to fall between the two flushes.
+            deadline = time.monotonic() + 60
+            while open(log, "rb").read().count(b'"kind":"epoch_end"') < 3 and \
+                    time.monotonic() < deadline:
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)
     return real_write(self, records)
 
