@@ -76,6 +76,7 @@ import re
 import stat
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,10 +84,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventbus import RunWarning, Sink
+from eventbus import sink as contract
 from eventbus.confine import Refused, open_below, place
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
-from eventbus.records import DECISION_KINDS
+from eventbus.records import DECISION_KINDS, SinkFailed
 from eventbus.records import Warning as WarningRecord
 from eventbus.terminal import printable
 from eventbus.verify import starts_as_checkpoint
@@ -118,6 +120,10 @@ _NOT_LOGGED = frozenset({"batch", "size"})
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 _READ = 1 << 20
+# MLflow's answers that will not pass by trying again: the request itself is wrong (a param
+# changed, the run deleted), so a failed send of one is final, not kept.
+_FINAL_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST",
+                          "INVALID_STATE", "ENDPOINT_NOT_FOUND"})
 # What the bus names a with-block ended by Ctrl-C or SIGTERM: MLflow calls such a run KILLED.
 _INTERRUPTS = frozenset({"builtins.KeyboardInterrupt", "eventbus.termination.Terminated"})
 
@@ -162,6 +168,19 @@ def check_run_id(run_id: Any) -> str:
                           "use letters, digits, '.', '_' and '-', at most 128 of them (the bus "
                           "makes 16 hex digits)", plugin="mlflow", field="run_id")
     return run_id
+
+
+def _passing(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a call to the store, may pass if tried again later: an
+    MlflowException (a 5xx, a refused connection or a timeout past the retries, a locked
+    database) but one for a request the store refuses as such, and requests' connection
+    errors (OSError). A ConfigError (another log's run) is final."""
+    if isinstance(exc, ConfigError):
+        return False
+    errors = sys.modules.get("mlflow.exceptions")
+    if errors is not None and isinstance(exc, errors.MlflowException):
+        return exc.error_code not in _FINAL_CODES
+    return isinstance(exc, OSError)
 
 
 def _stamp(record: Mapping[str, Any]) -> str:
@@ -311,6 +330,13 @@ class MLflowSink(Sink):
         self._pending: list[tuple[int | None, dict[str, Any], bool]] = []
         self._ended_epoch = -1  # the last epoch whose epoch_end was taken
         self._ended = False  # train_end taken: everything may go
+        # The event log's run id to find the MLflow run of, once known; while the store fails,
+        # the records taken (and the bus's open) wait in the backlog, replayed once it answers.
+        self._wanted: str | None = None
+        self._backlog: list[tuple[str, dict[str, Any] | None]] = []
+        self._forget_backlog = False  # the logs could not write it all: replay, send none of it
+        self._fault: BaseException | None = None  # the store failing: reported once per spell
+        self._out = False  # a send failed for good: close sends nothing more
         #: Checkpoint paths that were gone when their record was sent.
         self.missing_checkpoints: list[str] = []
         #: Checkpoints not uploaded, and why: (path as recorded, reason in words).
@@ -457,7 +483,13 @@ class MLflowSink(Sink):
         """Find the MLflow run (see ``_connect``). A run not resumed starts a log of its own,
         which goes on from no MLflow run: one found by its id is refused here, at the start."""
         self._note_run(run)
-        self._connect(run.run_id)
+        self._wanted = run.run_id
+        if not self._reached():
+            self._backlog.append(("open", None))
+            return
+        self._opened(run)
+
+    def _opened(self, run: Run) -> None:
         if self._claim is not None and not run.resumed:
             raise self._not_continued("this run is not resumed from the log that run was "
                                       "written from; it starts a log of its own")
@@ -480,7 +512,13 @@ class MLflowSink(Sink):
         """On resume, before ``open``: a record of the run so far; what the MLflow run lacks of
         it is sent at the next flush (a crash can end the run before this sink's flush)."""
         self._note_run(run)
-        self._connect(run.run_id)
+        self._wanted = run.run_id
+        if not self._reached():
+            self._backlog.append(("catch_up", record))
+            return
+        self._caught_up(record)
+
+    def _caught_up(self, record: dict[str, Any]) -> None:
         self._take(record, settled=True)
         for key, step, _ in self._points(record):
             self._kept_steps.setdefault(key, set()).add(step)
@@ -488,8 +526,11 @@ class MLflowSink(Sink):
     def write(self, record: dict[str, Any]) -> Any:
         if self._refusal is not None:  # said at open; the bus writes on (its close, say)
             raise self._refusal
-        if self._client is None:  # a bus that was never opened (convert writes recorded runs)
+        if self._run is None and self._client is None:  # a bus never opened: convert
             self._connect(record["run_id"])
+        elif not self._reached():
+            self._backlog.append(("write", record))
+            return None
         # Live when opened by its bus: a checkpoint it names may be one this process wrote.
         self._take(record, settled=False, live=self._run is not None)
         return None
@@ -519,10 +560,70 @@ class MLflowSink(Sink):
         elif kind == "train_end":
             self._ended = True
 
+    def _reached(self) -> bool:
+        """Whether the store has been reached (the MLflow run found, or known to be missing).
+        While it fails, only a flush tries it again: one try per record would hold the loop."""
+        if self._client is not None:
+            return True
+        if self._fault is not None:
+            return False
+        try:
+            self._connect(self._wanted)  # type: ignore[arg-type]
+        except Exception as exc:
+            if not _passing(exc):
+                raise
+            self._failing(exc, "open")
+            return False
+        return True
+
+    def _replay(self) -> None:
+        """The store answers again: take what waited for it, in order."""
+        while self._backlog:
+            how, record = self._backlog.pop(0)
+            if how == "open":
+                self._opened(self._run)  # type: ignore[arg-type]
+            elif how == "catch_up":
+                self._caught_up(record)  # type: ignore[arg-type]
+            else:
+                self._take(record, settled=False, live=True)  # type: ignore[arg-type]
+        if self._forget_backlog:
+            self._forget_backlog = False
+            self._pending.clear()
+
+    def _failing(self, exc: BaseException, event: str) -> None:
+        """A call to the store failed and may pass: what was not sent is kept, and tried again
+        at the next flush. Said once per spell, as a ``sink_failed`` (the logs hold it)."""
+        if self._fault is not None:
+            return
+        self._fault = exc
+        if self._run is not None:
+            self._run.report(SinkFailed(
+                sink=self.name, event=event, error=type(exc).__name__,
+                message=f"{printable(str(exc))[:500]}; the records not sent are kept, sent at "
+                        "the next flush the store answers"))
+
     def flush(self) -> None:
         """Send what a resume will not write again: everything but the records of an epoch
-        still in progress (all of it once the run has ended)."""
-        if self._client is None or not self._pending or self._refusal is not None:
+        still in progress (all of it once the run has ended). A store that fails (see
+        :func:`_passing`) keeps them for the next flush."""
+        try:
+            self._push()
+        except Exception as exc:
+            if not _passing(exc):
+                self._out = True  # the bus closes the sink: nothing more is sent
+                raise
+            self._failing(exc, "flush")
+        else:
+            self._fault = None
+
+    def _push(self) -> None:
+        """:meth:`flush`, raising what the store raised; what was not sent stays pending."""
+        if self._refusal is not None or self._wanted is None and self._client is None:
+            return
+        if self._client is None:
+            self._connect(self._wanted)  # type: ignore[arg-type]
+        self._replay()
+        if not self._pending:
             return
         if self._ended:
             ready, self._pending = self._pending, []
@@ -531,12 +632,18 @@ class MLflowSink(Sink):
             self._pending = [p for p in self._pending
                              if not (p[0] is None or p[0] <= self._ended_epoch)]
         if ready:
-            self._send([(record, live) for _, record, live in ready])
+            try:
+                self._send([(record, live) for _, record, live in ready])
+            except BaseException:
+                self._pending[:0] = ready  # kept, at the head: sent again in the log's order
+                raise
 
     def forget_unflushed(self) -> None:
         """Drop what is not sent yet: the logs could not write it (a full disk at close) or an
         interrupt cut its way to them; a resume sends it, from the log, when it is there."""
         self._pending.clear()
+        # What waits for the store is still read (the header names the MLflow run), not sent.
+        self._forget_backlog = bool(self._backlog)
 
     def _open_run(self) -> None:
         """Before the first send: the MLflow run made (tagged with the run id and the log's
@@ -568,6 +675,9 @@ class MLflowSink(Sink):
         tags: dict[str, str] = {}
         files: dict[str, tuple[dict[str, Any], bool]] = {}  # path -> its newest save
         rerun: dict[str, list[int]] = {}  # key -> steps MLflow had another value at
+        # The steps marked sent below, and the rerun values taken for them: given back if their
+        # batch fails, so a send tried again logs them (and only them) then.
+        marked: list[tuple[str, int, float | None]] = []
         for record, live in taken:
             kind = record["kind"]
             if kind in ("header", "train_begin"):
@@ -586,6 +696,7 @@ class MLflowSink(Sink):
                         continue  # the rerun made the value MLflow has: nothing to add
                     if was is not None:
                         rerun.setdefault(key, []).append(step)
+                    marked.append((key, step, was))
                     metrics.append(Metric(key, value, stamp, step))
             elif kind in DECISION_KINDS:
                 name, value = _decision_tag(record)
@@ -598,8 +709,17 @@ class MLflowSink(Sink):
                 files[record["path"]] = (record, live)
         params = {k: v for k, v in params.items() if k not in self._params}
         client, run_id = self._client, self.mlflow_run_id
-        for i in range(0, len(metrics), _METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=metrics[i:i + _METRICS_PER_BATCH])
+        sent = 0
+        try:
+            for sent in range(0, len(metrics), _METRICS_PER_BATCH):
+                client.log_batch(run_id, metrics=metrics[sent:sent + _METRICS_PER_BATCH])
+            sent = len(metrics)
+        except BaseException:
+            for key, step, was in marked[sent:]:
+                self._have[key].discard(step)
+                if was is not None:
+                    self._rerun.setdefault(key, {})[step] = was
+            raise
         items = list(params.items())
         for i in range(0, len(items), _PER_BATCH):
             client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + _PER_BATCH]])
@@ -706,24 +826,53 @@ class MLflowSink(Sink):
             warnings.warn(printable(message), RunWarning, stacklevel=5)
 
     def close(self) -> Any:
-        client = self._client
-        if client is None:
+        if self._out or self._client is None and (self._wanted is None or
+                                                  self._refusal is not None):
+            self._client = None
             return None
+        # What a failing store kept is tried again for a while (as the logs do), then given up.
+        deadline = time.monotonic() + contract.CLOSE_RETRY_SECONDS
+        wait = 0.05
+        try:
+            while True:
+                try:
+                    self._closing()
+                    return None
+                except Exception as exc:
+                    left = deadline - time.monotonic()
+                    if not _passing(exc):
+                        raise
+                    if left <= 0:
+                        raise self._given_up(exc) from exc
+                    time.sleep(min(wait, left))
+                    wait = min(wait * 2, 0.8)
+        finally:
+            self._client, self._backlog = None, []
+
+    def _closing(self) -> None:
+        if self._client is None:
+            self._connect(self._wanted)  # type: ignore[arg-type]
+        self._replay()
         if self._refusal is None and self._claim is None:
-            self.flush()
+            self._push()
             # A with-block ended by an exception: FAILED (KILLED for an interrupt), as MLflow's
             # own start_run context leaves it; a resume sets it RUNNING again.
             if self._failed is not None and self.mlflow_run_id is not None and \
                     self._status != self._failed[0]:
                 status, record = self._failed
-                client.set_terminated(self.mlflow_run_id, status=status,
-                                      end_time=_millis(record))
+                self._client.set_terminated(self.mlflow_run_id, status=status,
+                                            end_time=_millis(record))
                 self._status = status
         # Else the run stays as it is: FINISHED once train_end was sent, RUNNING as a crashed
         # one is (a resume goes on with it), or untouched when this log was not shown to go on
         # from it.
-        self._client = None
-        return None
+
+    def _given_up(self, exc: BaseException) -> OSError:
+        lost = len(self._pending) + len(self._backlog)
+        return OSError(f"mlflow: {lost} record(s) of run {self._wanted} were not sent to the "
+                       f"MLflow store {self.tracking_uri or '(MLflow default)'} (tried again at "
+                       f"close): {type(exc).__name__}: {printable(str(exc))[:500]}; a resume "
+                       "or `eventbus convert LOG URI --to mlflow` sends them from the log")
 
 
 def _failure(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:

@@ -1117,3 +1117,91 @@ def test_a_found_run_is_written_only_if_the_log_holds_its_header_and_last_record
     else:
         assert refused is None
         assert (sink._claim is None) == holds  # shown, or not yet: the log may go on
+
+
+def failing_store(monkeypatch, method: str, fails) -> dict[str, int]:
+    """MlflowClient.``method`` raising, at the calls ``fails(n)`` says, what MLflow's client
+    raises once its own retries are spent (a 503, a refused connection); the file store works
+    behind it. Returns the count of calls."""
+    from mlflow.exceptions import MlflowException
+
+    real, calls = getattr(MlflowClient, method), {"n": 0}
+
+    def call(self, *args, **kwargs):
+        calls["n"] += 1
+        if fails(calls["n"]):
+            raise MlflowException("API request failed with error code 503 != 200")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, method, call)
+    return calls
+
+
+class TestAFailingStore:
+    def test_a_failed_send_is_kept_and_sent_at_the_next_flush(self, tmp_path, uri,
+                                                              monkeypatch):
+        """One send refused (a 503 past MLflow's retries): its records are kept and go with
+        the next flush, each step once; said once, as a sink_failed; the run ends FINISHED."""
+        calls = failing_store(monkeypatch, "log_batch", lambda n: n in (4, 5))
+        log = tmp_path / "run.jsonl"
+        with pytest.warns(SinkFailureWarning, match="kept"), \
+                Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+            train(bus, 5)
+        assert calls["n"] > 5
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert_exactly_once(history, expected_metrics(log, None))
+        failed = [rec for rec in read_effective(log) if rec.kind == "sink_failed"]
+        assert [(rec.sink, rec.event) for rec in failed] == [("mlflow", "flush")]
+
+    def test_a_store_down_at_a_resume_is_reached_later(self, tmp_path, uri, monkeypatch):
+        """The store fails as a resume catches up (finding the MLflow run): the sink is not
+        out for the run; a later flush finds it, and it holds every step once."""
+        log = tmp_path / "run.jsonl"
+        with Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+            train(bus, 2, end=False)
+        failing_store(monkeypatch, "search_runs", lambda n: n <= 2)
+        with pytest.warns(SinkFailureWarning, match="kept"), \
+                Bus([], log=[str(log), MLflowSink(uri)], resume=True) as bus:
+            train(bus, 5, start=bus.initial_epoch)
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert_exactly_once(history, expected_metrics(log, None))
+        failed = [rec for rec in read_effective(log) if rec.kind == "sink_failed"]
+        assert [(rec.sink, rec.event) for rec in failed] == [("mlflow", "open")]
+
+    def test_close_gives_up_after_a_while_saying_what_was_lost(self, tmp_path, uri,
+                                                               monkeypatch):
+        """A store that never answers again: close tries for CLOSE_RETRY_SECONDS, then the
+        sink fails saying how many records were not sent; the log holds them all."""
+        import eventbus.sink
+
+        monkeypatch.setattr(eventbus.sink, "CLOSE_RETRY_SECONDS", 0.2)
+        failing_store(monkeypatch, "log_batch", lambda n: n >= 4)
+        log = tmp_path / "run.jsonl"
+        with pytest.warns(SinkFailureWarning, match="not sent to the MLflow store"), \
+                Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+            train(bus, 3)
+        assert [step for step, _ in mlflow_run(uri)[1]["loss"]] == [0]
+        assert [rec.event for rec in read_effective(log) if rec.kind == "sink_failed"] == \
+            ["flush", "close"]
+
+    def test_a_refused_request_is_final(self, tmp_path, uri, monkeypatch):
+        """A request the store refuses as such (INVALID_PARAMETER_VALUE) will not pass by
+        trying again: the sink is out, as before, not retrying at every flush."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        real, calls = MlflowClient.log_batch, {"n": 0}
+
+        def log_batch(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise MlflowException("refused", error_code=INVALID_PARAMETER_VALUE)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+        with pytest.warns(SinkFailureWarning), \
+                Bus([], log=[str(tmp_path / "run.jsonl"), MLflowSink(uri)]) as bus:
+            train(bus, 3)
+        assert calls["n"] == 4
