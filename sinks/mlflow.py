@@ -63,6 +63,12 @@ what it says decides neither which MLflow run is written nor which files are sen
   :class:`~eventbus.RunWarning` in a backfill), listed on ``refused_checkpoints`` (a file
   that is gone: ``missing_checkpoints``), and is not sent; the rest of the run still is.
 
+A store that fails or is slow costs no record and holds the loop briefly: a failed send is
+kept and tried again at a later flush (said once, as a ``sink_failed``), and ``close`` tries
+for ``eventbus.sink.CLOSE_RETRY_SECONDS`` before it says what was not sent. Each of the sink's
+own HTTP requests waits at most :data:`REQUEST_TIMEOUT` and follows no redirect (a 3xx is a
+failed send); the user's own MLflow calls keep MLflow's settings.
+
 MLflow is imported when the sink first talks to the store, never by ``import sinks.mlflow``.
 """
 
@@ -79,6 +85,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,8 +103,8 @@ from eventbus.verify import starts_as_checkpoint
 if TYPE_CHECKING:
     from eventbus.run import Run
 
-__all__ = ["LAST_RECORD_TAG", "RUN_ID_TAG", "SEQ_TAG", "STARTED_TAG", "MLflowSink", "backfill",
-           "check_run_id"]
+__all__ = ["LAST_RECORD_TAG", "REQUEST_RETRIES", "REQUEST_TIMEOUT", "RUN_ID_TAG", "SEQ_TAG",
+           "STARTED_TAG", "MLflowSink", "backfill", "check_run_id"]
 
 #: The tag an MLflow run carries the event log's run id in: how a resume finds it again.
 RUN_ID_TAG = "eventbus.run_id"
@@ -120,6 +127,20 @@ _NOT_LOGGED = frozenset({"batch", "size"})
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 _READ = 1 << 20
+#: Each HTTP request the sink makes to a tracking server waits at most this many seconds for
+#: the connection and for each answer (MLflow's own default, 120 s and 7 retries, held the
+#: training loop for tens of minutes on a server that accepted and never answered); read at
+#: each request. The user's own MLflow calls keep MLflow's settings.
+REQUEST_TIMEOUT = 5.0
+#: How many times such a request is tried again when the connection fails (not when a sent
+#: request goes unanswered: that waited its timeout already).
+REQUEST_RETRIES = 1
+# Set while the sink's own calls run: the bounds (and no redirect) apply to those alone.
+_OWN_CALL: ContextVar[bool] = ContextVar("eventbus_mlflow_own_call", default=False)
+# After a failed try, the store is tried again no sooner than this many times what the try
+# took (a slow store then costs the loop a tenth of its time at most), nor later than _HOLD_MAX.
+_HOLD_FACTOR = 10.0
+_HOLD_MAX = 300.0
 # MLflow's answers that will not pass by trying again: the request itself is wrong (a param
 # changed, the run deleted), so a failed send of one is final, not kept.
 _FINAL_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST",
@@ -181,6 +202,55 @@ def _passing(exc: BaseException) -> bool:
     if errors is not None and isinstance(exc, errors.MlflowException):
         return exc.error_code not in _FINAL_CODES
     return isinstance(exc, OSError)
+
+
+def _bound_requests() -> None:
+    """Make the sink's own HTTP requests bounded and never redirected: MLflow builds each
+    request in ``rest_utils.http_request`` and reads its timeout and retries there, from the
+    process's settings, so the one function it sends through is wrapped; only a call made
+    while :data:`_OWN_CALL` is set (the sink's) gets :data:`REQUEST_TIMEOUT`, at most
+    :data:`REQUEST_RETRIES` retries of a failed connection, and no redirect followed (a 3xx is
+    a failed call: a server could send the request, its body and its token, to another
+    host). Installed once; any other call goes through unchanged."""
+    from mlflow.utils import rest_utils
+
+    send = rest_utils._get_http_response_with_retries
+    if getattr(send, "_eventbus_bounded", False):
+        return
+
+    def bounded(method: str, url: str, max_retries: int, backoff_factor: float,
+                *args: Any, **kwargs: Any) -> Any:
+        if not _OWN_CALL.get():
+            return send(method, url, max_retries, backoff_factor, *args, **kwargs)
+        kwargs.update(timeout=REQUEST_TIMEOUT, allow_redirects=False, retry_read_errors=False)
+        answer = send(method, url, min(max_retries, REQUEST_RETRIES),
+                      min(backoff_factor, 0.5), *args, **kwargs)
+        if 300 <= answer.status_code < 400:
+            answer.close()
+            raise OSError(f"the tracking server answered {answer.status_code} (a redirect): "
+                          "not followed, nothing sent elsewhere")
+        return answer
+
+    bounded._eventbus_bounded = True  # type: ignore[attr-defined]
+    rest_utils._get_http_response_with_retries = bounded
+
+
+class _OwnCalls:
+    """An MlflowClient whose every call is one of the sink's own (:func:`_bound_requests`)."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            token = _OWN_CALL.set(True)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                _OWN_CALL.reset(token)
+        return call
 
 
 def _stamp(record: Mapping[str, Any]) -> str:
@@ -337,6 +407,7 @@ class MLflowSink(Sink):
         self._forget_backlog = False  # the logs could not write it all: replay, send none of it
         self._fault: BaseException | None = None  # the store failing: reported once per spell
         self._out = False  # a send failed for good: close sends nothing more
+        self._retry_at = 0.0  # while the store fails: when a flush tries it again
         #: Checkpoint paths that were gone when their record was sent.
         self.missing_checkpoints: list[str] = []
         #: Checkpoints not uploaded, and why: (path as recorded, reason in words).
@@ -357,7 +428,8 @@ class MLflowSink(Sink):
             raise
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(self.tracking_uri)
+        _bound_requests()
+        client = _OwnCalls(MlflowClient(self.tracking_uri))
         experiment = client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment is not None else \
             client.create_experiment(self.experiment)
@@ -567,12 +639,13 @@ class MLflowSink(Sink):
             return True
         if self._fault is not None:
             return False
+        began = time.monotonic()
         try:
             self._connect(self._wanted)  # type: ignore[arg-type]
         except Exception as exc:
             if not _passing(exc):
                 raise
-            self._failing(exc, "open")
+            self._failing(exc, "open", began)
             return False
         return True
 
@@ -590,9 +663,13 @@ class MLflowSink(Sink):
             self._forget_backlog = False
             self._pending.clear()
 
-    def _failing(self, exc: BaseException, event: str) -> None:
+    def _failing(self, exc: BaseException, event: str, began: float) -> None:
         """A call to the store failed and may pass: what was not sent is kept, and tried again
-        at the next flush. Said once per spell, as a ``sink_failed`` (the logs hold it)."""
+        at a later flush, once ``_HOLD_FACTOR`` times what this try took has passed (at once
+        for a store that refused at once). Said once per spell, as a ``sink_failed`` (the logs
+        hold it)."""
+        now = time.monotonic()
+        self._retry_at = now + min(_HOLD_FACTOR * (now - began), _HOLD_MAX)
         if self._fault is not None:
             return
         self._fault = exc
@@ -606,13 +683,16 @@ class MLflowSink(Sink):
         """Send what a resume will not write again: everything but the records of an epoch
         still in progress (all of it once the run has ended). A store that fails (see
         :func:`_passing`) keeps them for the next flush."""
+        if self._fault is not None and time.monotonic() < self._retry_at:
+            return  # a slow store is not asked at every flush: it would hold the loop
+        began = time.monotonic()
         try:
             self._push()
         except Exception as exc:
             if not _passing(exc):
                 self._out = True  # the bus closes the sink: nothing more is sent
                 raise
-            self._failing(exc, "flush")
+            self._failing(exc, "flush", began)
         else:
             self._fault = None
 

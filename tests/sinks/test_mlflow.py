@@ -1205,3 +1205,108 @@ class TestAFailingStore:
                 Bus([], log=[str(tmp_path / "run.jsonl"), MLflowSink(uri)]) as bus:
             train(bus, 3)
         assert calls["n"] == 4
+
+
+@pytest.fixture
+def silent_server():
+    """A tracking URI on 127.0.0.1 whose server accepts connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+class TestASlowStore:
+    def test_a_server_that_never_answers_holds_the_loop_only_for_the_timeout(
+            self, tmp_path, silent_server, monkeypatch):
+        """Each of the sink's requests waits REQUEST_TIMEOUT, not MLflow's 120 s and 7
+        retries; after a slow try the store is not asked at every flush; close tries once
+        more, then says what was not sent. The user's own MLflow settings stay as they were."""
+        import time
+
+        import sinks.mlflow
+
+        monkeypatch.setattr(sinks.mlflow, "REQUEST_TIMEOUT", 0.5, raising=False)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        log = tmp_path / "run.jsonl"
+        began = time.monotonic()
+        with pytest.warns(SinkFailureWarning, match="not sent to the MLflow store"), \
+                Bus([], log=[str(log), MLflowSink(silent_server)], learning_rate=0.1) as bus:
+            train(bus, 5)
+        assert time.monotonic() - began < 4  # open's try, and close's: each about 0.5 s
+        assert [rec.event for rec in read_effective(log) if rec.kind == "sink_failed"] == \
+            ["open", "close"]
+        # A call of the user's own goes by the user's settings: 3 s, not the sink's 0.5.
+        began = time.monotonic()
+        with pytest.raises(Exception, match="timeout"):
+            MlflowClient(silent_server).get_experiment_by_name("eventbus")
+        assert 2.5 < time.monotonic() - began < 10
+
+
+def test_a_redirect_of_the_tracking_server_is_never_followed(tmp_path):
+    """A tracking server answering 307 to another server (both on 127.0.0.1): the sink's
+    requests never reach the other one, in a backfill and live; the redirect is a failed
+    call, as the HTTP sinks count one."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def _any(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _any
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def _any(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _any
+
+        def log_message(self, *args):
+            pass
+
+    named = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (other, named):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{named.server_port}"
+        log = tmp_path / "run.jsonl"
+        with pytest.warns(SinkFailureWarning, match="307"), \
+                Bus([], log=[str(log), MLflowSink(uri)], learning_rate=0.1) as bus:
+            train(bus, 2)
+        with pytest.raises(Exception, match="307"):
+            backfill(log, uri)
+        assert hits == []
+    finally:
+        for server in (other, named):
+            server.shutdown()
+            server.server_close()
