@@ -57,7 +57,8 @@ what it says decides neither which MLflow run is written nor which files are sen
   only: :mod:`sinks.hdf5` notes each file it writes), or it is below the root, opened one
   folder at a time with no link followed below it: ``checkpoint_root``, else the folder of the
   log (a relative path is taken from the working directory, where training ran, when that
-  leads below the root, else from the root). What is sent is a private copy (in a temporary
+  leads below the root, else from the root). A file mostly holes is refused unread, and the
+  bytes are hashed before they are copied. What is sent is a private copy (in a temporary
   folder of this process's own) of exactly the bytes that were hashed, read in chunks, no
   more than the file's size. Anything else is a ``warning`` naming the path and why (a
   :class:`~eventbus.RunWarning` in a backfill), listed on ``refused_checkpoints`` (a file
@@ -95,6 +96,7 @@ from eventbus import sink as contract
 from eventbus.confine import Refused, open_below, place
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
+from eventbus.outputs import mostly_holes, stored_size
 from eventbus.records import DECISION_KINDS, SinkFailed
 from eventbus.records import Warning as WarningRecord
 from eventbus.terminal import printable
@@ -1103,31 +1105,45 @@ def _written_here(path: str) -> int | None:
 
 
 def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
-    """Copy the open checkpoint to ``into/name`` in chunks, hashing what is copied; the copy
-    if it starts as a checkpoint and has the record's size and sha256, else Refused. Nothing
-    is read of a file whose size is not the recorded one, nor more than that size."""
-    size = os.fstat(fd).st_size
+    """Copy the open checkpoint to ``into/name``; the copy if it starts as a checkpoint and has
+    the record's size and sha256, else Refused. Nothing is read of a file whose size is not
+    the recorded one, or that is mostly holes (a planted sparse file claiming a terabyte), nor
+    more than that size; nothing is written before the bytes are hashed and found to be the
+    recorded ones (a wrong sha256 once made a dense copy of a hole's claimed size)."""
+    info = os.fstat(fd)
+    size = info.st_size
     if size != record.get("size"):
         raise Refused(f"is {size} bytes; the log records {_shown(record.get('size'))}")
-    head = os.read(fd, 8)
+    if mostly_holes(info):
+        raise Refused(f"claims {size} bytes but stores {stored_size(info)} (mostly holes); "
+                      "not read")
+    head = os.pread(fd, 8, 0)
     if not starts_as_checkpoint(head):
         raise Refused("does not start as a checkpoint does (HDF5, or a .keras zip)")
+    if _hashed(fd, size, None) != str(record.get("sha256")).lower():
+        raise Refused("does not hold the bytes the log records (another sha256)")
     copy = os.path.join(into, name)
-    digest = hashlib.sha256(head)
-    done = len(head)
     # The folder is private (0700); the file gets the usual mode, which a file store keeps.
     out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW | UNTTY, 0o666)
     with os.fdopen(out, "wb") as file:
-        file.write(head)
-        while done < size and (chunk := os.read(fd, min(_READ, size - done))):
-            digest.update(chunk)
-            file.write(chunk)
-            done += len(chunk)
-    if done != size or os.read(fd, 1):
-        raise Refused("changed while it was read")
-    if digest.hexdigest() != str(record.get("sha256")).lower():
-        raise Refused("does not hold the bytes the log records (another sha256)")
+        # Hashed again as copied: what is sent is exactly the bytes found to be the recorded.
+        if _hashed(fd, size, file) != str(record.get("sha256")).lower():
+            raise Refused("changed while it was read")
     return copy
+
+
+def _hashed(fd: int, size: int, into: Any) -> str:
+    """The sha256 of the open file's ``size`` bytes from its start, read in chunks (written to
+    ``into`` too, if given); Refused if it holds other than ``size`` bytes now."""
+    digest, done = hashlib.sha256(), 0
+    while done < size and (chunk := os.pread(fd, min(_READ, size - done), done)):
+        digest.update(chunk)
+        if into is not None:
+            into.write(chunk)
+        done += len(chunk)
+    if done != size or os.pread(fd, 1, done):
+        raise Refused("changed while it was read")
+    return digest.hexdigest()
 
 
 def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,

@@ -784,6 +784,42 @@ class TestCheckpointUpload:
         again = (tmp_path / "store2").as_uri()
         assert len(backfill_warned(log, again)) == 3 and stored(again) == {}
 
+    def test_a_file_mostly_holes_is_refused_unread(self, tmp_path, uri):
+        """A planted sparse file (a checkpoint's first bytes, then a 128 MiB hole) whose
+        record claims its size: refused as mostly holes before any of it is read or copied
+        (a dense copy of the claimed size was written, then refused by its sha256)."""
+        run = tmp_path / "run"
+        run.mkdir()
+        with open(run / "hole.h5", "wb") as file:
+            file.write(h5())
+            file.truncate(128 << 20)
+        log = log_naming(run / "run.jsonl", r.CheckpointSaved(
+            path=str(run / "hole.h5"), size=128 << 20, sha256="0" * 64, epoch=0))
+        said = backfill_warned(log, uri)
+        assert len(said) == 1 and "mostly holes" in said[0] and stored(uri) == {}
+
+    def test_nothing_is_copied_of_a_file_whose_sha256_is_not_the_recorded(self, tmp_path):
+        """The bytes are hashed before the private copy is made: a file of the recorded size
+        and other bytes leaves nothing in the private folder."""
+        from eventbus.confine import Refused
+        from sinks.mlflow import _copy
+
+        data = h5(b"x" * (3 << 20))
+        (tmp_path / "c.h5").write_bytes(data)
+        (tmp_path / "private").mkdir()
+        fd = os.open(tmp_path / "c.h5", os.O_RDONLY)
+        try:
+            with pytest.raises(Refused, match="another sha256"):
+                _copy(fd, "c.h5", {"size": len(data), "sha256": "0" * 64},
+                      str(tmp_path / "private"))
+            assert os.listdir(tmp_path / "private") == []
+            copy = _copy(fd, "c.h5", {"size": len(data),
+                                       "sha256": hashlib.sha256(data).hexdigest()},
+                         str(tmp_path / "private"))
+            assert Path(copy).read_bytes() == data
+        finally:
+            os.close(fd)
+
     def test_a_resumed_run_uploads_nothing_its_log_names_outside_the_root(self, tmp_path,
                                                                          uri):
         """On resume the sink catches up the log's checkpoint records: read back, not
