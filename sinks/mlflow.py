@@ -93,6 +93,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus import RunWarning, Sink
 from eventbus import sink as contract
+from eventbus.checks import require_bool
 from eventbus.confine import Refused, open_below, place
 from eventbus.errors import ConfigError, LogCorruptError
 from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
@@ -352,7 +353,8 @@ class MLflowSink(Sink):
         self.experiment = experiment
         self.batch_every = _require_positive_int(batch_every, "batch_every")
         self.run_name = run_name
-        self.checkpoints = bool(checkpoints)
+        # Not bool(): checkpoints="false" would turn uploads on.
+        self.checkpoints = require_bool(checkpoints, "checkpoints", self.name)
         #: The folder recorded checkpoints must be under (absolute), or None: the log's.
         self.checkpoint_root = None if checkpoint_root is None else \
             os.path.abspath(os.fspath(checkpoint_root))

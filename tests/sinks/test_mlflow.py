@@ -1346,3 +1346,12 @@ def test_a_redirect_of_the_tracking_server_is_never_followed(tmp_path):
         for server in (other, named):
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.parametrize("value", ["false", "False", 0, None, "no"])
+def test_checkpoints_must_be_a_bool(value):
+    """checkpoints="false" was taken through bool() and turned uploads on."""
+    with pytest.raises(ConfigError, match="checkpoints") as raised:
+        MLflowSink("file:/nowhere", checkpoints=value)
+    assert raised.value.field == "checkpoints"
+    assert MLflowSink("file:/nowhere", checkpoints=False).checkpoints is False
