@@ -246,6 +246,8 @@ class _OwnCalls:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
+        if not callable(method):
+            return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
             token = _OWN_CALL.set(True)
@@ -931,7 +933,9 @@ class MLflowSink(Sink):
                     time.sleep(min(wait, left))
                     wait = min(wait * 2, 0.8)
         finally:
+            # A further fit starts afresh: it tries the store at once, and says a fault again.
             self._client, self._backlog = None, []
+            self._fault, self._retry_at = None, 0.0
 
     def _closing(self) -> None:
         if self._client is None:
