@@ -215,17 +215,22 @@ def _bound_requests() -> None:
     :data:`REQUEST_RETRIES` retries of a failed connection, and no redirect followed (a 3xx is
     a failed call: a server could send the request, its body and its token, to another
     host). Installed once; any other call goes through unchanged."""
+    import inspect
+
     from mlflow.utils import rest_utils
 
     send = rest_utils._get_http_response_with_retries
     if getattr(send, "_eventbus_bounded", False):
         return
+    # An unanswered request is not sent again, where this MLflow can say so (3.x).
+    once = {"retry_read_errors": False} if "retry_read_errors" in \
+        inspect.signature(send).parameters else {}
 
     def bounded(method: str, url: str, max_retries: int, backoff_factor: float,
                 *args: Any, **kwargs: Any) -> Any:
         if not _OWN_CALL.get():
             return send(method, url, max_retries, backoff_factor, *args, **kwargs)
-        kwargs.update(timeout=REQUEST_TIMEOUT, allow_redirects=False, retry_read_errors=False)
+        kwargs.update(timeout=REQUEST_TIMEOUT, allow_redirects=False, **once)
         answer = send(method, url, min(max_retries, REQUEST_RETRIES),
                       min(backoff_factor, 0.5), *args, **kwargs)
         if 300 <= answer.status_code < 400:
