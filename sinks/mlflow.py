@@ -219,9 +219,9 @@ def _bound_requests() -> None:
 
     from mlflow.utils import rest_utils
 
-    send = rest_utils._get_http_response_with_retries
-    if getattr(send, "_eventbus_bounded", False):
-        return
+    send = getattr(rest_utils, "_get_http_response_with_retries", None)
+    if send is None or getattr(send, "_eventbus_bounded", False):
+        return  # (an MLflow that sends otherwise: its own bounds, docs/sinks/mlflow.md)
     # An unanswered request is not sent again, where this MLflow can say so (3.x).
     once = {"retry_read_errors": False} if "retry_read_errors" in \
         inspect.signature(send).parameters else {}
