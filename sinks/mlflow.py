@@ -631,8 +631,13 @@ class MLflowSink(Sink):
             if not settled:
                 self._failed = _failure(record) or self._failed
             return
-        if kind == "train_begin" and not settled:
-            self._failed = None  # a further fit of the bus: its own ending counts
+        if kind == "train_begin":
+            if not settled:
+                self._failed = None  # a further fit of the bus: its own ending counts
+            # A further fit's epochs are held until they end, as the first fit's were (its
+            # epochs may count from 0 again); what an earlier fit left unsent may go at once.
+            self._ended, self._ended_epoch = False, -1
+            self._pending = [(None, held, was_live) for _, held, was_live in self._pending]
         if kind == "batch_end" and (record["step"] + 1) % self.batch_every:  # type: ignore[operator]
             return
         # Everything of a recorded run before the point it resumes from is settled.

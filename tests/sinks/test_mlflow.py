@@ -345,31 +345,35 @@ def test_mlflow_forgets_at_close_what_the_log_could_not_write(tmp_path, uri, mon
 class TestHoldBack:
     @settings(max_examples=15, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(epochs=st.integers(1, 3), batches=st.integers(1, 3), data=st.data())
+    @given(fits=st.integers(1, 2), epochs=st.integers(1, 3), batches=st.integers(1, 3),
+           data=st.data())
     def test_mlflow_never_holds_an_epoch_in_progress(self, tmp_path_factory, monkeypatch,
-                                                     epochs, batches, data):
+                                                     fits, epochs, batches, data):
         """Whatever the flushes (decisions mid-epoch, the bus's epoch-end flushes), after
         each one MLflow holds exactly the batches of the epochs that have ended, each once;
-        after train_end, every batch."""
+        after train_end, every batch. A further fit of the bus, its epochs counted from 0
+        again, is held back as the first was (its epochs went out unended before)."""
         monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         uri = (tmp_path_factory.mktemp("store") / "mlruns").as_uri()
-        flushes = data.draw(st.sets(st.integers(0, epochs * batches - 1)), label="flush after")
+        total = fits * epochs * batches
+        flushes = data.draw(st.sets(st.integers(0, total - 1)), label="flush after")
         bus = Bus([], log=[MLflowSink(uri, batch_every=1)], learning_rate=0.1)
-        bus.train_begin({"epochs": epochs})
         step, ended = 0, 0  # batches done, and those of ended epochs
-        for epoch in range(epochs):
-            bus.epoch_begin(epoch)
-            for batch in range(batches):
-                bus.batch_begin(batch)
-                bus.batch_end(batch, {"loss": float(step)})
-                step += 1
-                if step - 1 in flushes:
-                    bus.decide(r.SetLearningRate(value=0.1, reason="flush"))
-                    held = mlflow_run(uri)[1].get("batch_loss", [])
-                    assert held == [(s + 1, float(s)) for s in range(ended)]
-            bus.epoch_end(epoch, {"loss": 1.0})
-            ended = step
-        bus.train_end()
+        for _ in range(fits):
+            bus.train_begin({"epochs": epochs})
+            for epoch in range(epochs):
+                bus.epoch_begin(epoch)
+                for batch in range(batches):
+                    bus.batch_begin(batch)
+                    bus.batch_end(batch, {"loss": float(step)})
+                    step += 1
+                    if step - 1 in flushes:
+                        bus.decide(r.SetLearningRate(value=0.1, reason="flush"))
+                        held = mlflow_run(uri)[1].get("batch_loss", [])
+                        assert held == [(s + 1, float(s)) for s in range(ended)]
+                bus.epoch_end(epoch, {"loss": 1.0})
+                ended = step
+            bus.train_end()
         bus.close()
         assert mlflow_run(uri)[1]["batch_loss"] == [(s + 1, float(s)) for s in range(step)]
 
