@@ -44,7 +44,7 @@ from .records import (
     writable_text,
 )
 from .records import Warning as WarningRecord
-from .sink import DrainMark, FailingWrites, Sink, drain, given_up, keep_trying
+from .sink import DrainMark, FailingWrites, Sink, drain, given_up, keep_trying, settle_drain
 from .terminal import printable
 
 __all__ = ["MAX_LINE_BYTES", "JsonlWriter", "TornLogWarning", "encode_line", "find_kinds",
@@ -439,8 +439,17 @@ class JsonlWriter(Sink):
 
     def forget_unflushed(self) -> None:
         """Drop the records not yet written, as a kill now would lose them (see
-        ``Recorder.write``: a record whose way to the sinks an interrupt cut)."""
-        self._buffer.clear()
+        ``Recorder.write``: a record whose way to the sinks an interrupt cut). The rest of a
+        line a failed write left half in the file is kept, for the next flush to end it: a
+        record appended to half a line is damage in the middle of the log, which no resume
+        goes on from (a kill leaves the half line as the torn tail a resume cuts)."""
+        settle_drain(self._file, self._buffer, self._count_torn, self._drain_mark)
+        if not self._torn:
+            self._buffer.clear()
+            return
+        end = self._buffer.find(b"\n")  # the end of the half-written line: kept up to it
+        if end >= 0:
+            del self._buffer[end + 1:]
 
     def close(self) -> None:
         if self._file.closed:

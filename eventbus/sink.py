@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 __all__ = ["CLOSE_RETRY_SECONDS", "TRANSIENT_ERRNOS", "DrainMark", "FailingWrites", "RecordDict",
-           "Sink", "drain", "given_up", "is_transient", "keep_trying"]
+           "Sink", "drain", "given_up", "is_transient", "keep_trying", "settle_drain"]
 
 T = TypeVar("T")
 
@@ -152,6 +152,15 @@ def drain(file: Any, buffer: bytearray, written: Callable[[int], None] | None = 
                 written(done)
             del buffer[:done]
     if mark is not None:
+        mark.start = None
+
+
+def settle_drain(file: Any, buffer: bytearray, written: Callable[[int], None] | None = None,
+                 mark: DrainMark | None = None) -> None:
+    """Settle a :func:`drain` of ``buffer`` an interrupt cut (``mark`` still set): the bytes it
+    wrote leave the buffer, before anything else is made of what the buffer holds."""
+    if mark is not None and mark.start is not None:
+        _settle(file.fileno(), buffer, written, mark.start)
         mark.start = None
 
 

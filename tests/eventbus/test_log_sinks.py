@@ -334,6 +334,65 @@ def test_ctrl_c_between_a_write_and_its_count_writes_nothing_twice(tmp_path):
         "builtins.KeyboardInterrupt"
 
 
+def test_ctrl_c_after_a_full_disk_left_half_a_line_keeps_the_log_resumable(tmp_path):
+    """A full disk took half a line (a partial write, then ENOSPC): the writer kept the rest.
+    A Ctrl-C then dropped the unflushed records, the rest of that line with them, and the next
+    record written (the bus's word on the interrupt) was appended to the half line: damage in
+    the middle of the log, which no resume goes on from. The rest of the line is kept."""
+    import errno
+
+    from eventbus import Bus, Plugin, hookimpl, read_log
+    from eventbus.jsonl import JsonlWriter
+
+    path = tmp_path / "run.jsonl"
+    writer = JsonlWriter(path)
+    real = writer._file
+
+    class FullOnce:
+        """Half of the first write, then ENOSPC; then the disk has room again."""
+
+        state = "partial"
+
+        def write(self, data):
+            if FullOnce.state == "room":
+                return real.write(data)
+            half = bytes(data[:len(data) // 2])
+            del data  # (a raising frame must not hold the buffer's view)
+            if FullOnce.state == "partial":
+                FullOnce.state = "full"
+                return real.write(half)
+            FullOnce.state = "room"
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    class CtrlC(Plugin):
+        @hookimpl
+        def on_epoch_end(self, event):
+            if event.epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.warns(Warning), pytest.raises(KeyboardInterrupt), \
+            Bus([CtrlC()], log=writer) as bus:
+        bus.train_begin({"epochs": 3})
+        for epoch in range(3):
+            bus.epoch_begin(epoch)
+            for batch in range(5):
+                bus.batch_end(batch, {"loss": 1.0})
+            if epoch == 0:
+                writer._file = FullOnce()
+            bus.epoch_end(epoch, {"loss": 1.0})  # epoch 0's flush: half a line, then full
+            writer._file = real
+    assert FullOnce.state == "room"  # the disk was full once, as planned
+    records = list(read_log(path))  # whole: every line a record, seqs rising
+    seqs = [rec.seq for rec in records]
+    assert seqs == sorted(set(seqs))
+    assert records[-1].kind == "warning" and "interrupted" in records[-1].message
+    with Bus([], log=path, resume=True) as bus:  # goes on from it, after what it holds
+        assert bus.initial_epoch == sum(rec.kind == "epoch_end" for rec in records)
+
+
 class TestTheLogRemovedWhileTheRunWritesIt:
     """A cleanup, a logrotate rule or a user removes or renames the log (or its folder) while
     the run goes on. The writer used to go on appending to the file no name leads to: every
