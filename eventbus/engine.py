@@ -135,6 +135,9 @@ def _forked() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 
+#: The events that begin and end an evaluation's or a prediction's loop (see ``Engine.claim``).
+_LOOP_EDGES = frozenset({"test_begin", "test_end", "predict_begin", "predict_end"})
+
 
 class Engine:
     """Runs events through the parts (see the module documentation).
@@ -171,6 +174,7 @@ class Engine:
         self.thread: int | None = None
         #: True in a child forked while this engine was alive (see :func:`_forked`).
         self.forked = False
+        self.in_loop = False  # an evaluation or a prediction under way (between begin and end)
         _ALIVE.add(self)
         #: True while the header is unwritten, outcomes wait, or the run is closed: the one
         #: check an event makes before it is recorded.
@@ -528,14 +532,17 @@ class Engine:
         """The run is published from one thread at a time: the thread of the fit under way.
 
         Events from two threads at once would interleave their records (lost records, seq
-        out of order). So while a fit is under way in one thread, an event from another is
-        refused; between fits, the next fit may come from any thread.
+        out of order). So while a fit, an evaluation or a prediction is under way in one
+        thread, an event (or a flush) from another is refused; between them, the next may come
+        from any thread.
         """
         ident = threading.get_ident()
         self.refuse_in_child(what)
-        if self.thread is not None and self.cursor.in_train and not self.closed:
+        if self.thread is not None and (self.cursor.in_train or self.in_loop) and \
+                not self.closed:
             raise EventError(
-                f"the bus is in use by thread {_thread_name(self.thread)}, where a fit is under "
+                f"the bus is in use by thread {_thread_name(self.thread)}, where a "
+                f"{'fit' if self.cursor.in_train else 'loop'} is under "
                 f"way; {what} from thread {_thread_name(ident)} would interleave with its "
                 "records. Publish from one thread (from others, bus.report() queues outcomes), "
                 "or start the next fit from this thread once that one has ended")
@@ -575,6 +582,8 @@ class Engine:
         inlined ``batch_end``)."""
         if _get_ident() != self.thread:
             self.claim()
+        if kind in _LOOP_EDGES:  # an evaluation's or a prediction's loop holds the run too
+            self.in_loop = kind.endswith("_begin")
         if self.attention:
             self.attend()
         logs = coerce_logs(logs, kind) if logs is not None else {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from eventbus import Bus, EventError, read_log
 from eventbus import records as r
 
@@ -82,6 +84,40 @@ def test_a_flush_from_a_second_thread_during_a_fit_is_refused(tmp_path):
     assert [rec.seq for rec in records] == list(range(len(records)))
     assert [rec.kind for rec in records].count("batch_end") == 5_000
     assert records[-1].kind == "train_end" and not bus.failures
+
+
+@pytest.mark.parametrize("loop", ["test", "predict"])
+def test_a_second_thread_during_an_evaluation_or_a_prediction_is_refused(tmp_path, loop):
+    """An evaluation or a prediction outside a fit appends to the same buffers a fit does: a
+    watchdog's flush meanwhile corrupted the Parquet log or had it taken out. Refused while
+    the loop is under way, as during a fit; taken once it has ended."""
+    path = tmp_path / "events.parquet"
+    bus = Bus(log=path)
+    errors: list[BaseException] = []
+
+    def watchdog() -> None:
+        try:
+            bus.flush()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            errors.append(exc)
+
+    getattr(bus, f"{loop}_begin")()
+    for i in range(2_000):
+        getattr(bus, f"{loop}_batch_end")(i, {"loss": 1.0} if loop == "test" else None)
+        if i == 100:
+            other = threading.Thread(target=watchdog, name="watchdog")
+            other.start()
+            other.join()
+    getattr(bus, f"{loop}_end")(*([{"loss": 1.0}] if loop == "test" else []))
+    assert len(errors) == 1 and isinstance(errors[0], EventError)
+    assert "loop is under way" in str(errors[0]) and "'watchdog'" in str(errors[0])
+    after = threading.Thread(target=watchdog)
+    after.start()
+    after.join()
+    assert len(errors) == 1
+    bus.close()
+    kinds = [rec.kind for rec in read_log(path)]
+    assert kinds.count(f"{loop}_batch_end") == 2_000 and kinds[-1] == f"{loop}_end"
 
 
 def test_the_next_fit_may_come_from_another_thread(tmp_path):
