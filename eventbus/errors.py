@@ -204,7 +204,8 @@ class ReplayError(EventBusError, RuntimeError):
 
 
 class DeliveryError(EventBusError, RuntimeError):
-    """Records or payloads could not be delivered (raised by a sink's ``close`` only)."""
+    """Records or payloads could not be delivered (raised by a sink's ``close``; recorded
+    too for a sink that ``follows_logs``, stopped because an event log was taken out)."""
 
 
 class DistributedError(EventBusError, RuntimeError):

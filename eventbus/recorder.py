@@ -26,9 +26,9 @@ from time import time as _time
 from typing import Any
 
 from ._version import __version__
-from .errors import ConfigError, LogError
+from .errors import ConfigError, DeliveryError, LogError
 from .filters import filters_of, record_test
-from .log import has_records, open_writer
+from .log import has_records, log_path, open_writer
 from .metrics import PendingLogs, read_pending
 from .plugin import plugin_spec
 from .records import (
@@ -44,7 +44,7 @@ from .records import (
 from .run import Run
 from .sink import is_built_in, reading_attributes
 
-__all__ = ["Recorder", "Slot", "Trouble", "make_header"]
+__all__ = ["Recorder", "Slot", "Trouble", "is_event_log", "make_header"]
 
 _ALL_KINDS = tuple(KINDS)
 
@@ -232,13 +232,15 @@ class Recorder:
         self._run = run
         left: list[Trouble] | None = None
         for slot in list(self.slots):
+            if slot not in self.slots:
+                continue  # a follower a failed log stopped
             try:
                 self.open_slot(slot, run)
             except ConfigError:
                 raise
             except Exception as exc:
                 self.detach(slot.sink)
-                left = (left or []) + [Trouble(slot, error=exc)]
+                left = (left or []) + [Trouble(slot, error=exc)] + self.stop_followers(slot)
         return left
 
     @staticmethod
@@ -361,21 +363,44 @@ class Recorder:
                 left = out if left is None else left + out
         return left
 
-    def write_to(self, slot: Slot, record: dict[str, Any]) -> BaseException | None:
+    def write_to(self, slot: Slot, record: dict[str, Any]) -> list[Trouble] | None:
         """Write ``record`` to one sink (a log a resume catches up); a sink that fails is taken
-        out and closed, and its error returned."""
+        out and closed, and what that left returned (see :meth:`drop`)."""
         try:
             slot.write(record)
         except Exception as exc:
             return self.drop(slot, exc)
         return None
 
-    def drop(self, slot: Slot, error: BaseException) -> BaseException:
-        """Take out and close a sink that failed outside the fan-out; returns ``error``."""
+    def drop(self, slot: Slot, error: BaseException) -> list[Trouble]:
+        """Take out and close a sink that failed outside the fan-out; returns its failure, and
+        those of the followers that stops (:meth:`stop_followers`)."""
         self.detach(slot.sink)
         with contextlib.suppress(Exception):
             slot.call("close")
-        return error
+        return [Trouble(slot, error=error), *self.stop_followers(slot)]
+
+    def stop_followers(self, slot: Slot) -> list[Trouble]:
+        """``slot`` was taken out: if it is an event log, every sink that ``follows_logs``
+        forgets what it has not sent and is taken out too (closed: what it sent stays sent).
+        What it would send next the log lacks, and a resume numbers its own records over the
+        log's last one: the collector would hold two records under one seq, and MLflow an
+        epoch the resumed run refuses to go on from. A resume sends them the rest, from the
+        log. Their failures are returned, to say why they stopped."""
+        if not is_event_log(slot):
+            return []
+        stopped: list[Trouble] = []
+        for follower in [s for s in self.slots if _follows(s)]:
+            self.detach(follower.sink)
+            with contextlib.suppress(Exception):
+                follower.call("forget_unflushed")
+            with contextlib.suppress(Exception):
+                follower.call("close")
+            stopped.append(Trouble(follower, error=DeliveryError(
+                f"{follower.name}: sends nothing more for this run: the event log "
+                f"{slot.name!r} was taken out, and this sink is never ahead of a log a resume "
+                "reads; a resume sends the rest from the log")))
+        return stopped
 
     def fan_out(self, record: dict[str, Any], writes: tuple[Any, ...],
                 owners: tuple[Slot, ...], start: int, first: Any = None) -> list[Trouble] | None:
@@ -402,6 +427,10 @@ class Recorder:
                 self.detach(trouble.slot.sink)
                 with contextlib.suppress(Exception):  # keep what it holds
                     trouble.slot.call("close")
+        if left is not None:  # then a failed log's followers, which had this record too
+            for trouble in list(left):
+                if trouble.error is not None:
+                    left.extend(self.stop_followers(trouble.slot))
         return left
 
     def flush_full(self) -> list[Trouble] | None:
@@ -417,7 +446,7 @@ class Recorder:
         never writes again what they hold, or numbers its own records over it) comes after
         the logs, whatever its place in ``log=[...]``; while a log holds records it could not
         write (a full disk: it keeps them for its next flush), it is not flushed: it is never
-        ahead of a log."""
+        ahead of a log. A log that fails stops them for the run (:meth:`stop_followers`)."""
         left: list[Trouble] | None = self.release() if self.held else None
         logs_behind = False
         for slot in _logs_first(slots):
@@ -426,10 +455,8 @@ class Recorder:
             try:
                 slot.call(method)
             except Exception as exc:
-                self.drop(slot, exc)
-                if left is None:
-                    left = []
-                left.append(Trouble(slot, error=exc))
+                left = (left or []) + self.drop(slot, exc)
+                logs_behind = logs_behind or is_event_log(slot)  # (its followers are out)
                 continue
             if slot.kinds is None and getattr(slot.sink, "behind", False):
                 logs_behind = True
@@ -465,6 +492,12 @@ class Recorder:
 
 def _follows(slot: Slot) -> bool:
     return bool(getattr(slot.sink, "follows_logs", False))
+
+
+def is_event_log(slot: Slot) -> bool:
+    """Whether ``slot`` writes an event log a resume may read (a JSON Lines or Parquet log,
+    given by its path or as a writer), rather than a sink that only takes every record."""
+    return slot.kinds is None and not _follows(slot) and log_path(slot.sink) is not None
 
 
 def _logs_first(slots: Collection[Slot]) -> list[Slot]:

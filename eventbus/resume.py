@@ -27,7 +27,7 @@ from .effective import ResumePoint, find_kinds, is_abandoned, read_effective, re
 from .errors import ConfigError, LogCorruptError, LogError
 from .log import has_records, last_seq, log_paths, resume_source
 from .metrics import MAX_INDEX
-from .recorder import Recorder, Slot
+from .recorder import Recorder, Slot, Trouble
 from .records import (
     BATCH_KINDS,
     DECISION_KINDS,
@@ -426,7 +426,7 @@ class _CatchUp:
         data: dict[str, Any] | None = None
         for item in list(self.behind):
             slot, have = item
-            if record.seq > have:
+            if record.seq > have and item in self.behind:  # (not a follower a log stopped)
                 if data is None:
                     if record.kind in BATCH_KINDS:
                         # Read on their types alone (the fast path): checked before another
@@ -434,11 +434,11 @@ class _CatchUp:
                         # whole, naming nothing.
                         self._validated(record)
                     data = record.model_dump()
-                self._check(slot, self.recorder.write_to(slot, data))
+                self._check(self.recorder.write_to(slot, data))
                 if not record.seq & 1023 and getattr(slot.sink, "follows_logs", False):
                     # What the resumed log holds is final: the HTTP record sink may send it
                     # now, rather than hold a long run's records until the resume's flush.
-                    self._check(slot, self._flushed(slot))
+                    self._check(self._flushed(slot))
         for slot in list(self.catchers):
             if record.kind in slot.kinds:  # type: ignore[operator]
                 data = record.model_dump() if data is None else data
@@ -449,9 +449,9 @@ class _CatchUp:
                     slot.sink.catch_up(data if is_built_in(slot.sink) else RecordDict(data),
                                        self.run)
                 except Exception as exc:
-                    self._check(slot, self.recorder.drop(slot, exc))
+                    self._check(self.recorder.drop(slot, exc))
 
-    def _flushed(self, slot: Slot) -> BaseException | None:
+    def _flushed(self, slot: Slot) -> list[Trouble] | None:
         try:
             slot.call("flush")
         except Exception as exc:
@@ -469,11 +469,12 @@ class _CatchUp:
                 f"damaged ({validation_problems(exc)})"), path=str(self.log),
                 field=validation_field(exc)) from None
 
-    def _check(self, slot: Slot, error: BaseException | None) -> None:
-        if error is not None:
+    def _check(self, troubles: list[Trouble] | None) -> None:
+        for trouble in troubles or ():  # a sink that failed, and the followers a log stopped
+            slot = trouble.slot
             self.behind = [item for item in self.behind if item[0] is not slot]
             self.catchers = [other for other in self.catchers if other is not slot]
-            self.failed.append((slot, error))
+            self.failed.append((slot, trouble.error))  # type: ignore[arg-type]
 
 
 #: Batch kinds whose records move nothing resume looks at: a ``batch_begin``'s position is

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from eventbus import Bus, RunWarning, Sink, SinkFailureWarning, hookimpl
+from eventbus.jsonl import JsonlWriter
 from eventbus.records import Warning as WarningRecord
 from sinks.http import HttpRecordSink
 
@@ -22,10 +23,12 @@ ROOT = Path(__file__).parents[2]
 #: A run of 3 epochs of 20 batches, its losses different in the attempt that is killed.
 #: ``Between`` takes every record and is flushed with the logs: in "before_log" it is an
 #: ordinary one, listed between the HTTP sink and the log; in "after_log" it follows the logs,
-#: listed before the HTTP sink. Each kill first lets the sender deliver what it was given.
+#: listed before the HTTP sink. In "log_fails" the log is taken out in epoch 1 (its disk fails)
+#: and the run killed in epoch 2. Each kill first lets the sender deliver what it was given.
 CHILD = r"""
-import os, signal, sys
+import errno, os, signal, sys
 from eventbus import Bus
+from eventbus.jsonl import JsonlWriter
 from sinks.http import HttpRecordSink
 
 url, log, kill = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -53,12 +56,33 @@ class Between:
         pass
 
 
+def failing_log(path):
+    # A log that ends once its disk fails: a failed write keeps nothing (max_kept_bytes=0).
+    writer = JsonlWriter(path, max_kept_bytes=0)
+    write_buffer = writer._write_buffer
+
+    def failing_write_buffer():
+        if failing:
+            raise OSError(errno.EIO, "Input/output error")
+        write_buffer()
+
+    writer._write_buffer = failing_write_buffer
+    return writer
+
+
+failing = False
 sink = HttpRecordSink(url, linger=0.01, flush_timeout=10.0)
 between = Between(sink)
+if kill == "log_fails":
+    log = failing_log(log)
 logs = [log, between, sink] if kill == "after_log" else [sink, between, log]
 with Bus([], log=logs, resume=True) as bus:
     bus.train_begin({"epochs": 3})
     for epoch in range(bus.initial_epoch, 3):
+        if kill == "log_fails":
+            failing = epoch == 1
+            if epoch == 2:
+                die(sink)
         bus.epoch_begin(epoch)
         for b in range(20):
             bus.batch_end(b, {"loss": 100.0 * epoch + b + (0.5 if kill != "none" else 0.0)})
@@ -96,15 +120,16 @@ def assert_the_collector_holds_the_log(collector, log: Path) -> None:
     assert {key: next(iter(lines)) for key, lines in received.items()} == in_log
 
 
-@pytest.mark.parametrize("kill", ["mid_epoch", "before_log", "after_log"])
+@pytest.mark.parametrize("kill", ["mid_epoch", "before_log", "after_log", "log_fails"])
 def test_killed_then_resumed_the_collector_holds_each_record_once(server, tmp_path, kill):
     """SIGKILLed once the sender has delivered all it was given: mid-epoch (the log last
     flushed at the previous epoch's end), at an epoch end's flush before the log wrote it (the
     sink listed first in ``log=[...]``), or after the log wrote it and before the sink was
-    flushed; then resumed to the end. Every (run_id, seq) reached the collector as one record,
-    the log's: none of the killed attempt's records the log never had (the resume numbers its
-    own records with those seqs), and, from the resume's catch-up, the log's records the
-    collector had not got."""
+    flushed, or in the epoch after the log was taken out (its disk failed: the sink sent
+    nothing more); then resumed to the end. Every (run_id, seq) reached the collector as one
+    record, the log's: none of the killed attempt's records the log never had (the resume
+    numbers its own records with those seqs), and, from the resume's catch-up, the log's
+    records the collector had not got."""
     collector = server()
     log = tmp_path / "run.jsonl"
     killed = run_child(collector.url + "/runs", log, kill)
@@ -198,6 +223,43 @@ def test_a_log_failing_at_close_keeps_what_it_lacks_from_the_collector(server, t
     sent = [line for _, _, body in collector.requests for line in body.splitlines()]
     assert sent and set(sent) <= set(log.read_bytes().splitlines())
     assert {orjson.loads(line)["seq"] for line in sent} <= set(failing.kept)
+
+
+class FailsAtFlush(JsonlWriter):
+    """An event log whose flush fails, once told to, with an error it keeps no records
+    through (not an OSError): the bus takes it out."""
+
+    failing = False
+
+    def flush(self):
+        if self.failing:
+            raise RuntimeError("the log's storage went away")
+        super().flush()
+
+
+def test_a_log_taken_out_mid_run_stops_the_sink_for_the_run(server, tmp_path):
+    """The log is taken out at epoch 1's end; the run goes on to its end. The sink forgot
+    what the log had not written and sent nothing more: the collector holds only the log's
+    records, and the sink's failure, in the log still open, says why it stopped."""
+    collector = server()
+    lost = FailsAtFlush(tmp_path / "lost.jsonl")
+    other = tmp_path / "other.jsonl"
+    sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
+    with pytest.warns(SinkFailureWarning, match="sends nothing more"):
+        with Bus([], log=[lost, str(other), sink]) as bus:
+            bus.train_begin({"epochs": 3})
+            for epoch in range(3):
+                lost.failing = epoch == 1
+                bus.epoch_begin(epoch)
+                bus.batch_end(0, {"loss": float(epoch)})
+                bus.epoch_end(epoch, {"loss": float(epoch)})
+            bus.train_end()
+    sent = [line for _, _, body in collector.requests for line in body.splitlines()]
+    assert sent and set(sent) <= set(lost.path.read_bytes().splitlines())
+    failed = [r for line in other.read_bytes().splitlines() for r in [orjson.loads(line)]
+              if r["kind"] == "sink_failed"]
+    assert [(r["sink"], r["event"]) for r in failed] == [(lost.name, "flush"), ("http", "flush")]
+    assert "lost.jsonl" in failed[1]["message"]
 
 
 def test_a_resume_sends_a_long_log_as_it_reads_it(server, tmp_path, monkeypatch):
