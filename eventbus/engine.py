@@ -36,7 +36,7 @@ from .errors import ConfigError, EventError
 from .events import EVENTS, event_from, event_of, set_event_fields
 from .metrics import MAX_INDEX, PendingLogs, coerce_logs, hold_logs, to_index
 from .plugin import Plugin, plugin_name
-from .recorder import Recorder
+from .recorder import Recorder, is_event_log
 from .records import (
     SCHEMA_VERSION,
     Decision,
@@ -952,6 +952,8 @@ class Engine:
         # Sinks that take some kinds first, recording what each returns or reports as it
         # closes; then the logs, which take every record, all with the same records; then the
         # HTTP record sink, which sends what the logs wrote (none of it if one failed closing).
+        # Only an event log's failure counts: a sink of the user's taking every record holds
+        # nothing a resume reads.
         logs_failed = False
         for slot in self.recorder.closing_order():
             self.recorder.detach(slot.sink)
@@ -961,7 +963,7 @@ class Engine:
                 if callable(forget):
                     forget()
             try:
-                if not self.close_sink(slot) and slot.kinds is None and not follower:
+                if not self.close_sink(slot) and is_event_log(slot):
                     logs_failed = True
                 if slot.kinds is not None:
                     self.drain()
@@ -970,7 +972,7 @@ class Engine:
                 closed = False
                 with contextlib.suppress(BaseException):
                     closed = self.close_sink(slot)  # once more: a close the interrupt cut finishes
-                if not closed and slot.kinds is None and not follower:
+                if not closed and is_event_log(slot):
                     logs_failed = True
         self.finished = True
         if interrupted is not None:

@@ -172,23 +172,12 @@ def test_ctrl_c_then_resumed_the_collector_holds_each_record_once(server, tmp_pa
     assert_the_collector_holds_the_log(collector, log)
 
 
-class FailsToClose(Sink):
-    """A log (it takes every record) whose close fails: what it had not flushed is lost."""
-
-    name = "failing-log"
-
-    def __init__(self):
-        self.pending: list[int] = []
-        self.kept: list[int] = []
-
-    def write(self, record):
-        self.pending.append(record["seq"])
-
-    def flush(self):
-        self.kept += self.pending
-        self.pending = []
+class FailsToClose(JsonlWriter):
+    """An event log whose close fails (a full disk): what it had not flushed is lost."""
 
     def close(self):
+        self.forget_unflushed()
+        super().close()
         raise OSError(28, "No space left on device")
 
 
@@ -212,9 +201,9 @@ def test_a_log_failing_at_close_keeps_what_it_lacks_from_the_collector(server, t
     records every log holds."""
     collector = server()
     log = tmp_path / "run.jsonl"
-    failing = FailsToClose()
+    failing = FailsToClose(tmp_path / "failing.jsonl")
     sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
-    with pytest.warns(SinkFailureWarning, match="failing-log"), pytest.warns(RunWarning):
+    with pytest.warns(SinkFailureWarning, match="failing.jsonl"), pytest.warns(RunWarning):
         with Bus([], log=[sink, failing, SaysAtClose(), log]) as bus:
             bus.train_begin({"epochs": 1})
             bus.epoch_begin(0)
@@ -222,7 +211,7 @@ def test_a_log_failing_at_close_keeps_what_it_lacks_from_the_collector(server, t
             bus.train_end()
     sent = [line for _, _, body in collector.requests for line in body.splitlines()]
     assert sent and set(sent) <= set(log.read_bytes().splitlines())
-    assert {orjson.loads(line)["seq"] for line in sent} <= set(failing.kept)
+    assert set(sent) <= set(failing.path.read_bytes().splitlines())
 
 
 class FailsAtFlush(JsonlWriter):
@@ -260,6 +249,36 @@ def test_a_log_taken_out_mid_run_stops_the_sink_for_the_run(server, tmp_path):
               if r["kind"] == "sink_failed"]
     assert [(r["sink"], r["event"]) for r in failed] == [(lost.name, "flush"), ("http", "flush")]
     assert "lost.jsonl" in failed[1]["message"]
+
+
+class FailsToCloseAudit(Sink):
+    """A sink of the user's that takes every record (Sink's default) and is not an event log;
+    its close fails."""
+
+    name = "audit"
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_plain_sink_failing_at_close_holds_nothing_back(server, tmp_path):
+    """Only an event log failing at close holds back what the sink had not sent: a sink of the
+    user's taking every record holds nothing a resume reads. Listed before the log, its failure
+    is recorded in the log, and the collector gets that record too."""
+    collector = server()
+    log = tmp_path / "run.jsonl"
+    sink = HttpRecordSink(collector.url, linger=0.01, flush_timeout=10.0)
+    with pytest.warns(SinkFailureWarning, match="audit"):
+        with Bus([], log=[FailsToCloseAudit(), log, sink]) as bus:
+            bus.train_begin({"epochs": 1})
+            bus.epoch_begin(0)
+            bus.epoch_end(0, {"loss": 1.0})
+            bus.train_end()
+    assert_the_collector_holds_the_log(collector, log)
+    assert orjson.loads(log.read_bytes().splitlines()[-1])["kind"] == "sink_failed"
 
 
 def test_a_resume_sends_a_long_log_as_it_reads_it(server, tmp_path, monkeypatch):
