@@ -386,6 +386,38 @@ def test_importing_the_sink_does_not_import_mlflow():
     assert out.stdout.strip() == "False"
 
 
+#: A run of 3 epochs whose event log is taken out in epoch 1 (a write fails, and it keeps
+#: nothing: max_kept_bytes=0); the "killed" attempt (its losses 0.5 higher) dies in epoch 2.
+_LOG_TAKEN_OUT = r"""
+import errno, os, signal, sys
+from eventbus import Bus
+from eventbus.jsonl import JsonlWriter
+from sinks.mlflow import MLflowSink
+
+path, uri, attempt = sys.argv[1:]
+log = JsonlWriter(path, max_kept_bytes=0)
+write_buffer, failing = log._write_buffer, False
+
+
+def failing_write_buffer():
+    if failing:
+        raise OSError(errno.EIO, "Input/output error")
+    write_buffer()
+
+
+log._write_buffer = failing_write_buffer
+with Bus([], log=[log, MLflowSink(uri)], resume=True) as bus:
+    bus.train_begin({"epochs": 3})
+    for epoch in range(bus.initial_epoch, 3):
+        failing = attempt == "killed" and epoch == 1
+        if attempt == "killed" and epoch == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        bus.epoch_begin(epoch)
+        bus.epoch_end(epoch, {"loss": epoch + (0.5 if attempt == "killed" else 0.0)})
+    bus.train_end()
+"""
+
+
 class TestExactlyOnce:
     def test_killed_then_resumed_holds_every_step_once(self, tmp_path, uri):
         """SIGKILLed once after the event log flushed an epoch and before MLflow did, once
@@ -415,6 +447,21 @@ class TestExactlyOnce:
         # A backfill of the finished run afterwards adds nothing.
         backfill(log, uri, experiment="crash", batch_every=1)
         assert mlflow_run(uri, "crash")[1] == history
+
+    def test_a_log_taken_out_then_killed_and_resumed_holds_the_logs_run(self, tmp_path, uri):
+        """The event log is taken out in epoch 1 (its disk fails) and the process SIGKILLed
+        in epoch 2: MLflow got nothing the log lacks (the killed attempt's epoch 1), so the
+        resume goes on with the MLflow run, which ends FINISHED with the resumed values."""
+        log = tmp_path / "run.jsonl"
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+        for attempt in ("killed", "resumed"):
+            done = subprocess.run([sys.executable, "-c", _LOG_TAKEN_OUT, str(log), uri, attempt],
+                                  env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == (-9 if attempt == "killed" else 0), done.stderr
+        run, history = mlflow_run(uri)
+        assert run.info.status == "FINISHED"
+        assert history["loss"] == [(0, 0.5), (1, 1.0), (2, 2.0)]
+        assert_exactly_once(history, expected_metrics(log, None))
 
     def test_backfill_twice_adds_nothing(self, tmp_path, uri):
         """``eventbus convert LOG URI --to mlflow`` writes a finished run; a second time, and a
