@@ -75,17 +75,15 @@ MLflow is imported when the sink first talks to the store, never by ``import sin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import stat
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +92,12 @@ from typing import TYPE_CHECKING, Any
 from eventbus import RunWarning, Sink
 from eventbus import sink as contract
 from eventbus.checks import require_bool
-from eventbus.confine import Refused, open_below, place
+from eventbus.confine import Refused
 from eventbus.errors import ConfigError, LogCorruptError
-from eventbus.openflags import NO_FOLLOW, READ_ONLY, UNTTY
-from eventbus.outputs import mostly_holes, stored_size
 from eventbus.records import DECISION_KINDS, SinkFailed
 from eventbus.records import Warning as WarningRecord
 from eventbus.terminal import printable
-from eventbus.verify import starts_as_checkpoint
+from sinks.mlflow_checkpoints import NotFound, checked_copy
 
 if TYPE_CHECKING:
     from eventbus.run import Run
@@ -129,7 +125,6 @@ _NOT_LOGGED = frozenset({"batch", "size"})
 # A run id that may reach MLflow's search filter: the bus's 16 hex digits, or a name.
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-_READ = 1 << 20
 #: Each HTTP request the sink makes to a tracking server waits at most this many seconds for
 #: the connection and for each answer (MLflow's own default, 120 s and 7 retries, held the
 #: training loop for tens of minutes on a server that accepted and never answered); read at
@@ -892,8 +887,8 @@ class MLflowSink(Sink):
         path = record["path"]
         with tempfile.TemporaryDirectory(prefix="eventbus-mlflow-") as private:
             try:
-                copy = _checked_copy(record, self._checkpoint_roots(), live=live, into=private)
-            except _NotFound as gone:
+                copy = checked_copy(record, self._checkpoint_roots(), live=live, into=private)
+            except NotFound as gone:
                 # Removed since (a backfill long after the run, a checkpoint kept only at best),
                 # or a relative path recorded from a folder that is neither this process's
                 # working directory nor the root.
@@ -1032,134 +1027,6 @@ def _decision_tag(record: Mapping[str, Any]) -> tuple[str, str]:
     if record.get("evidence"):
         parts.append("evidence " + json.dumps(record["evidence"], sort_keys=True, default=str))
     return name, _text("; ".join(parts), _TAG_LENGTH)
-
-
-# --- reading a recorded checkpoint ----------------------------------------------------------
-
-
-def _checked_copy(record: Mapping[str, Any], roots: Sequence[str], *, live: bool,
-                  into: str) -> str:
-    """A copy, in the private folder ``into``, of the checkpoint ``record`` names, made of the
-    very bytes whose size and sha256 were checked against the record; or Refused (why not),
-    or FileNotFoundError (it is gone)."""
-    path = record["path"]
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise Refused("is not a file's path")
-    fd, name = _open_checkpoint(path, roots, live=live)
-    try:
-        return _copy(fd, name, record, into)
-    finally:
-        os.close(fd)
-
-
-def _open_checkpoint(path: str, roots: Sequence[str], *, live: bool) -> tuple[int, str]:
-    """The recorded checkpoint ``path`` open for reading, and its file name: a file this
-    process's checkpoint writer wrote (a live record only), or a regular file below a root
-    reached with no link followed."""
-    if live:
-        held = _written_here(path)
-        if held is not None:
-            return held, os.path.basename(os.path.normpath(path))
-    if not roots:
-        raise Refused("was not written by this process's checkpoint writer, and the run has "
-                       "no log whose folder (or checkpoint_root) it could be below")
-    looked = []
-    for root, names in _places(path, roots):
-        try:
-            return open_below(root, names), names[-1]
-        except FileNotFoundError:
-            looked.append(os.path.join(root, *names))
-        except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
-            raise Refused(f"cannot be read ({exc.strerror or exc})") from None
-    raise _NotFound(looked)
-
-
-class _NotFound(FileNotFoundError):
-    """No file at any of the places a recorded checkpoint was looked for (``looked``)."""
-
-    def __init__(self, looked: list[str]):
-        super().__init__(", ".join(looked))
-        self.looked = looked
-
-
-def _places(path: str, roots: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """Where below a root the recorded ``path`` may be, in the order to look: a relative path
-    is recorded from the folder training ran in, which a backfill from that folder has as its
-    working directory (``run/checkpoints/x.h5`` with the log in ``run/``), so it is taken
-    from there first, when that is below a root, then from the first root. Each is a root
-    and the names below it (:func:`eventbus.confine.place`: no ``..``, nothing outside)."""
-    first = place(path, roots, "the checkpoint root")
-    if os.path.isabs(path):
-        return [first]
-    try:
-        here = place(os.path.join(os.getcwd(), path), roots, "the checkpoint root")
-    except (OSError, Refused):  # no working directory, or one outside every root
-        return [first]
-    same = os.path.join(here[0], *here[1]) == os.path.join(first[0], *first[1])
-    return [here] if same else [here, first]
-
-
-def _written_here(path: str) -> int | None:
-    """``path`` open, if it is a regular file this process's checkpoint writer wrote and left
-    unchanged (sinks.hdf5 notes each file it writes: device, inode, size and times)."""
-    writer = sys.modules.get("sinks.hdf5")
-    if writer is None:  # never imported: this process wrote no checkpoint
-        return None
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return None
-        fd = os.open(path, READ_ONLY)
-    except OSError:
-        return None
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode) and writer._written_here(fd):
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
-
-
-def _copy(fd: int, name: str, record: Mapping[str, Any], into: str) -> str:
-    """Copy the open checkpoint to ``into/name``; the copy if it starts as a checkpoint and has
-    the record's size and sha256, else Refused. Nothing is read of a file whose size is not
-    the recorded one, or that is mostly holes (a planted sparse file claiming a terabyte), nor
-    more than that size; nothing is written before the bytes are hashed and found to be the
-    recorded ones (a wrong sha256 once made a dense copy of a hole's claimed size)."""
-    info = os.fstat(fd)
-    size = info.st_size
-    if size != record.get("size"):
-        raise Refused(f"is {size} bytes; the log records {_shown(record.get('size'))}")
-    if mostly_holes(info):
-        raise Refused(f"claims {size} bytes but stores {stored_size(info)} (mostly holes); "
-                      "not read")
-    head = os.pread(fd, 8, 0)
-    if not starts_as_checkpoint(head):
-        raise Refused("does not start as a checkpoint does (HDF5, or a .keras zip)")
-    if _hashed(fd, size, None) != str(record.get("sha256")).lower():
-        raise Refused("does not hold the bytes the log records (another sha256)")
-    copy = os.path.join(into, name)
-    # The folder is private (0700); the file gets the usual mode, which a file store keeps.
-    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW | UNTTY, 0o666)
-    with os.fdopen(out, "wb") as file:
-        # Hashed again as copied: what is sent is exactly the bytes found to be the recorded.
-        if _hashed(fd, size, file) != str(record.get("sha256")).lower():
-            raise Refused("changed while it was read")
-    return copy
-
-
-def _hashed(fd: int, size: int, into: Any) -> str:
-    """The sha256 of the open file's ``size`` bytes from its start, read in chunks (written to
-    ``into`` too, if given); Refused if it holds other than ``size`` bytes now."""
-    digest, done = hashlib.sha256(), 0
-    while done < size and (chunk := os.pread(fd, min(_READ, size - done), done)):
-        digest.update(chunk)
-        if into is not None:
-            into.write(chunk)
-        done += len(chunk)
-    if done != size or os.pread(fd, 1, done):
-        raise Refused("changed while it was read")
-    return digest.hexdigest()
 
 
 def backfill(log: str | os.PathLike[str], tracking_uri: str | None = None, *,

@@ -853,7 +853,7 @@ class TestCheckpointUpload:
         """The bytes are hashed before the private copy is made: a file of the recorded size
         and other bytes leaves nothing in the private folder."""
         from eventbus.confine import Refused
-        from sinks.mlflow import _copy
+        from sinks.mlflow_checkpoints import copy_checked as _copy
 
         data = h5(b"x" * (3 << 20))
         (tmp_path / "c.h5").write_bytes(data)
