@@ -29,7 +29,7 @@ from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
 from .filters import filters_of, guard
-from .plugin import Plugin, plugin_name, why_not_a_plugin
+from .plugin import _BUS, Plugin, plugin_name, why_not_a_plugin
 from .records import KINDS
 from .sink import Sink
 
@@ -400,10 +400,13 @@ def _why_uncalled(plugin: object) -> str | None:
     ``@hookimpl``), or None when it has no such method. Looked up on the class: an instance's
     ``__dict__`` is not built for it."""
     cls = type(plugin)
-    # Plugin's own Keras methods, which serve Keras's fit, are not the plugin's.
+    # Plugin's own Keras methods, which serve Keras's fit, are not the plugin's; nor is a
+    # method marked as a hook (kept aside under ``_bus_<name>`` where Keras calls the name):
+    # a plugin that unsubscribed every hook it has means to be called for none.
     named = [name for name in dict.fromkeys((*_KERAS_METHODS, *HOOKS))
              if callable(method := getattr(cls, name, None))
-             and method is not getattr(Plugin, name, None)]
+             and method is not getattr(Plugin, name, None) and not is_hookimpl(method)
+             and not is_hookimpl(getattr(cls, _BUS + name, None))]
     if not named:
         return None
     if any(base.__name__ == "Callback" and base.__module__.partition(".")[0] == "keras"

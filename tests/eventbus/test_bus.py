@@ -133,6 +133,30 @@ class TestOrderAndDispatch:
             assert named in message and "@eventbus.hookimpl" in message
             assert "subclass plugins.Callback" in message
 
+    def test_a_plugin_that_unsubscribed_every_hook_is_taken(self):
+        """Its hooks are marked; it switched them off (``unsubscribe``, or the older
+        ``self.on_batch_end = None``) because this instance needs none: taken, never called."""
+        class Probe(Plugin):
+            def __init__(self, off: str):
+                if off == "unsubscribe":
+                    self.unsubscribe("on_batch_end", "on_epoch_end")
+                else:
+                    self.on_batch_end = self.on_epoch_end = None
+
+            @hookimpl
+            def on_batch_end(self, event):
+                raise AssertionError("called")
+
+            @hookimpl
+            def on_epoch_end(self, event):
+                raise AssertionError("called")
+
+        for off in ("unsubscribe", "None"):
+            bus = Bus([Probe(off)])
+            bus.batch_end(0, {"loss": 1.0})
+            bus.epoch_end(0, {"loss": 1.0})
+            assert not bus.failures
+
     def test_a_plugin_of_no_hook_and_no_hook_named_method_is_taken(self):
         """An object with nothing named like a hook is not a mistaken callback: taken, as
         before (it may be there for its sink, or its name in the header)."""
