@@ -930,7 +930,9 @@ def _search(data: bytes, cut: int, offset: int, needles: list[bytes], wanted: fr
     and would be passed over: a sparse hole of a terabyte, read to its end, before the reader
     refused the log anyway."""
     nul = data.find(b"\0", 0, cut)
-    if nul >= 0:
+    # (On the file's last line, with no line break after it, NULs are a torn tail, as a crash
+    # or a power cut leaves one: the readers pass it over, and so do the searches.)
+    if nul >= 0 and data.find(b"\n", nul) >= 0:
         raise _Damaged(offset + data.rfind(b"\n", 0, nul) + 1, "line is not JSON: it holds a "
                        "NUL byte (a hole in the file, or bytes that are not text)")
     starts: set[int] = set()

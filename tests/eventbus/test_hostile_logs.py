@@ -854,6 +854,18 @@ class TestLongLines:
         # The first such line, or from the end the last: a line of NULs either way.
         assert info.value.line == (number if search == "find_kinds" else number + 19)
 
+    def test_a_torn_last_line_of_nul_bytes_is_a_crash_s_tail(self, tmp_path, made):
+        """A crash or a power cut can leave the last line as zeros, with no line break: the
+        reader passes it over as a torn tail, and so do a resume's searches (refusing it
+        there would refuse a log the readers take, and leave a rank out of a resume)."""
+        path = jsonl_log(tmp_path, made["jsonl"] + b"\0" * 4096)
+        records = quietly(lambda: list(read_log(path)))
+        assert [f["seq"] for f in find_kinds(path, ["epoch_end"])] == \
+            [rec.seq for rec in records if rec.kind == "epoch_end"]
+        assert [f["seq"] for f in jsonl.find_kinds_from_end(path, ["epoch_end"])] == \
+            [rec.seq for rec in records if rec.kind == "epoch_end"][::-1]
+        assert resume_point(path) is not None
+
     def test_the_cap_is_generous(self):
         assert jsonl.MAX_LINE_BYTES == 64 << 20
 
