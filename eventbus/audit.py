@@ -401,6 +401,7 @@ def audit(log: LogArgument) -> Audit:
             result.faults.append(record)
         elif isinstance(record, Resumed):
             result.resumes.append(record)
+            raised = None  # the run went on: what ended an attempt did not end it
         elif isinstance(record, ShadowDecision):
             result.shadows.append(record)
     if result.fits:  # where the last fit begins, in each curve reported before it

@@ -923,8 +923,10 @@ class Engine:
         what = "was ended by SIGTERM" if isinstance(error, Terminated) else \
             f"was interrupted ({name})" if isinstance(error, KeyboardInterrupt) else \
             f"raised {name}"
-        where = f" in epoch {self.cursor.epoch + 1}" if self.cursor.in_train and \
-            self.cursor.epoch is not None else ""
+        cursor = self.cursor
+        where = "" if not cursor.in_train or cursor.epoch is None else \
+            f" after epoch {cursor.epoch + 1}" if cursor.ended == cursor.epoch else \
+            f" in epoch {cursor.epoch + 1}"
         text = str(error).strip().partition("\n")[0][:300]
         warning = WarningRecord(
             message=f"the training loop {what}{where}" + (f": {text}" if text else ""),

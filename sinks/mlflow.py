@@ -361,7 +361,7 @@ class MLflowSink(Sink):
         self.checkpoint_root = None if checkpoint_root is None else \
             os.path.abspath(os.fspath(checkpoint_root))
         takes = {"header", "train_begin", "epoch_end", "train_end", "checkpoint_saved",
-                 "warning", *DECISION_KINDS}
+                 "warning", "resumed", *DECISION_KINDS}
         if self.batch_every is not None:
             takes.add("batch_end")
         self.takes = frozenset(takes)
@@ -625,6 +625,9 @@ class MLflowSink(Sink):
         if kind == "warning":  # nothing of it is sent; only how the run ended is kept
             if not settled:
                 self._failed = _failure(record) or self._failed
+            return
+        if kind == "resumed":  # the run went on: what ended an attempt did not end it
+            self._failed = None
             return
         if kind == "train_begin":
             if not settled:

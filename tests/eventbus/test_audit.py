@@ -98,6 +98,27 @@ class TestAuditEndings:
         assert self.ended(path) == ("completed", "  ended: completed every planned epoch")
         assert "plotting failed" in path.read_text()
 
+    def test_a_resume_goes_on_past_what_ended_an_attempt(self, tmp_path):
+        """The block raised after epoch 2's end; a resume trained on and was itself killed
+        (no train_end): the audit says the run crashed or is running, not the first
+        attempt's error, which a resume went on from."""
+        path = tmp_path / "run.jsonl"
+        with pytest.raises(ValueError), Bus(log=path) as bus:
+            bus.train_begin({"epochs": 5})
+            for epoch in range(2):
+                bus.epoch_begin(epoch)
+                bus.epoch_end(epoch, {"loss": 1.0})
+            raise ValueError("between epochs")
+        assert self.ended(path)[1] == ("  ended: the training loop raised ValueError after "
+                                       "epoch 2: between epochs (no train_end in the log)")
+        bus = Bus(log=path, resume=True)
+        bus.train_begin({"epochs": 5})
+        bus.epoch_begin(bus.initial_epoch)
+        bus.epoch_end(bus.initial_epoch, {"loss": 1.0})
+        bus.close()  # (no train_end: as a kill leaves it)
+        assert self.ended(path) == (
+            "incomplete", "  ended: no train_end in the log: the run crashed or is still running")
+
     def test_a_second_fit_that_raised_ended_the_run(self, tmp_path):
         """What ended the run is what ended its last fit: a first fit's train_end does not
         make a second, which raised, "completed"."""

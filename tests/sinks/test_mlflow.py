@@ -658,6 +658,10 @@ def test_a_with_block_ended_by_an_exception_leaves_the_run_failed(tmp_path, uri,
     run, history = mlflow_run(uri)
     assert run.info.status == "FINISHED"
     assert [step for step, _ in history["loss"]] == [0, 1, 2]
+    # A backfill of the resumed log says the same: the resume went on past what ended the
+    # first attempt (it was left FAILED).
+    backfill(log, uri, experiment="resumed")
+    assert mlflow_run(uri, "resumed")[0].info.status == "FINISHED"
 
 
 class TestCheckpointUpload:
