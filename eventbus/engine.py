@@ -325,8 +325,12 @@ class Engine:
                 recorder.forget_unflushed()  # (a row half appended, which the next would join)
                 raise
             if out is not None:
-                self.settle(recorder.fan_out(record, writes, owners, i, out), "batch_end",
-                            record)
+                try:
+                    troubles = recorder.fan_out(record, writes, owners, i, out)
+                except BaseException:  # Ctrl-C in a later writer: as above
+                    recorder.forget_unflushed()
+                    raise
+                self.settle(troubles, "batch_end", record)
         if not handlers:
             return ()
         event = _new(_BATCH_END_EVENT)  # the record as an event: its dict, not copied
