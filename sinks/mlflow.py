@@ -604,6 +604,10 @@ class MLflowSink(Sink):
     def write(self, record: dict[str, Any]) -> Any:
         if self._refusal is not None:  # said at open; the bus writes on (its close, say)
             raise self._refusal
+        # A batch batch_every passes over is never sent: neither kept while the store is down
+        # nor keyed (keys follow the names of what is sent, in the log's order).
+        if record["kind"] == "batch_end" and (record["step"] + 1) % self.batch_every:  # type: ignore[operator]
+            return None
         if self._run is None and self._client is None:  # a bus never opened: convert
             self._connect(record["run_id"])
         elif not self._reached():
@@ -616,6 +620,8 @@ class MLflowSink(Sink):
     def _take(self, record: dict[str, Any], *, settled: bool, live: bool = False) -> None:
         if self._refusal is not None:
             raise self._refusal
+        if record["kind"] == "batch_end" and (record["step"] + 1) % self.batch_every:  # type: ignore[operator]
+            return  # never sent (see write)
         self._witness(record)
         # Before anything is skipped: the keys follow every name the log shows, in its order.
         self._name(record, say=not settled)
@@ -636,8 +642,6 @@ class MLflowSink(Sink):
             # epochs may count from 0 again); what an earlier fit left unsent may go at once.
             self._ended, self._ended_epoch = False, -1
             self._pending = [(None, held, was_live) for _, held, was_live in self._pending]
-        if kind == "batch_end" and (record["step"] + 1) % self.batch_every:  # type: ignore[operator]
-            return
         # Everything of a recorded run before the point it resumes from is settled.
         epoch = None if settled else record.get("epoch")
         self._pending.append((epoch, record, live))

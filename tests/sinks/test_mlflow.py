@@ -5,6 +5,7 @@ have uploaded (what the store's artifacts hold afterwards), and which MLflow run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -1226,6 +1227,34 @@ def failing_store(monkeypatch, method: str, fails) -> dict[str, int]:
 
     monkeypatch.setattr(MlflowClient, method, call)
     return calls
+
+
+def test_a_store_down_holds_only_the_batches_it_would_send(tmp_path):
+    """While the store cannot be reached, the sink keeps what it will send: with
+    ``batch_every=100`` every batch was kept (and keyed on the training thread), a hundred
+    times what could ever go out."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: every connection is refused at once
+    sink = MLflowSink(f"http://127.0.0.1:{port}", batch_every=100)
+    bus = Bus([], log=[sink])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bus.train_begin({"epochs": 2})
+        for epoch in range(2):
+            bus.epoch_begin(epoch)
+            for batch in range(2000):
+                bus.batch_end(batch, {"loss": 1.0})
+            bus.epoch_end(epoch, {"loss": 1.0})
+        held = len(sink._backlog) + len(sink._pending)
+        with contextlib.suppress(Exception):  # the give-up at close is not what is checked
+            bus.close()
+    # The 40 batch points, the epoch ends, the header, train_begin and a warning or two:
+    # not the 4,000 batches.
+    assert held < 60, held
 
 
 class TestAFailingStore:
