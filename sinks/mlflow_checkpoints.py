@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from eventbus.confine import Refused, open_below, place
@@ -29,40 +29,53 @@ def _shown(value: Any) -> str:
 
 
 def checked_copy(record: Mapping[str, Any], roots: Sequence[str], *, live: bool,
-                  into: str) -> str:
+                 into: str) -> str:
     """A copy, in the private folder ``into``, of the checkpoint ``record`` names, made of the
     very bytes whose size and sha256 were checked against the record; or Refused (why not),
-    or FileNotFoundError (it is gone)."""
+    or FileNotFoundError (it is gone). Where the path may be in two places (a relative path:
+    see :func:`_places`), a file at the first that is not the recorded one gives way to the
+    second, as a missing one does."""
     path = record["path"]
     if not isinstance(path, str) or not path or "\0" in path:
         raise Refused("is not a file's path")
-    fd, name = _open_checkpoint(path, roots, live=live)
-    try:
-        return copy_checked(fd, name, record, into)
-    finally:
-        os.close(fd)
+    refused: Refused | None = None
+    for fd, name in _open_checkpoint(path, roots, live=live):
+        try:
+            return copy_checked(fd, name, record, into)
+        except Refused as why:
+            refused = refused or why
+        finally:
+            os.close(fd)
+    assert refused is not None  # (_open_checkpoint raises when it opens nothing)
+    raise refused
 
 
-def _open_checkpoint(path: str, roots: Sequence[str], *, live: bool) -> tuple[int, str]:
-    """The recorded checkpoint ``path`` open for reading, and its file name: a file this
-    process's checkpoint writer wrote (a live record only), or a regular file below a root
-    reached with no link followed."""
+def _open_checkpoint(path: str, roots: Sequence[str], *,
+                     live: bool) -> Iterator[tuple[int, str]]:
+    """The recorded checkpoint ``path`` open for reading, and its file name, at each place it
+    may be: a file this process's checkpoint writer wrote (a live record only), or a regular
+    file below a root reached with no link followed. Refused or NotFound when none opens."""
     if live:
         held = _written_here(path)
         if held is not None:
-            return held, os.path.basename(os.path.normpath(path))
+            yield held, os.path.basename(os.path.normpath(path))
+            return
     if not roots:
         raise Refused("was not written by this process's checkpoint writer, and the run has "
-                       "no log whose folder (or checkpoint_root) it could be below")
-    looked = []
+                      "no log whose folder (or checkpoint_root) it could be below")
+    looked, opened = [], False
     for root, names in _places(path, roots):
         try:
-            return open_below(root, names), names[-1]
+            fd = open_below(root, names)
         except FileNotFoundError:
             looked.append(os.path.join(root, *names))
+            continue
         except OSError as exc:  # a link swapped in after the check (ELOOP), no permission, ...
             raise Refused(f"cannot be read ({exc.strerror or exc})") from None
-    raise NotFound(looked)
+        opened = True
+        yield fd, names[-1]
+    if not opened:
+        raise NotFound(looked)
 
 
 class NotFound(FileNotFoundError):

@@ -947,6 +947,22 @@ class TestCheckpointUpload:
                                 f"{run / 'checkpoints' / 'gone.h5'} nor at "
                                 f"{run / 'run' / 'checkpoints' / 'gone.h5'}{hint}")
 
+    def test_a_wrong_file_where_training_ran_gives_way_to_the_right_one_below_the_root(
+            self, tmp_path, uri, monkeypatch):
+        """``ckpt.h5`` recorded relative to a folder that is not this one: the working
+        directory holds a file of that name with other bytes, the log's folder the right one.
+        The right one is uploaded (the wrong one, found first, hid it)."""
+        run = tmp_path / "run"
+        run.mkdir()
+        right, wrong = h5(b"right"), h5(b"wrong, and longer")
+        (run / "ckpt.h5").write_bytes(right)
+        log_naming(run / "events.jsonl", saved("ckpt.h5", right))
+        (run / "sub").mkdir()
+        (run / "sub" / "ckpt.h5").write_bytes(wrong)
+        monkeypatch.chdir(run / "sub")  # below the root: the working directory is tried first
+        assert backfill_warned(run / "events.jsonl", uri) == []
+        assert stored(uri) == {"checkpoints/ckpt.h5": right}
+
     def test_a_bad_checkpoint_root_names_the_field(self):
         with pytest.raises(ConfigError, match="checkpoint_root") as info:
             MLflowSink(checkpoint_root="")
