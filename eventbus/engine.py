@@ -137,6 +137,7 @@ if hasattr(os, "register_at_fork"):
 
 #: The events that begin and end an evaluation's or a prediction's loop (see ``Engine.claim``).
 _LOOP_EDGES = frozenset({"test_begin", "test_end", "predict_begin", "predict_end"})
+_LOOP_ENDS = frozenset({"test_end", "predict_end"})
 
 
 class Engine:
@@ -609,8 +610,9 @@ class Engine:
             decisions = self.emit(record, refused)
             # The run's start is kept at once, as an epoch's end is: a kill in the first epoch
             # then leaves a run to resume (whose sinks are cut back), not an empty log.
-            if kind in ("epoch_end", "train_begin") and not decisions:
-                self.flush()
+            if kind in ("epoch_end", "train_begin") and not decisions or \
+                    kind in _LOOP_ENDS and not self.cursor.in_train and not decisions:
+                self.flush()  # (an evaluation or prediction of its own: its records too)
             elif kind == "train_end":
                 self.sync()
         except BaseException as exc:

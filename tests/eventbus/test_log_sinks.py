@@ -393,6 +393,29 @@ def test_ctrl_c_after_a_full_disk_left_half_a_line_keeps_the_log_resumable(tmp_p
         assert bus.initial_epoch == sum(rec.kind == "epoch_end" for rec in records)
 
 
+@pytest.mark.parametrize("loop", ["test", "predict"])
+def test_an_evaluation_or_prediction_of_its_own_is_flushed_at_its_end(tmp_path, loop):
+    """Outside a fit no epoch end flushes: an evaluation's records stayed in the buffer until
+    close (a kill lost them, and a sink that follows the logs, the HTTP record sink, sent
+    none). Its end flushes now; one inside a fit waits for the epoch's end, as before."""
+    from eventbus import Bus
+
+    path = tmp_path / "run.jsonl"
+    bus = Bus(log=path)
+    getattr(bus, f"{loop}_begin")()
+    getattr(bus, f"{loop}_batch_end")(0, {"loss": 1.0} if loop == "test" else None)
+    getattr(bus, f"{loop}_end")(*([{"loss": 1.0}] if loop == "test" else []))
+    assert f'"kind":"{loop}_end"'.encode() in path.read_bytes()
+    bus.train_begin({"epochs": 1})
+    bus.epoch_begin(0)
+    bus.test_begin()
+    bus.test_end({"val_loss": 1.0})
+    assert b'"val_loss"' not in path.read_bytes()  # with the epoch's end
+    bus.epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+    assert b'"val_loss"' in path.read_bytes()
+    bus.close()
+
+
 class TestTheLogRemovedWhileTheRunWritesIt:
     """A cleanup, a logrotate rule or a user removes or renames the log (or its folder) while
     the run goes on. The writer used to go on appending to the file no name leads to: every
