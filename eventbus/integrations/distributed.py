@@ -445,15 +445,15 @@ class RankAgreement:
         stop = answer.get("stop")
         if stop is not None:
             if self.rank not in stop["ranks"]:
-                agreed.decisions.append(self._agreed_stop_decision(stop, epoch, cause_seq))
+                agreed.decisions.append(self.agreed_stop_decision(stop, epoch, cause_seq))
             agreed.stop = True
         self.stop_cleared()
-        rate = self._agreed_rate(answer.get("learning_rate"), mine, epoch, cause_seq)
+        rate = self.agreed_rate(answer.get("learning_rate"), mine, epoch, cause_seq)
         if rate is not None:
             agreed.decisions.append(rate)
         return agreed
 
-    def _agreed_rate(self, lr0: float | None, mine: float | None, epoch: int,
+    def agreed_rate(self, lr0: float | None, mine: float | None, epoch: int,
                      cause_seq: int) -> SetLearningRate | None:
         """The decision that gives this rank rank 0's rate ``lr0``; None where it has it."""
         if self.rank == 0 or lr0 is None or mine == lr0:
@@ -493,7 +493,7 @@ class RankAgreement:
                              "missing": list(getattr(exc, "ranks", []))}))
             raise
 
-    def _agreed_stop_decision(self, stop: Mapping[str, Any], epoch: int | None,
+    def agreed_stop_decision(self, stop: Mapping[str, Any], epoch: int | None,
                               cause: int | None) -> StopTraining:
         asked = stop["decision"]
         rank = stop["rank"]
@@ -607,13 +607,12 @@ class DistributedBus(Bus):
         elif stop is not None:
             # Recorded as a decision, as at an epoch end: applied alone, the log would say no
             # plugin stopped the run, and its replay would go on where the others stop.
-            self.decide(agreement._agreed_stop_decision(stop, epoch, cause))
+            self.decide(agreement.agreed_stop_decision(stop, epoch, cause))
         # Only after an epoch's end: before the first one the ranks' rates may differ in a run
         # never interrupted too (they agree at that epoch's end).
-        rate = agreement._agreed_rate(lr0, mine, epoch, cause) if at_end else None
+        rate = agreement.agreed_rate(lr0, mine, epoch, cause) if at_end else None
         if rate is not None:
             self.decide(rate)
-
 
     def resume(self, log: str | os.PathLike[str], *, at_most: int | None = None) -> bool:
         if self._at_most is not None:
