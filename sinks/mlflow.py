@@ -103,7 +103,7 @@ if TYPE_CHECKING:
     from eventbus.run import Run
 
 __all__ = ["LAST_RECORD_TAG", "REQUEST_RETRIES", "REQUEST_TIMEOUT", "RUN_ID_TAG", "SEQ_TAG",
-           "STARTED_TAG", "MLflowSink", "backfill", "check_run_id"]
+           "STARTED_TAG", "UPLOAD_TIMEOUT", "MLflowSink", "backfill", "check_run_id"]
 
 #: The tag an MLflow run carries the event log's run id in: how a resume finds it again.
 RUN_ID_TAG = "eventbus.run_id"
@@ -133,8 +133,12 @@ REQUEST_TIMEOUT = 5.0
 #: How many times such a request is tried again when the connection fails (not when a sent
 #: request goes unanswered: that waited its timeout already).
 REQUEST_RETRIES = 1
-# Set while the sink's own calls run: the bounds (and no redirect) apply to those alone.
-_OWN_CALL: ContextVar[bool] = ContextVar("eventbus_mlflow_own_call", default=False)
+#: The wait for an answer to a checkpoint's upload (an artifact server may store a large file
+#: elsewhere before it answers): MLflow's own default. No redirect is followed there either.
+UPLOAD_TIMEOUT = 120.0
+# Set while the sink's own calls run (the attribute of this module holding the wait they
+# get): the bounds (and no redirect) apply to those alone.
+_OWN_CALL: ContextVar[str | None] = ContextVar("eventbus_mlflow_own_call", default=None)
 # After a failed try, the store is tried again no sooner than this many times what the try
 # took (a slow store then costs the loop a tenth of its time at most), nor later than _HOLD_MAX.
 _HOLD_FACTOR = 10.0
@@ -223,9 +227,10 @@ def _bound_requests() -> None:
 
     def bounded(method: str, url: str, max_retries: int, backoff_factor: float,
                 *args: Any, **kwargs: Any) -> Any:
-        if not _OWN_CALL.get():
+        own = _OWN_CALL.get()
+        if own is None:
             return send(method, url, max_retries, backoff_factor, *args, **kwargs)
-        kwargs.update(timeout=REQUEST_TIMEOUT, allow_redirects=False, **once)
+        kwargs.update(timeout=globals()[own], allow_redirects=False, **once)
         answer = send(method, url, min(max_retries, REQUEST_RETRIES),
                       min(backoff_factor, 0.5), *args, **kwargs)
         if 300 <= answer.status_code < 400:
@@ -250,7 +255,9 @@ class _OwnCalls:
             return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            token = _OWN_CALL.set(True)
+            # An upload waits longer for its answer than the calls of the training loop.
+            token = _OWN_CALL.set("UPLOAD_TIMEOUT" if name.startswith("log_artifact")
+                                  else "REQUEST_TIMEOUT")
             try:
                 return method(*args, **kwargs)
             finally:

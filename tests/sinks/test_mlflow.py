@@ -1273,6 +1273,26 @@ def test_a_store_down_holds_only_the_batches_it_would_send(tmp_path):
     assert held < 60, held
 
 
+def test_an_upload_waits_for_its_answer_longer_than_the_loop_s_calls():
+    """A checkpoint's upload to an artifact server gets MLflow's own wait for its answer (a
+    server storing a large file elsewhere answers late); the calls of the training loop get
+    the sink's short one. Both are the sink's own: no redirect is followed for either."""
+    from sinks import mlflow as sink_module
+
+    class Client:
+        def log_batch(self):
+            return sink_module._OWN_CALL.get()
+
+        def log_artifact(self):
+            return sink_module._OWN_CALL.get()
+
+    calls = sink_module._OwnCalls(Client())
+    assert calls.log_batch() == "REQUEST_TIMEOUT"
+    assert calls.log_artifact() == "UPLOAD_TIMEOUT"
+    assert sink_module.UPLOAD_TIMEOUT > sink_module.REQUEST_TIMEOUT
+    assert sink_module._OWN_CALL.get() is None  # (the user's own calls: MLflow's settings)
+
+
 class TestAFailingStore:
     def test_a_failed_send_is_kept_and_sent_at_the_next_flush(self, tmp_path, uri,
                                                               monkeypatch):
