@@ -16,9 +16,10 @@ run the first attempt made. What goes where:
 - checkpoints: each ``checkpoint_saved`` file, as an artifact under ``checkpoints/``, if it
   passes the checks below;
 - status: FINISHED once ``train_end`` is sent (a bus never closed included), at its time;
-  FAILED at close after the bus's warning that its ``with`` block ended by an exception
-  (KILLED for an interrupt), as MLflow's ``start_run`` context leaves it; RUNNING again at a
-  further fit or a resume; a crashed run stays RUNNING. The run starts at the header's time;
+  FAILED at close after the bus's warning that its ``with`` block ended by an exception, as
+  MLflow's ``start_run`` context leaves it; RUNNING again at a further fit or a resume; a
+  crashed or interrupted run (Ctrl-C, SIGTERM: left as a kill leaves it) stays RUNNING. The
+  run starts at the header's time;
 - the tags ``eventbus.last_seq`` (the highest seq the MLflow run holds), ``eventbus.started``
   (the time of the header of the log it was written from) and ``eventbus.last_record`` (the
   last record, not a batch's, it holds: ``seq kind time``).
@@ -147,7 +148,8 @@ _HOLD_MAX = 300.0
 # changed, the run deleted), so a failed send of one is final, not kept.
 _FINAL_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST",
                           "INVALID_STATE", "ENDPOINT_NOT_FOUND"})
-# What the bus names a with-block ended by Ctrl-C or SIGTERM: MLflow calls such a run KILLED.
+# What the bus names a with-block ended by Ctrl-C or SIGTERM: left RUNNING, as a kill leaves
+# a run (the logs are left as a kill leaves them; a resume goes on with it).
 _INTERRUPTS = frozenset({"builtins.KeyboardInterrupt", "eventbus.termination.Terminated"})
 
 
@@ -406,7 +408,7 @@ class MLflowSink(Sink):
         # made long after the run is not "now". (It ends at the train_end sent.)
         self._header_time: dict[str, Any] | None = None
         # The bus's warning that its with-block ended by an exception: the status the MLflow
-        # run is left in at close (FAILED, or KILLED for an interrupt), and the record.
+        # run is left in at close (FAILED; an interrupt leaves it RUNNING), and the record.
         self._failed: tuple[str, dict[str, Any]] | None = None
         self._log_folders: list[str] = []  # the default checkpoint root(s)
         # Records taken but not sent: (epoch it belongs to, or None, record, live).
@@ -962,8 +964,8 @@ class MLflowSink(Sink):
         self._replay()
         if self._refusal is None and self._claim is None:
             self._push()
-            # A with-block ended by an exception: FAILED (KILLED for an interrupt), as MLflow's
-            # own start_run context leaves it; a resume sets it RUNNING again.
+            # A with-block ended by an exception: FAILED, as MLflow's own start_run context
+            # leaves it; a resume sets it RUNNING again.
             if self._failed is not None and self.mlflow_run_id is not None and \
                     self._status != self._failed[0]:
                 status, record = self._failed
@@ -989,8 +991,9 @@ def _failure(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     raised = details.get("raised") if isinstance(details, Mapping) else None
     if record.get("source") != "bus" or not isinstance(raised, str):
         return None
-    status = "KILLED" if raised in _INTERRUPTS else "FAILED"
-    return status, {"seq": record["seq"], "time": record["time"]}
+    if raised in _INTERRUPTS:
+        return None
+    return "FAILED", {"seq": record["seq"], "time": record["time"]}
 
 
 def _metrics_of(record: Mapping[str, Any]) -> list[tuple[tuple[str, str], str, int, float]]:

@@ -635,12 +635,13 @@ def test_a_run_is_finished_when_train_end_is_sent_not_only_at_close(tmp_path, ur
 
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("CUDA out of memory"), "FAILED"),
-                                           (KeyboardInterrupt(), "KILLED")])
+                                           (KeyboardInterrupt(), "RUNNING")])
 def test_a_with_block_ended_by_an_exception_leaves_the_run_failed(tmp_path, uri, error,
                                                                   status):
     """The bus records that its with-block ended by an exception: the MLflow run is then
-    FAILED (KILLED for Ctrl-C), as MLflow's own start_run context leaves it, where it stayed
-    RUNNING as a run still going. A resume sets it RUNNING again, and FINISHED at the end."""
+    FAILED, as MLflow's own start_run context leaves it, where it stayed RUNNING as a run
+    still going. Ctrl-C leaves it RUNNING, as a kill does (the logs are left as a kill leaves
+    them). A resume sets it RUNNING again, and FINISHED at the end."""
     log = tmp_path / "run.jsonl"
     with pytest.raises(type(error)), Bus([], log=[str(log), MLflowSink(uri)]) as bus:
         train(bus, 2, end=False)
@@ -648,7 +649,9 @@ def test_a_with_block_ended_by_an_exception_leaves_the_run_failed(tmp_path, uri,
         raise error
     raised = [rec for rec in read_effective(log) if rec.kind == "warning"]
     run, history = mlflow_run(uri)
-    assert (run.info.status, run.info.end_time) == (status, int(raised[-1].time * 1000))
+    assert run.info.status == status
+    if status == "FAILED":
+        assert run.info.end_time == int(raised[-1].time * 1000)
     assert [step for step, _ in history["loss"]] == [0, 1]
     backfill(log, uri, experiment="backfilled")  # as the live sink left it
     assert mlflow_run(uri, "backfilled")[0].info.status == status
