@@ -29,7 +29,7 @@ from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
 from .filters import filters_of, guard
-from .plugin import _BUS, Plugin, plugin_name, why_not_a_plugin
+from .plugin import Plugin, plugin_name, set_aside, why_not_a_plugin
 from .records import KINDS
 from .sink import Sink
 
@@ -406,7 +406,7 @@ def _why_uncalled(plugin: object) -> str | None:
     named = [name for name in dict.fromkeys((*_KERAS_METHODS, *HOOKS))
              if callable(method := getattr(cls, name, None))
              and method is not getattr(Plugin, name, None) and not is_hookimpl(method)
-             and not is_hookimpl(getattr(cls, _BUS + name, None))]
+             and not is_hookimpl(set_aside(cls, name))]
     if not named:
         return None
     if any(base.__name__ == "Callback" and base.__module__.partition(".")[0] == "keras"

@@ -32,7 +32,7 @@ from .filters import filters_of
 from .records import PluginSpec, Record
 
 __all__ = ["KERAS_METHODS", "KerasCallbackMethods", "Plugin", "plugin_name", "plugin_spec",
-           "why_not_a_plugin"]
+           "set_aside", "why_not_a_plugin"]
 
 #: The methods Keras 3 calls on every callback, with how each takes its arguments.
 KERAS_METHODS: dict[str, str] = {
@@ -263,6 +263,12 @@ def why_not_a_plugin(obj: object) -> str | None:
         return (f"{type(obj).__name__} {obj!r:.60}, not a plugin: a plugin is an object with "
                 "@hookimpl methods (to name a built-in one, build it: plugins.EarlyStopping())")
     return None
+
+
+def set_aside(cls: type, hook: str) -> Any:
+    """The implementation of ``hook`` that ``cls`` keeps aside, under ``_bus_<hook>``, because
+    Keras calls a method of that name itself (see :class:`Plugin`); None when it keeps none."""
+    return getattr(cls, _BUS + hook, None)
 
 
 def plugin_name(plugin: object) -> str:
