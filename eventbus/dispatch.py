@@ -29,7 +29,7 @@ from . import hookspecs
 from ._markers import PROJECT_NAME
 from .errors import ConfigError
 from .filters import filters_of, guard
-from .plugin import Plugin, plugin_name, set_aside, why_not_a_plugin
+from .plugin import KERAS_METHODS, Plugin, plugin_name, set_aside, why_not_a_plugin
 from .records import KINDS
 from .sink import Sink
 
@@ -385,15 +385,6 @@ def _why_invalid(carrier: object, pm: pluggy.PluginManager) -> str | None:
     return None
 
 
-#: The methods a Keras callback has, for the hooks a loop calls: each a hook's name here too,
-#: but for Keras's names of the train batch hooks.
-_KERAS_METHODS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
-                  "on_batch_begin", "on_batch_end", "on_train_batch_begin",
-                  "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin",
-                  "on_test_batch_end", "on_predict_begin", "on_predict_end",
-                  "on_predict_batch_begin", "on_predict_batch_end")
-
-
 def _why_uncalled(plugin: object) -> str | None:
     """For a plugin with no hook implementation: why none of its methods named like hooks would
     ever be called (a Keras callback, a callback written Keras's way, a forgotten
@@ -403,7 +394,7 @@ def _why_uncalled(plugin: object) -> str | None:
     # Plugin's own Keras methods, which serve Keras's fit, are not the plugin's; nor is a
     # method marked as a hook (kept aside under ``_bus_<name>`` where Keras calls the name):
     # a plugin that unsubscribed every hook it has means to be called for none.
-    named = [name for name in dict.fromkeys((*_KERAS_METHODS, *HOOKS))
+    named = [name for name in dict.fromkeys((*KERAS_METHODS, *HOOKS))
              if callable(method := getattr(cls, name, None))
              and method is not getattr(Plugin, name, None) and not is_hookimpl(method)
              and not is_hookimpl(set_aside(cls, name))]
