@@ -48,6 +48,22 @@ def test_a_second_thread_during_a_fit_is_refused_and_nothing_is_lost(tmp_path):
     assert len(batches) == 20_000 and {rec.logs["loss"] for rec in batches} == {1.0}
 
 
+def flush_from_another_thread(bus: Bus) -> BaseException | None:
+    """``bus.flush()`` from a thread of its own, named "watchdog"; what it raised, if any."""
+    raised: list[BaseException] = []
+
+    def watchdog() -> None:
+        try:
+            bus.flush()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            raised.append(exc)
+
+    thread = threading.Thread(target=watchdog, name="watchdog")
+    thread.start()
+    thread.join()
+    return raised[0] if raised else None
+
+
 def test_a_flush_from_a_second_thread_during_a_fit_is_refused(tmp_path):
     """A watchdog thread flushing the logs while the fit's thread appends to their buffers
     took a Parquet log out of the run (a segment built from lists changing under it: every
@@ -57,28 +73,16 @@ def test_a_flush_from_a_second_thread_during_a_fit_is_refused(tmp_path):
     bus = Bus(log=path)
     bus.train_begin({"epochs": 1})
     bus.epoch_begin(0)
-    errors: list[BaseException] = []
-
-    def watchdog() -> None:
-        try:
-            bus.flush()
-        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
-            errors.append(exc)
-
+    error = None
     for i in range(5_000):
         bus.batch_end(i, {"loss": 1.0})
         if i == 100:
-            other = threading.Thread(target=watchdog, name="watchdog")
-            other.start()
-            other.join()
+            error = flush_from_another_thread(bus)
     bus.epoch_end(0, {"loss": 1.0})
     bus.train_end()
-    assert len(errors) == 1 and isinstance(errors[0], EventError)
-    assert "flush()" in str(errors[0]) and "'watchdog'" in str(errors[0])
-    after = threading.Thread(target=watchdog)
-    after.start()
-    after.join()
-    assert len(errors) == 1  # between fits: taken
+    assert isinstance(error, EventError)
+    assert "flush()" in str(error) and "'watchdog'" in str(error)
+    assert flush_from_another_thread(bus) is None  # between fits: taken
     bus.close()
     records = list(read_log(path))
     assert [rec.seq for rec in records] == list(range(len(records)))
@@ -93,28 +97,16 @@ def test_a_second_thread_during_an_evaluation_or_a_prediction_is_refused(tmp_pat
     the loop is under way, as during a fit; taken once it has ended."""
     path = tmp_path / "events.parquet"
     bus = Bus(log=path)
-    errors: list[BaseException] = []
-
-    def watchdog() -> None:
-        try:
-            bus.flush()
-        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
-            errors.append(exc)
-
+    error = None
     getattr(bus, f"{loop}_begin")()
     for i in range(2_000):
         getattr(bus, f"{loop}_batch_end")(i, {"loss": 1.0} if loop == "test" else None)
         if i == 100:
-            other = threading.Thread(target=watchdog, name="watchdog")
-            other.start()
-            other.join()
+            error = flush_from_another_thread(bus)
     getattr(bus, f"{loop}_end")(*([{"loss": 1.0}] if loop == "test" else []))
-    assert len(errors) == 1 and isinstance(errors[0], EventError)
-    assert "loop is under way" in str(errors[0]) and "'watchdog'" in str(errors[0])
-    after = threading.Thread(target=watchdog)
-    after.start()
-    after.join()
-    assert len(errors) == 1
+    assert isinstance(error, EventError)
+    assert "loop is under way" in str(error) and "'watchdog'" in str(error)
+    assert flush_from_another_thread(bus) is None
     bus.close()
     kinds = [rec.kind for rec in read_log(path)]
     assert kinds.count(f"{loop}_batch_end") == 2_000 and kinds[-1] == f"{loop}_end"
