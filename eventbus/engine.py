@@ -235,12 +235,7 @@ class Engine:
             if not seq & 63:
                 self.settle(recorder.flush_full(), "batch_begin", None)
         if writes:
-            try:
-                out = recorder.fan_out(record, writes, owners, 0)
-            except BaseException:  # Ctrl-C inside a writer: as Recorder.write does
-                recorder.forget_unflushed()  # (a row half appended, which the next would join)
-                raise
-            self.settle(out, "batch_begin", record)
+            self.settle(recorder.fan_out(record, writes, owners, 0), "batch_begin", record)
         if not handlers:
             return ()
         return self.dispatch(event_from(record), handlers)
@@ -322,16 +317,12 @@ class Engine:
                     i += 1
             except Exception as exc:
                 out = exc
-            except BaseException:  # Ctrl-C inside a writer: as Recorder.write does
+            except BaseException:  # Ctrl-C inside a writer: as Recorder.fan_out does
                 recorder.forget_unflushed()  # (a row half appended, which the next would join)
                 raise
             if out is not None:
-                try:
-                    troubles = recorder.fan_out(record, writes, owners, i, out)
-                except BaseException:  # Ctrl-C in a later writer: as above
-                    recorder.forget_unflushed()
-                    raise
-                self.settle(troubles, "batch_end", record)
+                self.settle(recorder.fan_out(record, writes, owners, i, out), "batch_end",
+                            record)
         if not handlers:
             return ()
         event = _new(_BATCH_END_EVENT)  # the record as an event: its dict, not copied

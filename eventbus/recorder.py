@@ -314,13 +314,7 @@ class Recorder:
             writes, owners = tuple(s.write for s in self.slots), tuple(self.slots)
         else:
             owners = self.tables.owners[kind]
-        try:
-            out = self.fan_out(record, writes, owners, 0)
-        except BaseException:  # fan_out goes on past an Exception: an interrupt, Ctrl-C
-            # The record reached some sinks and not others (a save the log would hold and the
-            # checkpoint writer never finished).
-            self.forget_unflushed()
-            raise
+        out = self.fan_out(record, writes, owners, 0)  # (an interrupt: see fan_out)
         return out if left is None else left + (out or [])
 
     def forget_unflushed(self) -> None:
@@ -409,19 +403,26 @@ class Recorder:
         ``writes[start]`` gave (its result, or the exception it raised) when the caller made
         that call itself (the batch path's inlined loop): it is not made again."""
         left: list[Trouble] | None = None
-        for i in range(start, len(writes)):
-            if i == start and first is not None:
-                out = first
-            else:
-                try:
-                    out = writes[i](record)
-                except Exception as exc:
-                    out = exc
-            if out is not None:
-                if left is None:
-                    left = []
-                left.append(Trouble(owners[i], error=out) if isinstance(out, Exception)
-                            else Trouble(owners[i], out=out))
+        try:
+            for i in range(start, len(writes)):
+                if i == start and first is not None:
+                    out = first
+                else:
+                    try:
+                        out = writes[i](record)
+                    except Exception as exc:
+                        out = exc
+                if out is not None:
+                    if left is None:
+                        left = []
+                    left.append(Trouble(owners[i], error=out) if isinstance(out, Exception)
+                                else Trouble(owners[i], out=out))
+        except BaseException:  # it goes on past an Exception: an interrupt, Ctrl-C
+            # The record reached some sinks and not others (a save the log would hold and the
+            # checkpoint writer never finished), or a writer holds half of it (a Parquet row
+            # the next record would join): the logs are left as a kill now leaves them.
+            self.forget_unflushed()
+            raise
         for trouble in left or ():
             if trouble.error is not None:
                 self.detach(trouble.slot.sink)
