@@ -958,9 +958,7 @@ class Engine:
             self.recorder.detach(slot.sink)
             follower = slot.kinds is None and getattr(slot.sink, "follows_logs", False)
             if follower and logs_failed:
-                forget = getattr(slot.sink, "forget_unflushed", None)
-                if callable(forget):
-                    forget()
+                slot.call("forget_unflushed")
             try:
                 if not self.close_sink(slot) and is_event_log(slot):
                     logs_failed = True
@@ -1001,9 +999,7 @@ class Engine:
         self.settle(self.recorder.call(logs, "flush"), "flush", None)
         if any(getattr(s.sink, "behind", False) for s in logs):
             for slot in followers:
-                forget = getattr(slot.sink, "forget_unflushed", None)
-                if callable(forget):
-                    forget()
+                slot.call("forget_unflushed")
 
     def close_sink(self, slot: Slot) -> bool:
         """Close a sink taken out of the recorder; what it returns, or its failure, is recorded

@@ -324,9 +324,7 @@ class Recorder:
         what was cut again, where a log holding part of it would vouch for work never done."""
         self.held.clear()
         for slot in self.slots:
-            forget = getattr(slot.sink, "forget_unflushed", None)
-            if callable(forget):
-                forget()
+            slot.call("forget_unflushed")
 
     # --- batch records held for their tensors ---------------------------------------------------
     #
