@@ -439,7 +439,7 @@ class JsonlWriter(Sink):
 
     def forget_unflushed(self) -> None:
         """Drop the records not yet written, as a kill now would lose them (see
-        ``Recorder.write``: a record whose way to the sinks an interrupt cut). The rest of a
+        ``Recorder.fan_out``: a record whose way to the sinks an interrupt cut). The rest of a
         line a failed write left half in the file is kept, for the next flush to end it: a
         record appended to half a line is damage in the middle of the log, which no resume
         goes on from (a kill leaves the half line as the torn tail a resume cuts)."""

@@ -448,7 +448,7 @@ class ParquetWriter(Sink):
 
     def forget_unflushed(self) -> None:
         """Drop the records not yet handed to the store, as a kill now would lose them (see
-        ``Recorder.write``: a record whose way to the sinks an interrupt cut)."""
+        ``Recorder.fan_out``: a record whose way to the sinks an interrupt cut)."""
         self._reset()
 
     def __enter__(self) -> ParquetWriter:
